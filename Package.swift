@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+// haste: HASTE diffusion-transformer training and sampling in Swift. See README.md and ../shared/STYLE.md.
+import PackageDescription
+
+/// Library targets are optimised across modules in release builds (STYLE §4.3: set on the callee).
+let libraryFlags: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
+let package = Package(
+    name: "haste",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "haste", targets: ["haste"]),
+        .library(name: "HasteTensor", targets: ["HasteTensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
+        .target(name: "HasteTensor",
+                dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")],
+                swiftSettings: libraryFlags),
+        .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
+        .target(name: "HasteIO", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
+        .executableTarget(name: "haste",
+                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "COpenBLAS",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "HasteTests",
+                    dependencies: ["HasteTensor", "HasteNN", "HasteIO"],
+                    resources: [.copy("Fixtures")]),
+    ],
+    swiftLanguageModes: [.v5]
+)

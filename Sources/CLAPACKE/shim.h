@@ -1,0 +1,2 @@
+// LAPACKE (Debian liblapacke-dev): eigen-decompositions and matrix square roots for FID.
+#include <lapacke.h>

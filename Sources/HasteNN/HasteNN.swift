@@ -1,0 +1,1 @@
+// HasteNN: parameters, layers, optimisers (STYLE §2.6). Filled by the layers work.

@@ -1,0 +1,28 @@
+/// A backend is a narrow set of kernels (STYLE §2.3): buffers, counts and scalar parameters; no shape
+/// checks, no autograd, no allocation policy. Each op family declares its kernels in its own protocol
+/// (next to the op, in `Ops/`), and `Backend` is their union. The CPU backend is the reference; every other
+/// backend is tested against it. No default implementations: a new backend must provide every kernel.
+public protocol Backend: AnyObject, MemoryKernels, RandomKernels, ElementwiseKernels, MatmulKernels,
+    ReduceKernels, NormKernels, SoftmaxKernels, MovementKernels, ConvKernels, ResizeKernels,
+    AttentionKernels, EmbeddingKernels, LossKernels, OptimizerKernels
+{
+    /// Short name for messages and `haste doctor` ("cpu", "cuda").
+    var name: String { get }
+}
+
+/// Memory: allocation, copies, fills and dtype conversion.
+public protocol MemoryKernels: AnyObject {
+    func allocate(byteCount: Int) -> UnsafeMutableRawPointer
+    func deallocate(_ address: UnsafeMutableRawPointer, byteCount: Int)
+    /// Copies `byteCount` bytes between two buffers of this backend.
+    func copy(from src: Buffer, to dst: Buffer, byteCount: Int)
+    func copyFromHost(_ host: UnsafeRawPointer, to dst: Buffer, byteCount: Int)
+    func copyToHost(_ src: Buffer, _ host: UnsafeMutableRawPointer, byteCount: Int)
+    /// dst[i] = value for i < count, in dst's dtype.
+    func fill(_ dst: Buffer, count: Int, value: Double)
+    /// Copies the `shape`-sized view of src (element strides `srcStrides` from src.offset) into the view of dst
+    /// with `dstStrides`. Same dtype. Gathers (contiguous dst) and scatters (slices, cat) alike.
+    func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int])
+    /// Converts `count` elements from src.dtype to dst.dtype (float→int truncates toward zero, like torch).
+    func cast(from src: Buffer, to dst: Buffer, count: Int)
+}

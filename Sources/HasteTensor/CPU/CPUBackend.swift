@@ -1,0 +1,80 @@
+import COpenBLAS
+
+/// The reference backend: host memory, OpenBLAS GEMMs and plain Swift loops (STYLE §0.3).
+public final class CPUBackend: Backend {
+    public static let shared = CPUBackend()
+    public let name = "cpu"
+
+    /// Sets OpenBLAS's pool and our chunking together (STYLE §4.9).
+    public static func setThreads(_ n: Int) {
+        Parallel.threads = max(1, n)
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
+
+    public func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
+    }
+
+    public func deallocate(_ address: UnsafeMutableRawPointer, byteCount: Int) { address.deallocate() }
+
+    public func copy(from src: Buffer, to dst: Buffer, byteCount: Int) {
+        dst.rawPointer.copyMemory(from: src.rawPointer, byteCount: byteCount)
+    }
+
+    public func copyFromHost(_ host: UnsafeRawPointer, to dst: Buffer, byteCount: Int) {
+        dst.rawPointer.copyMemory(from: host, byteCount: byteCount)
+    }
+
+    public func copyToHost(_ src: Buffer, _ host: UnsafeMutableRawPointer, byteCount: Int) {
+        host.copyMemory(from: src.rawPointer, byteCount: byteCount)
+    }
+
+    public func fill(_ dst: Buffer, count: Int, value: Double) {
+        switch dst.dtype {
+        case .float32: dst.pointer(Float.self).update(repeating: Float(value), count: count)
+        case .float64: dst.pointer(Double.self).update(repeating: value, count: count)
+        case .float16: dst.pointer(UInt16.self).update(repeating: Float(value).halfBits, count: count)
+        case .bfloat16: dst.pointer(UInt16.self).update(repeating: Float(value).bfloat16Bits, count: count)
+        case .int32: dst.pointer(Int32.self).update(repeating: Int32(value), count: count)
+        case .int64: dst.pointer(Int64.self).update(repeating: Int64(value), count: count)
+        case .uint8: dst.pointer(UInt8.self).update(repeating: UInt8(value), count: count)
+        case .bool: dst.pointer(Bool.self).update(repeating: value != 0, count: count)
+        }
+    }
+
+    public func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) {
+        switch src.dtype.byteSize {
+        case 8: copyStrided(src.pointer(UInt64.self), srcStrides, dst.pointer(UInt64.self), dstStrides, shape)
+        case 4: copyStrided(src.pointer(UInt32.self), srcStrides, dst.pointer(UInt32.self), dstStrides, shape)
+        case 2: copyStrided(src.pointer(UInt16.self), srcStrides, dst.pointer(UInt16.self), dstStrides, shape)
+        default: copyStrided(src.pointer(UInt8.self), srcStrides, dst.pointer(UInt8.self), dstStrides, shape)
+        }
+    }
+
+    /// Row-major walk over `shape`; the innermost axis is a tight loop, rows run in parallel chunks.
+    private func copyStrided<T>(_ src: UnsafeMutablePointer<T>, _ ss0: [Int], _ dst: UnsafeMutablePointer<T>,
+                                _ ds0: [Int], _ shape0: [Int]) {
+        let (shape, ss, ds) = CPUBackend.coalesce(shape0, ss0, ds0)
+        let rank = shape.count
+        let inner = shape[rank - 1], si = ss[rank - 1], di = ds[rank - 1]
+        let rows = shape.dropLast().reduce(1, *)
+        if rows * inner == 0 { return }
+        let s = SendablePointer(src), d = SendablePointer(dst)
+        Parallel.chunks(rows, chunk: max(1, Parallel.defaultChunk / inner)) { range in
+            for row in range {
+                var rem = row, so = 0, dof = 0
+                for axis in stride(from: rank - 2, through: 0, by: -1) {
+                    let c = rem % shape[axis]
+                    rem /= shape[axis]
+                    so += c * ss[axis]; dof += c * ds[axis]
+                }
+                let inp = s.base + so, out = d.base + dof
+                if si == 1 && di == 1 {
+                    out.update(from: inp, count: inner)
+                } else {
+                    for j in 0..<inner { out[j * di] = inp[j * si] }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import RealModule
+
+/// A unary op as a value: `f` is the forward, `df` the derivative given x and y = f(x).
+protocol UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T
+}
+
+struct ExpF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .exp(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y } }
+struct LogF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .log(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / x } }
+struct SqrtF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .sqrt(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / (2 * y) } }
+struct RsqrtF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { 1 / .sqrt(x) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { -y * y * y / 2 }
+}
+struct TanhF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .tanh(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 - y * y } }
+struct SinF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .sin(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { .cos(x) } }
+struct CosF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .cos(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { -.sin(x) } }
+struct AbsF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { x.magnitude }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { x > 0 ? 1 : (x < 0 ? -1 : 0) }
+}
+struct SignF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { x > 0 ? 1 : (x < 0 ? -1 : (x.isNaN ? x : 0)) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 0 }
+}
+struct ReciprocalF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { 1 / x }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { -y * y } }
+struct SquareF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { x * x }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 2 * x } }
+struct ReluF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { x > 0 ? x : (x.isNaN ? x : 0) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { x > 0 ? 1 : 0 }
+}
+@inline(__always) func sigmoid<T: KernelFloat>(_ x: T) -> T {
+    if x >= 0 { return 1 / (1 + .exp(-x)) }
+    let e = T.exp(x)
+    return e / (1 + e)
+}
+struct SigmoidF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { sigmoid(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y * (1 - y) } }
+struct SiluF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { x * sigmoid(x) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
+}
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch's approximate="tanh".
+struct GeluTanhF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T {
+        let k0: T = 0.797_884_560_802_865_4, k1: T = 0.044_715
+        let inner: T = k0 * (x + k1 * x * x * x)
+        let half: T = x / 2
+        return half * (1 + T.tanh(inner))
+    }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T {
+        let k0: T = 0.797_884_560_802_865_4, k1: T = 0.044_715
+        let x2: T = x * x
+        let t: T = T.tanh(k0 * (x + k1 * x2 * x))
+        let left: T = (1 + t) / 2
+        let right: T = x / 2 * (1 - t * t) * k0 * (1 + 3 * k1 * x2)
+        return left + right
+    }
+}
+/// x·Φ(x) with Φ through erf, as torch's exact GELU.
+struct GeluF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T {
+        let c: T = 0.707_106_781_186_547_5
+        let e: T = T.erf(x * c)
+        return x / 2 * (1 + e)
+    }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T {
+        let c: T = 0.707_106_781_186_547_5, invSqrt2Pi: T = 0.398_942_280_401_432_7
+        let cdf: T = (1 + T.erf(x * c)) / 2
+        let pdf: T = invSqrt2Pi * T.exp(-x * x / 2)
+        return cdf + x * pdf
+    }
+}
+struct PowF: UnaryFn {
+    let p: Double
+    func f<T: KernelFloat>(_ x: T) -> T {
+        if p == p.rounded(), p.magnitude < 1e9 { return .pow(x, Int(p)) }
+        return .pow(x, T(p))
+    }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T {
+        if p == 0 { return 0 }
+        let q = p - 1
+        if q == q.rounded(), q.magnitude < 1e9 { return T(p) * .pow(x, Int(q)) }
+        return T(p) * .pow(x, T(q))
+    }
+}
+struct ClampF: UnaryFn {
+    let lo: Double, hi: Double
+    func f<T: KernelFloat>(_ x: T) -> T { x.isNaN ? x : Swift.min(Swift.max(x, T(lo)), T(hi)) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { x >= T(lo) && x <= T(hi) ? 1 : 0 }
+}
+struct AffineF: UnaryFn {
+    let scale: Double, shift: Double
+    func f<T: KernelFloat>(_ x: T) -> T { x * T(scale) + T(shift) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { T(scale) }
+}
+
+/// Receives the functor of a `UnaryOp` as a concrete type, so the loops below specialise per op.
+protocol UnaryVisitor { func visit<F: UnaryFn>(_ fn: F) }
+
+/// Maps the enum onto its functor once per kernel call.
+func dispatchUnary<V: UnaryVisitor>(_ op: UnaryOp, _ v: V) {
+    switch op {
+    case .exp: v.visit(ExpF())
+    case .log: v.visit(LogF())
+    case .sqrt: v.visit(SqrtF())
+    case .rsqrt: v.visit(RsqrtF())
+    case .tanh: v.visit(TanhF())
+    case .sin: v.visit(SinF())
+    case .cos: v.visit(CosF())
+    case .abs: v.visit(AbsF())
+    case .sign: v.visit(SignF())
+    case .reciprocal: v.visit(ReciprocalF())
+    case .square: v.visit(SquareF())
+    case .sigmoid: v.visit(SigmoidF())
+    case .silu: v.visit(SiluF())
+    case .geluTanh: v.visit(GeluTanhF())
+    case .gelu: v.visit(GeluF())
+    case .relu: v.visit(ReluF())
+    case let .pow(p): v.visit(PowF(p: p))
+    case let .clamp(lo, hi): v.visit(ClampF(lo: lo, hi: hi))
+    case let .affine(scale, shift): v.visit(AffineF(scale: scale, shift: shift))
+    }
+}
+
+/// y = f(x) over `count` elements of type T.
+struct UnaryForward<T: KernelFloat>: UnaryVisitor {
+    let x: SendablePointer<T>, y: SendablePointer<T>, count: Int
+    func visit<F: UnaryFn>(_ fn: F) {
+        let x = self.x, y = self.y
+        Parallel.chunks(count) { r in
+            let a = x.base, b = y.base
+            for i in r { b[i] = fn.f(a[i]) }
+        }
+    }
+}
+
+/// dx = dy · f'(x, y).
+struct UnaryBackwardLoop<T: KernelFloat>: UnaryVisitor {
+    let x: SendablePointer<T>, y: SendablePointer<T>, dy: SendablePointer<T>, dx: SendablePointer<T>, count: Int
+    func visit<F: UnaryFn>(_ fn: F) {
+        let x = self.x, y = self.y, dy = self.dy, dx = self.dx
+        Parallel.chunks(count) { r in
+            for i in r { dx.base[i] = dy.base[i] * fn.df(x.base[i], y.base[i]) }
+        }
+    }
+}
+
+extension CPUBackend {
+    public func unary(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) {
+        switch x.dtype {
+        case .float32:
+            dispatchUnary(op, UnaryForward<Float>(x: .init(x.pointer(Float.self)), y: .init(y.pointer(Float.self)), count: count))
+        case .float64:
+            dispatchUnary(op, UnaryForward<Double>(x: .init(x.pointer(Double.self)), y: .init(y.pointer(Double.self)), count: count))
+        default: preconditionFailure("\(op): unsupported dtype \(x.dtype)")
+        }
+    }
+
+    public func unaryBackward(_ op: UnaryOp, x: Buffer, y: Buffer, dy: Buffer, dx: Buffer, count: Int) {
+        switch x.dtype {
+        case .float32:
+            dispatchUnary(op, UnaryBackwardLoop<Float>(x: .init(x.pointer(Float.self)), y: .init(y.pointer(Float.self)),
+                                                       dy: .init(dy.pointer(Float.self)), dx: .init(dx.pointer(Float.self)), count: count))
+        case .float64:
+            dispatchUnary(op, UnaryBackwardLoop<Double>(x: .init(x.pointer(Double.self)), y: .init(y.pointer(Double.self)),
+                                                        dy: .init(dy.pointer(Double.self)), dx: .init(dx.pointer(Double.self)), count: count))
+        default: preconditionFailure("\(op) backward: unsupported dtype \(x.dtype)")
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Dispatch
+
+/// Lets a pointer enter concurrentPerform's @Sendable closure; sound because chunks are disjoint.
+public struct SendablePointer<T>: @unchecked Sendable {
+    public let base: UnsafeMutablePointer<T>
+    @inlinable public init(_ base: UnsafeMutablePointer<T>) { self.base = base }
+}
+
+/// Thread policy for CPU kernels (STYLE R13, §4.9): work is split into fixed-size chunks, never by thread
+/// count, so results are bitwise identical whatever `threads` is. `threads == 1` runs every chunk inline.
+public enum Parallel {
+    nonisolated(unsafe) public static var threads: Int = 2
+    /// Elements per chunk for memory-bound loops.
+    public static let defaultChunk = 1 << 15
+
+    /// Calls `body` over fixed chunks of 0..<count, concurrently when there is more than one chunk.
+    @inlinable
+    public static func chunks(_ count: Int, chunk: Int = defaultChunk, _ body: (Range<Int>) -> Void) {
+        let n = (count + chunk - 1) / chunk
+        if n <= 1 { body(0..<count); return }
+        if threads <= 1 {
+            for i in 0..<n { body(i * chunk ..< min(count, (i + 1) * chunk)) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: n) { i in box.value(i * chunk ..< min(count, (i + 1) * chunk)) }
+        }
+    }
+
+    /// Calls `body(i)` for i in 0..<count in parallel (independent rows/items of coarse work).
+    @inlinable
+    public static func forEach(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 || threads <= 1 { for i in 0..<count { body(i) }; return }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: count) { i in box.value(i) }
+        }
+    }
+}
+
+/// Carries a non-Sendable closure into concurrentPerform; the callers guarantee disjoint writes.
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    @inlinable public init(_ value: T) { self.value = value }
+}

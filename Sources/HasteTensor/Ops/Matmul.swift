@@ -1,0 +1,126 @@
+import COpenBLAS
+
+/// Matrix products. torch: `a @ b` (`torch.matmul`), `F.linear(x, w, b)`.
+public protocol MatmulKernels: AnyObject {
+    /// Row-major C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i] for i < batch, where op transposes when asked;
+    /// A[i] starts at a.offset + i·strideA (elements), likewise B and C. m×k · k×n → m×n.
+    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
+              a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
+              beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int)
+}
+
+/// A matrix operand as BLAS sees it: no copy when the tensor or its last-two-axes transpose is contiguous.
+struct MatrixOperand {
+    let tensor: Tensor      // the storage owner, contiguous in `trans` layout
+    let trans: Bool
+    let ld: Int
+    init(_ x: Tensor) {
+        let r = x.shape[x.rank - 2], c = x.shape[x.rank - 1]
+        if x.isContiguous {
+            tensor = x; trans = false; ld = max(c, 1)
+        } else if x.transposed(-1, -2).detached().isContiguous {
+            tensor = x; trans = true; ld = max(r, 1)
+        } else {
+            tensor = x.contiguous(); trans = false; ld = max(c, 1)
+        }
+    }
+    var buffer: Buffer { Buffer(storage: tensor.storage, offset: tensor.offset, dtype: tensor.dtype) }
+}
+
+extension Tensor {
+    /// torch: `torch.matmul(a, b)` for rank ≥ 2 operands with broadcast batch axes.
+    public func matmul(_ other: Tensor) -> Tensor {
+        precondition(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
+                     "matmul: \(shape) × \(other.shape): inner dimensions differ (or rank < 2)")
+        precondition(dtype == other.dtype && dtype.isComputeFloat, "matmul: dtypes \(dtype) and \(other.dtype)")
+        precondition(device == other.device, "matmul: operands on \(device) and \(other.device)")
+        let m = shape[rank - 2], k = shape[rank - 1], n = other.shape[other.rank - 1]
+        guard let batchShape = broadcastShape(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
+            preconditionFailure("matmul: batch axes of \(shape) and \(other.shape) do not broadcast")
+        }
+        let batch = batchShape.reduce(1, *)
+        let out = Tensor.empty(batchShape + [m, n], dtype: dtype, device: device)
+        // A 2-D right operand folds a contiguous left batch into rows: one GEMM.
+        if other.rank == 2 && isContiguous {
+            let a = MatrixOperand(self.reshaped([batch * m, k]).detached()), b = MatrixOperand(other)
+            Tensor.gemm(a, b, m: batch * m, n: n, k: k, out: out, batch: 1)
+        } else {
+            let a = MatrixOperand(expandedBatch(batchShape)), b = MatrixOperand(other.expandedBatch(batchShape))
+            Tensor.gemm(a, b, m: m, n: n, k: k, out: out, batch: batch)
+        }
+        return out.recorded(MatmulBackward(a: self, b: other))
+    }
+
+    /// This tensor with batch axes broadcast to `batchShape` (copied only when broadcasting is needed).
+    func expandedBatch(_ batchShape: [Int]) -> Tensor {
+        let target = batchShape + shape.suffix(2)
+        return target == shape ? self : expanded(target).contiguous()
+    }
+
+    static func gemm(_ a: MatrixOperand, _ b: MatrixOperand, m: Int, n: Int, k: Int, out: Tensor, batch: Int,
+                     alpha: Double = 1, beta: Double = 0) {
+        out.backend.gemm(transA: a.trans, transB: b.trans, m: m, n: n, k: k, alpha: alpha,
+                         a: a.buffer, lda: a.ld, strideA: a.tensor.rank == 2 ? 0 : m * k,
+                         b: b.buffer, ldb: b.ld, strideB: b.tensor.rank == 2 ? 0 : k * n,
+                         beta: beta, c: out.buffer, ldc: max(n, 1), strideC: m * n, batch: batch)
+    }
+
+    /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
+    public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
+        precondition(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
+                     "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
+        precondition(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
+        precondition(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
+        let x = contiguous(), w = weight.contiguous()
+        let rows = count / max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
+        let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)
+        if let bias {   // rows of y start as the bias, then GEMM accumulates (beta = 1)
+            let b = bias.contiguous()
+            backend.stridedCopy(from: b.buffer, srcStrides: [0, 1], to: y.buffer, dstStrides: [outF, 1], shape: [rows, outF])
+        }
+        backend.gemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1,
+                     a: x.buffer, lda: max(inF, 1), strideA: 0, b: w.buffer, ldb: max(inF, 1), strideB: 0,
+                     beta: bias == nil ? 0 : 1, c: y.buffer, ldc: max(outF, 1), strideC: 0, batch: 1)
+        return y.recorded(LinearBackward(x: x, weight: w, bias: bias))
+    }
+}
+
+/// dA = dY·Bᵀ, dB = Aᵀ·dY, reduced over broadcast batch axes.
+struct MatmulBackward: Backward {
+    let a: Tensor, b: Tensor
+    var inputs: [Tensor] { [a, b] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let da = a.isTracked ? dy.matmul(b.detached().transposed(-1, -2)).unbroadcast(to: a.shape) : nil
+        let db = b.isTracked ? a.detached().transposed(-1, -2).matmul(dy).unbroadcast(to: b.shape) : nil
+        return [da, db]
+    }
+}
+
+/// Saves x and weight (contiguous); dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.
+struct LinearBackward: Backward {
+    let x: Tensor, weight: Tensor, bias: Tensor?
+    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let inF = weight.shape[1], outF = weight.shape[0], rows = dy.count / max(outF, 1)
+        let be = dy.backend
+        var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
+        if x.isTracked {
+            let g = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
+            be.gemm(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer, lda: max(outF, 1), strideA: 0,
+                    b: weight.buffer, ldb: max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: max(inF, 1), strideC: 0, batch: 1)
+            dx = g
+        }
+        if weight.isTracked {
+            let g = Tensor.empty(weight.shape, dtype: weight.dtype, device: weight.device)
+            be.gemm(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: max(outF, 1), strideA: 0,
+                    b: x.buffer, ldb: max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: max(inF, 1), strideC: 0, batch: 1)
+            dw = g
+        }
+        if let bias, bias.isTracked {
+            let g = Tensor.empty(bias.shape, dtype: bias.dtype, device: bias.device)
+            be.reduceSum(dy.buffer, g.buffer, outer: 1, reduce: rows, inner: outF)
+            db = g
+        }
+        return bias == nil ? [dx, dw] : [dx, dw, db]
+    }
+}

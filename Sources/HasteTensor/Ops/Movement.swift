@@ -1,0 +1,144 @@
+/// Views and layout: reshape, permute, transpose, expand, narrow, chunk, split, contiguous.
+/// Views share storage and record a backward that maps the gradient back to the input's shape.
+extension Tensor {
+    /// torch: `x.contiguous()`. Returns self when already contiguous.
+    public func contiguous() -> Tensor {
+        if isContiguous { return self }
+        let y = Tensor.empty(shape, dtype: dtype, device: device)
+        backend.stridedCopy(from: Buffer(storage: storage, offset: offset, dtype: dtype), srcStrides: strides,
+                            to: y.buffer, dstStrides: y.strides, shape: shape)
+        return y.recorded(IdentityBackward(x: self))
+    }
+
+    /// torch: `x.reshape(shape)`; one axis may be -1. A view when the layout allows, else a copy.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        var target = newShape
+        if let hole = target.firstIndex(of: -1) {
+            let known = target.enumerated().filter { $0.offset != hole }.map(\.element).reduce(1, *)
+            precondition(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) for shape \(shape)")
+            target[hole] = count / known
+        }
+        precondition(target.reduce(1, *) == count && target.allSatisfy { $0 >= 0 },
+                     "reshape: shape \(shape) (\(count) elements) cannot become \(newShape)")
+        if target == shape { return self }
+        let x = contiguous()
+        let y = Tensor(storage: x.storage, shape: target, offset: x.offset, dtype: dtype)
+        return y.recorded(ReshapeBackward(x: x))
+    }
+
+    public func flattened(from start: Int = 0) -> Tensor {
+        let s = axis(start, "flatten")
+        return reshaped(Array(shape[..<s]) + [shape[s...].reduce(1, *)])
+    }
+
+    /// torch: `x.permute(dims)`.
+    public func permuted(_ dims: [Int]) -> Tensor {
+        let d = dims.map { axis($0, "permute") }
+        precondition(Set(d).count == rank && d.count == rank, "permute: \(dims) is not a permutation of \(rank) axes")
+        let y = Tensor(storage: storage, shape: d.map { shape[$0] }, strides: d.map { strides[$0] }, offset: offset, dtype: dtype)
+        var inverse = [Int](repeating: 0, count: rank)
+        for (i, a) in d.enumerated() { inverse[a] = i }
+        return y.recorded(PermuteBackward(x: self, inverse: inverse))
+    }
+
+    /// torch: `x.transpose(a, b)`.
+    public func transposed(_ a: Int = -2, _ b: Int = -1) -> Tensor {
+        var dims = Array(0..<rank)
+        dims.swapAt(axis(a, "transpose"), axis(b, "transpose"))
+        return permuted(dims)
+    }
+
+    /// torch: `x.unsqueeze(axis)`.
+    public func unsqueezed(_ a: Int) -> Tensor {
+        let r = a < 0 ? a + rank + 1 : a
+        precondition(r >= 0 && r <= rank, "unsqueeze: axis \(a) out of range for shape \(shape)")
+        var s = shape
+        s.insert(1, at: r)
+        return reshaped(s)
+    }
+
+    /// torch: `x.squeeze(axis)`; the axis must have size 1.
+    public func squeezed(_ a: Int) -> Tensor {
+        let r = axis(a, "squeeze")
+        precondition(shape[r] == 1, "squeeze: axis \(a) of shape \(shape) has size \(shape[r])")
+        var s = shape
+        s.remove(at: r)
+        return reshaped(s)
+    }
+
+    /// torch: `x.expand(shape)` (broadcast view, no copy).
+    public func expanded(_ target: [Int]) -> Tensor {
+        guard broadcastShape(shape, target) == target else {
+            preconditionFailure("expand: shape \(shape) cannot expand to \(target)")
+        }
+        let y = Tensor(storage: storage, shape: target, strides: broadcastStrides(to: target), offset: offset, dtype: dtype)
+        return y.recorded(ExpandBackward(x: self))
+    }
+
+    /// torch: `x.narrow(axis, start, length)`, i.e. `x[..., start:start+length, ...]`.
+    public func narrowed(_ a: Int, start: Int, length: Int) -> Tensor {
+        let r = axis(a, "narrow")
+        precondition(start >= 0 && length >= 0 && start + length <= shape[r],
+                     "narrow: [\(start), \(start + length)) out of range for axis \(a) of shape \(shape)")
+        var s = shape
+        s[r] = length
+        let y = Tensor(storage: storage, shape: s, strides: strides, offset: offset + start * strides[r], dtype: dtype)
+        return y.recorded(NarrowBackward(x: self, axis: r, start: start))
+    }
+
+    /// torch: `x.split(sizes, dim)`.
+    public func split(_ sizes: [Int], axis a: Int) -> [Tensor] {
+        let r = axis(a, "split")
+        precondition(sizes.reduce(0, +) == shape[r], "split: sizes \(sizes) do not add up to \(shape[r]) (axis \(a) of \(shape))")
+        var start = 0
+        return sizes.map { n in
+            defer { start += n }
+            return narrowed(r, start: start, length: n)
+        }
+    }
+
+    /// torch: `x.chunk(n, dim)` for sizes divisible by n (the only use here).
+    public func chunk(_ n: Int, axis a: Int) -> [Tensor] {
+        let r = axis(a, "chunk")
+        precondition(n > 0 && shape[r] % n == 0, "chunk: axis \(a) of shape \(shape) does not split into \(n) equal parts")
+        return split(Array(repeating: shape[r] / n, count: n), axis: r)
+    }
+}
+
+struct IdentityBackward: Backward {
+    let x: Tensor
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy] }
+}
+
+struct ReshapeBackward: Backward {
+    let x: Tensor
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.reshaped(x.shape)] }
+}
+
+struct PermuteBackward: Backward {
+    let x: Tensor, inverse: [Int]
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.permuted(inverse).contiguous()] }
+}
+
+struct ExpandBackward: Backward {
+    let x: Tensor
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.unbroadcast(to: x.shape)] }
+}
+
+/// Scatters the slice's gradient into zeros of the input's shape.
+struct NarrowBackward: Backward {
+    let x: Tensor, axis: Int, start: Int
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dx = Tensor.zeros(x.shape, dtype: dy.dtype, device: dy.device)
+        let g = dy.contiguous()
+        dx.backend.stridedCopy(from: g.buffer, srcStrides: g.strides,
+                               to: Buffer(storage: dx.storage, offset: start * dx.strides[axis], dtype: dx.dtype),
+                               dstStrides: dx.strides, shape: g.shape)
+        return [dx]
+    }
+}

@@ -1,0 +1,46 @@
+/// A buffer owned by a backend. `address` is opaque: a host pointer on CPU, a device pointer elsewhere;
+/// only the owning backend's kernels dereference it.
+public final class Storage: @unchecked Sendable {
+    public let address: UnsafeMutableRawPointer
+    public let byteCount: Int
+    public let device: Device
+    public let backend: any Backend
+    /// Keeps foreign memory alive (e.g. a mapped file) when the storage does not own its bytes.
+    private let owner: AnyObject?
+
+    /// Allocates `byteCount` bytes (64-byte aligned on CPU) on `device`.
+    public init(byteCount: Int, device: Device) {
+        let backend = device.backend
+        self.backend = backend
+        self.device = device
+        self.byteCount = byteCount
+        self.address = backend.allocate(byteCount: max(byteCount, 1))
+        self.owner = nil
+    }
+
+    /// Wraps host memory owned by `owner` (CPU only); nothing is freed on deinit.
+    public init(borrowing address: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject) {
+        self.backend = CPUBackend.shared
+        self.device = .cpu
+        self.byteCount = byteCount
+        self.address = address
+        self.owner = owner
+    }
+
+    deinit {
+        if owner == nil { backend.deallocate(address, byteCount: max(byteCount, 1)) }
+    }
+}
+
+/// A contiguous run of elements a kernel reads or writes: storage plus element offset.
+public struct Buffer {
+    public let storage: Storage
+    public let offset: Int
+    public let dtype: DType
+
+    /// Host pointer to the first element (CPU backend only).
+    @inlinable public func pointer<T>(_: T.Type) -> UnsafeMutablePointer<T> {
+        storage.address.assumingMemoryBound(to: T.self) + offset
+    }
+    @inlinable public var rawPointer: UnsafeMutableRawPointer { storage.address + offset * dtype.byteSize }
+}

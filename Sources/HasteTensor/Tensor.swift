@@ -1,0 +1,75 @@
+/// An n-dimensional array with eager autograd (STYLE §0, §2.3). Metadata is immutable; views share storage.
+/// Only kernels (into their outputs) and the optimizer (into the parameter arena) write into storage.
+public final class Tensor: @unchecked Sendable {
+    public let shape: [Int]
+    /// Element strides, one per axis.
+    public let strides: [Int]
+    /// Element offset into `storage`.
+    public let offset: Int
+    public let dtype: DType
+    /// The storage; re-pointed only when a `ParameterStore` moves a parameter into its arena.
+    public package(set) var storage: Storage
+
+    /// Leaf flag: gradients are accumulated into `grad` by `backward()`.
+    public var requiresGrad: Bool = false
+    /// The node that made this tensor (nil for leaves and for results computed without grad).
+    package var gradFn: (any Backward)?
+    /// Accumulated gradient of a leaf. A preset `grad` (a parameter's arena slot) is accumulated into in place.
+    public var grad: Tensor?
+    /// Set when `grad` is an arena slot owned by a parameter store: accumulate into it in place.
+    package var gradIsOwnedSlot = false
+
+    public init(storage: Storage, shape: [Int], strides: [Int]? = nil, offset: Int = 0, dtype: DType) {
+        self.storage = storage
+        self.shape = shape
+        self.strides = strides ?? Tensor.contiguousStrides(shape)
+        self.offset = offset
+        self.dtype = dtype
+    }
+
+    public var rank: Int { shape.count }
+    public var count: Int { shape.reduce(1, *) }
+    public var device: Device { storage.device }
+    public var backend: any Backend { storage.backend }
+    /// Whether autograd tracks this tensor (a leaf that requires grad, or the result of a tracked op).
+    public var isTracked: Bool { requiresGrad || gradFn != nil }
+
+    /// The contiguous buffer a kernel reads. Callers make the tensor contiguous first.
+    public var buffer: Buffer {
+        precondition(isContiguous, "buffer: tensor \(shape) with strides \(strides) is not contiguous")
+        return Buffer(storage: storage, offset: offset, dtype: dtype)
+    }
+
+    public var isContiguous: Bool {
+        var expected = 1
+        for axis in stride(from: rank - 1, through: 0, by: -1) where shape[axis] != 1 {
+            if strides[axis] != expected { return false }
+            expected *= shape[axis]
+        }
+        return true
+    }
+
+    public static func contiguousStrides(_ shape: [Int]) -> [Int] {
+        var strides = [Int](repeating: 1, count: shape.count)
+        var s = 1
+        for axis in stride(from: shape.count - 1, through: 0, by: -1) {
+            strides[axis] = s
+            s *= shape[axis]
+        }
+        return strides
+    }
+
+    /// Normalises a possibly negative axis; traps naming `op` when out of range.
+    public func axis(_ a: Int, _ op: String) -> Int {
+        let r = a < 0 ? a + rank : a
+        precondition(r >= 0 && r < rank, "\(op): axis \(a) out of range for shape \(shape)")
+        return r
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let values = count <= 16 && dtype != .float16 && dtype != .bfloat16 ? " \(scalars(as: Double.self))" : ""
+        return "Tensor(\(dtype), \(shape), \(device))\(values)"
+    }
+}
