@@ -1,0 +1,1 @@
+"""Our own PyTorch re-implementation of the HASTE reference, written from ../shared/spec. Oracle for fixtures."""

@@ -1,0 +1,93 @@
+import HasteTensor
+import HasteNN
+
+/// DINOv2 ViT (non-register), reference `dinov2/models/vision_transformer.py` with HASTE's modified forward
+/// that also returns per-block attention logits (spec/dinov2.md). Keys as in the hub checkpoints.
+public struct DINOv2 {
+    public let config: DINOv2Config
+    public let store: ParameterStore
+    let clsToken: Tensor, posEmbed: Tensor
+    let patchWeight: Tensor, patchBias: Tensor
+    let blocks: [DINOv2Block]
+    let norm: (Tensor, Tensor)
+
+    public init(_ config: DINOv2Config, seed: UInt64 = 0) {
+        self.config = config
+        let store = ParameterStore(seed: seed)
+        self.store = store
+        let p = store.root, d = config.embedDim
+        clsToken = p.parameter("cls_token", [1, 1, d], .normal(std: 1e-6))
+        posEmbed = p.parameter("pos_embed", [1, 1 + config.tokens, d], .truncatedNormal(std: 0.02))
+        _ = p.parameter("mask_token", [1, d], .zeros)                         // in the weights, unused
+        patchWeight = p["patch_embed"]["proj"].parameter("weight", [d, config.inChannels, config.patchSize, config.patchSize],
+                                                         .torchDefaultLinear(fanIn: config.inChannels * config.patchSize * config.patchSize))
+        patchBias = p["patch_embed"]["proj"].parameter("bias", [d], .torchDefaultLinear(fanIn: config.inChannels * config.patchSize * config.patchSize))
+        blocks = (0..<config.depth).map { DINOv2Block(p["blocks"][$0], config) }
+        norm = (p["norm"].parameter("weight", [d], .ones), p["norm"].parameter("bias", [d], .zeros))
+        store.finalize()
+    }
+
+    /// images: (B, 3, g·14, g·14), already preprocessed (`DINOv2.preprocess`). `logitLayers`: 0-based blocks.
+    public func callAsFunction(_ images: Tensor, logitLayers: Set<Int> = []) -> DINOv2Output {
+        let side = config.imageSize
+        precondition(images.rank == 4 && images.shape[1] == config.inChannels && images.shape[2] == side && images.shape[3] == side,
+                     "DINOv2: input \(images.shape), expected [B, \(config.inChannels), \(side), \(side)] (grid \(config.grid) × patch \(config.patchSize))")
+        let b = images.shape[0], d = config.embedDim, np = config.tokens
+        let patches = images.conv2d(patchWeight, patchBias, stride: config.patchSize).reshaped([b, d, np]).transposed(1, 2)
+        var x = Tensor.cat([clsToken.expanded([b, 1, d]), patches], axis: 1) + posEmbed   // (B, 1+Np, D)
+        var logits: [Int: Tensor] = [:]
+        for (i, block) in blocks.enumerated() {
+            let (out, l) = block(x, logits: logitLayers.contains(i))
+            x = out
+            if let l { logits[i] = l.narrowed(2, start: 1, length: np).narrowed(3, start: 1, length: np) }  // drop class row/col
+        }
+        let normed = x.layerNorm(weight: norm.0, bias: norm.1, eps: 1e-6)                 // (B, 1+Np, D)
+        return DINOv2Output(patchTokens: normed.narrowed(1, start: 1, length: np),
+                            classToken: normed.select(axis: 1, index: 0), attentionLogits: logits)
+    }
+}
+
+/// One ViT block: x + ls1·Attn(norm1(x)); x + ls2·MLP(norm2(x)).
+struct DINOv2Block {
+    let norm1: (Tensor, Tensor), norm2: (Tensor, Tensor)
+    let qkv: Linear, proj: Linear
+    let ls1: Tensor, ls2: Tensor
+    let mlp: MLP?, w12: Linear?, w3: Linear?
+    let heads: Int
+
+    init(_ p: ParameterScope, _ c: DINOv2Config) {
+        let d = c.embedDim
+        norm1 = (p["norm1"].parameter("weight", [d], .ones), p["norm1"].parameter("bias", [d], .zeros))
+        qkv = Linear(p["attn"]["qkv"], d, 3 * d, weightInit: .truncatedNormal(std: 0.02))
+        proj = Linear(p["attn"]["proj"], d, d, weightInit: .truncatedNormal(std: 0.02))
+        ls1 = p["ls1"].parameter("gamma", [d], .ones)
+        norm2 = (p["norm2"].parameter("weight", [d], .ones), p["norm2"].parameter("bias", [d], .zeros))
+        if c.swiGLU {
+            mlp = nil
+            w12 = Linear(p["mlp"]["w12"], d, 2 * c.swiGLUHidden, weightInit: .truncatedNormal(std: 0.02))
+            w3 = Linear(p["mlp"]["w3"], c.swiGLUHidden, d, weightInit: .truncatedNormal(std: 0.02))
+        } else {
+            mlp = MLP(p["mlp"], inFeatures: d, hidden: Int(Double(d) * c.mlpRatio), outFeatures: d, activation: .gelu,
+                      weightInit: .truncatedNormal(std: 0.02))
+            w12 = nil; w3 = nil
+        }
+        ls2 = p["ls2"].parameter("gamma", [d], .ones)
+        heads = c.numHeads
+    }
+
+    func callAsFunction(_ x: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let h = x.layerNorm(weight: norm1.0, bias: norm1.1, eps: 1e-6)
+        let parts = qkv(h).reshaped([b, n, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])     // (3, B, H, N, Dh)
+        let q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1), v = parts.select(axis: 0, index: 2)
+        let (a, l) = logits ? Tensor.attentionWithLogits(q, k, v) : (Tensor.scaledDotProductAttention(q, k, v), nil)
+        let y = x + proj(a.transposed(1, 2).reshaped([b, n, d])) * ls1                           // (B, N, D)
+        let h2 = y.layerNorm(weight: norm2.0, bias: norm2.1, eps: 1e-6)
+        let f: Tensor
+        if let mlp { f = mlp(h2) } else {
+            let u = w12!(h2).chunk(2, axis: -1)
+            f = w3!(u[0].silu() * u[1])
+        }
+        return (y + f * ls2, l)                                                                 // (B, N, D)
+    }
+}

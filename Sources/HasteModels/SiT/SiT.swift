@@ -1,0 +1,67 @@
+import HasteTensor
+import HasteNN
+
+/// SiT with REPA projectors and HASTE attention taps (reference `models/sit.py`; spec/sit.md).
+/// Parameters are registered in the reference's state-dict order; initialisation follows spec/sit.md §9.
+public struct SiT {
+    public let config: SiTConfig
+    public let store: ParameterStore
+    let patchWeight: Tensor, patchBias: Tensor
+    let posEmbed: Tensor
+    let tMLP: (Linear, Linear)
+    let labelTable: Tensor
+    let blocks: [SiTBlock]
+    let projectors: [(Linear, Linear, Linear)]
+    let finalLayer: FinalLayer
+
+    public init(_ config: SiTConfig, seed: UInt64 = 0) throws {
+        try config.validate()
+        self.config = config
+        let store = ParameterStore(seed: seed)
+        self.store = store
+        let p = store.root, d = config.hiddenSize, ps = config.patchSize, grid = config.inputSize / ps
+        posEmbed = p.buffer("pos_embed", [1, grid * grid, d], Embeddings.sincos2D(dim: d, grid: grid).reshaped([1, grid * grid, d]))
+        let xe = p["x_embedder"]["proj"]
+        patchWeight = xe.parameter("weight", [d, config.inChannels, ps, ps], .xavierUniform)    // on the [D, C·p·p] view
+        patchBias = xe.parameter("bias", [d], .zeros)
+        let te = p["t_embedder"]["mlp"]
+        tMLP = (Linear(te[0], 256, d, weightInit: .normal(std: 0.02)), Linear(te[2], d, d, weightInit: .normal(std: 0.02)))
+        labelTable = p["y_embedder"]["embedding_table"].parameter("weight", [config.numClasses + 1, d], .normal(std: 0.02))
+        blocks = (0..<config.depth).map {
+            SiTBlock(p["blocks"][$0], hidden: d, heads: config.numHeads, mlpRatio: config.mlpRatio, qkNorm: config.qkNorm)
+        }
+        projectors = config.projectorDims.enumerated().map { j, z in
+            let q = p["projectors"][j]
+            let h = config.projectorHidden
+            return (Linear(q[0], d, h), Linear(q[2], h, h), Linear(q[4], h, z))
+        }
+        finalLayer = FinalLayer(p["final_layer"], hidden: d, patch: ps, outChannels: config.inChannels)
+        store.finalize()
+    }
+
+    /// x: (N, C, S, S); t: (N) in [0, 1] (t = 1 noise); y: (N) int64 labels, numClasses = null.
+    /// `logitLayers`: 0-based blocks (< encoderDepth) whose logits to return; `projections`: run the projectors.
+    public func callAsFunction(_ x: Tensor, t: Tensor, y: Tensor, logitLayers: Set<Int> = [],
+                               projections wantProjections: Bool = false) -> SiTOutput {
+        precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize && x.shape[3] == config.inputSize,
+                     "SiT: input \(x.shape), expected [N, \(config.inChannels), \(config.inputSize), \(config.inputSize)]")
+        precondition(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
+        let n = x.shape[0], d = config.hiddenSize
+        var h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
+            .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)
+        let temb = tMLP.1(tMLP.0(Embeddings.timestep(t, dim: 256)).silu())                  // (N, D)
+        let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
+        var logits: [Int: Tensor] = [:], projected: [Tensor] = []
+        for (i, block) in blocks.enumerated() {
+            let (out, l) = block(h, c, logits: logitLayers.contains(i))
+            h = out
+            if let l { logits[i] = l }
+            if wantProjections && i == config.encoderDepth - 1 {
+                projected = projectors.map { $0.2($0.1($0.0(h).silu()).silu()) }              // (N, T, z)
+            }
+        }
+        let out = finalLayer(h, c)                                                           // (N, T, p·p·C)
+        return SiTOutput(velocity: out.unpatchify(patch: config.patchSize, channels: config.inChannels),
+                         attentionLogits: logits, projections: projected)
+    }
+}

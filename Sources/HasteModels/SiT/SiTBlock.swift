@@ -1,0 +1,75 @@
+import HasteTensor
+import HasteNN
+
+/// Multi-head self-attention of the HASTE SiT (reference `models/sit.py` Attention): qkv features are
+/// [q | k | v], head-major within each; optional qk-norm; returns the scaled pre-softmax logits on request.
+public struct SiTAttention {
+    let qkv: Linear, proj: Linear
+    let qNorm: (Tensor, Tensor)?, kNorm: (Tensor, Tensor)?
+    let heads: Int
+
+    public init(_ p: ParameterScope, dim: Int, heads: Int, qkNorm: Bool) {
+        qkv = Linear(p["qkv"], dim, 3 * dim)
+        if qkNorm {   // LayerNorm(head_dim), affine, eps 1e-5 (torch default in the reference)
+            qNorm = (p["q_norm"].parameter("weight", [dim / heads], .ones), p["q_norm"].parameter("bias", [dim / heads], .zeros))
+            kNorm = (p["k_norm"].parameter("weight", [dim / heads], .ones), p["k_norm"].parameter("bias", [dim / heads], .zeros))
+        } else {
+            qNorm = nil; kNorm = nil
+        }
+        proj = Linear(p["proj"], dim, dim)
+        self.heads = heads
+    }
+
+    /// x: (N, T, D). Returns (N, T, D) and, when `logits`, the (N, H, T, T) logits.
+    public func callAsFunction(_ x: Tensor, logits wantLogits: Bool) -> (Tensor, Tensor?) {
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let parts = qkv(x).reshaped([n, t, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])   // (3, N, H, T, Dh)
+        var q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1)
+        let v = parts.select(axis: 0, index: 2)
+        if let qn = qNorm, let kn = kNorm {
+            q = q.layerNorm(weight: qn.0, bias: qn.1, eps: 1e-5)
+            k = k.layerNorm(weight: kn.0, bias: kn.1, eps: 1e-5)
+        }
+        let out: Tensor, l: Tensor?
+        if wantLogits {
+            (out, l) = Tensor.attentionWithLogits(q, k, v)                                     // (N, H, T, Dh), (N, H, T, T)
+        } else {
+            (out, l) = (Tensor.scaledDotProductAttention(q, k, v), nil)
+        }
+        return (proj(out.transposed(1, 2).reshaped([n, t, d])), l)                           // (N, T, D)
+    }
+}
+
+/// Mirrors `SiTBlock` in the reference `models/sit.py` (adaLN-Zero).
+public struct SiTBlock {
+    let attn: SiTAttention
+    let mlp: MLP
+    let adaLNModulation: Linear        // torch: Sequential(SiLU(), Linear) → the Linear is ".1"
+
+    public init(_ p: ParameterScope, hidden: Int, heads: Int, mlpRatio: Double, qkNorm: Bool) {
+        attn = SiTAttention(p["attn"], dim: hidden, heads: heads, qkNorm: qkNorm)
+        mlp = MLP(p["mlp"], inFeatures: hidden, hidden: Int(Double(hidden) * mlpRatio), outFeatures: hidden, activation: .geluTanh)
+        adaLNModulation = Linear(p["adaLN_modulation"][1], hidden, 6 * hidden, weightInit: .zeros)
+    }
+
+    /// x: (N, T, D) tokens; c: (N, D) conditioning. Returns (N, T, D) and the logits when asked.
+    public func callAsFunction(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        let m = adaLNModulation(c.silu()).chunk(6, axis: -1)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
+        let (a, l) = attn(modulate(x.layerNorm(eps: 1e-6), m[0], m[1]), logits: logits)
+        let h = x + m[2].unsqueezed(1) * a                                                  // (N, T, D)
+        return (h + m[5].unsqueezed(1) * mlp(modulate(h.layerNorm(eps: 1e-6), m[3], m[4])), l)   // (N, T, D)
+    }
+}
+
+/// The reference `FinalLayer`: adaLN (shift, scale) then Linear(D → p·p·C).
+public struct FinalLayer {
+    let linear: Linear, adaLNModulation: Linear
+    public init(_ p: ParameterScope, hidden: Int, patch: Int, outChannels: Int) {
+        linear = Linear(p["linear"], hidden, patch * patch * outChannels, weightInit: .zeros)
+        adaLNModulation = Linear(p["adaLN_modulation"][1], hidden, 2 * hidden, weightInit: .zeros)
+    }
+    public func callAsFunction(_ x: Tensor, _ c: Tensor) -> Tensor {
+        let m = adaLNModulation(c.silu()).chunk(2, axis: -1)                                // shift, scale: 2 × (N, D)
+        return linear(modulate(x.layerNorm(eps: 1e-6), m[0], m[1]))                          // (N, T, p·p·C)
+    }
+}

@@ -1,0 +1,35 @@
+import HasteTensor
+
+/// One training batch. `images` feed the teacher (uint8 [B, 3, R, R]); `x0` is the clean sample the
+/// student denoises: pixels in [-1, 1] for pixel-space data, or posterior moments for latent data (the
+/// trainer draws a fresh latent from them each step: spec/data.md §1.6).
+public struct Batch {
+    public let images: Tensor?
+    public let x0: Tensor
+    public let moments: Bool
+    public let labels: Tensor
+}
+
+/// A labelled training set, indexable so that batches are a pure function of the item order.
+public protocol TrainingDataset {
+    var count: Int { get }
+    var numClasses: Int { get }
+    /// Side of the student's input (latent side, or pixel side) and its channels.
+    var sampleShape: [Int] { get }
+    /// Whether the set carries raw images for a teacher.
+    var hasImages: Bool { get }
+    /// Whether samples are VAE latents (moments) rather than pixels.
+    var hasLatents: Bool { get }
+    func batch(_ indices: [Int]) throws -> Batch
+}
+
+/// Epoch-wise shuffling with drop_last, a pure function of (seed, epoch): resuming needs only the position.
+public struct EpochOrder {
+    public let count: Int, batchSize: Int, seed: UInt64
+    public var batchesPerEpoch: Int { count / batchSize }
+
+    public func indices(epoch: Int, batch: Int) -> [Int] {
+        let perm = RandomGenerator(seed: seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)).permutation(count)
+        return Array(perm[(batch * batchSize)..<((batch + 1) * batchSize)])
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import HasteIO
+import HasteModels
+import HasteTensor
+
+/// Turns a TrainConfig into model configs and checks, at start-up, that the alignment it asks for can
+/// work (spec README #1, #2): messages name the key and the fix.
+public struct ResolvedModels {
+    public let student: SiTConfig
+    public let teacher: DINOv2Config?
+    public let pairs: [(student: Int, teacher: Int)]
+    public let heads: Int
+}
+
+extension TrainConfig {
+    public func studentConfig(sampleShape: [Int], numClasses: Int) throws -> SiTConfig {
+        var c = try SiTConfig.named(model)
+        if hiddenSize > 0 { c.hiddenSize = hiddenSize }
+        if depth > 0 { c.depth = depth }
+        if numHeads > 0 { c.numHeads = numHeads }
+        c.inChannels = sampleShape[0]
+        c.inputSize = sampleShape[1]
+        c.numClasses = numClasses
+        c.encoderDepth = encoderDepth
+        c.projectorHidden = projectorDim
+        c.qkNorm = qkNorm
+        c.projectorDims = []
+        return c
+    }
+
+    public func teacherConfig() throws -> DINOv2Config {
+        var t = try DINOv2Config.named(encType, resolution: resolution)
+        if teacherEmbedDim > 0 { t.embedDim = teacherEmbedDim }
+        if teacherDepth > 0 { t.depth = teacherDepth }
+        if teacherHeads > 0 { t.numHeads = teacherHeads }
+        if teacherPatchSize > 0 { t.patchSize = teacherPatchSize }
+        if teacherGrid > 0 { t.grid = teacherGrid }
+        return t
+    }
+
+    /// Student and teacher configs with every alignment constraint checked.
+    public func resolveModels(sampleShape: [Int], numClasses: Int) throws -> ResolvedModels {
+        if prediction != "v" { throw HasteError.config(key: "prediction", detail: "'\(prediction)': only v-prediction exists in the reference") }
+        if mixedPrecision != "no" {
+            throw HasteError.config(key: "mixed-precision", detail: "'\(mixedPrecision)' is not available on the CPU backend; use `no` (float32; the loss math is float32 in the reference too)")
+        }
+        if sampleShape[1] != sampleShape[2] { throw HasteError.config(key: "data-dir", detail: "samples must be square, got \(sampleShape)") }
+        var student = try studentConfig(sampleShape: sampleShape, numClasses: numClasses)
+        guard usesTeacher else {
+            try student.validate()
+            return ResolvedModels(student: student, teacher: nil, pairs: [], heads: 0)
+        }
+        let teacher = try teacherConfig()
+        student.projectorDims = [teacher.embedDim]
+        try student.validate()
+        if student.tokens != teacher.tokens {
+            throw HasteError.config(key: "model", detail: "student has \(student.tokens) tokens (\(student.inputSize)/\(student.patchSize))² but the teacher has \(teacher.tokens) patches (grid \(teacher.grid)); alignment needs them equal: use patch 2 at 256 px, or set teacher-patch-size")
+        }
+        var pairs: [(Int, Int)] = []
+        if attnCoeff != 0 {
+            guard attnStudentLayers.count == attnTeacherLayers.count, !attnStudentLayers.isEmpty else {
+                throw HasteError.config(key: "attn-student-layers", detail: "\(attnStudentLayers) and attn-teacher-layers \(attnTeacherLayers) must have the same, non-zero length")
+            }
+            for s in attnStudentLayers where s < 0 || s >= encoderDepth {
+                throw HasteError.config(key: "attn-student-layers", detail: "block \(s) is not below encoder-depth \(encoderDepth) (0-based); lower it or raise encoder-depth")
+            }
+            for t in attnTeacherLayers where t < 0 || t >= teacher.depth {
+                throw HasteError.config(key: "attn-teacher-layers", detail: "block \(t) does not exist in a \(teacher.depth)-block teacher (0-based)")
+            }
+            pairs = Array(zip(attnStudentLayers, attnTeacherLayers))
+        }
+        let maxHeads = min(student.numHeads, teacher.numHeads)
+        let heads = attnHeads == 0 ? maxHeads : attnHeads
+        if attnCoeff != 0 && (heads < 1 || heads > maxHeads) {
+            throw HasteError.config(key: "attn-heads", detail: "\(heads) heads requested; student has \(student.numHeads), teacher \(teacher.numHeads): use at most \(maxHeads) (0 = that minimum)")
+        }
+        return ResolvedModels(student: student, teacher: teacher, pairs: pairs, heads: heads)
+    }
+
+    /// Opens the dataset named by `dataset`/`data-dir`.
+    public func openDataset() throws -> TrainingDataset {
+        switch dataset {
+        case "fashion-mnist":
+            let dir = dataDir.isEmpty || dataDir == TrainConfig().dataDir ? FashionMNIST.defaultDirectory : dataDir
+            return try FashionMNIST(directory: dir)
+        case "imagenet": return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
+        default:
+            throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), fashion-mnist")
+        }
+    }
+}
+
+/// Loads teacher weights: a safetensors state dict with DINOv2 hub keys (`haste convert` makes one from a hub .pth).
+public func loadTeacher(_ config: DINOv2Config, weights path: String) throws -> DINOv2 {
+    guard !path.isEmpty else {
+        throw HasteError.config(key: "enc-weights", detail: "no teacher weights given: pass --enc-weights FILE (e.g. dinov2_vitb14_pretrain converted with `haste convert`), or set enc-type none for vanilla SiT")
+    }
+    let teacher = DINOv2(config)
+    let file = try SafetensorsFile(path: path)
+    do { try teacher.store.load(teacher.adapt(try file.tensors()), strict: true) } catch let e as HasteError {
+        throw HasteError.fileFormat(path: path, detail: "does not fit the \(config.embedDim)-wide, \(config.depth)-block teacher:\n\(e)")
+    }
+    teacher.store.setRequiresGrad(false)
+    return teacher
+}

@@ -1,0 +1,117 @@
+import Foundation
+import HasteTensor
+import Yams
+
+extension TrainConfig {
+    /// Reads `file` (YAML or JSON; optional), then applies `overrides` (flag or `--set` pairs) in order.
+    /// Unknown keys and ill-typed values are errors naming the key; missing keys keep the reference default.
+    public static func load(file: String?, overrides: [(key: String, value: String)] = []) throws -> TrainConfig {
+        var dict = try TrainConfig().jsonDictionary()
+        let types = TrainConfig.typedDefaults()
+        if let file {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw HasteError.fileMissing(path: file, hint: "Pass an existing config, e.g. configs/demo.yaml.")
+            }
+            let parsed: Any?
+            do { parsed = try Yams.load(yaml: text) } catch {
+                throw HasteError.fileFormat(path: file, detail: "not valid YAML: \(error)")
+            }
+            guard let fileDict = parsed as? [String: Any] else {
+                throw HasteError.fileFormat(path: file, detail: "expected a mapping of config keys (e.g. `model: SiT-B/2`)")
+            }
+            for (key, value) in fileDict.sorted(by: { $0.key < $1.key }) {
+                try checkKnown(key, in: dict, source: file)
+                dict[key] = try coerce(value, like: types[key]!, key: key)
+            }
+        }
+        for (key, value) in overrides {
+            try checkKnown(key, in: dict, source: "--set")
+            dict[key] = try parse(value, like: types[key]!, key: key)
+        }
+        do {
+            let data = try JSONSerialization.data(withJSONObject: dict)
+            return try JSONDecoder().decode(TrainConfig.self, from: data)
+        } catch let DecodingError.dataCorrupted(ctx) {
+            let key = ctx.codingPath.map(\.stringValue).joined(separator: ".")
+            throw HasteError.config(key: key, detail: "invalid value (\(ctx.debugDescription))")
+        }
+    }
+
+    /// Default values with their Swift types, by config key (JSON numbers lose the Int/Double distinction).
+    static func typedDefaults(of config: TrainConfig = TrainConfig()) -> [String: Any] {
+        var out: [String: Any] = [:]
+        for child in Mirror(reflecting: config).children {
+            guard let label = child.label, let key = CodingKeys.allCases.first(where: { "\($0)" == label }) else { continue }
+            out[key.stringValue] = child.value
+        }
+        return out
+    }
+
+    func jsonDictionary() throws -> [String: Any] {
+        let data = try JSONEncoder().encode(self)
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
+    /// The resolved config as YAML, keys sorted (written to the run directory and into checkpoints).
+    public func yaml() throws -> String {
+        let dict = TrainConfig.typedDefaults(of: self)
+        return dict.keys.sorted().map { key in "\(key): \(TrainConfig.render(dict[key]!))" }.joined(separator: "\n") + "\n"
+    }
+
+    static func render(_ v: Any) -> String {
+        if let b = v as? Bool { return b ? "true" : "false" }
+        if let a = v as? [Int] { return "[" + a.map(String.init).joined(separator: ", ") + "]" }
+        if let e = v as? any RawRepresentable { return "\(e.rawValue)" }
+        if let s = v as? String { return s.isEmpty || s.contains(":") || s.contains("#") ? "\"\(s)\"" : s }
+        return "\(v)"
+    }
+
+    static func checkKnown(_ key: String, in dict: [String: Any], source: String) throws {
+        guard dict[key] == nil else { return }
+        let close = dict.keys.filter { $0.hasPrefix(String(key.prefix(4))) || key.contains($0) || $0.contains(key) }.sorted()
+        let hint = close.isEmpty ? "run `haste train --help` for the list" : "did you mean \(close.prefix(3).joined(separator: ", "))?"
+        throw HasteError.config(key: key, detail: "unknown key (in \(source)); \(hint)")
+    }
+
+    /// A YAML value converted to the type of the default `like`.
+    static func coerce(_ value: Any, like: Any, key: String) throws -> Any {
+        if let s = value as? String { return try parse(s, like: like, key: key) }
+        if like is [Int] {
+            guard let a = value as? [Any] else { throw HasteError.config(key: key, detail: "expected a list like [4, 5, 6, 7]") }
+            return try a.map { try parse("\($0)", like: 0, key: key) }
+        }
+        return try parse("\(value)", like: like, key: key)
+    }
+
+    /// A flag string converted to the type of the default `like`.
+    static func parse(_ s: String, like: Any, key: String) throws -> Any {
+        func bad(_ what: String) -> HasteError { .config(key: key, detail: "'\(s)' is not \(what)") }
+        switch like {
+        case is Bool:
+            switch s.lowercased() {
+            case "true", "1", "yes": return true
+            case "false", "0", "no": return false
+            default: throw bad("a boolean (true/false)")
+            }
+        case is Int:
+            if let i = Int(s) { return i }
+            if let d = Double(s), d == d.rounded(), Swift.abs(d) < 1e15 { return Int(d) }   // 2.5e6 style
+            throw bad("an integer")
+        case is Double:
+            guard let d = Double(s) else { throw bad("a number") }
+            return d
+        case is [Int]:
+            let items = s.trimmingCharacters(in: CharacterSet(charactersIn: "[] ")).split(separator: ",")
+            return try items.map { item -> Int in
+                guard let i = Int(item.trimmingCharacters(in: .whitespaces)) else { throw bad("a comma-separated list of integers") }
+                return i
+            }
+        case let e as any CaseIterable & RawRepresentable:
+            let choices = (type(of: e).allCases as any Collection).map { "\(($0 as! any RawRepresentable).rawValue)" }
+            guard choices.contains(s) else { throw bad("one of \(choices.joined(separator: ", "))") }
+            return s
+        default:
+            return s
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import HasteDiffusion
+import HasteIO
+import HasteModels
+import HasteNN
+import HasteTensor
+
+/// Receives what a researcher watches; the CLI prints it (libraries never print: STYLE §6).
+public protocol TrainingObserver: AnyObject {
+    /// A transient status line (step, speed, losses, ETA), many times a second at most.
+    func progress(_ line: String)
+    /// A lasting message (also appended to log.txt by the trainer).
+    func message(_ line: String)
+}
+
+/// The training loop of spec/method.md §11 with HASTE's early stop, checkpoints, resume, previews and metrics.
+public final class Trainer {
+    public let config: TrainConfig
+    public let models: ResolvedModels
+    public let dataset: TrainingDataset
+    public let student: SiT
+    public let teacher: DINOv2?
+    public let optimizer: AdamW
+    public let ema: EMA
+    public let run: RunDirectory
+    let objective: Objective
+    let order: EpochOrder
+    public private(set) var state = TrainingState()
+    weak var observer: TrainingObserver?
+
+    public convenience init(config: TrainConfig, observer: TrainingObserver? = nil) throws {
+        try self.init(config: config, dataset: try config.openDataset(), observer: observer)
+    }
+
+    public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil) throws {
+        self.config = config
+        self.observer = observer
+        self.dataset = dataset
+        models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses)
+        if config.usesTeacher && !dataset.hasImages {
+            throw HasteError.config(key: "enc-type", detail: "the dataset has no raw images for the teacher; use enc-type none")
+        }
+        guard config.batchSize > 0, config.batchSize <= dataset.count else {
+            throw HasteError.config(key: "batch-size", detail: "\(config.batchSize) must be in 1...\(dataset.count) (the dataset size)")
+        }
+        guard config.gradientAccumulationSteps >= 1 else {
+            throw HasteError.config(key: "gradient-accumulation-steps", detail: "must be at least 1")
+        }
+        student = try SiT(models.student, seed: UInt64(config.seed))
+        teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
+        optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
+                          eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
+        ema = EMA(from: student.store)
+        run = try RunDirectory(root: "\(config.outputDir)/\(config.expName)")
+        objective = Objective(config: config, models: models)
+        order = EpochOrder(count: dataset.count, batchSize: config.batchSize, seed: UInt64(config.seed))
+        try resumeIfAsked()
+        try run.writeConfig(config)
+    }
+
+    func resumeIfAsked() throws {
+        guard config.resumeStep != 0 else { return }
+        let found: (step: Int, path: String)?
+        if config.resumeStep < 0 { found = Checkpoint.latest(in: run.root) } else {
+            let p = Checkpoint.path(run.root, step: config.resumeStep)
+            found = FileManager.default.fileExists(atPath: p) ? (config.resumeStep, p) : nil
+        }
+        guard let found else {
+            throw HasteError.config(key: "resume-step", detail: "no checkpoint \(config.resumeStep < 0 ? "at all" : "for step \(config.resumeStep)") in \(run.root)/checkpoints")
+        }
+        state = try Checkpoint.load(from: found.path, model: student.store, ema: ema, optimizer: optimizer)
+        say("resumed from \(found.path) at step \(state.step)")
+    }
+
+    func say(_ line: String) {
+        run.log(line)
+        observer?.message(line)
+    }
+
+    /// Trains until max-train-steps (or epochs) and returns the final state.
+    @discardableResult
+    public func train() throws -> TrainingState {
+        let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
+        let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents)
+        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; teacher: \(teacher == nil ? "none" : config.encType); alignment until step \(config.earlyStopPoint)")
+        var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
+        while state.step < config.maxTrainSteps && state.epoch < config.epochs {
+            if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0; continue }
+            let align = state.step < config.earlyStopPoint
+            let terms = try accumulateGradients(generator: generator, align: align)
+            state.rngOffset = generator.offset
+            let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)
+            guard terms.total.isFinite && gradNorm.isFinite else {
+                try handleBadStep(terms: terms, gradNorm: gradNorm)
+                continue
+            }
+            state.badSteps = 0
+            optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
+            ema.update(decay: config.emaDecay)
+            state.step += 1
+            let rate = meter.tick()
+            run.metric(step: state.step, values: ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
+                                                  "total_loss": terms.total, "grad_norm": gradNorm, "img_per_s": rate.imagesPerSecond])
+            report(terms, gradNorm: gradNorm, rate: rate)
+            if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
+            if state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {
+                try preview.render(ema: ema, step: state.step, run: run, say: say)
+                try run.plotLosses()
+            }
+        }
+        say("done at step \(state.step)")
+        return state
+    }
+
+    var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }
+
+    /// Micro-batches of one update; losses are divided by the accumulation count (accelerate's backward).
+    func accumulateGradients(generator: RandomGenerator, align: Bool) throws -> (total: Double, denoise: Double, projection: Double, attention: Double) {
+        student.store.zeroGrad()
+        var sums = (0.0, 0.0, 0.0, 0.0)
+        let k = Double(config.gradientAccumulationSteps)
+        for _ in 0..<config.gradientAccumulationSteps {
+            let batch = try dataset.batch(order.indices(epoch: state.epoch, batch: state.batchInEpoch))
+            state.batchInEpoch += 1
+            var teacherOut: DINOv2Output?
+            if let teacher, align || !config.skipTeacherAfterStop, let images = batch.images {
+                let out = objective.teacherPass(teacher, images: images)
+                teacherOut = align ? out : nil                      // reference: computed and discarded after the stop
+            }
+            let draws = objective.draw(batch, generator: generator)
+            let terms = objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+            (terms.total / k).backward()
+            sums.0 += terms.total.item() / k; sums.1 += terms.denoise / k; sums.2 += terms.projection / k; sums.3 += terms.attention / k
+            if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0 }
+        }
+        return sums
+    }
+
+    func handleBadStep(terms: (total: Double, denoise: Double, projection: Double, attention: Double), gradNorm: Double) throws {
+        state.badSteps += 1
+        student.store.zeroGrad()
+        say("step \(state.step + 1): non-finite loss \(terms.total) / grad norm \(gradNorm): update skipped (\(state.badSteps) in a row)")
+        if state.badSteps >= config.maxBadSteps {
+            try saveCheckpoint()
+            throw HasteError.unsupported("training diverged: \(state.badSteps) consecutive non-finite steps at step \(state.step). The last good weights are in \(Checkpoint.path(run.root, step: state.step)); lower learning-rate or max-grad-norm and resume with --resume-step \(state.step).")
+        }
+    }
+
+    func saveCheckpoint() throws {
+        let path = Checkpoint.path(run.root, step: state.step)
+        try Checkpoint.save(to: path, model: student.store, ema: ema, optimizer: optimizer, state: state, config: config)
+        say("saved \(path)")
+    }
+
+    func report(_ t: (total: Double, denoise: Double, projection: Double, attention: Double), gradNorm: Double, rate: Throughput.Rate) {
+        let remaining = Double(config.maxTrainSteps - state.step) / max(rate.stepsPerSecond, 1e-9)
+        let line = String(format: "step %d | loss %.4f (proj %.3f, attn %.3f) | grad %.3f | %.2f it/s %.1f img/s | ETA %@",
+                          state.step, t.denoise, t.projection, t.attention, gradNorm, rate.stepsPerSecond, rate.imagesPerSecond,
+                          Throughput.format(seconds: remaining))
+        observer?.progress(line)
+        if state.step % config.logEvery == 0 || state.step == 1 { run.log(line) }
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import HasteModels
+import HasteNN
+import HasteTensor
+
+/// The fixture's tiny SiT (Scripts/fixtures/models.py): odd sizes, random non-zero weights.
+func tinySiTConfig() -> SiTConfig {
+    var c = SiTConfig()
+    (c.inputSize, c.patchSize, c.inChannels, c.hiddenSize, c.depth, c.numHeads) = (8, 2, 3, 24, 3, 3)
+    (c.numClasses, c.encoderDepth, c.projectorDims, c.projectorHidden) = (5, 2, [10], 16)
+    return c
+}
+
+@Test func sitForwardAndAllGradientsMatchPyTorch() throws {
+    let f = try Fixture("sit_tiny.safetensors")
+    let model = try SiT(tinySiTConfig())
+    try model.store.load(f.tensors(under: "model."), strict: true)
+    let out = model(f["x"], t: f["t"], y: f["y"].to(.int64), logitLayers: [0, 1], projections: true)
+    expectClose(out.velocity, f["velocity"], atol: 2e-5, rtol: 1e-4, "velocity")
+    expectClose(out.attentionLogits[0]!, f["logits0"], atol: 2e-5, rtol: 1e-4, "logits 0")
+    expectClose(out.attentionLogits[1]!, f["logits1"], atol: 2e-5, rtol: 1e-4, "logits 1")
+    expectClose(out.projections[0], f["proj0"], atol: 2e-5, rtol: 1e-4, "projection")
+    let loss = (out.velocity * f["w1"]).sum() + (out.attentionLogits[1]! * f["w2"]).sum() + (out.projections[0] * f["w3"]).sum()
+    model.store.zeroGrad()
+    loss.backward()
+    var checked = 0
+    for (key, p) in model.store.parameters where f.has("grad." + key) {
+        expectClose(p.grad!, f["grad." + key], atol: 5e-5, rtol: 1e-4, "grad \(key)")
+        checked += 1
+    }
+    #expect(checked == model.store.parameters.count && checked > 30)
+}
+
+@Test func sitStateDictKeysAreTheReferences() throws {
+    let expected = try fixtureText("sit-xl-2.keys.txt")
+    var c = try SiTConfig.named("SiT-XL/2")
+    c.projectorDims = [768]
+    let shapes = try SiT.stateDictShapes(c)
+    #expect(shapes.map { "\($0.0) \($0.1.map(String.init).joined(separator: "x"))" } == expected)
+}
+
+@Test func sitStartsAsZeroVelocityAndNamedSizesValidate() throws {
+    var c = try SiTConfig.named("SiT-S/2")
+    (c.inputSize, c.depth, c.hiddenSize, c.numHeads, c.projectorDims) = (8, 2, 32, 4, [])
+    let m = try SiT(c, seed: 3)
+    let out = m(Tensor.randn([2, 4, 8, 8], seed: 1), t: Tensor([Float(0.2), 0.9]), y: Tensor([Int64(1), 1000]))
+    #expect(out.velocity.abs().max().item() == 0)           // adaLN-Zero: exactly 0 at step 0
+    #expect(throws: HasteError.self) { try SiTConfig.named("SiT-M/2") }
+    #expect(throws: HasteError.self) { try SiTConfig.named("SiT-B/3") }
+}
+
+@Test func positionAndTimestepTablesMatchTheSpecVectors() {
+    let pos = Embeddings.sincos2D(dim: 1152, grid: 16).scalars(as: Float.self)
+    func at(_ n: Int, _ k: Int) -> Float { pos[n * 1152 + k] }
+    #expect(Swift.abs(at(1, 0) - 0.841471) < 1e-6 && Swift.abs(at(1, 1) - 0.8240513) < 1e-6)
+    #expect(at(1, 576) == 0 && at(1, 864) == 1)
+    #expect(Swift.abs(at(16, 576) - 0.841471) < 1e-6 && at(16, 288) == 1)
+    #expect(Swift.abs(at(18, 288) + 0.4161468) < 1e-6 && Swift.abs(at(18, 289) + 0.3581212) < 1e-6)
+    let e = Embeddings.timestep(Tensor([Float(0.5)]), dim: 256).scalars(as: Float.self)
+    #expect(Swift.abs(e[0] - 0.8775826) < 1e-6 && Swift.abs(e[1] - 0.8936933) < 1e-6 && Swift.abs(e[128] - 0.4794255) < 1e-6)
+    #expect(Swift.abs(e[255] - 5.373e-05) < 1e-7)
+}
+
+/// Lines of a committed text fixture.
+func fixtureText(_ name: String) throws -> [String] {
+    guard let url = Bundle.module.url(forResource: "Fixtures/" + name, withExtension: nil) else {
+        throw HasteError.fileMissing(path: name, hint: "Regenerate with Scripts/make_fixtures.py")
+    }
+    return try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map(String.init)
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Testing
+import HasteIO
+import HasteModels
+import HasteNN
+import HasteTensor
+import HasteTraining
+
+/// 24 random 3×8×8 images in 3 classes: enough for a few steps of a tiny run.
+final class SyntheticDataset: TrainingDataset {
+    let images: [UInt8], labels: [Int64]
+    let count = 24, numClasses = 3, sampleShape = [3, 8, 8], hasImages = true, hasLatents = false
+    init() {
+        let u = Tensor.rand([24 * 192], seed: 42).scalars(as: Float.self)
+        images = u.map { UInt8($0 * 255) }
+        labels = (0..<24).map { Int64($0 % 3) }
+    }
+    func batch(_ indices: [Int]) throws -> Batch {
+        var px: [UInt8] = []
+        for i in indices { px += images[(i * 192)..<((i + 1) * 192)] }
+        let img = Tensor(px, shape: [indices.count, 3, 8, 8])
+        return Batch(images: img, x0: img.to(.float32) / 127.5 - 1.0, moments: false,
+                     labels: Tensor(indices.map { labels[$0] }, shape: [indices.count]))
+    }
+}
+
+/// A tiny HASTE run: student 3 blocks, teacher 3 blocks, tokens 16 on both sides.
+func tinyRunConfig(_ dir: String) -> TrainConfig {
+    var c = TrainConfig()
+    (c.outputDir, c.expName, c.model) = (dir, "run", "SiT-S/2")
+    (c.hiddenSize, c.depth, c.numHeads, c.encoderDepth, c.projectorDim) = (16, 3, 2, 2, 8)
+    (c.encType, c.teacherEmbedDim, c.teacherDepth, c.teacherHeads, c.teacherPatchSize, c.teacherGrid) = ("dinov2-vit-s", 12, 3, 3, 2, 4)
+    (c.attnStudentLayers, c.attnTeacherLayers) = ([0, 1], [1, 2])
+    (c.batchSize, c.maxTrainSteps, c.checkpointingSteps, c.samplingSteps, c.earlyStopPoint) = (4, 4, 2, 1000, 2)
+    (c.learningRate, c.sampleCount, c.sampleNumSteps) = (1e-3, 4, 2)
+    return c
+}
+
+/// Writes a random tiny teacher where `tinyRunConfig` expects it and returns the path.
+func writeTinyTeacher(_ dir: String, _ c: TrainConfig) throws -> String {
+    let teacher = DINOv2(try c.teacherConfig(), seed: 9)
+    let path = "\(dir)/teacher.safetensors"
+    try SafetensorsWriter.write(teacher.store.stateDict(), to: path)
+    return path
+}
+
+func temporaryDirectory() -> String {
+    let dir = NSTemporaryDirectory() + "haste-test-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+func metrics(_ run: String) throws -> [[String: Any]] {
+    try String(contentsOfFile: "\(run)/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
+        try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
+}
+
+@Test func earlyStopTurnsAlignmentOffAndFreezesProjectors() throws {
+    let dir = temporaryDirectory()
+    var c = tinyRunConfig(dir)
+    c.encWeights = try writeTinyTeacher(dir, c)
+    let trainer = try Trainer(config: c, dataset: SyntheticDataset())
+    try trainer.train()
+    let m = try metrics("\(dir)/run")
+    #expect(m.count == 4)
+    for row in m {
+        let step = row["step"] as! Int
+        let attn = row["attn_loss"] as! Double, proj = row["proj_loss"] as! Double
+        if step <= 2 { #expect(attn > 0 && proj != 0, "step \(step) aligns") } else { #expect(attn == 0 && proj == 0, "step \(step) is denoising only") }
+    }
+    // Projector weights after the stop equal those at the step-2 checkpoint: AdamW skipped them.
+    let at2 = try SafetensorsFile(path: Checkpoint.path("\(dir)/run", step: 2))
+    let final = trainer.student.store.stateDict().first { $0.0 == "projectors.0.0.weight" }!.1
+    expectClose(final, try at2.tensor("model.projectors.0.0.weight"), atol: 0, rtol: 0, "frozen projector")
+    let block = trainer.student.store.stateDict().first { $0.0 == "blocks.0.attn.qkv.weight" }!.1
+    #expect(try (block - at2.tensor("model.blocks.0.attn.qkv.weight")).abs().max().item() > 0)
+}
+
+@Test func resumingReproducesTheUninterruptedRunBitForBit() throws {
+    let dir = temporaryDirectory()
+    var c = tinyRunConfig(dir)
+    c.encWeights = try writeTinyTeacher(dir, c)
+    try Trainer(config: c, dataset: SyntheticDataset()).train()
+    let straight = try metrics("\(dir)/run").map { $0["loss"] as! Double }
+
+    var first = c
+    first.expName = "split"
+    first.maxTrainSteps = 2
+    try Trainer(config: first, dataset: SyntheticDataset()).train()
+    var second = first
+    second.maxTrainSteps = 4
+    second.resumeStep = 2
+    try Trainer(config: second, dataset: SyntheticDataset()).train()
+    let resumed = try metrics("\(dir)/split").map { $0["loss"] as! Double }
+    #expect(resumed == straight)
+    #expect(FileManager.default.fileExists(atPath: "\(dir)/split/loss.png"))
+}
+
+@Test func configErrorsNameTheKeyAndTheFix() throws {
+    func message(_ body: () throws -> Void) -> String {
+        do { try body(); return "" } catch { return "\(error)" }
+    }
+    #expect(message { _ = try TrainConfig.load(file: nil, overrides: [("proj-cofe", "0.5")]) }.contains("proj-cofe"))
+    #expect(message { _ = try TrainConfig.load(file: nil, overrides: [("batch-size", "many")]) }.contains("batch-size"))
+    #expect(message { _ = try TrainConfig.load(file: nil, overrides: [("path-type", "spiral")]) }.contains("linear, cosine"))
+    let dir = temporaryDirectory()
+    var c = tinyRunConfig(dir)
+    c.attnStudentLayers = [0, 2]                                 // 2 ≥ encoder-depth 2
+    #expect(message { _ = try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3) }.contains("attn-student-layers"))
+    c = tinyRunConfig(dir)
+    c.attnHeads = 5
+    #expect(message { _ = try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3) }.contains("attn-heads"))
+    c = tinyRunConfig(dir)
+    c.teacherGrid = 5
+    #expect(message { _ = try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3) }.contains("tokens"))
+    c = tinyRunConfig(dir)
+    (c.dataset, c.dataDir) = ("imagenet", "\(dir)/nowhere")
+    #expect(message { _ = try c.openDataset() }.contains("nowhere"))
+    c = tinyRunConfig(dir)
+    #expect(message { _ = try Trainer(config: c, dataset: SyntheticDataset()) }.contains("enc-weights"))
+}
+
+@Test func configFilesLoadAndFlagsOverrideThem() throws {
+    let dir = temporaryDirectory()
+    let file = "\(dir)/c.yaml"
+    try "model: SiT-B/2\nproj-coeff: 0.25\nattn-student-layers: [1, 2]\nlearning-rate: 2e-4\n".write(toFile: file, atomically: true, encoding: .utf8)
+    let c = try TrainConfig.load(file: file, overrides: [("proj-coeff", "0.75"), ("early-stop-point", "2.5e5")])
+    #expect(c.model == "SiT-B/2" && c.projCoeff == 0.75 && c.attnStudentLayers == [1, 2] && c.learningRate == 2e-4)
+    #expect(c.earlyStopPoint == 250_000 && c.attnCoeff == 0.5)
+    let again = try TrainConfig.load(file: nil, overrides: [])
+    #expect(again == TrainConfig())
+    try c.yaml().write(toFile: "\(dir)/resolved.yaml", atomically: true, encoding: .utf8)
+    #expect(try TrainConfig.load(file: "\(dir)/resolved.yaml") == c)
+}
