@@ -21,9 +21,38 @@ extension Tensor {
         precondition(target.reduce(1, *) == count && target.allSatisfy { $0 >= 0 },
                      "reshape: shape \(shape) (\(count) elements) cannot become \(newShape)")
         if target == shape { return self }
+        // torch: reshape is a view whenever the strides allow one (always for a contiguous input, and for
+        // squeeze/unsqueeze of any input); otherwise it copies through contiguous().
+        if let s = isContiguous ? Tensor.contiguousStrides(target) : viewStrides(target) {
+            let y = Tensor(storage: storage, shape: target, strides: s, offset: offset, dtype: dtype)
+            return y.recorded(ReshapeBackward(x: self))
+        }
         let x = contiguous()
         let y = Tensor(storage: x.storage, shape: target, offset: x.offset, dtype: dtype)
         return y.recorded(ReshapeBackward(x: x))
+    }
+
+    /// Strides viewing this tensor as `target` without a copy, or nil when impossible. Walks runs of axes
+    /// that are contiguous with each other and requires each run to map onto whole target axes
+    /// (torch: `at::detail::computeStride`).
+    private func viewStrides(_ target: [Int]) -> [Int]? {
+        if count == 0 || rank == 0 { return Tensor.contiguousStrides(target) }
+        var out = [Int](repeating: 0, count: target.count)
+        var viewAxis = target.count - 1
+        var base = strides[rank - 1], runCount = 1, viewCount = 1
+        for a in stride(from: rank - 1, through: 0, by: -1) {
+            runCount *= shape[a]
+            // A run ends at axis 0 or where the next-outer axis does not continue it.
+            guard a == 0 || (shape[a - 1] != 1 && strides[a - 1] != runCount * base) else { continue }
+            while viewAxis >= 0 && (viewCount < runCount || target[viewAxis] == 1) {
+                out[viewAxis] = viewCount * base
+                viewCount *= target[viewAxis]
+                viewAxis -= 1
+            }
+            if viewCount != runCount { return nil }
+            if a > 0 { base = strides[a - 1]; runCount = 1; viewCount = 1 }
+        }
+        return viewAxis == -1 ? out : nil
     }
 
     public func flattened(from start: Int = 0) -> Tensor {
@@ -66,10 +95,12 @@ extension Tensor {
         return reshaped(s)
     }
 
-    /// torch: `x.expand(shape)` (broadcast view, no copy).
-    public func expanded(_ target: [Int]) -> Tensor {
-        guard broadcastShape(shape, target) == target else {
-            preconditionFailure("expand: shape \(shape) cannot expand to \(target)")
+    /// torch: `x.expand(shape)` (broadcast view, no copy); -1 keeps the size of an existing axis.
+    public func expanded(_ sizes: [Int]) -> Tensor {
+        let extra = sizes.count - rank
+        let target = sizes.enumerated().map { $0.element == -1 && $0.offset >= extra ? shape[$0.offset - extra] : $0.element }
+        guard extra >= 0, target.allSatisfy({ $0 >= 0 }), broadcastShape(shape, target) == target else {
+            preconditionFailure("expand: shape \(shape) cannot expand to \(sizes)")
         }
         let y = Tensor(storage: storage, shape: target, strides: broadcastStrides(to: target), offset: offset, dtype: dtype)
         return y.recorded(ExpandBackward(x: self))
@@ -97,11 +128,15 @@ extension Tensor {
         }
     }
 
-    /// torch: `x.chunk(n, dim)` for sizes divisible by n (the only use here).
+    /// torch: `x.chunk(n, dim)`: pieces of ceil(size / n), the last one smaller; fewer than n pieces when
+    /// the size runs out: 7 rows in 3 chunks are 3, 3, 1; 5 rows in 4 chunks are 2, 2, 1.
     public func chunk(_ n: Int, axis a: Int) -> [Tensor] {
         let r = axis(a, "chunk")
-        precondition(n > 0 && shape[r] % n == 0, "chunk: axis \(a) of shape \(shape) does not split into \(n) equal parts")
-        return split(Array(repeating: shape[r] / n, count: n), axis: r)
+        precondition(n > 0, "chunk: \(n) chunks requested for axis \(a) of shape \(shape)")
+        let size = shape[r], piece = max(1, (size + n - 1) / n)
+        if size == 0 { return Array(repeating: self.narrowed(r, start: 0, length: 0), count: n) }
+        let sizes = stride(from: 0, to: size, by: piece).map { min(piece, size - $0) }
+        return split(sizes, axis: r)
     }
 }
 
