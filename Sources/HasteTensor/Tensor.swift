@@ -4,8 +4,9 @@ public final class Tensor: @unchecked Sendable {
     public let shape: [Int]
     /// Element strides, one per axis.
     public let strides: [Int]
-    /// Element offset into `storage`.
-    public let offset: Int
+    /// Element offset into `storage`; re-pointed with `storage` when a `ParameterStore` moves a parameter
+    /// into its arena (the only writer).
+    public package(set) var offset: Int
     public let dtype: DType
     /// The storage; re-pointed only when a `ParameterStore` moves a parameter into its arena.
     public package(set) var storage: Storage

@@ -1,1 +1,0 @@
-// HasteNN: parameters, layers, optimisers (STYLE §2.6). Filled by the layers work.

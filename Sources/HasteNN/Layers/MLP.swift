@@ -1,0 +1,19 @@
+import HasteTensor
+
+/// Two linears around an activation. torch: timm `Mlp(in, hidden, out, act_layer)` (keys `fc1`, `fc2`), or
+/// `nn.Sequential(Linear, act, Linear)` with `names: ("0", "2")` (SiT's `t_embedder.mlp`).
+public struct MLP {
+    public let fc1: Linear
+    public let fc2: Linear
+    public let activation: Activation
+
+    public init(_ p: ParameterScope, inFeatures: Int, hidden: Int, outFeatures: Int, activation: Activation,
+                names: (String, String) = ("fc1", "fc2")) {
+        fc1 = Linear(p[names.0], inFeatures, hidden)
+        fc2 = Linear(p[names.1], hidden, outFeatures)
+        self.activation = activation
+    }
+
+    /// x: (..., in) → (..., hidden) → (..., out).
+    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(activation(fc1(x))) }
+}

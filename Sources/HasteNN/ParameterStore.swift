@@ -1,0 +1,184 @@
+import HasteTensor
+
+/// A model's parameters and frozen state, keyed by PyTorch's state-dict names (STYLE §0.2, §2.6).
+///
+/// Layers register through `root` (a `ParameterScope`) in PyTorch's state-dict order. `finalize(on:)` then
+/// lays every value out in one arena — decayed parameters (rank ≥ 2), non-decayed parameters, buffers —
+/// and re-points each registered tensor into it, with a gradient arena mirroring the trainable part, so
+/// zero-grad, clipping, AdamW and EMA are each one pass over one buffer [llm.c, nanoGPT].
+public final class ParameterStore {
+    /// Where a value lives in the arena; fixed at registration.
+    enum Kind { case decayed, nonDecayed, buffer }
+
+    struct Entry {
+        let key: String
+        let tensor: Tensor
+        let kind: Kind
+        /// Element offset in the arena (and, for trainable entries, in the gradient and moment arenas).
+        var offset = 0
+        var isTrainable: Bool { kind != .buffer }
+    }
+
+    /// Slots start on 16-element (64-byte) boundaries: vector loads and cuBLAS want aligned operands.
+    /// The padding is zero in every arena, and each region kernel maps zeros to zeros, so it is harmless.
+    static let slotAlignment = 16
+
+    public let dtype: DType
+    /// Draws of the random initializers, consumed in registration order.
+    public let generator: RandomGenerator
+    private(set) var entries: [Entry] = []
+    private var index: [String: Int] = [:]
+    public private(set) var isFinalized = false
+    /// Whether trainable parameters are tracked by autograd (false for a frozen teacher).
+    public private(set) var requiresGrad = true
+    public private(set) var device: Device = .cpu
+
+    /// The value arena and its regions (element ranges), set by `finalize(on:)`.
+    private(set) var arena: Storage?
+    private(set) var decayedRange = 0..<0
+    private(set) var nonDecayedRange = 0..<0
+    private(set) var bufferRange = 0..<0
+    /// Gradients of the trainable region `0..<trainableEnd`, same offsets as the arena.
+    private(set) var gradArena: Storage?
+
+    public init(seed: UInt64 = 0, dtype: DType = .float32) {
+        precondition(dtype.isComputeFloat, "ParameterStore: dtype \(dtype) (use float32, or float64 on cpu)")
+        self.dtype = dtype
+        generator = RandomGenerator(seed: seed)
+    }
+
+    /// The scope with an empty prefix.
+    public var root: ParameterScope { ParameterScope(store: self, prefix: "") }
+
+    /// End of the trainable regions (decayed then non-decayed) in the arena.
+    var trainableEnd: Int { nonDecayedRange.upperBound }
+
+    /// Trainable parameters in registration order (buffers excluded; see `stateDict()` for all entries).
+    public var parameters: [(name: String, tensor: Tensor)] {
+        entries.filter(\.isTrainable).map { ($0.key, $0.tensor) }
+    }
+
+    /// Frozen state-dict entries (`scope.buffer`) in registration order.
+    public var buffers: [(name: String, tensor: Tensor)] {
+        entries.filter { !$0.isTrainable }.map { ($0.key, $0.tensor) }
+    }
+
+    /// Number of trainable elements (what papers call the parameter count).
+    public var trainableCount: Int { entries.filter(\.isTrainable).reduce(0) { $0 + $1.tensor.count } }
+
+    /// The registered tensor for a state-dict key, if any.
+    public subscript(key: String) -> Tensor? { index[key].map { entries[$0].tensor } }
+
+    func entry(_ key: String) -> Entry? { index[key].map { entries[$0] } }
+
+    /// Every state-dict key in registration order.
+    public var keys: [String] { entries.map(\.key) }
+
+    /// Adds a parameter (trainable) or buffer (frozen). `value` must be fresh CPU storage owned by the store.
+    func register(_ key: String, _ value: Tensor, trainable: Bool) -> Tensor {
+        precondition(!isFinalized, "ParameterStore: '\(key)' registered after finalize() (build the whole model first)")
+        precondition(index[key] == nil, "ParameterStore: '\(key)' registered twice")
+        precondition(value.dtype == dtype && value.isContiguous && value.offset == 0,
+                     "ParameterStore: '\(key)' value must be a fresh contiguous \(dtype) tensor")
+        let kind: Kind = !trainable ? .buffer : (value.rank >= 2 ? .decayed : .nonDecayed)
+        value.requiresGrad = trainable && requiresGrad
+        index[key] = entries.count
+        entries.append(Entry(key: key, tensor: value, kind: kind))
+        return value
+    }
+
+    /// Lays out the arena on `device` (decayed, non-decayed, buffers), copies every value into its slot and
+    /// re-points the registered tensors there; then presets each trainable parameter's `grad` to its slot of
+    /// the gradient arena, so backward accumulates in place. Call once, after the model is built.
+    public func finalize(on device: Device = .cpu) {
+        precondition(!isFinalized, "finalize: the store is already finalized")
+        var end = 0
+        func place(_ kind: Kind) -> Range<Int> {
+            let start = end
+            for i in entries.indices where entries[i].kind == kind {
+                entries[i].offset = end
+                end += ParameterStore.aligned(entries[i].tensor.count)
+            }
+            return start..<end
+        }
+        decayedRange = place(.decayed)
+        nonDecayedRange = place(.nonDecayed)
+        bufferRange = place(.buffer)
+        let storage = ParameterStore.zeroedStorage(count: end, dtype: dtype, device: device)
+        noGrad {
+            for e in entries {
+                let slot = Tensor(storage: storage, shape: e.tensor.shape, offset: e.offset, dtype: dtype)
+                slot.copyValues(from: e.tensor)
+                e.tensor.storage = storage
+                e.tensor.offset = e.offset
+                e.tensor.grad = nil
+                e.tensor.gradIsOwnedSlot = false
+            }
+        }
+        arena = storage
+        self.device = device
+        isFinalized = true
+        if requiresGrad { attachGradients() }
+    }
+
+    /// Freezes (false) or unfreezes (true) every trainable parameter: frozen ones are not tracked by autograd.
+    public func setRequiresGrad(_ flag: Bool) {
+        requiresGrad = flag
+        for e in entries where e.isTrainable { e.tensor.requiresGrad = flag }
+        if flag && isFinalized && gradArena == nil { attachGradients() }
+    }
+
+    /// Sets every gradient to zero: one fill over the gradient arena.
+    public func zeroGrad() {
+        precondition(isFinalized, "zeroGrad: call finalize() first")
+        guard let g = gradArena, trainableEnd > 0 else { return }
+        g.backend.fill(ParameterStore.buffer(g, 0, dtype), count: trainableEnd, value: 0)
+    }
+
+    /// Gradients of `loss` for every trainable parameter, in registration order, without touching `grad`
+    /// (torch.autograd.grad); parameters the loss does not reach get zeros.
+    public func gradients(of loss: Tensor) -> [(String, Tensor)] {
+        let params = parameters
+        let grads = HasteTensor.gradients(of: loss, wrt: params.map(\.tensor))
+        return zip(params, grads).map { p, g in (p.name, g ?? Tensor.zeros(like: p.tensor)) }
+    }
+
+    /// The value arena from element `start` on (for the region kernels).
+    func arenaBuffer(_ start: Int) -> Buffer {
+        ParameterStore.buffer(arena!, start, dtype)
+    }
+
+    /// The gradient arena from element `start` on.
+    func gradBuffer(_ start: Int) -> Buffer {
+        precondition(gradArena != nil, "ParameterStore: no gradients (the store is frozen; setRequiresGrad(true))")
+        return ParameterStore.buffer(gradArena!, start, dtype)
+    }
+
+    /// Whether `other` has the same keys, shapes, kinds and dtype in the same order (so arenas match).
+    func hasSameLayout(as other: ParameterStore) -> Bool {
+        dtype == other.dtype && entries.count == other.entries.count
+            && zip(entries, other.entries).allSatisfy { $0.key == $1.key && $0.tensor.shape == $1.tensor.shape && $0.kind == $1.kind }
+    }
+
+    private func attachGradients() {
+        let g = ParameterStore.zeroedStorage(count: trainableEnd, dtype: dtype, device: device)
+        for e in entries where e.isTrainable {
+            e.tensor.grad = Tensor(storage: g, shape: e.tensor.shape, offset: e.offset, dtype: dtype)
+            e.tensor.gradIsOwnedSlot = true
+        }
+        gradArena = g
+    }
+
+    /// A kernel operand from element `start` of `storage` (Buffer's initializer is HasteTensor's own).
+    static func buffer(_ storage: Storage, _ start: Int, _ dtype: DType) -> Buffer {
+        Tensor(storage: storage, shape: [0], offset: start, dtype: dtype).buffer
+    }
+
+    static func aligned(_ count: Int) -> Int { (count + slotAlignment - 1) / slotAlignment * slotAlignment }
+
+    static func zeroedStorage(count: Int, dtype: DType, device: Device) -> Storage {
+        let s = Storage(byteCount: count * dtype.byteSize, device: device)
+        if count > 0 { s.backend.fill(buffer(s, 0, dtype), count: count, value: 0) }
+        return s
+    }
+}
