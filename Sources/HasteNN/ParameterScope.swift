@@ -29,6 +29,7 @@ public struct ParameterScope {
     @discardableResult
     public func parameter(_ name: String, _ shape: [Int], _ initializer: Initializer) -> Tensor {
         let k = key(name)
+        if store.shapesOnly { return store.declare(k, shape) }
         let value = initializer.make(shape, dtype: store.dtype, generator: store.generator, key: k)
         return store.register(k, value, trainable: true)
     }
@@ -38,6 +39,7 @@ public struct ParameterScope {
     @discardableResult
     public func buffer(_ name: String, _ shape: [Int], _ value: Tensor) -> Tensor {
         let k = key(name)
+        if store.shapesOnly { return store.declare(k, shape) }
         precondition(value.shape == shape, "buffer '\(k)': value \(value.shape) for declared shape \(shape)")
         let own = noGrad { value.to(.cpu).to(store.dtype).clone() }
         return store.register(k, own, trainable: false)

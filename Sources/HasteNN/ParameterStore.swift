@@ -41,10 +41,23 @@ public final class ParameterStore {
     /// Gradients of the trainable region `0..<trainableEnd`, same offsets as the arena.
     private(set) var gradArena: Storage?
 
-    public init(seed: UInt64 = 0, dtype: DType = .float32) {
+    /// A store that only records declared keys and shapes (no memory, no initialisation): lets tests and
+    /// `haste inspect` list a full-size model's state dict (e.g. SiT-XL/2's 675M parameters) for free.
+    public let shapesOnly: Bool
+    /// (key, shape) in declaration order, for `shapesOnly` stores.
+    public private(set) var declaredShapes: [(String, [Int])] = []
+
+    public init(seed: UInt64 = 0, dtype: DType = .float32, shapesOnly: Bool = false) {
         precondition(dtype.isComputeFloat, "ParameterStore: dtype \(dtype) (use float32, or float64 on cpu)")
         self.dtype = dtype
+        self.shapesOnly = shapesOnly
         generator = RandomGenerator(seed: seed)
+    }
+
+    /// Records a declaration of a `shapesOnly` store and returns a zero-stride placeholder of that shape.
+    func declare(_ key: String, _ shape: [Int]) -> Tensor {
+        declaredShapes.append((key, shape))
+        return Tensor.zeros([1], dtype: dtype).expanded(shape)
     }
 
     /// The scope with an empty prefix.
@@ -92,6 +105,7 @@ public final class ParameterStore {
     /// the gradient arena, so backward accumulates in place. Call once, after the model is built.
     public func finalize(on device: Device = .cpu) {
         precondition(!isFinalized, "finalize: the store is already finalized")
+        if shapesOnly { isFinalized = true; return }
         var end = 0
         func place(_ kind: Kind) -> Range<Int> {
             let start = end

@@ -17,8 +17,7 @@ final class Preview {
 
     init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool) throws {
         self.config = config
-        var c = models.student
-        c.projectorDims = []                                   // sampling never uses the projectors
+        let c = models.student                                 // same layout as the EMA (projectors unused here)
         model = try SiT(c)
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 2)
         let n = config.sampleCount
@@ -32,7 +31,7 @@ final class Preview {
             if !warned { say("previews of latent models need the SD-VAE decoder (haste generate); skipping sample grids"); warned = true }
             return
         }
-        ema.copy(into: model.store, skippingMissing: true)
+        ema.copy(into: model.store)
         let guidance = Guidance(scale: config.sampleCfg, low: 0, high: 1, nullClass: model.config.numClasses)
         let m = model
         let x = Samplers.euler({ x, t, y in m(x, t: t, y: y).velocity }, noise: noise, labels: labels,

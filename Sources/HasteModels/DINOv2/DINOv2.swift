@@ -12,8 +12,18 @@ public struct DINOv2 {
     let norm: (Tensor, Tensor)
 
     public init(_ config: DINOv2Config, seed: UInt64 = 0) {
+        self.init(config, store: ParameterStore(seed: seed))
+    }
+
+    /// (key, shape) of the state dict, without allocating.
+    public static func stateDictShapes(_ config: DINOv2Config) throws -> [(String, [Int])] {
+        let store = ParameterStore(shapesOnly: true)
+        _ = DINOv2(config, store: store)
+        return store.declaredShapes
+    }
+
+    init(_ config: DINOv2Config, store: ParameterStore) {
         self.config = config
-        let store = ParameterStore(seed: seed)
         self.store = store
         let p = store.root, d = config.embedDim
         clsToken = p.parameter("cls_token", [1, 1, d], .normal(std: 1e-6))

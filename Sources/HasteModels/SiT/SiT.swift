@@ -15,12 +15,23 @@ public struct SiT {
     let finalLayer: FinalLayer
 
     public init(_ config: SiTConfig, seed: UInt64 = 0) throws {
+        try self.init(config, store: ParameterStore(seed: seed))
+    }
+
+    /// (key, shape) of the state dict, without allocating (tests compare it with the reference's key list).
+    public static func stateDictShapes(_ config: SiTConfig) throws -> [(String, [Int])] {
+        let store = ParameterStore(shapesOnly: true)
+        _ = try SiT(config, store: store)
+        return store.declaredShapes
+    }
+
+    init(_ config: SiTConfig, store: ParameterStore) throws {
         try config.validate()
         self.config = config
-        let store = ParameterStore(seed: seed)
         self.store = store
         let p = store.root, d = config.hiddenSize, ps = config.patchSize, grid = config.inputSize / ps
-        posEmbed = p.buffer("pos_embed", [1, grid * grid, d], Embeddings.sincos2D(dim: d, grid: grid).reshaped([1, grid * grid, d]))
+        posEmbed = p.buffer("pos_embed", [1, grid * grid, d],
+                            store.shapesOnly ? Tensor.zeros([1, 1, 1]) : Embeddings.sincos2D(dim: d, grid: grid).reshaped([1, grid * grid, d]))
         let xe = p["x_embedder"]["proj"]
         patchWeight = xe.parameter("weight", [d, config.inChannels, ps, ps], .xavierUniform)    // on the [D, C·p·p] view
         patchBias = xe.parameter("bias", [d], .zeros)

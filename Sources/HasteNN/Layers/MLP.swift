@@ -8,9 +8,9 @@ public struct MLP {
     public let activation: Activation
 
     public init(_ p: ParameterScope, inFeatures: Int, hidden: Int, outFeatures: Int, activation: Activation,
-                names: (String, String) = ("fc1", "fc2")) {
-        fc1 = Linear(p[names.0], inFeatures, hidden)
-        fc2 = Linear(p[names.1], hidden, outFeatures)
+                names: (String, String) = ("fc1", "fc2"), weightInit: Initializer = .xavierUniform) {
+        fc1 = Linear(p[names.0], inFeatures, hidden, weightInit: weightInit)
+        fc2 = Linear(p[names.1], hidden, outFeatures, weightInit: weightInit)
         self.activation = activation
     }
 
