@@ -1,2 +1,159 @@
-/// Kernels of the Conv family (to be filled in: see the issue's op list).
-public protocol ConvKernels: AnyObject {}
+/// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
+/// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
+public protocol ConvKernels: AnyObject {
+    /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
+    /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padding + i, ox·stride − padding + j],
+    /// zero where that falls in the padding.
+    func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry)
+    /// The transpose of `im2col`: dx[n, c, y, x] = Σ of the cols entries that im2col read from (n, c, y, x).
+    /// Overwrites dx (pixels no window covers get 0).
+    func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry: ConvGeometry)
+}
+
+/// Sizes of one image's convolution: input [channels, height, width], kernel [kernelHeight, kernelWidth],
+/// symmetric zero padding, equal stride on both axes (torch's int `stride`/`padding` arguments).
+public struct ConvGeometry: Sendable, Equatable {
+    public let channels: Int, height: Int, width: Int
+    public let kernelHeight: Int, kernelWidth: Int
+    public let stride: Int, padding: Int
+
+    public init(channels: Int, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int) {
+        self.channels = channels; self.height = height; self.width = width
+        self.kernelHeight = kernelHeight; self.kernelWidth = kernelWidth
+        self.stride = stride; self.padding = padding
+    }
+
+    /// torch: floor((H + 2·padding − kh) / stride) + 1.
+    public var outHeight: Int { (height + 2 * padding - kernelHeight) / stride + 1 }
+    public var outWidth: Int { (width + 2 * padding - kernelWidth) / stride + 1 }
+    /// Rows of the column matrix (the GEMM's inner dimension): channels·kh·kw.
+    public var patchSize: Int { channels * kernelHeight * kernelWidth }
+    /// Columns of the column matrix: output pixels per image.
+    public var outPixels: Int { outHeight * outWidth }
+    /// A 1×1, stride-1, unpadded convolution reads x itself as its column matrix.
+    var isPointwise: Bool { kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0 }
+}
+
+extension Tensor {
+    /// torch: `F.conv2d(x, weight, bias, stride=stride, padding=padding)`; x [N, Cin, H, W] (NCHW),
+    /// weight [Cout, Cin, kh, kw], bias [Cout] → [N, Cout, Ho, Wo]. groups = 1, zero padding.
+    public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+        conv2d(weight, bias, stride: stride, padding: padding, columnBudget: ConvColumns.budget)
+    }
+
+    /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
+    func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: Int, columnBudget: Int) -> Tensor {
+        precondition(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
+                     "conv2d: input \(shape) with weight \(weight.shape) (expected [N, Cin, H, W] and [Cout, Cin, kh, kw])")
+        precondition(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")
+        precondition(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
+        precondition(dtype == weight.dtype && dtype.isComputeFloat && (bias == nil || bias!.dtype == dtype),
+                     "conv2d: dtypes \(dtype), \(weight.dtype)\(bias.map { ", \($0.dtype)" } ?? "") (need one float dtype)")
+        precondition(device == weight.device && (bias == nil || bias!.device == device),
+                     "conv2d: input on \(device), weight on \(weight.device)")
+        let g = ConvGeometry(channels: shape[1], height: shape[2], width: shape[3], kernelHeight: weight.shape[2],
+                             kernelWidth: weight.shape[3], stride: stride, padding: padding)
+        precondition(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding >= g.kernelHeight
+                        && g.width + 2 * padding >= g.kernelWidth,
+                     "conv2d: kernel \(weight.shape[2])×\(weight.shape[3]) does not fit input \(shape) with padding \(padding)")
+        let x = contiguous(), w = weight.contiguous()
+        let n = shape[0], cout = weight.shape[0], k = g.patchSize, l = g.outPixels
+        let y = Tensor.empty([n, cout, g.outHeight, g.outWidth], dtype: dtype, device: device)
+        if let bias {   // y starts as the bias broadcast over pixels; the GEMM accumulates into it (beta = 1)
+            backend.stridedCopy(from: bias.contiguous().buffer, srcStrides: [0, 1, 0], to: y.buffer,
+                                dstStrides: [cout * l, l, 1], shape: [n, cout, l])
+        }
+        ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
+            // Y[n] (Cout × L) = W (Cout × K) · cols[n] (K × L), one GEMM per image of the group.
+            backend.gemm(transA: false, transB: false, m: cout, n: l, k: k, alpha: 1,
+                         a: w.buffer, lda: max(k, 1), strideA: 0, b: cols, ldb: max(l, 1), strideB: k * l,
+                         beta: bias == nil ? 0 : 1, c: y.buffer.shifted(first * cout * l), ldc: max(l, 1),
+                         strideC: cout * l, batch: count)
+        }
+        return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
+    }
+}
+
+/// Saves x and weight (contiguous), not the column matrix: it is rebuilt from x, a group of images at a
+/// time, only when the weight needs a gradient (cols are kh·kw/stride² times the size of x).
+struct Conv2dBackward: Backward {
+    let x: Tensor, weight: Tensor, bias: Tensor?
+    let geometry: ConvGeometry, columnBudget: Int
+    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dx = x.isTracked ? inputGradient(dy) : nil
+        let dw = weight.isTracked ? weightGradient(dy) : nil
+        let db = bias?.isTracked == true ? dy.sum(axes: [0, 2, 3]) : nil
+        return bias == nil ? [dx, dw] : [dx, dw, db]
+    }
+
+    /// dCols[n] (K × L) = Wᵀ · dY[n], then col2im; a pointwise conv's dCols is dx itself.
+    private func inputGradient(_ dy: Tensor) -> Tensor {
+        let g = geometry, be = dy.backend
+        let n = x.shape[0], cout = weight.shape[0], k = g.patchSize, l = g.outPixels
+        let dx = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
+        let group = g.isPointwise ? n : ConvColumns.groupSize(g, batch: n, budget: columnBudget)
+        let dcols = g.isPointwise ? dx : Tensor.empty([group, k, l], dtype: x.dtype, device: x.device)
+        for first in stride(from: 0, to: n, by: group) {
+            let count = min(group, n - first)
+            let target = g.isPointwise ? dx.buffer.shifted(first * k * l) : dcols.buffer
+            be.gemm(transA: true, transB: false, m: k, n: l, k: cout, alpha: 1,
+                    a: weight.buffer, lda: max(k, 1), strideA: 0, b: dy.buffer.shifted(first * cout * l), ldb: max(l, 1),
+                    strideB: cout * l, beta: 0, c: target, ldc: max(l, 1), strideC: k * l, batch: count)
+            if !g.isPointwise {
+                be.col2im(cols: dcols.buffer, dx: dx.buffer.shifted(first * g.channels * g.height * g.width),
+                          batch: count, geometry: g)
+            }
+        }
+        return dx
+    }
+
+    /// dW (Cout × K) = Σ_n dY[n] · cols[n]ᵀ, accumulated image by image in order (beta = 1 after the first).
+    private func weightGradient(_ dy: Tensor) -> Tensor {
+        let g = geometry, be = dy.backend
+        let cout = weight.shape[0], k = g.patchSize, l = g.outPixels
+        let dw = Tensor.zeros(weight.shape, dtype: weight.dtype, device: weight.device)   // stays 0 for an empty batch
+        ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
+            for i in 0..<count {
+                be.gemm(transA: false, transB: true, m: cout, n: k, k: l, alpha: 1,
+                        a: dy.buffer.shifted((first + i) * cout * l), lda: max(l, 1), strideA: 0,
+                        b: cols.shifted(i * k * l), ldb: max(l, 1), strideB: 0,
+                        beta: first + i == 0 ? 0 : 1, c: dw.buffer, ldc: max(k, 1), strideC: 0, batch: 1)
+            }
+        }
+        return dw
+    }
+}
+
+/// Builds column matrices a group of images at a time, so memory stays bounded for big images and the
+/// per-call overhead stays small for many small ones.
+enum ConvColumns {
+    /// Column-matrix elements per group (16 Mi: 64 MiB of float32).
+    static let budget = 1 << 24
+
+    static func groupSize(_ g: ConvGeometry, batch: Int, budget: Int) -> Int {
+        max(1, min(batch, budget / max(g.patchSize * g.outPixels, 1)))
+    }
+
+    /// Calls `body(first, count, cols)` with cols [count, K, L] for images first..<first+count of x.
+    static func forEachGroup(_ x: Tensor, _ g: ConvGeometry, budget: Int, _ body: (Int, Int, Buffer) -> Void) {
+        let n = x.shape[0], imageCount = g.channels * g.height * g.width
+        if g.isPointwise {   // x [N, C, H·W] already is the column matrix
+            body(0, n, x.buffer)
+            return
+        }
+        let group = groupSize(g, batch: n, budget: budget)
+        let cols = Tensor.empty([group, g.patchSize, g.outPixels], dtype: x.dtype, device: x.device)
+        for first in stride(from: 0, to: n, by: group) {
+            let count = min(group, n - first)
+            x.backend.im2col(x: x.buffer.shifted(first * imageCount), cols: cols.buffer, batch: count, geometry: g)
+            body(first, count, cols.buffer)
+        }
+    }
+}
+
+extension Buffer {
+    /// The same storage, `elements` further on (one image of a batch).
+    fileprivate func shifted(_ elements: Int) -> Buffer { Buffer(storage: storage, offset: offset + elements, dtype: dtype) }
+}

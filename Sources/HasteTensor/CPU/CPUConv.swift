@@ -1,0 +1,90 @@
+/// im2col / col2im for the conv2d GEMMs (Ops/Conv.swift). Padding is handled by computing, per kernel
+/// offset, the range of output pixels whose source lies inside the image: no bounds test per element.
+/// For the patch-embedding case (kernel = stride, no padding) every range is full and im2col is a pure
+/// strided gather.
+extension CPUBackend {
+    public func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry) {
+        switch x.dtype {
+        case .float32: im2col(x.pointer(Float.self), cols.pointer(Float.self), batch, geometry)
+        case .float64: im2col(x.pointer(Double.self), cols.pointer(Double.self), batch, geometry)
+        default: preconditionFailure("im2col: unsupported dtype \(x.dtype)")
+        }
+    }
+
+    public func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry: ConvGeometry) {
+        switch dx.dtype {
+        case .float32: col2im(cols.pointer(Float.self), dx.pointer(Float.self), batch, geometry)
+        case .float64: col2im(cols.pointer(Double.self), dx.pointer(Double.self), batch, geometry)
+        default: preconditionFailure("col2im: unsupported dtype \(dx.dtype)")
+        }
+    }
+
+    /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel.
+    private func im2col<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ cols: UnsafeMutablePointer<T>, _ batch: Int,
+                                        _ g: ConvGeometry) {
+        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, pad = g.padding
+        let h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth, l = g.outPixels
+        let rowsPerImage = g.patchSize, plane = h * w
+        let px = SendablePointer(x), pc = SendablePointer(cols)
+        Parallel.chunks(batch * rowsPerImage, chunk: max(1, Parallel.defaultChunk / max(l, 1))) { rows in
+            for row in rows {
+                let n = row / rowsPerImage, r = row % rowsPerImage
+                let c = r / (kh * kw), i = (r / kw) % kh, j = r % kw
+                let image = px.base + (n * g.channels + c) * plane
+                let dst = pc.base + row * l
+                let ys = validOutputs(count: oh, size: h, offset: i - pad, stride: s)
+                let xs = validOutputs(count: ow, size: w, offset: j - pad, stride: s)
+                for oy in 0..<oh {
+                    let out = dst + oy * ow
+                    guard ys.contains(oy) else {
+                        out.update(repeating: 0, count: ow)
+                        continue
+                    }
+                    let src = image + (oy * s + i - pad) * w + (j - pad)
+                    for ox in 0..<xs.lowerBound { out[ox] = 0 }
+                    if s == 1 {
+                        (out + xs.lowerBound).update(from: src + xs.lowerBound, count: xs.count)
+                    } else {
+                        for ox in xs { out[ox] = src[ox * s] }
+                    }
+                    for ox in xs.upperBound..<ow { out[ox] = 0 }
+                }
+            }
+        }
+    }
+
+    /// One dx plane per (image, c): it gathers from its kh·kw cols rows in a fixed order (kernel offset,
+    /// then pixel), so results do not depend on the thread count.
+    private func col2im<T: KernelFloat>(_ cols: UnsafeMutablePointer<T>, _ dx: UnsafeMutablePointer<T>, _ batch: Int,
+                                        _ g: ConvGeometry) {
+        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, pad = g.padding
+        let h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth, l = g.outPixels
+        let plane = h * w
+        let pc = SendablePointer(cols), pd = SendablePointer(dx)
+        Parallel.chunks(batch * g.channels, chunk: max(1, Parallel.defaultChunk / max(kh * kw * l, 1))) { planes in
+            for p in planes {   // p = n·C + c, and cols rows of image n for channel c follow each other
+                let out = pd.base + p * plane
+                out.update(repeating: 0, count: plane)
+                for i in 0..<kh {
+                    let ys = validOutputs(count: oh, size: h, offset: i - pad, stride: s)
+                    for j in 0..<kw {
+                        let xs = validOutputs(count: ow, size: w, offset: j - pad, stride: s)
+                        let src = pc.base + (p * kh * kw + i * kw + j) * l
+                        for oy in ys {
+                            let dst = out + (oy * s + i - pad) * w + (j - pad), row = src + oy * ow
+                            for ox in xs { dst[ox * s] += row[ox] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output positions o in 0..<count whose source o·stride + offset lies in 0..<size.
+@inline(__always)
+private func validOutputs(count: Int, size: Int, offset: Int, stride: Int) -> Range<Int> {
+    let lo = offset >= 0 ? 0 : min(count, (-offset + stride - 1) / stride)
+    let hi = size - offset <= 0 ? 0 : min(count, (size - 1 - offset) / stride + 1)
+    return lo..<max(lo, hi)
+}
