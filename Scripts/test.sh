@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): setup, a debug build of everything including the tests, then the whole
+# suite. Debug on purpose: it builds in about half the time of release and keeps assertions on; tests use tiny
+# tensors, and timing lives in `haste bench`. Prints a summary; exits non-zero when anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+Scripts/setup.sh
+swift build --build-tests
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test 2>&1 | tee "$log" || status=$?
+
+echo
+echo "== test summary =="
+grep -E "✘ Test .* failed|Test run with|Executed [1-9][0-9]* tests?" "$log" | awk '!seen[$0]++' || echo "(no summary line found: the run stopped early)"
+if [ "$status" -ne 0 ]; then echo "FAILED (swift test exit code $status)"; else echo "OK"; fi
+exit "$status"

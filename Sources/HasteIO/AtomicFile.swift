@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import HasteTensor
+
+/// Writes a file through a temporary sibling, fsync and rename, so a reader (or a crash) never sees half a
+/// file and an existing file is replaced in one step. Errors name the destination and say what to check.
+struct AtomicFile {
+    let path: String
+    private let temporary: String
+    private var fd: Int32
+
+    private init(path: String) throws {
+        self.path = path
+        temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw HasteError.fileFormat(path: path, detail: "cannot create \(temporary): \(MappedFile.message(errno)) "
+                                        + "(check that the folder exists and is writable)")
+        }
+    }
+
+    /// Runs `body` with a writer for the new contents, then moves the file into place.
+    static func write(to path: String, _ body: (inout AtomicFile) throws -> Void) throws {
+        var file = try AtomicFile(path: path)
+        do {
+            try body(&file)
+            try file.commit()
+        } catch {
+            if file.fd >= 0 { close(file.fd) }
+            unlink(file.temporary)
+            throw error
+        }
+    }
+
+    /// Appends `count` bytes, looping over short writes and interrupts.
+    mutating func append(_ bytes: UnsafeRawPointer, count: Int) throws {
+        var done = 0
+        while done < count {
+            let n = systemWrite(fd, bytes + done, min(count - done, 1 << 30))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw failure("write failed") }
+            done += n
+        }
+    }
+
+    mutating func append(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { raw in
+            if let base = raw.baseAddress { try append(base, count: raw.count) }
+        }
+    }
+
+    private mutating func commit() throws {
+        guard fsync(fd) == 0 else { throw failure("fsync failed") }
+        let closed = close(fd)
+        fd = -1
+        guard closed == 0 else { throw failure("close failed") }
+        guard rename(temporary, path) == 0 else { throw failure("cannot rename \(temporary) into place") }
+    }
+
+    private func failure(_ what: String) -> HasteError {
+        .fileFormat(path: path, detail: "\(what): \(MappedFile.message(errno)) (check free disk space and permissions)")
+    }
+}
+
+/// POSIX write(2), named apart from `AtomicFile.write(to:_:)`.
+private func systemWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int { write(fd, bytes, count) }

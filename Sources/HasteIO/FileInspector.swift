@@ -1,0 +1,91 @@
+import Foundation
+import HasteTensor
+
+/// What `haste inspect FILE` shows: one row per tensor and the file's metadata.
+public struct InspectReport: Equatable, Sendable, Encodable {
+    public struct Row: Equatable, Sendable, Encodable {
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        public let byteCount: Int
+        private enum CodingKeys: String, CodingKey { case name, dtype, shape, byteCount = "bytes" }
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(dtype.rawValue, forKey: .dtype)
+            try c.encode(shape, forKey: .shape)
+            try c.encode(byteCount, forKey: .byteCount)
+        }
+    }
+
+    public let file: String
+    /// "safetensors" or "npy".
+    public let format: String
+    public let tensors: [Row]
+    public let metadata: [String: String]
+
+    /// A table for people, or (`json`) one JSON object:
+    /// `{"file", "format", "tensors": [{"name", "dtype", "shape", "bytes"}], "metadata": {…}}`.
+    public func render(json: Bool) -> String {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            // Encoding strings, ints and arrays of them cannot fail.
+            return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        }
+        let total = tensors.reduce(0) { $0 + $1.byteCount }
+        var lines = ["\(file): \(format), \(tensors.count) tensor\(tensors.count == 1 ? "" : "s"), "
+                     + "\(InspectReport.humanBytes(total)) of data"]
+        let cells = [["name", "dtype", "shape", "bytes"]]
+            + tensors.map { [$0.name, $0.dtype.rawValue, "\($0.shape)", "\($0.byteCount)"] }
+        let widths = (0..<4).map { col in cells.map { $0[col].count }.max() ?? 0 }
+        for row in cells {
+            let padded = (0..<3).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+            lines.append((padded + [String(repeating: " ", count: widths[3] - row[3].count) + row[3]])
+                .joined(separator: "  "))
+        }
+        if !metadata.isEmpty { lines.append("metadata:") }
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            let flat = value.replacingOccurrences(of: "\n", with: "\\n")
+            let shown = flat.count > 120 ? flat.prefix(117) + "... (\(value.count) characters)" : flat
+            lines.append("  \(key): \(shown)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func humanBytes(_ n: Int) -> String {
+        let units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) bytes" : String(format: "%.1f %@", v, units[u])
+    }
+}
+
+/// Reads the tensor list of a file without loading the tensors (the entry point of `haste inspect`).
+public enum FileInspector {
+    public static func inspect(_ path: String) throws -> InspectReport {
+        let lower = path.lowercased()
+        if lower.hasSuffix(".npy") || (try? hasNpyMagic(path)) == true {
+            let h = try NpyFile.header(path)
+            let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            return InspectReport(file: path, format: "npy",
+                                 tensors: [.init(name: name, dtype: h.dtype, shape: h.shape, byteCount: h.byteCount)],
+                                 metadata: ["npy_version": h.version, "descr": h.descr,
+                                            "fortran_order": h.fortranOrder ? "True" : "False"])
+        }
+        do {
+            let f = try SafetensorsFile(path: path)
+            return InspectReport(file: path, format: "safetensors",
+                                 tensors: f.entries.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape,
+                                                                byteCount: $0.byteCount) },
+                                 metadata: f.metadata)
+        } catch let HasteError.fileFormat(p, detail) where !lower.hasSuffix(".safetensors") {
+            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors and .npy files)")
+        }
+    }
+
+    private static func hasNpyMagic(_ path: String) throws -> Bool {
+        let file = try MappedFile(path: path, kind: "a .safetensors or .npy file")
+        return file.count >= 6 && Array(file.bytes[0..<6]) == NpyHeader.magic
+    }
+}

@@ -1,0 +1,71 @@
+import COpenBLAS
+import HasteTensor
+
+/// The rows of `haste bench ops`, at SiT-B/2 training shapes: batch N = 4, T = 256 tokens, hidden D = 768,
+/// MLP hidden 4·D = 3072, 12 heads. To add a row, append a `BenchCase` here and the row of the same name to
+/// Scripts/bench_torch.py.
+enum OpBenchmarks {
+    static let n = 4, tokens = 256, hidden = 768, mlpHidden = 3072
+
+    static func cases(seed: UInt64) -> [BenchCase] {
+        let rows = n * tokens
+        let gemmFlops = 2.0 * Double(rows * hidden * mlpHidden)
+        let act = [n, tokens, mlpHidden], res = [n, tokens, hidden]
+        let actCount = Double(act.reduce(1, *)), resCount = Double(res.reduce(1, *))
+        return [
+            BenchCase(op: "sgemm (cblas)", shape: "\(rows)x\(hidden) · (\(mlpHidden)x\(hidden))ᵀ", work: .flops(gemmFlops)) {
+                rawSgemm(m: rows, n: mlpHidden, k: hidden, seed: seed)
+            },
+            BenchCase(op: "linear fwd", shape: "\(res) → \(mlpHidden)", work: .flops(gemmFlops)) {
+                let (x, w, b) = linearInputs(seed: seed, grad: false)
+                return { _ = x.linear(w, b) }
+            },
+            BenchCase(op: "linear fwd+bwd", shape: "\(res) → \(mlpHidden)", work: .flops(3 * gemmFlops)) {
+                let (x, w, b) = linearInputs(seed: seed, grad: true)
+                let dy = Tensor.randn(act, seed: seed + 3)
+                return { _ = gradients(of: x.linear(w, b), wrt: [x, w, b], seed: dy) }
+            },
+            BenchCase(op: "geluTanh fwd", shape: "\(act)", work: .bytes(8 * actCount)) {
+                let x = Tensor.randn(act, seed: seed)
+                return { _ = x.geluTanh() }
+            },
+            // forward reads x, writes y; backward reads x and dy, writes dx
+            BenchCase(op: "geluTanh fwd+bwd", shape: "\(act)", work: .bytes(20 * actCount)) {
+                let x = Tensor.randn(act, seed: seed)
+                x.requiresGrad = true
+                let dy = Tensor.randn(act, seed: seed + 1)
+                return { _ = gradients(of: x.geluTanh(), wrt: [x], seed: dy) }
+            },
+            BenchCase(op: "add", shape: "\(res)", work: .bytes(12 * resCount)) {
+                let a = Tensor.randn(res, seed: seed), b = Tensor.randn(res, seed: seed + 1)
+                return { _ = a + b }
+            },
+            BenchCase(op: "mul", shape: "\(res)", work: .bytes(12 * resCount)) {
+                let a = Tensor.randn(res, seed: seed), b = Tensor.randn(res, seed: seed + 1)
+                return { _ = a * b }
+            },
+        ]
+    }
+
+    /// x [N, T, D], weight [4D, D], bias [4D], as `nn.Linear(768, 3072)` sees them.
+    private static func linearInputs(seed: UInt64, grad: Bool) -> (Tensor, Tensor, Tensor) {
+        let x = Tensor.randn([n, tokens, hidden], seed: seed)
+        let w = Tensor.randn([mlpHidden, hidden], seed: seed + 1) * 0.02
+        let b = Tensor.randn([mlpHidden], seed: seed + 2) * 0.02
+        for t in [x, w, b] { t.requiresGrad = grad }
+        return (x, w, b)
+    }
+
+    /// C[m, n] = A[m, k] · B[n, k]ᵀ straight through OpenBLAS: the ceiling `linear fwd` is measured against.
+    private static func rawSgemm(m: Int, n: Int, k: Int, seed: UInt64) -> () -> Void {
+        let a = Tensor.randn([m, k], seed: seed), b = Tensor.randn([n, k], seed: seed + 1)
+        let c = Tensor.empty([m, n])
+        let pa = a.buffer.pointer(Float.self), pb = b.buffer.pointer(Float.self), pc = c.buffer.pointer(Float.self)
+        return {
+            withExtendedLifetime((a, b, c)) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+                            1, pa, Int32(k), pb, Int32(k), 0, pc, Int32(n))
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import HasteTensor
+
+/// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops.")
+    var threads: Int = 2
+
+    @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
+    var device: String = "cpu"
+
+    @Option(help: "Seed for haste's random streams.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        guard DeviceName(device) != nil else {
+            throw ValidationError("--device expects cpu, cuda or cuda:N, got '\(device)'")
+        }
+    }
+
+    /// Sets OpenBLAS's pool and haste's chunking to `--threads`.
+    func applyThreads() { CPUBackend.setThreads(threads) }
+
+    /// Applies the thread count and opens the device; throws when that device's backend is not available.
+    func openDevice() throws -> Device {
+        applyThreads()
+        switch DeviceName(device)! {
+        case .cpu: return .cpu
+        case .cuda:
+            throw HasteError.unsupported("--device \(device): the CUDA backend is not built yet in haste "
+                                         + "\(Haste.configuration.version); use --device cpu")
+        }
+    }
+}
+
+/// The spellings `--device` accepts.
+enum DeviceName: Equatable {
+    case cpu
+    case cuda(Int)
+
+    init?(_ text: String) {
+        if text == "cpu" { self = .cpu; return }
+        if text == "cuda" { self = .cuda(0); return }
+        guard text.hasPrefix("cuda:"), let i = Int(text.dropFirst(5)), i >= 0 else { return nil }
+        self = .cuda(i)
+    }
+}

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import COpenBLAS
+import Foundation
+import HasteIO
+
+/// Everything `haste doctor` reports, gathered once. Probes never fail: what is missing is reported as such,
+/// with the package that provides it.
+struct SystemReport {
+    struct Library { let name: String; let purpose: String; let package: String; let found: Bool }
+
+    var version = HasteVersion.current
+    var swift = SystemReport.compilerVersion
+    var os = ""
+    var cpu = ""
+    var cpuFlags: [(String, Bool)] = []
+    var blasCore = "", blasConfig = "", blasThreads = 0
+    var libraries: [Library] = []
+    var cuda = ""
+
+    static func collect() -> SystemReport {
+        var r = SystemReport()
+        r.os = osDescription()
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = field("model name", in: info) ?? "unknown CPU"
+        r.cpu = "\(model), \(ProcessInfo.processInfo.activeProcessorCount) logical cores available"
+        let flags = Set((field("flags", in: info) ?? "").split(separator: " ").map(String.init))
+        r.cpuFlags = ["avx2", "fma", "avx512f"].map { ($0, flags.contains($0)) }
+        r.blasCore = openblas_get_corename().map { String(cString: $0) } ?? "?"
+        r.blasConfig = openblas_get_config().map { String(cString: $0) } ?? "?"
+        r.blasThreads = Int(openblas_get_num_threads())
+        r.libraries = [
+            Library(name: "libpng16.so.16", purpose: "PNG images", package: "libpng16-16", found: canLoad("libpng16.so.16")),
+            Library(name: "libjpeg.so.62", purpose: "JPEG images", package: "libjpeg62-turbo",
+                    found: canLoad("libjpeg.so.62")),
+            // Debian 12 ships the serial HDF5 under this soname (package libhdf5-103-1).
+            Library(name: "libhdf5_serial.so.103", purpose: "HDF5 datasets", package: "libhdf5-103-1",
+                    found: canLoad("libhdf5_serial.so.103") || canLoad("libhdf5.so.103")),
+            Library(name: "liblapacke.so.3", purpose: "LAPACK (FID matrix square root)", package: "liblapacke",
+                    found: canLoad("liblapacke.so.3")),
+        ]
+        r.cuda = cudaDescription()
+        return r
+    }
+
+    func render() -> String {
+        var lines = ["haste \(version)", "swift: \(swift)", "os: \(os)", "cpu: \(cpu)",
+                     "cpu features: " + cpuFlags.map { "\($0.0) \($0.1 ? "yes" : "no")" }.joined(separator: ", "),
+                     "openblas: core \(blasCore), threads \(blasThreads)", "openblas config: \(blasConfig)",
+                     "optional libraries:"]
+        let width = libraries.map(\.name.count).max() ?? 0
+        for l in libraries {
+            let status = l.found ? "found  " : "missing (apt-get install \(l.package), or run Scripts/setup.sh)"
+            lines.append("  " + l.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(status)  \(l.purpose)")
+        }
+        lines.append("cuda: \(cuda)")
+        lines.append("devices: cpu (the CUDA backend is not built yet)")
+        return lines.joined(separator: "\n")
+    }
+
+    static var compilerVersion: String {
+        #if compiler(>=6.4)
+        return "6.4 or newer"
+        #elseif compiler(>=6.3)
+        return "6.3"
+        #elseif compiler(>=6.2)
+        return "6.2"
+        #elseif compiler(>=6.1)
+        return "6.1"
+        #else
+        return "6.0"
+        #endif
+    }
+
+    /// The first `key : value` line of /proc/cpuinfo.
+    static func field(_ key: String, in text: String) -> String? {
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == key {
+                return parts[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return nil
+    }
+
+    static func osDescription() -> String {
+        let release = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
+        let pretty = release.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+            .map { $0.dropFirst("PRETTY_NAME=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        var u = utsname()
+        uname(&u)
+        func text<T>(_ field: T) -> String {
+            withUnsafeBytes(of: field) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        return "\(pretty ?? "unknown"), \(text(u.sysname)) \(text(u.release)) \(text(u.machine))"
+    }
+
+    /// Loads and unloads `library`: found means the dynamic loader resolves it as haste will.
+    static func canLoad(_ library: String) -> Bool {
+        guard let handle = dlopen(library, RTLD_LAZY | RTLD_LOCAL) else { return false }
+        dlclose(handle)
+        return true
+    }
+
+    static func cudaDescription() -> String {
+        if let dir = ProcessInfo.processInfo.environment["HASTE_CUDA_LIB_DIR"] {
+            let path = (dir as NSString).appendingPathComponent("libcuda.so.1")
+            let present = FileManager.default.fileExists(atPath: path)
+            return "HASTE_CUDA_LIB_DIR=\(dir); \(path) \(present ? "present" : "not present")"
+        }
+        return "HASTE_CUDA_LIB_DIR unset; libcuda.so.1 " + (canLoad("libcuda.so.1") ? "found by the loader"
+                                                               : "not found (no NVIDIA driver)")
+    }
+}
