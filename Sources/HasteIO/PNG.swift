@@ -4,6 +4,9 @@ import HasteTensor
 
 /// PNG through libpng's simplified API (no setjmp): 8-bit grey, RGB or RGBA, row-major HWC bytes.
 public enum PNGImage {
+    /// png.h's PNG_FORMAT_* (composite macros Swift does not import): COLOR = 2, ALPHA = 1.
+    static func format(_ channels: Int) -> UInt32 { channels == 1 ? 0 : channels == 4 ? 3 : 2 }
+
     /// Decodes to 8-bit pixels with `channels` 1 (grey), 3 (RGB) or 4 (RGBA); libpng converts palette,
     /// 16-bit and grey inputs. Returns (height, width, bytes).
     public static func read(_ path: String, channels: Int = 3) throws -> (height: Int, width: Int, pixels: [UInt8]) {
@@ -14,7 +17,7 @@ public enum PNGImage {
             throw HasteError.fileFormat(path: path, detail: "cannot read PNG: \(why)")
         }
         defer { png_image_free(&image) }
-        image.format = channels == 1 ? UInt32(PNG_FORMAT_GRAY) : channels == 4 ? UInt32(PNG_FORMAT_RGBA) : UInt32(PNG_FORMAT_RGB)
+        image.format = format(channels)
         let (w, h) = (Int(image.width), Int(image.height))
         var pixels = [UInt8](repeating: 0, count: w * h * channels)
         let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, Int32(w * channels), nil) }
@@ -33,7 +36,7 @@ public enum PNGImage {
         image.version = UInt32(PNG_IMAGE_VERSION)
         image.width = UInt32(width)
         image.height = UInt32(height)
-        image.format = channels == 1 ? UInt32(PNG_FORMAT_GRAY) : channels == 4 ? UInt32(PNG_FORMAT_RGBA) : UInt32(PNG_FORMAT_RGB)
+        image.format = format(channels)
         let tmp = path + ".tmp-\(getpid())"
         let ok = pixels.withUnsafeBytes { png_image_write_to_file(&image, tmp, 0, $0.baseAddress, Int32(width * channels), nil) }
         guard ok != 0 else {

@@ -4,9 +4,29 @@ import RealModule
 protocol UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T
+    /// float32 lanes; the default applies `f` per lane. Hot activations override with CPUMath's SIMD forms.
+    func vf(_ x: F8) -> F8
+    func vdf(_ x: F8, _ y: F8) -> F8
 }
 
-struct ExpF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .exp(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y } }
+extension UnaryFn {
+    func vf(_ x: F8) -> F8 {
+        var r = F8()
+        for i in 0..<8 { r[i] = f(x[i]) }
+        return r
+    }
+    func vdf(_ x: F8, _ y: F8) -> F8 {
+        var r = F8()
+        for i in 0..<8 { r[i] = df(x[i], y[i]) }
+        return r
+    }
+}
+
+struct ExpF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { .exp(x) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y }
+    func vdf(_ x: F8, _ y: F8) -> F8 { y }
+}
 struct LogF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .log(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / x } }
 struct SqrtF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .sqrt(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / (2 * y) } }
 struct RsqrtF: UnaryFn {
@@ -35,10 +55,17 @@ struct ReluF: UnaryFn {
     let e = T.exp(x)
     return e / (1 + e)
 }
-struct SigmoidF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { sigmoid(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y * (1 - y) } }
+struct SigmoidF: UnaryFn {
+    func f<T: KernelFloat>(_ x: T) -> T { sigmoid(x) }
+    func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y * (1 - y) }
+    func vf(_ x: F8) -> F8 { vsigmoid(x) }
+    func vdf(_ x: F8, _ y: F8) -> F8 { y * (1 - y) }
+}
 struct SiluF: UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T { x * sigmoid(x) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
+    func vf(_ x: F8) -> F8 { x * vsigmoid(x) }
+    func vdf(_ x: F8, _ y: F8) -> F8 { let s = vsigmoid(x); return s * (1 + x * (1 - s)) }
 }
 /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch's approximate="tanh".
 struct GeluTanhF: UnaryFn {
@@ -54,6 +81,20 @@ struct GeluTanhF: UnaryFn {
         let t: T = T.tanh(k0 * (x + k1 * x2 * x))
         let left: T = (1 + t) / 2
         let right: T = x / 2 * (1 - t * t) * k0 * (1 + 3 * k1 * x2)
+        return left + right
+    }
+    func vf(_ x: F8) -> F8 {
+        let cube: F8 = x * x * x
+        let inner: F8 = (x + 0.044_715 * cube) * 0.797_884_560_802_865_4
+        let half: F8 = x * 0.5
+        return half * (1 + vtanh(inner))
+    }
+    func vdf(_ x: F8, _ y: F8) -> F8 {
+        let x2 = x * x
+        let t = vtanh(0.797_884_560_802_865_4 * (x + 0.044_715 * x2 * x))
+        let left: F8 = (1 + t) * 0.5
+        let slope: F8 = (1 + 0.134_145 * x2) * 0.797_884_560_802_865_4     // k0·(1 + 3·k1·x²)
+        let right: F8 = x * 0.5 * (1 - t * t) * slope
         return left + right
     }
 }
@@ -128,6 +169,19 @@ struct UnaryForward<T: KernelFloat>: UnaryVisitor {
     let x: SendablePointer<T>, y: SendablePointer<T>, count: Int
     func visit<F: UnaryFn>(_ fn: F) {
         let x = self.x, y = self.y
+        if T.self == Float.self {
+            let a = UnsafeMutableRawPointer(x.base), b = UnsafeMutableRawPointer(y.base)
+            Parallel.chunks(count) { r in
+                var i = r.lowerBound
+                while i + 8 <= r.upperBound {
+                    b.storeBytes(of: fn.vf(a.loadUnaligned(fromByteOffset: i * 4, as: F8.self)), toByteOffset: i * 4, as: F8.self)
+                    i += 8
+                }
+                let pa = a.assumingMemoryBound(to: Float.self), pb = b.assumingMemoryBound(to: Float.self)
+                while i < r.upperBound { pb[i] = fn.f(pa[i]); i += 1 }
+            }
+            return
+        }
         Parallel.chunks(count) { r in
             let a = x.base, b = y.base
             for i in r { b[i] = fn.f(a[i]) }
@@ -140,6 +194,23 @@ struct UnaryBackwardLoop<T: KernelFloat>: UnaryVisitor {
     let x: SendablePointer<T>, y: SendablePointer<T>, dy: SendablePointer<T>, dx: SendablePointer<T>, count: Int
     func visit<F: UnaryFn>(_ fn: F) {
         let x = self.x, y = self.y, dy = self.dy, dx = self.dx
+        if T.self == Float.self {
+            let px = UnsafeMutableRawPointer(x.base), py = UnsafeMutableRawPointer(y.base)
+            let pg = UnsafeMutableRawPointer(dy.base), pd = UnsafeMutableRawPointer(dx.base)
+            Parallel.chunks(count) { r in
+                var i = r.lowerBound
+                while i + 8 <= r.upperBound {
+                    let o = i * 4
+                    let d = fn.vdf(px.loadUnaligned(fromByteOffset: o, as: F8.self), py.loadUnaligned(fromByteOffset: o, as: F8.self))
+                    pd.storeBytes(of: pg.loadUnaligned(fromByteOffset: o, as: F8.self) * d, toByteOffset: o, as: F8.self)
+                    i += 8
+                }
+                let fx = px.assumingMemoryBound(to: Float.self), fy = py.assumingMemoryBound(to: Float.self)
+                let fg = pg.assumingMemoryBound(to: Float.self), fd = pd.assumingMemoryBound(to: Float.self)
+                while i < r.upperBound { fd[i] = fg[i] * fn.df(fx[i], fy[i]); i += 1 }
+            }
+            return
+        }
         Parallel.chunks(count) { r in
             for i in r { dx.base[i] = dy.base[i] * fn.df(x.base[i], y.base[i]) }
         }

@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import HasteTensor
+import HasteTraining
+
+/// `haste train`: the reference train.py flags, a config file, and `--set key=value` for every other key.
+/// Precedence: defaults < config file < --set < named flags.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train SiT with the HASTE objective (attention + projection alignment, early stop).",
+        discussion: """
+        Keys are the reference train.py flag names; `haste train --print-config` lists them all with their values.
+        Example (the paper's run, real DINOv2 weights converted to safetensors):
+          haste train --model SiT-XL/2 --enc-type dinov2-vit-b --enc-weights dinov2_vitb14.safetensors \\
+            --data-dir data/imagenet256 --proj-coeff 0.5 --attn-coeff 0.5 --early-stop-point 250000 \\
+            --max-train-steps 2500000 --exp-name sit-xl-2-haste
+        """)
+
+    @OptionGroup var runtime: RuntimeOptions
+    @Argument(help: "A config file (YAML or JSON), e.g. configs/demo.yaml.") var config: String?
+    @Option(name: .customLong("config"), help: "Same as the positional config file.") var configFlag: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override any config key.", valueName: "key=value"))
+    var overrides: [String] = []
+    @Flag(help: "Print the resolved config and exit.") var printConfig = false
+
+    @Option var model: String?
+    @Option(name: .customLong("enc-type")) var encType: String?
+    @Option(name: .customLong("enc-weights")) var encWeights: String?
+    @Option(name: .customLong("proj-coeff")) var projCoeff: String?
+    @Option(name: .customLong("attn-coeff")) var attnCoeff: String?
+    @Option(name: .customLong("encoder-depth")) var encoderDepth: String?
+    @Option(name: .customLong("early-stop-point")) var earlyStopPoint: String?
+    @Option(name: .customLong("batch-size")) var batchSize: String?
+    @Option(name: .customLong("max-train-steps")) var maxTrainSteps: String?
+    @Option var epochs: String?
+    @Option(name: .customLong("checkpointing-steps")) var checkpointingSteps: String?
+    @Option(name: .customLong("sampling-steps")) var samplingSteps: String?
+    @Option(name: .customLong("learning-rate")) var learningRate: String?
+    @Option(name: .customLong("adam-beta1")) var adamBeta1: String?
+    @Option(name: .customLong("adam-beta2")) var adamBeta2: String?
+    @Option(name: .customLong("adam-weight-decay")) var adamWeightDecay: String?
+    @Option(name: .customLong("adam-epsilon")) var adamEpsilon: String?
+    @Option(name: .customLong("max-grad-norm")) var maxGradNorm: String?
+    @Option(name: .customLong("path-type")) var pathType: String?
+    @Option var prediction: String?
+    @Option var weighting: String?
+    @Option(name: .customLong("cfg-prob")) var cfgProb: String?
+    @Option(name: .customLong("output-dir")) var outputDir: String?
+    @Option(name: .customLong("exp-name")) var expName: String?
+    @Option(name: .customLong("data-dir")) var dataDir: String?
+    @Option(name: .customLong("resume-step"), help: "A step number, or `latest`.") var resumeStep: String?
+    @Option(name: .customLong("gradient-accumulation-steps")) var gradientAccumulationSteps: String?
+    @Option var resolution: String?
+    @Option(name: .customLong("num-classes")) var numClasses: String?
+    @Option(name: .customLong("mixed-precision")) var mixedPrecision: String?
+
+    var namedFlags: [(String, String?)] {
+        [("model", model), ("enc-type", encType), ("enc-weights", encWeights), ("proj-coeff", projCoeff),
+         ("attn-coeff", attnCoeff), ("encoder-depth", encoderDepth), ("early-stop-point", earlyStopPoint),
+         ("batch-size", batchSize), ("max-train-steps", maxTrainSteps), ("epochs", epochs),
+         ("checkpointing-steps", checkpointingSteps), ("sampling-steps", samplingSteps), ("learning-rate", learningRate),
+         ("adam-beta1", adamBeta1), ("adam-beta2", adamBeta2), ("adam-weight-decay", adamWeightDecay),
+         ("adam-epsilon", adamEpsilon), ("max-grad-norm", maxGradNorm), ("path-type", pathType), ("prediction", prediction),
+         ("weighting", weighting), ("cfg-prob", cfgProb), ("output-dir", outputDir), ("exp-name", expName),
+         ("data-dir", dataDir), ("resume-step", resumeStep == "latest" ? "-1" : resumeStep),
+         ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
+         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("seed", runtime.seed == 0 ? nil : "\(runtime.seed)")]
+    }
+
+    func validate() throws {
+        if let bad = overrides.first(where: { !$0.contains("=") }) {
+            throw ValidationError("--set expects key=value, got '\(bad)'")
+        }
+        if config != nil && configFlag != nil { throw ValidationError("give the config file once (positional or --config)") }
+    }
+
+    func run() throws {
+        _ = try runtime.openDevice()
+        let pairs = overrides.map { o -> (key: String, value: String) in
+            let i = o.firstIndex(of: "=")!
+            return (String(o[..<i]), String(o[o.index(after: i)...]))
+        } + namedFlags.compactMap { k, v in v.map { (key: k, value: $0) } }
+        let resolved = try TrainConfig.load(file: config ?? configFlag, overrides: pairs)
+        if printConfig { print(try resolved.yaml(), terminator: ""); return }
+        let console = ConsoleObserver()
+        let trainer = try Trainer(config: resolved, observer: console)
+        try trainer.train()
+        console.finish()
+        print("\(trainer.run.root)")
+    }
+}
+
+/// Prints progress on one rewritten line (a terminal) or every 10 s (a log), lasting messages on their own lines.
+final class ConsoleObserver: TrainingObserver {
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private var last = Date.distantPast
+    private var pending = false
+
+    func progress(_ line: String) {
+        let now = Date()
+        if isTerminal {
+            guard now.timeIntervalSince(last) > 0.1 else { return }
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+            pending = true
+        } else {
+            guard now.timeIntervalSince(last) > 10 else { return }
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+        }
+        last = now
+    }
+
+    func message(_ line: String) {
+        if pending { FileHandle.standardError.write(Data("\n".utf8)); pending = false }
+        FileHandle.standardError.write(Data("\(line)\n".utf8))
+    }
+
+    func finish() { if pending { FileHandle.standardError.write(Data("\n".utf8)); pending = false } }
+}
