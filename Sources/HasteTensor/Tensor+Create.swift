@@ -88,7 +88,7 @@ extension Tensor {
         let x = contiguous()
         let y = Tensor.empty(shape, dtype: dtype, device: device)
         let bytes = count * dtype.byteSize
-        let host = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+        let host = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(bytes, 1), alignment: 64)
         defer { host.deallocate() }
         x.backend.copyToHost(x.buffer, host, byteCount: bytes)
         y.backend.copyFromHost(UnsafeRawPointer(host), to: y.buffer, byteCount: bytes)

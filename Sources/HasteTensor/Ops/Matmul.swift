@@ -62,7 +62,7 @@ extension Tensor {
         out.backend.gemm(transA: a.trans, transB: b.trans, m: m, n: n, k: k, alpha: alpha,
                          a: a.buffer, lda: a.ld, strideA: a.tensor.rank == 2 ? 0 : m * k,
                          b: b.buffer, ldb: b.ld, strideB: b.tensor.rank == 2 ? 0 : k * n,
-                         beta: beta, c: out.buffer, ldc: max(n, 1), strideC: m * n, batch: batch)
+                         beta: beta, c: out.buffer, ldc: Swift.max(n, 1), strideC: m * n, batch: batch)
     }
 
     /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
@@ -72,15 +72,15 @@ extension Tensor {
         precondition(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
         precondition(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
         let x = contiguous(), w = weight.contiguous()
-        let rows = count / max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
+        let rows = count / Swift.max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
         let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)
         if let bias {   // rows of y start as the bias, then GEMM accumulates (beta = 1)
             let b = bias.contiguous()
             backend.stridedCopy(from: b.buffer, srcStrides: [0, 1], to: y.buffer, dstStrides: [outF, 1], shape: [rows, outF])
         }
         backend.gemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1,
-                     a: x.buffer, lda: max(inF, 1), strideA: 0, b: w.buffer, ldb: max(inF, 1), strideB: 0,
-                     beta: bias == nil ? 0 : 1, c: y.buffer, ldc: max(outF, 1), strideC: 0, batch: 1)
+                     a: x.buffer, lda: Swift.max(inF, 1), strideA: 0, b: w.buffer, ldb: Swift.max(inF, 1), strideB: 0,
+                     beta: bias == nil ? 0 : 1, c: y.buffer, ldc: Swift.max(outF, 1), strideC: 0, batch: 1)
         return y.recorded(LinearBackward(x: x, weight: w, bias: bias))
     }
 }

@@ -1,8 +1,21 @@
-/// Reductions over axes. torch: `x.sum(dims, keepdim)`, `x.mean(dims, keepdim)`.
+/// Reductions over axes. torch: `x.sum(dims, keepdim)`, `x.mean(dims, keepdim)`, `x.amax(dims, keepdim)`,
+/// `x.var(dims, correction, keepdim)`.
 public protocol ReduceKernels: AnyObject {
     /// x viewed as [outer, reduce, inner] (contiguous) → y [outer, inner]: y[o, i] = Σ_r x[o, r, i],
     /// summed in index order per fixed chunk (bitwise reproducible).
     func reduceSum(_ x: Buffer, _ y: Buffer, outer: Int, reduce: Int, inner: Int)
+    /// Same layout: y[o, i] = max_r x[o, r, i]; a NaN anywhere in the slice makes the result NaN (torch.amax).
+    /// `reduce` ≥ 1.
+    func reduceMax(_ x: Buffer, _ y: Buffer, outer: Int, reduce: Int, inner: Int)
+    /// dx[o, r, i] = dy[o, i] / k where x[o, r, i] == y[o, i] and k is the number of such ties, else 0
+    /// (torch.amax splits the gradient evenly among ties). x, dx: [outer, reduce, inner]; y, dy: [outer, inner].
+    func reduceMaxBackward(_ x: Buffer, _ y: Buffer, _ dy: Buffer, _ dx: Buffer, outer: Int, reduce: Int, inner: Int)
+}
+
+/// A tensor laid out for a reduction kernel: contiguous [outer, reduce, inner]; `permutation` is the one
+/// applied to bring non-adjacent reduced axes last (nil when the axes were already adjacent).
+struct GroupedReduction {
+    let x: Tensor, outer: Int, reduce: Int, inner: Int, permutation: [Int]?
 }
 
 extension Tensor {
@@ -17,24 +30,27 @@ extension Tensor {
                  : shape.enumerated().filter { !axes.contains($0.offset) }.map(\.element)
     }
 
-    /// Brings `axes` together: returns a contiguous tensor viewed as [outer, reduce, inner].
-    func groupedForReduction(_ axes: [Int]) -> (Tensor, outer: Int, reduce: Int, inner: Int) {
+    /// Brings `axes` together: a contiguous tensor viewed as [outer, reduce, inner]. Adjacent axes need no
+    /// copy beyond `contiguous()`; others are permuted last (inner = 1).
+    func groupedForReduction(_ axes: [Int]) -> GroupedReduction {
         let r = axes.reduce(1) { $0 * shape[$1] }
         if let first = axes.first, axes.last! - first + 1 == axes.count {
-            return (contiguous(), shape[..<first].reduce(1, *), r, shape[(axes.last! + 1)...].reduce(1, *))
+            return GroupedReduction(x: contiguous(), outer: shape[..<first].reduce(1, *), reduce: r,
+                                    inner: shape[(axes.last! + 1)...].reduce(1, *), permutation: nil)
         }
         let keep = (0..<rank).filter { !axes.contains($0) }
         let moved = permuted(keep + axes).contiguous()
-        return (moved, keep.reduce(1) { $0 * shape[$1] }, r, 1)
+        return GroupedReduction(x: moved, outer: keep.reduce(1) { $0 * shape[$1] }, reduce: r, inner: 1,
+                                permutation: keep + axes)
     }
 
     /// torch: `x.sum(dim=axes, keepdim=keepDims)`; all axes when `axes` is nil.
     public func sum(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes ?? Array(0..<rank), "sum")
         precondition(dtype.isComputeFloat, "sum: needs float32 or float64, got \(dtype) \(shape)")
-        let (x, outer, r, inner) = groupedForReduction(ax)
+        let g = groupedForReduction(ax)
         let y = Tensor.empty(reducedShape(ax, keepDims: keepDims), dtype: dtype, device: device)
-        if y.count > 0 { backend.reduceSum(x.buffer, y.buffer, outer: outer, reduce: r, inner: inner) }
+        if y.count > 0 { backend.reduceSum(g.x.buffer, y.buffer, outer: g.outer, reduce: g.reduce, inner: g.inner) }
         return y.recorded(SumBackward(x: self, keptShape: reducedShape(ax, keepDims: true)))
     }
 
@@ -44,10 +60,37 @@ extension Tensor {
     public func mean(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes ?? Array(0..<rank), "mean")
         let n = ax.reduce(1) { $0 * shape[$1] }
-        return sum(axes: ax, keepDims: keepDims) * (1.0 / Double(max(n, 1)))
+        return sum(axes: ax, keepDims: keepDims) * (1.0 / Double(Swift.max(n, 1)))
     }
 
     public func mean(axis: Int, keepDims: Bool = false) -> Tensor { mean(axes: [axis], keepDims: keepDims) }
+
+    /// torch: `x.amax(dim=axes, keepdim=keepDims)`; all axes when `axes` is nil. NaN propagates; the gradient
+    /// is split evenly among tied maxima.
+    public func max(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
+        let ax = reductionAxes(axes ?? Array(0..<rank), "max")
+        precondition(dtype.isComputeFloat, "max: needs float32 or float64, got \(dtype) \(shape)")
+        precondition(ax.allSatisfy { shape[$0] > 0 }, "max: cannot reduce empty axes \(ax) of shape \(shape)")
+        let g = groupedForReduction(ax)
+        let y = Tensor.empty(reducedShape(ax, keepDims: keepDims), dtype: dtype, device: device)
+        if y.count > 0 { backend.reduceMax(g.x.buffer, y.buffer, outer: g.outer, reduce: g.reduce, inner: g.inner) }
+        return y.recorded(MaxBackward(x: self, grouped: g, y: y.detached()))
+    }
+
+    /// torch: `x.amax(dim=axis, keepdim=keepDims)` (values only, ties share the gradient; not torch.max's
+    /// (values, indices) pair, whose gradient goes to one index).
+    public func max(axis: Int, keepDims: Bool = false) -> Tensor { max(axes: [axis], keepDims: keepDims) }
+
+    /// torch: `x.var(dim=axes, correction=unbiased ? 1 : 0, keepdim=keepDims)`; all axes when nil.
+    /// Two-pass composite (mean, then mean squared deviation): exact and differentiable. With no degrees of
+    /// freedom left (n ≤ correction) the result is NaN or inf, as in torch.
+    public func variance(axes: [Int]? = nil, keepDims: Bool = false, unbiased: Bool = false) -> Tensor {
+        let ax = reductionAxes(axes ?? Array(0..<rank), "variance")
+        precondition(dtype.isComputeFloat, "variance: needs float32 or float64, got \(dtype) \(shape)")
+        let n = ax.reduce(1) { $0 * shape[$1] }
+        let deviation = self - mean(axes: ax, keepDims: true)
+        return deviation.square().sum(axes: ax, keepDims: keepDims) * (1.0 / Double(n - (unbiased ? 1 : 0)))
+    }
 }
 
 /// Broadcasts the reduced gradient back over the summed axes.
@@ -55,4 +98,22 @@ struct SumBackward: Backward {
     let x: Tensor, keptShape: [Int]
     var inputs: [Tensor] { [x] }
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.reshaped(keptShape).expanded(x.shape).contiguous()] }
+}
+
+/// Saves the grouped input (the kernel's layout) and the output; ties are recounted in the backward kernel.
+struct MaxBackward: Backward {
+    let x: Tensor, grouped: GroupedReduction, y: Tensor
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let g = grouped
+        let dx = Tensor.empty(g.x.shape, dtype: x.dtype, device: x.device)
+        if dx.count > 0 {
+            x.backend.reduceMaxBackward(g.x.buffer, y.buffer, dy.contiguous().buffer, dx.buffer,
+                                        outer: g.outer, reduce: g.reduce, inner: g.inner)
+        }
+        guard let p = g.permutation else { return [dx.reshaped(x.shape)] }
+        var inverse = [Int](repeating: 0, count: p.count)
+        for (i, a) in p.enumerated() { inverse[a] = i }
+        return [dx.permuted(inverse).contiguous()]
+    }
 }

@@ -1,2 +1,55 @@
-/// Kernels of the Softmax family (to be filled in: see the op list).
-public protocol SoftmaxKernels: AnyObject {}
+/// Softmax and log-softmax along one axis. torch: `F.softmax(x, dim)`, `F.log_softmax(x, dim)`.
+/// The kernels work on rows of the last axis; other axes are swapped last (permute + contiguous) first.
+public protocol SoftmaxKernels: AnyObject {
+    /// x, y: [rows, cols] contiguous, cols ≥ 1. y[r, :] = exp(x[r, :] − m) / Σ exp(x[r, :] − m), m = the row max.
+    func softmaxForward(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int)
+    /// dx = y · (dy − Σ_c dy·y) per row; y is the forward output.
+    func softmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
+    /// y[r, :] = x[r, :] − m − log Σ exp(x[r, :] − m).
+    func logSoftmaxForward(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int)
+    /// dx = dy − exp(y) · Σ_c dy per row; y is the forward output (log-probabilities).
+    func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
+}
+
+extension Tensor {
+    /// torch: `F.softmax(x, dim=axis)`. Numerically stable (row max subtracted).
+    public func softmax(axis: Int = -1) -> Tensor { softmaxFamily(axis: axis, log: false) }
+
+    /// torch: `F.log_softmax(x, dim=axis)`. Numerically stable (row max subtracted).
+    public func logSoftmax(axis: Int = -1) -> Tensor { softmaxFamily(axis: axis, log: true) }
+
+    private func softmaxFamily(axis a: Int, log: Bool) -> Tensor {
+        let op = log ? "logSoftmax" : "softmax"
+        precondition(dtype.isComputeFloat, "\(op): needs float32 or float64, got \(dtype) \(shape)")
+        let ax = axis(a, op)
+        if ax != rank - 1 {
+            // Swap the axis last; a transposition is its own inverse.
+            var perm = Array(0..<rank)
+            perm.swapAt(ax, rank - 1)
+            return permuted(perm).softmaxFamily(axis: -1, log: log).permuted(perm).contiguous()
+        }
+        let x = contiguous()
+        let y = Tensor.empty(like: x)
+        let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
+        if rows > 0 {
+            if log { backend.logSoftmaxForward(x.buffer, y.buffer, rows: rows, cols: cols) }
+            else { backend.softmaxForward(x.buffer, y.buffer, rows: rows, cols: cols) }
+        }
+        return y.recorded(SoftmaxBackward(x: x, y: y.detached(), log: log))
+    }
+}
+
+/// Saves only the output: both gradients are functions of y and dy.
+struct SoftmaxBackward: Backward {
+    let x: Tensor, y: Tensor, log: Bool
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dx = Tensor.empty(like: y)
+        let cols = y.shape[y.rank - 1], rows = cols == 0 ? 0 : y.count / cols
+        guard rows > 0 else { return [dx] }
+        let g = dy.contiguous()
+        if log { y.backend.logSoftmaxBackward(y.buffer, g.buffer, dx.buffer, rows: rows, cols: cols) }
+        else { y.backend.softmaxBackward(y.buffer, g.buffer, dx.buffer, rows: rows, cols: cols) }
+        return [dx]
+    }
+}

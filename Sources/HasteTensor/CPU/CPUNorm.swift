@@ -1,0 +1,181 @@
+/// LayerNorm kernels (hot: [N·T, D] rows in every transformer block). Forward, per row: one SIMD16 pass for
+/// the moments (shifted sums, see `rowMoments`), one SIMD16 pass writing y; the row stays in L1, so x is
+/// read from memory once. Rows run in parallel over fixed chunks (STYLE R13). Backward: per row, one SIMD16
+/// pass for Σg and Σg·x̂, one writing dx and adding dweight/dbias into per-chunk partial rows, which are then
+/// summed in chunk order — bitwise identical whatever the thread count.
+extension CPUBackend {
+    public func layerNormForward(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                 rows: Int, cols: Int, eps: Double) {
+        switch x.dtype {
+        case .float32:
+            layerNormForward(x.pointer(Float.self), weight?.pointer(Float.self), bias?.pointer(Float.self), y.pointer(Float.self),
+                             mean.pointer(Float.self), rstd.pointer(Float.self), rows, cols, Float(eps))
+        case .float64:
+            layerNormForward(x.pointer(Double.self), weight?.pointer(Double.self), bias?.pointer(Double.self),
+                             y.pointer(Double.self), mean.pointer(Double.self), rstd.pointer(Double.self), rows, cols, eps)
+        default: preconditionFailure("layerNormForward: unsupported dtype \(x.dtype)")
+        }
+    }
+
+    public func layerNormBackward(_ x: Buffer, weight: Buffer?, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
+                                  dweight: Buffer?, dbias: Buffer?, rows: Int, cols: Int) {
+        switch x.dtype {
+        case .float32:
+            layerNormBackward(x.pointer(Float.self), weight?.pointer(Float.self), mean.pointer(Float.self), rstd.pointer(Float.self),
+                              dy.pointer(Float.self), dx.pointer(Float.self), dweight?.pointer(Float.self),
+                              dbias?.pointer(Float.self), rows, cols)
+        case .float64:
+            layerNormBackward(x.pointer(Double.self), weight?.pointer(Double.self), mean.pointer(Double.self),
+                              rstd.pointer(Double.self), dy.pointer(Double.self), dx.pointer(Double.self),
+                              dweight?.pointer(Double.self), dbias?.pointer(Double.self), rows, cols)
+        default: preconditionFailure("layerNormBackward: unsupported dtype \(x.dtype)")
+        }
+    }
+
+    private func layerNormForward<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ w: UnsafeMutablePointer<T>?,
+                                                  _ b: UnsafeMutablePointer<T>?, _ y: UnsafeMutablePointer<T>,
+                                                  _ mean: UnsafeMutablePointer<T>, _ rstd: UnsafeMutablePointer<T>,
+                                                  _ rows: Int, _ cols: Int, _ eps: T) {
+        let px = SendablePointer(x), py = SendablePointer(y), pm = SendablePointer(mean), pr = SendablePointer(rstd)
+        let pw = w.map(SendablePointer.init), pb = b.map(SendablePointer.init)
+        Parallel.chunks(rows, chunk: layerNormChunk(cols)) { range in
+            let w = pw?.base, b = pb?.base
+            for r in range {
+                let xr = px.base + r * cols
+                let (m, v) = rowMoments(xr, cols)
+                let rs = 1 / T.sqrt(v + eps)
+                pm.base[r] = m
+                pr.base[r] = rs
+                normalizeRow(xr, py.base + r * cols, cols, m, rs, w, b)
+            }
+        }
+    }
+
+    private func layerNormBackward<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ w: UnsafeMutablePointer<T>?,
+                                                   _ mean: UnsafeMutablePointer<T>, _ rstd: UnsafeMutablePointer<T>,
+                                                   _ dy: UnsafeMutablePointer<T>, _ dx: UnsafeMutablePointer<T>,
+                                                   _ dw: UnsafeMutablePointer<T>?, _ db: UnsafeMutablePointer<T>?,
+                                                   _ rows: Int, _ cols: Int) {
+        let chunk = layerNormChunk(cols), chunks = (rows + chunk - 1) / chunk
+        // Per-chunk partial [Σ dy·x̂ | Σ dy] rows, zeroed; only when a parameter gradient is wanted.
+        let partials: UnsafeMutablePointer<T>? = dw == nil && db == nil ? nil : .allocate(capacity: chunks * 2 * cols)
+        partials?.initialize(repeating: 0, count: chunks * 2 * cols)
+        defer { partials?.deallocate() }
+        let px = SendablePointer(x), pm = SendablePointer(mean), pr = SendablePointer(rstd)
+        let pdy = SendablePointer(dy), pdx = SendablePointer(dx)
+        let pw = w.map(SendablePointer.init), pp = partials.map(SendablePointer.init)
+        Parallel.chunks(rows, chunk: chunk) { range in
+            let w = pw?.base, part = pp.map { $0.base + (range.lowerBound / chunk) * 2 * cols }
+            for r in range {
+                let o = r * cols
+                layerNormBackwardRow(px.base + o, pdy.base + o, pdx.base + o, cols, pm.base[r], pr.base[r], w,
+                                     part, part.map { $0 + cols })
+            }
+        }
+        guard let partials else { return }
+        for (k, out) in [dw, db].enumerated() {
+            guard let out else { continue }
+            out.update(from: partials + k * cols, count: cols)
+            for c in 1..<chunks {
+                let p = partials + (c * 2 + k) * cols
+                for j in 0..<cols { out[j] += p[j] }
+            }
+        }
+    }
+
+    /// Rows per chunk: about `Parallel.defaultChunk` elements, fixed by the shape only.
+    private func layerNormChunk(_ cols: Int) -> Int { max(1, Parallel.defaultChunk / cols) }
+}
+
+/// (mean, biased variance) of p[0..<n] in one pass. Sums are of d = x − x₀ (shifted data), so the
+/// E[d²] − E[d]² cancellation is on the scale of the spread around x₀, not of the mean itself.
+@inline(__always)
+func rowMoments<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> (mean: T, variance: T) {
+    let k = p[0], kv = SIMD16<T>(repeating: p[0])
+    var s1 = SIMD16<T>(repeating: 0), s2 = SIMD16<T>(repeating: 0)
+    var i = 0
+    while i + 16 <= n {
+        let d = loadSIMD16(p, i) - kv
+        s1 += d
+        s2 += d * d                     // not addProduct: a libm fma call per lane without an FMA target
+        i += 16
+    }
+    var a = s1.sum(), b = s2.sum()
+    while i < n { let d = p[i] - k; a += d; b += d * d; i += 1 }
+    let invN = 1 / T(n), dm = a * invN
+    return (k + dm, Swift.max(0, b * invN - dm * dm))
+}
+
+/// y = (x − m)·rs [·w] [+ b] for one row; the optional parameters pick one of four loops outside the loop.
+@inline(__always)
+func normalizeRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int, _ m: T, _ rs: T,
+                                  _ w: UnsafeMutablePointer<T>?, _ b: UnsafeMutablePointer<T>?) {
+    let mv = SIMD16<T>(repeating: m), rv = SIMD16<T>(repeating: rs)
+    var i = 0
+    switch (w, b) {
+    case let (w?, b?):
+        while i + 16 <= n { storeSIMD16((loadSIMD16(x, i) - mv) * rv * loadSIMD16(w, i) + loadSIMD16(b, i), y, i); i += 16 }
+        while i < n { y[i] = (x[i] - m) * rs * w[i] + b[i]; i += 1 }
+    case let (w?, nil):
+        while i + 16 <= n { storeSIMD16((loadSIMD16(x, i) - mv) * rv * loadSIMD16(w, i), y, i); i += 16 }
+        while i < n { y[i] = (x[i] - m) * rs * w[i]; i += 1 }
+    case let (nil, b?):
+        while i + 16 <= n { storeSIMD16((loadSIMD16(x, i) - mv) * rv + loadSIMD16(b, i), y, i); i += 16 }
+        while i < n { y[i] = (x[i] - m) * rs + b[i]; i += 1 }
+    case (nil, nil):
+        while i + 16 <= n { storeSIMD16((loadSIMD16(x, i) - mv) * rv, y, i); i += 16 }
+        while i < n { y[i] = (x[i] - m) * rs; i += 1 }
+    }
+}
+
+/// One row of the LayerNorm backward: dx = rs·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w; adds dy·x̂ and dy
+/// into the chunk's partial rows when given.
+@inline(__always)
+func layerNormBackwardRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ dy: UnsafeMutablePointer<T>,
+                                          _ dx: UnsafeMutablePointer<T>, _ n: Int, _ m: T, _ rs: T,
+                                          _ w: UnsafeMutablePointer<T>?, _ dwPart: UnsafeMutablePointer<T>?,
+                                          _ dbPart: UnsafeMutablePointer<T>?) {
+    let mv = SIMD16<T>(repeating: m), rv = SIMD16<T>(repeating: rs)
+    var sg = SIMD16<T>(repeating: 0), sgx = SIMD16<T>(repeating: 0)
+    var i = 0
+    while i + 16 <= n {
+        let xh = (loadSIMD16(x, i) - mv) * rv
+        var g = loadSIMD16(dy, i)
+        if let w { g *= loadSIMD16(w, i) }      // loop-invariant branch: unswitched by the optimiser
+        sg += g
+        sgx += g * xh
+        i += 16
+    }
+    var a = sg.sum(), c = sgx.sum()
+    let tail = i
+    while i < n {
+        let xh = (x[i] - m) * rs
+        var g = dy[i]
+        if let w { g *= w[i] }
+        a += g
+        c += g * xh
+        i += 1
+    }
+    a /= T(n)
+    c /= T(n)
+    let av = SIMD16<T>(repeating: a), cv = SIMD16<T>(repeating: c)
+    i = 0
+    while i < tail {
+        let xh = (loadSIMD16(x, i) - mv) * rv, d = loadSIMD16(dy, i)
+        var g = d
+        if let w { g *= loadSIMD16(w, i) }
+        storeSIMD16(rv * (g - av - xh * cv), dx, i)
+        if let dwPart { storeSIMD16(loadSIMD16(dwPart, i) + d * xh, dwPart, i) }
+        if let dbPart { storeSIMD16(loadSIMD16(dbPart, i) + d, dbPart, i) }
+        i += 16
+    }
+    while i < n {
+        let xh = (x[i] - m) * rs, d = dy[i]
+        var g = d
+        if let w { g *= w[i] }
+        dx[i] = rs * (g - a - xh * c)
+        dwPart?[i] += d * xh
+        dbPart?[i] += d
+        i += 1
+    }
+}

@@ -1,0 +1,72 @@
+import Testing
+import HasteTensor
+
+/// Bounds: 1e-5 absolute + 1e-5 relative for y and all gradients against the float64 reference (float32 rows
+/// of ≤ 210 elements). "ln_offset" (mean 50, spread 0.1) is ill-conditioned in float32: the saved mean is
+/// only known to ulp(50)/2 = 1.9e-6, which rstd ≈ 10 scales to 1.9e-5 in x̂ and again by rstd in dx. It allows
+/// 3e-5 on y and 2e-4 on dx; PyTorch's own float32 kernel is off by 4.1e-5 and 1.3e-3 on this case.
+let normCases: [(String, [String], Double, Double, ([String: Tensor]) -> Tensor)] = [
+    ("ln_affine", ["x", "w", "b"], 1e-5, 1e-5, { $0["x"]!.layerNorm(weight: $0["w"], bias: $0["b"], eps: 1e-5) }),
+    ("ln_plain", ["x"], 1e-5, 1e-5, { $0["x"]!.layerNorm(eps: 1e-6) }),
+    ("ln_weight", ["x", "w"], 1e-5, 1e-5, { $0["x"]!.layerNorm(weight: $0["w"], eps: 1e-6) }),
+    ("ln_bias", ["x", "b"], 1e-5, 1e-5, { $0["x"]!.layerNorm(bias: $0["b"], eps: 1e-6) }),
+    ("ln_len1", ["x", "w", "b"], 1e-5, 1e-5, { $0["x"]!.layerNorm(weight: $0["w"], bias: $0["b"], eps: 1e-5) }),
+    ("ln_offset", ["x"], 3e-5, 2e-4, { $0["x"]!.layerNorm(eps: 1e-6) }),
+    ("gn_affine", ["x", "w", "b"], 1e-5, 1e-5, { $0["x"]!.groupNorm(groups: 3, weight: $0["w"], bias: $0["b"], eps: 1e-5) }),
+    ("gn_plain", ["x"], 1e-5, 1e-5, { $0["x"]!.groupNorm(groups: 2, eps: 1e-6) }),
+    ("gn_2d", ["x", "w", "b"], 1e-5, 1e-5, { $0["x"]!.groupNorm(groups: 3, weight: $0["w"], bias: $0["b"], eps: 1e-5) }),
+]
+
+@Test(arguments: normCases.map(\.0))
+func normMatchesPyTorch(_ name: String) throws {
+    let (_, inputs, atol, gradAtol, op) = normCases.first { $0.0 == name }!
+    try expectMatchesNormFixture("norm.safetensors", name, inputs: inputs, atol: atol, rtol: 1e-5, gradAtol: gradAtol, op)
+}
+
+@Test func layerNormGradcheck() {
+    let x = Tensor.randn([3, 7], dtype: .float64, seed: 41)
+    let w = Tensor.randn([7], dtype: .float64, seed: 42), b = Tensor.randn([7], dtype: .float64, seed: 43)
+    gradcheck({ $0.layerNorm(eps: 1e-6) }, at: x)
+    gradcheck({ $0[0].layerNorm(weight: $0[1], bias: $0[2], eps: 1e-5) }, at: [x, w, b])
+    gradcheck({ $0[0].layerNorm(weight: $0[1], eps: 1e-5) }, at: [Tensor.randn([2, 3, 19], dtype: .float64, seed: 44),
+                                                                 Tensor.randn([19], dtype: .float64, seed: 45)])
+    gradcheck({ $0[0].layerNorm(bias: $0[1], eps: 1e-5) }, at: [x, b])
+}
+
+@Test func groupNormGradcheck() {
+    let x = Tensor.randn([2, 6, 3], dtype: .float64, seed: 46)
+    let w = Tensor.randn([6], dtype: .float64, seed: 47), b = Tensor.randn([6], dtype: .float64, seed: 48)
+    gradcheck({ $0[0].groupNorm(groups: 3, weight: $0[1], bias: $0[2], eps: 1e-5) }, at: [x, w, b])
+    gradcheck({ $0.groupNorm(groups: 2, eps: 1e-6) }, at: x)
+}
+
+/// The fused kernel against the composite (x − mean)/√(var + eps)·w + b, gradients included, in float64 on
+/// [100, 700]: three row chunks, SIMD tails (700 = 43·16 + 12), so chunked dweight/dbias sums are covered.
+@Test func layerNormMatchesComposite() {
+    let x = Tensor.randn([100, 700], dtype: .float64, seed: 49) * 3.0 + 1.5
+    let w = Tensor.randn([700], dtype: .float64, seed: 50), b = Tensor.randn([700], dtype: .float64, seed: 51)
+    let dy = Tensor.randn([100, 700], dtype: .float64, seed: 52)
+    func grads(_ f: (Tensor, Tensor, Tensor) -> Tensor) -> [Tensor] {
+        let (xl, wl, bl) = (x.clone(), w.clone(), b.clone())
+        for t in [xl, wl, bl] { t.requiresGrad = true }
+        let y = f(xl, wl, bl)
+        return [y.detached()] + gradients(of: y, wrt: [xl, wl, bl], seed: dy).map { $0! }
+    }
+    let fused = grads { $0.layerNorm(weight: $1, bias: $2, eps: 1e-5) }
+    let reference = grads { x, w, b in
+        (x - x.mean(axis: -1, keepDims: true)) * (x.variance(axes: [-1], keepDims: true) + 1e-5).rsqrt() * w + b
+    }
+    for (what, (a, r)) in zip(["y", "dx", "dw", "db"], zip(fused, reference)) {
+        expectClose(a, r, atol: 1e-11, rtol: 1e-11, what)
+    }
+}
+
+@Test func normTrapsOnBadInput() async {
+    let weight = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        _ = Tensor.zeros([3, 4]).layerNorm(weight: Tensor.ones([5]), eps: 1e-5)
+    }
+    #expect(trapMessage(weight).contains("layerNorm: weight [5] does not match input [3, 4] (need [4])"))
+    await #expect(processExitsWith: .failure) { _ = Tensor.zeros([3, 4]).layerNorm(bias: Tensor.ones([4], dtype: .float64), eps: 1e-5) }
+    await #expect(processExitsWith: .failure) { _ = Tensor.zeros([2, 6, 3]).groupNorm(groups: 4, eps: 1e-5) }
+    await #expect(processExitsWith: .failure) { _ = Tensor.zeros([2, 6]).groupNorm(groups: 3, weight: Tensor.ones([3]), eps: 1e-5) }
+}

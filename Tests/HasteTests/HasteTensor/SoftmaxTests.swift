@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+@testable import HasteTensor
+
+/// Bounds: probabilities and log-probabilities (|y| up to ~10³ for the "big" rows) within 1e-6 + 1e-5·|y| of
+/// the float64 reference, gradients likewise.
+let softmaxCases: [(String, (Tensor) -> Tensor)] = [
+    ("softmax_m1", { $0.softmax() }), ("log_softmax_m1", { $0.logSoftmax() }),
+    ("softmax_0", { $0.softmax(axis: 0) }), ("log_softmax_1", { $0.logSoftmax(axis: 1) }),
+    ("softmax_len1", { $0.softmax(axis: -1) }), ("log_softmax_len1", { $0.logSoftmax(axis: -1) }),
+    ("softmax_big", { $0.softmax() }), ("log_softmax_big", { $0.logSoftmax() }),
+]
+
+@Test(arguments: softmaxCases.map(\.0))
+func softmaxMatchesPyTorch(_ name: String) throws {
+    let op = softmaxCases.first { $0.0 == name }!.1
+    try expectMatchesNormFixture("softmax.safetensors", name, inputs: ["x"], atol: 1e-6, rtol: 1e-5) { op($0["x"]!) }
+}
+
+@Test func softmaxGradcheck() {
+    let x = Tensor.randn([3, 5, 7], dtype: .float64, seed: 31)
+    for a in [-1, 0, 1] {
+        gradcheck({ $0.softmax(axis: a) }, at: x)
+        gradcheck({ $0.logSoftmax(axis: a) }, at: x)
+    }
+    gradcheck({ $0.logSoftmax() }, at: Tensor.randn([4, 1], dtype: .float64, seed: 32))
+}
+
+/// The fused kernels against the plain composite exp(x − max) / Σ, on rows long enough for SIMD tails.
+@Test func softmaxMatchesComposite() {
+    let x = Tensor.randn([9, 300], dtype: .float64, seed: 33) * 5.0
+    let shifted = x - x.max(axis: -1, keepDims: true)
+    let logSum = shifted.exp().sum(axis: -1, keepDims: true).log()
+    expectClose(x.softmax(), (shifted - logSum).exp(), atol: 1e-15, rtol: 1e-12)
+    expectClose(x.logSoftmax(), shifted - logSum, atol: 1e-13, rtol: 1e-13)
+    let x32 = x.to(.float32)
+    expectClose(x32.softmax(), (shifted - logSum).exp(), atol: 1e-7, rtol: 1e-5, "float32")
+}
+
+@Test func softmaxTrapsOnBadInput() async {
+    let axis = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        _ = Tensor.zeros([3, 4]).softmax(axis: 2)
+    }
+    #expect(trapMessage(axis).contains("softmax: axis 2 out of range for shape [3, 4]"))
+    await #expect(processExitsWith: .failure) { _ = Tensor([Int32(1), 2], shape: [2]).logSoftmax() }
+}
+
+/// The 16-lane float32 exp of the softmax kernels: within 1 ulp of the correctly rounded value over its whole
+/// normal range, and the documented special values.
+@Test func vectorExpIsAccurate() {
+    var worst = 0.0
+    var x: Float = -87.3
+    while x < 88.3 {
+        var v = SIMD16<Float>()
+        for l in 0..<16 { v[l] = Swift.min(x, 88.3); x += 0.0131 * Swift.max(1, Swift.abs(x)) }
+        let y = Float.exp16(v)
+        for l in 0..<16 {
+            let exact = Foundation.exp(Double(v[l]))
+            worst = Swift.max(worst, Swift.abs(Double(y[l]) - exact) / Double(Float(exact).ulp))
+        }
+    }
+    #expect(worst <= 1, "worst error \(worst) ulp")
+    let special = Float.exp16(SIMD16(-.infinity, -200, -87.4, 0, -0.0, 89, .infinity, .nan, 1, -1, 0, 0, 0, 0, 0, 0))
+    #expect(special[0] == 0 && special[1] == 0 && special[2] == 0 && special[3] == 1 && special[4] == 1)
+    #expect(special[5] == .infinity && special[6] == .infinity && special[7].isNaN)
+    #expect(Swift.abs(special[8] - 2.7182817) <= Float(2.7182817).ulp && Swift.abs(special[9] - 0.36787945) <= Float(0.36787945).ulp)
+}
+
+/// −∞ entries (masked logits) get probability exactly 0; a NaN poisons only its own row, as in torch.
+@Test func softmaxHandlesInfinityAndNaN() {
+    var v = [Float](repeating: 0.5, count: 2 * 21)
+    v[3] = -.infinity; v[20] = -.infinity; v[21 + 17] = .nan
+    let y = Tensor(v, shape: [2, 21]).softmax().scalars(as: Float.self)
+    #expect(y[3] == 0 && y[20] == 0 && Swift.abs(y[0] - 1 / 19) < 1e-7)
+    #expect(y[21...].allSatisfy { $0.isNaN })
+}
