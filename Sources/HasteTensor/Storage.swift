@@ -14,7 +14,7 @@ public final class Storage: @unchecked Sendable {
         self.backend = backend
         self.device = device
         self.byteCount = byteCount
-        self.address = backend.allocate(byteCount: max(byteCount, 1))
+        self.address = backend.allocate(byteCount: Swift.max(byteCount, 1))
         self.owner = nil
     }
 
@@ -28,7 +28,7 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit {
-        if owner == nil { backend.deallocate(address, byteCount: max(byteCount, 1)) }
+        if owner == nil { backend.deallocate(address, byteCount: Swift.max(byteCount, 1)) }
     }
 }
 

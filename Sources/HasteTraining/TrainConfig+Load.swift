@@ -41,10 +41,19 @@ extension TrainConfig {
     static func typedDefaults(of config: TrainConfig = TrainConfig()) -> [String: Any] {
         var out: [String: Any] = [:]
         for child in Mirror(reflecting: config).children {
-            guard let label = child.label, let key = CodingKeys.allCases.first(where: { "\($0)" == label }) else { continue }
-            out[key.stringValue] = child.value
+            guard let label = child.label else { continue }
+            out[kebab(label)] = child.value                          // property names map to keys by this rule
         }
+        precondition(Set(out.keys) == Set(CodingKeys.allCases.map(\.stringValue)),
+                     "TrainConfig: CodingKeys out of step with properties: \(Set(out.keys).symmetricDifference(CodingKeys.allCases.map(\.stringValue)))")
         return out
+    }
+
+    /// expName → exp-name, adamBeta1 → adam-beta1.
+    static func kebab(_ name: String) -> String {
+        name.reduce(into: "") { out, ch in
+            if ch.isUppercase { out += "-" + ch.lowercased() } else { out.append(ch) }
+        }
     }
 
     func jsonDictionary() throws -> [String: Any] {
@@ -62,7 +71,12 @@ extension TrainConfig {
         if let b = v as? Bool { return b ? "true" : "false" }
         if let a = v as? [Int] { return "[" + a.map(String.init).joined(separator: ", ") + "]" }
         if let e = v as? any RawRepresentable { return "\(e.rawValue)" }
-        if let s = v as? String { return s.isEmpty || s.contains(":") || s.contains("#") ? "\"\(s)\"" : s }
+        if let s = v as? String {
+            // Quote what YAML would read as something else (`no` is a boolean in YAML 1.1, `1e-4` a number).
+            let special = ["yes", "no", "true", "false", "on", "off", "null", "~", ""].contains(s.lowercased())
+                || Double(s) != nil || s.contains(where: { ":#[]{},&*!|>'\"%@`".contains($0) })
+            return special ? "\"" + s.replacingOccurrences(of: "\"", with: "\\\"") + "\"" : s
+        }
         return "\(v)"
     }
 
@@ -76,6 +90,7 @@ extension TrainConfig {
     /// A YAML value converted to the type of the default `like`.
     static func coerce(_ value: Any, like: Any, key: String) throws -> Any {
         if let s = value as? String { return try parse(s, like: like, key: key) }
+        if like is String, let b = value as? Bool { return b ? "yes" : "no" }   // YAML 1.1 reads `no` as false
         if like is [Int] {
             guard let a = value as? [Any] else { throw HasteError.config(key: key, detail: "expected a list like [4, 5, 6, 7]") }
             return try a.map { try parse("\($0)", like: 0, key: key) }

@@ -71,7 +71,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case expName = "exp-name", outputDir = "output-dir", dataDir = "data-dir", dataset, resolution
         case model, hiddenSize = "hidden-size", depth, numHeads = "num-heads", numClasses = "num-classes"
         case encoderDepth = "encoder-depth", projectorDim = "projector-dim", qkNorm = "qk-norm"
-        case encType = "enc-type", encWeights = "enc-weights", teacherPatchSize = "teacher-patch-size"
+        case encType = "enc-type", encWeights = "enc-weights", teacherPatchSize = "teacher-patch-size", teacherGrid = "teacher-grid"
         case teacherEmbedDim = "teacher-embed-dim", teacherDepth = "teacher-depth", teacherHeads = "teacher-heads"
         case projCoeff = "proj-coeff", attnCoeff = "attn-coeff", attnStudentLayers = "attn-student-layers"
         case attnTeacherLayers = "attn-teacher-layers", attnHeads = "attn-heads", earlyStopPoint = "early-stop-point"

@@ -66,8 +66,8 @@ extension Tensor {
         ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
             // Y[n] (Cout × L) = W (Cout × K) · cols[n] (K × L), one GEMM per image of the group.
             backend.gemm(transA: false, transB: false, m: cout, n: l, k: k, alpha: 1,
-                         a: w.buffer, lda: max(k, 1), strideA: 0, b: cols, ldb: max(l, 1), strideB: k * l,
-                         beta: bias == nil ? 0 : 1, c: y.buffer.shifted(first * cout * l), ldc: max(l, 1),
+                         a: w.buffer, lda: Swift.max(k, 1), strideA: 0, b: cols, ldb: Swift.max(l, 1), strideB: k * l,
+                         beta: bias == nil ? 0 : 1, c: y.buffer.shifted(first * cout * l), ldc: Swift.max(l, 1),
                          strideC: cout * l, batch: count)
         }
         return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
@@ -99,8 +99,8 @@ struct Conv2dBackward: Backward {
             let count = min(group, n - first)
             let target = g.isPointwise ? dx.buffer.shifted(first * k * l) : dcols.buffer
             be.gemm(transA: true, transB: false, m: k, n: l, k: cout, alpha: 1,
-                    a: weight.buffer, lda: max(k, 1), strideA: 0, b: dy.buffer.shifted(first * cout * l), ldb: max(l, 1),
-                    strideB: cout * l, beta: 0, c: target, ldc: max(l, 1), strideC: k * l, batch: count)
+                    a: weight.buffer, lda: Swift.max(k, 1), strideA: 0, b: dy.buffer.shifted(first * cout * l), ldb: Swift.max(l, 1),
+                    strideB: cout * l, beta: 0, c: target, ldc: Swift.max(l, 1), strideC: k * l, batch: count)
             if !g.isPointwise {
                 be.col2im(cols: dcols.buffer, dx: dx.buffer.shifted(first * g.channels * g.height * g.width),
                           batch: count, geometry: g)
@@ -117,9 +117,9 @@ struct Conv2dBackward: Backward {
         ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
             for i in 0..<count {
                 be.gemm(transA: false, transB: true, m: cout, n: k, k: l, alpha: 1,
-                        a: dy.buffer.shifted((first + i) * cout * l), lda: max(l, 1), strideA: 0,
-                        b: cols.shifted(i * k * l), ldb: max(l, 1), strideB: 0,
-                        beta: first + i == 0 ? 0 : 1, c: dw.buffer, ldc: max(k, 1), strideC: 0, batch: 1)
+                        a: dy.buffer.shifted((first + i) * cout * l), lda: Swift.max(l, 1), strideA: 0,
+                        b: cols.shifted(i * k * l), ldb: Swift.max(l, 1), strideB: 0,
+                        beta: first + i == 0 ? 0 : 1, c: dw.buffer, ldc: Swift.max(k, 1), strideC: 0, batch: 1)
             }
         }
         return dw
@@ -133,7 +133,7 @@ enum ConvColumns {
     static let budget = 1 << 24
 
     static func groupSize(_ g: ConvGeometry, batch: Int, budget: Int) -> Int {
-        max(1, min(batch, budget / max(g.patchSize * g.outPixels, 1)))
+        Swift.max(1, min(batch, budget / Swift.max(g.patchSize * g.outPixels, 1)))
     }
 
     /// Calls `body(first, count, cols)` with cols [count, K, L] for images first..<first+count of x.

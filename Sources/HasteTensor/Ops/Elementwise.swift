@@ -18,7 +18,7 @@ public protocol ElementwiseKernels: AnyObject {
 
 /// The broadcast shape of two shapes (numpy rules), or nil when they do not broadcast.
 public func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int]? {
-    let rank = max(a.count, b.count)
+    let rank = Swift.max(a.count, b.count)
     var out = [Int](repeating: 1, count: rank)
     for i in 0..<rank {
         let x = i < rank - a.count ? 1 : a[i - (rank - a.count)]

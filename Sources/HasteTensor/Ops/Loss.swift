@@ -26,8 +26,8 @@ extension Tensor {
         return loss.recorded(CrossEntropyBackward(logits: x, targets: t))
     }
 
-    /// torch: `F.normalize(x, p=2, dim=axis, eps=eps)` = x / max(‖x‖₂, eps). Composite; the clamp is applied
-    /// to the squared norm, max(Σx², eps²), which selects the same value (√ is monotone) but keeps the
+    /// torch: `F.normalize(x, p=2, dim=axis, eps=eps)` = x / Swift.max(‖x‖₂, eps). Composite; the clamp is applied
+    /// to the squared norm, Swift.max(Σx², eps²), which selects the same value (√ is monotone) but keeps the
     /// gradient finite for all-zero slices (√ at 0 would give 0·∞). eps² must not underflow (float32:
     /// eps ≳ 1e-19; the default 1e-12 is fine).
     public func l2Normalized(axis a: Int = -1, eps: Double = 1e-12) -> Tensor {

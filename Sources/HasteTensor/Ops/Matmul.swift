@@ -17,11 +17,11 @@ struct MatrixOperand {
     init(_ x: Tensor) {
         let r = x.shape[x.rank - 2], c = x.shape[x.rank - 1]
         if x.isContiguous {
-            tensor = x; trans = false; ld = max(c, 1)
+            tensor = x; trans = false; ld = Swift.max(c, 1)
         } else if x.transposed(-1, -2).detached().isContiguous {
-            tensor = x; trans = true; ld = max(r, 1)
+            tensor = x; trans = true; ld = Swift.max(r, 1)
         } else {
-            tensor = x.contiguous(); trans = false; ld = max(c, 1)
+            tensor = x.contiguous(); trans = false; ld = Swift.max(c, 1)
         }
     }
     var buffer: Buffer { Buffer(storage: tensor.storage, offset: tensor.offset, dtype: tensor.dtype) }
@@ -101,19 +101,19 @@ struct LinearBackward: Backward {
     let x: Tensor, weight: Tensor, bias: Tensor?
     var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
-        let inF = weight.shape[1], outF = weight.shape[0], rows = dy.count / max(outF, 1)
+        let inF = weight.shape[1], outF = weight.shape[0], rows = dy.count / Swift.max(outF, 1)
         let be = dy.backend
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
         if x.isTracked {
             let g = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
-            be.gemm(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer, lda: max(outF, 1), strideA: 0,
-                    b: weight.buffer, ldb: max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: max(inF, 1), strideC: 0, batch: 1)
+            be.gemm(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer, lda: Swift.max(outF, 1), strideA: 0,
+                    b: weight.buffer, ldb: Swift.max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1)
             dx = g
         }
         if weight.isTracked {
             let g = Tensor.empty(weight.shape, dtype: weight.dtype, device: weight.device)
-            be.gemm(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: max(outF, 1), strideA: 0,
-                    b: x.buffer, ldb: max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: max(inF, 1), strideC: 0, batch: 1)
+            be.gemm(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: Swift.max(outF, 1), strideA: 0,
+                    b: x.buffer, ldb: Swift.max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1)
             dw = g
         }
         if let bias, bias.isTracked {

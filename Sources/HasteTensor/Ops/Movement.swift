@@ -133,7 +133,7 @@ extension Tensor {
     public func chunk(_ n: Int, axis a: Int) -> [Tensor] {
         let r = axis(a, "chunk")
         precondition(n > 0, "chunk: \(n) chunks requested for axis \(a) of shape \(shape)")
-        let size = shape[r], piece = max(1, (size + n - 1) / n)
+        let size = shape[r], piece = Swift.max(1, (size + n - 1) / n)
         if size == 0 { return Array(repeating: self.narrowed(r, start: 0, length: 0), count: n) }
         let sizes = stride(from: 0, to: size, by: piece).map { min(piece, size - $0) }
         return split(sizes, axis: r)

@@ -20,7 +20,7 @@ public enum ResizeFilter: Sendable, Equatable {
     /// four taps whose indices are clamped to the border (edge replicate).
     case bicubic
     /// torch bicubic, antialias=True (`_upsample_bicubic2d_aa`, PIL's filter): Keys cubic with A = −0.5,
-    /// support 2·max(scale, 1) around centre (i + 0.5)·scale, taps limited to the input, weights normalised
+    /// support 2·Swift.max(scale, 1) around centre (i + 0.5)·scale, taps limited to the input, weights normalised
     /// to sum 1 per output.
     case bicubicAntialias
 }

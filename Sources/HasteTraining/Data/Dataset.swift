@@ -8,6 +8,10 @@ public struct Batch {
     public let x0: Tensor
     public let moments: Bool
     public let labels: Tensor
+
+    public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor) {
+        (self.images, self.x0, self.moments, self.labels) = (images, x0, moments, labels)
+    }
 }
 
 /// A labelled training set, indexable so that batches are a pure function of the item order.

@@ -36,7 +36,7 @@ public final class FashionMNIST: TrainingDataset {
             for i in 0..<n { for r in 0..<28 { for c in 0..<28 { padded[i * 1024 + (r + 2) * 32 + c + 2] = src[16 + i * 784 + r * 28 + c] } } }
         }
         pixels = padded
-        labels = lab.withUnsafeBytes { src in (0..<n).map { Int64(src[8 + $0]) } }
+        labels = lab.withUnsafeBytes { (src: UnsafeRawBufferPointer) in (0..<n).map { Int64(src[8 + $0]) } }
     }
 
     public func batch(_ indices: [Int]) throws -> Batch {

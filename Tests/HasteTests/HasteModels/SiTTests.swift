@@ -42,7 +42,7 @@ func tinySiTConfig() -> SiTConfig {
 
 @Test func sitStartsAsZeroVelocityAndNamedSizesValidate() throws {
     var c = try SiTConfig.named("SiT-S/2")
-    (c.inputSize, c.depth, c.hiddenSize, c.numHeads, c.projectorDims) = (8, 2, 32, 4, [])
+    (c.inputSize, c.depth, c.hiddenSize, c.numHeads, c.projectorDims, c.encoderDepth) = (8, 2, 32, 4, [], 2)
     let m = try SiT(c, seed: 3)
     let out = m(Tensor.randn([2, 4, 8, 8], seed: 1), t: Tensor([Float(0.2), 0.9]), y: Tensor([Int64(1), 1000]))
     #expect(out.velocity.abs().max().item() == 0)           // adaLN-Zero: exactly 0 at step 0
