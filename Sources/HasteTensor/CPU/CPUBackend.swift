@@ -5,6 +5,14 @@ public final class CPUBackend: Backend {
     public static let shared = CPUBackend()
     public let name = "cpu"
 
+    /// Every op allocates its outputs; glibc serves blocks above its mmap threshold with fresh mmap/munmap,
+    /// so each step page-faults its whole working set again (measured: 40% of a demo step in the kernel).
+    /// Keeping large blocks on the heap makes freed activations reusable, like a caching allocator.
+    private init() {
+        _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    }
+
     /// Sets OpenBLAS's pool and our chunking together (STYLE §4.9).
     public static func setThreads(_ n: Int) {
         Parallel.threads = max(1, n)

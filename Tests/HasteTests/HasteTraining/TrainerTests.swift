@@ -133,3 +133,23 @@ func metrics(_ run: String) throws -> [[String: Any]] {
     try c.yaml().write(toFile: "\(dir)/resolved.yaml", atomically: true, encoding: .utf8)
     #expect(try TrainConfig.load(file: "\(dir)/resolved.yaml") == c)
 }
+
+@Test func shippedConfigsLoadAndThePaperRunsAreComplete() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+    let files = try FileManager.default.contentsOfDirectory(atPath: "\(root)/configs").filter { $0.hasSuffix(".yaml") }
+    #expect(files.count >= 5)
+    let allKeys = Set(try TrainConfig().yaml().split(separator: "\n").map { String($0.split(separator: ":")[0]) })
+    for f in files {
+        let c = try TrainConfig.load(file: "\(root)/configs/\(f)")
+        if f.hasPrefix("sit-") {
+            let text = try String(contentsOfFile: "\(root)/configs/\(f)", encoding: .utf8)
+            let keys = Set(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { String($0.split(separator: ":")[0]) })
+            #expect(keys == allKeys, "\(f) lists every key (missing: \(allKeys.subtracting(keys)))")
+            #expect(c.resolution == 256 && c.pathType == .linear)
+        }
+    }
+    let haste = try TrainConfig.load(file: "\(root)/configs/sit-xl-2-haste.yaml")
+    #expect(haste.model == "SiT-XL/2" && haste.earlyStopPoint == 250_000 && haste.projCoeff == 0.5 && haste.attnCoeff == 0.5)
+    #expect(try TrainConfig.load(file: "\(root)/configs/sit-xl-2-repa.yaml").attnCoeff == 0)
+}
