@@ -4,20 +4,20 @@ import RealModule
 protocol UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T
-    /// float32 lanes; the default applies `f` per lane. Hot activations override with CPUMath's SIMD forms.
-    func vf(_ x: F8) -> F8
-    func vdf(_ x: F8, _ y: F8) -> F8
+    /// float32 lanes (16); the default applies `f` per lane. Hot activations override with CPUMath's SIMD forms.
+    func vf(_ x: FVec) -> FVec
+    func vdf(_ x: FVec, _ y: FVec) -> FVec
 }
 
 extension UnaryFn {
-    func vf(_ x: F8) -> F8 {
-        var r = F8()
-        for i in 0..<8 { r[i] = f(x[i]) }
+    func vf(_ x: FVec) -> FVec {
+        var r = FVec()
+        for i in 0..<16 { r[i] = f(x[i]) }
         return r
     }
-    func vdf(_ x: F8, _ y: F8) -> F8 {
-        var r = F8()
-        for i in 0..<8 { r[i] = df(x[i], y[i]) }
+    func vdf(_ x: FVec, _ y: FVec) -> FVec {
+        var r = FVec()
+        for i in 0..<16 { r[i] = df(x[i], y[i]) }
         return r
     }
 }
@@ -25,7 +25,7 @@ extension UnaryFn {
 struct ExpF: UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T { .exp(x) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y }
-    func vdf(_ x: F8, _ y: F8) -> F8 { y }
+    func vdf(_ x: FVec, _ y: FVec) -> FVec { y }
 }
 struct LogF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .log(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / x } }
 struct SqrtF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { .sqrt(x) }; func df<T: KernelFloat>(_ x: T, _ y: T) -> T { 1 / (2 * y) } }
@@ -58,14 +58,14 @@ struct ReluF: UnaryFn {
 struct SigmoidF: UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T { sigmoid(x) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { y * (1 - y) }
-    func vf(_ x: F8) -> F8 { vsigmoid(x) }
-    func vdf(_ x: F8, _ y: F8) -> F8 { y * (1 - y) }
+    func vf(_ x: FVec) -> FVec { vsigmoid(x) }
+    func vdf(_ x: FVec, _ y: FVec) -> FVec { y * (1 - y) }
 }
 struct SiluF: UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T { x * sigmoid(x) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
-    func vf(_ x: F8) -> F8 { x * vsigmoid(x) }
-    func vdf(_ x: F8, _ y: F8) -> F8 { let s = vsigmoid(x); return s * (1 + x * (1 - s)) }
+    func vf(_ x: FVec) -> FVec { x * vsigmoid(x) }
+    func vdf(_ x: FVec, _ y: FVec) -> FVec { let s = vsigmoid(x); return s * (1 + x * (1 - s)) }
 }
 /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch's approximate="tanh".
 struct GeluTanhF: UnaryFn {
@@ -83,18 +83,18 @@ struct GeluTanhF: UnaryFn {
         let right: T = x / 2 * (1 - t * t) * k0 * (1 + 3 * k1 * x2)
         return left + right
     }
-    func vf(_ x: F8) -> F8 {
-        let cube: F8 = x * x * x
-        let inner: F8 = (x + 0.044_715 * cube) * 0.797_884_560_802_865_4
-        let half: F8 = x * 0.5
+    func vf(_ x: FVec) -> FVec {
+        let cube: FVec = x * x * x
+        let inner: FVec = (x + 0.044_715 * cube) * 0.797_884_560_802_865_4
+        let half: FVec = x * 0.5
         return half * (1 + vtanh(inner))
     }
-    func vdf(_ x: F8, _ y: F8) -> F8 {
+    func vdf(_ x: FVec, _ y: FVec) -> FVec {
         let x2 = x * x
         let t = vtanh(0.797_884_560_802_865_4 * (x + 0.044_715 * x2 * x))
-        let left: F8 = (1 + t) * 0.5
-        let slope: F8 = (1 + 0.134_145 * x2) * 0.797_884_560_802_865_4     // k0·(1 + 3·k1·x²)
-        let right: F8 = x * 0.5 * (1 - t * t) * slope
+        let left: FVec = (1 + t) * 0.5
+        let slope: FVec = (1 + 0.134_145 * x2) * 0.797_884_560_802_865_4     // k0·(1 + 3·k1·x²)
+        let right: FVec = x * 0.5 * (1 - t * t) * slope
         return left + right
     }
 }
@@ -173,9 +173,9 @@ struct UnaryForward<T: KernelFloat>: UnaryVisitor {
             let a = UnsafeMutableRawPointer(x.base), b = UnsafeMutableRawPointer(y.base)
             Parallel.chunks(count) { r in
                 var i = r.lowerBound
-                while i + 8 <= r.upperBound {
-                    b.storeBytes(of: fn.vf(a.loadUnaligned(fromByteOffset: i * 4, as: F8.self)), toByteOffset: i * 4, as: F8.self)
-                    i += 8
+                while i + 16 <= r.upperBound {
+                    b.storeBytes(of: fn.vf(a.loadUnaligned(fromByteOffset: i * 4, as: FVec.self)), toByteOffset: i * 4, as: FVec.self)
+                    i += 16
                 }
                 let pa = a.assumingMemoryBound(to: Float.self), pb = b.assumingMemoryBound(to: Float.self)
                 while i < r.upperBound { pb[i] = fn.f(pa[i]); i += 1 }
@@ -199,11 +199,11 @@ struct UnaryBackwardLoop<T: KernelFloat>: UnaryVisitor {
             let pg = UnsafeMutableRawPointer(dy.base), pd = UnsafeMutableRawPointer(dx.base)
             Parallel.chunks(count) { r in
                 var i = r.lowerBound
-                while i + 8 <= r.upperBound {
+                while i + 16 <= r.upperBound {
                     let o = i * 4
-                    let d = fn.vdf(px.loadUnaligned(fromByteOffset: o, as: F8.self), py.loadUnaligned(fromByteOffset: o, as: F8.self))
-                    pd.storeBytes(of: pg.loadUnaligned(fromByteOffset: o, as: F8.self) * d, toByteOffset: o, as: F8.self)
-                    i += 8
+                    let d = fn.vdf(px.loadUnaligned(fromByteOffset: o, as: FVec.self), py.loadUnaligned(fromByteOffset: o, as: FVec.self))
+                    pd.storeBytes(of: pg.loadUnaligned(fromByteOffset: o, as: FVec.self) * d, toByteOffset: o, as: FVec.self)
+                    i += 16
                 }
                 let fx = px.assumingMemoryBound(to: Float.self), fy = py.assumingMemoryBound(to: Float.self)
                 let fg = pg.assumingMemoryBound(to: Float.self), fd = pd.assumingMemoryBound(to: Float.self)
