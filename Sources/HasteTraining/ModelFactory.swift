@@ -95,6 +95,9 @@ public func loadTeacher(_ config: DINOv2Config, weights path: String) throws -> 
     guard !path.isEmpty else {
         throw HasteError.config(key: "enc-weights", detail: "no teacher weights given: pass --enc-weights FILE (e.g. dinov2_vitb14_pretrain converted with `haste convert`), or set enc-type none for vanilla SiT")
     }
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw HasteError.fileMissing(path: path, hint: "enc-weights must name the teacher's weights: a safetensors state dict with DINOv2 hub keys (for the demo, `haste train-teacher CONFIG` makes one), or set enc-type none for vanilla SiT.")
+    }
     let teacher = DINOv2(config)
     let file = try SafetensorsFile(path: path)
     do { try teacher.store.load(teacher.adapt(try file.tensors()), strict: true) } catch let e as HasteError {
