@@ -84,8 +84,9 @@ extension TrainConfig {
             let dir = dataDir.isEmpty || dataDir == TrainConfig().dataDir ? FashionMNIST.defaultDirectory : dataDir
             return try FashionMNIST(directory: dir)
         case "imagenet": return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
+        case "images": return try ImageFolderDataset(root: dataDir, numClasses: numClasses)
         default:
-            throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), fashion-mnist")
+            throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), images (PNG folder + dataset.json, pixel space), fashion-mnist")
         }
     }
 }

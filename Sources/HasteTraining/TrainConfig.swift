@@ -9,7 +9,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var expName = "haste"
     public var outputDir = "exps"
     public var dataDir = "../data/imagenet256"
-    public var dataset = "imagenet"             // imagenet (images/ + vae-sd/ latents) | fashion-mnist (pixel space)
+    public var dataset = "imagenet"             // imagenet (images/ + vae-sd/ latents) | images (PNGs + dataset.json) | fashion-mnist
     public var resolution = 256
     // Student
     public var model = "SiT-XL/2"

@@ -49,6 +49,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("exp-name")) var expName: String?
     @Option(name: .customLong("data-dir")) var dataDir: String?
     @Option(name: .customLong("resume-step"), help: "A step number, or `latest`.") var resumeStep: String?
+    @Option(name: .customLong("resume"), help: "Same as --resume-step (e.g. --resume latest).") var resume: String?
     @Option(name: .customLong("gradient-accumulation-steps")) var gradientAccumulationSteps: String?
     @Option var resolution: String?
     @Option(name: .customLong("num-classes")) var numClasses: String?
@@ -62,7 +63,7 @@ struct Train: ParsableCommand {
          ("adam-beta1", adamBeta1), ("adam-beta2", adamBeta2), ("adam-weight-decay", adamWeightDecay),
          ("adam-epsilon", adamEpsilon), ("max-grad-norm", maxGradNorm), ("path-type", pathType), ("prediction", prediction),
          ("weighting", weighting), ("cfg-prob", cfgProb), ("output-dir", outputDir), ("exp-name", expName),
-         ("data-dir", dataDir), ("resume-step", resumeStep == "latest" ? "-1" : resumeStep),
+         ("data-dir", dataDir), ("resume-step", (resumeStep ?? resume).map { $0 == "latest" ? "-1" : $0 }),
          ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
          ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("seed", runtime.seed == 0 ? nil : "\(runtime.seed)")]
     }
@@ -72,6 +73,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--set expects key=value, got '\(bad)'")
         }
         if config != nil && configFlag != nil { throw ValidationError("give the config file once (positional or --config)") }
+        if resumeStep != nil && resume != nil { throw ValidationError("give --resume-step or --resume, not both") }
     }
 
     func run() throws {

@@ -153,3 +153,49 @@ func metrics(_ run: String) throws -> [[String: Any]] {
     #expect(haste.model == "SiT-XL/2" && haste.earlyStopPoint == 250_000 && haste.projCoeff == 0.5 && haste.attnCoeff == 0.5)
     #expect(try TrainConfig.load(file: "\(root)/configs/sit-xl-2-repa.yaml").attnCoeff == 0)
 }
+
+/// Pixels that are NaN: every step's loss is non-finite.
+final class PoisonedDataset: TrainingDataset {
+    let inner = SyntheticDataset()
+    var count: Int { inner.count }
+    var numClasses: Int { inner.numClasses }
+    var sampleShape: [Int] { inner.sampleShape }
+    let hasImages = true, hasLatents = false
+    func batch(_ indices: [Int]) throws -> Batch {
+        let b = try inner.batch(indices)
+        return Batch(images: b.images, x0: b.x0 * Double.nan, moments: false, labels: b.labels)
+    }
+}
+
+@Test func repeatedNonFiniteLossesStopWithACheckpoint() throws {
+    let dir = temporaryDirectory()
+    var c = tinyRunConfig(dir)
+    (c.encType, c.projCoeff, c.attnCoeff, c.maxBadSteps) = ("none", 0, 0, 3)
+    let trainer = try Trainer(config: c, dataset: PoisonedDataset())
+    var message = ""
+    do { try trainer.train() } catch { message = "\(error)" }
+    #expect(message.contains("3 consecutive non-finite steps"))
+    #expect(FileManager.default.fileExists(atPath: Checkpoint.path("\(dir)/run", step: 0)))
+    let log = try String(contentsOfFile: "\(dir)/run/log.txt", encoding: .utf8)
+    #expect(log.contains("update skipped (1 in a row)") && log.contains("update skipped (2 in a row)"))
+}
+
+@Test func imageFolderDatasetReadsPNGsWithLabels() throws {
+    let dir = temporaryDirectory()
+    try FileManager.default.createDirectory(atPath: "\(dir)/00000", withIntermediateDirectories: true)
+    var labels: [String] = []
+    for i in 0..<3 {
+        let px = (0..<(4 * 4 * 3)).map { UInt8(($0 * 7 + i * 50) % 256) }
+        try PNGImage.write(px, height: 4, width: 4, channels: 3, to: "\(dir)/00000/img0000000\(i).png")
+        labels.append("[\"00000/img0000000\(i).png\", \(i % 2)]")
+    }
+    try "{\"labels\": [\(labels.joined(separator: ", "))]}".write(toFile: "\(dir)/dataset.json", atomically: true, encoding: .utf8)
+    let d = try ImageFolderDataset(root: dir, numClasses: 2)
+    #expect(d.count == 3 && d.sampleShape == [3, 4, 4])
+    let b = try d.batch([2, 0])
+    #expect(b.labels.scalars(as: Int64.self) == [0, 0])
+    // CHW order: channel 1 of pixel (0, 1) of image 2 is HWC byte (0·4 + 1)·3 + 1 = 4 → (4·7 + 100) % 256.
+    #expect(b.images!.scalars(as: UInt8.self)[16 + 1] == UInt8((4 * 7 + 100) % 256))
+    #expect(Swift.abs(b.x0.scalars(as: Float.self)[0] - (Float(100) / 127.5 - 1)) < 1e-6)
+    #expect(throws: HasteError.self) { try ImageFolderDataset(root: dir, numClasses: 1) }
+}
