@@ -1,2 +1,157 @@
-/// Kernels of the Attention family (to be filled in: see the op list).
-public protocol AttentionKernels: AnyObject {}
+/// Scaled-dot-product attention without mask or dropout. torch: `F.scaled_dot_product_attention(q, k, v,
+/// scale=scale)`; the logits variant also returns the pre-softmax `(q·scale)·kᵀ` that HASTE aligns with a
+/// teacher (STYLE §5 "Alignment needs logits").
+
+/// Sizes of one attention call. `batch` = N·H independent heads; every operand is contiguous row-major.
+public struct AttentionShape: Sendable, Equatable {
+    public let batch: Int, queries: Int, keys: Int, headDim: Int, valueDim: Int
+    public init(batch: Int, queries: Int, keys: Int, headDim: Int, valueDim: Int) {
+        self.batch = batch; self.queries = queries; self.keys = keys; self.headDim = headDim; self.valueDim = valueDim
+    }
+}
+
+/// Kernels of the Attention family. Shapes per head: q [Tq, Dh], k [Tk, Dh], v [Tk, Dv], probabilities and
+/// logits [Tq, Tk], output [Tq, Dv]; heads follow each other in memory. A nil gradient buffer is not computed.
+public protocol AttentionKernels: AnyObject {
+    /// probs = softmax(scale·q·kᵀ), saved for the backward (nil when no backward follows: the backend then keeps
+    /// only a workspace), out = probs·v.
+    func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, shape: AttentionShape, scale: Double)
+    /// From the saved probs P: dv = Pᵀ·dOut; dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ (the backend's own
+    /// workspace); dq = scale·dS·k, dk = scale·dSᵀ·q.
+    func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
+                           dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
+    /// probs = softmax(logits, -1) (logits are left untouched), out = probs·v.
+    func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
+    /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
+    func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?, shape: AttentionShape)
+}
+
+extension Tensor {
+    /// torch: `F.scaled_dot_product_attention(q, k, v, scale=scale)` (no mask, no dropout).
+    /// q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] → [N, H, Tq, Dv]; scale defaults to 1/√Dh.
+    /// Keeps the probabilities [N, H, Tq, Tk] for the backward pass when autograd records.
+    public static func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double? = nil) -> Tensor {
+        let shape = attentionShape(q, k, v, "scaledDotProductAttention")
+        let s = scale ?? 1 / Double(shape.headDim).squareRoot()
+        let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
+        let n = q.shape[0], h = q.shape[1]
+        let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
+        let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
+        let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
+        q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
+                                   shape: shape, scale: s)
+        guard let probs else { return out }   // inference: N·H·Tq·Tk probabilities never held at once
+        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, probs: probs, shape: shape, scale: s))
+    }
+
+    /// Attention that also returns its pre-softmax logits S = (q·scale)·kᵀ [N, H, Tq, Tk], differentiable:
+    /// a loss on `logits` reaches q and k, a loss on `output` reaches q, k and v. torch:
+    /// `S = (q * scale) @ k.transpose(-2, -1); output = S.softmax(-1) @ v`.
+    public static func attentionWithLogits(_ q: Tensor, _ k: Tensor, _ v: Tensor,
+                                           scale: Double? = nil) -> (output: Tensor, logits: Tensor) {
+        let shape = attentionShape(q, k, v, "attentionWithLogits")
+        let logits = attentionLogits(q, k, scale: scale ?? 1 / Double(shape.headDim).squareRoot())
+        return (softmaxMatmul(logits, v), logits)
+    }
+
+    /// torch: `(q * scale) @ k.transpose(-2, -1)` for q [N, H, Tq, Dh], k [N, H, Tk, Dh] → [N, H, Tq, Tk],
+    /// as one batched GEMM with alpha = scale.
+    package static func attentionLogits(_ q: Tensor, _ k: Tensor, scale: Double) -> Tensor {
+        precondition(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
+                     && q.shape[3] == k.shape[3], "attentionLogits: q \(q.shape) and k \(k.shape) (need [N, H, T, Dh] each)")
+        precondition(q.dtype == k.dtype && q.dtype.isComputeFloat && q.device == k.device,
+                     "attentionLogits: q \(q.dtype) on \(q.device), k \(k.dtype) on \(k.device)")
+        let qc = q.contiguous(), kc = k.contiguous()
+        let b = q.shape[0] * q.shape[1], tq = q.shape[2], tk = k.shape[2], dh = q.shape[3]
+        let logits = Tensor.empty([q.shape[0], q.shape[1], tq, tk], dtype: q.dtype, device: q.device)
+        q.backend.gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
+                       a: qc.buffer, lda: max(dh, 1), strideA: tq * dh, b: kc.buffer, ldb: max(dh, 1), strideB: tk * dh,
+                       beta: 0, c: logits.buffer, ldc: max(tk, 1), strideC: tq * tk, batch: b)
+        return logits.recorded(AttentionLogitsBackward(q: qc, k: kc, scale: scale))
+    }
+
+    /// torch: `logits.softmax(-1) @ v` for logits [N, H, Tq, Tk], v [N, H, Tk, Dv] → [N, H, Tq, Dv], fused:
+    /// the probabilities are computed once and kept for the backward.
+    package static func softmaxMatmul(_ logits: Tensor, _ v: Tensor) -> Tensor {
+        precondition(logits.rank == 4 && v.rank == 4 && logits.shape[0] == v.shape[0] && logits.shape[1] == v.shape[1]
+                     && logits.shape[3] == v.shape[2], "softmaxMatmul: logits \(logits.shape) and v \(v.shape) (need [N, H, Tq, Tk] and [N, H, Tk, Dv])")
+        precondition(logits.dtype == v.dtype && v.dtype.isComputeFloat && logits.device == v.device,
+                     "softmaxMatmul: logits \(logits.dtype) on \(logits.device), v \(v.dtype) on \(v.device)")
+        let lc = logits.contiguous(), vc = v.contiguous()
+        let shape = AttentionShape(batch: v.shape[0] * v.shape[1], queries: logits.shape[2], keys: v.shape[2],
+                                   headDim: 0, valueDim: v.shape[3])
+        let probs = Tensor.empty(logits.shape, dtype: v.dtype, device: v.device)
+        let out = Tensor.empty([v.shape[0], v.shape[1], shape.queries, shape.valueDim], dtype: v.dtype, device: v.device)
+        v.backend.softmaxMatmulForward(logits: lc.buffer, v: vc.buffer, probs: probs.buffer, out: out.buffer, shape: shape)
+        return out.recorded(SoftmaxMatmulBackward(logits: lc, v: vc, probs: probs, shape: shape))
+    }
+
+    /// Validates q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] for `op`.
+    static func attentionShape(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ op: String) -> AttentionShape {
+        precondition(q.rank == 4 && k.rank == 4 && v.rank == 4,
+                     "\(op): q \(q.shape), k \(k.shape), v \(v.shape): each must be [N, H, T, D]")
+        precondition(q.shape[0] == k.shape[0] && q.shape[0] == v.shape[0] && q.shape[1] == k.shape[1] && q.shape[1] == v.shape[1],
+                     "\(op): q \(q.shape), k \(k.shape), v \(v.shape): batch and head axes differ")
+        precondition(q.shape[3] == k.shape[3] && k.shape[2] == v.shape[2],
+                     "\(op): q \(q.shape), k \(k.shape), v \(v.shape): need q, k sharing Dh and k, v sharing Tk")
+        precondition(q.dtype == k.dtype && q.dtype == v.dtype && q.dtype.isComputeFloat,
+                     "\(op): dtypes \(q.dtype), \(k.dtype), \(v.dtype) (need one float dtype)")
+        precondition(q.device == k.device && q.device == v.device, "\(op): q, k, v on \(q.device), \(k.device), \(v.device)")
+        return AttentionShape(batch: q.shape[0] * q.shape[1], queries: q.shape[2], keys: k.shape[2],
+                              headDim: q.shape[3], valueDim: v.shape[3])
+    }
+}
+
+/// Saves contiguous q, k, v and the probabilities P; one kernel call gives dq, dk, dv.
+struct AttentionBackward: Backward {
+    let q: Tensor, k: Tensor, v: Tensor, probs: Tensor
+    let shape: AttentionShape, scale: Double
+    var inputs: [Tensor] { [q, k, v] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dq = q.isTracked ? Tensor.empty(like: q) : nil
+        let dk = k.isTracked ? Tensor.empty(like: k) : nil
+        let dv = v.isTracked ? Tensor.empty(like: v) : nil
+        q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
+                                    dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
+        return [dq, dk, dv]
+    }
+}
+
+/// S = scale·q·kᵀ: dq = scale·dS·k, dk = scale·dSᵀ·q (batched GEMMs over the N·H heads).
+struct AttentionLogitsBackward: Backward {
+    let q: Tensor, k: Tensor, scale: Double
+    var inputs: [Tensor] { [q, k] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let b = q.shape[0] * q.shape[1], tq = q.shape[2], tk = k.shape[2], dh = q.shape[3]
+        var dq: Tensor? = nil, dk: Tensor? = nil
+        if q.isTracked {
+            let g = Tensor.empty(like: q)
+            q.backend.gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
+                           a: dy.buffer, lda: max(tk, 1), strideA: tq * tk, b: k.buffer, ldb: max(dh, 1), strideB: tk * dh,
+                           beta: 0, c: g.buffer, ldc: max(dh, 1), strideC: tq * dh, batch: b)
+            dq = g
+        }
+        if k.isTracked {
+            let g = Tensor.empty(like: k)
+            q.backend.gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
+                           a: dy.buffer, lda: max(tk, 1), strideA: tq * tk, b: q.buffer, ldb: max(dh, 1), strideB: tq * dh,
+                           beta: 0, c: g.buffer, ldc: max(dh, 1), strideC: tk * dh, batch: b)
+            dk = g
+        }
+        return [dq, dk]
+    }
+}
+
+/// Saves contiguous logits (for the graph edge only), v and the probabilities P.
+struct SoftmaxMatmulBackward: Backward {
+    let logits: Tensor, v: Tensor, probs: Tensor
+    let shape: AttentionShape
+    var inputs: [Tensor] { [logits, v] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dLogits = logits.isTracked ? Tensor.empty(like: logits) : nil
+        let dv = v.isTracked ? Tensor.empty(like: v) : nil
+        v.backend.softmaxMatmulBackward(probs: probs.buffer, v: v.buffer, dOut: dy.buffer, dLogits: dLogits?.buffer,
+                                        dv: dv?.buffer, shape: shape)
+        return [dLogits, dv]
+    }
+}
