@@ -13,11 +13,12 @@ public struct AttentionShape: Sendable, Equatable {
 /// Kernels of the Attention family. Shapes per head: q [Tq, Dh], k [Tk, Dh], v [Tk, Dv], probabilities and
 /// logits [Tq, Tk], output [Tq, Dv]; heads follow each other in memory. A nil gradient buffer is not computed.
 public protocol AttentionKernels: AnyObject {
-    /// probs = softmax(scale·q·kᵀ) (saved for the backward), out = probs·v.
-    func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape, scale: Double)
-    /// From the saved probs P: dv = Pᵀ·dOut; dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ, written into
-    /// the workspace `dScores` [B, Tq, Tk]; dq = scale·dS·k, dk = scale·dSᵀ·q.
-    func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer, dScores: Buffer,
+    /// probs = softmax(scale·q·kᵀ), saved for the backward (nil when no backward follows: the backend then keeps
+    /// only a workspace), out = probs·v.
+    func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, shape: AttentionShape, scale: Double)
+    /// From the saved probs P: dv = Pᵀ·dOut; dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ (the backend's own
+    /// workspace); dq = scale·dS·k, dk = scale·dSᵀ·q.
+    func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
                            dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
     /// probs = softmax(logits, -1) (logits are left untouched), out = probs·v.
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
@@ -28,16 +29,18 @@ public protocol AttentionKernels: AnyObject {
 extension Tensor {
     /// torch: `F.scaled_dot_product_attention(q, k, v, scale=scale)` (no mask, no dropout).
     /// q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] → [N, H, Tq, Dv]; scale defaults to 1/√Dh.
-    /// Keeps the probabilities [N, H, Tq, Tk] for the backward pass.
+    /// Keeps the probabilities [N, H, Tq, Tk] for the backward pass when autograd records.
     public static func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double? = nil) -> Tensor {
         let shape = attentionShape(q, k, v, "scaledDotProductAttention")
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]
-        let probs = Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device)
+        let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
+        let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
         let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
-        q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs.buffer, out: out.buffer,
+        q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
                                    shape: shape, scale: s)
+        guard let probs else { return out }   // inference: N·H·Tq·Tk probabilities never held at once
         return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, probs: probs, shape: shape, scale: s))
     }
 
@@ -99,7 +102,7 @@ extension Tensor {
     }
 }
 
-/// Saves contiguous q, k, v and the probabilities P; one kernel call gives dq, dk, dv (dS is a workspace).
+/// Saves contiguous q, k, v and the probabilities P; one kernel call gives dq, dk, dv.
 struct AttentionBackward: Backward {
     let q: Tensor, k: Tensor, v: Tensor, probs: Tensor
     let shape: AttentionShape, scale: Double
@@ -108,10 +111,8 @@ struct AttentionBackward: Backward {
         let dq = q.isTracked ? Tensor.empty(like: q) : nil
         let dk = k.isTracked ? Tensor.empty(like: k) : nil
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
-        let dScores = Tensor.empty(probs.shape, dtype: probs.dtype, device: probs.device)
         q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
-                                    dScores: dScores.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
-                                    shape: shape, scale: scale)
+                                    dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
         return [dq, dk, dv]
     }
 }

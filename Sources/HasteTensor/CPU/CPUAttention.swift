@@ -1,0 +1,168 @@
+import RealModule
+
+/// Attention on the CPU: OpenBLAS GEMMs batched over the heads of a pass (each GEMM threads itself and is
+/// never called inside our pool, STYLE §4.9) around row-softmax passes that run in parallel over fixed row
+/// chunks. Rows are independent, so results are bitwise identical whatever the thread count.
+
+/// Heads per pass: each pass runs GEMM → softmax → GEMM over a few heads so their [Tq, Tk] scores (1 MiB at
+/// T = 256) stay in cache between the steps instead of streaming N·H·Tq·Tk floats through memory each time.
+nonisolated(unsafe) package var attentionHeadGroup = 4
+
+extension Buffer {
+    /// The buffer `count` elements further on.
+    func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
+}
+
+extension CPUBackend {
+    public func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, shape s: AttentionShape,
+                                 scale: Double) {
+        let (tq, tk, dh, dv) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let scratch = passScratch(s, dtype: out.dtype, if: probs == nil)
+        forEachHeadGroup(s.batch) { h, g in
+            let p = probs?.advanced(by: h * tq * tk) ?? scratch
+            gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
+                 a: q.advanced(by: h * tq * dh), lda: Swift.max(dh, 1), strideA: tq * dh,
+                 b: k.advanced(by: h * tk * dh), ldb: Swift.max(dh, 1), strideB: tk * dh,
+                 beta: 0, c: p, ldc: Swift.max(tk, 1), strideC: tq * tk, batch: g)
+            softmaxRows(p, p, rows: g * tq, cols: tk)
+            probsTimesValues(p, v.advanced(by: h * tk * dv), out.advanced(by: h * tq * dv), s, g)
+        }
+    }
+
+    public func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
+                                  dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let needScores = dq != nil || dk != nil
+        // dS for one pass of heads only: the dq and dk GEMMs consume it right away, while in cache.
+        let ds = passScratch(s, dtype: probs.dtype, if: needScores)
+        forEachHeadGroup(s.batch) { h, g in
+            scoresBackward(probs: probs.advanced(by: h * tq * tk), v: v.advanced(by: h * tk * dvd),
+                           dOut: dOut.advanced(by: h * tq * dvd), dLogits: needScores ? ds : nil,
+                           dv: dv?.advanced(by: h * tk * dvd), s, g)
+            if let dq {   // [Tq, Tk]·[Tk, Dh]
+                gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
+                     a: ds, lda: Swift.max(tk, 1), strideA: tq * tk, b: k.advanced(by: h * tk * dh), ldb: Swift.max(dh, 1), strideB: tk * dh,
+                     beta: 0, c: dq.advanced(by: h * tq * dh), ldc: Swift.max(dh, 1), strideC: tq * dh, batch: g)
+            }
+            if let dk {   // [Tq, Tk]ᵀ·[Tq, Dh]
+                gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
+                     a: ds, lda: Swift.max(tk, 1), strideA: tq * tk, b: q.advanced(by: h * tq * dh), ldb: Swift.max(dh, 1), strideB: tq * dh,
+                     beta: 0, c: dk.advanced(by: h * tk * dh), ldc: Swift.max(dh, 1), strideC: tk * dh, batch: g)
+            }
+        }
+    }
+
+    public func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape s: AttentionShape) {
+        let (tq, tk, dv) = (s.queries, s.keys, s.valueDim)
+        forEachHeadGroup(s.batch) { h, g in
+            let p = probs.advanced(by: h * tq * tk)
+            softmaxRows(logits.advanced(by: h * tq * tk), p, rows: g * tq, cols: tk)
+            probsTimesValues(p, v.advanced(by: h * tk * dv), out.advanced(by: h * tq * dv), s, g)
+        }
+    }
+
+    public func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?,
+                                      shape s: AttentionShape) {
+        let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
+        forEachHeadGroup(s.batch) { h, g in
+            scoresBackward(probs: probs.advanced(by: h * tq * tk), v: v.advanced(by: h * tk * dvd),
+                           dOut: dOut.advanced(by: h * tq * dvd), dLogits: dLogits?.advanced(by: h * tq * tk),
+                           dv: dv?.advanced(by: h * tk * dvd), s, g)
+        }
+    }
+
+    /// A [heads per pass, Tq, Tk] workspace (empty unless `needed`), freed with its storage after the call.
+    private func passScratch(_ s: AttentionShape, dtype: DType, if needed: Bool) -> Buffer {
+        let count = needed ? min(attentionHeadGroup, s.batch) * s.queries * s.keys : 0
+        return Buffer(storage: Storage(byteCount: count * dtype.byteSize, device: .cpu), offset: 0, dtype: dtype)
+    }
+
+    /// Calls body(first head, heads in pass) over passes of `attentionHeadGroup` heads.
+    private func forEachHeadGroup(_ batch: Int, _ body: (Int, Int) -> Void) {
+        var h = 0
+        while h < batch {
+            let g = min(attentionHeadGroup, batch - h)
+            body(h, g)
+            h += g
+        }
+    }
+
+    /// For `g` heads: dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ computed in place.
+    private func scoresBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?,
+                                _ s: AttentionShape, _ g: Int) {
+        let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
+        if let dv {   // [Tq, Tk]ᵀ·[Tq, Dv]
+            gemm(transA: true, transB: false, m: tk, n: dvd, k: tq, alpha: 1,
+                 a: probs, lda: Swift.max(tk, 1), strideA: tq * tk, b: dOut, ldb: Swift.max(dvd, 1), strideB: tq * dvd,
+                 beta: 0, c: dv, ldc: Swift.max(dvd, 1), strideC: tk * dvd, batch: g)
+        }
+        guard let dLogits else { return }
+        gemm(transA: false, transB: true, m: tq, n: tk, k: dvd, alpha: 1,
+             a: dOut, lda: Swift.max(dvd, 1), strideA: tq * dvd, b: v, ldb: Swift.max(dvd, 1), strideB: tk * dvd,
+             beta: 0, c: dLogits, ldc: Swift.max(tk, 1), strideC: tq * tk, batch: g)
+        softmaxBackwardRows(probs, dLogits, rows: g * tq, cols: tk)
+    }
+
+    /// out = P·v for `g` heads: [Tq, Tk]·[Tk, Dv].
+    private func probsTimesValues(_ probs: Buffer, _ v: Buffer, _ out: Buffer, _ s: AttentionShape, _ g: Int) {
+        gemm(transA: false, transB: false, m: s.queries, n: s.valueDim, k: s.keys, alpha: 1,
+             a: probs, lda: Swift.max(s.keys, 1), strideA: s.queries * s.keys,
+             b: v, ldb: Swift.max(s.valueDim, 1), strideB: s.keys * s.valueDim,
+             beta: 0, c: out, ldc: Swift.max(s.valueDim, 1), strideC: s.queries * s.valueDim, batch: g)
+    }
+
+    /// y[r] = softmax(x[r]) for `rows` contiguous rows of `cols`; x and y may be the same buffer.
+    private func softmaxRows(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) {
+        if rows == 0 || cols == 0 { return }
+        let chunk = Swift.max(1, Parallel.defaultChunk / cols)
+        switch y.dtype {
+        case .float32:
+            let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
+            Parallel.chunks(rows, chunk: chunk) { range in
+                for r in range { softmaxRow(px.base + r * cols, py.base + r * cols, cols) }
+            }
+        case .float64:
+            let px = SendablePointer(x.pointer(Double.self)), py = SendablePointer(y.pointer(Double.self))
+            Parallel.chunks(rows, chunk: chunk) { range in
+                for r in range { softmaxRow(px.base + r * cols, py.base + r * cols, cols) }
+            }
+        default: preconditionFailure("attention softmax: unsupported dtype \(y.dtype)")
+        }
+    }
+
+    /// g[r] ← p[r] ⊙ (g[r] − ⟨g[r], p[r]⟩) in place: dS from dP for `rows` rows of `cols`.
+    private func softmaxBackwardRows(_ p: Buffer, _ g: Buffer, rows: Int, cols: Int) {
+        if rows == 0 || cols == 0 { return }
+        let chunk = Swift.max(1, Parallel.defaultChunk / cols)
+        switch g.dtype {
+        case .float32:
+            let pp = SendablePointer(p.pointer(Float.self)), pg = SendablePointer(g.pointer(Float.self))
+            Parallel.chunks(rows, chunk: chunk) { range in
+                for r in range { softmaxBackwardRow(pp.base + r * cols, pg.base + r * cols, cols) }
+            }
+        case .float64:
+            let pp = SendablePointer(p.pointer(Double.self)), pg = SendablePointer(g.pointer(Double.self))
+            Parallel.chunks(rows, chunk: chunk) { range in
+                for r in range { softmaxBackwardRow(pp.base + r * cols, pg.base + r * cols, cols) }
+            }
+        default: preconditionFailure("attention softmax backward: unsupported dtype \(g.dtype)")
+        }
+    }
+}
+
+/// g ← p ⊙ (g − ⟨g, p⟩) over one row: the softmax Jacobian-vector product.
+@inline(__always)
+func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
+    let d = rowDot(g, p, n)
+    let rp = UnsafeRawPointer(p), rg = UnsafeMutableRawPointer(g)
+    var i = 0
+    while i + 16 <= n {
+        let o = i * MemoryLayout<T>.stride
+        let pv = rp.loadUnaligned(fromByteOffset: o, as: SIMD16<T>.self)
+        let gv = rg.loadUnaligned(fromByteOffset: o, as: SIMD16<T>.self)
+        rg.storeBytes(of: pv * (gv - d), toByteOffset: o, as: SIMD16<T>.self)
+        i += 16
+    }
+    while i < n { g[i] = p[i] * (g[i] - d); i += 1 }
+}
+
