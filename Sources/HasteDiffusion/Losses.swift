@@ -12,11 +12,11 @@ public enum Losses {
     /// −(mean cosine similarity) between each projector output [B, T, z] and its teacher's features [B, T, z],
     /// averaged over teachers, batch and tokens (eps 1e-12 as F.normalize).
     public static func projection(_ projections: [Tensor], _ teacher: [Tensor]) -> Tensor {
-        precondition(projections.count == teacher.count && !projections.isEmpty,
+        require(projections.count == teacher.count && !projections.isEmpty,
                      "projection loss: \(projections.count) projectors for \(teacher.count) teachers")
         var total: Tensor?
         for (z, y) in zip(projections, teacher) {
-            precondition(z.shape == y.shape, "projection loss: projector output \(z.shape) vs teacher features \(y.shape)")
+            require(z.shape == y.shape, "projection loss: projector output \(z.shape) vs teacher features \(y.shape)")
             let cos = (z.l2Normalized(axis: -1) * y.l2Normalized(axis: -1)).sum(axis: -1)    // (B, T)
             let term = -cos.mean()
             total = total.map { $0 + term } ?? term
@@ -29,13 +29,13 @@ public enum Losses {
     /// the first `heads` heads of each; averaged over pairs. Teacher logits carry no gradient.
     public static func attention(student: [Int: Tensor], teacher: [Int: Tensor], pairs: [(student: Int, teacher: Int)],
                                  heads: Int) -> Tensor {
-        precondition(!pairs.isEmpty, "attention loss: no layer pairs")
+        require(!pairs.isEmpty, "attention loss: no layer pairs")
         var total: Tensor?
         for pair in pairs {
             guard let s = student[pair.student], let t = teacher[pair.teacher] else {
-                preconditionFailure("attention loss: logits of student block \(pair.student) or teacher block \(pair.teacher) were not computed")
+                fatalError("attention loss: logits of student block \(pair.student) or teacher block \(pair.teacher) were not computed")
             }
-            precondition(s.shape[2] == t.shape[2] && s.shape[3] == t.shape[3] && s.shape[0] == t.shape[0],
+            require(s.shape[2] == t.shape[2] && s.shape[3] == t.shape[3] && s.shape[0] == t.shape[0],
                          "attention loss: student logits \(s.shape) vs teacher \(t.shape): token counts must agree")
             let sq = s.narrowed(1, start: 0, length: heads), tp = t.detached().narrowed(1, start: 0, length: heads)
             let p = tp.softmax(axis: -1)

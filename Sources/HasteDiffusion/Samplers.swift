@@ -34,7 +34,7 @@ public enum Samplers {
     /// Euler (or Heun) ODE on t_j = linspace(1, 0, steps + 1) (spec/sampling.md §2). x: initial noise.
     public static func euler(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
                              heun: Bool = false) -> Tensor {
-        precondition(steps >= 1, "euler sampler: steps \(steps) < 1")
+        require(steps >= 1, "euler sampler: steps \(steps) < 1")
         var x = noise.to(.float64)
         noGrad {
             for j in 0..<steps {
@@ -57,7 +57,7 @@ public enum Samplers {
     /// drift = v − ½·w·score, score from the velocity through the path coefficients.
     public static func eulerMaruyama(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
                                      path: PathType, generator: RandomGenerator) -> Tensor {
-        precondition(steps >= 2, "SDE sampler: steps \(steps) < 2")
+        require(steps >= 2, "SDE sampler: steps \(steps) < 2")
         var grid = (0..<steps).map { 1.0 + (0.04 - 1.0) * Double($0) / Double(steps - 1) }
         grid.append(0)
         var x = noise.to(.float64)

@@ -30,7 +30,7 @@ public enum PNGImage {
 
     /// Writes 8-bit pixels (HWC, channels 1/3/4) atomically (temporary file, then rename).
     public static func write(_ pixels: [UInt8], height: Int, width: Int, channels: Int, to path: String) throws {
-        precondition(pixels.count == height * width * channels && [1, 3, 4].contains(channels),
+        require(pixels.count == height * width * channels && [1, 3, 4].contains(channels),
                      "PNG write: \(pixels.count) bytes for \(height)×\(width)×\(channels)")
         var image = png_image()
         image.version = UInt32(PNG_IMAGE_VERSION)

@@ -179,8 +179,8 @@ public enum SafetensorsWriter {
     public static func write(_ tensors: [(String, Tensor)], metadata: [String: String] = [:], to path: String) throws {
         var seen = Set<String>()
         for (name, _) in tensors {
-            precondition(name != "__metadata__", "SafetensorsWriter.write: '__metadata__' is reserved, not a tensor name")
-            precondition(seen.insert(name).inserted, "SafetensorsWriter.write: tensor name '\(name)' appears twice")
+            require(name != "__metadata__", "SafetensorsWriter.write: '__metadata__' is reserved, not a tensor name")
+            require(seen.insert(name).inserted, "SafetensorsWriter.write: tensor name '\(name)' appears twice")
         }
         let header = try headerBytes(tensors, metadata: metadata)
         try AtomicFile.write(to: path) { file in

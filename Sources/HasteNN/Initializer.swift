@@ -31,18 +31,18 @@ public enum Initializer: Sendable {
             case let .normal(std):
                 return (generator.normal(shape, dtype: .float64) * std).to(dtype)
             case .xavierUniform:
-                precondition(shape.count >= 2, "xavierUniform: '\(key)' has shape \(shape); needs rank ≥ 2")
+                require(shape.count >= 2, "xavierUniform: '\(key)' has shape \(shape); needs rank ≥ 2")
                 let fanOut = shape[0], fanIn = shape.dropFirst().reduce(1, *)
                 return Initializer.uniform(shape, bound: (6.0 / Double(fanIn + fanOut)).squareRoot(), dtype, generator)
             case let .torchDefaultLinear(fanIn):
-                precondition(fanIn > 0, "torchDefaultLinear: '\(key)' with fanIn \(fanIn)")
+                require(fanIn > 0, "torchDefaultLinear: '\(key)' with fanIn \(fanIn)")
                 return Initializer.uniform(shape, bound: 1 / Double(fanIn).squareRoot(), dtype, generator)
             case let .truncatedNormal(std, a, b):
-                precondition(a < b && std > 0 && a < 6 * std && b > -6 * std,
+                require(a < b && std > 0 && a < 6 * std && b > -6 * std,
                              "truncatedNormal: '\(key)' with std \(std), bounds [\(a), \(b)] (no mass to sample)")
                 return Initializer.truncatedNormal(shape, std: std, a: a, b: b, dtype, generator)
             case let .tensor(t):
-                precondition(t.shape == shape, "Initializer.tensor: '\(key)' given \(t.shape), declared \(shape)")
+                require(t.shape == shape, "Initializer.tensor: '\(key)' given \(t.shape), declared \(shape)")
                 return t.to(.cpu).to(dtype).clone()
             }
         }

@@ -14,7 +14,7 @@ public struct ParameterScope {
     }
 
     public subscript(_ name: String) -> ParameterScope {
-        precondition(!name.isEmpty, "ParameterScope: empty name under '\(prefix)'")
+        require(!name.isEmpty, "ParameterScope: empty name under '\(prefix)'")
         return ParameterScope(store: store, prefix: key(name))
     }
 
@@ -40,7 +40,7 @@ public struct ParameterScope {
     public func buffer(_ name: String, _ shape: [Int], _ value: Tensor) -> Tensor {
         let k = key(name)
         if store.shapesOnly { return store.declare(k, shape) }
-        precondition(value.shape == shape, "buffer '\(k)': value \(value.shape) for declared shape \(shape)")
+        require(value.shape == shape, "buffer '\(k)': value \(value.shape) for declared shape \(shape)")
         let own = noGrad { value.to(.cpu).to(store.dtype).clone() }
         return store.register(k, own, trainable: false)
     }

@@ -48,7 +48,7 @@ public final class ParameterStore {
     public private(set) var declaredShapes: [(String, [Int])] = []
 
     public init(seed: UInt64 = 0, dtype: DType = .float32, shapesOnly: Bool = false) {
-        precondition(dtype.isComputeFloat, "ParameterStore: dtype \(dtype) (use float32, or float64 on cpu)")
+        require(dtype.isComputeFloat, "ParameterStore: dtype \(dtype) (use float32, or float64 on cpu)")
         self.dtype = dtype
         self.shapesOnly = shapesOnly
         generator = RandomGenerator(seed: seed)
@@ -89,9 +89,9 @@ public final class ParameterStore {
 
     /// Adds a parameter (trainable) or buffer (frozen). `value` must be fresh CPU storage owned by the store.
     func register(_ key: String, _ value: Tensor, trainable: Bool) -> Tensor {
-        precondition(!isFinalized, "ParameterStore: '\(key)' registered after finalize() (build the whole model first)")
-        precondition(index[key] == nil, "ParameterStore: '\(key)' registered twice")
-        precondition(value.dtype == dtype && value.isContiguous && value.offset == 0,
+        require(!isFinalized, "ParameterStore: '\(key)' registered after finalize() (build the whole model first)")
+        require(index[key] == nil, "ParameterStore: '\(key)' registered twice")
+        require(value.dtype == dtype && value.isContiguous && value.offset == 0,
                      "ParameterStore: '\(key)' value must be a fresh contiguous \(dtype) tensor")
         let kind: Kind = !trainable ? .buffer : (value.rank >= 2 ? .decayed : .nonDecayed)
         value.requiresGrad = trainable && requiresGrad
@@ -104,7 +104,7 @@ public final class ParameterStore {
     /// re-points the registered tensors there; then presets each trainable parameter's `grad` to its slot of
     /// the gradient arena, so backward accumulates in place. Call once, after the model is built.
     public func finalize(on device: Device = .cpu) {
-        precondition(!isFinalized, "finalize: the store is already finalized")
+        require(!isFinalized, "finalize: the store is already finalized")
         if shapesOnly { isFinalized = true; return }
         var end = 0
         func place(_ kind: Kind) -> Range<Int> {
@@ -144,7 +144,7 @@ public final class ParameterStore {
 
     /// Sets every gradient to zero: one fill over the gradient arena.
     public func zeroGrad() {
-        precondition(isFinalized, "zeroGrad: call finalize() first")
+        require(isFinalized, "zeroGrad: call finalize() first")
         guard let g = gradArena, trainableEnd > 0 else { return }
         g.backend.fill(ParameterStore.buffer(g, 0, dtype), count: trainableEnd, value: 0)
     }
@@ -164,7 +164,7 @@ public final class ParameterStore {
 
     /// The gradient arena from element `start` on.
     func gradBuffer(_ start: Int) -> Buffer {
-        precondition(gradArena != nil, "ParameterStore: no gradients (the store is frozen; setRequiresGrad(true))")
+        require(gradArena != nil, "ParameterStore: no gradients (the store is frozen; setRequiresGrad(true))")
         return ParameterStore.buffer(gradArena!, start, dtype)
     }
 

@@ -22,7 +22,7 @@ public enum Backends {
 
     public static func backend(for device: Device) -> any Backend {
         guard let b = table[device] else {
-            preconditionFailure("device \(device) was not opened (open it before creating tensors there)")
+            fatalError("device \(device) was not opened (open it before creating tensors there)")
         }
         return b
     }

@@ -11,7 +11,7 @@ extension Bool: HostScalar { public static var dtype: DType { .bool } }
 extension Tensor {
     /// Uninitialised contiguous tensor.
     public static func empty(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu) -> Tensor {
-        precondition(shape.allSatisfy { $0 >= 0 }, "empty: negative dimension in \(shape)")
+        require(shape.allSatisfy { $0 >= 0 }, "empty: negative dimension in \(shape)")
         let n = shape.reduce(1, *)
         return Tensor(storage: Storage(byteCount: n * dtype.byteSize, device: device), shape: shape, dtype: dtype)
     }
@@ -43,7 +43,7 @@ extension Tensor {
     /// Copies host values into a new tensor of the matching dtype.
     public convenience init<T: HostScalar>(_ values: [T], shape: [Int]? = nil, device: Device = .cpu) {
         let shape = shape ?? [values.count]
-        precondition(shape.reduce(1, *) == values.count,
+        require(shape.reduce(1, *) == values.count,
                      "Tensor(values:shape:): \(values.count) values do not fill shape \(shape)")
         let dtype = T.dtype
         let storage = Storage(byteCount: values.count * dtype.byteSize, device: device)
@@ -67,7 +67,7 @@ extension Tensor {
 
     /// The single element of a one-element tensor, as Double.
     public func item() -> Double {
-        precondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, expected 1")
+        require(count == 1, "item: tensor of shape \(shape) has \(count) elements, expected 1")
         return scalars(as: Double.self)[0]
     }
 
@@ -111,7 +111,7 @@ extension Tensor {
     /// Writes `source`'s values into this tensor's (contiguous) storage, in place, outside autograd.
     /// Used by loaders and the optimizer; shapes must match.
     public func copyValues(from source: Tensor) {
-        precondition(source.shape == shape, "copyValues: source \(source.shape) vs destination \(shape)")
+        require(source.shape == shape, "copyValues: source \(source.shape) vs destination \(shape)")
         let src = source.to(dtype).to(device).contiguous()
         backend.copy(from: src.buffer, to: buffer, byteCount: count * dtype.byteSize)
     }

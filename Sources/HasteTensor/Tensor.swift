@@ -37,7 +37,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// The contiguous buffer a kernel reads. Callers make the tensor contiguous first.
     public var buffer: Buffer {
-        precondition(isContiguous, "buffer: tensor \(shape) with strides \(strides) is not contiguous")
+        require(isContiguous, "buffer: tensor \(shape) with strides \(strides) is not contiguous")
         return Buffer(storage: storage, offset: offset, dtype: dtype)
     }
 
@@ -63,7 +63,7 @@ public final class Tensor: @unchecked Sendable {
     /// Normalises a possibly negative axis; traps naming `op` when out of range.
     public func axis(_ a: Int, _ op: String) -> Int {
         let r = a < 0 ? a + rank : a
-        precondition(r >= 0 && r < rank, "\(op): axis \(a) out of range for shape \(shape)")
+        require(r >= 0 && r < rank, "\(op): axis \(a) out of range for shape \(shape)")
         return r
     }
 }

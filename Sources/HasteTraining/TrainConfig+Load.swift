@@ -44,7 +44,7 @@ extension TrainConfig {
             guard let label = child.label else { continue }
             out[kebab(label)] = child.value                          // property names map to keys by this rule
         }
-        precondition(Set(out.keys) == Set(CodingKeys.allCases.map(\.stringValue)),
+        require(Set(out.keys) == Set(CodingKeys.allCases.map(\.stringValue)),
                      "TrainConfig: CodingKeys out of step with properties: \(Set(out.keys).symmetricDifference(CodingKeys.allCases.map(\.stringValue)))")
         return out
     }

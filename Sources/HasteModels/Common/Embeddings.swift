@@ -6,7 +6,7 @@ public enum Embeddings {
     /// n = row·grid + col, concat(sin(col·ω), cos(col·ω), sin(row·ω), cos(row·ω)), ω_k = 10000^(−k/Q), Q = dim/4.
     /// The COLUMN coordinate fills the first half.
     public static func sincos2D(dim: Int, grid: Int) -> Tensor {
-        precondition(dim % 4 == 0, "sincos2D: dim \(dim) is not divisible by 4")
+        require(dim % 4 == 0, "sincos2D: dim \(dim) is not divisible by 4")
         let q = dim / 4
         let omega = (0..<q).map { 1.0 / pow10000(Double($0) / Double(q)) }
         var table = [Float](repeating: 0, count: grid * grid * dim)

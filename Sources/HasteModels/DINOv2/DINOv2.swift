@@ -40,7 +40,7 @@ public struct DINOv2 {
     /// images: (B, 3, g·14, g·14), already preprocessed (`DINOv2.preprocess`). `logitLayers`: 0-based blocks.
     public func callAsFunction(_ images: Tensor, logitLayers: Set<Int> = []) -> DINOv2Output {
         let side = config.imageSize
-        precondition(images.rank == 4 && images.shape[1] == config.inChannels && images.shape[2] == side && images.shape[3] == side,
+        require(images.rank == 4 && images.shape[1] == config.inChannels && images.shape[2] == side && images.shape[3] == side,
                      "DINOv2: input \(images.shape), expected [B, \(config.inChannels), \(side), \(side)] (grid \(config.grid) × patch \(config.patchSize))")
         let b = images.shape[0], d = config.embedDim, np = config.tokens
         let patches = images.conv2d(patchWeight, patchBias, stride: config.patchSize).reshaped([b, d, np]).transposed(1, 2)

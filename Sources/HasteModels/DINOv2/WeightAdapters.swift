@@ -7,7 +7,7 @@ extension DINOv2 {
     /// (torch `interpolate(mode="bicubic", antialias=True, align_corners=False)`, A = −0.5) in float32.
     public static func resamplePosEmbed(_ pos: Tensor, to grid: Int) -> Tensor {
         let d = pos.shape[2], m = Int(Double(pos.shape[1] - 1).squareRoot())
-        precondition(pos.rank == 3 && m * m == pos.shape[1] - 1, "resamplePosEmbed: \(pos.shape) is not [1, 1 + M², D]")
+        require(pos.rank == 3 && m * m == pos.shape[1] - 1, "resamplePosEmbed: \(pos.shape) is not [1, 1 + M², D]")
         if m == grid { return pos }
         let cls = pos.narrowed(1, start: 0, length: 1)
         let g = pos.narrowed(1, start: 1, length: m * m).reshaped([1, m, m, d]).permuted([0, 3, 1, 2])  // (1, D, M, M)
@@ -27,7 +27,7 @@ extension DINOv2 {
     /// uint8 (or float 0…255) images [B, 3, R, R] → /255 → ImageNet mean/std → plain bicubic resize to
     /// `size` (A = −0.75, no antialias). Order: normalise THEN resize (spec/dinov2.md §4).
     public static func preprocess(_ images: Tensor, size: Int) -> Tensor {
-        precondition(images.rank == 4 && images.shape[1] == 3, "DINOv2.preprocess: images \(images.shape), expected [B, 3, H, W]")
+        require(images.rank == 4 && images.shape[1] == 3, "DINOv2.preprocess: images \(images.shape), expected [B, 3, H, W]")
         let x = images.to(.float32) / Tensor.scalar(255)      // torch: x.float() / 255 (a true division)
         let mean = Tensor([Float(0.485), 0.456, 0.406], shape: [1, 3, 1, 1])
         let std = Tensor([Float(0.229), 0.224, 0.225], shape: [1, 3, 1, 1])

@@ -54,9 +54,9 @@ public struct SiT {
     /// `logitLayers`: 0-based blocks (< encoderDepth) whose logits to return; `projections`: run the projectors.
     public func callAsFunction(_ x: Tensor, t: Tensor, y: Tensor, logitLayers: Set<Int> = [],
                                projections wantProjections: Bool = false) -> SiTOutput {
-        precondition(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize && x.shape[3] == config.inputSize,
+        require(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize && x.shape[3] == config.inputSize,
                      "SiT: input \(x.shape), expected [N, \(config.inChannels), \(config.inputSize), \(config.inputSize)]")
-        precondition(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
+        require(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
         let n = x.shape[0], d = config.hiddenSize
         var h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
             .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)

@@ -9,7 +9,7 @@ public struct Linear {
 
     public init(_ p: ParameterScope, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true,
                 weightInit: Initializer = .xavierUniform, biasInit: Initializer = .zeros) {
-        precondition(inFeatures > 0 && outFeatures > 0, "Linear '\(p.prefix)': \(inFeatures) → \(outFeatures)")
+        require(inFeatures > 0 && outFeatures > 0, "Linear '\(p.prefix)': \(inFeatures) → \(outFeatures)")
         weight = p.parameter("weight", [outFeatures, inFeatures], weightInit)
         self.bias = bias ? p.parameter("bias", [outFeatures], biasInit) : nil
     }

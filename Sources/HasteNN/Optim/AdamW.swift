@@ -27,8 +27,8 @@ public final class AdamW {
 
     public init(store: ParameterStore, lr: Double, betas: (Double, Double) = (0.9, 0.999), eps: Double = 1e-8,
                 weightDecay: Double = 0) {
-        precondition(store.isFinalized, "AdamW: finalize the store before creating its optimizer")
-        precondition(lr >= 0 && eps >= 0 && weightDecay >= 0 && (0..<1).contains(betas.0) && (0..<1).contains(betas.1),
+        require(store.isFinalized, "AdamW: finalize the store before creating its optimizer")
+        require(lr >= 0 && eps >= 0 && weightDecay >= 0 && (0..<1).contains(betas.0) && (0..<1).contains(betas.1),
                      "AdamW: lr \(lr), betas \(betas), eps \(eps), weightDecay \(weightDecay)")
         self.store = store
         self.lr = lr
@@ -47,7 +47,7 @@ public final class AdamW {
     /// one kernel call for the decayed region and one for the non-decayed region.
     public func step(skipping: Set<String> = []) {
         for key in skipping {
-            precondition(store.entry(key)?.isTrainable == true,
+            require(store.entry(key)?.isTrainable == true,
                          "AdamW.step: skipping '\(key)', which is not a trainable parameter of the store")
         }
         stepCount += 1
@@ -96,7 +96,7 @@ public final class AdamW {
     /// Restores moments saved by `stateTensors()` and the step count (every parameter resumes at
     /// `stepCount`). Checked strictly before anything is copied (STYLE R6).
     public func loadState(_ tensors: [String: Tensor], stepCount: Int) throws {
-        precondition(stepCount >= 0, "AdamW.loadState: stepCount \(stepCount)")
+        require(stepCount >= 0, "AdamW.loadState: stepCount \(stepCount)")
         let state = stateTensors()
         try StateDictCheck.validate(expected: state.map { ($0.0, $0.1.shape) }, given: tensors, strict: true,
                                     what: "optimizer state")

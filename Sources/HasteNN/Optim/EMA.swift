@@ -10,7 +10,7 @@ public final class EMA {
     let arena: Storage
 
     public init(from store: ParameterStore) {
-        precondition(store.isFinalized, "EMA: finalize the store first")
+        require(store.isFinalized, "EMA: finalize the store first")
         source = store
         let count = store.bufferRange.upperBound
         arena = ParameterStore.zeroedStorage(count: count, dtype: store.dtype, device: store.device)
@@ -24,14 +24,14 @@ public final class EMA {
 
     /// ema ← decay·ema + (1 − decay)·value over the whole arena (HASTE: decay 0.9999).
     public func update(decay: Double) {
-        precondition((0...1).contains(decay), "EMA.update: decay \(decay) outside [0, 1]")
+        require((0...1).contains(decay), "EMA.update: decay \(decay) outside [0, 1]")
         if count > 0 { arena.backend.emaUpdate(ema: buffer, param: source.arenaBuffer(0), count: count, decay: decay) }
     }
 
     /// Writes the averaged values into `target` (the source itself, or a store built from the same model
     /// definition, e.g. for sampling): one copy of the arena.
     public func copy(into target: ParameterStore) {
-        precondition(target.isFinalized && target.device == source.device && target.hasSameLayout(as: source),
+        require(target.isFinalized && target.device == source.device && target.hasSameLayout(as: source),
                      "EMA.copy(into:): the target store must be finalized with the source's keys, shapes and device")
         if count > 0 { arena.backend.copy(from: buffer, to: target.arenaBuffer(0), byteCount: count * source.dtype.byteSize) }
     }

@@ -6,8 +6,8 @@ import HasteTensor
 /// the gradients are multiplied as torch does (by 0 when inf, so inf entries become NaN; by NaN when NaN).
 @discardableResult
 public func clipGradNorm(_ store: ParameterStore, maxNorm: Double) -> Double {
-    precondition(store.isFinalized, "clipGradNorm: finalize the store first")
-    precondition(maxNorm > 0, "clipGradNorm: maxNorm \(maxNorm)")
+    require(store.isFinalized, "clipGradNorm: finalize the store first")
+    require(maxNorm > 0, "clipGradNorm: maxNorm \(maxNorm)")
     let count = store.trainableEnd
     if count == 0 { return 0 }
     let grads = store.gradBuffer(0)

@@ -4,7 +4,7 @@ extension Tensor {
     /// Back-propagates from this tensor. `gradient` defaults to ones (a scalar loss).
     public func backward(_ gradient: Tensor? = nil) {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
-        precondition(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
+        require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
         GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous()) }
     }
 
@@ -27,10 +27,10 @@ extension Tensor {
                 continue
             }
             let grads = node.gradients(g.contiguous())
-            precondition(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
+            require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, grad) in zip(node.inputs, grads) {
                 guard let grad, input.isTracked else { continue }
-                precondition(grad.shape == input.shape,
+                require(grad.shape == input.shape,
                              "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
                 let key = ObjectIdentifier(input)
                 if let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
@@ -73,7 +73,7 @@ extension Tensor {
 
     /// In-place `self += other` outside autograd (arena gradients, optimizer state).
     public func addInPlace(_ other: Tensor, alpha: Double = 1) {
-        precondition(other.shape == shape && isContiguous, "addInPlace: \(other.shape) into \(shape)")
+        require(other.shape == shape && isContiguous, "addInPlace: \(other.shape) into \(shape)")
         let o = other.contiguous()
         backend.axpy(alpha: alpha, x: o.buffer, y: buffer, count: count)
     }

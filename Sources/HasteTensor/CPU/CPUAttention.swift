@@ -126,7 +126,7 @@ extension CPUBackend {
             Parallel.chunks(rows, chunk: chunk) { range in
                 for r in range { softmaxRow(px.base + r * cols, py.base + r * cols, cols) }
             }
-        default: preconditionFailure("attention softmax: unsupported dtype \(y.dtype)")
+        default: fatalError("attention softmax: unsupported dtype \(y.dtype)")
         }
     }
 
@@ -145,7 +145,7 @@ extension CPUBackend {
             Parallel.chunks(rows, chunk: chunk) { range in
                 for r in range { softmaxBackwardRow(pp.base + r * cols, pg.base + r * cols, cols) }
             }
-        default: preconditionFailure("attention softmax backward: unsupported dtype \(g.dtype)")
+        default: fatalError("attention softmax backward: unsupported dtype \(g.dtype)")
         }
     }
 }

@@ -7,7 +7,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: im2col(x.pointer(Float.self), cols.pointer(Float.self), batch, geometry)
         case .float64: im2col(x.pointer(Double.self), cols.pointer(Double.self), batch, geometry)
-        default: preconditionFailure("im2col: unsupported dtype \(x.dtype)")
+        default: fatalError("im2col: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -15,7 +15,7 @@ extension CPUBackend {
         switch dx.dtype {
         case .float32: col2im(cols.pointer(Float.self), dx.pointer(Float.self), batch, geometry)
         case .float64: col2im(cols.pointer(Double.self), dx.pointer(Double.self), batch, geometry)
-        default: preconditionFailure("col2im: unsupported dtype \(dx.dtype)")
+        default: fatalError("col2im: unsupported dtype \(dx.dtype)")
         }
     }
 

@@ -16,7 +16,7 @@ extension CPUBackend {
         switch out.dtype {
         case .float32: binary(op, a.pointer(Float.self), aStrides, b.pointer(Float.self), bStrides, out.pointer(Float.self), shape)
         case .float64: binary(op, a.pointer(Double.self), aStrides, b.pointer(Double.self), bStrides, out.pointer(Double.self), shape)
-        default: preconditionFailure("binary \(op): unsupported dtype \(out.dtype)")
+        default: fatalError("binary \(op): unsupported dtype \(out.dtype)")
         }
     }
 
@@ -88,7 +88,7 @@ extension CPUBackend {
         switch y.dtype {
         case .float32: axpy(Float(alpha), x.pointer(Float.self), y.pointer(Float.self), count)
         case .float64: axpy(alpha, x.pointer(Double.self), y.pointer(Double.self), count)
-        default: preconditionFailure("axpy: unsupported dtype \(y.dtype)")
+        default: fatalError("axpy: unsupported dtype \(y.dtype)")
         }
     }
 

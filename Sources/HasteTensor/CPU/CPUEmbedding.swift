@@ -6,7 +6,7 @@ extension CPUBackend {
         switch weight.dtype {
         case .float32: CPUBackend.gather(Float.self, weight, indices, out, outer: 1, size: rows, inner: dim, count: count)
         case .float64: CPUBackend.gather(Double.self, weight, indices, out, outer: 1, size: rows, inner: dim, count: count)
-        default: preconditionFailure("embedding: unsupported weight dtype \(weight.dtype)")
+        default: fatalError("embedding: unsupported weight dtype \(weight.dtype)")
         }
     }
 
@@ -15,7 +15,7 @@ extension CPUBackend {
         switch dWeight.dtype {
         case .float32: CPUBackend.scatterAdd(Float.self, dy, indices, dWeight, outer: 1, size: rows, inner: dim, count: count)
         case .float64: CPUBackend.scatterAdd(Double.self, dy, indices, dWeight, outer: 1, size: rows, inner: dim, count: count)
-        default: preconditionFailure("embedding backward: unsupported dtype \(dWeight.dtype)")
+        default: fatalError("embedding backward: unsupported dtype \(dWeight.dtype)")
         }
     }
 }

@@ -22,7 +22,7 @@ extension CPUBackend {
                 cblas_dgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha,
                             a.pointer(Double.self) + i * strideA, Int32(lda), b.pointer(Double.self) + i * strideB, Int32(ldb),
                             beta, c.pointer(Double.self) + i * strideC, Int32(ldc))
-            default: preconditionFailure("gemm: unsupported dtype \(c.dtype)")
+            default: fatalError("gemm: unsupported dtype \(c.dtype)")
             }
         }
     }

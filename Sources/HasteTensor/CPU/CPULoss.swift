@@ -7,7 +7,7 @@ extension CPUBackend {
         case (.float32, .int32): crossEntropy(logits.pointer(Float.self), targets.pointer(Int32.self), loss.pointer(Float.self), rows, classes)
         case (.float64, .int64): crossEntropy(logits.pointer(Double.self), targets.pointer(Int64.self), loss.pointer(Double.self), rows, classes)
         case (.float64, .int32): crossEntropy(logits.pointer(Double.self), targets.pointer(Int32.self), loss.pointer(Double.self), rows, classes)
-        default: preconditionFailure("crossEntropyForward: unsupported dtypes \(logits.dtype), \(targets.dtype)")
+        default: fatalError("crossEntropyForward: unsupported dtypes \(logits.dtype), \(targets.dtype)")
         }
     }
 
@@ -21,7 +21,7 @@ extension CPUBackend {
             crossEntropyBackward(logits.pointer(Double.self), targets.pointer(Int64.self), dy.pointer(Double.self)[0], dx.pointer(Double.self), rows, classes)
         case (.float64, .int32):
             crossEntropyBackward(logits.pointer(Double.self), targets.pointer(Int32.self), dy.pointer(Double.self)[0], dx.pointer(Double.self), rows, classes)
-        default: preconditionFailure("crossEntropyBackward: unsupported dtypes \(logits.dtype), \(targets.dtype)")
+        default: fatalError("crossEntropyBackward: unsupported dtypes \(logits.dtype), \(targets.dtype)")
         }
     }
 
@@ -64,7 +64,7 @@ extension CPUBackend {
 
     private func checkTargets<I: FixedWidthInteger>(_ t: UnsafeMutablePointer<I>, _ rows: Int, _ classes: Int) {
         for r in 0..<rows {
-            precondition(t[r] >= 0 && Int(t[r]) < classes,
+            require(t[r] >= 0 && Int(t[r]) < classes,
                          "crossEntropy: target \(t[r]) at row \(r) is outside 0..<\(classes) for logits [\(rows), \(classes)]")
         }
     }

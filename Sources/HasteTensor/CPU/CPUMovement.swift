@@ -17,7 +17,7 @@ extension CPUBackend {
         switch dx.dtype {
         case .float32: CPUBackend.scatterAdd(Float.self, dy, indices, dx, outer: outer, size: size, inner: inner, count: count)
         case .float64: CPUBackend.scatterAdd(Double.self, dy, indices, dx, outer: outer, size: size, inner: inner, count: count)
-        default: preconditionFailure("index_select backward: unsupported dtype \(dx.dtype)")
+        default: fatalError("index_select backward: unsupported dtype \(dx.dtype)")
         }
     }
 
@@ -26,13 +26,13 @@ extension CPUBackend {
     static func checkIndices(_ indices: Buffer, count: Int, limit: Int, _ op: String, _ what: @autoclosure () -> String) {
         func check<I: BinaryInteger>(_ p: UnsafeMutablePointer<I>) {
             for n in 0..<count where p[n] < 0 || p[n] >= limit {
-                preconditionFailure("\(op): index \(p[n]) at position \(n) is out of range [0, \(limit)) for \(what())")
+                fatalError("\(op): index \(p[n]) at position \(n) is out of range [0, \(limit)) for \(what())")
             }
         }
         switch indices.dtype {
         case .int32: check(indices.pointer(Int32.self))
         case .int64: check(indices.pointer(Int64.self))
-        default: preconditionFailure("\(op): indices must be int32 or int64, got \(indices.dtype)")
+        default: fatalError("\(op): indices must be int32 or int64, got \(indices.dtype)")
         }
     }
 
@@ -133,7 +133,7 @@ extension CPUBackend {
         // torch compares a float32 tensor with a Python scalar in float32: round the scalar the same way.
         case .float32: compare(op, x.pointer(Float.self), Float(scalar), out.pointer(Bool.self), count)
         case .float64: compare(op, x.pointer(Double.self), scalar, out.pointer(Bool.self), count)
-        default: preconditionFailure("compare \(op): unsupported dtype \(x.dtype)")
+        default: fatalError("compare \(op): unsupported dtype \(x.dtype)")
         }
     }
 

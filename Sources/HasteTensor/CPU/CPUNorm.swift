@@ -13,7 +13,7 @@ extension CPUBackend {
         case .float64:
             layerNormForward(x.pointer(Double.self), weight?.pointer(Double.self), bias?.pointer(Double.self),
                              y.pointer(Double.self), mean.pointer(Double.self), rstd.pointer(Double.self), rows, cols, eps)
-        default: preconditionFailure("layerNormForward: unsupported dtype \(x.dtype)")
+        default: fatalError("layerNormForward: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -28,7 +28,7 @@ extension CPUBackend {
             layerNormBackward(x.pointer(Double.self), weight?.pointer(Double.self), mean.pointer(Double.self),
                               rstd.pointer(Double.self), dy.pointer(Double.self), dx.pointer(Double.self),
                               dweight?.pointer(Double.self), dbias?.pointer(Double.self), rows, cols)
-        default: preconditionFailure("layerNormBackward: unsupported dtype \(x.dtype)")
+        default: fatalError("layerNormBackward: unsupported dtype \(x.dtype)")
         }
     }
 

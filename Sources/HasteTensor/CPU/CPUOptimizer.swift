@@ -8,7 +8,7 @@ extension CPUBackend {
             adamw(param.pointer(Float.self), grad.pointer(Float.self), m.pointer(Float.self), v.pointer(Float.self), count, c)
         case .float64:
             adamw(param.pointer(Double.self), grad.pointer(Double.self), m.pointer(Double.self), v.pointer(Double.self), count, c)
-        default: preconditionFailure("adamw: unsupported dtype \(param.dtype)")
+        default: fatalError("adamw: unsupported dtype \(param.dtype)")
         }
     }
 
@@ -48,7 +48,7 @@ extension CPUBackend {
         switch ema.dtype {
         case .float32: emaUpdate(ema.pointer(Float.self), param.pointer(Float.self), count, decay)
         case .float64: emaUpdate(ema.pointer(Double.self), param.pointer(Double.self), count, decay)
-        default: preconditionFailure("emaUpdate: unsupported dtype \(ema.dtype)")
+        default: fatalError("emaUpdate: unsupported dtype \(ema.dtype)")
         }
     }
 
@@ -67,7 +67,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: return sumOfSquares(x.pointer(Float.self), count)
         case .float64: return sumOfSquares(x.pointer(Double.self), count)
-        default: preconditionFailure("sumOfSquares: unsupported dtype \(x.dtype)")
+        default: fatalError("sumOfSquares: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -93,7 +93,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: scale(x.pointer(Float.self), count, Float(factor))
         case .float64: scale(x.pointer(Double.self), count, factor)
-        default: preconditionFailure("scale: unsupported dtype \(x.dtype)")
+        default: fatalError("scale: unsupported dtype \(x.dtype)")
         }
     }
 

@@ -36,11 +36,11 @@ extension CPUBackend {
 
     private func fillBlocks(_ dst: Buffer, count: Int, seed: UInt64, offset: UInt64,
                             _ transform: ((UInt32, UInt32, UInt32, UInt32)) -> (Double, Double, Double, Double)) {
-        precondition(offset % 4 == 0, "random: offset \(offset) is not block-aligned")
+        require(offset % 4 == 0, "random: offset \(offset) is not block-aligned")
         switch dst.dtype {
         case .float32: fill(dst.pointer(Float.self), count, seed, offset, transform)
         case .float64: fill(dst.pointer(Double.self), count, seed, offset, transform)
-        default: preconditionFailure("random: unsupported dtype \(dst.dtype)")
+        default: fatalError("random: unsupported dtype \(dst.dtype)")
         }
     }
 

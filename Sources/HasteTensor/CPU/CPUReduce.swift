@@ -5,7 +5,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: reduceSum(x.pointer(Float.self), y.pointer(Float.self), outer, reduce, inner)
         case .float64: reduceSum(x.pointer(Double.self), y.pointer(Double.self), outer, reduce, inner)
-        default: preconditionFailure("reduceSum: unsupported dtype \(x.dtype)")
+        default: fatalError("reduceSum: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -49,7 +49,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: reduceMax(x.pointer(Float.self), y.pointer(Float.self), outer, reduce, inner)
         case .float64: reduceMax(x.pointer(Double.self), y.pointer(Double.self), outer, reduce, inner)
-        default: preconditionFailure("reduceMax: unsupported dtype \(x.dtype)")
+        default: fatalError("reduceMax: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -82,7 +82,7 @@ extension CPUBackend {
         case .float64:
             reduceMaxBackward(x.pointer(Double.self), y.pointer(Double.self), dy.pointer(Double.self), dx.pointer(Double.self),
                               outer, reduce, inner)
-        default: preconditionFailure("reduceMaxBackward: unsupported dtype \(x.dtype)")
+        default: fatalError("reduceMaxBackward: unsupported dtype \(x.dtype)")
         }
     }
 

@@ -7,7 +7,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: nearest2x(x.pointer(Float.self), y.pointer(Float.self), planes * height, width)
         case .float64: nearest2x(x.pointer(Double.self), y.pointer(Double.self), planes * height, width)
-        default: preconditionFailure("upsampleNearest2x: unsupported dtype \(x.dtype)")
+        default: fatalError("upsampleNearest2x: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -15,7 +15,7 @@ extension CPUBackend {
         switch dx.dtype {
         case .float32: nearest2xBackward(dy.pointer(Float.self), dx.pointer(Float.self), planes * height, width)
         case .float64: nearest2xBackward(dy.pointer(Double.self), dx.pointer(Double.self), planes * height, width)
-        default: preconditionFailure("upsampleNearest2xBackward: unsupported dtype \(dx.dtype)")
+        default: fatalError("upsampleNearest2xBackward: unsupported dtype \(dx.dtype)")
         }
     }
 
@@ -27,7 +27,7 @@ extension CPUBackend {
         case .float64:
             resample(ResampleTable<Double>(filter, inSize: inSize, outSize: outSize), x.pointer(Double.self),
                      y.pointer(Double.self), outer, inSize, outSize, inner)
-        default: preconditionFailure("resample: unsupported dtype \(x.dtype)")
+        default: fatalError("resample: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -40,7 +40,7 @@ extension CPUBackend {
         case .float64:
             resampleBackward(ResampleTable<Double>(filter, inSize: inSize, outSize: outSize), dy.pointer(Double.self),
                              dx.pointer(Double.self), outer, inSize, outSize, inner)
-        default: preconditionFailure("resampleBackward: unsupported dtype \(dx.dtype)")
+        default: fatalError("resampleBackward: unsupported dtype \(dx.dtype)")
         }
     }
 

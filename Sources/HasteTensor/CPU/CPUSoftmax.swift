@@ -7,7 +7,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: softmaxRows(x.pointer(Float.self), y.pointer(Float.self), rows, cols, log: false)
         case .float64: softmaxRows(x.pointer(Double.self), y.pointer(Double.self), rows, cols, log: false)
-        default: preconditionFailure("softmaxForward: unsupported dtype \(x.dtype)")
+        default: fatalError("softmaxForward: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -15,7 +15,7 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: softmaxRows(x.pointer(Float.self), y.pointer(Float.self), rows, cols, log: true)
         case .float64: softmaxRows(x.pointer(Double.self), y.pointer(Double.self), rows, cols, log: true)
-        default: preconditionFailure("logSoftmaxForward: unsupported dtype \(x.dtype)")
+        default: fatalError("logSoftmaxForward: unsupported dtype \(x.dtype)")
         }
     }
 
@@ -23,7 +23,7 @@ extension CPUBackend {
         switch y.dtype {
         case .float32: softmaxBackwardRows(y.pointer(Float.self), dy.pointer(Float.self), dx.pointer(Float.self), rows, cols, log: false)
         case .float64: softmaxBackwardRows(y.pointer(Double.self), dy.pointer(Double.self), dx.pointer(Double.self), rows, cols, log: false)
-        default: preconditionFailure("softmaxBackward: unsupported dtype \(y.dtype)")
+        default: fatalError("softmaxBackward: unsupported dtype \(y.dtype)")
         }
     }
 
@@ -31,7 +31,7 @@ extension CPUBackend {
         switch y.dtype {
         case .float32: softmaxBackwardRows(y.pointer(Float.self), dy.pointer(Float.self), dx.pointer(Float.self), rows, cols, log: true)
         case .float64: softmaxBackwardRows(y.pointer(Double.self), dy.pointer(Double.self), dx.pointer(Double.self), rows, cols, log: true)
-        default: preconditionFailure("logSoftmaxBackward: unsupported dtype \(y.dtype)")
+        default: fatalError("logSoftmaxBackward: unsupported dtype \(y.dtype)")
         }
     }
 

@@ -224,7 +224,7 @@ extension CPUBackend {
             dispatchUnary(op, UnaryForward<Float>(x: .init(x.pointer(Float.self)), y: .init(y.pointer(Float.self)), count: count))
         case .float64:
             dispatchUnary(op, UnaryForward<Double>(x: .init(x.pointer(Double.self)), y: .init(y.pointer(Double.self)), count: count))
-        default: preconditionFailure("\(op): unsupported dtype \(x.dtype)")
+        default: fatalError("\(op): unsupported dtype \(x.dtype)")
         }
     }
 
@@ -236,7 +236,7 @@ extension CPUBackend {
         case .float64:
             dispatchUnary(op, UnaryBackwardLoop<Double>(x: .init(x.pointer(Double.self)), y: .init(y.pointer(Double.self)),
                                                         dy: .init(dy.pointer(Double.self)), dx: .init(dx.pointer(Double.self)), count: count))
-        default: preconditionFailure("\(op) backward: unsupported dtype \(x.dtype)")
+        default: fatalError("\(op) backward: unsupported dtype \(x.dtype)")
         }
     }
 }

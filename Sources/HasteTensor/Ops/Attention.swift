@@ -57,9 +57,9 @@ extension Tensor {
     /// torch: `(q * scale) @ k.transpose(-2, -1)` for q [N, H, Tq, Dh], k [N, H, Tk, Dh] → [N, H, Tq, Tk],
     /// as one batched GEMM with alpha = scale.
     package static func attentionLogits(_ q: Tensor, _ k: Tensor, scale: Double) -> Tensor {
-        precondition(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
+        require(q.rank == 4 && k.rank == 4 && q.shape[0] == k.shape[0] && q.shape[1] == k.shape[1]
                      && q.shape[3] == k.shape[3], "attentionLogits: q \(q.shape) and k \(k.shape) (need [N, H, T, Dh] each)")
-        precondition(q.dtype == k.dtype && q.dtype.isComputeFloat && q.device == k.device,
+        require(q.dtype == k.dtype && q.dtype.isComputeFloat && q.device == k.device,
                      "attentionLogits: q \(q.dtype) on \(q.device), k \(k.dtype) on \(k.device)")
         let qc = q.contiguous(), kc = k.contiguous()
         let b = q.shape[0] * q.shape[1], tq = q.shape[2], tk = k.shape[2], dh = q.shape[3]
@@ -73,9 +73,9 @@ extension Tensor {
     /// torch: `logits.softmax(-1) @ v` for logits [N, H, Tq, Tk], v [N, H, Tk, Dv] → [N, H, Tq, Dv], fused:
     /// the probabilities are computed once and kept for the backward.
     package static func softmaxMatmul(_ logits: Tensor, _ v: Tensor) -> Tensor {
-        precondition(logits.rank == 4 && v.rank == 4 && logits.shape[0] == v.shape[0] && logits.shape[1] == v.shape[1]
+        require(logits.rank == 4 && v.rank == 4 && logits.shape[0] == v.shape[0] && logits.shape[1] == v.shape[1]
                      && logits.shape[3] == v.shape[2], "softmaxMatmul: logits \(logits.shape) and v \(v.shape) (need [N, H, Tq, Tk] and [N, H, Tk, Dv])")
-        precondition(logits.dtype == v.dtype && v.dtype.isComputeFloat && logits.device == v.device,
+        require(logits.dtype == v.dtype && v.dtype.isComputeFloat && logits.device == v.device,
                      "softmaxMatmul: logits \(logits.dtype) on \(logits.device), v \(v.dtype) on \(v.device)")
         let lc = logits.contiguous(), vc = v.contiguous()
         let shape = AttentionShape(batch: v.shape[0] * v.shape[1], queries: logits.shape[2], keys: v.shape[2],
@@ -88,15 +88,15 @@ extension Tensor {
 
     /// Validates q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] for `op`.
     static func attentionShape(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ op: String) -> AttentionShape {
-        precondition(q.rank == 4 && k.rank == 4 && v.rank == 4,
+        require(q.rank == 4 && k.rank == 4 && v.rank == 4,
                      "\(op): q \(q.shape), k \(k.shape), v \(v.shape): each must be [N, H, T, D]")
-        precondition(q.shape[0] == k.shape[0] && q.shape[0] == v.shape[0] && q.shape[1] == k.shape[1] && q.shape[1] == v.shape[1],
+        require(q.shape[0] == k.shape[0] && q.shape[0] == v.shape[0] && q.shape[1] == k.shape[1] && q.shape[1] == v.shape[1],
                      "\(op): q \(q.shape), k \(k.shape), v \(v.shape): batch and head axes differ")
-        precondition(q.shape[3] == k.shape[3] && k.shape[2] == v.shape[2],
+        require(q.shape[3] == k.shape[3] && k.shape[2] == v.shape[2],
                      "\(op): q \(q.shape), k \(k.shape), v \(v.shape): need q, k sharing Dh and k, v sharing Tk")
-        precondition(q.dtype == k.dtype && q.dtype == v.dtype && q.dtype.isComputeFloat,
+        require(q.dtype == k.dtype && q.dtype == v.dtype && q.dtype.isComputeFloat,
                      "\(op): dtypes \(q.dtype), \(k.dtype), \(v.dtype) (need one float dtype)")
-        precondition(q.device == k.device && q.device == v.device, "\(op): q, k, v on \(q.device), \(k.device), \(v.device)")
+        require(q.device == k.device && q.device == v.device, "\(op): q, k, v on \(q.device), \(k.device), \(v.device)")
         return AttentionShape(batch: q.shape[0] * q.shape[1], queries: q.shape[2], keys: k.shape[2],
                               headDim: q.shape[3], valueDim: v.shape[3])
     }

@@ -21,15 +21,15 @@ extension Tensor {
     /// torch.cat(tensors, dim=axis). Inputs share dtype, device and every size but `axis`'s; they may be
     /// non-contiguous views (each is copied once, straight into its slice of the output).
     public static func cat(_ tensors: [Tensor], axis a: Int) -> Tensor {
-        precondition(!tensors.isEmpty, "cat: needs at least one tensor")
+        require(!tensors.isEmpty, "cat: needs at least one tensor")
         let first = tensors[0]
         let r = first.axis(a, "cat")
         for t in tensors {
             var same = t.rank == first.rank
             if same { for i in 0..<t.rank where i != r && t.shape[i] != first.shape[i] { same = false } }
-            precondition(same, "cat: shapes \(tensors.map(\.shape)) differ outside axis \(a)")
-            precondition(t.dtype == first.dtype, "cat: dtypes \(tensors.map(\.dtype)) differ (convert with to(_:))")
-            precondition(t.device == first.device, "cat: tensors on \(tensors.map(\.device))")
+            require(same, "cat: shapes \(tensors.map(\.shape)) differ outside axis \(a)")
+            require(t.dtype == first.dtype, "cat: dtypes \(tensors.map(\.dtype)) differ (convert with to(_:))")
+            require(t.device == first.device, "cat: tensors on \(tensors.map(\.device))")
         }
         var shape = first.shape
         shape[r] = tensors.reduce(0) { $0 + $1.shape[r] }
@@ -48,11 +48,11 @@ extension Tensor {
 
     /// torch.stack(tensors, dim=axis): equal shapes, joined along a new axis (-1 appends it last).
     public static func stack(_ tensors: [Tensor], axis a: Int) -> Tensor {
-        precondition(!tensors.isEmpty, "stack: needs at least one tensor")
+        require(!tensors.isEmpty, "stack: needs at least one tensor")
         let rank = tensors[0].rank
         let r = a < 0 ? a + rank + 1 : a
-        precondition(r >= 0 && r <= rank, "stack: axis \(a) out of range for shape \(tensors[0].shape)")
-        precondition(tensors.allSatisfy { $0.shape == tensors[0].shape },
+        require(r >= 0 && r <= rank, "stack: axis \(a) out of range for shape \(tensors[0].shape)")
+        require(tensors.allSatisfy { $0.shape == tensors[0].shape },
                      "stack: shapes \(tensors.map(\.shape)) differ (stack needs equal shapes)")
         return cat(tensors.map { $0.unsqueezed(r) }, axis: r)
     }

@@ -43,17 +43,17 @@ extension Tensor {
 
     /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
     func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: Int, columnBudget: Int) -> Tensor {
-        precondition(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
+        require(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
                      "conv2d: input \(shape) with weight \(weight.shape) (expected [N, Cin, H, W] and [Cout, Cin, kh, kw])")
-        precondition(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")
-        precondition(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
-        precondition(dtype == weight.dtype && dtype.isComputeFloat && (bias == nil || bias!.dtype == dtype),
+        require(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")
+        require(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
+        require(dtype == weight.dtype && dtype.isComputeFloat && (bias == nil || bias!.dtype == dtype),
                      "conv2d: dtypes \(dtype), \(weight.dtype)\(bias.map { ", \($0.dtype)" } ?? "") (need one float dtype)")
-        precondition(device == weight.device && (bias == nil || bias!.device == device),
+        require(device == weight.device && (bias == nil || bias!.device == device),
                      "conv2d: input on \(device), weight on \(weight.device)")
         let g = ConvGeometry(channels: shape[1], height: shape[2], width: shape[3], kernelHeight: weight.shape[2],
                              kernelWidth: weight.shape[3], stride: stride, padding: padding)
-        precondition(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding >= g.kernelHeight
+        require(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding >= g.kernelHeight
                         && g.width + 2 * padding >= g.kernelWidth,
                      "conv2d: kernel \(weight.shape[2])×\(weight.shape[3]) does not fit input \(shape) with padding \(padding)")
         let x = contiguous(), w = weight.contiguous()

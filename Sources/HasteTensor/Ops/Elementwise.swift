@@ -39,11 +39,11 @@ extension Tensor {
     }
 
     public func binary(_ op: BinaryOp, _ other: Tensor, _ name: String) -> Tensor {
-        precondition(dtype == other.dtype && dtype.isComputeFloat,
+        require(dtype == other.dtype && dtype.isComputeFloat,
                      "\(name): dtypes \(dtype) and \(other.dtype) (need one float dtype; convert with to(_:))")
-        precondition(device == other.device, "\(name): operands on \(device) and \(other.device)")
+        require(device == other.device, "\(name): operands on \(device) and \(other.device)")
         guard let shape = broadcastShape(self.shape, other.shape) else {
-            preconditionFailure("\(name): shapes \(self.shape) and \(other.shape) do not broadcast")
+            fatalError("\(name): shapes \(self.shape) and \(other.shape) do not broadcast")
         }
         let out = Tensor.empty(shape, dtype: dtype, device: device)
         let a = Buffer(storage: storage, offset: offset, dtype: dtype)

@@ -12,11 +12,11 @@ extension Tensor {
     /// torch: `F.embedding(indices, weight)`. weight [V, D] (float), indices int64/int32 of any shape
     /// → [..., D]. The gradient reaches weight only (dense [V, D], zero for rows never looked up).
     public static func embedding(_ weight: Tensor, _ indices: Tensor) -> Tensor {
-        precondition(weight.rank == 2 && weight.dtype.isComputeFloat,
+        require(weight.rank == 2 && weight.dtype.isComputeFloat,
                      "embedding: weight must be a 2-D float tensor [V, D], got \(weight.dtype) \(weight.shape)")
-        precondition(indices.dtype == .int64 || indices.dtype == .int32,
+        require(indices.dtype == .int64 || indices.dtype == .int32,
                      "embedding: indices must be int64 or int32, got \(indices.dtype) \(indices.shape)")
-        precondition(weight.device == indices.device, "embedding: weight on \(weight.device), indices on \(indices.device)")
+        require(weight.device == indices.device, "embedding: weight on \(weight.device), indices on \(indices.device)")
         let w = weight.contiguous(), idx = indices.contiguous()
         let rows = weight.shape[0], dim = weight.shape[1]
         let out = Tensor.empty(indices.shape + [dim], dtype: weight.dtype, device: weight.device)

@@ -9,10 +9,10 @@ extension Tensor {
     /// [0, size)) along `axis`; repeats allowed. The result has `indices.count` entries along `axis`.
     public func indexSelect(axis a: Int, indices: Tensor) -> Tensor {
         let r = axis(a, "index_select")
-        precondition(indices.dtype == .int64 || indices.dtype == .int32,
+        require(indices.dtype == .int64 || indices.dtype == .int32,
                      "index_select: indices must be int64 or int32, got \(indices.dtype) \(indices.shape)")
-        precondition(indices.rank <= 1, "index_select: indices must be 1-D, got shape \(indices.shape)")
-        precondition(indices.device == device, "index_select: x on \(device), indices on \(indices.device)")
+        require(indices.rank <= 1, "index_select: indices must be 1-D, got shape \(indices.shape)")
+        require(indices.device == device, "index_select: x on \(device), indices on \(indices.device)")
         let x = contiguous(), idx = indices.contiguous()
         var outShape = shape
         outShape[r] = idx.count
@@ -29,12 +29,12 @@ extension Tensor {
     /// a and b share one dtype; the gradient goes to a where true and to b where false, summed back
     /// over broadcast axes.
     public static func where_(_ condition: Tensor, _ a: Tensor, _ b: Tensor) -> Tensor {
-        precondition(condition.dtype == .bool, "where: condition must be bool, got \(condition.dtype) \(condition.shape)")
-        precondition(a.dtype == b.dtype, "where: dtypes \(a.dtype) and \(b.dtype) (convert with to(_:))")
-        precondition(condition.device == a.device && a.device == b.device,
+        require(condition.dtype == .bool, "where: condition must be bool, got \(condition.dtype) \(condition.shape)")
+        require(a.dtype == b.dtype, "where: dtypes \(a.dtype) and \(b.dtype) (convert with to(_:))")
+        require(condition.device == a.device && a.device == b.device,
                      "where: operands on \(condition.device), \(a.device) and \(b.device)")
         guard let ab = broadcastShape(a.shape, b.shape), let shape = broadcastShape(condition.shape, ab) else {
-            preconditionFailure("where: shapes \(condition.shape), \(a.shape) and \(b.shape) do not broadcast")
+            fatalError("where: shapes \(condition.shape), \(a.shape) and \(b.shape) do not broadcast")
         }
         let out = Tensor.empty(shape, dtype: a.dtype, device: a.device)
         out.backend.select(condition.stridedBuffer, condition.broadcastStrides(to: shape), a.stridedBuffer,
@@ -52,7 +52,7 @@ extension Tensor {
     public func select(axis a: Int, index: Int) -> Tensor {
         let r = axis(a, "select")
         let i = index < 0 ? index + shape[r] : index
-        precondition(i >= 0 && i < shape[r], "select: index \(index) out of range for axis \(a) of shape \(shape)")
+        require(i >= 0 && i < shape[r], "select: index \(index) out of range for axis \(a) of shape \(shape)")
         return narrowed(r, start: i, length: 1).squeezed(r)
     }
 
@@ -62,7 +62,7 @@ extension Tensor {
     public func less(_ s: Double) -> Tensor { compare(.less, s, "less") }
 
     private func compare(_ op: CompareOp, _ s: Double, _ name: String) -> Tensor {
-        precondition(dtype != .float16 && dtype != .bfloat16, "\(name): convert \(dtype) \(shape) to float32 first")
+        require(dtype != .float16 && dtype != .bfloat16, "\(name): convert \(dtype) \(shape) to float32 first")
         // Integers compare exactly in float64 (int64 up to 2^53, all that labels and indices need).
         let x = (dtype.isComputeFloat ? self : to(.float64)).contiguous()
         let y = Tensor.empty(shape, dtype: .bool, device: device)

@@ -15,13 +15,13 @@ extension Tensor {
     /// torch: `F.layer_norm(x, normalized_shape=(x.shape[-1],), weight, bias, eps)`. No default eps on
     /// purpose (STYLE §5: DiT/SiT use 1e-6, PyTorch's default is 1e-5).
     public func layerNorm(weight: Tensor? = nil, bias: Tensor? = nil, eps: Double) -> Tensor {
-        precondition(dtype.isComputeFloat, "layerNorm: needs float32 or float64, got \(dtype) \(shape)")
-        precondition(rank >= 1 && shape[rank - 1] > 0, "layerNorm: input \(shape) needs a non-empty last axis")
+        require(dtype.isComputeFloat, "layerNorm: needs float32 or float64, got \(dtype) \(shape)")
+        require(rank >= 1 && shape[rank - 1] > 0, "layerNorm: input \(shape) needs a non-empty last axis")
         let d = shape[rank - 1]
         for (name, p) in [("weight", weight), ("bias", bias)] {
             guard let p else { continue }
-            precondition(p.shape == [d], "layerNorm: \(name) \(p.shape) does not match input \(shape) (need [\(d)])")
-            precondition(p.dtype == dtype && p.device == device,
+            require(p.shape == [d], "layerNorm: \(name) \(p.shape) does not match input \(shape) (need [\(d)])")
+            require(p.dtype == dtype && p.device == device,
                          "layerNorm: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
         }
         let x = contiguous(), w = weight?.contiguous(), b = bias?.contiguous()
@@ -39,16 +39,16 @@ extension Tensor {
     /// layerNorm kernel over rows [N·groups, (C/groups)·∏*] (each group is contiguous), then the per-channel
     /// affine by broadcasting, so autograd derives every gradient from kernels already checked.
     public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double) -> Tensor {
-        precondition(rank >= 2, "groupNorm: input \(shape) must be [N, C, *]")
+        require(rank >= 2, "groupNorm: input \(shape) must be [N, C, *]")
         let c = shape[1]
-        precondition(groups > 0 && c % groups == 0, "groupNorm: \(c) channels of \(shape) do not split into \(groups) groups")
+        require(groups > 0 && c % groups == 0, "groupNorm: \(c) channels of \(shape) do not split into \(groups) groups")
         for (name, p) in [("weight", weight), ("bias", bias)] {
             guard let p else { continue }
-            precondition(p.shape == [c], "groupNorm: \(name) \(p.shape) does not match input \(shape) (need [\(c)])")
-            precondition(p.dtype == dtype && p.device == device,
+            require(p.shape == [c], "groupNorm: \(name) \(p.shape) does not match input \(shape) (need [\(c)])")
+            require(p.dtype == dtype && p.device == device,
                          "groupNorm: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
         }
-        precondition(count > 0, "groupNorm: empty input \(shape)")
+        require(count > 0, "groupNorm: empty input \(shape)")
         let normalized = reshaped([shape[0] * groups, -1]).layerNorm(eps: eps).reshaped(shape)   // [N, C, *]
         let perChannel = [c] + [Int](repeating: 1, count: rank - 2)                              // [C, 1, …]
         var y = normalized

@@ -14,12 +14,12 @@ extension Tensor {
     /// reduction "mean"; no class weights, ignore_index or label smoothing. Fused log-softmax + pick with its
     /// own backward, (softmax − onehot)/N.
     public func crossEntropy(targets: Tensor) -> Tensor {
-        precondition(rank == 2 && shape[1] > 0, "crossEntropy: logits \(shape) must be [N, C] with C ≥ 1")
-        precondition(dtype.isComputeFloat, "crossEntropy: logits need float32 or float64, got \(dtype) \(shape)")
-        precondition(targets.dtype == .int64 || targets.dtype == .int32,
+        require(rank == 2 && shape[1] > 0, "crossEntropy: logits \(shape) must be [N, C] with C ≥ 1")
+        require(dtype.isComputeFloat, "crossEntropy: logits need float32 or float64, got \(dtype) \(shape)")
+        require(targets.dtype == .int64 || targets.dtype == .int32,
                      "crossEntropy: targets must be int64 or int32 class indices, got \(targets.dtype) \(targets.shape)")
-        precondition(targets.shape == [shape[0]], "crossEntropy: targets \(targets.shape) for logits \(shape) (need [\(shape[0])])")
-        precondition(targets.device == device, "crossEntropy: logits on \(device), targets on \(targets.device)")
+        require(targets.shape == [shape[0]], "crossEntropy: targets \(targets.shape) for logits \(shape) (need [\(shape[0])])")
+        require(targets.device == device, "crossEntropy: logits on \(device), targets on \(targets.device)")
         let x = contiguous(), t = targets.contiguous()
         let loss = Tensor.empty([], dtype: dtype, device: device)
         backend.crossEntropyForward(x.buffer, targets: t.buffer, loss: loss.buffer, rows: shape[0], classes: shape[1])
@@ -31,8 +31,8 @@ extension Tensor {
     /// gradient finite for all-zero slices (√ at 0 would give 0·∞). eps² must not underflow (float32:
     /// eps ≳ 1e-19; the default 1e-12 is fine).
     public func l2Normalized(axis a: Int = -1, eps: Double = 1e-12) -> Tensor {
-        precondition(dtype.isComputeFloat, "l2Normalized: needs float32 or float64, got \(dtype) \(shape)")
-        precondition(eps > 0 && eps * eps >= 1e-38, "l2Normalized: eps \(eps) must be in [1e-19, ∞) (input \(shape))")
+        require(dtype.isComputeFloat, "l2Normalized: needs float32 or float64, got \(dtype) \(shape)")
+        require(eps > 0 && eps * eps >= 1e-38, "l2Normalized: eps \(eps) must be in [1e-19, ∞) (input \(shape))")
         let ax = axis(a, "l2Normalized")
         let norm = square().sum(axis: ax, keepDims: true).clamp(min: eps * eps).sqrt()
         return self / norm

@@ -30,13 +30,13 @@ struct MatrixOperand {
 extension Tensor {
     /// torch: `torch.matmul(a, b)` for rank ≥ 2 operands with broadcast batch axes.
     public func matmul(_ other: Tensor) -> Tensor {
-        precondition(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
+        require(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
                      "matmul: \(shape) × \(other.shape): inner dimensions differ (or rank < 2)")
-        precondition(dtype == other.dtype && dtype.isComputeFloat, "matmul: dtypes \(dtype) and \(other.dtype)")
-        precondition(device == other.device, "matmul: operands on \(device) and \(other.device)")
+        require(dtype == other.dtype && dtype.isComputeFloat, "matmul: dtypes \(dtype) and \(other.dtype)")
+        require(device == other.device, "matmul: operands on \(device) and \(other.device)")
         let m = shape[rank - 2], k = shape[rank - 1], n = other.shape[other.rank - 1]
         guard let batchShape = broadcastShape(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
-            preconditionFailure("matmul: batch axes of \(shape) and \(other.shape) do not broadcast")
+            fatalError("matmul: batch axes of \(shape) and \(other.shape) do not broadcast")
         }
         let batch = batchShape.reduce(1, *)
         let out = Tensor.empty(batchShape + [m, n], dtype: dtype, device: device)
@@ -67,10 +67,10 @@ extension Tensor {
 
     /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
-        precondition(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
+        require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
-        precondition(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
-        precondition(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
+        require(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
+        require(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
         let x = contiguous(), w = weight.contiguous()
         let rows = count / Swift.max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
         let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)

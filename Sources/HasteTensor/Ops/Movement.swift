@@ -15,10 +15,10 @@ extension Tensor {
         var target = newShape
         if let hole = target.firstIndex(of: -1) {
             let known = target.enumerated().filter { $0.offset != hole }.map(\.element).reduce(1, *)
-            precondition(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) for shape \(shape)")
+            require(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) for shape \(shape)")
             target[hole] = count / known
         }
-        precondition(target.reduce(1, *) == count && target.allSatisfy { $0 >= 0 },
+        require(target.reduce(1, *) == count && target.allSatisfy { $0 >= 0 },
                      "reshape: shape \(shape) (\(count) elements) cannot become \(newShape)")
         if target == shape { return self }
         // torch: reshape is a view whenever the strides allow one (always for a contiguous input, and for
@@ -63,7 +63,7 @@ extension Tensor {
     /// torch: `x.permute(dims)`.
     public func permuted(_ dims: [Int]) -> Tensor {
         let d = dims.map { axis($0, "permute") }
-        precondition(Set(d).count == rank && d.count == rank, "permute: \(dims) is not a permutation of \(rank) axes")
+        require(Set(d).count == rank && d.count == rank, "permute: \(dims) is not a permutation of \(rank) axes")
         let y = Tensor(storage: storage, shape: d.map { shape[$0] }, strides: d.map { strides[$0] }, offset: offset, dtype: dtype)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, a) in d.enumerated() { inverse[a] = i }
@@ -80,7 +80,7 @@ extension Tensor {
     /// torch: `x.unsqueeze(axis)`.
     public func unsqueezed(_ a: Int) -> Tensor {
         let r = a < 0 ? a + rank + 1 : a
-        precondition(r >= 0 && r <= rank, "unsqueeze: axis \(a) out of range for shape \(shape)")
+        require(r >= 0 && r <= rank, "unsqueeze: axis \(a) out of range for shape \(shape)")
         var s = shape
         s.insert(1, at: r)
         return reshaped(s)
@@ -89,7 +89,7 @@ extension Tensor {
     /// torch: `x.squeeze(axis)`; the axis must have size 1.
     public func squeezed(_ a: Int) -> Tensor {
         let r = axis(a, "squeeze")
-        precondition(shape[r] == 1, "squeeze: axis \(a) of shape \(shape) has size \(shape[r])")
+        require(shape[r] == 1, "squeeze: axis \(a) of shape \(shape) has size \(shape[r])")
         var s = shape
         s.remove(at: r)
         return reshaped(s)
@@ -100,7 +100,7 @@ extension Tensor {
         let extra = sizes.count - rank
         let target = sizes.enumerated().map { $0.element == -1 && $0.offset >= extra ? shape[$0.offset - extra] : $0.element }
         guard extra >= 0, target.allSatisfy({ $0 >= 0 }), broadcastShape(shape, target) == target else {
-            preconditionFailure("expand: shape \(shape) cannot expand to \(sizes)")
+            fatalError("expand: shape \(shape) cannot expand to \(sizes)")
         }
         let y = Tensor(storage: storage, shape: target, strides: broadcastStrides(to: target), offset: offset, dtype: dtype)
         return y.recorded(ExpandBackward(x: self))
@@ -109,7 +109,7 @@ extension Tensor {
     /// torch: `x.narrow(axis, start, length)`, i.e. `x[..., start:start+length, ...]`.
     public func narrowed(_ a: Int, start: Int, length: Int) -> Tensor {
         let r = axis(a, "narrow")
-        precondition(start >= 0 && length >= 0 && start + length <= shape[r],
+        require(start >= 0 && length >= 0 && start + length <= shape[r],
                      "narrow: [\(start), \(start + length)) out of range for axis \(a) of shape \(shape)")
         var s = shape
         s[r] = length
@@ -120,7 +120,7 @@ extension Tensor {
     /// torch: `x.split(sizes, dim)`.
     public func split(_ sizes: [Int], axis a: Int) -> [Tensor] {
         let r = axis(a, "split")
-        precondition(sizes.reduce(0, +) == shape[r], "split: sizes \(sizes) do not add up to \(shape[r]) (axis \(a) of \(shape))")
+        require(sizes.reduce(0, +) == shape[r], "split: sizes \(sizes) do not add up to \(shape[r]) (axis \(a) of \(shape))")
         var start = 0
         return sizes.map { n in
             defer { start += n }
@@ -132,7 +132,7 @@ extension Tensor {
     /// the size runs out: 7 rows in 3 chunks are 3, 3, 1; 5 rows in 4 chunks are 2, 2, 1.
     public func chunk(_ n: Int, axis a: Int) -> [Tensor] {
         let r = axis(a, "chunk")
-        precondition(n > 0, "chunk: \(n) chunks requested for axis \(a) of shape \(shape)")
+        require(n > 0, "chunk: \(n) chunks requested for axis \(a) of shape \(shape)")
         let size = shape[r], piece = Swift.max(1, (size + n - 1) / n)
         if size == 0 { return Array(repeating: self.narrowed(r, start: 0, length: 0), count: n) }
         let sizes = stride(from: 0, to: size, by: piece).map { min(piece, size - $0) }

@@ -36,7 +36,7 @@ public struct AdamWCoefficients: Sendable, Equatable {
     public let applyDecay: Bool
 
     public init(lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double, step: Int) {
-        precondition(step >= 1, "adamw: step \(step) (the first update is step 1)")
+        require(step >= 1, "adamw: step \(step) (the first update is step 1)")
         let bc1 = 1 - Double.pow(beta1, Double(step))
         let bc2 = 1 - Double.pow(beta2, Double(step))
         decayFactor = 1 - lr * weightDecay

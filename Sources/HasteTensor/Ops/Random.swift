@@ -41,7 +41,7 @@ public final class RandomGenerator: @unchecked Sendable {
 
     /// Integers uniform in [low, high) as int64 (torch.randint).
     public func randint(_ low: Int, _ high: Int, _ shape: [Int]) -> Tensor {
-        precondition(high > low, "randint: empty range [\(low), \(high))")
+        require(high > low, "randint: empty range [\(low), \(high))")
         let u = uniform(shape, dtype: .float64).scalars(as: Double.self)
         let span = Double(high - low)
         return Tensor(u.map { Int64(low) + Int64(min(span - 1, ($0 * span).rounded(.down))) }, shape: shape)

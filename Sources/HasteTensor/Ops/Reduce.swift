@@ -47,7 +47,7 @@ extension Tensor {
     /// torch: `x.sum(dim=axes, keepdim=keepDims)`; all axes when `axes` is nil.
     public func sum(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes ?? Array(0..<rank), "sum")
-        precondition(dtype.isComputeFloat, "sum: needs float32 or float64, got \(dtype) \(shape)")
+        require(dtype.isComputeFloat, "sum: needs float32 or float64, got \(dtype) \(shape)")
         let g = groupedForReduction(ax)
         let y = Tensor.empty(reducedShape(ax, keepDims: keepDims), dtype: dtype, device: device)
         if y.count > 0 { backend.reduceSum(g.x.buffer, y.buffer, outer: g.outer, reduce: g.reduce, inner: g.inner) }
@@ -69,8 +69,8 @@ extension Tensor {
     /// is split evenly among tied maxima.
     public func max(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
         let ax = reductionAxes(axes ?? Array(0..<rank), "max")
-        precondition(dtype.isComputeFloat, "max: needs float32 or float64, got \(dtype) \(shape)")
-        precondition(ax.allSatisfy { shape[$0] > 0 }, "max: cannot reduce empty axes \(ax) of shape \(shape)")
+        require(dtype.isComputeFloat, "max: needs float32 or float64, got \(dtype) \(shape)")
+        require(ax.allSatisfy { shape[$0] > 0 }, "max: cannot reduce empty axes \(ax) of shape \(shape)")
         let g = groupedForReduction(ax)
         let y = Tensor.empty(reducedShape(ax, keepDims: keepDims), dtype: dtype, device: device)
         if y.count > 0 { backend.reduceMax(g.x.buffer, y.buffer, outer: g.outer, reduce: g.reduce, inner: g.inner) }
@@ -86,7 +86,7 @@ extension Tensor {
     /// freedom left (n ≤ correction) the result is NaN or inf, as in torch.
     public func variance(axes: [Int]? = nil, keepDims: Bool = false, unbiased: Bool = false) -> Tensor {
         let ax = reductionAxes(axes ?? Array(0..<rank), "variance")
-        precondition(dtype.isComputeFloat, "variance: needs float32 or float64, got \(dtype) \(shape)")
+        require(dtype.isComputeFloat, "variance: needs float32 or float64, got \(dtype) \(shape)")
         let n = ax.reduce(1) { $0 * shape[$1] }
         let deviation = self - mean(axes: ax, keepDims: true)
         return deviation.square().sum(axes: ax, keepDims: keepDims) * (1.0 / Double(n - (unbiased ? 1 : 0)))

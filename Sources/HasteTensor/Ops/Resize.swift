@@ -28,8 +28,8 @@ public enum ResizeFilter: Sendable, Equatable {
 extension Tensor {
     /// torch: `F.interpolate(x, scale_factor=2, mode="nearest")` on NCHW: [N, C, H, W] → [N, C, 2H, 2W].
     public func upsampleNearest2x() -> Tensor {
-        precondition(rank == 4, "upsampleNearest2x: input \(shape) is not NCHW")
-        precondition(dtype.isComputeFloat, "upsampleNearest2x: needs float32 or float64, got \(dtype) \(shape)")
+        require(rank == 4, "upsampleNearest2x: input \(shape) is not NCHW")
+        require(dtype.isComputeFloat, "upsampleNearest2x: needs float32 or float64, got \(dtype) \(shape)")
         let x = contiguous()
         let y = Tensor.empty([shape[0], shape[1], 2 * shape[2], 2 * shape[3]], dtype: dtype, device: device)
         backend.upsampleNearest2x(x: x.buffer, y: y.buffer, planes: shape[0] * shape[1], height: shape[2], width: shape[3])
@@ -40,9 +40,9 @@ extension Tensor {
     /// on NCHW. Separable like torch: the width pass first, then the height pass; an axis whose size does not
     /// change is skipped (both filters are the identity there). No clamping of the result.
     public func resizeBicubic(height: Int, width: Int, antialias: Bool) -> Tensor {
-        precondition(rank == 4 && height >= 1 && width >= 1 && shape[2] >= 1 && shape[3] >= 1,
+        require(rank == 4 && height >= 1 && width >= 1 && shape[2] >= 1 && shape[3] >= 1,
                      "resizeBicubic: input \(shape) to \(height)×\(width) (need NCHW and non-empty sizes)")
-        precondition(dtype.isComputeFloat, "resizeBicubic: needs float32 or float64, got \(dtype) \(shape)")
+        require(dtype.isComputeFloat, "resizeBicubic: needs float32 or float64, got \(dtype) \(shape)")
         let filter: ResizeFilter = antialias ? .bicubicAntialias : .bicubic
         let planes = shape[0] * shape[1], h = shape[2], w = shape[3]
         var cur = contiguous()

@@ -20,7 +20,7 @@ extension Tensor {
 
     private func softmaxFamily(axis a: Int, log: Bool) -> Tensor {
         let op = log ? "logSoftmax" : "softmax"
-        precondition(dtype.isComputeFloat, "\(op): needs float32 or float64, got \(dtype) \(shape)")
+        require(dtype.isComputeFloat, "\(op): needs float32 or float64, got \(dtype) \(shape)")
         let ax = axis(a, op)
         if ax != rank - 1 {
             // Swap the axis last; a transposition is its own inverse.

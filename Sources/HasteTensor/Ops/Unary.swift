@@ -14,7 +14,7 @@ public enum UnaryOp: Sendable, Equatable {
 extension Tensor {
     /// Applies `op` elementwise; differentiable.
     public func unary(_ op: UnaryOp) -> Tensor {
-        precondition(dtype.isComputeFloat, "\(op): needs float32 or float64, got \(dtype) \(shape)")
+        require(dtype.isComputeFloat, "\(op): needs float32 or float64, got \(dtype) \(shape)")
         let x = contiguous()
         let y = Tensor.empty(like: x)
         backend.unary(op, x: x.buffer, y: y.buffer, count: count)
@@ -37,7 +37,7 @@ extension Tensor {
     public func gelu() -> Tensor { unary(.gelu) }
     public func pow(_ p: Double) -> Tensor { unary(.pow(p)) }
     public func clamp(min lo: Double = -.infinity, max hi: Double = .infinity) -> Tensor {
-        precondition(lo <= hi, "clamp: min \(lo) > max \(hi)")
+        require(lo <= hi, "clamp: min \(lo) > max \(hi)")
         return unary(.clamp(lo, hi))
     }
 }
