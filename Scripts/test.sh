@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 Scripts/setup.sh
+Scripts/fetch_inception.sh   # real TorchScript test material (cached; warns and continues when offline)
 swift build --build-tests
 
 log=$(mktemp)

@@ -19,7 +19,7 @@ public struct InspectReport: Equatable, Sendable, Encodable {
     }
 
     public let file: String
-    /// "safetensors" or "npy".
+    /// "safetensors", "npy", or a `TorchCheckpoint.Format` ("pytorch", "torchscript", "pytorch-legacy").
     public let format: String
     public let tensors: [Row]
     public let metadata: [String: String]
@@ -65,6 +65,7 @@ public struct InspectReport: Equatable, Sendable, Encodable {
 public enum FileInspector {
     public static func inspect(_ path: String) throws -> InspectReport {
         let lower = path.lowercased()
+        if TorchCheckpoint.isTorchFile(path) { return try inspectTorch(path) }
         if lower.hasSuffix(".npy") || (try? hasNpyMagic(path)) == true {
             let h = try NpyFile.header(path)
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
@@ -80,8 +81,20 @@ public enum FileInspector {
                                                                 byteCount: $0.byteCount) },
                                  metadata: f.metadata)
         } catch let HasteError.fileFormat(p, detail) where !lower.hasSuffix(".safetensors") {
-            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors and .npy files)")
+            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors and .npy files, and PyTorch .pt/.pth/TorchScript files)")
         }
+    }
+
+    /// Tensors of a torch file with their dotted paths; its other values (steps, args, hyper-parameters)
+    /// as metadata. Nothing but the pickle is read.
+    static func inspectTorch(_ path: String) throws -> InspectReport {
+        let c = try TorchCheckpoint(path: path)
+        let (tensors, values) = c.flatten()
+        var metadata: [String: String] = [:]
+        for (key, value) in values { metadata[key] = value.stringValue ?? value.description }
+        return InspectReport(file: path, format: c.format.rawValue,
+                             tensors: tensors.map { .init(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape, byteCount: $0.1.byteCount) },
+                             metadata: metadata)
     }
 
     private static func hasNpyMagic(_ path: String) throws -> Bool {

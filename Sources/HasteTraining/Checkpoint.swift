@@ -36,8 +36,12 @@ public enum Checkpoint {
         try SafetensorsWriter.write(tensors, metadata: meta, to: path)
     }
 
-    /// Restores model, EMA and optimizer in place and returns the loop state.
+    /// Restores model, EMA and optimizer in place and returns the loop state. A `.pt`/`.pth` file is a
+    /// reference HASTE/REPA checkpoint (`ReferenceCheckpoint.loadTrainingState`).
     public static func load(from path: String, model: ParameterStore, ema: EMA, optimizer: AdamW) throws -> TrainingState {
+        if TorchCheckpoint.isTorchFile(path) {
+            return try ReferenceCheckpoint.loadTrainingState(from: path, model: model, ema: ema, optimizer: optimizer)
+        }
         let file = try SafetensorsFile(path: path)
         guard file.metadata["format"] == format else {
             throw HasteError.fileFormat(path: path, detail: "not a haste training checkpoint (format '\(file.metadata["format"] ?? "none")', expected \(format))")
@@ -64,12 +68,20 @@ public enum Checkpoint {
         return s
     }
 
-    /// The newest checkpoint in a run directory, if any.
+    /// The newest checkpoint in a run directory, if any: ours (`NNNNNNN.safetensors`) or the reference's
+    /// (`NNNNNNN.pt`, as HASTE/REPA train.py names them; ours wins a tie).
     public static func latest(in dir: String) -> (step: Int, path: String)? {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(dir)/checkpoints")) ?? []
-        return files.compactMap { f -> (Int, String)? in
-            guard f.hasSuffix(".safetensors"), let s = Int(f.dropLast(12)) else { return nil }
-            return (s, "\(dir)/checkpoints/\(f)")
-        }.max { $0.0 < $1.0 }
+        return files.compactMap { f -> (Int, Int, String)? in
+            let ext = f.hasSuffix(".safetensors") ? 12 : f.hasSuffix(".pt") ? 3 : 0
+            guard ext > 0, let s = Int(f.dropLast(ext)) else { return nil }
+            return (s, ext == 12 ? 1 : 0, "\(dir)/checkpoints/\(f)")
+        }.max { ($0.0, $0.1) < ($1.0, $1.1) }.map { ($0.0, $0.2) }
+    }
+
+    /// The checkpoint of `step` in a run directory: ours, else the reference's `NNNNNNN.pt`.
+    public static func find(in dir: String, step: Int) -> String? {
+        let ours = path(dir, step: step), reference = "\(dir)/checkpoints/\(String(format: "%07d", step)).pt"
+        return [ours, reference].first { FileManager.default.fileExists(atPath: $0) }
     }
 }

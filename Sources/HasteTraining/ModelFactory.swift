@@ -91,17 +91,18 @@ extension TrainConfig {
     }
 }
 
-/// Loads teacher weights: a safetensors state dict with DINOv2 hub keys (`haste convert` makes one from a hub .pth).
+/// Loads teacher weights: a DINOv2 hub checkpoint (`dinov2_vitb14_pretrain.pth`, read natively) or a
+/// safetensors state dict with hub keys; the position embedding is resampled to the teacher's grid (`adapt`).
 public func loadTeacher(_ config: DINOv2Config, weights path: String) throws -> DINOv2 {
     guard !path.isEmpty else {
-        throw HasteError.config(key: "enc-weights", detail: "no teacher weights given: pass --enc-weights FILE (e.g. dinov2_vitb14_pretrain converted with `haste convert`), or set enc-type none for vanilla SiT")
+        throw HasteError.config(key: "enc-weights", detail: "no teacher weights given: pass --enc-weights FILE (e.g. dinov2_vitb14_pretrain.pth from torch hub), or set enc-type none for vanilla SiT")
     }
     guard FileManager.default.fileExists(atPath: path) else {
-        throw HasteError.fileMissing(path: path, hint: "enc-weights must name the teacher's weights: a safetensors state dict with DINOv2 hub keys (for the demo, `haste train-teacher CONFIG` makes one), or set enc-type none for vanilla SiT.")
+        throw HasteError.fileMissing(path: path, hint: "enc-weights must name the teacher's weights: a DINOv2 hub .pth (dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth) or a safetensors state dict with hub keys (for the demo, `haste train-teacher CONFIG` makes one), or set enc-type none for vanilla SiT.")
     }
     let teacher = DINOv2(config)
-    let file = try SafetensorsFile(path: path)
-    do { try teacher.store.load(teacher.adapt(try file.tensors()), strict: true) } catch let e as HasteError {
+    let state = TorchCheckpoint.isTorchFile(path) ? try TorchCheckpoint(path: path).stateDict() : try SafetensorsFile(path: path).tensors()
+    do { try teacher.store.load(teacher.adapt(state), strict: true) } catch let e as HasteError {
         throw HasteError.fileFormat(path: path, detail: "does not fit the \(config.embedDim)-wide, \(config.depth)-block teacher:\n\(e)")
     }
     teacher.store.setRequiresGrad(false)

@@ -62,8 +62,7 @@ public final class Trainer {
         guard config.resumeStep != 0 else { return }
         let found: (step: Int, path: String)?
         if config.resumeStep < 0 { found = Checkpoint.latest(in: run.root) } else {
-            let p = Checkpoint.path(run.root, step: config.resumeStep)
-            found = FileManager.default.fileExists(atPath: p) ? (config.resumeStep, p) : nil
+            found = Checkpoint.find(in: run.root, step: config.resumeStep).map { (config.resumeStep, $0) }
         }
         guard let found else {
             throw HasteError.config(key: "resume-step", detail: "no checkpoint \(config.resumeStep < 0 ? "at all" : "for step \(config.resumeStep)") in \(run.root)/checkpoints")

@@ -1,0 +1,109 @@
+import HasteTensor
+
+/// One storage of a torch file: `count` elements of `dtype` in a zip entry (`archive/data/<key>`) or in a span
+/// of a legacy file. Its bytes are copied once into a `Storage` on first use; every tensor viewing the storage
+/// shares that copy while any of them is alive (torch's shared storages, e.g. tied or sliced weights).
+public final class TorchStorage {
+    public let key: String
+    public let dtype: DType
+    public let count: Int
+    /// The storage type as the pickle names it ("torch.FloatStorage").
+    public let typeName: String
+    /// Where the bytes are; set when the file is opened (legacy files list their storages after the pickle).
+    var span: FileSpan?
+    private weak var loaded: Storage?
+
+    init(key: String, dtype: DType, count: Int, typeName: String, span: FileSpan?) {
+        self.key = key
+        self.dtype = dtype
+        self.count = count
+        self.typeName = typeName
+        self.span = span
+    }
+
+    /// Zip entry name or legacy-file location of the bytes (for messages).
+    public var location: String { span?.name ?? "storage '\(key)'" }
+
+    /// Storage types a `torch.save` pickle names → element type.
+    static let dtypes: [String: DType] = [
+        "FloatStorage": .float32, "DoubleStorage": .float64, "HalfStorage": .float16, "BFloat16Storage": .bfloat16,
+        "LongStorage": .int64, "IntStorage": .int32, "ByteStorage": .uint8, "BoolStorage": .bool, "UntypedStorage": .uint8,
+    ]
+
+    /// The host copy of the storage (read once, then shared).
+    func load() throws -> Storage {
+        if let s = loaded { return s }
+        guard let span else { throw HasteError.unsupported("storage '\(key)' has no data in the file") }
+        let byteCount = count * dtype.byteSize
+        guard span.size == byteCount else { throw span.fail("holds \(span.size) bytes, but the pickle declares \(count) × \(dtype) = \(byteCount)") }
+        let s = Storage(byteCount: byteCount, device: .cpu)
+        try span.read(into: s.address, verify: false)
+        if dtype == .bool {   // Swift's Bool must be 0 or 1; a file may hold any byte (nonzero = true, as torch)
+            let p = s.address.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<count where p[i] > 1 { p[i] = 1 }
+        }
+        span.dropPages()
+        loaded = s
+        return s
+    }
+}
+
+/// A tensor of a torch file as `_rebuild_tensor_v2` describes it: a strided view (size, stride, storage offset,
+/// in elements) of a storage. Nothing is read until `load()`.
+public final class TorchTensor: CustomStringConvertible {
+    public let storage: TorchStorage
+    public let storageOffset: Int
+    public let shape: [Int]
+    public let strides: [Int]
+
+    init(storage: TorchStorage, offset: Int, shape: [Int], strides: [Int]) {
+        self.storage = storage
+        self.storageOffset = offset
+        self.shape = shape
+        self.strides = strides
+    }
+
+    public var dtype: DType { storage.dtype }
+    /// Elements of the tensor (saturating, for damaged shapes that `problem` rejects).
+    public var count: Int { shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 } }
+    /// Bytes of the tensor's own elements (what safetensors would store for it).
+    public var byteCount: Int { count.multipliedReportingOverflow(by: dtype.byteSize).overflow ? Int.max : count * dtype.byteSize }
+
+    /// Why this view cannot be read (negative or overflowing sizes, strides or offset; elements past the end
+    /// of the storage), or nil when it can.
+    var problem: String? {
+        let described = "size \(shape), stride \(strides), offset \(storageOffset)"
+        guard shape.count == strides.count else { return "\(described): size and stride differ in length" }
+        guard shape.count <= 64 else { return "\(described): more than 64 dimensions" }
+        guard shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }), storageOffset >= 0 else {
+            return "\(described): negative size, stride or offset"
+        }
+        var total = 1, last = storageOffset
+        for (n, s) in zip(shape, strides) {
+            let (t, o1) = total.multipliedReportingOverflow(by: n)
+            let (reach, o2) = (max(n, 1) - 1).multipliedReportingOverflow(by: s)
+            let (l, o3) = last.addingReportingOverflow(reach)
+            if o1 || o2 || o3 { return "\(described): sizes overflow" }
+            (total, last) = (t, l)
+        }
+        if total == 0 { return nil }
+        // Broadcast (stride 0) or overlapping views may hold more elements than their storage, but not absurdly
+        // more: copying one out would exhaust memory.
+        if total > max(storage.count, 1 << 32) {
+            return "\(described): \(total) elements over a storage of \(storage.count) is not a plausible view"
+        }
+        if last >= storage.count {
+            return "\(described) reaches element \(last) of \(storage.location), which holds \(storage.count) \(dtype) elements"
+        }
+        return nil
+    }
+
+    /// The tensor on the CPU, in its stored dtype and layout (a view of its storage's single copy).
+    public func load() throws -> Tensor {
+        if let problem { throw HasteError.unsupported(problem) }
+        let s = try storage.load()
+        return Tensor(storage: s, shape: shape, strides: strides, offset: storageOffset, dtype: dtype)
+    }
+
+    public var description: String { "tensor(\(dtype), \(shape))" }
+}

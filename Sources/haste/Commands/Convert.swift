@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+import HasteIO
+
+/// `haste convert IN OUT.safetensors [--select KEY]`: a PyTorch file (torch.save zip or legacy, TorchScript)
+/// to safetensors, tensors bit for bit; e.g. `--select ema` turns a HASTE/REPA training checkpoint into the
+/// plain EMA state dict that `haste train --enc-weights`, PyTorch and safetensors readers load.
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a PyTorch .pt/.pth/TorchScript file to safetensors.",
+        discussion: """
+        Tensors keep their dtype and values; names are their dotted paths in the file (relative to --select).
+        Non-tensor values (steps, args) go to the safetensors metadata. `haste inspect IN` lists the paths.
+        Examples:
+          haste convert 0250000.pt sit-xl-2-ema.safetensors --select ema
+          haste convert dinov2_vitb14_pretrain.pth dinov2_vitb14.safetensors
+        """)
+
+    @Argument(help: "A PyTorch file (.pt, .pth, .bin, TorchScript).") var input: String
+    @Argument(help: "The safetensors file to write.") var output: String
+    @Option(help: "Dotted path of the part to convert, e.g. ema, model, opt.state (default: everything).")
+    var select: String?
+
+    func validate() throws {
+        if !output.lowercased().hasSuffix(".safetensors") { throw ValidationError("OUT must end in .safetensors, got '\(output)'") }
+        if input == output { throw ValidationError("IN and OUT are the same file") }
+    }
+
+    func run() throws {
+        let r = try TorchCheckpoint.convert(input, to: output, select: select)
+        let mb = Double(r.byteCount) / 1e6
+        print(String(format: "%@: %d tensors, %.1f MB (read %.2f s, %.0f MB/s; wrote %.2f s)", output, r.tensors, mb,
+                     r.readSeconds, mb / max(r.readSeconds, 1e-9), r.writeSeconds))
+    }
+}
