@@ -22,7 +22,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var qkNorm = false
     // Teacher
     public var encType = "dinov2-vit-b"         // "none" trains vanilla SiT (no teacher)
-    public var encWeights = ""                  // teacher state dict (.safetensors; .pth via `haste convert`)
+    public var encWeights = ""                  // teacher state dict: a torch-hub .pth or a .safetensors
     public var teacherPatchSize = 0             // 0 = the hub's 14; the demo's teacher uses 2
     public var teacherGrid = 0                  // 0 = 16·resolution/256 patches per side (ref); input = grid·patch px
     public var teacherEmbedDim = 0              // 0 = from enc-type

@@ -10,8 +10,8 @@ struct Train: ParsableCommand {
         abstract: "Train SiT with the HASTE objective (attention + projection alignment, early stop).",
         discussion: """
         Keys are the reference train.py flag names; `haste train --print-config` lists them all with their values.
-        Example (the paper's run, real DINOv2 weights converted to safetensors):
-          haste train --model SiT-XL/2 --enc-type dinov2-vit-b --enc-weights dinov2_vitb14.safetensors \\
+        Example (the paper's run; --enc-weights takes the torch-hub .pth as it is, or a safetensors copy):
+          haste train --model SiT-XL/2 --enc-type dinov2-vit-b --enc-weights dinov2_vitb14_pretrain.pth \\
             --data-dir data/imagenet256 --proj-coeff 0.5 --attn-coeff 0.5 --early-stop-point 250000 \\
             --max-train-steps 2500000 --exp-name sit-xl-2-haste
         """)
