@@ -5,46 +5,59 @@ public struct Guidance: Sendable {
     public var scale: Double = 1
     public var low: Double = 0
     public var high: Double = 1
+    /// The label of the unconditional pass: the model's number of classes (the last row of its label table).
     public var nullClass: Int
     public init(scale: Double = 1, low: Double = 0, high: Double = 1, nullClass: Int) {
         (self.scale, self.low, self.high, self.nullClass) = (scale, low, high, nullClass)
     }
-    /// Active at t iff scale > 1 and low ≤ t ≤ high.
+    /// Active at t iff scale > 1 and low ≤ t ≤ high (inclusive, decided from t_cur only).
     public func isActive(at t: Double) -> Bool { scale > 1 && low <= t && t <= high }
 }
 
-/// The model as a sampler sees it: velocity for float32 x (N, …), times t (N) and labels y (N).
+/// The model as a sampler sees it: velocity for float32 x (N, …), float32 times t (N) and int64 labels y (N).
 public typealias VelocityModel = (_ x: Tensor, _ t: Tensor, _ y: Tensor) -> Tensor
 
-/// ODE/SDE samplers integrating from t = 1 (noise) to t = 0 (data); state kept in float64 between steps.
+/// ODE/SDE samplers integrating from t = 1 (noise) to t = 0 (data), REPA/HASTE `samplers.py`
+/// (`euler_sampler`, `euler_maruyama_sampler`). The state is kept in float64 between steps; the model sees it
+/// cast to float32, and its output is cast back to float64 before any arithmetic. Every row of the batch is
+/// independent of the others, so results do not depend on how samples are grouped into batches (up to the
+/// model's float rounding).
 public enum Samplers {
-    /// Guided velocity at (x, t) as float64; one doubled batch when guidance is active, else a single pass.
-    static func velocity(_ model: VelocityModel, _ x: Tensor, t: Double, y: Tensor, guidance: Guidance, active: Bool) -> Tensor {
-        let n = x.shape[0]
-        let xf = x.to(.float32)
-        if !active {
-            return model(xf, Tensor.full([n], t), y).to(.float64)
+    /// torch.linspace(start, end, steps) in float64, element for element: the first half counts up from
+    /// `start`, the second half down from `end` (ATen's CPU kernel), each a fused multiply-add as torch 2.13's
+    /// build computes it, so grids match the reference bit for bit (pinned by a fixture).
+    public static func linspace(_ start: Double, _ end: Double, _ steps: Int) -> [Double] {
+        require(steps >= 1, "linspace: steps \(steps) < 1")
+        if steps == 1 { return [start] }
+        let step = (end - start) / Double(steps - 1), halfway = steps / 2
+        return (0..<steps).map { i in
+            i < halfway ? start.addingProduct(step, Double(i)) : end.addingProduct(-step, Double(steps - i - 1))
         }
-        let nullY = Tensor.full([n], Double(guidance.nullClass), dtype: y.dtype)
-        let out = model(Tensor.cat([xf, xf], axis: 0), Tensor.full([2 * n], t), Tensor.cat([y, nullY], axis: 0)).to(.float64)
-        let halves = out.chunk(2, axis: 0)
-        return halves[1] + (halves[0] - halves[1]) * guidance.scale
     }
 
-    /// Euler (or Heun) ODE on t_j = linspace(1, 0, steps + 1) (spec/sampling.md §2). x: initial noise.
+    /// The ODE grid: linspace(1, 0, steps + 1) (spec/sampling.md §2).
+    public static func odeGrid(steps: Int) -> [Double] { linspace(1, 0, steps + 1) }
+
+    /// The SDE grid: linspace(1, 0.04, steps), then 0 (spec/sampling.md §3).
+    public static func sdeGrid(steps: Int) -> [Double] { linspace(1, 0.04, steps) + [0] }
+
+    /// Euler (or Heun) ODE on `odeGrid(steps)` (spec/sampling.md §2). `noise` is x at t = 1 (N, …);
+    /// Heun's corrector reuses the guidance decision of t_cur and is skipped on the last step. Returns float32.
     public static func euler(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
                              heun: Bool = false) -> Tensor {
         require(steps >= 1, "euler sampler: steps \(steps) < 1")
+        require(labels.shape == [noise.shape[0]], "euler sampler: labels \(labels.shape) for noise \(noise.shape)")
+        let grid = odeGrid(steps: steps)
         var x = noise.to(.float64)
         noGrad {
             for j in 0..<steps {
-                let tCur = 1 - Double(j) / Double(steps), tNext = 1 - Double(j + 1) / Double(steps)
+                let tCur = grid[j], tNext = grid[j + 1]
                 let active = guidance.isActive(at: tCur)
                 let d = velocity(model, x, t: tCur, y: labels, guidance: guidance, active: active)
                 let xEuler = x + d * (tNext - tCur)
                 if heun && j < steps - 1 {
                     let d2 = velocity(model, xEuler, t: tNext, y: labels, guidance: guidance, active: active)
-                    x = x + (d + d2) * ((tNext - tCur) / 2)
+                    x = x + (d * 0.5 + d2 * 0.5) * (tNext - tCur)
                 } else {
                     x = xEuler
                 }
@@ -53,42 +66,103 @@ public enum Samplers {
         return x.to(.float32)
     }
 
-    /// Euler–Maruyama SDE on linspace(1, 0.04, steps) then 0 (spec/sampling.md §3); w(t) = 2t,
-    /// drift = v − ½·w·score, score from the velocity through the path coefficients.
+    /// Euler–Maruyama SDE on `sdeGrid(steps)` (spec/sampling.md §3): w(t) = 2t, drift d = v − ½·w·score with the
+    /// score from the velocity through the path coefficients; x += d·dt + √w(t_cur)·√|dt|·n for j < steps − 1,
+    /// then one noiseless step from 0.04 to 0. `stepNoise(j)` gives n for step j, shaped like `noise`, float64:
+    /// per-sample streams (`SampleNoise`) in generation, fixture tensors in tests. Returns float32.
     public static func eulerMaruyama(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
-                                     path: PathType, generator: RandomGenerator) -> Tensor {
+                                     path: PathType, stepNoise: (Int) -> Tensor) -> Tensor {
         require(steps >= 2, "SDE sampler: steps \(steps) < 2")
-        var grid = (0..<steps).map { 1.0 + (0.04 - 1.0) * Double($0) / Double(steps - 1) }
-        grid.append(0)
+        require(labels.shape == [noise.shape[0]], "SDE sampler: labels \(labels.shape) for noise \(noise.shape)")
+        let grid = sdeGrid(steps: steps)
         var x = noise.to(.float64)
         noGrad {
             for j in 0..<steps {
                 let tCur = grid[j], tNext = grid[j + 1], dt = tNext - tCur
                 let last = j == steps - 1
-                let eps = last ? nil : generator.normal(x.shape, dtype: .float64)       // drawn before the model call
+                let n = last ? nil : stepNoise(j).to(.float64)                  // drawn before the model call
+                if let n { require(n.shape == x.shape, "SDE sampler: step noise \(n.shape) for state \(x.shape)") }
                 let active = guidance.isActive(at: tCur)
                 let d = drift(model, x, t: tCur, y: labels, guidance: guidance, active: active, path: path)
                 x = x + d * dt
-                if let eps { x = x + eps * ((2 * tCur).squareRoot() * Swift.abs(dt).squareRoot()) }
+                if let n { x = x + n * ((2 * tCur).squareRoot() * Swift.abs(dt).squareRoot()) }
             }
         }
         return x.to(.float32)
     }
 
-    /// v − ½·w(t)·score per half, then CFG-combined (spec/sampling.md §3).
+    /// The SDE with each row's increments drawn from that sample's own stream.
+    public static func eulerMaruyama(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
+                                     path: PathType, streams: SampleNoise) -> Tensor {
+        require(streams.count == noise.shape[0], "SDE sampler: \(streams.count) streams for batch \(noise.shape)")
+        let shape = Array(noise.shape.dropFirst())
+        return eulerMaruyama(model, noise: noise, labels: labels, steps: steps, guidance: guidance, path: path) { _ in
+            streams.normal(shape, dtype: .float64)
+        }
+    }
+
+    /// The model batch: [x] with labels y, or [x, x] with [y, null] when guidance is active.
+    static func modelInput(_ x: Tensor, y: Tensor, guidance: Guidance, active: Bool) -> (x: Tensor, y: Tensor) {
+        guard active else { return (x, y) }
+        let null = Tensor.full([x.shape[0]], Double(guidance.nullClass), dtype: y.dtype, device: y.device)
+        return (Tensor.cat([x, x], axis: 0), Tensor.cat([y, null], axis: 0))
+    }
+
+    /// uncond + scale·(cond − uncond) over the two halves of `out`, or `out` itself when inactive.
+    static func combine(_ out: Tensor, guidance: Guidance, active: Bool) -> Tensor {
+        guard active else { return out }
+        let h = out.chunk(2, axis: 0)
+        return h[1] + (h[0] - h[1]) * guidance.scale
+    }
+
+    /// The model's velocity at (x, t) as float64, CFG-combined when active.
+    static func velocity(_ model: VelocityModel, _ x: Tensor, t: Double, y: Tensor, guidance: Guidance, active: Bool) -> Tensor {
+        let (xx, yy) = modelInput(x, y: y, guidance: guidance, active: active)
+        let v = model(xx.to(.float32), Tensor.full([xx.shape[0]], t, device: x.device), yy).to(.float64)
+        return combine(v, guidance: guidance, active: active)
+    }
+
+    /// v − ½·w(t)·score per half, score = (α/α'·v − x)/(σ² − α/α'·σ'·σ), then CFG-combined (spec/sampling.md §3).
     static func drift(_ model: VelocityModel, _ x: Tensor, t: Double, y: Tensor, guidance: Guidance, active: Bool,
                       path: PathType) -> Tensor {
-        let n = x.shape[0]
-        let xx = active ? Tensor.cat([x, x], axis: 0) : x
-        let yy = active ? Tensor.cat([y, Tensor.full([n], Double(guidance.nullClass), dtype: y.dtype)], axis: 0) : y
-        let v = model(xx.to(.float32), Tensor.full([xx.shape[0]], t), yy).to(.float64)
+        let (xx, yy) = modelInput(x, y: y, guidance: guidance, active: active)
+        let v = model(xx.to(.float32), Tensor.full([xx.shape[0]], t, device: x.device), yy).to(.float64)
         let c = path.coefficients(t)
         let ratio = c.alpha / c.dAlpha
         let variance = c.sigma * c.sigma - ratio * c.dSigma * c.sigma
         let score = (v * ratio - xx) / variance
-        let d = v - score * t                                                             // ½·w(t) = t
-        if !active { return d }
-        let h = d.chunk(2, axis: 0)
-        return h[1] + (h[0] - h[1]) * guidance.scale
+        return combine(v - score * t, guidance: guidance, active: active)      // ½·w(t) = t
+    }
+}
+
+/// Every random draw of one sample — its initial noise, its label and each SDE increment — from a stream of its
+/// own, seeded by (global seed, sample index) alone. A sample therefore comes out the same whichever batch,
+/// shard or resumed run produces it. Draws happen in the reference's order: noise, then label, then the SDE.
+public final class SampleNoise {
+    public let indices: [Int]
+    let generators: [RandomGenerator]
+    public var count: Int { indices.count }
+
+    public init(seed: UInt64, indices: [Int]) {
+        self.indices = indices
+        generators = indices.map { RandomGenerator(seed: SampleNoise.streamSeed(seed, index: $0)) }
+    }
+
+    /// SplitMix64 finalizer over (seed, index): neighbouring indices get unrelated Philox keys.
+    public static func streamSeed(_ seed: UInt64, index: Int) -> UInt64 {
+        var z = seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(truncatingIfNeeded: index) &+ 0x632B_E59B_D9B4_E019
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// N(0, 1) of shape [count] + `shape`; row r from stream r.
+    public func normal(_ shape: [Int], dtype: DType = .float32) -> Tensor {
+        Tensor.cat(generators.map { $0.normal([1] + shape, dtype: dtype) }, axis: 0)
+    }
+
+    /// Labels uniform in [0, numClasses) (torch.randint), int64 [count]; row r from stream r.
+    public func labels(numClasses: Int) -> Tensor {
+        Tensor.cat(generators.map { $0.randint(0, numClasses, [1]) }, axis: 0)
     }
 }

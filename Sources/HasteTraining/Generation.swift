@@ -1,0 +1,189 @@
+import Foundation
+import HasteDiffusion
+import HasteIO
+import HasteModels
+import HasteTensor
+
+/// `haste generate`'s settings: generate.py's flags and defaults (spec/sampling.md §5), plus sharding.
+public struct GenerateOptions: Sendable {
+    public enum Mode: String, Sendable, CaseIterable { case ode, sde }
+
+    public var sampleDir = "samples"
+    public var numFidSamples = 50_000
+    public var perProcBatchSize = 32
+    public var mode = Mode.ode
+    public var numSteps = 50
+    public var heun = false
+    public var cfgScale = 1.5
+    public var guidanceLow = 0.0
+    public var guidanceHigh = 1.0
+    public var pathType = PathType.linear
+    public var globalSeed: UInt64 = 0
+    public var vae = "ema"                  // ema | mse (ft-ema, ft-mse)
+    public var vaeBatch = 4                 // images per VAE decode call (memory bound)
+    /// This process does samples shard.index, shard.index + shard.count, …
+    public var shard = (index: 0, count: 1)
+    public init() {}
+
+    public func validate() throws {
+        func bad(_ key: String, _ detail: String) -> HasteError { .config(key: key, detail: detail) }
+        if cfgScale < 1 { throw bad("cfg-scale", "\(cfgScale) < 1 (the reference rejects it; 1 = no guidance)") }
+        if numFidSamples < 1 { throw bad("num-fid-samples", "must be at least 1") }
+        if perProcBatchSize < 1 { throw bad("per-proc-batch-size", "must be at least 1") }
+        if numSteps < (mode == .sde ? 2 : 1) { throw bad("num-steps", "\(numSteps) is too few for \(mode.rawValue)") }
+        if shard.count < 1 || shard.index < 0 || shard.index >= shard.count {
+            throw bad("shard", "\(shard.index)/\(shard.count): expected i/n with 0 ≤ i < n")
+        }
+        if vaeBatch < 1 { throw bad("vae-batch", "must be at least 1") }
+    }
+}
+
+/// Progress of a generation run, for a progress bar.
+public struct GenerationProgress: Sendable {
+    public let done: Int, total: Int
+    public let elapsed: Double
+    public init(done: Int, total: Int, elapsed: Double) { (self.done, self.total, self.elapsed) = (done, total, elapsed) }
+    /// Images per second so far (this run's), and the seconds left at that rate.
+    public var rate: Double { elapsed > 0 ? Double(done) / elapsed : 0 }
+    public var eta: Double { rate > 0 ? Double(total - done) / rate : .infinity }
+}
+
+/// Class-conditional sample generation (reference generate.py; spec/sampling.md §5). Every sample's noise,
+/// label and SDE increments come from its own stream seeded by (global seed, index) (`SampleNoise`), so the
+/// set of PNGs does not depend on batch size, sharding or interruptions: a rerun skips the PNGs that exist,
+/// `shard i/n` takes indices i, i + n, …, and the `.npz` is packed once all PNGs are present.
+public final class SampleGenerator {
+    public let options: GenerateOptions
+    public let model: GenerationModel
+    let vae: AutoencoderKL?
+    /// `<sample-dir>/<model>-<ckpt>-size-<res>-vae-<vae>-cfg-<cfg>-seed-<seed>-<mode>-high-<high>`.
+    public let folder: String
+    public var npzPath: String { folder + ".npz" }
+    /// Wall-clock seconds spent in the sampler and in VAE decoding, and the images they produced (this run).
+    public private(set) var timings = (sampler: 0.0, decode: 0.0, images: 0)
+
+    /// `vae` decodes a latent model's samples (nil is fine for packing only); pixel models ignore it.
+    /// `checkpoint` names the folder.
+    public init(options: GenerateOptions, model: GenerationModel, vae: AutoencoderKL?, checkpoint: String) throws {
+        try options.validate()
+        self.options = options
+        self.model = model
+        self.vae = model.pixelSpace ? nil : vae
+        let side = model.pixelSpace ? model.sampleShape[1] : model.sampleShape[1] * (vae?.config.downsamplingFactor ?? 8)   // KL-f8
+        folder = options.sampleDir + "/" + SampleGenerator.folderName(
+            model: model.name, checkpoint: checkpoint, resolution: side, vae: model.pixelSpace ? "none" : try VAELoader.shortName(options.vae),
+            cfg: options.cfgScale, seed: options.globalSeed, mode: options.mode.rawValue, high: options.guidanceHigh)
+    }
+
+    /// The reference's folder name, floats in Python's `str()` spelling (cfg-1.5, high-0.72).
+    public static func folderName(model: String, checkpoint: String, resolution: Int, vae: String, cfg: Double, seed: UInt64,
+                                  mode: String, high: Double) -> String {
+        var ckpt = (checkpoint as NSString).lastPathComponent
+        for ext in [".safetensors", ".pt", ".pth"] where ckpt.hasSuffix(ext) { ckpt = String(ckpt.dropLast(ext.count)) }
+        let m = model.replacingOccurrences(of: "/", with: "-")
+        return "\(m)-\(ckpt)-size-\(resolution)-vae-\(vae)-cfg-\(pythonFloat(cfg))-seed-\(seed)-\(mode)-high-\(pythonFloat(high))"
+    }
+
+    /// Python's repr of a float: shortest round-trip digits, always with a '.0' or an exponent.
+    static func pythonFloat(_ v: Double) -> String {
+        let s = "\(v)"
+        return s.contains(".") || s.contains("e") || s.contains("n") ? s : s + ".0"
+    }
+
+    public func pngPath(_ index: Int) -> String { folder + "/" + String(format: "%06d.png", index) }
+
+    /// The indices this shard owns (all of 0..<num-fid-samples when unsharded).
+    public var shardIndices: [Int] { Array(stride(from: options.shard.index, to: options.numFidSamples, by: options.shard.count)) }
+
+    /// Sampler output for `indices` (float32 [n, C, S, S]: latents, or pixels in [−1, 1]).
+    public func samples(_ indices: [Int]) -> Tensor {
+        let streams = SampleNoise(seed: options.globalSeed, indices: indices)
+        let z = streams.normal(model.sampleShape)                        // noise first, then labels (reference order)
+        let y = streams.labels(numClasses: model.sit.config.numClasses)
+        let guidance = Guidance(scale: options.cfgScale, low: options.guidanceLow, high: options.guidanceHigh,
+                                nullClass: model.sit.config.numClasses)
+        let sit = model.sit
+        let velocity: VelocityModel = { x, t, y in sit(x, t: t, y: y).velocity }
+        switch options.mode {
+        case .ode:
+            return Samplers.euler(velocity, noise: z, labels: y, steps: options.numSteps, guidance: guidance, heun: options.heun)
+        case .sde:
+            return Samplers.eulerMaruyama(velocity, noise: z, labels: y, steps: options.numSteps, guidance: guidance,
+                                          path: options.pathType, streams: streams)
+        }
+    }
+
+    /// uint8 RGB images [n, H, W, 3] for `indices`: decoded (latents / scale through the VAE) or taken as
+    /// pixels, then (x + 1)/2 → clamp(255·x, 0, 255) → uint8 by truncation (generate.py); grey replicated.
+    public func images(_ indices: [Int]) -> Tensor {
+        require(model.pixelSpace || vae != nil, "SampleGenerator.images: a latent model needs the VAE")
+        let t0 = Date()
+        let x = samples(indices)
+        let t1 = Date()
+        let pixels = vae.map { $0.decodeLatents(x, scale: model.latentScale, batch: options.vaeBatch) } ?? x
+        timings.sampler += t1.timeIntervalSince(t0)
+        timings.decode += Date().timeIntervalSince(t1)
+        timings.images += indices.count
+        return noGrad {
+            var u8 = ((pixels + 1.0) / 2.0 * 255.0).clamp(min: 0, max: 255).to(.uint8)     // (N, C, H, W)
+            if u8.shape[1] == 1 { u8 = Tensor.cat([u8, u8, u8], axis: 1) }
+            return u8.permuted([0, 2, 3, 1]).contiguous()                                       // (N, H, W, 3)
+        }
+    }
+
+    /// Generates this shard's missing PNGs (batches of per-proc-batch-size), then packs the `.npz` if every
+    /// PNG of 0..<num-fid-samples exists. Returns the `.npz` path, or nil while other shards still work.
+    public func run(progress: (GenerationProgress) -> Void = { _ in }) throws -> String? {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let pending = shardIndices.filter { !FileManager.default.fileExists(atPath: pngPath($0)) }
+        if !pending.isEmpty && !model.pixelSpace && vae == nil {
+            throw HasteError.config(key: "vae", detail: "a latent model needs the SD-VAE decoder (--vae-weights)")
+        }
+        let start = Date()
+        var done = 0
+        progress(GenerationProgress(done: 0, total: pending.count, elapsed: 0))
+        for first in stride(from: 0, to: pending.count, by: options.perProcBatchSize) {
+            let batch = Array(pending[first..<min(pending.count, first + options.perProcBatchSize)])
+            let imgs = images(batch)
+            try writePNGs(imgs, indices: batch)
+            done += batch.count
+            progress(GenerationProgress(done: done, total: pending.count, elapsed: Date().timeIntervalSince(start)))
+        }
+        guard missing().isEmpty else { return nil }
+        try SamplePacker.pack(folder: folder, count: options.numFidSamples, to: npzPath)
+        return npzPath
+    }
+
+    /// Indices in 0..<num-fid-samples without a PNG yet (other shards' included).
+    public func missing() -> [Int] {
+        (0..<options.numFidSamples).filter { !FileManager.default.fileExists(atPath: pngPath($0)) }
+    }
+
+    func writePNGs(_ images: Tensor, indices: [Int]) throws {
+        let (h, w) = (images.shape[1], images.shape[2])
+        let bytes = images.scalars(as: UInt8.self), n = h * w * 3
+        for (k, index) in indices.enumerated() {
+            try PNGImage.write(Array(bytes[(k * n)..<((k + 1) * n)]), height: h, width: w, channels: 3, to: pngPath(index))
+        }
+    }
+}
+
+/// Packs `000000.png` … into the ADM sample batch: `arr_0`, uint8 [N, H, W, 3], streamed one PNG at a time
+/// into a ZIP64-capable `.npz` written atomically (spec/sampling.md §5 step 6, spec/evaluation.md §3).
+public enum SamplePacker {
+    public static func pack(folder: String, count: Int, to path: String) throws {
+        require(count >= 1, "SamplePacker.pack: count \(count) < 1")
+        let first = try PNGImage.read(folder + "/000000.png", channels: 3)
+        let writer = try NpzWriter(path: path)
+        try writer.beginArray("arr_0", dtype: .uint8, shape: [count, first.height, first.width, 3])
+        for i in 0..<count {
+            let p = folder + "/" + String(format: "%06d.png", i)
+            let img = i == 0 ? first : try PNGImage.read(p, channels: 3)
+            guard img.height == first.height && img.width == first.width else {
+                throw HasteError.fileFormat(path: p, detail: "is \(img.height)×\(img.width), the batch is \(first.height)×\(first.width)")
+            }
+            try writer.append(bytes: img.pixels)
+        }
+        try writer.finish()
+    }
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import Foundation
+import HasteDiffusion
+import HasteIO
+import HasteModels
+import HasteTensor
+import HasteTraining
+
+/// `haste generate`: generate.py's flags (spec/sampling.md §5): PNGs plus the ADM `.npz` (`arr_0`, uint8 NHWC),
+/// whose path is the last line printed. Sharding (`--shard i/n`) and resuming need no coordination: each
+/// sample depends only on (seed, index), existing PNGs are skipped, and the shard that completes the set packs.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sample a trained SiT into PNGs and an ADM .npz batch (ODE/SDE, CFG with a guidance interval).",
+        discussion: """
+        HASTE's evaluation setting (SDE, 250 steps, CFG 1.65 on t ≤ 0.72):
+          haste generate --ckpt runs/exp/checkpoints/2500000.safetensors --vae-weights sd-vae-ft-ema.safetensors \\
+            --mode sde --num-steps 250 --cfg-scale 1.65 --guidance-high 0.72 --per-proc-batch-size 64
+        Split the work: run `--shard 0/2` and `--shard 1/2` (any machines sharing --sample-dir); rerun a killed
+        run with the same flags to resume.
+        """)
+
+    @OptionGroup var runtime: RuntimeOptions
+    @Option(help: "Checkpoint: a haste run's checkpoints/<step>.safetensors, or a converted reference checkpoint.")
+    var ckpt: String?
+    @Option(name: .customLong("ckpt-select"), help: ArgumentHelp("Which weights of a training checkpoint.", valueName: "ema|model"))
+    var ckptSelect = "ema"
+    @Option(help: "Model size, for checkpoints without a stored config (default SiT-XL/2).") var model: String?
+    @Option(name: .customLong("sample-dir")) var sampleDir = "samples"
+    @Option(name: .customLong("num-fid-samples")) var numFidSamples = 50_000
+    @Option(name: .customLong("per-proc-batch-size")) var perProcBatchSize = 32
+    @Option(help: ArgumentHelp("Sampler.", valueName: "ode|sde")) var mode = "ode"
+    @Option(name: .customLong("num-steps")) var numSteps = 50
+    @Flag(help: "Heun's corrector (ODE only).") var heun = false
+    @Option(name: .customLong("cfg-scale")) var cfgScale = 1.5
+    @Option(name: .customLong("guidance-low")) var guidanceLow = 0.0
+    @Option(name: .customLong("guidance-high")) var guidanceHigh = 1.0
+    @Option(name: .customLong("path-type"), help: ArgumentHelp(valueName: "linear|cosine")) var pathType = "linear"
+    @Option(name: .customLong("encoder-depth")) var encoderDepth: Int?
+    @Option(name: .customLong("projector-embed-dims"), help: "Comma-separated; default: read off the checkpoint.")
+    var projectorEmbedDims: String?
+    @Option(help: "Image side (checkpoints without a config; 256 or 512).") var resolution: Int?
+    @Option(name: .customLong("num-classes")) var numClasses: Int?
+    @Flag(name: .customLong("qk-norm")) var qkNorm = false
+    @Flag(name: .customLong("fused-attn"), help: "Accepted for generate.py compatibility; attention is always fused.")
+    var fusedAttn = false
+    @Option(name: .customLong("global-seed")) var globalSeed: UInt64 = 0
+    @Option(help: ArgumentHelp("SD-VAE decoder for latent models.", valueName: "ft-ema|ft-mse")) var vae = "ft-ema"
+    @Option(name: .customLong("vae-weights"), help: "The VAE's diffusion_pytorch_model.safetensors (file or folder).")
+    var vaeWeights: String?
+    @Option(help: ArgumentHelp("Do samples i, i+n, … of this run.", valueName: "i/n")) var shard = "0/1"
+    @Flag(name: .customLong("pack-only"), help: "Only pack the existing PNGs into the .npz.") var packOnly = false
+    @Option(name: .customLong("npz-selftest"), parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
+
+    func validate() throws {
+        if npzSelftest.isEmpty && ckpt == nil { throw ValidationError("--ckpt is required") }
+        guard GenerateOptions.Mode(rawValue: mode) != nil else { throw ValidationError("--mode expects ode or sde, got '\(mode)'") }
+        guard PathType(rawValue: pathType) != nil else { throw ValidationError("--path-type expects linear or cosine") }
+        guard parsedShard != nil else { throw ValidationError("--shard expects i/n with 0 ≤ i < n, got '\(shard)'") }
+        if cfgScale < 1 { throw ValidationError("--cfg-scale must be ≥ 1 (1 = no guidance), got \(cfgScale)") }
+        if !npzSelftest.isEmpty && (npzSelftest.count != 2 || Int(npzSelftest[0]) == nil) {
+            throw ValidationError("--npz-selftest expects COUNT PATH")
+        }
+    }
+
+    var parsedShard: (Int, Int)? {
+        let parts = shard.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else { return nil }
+        return (i, n)
+    }
+
+    func run() throws {
+        _ = try runtime.openDevice()
+        if !npzSelftest.isEmpty { return try NpzSelftest.run(count: Int(npzSelftest[0])!, path: npzSelftest[1]) }
+        var o = GenerateOptions()
+        (o.sampleDir, o.numFidSamples, o.perProcBatchSize, o.numSteps) = (sampleDir, numFidSamples, perProcBatchSize, numSteps)
+        (o.mode, o.heun, o.cfgScale, o.guidanceLow, o.guidanceHigh) = (GenerateOptions.Mode(rawValue: mode)!, heun, cfgScale, guidanceLow, guidanceHigh)
+        (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, parsedShard!)
+        o.globalSeed = globalSeed == 0 ? runtime.seed : globalSeed
+        var flags = GenerationModel.Flags()
+        (flags.model, flags.encoderDepth, flags.resolution, flags.numClasses) = (model, encoderDepth, resolution, numClasses)
+        flags.qkNorm = qkNorm ? true : nil
+        flags.projectorEmbedDims = try projectorEmbedDims.map { s in
+            try s.split(separator: ",").map { guard let d = Int($0.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--projector-embed-dims expects integers like 768,1024") }; return d }
+        }
+        let loaded = try GenerationModel.load(ckpt!, select: ckptSelect, flags: flags)
+        let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights)
+        let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!)
+        try finish(generator)
+    }
+
+    private func finish(_ generator: SampleGenerator) throws {
+        let err = FileHandle.standardError
+        if packOnly {
+            let missing = generator.missing()
+            guard missing.isEmpty else {
+                throw ValidationError("\(missing.count) of \(numFidSamples) PNGs are missing in \(generator.folder) (first: \(String(format: "%06d.png", missing[0]))); run the remaining shards first")
+            }
+            try SamplePacker.pack(folder: generator.folder, count: numFidSamples, to: generator.npzPath)
+            print(generator.npzPath)
+            return
+        }
+        err.write(Data("sampling \(generator.model.name) (\(generator.model.pixelSpace ? "pixels" : "latents") \(generator.model.sampleShape)) into \(generator.folder)\n".utf8))
+        let bar = ProgressBar(label: "generate")
+        let npz = try generator.run { bar.update($0) }
+        bar.finish()
+        let t = generator.timings
+        if t.images > 0 {
+            let decode = generator.model.pixelSpace ? "no decode (pixel-space model)"
+                : String(format: "decode %.2f s (%.3f img/s)", t.decode, Double(t.images) / t.decode)
+            err.write(Data(String(format: "timing: %d images; sampler %.2f s (%.3f img/s); %@\n", t.images, t.sampler,
+                                  Double(t.images) / t.sampler, decode).utf8))
+        }
+        guard let npz else {
+            let missing = generator.missing().count
+            print("shard \(shard) done; \(missing) of \(numFidSamples) samples still missing (other shards); the last shard to finish writes the .npz, or run again with --pack-only")
+            return
+        }
+        print(npz)
+    }
+}
+
+/// A one-line progress bar with rate and ETA on stderr (redrawn on a terminal, a line every 10 s in a log).
+final class ProgressBar {
+    let label: String
+    private let isTerminal = isatty(STDERR_FILENO) != 0
+    private var last = Date.distantPast
+
+    init(label: String) { self.label = label }
+
+    func update(_ p: GenerationProgress) {
+        let now = Date()
+        let final = p.done == p.total
+        guard final || now.timeIntervalSince(last) > (isTerminal ? 0.2 : 10) else { return }
+        last = now
+        let width = 30, filled = p.total == 0 ? width : width * p.done / p.total
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let eta = p.eta.isFinite ? ProgressBar.clock(p.eta) : "--:--:--"
+        let line = String(format: "%@ [%@] %d/%d  %.2f img/s  ETA %@", label, bar, p.done, p.total, p.rate, eta)
+        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+    }
+
+    /// h:mm:ss.
+    static func clock(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
+    }
+
+    func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
+
+/// `--npz-selftest COUNT PATH`: streams COUNT 256×256×3 uint8 images through NpzWriter (no model), for
+/// Scripts/check_big_npz.sh: pixel (i, y, x, c) = (i·131 + y·3 + x·5 + c·7) mod 256.
+enum NpzSelftest {
+    static func run(count: Int, path: String) throws {
+        let side = 256, n = side * side * 3
+        let writer = try NpzWriter(path: path)
+        try writer.beginArray("arr_0", dtype: .uint8, shape: [count, side, side, 3])
+        var image = [UInt8](repeating: 0, count: n)
+        let bar = ProgressBar(label: "npz")
+        let start = Date()
+        for i in 0..<count {
+            image.withUnsafeMutableBufferPointer { p in
+                for y in 0..<side { for x in 0..<side { for c in 0..<3 {
+                    p[(y * side + x) * 3 + c] = UInt8(truncatingIfNeeded: i &* 131 &+ y &* 3 &+ x &* 5 &+ c &* 7)
+                } } }
+            }
+            try writer.append(bytes: image)
+            if i % 500 == 499 || i == count - 1 {
+                bar.update(GenerationProgress(done: i + 1, total: count, elapsed: Date().timeIntervalSince(start)))
+            }
+        }
+        try writer.finish()
+        bar.finish()
+        print(path)
+    }
+}
