@@ -6,11 +6,11 @@ import RealModule
 
 /// Heads per pass: each pass runs GEMM → softmax → GEMM over a few heads so their [Tq, Tk] scores (1 MiB at
 /// T = 256) stay in cache between the steps instead of streaming N·H·Tq·Tk floats through memory each time.
-nonisolated(unsafe) package var attentionHeadGroup = 4
+private let attentionHeadGroup = 4
 
 extension Buffer {
     /// The buffer `count` elements further on.
-    func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
+    fileprivate func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
 }
 
 extension CPUBackend {
@@ -153,7 +153,7 @@ extension CPUBackend {
 /// max over p[0..<n] (n ≥ 1) with 16 lanes. The lane loop of compare-selects vectorizes to `max` instructions;
 /// `pointwiseMax` and mask `replace` measured ~100× slower here (STYLE §4.8).
 @inline(__always)
-func rowMax<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> T {
+private func rowMax<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> T {
     var i = 0, m = p[0]
     if n >= 16 {
         let raw = UnsafeRawPointer(p)
@@ -172,7 +172,7 @@ func rowMax<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> T {
 
 /// Σ a[i]·b[i] over n elements with 16 lanes, lanes combined in a fixed order.
 @inline(__always)
-func rowDot<T: KernelFloat>(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>, _ n: Int) -> T {
+private func rowDot<T: KernelFloat>(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>, _ n: Int) -> T {
     var acc = SIMD16<T>(repeating: 0)
     let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
     var i = 0
@@ -188,7 +188,7 @@ func rowDot<T: KernelFloat>(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePoin
 
 /// g ← p ⊙ (g − ⟨g, p⟩) over one row: the softmax Jacobian-vector product.
 @inline(__always)
-func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
+private func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
     let d = rowDot(g, p, n)
     let rp = UnsafeRawPointer(p), rg = UnsafeMutableRawPointer(g)
     var i = 0
@@ -204,7 +204,7 @@ func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: Unsaf
 
 /// Max-subtracted softmax of one row with the scalar `exp` (float64: the gradcheck path).
 @inline(__always)
-func softmaxRowScalarExp<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
+private func softmaxRowScalarExp<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
     let m = rowMax(x, n)
     for i in 0..<n { y[i] = T.exp(x[i] - m) }
     let inv = 1 / rowSum(y, n)
@@ -214,7 +214,7 @@ func softmaxRowScalarExp<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ y: Unsa
 /// Max-subtracted softmax of one float32 row, 16 lanes at a time through `expLanes`; the tail is padded
 /// to a full vector so every element takes the same exp.
 @inline(__always)
-func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+private func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
     let m = rowMax(x, n)
     let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
     var acc = SIMD16<Float>(repeating: 0)
@@ -248,7 +248,7 @@ func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer
 /// 1.5·2²³ rounding trick, so no float→int conversion (STYLE §4.8). Inputs below −87.3 (e^x < 2⁻¹²⁶, far
 /// below a softmax denominator ≥ 1) are clamped so 2^n stays a normal number; NaN propagates.
 @inline(__always)
-func expLanes(_ x0: SIMD16<Float>) -> SIMD16<Float> {
+private func expLanes(_ x0: SIMD16<Float>) -> SIMD16<Float> {
     let lo = SIMD16<Float>(repeating: -87.3)
     let x = x0.replacing(with: lo, where: x0 .< lo)      // measured fastest here, unlike in rowMax
     let magic: Float = 12_582_912                // 1.5·2²³: adding it rounds to an integer in the low bits
