@@ -6,11 +6,11 @@ import RealModule
 
 /// Heads per pass: each pass runs GEMM → softmax → GEMM over a few heads so their [Tq, Tk] scores (1 MiB at
 /// T = 256) stay in cache between the steps instead of streaming N·H·Tq·Tk floats through memory each time.
-nonisolated(unsafe) package var attentionHeadGroup = 4
+private let attentionHeadGroup = 4
 
 extension Buffer {
     /// The buffer `count` elements further on.
-    func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
+    fileprivate func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
 }
 
 extension CPUBackend {
@@ -21,9 +21,9 @@ extension CPUBackend {
         forEachHeadGroup(s.batch) { h, g in
             let p = probs?.advanced(by: h * tq * tk) ?? scratch
             gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
-                 a: q.advanced(by: h * tq * dh), lda: Swift.max(dh, 1), strideA: tq * dh,
-                 b: k.advanced(by: h * tk * dh), ldb: Swift.max(dh, 1), strideB: tk * dh,
-                 beta: 0, c: p, ldc: Swift.max(tk, 1), strideC: tq * tk, batch: g)
+                 a: q.advanced(by: h * tq * dh), lda: max(dh, 1), strideA: tq * dh,
+                 b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
+                 beta: 0, c: p, ldc: max(tk, 1), strideC: tq * tk, batch: g)
             softmaxRows(p, p, rows: g * tq, cols: tk)
             probsTimesValues(p, v.advanced(by: h * tk * dv), out.advanced(by: h * tq * dv), s, g)
         }
@@ -41,13 +41,13 @@ extension CPUBackend {
                            dv: dv?.advanced(by: h * tk * dvd), s, g)
             if let dq {   // [Tq, Tk]·[Tk, Dh]
                 gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
-                     a: ds, lda: Swift.max(tk, 1), strideA: tq * tk, b: k.advanced(by: h * tk * dh), ldb: Swift.max(dh, 1), strideB: tk * dh,
-                     beta: 0, c: dq.advanced(by: h * tq * dh), ldc: Swift.max(dh, 1), strideC: tq * dh, batch: g)
+                     a: ds, lda: max(tk, 1), strideA: tq * tk, b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
+                     beta: 0, c: dq.advanced(by: h * tq * dh), ldc: max(dh, 1), strideC: tq * dh, batch: g)
             }
             if let dk {   // [Tq, Tk]ᵀ·[Tq, Dh]
                 gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
-                     a: ds, lda: Swift.max(tk, 1), strideA: tq * tk, b: q.advanced(by: h * tq * dh), ldb: Swift.max(dh, 1), strideB: tq * dh,
-                     beta: 0, c: dk.advanced(by: h * tk * dh), ldc: Swift.max(dh, 1), strideC: tk * dh, batch: g)
+                     a: ds, lda: max(tk, 1), strideA: tq * tk, b: q.advanced(by: h * tq * dh), ldb: max(dh, 1), strideB: tq * dh,
+                     beta: 0, c: dk.advanced(by: h * tk * dh), ldc: max(dh, 1), strideC: tk * dh, batch: g)
             }
         }
     }
@@ -93,28 +93,28 @@ extension CPUBackend {
         let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
         if let dv {   // [Tq, Tk]ᵀ·[Tq, Dv]
             gemm(transA: true, transB: false, m: tk, n: dvd, k: tq, alpha: 1,
-                 a: probs, lda: Swift.max(tk, 1), strideA: tq * tk, b: dOut, ldb: Swift.max(dvd, 1), strideB: tq * dvd,
-                 beta: 0, c: dv, ldc: Swift.max(dvd, 1), strideC: tk * dvd, batch: g)
+                 a: probs, lda: max(tk, 1), strideA: tq * tk, b: dOut, ldb: max(dvd, 1), strideB: tq * dvd,
+                 beta: 0, c: dv, ldc: max(dvd, 1), strideC: tk * dvd, batch: g)
         }
         guard let dLogits else { return }
         gemm(transA: false, transB: true, m: tq, n: tk, k: dvd, alpha: 1,
-             a: dOut, lda: Swift.max(dvd, 1), strideA: tq * dvd, b: v, ldb: Swift.max(dvd, 1), strideB: tk * dvd,
-             beta: 0, c: dLogits, ldc: Swift.max(tk, 1), strideC: tq * tk, batch: g)
+             a: dOut, lda: max(dvd, 1), strideA: tq * dvd, b: v, ldb: max(dvd, 1), strideB: tk * dvd,
+             beta: 0, c: dLogits, ldc: max(tk, 1), strideC: tq * tk, batch: g)
         softmaxBackwardRows(probs, dLogits, rows: g * tq, cols: tk)
     }
 
     /// out = P·v for `g` heads: [Tq, Tk]·[Tk, Dv].
     private func probsTimesValues(_ probs: Buffer, _ v: Buffer, _ out: Buffer, _ s: AttentionShape, _ g: Int) {
         gemm(transA: false, transB: false, m: s.queries, n: s.valueDim, k: s.keys, alpha: 1,
-             a: probs, lda: Swift.max(s.keys, 1), strideA: s.queries * s.keys,
-             b: v, ldb: Swift.max(s.valueDim, 1), strideB: s.keys * s.valueDim,
-             beta: 0, c: out, ldc: Swift.max(s.valueDim, 1), strideC: s.queries * s.valueDim, batch: g)
+             a: probs, lda: max(s.keys, 1), strideA: s.queries * s.keys,
+             b: v, ldb: max(s.valueDim, 1), strideB: s.keys * s.valueDim,
+             beta: 0, c: out, ldc: max(s.valueDim, 1), strideC: s.queries * s.valueDim, batch: g)
     }
 
     /// y[r] = softmax(x[r]) for `rows` contiguous rows of `cols`; x and y may be the same buffer.
     private func softmaxRows(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) {
         if rows == 0 || cols == 0 { return }
-        let chunk = Swift.max(1, Parallel.defaultChunk / cols)
+        let chunk = max(1, Parallel.defaultChunk / cols)
         switch y.dtype {
         case .float32:
             let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
@@ -133,7 +133,7 @@ extension CPUBackend {
     /// g[r] ← p[r] ⊙ (g[r] − ⟨g[r], p[r]⟩) in place: dS from dP for `rows` rows of `cols`.
     private func softmaxBackwardRows(_ p: Buffer, _ g: Buffer, rows: Int, cols: Int) {
         if rows == 0 || cols == 0 { return }
-        let chunk = Swift.max(1, Parallel.defaultChunk / cols)
+        let chunk = max(1, Parallel.defaultChunk / cols)
         switch g.dtype {
         case .float32:
             let pp = SendablePointer(p.pointer(Float.self)), pg = SendablePointer(g.pointer(Float.self))
@@ -152,7 +152,7 @@ extension CPUBackend {
 
 /// g ← p ⊙ (g − ⟨g, p⟩) over one row: the softmax Jacobian-vector product.
 @inline(__always)
-func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
+private func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
     let d = rowDot(g, p, n)
     let rp = UnsafeRawPointer(p), rg = UnsafeMutableRawPointer(g)
     var i = 0
