@@ -186,4 +186,15 @@ public enum SamplePacker {
         }
         try writer.finish()
     }
+
+    /// Tiles the first `count` PNGs of `folder` into one grid PNG (ImageGrid: √count columns, 2-px gaps).
+    public static func grid(folder: String, count: Int, to path: String) throws {
+        var images: [Tensor] = []
+        for i in 0..<count {
+            let img = try PNGImage.read(folder + "/" + String(format: "%06d.png", i), channels: 3)
+            images.append(Tensor(img.pixels, shape: [1, img.height, img.width, 3]))
+        }
+        let x = Tensor.cat(images, axis: 0).permuted([0, 3, 1, 2]).to(.float32) / 127.5 - 1.0    // (N, 3, H, W) in [−1, 1]
+        try ImageGrid.write(x, to: path)
+    }
 }

@@ -50,6 +50,7 @@ struct Generate: ParsableCommand {
     var vaeWeights: String?
     @Option(help: ArgumentHelp("Do samples i, i+n, … of this run.", valueName: "i/n")) var shard = "0/1"
     @Flag(name: .customLong("pack-only"), help: "Only pack the existing PNGs into the .npz.") var packOnly = false
+    @Option(help: "Also tile the first N samples into <folder>.grid.png (0 = no grid).") var grid = 0
     @Option(name: .customLong("npz-selftest"), parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
 
     func validate() throws {
@@ -112,6 +113,11 @@ struct Generate: ParsableCommand {
             err.write(Data(String(format: "timing: %d images; sampler %.2f s (%.3f img/s); %@\n", t.images, t.sampler,
                                   Double(t.images) / t.sampler, decode).utf8))
         }
+        if grid > 0, generator.missing().allSatisfy({ $0 >= grid }) {
+            let path = generator.folder + ".grid.png"
+            try SamplePacker.grid(folder: generator.folder, count: min(grid, numFidSamples), to: path)
+            err.write(Data("grid of \(min(grid, numFidSamples)) samples: \(path)\n".utf8))
+        }
         guard let npz else {
             let missing = generator.missing().count
             print("shard \(shard) done; \(missing) of \(numFidSamples) samples still missing (other shards); the last shard to finish writes the .npz, or run again with --pack-only")
@@ -126,10 +132,13 @@ final class ProgressBar {
     let label: String
     private let isTerminal = isatty(STDERR_FILENO) != 0
     private var last = Date.distantPast
+    private var drawn = false
 
     init(label: String) { self.label = label }
 
     func update(_ p: GenerationProgress) {
+        guard p.total > 0 else { return }
+        drawn = true
         let now = Date()
         let final = p.done == p.total
         guard final || now.timeIntervalSince(last) > (isTerminal ? 0.2 : 10) else { return }
@@ -147,7 +156,7 @@ final class ProgressBar {
         return String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
     }
 
-    func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+    func finish() { if isTerminal && drawn { FileHandle.standardError.write(Data("\n".utf8)) } }
 }
 
 /// `--npz-selftest COUNT PATH`: streams COUNT 256×256×3 uint8 images through NpzWriter (no model), for
