@@ -32,6 +32,8 @@ public struct GenerationModel {
         public var resolution: Int?
         public var numClasses: Int?
         public var qkNorm: Bool?
+        /// Heads of a custom-width model (named sizes imply theirs).
+        public var numHeads: Int?
         public init() {}
     }
 
@@ -41,6 +43,12 @@ public struct GenerationModel {
     public static func load(_ path: String, select: String = "ema", flags: Flags = Flags()) throws -> GenerationModel {
         guard ["ema", "model"].contains(select) else {
             throw HasteError.config(key: "ckpt-select", detail: "'\(select)' is not ema or model")
+        }
+        if TorchCheckpoint.isTorchFile(path) {   // a reference HASTE/REPA .pt (latent space, sizes from its keys)
+            let heads = try flags.numHeads ?? flags.model.map { try SiTConfig.named($0).numHeads }
+            let sit = try ReferenceCheckpoint.loadSiT(path: path, select: select == "ema" ? .ema : .model, numHeads: heads)
+            sit.store.setRequiresGrad(false)
+            return GenerationModel(sit: sit, pixelSpace: false, latentScale: 0.18215, name: flags.model ?? "SiT")
         }
         let (tensors, metadata) = try stateDict(path)
         let prefixed = tensors.keys.contains { $0.hasPrefix("ema.") || $0.hasPrefix("model.") }
@@ -64,14 +72,10 @@ public struct GenerationModel {
                                name: name)
     }
 
-    /// Tensors and metadata of a checkpoint file. PyTorch pickles (`.pt`, `.pth`, `.bin`) need the torch
-    /// checkpoint reader; until it is in HasteIO they must be converted to safetensors first.
+    /// Tensors and metadata of a safetensors checkpoint (PyTorch pickles go through `ReferenceCheckpoint`).
     static func stateDict(_ path: String) throws -> ([String: Tensor], [String: String]) {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw HasteError.fileMissing(path: path, hint: "--ckpt must name a checkpoint: a haste run's checkpoints/<step>.safetensors, or a reference .pt converted to safetensors.")
-        }
-        if [".pt", ".pth", ".bin", ".ckpt"].contains(where: { path.hasSuffix($0) }) {
-            throw HasteError.unsupported("\(path): PyTorch pickle checkpoints are read through safetensors here; convert it first (`haste convert \(path)`, or in Python: safetensors.torch.save_file({f'ema.{k}': v for k, v in torch.load(path)['ema'].items()}, 'ckpt.safetensors'))")
+            throw HasteError.fileMissing(path: path, hint: "--ckpt must name a checkpoint: a haste run's checkpoints/<step>.safetensors, or a reference HASTE/REPA .pt.")
         }
         let file = try SafetensorsFile(path: path)
         return (try file.tensors(), file.metadata)
@@ -158,12 +162,9 @@ public enum VAELoader {
         guard FileManager.default.fileExists(atPath: path) else {
             throw HasteError.fileMissing(path: path, hint: "Latent models decode with the SD-VAE (sd-vae-ft-\(short)). Download \(url(short)) and pass --vae-weights FILE, or save it as \(defaultLocations(short).last!) (or under $HASTE_VAE_DIR/sd-vae-ft-\(short)/).")
         }
-        if path.hasSuffix(".bin") || path.hasSuffix(".ckpt") || path.hasSuffix(".pth") {
-            throw HasteError.unsupported("\(path): use the safetensors file of the VAE (\(url(short)))")
-        }
         let vae = try AutoencoderKL(.sdKLF8)
-        let file = try SafetensorsFile(path: path)
-        do { try vae.store.load(AutoencoderKL.adapt(try file.tensors()), strict: true) } catch let e as HasteError {
+        let state = TorchCheckpoint.isTorchFile(path) ? try TorchCheckpoint(path: path).stateDict() : try SafetensorsFile(path: path).tensors()
+        do { try vae.store.load(AutoencoderKL.adapt(state), strict: true) } catch let e as HasteError {
             throw HasteError.fileFormat(path: path, detail: "is not an SD-VAE (KL-f8 AutoencoderKL) state dict:\n\(e)")
         }
         return vae

@@ -42,6 +42,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Image side (checkpoints without a config; 256 or 512).") var resolution: Int?
     @Option(name: .customLong("num-classes")) var numClasses: Int?
     @Flag(name: .customLong("qk-norm")) var qkNorm = false
+    @Option(name: .customLong("num-heads"), help: "Heads of a custom-width reference checkpoint (named sizes imply theirs).")
+    var numHeads: Int?
     @Flag(name: .customLong("fused-attn"), help: "Accepted for generate.py compatibility; attention is always fused.")
     var fusedAttn = false
     @Option(name: .customLong("global-seed")) var globalSeed: UInt64 = 0
@@ -81,6 +83,7 @@ struct Generate: ParsableCommand {
         var flags = GenerationModel.Flags()
         (flags.model, flags.encoderDepth, flags.resolution, flags.numClasses) = (model, encoderDepth, resolution, numClasses)
         flags.qkNorm = qkNorm ? true : nil
+        flags.numHeads = numHeads
         flags.projectorEmbedDims = try projectorEmbedDims.map { s in
             try s.split(separator: ",").map { guard let d = Int($0.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--projector-embed-dims expects integers like 768,1024") }; return d }

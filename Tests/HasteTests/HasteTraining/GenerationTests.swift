@@ -112,6 +112,24 @@ func tinyGenerateOptions(_ dir: String) -> GenerateOptions {
     #expect(throws: HasteError.self) { _ = try GenerationModel.load(dir + "/0000010.pt") }
 }
 
+/// A reference HASTE/REPA .pt (torch pickle) loads natively, EMA by default, sizes inferred from its keys.
+@Test func generationReadsReferenceTorchCheckpoints() throws {
+    guard let url = Bundle.module.url(forResource: "Fixtures/pth/train_ckpt.pt", withExtension: nil) else {
+        Issue.record("fixture pth/train_ckpt.pt missing"); return
+    }
+    let direct = try ReferenceCheckpoint.loadSiT(path: url.path, select: .ema, numHeads: 2)
+    var flags = GenerationModel.Flags()
+    flags.model = "SiT-S/2"
+    #expect(throws: HasteError.self) { _ = try GenerationModel.load(url.path, flags: flags) }   // 6 heads do not divide width 8
+    #expect(throws: HasteError.self) { _ = try GenerationModel.load(url.path) }                  // width 8: heads unknown
+    flags = GenerationModel.Flags()
+    flags.numHeads = 2
+    let loaded = try GenerationModel.load(url.path, flags: flags)
+    #expect(!loaded.pixelSpace && loaded.sit.config == direct.config)
+    let x = Tensor.randn([1, 3, 8, 8], seed: 4), t = Tensor([Float(0.5)]), y = Tensor([Int64(1)])
+    expectClose(loaded.sit(x, t: t, y: y).velocity, direct(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
+}
+
 /// Latent models decode through the VAE (here the tiny fixture VAE: 8×8 latents → 16×16 images); a missing
 /// VAE file names where to download it.
 @Test func latentModelsDecodeThroughTheVAE() throws {
