@@ -83,7 +83,11 @@ extension TrainConfig {
         case "fashion-mnist":
             let dir = dataDir.isEmpty || dataDir == TrainConfig().dataDir ? FashionMNIST.defaultDirectory : dataDir
             return try FashionMNIST(directory: dir)
-        case "imagenet": return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
+        case "imagenet":
+            // A packed file from `haste preprocess --format hdf5|both`, given directly or inside the folder.
+            let packed = dataDir.hasSuffix(".h5") ? dataDir : "\(dataDir)/dataset.h5"
+            if FileManager.default.fileExists(atPath: packed) { return try HDF5Dataset(path: packed, numClasses: numClasses) }
+            return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
         case "images": return try ImageFolderDataset(root: dataDir, numClasses: numClasses)
         default:
             throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), images (PNG folder + dataset.json, pixel space), fashion-mnist")
