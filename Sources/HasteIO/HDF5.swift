@@ -47,8 +47,8 @@ public final class HDF5DatasetFile: @unchecked Sendable {
 
     /// Item i: image uint8 CHW [3, R, R], moments float32 [C, S, S] (nil when the file has none).
     public func write(_ i: Int, image: [UInt8], moments: [Float]?, label: Int64, filename: String) throws {
-        precondition(image.count == 3 * resolution * resolution, "HDF5DatasetFile.write: image has \(image.count) bytes, expected 3×\(resolution)²")
-        precondition(moments == nil || moments!.count == momentChannels * momentSide * momentSide, "HDF5DatasetFile.write: moments size")
+        require(image.count == 3 * resolution * resolution, "HDF5DatasetFile.write: image has \(image.count) bytes, expected 3×\(resolution)²")
+        require(moments == nil || moments!.count == momentChannels * momentSide * momentSide, "HDF5DatasetFile.write: moments size")
         Self.lock.lock(); defer { Self.lock.unlock() }
         var err = [CChar](repeating: 0, count: 512)
         let rc = image.withUnsafeBufferPointer { img in
