@@ -61,6 +61,7 @@ public final class InceptionFeatureExtractor {
         var pool = StatisticsAccumulator(dimension: FIDInceptionV3.poolFeatures)
         var spatial = StatisticsAccumulator(dimension: FIDInceptionV3.spatialFeatures)
         var pools: [Tensor] = [], spatials: [Tensor] = [], logits: [Tensor] = []
+        progress?(0, n)
         for first in stride(from: 0, to: n, by: batchSize) {
             let range = first..<min(first + batchSize, n)
             let images = try source.images(range)
@@ -81,4 +82,15 @@ public final class InceptionFeatureExtractor {
                                  logits: keepLogits && !logits.isEmpty ? Tensor.cat(logits, axis: 0) : nil,
                                  seconds: Date().timeIntervalSince(start))
     }
+}
+
+/// The first `count` images of another source (`haste fid --limit`).
+public struct ImagePrefix: ImageSource {
+    public let base: any ImageSource
+    public let count: Int
+    public init(_ base: any ImageSource, count: Int) {
+        self.base = base
+        self.count = min(count, base.count)
+    }
+    public func images(_ range: Range<Int>) throws -> Tensor { try base.images(range) }
 }

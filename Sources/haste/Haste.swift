@@ -9,5 +9,5 @@ struct Haste: ParsableCommand {
         commandName: "haste",
         abstract: "Train and sample diffusion transformers with HASTE.",
         version: HasteVersion.current,
-        subcommands: [Train.self, TrainTeacher.self, Doctor.self, Inspect.self, Convert.self, Bench.self])
+        subcommands: [Train.self, TrainTeacher.self, FID.self, Doctor.self, Inspect.self, Convert.self, Bench.self])
 }
