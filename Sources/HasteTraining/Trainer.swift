@@ -81,6 +81,7 @@ public final class Trainer {
     public func train() throws -> TrainingState {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
         let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents)
+        let fid = try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents, run: run)
         say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; teacher: \(teacher == nil ? "none" : config.encType); alignment until step \(config.earlyStopPoint)")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
@@ -98,8 +99,13 @@ public final class Trainer {
             ema.update(decay: config.emaDecay)
             state.step += 1
             let rate = meter.tick()
-            run.metric(step: state.step, values: ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
-                                                  "total_loss": terms.total, "grad_norm": gradNorm, "img_per_s": rate.imagesPerSecond])
+            var values = ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
+                          "total_loss": terms.total, "grad_norm": gradNorm, "img_per_s": rate.imagesPerSecond]
+            if let v = try fid?.measure(step: state.step, ema: ema, run: run) {
+                values["fid"] = v
+                say(String(format: "step %d | FID %.3f (%d EMA samples vs %@)", state.step, v, config.fidSamples, config.fidRef))
+            }
+            run.metric(step: state.step, values: values)
             report(terms, gradNorm: gradNorm, rate: rate)
             if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
             if state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {

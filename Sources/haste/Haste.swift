@@ -9,5 +9,6 @@ struct Haste: ParsableCommand {
         commandName: "haste",
         abstract: "Train and sample diffusion transformers with HASTE.",
         version: HasteVersion.current,
-        subcommands: [Train.self, TrainTeacher.self, Generate.self, Preprocess.self, Convert.self, Inspect.self, Doctor.self, Bench.self])
+        subcommands: [Train.self, TrainTeacher.self, Generate.self, FID.self, Preprocess.self, Convert.self, Inspect.self,
+                      Doctor.self, Bench.self])
 }

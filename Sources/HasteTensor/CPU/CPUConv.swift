@@ -22,7 +22,7 @@ extension CPUBackend {
     /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel.
     private func im2col<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ cols: UnsafeMutablePointer<T>, _ batch: Int,
                                         _ g: ConvGeometry) {
-        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, pad = g.padding
+        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, padH = g.paddingHeight, padW = g.paddingWidth
         let h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth, l = g.outPixels
         let rowsPerImage = g.patchSize, plane = h * w
         let px = SendablePointer(x), pc = SendablePointer(cols)
@@ -32,15 +32,15 @@ extension CPUBackend {
                 let c = r / (kh * kw), i = (r / kw) % kh, j = r % kw
                 let image = px.base + (n * g.channels + c) * plane
                 let dst = pc.base + row * l
-                let ys = validOutputs(count: oh, size: h, offset: i - pad, stride: s)
-                let xs = validOutputs(count: ow, size: w, offset: j - pad, stride: s)
+                let ys = validOutputs(count: oh, size: h, offset: i - padH, stride: s)
+                let xs = validOutputs(count: ow, size: w, offset: j - padW, stride: s)
                 for oy in 0..<oh {
                     let out = dst + oy * ow
                     guard ys.contains(oy) else {
                         out.update(repeating: 0, count: ow)
                         continue
                     }
-                    let src = image + (oy * s + i - pad) * w + (j - pad)
+                    let src = image + (oy * s + i - padH) * w + (j - padW)
                     for ox in 0..<xs.lowerBound { out[ox] = 0 }
                     if s == 1 {
                         (out + xs.lowerBound).update(from: src + xs.lowerBound, count: xs.count)
@@ -57,7 +57,7 @@ extension CPUBackend {
     /// then pixel), so results do not depend on the thread count.
     private func col2im<T: KernelFloat>(_ cols: UnsafeMutablePointer<T>, _ dx: UnsafeMutablePointer<T>, _ batch: Int,
                                         _ g: ConvGeometry) {
-        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, pad = g.padding
+        let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, padH = g.paddingHeight, padW = g.paddingWidth
         let h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth, l = g.outPixels
         let plane = h * w
         let pc = SendablePointer(cols), pd = SendablePointer(dx)
@@ -66,12 +66,12 @@ extension CPUBackend {
                 let out = pd.base + p * plane
                 out.update(repeating: 0, count: plane)
                 for i in 0..<kh {
-                    let ys = validOutputs(count: oh, size: h, offset: i - pad, stride: s)
+                    let ys = validOutputs(count: oh, size: h, offset: i - padH, stride: s)
                     for j in 0..<kw {
-                        let xs = validOutputs(count: ow, size: w, offset: j - pad, stride: s)
+                        let xs = validOutputs(count: ow, size: w, offset: j - padW, stride: s)
                         let src = pc.base + (p * kh * kw + i * kw + j) * l
                         for oy in ys {
-                            let dst = out + (oy * s + i - pad) * w + (j - pad), row = src + oy * ow
+                            let dst = out + (oy * s + i - padH) * w + (j - padW), row = src + oy * ow
                             for ox in xs { dst[ox * s] += row[ox] }
                         }
                     }

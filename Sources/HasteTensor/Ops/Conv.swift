@@ -1,9 +1,10 @@
 /// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
 /// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
-public protocol ConvKernels: AnyObject {
+/// The windowed family also carries the pooling kernels (Ops/Pool.swift), so `Backend` includes them.
+public protocol ConvKernels: AnyObject, PoolKernels {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
-    /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padding + i, ox·stride − padding + j],
-    /// zero where that falls in the padding.
+    /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
+    /// zero where that falls in the padding (padH, padW = geometry.paddingHeight, .paddingWidth).
     func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry)
     /// The transpose of `im2col`: dx[n, c, y, x] = Σ of the cols entries that im2col read from (n, c, y, x).
     /// Overwrites dx (pixels no window covers get 0).
@@ -11,50 +12,65 @@ public protocol ConvKernels: AnyObject {
 }
 
 /// Sizes of one image's convolution: input [channels, height, width], kernel [kernelHeight, kernelWidth],
-/// symmetric zero padding, equal stride on both axes (torch's int `stride`/`padding` arguments).
+/// zero padding on both sides of each axis (torch's `padding=(paddingHeight, paddingWidth)`; Inception's
+/// (1, 7) kernels take (0, 3)), equal stride on both axes (torch's int `stride`).
 public struct ConvGeometry: Sendable, Equatable {
     public let channels: Int, height: Int, width: Int
     public let kernelHeight: Int, kernelWidth: Int
-    public let stride: Int, padding: Int
+    public let stride: Int, paddingHeight: Int, paddingWidth: Int
 
-    public init(channels: Int, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int) {
+    public init(channels: Int, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int,
+                paddingHeight: Int, paddingWidth: Int) {
         self.channels = channels; self.height = height; self.width = width
         self.kernelHeight = kernelHeight; self.kernelWidth = kernelWidth
-        self.stride = stride; self.padding = padding
+        self.stride = stride; self.paddingHeight = paddingHeight; self.paddingWidth = paddingWidth
     }
 
-    /// torch: floor((H + 2·padding − kh) / stride) + 1.
-    public var outHeight: Int { (height + 2 * padding - kernelHeight) / stride + 1 }
-    public var outWidth: Int { (width + 2 * padding - kernelWidth) / stride + 1 }
+    /// The same padding on both axes (torch's int `padding`).
+    public init(channels: Int, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int) {
+        self.init(channels: channels, height: height, width: width, kernelHeight: kernelHeight, kernelWidth: kernelWidth,
+                  stride: stride, paddingHeight: padding, paddingWidth: padding)
+    }
+
+    /// torch: floor((H + 2·paddingHeight − kh) / stride) + 1, likewise for the width.
+    public var outHeight: Int { (height + 2 * paddingHeight - kernelHeight) / stride + 1 }
+    public var outWidth: Int { (width + 2 * paddingWidth - kernelWidth) / stride + 1 }
     /// Rows of the column matrix (the GEMM's inner dimension): channels·kh·kw.
     public var patchSize: Int { channels * kernelHeight * kernelWidth }
     /// Columns of the column matrix: output pixels per image.
     public var outPixels: Int { outHeight * outWidth }
     /// A 1×1, stride-1, unpadded convolution reads x itself as its column matrix.
-    var isPointwise: Bool { kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0 }
+    var isPointwise: Bool { kernelHeight == 1 && kernelWidth == 1 && stride == 1 && paddingHeight == 0 && paddingWidth == 0 }
 }
 
 extension Tensor {
     /// torch: `F.conv2d(x, weight, bias, stride=stride, padding=padding)`; x [N, Cin, H, W] (NCHW),
     /// weight [Cout, Cin, kh, kw], bias [Cout] → [N, Cout, Ho, Wo]. groups = 1, zero padding.
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+        conv2d(weight, bias, stride: stride, padding: (padding, padding), columnBudget: ConvColumns.budget)
+    }
+
+    /// torch: `F.conv2d(x, weight, bias, stride=stride, padding=(padH, padW))`: separate zero padding per axis,
+    /// for non-square kernels (Inception's (1, 7) kernel with padding (0, 3), (7, 1) with (3, 0)).
+    public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: (Int, Int)) -> Tensor {
         conv2d(weight, bias, stride: stride, padding: padding, columnBudget: ConvColumns.budget)
     }
 
     /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
-    func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: Int, columnBudget: Int) -> Tensor {
+    func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int) -> Tensor {
         require(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
                      "conv2d: input \(shape) with weight \(weight.shape) (expected [N, Cin, H, W] and [Cout, Cin, kh, kw])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")
-        require(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
+        require(stride >= 1 && padding.0 >= 0 && padding.1 >= 0,
+                "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
         require(dtype == weight.dtype && dtype.isComputeFloat && (bias == nil || bias!.dtype == dtype),
                      "conv2d: dtypes \(dtype), \(weight.dtype)\(bias.map { ", \($0.dtype)" } ?? "") (need one float dtype)")
         require(device == weight.device && (bias == nil || bias!.device == device),
                      "conv2d: input on \(device), weight on \(weight.device)")
         let g = ConvGeometry(channels: shape[1], height: shape[2], width: shape[3], kernelHeight: weight.shape[2],
-                             kernelWidth: weight.shape[3], stride: stride, padding: padding)
-        require(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding >= g.kernelHeight
-                        && g.width + 2 * padding >= g.kernelWidth,
+                             kernelWidth: weight.shape[3], stride: stride, paddingHeight: padding.0, paddingWidth: padding.1)
+        require(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding.0 >= g.kernelHeight
+                        && g.width + 2 * padding.1 >= g.kernelWidth,
                      "conv2d: kernel \(weight.shape[2])×\(weight.shape[3]) does not fit input \(shape) with padding \(padding)")
         let x = contiguous(), w = weight.contiguous()
         let n = shape[0], cout = weight.shape[0], k = g.patchSize, l = g.outPixels

@@ -1,10 +1,16 @@
 import Testing
 @testable import HasteTensor
 
-/// The cases of Scripts/fixtures/conv.py (CONV_CASES): x shape, weight shape, bias, stride, padding.
+/// The cases of Scripts/fixtures/conv.py (CONV_CASES): x shape, weight shape, bias, stride, padding (height, width).
 struct ConvCase: Sendable, CustomStringConvertible {
-    let name: String, x: [Int], w: [Int], bias: Bool, stride: Int, padding: Int
+    let name: String, x: [Int], w: [Int], bias: Bool, stride: Int, padding: (Int, Int)
     var description: String { name }
+    init(name: String, x: [Int], w: [Int], bias: Bool, stride: Int, padding: Int) {
+        self.init(name: name, x: x, w: w, bias: bias, stride: stride, padding: (padding, padding))
+    }
+    init(name: String, x: [Int], w: [Int], bias: Bool, stride: Int, padding: (Int, Int)) {
+        (self.name, self.x, self.w, self.bias, self.stride, self.padding) = (name, x, w, bias, stride, padding)
+    }
 }
 
 let convCases: [ConvCase] = [
@@ -18,6 +24,9 @@ let convCases: [ConvCase] = [
     ConvCase(name: "patch2_odd", x: [1, 3, 9, 9], w: [5, 3, 2, 2], bias: true, stride: 2, padding: 0),
     ConvCase(name: "patch4", x: [1, 3, 8, 12], w: [7, 3, 4, 4], bias: true, stride: 4, padding: 0),
     ConvCase(name: "patch8", x: [1, 3, 16, 16], w: [4, 3, 8, 8], bias: false, stride: 8, padding: 0),
+    ConvCase(name: "k1x7p03", x: [2, 3, 7, 9], w: [4, 3, 1, 7], bias: true, stride: 1, padding: (0, 3)),
+    ConvCase(name: "k7x1p30", x: [1, 3, 9, 5], w: [5, 3, 7, 1], bias: false, stride: 1, padding: (3, 0)),
+    ConvCase(name: "k3x1s2p12", x: [1, 2, 9, 7], w: [3, 2, 3, 1], bias: true, stride: 2, padding: (1, 2)),
 ]
 
 /// float32 against torch: y and the gradients are sums of at most Cin·kh·kw = 192 (forward) or
@@ -48,14 +57,18 @@ func conv2dGradcheck(_ c: ConvCase) {
 
 /// The definition, written as the obvious six nested loops, in float64 (zero padding, no bias).
 func directConv2d(_ x: Tensor, _ w: Tensor, stride: Int, padding: Int) -> Tensor {
+    directConv2d(x, w, stride: stride, padding: (padding, padding))
+}
+
+func directConv2d(_ x: Tensor, _ w: Tensor, stride: Int, padding pad: (Int, Int)) -> Tensor {
     let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]), (cout, kh, kw) = (w.shape[0], w.shape[2], w.shape[3])
-    let oh = (h + 2 * padding - kh) / stride + 1, ow = (wd + 2 * padding - kw) / stride + 1
+    let oh = (h + 2 * pad.0 - kh) / stride + 1, ow = (wd + 2 * pad.1 - kw) / stride + 1
     let xv = x.scalars(as: Double.self), wv = w.scalars(as: Double.self)
     var out = [Double](repeating: 0, count: n * cout * oh * ow)
     for img in 0..<n { for o in 0..<cout { for oy in 0..<oh { for ox in 0..<ow {
         var s = 0.0
         for ci in 0..<cin { for i in 0..<kh { for j in 0..<kw {
-            let iy = oy * stride - padding + i, ix = ox * stride - padding + j
+            let iy = oy * stride - pad.0 + i, ix = ox * stride - pad.1 + j
             guard iy >= 0 && iy < h && ix >= 0 && ix < wd else { continue }
             s += xv[((img * cin + ci) * h + iy) * wd + ix] * wv[((o * cin + ci) * kh + i) * kw + j]
         } } }
@@ -82,7 +95,7 @@ func conv2dMatchesDirectLoops(_ c: ConvCase) {
         for budget in [ConvColumns.budget, 1] {
             let xl = x.clone(), wl = w.clone()
             xl.requiresGrad = true; wl.requiresGrad = true
-            let y = xl.conv2d(wl, nil, stride: stride, padding: padding, columnBudget: budget)
+            let y = xl.conv2d(wl, nil, stride: stride, padding: (padding, padding), columnBudget: budget)
             y.backward(dy)
             results.append([y, xl.grad!, wl.grad!])
         }

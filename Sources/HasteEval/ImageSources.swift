@@ -1,0 +1,63 @@
+import Foundation
+import HasteIO
+import HasteTensor
+
+/// `arr_0` of an ADM sample or reference batch: uint8 [N, H, W, 3], streamed from the archive in batches.
+public struct NpzImages: ImageSource {
+    public let npz: NpzArchive
+    public let key: String
+    public let count: Int
+
+    public init(_ npz: NpzArchive, key: String = "arr_0") throws {
+        let h = try npz.header(key)
+        guard h.dtype == .uint8, h.shape.count == 4, h.shape[3] == 3 else {
+            throw HasteError.fileFormat(path: npz.path, detail: "'\(key)' is \(h.descr) \(h.shape); ADM batches hold uint8 "
+                                        + "images [N, H, W, 3] (as sample.py's np.savez writes them)")
+        }
+        self.npz = npz
+        self.key = key
+        count = h.shape[0]
+    }
+
+    public func images(_ range: Range<Int>) throws -> Tensor {
+        try npz.rows(key, range).permuted([0, 3, 1, 2]).contiguous()                  // (n, 3, H, W) uint8
+    }
+}
+
+/// Every PNG of a folder in sorted name order (pytorch-fid's file list), decoded to RGB. All images must
+/// have one size (pytorch-fid's DataLoader stacks them the same way).
+public struct PNGFolder: ImageSource {
+    public let directory: String
+    public let files: [String]
+    public var count: Int { files.count }
+
+    public init(directory: String) throws {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
+            throw HasteError.fileFormat(path: directory, detail: "cannot list the folder: \(error.localizedDescription)")
+        }
+        let pngs = names.filter { $0.lowercased().hasSuffix(".png") }.sorted()
+        let jpegs = names.filter { ["jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
+        guard !pngs.isEmpty else {
+            let hint = jpegs.isEmpty ? "" : " (\(jpegs.count) JPEG files found: haste reads PNG only; convert them first)"
+            throw HasteError.fileFormat(path: directory, detail: "no .png images in the folder\(hint)")
+        }
+        self.directory = directory
+        files = pngs.map { "\(directory)/\($0)" }
+    }
+
+    public func images(_ range: Range<Int>) throws -> Tensor {
+        var pixels: [UInt8] = [], size: (Int, Int)?
+        for path in files[range] {
+            let img = try PNGImage.read(path, channels: 3)
+            if let size, size != (img.height, img.width) {
+                throw HasteError.fileFormat(path: path, detail: "\(img.height)×\(img.width) while \(files[range.lowerBound]) is "
+                                            + "\(size.0)×\(size.1): the images of a folder must share one size")
+            }
+            size = (img.height, img.width)
+            pixels += img.pixels
+        }
+        let (h, w) = size ?? (0, 0)
+        return Tensor(pixels, shape: [range.count, h, w, 3]).permuted([0, 3, 1, 2]).contiguous()   // (n, 3, H, W) uint8
+    }
+}
