@@ -6,7 +6,7 @@ import HasteTensor
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time kernels and models (build with -c release).",
-        subcommands: [BenchOpsCommand.self])
+        subcommands: [BenchOpsCommand.self, BenchTrainCommand.self])
 }
 
 /// `haste bench ops`: per-op timings at SiT-B/2 shapes, with GFLOP/s or GB/s.
@@ -30,7 +30,7 @@ struct BenchOpsCommand: ParsableCommand {
         if !json {
             print("haste bench ops: \(device), \(runtime.threads) threads, median of \(reps) after \(warmup) warm-up")
         }
-        let results = cases.map { Benchmark.run($0, warmup: warmup, reps: reps) }
+        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps) }
         guard !json else {
             print(Benchmark.json(results, threads: runtime.threads, device: "\(device)"))
             return
