@@ -2,7 +2,8 @@
 """PyTorch timings of the rows of `haste bench ops` (Sources/haste/Commands/BenchOps.swift): same names, shapes,
 napkin-math work, warm-up and repetitions, float32 on the CPU.
 
-    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads 2] [--reps 10] [--warmup 2] [--json] [--filter TEXT]
+    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads 2] [--reps 10] [--warmup 2] [--json]
+        [--filter TEXT | --only ROW | --list]
 
 To add a row, add it to ROWS below with the name used in BenchOps.swift. Scripts/bench_compare.sh joins the two
 outputs by row name.
@@ -10,6 +11,7 @@ outputs by row name.
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -204,12 +206,20 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--filter", default=None)
+    p.add_argument("--filter", default=None, help="only rows whose name contains this text")
+    p.add_argument("--only", default=None, help="only the row with exactly this name")
+    p.add_argument("--list", action="store_true", help="print the row names and exit")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.list:
+        print("\n".join(row[0] for row in ROWS))
+        return
+    if args.only is not None and args.only not in [row[0] for row in ROWS]:
+        sys.exit(f"--only '{args.only}' is not a row; rows are: {', '.join(row[0] for row in ROWS)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = [measure(*row, args.warmup, args.reps) for row in ROWS if args.filter is None or args.filter in row[0]]
+    rows = [measure(*row, args.warmup, args.reps) for row in ROWS
+            if (args.filter is None or args.filter in row[0]) and args.only in (None, row[0])]
     if args.json:
         print(json.dumps({"threads": args.threads, "device": "cpu", "torch": torch.__version__, "rows": rows}, indent=2))
         return
