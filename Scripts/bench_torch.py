@@ -2,7 +2,8 @@
 """PyTorch timings of the rows of `haste bench ops` (Sources/haste/Commands/BenchOps.swift): same names, shapes,
 napkin-math work, warm-up and repetitions, float32 on the CPU.
 
-    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads 2] [--reps 10] [--warmup 2] [--json] [--filter TEXT]
+    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads 2] [--reps 10] [--warmup 2] [--json]
+        [--filter TEXT | --only ROW | --list]
 
 To add a row, add it to ROWS below with the name used in BenchOps.swift. Scripts/bench_compare.sh joins the two
 outputs by row name.
@@ -10,16 +11,26 @@ outputs by row name.
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from reference import sit as ref_sit   # Scripts/reference (this script's folder is on sys.path)
+
 N, TOKENS, HIDDEN, MLP_HIDDEN = 4, 256, 768, 3072   # SiT-B/2: batch 4, 256 tokens, hidden 768, 12 heads
+HEADS, HEAD_DIM = 12, 64
 ROWS_M = N * TOKENS
 GEMM_FLOPS = 2.0 * ROWS_M * HIDDEN * MLP_HIDDEN
 ACT, RES = [N, TOKENS, MLP_HIDDEN], [N, TOKENS, HIDDEN]
 ACT_COUNT, RES_COUNT = N * TOKENS * MLP_HIDDEN, N * TOKENS * HIDDEN
+PROBS, QKV = [N, HEADS, TOKENS, TOKENS], [N, HEADS, TOKENS, HEAD_DIM]
+PROB_COUNT = N * HEADS * TOKENS * TOKENS
+# one attention GEMM (q·kᵀ or P·v); block: 4 token linears (24·N·T·D²), attention GEMMs, adaLN
+ATTN_GEMM = 2.0 * N * HEADS * TOKENS * TOKENS * HEAD_DIM
+BLOCK_FWD = 24.0 * N * TOKENS * HIDDEN ** 2 + 4.0 * N * TOKENS ** 2 * HIDDEN + 12.0 * N * HIDDEN ** 2
+BLOCK_SHAPE = f"x [{N}, {TOKENS}, {HIDDEN}], c [{N}, {HIDDEN}]"
 
 
 def sgemm():
@@ -63,6 +74,86 @@ def binary(fn):
     return make
 
 
+def layer_norm_inputs(grad):
+    x = torch.randn(*RES, requires_grad=grad)
+    w = (torch.randn(HIDDEN) * 0.1 + 1).requires_grad_(grad)
+    b = (torch.randn(HIDDEN) * 0.1).requires_grad_(grad)
+    return x, w, b
+
+
+def layer_norm_fwd():
+    x, w, b = layer_norm_inputs(False)
+    return lambda: F.layer_norm(x, (HIDDEN,), w, b, 1e-6)
+
+
+def layer_norm_fwd_bwd():
+    x, w, b = layer_norm_inputs(True)
+    dy = torch.randn(*RES)
+    return lambda: torch.autograd.grad(F.layer_norm(x, (HIDDEN,), w, b, 1e-6), (x, w, b), dy)
+
+
+def softmax_fwd():
+    x = torch.randn(*PROBS)
+    return lambda: torch.softmax(x, -1)
+
+
+def softmax_fwd_bwd():
+    x, dy = torch.randn(*PROBS, requires_grad=True), torch.randn(*PROBS)
+    return lambda: torch.autograd.grad(torch.softmax(x, -1), (x,), dy)
+
+
+def qkv_inputs(grad):
+    return [torch.randn(*QKV, requires_grad=grad) for _ in range(3)] + [torch.randn(*QKV)]
+
+
+def explicit_attention(q, k, v):
+    """What the HASTE reference does (Scripts/reference/sit.py Attention): the logits are materialised."""
+    logits = (q * HEAD_DIM ** -0.5) @ k.transpose(-2, -1)
+    return logits.softmax(-1) @ v, logits
+
+
+def sdpa_fwd():
+    q, k, v, _ = qkv_inputs(False)
+    return lambda: F.scaled_dot_product_attention(q, k, v)
+
+
+def sdpa_fwd_bwd():
+    q, k, v, dy = qkv_inputs(True)
+    return lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v), (q, k, v), dy)
+
+
+def logits_fwd():
+    q, k, v, _ = qkv_inputs(False)
+    return lambda: explicit_attention(q, k, v)
+
+
+def logits_fwd_bwd():
+    q, k, v, dy = qkv_inputs(True)
+    return lambda: torch.autograd.grad(explicit_attention(q, k, v)[0], (q, k, v), dy)
+
+
+def use_sdpa(attn):
+    """Swaps a reference Attention's explicit softmax(q·kᵀ)·v for F.scaled_dot_product_attention (no logits
+    returned): what haste's blocks do when their logits are not asked for."""
+    def forward(x):
+        b, n, c = x.shape
+        q, k, v = attn.qkv(x).reshape(b, n, 3, attn.heads, c // attn.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)), None
+    attn.forward = forward
+
+
+def sit_block(logits):
+    def make():
+        block = ref_sit.SiTBlock(HIDDEN, HEADS)      # nn.Linear default init: adaLN non-zero, like haste's row
+        if not logits:
+            use_sdpa(block.attn)
+        x, c = torch.randn(*RES, requires_grad=True), torch.randn(N, HIDDEN, requires_grad=True)
+        dy = torch.randn(*RES)
+        wrt = list(block.parameters()) + [x, c]
+        return lambda: torch.autograd.grad(block(x, c)[0], wrt, dy)
+    return make
+
+
 # name, shape (as haste prints it), work (kind, amount), setup returning the timed closure
 ROWS = [
     ("sgemm (cblas)", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS), sgemm),
@@ -72,6 +163,16 @@ ROWS = [
     ("geluTanh fwd+bwd", f"{ACT}", ("bytes", 20 * ACT_COUNT), gelu_fwd_bwd),
     ("add", f"{RES}", ("bytes", 12 * RES_COUNT), binary(torch.add)),
     ("mul", f"{RES}", ("bytes", 12 * RES_COUNT), binary(torch.mul)),
+    ("layerNorm fwd", f"{RES}", ("bytes", 8 * RES_COUNT), layer_norm_fwd),
+    ("layerNorm fwd+bwd", f"{RES}", ("bytes", 20 * RES_COUNT), layer_norm_fwd_bwd),
+    ("softmax fwd", f"{PROBS}", ("bytes", 8 * PROB_COUNT), softmax_fwd),
+    ("softmax fwd+bwd", f"{PROBS}", ("bytes", 20 * PROB_COUNT), softmax_fwd_bwd),
+    ("attention fwd", f"q,k,v {QKV}", ("flops", 2 * ATTN_GEMM), sdpa_fwd),
+    ("attention fwd+bwd", f"q,k,v {QKV}", ("flops", 6 * ATTN_GEMM), sdpa_fwd_bwd),
+    ("attentionWithLogits fwd", f"q,k,v {QKV}", ("flops", 2 * ATTN_GEMM), logits_fwd),
+    ("attentionWithLogits fwd+bwd", f"q,k,v {QKV}", ("flops", 6 * ATTN_GEMM), logits_fwd_bwd),
+    ("SiT-B/2 block fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(False)),
+    ("SiT-B/2 block+logits fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(True)),
 ]
 
 
@@ -86,8 +187,9 @@ def measure(name, shape, work, setup, warmup, reps):
         ms.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(ms)
     kind, amount = work
+    scale, unit = {"flops": (1e9, "GFLOP/s"), "bytes": (1e9, "GB/s"), "images": (1, "img/s")}[kind]
     return {"op": name, "shape": shape, "ms_median": median, "ms_min": min(ms),
-            "rate": amount / (median * 1e-3) / 1e9, "unit": "GFLOP/s" if kind == "flops" else "GB/s", "reps": reps}
+            "rate": amount / scale / (median * 1e-3), "unit": unit, "reps": reps}
 
 
 def table(rows):
@@ -104,12 +206,20 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--filter", default=None)
+    p.add_argument("--filter", default=None, help="only rows whose name contains this text")
+    p.add_argument("--only", default=None, help="only the row with exactly this name")
+    p.add_argument("--list", action="store_true", help="print the row names and exit")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.list:
+        print("\n".join(row[0] for row in ROWS))
+        return
+    if args.only is not None and args.only not in [row[0] for row in ROWS]:
+        sys.exit(f"--only '{args.only}' is not a row; rows are: {', '.join(row[0] for row in ROWS)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = [measure(*row, args.warmup, args.reps) for row in ROWS if args.filter is None or args.filter in row[0]]
+    rows = [measure(*row, args.warmup, args.reps) for row in ROWS
+            if (args.filter is None or args.filter in row[0]) and args.only in (None, row[0])]
     if args.json:
         print(json.dumps({"threads": args.threads, "device": "cpu", "torch": torch.__version__, "rows": rows}, indent=2))
         return

@@ -2,12 +2,16 @@ import COpenBLAS
 import HasteTensor
 
 /// The rows of `haste bench ops`, at SiT-B/2 training shapes: batch N = 4, T = 256 tokens, hidden D = 768,
-/// MLP hidden 4·D = 3072, 12 heads. To add a row, append a `BenchCase` here and the row of the same name to
-/// Scripts/bench_torch.py.
+/// MLP hidden 4·D = 3072, 12 heads of 64. To add a row, append a `BenchCase` here (or in
+/// BenchOpsAttention.swift) and the row of the same name to Scripts/bench_torch.py.
 enum OpBenchmarks {
-    static let n = 4, tokens = 256, hidden = 768, mlpHidden = 3072
+    static let n = 4, tokens = 256, hidden = 768, mlpHidden = 3072, heads = 12
 
     static func cases(seed: UInt64) -> [BenchCase] {
+        gemmAndElementwise(seed: seed) + normAndSoftmax(seed: seed) + attention(seed: seed) + block(seed: seed)
+    }
+
+    static func gemmAndElementwise(seed: UInt64) -> [BenchCase] {
         let rows = n * tokens
         let gemmFlops = 2.0 * Double(rows * hidden * mlpHidden)
         let act = [n, tokens, mlpHidden], res = [n, tokens, hidden]
@@ -43,6 +47,40 @@ enum OpBenchmarks {
             BenchCase(op: "mul", shape: "\(res)", work: .bytes(12 * resCount)) {
                 let a = Tensor.randn(res, seed: seed), b = Tensor.randn(res, seed: seed + 1)
                 return { _ = a * b }
+            },
+        ]
+    }
+
+    /// layerNorm on the residual stream [N, T, D] (affine, eps 1e-6); softmax over the last axis of attention
+    /// probabilities [N, H, T, T]. Bytes: forward reads x, writes y; backward reads x (or y) and dy, writes dx.
+    static func normAndSoftmax(seed: UInt64) -> [BenchCase] {
+        let res = [n, tokens, hidden], probs = [n, heads, tokens, tokens]
+        let resCount = Double(res.reduce(1, *)), probCount = Double(probs.reduce(1, *))
+        func affine(grad: Bool) -> (Tensor, Tensor, Tensor) {
+            let x = Tensor.randn(res, seed: seed)
+            let w = Tensor.randn([hidden], seed: seed + 1) * 0.1 + 1, b = Tensor.randn([hidden], seed: seed + 2) * 0.1
+            for t in [x, w, b] { t.requiresGrad = grad }
+            return (x, w, b)
+        }
+        return [
+            BenchCase(op: "layerNorm fwd", shape: "\(res)", work: .bytes(8 * resCount)) {
+                let (x, w, b) = affine(grad: false)
+                return { _ = x.layerNorm(weight: w, bias: b, eps: 1e-6) }
+            },
+            BenchCase(op: "layerNorm fwd+bwd", shape: "\(res)", work: .bytes(20 * resCount)) {
+                let (x, w, b) = affine(grad: true)
+                let dy = Tensor.randn(res, seed: seed + 3)
+                return { _ = gradients(of: x.layerNorm(weight: w, bias: b, eps: 1e-6), wrt: [x, w, b], seed: dy) }
+            },
+            BenchCase(op: "softmax fwd", shape: "\(probs)", work: .bytes(8 * probCount)) {
+                let x = Tensor.randn(probs, seed: seed)
+                return { _ = x.softmax(axis: -1) }
+            },
+            BenchCase(op: "softmax fwd+bwd", shape: "\(probs)", work: .bytes(20 * probCount)) {
+                let x = Tensor.randn(probs, seed: seed)
+                x.requiresGrad = true
+                let dy = Tensor.randn(probs, seed: seed + 1)
+                return { _ = gradients(of: x.softmax(axis: -1), wrt: [x], seed: dy) }
             },
         ]
     }

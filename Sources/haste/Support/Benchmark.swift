@@ -1,14 +1,15 @@
 import Foundation
 
 /// One row of `haste bench`: what runs, at which shape, how much work it does (napkin math: FLOPs for
-/// GEMMs, bytes moved for memory-bound kernels), and `prepare`, which builds the inputs (untimed) and returns
-/// the closure that is timed. Rows must do the same work as Scripts/bench_torch.py's row of the same name.
+/// GEMMs, bytes moved for memory-bound kernels, images for training steps), and `prepare`, which builds the
+/// inputs (untimed) and returns the closure that is timed. Rows must do the same work as the row of the same
+/// name in Scripts/bench_torch.py (ops) or Scripts/bench_torch_train.py (train).
 struct BenchCase {
-    enum Work { case flops(Double), bytes(Double) }
+    enum Work { case flops(Double), bytes(Double), images(Double) }
     let op: String
     let shape: String
     let work: Work
-    let prepare: () -> () -> Void
+    let prepare: () throws -> () -> Void
 }
 
 struct BenchResult: Encodable {
@@ -16,7 +17,7 @@ struct BenchResult: Encodable {
     let shape: String
     let msMedian: Double
     let msMin: Double
-    /// GFLOP/s or GB/s at the median time.
+    /// GFLOP/s, GB/s or img/s at the median time.
     let rate: Double
     let unit: String
     let reps: Int
@@ -28,8 +29,8 @@ struct BenchResult: Encodable {
 
 /// Warm-up runs, then `reps` timed runs; the median is the figure quoted, the minimum shows the noise floor.
 enum Benchmark {
-    static func run(_ c: BenchCase, warmup: Int, reps: Int) -> BenchResult {
-        let body = c.prepare()
+    static func run(_ c: BenchCase, warmup: Int, reps: Int) throws -> BenchResult {
+        let body = try c.prepare()
         for _ in 0..<warmup { body() }
         let clock = ContinuousClock()
         var ms: [Double] = []
@@ -41,10 +42,11 @@ enum Benchmark {
         let median = ms.count % 2 == 1 ? ms[ms.count / 2] : (ms[ms.count / 2 - 1] + ms[ms.count / 2]) / 2
         let (amount, unit): (Double, String)
         switch c.work {
-        case let .flops(f): (amount, unit) = (f, "GFLOP/s")
-        case let .bytes(b): (amount, unit) = (b, "GB/s")
+        case let .flops(f): (amount, unit) = (f / 1e9, "GFLOP/s")
+        case let .bytes(b): (amount, unit) = (b / 1e9, "GB/s")
+        case let .images(i): (amount, unit) = (i, "img/s")
         }
-        return BenchResult(op: c.op, shape: c.shape, msMedian: median, msMin: ms[0], rate: amount / (median * 1e-3) / 1e9,
+        return BenchResult(op: c.op, shape: c.shape, msMedian: median, msMin: ms[0], rate: amount / (median * 1e-3),
                            unit: unit, reps: ms.count)
     }
 
@@ -63,11 +65,29 @@ enum Benchmark {
         }.joined(separator: "\n")
     }
 
-    static func json(_ results: [BenchResult], threads: Int, device: String) -> String {
-        struct Report: Encodable { let threads: Int; let device: String; let rows: [BenchResult] }
+    /// `{threads, device, rows, peak_rss_mb?}`; the peak belongs to the whole process (run one row per
+    /// process to attribute it).
+    static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil) -> String {
+        struct Report: Encodable {
+            let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?
+            private enum CodingKeys: String, CodingKey { case threads, device, rows, peakRSSMB = "peak_rss_mb" }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(Report(threads: threads, device: device, rows: results)))
+        return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB)))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Peak resident set size of this process so far, in MiB (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux
+    /// reports in KiB; macOS in bytes).
+    static func peakRSSMB() -> Double {
+        var usage = rusage()
+        #if os(Linux)
+        guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return .nan }   // glibc's enum
+        return Double(usage.ru_maxrss) / 1024
+        #else
+        guard getrusage(RUSAGE_SELF, &usage) == 0 else { return .nan }
+        return Double(usage.ru_maxrss) / (1024 * 1024)
+        #endif
     }
 }

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+
+/// `haste bench train`: one full training step per row (forward, HASTE loss, backward, clip, AdamW) and the
+/// teacher's forward, in img/s. Scripts/bench_train_compare.sh runs each row in its own process (`--only`),
+/// next to the same row of Scripts/bench_torch_train.py, so that the peak RSS printed belongs to that row.
+struct BenchTrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward.")
+
+    @OptionGroup var runtime: RuntimeOptions
+    @Flag(help: "Print JSON {threads, device, peak_rss_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps}]}.")
+    var json = false
+    @Option(help: "Timed steps per row (the median is reported).") var reps = 3
+    @Option(help: "Untimed warm-up steps per row.") var warmup = 1
+    @Option(help: "Run only the row with exactly this name (see --list); one row per process attributes the peak RSS.")
+    var only: String?
+    @Flag(help: "Print the row names, one per line, and exit.") var list = false
+
+    func validate() throws {
+        guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
+        if let only, !TrainBenchmarks.names.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \(TrainBenchmarks.names.joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        if list {
+            print(TrainBenchmarks.names.joined(separator: "\n"))
+            return
+        }
+        let device = try runtime.openDevice()
+        let cases = TrainBenchmarks.cases(seed: runtime.seed).filter { only == nil || $0.op == only }
+        if !json {
+            print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
+        }
+        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps) }
+        let peak = Benchmark.peakRSSMB()
+        guard !json else {
+            print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak))
+            return
+        }
+        print(Benchmark.table(results))
+        print(String(format: "peak RSS %.0f MiB (whole process; use --only ROW for one row's peak)", peak))
+    }
+}
