@@ -20,17 +20,17 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
-        .systemLibrary(name: "CLibPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        // libjpeg reports errors by longjmp and HDF5's type constants are macros: both need a little C.
+        // libjpeg and libpng report errors by longjmp and HDF5's type constants are macros: all need a little C.
         .target(name: "CJPEGShim", linkerSettings: [.linkedLibrary("jpeg")]),
+        .target(name: "CPNGShim", linkerSettings: [.linkedLibrary("png16")]),
         .target(name: "CHDF5", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("hdf5_serial")]),
         .target(name: "HasteTensor",
                 dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")],
                 swiftSettings: libraryFlags),
         .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
-        .target(name: "HasteIO", dependencies: ["HasteTensor", "CLibPNG", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
+        .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
         .target(name: "HasteModels", dependencies: ["HasteTensor", "HasteNN"], swiftSettings: libraryFlags),
         .target(name: "HasteDiffusion", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "COpenBLAS", "CLAPACKE"],

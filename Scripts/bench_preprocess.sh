@@ -3,11 +3,12 @@
 #  1. decode+ADM crop images/s on one core: haste vs PIL (Scripts/fixtures/preprocess.py's center_crop_arr)
 #     over the same photos (Scripts/fetch_test_images.sh, repeated to N images);
 #  2. VAE encode images/s at 256×256 (random full SD-VAE weights): haste vs Scripts/reference/vae.py (PyTorch);
-#  3. training read throughput: HDF5Dataset vs the folder layout (ReferenceLayoutDataset).
-# Usage: Scripts/bench_preprocess.sh [N=60]    Needs /opt/torchvenv (torch, Pillow, safetensors).
+#  3. training read throughput: HDF5Dataset vs the folder layout (ReferenceLayoutDataset), `haste bench data`.
+# Usage: Scripts/bench_preprocess.sh [N=60]   (READ_ITEMS=1024: size of the read-throughput dataset)    Needs /opt/torchvenv (torch, Pillow, safetensors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-60}
+R=${READ_ITEMS:-1024}   # items of the read-throughput dataset
 PY=${PY:-/opt/torchvenv/bin/python}
 Scripts/fetch_test_images.sh
 swift build -c release --product haste >/dev/null
@@ -48,10 +49,9 @@ m = AutoencoderKL()
 save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1])
 PY
 M=${BENCH_ENCODE:-16}
-t0=$(date +%s.%N)
-.build/release/haste preprocess --dest "$work/out" --stage encode --vae-weights "$vae" --max-images "$M" --quiet >/dev/null
-t1=$(date +%s.%N)
-echo "haste: $(echo "$M / ($t1 - $t0)" | bc -l | xargs printf '%.2f') img/s ($M images incl. weight load, batch 8)"
+summary=$(.build/release/haste preprocess --dest "$work/out" --stage encode --vae-weights "$vae" --max-images "$M" --quiet)
+secs=$(echo "$summary" | sed -n 's/^encode: .*(\([0-9.]*\) s)$/\1/p')
+echo "haste: $(echo "$M / $secs" | bc -l | xargs printf '%.2f') img/s ($M images, batch 8, $(nproc) threads; weight load excluded)"
 $PY - "$vae" <<'PY'
 import sys, time, torch
 sys.path.insert(0, "Scripts/reference")
@@ -65,6 +65,33 @@ with torch.no_grad():
     while time.time() - t < 20: m.posterior(x); r += 8
 print(f"torch: {r / (time.time() - t):.2f} img/s (batch 8, {torch.get_num_threads()} threads)")
 PY
-echo "== training read throughput (images + moments)"
-.build/release/haste preprocess --dest "$work/out" --stage encode --format both --vae-weights "$vae" --quiet >/dev/null
-echo "(not implemented yet: time HDF5Dataset vs ReferenceLayoutDataset .batch() over $work/out)"
+echo "== training read throughput (images + moments, the trainer's batch reads), $R items"
+# Same file shapes as the real pipeline (PNG 256×256×3 level 0, moments float32 [8, 32, 32]) without an hour of
+# full-VAE encoding: a narrow VAE with the SD-VAE's 8× downsampling and 4 latent channels (config.json beside it).
+mkdir -p "$work/narrow" "$work/rsrc/a" "$work/rsrc/b"
+$PY - "$work/narrow" <<'PY'
+import json, sys
+sys.path.insert(0, "Scripts/reference")
+from safetensors.torch import save_file
+from vae import AutoencoderKL
+cfg = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 4}
+m = AutoencoderKL(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_groups=4)
+save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1] + "/diffusion_pytorch_model.safetensors")
+json.dump(cfg, open(sys.argv[1] + "/config.json", "w"))
+PY
+i=0
+while [ $i -lt "$R" ]; do
+    for f in "$work"/src/*/*; do
+        [ $i -lt "$R" ] || break
+        ln -s "$(readlink "$f")" "$work/rsrc/$([ $((i % 2)) -eq 0 ] && echo a || echo b)/$(printf %05d $i)-$(basename "$f")"; i=$((i + 1))
+    done
+done
+.build/release/haste preprocess --source "$work/rsrc" --dest "$work/read" --format both --vae-weights "$work/narrow/diffusion_pytorch_model.safetensors" --quiet
+du -sh "$work/read/images" "$work/read/vae-sd" "$work/read/dataset.h5"
+# Page cache dropped before each format where allowed (root on a real machine): cold reads; otherwise warm.
+for fmt in folder hdf5; do
+    sync; if echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then echo "(page cache dropped: cold reads)"; else echo "(page cache not dropped: warm reads)"; fi
+    .build/release/haste bench data --data-dir "$work/read" --format $fmt --batch-size 64 --batches $(( R / 64 - 1 ))
+done
+echo "(warm, both formats in one process:)"
+.build/release/haste bench data --data-dir "$work/read" --format both --batch-size 64 --batches $(( R / 64 - 1 ))

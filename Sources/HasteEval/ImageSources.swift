@@ -49,7 +49,7 @@ public struct PNGFolder: ImageSource {
     public func images(_ range: Range<Int>) throws -> Tensor {
         var pixels: [UInt8] = [], size: (Int, Int)?
         for path in files[range] {
-            let img = try PNGImage.read(path, channels: 3)
+            let img = try PNGImage.read(path)
             if let size, size != (img.height, img.width) {
                 throw HasteError.fileFormat(path: path, detail: "\(img.height)×\(img.width) while \(files[range.lowerBound]) is "
                                             + "\(size.0)×\(size.1): the images of a folder must share one size")

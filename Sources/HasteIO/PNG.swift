@@ -1,50 +1,67 @@
-import CLibPNG
+import CPNGShim
 import Foundation
 import HasteTensor
 
-/// PNG through libpng's simplified API (no setjmp): 8-bit grey, RGB or RGBA, row-major HWC bytes.
+/// PNG through libpng's full API (C shim). Decoding follows Pillow's `Image.open(f).convert("RGB")`: no gamma or
+/// colour management (gAMA, sRGB, iCCP ignored), alpha and tRNS dropped without compositing, palette and 1/2/4-bit
+/// grey expanded, 16-bit colour and grey+alpha reduced to the high byte (rawmodes "RGB;16B", "LA;16B"), 16-bit grey
+/// ("I;16") saturated at 255.
 public enum PNGImage {
-    /// png.h's PNG_FORMAT_* (composite macros Swift does not import): COLOR = 2, ALPHA = 1.
-    static func format(_ channels: Int) -> UInt32 { channels == 1 ? 0 : channels == 4 ? 3 : 2 }
+    /// zlib level of written files unless a caller says otherwise: Pillow's default (6).
+    public static let defaultCompressionLevel = 6
 
-    /// Decodes to 8-bit pixels with `channels` 1 (grey), 3 (RGB) or 4 (RGBA); libpng converts palette,
-    /// 16-bit and grey inputs. Returns (height, width, bytes).
-    public static func read(_ path: String, channels: Int = 3) throws -> (height: Int, width: Int, pixels: [UInt8]) {
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        guard png_image_begin_read_from_file(&image, path) != 0 else {
-            let why = withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            throw HasteError.fileFormat(path: path, detail: "cannot read PNG: \(why)")
+    public static func decode(_ data: Data, path: String) throws -> DecodedImage {
+        var (w, h, c, depth): (UInt32, UInt32, Int32, Int32) = (0, 0, 0, 0)
+        var buffer: UnsafeMutablePointer<UInt8>? = nil
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = data.withUnsafeBytes { raw in
+            haste_png_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &w, &h, &c, &depth, &buffer, &err, err.count)
         }
-        defer { png_image_free(&image) }
-        image.format = format(channels)
-        let (w, h) = (Int(image.width), Int(image.height))
-        var pixels = [UInt8](repeating: 0, count: w * h * channels)
-        let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, Int32(w * channels), nil) }
-        guard ok != 0 else {
-            let why = withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            throw HasteError.fileFormat(path: path, detail: "cannot decode PNG: \(why)")
+        guard rc == 0, let buffer else {
+            throw HasteError.fileFormat(path: path, detail: "cannot decode PNG: \(String(cString: err))")
         }
-        return (h, w, pixels)
+        defer { haste_png_free(buffer) }
+        let (width, height, channels) = (Int(w), Int(h), Int(c)), n = width * height * channels
+        var pixels = [UInt8](repeating: 0, count: n)
+        if depth == 8 {
+            pixels.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: buffer, count: n) }
+        } else {
+            let wide = UnsafeRawPointer(buffer).assumingMemoryBound(to: UInt16.self)
+            let saturate = channels == 1
+            pixels.withUnsafeMutableBufferPointer { out in
+                for i in 0..<n { out[i] = saturate ? UInt8(Swift.min(wide[i], 255)) : UInt8(wide[i] >> 8) }
+            }
+        }
+        return DecodedImage(width: width, height: height, channels: channels, pixels: pixels).rgb()
     }
 
-    /// Writes 8-bit pixels (HWC, channels 1/3/4) atomically (temporary file, then rename).
-    public static func write(_ pixels: [UInt8], height: Int, width: Int, channels: Int, to path: String) throws {
+    /// Reads a PNG file as 8-bit RGB (see `decode`). Returns (height, width, HWC bytes).
+    public static func read(_ path: String) throws -> (height: Int, width: Int, pixels: [UInt8]) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw HasteError.fileMissing(path: path, hint: "the PNG file cannot be read")
+        }
+        let img = try decode(data, path: path)
+        return (img.height, img.width, img.pixels)
+    }
+
+    /// Writes 8-bit pixels (HWC, channels 1/3/4) atomically (temporary file, then rename) with zlib level 0–9;
+    /// level 0 is what the reference preprocessing writes (stored, unfiltered: fastest to write and to read).
+    public static func write(_ pixels: [UInt8], height: Int, width: Int, channels: Int, to path: String,
+                             compressionLevel: Int = defaultCompressionLevel) throws {
         require(pixels.count == height * width * channels && [1, 3, 4].contains(channels),
-                     "PNG write: \(pixels.count) bytes for \(height)×\(width)×\(channels)")
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        image.width = UInt32(width)
-        image.height = UInt32(height)
-        image.format = format(channels)
+                "PNG write: \(pixels.count) bytes for \(height)×\(width)×\(channels)")
+        require((0...9).contains(compressionLevel), "PNG write: zlib level \(compressionLevel) is not 0–9")
         let tmp = path + ".tmp-\(getpid())"
-        let ok = pixels.withUnsafeBytes { png_image_write_to_file(&image, tmp, 0, $0.baseAddress, Int32(width * channels), nil) }
-        guard ok != 0 else {
-            let why = withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = pixels.withUnsafeBufferPointer {
+            haste_png_write(tmp, $0.baseAddress, UInt32(width), UInt32(height), Int32(channels), Int32(compressionLevel), &err, err.count)
+        }
+        guard rc == 0 else {
             try? FileManager.default.removeItem(atPath: tmp)
-            throw HasteError.fileFormat(path: path, detail: "cannot write PNG: \(why) (does the folder exist?)")
+            throw HasteError.fileFormat(path: path, detail: "cannot write PNG: \(String(cString: err)) (does the folder exist and have space?)")
         }
         guard rename(tmp, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: tmp)
             throw HasteError.fileFormat(path: path, detail: "cannot move \(tmp) into place (errno \(errno))")
         }
     }

@@ -3,7 +3,7 @@
 /// (next to the op, in `Ops/`), and `Backend` is their union. The CPU backend is the reference; every other
 /// backend is tested against it. No default implementations: a new backend must provide every kernel.
 public protocol Backend: AnyObject, MemoryKernels, RandomKernels, ElementwiseKernels, MatmulKernels,
-    ReduceKernels, NormKernels, SoftmaxKernels, MovementKernels, ConvKernels, ResizeKernels,
+    ReduceKernels, NormKernels, SoftmaxKernels, MovementKernels, ConvKernels, PoolKernels, ResizeKernels,
     AttentionKernels, EmbeddingKernels, LossKernels, OptimizerKernels
 {
     /// Short name for messages and `haste doctor` ("cpu", "cuda").

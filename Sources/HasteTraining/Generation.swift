@@ -173,12 +173,12 @@ public final class SampleGenerator {
 public enum SamplePacker {
     public static func pack(folder: String, count: Int, to path: String) throws {
         require(count >= 1, "SamplePacker.pack: count \(count) < 1")
-        let first = try PNGImage.read(folder + "/000000.png", channels: 3)
+        let first = try PNGImage.read(folder + "/000000.png")
         let writer = try NpzWriter(path: path)
         try writer.beginArray("arr_0", dtype: .uint8, shape: [count, first.height, first.width, 3])
         for i in 0..<count {
             let p = folder + "/" + String(format: "%06d.png", i)
-            let img = i == 0 ? first : try PNGImage.read(p, channels: 3)
+            let img = i == 0 ? first : try PNGImage.read(p)
             guard img.height == first.height && img.width == first.width else {
                 throw HasteError.fileFormat(path: p, detail: "is \(img.height)×\(img.width), the batch is \(first.height)×\(first.width)")
             }
@@ -191,7 +191,7 @@ public enum SamplePacker {
     public static func grid(folder: String, count: Int, to path: String) throws {
         var images: [Tensor] = []
         for i in 0..<count {
-            let img = try PNGImage.read(folder + "/" + String(format: "%06d.png", i), channels: 3)
+            let img = try PNGImage.read(folder + "/" + String(format: "%06d.png", i))
             images.append(Tensor(img.pixels, shape: [1, img.height, img.width, 3]))
         }
         let x = Tensor.cat(images, axis: 0).permuted([0, 3, 1, 2]).to(.float32) / 127.5 - 1.0    // (N, 3, H, W) in [−1, 1]

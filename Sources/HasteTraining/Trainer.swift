@@ -25,6 +25,8 @@ public final class Trainer {
     public let run: RunDirectory
     let objective: Objective
     let order: EpochOrder
+    /// Reads batch k+1 while step k computes.
+    lazy var prefetcher = BatchPrefetcher(dataset: dataset, order: order)
     public private(set) var state = TrainingState()
     weak var observer: TrainingObserver?
 
@@ -113,6 +115,7 @@ public final class Trainer {
                 try run.plotLosses()
             }
         }
+        prefetcher.drain()
         say("done at step \(state.step)")
         return state
     }
@@ -125,7 +128,7 @@ public final class Trainer {
         var sums = (0.0, 0.0, 0.0, 0.0)
         let k = Double(config.gradientAccumulationSteps)
         for _ in 0..<config.gradientAccumulationSteps {
-            let batch = try dataset.batch(order.indices(epoch: state.epoch, batch: state.batchInEpoch))
+            let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch)
             state.batchInEpoch += 1
             var teacherOut: DINOv2Output?
             if let teacher, align || !config.skipTeacherAfterStop, let images = batch.images {

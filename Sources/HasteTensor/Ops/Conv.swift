@@ -1,7 +1,7 @@
 /// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
 /// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
 /// The windowed family also carries the pooling kernels (Ops/Pool.swift), so `Backend` includes them.
-public protocol ConvKernels: AnyObject, PoolKernels {
+public protocol ConvKernels: AnyObject {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
     /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
     /// zero where that falls in the padding (padH, padW = geometry.paddingHeight, .paddingWidth).

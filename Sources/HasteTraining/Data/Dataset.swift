@@ -32,8 +32,19 @@ public struct EpochOrder {
     public let count: Int, batchSize: Int, seed: UInt64
     public var batchesPerEpoch: Int { count / batchSize }
 
+    public init(count: Int, batchSize: Int, seed: UInt64) { (self.count, self.batchSize, self.seed) = (count, batchSize, seed) }
+
     public func indices(epoch: Int, batch: Int) -> [Int] {
         let perm = RandomGenerator(seed: seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)).permutation(count)
         return Array(perm[(batch * batchSize)..<((batch + 1) * batchSize)])
+    }
+}
+
+extension HasteError {
+    /// A preprocessed dataset without labels (`{"labels": null}`, or label −1 in dataset.h5): the source tree had
+    /// fewer than two class folders (spec/data.md §1.1 step 2). SiT training is class-conditional.
+    static func unlabelled(path: String) -> HasteError {
+        .fileFormat(path: path, detail: "the dataset has no class labels (its source had fewer than 2 class folders); "
+                    + "class-conditional training needs them: put the images in one folder per class and rerun `haste preprocess`")
     }
 }

@@ -21,6 +21,7 @@ public final class HDF5Dataset: TrainingDataset {
             throw HasteError.fileFormat(path: path, detail: "holds no VAE moments: rerun `haste preprocess --stage all --format hdf5` with --vae-weights")
         }
         labels = try file.labels()
+        if labels.contains(-1) { throw HasteError.unlabelled(path: path) }
         if let bad = labels.first(where: { $0 < 0 || $0 >= Int64(numClasses) }) {
             throw HasteError.config(key: "num-classes", detail: "\(path) has label \(bad), outside 0..<\(numClasses)")
         }

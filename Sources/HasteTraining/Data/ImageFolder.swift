@@ -31,7 +31,7 @@ public final class ImageFolderDataset: TrainingDataset {
         }
         pairs.sort { $0.0 < $1.0 }
         guard let first = pairs.first else { throw HasteError.fileFormat(path: json, detail: "the dataset is empty") }
-        let png = try PNGImage.read("\(root)/\(first.0)", channels: 3)
+        let png = try PNGImage.read("\(root)/\(first.0)")
         guard png.height == png.width else {
             throw HasteError.fileFormat(path: "\(root)/\(first.0)", detail: "images must be square crops, got \(png.width)×\(png.height)")
         }
@@ -46,7 +46,7 @@ public final class ImageFolderDataset: TrainingDataset {
         var pixels: [UInt8] = []
         pixels.reserveCapacity(indices.count * 3 * side * side)
         for i in indices {
-            let png = try PNGImage.read("\(root)/\(files[i])", channels: 3)
+            let png = try PNGImage.read("\(root)/\(files[i])")
             guard png.height == side && png.width == side else {
                 throw HasteError.fileFormat(path: "\(root)/\(files[i])", detail: "\(png.width)×\(png.height), but the dataset's images are \(side)×\(side)")
             }

@@ -25,8 +25,11 @@ public final class ReferenceLayoutDataset: TrainingDataset {
         }
         let json = "\(vae)/dataset.json"
         guard let data = fm.contents(atPath: json),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let rows = obj["labels"] as? [[Any]] else {
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw HasteError.fileFormat(path: json, detail: "expected {\"labels\": [[\"00000/img-mean-std-00000000.npy\", 6], ...]}")
+        }
+        if obj["labels"] is NSNull { throw HasteError.unlabelled(path: json) }
+        guard let rows = obj["labels"] as? [[Any]] else {
             throw HasteError.fileFormat(path: json, detail: "expected {\"labels\": [[\"00000/img-mean-std-00000000.npy\", 6], ...]}")
         }
         var feats: [String] = [], labs: [Int64] = []
@@ -63,7 +66,7 @@ public final class ReferenceLayoutDataset: TrainingDataset {
                 throw HasteError.fileFormat(path: "\(root)/vae-sd/\(features[i])", detail: "moments \(m.shape), expected \([2 * sampleShape[0]] + Array(sampleShape.dropFirst()))")
             }
             moments.append(m.unsqueezed(0))
-            let png = try PNGImage.read("\(root)/images/\(images[i])", channels: 3)
+            let png = try PNGImage.read("\(root)/images/\(images[i])")
             pixels.append(Tensor(png.pixels, shape: [1, png.height, png.width, 3]).permuted([0, 3, 1, 2]).contiguous())
         }
         return Batch(images: Tensor.cat(pixels, axis: 0), x0: Tensor.cat(moments, axis: 0), moments: true,

@@ -32,14 +32,14 @@ extension Preprocessor {
         let items = Array(try convertedItems().prefix(options.maxImages ?? Int.max))
         let todo = items.filter { !FileManager.default.fileExists(atPath: "\(latentsDir)/\(ReferenceNames.moments($0.idx))") }
         summary.alreadyEncoded = items.count - todo.count
-        let progress = Progress(label: "encode ", total: todo.count, enabled: options.progress)
+        let progress = ProgressBar(label: "encode ", total: todo.count, enabled: options.progress)
         let r = options.resolution
         for b in stride(from: 0, to: todo.count, by: options.batchSize) {
             let batch = Array(todo[b..<min(b + options.batchSize, todo.count)])
             var pixels: [UInt8] = []
             pixels.reserveCapacity(batch.count * r * r * 3)
             for item in batch {
-                let png = try PNGImage.read("\(imagesDir)/\(item.name)", channels: 3)
+                let png = try PNGImage.read("\(imagesDir)/\(item.name)")
                 guard png.width == r && png.height == r else {
                     throw HasteError.fileFormat(path: "\(imagesDir)/\(item.name)", detail: "\(png.width)×\(png.height), expected \(r)×\(r): was images/ made with another --resolution?")
                 }
@@ -76,10 +76,10 @@ extension Preprocessor {
         let tmp = "\(options.dest)/dataset.tmp.h5"
         let file = try HDF5DatasetFile.create(tmp, count: items.count, resolution: r, momentChannels: mc,
                                               momentSide: side, classNames: classes)
-        let progress = Progress(label: "hdf5   ", total: items.count, enabled: options.progress)
+        let progress = ProgressBar(label: "hdf5   ", total: items.count, enabled: options.progress)
         do {
             for (i, item) in items.enumerated() {
-                let png = try PNGImage.read("\(imagesDir)/\(item.name)", channels: 3)
+                let png = try PNGImage.read("\(imagesDir)/\(item.name)")
                 var chw = [UInt8](repeating: 0, count: 3 * r * r)
                 for p in 0..<(r * r) { for c in 0..<3 { chw[c * r * r + p] = png.pixels[p * 3 + c] } }
                 var moments: [Float]? = nil

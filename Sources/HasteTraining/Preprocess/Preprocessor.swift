@@ -13,6 +13,8 @@ public struct PreprocessOptions: Sendable {
     public var maxImages: Int? = nil
     public var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
     public var batchSize = 8
+    /// zlib level of images/*.png; 0 = stored (spec/data.md §1.1).
+    public var pngLevel = 0
     public var progress = true
     public init() {}
 }
@@ -64,10 +66,20 @@ public final class Preprocessor {
             summary.hdf5Path = hdf5Path
             return summary   // packed and renamed into place only when complete
         }
+        removeStaleTemporaries()
         if options.stage != .encode { try convert() }
         if options.stage != .convert { try encode() }
         if options.format != .folder { try pack() }
         return summary
+    }
+
+    /// Temporaries (`*.tmp-<pid>…`) that an interrupted run left in images/ and vae-sd/: never finished work.
+    func removeStaleTemporaries() {
+        for dir in [imagesDir, latentsDir] {
+            for name in (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String]) ?? [] where name.contains(".tmp-") {
+                try? FileManager.default.removeItem(atPath: "\(dir)/\(name)")
+            }
+        }
     }
 
     // MARK: convert
@@ -81,15 +93,15 @@ public final class Preprocessor {
         items = SourceTree(items: Array(items.items.prefix(limit)), classNames: items.classNames)
         summary.found = limit
         var outcomes = [Outcome](repeating: .pending, count: limit)
-        let progress = Progress(label: "convert", total: limit, enabled: options.progress)
+        let progress = ProgressBar(label: "convert", total: limit, enabled: options.progress)
         let lock = NSLock()
         var next = 0
-        let res = options.resolution, dir = imagesDir
+        let res = options.resolution, dir = imagesDir, level = options.pngLevel
         DispatchQueue.concurrentPerform(iterations: max(1, min(options.workers, limit))) { _ in
             while true {
                 lock.lock(); let i = next; next += 1; lock.unlock()
                 guard i < limit else { return }
-                let outcome = Self.convertOne(items.items[i].path, to: "\(dir)/\(ReferenceNames.image(i))", resolution: res)
+                let outcome = Self.convertOne(items.items[i].path, to: "\(dir)/\(ReferenceNames.image(i))", resolution: res, pngLevel: level)
                 lock.lock(); outcomes[i] = outcome; lock.unlock()
                 progress.advance()
             }
@@ -112,14 +124,14 @@ public final class Preprocessor {
         summary.convertSeconds = Date().timeIntervalSince(start)
     }
 
-    static func convertOne(_ path: String, to out: String, resolution: Int) -> Outcome {
+    static func convertOne(_ path: String, to out: String, resolution: Int, pngLevel: Int) -> Outcome {
         if FileManager.default.fileExists(atPath: out) { return .existing }
         do {
             let img = try ImageDecoder.decodeRGB(path: path)
             guard img.width > 0 && img.height > 0 else { return .failed("empty image") }
             let crop = admCenterCrop(img, size: resolution)
             try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try PNGImage.write(crop.pixels, height: resolution, width: resolution, channels: 3, to: out)
+            try PNGImage.write(crop.pixels, height: resolution, width: resolution, channels: 3, to: out, compressionLevel: pngLevel)
             return .done
         } catch {
             return .failed("\(error)")
@@ -132,31 +144,4 @@ func writeAtomically(_ text: String, to path: String) throws {
     do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
         throw HasteError.fileFormat(path: path, detail: "cannot write: \(error.localizedDescription)")
     }
-}
-
-/// A one-line progress bar on stderr (items, rate), redrawn at most every half second.
-final class Progress: @unchecked Sendable {
-    let label: String, total: Int, enabled: Bool, start = Date()
-    var done = 0, last = Date.distantPast
-    let lock = NSLock()
-
-    init(label: String, total: Int, enabled: Bool) { (self.label, self.total, self.enabled) = (label, total, enabled) }
-
-    func advance(_ n: Int = 1) {
-        lock.lock(); defer { lock.unlock() }
-        done += n
-        guard enabled, Date().timeIntervalSince(last) > 0.5 || done == total else { return }
-        last = Date()
-        draw()
-    }
-
-    func draw() {
-        let frac = total > 0 ? Double(done) / Double(total) : 1, bar = Int(frac * 30)
-        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
-        let line = "\r\(label) [\(String(repeating: "#", count: bar))\(String(repeating: ".", count: 30 - bar))] \(done)/\(total) "
-            + String(format: "%.1f img/s", rate)
-        FileHandle.standardError.write(line.data(using: .utf8)!)
-    }
-
-    func finish() { if enabled { lock.lock(); draw(); lock.unlock(); FileHandle.standardError.write("\n".data(using: .utf8)!) } }
 }

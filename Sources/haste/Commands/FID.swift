@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HasteEval
+import HasteIO
 import HasteModels
 import HasteTraining
 
@@ -51,17 +52,17 @@ struct FID: ParsableCommand {
         let weightsName = (InceptionWeightsFile.resolve(weights) as NSString).lastPathComponent
         let extractor = InceptionFeatureExtractor(model: model, input: input, batchSize: batchSize ?? (input == .adm ? 64 : 50), device: device)
         let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName)
-        let bar = FeatureProgressBar()
+        let bar = ProgressBar(label: "samples")
         let samplesSet = try open(samples)
         guard let reference else {
-            let side = try evaluator.features(of: samplesSet, side: "samples", progress: bar.update)
+            let side = try evaluator.features(of: samplesSet, side: "samples", progress: { bar.update(done: $1, total: $2, label: $0) })
             bar.finish()
             try evaluator.statsFile(side).write(to: saveStats!)
             print(json ? jsonText(["saved": saveStats!, "samples": sideJSON(side)])
                        : "saved statistics of \(samples) to \(saveStats!)\(throughput(side, "samples"))")
             return
         }
-        let report = try evaluator.evaluate(samples: samplesSet, reference: try open(reference), fidOnly: fidOnly, progress: bar.update)
+        let report = try evaluator.evaluate(samples: samplesSet, reference: try open(reference), fidOnly: fidOnly, progress: { bar.update(done: $1, total: $2, label: $0) })
         bar.finish()
         if let saveStats { try evaluator.statsFile(report.samples).write(to: saveStats) }
         print(json ? jsonText(report.json) : table(report))
@@ -95,29 +96,5 @@ struct FID: ParsableCommand {
     func jsonText(_ obj: [String: Any]) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
-    }
-}
-
-/// A progress bar on stderr: redrawn in place on a terminal, a line every 10 s otherwise.
-final class FeatureProgressBar {
-    private let isTerminal = isatty(STDERR_FILENO) != 0
-    private var start = Date(), last = Date.distantPast, side = "", drawn = false
-
-    func update(_ side: String, _ done: Int, _ total: Int) {
-        let now = Date()
-        if side != self.side { finish(); self.side = side; start = now; last = .distantPast }
-        guard now.timeIntervalSince(last) > (isTerminal ? 0.2 : 10) || done == total else { return }
-        last = now
-        let rate = Double(done) / max(now.timeIntervalSince(start), 1e-9), width = 30
-        let filled = total > 0 ? width * done / total : width
-        let eta = rate > 0 ? Int(Double(total - done) / rate) : 0
-        let text = "\(side) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] "
-            + "\(done)/\(total) \(String(format: "%.1f", rate)) img/s ETA \(eta / 60)m\(String(format: "%02d", eta % 60))s"
-        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" : "") .utf8) + Data((text + (isTerminal ? "" : "\n")).utf8))
-        drawn = isTerminal
-    }
-
-    func finish() {
-        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
     }
 }

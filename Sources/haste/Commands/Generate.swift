@@ -107,7 +107,7 @@ struct Generate: ParsableCommand {
         }
         err.write(Data("sampling \(generator.model.name) (\(generator.model.pixelSpace ? "pixels" : "latents") \(generator.model.sampleShape)) into \(generator.folder)\n".utf8))
         let bar = ProgressBar(label: "generate")
-        let npz = try generator.run { bar.update($0) }
+        let npz = try generator.run { bar.update(done: $0.done, total: $0.total) }
         bar.finish()
         let t = generator.timings
         if t.images > 0 {
@@ -130,38 +130,6 @@ struct Generate: ParsableCommand {
     }
 }
 
-/// A one-line progress bar with rate and ETA on stderr (redrawn on a terminal, a line every 10 s in a log).
-final class ProgressBar {
-    let label: String
-    private let isTerminal = isatty(STDERR_FILENO) != 0
-    private var last = Date.distantPast
-    private var drawn = false
-
-    init(label: String) { self.label = label }
-
-    func update(_ p: GenerationProgress) {
-        guard p.total > 0 else { return }
-        drawn = true
-        let now = Date()
-        let final = p.done == p.total
-        guard final || now.timeIntervalSince(last) > (isTerminal ? 0.2 : 10) else { return }
-        last = now
-        let width = 30, filled = p.total == 0 ? width : width * p.done / p.total
-        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        let eta = p.eta.isFinite ? ProgressBar.clock(p.eta) : "--:--:--"
-        let line = String(format: "%@ [%@] %d/%d  %.2f img/s  ETA %@", label, bar, p.done, p.total, p.rate, eta)
-        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
-    }
-
-    /// h:mm:ss.
-    static func clock(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
-        return String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
-    }
-
-    func finish() { if isTerminal && drawn { FileHandle.standardError.write(Data("\n".utf8)) } }
-}
-
 /// `--npz-selftest COUNT PATH`: streams COUNT 256×256×3 uint8 images through NpzWriter (no model), for
 /// Scripts/check_big_npz.sh: pixel (i, y, x, c) = (i·131 + y·3 + x·5 + c·7) mod 256.
 enum NpzSelftest {
@@ -171,7 +139,6 @@ enum NpzSelftest {
         try writer.beginArray("arr_0", dtype: .uint8, shape: [count, side, side, 3])
         var image = [UInt8](repeating: 0, count: n)
         let bar = ProgressBar(label: "npz")
-        let start = Date()
         for i in 0..<count {
             image.withUnsafeMutableBufferPointer { p in
                 for y in 0..<side { for x in 0..<side { for c in 0..<3 {
@@ -180,7 +147,7 @@ enum NpzSelftest {
             }
             try writer.append(bytes: image)
             if i % 500 == 499 || i == count - 1 {
-                bar.update(GenerationProgress(done: i + 1, total: count, elapsed: Date().timeIntervalSince(start)))
+                bar.update(done: i + 1, total: count)
             }
         }
         try writer.finish()

@@ -19,6 +19,7 @@ struct Preprocess: ParsableCommand {
           haste train configs/sit-b-2.yaml --data-dir data/imagenet256
         """)
 
+    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Folder of class folders of JPEG/PNG images.") var source: String?
     @Option(help: "Output folder (created; a rerun resumes).") var dest: String
     @Option(help: "Crop side: 256 or 512.") var resolution = 256
@@ -28,7 +29,17 @@ struct Preprocess: ParsableCommand {
     @Option(help: "Only the first N images (sorted order).") var maxImages: Int?
     @Option(help: "Decode/crop threads (default: all cores).") var workers: Int?
     @Option(help: "Images per VAE call.") var batchSize = 8
+    @Option(help: "zlib level of images/*.png, 0–9 (0 = stored, as the reference writes them: fastest to write and to read; 6 ≈ half the disk).")
+    var pngLevel = 0
     @Flag(help: "No progress bar.") var quiet = false
+
+    func validate() throws {
+        guard [256, 512].contains(resolution) else { throw ValidationError("--resolution must be 256 or 512 (got \(resolution))") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1") }
+        guard (workers ?? 1) >= 1 else { throw ValidationError("--workers must be ≥ 1") }
+        guard (maxImages ?? 1) >= 1 else { throw ValidationError("--max-images must be ≥ 1") }
+        guard (0...9).contains(pngLevel) else { throw ValidationError("--png-level must be 0–9 (got \(pngLevel))") }
+    }
 
     func run() throws {
         var o = PreprocessOptions()
@@ -37,7 +48,9 @@ struct Preprocess: ParsableCommand {
         if st != .encode && source == nil { throw ValidationError("--source is needed for the convert stage") }
         (o.source, o.dest, o.resolution, o.stage, o.format) = (source ?? "", dest, resolution, st, fm)
         (o.maxImages, o.batchSize, o.progress) = (maxImages, batchSize, !quiet)
-        if let w = workers { o.workers = max(1, w) }
+        if let w = workers { o.workers = w }
+        o.pngLevel = pngLevel
+        _ = try runtime.openDevice()   // threads of the VAE encoder (decode/crop threads: --workers)
         let vae = st == .convert ? nil : try PreprocessVAE.load(vaeWeights)
         let summary = try Preprocessor(options: o, vae: vae).run()
         print(summary.description)

@@ -1,10 +1,11 @@
 import ArgumentParser
+import Foundation
 import HasteTensor
 
 /// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops.")
-    var threads: Int = 2
+    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
     var device: String = "cpu"

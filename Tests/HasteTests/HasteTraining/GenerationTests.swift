@@ -74,7 +74,7 @@ func tinyGenerateOptions(_ dir: String) -> GenerateOptions {
     #expect(resumed.last?.total == 2)
     #expect(try Data(contentsOf: URL(fileURLWithPath: fullNpz)) == reference)
 
-    let batch = try NpzFile(path: fullNpz).tensor("arr_0")
+    let batch = try NpzArchive(path: fullNpz).tensor("arr_0")
     #expect(batch.dtype == .uint8 && batch.shape == [5, 8, 8, 3])
     let v = batch.scalars(as: Int.self)
     let grey = stride(from: 0, to: v.count, by: 3).allSatisfy { (i: Int) -> Bool in v[i] == v[i + 1] && v[i] == v[i + 2] }

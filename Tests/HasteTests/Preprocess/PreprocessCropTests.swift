@@ -34,25 +34,30 @@ func admCropMatchesPillow() throws {
 
 /// PIL's `Image.open(f).convert("RGB")` on awkward files: Adobe-inverted CMYK JPEG, grey JPEG, an EXIF
 /// orientation-6 JPEG (not rotated, as PIL's open does not rotate), palette with transparency, LA, RGBA
-/// (alpha dropped, not composited), 16-bit grey (saturated at 255 as Pillow's I;16 → RGB). Same libjpeg-turbo
-/// DCT (islow) and upsampling, so exact; tolerance 1 level to allow a different libjpeg-turbo build.
+/// (alpha dropped, not composited), 16-bit grey (saturated at 255 as Pillow's I;16 → RGB), and hand-made PNGs
+/// that libpng's simplified API would alter: gAMA 1/2.2 and 1.0 (Pillow ignores gamma), 16-bit RGB/RGBA/LA
+/// (high byte), 16-bit grey with tRNS, 2-bit grey, Adam7 interlacing. PNGs must match exactly; JPEGs use the
+/// same libjpeg-turbo DCT (islow) and upsampling, tolerance 1 level to allow a different libjpeg-turbo build.
 @Test func awkwardInputsDecodeAsPillow() throws {
     let f = try Fixture("preprocess_pil.safetensors")
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("haste-awkward-\(getpid())").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    for key in ["cmyk_jpg", "grey_jpg", "exif_jpg", "palette_png", "la_png", "rgba_png", "grey16_png"] {
+    for key in ["cmyk_jpg", "grey_jpg", "exif_jpg", "palette_png", "la_png", "rgba_png", "grey16_png",
+                "rgb16_gama_png", "rgba16_png", "la16_png", "grey16_trns_png", "rgb8_gamma1_png", "rgba8_gamma1_png",
+                "grey2_png", "interlaced_png"] {
         let path = "\(dir)/\(key)"
         FileManager.default.createFile(atPath: path, contents: Data(f["\(key).bytes"].scalars(as: UInt8.self)))
         let img = try ImageDecoder.decodeRGB(path: path)
         let want = f["\(key).rgb"]
         #expect([img.height, img.width, img.channels] == want.shape, "\(key): \(img.width)×\(img.height) vs \(want.shape)")
         let d = maxDiff(img.pixels, want.scalars(as: UInt8.self))
-        #expect(d <= 1, "\(key): max difference \(d) grey levels")
+        #expect(d <= (key.hasSuffix("_jpg") ? 1 : 0), "\(key): max difference \(d) grey levels")
     }
 }
 
-/// Bad inputs are errors with a reason, never crashes: empty, text with an image extension, truncated JPEG.
+/// Bad inputs are errors with a reason, never crashes: empty, text with an image extension, truncated JPEG and
+/// PNG, a PNG with a flipped byte, a bare PNG signature.
 @Test func badInputsAreErrors() throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("haste-bad-\(getpid())").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -62,7 +67,13 @@ func admCropMatchesPillow() throws {
     let jpg = Data(try Fixture("preprocess_pil.safetensors")["exif_jpg.bytes"].scalars(as: UInt8.self))
     FileManager.default.createFile(atPath: "\(dir)/cut.jpg", contents: jpg.prefix(jpg.count / 2))
     FileManager.default.createFile(atPath: "\(dir)/junk.jpg", contents: jpg.prefix(40) + Data(repeating: 7, count: 300))
-    for name in ["empty.jpg", "text.jpg", "cut.jpg", "junk.jpg"] {
+    let png = Data(try Fixture("preprocess_pil.safetensors")["rgb16_gama_png.bytes"].scalars(as: UInt8.self))
+    FileManager.default.createFile(atPath: "\(dir)/cut.png", contents: png.prefix(png.count - 30))
+    var flipped = png
+    flipped[flipped.startIndex + 60] ^= 0x55   // inside IDAT: zlib or CRC error
+    FileManager.default.createFile(atPath: "\(dir)/flipped.png", contents: flipped)
+    FileManager.default.createFile(atPath: "\(dir)/sig.png", contents: png.prefix(8))
+    for name in ["empty.jpg", "text.jpg", "cut.jpg", "junk.jpg", "cut.png", "flipped.png", "sig.png"] {
         #expect(throws: HasteError.self, "\(name) should not decode") { _ = try ImageDecoder.decodeRGB(path: "\(dir)/\(name)") }
     }
 }
@@ -72,4 +83,24 @@ func admCropMatchesPillow() throws {
     let img = DecodedImage(width: 4, height: 1, channels: 1, pixels: [0, 10, 20, 31])
     #expect(PILResample.resize(img, width: 2, height: 1, filter: .box).pixels == [5, 26])   // (20+31)/2 = 25.5 → 26
     #expect(PILResample.resize(img, width: 4, height: 1, filter: .bicubic).pixels == img.pixels)
+}
+
+/// PNG writing: level 0 (the preprocessing default, spec/data.md §1.1) stores rows unfiltered and uncompressed, so
+/// the file is the raw rows plus fixed overhead; every level reads back bit-exact.
+@Test func pngWriteLevelsRoundTrip() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("haste-pngw-\(getpid())").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let (h, w) = (37, 29)
+    let px: [UInt8] = (0..<(h * w * 3)).map { (i: Int) -> UInt8 in UInt8((i * 7 + i / 91) % 256) }
+    for level in [0, 1, 6, 9] {
+        let path = "\(dir)/l\(level).png"
+        try PNGImage.write(px, height: h, width: w, channels: 3, to: path, compressionLevel: level)
+        let back = try PNGImage.read(path)
+        #expect(back.height == h && back.width == w && back.pixels == px, "level \(level)")
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        let raw = h * (1 + w * 3)
+        if level == 0 { #expect(size >= raw && size < raw + 120, "level 0: \(size) bytes for \(raw) raw") }
+    }
+    #expect(throws: HasteError.self) { try PNGImage.write(px, height: h, width: w, channels: 3, to: "\(dir)/no/such/dir.png") }
 }

@@ -72,4 +72,32 @@ func makeSourceTree(_ root: String) throws -> [String] {
     FileManager.default.createFile(atPath: "\(out)/images/00000/img00000004.png.tmp-1", contents: Data([1, 2]))
     let again = try Preprocessor(options: o, vae: vae).run()
     #expect(again.converted == 0 && again.alreadyConverted == 3 && again.encoded == 0 && again.alreadyEncoded == 3)
+    #expect(!FileManager.default.fileExists(atPath: "\(out)/images/00000/img00000004.png.tmp-1"), "stale temporary removed")
+    // PNGs are stored uncompressed as the reference writes them (zlib level 0): raw rows plus headers.
+    let size = try FileManager.default.attributesOfItem(atPath: "\(out)/images/\(ReferenceNames.image(1))")[.size] as! Int
+    #expect(size >= 256 * (1 + 256 * 3) && size < 256 * (1 + 256 * 3) + 2048, "level-0 PNG of \(size) bytes")
+}
+
+/// A source tree with one class folder has no labels (spec/data.md §1.1 step 2): dataset.json says null,
+/// dataset.h5 stores −1, and both training loaders refuse with a message that says why and what to do.
+@Test func unlabelledDatasetsAreRefusedClearly() throws {
+    try withTemporaryDirectory { dir in
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(dir)/src/only", withIntermediateDirectories: true)
+        try PNGImage.write([UInt8](repeating: 90, count: 300 * 260 * 3), height: 260, width: 300, channels: 3, to: "\(dir)/src/only/a.png")
+        var o = PreprocessOptions()
+        (o.source, o.dest, o.stage, o.progress) = ("\(dir)/src", "\(dir)/out", .convert, false)
+        _ = try Preprocessor(options: o, vae: nil).run()
+        #expect(try String(contentsOfFile: "\(dir)/out/images/dataset.json", encoding: .utf8) == "{\"labels\": null}")
+        // The latent side as the encode stage would leave it, without running a VAE here.
+        try fm.createDirectory(atPath: "\(dir)/out/vae-sd/00000", withIntermediateDirectories: true)
+        try NpyFile.write(Tensor.zeros([8, 32, 32]), to: "\(dir)/out/vae-sd/00000/img-mean-std-00000000.npy")
+        try "{\"labels\": null}".write(toFile: "\(dir)/out/vae-sd/dataset.json", atomically: true, encoding: .utf8)
+        expectFileError("\(dir)/out/vae-sd/dataset.json", "no class labels") { _ = try ReferenceLayoutDataset(root: "\(dir)/out", numClasses: 1000) }
+        let h5 = try HDF5DatasetFile.create("\(dir)/u.h5", count: 1, resolution: 256, momentChannels: 8, momentSide: 32, classNames: [])
+        try h5.write(0, image: [UInt8](repeating: 0, count: 3 * 256 * 256), moments: [Float](repeating: 0, count: 8 * 32 * 32),
+                     label: -1, filename: "00000/img00000000.png")
+        try h5.close()
+        expectFileError("\(dir)/u.h5", "no class labels") { _ = try HDF5Dataset(path: "\(dir)/u.h5", numClasses: 1000) }
+    }
 }

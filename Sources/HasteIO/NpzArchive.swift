@@ -1,10 +1,10 @@
 import HasteTensor
 
-/// numpy's `.npz` archives, read side for evaluation (compressed members and Fortran order too; `NpzFile` is
-/// the stored-only reader beside `NpzWriter` — merging the two is a follow-up) (`np.savez`, `np.savez_compressed`; spec/evaluation.md §3): a zip (ZIP64 for
-/// members over 4 GiB, read by `TorchZip`) of `<key>.npy` members. ADM's sample and reference batches are npz
-/// files whose `arr_0` (uint8 [N, H, W, 3]) can exceed 9 GB, so besides whole arrays this reads rows of the
-/// leading axis straight from the mapped file (`rows`), a batch at a time. Little-endian arrays only.
+/// numpy's `.npz` archives, the one reader (`np.savez`, `np.savez_compressed`, ours from `NpzWriter`, the ADM
+/// reference batches; spec/evaluation.md §3): a zip (ZIP64 for members over 4 GiB, parsed by `TorchZip`) of
+/// `<key>.npy` members, stored or deflated, C or Fortran order. ADM's sample and reference batches are npz files
+/// whose `arr_0` (uint8 [N, H, W, 3]) can exceed 9 GB, so besides whole arrays this reads rows of the leading
+/// axis straight from the mapped file (`rows`), a batch at a time. Little-endian arrays only.
 public final class NpzArchive {
     public let path: String
     /// Member names without ".npy", in archive order.
@@ -18,7 +18,9 @@ public final class NpzArchive {
         guard TorchZip.looksLikeZip(file.bytes) else {
             throw HasteError.fileFormat(path: path, detail: "not a .npz archive (no zip signature); np.savez writes one")
         }
-        zip = try TorchZip(file: file)
+        do { zip = try TorchZip(file: file) } catch HasteError.fileFormat(_, let detail) {
+            throw HasteError.fileFormat(path: path, detail: "not a valid .npz archive (\(detail))")
+        }
         keys = zip.entries.map(\.name).filter { $0.hasSuffix(".npy") }.map { String($0.dropLast(4)) }
     }
 
@@ -34,6 +36,13 @@ public final class NpzArchive {
 
     /// The member's header (dtype, shape), without reading its data.
     public func header(_ key: String) throws -> NpyHeader { try withMember(key) { h, _ in h } }
+
+    /// File offset of the member's first data byte when it is stored (nil when deflated): `NpzWriter` aligns it
+    /// to 64 bytes so that mapped arrays are aligned.
+    public func dataOffset(_ key: String) throws -> Int? {
+        guard let span = zip.entry(key + ".npy"), span.method == 0 else { return nil }
+        return try withMember(key) { _, data in data - UnsafeRawPointer(zip.file.bytes.baseAddress!) }
+    }
 
     /// The whole array as a contiguous CPU tensor in C order.
     public func tensor(_ key: String) throws -> Tensor {
