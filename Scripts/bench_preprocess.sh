@@ -48,22 +48,27 @@ from vae import AutoencoderKL   # the PyTorch reference of spec/vae.md
 m = AutoencoderKL()
 save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1])
 PY
-M=${BENCH_ENCODE:-16}
+M=${BENCH_ENCODE:-24}
+# Same protocol on both sides: the first M images after loading the weights, in batches of 8 (cold start included).
 summary=$(.build/release/haste preprocess --dest "$work/out" --stage encode --vae-weights "$vae" --max-images "$M" --quiet)
 secs=$(echo "$summary" | sed -n 's/^encode: .*(\([0-9.]*\) s)$/\1/p')
 echo "haste: $(echo "$M / $secs" | bc -l | xargs printf '%.2f') img/s ($M images, batch 8, $(nproc) threads; weight load excluded)"
-$PY - "$vae" <<'PY'
-import sys, time, torch
+$PY - "$vae" "$M" "$work/out/images" <<'PY'
+import glob, sys, time, torch
+import numpy as np
+from PIL import Image
 sys.path.insert(0, "Scripts/reference")
 from vae import AutoencoderKL
 from safetensors.torch import load_file
 m = AutoencoderKL(); m.load_state_dict(load_file(sys.argv[1])); m.eval()
-x = torch.rand(8, 3, 256, 256) * 2 - 1
+n = int(sys.argv[2])
+files = sorted(glob.glob(sys.argv[3] + "/*/*.png"))[:n]
+t = time.time()
 with torch.no_grad():
-    m.posterior(x[:1])
-    t = time.time(); r = 0
-    while time.time() - t < 20: m.posterior(x); r += 8
-print(f"torch: {r / (time.time() - t):.2f} img/s (batch 8, {torch.get_num_threads()} threads)")
+    for i in range(0, n, 8):
+        x = torch.from_numpy(np.stack([np.array(Image.open(f)) for f in files[i:i + 8]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        m.posterior(x)
+print(f"torch: {n / (time.time() - t):.2f} img/s ({n} images, batch 8, {torch.get_num_threads()} threads; PNG read included as in haste)")
 PY
 echo "== training read throughput (images + moments, the trainer's batch reads), $R items"
 # Same file shapes as the real pipeline (PNG 256×256×3 level 0, moments float32 [8, 32, 32]) without an hour of
@@ -93,5 +98,19 @@ for fmt in folder hdf5; do
     sync; if echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then echo "(page cache dropped: cold reads)"; else echo "(page cache not dropped: warm reads)"; fi
     .build/release/haste bench data --data-dir "$work/read" --format $fmt --batch-size 64 --batches $(( R / 64 - 1 ))
 done
+echo "(the reference loader on the same folder, warm: PIL PNG decode + np.load per item, one process, as one DataLoader worker)"
+$PY - "$work/read" <<'PY'
+import glob, json, sys, time
+import numpy as np
+from PIL import Image
+root = sys.argv[1]
+imgs = sorted(glob.glob(root + "/images/*/*.png")); feats = sorted(glob.glob(root + "/vae-sd/*/*.npy"))
+n = min(len(imgs), 64 * 15)
+t = time.time()
+for i in range(n):
+    x = np.array(Image.open(imgs[i])).transpose(2, 0, 1)
+    f = np.load(feats[i])
+print(f"reference (PIL + np.load): {n / (time.time() - t):.1f} items/s")
+PY
 echo "(warm, both formats in one process:)"
 .build/release/haste bench data --data-dir "$work/read" --format both --batch-size 64 --batches $(( R / 64 - 1 ))

@@ -11,6 +11,8 @@ public final class ReferenceLayoutDataset: TrainingDataset {
     let labels: [Int64]
     public let numClasses: Int
     public let sampleShape: [Int]
+    /// Threads reading the items of one batch.
+    public var readers = Swift.max(1, Swift.min(8, ProcessInfo.processInfo.activeProcessorCount / 2))
     public let hasImages = true
     public let hasLatents = true
     public var count: Int { features.count }
@@ -58,18 +60,62 @@ public final class ReferenceLayoutDataset: TrainingDataset {
         sampleShape = try NpyFile.read("\(vae)/\(first)").shape.enumerated().map { $0.offset == 0 ? $0.element / 2 : $0.element }
     }
 
+    /// Items are read by `readers` threads straight into the batch buffers (PNG HWC → CHW uint8, moments
+    /// float32), like the reference's DataLoader workers; the trainer also prefetches the next batch.
     public func batch(_ indices: [Int]) throws -> Batch {
-        var moments: [Tensor] = [], pixels: [Tensor] = []
-        for i in indices {
-            let m = try NpyFile.read("\(root)/vae-sd/\(features[i])").to(.float32)
-            guard m.shape == [2 * sampleShape[0]] + Array(sampleShape.dropFirst()) else {
-                throw HasteError.fileFormat(path: "\(root)/vae-sd/\(features[i])", detail: "moments \(m.shape), expected \([2 * sampleShape[0]] + Array(sampleShape.dropFirst()))")
+        let n = indices.count, mShape = [2 * sampleShape[0]] + Array(sampleShape.dropFirst())
+        let mCount = mShape.reduce(1, *)
+        var moments = [Float](repeating: 0, count: n * mCount)
+        // The first item fixes the image side (the reference checks all images are the same size).
+        let first = try readImage(indices[0]), side = first.width
+        var pixels = [UInt8](repeating: 0, count: n * 3 * side * side)
+        let lock = NSLock()
+        var failure: Error?
+        pixels.withUnsafeMutableBufferPointer { px in
+            moments.withUnsafeMutableBufferPointer { mo in
+                let (pxBase, moBase) = (px.baseAddress!, mo.baseAddress!)
+                DispatchQueue.concurrentPerform(iterations: Swift.min(readers, n)) { worker in
+                    for k in stride(from: worker, to: n, by: Swift.min(readers, n)) {
+                        do {
+                            let img = k == 0 ? first : try readImage(indices[k])
+                            guard img.width == side && img.height == side else {
+                                throw HasteError.fileFormat(path: "\(root)/images/\(images[indices[k]])",
+                                                            detail: "\(img.width)×\(img.height), expected \(side)×\(side) like the first image of the batch")
+                            }
+                            hwcToCHW(img.pixels, side: side, into: pxBase + k * 3 * side * side)
+                            let path = "\(root)/vae-sd/\(features[indices[k]])"
+                            let m = try NpyFile.read(path).to(.float32)
+                            guard m.shape == mShape else { throw HasteError.fileFormat(path: path, detail: "moments \(m.shape), expected \(mShape)") }
+                            m.backend.copyToHost(m.buffer, UnsafeMutableRawPointer(moBase + k * mCount), byteCount: mCount * 4)
+                        } catch {
+                            lock.lock(); if failure == nil { failure = error }; lock.unlock()
+                        }
+                    }
+                }
             }
-            moments.append(m.unsqueezed(0))
-            let png = try PNGImage.read("\(root)/images/\(images[i])")
-            pixels.append(Tensor(png.pixels, shape: [1, png.height, png.width, 3]).permuted([0, 3, 1, 2]).contiguous())
         }
-        return Batch(images: Tensor.cat(pixels, axis: 0), x0: Tensor.cat(moments, axis: 0), moments: true,
-                     labels: Tensor(indices.map { labels[$0] }, shape: [indices.count]))
+        if let failure { throw failure }
+        return Batch(images: Tensor(pixels, shape: [n, 3, side, side]), x0: Tensor(moments, shape: [n] + mShape), moments: true,
+                     labels: Tensor(indices.map { labels[$0] }, shape: [n]))
+    }
+
+    private func readImage(_ i: Int) throws -> DecodedImage {
+        let path = "\(root)/images/\(images[i])"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw HasteError.fileMissing(path: path, hint: "images/ changed since the run started")
+        }
+        return try PNGImage.decode(data, path: path)
+    }
+}
+
+/// RGB HWC bytes → CHW planes at `out`.
+func hwcToCHW(_ hwc: [UInt8], side: Int, into out: UnsafeMutablePointer<UInt8>) {
+    let plane = side * side
+    hwc.withUnsafeBufferPointer { src in
+        for p in 0..<plane {
+            out[p] = src[3 * p]
+            out[plane + p] = src[3 * p + 1]
+            out[2 * plane + p] = src[3 * p + 2]
+        }
     }
 }

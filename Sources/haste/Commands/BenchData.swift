@@ -16,16 +16,25 @@ struct BenchDataCommand: ParsableCommand {
     @Option(help: "Timed batches per format (after one untimed batch).") var batches = 10
     @Option(help: "Labels must be below this.") var numClasses = 1000
     @Option(help: "Shuffling seed.") var seed: UInt64 = 0
+    @Option(help: "Threads reading one batch of the folder layout (default: as the trainer, half the cores, 1–8); HDF5 reads are serial (libhdf5 is not thread-safe).")
+    var readers: Int?
     @Flag(help: "Print JSON {rows: [{format, items, seconds, items_per_s, mb_per_s, ms_per_batch_median}]}.") var json = false
 
     func validate() throws {
         guard ["folder", "hdf5", "both"].contains(format) else { throw ValidationError("--format must be folder, hdf5 or both") }
         guard batchSize >= 1, batches >= 1 else { throw ValidationError("--batch-size and --batches must be ≥ 1") }
+        guard (readers ?? 1) >= 1 else { throw ValidationError("--readers must be ≥ 1") }
     }
 
     func run() throws {
         var sets: [(String, TrainingDataset)] = []
-        if format != "hdf5" { sets.append(("folder", try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses))) }
+        var folderReaders = 1
+        if format != "hdf5" {
+            let folder = try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
+            if let readers { folder.readers = readers }
+            folderReaders = folder.readers
+            sets.append(("folder", folder))
+        }
         if format != "folder" { sets.append(("hdf5", try HDF5Dataset(path: "\(dataDir)/dataset.h5", numClasses: numClasses))) }
         if sets.count == 2 && sets[0].1.count != sets[1].1.count {
             throw ValidationError("\(dataDir): images/+vae-sd/ hold \(sets[0].1.count) items but dataset.h5 holds \(sets[1].1.count); rerun `haste preprocess --format both`")
@@ -55,7 +64,7 @@ struct BenchDataCommand: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("haste bench data: \(dataDir), \(batches) batches of \(batchSize) per format, one reader thread (as the trainer)")
+        print("haste bench data: \(dataDir), \(batches) batches of \(batchSize) per format; folder: \(folderReaders) reader thread(s), hdf5: 1")
         for r in rows {
             print(String(format: "%-7@ %8.1f items/s  %7.1f MB/s  %7.2f ms/batch (median)", r["format"] as! String,
                          r["items_per_s"] as! Double, r["mb_per_s"] as! Double, r["ms_per_batch_median"] as! Double))

@@ -67,6 +67,9 @@ func makeSourceTree(_ root: String) throws -> [String] {
     #expect(a.images!.scalars(as: UInt8.self) == b.images!.scalars(as: UInt8.self))
     #expect(a.x0.scalars(as: Float.self) == b.x0.scalars(as: Float.self) && a.x0.shape == b.x0.shape)
     #expect(a.labels.scalars(as: Int64.self) == b.labels.scalars(as: Int64.self))
+    folder.readers = 3   // items read by several threads land in the same places
+    let c = try folder.batch([2, 0, 1])
+    #expect(c.images!.scalars(as: UInt8.self) == b.images!.scalars(as: UInt8.self) && c.x0.scalars(as: Float.self) == b.x0.scalars(as: Float.self))
 
     // A rerun finds everything done; a stray temporary file is not mistaken for output.
     FileManager.default.createFile(atPath: "\(out)/images/00000/img00000004.png.tmp-1", contents: Data([1, 2]))
