@@ -84,7 +84,7 @@ public final class Trainer {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
         let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents)
         let fid = try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents, run: run)
-        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; teacher: \(teacher == nil ? "none" : config.encType); alignment until step \(config.earlyStopPoint)")
+        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
             if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0; continue }

@@ -23,7 +23,7 @@ public final class ReferenceLayoutDataset: TrainingDataset {
         let fm = FileManager.default
         let vae = "\(root)/vae-sd", img = "\(root)/images"
         for dir in [vae, img] where !fm.fileExists(atPath: dir) {
-            throw HasteError.fileMissing(path: dir, hint: "--data-dir must hold images/ and vae-sd/ as written by `haste preprocess` (or the reference dataset_tools.py).")
+            throw HasteError.fileMissing(path: dir, hint: "--data-dir must hold images/ and vae-sd/ (or dataset.h5) as written by `haste preprocess` (or images/ and vae-sd/ from the reference dataset_tools.py).")
         }
         let json = "\(vae)/dataset.json"
         guard let data = fm.contents(atPath: json),

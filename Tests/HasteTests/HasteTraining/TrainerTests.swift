@@ -199,3 +199,45 @@ final class PoisonedDataset: TrainingDataset {
     #expect(Swift.abs(b.x0.scalars(as: Float.self)[0] - (Float(100) / 127.5 - 1)) < 1e-6)
     #expect(throws: HasteError.self) { try ImageFolderDataset(root: dir, numClasses: 1) }
 }
+
+/// `haste train --data-dir` on latent data (spec/data.md §1.5–1.6) takes either preprocessed format: the
+/// reference folder layout and the packed dataset.h5 holding the same items give the same losses, bit for bit.
+@Test func latentTrainingReadsFolderAndHDF5Alike() throws {
+    let dir = temporaryDirectory()
+    let (count, side, latent) = (8, 16, 8)
+    let u = Tensor.rand([count * 3 * side * side], seed: 5).scalars(as: Float.self).map { UInt8($0 * 255) }
+    let moments = Tensor.randn([count, 8, latent, latent], seed: 6).scalars(as: Float.self).enumerated()
+        .map { $0.offset % (8 * latent * latent) < 4 * latent * latent ? $0.element : Swift.abs($0.element) * 0.1 }   // std ≥ 0
+    try FileManager.default.createDirectory(atPath: "\(dir)/packed", withIntermediateDirectories: true)
+    let h5 = try HDF5DatasetFile.create("\(dir)/packed/dataset.h5", count: count, resolution: side, momentChannels: 8,
+                                        momentSide: latent, classNames: ["a", "b", "c"])
+    var rows: [String] = []
+    for i in 0..<count {
+        let chw = Array(u[(i * 3 * side * side)..<((i + 1) * 3 * side * side)])
+        var hwc = [UInt8](repeating: 0, count: chw.count)
+        for p in 0..<(side * side) { for c in 0..<3 { hwc[p * 3 + c] = chw[c * side * side + p] } }
+        let m = Array(moments[(i * 8 * latent * latent)..<((i + 1) * 8 * latent * latent)])
+        try FileManager.default.createDirectory(atPath: "\(dir)/folder/images/00000", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(dir)/folder/vae-sd/00000", withIntermediateDirectories: true)
+        try PNGImage.write(hwc, height: side, width: side, channels: 3, to: "\(dir)/folder/images/\(ReferenceNames.image(i))")
+        try NpyFile.write(Tensor(m, shape: [8, latent, latent]), to: "\(dir)/folder/vae-sd/\(ReferenceNames.moments(i))")
+        rows.append("[\"\(ReferenceNames.moments(i))\", \(i % 3)]")
+        try h5.write(i, image: chw, moments: m, label: Int64(i % 3), filename: ReferenceNames.image(i))
+    }
+    try h5.close()
+    try "{\"labels\": [\(rows.joined(separator: ", "))]}".write(toFile: "\(dir)/folder/vae-sd/dataset.json", atomically: true, encoding: .utf8)
+
+    var losses: [[Double]] = []
+    for (name, data) in [("folder", "\(dir)/folder"), ("hdf5", "\(dir)/packed"), ("h5path", "\(dir)/packed/dataset.h5")] {
+        var c = tinyRunConfig(dir)
+        (c.expName, c.dataset, c.dataDir, c.numClasses, c.maxTrainSteps) = (name, "imagenet", data, 3, 3)
+        c.encWeights = try writeTinyTeacher(dir, c)
+        let dataset = try c.openDataset()
+        #expect(dataset.hasLatents && dataset.sampleShape == [4, latent, latent], "\(name)")
+        #expect((dataset is HDF5Dataset) == (name != "folder"))
+        try Trainer(config: c, dataset: dataset).train()
+        losses.append(try metrics("\(dir)/\(name)").map { $0["loss"] as! Double })
+    }
+    #expect(losses[0].count == 3 && losses[0].allSatisfy(\.isFinite))
+    #expect(losses[0] == losses[1] && losses[1] == losses[2])
+}
