@@ -16,7 +16,7 @@ struct Preprocess: ParsableCommand {
         <dest>/dataset.h5. Bad inputs are skipped and listed in <dest>/preprocess-report.tsv.
         Examples:
           haste preprocess --source ILSVRC/Data/CLS-LOC/train --dest data/imagenet256 --vae-weights sd-vae-ft-mse/diffusion_pytorch_model.safetensors
-          haste train configs/sit-b-2.yaml --data-dir data/imagenet256
+          haste train configs/sit-b-2-haste.yaml --data-dir data/imagenet256
         """)
 
     @OptionGroup var runtime: RuntimeOptions

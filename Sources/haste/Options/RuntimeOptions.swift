@@ -4,7 +4,7 @@ import HasteTensor
 
 /// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (default: all cores).")
+    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (the default is this machine's core count).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
