@@ -8,14 +8,17 @@ import HasteTensor
 /// Sample grids from the EMA model during training (spec/method.md §15; **[robust]** EMA weights in eval
 /// mode, no label dropout). Fixed noise and labels, drawn once from their own stream, so grids are comparable
 /// across steps and across resumes. Euler ODE, `sample-num-steps` steps, guidance `sample-cfg` on [0, 1].
+/// Latent samples are decoded by the SD-VAE (latent / latent-scale → decoder; spec/method.md §15) when one is
+/// given; without it latent previews are skipped with one note.
 final class Preview {
     let config: TrainConfig
     let model: SiT
     let noise: Tensor, labels: Tensor
     let pixelSpace: Bool
+    let vae: AutoencoderKL?
     private var warned = false
 
-    init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool) throws {
+    init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, vae: AutoencoderKL? = nil) throws {
         self.config = config
         let c = models.student                                 // same layout as the EMA (projectors unused here)
         model = try SiT(c)
@@ -24,11 +27,15 @@ final class Preview {
         noise = g.normal([n] + sampleShape)
         labels = Tensor((0..<n).map { Int64($0 % c.numClasses) }, shape: [n])
         self.pixelSpace = pixelSpace
+        self.vae = vae
     }
 
     func render(ema: EMA, step: Int, run: RunDirectory, say: (String) -> Void) throws {
-        guard pixelSpace else {
-            if !warned { say("previews of latent models need the SD-VAE decoder (haste generate); skipping sample grids"); warned = true }
+        guard pixelSpace || vae != nil else {
+            if !warned {
+                say("no SD-VAE for previews of this latent model: set vae-weights (sd-vae-ft-mse's diffusion_pytorch_model.safetensors) or put it under models/sd-vae-ft-mse/; skipping sample grids")
+                warned = true
+            }
             return
         }
         ema.copy(into: model.store)
@@ -36,8 +43,9 @@ final class Preview {
         let m = model
         let x = Samplers.euler({ x, t, y in m(x, t: t, y: y).velocity }, noise: noise, labels: labels,
                                steps: config.sampleNumSteps, guidance: guidance)
+        let images = pixelSpace ? x : vae!.decodeLatents(x, scale: config.latentScale)
         let path = "\(run.root)/samples/\(String(format: "%07d", step)).png"
-        try ImageGrid.write(x, to: path)
+        try ImageGrid.write(images, to: path)
         say("samples at step \(step): \(path)")
     }
 }

@@ -55,6 +55,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var mixedPrecision = "no"            // CPU trains in float32; fp16/bf16 are rejected with a hint
     public var seed = 0
     public var latentScale = 0.18215
+    public var vaeWeights = ""                  // SD-VAE (ft-MSE) decoding preview grids of latent models; "" = models/ or $HASTE_VAE_DIR
     // Bookkeeping
     public var checkpointingSteps = 50_000
     public var samplingSteps = 20_000
@@ -85,7 +86,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case gradientAccumulationSteps = "gradient-accumulation-steps", learningRate = "learning-rate"
         case adamBeta1 = "adam-beta1", adamBeta2 = "adam-beta2", adamWeightDecay = "adam-weight-decay"
         case adamEpsilon = "adam-epsilon", maxGradNorm = "max-grad-norm", emaDecay = "ema-decay"
-        case mixedPrecision = "mixed-precision", seed, latentScale = "latent-scale"
+        case mixedPrecision = "mixed-precision", seed, latentScale = "latent-scale", vaeWeights = "vae-weights"
         case checkpointingSteps = "checkpointing-steps", samplingSteps = "sampling-steps", sampleCount = "sample-count"
         case sampleCfg = "sample-cfg", sampleNumSteps = "sample-num-steps", logEvery = "log-every"
         case resumeStep = "resume-step", maxBadSteps = "max-bad-steps"

@@ -82,7 +82,8 @@ public final class Trainer {
     @discardableResult
     public func train() throws -> TrainingState {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
-        let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents)
+        let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents,
+                                  vae: try previewVAE())
         let fid = try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents, run: run)
         say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
@@ -118,6 +119,15 @@ public final class Trainer {
         prefetcher.drain()
         say("done at step \(state.step)")
         return state
+    }
+
+    /// The SD-VAE decoding latent previews: `vae-weights` when set (must load), else ft-MSE from the default
+    /// locations when present, else none (previews skipped with a note).
+    func previewVAE() throws -> AutoencoderKL? {
+        guard dataset.hasLatents else { return nil }
+        if !config.vaeWeights.isEmpty { return try VAELoader.load(honouringConfigBeside: config.vaeWeights) }
+        guard let found = VAELoader.defaultLocations("mse").first(where: { FileManager.default.fileExists(atPath: $0) }) else { return nil }
+        return try VAELoader.load(honouringConfigBeside: found)
     }
 
     var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }

@@ -54,6 +54,7 @@ struct Train: ParsableCommand {
     @Option var resolution: String?
     @Option(name: .customLong("num-classes")) var numClasses: String?
     @Option(name: .customLong("mixed-precision")) var mixedPrecision: String?
+    @Option(name: .customLong("vae-weights"), help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
 
     var namedFlags: [(String, String?)] {
         [("model", model), ("enc-type", encType), ("enc-weights", encWeights), ("proj-coeff", projCoeff),
@@ -65,7 +66,7 @@ struct Train: ParsableCommand {
          ("weighting", weighting), ("cfg-prob", cfgProb), ("output-dir", outputDir), ("exp-name", expName),
          ("data-dir", dataDir), ("resume-step", (resumeStep ?? resume).map { $0 == "latest" ? "-1" : $0 }),
          ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
-         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("seed", runtime.seed == 0 ? nil : "\(runtime.seed)")]
+         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights), ("seed", runtime.seed == 0 ? nil : "\(runtime.seed)")]
     }
 
     func validate() throws {

@@ -201,7 +201,8 @@ final class PoisonedDataset: TrainingDataset {
 }
 
 /// `haste train --data-dir` on latent data (spec/data.md §1.5–1.6) takes either preprocessed format: the
-/// reference folder layout and the packed dataset.h5 holding the same items give the same losses, bit for bit.
+/// reference folder layout and the packed dataset.h5 holding the same items give the same losses, bit for bit;
+/// previews of the latent model are decoded by the SD-VAE named by vae-weights.
 @Test func latentTrainingReadsFolderAndHDF5Alike() throws {
     let dir = temporaryDirectory()
     let (count, side, latent) = (8, 16, 8)
@@ -227,10 +228,19 @@ final class PoisonedDataset: TrainingDataset {
     try h5.close()
     try "{\"labels\": [\(rows.joined(separator: ", "))]}".write(toFile: "\(dir)/folder/vae-sd/dataset.json", atomically: true, encoding: .utf8)
 
+    // A tiny KL-f8-geometry VAE (diffusers keys + config.json beside it) decodes the folder run's previews.
+    var vc = AutoencoderKLConfig()
+    (vc.blockOutChannels, vc.layersPerBlock, vc.normGroups) = ([4, 4, 4, 4], 1, 2)
+    try FileManager.default.createDirectory(atPath: "\(dir)/vae", withIntermediateDirectories: true)
+    try SafetensorsWriter.write(try AutoencoderKL(vc, seed: 4).store.stateDict(), to: "\(dir)/vae/diffusion_pytorch_model.safetensors")
+    try #"{"block_out_channels": [4, 4, 4, 4], "layers_per_block": 1, "norm_num_groups": 2, "latent_channels": 4}"#
+        .write(toFile: "\(dir)/vae/config.json", atomically: true, encoding: .utf8)
+
     var losses: [[Double]] = []
     for (name, data) in [("folder", "\(dir)/folder"), ("hdf5", "\(dir)/packed"), ("h5path", "\(dir)/packed/dataset.h5")] {
         var c = tinyRunConfig(dir)
         (c.expName, c.dataset, c.dataDir, c.numClasses, c.maxTrainSteps) = (name, "imagenet", data, 3, 3)
+        if name == "folder" { c.vaeWeights = "\(dir)/vae" }
         c.encWeights = try writeTinyTeacher(dir, c)
         let dataset = try c.openDataset()
         #expect(dataset.hasLatents && dataset.sampleShape == [4, latent, latent], "\(name)")
@@ -238,6 +248,11 @@ final class PoisonedDataset: TrainingDataset {
         try Trainer(config: c, dataset: dataset).train()
         losses.append(try metrics("\(dir)/\(name)").map { $0["loss"] as! Double })
     }
+    // Latent previews: decoded to 8·8 = 64 px images, 2×2 grid with 2-px gaps; skipped (with a note) without a VAE.
+    let grid = try PNGImage.read("\(dir)/folder/samples/0000001.png")
+    #expect(grid.width == 2 * (8 * latent + 2) + 2 && grid.height == grid.width)
+    #expect(!FileManager.default.fileExists(atPath: "\(dir)/hdf5/samples/0000001.png"))
+    #expect(try String(contentsOfFile: "\(dir)/hdf5/log.txt", encoding: .utf8).contains("set vae-weights"))
     #expect(losses[0].count == 3 && losses[0].allSatisfy(\.isFinite))
     #expect(losses[0] == losses[1] && losses[1] == losses[2])
 }
