@@ -104,3 +104,40 @@ func makeSourceTree(_ root: String) throws -> [String] {
         expectFileError("\(dir)/u.h5", "no class labels") { _ = try HDF5Dataset(path: "\(dir)/u.h5", numClasses: 1000) }
     }
 }
+
+/// Real photographs arranged into class folders (Scripts/fetch_test_images.sh), with a truncated JPEG among them:
+/// the bad file is reported with libjpeg's reason and skipped, labels follow the sorted folder names, the
+/// 256² crop of rocket.jpg is within 1 level of Pillow's (fixture), and dataset.h5 holds exactly the folder data.
+@Test(.enabled(if: testPhotos() != nil, "needs Scripts/fetch_test_images.sh"))
+func realPhotoTreeWithACorruptJPEG() throws {
+    try withTemporaryDirectory { dir in
+        let fm = FileManager.default, photos = testPhotos()!
+        for (cls, names) in [("n_cat", ["chelsea.png", "coffee.png"]), ("n_space", ["hubble_deep_field.jpg", "rocket.jpg"])] {
+            try fm.createDirectory(atPath: "\(dir)/src/\(cls)", withIntermediateDirectories: true)
+            for n in names { try fm.copyItem(atPath: "\(photos)/\(n)", toPath: "\(dir)/src/\(cls)/\(n)") }
+        }
+        let jpg = try Data(contentsOf: URL(fileURLWithPath: "\(photos)/rocket.jpg"))
+        fm.createFile(atPath: "\(dir)/src/n_space/broken.jpg", contents: jpg.prefix(jpg.count / 3))
+        var o = PreprocessOptions()
+        (o.source, o.dest, o.format, o.workers, o.progress) = ("\(dir)/src", "\(dir)/out", .both, 2, false)
+        var cfg = AutoencoderKLConfig()
+        (cfg.blockOutChannels, cfg.layersPerBlock, cfg.normGroups) = ([4, 4, 8, 8], 1, 4)
+        let s = try Preprocessor(options: o, vae: try AutoencoderKL(cfg, seed: 5)).run()
+        #expect(s.found == 5 && s.converted == 4 && s.failed == 1 && s.encoded == 4 && s.packed == 4)
+        // Sorted: n_cat/chelsea, n_cat/coffee, n_space/broken (item 2, skipped), n_space/hubble, n_space/rocket.
+        let report = try String(contentsOfFile: "\(dir)/out/preprocess-report.tsv", encoding: .utf8)
+        #expect(report.contains("broken.jpg") && report.contains("Premature end of JPEG file"), "\(report)")
+        let json = try String(contentsOfFile: "\(dir)/out/images/dataset.json", encoding: .utf8)
+        #expect(json == #"{"labels": [["00000/img00000000.png", 0], ["00000/img00000001.png", 0], ["00000/img00000003.png", 1], ["00000/img00000004.png", 1]]}"#)
+        let rocket = try PNGImage.read("\(dir)/out/images/00000/img00000004.png")
+        let pil = try Fixture("preprocess_pil.safetensors")["rocket.crop256"].scalars(as: UInt8.self)
+        #expect(maxDiff(rocket.pixels, pil) <= 1)
+        let folder = try ReferenceLayoutDataset(root: "\(dir)/out", numClasses: 2)
+        let packed = try HDF5Dataset(path: "\(dir)/out/dataset.h5", numClasses: 2)
+        #expect(try packed.file.classNames() == ["n_cat", "n_space"])
+        let (a, b) = (try folder.batch([3, 0, 2, 1]), try packed.batch([3, 0, 2, 1]))
+        #expect(a.images!.scalars(as: UInt8.self) == b.images!.scalars(as: UInt8.self))
+        #expect(a.x0.scalars(as: Float.self) == b.x0.scalars(as: Float.self))
+        #expect(a.labels.scalars(as: Int64.self) == [1, 0, 1, 0] && b.labels.scalars(as: Int64.self) == [1, 0, 1, 0])
+    }
+}
