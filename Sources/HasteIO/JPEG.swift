@@ -28,6 +28,19 @@ public struct DecodedImage: Sendable {
         }
         return DecodedImage(width: width, height: height, channels: 3, pixels: out)
     }
+
+    /// The RGB pixels as three planes (CHW, as tensors hold images) written to `out` (3·H·W bytes).
+    public func copyCHW(to out: UnsafeMutablePointer<UInt8>) {
+        require(channels == 3, "DecodedImage.copyCHW: \(channels) channels (call rgb() first)")
+        let plane = width * height
+        pixels.withUnsafeBufferPointer { src in
+            for p in 0..<plane {
+                out[p] = src[3 * p]
+                out[plane + p] = src[3 * p + 1]
+                out[2 * plane + p] = src[3 * p + 2]
+            }
+        }
+    }
 }
 
 /// JPEG through libjpeg-turbo (C shim: libjpeg's errors longjmp). Pillow semantics: grey stays grey, CMYK/YCCK

@@ -35,13 +35,12 @@ public enum PNGImage {
         return DecodedImage(width: width, height: height, channels: channels, pixels: pixels).rgb()
     }
 
-    /// Reads a PNG file as 8-bit RGB (see `decode`). Returns (height, width, HWC bytes).
-    public static func read(_ path: String) throws -> (height: Int, width: Int, pixels: [UInt8]) {
+    /// Reads a PNG file as 8-bit RGB (see `decode`).
+    public static func read(_ path: String) throws -> DecodedImage {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw HasteError.fileMissing(path: path, hint: "the PNG file cannot be read")
         }
-        let img = try decode(data, path: path)
-        return (img.height, img.width, img.pixels)
+        return try decode(data, path: path)
     }
 
     /// Writes 8-bit pixels (HWC, channels 1/3/4) atomically (temporary file, then rename) with zlib level 0–9;

@@ -125,9 +125,8 @@ public final class Trainer {
     /// locations when present, else none (previews skipped with a note).
     func previewVAE() throws -> AutoencoderKL? {
         guard dataset.hasLatents else { return nil }
-        if !config.vaeWeights.isEmpty { return try VAELoader.load(honouringConfigBeside: config.vaeWeights) }
-        guard let found = VAELoader.defaultLocations("mse").first(where: { FileManager.default.fileExists(atPath: $0) }) else { return nil }
-        return try VAELoader.load(honouringConfigBeside: found)
+        if !config.vaeWeights.isEmpty { return try VAELoader.load("mse", weights: config.vaeWeights) }
+        return try VAELoader.installedFile("mse").map { try VAELoader.load("mse", weights: $0) }
     }
 
     var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }

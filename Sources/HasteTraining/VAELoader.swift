@@ -27,11 +27,19 @@ public enum VAELoader {
         "https://huggingface.co/stabilityai/sd-vae-ft-\(short)/resolve/main/diffusion_pytorch_model.safetensors"
     }
 
+    /// The first default location that holds a file, if any.
+    public static func installedFile(_ short: String) -> String? {
+        defaultLocations(short).first { FileManager.default.fileExists(atPath: $0) }
+    }
+
     /// Loads `weights` (a file, or a folder holding diffusion_pytorch_model.safetensors), or the first default
-    /// location that exists. Any of diffusers' current, older (query/key/value/proj_attn) or LDM key styles.
-    public static func load(_ name: String, weights: String? = nil) throws -> AutoencoderKL {
+    /// location that exists. Any of diffusers' current, older (query/key/value/proj_attn) or LDM key styles, from
+    /// safetensors or a torch file. A diffusers `config.json` beside the file is honoured (block_out_channels,
+    /// layers_per_block, norm_num_groups, latent_channels: the real sd-vae-ft-* files say KL-f8, small test models
+    /// load too); without one, KL-f8.
+    public static func load(_ name: String = "mse", weights: String? = nil) throws -> AutoencoderKL {
         let short = try shortName(name)
-        var path = weights ?? defaultLocations(short).first { FileManager.default.fileExists(atPath: $0) } ?? defaultLocations(short).last!
+        var path = weights ?? installedFile(short) ?? defaultLocations(short).last!
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
             path += "/diffusion_pytorch_model.safetensors"
@@ -39,36 +47,20 @@ public enum VAELoader {
         guard FileManager.default.fileExists(atPath: path) else {
             throw HasteError.fileMissing(path: path, hint: "Latent models decode with the SD-VAE (sd-vae-ft-\(short)). Download \(url(short)) and pass --vae-weights FILE, or save it as \(defaultLocations(short).last!) (or under $HASTE_VAE_DIR/sd-vae-ft-\(short)/).")
         }
-        let vae = try AutoencoderKL(.sdKLF8)
+        let cfgPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
+        var config = AutoencoderKLConfig.sdKLF8
+        if let data = FileManager.default.contents(atPath: cfgPath),
+           let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            if let v = obj["block_out_channels"] as? [Int] { config.blockOutChannels = v }
+            if let v = obj["layers_per_block"] as? Int { config.layersPerBlock = v }
+            if let v = obj["norm_num_groups"] as? Int { config.normGroups = v }
+            if let v = obj["latent_channels"] as? Int { config.latentChannels = v }
+        }
+        let vae = try AutoencoderKL(config)
         let state = TorchCheckpoint.isTorchFile(path) ? try TorchCheckpoint(path: path).stateDict() : try SafetensorsFile(path: path).tensors()
         do { try vae.store.load(AutoencoderKL.adapt(state), strict: true) } catch let e as HasteError {
-            throw HasteError.fileFormat(path: path, detail: "is not an SD-VAE (KL-f8 AutoencoderKL) state dict:\n\(e)")
-        }
-        return vae
-    }
-
-    /// Loads the SD-VAE from `weights`, honouring a diffusers `config.json` beside the file (block_out_channels,
-    /// layers_per_block, norm_num_groups, latent_channels) so that small test models load too; without one, the
-    /// KL-f8 config. nil = ft-MSE from the default locations.
-    public static func load(honouringConfigBeside given: String?) throws -> AutoencoderKL {
-        guard var weights = given else { return try load("mse") }
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: weights, isDirectory: &isDir), isDir.boolValue {
-            weights += "/diffusion_pytorch_model.safetensors"
-        }
-        let cfgPath = ((weights as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: cfgPath),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            return try load("mse", weights: weights)
-        }
-        var c = AutoencoderKLConfig()
-        if let v = obj["block_out_channels"] as? [Int] { c.blockOutChannels = v }
-        if let v = obj["layers_per_block"] as? Int { c.layersPerBlock = v }
-        if let v = obj["norm_num_groups"] as? Int { c.normGroups = v }
-        if let v = obj["latent_channels"] as? Int { c.latentChannels = v }
-        let vae = try AutoencoderKL(c)
-        do { try vae.store.load(AutoencoderKL.adapt(try SafetensorsFile(path: weights).tensors()), strict: true) } catch let e as HasteError {
-            throw HasteError.fileFormat(path: weights, detail: "does not fit the AutoencoderKL of \(cfgPath):\n\(e)")
+            let what = config == .sdKLF8 ? "an SD-VAE (KL-f8 AutoencoderKL) state dict" : "the AutoencoderKL of \(cfgPath)"
+            throw HasteError.fileFormat(path: path, detail: "is not \(what):\n\(e)")
         }
         return vae
     }

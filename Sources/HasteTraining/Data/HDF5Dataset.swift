@@ -29,17 +29,20 @@ public final class HDF5Dataset: TrainingDataset {
         sampleShape = [file.momentChannels / 2, file.momentSide, file.momentSide]
     }
 
+    /// Items read straight into the batch buffers (libhdf5 here is the serial build: one reader).
     public func batch(_ indices: [Int]) throws -> Batch {
-        let r = file.resolution, m = file.momentChannels * file.momentSide * file.momentSide
-        var pixels: [UInt8] = [], moments: [Float] = []
-        pixels.reserveCapacity(indices.count * 3 * r * r)
-        moments.reserveCapacity(indices.count * m)
-        for i in indices {
-            pixels += try file.image(i)
-            moments += try file.moments(i)
+        let n = indices.count, r = file.resolution, m = file.momentChannels * file.momentSide * file.momentSide
+        var pixels = [UInt8](repeating: 0, count: n * 3 * r * r), moments = [Float](repeating: 0, count: n * m)
+        try pixels.withUnsafeMutableBufferPointer { px in
+            try moments.withUnsafeMutableBufferPointer { mo in
+                for (k, i) in indices.enumerated() {
+                    try file.readImage(i, into: px.baseAddress! + k * 3 * r * r)
+                    try file.readMoments(i, into: mo.baseAddress! + k * m)
+                }
+            }
         }
-        return Batch(images: Tensor(pixels, shape: [indices.count, 3, r, r]),
-                     x0: Tensor(moments, shape: [indices.count, file.momentChannels, file.momentSide, file.momentSide]),
-                     moments: true, labels: Tensor(indices.map { labels[$0] }, shape: [indices.count]))
+        return Batch(images: Tensor(pixels, shape: [n, 3, r, r]),
+                     x0: Tensor(moments, shape: [n, file.momentChannels, file.momentSide, file.momentSide]),
+                     moments: true, labels: Tensor(indices.map { labels[$0] }, shape: [n]))
     }
 }

@@ -42,15 +42,16 @@ public final class ImageFolderDataset: TrainingDataset {
     }
 
     public func batch(_ indices: [Int]) throws -> Batch {
-        let side = sampleShape[1]
-        var pixels: [UInt8] = []
-        pixels.reserveCapacity(indices.count * 3 * side * side)
-        for i in indices {
-            let png = try PNGImage.read("\(root)/\(files[i])")
-            guard png.height == side && png.width == side else {
-                throw HasteError.fileFormat(path: "\(root)/\(files[i])", detail: "\(png.width)×\(png.height), but the dataset's images are \(side)×\(side)")
+        let side = sampleShape[1], size = 3 * side * side
+        var pixels = [UInt8](repeating: 0, count: indices.count * size)
+        try pixels.withUnsafeMutableBufferPointer { out in
+            for (k, i) in indices.enumerated() {
+                let png = try PNGImage.read("\(root)/\(files[i])")
+                guard png.height == side && png.width == side else {
+                    throw HasteError.fileFormat(path: "\(root)/\(files[i])", detail: "\(png.width)×\(png.height), but the dataset's images are \(side)×\(side)")
+                }
+                png.copyCHW(to: out.baseAddress! + k * size)
             }
-            for c in 0..<3 { for p in 0..<(side * side) { pixels.append(png.pixels[p * 3 + c]) } }   // HWC → CHW
         }
         let images = Tensor(pixels, shape: [indices.count, 3, side, side])
         return Batch(images: images, x0: images.to(.float32) / 127.5 - 1.0, moments: false,

@@ -82,7 +82,7 @@ public final class ReferenceLayoutDataset: TrainingDataset {
                                 throw HasteError.fileFormat(path: "\(root)/images/\(images[indices[k]])",
                                                             detail: "\(img.width)×\(img.height), expected \(side)×\(side) like the first image of the batch")
                             }
-                            hwcToCHW(img.pixels, side: side, into: pxBase + k * 3 * side * side)
+                            img.copyCHW(to: pxBase + k * 3 * side * side)
                             let path = "\(root)/vae-sd/\(features[indices[k]])"
                             let m = try NpyFile.read(path).to(.float32)
                             guard m.shape == mShape else { throw HasteError.fileFormat(path: path, detail: "moments \(m.shape), expected \(mShape)") }
@@ -105,17 +105,5 @@ public final class ReferenceLayoutDataset: TrainingDataset {
             throw HasteError.fileMissing(path: path, hint: "images/ changed since the run started")
         }
         return try PNGImage.decode(data, path: path)
-    }
-}
-
-/// RGB HWC bytes → CHW planes at `out`.
-func hwcToCHW(_ hwc: [UInt8], side: Int, into out: UnsafeMutablePointer<UInt8>) {
-    let plane = side * side
-    hwc.withUnsafeBufferPointer { src in
-        for p in 0..<plane {
-            out[p] = src[3 * p]
-            out[plane + p] = src[3 * p + 1]
-            out[2 * plane + p] = src[3 * p + 2]
-        }
     }
 }

@@ -24,6 +24,15 @@ extension Preprocessor {
         }
     }
 
+    /// A converted image, checked to be --resolution square.
+    func readCrop(_ name: String) throws -> DecodedImage {
+        let png = try PNGImage.read("\(imagesDir)/\(name)"), r = options.resolution
+        guard png.width == r && png.height == r else {
+            throw HasteError.fileFormat(path: "\(imagesDir)/\(name)", detail: "\(png.width)×\(png.height), expected \(r)×\(r): was images/ made with another --resolution?")
+        }
+        return png
+    }
+
     /// Batched SD-VAE encoding (spec/data.md §1.2): x/127.5 − 1 → posterior (mean | std) float32 [8, R/8, R/8].
     /// Batching changes nothing per image (the encoder has no cross-sample ops); items whose .npy exists are skipped.
     func encode() throws {
@@ -39,11 +48,7 @@ extension Preprocessor {
             var pixels: [UInt8] = []
             pixels.reserveCapacity(batch.count * r * r * 3)
             for item in batch {
-                let png = try PNGImage.read("\(imagesDir)/\(item.name)")
-                guard png.width == r && png.height == r else {
-                    throw HasteError.fileFormat(path: "\(imagesDir)/\(item.name)", detail: "\(png.width)×\(png.height), expected \(r)×\(r): was images/ made with another --resolution?")
-                }
-                pixels += png.pixels
+                pixels += try readCrop(item.name).pixels
             }
             let x = Tensor(pixels, shape: [batch.count, r, r, 3]).permuted([0, 3, 1, 2]).contiguous().to(.float32) / 127.5 - 1.0
             let (mean, std) = noGrad { vae.encode(x) }
@@ -79,9 +84,9 @@ extension Preprocessor {
         let progress = ProgressBar(label: "hdf5   ", total: items.count, enabled: options.progress)
         do {
             for (i, item) in items.enumerated() {
-                let png = try PNGImage.read("\(imagesDir)/\(item.name)")
+                let png = try readCrop(item.name)
                 var chw = [UInt8](repeating: 0, count: 3 * r * r)
-                for p in 0..<(r * r) { for c in 0..<3 { chw[c * r * r + p] = png.pixels[p * 3 + c] } }
+                chw.withUnsafeMutableBufferPointer { png.copyCHW(to: $0.baseAddress!) }
                 var moments: [Float]? = nil
                 if withMoments {
                     let path = "\(latentsDir)/\(ReferenceNames.moments(item.idx))"

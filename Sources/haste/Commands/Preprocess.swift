@@ -51,7 +51,7 @@ struct Preprocess: ParsableCommand {
         if let w = workers { o.workers = w }
         o.pngLevel = pngLevel
         _ = try runtime.openDevice()   // threads of the VAE encoder (decode/crop threads: --workers)
-        let vae = st == .convert ? nil : try VAELoader.load(honouringConfigBeside: vaeWeights)
+        let vae = st == .convert ? nil : try VAELoader.load("mse", weights: vaeWeights)
         let summary = try Preprocessor(options: o, vae: vae).run()
         print(summary.description)
     }
