@@ -135,11 +135,16 @@ public final class ParameterStore {
         if requiresGrad { attachGradients() }
     }
 
-    /// Freezes (false) or unfreezes (true) every trainable parameter: frozen ones are not tracked by autograd.
+    /// Freezes (false) or unfreezes (true) every trainable parameter: frozen ones are not tracked by autograd
+    /// and hold no gradient arena (a frozen teacher or sampling copy would otherwise carry a second copy of its
+    /// weights' size); unfreezing attaches a zeroed one again.
     public func setRequiresGrad(_ flag: Bool) {
         requiresGrad = flag
-        for e in entries where e.isTrainable { e.tensor.requiresGrad = flag }
-        if flag && isFinalized && gradArena == nil { attachGradients() }
+        for e in entries where e.isTrainable {
+            e.tensor.requiresGrad = flag
+            if !flag { e.tensor.grad = nil; e.tensor.gradIsOwnedSlot = false }
+        }
+        if !flag { gradArena = nil } else if isFinalized && gradArena == nil { attachGradients() }
     }
 
     /// Sets every gradient to zero: one fill over the gradient arena.

@@ -22,6 +22,7 @@ final class Preview {
         self.config = config
         let c = models.student                                 // same layout as the EMA (projectors unused here)
         model = try SiT(c)
+        model.store.setRequiresGrad(false)                     // sampled under noGrad only
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 2)
         let n = config.sampleCount
         noise = g.normal([n] + sampleShape)

@@ -57,6 +57,7 @@ final class TrainingFID {
         }
         self.config = config
         model = try SiT(models.student)
+        model.store.setRequiresGrad(false)                     // sampled under noGrad only
         extractor = InceptionFeatureExtractor(model: try InceptionWeightsFile.load(config.fidWeights), input: .adm)
         let ref = try FashionMNISTImages.openEvalSet(config.fidRef)
         reference = try FIDEvaluator(extractor: extractor, weightsName: config.fidWeights).features(of: ref, side: "reference").pool

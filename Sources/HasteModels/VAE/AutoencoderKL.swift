@@ -30,8 +30,8 @@ public struct AutoencoderKL {
         decoder = VAEDecoder(p["decoder"], config)
         quantConv = ConvLayer(p["quant_conv"], 2 * z, 2 * z, kernel: 1)
         postQuantConv = ConvLayer(p["post_quant_conv"], z, z, kernel: 1)
+        store.setRequiresGrad(false)   // inference only: no gradient arena
         store.finalize()
-        if !store.shapesOnly { store.setRequiresGrad(false) }
     }
 
     /// quant_conv(encoder(x)): x [N, 3, H, W] in [−1, 1] → [N, 2·latent, H/f, W/f] = (mean | log-variance).

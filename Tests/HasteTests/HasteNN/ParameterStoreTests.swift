@@ -69,6 +69,12 @@ import HasteTensor
     #expect(lin.weight.grad == nil)
     store.setRequiresGrad(true)
     #expect(lin(Tensor.ones([1, 3])).isTracked && lin.weight.grad != nil)
+    // Freezing after finalize drops the gradient arena too (a frozen teacher carries no gradient copy).
+    store.setRequiresGrad(false)
+    #expect(lin.weight.grad == nil && lin.bias!.grad == nil && store.gradArena == nil)
+    store.setRequiresGrad(true)
+    lin(Tensor.ones([1, 3])).sum().backward()
+    #expect(lin.bias!.grad!.scalars(as: Float.self) == [1, 1])
 }
 
 /// R6: one error lists every problem; nothing is copied when anything is wrong.
