@@ -86,8 +86,8 @@ haste_h5 *haste_h5_create(const char *path, int64_t n, int resolution, int momen
     return f;
 }
 
-// Writes one row (item i) of a dataset whose rows are `rank`-dimensional with the given trailing dims.
-static int write_row(hid_t d, hid_t memtype, int64_t i, const void *buf) {
+// Reads or writes one row (item i) of a dataset whose rows are `rank`-dimensional with the given trailing dims.
+static int row_io(hid_t d, hid_t memtype, int64_t i, void *buf, int write) {
     hid_t space = H5Dget_space(d);
     int rank = H5Sget_simple_extent_ndims(space);
     hsize_t dims[4], start[4] = {0, 0, 0, 0}, count[4];
@@ -97,27 +97,14 @@ static int write_row(hid_t d, hid_t memtype, int64_t i, const void *buf) {
     count[0] = 1;
     H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t mem = H5Screate_simple(rank, count, NULL);
-    herr_t r = H5Dwrite(d, memtype, mem, space, H5P_DEFAULT, buf);
+    herr_t r = write ? H5Dwrite(d, memtype, mem, space, H5P_DEFAULT, buf) : H5Dread(d, memtype, mem, space, H5P_DEFAULT, buf);
     H5Sclose(mem);
     H5Sclose(space);
     return r < 0;
 }
 
-static int read_row(hid_t d, hid_t memtype, int64_t i, void *buf) {
-    hid_t space = H5Dget_space(d);
-    int rank = H5Sget_simple_extent_ndims(space);
-    hsize_t dims[4], start[4] = {0, 0, 0, 0}, count[4];
-    H5Sget_simple_extent_dims(space, dims, NULL);
-    for (int k = 0; k < rank; k++) count[k] = dims[k];
-    start[0] = (hsize_t)i;
-    count[0] = 1;
-    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t mem = H5Screate_simple(rank, count, NULL);
-    herr_t r = H5Dread(d, memtype, mem, space, H5P_DEFAULT, buf);
-    H5Sclose(mem);
-    H5Sclose(space);
-    return r < 0;
-}
+static int write_row(hid_t d, hid_t memtype, int64_t i, const void *buf) { return row_io(d, memtype, i, (void *)buf, 1); }
+static int read_row(hid_t d, hid_t memtype, int64_t i, void *buf) { return row_io(d, memtype, i, buf, 0); }
 
 int haste_h5_write_item(haste_h5 *f, int64_t i, const uint8_t *image, const float *moments, int64_t label,
                         const char *filename, char *err, size_t errlen) {

@@ -47,17 +47,19 @@ public struct PNGFolder: ImageSource {
     }
 
     public func images(_ range: Range<Int>) throws -> Tensor {
-        var pixels: [UInt8] = [], size: (Int, Int)?
-        for path in files[range] {
-            let img = try PNGImage.read(path)
-            if let size, size != (img.height, img.width) {
-                throw HasteError.fileFormat(path: path, detail: "\(img.height)×\(img.width) while \(files[range.lowerBound]) is "
-                                            + "\(size.0)×\(size.1): the images of a folder must share one size")
+        guard let firstPath = files[range].first else { return Tensor(Array<UInt8>(), shape: [0, 3, 0, 0]) }
+        let first = try PNGImage.read(firstPath), (h, w) = (first.height, first.width)
+        var pixels = [UInt8](repeating: 0, count: range.count * 3 * h * w)
+        try pixels.withUnsafeMutableBufferPointer { out in
+            for (k, path) in files[range].enumerated() {
+                let img = k == 0 ? first : try PNGImage.read(path)
+                guard (img.height, img.width) == (h, w) else {
+                    throw HasteError.fileFormat(path: path, detail: "\(img.height)×\(img.width) while \(firstPath) is "
+                                                + "\(h)×\(w): the images of a folder must share one size")
+                }
+                img.copyCHW(to: out.baseAddress! + k * 3 * h * w)
             }
-            size = (img.height, img.width)
-            pixels += img.pixels
         }
-        let (h, w) = size ?? (0, 0)
-        return Tensor(pixels, shape: [range.count, h, w, 3]).permuted([0, 3, 1, 2]).contiguous()   // (n, 3, H, W) uint8
+        return Tensor(pixels, shape: [range.count, 3, h, w])   // (n, 3, H, W) uint8
     }
 }

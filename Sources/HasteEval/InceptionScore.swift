@@ -13,14 +13,7 @@ public enum InceptionScore {
         require(logits.rank == 2 && logits.shape[0] >= 1 && splitSize >= 1,
                 "InceptionScore: logits \(logits.shape) with split size \(splitSize)")
         let n = logits.shape[0], k = logits.shape[1]
-        let z = logits.to(.cpu).to(.float64).scalars(as: Double.self)
-        var p = [Double](repeating: 0, count: n * k)
-        for i in 0..<n {                                                     // softmax per row
-            let row = z[(i * k)..<((i + 1) * k)], top = row.max() ?? 0
-            var total = 0.0
-            for j in 0..<k { p[i * k + j] = Foundation.exp(z[i * k + j] - top); total += p[i * k + j] }
-            for j in 0..<k { p[i * k + j] /= total }
-        }
+        let p = logits.to(.cpu).to(.float64).softmax(axis: -1).scalars(as: Double.self)
         var scores: [Double] = []
         for start in stride(from: 0, to: n, by: splitSize) {
             scores.append(chunkScore(p, rows: start..<min(start + splitSize, n), classes: k))

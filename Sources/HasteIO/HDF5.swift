@@ -59,24 +59,12 @@ public final class HDF5DatasetFile: @unchecked Sendable {
         if rc != 0 { throw HasteError.fileFormat(path: path, detail: Self.message(err)) }
     }
 
-    public func image(_ i: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 3 * resolution * resolution)
-        try out.withUnsafeMutableBufferPointer { try readImage(i, into: $0.baseAddress!) }
-        return out
-    }
-
     /// Item i's image (uint8 CHW, 3·R·R bytes) written to `out`, e.g. straight into a batch buffer.
     public func readImage(_ i: Int, into out: UnsafeMutablePointer<UInt8>) throws {
         Self.lock.lock(); defer { Self.lock.unlock() }
         guard haste_h5_read_image(handle, Int64(i), out) == 0 else {
             throw HasteError.fileFormat(path: path, detail: "cannot read /images[\(i)]")
         }
-    }
-
-    public func moments(_ i: Int) throws -> [Float] {
-        var out = [Float](repeating: 0, count: momentChannels * momentSide * momentSide)
-        try out.withUnsafeMutableBufferPointer { try readMoments(i, into: $0.baseAddress!) }
-        return out
     }
 
     /// Item i's moments (float32 [C, S, S]) written to `out`.

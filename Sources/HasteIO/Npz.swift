@@ -18,7 +18,7 @@ public final class NpzWriter {
     private var fd: Int32
     private var position: UInt64 = 0
     private var members: [ZipMember] = []
-    private var current: (member: ZipMember, headerOffset: UInt64, remaining: UInt64, crc: UInt)?
+    private var current: (member: ZipMember, headerOffset: UInt64, remaining: UInt64, crc: UInt32)?
     private var finished = false
     /// Sizes and offsets from here on get ZIP64 fields (tests lower it to exercise ZIP64 on small files).
     let zip64Threshold: UInt64
@@ -85,12 +85,7 @@ public final class NpzWriter {
         require(UInt64(bytes.count) <= o.remaining,
                      "NpzWriter.append: \(bytes.count) bytes overrun member '\(o.member.name)' (\(o.remaining) left)")
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        var done = 0
-        while done < bytes.count {           // zlib's crc32 takes a 32-bit length
-            let n = min(bytes.count - done, 1 << 30)
-            o.crc = crc32(o.crc, base.assumingMemoryBound(to: UInt8.self) + done, UInt32(n))
-            done += n
-        }
+        o.crc = FileSpan.crc32(base, bytes.count, seed: o.crc)
         try write(bytes)
         o.remaining -= UInt64(bytes.count)
         current = o
@@ -116,7 +111,7 @@ public final class NpzWriter {
     private func closeMember() throws {
         guard let o = current else { return }
         var m = o.member
-        m.crc = UInt32(truncatingIfNeeded: o.crc)
+        m.crc = o.crc
         var le = m.crc.littleEndian
         // The CRC field sits 14 bytes into the local header; sizes were known up front.
         let written = withUnsafeBytes(of: &le) { pwrite(fd, $0.baseAddress, 4, off_t(o.headerOffset + 14)) }

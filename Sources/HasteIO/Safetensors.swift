@@ -150,9 +150,11 @@ public final class SafetensorsFile {
 }
 
 /// Swift's Bool must be 0 or 1; a file may hold any byte. Nonzero reads as true (numpy, torch agree).
-func normalizeBools(_ t: Tensor) {
-    let p = t.buffer.rawPointer.assumingMemoryBound(to: UInt8.self)
-    for i in 0..<t.count where p[i] > 1 { p[i] = 1 }
+func normalizeBools(_ t: Tensor) { normalizeBools(t.buffer.rawPointer, count: t.count) }
+
+func normalizeBools(_ address: UnsafeMutableRawPointer, count: Int) {
+    let p = address.assumingMemoryBound(to: UInt8.self)
+    for i in 0..<count where p[i] > 1 { p[i] = 1 }
 }
 
 /// One value of the header object: a tensor entry, or the `__metadata__` string map.

@@ -43,7 +43,7 @@ public final class TorchCheckpoint {
             format = .legacy
             constants = nil
         } else {
-            let hint = bytes.count >= 8 && bytes.u64(0) < 100_000_000 && bytes.count > 8 && bytes[8] == UInt8(ascii: "{")
+            let hint = bytes.count > 8 && bytes.u64(0) <= UInt64(SafetensorsFile.maxHeaderBytes) && bytes[8] == UInt8(ascii: "{")
                 ? " (it looks like safetensors)" : ""
             throw HasteError.fileFormat(path: path, detail: "not a PyTorch file: neither a zip archive (torch.save, torch.jit.save) nor the legacy torch.save format\(hint)")
         }

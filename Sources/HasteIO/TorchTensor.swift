@@ -35,13 +35,9 @@ public final class TorchStorage {
         if let s = loaded { return s }
         guard let span else { throw HasteError.unsupported("storage '\(key)' has no data in the file") }
         let byteCount = count * dtype.byteSize
-        guard span.size == byteCount else { throw span.fail("holds \(span.size) bytes, but the pickle declares \(count) × \(dtype) = \(byteCount)") }
         let s = Storage(byteCount: byteCount, device: .cpu)
         try span.read(into: s.address, verify: false)
-        if dtype == .bool {   // Swift's Bool must be 0 or 1; a file may hold any byte (nonzero = true, as torch)
-            let p = s.address.assumingMemoryBound(to: UInt8.self)
-            for i in 0..<count where p[i] > 1 { p[i] = 1 }
-        }
+        if dtype == .bool { normalizeBools(s.address, count: count) }
         span.dropPages()
         loaded = s
         return s

@@ -74,8 +74,9 @@ struct FileSpan {
         }
     }
 
-    static func crc32(_ pointer: UnsafeRawPointer, _ count: Int) -> UInt32 {
-        var crc: uLong = CZlib.crc32(0, nil, 0), done = 0
+    /// zlib's CRC-32 of `count` bytes (in 1 GiB pieces: zlib takes a 32-bit length), continuing from `seed`.
+    static func crc32(_ pointer: UnsafeRawPointer, _ count: Int, seed: UInt32 = 0) -> UInt32 {
+        var crc = uLong(seed), done = 0
         let p = pointer.assumingMemoryBound(to: UInt8.self)
         while done < count {
             let n = min(count - done, 1 << 30)

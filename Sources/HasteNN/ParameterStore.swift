@@ -35,7 +35,6 @@ public final class ParameterStore {
 
     /// The value arena and its regions (element ranges), set by `finalize(on:)`.
     private(set) var arena: Storage?
-    private(set) var decayedRange = 0..<0
     private(set) var nonDecayedRange = 0..<0
     private(set) var bufferRange = 0..<0
     /// Gradients of the trainable region `0..<trainableEnd`, same offsets as the arena.
@@ -115,7 +114,7 @@ public final class ParameterStore {
             }
             return start..<end
         }
-        decayedRange = place(.decayed)
+        _ = place(.decayed)
         nonDecayedRange = place(.nonDecayed)
         bufferRange = place(.buffer)
         let storage = ParameterStore.zeroedStorage(count: end, dtype: dtype, device: device)

@@ -43,4 +43,7 @@ public struct Buffer {
         storage.address.assumingMemoryBound(to: T.self) + offset
     }
     @inlinable public var rawPointer: UnsafeMutableRawPointer { storage.address + offset * dtype.byteSize }
+
+    /// The same storage, `count` elements further on (one image or head of a batch).
+    func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
 }

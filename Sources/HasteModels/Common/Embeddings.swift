@@ -1,3 +1,4 @@
+import Foundation
 import HasteTensor
 
 /// Fixed embeddings shared by the DiT family (reference `models/sit.py`).
@@ -8,16 +9,16 @@ public enum Embeddings {
     public static func sincos2D(dim: Int, grid: Int) -> Tensor {
         require(dim % 4 == 0, "sincos2D: dim \(dim) is not divisible by 4")
         let q = dim / 4
-        let omega = (0..<q).map { 1.0 / pow10000(Double($0) / Double(q)) }
+        let omega = (0..<q).map { 1.0 / Foundation.pow(10000.0, Double($0) / Double(q)) }
         var table = [Float](repeating: 0, count: grid * grid * dim)
         for n in 0..<(grid * grid) {
             let row = Double(n / grid), col = Double(n % grid)
             for k in 0..<q {
                 let a = col * omega[k], b = row * omega[k]
-                table[n * dim + k] = Float(sinD(a))
-                table[n * dim + q + k] = Float(cosD(a))
-                table[n * dim + 2 * q + k] = Float(sinD(b))
-                table[n * dim + 3 * q + k] = Float(cosD(b))
+                table[n * dim + k] = Float(Foundation.sin(a))
+                table[n * dim + q + k] = Float(Foundation.cos(a))
+                table[n * dim + 2 * q + k] = Float(Foundation.sin(b))
+                table[n * dim + 3 * q + k] = Float(Foundation.cos(b))
             }
         }
         return Tensor(table, shape: [grid * grid, dim])
@@ -27,7 +28,7 @@ public enum Embeddings {
     /// float32 (spec/sit.md §4: t as given in [0, 1], no ×1000; cos block first).
     public static func timestep(_ t: Tensor, dim: Int) -> Tensor {
         let half = dim / 2
-        let c = Float(-logD(10000))                                   // torch: float32 arange × python scalar
+        let c = Float(-Foundation.log(10000.0))                                // torch: float32 arange × python scalar
         let freqs = (0..<half).map { Foundation.exp(c * Float($0) / Float(half)) }
         let f = Tensor(freqs, shape: [1, half]).to(t.dtype).to(t.device)
         let args = t.reshaped([t.count, 1]) * f                                   // (N, half)
@@ -41,10 +42,3 @@ public enum Embeddings {
 public func modulate(_ h: Tensor, _ shift: Tensor, _ scale: Tensor) -> Tensor {
     h * (scale.unsqueezed(1) + 1.0) + shift.unsqueezed(1)
 }
-
-import Foundation
-@inline(__always) func pow10000(_ e: Double) -> Double { Foundation.pow(10000.0, e) }
-@inline(__always) func sinD(_ x: Double) -> Double { Foundation.sin(x) }
-@inline(__always) func cosD(_ x: Double) -> Double { Foundation.cos(x) }
-@inline(__always) func expD(_ x: Double) -> Double { Foundation.exp(x) }
-@inline(__always) func logD(_ x: Double) -> Double { Foundation.log(x) }

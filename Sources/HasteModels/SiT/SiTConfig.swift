@@ -18,7 +18,6 @@ public struct SiTConfig: Codable, Equatable, Sendable {
     public init() {}
 
     public var tokens: Int { (inputSize / patchSize) * (inputSize / patchSize) }
-    public var headDim: Int { hiddenSize / numHeads }
 
     /// The reference factories: SiT-{S,B,L,XL}/{2,4,8}. Final-layer width = hidden size for every size
     /// (spec README #25: the reference's SiT-S final layer bug is not reproduced).

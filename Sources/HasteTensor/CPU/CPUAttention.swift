@@ -8,10 +8,6 @@ import RealModule
 /// T = 256) stay in cache between the steps instead of streaming N·H·Tq·Tk floats through memory each time.
 private let attentionHeadGroup = 4
 
-extension Buffer {
-    /// The buffer `count` elements further on.
-    fileprivate func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
-}
 
 extension CPUBackend {
     public func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, shape s: AttentionShape,

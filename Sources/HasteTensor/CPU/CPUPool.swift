@@ -38,7 +38,7 @@ extension CPUBackend {
                             var m = -T.infinity
                             for iy in ya..<yb {
                                 let row = src + iy * w
-                                for ix in xa..<xb where row[ix] > m || row[ix].isNaN { m = row[ix] }
+                                for ix in xa..<xb { m = stickyMax(m, row[ix]) }
                             }
                             dst[oy * ow + ox] = m
                         } else {

@@ -38,7 +38,7 @@ extension Tensor {
         for t in tensors {
             let dst = Buffer(storage: y.storage, offset: start * y.strides[r], dtype: y.dtype)
             if t.count > 0 {
-                y.backend.stridedCopy(from: Buffer(storage: t.storage, offset: t.offset, dtype: t.dtype),
+                y.backend.stridedCopy(from: t.stridedBuffer,
                                       srcStrides: t.strides, to: dst, dstStrides: y.strides, shape: t.shape)
             }
             start += t.shape[r]

@@ -1,6 +1,5 @@
 /// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
 /// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
-/// The windowed family also carries the pooling kernels (Ops/Pool.swift), so `Backend` includes them.
 public protocol ConvKernels: AnyObject {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
     /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
@@ -83,7 +82,7 @@ extension Tensor {
             // Y[n] (Cout × L) = W (Cout × K) · cols[n] (K × L), one GEMM per image of the group.
             backend.gemm(transA: false, transB: false, m: cout, n: l, k: k, alpha: 1,
                          a: w.buffer, lda: Swift.max(k, 1), strideA: 0, b: cols, ldb: Swift.max(l, 1), strideB: k * l,
-                         beta: bias == nil ? 0 : 1, c: y.buffer.shifted(first * cout * l), ldc: Swift.max(l, 1),
+                         beta: bias == nil ? 0 : 1, c: y.buffer.advanced(by: first * cout * l), ldc: Swift.max(l, 1),
                          strideC: cout * l, batch: count)
         }
         return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
@@ -100,7 +99,7 @@ struct Conv2dBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] {
         let dx = x.isTracked ? inputGradient(dy) : nil
         let dw = weight.isTracked ? weightGradient(dy) : nil
-        let db = bias?.isTracked == true ? dy.sum(axes: [0, 2, 3]) : nil
+        let db = bias?.isTracked == true ? dy.sum(axes: [2, 3]).sum(axis: 0) : nil   // adjacent axes: no copy of dy
         return bias == nil ? [dx, dw] : [dx, dw, db]
     }
 
@@ -113,12 +112,12 @@ struct Conv2dBackward: Backward {
         let dcols = g.isPointwise ? dx : Tensor.empty([group, k, l], dtype: x.dtype, device: x.device)
         for first in stride(from: 0, to: n, by: group) {
             let count = min(group, n - first)
-            let target = g.isPointwise ? dx.buffer.shifted(first * k * l) : dcols.buffer
+            let target = g.isPointwise ? dx.buffer.advanced(by: first * k * l) : dcols.buffer
             be.gemm(transA: true, transB: false, m: k, n: l, k: cout, alpha: 1,
-                    a: weight.buffer, lda: Swift.max(k, 1), strideA: 0, b: dy.buffer.shifted(first * cout * l), ldb: Swift.max(l, 1),
+                    a: weight.buffer, lda: Swift.max(k, 1), strideA: 0, b: dy.buffer.advanced(by: first * cout * l), ldb: Swift.max(l, 1),
                     strideB: cout * l, beta: 0, c: target, ldc: Swift.max(l, 1), strideC: k * l, batch: count)
             if !g.isPointwise {
-                be.col2im(cols: dcols.buffer, dx: dx.buffer.shifted(first * g.channels * g.height * g.width),
+                be.col2im(cols: dcols.buffer, dx: dx.buffer.advanced(by: first * g.channels * g.height * g.width),
                           batch: count, geometry: g)
             }
         }
@@ -133,8 +132,8 @@ struct Conv2dBackward: Backward {
         ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
             for i in 0..<count {
                 be.gemm(transA: false, transB: true, m: cout, n: k, k: l, alpha: 1,
-                        a: dy.buffer.shifted((first + i) * cout * l), lda: Swift.max(l, 1), strideA: 0,
-                        b: cols.shifted(i * k * l), ldb: Swift.max(l, 1), strideB: 0,
+                        a: dy.buffer.advanced(by: (first + i) * cout * l), lda: Swift.max(l, 1), strideA: 0,
+                        b: cols.advanced(by: i * k * l), ldb: Swift.max(l, 1), strideB: 0,
                         beta: first + i == 0 ? 0 : 1, c: dw.buffer, ldc: Swift.max(k, 1), strideC: 0, batch: 1)
             }
         }
@@ -163,13 +162,8 @@ enum ConvColumns {
         let cols = Tensor.empty([group, g.patchSize, g.outPixels], dtype: x.dtype, device: x.device)
         for first in stride(from: 0, to: n, by: group) {
             let count = min(group, n - first)
-            x.backend.im2col(x: x.buffer.shifted(first * imageCount), cols: cols.buffer, batch: count, geometry: g)
+            x.backend.im2col(x: x.buffer.advanced(by: first * imageCount), cols: cols.buffer, batch: count, geometry: g)
             body(first, count, cols.buffer)
         }
     }
-}
-
-extension Buffer {
-    /// The same storage, `elements` further on (one image of a batch).
-    fileprivate func shifted(_ elements: Int) -> Buffer { Buffer(storage: storage, offset: offset + elements, dtype: dtype) }
 }

@@ -17,7 +17,7 @@ extension Tensor {
         if count > 0 {
             // The interior starts at (top, left) of every plane and keeps y's strides.
             let interior = Buffer(storage: y.storage, offset: top * outShape[rank - 1] + left, dtype: dtype)
-            backend.stridedCopy(from: Buffer(storage: storage, offset: offset, dtype: dtype), srcStrides: strides,
+            backend.stridedCopy(from: stridedBuffer, srcStrides: strides,
                                 to: interior, dstStrides: y.strides, shape: shape)
         }
         return y.recorded(PadBackward(x: self, top: top, left: left))

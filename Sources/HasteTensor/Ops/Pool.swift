@@ -2,8 +2,7 @@
 /// network. **Forward only**: these ops serve evaluation networks and record no backward node; a tracked
 /// input while recording is on traps (call them under `noGrad`, or on detached tensors).
 ///
-/// Backend.swift lists the kernel families; pooling joins the union through `ConvKernels: PoolKernels`
-/// (Ops/Conv.swift), the windowed-op family it belongs to.
+/// `Backend` (Backend.swift) lists `PoolKernels` among its kernel families.
 public protocol PoolKernels: AnyObject {
     /// x [planes, height, width] → y [planes, outHeight, outWidth]: the maximum over each window, padding
     /// counting as −inf (never chosen); NaN propagates as in torch.

@@ -114,6 +114,6 @@ struct MaxBackward: Backward {
         guard let p = g.permutation else { return [dx.reshaped(x.shape)] }
         var inverse = [Int](repeating: 0, count: p.count)
         for (i, a) in p.enumerated() { inverse[a] = i }
-        return [dx.permuted(inverse).contiguous()]
+        return [dx.permuted(inverse)]   // the graph makes gradients contiguous where needed
     }
 }

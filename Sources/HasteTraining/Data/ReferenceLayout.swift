@@ -99,11 +99,5 @@ public final class ReferenceLayoutDataset: TrainingDataset {
                      labels: Tensor(indices.map { labels[$0] }, shape: [n]))
     }
 
-    private func readImage(_ i: Int) throws -> DecodedImage {
-        let path = "\(root)/images/\(images[i])"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw HasteError.fileMissing(path: path, hint: "images/ changed since the run started")
-        }
-        return try PNGImage.decode(data, path: path)
-    }
+    private func readImage(_ i: Int) throws -> DecodedImage { try PNGImage.read("\(root)/images/\(images[i])") }
 }
