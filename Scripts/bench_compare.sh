@@ -131,7 +131,7 @@ for op, h in haste.items():
     cells.append(row + [f"{max(ho, to):.0f}%"])
 widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
 left = 2 if mode == "ops" else 1
-print(f"{mode}: threads {hmeta['threads']}, torch {tmeta.get('torch', '?')}, {rounds} round(s), medians; "
+print(f"{mode}: threads haste {hmeta['threads']} / torch {tmeta.get('threads', '?')}, torch {tmeta.get('torch', '?')}, {rounds} round(s), medians; "
       + "others = CPU share other processes took during the row's runs; "
       + ("torch/haste time > 1 means haste is faster" if mode == "ops" else "haste/torch img/s > 1 means haste is faster")
       + ("; torch with explicit attention everywhere" if tmeta.get("explicit_attention") else ""))

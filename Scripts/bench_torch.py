@@ -2,7 +2,7 @@
 """PyTorch timings of the rows of `haste bench ops` (Sources/haste/Commands/BenchOps.swift): same names, shapes,
 napkin-math work, warm-up and repetitions, float32 on the CPU.
 
-    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads 2] [--reps 10] [--warmup 2] [--json]
+    /opt/torchvenv/bin/python Scripts/bench_torch.py [--threads N (all cores)] [--reps 10] [--warmup 2] [--json]
         [--filter TEXT | --only ROW | --list]
 
 To add a row, add it to ROWS below with the name used in BenchOps.swift. Scripts/bench_compare.sh joins the two
@@ -10,6 +10,7 @@ outputs by row name.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -203,7 +204,8 @@ def table(rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))   # as haste: all cores
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--filter", default=None, help="only rows whose name contains this text")
@@ -217,7 +219,7 @@ def main():
     if args.only is not None and args.only not in [row[0] for row in ROWS]:
         sys.exit(f"--only '{args.only}' is not a row; rows are: {', '.join(row[0] for row in ROWS)}")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     rows = [measure(*row, args.warmup, args.reps) for row in ROWS
             if (args.filter is None or args.filter in row[0]) and args.only in (None, row[0])]
     if args.json:

@@ -3,7 +3,7 @@
 HASTE training step (zero-grad, teacher pass, draws, forward, loss, backward, clip 1.0, AdamW) with the models
 and losses of Scripts/reference, float32 on the CPU; same names, batch sizes, warm-up and repetitions.
 
-    /opt/torchvenv/bin/python Scripts/bench_torch_train.py [--threads 2] [--reps 3] [--warmup 1] [--json]
+    /opt/torchvenv/bin/python Scripts/bench_torch_train.py [--threads N (all cores)] [--reps 3] [--warmup 1] [--json]
         [--only ROW | --list] [--explicit-attention]
 
 Blocks whose logits are not aligned use F.scaled_dot_product_attention, as haste's do; --explicit-attention runs
@@ -12,6 +12,7 @@ whole process's: Scripts/bench_train_compare.sh runs one row per process.
 """
 import argparse
 import json
+import os
 import resource
 import sys
 
@@ -125,7 +126,7 @@ def rows(explicit):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))   # as haste: all cores
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--only", default=None, help="run only the row with exactly this name")

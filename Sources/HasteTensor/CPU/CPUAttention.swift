@@ -107,58 +107,15 @@ extension CPUBackend {
              beta: 0, c: out, ldc: max(s.valueDim, 1), strideC: s.queries * s.valueDim, batch: g)
     }
 
-    /// y[r] = softmax(x[r]) for `rows` contiguous rows of `cols`; x and y may be the same buffer.
+    /// y[r] = softmax(x[r]) for `rows` contiguous rows of `cols` (CPUSoftmax's kernel); x and y may be the same.
     private func softmaxRows(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) {
-        if rows == 0 || cols == 0 { return }
-        let chunk = max(1, Parallel.defaultChunk / cols)
-        switch y.dtype {
-        case .float32:
-            let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
-            Parallel.chunks(rows, chunk: chunk) { range in
-                for r in range { softmaxRow(px.base + r * cols, py.base + r * cols, cols) }
-            }
-        case .float64:
-            let px = SendablePointer(x.pointer(Double.self)), py = SendablePointer(y.pointer(Double.self))
-            Parallel.chunks(rows, chunk: chunk) { range in
-                for r in range { softmaxRow(px.base + r * cols, py.base + r * cols, cols) }
-            }
-        default: fatalError("attention softmax: unsupported dtype \(y.dtype)")
-        }
+        if rows > 0 && cols > 0 { softmaxForward(x, y, rows: rows, cols: cols) }
     }
 
-    /// g[r] ← p[r] ⊙ (g[r] − ⟨g[r], p[r]⟩) in place: dS from dP for `rows` rows of `cols`.
+    /// g[r] ← p[r] ⊙ (g[r] − ⟨g[r], p[r]⟩) in place: dS from dP (CPUSoftmax's backward, which reads each 16-lane
+    /// block of dy before writing the same block of dx, so dx = dy is safe).
     private func softmaxBackwardRows(_ p: Buffer, _ g: Buffer, rows: Int, cols: Int) {
-        if rows == 0 || cols == 0 { return }
-        let chunk = max(1, Parallel.defaultChunk / cols)
-        switch g.dtype {
-        case .float32:
-            let pp = SendablePointer(p.pointer(Float.self)), pg = SendablePointer(g.pointer(Float.self))
-            Parallel.chunks(rows, chunk: chunk) { range in
-                for r in range { softmaxBackwardRow(pp.base + r * cols, pg.base + r * cols, cols) }
-            }
-        case .float64:
-            let pp = SendablePointer(p.pointer(Double.self)), pg = SendablePointer(g.pointer(Double.self))
-            Parallel.chunks(rows, chunk: chunk) { range in
-                for r in range { softmaxBackwardRow(pp.base + r * cols, pg.base + r * cols, cols) }
-            }
-        default: fatalError("attention softmax backward: unsupported dtype \(g.dtype)")
-        }
+        if rows > 0 && cols > 0 { softmaxBackward(p, g, g, rows: rows, cols: cols) }
     }
-}
-
-/// g ← p ⊙ (g − ⟨g, p⟩) over one row: the softmax Jacobian-vector product.
-@inline(__always)
-private func softmaxBackwardRow<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ g: UnsafeMutablePointer<T>, _ n: Int) {
-    let d = rowDot(g, p, n)
-    let rp = UnsafeRawPointer(p), rg = UnsafeMutableRawPointer(g)
-    var i = 0
-    while i + 16 <= n {
-        let o = i * MemoryLayout<T>.stride
-        let pv = rp.loadUnaligned(fromByteOffset: o, as: SIMD16<T>.self)
-        let gv = rg.loadUnaligned(fromByteOffset: o, as: SIMD16<T>.self)
-        rg.storeBytes(of: pv * (gv - d), toByteOffset: o, as: SIMD16<T>.self)
-        i += 16
-    }
-    while i < n { g[i] = p[i] * (g[i] - d); i += 1 }
 }
 

@@ -66,8 +66,18 @@ func resizeBicubicPreservesConstantsAndIdentity(_ antialias: Bool) {
         expectClose(c.resizeBicubic(height: h, width: w, antialias: antialias), .full([1, 2, h, w], 0.7, dtype: .float64),
                     atol: 1e-14, rtol: 0, "\(h)×\(w)")
     }
+    // Equal sizes skip the pass (a copy, as torch); that is sound because the tables are the identity there:
+    // every output's nonzero weights are exactly 1 on its own input index.
     let x = Tensor.randn([1, 3, 6, 5], dtype: .float64, seed: 53)
     expectClose(x.resizeBicubic(height: 6, width: 5, antialias: antialias), x, atol: 0, rtol: 0, "identity")
+    for n in [1, 5, 6, 37] {
+        let table = ResampleTable<Double>(antialias ? .bicubicAntialias : .bicubic, inSize: n, outSize: n)
+        for i in 0..<n {
+            let taps = (0..<table.count[i]).map { (table.index[i * table.taps + $0], table.weight[i * table.taps + $0]) }
+            let nonzero = taps.filter { $0.1 != 0 }
+            #expect(nonzero.count == 1 && nonzero[0].0 == i && Swift.abs(nonzero[0].1 - 1) < 1e-15, "size \(n) output \(i): \(taps)")
+        }
+    }
 }
 
 /// The antialiased 37 → 16 table against the formula written out in docs (spec/dinov2.md §3), in float64.
