@@ -35,11 +35,12 @@ public struct ParameterScope {
     }
 
     /// Registers a frozen state-dict entry (never trained, never decayed), e.g. SiT's fixed `pos_embed`
-    /// (a `requires_grad=False` Parameter in PyTorch). `value` is copied.
+    /// (a `requires_grad=False` Parameter in PyTorch). The value is computed only for real stores, and copied.
     @discardableResult
-    public func buffer(_ name: String, _ shape: [Int], _ value: Tensor) -> Tensor {
+    public func buffer(_ name: String, _ shape: [Int], _ make: @autoclosure () -> Tensor) -> Tensor {
         let k = key(name)
-        if store.shapesOnly { return store.declare(k, shape) }
+        if store.shapesOnly { return store.declare(k, shape) }   // the value is never computed
+        let value = make()
         require(value.shape == shape, "buffer '\(k)': value \(value.shape) for declared shape \(shape)")
         let own = noGrad { value.to(.cpu).to(store.dtype).clone() }
         return store.register(k, own, trainable: false)

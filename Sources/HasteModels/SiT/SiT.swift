@@ -8,7 +8,7 @@ public struct SiT {
     public let store: ParameterStore
     let patchWeight: Tensor, patchBias: Tensor
     let posEmbed: Tensor
-    let tMLP: (Linear, Linear)
+    let tMLP: MLP
     let labelTable: Tensor
     let blocks: [SiTBlock]
     let projectors: [(Linear, Linear, Linear)]
@@ -30,13 +30,12 @@ public struct SiT {
         self.config = config
         self.store = store
         let p = store.root, d = config.hiddenSize, ps = config.patchSize, grid = config.inputSize / ps
-        posEmbed = p.buffer("pos_embed", [1, grid * grid, d],
-                            store.shapesOnly ? Tensor.zeros([1, 1, 1]) : Embeddings.sincos2D(dim: d, grid: grid).reshaped([1, grid * grid, d]))
+        posEmbed = p.buffer("pos_embed", [1, grid * grid, d], Embeddings.sincos2D(dim: d, grid: grid).reshaped([1, grid * grid, d]))
         let xe = p["x_embedder"]["proj"]
         patchWeight = xe.parameter("weight", [d, config.inChannels, ps, ps], .xavierUniform)    // on the [D, C·p·p] view
         patchBias = xe.parameter("bias", [d], .zeros)
-        let te = p["t_embedder"]["mlp"]
-        tMLP = (Linear(te[0], 256, d, weightInit: .normal(std: 0.02)), Linear(te[2], d, d, weightInit: .normal(std: 0.02)))
+        tMLP = MLP(p["t_embedder"]["mlp"], inFeatures: 256, hidden: d, outFeatures: d, activation: .silu,
+                   names: ("0", "2"), weightInit: .normal(std: 0.02))
         labelTable = p["y_embedder"]["embedding_table"].parameter("weight", [config.numClasses + 1, d], .normal(std: 0.02))
         blocks = (0..<config.depth).map {
             SiTBlock(p["blocks"][$0], hidden: d, heads: config.numHeads, mlpRatio: config.mlpRatio, qkNorm: config.qkNorm)
@@ -60,7 +59,7 @@ public struct SiT {
         let n = x.shape[0], d = config.hiddenSize
         var h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
             .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)
-        let temb = tMLP.1(tMLP.0(Embeddings.timestep(t, dim: 256)).silu())                  // (N, D)
+        let temb = tMLP(Embeddings.timestep(t, dim: 256))                  // (N, D)
         let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
         var logits: [Int: Tensor] = [:], projected: [Tensor] = []
         for (i, block) in blocks.enumerated() {
