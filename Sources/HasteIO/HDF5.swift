@@ -20,7 +20,6 @@ public final class HDF5DatasetFile: @unchecked Sendable {
         momentSide = Int(haste_h5_moment_side(handle))
     }
 
-    static func message(_ err: [CChar]) -> String { String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
 
     /// Creates (truncating) `path` for `count` items; momentChannels 0 = no /moments.
     public static func create(_ path: String, count: Int, resolution: Int, momentChannels: Int, momentSide: Int,
@@ -34,14 +33,14 @@ public final class HDF5DatasetFile: @unchecked Sendable {
             haste_h5_create(path, Int64(count), Int32(resolution), Int32(momentChannels), Int32(momentSide),
                             $0.baseAddress, Int32(classNames.count), &err, err.count)
         }
-        guard let h else { throw HasteError.fileFormat(path: path, detail: message(err)) }
+        guard let h else { throw HasteError.fileFormat(path: path, detail: MappedFile.message(err)) }
         return HDF5DatasetFile(handle: h, path: path)
     }
 
     public static func open(_ path: String) throws -> HDF5DatasetFile {
         lock.lock(); defer { lock.unlock() }
         var err = [CChar](repeating: 0, count: 512)
-        guard let h = haste_h5_open(path, &err, err.count) else { throw HasteError.fileFormat(path: path, detail: message(err)) }
+        guard let h = haste_h5_open(path, &err, err.count) else { throw HasteError.fileFormat(path: path, detail: MappedFile.message(err)) }
         return HDF5DatasetFile(handle: h, path: path)
     }
 
@@ -56,7 +55,7 @@ public final class HDF5DatasetFile: @unchecked Sendable {
                 haste_h5_write_item(handle, Int64(i), img.baseAddress, moments == nil ? nil : m.baseAddress, label, filename, &err, err.count)
             }
         }
-        if rc != 0 { throw HasteError.fileFormat(path: path, detail: Self.message(err)) }
+        if rc != 0 { throw HasteError.fileFormat(path: path, detail: MappedFile.message(err)) }
     }
 
     /// Item i's image (uint8 CHW, 3·R·R bytes) written to `out`, e.g. straight into a batch buffer.
@@ -89,7 +88,7 @@ public final class HDF5DatasetFile: @unchecked Sendable {
         Self.lock.lock(); defer { Self.lock.unlock() }
         let n = haste_h5_class_names(handle, &buf, buf.count)
         guard n >= 0 else { throw HasteError.fileFormat(path: path, detail: "cannot read the class_names attribute") }
-        return n == 0 ? [] : Self.message(buf).components(separatedBy: "\n")
+        return n == 0 ? [] : MappedFile.message(buf).components(separatedBy: "\n")
     }
 
     public func filename(_ i: Int) throws -> String {
@@ -98,7 +97,7 @@ public final class HDF5DatasetFile: @unchecked Sendable {
         guard haste_h5_filename(handle, Int64(i), &buf, buf.count) == 0 else {
             throw HasteError.fileFormat(path: path, detail: "cannot read /filenames[\(i)]")
         }
-        return Self.message(buf)
+        return MappedFile.message(buf)
     }
 
     deinit { try? close() }

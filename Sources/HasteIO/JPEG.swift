@@ -57,7 +57,7 @@ public enum JPEGImage {
             haste_jpeg_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &pixels, &w, &h, &c, &cs, &err, err.count)
         }
         guard rc == 0, let p = pixels else {
-            let why = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let why = MappedFile.message(err)
             throw HasteError.fileFormat(path: path, detail: "cannot decode JPEG: \(why)")
         }
         defer { haste_jpeg_free(p) }

@@ -48,6 +48,11 @@ final class MappedFile: @unchecked Sendable {
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: base == nil ? 0 : count) }
 
     static func message(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+    /// The NUL-terminated message a C shim wrote into `buffer`.
+    static func message(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 extension UnsafeRawBufferPointer {

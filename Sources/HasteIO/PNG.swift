@@ -18,7 +18,7 @@ public enum PNGImage {
             haste_png_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &w, &h, &c, &depth, &buffer, &err, err.count)
         }
         guard rc == 0, let buffer else {
-            throw HasteError.fileFormat(path: path, detail: "cannot decode PNG: \(String(cString: err))")
+            throw HasteError.fileFormat(path: path, detail: "cannot decode PNG: \(MappedFile.message(err))")
         }
         defer { haste_png_free(buffer) }
         let (width, height, channels) = (Int(w), Int(h), Int(c)), n = width * height * channels
@@ -57,7 +57,7 @@ public enum PNGImage {
         }
         guard rc == 0 else {
             try? FileManager.default.removeItem(atPath: tmp)
-            throw HasteError.fileFormat(path: path, detail: "cannot write PNG: \(String(cString: err)) (does the folder exist and have space?)")
+            throw HasteError.fileFormat(path: path, detail: "cannot write PNG: \(MappedFile.message(err)) (does the folder exist and have space?)")
         }
         guard rename(tmp, path) == 0 else {
             try? FileManager.default.removeItem(atPath: tmp)

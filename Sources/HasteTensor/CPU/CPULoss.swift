@@ -2,6 +2,7 @@
 /// row helpers. The mean over rows is summed serially in row order (N values), so it is reproducible.
 extension CPUBackend {
     public func crossEntropyForward(_ logits: Buffer, targets: Buffer, loss: Buffer, rows: Int, classes: Int) {
+        CPUBackend.checkIndices(targets, count: rows, limit: classes, "crossEntropy", "logits [\(rows), \(classes)]")
         switch (logits.dtype, targets.dtype) {
         case (.float32, .int64): crossEntropy(logits.pointer(Float.self), targets.pointer(Int64.self), loss.pointer(Float.self), rows, classes)
         case (.float32, .int32): crossEntropy(logits.pointer(Float.self), targets.pointer(Int32.self), loss.pointer(Float.self), rows, classes)
@@ -25,12 +26,11 @@ extension CPUBackend {
         }
     }
 
-    /// Validates every target first (a trap names the row and value), then computes each row's
+    /// Targets are validated by `crossEntropyForward` (checkIndices: a trap names the position and value); computes each row's
     /// (m − x[t]) + log Σ exp(x − m) in parallel — m subtracted first keeps the log term's digits for large
     /// logits — and sums the rows in row order.
     private func crossEntropy<T: SoftmaxExp, I: FixedWidthInteger>(_ x: UnsafeMutablePointer<T>, _ t: UnsafeMutablePointer<I>,
                                                                     _ loss: UnsafeMutablePointer<T>, _ rows: Int, _ classes: Int) {
-        checkTargets(t, rows, classes)
         let perRow = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(rows, 1))
         defer { perRow.deallocate() }
         let px = SendablePointer(x), pt = SendablePointer(t), pl = SendablePointer(perRow)
@@ -59,13 +59,6 @@ extension CPUBackend {
                 d[Int(pt.base[r])] -= 1
                 for c in 0..<classes { d[c] *= scale }
             }
-        }
-    }
-
-    private func checkTargets<I: FixedWidthInteger>(_ t: UnsafeMutablePointer<I>, _ rows: Int, _ classes: Int) {
-        for r in 0..<rows {
-            require(t[r] >= 0 && Int(t[r]) < classes,
-                         "crossEntropy: target \(t[r]) at row \(r) is outside 0..<\(classes) for logits [\(rows), \(classes)]")
         }
     }
 }

@@ -32,7 +32,7 @@ struct FID: ParsableCommand {
     var weights: String?
     @Option(name: .customLong("save-stats"), help: "Write the SAMPLES statistics (mu, sigma, mu_s, sigma_s) to this .safetensors file.")
     var saveStats: String?
-    @Option(name: .customLong("batch-size"), help: "Images per network pass (ADM: 64; pytorch-fid: 50).") var batchSize: Int?
+    @Option(help: "Images per network pass (ADM: 64; pytorch-fid: 50).") var batchSize: Int?
     @Option(help: "Use only the first N images of each side.") var limit: Int?
     @Flag(name: .customLong("fid-only"), help: "Skip Inception Score and precision/recall (and reference images when it has statistics).")
     var fidOnly = false

@@ -26,34 +26,34 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("ckpt-select"), help: ArgumentHelp("Which weights of a training checkpoint.", valueName: "ema|model"))
     var ckptSelect = "ema"
     @Option(help: "Model size, for checkpoints without a stored config (default SiT-XL/2).") var model: String?
-    @Option(name: .customLong("sample-dir")) var sampleDir = "samples"
-    @Option(name: .customLong("num-fid-samples")) var numFidSamples = 50_000
-    @Option(name: .customLong("per-proc-batch-size")) var perProcBatchSize = 32
+    @Option var sampleDir = "samples"
+    @Option var numFidSamples = 50_000
+    @Option var perProcBatchSize = 32
     @Option(help: ArgumentHelp("Sampler.", valueName: "ode|sde")) var mode = "ode"
-    @Option(name: .customLong("num-steps")) var numSteps = 50
+    @Option var numSteps = 50
     @Flag(help: "Heun's corrector (ODE only).") var heun = false
-    @Option(name: .customLong("cfg-scale")) var cfgScale = 1.5
-    @Option(name: .customLong("guidance-low")) var guidanceLow = 0.0
-    @Option(name: .customLong("guidance-high")) var guidanceHigh = 1.0
-    @Option(name: .customLong("path-type"), help: ArgumentHelp(valueName: "linear|cosine")) var pathType = "linear"
-    @Option(name: .customLong("encoder-depth")) var encoderDepth: Int?
+    @Option var cfgScale = 1.5
+    @Option var guidanceLow = 0.0
+    @Option var guidanceHigh = 1.0
+    @Option(help: ArgumentHelp(valueName: "linear|cosine")) var pathType = "linear"
+    @Option var encoderDepth: Int?
     @Option(name: .customLong("projector-embed-dims"), help: "Comma-separated; default: read off the checkpoint.")
     var projectorEmbedDims: String?
     @Option(help: "Image side (checkpoints without a config; 256 or 512).") var resolution: Int?
-    @Option(name: .customLong("num-classes")) var numClasses: Int?
+    @Option var numClasses: Int?
     @Flag(name: .customLong("qk-norm")) var qkNorm = false
     @Option(name: .customLong("num-heads"), help: "Heads of a custom-width reference checkpoint (named sizes imply theirs).")
     var numHeads: Int?
     @Flag(name: .customLong("fused-attn"), help: "Accepted for generate.py compatibility; attention is always fused.")
     var fusedAttn = false
-    @Option(name: .customLong("global-seed")) var globalSeed: UInt64 = 0
+    @Option var globalSeed: UInt64 = 0
     @Option(help: ArgumentHelp("SD-VAE decoder for latent models.", valueName: "ft-ema|ft-mse")) var vae = "ft-ema"
     @Option(name: .customLong("vae-weights"), help: "The VAE's diffusion_pytorch_model.safetensors (file or folder).")
     var vaeWeights: String?
     @Option(help: ArgumentHelp("Do samples i, i+n, … of this run.", valueName: "i/n")) var shard = "0/1"
     @Flag(name: .customLong("pack-only"), help: "Only pack the existing PNGs into the .npz.") var packOnly = false
     @Option(help: "Also tile the first N samples into <folder>.grid.png (0 = no grid).") var grid = 0
-    @Option(name: .customLong("npz-selftest"), parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
+    @Option(parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
 
     func validate() throws {
         if npzSelftest.isEmpty && ckpt == nil { throw ValidationError("--ckpt is required") }

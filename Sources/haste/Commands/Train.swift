@@ -24,37 +24,37 @@ struct Train: ParsableCommand {
     @Flag(help: "Print the resolved config and exit.") var printConfig = false
 
     @Option var model: String?
-    @Option(name: .customLong("enc-type")) var encType: String?
-    @Option(name: .customLong("enc-weights")) var encWeights: String?
-    @Option(name: .customLong("proj-coeff")) var projCoeff: String?
-    @Option(name: .customLong("attn-coeff")) var attnCoeff: String?
-    @Option(name: .customLong("encoder-depth")) var encoderDepth: String?
-    @Option(name: .customLong("early-stop-point")) var earlyStopPoint: String?
-    @Option(name: .customLong("batch-size")) var batchSize: String?
-    @Option(name: .customLong("max-train-steps")) var maxTrainSteps: String?
+    @Option var encType: String?
+    @Option var encWeights: String?
+    @Option var projCoeff: String?
+    @Option var attnCoeff: String?
+    @Option var encoderDepth: String?
+    @Option var earlyStopPoint: String?
+    @Option var batchSize: String?
+    @Option var maxTrainSteps: String?
     @Option var epochs: String?
-    @Option(name: .customLong("checkpointing-steps")) var checkpointingSteps: String?
-    @Option(name: .customLong("sampling-steps")) var samplingSteps: String?
-    @Option(name: .customLong("learning-rate")) var learningRate: String?
-    @Option(name: .customLong("adam-beta1")) var adamBeta1: String?
-    @Option(name: .customLong("adam-beta2")) var adamBeta2: String?
-    @Option(name: .customLong("adam-weight-decay")) var adamWeightDecay: String?
-    @Option(name: .customLong("adam-epsilon")) var adamEpsilon: String?
-    @Option(name: .customLong("max-grad-norm")) var maxGradNorm: String?
-    @Option(name: .customLong("path-type")) var pathType: String?
+    @Option var checkpointingSteps: String?
+    @Option var samplingSteps: String?
+    @Option var learningRate: String?
+    @Option var adamBeta1: String?
+    @Option var adamBeta2: String?
+    @Option var adamWeightDecay: String?
+    @Option var adamEpsilon: String?
+    @Option var maxGradNorm: String?
+    @Option var pathType: String?
     @Option var prediction: String?
     @Option var weighting: String?
-    @Option(name: .customLong("cfg-prob")) var cfgProb: String?
-    @Option(name: .customLong("output-dir")) var outputDir: String?
-    @Option(name: .customLong("exp-name")) var expName: String?
-    @Option(name: .customLong("data-dir")) var dataDir: String?
-    @Option(name: .customLong("resume-step"), help: "A step number, or `latest`.") var resumeStep: String?
-    @Option(name: .customLong("resume"), help: "Same as --resume-step (e.g. --resume latest).") var resume: String?
-    @Option(name: .customLong("gradient-accumulation-steps")) var gradientAccumulationSteps: String?
+    @Option var cfgProb: String?
+    @Option var outputDir: String?
+    @Option var expName: String?
+    @Option var dataDir: String?
+    @Option(help: "A step number, or `latest`.") var resumeStep: String?
+    @Option(help: "Same as --resume-step (e.g. --resume latest).") var resume: String?
+    @Option var gradientAccumulationSteps: String?
     @Option var resolution: String?
-    @Option(name: .customLong("num-classes")) var numClasses: String?
-    @Option(name: .customLong("mixed-precision")) var mixedPrecision: String?
-    @Option(name: .customLong("vae-weights"), help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
+    @Option var numClasses: String?
+    @Option var mixedPrecision: String?
+    @Option(help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
 
     var namedFlags: [(String, String?)] {
         [("model", model), ("enc-type", encType), ("enc-weights", encWeights), ("proj-coeff", projCoeff),

@@ -14,8 +14,8 @@ struct TrainTeacher: ParsableCommand {
     @Argument(help: "The training config whose data and teacher-* keys to use, e.g. configs/demo.yaml.") var config: String
     @Option(help: "Where to write the teacher (safetensors); default: the config's enc-weights.") var output: String?
     @Option(help: "Training steps.") var steps = 600
-    @Option(name: .customLong("batch-size"), help: "Images per step.") var batchSize = 64
-    @Option(name: .customLong("learning-rate"), help: "Peak learning rate (cosine decay).") var learningRate = 1e-3
+    @Option(help: "Images per step.") var batchSize = 64
+    @Option(help: "Peak learning rate (cosine decay).") var learningRate = 1e-3
     @Flag(help: "Retrain even when the output file exists.") var force = false
 
     func run() throws {

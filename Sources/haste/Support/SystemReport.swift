@@ -8,7 +8,7 @@ import HasteIO
 /// Everything `haste doctor` reports, gathered once. Probes never fail: what is missing is reported as such,
 /// with the package that provides it.
 struct SystemReport {
-    struct Library { let name: String; let purpose: String; let package: String; let found: Bool }
+    struct Library { let name: String; let purpose: String; let package: String }
 
     var version = HasteVersion.current
     var swift = SystemReport.compilerVersion
@@ -30,15 +30,13 @@ struct SystemReport {
         r.blasCore = openblas_get_corename().map { String(cString: $0) } ?? "?"
         r.blasConfig = openblas_get_config().map { String(cString: $0) } ?? "?"
         r.blasThreads = Int(openblas_get_num_threads())
+        // Linked (DT_NEEDED): haste does not start without them, so they are listed, not probed.
         r.libraries = [
-            Library(name: "libpng16.so.16", purpose: "PNG images", package: "libpng16-16", found: canLoad("libpng16.so.16")),
-            Library(name: "libjpeg.so.62", purpose: "JPEG images", package: "libjpeg62-turbo",
-                    found: canLoad("libjpeg.so.62")),
-            // Debian 12 ships the serial HDF5 under this soname (package libhdf5-103-1).
-            Library(name: "libhdf5_serial.so.103", purpose: "HDF5 datasets", package: "libhdf5-103-1",
-                    found: canLoad("libhdf5_serial.so.103") || canLoad("libhdf5.so.103")),
-            Library(name: "liblapacke.so.3", purpose: "LAPACK (FID matrix square root)", package: "liblapacke",
-                    found: canLoad("liblapacke.so.3")),
+            Library(name: "libopenblas.so.0", purpose: "BLAS (every GEMM)", package: "libopenblas0"),
+            Library(name: "libpng16.so.16", purpose: "PNG images", package: "libpng16-16"),
+            Library(name: "libjpeg.so.62", purpose: "JPEG images", package: "libjpeg62-turbo"),
+            Library(name: "libhdf5_serial.so.103", purpose: "HDF5 datasets", package: "libhdf5-103-1"),
+            Library(name: "liblapacke.so.3", purpose: "LAPACK (FID matrix square root)", package: "liblapacke"),
         ]
         r.cuda = cudaDescription()
         return r
@@ -48,11 +46,10 @@ struct SystemReport {
         var lines = ["haste \(version)", "swift: \(swift)", "os: \(os)", "cpu: \(cpu)",
                      "cpu features: " + cpuFlags.map { "\($0.0) \($0.1 ? "yes" : "no")" }.joined(separator: ", "),
                      "openblas: core \(blasCore), threads \(blasThreads)", "openblas config: \(blasConfig)",
-                     "optional libraries:"]
+                     "linked libraries (Debian packages):"]
         let width = libraries.map(\.name.count).max() ?? 0
         for l in libraries {
-            let status = l.found ? "found  " : "missing (apt-get install \(l.package), or run Scripts/setup.sh)"
-            lines.append("  " + l.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(status)  \(l.purpose)")
+            lines.append("  " + l.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(l.purpose) (\(l.package))")
         }
         lines.append("cuda: \(cuda)")
         lines.append("devices: cpu (the CUDA backend is not built yet)")
