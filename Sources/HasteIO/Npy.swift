@@ -23,15 +23,7 @@ public enum NpyFile {
             throw HasteError.fileFormat(path: path, detail: "not a valid .npy file: \(available - h.byteCount) "
                                         + "bytes follow the \(h.byteCount) data bytes of \(h.descr) \(h.shape)")
         }
-        // Fortran order of shape S is C order of S reversed; reversing the axes of that view gives S.
-        let stored = Tensor.empty(h.fortranOrder ? h.shape.reversed() : h.shape, dtype: h.dtype)
-        if h.byteCount > 0 {
-            stored.backend.copyFromHost(file.bytes.baseAddress! + h.dataOffset, to: stored.buffer, byteCount: h.byteCount)
-        }
-        if h.isBigEndian { swapBytes(stored) }
-        if h.dtype == .bool { normalizeBools(stored) }
-        guard h.fortranOrder, stored.rank > 1 else { return stored }
-        return stored.permuted(Array((0..<stored.rank).reversed())).contiguous()
+        return h.tensor(from: file.bytes.baseAddress! + h.dataOffset)
     }
 
     /// Writes `t` (any device, any layout) as a version 1.0 .npy file, as `np.save` would.
@@ -47,9 +39,28 @@ public enum NpyFile {
         }
         withExtendedLifetime(c) {}
     }
+}
+
+extension NpyHeader {
+    /// The array whose data (`byteCount` bytes) start at `data`, as a contiguous CPU tensor in C order: byte
+    /// order fixed, bools normalised, Fortran order transposed (the one decoder of .npy payloads, .npz too).
+    func tensor(from data: UnsafeRawPointer) -> Tensor {
+        // Fortran order of shape S is C order of S reversed; reversing the axes of that view gives S.
+        let stored = Tensor.empty(fortranOrder ? shape.reversed() : shape, dtype: dtype)
+        if byteCount > 0 { stored.backend.copyFromHost(data, to: stored.buffer, byteCount: byteCount) }
+        fixUp(stored)
+        guard fortranOrder, stored.rank > 1 else { return stored }
+        return stored.permuted(Array((0..<stored.rank).reversed())).contiguous()
+    }
+
+    /// Host byte order and 0/1 bools, in place, for elements copied from a payload.
+    func fixUp(_ t: Tensor) {
+        if isBigEndian { NpyHeader.swapBytes(t) }
+        if dtype == .bool { normalizeBools(t) }
+    }
 
     /// Big-endian elements → host (little-endian) order, in place.
-    private static func swapBytes(_ t: Tensor) {
+    static func swapBytes(_ t: Tensor) {
         let raw = t.buffer.rawPointer, n = t.count
         switch t.dtype.byteSize {
         case 8: let p = raw.assumingMemoryBound(to: UInt64.self); for i in 0..<n { p[i] = p[i].byteSwapped }

@@ -4,7 +4,7 @@ import HasteTensor
 /// reference batches; spec/evaluation.md §3): a zip (ZIP64 for members over 4 GiB, parsed by `TorchZip`) of
 /// `<key>.npy` members, stored or deflated, C or Fortran order. ADM's sample and reference batches are npz files
 /// whose `arr_0` (uint8 [N, H, W, 3]) can exceed 9 GB, so besides whole arrays this reads rows of the leading
-/// axis straight from the mapped file (`rows`), a batch at a time. Little-endian arrays only.
+/// axis straight from the mapped file (`rows`), a batch at a time. Either byte order.
 public final class NpzArchive {
     public let path: String
     /// Member names without ".npy", in archive order.
@@ -46,13 +46,7 @@ public final class NpzArchive {
 
     /// The whole array as a contiguous CPU tensor in C order.
     public func tensor(_ key: String) throws -> Tensor {
-        try withMember(key) { h, data in
-            let stored = Tensor.empty(h.fortranOrder ? h.shape.reversed() : h.shape, dtype: h.dtype)
-            if h.byteCount > 0 { stored.backend.copyFromHost(data, to: stored.buffer, byteCount: h.byteCount) }
-            if h.dtype == .bool { normalizeBools(stored) }
-            guard h.fortranOrder, stored.rank > 1 else { return stored }
-            return stored.permuted(Array((0..<stored.rank).reversed())).contiguous()
-        }
+        try withMember(key) { h, data in h.tensor(from: data) }
     }
 
     /// Rows `range` of the leading axis, [range.count] + shape[1...], copied from the archive (no full read
@@ -69,7 +63,7 @@ public final class NpzArchive {
             if t.count > 0 {
                 t.backend.copyFromHost(data + range.lowerBound * rowBytes, to: t.buffer, byteCount: range.count * rowBytes)
             }
-            if h.dtype == .bool { normalizeBools(t) }
+            h.fixUp(t)
             return t
         }
     }
@@ -89,9 +83,6 @@ public final class NpzArchive {
 
     private func decode<R>(_ key: String, _ member: UnsafeRawBufferPointer, _ body: (NpyHeader, UnsafeRawPointer) throws -> R) throws -> R {
         let h = try NpyHeader.parse(member, path: "\(path)/\(key).npy")
-        guard !h.isBigEndian else {
-            throw HasteError.fileFormat(path: path, detail: "'\(key)' is big-endian (\(h.descr)); re-save it little-endian with numpy")
-        }
         guard member.count - h.dataOffset >= h.byteCount else {
             throw HasteError.fileFormat(path: path, detail: "'\(key)': \(h.descr) \(h.shape) needs \(h.byteCount) bytes, "
                                         + "the member has \(member.count - h.dataOffset) (truncated file?)")

@@ -63,6 +63,10 @@ private func expectArchive(_ path: String, holds arrays: [(String, Tensor)], sou
     let f = try NpzArchive(path: try fixturePath("npz/numpy.npz"))
     #expect(f.keys == ["arr_0", "mu", "sigma", "labels"])
     for k in f.keys { expectClose(try f.tensor(k), expected[k], atol: 0, rtol: 0, k) }
+    // Big-endian members (>f8, >f4, >i8) decode like .npy files do: host order, same values, also by rows.
+    let be = try NpzArchive(path: try fixturePath("npz/bigendian.npz"))
+    for k in ["mu", "sigma", "labels"] { expectClose(try be.tensor(k), expected[k], atol: 0, rtol: 0, "big-endian \(k)") }
+    expectClose(try be.rows("labels", 1..<4), expected["labels"].narrowed(0, start: 1, length: 3), atol: 0, rtol: 0, "big-endian rows")
     try withTemporaryDirectory { dir in
         let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: try fixturePath("npz/numpy.npz"))))
         try Data(good.prefix(good.count / 2)).write(to: URL(fileURLWithPath: dir + "/cut.npz"))
