@@ -7,6 +7,16 @@ import HasteTensor
     let path = try fixturePath("io_torch_dtypes.safetensors")
     let report = try FileInspector.inspect(path)
     #expect(report.format == "safetensors" && report.file == path && report.tensors.count == 11)
+    // File order = order of data offsets, read here straight from the header JSON.
+    let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+    let n = Int(bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+    let header = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as? [String: Any])
+    let offsets = Dictionary(uniqueKeysWithValues: header.compactMap { k, v -> (String, Int)? in
+        guard let e = v as? [String: Any], let o = e["data_offsets"] as? [Int] else { return nil }
+        return (k, o[0])
+    })
+    let listed = report.tensors.map { offsets[$0.name] ?? -1 }   // a zero-byte tensor may share its neighbour's offset
+    #expect(Set(report.tensors.map(\.name)) == Set(offsets.keys) && listed == listed.sorted(), "\(report.tensors.map(\.name))")
     let f32 = try #require(report.tensors.first { $0.name == "f32" })
     #expect(f32.dtype == .float32 && f32.shape == [2, 7] && f32.byteCount == 56)
     #expect(report.metadata["step"] == "1200")
