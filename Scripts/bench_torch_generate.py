@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference.sit import SiT, modulate  # noqa: E402
 from reference.vae import AutoencoderKL  # noqa: E402
+from fixtures.models import randomize  # noqa: E402
 from fixtures.samplers import euler  # noqa: E402
 
 
@@ -53,10 +54,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     sit = SiT(input_size=32, patch=2, in_channels=4, hidden=768, depth=12, heads=12, z_dims=(768,)).eval()
-    with torch.no_grad():                      # random non-zero weights (adaLN-Zero would make v = 0)
-        for name, q in sit.named_parameters():
-            if name != "pos_embed":
-                q.copy_(torch.randn_like(q) * 0.02)
+    randomize(sit, 0.02)                       # random non-zero weights (adaLN-Zero would make v = 0)
     vae = AutoencoderKL().eval()
     if a.write_weights:
         out = Path(a.write_weights)

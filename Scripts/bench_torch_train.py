@@ -8,7 +8,7 @@ and losses of Scripts/reference, float32 on the CPU; same names, batch sizes, wa
 
 Blocks whose logits are not aligned use F.scaled_dot_product_attention, as haste's do; --explicit-attention runs
 the reference modules verbatim (explicit softmax(q·kᵀ)·v in every block, logits kept). The peak RSS printed is the
-whole process's: Scripts/bench_train_compare.sh runs one row per process.
+whole process's: `Scripts/bench_compare.sh train` runs one row per process.
 """
 import argparse
 import json

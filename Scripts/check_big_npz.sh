@@ -3,12 +3,12 @@
 # NpzWriter (`haste generate --npz-selftest N PATH`, pixel (i, y, x, c) = (i*131 + 3y + 5x + 7c) mod 256),
 # then opens the archive in numpy: zipfile's CRC check over every byte, np.load's arr_0 (shape, dtype, a few
 # images compared with the pattern). Needs ~10 GB free disk at OUT and ~10 GB of memory for np.load.
-#   N=50000  OUT=/tmp/haste-big-npz/arr.npz  PYTHON=/opt/torchvenv/bin/python (numpy)
+#   N=50000  OUT=/tmp/haste-big-npz/arr.npz  TORCH_PYTHON=/opt/torchvenv/bin/python (numpy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-50000}"
 OUT="${OUT:-/tmp/haste-big-npz/arr.npz}"
-PY="${PYTHON:-/opt/torchvenv/bin/python}"
+PY="${TORCH_PYTHON:-/opt/torchvenv/bin/python}"
 need=$(( N * 196608 / 1024 / 1024 + 64 ))
 mkdir -p "$(dirname "$OUT")"
 avail=$(df -Pm "$(dirname "$OUT")" | awk 'NR==2 {print $4}')

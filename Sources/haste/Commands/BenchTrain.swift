@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 /// `haste bench train`: one full training step per row (forward, HASTE loss, backward, clip, AdamW) and the
-/// teacher's forward, in img/s. Scripts/bench_train_compare.sh runs each row in its own process (`--only`),
+/// teacher's forward, in img/s. `Scripts/bench_compare.sh train` runs each row in its own process (`--only`),
 /// next to the same row of Scripts/bench_torch_train.py, so that the peak RSS printed belongs to that row.
 struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
