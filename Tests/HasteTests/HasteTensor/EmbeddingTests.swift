@@ -45,7 +45,7 @@ func embeddingGradcheck(_ name: String) throws {
     let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
         _ = Tensor.embedding(Tensor.zeros([4, 3]), Tensor([Int64(1), 4], shape: [2]))
     }
-    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    let message = trapMessage(result)
     #expect(message.contains("embedding: index 4 at position 1 is out of range [0, 4) for a table of V = 4 rows"),
             "\(message)")
 }

@@ -56,6 +56,6 @@ func indexingGradcheck(_ name: String) throws {
     let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
         _ = Tensor.zeros([2, 7]).indexSelect(axis: 1, indices: Tensor([Int64(1), 7], shape: [2]))
     }
-    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    let message = trapMessage(result)
     #expect(message.contains("index_select: index 7 at position 1 is out of range [0, 7)"), "\(message)")
 }

@@ -27,11 +27,6 @@ func expectMatchesNormFixture(_ file: String, _ name: String, inputs: [String], 
     }
 }
 
-/// The trap message an exit test's child printed (debug builds print precondition messages; -O builds do not).
-func trapMessage(_ result: ExitTest.Result?) -> String {
-    String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-}
-
 /// Bounds: sums/means of ≤ 105 float32 values within 2e-6 + 1e-5·|y| of the float64 reference; amax and its
 /// gradient (dy / ties) are exact; variance 1e-5 absolute + 1e-5 relative.
 let reduceCases: [(String, Double, Double, (Tensor) -> Tensor)] = [

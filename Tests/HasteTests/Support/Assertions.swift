@@ -15,3 +15,9 @@ func expectClose(_ a: Tensor, _ b: Tensor, atol: Double = 1e-6, rtol: Double = 1
     #expect(x.isEmpty || worstExcess <= 0, "\(what) element \(worst): \(x.isEmpty ? 0 : x[worst]) vs \(x.isEmpty ? 0 : y[worst])",
             sourceLocation: sourceLocation)
 }
+
+/// The trap message an exit test's child printed to stderr (`require` traps through fatalError, which prints
+/// its message in every build configuration).
+func trapMessage(_ result: ExitTest.Result?) -> String {
+    String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+}
