@@ -56,7 +56,10 @@ func makeSourceTree(_ root: String) throws -> [String] {
         let x = Tensor(png.pixels, shape: [1, 256, 256, 3]).permuted([0, 3, 1, 2]).contiguous().to(.float32) / 127.5 - 1.0
         let (m, sd) = noGrad { vae.encode(x) }
         let want = Tensor.cat([m, sd], axis: 1).squeezed(0)
-        #expect(try NpyFile.read("\(out)/vae-sd/\(ReferenceNames.moments(idx))").scalars(as: Float.self) == want.scalars(as: Float.self))
+        // The pipeline encoded a batch of 2, this a batch of 1: different BLAS blocking, so the last bits
+        // differ (STYLE §2.9); the stored moments must still be this image's posterior, to float rounding.
+        let stored = try NpyFile.read("\(out)/vae-sd/\(ReferenceNames.moments(idx))")
+        expectClose(stored, want, atol: 1e-5, rtol: 1e-4, "moments of image \(idx)")
     }
 
     let folder = try ReferenceLayoutDataset(root: out, numClasses: 2)
