@@ -27,7 +27,7 @@ extension TrainConfig {
         "seed": .atLeast(0), "latent-scale": .above(0),
         // Bookkeeping: every interval divides the step count
         "checkpointing-steps": .atLeast(1), "sampling-steps": .atLeast(1), "sample-count": .atLeast(1),
-        "sample-cfg": .atLeast(0, "1 = no guidance"), "sample-num-steps": .atLeast(1), "log-every": .atLeast(1),
+        "sample-cfg": .atLeast(1, "1 = no guidance, as haste generate --cfg-scale"), "sample-num-steps": .atLeast(1), "log-every": .atLeast(1),
         "resume-step": .atLeast(-1, "0 = fresh, -1 = the latest checkpoint"), "max-bad-steps": .atLeast(1),
         "fid-every": .atLeast(0, "0 = off"), "fid-samples": .atLeast(2, "a covariance needs two samples"),
     ]

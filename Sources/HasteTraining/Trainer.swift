@@ -174,7 +174,8 @@ public final class Trainer {
         var saved: String
         do {
             try saveCheckpoint()
-            saved = "Saved \(Checkpoint.path(run.root, step: state.step)); free disk space and resume with --resume-step \(state.step)."
+            saved = "Saved \(Checkpoint.path(run.root, step: state.step)); free disk space and "
+                + (state.step > 0 ? "resume with --resume-step \(state.step)." : "start again (no step was trained yet).")
         } catch {
             saved = "The checkpoint of step \(state.step) could not be written either (\(error))."
             saved += Checkpoint.latest(in: run.root).map { " The last checkpoint is \($0.path); free disk space and resume with --resume-step \($0.step)." }

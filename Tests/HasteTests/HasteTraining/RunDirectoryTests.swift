@@ -78,11 +78,12 @@ func aFullDiskStopsTrainingCleanlyAfterACheckpoint() throws {
     let log = try trainIntoAFullDisk("log.txt", linkBeforeInit: true)
     #expect(log.message.hasPrefix("training stopped at step 0: \(log.root)/log.txt: cannot append: No space left on device (is the disk full?)"),
             "\(log.message)")
-    #expect(log.message.contains("Saved \(Checkpoint.path(log.root, step: 0)); free disk space and resume with --resume-step 0."))
+    #expect(log.message.contains("Saved \(Checkpoint.path(log.root, step: 0)); free disk space and start again (no step was trained yet)."))
     #expect(FileManager.default.fileExists(atPath: Checkpoint.path(log.root, step: 0)))
     // metrics.jsonl: step 1's line fails; step 1 is saved.
     let metrics = try trainIntoAFullDisk("metrics.jsonl", linkBeforeInit: false)
     #expect(metrics.message.hasPrefix("training stopped at step 1: \(metrics.root)/metrics.jsonl: cannot append: No space left on device"),
             "\(metrics.message)")
+    #expect(metrics.message.contains("Saved \(Checkpoint.path(metrics.root, step: 1)); free disk space and resume with --resume-step 1."))
     #expect(FileManager.default.fileExists(atPath: Checkpoint.path(metrics.root, step: 1)))
 }
