@@ -44,11 +44,12 @@ public struct AtomicFile {
 
     static let marker = ".tmp-"
 
-    /// Whether `name` (a file name, no folder) is one of our temporaries: `<name>.tmp-<digits>-<digits>`.
+    /// Whether `name` (a file name, no folder) is one of our temporaries: `<name>.tmp-<pid>-<random>` (this
+    /// type) or `<name>.tmp-<pid>` (`PNGImage.write`).
     public static func isTemporary(_ name: String) -> Bool {
         guard let r = name.range(of: marker, options: .backwards), r.lowerBound > name.startIndex else { return false }
         let parts = name[r.upperBound...].split(separator: "-", omittingEmptySubsequences: false)
-        return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+        return (1...2).contains(parts.count) && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
     }
 
     /// Deletes our temporaries (plain files) in `directory` (not below it) and returns their paths. Call it only while no

@@ -28,7 +28,7 @@ public final class RunDirectory {
         }
         lock = try RunLock(directory: root)
         // Only once locked: no other trainer can be writing these.
-        removedTemporaries = try AtomicFile.removeLeftovers(in: root) + AtomicFile.removeLeftovers(in: "\(root)/checkpoints")
+        removedTemporaries = try ["", "/checkpoints", "/samples"].flatMap { try AtomicFile.removeLeftovers(in: root + $0) }
         // Keep the curve continuous across resumes.
         if let text = try? String(contentsOfFile: "\(root)/metrics.jsonl", encoding: .utf8) {
             for line in text.split(separator: "\n") {

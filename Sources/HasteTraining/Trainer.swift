@@ -115,8 +115,10 @@ public final class Trainer {
             report(terms, gradNorm: gradNorm, rate: rate)
             if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
             if state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {
-                try preview.render(ema: ema, step: state.step, run: run, say: say)
-                try run.plotLosses()
+                do {                                             // PNG writes: a full disk stops like a failed append
+                    try preview.render(ema: ema, step: state.step, run: run, say: say)
+                    try run.plotLosses()
+                } catch { try stop(afterWriteFailure: error) }
             }
         }
         prefetcher.drain()
@@ -170,7 +172,10 @@ public final class Trainer {
     /// A failed append to log.txt or metrics.jsonl (a full disk: issue #14) stops the run cleanly after one
     /// checkpoint attempt, saying what was saved.
     func stopIfWritesFailed() throws {
-        guard let failure = run.writeFailure else { return }
+        if let failure = run.writeFailure { try stop(afterWriteFailure: failure) }
+    }
+
+    func stop(afterWriteFailure failure: Error) throws -> Never {
         var saved: String
         do {
             try saveCheckpoint()

@@ -35,7 +35,8 @@ import HasteTraining
     let dir = temporaryDirectory()
     let root = "\(dir)/run"
     try FileManager.default.createDirectory(atPath: "\(root)/checkpoints", withIntermediateDirectories: true)
-    let leftovers = ["\(root)/checkpoints/0000002.safetensors.tmp-4242-3735928559", "\(root)/config.yaml.tmp-7-1"]
+    let leftovers = ["\(root)/checkpoints/0000002.safetensors.tmp-4242-3735928559", "\(root)/config.yaml.tmp-7-1",
+                     "\(root)/samples/0000001.png.tmp-4242"]                   // PNGImage.write's pattern
     let kept = ["\(root)/checkpoints/0000002.safetensors", "\(root)/checkpoints/notes.tmp-x", "\(root)/checkpoints/a.tmp-1-2-3",
                 "\(root)/samples.tmp-1-2/x"]
     for path in leftovers + kept {
@@ -52,7 +53,8 @@ import HasteTraining
     #expect(log.contains("removed \(leftovers[0]), left by a write that was interrupted"))
     try trainer.train()                                          // and the run proceeds
     #expect(FileManager.default.fileExists(atPath: Checkpoint.path(root, step: 1)))
-    #expect(AtomicFile.isTemporary("0000001.safetensors.tmp-12-34") && !AtomicFile.isTemporary(".tmp-12-34"))
+    #expect(AtomicFile.isTemporary("0000001.safetensors.tmp-12-34") && AtomicFile.isTemporary("loss.png.tmp-12"))
+    #expect(!AtomicFile.isTemporary(".tmp-12-34") && !AtomicFile.isTemporary("a.tmp-") && !AtomicFile.isTemporary("a.tmp-1-2-3"))
 }
 
 /// A tiny run whose `file` in the run directory is /dev/full (every write fails with ENOSPC), linked before
@@ -86,4 +88,18 @@ func aFullDiskStopsTrainingCleanlyAfterACheckpoint() throws {
             "\(metrics.message)")
     #expect(metrics.message.contains("Saved \(Checkpoint.path(metrics.root, step: 1)); free disk space and resume with --resume-step 1."))
     #expect(FileManager.default.fileExists(atPath: Checkpoint.path(metrics.root, step: 1)))
+}
+
+@Test func aFailedPreviewWriteStopsTrainingCleanlyAfterACheckpoint() throws {
+    let dir = temporaryDirectory()
+    let root = "\(dir)/run"
+    var c = tinyRunConfig(dir)
+    (c.encType, c.maxTrainSteps, c.checkpointingSteps) = ("none", 3, 1000)
+    // A folder where step 1's preview grid goes: its PNG cannot be moved into place.
+    try FileManager.default.createDirectory(atPath: "\(root)/samples/0000001.png", withIntermediateDirectories: true)
+    var message = ""
+    do { try Trainer(config: c, dataset: SyntheticDataset()).train() } catch { message = "\(error)" }
+    #expect(message.hasPrefix("training stopped at step 1: \(root)/samples/0000001.png: cannot move"), "\(message)")
+    #expect(message.contains("Saved \(Checkpoint.path(root, step: 1)); free disk space and resume with --resume-step 1."))
+    #expect(FileManager.default.fileExists(atPath: Checkpoint.path(root, step: 1)))
 }
