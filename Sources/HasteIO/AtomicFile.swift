@@ -3,18 +3,20 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 import HasteTensor
 
 /// Writes a file through a temporary sibling, fsync and rename, so a reader (or a crash) never sees half a
 /// file and an existing file is replaced in one step. Errors name the destination and say what to check.
-struct AtomicFile {
+/// A kill between create and rename leaves `<path>.tmp-<pid>-<random>`; `removeLeftovers` clears them.
+public struct AtomicFile {
     let path: String
     private let temporary: String
     private var fd: Int32
 
     private init(path: String) throws {
         self.path = path
-        temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        temporary = path + AtomicFile.marker + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw HasteError.fileFormat(path: path, detail: "cannot create \(temporary): \(MappedFile.message(errno)) "
@@ -33,6 +35,38 @@ struct AtomicFile {
             unlink(file.temporary)
             throw error
         }
+    }
+
+    /// Writes `bytes` as the whole new contents of `path`.
+    public static func write(_ bytes: [UInt8], to path: String) throws {
+        try write(to: path) { try $0.append(bytes) }
+    }
+
+    static let marker = ".tmp-"
+
+    /// Whether `name` (a file name, no folder) is one of our temporaries: `<name>.tmp-<pid>-<random>` (this
+    /// type) or `<name>.tmp-<pid>` (`PNGImage.write`).
+    public static func isTemporary(_ name: String) -> Bool {
+        guard let r = name.range(of: marker, options: .backwards), r.lowerBound > name.startIndex else { return false }
+        let parts = name[r.upperBound...].split(separator: "-", omittingEmptySubsequences: false)
+        return (1...2).contains(parts.count) && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+    }
+
+    /// Deletes our temporaries (plain files) in `directory` (not below it) and returns their paths. Call it only while no
+    /// other process writes there (the run directory's lock), or a live writer loses its file.
+    public static func removeLeftovers(in directory: String) throws -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var removed: [String] = []
+        for name in names.sorted() where isTemporary(name) {
+            let path = "\(directory)/\(name)"
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }   // ours are plain files
+            guard unlink(path) == 0 || errno == ENOENT else {
+                throw HasteError.fileFormat(path: path, detail: "cannot remove this leftover temporary file: \(MappedFile.message(errno)); delete it by hand")
+            }
+            removed.append(path)
+        }
+        return removed
     }
 
     /// Appends `count` bytes, looping over short writes and interrupts.

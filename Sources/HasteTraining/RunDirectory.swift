@@ -1,10 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
+import HasteIO
 import HasteTensor
 
-/// `<output-dir>/<exp-name>/{config.yaml, log.txt, metrics.jsonl, loss.png, checkpoints/, samples/}` (STYLE §2.8).
+/// `<output-dir>/<exp-name>/{config.yaml, log.txt, metrics.jsonl, loss.png, checkpoints/, samples/}` (STYLE §2.8),
+/// locked for the life of this object (`RunLock`, file `.lock`).
 public final class RunDirectory {
     public let root: String
     private var losses: [(step: Int, loss: Double)] = []
+    private let lock: RunLock
+    /// Temporary files of interrupted atomic writes (a kill during a checkpoint) removed when the directory opened.
+    public let removedTemporaries: [String]
+    /// The first failed write to log.txt or metrics.jsonl (a full disk). Logging does not throw, so the trainer
+    /// checks this once per step and stops with a checkpoint attempt.
+    public private(set) var writeFailure: HasteError?
 
     public init(root: String) throws {
         self.root = root
@@ -13,6 +26,9 @@ public final class RunDirectory {
                 throw HasteError.fileFormat(path: dir, detail: "cannot create the run directory: \(error.localizedDescription)")
             }
         }
+        lock = try RunLock(directory: root)
+        // Only once locked: no other trainer can be writing these.
+        removedTemporaries = try ["", "/checkpoints", "/samples"].flatMap { try AtomicFile.removeLeftovers(in: root + $0) }
         // Keep the curve continuous across resumes.
         if let text = try? String(contentsOfFile: "\(root)/metrics.jsonl", encoding: .utf8) {
             for line in text.split(separator: "\n") {
@@ -24,7 +40,7 @@ public final class RunDirectory {
     }
 
     public func writeConfig(_ c: TrainConfig) throws {
-        try Data(try c.yaml().utf8).write(to: URL(fileURLWithPath: "\(root)/config.yaml"), options: .atomic)
+        try AtomicFile.write(Array(try c.yaml().utf8), to: "\(root)/config.yaml")
     }
 
     public func log(_ line: String) {
@@ -51,7 +67,9 @@ public final class RunDirectory {
             guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let s = obj["step"] as? Int else { return false }
             return s < step
         }
-        try? Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        do { try AtomicFile.write(Array((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: path) } catch {
+            writeFailure = writeFailure ?? (error as? HasteError) ?? .fileFormat(path: path, detail: "\(error)")
+        }
     }
 
     /// loss.png: the denoising loss per step with a moving average.
@@ -59,14 +77,30 @@ public final class RunDirectory {
         try LossPlot.write(losses.map { (Double($0.step), $0.loss) }, to: "\(root)/loss.png", title: "denoising loss")
     }
 
+    /// Appends whole lines; on failure the file is cut back to its old length (no half line to corrupt the next
+    /// one) and the first error is kept in `writeFailure`.
     private func append(_ text: String, to path: String) {
-        if let h = FileHandle(forWritingAtPath: path) {
-            h.seekToEndOfFile()
-            h.write(Data(text.utf8))
-            h.closeFile()
-        } else {
-            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return fail(path, "cannot open for appending", errno) }
+        let start = lseek(fd, 0, SEEK_END)
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let code = errno
+                if start >= 0 { _ = ftruncate(fd, start) }              // best effort; the error below is what counts
+                close(fd)
+                return fail(path, "cannot append", n == 0 ? ENOSPC : code)
+            }
+            done += n
         }
+        if close(fd) != 0 { fail(path, "cannot append (close)", errno) }
+    }
+
+    private func fail(_ path: String, _ what: String, _ code: Int32) {
+        writeFailure = writeFailure ?? .fileFormat(path: path, detail: "\(what): \(String(cString: strerror(code)))")
     }
 }
 

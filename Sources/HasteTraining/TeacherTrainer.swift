@@ -15,6 +15,13 @@ public struct TeacherTrainingConfig: Sendable {
     public var learningRate = 1e-3
     public var seed: UInt64 = 0
     public init(teacher: DINOv2Config) { self.teacher = teacher }
+
+    /// Every numeric field against its range (issue #14), named as `haste train-teacher`'s flags; `seed` takes any value.
+    public func validate() throws {
+        let checks: [(String, ConfigRange, Any)] = [("steps", .atLeast(1), steps), ("batch-size", .atLeast(1), batchSize),
+                                                    ("learning-rate", .above(0, "the cosine schedule's peak"), learningRate)]
+        for (key, range, value) in checks { try range.check(key, value) }
+    }
 }
 
 public enum TeacherTrainer {
@@ -23,7 +30,11 @@ public enum TeacherTrainer {
     @discardableResult
     public static func train(_ cfg: TeacherTrainingConfig, dataset: TrainingDataset, output: String,
                              progress: (String) -> Void) throws -> Double {
+        try cfg.validate()
         guard dataset.hasImages else { throw HasteError.config(key: "dataset", detail: "the teacher trains on raw images; this dataset has none") }
+        guard cfg.batchSize <= dataset.count else {
+            throw HasteError.config(key: "batch-size", detail: "\(cfg.batchSize) is more than the \(dataset.count) training images; lower --batch-size")
+        }
         let model = DINOv2(cfg.teacher, seed: cfg.seed)
         let headStore = ParameterStore(seed: cfg.seed &+ 1)
         let head = Linear(headStore.root["head"], cfg.teacher.embedDim, dataset.numClasses)

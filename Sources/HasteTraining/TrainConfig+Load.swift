@@ -1,6 +1,5 @@
 import Foundation
 import HasteTensor
-import Yams
 
 extension TrainConfig {
     /// Reads `file` (YAML or JSON; optional), then applies `overrides` (flag or `--set` pairs) in order.
@@ -9,16 +8,7 @@ extension TrainConfig {
         var dict = try TrainConfig().jsonDictionary()
         let types = TrainConfig.typedDefaults()
         if let file {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw HasteError.fileMissing(path: file, hint: "Pass an existing config, e.g. configs/demo.yaml.")
-            }
-            let parsed: Any?
-            do { parsed = try Yams.load(yaml: text) } catch {
-                throw HasteError.fileFormat(path: file, detail: "not valid YAML: \(error)")
-            }
-            guard let fileDict = parsed as? [String: Any] else {
-                throw HasteError.fileFormat(path: file, detail: "expected a mapping of config keys (e.g. `model: SiT-B/2`)")
-            }
+            let fileDict = try ConfigFile.mapping(at: file)
             for (key, value) in fileDict.sorted(by: { $0.key < $1.key }) {
                 try checkKnown(key, in: dict, source: file)
                 dict[key] = try coerce(value, like: types[key]!, key: key)
@@ -28,13 +18,16 @@ extension TrainConfig {
             try checkKnown(key, in: dict, source: "--set")
             dict[key] = try parse(value, like: types[key]!, key: key)
         }
+        // Every value went through `parse`, so numbers are finite and JSON can carry them.
+        let config: TrainConfig
         do {
             let data = try JSONSerialization.data(withJSONObject: dict)
-            return try JSONDecoder().decode(TrainConfig.self, from: data)
-        } catch let DecodingError.dataCorrupted(ctx) {
-            let key = ctx.codingPath.map(\.stringValue).joined(separator: ".")
-            throw HasteError.config(key: key, detail: "invalid value (\(ctx.debugDescription))")
+            config = try JSONDecoder().decode(TrainConfig.self, from: data)
+        } catch let error as DecodingError {
+            throw HasteError.config(key: error.key, detail: "invalid value (\(error))")
         }
+        try config.validate()
+        return config
     }
 
     /// Default values with their Swift types, by config key (JSON numbers lose the Int/Double distinction).
@@ -114,6 +107,7 @@ extension TrainConfig {
             throw bad("an integer")
         case is Double:
             guard let d = Double(s) else { throw bad("a number") }
+            guard d.isFinite else { throw bad("a finite number") }              // NaN/Inf: no range admits them
             return d
         case is [Int]:
             let items = s.trimmingCharacters(in: CharacterSet(charactersIn: "[] ")).split(separator: ",")
@@ -128,5 +122,17 @@ extension TrainConfig {
         default:
             return s
         }
+    }
+}
+
+extension DecodingError {
+    /// The config key a decoding error is about.
+    var key: String {
+        let context: Context
+        switch self {
+        case let .dataCorrupted(c), let .typeMismatch(_, c), let .valueNotFound(_, c), let .keyNotFound(_, c): context = c
+        @unknown default: return "?"
+        }
+        return context.codingPath.map(\.stringValue).joined(separator: ".")
     }
 }

@@ -35,6 +35,7 @@ public final class Trainer {
     }
 
     public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil) throws {
+        try config.validate()                                   // configs built in code skip `load`
         self.config = config
         self.observer = observer
         self.dataset = dataset
@@ -56,6 +57,7 @@ public final class Trainer {
         run = try RunDirectory(root: "\(config.outputDir)/\(config.expName)")
         objective = Objective(config: config, models: models)
         order = EpochOrder(count: dataset.count, batchSize: config.batchSize, seed: UInt64(config.seed))
+        for path in run.removedTemporaries { say("removed \(path), left by a write that was interrupted") }
         try resumeIfAsked()
         try run.writeConfig(config)
     }
@@ -88,6 +90,7 @@ public final class Trainer {
         say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
+            try stopIfWritesFailed()
             if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0; continue }
             let align = state.step < config.earlyStopPoint
             let terms = try accumulateGradients(generator: generator, align: align)
@@ -112,12 +115,15 @@ public final class Trainer {
             report(terms, gradNorm: gradNorm, rate: rate)
             if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
             if state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {
-                try preview.render(ema: ema, step: state.step, run: run, say: say)
-                try run.plotLosses()
+                do {                                             // PNG writes: a full disk stops like a failed append
+                    try preview.render(ema: ema, step: state.step, run: run, say: say)
+                    try run.plotLosses()
+                } catch { try stop(afterWriteFailure: error) }
             }
         }
         prefetcher.drain()
         say("done at step \(state.step)")
+        try stopIfWritesFailed()
         return state
     }
 
@@ -161,6 +167,26 @@ public final class Trainer {
             try saveCheckpoint()
             throw HasteError.unsupported("training diverged: \(state.badSteps) consecutive non-finite steps at step \(state.step). The last good weights are in \(Checkpoint.path(run.root, step: state.step)); lower learning-rate or max-grad-norm and resume with --resume-step \(state.step).")
         }
+    }
+
+    /// A failed append to log.txt or metrics.jsonl (a full disk: issue #14) stops the run cleanly after one
+    /// checkpoint attempt, saying what was saved.
+    func stopIfWritesFailed() throws {
+        if let failure = run.writeFailure { try stop(afterWriteFailure: failure) }
+    }
+
+    func stop(afterWriteFailure failure: Error) throws -> Never {
+        var saved: String
+        do {
+            try saveCheckpoint()
+            saved = "Saved \(Checkpoint.path(run.root, step: state.step)); free disk space and "
+                + (state.step > 0 ? "resume with --resume-step \(state.step)." : "start again (no step was trained yet).")
+        } catch {
+            saved = "The checkpoint of step \(state.step) could not be written either (\(error))."
+            saved += Checkpoint.latest(in: run.root).map { " The last checkpoint is \($0.path); free disk space and resume with --resume-step \($0.step)." }
+                ?? " No checkpoint is on disk; free disk space and start again."
+        }
+        throw HasteError.unsupported("training stopped at step \(state.step): \(failure) (is the disk full?). \(saved)")
     }
 
     func saveCheckpoint() throws {

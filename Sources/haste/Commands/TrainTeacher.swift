@@ -27,9 +27,10 @@ struct TrainTeacher: ParsableCommand {
             print("teacher already at \(out) (use --force to retrain)")
             return
         }
-        try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         var tc = TeacherTrainingConfig(teacher: try c.teacherConfig())
         (tc.steps, tc.batchSize, tc.learningRate, tc.seed) = (steps, batchSize, learningRate, runtime.seed)
+        try tc.validate()                                       // before the dataset is opened
+        try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let accuracy = try TeacherTrainer.train(tc, dataset: try c.openDataset(), output: out) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))
         }

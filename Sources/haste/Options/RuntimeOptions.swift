@@ -13,8 +13,17 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Seed for haste's random streams.")
     var seed: UInt64 = 0
 
-    func validate() throws {
+    /// More threads than 4 per core only adds contention, and a huge count makes OpenBLAS and Dispatch
+    /// allocate a stack per thread: capped here with a message.
+    static var maxThreads: Int { min(1024, 4 * ProcessInfo.processInfo.activeProcessorCount) }
+
+    mutating func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if threads > Self.maxThreads {
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            FileHandle.standardError.write(Data("haste: --threads \(threads) is more than 4 per core (\(cores) cores here); using \(Self.maxThreads)\n".utf8))
+            threads = Self.maxThreads
+        }
         guard DeviceName(device) != nil else {
             throw ValidationError("--device expects cpu, cuda or cuda:N, got '\(device)'")
         }
