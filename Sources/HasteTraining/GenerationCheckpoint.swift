@@ -62,7 +62,7 @@ struct GenerationCheckpoint {
     /// classes from the label table, projectors; heads from --num-heads, --model or the named-size table).
     func sitConfig(flags: GenerationModel.Flags) throws -> (config: SiTConfig, name: String) {
         if let asked = flags.model, let (recorded, source) = recordedModel, asked != recorded {
-            throw HasteError.config(key: "model", detail: "--model \(asked), but \(path) is a \(recorded) checkpoint (\(source)); drop --model, or pass a \(asked) checkpoint")
+            throw HasteError.fileFormat(path: path, detail: "is a \(recorded) checkpoint (\(source)), but --model says \(asked): drop --model, or pass a \(asked) checkpoint")
         }
         var c: SiTConfig
         do { c = try ReferenceCheckpoint.inferSiTShapes(state.mapValues(\.shape), args: args) } catch HasteError.stateDict(let why) {
@@ -75,11 +75,11 @@ struct GenerationCheckpoint {
         } else {
             let asked = try flags.model.map { try SiTConfig.named($0) }
             if let asked, recordedModel == nil, (asked.depth, asked.hiddenSize, asked.patchSize) != (c.depth, c.hiddenSize, c.patchSize) {
-                throw HasteError.config(key: "model", detail: "--model \(flags.model!) has depth \(asked.depth), width \(asked.hiddenSize), patch \(asked.patchSize), but the weights in \(path) have depth \(c.depth), width \(c.hiddenSize), patch \(c.patchSize)\(Self.namedSize(c).map { ": that is \($0)" } ?? ""); drop --model or pass the matching one")
+                throw HasteError.fileFormat(path: path, detail: "its weights have depth \(c.depth), width \(c.hiddenSize), patch \(c.patchSize)\(Self.namedSize(c).map { " (\($0))" } ?? ""), but --model \(flags.model!) has depth \(asked.depth), width \(asked.hiddenSize), patch \(asked.patchSize): drop --model (the size is read off the weights), or pass a \(flags.model!) checkpoint")
             }
             guard let heads = flags.numHeads ?? asked?.numHeads ?? ReferenceCheckpoint.headsByHidden[c.hiddenSize]
                     ?? recordedModel.flatMap({ try? SiTConfig.named($0.name) }).flatMap({ $0.hiddenSize == c.hiddenSize ? $0.numHeads : nil }) else {
-                throw HasteError.config(key: "num-heads", detail: "\(path) holds a \(c.hiddenSize)-wide SiT, which no named size has (widths \(ReferenceCheckpoint.headsByHidden.keys.sorted())), and the weights do not record the head count: pass --num-heads")
+                throw HasteError.fileFormat(path: path, detail: "holds a \(c.hiddenSize)-wide SiT, which no named size has (widths \(ReferenceCheckpoint.headsByHidden.keys.sorted())), and no tensor records the head count: pass --num-heads")
             }
             c.numHeads = heads
             if let d = flags.encoderDepth { c.encoderDepth = d }
@@ -91,26 +91,28 @@ struct GenerationCheckpoint {
 
     /// Flags that restate what the file already says must say the same.
     private func check(_ flags: GenerationModel.Flags, against c: SiTConfig, weights w: SiTConfig) throws {
-        func bad(_ key: String, _ detail: String) -> HasteError { .config(key: key, detail: "\(detail); drop --\(key) or pass a checkpoint that has it") }
+        func bad(_ flag: String, _ given: Any, _ recorded: String) -> HasteError {
+            .fileFormat(path: path, detail: "\(recorded), but --\(flag) says \(given): drop --\(flag) (the checkpoint says it already), or pass the checkpoint you meant")
+        }
         let recorded = trainConfig != nil || args?["encoder_depth"]?.intValue != nil
         if let d = flags.encoderDepth, recorded, d != c.encoderDepth {
-            throw bad("encoder-depth", "\(d), but \(path) was trained with encoder depth \(c.encoderDepth)")
+            throw bad("encoder-depth", d, "was trained with encoder depth \(c.encoderDepth)")
         }
         if let h = flags.numHeads, trainConfig != nil, h != c.numHeads {
-            throw bad("num-heads", "\(h), but \(path) was trained with \(c.numHeads) heads")
+            throw bad("num-heads", h, "was trained with \(c.numHeads) heads")
         }
         if let n = flags.numClasses, n != w.numClasses {
-            throw bad("num-classes", "\(n), but the label table in \(path) has \(w.numClasses) classes + 1 null row")
+            throw bad("num-classes", n, "its label table has \(w.numClasses) classes + 1 null row")
         }
         let pixels = trainConfig?.isPixelSpace ?? false, side = pixels ? w.inputSize : w.inputSize * 8
         if let r = flags.resolution, r != side {
-            throw bad("resolution", "\(r), but the model in \(path) makes \(side)-px images (\(pixels ? "pixels" : "\(w.inputSize)-px latents"))")
+            throw bad("resolution", r, "its model makes \(side)-px images (\(pixels ? "in pixel space" : "from \(w.inputSize)-px latents"))")
         }
         if let dims = flags.projectorEmbedDims, dims != w.projectorDims {
-            throw bad("projector-embed-dims", "\(dims), but the projectors in \(path) output \(w.projectorDims) (HASTE checkpoints: [768])")
+            throw bad("projector-embed-dims", dims, "its projectors output \(w.projectorDims) (HASTE checkpoints: [768])")
         }
         if flags.qkNorm == true, !w.qkNorm {
-            throw bad("qk-norm", "set, but \(path) has no q_norm/k_norm weights")
+            throw bad("qk-norm", "yes", "it has no q_norm/k_norm weights")
         }
     }
 

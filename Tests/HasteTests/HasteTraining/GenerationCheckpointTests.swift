@@ -43,7 +43,7 @@ func thrownText(_ sourceLocation: SourceLocation = #_sourceLocation, _ body: () 
     #expect(noHeads.contains("16-wide") && noHeads.contains("--num-heads"), "\(noHeads)")
     flags.model = "SiT-XL/2"
     let wrong = thrownText { _ = try GenerationModel.load(path, flags: flags) }
-    #expect(wrong.contains("--model SiT-XL/2 has depth 28, width 1152, patch 2") && wrong.contains("depth 2, width 16, patch 2"), "\(wrong)")
+    #expect(wrong.contains("weights have depth 2, width 16, patch 2, but --model SiT-XL/2 has depth 28, width 1152, patch 2"), "\(wrong)")
 
     var shapes: [String: [Int]] = ["pos_embed": [1, 256, 1152], "x_embedder.proj.weight": [1152, 4, 2, 2],
                                    "y_embedder.embedding_table.weight": [1001, 1152]]
@@ -66,10 +66,10 @@ func thrownText(_ sourceLocation: SourceLocation = #_sourceLocation, _ body: () 
     #expect(try GenerationModel.load(path, flags: flags).name == "SiT-S/2")
     flags.model = "SiT-B/2"
     let model = thrownText { _ = try GenerationModel.load(path, flags: flags) }
-    #expect(model.contains("--model SiT-B/2, but \(path) is a SiT-S/2 checkpoint (the config stored in it)"), "\(model)")
+    #expect(model.contains("\(path): is a SiT-S/2 checkpoint (the config stored in it), but --model says SiT-B/2"), "\(model)")
     let disagreements: [((inout GenerationModel.Flags) -> Void, String)] = [
-        ({ $0.numClasses = 1000 }, "1000, but the label table"), ({ $0.resolution = 256 }, "makes 8-px images"),
-        ({ $0.encoderDepth = 2 }, "trained with encoder depth 1"),
+        ({ $0.numClasses = 1000 }, "3 classes + 1 null row, but --num-classes says 1000"), ({ $0.resolution = 256 }, "makes 8-px images (in pixel space), but --resolution says 256"),
+        ({ $0.encoderDepth = 2 }, "trained with encoder depth 1, but --encoder-depth says 2"),
     ]
     for (edit, phrase) in disagreements {
         var f = GenerationModel.Flags()
@@ -82,7 +82,7 @@ func thrownText(_ sourceLocation: SourceLocation = #_sourceLocation, _ body: () 
     }
     (flags.model, flags.numHeads) = ("SiT-B/2", 2)
     let pt = thrownText { _ = try GenerationModel.load(url.path, flags: flags) }
-    #expect(pt.contains("--model SiT-B/2, but") && pt.contains("is a SiT-S/2 checkpoint (its args.model)"), "\(pt)")
+    #expect(pt.contains("is a SiT-S/2 checkpoint (its args.model), but --model says SiT-B/2"), "\(pt)")
 }
 
 /// One NaN or Inf anywhere in the selected weights is refused (it made all-black samples with exit 0), naming
