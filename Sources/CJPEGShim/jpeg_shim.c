@@ -44,8 +44,8 @@ static void cmyk_to_rgb(const uint8_t *in, uint8_t *out, size_t n) {
     }
 }
 
-int haste_jpeg_decode(const uint8_t *data, size_t size, uint8_t **pixels, int *w, int *h, int *components,
-                      int *colorspace, char *err, size_t errlen) {
+int haste_jpeg_decode(const uint8_t *data, size_t size, uint64_t max_pixels, uint32_t max_aspect, uint8_t **pixels,
+                      int *w, int *h, int *components, int *colorspace, char *err, size_t errlen) {
     struct jpeg_decompress_struct cinfo;
     struct shim_error jerr;
     uint8_t *volatile out = NULL, *volatile raw = NULL;
@@ -65,6 +65,17 @@ int haste_jpeg_decode(const uint8_t *data, size_t size, uint8_t **pixels, int *w
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
+    // Refuse from the header, before jpeg_start_decompress allocates anything image-sized (a 474-byte file can
+    // declare 65500×65500). The caller words the refusal from *w and *h.
+    uint64_t iw = cinfo.image_width, ih = cinfo.image_height;
+    uint64_t lo = iw < ih ? iw : ih, hi = iw < ih ? ih : iw;
+    if (iw * ih > max_pixels || (max_aspect && hi > (uint64_t)max_aspect * lo)) {
+        *w = (int)iw;
+        *h = (int)ih;
+        snprintf(err, errlen, "refused from its header (%llux%llu)", (unsigned long long)iw, (unsigned long long)ih);
+        jpeg_destroy_decompress(&cinfo);
+        return 3;
+    }
     *colorspace = (int)cinfo.jpeg_color_space;
     int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     if (cmyk) cinfo.out_color_space = JCS_CMYK;

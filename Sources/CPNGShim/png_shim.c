@@ -30,8 +30,8 @@ static void shim_read(png_structp png, png_bytep out, png_size_t n) {
 
 void haste_png_free(void *p) { free(p); }
 
-int haste_png_decode(const uint8_t *data, size_t size, uint32_t *width, uint32_t *height, int *channels,
-                     int *depth, uint8_t **pixels, char *err, size_t errlen) {
+int haste_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels, uint32_t max_aspect, uint32_t *width,
+                     uint32_t *height, int *channels, int *depth, uint8_t **pixels, char *err, size_t errlen) {
     struct shim_ctx ctx = {data, size, 0, err, errlen};
     *pixels = NULL;
     if (size < 8 || png_sig_cmp(data, 0, 8) != 0) {
@@ -43,19 +43,29 @@ int haste_png_decode(const uint8_t *data, size_t size, uint32_t *width, uint32_t
     png_infop info = png_create_info_struct(png);
     png_bytep *volatile rows = NULL;
     uint8_t *volatile buf = NULL;
-    if (!info || setjmp(png_jmpbuf(png))) {
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (setjmp(png_jmpbuf(png))) {   // err holds libpng's message (shim_error); destroy sets info to NULL
         free(rows);
         free(buf);
-        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
-        if (!info) snprintf(err, errlen, "out of memory");
+        png_destroy_read_struct(&png, &info, NULL);
         return -1;
     }
     png_set_read_fn(png, &ctx, shim_read);
     png_read_info(png, info);
     int color = png_get_color_type(png, info), bits = png_get_bit_depth(png, info);
     uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-    // Refuse absurd headers before allocating: Pillow's decompression-bomb error is at 2 × MAX_IMAGE_PIXELS.
-    if ((uint64_t)w * h > (uint64_t)2 * 89478485) png_error(png, "image has too many pixels (over 179 million)");
+    // Refuse from the header, before allocating; the caller words the refusal from *width and *height.
+    uint64_t lo = w < h ? w : h, hi = w < h ? h : w;
+    if ((uint64_t)w * h > max_pixels || (max_aspect && hi > (uint64_t)max_aspect * lo)) {
+        png_destroy_read_struct(&png, &info, NULL);
+        *width = w; *height = h;
+        snprintf(err, errlen, "refused from its header (%ux%u)", w, h);
+        return 3;
+    }
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     else if (color == PNG_COLOR_TYPE_GRAY && bits < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (bits == 16) {

@@ -49,12 +49,18 @@ public struct DecodedImage: Sendable {
 public enum JPEGImage {
     public static func isJPEG(_ data: Data) -> Bool { data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8 && data[data.startIndex + 2] == 0xFF }
 
-    public static func decode(_ data: Data, path: String = "<memory>") throws -> DecodedImage {
+    /// Decodes to 8-bit grey or RGB; a header over `limits` is refused before anything image-sized is allocated.
+    public static func decode(_ data: Data, path: String = "<memory>", limits: ImageLimits = .decoding) throws -> DecodedImage {
         var pixels: UnsafeMutablePointer<UInt8>?
         var (w, h, c, cs): (Int32, Int32, Int32, Int32) = (0, 0, 0, 0)
         var err = [CChar](repeating: 0, count: 256)
+        let errCount = err.count
         let rc = data.withUnsafeBytes { raw in
-            haste_jpeg_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &pixels, &w, &h, &c, &cs, &err, err.count)
+            haste_jpeg_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, limits.cPixels, limits.cAspect,
+                              &pixels, &w, &h, &c, &cs, &err, errCount)
+        }
+        if rc == 3, let why = limits.violation(width: Int(w), height: Int(h)) {
+            throw HasteError.fileFormat(path: path, detail: "JPEG \(why)")
         }
         guard rc == 0, let p = pixels else {
             let why = MappedFile.message(err)

@@ -10,15 +10,21 @@ public enum PNGImage {
     /// zlib level of written files unless a caller says otherwise: Pillow's default (6).
     public static let defaultCompressionLevel = 6
 
-    public static func decode(_ data: Data, path: String) throws -> DecodedImage {
+    /// Decodes to 8-bit RGB; a header over `limits` is refused before anything image-sized is allocated.
+    public static func decode(_ data: Data, path: String, limits: ImageLimits = .decoding) throws -> DecodedImage {
         var (w, h, c, depth): (UInt32, UInt32, Int32, Int32) = (0, 0, 0, 0)
         var buffer: UnsafeMutablePointer<UInt8>? = nil
         var err = [CChar](repeating: 0, count: 256)
+        let errCount = err.count
         let rc = data.withUnsafeBytes { raw in
-            haste_png_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &w, &h, &c, &depth, &buffer, &err, err.count)
+            haste_png_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, limits.cPixels, limits.cAspect,
+                             &w, &h, &c, &depth, &buffer, &err, errCount)
+        }
+        if rc == 3, let why = limits.violation(width: Int(w), height: Int(h)) {
+            throw HasteError.fileFormat(path: path, detail: "PNG \(why)")
         }
         guard rc == 0, let buffer else {
-            throw HasteError.fileFormat(path: path, detail: "cannot decode PNG: \(MappedFile.message(err))")
+            throw HasteError.fileFormat(path: path, detail: explain(MappedFile.message(err)))
         }
         defer { haste_png_free(buffer) }
         let (width, height, channels) = (Int(w), Int(h), Int(c)), n = width * height * channels
@@ -33,6 +39,28 @@ public enum PNGImage {
             }
         }
         return DecodedImage(width: width, height: height, channels: channels, pixels: pixels).rgb()
+    }
+
+    /// libpng's message (the shim captures it) as what is wrong with the file and what to do about it.
+    static func explain(_ message: String) -> String {
+        let m = message.lowercased(), refetch = "fetch or export it again"
+        if m.contains("truncated") || m.contains("not enough image data") || m.contains("read error") {
+            return "truncated PNG: the file ends before its image data does (an interrupted download or copy?); \(refetch) (libpng: \(message))"
+        }
+        if m.contains("crc error") {
+            let chunk = message.contains(":") ? " in the \(message.split(separator: ":")[0]) chunk" : ""
+            return "corrupt PNG: bad CRC\(chunk) (bytes changed on disk or in transfer); \(refetch) (libpng: \(message))"
+        }
+        // zlib's inflate messages, and libpng's own for its zstream (pngrutil.c png_zstream_error).
+        let zlib = ["incorrect header check", "incorrect data check", "invalid window size", "invalid block type",
+                    "invalid stored block", "invalid code lengths", "invalid bit length", "invalid literal", "invalid distance",
+                    "too many length or distance symbols", "unknown compression method", "lz stream", "zstream",
+                    "extra compressed data", "decompression error"]
+        if zlib.contains(where: m.contains) {
+            return "corrupt PNG: bad zlib stream in the image data; \(refetch) (libpng: \(message))"
+        }
+        if m == "not a png signature" { return "not a PNG: the first 8 bytes are not the PNG signature" }
+        return "cannot decode PNG: \(message)"
     }
 
     /// Reads a PNG file as 8-bit RGB (see `decode`).

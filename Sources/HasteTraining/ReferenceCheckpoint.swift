@@ -22,6 +22,19 @@ public enum ReferenceCheckpoint {
     /// `q_norm`. Heads: `numHeads`, else the named-size table, else `args.model`'s size. The encoder depth
     /// (where projectors read) is not in the weights: `args.encoder_depth`, else 8 (clamped to the depth).
     public static func inferSiTConfig(_ shapes: [String: [Int]], args: PickleValue? = nil, numHeads: Int? = nil) throws -> SiTConfig {
+        var c = try inferSiTShapes(shapes, args: args)
+        let named = args?["model"]?.stringValue.flatMap { try? SiTConfig.named($0) }
+        guard let heads = numHeads ?? headsByHidden[c.hiddenSize] ?? (named?.hiddenSize == c.hiddenSize ? named?.numHeads : nil) else {
+            throw HasteError.stateDict("cannot tell the number of heads of a \(c.hiddenSize)-wide SiT (named sizes: \(headsByHidden.keys.sorted())); pass the head count")
+        }
+        c.numHeads = heads
+        try c.validate()
+        return c
+    }
+
+    /// Everything `inferSiTConfig` reads off the weights (and `args.encoder_depth`); `numHeads` is left at its
+    /// default, since no tensor shape records it.
+    public static func inferSiTShapes(_ shapes: [String: [Int]], args: PickleValue? = nil) throws -> SiTConfig {
         func shape(_ key: String, rank: Int) throws -> [Int] {
             guard let s = shapes[key] else { throw HasteError.stateDict("not a SiT state dict: no '\(key)' (keys: \(shapes.keys.sorted().prefix(8).joined(separator: ", "))…)") }
             guard s.count == rank else { throw HasteError.stateDict("'\(key)' has shape \(s), expected \(rank) dimensions") }
@@ -43,13 +56,7 @@ public enum ReferenceCheckpoint {
         let projectors = count("projectors.", in: shapes)
         c.projectorDims = try (0..<projectors).map { try shape("projectors.\($0).4.weight", rank: 2)[0] }
         if projectors > 0 { c.projectorHidden = try shape("projectors.0.0.weight", rank: 2)[0] }
-        let named = args?["model"]?.stringValue.flatMap { try? SiTConfig.named($0) }
-        guard let heads = numHeads ?? headsByHidden[c.hiddenSize] ?? (named?.hiddenSize == c.hiddenSize ? named?.numHeads : nil) else {
-            throw HasteError.stateDict("cannot tell the number of heads of a \(c.hiddenSize)-wide SiT (named sizes: \(headsByHidden.keys.sorted())); pass the head count")
-        }
-        c.numHeads = heads
         c.encoderDepth = min(args?["encoder_depth"]?.intValue ?? 8, c.depth)
-        try c.validate()
         return c
     }
 

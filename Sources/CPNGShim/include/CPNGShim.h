@@ -10,9 +10,11 @@
 /// changes (tRNS and gAMA ignored, 16-bit samples kept in host byte order, interlacing undone). On success returns
 /// 0 and sets *pixels to a malloc'd buffer of height·width·channels samples of depth bits (8 or 16), which the
 /// caller frees with haste_png_free; channels 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA. On failure returns -1 and
-/// writes a message to err.
-int haste_png_decode(const uint8_t *data, size_t size, uint32_t *width, uint32_t *height, int *channels,
-                     int *depth, uint8_t **pixels, char *err, size_t errlen);
+/// writes libpng's message to err. A header declaring more than max_pixels pixels, or (max_aspect > 0) a long
+/// side over max_aspect × the short side, is refused before anything is allocated: returns 3 with *width and
+/// *height set to the declared size.
+int haste_png_decode(const uint8_t *data, size_t size, uint64_t max_pixels, uint32_t max_aspect, uint32_t *width,
+                     uint32_t *height, int *channels, int *depth, uint8_t **pixels, char *err, size_t errlen);
 void haste_png_free(void *p);
 
 /// Writes 8-bit pixels (HWC, channels 1/3/4) to path with zlib level 0–9. Level 0 writes stored blocks with no

@@ -1,5 +1,6 @@
 import Foundation
 import HasteIO
+import HasteTensor
 
 /// Pillow's 8-bit resampling (libImaging/Resample.c), reproduced bit for bit (spec/data.md §1.3): separable,
 /// horizontal pass then vertical, 8-bit rounded/clipped intermediate, weights in 22-bit fixed point
@@ -115,8 +116,12 @@ public enum PILResample {
 }
 
 /// ADM's `center_crop_arr` (spec/data.md §1.3): BOX-halve while min side ≥ 2S, BICUBIC to min side S (Python
-/// round, ties to even), then the centred S×S crop. Input and output are RGB HWC.
+/// round, ties to even), then the centred S×S crop. Input and output are RGB HWC. The caller bounds the aspect
+/// ratio (`Preprocessor.decodeLimits`): the BICUBIC intermediate is S × S·aspect pixels.
 public func admCenterCrop(_ image: DecodedImage, size s: Int) -> DecodedImage {
+    let r = Preprocessor.decodeLimits.maxAspectRatio ?? Int.max
+    require(Preprocessor.decodeLimits.violation(width: image.width, height: image.height) == nil && min(image.width, image.height) >= 1,
+            "admCenterCrop: \(image.width)×\(image.height) is empty or over \(r):1 (decode with Preprocessor.decodeLimits)")
     var img = image
     while min(img.width, img.height) >= 2 * s {
         img = PILResample.resize(img, width: img.width / 2, height: img.height / 2, filter: .box)

@@ -124,10 +124,16 @@ public final class Preprocessor {
         summary.convertSeconds = Date().timeIntervalSince(start)
     }
 
+    /// What `convert` decodes: Pillow's pixel cap, and at most 64:1. The ADM crop scales the short side to the
+    /// crop size, so its intermediate is S × S·aspect pixels: a 1×65500 PNG became 256 × 16.8 M (13 GB, minutes),
+    /// and the kept crop would be under 1/64 of the picture anyway. 64:1 keeps every photo-like image (ImageNet's
+    /// widest are far below it) and bounds the intermediate at 64 · S² pixels (50 MB at S = 512).
+    public static let decodeLimits = ImageLimits(maxAspectRatio: 64)
+
     static func convertOne(_ path: String, to out: String, resolution: Int, pngLevel: Int) -> Outcome {
         if FileManager.default.fileExists(atPath: out) { return .existing }
         do {
-            let img = try ImageDecoder.decodeRGB(path: path)
+            let img = try ImageDecoder.decodeRGB(path: path, limits: decodeLimits)
             guard img.width > 0 && img.height > 0 else { return .failed("empty image") }
             let crop = admCenterCrop(img, size: resolution)
             try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

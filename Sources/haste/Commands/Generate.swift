@@ -25,7 +25,7 @@ struct Generate: ParsableCommand {
     var ckpt: String?
     @Option(name: .customLong("ckpt-select"), help: ArgumentHelp("Which weights of a training checkpoint.", valueName: "ema|model"))
     var ckptSelect = "ema"
-    @Option(help: "Model size, for checkpoints without a stored config (default SiT-XL/2).") var model: String?
+    @Option(help: "Model size, e.g. SiT-XL/2. Optional: read off the checkpoint, which it must match.") var model: String?
     @Option var sampleDir = "samples"
     @Option var numFidSamples = 50_000
     @Option var perProcBatchSize = 32

@@ -13,7 +13,9 @@ struct Preprocess: ParsableCommand {
         discussion: """
         Writes <dest>/images/00000/img00000000.png (ADM center crop), <dest>/vae-sd/00000/img-mean-std-00000000.npy
         (posterior mean|std) with dataset.json labels (sorted class-folder names), and with --format hdf5|both
-        <dest>/dataset.h5. Bad inputs are skipped and listed in <dest>/preprocess-report.tsv.
+        <dest>/dataset.h5. Bad inputs (undecodable, over Pillow's pixel cap, or more than 64:1) are skipped and
+        listed with the reason in <dest>/preprocess-report.tsv. A class folder without images is an error (it would
+        renumber the labels after it): fill or delete it, or give the labels in <source>/dataset.json.
         Examples:
           haste preprocess --source ILSVRC/Data/CLS-LOC/train --dest data/imagenet256 --vae-weights sd-vae-ft-mse/diffusion_pytorch_model.safetensors
           haste train configs/sit-b-2-haste.yaml --data-dir data/imagenet256
