@@ -87,6 +87,7 @@ struct Train: ParsableCommand {
             return (String(o[..<i]), String(o[o.index(after: i)...]))
         } + namedFlags.compactMap { k, v in v.map { (key: k, value: $0) } }
         let resolved = try TrainConfig.load(file: config ?? configFlag, overrides: pairs)
+        idleAlignmentNote(resolved).map(FlagCheck.note)
         if printConfig { print(try resolved.yaml(), terminator: ""); return }
         let console = ConsoleObserver()
         let trainer = try Trainer(config: resolved, observer: console)

@@ -104,3 +104,12 @@ private let demoConfig = URL(fileURLWithPath: #filePath).deletingLastPathCompone
     let noGuidance = try haste(["generate", "--ckpt", "x", "--cfg-scale", "1", "--guidance-high", "0.7"])
     #expect(noGuidance.err.contains("haste: note: --guidance-low/--guidance-high have no effect with --cfg-scale 1"), "\(noGuidance.err)")
 }
+
+@Test func alignmentFlagsOnARunWithoutAlignmentAreNoted() throws {
+    let none = try haste(["train", "--print-config", "--enc-type", "none", "--proj-coeff", "0.5", "--enc-weights", "t.pth"])
+    #expect(none.status == 0 && none.err.contains("haste: note: --enc-weights, --proj-coeff have no effect: this run has no alignment and no teacher (enc-type none)"), "\(none.err)")
+    let zero = try haste(["train", "--print-config", "--proj-coeff", "0", "--attn-coeff", "0", "--early-stop-point", "1000"])
+    #expect(zero.err.contains("--early-stop-point has no effect: this run has no alignment and no teacher (proj-coeff and attn-coeff are 0)"), "\(zero.err)")
+    let aligned = try haste(["train", "--print-config", "--enc-weights", "t.pth", "--early-stop-point", "1000"])
+    #expect(aligned.status == 0 && aligned.err.isEmpty, "\(aligned.err)")
+}
