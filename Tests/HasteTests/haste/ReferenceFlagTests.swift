@@ -73,6 +73,8 @@ private let demoConfig = URL(fileURLWithPath: #filePath).deletingLastPathCompone
         (["train", "--print-config", "--batch-size", "-8"], "config key 'batch-size': must be ≥ 1 (got -8)"),
         (["train", "--print-config", "--seed", "-1"], "--seed must be ≥ 0 (got -1)"),
         (["train", "--print-config", "--num-workers", "-1"], "--num-workers must be ≥ 0 (got -1)"),
+        (["preprocess", "--dest", NSTemporaryDirectory() + "haste-unused", "--max-images", "-1"], "--max-images must be ≥ 1 (got -1)"),
+        (["preprocess", "--dest", NSTemporaryDirectory() + "haste-unused", "--png-level", "-3"], "--png-level must be 0–9 (got -3)"),
         (["train-teacher", demoConfig, "--steps", "-1"], "config key 'steps': must be ≥ 1 (got -1)"),
     ]
     for (args, expected) in cases {
@@ -112,4 +114,11 @@ private let demoConfig = URL(fileURLWithPath: #filePath).deletingLastPathCompone
     #expect(zero.err.contains("--early-stop-point has no effect: this run has no alignment and no teacher (proj-coeff and attn-coeff are 0)"), "\(zero.err)")
     let aligned = try haste(["train", "--print-config", "--enc-weights", "t.pth", "--early-stop-point", "1000"])
     #expect(aligned.status == 0 && aligned.err.isEmpty, "\(aligned.err)")
+}
+
+@Test func preprocessFlagsTheStageIgnoresAreNoted() throws {
+    let dest = NSTemporaryDirectory() + "haste-test-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dest) }
+    let r = try haste(["preprocess", "--stage", "convert", "--source", dest + "/missing", "--dest", dest, "--vae-weights", "vae.safetensors"])
+    #expect(r.status != 0 && r.err.contains("haste: note: --vae-weights has no effect with --stage convert"), "\(r.err)")
 }
