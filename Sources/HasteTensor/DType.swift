@@ -20,6 +20,6 @@ public enum DType: String, Sendable, CaseIterable, CustomStringConvertible {
 
 import RealModule
 /// The element types CPU kernels compute in (float32, float64): math functions, conversions, SIMD lanes.
-public protocol KernelFloat: Real, BinaryFloatingPoint, SIMDScalar where Self.RawSignificand: FixedWidthInteger {}
+public protocol KernelFloat: Real, BinaryFloatingPoint, SIMDScalar, Codable where Self.RawSignificand: FixedWidthInteger {}
 extension Float: KernelFloat {}
 extension Double: KernelFloat {}

@@ -4,23 +4,23 @@ import HasteTensor
 /// `TeacherTrainingConfig` has one and is checked at load, flags and `--set` included, so a zero interval,
 /// a negative rate or a NaN stops at start-up with the key, the range and the value instead of dividing by
 /// zero or trapping in AdamW/EMA hours later.
-struct ConfigRange: Sendable {
-    enum Bound: Sendable {
+package struct ConfigRange: Sendable {
+    package enum Bound: Sendable {
         case atLeast(Double)              // [a, ∞)
         case above(Double)                // (a, ∞)
         case closed(Double, Double)       // [a, b]
         case halfOpen(Double, Double)     // [a, b)
     }
-    let bound: Bound
+    package let bound: Bound
     /// Why, appended to the message when the reason is not obvious from the range.
-    let why: String
+    package let why: String
 
-    static func atLeast(_ a: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .atLeast(a), why: why) }
-    static func above(_ a: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .above(a), why: why) }
-    static func closed(_ a: Double, _ b: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .closed(a, b), why: why) }
-    static func halfOpen(_ a: Double, _ b: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .halfOpen(a, b), why: why) }
+    package static func atLeast(_ a: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .atLeast(a), why: why) }
+    package static func above(_ a: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .above(a), why: why) }
+    package static func closed(_ a: Double, _ b: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .closed(a, b), why: why) }
+    package static func halfOpen(_ a: Double, _ b: Double, _ why: String = "") -> ConfigRange { ConfigRange(bound: .halfOpen(a, b), why: why) }
 
-    func contains(_ v: Double) -> Bool {
+    package func contains(_ v: Double) -> Bool {
         guard v.isFinite else { return false }
         switch bound {
         case let .atLeast(a): return v >= a
@@ -31,7 +31,7 @@ struct ConfigRange: Sendable {
     }
 
     /// "≥ 1", "> 0", "in [0, 1]", "in [0, 1)".
-    var text: String {
+    package var text: String {
         func n(_ v: Double) -> String { v == v.rounded() && Swift.abs(v) < 1e15 ? "\(Int(v))" : "\(v)" }
         switch bound {
         case let .atLeast(a): return "≥ \(n(a))"

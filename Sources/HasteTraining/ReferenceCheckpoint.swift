@@ -134,7 +134,7 @@ public enum ReferenceCheckpoint {
         let nameOf = Dictionary(zip(indices, modelKeys), uniquingKeysWith: { a, _ in a })
         let trainable = Set(store.parameters.map(\.name))
         var moments: [String: Tensor] = [:], step = 0
-        for (key, value) in try file.value(at: "opt.state").entries ?? [] {
+        for (key, _) in try file.value(at: "opt.state").entries ?? [] {
             guard let index = key.intValue, let name = nameOf[index] else { throw bad("opt.state has an entry for unknown parameter \(key)") }
             guard trainable.contains(name) else { throw bad("opt.state holds moments for '\(name)', which haste keeps frozen") }
             let tensors = try file.stateDict(at: "opt.state.\(index)")

@@ -41,6 +41,7 @@ extension TrainConfig {
             require(range != nil, "TrainConfig.ranges: the numeric key '\(key)' has no range; add one")
             try range!.check(key, values[key]!)
         }
+        try validateChoices()
         if usesTeacher && teacherGrid == 0 && (16 * resolution) % 256 != 0 {
             throw HasteError.config(key: "resolution", detail: "\(resolution) gives a fractional teacher grid 16·\(resolution)/256; use a multiple of 16 or set teacher-grid")
         }

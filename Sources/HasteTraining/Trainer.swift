@@ -19,7 +19,8 @@ public final class Trainer {
     public let models: ResolvedModels
     public let dataset: TrainingDataset
     public let student: SiT
-    public let teacher: DINOv2?
+    /// Set to nil at the early stop when skip-teacher-after-stop is on (Trainer+EarlyStop.swift).
+    public internal(set) var teacher: DINOv2?
     public let optimizer: AdamW
     public let ema: EMA
     public let run: RunDirectory
@@ -104,6 +105,7 @@ public final class Trainer {
             optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
             ema.update(decay: config.emaDecay)
             state.step += 1
+            stopAlignmentIfDue()
             let rate = meter.tick()
             var values = ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
                           "total_loss": terms.total, "grad_norm": gradNorm, "img_per_s": rate.imagesPerSecond]

@@ -27,40 +27,41 @@ struct Generate: ParsableCommand {
     var ckptSelect = "ema"
     @Option(help: "Model size, e.g. SiT-XL/2. Optional: read off the checkpoint, which it must match.") var model: String?
     @Option var sampleDir = "samples"
-    @Option var numFidSamples = 50_000
-    @Option var perProcBatchSize = 32
+    @Option(parsing: .unconditional) var numFidSamples = 50_000
+    @Option(parsing: .unconditional) var perProcBatchSize = 32
     @Option(help: ArgumentHelp("Sampler.", valueName: "ode|sde")) var mode = "ode"
-    @Option var numSteps = 50
-    @Flag(help: "Heun's corrector (ODE only).") var heun = false
-    @Option var cfgScale = 1.5
-    @Option var guidanceLow = 0.0
-    @Option var guidanceHigh = 1.0
+    @Option(parsing: .unconditional) var numSteps = 50
+    @Flag(inversion: .prefixedNo, help: "Heun's corrector (ODE only: an error with --mode sde).") var heun = false
+    @Option(parsing: .unconditional, help: "Classifier-free guidance scale, ≥ 1 (1 = no guidance).") var cfgScale = 1.5
+    @Option(name: [.customLong("guidance-low"), .customLong("guidance_low")], parsing: .unconditional,
+            help: "CFG applies for guidance-low ≤ t ≤ guidance-high, within [0, 1] (t = 1 is noise).") var guidanceLow = 0.0
+    @Option(name: [.customLong("guidance-high"), .customLong("guidance_high")], parsing: .unconditional) var guidanceHigh = 1.0
     @Option(help: ArgumentHelp(valueName: "linear|cosine")) var pathType = "linear"
-    @Option var encoderDepth: Int?
+    @Option(parsing: .unconditional) var encoderDepth: Int?
     @Option(name: .customLong("projector-embed-dims"), help: "Comma-separated; default: read off the checkpoint.")
     var projectorEmbedDims: String?
-    @Option(help: "Image side (checkpoints without a config; 256 or 512).") var resolution: Int?
-    @Option var numClasses: Int?
-    @Flag(name: .customLong("qk-norm")) var qkNorm = false
-    @Option(name: .customLong("num-heads"), help: "Heads of a custom-width reference checkpoint (named sizes imply theirs).")
+    @Option(parsing: .unconditional, help: "Image side (checkpoints without a config; 256 or 512).") var resolution: Int?
+    @Option(parsing: .unconditional) var numClasses: Int?
+    @Flag(inversion: .prefixedNo, help: "QK LayerNorm; optional: read off the checkpoint, which it must match.") var qkNorm: Bool?
+    @Option(name: .customLong("num-heads"), parsing: .unconditional, help: "Heads of a custom-width reference checkpoint (named sizes imply theirs).")
     var numHeads: Int?
-    @Flag(name: .customLong("fused-attn"), help: "Accepted for generate.py compatibility; attention is always fused.")
-    var fusedAttn = false
-    @Option var globalSeed: UInt64 = 0
-    @Option(help: ArgumentHelp("SD-VAE decoder for latent models.", valueName: "ft-ema|ft-mse")) var vae = "ft-ema"
+    @Flag(inversion: .prefixedNo, help: "Accepted for generate.py compatibility; no effect: attention is always fused.")
+    var fusedAttn: Bool?
+    @Flag(inversion: .prefixedNo, help: "Accepted for generate.py compatibility; no effect on the CPU backend (float32).")
+    var tf32: Bool?
+    @Option(parsing: .unconditional, help: "Seed of every sample's noise (default 0; same as --seed).") var globalSeed: Int64?
+    @Option(help: ArgumentHelp("SD-VAE decoder for latent models: stabilityai/sd-vae-ft-ema or -mse.", valueName: "ema|mse")) var vae = "ema"
     @Option(name: .customLong("vae-weights"), help: "The VAE's diffusion_pytorch_model.safetensors (file or folder).")
     var vaeWeights: String?
     @Option(help: ArgumentHelp("Do samples i, i+n, … of this run.", valueName: "i/n")) var shard = "0/1"
     @Flag(name: .customLong("pack-only"), help: "Only pack the existing PNGs into the .npz.") var packOnly = false
-    @Option(help: "Also tile the first N samples into <folder>.grid.png (0 = no grid).") var grid = 0
+    @Option(parsing: .unconditional, help: "Also tile the first N samples into <folder>.grid.png (0 = no grid).") var grid = 0
     @Option(parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
 
     func validate() throws {
         if npzSelftest.isEmpty && ckpt == nil { throw ValidationError("--ckpt is required") }
-        guard GenerateOptions.Mode(rawValue: mode) != nil else { throw ValidationError("--mode expects ode or sde, got '\(mode)'") }
-        guard PathType(rawValue: pathType) != nil else { throw ValidationError("--path-type expects linear or cosine") }
+        try checkFlags()
         guard parsedShard != nil else { throw ValidationError("--shard expects i/n with 0 ≤ i < n, got '\(shard)'") }
-        if cfgScale < 1 { throw ValidationError("--cfg-scale must be ≥ 1 (1 = no guidance), got \(cfgScale)") }
         if !npzSelftest.isEmpty && (npzSelftest.count != 2 || Int(npzSelftest[0]) == nil) {
             throw ValidationError("--npz-selftest expects COUNT PATH")
         }
@@ -74,15 +75,16 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         _ = try runtime.openDevice()
+        notes.forEach(FlagCheck.note)
         if !npzSelftest.isEmpty { return try NpzSelftest.run(count: Int(npzSelftest[0])!, path: npzSelftest[1]) }
         var o = GenerateOptions()
         (o.sampleDir, o.numFidSamples, o.perProcBatchSize, o.numSteps) = (sampleDir, numFidSamples, perProcBatchSize, numSteps)
         (o.mode, o.heun, o.cfgScale, o.guidanceLow, o.guidanceHigh) = (GenerateOptions.Mode(rawValue: mode)!, heun, cfgScale, guidanceLow, guidanceHigh)
         (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, parsedShard!)
-        o.globalSeed = globalSeed == 0 ? runtime.seed : globalSeed
+        o.globalSeed = globalSeed.map { UInt64($0) } ?? runtime.seed
         var flags = GenerationModel.Flags()
         (flags.model, flags.encoderDepth, flags.resolution, flags.numClasses) = (model, encoderDepth, resolution, numClasses)
-        flags.qkNorm = qkNorm ? true : nil
+        flags.qkNorm = qkNorm
         flags.numHeads = numHeads
         flags.projectorEmbedDims = try projectorEmbedDims.map { s in
             try s.split(separator: ",").map { guard let d = Int($0.trimmingCharacters(in: .whitespaces)) else {

@@ -24,22 +24,22 @@ struct Preprocess: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Folder of class folders of JPEG/PNG images.") var source: String?
     @Option(help: "Output folder (created; a rerun resumes).") var dest: String
-    @Option(help: "Crop side: 256 or 512.") var resolution = 256
+    @Option(parsing: .unconditional, help: "Crop side: 256 or 512.") var resolution = 256
     @Option(help: "SD-VAE weights (diffusion_pytorch_model.safetensors; a config.json beside it is honoured).") var vaeWeights: String?
     @Option(help: "convert | encode | all") var stage = "all"
     @Option(help: "folder | hdf5 | both") var format = "folder"
-    @Option(help: "Only the first N images (sorted order).") var maxImages: Int?
-    @Option(help: "Decode/crop threads (default: all cores).") var workers: Int?
-    @Option(help: "Images per VAE call.") var batchSize = 8
-    @Option(help: "zlib level of images/*.png, 0–9 (0 = stored, as the reference writes them: fastest to write and to read; 6 ≈ half the disk).")
+    @Option(parsing: .unconditional, help: "Only the first N images (sorted order).") var maxImages: Int?
+    @Option(parsing: .unconditional, help: "Decode/crop threads (default: all cores).") var workers: Int?
+    @Option(parsing: .unconditional, help: "Images per VAE call.") var batchSize = 8
+    @Option(parsing: .unconditional, help: "zlib level of images/*.png, 0–9 (0 = stored, as the reference writes them: fastest to write and to read; 6 ≈ half the disk).")
     var pngLevel = 0
     @Flag(help: "No progress bar.") var quiet = false
 
     func validate() throws {
         guard [256, 512].contains(resolution) else { throw ValidationError("--resolution must be 256 or 512 (got \(resolution))") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1") }
-        guard (workers ?? 1) >= 1 else { throw ValidationError("--workers must be ≥ 1") }
-        guard (maxImages ?? 1) >= 1 else { throw ValidationError("--max-images must be ≥ 1") }
+        try FlagCheck.range("batch-size", batchSize, .atLeast(1))
+        if let w = workers { try FlagCheck.range("workers", w, .atLeast(1)) }
+        if let m = maxImages { try FlagCheck.range("max-images", m, .atLeast(1)) }
         guard (0...9).contains(pngLevel) else { throw ValidationError("--png-level must be 0–9 (got \(pngLevel))") }
     }
 
@@ -48,6 +48,8 @@ struct Preprocess: ParsableCommand {
         guard let st = PreprocessOptions.Stage(rawValue: stage) else { throw ValidationError("--stage must be convert, encode or all") }
         guard let fm = PreprocessOptions.Format(rawValue: format) else { throw ValidationError("--format must be folder, hdf5 or both") }
         if st != .encode && source == nil { throw ValidationError("--source is needed for the convert stage") }
+        if st == .convert && vaeWeights != nil { FlagCheck.note("--vae-weights has no effect with --stage convert (no VAE encoding)") }
+        if st == .encode && source != nil { FlagCheck.note("--source has no effect with --stage encode (it reads <dest>/images)") }
         (o.source, o.dest, o.resolution, o.stage, o.format) = (source ?? "", dest, resolution, st, fm)
         (o.maxImages, o.batchSize, o.progress) = (maxImages, batchSize, !quiet)
         if let w = workers { o.workers = w }

@@ -17,6 +17,7 @@ struct Train: ParsableCommand {
         """)
 
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Reference runtime flags") var reference: ReferenceTrainFlags
     @Argument(help: "A config file (YAML or JSON), e.g. configs/demo.yaml.") var config: String?
     @Option(name: .customLong("config"), help: "Same as the positional config file.") var configFlag: String?
     @Option(name: .customLong("set"), help: ArgumentHelp("Override any config key.", valueName: "key=value"))
@@ -26,34 +27,34 @@ struct Train: ParsableCommand {
     @Option var model: String?
     @Option var encType: String?
     @Option var encWeights: String?
-    @Option var projCoeff: String?
-    @Option var attnCoeff: String?
-    @Option var encoderDepth: String?
-    @Option var earlyStopPoint: String?
-    @Option var batchSize: String?
-    @Option var maxTrainSteps: String?
-    @Option var epochs: String?
-    @Option var checkpointingSteps: String?
-    @Option var samplingSteps: String?
-    @Option var learningRate: String?
-    @Option var adamBeta1: String?
-    @Option var adamBeta2: String?
-    @Option var adamWeightDecay: String?
-    @Option var adamEpsilon: String?
-    @Option var maxGradNorm: String?
-    @Option var pathType: String?
-    @Option var prediction: String?
-    @Option var weighting: String?
-    @Option var cfgProb: String?
+    @Option(parsing: .unconditional) var projCoeff: String?
+    @Option(parsing: .unconditional) var attnCoeff: String?
+    @Option(parsing: .unconditional) var encoderDepth: String?
+    @Option(parsing: .unconditional) var earlyStopPoint: String?
+    @Option(parsing: .unconditional) var batchSize: String?
+    @Option(parsing: .unconditional) var maxTrainSteps: String?
+    @Option(parsing: .unconditional) var epochs: String?
+    @Option(parsing: .unconditional) var checkpointingSteps: String?
+    @Option(parsing: .unconditional) var samplingSteps: String?
+    @Option(parsing: .unconditional) var learningRate: String?
+    @Option(parsing: .unconditional) var adamBeta1: String?
+    @Option(parsing: .unconditional) var adamBeta2: String?
+    @Option(parsing: .unconditional) var adamWeightDecay: String?
+    @Option(parsing: .unconditional) var adamEpsilon: String?
+    @Option(parsing: .unconditional) var maxGradNorm: String?
+    @Option(help: ArgumentHelp(valueName: "linear|cosine")) var pathType: String?
+    @Option(help: ArgumentHelp(valueName: "v")) var prediction: String?
+    @Option(help: ArgumentHelp(valueName: "uniform|lognormal")) var weighting: String?
+    @Option(parsing: .unconditional) var cfgProb: String?
     @Option var outputDir: String?
     @Option var expName: String?
     @Option var dataDir: String?
-    @Option(help: "A step number, or `latest`.") var resumeStep: String?
-    @Option(help: "Same as --resume-step (e.g. --resume latest).") var resume: String?
-    @Option var gradientAccumulationSteps: String?
-    @Option var resolution: String?
-    @Option var numClasses: String?
-    @Option var mixedPrecision: String?
+    @Option(parsing: .unconditional, help: "A step number, or `latest` (-1).") var resumeStep: String?
+    @Option(parsing: .unconditional, help: "Same as --resume-step (e.g. --resume latest).") var resume: String?
+    @Option(parsing: .unconditional) var gradientAccumulationSteps: String?
+    @Option(parsing: .unconditional) var resolution: String?
+    @Option(parsing: .unconditional) var numClasses: String?
+    @Option(help: ArgumentHelp("no on the CPU backend (reference default fp16).", valueName: "no|fp16|bf16")) var mixedPrecision: String?
     @Option(help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
 
     var namedFlags: [(String, String?)] {
@@ -66,7 +67,8 @@ struct Train: ParsableCommand {
          ("weighting", weighting), ("cfg-prob", cfgProb), ("output-dir", outputDir), ("exp-name", expName),
          ("data-dir", dataDir), ("resume-step", (resumeStep ?? resume).map { $0 == "latest" ? "-1" : $0 }),
          ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
-         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights), ("seed", runtime.seed == 0 ? nil : "\(runtime.seed)")]
+         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights), ("seed", runtime.seedFlag.map { "\($0)" })]
+        + reference.configPairs
     }
 
     func validate() throws {
@@ -79,11 +81,13 @@ struct Train: ParsableCommand {
 
     func run() throws {
         _ = try runtime.openDevice()
+        reference.notes.forEach(FlagCheck.note)
         let pairs = overrides.map { o -> (key: String, value: String) in
             let i = o.firstIndex(of: "=")!
             return (String(o[..<i]), String(o[o.index(after: i)...]))
         } + namedFlags.compactMap { k, v in v.map { (key: k, value: $0) } }
         let resolved = try TrainConfig.load(file: config ?? configFlag, overrides: pairs)
+        idleAlignmentNote(resolved).map(FlagCheck.note)
         if printConfig { print(try resolved.yaml(), terminator: ""); return }
         let console = ConsoleObserver()
         let trainer = try Trainer(config: resolved, observer: console)

@@ -4,20 +4,25 @@ import HasteTensor
 
 /// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (the default is this machine's core count).")
+    @Option(parsing: .unconditional,
+            help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (the default is this machine's core count).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
     var device: String = "cpu"
 
-    @Option(help: "Seed for haste's random streams.")
-    var seed: UInt64 = 0
+    @Option(name: .customLong("seed"), parsing: .unconditional, help: "Seed for haste's random streams (default 0, as the reference).")
+    var seedFlag: Int64?
+
+    /// `--seed`, 0 when not given (validated ≥ 0).
+    var seed: UInt64 { UInt64(seedFlag ?? 0) }
 
     /// More threads than 4 per core only adds contention, and a huge count makes OpenBLAS and Dispatch
     /// allocate a stack per thread: capped here with a message.
     static var maxThreads: Int { min(1024, 4 * ProcessInfo.processInfo.activeProcessorCount) }
 
     mutating func validate() throws {
+        if let s = seedFlag, s < 0 { throw ValidationError("--seed must be ≥ 0 (got \(s)); seeds index haste's random streams") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
         if threads > Self.maxThreads {
             let cores = ProcessInfo.processInfo.activeProcessorCount

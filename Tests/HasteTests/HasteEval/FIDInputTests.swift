@@ -45,7 +45,7 @@ import HasteTensor
     for (i, name) in ["b.png", "a.png", "c.PNG"].enumerated() {
         try PNGImage.write((0..<(5 * 3 * 3)).map { UInt8(($0 * 7 + i * 50) % 256) }, height: 5, width: 3, channels: 3, to: "\(dir)/\(name)")
     }
-    FileManager.default.createFile(atPath: "\(dir)/notes.txt", contents: Data("x".utf8))
+    _ = FileManager.default.createFile(atPath: "\(dir)/notes.txt", contents: Data("x".utf8))
     let folder = try PNGFolder(directory: dir)
     #expect(folder.files.map { ($0 as NSString).lastPathComponent } == ["a.png", "b.png", "c.PNG"])
     let batch = try folder.images(0..<3)

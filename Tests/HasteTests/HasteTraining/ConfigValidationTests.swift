@@ -18,7 +18,7 @@ private func probes(_ range: ConfigRange, isList: Bool) -> (bad: String, good: S
     switch range.bound {
     case let .atLeast(a): (bad, good) = (a - 1, a)
     case let .above(a): (bad, good) = (a, a + 1e-3)
-    case let .closed(a, b): (bad, good) = (b + 1, b)
+    case let .closed(_, b): (bad, good) = (b + 1, b)
     case let .halfOpen(a, b): (bad, good) = (b, a)
     }
     func text(_ v: Double) -> String { v == v.rounded() ? "\(Int(v))" : "\(v)" }
@@ -79,7 +79,7 @@ private func probes(_ range: ConfigRange, isList: Bool) -> (bad: String, good: S
     let dir = temporaryDirectory()
     func load(_ name: String, _ bytes: [UInt8]) -> String {
         let path = "\(dir)/\(name)"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return message { _ = try TrainConfig.load(file: path) }
     }
     #expect(message { _ = try TrainConfig.load(file: dir) } == "\(dir): is a directory, not a config file; pass a YAML file such as configs/demo.yaml")

@@ -41,7 +41,7 @@ import HasteTraining
                 "\(root)/samples.tmp-1-2/x"]
     for path in leftovers + kept {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
     }
     var c = tinyRunConfig(dir)
     (c.encType, c.maxTrainSteps, c.checkpointingSteps) = ("none", 1, 1)

@@ -112,8 +112,8 @@ func errorText(_ body: () throws -> Void) -> String {
         for c in ["a", "b"] { try fm.createDirectory(atPath: "\(dir)/src/\(c)", withIntermediateDirectories: true) }
         try PNGImage.write([UInt8](repeating: 50, count: 40 * 30 * 3), height: 30, width: 40, channels: 3, to: "\(dir)/src/a/ok.png")
         try PNGImage.write([UInt8](repeating: 50, count: 65500 * 3), height: 65500, width: 1, channels: 3, to: "\(dir)/src/a/thin.png")
-        fm.createFile(atPath: "\(dir)/src/b/bomb.jpg", contents: HostileImages.jpegHeader(width: 30000, height: 30000))
-        fm.createFile(atPath: "\(dir)/src/b/tall.jpg", contents: HostileImages.jpegHeader(width: 16, height: 65500))
+        _ = fm.createFile(atPath: "\(dir)/src/b/bomb.jpg", contents: HostileImages.jpegHeader(width: 30000, height: 30000))
+        _ = fm.createFile(atPath: "\(dir)/src/b/tall.jpg", contents: HostileImages.jpegHeader(width: 16, height: 65500))
         var o = PreprocessOptions()
         (o.source, o.dest, o.stage, o.workers, o.progress) = ("\(dir)/src", "\(dir)/out", .convert, 2, false)
         let s = try Preprocessor(options: o, vae: nil).run()
@@ -133,7 +133,7 @@ func errorText(_ body: () throws -> Void) -> String {
         let fm = FileManager.default
         for c in ["n0", "n1", "n2"] { try fm.createDirectory(atPath: "\(dir)/src/\(c)", withIntermediateDirectories: true) }
         try fm.createDirectory(atPath: "\(dir)/src/n1/sub", withIntermediateDirectories: true)
-        fm.createFile(atPath: "\(dir)/src/n1/sub/notes.txt", contents: Data("not an image".utf8))
+        _ = fm.createFile(atPath: "\(dir)/src/n1/sub/notes.txt", contents: Data("not an image".utf8))
         for c in ["n0", "n2"] {
             try PNGImage.write([UInt8](repeating: 9, count: 20 * 20 * 3), height: 20, width: 20, channels: 3, to: "\(dir)/src/\(c)/x.png")
         }
@@ -150,7 +150,7 @@ func errorText(_ body: () throws -> Void) -> String {
         #expect(json == #"{"labels": [["00000/img00000000.png", 0], ["00000/img00000001.png", 2]]}"#)
 
         try fm.createDirectory(atPath: "\(dir)/bare/n0", withIntermediateDirectories: true)
-        fm.createFile(atPath: "\(dir)/bare/n0/readme.txt", contents: Data())
+        _ = fm.createFile(atPath: "\(dir)/bare/n0/readme.txt", contents: Data())
         o.source = "\(dir)/bare"
         expectFileError("\(dir)/bare", "no images in this folder or below", "--source") { _ = try Preprocessor(options: o, vae: nil).run() }
     }

@@ -47,7 +47,7 @@ func admCropMatchesPillow() throws {
                 "rgb16_gama_png", "rgba16_png", "la16_png", "grey16_trns_png", "rgb8_gamma1_png", "rgba8_gamma1_png",
                 "grey2_png", "interlaced_png"] {
         let path = "\(dir)/\(key)"
-        FileManager.default.createFile(atPath: path, contents: Data(f["\(key).bytes"].scalars(as: UInt8.self)))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(f["\(key).bytes"].scalars(as: UInt8.self)))
         let img = try ImageDecoder.decodeRGB(path: path)
         let want = f["\(key).rgb"]
         #expect([img.height, img.width, img.channels] == want.shape, "\(key): \(img.width)×\(img.height) vs \(want.shape)")
@@ -62,17 +62,17 @@ func admCropMatchesPillow() throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("haste-bad-\(getpid())").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    FileManager.default.createFile(atPath: "\(dir)/empty.jpg", contents: Data())
-    FileManager.default.createFile(atPath: "\(dir)/text.jpg", contents: Data("hello".utf8))
+    _ = FileManager.default.createFile(atPath: "\(dir)/empty.jpg", contents: Data())
+    _ = FileManager.default.createFile(atPath: "\(dir)/text.jpg", contents: Data("hello".utf8))
     let jpg = Data(try Fixture("preprocess_pil.safetensors")["exif_jpg.bytes"].scalars(as: UInt8.self))
-    FileManager.default.createFile(atPath: "\(dir)/cut.jpg", contents: jpg.prefix(jpg.count / 2))
-    FileManager.default.createFile(atPath: "\(dir)/junk.jpg", contents: jpg.prefix(40) + Data(repeating: 7, count: 300))
+    _ = FileManager.default.createFile(atPath: "\(dir)/cut.jpg", contents: jpg.prefix(jpg.count / 2))
+    _ = FileManager.default.createFile(atPath: "\(dir)/junk.jpg", contents: jpg.prefix(40) + Data(repeating: 7, count: 300))
     let png = Data(try Fixture("preprocess_pil.safetensors")["rgb16_gama_png.bytes"].scalars(as: UInt8.self))
-    FileManager.default.createFile(atPath: "\(dir)/cut.png", contents: png.prefix(png.count - 30))
+    _ = FileManager.default.createFile(atPath: "\(dir)/cut.png", contents: png.prefix(png.count - 30))
     var flipped = png
     flipped[flipped.startIndex + 60] ^= 0x55   // inside IDAT: zlib or CRC error
-    FileManager.default.createFile(atPath: "\(dir)/flipped.png", contents: flipped)
-    FileManager.default.createFile(atPath: "\(dir)/sig.png", contents: png.prefix(8))
+    _ = FileManager.default.createFile(atPath: "\(dir)/flipped.png", contents: flipped)
+    _ = FileManager.default.createFile(atPath: "\(dir)/sig.png", contents: png.prefix(8))
     for name in ["empty.jpg", "text.jpg", "cut.jpg", "junk.jpg", "cut.png", "flipped.png", "sig.png"] {
         #expect(throws: HasteError.self, "\(name) should not decode") { _ = try ImageDecoder.decodeRGB(path: "\(dir)/\(name)") }
     }

@@ -17,11 +17,11 @@ func makeSourceTree(_ root: String) throws -> [String] {
         try PNGImage.write(px, height: h, width: w, channels: 3, to: path)
         good.append(path)
     }
-    fm.createFile(atPath: "\(root)/n01/empty.png", contents: Data())
-    fm.createFile(atPath: "\(root)/n02/notes.jpg", contents: Data("not an image".utf8))
+    _ = fm.createFile(atPath: "\(root)/n01/empty.png", contents: Data())
+    _ = fm.createFile(atPath: "\(root)/n02/notes.jpg", contents: Data("not an image".utf8))
     let png = try Data(contentsOf: URL(fileURLWithPath: good[0]))
-    fm.createFile(atPath: "\(root)/n02/truncated.png", contents: png.prefix(png.count / 3))
-    fm.createFile(atPath: "\(root)/n02/readme.txt", contents: Data("ignored: not an image extension".utf8))
+    _ = fm.createFile(atPath: "\(root)/n02/truncated.png", contents: png.prefix(png.count / 3))
+    _ = fm.createFile(atPath: "\(root)/n02/readme.txt", contents: Data("ignored: not an image extension".utf8))
     return good
 }
 
@@ -75,7 +75,7 @@ func makeSourceTree(_ root: String) throws -> [String] {
     #expect(c.images!.scalars(as: UInt8.self) == b.images!.scalars(as: UInt8.self) && c.x0.scalars(as: Float.self) == b.x0.scalars(as: Float.self))
 
     // A rerun finds everything done; a stray temporary file is not mistaken for output.
-    FileManager.default.createFile(atPath: "\(out)/images/00000/img00000004.png.tmp-1", contents: Data([1, 2]))
+    _ = FileManager.default.createFile(atPath: "\(out)/images/00000/img00000004.png.tmp-1", contents: Data([1, 2]))
     let again = try Preprocessor(options: o, vae: vae).run()
     #expect(again.converted == 0 && again.alreadyConverted == 3 && again.encoded == 0 && again.alreadyEncoded == 3)
     #expect(!FileManager.default.fileExists(atPath: "\(out)/images/00000/img00000004.png.tmp-1"), "stale temporary removed")
@@ -120,7 +120,7 @@ func realPhotoTreeWithACorruptJPEG() throws {
             for n in names { try fm.copyItem(atPath: "\(photos)/\(n)", toPath: "\(dir)/src/\(cls)/\(n)") }
         }
         let jpg = try Data(contentsOf: URL(fileURLWithPath: "\(photos)/rocket.jpg"))
-        fm.createFile(atPath: "\(dir)/src/n_space/broken.jpg", contents: jpg.prefix(jpg.count / 3))
+        _ = fm.createFile(atPath: "\(dir)/src/n_space/broken.jpg", contents: jpg.prefix(jpg.count / 3))
         var o = PreprocessOptions()
         (o.source, o.dest, o.format, o.workers, o.progress) = ("\(dir)/src", "\(dir)/out", .both, 2, false)
         var cfg = AutoencoderKLConfig()

@@ -1,0 +1,26 @@
+import HasteTensor
+
+extension TrainConfig {
+    /// String keys that take one of a fixed set of values (issue #18): an unknown value is an error naming the
+    /// allowed ones at load, before any model or data is opened. Enum keys (path-type, weighting) are checked
+    /// by their type when parsed.
+    static let choices: [String: (allowed: [String], why: String)] = [
+        "mixed-precision": (["no", "fp16", "bf16"], "`no` = float32, what the CPU backend trains in"),
+        "prediction": (["v"], "only v-prediction exists in the reference"),
+        "dataset": (["imagenet", "images", "fashion-mnist"],
+                    "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's"),
+    ]
+
+    /// Throws `HasteError.config` for the first key (sorted) whose value is not one of its `choices`.
+    func validateChoices() throws {
+        let values = TrainConfig.typedDefaults(of: self)
+        for key in TrainConfig.choices.keys.sorted() {
+            let (allowed, why) = TrainConfig.choices[key]!
+            let value = values[key] as? String
+            require(value != nil, "TrainConfig.choices: '\(key)' is not a string key")
+            if !allowed.contains(value!) {
+                throw HasteError.config(key: key, detail: "unknown value '\(value!)'; allowed: \(allowed.joined(separator: ", ")) (\(why))")
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+
+/// train.py flags that configure the reference's PyTorch/accelerate runtime rather than the run (issue #18).
+/// Each is accepted with the reference's spelling; `--qk-norm` is applied, the others print one line saying
+/// why they have no effect here (`notes`), so a researcher's command line runs unchanged and nothing is silent.
+struct ReferenceTrainFlags: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "QK LayerNorm in the student's attention (reference default off).")
+    var qkNorm: Bool?
+    @Flag(inversion: .prefixedNo, help: "Accepted; no effect: haste's attention is always one fused kernel (reference default on).")
+    var fusedAttn: Bool?
+    @Flag(inversion: .prefixedNo, help: "Accepted; no effect on the CPU backend (float32 matmuls); TF32 belongs to the CUDA backend.")
+    var allowTf32: Bool?
+    @Option(parsing: .unconditional, help: "Accepted; no effect: haste reads one batch ahead on one thread (reference default 4).")
+    var numWorkers: Int?
+    @Option(help: ArgumentHelp("Accepted; haste logs to <run>/metrics.jsonl and log.txt only (reference default wandb).",
+                               valueName: "wandb|tensorboard|all|jsonl"))
+    var reportTo: String?
+    @Option(help: "Accepted; no effect: log.txt and metrics.jsonl go into <output-dir>/<exp-name> (reference default logs).")
+    var loggingDir: String?
+    @Flag(inversion: .prefixedNo, help: "Skip the teacher once alignment stops (default on; off = the reference, which runs it).")
+    var skipTeacherAfterStop: Bool?
+
+    func validate() throws {
+        if let n = numWorkers { try FlagCheck.range("num-workers", n, .atLeast(0, "a DataLoader worker count")) }
+    }
+
+    /// Config keys these flags set.
+    var configPairs: [(String, String?)] {
+        [("qk-norm", qkNorm.map { "\($0)" }), ("skip-teacher-after-stop", skipTeacherAfterStop.map { "\($0)" })]
+    }
+
+    /// One line per accepted flag that has no effect here.
+    var notes: [String] {
+        var out: [String] = []
+        if let f = fusedAttn {
+            out.append("--\(f ? "" : "no-")fused-attn has no effect: haste's attention is always one fused kernel (same numbers either way, as in the reference)")
+        }
+        if let t = allowTf32, t {
+            out.append("--allow-tf32 has no effect: the CPU backend multiplies in float32; TF32 is for the CUDA backend, not built yet")
+        }
+        if let n = numWorkers {
+            out.append("--num-workers \(n) has no effect: haste reads the next batch on one background thread while a step computes")
+        }
+        if let r = reportTo, r != "jsonl" {
+            out.append("--report-to \(r): no tracker is started; metrics go to <run>/metrics.jsonl and log.txt (TensorBoard: issue #17)")
+        }
+        if let l = loggingDir {
+            out.append("--logging-dir \(l) has no effect: log.txt and metrics.jsonl are written into <output-dir>/<exp-name>/")
+        }
+        return out
+    }
+}
