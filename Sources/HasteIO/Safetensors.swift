@@ -98,10 +98,13 @@ public final class SafetensorsFile {
             throw bad("entry '\(name)' has dtype \(dt); haste reads \(dtypeNames.keys.sorted().joined(separator: ", "))")
         }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw bad("entry '\(name)' has a negative dimension \(shape)") }
+        guard let bytes = CheckedSize.byteCount(shape, dtype) else {
+            throw bad("entry '\(name)' \(dt) \(shape) is too big to address (more than \(CheckedSize.maxRank) dimensions, or a size over 64 bits)")
+        }
         guard offsets.count == 2, offsets[0] >= 0, offsets[1] >= offsets[0] else {
             throw bad("entry '\(name)' has data_offsets \(offsets); expected [begin, end] with 0 ≤ begin ≤ end")
         }
-        guard let bytes = byteCount(shape, dtype), offsets[1] - offsets[0] == bytes else {
+        guard offsets[1] - offsets[0] == bytes else {
             throw bad("entry '\(name)' \(dt) \(shape) does not match its byte range \(offsets) "
                       + "(\(offsets[1] - offsets[0]) bytes)")
         }
@@ -125,17 +128,6 @@ public final class SafetensorsFile {
         if expected != dataSize {
             throw bad("the tensors cover \(expected) bytes but the data section has \(dataSize) (trailing bytes)")
         }
-    }
-
-    /// count × element size, or nil on overflow.
-    static func byteCount(_ shape: [Int], _ dtype: DType) -> Int? {
-        var n = dtype.byteSize
-        for d in shape {
-            let (r, overflow) = n.multipliedReportingOverflow(by: d)
-            if overflow { return nil }
-            n = r
-        }
-        return n
     }
 
     private static func describe(_ error: DecodingError) -> String {
