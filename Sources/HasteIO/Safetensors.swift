@@ -132,12 +132,14 @@ public final class SafetensorsFile {
 
     private static func describe(_ error: DecodingError) -> String {
         let context: DecodingError.Context
+        var reason: String?
         switch error {
-        case let .typeMismatch(_, c), let .valueNotFound(_, c), let .keyNotFound(_, c), let .dataCorrupted(c): context = c
+        case let .keyNotFound(key, c): (context, reason) = (c, "no '\(key.stringValue)' key")
+        case let .typeMismatch(_, c), let .valueNotFound(_, c), let .dataCorrupted(c): context = c
         @unknown default: return "\(error)"
         }
         let at = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
-        return (at.isEmpty ? "" : "at '\(at)': ") + context.debugDescription
+        return (at.isEmpty ? "" : "at '\(at)': ") + (reason ?? context.debugDescription)
     }
 }
 

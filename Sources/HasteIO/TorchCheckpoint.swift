@@ -137,7 +137,9 @@ public final class TorchCheckpoint {
         let value = key.isEmpty ? nil : try self.value(at: key)
         return try flatten(value).tensors.map { name, t in
             do { return (name, try t.load(expandingViewLimit: expandingViewLimit)) } catch let error as HasteError {
-                throw HasteError.fileFormat(path: path, detail: "tensor '\(key.isEmpty ? name : key + "." + name)': \(error)")
+                var reason = error.description                        // named once: "FILE: tensor 'x': entry …"
+                if case let .fileFormat(p, detail) = error, p == path { reason = detail }
+                throw HasteError.fileFormat(path: path, detail: "tensor '\(key.isEmpty ? name : key + "." + name)': \(reason)")
             }
         }
     }
