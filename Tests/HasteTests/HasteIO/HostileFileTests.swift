@@ -48,6 +48,20 @@ func npyBytes(_ dict: String, data: [UInt8] = []) -> [UInt8] {
     expectTorchError(legacyTorchFile(tuples.bytes, storedCount: 0, data: []), "entry 'object'", "nest deeper than")
 }
 
+/// The other nested text formats: a safetensors header of 100 000 nested JSON arrays (Foundation's parser stops at
+/// its depth limit) and an .npy header of 30 000 nested tuples (ours stops at 16).
+@Test func deeplyNestedHeadersAreRefusedWithoutRecursing() throws {
+    try withTemporaryDirectory { dir in
+        let path = dir + "/deep.safetensors"
+        writeBytes(craftSafetensors(#"{"t":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"), path)
+        expectFileError(path, "header JSON") { _ = try SafetensorsFile(path: path) }
+        let npy = npyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': " + String(repeating: "(", count: 30_000)
+                           + String(repeating: ")", count: 30_000) + ", }")
+        writeBytes(npy, dir + "/deep.npy")
+        expectFileError(dir + "/deep.npy", "nested too deeply") { _ = try NpyFile.read(dir + "/deep.npy") }
+    }
+}
+
 @Test func sizesThatOverflowSixtyFourBitsAreErrorsNotTraps() throws {
     // Legacy storage of 2^60 int64 elements (2^63 bytes) in a 300-byte file.
     let legacy = PickleWriter.dict { $0.tensor64(type: "LongStorage", count: 1 << 60, size: [4], stride: [1]) }
