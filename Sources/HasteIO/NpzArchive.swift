@@ -75,6 +75,9 @@ public final class NpzArchive {
             throw HasteError.fileFormat(path: path, detail: "no array '\(key)' (the archive has \(keys.joined(separator: ", ")))")
         }
         if span.method == 0 {
+            guard CheckedSize.fits(offset: span.offset, length: span.size, in: zip.file.count) else {   // TorchZip checked it
+                throw span.fail("\(span.size) bytes at byte \(span.offset) run past the end of the file")
+            }
             let member = UnsafeRawBufferPointer(rebasing: zip.file.bytes[span.offset..<(span.offset + span.size)])
             return try decode(key, member, body)
         }

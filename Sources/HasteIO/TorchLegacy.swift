@@ -46,7 +46,8 @@ enum LegacyTorchFile {
             guard position <= bytes.count - 8 else { throw bad("storage '\(key)' is missing at byte \(position) (truncated file?)") }
             let count = bytes.u64(position)
             guard count == UInt64(s.count) else { throw bad("storage '\(key)' holds \(count) elements, the pickle declares \(s.count)") }
-            guard let size = CheckedSize.product(s.count, s.dtype.byteSize), size <= bytes.count - position - 8 else {
+            guard let size = CheckedSize.product(s.count, s.dtype.byteSize),
+                  CheckedSize.fits(offset: position + 8, length: size, in: bytes.count) else {
                 throw bad("storage '\(key)' (\(s.count) \(s.dtype) elements at byte \(position + 8)) runs past the end of the \(bytes.count)-byte file (truncated or damaged?)")
             }
             s.span = FileSpan(file: file, name: "storage '\(key)' at byte \(position + 8)", offset: position + 8, storedSize: size,
