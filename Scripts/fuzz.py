@@ -3,11 +3,12 @@
 
 For each format, N mutants of seed files (seeded: mutant i of format f is the same on every run) are written to
 disk and read by the release `haste` in its own process (`haste inspect --verify`, and `haste convert` for a
-quarter of the torch files), under a timeout and a memory cap. Each run is classified:
+quarter of the torch files), under a timeout and a resident-memory cap. Each run is classified:
   ok           exit 0
   clean error  exit != 0 with an "Error: ..." message and no signal
   crash        killed by a signal, a Swift runtime failure, or a failure without a message
   timeout      still running after --timeout seconds (killed)
+  over memory  resident memory above --mem-mb (killed): a tiny file must not take gigabytes
 Peak memory is the child's ru_maxrss (os.wait4). Crashing and timed-out inputs are kept under OUT/crashes with
 the command and stderr, to reproduce with `haste inspect --verify FILE`. Needs only the Python standard library.
 """
@@ -32,6 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests", "HasteTests", "Fixtures")
 FORMATS = ["safetensors", "npy", "npz", "npz-deflated", "pth", "pth-deflated", "legacy", "torchscript", "pickle", "png", "jpeg"]
+VERDICTS = ["ok", "clean error", "crash", "timeout", "memory"]
+FAILURES = ("crash", "timeout", "memory")
+AS_CEILING = 64 << 30                                  # bytes of address space per run: a safety net only
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
                1 << 32, 1 << 60, 1 << 62, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
 
@@ -224,6 +228,18 @@ def mutant(fmt, seed_files, seed, i):
 
 # ----- running -----------------------------------------------------------------------------------------------
 
+def resident_kib(pid):
+    """VmRSS of a running process in KiB (None once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
+
+
 def run_one(haste, fmt, path, use_convert, timeout, mem_mb, workdir):
     if use_convert:
         cmd = [haste, "convert", path, os.path.join(workdir, os.path.basename(path) + ".out.safetensors")]
@@ -231,24 +247,34 @@ def run_one(haste, fmt, path, use_convert, timeout, mem_mb, workdir):
         cmd = [haste, "inspect", "--verify", path]
     err_path = path + ".stderr"
     def limits():
-        cap = mem_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        # A loose address-space ceiling only as a safety net: allocations must succeed as they would in real use,
+        # so that a reader which would take gigabytes shows up as "memory" (resident memory watched below),
+        # not as a clean "out of memory" error.
+        resource.setrlimit(resource.RLIMIT_AS, (AS_CEILING, AS_CEILING))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     env = dict(os.environ, SWIFT_BACKTRACE="enable=no")
     start = time.monotonic()
     with open(err_path, "wb") as err:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limits, env=env)
-    timed_out = threading.Event()
-    def kill():
-        timed_out.set()
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    timer = threading.Timer(timeout, kill)
-    timer.start()
+    pidfd = os.pidfd_open(p.pid)                       # signals through it cannot reach a recycled pid
+    done, stopped = threading.Event(), []
+    def watch():
+        while not done.wait(0.02):
+            rss = resident_kib(p.pid)
+            why = "timeout" if time.monotonic() - start > timeout else "memory" if rss and rss > mem_mb * 1024 else None
+            if why:
+                stopped.append(why)
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     _, status, usage = os.wait4(p.pid, 0)
-    timer.cancel()
+    done.set()
+    watcher.join()
+    os.close(pidfd)
     p.returncode = 0                                   # reaped here; keep Popen from waiting again
     seconds = time.monotonic() - start
     stderr = open(err_path, "rb").read().decode("utf-8", "replace")
@@ -256,8 +282,9 @@ def run_one(haste, fmt, path, use_convert, timeout, mem_mb, workdir):
     for f in os.listdir(workdir):
         if f.startswith(os.path.basename(path) + ".out"):
             os.remove(os.path.join(workdir, f))
-    if timed_out.is_set():
-        verdict = "timeout"
+    if stopped:
+        verdict = stopped[0]
+        stderr += f"\n[killed: {'ran past the timeout' if verdict == 'timeout' else f'resident memory passed {mem_mb} MiB'}]"
     elif os.WIFSIGNALED(status):
         verdict = "crash"
         stderr += f"\n[killed by signal {os.WTERMSIG(status)}]"
@@ -283,7 +310,7 @@ def campaign(args):
     rows, unnamed = [], []
     for fmt in formats:
         seed_files = seeds(fmt)
-        counts = {"ok": 0, "clean error": 0, "crash": 0, "timeout": 0}
+        counts = {verdict: 0 for verdict in VERDICTS}
         max_time, max_rss = 0.0, 0
         def job(i):
             name, data = mutant(fmt, seed_files, args.seed, i)
@@ -294,7 +321,7 @@ def campaign(args):
             use_convert = fmt in ("pth", "pth-deflated", "legacy", "torchscript", "pickle") and i % 4 == 3
             result = run_one(args.haste, fmt, path, use_convert, args.timeout, args.mem_mb, work)
             verdict, _, _, stderr, cmd, _ = result
-            if verdict in ("crash", "timeout"):
+            if verdict in FAILURES:
                 keep = os.path.join(crashes, os.path.basename(path))
                 os.replace(path, keep)
                 with open(keep + ".txt", "w") as f:
@@ -317,24 +344,24 @@ def campaign(args):
         f.write(table + "\n")
     for fmt, line in unnamed[:20]:
         print(f"warning: {fmt}: an error message does not name the file: {line}", file=sys.stderr)
-    bad = sum(c["crash"] + c["timeout"] for _, _, c, _, _ in rows)
+    bad = sum(c[v] for _, _, c, _, _ in rows for v in FAILURES)
     if bad:
-        print(f"{bad} crashing or timed-out inputs kept in {crashes} (each with a .txt: command and stderr)", file=sys.stderr)
+        print(f"{bad} crashing, timed-out or memory-hungry inputs kept in {crashes} (each with a .txt: command and stderr)", file=sys.stderr)
     return 1 if bad else 0
 
 
 def render(rows, args):
     lines = [f"haste fuzz campaign: seed {args.seed}, {args.count} mutants per format, timeout {args.timeout:g} s, "
-             f"memory cap {args.mem_mb} MiB, {args.jobs} jobs",
-             "", "| format | mutants | ok | clean error | crash | timeout | max time (s) | max RSS (MiB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    total = {"ok": 0, "clean error": 0, "crash": 0, "timeout": 0}
+             f"resident memory cap {args.mem_mb} MiB, {args.jobs} jobs",
+             "", "| format | mutants | ok | clean error | crash | timeout | over memory | max time (s) | max RSS (MiB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def row(label, n, c, t, rss):
+        return f"| {label} | {n} | " + " | ".join(str(c[v]) for v in VERDICTS) + f" | {t:.2f} | {rss / 1024:.0f} |"
     for fmt, n, c, t, rss in rows:
-        for k in total:
-            total[k] += c[k]
-        lines.append(f"| {fmt} | {n} | {c['ok']} | {c['clean error']} | {c['crash']} | {c['timeout']} | {t:.2f} | {rss / 1024:.0f} |")
-    lines.append(f"| **total** | {sum(r[1] for r in rows)} | {total['ok']} | {total['clean error']} | {total['crash']} | "
-                 f"{total['timeout']} | {max((r[3] for r in rows), default=0):.2f} | {max((r[4] for r in rows), default=0) / 1024:.0f} |")
+        lines.append(row(fmt, n, c, t, rss))
+    total = {v: sum(r[2][v] for r in rows) for v in VERDICTS}
+    lines.append(row("**total**", sum(r[1] for r in rows), total, max((r[3] for r in rows), default=0),
+                     max((r[4] for r in rows), default=0)))
     return "\n".join(lines)
 
 
@@ -346,7 +373,8 @@ def main():
     p.add_argument("--seed", type=int, default=1, help="campaign seed (default 1): same seed, same mutants")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     p.add_argument("--timeout", type=float, default=10, help="seconds per run before it counts as a timeout (default 10)")
-    p.add_argument("--mem-mb", type=int, default=4096, help="address-space cap per run in MiB (default 4096)")
+    p.add_argument("--mem-mb", type=int, default=2048,
+                   help="resident memory per run in MiB past which it is killed and counts as 'over memory' (default 2048)")
     p.add_argument("--out", default=os.path.join(ROOT, ".build", "fuzz"), help="where crashes and summary.md go")
     sys.exit(campaign(p.parse_args()))
 
