@@ -130,13 +130,18 @@ public final class TorchCheckpoint {
     }
 
     /// Tensors under `keyPath` (nil: `defaultStateDictKey`; "": the whole file), keyed by their paths
-    /// relative to it, in file order; each storage is read once. A view that would expand its storage past
-    /// `expandingViewLimit` bytes is an error (`TorchTensor.expandingViewLimit`).
+    /// relative to it, in file order; each storage is read once. Views larger than their storage may take
+    /// `expandingViewLimit` bytes together; past that they are an error (`TorchTensor.expandingViewLimit`).
     public func tensors(at keyPath: String? = nil, expandingViewLimit: Int = TorchTensor.expandingViewLimit) throws -> [(String, Tensor)] {
         let key = keyPath ?? defaultStateDictKey
         let value = key.isEmpty ? nil : try self.value(at: key)
+        var expanded = 0
         return try flatten(value).tensors.map { name, t in
-            do { return (name, try t.load(expandingViewLimit: expandingViewLimit)) } catch let error as HasteError {
+            do {
+                let loaded = try t.load(expandingViewLimit: expandingViewLimit, used: expanded)
+                expanded += t.expandedByteCount                       // ≤ the limit: load checked it
+                return (name, loaded)
+            } catch let error as HasteError {
                 var reason = error.description                        // named once: "FILE: tensor 'x': entry …"
                 if case let .fileFormat(p, detail) = error, p == path { reason = detail }
                 throw HasteError.fileFormat(path: path, detail: "tensor '\(key.isEmpty ? name : key + "." + name)': \(reason)")

@@ -64,9 +64,10 @@ public final class TorchTensor: CustomStringConvertible {
     /// Bytes of the tensor's own elements (what safetensors would store for it; saturating like `count`).
     public var byteCount: Int { CheckedSize.product(count, dtype.byteSize) ?? Int.max }
 
-    /// Bytes a view may hold beyond its storage's before `load` refuses it (unless the caller raises the limit):
-    /// a broadcast or overlapping view (stride 0, `expand`) of a few bytes would otherwise become gigabytes
-    /// once copied out (`haste convert`, a model load). Views no larger than their storage are always read.
+    /// Bytes that views larger than their storage may take, together per file, before loading refuses them (unless
+    /// the caller raises the limit): a broadcast or overlapping view (stride 0, `expand`) of a few bytes would
+    /// otherwise become gigabytes once copied out (`haste convert`, a model load), and a file may hold many.
+    /// Views no larger than their storage are always read.
     public static let expandingViewLimit = 16 << 20
 
     /// Why this view cannot be read (negative or overflowing sizes, strides or offset; elements past the end
@@ -99,20 +100,31 @@ public final class TorchTensor: CustomStringConvertible {
         return nil
     }
 
-    /// Why copying this view out would turn its storage into more than `limit` bytes, or nil.
-    func expansionProblem(limit: Int) -> String? {
-        let storageBytes = CheckedSize.product(storage.count, dtype.byteSize) ?? Int.max
-        guard byteCount > max(storageBytes, limit) else { return nil }
-        return "size \(shape), stride \(strides) views \(storage.count) \(dtype) elements of \(storage.location) "
-            + "(\(InspectReport.humanBytes(storageBytes))); copied out it would take \(InspectReport.humanBytes(byteCount)), "
-            + "past the \(InspectReport.humanBytes(limit)) haste allows a broadcast or overlapping view to expand to "
-            + "(haste convert --allow-expanding-views writes it anyway)"
+    /// Bytes copying this view out produces beyond its storage: its byte count when it holds more bytes than its
+    /// storage (a broadcast or overlapping view, e.g. stride 0), else 0.
+    var expandedByteCount: Int {
+        byteCount > (CheckedSize.product(storage.count, dtype.byteSize) ?? Int.max) ? byteCount : 0
+    }
+
+    /// Why copying this view out would exceed `limit` bytes of expansion, of which earlier views of the same file
+    /// already took `used`; nil when it does not.
+    func expansionProblem(limit: Int, used: Int = 0) -> String? {
+        guard expandedByteCount > limit - used else { return nil }
+        let earlier = used > 0 ? ", of which earlier views of the file take \(InspectReport.humanBytes(used))" : ""
+        return "size \(shape), stride \(strides) views \(storage.count) \(dtype) elements of \(storage.location); copied out it "
+            + "would take \(InspectReport.humanBytes(byteCount)), past the \(InspectReport.humanBytes(limit)) haste allows broadcast "
+            + "or overlapping views to expand to\(earlier) (haste convert --allow-expanding-views writes them anyway)"
     }
 
     /// The tensor on the CPU, in its stored dtype and layout (a view of its storage's single copy). A view larger
     /// than its storage and than `expandingViewLimit` bytes is refused (see `TorchTensor.expandingViewLimit`).
     public func load(expandingViewLimit: Int = TorchTensor.expandingViewLimit) throws -> Tensor {
-        if let problem = problem ?? expansionProblem(limit: expandingViewLimit) { throw HasteError.unsupported(problem) }
+        try load(expandingViewLimit: expandingViewLimit, used: 0)
+    }
+
+    /// `load`, with `used` bytes of the expansion budget already taken by other views of the file.
+    func load(expandingViewLimit: Int, used: Int) throws -> Tensor {
+        if let problem = problem ?? expansionProblem(limit: expandingViewLimit, used: used) { throw HasteError.unsupported(problem) }
         let s = try storage.load()
         return Tensor(storage: s, shape: shape, strides: strides, offset: storageOffset, dtype: dtype)
     }

@@ -11,8 +11,8 @@ struct Convert: ParsableCommand {
         discussion: """
         Tensors keep their dtype and values; names are their dotted paths in the file (relative to --select).
         Non-tensor values (steps, args) go to the safetensors metadata. `haste inspect IN` lists the paths.
-        Views are written contiguously; a view larger than its storage (torch `expand`) is refused past 16 MiB
-        unless --allow-expanding-views is given.
+        Views are written contiguously; views larger than their storage (torch `expand`) are refused past 16 MiB
+        per file unless --allow-expanding-views is given.
         Examples:
           haste convert 0250000.pt sit-xl-2-ema.safetensors --select ema
           haste convert dinov2_vitb14_pretrain.pth dinov2_vitb14.safetensors
@@ -23,8 +23,8 @@ struct Convert: ParsableCommand {
     @Option(help: "Dotted path of the part to convert, e.g. ema, model, opt.state (default: everything).")
     var select: String?
     @Flag(help: """
-        Write broadcast or overlapping views (stride 0, torch `expand`) in full even when they are larger than their \
-        storage and than 16 MiB (refused by default: a tiny file could otherwise expand into gigabytes).
+        Write broadcast or overlapping views (stride 0, torch `expand`) in full even when such views, larger than \
+        their storage, take more than 16 MiB together (refused by default: a tiny file could expand into gigabytes).
         """)
     var allowExpandingViews = false
 

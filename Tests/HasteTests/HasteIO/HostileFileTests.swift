@@ -109,6 +109,14 @@ func npyBytes(_ dict: String, data: [UInt8] = []) -> [UInt8] {
         // Asked for, the view loads (still sharing its 4-byte storage: nothing is expanded until copied).
         let view = try #require(TorchCheckpoint(path: path).tensors(at: "", expandingViewLimit: .max).first?.1)
         #expect(view.shape == [16384, 16384] && view.strides == [0, 0] && view.storage.byteCount == 4)
+        // The limit holds for the file's expanding views together: five 4 MiB views of one float are 20 MiB.
+        let many = PickleWriter.dict { p in
+            p.op(0x28)
+            for i in 0..<5 { p.string("v\(i)"); p.tensor64(count: 1, size: [1024, 1024], stride: [0, 0]) }
+            p.op(0x64)
+        }
+        writeBytes(torchArchive(many, storages: ["0": leBytes([Float(1).bitPattern])]), path)
+        expectFileError(path, "tensor 't.v4'", "earlier views of the file take 16.0 MiB") { _ = try TorchCheckpoint.convert(path, to: out) }
         // Up to the limit an expanding view reads as before: 4 MiB from 4 bytes.
         let small = PickleWriter.dict { $0.tensor64(count: 1, size: [1024, 1024], stride: [0, 0]) }
         writeBytes(torchArchive(small, storages: ["0": leBytes([Float(2).bitPattern])]), path)
