@@ -25,6 +25,7 @@ struct Unpickler {
     private var memo: [Int: PickleNode] = [:]
     private var opcodeStart = 0
     /// Nodes `finalize` may still create: shared references (BINGET, DUP) cannot blow up into an exponential tree.
+    /// 16 per pickle byte, at least 65 536 (a 337-byte pickle of `x = (x, x)` otherwise made 2^19 values to list).
     private var budget: Int
 
     /// `bytes` must stay valid while the unpickler runs; reading starts at `start`.
@@ -34,7 +35,7 @@ struct Unpickler {
         self.entry = entry
         self.position = start
         self.resolveStorage = resolveStorage
-        budget = min(max(1 << 20, 16 * (bytes.count - start)), 1 << 24)
+        budget = min(max(1 << 16, 16 * (bytes.count - start)), 1 << 24)
     }
 
     /// Runs to STOP; returns the value and leaves `position` just past the STOP opcode.

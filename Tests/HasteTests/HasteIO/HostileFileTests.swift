@@ -62,6 +62,16 @@ func npyBytes(_ dict: String, data: [UInt8] = []) -> [UInt8] {
     }
 }
 
+/// Shared references may not turn a few hundred bytes into a million values (x = (x, x), 19 times: 2^20 nodes).
+@Test func sharedReferencesCannotAmplifyASmallPickle() {
+    var bomb = PickleWriter()
+    bomb.op(0x5D)
+    for _ in 0..<19 { bomb.op(0x71, 0, 0x68, 0, 0x86) }
+    bomb.op(0x2E)
+    #expect(bomb.bytes.count < 120)
+    expectTorchError(torchArchive(bomb.bytes), "shared references expand to too many values")
+}
+
 @Test func sizesThatOverflowSixtyFourBitsAreErrorsNotTraps() throws {
     // Legacy storage of 2^60 int64 elements (2^63 bytes) in a 300-byte file.
     let legacy = PickleWriter.dict { $0.tensor64(type: "LongStorage", count: 1 << 60, size: [4], stride: [1]) }
