@@ -302,7 +302,8 @@ def campaign(args):
     formats = args.formats.split(",") if args.formats else FORMATS
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        sys.exit(f"fuzz: unknown format(s) {unknown}; known: {','.join(FORMATS)}")
+        print(f"fuzz: unknown format(s) {unknown}; known: {','.join(FORMATS)}", file=sys.stderr)
+        sys.exit(2)
     os.makedirs(args.out, exist_ok=True)
     crashes = os.path.join(args.out, "crashes")
     os.makedirs(crashes, exist_ok=True)
