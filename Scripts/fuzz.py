@@ -179,6 +179,20 @@ def mutate_npy_header(rng, b):
     return b[:6] + bytes([major, 0]) + len(raw).to_bytes(size, "little") + raw + data
 
 
+def mutate_image_size(rng, fmt, b):
+    """The declared image size set to an extreme (PNG IHDR with its CRC fixed, JPEG SOFn): a few hundred bytes
+    must not make the decoder allocate gigabytes."""
+    b = bytearray(b)
+    side = lambda bits: rng.choice([0, 1, 2, 255, 4096, 30000, 65500, (1 << bits) - 1] + ([1 << 24, 1 << 31] if bits > 16 else []))
+    if fmt == "png" and len(b) >= 33:
+        b[16:24] = struct.pack(">II", side(31), side(31))
+        return fix_png_crcs(bytes(b))
+    sof = next((i for i in range(2, len(b) - 9) if b[i] == 0xFF and 0xC0 <= b[i + 1] <= 0xCF and b[i + 1] not in (0xC4, 0xC8, 0xCC)), None)
+    if sof is not None:
+        b[sof + 5:sof + 9] = struct.pack(">HH", side(16), side(16))
+    return bytes(b)
+
+
 def rezip(rng, data, prefer):
     """Mutates one entry of a zip (an entry ending in `prefer` when there is one) and re-zips it stored, with
     correct CRCs, so the damage reaches the parser behind the zip layer."""
@@ -220,6 +234,8 @@ def mutant(fmt, seed_files, seed, i):
         return name, mutate_safetensors_header(rng, b)
     if fmt == "npy" and rng.random() < 0.4:
         return name, mutate_npy_header(rng, b)
+    if fmt in ("png", "jpeg") and rng.random() < 0.1:
+        return name, mutate_image_size(rng, fmt, b)
     out = mutate_bytes(rng, b, header_end(fmt, b))
     if fmt == "png" and rng.random() < 0.5:
         out = fix_png_crcs(out)
