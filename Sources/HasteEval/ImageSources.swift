@@ -14,6 +14,10 @@ public struct NpzImages: ImageSource {
             throw HasteError.fileFormat(path: npz.path, detail: "'\(key)' is \(h.descr) \(h.shape); ADM batches hold uint8 "
                                         + "images [N, H, W, 3] (as sample.py's np.savez writes them)")
         }
+        guard !h.shape.contains(0) else {
+            throw HasteError.fileFormat(path: npz.path, detail: "'\(key)' is \(h.descr) \(h.shape): a batch with no images or "
+                                        + "empty images; write at least one image of at least 1×1 pixels")
+        }
         self.npz = npz
         self.key = key
         count = h.shape[0]

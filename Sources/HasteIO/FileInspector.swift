@@ -19,7 +19,7 @@ public struct InspectReport: Equatable, Sendable, Encodable {
     }
 
     public let file: String
-    /// "safetensors", "npy", or a `TorchCheckpoint.Format` ("pytorch", "torchscript", "pytorch-legacy").
+    /// "safetensors", "npy", "npz", "png", "jpeg", or a `TorchCheckpoint.Format` ("pytorch", "torchscript", "pytorch-legacy").
     public let format: String
     public let tensors: [Row]
     public let metadata: [String: String]
@@ -61,13 +61,25 @@ public struct InspectReport: Equatable, Sendable, Encodable {
     }
 }
 
-/// Reads the tensor list of a file without loading the tensors (the entry point of `haste inspect`).
+/// Reads the tensor list of a file without loading the tensors (the entry point of `haste inspect`); images are
+/// decoded (their one "tensor" is the RGB pixel array). The format is recognised from the first bytes.
 public enum FileInspector {
-    public static func inspect(_ path: String) throws -> InspectReport {
+    /// `verify` also reads every tensor's data as a load would (zip CRCs, inflation, npy byte order, torch views
+    /// against the expansion limit), so a damaged data section is reported here rather than at training time.
+    public static func inspect(_ path: String, verify: Bool = false) throws -> InspectReport {
         let lower = path.lowercased()
-        if TorchCheckpoint.isTorchFile(path) { return try inspectTorch(path) }
-        if lower.hasSuffix(".npy") || (try? hasNpyMagic(path)) == true {
+        let head = try firstBytes(path)
+        if head.starts(with: [0x89, 0x50, 0x4E, 0x47]) || head.starts(with: [0xFF, 0xD8, 0xFF]) { return try inspectImage(path) }
+        if head.starts(with: TorchZip.localMagic) {
+            let file = try MappedFile(path: path, kind: "a PyTorch or .npz file")
+            let zip = try TorchZip(file: file)
+            let isNpz = !zip.entries.contains { $0.name.hasSuffix("data.pkl") } && zip.entries.contains { $0.name.hasSuffix(".npy") }
+            return isNpz ? try inspectNpz(path, verify: verify) : try inspectTorch(path, verify: verify)
+        }
+        if TorchCheckpoint.isTorchFile(path) { return try inspectTorch(path, verify: verify) }
+        if lower.hasSuffix(".npy") || head.starts(with: NpyHeader.magic) {
             let h = try NpyFile.header(path)
+            if verify { _ = try NpyFile.read(path) }
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             return InspectReport(file: path, format: "npy",
                                  tensors: [.init(name: name, dtype: h.dtype, shape: h.shape, byteCount: h.byteCount)],
@@ -76,19 +88,22 @@ public enum FileInspector {
         }
         do {
             let f = try SafetensorsFile(path: path)
+            if verify { _ = try f.tensors() }
             return InspectReport(file: path, format: "safetensors",
                                  tensors: f.entries.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape,
                                                                 byteCount: $0.byteCount) },
                                  metadata: f.metadata)
         } catch let HasteError.fileFormat(p, detail) where !lower.hasSuffix(".safetensors") {
-            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors and .npy files, and PyTorch .pt/.pth/TorchScript files)")
+            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors, .npy and .npz files, "
+                                        + "PyTorch .pt/.pth/TorchScript files, and PNG and JPEG images)")
         }
     }
 
     /// Tensors of a torch file with their dotted paths; its other values (steps, args, hyper-parameters)
-    /// as metadata. Nothing but the pickle is read.
-    static func inspectTorch(_ path: String) throws -> InspectReport {
+    /// as metadata. Nothing but the pickle is read unless `verify`.
+    static func inspectTorch(_ path: String, verify: Bool) throws -> InspectReport {
         let c = try TorchCheckpoint(path: path)
+        if verify { _ = try c.flatTensors() }
         let (tensors, values) = c.flatten()
         var metadata: [String: String] = [:]
         for (key, value) in values { metadata[key] = value.stringValue ?? value.description }
@@ -97,8 +112,34 @@ public enum FileInspector {
                              metadata: metadata)
     }
 
-    private static func hasNpyMagic(_ path: String) throws -> Bool {
-        let file = try MappedFile(path: path, kind: "a .safetensors or .npy file")
-        return file.count >= 6 && Array(file.bytes[0..<6]) == NpyHeader.magic
+    /// The arrays of an .npz archive (headers only unless `verify`); members that are not .npy files are listed
+    /// as metadata.
+    static func inspectNpz(_ path: String, verify: Bool) throws -> InspectReport {
+        let npz = try NpzArchive(path: path)
+        var rows: [InspectReport.Row] = [], compressed: [String] = []
+        for key in npz.keys {
+            let h = try npz.header(key)
+            if verify { _ = try npz.tensor(key) }
+            if try npz.dataOffset(key) == nil { compressed.append(key) }
+            rows.append(.init(name: key, dtype: h.dtype, shape: h.shape, byteCount: h.byteCount))
+        }
+        return InspectReport(file: path, format: "npz", tensors: rows,
+                             metadata: compressed.isEmpty ? [:] : ["deflated": compressed.joined(separator: ", ")])
+    }
+
+    /// A PNG or JPEG decoded as the preprocessing reads it (Pillow's `convert("RGB")`): one uint8 [H, W, 3] row.
+    static func inspectImage(_ path: String) throws -> InspectReport {
+        let image = try ImageDecoder.decodeRGB(path: path)
+        let isPNG = try firstBytes(path).starts(with: [0x89, 0x50, 0x4E, 0x47])
+        let shape = [image.height, image.width, image.channels]
+        return InspectReport(file: path, format: isPNG ? "png" : "jpeg",
+                             tensors: [.init(name: "pixels", dtype: .uint8, shape: shape, byteCount: image.pixels.count)],
+                             metadata: ["decoded": "RGB, as PIL Image.open(f).convert(\"RGB\")"])
+    }
+
+    /// Up to the first 8 bytes of the file (the format's magic number).
+    private static func firstBytes(_ path: String) throws -> [UInt8] {
+        let file = try MappedFile(path: path, kind: "a .safetensors, .npy, .npz, PyTorch, PNG or JPEG file")
+        return Array(file.bytes.prefix(8))
     }
 }

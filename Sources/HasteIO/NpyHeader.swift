@@ -15,7 +15,8 @@ public struct NpyHeader: Equatable, Sendable {
     public let shape: [Int]
     /// Byte offset of the data in the file.
     public let dataOffset: Int
-    public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+    /// Bytes of the data (checked at parsing: a header whose size overflows is refused).
+    public let byteCount: Int
 
     static let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
     /// Type codes we read (after the byte-order character) and the dtype they become.
@@ -59,9 +60,11 @@ public struct NpyHeader: Equatable, Sendable {
             shape.append(n)
         }
         let (dtype, bigEndian) = try decodeDescr(descr, bad)
-        guard SafetensorsFile.byteCount(shape, dtype) != nil else { throw bad("shape \(shape) is too large") }
+        guard let byteCount = CheckedSize.byteCount(shape, dtype) else {
+            throw bad("\(descr) \(shape) is too big to address (more than \(CheckedSize.maxRank) dimensions, or a size over 64 bits)")
+        }
         return NpyHeader(version: "\(major).0", descr: descr, dtype: dtype, isBigEndian: bigEndian,
-                         fortranOrder: fortran, shape: shape, dataOffset: start + length)
+                         fortranOrder: fortran, shape: shape, dataOffset: start + length, byteCount: byteCount)
     }
 
     private static func decodeDescr(_ descr: String, _ bad: (String) -> HasteError) throws -> (DType, Bool) {

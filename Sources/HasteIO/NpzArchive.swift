@@ -57,7 +57,8 @@ public final class NpzArchive {
             throw HasteError.fileFormat(path: path, detail: "'\(key)': rows \(range) of an array shaped \(h.shape)")
         }
         if h.fortranOrder { return try tensor(key).narrowed(0, start: range.lowerBound, length: range.count).contiguous() }
-        let rowBytes = h.shape.dropFirst().reduce(1, *) * h.dtype.byteSize
+        // Fits: the whole array's byte count was checked when the header was parsed.
+        let rowBytes = h.shape[0] == 0 ? 0 : h.byteCount / h.shape[0]
         return try withMember(key) { h, data in
             let t = Tensor.empty([range.count] + h.shape.dropFirst(), dtype: h.dtype)
             if t.count > 0 {
@@ -74,6 +75,9 @@ public final class NpzArchive {
             throw HasteError.fileFormat(path: path, detail: "no array '\(key)' (the archive has \(keys.joined(separator: ", ")))")
         }
         if span.method == 0 {
+            guard CheckedSize.fits(offset: span.offset, length: span.size, in: zip.file.count) else {   // TorchZip checked it
+                throw span.fail("\(span.size) bytes at byte \(span.offset) run past the end of the file")
+            }
             let member = UnsafeRawBufferPointer(rebasing: zip.file.bytes[span.offset..<(span.offset + span.size)])
             return try decode(key, member, body)
         }

@@ -25,6 +25,7 @@ struct Unpickler {
     private var memo: [Int: PickleNode] = [:]
     private var opcodeStart = 0
     /// Nodes `finalize` may still create: shared references (BINGET, DUP) cannot blow up into an exponential tree.
+    /// 16 per pickle byte, at least 65 536 (a 337-byte pickle of `x = (x, x)` otherwise made 2^19 values to list).
     private var budget: Int
 
     /// `bytes` must stay valid while the unpickler runs; reading starts at `start`.
@@ -34,7 +35,7 @@ struct Unpickler {
         self.entry = entry
         self.position = start
         self.resolveStorage = resolveStorage
-        budget = min(max(1 << 20, 16 * (bytes.count - start)), 1 << 24)
+        budget = min(max(1 << 16, 16 * (bytes.count - start)), 1 << 24)
     }
 
     /// Runs to STOP; returns the value and leaves `position` just past the STOP opcode.
@@ -60,7 +61,9 @@ struct Unpickler {
             let v = try byte()
             guard (2...5).contains(v) else { throw fail("pickle protocol \(v); haste reads protocols 2 to 5") }
         case 0x95: _ = try take(8)                                       // FRAME: a length hint only
-        case 0x28: metastack.append(stack); stack = []                   // MARK
+        case 0x28:                                                       // MARK
+            guard metastack.count < Unpickler.maxDepth else { throw fail("MARKs nest deeper than \(Unpickler.maxDepth) levels (a damaged file?)") }
+            metastack.append(stack); stack = []
         case 0x30: if stack.isEmpty { _ = try popMark() } else { _ = try pop() }   // POP
         case 0x31: _ = try popMark()                                     // POP_MARK
         case 0x32: stack.append(try top())                               // DUP
@@ -293,13 +296,16 @@ extension Unpickler {
         return text
     }
 
-    /// A little-endian two's-complement integer of `n` bytes.
+    /// A little-endian two's-complement integer of `n` bytes; one that fits in 64 bits is an `.int` even when
+    /// stored with redundant sign bytes.
     private mutating func long(_ n: Int) throws -> PickleValue {
-        let raw = Array(try take(n))
+        var raw = Array(try take(n))
         guard !raw.isEmpty else { return .int(0) }
+        let sign: UInt8 = raw.last! & 0x80 == 0 ? 0 : 0xFF
+        while raw.count > 8 && raw.last == sign && (raw[raw.count - 2] & 0x80 == 0) == (sign == 0) { raw.removeLast() }
         guard raw.count <= 8 else { return .bigInt(raw) }
         var v = raw.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        if raw.count < 8 && raw.last! & 0x80 != 0 { v |= ~UInt64(0) << UInt64(8 * raw.count) }   // sign-extend
+        if raw.count < 8 && sign != 0 { v |= ~UInt64(0) << UInt64(8 * raw.count) }   // sign-extend
         return .int(Int(Int64(bitPattern: v)))
     }
 
@@ -348,7 +354,7 @@ extension Unpickler {
     /// The plain value of a node. Nesting deeper than `maxDepth` (also what a cycle becomes) and more nodes
     /// than the budget are errors.
     mutating func finalize(_ node: PickleNode, depth: Int) throws -> PickleValue {
-        guard depth < Unpickler.maxDepth else { throw fail("values nest deeper than \(Unpickler.maxDepth) levels (a cyclic structure?)") }
+        guard depth < Unpickler.maxDepth else { throw fail("values nest deeper than \(Unpickler.maxDepth) levels (torch writes far fewer: a cyclic structure or a damaged file)") }
         budget -= 1
         guard budget >= 0 else { throw fail("shared references expand to too many values") }
         switch node.kind {
@@ -361,33 +367,6 @@ extension Unpickler {
             return .object(className: name, args: try args.map { try finalize($0, depth: depth + 1) },
                            state: try state.map { try finalize($0, depth: depth + 1) })
         case let .storage(s): return .object(className: s.typeName, args: [.string(s.key)], state: nil)
-        }
-    }
-}
-
-/// A value under construction: containers are shared by reference (memo, BINGET) and filled in place
-/// (APPENDS, SETITEMS, BUILD), as in Python, then turned into a `PickleValue` once.
-final class PickleNode {
-    enum Kind {
-        case value(PickleValue)
-        case list([PickleNode])
-        case tuple([PickleNode])
-        case dict([(PickleNode, PickleNode)])
-        case object(String, [PickleNode], PickleNode?)
-        case storage(TorchStorage)
-    }
-
-    var kind: Kind
-    init(_ kind: Kind) { self.kind = kind }
-
-    var kindName: String {
-        switch kind {
-        case let .value(v): return "the value \(v)"
-        case .list: return "a list"
-        case .tuple: return "a tuple"
-        case .dict: return "a dict"
-        case let .object(name, _, _): return "an object of \(name)"
-        case .storage: return "a storage"
         }
     }
 }

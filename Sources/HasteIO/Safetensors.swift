@@ -98,10 +98,13 @@ public final class SafetensorsFile {
             throw bad("entry '\(name)' has dtype \(dt); haste reads \(dtypeNames.keys.sorted().joined(separator: ", "))")
         }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw bad("entry '\(name)' has a negative dimension \(shape)") }
+        guard let bytes = CheckedSize.byteCount(shape, dtype) else {
+            throw bad("entry '\(name)' \(dt) \(shape) is too big to address (more than \(CheckedSize.maxRank) dimensions, or a size over 64 bits)")
+        }
         guard offsets.count == 2, offsets[0] >= 0, offsets[1] >= offsets[0] else {
             throw bad("entry '\(name)' has data_offsets \(offsets); expected [begin, end] with 0 ≤ begin ≤ end")
         }
-        guard let bytes = byteCount(shape, dtype), offsets[1] - offsets[0] == bytes else {
+        guard offsets[1] - offsets[0] == bytes else {
             throw bad("entry '\(name)' \(dt) \(shape) does not match its byte range \(offsets) "
                       + "(\(offsets[1] - offsets[0]) bytes)")
         }
@@ -127,25 +130,16 @@ public final class SafetensorsFile {
         }
     }
 
-    /// count × element size, or nil on overflow.
-    static func byteCount(_ shape: [Int], _ dtype: DType) -> Int? {
-        var n = dtype.byteSize
-        for d in shape {
-            let (r, overflow) = n.multipliedReportingOverflow(by: d)
-            if overflow { return nil }
-            n = r
-        }
-        return n
-    }
-
     private static func describe(_ error: DecodingError) -> String {
         let context: DecodingError.Context
+        var reason: String?
         switch error {
-        case let .typeMismatch(_, c), let .valueNotFound(_, c), let .keyNotFound(_, c), let .dataCorrupted(c): context = c
+        case let .keyNotFound(key, c): (context, reason) = (c, "no '\(key.stringValue)' key")
+        case let .typeMismatch(_, c), let .valueNotFound(_, c), let .dataCorrupted(c): context = c
         @unknown default: return "\(error)"
         }
         let at = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
-        return (at.isEmpty ? "" : "at '\(at)': ") + context.debugDescription
+        return (at.isEmpty ? "" : "at '\(at)': ") + (reason ?? context.debugDescription)
     }
 }
 

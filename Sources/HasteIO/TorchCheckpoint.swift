@@ -130,13 +130,21 @@ public final class TorchCheckpoint {
     }
 
     /// Tensors under `keyPath` (nil: `defaultStateDictKey`; "": the whole file), keyed by their paths
-    /// relative to it, in file order; each storage is read once.
-    public func tensors(at keyPath: String? = nil) throws -> [(String, Tensor)] {
+    /// relative to it, in file order; each storage is read once. Views larger than their storage may take
+    /// `expandingViewLimit` bytes together; past that they are an error (`TorchTensor.expandingViewLimit`).
+    public func tensors(at keyPath: String? = nil, expandingViewLimit: Int = TorchTensor.expandingViewLimit) throws -> [(String, Tensor)] {
         let key = keyPath ?? defaultStateDictKey
         let value = key.isEmpty ? nil : try self.value(at: key)
+        var expanded = 0
         return try flatten(value).tensors.map { name, t in
-            do { return (name, try t.load()) } catch let error as HasteError {
-                throw HasteError.fileFormat(path: path, detail: "tensor '\(key.isEmpty ? name : key + "." + name)': \(error)")
+            do {
+                let loaded = try t.load(expandingViewLimit: expandingViewLimit, used: expanded)
+                expanded += t.expandedByteCount                       // ≤ the limit: load checked it
+                return (name, loaded)
+            } catch let error as HasteError {
+                var reason = error.description                        // named once: "FILE: tensor 'x': entry …"
+                if case let .fileFormat(p, detail) = error, p == path { reason = detail }
+                throw HasteError.fileFormat(path: path, detail: "tensor '\(key.isEmpty ? name : key + "." + name)': \(reason)")
             }
         }
     }
@@ -175,9 +183,9 @@ public final class TorchCheckpoint {
             guard let span = zip.entry(storageFolder + key) else {
                 throw HasteError.fileFormat(path: zip.path, detail: "entry '\(entry.name)': storage '\(key)' has no entry \(storageFolder + key) (truncated archive?)")
             }
-            let bytes = count.multipliedReportingOverflow(by: dtype.byteSize)
-            guard !bytes.overflow, span.size == bytes.partialValue else {
-                throw span.fail("holds \(span.size) bytes, but the pickle declares \(count) \(dtype) elements (\(count &* dtype.byteSize) bytes)")
+            guard let bytes = CheckedSize.product(count, dtype.byteSize), span.size == bytes else {
+                let declared = CheckedSize.product(count, dtype.byteSize).map { "\($0) bytes" } ?? "more bytes than 64 bits count"
+                throw span.fail("holds \(span.size) bytes, but the pickle declares \(count) \(dtype) elements (\(declared))")
             }
             let s = TorchStorage(key: key, dtype: dtype, count: count, typeName: typeName, span: span)
             storages[key] = s
@@ -223,11 +231,14 @@ extension TorchCheckpoint {
     /// by their dotted paths relative to it, each in its stored dtype with its bytes unchanged (views are
     /// written contiguously); the non-tensor values under it (steps, args) as metadata strings, with
     /// `format: pt` as Hugging Face loaders expect. Each storage is read once; the output is written atomically.
-    public static func convert(_ input: String, to output: String, select: String? = nil) throws -> ConversionReport {
+    /// A broadcast or overlapping view that would expand its storage past `expandingViewLimit` bytes is refused
+    /// (pass `Int.max` to write it anyway: `haste convert --allow-expanding-views`).
+    public static func convert(_ input: String, to output: String, select: String? = nil,
+                               expandingViewLimit: Int = TorchTensor.expandingViewLimit) throws -> ConversionReport {
         let clock = ContinuousClock(), start = clock.now
         let checkpoint = try TorchCheckpoint(path: input)
         let key = select ?? ""
-        let tensors = try checkpoint.tensors(at: key)
+        let tensors = try checkpoint.tensors(at: key, expandingViewLimit: expandingViewLimit)
         var seen = Set<String>()
         for (name, _) in tensors where !seen.insert(name).inserted || name == "__metadata__" {
             throw HasteError.fileFormat(path: input, detail: "two tensors flatten to the name '\(name)'; select a part of the file with --select")

@@ -46,8 +46,10 @@ enum LegacyTorchFile {
             guard position <= bytes.count - 8 else { throw bad("storage '\(key)' is missing at byte \(position) (truncated file?)") }
             let count = bytes.u64(position)
             guard count == UInt64(s.count) else { throw bad("storage '\(key)' holds \(count) elements, the pickle declares \(s.count)") }
-            let size = s.count * s.dtype.byteSize
-            guard size <= bytes.count - position - 8 else { throw bad("storage '\(key)' (\(size) bytes at byte \(position + 8)) runs past the end of the file (truncated?)") }
+            guard let size = CheckedSize.product(s.count, s.dtype.byteSize),
+                  CheckedSize.fits(offset: position + 8, length: size, in: bytes.count) else {
+                throw bad("storage '\(key)' (\(s.count) \(s.dtype) elements at byte \(position + 8)) runs past the end of the \(bytes.count)-byte file (truncated or damaged?)")
+            }
             s.span = FileSpan(file: file, name: "storage '\(key)' at byte \(position + 8)", offset: position + 8, storedSize: size,
                               size: size, method: 0, crc: nil)
             position += 8 + size

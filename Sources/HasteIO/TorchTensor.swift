@@ -34,8 +34,7 @@ public final class TorchStorage {
     func load() throws -> Storage {
         if let s = loaded { return s }
         guard let span else { throw HasteError.unsupported("storage '\(key)' has no data in the file") }
-        let byteCount = count * dtype.byteSize
-        let s = Storage(byteCount: byteCount, device: .cpu)
+        let s = Storage(byteCount: span.size, device: .cpu)   // count × element size, checked when the span was made
         try span.read(into: s.address, verify: false)
         if dtype == .bool { normalizeBools(s.address, count: count) }
         span.dropPages()
@@ -61,9 +60,15 @@ public final class TorchTensor: CustomStringConvertible {
 
     public var dtype: DType { storage.dtype }
     /// Elements of the tensor (saturating, for damaged shapes that `problem` rejects).
-    public var count: Int { shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 } }
-    /// Bytes of the tensor's own elements (what safetensors would store for it).
-    public var byteCount: Int { count.multipliedReportingOverflow(by: dtype.byteSize).overflow ? Int.max : count * dtype.byteSize }
+    public var count: Int { CheckedSize.product(shape) ?? Int.max }
+    /// Bytes of the tensor's own elements (what safetensors would store for it; saturating like `count`).
+    public var byteCount: Int { CheckedSize.product(count, dtype.byteSize) ?? Int.max }
+
+    /// Bytes that views larger than their storage may take, together per file, before loading refuses them (unless
+    /// the caller raises the limit): a broadcast or overlapping view (stride 0, `expand`) of a few bytes would
+    /// otherwise become gigabytes once copied out (`haste convert`, a model load), and a file may hold many.
+    /// Views no larger than their storage are always read.
+    public static let expandingViewLimit = 16 << 20
 
     /// Why this view cannot be read (negative or overflowing sizes, strides or offset; elements past the end
     /// of the storage), or nil when it can.
@@ -74,6 +79,7 @@ public final class TorchTensor: CustomStringConvertible {
         guard shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }), storageOffset >= 0 else {
             return "\(described): negative size, stride or offset"
         }
+        guard CheckedSize.byteCount(shape, dtype) != nil else { return "\(described): the sizes multiply past 64 bits (a damaged file)" }
         var total = 1, last = storageOffset
         for (n, s) in zip(shape, strides) {
             let (t, o1) = total.multipliedReportingOverflow(by: n)
@@ -94,9 +100,31 @@ public final class TorchTensor: CustomStringConvertible {
         return nil
     }
 
-    /// The tensor on the CPU, in its stored dtype and layout (a view of its storage's single copy).
-    public func load() throws -> Tensor {
-        if let problem { throw HasteError.unsupported(problem) }
+    /// Bytes copying this view out produces beyond its storage: its byte count when it holds more bytes than its
+    /// storage (a broadcast or overlapping view, e.g. stride 0), else 0.
+    var expandedByteCount: Int {
+        byteCount > (CheckedSize.product(storage.count, dtype.byteSize) ?? Int.max) ? byteCount : 0
+    }
+
+    /// Why copying this view out would exceed `limit` bytes of expansion, of which earlier views of the same file
+    /// already took `used`; nil when it does not.
+    func expansionProblem(limit: Int, used: Int = 0) -> String? {
+        guard expandedByteCount > limit - used else { return nil }
+        let earlier = used > 0 ? ", of which earlier views of the file take \(InspectReport.humanBytes(used))" : ""
+        return "size \(shape), stride \(strides) views \(storage.count) \(dtype) elements of \(storage.location); copied out it "
+            + "would take \(InspectReport.humanBytes(byteCount)), past the \(InspectReport.humanBytes(limit)) haste allows broadcast "
+            + "or overlapping views to expand to\(earlier) (haste convert --allow-expanding-views writes them anyway)"
+    }
+
+    /// The tensor on the CPU, in its stored dtype and layout (a view of its storage's single copy). A view larger
+    /// than its storage and than `expandingViewLimit` bytes is refused (see `TorchTensor.expandingViewLimit`).
+    public func load(expandingViewLimit: Int = TorchTensor.expandingViewLimit) throws -> Tensor {
+        try load(expandingViewLimit: expandingViewLimit, used: 0)
+    }
+
+    /// `load`, with `used` bytes of the expansion budget already taken by other views of the file.
+    func load(expandingViewLimit: Int, used: Int) throws -> Tensor {
+        if let problem = problem ?? expansionProblem(limit: expandingViewLimit, used: used) { throw HasteError.unsupported(problem) }
         let s = try storage.load()
         return Tensor(storage: s, shape: shape, strides: strides, offset: storageOffset, dtype: dtype)
     }
