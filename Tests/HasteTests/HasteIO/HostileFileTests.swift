@@ -51,7 +51,7 @@ func npyBytes(_ dict: String, data: [UInt8] = []) -> [UInt8] {
 /// The other nested text formats: a safetensors header of 100 000 nested JSON arrays (Foundation's parser stops at
 /// its depth limit) and an .npy header of 30 000 nested tuples (ours stops at 16).
 @Test func deeplyNestedHeadersAreRefusedWithoutRecursing() throws {
-    try withTemporaryDirectory { dir in
+    withTemporaryDirectory { dir in
         let path = dir + "/deep.safetensors"
         writeBytes(craftSafetensors(#"{"t":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"), path)
         expectFileError(path, "header JSON") { _ = try SafetensorsFile(path: path) }
@@ -82,7 +82,7 @@ func npyBytes(_ dict: String, data: [UInt8] = []) -> [UInt8] {
                      "holds 32 bytes", "more bytes than 64 bits count")
     let empty = PickleWriter.dict { $0.tensor64(count: 0, size: [0, 1 << 62, 1 << 62], stride: [1, 1, 1]) }
     expectTorchError(torchArchive(empty, storages: ["0": []]), "tensor 't'", "[0, 4611686018427387904, 4611686018427387904]", "past 64 bits")
-    try withTemporaryDirectory { dir in
+    withTemporaryDirectory { dir in
         // A 112-byte safetensors file, the .npy and .npz forms, and a 65-dimensional tensor of ones.
         let path = dir + "/huge.safetensors"
         let header = #"{"t":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}}"#
