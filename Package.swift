@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
         .target(name: "HasteModels", dependencies: ["HasteTensor", "HasteNN"], swiftSettings: libraryFlags),
         .target(name: "HasteDiffusion", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
-        .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "COpenBLAS", "CLAPACKE"],
+        .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "HasteDistributed", "COpenBLAS", "CLAPACKE"],
                 swiftSettings: libraryFlags),
         .target(name: "HasteTraining",
                 dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "Yams"],

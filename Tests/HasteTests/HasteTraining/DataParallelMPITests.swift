@@ -5,7 +5,8 @@ import HasteTraining
 
 /// Real ranks under `mpirun -np 2` (issue #13's CI figures): the demo model without a teacher, global batch 8,
 /// against one process. Skipped only where Open MPI is not installed (Scripts/setup.sh installs it).
-@Suite(.serialized, .enabled(if: Launcher.mpirun != nil, "mpirun not found: install openmpi-bin (Scripts/setup.sh does)"))
+@Suite(.serialized, .enabled(if: Launcher.mpirun != nil, "mpirun not found: install openmpi-bin (Scripts/setup.sh does)"),
+       .enabled(if: fashionMNISTInstalled, "the demo trains on Fashion-MNIST: apt-get install dataset-fashion-mnist"))
 struct DataParallelMPITests {
     /// `haste train configs/demo.yaml` without the teacher, 10 steps at global batch 8, one thread per process,
     /// checkpoints every 5 steps; previews shrunk to one 1-step sample.
@@ -46,7 +47,7 @@ struct DataParallelMPITests {
         #expect(resumed.map { $0["loss"] as! Double } == two.map { $0["loss"] as! Double })
 
         // Generation: 2 ranks write the same .npz as 1 process.
-        var npz: [Data] = []
+        var npz: [Data] = [], npzPath = ""
         for (ranks, folder) in [(0, "gen1"), (2, "gen2")] {
             let r = try Launcher.run(["generate", "--ckpt", "\(dir)/one/checkpoints/0000010.safetensors", "--sample-dir", "\(dir)/\(folder)",
                                       "--num-fid-samples", "6", "--per-proc-batch-size", "2", "--num-steps", "2", "--threads", "1"],
@@ -55,8 +56,21 @@ struct DataParallelMPITests {
             let path = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
             #expect(path.hasSuffix(".npz") && r.stdout.split(separator: "\n").count == 1, "only rank 0 prints the .npz: \(r.stdout)")
             npz.append((try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data())
+            npzPath = path
         }
         #expect(!npz[0].isEmpty && npz[0] == npz[1])
+
+        // FID: 2 ranks share the Inception batches (batch k on rank k mod 2) and report what 1 process does.
+        guard inceptionCached else { return }
+        var reports: [[String: Any]] = []
+        for ranks in [0, 2] {
+            let r = try Launcher.run(["fid", npzPath, "fashion-mnist:t10k", "--limit", "4", "--batch-size", "2", "--fid-only",
+                                      "--weights", inceptionPath, "--json", "--threads", "1"], ranks: ranks)
+            #expect(r.status == 0 && !r.timedOut, "fid (\(ranks) ranks): \(r.stderr.suffix(2000))")
+            reports.append((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]) ?? [:])
+        }
+        let fids = reports.map { $0["fid"] as? Double ?? .nan }
+        #expect(fids[0].isFinite && fids[0] == fids[1], "FID: 1 process \(fids[0]), 2 ranks \(fids[1])")
     }
 
     /// Rank 0 cannot write its checkpoint: it names the problem and the whole job ends, rank 1 included, instead
