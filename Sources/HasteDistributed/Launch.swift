@@ -23,6 +23,16 @@ public enum Launch {
         return nil
     }
 
+    /// For `haste doctor`: whether MPI can be loaded, and which (MPI_Get_library_version may precede MPI_Init).
+    public static func mpiDescription() -> String {
+        do {
+            let mpi = try MPILibrary()
+            return "\(mpi.path) loads (\(mpi.versionString)); mpirun/srun ranks can run data-parallel"
+        } catch {
+            return "\(MPILibrary.defaultPath) not loadable: one process only (install openmpi-bin, or set HASTE_MPI_LIB)"
+        }
+    }
+
     /// The communicator of this process: `SingleProcess` unless a launcher started several ranks, then MPI's.
     public static func communicator(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Communicator {
         guard let job = try announcement(environment), job.size != 1 else { return SingleProcess() }
