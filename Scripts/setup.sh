@@ -10,6 +10,8 @@ PACKAGES=(
   libjpeg62-turbo-dev    # JPEG images
   libhdf5-dev            # HDF5 datasets
   dataset-fashion-mnist  # the small dataset the demo trains on
+  openmpi-bin            # mpirun: data-parallel ranks (haste loads libmpi.so.40 at run time; the mpirun tests use it)
+  libopenmpi-dev         # mpi.h and mpicc, to check the Open MPI constants haste uses (HasteDistributed/MPILibrary.swift)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

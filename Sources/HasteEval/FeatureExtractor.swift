@@ -1,4 +1,5 @@
 import Foundation
+import HasteDistributed
 import HasteModels
 import HasteTensor
 
@@ -36,12 +37,14 @@ public struct ExtractedFeatures {
     public var imagesPerSecond: Double { Double(count) / max(seconds, 1e-9) }
 }
 
-/// Runs the FID Inception over an `ImageSource` in batches (ADM: 64), accumulating float64 statistics.
+/// Runs the FID Inception over an `ImageSource` in batches (ADM: 64), accumulating float64 statistics; the
+/// batches are shared among the ranks of `comm` (FeatureExtractor+Ranks.swift).
 public final class InceptionFeatureExtractor {
     public let model: FIDInceptionV3
     public let input: InceptionInput
     public let batchSize: Int
     public let device: Device
+    public var comm: Communicator = SingleProcess()
 
     public init(model: FIDInceptionV3, input: InceptionInput, batchSize: Int = 64, device: Device = .cpu) {
         require(batchSize >= 1, "InceptionFeatureExtractor: batch size \(batchSize) must be at least 1")
@@ -62,19 +65,18 @@ public final class InceptionFeatureExtractor {
         var spatial = StatisticsAccumulator(dimension: FIDInceptionV3.spatialFeatures)
         var pools: [Tensor] = [], spatials: [Tensor] = [], logits: [Tensor] = []
         progress?(0, n)
-        for first in stride(from: 0, to: n, by: batchSize) {
-            let range = first..<min(first + batchSize, n)
-            let images = try source.images(range)
-            guard images.rank == 4, images.shape[0] == range.count, images.shape[1] == 3 else {
-                throw HasteError.unsupported("image batch \(range) has shape \(images.shape), expected [\(range.count), 3, H, W]")
-            }
-            let out = noGrad { model(input.prepare(images.to(device))) }
+        let ranges = stride(from: 0, to: n, by: batchSize).map { $0..<min($0 + batchSize, n) }
+        let batchOutput = try outputs(of: source, ranges: ranges, comm: comm) { done in
+            progress?(min(n, done * comm.size * batchSize), n)          // this rank's batches, scaled to the set
+        }
+        for (k, range) in ranges.enumerated() {
+            let out = try batchOutput(k)
             pool.add(out.pool)
             spatial.add(out.spatial)
             if keepPool { pools.append(out.pool.to(.cpu)) }
             if keepSpatial { spatials.append(out.spatial.to(.cpu)) }
             if keepLogits, let l = out.logits { logits.append(l.to(.cpu)) }
-            progress?(range.upperBound, n)
+            if comm.size == 1 { progress?(range.upperBound, n) }
         }
         return ExtractedFeatures(count: n, pool: pool.finish(), spatial: spatial.finish(),
                                  poolFeatures: keepPool ? Tensor.cat(pools, axis: 0) : nil,

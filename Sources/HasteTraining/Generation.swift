@@ -131,9 +131,10 @@ public final class SampleGenerator {
         }
     }
 
-    /// Generates this shard's missing PNGs (batches of per-proc-batch-size), then packs the `.npz` if every
-    /// PNG of 0..<num-fid-samples exists. Returns the `.npz` path, or nil while other shards still work.
-    public func run(progress: (GenerationProgress) -> Void = { _ in }) throws -> String? {
+    /// Generates this shard's missing PNGs (batches of per-proc-batch-size), then, with `pack`, packs the `.npz`
+    /// if every PNG of 0..<num-fid-samples exists. Returns the `.npz` path, or nil while other shards still work
+    /// (or without `pack`: MPI ranks leave packing to rank 0, after all are done).
+    public func run(pack: Bool = true, progress: (GenerationProgress) -> Void = { _ in }) throws -> String? {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let pending = shardIndices.filter { !FileManager.default.fileExists(atPath: pngPath($0)) }
         if !pending.isEmpty && !model.pixelSpace && vae == nil {
@@ -149,7 +150,7 @@ public final class SampleGenerator {
             done += batch.count
             progress(GenerationProgress(done: done, total: pending.count, elapsed: Date().timeIntervalSince(start)))
         }
-        guard missing().isEmpty else { return nil }
+        guard pack, missing().isEmpty else { return nil }
         try SamplePacker.pack(folder: folder, count: options.numFidSamples, to: npzPath)
         return npzPath
     }

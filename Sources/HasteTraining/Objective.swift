@@ -13,7 +13,7 @@ public struct Objective {
         public let denoise: Double, projection: Double, attention: Double
     }
 
-    /// Random inputs of one step, drawn in a fixed order from the run's generator (or given by tests).
+    /// Random inputs of one micro-batch (or given by tests).
     public struct Draws {
         public let t: Tensor, noise: Tensor, latentNoise: Tensor?, dropMask: [Bool]
     }
@@ -23,13 +23,36 @@ public struct Objective {
         self.models = models
     }
 
-    public func draw(_ batch: Batch, generator: RandomGenerator) -> Draws {
-        let b = batch.labels.count, shape = [b] + (batch.moments ? [batch.x0.shape[1] / 2] + Array(batch.x0.shape.dropFirst(2)) : Array(batch.x0.shape.dropFirst()))
-        let latentNoise = batch.moments ? generator.normal(shape) : nil
-        let t = config.weighting.sample(b, path: config.pathType, generator: generator)
-        let noise = generator.normal(shape)
-        let drop = generator.uniform([b]).scalars(as: Float.self).map { Double($0) < config.cfgProb }
-        return Draws(t: t, noise: noise, latentNoise: latentNoise, dropMask: drop)
+    /// One sample's shape: x0's, or the latent's (half the moment channels).
+    func sampleShape(_ batch: Batch) -> [Int] {
+        batch.moments ? [batch.x0.shape[1] / 2] + Array(batch.x0.shape.dropFirst(2)) : Array(batch.x0.shape.dropFirst())
+    }
+
+    /// Stream elements one sample's draws take: posterior noise, t, noise, label drop (each whole 4-blocks).
+    public func drawStride(_ batch: Batch) -> Int {
+        let n = (sampleShape(batch).reduce(1, *) + 3) / 4 * 4
+        return (batch.moments ? n : 0) + 4 + n + 4
+    }
+
+    /// The draws of `batch`, which holds samples first..<first + b of a global batch of `globalBatch` (default:
+    /// the batch itself). The generator advances by globalBatch · stride; sample g draws from its own counters
+    /// start + g·stride ..< start + (g + 1)·stride, in the order posterior noise, t, noise, label drop. So a
+    /// sample's draws depend on (seed, micro-batch, g) only, not on how many ranks share the batch (issue #13).
+    public func draw(_ batch: Batch, generator: RandomGenerator, globalBatch: Int? = nil, first: Int = 0) -> Draws {
+        let b = batch.labels.count, shape = [1] + sampleShape(batch), stride = drawStride(batch)
+        require(first >= 0 && first + b <= globalBatch ?? b, "Objective.draw: samples \(first)..<\(first + b) of a batch of \(globalBatch ?? b)")
+        let start = generator.reserve(stride * (globalBatch ?? b))
+        var latent: [Tensor] = [], ts: [Tensor] = [], noise: [Tensor] = [], drop: [Bool] = []
+        for i in 0..<b {
+            let g = RandomGenerator(seed: generator.seed, offset: start + UInt64((first + i) * stride))
+            if batch.moments { latent.append(g.normal(shape)) }
+            ts.append(config.weighting.sample(1, path: config.pathType, generator: g))
+            noise.append(g.normal(shape))
+            drop.append(Double(g.uniform([1]).scalars(as: Float.self)[0]) < config.cfgProb)
+            require(g.offset <= start + UInt64((first + i + 1) * stride), "Objective.draw: sample \(first + i) drew past its stride \(stride)")
+        }
+        return Draws(t: Tensor.cat(ts, axis: 0), noise: Tensor.cat(noise, axis: 0),
+                     latentNoise: batch.moments ? Tensor.cat(latent, axis: 0) : nil, dropMask: drop)
     }
 
     /// x0 for the student: pixels as given, or a fresh posterior sample (mean + std·n)·scale.

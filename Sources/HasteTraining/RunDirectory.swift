@@ -8,19 +8,21 @@ import HasteIO
 import HasteTensor
 
 /// `<output-dir>/<exp-name>/{config.yaml, log.txt, metrics.jsonl, loss.png, checkpoints/, samples/}` (STYLE §2.8),
-/// locked for the life of this object (`RunLock`, file `.lock`).
+/// locked for the life of this object (`RunLock`, file `.lock`) by the one writer of a job (MPI rank 0).
 public final class RunDirectory {
     public let root: String
     private var losses: [(step: Int, loss: Double)] = []
-    private let lock: RunLock
+    private let lock: RunLock?
     /// Temporary files of interrupted atomic writes (a kill during a checkpoint) removed when the directory opened.
     public let removedTemporaries: [String]
     /// The first failed write to log.txt or metrics.jsonl (a full disk). Logging does not throw, so the trainer
     /// checks this once per step and stops with a checkpoint attempt.
     public private(set) var writeFailure: HasteError?
 
-    public init(root: String) throws {
+    /// `writer` false: another rank of the same job writes (and holds the lock); this one only reads.
+    public init(root: String, writer: Bool = true) throws {
         self.root = root
+        guard writer else { (lock, removedTemporaries) = (nil, []); return }
         for dir in [root, "\(root)/checkpoints", "\(root)/samples"] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw HasteError.fileFormat(path: dir, detail: "cannot create the run directory: \(error.localizedDescription)")

@@ -1,5 +1,6 @@
 import Foundation
 import HasteDiffusion
+import HasteDistributed
 import HasteIO
 import HasteModels
 import HasteNN
@@ -14,6 +15,7 @@ public protocol TrainingObserver: AnyObject {
 }
 
 /// The training loop of spec/method.md §11 with HASTE's early stop, checkpoints, resume, previews and metrics.
+/// Data-parallel over the ranks of `comm` (Trainer+DataParallel.swift): rank 0 is the one writer.
 public final class Trainer {
     public let config: TrainConfig
     public let models: ResolvedModels
@@ -26,19 +28,23 @@ public final class Trainer {
     public let run: RunDirectory
     let objective: Objective
     let order: EpochOrder
-    /// Reads batch k+1 while step k computes.
-    lazy var prefetcher = BatchPrefetcher(dataset: dataset, order: order)
+    public let comm: Communicator
+    /// Reads (this rank's share of) batch k+1 while step k computes.
+    lazy var prefetcher = BatchPrefetcher(dataset: dataset, order: order, share: comm.share(of: config.batchSize))
+    lazy var reducer = GradientReducer(store: student.store, comm: comm)
     public private(set) var state = TrainingState()
     weak var observer: TrainingObserver?
 
-    public convenience init(config: TrainConfig, observer: TrainingObserver? = nil) throws {
-        try self.init(config: config, dataset: try config.openDataset(), observer: observer)
+    public convenience init(config: TrainConfig, observer: TrainingObserver? = nil, comm: Communicator = SingleProcess()) throws {
+        try self.init(config: config, dataset: try config.openDataset(), observer: observer, comm: comm)
     }
 
-    public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil) throws {
+    public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil,
+                comm: Communicator = SingleProcess()) throws {
         try config.validate()                                   // configs built in code skip `load`
         self.config = config
-        self.observer = observer
+        self.observer = comm.isWriter ? observer : nil
+        self.comm = comm
         self.dataset = dataset
         models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses)
         if config.usesTeacher && !dataset.hasImages {
@@ -50,25 +56,27 @@ public final class Trainer {
         guard config.gradientAccumulationSteps >= 1 else {
             throw HasteError.config(key: "gradient-accumulation-steps", detail: "must be at least 1")
         }
+        try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
         student = try SiT(models.student, seed: UInt64(config.seed))
         teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
         optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                           eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
         ema = EMA(from: student.store)
-        run = try RunDirectory(root: "\(config.outputDir)/\(config.expName)")
+        run = try RunDirectory(root: "\(config.outputDir)/\(config.expName)", writer: comm.isWriter)
         objective = Objective(config: config, models: models)
         order = EpochOrder(count: dataset.count, batchSize: config.batchSize, seed: UInt64(config.seed))
         for path in run.removedTemporaries { say("removed \(path), left by a write that was interrupted") }
         try resumeIfAsked()
-        try run.writeConfig(config)
+        if comm.isWriter { try run.writeConfig(config) }
     }
 
     func resumeIfAsked() throws {
         guard config.resumeStep != 0 else { return }
-        let found: (step: Int, path: String)?
+        var found: (step: Int, path: String)?
         if config.resumeStep < 0 { found = Checkpoint.latest(in: run.root) } else {
             found = Checkpoint.find(in: run.root, step: config.resumeStep).map { (config.resumeStep, $0) }
         }
+        found = agreeOnCheckpoint(found)
         guard let found else {
             throw HasteError.config(key: "resume-step", detail: "no checkpoint \(config.resumeStep < 0 ? "at all" : "for step \(config.resumeStep)") in \(run.root)/checkpoints")
         }
@@ -77,6 +85,7 @@ public final class Trainer {
     }
 
     func say(_ line: String) {
+        guard comm.isWriter else { return }
         run.log(line)
         observer?.message(line)
     }
@@ -85,9 +94,10 @@ public final class Trainer {
     @discardableResult
     public func train() throws -> TrainingState {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
-        let preview = try Preview(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents,
-                                  vae: try previewVAE())
-        let fid = try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape, pixelSpace: !dataset.hasLatents, run: run)
+        let preview = comm.isWriter ? try Preview(config: config, models: models, sampleShape: dataset.sampleShape,
+                                                  pixelSpace: !dataset.hasLatents, vae: try previewVAE()) : nil
+        let fid = comm.isWriter ? try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape,
+                                                  pixelSpace: !dataset.hasLatents, run: run) : nil
         say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
@@ -113,10 +123,12 @@ public final class Trainer {
                 values["fid"] = v
                 say(String(format: "step %d | FID %.3f (%d EMA samples vs %@)", state.step, v, config.fidSamples, config.fidRef))
             }
-            run.metric(step: state.step, values: values)
-            report(terms, gradNorm: gradNorm, rate: rate)
+            if comm.isWriter {
+                run.metric(step: state.step, values: values)
+                report(terms, gradNorm: gradNorm, rate: rate)
+            }
             if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
-            if state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {
+            if let preview, state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {
                 do {                                             // PNG writes: a full disk stops like a failed append
                     try preview.render(ema: ema, step: state.step, run: run, say: say)
                     try run.plotLosses()
@@ -139,12 +151,15 @@ public final class Trainer {
 
     var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }
 
-    /// Micro-batches of one update; losses are divided by the accumulation count (accelerate's backward).
+    /// Micro-batches of one update; losses are divided by the accumulation count (accelerate's backward). Each
+    /// rank weighs its mean by its share of the global batch, and the gradient sum over ranks is the gradient
+    /// of the global batch's mean (Trainer+DataParallel.swift).
     func accumulateGradients(generator: RandomGenerator, align: Bool) throws -> (total: Double, denoise: Double, projection: Double, attention: Double) {
         student.store.zeroGrad()
         var sums = (0.0, 0.0, 0.0, 0.0)
-        let k = Double(config.gradientAccumulationSteps)
-        for _ in 0..<config.gradientAccumulationSteps {
+        let k = Double(config.gradientAccumulationSteps), share = comm.share(of: config.batchSize)
+        let weight = Double(share.count) / Double(config.batchSize)
+        for micro in 0..<config.gradientAccumulationSteps {
             let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch)
             state.batchInEpoch += 1
             var teacherOut: DINOv2Output?
@@ -152,13 +167,15 @@ public final class Trainer {
                 let out = objective.teacherPass(teacher, images: images)
                 teacherOut = align ? out : nil                      // reference: computed and discarded after the stop
             }
-            let draws = objective.draw(batch, generator: generator)
+            let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
             let terms = objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
-            (terms.total / k).backward()
-            sums.0 += terms.total.item() / k; sums.1 += terms.denoise / k; sums.2 += terms.projection / k; sums.3 += terms.attention / k
+            let last = micro == config.gradientAccumulationSteps - 1
+            (terms.total * weight / k).backward(observer: comm.size > 1 && last ? reducer : nil)
+            sums.0 += terms.total.item() * weight / k; sums.1 += terms.denoise * weight / k
+            sums.2 += terms.projection * weight / k; sums.3 += terms.attention * weight / k
             if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0 }
         }
-        return sums
+        return sumAcrossRanks(sums)
     }
 
     func handleBadStep(terms: (total: Double, denoise: Double, projection: Double, attention: Double), gradNorm: Double) throws {
@@ -192,6 +209,7 @@ public final class Trainer {
     }
 
     func saveCheckpoint() throws {
+        guard comm.isWriter else { return }
         let path = Checkpoint.path(run.root, step: state.step)
         try Checkpoint.save(to: path, model: student.store, ema: ema, optimizer: optimizer, state: state, config: config)
         say("saved \(path)")

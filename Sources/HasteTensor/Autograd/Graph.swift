@@ -1,20 +1,34 @@
 /// The backward walk (STYLE R2): reverse topological order from the root, summing gradients that reach
 /// the same tensor, accumulating leaf gradients into `grad`. Runs with recording off.
 extension Tensor {
-    /// Back-propagates from this tensor. `gradient` defaults to ones (a scalar loss).
-    public func backward(_ gradient: Tensor? = nil) {
+    /// Back-propagates from this tensor. `gradient` defaults to ones (a scalar loss). `observer` hears which
+    /// leaves the walk can reach, then each leaf as soon as its gradient is final (torch's post-accumulate-grad
+    /// hook; data parallelism starts reducing finished gradients while the walk goes on).
+    public func backward(_ gradient: Tensor? = nil, observer: LeafGradientObserver? = nil) {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
         require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
-        GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous()) }
+        GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) }
     }
 
     /// With `capture` nil, leaf gradients go into `grad`; otherwise only the gradients reaching the
     /// captured tensors are returned and no `grad` is touched (torch.autograd.grad).
     static func runBackward(from root: Tensor, seed: Tensor,
-                            capture: Set<ObjectIdentifier>? = nil) -> [ObjectIdentifier: Tensor] {
+                            capture: Set<ObjectIdentifier>? = nil, observer: LeafGradientObserver? = nil) -> [ObjectIdentifier: Tensor] {
         let order = topologicalOrder(root)
+        observer?.willAccumulate(into: order.filter { $0.gradFn == nil && $0.requiresGrad })
         var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
         var captured: [ObjectIdentifier: Tensor] = [:]
+        // A leaf's gradient is final once its last consumer has run: accumulate it then, not at the leaf's own
+        // place in the order (a DFS puts a layer's weights after the whole chain below it). The same sum,
+        // sooner: its memory is freed early and data parallelism can start reducing it.
+        var consumersLeft: [ObjectIdentifier: Int] = [:]
+        if capture == nil {
+            for t in order {
+                for input in t.gradFn?.inputs ?? [] where input.gradFn == nil && input.requiresGrad {
+                    consumersLeft[ObjectIdentifier(input), default: 0] += 1
+                }
+            }
+        }
         for t in order {
             let id = ObjectIdentifier(t)
             guard let g = pending.removeValue(forKey: id) else { continue }
@@ -23,23 +37,37 @@ extension Tensor {
                 if capture.count == captured.count { break }
             }
             guard let node = t.gradFn else {
-                if capture == nil && t.requiresGrad { t.accumulateGrad(g) }
+                if capture == nil && t.requiresGrad {
+                    t.accumulateGrad(g)
+                    observer?.didAccumulate(t)           // a consumer had no gradient for it; nothing adds to it later
+                }
                 continue
             }
             let grads = node.gradients(g.contiguous())
             require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
-            for (input, grad) in zip(node.inputs, grads) {
-                guard let grad, input.isTracked else { continue }
-                require(grad.shape == input.shape,
-                             "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
+            for (input, grad) in zip(node.inputs, grads) where input.isTracked {
                 let key = ObjectIdentifier(input)
-                if let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
+                if let grad {
+                    require(grad.shape == input.shape,
+                            "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
+                    if let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
+                }
+                guard let left = consumersLeft[key] else { continue }
+                if left > 1 { consumersLeft[key] = left - 1; continue }
+                consumersLeft[key] = nil
+                if let g = pending.removeValue(forKey: key) {
+                    input.accumulateGrad(g)
+                    observer?.didAccumulate(input)
+                }
             }
         }
         return captured
     }
 
-    /// Post-order DFS without recursion (graphs of deep models exceed the stack).
+    /// Post-order DFS without recursion (graphs of deep models exceed the stack). Inputs are explored first
+    /// to last (pushed in reverse), so the main path (an op's first input: `x` of `x + f(x)`, of `linear(x, w)`)
+    /// is ordered before the side branches: reversed, each block's side inputs (its adaLN linear, its weights)
+    /// come right after the block, as in the forward pass backwards, and their gradients finish early.
     static func topologicalOrder(_ root: Tensor) -> [Tensor] {
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
@@ -49,7 +77,7 @@ extension Tensor {
             if !visited.insert(ObjectIdentifier(t)).inserted { continue }
             stack.append((t, true))
             if let node = t.gradFn {
-                for input in node.inputs where input.isTracked && !visited.contains(ObjectIdentifier(input)) {
+                for input in node.inputs.reversed() where input.isTracked && !visited.contains(ObjectIdentifier(input)) {
                     stack.append((input, false))
                 }
             }
@@ -77,6 +105,15 @@ extension Tensor {
         let o = other.contiguous()
         backend.axpy(alpha: alpha, x: o.buffer, y: buffer, count: count)
     }
+}
+
+/// Hears a backward walk's leaf gradients (see `Tensor.backward(_:observer:)`).
+public protocol LeafGradientObserver: AnyObject {
+    /// Before the walk: the leaves it reaches (a leaf whose consumers all return nil gradients is reached but
+    /// never accumulated).
+    func willAccumulate(into leaves: [Tensor])
+    /// `leaf.grad` is final for this walk.
+    func didAccumulate(_ leaf: Tensor)
 }
 
 /// Gradients of `output` (contracted with `seed`, default ones) with respect to `inputs` (tracked leaves

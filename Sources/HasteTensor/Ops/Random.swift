@@ -25,6 +25,10 @@ public final class RandomGenerator: @unchecked Sendable {
         return start
     }
 
+    /// Reserves `count` elements (rounded up to whole blocks) for draws made from them elsewhere, e.g. by
+    /// per-sample generators at offsets inside the reservation; returns its first offset.
+    public func reserve(_ count: Int) -> UInt64 { advance(count) }
+
     /// U[0,1) (torch.rand semantics).
     public func uniform(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu) -> Tensor {
         let t = Tensor.empty(shape, dtype: dtype, device: device)

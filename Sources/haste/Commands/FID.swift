@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import HasteDistributed
 import HasteEval
+import HasteTensor
 import HasteIO
 import HasteModels
 import HasteTraining
@@ -46,17 +48,24 @@ struct FID: ParsableCommand {
     }
 
     func run() throws {
-        let device = try runtime.openDevice()
+        let (comm, device) = try runtime.openJob()
+        try Job.run(comm) { try evaluate(comm, device) }
+    }
+
+    /// Under mpirun the ranks share the network passes (batch k on rank k mod N); rank 0 writes and prints.
+    private func evaluate(_ comm: Communicator, _ device: Device) throws {
         let input = InceptionInput(rawValue: mode)!
         let model = try InceptionWeightsFile.load(weights, device: device)
         let weightsName = (InceptionWeightsFile.resolve(weights) as NSString).lastPathComponent
         let extractor = InceptionFeatureExtractor(model: model, input: input, batchSize: batchSize ?? (input == .adm ? 64 : 50), device: device)
+        extractor.comm = comm
         let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName)
-        let bar = ProgressBar(label: "samples")
+        let bar = ProgressBar(label: "samples", enabled: comm.isWriter)
         let samplesSet = try open(samples)
         guard let reference else {
             let side = try evaluator.features(of: samplesSet, side: "samples", progress: { bar.update(done: $1, total: $2, label: $0) })
             bar.finish()
+            guard comm.isWriter else { return }
             try evaluator.statsFile(side).write(to: saveStats!)
             print(json ? jsonText(["saved": saveStats!, "samples": sideJSON(side)])
                        : "saved statistics of \(samples) to \(saveStats!)\(throughput(side, "samples"))")
@@ -64,6 +73,7 @@ struct FID: ParsableCommand {
         }
         let report = try evaluator.evaluate(samples: samplesSet, reference: try open(reference), fidOnly: fidOnly, progress: { bar.update(done: $1, total: $2, label: $0) })
         bar.finish()
+        guard comm.isWriter else { return }
         if let saveStats { try evaluator.statsFile(report.samples).write(to: saveStats) }
         print(json ? jsonText(report.json) : table(report))
     }

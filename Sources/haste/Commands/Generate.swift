@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HasteDiffusion
+import HasteDistributed
 import HasteIO
 import HasteModels
 import HasteTensor
@@ -16,8 +17,9 @@ struct Generate: ParsableCommand {
         HASTE's evaluation setting (SDE, 250 steps, CFG 1.65 on t ≤ 0.72):
           haste generate --ckpt runs/exp/checkpoints/2500000.safetensors --vae-weights sd-vae-ft-ema.safetensors \\
             --mode sde --num-steps 250 --cfg-scale 1.65 --guidance-high 0.72 --per-proc-batch-size 64
-        Split the work: run `--shard 0/2` and `--shard 1/2` (any machines sharing --sample-dir); rerun a killed
-        run with the same flags to resume.
+        Split the work: run `--shard 0/2` and `--shard 1/2` (any machines sharing --sample-dir), or start ranks with
+        `mpirun -np 2 haste generate …` (rank r is shard r/2; rank 0 writes the .npz); rerun a killed run with the
+        same flags to resume.
         """)
 
     @OptionGroup var runtime: RuntimeOptions
@@ -74,13 +76,20 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        _ = try runtime.openDevice()
-        notes.forEach(FlagCheck.note)
+        let (comm, _) = try runtime.openJob()
+        if comm.isWriter { notes.forEach(FlagCheck.note) }
+        try Job.run(comm) { try generate(comm) }
+    }
+
+    private func generate(_ comm: Communicator) throws {
         if !npzSelftest.isEmpty { return try NpzSelftest.run(count: Int(npzSelftest[0])!, path: npzSelftest[1]) }
+        if comm.size > 1 && shard != "0/1" {
+            throw ValidationError("--shard \(shard) under mpirun/srun: the \(comm.size) ranks already split the samples; drop --shard")
+        }
         var o = GenerateOptions()
         (o.sampleDir, o.numFidSamples, o.perProcBatchSize, o.numSteps) = (sampleDir, numFidSamples, perProcBatchSize, numSteps)
         (o.mode, o.heun, o.cfgScale, o.guidanceLow, o.guidanceHigh) = (GenerateOptions.Mode(rawValue: mode)!, heun, cfgScale, guidanceLow, guidanceHigh)
-        (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, parsedShard!)
+        (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, comm.size > 1 ? (comm.rank, comm.size) : parsedShard!)
         o.globalSeed = globalSeed.map { UInt64($0) } ?? runtime.seed
         var flags = GenerationModel.Flags()
         (flags.model, flags.encoderDepth, flags.resolution, flags.numClasses) = (model, encoderDepth, resolution, numClasses)
@@ -93,7 +102,27 @@ struct Generate: ParsableCommand {
         let loaded = try GenerationModel.load(ckpt!, select: ckptSelect, flags: flags)
         let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights)
         let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!)
-        try finish(generator)
+        try finish(generator, comm)
+    }
+
+    /// Alone: generate (and pack when the set is complete). Ranks: each generates its shard silently but rank 0,
+    /// then rank 0 packs once every rank is done.
+    private func finish(_ generator: SampleGenerator, _ comm: Communicator) throws {
+        guard comm.size > 1 else { return try finish(generator) }
+        if !packOnly {
+            let bar = comm.isWriter ? ProgressBar(label: "generate \(comm.size) ranks") : nil
+            _ = try generator.run(pack: false) { bar?.update(done: $0.done, total: $0.total) }
+            bar?.finish()
+        }
+        comm.barrier()
+        guard comm.isWriter else { return }
+        let missing = generator.missing()
+        guard missing.isEmpty else {
+            throw ValidationError("\(missing.count) of \(numFidSamples) PNGs are missing in \(generator.folder) after all ranks finished "
+                                  + "(first: \(String(format: "%06d.png", missing[0]))); do the ranks share --sample-dir?")
+        }
+        try SamplePacker.pack(folder: generator.folder, count: numFidSamples, to: generator.npzPath)
+        print(generator.npzPath)
     }
 
     private func finish(_ generator: SampleGenerator) throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HasteDistributed
 import HasteTensor
 import HasteTraining
 
@@ -80,20 +81,27 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        _ = try runtime.openDevice()
-        reference.notes.forEach(FlagCheck.note)
+        let (comm, _) = try runtime.openJob()
+        if comm.isWriter { reference.notes.forEach(FlagCheck.note) }
+        try Job.run(comm) { try train(comm) }
+    }
+
+    private func train(_ comm: Communicator) throws {
         let pairs = overrides.map { o -> (key: String, value: String) in
             let i = o.firstIndex(of: "=")!
             return (String(o[..<i]), String(o[o.index(after: i)...]))
         } + namedFlags.compactMap { k, v in v.map { (key: k, value: $0) } }
         let resolved = try TrainConfig.load(file: config ?? configFlag, overrides: pairs)
-        idleAlignmentNote(resolved).map(FlagCheck.note)
-        if printConfig { print(try resolved.yaml(), terminator: ""); return }
+        if comm.isWriter { idleAlignmentNote(resolved).map(FlagCheck.note) }
+        if printConfig { if comm.isWriter { print(try resolved.yaml(), terminator: "") }; return }
         let console = ConsoleObserver()
-        let trainer = try Trainer(config: resolved, observer: console)
+        let trainer = try Trainer(config: resolved, observer: console, comm: comm)
+        if comm.size > 1 && comm.isWriter {
+            console.message("data-parallel over \(comm.size) ranks (\(comm.localSize) on this node), \(runtime.threads) threads each; global batch \(resolved.batchSize)")
+        }
         try trainer.train()
         console.finish()
-        print("\(trainer.run.root)")
+        if comm.isWriter { print("\(trainer.run.root)") }
     }
 }
 

@@ -1,12 +1,18 @@
 import ArgumentParser
 import Foundation
+import HasteDistributed
 import HasteTensor
 
 /// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
 struct RuntimeOptions: ParsableArguments {
-    @Option(parsing: .unconditional,
-            help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (the default is this machine's core count).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("threads"), parsing: .unconditional,
+            help: "Compute threads: OpenBLAS's pool and haste's own chunked loops (default: this machine's cores, divided among the ranks on it).")
+    var threadsOption: Int?
+
+    /// Ranks sharing this machine (mpirun/srun), set by `openJob()`: they split the default thread count.
+    nonisolated(unsafe) static var localRanks = 1
+
+    var threads: Int { threadsOption ?? max(1, ProcessInfo.processInfo.activeProcessorCount / RuntimeOptions.localRanks) }
 
     @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
     var device: String = "cpu"
@@ -23,15 +29,22 @@ struct RuntimeOptions: ParsableArguments {
 
     mutating func validate() throws {
         if let s = seedFlag, s < 0 { throw ValidationError("--seed must be ≥ 0 (got \(s)); seeds index haste's random streams") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        if threads > Self.maxThreads {
+        if let t = threadsOption, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
+        if let t = threadsOption, t > Self.maxThreads {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             FileHandle.standardError.write(Data("haste: --threads \(threads) is more than 4 per core (\(cores) cores here); using \(Self.maxThreads)\n".utf8))
-            threads = Self.maxThreads
+            threadsOption = Self.maxThreads
         }
         guard DeviceName(device) != nil else {
             throw ValidationError("--device expects cpu, cuda or cuda:N, got '\(device)'")
         }
+    }
+
+    /// This process's place in a job (mpirun/srun ranks, or alone), then the device with this rank's threads.
+    func openJob() throws -> (Communicator, Device) {
+        let comm = try Launch.communicator()
+        RuntimeOptions.localRanks = comm.localSize
+        return (comm, try openDevice())
     }
 
     /// Sets OpenBLAS's pool and haste's chunking to `--threads`.

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import COpenBLAS
 import Foundation
+import HasteDistributed
 import HasteIO
 
 /// Everything `haste doctor` reports, gathered once. Probes never fail: what is missing is reported as such,
@@ -17,7 +18,7 @@ struct SystemReport {
     var cpuFlags: [(String, Bool)] = []
     var blasCore = "", blasConfig = "", blasThreads = 0
     var libraries: [Library] = []
-    var cuda = ""
+    var cuda = "", mpi = ""
 
     static func collect() -> SystemReport {
         var r = SystemReport()
@@ -39,6 +40,7 @@ struct SystemReport {
             Library(name: "liblapacke.so.3", purpose: "LAPACK (FID matrix square root)", package: "liblapacke"),
         ]
         r.cuda = cudaDescription()
+        r.mpi = Launch.mpiDescription()
         return r
     }
 
@@ -51,6 +53,7 @@ struct SystemReport {
         for l in libraries {
             lines.append("  " + l.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(l.purpose) (\(l.package))")
         }
+        lines.append("mpi: \(mpi)")
         lines.append("cuda: \(cuda)")
         lines.append("devices: cpu (the CUDA backend is not built yet)")
         return lines.joined(separator: "\n")
