@@ -57,7 +57,12 @@ public final class ReferenceLayoutDataset: TrainingDataset {
             return name
         }
         guard let first = features.first else { throw HasteError.fileFormat(path: json, detail: "the dataset is empty") }
-        sampleShape = try NpyFile.read("\(vae)/\(first)").shape.enumerated().map { $0.offset == 0 ? $0.element / 2 : $0.element }
+        let moments = try NpyFile.read("\(vae)/\(first)").shape
+        // Moments are [2C, H, W] (mean and std stacked on the channels): anything else is not a preprocessed item.
+        guard moments.count == 3, moments[0] >= 2, moments[0] % 2 == 0, moments.allSatisfy({ $0 >= 1 }) else {
+            throw HasteError.fileFormat(path: "\(vae)/\(first)", detail: "moments of shape \(moments), expected [2C, H, W] with C ≥ 1 (mean and std of the VAE posterior); re-run `haste preprocess` for this item")
+        }
+        sampleShape = [moments[0] / 2, moments[1], moments[2]]
     }
 
     /// Items are read by `readers` threads straight into the batch buffers (PNG HWC → CHW uint8, moments

@@ -144,3 +144,22 @@ func realPhotoTreeWithACorruptJPEG() throws {
         #expect(a.labels.scalars(as: Int64.self) == [1, 0, 1, 0] && b.labels.scalars(as: Int64.self) == [1, 0, 1, 0])
     }
 }
+
+/// A moments file that is not [2C, H, W] (a 0-dimensional array, an odd channel count) is refused when the
+/// dataset opens, naming the file, instead of trapping in the first batch read.
+@Test func malformedMomentsAreRefusedWhenTheDatasetOpens() throws {
+    try withTemporaryDirectory { dir in
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(dir)/out/vae-sd/00000", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(dir)/out/images/00000", withIntermediateDirectories: true)
+        try PNGImage.write([UInt8](repeating: 9, count: 8 * 8 * 3), height: 8, width: 8, channels: 3, to: "\(dir)/out/images/00000/img00000000.png")
+        try #"{"labels": [["00000/img-mean-std-00000000.npy", 0]]}"#.write(toFile: "\(dir)/out/vae-sd/dataset.json", atomically: true, encoding: .utf8)
+        let npy = "\(dir)/out/vae-sd/00000/img-mean-std-00000000.npy"
+        for bad in [Tensor([Float(1)], shape: []), Tensor.zeros([7, 4, 4]), Tensor.zeros([8, 0, 4]), Tensor.zeros([8, 16])] {
+            try NpyFile.write(bad, to: npy)
+            expectFileError(npy, "expected [2C, H, W]") { _ = try ReferenceLayoutDataset(root: "\(dir)/out", numClasses: 2) }
+        }
+        try NpyFile.write(Tensor.zeros([8, 4, 4]), to: npy)
+        #expect(try ReferenceLayoutDataset(root: "\(dir)/out", numClasses: 2).sampleShape == [4, 4, 4])
+    }
+}
