@@ -7,16 +7,26 @@
 #      every 1000 steps the FID of 250 EMA samples against Fashion-MNIST test-set statistics (runs/demo/fid.png;
 #      the statistics are made once, ~10 minutes; without the Inception weights the demo trains without FID).
 # Extra arguments go to `haste train` (e.g. --max-train-steps 200 for a quick look).
+# Expected wall time on 2 cores from a fresh clone: about 20 minutes (README, "The demo"); each phase's time is
+# printed at the end. A second run reuses the build, the teacher and the FID statistics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+phases=()
+phase_start=$(date +%s)
+# Records how long the phase just finished took, for the summary at the end.
+phase_done() { local now; now=$(date +%s); phases+=("$(printf '%-34s %5d s' "$1" $((now - phase_start)))"); phase_start=$now; }
+start=$phase_start
+
 Scripts/setup.sh
+phase_done "setup (apt packages)"
 swift build -c release --product haste
+phase_done "release build"
 haste=.build/release/haste
 "$haste" doctor | head -n 3
 
-start=$(date +%s)
 "$haste" train-teacher configs/demo.yaml
+phase_done "teacher (train-teacher, cached)"
 Scripts/fetch_inception.sh    # the FID network, cached in .cache/ (warns and continues when offline)
 fid_ref=runs/fashion-mnist-t10k-fid.safetensors
 fid_args=()
@@ -26,5 +36,10 @@ else
   echo "no Inception weights: the demo trains without FID" >&2
   fid_args=(--set fid-every=0)
 fi
+phase_done "FID weights and statistics (cached)"
 "$haste" train configs/demo.yaml "${fid_args[@]}" "$@"
+phase_done "HASTE training with FID"
+echo
+echo "== demo phases (wall time)"
+printf '%s\n' "${phases[@]}"
 echo "demo finished in $(( $(date +%s) - start )) s: sample grids in runs/demo/samples/, loss curve runs/demo/loss.png, FID curve runs/demo/fid.png"
