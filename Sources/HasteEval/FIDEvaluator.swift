@@ -94,7 +94,7 @@ public final class FIDEvaluator {
         var report = FIDReport(mode: mode, weights: weightsName, fid: try FrechetDistance.compute(s.pool, r.pool), samples: s, reference: r)
         if let path = r.cached?.path { report.notes.append("reference: cached statistics \(path)") }
         for (name, side) in [("samples", s), ("reference", r)] where side.pool.count > 0 && side.pool.count < FIDEvaluator.minimumComparableCount {
-            report.notes.append("FID from \(side.pool.count) \(name) (fewer than \(FIDEvaluator.minimumComparableCount)): the estimate is biased "
+            report.notes.append("FID from \(side.pool.count) \(name) images (fewer than \(FIDEvaluator.minimumComparableCount)): the estimate is biased "
                                 + "upwards and not comparable with FIDs from other sample counts; use at least 2048 (50 000 for papers)")
         }
         if mode == .adm, let a = s.spatial, let b = r.spatial {

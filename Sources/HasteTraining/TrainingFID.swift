@@ -94,7 +94,7 @@ final class TrainingFID {
         let fid = try FrechetDistance.compute(samples.pool, reference)
         curve.removeAll { $0.0 >= Double(step) }
         curve.append((Double(step), fid))
-        try LossPlot.write(curve, to: "\(run.root)/fid.png", title: "FID")
+        try RunPlots.fid(curve, samples: config.fidSamples, run.plotContext).write(to: "\(run.root)/fid.png")
         return fid
     }
 
