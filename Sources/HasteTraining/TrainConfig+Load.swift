@@ -4,7 +4,9 @@ import HasteTensor
 extension TrainConfig {
     /// Reads `file` (YAML or JSON; optional), then applies `overrides` (flag or `--set` pairs) in order.
     /// Unknown keys and ill-typed values are errors naming the key; missing keys keep the reference default.
-    public static func load(file: String?, overrides: [(key: String, value: String)] = []) throws -> TrainConfig {
+    /// Relative input paths in the file resolve against its folder (`configRelativeKeys`) unless `filePaths` is
+    /// false (a config stored in a checkpoint, which keeps what it was trained with).
+    public static func load(file: String?, overrides: [(key: String, value: String)] = [], filePaths: Bool = true) throws -> TrainConfig {
         var dict = try TrainConfig().jsonDictionary()
         let types = TrainConfig.typedDefaults()
         if let file {
@@ -12,6 +14,7 @@ extension TrainConfig {
             for (key, value) in fileDict.sorted(by: { $0.key < $1.key }) {
                 try checkKnown(key, in: dict, source: file)
                 dict[key] = try coerce(value, like: types[key]!, key: key)
+                if filePaths, let path = dict[key] as? String { dict[key] = resolve(path, key: key, configFile: file) }
             }
         }
         for (key, value) in overrides {
@@ -28,6 +31,21 @@ extension TrainConfig {
         }
         try config.validate()
         return config
+    }
+
+    /// Input files and folders named in a config file; a relative one means relative to the config file's folder
+    /// (so a config works from any working directory). `output-dir` is not among them: like the reference's
+    /// `--output-dir exps`, runs go under the working directory. Flags and `--set` stay relative to the working directory.
+    public static let configRelativeKeys: Set<String> = ["data-dir", "enc-weights", "vae-weights", "fid-ref", "fid-weights"]
+
+    /// `value` of `key` read from `configFile`, made absolute against the file's folder when it is a relative
+    /// path of a `configRelativeKeys` key. Left alone: "" (a default), `name:split` specs (`fashion-mnist:t10k`),
+    /// and the default Inception spelling, which `InceptionWeightsFile.resolve` searches for.
+    static func resolve(_ value: String, key: String, configFile: String) -> String {
+        guard configRelativeKeys.contains(key), !value.isEmpty, !value.hasPrefix("/"), !value.hasPrefix("~"),
+              !(value.contains(":") && !value.contains("/")), !(key == "fid-weights" && value == TrainConfig().fidWeights) else { return value }
+        let folder = URL(fileURLWithPath: configFile).deletingLastPathComponent()
+        return folder.appendingPathComponent(value).standardizedFileURL.path
     }
 
     /// Default values with their Swift types, by config key (JSON numbers lose the Int/Double distinction).
