@@ -35,6 +35,8 @@ public struct LinePlot {
     /// Extra legend lines (grey), e.g. what a marker outside the range means.
     public var notes: [String] = []
     public var width = 800, height = 480
+    /// Ticks on whole x values only (the x axis counts training steps).
+    public var integerX = true
 
     public init(title: String, xLabel: String, yLabel: String, series: [PlotSeries], markers: [PlotMarker] = []) {
         (self.title, self.xLabel, self.yLabel, self.series, self.markers) = (title, xLabel, yLabel, series, markers)
@@ -53,7 +55,7 @@ public struct LinePlot {
         let y = PlotAxis(covering: ys, padding: 0.1, targetTicks: 6)
         let tickWidth = y.ticks.map { BitmapFont.width(y.label($0)) }.max() ?? 0
         return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48,
-                      x: PlotAxis(covering: xs, padding: 0.04, targetTicks: 8), y: y)
+                      x: PlotAxis(covering: xs, padding: 0.04, targetTicks: 8, minimumStep: integerX ? 1 : 0), y: y)
     }
 
     /// Markers inside the x range (drawn) and the others (listed in the legend).

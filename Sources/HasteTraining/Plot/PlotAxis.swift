@@ -8,7 +8,8 @@ public struct PlotAxis: Equatable {
 
     /// A range holding every value of `values` with `padding` (a fraction of the span) on both sides;
     /// a single value (or none) gets a span of its own.
-    public init(covering values: [Double], padding: Double, targetTicks: Int = 6) {
+    /// `minimumStep` 1 keeps ticks on whole numbers (training steps).
+    public init(covering values: [Double], padding: Double, targetTicks: Int = 6, minimumStep: Double = 0) {
         var lo = values.min() ?? 0, hi = values.max() ?? 1
         if hi - lo < 1e-12 * max(1, abs(hi)) {
             let half = max(abs(hi) * 0.1, 1)
@@ -17,7 +18,7 @@ public struct PlotAxis: Equatable {
             let pad = (hi - lo) * padding
             (lo, hi) = (lo - pad, hi + pad)
         }
-        let s = PlotAxis.stepNearest(ticks: targetTicks, span: hi - lo)
+        let s = max(PlotAxis.stepNearest(ticks: targetTicks, span: hi - lo), minimumStep)
         let first = (lo / s).rounded(.up), last = (hi / s).rounded(.down)
         ticks = first <= last ? stride(from: first, through: last, by: 1).map { $0 * s } : []
         step = s

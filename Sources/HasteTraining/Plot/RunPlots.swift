@@ -28,7 +28,9 @@ public enum RunPlots {
             if i >= window { acc -= points[i - window].1 }
             smooth.append((p.0, acc / Double(min(i + 1, window))))
         }
-        var series = [PlotSeries(name: "loss at each step", points: points.map { (x: $0.0, y: $0.1) }, color: lossColor.lightened(0.65), lineWidth: 1)]
+        let raw = points.map { (x: $0.0, y: $0.1) }
+        var series = [window > 1 ? PlotSeries(name: "loss at each step", points: raw, color: lossColor.lightened(0.65), lineWidth: 1)
+                                 : PlotSeries(name: "loss at each step", points: raw, color: lossColor, lineWidth: 2, markers: points.count <= 20)]
         if window > 1 { series.append(PlotSeries(name: "moving average over \(window) steps", points: smooth, color: lossColor, lineWidth: 2)) }
         return LinePlot(title: "\(context.runName): training loss", xLabel: "training step",
                         yLabel: "denoising loss (velocity MSE)", series: series, markers: context.markers)

@@ -92,3 +92,19 @@ func preview(_ plot: LinePlot, _ name: String) throws {
     #expect(count(c, RGB(214, 96, 0), x: l.left..<l.right, y: l.top..<l.bottom) > 0)   // the legend's dash only
     #expect(count(c, RGB(40, 140, 60), x: l.px(3000) - 3..<l.px(3000) + 4, y: l.py(90) - 3..<l.py(90) + 4) > 10)
 }
+
+/// The first FID of a run (one point) and a two-step loss curve still get a readable frame: ticks on both axes
+/// around the point, its value printed, and the early stop beyond the data named in the legend.
+@Test func aSinglePointPlotGetsAFrameAroundIt() throws {
+    let plot = RunPlots.fid([(1000, 212.4)], samples: 250, RunPlots.Context(runName: "demo", earlyStop: 1500))
+    try preview(plot, "fid-one")
+    let c = plot.render(), l = plot.layout
+    #expect(l.x.ticks.count >= 3 && l.y.ticks.count >= 3)
+    #expect(abs(l.px(1000) - (l.left + l.right) / 2) <= 1 && abs(l.py(212.4) - (l.top + l.bottom) / 2) <= 1)
+    #expect(count(c, RunPlots.fidColor, x: (l.px(1000) - 20)..<(l.px(1000) + 20), y: (l.py(212.4) - 18)..<(l.py(212.4) - 8)) > 15)
+    #expect(plot.visibleMarkers.outside.count == 1)
+    let loss = RunPlots.loss([(1, 1.2), (2, 1.1)], RunPlots.Context(runName: "demo", earlyStop: nil))
+    try preview(loss, "loss-two")
+    #expect(loss.series.count == 1 && loss.markers.isEmpty && loss.layout.y.ticks.count >= 3)
+    #expect(loss.layout.x.ticks == [1, 2] && loss.series[0].color == RunPlots.lossColor)   // whole steps; few points drawn dark
+}
