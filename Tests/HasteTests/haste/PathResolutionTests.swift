@@ -25,8 +25,12 @@ import HasteIO
     #expect(c.vaeWeights == "/opt/vae" && c.fidRef == "fashion-mnist:t10k")            // absolute and dataset specs kept
     #expect(c.fidWeights == InceptionWeightsFile.defaultPath && c.outputDir == "exps")  // searched default; output under the CWD
     let flags = try TrainConfig.load(file: file, overrides: [("enc-weights", "mine.safetensors")])
-    #expect(flags.encWeights == "mine.safetensors")                                    // command-line paths stay CWD-relative
-    #expect(try TrainConfig.load(file: file, filePaths: false).encWeights == "teacher.safetensors")
+    let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL.path
+    #expect(flags.encWeights == "\(cwd)/mine.safetensors")                              // command-line paths: the working directory
+    #expect(try TrainConfig.load(file: nil).dataDir == TrainConfig().dataDir)           // built-in defaults untouched
+    try "data-dir: ../data/imagenet256\n".write(toFile: "\(dir)/configs/default.yaml", atomically: true, encoding: .utf8)
+    #expect(try TrainConfig.load(file: "\(dir)/configs/default.yaml").dataDir == "../data/imagenet256")   // also in a file
+    #expect(try TrainConfig.load(file: file, resolvePaths: false).encWeights == "teacher.safetensors")
 }
 
 /// $HASTE_CACHE first, then the .cache of the project holding the executable, then ./.cache; a miss names them all.
