@@ -82,7 +82,8 @@ public struct AssetLocator {
     public func locate(_ relative: String, fetch: String) throws -> String {
         let places = candidates(relative)
         if let hit = places.first(where: { FileManager.default.fileExists(atPath: $0) }) { return hit }
+        let project = projectRoot == nil ? "no haste checkout (Package.swift) above \(executable)" : "the checkout's .cache"
         throw HasteError.fileMissing(path: relative, hint: "Searched " + places.joined(separator: ", ")
-                                     + " ($HASTE_CACHE, the project's .cache, the working directory's .cache). \(fetch)")
+                                     + " ($HASTE_CACHE, \(project), the working directory's .cache). \(fetch)")
     }
 }
