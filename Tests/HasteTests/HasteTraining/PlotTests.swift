@@ -108,3 +108,12 @@ func preview(_ plot: LinePlot, _ name: String) throws {
     #expect(loss.series.count == 1 && loss.markers.isEmpty && loss.layout.y.ticks.count >= 3)
     #expect(loss.layout.x.ticks == [1, 2] && loss.series[0].color == RunPlots.lossColor)   // whole steps; few points drawn dark
 }
+
+/// The plots' context comes from the run's config: its name, and the early stop only when alignment runs.
+@Test func plotContextFollowsTheConfig() {
+    var c = TrainConfig()
+    (c.expName, c.earlyStopPoint) = ("demo", 1000)
+    #expect(RunPlots.Context(c).runName == "demo" && RunPlots.Context(c).earlyStop == 1000)
+    c.encType = "none"
+    #expect(RunPlots.Context(c).earlyStop == nil && RunPlots.loss([(1, 1), (2, 0.5)], RunPlots.Context(c)).markers.isEmpty)
+}
