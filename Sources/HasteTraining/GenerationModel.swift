@@ -63,7 +63,7 @@ public struct GenerationModel {
         let tmp = NSTemporaryDirectory() + "haste-ckpt-config-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
         try yaml.write(toFile: tmp, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
-        do { return try TrainConfig.load(file: tmp) } catch let e as HasteError {
+        do { return try TrainConfig.load(file: tmp, resolvePaths: false) } catch let e as HasteError {
             throw HasteError.fileFormat(path: path, detail: "its stored config does not load: \(e)")
         }
     }

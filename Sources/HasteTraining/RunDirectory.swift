@@ -22,6 +22,7 @@ public final class RunDirectory {
     /// `writer` false: another rank of the same job writes (and holds the lock); this one only reads.
     public init(root: String, writer: Bool = true) throws {
         self.root = root
+        plotContext = RunPlots.Context(runName: (root as NSString).lastPathComponent, earlyStop: nil)
         guard writer else { (lock, removedTemporaries) = (nil, []); return }
         for dir in [root, "\(root)/checkpoints", "\(root)/samples"] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
@@ -41,7 +42,11 @@ public final class RunDirectory {
         }
     }
 
+    /// Run name and early-stop step for the plots' titles and markers; set by `writeConfig`.
+    public private(set) var plotContext: RunPlots.Context
+
     public func writeConfig(_ c: TrainConfig) throws {
+        plotContext = RunPlots.Context(c)
         try AtomicFile.write(Array(try c.yaml().utf8), to: "\(root)/config.yaml")
     }
 
@@ -74,9 +79,9 @@ public final class RunDirectory {
         }
     }
 
-    /// loss.png: the denoising loss per step with a moving average.
+    /// loss.png: the denoising loss per step with a moving average and the early-stop marker.
     public func plotLosses() throws {
-        try LossPlot.write(losses.map { (Double($0.step), $0.loss) }, to: "\(root)/loss.png", title: "denoising loss")
+        try RunPlots.loss(losses.map { (Double($0.step), $0.loss) }, plotContext).write(to: "\(root)/loss.png")
     }
 
     /// Appends whole lines; on failure the file is cut back to its old length (no half line to corrupt the next

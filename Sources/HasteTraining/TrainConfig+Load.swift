@@ -4,7 +4,9 @@ import HasteTensor
 extension TrainConfig {
     /// Reads `file` (YAML or JSON; optional), then applies `overrides` (flag or `--set` pairs) in order.
     /// Unknown keys and ill-typed values are errors naming the key; missing keys keep the reference default.
-    public static func load(file: String?, overrides: [(key: String, value: String)] = []) throws -> TrainConfig {
+    /// Relative input paths (`configRelativeKeys`) are made absolute unless `resolvePaths` is
+    /// false (a config stored in a checkpoint, which keeps what it was trained with).
+    public static func load(file: String?, overrides: [(key: String, value: String)] = [], resolvePaths: Bool = true) throws -> TrainConfig {
         var dict = try TrainConfig().jsonDictionary()
         let types = TrainConfig.typedDefaults()
         if let file {
@@ -12,11 +14,18 @@ extension TrainConfig {
             for (key, value) in fileDict.sorted(by: { $0.key < $1.key }) {
                 try checkKnown(key, in: dict, source: file)
                 dict[key] = try coerce(value, like: types[key]!, key: key)
+                if resolvePaths, let path = dict[key] as? String {
+                    dict[key] = resolve(path, key: key, against: URL(fileURLWithPath: file).deletingLastPathComponent().path)
+                }
             }
         }
         for (key, value) in overrides {
             try checkKnown(key, in: dict, source: "--set")
             dict[key] = try parse(value, like: types[key]!, key: key)
+        }
+        if resolvePaths {                          // flags: the working directory; built-in defaults stay as they are
+            let cwd = FileManager.default.currentDirectoryPath
+            for key in configRelativeKeys { if let path = dict[key] as? String { dict[key] = resolve(path, key: key, against: cwd) } }
         }
         // Every value went through `parse`, so numbers are finite and JSON can carry them.
         let config: TrainConfig
@@ -28,6 +37,27 @@ extension TrainConfig {
         }
         try config.validate()
         return config
+    }
+
+    /// Input files and folders named in a config file; a relative one means relative to the config file's folder
+    /// (so a config works from any working directory). `output-dir` is not among them: like the reference's
+    /// `--output-dir exps`, runs go under the working directory. Flags and `--set` are relative to the working
+    /// directory. Both are made absolute, so the run's config.yaml means the same thing wherever it is read.
+    public static let configRelativeKeys: Set<String> = ["data-dir", "enc-weights", "vae-weights", "fid-ref", "fid-weights"]
+
+    /// The built-in values of `configRelativeKeys`: they name defaults, not places (`fid-weights`' is searched for by
+    /// `InceptionWeightsFile.resolve`, `data-dir`'s means Fashion-MNIST's folder for that dataset), so never resolved.
+    static let builtInPaths: [String: String] = {
+        let d = TrainConfig()
+        return ["data-dir": d.dataDir, "enc-weights": d.encWeights, "vae-weights": d.vaeWeights, "fid-ref": d.fidRef, "fid-weights": d.fidWeights]
+    }()
+
+    /// `value` of `key` made absolute against `folder` when it is a relative path of a `configRelativeKeys` key.
+    /// Left alone: "" and other built-in values (`builtInPaths`) and `name:split` specs (`fashion-mnist:t10k`).
+    static func resolve(_ value: String, key: String, against folder: String) -> String {
+        guard configRelativeKeys.contains(key), !value.isEmpty, !value.hasPrefix("/"), !value.hasPrefix("~"),
+              !(value.contains(":") && !value.contains("/")), value != TrainConfig.builtInPaths[key] else { return value }
+        return URL(fileURLWithPath: folder, isDirectory: true).appendingPathComponent(value).standardizedFileURL.path
     }
 
     /// Default values with their Swift types, by config key (JSON numbers lose the Int/Double distinction).

@@ -58,9 +58,17 @@ final class TrainingFID {
         self.config = config
         model = try SiT(models.student)
         model.store.setRequiresGrad(false)                     // sampled under noGrad only
-        extractor = InceptionFeatureExtractor(model: try InceptionWeightsFile.load(config.fidWeights), input: .adm)
+        let weights = try InceptionWeightsFile.resolve(config.fidWeights)
+        extractor = InceptionFeatureExtractor(model: try InceptionWeightsFile.load(resolvedPath: weights), input: .adm)
         let ref = try FashionMNISTImages.openEvalSet(config.fidRef)
-        reference = try FIDEvaluator(extractor: extractor, weightsName: config.fidWeights).features(of: ref, side: "reference").pool
+        let evaluator = FIDEvaluator(extractor: extractor, weightsName: (weights as NSString).lastPathComponent,
+                                     referenceCache: ReferenceStatsCache(weightsPath: weights))
+        evaluator.log = { run.log($0) }
+        reference = try evaluator.referenceFeatures(of: ref).pool
+        if config.fidSamples < FIDEvaluator.minimumComparableCount {
+            run.log("warning: fid-samples \(config.fidSamples) < \(FIDEvaluator.minimumComparableCount): the FID curve is biased upwards; "
+                    + "compare it only with itself, and use haste fid on ≥ 2048 (papers: 50 000) samples for a number to report")
+        }
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 3)
         noise = g.normal([config.fidSamples] + sampleShape)
         labels = Tensor((0..<config.fidSamples).map { Int64($0 % models.student.numClasses) }, shape: [config.fidSamples])
@@ -86,7 +94,7 @@ final class TrainingFID {
         let fid = try FrechetDistance.compute(samples.pool, reference)
         curve.removeAll { $0.0 >= Double(step) }
         curve.append((Double(step), fid))
-        try LossPlot.write(curve, to: "\(run.root)/fid.png", title: "FID")
+        try RunPlots.fid(curve, samples: config.fidSamples, run.plotContext).write(to: "\(run.root)/fid.png")
         return fid
     }
 

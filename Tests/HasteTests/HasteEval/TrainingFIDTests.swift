@@ -25,7 +25,7 @@ func fashionMNISTImagesMatchTheFixtureImages() throws {
 
 @Test func fidConfigKeysParse() throws {
     let c = try TrainConfig.load(file: nil, overrides: [("fid-every", "500"), ("fid-ref", "runs/ref.safetensors"), ("fid-samples", "250")])
-    #expect(c.fidEvery == 500 && c.fidRef == "runs/ref.safetensors" && c.fidSamples == 250)
+    #expect(c.fidEvery == 500 && c.fidRef == FileManager.default.currentDirectoryPath + "/runs/ref.safetensors" && c.fidSamples == 250)
     #expect(TrainConfig().fidEvery == 0 && TrainConfig().fidWeights == InceptionWeightsFile.defaultPath)
 }
 

@@ -46,13 +46,9 @@ enum Launcher {
         let out = Pipe(), err = Pipe()
         (p.standardOutput, p.standardError) = (out, err)
         // Drain both pipes while the process runs (a full pipe would block it).
-        var outData = Data(), errData = Data()
-        let group = DispatchGroup(), lock = NSLock()
-        for (pipe, isOut) in [(out, true), (err, false)] {
-            DispatchQueue.global().async(group: group) {
-                let d = pipe.fileHandleForReading.readDataToEndOfFile()
-                lock.lock(); if isOut { outData = d } else { errData = d }; lock.unlock()
-            }
+        let outBox = DrainedPipe(), errBox = DrainedPipe(), group = DispatchGroup()
+        for (pipe, box) in [(out, outBox), (err, errBox)] {
+            DispatchQueue.global().async(group: group) { box.set(pipe.fileHandleForReading.readDataToEndOfFile()) }
         }
         try p.run()
         let deadline = Date().addingTimeInterval(timeout)
@@ -61,7 +57,15 @@ enum Launcher {
         if timedOut { p.terminate() }
         p.waitUntilExit()
         group.wait()
-        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self), timedOut: timedOut)
+        return Result(status: p.terminationStatus, stdout: String(decoding: outBox.data, as: UTF8.self),
+                      stderr: String(decoding: errBox.data, as: UTF8.self), timedOut: timedOut)
     }
+}
+
+/// What one pipe delivered, set by the thread that drained it and read after `group.wait()`.
+private final class DrainedPipe: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored = Data()
+    var data: Data { lock.lock(); defer { lock.unlock() }; return stored }
+    func set(_ d: Data) { lock.lock(); stored = d; lock.unlock() }
 }
