@@ -11,7 +11,9 @@ Scripts/fetch_test_images.sh # real photographs for the preprocess tests (cached
 swift build --build-tests
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Tests that compute FID reference statistics cache them: in a folder of this run's, not the user's ~/.cache/haste.
+export HASTE_CACHE=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$HASTE_CACHE"' EXIT
 status=0
 swift test 2>&1 | tee "$log" || status=$?
 

@@ -33,6 +33,11 @@ enum Launcher {
         let p = Process()
         var env = ProcessInfo.processInfo.environment
         for k in env.keys where k.hasPrefix("OMPI_COMM_WORLD") || k.hasPrefix("PMIX_") || k.hasPrefix("PMI_") { env[k] = nil }
+        // A cache of its own per run: a reference-statistics entry left by an earlier run (or by the 1-process
+        // half of a comparison) would otherwise spare the process the very work a test means to check.
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("haste-cache-\(UUID().uuidString)").path
+        env["HASTE_CACHE"] = cache
+        defer { try? FileManager.default.removeItem(atPath: cache) }
         if ranks > 0 {
             guard let mpirun else { throw CocoaError(.fileNoSuchFile) }
             p.executableURL = URL(fileURLWithPath: mpirun)
