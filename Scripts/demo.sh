@@ -7,7 +7,7 @@
 #      every 1000 steps the FID of 250 EMA samples against Fashion-MNIST test-set statistics (runs/demo/fid.png;
 #      the statistics are made once, ~10 minutes; without the Inception weights the demo trains without FID).
 # Extra arguments go to `haste train` (e.g. --max-train-steps 200 for a quick look).
-# Expected wall time on 2 cores from a fresh clone: about 20 minutes (README, "The demo"); each phase's time is
+# Expected wall time on 2 cores from a fresh clone: about 16 minutes (README, "The demo"); each phase's time is
 # printed at the end. A second run reuses the build, the teacher and the FID statistics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
