@@ -34,7 +34,8 @@ extension Preprocessor {
     }
 
     /// Batched SD-VAE encoding (spec/data.md §1.2): x/127.5 − 1 → posterior (mean | std) float32 [8, R/8, R/8].
-    /// Batching changes nothing per image (the encoder has no cross-sample ops); items whose .npy exists are skipped.
+    /// The encoder has no cross-sample ops, but a different batch size changes BLAS blocking and so the last bits
+    /// of the moments (STYLE §2.9); items whose .npy exists are skipped.
     func encode() throws {
         guard let vae else { return }
         let start = Date()
