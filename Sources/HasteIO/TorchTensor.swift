@@ -75,18 +75,18 @@ public final class TorchTensor: CustomStringConvertible {
     var problem: String? {
         let described = "size \(shape), stride \(strides), offset \(storageOffset)"
         guard shape.count == strides.count else { return "\(described): size and stride differ in length" }
-        guard shape.count <= 64 else { return "\(described): more than 64 dimensions" }
         guard shape.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }), storageOffset >= 0 else {
             return "\(described): negative size, stride or offset"
         }
+        // Also refuses more than CheckedSize.maxRank dimensions; past it the element count cannot overflow.
         guard CheckedSize.byteCount(shape, dtype) != nil else { return "\(described): the sizes multiply past 64 bits (a damaged file)" }
-        var total = 1, last = storageOffset
+        let total = CheckedSize.product(shape)!
+        var last = storageOffset
         for (n, s) in zip(shape, strides) {
-            let (t, o1) = total.multipliedReportingOverflow(by: n)
-            let (reach, o2) = (max(n, 1) - 1).multipliedReportingOverflow(by: s)
-            let (l, o3) = last.addingReportingOverflow(reach)
-            if o1 || o2 || o3 { return "\(described): sizes overflow" }
-            (total, last) = (t, l)
+            let (reach, o1) = (max(n, 1) - 1).multipliedReportingOverflow(by: s)
+            let (l, o2) = last.addingReportingOverflow(reach)
+            if o1 || o2 { return "\(described): sizes overflow" }
+            last = l
         }
         if total == 0 { return nil }
         // Broadcast (stride 0) or overlapping views may hold more elements than their storage, but not absurdly

@@ -40,7 +40,6 @@ extension TrainConfig {
 
     /// Student and teacher configs with every alignment constraint checked.
     public func resolveModels(sampleShape: [Int], numClasses: Int) throws -> ResolvedModels {
-        if prediction != "v" { throw HasteError.config(key: "prediction", detail: "'\(prediction)': only v-prediction exists in the reference") }
         if mixedPrecision != "no" {
             throw HasteError.config(key: "mixed-precision", detail: "'\(mixedPrecision)' is not available on the CPU backend; use `no` (float32; the loss math is float32 in the reference too)")
         }

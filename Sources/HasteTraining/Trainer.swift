@@ -50,11 +50,8 @@ public final class Trainer {
         if config.usesTeacher && !dataset.hasImages {
             throw HasteError.config(key: "enc-type", detail: "the dataset has no raw images for the teacher; use enc-type none")
         }
-        guard config.batchSize > 0, config.batchSize <= dataset.count else {
+        guard config.batchSize <= dataset.count else {                 // ≥ 1 and the other ranges: validate()
             throw HasteError.config(key: "batch-size", detail: "\(config.batchSize) must be in 1...\(dataset.count) (the dataset size)")
-        }
-        guard config.gradientAccumulationSteps >= 1 else {
-            throw HasteError.config(key: "gradient-accumulation-steps", detail: "must be at least 1")
         }
         try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
         student = try SiT(models.student, seed: UInt64(config.seed))
