@@ -27,16 +27,16 @@ struct GenerationCheckpoint {
             return
         }
         let file = try SafetensorsFile(path: path)
-        let tensors = try file.tensors()
         trainConfig = try file.metadata["config"].map { try GenerationModel.trainConfig(yaml: $0, path: path) }
         args = nil
-        guard tensors.keys.contains(where: { $0.hasPrefix("ema.") || $0.hasPrefix("model.") }) else {
-            (prefix, state) = ("", tensors)
+        guard file.names.contains(where: { $0.hasPrefix("ema.") || $0.hasPrefix("model.") }) else {
+            (prefix, state) = ("", try file.tensors())
             return
         }
+        // Only the selected weights are read: a training checkpoint also holds the other copy and AdamW's moments.
         prefix = select + "."
         var selected: [String: Tensor] = [:]
-        for (k, v) in tensors where k.hasPrefix(prefix) { selected[String(k.dropFirst(prefix.count))] = v }
+        for name in file.names where name.hasPrefix(prefix) { selected[String(name.dropFirst(prefix.count))] = try file.tensor(name) }
         if selected.isEmpty { throw HasteError.fileFormat(path: path, detail: "holds no '\(prefix)' weights; try --ckpt-select model") }
         state = selected
     }
