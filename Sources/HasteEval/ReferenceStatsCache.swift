@@ -64,7 +64,7 @@ public struct ReferenceStatsCache {
                 guard file.metadata["crc32.\(name)"] == "\(t.crc32)" else { return .damaged("'\(name)' fails its CRC-32 check") }
                 tensors[name] = t
             }
-            let stats = try StatsFile.read(path)
+            let stats = try StatsFile.read(file, path: path, loaded: tensors)
             guard let rows = tensors["pool_features"], rows.shape == [stats.pool.count, stats.pool.dimension] else {
                 return .damaged("no pool rows matching its \(stats.pool.count) images")
             }
@@ -78,9 +78,8 @@ public struct ReferenceStatsCache {
     public func store(_ stats: StatsFile, poolFeatures: Tensor, key: String, path: String) throws {
         try CacheDirectory.create(directory)
         var extra: [String: String] = ["cache-key": key]
-        var tensors = [("pool_features", poolFeatures.to(.float32))]
-        tensors += stats.tensors
-        for (name, t) in tensors { extra["crc32.\(name)"] = "\(t.crc32)" }
-        try stats.write(to: path, extraTensors: [tensors[0]], extraMetadata: extra)
+        let rows = ("pool_features", poolFeatures.to(.float32)), statistics = stats.tensors
+        for (name, t) in [rows] + statistics { extra["crc32.\(name)"] = "\(t.crc32)" }
+        try stats.write(to: path, tensors: statistics, extraTensors: [rows], extraMetadata: extra)
     }
 }

@@ -27,20 +27,24 @@ public struct StatsFile {
     }
 
     /// `extraTensors`/`extraMetadata`: what a cache entry adds (pool rows, key, checksums).
-    public func write(to path: String, extraTensors: [(String, Tensor)] = [], extraMetadata: [String: String] = [:]) throws {
+    /// `tensors`: this file's `tensors` when the caller has them already (a cache entry checksums them first).
+    public func write(to path: String, tensors: [(String, Tensor)]? = nil, extraTensors: [(String, Tensor)] = [],
+                      extraMetadata: [String: String] = [:]) throws {
         let metadata = ["format": StatsFile.format, "mode": mode?.rawValue ?? "unknown", "count": "\(pool.count)", "weights": weights]
-        try SafetensorsWriter.write(tensors + extraTensors, metadata: metadata.merging(extraMetadata) { a, _ in a }, to: path)
+        try SafetensorsWriter.write((tensors ?? self.tensors) + extraTensors, metadata: metadata.merging(extraMetadata) { a, _ in a }, to: path)
     }
 
-    public static func read(_ path: String) throws -> StatsFile {
-        let file = try SafetensorsFile(path: path)
+    public static func read(_ path: String) throws -> StatsFile { try read(SafetensorsFile(path: path), path: path) }
+
+    /// `loaded`: tensors of `file` already read (a cache lookup's checksummed ones), not read a second time.
+    static func read(_ file: SafetensorsFile, path: String, loaded: [String: Tensor] = [:]) throws -> StatsFile {
         guard file.entry("mu") != nil, file.entry("sigma") != nil else {
             throw HasteError.fileFormat(path: path, detail: "no 'mu'/'sigma' tensors: not a statistics file from `haste fid --save-stats`")
         }
         let count = Int(file.metadata["count"] ?? "") ?? 0
         func stats(_ mu: String, _ sigma: String) throws -> FeatureStatistics? {
             guard file.entry(mu) != nil else { return nil }
-            return try statistics(mean: file.tensor(mu), covariance: file.tensor(sigma), count: count, path: path)
+            return try statistics(mean: loaded[mu] ?? file.tensor(mu), covariance: loaded[sigma] ?? file.tensor(sigma), count: count, path: path)
         }
         return StatsFile(pool: try stats("mu", "sigma")!, spatial: try stats("mu_s", "sigma_s"),
                          mode: file.metadata["mode"].flatMap(InceptionInput.init(rawValue:)), weights: file.metadata["weights"] ?? "")
