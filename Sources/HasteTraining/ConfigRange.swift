@@ -54,9 +54,16 @@ package struct ConfigRange: Sendable {
     }
 
     private func check(_ key: String, _ v: Double, shown: String) throws {
-        guard !contains(v) else { return }
+        if let detail = violation(v, shown: shown) { throw HasteError.config(key: key, detail: detail) }
+    }
+
+    /// "must be ≥ 1 (got -2); why" when `v` is outside the range (NaN and ±Inf always are), else nil: the one
+    /// wording of config keys and of flags (the CLI's FlagCheck).
+    package func violation(_ v: Double, shown: String? = nil) -> String? {
+        guard !contains(v) else { return nil }
         let finite = v.isFinite ? "" : "a finite number "
-        throw HasteError.config(key: key, detail: "must be \(finite)\(text) (got \(shown))\(why.isEmpty ? "" : "; " + why)")
+        let value = shown ?? (v == v.rounded() && Swift.abs(v) < 1e15 ? "\(Int(v))" : "\(v)")
+        return "must be \(finite)\(text) (got \(value))\(why.isEmpty ? "" : "; " + why)"
     }
 
     /// Whether `value` is one of the numeric types `check` reads.

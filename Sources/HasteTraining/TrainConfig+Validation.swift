@@ -3,7 +3,7 @@ import HasteTensor
 extension TrainConfig {
     /// The allowed range of every numeric key, by YAML name (issue #14). `validate()` traps if a numeric key
     /// has no entry, so a new knob cannot skip this table.
-    static let ranges: [String: ConfigRange] = [
+    package static let ranges: [String: ConfigRange] = [
         // Data and models (0 = "from model" / "from enc-type" where the property comment says so)
         "resolution": .atLeast(16, "the teacher grid is 16·resolution/256 patches per side"),
         "hidden-size": .atLeast(0), "depth": .atLeast(0), "num-heads": .atLeast(0),

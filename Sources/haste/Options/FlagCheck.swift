@@ -9,17 +9,11 @@ import HasteTraining
 enum FlagCheck {
     /// Throws "--flag must be ≥ 1 (got -2); why" unless `range` holds `value` (NaN and ±Inf never do).
     static func range(_ flag: String, _ value: Double, _ range: ConfigRange) throws {
-        guard !range.contains(value) else { return }
-        let finite = value.isFinite ? "" : "a finite number "
-        throw ValidationError("--\(flag) must be \(finite)\(range.text) (got \(shown(value)))\(range.why.isEmpty ? "" : "; " + range.why)")
+        if let v = range.violation(value) { throw ValidationError("--\(flag) \(v)") }
     }
 
-    /// -2 rather than -2.0 for whole numbers, as typed.
-    private static func shown(_ v: Double) -> String { v == v.rounded() && Swift.abs(v) < 1e15 ? "\(Int(v))" : "\(v)" }
-
-    static func range(_ flag: String, _ value: Int, _ range: ConfigRange) throws {
-        guard !range.contains(Double(value)) else { return }
-        throw ValidationError("--\(flag) must be \(range.text) (got \(value))\(range.why.isEmpty ? "" : "; " + range.why)")
+    static func range<I: BinaryInteger>(_ flag: String, _ value: I, _ range: ConfigRange) throws {
+        if let v = range.violation(Double(value), shown: "\(value)") { throw ValidationError("--\(flag) \(v)") }
     }
 
     /// Throws "unknown value 'x' for --flag; allowed: a, b" unless `value` is one of `allowed` (or of `aliases`).

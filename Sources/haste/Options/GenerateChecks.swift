@@ -26,12 +26,12 @@ extension Generate {
         try FlagCheck.range("per-proc-batch-size", perProcBatchSize, .atLeast(1))
         try FlagCheck.range("num-fid-samples", numFidSamples, .atLeast(1))
         try FlagCheck.range("grid", grid, .atLeast(0, "0 = no grid"))
-        if let d = encoderDepth { try FlagCheck.range("encoder-depth", d, .atLeast(1, "the 1-based block feeding the projectors")) }
+        if let d = encoderDepth { try FlagCheck.range("encoder-depth", d, TrainConfig.ranges["encoder-depth"]!) }
         if let r = resolution { try FlagCheck.range("resolution", r, .atLeast(8, "the image side in pixels")) }
-        if let n = numClasses { try FlagCheck.range("num-classes", n, .atLeast(1)) }
+        if let n = numClasses { try FlagCheck.range("num-classes", n, TrainConfig.ranges["num-classes"]!) }
         if let h = numHeads { try FlagCheck.range("num-heads", h, .atLeast(1)) }
         if let g = globalSeed {
-            try FlagCheck.range("global-seed", Int(g), .atLeast(0, "seeds index haste's random streams"))
+            try FlagCheck.range("global-seed", g, TrainConfig.ranges["seed"]!)
             if let s = runtime.seedFlag, s != g {
                 throw ValidationError("--global-seed \(g) and --seed \(s) disagree; they are the same seed here: give one of them")
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HasteDistributed
 import HasteTensor
+import HasteTraining
 
 /// Flags every command that computes shares (STYLE §2.8): where, with how many threads, from which seed.
 struct RuntimeOptions: ParsableArguments {
@@ -28,7 +29,7 @@ struct RuntimeOptions: ParsableArguments {
     static var maxThreads: Int { min(1024, 4 * ProcessInfo.processInfo.activeProcessorCount) }
 
     mutating func validate() throws {
-        if let s = seedFlag, s < 0 { throw ValidationError("--seed must be ≥ 0 (got \(s)); seeds index haste's random streams") }
+        if let s = seedFlag { try FlagCheck.range("seed", s, TrainConfig.ranges["seed"]!) }
         if let t = threadsOption, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
         if let t = threadsOption, t > Self.maxThreads {
             let cores = ProcessInfo.processInfo.activeProcessorCount
