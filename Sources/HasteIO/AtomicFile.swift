@@ -16,7 +16,7 @@ public struct AtomicFile {
 
     private init(path: String) throws {
         self.path = path
-        temporary = path + AtomicFile.marker + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        temporary = AtomicFile.temporaryPath(for: path)
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw HasteError.fileFormat(path: path, detail: "cannot create \(temporary): \(MappedFile.message(errno)) "
@@ -44,8 +44,14 @@ public struct AtomicFile {
 
     static let marker = ".tmp-"
 
-    /// Whether `name` (a file name, no folder) is one of our temporaries: `<name>.tmp-<pid>-<random>` (this
-    /// type) or `<name>.tmp-<pid>` (`PNGImage.write`).
+    /// `<path>.tmp-<pid>-<random>`: where every writer of haste's (this type, `PNGImage.write`) puts a file's new
+    /// contents before the rename.
+    public static func temporaryPath(for path: String) -> String {
+        path + marker + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// Whether `name` (a file name, no folder) is one of our temporaries: `<name>.tmp-<pid>-<random>`, or
+    /// `<name>.tmp-<pid>` as PNG writes of earlier versions left them.
     public static func isTemporary(_ name: String) -> Bool {
         guard let r = name.range(of: marker, options: .backwards), r.lowerBound > name.startIndex else { return false }
         let parts = name[r.upperBound...].split(separator: "-", omittingEmptySubsequences: false)

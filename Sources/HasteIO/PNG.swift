@@ -78,7 +78,7 @@ public enum PNGImage {
         require(pixels.count == height * width * channels && [1, 3, 4].contains(channels),
                 "PNG write: \(pixels.count) bytes for \(height)×\(width)×\(channels)")
         require((0...9).contains(compressionLevel), "PNG write: zlib level \(compressionLevel) is not 0–9")
-        let tmp = path + ".tmp-\(getpid())"
+        let tmp = AtomicFile.temporaryPath(for: path)
         var err = [CChar](repeating: 0, count: 256)
         let rc = pixels.withUnsafeBufferPointer {
             haste_png_write(tmp, $0.baseAddress, UInt32(width), UInt32(height), Int32(channels), Int32(compressionLevel), &err, err.count)

@@ -76,7 +76,8 @@ public final class Preprocessor {
     /// Temporaries (`*.tmp-<pid>…`) that an interrupted run left in images/ and vae-sd/: never finished work.
     func removeStaleTemporaries() {
         for dir in [imagesDir, latentsDir] {
-            for name in (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String]) ?? [] where name.contains(".tmp-") {
+            for name in (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String]) ?? []
+            where AtomicFile.isTemporary((name as NSString).lastPathComponent) {
                 try? FileManager.default.removeItem(atPath: "\(dir)/\(name)")
             }
         }
