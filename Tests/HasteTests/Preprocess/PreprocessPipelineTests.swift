@@ -55,14 +55,15 @@ func makeSourceTree(_ root: String) throws -> [String] {
         #expect(png.pixels == admCenterCrop(try ImageDecoder.decodeRGB(path: path), size: 256).pixels)
         crops.append(png.pixels)
     }
-    // The pipeline's first batch was items 1 and 2 (--batch-size 2): the same batch encoded again gives the same
-    // bits (a batch of 1 would not: other BLAS blocking, STYLE §2.9).
+    // The pipeline's first batch was items 1 and 2 (--batch-size 2): the same batch is encoded again. Not bit for
+    // bit: the BLAS thread count is process-global and other tests (GemmTests) change it while this one runs, so
+    // the two encodes need not split work alike (a fresh-clone run differed in the last bits). Float rounding only.
     let x = Tensor(crops[0] + crops[1], shape: [2, 256, 256, 3]).permuted([0, 3, 1, 2]).contiguous().to(.float32) / 127.5 - 1.0
     let (m, sd) = noGrad { vae.encode(x) }
     let want = Tensor.cat([m, sd], axis: 1)
     for k in 0..<2 {
         let stored = try NpyFile.read("\(out)/vae-sd/\(ReferenceNames.moments(k + 1))")
-        #expect(stored.scalars(as: Float.self) == want.narrowed(0, start: k, length: 1).squeezed(0).contiguous().scalars(as: Float.self))
+        expectClose(stored, want.narrowed(0, start: k, length: 1).squeezed(0).contiguous(), atol: 1e-5, rtol: 1e-4, "moments of image \(k + 1)")
     }
 
     let folder = try ReferenceLayoutDataset(root: out, numClasses: 2)
