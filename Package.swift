@@ -30,6 +30,8 @@ let package = Package(
                 dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")],
                 swiftSettings: libraryFlags),
         .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
+        // The CUDA backend: driver, NVRTC and cuBLAS loaded at run time (STYLE §2.5), never a build dependency.
+        .target(name: "HasteCUDA", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         // Ranks of a data-parallel job: MPI (Open MPI's libmpi.so.40, loaded at run time) or one process.
         .target(name: "HasteDistributed", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
@@ -41,10 +43,10 @@ let package = Package(
                 dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "Yams"],
                 swiftSettings: libraryFlags),
         .executableTarget(name: "haste",
-                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "COpenBLAS",
+                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "COpenBLAS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "HasteTests",
-                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed"],
+                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

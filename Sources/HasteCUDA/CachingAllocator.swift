@@ -1,0 +1,62 @@
+import HasteTensor
+
+/// A size-keyed caching allocator in front of the driver's allocations (STYLE §2.5 [tinygrad LRUAllocator, MLX]):
+/// freed blocks wait in a free list keyed by their rounded size and are handed out again, so a training step
+/// allocates nothing from the driver once warm. Out of memory, it returns every cached block to the driver and
+/// retries once; then it ends the process with what was asked, what haste holds, and a hint.
+public final class CachingAllocator {
+    let driver: any GPUDriver
+    let device: Device
+    /// Cached (free) blocks by rounded byte size.
+    private var free: [Int: [DevicePointer]] = [:]
+    /// Bytes handed out and not yet released; bytes held from the driver (in use + cached); the peak in use.
+    public private(set) var inUse = 0, held = 0, peakInUse = 0
+    /// Driver allocations so far (a warm step adds none).
+    public private(set) var driverAllocations = 0
+
+    init(driver: any GPUDriver, device: Device) { self.driver = driver; self.device = device }
+
+    /// Sizes round up to 512 bytes below 1 MiB and to 2 MiB above, so similar requests share blocks.
+    public static func rounded(_ byteCount: Int) -> Int {
+        let n = Swift.max(byteCount, 1)
+        if n < 1 << 20 { return (n + 511) & ~511 }
+        return (n + (2 << 20) - 1) & ~((2 << 20) - 1)
+    }
+
+    public func allocate(byteCount: Int) -> DevicePointer {
+        let size = CachingAllocator.rounded(byteCount)
+        if var list = free[size], let p = list.popLast() {
+            free[size] = list
+            inUse += size; peakInUse = Swift.max(peakInUse, inUse)
+            return p
+        }
+        var p = driver.allocate(byteCount: size)
+        if p == nil {
+            emptyCache()
+            p = driver.allocate(byteCount: size)
+        }
+        guard let address = p else {
+            let mib = { (b: Int) in "\((Double(b) / 1_048_576 * 10).rounded() / 10) MiB" }
+            CUDABackend.fail("out of memory on \(device) (\(driver.deviceDescription)): asked for \(mib(size)), "
+                             + "haste holds \(mib(held)) (\(mib(inUse)) in use) of \(mib(driver.totalMemory)).\n"
+                             + "hint: use a smaller --batch-size, or free the GPU from other processes (nvidia-smi)")
+        }
+        driverAllocations += 1
+        held += size; inUse += size; peakInUse = Swift.max(peakInUse, inUse)
+        return address
+    }
+
+    public func release(_ address: DevicePointer, byteCount: Int) {
+        let size = CachingAllocator.rounded(byteCount)
+        inUse -= size
+        free[size, default: []].append(address)
+    }
+
+    /// Returns every cached block to the driver.
+    public func emptyCache() {
+        for (size, list) in free {
+            for p in list { driver.free(p); held -= size }
+        }
+        free.removeAll()
+    }
+}

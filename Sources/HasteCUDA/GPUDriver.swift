@@ -1,0 +1,94 @@
+import HasteTensor
+
+/// A device address (`CUdeviceptr`). Storage keeps it in `Storage.address` as pointer bits; only this module
+/// converts between the two (`CUDABackend.address(_:)`).
+public typealias DevicePointer = UInt64
+
+/// A launch dimension (grid or block), CUDA's `dim3`.
+public struct Dim3: Sendable, Equatable, CustomStringConvertible {
+    public var x: Int, y: Int, z: Int
+    public init(_ x: Int, _ y: Int = 1, _ z: Int = 1) { self.x = x; self.y = y; self.z = z }
+    public var description: String { "(\(x), \(y), \(z))" }
+}
+
+/// One kernel argument, as the kernel's C signature declares it (`const float*` → `.pointer`, `long long` →
+/// `.int64`, `int` → `.int32`, `float` → `.float`, `unsigned long long` → `.uint64`).
+public enum KernelArgument: Sendable, Equatable {
+    case pointer(DevicePointer)
+    case int32(Int32)
+    case int64(Int64)
+    case uint64(UInt64)
+    case float(Float)
+    case double(Double)
+}
+
+/// CUDA C++ source of one kernel family: the `prelude` (`KernelSource.prelude`) is prepended when compiled.
+/// Kernels are written in the subset both NVRTC and the test emulator accept (documented in `Prelude.swift`):
+/// every entry point is `extern "C" __global__ void name(...)` and listed in `kernels`.
+public struct KernelSource: Sendable, Hashable {
+    public let family: String
+    public let code: String
+    public let kernels: [String]
+    public init(family: String, kernels: [String], code: String) {
+        self.family = family; self.kernels = kernels; self.code = code
+    }
+    /// What the compiler sees: the prelude, then the family's code.
+    public var fullText: String { KernelSource.prelude + "\n" + code }
+}
+
+/// A loaded kernel entry point: a `CUfunction` on a GPU, a host trampoline in the emulator.
+public struct GPUFunction: @unchecked Sendable {
+    public let name: String
+    public let handle: UnsafeMutableRawPointer
+    public init(name: String, handle: UnsafeMutableRawPointer) { self.name = name; self.handle = handle }
+}
+
+/// A strided-batched GEMM in cuBLAS's column-major convention (`cublasSgemmStridedBatched`): for i < batch,
+/// C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i], op(A) m×k, op(B) k×n, C m×n, leading dimensions and strides in
+/// elements, addresses already offset. `CUDABackend.gemm` turns haste's row-major call into this one.
+public struct GemmDescriptor: Sendable, Equatable {
+    public var transA: Bool, transB: Bool
+    public var m: Int, n: Int, k: Int
+    public var alpha: Float, beta: Float
+    public var a: DevicePointer, lda: Int, strideA: Int
+    public var b: DevicePointer, ldb: Int, strideB: Int
+    public var c: DevicePointer, ldc: Int, strideC: Int
+    public var batch: Int
+    public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
+                a: DevicePointer, lda: Int, strideA: Int, b: DevicePointer, ldb: Int, strideB: Int,
+                c: DevicePointer, ldc: Int, strideC: Int, batch: Int) {
+        self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k; self.alpha = alpha; self.beta = beta
+        self.a = a; self.lda = lda; self.strideA = strideA; self.b = b; self.ldb = ldb; self.strideB = strideB
+        self.c = c; self.ldc = ldc; self.strideC = strideC; self.batch = batch
+    }
+}
+
+/// The seam under `CUDABackend`: one device, one stream. `CUDADriver` implements it over the CUDA driver API,
+/// NVRTC and cuBLAS loaded at run time; the tests' emulator implements it on the host (kernels compiled by
+/// clang, run block by block), so every kernel and the backend's bookkeeping are tested without a GPU.
+/// Work is queued in call order on the one stream; only `copy(from:toHost:)` and `synchronize` wait.
+public protocol GPUDriver: AnyObject {
+    /// For messages and `haste doctor`: "NVIDIA H200 (sm_90, 139.8 GiB)", "emulator".
+    var deviceDescription: String { get }
+    /// Compute capability as major·10 + minor (90 for sm_90): NVRTC compiles for it.
+    var computeCapability: Int { get }
+    /// Bytes of device memory in total.
+    var totalMemory: Int { get }
+    /// Raw allocation (the backend's caching allocator fronts it); nil when the device is out of memory.
+    func allocate(byteCount: Int) -> DevicePointer?
+    func free(_ address: DevicePointer)
+    /// Host → device; the host buffer may be reused when this returns.
+    func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int)
+    /// Device → host after all queued work: the one place the host waits (with `synchronize`).
+    func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int)
+    /// Device → device, queued.
+    func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int)
+    /// Compiles (through the on-disk cache where there is one) and loads a family; returns its entry points by name.
+    func load(_ source: KernelSource) throws -> [String: GPUFunction]
+    /// Queues a kernel.
+    func launch(_ function: GPUFunction, grid: Dim3, block: Dim3, sharedBytes: Int, arguments: [KernelArgument])
+    /// Queues a float32 strided-batched GEMM (TF32 tensor cores only when the driver was opened with them allowed).
+    func gemm(_ g: GemmDescriptor)
+    /// Waits for the stream; throws the first asynchronous error since the last call.
+    func synchronize() throws
+}
