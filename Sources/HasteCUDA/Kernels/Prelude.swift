@@ -23,6 +23,12 @@ extension KernelSource {
     #define HASTE_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
     #endif
     #define HASTE_FULL_MASK 0xffffffffu
+    #ifndef INFINITY
+    #define INFINITY __int_as_float(0x7f800000)
+    #endif
+    #ifndef NAN
+    #define NAN __int_as_float(0x7fffffff)
+    #endif
     #define HASTE_GRID_STRIDE_LOOP(i, n) \
         for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
