@@ -30,11 +30,7 @@ public enum CUDA {
         }
         let libs = try libraries ?? load(environment)
         libraries = libs
-        guard index >= 0 && index < libs.deviceCount else {
-            let list = (0..<libs.deviceCount).map { "cuda:\($0) \(describeDevice(libs.api, Int32($0)))" }
-            throw HasteError.unsupported("--device cuda:\(index): this machine has \(libs.deviceCount) CUDA device\(libs.deviceCount == 1 ? "" : "s")"
-                                         + (list.isEmpty ? "" : ": " + list.joined(separator: ", ")) + visibleDevicesNote(environment))
-        }
+        try checkIndex(index, libs, environment)
         let compiler = KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: KernelCompiler.defaultCacheDirectory(environment: environment))
         let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: compiler, index: index, allowTF32: allowTF32)
         drivers[index] = driver
@@ -46,6 +42,15 @@ public enum CUDA {
     public static func driver(index: Int) -> CUDADriver? {
         lock.lock(); defer { lock.unlock() }
         return drivers[index]
+    }
+
+    /// Throws for an index beyond the devices, listing them.
+    static func checkIndex(_ index: Int, _ libs: Libraries, _ environment: [String: String]) throws {
+        guard index < 0 || index >= libs.deviceCount else { return }
+        let list = (0..<libs.deviceCount).map { "cuda:\($0) \(describeDevice(libs.api, Int32($0)))" }
+        throw HasteError.unsupported("--device cuda:\(index): this machine has \(libs.deviceCount) CUDA device\(libs.deviceCount == 1 ? "" : "s")"
+                                     + (list.isEmpty ? "" : ": " + list.joined(separator: ", ")) + visibleDevicesNote(environment)
+                                     + "\nhint: pick one of those, or run with --device cpu")
     }
 
     static func visibleDevicesNote(_ environment: [String: String]) -> String {

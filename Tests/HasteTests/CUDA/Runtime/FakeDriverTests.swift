@@ -1,0 +1,204 @@
+import Foundation
+import HasteTensor
+import Testing
+@testable import HasteCUDA
+
+/// A stand-in `libcuda.so.1`, `libcublas.so.12` and `libcublasLt.so.12`, compiled from C at test time: every
+/// function `CUDADriver` resolves, with cuda.h's C signatures, "device memory" in host memory, and globals that
+/// record what was called. It checks the real driver code on the CPU: symbol names, the C ABI of each call
+/// (argument order, `void**` kernel parameters, cuBLAS's strided-batched GEMM computed here in column-major),
+/// TF32 math mode, the stream every call goes to, and errors kept for `synchronize()`.
+let fakeDriverSource = #"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef int CUresult;
+#define STREAM ((void*)0x5157)
+int fake_stream_flags = -1, fake_images = 0, fake_launches = 0, fake_attr_calls = 0, fake_attr = 0, fake_attr_value = 0;
+int fake_fail_next_launch = 0, fake_sync_result = 0, fake_wrong_stream = 0, fake_param_count = 0;
+unsigned fake_dims[7];
+uint64_t fake_params[16];
+char fake_kernel[64];
+CUresult cuInit(unsigned flags) { return flags == 0 ? 0 : 1; }
+CUresult cuDriverGetVersion(int* v) { *v = 12080; return 0; }
+CUresult cuDeviceGetCount(int* n) { *n = 2; return 0; }
+CUresult cuDeviceGet(int* d, int ordinal) { if (ordinal < 0 || ordinal > 1) return 101; *d = ordinal; return 0; }
+CUresult cuDeviceGetAttribute(int* v, int attr, int dev) {
+    *v = attr == 75 ? 9 : attr == 76 ? 0 : attr == 97 ? 232448 : attr == 16 ? 132 : 0; return 0;
+}
+CUresult cuDeviceGetName(char* name, int len, int dev) { snprintf(name, len, "Fake H200 #%d", dev); return 0; }
+CUresult cuDeviceTotalMem_v2(size_t* bytes, int dev) { *bytes = (size_t)150000000000ULL; return 0; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, int dev) { *ctx = (void*)(0x1000 + (uintptr_t)dev); return 0; }
+CUresult cuCtxSetCurrent(void* ctx) { return ctx ? 0 : 201; }
+CUresult cuStreamCreate(void** s, unsigned flags) { *s = STREAM; fake_stream_flags = (int)flags; return 0; }
+CUresult cuMemAlloc_v2(uint64_t* p, size_t n) { if (n > (1 << 20)) return 2; *p = (uint64_t)(uintptr_t)malloc(n); return 0; }
+CUresult cuMemFree_v2(uint64_t p) { free((void*)(uintptr_t)p); return 0; }
+static CUresult on(void* s) { if (s != STREAM) { fake_wrong_stream++; return 400; } return 0; }
+CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t n, void* s) { if (on(s)) return 400; memcpy((void*)(uintptr_t)dst, src, n); return 0; }
+CUresult cuMemcpyDtoHAsync_v2(void* dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; memcpy(dst, (void*)(uintptr_t)src, n); return 0; }
+CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; memcpy((void*)(uintptr_t)dst, (void*)(uintptr_t)src, n); return 0; }
+CUresult cuStreamSynchronize(void* s) { if (on(s)) return 400; return fake_sync_result; }
+CUresult cuModuleLoadData(void** m, const void* image) {
+    if (memcmp(image, "\x7f" "ELF", 4) != 0) return 200;
+    fake_images++; *m = (void*)0x3000; return 0;
+}
+CUresult cuModuleGetFunction(void** f, void* m, const char* name) { if (m != (void*)0x3000) return 400; *f = strdup(name); return 0; }
+CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, void* s, void** params, void** extra) {
+    if (on(s)) return 400;
+    if (fake_fail_next_launch) { fake_fail_next_launch = 0; return 701; }
+    fake_launches++;
+    snprintf(fake_kernel, sizeof fake_kernel, "%s", (const char*)f);
+    unsigned d[7] = {gx, gy, gz, bx, by, bz, shared};
+    memcpy(fake_dims, d, sizeof d);
+    for (int i = 0; i < fake_param_count && i < 16; i++) memcpy(&fake_params[i], params[i], 8);
+    return extra == 0 ? 0 : 1;
+}
+CUresult cuFuncSetAttribute(void* f, int attr, int value) { fake_attr_calls++; fake_attr = attr; fake_attr_value = value; return 0; }
+CUresult cuGetErrorString(CUresult r, const char** s) { *s = r == 701 ? "too many resources requested for launch" : "fake failure"; return 0; }
+CUresult cuGetErrorName(CUresult r, const char** s) { *s = r == 701 ? "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" : "CUDA_ERROR_FAKE"; return 0; }
+"""#
+
+let fakeBLASSource = #"""
+#include <stddef.h>
+int fake_math_mode = -1, fake_gemms = 0;
+void* fake_blas_stream = 0;
+int cublasCreate_v2(void** h) { *h = (void*)0xb1a5; return 0; }
+int cublasSetStream_v2(void* h, void* s) { fake_blas_stream = s; return h == (void*)0xb1a5 ? 0 : 1; }
+int cublasSetMathMode(void* h, int mode) { fake_math_mode = mode; return 0; }
+/* Column-major C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i], as cuBLAS defines it. */
+int cublasSgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, const float* alpha,
+                              const float* A, int lda, long long sa, const float* B, int ldb, long long sb,
+                              const float* beta, float* C, int ldc, long long sc, int batch) {
+    if (h != (void*)0xb1a5 || m < 0 || n < 0 || k < 0) return 7;
+    fake_gemms++;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float acc = 0;
+                for (int l = 0; l < k; l++) {
+                    float a = ta ? A[b * sa + l + (long long)i * lda] : A[b * sa + i + (long long)l * lda];
+                    float x = tb ? B[b * sb + j + (long long)l * ldb] : B[b * sb + l + (long long)j * ldb];
+                    acc += a * x;
+                }
+                float* c = &C[b * sc + i + (long long)j * ldc];
+                *c = *alpha * acc + (*beta == 0 ? 0 : *beta * *c);
+            }
+    return 0;
+}
+const char* cublasGetStatusString(int s) { return "CUBLAS_STATUS_FAKE"; }
+int cublasGetProperty(int type, int* v) { *v = type == 0 ? 12 : type == 1 ? 8 : 4; return 0; }
+"""#
+
+/// Builds the fake libraries into a fresh folder with the system C compiler; nil (and a warning) without one.
+func buildFakeCUDA() throws -> String? {
+    let dir = RuntimeTestSupport.temporaryFolder("fakecuda")
+    let builds = [("libcuda.so.1", fakeDriverSource), ("libcublas.so.12", fakeBLASSource), ("libcublasLt.so.12", "int fake_lt;\n")]
+    for (name, source) in builds {
+        try source.write(toFile: "\(dir)/\(name).c", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["cc", "-shared", "-fPIC", "-O1", "-o", "\(dir)/\(name)", "\(dir)/\(name).c"]
+        p.standardOutput = FileHandle.nullDevice
+        do { try p.run() } catch { print("warning: no C compiler (cc), fake-driver test skipped"); return nil }
+        p.waitUntilExit()
+        if p.terminationStatus != 0 { print("warning: cc could not build \(name), fake-driver test skipped"); return nil }
+    }
+    return dir
+}
+
+@Test func cudaDriverDrivesTheDriverAPIAndCuBLASAsTheirCSignaturesSay() throws {
+    guard let nvrtc = RuntimeTestSupport.nvrtc, let fake = try buildFakeCUDA() else { return }
+    defer { try? FileManager.default.removeItem(atPath: fake) }
+    let nvrtcDir = (nvrtc.path as NSString).deletingLastPathComponent
+    let env = ["HASTE_CUDA_LIB_DIR": "\(fake):\(nvrtcDir)", "PATH": "/nonexistent"]
+    let libs = try CUDA.load(env)
+    #expect(libs.api.library.path == "\(fake)/libcuda.so.1" && libs.blas.library.path == "\(fake)/libcublas.so.12")
+    #expect(libs.blas.lt.path == "\(fake)/libcublasLt.so.12" && libs.blas.version == "12.8.4")
+    #expect(libs.deviceCount == 2 && libs.driverVersion == 12080)
+    func global<T>(_ name: String, _: T.Type) -> UnsafeMutablePointer<T> {
+        let h = name.hasPrefix("fake_math") || name.hasPrefix("fake_gemms") || name.hasPrefix("fake_blas") ? libs.blas.library.handle : libs.api.library.handle
+        return dlsym(h, name)!.assumingMemoryBound(to: T.self)
+    }
+
+    // An index beyond the devices lists them.
+    #expect(throws: HasteError.unsupported("--device cuda:5: this machine has 2 CUDA devices: cuda:0 Fake H200 #0 (sm_90, 139.7 GiB), "
+                                           + "cuda:1 Fake H200 #1 (sm_90, 139.7 GiB)\nhint: pick one of those, or run with --device cpu")) {
+        try CUDA.checkIndex(5, libs, env)
+    }
+
+    let cache = RuntimeTestSupport.temporaryFolder("fakecache")
+    defer { try? FileManager.default.removeItem(atPath: cache) }
+    let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: cache),
+                                index: 1, allowTF32: false)
+    #expect(driver.deviceDescription == "Fake H200 #1 (sm_90, 139.7 GiB)" && driver.computeCapability == 90 && driver.maxSharedBytes == 232448)
+    #expect(global("fake_stream_flags", Int32.self).pointee == 1)                    // CU_STREAM_NON_BLOCKING
+    #expect(global("fake_blas_stream", UnsafeRawPointer?.self).pointee == UnsafeRawPointer(bitPattern: 0x5157))
+    #expect(global("fake_math_mode", Int32.self).pointee == 0)                       // CUBLAS_DEFAULT_MATH
+    try driver.setTF32(true)
+    #expect(global("fake_math_mode", Int32.self).pointee == 3 && driver.allowTF32)   // CUBLAS_TF32_TENSOR_OP_MATH
+    try driver.setTF32(false)
+
+    // The backend over it: error word, copies both ways and on the device, synchronize.
+    let backend = CUDABackend(driver: driver, device: .cuda(1))
+    backend.synchronize()
+    let values: [Float] = (0..<16).map { Float($0) * 0.5 - 3 }
+    let a = try #require(driver.allocate(byteCount: 64)), b = try #require(driver.allocate(byteCount: 64))
+    values.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: a, byteCount: 64) }
+    driver.copy(from: a, to: b, byteCount: 64)
+    var back = [Float](repeating: 0, count: 16)
+    back.withUnsafeMutableBytes { driver.copy(from: b, toHost: $0.baseAddress!, byteCount: 64) }
+    #expect(back == values)
+    #expect(driver.allocate(byteCount: 2 << 20) == nil)                              // CUDA_ERROR_OUT_OF_MEMORY → nil
+
+    // Kernels: a real CUBIN is loaded, the arguments arrive as the kernel's C parameters.
+    let functions = try driver.load(probeSource)
+    #expect(global("fake_images", Int32.self).pointee == 1)
+    let f = try #require(functions["haste_cache_probe"])
+    global("fake_param_count", Int32.self).pointee = 3
+    driver.launch(f, grid: Dim3(3, 2), block: Dim3(128), sharedBytes: 0, arguments: [.pointer(a), .int64(-3), .float(2.5)])
+    try driver.synchronize()
+    #expect(String(cString: UnsafeRawPointer(global("fake_kernel", CChar.self)).assumingMemoryBound(to: CChar.self)) == "haste_cache_probe")
+    #expect(Array(UnsafeBufferPointer(start: global("fake_dims", UInt32.self), count: 7)) == [3, 2, 1, 128, 1, 1, 0])
+    let params = global("fake_params", UInt64.self)
+    #expect(params[0] == a && Int64(bitPattern: params[1]) == -3 && Float(bitPattern: UInt32(truncatingIfNeeded: params[2])) == 2.5)
+
+    // Over 48 KiB of dynamic shared memory: opted into once per function; beyond the device's limit: an error.
+    for _ in 0..<2 { driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 100_000, arguments: [.pointer(a), .int64(1), .float(1)]) }
+    try driver.synchronize()
+    #expect(global("fake_attr_calls", Int32.self).pointee == 1 && global("fake_attr", Int32.self).pointee == 8
+            && global("fake_attr_value", Int32.self).pointee == 100_000)
+    driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 300_000, arguments: [])
+    #expect(throws: CUDAError.self) { try driver.synchronize() }
+
+    // A failed launch is kept, thrown once by synchronize, with the kernel and the driver's words; then cleared.
+    global("fake_fail_next_launch", Int32.self).pointee = 1
+    driver.launch(f, grid: Dim3(7), block: Dim3(256), sharedBytes: 0, arguments: [.pointer(a), .int64(1), .float(1)])
+    do { try driver.synchronize(); Issue.record("the failed launch was not reported") } catch {
+        #expect("\(error)".contains("launch of haste_cache_probe grid (7, 1, 1) block (256, 1, 1)")
+                && "\(error)".contains("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (701): too many resources requested for launch"), "\(error)")
+    }
+    try driver.synchronize()
+    global("fake_sync_result", Int32.self).pointee = 700
+    #expect(throws: CUDAError.self) { try driver.synchronize() }
+    global("fake_sync_result", Int32.self).pointee = 0
+
+    // cuBLAS: batch 2 of C(2×2) = Aᵀ·B with A stored k×m = 3×2 and B k×n = 3×2, column-major, strides 6/6/4.
+    let A: [Float] = [1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5], B: [Float] = [1, 0, 2, -1, 1, 1, 3, 1, 0, 0, 2, -1]
+    let dA = try #require(driver.allocate(byteCount: 48)), dB = try #require(driver.allocate(byteCount: 48)), dC = try #require(driver.allocate(byteCount: 32))
+    A.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: dA, byteCount: 48) }
+    B.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: dB, byteCount: 48) }
+    driver.gemm(GemmDescriptor(transA: true, transB: false, m: 2, n: 2, k: 3, alpha: 2, beta: 0, a: dA, lda: 3, strideA: 6,
+                               b: dB, ldb: 3, strideB: 6, c: dC, ldc: 2, strideC: 4, batch: 2))
+    try driver.synchronize()
+    var C = [Float](repeating: 0, count: 8)
+    C.withUnsafeMutableBytes { driver.copy(from: dC, toHost: $0.baseAddress!, byteCount: 32) }
+    var expected = [Float](repeating: 0, count: 8)
+    for batch in 0..<2 { for j in 0..<2 { for i in 0..<2 {
+        expected[batch * 4 + i + j * 2] = 2 * (0..<3).reduce(Float(0)) { $0 + A[batch * 6 + $1 + i * 3] * B[batch * 6 + $1 + j * 3] }
+    } } }
+    #expect(C == expected && global("fake_gemms", Int32.self).pointee == 1, "\(C) vs \(expected)")
+    #expect(global("fake_wrong_stream", Int32.self).pointee == 0)
+    for p in [a, b, dA, dB, dC] { driver.free(p) }
+}
