@@ -108,97 +108,148 @@ func buildFakeCUDA() throws -> String? {
     return dir
 }
 
-@Test func cudaDriverDrivesTheDriverAPIAndCuBLASAsTheirCSignaturesSay() throws {
-    guard let nvrtc = RuntimeTestSupport.nvrtc, let fake = try buildFakeCUDA() else { return }
-    defer { try? FileManager.default.removeItem(atPath: fake) }
-    let nvrtcDir = (nvrtc.path as NSString).deletingLastPathComponent
-    let env = ["HASTE_CUDA_LIB_DIR": "\(fake):\(nvrtcDir)", "PATH": "/nonexistent"]
-    let libs = try CUDA.load(env)
-    #expect(libs.api.library.path == "\(fake)/libcuda.so.1" && libs.blas.library.path == "\(fake)/libcublas.so.12")
-    #expect(libs.blas.lt.path == "\(fake)/libcublasLt.so.12" && libs.blas.version == "12.8.4")
-    #expect(libs.deviceCount == 2 && libs.driverVersion == 12080)
-    func global<T>(_ name: String, _: T.Type) -> UnsafeMutablePointer<T> {
-        let h = name.hasPrefix("fake_math") || name.hasPrefix("fake_gemms") || name.hasPrefix("fake_blas") ? libs.blas.library.handle : libs.api.library.handle
-        return dlsym(h, name)!.assumingMemoryBound(to: T.self)
-    }
+/// The fake libraries, NVRTC, and one `CUDADriver` (cuda:1 of the fake's two devices) over them, built once.
+final class FakeCUDA {
+    let folder: String, env: [String: String]
+    let libs: CUDA.Libraries
+    let driver: CUDADriver
 
-    // An index beyond the devices lists them.
-    #expect(throws: HasteError.unsupported("--device cuda:5: this machine has 2 CUDA devices: cuda:0 Fake H200 #0 (sm_90, 139.7 GiB), "
-                                           + "cuda:1 Fake H200 #1 (sm_90, 139.7 GiB)\nhint: pick one of those, or run with --device cpu")) {
-        try CUDA.checkIndex(5, libs, env)
-    }
+    /// nil (with a printed warning) without NVRTC or a C compiler.
+    static let shared: FakeCUDA? = {
+        guard let nvrtc = RuntimeTestSupport.nvrtc else { return nil }
+        do {
+            guard let folder = try buildFakeCUDA() else { return nil }
+            return try FakeCUDA(folder: folder, nvrtcFolder: (nvrtc.path as NSString).deletingLastPathComponent)
+        } catch { Issue.record("fake CUDA: \(error)"); return nil }
+    }()
 
-    let cache = RuntimeTestSupport.temporaryFolder("fakecache")
-    defer { try? FileManager.default.removeItem(atPath: cache) }
-    let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: cache),
+    init(folder: String, nvrtcFolder: String) throws {
+        self.folder = folder
+        env = ["HASTE_CUDA_LIB_DIR": "\(folder):\(nvrtcFolder)", "PATH": "/nonexistent"]
+        defer { try? FileManager.default.removeItem(atPath: folder) }   // loaded: the files are no longer needed
+        libs = try CUDA.load(env)
+        driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: nil),
                                 index: 1, allowTF32: false)
-    #expect(driver.deviceDescription == "Fake H200 #1 (sm_90, 139.7 GiB)" && driver.computeCapability == 90 && driver.maxSharedBytes == 232448)
-    #expect(global("fake_stream_flags", Int32.self).pointee == 1)                    // CU_STREAM_NON_BLOCKING
-    #expect(global("fake_blas_stream", UnsafeRawPointer?.self).pointee == UnsafeRawPointer(bitPattern: 0x5157))
-    #expect(global("fake_math_mode", Int32.self).pointee == 0)                       // CUBLAS_DEFAULT_MATH
-    try driver.setTF32(true)
-    #expect(global("fake_math_mode", Int32.self).pointee == 3 && driver.allowTF32)   // CUBLAS_TF32_TENSOR_OP_MATH
-    try driver.setTF32(false)
-
-    // The backend over it: error word, copies both ways and on the device, synchronize.
-    let backend = CUDABackend(driver: driver, device: .cuda(1))
-    backend.synchronize()
-    let values: [Float] = (0..<16).map { Float($0) * 0.5 - 3 }
-    let a = try #require(driver.allocate(byteCount: 64)), b = try #require(driver.allocate(byteCount: 64))
-    values.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: a, byteCount: 64) }
-    driver.copy(from: a, to: b, byteCount: 64)
-    var back = [Float](repeating: 0, count: 16)
-    back.withUnsafeMutableBytes { driver.copy(from: b, toHost: $0.baseAddress!, byteCount: 64) }
-    #expect(back == values)
-    #expect(driver.allocate(byteCount: 2 << 20) == nil)                              // CUDA_ERROR_OUT_OF_MEMORY → nil
-
-    // Kernels: a real CUBIN is loaded, the arguments arrive as the kernel's C parameters.
-    let functions = try driver.load(probeSource)
-    #expect(global("fake_images", Int32.self).pointee == 1)
-    let f = try #require(functions["haste_cache_probe"])
-    global("fake_param_count", Int32.self).pointee = 3
-    driver.launch(f, grid: Dim3(3, 2), block: Dim3(128), sharedBytes: 0, arguments: [.pointer(a), .int64(-3), .float(2.5)])
-    try driver.synchronize()
-    #expect(String(cString: UnsafeRawPointer(global("fake_kernel", CChar.self)).assumingMemoryBound(to: CChar.self)) == "haste_cache_probe")
-    #expect(Array(UnsafeBufferPointer(start: global("fake_dims", UInt32.self), count: 7)) == [3, 2, 1, 128, 1, 1, 0])
-    let params = global("fake_params", UInt64.self)
-    #expect(params[0] == a && Int64(bitPattern: params[1]) == -3 && Float(bitPattern: UInt32(truncatingIfNeeded: params[2])) == 2.5)
-
-    // Over 48 KiB of dynamic shared memory: opted into once per function; beyond the device's limit: an error.
-    for _ in 0..<2 { driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 100_000, arguments: [.pointer(a), .int64(1), .float(1)]) }
-    try driver.synchronize()
-    #expect(global("fake_attr_calls", Int32.self).pointee == 1 && global("fake_attr", Int32.self).pointee == 8
-            && global("fake_attr_value", Int32.self).pointee == 100_000)
-    driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 300_000, arguments: [])
-    #expect(throws: CUDAError.self) { try driver.synchronize() }
-
-    // A failed launch is kept, thrown once by synchronize, with the kernel and the driver's words; then cleared.
-    global("fake_fail_next_launch", Int32.self).pointee = 1
-    driver.launch(f, grid: Dim3(7), block: Dim3(256), sharedBytes: 0, arguments: [.pointer(a), .int64(1), .float(1)])
-    do { try driver.synchronize(); Issue.record("the failed launch was not reported") } catch {
-        #expect("\(error)".contains("launch of haste_cache_probe grid (7, 1, 1) block (256, 1, 1)")
-                && "\(error)".contains("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (701): too many resources requested for launch"), "\(error)")
     }
-    try driver.synchronize()
-    global("fake_sync_result", Int32.self).pointee = 700
-    #expect(throws: CUDAError.self) { try driver.synchronize() }
-    global("fake_sync_result", Int32.self).pointee = 0
 
-    // cuBLAS: batch 2 of C(2×2) = Aᵀ·B with A stored k×m = 3×2 and B k×n = 3×2, column-major, strides 6/6/4.
-    let A: [Float] = [1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5], B: [Float] = [1, 0, 2, -1, 1, 1, 3, 1, 0, 0, 2, -1]
-    let dA = try #require(driver.allocate(byteCount: 48)), dB = try #require(driver.allocate(byteCount: 48)), dC = try #require(driver.allocate(byteCount: 32))
-    A.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: dA, byteCount: 48) }
-    B.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: dB, byteCount: 48) }
-    driver.gemm(GemmDescriptor(transA: true, transB: false, m: 2, n: 2, k: 3, alpha: 2, beta: 0, a: dA, lda: 3, strideA: 6,
-                               b: dB, ldb: 3, strideB: 6, c: dC, ldc: 2, strideC: 4, batch: 2))
-    try driver.synchronize()
-    var C = [Float](repeating: 0, count: 8)
-    C.withUnsafeMutableBytes { driver.copy(from: dC, toHost: $0.baseAddress!, byteCount: 32) }
-    var expected = [Float](repeating: 0, count: 8)
-    for batch in 0..<2 { for j in 0..<2 { for i in 0..<2 {
-        expected[batch * 4 + i + j * 2] = 2 * (0..<3).reduce(Float(0)) { $0 + A[batch * 6 + $1 + i * 3] * B[batch * 6 + $1 + j * 3] }
-    } } }
-    #expect(C == expected && global("fake_gemms", Int32.self).pointee == 1, "\(C) vs \(expected)")
-    #expect(global("fake_wrong_stream", Int32.self).pointee == 0)
-    for p in [a, b, dA, dB, dC] { driver.free(p) }
+    /// A recording global of the fake libraries.
+    func global<T>(_ name: String, _: T.Type) -> UnsafeMutablePointer<T> {
+        let blas = ["fake_math_mode", "fake_gemms", "fake_blas_stream"].contains(name)
+        return dlsym(blas ? libs.blas.library.handle : libs.api.library.handle, name)!.assumingMemoryBound(to: T.self)
+    }
+
+    /// Device memory holding `values`.
+    func upload(_ values: [Float]) throws -> DevicePointer {
+        let p = try #require(driver.allocate(byteCount: values.count * 4))
+        values.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: p, byteCount: values.count * 4) }
+        return p
+    }
+
+    func download(_ p: DevicePointer, count: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: count)
+        out.withUnsafeMutableBytes { driver.copy(from: p, toHost: $0.baseAddress!, byteCount: count * 4) }
+        return out
+    }
+}
+
+/// One driver, shared: run in order.
+@Suite(.serialized) struct FakeCUDADriverTests {
+    @Test func librariesLoadFromTheFoldersAndAnOutOfRangeIndexListsTheDevices() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let libs = fake.libs
+        #expect(libs.api.library.path == "\(fake.folder)/libcuda.so.1" && libs.blas.library.path == "\(fake.folder)/libcublas.so.12")
+        #expect(libs.blas.lt.path == "\(fake.folder)/libcublasLt.so.12" && libs.blas.version == "12.8.4")
+        #expect(libs.deviceCount == 2 && libs.driverVersion == 12080)
+        #expect(throws: HasteError.unsupported("--device cuda:5: this machine has 2 CUDA devices: cuda:0 Fake H200 #0 (sm_90, 139.7 GiB), "
+                                               + "cuda:1 Fake H200 #1 (sm_90, 139.7 GiB)\nhint: pick one of those, or run with --device cpu")) {
+            try CUDA.checkIndex(5, libs, fake.env)
+        }
+    }
+
+    @Test func theDriverUsesOneNonBlockingStreamAndTF32OnlyWhenAllowed() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = fake.driver
+        #expect(driver.deviceDescription == "Fake H200 #1 (sm_90, 139.7 GiB)" && driver.computeCapability == 90 && driver.maxSharedBytes == 232448)
+        #expect(fake.global("fake_stream_flags", Int32.self).pointee == 1)                    // CU_STREAM_NON_BLOCKING
+        #expect(fake.global("fake_blas_stream", UnsafeRawPointer?.self).pointee == UnsafeRawPointer(bitPattern: 0x5157))
+        #expect(fake.global("fake_math_mode", Int32.self).pointee == 0 && !driver.allowTF32)  // CUBLAS_DEFAULT_MATH
+        try driver.setTF32(true)
+        #expect(fake.global("fake_math_mode", Int32.self).pointee == 3 && driver.allowTF32)   // CUBLAS_TF32_TENSOR_OP_MATH
+        try driver.setTF32(false)
+        #expect(fake.global("fake_math_mode", Int32.self).pointee == 0)
+    }
+
+    @Test func copiesGoBothWaysAndOnTheDeviceAndTheBackendRunsOverTheDriver() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = fake.driver
+        let backend = CUDABackend(driver: driver, device: .cuda(1))   // not registered: only its error word and copies
+        backend.synchronize()
+        let values: [Float] = (0..<16).map { Float($0) * 0.5 - 3 }
+        let a = try fake.upload(values), b = try #require(driver.allocate(byteCount: 64))
+        driver.copy(from: a, to: b, byteCount: 64)
+        #expect(fake.download(b, count: 16) == values)
+        #expect(driver.allocate(byteCount: 2 << 20) == nil)                                   // CUDA_ERROR_OUT_OF_MEMORY → nil
+        #expect(fake.global("fake_wrong_stream", Int32.self).pointee == 0)
+        for p in [a, b] { driver.free(p) }
+    }
+
+    @Test func kernelsLoadFromCUBINAndReceiveTheirArgumentsAsCParameters() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = fake.driver
+        let f = try #require(try driver.load(probeSource)["haste_cache_probe"])
+        #expect(fake.global("fake_images", Int32.self).pointee >= 1)
+        let a = try fake.upload([1, 2])
+        fake.global("fake_param_count", Int32.self).pointee = 3
+        driver.launch(f, grid: Dim3(3, 2), block: Dim3(128), sharedBytes: 0, arguments: [.pointer(a), .int64(-3), .float(2.5)])
+        try driver.synchronize()
+        #expect(String(cString: UnsafePointer(fake.global("fake_kernel", CChar.self))) == "haste_cache_probe")
+        #expect(Array(UnsafeBufferPointer(start: fake.global("fake_dims", UInt32.self), count: 7)) == [3, 2, 1, 128, 1, 1, 0])
+        let params = fake.global("fake_params", UInt64.self)
+        #expect(params[0] == a && Int64(bitPattern: params[1]) == -3 && Float(bitPattern: UInt32(truncatingIfNeeded: params[2])) == 2.5)
+        // Over 48 KiB of dynamic shared memory: opted into once per function.
+        let before = fake.global("fake_attr_calls", Int32.self).pointee
+        for _ in 0..<2 { driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 100_000, arguments: [.pointer(a), .int64(1), .float(1)]) }
+        try driver.synchronize()
+        #expect(fake.global("fake_attr_calls", Int32.self).pointee == before + 1 && fake.global("fake_attr", Int32.self).pointee == 8
+                && fake.global("fake_attr_value", Int32.self).pointee == 100_000)
+        driver.free(a)
+    }
+
+    @Test func launchAndStreamErrorsAreKeptForSynchronizeThenCleared() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = fake.driver
+        let f = try #require(try driver.load(probeSource)["haste_cache_probe"])
+        driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 300_000, arguments: [])   // beyond the device's 232 448 B
+        do { try driver.synchronize(); Issue.record("too much shared memory was not reported") } catch {
+            #expect("\(error)".contains("asks for more shared memory than Fake H200 #1"), "\(error)")
+        }
+        fake.global("fake_fail_next_launch", Int32.self).pointee = 1
+        driver.launch(f, grid: Dim3(7), block: Dim3(256), sharedBytes: 0, arguments: [.pointer(0), .int64(1), .float(1)])
+        do { try driver.synchronize(); Issue.record("the failed launch was not reported") } catch {
+            #expect("\(error)".contains("launch of haste_cache_probe grid (7, 1, 1) block (256, 1, 1)")
+                    && "\(error)".contains("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (701): too many resources requested for launch"), "\(error)")
+        }
+        try driver.synchronize()
+        fake.global("fake_sync_result", Int32.self).pointee = 700
+        #expect(throws: CUDAError.self) { try driver.synchronize() }
+        fake.global("fake_sync_result", Int32.self).pointee = 0
+        try driver.synchronize()
+    }
+
+    /// Batch 2 of C(2×2) = 2·Aᵀ·B with A stored k×m = 3×2 and B k×n = 3×2, column-major, strides 6, 6, 4.
+    @Test func gemmsReachCuBLASWithTheirOperandsInOrder() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let A: [Float] = [1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5], B: [Float] = [1, 0, 2, -1, 1, 1, 3, 1, 0, 0, 2, -1]
+        let dA = try fake.upload(A), dB = try fake.upload(B), dC = try fake.upload([Float](repeating: 9, count: 8))
+        fake.driver.gemm(GemmDescriptor(transA: true, transB: false, m: 2, n: 2, k: 3, alpha: 2, beta: 0, a: dA, lda: 3, strideA: 6,
+                                        b: dB, ldb: 3, strideB: 6, c: dC, ldc: 2, strideC: 4, batch: 2))
+        try fake.driver.synchronize()
+        var expected = [Float](repeating: 0, count: 8)
+        for batch in 0..<2 { for j in 0..<2 { for i in 0..<2 {
+            expected[batch * 4 + i + j * 2] = 2 * (0..<3).reduce(Float(0)) { $0 + A[batch * 6 + $1 + i * 3] * B[batch * 6 + $1 + j * 3] }
+        } } }
+        #expect(fake.download(dC, count: 8) == expected)
+        #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
+        for p in [dA, dB, dC] { fake.driver.free(p) }
+    }
 }
