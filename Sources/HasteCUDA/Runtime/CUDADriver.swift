@@ -116,6 +116,7 @@ public final class CUDADriver: GPUDriver {
     /// Queued on the stream, then waited for: the host buffer is pageable memory, which the driver may still be
     /// reading after an asynchronous call returns, and the caller may reuse it at once.
     public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
+        guard byteCount > 0 else { return }
         bind()
         let r = api.cuMemcpyHtoDAsync(dst, host, byteCount, stream)
         if r != DriverAPI.success { record("cuMemcpyHtoDAsync_v2(\(byteCount) bytes) failed: \(api.describe(r))"); return }
@@ -124,6 +125,7 @@ public final class CUDADriver: GPUDriver {
     }
 
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
+        guard byteCount > 0 else { return }
         bind()
         var r = api.cuMemcpyDtoHAsync(host, src, byteCount, stream)
         if r == DriverAPI.success { r = api.cuStreamSynchronize(stream) }
@@ -134,6 +136,7 @@ public final class CUDADriver: GPUDriver {
     }
 
     public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {
+        guard byteCount > 0 else { return }
         bind()
         let r = api.cuMemcpyDtoDAsync(dst, src, byteCount, stream)
         if r != DriverAPI.success { record("cuMemcpyDtoDAsync_v2(\(byteCount) bytes) failed: \(api.describe(r))") }
@@ -180,6 +183,7 @@ public final class CUDADriver: GPUDriver {
     }
 
     public func gemm(_ g: GemmDescriptor) {
+        guard g.m > 0 && g.n > 0 && g.batch > 0 else { return }   // nothing to compute (cuBLAS may reject lda 0 here)
         bind()
         let ints = [g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch]
         guard ints.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }) else {

@@ -250,6 +250,11 @@ final class FakeCUDA {
         } } }
         #expect(fake.download(dC, count: 8) == expected)
         #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
+        // Nothing to compute (an empty batch or an empty output) never reaches cuBLAS.
+        fake.driver.gemm(GemmDescriptor(transA: false, transB: false, m: 0, n: 2, k: 3, alpha: 1, beta: 0, a: dA, lda: 0, strideA: 0,
+                                        b: dB, ldb: 3, strideB: 0, c: dC, ldc: 0, strideC: 0, batch: 1))
+        try fake.driver.synchronize()
+        #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
         for p in [dA, dB, dC] { fake.driver.free(p) }
     }
 }
