@@ -198,17 +198,58 @@ final class EmulatedDriver: GPUDriver {
             case let .double(v): slot.storeBytes(of: v, as: Double.self)
             }
         }
-        let shared = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(sharedBytes, 16), alignment: 256)
-        defer { shared.deallocate() }
-        memset(shared, 0xFF, Swift.max(sharedBytes, 16))
+        let shared = EmulatedDriver.sharedMemory(sharedBytes)
         var gridDims: [UInt32] = [UInt32(grid.x), UInt32(grid.y), UInt32(grid.z)]
         var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
         var message = [CChar](repeating: 0, count: 4096)
+        var faultAddress: UInt64 = 0
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       &message, message.count)
+                       &message, message.count, &faultAddress)
         }
-        if status != 0 { report(String(cString: message)) }
+        if status == 2 {
+            report(String(cString: message) + ": " + describe(faultAddress, sharedBuffer: shared, sharedBytes: sharedBytes))
+        } else if status != 0 {
+            report(String(cString: message))
+        }
+    }
+
+    /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.
+    private func describe(_ address: UInt64, sharedBuffer: UnsafeMutableRawPointer, sharedBytes: Int) -> String {
+        let i = insertionIndex(address + 1) - 1
+        if i >= 0, let a = allocations[bases[i]], address >= a.base + UInt64(a.size),
+           address < a.base + UInt64(a.size) + UInt64(EmulatedDriver.pageSize) {
+            return "\(address - a.base - UInt64(a.size)) bytes past the end of the allocation of \(a.size) bytes at "
+                + "0x\(String(a.base, radix: 16)) (an index out of range?)"
+        }
+        let shared = UInt64(UInt(bitPattern: sharedBuffer))
+        if address >= shared + UInt64(sharedBytes), address < shared + UInt64(sharedBytes) + UInt64(EmulatedDriver.pageSize) + 256 {
+            return "past the end of the launch's \(sharedBytes) bytes of dynamic shared memory"
+        }
+        if address < 4096 { return "a null pointer (plus \(address) bytes)" }
+        return "not device memory (freed memory, or a host address computed by the kernel)"
+    }
+
+    /// The largest dynamic shared memory a launch may ask for (sm_90, with the opt-in attribute).
+    static let maxSharedBytes = 227 * 1024
+    /// One mapping for every launch's dynamic shared memory, followed by a guard page.
+    nonisolated(unsafe) private static var sharedMapping: UnsafeMutableRawPointer?
+
+    /// `bytes` of dynamic shared memory (256-byte aligned, poisoned) ending at a guard page (up to 255 bytes of slack).
+    private static func sharedMemory(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let page = pageSize
+        let usable = (maxSharedBytes + page - 1) / page * page
+        if sharedMapping == nil {
+            guard let m = mmap(nil, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), m != MAP_FAILED,
+                  mprotect(m + usable, page, PROT_NONE) == 0 else {
+                fatalError("CUDA emulator: cannot map shared memory: \(String(cString: strerror(errno)))")
+            }
+            sharedMapping = m
+        }
+        let used = (Swift.max(bytes, 1) + 255) / 256 * 256
+        let start = sharedMapping! + usable - used
+        memset(start, 0xFF, used)
+        return start
     }
 
     /// CUDA's launch limits (sm_90: 1024 threads a block, 227 KiB of shared memory with the opt-in attribute).
@@ -218,7 +259,7 @@ final class EmulatedDriver: GPUDriver {
         if block.x > 1024 || block.y > 1024 || block.z > 64 || block.x * block.y * block.z > 1024 {
             return "block beyond 1024 threads (x, y ≤ 1024, z ≤ 64)"
         }
-        if sharedBytes < 0 || sharedBytes > 227 * 1024 { return "dynamic shared memory beyond 227 KiB" }
+        if sharedBytes < 0 || sharedBytes > maxSharedBytes { return "dynamic shared memory beyond 227 KiB" }
         return nil
     }
 

@@ -11,7 +11,7 @@ final class EmulatedKernel {
     typealias Trampoline = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void
     typealias Run = @convention(c) (Trampoline?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
                                     UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?,
-                                    UnsafeMutablePointer<CChar>?, Int) -> Int32
+                                    UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<UInt64>?) -> Int32
 
     /// A C parameter as the runtime's `haste_emu::signature` describes it.
     enum Parameter: Equatable, CustomStringConvertible {
@@ -70,7 +70,7 @@ final class EmulatorModule {
 /// compiles each family once.
 enum EmulatorCompiler {
     static let flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-DHASTE_EMULATOR", "-fvisibility=hidden",
-                        "-fno-exceptions", "-fno-rtti", "-w"]
+                        "-fno-exceptions", "-fno-rtti", "-fstack-clash-protection", "-w"]
     private static let lock = NSLock()
     nonisolated(unsafe) private static var modules: [String: EmulatorModule] = [:]
 

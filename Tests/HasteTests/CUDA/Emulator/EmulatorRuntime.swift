@@ -16,6 +16,9 @@ enum EmulatorRuntime {
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <pthread.h>
 #include <type_traits>
 #include <utility>
 #if !(defined(__x86_64__) || defined(__aarch64__))
@@ -239,7 +242,17 @@ static inline void wait_for(int state, unsigned my_gen) {
     set_thread_index(t);
 }
 
-static inline void block_barrier() {
+static void abort_thread(const char* fmt, ...);
+static const char* g_barrier_file;
+static int g_barrier_line;
+
+// Every thread of the block must wait at the same __syncthreads() (the first arrival names it).
+static inline void block_barrier(const char* file, int line) {
+    if (g_block_arrived == 0) { g_barrier_file = file; g_barrier_line = line; }
+    else if (line != g_barrier_line || strcmp(file, g_barrier_file) != 0)
+        abort_thread("reached __syncthreads() at %s:%d while %u threads of the block wait at the one at %s:%d "
+                     "(undefined behaviour in CUDA: a barrier in divergent code)", file, line, g_block_arrived,
+                     g_barrier_file, g_barrier_line);
     if (++g_block_arrived == (unsigned)g_block_threads) {
         g_block_arrived = 0;
         g_block_gen++;
@@ -331,7 +344,7 @@ static bool run_block() {
 #define HASTE_DYNAMIC_SHARED(T, name) T* name = (T*)haste_emu::g_dynamic_shared
 
 static inline void __trap() { haste_emu::abort_thread("__trap() called"); }
-static inline void __syncthreads() { haste_emu::block_barrier(); }
+#define __syncthreads() haste_emu::block_barrier(__FILE__, __LINE__)
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
     if (mask != 0xffffffffu) haste_emu::abort_thread("__syncwarp with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
     haste_emu::warp_barrier();
@@ -449,25 +462,111 @@ template <class... A, size_t... I> static inline void call(void (*f)(A...), void
 template <class... A> static inline void call(void (*f)(A...), void** a) { call(f, a, std::index_sequence_for<A...>()); }
 } // namespace haste_emu
 
-// Runs a launch: every block in order. Returns 0, or 1 with a message in `error`.
+namespace haste_emu {
+// A fault inside a kernel (an access outside device memory, a fiber's stack overflow, an integer division by
+// zero) ends the launch with a message instead of the test process: the handlers are installed for the launch
+// only, on the launching thread's alternate stack; a fault on any other thread goes to the previous handler.
+static sigjmp_buf g_fault_jump;
+static volatile sig_atomic_t g_fault_armed;
+static pthread_t g_launch_thread;
+static struct sigaction g_old_segv, g_old_bus, g_old_fpe;
+static volatile uintptr_t g_fault_address;
+static volatile int g_fault_signal;
+enum { kAltStackBytes = 64 * 1024 };
+static char* g_alt_stack;
+
+static void restore_handlers() {
+    sigaction(SIGSEGV, &g_old_segv, nullptr);
+    sigaction(SIGBUS, &g_old_bus, nullptr);
+    sigaction(SIGFPE, &g_old_fpe, nullptr);
+}
+
+static void on_fault(int sig, siginfo_t* info, void*) {
+    if (!g_fault_armed || !pthread_equal(pthread_self(), g_launch_thread)) {
+        restore_handlers();                    // not a kernel's: the instruction faults again, the old handler runs
+        return;
+    }
+    g_fault_armed = 0;
+    g_fault_signal = sig;
+    g_fault_address = (uintptr_t)info->si_addr;
+    siglongjmp(g_fault_jump, 1);
+}
+
+static bool in_fiber_guard(uintptr_t a) {
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < g_fiber_count; i++) {
+        uintptr_t stack = (uintptr_t)g_all_fibers[i]->stack;
+        if (a + page >= stack && a < stack) return true;
+    }
+    return false;
+}
+
+static bool run_blocks(const unsigned* grid) {
+    for (unsigned z = 0; z < grid[2]; z++)
+        for (unsigned y = 0; y < grid[1]; y++)
+            for (unsigned x = 0; x < grid[0]; x++) {
+                g_blockIdx = {x, y, z};
+                if (!run_block()) return false;
+            }
+    return !g_failed;
+}
+} // namespace haste_emu
+
+// Runs a launch: every block in order. Returns 0; or 1 with a message in `error`; or 2 for an invalid memory access,
+// with a message and the address in *fault_address.
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, char* error, size_t error_capacity) {
+                                const unsigned* block, char* dynamic_shared, char* error, size_t error_capacity,
+                                uint64_t* fault_address) {
     using namespace haste_emu;
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
+    *fault_address = 0;
     g_gridDim = {grid[0], grid[1], grid[2]};
     g_blockDim = {block[0], block[1], block[2]};
+    g_threadIdx = {0, 0, 0};                   // one-dimensional blocks only ever set .x
     g_block_threads = (int)(block[0] * block[1] * block[2]);
-    bool ok = true;
-    for (unsigned z = 0; z < grid[2] && ok; z++)
-        for (unsigned y = 0; y < grid[1] && ok; y++)
-            for (unsigned x = 0; x < grid[0] && ok; x++) {
-                g_blockIdx = {x, y, z};
-                ok = run_block();
-            }
-    if (ok && g_failed) ok = false;
+
+    if (!g_alt_stack) g_alt_stack = (char*)malloc(kAltStackBytes);
+    stack_t alt, old_alt;
+    alt.ss_sp = g_alt_stack; alt.ss_size = kAltStackBytes; alt.ss_flags = 0;
+    sigaltstack(&alt, &old_alt);
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &g_old_segv);
+    sigaction(SIGBUS, &action, &g_old_bus);
+    sigaction(SIGFPE, &action, &g_old_fpe);
+    g_launch_thread = pthread_self();
+
+    bool ok;
+    int status = 1;
+    if (sigsetjmp(g_fault_jump, 1) == 0) {
+        g_fault_armed = 1;
+        ok = run_blocks(grid);
+        g_fault_armed = 0;
+    } else {
+        ok = false;
+        uintptr_t a = g_fault_address;
+        if (g_fault_signal == SIGFPE)
+            fail("arithmetic exception (an integer division by zero? a GPU returns an unspecified value instead)");
+        else if (in_fiber_guard(a))
+            fail("stack overflow (a thread has %d KiB of stack here: a large local array?)", kStackBytes / 1024);
+        else {
+            fail("invalid memory access at %p", (void*)a);
+            *fault_address = (uint64_t)a;
+            status = 2;
+        }
+        g_current = &g_scheduler;
+        g_current_thread = -1;
+        abandon_fibers();
+    }
+    restore_handlers();
+    if (!(old_alt.ss_flags & SS_DISABLE)) sigaltstack(&old_alt, nullptr);
+    else { stack_t off; memset(&off, 0, sizeof off); off.ss_flags = SS_DISABLE; sigaltstack(&off, nullptr); }
     snprintf(error, error_capacity, "%s", ok ? "" : g_error);
-    return ok ? 0 : 1;
+    return ok ? 0 : status;
 }
 
 // Column-major strided-batched SGEMM (cuBLAS semantics; beta == 0 never reads C).

@@ -6,7 +6,7 @@ import Testing
 /// Kernels that exercise the emulator's CUDA subset (the prelude's helpers included).
 private let testSource = KernelSource(family: "emulator-tests", kernels: [
     "scale", "row_sum", "shuffles", "reverse_dynamic", "atomics", "skips_barrier", "divergent_shuffle", "indices_2d",
-    "set_error", "read_slot",
+    "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack",
 ], code: #"""
 extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ y, float a, i64 n) {
     HASTE_GRID_STRIDE_LOOP(i, n) { y[i] = a * x[i]; }
@@ -64,6 +64,17 @@ extern "C" __global__ void set_error(int* errorWord, int code) {
     if (blockIdx.x == 1 && threadIdx.x == 7) atomicCAS(errorWord, 0, code);
 }
 extern "C" __global__ void read_slot(const u64* p, u64* out, unsigned k) { out[0] = p[k]; }
+extern "C" __global__ void write_at(float* y, i64 index) { if (threadIdx.x == 3) y[index] = 1.0f; }
+extern "C" __global__ void divergent_barriers(float* y) {
+    if (threadIdx.x < 16) { __syncthreads(); y[threadIdx.x] = 1.0f; }
+    else { __syncthreads(); y[threadIdx.x] = 2.0f; }
+}
+extern "C" __global__ void divide(int* y, int d) { y[threadIdx.x] = 100 / d; }
+extern "C" __global__ void big_stack(float* y, int n) {
+    volatile float local[40000];
+    for (int i = 0; i < n; i++) local[i] = (float)i;
+    y[0] = local[n - 1];
+}
 """#)
 
 /// A private emulated device whose findings are thrown by `synchronize()`.
@@ -230,6 +241,32 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         d.launch(f["read_slot"]!, grid: Dim3(1), block: Dim3(1), sharedBytes: 0, arguments: [.pointer(slots), .pointer(p), .int32(3)])
         try d.synchronize()
         #expect(download(d, p, 1, as: UInt64.self) == [1 << 40])
+    }
+
+    @Test func invalidMemoryAccessesEndTheLaunchNotTheProcess() throws {
+        let p = d.allocate(byteCount: 4096)!
+        d.launch(f["write_at"]!, grid: Dim3(2), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int64(1024 + 5)])
+        let message = pendingError(d)
+        #expect(message.contains("kernel write_at, block (0, 0, 0), thread (3, 0, 0): invalid memory access")
+                && message.contains("20 bytes past the end of the allocation of 4096 bytes"), "\(message)")
+        d.launch(f["write_at"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(0), .int64(2)])
+        #expect(pendingError(d).contains("a null pointer (plus 8 bytes)"))
+        d.launch(f["divide"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(0)])
+        #expect(pendingError(d).contains("integer division by zero"))
+        d.launch(f["big_stack"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(40000)])
+        #expect(pendingError(d).contains("stack overflow"))
+        // Still usable afterwards.
+        d.launch(f["divide"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(7)])
+        try d.synchronize()
+        #expect(download(d, p, 32, as: Int32.self) == [Int32](repeating: 14, count: 32))
+    }
+
+    @Test func threadsMustWaitAtTheSameBarrier() {
+        let p = d.allocate(byteCount: 256)!
+        d.launch(f["divergent_barriers"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p)])
+        let message = pendingError(d)
+        #expect(message.contains("thread (16, 0, 0): reached __syncthreads() at emulator-tests kernels:")
+                && message.contains("while 16 threads of the block wait at the one at"), "\(message)")
     }
 
     @Test func launchLimits() {
