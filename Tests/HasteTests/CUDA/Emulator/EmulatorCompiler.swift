@@ -101,11 +101,15 @@ enum EmulatorCompiler {
             if trimmed.hasPrefix("//") || trimmed.hasPrefix("/*") || trimmed.hasPrefix("*") { continue }
             let words = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard words.count >= 4, words[0] == "extern", words[1] == "\"C\"", words[2] == "__global__", words[3] == "void",
-                  let nameWord = words.dropFirst(4).first else {
+                  let void = trimmed.range(of: "void") else {
                 throw EmulatorError(message: "\(source.family) kernels: an entry point must be declared `extern \"C\" __global__ void name(...)` "
                                     + "on one line, found: \(trimmed)")
             }
-            let name = nameWord.prefix(while: { $0.isLetter || $0.isNumber || $0 == "_" })
+            var rest = trimmed[void.upperBound...].drop(while: { $0 == " " || $0 == "\t" })
+            if rest.hasPrefix("__launch_bounds__"), let close = rest.firstIndex(of: ")") {
+                rest = rest[rest.index(after: close)...].drop(while: { $0 == " " || $0 == "\t" })
+            }
+            let name = rest.prefix(while: { $0.isLetter || $0.isNumber || $0 == "_" })
             declared.append(String(name))
         }
         let listed = Set(source.kernels), found = Set(declared)

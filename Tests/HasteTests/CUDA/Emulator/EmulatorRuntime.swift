@@ -249,7 +249,7 @@ static int g_barrier_line;
 // Every thread of the block must wait at the same __syncthreads() (the first arrival names it).
 static inline void block_barrier(const char* file, int line) {
     if (g_block_arrived == 0) { g_barrier_file = file; g_barrier_line = line; }
-    else if (line != g_barrier_line || strcmp(file, g_barrier_file) != 0)
+    else if (line != g_barrier_line || (file != g_barrier_file && strcmp(file, g_barrier_file) != 0))
         abort_thread("reached __syncthreads() at %s:%d while %u threads of the block wait at the one at %s:%d "
                      "(undefined behaviour in CUDA: a barrier in divergent code)", file, line, g_block_arrived,
                      g_barrier_file, g_barrier_line);
@@ -425,6 +425,19 @@ static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); re
 static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
 static inline long long __double_as_longlong(double d) { long long u; memcpy(&u, &d, 8); return u; }
 static inline double __longlong_as_double(long long u) { double d; memcpy(&d, &u, 8); return d; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+static inline int __float2int_rz(float x) { return (int)x; }
+static inline int __float2int_rd(float x) { return (int)floorf(x); }
+static inline int __float2int_ru(float x) { return (int)ceilf(x); }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }

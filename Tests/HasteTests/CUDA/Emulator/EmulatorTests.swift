@@ -63,7 +63,7 @@ extern "C" __global__ void indices_2d(int* out) {
 extern "C" __global__ void set_error(int* errorWord, int code) {
     if (blockIdx.x == 1 && threadIdx.x == 7) atomicCAS(errorWord, 0, code);
 }
-extern "C" __global__ void read_slot(const u64* p, u64* out, unsigned k) { out[0] = p[k]; }
+extern "C" __global__ void __launch_bounds__(64) read_slot(const u64* p, u64* out, unsigned k) { out[0] = p[k]; }
 extern "C" __global__ void write_at(float* y, i64 index) { if (threadIdx.x == 3) y[index] = 1.0f; }
 extern "C" __global__ void divergent_barriers(float* y) {
     if (threadIdx.x < 16) { __syncthreads(); y[threadIdx.x] = 1.0f; }
