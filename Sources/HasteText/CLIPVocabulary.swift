@@ -12,6 +12,16 @@ public struct CLIPVocabulary: Sendable {
     public static let fetchHint = "Fetch it with Scripts/fetch_clip_vocab.sh (from PyPI open_clip_torch) or pass "
         + "--tokenizer-vocab FILE (bpe_simple_vocab_16e6.txt.gz, from open_clip's package folder)."
 
+    /// Where Scripts/fetch_clip_vocab.sh leaves the file, under a `.cache` folder.
+    public static let cachedName = "clip/bpe_simple_vocab_16e6.txt.gz"
+
+    /// `path` when given, else the cached file as `AssetLocator` finds it ($HASTE_CACHE, the checkout's .cache,
+    /// ./.cache); a miss lists every place searched and how to fetch the file.
+    public static func resolve(_ path: String?, locator: AssetLocator = AssetLocator()) throws -> String {
+        if let path { return path }
+        return try locator.locate(cachedName, fetch: fetchHint)
+    }
+
     /// Token string (byte-level symbols) → id; later duplicates win, as `dict(zip(vocab, range(len(vocab))))`.
     public let encoder: [String: Int32]
     /// id → token string.

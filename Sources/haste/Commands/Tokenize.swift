@@ -14,7 +14,7 @@ struct Tokenize: ParsableCommand {
     var file: String?
     @Flag(help: "Print one JSON array holding one array of 77 ids per text.")
     var json = false
-    @Option(help: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: .cache/clip/ as Scripts/fetch_clip_vocab.sh leaves it).")
+    @Option(help: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: clip/ under $HASTE_CACHE, the checkout's .cache or ./.cache, as Scripts/fetch_clip_vocab.sh leaves it).")
     var tokenizerVocab: String?
 
     func validate() throws {
@@ -23,8 +23,7 @@ struct Tokenize: ParsableCommand {
     }
 
     func run() throws {
-        let vocab = tokenizerVocab ?? ".cache/clip/bpe_simple_vocab_16e6.txt.gz"
-        let tokenizer = try CLIPTokenizer(vocabularyFile: vocab)
+        let tokenizer = try CLIPTokenizer(vocabularyFile: try CLIPVocabulary.resolve(tokenizerVocab))
         var inputs = texts
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
