@@ -24,7 +24,7 @@ extension TextFixer {
         for page in Codepage.all where page.canEncode(t) {
             if page.name == "latin-1" { latin1Possible = true }
             var bytes = page.encodeText(t)
-            if page.name != "macroman" && alteredUTF8.search(bytes) { bytes = restoreByteA0(bytes) }
+            if !(FTFYTables.restoreByteA0SkipsMacroman && page.name == "macroman") && alteredUTF8.search(bytes) { bytes = restoreByteA0(bytes) }
             if page.name.hasPrefix("sloppy") { bytes = lossyUTF8.sub(bytes) { _ in [0xEF, 0xBF, 0xBD] } }
             if let fixed = decodeUTF8Variants(bytes) { return fixed }
         }

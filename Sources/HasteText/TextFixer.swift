@@ -1,4 +1,4 @@
-/// ftfy 6.3.1's `fix_text` with its default configuration, as Hugging Face's `CLIPTokenizer` calls it: per line,
+/// ftfy 6.1.1's `fix_text` with its default configuration, as Hugging Face's `CLIPTokenizer` calls it: per line,
 /// until nothing changes: HTML entities (only while no line so far contained "<"), mojibake (`fixEncoding`),
 /// C1 controls, Latin ligatures, full-width characters, curly quotes, line breaks, terminal escapes, control
 /// characters, NFC. Not ported: `fix_surrogates` (a Swift string cannot hold a lone surrogate).

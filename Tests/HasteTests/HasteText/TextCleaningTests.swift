@@ -2,7 +2,7 @@
 import Testing
 
 /// The text cleaning pieces without the vocabulary (these run offline). Expected values are Python's
-/// (`str.lower`, `ftfy.fix_text` 6.3.1, `regex.findall` of CLIP's pattern), written out by hand.
+/// (`str.lower`, `ftfy.fix_text` 6.1.1, `regex.findall` of CLIP's pattern), written out by hand.
 private func scalars(_ s: String) -> [Unicode.Scalar] { Array(s.unicodeScalars) }
 private func string(_ s: [Unicode.Scalar]) -> String { String(String.UnicodeScalarView(s)) }
 private func fixed(_ s: String) -> String { string(TextFixer.fixText(scalars(s))) }
