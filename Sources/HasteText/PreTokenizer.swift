@@ -4,7 +4,8 @@
 /// first that matches wins; code points no alternative matches (whitespace) are skipped. Two consequences of
 /// IGNORECASE, checked against the `regex` module over all of Unicode: U+017F (long s) matches `s`, and U+0345
 /// (combining ypogegrammeni, which case-folds to a letter) leaves the punctuation class, so nothing matches it
-/// and it is dropped.
+/// and it is dropped. Categories come from Swift's Unicode tables (16.0): code points assigned only in later
+/// versions (the `regex` module of 2026 knows Unicode 17) are unassigned here and fall in the punctuation class.
 enum PreTokenizer {
     enum Piece: Equatable {
         case special(Int32)
