@@ -89,8 +89,8 @@ extension CUDABackend {
     """#)
 
     /// The element-width suffix of a dtype's kernels (movement kernels only move bytes).
-    static func widthSuffix(_ dtype: DType) -> String {
-        switch dtype.byteSize {
+    static func widthSuffix(_ byteSize: Int) -> String {
+        switch byteSize {
         case 8: return "u64"
         case 4: return "u32"
         case 2: return "u16"
@@ -109,7 +109,7 @@ extension CUDABackend {
     public func indexSelect(_ x: Buffer, indices: Buffer, _ y: Buffer, outer: Int, size: Int, inner: Int, count: Int) {
         let total = outer * count * inner
         if total == 0 { return }
-        let kernel = "index_select_\(CUDABackend.widthSuffix(x.dtype))_\(CUDABackend.indexSuffix(indices, "index_select"))"
+        let kernel = "index_select_\(CUDABackend.widthSuffix(x.dtype.byteSize))_\(CUDABackend.indexSuffix(indices, "index_select"))"
         launch(CUDABackend.movementSource, kernel, grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(indices)), .pointer(address(y)),
             .int64(Int64(outer)), .int64(Int64(size)), .int64(Int64(inner)), .int64(Int64(count)), .pointer(errorWord),
@@ -158,11 +158,10 @@ extension CUDABackend {
         }
         let padded = Array(repeating: (size: 1, c: 0, a: 0, b: 0), count: 6 - dims.count) + dims
         let total = padded.reduce(1) { $0 * $1.size }
-        let suffix = width == 8 ? "u64" : width == 4 ? "u32" : width == 2 ? "u16" : "u8"
         let args: [KernelArgument] = [.pointer(condition), .pointer(a), .pointer(b), .pointer(out)]
             + padded.map { .int64(Int64($0.size)) } + padded.map { .int64(Int64($0.c)) }
             + padded.map { .int64(Int64($0.a)) } + padded.map { .int64(Int64($0.b)) }
-        launch(CUDABackend.movementSource, "select_\(suffix)", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256), args)
+        launch(CUDABackend.movementSource, "select_\(CUDABackend.widthSuffix(width))", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256), args)
     }
 
     public func compare(_ op: CompareOp, _ x: Buffer, scalar: Double, _ out: Buffer, count: Int) {
