@@ -23,10 +23,11 @@ extension CUDAKernelsBTests {
 
     // MARK: attention
 
-    @Test(arguments: [true, false])
-    func attentionMatchesCPU(keepProbs: Bool) {
-        var rng = TestRNG(seed: keepProbs ? 31 : 32)
-        let s = AttentionShape(batch: 3, queries: 5, keys: 7, headDim: 4, valueDim: 6)
+    /// Tq ≠ Tk, Dh ≠ Dv; the second shape has rows longer than a block (Tk > 256 threads).
+    @Test(arguments: [true, false], [AttentionShape(batch: 3, queries: 5, keys: 7, headDim: 4, valueDim: 6),
+                                     AttentionShape(batch: 2, queries: 3, keys: 300, headDim: 5, valueDim: 2)])
+    func attentionMatchesCPU(keepProbs: Bool, s: AttentionShape) {
+        var rng = TestRNG(seed: (keepProbs ? 31 : 32) + UInt64(s.keys))
         let scale = 1 / Double(s.headDim).squareRoot()
         let q = rng.floats(s.batch * s.queries * s.headDim), k = rng.floats(s.batch * s.keys * s.headDim)
         let v = rng.floats(s.batch * s.keys * s.valueDim), dOut = rng.floats(s.batch * s.queries * s.valueDim)
