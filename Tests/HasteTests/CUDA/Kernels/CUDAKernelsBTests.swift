@@ -53,17 +53,33 @@ import Testing
         Check.within(got, want, bound, "gemm transA \(transA) transB \(transB)")
     }
 
-    /// k = 0 with beta = 0 writes zeros (C held NaN, which must not leak through), like the CPU.
-    @Test func gemmWithEmptyInnerDimensionZeroes() {
-        let m = 3, n = 4
-        let tc = Twin([Float](repeating: .nan, count: m * n)), ta = Twin([Float(0)]), tb = Twin([Float(0)])
+    /// k = 0: C = beta·C over the m×n windows, the BLAS definition. beta = 0 writes zeros (C held NaN, which must
+    /// not leak through) and beta = 1 leaves C alone, like the CPU; beta = 0.5 is checked against the definition
+    /// (the CPU backend leaves C unchanged for beta ∉ {0, 1}).
+    @Test(arguments: [0.0, 1.0, 0.5])
+    func gemmWithEmptyInnerDimensionScalesC(beta: Double) {
+        var rng = TestRNG(seed: 12)
+        let m = 3, n = 4, batch = 2, ldc = n + 1, strideC = m * ldc + 2
+        var c0 = rng.floats((batch - 1) * strideC + m * ldc)
+        if beta == 0 { c0 = c0.map { _ in .nan } }
+        let tc = Twin(c0), ta = Twin([Float(0)]), tb = Twin([Float(0)])
         for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
+            if beta == 0.5 && side == 0 { continue }
             backend.gemm(transA: false, transB: false, m: m, n: n, k: 0, alpha: 1, a: ta[side], lda: 1, strideA: 0,
-                         b: tb[side], ldb: n, strideB: 0, beta: 0, c: tc[side], ldc: n, strideC: 0, batch: 1)
+                         b: tb[side], ldb: n, strideB: 0, beta: beta, c: tc[side], ldc: ldc, strideC: strideC, batch: batch)
         }
-        let (want, got) = tc.floats()
-        Check.bitwise(got, want, "gemm k = 0")
-        #expect(got.allSatisfy { $0 == 0 })
+        let (cpu, got) = tc.floats()
+        var want = c0
+        for bi in 0..<batch {
+            for i in 0..<m {
+                for j in 0..<n { let e = bi * strideC + i * ldc + j; want[e] = beta == 0 ? 0 : Float(beta) * c0[e] }
+            }
+        }
+        Check.bitwise(got, want, "gemm k = 0, beta \(beta)")
+        if beta != 0.5 {   // the CPU's beta = 0 fill also covers the padding between windows: compare the windows
+            let windows = (0..<batch).flatMap { bi in (0..<m).flatMap { i in (0..<n).map { bi * strideC + i * ldc + $0 } } }
+            Check.bitwise(windows.map { got[$0] }, windows.map { cpu[$0] }, "gemm k = 0 as the CPU")
+        }
     }
 
     // MARK: movement
