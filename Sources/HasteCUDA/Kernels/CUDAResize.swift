@@ -148,13 +148,12 @@ extension CUDABackend {
     /// A tap table on the device (count, index, lo, hi: i64; weight: float), built by `resample_table` with the
     /// CPU's scale, support and tap count (computed here in Float exactly as `ResampleTable` does).
     private struct ResampleTableOnDevice {
-        let taps: Int, bytes: Int, base: DevicePointer
+        let taps: Int, bytes: Int, base: DevicePointer, outSize: Int
         var count: DevicePointer { base }
         var index: DevicePointer { base + DevicePointer(8 * outSize) }
         var lo: DevicePointer { index + DevicePointer(8 * outSize * taps) }
         var hi: DevicePointer { lo + DevicePointer(8 * outSize) }
         var weight: DevicePointer { hi + DevicePointer(8 * outSize) }
-        let outSize: Int
     }
 
     private func resampleTable(_ filter: ResizeFilter, inSize: Int, outSize: Int) -> ResampleTableOnDevice {
