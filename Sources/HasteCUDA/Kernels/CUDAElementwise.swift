@@ -27,10 +27,15 @@ extension CUDABackend {
         i64 shape[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
         i64 sa[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         i64 sb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        if (rank == 1) {   /* the common coalesced cases: both contiguous, or one broadcast along the other */
+            HASTE_GRID_STRIDE_LOOP(i, count) out[i] = haste_binary(op, a[i * a0], b[i * b0]);
+            return;
+        }
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 oa = 0, ob = 0, rem = i;
             for (int d = rank - 1; d > 0; --d) {
-                i64 q = rem / shape[d], c = rem - q * shape[d];
+                i64 q = (rem <= 0xffffffffLL && shape[d] <= 0xffffffffLL) ? (i64)((u32)rem / (u32)shape[d]) : rem / shape[d];
+                i64 c = rem - q * shape[d];
                 rem = q;
                 oa += c * sa[d];
                 ob += c * sb[d];
