@@ -5,39 +5,50 @@ extension CUDABackend {
     ///
     /// Sums: rows (inner = 1) take a 256-thread block each, every thread summing a strided subset in index order
     /// and the block combining them in a fixed tree; columns (inner > 1) take 32-column tiles with 8 lanes along
-    /// `reduce`, each lane summing every 8th row in order and the 8 lane sums added in lane order. Both orders are
-    /// fixed by the shape (bitwise reproducible run to run) but are not the CPU's (16-lane SIMD rows, sequential
-    /// columns): the sums agree within float32 summation error (about n·2⁻²⁴·Σ|x| at worst).
+    /// `reduce`, each lane summing every 8th row in order and the 8 lane sums added in lane order. Long reductions
+    /// over few outputs (a bias gradient, a loss mean) first sum fixed chunks of the reduced axis on many blocks,
+    /// then the chunk sums in order. The orders are fixed by the shape (bitwise reproducible run to run) but are
+    /// not the CPU's (16-lane SIMD rows, sequential columns): the sums agree within float32 summation error
+    /// (at most 2(n − 1)·2⁻²⁴·Σ|x| apart).
     /// Max and its backward are exact: a max does not depend on the order (NaN propagates like torch.amax), and
     /// the backward counts ties per output as the CPU does.
     static let reduceSource = KernelSource(family: "reduce", kernels: ["reduce_sum_rows", "reduce_sum_cols", "reduce_max_rows", "reduce_max_cols", "reduce_max_backward"], code: #"""
-    extern "C" __global__ void reduce_sum_rows(const float* x, float* y, i64 outer, i64 reduce) {
+    /// Work item (o, c): the sum of x[o, r, ·] over r in chunk c = [c·chunkLen, min(reduce, (c + 1)·chunkLen)),
+    /// written to y[o·chunks + c, ·]. chunks = 1 is the whole reduction; chunks > 1 is the first of two passes
+    /// (the second sums the partials [outer, chunks, inner] with chunks = 1), so long reductions over few
+    /// outputs spread over many blocks. Rows (inner = 1): a block per work item.
+    extern "C" __global__ void reduce_sum_rows(const float* x, float* y, i64 outer, i64 reduce, i64 chunks, i64 chunkLen) {
         __shared__ float scratch[32];
-        for (i64 o = blockIdx.x; o < outer; o += gridDim.x) {
+        for (i64 w = blockIdx.x; w < outer * chunks; w += gridDim.x) {
+            i64 o = w / chunks, c = w - o * chunks, r0 = c * chunkLen, r1 = r0 + chunkLen;
+            if (r1 > reduce) r1 = reduce;
             const float* row = x + o * reduce;
             float s = 0.0f;
-            for (i64 j = threadIdx.x; j < reduce; j += blockDim.x) s += row[j];
+            for (i64 j = r0 + threadIdx.x; j < r1; j += blockDim.x) s += row[j];
             s = haste_block_sum(s, scratch);
-            if (threadIdx.x == 0) y[o] = s;
+            if (threadIdx.x == 0) y[w] = s;
         }
     }
 
-    /// blockDim (32, 8): a tile of 32 columns of one outer index per iteration.
-    extern "C" __global__ void reduce_sum_cols(const float* x, float* y, i64 outer, i64 reduce, i64 inner) {
+    /// Columns (inner > 1), blockDim (32, 8): a tile of 32 columns of one work item per iteration, 8 lanes along
+    /// the chunk, each summing every 8th row in order, the lane sums added in lane order.
+    extern "C" __global__ void reduce_sum_cols(const float* x, float* y, i64 outer, i64 reduce, i64 inner, i64 chunks, i64 chunkLen) {
         __shared__ float part[256];
-        i64 colTiles = (inner + 31) / 32, tiles = outer * colTiles;
+        i64 colTiles = (inner + 31) / 32, tiles = outer * chunks * colTiles;
         int tx = threadIdx.x, ty = threadIdx.y;
         for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
-            i64 o = t / colTiles, col = (t - o * colTiles) * 32 + tx;
+            i64 w = t / colTiles, col = (t - w * colTiles) * 32 + tx;
+            i64 o = w / chunks, c = w - o * chunks, r0 = c * chunkLen, r1 = r0 + chunkLen;
+            if (r1 > reduce) r1 = reduce;
             float s = 0.0f;
             if (col < inner)
-                for (i64 r = ty; r < reduce; r += 8) s += x[(o * reduce + r) * inner + col];
+                for (i64 r = r0 + ty; r < r1; r += 8) s += x[(o * reduce + r) * inner + col];
             part[ty * 32 + tx] = s;
             __syncthreads();
             if (ty == 0 && col < inner) {
                 float total = part[tx];
                 for (int l = 1; l < 8; ++l) total += part[l * 32 + tx];
-                y[o * inner + col] = total;
+                y[w * inner + col] = total;
             }
             __syncthreads();
         }
@@ -86,13 +97,39 @@ extension CUDABackend {
         requireFloat32(x, "sum")
         if outer * inner == 0 { return }
         if reduce == 0 { fill(y, count: outer * inner, value: 0); return }
+        let (chunks, chunkLen) = CUDABackend.sumChunks(outer: outer, reduce: reduce, inner: inner)
+        if chunks == 1 {
+            sumPass(address(x), address(y), outer: outer, reduce: reduce, inner: inner, chunks: 1, chunkLen: reduce)
+            return
+        }
+        let bytes = outer * chunks * inner * 4
+        let partial = allocator.allocate(byteCount: bytes)
+        sumPass(address(x), partial, outer: outer, reduce: reduce, inner: inner, chunks: chunks, chunkLen: chunkLen)
+        sumPass(partial, address(y), outer: outer, reduce: chunks, inner: inner, chunks: 1, chunkLen: chunks)
+        allocator.release(partial, byteCount: bytes)   // stream order: reused only by work queued after the second pass
+    }
+
+    /// How a sum splits its reduced axis: into chunks of at least 2048 rows (inner = 1) or 64 rows (columns) until
+    /// about 512 work items keep the GPU busy; (1, reduce) when the outputs alone are enough. Fixed by the shape,
+    /// so results are bitwise reproducible.
+    static func sumChunks(outer: Int, reduce: Int, inner: Int) -> (Int, Int) {
+        let items = inner == 1 ? outer : outer * ((inner + 31) / 32)
+        let minLen = inner == 1 ? 2048 : 64
+        if items >= 512 || reduce <= 2 * minLen { return (1, reduce) }
+        let wanted = Swift.min((512 + items - 1) / items, reduce / minLen)
+        let len = (reduce + wanted - 1) / wanted
+        return ((reduce + len - 1) / len, len)
+    }
+
+    private func sumPass(_ x: DevicePointer, _ y: DevicePointer, outer: Int, reduce: Int, inner: Int, chunks: Int, chunkLen: Int) {
         if inner == 1 {
-            launch(CUDABackend.reduceSource, "reduce_sum_rows", grid: Dim3(Swift.min(outer, 65_535)), block: Dim3(256),
-                   [.pointer(address(x)), .pointer(address(y)), .int64(Int64(outer)), .int64(Int64(reduce))])
+            launch(CUDABackend.reduceSource, "reduce_sum_rows", grid: Dim3(Swift.min(outer * chunks, 65_535)), block: Dim3(256),
+                   [.pointer(x), .pointer(y), .int64(Int64(outer)), .int64(Int64(reduce)), .int64(Int64(chunks)), .int64(Int64(chunkLen))])
         } else {
-            let tiles = outer * ((inner + 31) / 32)
+            let tiles = outer * chunks * ((inner + 31) / 32)
             launch(CUDABackend.reduceSource, "reduce_sum_cols", grid: Dim3(Swift.min(tiles, 65_535)), block: Dim3(32, 8),
-                   [.pointer(address(x)), .pointer(address(y)), .int64(Int64(outer)), .int64(Int64(reduce)), .int64(Int64(inner))])
+                   [.pointer(x), .pointer(y), .int64(Int64(outer)), .int64(Int64(reduce)), .int64(Int64(inner)),
+                    .int64(Int64(chunks)), .int64(Int64(chunkLen))])
         }
     }
 
