@@ -54,6 +54,9 @@ extension CUDAKernelsATests {
             (.pow(1), -6, 6, false, false), (.clamp(-1.5, 2.25), -6, 6, true, true),
             (.clamp(-.infinity, 0.5), -6, 6, true, true), (.clamp(0, .infinity), -6, 6, true, true),
             (.affine(scale: 0.3, shift: -1.7), -6, 6, false, true),
+            // Saturated tails of the activations (the CPU's vectorised exp underflows/overflows there).
+            (.tanh, -30, 30, false, false), (.sigmoid, -30, 30, false, false), (.silu, -30, 30, false, false),
+            (.geluTanh, -30, 30, false, false), (.gelu, -30, 30, false, false),
         ]
         let u = CUDAKernelsATests.u
         for (op, lo, hi, exactF, exactD) in ops {

@@ -12,7 +12,7 @@ import HasteTensor
 ///   its ordered scatter-add, AdamW, EMA and scale (same operations in the same order, fma correctly rounded).
 /// - normals: ≤ 1 float ulp (Box–Muller in double on both sides; a device's double log/cos/sin may differ from
 ///   glibc's in the last double bit, which moves the float result by at most one ulp).
-/// - transcendental unary ops (|x| ≤ 6, |dy| ≤ 1): |Δ| ≤ 32u·(1 + |x|)·max(1, |ref|): the CPU's vectorised
+/// - transcendental unary ops (|x| ≤ 30, |dy| ≤ 1): |Δ| ≤ 32u·(1 + |x|)·max(1, |ref|): the CPU's vectorised
 ///   exp/tanh (≤ 1 ulp) or glibc against libdevice (≤ 2 ulp, powf 4), amplified by the formulas' ≤ 10 roundings
 ///   of intermediates no larger than (1 + |x|)·max(1, |y|), plus NVRTC's contractions into FMAs.
 /// - sums over n terms in another order: |Δ| ≤ 2(n − 1)u·Σ|terms| (each order's worst-case error is (n − 1)u·Σ|terms|).
