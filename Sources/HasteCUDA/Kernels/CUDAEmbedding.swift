@@ -12,12 +12,12 @@ extension CUDABackend {
         return wide ? ((const i64*)indices)[n] : (i64)((const int*)indices)[n];
     }
 
-    extern "C" __global__ void embedding_forward_f32(const float* weight, const u8* indices, int wide, float* out, i64 rows, i64 dim, i64 count, int* errorWord) {
+    extern "C" __global__ void embedding_forward_f32(const float* weight, const u8* indices, int wide, float* out, i64 rows, i64 dim, i64 count, int* errorWord, int errorCode) {
         HASTE_GRID_STRIDE_LOOP(i, count * dim) {
             i64 n = i / dim, d = i - n * dim;
             i64 t = haste_index(indices, wide, n);
             if (t < 0 || t >= rows) {
-                atomicCAS(errorWord, 0, 1);
+                atomicCAS(errorWord, 0, errorCode);
                 out[i] = 0.0f;
             } else {
                 out[i] = weight[t * dim + d];
@@ -25,14 +25,14 @@ extension CUDABackend {
         }
     }
 
-    extern "C" __global__ void embedding_backward_f32(const float* dy, const u8* indices, int wide, float* dWeight, i64 rows, i64 dim, i64 count, i64 rowsPerBlock, i64 rowBlocks, int* errorWord) {
+    extern "C" __global__ void embedding_backward_f32(const float* dy, const u8* indices, int wide, float* dWeight, i64 rows, i64 dim, i64 count, i64 rowsPerBlock, i64 rowBlocks, int* errorWord, int errorCode) {
         HASTE_GRID_STRIDE_LOOP(k, rowBlocks * dim) {
             i64 rb = k / dim, d = k - rb * dim, lo = rb * rowsPerBlock, hi = lo + rowsPerBlock;
             if (hi > rows) hi = rows;
             for (i64 n = 0; n < count; ++n) {
                 i64 t = haste_index(indices, wide, n);
                 if (t >= lo && t < hi) dWeight[t * dim + d] += dy[n * dim + d];
-                else if ((t < 0 || t >= rows) && k == 0) atomicCAS(errorWord, 0, 1);
+                else if ((t < 0 || t >= rows) && k == 0) atomicCAS(errorWord, 0, errorCode);
             }
         }
     }
@@ -52,7 +52,7 @@ extension CUDABackend {
         if count * dim == 0 { return }
         launch(CUDABackend.embeddingSource, "embedding_forward_f32", grid: Dim3(CUDABackend.blocks(count * dim)), block: Dim3(256),
                [.pointer(address(weight)), .pointer(address(indices)), .int32(wide), .pointer(address(out)),
-                .int64(Int64(rows)), .int64(Int64(dim)), .int64(Int64(count)), .pointer(errorWord)])
+                .int64(Int64(rows)), .int64(Int64(dim)), .int64(Int64(count)), .pointer(errorWord), .int32(DeviceErrorCode.embeddingIndex.rawValue)])
     }
 
     public func embeddingBackward(dy: Buffer, indices: Buffer, dWeight: Buffer, rows: Int, dim: Int, count: Int) {
@@ -66,6 +66,6 @@ extension CUDABackend {
         launch(CUDABackend.embeddingSource, "embedding_backward_f32", grid: Dim3(CUDABackend.blocks(rowBlocks * dim)), block: Dim3(256),
                [.pointer(address(dy)), .pointer(address(indices)), .int32(wide), .pointer(address(dWeight)),
                 .int64(Int64(rows)), .int64(Int64(dim)), .int64(Int64(count)), .int64(Int64(rowsPerBlock)),
-                .int64(Int64(rowBlocks)), .pointer(errorWord)])
+                .int64(Int64(rowBlocks)), .pointer(errorWord), .int32(DeviceErrorCode.embeddingIndex.rawValue)])
     }
 }

@@ -27,7 +27,7 @@ extension CUDABackend {
         *sOut = haste_block_sum(s, scratch);
     }
 
-    extern "C" __global__ void cross_entropy_rows_f32(const float* logits, const u8* targets, int wide, float* perRow, i64 rows, i64 classes, int* errorWord) {
+    extern "C" __global__ void cross_entropy_rows_f32(const float* logits, const u8* targets, int wide, float* perRow, i64 rows, i64 classes, int* errorWord, int errorCode) {
         __shared__ float scratch[32];
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = logits + r * classes;
@@ -36,7 +36,7 @@ extension CUDABackend {
             if (threadIdx.x == 0) {
                 i64 t = haste_target(targets, wide, r);
                 if (t < 0 || t >= classes) {
-                    atomicCAS(errorWord, 0, 3);
+                    atomicCAS(errorWord, 0, errorCode);
                     perRow[r] = NAN;
                 } else {
                     perRow[r] = (m - xr[t]) + logf(s);
@@ -55,7 +55,7 @@ extension CUDABackend {
     }
 
     /// dx[r, c] = (softmax(x[r])[c] − [c = t]) · dy/rows, in the CPU's order: softmax, minus one, times the scale.
-    extern "C" __global__ void cross_entropy_backward_f32(const float* logits, const u8* targets, int wide, const float* dy, float* dx, i64 rows, i64 classes, int* errorWord) {
+    extern "C" __global__ void cross_entropy_backward_f32(const float* logits, const u8* targets, int wide, const float* dy, float* dx, i64 rows, i64 classes, int* errorWord, int errorCode) {
         __shared__ float scratch[32];
         float scale = dy[0] / (float)rows;
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -64,7 +64,7 @@ extension CUDABackend {
             float m, s;
             haste_row_lse(xr, classes, d, scratch, &m, &s);
             i64 t = haste_target(targets, wide, r);
-            if ((t < 0 || t >= classes) && threadIdx.x == 0) atomicCAS(errorWord, 0, 3);
+            if ((t < 0 || t >= classes) && threadIdx.x == 0) atomicCAS(errorWord, 0, errorCode);
             float inv = 1.0f / s;
             for (i64 j = threadIdx.x; j < classes; j += blockDim.x) {
                 float v = d[j] * inv;
@@ -92,7 +92,8 @@ extension CUDABackend {
             launch(CUDABackend.lossSource, "cross_entropy_rows_f32", grid: Dim3(Swift.min(rows, 65_535)),
                    block: Dim3(CUDABackend.rowThreads(classes)),
                    [.pointer(address(logits)), .pointer(address(targets)), .int32(wide), .pointer(perRow),
-                    .int64(Int64(rows)), .int64(Int64(classes)), .pointer(errorWord)])
+                    .int64(Int64(rows)), .int64(Int64(classes)), .pointer(errorWord),
+                    .int32(DeviceErrorCode.crossEntropyTarget.rawValue)])
         }
         launch(CUDABackend.lossSource, "cross_entropy_mean_f32", grid: Dim3(1), block: Dim3(32),
                [.pointer(perRow), .pointer(address(loss)), .int64(Int64(rows))])
@@ -107,6 +108,7 @@ extension CUDABackend {
         launch(CUDABackend.lossSource, "cross_entropy_backward_f32", grid: Dim3(Swift.min(rows, 65_535)),
                block: Dim3(CUDABackend.rowThreads(classes)),
                [.pointer(address(logits)), .pointer(address(targets)), .int32(wide), .pointer(address(dy)),
-                .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(classes)), .pointer(errorWord)])
+                .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(classes)), .pointer(errorWord),
+                    .int32(DeviceErrorCode.crossEntropyTarget.rawValue)])
     }
 }
