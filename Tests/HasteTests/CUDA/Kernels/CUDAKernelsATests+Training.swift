@@ -119,6 +119,21 @@ extension CUDAKernelsATests {
         }
     }
 
+    /// Through the Tensor API a bad label ends the process at the next read, naming the op (the GPU path: the
+    /// kernel sets the error word, `synchronize` reports it), never a crash or an out-of-bounds read.
+    @Test func badLabelsEndTheProcessWithTheirMessage() async {
+        let embedding = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let w = Tensor([Float](repeating: 1, count: 12), shape: [4, 3], device: EmulatedCUDA.device)
+            _ = Tensor.embedding(w, Tensor([Int64(2), 4], device: EmulatedCUDA.device)).to(.cpu)
+        }
+        #expect(trapMessage(embedding).contains("embedding: an index is outside [0, rows)"), "\(trapMessage(embedding))")
+        let loss = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let logits = Tensor([Float](repeating: 0, count: 6), shape: [2, 3], device: EmulatedCUDA.device)
+            _ = logits.crossEntropy(targets: Tensor([Int32(0), -1], device: EmulatedCUDA.device)).item()
+        }
+        #expect(trapMessage(loss).contains("cross_entropy: a target class is outside [0, classes)"), "\(trapMessage(loss))")
+    }
+
     /// The same small graph through the Tensor API and autograd on both devices: broadcast mul/add, gelu,
     /// softmax over a middle axis (permute, strided copies), amax over a non-trailing axis, sum, mean, square,
     /// embedding and cross-entropy; gradients reach every leaf (broadcast sums, gradient accumulation).
