@@ -102,6 +102,7 @@ extension Tensor {
     /// In-place `self += other` outside autograd (arena gradients, optimizer state).
     public func addInPlace(_ other: Tensor, alpha: Double = 1) {
         require(other.shape == shape && isContiguous, "addInPlace: \(other.shape) into \(shape)")
+        require(other.device == device, "addInPlace: \(other.shape) on \(other.device) into \(shape) on \(device)")
         let o = other.contiguous()
         backend.axpy(alpha: alpha, x: o.buffer, y: buffer, count: count)
     }
