@@ -7,6 +7,7 @@ extension Tensor {
     public func backward(_ gradient: Tensor? = nil, observer: LeafGradientObserver? = nil) {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
         require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
+        require(seed.device == device, "backward: gradient on \(seed.device), tensor on \(device)")
         GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) }
     }
 
@@ -121,6 +122,7 @@ public protocol LeafGradientObserver: AnyObject {
 /// or intermediates), without touching any `.grad` (torch.autograd.grad). Untracked inputs get nil.
 public func gradients(of output: Tensor, wrt inputs: [Tensor], seed: Tensor? = nil) -> [Tensor?] {
     let s = (seed ?? Tensor.ones(output.shape, dtype: output.dtype, device: output.device)).contiguous()
+    require(s.device == output.device, "gradients: seed on \(s.device), output on \(output.device)")
     let ids = Set(inputs.map(ObjectIdentifier.init))
     let captured = GradMode.withoutGrad { Tensor.runBackward(from: output, seed: s, capture: ids) }
     return inputs.map { captured[ObjectIdentifier($0)] }

@@ -72,8 +72,8 @@ import HasteTensor
 
 /// FID features (InceptionV3, random weights in pytorch-fid's layout) of the same images: equal on cuda:1 and
 /// on the CPU, pool and logits rows and the accumulated statistics, up to float rounding only: Inception's GEMMs
-/// at 299² are large enough for OpenBLAS to split them by its process-global thread count, which other tests
-/// change while this one runs (run alone it is bit for bit; beside 7 other tests it differed in the last bits).
+/// at 299² are large enough for OpenBLAS to split among its threads, and how it splits them depends on the other
+/// tests calling it at the same moment (run alone it is bit for bit; beside 7 other tests it differed in the last bits).
 /// A tensor left on the CPU would trap.
 @Test func fidFeaturesOnTheDeviceEqualTheCPU() throws {
     var state: [String: Tensor] = [:]
@@ -104,8 +104,8 @@ import HasteTensor
 }
 
 /// `haste preprocess`'s encode stage with the VAE on cuda:1 writes the same moments as on the CPU: same files,
-/// values equal up to float rounding (the VAE's GEMMs at 256² split by OpenBLAS's process-global thread count,
-/// which other tests change concurrently: see preprocessPipelineEndToEnd).
+/// values equal up to float rounding (the VAE's GEMMs at 256² are split among OpenBLAS's threads, and the split
+/// depends on concurrent tests: see fidFeaturesOnTheDeviceEqualTheCPU and preprocessPipelineEndToEnd).
 @Test func vaeEncodeOnTheDeviceEqualsTheCPU() throws {
     let tmp = temporaryDirectory()
     _ = try makeSourceTree("\(tmp)/src")
