@@ -54,6 +54,39 @@ private func checkpointValues(_ run: String, step: Int) throws -> [String: [Floa
     #expect(previews[0] == previews[1])
 }
 
+/// configs/demo.yaml as `haste train` reads it (SiT-S/4 at 128 wide, the DINOv2-architecture teacher with random
+/// weights, both alignments), on Fashion-MNIST t10k at batch 4: two steps on cuda:1 give the CPU's losses and
+/// weights. Run alone this is bit for bit (checked), but the demo's GEMMs are large enough for OpenBLAS to split
+/// among its threads, and how depends on the other tests calling it at the same moment: so float rounding here,
+/// and the bit-for-bit comparison is the tiny run above (same code, GEMMs small enough for one thread).
+@Test(.enabled(if: FileManager.default.fileExists(atPath: FashionMNIST.defaultDirectory + "/t10k-images-idx3-ubyte.gz"),
+               "needs Debian's dataset-fashion-mnist"))
+func demoTrainingOnTheDeviceEqualsTheCPU() throws {
+    let dir = temporaryDirectory()
+    let overrides = [("output-dir", dir), ("batch-size", "4"), ("max-train-steps", "2"), ("checkpointing-steps", "2"),
+                     ("sample-count", "4"), ("sample-num-steps", "2"), ("fid-every", "0")].map { (key: $0.0, value: $0.1) }
+    var c = try TrainConfig.load(file: Launcher.root + "/configs/demo.yaml", overrides: overrides)
+    c.encWeights = try writeTinyTeacher(dir, c)
+    #expect(c.projCoeff != 0 && c.attnCoeff != 0 && c.earlyStopPoint > c.maxTrainSteps)
+    let data = try FashionMNIST(split: "t10k")
+    for (name, device) in [("cpu", Device.cpu), ("device", HostAsCUDA.device)] {
+        c.expName = name
+        try Trainer(config: c, dataset: data, device: device).train()
+    }
+    let cpu = try losses("\(dir)/cpu"), device = try losses("\(dir)/device")
+    #expect(cpu.count == 2 && device.count == 2)
+    for (a, b) in zip(cpu, device) {
+        #expect(a.keys.sorted() == b.keys.sorted())
+        for (k, v) in a { #expect(abs(b[k]! - v) <= 1e-5 * max(abs(v), 1), "step \(a["step"]!): \(k) \(v) vs \(b[k]!)") }
+    }
+    #expect(cpu.allSatisfy { $0["attn_loss"]! > 0 && $0["proj_loss"]! != 0 })
+    let a = try checkpointValues("\(dir)/cpu", step: 2), b = try checkpointValues("\(dir)/device", step: 2)
+    #expect(!a.isEmpty && a.keys.sorted() == b.keys.sorted())
+    for (k, v) in a where k.hasPrefix("model.") {   // AdamW moves a weight about lr a step: 2 steps, well within 4·lr apart
+        #expect(zip(v, b[k]!).allSatisfy { abs($0 - $1) <= Float(4 * c.learningRate) }, "\(k)")
+    }
+}
+
 /// A run started on one device resumes on the other: cuda:1 → cpu and cpu → cuda:1 both reproduce the
 /// uninterrupted CPU run's losses exactly.
 @Test func trainingResumesAcrossDevices() throws {
