@@ -134,6 +134,27 @@ public final class ParameterStore {
         if requiresGrad { attachGradients() }
     }
 
+    /// Moves a finalized store to `device`: one copy of the value arena, every registered tensor re-pointed
+    /// into it, and (when trainable) a fresh zeroed gradient arena there. Models are built (and may be loaded)
+    /// on the CPU, then moved; the layout, and so a checkpoint, does not depend on the device. Call before an
+    /// optimizer or EMA is made over the store (they allocate on the store's device); gradients are not kept.
+    public func move(to device: Device) {
+        require(isFinalized, "move(to:): finalize the store before moving it")
+        guard device != self.device, !shapesOnly, let old = arena else { return }
+        let count = old.byteCount / dtype.byteSize
+        let moved = noGrad { Tensor(storage: old, shape: [count], offset: 0, dtype: dtype).to(device) }
+        for e in entries {
+            e.tensor.storage = moved.storage
+            e.tensor.offset = e.offset
+            e.tensor.grad = nil
+            e.tensor.gradIsOwnedSlot = false
+        }
+        arena = moved.storage
+        self.device = device
+        gradArena = nil
+        if requiresGrad { attachGradients() }
+    }
+
     /// Freezes (false) or unfreezes (true) every trainable parameter: frozen ones are not tracked by autograd
     /// and hold no gradient arena (a frozen teacher or sampling copy would otherwise carry a second copy of its
     /// weights' size); unfreezing attaches a zeroed one again.
