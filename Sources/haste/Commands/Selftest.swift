@@ -17,6 +17,8 @@ struct Selftest: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
     @Flag(help: "Print the report as JSON (rows, bounds, both loss curves) instead of the table.")
     var json = false
+    @Option(help: ArgumentHelp("Also write the JSON report to this file (the table still prints row by row).", valueName: "path"))
+    var jsonOutput: String?
     @Option(help: ArgumentHelp("Only op cases whose name contains one of these comma-separated words; the training comparison runs only when 'training' is among them.",
                                valueName: "FILTER"))
     var ops: String?
@@ -49,6 +51,11 @@ struct Selftest: ParsableCommand {
         }
         let training = withTraining ? try TrainingComparison.run(device: device, seed: runtime.seed) : nil
         let report = SelftestReport(device: "\(device)", rows: rows, training: training)
+        if let jsonOutput {
+            do { try report.json().write(toFile: jsonOutput, atomically: true, encoding: .utf8) } catch {
+                throw HasteError.unsupported("selftest: could not write \(jsonOutput): \(error)")
+            }
+        }
         if json {
             print(report.json())
         } else {
