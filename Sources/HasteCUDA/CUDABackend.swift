@@ -17,8 +17,13 @@ public final class CUDABackend: Backend {
     public let driver: any GPUDriver
     public let device: Device
     public let allocator: CachingAllocator
-    /// Loaded families, by family name.
+    /// Loaded families, by family name (locked: kernels are launched from many threads in the tests).
     private var modules: [String: [String: GPUFunction]] = [:]
+    private let modulesMutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
     /// A 4-byte device word kernels set to a `DeviceErrorCode` when they find bad input (checked when the host reads).
     public private(set) var errorWord: DevicePointer = 0
 
@@ -40,6 +45,7 @@ public final class CUDABackend: Backend {
 
     /// The entry point `kernel` of `source`, compiled and loaded on first use.
     public func function(_ source: KernelSource, _ kernel: String) -> GPUFunction {
+        pthread_mutex_lock(modulesMutex); defer { pthread_mutex_unlock(modulesMutex) }
         if modules[source.family] == nil {
             do { modules[source.family] = try driver.load(source) } catch {
                 CUDABackend.fail("could not compile the \(source.family) kernels for \(driver.deviceDescription): \(error)")

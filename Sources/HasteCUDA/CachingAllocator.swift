@@ -1,9 +1,15 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 import HasteTensor
 
 /// A size-keyed caching allocator in front of the driver's allocations (STYLE §2.5 [tinygrad LRUAllocator, MLX]):
 /// freed blocks wait in a free list keyed by their rounded size and are handed out again, so a training step
 /// allocates nothing from the driver once warm. Out of memory, it returns every cached block to the driver and
 /// retries once; then it ends the process with what was asked, what haste holds, and a hint.
+/// Locked: tensors are created and freed on any thread (the test suites share one device).
 public final class CachingAllocator {
     let driver: any GPUDriver
     let device: Device
@@ -13,6 +19,12 @@ public final class CachingAllocator {
     public private(set) var inUse = 0, held = 0, peakInUse = 0
     /// Driver allocations so far (a warm step adds none).
     public private(set) var driverAllocations = 0
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
 
     init(driver: any GPUDriver, device: Device) { self.driver = driver; self.device = device }
 
@@ -24,6 +36,7 @@ public final class CachingAllocator {
     }
 
     public func allocate(byteCount: Int) -> DevicePointer {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
         let size = CachingAllocator.rounded(byteCount)
         if var list = free[size], let p = list.popLast() {
             free[size] = list
@@ -32,7 +45,7 @@ public final class CachingAllocator {
         }
         var p = driver.allocate(byteCount: size)
         if p == nil {
-            emptyCache()
+            emptyCacheLocked()
             p = driver.allocate(byteCount: size)
         }
         guard let address = p else {
@@ -47,6 +60,7 @@ public final class CachingAllocator {
     }
 
     public func release(_ address: DevicePointer, byteCount: Int) {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
         let size = CachingAllocator.rounded(byteCount)
         inUse -= size
         free[size, default: []].append(address)
@@ -54,6 +68,11 @@ public final class CachingAllocator {
 
     /// Returns every cached block to the driver.
     public func emptyCache() {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        emptyCacheLocked()
+    }
+
+    private func emptyCacheLocked() {
         for (size, list) in free {
             for p in list { driver.free(p); held -= size }
         }

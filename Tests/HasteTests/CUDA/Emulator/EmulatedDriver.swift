@@ -1,0 +1,326 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+import Foundation
+import Testing
+import HasteTensor
+@testable import HasteCUDA
+
+/// What the emulator found wrong: a bad launch, a pointer outside every live allocation, a deadlock, a compile error.
+struct EmulatorError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// A CUDA device on the host, for the tests (Tests/HasteTests/CUDA/Emulator): `GPUDriver` with device memory in
+/// host memory (`DevicePointer` = address bits), kernels compiled by clang++ with the C++ runtime of
+/// `EmulatorRuntime` and run block by block at launch, GEMMs as plain loops (cuBLAS semantics).
+///
+/// Checks what a GPU would only get wrong silently or crash on: every pointer argument of a launch, and both ends of
+/// every copy and GEMM operand, lie inside a live allocation (null pointer arguments are allowed: CUDA code passes
+/// them for absent optional inputs), pointers are aligned for their element type, argument kinds match the
+/// kernel's C parameter types, launch dimensions are within the device's limits, every thread reaches every
+/// barrier. New memory (and dynamic shared memory) is filled with 0xFF bytes (NaN as float or bf16, -1 as int) so
+/// reads of memory no kernel wrote show up; a guard page after every allocation turns a write past its end into a
+/// crash inside the kernel instead of silent corruption.
+///
+/// A problem is recorded as an issue of the running test (`recordsIssues`, the shared test device) or kept and
+/// thrown by the next `synchronize()` (the emulator's own tests): `CUDABackend.synchronize` ends the process on a
+/// thrown error, which must not happen inside the test runner.
+final class EmulatedDriver: GPUDriver {
+    let deviceDescription = "emulated CUDA device (host)"
+    let computeCapability = 90
+    let totalMemory: Int
+    let recordsIssues: Bool
+
+    /// One emulator activity at a time in the process: the compiled runtimes keep the launch in globals.
+    static let lock = NSRecursiveLock()
+
+    private struct Allocation { let base: UInt64; let size: Int; let mapping: UnsafeMutableRawPointer; let mappingSize: Int }
+    /// Live allocations by base address, and their bases in ascending order.
+    private var allocations: [UInt64: Allocation] = [:]
+    private var bases: [UInt64] = []
+    /// Bytes allocated and not freed.
+    private(set) var allocatedBytes = 0
+    private var pendingError: EmulatorError?
+    /// Kernels launched so far (for tests of the emulator itself).
+    private(set) var launches = 0
+
+    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true) {
+        self.totalMemory = totalMemory
+        self.recordsIssues = recordsIssues
+    }
+
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    private func report(_ message: String) {
+        if recordsIssues {
+            Issue.record(Comment(rawValue: "CUDA emulator: " + message))
+        } else if pendingError == nil {
+            pendingError = EmulatorError(message: message)
+        }
+    }
+
+    // MARK: memory
+
+    func allocate(byteCount: Int) -> DevicePointer? {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        let bytes = Swift.max(byteCount, 1)
+        guard allocatedBytes + bytes <= totalMemory else { return nil }
+        let page = EmulatedDriver.pageSize
+        let usable = (bytes + page - 1) / page * page
+        let used = (bytes + 255) / 256 * 256
+        let mappingSize = usable + 2 * page
+        guard let mapping = mmap(nil, mappingSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              mapping != MAP_FAILED else { return nil }
+        guard mprotect(mapping + page, usable, PROT_READ | PROT_WRITE) == 0 else {
+            munmap(mapping, mappingSize)
+            return nil
+        }
+        // The block ends where the guard page begins (256-byte aligned start, as cuMemAlloc's).
+        let start = mapping + page + usable - used
+        memset(start, 0xFF, used)
+        let base = DevicePointer(UInt(bitPattern: start))
+        allocations[base] = Allocation(base: base, size: bytes, mapping: mapping, mappingSize: mappingSize)
+        bases.insert(base, at: insertionIndex(base))
+        allocatedBytes += bytes
+        return base
+    }
+
+    func free(_ address: DevicePointer) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        guard let a = allocations.removeValue(forKey: address) else {
+            report("free(0x\(String(address, radix: 16))): not the start of a live allocation (freed twice?)")
+            return
+        }
+        bases.remove(at: insertionIndex(address))
+        allocatedBytes -= a.size
+        munmap(a.mapping, a.mappingSize)
+    }
+
+    /// Index of the first base ≥ `address`.
+    private func insertionIndex(_ address: UInt64) -> Int {
+        var lo = 0, hi = bases.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if bases[mid] < address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The live allocation holding `[address, address + byteCount)`, or nil.
+    private func allocation(containing address: UInt64, byteCount: Int) -> Allocation? {
+        var i = insertionIndex(address)
+        if i == bases.count || bases[i] != address { i -= 1 }
+        guard i >= 0, let a = allocations[bases[i]] else { return nil }
+        let end = a.base + UInt64(a.size)
+        return address >= a.base && address <= end && UInt64(byteCount) <= end - address ? a : nil
+    }
+
+    /// Why `[address, address + byteCount)` is not device memory, or nil when it is.
+    private func rangeProblem(_ address: UInt64, _ byteCount: Int) -> String? {
+        if allocation(containing: address, byteCount: byteCount) != nil { return nil }
+        let hex = "0x" + String(address, radix: 16)
+        if let a = allocation(containing: address, byteCount: 0) {
+            return "\(hex) + \(byteCount) bytes runs past the end of its allocation (\(a.size) bytes at 0x\(String(a.base, radix: 16)), "
+                + "\(Int(address - a.base)) bytes in)"
+        }
+        return "\(hex) is not inside any live device allocation (a host pointer, or memory already freed?)"
+    }
+
+    // MARK: copies
+
+    func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        guard byteCount > 0 else { return }
+        if let p = rangeProblem(dst, byteCount) { return report("copy host → device: destination \(p)") }
+        memcpy(UnsafeMutableRawPointer(bitPattern: UInt(dst))!, host, byteCount)
+    }
+
+    func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        guard byteCount > 0 else { return }
+        if let p = rangeProblem(src, byteCount) { return report("copy device → host: source \(p)") }
+        memcpy(host, UnsafeRawPointer(bitPattern: UInt(src))!, byteCount)
+    }
+
+    func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        guard byteCount > 0 else { return }
+        if let p = rangeProblem(src, byteCount) { return report("copy device → device: source \(p)") }
+        if let p = rangeProblem(dst, byteCount) { return report("copy device → device: destination \(p)") }
+        if src < dst + UInt64(byteCount) && dst < src + UInt64(byteCount) && src != dst {
+            return report("copy device → device: source and destination overlap (\(byteCount) bytes, 0x\(String(src, radix: 16)) → "
+                          + "0x\(String(dst, radix: 16))): undefined for cuMemcpyDtoD")
+        }
+        memmove(UnsafeMutableRawPointer(bitPattern: UInt(dst))!, UnsafeRawPointer(bitPattern: UInt(src))!, byteCount)
+    }
+
+    // MARK: kernels
+
+    func load(_ source: KernelSource) throws -> [String: GPUFunction] {
+        let module = try EmulatorCompiler.module(for: source)
+        var functions: [String: GPUFunction] = [:]
+        for (name, kernel) in module.kernels {
+            functions[name] = GPUFunction(name: name, handle: Unmanaged.passUnretained(kernel).toOpaque())
+        }
+        return functions
+    }
+
+    func launch(_ function: GPUFunction, grid: Dim3, block: Dim3, sharedBytes: Int, arguments: [KernelArgument]) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        let kernel = Unmanaged<EmulatedKernel>.fromOpaque(function.handle).takeUnretainedValue()
+        let name = kernel.name
+        launches += 1
+        if let problem = EmulatedDriver.launchProblem(grid: grid, block: block, sharedBytes: sharedBytes) {
+            return report("launch of \(name) with grid \(grid), block \(block), \(sharedBytes) shared bytes: \(problem)")
+        }
+        guard arguments.count == kernel.parameters.count else {
+            return report("launch of \(name): \(arguments.count) arguments for \(kernel.parameters.count) parameters (\(kernel.signature))")
+        }
+        let slots = UnsafeMutableRawPointer.allocate(byteCount: 8 * Swift.max(arguments.count, 1), alignment: 8)
+        let argv = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Swift.max(arguments.count, 1))
+        defer { slots.deallocate(); argv.deallocate() }
+        for (i, (argument, parameter)) in zip(arguments, kernel.parameters).enumerated() {
+            let slot = slots + 8 * i
+            argv[i] = slot
+            if let problem = argumentProblem(argument, parameter) {
+                return report("launch of \(name): argument \(i) (\(parameter.description)): \(problem)")
+            }
+            switch argument {
+            case let .pointer(p): slot.storeBytes(of: p, as: UInt64.self)
+            case let .int32(v): slot.storeBytes(of: v, as: Int32.self)
+            case let .int64(v): slot.storeBytes(of: v, as: Int64.self)
+            case let .uint64(v): slot.storeBytes(of: v, as: UInt64.self)
+            case let .float(v): slot.storeBytes(of: v, as: Float.self)
+            case let .double(v): slot.storeBytes(of: v, as: Double.self)
+            }
+        }
+        let shared = EmulatedDriver.sharedMemory(sharedBytes)
+        var gridDims: [UInt32] = [UInt32(grid.x), UInt32(grid.y), UInt32(grid.z)]
+        var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
+        var message = [CChar](repeating: 0, count: 4096)
+        var faultAddress: UInt64 = 0
+        let status = name.withCString { cName in
+            kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
+                       &message, message.count, &faultAddress)
+        }
+        if status == 2 {
+            report(String(cString: message) + ": " + describe(faultAddress, sharedBuffer: shared, sharedBytes: sharedBytes))
+        } else if status != 0 {
+            report(String(cString: message))
+        }
+    }
+
+    /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.
+    private func describe(_ address: UInt64, sharedBuffer: UnsafeMutableRawPointer, sharedBytes: Int) -> String {
+        let i = insertionIndex(address + 1) - 1
+        if i >= 0, let a = allocations[bases[i]], address >= a.base + UInt64(a.size),
+           address < a.base + UInt64(a.size) + UInt64(EmulatedDriver.pageSize) {
+            return "\(address - a.base - UInt64(a.size)) bytes past the end of the allocation of \(a.size) bytes at "
+                + "0x\(String(a.base, radix: 16)) (an index out of range?)"
+        }
+        let shared = UInt64(UInt(bitPattern: sharedBuffer))
+        if address >= shared + UInt64(sharedBytes), address < shared + UInt64(sharedBytes) + UInt64(EmulatedDriver.pageSize) + 256 {
+            return "past the end of the launch's \(sharedBytes) bytes of dynamic shared memory"
+        }
+        if address < 4096 { return "a null pointer (plus \(address) bytes)" }
+        return "not device memory (freed memory, or a host address computed by the kernel)"
+    }
+
+    /// The largest dynamic shared memory a launch may ask for (sm_90, with the opt-in attribute).
+    static let maxSharedBytes = 227 * 1024
+    /// One mapping for every launch's dynamic shared memory, followed by a guard page.
+    nonisolated(unsafe) private static var sharedMapping: UnsafeMutableRawPointer?
+
+    /// `bytes` of dynamic shared memory (256-byte aligned, poisoned) ending at a guard page (up to 255 bytes of slack).
+    private static func sharedMemory(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let page = pageSize
+        let usable = (maxSharedBytes + page - 1) / page * page
+        if sharedMapping == nil {
+            guard let m = mmap(nil, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), m != MAP_FAILED,
+                  mprotect(m + usable, page, PROT_NONE) == 0 else {
+                fatalError("CUDA emulator: cannot map shared memory: \(String(cString: strerror(errno)))")
+            }
+            sharedMapping = m
+        }
+        let used = (Swift.max(bytes, 1) + 255) / 256 * 256
+        let start = sharedMapping! + usable - used
+        memset(start, 0xFF, used)
+        return start
+    }
+
+    /// CUDA's launch limits (sm_90: 1024 threads a block, 227 KiB of shared memory with the opt-in attribute).
+    static func launchProblem(grid: Dim3, block: Dim3, sharedBytes: Int) -> String? {
+        if [grid.x, grid.y, grid.z, block.x, block.y, block.z].contains(where: { $0 < 1 }) { return "every dimension must be ≥ 1" }
+        if grid.x > Int(Int32.max) || grid.y > 65_535 || grid.z > 65_535 { return "grid beyond (2³¹-1, 65535, 65535)" }
+        if block.x > 1024 || block.y > 1024 || block.z > 64 || block.x * block.y * block.z > 1024 {
+            return "block beyond 1024 threads (x, y ≤ 1024, z ≤ 64)"
+        }
+        if sharedBytes < 0 || sharedBytes > maxSharedBytes { return "dynamic shared memory beyond 227 KiB" }
+        return nil
+    }
+
+    private func argumentProblem(_ argument: KernelArgument, _ parameter: EmulatedKernel.Parameter) -> String? {
+        switch (argument, parameter) {
+        case let (.pointer(p), .pointer(alignment)):
+            if p == 0 { return nil }
+            if let problem = rangeProblem(p, 0) { return problem }
+            if p % UInt64(alignment) != 0 {
+                return "0x\(String(p, radix: 16)) is not aligned to \(alignment) bytes (a misaligned access faults on a GPU)"
+            }
+            return nil
+        case (.int32, .int32), (.int32, .uint32), (.int64, .int64), (.uint64, .uint64), (.float, .float), (.double, .double):
+            return nil
+        default:
+            return "passed as \(argument) (KernelArgument must match the C parameter type: "
+                + "pointer → .pointer, int/unsigned → .int32, long long/i64 → .int64, u64 → .uint64, float → .float, double → .double)"
+        }
+    }
+
+    func gemm(_ g: GemmDescriptor) {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        if let problem = gemmProblem(g) { return report("gemm \(g): \(problem)") }
+        if g.m == 0 || g.n == 0 || g.batch == 0 { return }
+        let runtime: EmulatorModule
+        do { runtime = try EmulatorCompiler.runtimeModule() } catch { return report("gemm: \(error)") }
+        func pointer(_ p: DevicePointer) -> UnsafeMutablePointer<Float>? { UnsafeMutablePointer(bitPattern: UInt(p)) }
+        runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, g.beta, pointer(g.a), g.lda, g.strideA,
+                     pointer(g.b), g.ldb, g.strideB, pointer(g.c), g.ldc, g.strideC, g.batch)
+    }
+
+    /// cuBLAS's argument rules (CUBLAS_STATUS_INVALID_VALUE) and every operand's extent inside its allocation.
+    private func gemmProblem(_ g: GemmDescriptor) -> String? {
+        if g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0 { return "negative size" }
+        if g.strideA < 0 || g.strideB < 0 || g.strideC < 0 { return "negative batch stride" }
+        let (rowsA, colsA) = g.transA ? (g.k, g.m) : (g.m, g.k)
+        let (rowsB, colsB) = g.transB ? (g.n, g.k) : (g.k, g.n)
+        if g.lda < Swift.max(1, rowsA) { return "lda \(g.lda) < \(Swift.max(1, rowsA)) (rows of A as stored)" }
+        if g.ldb < Swift.max(1, rowsB) { return "ldb \(g.ldb) < \(Swift.max(1, rowsB)) (rows of B as stored)" }
+        if g.ldc < Swift.max(1, g.m) { return "ldc \(g.ldc) < \(Swift.max(1, g.m)) (rows of C)" }
+        if g.m == 0 || g.n == 0 || g.batch == 0 { return nil }
+        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
+            rows == 0 || cols == 0 ? 0 : ((g.batch - 1) * stride + (cols - 1) * ld + rows) * 4
+        }
+        let operands = [("A", g.a, extent(rowsA, colsA, g.lda, g.strideA)), ("B", g.b, extent(rowsB, colsB, g.ldb, g.strideB)),
+                        ("C", g.c, extent(g.m, g.n, g.ldc, g.strideC))]
+        for (name, address, bytes) in operands where bytes > 0 || name == "C" {
+            if let p = rangeProblem(address, bytes) { return "operand \(name): \(p)" }
+            if address % 4 != 0 { return "operand \(name) is not 4-byte aligned" }
+        }
+        return nil
+    }
+
+    func synchronize() throws {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        if let e = pendingError {
+            pendingError = nil
+            throw e
+        }
+    }
+
+    /// The host address of device memory (tests of the emulator read and write it directly).
+    func hostPointer(_ address: DevicePointer) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address))! }
+}
