@@ -45,11 +45,15 @@ let package = Package(
         .target(name: "HasteTraining",
                 dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "Yams"],
                 swiftSettings: libraryFlags),
+        // Conformance of any device against the CPU, inside the binary (`haste selftest`): never imports HasteCUDA.
+        .target(name: "HasteSelftest",
+                dependencies: ["HasteTensor", "HasteNN", "HasteModels", "HasteDiffusion", "HasteTraining"],
+                swiftSettings: libraryFlags),
         .executableTarget(name: "haste",
-                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText", "COpenBLAS",
+                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText", "HasteSelftest", "COpenBLAS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "HasteTests",
-                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText"],
+                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText", "HasteSelftest"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

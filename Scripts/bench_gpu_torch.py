@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""PyTorch on the GPU beside `haste bench train --device cuda`: one full HASTE training step (zero-grad, teacher pass,
+draws, forward, loss, backward, clip 1.0, AdamW) of the reference SiT (Scripts/reference, the models and losses of
+Scripts/bench_torch_train.py, same row names), in PyTorch eager: fp32, TF32 (`allow_tf32`, the reference's
+--allow-tf32) and bf16 autocast with F.scaled_dot_product_attention in the blocks whose logits are not aligned
+(what researchers run: issue 12). Timed with CUDA events after warm-up; peak GPU memory per row.
+
+    python3 Scripts/bench_gpu_torch.py [--models SiT-B/2,SiT-XL/2] [--batches 16,64] [--precisions fp32,tf32,bf16]
+        [--reps 5] [--warmup 2] [--no-align | --align-only] [--jsonl FILE] [--list]
+
+Rows: "<model> bs<batch>" (plain SiT: after the early stop, or vanilla) and "<model> bs<batch> +align" (DINOv2-B
+teacher at 224², projection + attention alignment of student blocks 4–7 with teacher blocks 8–11). Latents 4×32×32.
+Each row is printed as it completes (and appended to --jsonl as one JSON line), so a time-boxed run keeps what it did.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_torch import use_sdpa                                       # noqa: E402
+from bench_torch_train import (ATTN_COEFF, CFG_PROB, IMAGE_SIDE, LATENT, LR, MAX_GRAD_NORM, NUM_CLASSES,  # noqa: E402
+                               PROJ_COEFF, STUDENT_LAYERS, TEACHER_DIM, TEACHER_HEADS, TEACHER_LAYERS, TEACHER_SIDE,
+                               make_teacher, row_name)
+from reference import losses as ref_losses, sit as ref_sit             # noqa: E402
+
+MODELS = {"SiT-B/2": (768, 12, 12), "SiT-XL/2": (1152, 28, 16)}       # hidden, depth, heads; patch 2
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def teacher_pass(teacher, images, dev):
+    """bench_torch_train.teacher_pass on `dev`: /255, ImageNet mean/std, bicubic 256 → 224, aligned blocks' logits."""
+    mean, std = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1), torch.tensor(STD, device=dev).view(1, 3, 1, 1)
+    with torch.no_grad():
+        x = F.interpolate((images.float() / 255 - mean) / std, size=(TEACHER_SIDE, TEACHER_SIDE), mode="bicubic",
+                          align_corners=False)
+        x = teacher.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([teacher.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + teacher.pos_embed
+        logits = {}
+        for i, block in enumerate(teacher.blocks):
+            x, l = block(x)
+            if i in TEACHER_LAYERS:
+                logits[i] = l[:, :, 1:, 1:]
+        return teacher.norm(x)[:, 1:], logits
+
+
+def make_step(model_name, batch, align, precision, dev):
+    hidden, depth, heads = MODELS[model_name]
+    student = ref_sit.SiT(input_size=32, patch=2, in_channels=4, hidden=hidden, depth=depth, heads=heads,
+                          num_classes=NUM_CLASSES, encoder_depth=8, z_dims=(TEACHER_DIM,) if align else (),
+                          projector_dim=2048)
+    for i, block in enumerate(student.blocks):
+        if not (align and i in STUDENT_LAYERS):
+            use_sdpa(block.attn)
+    student = student.to(dev)
+    teacher = make_teacher(False).to(dev) if align else None
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    images = torch.randint(0, 256, (batch, 3, IMAGE_SIDE, IMAGE_SIDE), dtype=torch.uint8, device=dev) if align else None
+    x0 = torch.randn(batch, *LATENT, device=dev)
+    labels = torch.arange(batch, device=dev) * 37 % NUM_CLASSES
+    attn_heads = min(heads, TEACHER_HEADS)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            feats, teacher_logits = teacher_pass(teacher, images, dev) if align else (None, None)
+            t, noise = torch.rand(batch, device=dev), torch.randn_like(x0)
+            y = torch.where(torch.rand(batch, device=dev) < CFG_PROB, NUM_CLASSES, labels)
+            alpha, sigma, _, _ = ref_losses.interpolant("linear", t.view(-1, 1, 1, 1))
+            pred, logits, projections = student(alpha * x0 + sigma * noise, t, y)
+            total = ref_losses.denoising_loss(pred.float(), x0, noise, t, "linear")
+            if align:
+                proj = ref_losses.projection_loss([p.float() for p in projections], [feats.float()])
+                attn = ref_losses.attention_loss({k: v.float() for k, v in logits.items()},
+                                                 {k: v.float() for k, v in teacher_logits.items()},
+                                                 STUDENT_LAYERS, TEACHER_LAYERS, attn_heads)
+                total = total + PROJ_COEFF * proj + ATTN_COEFF * attn
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        opt.step()
+    return step
+
+
+def measure(name, model, batch, align, precision, warmup, reps, dev):
+    cuda = dev.type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    step = make_step(model, batch, align, precision, dev)
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize(dev)
+    ms = []
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            ms.append(start.elapsed_time(end))
+        else:                                       # --device cpu: a dry run of the same code, wall clock
+            t = time.perf_counter()
+            step()
+            ms.append((time.perf_counter() - t) * 1e3)
+    ms.sort()
+    median = ms[len(ms) // 2]
+    return {"op": name, "precision": precision, "shape": f"x [{batch}, 4, 32, 32]" + (" + images 256²" if align else ""),
+            "ms_median": median, "ms_min": ms[0], "rate": batch / (median * 1e-3), "unit": "img/s", "reps": reps,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else 0.0}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="SiT-B/2,SiT-XL/2")
+    p.add_argument("--batches", default="16,64")
+    p.add_argument("--precisions", default="fp32,tf32,bf16")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-align", action="store_true", help="only plain-SiT rows")
+    p.add_argument("--align-only", action="store_true", help="only +align rows")
+    p.add_argument("--jsonl", default=None, help="append each row as one JSON line to this file")
+    p.add_argument("--list", action="store_true", help="print the row names and exit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run of the same code)")
+    args = p.parse_args()
+    aligns = [False] if args.no_align else [True] if args.align_only else [False, True]
+    plan = [(row_name(m, b, a), m, b, a, prec) for m in args.models.split(",") if m in MODELS
+            for b in map(int, args.batches.split(",")) for a in aligns for prec in args.precisions.split(",")]
+    if args.list:
+        print("\n".join(sorted({r[0] for r in plan})))
+        return
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_gpu_torch.py: torch.cuda.is_available() is False (no GPU or a CPU-only PyTorch)")
+    torch.manual_seed(args.seed)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, {where}, median of {args.reps} steps after "
+          f"{args.warmup} warm-up", flush=True)
+    sink = open(args.jsonl, "a") if args.jsonl else None
+    for name, model, batch, align, precision in plan:
+        t0 = time.time()
+        try:
+            r = measure(name, model, batch, align, precision, args.warmup, args.reps, dev)
+        except torch.cuda.OutOfMemoryError:
+            r = {"op": name, "precision": precision, "error": "out of memory"}
+            torch.cuda.empty_cache()
+        except Exception as e:                      # recorded; the next row still runs
+            r = {"op": name, "precision": precision, "error": f"{type(e).__name__}: {e}"}
+        print(f"{name:<26} {precision:<5} " + (f"{r['ms_median']:9.2f} ms {r['rate']:8.1f} img/s "
+              f"{r['peak_gpu_mb']:8.0f} MiB" if "error" not in r else r["error"]) + f"  ({time.time() - t0:.0f} s)",
+              flush=True)
+        if sink:
+            sink.write(json.dumps(r) + "\n")
+            sink.flush()
+
+
+if __name__ == "__main__":
+    main()

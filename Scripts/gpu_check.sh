@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (STYLE §2.9; issue 11 acceptance; issue 12 §4 rows as `haste bench train` grows them).
+#
+#   OUT=/some/folder Scripts/gpu_check.sh
+#
+# Runs on a GPU node without Swift or network: one NVIDIA GPU, PyTorch with CUDA in `python3`, CUDA/cuBLAS/NVRTC in
+# its nvidia/*/lib; the working tree is the repository root. Uses the packaged binary (Scripts/package.sh):
+# $HASTE_PACKAGE, else the newest dist/haste-*-linux-x86_64.tar.gz, else $HASTE_BIN, else .build/release/haste.
+# Stages (each time-boxed with `timeout`; a failed stage is recorded and the script goes on; ~8 minutes in all):
+#   1. nvidia-smi; haste doctor; can haste open cuda? (if not, every GPU stage is skipped and said so)
+#   2. haste selftest --device cuda --json → $OUT/selftest.json   (teacher for stage 3 trains on the CPU meanwhile)
+#   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
+#      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
+#   4. haste bench train --device cuda (SiT-B/2 and SiT-XL/2 rows, fp32 and --allow-tf32) beside
+#      Scripts/bench_gpu_torch.py (the reference SiT, PyTorch eager fp32 / TF32 / bf16 autocast) → $OUT/bench_*.json
+# Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
+# and its log, then the key results. The exit status is 0 only when every stage passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+: "${OUT:?set OUT to the output folder}"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+summary="$OUT/summary.txt"
+work=${GPU_CHECK_WORK:-/tmp/haste-gpu-check}
+DEMO_STEPS=${DEMO_STEPS:-200}
+BENCH_BATCHES=${BENCH_BATCHES:-16,64}
+cpus=$(nproc 2>/dev/null || echo 4)
+export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
+mkdir -p "$work" "$HASTE_CACHE"
+: > "$summary"
+failures=0
+t0=$(date +%s)
+
+note() { echo "$*" | tee -a "$summary"; }
+# record NAME RC SECONDS LOG: one summary line per stage.
+record() {
+  local status
+  case "$2" in
+    0) status=ok ;;
+    124|137) status="TIMEOUT" ;;
+    skip) status="skipped" ;;
+    *) status="FAILED rc $2" ;;
+  esac
+  [ "$2" = 0 ] || [ "$2" = skip ] || failures=$((failures + 1))
+  printf '%-28s %-14s %5ss  %s\n' "$1" "$status" "$3" "$4" | tee -a "$summary"
+}
+# stage NAME SECONDS CMD...: runs CMD under `timeout`, output to $OUT/NAME.log.
+stage() {
+  local name=$1 box=$2 start rc; shift 2
+  start=$(date +%s)
+  echo "== $name (≤ ${box}s): $*" > "$OUT/$name.log"
+  timeout -k 10 "$box" "$@" >> "$OUT/$name.log" 2>&1 < /dev/null
+  rc=$?
+  record "$name" "$rc" $(( $(date +%s) - start )) "$OUT/$name.log"
+  return $rc
+}
+skip() { record "$1" skip 0 "$2"; }
+# bg NAME SECONDS CMD...: a stage in the background (its pid in $bg_pid); reap NAME PID records it.
+bg() {
+  local name=$1 box=$2; shift 2
+  echo "== $name (≤ ${box}s, in the background): $*" > "$OUT/$name.log"
+  date +%s > "$work/$name.start"
+  ( timeout -k 10 "$box" "$@" >> "$OUT/$name.log" 2>&1 < /dev/null; echo $? > "$work/$name.rc" ) &
+  bg_pid=$!
+}
+reap() {
+  wait "$2"
+  local rc; rc=$(cat "$work/$1.rc" 2>/dev/null || echo 1)
+  record "$1" "$rc" $(( $(date +%s) - $(cat "$work/$1.start") )) "$OUT/$1.log"
+}
+
+note "haste GPU check: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(uname -n), $cpus CPUs, repo $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+# --- the binary -----------------------------------------------------------------------------------------------
+unpack() {
+  local pkg=${HASTE_PACKAGE:-$(ls -t "$repo"/dist/haste-*-linux-x86_64.tar.gz 2>/dev/null | head -1)}
+  if [ -n "$pkg" ] && [ -f "$pkg" ]; then
+    rm -rf "$work/pkg" && mkdir -p "$work/pkg" && tar -xzf "$pkg" -C "$work/pkg" || return 1
+    HASTE=$(ls "$work"/pkg/haste-*/haste | head -1)
+    echo "package $pkg → $HASTE"
+  elif [ -x "${HASTE_BIN:-$repo/.build/release/haste}" ]; then
+    HASTE=${HASTE_BIN:-$repo/.build/release/haste}
+    echo "no package in dist/: using $HASTE"
+  else
+    echo "no packaged binary: run Scripts/package.sh and carry dist/haste-*-linux-x86_64.tar.gz (or set HASTE_PACKAGE)"
+    return 1
+  fi
+  "$HASTE" --version
+}
+HASTE=""
+start=$(date +%s)
+unpack > "$OUT/unpack.log" 2>&1
+rc=$?
+[ -n "$HASTE" ] || rc=1
+record unpack "$rc" $(( $(date +%s) - start )) "$OUT/unpack.log"
+if [ "$rc" != 0 ]; then note "no haste binary: nothing else can run"; exit 1; fi
+
+# cuBLAS/NVRTC from PyTorch's wheels, in addition to haste's own search (it scans Python prefixes without Python).
+pylibs=$(timeout 60 python3 - 2>/dev/null <<'EOF'
+import glob, os
+try:
+    import nvidia
+    print(":".join(sorted(d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib")))))
+except Exception:
+    pass
+EOF
+)
+[ -n "$pylibs" ] && export LD_LIBRARY_PATH="$pylibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+note "LD_LIBRARY_PATH += ${pylibs:-(python3 has no nvidia/*/lib)}"
+
+# --- 1. the node --------------------------------------------------------------------------------------------
+stage nvidia-smi 30 nvidia-smi
+stage doctor 60 "$HASTE" doctor
+if ! stage cuda-open 120 "$HASTE" selftest --device cuda --ops "fill / zeros" ; then
+  note "haste cannot open --device cuda here (see $OUT/cuda-open.log): every GPU stage is skipped"
+  for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste-fp32 bench-haste-tf32 bench-torch; do skip "$s" "no CUDA device"; done
+  note "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
+  exit 1
+fi
+
+# --- 2. conformance (the demo's teacher trains on the CPU meanwhile) ----------------------------------------------
+demo="$work/demo"
+rm -rf "$demo" && mkdir -p "$demo"
+data=""
+for d in "${HASTE_DEMO_DATA:-}" "$repo/dist/fashion-mnist" /usr/share/datasets/fashion-mnist; do
+  [ -n "$d" ] && [ -f "$d/train-images-idx3-ubyte.gz" ] && { data=$d; break; }
+done
+if [ -z "$data" ]; then
+  # No Fashion-MNIST on the node: 2048 synthetic 28×28 images in 10 classes (a class-dependent bar and blob plus
+  # noise), written as idx files so the demo config runs unchanged.
+  data="$demo/data"
+  mkdir -p "$data"
+  python3 - "$data" <<'EOF' > "$OUT/demo-data.log" 2>&1
+import gzip, random, struct, sys
+out, n = sys.argv[1], 2048
+rng = random.Random(0)
+pixels, labels = bytearray(), bytearray()
+for i in range(n):
+    c = i % 10
+    for y in range(28):
+        for x in range(28):
+            v = 40 * rng.random()
+            if abs(x - (3 + 2 * c)) < 2: v += 150
+            if (x - 14) ** 2 + (y - 4 - 2 * c) ** 2 < 20: v += 90
+            pixels.append(min(255, int(v)))
+    labels.append(c)
+with gzip.open(f"{out}/train-images-idx3-ubyte.gz", "wb") as f: f.write(struct.pack(">IIII", 2051, n, 28, 28) + pixels)
+with gzip.open(f"{out}/train-labels-idx1-ubyte.gz", "wb") as f: f.write(struct.pack(">II", 2049, n) + labels)
+print(f"{n} synthetic images in {out}")
+EOF
+fi
+note "demo data: $data"
+cfg="$demo/demo.yaml"
+sed -e "s|^data-dir:.*|data-dir: $data|" -e "s|^enc-weights:.*|enc-weights: $demo/teacher.safetensors|" \
+    -e "s|^output-dir:.*|output-dir: $demo/runs|" -e "s|^fid-every:.*|fid-every: 0|" \
+    -e "s|^sample-count:.*|sample-count: 8|" "$repo/configs/demo.yaml" > "$cfg"
+
+half=$(( cpus / 2 > 1 ? cpus / 2 : 1 ))
+bg demo-teacher 90 "$HASTE" train-teacher "$cfg" --device cpu --steps 100 --threads "$half"
+teacher_pid=$bg_pid
+# The table goes to the log row by row (a crash still shows how far it got); the JSON to $OUT/selftest.json.
+stage selftest 180 "$HASTE" selftest --device cuda --json-output "$OUT/selftest.json" --threads "$half"
+reap demo-teacher $teacher_pid
+
+# --- 3. the demo on both devices ----------------------------------------------------------------------------------
+if [ -f "$demo/teacher.safetensors" ]; then
+  common=(--max-train-steps "$DEMO_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10)
+  bg demo-cpu 150 "$HASTE" train "$cfg" --device cpu --exp-name cpu --threads $(( cpus > 2 ? cpus - 2 : 1 )) "${common[@]}"
+  cpu_pid=$bg_pid
+  stage demo-gpu 150 "$HASTE" train "$cfg" --device cuda --exp-name gpu --threads 2 "${common[@]}"
+  reap demo-cpu $cpu_pid
+  stage demo-compare 30 python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/cpu/metrics.jsonl" "$OUT/demo_verdict.json" <<'EOF'
+import json, math, sys
+def load(p):
+    rows = [json.loads(l) for l in open(p) if l.strip()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+gpu, cpu = load(sys.argv[1]), load(sys.argv[2])
+steps = sorted(set(gpu) & set(cpu))
+assert steps, "no common steps in the two metrics files"
+rel = [abs(gpu[s] - cpu[s]) / max(abs(cpu[s]), 1e-12) for s in steps]
+early = [r for s, r in zip(steps, rel) if s <= 10]
+tail = steps[-max(1, len(steps) // 4):]
+mean = lambda xs: sum(xs) / len(xs)
+g_tail, c_tail = mean([gpu[s] for s in tail]), mean([cpu[s] for s in tail])
+finite = all(math.isfinite(gpu[s]) for s in steps)
+# Criteria: the first 10 steps agree to float32 accumulation error (same seed, same draws: 1e-3 relative), the
+# mean of the last quarter of the run within 5 % (chaotic divergence of two correct float32 runs stays well inside).
+verdict = {"steps": len(steps), "max_rel_first_10": max(early) if early else None, "max_rel_all": max(rel),
+           "tail_mean_gpu": g_tail, "tail_mean_cpu": c_tail, "tail_rel": abs(g_tail - c_tail) / abs(c_tail),
+           "finite": finite}
+verdict["passed"] = finite and (not early or max(early) <= 1e-3) and verdict["tail_rel"] <= 0.05
+json.dump({"verdict": verdict, "gpu": [gpu[s] for s in steps], "cpu": [cpu[s] for s in steps], "step": steps},
+          open(sys.argv[3], "w"), indent=1)
+print(json.dumps(verdict, indent=1))
+print("demo loss curves:", "MATCH" if verdict["passed"] else "DIFFER")
+sys.exit(0 if verdict["passed"] else 1)
+EOF
+else
+  for s in demo-cpu demo-gpu demo-compare; do skip "$s" "no teacher (see $OUT/demo-teacher.log)"; done
+fi
+
+# --- 4. training-step time: haste beside PyTorch --------------------------------------------------------------
+rows=$("$HASTE" bench train --list 2>/dev/null | grep -E '^SiT-(B|XL)/2 ' || true)
+note "haste bench train rows: $(echo $rows | tr '\n' ';')"
+# One process per row (peak memory per row); each row's JSON on one line. Arguments: extra flags.
+bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
+  "$HASTE" bench train --device cuda --only "$r" --reps 5 --warmup 2 --json "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
+export HASTE ROWS="$rows"
+stage bench-haste-fp32 90 bash -c "$bench_rows" bench
+grep '^{' "$OUT/bench-haste-fp32.log" > "$OUT/bench_haste_fp32.jsonl"
+if "$HASTE" bench train --help 2>&1 | grep -q -- --allow-tf32; then
+  stage bench-haste-tf32 90 bash -c "$bench_rows" bench --allow-tf32
+  grep '^{' "$OUT/bench-haste-tf32.log" > "$OUT/bench_haste_tf32.jsonl"
+else
+  skip bench-haste-tf32 "this haste's bench train has no --allow-tf32"
+fi
+stage bench-torch 120 python3 "$repo/Scripts/bench_gpu_torch.py" --batches "$BENCH_BATCHES" --jsonl "$OUT/bench_torch.jsonl"
+
+# --- summary ------------------------------------------------------------------------------------------------------
+{
+  echo
+  echo "== results"
+  grep -h -E '^(PASS|FAIL)' "$OUT/selftest.log" 2>/dev/null || python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(('PASS' if d['passed'] else 'FAIL') + ': selftest, failures: ' + ', '.join(d['failures']))" "$OUT/selftest.json" 2>/dev/null || echo "selftest: no result"
+  grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
+  python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"
+import glob, json, os, sys
+out = sys.argv[1]
+rows = {}
+for path, tag in [("bench_haste_fp32.jsonl", "haste fp32"), ("bench_haste_tf32.jsonl", "haste tf32")]:
+    for line in open(os.path.join(out, path)) if os.path.exists(os.path.join(out, path)) else []:
+        for r in json.loads(line).get("rows", []):
+            rows.setdefault(r["op"], {})[tag] = r["ms_median"]
+for line in open(os.path.join(out, "bench_torch.jsonl")) if os.path.exists(os.path.join(out, "bench_torch.jsonl")) else []:
+    r = json.loads(line)
+    rows.setdefault(r["op"], {})["torch " + r["precision"]] = r["ms_median"]
+cols = ["haste fp32", "haste tf32", "torch fp32", "torch tf32", "torch bf16"]
+print("training step, ms (median)".ljust(34) + "".join(c.rjust(12) for c in cols))
+for op in sorted(rows):
+    print(op.ljust(34) + "".join((f"{rows[op][c]:.1f}" if c in rows[op] else "-").rjust(12) for c in cols))
+EOF
+  echo "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
+} | tee -a "$summary"
+[ "$failures" = 0 ]

@@ -1,0 +1,59 @@
+import HasteTensor
+
+/// GEMM and attention cases. k = the inner dimensions along the longest forward + backward chain.
+extension ConformanceSuite {
+    static var matmulCases: [OpCase] {
+        [
+            OpCase("matmul", "[13,17]·[17,11]", .rounding(k: 38)) { c in
+                let a = c.normal([13, 17]), b = c.normal([17, 11])
+                c.forwardBackward(a.matmul(b), [("a", a), ("b", b)])
+            },
+            OpCase("matmul batch folded", "[3,13,17]·[17,11]", .rounding(k: 64)) { c in
+                let a = c.normal([3, 13, 17]), b = c.normal([17, 11])
+                c.forwardBackward(a.matmul(b), [("a", a), ("b", b)])
+            },
+            OpCase("bmm broadcast", "[2,1,13,17]·[3,17,11]", .rounding(k: 64)) { c in
+                let a = c.normal([2, 1, 13, 17]), b = c.normal([3, 17, 11])
+                c.forwardBackward(a.matmul(b), [("a", a), ("b", b)])
+            },
+            OpCase("matmul transposed operands", "[17,13]ᵀ·[11,17]ᵀ", .rounding(k: 38)) { c in
+                let a = c.normal([17, 13]), b = c.normal([11, 17])
+                c.forwardBackward(a.transposed(0, 1).matmul(b.transposed(0, 1)), [("a", a), ("b", b)])
+            },
+            OpCase("bmm transposed", "[3,17,13]ᵀ·[3,17,11]", .rounding(k: 38)) { c in
+                let a = c.normal([3, 17, 13]), b = c.normal([3, 17, 11])
+                c.forwardBackward(a.transposed(-1, -2).matmul(b), [("a", a), ("b", b)])
+            },
+            OpCase("linear + bias", "[3,5,17]·[11,17]ᵀ + [11]", .rounding(k: 40)) { c in
+                let x = c.normal([3, 5, 17]), w = c.normal([11, 17]), b = c.normal([11])
+                c.forwardBackward(x.linear(w, b), [("x", x), ("weight", w), ("bias", b)])
+            },
+            OpCase("linear", "[7,17]·[11,17]ᵀ", .rounding(k: 32)) { c in
+                let x = c.normal([7, 17]), w = c.normal([11, 17])
+                c.forwardBackward(x.linear(w), [("x", x), ("weight", w)])
+            },
+            // Attention chains q·kᵀ (Dh), softmax (Tk), P·v (Tk); the backward adds dP = dOut·vᵀ (Dv), the row
+            // sums (Tk) and dk, dv summing over Tq.
+            OpCase("attention", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 72)) { c in
+                let q = c.normal([2, 3, 13, 8]), k = c.normal([2, 3, 11, 8]), v = c.normal([2, 3, 11, 5])
+                c.forwardBackward(Tensor.scaledDotProductAttention(q, k, v), [("q", q), ("k", k), ("v", v)])
+            },
+            OpCase("attention (inference)", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 40)) { c in
+                let q = c.normal([2, 3, 13, 8], grad: false), k = c.normal([2, 3, 11, 8], grad: false)
+                let v = c.normal([2, 3, 11, 5], grad: false)
+                c.output("y", noGrad { Tensor.scaledDotProductAttention(q, k, v, scale: 0.3) })
+            },
+            OpCase("attention with logits", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 72)) { c in
+                let q = c.normal([2, 3, 13, 8]), k = c.normal([2, 3, 11, 8]), v = c.normal([2, 3, 11, 5])
+                let (out, logits) = Tensor.attentionWithLogits(q, k, v)
+                // One upstream gradient for both outputs: a loss on the logits (alignment) and on the output.
+                let both = Tensor.cat([out.flattened(), logits.flattened()], axis: 0)
+                c.forwardBackward(both, [("q", q), ("k", k), ("v", v)])
+            },
+            OpCase("softmaxMatmul", "logits[2,3,13,11] v[2,3,11,5]", .rounding(k: 56)) { c in
+                let s = c.normal([2, 3, 13, 11], scale: 2), v = c.normal([2, 3, 11, 5])
+                c.forwardBackward(Tensor.softmaxMatmul(s, v), [("logits", s), ("v", v)])
+            },
+        ]
+    }
+}

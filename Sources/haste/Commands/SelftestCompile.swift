@@ -1,0 +1,35 @@
+import Foundation
+import HasteCUDA
+
+/// `haste selftest --compile-only`: every CUDA kernel source (`CUDABackend.allSources`) compiled by NVRTC to CUBIN
+/// for sm_80 (A100) and sm_90 (H100/H200), with no GPU and no driver: NVRTC alone is loaded (the same search as
+/// `--device cuda`). Throws NVRTC's log for every family that fails; prints what compiled.
+enum SelftestCompile {
+    static let architectures = [80, 90]
+
+    static func run(json: Bool) throws {
+        let compiler = try KernelCompiler.open()
+        let sources = CUDABackend.allSources
+        let compiled = try compiler.compileAll(sources, architectures: architectures)
+        let kernels = sources.reduce(0) { $0 + $1.kernels.count }
+        let bytes = compiled.reduce(0) { $0 + $1.bytes }
+        if json {
+            let object: [String: Any] = [
+                "nvrtc": "\(compiler.nvrtc.version)", "nvrtc_path": compiler.nvrtc.path, "architectures": architectures,
+                "families": sources.count, "kernels": kernels, "images": compiled.count, "cubin_bytes": bytes,
+                "passed": true,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("NVRTC \(compiler.nvrtc.version) (\(compiler.nvrtc.path))")
+        for family in sources {
+            let images = compiled.filter { $0.family == family.family }
+            print("  \(family.family): \(family.kernels.count) kernels, "
+                  + images.map { "sm_\($0.arch) \($0.bytes) B" }.joined(separator: ", "))
+        }
+        print("PASS: \(kernels) kernels in \(sources.count) families compiled for "
+              + architectures.map { "sm_\($0)" }.joined(separator: " and ") + " (\(compiled.count) CUBIN images, \(bytes) bytes)")
+    }
+}
