@@ -16,7 +16,7 @@ struct RuntimeOptions: ParsableArguments {
 
     var threads: Int { threadsOption ?? max(1, ProcessInfo.processInfo.activeProcessorCount / RuntimeOptions.localRanks) }
 
-    @Option(help: ArgumentHelp("Device to run on.", valueName: "cpu|cuda|cuda:N"))
+    @Option(help: ArgumentHelp("Device to run on; plain cuda is each rank's own GPU (cuda:<local rank>).", valueName: "cpu|cuda|cuda:N"))
     var device: String = "cpu"
 
     @Option(name: .customLong("seed"), parsing: .unconditional, help: "Seed for haste's random streams (default 0, as the reference).")
@@ -47,7 +47,7 @@ struct RuntimeOptions: ParsableArguments {
     func openJob(allowTF32: Bool = false) throws -> (Communicator, Device) {
         let comm = try Launch.communicator()
         RuntimeOptions.localRanks = comm.localSize
-        return (comm, try openDevice(allowTF32: allowTF32))
+        return (comm, try openDevice(allowTF32: allowTF32, localRank: comm.localRank))
     }
 
     /// Sets OpenBLAS's pool and haste's chunking to `--threads`.
@@ -55,11 +55,13 @@ struct RuntimeOptions: ParsableArguments {
 
     /// Applies the thread count and opens the device; throws when that device's backend is not available (for
     /// CUDA: which library or device is missing, where haste looked, how to fix it). `allowTF32` matters on CUDA only.
-    func openDevice(allowTF32: Bool = false) throws -> Device {
+    /// A plain `--device cuda` is this rank's GPU, `cuda:<local rank>` (as torchrun/accelerate place ranks);
+    /// `cuda:N` pins every rank to GPU N.
+    func openDevice(allowTF32: Bool = false, localRank: Int = 0) throws -> Device {
         applyThreads()
         switch DeviceName(device)! {
         case .cpu: return .cpu
-        case .cuda(let index): return try CUDA.open(index: index, allowTF32: allowTF32)
+        case .cuda(let index): return try CUDA.open(index: index ?? localRank, allowTF32: allowTF32)
         }
     }
 }
@@ -67,11 +69,12 @@ struct RuntimeOptions: ParsableArguments {
 /// The spellings `--device` accepts.
 enum DeviceName: Equatable {
     case cpu
-    case cuda(Int)
+    /// nil: the rank's own GPU (`cuda:<local rank>`; cuda:0 for one process).
+    case cuda(Int?)
 
     init?(_ text: String) {
         if text == "cpu" { self = .cpu; return }
-        if text == "cuda" { self = .cuda(0); return }
+        if text == "cuda" { self = .cuda(nil); return }
         guard text.hasPrefix("cuda:"), let i = Int(text.dropFirst(5)), i >= 0 else { return nil }
         self = .cuda(i)
     }
