@@ -49,7 +49,7 @@ struct Generate: ParsableCommand {
     var numHeads: Int?
     @Flag(inversion: .prefixedNo, help: "Accepted for generate.py compatibility; no effect: attention is always fused.")
     var fusedAttn: Bool?
-    @Flag(inversion: .prefixedNo, help: "Accepted for generate.py compatibility; no effect on the CPU backend (float32).")
+    @Flag(inversion: .prefixedNo, help: "TF32 tensor cores for float32 GEMMs on CUDA (generate.py's default: on); no effect on the CPU.")
     var tf32: Bool?
     @Option(parsing: .unconditional, help: "Seed of every sample's noise (default 0; same as --seed).") var globalSeed: Int64?
     @Option(help: ArgumentHelp("SD-VAE decoder for latent models: stabilityai/sd-vae-ft-ema or -mse.", valueName: "ema|mse")) var vae = "ema"
@@ -76,7 +76,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let (comm, device) = try runtime.openJob()
+        let (comm, device) = try runtime.openJob(allowTF32: tf32 ?? true)   // generate.py: tf32 on unless --no-tf32
         if comm.isWriter { notes.forEach(FlagCheck.note) }
         try Job.run(comm) { try generate(comm, device) }
     }

@@ -41,11 +41,12 @@ extension Generate {
     /// One line per flag that is accepted but changes nothing here.
     var notes: [String] {
         var out: [String] = []
+        let onCPU = DeviceName(runtime.device) == .cpu
         if let f = fusedAttn {
             out.append("--\(f ? "" : "no-")fused-attn has no effect: haste's attention is always one fused kernel (same numbers either way)")
         }
-        if let t = tf32 {
-            out.append("--\(t ? "" : "no-")tf32 has no effect: the CPU backend multiplies in float32; TF32 is for the CUDA backend, not built yet")
+        if let t = tf32, onCPU {
+            out.append("--\(t ? "" : "no-")tf32 has no effect on --device cpu: the CPU backend multiplies in float32 (TF32 applies to --device cuda)")
         }
         if cfgScale == 1 && (guidanceLow != 0 || guidanceHigh != 1) {
             out.append("--guidance-low/--guidance-high have no effect with --cfg-scale 1 (no guidance)")
