@@ -48,9 +48,13 @@ final class EmulatedDriver: GPUDriver {
     /// Kernels launched so far (for tests of the emulator itself).
     private(set) var launches = 0
 
-    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true) {
+    /// Compiler flags beyond `EmulatorCompiler.flags` (`-DHASTE_EMU_UCONTEXT` tests the portable fiber switch).
+    let extraFlags: [String]
+
+    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = []) {
         self.totalMemory = totalMemory
         self.recordsIssues = recordsIssues
+        self.extraFlags = extraFlags
     }
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -72,15 +76,15 @@ final class EmulatedDriver: GPUDriver {
         let page = EmulatedDriver.pageSize
         let usable = (bytes + page - 1) / page * page
         let used = (bytes + 255) / 256 * 256
-        let mappingSize = usable + 2 * page
-        guard let mapping = mmap(nil, mappingSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              mapping != MAP_FAILED else { return nil }
-        guard mprotect(mapping + page, usable, PROT_READ | PROT_WRITE) == 0 else {
-            munmap(mapping, mappingSize)
+        let mappingSize = usable + page
+        guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              mapping != MAP_FAILED, mprotect(mapping + usable, page, PROT_NONE) == 0 else {
+            // Not the device's out-of-memory (the caller would say so): the host refused a mapping.
+            fputs("CUDA emulator: mmap of \(mappingSize) bytes failed: \(String(cString: strerror(errno)))\n", stderr)
             return nil
         }
         // The block ends where the guard page begins (256-byte aligned start, as cuMemAlloc's).
-        let start = mapping + page + usable - used
+        let start = mapping + usable - used
         memset(start, 0xFF, used)
         let base = DevicePointer(UInt(bitPattern: start))
         allocations[base] = Allocation(base: base, size: bytes, mapping: mapping, mappingSize: mappingSize)
@@ -130,12 +134,21 @@ final class EmulatedDriver: GPUDriver {
         return "\(hex) is not inside any live device allocation (a host pointer, or memory already freed?)"
     }
 
+    /// A host buffer must not be device memory (on a GPU that address means nothing to the host).
+    private func hostProblem(_ host: UnsafeRawPointer) -> String? {
+        let address = UInt64(UInt(bitPattern: host))
+        guard let a = allocation(containing: address, byteCount: 0) else { return nil }
+        return "0x\(String(address, radix: 16)) is device memory (the allocation of \(a.size) bytes at 0x\(String(a.base, radix: 16))), "
+            + "not a host buffer"
+    }
+
     // MARK: copies
 
     func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
         guard byteCount > 0 else { return }
         if let p = rangeProblem(dst, byteCount) { return report("copy host → device: destination \(p)") }
+        if let p = hostProblem(host) { return report("copy host → device: source \(p)") }
         memcpy(UnsafeMutableRawPointer(bitPattern: UInt(dst))!, host, byteCount)
     }
 
@@ -143,6 +156,7 @@ final class EmulatedDriver: GPUDriver {
         EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
         guard byteCount > 0 else { return }
         if let p = rangeProblem(src, byteCount) { return report("copy device → host: source \(p)") }
+        if let p = hostProblem(host) { return report("copy device → host: destination \(p)") }
         memcpy(host, UnsafeRawPointer(bitPattern: UInt(src))!, byteCount)
     }
 
@@ -161,7 +175,7 @@ final class EmulatedDriver: GPUDriver {
     // MARK: kernels
 
     func load(_ source: KernelSource) throws -> [String: GPUFunction] {
-        let module = try EmulatorCompiler.module(for: source)
+        let module = try EmulatorCompiler.module(for: source, extraFlags: extraFlags)
         var functions: [String: GPUFunction] = [:]
         for (name, kernel) in module.kernels {
             functions[name] = GPUFunction(name: name, handle: Unmanaged.passUnretained(kernel).toOpaque())
@@ -285,7 +299,7 @@ final class EmulatedDriver: GPUDriver {
         if let problem = gemmProblem(g) { return report("gemm \(g): \(problem)") }
         if g.m == 0 || g.n == 0 || g.batch == 0 { return }
         let runtime: EmulatorModule
-        do { runtime = try EmulatorCompiler.runtimeModule() } catch { return report("gemm: \(error)") }
+        do { runtime = try EmulatorCompiler.runtimeModule(extraFlags: extraFlags) } catch { return report("gemm: \(error)") }
         func pointer(_ p: DevicePointer) -> UnsafeMutablePointer<Float>? { UnsafeMutablePointer(bitPattern: UInt(p)) }
         runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, g.beta, pointer(g.a), g.lda, g.strideA,
                      pointer(g.b), g.ldb, g.strideB, pointer(g.c), g.ldc, g.strideC, g.batch)

@@ -75,7 +75,7 @@ enum EmulatorCompiler {
     nonisolated(unsafe) private static var modules: [String: EmulatorModule] = [:]
 
     /// The family, compiled and loaded on first use.
-    static func module(for source: KernelSource) throws -> EmulatorModule {
+    static func module(for source: KernelSource, extraFlags: [String] = []) throws -> EmulatorModule {
         try checkEntryPoints(source)
         var text = EmulatorRuntime.header
         text += "\n#line 1 \"KernelSource.prelude\"\n" + KernelSource.prelude
@@ -85,12 +85,12 @@ enum EmulatorCompiler {
             text += "HASTE_EMU_API void haste_emu_launch__\(name)(void** a) { haste_emu::call(\(name), a); }\n"
             text += "HASTE_EMU_API const char* haste_emu_signature__\(name)(void) { return haste_emu::signature(\(name)); }\n"
         }
-        return try module(text: text, family: source.family, kernels: source.kernels)
+        return try module(text: text, family: source.family, kernels: source.kernels, extraFlags: extraFlags)
     }
 
     /// The runtime alone (for `haste_emu_gemm`).
-    static func runtimeModule() throws -> EmulatorModule {
-        try module(text: EmulatorRuntime.header, family: "emulator runtime", kernels: [])
+    static func runtimeModule(extraFlags: [String] = []) throws -> EmulatorModule {
+        try module(text: EmulatorRuntime.header, family: "emulator runtime", kernels: [], extraFlags: extraFlags)
     }
 
     /// Every `__global__` line must be `extern "C" __global__ void name(` and the names must be `kernels`.
@@ -119,12 +119,12 @@ enum EmulatorCompiler {
         }
     }
 
-    private static func module(text: String, family: String, kernels: [String]) throws -> EmulatorModule {
+    private static func module(text: String, family: String, kernels: [String], extraFlags: [String]) throws -> EmulatorModule {
         lock.lock(); defer { lock.unlock() }
         let compiler = try compilerPath()
-        let key = hash(([compiler] + flags + [text]).joined(separator: "\u{0}"))
+        let key = hash(([compiler] + flags + extraFlags + [text]).joined(separator: "\u{0}"))
         if let m = modules[key] { return m }
-        let library = try compile(text: text, family: family, key: key, compiler: compiler)
+        let library = try compile(text: text, family: family, key: key, compiler: compiler, flags: flags + extraFlags)
         guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
             throw EmulatorError(message: "\(family): dlopen(\(library)) failed: \(String(cString: dlerror()))")
         }
@@ -151,7 +151,7 @@ enum EmulatorCompiler {
 
     /// The compiled library for `text`: from the disk cache, or compiled now (written under a temporary name and
     /// renamed, so concurrent test processes never load a half-written file).
-    private static func compile(text: String, family: String, key: String, compiler: String) throws -> String {
+    private static func compile(text: String, family: String, key: String, compiler: String, flags: [String]) throws -> String {
         let fm = FileManager.default
         let directory = ProcessInfo.processInfo.environment["HASTE_EMULATOR_CACHE"]
             ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("haste-emulator-\(getuid())")

@@ -297,10 +297,30 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         var host = [Float](repeating: 0, count: 200)
         d.copy(from: a, toHost: &host, byteCount: 800)
         #expect(pendingError(d).contains("runs past the end of its allocation (400 bytes"))
+        d.copy(from: a, toHost: d.hostPointer(b), byteCount: 16)
+        let message = pendingError(d)
+        #expect(message.contains("copy device → host: destination 0x") && message.contains("is device memory"), "\(message)")
     }
 }
 
 @Suite struct EmulatorLoadTests {
+    /// The portable fiber switch (ucontext: other architectures) gives the same results and findings.
+    @Test func ucontextFibers() throws {
+        let d = EmulatedDriver(recordsIssues: false, extraFlags: ["-DHASTE_EMU_UCONTEXT"])
+        let f = try d.load(testSource)
+        let rows = 3, cols = 300
+        let x = (0..<rows * cols).map { Float($0 % 13) }
+        let px = upload(d, x), py = d.allocate(byteCount: 4 * rows)!
+        d.launch(f["row_sum"]!, grid: Dim3(rows), block: Dim3(128), sharedBytes: 0,
+                 arguments: [.pointer(px), .pointer(py), .int64(Int64(cols))])
+        try d.synchronize()
+        #expect(download(d, py, rows, as: Float.self) == (0..<rows).map { r in x[r * cols ..< (r + 1) * cols].reduce(0, +) })
+        d.launch(f["skips_barrier"]!, grid: Dim3(1), block: Dim3(64), sharedBytes: 0, arguments: [.pointer(py)])
+        #expect(pendingError(d).contains("__syncthreads() was reached by 16"))
+        d.launch(f["write_at"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(py), .int64(64)])   // the guard page after its 256 bytes
+        #expect(pendingError(d).contains("invalid memory access"))
+    }
+
     @Test func compileErrorsCarryTheCompilerOutput() {
         let bad = KernelSource(family: "broken", kernels: ["k"], code: #"""
         extern "C" __global__ void k(float* y) { y[0] = undefined_name; }
@@ -446,6 +466,17 @@ private func referenceGemm(_ g: GemmDescriptor, a: [Float], b: [Float], c: [Floa
         let c = allocator.allocate(byteCount: 8000)    // fits only once the cache is returned to the driver
         #expect(allocator.held == 8192 && allocator.driverAllocations == 3)
         allocator.release(c, byteCount: 8000)
+    }
+
+    @Test func outOfMemoryEndsTheProcessWithWhatWasAsked() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = CachingAllocator(driver: EmulatedDriver(totalMemory: 1 << 20), device: .cuda(7))
+            _ = allocator.allocate(byteCount: 600 << 10)
+            _ = allocator.allocate(byteCount: 600 << 10)
+        }
+        let message = trapMessage(result)
+        #expect(message.contains("out of memory on cuda:7 (emulated CUDA device (host)): asked for 0.6 MiB, haste holds 0.6 MiB")
+                && message.contains("--batch-size"), "\(message)")
     }
 
     @Test func errorWordIsSetByAKernel() throws {
