@@ -30,8 +30,9 @@ let package = Package(
                 dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")],
                 swiftSettings: libraryFlags),
         .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
-        // The CUDA backend: driver, NVRTC and cuBLAS loaded at run time (STYLE §2.5), never a build dependency.
-        .target(name: "HasteCUDA", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
+        // The CUDA backend: driver, NVRTC and cuBLAS loaded at run time (STYLE §2.5), never a build dependency;
+        // HasteIO for the kernel cache (SHA-256 keys, atomic writes, the cache folder).
+        .target(name: "HasteCUDA", dependencies: ["HasteTensor", "HasteIO"], swiftSettings: libraryFlags),
         // Ranks of a data-parallel job: MPI (Open MPI's libmpi.so.40, loaded at run time) or one process.
         .target(name: "HasteDistributed", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),

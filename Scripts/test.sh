@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 Scripts/setup.sh
 Scripts/fetch_inception.sh   # real TorchScript test material (cached; warns and continues when offline)
 Scripts/fetch_test_images.sh # real photographs for the preprocess tests (cached; warns and continues when offline)
+# NVRTC from PyPI, so the CUDA kernel sources compile without a GPU (cached; warns and continues when offline).
+nvrtc=$(Scripts/fetch_nvrtc.sh)
+if [ -n "$nvrtc" ]; then export HASTE_CUDA_LIB_DIR="${HASTE_CUDA_LIB_DIR:+$HASTE_CUDA_LIB_DIR:}$nvrtc"; fi
 swift build --build-tests
 
 log=$(mktemp)

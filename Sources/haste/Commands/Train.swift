@@ -81,8 +81,8 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let (comm, _) = try runtime.openJob()
-        if comm.isWriter { reference.notes.forEach(FlagCheck.note) }
+        let (comm, _) = try runtime.openJob(allowTF32: reference.allowTf32 == true)
+        if comm.isWriter { reference.notes(device: runtime.device).forEach(FlagCheck.note) }
         try Job.run(comm) { try train(comm) }
     }
 

@@ -8,7 +8,7 @@ struct ReferenceTrainFlags: ParsableArguments {
     var qkNorm: Bool?
     @Flag(inversion: .prefixedNo, help: "Accepted; no effect: haste's attention is always one fused kernel (reference default on).")
     var fusedAttn: Bool?
-    @Flag(inversion: .prefixedNo, help: "Accepted; no effect on the CPU backend (float32 matmuls); TF32 belongs to the CUDA backend.")
+    @Flag(inversion: .prefixedNo, help: "Let float32 matmuls on --device cuda use TF32 tensor cores (reference default off); no effect on the CPU.")
     var allowTf32: Bool?
     @Option(parsing: .unconditional, help: "Accepted; no effect: haste reads one batch ahead on one thread (reference default 4).")
     var numWorkers: Int?
@@ -29,14 +29,14 @@ struct ReferenceTrainFlags: ParsableArguments {
         [("qk-norm", qkNorm.map { "\($0)" }), ("skip-teacher-after-stop", skipTeacherAfterStop.map { "\($0)" })]
     }
 
-    /// One line per accepted flag that has no effect here.
-    var notes: [String] {
+    /// One line per accepted flag that has no effect here (`device`: the `--device` value).
+    func notes(device: String) -> [String] {
         var out: [String] = []
         if let f = fusedAttn {
             out.append("--\(f ? "" : "no-")fused-attn has no effect: haste's attention is always one fused kernel (same numbers either way, as in the reference)")
         }
-        if let t = allowTf32, t {
-            out.append("--allow-tf32 has no effect: the CPU backend multiplies in float32; TF32 is for the CUDA backend, not built yet")
+        if let t = allowTf32, t, device == "cpu" {
+            out.append("--allow-tf32 has no effect on --device cpu: the CPU backend multiplies in float32 (TF32 applies to --device cuda)")
         }
         if let n = numWorkers {
             out.append("--num-workers \(n) has no effect: haste reads the next batch on one background thread while a step computes")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HasteCUDA
 import HasteDistributed
 import HasteTensor
 import HasteTraining
@@ -42,23 +43,23 @@ struct RuntimeOptions: ParsableArguments {
     }
 
     /// This process's place in a job (mpirun/srun ranks, or alone), then the device with this rank's threads.
-    func openJob() throws -> (Communicator, Device) {
+    /// `allowTF32`: float32 GEMMs on CUDA may use TF32 tensor cores (train's `--allow-tf32`).
+    func openJob(allowTF32: Bool = false) throws -> (Communicator, Device) {
         let comm = try Launch.communicator()
         RuntimeOptions.localRanks = comm.localSize
-        return (comm, try openDevice())
+        return (comm, try openDevice(allowTF32: allowTF32))
     }
 
     /// Sets OpenBLAS's pool and haste's chunking to `--threads`.
     func applyThreads() { CPUBackend.setThreads(threads) }
 
-    /// Applies the thread count and opens the device; throws when that device's backend is not available.
-    func openDevice() throws -> Device {
+    /// Applies the thread count and opens the device; throws when that device's backend is not available (for
+    /// CUDA: which library or device is missing, where haste looked, how to fix it). `allowTF32` matters on CUDA only.
+    func openDevice(allowTF32: Bool = false) throws -> Device {
         applyThreads()
         switch DeviceName(device)! {
         case .cpu: return .cpu
-        case .cuda:
-            throw HasteError.unsupported("--device \(device): the CUDA backend is not built yet in haste "
-                                         + "\(Haste.configuration.version); use --device cpu")
+        case .cuda(let index): return try CUDA.open(index: index, allowTF32: allowTF32)
         }
     }
 }

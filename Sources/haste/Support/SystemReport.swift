@@ -3,6 +3,7 @@ import Glibc
 #endif
 import COpenBLAS
 import Foundation
+import HasteCUDA
 import HasteDistributed
 import HasteIO
 
@@ -18,7 +19,7 @@ struct SystemReport {
     var cpuFlags: [(String, Bool)] = []
     var blasCore = "", blasConfig = "", blasThreads = 0
     var libraries: [Library] = []
-    var cuda = "", mpi = ""
+    var cuda: [String] = [], mpi = ""
 
     static func collect() -> SystemReport {
         var r = SystemReport()
@@ -39,7 +40,7 @@ struct SystemReport {
             Library(name: "libhdf5_serial.so.103", purpose: "HDF5 datasets", package: "libhdf5-103-1"),
             Library(name: "liblapacke.so.3", purpose: "LAPACK (FID matrix square root)", package: "liblapacke"),
         ]
-        r.cuda = cudaDescription()
+        r.cuda = CUDA.probe()
         r.mpi = Launch.mpiDescription()
         return r
     }
@@ -54,8 +55,8 @@ struct SystemReport {
             lines.append("  " + l.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(l.purpose) (\(l.package))")
         }
         lines.append("mpi: \(mpi)")
-        lines.append("cuda: \(cuda)")
-        lines.append("devices: cpu (the CUDA backend is not built yet)")
+        lines.append("cuda (libraries loaded at run time; --device cuda[:N]):")
+        lines += cuda.map { "  " + $0 }
         return lines.joined(separator: "\n")
     }
 
@@ -94,22 +95,5 @@ struct SystemReport {
             withUnsafeBytes(of: field) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         return "\(pretty ?? "unknown"), \(text(u.sysname)) \(text(u.release)) \(text(u.machine))"
-    }
-
-    /// Loads and unloads `library`: found means the dynamic loader resolves it as haste will.
-    static func canLoad(_ library: String) -> Bool {
-        guard let handle = dlopen(library, RTLD_LAZY | RTLD_LOCAL) else { return false }
-        dlclose(handle)
-        return true
-    }
-
-    static func cudaDescription() -> String {
-        if let dir = ProcessInfo.processInfo.environment["HASTE_CUDA_LIB_DIR"] {
-            let path = (dir as NSString).appendingPathComponent("libcuda.so.1")
-            let present = FileManager.default.fileExists(atPath: path)
-            return "HASTE_CUDA_LIB_DIR=\(dir); \(path) \(present ? "present" : "not present")"
-        }
-        return "HASTE_CUDA_LIB_DIR unset; libcuda.so.1 " + (canLoad("libcuda.so.1") ? "found by the loader"
-                                                               : "not found (no NVIDIA driver)")
     }
 }
