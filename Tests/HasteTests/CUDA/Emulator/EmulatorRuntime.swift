@@ -376,6 +376,31 @@ template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg
 }
 } // namespace haste_emu
 
+namespace haste_emu {
+// Warp votes: every lane of the warp deposits its predicate, then all read the warp's ballot.
+static inline unsigned ballot(unsigned mask, int predicate) {
+    if (mask != 0xffffffffu) abort_thread("warp vote with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
+    int t = g_current_thread, lane = t & 31;
+    Warp& w = warp_of(t);
+    unsigned buffer = w.gen & 1;
+    w.slots[buffer][lane] = predicate != 0;
+    warp_barrier();
+    unsigned bits = 0;
+    for (unsigned l = 0; l < w.size; l++) bits |= (unsigned)w.slots[buffer][l] << l;
+    return bits;
+}
+} // namespace haste_emu
+static inline unsigned __ballot_sync(unsigned mask, int predicate) { return haste_emu::ballot(mask, predicate); }
+static inline int __any_sync(unsigned mask, int predicate) { return haste_emu::ballot(mask, predicate) != 0; }
+static inline int __all_sync(unsigned mask, int predicate) {
+    unsigned size = haste_emu::warp_of(haste_emu::g_current_thread).size;
+    return haste_emu::ballot(mask, predicate) == (size == 32 ? 0xffffffffu : (1u << size) - 1u);
+}
+static inline unsigned __activemask() {
+    unsigned size = haste_emu::warp_of(haste_emu::g_current_thread).size;
+    return size == 32 ? 0xffffffffu : (1u << size) - 1u;
+}
+
 template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int laneMask, int width = 32) {
     return haste_emu::shuffle(mask, v, 0, laneMask, width);
 }
@@ -582,26 +607,38 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     return ok ? 0 : status;
 }
 
-// Column-major strided-batched SGEMM (cuBLAS semantics; beta == 0 never reads C).
+// Column-major strided-batched SGEMM (cuBLAS semantics; beta == 0 never reads C), accumulated in double:
+// a dot product along k where op(A) is transposed (rows of A contiguous), column updates otherwise.
 HASTE_EMU_API void haste_emu_gemm(int transA, int transB, long m, long n, long k, float alpha, float beta,
                                   const float* A, long lda, long strideA, const float* B, long ldb, long strideB,
                                   float* C, long ldc, long strideC, long batch) {
+    double* acc = (double*)malloc(sizeof(double) * (m > 0 ? m : 1));
     for (long p = 0; p < batch; p++) {
         const float* a = A + p * strideA;
         const float* b = B + p * strideB;
         float* c = C + p * strideC;
-        for (long j = 0; j < n; j++)
-            for (long i = 0; i < m; i++) {
-                double acc = 0;
-                for (long l = 0; l < k; l++) {
-                    double x = transA ? a[l + i * lda] : a[i + l * lda];
-                    double y = transB ? b[j + l * ldb] : b[l + j * ldb];
-                    acc += x * y;
+        for (long j = 0; j < n; j++) {
+            if (transA) {
+                for (long i = 0; i < m; i++) {
+                    double s = 0;
+                    for (long l = 0; l < k; l++) s += (double)a[l + i * lda] * (double)(transB ? b[j + l * ldb] : b[l + j * ldb]);
+                    acc[i] = s;
                 }
-                float r = (float)((double)alpha * acc);
-                c[i + j * ldc] = beta == 0.0f ? r : (float)((double)alpha * acc + (double)beta * (double)c[i + j * ldc]);
+            } else {
+                for (long i = 0; i < m; i++) acc[i] = 0;
+                for (long l = 0; l < k; l++) {
+                    double y = transB ? b[j + l * ldb] : b[l + j * ldb];
+                    const float* column = a + l * lda;
+                    for (long i = 0; i < m; i++) acc[i] += (double)column[i] * y;
+                }
             }
+            float* out = c + j * ldc;
+            for (long i = 0; i < m; i++)
+                out[i] = beta == 0.0f ? (float)((double)alpha * acc[i])
+                                      : (float)((double)alpha * acc[i] + (double)beta * (double)out[i]);
+        }
     }
+    free(acc);
 }
 """#
 }

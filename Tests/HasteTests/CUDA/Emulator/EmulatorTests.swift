@@ -20,9 +20,11 @@ extern "C" __global__ void row_sum(const float* __restrict__ x, float* __restric
     s = haste_block_sum(s, scratch);
     if (threadIdx.x == 0) y[blockIdx.x] = s;
 }
-extern "C" __global__ void shuffles(const float* v, float* xor3, float* down5, float* wmax, int* up1) {
+extern "C" __global__ void shuffles(const float* v, float* xor3, float* down5, float* wmax, int* up1, unsigned* votes) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     float x = v[t];
+    unsigned ballot = __ballot_sync(HASTE_FULL_MASK, x > 50.0f);
+    votes[t] = ballot ^ (unsigned)__any_sync(HASTE_FULL_MASK, x > 99.0f) ^ ((unsigned)__all_sync(HASTE_FULL_MASK, x >= 0.0f) << 1);
     xor3[t] = __shfl_xor_sync(HASTE_FULL_MASK, x, 3);
     down5[t] = __shfl_down_sync(HASTE_FULL_MASK, x, 5);
     wmax[t] = haste_warp_max(x);
@@ -136,14 +138,18 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         let n = 128
         let v = (0..<n).map { Float(($0 * 37) % 101) }
         let pv = upload(d, v)
-        let outs = (0..<4).map { _ in d.allocate(byteCount: 4 * n)! }
+        let outs = (0..<5).map { _ in d.allocate(byteCount: 4 * n)! }
         d.launch(f["shuffles"]!, grid: Dim3(2), block: Dim3(64), sharedBytes: 0,
                  arguments: [.pointer(pv)] + outs.map { .pointer($0) })
         try d.synchronize()
         let xor3 = download(d, outs[0], n, as: Float.self), down5 = download(d, outs[1], n, as: Float.self)
         let wmax = download(d, outs[2], n, as: Float.self), up1 = download(d, outs[3], n, as: Int32.self)
+        let votes = download(d, outs[4], n, as: UInt32.self)
         for t in 0..<n {
             let lane = t % 32, warp = t - lane
+            let ballot = (0..<32).reduce(UInt32(0)) { $0 | (v[warp + $1] > 50 ? 1 << UInt32($1) : 0) }
+            let any: UInt32 = v[warp ..< warp + 32].contains { $0 > 99 } ? 1 : 0
+            #expect(votes[t] == ballot ^ any ^ 2)
             #expect(xor3[t] == v[warp + (lane ^ 3)])
             #expect(down5[t] == (lane + 5 < 32 ? v[t + 5] : v[t]))
             #expect(wmax[t] == v[warp ..< warp + 32].max()!)
