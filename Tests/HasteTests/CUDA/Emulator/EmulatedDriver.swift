@@ -216,16 +216,19 @@ final class EmulatedDriver: GPUDriver {
         var gridDims: [UInt32] = [UInt32(grid.x), UInt32(grid.y), UInt32(grid.z)]
         var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
         var message = [CChar](repeating: 0, count: 4096)
-        var faultAddress: UInt64 = 0
+        var fault: [UInt64] = [0, 0, 0, 0]
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       &message, message.count, &faultAddress)
+                       &message, message.count, &fault)
         }
-        if status == 2 {
-            report(String(cString: message) + ": " + describe(faultAddress, sharedBuffer: shared, sharedBytes: sharedBytes))
-        } else if status != 0 {
-            report(String(cString: message))
+        guard status != 0 else { return }
+        var text = String(cString: message)
+        if fault[0] == 1 { text += ": " + describe(fault[1], sharedBuffer: shared, sharedBytes: sharedBytes) }
+        if fault[0] != 0, fault[3] != 0, let object = UnsafePointer<CChar>(bitPattern: UInt(fault[3])),
+           let place = EmulatorCompiler.symbolize(object: String(cString: object), offset: fault[2]) {
+            text += "\n  at " + place
         }
+        report(text)
     }
 
     /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.

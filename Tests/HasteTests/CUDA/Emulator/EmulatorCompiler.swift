@@ -69,8 +69,15 @@ final class EmulatorModule {
 /// (clang++ -O1), cached in the process by the text's hash and on disk in the temporary directory, so the suite
 /// compiles each family once.
 enum EmulatorCompiler {
+    /// Line tables for the source line of a fault; traps for undefined behaviour a GPU would not report either
+    /// (an index outside a fixed-size local array, signed overflow, a float → int conversion out of range, a
+    /// misaligned access, a shift too far). HASTE_EMULATOR_FLAGS adds flags (e.g. "-O0 -g" to debug a kernel).
     static let flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-DHASTE_EMULATOR", "-fvisibility=hidden",
-                        "-fno-exceptions", "-fno-rtti", "-fstack-clash-protection", "-w"]
+                        "-fno-exceptions", "-fno-rtti", "-fstack-clash-protection", "-gline-tables-only",
+                        "-fsanitize=bounds,alignment,signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,"
+                            + "return,unreachable,bool,float-cast-overflow",
+                        "-fsanitize-trap=all", "-w"]
+        + (ProcessInfo.processInfo.environment["HASTE_EMULATOR_FLAGS"] ?? "").split(separator: " ").map(String.init)
     private static let lock = NSLock()
     nonisolated(unsafe) private static var modules: [String: EmulatorModule] = [:]
 
@@ -190,6 +197,40 @@ enum EmulatorCompiler {
         if let c = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { return c }
         throw EmulatorError(message: "no clang++ found for the CUDA emulator (looked on PATH, /opt/swift/usr/bin, /usr/bin); "
                             + "set HASTE_EMULATOR_CXX to a C++17 compiler")
+    }
+
+    /// "file:line (function)" for an instruction at `offset` in a compiled family (through llvm-symbolizer beside
+    /// the compiler or on PATH); nil when it cannot be said.
+    static func symbolize(object: String, offset: UInt64) -> String? {
+        let directory = ((try? compilerPath()) ?? "") as NSString
+        let candidates = [directory.deletingLastPathComponent + "/llvm-symbolizer"]
+            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/llvm-symbolizer" }
+        guard let symbolizer = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            return "\(object) + 0x\(String(offset, radix: 16))"
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: symbolizer)
+        process.arguments = ["--obj=\(object)", "--inlining", "0x" + String(offset, radix: 16)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // Pairs of lines (function, file:line:column), innermost inlined frame first. clang names the check behind a
+        // sanitizer trap in a pseudo-frame; the trampolines' frames (the generated .cpp) say nothing useful.
+        let lines = output.split(separator: "\n").map(String.init)
+        var frames: [String] = [], check: String?
+        var i = 0
+        while i + 1 < lines.count {
+            let function = lines[i], place = (lines[i + 1] as NSString).lastPathComponent
+            i += 2
+            if function.hasPrefix("__clang_trap_msg$") { check = function.split(separator: "$").last.map(String.init); continue }
+            if place.hasPrefix("??") || place.contains(".cpp:") { continue }
+            frames.append("\(place) (\(function))")
+        }
+        if frames.isEmpty { return nil }
+        return frames.prefix(3).joined(separator: ", inlined in ") + (check.map { " [\($0)]" } ?? "")
     }
 
     /// 128-bit FNV-1a (two 64-bit lanes), stable across processes unlike `Hasher`.

@@ -7,6 +7,10 @@ enum EmulatorRuntime {
 // Blocks run one after another on the calling OS thread; the threads of a block run as cooperative fibers that
 // switch only at __syncthreads() and warp shuffles (a thread that never waits runs to completion on the current
 // fiber, so barrier-free kernels cost a plain call per thread).
+#if defined(__APPLE__) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700                      // ucontext on macOS (the portable fiber switch, signal contexts)
+#define _DARWIN_C_SOURCE 1
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -17,15 +21,14 @@ enum EmulatorRuntime {
 #include <sys/mman.h>
 #include <unistd.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <setjmp.h>
 #include <pthread.h>
+#include <dlfcn.h>
 #include <type_traits>
 #include <utility>
 #if !(defined(__x86_64__) || defined(__aarch64__))
 #define HASTE_EMU_UCONTEXT 1
-#endif
-#ifdef HASTE_EMU_UCONTEXT
-#include <ucontext.h>
 #endif
 
 #define HASTE_EMU_API extern "C" __attribute__((visibility("default")))
@@ -502,13 +505,14 @@ template <class... A> static inline void call(void (*f)(A...), void** a) { call(
 
 namespace haste_emu {
 // A fault inside a kernel (an access outside device memory, a fiber's stack overflow, an integer division by
-// zero) ends the launch with a message instead of the test process: the handlers are installed for the launch
-// only, on the launching thread's alternate stack; a fault on any other thread goes to the previous handler.
+// zero, a trap of the undefined-behaviour checks the kernels are compiled with) ends the launch with a message
+// instead of the test process: the handlers are installed for the launch only, on the launching thread's
+// alternate stack; a fault on any other thread goes to the previous handler.
 static sigjmp_buf g_fault_jump;
 static volatile sig_atomic_t g_fault_armed;
 static pthread_t g_launch_thread;
-static struct sigaction g_old_segv, g_old_bus, g_old_fpe;
-static volatile uintptr_t g_fault_address;
+static struct sigaction g_old_segv, g_old_bus, g_old_fpe, g_old_ill;
+static volatile uintptr_t g_fault_address, g_fault_pc;
 static volatile int g_fault_signal;
 enum { kAltStackBytes = 64 * 1024 };
 static char* g_alt_stack;
@@ -517,9 +521,48 @@ static void restore_handlers() {
     sigaction(SIGSEGV, &g_old_segv, nullptr);
     sigaction(SIGBUS, &g_old_bus, nullptr);
     sigaction(SIGFPE, &g_old_fpe, nullptr);
+    sigaction(SIGILL, &g_old_ill, nullptr);
 }
 
-static void on_fault(int sig, siginfo_t* info, void*) {
+static uintptr_t faulting_pc(void* context) {
+    ucontext_t* uc = (ucontext_t*)context;
+#if defined(__linux__) && defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__linux__) && defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#elif defined(__APPLE__) && defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext->__ss.__rip;
+#elif defined(__APPLE__) && defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext->__ss.__pc;
+#else
+    (void)uc; return 0;
+#endif
+}
+
+// The check behind a trap of -fsanitize-trap on x86-64 (`ud1l kind(%eax), %eax`; clang's SanitizerHandler order).
+static const char* trap_kind(uintptr_t pc) {
+    static const char* const names[] = {
+        "signed integer overflow in an addition", "__builtin_unreachable reached", "CFI check", "integer division by zero (or INT_MIN / -1; a GPU returns an unspecified value)",
+        "dynamic type", "float to integer conversion out of range (a GPU saturates, the host does not)",
+        "function type mismatch", "implicit conversion", "invalid builtin argument", "invalid cast",
+        "load of an invalid bool or enum value", "missing return", "signed integer overflow in a multiplication",
+        "signed integer overflow in a negation", "nullability", "nullability", "nonnull", "nonnull",
+        "index out of bounds of a fixed-size array", "pointer overflow", "shift out of range",
+        "signed integer overflow in a subtraction", "misaligned or null pointer access", "alignment assumption",
+        "variable-length array bound", "bounds"};
+#if defined(__x86_64__)
+    const unsigned char* p = (const unsigned char*)pc;
+    if (p && p[0] == 0x67 && p[1] == 0x0f && p[2] == 0xb9) {
+        unsigned kind = p[3] == 0x40 ? p[4] : (p[3] == 0x00 ? 0 : 255);
+        if (kind < sizeof names / sizeof names[0]) return names[kind];
+    }
+#else
+    (void)pc; (void)names;
+#endif
+    return "a trap";
+}
+
+static void on_fault(int sig, siginfo_t* info, void* context) {
     if (!g_fault_armed || !pthread_equal(pthread_self(), g_launch_thread)) {
         restore_handlers();                    // not a kernel's: the instruction faults again, the old handler runs
         return;
@@ -527,6 +570,7 @@ static void on_fault(int sig, siginfo_t* info, void*) {
     g_fault_armed = 0;
     g_fault_signal = sig;
     g_fault_address = (uintptr_t)info->si_addr;
+    g_fault_pc = faulting_pc(context);
     siglongjmp(g_fault_jump, 1);
 }
 
@@ -550,15 +594,16 @@ static bool run_blocks(const unsigned* grid) {
 }
 } // namespace haste_emu
 
-// Runs a launch: every block in order. Returns 0; or 1 with a message in `error`; or 2 for an invalid memory access,
-// with a message and the address in *fault_address.
+// Runs a launch: every block in order. Returns 0, or 1 with a message in `error`. After a fault, fault[0] is
+// 1 for an invalid memory access (fault[1] its address), 2 for any other fault; fault[2] the faulting instruction's
+// offset in the shared object whose path fault[3] points to (0 when unknown).
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
                                 const unsigned* block, char* dynamic_shared, char* error, size_t error_capacity,
-                                uint64_t* fault_address) {
+                                uint64_t* fault) {
     using namespace haste_emu;
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
-    *fault_address = 0;
+    fault[0] = fault[1] = fault[2] = fault[3] = 0;
     g_gridDim = {grid[0], grid[1], grid[2]};
     g_blockDim = {block[0], block[1], block[2]};
     g_threadIdx = {0, 0, 0};                   // one-dimensional blocks only ever set .x
@@ -576,10 +621,10 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     sigaction(SIGSEGV, &action, &g_old_segv);
     sigaction(SIGBUS, &action, &g_old_bus);
     sigaction(SIGFPE, &action, &g_old_fpe);
+    sigaction(SIGILL, &action, &g_old_ill);
     g_launch_thread = pthread_self();
 
     bool ok;
-    int status = 1;
     if (sigsetjmp(g_fault_jump, 1) == 0) {
         g_fault_armed = 1;
         ok = run_blocks(grid);
@@ -587,14 +632,22 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     } else {
         ok = false;
         uintptr_t a = g_fault_address;
+        fault[0] = 2;
+        Dl_info info;
+        if (g_fault_pc && dladdr((void*)g_fault_pc, &info) && info.dli_fname && info.dli_fbase) {
+            fault[2] = (uint64_t)(g_fault_pc - (uintptr_t)info.dli_fbase);
+            fault[3] = (uint64_t)(uintptr_t)info.dli_fname;
+        }
         if (g_fault_signal == SIGFPE)
             fail("arithmetic exception (an integer division by zero? a GPU returns an unspecified value instead)");
+        else if (g_fault_signal == SIGILL)
+            fail("undefined behaviour: %s", trap_kind(g_fault_pc));
         else if (in_fiber_guard(a))
             fail("stack overflow (a thread has %d KiB of stack here: a large local array?)", kStackBytes / 1024);
         else {
             fail("invalid memory access at %p", (void*)a);
-            *fault_address = (uint64_t)a;
-            status = 2;
+            fault[0] = 1;
+            fault[1] = (uint64_t)a;
         }
         g_current = &g_scheduler;
         g_current_thread = -1;
@@ -604,7 +657,7 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     if (!(old_alt.ss_flags & SS_DISABLE)) sigaltstack(&old_alt, nullptr);
     else { stack_t off; memset(&off, 0, sizeof off); off.ss_flags = SS_DISABLE; sigaltstack(&off, nullptr); }
     snprintf(error, error_capacity, "%s", ok ? "" : g_error);
-    return ok ? 0 : status;
+    return ok ? 0 : 1;
 }
 
 // Column-major strided-batched SGEMM (cuBLAS semantics; beta == 0 never reads C), accumulated in double:

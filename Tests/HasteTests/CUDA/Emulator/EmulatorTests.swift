@@ -6,7 +6,7 @@ import Testing
 /// Kernels that exercise the emulator's CUDA subset (the prelude's helpers included).
 private let testSource = KernelSource(family: "emulator-tests", kernels: [
     "scale", "row_sum", "shuffles", "reverse_dynamic", "atomics", "skips_barrier", "divergent_shuffle", "indices_2d",
-    "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack",
+    "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack", "local_index",
 ], code: #"""
 extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ y, float a, i64 n) {
     HASTE_GRID_STRIDE_LOOP(i, n) { y[i] = a * x[i]; }
@@ -76,6 +76,11 @@ extern "C" __global__ void big_stack(float* y, int n) {
     volatile float local[40000];
     for (int i = 0; i < n; i++) local[i] = (float)i;
     y[0] = local[n - 1];
+}
+extern "C" __global__ void local_index(int* y, int k) {
+    int table[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float big = k < 0 ? 3e9f : 1.0f;
+    y[threadIdx.x] = k >= 0 ? table[(threadIdx.x + k) & 15] : (int)big;
 }
 """#)
 
@@ -254,17 +259,30 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         d.launch(f["write_at"]!, grid: Dim3(2), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int64(1024 + 5)])
         let message = pendingError(d)
         #expect(message.contains("kernel write_at, block (0, 0, 0), thread (3, 0, 0): invalid memory access")
-                && message.contains("20 bytes past the end of the allocation of 4096 bytes"), "\(message)")
+                && message.contains("20 bytes past the end of the allocation of 4096 bytes")
+                && message.contains("\n  at emulator-tests kernels:59:"), "\(message)")
         d.launch(f["write_at"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(0), .int64(2)])
         #expect(pendingError(d).contains("a null pointer (plus 8 bytes)"))
         d.launch(f["divide"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(0)])
-        #expect(pendingError(d).contains("integer division by zero"))
+        let division = pendingError(d)
+        #expect(division.contains("undefined behaviour: integer division by zero") && division.contains("emulator-tests kernels:64:"),
+                "\(division)")
         d.launch(f["big_stack"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(40000)])
         #expect(pendingError(d).contains("stack overflow"))
         // Still usable afterwards.
         d.launch(f["divide"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(7)])
         try d.synchronize()
         #expect(download(d, p, 32, as: Int32.self) == [Int32](repeating: 14, count: 32))
+    }
+
+    @Test func undefinedBehaviourTrapsWithItsSourceLine() {
+        let p = d.allocate(byteCount: 256)!
+        d.launch(f["local_index"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(8)])
+        let bounds = pendingError(d)
+        #expect(bounds.contains("thread (0, 0, 0): undefined behaviour: index out of bounds of a fixed-size array")
+                && bounds.contains("at emulator-tests kernels:73:"), "\(bounds)")
+        d.launch(f["local_index"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(-8)])
+        #expect(pendingError(d).contains("float to integer conversion out of range"))
     }
 
     @Test func threadsMustWaitAtTheSameBarrier() {
