@@ -51,10 +51,17 @@ final class EmulatedDriver: GPUDriver {
     /// Compiler flags beyond `EmulatorCompiler.flags` (`-DHASTE_EMU_UCONTEXT` tests the portable fiber switch).
     let extraFlags: [String]
 
-    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = []) {
+    /// Threads of even-numbered blocks (blockIdx.x + .y + .z even) start in reverse index order, the others in
+    /// index order, so a kernel right in only one order (a shared value read without a barrier after the thread
+    /// that writes it) fails; race-free kernels give the same results (float atomics aside: their order changes).
+    let alternatesThreadOrder: Bool
+
+    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = [],
+         alternatesThreadOrder: Bool = true) {
         self.totalMemory = totalMemory
         self.recordsIssues = recordsIssues
         self.extraFlags = extraFlags
+        self.alternatesThreadOrder = alternatesThreadOrder
     }
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -219,7 +226,7 @@ final class EmulatedDriver: GPUDriver {
         var fault: [UInt64] = [0, 0, 0, 0]
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       &message, message.count, &fault)
+                       alternatesThreadOrder ? 1 : 0, &message, message.count, &fault)
         }
         guard status != 0 else { return }
         var text = String(cString: message)

@@ -10,7 +10,7 @@ import HasteCUDA
 final class EmulatedKernel {
     typealias Trampoline = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void
     typealias Run = @convention(c) (Trampoline?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
-                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?,
+                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?, Int32,
                                     UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<UInt64>?) -> Int32
 
     /// A C parameter as the runtime's `haste_emu::signature` describes it.
@@ -226,7 +226,7 @@ enum EmulatorCompiler {
             let function = lines[i], place = (lines[i + 1] as NSString).lastPathComponent
             i += 2
             if function.hasPrefix("__clang_trap_msg$") { check = function.split(separator: "$").last.map(String.init); continue }
-            if place.hasPrefix("??") || place.contains(".cpp:") { continue }
+            if place.hasPrefix("??") || place.contains(".cpp:") || place.hasPrefix("emulator trampolines") { continue }
             frames.append("\(place) (\(function))")
         }
         if frames.isEmpty { return nil }

@@ -176,6 +176,10 @@ static Outcome g_outcome;
 static ThreadSlot g_threads[1024];
 static Warp g_warps[32];
 static int g_block_threads, g_next_thread, g_waiting;
+// Threads start in index order, or in reverse order (every other block when the launch alternates): a kernel that
+// is right only in one order (a shared value read without the barrier after the thread that writes it) fails.
+static bool g_alternate_order, g_reversed;
+static inline int sequence(int t) { return g_reversed ? g_block_threads - 1 - t : t; }  // its own inverse
 static unsigned g_block_gen, g_block_arrived;
 
 static inline void set_thread_index(int t) {
@@ -204,11 +208,12 @@ static void to_scheduler(Outcome why) {
 // Hands the OS thread to the next thread after `t` (cyclically) that can run: a waiting thread whose barrier
 // opened, or a thread not started yet (on an idle fiber). Back to the scheduler when the block is done or stuck.
 static void run_next(int t) {
-    int n = g_block_threads;
+    int n = g_block_threads, position = sequence(t);
     for (int k = 1; k <= n; k++) {
-        int u = t + k;
-        if (u >= n) u -= n;
-        if (u >= g_next_thread) { switch_to(take_idle_fiber()); return; }
+        int q = position + k;
+        if (q >= n) q -= n;
+        if (q >= g_next_thread) { switch_to(take_idle_fiber()); return; }
+        int u = sequence(q);
         if (runnable(u)) { switch_to(g_threads[u].fiber); return; }
     }
     to_scheduler(g_waiting > 0 ? kDeadlock : kBlockDone);
@@ -218,7 +223,7 @@ static void fiber_main() {
     for (;;) {
         int last = -1;
         while (g_next_thread < g_block_threads) {
-            int t = g_next_thread++;
+            int t = sequence(g_next_thread++);
             g_threads[t].fiber = g_current;
             g_threads[t].state = kRunning;
             set_thread_index(t);
@@ -308,9 +313,22 @@ static void describe_deadlock() {
     }
 }
 
+#if defined(__linux__)
+extern "C" char __start_haste_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_haste_shared[] __attribute__((weak, visibility("hidden")));
+#endif
+static void poison_shared() {
+#if defined(__linux__)
+    char *start = __start_haste_shared, *stop = __stop_haste_shared;
+    if (start && stop > start) memset(start, 0xFF, (size_t)(stop - start));
+#endif
+}
+
 // Runs one block; false when the launch failed.
 static bool run_block() {
+    poison_shared();
     g_next_thread = 0; g_waiting = 0;
+    g_reversed = g_alternate_order && ((g_blockIdx.x + g_blockIdx.y + g_blockIdx.z) & 1) == 0;
     g_block_gen = 0; g_block_arrived = 0;
     for (int w = 0; w * 32 < g_block_threads; w++) {
         g_warps[w].gen = 0; g_warps[w].arrived = 0;
@@ -342,7 +360,12 @@ static bool run_block() {
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#if defined(__linux__)
+// Static shared arrays live in one section, poisoned (0xFF) at the start of every block like dynamic shared memory.
+#define __shared__ static __attribute__((section("haste_shared")))
+#else
 #define __shared__ static
+#endif
 #define __constant__ static
 #define HASTE_DYNAMIC_SHARED(T, name) T* name = (T*)haste_emu::g_dynamic_shared
 
@@ -598,9 +621,10 @@ static bool run_blocks(const unsigned* grid) {
 // 1 for an invalid memory access (fault[1] its address), 2 for any other fault; fault[2] the faulting instruction's
 // offset in the shared object whose path fault[3] points to (0 when unknown).
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, char* error, size_t error_capacity,
-                                uint64_t* fault) {
+                                const unsigned* block, char* dynamic_shared, int alternate_order, char* error,
+                                size_t error_capacity, uint64_t* fault) {
     using namespace haste_emu;
+    g_alternate_order = alternate_order != 0;
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
     fault[0] = fault[1] = fault[2] = fault[3] = 0;

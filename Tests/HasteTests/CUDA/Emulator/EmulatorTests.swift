@@ -6,7 +6,7 @@ import Testing
 /// Kernels that exercise the emulator's CUDA subset (the prelude's helpers included).
 private let testSource = KernelSource(family: "emulator-tests", kernels: [
     "scale", "row_sum", "shuffles", "reverse_dynamic", "atomics", "skips_barrier", "divergent_shuffle", "indices_2d",
-    "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack", "local_index",
+    "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack", "local_index", "broadcast",
 ], code: #"""
 extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ y, float a, i64 n) {
     HASTE_GRID_STRIDE_LOOP(i, n) { y[i] = a * x[i]; }
@@ -76,6 +76,13 @@ extern "C" __global__ void big_stack(float* y, int n) {
     volatile float local[40000];
     for (int i = 0; i < n; i++) local[i] = (float)i;
     y[0] = local[n - 1];
+}
+/// Thread 0 publishes a value to its block; without the barrier (sync = 0) other threads may read it first.
+extern "C" __global__ void broadcast(const float* x, float* y, int sync) {
+    __shared__ float value;
+    if (threadIdx.x == 0) value = x[blockIdx.x];
+    if (sync) __syncthreads();
+    y[blockIdx.x * blockDim.x + threadIdx.x] = value;
 }
 extern "C" __global__ void local_index(int* y, int k) {
     int table[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -184,7 +191,7 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         #expect(download(d, pd, 1, as: Double.self) == [Double(n * (n - 1) / 2)])
         #expect(download(d, pc, 1, as: Int32.self) == [Int32(n)])   // the first writer saw count 0
         #expect(download(d, pm, 1, as: Int32.self) == [Int32(n - 1)])
-        #expect(download(d, pw, 1, as: Int32.self) == [0])
+        #expect(download(d, pw, 1, as: Int32.self) == [95])   // block 0 starts its threads in reverse order
     }
 
     @Test func blockAndThreadIndicesIn2DAnd3D() throws {
@@ -279,17 +286,41 @@ private func pendingError(_ d: EmulatedDriver) -> String {
         let p = d.allocate(byteCount: 256)!
         d.launch(f["local_index"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(8)])
         let bounds = pendingError(d)
-        #expect(bounds.contains("thread (0, 0, 0): undefined behaviour: index out of bounds of a fixed-size array")
-                && bounds.contains("at emulator-tests kernels:73:"), "\(bounds)")
+        #expect(bounds.contains("undefined behaviour: index out of bounds of a fixed-size array")
+                && bounds.contains("at emulator-tests kernels:80:"), "\(bounds)")
         d.launch(f["local_index"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p), .int32(-8)])
         #expect(pendingError(d).contains("float to integer conversion out of range"))
+    }
+
+    @Test func alternatingThreadOrderExposesAMissingBarrier() throws {
+        let blocks = 3, threads = 64
+        let x: [Float] = [5, 7, 9], expected = x.flatMap { [Float](repeating: $0, count: threads) }
+        let px = upload(d, x), py = d.allocate(byteCount: 4 * blocks * threads)!
+        d.launch(f["broadcast"]!, grid: Dim3(blocks), block: Dim3(threads), sharedBytes: 0,
+                 arguments: [.pointer(px), .pointer(py), .int32(1)])
+        try d.synchronize()
+        #expect(download(d, py, blocks * threads, as: Float.self) == expected)
+        // Without the barrier, the reversed blocks (0 and 2) read the shared value before thread 0 writes it: poison.
+        d.launch(f["broadcast"]!, grid: Dim3(blocks), block: Dim3(threads), sharedBytes: 0,
+                 arguments: [.pointer(px), .pointer(py), .int32(0)])
+        try d.synchronize()
+        let racy = download(d, py, blocks * threads, as: Float.self)
+        #expect(racy[0] == 5 && racy[1 ..< threads].allSatisfy { $0.isNaN } && Array(racy[threads ..< 2 * threads]) == [Float](repeating: 7, count: threads))
+        // In index order only, the race goes unnoticed.
+        let forward = EmulatedDriver(recordsIssues: false, alternatesThreadOrder: false)
+        let g = try forward.load(testSource)
+        let fx = upload(forward, x), fy = forward.allocate(byteCount: 4 * blocks * threads)!
+        forward.launch(g["broadcast"]!, grid: Dim3(blocks), block: Dim3(threads), sharedBytes: 0,
+                       arguments: [.pointer(fx), .pointer(fy), .int32(0)])
+        try forward.synchronize()
+        #expect(download(forward, fy, blocks * threads, as: Float.self) == expected)
     }
 
     @Test func threadsMustWaitAtTheSameBarrier() {
         let p = d.allocate(byteCount: 256)!
         d.launch(f["divergent_barriers"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(p)])
         let message = pendingError(d)
-        #expect(message.contains("thread (16, 0, 0): reached __syncthreads() at emulator-tests kernels:")
+        #expect(message.contains("reached __syncthreads() at emulator-tests kernels:6")
                 && message.contains("while 16 threads of the block wait at the one at"), "\(message)")
     }
 
