@@ -78,8 +78,11 @@ enum EmulatorCompiler {
                             + "return,unreachable,bool,float-cast-overflow",
                         "-fsanitize-trap=all", "-w"]
         + (ProcessInfo.processInfo.environment["HASTE_EMULATOR_FLAGS"] ?? "").split(separator: " ").map(String.init)
-    private static let lock = NSLock()
+    /// Loaded modules by key, and the keys being compiled now (different families compile in parallel, one
+    /// family once).
+    private static let condition = NSCondition()
     nonisolated(unsafe) private static var modules: [String: EmulatorModule] = [:]
+    nonisolated(unsafe) private static var compiling: Set<String> = []
 
     /// The family, compiled and loaded on first use.
     static func module(for source: KernelSource, extraFlags: [String] = []) throws -> EmulatorModule {
@@ -127,11 +130,28 @@ enum EmulatorCompiler {
     }
 
     private static func module(text: String, family: String, kernels: [String], extraFlags: [String]) throws -> EmulatorModule {
-        lock.lock(); defer { lock.unlock() }
         let compiler = try compilerPath()
         let key = hash(([compiler] + flags + extraFlags + [text]).joined(separator: "\u{0}"))
-        if let m = modules[key] { return m }
-        let library = try compile(text: text, family: family, key: key, compiler: compiler, flags: flags + extraFlags)
+        condition.lock()
+        while compiling.contains(key) { condition.wait() }
+        if let m = modules[key] { condition.unlock(); return m }
+        compiling.insert(key)
+        condition.unlock()
+        var loaded: EmulatorModule?
+        defer {
+            condition.lock()
+            compiling.remove(key)
+            if let m = loaded { modules[key] = m }
+            condition.broadcast()
+            condition.unlock()
+        }
+        loaded = try load(text: text, family: family, kernels: kernels, key: key, compiler: compiler, flags: flags + extraFlags)
+        return loaded!
+    }
+
+    private static func load(text: String, family: String, kernels: [String], key: String, compiler: String,
+                             flags: [String]) throws -> EmulatorModule {
+        let library = try compile(text: text, family: family, key: key, compiler: compiler, flags: flags)
         guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
             throw EmulatorError(message: "\(family): dlopen(\(library)) failed: \(String(cString: dlerror()))")
         }
@@ -151,9 +171,7 @@ enum EmulatorCompiler {
             table[name] = EmulatedKernel(name: name, trampoline: trampoline, run: run,
                                          signature: signature().map { String(cString: $0) } ?? "")
         }
-        let m = EmulatorModule(kernels: table, gemm: gemm)
-        modules[key] = m
-        return m
+        return EmulatorModule(kernels: table, gemm: gemm)
     }
 
     /// The compiled library for `text`: from the disk cache, or compiled now (written under a temporary name and
@@ -164,7 +182,11 @@ enum EmulatorCompiler {
             ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("haste-emulator-\(getuid())")
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let library = (directory as NSString).appendingPathComponent("\(key).so")
-        if fm.fileExists(atPath: library) { return library }
+        if fm.fileExists(atPath: library) {
+            try? fm.setAttributes([.modificationDate: Date()], ofItemAtPath: library)   // in use: not pruned
+            return library
+        }
+        pruneCache(directory)
         let unique = "\(key)-\(getpid())-\(UInt64.random(in: 0 ... .max))"
         let sourcePath = (directory as NSString).appendingPathComponent("\(unique).cpp")
         let temporary = (directory as NSString).appendingPathComponent("\(unique).so.tmp")
@@ -186,6 +208,19 @@ enum EmulatorCompiler {
             throw EmulatorError(message: "\(family): cannot move the compiled library to \(library): \(String(cString: strerror(errno)))")
         }
         return library
+    }
+
+    /// Removes compiled libraries (and leftovers of interrupted compiles) untouched for a week: every edit of a
+    /// kernel family leaves one behind.
+    private static func pruneCache(_ directory: String) {
+        let fm = FileManager.default
+        let weekAgo = Date().addingTimeInterval(-7 * 24 * 3600)
+        for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = (directory as NSString).appendingPathComponent(name)
+            if let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < weekAgo {
+                try? fm.removeItem(atPath: path)
+            }
+        }
     }
 
     /// clang++ (or the compiler named by HASTE_EMULATOR_CXX): on PATH, beside the Swift toolchain, or the system's.
