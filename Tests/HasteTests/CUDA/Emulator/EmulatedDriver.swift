@@ -55,13 +55,19 @@ final class EmulatedDriver: GPUDriver {
     /// index order, so a kernel right in only one order (a shared value read without a barrier after the thread
     /// that writes it) fails; race-free kernels give the same results (float atomics aside: their order changes).
     let alternatesThreadOrder: Bool
+    /// After every block, the allocations a launch's pointer arguments lie in are compared with their state before
+    /// it: a byte written (changed) by two blocks, not through an atomic, is reported as a race. Skipped for
+    /// launches where that would compare more than `raceCheckBudget` bytes in all.
+    let checksBlockRaces: Bool
+    static let raceCheckBudget = 1 << 30
 
     init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = [],
-         alternatesThreadOrder: Bool = true) {
+         alternatesThreadOrder: Bool = true, checksBlockRaces: Bool = true) {
         self.totalMemory = totalMemory
         self.recordsIssues = recordsIssues
         self.extraFlags = extraFlags
         self.alternatesThreadOrder = alternatesThreadOrder
+        self.checksBlockRaces = checksBlockRaces
     }
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -224,9 +230,10 @@ final class EmulatedDriver: GPUDriver {
         var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
         var message = [CChar](repeating: 0, count: 4096)
         var fault: [UInt64] = [0, 0, 0, 0]
+        let regions = raceRegions(arguments, blocks: grid.x * grid.y * grid.z)
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       alternatesThreadOrder ? 1 : 0, &message, message.count, &fault)
+                       alternatesThreadOrder ? 1 : 0, regions, Int32(regions.count / 2), &message, message.count, &fault)
         }
         guard status != 0 else { return }
         var text = String(cString: message)
@@ -236,6 +243,20 @@ final class EmulatedDriver: GPUDriver {
             text += "\n  at " + place
         }
         report(text)
+    }
+
+    /// (address, bytes) of every allocation a pointer argument lies in, for the race check between blocks; none when
+    /// the check is off, there is a single block, or it would cost more than `raceCheckBudget`.
+    private func raceRegions(_ arguments: [KernelArgument], blocks: Int) -> [UInt64] {
+        guard checksBlockRaces, blocks > 1 else { return [] }
+        var seen = Set<UInt64>(), regions: [UInt64] = [], bytes = 0
+        for case let .pointer(p) in arguments where p != 0 {
+            guard let a = allocation(containing: p, byteCount: 0), seen.insert(a.base).inserted else { continue }
+            regions += [a.base, UInt64(a.size)]
+            bytes += a.size
+        }
+        let (compared, overflow) = bytes.multipliedReportingOverflow(by: blocks)
+        return !overflow && compared <= EmulatedDriver.raceCheckBudget ? regions : []
     }
 
     /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.

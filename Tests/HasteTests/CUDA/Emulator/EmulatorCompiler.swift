@@ -11,7 +11,8 @@ final class EmulatedKernel {
     typealias Trampoline = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void
     typealias Run = @convention(c) (Trampoline?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
                                     UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?, Int32,
-                                    UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<UInt64>?) -> Int32
+                                    UnsafePointer<UInt64>?, Int32, UnsafeMutablePointer<CChar>?, Int,
+                                    UnsafeMutablePointer<UInt64>?) -> Int32
 
     /// A C parameter as the runtime's `haste_emu::signature` describes it.
     enum Parameter: Equatable, CustomStringConvertible {

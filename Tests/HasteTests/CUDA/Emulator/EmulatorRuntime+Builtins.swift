@@ -93,28 +93,64 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int srcLane, 
     return haste_emu::shuffle(mask, v, 3, srcLane, width);
 }
 
-// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here.
-static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-static inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
-static inline int atomicAdd(int* p, int v) { int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
-static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
-static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    unsigned long long o = *p; *p = o + v; return o;
+namespace haste_emu {
+// Bytes atomics touched in this launch (a hash set of addresses, 0 = empty): exempt from the race check.
+static bool g_race_check;
+static uintptr_t* g_atomic_set;
+static size_t g_atomic_capacity, g_atomic_count;
+
+static bool atomic_touched(uintptr_t a) {
+    if (!g_atomic_count) return false;
+    for (size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);; i = (i + 1) & (g_atomic_capacity - 1)) {
+        if (g_atomic_set[i] == a) return true;
+        if (g_atomic_set[i] == 0) return false;
+    }
 }
-static inline int atomicCAS(int* p, int compare, int v) { int o = *p; if (o == compare) *p = v; return o; }
+
+static void note_atomic_byte(uintptr_t a) {
+    if (2 * (g_atomic_count + 1) > g_atomic_capacity) {
+        uintptr_t* old = g_atomic_set;
+        size_t old_capacity = g_atomic_capacity;
+        g_atomic_capacity = old_capacity ? old_capacity * 2 : 1024;
+        g_atomic_set = (uintptr_t*)calloc(g_atomic_capacity, sizeof(uintptr_t));
+        g_atomic_count = 0;
+        for (size_t i = 0; i < old_capacity; i++) if (old[i]) note_atomic_byte(old[i]);
+        free(old);
+    }
+    size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);
+    while (g_atomic_set[i] != 0 && g_atomic_set[i] != a) i = (i + 1) & (g_atomic_capacity - 1);
+    if (g_atomic_set[i] == 0) { g_atomic_set[i] = a; g_atomic_count++; }
+}
+
+static inline void note_atomic(const void* p, size_t bytes) {
+    if (!g_race_check) return;
+    for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);
+}
+} // namespace haste_emu
+
+// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here.
+#define HASTE_EMU_ATOMIC(p) haste_emu::note_atomic(p, sizeof *(p))
+static inline float atomicAdd(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = o + v; return o; }
+static inline double atomicAdd(double* p, double v) { HASTE_EMU_ATOMIC(p); double o = *p; *p = o + v; return o; }
+static inline int atomicAdd(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = o + v; return o; }
+static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    HASTE_EMU_ATOMIC(p); unsigned long long o = *p; *p = o + v; return o;
+}
+static inline int atomicCAS(int* p, int compare, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (o == compare) *p = v; return o; }
 static inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
-    unsigned o = *p; if (o == compare) *p = v; return o;
+    HASTE_EMU_ATOMIC(p); unsigned o = *p; if (o == compare) *p = v; return o;
 }
 static inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
-    unsigned long long o = *p; if (o == compare) *p = v; return o;
+    HASTE_EMU_ATOMIC(p); unsigned long long o = *p; if (o == compare) *p = v; return o;
 }
-static inline int atomicMax(int* p, int v) { int o = *p; if (v > o) *p = v; return o; }
-static inline int atomicMin(int* p, int v) { int o = *p; if (v < o) *p = v; return o; }
-static inline unsigned atomicMax(unsigned* p, unsigned v) { unsigned o = *p; if (v > o) *p = v; return o; }
-static inline unsigned atomicMin(unsigned* p, unsigned v) { unsigned o = *p; if (v < o) *p = v; return o; }
-static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
-static inline unsigned atomicExch(unsigned* p, unsigned v) { unsigned o = *p; *p = v; return o; }
-static inline float atomicExch(float* p, float v) { float o = *p; *p = v; return o; }
+static inline int atomicMax(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v > o) *p = v; return o; }
+static inline int atomicMin(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v < o) *p = v; return o; }
+static inline unsigned atomicMax(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v > o) *p = v; return o; }
+static inline unsigned atomicMin(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v < o) *p = v; return o; }
+static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = v; return o; }
+static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
+static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
 
 // Math and bit casts beyond <math.h>.
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

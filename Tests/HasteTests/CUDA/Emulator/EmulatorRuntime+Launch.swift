@@ -109,12 +109,47 @@ static bool in_fiber_guard(uintptr_t a) {
     return false;
 }
 
+// Race check between blocks: the device memory a launch can reach (the allocations of its pointer arguments) is
+// compared after every block with its state before it; a byte changed by two different blocks, not through an
+// atomic, is a race on a GPU, where blocks run concurrently in any order (here one after another, so a plain
+// `+=` from many blocks would otherwise give the right sum).
+struct Region { unsigned char* base; size_t size; unsigned char* shadow; int* writer; };
+static Region* g_regions;
+static int g_region_count;
+
+static bool check_block_writes(int block) {
+    for (int r = 0; r < g_region_count; r++) {
+        Region& g = g_regions[r];
+        for (size_t off = 0; off < g.size; off += 64) {
+            size_t len = g.size - off < 64 ? g.size - off : 64;
+            if (memcmp(g.base + off, g.shadow + off, len) == 0) continue;
+            for (size_t b = off; b < off + len; b++) {
+                if (g.base[b] == g.shadow[b] || atomic_touched((uintptr_t)(g.base + b))) continue;
+                int previous = g.writer[b];
+                if (previous >= 0 && previous != block) {
+                    unsigned px = previous % g_gridDim.x, py = previous / g_gridDim.x % g_gridDim.y,
+                             pz = previous / (g_gridDim.x * g_gridDim.y);
+                    fail("this block and block (%u, %u, %u) both wrote byte %zu of the %zu-byte allocation at %p without "
+                         "an atomic: a race on a GPU (blocks run concurrently, in any order)", px, py, pz, b, g.size,
+                         (void*)g.base);
+                    return false;
+                }
+                g.writer[b] = block;
+            }
+            memcpy(g.shadow + off, g.base + off, len);
+        }
+    }
+    return true;
+}
+
 static bool run_blocks(const unsigned* grid) {
+    int block = 0;
     for (unsigned z = 0; z < grid[2]; z++)
         for (unsigned y = 0; y < grid[1]; y++)
-            for (unsigned x = 0; x < grid[0]; x++) {
+            for (unsigned x = 0; x < grid[0]; x++, block++) {
                 g_blockIdx = {x, y, z};
                 if (!run_block()) return false;
+                if (g_race_check && !check_block_writes(block)) return false;
             }
     return !g_failed;
 }
@@ -124,10 +159,25 @@ static bool run_blocks(const unsigned* grid) {
 // 1 for an invalid memory access (fault[1] its address), 2 for any other fault; fault[2] the faulting instruction's
 // offset in the shared object whose path fault[3] points to (0 when unknown).
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, int alternate_order, char* error,
-                                size_t error_capacity, uint64_t* fault) {
+                                const unsigned* block, char* dynamic_shared, int alternate_order,
+                                const uint64_t* regions, int region_count, char* error, size_t error_capacity,
+                                uint64_t* fault) {
     using namespace haste_emu;
     g_alternate_order = alternate_order != 0;
+    // `regions`: (address, bytes) pairs of the memory to check for races between blocks; none turns the check off.
+    g_race_check = region_count > 0;
+    g_region_count = region_count;
+    g_regions = region_count > 0 ? (Region*)calloc((size_t)region_count, sizeof(Region)) : nullptr;
+    for (int r = 0; r < region_count; r++) {
+        Region& g = g_regions[r];
+        g.base = (unsigned char*)(uintptr_t)regions[2 * r];
+        g.size = (size_t)regions[2 * r + 1];
+        g.shadow = (unsigned char*)malloc(g.size ? g.size : 1);
+        g.writer = (int*)malloc(sizeof(int) * (g.size ? g.size : 1));
+        memcpy(g.shadow, g.base, g.size);
+        memset(g.writer, 0xFF, sizeof(int) * g.size);
+    }
+    if (g_atomic_count) { memset(g_atomic_set, 0, sizeof(uintptr_t) * g_atomic_capacity); g_atomic_count = 0; }
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
     fault[0] = fault[1] = fault[2] = fault[3] = 0;
@@ -183,6 +233,9 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     restore_handlers();
     if (!(old_alt.ss_flags & SS_DISABLE)) sigaltstack(&old_alt, nullptr);
     else { stack_t off; memset(&off, 0, sizeof off); off.ss_flags = SS_DISABLE; sigaltstack(&off, nullptr); }
+    for (int r = 0; r < region_count; r++) { free(g_regions[r].shadow); free(g_regions[r].writer); }
+    free(g_regions);
+    g_regions = nullptr; g_region_count = 0; g_race_check = false;
     snprintf(error, error_capacity, "%s", ok ? "" : g_error);
     return ok ? 0 : 1;
 }

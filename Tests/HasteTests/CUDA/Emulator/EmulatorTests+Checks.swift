@@ -110,6 +110,19 @@ import Testing
     }
 
 
+    @Test func plainWritesOfOneByteFromTwoBlocksAreARace() throws {
+        let x = d.upload([Float(1), 2, 3, 4]), total = d.upload([Float(0)])
+        d.launch(f["accumulate"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
+                 arguments: [.pointer(x), .pointer(total), .int32(1)])
+        try d.synchronize()
+        #expect(d.download(total, 1, as: Float.self) == [10])
+        d.launch(f["accumulate"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
+                 arguments: [.pointer(x), .pointer(total), .int32(0)])
+        let message = d.takeError()
+        #expect(message.contains("kernel accumulate, block (1, 0, 0): this block and block (0, 0, 0) both wrote byte")
+                && message.contains("without an atomic"), "\(message)")
+    }
+
     @Test func launchLimits() {
         let p = d.allocate(byteCount: 256)!
         for (grid, block) in [(Dim3(1), Dim3(2048)), (Dim3(1), Dim3(32, 32, 2)), (Dim3(0), Dim3(32)), (Dim3(1, 70_000), Dim3(32))] {

@@ -8,6 +8,7 @@ enum EmulatorTestKernels {
     static let source = KernelSource(family: "emulator-tests", kernels: [
         "scale", "row_sum", "shuffles", "reverse_dynamic", "atomics", "skips_barrier", "divergent_shuffle", "indices_2d",
         "set_error", "read_slot", "write_at", "divergent_barriers", "divide", "big_stack", "local_index", "broadcast",
+        "accumulate",
     ], code: #"""
 extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ y, float a, i64 n) {
     HASTE_GRID_STRIDE_LOOP(i, n) { y[i] = a * x[i]; }
@@ -89,6 +90,12 @@ extern "C" __global__ void local_index(int* y, int k) {
     int table[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     float big = k < 0 ? 3e9f : 1.0f;
     y[threadIdx.x] = k >= 0 ? table[(threadIdx.x + k) & 15] : (int)big;
+}
+/// total += Σ x over blocks, one add a block: atomically, or (atomic = 0) a plain read-modify-write: a race.
+extern "C" __global__ void accumulate(const float* x, float* total, int atomic) {
+    if (threadIdx.x != 0) return;
+    if (atomic) atomicAdd(total, x[blockIdx.x]);
+    else *total += x[blockIdx.x];
 }
 """#)
 }
