@@ -22,9 +22,11 @@ struct EmulatorError: Error, CustomStringConvertible {
 /// every copy and GEMM operand, lie inside a live allocation (null pointer arguments are allowed: CUDA code passes
 /// them for absent optional inputs), pointers are aligned for their element type, argument kinds match the
 /// kernel's C parameter types, launch dimensions are within the device's limits, every thread reaches every
-/// barrier. New memory (and dynamic shared memory) is filled with 0xFF bytes (NaN as float or bf16, -1 as int) so
-/// reads of memory no kernel wrote show up; a guard page after every allocation turns a write past its end into a
-/// crash inside the kernel instead of silent corruption.
+/// barrier at the same call site, no two blocks write one byte without an atomic. New memory (and shared memory at
+/// every block start) is filled with 0xFF bytes (NaN as float or bf16, -1 as int) so reads of memory no kernel
+/// wrote show up; a guard page after every allocation turns an access past its end into a fault, which ends the
+/// launch (not the process) with the kernel, block, thread and source line, as do the undefined-behaviour traps
+/// kernels are compiled with (EmulatorCompiler.flags).
 ///
 /// A problem is recorded as an issue of the running test (`recordsIssues`, the shared test device) or kept and
 /// thrown by the next `synchronize()` (the emulator's own tests): `CUDABackend.synchronize` ends the process on a
