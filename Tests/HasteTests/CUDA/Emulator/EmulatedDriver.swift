@@ -22,9 +22,11 @@ struct EmulatorError: Error, CustomStringConvertible {
 /// every copy and GEMM operand, lie inside a live allocation (null pointer arguments are allowed: CUDA code passes
 /// them for absent optional inputs), pointers are aligned for their element type, argument kinds match the
 /// kernel's C parameter types, launch dimensions are within the device's limits, every thread reaches every
-/// barrier. New memory (and dynamic shared memory) is filled with 0xFF bytes (NaN as float or bf16, -1 as int) so
-/// reads of memory no kernel wrote show up; a guard page after every allocation turns a write past its end into a
-/// crash inside the kernel instead of silent corruption.
+/// barrier at the same call site, no two blocks write one byte without an atomic. New memory (and shared memory at
+/// every block start) is filled with 0xFF bytes (NaN as float or bf16, -1 as int) so reads of memory no kernel
+/// wrote show up; a guard page after every allocation turns an access past its end into a fault, which ends the
+/// launch (not the process) with the kernel, block, thread and source line, as do the undefined-behaviour traps
+/// kernels are compiled with (EmulatorCompiler.flags).
 ///
 /// A problem is recorded as an issue of the running test (`recordsIssues`, the shared test device) or kept and
 /// thrown by the next `synchronize()` (the emulator's own tests): `CUDABackend.synchronize` ends the process on a
@@ -48,9 +50,26 @@ final class EmulatedDriver: GPUDriver {
     /// Kernels launched so far (for tests of the emulator itself).
     private(set) var launches = 0
 
-    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true) {
+    /// Compiler flags beyond `EmulatorCompiler.flags` (`-DHASTE_EMU_UCONTEXT` tests the portable fiber switch).
+    let extraFlags: [String]
+
+    /// Threads of even-numbered blocks (blockIdx.x + .y + .z even) start in reverse index order, the others in
+    /// index order, so a kernel right in only one order (a shared value read without a barrier after the thread
+    /// that writes it) fails; race-free kernels give the same results (float atomics aside: their order changes).
+    let alternatesThreadOrder: Bool
+    /// After every block, the allocations a launch's pointer arguments lie in are compared with their state before
+    /// it: a byte written (changed) by two blocks, not through an atomic, is reported as a race. Skipped for
+    /// launches where that would compare more than `raceCheckBudget` bytes in all.
+    let checksBlockRaces: Bool
+    static let raceCheckBudget = 1 << 30
+
+    init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = [],
+         alternatesThreadOrder: Bool = true, checksBlockRaces: Bool = true) {
         self.totalMemory = totalMemory
         self.recordsIssues = recordsIssues
+        self.extraFlags = extraFlags
+        self.alternatesThreadOrder = alternatesThreadOrder
+        self.checksBlockRaces = checksBlockRaces
     }
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -72,15 +91,15 @@ final class EmulatedDriver: GPUDriver {
         let page = EmulatedDriver.pageSize
         let usable = (bytes + page - 1) / page * page
         let used = (bytes + 255) / 256 * 256
-        let mappingSize = usable + 2 * page
-        guard let mapping = mmap(nil, mappingSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              mapping != MAP_FAILED else { return nil }
-        guard mprotect(mapping + page, usable, PROT_READ | PROT_WRITE) == 0 else {
-            munmap(mapping, mappingSize)
+        let mappingSize = usable + page
+        guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              mapping != MAP_FAILED, mprotect(mapping + usable, page, PROT_NONE) == 0 else {
+            // Not the device's out-of-memory (the caller would say so): the host refused a mapping.
+            fputs("CUDA emulator: mmap of \(mappingSize) bytes failed: \(String(cString: strerror(errno)))\n", stderr)
             return nil
         }
         // The block ends where the guard page begins (256-byte aligned start, as cuMemAlloc's).
-        let start = mapping + page + usable - used
+        let start = mapping + usable - used
         memset(start, 0xFF, used)
         let base = DevicePointer(UInt(bitPattern: start))
         allocations[base] = Allocation(base: base, size: bytes, mapping: mapping, mappingSize: mappingSize)
@@ -130,12 +149,21 @@ final class EmulatedDriver: GPUDriver {
         return "\(hex) is not inside any live device allocation (a host pointer, or memory already freed?)"
     }
 
+    /// A host buffer must not be device memory (on a GPU that address means nothing to the host).
+    private func hostProblem(_ host: UnsafeRawPointer) -> String? {
+        let address = UInt64(UInt(bitPattern: host))
+        guard let a = allocation(containing: address, byteCount: 0) else { return nil }
+        return "0x\(String(address, radix: 16)) is device memory (the allocation of \(a.size) bytes at 0x\(String(a.base, radix: 16))), "
+            + "not a host buffer"
+    }
+
     // MARK: copies
 
     func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
         guard byteCount > 0 else { return }
         if let p = rangeProblem(dst, byteCount) { return report("copy host → device: destination \(p)") }
+        if let p = hostProblem(host) { return report("copy host → device: source \(p)") }
         memcpy(UnsafeMutableRawPointer(bitPattern: UInt(dst))!, host, byteCount)
     }
 
@@ -143,6 +171,7 @@ final class EmulatedDriver: GPUDriver {
         EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
         guard byteCount > 0 else { return }
         if let p = rangeProblem(src, byteCount) { return report("copy device → host: source \(p)") }
+        if let p = hostProblem(host) { return report("copy device → host: destination \(p)") }
         memcpy(host, UnsafeRawPointer(bitPattern: UInt(src))!, byteCount)
     }
 
@@ -161,7 +190,7 @@ final class EmulatedDriver: GPUDriver {
     // MARK: kernels
 
     func load(_ source: KernelSource) throws -> [String: GPUFunction] {
-        let module = try EmulatorCompiler.module(for: source)
+        let module = try EmulatorCompiler.module(for: source, extraFlags: extraFlags)
         var functions: [String: GPUFunction] = [:]
         for (name, kernel) in module.kernels {
             functions[name] = GPUFunction(name: name, handle: Unmanaged.passUnretained(kernel).toOpaque())
@@ -202,16 +231,34 @@ final class EmulatedDriver: GPUDriver {
         var gridDims: [UInt32] = [UInt32(grid.x), UInt32(grid.y), UInt32(grid.z)]
         var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
         var message = [CChar](repeating: 0, count: 4096)
-        var faultAddress: UInt64 = 0
+        var fault: [UInt64] = [0, 0, 0, 0]
+        let regions = raceRegions(arguments, blocks: grid.x * grid.y * grid.z)
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       &message, message.count, &faultAddress)
+                       alternatesThreadOrder ? 1 : 0, regions, Int32(regions.count / 2), &message, message.count, &fault)
         }
-        if status == 2 {
-            report(String(cString: message) + ": " + describe(faultAddress, sharedBuffer: shared, sharedBytes: sharedBytes))
-        } else if status != 0 {
-            report(String(cString: message))
+        guard status != 0 else { return }
+        var text = String(cString: message)
+        if fault[0] == 1 { text += ": " + describe(fault[1], sharedBuffer: shared, sharedBytes: sharedBytes) }
+        if fault[0] != 0, fault[3] != 0, let object = UnsafePointer<CChar>(bitPattern: UInt(fault[3])),
+           let place = EmulatorCompiler.symbolize(object: String(cString: object), offset: fault[2]) {
+            text += "\n  at " + place
         }
+        report(text)
+    }
+
+    /// (address, bytes) of every allocation a pointer argument lies in, for the race check between blocks; none when
+    /// the check is off, there is a single block, or it would cost more than `raceCheckBudget`.
+    private func raceRegions(_ arguments: [KernelArgument], blocks: Int) -> [UInt64] {
+        guard checksBlockRaces, blocks > 1 else { return [] }
+        var seen = Set<UInt64>(), regions: [UInt64] = [], bytes = 0
+        for case let .pointer(p) in arguments where p != 0 {
+            guard let a = allocation(containing: p, byteCount: 0), seen.insert(a.base).inserted else { continue }
+            regions += [a.base, UInt64(a.size)]
+            bytes += a.size
+        }
+        let (compared, overflow) = bytes.multipliedReportingOverflow(by: blocks)
+        return !overflow && compared <= EmulatedDriver.raceCheckBudget ? regions : []
     }
 
     /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.
@@ -285,7 +332,7 @@ final class EmulatedDriver: GPUDriver {
         if let problem = gemmProblem(g) { return report("gemm \(g): \(problem)") }
         if g.m == 0 || g.n == 0 || g.batch == 0 { return }
         let runtime: EmulatorModule
-        do { runtime = try EmulatorCompiler.runtimeModule() } catch { return report("gemm: \(error)") }
+        do { runtime = try EmulatorCompiler.runtimeModule(extraFlags: extraFlags) } catch { return report("gemm: \(error)") }
         func pointer(_ p: DevicePointer) -> UnsafeMutablePointer<Float>? { UnsafeMutablePointer(bitPattern: UInt(p)) }
         runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, g.beta, pointer(g.a), g.lda, g.strideA,
                      pointer(g.b), g.ldb, g.strideB, pointer(g.c), g.ldc, g.strideC, g.batch)

@@ -10,8 +10,9 @@ import HasteCUDA
 final class EmulatedKernel {
     typealias Trampoline = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void
     typealias Run = @convention(c) (Trampoline?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
-                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?,
-                                    UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<UInt64>?) -> Int32
+                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?, Int32,
+                                    UnsafePointer<UInt64>?, Int32, UnsafeMutablePointer<CChar>?, Int,
+                                    UnsafeMutablePointer<UInt64>?) -> Int32
 
     /// A C parameter as the runtime's `haste_emu::signature` describes it.
     enum Parameter: Equatable, CustomStringConvertible {
@@ -69,13 +70,23 @@ final class EmulatorModule {
 /// (clang++ -O1), cached in the process by the text's hash and on disk in the temporary directory, so the suite
 /// compiles each family once.
 enum EmulatorCompiler {
+    /// Line tables for the source line of a fault; traps for undefined behaviour a GPU would not report either
+    /// (an index outside a fixed-size local array, signed overflow, a float → int conversion out of range, a
+    /// misaligned access, a shift too far). HASTE_EMULATOR_FLAGS adds flags (e.g. "-O0 -g" to debug a kernel).
     static let flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-DHASTE_EMULATOR", "-fvisibility=hidden",
-                        "-fno-exceptions", "-fno-rtti", "-fstack-clash-protection", "-w"]
-    private static let lock = NSLock()
+                        "-fno-exceptions", "-fno-rtti", "-fstack-clash-protection", "-gline-tables-only",
+                        "-fsanitize=bounds,alignment,signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,"
+                            + "return,unreachable,bool,float-cast-overflow",
+                        "-fsanitize-trap=all", "-w"]
+        + (ProcessInfo.processInfo.environment["HASTE_EMULATOR_FLAGS"] ?? "").split(separator: " ").map(String.init)
+    /// Loaded modules by key, and the keys being compiled now (different families compile in parallel, one
+    /// family once).
+    private static let condition = NSCondition()
     nonisolated(unsafe) private static var modules: [String: EmulatorModule] = [:]
+    nonisolated(unsafe) private static var compiling: Set<String> = []
 
     /// The family, compiled and loaded on first use.
-    static func module(for source: KernelSource) throws -> EmulatorModule {
+    static func module(for source: KernelSource, extraFlags: [String] = []) throws -> EmulatorModule {
         try checkEntryPoints(source)
         var text = EmulatorRuntime.header
         text += "\n#line 1 \"KernelSource.prelude\"\n" + KernelSource.prelude
@@ -85,12 +96,12 @@ enum EmulatorCompiler {
             text += "HASTE_EMU_API void haste_emu_launch__\(name)(void** a) { haste_emu::call(\(name), a); }\n"
             text += "HASTE_EMU_API const char* haste_emu_signature__\(name)(void) { return haste_emu::signature(\(name)); }\n"
         }
-        return try module(text: text, family: source.family, kernels: source.kernels)
+        return try module(text: text, family: source.family, kernels: source.kernels, extraFlags: extraFlags)
     }
 
     /// The runtime alone (for `haste_emu_gemm`).
-    static func runtimeModule() throws -> EmulatorModule {
-        try module(text: EmulatorRuntime.header, family: "emulator runtime", kernels: [])
+    static func runtimeModule(extraFlags: [String] = []) throws -> EmulatorModule {
+        try module(text: EmulatorRuntime.header, family: "emulator runtime", kernels: [], extraFlags: extraFlags)
     }
 
     /// Every `__global__` line must be `extern "C" __global__ void name(` and the names must be `kernels`.
@@ -119,12 +130,29 @@ enum EmulatorCompiler {
         }
     }
 
-    private static func module(text: String, family: String, kernels: [String]) throws -> EmulatorModule {
-        lock.lock(); defer { lock.unlock() }
+    private static func module(text: String, family: String, kernels: [String], extraFlags: [String]) throws -> EmulatorModule {
         let compiler = try compilerPath()
-        let key = hash(([compiler] + flags + [text]).joined(separator: "\u{0}"))
-        if let m = modules[key] { return m }
-        let library = try compile(text: text, family: family, key: key, compiler: compiler)
+        let key = hash(([compiler] + flags + extraFlags + [text]).joined(separator: "\u{0}"))
+        condition.lock()
+        while compiling.contains(key) { condition.wait() }
+        if let m = modules[key] { condition.unlock(); return m }
+        compiling.insert(key)
+        condition.unlock()
+        var loaded: EmulatorModule?
+        defer {
+            condition.lock()
+            compiling.remove(key)
+            if let m = loaded { modules[key] = m }
+            condition.broadcast()
+            condition.unlock()
+        }
+        loaded = try load(text: text, family: family, kernels: kernels, key: key, compiler: compiler, flags: flags + extraFlags)
+        return loaded!
+    }
+
+    private static func load(text: String, family: String, kernels: [String], key: String, compiler: String,
+                             flags: [String]) throws -> EmulatorModule {
+        let library = try compile(text: text, family: family, key: key, compiler: compiler, flags: flags)
         guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
             throw EmulatorError(message: "\(family): dlopen(\(library)) failed: \(String(cString: dlerror()))")
         }
@@ -144,20 +172,22 @@ enum EmulatorCompiler {
             table[name] = EmulatedKernel(name: name, trampoline: trampoline, run: run,
                                          signature: signature().map { String(cString: $0) } ?? "")
         }
-        let m = EmulatorModule(kernels: table, gemm: gemm)
-        modules[key] = m
-        return m
+        return EmulatorModule(kernels: table, gemm: gemm)
     }
 
     /// The compiled library for `text`: from the disk cache, or compiled now (written under a temporary name and
     /// renamed, so concurrent test processes never load a half-written file).
-    private static func compile(text: String, family: String, key: String, compiler: String) throws -> String {
+    private static func compile(text: String, family: String, key: String, compiler: String, flags: [String]) throws -> String {
         let fm = FileManager.default
         let directory = ProcessInfo.processInfo.environment["HASTE_EMULATOR_CACHE"]
             ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("haste-emulator-\(getuid())")
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let library = (directory as NSString).appendingPathComponent("\(key).so")
-        if fm.fileExists(atPath: library) { return library }
+        if fm.fileExists(atPath: library) {
+            try? fm.setAttributes([.modificationDate: Date()], ofItemAtPath: library)   // in use: not pruned
+            return library
+        }
+        pruneCache(directory)
         let unique = "\(key)-\(getpid())-\(UInt64.random(in: 0 ... .max))"
         let sourcePath = (directory as NSString).appendingPathComponent("\(unique).cpp")
         let temporary = (directory as NSString).appendingPathComponent("\(unique).so.tmp")
@@ -181,6 +211,19 @@ enum EmulatorCompiler {
         return library
     }
 
+    /// Removes compiled libraries (and leftovers of interrupted compiles) untouched for a week: every edit of a
+    /// kernel family leaves one behind.
+    private static func pruneCache(_ directory: String) {
+        let fm = FileManager.default
+        let weekAgo = Date().addingTimeInterval(-7 * 24 * 3600)
+        for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = (directory as NSString).appendingPathComponent(name)
+            if let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < weekAgo {
+                try? fm.removeItem(atPath: path)
+            }
+        }
+    }
+
     /// clang++ (or the compiler named by HASTE_EMULATOR_CXX): on PATH, beside the Swift toolchain, or the system's.
     static func compilerPath() throws -> String {
         let env = ProcessInfo.processInfo.environment
@@ -190,6 +233,40 @@ enum EmulatorCompiler {
         if let c = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { return c }
         throw EmulatorError(message: "no clang++ found for the CUDA emulator (looked on PATH, /opt/swift/usr/bin, /usr/bin); "
                             + "set HASTE_EMULATOR_CXX to a C++17 compiler")
+    }
+
+    /// "file:line (function)" for an instruction at `offset` in a compiled family (through llvm-symbolizer beside
+    /// the compiler or on PATH); nil when it cannot be said.
+    static func symbolize(object: String, offset: UInt64) -> String? {
+        let directory = ((try? compilerPath()) ?? "") as NSString
+        let candidates = [directory.deletingLastPathComponent + "/llvm-symbolizer"]
+            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/llvm-symbolizer" }
+        guard let symbolizer = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            return "\(object) + 0x\(String(offset, radix: 16))"
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: symbolizer)
+        process.arguments = ["--obj=\(object)", "--inlining", "0x" + String(offset, radix: 16)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // Pairs of lines (function, file:line:column), innermost inlined frame first. clang names the check behind a
+        // sanitizer trap in a pseudo-frame; the trampolines' frames (the generated .cpp) say nothing useful.
+        let lines = output.split(separator: "\n").map(String.init)
+        var frames: [String] = [], check: String?
+        var i = 0
+        while i + 1 < lines.count {
+            let function = lines[i], place = (lines[i + 1] as NSString).lastPathComponent
+            i += 2
+            if function.hasPrefix("__clang_trap_msg$") { check = function.split(separator: "$").last.map(String.init); continue }
+            if place.hasPrefix("??") || place.contains(".cpp:") || place.hasPrefix("emulator trampolines") { continue }
+            frames.append("\(place) (\(function))")
+        }
+        if frames.isEmpty { return nil }
+        return frames.prefix(3).joined(separator: ", inlined in ") + (check.map { " [\($0)]" } ?? "")
     }
 
     /// 128-bit FNV-1a (two 64-bit lanes), stable across processes unlike `Hasher`.

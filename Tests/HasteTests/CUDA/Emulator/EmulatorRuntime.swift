@@ -1,12 +1,20 @@
-/// The C++ text compiled before every kernel family in the emulator (`-DHASTE_EMULATOR`): CUDA's built-ins for the
-/// subset documented in Sources/HasteCUDA/Kernels/Prelude.swift, the block scheduler (cooperative fibers), the
-/// launch entry point `haste_emu_run` and the reference GEMM `haste_emu_gemm`.
+/// The C++ text compiled before every kernel family in the emulator (`-DHASTE_EMULATOR`), in three parts: the block
+/// scheduler (cooperative fibers), CUDA's built-ins for the subset documented in Sources/HasteCUDA/Kernels/Prelude.swift
+/// (EmulatorRuntime+Builtins.swift), and the launch entry point `haste_emu_run`, fault handling, the reference GEMM
+/// `haste_emu_gemm` (EmulatorRuntime+Launch.swift).
 enum EmulatorRuntime {
-    static let header = #"""
+    static let header = scheduler + builtins + launch
+
+    /// Includes, the launch's state, fibers and the block scheduler.
+    static let scheduler = #"""
 // haste CUDA emulator runtime: the CUDA subset of Sources/HasteCUDA/Kernels/Prelude.swift on the host.
 // Blocks run one after another on the calling OS thread; the threads of a block run as cooperative fibers that
 // switch only at __syncthreads() and warp shuffles (a thread that never waits runs to completion on the current
 // fiber, so barrier-free kernels cost a plain call per thread).
+#if defined(__APPLE__) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700                      // ucontext on macOS (the portable fiber switch, signal contexts)
+#define _DARWIN_C_SOURCE 1
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -17,15 +25,14 @@ enum EmulatorRuntime {
 #include <sys/mman.h>
 #include <unistd.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <setjmp.h>
 #include <pthread.h>
+#include <dlfcn.h>
 #include <type_traits>
 #include <utility>
 #if !(defined(__x86_64__) || defined(__aarch64__))
 #define HASTE_EMU_UCONTEXT 1
-#endif
-#ifdef HASTE_EMU_UCONTEXT
-#include <ucontext.h>
 #endif
 
 #define HASTE_EMU_API extern "C" __attribute__((visibility("default")))
@@ -173,6 +180,10 @@ static Outcome g_outcome;
 static ThreadSlot g_threads[1024];
 static Warp g_warps[32];
 static int g_block_threads, g_next_thread, g_waiting;
+// Threads start in index order, or in reverse order (every other block when the launch alternates): a kernel that
+// is right only in one order (a shared value read without the barrier after the thread that writes it) fails.
+static bool g_alternate_order, g_reversed;
+static inline int sequence(int t) { return g_reversed ? g_block_threads - 1 - t : t; }  // its own inverse
 static unsigned g_block_gen, g_block_arrived;
 
 static inline void set_thread_index(int t) {
@@ -201,11 +212,12 @@ static void to_scheduler(Outcome why) {
 // Hands the OS thread to the next thread after `t` (cyclically) that can run: a waiting thread whose barrier
 // opened, or a thread not started yet (on an idle fiber). Back to the scheduler when the block is done or stuck.
 static void run_next(int t) {
-    int n = g_block_threads;
+    int n = g_block_threads, position = sequence(t);
     for (int k = 1; k <= n; k++) {
-        int u = t + k;
-        if (u >= n) u -= n;
-        if (u >= g_next_thread) { switch_to(take_idle_fiber()); return; }
+        int q = position + k;
+        if (q >= n) q -= n;
+        if (q >= g_next_thread) { switch_to(take_idle_fiber()); return; }
+        int u = sequence(q);
         if (runnable(u)) { switch_to(g_threads[u].fiber); return; }
     }
     to_scheduler(g_waiting > 0 ? kDeadlock : kBlockDone);
@@ -215,7 +227,7 @@ static void fiber_main() {
     for (;;) {
         int last = -1;
         while (g_next_thread < g_block_threads) {
-            int t = g_next_thread++;
+            int t = sequence(g_next_thread++);
             g_threads[t].fiber = g_current;
             g_threads[t].state = kRunning;
             set_thread_index(t);
@@ -305,9 +317,22 @@ static void describe_deadlock() {
     }
 }
 
+#if defined(__linux__)
+extern "C" char __start_haste_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_haste_shared[] __attribute__((weak, visibility("hidden")));
+#endif
+static void poison_shared() {
+#if defined(__linux__)
+    char *start = __start_haste_shared, *stop = __stop_haste_shared;
+    if (start && stop > start) memset(start, 0xFF, (size_t)(stop - start));
+#endif
+}
+
 // Runs one block; false when the launch failed.
 static bool run_block() {
+    poison_shared();
     g_next_thread = 0; g_waiting = 0;
+    g_reversed = g_alternate_order && ((g_blockIdx.x + g_blockIdx.y + g_blockIdx.z) & 1) == 0;
     g_block_gen = 0; g_block_arrived = 0;
     for (int w = 0; w * 32 < g_block_threads; w++) {
         g_warps[w].gen = 0; g_warps[w].arrived = 0;
@@ -327,281 +352,5 @@ static bool run_block() {
 
 } // namespace haste_emu
 
-// ---- the CUDA subset ----
-#define threadIdx haste_emu::g_threadIdx
-#define blockIdx haste_emu::g_blockIdx
-#define blockDim haste_emu::g_blockDim
-#define gridDim haste_emu::g_gridDim
-#define warpSize 32
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
-#define __launch_bounds__(...)
-#define __shared__ static
-#define __constant__ static
-#define HASTE_DYNAMIC_SHARED(T, name) T* name = (T*)haste_emu::g_dynamic_shared
-
-static inline void __trap() { haste_emu::abort_thread("__trap() called"); }
-#define __syncthreads() haste_emu::block_barrier(__FILE__, __LINE__)
-static inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    if (mask != 0xffffffffu) haste_emu::abort_thread("__syncwarp with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
-    haste_emu::warp_barrier();
-}
-
-namespace haste_emu {
-template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg, int width) {
-    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
-    if (mask != 0xffffffffu) abort_thread("warp shuffle with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
-    if (width != 32) abort_thread("warp shuffle with width %d: the emulator supports only 32", width);
-    int t = g_current_thread, lane = t & 31;
-    Warp& w = warp_of(t);
-    unsigned buffer = w.gen & 1;
-    uint64_t bits = 0;
-    memcpy(&bits, &v, sizeof(T));
-    w.slots[buffer][lane] = bits;
-    warp_barrier();
-    int src = lane;
-    switch (mode) {
-    case 0: src = lane ^ arg; break;                               // xor
-    case 1: src = lane + arg; if (src >= 32) src = lane; break;    // down
-    case 2: src = lane - arg; if (src < 0) src = lane; break;      // up
-    default: src = arg & 31; break;                                // indexed
-    }
-    if (src >= (int)w.size) src = lane;                            // a partial warp: no such lane
-    T out;
-    memcpy(&out, &w.slots[buffer][src], sizeof(T));
-    return out;
-}
-} // namespace haste_emu
-
-template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int laneMask, int width = 32) {
-    return haste_emu::shuffle(mask, v, 0, laneMask, width);
-}
-template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    return haste_emu::shuffle(mask, v, 1, (int)delta, width);
-}
-template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    return haste_emu::shuffle(mask, v, 2, (int)delta, width);
-}
-template <class T> static inline T __shfl_sync(unsigned mask, T v, int srcLane, int width = 32) {
-    return haste_emu::shuffle(mask, v, 3, srcLane, width);
-}
-
-// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here.
-static inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-static inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
-static inline int atomicAdd(int* p, int v) { int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
-static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
-static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    unsigned long long o = *p; *p = o + v; return o;
-}
-static inline int atomicCAS(int* p, int compare, int v) { int o = *p; if (o == compare) *p = v; return o; }
-static inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
-    unsigned o = *p; if (o == compare) *p = v; return o;
-}
-static inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
-    unsigned long long o = *p; if (o == compare) *p = v; return o;
-}
-static inline int atomicMax(int* p, int v) { int o = *p; if (v > o) *p = v; return o; }
-static inline int atomicMin(int* p, int v) { int o = *p; if (v < o) *p = v; return o; }
-static inline unsigned atomicMax(unsigned* p, unsigned v) { unsigned o = *p; if (v > o) *p = v; return o; }
-static inline unsigned atomicMin(unsigned* p, unsigned v) { unsigned o = *p; if (v < o) *p = v; return o; }
-static inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
-static inline unsigned atomicExch(unsigned* p, unsigned v) { unsigned o = *p; *p = v; return o; }
-static inline float atomicExch(float* p, float v) { float o = *p; *p = v; return o; }
-
-// Math and bit casts beyond <math.h>.
-static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
-static inline float __fdividef(float a, float b) { return a / b; }
-#define __expf expf
-#define __logf logf
-static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline long long __double_as_longlong(double d) { long long u; memcpy(&u, &d, 8); return u; }
-static inline double __longlong_as_double(long long u) { double d; memcpy(&d, &u, 8); return d; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
-static inline int __float2int_rz(float x) { return (int)x; }
-static inline int __float2int_rd(float x) { return (int)floorf(x); }
-static inline int __float2int_ru(float x) { return (int)ceilf(x); }
-static inline int __popc(unsigned x) { return __builtin_popcount(x); }
-static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
-static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
-static inline int __ffs(int x) { return __builtin_ffs(x); }
-template <class T> static inline T __ldg(const T* p) { return *p; }
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline int max(int a, int b) { return a > b ? a : b; }
-static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
-static inline long long min(long long a, long long b) { return a < b ? a : b; }
-static inline long long max(long long a, long long b) { return a > b ? a : b; }
-static inline float min(float a, float b) { return fminf(a, b); }
-static inline float max(float a, float b) { return fmaxf(a, b); }
-
-namespace haste_emu {
-// The parameter list of a kernel, one code per parameter: "p<alignment>" pointer, i int32, j uint32, l int64,
-// u uint64, f float, d double, ? anything else (the Swift side rejects it).
-template <class T> static void describe(char*& s) {
-    if constexpr (std::is_pointer<T>::value) {
-        typedef typename std::remove_cv<typename std::remove_pointer<T>::type>::type P;
-        size_t a;
-        if constexpr (std::is_void<P>::value) a = 1; else a = alignof(P);
-        s += sprintf(s, "p%zu,", a);
-    } else if constexpr (std::is_same<T, float>::value) { s += sprintf(s, "f,"); }
-    else if constexpr (std::is_same<T, double>::value) { s += sprintf(s, "d,"); }
-    else if constexpr (std::is_integral<T>::value && sizeof(T) == 4) { s += sprintf(s, std::is_signed<T>::value ? "i," : "j,"); }
-    else if constexpr (std::is_integral<T>::value && sizeof(T) == 8) { s += sprintf(s, std::is_signed<T>::value ? "l," : "u,"); }
-    else { s += sprintf(s, "?,"); }
-}
-template <class... A> static const char* signature(void (*)(A...)) {
-    static char text[16 * (sizeof...(A) + 1)];
-    char* s = text;
-    (describe<A>(s), ...);
-    if (s > text) s[-1] = 0; else *s = 0;
-    return text;
-}
-template <class... A, size_t... I> static inline void call(void (*f)(A...), void** a, std::index_sequence<I...>) {
-    f(*static_cast<typename std::remove_cv<A>::type*>(a[I])...);
-}
-template <class... A> static inline void call(void (*f)(A...), void** a) { call(f, a, std::index_sequence_for<A...>()); }
-} // namespace haste_emu
-
-namespace haste_emu {
-// A fault inside a kernel (an access outside device memory, a fiber's stack overflow, an integer division by
-// zero) ends the launch with a message instead of the test process: the handlers are installed for the launch
-// only, on the launching thread's alternate stack; a fault on any other thread goes to the previous handler.
-static sigjmp_buf g_fault_jump;
-static volatile sig_atomic_t g_fault_armed;
-static pthread_t g_launch_thread;
-static struct sigaction g_old_segv, g_old_bus, g_old_fpe;
-static volatile uintptr_t g_fault_address;
-static volatile int g_fault_signal;
-enum { kAltStackBytes = 64 * 1024 };
-static char* g_alt_stack;
-
-static void restore_handlers() {
-    sigaction(SIGSEGV, &g_old_segv, nullptr);
-    sigaction(SIGBUS, &g_old_bus, nullptr);
-    sigaction(SIGFPE, &g_old_fpe, nullptr);
-}
-
-static void on_fault(int sig, siginfo_t* info, void*) {
-    if (!g_fault_armed || !pthread_equal(pthread_self(), g_launch_thread)) {
-        restore_handlers();                    // not a kernel's: the instruction faults again, the old handler runs
-        return;
-    }
-    g_fault_armed = 0;
-    g_fault_signal = sig;
-    g_fault_address = (uintptr_t)info->si_addr;
-    siglongjmp(g_fault_jump, 1);
-}
-
-static bool in_fiber_guard(uintptr_t a) {
-    long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < g_fiber_count; i++) {
-        uintptr_t stack = (uintptr_t)g_all_fibers[i]->stack;
-        if (a + page >= stack && a < stack) return true;
-    }
-    return false;
-}
-
-static bool run_blocks(const unsigned* grid) {
-    for (unsigned z = 0; z < grid[2]; z++)
-        for (unsigned y = 0; y < grid[1]; y++)
-            for (unsigned x = 0; x < grid[0]; x++) {
-                g_blockIdx = {x, y, z};
-                if (!run_block()) return false;
-            }
-    return !g_failed;
-}
-} // namespace haste_emu
-
-// Runs a launch: every block in order. Returns 0; or 1 with a message in `error`; or 2 for an invalid memory access,
-// with a message and the address in *fault_address.
-HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, char* error, size_t error_capacity,
-                                uint64_t* fault_address) {
-    using namespace haste_emu;
-    g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
-    g_failed = false; g_error[0] = 0;
-    *fault_address = 0;
-    g_gridDim = {grid[0], grid[1], grid[2]};
-    g_blockDim = {block[0], block[1], block[2]};
-    g_threadIdx = {0, 0, 0};                   // one-dimensional blocks only ever set .x
-    g_block_threads = (int)(block[0] * block[1] * block[2]);
-
-    if (!g_alt_stack) g_alt_stack = (char*)malloc(kAltStackBytes);
-    stack_t alt, old_alt;
-    alt.ss_sp = g_alt_stack; alt.ss_size = kAltStackBytes; alt.ss_flags = 0;
-    sigaltstack(&alt, &old_alt);
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_sigaction = on_fault;
-    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGSEGV, &action, &g_old_segv);
-    sigaction(SIGBUS, &action, &g_old_bus);
-    sigaction(SIGFPE, &action, &g_old_fpe);
-    g_launch_thread = pthread_self();
-
-    bool ok;
-    int status = 1;
-    if (sigsetjmp(g_fault_jump, 1) == 0) {
-        g_fault_armed = 1;
-        ok = run_blocks(grid);
-        g_fault_armed = 0;
-    } else {
-        ok = false;
-        uintptr_t a = g_fault_address;
-        if (g_fault_signal == SIGFPE)
-            fail("arithmetic exception (an integer division by zero? a GPU returns an unspecified value instead)");
-        else if (in_fiber_guard(a))
-            fail("stack overflow (a thread has %d KiB of stack here: a large local array?)", kStackBytes / 1024);
-        else {
-            fail("invalid memory access at %p", (void*)a);
-            *fault_address = (uint64_t)a;
-            status = 2;
-        }
-        g_current = &g_scheduler;
-        g_current_thread = -1;
-        abandon_fibers();
-    }
-    restore_handlers();
-    if (!(old_alt.ss_flags & SS_DISABLE)) sigaltstack(&old_alt, nullptr);
-    else { stack_t off; memset(&off, 0, sizeof off); off.ss_flags = SS_DISABLE; sigaltstack(&off, nullptr); }
-    snprintf(error, error_capacity, "%s", ok ? "" : g_error);
-    return ok ? 0 : status;
-}
-
-// Column-major strided-batched SGEMM (cuBLAS semantics; beta == 0 never reads C).
-HASTE_EMU_API void haste_emu_gemm(int transA, int transB, long m, long n, long k, float alpha, float beta,
-                                  const float* A, long lda, long strideA, const float* B, long ldb, long strideB,
-                                  float* C, long ldc, long strideC, long batch) {
-    for (long p = 0; p < batch; p++) {
-        const float* a = A + p * strideA;
-        const float* b = B + p * strideB;
-        float* c = C + p * strideC;
-        for (long j = 0; j < n; j++)
-            for (long i = 0; i < m; i++) {
-                double acc = 0;
-                for (long l = 0; l < k; l++) {
-                    double x = transA ? a[l + i * lda] : a[i + l * lda];
-                    double y = transB ? b[j + l * ldb] : b[l + j * ldb];
-                    acc += x * y;
-                }
-                float r = (float)((double)alpha * acc);
-                c[i + j * ldc] = beta == 0.0f ? r : (float)((double)alpha * acc + (double)beta * (double)c[i + j * ldc]);
-            }
-    }
-}
 """#
 }

@@ -1,0 +1,191 @@
+extension EmulatorRuntime {
+    /// The CUDA subset: index variables, qualifiers, barriers, warp shuffles and votes, atomics, math, bit casts.
+    static let builtins = #"""
+// ---- the CUDA subset ----
+#define threadIdx haste_emu::g_threadIdx
+#define blockIdx haste_emu::g_blockIdx
+#define blockDim haste_emu::g_blockDim
+#define gridDim haste_emu::g_gridDim
+#define warpSize 32
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#if defined(__linux__)
+// Static shared arrays live in one section, poisoned (0xFF) at the start of every block like dynamic shared memory.
+#define __shared__ static __attribute__((section("haste_shared")))
+#else
+#define __shared__ static
+#endif
+#define __constant__ static
+#define HASTE_DYNAMIC_SHARED(T, name) T* name = (T*)haste_emu::g_dynamic_shared
+
+static inline void __trap() { haste_emu::abort_thread("__trap() called"); }
+#define __syncthreads() haste_emu::block_barrier(__FILE__, __LINE__)
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    if (mask != 0xffffffffu) haste_emu::abort_thread("__syncwarp with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
+    haste_emu::warp_barrier();
+}
+
+namespace haste_emu {
+template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg, int width) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    if (mask != 0xffffffffu) abort_thread("warp shuffle with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
+    if (width != 32) abort_thread("warp shuffle with width %d: the emulator supports only 32", width);
+    int t = g_current_thread, lane = t & 31;
+    Warp& w = warp_of(t);
+    unsigned buffer = w.gen & 1;
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    w.slots[buffer][lane] = bits;
+    warp_barrier();
+    int src = lane;
+    switch (mode) {
+    case 0: src = lane ^ arg; break;                               // xor
+    case 1: src = lane + arg; if (src >= 32) src = lane; break;    // down
+    case 2: src = lane - arg; if (src < 0) src = lane; break;      // up
+    default: src = arg & 31; break;                                // indexed
+    }
+    if (src >= (int)w.size) src = lane;                            // a partial warp: no such lane
+    T out;
+    memcpy(&out, &w.slots[buffer][src], sizeof(T));
+    return out;
+}
+} // namespace haste_emu
+
+namespace haste_emu {
+// Warp votes: every lane of the warp deposits its predicate, then all read the warp's ballot.
+static inline unsigned ballot(unsigned mask, int predicate) {
+    if (mask != 0xffffffffu) abort_thread("warp vote with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
+    int t = g_current_thread, lane = t & 31;
+    Warp& w = warp_of(t);
+    unsigned buffer = w.gen & 1;
+    w.slots[buffer][lane] = predicate != 0;
+    warp_barrier();
+    unsigned bits = 0;
+    for (unsigned l = 0; l < w.size; l++) bits |= (unsigned)w.slots[buffer][l] << l;
+    return bits;
+}
+} // namespace haste_emu
+static inline unsigned __ballot_sync(unsigned mask, int predicate) { return haste_emu::ballot(mask, predicate); }
+static inline int __any_sync(unsigned mask, int predicate) { return haste_emu::ballot(mask, predicate) != 0; }
+static inline int __all_sync(unsigned mask, int predicate) {
+    unsigned size = haste_emu::warp_of(haste_emu::g_current_thread).size;
+    return haste_emu::ballot(mask, predicate) == (size == 32 ? 0xffffffffu : (1u << size) - 1u);
+}
+static inline unsigned __activemask() {
+    unsigned size = haste_emu::warp_of(haste_emu::g_current_thread).size;
+    return size == 32 ? 0xffffffffu : (1u << size) - 1u;
+}
+
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int laneMask, int width = 32) {
+    return haste_emu::shuffle(mask, v, 0, laneMask, width);
+}
+template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    return haste_emu::shuffle(mask, v, 1, (int)delta, width);
+}
+template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    return haste_emu::shuffle(mask, v, 2, (int)delta, width);
+}
+template <class T> static inline T __shfl_sync(unsigned mask, T v, int srcLane, int width = 32) {
+    return haste_emu::shuffle(mask, v, 3, srcLane, width);
+}
+
+namespace haste_emu {
+// Bytes atomics touched in this launch (a hash set of addresses, 0 = empty): exempt from the race check.
+static bool g_race_check;
+static uintptr_t* g_atomic_set;
+static size_t g_atomic_capacity, g_atomic_count;
+
+static bool atomic_touched(uintptr_t a) {
+    if (!g_atomic_count) return false;
+    for (size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);; i = (i + 1) & (g_atomic_capacity - 1)) {
+        if (g_atomic_set[i] == a) return true;
+        if (g_atomic_set[i] == 0) return false;
+    }
+}
+
+static void note_atomic_byte(uintptr_t a) {
+    if (2 * (g_atomic_count + 1) > g_atomic_capacity) {
+        uintptr_t* old = g_atomic_set;
+        size_t old_capacity = g_atomic_capacity;
+        g_atomic_capacity = old_capacity ? old_capacity * 2 : 1024;
+        g_atomic_set = (uintptr_t*)calloc(g_atomic_capacity, sizeof(uintptr_t));
+        g_atomic_count = 0;
+        for (size_t i = 0; i < old_capacity; i++) if (old[i]) note_atomic_byte(old[i]);
+        free(old);
+    }
+    size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);
+    while (g_atomic_set[i] != 0 && g_atomic_set[i] != a) i = (i + 1) & (g_atomic_capacity - 1);
+    if (g_atomic_set[i] == 0) { g_atomic_set[i] = a; g_atomic_count++; }
+}
+
+static inline void note_atomic(const void* p, size_t bytes) {
+    if (!g_race_check) return;
+    for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);
+}
+} // namespace haste_emu
+
+// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here.
+#define HASTE_EMU_ATOMIC(p) haste_emu::note_atomic(p, sizeof *(p))
+static inline float atomicAdd(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = o + v; return o; }
+static inline double atomicAdd(double* p, double v) { HASTE_EMU_ATOMIC(p); double o = *p; *p = o + v; return o; }
+static inline int atomicAdd(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = o + v; return o; }
+static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    HASTE_EMU_ATOMIC(p); unsigned long long o = *p; *p = o + v; return o;
+}
+static inline int atomicCAS(int* p, int compare, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (o == compare) *p = v; return o; }
+static inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
+    HASTE_EMU_ATOMIC(p); unsigned o = *p; if (o == compare) *p = v; return o;
+}
+static inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
+    HASTE_EMU_ATOMIC(p); unsigned long long o = *p; if (o == compare) *p = v; return o;
+}
+static inline int atomicMax(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v > o) *p = v; return o; }
+static inline int atomicMin(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v < o) *p = v; return o; }
+static inline unsigned atomicMax(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v > o) *p = v; return o; }
+static inline unsigned atomicMin(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v < o) *p = v; return o; }
+static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = v; return o; }
+static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
+static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
+
+// Math and bit casts beyond <math.h>.
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+static inline float __fdividef(float a, float b) { return a / b; }
+#define __expf expf
+#define __logf logf
+static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline long long __double_as_longlong(double d) { long long u; memcpy(&u, &d, 8); return u; }
+static inline double __longlong_as_double(long long u) { double d; memcpy(&d, &u, 8); return d; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+static inline int __float2int_rz(float x) { return (int)x; }
+static inline int __float2int_rd(float x) { return (int)floorf(x); }
+static inline int __float2int_ru(float x) { return (int)ceilf(x); }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+template <class T> static inline T __ldg(const T* p) { return *p; }
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline float min(float a, float b) { return fminf(a, b); }
+static inline float max(float a, float b) { return fmaxf(a, b); }
+
+"""#
+}
