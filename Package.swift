@@ -36,6 +36,8 @@ let package = Package(
         // Ranks of a data-parallel job: MPI (Open MPI's libmpi.so.40, loaded at run time) or one process.
         .target(name: "HasteDistributed", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
+        // The CLIP BPE tokenizer and the text cleaning (ftfy) it runs first.
+        .target(name: "HasteText", dependencies: ["HasteTensor", "HasteIO"], swiftSettings: libraryFlags),
         .target(name: "HasteModels", dependencies: ["HasteTensor", "HasteNN"], swiftSettings: libraryFlags),
         .target(name: "HasteDiffusion", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "HasteDistributed", "COpenBLAS", "CLAPACKE"],
@@ -48,10 +50,10 @@ let package = Package(
                 dependencies: ["HasteTensor", "HasteNN", "HasteModels", "HasteDiffusion", "HasteTraining"],
                 swiftSettings: libraryFlags),
         .executableTarget(name: "haste",
-                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteSelftest", "COpenBLAS",
+                          dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText", "HasteSelftest", "COpenBLAS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "HasteTests",
-                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteSelftest"],
+                    dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteTraining", "HasteDistributed", "HasteCUDA", "HasteText", "HasteSelftest"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

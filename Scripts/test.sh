@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 Scripts/setup.sh
 Scripts/fetch_inception.sh   # real TorchScript test material (cached; warns and continues when offline)
+Scripts/fetch_clip_vocab.sh  # CLIP BPE vocabulary for the tokenizer tests (cached; warns and continues when offline)
 Scripts/fetch_test_images.sh # real photographs for the preprocess tests (cached; warns and continues when offline)
 # NVRTC from PyPI, so the CUDA kernel sources compile without a GPU (cached; warns and continues when offline).
 nvrtc=$(Scripts/fetch_nvrtc.sh)

@@ -94,11 +94,6 @@ public final class CUDABackend: Backend {
         }
     }
 
-    /// Marks the backend's kernels that are not written yet (removed when every family is in).
-    func unimplemented(_ kernel: String = #function) -> Never {
-        CUDABackend.fail("internal: CUDA kernel \(kernel) is not implemented")
-    }
-
     // MARK: memory (copies; fill, stridedCopy and cast are in Kernels/CUDAMemory.swift)
 
     public func allocate(byteCount: Int) -> UnsafeMutableRawPointer {

@@ -101,6 +101,13 @@ public enum Samplers {
         }
     }
 
+    /// `model` on `device` for the samplers, whose float64 state stays on the CPU (float64 is a CPU dtype): each
+    /// call moves x, t and y to the device and the velocity back. On the CPU it is `model` itself.
+    public static func onDevice(_ device: Device, _ model: @escaping VelocityModel) -> VelocityModel {
+        guard device != .cpu else { return model }
+        return { x, t, y in model(x.to(device), t.to(device), y.to(device)).to(.cpu) }
+    }
+
     /// The model batch: [x] with labels y, or [x, x] with [y, null] when guidance is active.
     static func modelInput(_ x: Tensor, y: Tensor, guidance: Guidance, active: Bool) -> (x: Tensor, y: Tensor) {
         guard active else { return (x, y) }

@@ -103,7 +103,7 @@ public final class SampleGenerator {
         let guidance = Guidance(scale: options.cfgScale, low: options.guidanceLow, high: options.guidanceHigh,
                                 nullClass: model.sit.config.numClasses)
         let sit = model.sit
-        let velocity: VelocityModel = { x, t, y in sit(x, t: t, y: y).velocity }
+        let velocity = Samplers.onDevice(sit.store.device) { x, t, y in sit(x, t: t, y: y).velocity }   // state on the host
         switch options.mode {
         case .ode:
             return Samplers.euler(velocity, noise: z, labels: y, steps: options.numSteps, guidance: guidance, heun: options.heun)
@@ -120,15 +120,16 @@ public final class SampleGenerator {
         let t0 = Date()
         let x = samples(indices)
         let t1 = Date()
-        let pixels = vae.map { $0.decodeLatents(x, scale: model.latentScale, batch: options.vaeBatch) } ?? x
+        let pixels = vae.map { $0.decodeLatents(x.to($0.store.device), scale: model.latentScale, batch: options.vaeBatch) } ?? x
+        let u8 = noGrad {
+            var u8 = ((pixels + 1.0) / 2.0 * 255.0).clamp(min: 0, max: 255).to(.uint8)     // (N, C, H, W)
+            if u8.shape[1] == 1 { u8 = Tensor.cat([u8, u8, u8], axis: 1) }
+            return u8.permuted([0, 2, 3, 1]).contiguous().to(.cpu)                              // (N, H, W, 3); the copy waits for the device
+        }
         timings.sampler += t1.timeIntervalSince(t0)
         timings.decode += Date().timeIntervalSince(t1)
         timings.images += indices.count
-        return noGrad {
-            var u8 = ((pixels + 1.0) / 2.0 * 255.0).clamp(min: 0, max: 255).to(.uint8)     // (N, C, H, W)
-            if u8.shape[1] == 1 { u8 = Tensor.cat([u8, u8, u8], axis: 1) }
-            return u8.permuted([0, 2, 3, 1]).contiguous()                                       // (N, H, W, 3)
-        }
+        return u8
     }
 
     /// Generates this shard's missing PNGs (batches of per-proc-batch-size), then, with `pack`, packs the `.npz`

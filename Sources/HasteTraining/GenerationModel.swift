@@ -41,8 +41,8 @@ public struct GenerationModel {
     /// metadata), a safetensors file with `ema.`/`model.` prefixes (a converted reference checkpoint), a
     /// reference HASTE/REPA `.pt`, or a plain SiT state dict. `select` picks `ema` (default, as generate.py) or
     /// `model` weights. Weights with NaN/Inf are refused, and the model's size is settled from the file and
-    /// the flags before the model is built.
-    public static func load(_ path: String, select: String = "ema", flags: Flags = Flags()) throws -> GenerationModel {
+    /// the flags before the model is built; it is loaded on the CPU and then moved to `device`.
+    public static func load(_ path: String, select: String = "ema", flags: Flags = Flags(), device: Device = .cpu) throws -> GenerationModel {
         guard ["ema", "model"].contains(select) else {
             throw HasteError.config(key: "ckpt-select", detail: "'\(select)' is not ema or model")
         }
@@ -54,6 +54,7 @@ public struct GenerationModel {
             throw HasteError.fileFormat(path: path, detail: "does not fit \(name) as configured:\n\(e)\nhint: check --model, --encoder-depth and --projector-embed-dims")
         }
         sit.store.setRequiresGrad(false)
+        sit.store.move(to: device)
         let config = ckpt.trainConfig
         return GenerationModel(sit: sit, pixelSpace: config?.isPixelSpace ?? false, latentScale: config?.latentScale ?? 0.18215, name: name)
     }

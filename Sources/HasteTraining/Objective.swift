@@ -38,6 +38,7 @@ public struct Objective {
     /// the batch itself). The generator advances by globalBatch · stride; sample g draws from its own counters
     /// start + g·stride ..< start + (g + 1)·stride, in the order posterior noise, t, noise, label drop. So a
     /// sample's draws depend on (seed, micro-batch, g) only, not on how many ranks share the batch (issue #13).
+    /// Drawn on the host, then moved to the batch's device (the same numbers whatever the device).
     public func draw(_ batch: Batch, generator: RandomGenerator, globalBatch: Int? = nil, first: Int = 0) -> Draws {
         let b = batch.labels.count, shape = [1] + sampleShape(batch), stride = drawStride(batch)
         require(first >= 0 && first + b <= globalBatch ?? b, "Objective.draw: samples \(first)..<\(first + b) of a batch of \(globalBatch ?? b)")
@@ -51,8 +52,9 @@ public struct Objective {
             drop.append(Double(g.uniform([1]).scalars(as: Float.self)[0]) < config.cfgProb)
             require(g.offset <= start + UInt64((first + i + 1) * stride), "Objective.draw: sample \(first + i) drew past its stride \(stride)")
         }
-        return Draws(t: Tensor.cat(ts, axis: 0), noise: Tensor.cat(noise, axis: 0),
-                     latentNoise: batch.moments ? Tensor.cat(latent, axis: 0) : nil, dropMask: drop)
+        let device = batch.x0.device
+        return Draws(t: Tensor.cat(ts, axis: 0).to(device), noise: Tensor.cat(noise, axis: 0).to(device),
+                     latentNoise: batch.moments ? Tensor.cat(latent, axis: 0).to(device) : nil, dropMask: drop)
     }
 
     /// x0 for the student: pixels as given, or a fresh posterior sample (mean + std·n)·scale.
@@ -77,7 +79,7 @@ public struct Objective {
         let labels = batch.labels.scalars(as: Int64.self).enumerated().map { d.dropMask[$0.offset] ? Int64(models.student.numClasses) : $0.element }
         let align = alignmentActive && teacher != nil
         let wantProj = align && config.projCoeff != 0
-        let out = student(xt, t: d.t, y: Tensor(labels, shape: [labels.count]),
+        let out = student(xt, t: d.t, y: Tensor(labels, shape: [labels.count], device: x0.device),
                           logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
                           projections: wantProj)
         let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: d.noise, t: d.t, path: config.pathType)

@@ -18,11 +18,14 @@ final class Preview {
     let vae: AutoencoderKL?
     private var warned = false
 
-    init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, vae: AutoencoderKL? = nil) throws {
+    init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, vae: AutoencoderKL? = nil,
+         device: Device = .cpu) throws {
         self.config = config
         let c = models.student                                 // same layout as the EMA (projectors unused here)
         model = try SiT(c)
         model.store.setRequiresGrad(false)                     // sampled under noGrad only
+        model.store.move(to: device)                           // the EMA's device; noise and labels stay on the host
+        vae?.store.move(to: device)
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 2)
         let n = config.sampleCount
         noise = g.normal([n] + sampleShape)
@@ -42,9 +45,9 @@ final class Preview {
         ema.copy(into: model.store)
         let guidance = Guidance(scale: config.sampleCfg, low: 0, high: 1, nullClass: model.config.numClasses)
         let m = model
-        let x = Samplers.euler({ x, t, y in m(x, t: t, y: y).velocity }, noise: noise, labels: labels,
+        let x = Samplers.euler(Samplers.onDevice(m.store.device) { x, t, y in m(x, t: t, y: y).velocity }, noise: noise, labels: labels,
                                steps: config.sampleNumSteps, guidance: guidance)
-        let images = pixelSpace ? x : vae!.decodeLatents(x, scale: config.latentScale)
+        let images = pixelSpace ? x : vae!.decodeLatents(x.to(vae!.store.device), scale: config.latentScale)
         let path = "\(run.root)/samples/\(String(format: "%07d", step)).png"
         try ImageGrid.write(images, to: path)
         say("samples at step \(step): \(path)")

@@ -14,6 +14,8 @@ public struct TeacherTrainingConfig: Sendable {
     public var batchSize = 64
     public var learningRate = 1e-3
     public var seed: UInt64 = 0
+    /// Where the ViT, its head and each batch live (the saved file does not depend on it).
+    public var device: Device = .cpu
     public init(teacher: DINOv2Config) { self.teacher = teacher }
 
     /// Every numeric field against its range (issue #14), named as `haste train-teacher`'s flags; `seed` takes any value.
@@ -39,12 +41,14 @@ public enum TeacherTrainer {
         let headStore = ParameterStore(seed: cfg.seed &+ 1)
         let head = Linear(headStore.root["head"], cfg.teacher.embedDim, dataset.numClasses)
         headStore.finalize()
+        model.store.move(to: cfg.device)                                               // before the optimizers allocate
+        headStore.move(to: cfg.device)
         let optimizers = [AdamW(store: model.store, lr: cfg.learningRate, betas: (0.9, 0.999), eps: 1e-8, weightDecay: 0.05),
                           AdamW(store: headStore, lr: cfg.learningRate, betas: (0.9, 0.999), eps: 1e-8, weightDecay: 0.05)]
         let order = EpochOrder(count: dataset.count, batchSize: cfg.batchSize, seed: cfg.seed)
         var correct: [Double] = []
         for step in 0..<cfg.steps {
-            let batch = try dataset.batch(order.indices(epoch: step / order.batchesPerEpoch, batch: step % order.batchesPerEpoch))
+            let batch = try dataset.batch(order.indices(epoch: step / order.batchesPerEpoch, batch: step % order.batchesPerEpoch)).to(cfg.device)
             model.store.zeroGrad(); headStore.zeroGrad()
             let x = DINOv2.preprocess(batch.images!, size: cfg.teacher.imageSize)
             let logits = head(model(x).classToken)                                     // (B, classes)

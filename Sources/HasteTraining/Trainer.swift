@@ -29,22 +29,26 @@ public final class Trainer {
     let objective: Objective
     let order: EpochOrder
     public let comm: Communicator
+    /// Where the student, teacher, optimizer state and each batch live (data is read on the host).
+    public let device: Device
     /// Reads (this rank's share of) batch k+1 while step k computes.
     lazy var prefetcher = BatchPrefetcher(dataset: dataset, order: order, share: comm.share(of: config.batchSize))
     lazy var reducer = GradientReducer(store: student.store, comm: comm)
     public private(set) var state = TrainingState()
     weak var observer: TrainingObserver?
 
-    public convenience init(config: TrainConfig, observer: TrainingObserver? = nil, comm: Communicator = SingleProcess()) throws {
-        try self.init(config: config, dataset: try config.openDataset(), observer: observer, comm: comm)
+    public convenience init(config: TrainConfig, observer: TrainingObserver? = nil, comm: Communicator = SingleProcess(),
+                            device: Device = .cpu) throws {
+        try self.init(config: config, dataset: try config.openDataset(), observer: observer, comm: comm, device: device)
     }
 
     public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil,
-                comm: Communicator = SingleProcess()) throws {
+                comm: Communicator = SingleProcess(), device: Device = .cpu) throws {
         try config.validate()                                   // configs built in code skip `load`
         self.config = config
         self.observer = comm.isWriter ? observer : nil
         self.comm = comm
+        self.device = device
         self.dataset = dataset
         models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses)
         if config.usesTeacher && !dataset.hasImages {
@@ -55,7 +59,9 @@ public final class Trainer {
         }
         try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
         student = try SiT(models.student, seed: UInt64(config.seed))
+        student.store.move(to: device)                          // before the optimizer and EMA allocate there
         teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
+        teacher?.store.move(to: device)
         optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                           eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
         ema = EMA(from: student.store)
@@ -92,9 +98,9 @@ public final class Trainer {
     public func train() throws -> TrainingState {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
         let preview = comm.isWriter ? try Preview(config: config, models: models, sampleShape: dataset.sampleShape,
-                                                  pixelSpace: !dataset.hasLatents, vae: try previewVAE()) : nil
+                                                  pixelSpace: !dataset.hasLatents, vae: try previewVAE(), device: device) : nil
         let fid = comm.isWriter ? try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape,
-                                                  pixelSpace: !dataset.hasLatents, run: run) : nil
+                                                  pixelSpace: !dataset.hasLatents, run: run, device: device) : nil
         say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
@@ -157,7 +163,7 @@ public final class Trainer {
         let k = Double(config.gradientAccumulationSteps), share = comm.share(of: config.batchSize)
         let weight = Double(share.count) / Double(config.batchSize)
         for micro in 0..<config.gradientAccumulationSteps {
-            let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch)
+            let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch).to(device)
             state.batchInEpoch += 1
             var teacherOut: DINOv2Output?
             if let teacher, align || !config.skipTeacherAfterStop, let images = batch.images {

@@ -47,7 +47,8 @@ final class TrainingFID {
     static let samplingBatch = 250
 
     /// nil when `fid-every` is 0. Loads the network and the reference statistics once.
-    init?(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, run: RunDirectory) throws {
+    init?(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, run: RunDirectory,
+          device: Device = .cpu) throws {
         guard config.fidEvery > 0 else { return nil }
         guard pixelSpace else {
             throw HasteError.config(key: "fid-every", detail: "FID during training needs pixel-space samples (latent models need the SD-VAE decoder; use haste fid on generated images)")
@@ -58,8 +59,10 @@ final class TrainingFID {
         self.config = config
         model = try SiT(models.student)
         model.store.setRequiresGrad(false)                     // sampled under noGrad only
+        model.store.move(to: device)                           // the EMA's device; noise and labels stay on the host
         let weights = try InceptionWeightsFile.resolve(config.fidWeights)
-        extractor = InceptionFeatureExtractor(model: try InceptionWeightsFile.load(resolvedPath: weights), input: .adm)
+        extractor = InceptionFeatureExtractor(model: try InceptionWeightsFile.load(resolvedPath: weights, device: device), input: .adm,
+                                              device: device)
         let ref = try FashionMNISTImages.openEvalSet(config.fidRef)
         let evaluator = FIDEvaluator(extractor: extractor, weightsName: (weights as NSString).lastPathComponent,
                                      referenceCache: ReferenceStatsCache(weightsPath: weights))
@@ -84,7 +87,7 @@ final class TrainingFID {
         var batches: [Tensor] = []
         for first in stride(from: 0, to: config.fidSamples, by: TrainingFID.samplingBatch) {
             let n = min(TrainingFID.samplingBatch, config.fidSamples - first)
-            let x = Samplers.euler({ x, t, y in m(x, t: t, y: y).velocity }, noise: noise.narrowed(0, start: first, length: n),
+            let x = Samplers.euler(Samplers.onDevice(m.store.device) { x, t, y in m(x, t: t, y: y).velocity }, noise: noise.narrowed(0, start: first, length: n),
                                    labels: labels.narrowed(0, start: first, length: n), steps: config.sampleNumSteps, guidance: guidance)
             batches.append(((x + 1) * 127.5).clamp(min: 0, max: 255).to(.uint8))      // (n, C, H, W) uint8
         }

@@ -36,8 +36,8 @@ public enum VAELoader {
     /// location that exists. Any of diffusers' current, older (query/key/value/proj_attn) or LDM key styles, from
     /// safetensors or a torch file. A diffusers `config.json` beside the file is honoured (block_out_channels,
     /// layers_per_block, norm_num_groups, latent_channels: the real sd-vae-ft-* files say KL-f8, small test models
-    /// load too); without one, KL-f8.
-    public static func load(_ name: String = "mse", weights: String? = nil) throws -> AutoencoderKL {
+    /// load too); without one, KL-f8. Loaded on the CPU, then moved to `device`.
+    public static func load(_ name: String = "mse", weights: String? = nil, device: Device = .cpu) throws -> AutoencoderKL {
         let short = try shortName(name)
         var path = weights ?? installedFile(short) ?? defaultLocations(short).last!
         var isDir: ObjCBool = false
@@ -62,6 +62,7 @@ public enum VAELoader {
             let what = config == .sdKLF8 ? "an SD-VAE (KL-f8 AutoencoderKL) state dict" : "the AutoencoderKL of \(cfgPath)"
             throw HasteError.fileFormat(path: path, detail: "is not \(what):\n\(e)")
         }
+        vae.store.move(to: device)
         return vae
     }
 }

@@ -1,9 +1,62 @@
 import HasteTensor
 
 extension CUDABackend {
-    /// The conv family's CUDA C++ (empty until written).
-    static let convSource = KernelSource(family: "conv", kernels: [], code: "")
+    /// im2col, one thread per column-matrix entry; col2im as a gather, one thread per input pixel summing the
+    /// entries that read it in the CPU's order (kernel row, then column), so it is deterministic with no atomics
+    /// and bitwise equal to the CPU.
+    static let convSource = KernelSource(family: "conv", kernels: ["im2col_f32", "col2im_f32"], code: #"""
+    /// cols[n, (c·kh + i)·kw + j, oy·ow + ox] = x[n, c, oy·s − ph + i, ox·s − pw + j], 0 in the padding.
+    extern "C" __global__ void im2col_f32(const float* x, float* cols, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) {
+        i64 l = oh * ow, total = batch * channels * kh * kw * l;
+        HASTE_GRID_STRIDE_LOOP(e, total) {
+            i64 pix = e % l, row = e / l;              // row = (n·C + c)·kh·kw + i·kw + j
+            i64 j = row % kw, i = (row / kw) % kh, plane = row / (kw * kh);
+            i64 oy = pix / ow, ox = pix % ow;
+            i64 iy = oy * s - ph + i, ix = ox * s - pw + j;
+            cols[e] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(plane * h + iy) * w + ix] : 0.0f;
+        }
+    }
 
-    public func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry) { unimplemented() }
-    public func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry: ConvGeometry) { unimplemented() }
+    /// dx[n, c, y, x] = Σ over (i, j) in order of the cols entry that im2col filled from (y, x), if any.
+    extern "C" __global__ void col2im_f32(const float* cols, float* dx, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) {
+        i64 l = oh * ow, total = batch * channels * h * w;
+        HASTE_GRID_STRIDE_LOOP(e, total) {
+            i64 px = e % w, py = (e / w) % h, plane = e / (w * h);
+            const float* src = cols + plane * kh * kw * l;
+            float acc = 0.0f;
+            for (i64 i = 0; i < kh; i++) {
+                i64 ty = py + ph - i;
+                if (ty < 0 || ty % s != 0 || ty / s >= oh) continue;
+                i64 oy = ty / s;
+                for (i64 j = 0; j < kw; j++) {
+                    i64 tx = px + pw - j;
+                    if (tx < 0 || tx % s != 0 || tx / s >= ow) continue;
+                    acc += src[(i * kw + j) * l + oy * ow + tx / s];
+                }
+            }
+            dx[e] = acc;
+        }
+    }
+    """#)
+
+    private func convArguments(_ a: DevicePointer, _ b: DevicePointer, _ batch: Int, _ g: ConvGeometry) -> [KernelArgument] {
+        [.pointer(a), .pointer(b)] + [batch, g.channels, g.height, g.width, g.kernelHeight, g.kernelWidth, g.stride,
+                                      g.paddingHeight, g.paddingWidth, g.outHeight, g.outWidth].map { .int64(Int64($0)) }
+    }
+
+    public func im2col(x: Buffer, cols: Buffer, batch: Int, geometry g: ConvGeometry) {
+        requireFloat32(x, "im2col")
+        let total = batch * g.patchSize * g.outPixels
+        if total <= 0 { return }
+        launch(CUDABackend.convSource, "im2col_f32", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256),
+               convArguments(address(x), address(cols), batch, g))
+    }
+
+    public func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry g: ConvGeometry) {
+        requireFloat32(dx, "col2im")
+        let total = batch * g.channels * g.height * g.width
+        if total <= 0 { return }
+        launch(CUDABackend.convSource, "col2im_f32", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256),
+               convArguments(address(cols), address(dx), batch, g))
+    }
 }

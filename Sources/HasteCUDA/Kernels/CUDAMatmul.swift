@@ -1,5 +1,48 @@
 import HasteTensor
 
+/// GEMMs through the driver's strided-batched GEMM (cuBLAS on a GPU). haste's call is row-major; cuBLAS's is
+/// column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose with the
+/// same ld, so row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: the operands swap places, m and n
+/// swap, and each operand keeps its own transpose flag (Bᵀ stored row-major is B read column-major, and so on).
 extension CUDABackend {
-    public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double, a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int, beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) { unimplemented() }
+    /// The one GEMM case not sent to cuBLAS: an empty inner dimension (k = 0), where BLAS defines C = beta·C
+    /// (zeros for beta = 0, C never read): written here rather than relying on every cuBLAS version's k = 0 path.
+    static let matmulSource = KernelSource(family: "matmul", kernels: ["gemm_scale_c"], code: #"""
+    /// C[b, i, j] = beta·C[b, i, j] (0 when beta = 0) over batch × m × n, rows ldc apart, matrices strideC apart.
+    extern "C" __global__ void gemm_scale_c(float* c, i64 batch, i64 m, i64 n, i64 ldc, i64 strideC, float beta) {
+        HASTE_GRID_STRIDE_LOOP(e, batch * m * n) {
+            i64 j = e % n, i = (e / n) % m, b = e / (n * m);
+            float* p = c + b * strideC + i * ldc + j;
+            *p = beta == 0.0f ? 0.0f : beta * *p;
+        }
+    }
+    """#)
+
+    public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double, a: Buffer, lda: Int, strideA: Int,
+                     b: Buffer, ldb: Int, strideB: Int, beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
+        requireFloat32(a, "gemm"); requireFloat32(b, "gemm"); requireFloat32(c, "gemm")
+        rowMajorGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: Float(alpha), a: address(a), lda: lda,
+                     strideA: strideA, b: address(b), ldb: ldb, strideB: strideB, beta: Float(beta), c: address(c),
+                     ldc: ldc, strideC: strideC, batch: batch)
+    }
+
+    /// The row-major strided-batched float32 GEMM on device addresses (also used by the attention kernels on
+    /// their workspaces). Nothing is queued for an empty C, nor for k = 0 with beta = 1.
+    func rowMajorGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: DevicePointer, lda: Int,
+                      strideA: Int, b: DevicePointer, ldb: Int, strideB: Int, beta: Float, c: DevicePointer, ldc: Int,
+                      strideC: Int, batch: Int) {
+        if m == 0 || n == 0 || batch == 0 { return }
+        if k == 0 {
+            if beta == 1 { return }
+            let count = batch * m * n
+            launch(CUDABackend.matmulSource, "gemm_scale_c", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+                .pointer(c), .int64(Int64(batch)), .int64(Int64(m)), .int64(Int64(n)), .int64(Int64(ldc)),
+                .int64(Int64(strideC)), .float(beta),
+            ])
+            return
+        }
+        driver.gemm(GemmDescriptor(transA: transB, transB: transA, m: n, n: m, k: k, alpha: alpha, beta: beta,
+                                   a: b, lda: ldb, strideA: strideB, b: a, ldb: lda, strideB: strideA,
+                                   c: c, ldc: ldc, strideC: strideC, batch: batch))
+    }
 }

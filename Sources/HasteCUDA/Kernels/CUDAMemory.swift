@@ -1,10 +1,209 @@
 import HasteTensor
 
 extension CUDABackend {
-    /// The memory family's CUDA C++ (empty until written).
-    static let memorySource = KernelSource(family: "memory", kernels: [], code: "")
+    /// The memory family: fills by element width (the host computes the element's bit pattern exactly as
+    /// `CPUBackend.fill` converts the value), strided copies by element width over up to 8 coalesced axes,
+    /// and one dtype-generic cast that reads every type to double and writes from double, as CPUCast.swift does.
+    static let memorySource = KernelSource(family: "memory", kernels: [
+        "fill_8", "fill_4", "fill_2", "fill_1",
+        "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
+        "cast_any",
+    ], code: #"""
+    extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
+    extern "C" __global__ void fill_4(u32* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u32)v; }
+    extern "C" __global__ void fill_2(u16* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u16)v; }
+    extern "C" __global__ void fill_1(u8* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u8)v; }
 
-    public func fill(_ dst: Buffer, count: Int, value: Double) { unimplemented() }
-    public func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) { unimplemented() }
-    public func cast(from src: Buffer, to dst: Buffer, count: Int) { unimplemented() }
+    /// i / n, in 32 bits when both fit (a 64-bit division is several times slower on the GPU).
+    __device__ __forceinline__ i64 haste_div(i64 i, i64 n) {
+        return (i <= 0xffffffffLL && n <= 0xffffffffLL) ? (i64)((u32)i / (u32)n) : i / n;
+    }
+
+    /// Element offsets of the row-major index i over `rank` (≤ 8) axes in two strided views.
+    __device__ __forceinline__ void haste_two_offsets(i64 i, int rank, const i64* shape, const i64* sa, const i64* sb,
+                                                      i64* oa, i64* ob) {
+        i64 a = 0, b = 0;
+        for (int d = rank - 1; d > 0; --d) {
+            i64 q = haste_div(i, shape[d]), c = i - q * shape[d];
+            i = q;
+            a += c * sa[d];
+            b += c * sb[d];
+        }
+        *oa = a + i * sa[0];
+        *ob = b + i * sb[0];
+    }
+
+    template <typename T>
+    __device__ __forceinline__ void haste_strided_copy(const T* src, T* dst, int rank, i64 count,
+        i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7,
+        i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7,
+        i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
+        i64 shape[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+        i64 ss[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+        i64 ds[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+        if (rank == 1) {
+            HASTE_GRID_STRIDE_LOOP(i, count) dst[i * d0] = src[i * s0];
+            return;
+        }
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 so, dof;
+            haste_two_offsets(i, rank, shape, ss, ds, &so, &dof);
+            dst[dof] = src[so];
+        }
+    }
+
+    extern "C" __global__ void strided_copy_8(const u64* src, u64* dst, int rank, i64 count, i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7, i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7, i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
+        haste_strided_copy<u64>(src, dst, rank, count, n0, n1, n2, n3, n4, n5, n6, n7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy_4(const u32* src, u32* dst, int rank, i64 count, i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7, i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7, i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
+        haste_strided_copy<u32>(src, dst, rank, count, n0, n1, n2, n3, n4, n5, n6, n7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy_2(const u16* src, u16* dst, int rank, i64 count, i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7, i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7, i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
+        haste_strided_copy<u16>(src, dst, rank, count, n0, n1, n2, n3, n4, n5, n6, n7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy_1(const u8* src, u8* dst, int rank, i64 count, i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7, i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7, i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
+        haste_strided_copy<u8>(src, dst, rank, count, n0, n1, n2, n3, n4, n5, n6, n7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+
+    /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
+    /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).
+    __device__ __forceinline__ double haste_cast_read(const u8* p, int type, i64 i) {
+        switch (type) {
+        case 0: return (double)((const float*)p)[i];
+        case 1: return ((const double*)p)[i];
+        case 2: return (double)haste_half_to_float(((const u16*)p)[i]);
+        case 3: return (double)haste_bf16_to_float(((const u16*)p)[i]);
+        case 4: return (double)((const int*)p)[i];
+        case 5: return (double)((const i64*)p)[i];
+        case 6: return (double)p[i];
+        default: return p[i] != 0 ? 1.0 : 0.0;
+        }
+    }
+    /// Float → integer truncates toward zero like torch; NaN and ±inf become 0, beyond ±9.2e18 saturates (CPUCast.truncatingInt).
+    __device__ __forceinline__ i64 haste_truncating_int(double v) {
+        if (isnan(v) || isinf(v)) return 0;
+        if (v >= 9.2e18) return (i64)0x7fffffffffffffffLL;
+        if (v <= -9.2e18) return (i64)(-0x7fffffffffffffffLL - 1);
+        return (i64)v;
+    }
+    /// Narrower integers keep the low bits (Swift's truncatingIfNeeded); bool is v ≠ 0 (NaN → true).
+    __device__ __forceinline__ void haste_cast_write(u8* p, int type, i64 i, double v) {
+        switch (type) {
+        case 0: ((float*)p)[i] = (float)v; break;
+        case 1: ((double*)p)[i] = v; break;
+        case 2: ((u16*)p)[i] = haste_float_to_half((float)v); break;
+        case 3: ((u16*)p)[i] = haste_float_to_bf16((float)v); break;
+        case 4: ((u32*)p)[i] = (u32)(u64)haste_truncating_int(v); break;
+        case 5: ((i64*)p)[i] = haste_truncating_int(v); break;
+        case 6: p[i] = (u8)(u64)haste_truncating_int(v); break;
+        default: p[i] = v != 0.0 ? 1 : 0; break;
+        }
+    }
+    extern "C" __global__ void cast_any(const u8* src, int srcType, u8* dst, int dstType, i64 n) {
+        HASTE_GRID_STRIDE_LOOP(i, n) haste_cast_write(dst, dstType, i, haste_cast_read(src, srcType, i));
+    }
+    """#)
+
+    /// The code `cast_any` uses for a dtype.
+    static func dtypeCode(_ t: DType) -> Int32 {
+        switch t {
+        case .float32: return 0
+        case .float64: return 1
+        case .float16: return 2
+        case .bfloat16: return 3
+        case .int32: return 4
+        case .int64: return 5
+        case .uint8: return 6
+        case .bool: return 7
+        }
+    }
+
+    /// `value` in `t`'s bits, converted exactly as `CPUBackend.fill` converts it (the same Swift conversions).
+    static func fillPattern(_ value: Double, _ t: DType) -> UInt64 {
+        switch t {
+        case .float32: return UInt64(Float(value).bitPattern)
+        case .float64: return value.bitPattern
+        case .float16: return UInt64(Float(value).halfBits)
+        case .bfloat16: return UInt64(Float(value).bfloat16Bits)
+        case .int32: return UInt64(UInt32(bitPattern: Int32(value)))
+        case .int64: return UInt64(bitPattern: Int64(value))
+        case .uint8: return UInt64(UInt8(value))
+        case .bool: return value != 0 ? 1 : 0
+        }
+    }
+
+    public func fill(_ dst: Buffer, count: Int, value: Double) {
+        if count <= 0 { return }
+        let kernel = ["", "fill_1", "fill_2", "", "fill_4", "", "", "", "fill_8"][dst.dtype.byteSize]
+        launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
+               [.pointer(address(dst)), .int64(Int64(count)), .uint64(CUDABackend.fillPattern(value, dst.dtype))])
+    }
+
+    /// Merges adjacent axes where every view steps uniformly and drops size-1 axes, like `CPUBackend.coalesce`
+    /// (for any number of strided views). Returns ([1], zeros) for a single element.
+    static func coalesce(_ shape: [Int], _ strides: [[Int]]) -> ([Int], [[Int]]) {
+        var shp: [Int] = []
+        var st = [[Int]](repeating: [], count: strides.count)
+        for i in 0..<shape.count where shape[i] != 1 {
+            if let last = shp.last, (0..<strides.count).allSatisfy({ st[$0].last! == strides[$0][i] * shape[i] }) {
+                shp[shp.count - 1] = last * shape[i]
+                for v in 0..<strides.count { st[v][st[v].count - 1] = strides[v][i] }
+            } else {
+                shp.append(shape[i])
+                for v in 0..<strides.count { st[v].append(strides[v][i]) }
+            }
+        }
+        if shp.isEmpty { return ([1], [[Int]](repeating: [0], count: strides.count)) }
+        return (shp, st)
+    }
+
+    /// Runs `body` over a view of any rank with at most 8 axes per launch: the coalesced view's leading axes
+    /// beyond 8 are walked on the host, `body` getting each slice's element offsets (one per view) and its
+    /// ≤ 8-axis shape and strides, padded with (1, 0) to 8. Nothing runs for an empty view.
+    static func forEachSlice8(_ shape0: [Int], _ strides0: [[Int]],
+                              _ body: (_ offsets: [Int], _ rank: Int, _ shape: [Int], _ strides: [[Int]]) -> Void) {
+        if shape0.contains(0) { return }
+        let (shape, strides) = coalesce(shape0, strides0)
+        let lead = Swift.max(0, shape.count - 8)
+        let tailShape = Array(shape[lead...]), rank = tailShape.count
+        let pad = { (a: [Int], v: Int) in a + [Int](repeating: v, count: 8 - a.count) }
+        let tailStrides = strides.map { pad(Array($0[lead...]), 0) }
+        let slices = shape[..<lead].reduce(1, *)
+        for s in 0..<slices {
+            var rem = s
+            var offsets = [Int](repeating: 0, count: strides.count)
+            for axis in stride(from: lead - 1, through: 0, by: -1) {
+                let c = rem % shape[axis]
+                rem /= shape[axis]
+                for v in 0..<strides.count { offsets[v] += c * strides[v][axis] }
+            }
+            body(offsets, rank, pad(tailShape, 1), tailStrides)
+        }
+    }
+
+    /// `address(b)` moved by `elements` (which may be negative) of `b`'s dtype.
+    func address(_ b: Buffer, plus elements: Int) -> DevicePointer {
+        address(b) &+ DevicePointer(bitPattern: Int64(elements * b.dtype.byteSize))
+    }
+
+    public func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) {
+        let size = src.dtype.byteSize
+        let kernel = "strided_copy_\(size)"
+        CUDABackend.forEachSlice8(shape, [srcStrides, dstStrides]) { offsets, rank, shp, strides in
+            let count = shp.reduce(1, *)
+            var args: [KernelArgument] = [.pointer(address(src, plus: offsets[0])), .pointer(address(dst, plus: offsets[1])),
+                                          .int32(Int32(rank)), .int64(Int64(count))]
+            args += shp.map { .int64(Int64($0)) }
+            args += strides[0].map { .int64(Int64($0)) }
+            args += strides[1].map { .int64(Int64($0)) }
+            launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), args)
+        }
+    }
+
+    public func cast(from src: Buffer, to dst: Buffer, count: Int) {
+        if count <= 0 { return }
+        launch(CUDABackend.memorySource, "cast_any", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
+               [.pointer(address(src)), .int32(CUDABackend.dtypeCode(src.dtype)), .pointer(address(dst)),
+                .int32(CUDABackend.dtypeCode(dst.dtype)), .int64(Int64(count))])
+    }
 }

@@ -32,11 +32,12 @@ extension KernelSource {
     #define HASTE_GRID_STRIDE_LOOP(i, n) \
         for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
-    /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; NaN stays a quiet NaN.
+    /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and
+    /// `Float.bfloat16Bits`'s canonical quiet NaN).
     __device__ __forceinline__ float haste_bf16_to_float(u16 b) { return __uint_as_float(((u32)b) << 16); }
     __device__ __forceinline__ u16 haste_float_to_bf16(float f) {
         u32 u = __float_as_uint(f);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)0x7fc0u;
         u += 0x7fffu + ((u >> 16) & 1u);
         return (u16)(u >> 16);
     }

@@ -28,9 +28,10 @@ extension DINOv2 {
     /// `size` (A = −0.75, no antialias). Order: normalise THEN resize (spec/dinov2.md §4).
     public static func preprocess(_ images: Tensor, size: Int) -> Tensor {
         require(images.rank == 4 && images.shape[1] == 3, "DINOv2.preprocess: images \(images.shape), expected [B, 3, H, W]")
-        let x = images.to(.float32) / Tensor.scalar(255)      // torch: x.float() / 255 (a true division)
-        let mean = Tensor([Float(0.485), 0.456, 0.406], shape: [1, 3, 1, 1])
-        let std = Tensor([Float(0.229), 0.224, 0.225], shape: [1, 3, 1, 1])
+        let device = images.device
+        let x = images.to(.float32) / Tensor.scalar(255, device: device)      // torch: x.float() / 255 (a true division)
+        let mean = Tensor([Float(0.485), 0.456, 0.406], shape: [1, 3, 1, 1], device: device)
+        let std = Tensor([Float(0.229), 0.224, 0.225], shape: [1, 3, 1, 1], device: device)
         let normed = (x - mean) / std
         if images.shape[2] == size && images.shape[3] == size { return normed }
         return normed.resizeBicubic(height: size, width: size, antialias: false)

@@ -16,7 +16,7 @@ public enum InceptionInput: String, Sendable, CaseIterable {
         case .adm:
             return (BilinearResize.tfLegacy.apply(x, height: size, width: size) - 128) * (1.0 / 128)
         case .pytorchFID:
-            let unit = x / Tensor.scalar(255)                                      // torchvision ToTensor: a true division
+            let unit = x / Tensor.scalar(255, device: x.device)                                      // torchvision ToTensor: a true division
             return BilinearResize.torch.apply(unit, height: size, width: size) * 2 - 1
         }
     }

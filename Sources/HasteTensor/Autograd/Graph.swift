@@ -7,6 +7,7 @@ extension Tensor {
     public func backward(_ gradient: Tensor? = nil, observer: LeafGradientObserver? = nil) {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
         require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
+        require(seed.device == device, "backward: gradient on \(seed.device), tensor on \(device)")
         GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) }
     }
 
@@ -102,6 +103,7 @@ extension Tensor {
     /// In-place `self += other` outside autograd (arena gradients, optimizer state).
     public func addInPlace(_ other: Tensor, alpha: Double = 1) {
         require(other.shape == shape && isContiguous, "addInPlace: \(other.shape) into \(shape)")
+        require(other.device == device, "addInPlace: \(other.shape) on \(other.device) into \(shape) on \(device)")
         let o = other.contiguous()
         backend.axpy(alpha: alpha, x: o.buffer, y: buffer, count: count)
     }
@@ -120,6 +122,7 @@ public protocol LeafGradientObserver: AnyObject {
 /// or intermediates), without touching any `.grad` (torch.autograd.grad). Untracked inputs get nil.
 public func gradients(of output: Tensor, wrt inputs: [Tensor], seed: Tensor? = nil) -> [Tensor?] {
     let s = (seed ?? Tensor.ones(output.shape, dtype: output.dtype, device: output.device)).contiguous()
+    require(s.device == output.device, "gradients: seed on \(s.device), output on \(output.device)")
     let ids = Set(inputs.map(ObjectIdentifier.init))
     let captured = GradMode.withoutGrad { Tensor.runBackward(from: output, seed: s, capture: ids) }
     return inputs.map { captured[ObjectIdentifier($0)] }

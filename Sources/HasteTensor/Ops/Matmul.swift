@@ -71,6 +71,8 @@ extension Tensor {
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
         require(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
+        require(device == weight.device && (bias == nil || bias!.device == device),
+                "linear: input on \(device), weight on \(weight.device)\(bias.map { ", bias on \($0.device)" } ?? "")")
         let x = contiguous(), w = weight.contiguous()
         let rows = count / Swift.max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
         let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)

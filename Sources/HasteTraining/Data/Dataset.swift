@@ -12,6 +12,11 @@ public struct Batch {
     public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor) {
         (self.images, self.x0, self.moments, self.labels) = (images, x0, moments, labels)
     }
+
+    /// The batch on `device` (itself on the CPU): data is read on the host and moved once per micro-batch.
+    public func to(_ device: Device) -> Batch {
+        device == x0.device ? self : Batch(images: images?.to(device), x0: x0.to(device), moments: moments, labels: labels.to(device))
+    }
 }
 
 /// A labelled training set, indexable so that batches are a pure function of the item order.

@@ -9,9 +9,14 @@ import HasteTensor
 /// finishes them — parameters registered last first (the final layer), the small bucket(s) of biases last.
 /// Parameters the walk cannot reach (projectors after the early stop) count as finished at once; anything
 /// still unfinished when the walk ends is summed then (DDP's find_unused_parameters).
+/// MPI sums host memory: on a device other than the CPU each bucket is copied to a host mirror of the arena as it
+/// starts, and `finish()` copies the sums back (correct but not fast; NCCL would sum on the device).
 package final class GradientReducer: LeafGradientObserver {
     let comm: Communicator
-    let arena: UnsafeMutablePointer<Float>
+    /// The host floats MPI sums: the gradient arena itself on the CPU, else `staged.host`.
+    package let arena: UnsafeMutablePointer<Float>
+    /// Off the CPU: the gradient arena as one tensor, and its host mirror.
+    private let staged: (gradients: Tensor, host: Tensor)?
     /// Element ranges of the arena, in launch order; together they cover it exactly.
     package let buckets: [Range<Int>]
     private let slots: [ObjectIdentifier: (bucket: Int, count: Int)]
@@ -26,7 +31,14 @@ package final class GradientReducer: LeafGradientObserver {
         require(store.gradientArena.buffer.dtype == .float32, "GradientReducer: float32 gradients only, got \(store.gradientArena.buffer.dtype)")
         self.comm = comm
         let (buffer, count) = store.gradientArena
-        arena = buffer.pointer(Float.self)
+        if store.device == .cpu {
+            arena = buffer.pointer(Float.self)
+            staged = nil
+        } else {
+            let host = Tensor.zeros([count])
+            arena = host.buffer.pointer(Float.self)
+            staged = (Tensor(storage: buffer.storage, shape: [count], offset: buffer.offset, dtype: .float32), host)
+        }
         // Group parameters in arena order; a bucket also ends where registration order jumps back (the
         // decayed → non-decayed region boundary), so each bucket holds neighbours of the network.
         let params = store.gradientSlots.enumerated().map { (index: $0.offset, tensor: $0.element.tensor, range: $0.element.range) }
@@ -80,6 +92,11 @@ package final class GradientReducer: LeafGradientObserver {
     }
 
     private func launch(_ k: Int) {
+        if let staged, !buckets[k].isEmpty {                        // device → host, through the tensor API
+            let r = buckets[k]
+            staged.host.narrowed(0, start: r.lowerBound, length: r.count)
+                .copyValues(from: staged.gradients.narrowed(0, start: r.lowerBound, length: r.count))
+        }
         started.append(comm.startAllReduceSum(arena + buckets[k].lowerBound, count: buckets[k].count))
     }
 
@@ -88,6 +105,7 @@ package final class GradientReducer: LeafGradientObserver {
         if remaining.isEmpty { remaining = bucketCounts }   // no walk was observed (a step without backward)
         while started.count < buckets.count { launch(started.count) }
         for r in started { r.wait() }
+        staged.map { $0.gradients.copyValues(from: $0.host) }         // the sums back to the device
         started = []
         remaining = []
     }

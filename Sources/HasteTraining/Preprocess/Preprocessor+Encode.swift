@@ -35,7 +35,7 @@ extension Preprocessor {
 
     /// Batched SD-VAE encoding (spec/data.md §1.2): x/127.5 − 1 → posterior (mean | std) float32 [8, R/8, R/8].
     /// The encoder has no cross-sample ops, but a different batch size changes BLAS blocking and so the last bits
-    /// of the moments (STYLE §2.9); items whose .npy exists are skipped.
+    /// of the moments (STYLE §2.9); items whose .npy exists are skipped. Runs on the VAE's device.
     func encode() throws {
         guard let vae else { return }
         let start = Date()
@@ -51,7 +51,7 @@ extension Preprocessor {
             for item in batch {
                 pixels += try readCrop(item.name).pixels
             }
-            let x = Tensor(pixels, shape: [batch.count, r, r, 3]).permuted([0, 3, 1, 2]).contiguous().to(.float32) / 127.5 - 1.0
+            let x = Tensor(pixels, shape: [batch.count, r, r, 3], device: vae.store.device).permuted([0, 3, 1, 2]).contiguous().to(.float32) / 127.5 - 1.0
             let (mean, std) = noGrad { vae.encode(x) }
             let m = Tensor.cat([mean, std], axis: 1)
             for (k, item) in batch.enumerated() {

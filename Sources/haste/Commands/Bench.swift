@@ -36,12 +36,12 @@ struct BenchOpsCommand: ParsableCommand {
             return
         }
         let device = try runtime.openDevice()
-        let cases = OpBenchmarks.cases(seed: runtime.seed)
+        let cases = OpBenchmarks.cases(seed: runtime.seed, device: device)
             .filter { (filter == nil || $0.op.contains(filter!)) && (only == nil || $0.op == only) }
         if !json {
             print("haste bench ops: \(device), \(runtime.threads) threads, median of \(reps) after \(warmup) warm-up")
         }
-        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps) }
+        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
         guard !json else {
             print(Benchmark.json(results, threads: runtime.threads, device: "\(device)"))
             return

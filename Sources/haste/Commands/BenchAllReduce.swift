@@ -28,6 +28,7 @@ struct BenchAllReduceCommand: ParsableCommand {
             }
             let (_, resolved) = try TrainBenchmarks.config(model: model, batch: 1, align: false, seed: runtime.seed)
             let sit = try SiT(resolved.student, seed: runtime.seed)
+            sit.store.move(to: device)                                   // off the CPU the sum goes through host copies
             let reducer = GradientReducer(store: sit.store, comm: comm)
             let count = reducer.buckets.map(\.count).reduce(0, +)
             var times: [Double] = []

@@ -7,45 +7,47 @@ import HasteTensor
 enum OpBenchmarks {
     static let n = 4, tokens = 256, hidden = 768, mlpHidden = 3072, heads = 12
 
-    static func cases(seed: UInt64) -> [BenchCase] {
-        gemmAndElementwise(seed: seed) + normAndSoftmax(seed: seed) + attention(seed: seed) + block(seed: seed)
+    /// Inputs are made on `device`; the raw cblas row exists on the CPU only.
+    static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
+        gemmAndElementwise(seed: seed, device: device) + normAndSoftmax(seed: seed, device: device)
+            + attention(seed: seed, device: device) + block(seed: seed, device: device)
     }
 
-    static func gemmAndElementwise(seed: UInt64) -> [BenchCase] {
+    static func gemmAndElementwise(seed: UInt64, device: Device) -> [BenchCase] {
         let rows = n * tokens
         let gemmFlops = 2.0 * Double(rows * hidden * mlpHidden)
         let act = [n, tokens, mlpHidden], res = [n, tokens, hidden]
         let actCount = Double(act.reduce(1, *)), resCount = Double(res.reduce(1, *))
-        return [
+        return (device != .cpu ? [] : [
             BenchCase(op: "sgemm (cblas)", shape: "\(rows)x\(hidden) · (\(mlpHidden)x\(hidden))ᵀ", work: .flops(gemmFlops)) {
                 rawSgemm(m: rows, n: mlpHidden, k: hidden, seed: seed)
-            },
+            }]) + [
             BenchCase(op: "linear fwd", shape: "\(res) → \(mlpHidden)", work: .flops(gemmFlops)) {
-                let (x, w, b) = linearInputs(seed: seed, grad: false)
+                let (x, w, b) = linearInputs(seed: seed, grad: false, device: device)
                 return { _ = x.linear(w, b) }
             },
             BenchCase(op: "linear fwd+bwd", shape: "\(res) → \(mlpHidden)", work: .flops(3 * gemmFlops)) {
-                let (x, w, b) = linearInputs(seed: seed, grad: true)
-                let dy = Tensor.randn(act, seed: seed + 3)
+                let (x, w, b) = linearInputs(seed: seed, grad: true, device: device)
+                let dy = Tensor.randn(act, seed: seed + 3, device: device)
                 return { _ = gradients(of: x.linear(w, b), wrt: [x, w, b], seed: dy) }
             },
             BenchCase(op: "geluTanh fwd", shape: "\(act)", work: .bytes(8 * actCount)) {
-                let x = Tensor.randn(act, seed: seed)
+                let x = Tensor.randn(act, seed: seed, device: device)
                 return { _ = x.geluTanh() }
             },
             // forward reads x, writes y; backward reads x and dy, writes dx
             BenchCase(op: "geluTanh fwd+bwd", shape: "\(act)", work: .bytes(20 * actCount)) {
-                let x = Tensor.randn(act, seed: seed)
+                let x = Tensor.randn(act, seed: seed, device: device)
                 x.requiresGrad = true
-                let dy = Tensor.randn(act, seed: seed + 1)
+                let dy = Tensor.randn(act, seed: seed + 1, device: device)
                 return { _ = gradients(of: x.geluTanh(), wrt: [x], seed: dy) }
             },
             BenchCase(op: "add", shape: "\(res)", work: .bytes(12 * resCount)) {
-                let a = Tensor.randn(res, seed: seed), b = Tensor.randn(res, seed: seed + 1)
+                let a = Tensor.randn(res, seed: seed, device: device), b = Tensor.randn(res, seed: seed + 1, device: device)
                 return { _ = a + b }
             },
             BenchCase(op: "mul", shape: "\(res)", work: .bytes(12 * resCount)) {
-                let a = Tensor.randn(res, seed: seed), b = Tensor.randn(res, seed: seed + 1)
+                let a = Tensor.randn(res, seed: seed, device: device), b = Tensor.randn(res, seed: seed + 1, device: device)
                 return { _ = a * b }
             },
         ]
@@ -53,12 +55,12 @@ enum OpBenchmarks {
 
     /// layerNorm on the residual stream [N, T, D] (affine, eps 1e-6); softmax over the last axis of attention
     /// probabilities [N, H, T, T]. Bytes: forward reads x, writes y; backward reads x (or y) and dy, writes dx.
-    static func normAndSoftmax(seed: UInt64) -> [BenchCase] {
+    static func normAndSoftmax(seed: UInt64, device: Device) -> [BenchCase] {
         let res = [n, tokens, hidden], probs = [n, heads, tokens, tokens]
         let resCount = Double(res.reduce(1, *)), probCount = Double(probs.reduce(1, *))
         func affine(grad: Bool) -> (Tensor, Tensor, Tensor) {
-            let x = Tensor.randn(res, seed: seed)
-            let w = Tensor.randn([hidden], seed: seed + 1) * 0.1 + 1, b = Tensor.randn([hidden], seed: seed + 2) * 0.1
+            let x = Tensor.randn(res, seed: seed, device: device)
+            let w = Tensor.randn([hidden], seed: seed + 1, device: device) * 0.1 + 1, b = Tensor.randn([hidden], seed: seed + 2, device: device) * 0.1
             for t in [x, w, b] { t.requiresGrad = grad }
             return (x, w, b)
         }
@@ -69,27 +71,27 @@ enum OpBenchmarks {
             },
             BenchCase(op: "layerNorm fwd+bwd", shape: "\(res)", work: .bytes(20 * resCount)) {
                 let (x, w, b) = affine(grad: true)
-                let dy = Tensor.randn(res, seed: seed + 3)
+                let dy = Tensor.randn(res, seed: seed + 3, device: device)
                 return { _ = gradients(of: x.layerNorm(weight: w, bias: b, eps: 1e-6), wrt: [x, w, b], seed: dy) }
             },
             BenchCase(op: "softmax fwd", shape: "\(probs)", work: .bytes(8 * probCount)) {
-                let x = Tensor.randn(probs, seed: seed)
+                let x = Tensor.randn(probs, seed: seed, device: device)
                 return { _ = x.softmax(axis: -1) }
             },
             BenchCase(op: "softmax fwd+bwd", shape: "\(probs)", work: .bytes(20 * probCount)) {
-                let x = Tensor.randn(probs, seed: seed)
+                let x = Tensor.randn(probs, seed: seed, device: device)
                 x.requiresGrad = true
-                let dy = Tensor.randn(probs, seed: seed + 1)
+                let dy = Tensor.randn(probs, seed: seed + 1, device: device)
                 return { _ = gradients(of: x.softmax(axis: -1), wrt: [x], seed: dy) }
             },
         ]
     }
 
     /// x [N, T, D], weight [4D, D], bias [4D], as `nn.Linear(768, 3072)` sees them.
-    private static func linearInputs(seed: UInt64, grad: Bool) -> (Tensor, Tensor, Tensor) {
-        let x = Tensor.randn([n, tokens, hidden], seed: seed)
-        let w = Tensor.randn([mlpHidden, hidden], seed: seed + 1) * 0.02
-        let b = Tensor.randn([mlpHidden], seed: seed + 2) * 0.02
+    private static func linearInputs(seed: UInt64, grad: Bool, device: Device) -> (Tensor, Tensor, Tensor) {
+        let x = Tensor.randn([n, tokens, hidden], seed: seed, device: device)
+        let w = Tensor.randn([mlpHidden, hidden], seed: seed + 1, device: device) * 0.02
+        let b = Tensor.randn([mlpHidden], seed: seed + 2, device: device) * 0.02
         for t in [x, w, b] { t.requiresGrad = grad }
         return (x, w, b)
     }

@@ -9,13 +9,13 @@ extension OpBenchmarks {
 
     /// SDPA and the explicit logits path on q, k, v [N, H, T, Dh]. One attention GEMM (q·kᵀ or P·v) is
     /// 2·N·H·T²·Dh FLOPs: the forward has two, the backward four (dv, dP, dq, dk).
-    static func attention(seed: UInt64) -> [BenchCase] {
+    static func attention(seed: UInt64, device: Device) -> [BenchCase] {
         let qkv = [n, heads, tokens, headDim]
         let gemm = 2.0 * Double(n * heads * tokens * tokens * headDim)
         func inputs(grad: Bool) -> (Tensor, Tensor, Tensor, Tensor) {
-            let q = Tensor.randn(qkv, seed: seed), k = Tensor.randn(qkv, seed: seed + 1), v = Tensor.randn(qkv, seed: seed + 2)
+            let q = Tensor.randn(qkv, seed: seed, device: device), k = Tensor.randn(qkv, seed: seed + 1, device: device), v = Tensor.randn(qkv, seed: seed + 2, device: device)
             for t in [q, k, v] { t.requiresGrad = grad }
-            return (q, k, v, Tensor.randn(qkv, seed: seed + 3))
+            return (q, k, v, Tensor.randn(qkv, seed: seed + 3, device: device))
         }
         return [
             BenchCase(op: "attention fwd", shape: "q,k,v \(qkv)", work: .flops(2 * gemm)) {
@@ -43,18 +43,18 @@ extension OpBenchmarks {
     /// parameter and of x and c. FLOPs: the four token linears (qkv 3D², proj D², fc1 4D², fc2 4D²: 24·N·T·D²),
     /// the attention GEMMs (4·N·T²·D) and adaLN (12·N·D²), forward; fwd+bwd = 3×. "+logits" runs the explicit
     /// path that returns the logits (what the aligned blocks do; the torch reference does it in every block).
-    static func block(seed: UInt64) -> [BenchCase] {
+    static func block(seed: UInt64, device: Device) -> [BenchCase] {
         let d = Double(hidden), m = Double(n * tokens)
         let forward = 24 * m * d * d + 4 * Double(n * tokens * tokens) * d + 12 * Double(n) * d * d
         let shape = "x [\(n), \(tokens), \(hidden)], c [\(n), \(hidden)]"
         return [false, true].map { logits in
             BenchCase(op: logits ? "SiT-B/2 block+logits fwd+bwd" : "SiT-B/2 block fwd+bwd", shape: shape,
                       work: .flops(3 * forward)) {
-                let (block, params) = randomSiTBlock(seed: seed)
-                let x = Tensor.randn([n, tokens, hidden], seed: seed + 1000), c = Tensor.randn([n, hidden], seed: seed + 1001)
+                let (block, params) = randomSiTBlock(seed: seed, device: device)
+                let x = Tensor.randn([n, tokens, hidden], seed: seed + 1000, device: device), c = Tensor.randn([n, hidden], seed: seed + 1001, device: device)
                 x.requiresGrad = true
                 c.requiresGrad = true
-                let dy = Tensor.randn([n, tokens, hidden], seed: seed + 1002)
+                let dy = Tensor.randn([n, tokens, hidden], seed: seed + 1002, device: device)
                 return { _ = gradients(of: block(x, c, logits: logits).0, wrt: params + [x, c], seed: dy) }
             }
         }
@@ -62,10 +62,11 @@ extension OpBenchmarks {
 
     /// A SiT-B/2 block whose parameters are all small random values: the default init zeroes adaLN, which
     /// would leave the gates at zero (same work, but not the state a trained block is in).
-    static func randomSiTBlock(seed: UInt64) -> (SiTBlock, [Tensor]) {
+    static func randomSiTBlock(seed: UInt64, device: Device = .cpu) -> (SiTBlock, [Tensor]) {
         let store = ParameterStore(seed: seed)
         let block = SiTBlock(store.root, hidden: hidden, heads: heads, mlpRatio: 4, qkNorm: false)
         store.finalize()
+        store.move(to: device)
         let params = store.parameters.map(\.tensor)
         noGrad {
             for (i, p) in params.enumerated() { p.copyValues(from: Tensor.randn(p.shape, seed: seed + 100 + UInt64(i)) * 0.02) }

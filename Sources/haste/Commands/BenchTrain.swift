@@ -30,11 +30,11 @@ struct BenchTrainCommand: ParsableCommand {
             return
         }
         let device = try runtime.openDevice()
-        let cases = TrainBenchmarks.cases(seed: runtime.seed).filter { only == nil || $0.op == only }
+        let cases = TrainBenchmarks.cases(seed: runtime.seed, device: device).filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
         }
-        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps) }
+        let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
         let peak = Benchmark.peakRSSMB()
         guard !json else {
             print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak))

@@ -19,21 +19,22 @@ enum TrainBenchmarks {
 
     static var names: [String] { cases(seed: 0).map(\.op) }
 
-    static func cases(seed: UInt64) -> [BenchCase] {
+    /// Models, teacher and inputs on `device` (`Benchmark.run` waits for the device before reading the clock).
+    static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
         var rows: [BenchCase] = []
         for model in models {
             for batch in batches {
                 for align in [false, true] {
                     let shape = "x [\(batch), 4, 32, 32]" + (align ? " + images [\(batch), 3, 256, 256]" : "")
                     rows.append(BenchCase(op: name(model, batch, align: align), shape: shape, work: .images(Double(batch))) {
-                        try step(model: model, batch: batch, align: align, seed: seed)
+                        try step(model: model, batch: batch, align: align, seed: seed, device: device)
                     })
                 }
             }
         }
         rows.append(BenchCase(op: teacherRow, shape: "images [\(teacherBatch), 3, 256, 256] → 224, logits of 8…11",
                               work: .images(Double(teacherBatch))) {
-            try teacherForward(seed: seed)
+            try teacherForward(seed: seed, device: device)
         })
         return rows
     }
@@ -49,24 +50,26 @@ enum TrainBenchmarks {
     }
 
     /// A frozen teacher with its random initialisation (speed does not depend on the values).
-    static func teacher(_ resolved: ResolvedModels, seed: UInt64) -> DINOv2? {
+    static func teacher(_ resolved: ResolvedModels, seed: UInt64, device: Device = .cpu) -> DINOv2? {
         resolved.teacher.map {
             let t = DINOv2($0, seed: seed &+ 1)
             t.store.setRequiresGrad(false)
+            t.store.move(to: device)
             return t
         }
     }
 
-    static func step(model: String, batch: Int, align: Bool, seed: UInt64) throws -> () -> Void {
+    static func step(model: String, batch: Int, align: Bool, seed: UInt64, device: Device = .cpu) throws -> () -> Void {
         let (config, resolved) = try config(model: model, batch: batch, align: align, seed: seed)
         let student = try SiT(resolved.student, seed: seed)
-        let teacher = teacher(resolved, seed: seed)
+        student.store.move(to: device)                          // before the optimizer allocates its moments there
+        let teacher = teacher(resolved, seed: seed, device: device)
         let optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                               eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
         let objective = Objective(config: config, models: resolved)
         let data = Batch(images: align ? randomImages(batch, seed: seed &+ 2) : nil,
                          x0: Tensor.randn([batch] + latent, seed: seed &+ 3), moments: false,
-                         labels: Tensor((0..<batch).map { Int64($0 * 37 % numClasses) }, shape: [batch]))
+                         labels: Tensor((0..<batch).map { Int64($0 * 37 % numClasses) }, shape: [batch])).to(device)
         let generator = RandomGenerator(seed: seed &+ 4)
         return {
             student.store.zeroGrad()
@@ -81,11 +84,11 @@ enum TrainBenchmarks {
 
     /// `Objective.teacherPass`: preprocess (÷255, ImageNet mean/std, bicubic 256 → 224) and the no-grad forward
     /// returning the final-norm patch tokens and the logits of the four aligned blocks.
-    static func teacherForward(seed: UInt64) throws -> () -> Void {
+    static func teacherForward(seed: UInt64, device: Device = .cpu) throws -> () -> Void {
         let (config, resolved) = try config(model: "SiT-B/2", batch: teacherBatch, align: true, seed: seed)
-        let teacher = teacher(resolved, seed: seed)!
+        let teacher = teacher(resolved, seed: seed, device: device)!
         let objective = Objective(config: config, models: resolved)
-        let images = randomImages(teacherBatch, seed: seed &+ 2)
+        let images = randomImages(teacherBatch, seed: seed &+ 2).to(device)
         return { _ = objective.teacherPass(teacher, images: images) }
     }
 

@@ -76,12 +76,12 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let (comm, _) = try runtime.openJob()
+        let (comm, device) = try runtime.openJob()
         if comm.isWriter { notes.forEach(FlagCheck.note) }
-        try Job.run(comm) { try generate(comm) }
+        try Job.run(comm) { try generate(comm, device) }
     }
 
-    private func generate(_ comm: Communicator) throws {
+    private func generate(_ comm: Communicator, _ device: Device) throws {
         if !npzSelftest.isEmpty { return try NpzSelftest.run(count: Int(npzSelftest[0])!, path: npzSelftest[1]) }
         if comm.size > 1 && shard != "0/1" {
             throw ValidationError("--shard \(shard) under mpirun/srun: the \(comm.size) ranks already split the samples; drop --shard")
@@ -99,8 +99,8 @@ struct Generate: ParsableCommand {
             try s.split(separator: ",").map { guard let d = Int($0.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--projector-embed-dims expects integers like 768,1024") }; return d }
         }
-        let loaded = try GenerationModel.load(ckpt!, select: ckptSelect, flags: flags)
-        let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights)
+        let loaded = try GenerationModel.load(ckpt!, select: ckptSelect, flags: flags, device: device)
+        let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights, device: device)
         let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!)
         try finish(generator, comm)
     }

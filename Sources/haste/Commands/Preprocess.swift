@@ -54,8 +54,8 @@ struct Preprocess: ParsableCommand {
         (o.maxImages, o.batchSize, o.progress) = (maxImages, batchSize, !quiet)
         if let w = workers { o.workers = w }
         o.pngLevel = pngLevel
-        _ = try runtime.openDevice()   // threads of the VAE encoder (decode/crop threads: --workers)
-        let vae = st == .convert ? nil : try VAELoader.load("mse", weights: vaeWeights)
+        let device = try runtime.openDevice()   // the VAE encoder's device and threads (decode/crop threads: --workers)
+        let vae = st == .convert ? nil : try VAELoader.load("mse", weights: vaeWeights, device: device)
         let summary = try Preprocessor(options: o, vae: vae).run()
         print(summary.description)
     }

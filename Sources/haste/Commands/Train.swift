@@ -81,12 +81,12 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let (comm, _) = try runtime.openJob(allowTF32: reference.allowTf32 == true)
+        let (comm, device) = try runtime.openJob(allowTF32: reference.allowTf32 == true)
         if comm.isWriter { reference.notes(device: runtime.device).forEach(FlagCheck.note) }
-        try Job.run(comm) { try train(comm) }
+        try Job.run(comm) { try train(comm, device) }
     }
 
-    private func train(_ comm: Communicator) throws {
+    private func train(_ comm: Communicator, _ device: Device) throws {
         let pairs = overrides.map { o -> (key: String, value: String) in
             let i = o.firstIndex(of: "=")!
             return (String(o[..<i]), String(o[o.index(after: i)...]))
@@ -95,7 +95,7 @@ struct Train: ParsableCommand {
         if comm.isWriter { idleAlignmentNote(resolved).map(FlagCheck.note) }
         if printConfig { if comm.isWriter { print(try resolved.yaml(), terminator: "") }; return }
         let console = ConsoleObserver()
-        let trainer = try Trainer(config: resolved, observer: console, comm: comm)
+        let trainer = try Trainer(config: resolved, observer: console, comm: comm, device: device)
         if comm.size > 1 && comm.isWriter {
             console.message("data-parallel over \(comm.size) ranks (\(comm.localSize) on this node), \(runtime.threads) threads each; global batch \(resolved.batchSize)")
         }

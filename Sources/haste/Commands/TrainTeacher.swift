@@ -19,12 +19,13 @@ struct TrainTeacher: ParsableCommand {
     @Flag(help: "Retrain even when the output file exists.") var force = false
 
     func run() throws {
-        _ = try runtime.openDevice()
+        let device = try runtime.openDevice()
         let c = try TrainConfig.load(file: config)
         let out = output ?? c.encWeights
         guard !out.isEmpty else { throw ValidationError("no output path: pass --output or set enc-weights in \(config)") }
         var tc = TeacherTrainingConfig(teacher: try c.teacherConfig())
         (tc.steps, tc.batchSize, tc.learningRate, tc.seed) = (steps, batchSize, learningRate, runtime.seed)
+        tc.device = device
         try tc.validate()                                       // before the dataset is opened, even when nothing is trained
         if FileManager.default.fileExists(atPath: out) && !force {
             print("teacher already at \(out) (use --force to retrain)")

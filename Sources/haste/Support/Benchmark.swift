@@ -1,4 +1,5 @@
 import Foundation
+import HasteTensor
 
 /// One row of `haste bench`: what runs, at which shape, how much work it does (napkin math: FLOPs for
 /// GEMMs, bytes moved for memory-bound kernels, images for training steps), and `prepare`, which builds the
@@ -28,14 +29,17 @@ struct BenchResult: Encodable {
 }
 
 /// Warm-up runs, then `reps` timed runs; the median is the figure quoted, the minimum shows the noise floor.
+/// On a device, each run ends with `finish(device)` inside the timed region, so the clock is read after the
+/// device has done the work, not when the host has merely queued it.
 enum Benchmark {
-    static func run(_ c: BenchCase, warmup: Int, reps: Int) throws -> BenchResult {
+    static func run(_ c: BenchCase, warmup: Int, reps: Int, device: Device = .cpu) throws -> BenchResult {
         let body = try c.prepare()
         for _ in 0..<warmup { body() }
+        finish(device)
         let clock = ContinuousClock()
         var ms: [Double] = []
         for _ in 0..<max(reps, 1) {
-            let elapsed = clock.measure { body() }
+            let elapsed = clock.measure { body(); finish(device) }
             ms.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15)
         }
         ms.sort()
@@ -48,6 +52,13 @@ enum Benchmark {
         }
         return BenchResult(op: c.op, shape: c.shape, msMedian: median, msMin: ms[0], rate: amount / (median * 1e-3),
                            unit: unit, reps: ms.count)
+    }
+
+    /// Waits for `device`: a one-element host read, which on the device's single stream is ordered after every
+    /// kernel queued before it (the CPU's kernels are synchronous: nothing to do).
+    static func finish(_ device: Device) {
+        guard device != .cpu else { return }
+        _ = Tensor.zeros([1], device: device).item()
     }
 
     /// op | shape | ms (median) | ms (min) | rate, aligned.
