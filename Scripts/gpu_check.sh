@@ -29,8 +29,9 @@ BUDGET=${GPU_CHECK_BUDGET:-480}                        # seconds for the whole s
 DEMO_STEPS=${DEMO_STEPS:-200}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
-BENCH_BATCHES=${BENCH_BATCHES:-16,64}                 # Scripts/bench_gpu_torch.py's batches
-BENCH_ROWS=${BENCH_ROWS:-'^SiT-(B|XL)/2 '}              # which `haste bench train --list` rows to time
+BENCH_MODELS=${BENCH_MODELS:-SiT-B/2,SiT-XL/2}          # training-step rows, haste and PyTorch alike
+BENCH_BATCHES=${BENCH_BATCHES:-64}
+BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--models, --precisions)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
@@ -227,12 +228,13 @@ else
 fi
 
 # --- 4. training-step time: haste beside PyTorch --------------------------------------------------------------
-rows=$("$HASTE" bench train --list 2>/dev/null | grep -E "$BENCH_ROWS" || true)
+bench_sizes=(--models "$BENCH_MODELS" --batches "$BENCH_BATCHES")
+rows=$("$HASTE" bench train --list "${bench_sizes[@]}" 2>/dev/null | grep -E "$BENCH_ROWS" || true)
 note "haste bench train rows: $(echo $rows | tr '\n' ';')"
 # One process per row (peak memory per row); each row's JSON on one line. Arguments: extra flags.
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
-  "$HASTE" bench train --device "$DEVICE" --only "$r" --reps 5 --warmup 2 --json "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
-export HASTE DEVICE ROWS="$rows"
+  "$HASTE" bench train --device "$DEVICE" --only "$r" --reps 3 --warmup 1 --json $SIZES "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
+export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES"
 stage bench-haste-fp32 75 bash -c "$bench_rows" bench
 grep '^{' "$OUT/bench-haste-fp32.log" > "$OUT/bench_haste_fp32.jsonl"
 if "$HASTE" bench train --help 2>&1 | grep -q -- --allow-tf32; then
@@ -241,7 +243,7 @@ if "$HASTE" bench train --help 2>&1 | grep -q -- --allow-tf32; then
 else
   skip bench-haste-tf32 "this haste's bench train has no --allow-tf32"
 fi
-stage bench-torch 100 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --batches "$BENCH_BATCHES" $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
+stage bench-torch 100 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
 
 # --- summary ------------------------------------------------------------------------------------------------------
 {
