@@ -54,6 +54,7 @@ rm -rf "$dist" "$dist.tar.gz" "$dist.tar.xz"
 mkdir -p "$dist/lib"
 cp "$bin" "$dist/haste"
 strip --strip-debug "$dist/haste"
+cp -R configs "$dist/configs"            # the shipped configs (demo, SiT-B/2, SiT-XL/2 HASTE/REPA/vanilla): a few KiB
 
 # Every non-system library the binary needs (ldd lists the transitive closure), under its soname.
 ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | while read -r soname path; do
