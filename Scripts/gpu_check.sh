@@ -27,6 +27,7 @@ summary="$OUT/summary.txt"
 work=${GPU_CHECK_WORK:-/tmp/haste-gpu-check}
 BUDGET=${GPU_CHECK_BUDGET:-480}                        # seconds for the whole script: later stages get what is left
 DEMO_STEPS=${DEMO_STEPS:-200}
+TEACHER_STEPS=${TEACHER_STEPS:-100}                    # the demo's small DINOv2-architecture teacher, trained on the CPU
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 BENCH_MODELS=${BENCH_MODELS:-SiT-B/2,SiT-XL/2}          # training-step rows, haste and PyTorch alike
@@ -184,7 +185,7 @@ sed -e "s|^data-dir:.*|data-dir: $data|" -e "s|^enc-weights:.*|enc-weights: $dem
     -e "s|^sample-count:.*|sample-count: 8|" "$repo/configs/demo.yaml" > "$cfg"
 
 half=$(( cpus / 2 > 1 ? cpus / 2 : 1 ))
-bg demo-teacher 120 "$HASTE" train-teacher "$cfg" --device cpu --steps 100 --threads "$half"
+bg demo-teacher 120 "$HASTE" train-teacher "$cfg" --device cpu --steps "$TEACHER_STEPS" --threads "$half"
 teacher_pid=$bg_pid
 # The table goes to the log row by row (a crash still shows how far it got); the JSON to $OUT/selftest.json.
 stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"
@@ -197,7 +198,8 @@ if [ -f "$demo/teacher.safetensors" ]; then
   cpu_pid=$bg_pid
   stage demo-gpu 120 "$HASTE" train "$cfg" --device "$DEVICE" --exp-name gpu --threads 2 "${common[@]}"
   reap demo-cpu $cpu_pid
-  stage demo-compare 30 python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/cpu/metrics.jsonl" "$OUT/demo_verdict.json" <<'EOF'
+  # (a file, not a here-document: stages read /dev/null)
+  cat > "$work/compare_demo.py" <<'EOF'
 import json, math, sys
 def load(p):
     rows = [json.loads(l) for l in open(p) if l.strip()]
@@ -223,6 +225,7 @@ print(json.dumps(verdict, indent=1))
 print("demo loss curves:", "MATCH" if verdict["passed"] else "DIFFER")
 sys.exit(0 if verdict["passed"] else 1)
 EOF
+  stage demo-compare 30 python3 "$work/compare_demo.py" "$demo/runs/gpu/metrics.jsonl" "$demo/runs/cpu/metrics.jsonl" "$OUT/demo_verdict.json"
 else
   for s in demo-cpu demo-gpu demo-compare; do skip "$s" "no teacher (see $OUT/demo-teacher.log)"; done
 fi
