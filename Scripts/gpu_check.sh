@@ -5,15 +5,17 @@
 #
 # Runs on a GPU node without Swift or network: one NVIDIA GPU, PyTorch with CUDA in `python3`, CUDA/cuBLAS/NVRTC in
 # its nvidia/*/lib; the working tree is the repository root. Uses the packaged binary (Scripts/package.sh):
-# $HASTE_PACKAGE, else the newest dist/haste-*-linux-x86_64.tar.gz, else $HASTE_BIN, else .build/release/haste.
-# Stages (each time-boxed with `timeout`; a failed stage is recorded and the script goes on; ~8 minutes in all):
+# $HASTE_PACKAGE, else the newest dist/haste-*-linux-x86_64.tar.{xz,gz}, else $HASTE_BIN, else .build/release/haste.
+# Stages (each time-boxed with `timeout`, all within GPU_CHECK_BUDGET = 480 s; a failed stage is recorded and the
+# script goes on):
 #   1. nvidia-smi; haste doctor; can haste open cuda? (if not, every GPU stage is skipped and said so)
 #   2. haste selftest --device cuda --json → $OUT/selftest.json   (teacher for stage 3 trains on the CPU meanwhile)
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
 #   4. haste bench train --device cuda (SiT-B/2 and SiT-XL/2 rows, fp32 and --allow-tf32) beside
 #      Scripts/bench_gpu_torch.py (the reference SiT, PyTorch eager fp32 / TF32 / bf16 autocast) → $OUT/bench_*.json
-# Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
+# Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
+# torch, DEMO_STEPS/BENCH_BATCHES shrink the work). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +25,15 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 summary="$OUT/summary.txt"
 work=${GPU_CHECK_WORK:-/tmp/haste-gpu-check}
+BUDGET=${GPU_CHECK_BUDGET:-480}                        # seconds for the whole script: later stages get what is left
 DEMO_STEPS=${DEMO_STEPS:-200}
-BENCH_BATCHES=${BENCH_BATCHES:-16,64}
+TEACHER_STEPS=${TEACHER_STEPS:-100}                    # the demo's small DINOv2-architecture teacher, trained on the CPU
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+PYTHON=${PYTHON:-python3}
+BENCH_MODELS=${BENCH_MODELS:-SiT-B/2,SiT-XL/2}          # training-step rows, haste and PyTorch alike
+BENCH_BATCHES=${BENCH_BATCHES:-64}
+BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
+BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--models, --precisions)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
 mkdir -p "$work" "$HASTE_CACHE"
@@ -40,14 +49,21 @@ record() {
     0) status=ok ;;
     124|137) status="TIMEOUT" ;;
     skip) status="skipped" ;;
+    budget) status="NOT RUN" ;;
     *) status="FAILED rc $2" ;;
   esac
   [ "$2" = 0 ] || [ "$2" = skip ] || failures=$((failures + 1))
   printf '%-28s %-14s %5ss  %s\n' "$1" "$status" "$3" "$4" | tee -a "$summary"
 }
+# The time box of a stage: its own, cut to what is left of $BUDGET; 0 when less than 10 s are left.
+boxed() {
+  local left=$(( t0 + BUDGET - $(date +%s) ))
+  if [ "$left" -lt 10 ]; then echo 0; elif [ "$1" -gt "$left" ]; then echo "$left"; else echo "$1"; fi
+}
 # stage NAME SECONDS CMD...: runs CMD under `timeout`, output to $OUT/NAME.log.
 stage() {
-  local name=$1 box=$2 start rc; shift 2
+  local name=$1 box start rc; box=$(boxed "$2"); shift 2
+  if [ "$box" = 0 ]; then record "$name" budget 0 "time budget of ${BUDGET}s spent"; return 1; fi
   start=$(date +%s)
   echo "== $name (≤ ${box}s): $*" > "$OUT/$name.log"
   timeout -k 10 "$box" "$@" >> "$OUT/$name.log" 2>&1 < /dev/null
@@ -58,7 +74,8 @@ stage() {
 skip() { record "$1" skip 0 "$2"; }
 # bg NAME SECONDS CMD...: a stage in the background (its pid in $bg_pid); reap NAME PID records it.
 bg() {
-  local name=$1 box=$2; shift 2
+  local name=$1 box; box=$(boxed "$2"); shift 2
+  [ "$box" = 0 ] && box=1
   echo "== $name (≤ ${box}s, in the background): $*" > "$OUT/$name.log"
   date +%s > "$work/$name.start"
   ( timeout -k 10 "$box" "$@" >> "$OUT/$name.log" 2>&1 < /dev/null; echo $? > "$work/$name.rc" ) &
@@ -74,16 +91,27 @@ note "haste GPU check: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(uname -n), $cpus C
 
 # --- the binary -----------------------------------------------------------------------------------------------
 unpack() {
-  local pkg=${HASTE_PACKAGE:-$(ls -t "$repo"/dist/haste-*-linux-x86_64.tar.gz 2>/dev/null | head -1)}
+  local pkg=${HASTE_PACKAGE:-$(ls -t "$repo"/dist/haste-*-linux-x86_64.tar.xz "$repo"/dist/haste-*-linux-x86_64.tar.gz 2>/dev/null | head -1)}
   if [ -n "$pkg" ] && [ -f "$pkg" ]; then
-    rm -rf "$work/pkg" && mkdir -p "$work/pkg" && tar -xzf "$pkg" -C "$work/pkg" || return 1
+    rm -rf "$work/pkg" && mkdir -p "$work/pkg"
+    # GNU tar picks the decompressor; Python's tarfile where tar has no xz.
+    tar -xf "$pkg" -C "$work/pkg" 2>/dev/null \
+      || python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$pkg" "$work/pkg" || return 1
     HASTE=$(ls "$work"/pkg/haste-*/haste | head -1)
     echo "package $pkg → $HASTE"
+    echo "node: $(ldd --version 2>&1 | head -1)"
+    if ! "$HASTE" --version > /dev/null 2>&1; then
+      # The shipped libstdc++ needs a newer glibc than this node's: use the node's own (PyTorch needs one too).
+      echo "the packaged binary does not start: $("$HASTE" --version 2>&1 | head -2)"
+      local libs; libs=$(dirname "$HASTE")/lib
+      mkdir -p "$libs/unused" && mv "$libs"/libstdc++.so.6 "$libs"/libgcc_s.so.1 "$libs/unused/"
+      echo "retrying with the system's libstdc++ and libgcc_s"
+    fi
   elif [ -x "${HASTE_BIN:-$repo/.build/release/haste}" ]; then
     HASTE=${HASTE_BIN:-$repo/.build/release/haste}
     echo "no package in dist/: using $HASTE"
   else
-    echo "no packaged binary: run Scripts/package.sh and carry dist/haste-*-linux-x86_64.tar.gz (or set HASTE_PACKAGE)"
+    echo "no packaged binary: run Scripts/package.sh and carry dist/haste-*-linux-x86_64.tar.xz (or set HASTE_PACKAGE)"
     return 1
   fi
   "$HASTE" --version
@@ -112,8 +140,8 @@ note "LD_LIBRARY_PATH += ${pylibs:-(python3 has no nvidia/*/lib)}"
 # --- 1. the node --------------------------------------------------------------------------------------------
 stage nvidia-smi 30 nvidia-smi
 stage doctor 60 "$HASTE" doctor
-if ! stage cuda-open 120 "$HASTE" selftest --device cuda --ops "fill / zeros" ; then
-  note "haste cannot open --device cuda here (see $OUT/cuda-open.log): every GPU stage is skipped"
+if ! stage cuda-open 90 "$HASTE" selftest --device "$DEVICE" --ops "fill / zeros" ; then
+  note "haste cannot open --device $DEVICE here (see $OUT/cuda-open.log): every GPU stage is skipped"
   for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste-fp32 bench-haste-tf32 bench-torch; do skip "$s" "no CUDA device"; done
   note "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
   exit 1
@@ -157,20 +185,21 @@ sed -e "s|^data-dir:.*|data-dir: $data|" -e "s|^enc-weights:.*|enc-weights: $dem
     -e "s|^sample-count:.*|sample-count: 8|" "$repo/configs/demo.yaml" > "$cfg"
 
 half=$(( cpus / 2 > 1 ? cpus / 2 : 1 ))
-bg demo-teacher 90 "$HASTE" train-teacher "$cfg" --device cpu --steps 100 --threads "$half"
+bg demo-teacher 120 "$HASTE" train-teacher "$cfg" --device cpu --steps "$TEACHER_STEPS" --threads "$half"
 teacher_pid=$bg_pid
 # The table goes to the log row by row (a crash still shows how far it got); the JSON to $OUT/selftest.json.
-stage selftest 180 "$HASTE" selftest --device cuda --json-output "$OUT/selftest.json" --threads "$half"
+stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"
 reap demo-teacher $teacher_pid
 
 # --- 3. the demo on both devices ----------------------------------------------------------------------------------
 if [ -f "$demo/teacher.safetensors" ]; then
   common=(--max-train-steps "$DEMO_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10)
-  bg demo-cpu 150 "$HASTE" train "$cfg" --device cpu --exp-name cpu --threads $(( cpus > 2 ? cpus - 2 : 1 )) "${common[@]}"
+  bg demo-cpu 120 "$HASTE" train "$cfg" --device cpu --exp-name cpu --threads $(( cpus > 2 ? cpus - 2 : 1 )) "${common[@]}"
   cpu_pid=$bg_pid
-  stage demo-gpu 150 "$HASTE" train "$cfg" --device cuda --exp-name gpu --threads 2 "${common[@]}"
+  stage demo-gpu 120 "$HASTE" train "$cfg" --device "$DEVICE" --exp-name gpu --threads 2 "${common[@]}"
   reap demo-cpu $cpu_pid
-  stage demo-compare 30 python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/cpu/metrics.jsonl" "$OUT/demo_verdict.json" <<'EOF'
+  # (a file, not a here-document: stages read /dev/null)
+  cat > "$work/compare_demo.py" <<'EOF'
 import json, math, sys
 def load(p):
     rows = [json.loads(l) for l in open(p) if l.strip()]
@@ -196,26 +225,28 @@ print(json.dumps(verdict, indent=1))
 print("demo loss curves:", "MATCH" if verdict["passed"] else "DIFFER")
 sys.exit(0 if verdict["passed"] else 1)
 EOF
+  stage demo-compare 30 python3 "$work/compare_demo.py" "$demo/runs/gpu/metrics.jsonl" "$demo/runs/cpu/metrics.jsonl" "$OUT/demo_verdict.json"
 else
   for s in demo-cpu demo-gpu demo-compare; do skip "$s" "no teacher (see $OUT/demo-teacher.log)"; done
 fi
 
 # --- 4. training-step time: haste beside PyTorch --------------------------------------------------------------
-rows=$("$HASTE" bench train --list 2>/dev/null | grep -E '^SiT-(B|XL)/2 ' || true)
+bench_sizes=(--models "$BENCH_MODELS" --batches "$BENCH_BATCHES")
+rows=$("$HASTE" bench train --list "${bench_sizes[@]}" 2>/dev/null | grep -E "$BENCH_ROWS" || true)
 note "haste bench train rows: $(echo $rows | tr '\n' ';')"
 # One process per row (peak memory per row); each row's JSON on one line. Arguments: extra flags.
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
-  "$HASTE" bench train --device cuda --only "$r" --reps 5 --warmup 2 --json "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
-export HASTE ROWS="$rows"
-stage bench-haste-fp32 90 bash -c "$bench_rows" bench
+  "$HASTE" bench train --device "$DEVICE" --only "$r" --reps 3 --warmup 1 --json $SIZES "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
+export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES"
+stage bench-haste-fp32 75 bash -c "$bench_rows" bench
 grep '^{' "$OUT/bench-haste-fp32.log" > "$OUT/bench_haste_fp32.jsonl"
 if "$HASTE" bench train --help 2>&1 | grep -q -- --allow-tf32; then
-  stage bench-haste-tf32 90 bash -c "$bench_rows" bench --allow-tf32
+  stage bench-haste-tf32 75 bash -c "$bench_rows" bench --allow-tf32
   grep '^{' "$OUT/bench-haste-tf32.log" > "$OUT/bench_haste_tf32.jsonl"
 else
   skip bench-haste-tf32 "this haste's bench train has no --allow-tf32"
 fi
-stage bench-torch 120 python3 "$repo/Scripts/bench_gpu_torch.py" --batches "$BENCH_BATCHES" --jsonl "$OUT/bench_torch.jsonl"
+stage bench-torch 100 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
 
 # --- summary ------------------------------------------------------------------------------------------------------
 {

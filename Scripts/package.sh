@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # A self-contained haste for GPU nodes without a Swift toolchain (issue 11 §5; README "Running on a GPU node").
 #
-#   Scripts/package.sh            → dist/haste-<version>-linux-x86_64.tar.gz (its path is the last line printed)
+#   Scripts/package.sh            → dist/haste-<version>-linux-x86_64.tar.xz (its path is the last line printed)
+#
+# xz when installed (≈ 30 MiB: the static Foundation's ICU data and OpenBLAS's per-CPU kernels compress far better
+# than with gzip, ≈ 50 MiB), else .tar.gz; HASTE_PACKAGE_FORMAT=gz forces gzip. Unpack with `tar -xf` (GNU tar
+# picks the decompressor), or Python's tarfile where tar has no xz (Scripts/gpu_check.sh does both).
 #
 # Target: a bare Linux x86-64 with glibc and the NVIDIA driver only. So the package holds
 #   haste       release build, Swift standard library and Foundation linked statically (--static-swift-stdlib);
@@ -46,10 +50,11 @@ fi
 bin="$(swift build "${build_flags[@]}" --show-bin-path)/haste"
 [ -x "$bin" ] || { echo "package.sh: no release binary at $bin" >&2; exit 1; }
 
-rm -rf "$dist" "$dist.tar.gz"
+rm -rf "$dist" "$dist.tar.gz" "$dist.tar.xz"
 mkdir -p "$dist/lib"
 cp "$bin" "$dist/haste"
 strip --strip-debug "$dist/haste"
+cp -R configs "$dist/configs"            # the shipped configs (demo, SiT-B/2, SiT-XL/2 HASTE/REPA/vanilla): a few KiB
 
 # Every non-system library the binary needs (ldd lists the transitive closure), under its soname.
 ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | while read -r soname path; do
@@ -62,8 +67,17 @@ if command -v patchelf >/dev/null 2>&1; then
   patchelf --force-rpath --set-rpath '$ORIGIN/lib' "$dist/haste"
   for lib in "$dist"/lib/*.so*; do patchelf --force-rpath --set-rpath '$ORIGIN' "$lib"; done
 fi
+# The oldest glibc the package runs on: the highest GLIBC_x.y symbol version any of its files asks for.
+glibc_floor() { for f in "$@"; do objdump -T "$f" 2>/dev/null | grep -o 'GLIBC_[0-9.]*'; done | sort -uV | tail -1 | sed 's/GLIBC_//'; }
+floor="?" ; floor_bin="?"
+if command -v objdump >/dev/null 2>&1; then
+  floor=$(glibc_floor "$dist/haste" "$dist"/lib/*)
+  floor_bin=$(glibc_floor "$dist/haste" $(ls "$dist"/lib/* | grep -v -e 'libstdc++' -e 'libgcc_s'))
+fi
 cat > "$dist/README.txt" <<EOF
-haste $version for Linux x86-64 (glibc). Run ./haste from this folder or put it on PATH; lib/ must stay beside it.
+haste $version for Linux x86-64 with glibc >= $floor (or >= $floor_bin after moving lib/libstdc++.so.6 and
+lib/libgcc_s.so.1 aside to use the system's, which any machine with PyTorch has). Run ./haste from this folder or
+put it on PATH; lib/ must stay beside it.
 CUDA is found at run time: the NVIDIA driver's libcuda.so.1, and NVRTC + cuBLAS from HASTE_CUDA_LIB_DIR,
 LD_LIBRARY_PATH, a Python environment with PyTorch (its nvidia/*/lib), or /usr/local/cuda*. Check with:
   ./haste doctor
@@ -89,8 +103,14 @@ trap 'rm -rf "$scratch"' EXIT
 ) >&2 || { echo "package.sh: the packaged binary failed to run with env -i (see above)" >&2; cat "$scratch"/*.txt >&2 2>/dev/null; exit 1; }
 tail -1 "$scratch/selftest.txt" >&2
 
-tar -C "$root/dist" -cf - "$name" | gzip -9 > "$dist.tar.gz"
+if command -v xz >/dev/null 2>&1 && [ "${HASTE_PACKAGE_FORMAT:-xz}" = xz ]; then
+  archive="$dist.tar.xz"
+  tar -C "$root/dist" -cf - "$name" | xz -9 -T0 > "$archive"
+else
+  archive="$dist.tar.gz"
+  tar -C "$root/dist" -cf - "$name" | gzip -9 > "$archive"
+fi
 unpacked=$(du -sm "$dist" | cut -f1)
-packed=$(du -m "$dist.tar.gz" | cut -f1)
-echo "package.sh: $(ls "$dist/lib" | wc -l) libraries; ${unpacked} MiB unpacked, ${packed} MiB compressed" >&2
-echo "$dist.tar.gz"
+packed=$(du -m "$archive" | cut -f1)
+echo "package.sh: $(ls "$dist/lib" | wc -l) libraries; ${unpacked} MiB unpacked, ${packed} MiB compressed; needs glibc >= $floor ($floor_bin with the system's libstdc++)" >&2
+echo "$archive"

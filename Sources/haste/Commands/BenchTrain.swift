@@ -16,21 +16,35 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "Run only the row with exactly this name (see --list); one row per process attributes the peak RSS.")
     var only: String?
     @Flag(help: "Print the row names, one per line, and exit.") var list = false
+    @Option(help: ArgumentHelp("Models of the training rows, comma-separated (GPU: SiT-B/2,SiT-XL/2).", valueName: "names"))
+    var models = TrainBenchmarks.models.joined(separator: ",")
+    @Option(help: ArgumentHelp("Batch sizes of the training rows, comma-separated (GPU: 16,64).", valueName: "sizes"))
+    var batches = TrainBenchmarks.batches.map(String.init).joined(separator: ",")
+    @Flag(name: .customLong("allow-tf32"), help: "float32 GEMMs on CUDA may use TF32 tensor cores (the reference's --allow-tf32).")
+    var allowTF32 = false
+
+    var modelList: [String] { models.split(separator: ",").map(String.init) }
+    var batchList: [Int] { batches.split(separator: ",").compactMap { Int($0) } }
+    var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList) }
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
-        if let only, !TrainBenchmarks.names.contains(only) {
-            throw ValidationError("--only '\(only)' is not a row; rows are: \(TrainBenchmarks.names.joined(separator: ", "))")
+        guard !modelList.isEmpty, batchList.count == batches.split(separator: ",").count, batchList.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--models and --batches expect comma-separated names and positive sizes, got '\(models)' and '\(batches)'")
+        }
+        if let only, !names.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \(names.joined(separator: ", "))")
         }
     }
 
     func run() throws {
         if list {
-            print(TrainBenchmarks.names.joined(separator: "\n"))
+            print(names.joined(separator: "\n"))
             return
         }
-        let device = try runtime.openDevice()
-        let cases = TrainBenchmarks.cases(seed: runtime.seed, device: device).filter { only == nil || $0.op == only }
+        let device = try runtime.openDevice(allowTF32: allowTF32)
+        let cases = TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList)
+            .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
         }

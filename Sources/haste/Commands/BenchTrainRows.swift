@@ -17,10 +17,12 @@ enum TrainBenchmarks {
 
     static func name(_ model: String, _ batch: Int, align: Bool) -> String { "\(model) bs\(batch)" + (align ? " +align" : "") }
 
-    static var names: [String] { cases(seed: 0).map(\.op) }
+    static var names: [String] { names(models: models, batches: batches) }
+    static func names(models: [String], batches: [Int]) -> [String] { cases(seed: 0, models: models, batches: batches).map(\.op) }
 
     /// Models, teacher and inputs on `device` (`Benchmark.run` waits for the device before reading the clock).
-    static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
+    /// `models` and `batches` default to the CPU rows above (Scripts/gpu_check.sh asks for SiT-B/2, SiT-XL/2 at 16, 64).
+    static func cases(seed: UInt64, device: Device = .cpu, models: [String] = models, batches: [Int] = batches) -> [BenchCase] {
         var rows: [BenchCase] = []
         for model in models {
             for batch in batches {
