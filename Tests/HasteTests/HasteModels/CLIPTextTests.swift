@@ -27,15 +27,16 @@ private func relativeError(_ a: Tensor, _ b: Tensor) -> Double {
     return diff / (y.map { Swift.abs($0) }.max() ?? 1)
 }
 
-/// Runs the fixture's captions and checks both outputs against the reference to 1e-4 relative (element-wise
-/// |a − b| ≤ 1e-6 + 1e-4·|b|, and the max error over the max magnitude).
+/// Runs the fixture's captions and checks both outputs against the reference to 1e-4 relative: element-wise
+/// |a − b| ≤ 1e-5 + 1e-4·|b| (the outputs leave a LayerNorm: O(1), max 2.7; elements near 0 are differences of O(1)
+/// terms, so their error is absolute), and the max error over the max magnitude below 1e-5.
 private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix: String = "", _ what: String,
                                     sourceLocation: SourceLocation = #_sourceLocation) {
     let out = noGrad { model(rows(f["model_ids"])) }
     let last = f["last_hidden_state" + suffix], pooled = f["pooler_output" + suffix]
     #expect(out.lastHiddenState.shape == [4, 77, 32] && out.pooled.shape == [4, 32], sourceLocation: sourceLocation)
-    expectClose(out.lastHiddenState.to(.cpu), last, atol: 1e-6, rtol: 1e-4, "\(what) last_hidden_state", sourceLocation: sourceLocation)
-    expectClose(out.pooled.to(.cpu), pooled, atol: 1e-6, rtol: 1e-4, "\(what) pooler_output", sourceLocation: sourceLocation)
+    expectClose(out.lastHiddenState.to(.cpu), last, atol: 1e-5, rtol: 1e-4, "\(what) last_hidden_state", sourceLocation: sourceLocation)
+    expectClose(out.pooled.to(.cpu), pooled, atol: 1e-5, rtol: 1e-4, "\(what) pooler_output", sourceLocation: sourceLocation)
     let e = relativeError(out.lastHiddenState, last), p = relativeError(out.pooled, pooled)
     #expect(e < 1e-5 && p < 1e-5, "\(what): max error / max magnitude \(e), pooled \(p)", sourceLocation: sourceLocation)
     print("CLIP text \(what): max |Δ| / max |ref| = \(e) (last_hidden_state), \(p) (pooler_output)")
@@ -145,8 +146,9 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     #expect { try CLIPTextConfig(huggingFaceJSON: Data(#"{"hidden_size": 60, "num_attention_heads": 8}"#.utf8), name: "c") } throws: { "\($0)".contains("multiple") }
 }
 
-/// The causal mask: changing a later token leaves every earlier position's output unchanged (bit for bit: the
-/// masked probabilities are exactly 0), and changes that position and the following ones.
+/// The causal mask: changing a later token leaves every earlier position's output unchanged (the masked
+/// probabilities are exactly 0: PyTorch's outputs are bit-equal; here within float rounding, as OpenBLAS may split a
+/// GEMM differently while other tests call it), and changes that position and the following ones by far more.
 @Test func clipTextIsCausal() throws {
     let f = try Fixture("clip_text.safetensors")
     let model = try CLIPTextModel.load(try clipFolder())
@@ -155,20 +157,22 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     #expect(p > 1 && original[0][p] != changed[0][p] && original[0][..<p] == changed[0][..<p] && original[0][(p + 1)...] == changed[0][(p + 1)...])
     let a = noGrad { model(original).lastHiddenState }, b = noGrad { model(changed).lastHiddenState }
     let before = { (t: Tensor) in t.select(axis: 0, index: 0).narrowed(0, start: 0, length: p) }
-    expectClose(before(b), before(a), atol: 0, rtol: 0, "positions before the changed token")
+    expectClose(before(b), before(a), atol: 1e-6, rtol: 1e-6, "positions before the changed token")
     for q in [p, p + 1, 76] {
         let d = (b.select(axis: 0, index: 0).select(axis: 0, index: q) - a.select(axis: 0, index: 0).select(axis: 0, index: q)).abs().max().item()
         #expect(d > 1e-3, "position \(q) changed by \(d)")
     }
     // The other captions are untouched by the change in caption 0.
-    expectClose(b.narrowed(0, start: 1, length: 3), a.narrowed(0, start: 1, length: 3), atol: 0, rtol: 0, "other rows")
+    expectClose(b.narrowed(0, start: 1, length: 3), a.narrowed(0, start: 1, length: 3), atol: 1e-6, rtol: 1e-6, "other rows")
     // And the mask itself: 0 on and below the diagonal, float32's lowest above.
     let m = CLIPTextModel.causalMask(3).scalars(as: Float.self)
     let low = -Float.greatestFiniteMagnitude
     #expect(m == [0, low, low, 0, 0, low, 0, 0, 0])
 }
 
-/// On cuda:1 served by the CPU's kernels (`HostAsCUDA`) the outputs equal the CPU's bit for bit; on the emulated
+/// On cuda:1 served by the CPU's kernels (`HostAsCUDA`) the outputs equal the CPU's (bit for bit when run alone;
+/// within float rounding here: OpenBLAS may split a GEMM differently while other tests call it, seen as ~1e-7
+/// relative between two CPU runs of the same model in one test process); on the emulated
 /// CUDA device (the real kernels, run by the host emulator) they agree with the CPU within float32 rounding and
 /// still equal transformers to 1e-4.
 @Test func clipTextRunsOnDevices() throws {
@@ -180,8 +184,8 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     #expect(host.store.device == HostAsCUDA.device && host.store.stateDict().allSatisfy { $0.1.device == HostAsCUDA.device })
     let h = noGrad { host(ids) }
     #expect(h.lastHiddenState.device == HostAsCUDA.device)
-    expectClose(h.lastHiddenState.to(.cpu), cpu.lastHiddenState, atol: 0, rtol: 0, "cuda:1 last_hidden_state")
-    expectClose(h.pooled.to(.cpu), cpu.pooled, atol: 0, rtol: 0, "cuda:1 pooled")
+    expectClose(h.lastHiddenState.to(.cpu), cpu.lastHiddenState, atol: 1e-6, rtol: 1e-6, "cuda:1 last_hidden_state")
+    expectClose(h.pooled.to(.cpu), cpu.pooled, atol: 1e-6, rtol: 1e-6, "cuda:1 pooled")
     let emulated = try CLIPTextModel.load(folder, device: EmulatedCUDA.device)
     let e = noGrad { emulated(ids) }
     #expect(e.lastHiddenState.device == EmulatedCUDA.device)
@@ -210,7 +214,7 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     let encoder = try CLIPTextEncoder(model: model, tokenizer: tokenizer)
     let features = encoder.encode(captions)
     #expect(features.shape == [4, 77, 16] && features.dtype == .float32)
-    expectClose(features, noGrad { model(rows(f["ids"])).lastHiddenState }, atol: 0, rtol: 0, "encode = model(tokenize)")
+    expectClose(features, noGrad { model(rows(f["ids"])).lastHiddenState }, atol: 1e-6, rtol: 1e-6, "encode = model(tokenize)")
     // Other batch shapes take other GEMM paths: equal within float32 rounding (values are O(1) after the LayerNorm).
     expectClose(encoder.encode(captions, batchSize: 3), features, atol: 1e-5, rtol: 1e-5, "batches of 3")
     expectClose(encoder.encode(""), features.select(axis: 0, index: 1), atol: 1e-5, rtol: 1e-5, "empty context")
@@ -218,5 +222,5 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     model.store.move(to: HostAsCUDA.device)
     let onDevice = encoder.encode(captions)
     #expect(onDevice.device == HostAsCUDA.device)
-    expectClose(onDevice.to(.cpu), features, atol: 0, rtol: 0, "on cuda:1")
+    expectClose(onDevice.to(.cpu), features, atol: 1e-6, rtol: 1e-6, "on cuda:1")
 }
