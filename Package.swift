@@ -38,12 +38,12 @@ let package = Package(
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),
         // The CLIP BPE tokenizer and the text cleaning (ftfy) it runs first.
         .target(name: "HasteText", dependencies: ["HasteTensor", "HasteIO"], swiftSettings: libraryFlags),
-        .target(name: "HasteModels", dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteText"], swiftSettings: libraryFlags),
+        .target(name: "HasteModels", dependencies: ["HasteTensor", "HasteNN"], swiftSettings: libraryFlags),
         .target(name: "HasteDiffusion", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "HasteDistributed", "COpenBLAS", "CLAPACKE"],
                 swiftSettings: libraryFlags),
         .target(name: "HasteTraining",
-                dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "Yams"],
+                dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "HasteText", "Yams"],
                 swiftSettings: libraryFlags),
         // Conformance of any device against the CPU, inside the binary (`haste selftest`): never imports HasteCUDA.
         .target(name: "HasteSelftest",

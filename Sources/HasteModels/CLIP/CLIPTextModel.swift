@@ -6,7 +6,7 @@ import HasteNN
 /// quick-GELU → fc2 → residual); the final LayerNorm. No attention mask besides the causal one (the reference passes
 /// only input_ids). State-dict keys are HF's, `text_model.`-prefixed, in HF's order; the `position_ids` buffer of HF
 /// files is not a parameter here (its values are always 0..<77) and `adapt` drops it. Built on the CPU, loaded there,
-/// then `store.move(to:)` like the other models.
+/// then `store.move(to:)` like the other models (`CLIPTextModel.load`, HasteTraining/CLIPTextLoader.swift, reads hub files).
 public struct CLIPTextModel {
     public let config: CLIPTextConfig
     public let store: ParameterStore

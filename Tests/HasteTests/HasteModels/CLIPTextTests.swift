@@ -5,6 +5,7 @@ import HasteModels
 import HasteNN
 import HasteTensor
 import HasteText
+import HasteTraining
 
 /// CLIP's text model against Hugging Face transformers 4.23.1 `CLIPTextModel` (Scripts/fixtures/make_clip_text_fixture.py:
 /// hidden 32, 3 layers, 4 heads, MLP 128, quick-GELU, a vocabulary shrunk to the 39 ids of 4 captions, remapped in

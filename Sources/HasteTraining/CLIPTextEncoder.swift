@@ -1,3 +1,4 @@
+import HasteModels
 import HasteTensor
 import HasteText
 
