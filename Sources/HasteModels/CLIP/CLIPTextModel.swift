@@ -49,9 +49,8 @@ public struct CLIPTextModel {
                 "CLIPTextModel: ids must be N ≥ 1 rows of the same length ≥ 1 (got \(ids.map(\.count)))")
         require(l <= config.maxPositions, "CLIPTextModel: \(l) tokens per row, the model has \(config.maxPositions) positions")
         for (r, row) in ids.enumerated() {
-            if let bad = row.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
-                fatalError("CLIPTextModel: row \(r) holds token id \(bad), outside the vocabulary 0..<\(config.vocabSize)")
-            }
+            let bad = row.first { $0 < 0 || Int($0) >= config.vocabSize }
+            require(bad == nil, "CLIPTextModel: row \(r) holds token id \(bad ?? 0), outside the vocabulary 0..<\(config.vocabSize)")
         }
         let device = store.device, d = config.hiddenSize
         let tokens = Tensor(ids.flatMap { $0.map(Int64.init) }, shape: [n, l], device: device)

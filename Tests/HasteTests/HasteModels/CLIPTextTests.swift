@@ -225,3 +225,13 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     #expect(onDevice.device == HostAsCUDA.device)
     expectClose(onDevice.to(.cpu), features, atol: 1e-6, rtol: 1e-6, "on cuda:1")
 }
+
+/// Ids outside the vocabulary (a model with a smaller table than the tokenizer's 49 408 ids) stop with a message
+/// naming the row and the id, before any kernel runs.
+@Test func clipTextRejectsIdsOutsideTheVocabulary() async {
+    let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        let model = CLIPTextModel(CLIPTextConfig(vocabSize: 10, hiddenSize: 8, numLayers: 1, numHeads: 2, intermediateSize: 8))
+        _ = model([[1, 2, 3], [4, 10, 5]])
+    }
+    #expect(trapMessage(result).contains("row 1 holds token id 10, outside the vocabulary 0..<10"), "\(trapMessage(result))")
+}
