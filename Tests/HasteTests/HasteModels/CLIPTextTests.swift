@@ -61,7 +61,8 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
     #expect(try CLIPTextModel.readStateDict(folder + "/model.fp16.safetensors")["text_model.final_layer_norm.weight"]?.dtype == .float16)
 }
 
-/// Keys with the `text_model.` prefix, without it, and a whole CLIPModel's load the same values.
+/// Keys with the `text_model.` prefix, without it, and a whole CLIPModel's load the same values; a stray bare key is
+/// named (prefixed) by the strict load.
 @Test func clipTextAcceptsPrefixedBareAndCLIPModelKeys() throws {
     let f = try Fixture("clip_text.safetensors")
     let folder = try clipFolder()
@@ -89,7 +90,7 @@ private func expectMatchesReference(_ model: CLIPTextModel, _ f: Fixture, suffix
 }
 
 /// Strict loading: missing, unexpected and mis-shaped keys are all named in one error, with the file and the
-/// configuration; a bare key set with a stray key reports it under its prefixed name.
+/// configuration; a wrong configuration, a width whose heads cannot be inferred and a non-CLIP file are clear errors.
 @Test func clipTextLoadingNamesMissingUnexpectedAndMisShapedKeys() throws {
     let folder = try clipFolder()
     var state = try SafetensorsFile(path: folder + "/model.safetensors").tensors()
