@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "HasteEval", dependencies: ["HasteTensor", "HasteIO", "HasteModels", "HasteDistributed", "COpenBLAS", "CLAPACKE"],
                 swiftSettings: libraryFlags),
         .target(name: "HasteTraining",
-                dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "Yams"],
+                dependencies: ["HasteTensor", "HasteNN", "HasteIO", "HasteModels", "HasteDiffusion", "HasteEval", "HasteDistributed", "HasteText", "Yams"],
                 swiftSettings: libraryFlags),
         // Conformance of any device against the CPU, inside the binary (`haste selftest`): never imports HasteCUDA.
         .target(name: "HasteSelftest",
