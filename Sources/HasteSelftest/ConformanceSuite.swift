@@ -7,7 +7,7 @@ import HasteTensor
 public enum ConformanceSuite {
     /// Every case, in table order.
     public static var cases: [OpCase] {
-        elementwiseCases + matmulCases + movementCases + castCases + imageCases + randomCases + optimizerCases
+        elementwiseCases + fusedCases + matmulCases + movementCases + castCases + imageCases + randomCases + optimizerCases
     }
 
     /// The cases whose name contains any of the comma-separated `filter` words (case-insensitive); all when nil.

@@ -4,7 +4,7 @@
 /// backend is tested against it. No default implementations: a new backend must provide every kernel.
 public protocol Backend: AnyObject, MemoryKernels, RandomKernels, ElementwiseKernels, MatmulKernels,
     ReduceKernels, NormKernels, SoftmaxKernels, MovementKernels, ConvKernels, PoolKernels, ResizeKernels,
-    AttentionKernels, EmbeddingKernels, LossKernels, OptimizerKernels
+    AttentionKernels, EmbeddingKernels, LossKernels, OptimizerKernels, FusedKernels
 {
     /// Short name for messages and `haste doctor` ("cpu", "cuda").
     var name: String { get }

@@ -91,13 +91,20 @@ struct DINOv2Block {
         let parts = qkv(h).reshaped([b, n, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])     // (3, B, H, N, Dh)
         let q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1), v = parts.select(axis: 0, index: 2)
         let (a, l) = logits ? Tensor.attentionWithLogits(q, k, v) : (Tensor.scaledDotProductAttention(q, k, v), nil)
-        let y = x + proj(a.transposed(1, 2).reshaped([b, n, d])) * ls1                           // (B, N, D)
+        let y = layerScaled(x, proj(a.transposed(1, 2).reshaped([b, n, d])), ls1)                 // (B, N, D)
         let h2 = y.layerNorm(weight: norm2.0, bias: norm2.1, eps: 1e-6)
         let f: Tensor
         if let mlp { f = mlp(h2) } else {
             let u = w12!(h2).chunk(2, axis: -1)
             f = w3!(u[0].silu() * u[1])
         }
-        return (y + f * ls2, l)                                                                 // (B, N, D)
+        return (layerScaled(y, f, ls2), l)                                                      // (B, N, D)
+    }
+
+    /// x + branch·gamma (LayerScale, gamma [D]) as one fused `gatedResidual` over all B·N tokens as one item.
+    private func layerScaled(_ x: Tensor, _ branch: Tensor, _ gamma: Tensor) -> Tensor {
+        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
+        return x.reshaped([1, b * n, d]).gatedResidual(gate: gamma.reshaped([1, d]), branch.reshaped([1, b * n, d]))
+            .reshaped([b, n, d])
     }
 }

@@ -55,9 +55,11 @@ public struct SiTBlock {
     /// x: (N, T, D) tokens; c: (N, D) conditioning. Returns (N, T, D) and the logits when asked.
     public func callAsFunction(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
         let m = adaLNModulation(c.silu()).chunk(6, axis: -1)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
-        let (a, l) = attn(modulate(x.layerNorm(eps: 1e-6), m[0], m[1]), logits: logits)
-        let h = x + m[2].unsqueezed(1) * a                                                  // (N, T, D)
-        return (h + m[5].unsqueezed(1) * mlp(modulate(h.layerNorm(eps: 1e-6), m[3], m[4])), l)   // (N, T, D)
+        // Fused (Ops/Fused.swift): modulatedLayerNorm = modulate(layerNorm(x), shift, scale), gatedResidual =
+        // x + gate.unsqueeze(1)·branch; the composites stay in the tests as the reference.
+        let (a, l) = attn(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6), logits: logits)
+        let h = x.gatedResidual(gate: m[2], a)                                                // (N, T, D)
+        return (h.gatedResidual(gate: m[5], mlp(h.modulatedLayerNorm(shift: m[3], scale: m[4], eps: 1e-6))), l)   // (N, T, D)
     }
 }
 
@@ -70,6 +72,6 @@ public struct FinalLayer {
     }
     public func callAsFunction(_ x: Tensor, _ c: Tensor) -> Tensor {
         let m = adaLNModulation(c.silu()).chunk(2, axis: -1)                                // shift, scale: 2 × (N, D)
-        return linear(modulate(x.layerNorm(eps: 1e-6), m[0], m[1]))                          // (N, T, p·p·C)
+        return linear(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6))             // (N, T, p·p·C)
     }
 }

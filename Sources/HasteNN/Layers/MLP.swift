@@ -14,6 +14,10 @@ public struct MLP {
         self.activation = activation
     }
 
-    /// x: (..., in) → (..., hidden) → (..., out).
-    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(activation(fc1(x))) }
+    /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
+    /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if activation == .geluTanh, let bias = fc1.bias { return fc2(x.linear(fc1.weight).biasGeluTanh(bias)) }
+        return fc2(activation(fc1(x)))
+    }
 }

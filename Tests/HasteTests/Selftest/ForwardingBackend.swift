@@ -121,6 +121,29 @@ class ForwardingBackend: Backend {
     func emaUpdate(ema: Buffer, param: Buffer, count: Int, decay: Double) { base.emaUpdate(ema: ema, param: param, count: count, decay: decay) }
     func sumOfSquares(_ x: Buffer, count: Int) -> Double { base.sumOfSquares(x, count: count) }
     func scale(_ x: Buffer, count: Int, by: Double) { base.scale(x, count: count, by: by) }
+
+    func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                   batch: Int, tokens: Int, cols: Int, eps: Double) {
+        base.modulatedLayerNormForward(x, shift: shift, scale: scale, y, mean: mean, rstd: rstd, batch: batch, tokens: tokens,
+                                       cols: cols, eps: eps)
+    }
+    func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
+                                    dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        base.modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, dshift: dshift, dscale: dscale,
+                                        batch: batch, tokens: tokens, cols: cols)
+    }
+    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+        base.gatedResidualForward(x, gate: gate, y, out, batch: batch, tokens: tokens, cols: cols)
+    }
+    func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        base.gatedResidualBackward(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols)
+    }
+    func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int) {
+        base.biasGeluTanhForward(x, bias: bias, y, rows: rows, cols: cols)
+    }
+    func biasGeluTanhBackward(_ x: Buffer, bias: Buffer, _ dy: Buffer, dx: Buffer, dbias: Buffer?, rows: Int, cols: Int) {
+        base.biasGeluTanhBackward(x, bias: bias, dy, dx: dx, dbias: dbias, rows: rows, cols: cols)
+    }
 }
 
 /// Wrong in one kernel only: the nearest-neighbour upsample writes its first output element 1e-3 too high.
@@ -132,8 +155,9 @@ final class WrongUpsampleBackend: ForwardingBackend {
     }
 }
 
-/// Wrong in one kernel only: layerNorm's forward normalises with the unbiased variance (divisor cols − 1, the
-/// classic slip), i.e. its output is √(cols / (cols − 1)) too large (0.8 % at the tiny SiT's 64 features).
+/// Wrong in the LayerNorm forward only (plain and the fused adaLN one): it normalises with the unbiased variance
+/// (divisor cols − 1, the classic slip), i.e. x̂ is √(cols / (cols − 1)) too large (0.8 % at the tiny SiT's 64
+/// features).
 final class WrongLayerNormBackend: ForwardingBackend {
     override var name: String { "wrong-layernorm" }
     override func layerNormForward(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, mean: Buffer, rstd: Buffer,
@@ -142,6 +166,18 @@ final class WrongLayerNormBackend: ForwardingBackend {
         guard weight == nil && bias == nil && cols > 1 else { return }     // non-affine: y = x̂ exactly
         let p = y.pointer(Float.self), factor = Float((Double(cols) / Double(cols - 1)).squareRoot())
         for i in 0..<(rows * cols) { p[i] *= factor }
+    }
+    /// The same slip in the fused adaLN LayerNorm (SiT's blocks normalise through it): x̂ too large by the factor.
+    override func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                            batch: Int, tokens: Int, cols: Int, eps: Double) {
+        super.modulatedLayerNormForward(x, shift: shift, scale: scale, y, mean: mean, rstd: rstd, batch: batch, tokens: tokens,
+                                        cols: cols, eps: eps)
+        guard cols > 1 else { return }
+        let p = y.pointer(Float.self), sh = shift.pointer(Float.self), factor = Float((Double(cols) / Double(cols - 1)).squareRoot())
+        for r in 0..<(batch * tokens) {
+            let s = sh + (r / tokens) * cols
+            for j in 0..<cols { p[r * cols + j] = (p[r * cols + j] - s[j]) * factor + s[j] }
+        }
     }
 }
 

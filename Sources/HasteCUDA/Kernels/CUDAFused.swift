@@ -1,0 +1,268 @@
+import HasteTensor
+
+extension CUDABackend {
+    /// Fused adaLN-block kernels (`FusedKernels`). modulatedLayerNorm: one block per row as `layer_norm_forward`
+    /// (two-pass statistics in float where the CPU makes one shifted pass: both within float32 rounding of the exact
+    /// moments), (1 + scale[b]) and shift[b] applied in the same pass. gatedResidual and biasGeluTanh: grid-stride
+    /// elementwise. Column sums over an item's tokens (dshift, dscale, dgate, and dbias over all rows) are partial
+    /// sums over fixed chunks of `fusedChunkRows` rows that never cross an item, then added in chunk order: no
+    /// atomics, the same bits every run; the CPU's chunks differ, so its sums round differently (summation order).
+    static let fusedSource = KernelSource(family: "fused", kernels: [
+        "fused_mln_forward", "fused_mln_backward_dx", "fused_mln_backward_partials", "fused_column_reduce",
+        "fused_gated_forward", "fused_gated_backward_dy", "fused_product_partials",
+        "fused_bias_gelu_forward", "fused_bias_gelu_backward",
+    ], code: #"""
+    /// geluTanh(u) and its derivative, as the elementwise family's op 13.
+    __device__ __forceinline__ float haste_fused_gelu(float x) {
+        const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+        float inner = k0 * (x + k1 * x * x * x);
+        float half = x / 2.0f;
+        return half * (1.0f + tanhf(inner));
+    }
+    __device__ __forceinline__ float haste_fused_gelu_derivative(float x) {
+        const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+        float x2 = x * x;
+        float t = tanhf(k0 * (x + k1 * x2 * x));
+        float left = (1.0f + t) / 2.0f;
+        float right = x / 2.0f * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * x2);
+        return left + right;
+    }
+
+    /// Rows by block (grid-stride), blockDim.x a multiple of 32. Row r belongs to item r / tokens.
+    extern "C" __global__ void fused_mln_forward(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        __shared__ float scratch[32];
+        for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+            const float* xr = x + r * cols;
+            const float* sh = shift + (r / tokens) * cols;
+            const float* sc = scale + (r / tokens) * cols;
+            float* yr = y + r * cols;
+            float s = 0.0f;
+            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
+            float m = haste_block_sum(s, scratch) / (float)cols;
+            float q = 0.0f;
+            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - m; q += d * d; }
+            float var = haste_block_sum(q, scratch) / (float)cols;
+            float rs = 1.0f / sqrtf(var + eps);
+            if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
+            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
+                float w = sc[i] + 1.0f;
+                yr[i] = (xr[i] - m) * rs * w + sh[i];
+            }
+        }
+    }
+
+    /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·(1 + scale[item]), one block per row.
+    extern "C" __global__ void fused_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
+        __shared__ float scratch[32];
+        for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+            const float* xr = x + r * cols;
+            const float* gr = dy + r * cols;
+            const float* sc = scale + (r / tokens) * cols;
+            float* dr = dx + r * cols;
+            float m = mean[r], rs = rstd[r];
+            float sg = 0.0f, sgx = 0.0f;
+            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
+                float g = gr[i] * (sc[i] + 1.0f);
+                sg += g;
+                sgx += g * ((xr[i] - m) * rs);
+            }
+            float a = haste_block_sum(sg, scratch) / (float)cols;
+            float c = haste_block_sum(sgx, scratch) / (float)cols;
+            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
+                float g = gr[i] * (sc[i] + 1.0f);
+                float xh = (xr[i] - m) * rs;
+                dr[i] = rs * (g - a - xh * c);
+            }
+        }
+    }
+
+    /// part[task, 0, j] = Σ dy·x̂, part[task, 1, j] = Σ dy over the task's rows in order; task = item·perItem + chunk,
+    /// a chunk = `chunkRows` of the item's tokens. One thread per (task, column).
+    extern "C" __global__ void fused_mln_backward_partials(const float* x, const float* mean, const float* rstd, const float* dy, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        i64 perItem = (tokens + chunkRows - 1) / chunkRows;
+        HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
+            i64 task = p / cols, j = p % cols;
+            i64 item = task / perItem, c = task % perItem;
+            i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
+            float sw = 0.0f, sb = 0.0f;
+            for (i64 t = c * chunkRows; t < t1; t++) {
+                i64 r = item * tokens + t;
+                float d = dy[r * cols + j];
+                sw += d * ((x[r * cols + j] - mean[r]) * rstd[r]);
+                sb += d;
+            }
+            part[(task * 2) * cols + j] = sw;
+            part[(task * 2 + 1) * cols + j] = sb;
+        }
+    }
+
+    /// part[task, j] = Σ a·b (b null: Σ a) over the task's rows in order (tasks as above).
+    extern "C" __global__ void fused_product_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        i64 perItem = (tokens + chunkRows - 1) / chunkRows;
+        HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
+            i64 task = p / cols, j = p % cols;
+            i64 item = task / perItem, c = task % perItem;
+            i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
+            float s = 0.0f;
+            for (i64 t = c * chunkRows; t < t1; t++) {
+                i64 o = (item * tokens + t) * cols + j;
+                s += b ? a[o] * b[o] : a[o];
+            }
+            part[task * cols + j] = s;
+        }
+    }
+
+    /// out_l[item, j] = Σ_chunk part[(item·perItem + chunk)·lanes + l, j] in chunk order, for l = 0 (out0) and
+    /// l = 1 (out1, only when lanes = 2); either output may be null.
+    extern "C" __global__ void fused_column_reduce(const float* part, float* out0, float* out1, i64 batch, i64 perItem, i64 lanes, i64 cols) {
+        HASTE_GRID_STRIDE_LOOP(p, batch * cols) {
+            i64 item = p / cols, j = p % cols;
+            float s0 = 0.0f, s1 = 0.0f;
+            for (i64 c = 0; c < perItem; c++) {
+                i64 task = item * perItem + c;
+                s0 += part[(task * lanes) * cols + j];
+                if (lanes > 1) s1 += part[(task * lanes + 1) * cols + j];
+            }
+            if (out0) out0[p] = s0;
+            if (out1) out1[p] = s1;
+        }
+    }
+
+    /// out = x + gate[item]·y over count = batch·tokens·cols elements.
+    extern "C" __global__ void fused_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 g = (i / (tokens * cols)) * cols + i % cols;
+            out[i] = x[i] + gate[g] * y[i];
+        }
+    }
+
+    /// dy = gate[item]·dout.
+    extern "C" __global__ void fused_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 g = (i / (tokens * cols)) * cols + i % cols;
+            dy[i] = gate[g] * dout[i];
+        }
+    }
+
+    /// y = geluTanh(x + bias[j]) over count = rows·cols elements.
+    extern "C" __global__ void fused_bias_gelu_forward(const float* x, const float* bias, float* y, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) { y[i] = haste_fused_gelu(x[i] + bias[i % cols]); }
+    }
+
+    /// dx = dy·geluTanh′(x + bias[j]).
+    extern "C" __global__ void fused_bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) { dx[i] = dy[i] * haste_fused_gelu_derivative(x[i] + bias[i % cols]); }
+    }
+    """#)
+
+    /// Rows per partial-sum chunk of the per-item column sums (fixed: the result depends on it).
+    static let fusedChunkRows = 64
+
+    public func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                          batch: Int, tokens: Int, cols: Int, eps: Double) {
+        for b in [x, shift, scale] { requireFloat32(b, "modulatedLayerNorm") }
+        let rows = batch * tokens
+        if rows == 0 || cols == 0 { return }
+        launch(CUDABackend.fusedSource, "fused_mln_forward", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+            .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
+            .pointer(address(mean)), .pointer(address(rstd)),
+            .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
+        ])
+    }
+
+    public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
+                                           dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        for b in [x, scale, dy] { requireFloat32(b, "modulatedLayerNorm backward") }
+        let rows = batch * tokens
+        if cols == 0 { return }
+        if rows > 0 {
+            launch(CUDABackend.fusedSource, "fused_mln_backward_dx", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+                .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
+                .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
+            ])
+        }
+        if dshift == nil && dscale == nil { return }
+        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift)) { part, chunkRows in
+            self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials",
+                        grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
+                .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),
+                .pointer(part), .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
+            ])
+        }
+    }
+
+    public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+        for b in [x, gate, y] { requireFloat32(b, "gatedResidual") }
+        let count = batch * tokens * cols
+        if count == 0 { return }
+        launch(CUDABackend.fusedSource, "fused_gated_forward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            .pointer(address(x)), .pointer(address(gate)), .pointer(address(y)), .pointer(address(out)),
+            .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
+        ])
+    }
+
+    public func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
+                                      batch: Int, tokens: Int, cols: Int) {
+        for b in [gate, y, dout] { requireFloat32(b, "gatedResidual backward") }
+        let count = batch * tokens * cols
+        if cols == 0 { return }
+        if let dy, count > 0 {
+            launch(CUDABackend.fusedSource, "fused_gated_backward_dy", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+                .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
+                .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
+            ])
+        }
+        guard let dgate else { return }
+        productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols)
+    }
+
+    public func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int) {
+        for b in [x, bias] { requireFloat32(b, "biasGeluTanh") }
+        let count = rows * cols
+        if count == 0 { return }
+        launch(CUDABackend.fusedSource, "fused_bias_gelu_forward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            .pointer(address(x)), .pointer(address(bias)), .pointer(address(y)), .int64(Int64(cols)), .int64(Int64(count)),
+        ])
+    }
+
+    public func biasGeluTanhBackward(_ x: Buffer, bias: Buffer, _ dy: Buffer, dx: Buffer, dbias: Buffer?, rows: Int, cols: Int) {
+        for b in [x, bias, dy] { requireFloat32(b, "biasGeluTanh backward") }
+        let count = rows * cols
+        if cols == 0 { return }
+        if count > 0 {
+            launch(CUDABackend.fusedSource, "fused_bias_gelu_backward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+                .pointer(address(x)), .pointer(address(bias)), .pointer(address(dy)), .pointer(address(dx)),
+                .int64(Int64(cols)), .int64(Int64(count)),
+            ])
+        }
+        guard let dbias else { return }
+        productColumnSums(dx, nil, dbias, batch: 1, tokens: rows, cols: cols)   // dbias = Σ_rows dx
+    }
+
+    /// out[item, j] = Σ_t a·b (b nil: Σ a) over the item's tokens, through fixed-chunk partials.
+    private func productColumnSums(_ a: Buffer, _ b: Buffer?, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 1, outs: (out, nil)) { part, chunkRows in
+            self.launch(CUDABackend.fusedSource, "fused_product_partials",
+                        grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
+                .pointer(self.address(a)), .pointer(b.map(self.address) ?? 0), .pointer(part),
+                .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
+            ])
+        }
+    }
+
+    /// Allocates the [batch·perItem, lanes, cols] partials, lets `partials` fill them (skipped when there are no
+    /// tokens), then reduces them in chunk order into outs (lane 0, lane 1); no tokens → zeros (empty sums).
+    private func columnSums(batch: Int, tokens: Int, cols: Int, lanes: Int, outs: (Buffer?, Buffer?),
+                            _ partials: (DevicePointer, Int) -> Void) {
+        if batch == 0 { return }
+        let chunkRows = CUDABackend.fusedChunkRows, perItem = (tokens + chunkRows - 1) / chunkRows
+        let partBytes = Swift.max(batch * perItem, 1) * lanes * cols * 4
+        let part = allocator.allocate(byteCount: partBytes)
+        if perItem > 0 { partials(part, chunkRows) }
+        launch(CUDABackend.fusedSource, "fused_column_reduce", grid: Dim3(CUDABackend.blocks(batch * cols)), block: Dim3(256), [
+            .pointer(part), .pointer(outs.0.map(address) ?? 0), .pointer(outs.1.map(address) ?? 0),
+            .int64(Int64(batch)), .int64(Int64(perItem)), .int64(Int64(lanes)), .int64(Int64(cols)),
+        ])
+        allocator.release(part, byteCount: partBytes)   // one stream, in order: the kernels above run first
+    }
+}

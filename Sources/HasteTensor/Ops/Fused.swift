@@ -1,0 +1,147 @@
+/// Fused elementwise work of the adaLN transformer block (issues 12 item 3, 15 item 1): what PyTorch eager runs
+/// as separate passes, each over the whole activation, done in one pass per direction. The composites they
+/// replace stay in the tests as the reference (STYLE §2.4):
+/// - `modulatedLayerNorm(shift:scale:eps:)` = `modulate(x.layerNorm(eps:), shift, scale)`;
+/// - `gatedResidual(gate:_:)` = `x + gate.unsqueezed(1) * y`;
+/// - `biasGeluTanh(_:)` = `(x + bias).geluTanh()` (the epilogue of `linear`: BLAS/cuBLAS GEMMs take none, so the
+///   linear runs without its bias and this op adds it).
+/// Rows are [batch·tokens, cols] with per-item vectors [batch, cols] broadcast over the item's tokens.
+public protocol FusedKernels: AnyObject {
+    /// x, y: [batch·tokens, cols]; shift, scale: [batch, cols]. Per row r of item b = r / tokens:
+    /// y = (x − mean)·rstd·(1 + scale[b]) + shift[b], rstd = 1/√(biased var + eps). Saves mean, rstd: [rows].
+    func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                   batch: Int, tokens: Int, cols: Int, eps: Double)
+    /// From the saved mean and rstd: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·(1 + scale[b]);
+    /// dshift[b, j] = Σ_t dy, dscale[b, j] = Σ_t dy·x̂ over the item's tokens (written, not accumulated; nil = not
+    /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order.
+    func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
+                                    dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int)
+    /// out = x + gate[b]·y over [batch·tokens, cols]; gate: [batch, cols].
+    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int)
+    /// dy = gate[b]·dout, dgate[b, j] = Σ_t dout·y (each written; nil = not wanted). (dx = dout needs no kernel.)
+    func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
+                               batch: Int, tokens: Int, cols: Int)
+    /// y = geluTanh(x + bias[j]) over [rows, cols]; bias: [cols]. geluTanh(u) = u/2·(1 + tanh(√(2/π)(u + 0.044715u³))).
+    func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int)
+    /// dx = dy·geluTanh′(x + bias), dbias[j] = Σ_rows dx (written; nil = not wanted; fixed chunks, chunk order).
+    func biasGeluTanhBackward(_ x: Buffer, bias: Buffer, _ dy: Buffer, dx: Buffer, dbias: Buffer?, rows: Int, cols: Int)
+}
+
+extension Tensor {
+    /// adaLN's `modulate(layerNorm(x), shift, scale)` in one op: LayerNorm without affine over the last axis of
+    /// x [N, T, D], then x̂·(1 + scale) + shift with shift, scale [N, D] broadcast over the T tokens.
+    /// torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)`.
+    public func modulatedLayerNorm(shift: Tensor, scale: Tensor, eps: Double) -> Tensor {
+        require(dtype.isComputeFloat, "modulatedLayerNorm: needs float32 or float64, got \(dtype) \(shape)")
+        require(rank == 3 && shape[2] > 0, "modulatedLayerNorm: input \(shape) must be [N, T, D] with D > 0")
+        let (n, t, d) = (shape[0], shape[1], shape[2])
+        for (name, p) in [("shift", shift), ("scale", scale)] {
+            require(p.shape == [n, d], "modulatedLayerNorm: \(name) \(p.shape) does not match input \(shape) (need [\(n), \(d)])")
+            require(p.dtype == dtype && p.device == device,
+                    "modulatedLayerNorm: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
+        }
+        let x = contiguous(), sh = shift.contiguous(), sc = scale.contiguous()
+        let y = Tensor.empty(like: x)
+        let mean = Tensor.empty([n * t], dtype: dtype, device: device), rstd = Tensor.empty(like: mean)
+        if n * t > 0 {
+            backend.modulatedLayerNormForward(x.buffer, shift: sh.buffer, scale: sc.buffer, y.buffer, mean: mean.buffer,
+                                              rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: eps)
+        }
+        return y.recorded(ModulatedLayerNormBackward(x: x, shift: sh, scale: sc, mean: mean, rstd: rstd))
+    }
+
+    /// adaLN-Zero's gated residual `x + gate.unsqueeze(1) * y` in one op: x, y [N, T, D], gate [N, D].
+    public func gatedResidual(gate: Tensor, _ y: Tensor) -> Tensor {
+        require(dtype.isComputeFloat, "gatedResidual: needs float32 or float64, got \(dtype) \(shape)")
+        require(rank == 3, "gatedResidual: input \(shape) must be [N, T, D]")
+        let (n, t, d) = (shape[0], shape[1], shape[2])
+        require(y.shape == shape, "gatedResidual: branch \(y.shape) does not match input \(shape)")
+        require(gate.shape == [n, d], "gatedResidual: gate \(gate.shape) does not match input \(shape) (need [\(n), \(d)])")
+        for (name, p) in [("gate", gate), ("branch", y)] {
+            require(p.dtype == dtype && p.device == device,
+                    "gatedResidual: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
+        }
+        let x = contiguous(), g = gate.contiguous(), yc = y.contiguous()
+        let out = Tensor.empty(like: x)
+        if count > 0 {
+            backend.gatedResidualForward(x.buffer, gate: g.buffer, yc.buffer, out.buffer, batch: n, tokens: t, cols: d)
+        }
+        return out.recorded(GatedResidualBackward(x: x, gate: g, y: yc))
+    }
+
+    /// `(x + bias).geluTanh()` in one op, x [..., D], bias [D]: the epilogue of a bias-free `linear`.
+    /// torch: `F.gelu(x + bias, approximate="tanh")`.
+    public func biasGeluTanh(_ bias: Tensor) -> Tensor {
+        require(dtype.isComputeFloat, "biasGeluTanh: needs float32 or float64, got \(dtype) \(shape)")
+        require(rank >= 1 && shape[rank - 1] > 0, "biasGeluTanh: input \(shape) needs a non-empty last axis")
+        let d = shape[rank - 1]
+        require(bias.shape == [d], "biasGeluTanh: bias \(bias.shape) does not match input \(shape) (need [\(d)])")
+        require(bias.dtype == dtype && bias.device == device,
+                "biasGeluTanh: bias is \(bias.dtype) on \(bias.device), input \(shape) is \(dtype) on \(device)")
+        let x = contiguous(), b = bias.contiguous()
+        let y = Tensor.empty(like: x)
+        if count > 0 { backend.biasGeluTanhForward(x.buffer, bias: b.buffer, y.buffer, rows: count / d, cols: d) }
+        return y.recorded(BiasGeluTanhBackward(x: x, bias: b))
+    }
+}
+
+/// Saves the contiguous input, shift (only as an edge), scale and the per-row statistics.
+struct ModulatedLayerNormBackward: Backward {
+    let x: Tensor, shift: Tensor, scale: Tensor, mean: Tensor, rstd: Tensor
+    var inputs: [Tensor] { [x, shift, scale] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let dx = Tensor.empty(like: x)
+        let dshift = shift.isTracked ? Tensor.empty(like: shift) : nil
+        let dscale = scale.isTracked ? Tensor.empty(like: scale) : nil
+        if n * t > 0 {
+            x.backend.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer,
+                                                 dy.contiguous().buffer, dx: dx.buffer, dshift: dshift?.buffer,
+                                                 dscale: dscale?.buffer, batch: n, tokens: t, cols: d)
+        } else {
+            for g in [dshift, dscale] { if let g, g.count > 0 { g.backend.fill(g.buffer, count: g.count, value: 0) } }
+        }
+        return [x.isTracked ? dx : nil, dshift, dscale]
+    }
+}
+
+/// Saves gate and the branch y; dx = dout passes through.
+struct GatedResidualBackward: Backward {
+    let x: Tensor, gate: Tensor, y: Tensor
+    var inputs: [Tensor] { [x, gate, y] }
+
+    func gradients(_ dout: Tensor) -> [Tensor?] {
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let dy = y.isTracked ? Tensor.empty(like: y) : nil
+        let dgate = gate.isTracked ? Tensor.empty(like: gate) : nil
+        if dy != nil || dgate != nil {
+            if n * t > 0 && d > 0 {
+                x.backend.gatedResidualBackward(gate: gate.buffer, y.buffer, dout.contiguous().buffer, dy: dy?.buffer,
+                                                dgate: dgate?.buffer, batch: n, tokens: t, cols: d)
+            } else if let dgate, dgate.count > 0 {
+                dgate.backend.fill(dgate.buffer, count: dgate.count, value: 0)
+            }
+        }
+        return [x.isTracked ? dout : nil, dgate, dy]
+    }
+}
+
+/// Saves the pre-bias input and the bias; the backward recomputes u = x + bias.
+struct BiasGeluTanhBackward: Backward {
+    let x: Tensor, bias: Tensor
+    var inputs: [Tensor] { [x, bias] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let d = x.shape[x.rank - 1]
+        let dx = Tensor.empty(like: x)
+        let db = bias.isTracked ? Tensor.empty(like: bias) : nil
+        if x.count > 0 {
+            x.backend.biasGeluTanhBackward(x.buffer, bias: bias.buffer, dy.contiguous().buffer, dx: dx.buffer,
+                                           dbias: db?.buffer, rows: x.count / d, cols: d)
+        } else if let db {
+            db.backend.fill(db.buffer, count: db.count, value: 0)
+        }
+        return [x.isTracked ? dx : nil, db]
+    }
+}
