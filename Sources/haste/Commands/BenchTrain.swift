@@ -19,8 +19,8 @@ struct BenchTrainCommand: ParsableCommand {
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
-        if let only, !TrainBenchmarks.names.contains(only) {
-            throw ValidationError("--only '\(only)' is not a row; rows are: \(TrainBenchmarks.names.joined(separator: ", "))")
+        if let only, !TrainBenchmarks.names.contains(only) && !MMDiTBenchmarks.names.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \((TrainBenchmarks.names + MMDiTBenchmarks.names).joined(separator: ", "))")
         }
     }
 
@@ -30,7 +30,9 @@ struct BenchTrainCommand: ParsableCommand {
             return
         }
         let device = try runtime.openDevice()
-        let cases = TrainBenchmarks.cases(seed: runtime.seed, device: device).filter { only == nil || $0.op == only }
+        let mmdit = only.map(MMDiTBenchmarks.names.contains) == true   // run only when named (not in --list)
+        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device) : TrainBenchmarks.cases(seed: runtime.seed, device: device))
+            .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
         }
