@@ -32,8 +32,8 @@ struct BenchTrainCommand: ParsableCommand {
         guard !modelList.isEmpty, batchList.count == batches.split(separator: ",").count, batchList.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--models and --batches expect comma-separated names and positive sizes, got '\(models)' and '\(batches)'")
         }
-        if let only, !names.contains(only) {
-            throw ValidationError("--only '\(only)' is not a row; rows are: \(names.joined(separator: ", "))")
+        if let only, !names.contains(only) && !MMDiTBenchmarks.names.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \((names + MMDiTBenchmarks.names).joined(separator: ", "))")
         }
     }
 
@@ -43,7 +43,9 @@ struct BenchTrainCommand: ParsableCommand {
             return
         }
         let device = try runtime.openDevice(allowTF32: allowTF32)
-        let cases = TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList)
+        let mmdit = only.map(MMDiTBenchmarks.names.contains) == true   // run only when named (not in --list)
+        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device)
+                           : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList))
             .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")

@@ -1,0 +1,64 @@
+import HasteTensor
+import HasteNN
+
+/// One stream of a joint block (reference `DismantledBlock`): adaLN, qkv before the joint attention; proj and the
+/// MLP after it. The last layer's context stream is "pre-only": adaLN (shift, scale) and qkv, nothing after.
+/// Keys: attn.qkv, attn.proj, mlp.fc1, mlp.fc2, adaLN_modulation.1 (norms have no parameters).
+struct MMDiTStream {
+    let qkv: Linear
+    let post: (proj: Linear, fc1: Linear, fc2: Linear)?
+    let adaLN: Linear
+    let heads: Int
+
+    init(_ p: ParameterScope, hidden d: Int, heads: Int, mlpHidden: Int, preOnly: Bool, zeroAdaLN: Bool) {
+        qkv = torchLinear(p["attn"]["qkv"], d, 3 * d)
+        post = preOnly ? nil : (torchLinear(p["attn"]["proj"], d, d), torchLinear(p["mlp"]["fc1"], d, mlpHidden),
+                                torchLinear(p["mlp"]["fc2"], mlpHidden, d))
+        adaLN = torchLinear(p["adaLN_modulation"][1], d, (preOnly ? 2 : 6) * d, zero: zeroAdaLN)
+        self.heads = heads
+    }
+
+    /// s: (N, L, D), c: (N, D) → q, k, v (N, H, L, Dh) and the six (two when pre-only) modulation chunks.
+    func pre(_ s: Tensor, _ c: Tensor) -> (q: Tensor, k: Tensor, v: Tensor, mod: [Tensor]) {
+        let (n, l, d) = (s.shape[0], s.shape[1], s.shape[2])
+        let mod = adaLN(c.silu()).chunk(post == nil ? 2 : 6, axis: -1)   // shift, scale, gate (msa), shift, scale, gate (mlp)
+        let parts = qkv(modulate(s.layerNorm(eps: 1e-6), mod[0], mod[1]))
+            .reshaped([n, l, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])                  // (3, N, H, L, Dh)
+        return (parts.select(axis: 0, index: 0), parts.select(axis: 0, index: 1), parts.select(axis: 0, index: 2), mod)
+    }
+
+    /// s + gate·proj(attn); then s + gate·MLP(modulate(norm(s))). `attn`: (N, L, D).
+    func postAttention(_ s: Tensor, _ attn: Tensor, _ mod: [Tensor]) -> Tensor {
+        let post = post!
+        let h = s + mod[2].unsqueezed(1) * post.proj(attn)
+        let m = post.fc2(post.fc1(modulate(h.layerNorm(eps: 1e-6), mod[3], mod[4])).geluTanh())
+        return h + mod[5].unsqueezed(1) * m
+    }
+}
+
+/// Reference `JointBlock`: `context_block` then `x_block`; attention over concat(context, image) tokens,
+/// context first (spec §3).
+struct MMDiTJointBlock {
+    let contextBlock: MMDiTStream, xBlock: MMDiTStream
+
+    init(_ p: ParameterScope, hidden: Int, heads: Int, mlpHidden: Int, contextPreOnly: Bool, zeroAdaLN: Bool) {
+        contextBlock = MMDiTStream(p["context_block"], hidden: hidden, heads: heads, mlpHidden: mlpHidden,
+                                   preOnly: contextPreOnly, zeroAdaLN: zeroAdaLN)
+        xBlock = MMDiTStream(p["x_block"], hidden: hidden, heads: heads, mlpHidden: mlpHidden, preOnly: false,
+                             zeroAdaLN: zeroAdaLN)
+    }
+
+    /// ctx: (N, L, D), x: (N, T, D), c: (N, D). Returns the new streams (context nil after a pre-only block)
+    /// and, when `logits`, the image stream's own scaled q·kᵀ [N, H, T, T] (text keys excluded, spec §3).
+    func callAsFunction(_ ctx: Tensor, _ x: Tensor, _ c: Tensor, logits wantLogits: Bool)
+        -> (context: Tensor?, x: Tensor, logits: Tensor?) {
+        let (n, l, tx, d) = (x.shape[0], ctx.shape[1], x.shape[1], x.shape[2])
+        let a = contextBlock.pre(ctx, c), b = xBlock.pre(x, c)
+        let q = Tensor.cat([a.q, b.q], axis: 2), k = Tensor.cat([a.k, b.k], axis: 2), v = Tensor.cat([a.v, b.v], axis: 2)
+        let joint = Tensor.scaledDotProductAttention(q, k, v).transposed(1, 2).reshaped([n, l + tx, d])   // (N, L+T, D)
+        let logits = wantLogits ? Tensor.attentionLogits(b.q, b.k, scale: 1 / Double(d / xBlock.heads).squareRoot()) : nil
+        let newX = xBlock.postAttention(x, joint.narrowed(1, start: l, length: tx), b.mod)
+        let newCtx = contextBlock.post == nil ? nil : contextBlock.postAttention(ctx, joint.narrowed(1, start: 0, length: l), a.mod)
+        return (newCtx, newX, logits)
+    }
+}
