@@ -1,15 +1,58 @@
 import HasteTensor
 
-/// Attention, the correctness version (a later issue fuses it): logits and products by the driver's
-/// strided-batched GEMM over all heads at once, row softmax and its backward by the kernels below, with
-/// [heads, Tq, Tk] workspaces from the caching allocator (released once the kernels that use them are queued:
-/// one stream, in order).
+/// Attention on CUDA, two paths.
+///
+/// 1. Saved probabilities (`attentionForward` / `attentionBackward`, and `softmaxMatmul*` for the aligned blocks,
+///    whose logits are returned): logits and products by the driver's strided-batched GEMM over all heads at once,
+///    row softmax and its backward by the kernels below, [heads, Tq, Tk] workspaces from the caching allocator
+///    (released once the kernels that use them are queued: one stream, in order). Used for head dims > 128 (the
+///    VAE's single 512-wide head) and wherever logits are needed.
+///
+/// 2. Flash attention (`attentionForwardLSE` / `attentionBackwardLSE`; `attentionRecomputesProbabilities` is true
+///    for Dh, Dv ≤ 128), FlashAttention-2's structure with fp32 FMA tiles (the emulator runs no tensor-core PTX):
+///    - Tiling: BR = 64 query rows × BC = 64 key rows per tile, 128 threads per block; lanes 2i and 2i + 1 of a
+///      warp own tile row i (a query row in the forward and dq, a key row in dk/dv), each one half of its columns
+///      (every other column) in registers: the running max m and sum l live in both lanes and meet through one
+///      `__shfl_xor_sync(…, 1)`; no T×T matrix in memory. Forward: one block per (query tile, head), loop over
+///      key tiles with the online softmax (m_new = max(m, rowmax S), α = exp(m − m_new), l = α·l + Σ p,
+///      O = α·O + P·V), then out = O / l and lse = m + log l (float32 [batch·heads, Tq]). Backward: D = rowsum(dO ⊙ O)
+///      (attention_flash_row_dot), then dq (one block per query tile, loop over key tiles) and dk, dv (one block
+///      per key tile, loop over query tiles), each recomputing P = exp(scale·q·kᵀ − lse) tile by tile; every
+///      gradient row has one owner, so there are no atomics and results are bitwise reproducible.
+///    - Entry points come in three register widths, _d64 (max(Dh, Dv) ≤ 64), _d96 (≤ 96: SiT-XL/2's 72) and _d128
+///      (≤ 128); Dh ≠ Dv is fine. Wider heads are refused (the op keeps path 1 for them).
+///    - Dynamic shared memory per block (row stride D + 1 floats: the 16 rows a warp reads at one column fall in
+///      distinct banks), in bytes for Dh = Dv = 64 / 72 (SiT-XL/2: 1152 / 16) / 128:
+///      forward 64·(Dh+1)·2 + 64·(Dv+1) + 64·65 floats = 66 560 / 72 704 / 115 712;
+///      dq 64·(Dh+1)·2 + 64·(Dv+1)·2 + 64·65 floats = 83 200 / 91 392 / 148 736;
+///      dk/dv 64·(Dh+1)·2 + 64·(Dv+1)·2 + 2·64·65 + 128 floats = 100 352 / 108 544 / 165 888
+///      (above 48 KiB, so the driver sets the opt-in attribute; every size fits sm_80's 163 KiB and sm_90's
+///      227 KiB; the 128-wide dk/dv does not fit the 99 KiB of sm_86/sm_89).
+///    - Registers per thread (ptxas -v, NVRTC 12, sm_90; no spills): forward 128 / 168 / 251 (d64 / d96 / d128),
+///      dq 167 / 255 / 255, dk/dv 168 / 255 / 255 (sm_80: dk/dv d64 255). Expected occupancy on sm_90 (228 KiB of
+///      shared memory, 64 Ki registers per SM, 4 warps per block), min(shared memory, registers) in blocks per SM
+///      for Dh = Dv = 64 / 72 / 128: forward 3 / 2 / 1–2 (2 × 115 712 B sits exactly at the SM's limit), dq
+///      2 / 2 / 1, dk/dv 2 / 2 / 1, i.e. 4–12 warps per SM. Low occupancy is the FA2 design point (much work per
+///      block) but these FMA kernels are bound by shared-memory loads (one 4-byte load per FMA in the inner
+///      products): expect a fraction of the fp32 peak, far below bf16 tensor cores.
+///    - Tensor cores replace exactly the FMA micro-kernels: `flash_row_dots` (S = Q·Kᵀ, dP = dO·Vᵀ and, in dk/dv,
+///      Sᵀ, dPᵀ) and the accumulate loops marked "FMA micro-kernel" (O += P·V, dq += dS·K, dv += Pᵀ·dO,
+///      dk += dSᵀ·Q). With mma.sync m16n8k16 (sm_80) each of the 4 warps owns 16 of the 64 rows, so the row
+///      statistics stay inside a warp (quad shuffles instead of the lane pair) and P goes from the S accumulator
+///      fragments straight into the A operand of P·V (the Ps/dSs shared buffers disappear); on sm_90 one
+///      warpgroup issues wgmma 64×64×16 over the same tile with K/V brought in by TMA.
+///    - To tune on the GPU: BR/BC (64×64 vs 128×64 with 8 warps), double-buffering the K/V tiles (cp.async on
+///      sm_80, TMA + mbarrier on sm_90) so loads overlap the math, a 4×4 register micro-tile per thread instead of
+///      1 row × D/2 (fewer shared loads per FMA), float4 loads with a +4 row padding or a swizzle, exp2f with
+///      log2(e) folded into the scale, __launch_bounds__ / register caps for the d128 dk/dv kernel, and a split
+///      over query tiles in dk/dv when batch·heads·tiles is below ~2 blocks per SM (never for SiT-XL/2 at batch
+///      64+: 64·16 heads × 4 tiles).
 extension CUDABackend {
     static let attentionSource = KernelSource(family: "attention", kernels: [
         "attention_softmax_rows", "attention_softmax_backward_rows", "attention_flash_row_dot",
-        "attention_flash_forward_d64", "attention_flash_forward_d128",
-        "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d128",
-        "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d128",
+        "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
+        "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
+        "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
     ], code: #"""
     /// y[r] = softmax(scale·x[r]) over rows of `cols`, one block per row (grid-stride over rows); x may be y
     /// (each element is read and written by one thread only). Like the CPU: y = exp(scale·x − m)·(1/Σ exp).
@@ -282,26 +325,38 @@ extension CUDABackend {
         }
     }
 
-    /// Entry points per register tile width: DMAX ≥ max(Dh, Dv) (64 or 128).
+    /// Entry points per register tile width: DMAX ≥ max(Dh, Dv) (64, 96 for SiT-XL/2's 72, or 128).
     extern "C" __global__ void attention_flash_forward_d64(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         HASTE_DYNAMIC_SHARED(float, smem);
         flash_forward<64>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
     }
     extern "C" __global__ void attention_flash_backward_dq_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         HASTE_DYNAMIC_SHARED(float, smem);
         flash_backward_dq<64>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
     }
-    extern "C" __global__ void attention_flash_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
     extern "C" __global__ void attention_flash_backward_dkdv_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         HASTE_DYNAMIC_SHARED(float, smem);
         flash_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dq_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dq<96>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dkdv_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dkdv<96>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
     }
     extern "C" __global__ void attention_flash_backward_dkdv_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         HASTE_DYNAMIC_SHARED(float, smem);
@@ -403,13 +458,13 @@ extension CUDABackend {
         allocator.release(delta, byteCount: deltaBytes)
     }
 
-    /// "d64" or "d128": the register tile width for max(Dh, Dv); larger head dims are refused.
+    /// "d64", "d96" or "d128": the register tile width for max(Dh, Dv); larger head dims are refused.
     private func flashVariant(_ s: AttentionShape, _ op: String) -> String {
         let d = Swift.max(s.headDim, s.valueDim)
         if d > CUDABackend.flashMaxHeadDim {
             CUDABackend.fail("\(op): head dims Dh \(s.headDim), Dv \(s.valueDim) exceed the flash kernels' \(CUDABackend.flashMaxHeadDim) (attentionRecomputesProbabilities is false for this shape: use attentionForward)")
         }
-        return d <= 64 ? "d64" : "d128"
+        return d <= 64 ? "d64" : d <= 96 ? "d96" : "d128"
     }
 
     /// (row tiles of 64, heads), each axis capped at 65 535 (the kernels stride over both).

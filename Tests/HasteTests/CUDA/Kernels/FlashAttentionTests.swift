@@ -110,6 +110,18 @@ import Testing
                 sourceLocation: sourceLocation)
     }
 
+    /// The conformance suite's rule (HasteSelftest `Bound.rounding(k:)`): normwise max|got − want| / max|want| ≤
+    /// 4·k·u with k the longest rounding chain, Dh + 3·Tk + Dv + 2·Tq + 4·nt (logits, the exps and sums over keys,
+    /// dP, the sums over queries, a rescale per key tile); sharper than the worst case for typical data.
+    static func normwise(_ got: [Float], _ want: [Double], _ s: AttentionShape, _ what: String,
+                         sourceLocation: SourceLocation = #_sourceLocation) {
+        let k = s.headDim + 3 * s.keys + s.valueDim + 2 * s.queries + 4 * ((s.keys + 63) / 64)
+        let scaleRef = want.map { Swift.abs($0) }.max() ?? 0
+        let err = zip(got, want).map { Swift.abs(Double($0) - $1) }.max() ?? 0
+        #expect(err <= 4 * Double(k) * Check.u * scaleRef, "\(what): normwise \(err / scaleRef) > 4·\(k)·u",
+                sourceLocation: sourceLocation)
+    }
+
     /// Several key tiles (257 = 4·64 + 1), one query tile, Dh 72 (SiT-XL/2); Tq = 1 and Dh ≠ Dv; several query
     /// and key tiles with the 128-wide variant and Dh ≠ Dv; exactly one full key tile and a 65th query row.
     @Test(arguments: [AttentionShape(batch: 2, queries: 17, keys: 257, headDim: 72, valueDim: 72),
@@ -130,6 +142,7 @@ import Testing
         let gotOut = out.read(1, Float.self), gotLSE = lse.read(1, Float.self)
         Self.within(gotOut, ref.out, ref.out.map { _ in ref.boundOut }, "flash out \(s)")
         Self.within(gotLSE, ref.lse, ref.boundLSE, "flash lse \(s)")
+        Self.normwise(gotOut, ref.out, s, "flash out \(s)")
         // No lse buffer: the same output, bit for bit (the same kernel computing the same order).
         let outN = Twin(bytes: dOut.count * 4, .float32)
         gpu.attentionForwardLSE(q: tq[1], k: tk[1], v: tv[1], out: outN[1], lse: nil, shape: s, scale: scale)
@@ -145,6 +158,7 @@ import Testing
                 let got = twin.read(1, Float.self)
                 if wanted {
                     Self.within(got, want, bound, "flash \(name) \(s)")
+                    Self.normwise(got, want, s, "flash \(name) \(s)")
                 } else {
                     #expect(got.allSatisfy { $0.isNaN }, "flash \(name) not wanted, not written")
                 }
