@@ -173,6 +173,29 @@ import Testing
         }
     }
 
+    /// Empty axes, as documented on `attentionForwardLSE`: Tk = 0 gives out = 0, lse = −∞ and dq = 0; Tq = 0 gives
+    /// dk = dv = 0. The CPU oracle and the device alike (outputs start as NaN, so every element must be written).
+    @Test func emptyKeysOrQueries() {
+        for s in [AttentionShape(batch: 2, queries: 5, keys: 0, headDim: 8, valueDim: 3),
+                  AttentionShape(batch: 2, queries: 0, keys: 7, headDim: 4, valueDim: 6)] {
+            var rng = CUDAKernelsBTests.TestRNG(seed: 5)
+            let q = rng.floats(s.batch * s.queries * s.headDim), k = rng.floats(s.batch * s.keys * s.headDim)
+            let v = rng.floats(s.batch * s.keys * s.valueDim), dOut = rng.floats(s.batch * s.queries * s.valueDim)
+            let tq = Twin(q), tk = Twin(k), tv = Twin(v), tdo = Twin(dOut)
+            let nan = { (n: Int) in Twin([Float](repeating: .nan, count: n)) }
+            let out = nan(dOut.count), lse = nan(s.batch * s.queries), dq = nan(q.count), dk = nan(k.count), dv = nan(v.count)
+            for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
+                backend.attentionForwardLSE(q: tq[side], k: tk[side], v: tv[side], out: out[side], lse: lse[side], shape: s, scale: 0.5)
+                backend.attentionBackwardLSE(q: tq[side], k: tk[side], v: tv[side], out: out[side], lse: lse[side],
+                                             dOut: tdo[side], dq: dq[side], dk: dk[side], dv: dv[side], shape: s, scale: 0.5)
+                for (twin, name) in [(out, "out"), (dq, "dq"), (dk, "dk"), (dv, "dv")] {
+                    #expect(twin.read(side, Float.self).allSatisfy { $0 == 0 }, "\(name) side \(side) \(s)")
+                }
+                #expect(lse.read(side, Float.self).allSatisfy { $0 == -.infinity }, "lse side \(side) \(s)")
+            }
+        }
+    }
+
     /// The autograd op on the emulated device (which takes the flash path) against the CPU op in float64 on the
     /// same inputs, within the bounds above; permuted (non-contiguous) q, k, v as SiT makes them.
     @Test func scaledDotProductAttentionOnTheEmulatedDeviceMatchesTheCPU() {
