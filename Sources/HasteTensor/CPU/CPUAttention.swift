@@ -119,3 +119,114 @@ extension CPUBackend {
     }
 }
 
+
+/// The log-sum-exp (recompute) path on the CPU: the oracle for the flash kernels, not a fast path (the CPU keeps
+/// the saved-probabilities path, `attentionRecomputesProbabilities` is false). One query row at a time, in
+/// float64 whatever the buffers' dtype: logits, max, Σ exp and the products are accumulated in Double and rounded
+/// once into the output. The backward works head by head (parallel over heads, serial inside one: dk and dv sum
+/// over query rows in row order), so results do not depend on the thread count.
+extension CPUBackend {
+    public func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool { false }
+
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double) {
+        switch q.dtype {
+        case .float32:
+            lseForward(q.pointer(Float.self), k.pointer(Float.self), v.pointer(Float.self), out.pointer(Float.self),
+                       lse?.pointer(Float.self), s, scale)
+        case .float64:
+            lseForward(q.pointer(Double.self), k.pointer(Double.self), v.pointer(Double.self), out.pointer(Double.self),
+                       lse?.pointer(Double.self), s, scale)
+        default: fatalError("attentionForwardLSE: unsupported dtype \(q.dtype)")
+        }
+    }
+
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        switch q.dtype {
+        case .float32:
+            lseBackward(q.pointer(Float.self), k.pointer(Float.self), v.pointer(Float.self), out.pointer(Float.self),
+                        lse.pointer(Float.self), dOut.pointer(Float.self), dq?.pointer(Float.self), dk?.pointer(Float.self),
+                        dv?.pointer(Float.self), s, scale)
+        case .float64:
+            lseBackward(q.pointer(Double.self), k.pointer(Double.self), v.pointer(Double.self), out.pointer(Double.self),
+                        lse.pointer(Double.self), dOut.pointer(Double.self), dq?.pointer(Double.self),
+                        dk?.pointer(Double.self), dv?.pointer(Double.self), s, scale)
+        default: fatalError("attentionBackwardLSE: unsupported dtype \(q.dtype)")
+        }
+    }
+
+    /// Row by row: l_j = scale·⟨q_i, k_j⟩, m = max l, Σ = Σ_j exp(l_j − m), out_i = Σ_j exp(l_j − m)·v_j / Σ,
+    /// lse_i = m + log Σ (Tk = 0: out_i = 0, lse_i = −∞).
+    private func lseForward<T: BinaryFloatingPoint>(_ q: UnsafeMutablePointer<T>, _ k: UnsafeMutablePointer<T>,
+                                                    _ v: UnsafeMutablePointer<T>, _ out: UnsafeMutablePointer<T>,
+                                                    _ lse: UnsafeMutablePointer<T>?, _ s: AttentionShape, _ scale: Double) {
+        let (tq, tk, dh, dv) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let pq = SendablePointer(q), pk = SendablePointer(k), pv = SendablePointer(v), po = SendablePointer(out)
+        let pl = lse.map(SendablePointer.init)
+        Parallel.chunks(s.batch * tq, chunk: max(1, Parallel.defaultChunk / max(1, tk * (dh + dv)))) { range in
+            var logits = [Double](repeating: 0, count: tk), acc = [Double](repeating: 0, count: dv)
+            for row in range {
+                let h = row / tq
+                let qi = pq.base + row * dh, kh = pk.base + h * tk * dh, vh = pv.base + h * tk * dv
+                var m = -Double.infinity
+                for j in 0..<tk {
+                    var dot = 0.0
+                    for d in 0..<dh { dot += Double(qi[d]) * Double(kh[j * dh + d]) }
+                    logits[j] = scale * dot
+                    m = max(m, logits[j])
+                }
+                for e in 0..<dv { acc[e] = 0 }
+                var sum = 0.0
+                for j in 0..<tk {
+                    let p = Double.exp(logits[j] - m)
+                    sum += p
+                    for e in 0..<dv { acc[e] += p * Double(vh[j * dv + e]) }
+                }
+                for e in 0..<dv { po.base[row * dv + e] = T(sum > 0 ? acc[e] / sum : 0) }
+                pl?.base[row] = T(sum > 0 ? m + Double.log(sum) : -Double.infinity)
+            }
+        }
+    }
+
+    /// Head by head, query row by query row: p_j = exp(scale·⟨q_i, k_j⟩ − lse_i), D_i = ⟨dOut_i, out_i⟩,
+    /// dS_ij = p_j·(⟨dOut_i, v_j⟩ − D_i); dq_i = scale·Σ_j dS_ij·k_j, dk_j += scale·dS_ij·q_i, dv_j += p_j·dOut_i.
+    private func lseBackward<T: BinaryFloatingPoint>(_ q: UnsafeMutablePointer<T>, _ k: UnsafeMutablePointer<T>,
+                                                     _ v: UnsafeMutablePointer<T>, _ out: UnsafeMutablePointer<T>,
+                                                     _ lse: UnsafeMutablePointer<T>, _ dOut: UnsafeMutablePointer<T>,
+                                                     _ dq: UnsafeMutablePointer<T>?, _ dk: UnsafeMutablePointer<T>?,
+                                                     _ dv: UnsafeMutablePointer<T>?, _ s: AttentionShape, _ scale: Double) {
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let pq = SendablePointer(q), pk = SendablePointer(k), pv = SendablePointer(v), po = SendablePointer(out)
+        let pl = SendablePointer(lse), pg = SendablePointer(dOut)
+        let pdq = dq.map(SendablePointer.init), pdk = dk.map(SendablePointer.init), pdv = dv.map(SendablePointer.init)
+        Parallel.chunks(s.batch, chunk: 1) { range in
+            for h in range {
+                let qh = pq.base + h * tq * dh, kh = pk.base + h * tk * dh, vh = pv.base + h * tk * dvd
+                let oh = po.base + h * tq * dvd, gh = pg.base + h * tq * dvd, lh = pl.base + h * tq
+                var gk = [Double](repeating: 0, count: tk * dh), gv = [Double](repeating: 0, count: tk * dvd)
+                var gq = [Double](repeating: 0, count: dh)
+                for i in 0..<tq {
+                    var delta = 0.0
+                    for e in 0..<dvd { delta += Double(gh[i * dvd + e]) * Double(oh[i * dvd + e]) }
+                    for d in 0..<dh { gq[d] = 0 }
+                    for j in 0..<tk {
+                        var dot = 0.0, dp = 0.0
+                        for d in 0..<dh { dot += Double(qh[i * dh + d]) * Double(kh[j * dh + d]) }
+                        for e in 0..<dvd { dp += Double(gh[i * dvd + e]) * Double(vh[j * dvd + e]) }
+                        let p = Double.exp(scale * dot - Double(lh[i]))
+                        let ds = p * (dp - delta)
+                        for d in 0..<dh {
+                            gq[d] += ds * Double(kh[j * dh + d])
+                            gk[j * dh + d] += ds * Double(qh[i * dh + d])
+                        }
+                        for e in 0..<dvd { gv[j * dvd + e] += p * Double(gh[i * dvd + e]) }
+                    }
+                    if let pdq { for d in 0..<dh { pdq.base[h * tq * dh + i * dh + d] = T(scale * gq[d]) } }
+                }
+                if let pdk { for x in 0..<tk * dh { pdk.base[h * tk * dh + x] = T(scale * gk[x]) } }
+                if let pdv { for x in 0..<tk * dvd { pdv.base[h * tk * dvd + x] = T(gv[x]) } }
+            }
+        }
+    }
+}

@@ -20,6 +20,19 @@ public protocol AttentionKernels: AnyObject {
     /// workspace); dq = scale·dS·k, dk = scale·dSᵀ·q.
     func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
                            dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
+    /// True when `scaledDotProductAttention` should save (out, LSE) and have the backward recompute the
+    /// probabilities tile by tile (`attentionForwardLSE` / `attentionBackwardLSE`, flash attention) instead of
+    /// saving the [Tq, Tk] probabilities (`attentionForward` / `attentionBackward`). CPU: false (saving is faster
+    /// there); CUDA: true where its flash kernels take the head dims.
+    func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool
+    /// out = softmax(scale·q·kᵀ)·v without a [Tq, Tk] matrix in memory, and (unless nil) the row log-sum-exp
+    /// lse[h, i] = log Σ_j exp(scale·q_i·k_j) ([batch, Tq], natural log, float32; float64 with float64 inputs).
+    /// Tk = 0 gives out = 0 and lse = −∞.
+    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double)
+    /// From the forward's out and lse: P = exp(scale·q·kᵀ − lse) (recomputed), D = rowsum(dOut ⊙ out),
+    /// dv = Pᵀ·dOut, dS = P ⊙ (dOut·vᵀ − D), dq = scale·dS·k, dk = scale·dSᵀ·q. Deterministic (no float atomics).
+    func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                              dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
     /// probs = softmax(logits, -1) (logits are left untouched), out = probs·v.
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
@@ -29,13 +42,25 @@ public protocol AttentionKernels: AnyObject {
 extension Tensor {
     /// torch: `F.scaled_dot_product_attention(q, k, v, scale=scale)` (no mask, no dropout).
     /// q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] → [N, H, Tq, Dv]; scale defaults to 1/√Dh.
-    /// Keeps the probabilities [N, H, Tq, Tk] for the backward pass when autograd records.
+    /// When autograd records, keeps for the backward pass either the probabilities [N, H, Tq, Tk] or, on backends
+    /// that recompute them (`attentionRecomputesProbabilities`, flash attention), the output and its row
+    /// log-sum-exp [N, H, Tq].
     public static func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double? = nil) -> Tensor {
         let shape = attentionShape(q, k, v, "scaledDotProductAttention")
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]
         let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
+        if q.backend.attentionRecomputesProbabilities(shape) {
+            let lse = records ? Tensor.empty([n, h, shape.queries], dtype: q.dtype == .float64 ? .float64 : .float32,
+                                             device: q.device) : nil
+            let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
+            q.backend.attentionForwardLSE(q: qc.buffer, k: kc.buffer, v: vc.buffer, out: out.buffer, lse: lse?.buffer,
+                                          shape: shape, scale: s)
+            guard let lse else { return out }
+            return out.recorded(FlashAttentionBackward(q: qc, k: kc, v: vc, out: out.detached(), lse: lse,
+                                                       shape: shape, scale: s))
+        }
         let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
         let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
         q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
@@ -113,6 +138,22 @@ struct AttentionBackward: Backward {
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
         q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
                                     dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
+        return [dq, dk, dv]
+    }
+}
+
+/// Saves contiguous q, k, v, the output and its row log-sum-exp; the backward kernel recomputes P tile by tile.
+struct FlashAttentionBackward: Backward {
+    let q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor
+    let shape: AttentionShape, scale: Double
+    var inputs: [Tensor] { [q, k, v] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let dq = q.isTracked ? Tensor.empty(like: q) : nil
+        let dk = k.isTracked ? Tensor.empty(like: k) : nil
+        let dv = v.isTracked ? Tensor.empty(like: v) : nil
+        q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
+                                       dOut: dy.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
+                                       shape: shape, scale: scale)
         return [dq, dk, dv]
     }
 }

@@ -92,6 +92,14 @@ class ForwardingBackend: Backend {
                            shape: AttentionShape, scale: Double) {
         base.attentionBackward(q: q, k: k, v: v, probs: probs, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: shape, scale: scale)
     }
+    func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool { base.attentionRecomputesProbabilities(shape) }
+    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double) {
+        base.attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale)
+    }
+    func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                              dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double) {
+        base.attentionBackwardLSE(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: shape, scale: scale)
+    }
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape) {
         base.softmaxMatmulForward(logits: logits, v: v, probs: probs, out: out, shape: shape)
     }
