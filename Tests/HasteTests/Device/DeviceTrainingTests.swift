@@ -12,7 +12,7 @@ import HasteTensor
 /// on a tensor the trainer left on the CPU.
 
 /// metrics.jsonl rows of a run, without the wall-clock rate.
-private func losses(_ run: String) throws -> [[String: Double]] {
+func metricLosses(_ run: String) throws -> [[String: Double]] {
     try metrics(run).map { row in
         var r: [String: Double] = [:]
         for (k, v) in row where k != "img_per_s" { r[k] = (v as? Double) ?? (v as? Int).map(Double.init) }
@@ -41,7 +41,7 @@ private func checkpointValues(_ run: String, step: Int) throws -> [String: [Floa
     let trainer = try Trainer(config: c, dataset: SyntheticDataset(), device: HostAsCUDA.device)
     #expect(trainer.student.store.device == HostAsCUDA.device && trainer.teacher?.store.device == HostAsCUDA.device)
     try trainer.train()
-    let cpu = try losses("\(dir)/cpu"), device = try losses("\(dir)/device")
+    let cpu = try metricLosses("\(dir)/cpu"), device = try metricLosses("\(dir)/device")
     #expect(cpu.count == 4 && cpu == device)
     #expect(cpu.first!["attn_loss"]! > 0 && cpu.first!["proj_loss"]! != 0, "the first steps align with the teacher")
     for step in [2, 4] {
@@ -73,7 +73,7 @@ func demoTrainingOnTheDeviceEqualsTheCPU() throws {
         c.expName = name
         try Trainer(config: c, dataset: data, device: device).train()
     }
-    let cpu = try losses("\(dir)/cpu"), device = try losses("\(dir)/device")
+    let cpu = try metricLosses("\(dir)/cpu"), device = try metricLosses("\(dir)/device")
     #expect(cpu.count == 2 && device.count == 2)
     for (a, b) in zip(cpu, device) {
         #expect(a.keys.sorted() == b.keys.sorted())
@@ -94,7 +94,7 @@ func demoTrainingOnTheDeviceEqualsTheCPU() throws {
     var c = tinyRunConfig(dir)
     c.encWeights = try writeTinyTeacher(dir, c)
     try Trainer(config: c, dataset: SyntheticDataset()).train()
-    let straight = try losses("\(dir)/run")
+    let straight = try metricLosses("\(dir)/run")
     for (name, first, second) in [("dev-cpu", HostAsCUDA.device, Device.cpu), ("cpu-dev", .cpu, HostAsCUDA.device)] {
         var a = c
         (a.expName, a.maxTrainSteps) = (name, 2)
@@ -104,7 +104,7 @@ func demoTrainingOnTheDeviceEqualsTheCPU() throws {
         let resumed = try Trainer(config: b, dataset: SyntheticDataset(), device: second)
         #expect(resumed.state.step == 2)
         try resumed.train()
-        #expect(try losses("\(dir)/\(name)") == straight, "\(name)")
+        #expect(try metricLosses("\(dir)/\(name)") == straight, "\(name)")
     }
 }
 

@@ -3,19 +3,6 @@ import Testing
 import HasteTensor
 @testable import HasteIO
 
-/// SplitMix64: a fixed stream, so every run tries the same mutations.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
-
 /// Mutations of a valid file: truncation, bit flips (half of them inside the header, where they matter
 /// most), and overwriting a byte with an extreme value.
 func mutations(of bytes: [UInt8], headerEnd: Int, count: Int, seed: UInt64) -> [[UInt8]] {

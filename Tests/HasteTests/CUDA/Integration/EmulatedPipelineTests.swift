@@ -9,15 +9,6 @@ import HasteTensor
 /// Tests/HasteTests/Device checks the plumbing bit for bit on `HostAsCUDA` (the CPU's kernels as cuda:1); here
 /// the kernels differ, so the comparisons are within float32 rounding carried through a few steps.
 
-/// metrics.jsonl rows without the wall-clock rate.
-private func lossRows(_ run: String) throws -> [[String: Double]] {
-    try metrics(run).map { row in
-        var r: [String: Double] = [:]
-        for (k, v) in row where k != "img_per_s" { r[k] = (v as? Double) ?? (v as? Int).map(Double.init) }
-        return r
-    }
-}
-
 /// The tiny HASTE run (DINOv2-architecture teacher, projection and attention alignment until the early stop at
 /// step 2, checkpoints at 2 and 4, a preview at step 1) on the emulated CUDA device: the same losses as the CPU
 /// within 1e-4 relative (4 AdamW steps of float32 rounding differences), the checkpoint laid out the same, and
@@ -30,7 +21,7 @@ private func lossRows(_ run: String) throws -> [[String: Double]] {
     try Trainer(config: c, dataset: SyntheticDataset()).train()
     c.expName = "cuda"
     try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train()
-    let cpu = try lossRows("\(dir)/cpu"), cuda = try lossRows("\(dir)/cuda")
+    let cpu = try metricLosses("\(dir)/cpu"), cuda = try metricLosses("\(dir)/cuda")
     #expect(cpu.count == 4 && cuda.count == 4)
     #expect(cpu.first!["attn_loss"]! > 0 && cpu.first!["proj_loss"]! != 0, "the first steps align with the teacher")
     for (a, b) in zip(cpu, cuda) {
@@ -46,7 +37,7 @@ private func lossRows(_ run: String) throws -> [[String: Double]] {
     try Trainer(config: resumed, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train()
     (resumed.maxTrainSteps, resumed.resumeStep) = (4, 2)
     try Trainer(config: resumed, dataset: SyntheticDataset(), device: .cpu).train()
-    let after = try lossRows("\(dir)/resumed")
+    let after = try metricLosses("\(dir)/resumed")
     #expect(after.count == 4)
     for (a, b) in zip(cuda, after) {
         for (k, v) in a { #expect(abs(b[k]! - v) <= 1e-4 * max(abs(v), 1e-3), "resumed step \(a["step"]!): \(k)") }

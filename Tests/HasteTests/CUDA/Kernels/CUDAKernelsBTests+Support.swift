@@ -28,22 +28,7 @@ extension CUDAKernelsBTests {
         }
     }
 
-    /// SplitMix64: reproducible inputs without the device's random kernels.
-    struct TestRNG {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        /// Uniform in [−1, 1), 24 random bits.
-        mutating func floats(_ n: Int) -> [Float] {
-            (0..<n).map { _ in Float(Int64(next() >> 40) - (1 << 23)) / Float(1 << 23) }
-        }
-    }
+    typealias TestRNG = SplitMix64
 
     /// The same bytes on the CPU (index 0) and on the emulated CUDA device (index 1).
     struct Twin {
