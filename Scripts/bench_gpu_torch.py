@@ -25,29 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_torch import use_sdpa                                       # noqa: E402
 from bench_torch_train import (ATTN_COEFF, CFG_PROB, IMAGE_SIDE, LATENT, LR, MAX_GRAD_NORM, NUM_CLASSES,  # noqa: E402
                                PROJ_COEFF, STUDENT_LAYERS, TEACHER_DIM, TEACHER_HEADS, TEACHER_LAYERS, TEACHER_SIDE,
-                               make_teacher, row_name)
+                               make_teacher, row_name, teacher_pass)
 from reference import losses as ref_losses, sit as ref_sit             # noqa: E402
 
 MODELS = {"SiT-B/2": (768, 12, 12), "SiT-XL/2": (1152, 28, 16)}       # hidden, depth, heads; patch 2
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def teacher_pass(teacher, images, dev):
-    """bench_torch_train.teacher_pass on `dev`: /255, ImageNet mean/std, bicubic 256 → 224, aligned blocks' logits."""
-    mean, std = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1), torch.tensor(STD, device=dev).view(1, 3, 1, 1)
-    with torch.no_grad():
-        x = F.interpolate((images.float() / 255 - mean) / std, size=(TEACHER_SIDE, TEACHER_SIDE), mode="bicubic",
-                          align_corners=False)
-        x = teacher.patch_embed.proj(x).flatten(2).transpose(1, 2)
-        x = torch.cat([teacher.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + teacher.pos_embed
-        logits = {}
-        for i, block in enumerate(teacher.blocks):
-            x, l = block(x)
-            if i in TEACHER_LAYERS:
-                logits[i] = l[:, :, 1:, 1:]
-        return teacher.norm(x)[:, 1:], logits
-
-
 def make_step(model_name, batch, align, precision, dev):
     hidden, depth, heads = MODELS[model_name]
     student = ref_sit.SiT(input_size=32, patch=2, in_channels=4, hidden=hidden, depth=depth, heads=heads,
@@ -69,7 +50,7 @@ def make_step(model_name, batch, align, precision, dev):
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast:
-            feats, teacher_logits = teacher_pass(teacher, images, dev) if align else (None, None)
+            feats, teacher_logits = teacher_pass(teacher, images) if align else (None, None)
             t, noise = torch.rand(batch, device=dev), torch.randn_like(x0)
             y = torch.where(torch.rand(batch, device=dev) < CFG_PROB, NUM_CLASSES, labels)
             alpha, sigma, _, _ = ref_losses.interpolant("linear", t.view(-1, 1, 1, 1))

@@ -50,7 +50,8 @@ def teacher_pass(teacher, images):
     """haste's Objective.teacherPass: /255, ImageNet mean/std, bicubic 256 → 224 (no antialias), then the reference
     DinoVisionTransformer.forward keeping only the aligned blocks' logits (class row/column dropped)."""
     with torch.no_grad():
-        x = F.interpolate((images.float() / 255 - MEAN) / STD, size=(TEACHER_SIDE, TEACHER_SIDE), mode="bicubic",
+        mean, std = MEAN.to(images.device), STD.to(images.device)    # the GPU bench passes CUDA images
+        x = F.interpolate((images.float() / 255 - mean) / std, size=(TEACHER_SIDE, TEACHER_SIDE), mode="bicubic",
                           align_corners=False)
         x = teacher.patch_embed.proj(x).flatten(2).transpose(1, 2)
         x = torch.cat([teacher.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + teacher.pos_embed
