@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sit import TimestepEmbedder, modulate, sincos_2d
+from .sit import Mlp, TimestepEmbedder, modulate, sincos_2d   # Mlp: fc1, tanh-GELU, fc2 as in SiT
 
 
 class Attn(nn.Module):
@@ -13,16 +13,6 @@ class Attn(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         if not pre_only:
             self.proj = nn.Linear(dim, dim)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 class DismantledBlock(nn.Module):
