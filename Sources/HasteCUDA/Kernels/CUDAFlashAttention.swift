@@ -1,0 +1,394 @@
+import HasteTensor
+
+/// Flash attention on CUDA (`attentionForwardLSE` / `attentionBackwardLSE`; `attentionRecomputesProbabilities` is
+/// true for Dh, Dv ≤ 128; the saved-probabilities path is CUDAAttention.swift): FlashAttention-2's structure with
+/// fp32 FMA tiles (the emulator runs no tensor-core PTX).
+///    - Tiling: BR = 64 query rows × BC = 64 key rows per tile, 128 threads per block; lanes 2i and 2i + 1 of a
+///      warp own tile row i (a query row in the forward and dq, a key row in dk/dv), each one half of its columns
+///      (every other column) in registers: the running max m and sum l live in both lanes and meet through one
+///      `__shfl_xor_sync(…, 1)`; no T×T matrix in memory. Forward: one block per (query tile, head), loop over
+///      key tiles with the online softmax (m_new = max(m, rowmax S), α = exp(m − m_new), l = α·l + Σ p,
+///      O = α·O + P·V), then out = O / l and lse = m + log l (float32 [batch·heads, Tq]). Backward: D = rowsum(dO ⊙ O)
+///      (attention_flash_row_dot), then dq (one block per query tile, loop over key tiles) and dk, dv (one block
+///      per key tile, loop over query tiles), each recomputing P = exp(scale·q·kᵀ − lse) tile by tile; every
+///      gradient row has one owner, so there are no atomics and results are bitwise reproducible.
+///    - Entry points come in three register widths, _d64 (max(Dh, Dv) ≤ 64), _d96 (≤ 96: SiT-XL/2's 72) and _d128
+///      (≤ 128); Dh ≠ Dv is fine. Wider heads are refused (the op keeps path 1 for them).
+///    - Dynamic shared memory per block (row stride D + 1 floats: the 16 rows a warp reads at one column fall in
+///      distinct banks), in bytes for Dh = Dv = 64 / 72 (SiT-XL/2: 1152 / 16) / 128:
+///      forward 64·(Dh+1)·2 + 64·(Dv+1) + 64·65 floats = 66 560 / 72 704 / 115 712;
+///      dq 64·(Dh+1)·2 + 64·(Dv+1)·2 + 64·65 floats = 83 200 / 91 392 / 148 736;
+///      dk/dv 64·(Dh+1)·2 + 64·(Dv+1)·2 + 2·64·65 + 128 floats = 100 352 / 108 544 / 165 888
+///      (above 48 KiB, so the driver sets the opt-in attribute; every size fits sm_80's 163 KiB and sm_90's
+///      227 KiB; the 128-wide dk/dv does not fit the 99 KiB of sm_86/sm_89).
+///    - Registers per thread (ptxas -v, NVRTC 12, sm_90; no spills): forward 128 / 168 / 251 (d64 / d96 / d128),
+///      dq 167 / 255 / 255, dk/dv 168 / 255 / 255 (sm_80: dk/dv d64 255). Expected occupancy on sm_90 (228 KiB of
+///      shared memory, 64 Ki registers per SM, 4 warps per block), min(shared memory, registers) in blocks per SM
+///      for Dh = Dv = 64 / 72 / 128: forward 3 / 2 / 1–2 (2 × 115 712 B sits exactly at the SM's limit), dq
+///      2 / 2 / 1, dk/dv 2 / 2 / 1, i.e. 4–12 warps per SM. Low occupancy is the FA2 design point (much work per
+///      block) but these FMA kernels are bound by shared-memory loads (one 4-byte load per FMA in the inner
+///      products): expect a fraction of the fp32 peak, far below bf16 tensor cores.
+///    - Tensor cores replace exactly the FMA micro-kernels: `flash_row_dots` (S = Q·Kᵀ, dP = dO·Vᵀ and, in dk/dv,
+///      Sᵀ, dPᵀ) and the accumulate loops marked "FMA micro-kernel" (O += P·V, dq += dS·K, dv += Pᵀ·dO,
+///      dk += dSᵀ·Q). With mma.sync m16n8k16 (sm_80) each of the 4 warps owns 16 of the 64 rows, so the row
+///      statistics stay inside a warp (quad shuffles instead of the lane pair) and P goes from the S accumulator
+///      fragments straight into the A operand of P·V (the Ps/dSs shared buffers disappear); on sm_90 one
+///      warpgroup issues wgmma 64×64×16 over the same tile with K/V brought in by TMA.
+///    - To tune on the GPU: BR/BC (64×64 vs 128×64 with 8 warps), double-buffering the K/V tiles (cp.async on
+///      sm_80, TMA + mbarrier on sm_90) so loads overlap the math, a 4×4 register micro-tile per thread instead of
+///      1 row × D/2 (fewer shared loads per FMA), float4 loads with a +4 row padding or a swizzle, exp2f with
+///      log2(e) folded into the scale, __launch_bounds__ / register caps for the d128 dk/dv kernel, and a split
+///      over query tiles in dk/dv when batch·heads·tiles is below ~2 blocks per SM (never for SiT-XL/2 at batch
+///      64+: 64·16 heads × 4 tiles).
+extension CUDABackend {
+    static let flashAttentionSource = KernelSource(family: "flashAttention", kernels: [
+        "attention_flash_row_dot",
+        "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
+        "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
+        "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
+    ], code: #"""
+    #define FLASH_BR 64          /* query rows per tile */
+    #define FLASH_BC 64          /* key rows per tile */
+    #define FLASH_THREADS 128    /* 2 threads per tile row: lane pairs (2i, 2i+1) of one warp share a row */
+
+    /// dst[r][d] = src[r·cols + d] for r < 64, d < cols, 0 for rows r ≥ rows_left; shared row stride `stride`.
+    __device__ __forceinline__ void flash_load_tile(float* dst, const float* src, i64 rows_left, int cols, int stride) {
+        for (int i = threadIdx.x; i < 64 * cols; i += FLASH_THREADS) {
+            int r = i / cols, d = i - r * cols;
+            dst[r * stride + d] = r < rows_left ? src[(i64)r * cols + d] : 0.0f;
+        }
+    }
+
+    /// The tile inner product (FMA micro-kernel): s[j] = Σ_{d<D} a[d]·b[(half + 2j)·stride + d] for j < N, i.e.
+    /// one row of a·bᵀ over the tile's 2N rows of b, this thread's half of them. A tensor-core version replaces
+    /// this and the P·V / dS·K loops below by mma.sync (sm_80) / wgmma (sm_90) fragments (see the file notes).
+    template <int N>
+    __device__ __forceinline__ void flash_row_dots(float* s, const float* a, const float* b, int stride, int D, int half) {
+        #pragma unroll
+        for (int j = 0; j < N; j++) s[j] = 0.0f;
+        for (int d = 0; d < D; d++) {
+            float x = a[d];
+            #pragma unroll
+            for (int j = 0; j < N; j++) s[j] += x * b[(half + 2 * j) * stride + d];
+        }
+    }
+
+    /// Forward: one block per (query tile, head) (grid-stride over both), online softmax over key tiles.
+    template <int DMAX>
+    __device__ void flash_forward(float* smem, const float* q, const float* k, const float* v, float* out, float* lse,
+                                  i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int sq = dh + 1, sv = dv + 1, sp = FLASH_BC + 1;
+        float* Qs = smem;
+        float* Ks = Qs + FLASH_BR * sq;
+        float* Vs = Ks + FLASH_BC * sq;
+        float* Ps = Vs + FLASH_BC * sv;
+        const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
+        const i64 tiles = (tq + FLASH_BR - 1) / FLASH_BR;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
+                const i64 r0 = t * FLASH_BR;
+                __syncthreads();                       // the previous tile's readers of Qs are done
+                flash_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, sq);
+                float o[DMAX / 2];
+                #pragma unroll
+                for (int j = 0; j < DMAX / 2; j++) o[j] = 0.0f;
+                float m = -INFINITY, l = 0.0f;
+                for (i64 c0 = 0; c0 < tk; c0 += FLASH_BC) {
+                    __syncthreads();                   // the previous key tile's readers of Ks, Vs, Ps are done
+                    flash_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, sq);
+                    flash_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, sv);
+                    __syncthreads();
+                    float s[FLASH_BC / 2];
+                    flash_row_dots<FLASH_BC / 2>(s, Qs + row * sq, Ks, sq, dh, half);
+                    float mt = -INFINITY;
+                    #pragma unroll
+                    for (int j = 0; j < FLASH_BC / 2; j++) {
+                        s[j] = c0 + half + 2 * j < tk ? scale * s[j] : -INFINITY;
+                        mt = fmaxf(mt, s[j]);
+                    }
+                    mt = fmaxf(mt, __shfl_xor_sync(HASTE_FULL_MASK, mt, 1));
+                    const float mn = fmaxf(m, mt);     // finite: every tile holds at least one key
+                    const float alpha = expf(m - mn);  // 0 on the first tile (m = −∞)
+                    float ls = 0.0f;
+                    #pragma unroll
+                    for (int j = 0; j < FLASH_BC / 2; j++) {
+                        float p = expf(s[j] - mn);
+                        Ps[row * sp + half + 2 * j] = p;
+                        ls += p;
+                    }
+                    ls += __shfl_xor_sync(HASTE_FULL_MASK, ls, 1);
+                    l = l * alpha + ls;
+                    m = mn;
+                    __syncthreads();                   // the row's P (both halves) is in Ps
+                    const int cn = tk - c0 < FLASH_BC ? (int)(tk - c0) : FLASH_BC;
+                    #pragma unroll
+                    for (int j = 0; j < DMAX / 2; j++) o[j] *= alpha;
+                    for (int c = 0; c < cn; c++) {     // O += P·V (FMA micro-kernel)
+                        const float p = Ps[row * sp + c];
+                        const float* vr = Vs + c * sv + half;
+                        #pragma unroll
+                        for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dv) o[j] += p * vr[2 * j];
+                    }
+                }
+                if (r0 + row < tq) {
+                    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+                    float* orow = out + (b * tq + r0 + row) * dv + half;
+                    #pragma unroll
+                    for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dv) orow[2 * j] = o[j] * inv;
+                    if (lse != 0 && half == 0) lse[b * tq + r0 + row] = l > 0.0f ? m + logf(l) : -INFINITY;
+                }
+            }
+        }
+    }
+
+    /// D[r] = Σ_d dOut[r][d]·out[r][d], one warp per row (grid-stride, 8 warps per block).
+    extern "C" __global__ void attention_flash_row_dot(const float* dout, const float* out, float* delta, i64 rows, i64 dv) {
+        const int lane = threadIdx.x & 31;
+        for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
+            float s = 0.0f;
+            for (i64 d = lane; d < dv; d += 32) s += dout[r * dv + d] * out[r * dv + d];
+            s = haste_warp_sum(s);
+            if (lane == 0) delta[r] = s;
+        }
+    }
+
+    /// dq = scale·Σ_c dS[r][c]·k[c], dS = P ⊙ (dOut·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query
+    /// tile, head), looping over key tiles; each dq row is owned by one lane pair (no atomics).
+    template <int DMAX>
+    __device__ void flash_backward_dq(float* smem, const float* q, const float* k, const float* v, const float* dout,
+                                      const float* lse, const float* delta, float* dq,
+                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int sq = dh + 1, sv = dv + 1, sp = FLASH_BC + 1;
+        float* Qs = smem;
+        float* dOs = Qs + FLASH_BR * sq;
+        float* Ks = dOs + FLASH_BR * sv;
+        float* Vs = Ks + FLASH_BC * sq;
+        float* dSs = Vs + FLASH_BC * sv;
+        const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
+        const i64 tiles = (tq + FLASH_BR - 1) / FLASH_BR;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
+                const i64 r0 = t * FLASH_BR;
+                __syncthreads();
+                flash_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, sq);
+                flash_load_tile(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, sv);
+                const bool live = r0 + row < tq;
+                const float lr = live ? lse[b * tq + r0 + row] : 0.0f, dr = live ? delta[b * tq + r0 + row] : 0.0f;
+                float acc[DMAX / 2];
+                #pragma unroll
+                for (int j = 0; j < DMAX / 2; j++) acc[j] = 0.0f;
+                for (i64 c0 = 0; c0 < tk; c0 += FLASH_BC) {
+                    __syncthreads();
+                    flash_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, sq);
+                    flash_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, sv);
+                    __syncthreads();
+                    float s[FLASH_BC / 2], dp[FLASH_BC / 2];
+                    flash_row_dots<FLASH_BC / 2>(s, Qs + row * sq, Ks, sq, dh, half);
+                    flash_row_dots<FLASH_BC / 2>(dp, dOs + row * sv, Vs, sv, dv, half);
+                    #pragma unroll
+                    for (int j = 0; j < FLASH_BC / 2; j++) {
+                        const float p = c0 + half + 2 * j < tk ? expf(scale * s[j] - lr) : 0.0f;
+                        dSs[row * sp + half + 2 * j] = p * (dp[j] - dr);
+                    }
+                    __syncthreads();
+                    const int cn = tk - c0 < FLASH_BC ? (int)(tk - c0) : FLASH_BC;
+                    for (int c = 0; c < cn; c++) {     // dq += dS·K (FMA micro-kernel)
+                        const float ds = dSs[row * sp + c];
+                        const float* kr = Ks + c * sq + half;
+                        #pragma unroll
+                        for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dh) acc[j] += ds * kr[2 * j];
+                    }
+                }
+                if (live) {
+                    float* g = dq + (b * tq + r0 + row) * dh + half;
+                    #pragma unroll
+                    for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dh) g[2 * j] = scale * acc[j];
+                }
+            }
+        }
+    }
+
+    /// dk = scale·Σ_r dS[r][c]·q[r], dv = Σ_r P[r][c]·dOut[r]: one block per (key tile, head), looping over query
+    /// tiles; each dk/dv row is owned by one lane pair (no atomics). dk or dv may be null (not computed).
+    template <int DMAX>
+    __device__ void flash_backward_dkdv(float* smem, const float* q, const float* k, const float* v, const float* dout,
+                                        const float* lse, const float* delta, float* dk, float* dvout,
+                                        i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int sq = dh + 1, sv = dv + 1, sp = FLASH_BR + 1;
+        float* Ks = smem;
+        float* Vs = Ks + FLASH_BC * sq;
+        float* Qs = Vs + FLASH_BC * sv;
+        float* dOs = Qs + FLASH_BR * sq;
+        float* Ps = dOs + FLASH_BR * sv;
+        float* dSs = Ps + FLASH_BC * sp;
+        float* Ls = dSs + FLASH_BC * sp;
+        float* Ds = Ls + FLASH_BR;
+        const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
+        const i64 tiles = (tk + FLASH_BC - 1) / FLASH_BC;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
+                const i64 c0 = t * FLASH_BC;
+                __syncthreads();
+                flash_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, sq);
+                flash_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, sv);
+                float gk[DMAX / 2], gv[DMAX / 2];
+                #pragma unroll
+                for (int j = 0; j < DMAX / 2; j++) { gk[j] = 0.0f; gv[j] = 0.0f; }
+                for (i64 r0 = 0; r0 < tq; r0 += FLASH_BR) {
+                    __syncthreads();
+                    flash_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, sq);
+                    flash_load_tile(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, sv);
+                    for (int i = threadIdx.x; i < FLASH_BR; i += FLASH_THREADS) {
+                        const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
+                        Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
+                        Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                    }
+                    __syncthreads();
+                    float s[FLASH_BR / 2], dp[FLASH_BR / 2];
+                    flash_row_dots<FLASH_BR / 2>(s, Ks + row * sq, Qs, sq, dh, half);
+                    flash_row_dots<FLASH_BR / 2>(dp, Vs + row * sv, dOs, sv, dv, half);
+                    #pragma unroll
+                    for (int j = 0; j < FLASH_BR / 2; j++) {
+                        const int r = half + 2 * j;
+                        const float p = expf(scale * s[j] - Ls[r]);
+                        Ps[row * sp + r] = p;
+                        dSs[row * sp + r] = p * (dp[j] - Ds[r]);
+                    }
+                    __syncthreads();
+                    const int rn = tq - r0 < FLASH_BR ? (int)(tq - r0) : FLASH_BR;
+                    for (int r = 0; r < rn; r++) {     // dv += Pᵀ·dO, dk += dSᵀ·Q (FMA micro-kernels)
+                        const float p = Ps[row * sp + r], ds = dSs[row * sp + r];
+                        const float* gr = dOs + r * sv + half;
+                        const float* qr = Qs + r * sq + half;
+                        #pragma unroll
+                        for (int j = 0; j < DMAX / 2; j++) {
+                            if (half + 2 * j < dv) gv[j] += p * gr[2 * j];
+                            if (half + 2 * j < dh) gk[j] += ds * qr[2 * j];
+                        }
+                    }
+                }
+                if (c0 + row < tk) {
+                    if (dk != 0) {
+                        float* g = dk + (b * tk + c0 + row) * dh + half;
+                        #pragma unroll
+                        for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dh) g[2 * j] = scale * gk[j];
+                    }
+                    if (dvout != 0) {
+                        float* g = dvout + (b * tk + c0 + row) * dv + half;
+                        #pragma unroll
+                        for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dv) g[2 * j] = gv[j];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entry points per register tile width: DMAX ≥ max(Dh, Dv) (64, 96 for SiT-XL/2's 72, or 128).
+    extern "C" __global__ void attention_flash_forward_d64(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_forward<64>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dq_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dq<64>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dkdv_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dq_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dq<96>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dkdv_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dkdv<96>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_backward_dkdv_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(float, smem);
+        flash_backward_dkdv<128>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    """#)
+
+    /// The flash kernels' largest head dim (Dh and Dv): their per-thread register tiles hold 128 / 2 columns.
+    static let flashMaxHeadDim = 128
+
+    /// True where the flash kernels apply (Dh, Dv ≤ 128); larger heads (the VAE's single 512-wide head) keep the
+    /// saved-probabilities path.
+    public func attentionRecomputesProbabilities(_ s: AttentionShape) -> Bool {
+        Swift.max(s.headDim, s.valueDim) <= CUDABackend.flashMaxHeadDim
+    }
+
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double) {
+        for b in [q, k, v, out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
+        let variant = flashVariant(s, "flash attention")
+        if s.batch == 0 || s.queries == 0 { return }
+        let (dh, dv) = (s.headDim, s.valueDim)
+        let floats = 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
+        launch(CUDABackend.flashAttentionSource, "attention_flash_forward_\(variant)", grid: flashGrid(tiles: s.queries, s),
+               block: Dim3(128), sharedBytes: floats * 4,
+               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
+                .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
+                .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))])
+    }
+
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        for b in [q, k, v, out, lse, dOut] { requireFloat32(b, "flash attention backward") }
+        let variant = flashVariant(s, "flash attention backward")
+        if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return }
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let rows = s.batch * tq
+        // D = rowsum(dOut ⊙ out) [batch·Tq] (FlashAttention-2's preprocessing), from the caching allocator.
+        let deltaBytes = Swift.max(rows, 1) * 4
+        let delta = allocator.allocate(byteCount: deltaBytes)
+        if rows > 0 {
+            launch(CUDABackend.flashAttentionSource, "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+                   block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
+                                      .int64(Int64(rows)), .int64(Int64(dvd))])
+        }
+        let sizes: [KernelArgument] = [.int64(Int64(s.batch)), .int64(Int64(tq)), .int64(Int64(tk)), .int32(Int32(dh)),
+                                       .int32(Int32(dvd)), .float(Float(scale))]
+        let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
+                                        .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
+        if let dq, tq > 0 {
+            let floats = 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
+            launch(CUDABackend.flashAttentionSource, "attention_flash_backward_dq_\(variant)", grid: flashGrid(tiles: tq, s),
+                   block: Dim3(128), sharedBytes: floats * 4, inputs + [.pointer(address(dq))] + sizes)
+        }
+        if (dk != nil || dv != nil) && tk > 0 {
+            let floats = 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
+            launch(CUDABackend.flashAttentionSource, "attention_flash_backward_dkdv_\(variant)", grid: flashGrid(tiles: tk, s),
+                   block: Dim3(128), sharedBytes: floats * 4,
+                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)] + sizes)
+        }
+        allocator.release(delta, byteCount: deltaBytes)
+    }
+
+    /// "d64", "d96" or "d128": the register tile width for max(Dh, Dv); larger head dims are refused.
+    private func flashVariant(_ s: AttentionShape, _ op: String) -> String {
+        let d = Swift.max(s.headDim, s.valueDim)
+        if d > CUDABackend.flashMaxHeadDim {
+            CUDABackend.fail("\(op): head dims Dh \(s.headDim), Dv \(s.valueDim) exceed the flash kernels' \(CUDABackend.flashMaxHeadDim) (attentionRecomputesProbabilities is false for this shape: use attentionForward)")
+        }
+        return d <= 64 ? "d64" : d <= 96 ? "d96" : "d128"
+    }
+
+    /// (row tiles of 64, heads), each axis capped at 65 535 (the kernels stride over both).
+    private func flashGrid(tiles rows: Int, _ s: AttentionShape) -> Dim3 {
+        Dim3(Swift.max(1, Swift.min((rows + 63) / 64, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
+    }
+}
