@@ -51,22 +51,21 @@ extension Tensor {
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]
         let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
+        let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
+        let saved: AttentionBackward.Saved?
         if q.backend.attentionRecomputesProbabilities(shape) {
-            let lse = records ? Tensor.empty([n, h, shape.queries], dtype: q.dtype == .float64 ? .float64 : .float32,
-                                             device: q.device) : nil
-            let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
+            let lse = records ? Tensor.empty([n, h, shape.queries], dtype: q.dtype, device: q.device) : nil
             q.backend.attentionForwardLSE(q: qc.buffer, k: kc.buffer, v: vc.buffer, out: out.buffer, lse: lse?.buffer,
                                           shape: shape, scale: s)
-            guard let lse else { return out }
-            return out.recorded(FlashAttentionBackward(q: qc, k: kc, v: vc, out: out.detached(), lse: lse,
-                                                       shape: shape, scale: s))
+            saved = lse.map { .logSumExp(out: out.detached(), lse: $0) }
+        } else {
+            let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
+            q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
+                                       shape: shape, scale: s)
+            saved = probs.map { .probabilities($0) }
         }
-        let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
-        let out = Tensor.empty([n, h, shape.queries, shape.valueDim], dtype: q.dtype, device: q.device)
-        q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
-                                   shape: shape, scale: s)
-        guard let probs else { return out }   // inference: N·H·Tq·Tk probabilities never held at once
-        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, probs: probs, shape: shape, scale: s))
+        guard let saved else { return out }   // inference: neither N·H·Tq·Tk probabilities nor the LSE are kept
+        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, saved: saved, shape: shape, scale: s))
     }
 
     /// Attention that also returns its pre-softmax logits S = (q·scale)·kᵀ [N, H, Tq, Tk], differentiable:
@@ -127,33 +126,26 @@ extension Tensor {
     }
 }
 
-/// Saves contiguous q, k, v and the probabilities P; one kernel call gives dq, dk, dv.
+/// Saves contiguous q, k, v and either the probabilities P or (flash attention) the output and its row
+/// log-sum-exp, from which the kernel recomputes P tile by tile; one kernel call gives dq, dk, dv.
 struct AttentionBackward: Backward {
-    let q: Tensor, k: Tensor, v: Tensor, probs: Tensor
+    enum Saved { case probabilities(Tensor), logSumExp(out: Tensor, lse: Tensor) }
+    let q: Tensor, k: Tensor, v: Tensor, saved: Saved
     let shape: AttentionShape, scale: Double
     var inputs: [Tensor] { [q, k, v] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
         let dq = q.isTracked ? Tensor.empty(like: q) : nil
         let dk = k.isTracked ? Tensor.empty(like: k) : nil
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
-        q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
-                                    dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
-        return [dq, dk, dv]
-    }
-}
-
-/// Saves contiguous q, k, v, the output and its row log-sum-exp; the backward kernel recomputes P tile by tile.
-struct FlashAttentionBackward: Backward {
-    let q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor
-    let shape: AttentionShape, scale: Double
-    var inputs: [Tensor] { [q, k, v] }
-    func gradients(_ dy: Tensor) -> [Tensor?] {
-        let dq = q.isTracked ? Tensor.empty(like: q) : nil
-        let dk = k.isTracked ? Tensor.empty(like: k) : nil
-        let dv = v.isTracked ? Tensor.empty(like: v) : nil
-        q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
-                                       dOut: dy.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
-                                       shape: shape, scale: scale)
+        switch saved {
+        case let .probabilities(probs):
+            q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
+                                        dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
+        case let .logSumExp(out, lse):
+            q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
+                                           dOut: dy.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
+                                           shape: shape, scale: scale)
+        }
         return [dq, dk, dv]
     }
 }
