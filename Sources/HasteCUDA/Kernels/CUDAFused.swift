@@ -36,13 +36,8 @@ extension CUDABackend {
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
             float* yr = y + r * cols;
-            float s = 0.0f;
-            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
-            float m = haste_block_sum(s, scratch) / (float)cols;
-            float q = 0.0f;
-            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - m; q += d * d; }
-            float var = haste_block_sum(q, scratch) / (float)cols;
-            float rs = 1.0f / sqrtf(var + eps);
+            float m, rs;
+            haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
                 float w = sc[i] + 1.0f;

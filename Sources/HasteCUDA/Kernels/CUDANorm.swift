@@ -15,13 +15,8 @@ extension CUDABackend {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = x + r * cols;
             float* yr = y + r * cols;
-            float s = 0.0f;
-            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
-            float m = haste_block_sum(s, scratch) / (float)cols;
-            float q = 0.0f;
-            for (i64 i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - m; q += d * d; }
-            float var = haste_block_sum(q, scratch) / (float)cols;
-            float rs = 1.0f / sqrtf(var + eps);
+            float m, rs;
+            haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
                 float v = (xr[i] - m) * rs;

@@ -87,6 +87,19 @@ extension KernelSource {
         v = lane < warps ? scratch[lane] : 0.0f;
         return haste_warp_sum(v);
     }
+    /// LayerNorm statistics of one row, two passes (mean, then mean of squared deviations), for the whole block
+    /// (called uniformly); every thread gets the mean and 1/√(biased var + eps).
+    __device__ __forceinline__ void haste_row_mean_rstd(const float* xr, i64 cols, float eps, float* scratch,
+                                                        float* mean, float* rstd) {
+        float s = 0.0f;
+        for (i64 i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
+        float m = haste_block_sum(s, scratch) / (float)cols;
+        float q = 0.0f;
+        for (i64 i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - m; q += d * d; }
+        float var = haste_block_sum(q, scratch) / (float)cols;
+        *mean = m;
+        *rstd = 1.0f / sqrtf(var + eps);
+    }
     __device__ __forceinline__ float haste_block_max(float v, float* scratch) {
         int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
         v = haste_warp_max(v);
