@@ -92,10 +92,9 @@ package final class GradientReducer: LeafGradientObserver {
     }
 
     private func launch(_ k: Int) {
-        if let staged, !buckets[k].isEmpty {                        // device → host, through the tensor API
-            let r = buckets[k]
-            staged.host.narrowed(0, start: r.lowerBound, length: r.count)
-                .copyValues(from: staged.gradients.narrowed(0, start: r.lowerBound, length: r.count))
+        if let staged, !buckets[k].isEmpty {                        // device → host mirror, no temporary
+            let r = buckets[k], bucket = staged.gradients.narrowed(0, start: r.lowerBound, length: r.count)
+            bucket.backend.copyToHost(bucket.buffer, arena + r.lowerBound, byteCount: r.count * 4)
         }
         started.append(comm.startAllReduceSum(arena + buckets[k].lowerBound, count: buckets[k].count))
     }
@@ -105,7 +104,9 @@ package final class GradientReducer: LeafGradientObserver {
         if remaining.isEmpty { remaining = bucketCounts }   // no walk was observed (a step without backward)
         while started.count < buckets.count { launch(started.count) }
         for r in started { r.wait() }
-        staged.map { $0.gradients.copyValues(from: $0.host) }         // the sums back to the device
+        if let g = staged?.gradients {                               // the sums back to the device
+            g.backend.copyFromHost(UnsafeRawPointer(arena), to: g.buffer, byteCount: g.count * 4)
+        }
         started = []
         remaining = []
     }
