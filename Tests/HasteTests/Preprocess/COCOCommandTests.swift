@@ -20,6 +20,11 @@ import Testing
         #expect(packed.count == 3 && packed.imageIDs == [7, 13, 100] && packed.contextShape == [77, 8])
         let folder = try COCOFeatureFolder(root: dest, split: "train")
         try expectSameItems(folder, packed)
+        let report = try FileInspector.inspect("\(dest)/coco-train.h5", verify: true)
+        #expect(report.format == "hdf5" && report.metadata["format"] == "haste-coco-1" && report.metadata["resolution"] == "256")
+        let shapes = Dictionary(uniqueKeysWithValues: report.tensors.map { ($0.name, $0.shape) })
+        #expect(shapes == ["images": [3, 3, 256, 256], "moments": [3, 8, 32, 32], "image_ids": [3], "caption_offsets": [4],
+                           "captions": [6, 77, 8], "empty_context": [77, 8]], "\(shapes)")
         let imported = try runHaste(["preprocess", "--coco-import", dest, "--quiet"])
         #expect(imported.status == 0, "\(imported)")
         let bad = try runHaste(["preprocess", "--coco-import", "\(tmp)/images", "--quiet"])
