@@ -70,6 +70,7 @@ public enum FileInspector {
         let lower = path.lowercased()
         let head = try firstBytes(path)
         if head.starts(with: [0x89, 0x50, 0x4E, 0x47]) || head.starts(with: [0xFF, 0xD8, 0xFF]) { return try inspectImage(path) }
+        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return try inspectHDF5(path, verify: verify) }
         if head.starts(with: TorchZip.localMagic) {
             let file = try MappedFile(path: path, kind: "a PyTorch or .npz file")
             let zip = try TorchZip(file: file)
@@ -94,7 +95,7 @@ public enum FileInspector {
                                                                 byteCount: $0.byteCount) },
                                  metadata: f.metadata)
         } catch let HasteError.fileFormat(p, detail) where !lower.hasSuffix(".safetensors") {
-            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors, .npy and .npz files, "
+            throw HasteError.fileFormat(path: p, detail: detail + " (haste inspect reads .safetensors, .npy, .npz and HDF5 (.h5) files, "
                                         + "PyTorch .pt/.pth/TorchScript files, and PNG and JPEG images)")
         }
     }
@@ -127,6 +128,32 @@ public enum FileInspector {
                              metadata: compressed.isEmpty ? [:] : ["deflated": compressed.joined(separator: ", ")])
     }
 
+    /// The root datasets of an HDF5 file (the packed "haste-dataset-1" and "haste-coco-1" files): uint8, float32 and
+    /// int64 ones as tensors, others (variable-length strings) named in the metadata; root attributes as metadata.
+    static func inspectHDF5(_ path: String, verify: Bool) throws -> InspectReport {
+        let file = try HDF5File.open(path)
+        var rows: [InspectReport.Row] = [], other: [String] = [], metadata: [String: String] = [:]
+        for name in try file.names(datasets: true) {
+            guard let d = file.dataset(name) else { continue }
+            guard let dtype = d.dtype else { other.append("\(name) \(d.shape)"); continue }
+            if verify, d.shape.first ?? 1 > 0 {
+                let rows = d.shape.isEmpty ? 1 : d.shape[0]
+                for start in stride(from: 0, to: rows, by: 256) {
+                    let n = Swift.min(256, rows - start)
+                    var buf = [UInt8](repeating: 0, count: n * Swift.max(d.rowCount, 1) * dtype.byteSize)
+                    try buf.withUnsafeMutableBytes { try file.rows(d, start: start, count: n, $0.baseAddress!, write: false) }
+                }
+            }
+            rows.append(.init(name: name, dtype: dtype, shape: d.shape, byteCount: d.shape.reduce(1, *) * dtype.byteSize))
+        }
+        for name in try file.names(datasets: false) {
+            metadata[name] = file.stringAttribute(name) ?? file.intAttribute(name).map(String.init) ?? "(not a string or integer)"
+        }
+        if !other.isEmpty { metadata["other datasets"] = other.joined(separator: ", ") }
+        try file.close()
+        return InspectReport(file: path, format: "hdf5", tensors: rows, metadata: metadata)
+    }
+
     /// A PNG or JPEG decoded as the preprocessing reads it (Pillow's `convert("RGB")`): one uint8 [H, W, 3] row.
     static func inspectImage(_ path: String) throws -> InspectReport {
         let image = try ImageDecoder.decodeRGB(path: path)
@@ -139,7 +166,7 @@ public enum FileInspector {
 
     /// Up to the first 8 bytes of the file (the format's magic number).
     private static func firstBytes(_ path: String) throws -> [UInt8] {
-        let file = try MappedFile(path: path, kind: "a .safetensors, .npy, .npz, PyTorch, PNG or JPEG file")
+        let file = try MappedFile(path: path, kind: "a .safetensors, .npy, .npz, HDF5, PyTorch, PNG or JPEG file")
         return Array(file.bytes.prefix(8))
     }
 }

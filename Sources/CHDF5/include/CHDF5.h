@@ -32,4 +32,24 @@ int haste_h5_filename(haste_h5 *f, int64_t i, char *buf, size_t len);
 /// Flushes and closes; 0 on success.
 int haste_h5_close(haste_h5 *f);
 
+// Generic access (hdf5_generic.c) for files laid out by the Swift side, e.g. "haste-coco-1": handles are hid_t
+// values (int64), negative on failure. dtype codes: 0 uint8, 1 float32, 2 int64; -1 any other type.
+int64_t haste_h5g_create(const char *path, char *err, size_t errlen);
+int64_t haste_h5g_open(const char *path, char *err, size_t errlen);
+int haste_h5g_close(int64_t file);
+int haste_h5g_set_string_attr(int64_t file, const char *name, const char *value);
+/// A fixed- or variable-length string attribute into buf; 0 on success.
+int haste_h5g_string_attr(int64_t file, const char *name, char *buf, size_t len);
+int haste_h5g_set_int_attr(int64_t file, const char *name, int64_t value);
+int haste_h5g_int_attr(int64_t file, const char *name, int64_t *value);
+/// Names of the root's attributes (or, objects = 1, of its datasets) joined by '\n'; the count, -1 on error.
+int haste_h5g_names(int64_t file, int objects, char *buf, size_t len);
+/// A dataset of rank <= 8, chunked by `chunk`.
+int64_t haste_h5g_create_dataset(int64_t file, const char *name, int dtype, int rank, const int64_t *dims, const int64_t *chunk);
+/// Opens a dataset; dtype, rank and dims (8 slots) are filled in.
+int64_t haste_h5g_open_dataset(int64_t file, const char *name, int *dtype, int *rank, int64_t *dims);
+/// Reads or writes rows [start, start + count) of the first axis (the whole dataset for rank 0) as dtype.
+int haste_h5g_rows(int64_t dataset, int dtype, int64_t start, int64_t count, void *buf, int write);
+int haste_h5g_close_dataset(int64_t dataset);
+
 #endif

@@ -5,12 +5,25 @@ import HasteTensor
 /// Pillow's 8-bit resampling (libImaging/Resample.c), reproduced bit for bit (spec/data.md §1.3): separable,
 /// horizontal pass then vertical, 8-bit rounded/clipped intermediate, weights in 22-bit fixed point
 /// (rounded half away from zero), accumulator seeded with 2^21. A pass whose size does not change is skipped,
-/// as Pillow does. torch has no equivalent; the oracle is Pillow itself (Scripts/fixtures/preprocess.py).
+/// as Pillow does. torch has no equivalent; the oracle is Pillow itself (Scripts/fixtures/preprocess.py, coco_crop.py).
 public enum PILResample {
-    public enum Filter { case box, bicubic }
+    public enum Filter { case box, bicubic, lanczos }
     static let precisionBits = 22
 
-    static func support(_ f: Filter) -> Double { f == .box ? 0.5 : 2.0 }
+    static func support(_ f: Filter) -> Double {
+        switch f {
+        case .box: return 0.5
+        case .bicubic: return 2.0
+        case .lanczos: return 3.0
+        }
+    }
+
+    /// Resample.c `sinc_filter`.
+    static func sinc(_ x: Double) -> Double {
+        if x == 0 { return 1 }
+        let y = x * Double.pi
+        return Foundation.sin(y) / y
+    }
 
     static func weight(_ f: Filter, _ x: Double) -> Double {
         switch f {
@@ -20,6 +33,7 @@ public enum PILResample {
             if t < 1 { return ((a + 2) * t - (a + 3)) * t * t + 1 }
             if t < 2 { return (((t - 5) * t + 8) * t - 4) * a }
             return 0
+        case .lanczos: return x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0   // Resample.c lanczos_filter: [-3, 3)
         }
     }
 

@@ -19,11 +19,18 @@ struct Preprocess: ParsableCommand {
         Examples:
           haste preprocess --source ILSVRC/Data/CLS-LOC/train --dest data/imagenet256 --vae-weights sd-vae-ft-mse/diffusion_pytorch_model.safetensors
           haste train configs/sit-b-2-haste.yaml --data-dir data/imagenet256
+        MS-COCO (spec/data.md §2): --coco captions_train2014.json --source train2014 --dest coco256_features writes the
+        reference feature folder <dest>/<split>/{idx}.png|.npy|_{k}.npy and <dest>/empty_context.npy (and with
+        --format hdf5|both <dest>/coco-<split>.h5); --coco-import ROOT validates (and packs) a folder made by the
+        reference scripts, without any model:
+          haste preprocess --coco annotations/captions_train2014.json --source train2014 --dest coco256_features \
+            --text-encoder clip-vit-large-patch14 --vae-weights sd-vae-ft-mse/diffusion_pytorch_model.safetensors
+          haste preprocess --coco-import coco256_features --split train --format hdf5 --dest coco256_features
         """)
 
     @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Folder of class folders of JPEG/PNG images.") var source: String?
-    @Option(help: "Output folder (created; a rerun resumes).") var dest: String
+    @Option(help: "Output folder (created; a rerun resumes). With --coco: the feature root (the reference's coco256_features).") var dest: String?
     @Option(parsing: .unconditional, help: "Crop side: 256 or 512.") var resolution = 256
     @Option(help: "SD-VAE weights (diffusion_pytorch_model.safetensors; a config.json beside it is honoured).") var vaeWeights: String?
     @Option(help: "convert | encode | all") var stage = "all"
@@ -34,6 +41,18 @@ struct Preprocess: ParsableCommand {
     @Option(parsing: .unconditional, help: "zlib level of images/*.png, 0–9 (0 = stored, as the reference writes them: fastest to write and to read; 6 ≈ half the disk).")
     var pngLevel = 0
     @Flag(help: "No progress bar.") var quiet = false
+    @Option(help: "MS-COCO captions file (annotations/captions_train2014.json): extract that split's features (--source = its image folder).")
+    var coco: String?
+    @Option(help: "Validate a COCO feature folder made by the reference scripts (its root: empty_context.npy and <split>/), and with --format hdf5|both pack it into <dest>/coco-<split>.h5; a --coco file given too supplies the COCO image ids.")
+    var cocoImport: String?
+    @Option(help: "COCO split subfolder under --dest (default: train or val from the --coco file name; with --coco-import every one of train/ and val/ present).")
+    var split: String?
+    @Option(help: "CLIP text encoder weights for --coco (openai/clip-vit-large-patch14's model.safetensors or pytorch_model.bin, or its folder).")
+    var textEncoder: String?
+    @Option(help: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: clip/ under $HASTE_CACHE, the checkout's .cache or ./.cache, as Scripts/fetch_clip_vocab.sh leaves it).")
+    var tokenizerVocab: String?
+    @Flag(help: "Store {idx}.png as the reference does (its [-1,1] tensor saved as if [0,1]: max(0, 2p-255)) instead of the true crop.")
+    var cocoLegacyPng = false
 
     func validate() throws {
         guard [256, 512].contains(resolution) else { throw ValidationError("--resolution must be 256 or 512 (got \(resolution))") }
@@ -44,6 +63,11 @@ struct Preprocess: ParsableCommand {
     }
 
     func run() throws {
+        if coco != nil || cocoImport != nil { return try runCOCO() }
+        for (flag, given) in [("--split", split != nil), ("--text-encoder", textEncoder != nil), ("--tokenizer-vocab", tokenizerVocab != nil), ("--coco-legacy-png", cocoLegacyPng)] where given {
+            throw ValidationError("\(flag) is for MS-COCO: give --coco ANNOTATIONS.json (or --coco-import FEATURES_DIR)")
+        }
+        guard let dest else { throw ValidationError("--dest is required (the output folder)") }
         var o = PreprocessOptions()
         guard let st = PreprocessOptions.Stage(rawValue: stage) else { throw ValidationError("--stage must be convert, encode or all") }
         guard let fm = PreprocessOptions.Format(rawValue: format) else { throw ValidationError("--format must be folder, hdf5 or both") }

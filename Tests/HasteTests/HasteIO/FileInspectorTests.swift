@@ -54,7 +54,7 @@ import HasteTensor
     try withTemporaryDirectory { dir in
         let path = dir + "/notes.txt"
         try "hello, this is not a tensor file".write(toFile: path, atomically: true, encoding: .utf8)
-        expectFileError(path, "haste inspect reads .safetensors, .npy and .npz files") { _ = try FileInspector.inspect(path) }
+        expectFileError(path, "haste inspect reads .safetensors, .npy, .npz and HDF5 (.h5) files") { _ = try FileInspector.inspect(path) }
         let npy = dir + "/short.npy"
         writeBytes([0x93, 0x4E], npy)
         expectFileError(npy, "not a valid .npy file") { _ = try FileInspector.inspect(npy) }
