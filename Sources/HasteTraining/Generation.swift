@@ -21,6 +21,8 @@ public struct GenerateOptions: Sendable {
     public var globalSeed: UInt64 = 0
     public var vae = "ema"                  // ema | mse (ft-ema, ft-mse)
     public var vaeBatch = 4                 // images per VAE decode call (memory bound)
+    /// The sampler's model and the VAE decoder run their GEMMs in this precision (HasteTensor Ops/Precision.swift).
+    public var precision = ComputePrecision.float32
     /// This process does samples shard.index, shard.index + shard.count, …
     public var shard = (index: 0, count: 1)
     public init() {}
@@ -118,9 +120,11 @@ public final class SampleGenerator {
     public func images(_ indices: [Int]) -> Tensor {
         require(model.pixelSpace || vae != nil, "SampleGenerator.images: a latent model needs the VAE")
         let t0 = Date()
-        let x = samples(indices)
+        let x = Autocast.run(options.precision) { samples(indices) }
         let t1 = Date()
-        let pixels = vae.map { $0.decodeLatents(x.to($0.store.device), scale: model.latentScale, batch: options.vaeBatch) } ?? x
+        let pixels = Autocast.run(options.precision) {
+            vae.map { $0.decodeLatents(x.to($0.store.device), scale: model.latentScale, batch: options.vaeBatch) } ?? x
+        }
         let u8 = noGrad {
             var u8 = ((pixels + 1.0) / 2.0 * 255.0).clamp(min: 0, max: 255).to(.uint8)     // (N, C, H, W)
             if u8.shape[1] == 1 { u8 = Tensor.cat([u8, u8, u8], axis: 1) }

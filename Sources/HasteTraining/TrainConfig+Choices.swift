@@ -5,7 +5,7 @@ extension TrainConfig {
     /// allowed ones at load, before any model or data is opened. Enum keys (path-type, weighting) are checked
     /// by their type when parsed.
     static let choices: [String: (allowed: [String], why: String)] = [
-        "mixed-precision": (["no", "fp16", "bf16"], "`no` = float32, what the CPU backend trains in"),
+        "mixed-precision": (["no", "fp16", "bf16"], "`no` = float32; `bf16` = GEMMs, convolutions and attention in bf16 with float32 accumulation"),
         "prediction": (["v"], "only v-prediction exists in the reference"),
         "dataset": (["imagenet", "images", "fashion-mnist"],
                     "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's"),

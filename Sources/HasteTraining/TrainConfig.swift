@@ -52,7 +52,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var adamEpsilon = 1e-8
     public var maxGradNorm = 1.0
     public var emaDecay = 0.9999
-    public var mixedPrecision = "no"            // CPU trains in float32; fp16/bf16 are rejected with a hint
+    public var mixedPrecision = "no"            // no | bf16 (HasteTensor Ops/Precision.swift); fp16 is refused with a hint
     public var seed = 0
     public var latentScale = 0.18215
     public var vaeWeights = ""                  // SD-VAE (ft-MSE) decoding preview grids of latent models; "" = models/ or $HASTE_VAE_DIR

@@ -152,6 +152,9 @@ public final class Trainer {
         return try VAELoader.installedFile("mse").map { try VAELoader.load("mse", weights: $0) }
     }
 
+    /// `mixed-precision` as the ops' precision (validated values: no, bf16; fp16 is refused in resolveModels).
+    var precision: ComputePrecision { ComputePrecision(flag: config.mixedPrecision) ?? .float32 }
+
     var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }
 
     /// Micro-batches of one update; losses are divided by the accumulation count (accelerate's backward). Each
@@ -167,11 +170,13 @@ public final class Trainer {
             state.batchInEpoch += 1
             var teacherOut: DINOv2Output?
             if let teacher, align || !config.skipTeacherAfterStop, let images = batch.images {
-                let out = objective.teacherPass(teacher, images: images)
+                let out = Autocast.run(precision) { objective.teacherPass(teacher, images: images) }
                 teacherOut = align ? out : nil                      // reference: computed and discarded after the stop
             }
             let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
-            let terms = objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+            let terms = Autocast.run(precision) {   // the losses inside are float32 ops: autocast rounds only GEMMs
+                objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+            }
             let last = micro == config.gradientAccumulationSteps - 1
             (terms.total * weight / k).backward(observer: comm.size > 1 && last ? reducer : nil)
             sums.0 += terms.total.item() * weight / k; sums.1 += terms.denoise * weight / k

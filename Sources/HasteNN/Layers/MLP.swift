@@ -16,8 +16,11 @@ public struct MLP {
 
     /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
     /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
+    /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        if activation == .geluTanh, let bias = fc1.bias { return fc2(x.linear(fc1.weight).biasGeluTanh(bias)) }
+        if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
+            return fc2(x.linear(fc1.weight).biasGeluTanh(bias))
+        }
         return fc2(activation(fc1(x)))
     }
 }

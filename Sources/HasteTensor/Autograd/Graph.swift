@@ -1,5 +1,6 @@
 /// The backward walk (STYLE R2): reverse topological order from the root, summing gradients that reach
-/// the same tensor, accumulating leaf gradients into `grad`. Runs with recording off.
+/// the same tensor, accumulating leaf gradients into `grad`. Runs with recording and autocast off (a node
+/// rounds its gradients as its forward's precision asked, Ops/Precision.swift).
 extension Tensor {
     /// Back-propagates from this tensor. `gradient` defaults to ones (a scalar loss). `observer` hears which
     /// leaves the walk can reach, then each leaf as soon as its gradient is final (torch's post-accumulate-grad
@@ -8,7 +9,7 @@ extension Tensor {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
         require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
         require(seed.device == device, "backward: gradient on \(seed.device), tensor on \(device)")
-        GradMode.withoutGrad { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) }
+        GradMode.withoutGrad { Autocast.core { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) } }
     }
 
     /// With `capture` nil, leaf gradients go into `grad`; otherwise only the gradients reaching the
@@ -124,6 +125,6 @@ public func gradients(of output: Tensor, wrt inputs: [Tensor], seed: Tensor? = n
     let s = (seed ?? Tensor.ones(output.shape, dtype: output.dtype, device: output.device)).contiguous()
     require(s.device == output.device, "gradients: seed on \(s.device), output on \(output.device)")
     let ids = Set(inputs.map(ObjectIdentifier.init))
-    let captured = GradMode.withoutGrad { Tensor.runBackward(from: output, seed: s, capture: ids) }
+    let captured = GradMode.withoutGrad { Autocast.core { Tensor.runBackward(from: output, seed: s, capture: ids) } }
     return inputs.map { captured[ObjectIdentifier($0)] }
 }

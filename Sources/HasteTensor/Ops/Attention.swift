@@ -45,9 +45,14 @@ extension Tensor {
     /// When autograd records, keeps for the backward pass either the probabilities [N, H, Tq, Tk] or, on backends
     /// that recompute them (`attentionRecomputesProbabilities`, flash attention), the output and its row
     /// log-sum-exp [N, H, Tq].
+    /// Under `Autocast` (Ops/Precision.swift) q, k, v, the output and the gradients are rounded to bf16/fp16; the
+    /// probabilities stay float32 inside the fused kernel.
     public static func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double? = nil) -> Tensor {
         let shape = attentionShape(q, k, v, "scaledDotProductAttention")
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
+        if let low = Autocast.lowering(q.dtype) {
+            return autocastComposite(low, [q, k, v]) { scaledDotProductAttention($0[0]!, $0[1]!, $0[2]!, scale: s) }
+        }
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]
         let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
@@ -74,8 +79,21 @@ extension Tensor {
     public static func attentionWithLogits(_ q: Tensor, _ k: Tensor, _ v: Tensor,
                                            scale: Double? = nil) -> (output: Tensor, logits: Tensor) {
         let shape = attentionShape(q, k, v, "attentionWithLogits")
-        let logits = attentionLogits(q, k, scale: scale ?? 1 / Double(shape.headDim).squareRoot())
+        let s = scale ?? 1 / Double(shape.headDim).squareRoot()
+        if let low = Autocast.lowering(q.dtype) { return lowPrecisionAttentionWithLogits(q, k, v, scale: s, low) }
+        let logits = attentionLogits(q, k, scale: s)
         return (softmaxMatmul(logits, v), logits)
+    }
+
+    /// `attentionWithLogits` under autocast, as torch computes the reference's `q = q * scale; logits = q @ kᵀ;
+    /// out = logits.softmax(-1) @ v` with q a bf16 tensor: q·scale rounded, logits rounded (a bf16 matmul output),
+    /// softmax in float32 on them with the probabilities rounded (softmax of a bf16 tensor), out = round(P·v).
+    private static func lowPrecisionAttentionWithLogits(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double,
+                                                        _ low: DType) -> (output: Tensor, logits: Tensor) {
+        let qs = Autocast.core { q * scale }.rounded(to: low)
+        let logits = autocastComposite(low, [qs, k]) { attentionLogits($0[0]!, $0[1]!, scale: 1) }
+        let probs = Autocast.core { logits.softmax(axis: -1) }.rounded(to: low)
+        return (autocastComposite(low, [probs, v]) { $0[0]!.matmul($0[1]!) }, logits)
     }
 
     /// torch: `(q * scale) @ k.transpose(-2, -1)` for q [N, H, Tq, Dh], k [N, H, Tk, Dh] → [N, H, Tq, Tk],

@@ -57,6 +57,11 @@ extension Tensor {
 
     /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
     func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int) -> Tensor {
+        if let low = Autocast.lowering(dtype) {   // Ops/Precision.swift: bf16/fp16 operands, output and gradients
+            return autocastComposite(low, [self, weight, bias]) {
+                $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget)
+            }
+        }
         require(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
                      "conv2d: input \(shape) with weight \(weight.shape) (expected [N, Cin, H, W] and [Cout, Cin, kh, kw])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")

@@ -30,8 +30,14 @@ public protocol FusedKernels: AnyObject {
 extension Tensor {
     /// adaLN's `modulate(layerNorm(x), shift, scale)` in one op: LayerNorm without affine over the last axis of
     /// x [N, T, D], then x̂·(1 + scale) + shift with shift, scale [N, D] broadcast over the T tokens.
-    /// torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)`.
+    /// torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)`. Under `Autocast`
+    /// (Ops/Precision.swift) shift and scale are what they are in torch, an adaLN Linear's bf16 output, so
+    /// `1 + scale` is a bf16 op there: it is rounded here too (the statistics and the rest stay float32).
     public func modulatedLayerNorm(shift: Tensor, scale: Tensor, eps: Double) -> Tensor {
+        if let low = Autocast.lowering(dtype) {   // 1 + (round(1 + scale) − 1) = round(1 + scale) exactly
+            let rounded = Autocast.core { ((scale + 1).rounded(to: low) - 1) }
+            return Autocast.core { modulatedLayerNorm(shift: shift, scale: rounded, eps: eps) }
+        }
         require(dtype.isComputeFloat, "modulatedLayerNorm: needs float32 or float64, got \(dtype) \(shape)")
         require(rank == 3 && shape[2] > 0, "modulatedLayerNorm: input \(shape) must be [N, T, D] with D > 0")
         let (n, t, d) = (shape[0], shape[1], shape[2])
@@ -50,8 +56,12 @@ extension Tensor {
         return y.recorded(ModulatedLayerNormBackward(x: x, shift: sh, scale: sc, mean: mean, rstd: rstd))
     }
 
-    /// adaLN-Zero's gated residual `x + gate.unsqueeze(1) * y` in one op: x, y [N, T, D], gate [N, D].
+    /// adaLN-Zero's gated residual `x + gate.unsqueeze(1) * y` in one op: x, y [N, T, D], gate [N, D]. Under
+    /// `Autocast` gate and y are bf16 tensors in torch (Linear outputs), so their product is rounded (unfused).
     public func gatedResidual(gate: Tensor, _ y: Tensor) -> Tensor {
+        if let low = Autocast.lowering(dtype), rank == 3 {
+            return Autocast.core { self + (gate.reshaped([shape[0], 1, shape[2]]) * y).rounded(to: low) }
+        }
         require(dtype.isComputeFloat, "gatedResidual: needs float32 or float64, got \(dtype) \(shape)")
         require(rank == 3, "gatedResidual: input \(shape) must be [N, T, D]")
         let (n, t, d) = (shape[0], shape[1], shape[2])

@@ -30,6 +30,7 @@ struct MatrixOperand {
 extension Tensor {
     /// torch: `torch.matmul(a, b)` for rank ≥ 2 operands with broadcast batch axes.
     public func matmul(_ other: Tensor) -> Tensor {
+        if let low = Autocast.lowering(dtype) { return autocastComposite(low, [self, other]) { $0[0]!.matmul($0[1]!) } }
         require(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
                      "matmul: \(shape) × \(other.shape): inner dimensions differ (or rank < 2)")
         require(dtype == other.dtype && dtype.isComputeFloat, "matmul: dtypes \(dtype) and \(other.dtype)")
@@ -66,7 +67,9 @@ extension Tensor {
     }
 
     /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
+    /// Under `Autocast` (Ops/Precision.swift) operands, output and gradients are rounded to bf16/fp16.
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
+        if let low = Autocast.lowering(dtype) { return autocastComposite(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) } }
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")

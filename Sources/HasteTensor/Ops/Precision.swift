@@ -1,0 +1,104 @@
+/// Mixed precision (`--mixed-precision no|fp16|bf16`), torch's `torch.autocast(dtype=...)` for the ops that
+/// matter: inside `Autocast.run(.bfloat16) { … }` the matrix products — `linear`, `matmul`, `conv2d`,
+/// `scaledDotProductAttention` and `attentionWithLogits` (q·kᵀ and softmax·v) — of float32 tensors
+///
+/// - take their operands rounded to bfloat16 (round to nearest even; fp16 likewise), bias included;
+/// - multiply with float32 accumulation (bf16 → fp32 is exact, so a float32 GEMM on rounded operands is a
+///   bf16 GEMM with fp32 accumulation; the CUDA backend hands real 2-byte operands to cuBLAS `GemmEx`);
+/// - round their output to bfloat16, as autocast's bf16 output tensor does;
+/// - in the backward, round the incoming gradient dy to bfloat16, compute the operand gradients with float32
+///   accumulation and round each to bfloat16 (torch's gradient of a bf16 tensor is bf16); the gradient then
+///   reaches the float32 master weight and is accumulated there in float32.
+///
+/// Everything else stays float32 on float32 values: LayerNorm/GroupNorm statistics, softmax statistics (inside
+/// attention the probabilities are rounded to bf16 only before they multiply v, where `attentionWithLogits`
+/// materialises them; the fused `scaledDotProductAttention` keeps them float32 inside the kernel), the losses
+/// (L2 normalise, log-softmax, cosine), elementwise ops and every reduction. Activations are float32 tensors
+/// that hold bf16-representable values ("float32 carriers"): every non-GEMM kernel stays float32, and the
+/// rounding points are exactly torch's. Master weights, gradients, AdamW state and checkpoints stay float32.
+/// fp16 (`.float16`) is the same with IEEE half: values beyond ±65504 round to ±inf, which is why fp16
+/// training scales the loss (`LossScaler` in HasteNN).
+public enum ComputePrecision: String, Sendable, CaseIterable {
+    case float32, bfloat16, float16
+
+    /// The storage type GEMM operands are rounded to (nil for float32).
+    public var lowDType: DType? {
+        switch self {
+        case .float32: return nil
+        case .bfloat16: return .bfloat16
+        case .float16: return .float16
+        }
+    }
+
+    /// The reference flag's spelling: `no`, `bf16`, `fp16`.
+    public init?(flag: String) {
+        switch flag {
+        case "no": self = .float32
+        case "bf16": self = .bfloat16
+        case "fp16": self = .float16
+        default: return nil
+        }
+    }
+}
+
+/// The precision the matrix-product ops run in, task-local like `GradMode` (torch: `torch.autocast`).
+public enum Autocast {
+    @TaskLocal static var current = ComputePrecision.float32
+
+    public static var precision: ComputePrecision { current }
+
+    /// Runs `body` with the matrix products in `precision` (torch: `with torch.autocast(dtype=...)`).
+    @discardableResult
+    public static func run<R>(_ precision: ComputePrecision, _ body: () throws -> R) rethrows -> R {
+        try $current.withValue(precision) { try body() }
+    }
+
+    /// The dtype a float32 op's operands round to now, or nil (float32 mode, or a float64 op: gradchecks).
+    static func lowering(_ dtype: DType) -> DType? { dtype == .float32 ? current.lowDType : nil }
+
+    /// Runs a low-precision composite's float32 core with autocast off (the core must not round again).
+    static func core<R>(_ body: () -> R) -> R { $current.withValue(.float32) { body() } }
+}
+
+extension Tensor {
+    /// This float32 tensor rounded to `low` (bfloat16/float16, round to nearest even) and widened back to
+    /// float32; differentiable: the gradient is rounded the same way (torch: the gradient of a bf16 tensor is
+    /// bf16). torch: `x.to(torch.bfloat16).float()` on the values, with the bf16 gradient.
+    public func rounded(to low: DType) -> Tensor {
+        require(dtype == .float32 && (low == .bfloat16 || low == .float16),
+                "rounded(to:): \(dtype) → \(low) (need float32 → bfloat16 or float16)")
+        return roundedValues(low).recorded(RoundBackward(x: self, low: low))
+    }
+
+    /// The values rounded through a real `low` tensor (two cast kernels), no autograd.
+    func roundedValues(_ low: DType) -> Tensor {
+        let x = contiguous()
+        let narrow = Tensor.empty(shape, dtype: low, device: device)
+        backend.cast(from: x.buffer, to: narrow.buffer, count: count)
+        let y = Tensor.empty(shape, dtype: .float32, device: device)
+        backend.cast(from: narrow.buffer, to: y.buffer, count: count)
+        return y
+    }
+
+    /// A real `low` copy (2 bytes an element) of this float32 tensor, contiguous, no autograd.
+    func narrowed(_ low: DType) -> Tensor {
+        let x = contiguous()
+        let y = Tensor.empty(shape, dtype: low, device: device)
+        backend.cast(from: x.buffer, to: y.buffer, count: count)
+        return y
+    }
+}
+
+/// dx = dy rounded to the same low precision.
+struct RoundBackward: Backward {
+    let x: Tensor, low: DType
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.roundedValues(low)] }
+}
+
+/// The composite every autocast op is: round the operands, run the float32 op with autocast off, round the
+/// output. `op` receives the rounded operands (nil stays nil).
+func autocastComposite(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {
+    let rounded = operands.map { $0?.rounded(to: low) }
+    return Autocast.core { op(rounded) }.rounded(to: low)
+}

@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+import HasteIO
+import HasteTensor
+import HasteTraining
+
+/// `haste train --mixed-precision bf16` on the CPU, end to end through the CLI: a tiny HASTE run (teacher, both
+/// alignment losses) beside the same run in float32. adaLN-Zero starts the velocity at exactly 0, so step 1's
+/// denoising loss is ‖target‖² in both; 3 AdamW steps at lr 1e-3 move each weight by ≤ ~3e-3, so the prediction
+/// stays ≲ 1e-2 of the target and bf16's relative error on it (a few 2^-9 from ~10 roundings in a row) changes the
+/// loss 2⟨pred, target⟩-wise by ≲ 1e-2 · 2^-6 ≈ 1.5e-4 relative: bound 3e-4 per step (measured ≤ 3.7e-6). The runs
+/// must differ (bf16 really ran) and the checkpoint must hold float32 master weights that bf16 could not represent
+/// (AdamW updated them in float32).
+@Test func bf16TrainingTracksFloat32AndCheckpointsFloat32() throws {
+    let dir = temporaryDirectory()
+    try FileManager.default.createDirectory(atPath: "\(dir)/data/00000", withIntermediateDirectories: true)
+    var labels: [String] = []
+    let u = Tensor.rand([24 * 192], seed: 42).scalars(as: Float.self).map { UInt8($0 * 255) }
+    for i in 0..<24 {
+        let name = String(format: "00000/img%08d.png", i)
+        try PNGImage.write(Array(u[(i * 192)..<((i + 1) * 192)]), height: 8, width: 8, channels: 3, to: "\(dir)/data/\(name)")
+        labels.append("[\"\(name)\", \(i % 3)]")
+    }
+    try "{\"labels\": [\(labels.joined(separator: ", "))]}".write(toFile: "\(dir)/data/dataset.json", atomically: true, encoding: .utf8)
+    var c = tinyRunConfig(dir)
+    (c.dataset, c.dataDir, c.numClasses, c.checkpointingSteps) = ("images", "\(dir)/data", 3, 4)
+    c.encWeights = try writeTinyTeacher(dir, c)
+    try c.yaml().write(toFile: "\(dir)/run.yaml", atomically: true, encoding: .utf8)
+
+    var losses: [String: [Double]] = [:]
+    for precision in ["no", "bf16"] {
+        let r = try runHaste(["train", "\(dir)/run.yaml", "--exp-name", precision, "--mixed-precision", precision])
+        #expect(r.status == 0, "\(r.stderr)")
+        losses[precision] = try metrics("\(dir)/\(precision)").map { $0["loss"] as! Double }
+    }
+    let fp = losses["no"]!, bf = losses["bf16"]!
+    #expect(fp.count == 4 && bf.count == 4)
+    for (a, b) in zip(bf, fp) { #expect(Swift.abs(a - b) <= 3e-4 * Swift.abs(b), "bf16 loss \(a) vs float32 \(b)") }
+    #expect(bf != fp, "bf16 run is bit-identical to float32: autocast did not run")
+    #expect(try String(contentsOfFile: "\(dir)/bf16/config.yaml", encoding: .utf8).contains("mixed-precision: bf16"))
+
+    let ckpt = try SafetensorsFile(path: Checkpoint.path("\(dir)/bf16", step: 4))
+    let weights = try ckpt.names.filter { $0.hasPrefix("model.") || $0.hasPrefix("opt.") }.map { try ckpt.tensor($0) }
+    #expect(!weights.isEmpty && weights.allSatisfy { $0.dtype == .float32 })
+    #expect(weights.contains { !isBF16Representable($0) })
+
+    let refused = try runHaste(["train", "\(dir)/run.yaml", "--exp-name", "fp16", "--mixed-precision", "fp16"])
+    #expect(refused.status != 0 && refused.stderr.contains("mixed-precision") && refused.stderr.contains("bf16"))
+}
