@@ -16,6 +16,7 @@ public final class Storage: @unchecked Sendable {
         self.byteCount = byteCount
         self.address = backend.allocate(byteCount: Swift.max(byteCount, 1))
         self.owner = nil
+        TensorMemory.allocated(byteCount, on: device)
     }
 
     /// Wraps host memory owned by `owner` (CPU only); nothing is freed on deinit.
@@ -28,7 +29,9 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit {
-        if owner == nil { backend.deallocate(address, byteCount: Swift.max(byteCount, 1)) }
+        guard owner == nil else { return }
+        backend.deallocate(address, byteCount: Swift.max(byteCount, 1))
+        TensorMemory.freed(byteCount, on: device)
     }
 }
 

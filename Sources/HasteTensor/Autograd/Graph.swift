@@ -5,18 +5,24 @@ extension Tensor {
     /// Back-propagates from this tensor. `gradient` defaults to ones (a scalar loss). `observer` hears which
     /// leaves the walk can reach, then each leaf as soon as its gradient is final (torch's post-accumulate-grad
     /// hook; data parallelism starts reducing finished gradients while the walk goes on).
-    public func backward(_ gradient: Tensor? = nil, observer: LeafGradientObserver? = nil) {
+    /// Each node is dropped from the graph as soon as its backward has run, so the activations it saved are
+    /// freed during the walk, not after it (torch's default); `retainGraph: true` keeps the graph for another
+    /// walk (torch's `retain_graph=True`).
+    public func backward(_ gradient: Tensor? = nil, observer: LeafGradientObserver? = nil, retainGraph: Bool = false) {
         let seed = gradient ?? Tensor.ones(shape, dtype: dtype, device: device)
         require(seed.shape == shape, "backward: gradient \(seed.shape) for tensor \(shape)")
         require(seed.device == device, "backward: gradient on \(seed.device), tensor on \(device)")
-        GradMode.withoutGrad { Autocast.core { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer) } }
+        GradMode.withoutGrad {
+            Autocast.core { _ = Tensor.runBackward(from: self, seed: seed.contiguous(), observer: observer, freeGraph: !retainGraph) }
+        }
     }
 
     /// With `capture` nil, leaf gradients go into `grad`; otherwise only the gradients reaching the
-    /// captured tensors are returned and no `grad` is touched (torch.autograd.grad).
-    static func runBackward(from root: Tensor, seed: Tensor,
-                            capture: Set<ObjectIdentifier>? = nil, observer: LeafGradientObserver? = nil) -> [ObjectIdentifier: Tensor] {
-        let order = topologicalOrder(root)
+    /// captured tensors are returned and no `grad` is touched (torch.autograd.grad). `freeGraph` unlinks
+    /// each node once run and lets go of the walk's own reference to each tensor once visited.
+    static func runBackward(from root: Tensor, seed: Tensor, capture: Set<ObjectIdentifier>? = nil,
+                            observer: LeafGradientObserver? = nil, freeGraph: Bool = false) -> [ObjectIdentifier: Tensor] {
+        var order = topologicalOrder(root)
         observer?.willAccumulate(into: order.filter { $0.gradFn == nil && $0.requiresGrad })
         var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
         var captured: [ObjectIdentifier: Tensor] = [:]
@@ -31,7 +37,9 @@ extension Tensor {
                 }
             }
         }
-        for t in order {
+        var remaining = Array(order.reversed())     // popped as visited: the walk's references go one by one
+        order = []
+        while let t = remaining.popLast() {
             let id = ObjectIdentifier(t)
             guard let g = pending.removeValue(forKey: id) else { continue }
             if let capture {
@@ -46,6 +54,7 @@ extension Tensor {
                 continue
             }
             let grads = node.gradients(g.contiguous())
+            if freeGraph { t.gradFn = nil }              // its saved tensors go when the last holder does
             require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, grad) in zip(node.inputs, grads) where input.isTracked {
                 let key = ObjectIdentifier(input)

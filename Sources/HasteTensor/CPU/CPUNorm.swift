@@ -1,6 +1,6 @@
-/// LayerNorm kernels (hot: [N·T, D] rows in every transformer block). Forward, per row: one SIMD16 pass for
-/// the moments (shifted sums, see `rowMoments`), one SIMD16 pass writing y; the row stays in L1, so x is
-/// read from memory once. Rows run in parallel over fixed chunks (STYLE R13). Backward: per row, one SIMD16
+/// LayerNorm kernels (hot: [N·T, D] rows in every transformer block). Forward, per row: the moments
+/// (`rowMoments`, CPUMoments.swift: blockwise two-pass, cascaded Chan merges), one SIMD16 pass writing y; the
+/// row stays in L1, so x is read from memory once. Rows run in parallel over fixed chunks (STYLE R13). Backward: per row, one SIMD16
 /// pass for Σg and Σg·x̂, one writing dx and adding dweight/dbias into per-chunk partial rows, which are then
 /// summed in chunk order — bitwise identical whatever the thread count.
 extension CPUBackend {
@@ -87,25 +87,6 @@ extension CPUBackend {
     private func layerNormChunk(_ cols: Int) -> Int { max(1, Parallel.defaultChunk / cols) }
 }
 
-/// (mean, biased variance) of p[0..<n] in one pass. Sums are of d = x − x₀ (shifted data), so the
-/// E[d²] − E[d]² cancellation is on the scale of the spread around x₀, not of the mean itself.
-@inline(__always)
-func rowMoments<T: KernelFloat>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> (mean: T, variance: T) {
-    let k = p[0], kv = SIMD16<T>(repeating: p[0])
-    var s1 = SIMD16<T>(repeating: 0), s2 = SIMD16<T>(repeating: 0)
-    var i = 0
-    while i + 16 <= n {
-        let d = loadSIMD16(p, i) - kv
-        s1 += d
-        s2 += d * d                     // not addProduct: a libm fma call per lane without an FMA target
-        i += 16
-    }
-    var a = s1.sum(), b = s2.sum()
-    while i < n { let d = p[i] - k; a += d; b += d * d; i += 1 }
-    let invN = 1 / T(n), dm = a * invN
-    return (k + dm, Swift.max(0, b * invN - dm * dm))
-}
-
 /// y = (x − m)·rs [·w] [+ b] for one row; the optional parameters pick one of four loops outside the loop.
 @inline(__always)
 func normalizeRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int, _ m: T, _ rs: T,
@@ -136,16 +117,24 @@ func layerNormBackwardRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ dy: Un
                                           _ w: UnsafeMutablePointer<T>?, _ dwPart: UnsafeMutablePointer<T>?,
                                           _ dbPart: UnsafeMutablePointer<T>?) {
     let mv = SIMD16<T>(repeating: m), rv = SIMD16<T>(repeating: rs)
-    var sg = SIMD16<T>(repeating: 0), sgx = SIMD16<T>(repeating: 0)
-    var i = 0
-    while i + 16 <= n {
-        let xh = (loadSIMD16(x, i) - mv) * rv
-        var g = loadSIMD16(dy, i)
-        if let w { g *= loadSIMD16(w, i) }      // loop-invariant branch: unswitched by the optimiser
-        sg += g
-        sgx += g * xh
-        i += 16
+    // Σg and Σg·x̂ per block of 16 vectors, blocks cascaded (CPUMoments.swift): long GroupNorm rows too.
+    func block(_ start: Int, _ k: Int) -> (SIMD16<T>, SIMD16<T>) {
+        var sg = SIMD16<T>(repeating: 0), sgx = SIMD16<T>(repeating: 0)
+        for j in 0..<k {
+            let i = start + 16 * j
+            let xh = (loadSIMD16(x, i) - mv) * rv
+            var g = loadSIMD16(dy, i)
+            if let w { g *= loadSIMD16(w, i) }      // loop-invariant branch: unswitched by the optimiser
+            sg += g
+            sgx += g * xh
+        }
+        return (sg, sgx)
     }
+    let vectors = n / 16, full = vectors / 16, rest = vectors % 16
+    var (sg, sgx) = cascade(full, { block(256 * $0, 16) }, { ($0.0 + $1.0, $0.1 + $1.1) })
+        ?? (SIMD16<T>(repeating: 0), SIMD16<T>(repeating: 0))
+    if rest > 0 { let (g, gx) = block(256 * full, rest); sg += g; sgx += gx }
+    var i = 16 * vectors
     var a = sg.sum(), c = sgx.sum()
     let tail = i
     while i < n {

@@ -121,21 +121,6 @@ func storeSIMD16<T: SIMDScalar>(_ v: SIMD16<T>, _ p: UnsafeMutablePointer<T>, _ 
     UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<T>.self)
 }
 
-/// Σ p[0..<n] with 16 lanes, lanes combined in a fixed order.
-@inline(__always)
-func rowSum<T: BinaryFloatingPoint & SIMDScalar>(_ p: UnsafeMutablePointer<T>, _ n: Int) -> T {
-    var acc = SIMD16<T>(repeating: 0)
-    var i = 0
-    let raw = UnsafeRawPointer(p)
-    while i + 16 <= n {
-        acc += raw.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.stride, as: SIMD16<T>.self)
-        i += 16
-    }
-    var s = acc.sum()
-    while i < n { s += p[i]; i += 1 }
-    return s
-}
-
 /// Σ a[i]·b[i] with 16 lanes. Multiply then add, not `addProduct`: without an FMA target feature that is a
 /// libm call per lane (×40 slower, measured).
 @inline(__always)

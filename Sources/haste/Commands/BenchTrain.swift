@@ -51,12 +51,14 @@ struct BenchTrainCommand: ParsableCommand {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
         }
         let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
-        let peak = Benchmark.peakRSSMB()
+        let peak = Benchmark.peakRSSMB(), tensors = Benchmark.peakTensorMB(on: device)
         guard !json else {
-            print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak))
+            print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak, peakTensorMB: tensors))
             return
         }
         print(Benchmark.table(results))
-        print(String(format: "peak RSS %.0f MiB (whole process; use --only ROW for one row's peak)", peak))
+        let kind = device == .cpu ? "host" : "device"
+        print(String(format: "peak RSS %.0f MiB, peak tensor storage %.0f MiB ", peak, tensors)
+              + "(\(kind); whole process; use --only ROW for one row's peaks)")
     }
 }

@@ -76,17 +76,27 @@ enum Benchmark {
         }.joined(separator: "\n")
     }
 
-    /// `{threads, device, rows, peak_rss_mb?}`; the peak belongs to the whole process (run one row per
-    /// process to attribute it).
-    static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil) -> String {
+    /// `{threads, device, rows, peak_rss_mb?, peak_tensor_mb?}`; the peaks belong to the whole process (run one
+    /// row per process to attribute them): RSS of the process, and live tensor storage (`TensorMemory`).
+    static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil,
+                     peakTensorMB: Double? = nil) -> String {
         struct Report: Encodable {
-            let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?
-            private enum CodingKeys: String, CodingKey { case threads, device, rows, peakRSSMB = "peak_rss_mb" }
+            let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?; let peakTensorMB: Double?
+            private enum CodingKeys: String, CodingKey {
+                case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb"
+            }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB)))
+        return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB,
+                                                  peakTensorMB: peakTensorMB)))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Peak bytes of live tensor storage in MiB since start: host memory on the CPU, device memory otherwise.
+    static func peakTensorMB(on device: Device) -> Double {
+        let counts = device == .cpu ? TensorMemory.hostCounts : TensorMemory.deviceCounts
+        return Double(counts.peakBytes) / (1024 * 1024)
     }
 
     /// Peak resident set size of this process so far, in MiB (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux
