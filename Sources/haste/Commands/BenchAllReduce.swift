@@ -27,6 +27,7 @@ struct BenchAllReduceCommand: ParsableCommand {
     func run() throws {
         let (comm, device) = try runtime.openJob()
         try Job.run(comm) { job in
+            let collectives = layout ? nil : try distributed.collectives(comm, device, job)
             let (_, resolved) = try TrainBenchmarks.config(model: model, batch: 1, align: false, seed: runtime.seed)
             let sit = try SiT(resolved.student, seed: runtime.seed)
             if layout {
@@ -39,7 +40,6 @@ struct BenchAllReduceCommand: ParsableCommand {
                 return
             }
             sit.store.move(to: device)                                   // off the CPU: NCCL, or MPI through host copies
-            let collectives = try distributed.collectives(comm, device, job)
             guard comm.size > 1 || collectives != nil else {
                 throw ValidationError("one process has nothing to sum: start it as ranks, e.g. mpirun -np 2 haste bench allreduce "
                                       + "(or time one GPU's NCCL path with --device cuda --dist-backend nccl)")

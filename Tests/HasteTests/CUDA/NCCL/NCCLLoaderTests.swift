@@ -107,3 +107,21 @@ extension NCCLSuite {
         fake.driver.free(p)
     }
 }
+
+/// From the shell: `--dist-backend nccl` without `--device cuda` stops with the reason and exit status 1 (train and
+/// bench allreduce), an unknown value lists the choices, and `bench allreduce --layout` prints the buckets alone.
+@Test func distBackendFlagsFromTheShell() throws {
+    for args in [["train", "--dist-backend", "nccl", "--max-train-steps", "1"], ["bench", "allreduce", "--dist-backend", "nccl", "--model", "SiT-S/2"]] {
+        let r = try Launcher.run(args, timeout: 300)
+        #expect(r.status == 1 && r.stderr.contains("--dist-backend nccl sums gradients on GPUs: it needs --device cuda"), "\(args): \(r.stderr)")
+    }
+    let bad = try Launcher.run(["train", "--dist-backend", "gloo"], timeout: 60)
+    #expect(bad.status != 0 && bad.stderr.contains("gloo") && bad.stderr.contains("auto|nccl|mpi"), "\(bad.stderr)")
+    let layout = try Launcher.run(["bench", "allreduce", "--layout", "--model", "SiT-S/2", "--threads", "1"], timeout: 300)
+    #expect(layout.status == 0, "\(layout.stderr)")
+    let line = layout.stdout.split(separator: "\n").first.map(String.init) ?? ""
+    // "SiT-S/2 gradients: N floats (… MB float32) in K buckets (launch order, floats): n1 n2 …", the sizes adding up to N.
+    let total = Int(line.components(separatedBy: " floats (").first?.components(separatedBy: ": ").last ?? "") ?? -1
+    let sizes = (line.components(separatedBy: "floats): ").last ?? "").split(separator: " ").compactMap { Int($0) }
+    #expect(line.hasPrefix("SiT-S/2 gradients: ") && !sizes.isEmpty && sizes.reduce(0, +) == total && total > 30_000_000, "\(layout.stdout)")
+}

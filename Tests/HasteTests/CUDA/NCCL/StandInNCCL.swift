@@ -118,19 +118,7 @@ enum StandInNCCL {
 
     static func build(_ source: String, tag: String) -> String? {
         let dir = RuntimeTestSupport.temporaryFolder(tag)
-        do {
-            try source.write(toFile: "\(dir)/libnccl.so.2.c", atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["cc", "-shared", "-fPIC", "-O1", "-pthread", "-o", "\(dir)/libnccl.so.2", "\(dir)/libnccl.so.2.c"]
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { print("warning: cc could not build the stand-in libnccl.so.2: NCCL tests skipped"); return nil }
-            return dir
-        } catch {
-            print("warning: no C compiler (cc): NCCL stand-in tests skipped")
-            return nil
-        }
+        return (try? compileStandIn("libnccl.so.2", source, in: dir)) == true ? dir : nil
     }
 
     /// The stand-in's API, through the real loader (folder search, symbols by name).
