@@ -17,7 +17,7 @@
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
-#         it (same losses; img/s overhead), and haste bench allreduce of SiT-XL/2's gradients through 1-rank NCCL
+#         it (same losses; img/s overhead), and haste bench allreduce of SiT-B/2's gradients through 1-rank NCCL
 #      b. CPU weak scaling of SiT-S/2 training: mpirun -np 1/2/4/8 × 2 threads, 2 images per rank per step;
 #         efficiency = per-rank img/s vs 1 rank → $OUT/weak_scaling.json (skipped without mpirun)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
@@ -41,9 +41,10 @@ BENCH_BATCHES=${BENCH_BATCHES:-64}
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--models, --precisions)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
-NCCL_STEPS=${NCCL_STEPS:-60}
+NCCL_STEPS=${NCCL_STEPS:-50}
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
+WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
 mkdir -p "$work" "$HASTE_CACHE"
@@ -267,42 +268,43 @@ if [ "$DEVICE" != cuda ]; then
   skip nccl-train "NCCL needs --device cuda (rehearsal on $DEVICE)"; skip nccl-allreduce "NCCL needs --device cuda"
 else
   if [ -f "$demo/runs/gpu/metrics.jsonl" ]; then
-    stage nccl-train 35 "$HASTE" train "$cfg" --device cuda --exp-name nccl --threads 2 --dist-backend nccl \
+    stage nccl-train 30 "$HASTE" train "$cfg" --device cuda --exp-name nccl --threads 2 --dist-backend nccl \
       --max-train-steps "$NCCL_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10
     grep -h "gradients summed on the GPUs with NCCL" "$demo/runs/nccl/log.txt" >> "$OUT/nccl-train.log" 2>/dev/null \
       || echo "log.txt does not say NCCL summed the gradients" >> "$OUT/nccl-train.log"
   else
     skip nccl-train "no stage-3 GPU run to compare with"
   fi
-  stage nccl-allreduce 20 "$HASTE" bench allreduce --device cuda --dist-backend nccl --model SiT-XL/2 --reps 5 --threads 2
+  stage nccl-allreduce 15 "$HASTE" bench allreduce --device cuda --dist-backend nccl --model SiT-B/2 --reps 5 --threads 2
 fi
 if command -v mpirun > /dev/null; then
   weak="$work/weak"; rm -rf "$weak" && mkdir -p "$weak"
-  per=$(( (SCALING_BUDGET - 40) / $(echo $WEAK_RANKS | wc -w) ))
+  per=$(( (t0 + BUDGET - $(date +%s) - 5) / $(echo $WEAK_RANKS | wc -w) ))   # what the NCCL stages left, shared
+  [ "$per" -ge 10 ] || per=10
   for n in $WEAK_RANKS; do
-    [ $(( n * 2 )) -le $(( cpus > 2 ? cpus : 2 )) ] || { skip "weak-np$n" "$n ranks × 2 threads > $cpus cores"; continue; }
+    [ $(( n * WEAK_THREADS )) -le "$cpus" ] || { skip "weak-np$n" "$n ranks × $WEAK_THREADS threads > $cpus cores"; continue; }
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 stage "weak-np$n" "$per" \
-      mpirun --oversubscribe --bind-to none -np "$n" "$HASTE" train "$cfg" --device cpu --threads 2 --enc-type none \
+      mpirun --oversubscribe --bind-to none -np "$n" "$HASTE" train "$cfg" --device cpu --threads "$WEAK_THREADS" --enc-type none \
       --model SiT-S/2 --set hidden-size=384 --set depth=12 --set num-heads=6 --batch-size $(( 2 * n )) \
       --max-train-steps "$WEAK_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 --output-dir "$weak" --exp-name "np$n"
   done
   cat > "$work/weak.py" <<'EOF'
 import json, os, sys
-weak, ranks, out = sys.argv[1], [int(n) for n in sys.argv[2].split()], sys.argv[3]
+weak, ranks, threads, out = sys.argv[1], [int(n) for n in sys.argv[2].split()], int(sys.argv[3]), sys.argv[4]
 rows = []
 for n in ranks:
     p = os.path.join(weak, f"np{n}", "metrics.jsonl")
     last = [json.loads(l) for l in open(p) if l.strip()][-1] if os.path.exists(p) else None
-    if last: rows.append({"ranks": n, "threads": 2, "global_img_per_s": last["img_per_s"], "per_rank_img_per_s": last["img_per_s"] / n})
+    if last: rows.append({"ranks": n, "threads": threads, "global_img_per_s": last["img_per_s"], "per_rank_img_per_s": last["img_per_s"] / n})
 base = next((r["per_rank_img_per_s"] for r in rows if r["ranks"] == 1), None)
 for r in rows: r["efficiency"] = r["per_rank_img_per_s"] / base if base else None
 json.dump({"model": "SiT-S/2 on 28x28 demo data (196 tokens)", "rows": rows, "load_avg": os.getloadavg()}, open(out, "w"), indent=1)
 for r in rows:
     eff = f"{100 * r['efficiency']:.0f} %" if r["efficiency"] else "-"
-    print(f"weak scaling SiT-S/2: {r['ranks']} ranks x 2 threads: {r['global_img_per_s']:.2f} img/s, "
+    print(f"weak scaling SiT-S/2: {r['ranks']} ranks x {threads} threads: {r['global_img_per_s']:.2f} img/s, "
           f"{r['per_rank_img_per_s']:.2f} per rank, efficiency {eff}")
 EOF
-  python3 "$work/weak.py" "$weak" "$WEAK_RANKS" "$OUT/weak_scaling.json" > "$OUT/weak-scaling.log" 2>&1
+  python3 "$work/weak.py" "$weak" "$WEAK_RANKS" "$WEAK_THREADS" "$OUT/weak_scaling.json" > "$OUT/weak-scaling.log" 2>&1
 else
   skip weak-scaling "no mpirun on this node (Open MPI: apt-get install openmpi-bin)"
 fi
