@@ -286,7 +286,8 @@ if command -v mpirun > /dev/null; then
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 stage "weak-np$n" "$per" \
       mpirun --oversubscribe --bind-to none -np "$n" "$HASTE" train "$cfg" --device cpu --threads "$WEAK_THREADS" --enc-type none \
       --model SiT-S/2 --set hidden-size=384 --set depth=12 --set num-heads=6 --batch-size $(( 2 * n )) \
-      --max-train-steps "$WEAK_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 --output-dir "$weak" --exp-name "np$n"
+      --max-train-steps "$WEAK_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 \
+      --set sample-count=1 --set sample-num-steps=1 --output-dir "$weak" --exp-name "np$n"   # previews (steps 1, last): 1 sample, 1 step
   done
   cat > "$work/weak.py" <<'EOF'
 import json, os, sys
