@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke", providers: [.apt(["liblapacke-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // NCCL's ncclUniqueId (a struct passed by value) for HasteCUDA's run-time-loaded NCCL: a header, nothing linked.
+        .systemLibrary(name: "CNCCL"),
         // libjpeg and libpng report errors by longjmp and HDF5's type constants are macros: all need a little C.
         .target(name: "CJPEGShim", linkerSettings: [.linkedLibrary("jpeg")]),
         .target(name: "CPNGShim", linkerSettings: [.linkedLibrary("png16")]),
@@ -32,7 +34,8 @@ let package = Package(
         .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         // The CUDA backend: driver, NVRTC and cuBLAS loaded at run time (STYLE §2.5), never a build dependency;
         // HasteIO for the kernel cache (SHA-256 keys, atomic writes, the cache folder).
-        .target(name: "HasteCUDA", dependencies: ["HasteTensor", "HasteIO"], swiftSettings: libraryFlags),
+        // NCCL (libnccl.so.2, also loaded at run time) sums GPU ranks' gradients; its unique id travels over HasteDistributed.
+        .target(name: "HasteCUDA", dependencies: ["HasteTensor", "HasteIO", "HasteDistributed", "CNCCL"], swiftSettings: libraryFlags),
         // Ranks of a data-parallel job: MPI (Open MPI's libmpi.so.40, loaded at run time) or one process.
         .target(name: "HasteDistributed", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         .target(name: "HasteIO", dependencies: ["HasteTensor", "CPNGShim", "CZlib", "CJPEGShim", "CHDF5"], swiftSettings: libraryFlags),

@@ -14,6 +14,12 @@
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
 #   4. haste bench train --device cuda (SiT-B/2 and SiT-XL/2 rows, fp32 and --allow-tf32) beside
 #      Scripts/bench_gpu_torch.py (the reference SiT, PyTorch eager fp32 / TF32 / bf16 autocast) → $OUT/bench_*.json
+#   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
+#      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
+#         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
+#         it (same losses; img/s overhead), and haste bench allreduce of SiT-B/2's gradients through 1-rank NCCL
+#      b. CPU weak scaling of SiT-S/2 training: mpirun -np 1/2/4/8 × 2 threads, 2 images per rank per step;
+#         efficiency = per-rank img/s vs 1 rank → $OUT/weak_scaling.json (skipped without mpirun)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed.
@@ -34,6 +40,11 @@ BENCH_MODELS=${BENCH_MODELS:-SiT-B/2,SiT-XL/2}          # training-step rows, ha
 BENCH_BATCHES=${BENCH_BATCHES:-64}
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--models, --precisions)
+SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
+NCCL_STEPS=${NCCL_STEPS:-50}
+WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
+WEAK_STEPS=${WEAK_STEPS:-6}
+WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
 mkdir -p "$work" "$HASTE_CACHE"
@@ -142,7 +153,9 @@ stage nvidia-smi 30 nvidia-smi
 stage doctor 60 "$HASTE" doctor
 if ! stage cuda-open 90 "$HASTE" selftest --device "$DEVICE" --ops "fill / zeros" ; then
   note "haste cannot open --device $DEVICE here (see $OUT/cuda-open.log): every GPU stage is skipped"
-  for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste-fp32 bench-haste-tf32 bench-torch; do skip "$s" "no CUDA device"; done
+  for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste-fp32 bench-haste-tf32 bench-torch nccl-train nccl-allreduce; do
+    skip "$s" "no CUDA device"
+  done
   note "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
   exit 1
 fi
@@ -248,6 +261,55 @@ else
 fi
 stage bench-torch 100 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
 
+# --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
+note "stages 1–4 took $(( $(date +%s) - t0 ))s"
+t0=$(date +%s); BUDGET=$SCALING_BUDGET                 # boxed() now counts stage 5's seconds
+if [ "$DEVICE" != cuda ]; then
+  skip nccl-train "NCCL needs --device cuda (rehearsal on $DEVICE)"; skip nccl-allreduce "NCCL needs --device cuda"
+else
+  if [ -f "$demo/runs/gpu/metrics.jsonl" ]; then
+    stage nccl-train 30 "$HASTE" train "$cfg" --device cuda --exp-name nccl --threads 2 --dist-backend nccl \
+      --max-train-steps "$NCCL_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10
+    grep -h "gradients summed on the GPUs with NCCL" "$demo/runs/nccl/log.txt" >> "$OUT/nccl-train.log" 2>/dev/null \
+      || echo "log.txt does not say NCCL summed the gradients" >> "$OUT/nccl-train.log"
+  else
+    skip nccl-train "no stage-3 GPU run to compare with"
+  fi
+  stage nccl-allreduce 15 "$HASTE" bench allreduce --device cuda --dist-backend nccl --model SiT-B/2 --reps 5 --threads 2
+fi
+if command -v mpirun > /dev/null; then
+  weak="$work/weak"; rm -rf "$weak" && mkdir -p "$weak"
+  per=$(( (t0 + BUDGET - $(date +%s) - 5) / $(echo $WEAK_RANKS | wc -w) ))   # what the NCCL stages left, shared
+  [ "$per" -ge 10 ] || per=10
+  for n in $WEAK_RANKS; do
+    [ $(( n * WEAK_THREADS )) -le "$cpus" ] || { skip "weak-np$n" "$n ranks × $WEAK_THREADS threads > $cpus cores"; continue; }
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 stage "weak-np$n" "$per" \
+      mpirun --oversubscribe --bind-to none -np "$n" "$HASTE" train "$cfg" --device cpu --threads "$WEAK_THREADS" --enc-type none \
+      --model SiT-S/2 --set hidden-size=384 --set depth=12 --set num-heads=6 --batch-size $(( 2 * n )) \
+      --max-train-steps "$WEAK_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 \
+      --set sample-count=1 --set sample-num-steps=1 --output-dir "$weak" --exp-name "np$n"   # previews (steps 1, last): 1 sample, 1 step
+  done
+  cat > "$work/weak.py" <<'EOF'
+import json, os, sys
+weak, ranks, threads, out = sys.argv[1], [int(n) for n in sys.argv[2].split()], int(sys.argv[3]), sys.argv[4]
+rows = []
+for n in ranks:
+    p = os.path.join(weak, f"np{n}", "metrics.jsonl")
+    last = [json.loads(l) for l in open(p) if l.strip()][-1] if os.path.exists(p) else None
+    if last: rows.append({"ranks": n, "threads": threads, "global_img_per_s": last["img_per_s"], "per_rank_img_per_s": last["img_per_s"] / n})
+base = next((r["per_rank_img_per_s"] for r in rows if r["ranks"] == 1), None)
+for r in rows: r["efficiency"] = r["per_rank_img_per_s"] / base if base else None
+json.dump({"model": "SiT-S/2 on 28x28 demo data (196 tokens)", "rows": rows, "load_avg": os.getloadavg()}, open(out, "w"), indent=1)
+for r in rows:
+    eff = f"{100 * r['efficiency']:.0f} %" if r["efficiency"] else "-"
+    print(f"weak scaling SiT-S/2: {r['ranks']} ranks x {threads} threads: {r['global_img_per_s']:.2f} img/s, "
+          f"{r['per_rank_img_per_s']:.2f} per rank, efficiency {eff}")
+EOF
+  python3 "$work/weak.py" "$weak" "$WEAK_RANKS" "$WEAK_THREADS" "$OUT/weak_scaling.json" > "$OUT/weak-scaling.log" 2>&1
+else
+  skip weak-scaling "no mpirun on this node (Open MPI: apt-get install openmpi-bin)"
+fi
+
 # --- summary ------------------------------------------------------------------------------------------------------
 {
   echo
@@ -270,6 +332,17 @@ print("training step, ms (median)".ljust(34) + "".join(c.rjust(12) for c in cols
 for op in sorted(rows):
     print(op.ljust(34) + "".join((f"{rows[op][c]:.1f}" if c in rows[op] else "-").rjust(12) for c in cols))
 EOF
-  echo "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
+  grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"
+  grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"
+  python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/nccl/metrics.jsonl" <<'EOF' 2>/dev/null || echo "NCCL train: no result"
+import json, sys
+a, b = ({r["step"]: r for r in map(json.loads, filter(str.strip, open(p)))} for p in sys.argv[1:3])
+steps = sorted(set(a) & set(b))
+rel = max(abs(a[s]["loss"] - b[s]["loss"]) / max(abs(a[s]["loss"]), 1e-12) for s in steps)
+s = steps[-1]
+print(f"NCCL train (1 rank, {len(steps)} steps): max loss rel diff vs no NCCL {rel:.2e}; img/s {b[s]['img_per_s']:.1f} with NCCL, "
+      f"{a[s]['img_per_s']:.1f} without (overhead {100 * (a[s]['img_per_s'] / b[s]['img_per_s'] - 1):.1f} %)")
+EOF
+  echo "stage 5 took $(( $(date +%s) - t0 ))s; $failures stage(s) failed in all"
 } | tee -a "$summary"
 [ "$failures" = 0 ]

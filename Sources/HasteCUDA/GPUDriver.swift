@@ -91,4 +91,14 @@ public protocol GPUDriver: AnyObject {
     func gemm(_ g: GemmDescriptor)
     /// Waits for the stream; throws the first asynchronous error since the last call.
     func synchronize() throws
+    /// The stream, for a library that queues work on it itself (NCCL): a `CUstream`; nil in the emulator, whose
+    /// calls run at once.
+    var streamHandle: OpaquePointer? { get }
+    /// Makes the device's context current on the calling thread, before such a library's calls.
+    func makeCurrent()
+}
+
+extension GPUDriver {
+    public var streamHandle: OpaquePointer? { nil }
+    public func makeCurrent() {}
 }

@@ -33,22 +33,26 @@ public final class Trainer {
     public let device: Device
     /// Reads (this rank's share of) batch k+1 while step k computes.
     lazy var prefetcher = BatchPrefetcher(dataset: dataset, order: order, share: comm.share(of: config.batchSize))
-    lazy var reducer = GradientReducer(store: student.store, comm: comm)
+    lazy var reducer = GradientReducer(store: student.store, comm: comm, collectives: collectives)
+    /// Sums the gradients on the device (NCCL) instead of through host memory, when given.
+    public let collectives: DeviceCollectives?
     public private(set) var state = TrainingState()
     weak var observer: TrainingObserver?
 
     public convenience init(config: TrainConfig, observer: TrainingObserver? = nil, comm: Communicator = SingleProcess(),
-                            device: Device = .cpu) throws {
-        try self.init(config: config, dataset: try config.openDataset(), observer: observer, comm: comm, device: device)
+                            device: Device = .cpu, collectives: DeviceCollectives? = nil) throws {
+        try self.init(config: config, dataset: try config.openDataset(), observer: observer, comm: comm, device: device,
+                      collectives: collectives)
     }
 
     public init(config: TrainConfig, dataset: TrainingDataset, observer: TrainingObserver? = nil,
-                comm: Communicator = SingleProcess(), device: Device = .cpu) throws {
+                comm: Communicator = SingleProcess(), device: Device = .cpu, collectives: DeviceCollectives? = nil) throws {
         try config.validate()                                   // configs built in code skip `load`
         self.config = config
         self.observer = comm.isWriter ? observer : nil
         self.comm = comm
         self.device = device
+        self.collectives = collectives
         self.dataset = dataset
         models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses)
         if config.usesTeacher && !dataset.hasImages {
@@ -178,12 +182,12 @@ public final class Trainer {
                 objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
             }
             let last = micro == config.gradientAccumulationSteps - 1
-            (terms.total * weight / k).backward(observer: comm.size > 1 && last ? reducer : nil)
+            (terms.total * weight / k).backward(observer: sumsGradients && last ? reducer : nil)
             sums.0 += terms.total.item() * weight / k; sums.1 += terms.denoise * weight / k
             sums.2 += terms.projection * weight / k; sums.3 += terms.attention * weight / k
             if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0 }
         }
-        return sumAcrossRanks(sums)
+        return try sumAcrossRanks(sums)
     }
 
     func handleBadStep(terms: (total: Double, denoise: Double, projection: Double, attention: Double), gradNorm: Double) throws {

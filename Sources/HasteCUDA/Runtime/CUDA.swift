@@ -95,7 +95,7 @@ public enum CUDA {
 
     /// A doctor line for a library not found: its names, the fix, and any file present that would not load.
     static func missing(_ kind: CUDALibraryKind, _ miss: LibraryNotFound) -> String {
-        let label = ["the CUDA driver": "driver", "NVRTC": "nvrtc", "cuBLAS": "cublas", "cuBLASLt": "cublasLt"][kind.rawValue]!
+        let label = ["the CUDA driver": "driver", "NVRTC": "nvrtc", "cuBLAS": "cublas", "cuBLASLt": "cublasLt", "NCCL": "nccl"][kind.rawValue]!
         let real = miss.failures.filter { !$0.hasSuffix("cannot open shared object file: No such file or directory") }
         return "\(label): not found (\(miss.names.joined(separator: " or "))); to fix: \(kind.fix)"
             + (real.isEmpty ? "" : "; could not load: " + real.joined(separator: "; "))
@@ -136,6 +136,7 @@ public enum CUDA {
                 lines.append("cublas: \(b.library.path) (\(b.library.origin)), cuBLAS \(b.version); cublasLt: \(b.lt.path)")
             } catch { lines.append("cublas: unusable — \(error)") }
         }
+        lines.append(NCCL.probe(environment: environment))
         if let api {
             let initialized = api.cuInit(0)
             var count: Int32 = 0

@@ -84,6 +84,9 @@ public final class CUDADriver: GPUDriver {
     /// Makes the context current on the calling thread (the backend may be used from several threads).
     @inline(__always) private func bind() { _ = api.cuCtxSetCurrent(context) }
 
+    public var streamHandle: OpaquePointer? { stream }
+    public func makeCurrent() { bind() }
+
     /// Keeps the first asynchronous error for `synchronize()`.
     private func record(_ message: String) {
         lock.lock(); defer { lock.unlock() }

@@ -171,7 +171,7 @@ public struct LibraryNotFound: Error, Sendable, CustomStringConvertible {
 
 /// One CUDA library haste loads, with its file names (newest major first) and how to get it.
 public enum CUDALibraryKind: String, Sendable, CaseIterable {
-    case driver = "the CUDA driver", nvrtc = "NVRTC", cublas = "cuBLAS", cublasLt = "cuBLASLt"
+    case driver = "the CUDA driver", nvrtc = "NVRTC", cublas = "cuBLAS", cublasLt = "cuBLASLt", nccl = "NCCL"
 
     /// Majors haste knows, newest first.
     public static let majors = [13, 12]
@@ -184,6 +184,7 @@ public enum CUDALibraryKind: String, Sendable, CaseIterable {
         case .nvrtc: return majors.map { "libnvrtc.so.\($0)" }
         case .cublas: return majors.map { "libcublas.so.\($0)" }
         case .cublasLt: return majors.map { "libcublasLt.so.\($0)" }
+        case .nccl: return ["libnccl.so.2"]
         }
     }
 
@@ -198,18 +199,25 @@ public enum CUDALibraryKind: String, Sendable, CaseIterable {
         case .cublas, .cublasLt:
             return "install PyTorch with CUDA (pip install torch) or cuBLAS alone (pip install nvidia-cublas-cu12) and activate that environment, "
                 + "install the CUDA toolkit, or set HASTE_CUDA_LIB_DIR to the folder holding libcublas.so.12 and libcublasLt.so.12"
+        case .nccl:
+            return "install PyTorch with CUDA (pip install torch) or NCCL alone (pip install nvidia-nccl-cu12) and activate that environment, "
+                + "install NVIDIA's libnccl2 package, or set HASTE_CUDA_LIB_DIR to the folder holding libnccl.so.2"
         }
     }
 
     /// The thrown error for a failed search: library, where haste looked, how to fix it, and the CPU way out.
     public func unavailable(_ miss: LibraryNotFound) -> HasteError {
-        .unsupported("haste could not find \(rawValue) (\(miss.names.joined(separator: " or "))), which --device cuda needs.\n\(miss.detail)\n"
-                     + "hint: \(fix); or run with --device cpu")
+        .unsupported("haste could not find \(rawValue) (\(miss.names.joined(separator: " or "))), which \(neededBy) needs.\n\(miss.detail)\n"
+                     + "hint: \(fix); \(wayOut)")
     }
+
+    /// What needs the library, and the way around it.
+    var neededBy: String { self == .nccl ? "--dist-backend nccl" : "--device cuda" }
+    var wayOut: String { self == .nccl ? "or sum GPU gradients through host memory with --dist-backend mpi" : "or run with --device cpu" }
 
     /// The thrown error for a library that lacks a function haste calls.
     public func missingSymbol(_ symbol: String, in path: String) -> HasteError {
         .unsupported("\(rawValue) at \(path) has no function \(symbol): too old, or not the real library (a stub?).\n"
-                     + "hint: \(fix); or run with --device cpu")
+                     + "hint: \(fix); \(wayOut)")
     }
 }

@@ -10,13 +10,16 @@ import HasteTensor
 /// Parameters the walk cannot reach (projectors after the early stop) count as finished at once; anything
 /// still unfinished when the walk ends is summed then (DDP's find_unused_parameters).
 /// MPI sums host memory: on a device other than the CPU each bucket is copied to a host mirror of the arena as it
-/// starts, and `finish()` copies the sums back (correct but not fast; NCCL would sum on the device).
+/// starts, and `finish()` copies the sums back (correct but not fast). With `DeviceCollectives` (NCCL on CUDA
+/// ranks) each bucket's sum is queued on the device, on the gradients themselves, and `finish()` waits for them.
 package final class GradientReducer: LeafGradientObserver {
     let comm: Communicator
-    /// The host floats MPI sums: the gradient arena itself on the CPU, else `staged.host`.
-    package let arena: UnsafeMutablePointer<Float>
-    /// Off the CPU: the gradient arena as one tensor, and its host mirror.
-    private let staged: (gradients: Tensor, host: Tensor)?
+    /// Sums on the device (NCCL), when given: then there is no host arena.
+    let collectives: DeviceCollectives?
+    /// The host floats MPI sums: the gradient arena itself on the CPU, else `staged.host`; nil with `collectives`.
+    package let arena: UnsafeMutablePointer<Float>?
+    /// Off the CPU: the gradient arena as one tensor, and its host mirror (nil with `collectives`).
+    private let staged: (gradients: Tensor, host: Tensor?)?
     /// Element ranges of the arena, in launch order; together they cover it exactly.
     package let buckets: [Range<Int>]
     private let slots: [ObjectIdentifier: (bucket: Int, count: Int)]
@@ -27,17 +30,24 @@ package final class GradientReducer: LeafGradientObserver {
     /// 25 MiB of float32, DDP's default `bucket_cap_mb`.
     static let defaultBucketElements = 25 << 18
 
-    package init(store: ParameterStore, comm: Communicator, bucketElements: Int = GradientReducer.defaultBucketElements) {
+    package init(store: ParameterStore, comm: Communicator, collectives: DeviceCollectives? = nil,
+                 bucketElements: Int = GradientReducer.defaultBucketElements) {
         require(store.gradientArena.buffer.dtype == .float32, "GradientReducer: float32 gradients only, got \(store.gradientArena.buffer.dtype)")
+        require(collectives == nil || store.device != .cpu, "GradientReducer: device collectives sum device memory, the store is on the CPU")
         self.comm = comm
+        self.collectives = collectives
         let (buffer, count) = store.gradientArena
+        let gradients = Tensor(storage: buffer.storage, shape: [count], offset: buffer.offset, dtype: .float32)
         if store.device == .cpu {
             arena = buffer.pointer(Float.self)
             staged = nil
+        } else if collectives != nil {
+            arena = nil
+            staged = (gradients, nil)
         } else {
             let host = Tensor.zeros([count])
             arena = host.buffer.pointer(Float.self)
-            staged = (Tensor(storage: buffer.storage, shape: [count], offset: buffer.offset, dtype: .float32), host)
+            staged = (gradients, host)
         }
         // Group parameters in arena order; a bucket also ends where registration order jumps back (the
         // decayed → non-decayed region boundary), so each bucket holds neighbours of the network.
@@ -92,22 +102,36 @@ package final class GradientReducer: LeafGradientObserver {
     }
 
     private func launch(_ k: Int) {
-        if let staged, !buckets[k].isEmpty {                        // device → host mirror, no temporary
-            let r = buckets[k], bucket = staged.gradients.narrowed(0, start: r.lowerBound, length: r.count)
+        let r = buckets[k]
+        guard let arena else {                                      // on the device, queued on its stream
+            collectives!.queueSum(staged!.gradients.narrowed(0, start: r.lowerBound, length: r.count).buffer, count: r.count)
+            started.append(Queued())
+            return
+        }
+        if let staged, !r.isEmpty {                                 // device → host mirror, no temporary
+            let bucket = staged.gradients.narrowed(0, start: r.lowerBound, length: r.count)
             bucket.backend.copyToHost(bucket.buffer, arena + r.lowerBound, byteCount: r.count * 4)
         }
-        started.append(comm.startAllReduceSum(arena + buckets[k].lowerBound, count: buckets[k].count))
+        started.append(comm.startAllReduceSum(arena + r.lowerBound, count: r.count))
     }
 
     /// After the walk: starts the buckets left (in order) and waits for all; every rank then holds the sum.
-    package func finish() {
+    /// Throws a failed device sum (the communicator is then aborted).
+    package func finish() throws {
         if remaining.isEmpty { remaining = bucketCounts }   // no walk was observed (a step without backward)
         while started.count < buckets.count { launch(started.count) }
         for r in started { r.wait() }
-        if let g = staged?.gradients {                               // the sums back to the device
-            g.backend.copyFromHost(UnsafeRawPointer(arena), to: g.buffer, byteCount: g.count * 4)
-        }
         started = []
         remaining = []
+        if let collectives { return try collectives.wait() }
+        if let g = staged?.gradients, let arena {                    // the sums back to the device
+            g.backend.copyFromHost(UnsafeRawPointer(arena), to: g.buffer, byteCount: g.count * 4)
+        }
+    }
+
+    /// A bucket queued on the device: `finish()` waits for all of them at once.
+    private final class Queued: Reduction {
+        func test() -> Bool { true }
+        func wait() {}
     }
 }

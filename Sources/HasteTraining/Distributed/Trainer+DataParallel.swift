@@ -7,6 +7,10 @@ import HasteTensor
 /// then run identically everywhere. Per-sample draws depend on (seed, micro-batch, global sample index) only
 /// (`Objective.draw`), so the losses do not depend on the rank count. Rank 0 alone writes.
 extension Trainer {
+    /// Whether the backward walk feeds the reducer: with several ranks, or with device collectives even alone
+    /// (`--dist-backend nccl` on one GPU runs the whole NCCL path over a 1-rank communicator).
+    var sumsGradients: Bool { comm.size > 1 || collectives != nil }
+
     /// Every rank needs at least one sample of each batch.
     static func checkShares(batchSize: Int, ranks: Int) throws {
         guard batchSize >= ranks else {
@@ -26,9 +30,9 @@ extension Trainer {
     }
 
     /// Finishes the gradient sum the backward walk started and sums the (already weighed) loss terms.
-    func sumAcrossRanks(_ local: (Double, Double, Double, Double)) -> (total: Double, denoise: Double, projection: Double, attention: Double) {
-        guard comm.size > 1 else { return local }
-        reducer.finish()
+    func sumAcrossRanks(_ local: (Double, Double, Double, Double)) throws -> (total: Double, denoise: Double, projection: Double, attention: Double) {
+        guard sumsGradients else { return local }
+        try reducer.finish()
         var v = [local.0, local.1, local.2, local.3]
         comm.allReduceSum(&v)
         return (v[0], v[1], v[2], v[3])

@@ -18,6 +18,7 @@ struct Train: ParsableCommand {
         """)
 
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var distributed: DistributedOptions
     @OptionGroup(title: "Reference runtime flags") var reference: ReferenceTrainFlags
     @Argument(help: "A config file (YAML or JSON), e.g. configs/demo.yaml.") var config: String?
     @Option(name: .customLong("config"), help: "Same as the positional config file.") var configFlag: String?
@@ -83,10 +84,10 @@ struct Train: ParsableCommand {
     func run() throws {
         let (comm, device) = try runtime.openJob(allowTF32: reference.allowTf32 == true)
         if comm.isWriter { reference.notes(device: runtime.device).forEach(FlagCheck.note) }
-        try Job.run(comm) { try train(comm, device) }
+        try Job.run(comm) { job in try train(comm, device, distributed.collectives(comm, device, job)) }
     }
 
-    private func train(_ comm: Communicator, _ device: Device) throws {
+    private func train(_ comm: Communicator, _ device: Device, _ collectives: DeviceCollectives?) throws {
         let pairs = overrides.map { o -> (key: String, value: String) in
             let i = o.firstIndex(of: "=")!
             return (String(o[..<i]), String(o[o.index(after: i)...]))
@@ -95,9 +96,12 @@ struct Train: ParsableCommand {
         if comm.isWriter { idleAlignmentNote(resolved).map(FlagCheck.note) }
         if printConfig { if comm.isWriter { print(try resolved.yaml(), terminator: "") }; return }
         let console = ConsoleObserver()
-        let trainer = try Trainer(config: resolved, observer: console, comm: comm, device: device)
-        if comm.size > 1 && comm.isWriter {
-            console.message("data-parallel over \(comm.size) ranks (\(comm.localSize) on this node), \(runtime.threads) threads each; global batch \(resolved.batchSize)")
+        let trainer = try Trainer(config: resolved, observer: console, comm: comm, device: device, collectives: collectives)
+        if (comm.size > 1 || collectives != nil) && comm.isWriter {
+            let sums = collectives.map { "gradients summed on the GPUs with \($0.summary)" }
+                ?? (device == .cpu ? "gradients summed with MPI" : "gradients summed through host memory with MPI")
+            console.message("data-parallel over \(comm.size) ranks (\(comm.localSize) on this node), \(runtime.threads) threads each; "
+                            + "global batch \(resolved.batchSize); \(sums)")
         }
         try trainer.train()
         console.finish()

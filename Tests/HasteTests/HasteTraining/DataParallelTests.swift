@@ -99,7 +99,7 @@ final class MultiplyingCommunicator: Communicator {
     sit.store.zeroGrad()
     let counter = LeafCounter(reducer, comm)
     loss().backward(observer: counter)
-    reducer.finish()
+    try reducer.finish()
     // The first bucket starts while most gradients are still to come.
     #expect(counter.leavesAtFirstLaunch ?? .max < counter.leaves / 2, "first bucket started after \(counter.leavesAtFirstLaunch ?? -1) of \(counter.leaves) leaves")
     #expect(comm.launches == reducer.buckets, "buckets start in their fixed order")

@@ -95,17 +95,22 @@ int cublasGetProperty(int type, int* v) { *v = type == 0 ? 12 : type == 1 ? 8 : 
 func buildFakeCUDA() throws -> String? {
     let dir = RuntimeTestSupport.temporaryFolder("fakecuda")
     let builds = [("libcuda.so.1", fakeDriverSource), ("libcublas.so.12", fakeBLASSource), ("libcublasLt.so.12", "int fake_lt;\n")]
-    for (name, source) in builds {
-        try source.write(toFile: "\(dir)/\(name).c", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["cc", "-shared", "-fPIC", "-O1", "-o", "\(dir)/\(name)", "\(dir)/\(name).c"]
-        p.standardOutput = FileHandle.nullDevice
-        do { try p.run() } catch { print("warning: no C compiler (cc), fake-driver test skipped"); return nil }
-        p.waitUntilExit()
-        if p.terminationStatus != 0 { print("warning: cc could not build \(name), fake-driver test skipped"); return nil }
-    }
+    for (name, source) in builds { guard try compileStandIn(name, source, in: dir) else { return nil } }
     return dir
+}
+
+/// Compiles C `source` into the shared library `dir/name` with the system C compiler; false (and a warning) when
+/// there is none or it fails: the stand-in's tests then skip.
+func compileStandIn(_ name: String, _ source: String, in dir: String) throws -> Bool {
+    try source.write(toFile: "\(dir)/\(name).c", atomically: true, encoding: .utf8)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["cc", "-shared", "-fPIC", "-O1", "-pthread", "-o", "\(dir)/\(name)", "\(dir)/\(name).c"]
+    p.standardOutput = FileHandle.nullDevice
+    do { try p.run() } catch { print("warning: no C compiler (cc): tests of the stand-in \(name) skipped"); return false }
+    p.waitUntilExit()
+    if p.terminationStatus != 0 { print("warning: cc could not build the stand-in \(name): its tests skipped"); return false }
+    return true
 }
 
 /// The fake libraries, NVRTC, and one `CUDADriver` (cuda:1 of the fake's two devices) over them, built once.
