@@ -37,7 +37,8 @@ public struct Canvas {
     }
 
     public mutating func fill(x: Int, y: Int, width w: Int, height h: Int, _ c: RGB) {
-        for yy in max(0, y)..<min(height, y + h) where w > 0 { for xx in max(0, x)..<min(width, x + w) { set(xx, yy, c) } }
+        guard w > 0, h > 0, x < width, y < height, x + w > 0, y + h > 0 else { return }
+        for yy in max(0, y)..<min(height, y + h) { for xx in max(0, x)..<min(width, x + w) { set(xx, yy, c) } }
     }
 
     /// A line `thickness` pixels wide; `dash` (on, off) pixels makes it dashed.
