@@ -8,28 +8,44 @@ import HasteTensor
 
 /// Fashion-MNIST as an evaluation image set: the 28 → 32 padded grey images replicated to RGB, uint8
 /// [n, 3, 32, 32] (Inception's resize takes them to 299). `haste fid fashion-mnist:t10k --save-stats FILE`
-/// makes the demo's reference statistics from the test split.
+/// makes the demo's reference statistics from the test split; `fashion-mnist:t10k[5000:5500]` is images
+/// 5000..<5500 only (disjoint parts of one split measure the FID noise floor: Scripts/replicate.sh).
 public struct FashionMNISTImages: ImageSource {
     public let data: FashionMNIST
-    public var count: Int { data.count }
+    /// The images of the split this set shows (all of them unless a range was given).
+    public let range: Range<Int>
+    public var count: Int { range.count }
 
-    public init(split: String, directory: String = FashionMNIST.defaultDirectory) throws {
+    public init(split: String, directory: String = FashionMNIST.defaultDirectory, range: Range<Int>? = nil) throws {
         data = try FashionMNIST(directory: directory, split: split)
+        if let range, range.lowerBound < 0 || range.upperBound > data.count || range.isEmpty {
+            throw HasteError.unsupported("fashion-mnist:\(split)[\(range.lowerBound):\(range.upperBound)]: the \(split) split has images 0..<\(data.count); give [first:end] with first < end ≤ \(data.count)")
+        }
+        self.range = range ?? 0..<data.count
     }
 
     public func images(_ range: Range<Int>) throws -> Tensor {
-        let grey = Tensor(Array(data.pixels[(range.lowerBound * 1024)..<(range.upperBound * 1024)]), shape: [range.count, 1, 32, 32])
+        let first = self.range.lowerBound + range.lowerBound
+        let grey = Tensor(Array(data.pixels[(first * 1024)..<((first + range.count) * 1024)]), shape: [range.count, 1, 32, 32])
         return Tensor.cat([grey, grey, grey], axis: 1)                                  // (n, 3, 32, 32) uint8
     }
 
-    /// `fashion-mnist:t10k` / `fashion-mnist:train` as a `haste fid` input; any other spelling goes to `EvalSet.open`.
+    /// `fashion-mnist:t10k` / `fashion-mnist:train`, optionally `[first:end]` (images first..<end), as a `haste fid`
+    /// input; any other spelling goes to `EvalSet.open`.
     public static func openEvalSet(_ spec: String) throws -> EvalSet {
         guard spec.hasPrefix("fashion-mnist:") else { return try EvalSet.open(spec) }
-        let split = String(spec.dropFirst("fashion-mnist:".count))
-        guard ["t10k", "train"].contains(split) else {
-            throw HasteError.unsupported("\(spec): the Fashion-MNIST splits are fashion-mnist:t10k and fashion-mnist:train")
+        var split = String(spec.dropFirst("fashion-mnist:".count)), range: Range<Int>?
+        if let open = split.firstIndex(of: "[") {
+            let inner = split[split.index(after: open)...].dropLast(split.hasSuffix("]") ? 1 : 0).split(separator: ":", omittingEmptySubsequences: false)
+            guard split.hasSuffix("]"), inner.count == 2, let a = Int(inner[0]), let b = Int(inner[1]), a < b else {
+                throw HasteError.unsupported("\(spec): a range is written [first:end] with whole numbers first < end, e.g. fashion-mnist:t10k[5000:5500]")
+            }
+            (split, range) = (String(split[..<open]), a..<b)
         }
-        return EvalSet(path: spec, images: try FashionMNISTImages(split: split), stored: nil)
+        guard ["t10k", "train"].contains(split) else {
+            throw HasteError.unsupported("\(spec): the Fashion-MNIST splits are fashion-mnist:t10k and fashion-mnist:train (optionally with [first:end])")
+        }
+        return EvalSet(path: spec, images: try FashionMNISTImages(split: split, range: range), stored: nil)
     }
 }
 

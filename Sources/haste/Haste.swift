@@ -10,5 +10,5 @@ struct Haste: ParsableCommand {
         abstract: "Train and sample diffusion transformers with HASTE.",
         version: HasteVersion.current,
         subcommands: [Train.self, TrainTeacher.self, Generate.self, FID.self, Preprocess.self, Convert.self, Inspect.self,
-                      Doctor.self, Bench.self, Selftest.self, Tokenize.self])
+                      Doctor.self, Bench.self, Selftest.self, Tokenize.self, Plot.self])
 }

@@ -37,7 +37,20 @@ public struct Canvas {
     }
 
     public mutating func fill(x: Int, y: Int, width w: Int, height h: Int, _ c: RGB) {
-        for yy in max(0, y)..<min(height, y + h) where w > 0 { for xx in max(0, x)..<min(width, x + w) { set(xx, yy, c) } }
+        guard w > 0, h > 0, x < width, y < height, x + w > 0, y + h > 0 else { return }
+        for yy in max(0, y)..<min(height, y + h) { for xx in max(0, x)..<min(width, x + w) { set(xx, yy, c) } }
+    }
+
+    /// Multiplies the rectangle's pixels by `c` (per channel, /255): on white it paints `c`, where two bands
+    /// overlap both stay visible (a darker mix).
+    public mutating func multiply(x: Int, y: Int, width w: Int, height h: Int, _ c: RGB) {
+        guard w > 0, h > 0 else { return }
+        for yy in max(0, y)..<max(max(0, y), min(height, y + h)) {
+            for xx in max(0, x)..<max(max(0, x), min(width, x + w)) {
+                let p = pixel(xx, yy)
+                set(xx, yy, RGB(UInt8(Int(p.r) * Int(c.r) / 255), UInt8(Int(p.g) * Int(c.g) / 255), UInt8(Int(p.b) * Int(c.b) / 255)))
+            }
+        }
     }
 
     /// A line `thickness` pixels wide; `dash` (on, off) pixels makes it dashed.

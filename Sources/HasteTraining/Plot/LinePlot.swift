@@ -10,10 +10,17 @@ public struct PlotSeries {
     public var markers: Bool
     /// Every point's y value printed beside it.
     public var valueLabels: Bool
+    /// A shaded range around the curve (the spread over seeds), filled in the series colour lightened; empty: none.
+    public var band: [(x: Double, lower: Double, upper: Double)]
 
-    public init(name: String, points: [(x: Double, y: Double)], color: RGB, lineWidth: Int = 2, markers: Bool = false, valueLabels: Bool = false) {
+    public init(name: String, points: [(x: Double, y: Double)], color: RGB, lineWidth: Int = 2, markers: Bool = false, valueLabels: Bool = false,
+                band: [(x: Double, lower: Double, upper: Double)] = []) {
         (self.name, self.points, self.color, self.lineWidth, self.markers, self.valueLabels) = (name, points, color, lineWidth, markers, valueLabels)
+        self.band = band
     }
+
+    /// The colour a band is filled with.
+    public var bandColor: RGB { color.lightened(0.85) }
 }
 
 /// A vertical dashed line at an x value (the alignment early-stop step), labelled above the plot area.
@@ -21,7 +28,11 @@ public struct PlotMarker {
     public var x: Double
     public var label: String
     public var color: RGB
-    public init(x: Double, label: String, color: RGB = RGB(214, 96, 0)) { (self.x, self.label, self.color) = (x, label, color) }
+    /// The label drawn above the plot area too (off when several markers could share a column: the legend names them).
+    public var labelAbove: Bool
+    public init(x: Double, label: String, color: RGB = RGB(214, 96, 0), labelAbove: Bool = true) {
+        (self.x, self.label, self.color, self.labelAbove) = (x, label, color, labelAbove)
+    }
 }
 
 /// A line chart of one or more series with a title, axis labels, 1-2-5 tick numbers, a grid, a legend and
@@ -51,7 +62,8 @@ public struct LinePlot {
     }
 
     public var layout: Layout {
-        let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }.filter(\.isFinite)
+        let xs = series.flatMap { $0.points.map(\.x) }
+        let ys = (series.flatMap { $0.points.map(\.y) } + series.flatMap { $0.band.flatMap { [$0.lower, $0.upper] } }).filter(\.isFinite)
         let y = PlotAxis(covering: ys, padding: 0.1, targetTicks: 6)
         let tickWidth = y.ticks.map { BitmapFont.width(y.label($0)) }.max() ?? 0
         return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48,
@@ -68,6 +80,7 @@ public struct LinePlot {
         var c = Canvas(width: width, height: height)
         let l = layout
         drawFrame(&c, l)
+        for s in series where !s.band.isEmpty { drawBand(&c, s, l) }
         for s in series { drawSeries(&c, s, l) }
         for m in visibleMarkers.inside { drawMarker(&c, m, l) }
         for s in series where s.valueLabels { drawValueLabels(&c, s, l) }
@@ -103,6 +116,21 @@ public struct LinePlot {
         if s.markers { for p in pts { c.disc(p.0, p.1, radius: 4, s.color); c.disc(p.0, p.1, radius: 1, .white) } }
     }
 
+    /// The band between consecutive points, column by column, linearly interpolated; multiplied onto what is
+    /// there, so overlapping bands of several groups all show.
+    private func drawBand(_ c: inout Canvas, _ s: PlotSeries, _ l: Layout) {
+        let pts = s.band.filter { $0.lower.isFinite && $0.upper.isFinite }
+        for (k, (a, b)) in zip(pts, pts.dropFirst()).enumerated() {
+            let (xa, xb) = (l.px(a.x), l.px(b.x))
+            for x in xa...max(xa, xb) where x < xb || k == pts.count - 2 {        // a shared column once
+                let t = xb > xa ? Double(x - xa) / Double(xb - xa) : 0
+                let hi = l.py(a.upper + t * (b.upper - a.upper)), lo = l.py(a.lower + t * (b.lower - a.lower))
+                c.multiply(x: x, y: hi, width: 1, height: lo - hi + 1, s.bandColor)
+            }
+        }
+        if pts.count == 1 { c.multiply(x: l.px(pts[0].x) - 2, y: l.py(pts[0].upper), width: 5, height: l.py(pts[0].lower) - l.py(pts[0].upper) + 1, s.bandColor) }
+    }
+
     private func drawValueLabels(_ c: inout Canvas, _ s: PlotSeries, _ l: Layout) {
         for p in s.points where p.y.isFinite {
             let text = plotValueLabel(p.y), w = BitmapFont.width(text)
@@ -117,14 +145,21 @@ public struct LinePlot {
     private func drawMarker(_ c: inout Canvas, _ m: PlotMarker, _ l: Layout) {
         let x = l.px(m.x)
         c.line(x, l.top + 1, x, l.bottom - 1, m.color, thickness: 2, dash: (6, 4))
+        guard m.labelAbove else { return }
         let w = BitmapFont.width(m.label)
         c.text(m.label, x: min(max(x - w / 2, 4), width - w - 4), y: l.top - 13, m.color)
     }
 
     /// Top right inside the plot: a line sample (and disc) per series, a dash per marker, then the notes.
+    /// The legend's lines: one per series, one per marker, then the notes.
+    public var legendLines: [String] {
+        let (inside, outside) = visibleMarkers
+        return series.map(\.name) + inside.map(\.label) + outside.map { "\($0.label) (beyond this plot)" } + notes
+    }
+
     private func drawLegend(_ c: inout Canvas, _ l: Layout) {
         let (inside, outside) = visibleMarkers
-        let lines = series.map(\.name) + inside.map(\.label) + outside.map { "\($0.label) (beyond this plot)" } + notes
+        let lines = legendLines, legendMarkers = inside + outside
         guard !lines.isEmpty else { return }
         let w = 34 + (lines.map { BitmapFont.width($0) }.max() ?? 0), h = lines.count * 13 + 8
         let x0 = l.right - w - 8, y0 = l.top + 8
@@ -134,10 +169,11 @@ public struct LinePlot {
             let y = y0 + 6 + k * 13, mid = y + 3
             if k < series.count {
                 let s = series[k]
+                if !s.band.isEmpty { c.fill(x: x0 + 6, y: mid - 4, width: 19, height: 9, s.bandColor) }
                 c.line(x0 + 6, mid, x0 + 24, mid, s.color, thickness: s.lineWidth)
                 if s.markers { c.disc(x0 + 15, mid, radius: 3, s.color) }
             } else if k < series.count + inside.count + outside.count {
-                c.line(x0 + 15, mid - 5, x0 + 15, mid + 5, markers.first?.color ?? .black, thickness: 2, dash: (3, 2))
+                c.line(x0 + 15, mid - 5, x0 + 15, mid + 5, legendMarkers[k - series.count].color, thickness: 2, dash: (3, 2))
             }
             c.text(text, x: x0 + 30, y: y, k < series.count + inside.count + outside.count ? .black : .grey)
         }

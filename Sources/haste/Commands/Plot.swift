@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import HasteTraining
+
+/// `haste plot RUN_DIR…`: several runs' curves of one metric in one PNG, or (`--table`) the markdown comparison
+/// table of Scripts/replicate.sh. The work lives in HasteTraining/Plot (RunRecord, RunGroup, RunComparison).
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Overlay training runs' curves (FID or loss terms) in one PNG, or print their comparison table.",
+        discussion: """
+        Runs whose exp-name differs only by a trailing -seed<N> (e.g. haste-seed0, haste-seed1) are one group: drawn
+        as the mean over the seeds with a min-max band, at the steps all of them logged. A dashed line in the
+        group's colour marks where alignment stopped (log.txt, else config.yaml's early-stop-point). Loss terms
+        are smoothed by a moving average (--smooth; default 1/50 of the points, 1 = raw); proj_loss and attn_loss
+        are drawn up to the early stop and only for runs that have the term.
+        --table prints markdown instead: per group the FID at the end (mean ± std over seeds, min-max), the first
+        FID evaluation at which the group's mean FID reaches the baseline's final FID (--baseline, default the
+        enc-type none group), the speed-up, and the training wall time per run (log.txt).
+        Examples:
+          haste plot runs/replicate/* --metric fid
+          haste plot runs/demo runs/demo-vanilla --metric loss --out loss-compare.png
+          haste plot runs/replicate/* --table --noise runs/replicate/noise.txt
+        """)
+
+    @Argument(help: "Run directories written by haste train (each holds metrics.jsonl).") var runs: [String] = []
+    @Option(help: ArgumentHelp("The curve to draw.", valueName: "fid|loss|proj_loss|attn_loss")) var metric = "fid"
+    @Option(help: "The PNG to write (default: compare-<metric>.png beside the run directories).") var out: String?
+    @Option(help: "Moving-average window in logged points (1 = none; default: 1 for fid, 1/50 of the points for loss terms).")
+    var smooth: Int?
+    @Flag(help: "Print the markdown comparison table (FID) instead of drawing.") var table = false
+    @Option(help: "The group the table compares with (default: the one enc-type none group).") var baseline: String?
+    @Option(help: "A file of real-vs-real FID values, one per line, summarised under the table as the noise floor.")
+    var noise: String?
+
+    func validate() throws {
+        guard !runs.isEmpty else { throw ValidationError("give at least one run directory, e.g. haste plot runs/demo") }
+        try FlagCheck.choice("metric", metric, PlotMetric.allCases.map(\.rawValue))
+        if let smooth { try FlagCheck.range("smooth", smooth, .atLeast(1, "1 = no smoothing")) }
+        if let out, !out.lowercased().hasSuffix(".png") { throw ValidationError("--out writes a PNG; give a name ending in .png, got '\(out)'") }
+        if !table && (baseline != nil || noise != nil) { throw ValidationError("--baseline and --noise belong to --table") }
+        if table && (metric != "fid" || out != nil || smooth != nil) { throw ValidationError("--table compares FID and prints markdown: drop --metric, --out and --smooth") }
+    }
+
+    func run() throws {
+        let groups = RunGroup.group(try runs.map { try RunRecord(loading: $0) })
+        if table {
+            print(try RunComparison.table(groups, baselineName: baseline, noise: try noise.map(RunComparison.readNumbers)), terminator: "")
+            return
+        }
+        let (plot, notes) = try RunComparison.plot(groups, metric: PlotMetric(rawValue: metric)!, smoothing: smooth)
+        notes.forEach { FileHandle.standardError.write(Data("haste: \($0)\n".utf8)) }
+        let path = out ?? Plot.defaultOut(runs, metric: metric)
+        try plot.write(to: path)
+        print(path)
+    }
+
+    /// compare-<metric>.png in the run directories' common parent folder (the working directory when they have none).
+    static func defaultOut(_ runs: [String], metric: String) -> String {
+        let parents = Set(runs.map { URL(fileURLWithPath: $0).standardizedFileURL.deletingLastPathComponent().path })
+        let folder = parents.count == 1 ? parents.first! : FileManager.default.currentDirectoryPath
+        return URL(fileURLWithPath: folder).appendingPathComponent("compare-\(metric).png").path
+    }
+}
