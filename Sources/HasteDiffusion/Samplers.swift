@@ -7,14 +7,31 @@ public struct Guidance: Sendable {
     public var high: Double = 1
     /// The label of the unconditional pass: the model's number of classes (the last row of its label table).
     public var nullClass: Int
+    /// MMDiT: the unconditional pass's context [L, D] (the text features of "", `empty_context`), repeated over the
+    /// batch; nil for class labels (`nullClass`).
+    public var nullContext: Tensor?
     public init(scale: Double = 1, low: Double = 0, high: Double = 1, nullClass: Int) {
         (self.scale, self.low, self.high, self.nullClass) = (scale, low, high, nullClass)
     }
+    /// Guidance against a null context [L, D] (text-to-image: conditions are contexts [N, L, D]).
+    public init(scale: Double = 1, low: Double = 0, high: Double = 1, nullContext: Tensor) {
+        require(nullContext.rank == 2, "Guidance: null context \(nullContext.shape), expected [tokens, features]")
+        (self.scale, self.low, self.high, self.nullClass, self.nullContext) = (scale, low, high, -1, nullContext)
+    }
     /// Active at t iff scale > 1 and low ≤ t ≤ high (inclusive, decided from t_cur only).
     public func isActive(at t: Double) -> Bool { scale > 1 && low <= t && t <= high }
+
+    /// The unconditional conditions for `count` samples, like `y`: labels `nullClass` [count], or the null context
+    /// repeated [count, L, D].
+    func null(count: Int, like y: Tensor) -> Tensor {
+        guard let c = nullContext else { return Tensor.full([count], Double(nullClass), dtype: y.dtype, device: y.device) }
+        require(y.rank == 3 && Array(y.shape.dropFirst()) == c.shape, "Guidance: contexts \(y.shape) for a null context \(c.shape)")
+        return c.to(y.device).unsqueezed(0).expanded([count] + c.shape).contiguous()
+    }
 }
 
-/// The model as a sampler sees it: velocity for float32 x (N, …), float32 times t (N) and int64 labels y (N).
+/// The model as a sampler sees it: velocity for float32 x (N, …), float32 times t (N) and conditions y: int64
+/// labels (N) for SiT, float32 contexts (N, L, D) for MMDiT.
 public typealias VelocityModel = (_ x: Tensor, _ t: Tensor, _ y: Tensor) -> Tensor
 
 /// ODE/SDE samplers integrating from t = 1 (noise) to t = 0 (data), REPA/HASTE `samplers.py`
@@ -46,7 +63,7 @@ public enum Samplers {
     public static func euler(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
                              heun: Bool = false) -> Tensor {
         require(steps >= 1, "euler sampler: steps \(steps) < 1")
-        require(labels.shape == [noise.shape[0]], "euler sampler: labels \(labels.shape) for noise \(noise.shape)")
+        require(labels.rank >= 1 && labels.shape[0] == noise.shape[0], "euler sampler: conditions \(labels.shape) for noise \(noise.shape)")
         let grid = odeGrid(steps: steps)
         var x = noise.to(.float64)
         noGrad {
@@ -73,7 +90,7 @@ public enum Samplers {
     public static func eulerMaruyama(_ model: VelocityModel, noise: Tensor, labels: Tensor, steps: Int, guidance: Guidance,
                                      path: PathType, stepNoise: (Int) -> Tensor) -> Tensor {
         require(steps >= 2, "SDE sampler: steps \(steps) < 2")
-        require(labels.shape == [noise.shape[0]], "SDE sampler: labels \(labels.shape) for noise \(noise.shape)")
+        require(labels.rank >= 1 && labels.shape[0] == noise.shape[0], "SDE sampler: conditions \(labels.shape) for noise \(noise.shape)")
         let grid = sdeGrid(steps: steps)
         var x = noise.to(.float64)
         noGrad {
@@ -108,11 +125,10 @@ public enum Samplers {
         return { x, t, y in model(x.to(device), t.to(device), y.to(device)).to(.cpu) }
     }
 
-    /// The model batch: [x] with labels y, or [x, x] with [y, null] when guidance is active.
+    /// The model batch: [x] with conditions y, or [x, x] with [y, null] when guidance is active.
     static func modelInput(_ x: Tensor, y: Tensor, guidance: Guidance, active: Bool) -> (x: Tensor, y: Tensor) {
         guard active else { return (x, y) }
-        let null = Tensor.full([x.shape[0]], Double(guidance.nullClass), dtype: y.dtype, device: y.device)
-        return (Tensor.cat([x, x], axis: 0), Tensor.cat([y, null], axis: 0))
+        return (Tensor.cat([x, x], axis: 0), Tensor.cat([y, guidance.null(count: y.shape[0], like: y)], axis: 0))
     }
 
     /// uncond + scale·(cond − uncond) over the two halves of `out`, or `out` itself when inactive.

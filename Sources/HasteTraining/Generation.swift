@@ -25,6 +25,8 @@ public struct GenerateOptions: Sendable {
     public var precision = ComputePrecision.float32
     /// This process does samples shard.index, shard.index + shard.count, …
     public var shard = (index: 0, count: 1)
+    /// Text-to-image with COCO captions: `<prefix>-` before the folder name (generate_t2i.py `--prefix`).
+    public var prefix = ""
     public init() {}
 
     public func validate() throws {
@@ -54,27 +56,53 @@ public struct GenerationProgress: Sendable {
 /// label and SDE increments come from its own stream seeded by (global seed, index) (`SampleNoise`), so the
 /// set of PNGs does not depend on batch size, sharding or interruptions: a rerun skips the PNGs that exist,
 /// `shard i/n` takes indices i, i + n, …, and the `.npz` is packed once all PNGs are present.
+///
+/// A text-to-image MMDiT is conditioned on `text` instead: sample i's caption comes from `TextConditioning.captions`
+/// (a function of i), guidance runs against the features of "", and `<folder>.captions.jsonl` records each
+/// sample's caption (spec/sampling.md §7).
 public final class SampleGenerator {
     public let options: GenerateOptions
     public let model: GenerationModel
     let vae: AutoencoderKL?
-    /// `<sample-dir>/<model>-<ckpt>-size-<res>-vae-<vae>-cfg-<cfg>-seed-<seed>-<mode>-high-<high>`.
+    /// Captions and their encoder (text-to-image models), nil for class-conditional ones.
+    public let text: TextConditioning?
+    /// `<sample-dir>/<model>-<ckpt>-size-<res>-vae-<vae>-cfg-<cfg>-seed-<seed>-<mode>-high-<high>`, or with COCO
+    /// captions `<sample-dir>/[<prefix>-]coco-size-<res>-vae-<vae>-cfg-<cfg>-seed-<seed>-<mode>` (generate_t2i.py).
     public let folder: String
     public var npzPath: String { folder + ".npz" }
+    /// Text-to-image: which caption each sample was made from (`CaptionPlan.table`).
+    public var captionsPath: String { folder + ".captions.jsonl" }
     /// Wall-clock seconds spent in the sampler and in VAE decoding, and the images they produced (this run).
     public private(set) var timings = (sampler: 0.0, decode: 0.0, images: 0)
 
     /// `vae` decodes a latent model's samples (nil is fine for packing only); pixel models ignore it.
-    /// `checkpoint` names the folder.
-    public init(options: GenerateOptions, model: GenerationModel, vae: AutoencoderKL?, checkpoint: String) throws {
+    /// `checkpoint` names the folder. `text` is required for an MMDiT and refused for a SiT.
+    public init(options: GenerateOptions, model: GenerationModel, vae: AutoencoderKL?, checkpoint: String,
+                text: TextConditioning? = nil) throws {
         try options.validate()
+        switch (model.network, text) {
+        case (.sit, .some):
+            throw HasteError.config(key: "prompt", detail: "\(checkpoint) holds a class-conditional \(model.name), which takes no text: drop --prompt/--prompts-file/--coco-captions, or pass a text-to-image (MMDiT) checkpoint")
+        case (.mmdit, nil):
+            throw HasteError.config(key: "prompt", detail: "\(checkpoint) holds a text-to-image \(model.name): give --prompt TEXT (repeatable), --prompts-file FILE or --coco-captions ANNOTATIONS.json")
+        case (.mmdit(let m), .some(let t)) where m.config.contextDim != t.width:
+            throw HasteError.config(key: "text-encoder", detail: "\(t.width)-wide text features for an MMDiT whose context dim is \(m.config.contextDim)")
+        default: break
+        }
         self.options = options
         self.model = model
         self.vae = model.pixelSpace ? nil : vae
+        self.text = text
         let side = model.pixelSpace ? model.sampleShape[1] : model.sampleShape[1] * (vae?.config.downsamplingFactor ?? 8)   // KL-f8
-        folder = options.sampleDir + "/" + SampleGenerator.folderName(
-            model: model.name, checkpoint: checkpoint, resolution: side, vae: model.pixelSpace ? "none" : try VAELoader.shortName(options.vae),
-            cfg: options.cfgScale, seed: options.globalSeed, mode: options.mode.rawValue, high: options.guidanceHigh)
+        let vaeName = model.pixelSpace ? "none" : try VAELoader.shortName(options.vae)
+        if text?.captions.isCOCO == true {
+            let name = "coco-size-\(side)-vae-\(vaeName)-cfg-\(Self.pythonFloat(options.cfgScale))-seed-\(options.globalSeed)-\(options.mode.rawValue)"
+            folder = options.sampleDir + "/" + (options.prefix.isEmpty ? "" : options.prefix + "-") + name
+        } else {
+            folder = options.sampleDir + "/" + SampleGenerator.folderName(
+                model: model.name, checkpoint: checkpoint, resolution: side, vae: vaeName,
+                cfg: options.cfgScale, seed: options.globalSeed, mode: options.mode.rawValue, high: options.guidanceHigh)
+        }
     }
 
     /// The reference's folder name, floats in Python's `str()` spelling (cfg-1.5, high-0.72).
@@ -101,11 +129,18 @@ public final class SampleGenerator {
     public func samples(_ indices: [Int]) -> Tensor {
         let streams = SampleNoise(seed: options.globalSeed, indices: indices)
         let z = streams.normal(model.sampleShape)                        // noise first, then labels (reference order)
-        let y = streams.labels(numClasses: model.sit.config.numClasses)
-        let guidance = Guidance(scale: options.cfgScale, low: options.guidanceLow, high: options.guidanceHigh,
-                                nullClass: model.sit.config.numClasses)
-        let sit = model.sit
-        let velocity = Samplers.onDevice(sit.store.device) { x, t, y in sit(x, t: t, y: y).velocity }   // state on the host
+        let (low, high) = (options.guidanceLow, options.guidanceHigh)
+        let y: Tensor, guidance: Guidance
+        switch model.network {
+        case .sit(let sit):
+            y = streams.labels(numClasses: sit.config.numClasses)
+            guidance = Guidance(scale: options.cfgScale, low: low, high: high, nullClass: sit.config.numClasses)
+        case .mmdit:
+            let text = text!
+            y = text.contexts(indices)
+            guidance = Guidance(scale: options.cfgScale, low: low, high: high, nullContext: text.nullContext)
+        }
+        let velocity = model.velocity                                    // state on the host
         switch options.mode {
         case .ode:
             return Samplers.euler(velocity, noise: z, labels: y, steps: options.numSteps, guidance: guidance, heun: options.heun)
@@ -141,6 +176,7 @@ public final class SampleGenerator {
     /// (or without `pack`: MPI ranks leave packing to rank 0, after all are done).
     public func run(pack: Bool = true, progress: (GenerationProgress) -> Void = { _ in }) throws -> String? {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try writeCaptionTable()
         let pending = shardIndices.filter { !FileManager.default.fileExists(atPath: pngPath($0)) }
         if !pending.isEmpty && !model.pixelSpace && vae == nil {
             throw HasteError.config(key: "vae", detail: "a latent model needs the SD-VAE decoder (--vae-weights)")

@@ -5,8 +5,9 @@ import HasteTensor
 
 /// A checkpoint `haste generate` samples from, read and checked before any model is built: the selected
 /// weights, what the file records about its model (a haste checkpoint's resolved training config in
-/// `__metadata__`, a reference `.pt`'s `args`), and the SiT both describe. Flags that describe the model
-/// must agree with the file; they are never silently overridden by it, nor it by them.
+/// `__metadata__`, a reference `.pt`'s `args`), and the SiT (or MMDiT: GenerationCheckpoint+MMDiT.swift) both
+/// describe. Flags that describe the model must agree with the file; they are never silently overridden by it,
+/// nor it by them.
 struct GenerationCheckpoint {
     let path: String
     /// `ema.`, `model.` or "" (a plain state dict): prepended to keys in messages.
@@ -61,9 +62,7 @@ struct GenerationCheckpoint {
     /// else read off the tensor shapes (depth from `blocks.N`, width and patch from `x_embedder.proj.weight`,
     /// classes from the label table, projectors; heads from --num-heads, --model or the named-size table).
     func sitConfig(flags: GenerationModel.Flags) throws -> (config: SiTConfig, name: String) {
-        if let asked = flags.model, let (recorded, source) = recordedModel, asked != recorded {
-            throw HasteError.fileFormat(path: path, detail: "is a \(recorded) checkpoint (\(source)), but --model says \(asked): drop --model, or pass a \(asked) checkpoint")
-        }
+        try requireModelFlagAgrees(flags)
         var c: SiTConfig
         do { c = try ReferenceCheckpoint.inferSiTShapes(state.mapValues(\.shape), args: args) } catch HasteError.stateDict(let why) {
             throw HasteError.fileFormat(path: path, detail: prefix.isEmpty ? why : "'\(prefix)' weights: \(why)")
@@ -87,6 +86,13 @@ struct GenerationCheckpoint {
         try check(flags, against: c, weights: fromWeights)
         try c.validate()
         return (c, flags.model ?? recordedModel?.name ?? Self.namedSize(c) ?? "SiT")
+    }
+
+    /// `--model` must name the model the file records, if it records one.
+    func requireModelFlagAgrees(_ flags: GenerationModel.Flags) throws {
+        if let asked = flags.model, let (recorded, source) = recordedModel, asked != recorded {
+            throw HasteError.fileFormat(path: path, detail: "is a \(recorded) checkpoint (\(source)), but --model says \(asked): drop --model, or pass a \(asked) checkpoint")
+        }
     }
 
     /// Flags that restate what the file already says must say the same.

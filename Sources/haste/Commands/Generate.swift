@@ -12,7 +12,7 @@ import HasteTraining
 /// sample depends only on (seed, index), existing PNGs are skipped, and the shard that completes the set packs.
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Sample a trained SiT into PNGs and an ADM .npz batch (ODE/SDE, CFG with a guidance interval).",
+        abstract: "Sample a trained SiT (classes) or MMDiT (prompts) into PNGs and an ADM .npz batch (ODE/SDE, CFG with a guidance interval).",
         discussion: """
         HASTE's evaluation setting (SDE, 250 steps, CFG 1.65 on t ≤ 0.72):
           haste generate --ckpt runs/exp/checkpoints/2500000.safetensors --vae-weights sd-vae-ft-ema.safetensors \\
@@ -20,6 +20,11 @@ struct Generate: ParsableCommand {
         Split the work: run `--shard 0/2` and `--shard 1/2` (any machines sharing --sample-dir), or start ranks with
         `mpirun -np 2 haste generate …` (rank r is shard r/2; rank 0 writes the .npz); rerun a killed run with the
         same flags to resume.
+        Text-to-image (an MMDiT checkpoint): give --prompt TEXT (repeatable), --prompts-file FILE or --coco-captions
+        ANNOTATIONS.json, and the CLIP text encoder (--text-encoder; a run's own text_encoder.safetensors is found):
+          haste generate --ckpt runs/t2i/checkpoints/0002000.safetensors --prompt "a photo of a sneaker" --prompt "a bag"
+          haste generate --ckpt exps/t2i/checkpoints/0150000.pt --coco-captions annotations/captions_val2014.json \\
+            --text-encoder clip-vit-large-patch14/ --vae-weights sd-vae-ft-ema/ --mode sde --num-steps 250 --cfg-scale 2.25
         """)
 
     @OptionGroup var runtime: RuntimeOptions
@@ -29,7 +34,10 @@ struct Generate: ParsableCommand {
     var ckptSelect = "ema"
     @Option(help: "Model size, e.g. SiT-XL/2. Optional: read off the checkpoint, which it must match.") var model: String?
     @Option var sampleDir = "samples"
-    @Option(parsing: .unconditional) var numFidSamples = 50_000
+    @Option(parsing: .unconditional, help: """
+        Samples to make (default 50000; with --coco-captions 30000, one per image in ascending id order; with prompts \
+        4 per prompt). With --prompt/--prompts-file sample i gets prompt i mod P: the samples cycle through the prompts.
+        """) var numFidSamples: Int?
     @Option(parsing: .unconditional) var perProcBatchSize = 32
     @Option(help: ArgumentHelp("Sampler.", valueName: "ode|sde")) var mode = "ode"
     @Option(parsing: .unconditional) var numSteps = 50
@@ -61,6 +69,7 @@ struct Generate: ParsableCommand {
     @Option(parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
     @Option(help: ArgumentHelp("Matrix products of the model and the VAE in bf16/fp16 with float32 accumulation.",
                                valueName: "no|fp16|bf16")) var mixedPrecision = "no"
+    @OptionGroup var text: TextPromptOptions
 
     func validate() throws {
         if npzSelftest.isEmpty && ckpt == nil { throw ValidationError("--ckpt is required") }
@@ -68,6 +77,7 @@ struct Generate: ParsableCommand {
             throw ValidationError("--mixed-precision '\(mixedPrecision)': expected no, fp16 or bf16")
         }
         try checkFlags()
+        try text.validate()
         guard parsedShard != nil else { throw ValidationError("--shard expects i/n with 0 ≤ i < n, got '\(shard)'") }
         if !npzSelftest.isEmpty && (npzSelftest.count != 2 || Int(npzSelftest[0]) == nil) {
             throw ValidationError("--npz-selftest expects COUNT PATH")
@@ -91,8 +101,10 @@ struct Generate: ParsableCommand {
         if comm.size > 1 && shard != "0/1" {
             throw ValidationError("--shard \(shard) under mpirun/srun: the \(comm.size) ranks already split the samples; drop --shard")
         }
+        let captions = try text.captionPlan(seed: globalSeed.map { UInt64($0) } ?? runtime.seed)
         var o = GenerateOptions()
-        (o.sampleDir, o.numFidSamples, o.perProcBatchSize, o.numSteps) = (sampleDir, numFidSamples, perProcBatchSize, numSteps)
+        (o.sampleDir, o.numFidSamples, o.perProcBatchSize, o.numSteps) = (sampleDir, sampleCount(captions), perProcBatchSize, numSteps)
+        o.prefix = text.prefix ?? ""
         (o.mode, o.heun, o.cfgScale, o.guidanceLow, o.guidanceHigh) = (GenerateOptions.Mode(rawValue: mode)!, heun, cfgScale, guidanceLow, guidanceHigh)
         (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, comm.size > 1 ? (comm.rank, comm.size) : parsedShard!)
         o.globalSeed = globalSeed.map { UInt64($0) } ?? runtime.seed
@@ -106,8 +118,10 @@ struct Generate: ParsableCommand {
                 throw ValidationError("--projector-embed-dims expects integers like 768,1024") }; return d }
         }
         let loaded = try GenerationModel.load(ckpt!, select: ckptSelect, flags: flags, device: device)
+        let conditioning = try text.conditioning(captions, model: loaded, checkpoint: ckpt!, count: o.numFidSamples,
+                                                 device: device, verbose: comm.isWriter)
         let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights, device: device)
-        let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!)
+        let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!, text: conditioning)
         try finish(generator, comm)
     }
 
@@ -124,10 +138,13 @@ struct Generate: ParsableCommand {
         guard comm.isWriter else { return }
         let missing = generator.missing()
         guard missing.isEmpty else {
-            throw ValidationError("\(missing.count) of \(numFidSamples) PNGs are missing in \(generator.folder) after all ranks finished "
+            throw ValidationError("\(missing.count) of \(generator.options.numFidSamples) PNGs are missing in \(generator.folder) after all ranks finished "
                                   + "(first: \(String(format: "%06d.png", missing[0]))); do the ranks share --sample-dir?")
         }
-        try SamplePacker.pack(folder: generator.folder, count: numFidSamples, to: generator.npzPath)
+        try SamplePacker.pack(folder: generator.folder, count: generator.options.numFidSamples, to: generator.npzPath)
+        if let path = try generator.writePromptGrid(limit: grid > 0 ? grid : nil) {
+            FileHandle.standardError.write(Data("grid with the prompts: \(path)\n".utf8))
+        }
         print(generator.npzPath)
     }
 
@@ -136,9 +153,9 @@ struct Generate: ParsableCommand {
         if packOnly {
             let missing = generator.missing()
             guard missing.isEmpty else {
-                throw ValidationError("\(missing.count) of \(numFidSamples) PNGs are missing in \(generator.folder) (first: \(String(format: "%06d.png", missing[0]))); run the remaining shards first")
+                throw ValidationError("\(missing.count) of \(generator.options.numFidSamples) PNGs are missing in \(generator.folder) (first: \(String(format: "%06d.png", missing[0]))); run the remaining shards first")
             }
-            try SamplePacker.pack(folder: generator.folder, count: numFidSamples, to: generator.npzPath)
+            try SamplePacker.pack(folder: generator.folder, count: generator.options.numFidSamples, to: generator.npzPath)
             print(generator.npzPath)
             return
         }
@@ -153,14 +170,17 @@ struct Generate: ParsableCommand {
             err.write(Data(String(format: "timing: %d images; sampler %.2f s (%.3f img/s); %@\n", t.images, t.sampler,
                                   Double(t.images) / t.sampler, decode).utf8))
         }
-        if grid > 0, generator.missing().allSatisfy({ $0 >= grid }) {
+        let total = generator.options.numFidSamples
+        if generator.text?.captions.isCOCO == false {
+            if let path = try generator.writePromptGrid(limit: grid > 0 ? grid : nil) { err.write(Data("grid with the prompts: \(path)\n".utf8)) }
+        } else if grid > 0, generator.missing().allSatisfy({ $0 >= grid }) {
             let path = generator.folder + ".grid.png"
-            try SamplePacker.grid(folder: generator.folder, count: min(grid, numFidSamples), to: path)
-            err.write(Data("grid of \(min(grid, numFidSamples)) samples: \(path)\n".utf8))
+            try SamplePacker.grid(folder: generator.folder, count: min(grid, total), to: path)
+            err.write(Data("grid of \(min(grid, total)) samples: \(path)\n".utf8))
         }
         guard let npz else {
             let missing = generator.missing().count
-            print("shard \(shard) done; \(missing) of \(numFidSamples) samples still missing (other shards); the last shard to finish writes the .npz, or run again with --pack-only")
+            print("shard \(shard) done; \(missing) of \(total) samples still missing (other shards); the last shard to finish writes the .npz, or run again with --pack-only")
             return
         }
         print(npz)

@@ -24,7 +24,7 @@ extension Generate {
         let minSteps = mode == "sde" ? 2 : 1
         try FlagCheck.range("num-steps", numSteps, .atLeast(Double(minSteps), mode == "sde" ? "the SDE grid needs a stochastic step and the final deterministic one" : ""))
         try FlagCheck.range("per-proc-batch-size", perProcBatchSize, .atLeast(1))
-        try FlagCheck.range("num-fid-samples", numFidSamples, .atLeast(1))
+        if let n = numFidSamples { try FlagCheck.range("num-fid-samples", n, .atLeast(1)) }
         try FlagCheck.range("grid", grid, .atLeast(0, "0 = no grid"))
         if let d = encoderDepth { try FlagCheck.range("encoder-depth", d, TrainConfig.ranges["encoder-depth"]!) }
         if let r = resolution { try FlagCheck.range("resolution", r, .atLeast(8, "the image side in pixels")) }

@@ -64,10 +64,10 @@ import HasteTensor
     try SafetensorsWriter.write(tensors, metadata: ["format": Checkpoint.format, "config": try config.yaml()], to: dir + "/0000010.safetensors")
     let onCPU = try GenerationModel.load(dir + "/0000010.safetensors")
     let loaded = try GenerationModel.load(dir + "/0000010.safetensors", device: HostAsCUDA.device)
-    #expect(loaded.sit.store.device == HostAsCUDA.device && loaded.sit.store.stateDict().allSatisfy { $0.1.device == HostAsCUDA.device })
+    #expect(loaded.sit!.store.device == HostAsCUDA.device && loaded.sit!.store.stateDict().allSatisfy { $0.1.device == HostAsCUDA.device })
     let x = Tensor.randn([2, 1, 8, 8], seed: 2), t = Tensor([Float(0.3), 0.9]), y = Tensor([Int64(0), 3])
     let d = HostAsCUDA.device
-    expectClose(loaded.sit(x.to(d), t: t.to(d), y: y.to(d)).velocity.to(.cpu), onCPU.sit(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
+    expectClose(loaded.sit!(x.to(d), t: t.to(d), y: y.to(d)).velocity.to(.cpu), onCPU.sit!(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
 }
 
 /// FID features (InceptionV3, random weights in pytorch-fid's layout) of the same images: equal on cuda:1 and

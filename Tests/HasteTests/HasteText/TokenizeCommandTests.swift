@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Runs `haste` with `arguments`; returns the exit status, stdout and stderr.
-private func runHasteOutput(_ arguments: [String], environment: [String: String]? = nil) throws
+func runHasteOutput(_ arguments: [String], environment: [String: String]? = nil) throws
     -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try hasteExecutable())

@@ -35,7 +35,7 @@ func thrownText(_ sourceLocation: SourceLocation = #_sourceLocation, _ body: () 
     var flags = GenerationModel.Flags()
     flags.numHeads = 2
     let loaded = try GenerationModel.load(path, flags: flags)
-    let c = loaded.sit.config
+    let c = loaded.sit!.config
     let sizes: [Int] = [c.depth, c.hiddenSize, c.numHeads, c.patchSize, c.inChannels, c.inputSize, c.numClasses]
     #expect(sizes == [2, 16, 2, 2, 1, 8, 3])
     #expect(loaded.name == "SiT" && !loaded.pixelSpace)

@@ -103,11 +103,11 @@ func tinyGenerateOptions(_ dir: String) -> GenerateOptions {
     try SafetensorsWriter.write(tensors, metadata: ["format": Checkpoint.format, "config": try config.yaml()], to: dir + "/0000010.safetensors")
     let loaded = try GenerationModel.load(dir + "/0000010.safetensors")
     #expect(loaded.pixelSpace && loaded.sampleShape == [1, 8, 8] && loaded.name == "SiT-S/2")
-    #expect(loaded.sit.config.projectorDims == [6] && loaded.sit.config.numClasses == 3)
+    #expect(loaded.sit!.config.projectorDims == [6] && loaded.sit!.config.numClasses == 3)
     let x = Tensor.randn([2, 1, 8, 8], seed: 2), t = Tensor([Float(0.3), 0.9]), y = Tensor([Int64(0), 3])
-    expectClose(loaded.sit(x, t: t, y: y).velocity, ema(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
+    expectClose(loaded.sit!(x, t: t, y: y).velocity, ema(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
     let m = try GenerationModel.load(dir + "/0000010.safetensors", select: "model")
-    expectClose(m.sit(x, t: t, y: y).velocity, raw(x, t: t, y: y).velocity, atol: 0, rtol: 0, "model weights")
+    expectClose(m.sit!(x, t: t, y: y).velocity, raw(x, t: t, y: y).velocity, atol: 0, rtol: 0, "model weights")
     #expect(throws: HasteError.self) { _ = try GenerationModel.load(dir + "/missing.safetensors") }
     #expect(throws: HasteError.self) { _ = try GenerationModel.load(dir + "/0000010.pt") }
 }
@@ -125,9 +125,9 @@ func tinyGenerateOptions(_ dir: String) -> GenerateOptions {
     flags = GenerationModel.Flags()
     flags.numHeads = 2
     let loaded = try GenerationModel.load(url.path, flags: flags)
-    #expect(!loaded.pixelSpace && loaded.sit.config == direct.config)
+    #expect(!loaded.pixelSpace && loaded.sit!.config == direct.config)
     let x = Tensor.randn([1, 3, 8, 8], seed: 4), t = Tensor([Float(0.5)]), y = Tensor([Int64(1)])
-    expectClose(loaded.sit(x, t: t, y: y).velocity, direct(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
+    expectClose(loaded.sit!(x, t: t, y: y).velocity, direct(x, t: t, y: y).velocity, atol: 0, rtol: 0, "ema weights")
 }
 
 /// Latent models decode through the VAE (here the tiny fixture VAE: 8×8 latents → 16×16 images); a missing
