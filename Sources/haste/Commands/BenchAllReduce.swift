@@ -27,7 +27,7 @@ struct BenchAllReduceCommand: ParsableCommand {
                 throw ValidationError("one process has nothing to sum: start it as ranks, e.g. mpirun -np 2 haste bench allreduce")
             }
             let (_, resolved) = try TrainBenchmarks.config(model: model, batch: 1, align: false, seed: runtime.seed)
-            let sit = try SiT(resolved.student, seed: runtime.seed)
+            let sit = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: runtime.seed)
             sit.store.move(to: device)                                   // off the CPU the sum goes through host copies
             let reducer = GradientReducer(store: sit.store, comm: comm)
             let count = reducer.buckets.map(\.count).reduce(0, +)
