@@ -106,7 +106,7 @@ public final class Trainer {
                                                   prompts: try PreviewPrompts(dataset: dataset, count: config.sampleCount)) : nil
         let fid = comm.isWriter ? try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape,
                                                   pixelSpace: !dataset.hasLatents, run: run, device: device) : nil
-        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
+        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (denoising only)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
             try stopIfWritesFailed()

@@ -19,7 +19,8 @@ public final class COCOFeatureFolder: CaptionFeatureSource {
     static let layoutHint = "data-dir must be the COCO feature root (empty_context.npy and train/) or a split folder (train/, "
         + "with empty_context.npy one level up), as `haste preprocess --coco` or the reference's U-ViT scripts write them"
 
-    public init(dataDir: String) throws {
+    /// `checkFirstCaption`: read `0_0.npy` now, so a wrong feature shape fails at start-up rather than mid-run.
+    public init(dataDir: String, checkFirstCaption: Bool = true) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: dataDir, isDirectory: &isDir), isDir.boolValue else {
@@ -43,7 +44,7 @@ public final class COCOFeatureFolder: CaptionFeatureSource {
         }
         emptyContext = e.to(.float32)
         (count, captionCounts) = try COCOFeatureFolder.scan(split.path)
-        _ = try caption(0, 0)                                   // a wrong feature shape fails at start-up, not mid-run
+        if checkFirstCaption { _ = try caption(0, 0) }
     }
 
     /// Item count and caption counts from the file names, checking the numbering.

@@ -16,7 +16,7 @@ public enum CaptionGrid {
         let v = ((images.to(.float32) + 1.0) * 0.5).clamp(min: 0, max: 1).scalars(as: Float.self)
         let scale = max(1, (minimumCellWidth + w - 1) / w), cw = w * scale, ch = h * scale
         let cols = captions.count, rows = (n + cols - 1) / cols
-        let wrapped = captions.map { Array(wrap($0, width: max(1, cw / BitmapFont.advance)).prefix(maxLines)) }
+        let wrapped = captions.map { Array(wrap($0, width: max(1, (cw - pad) / BitmapFont.advance)).prefix(maxLines)) }
         let textHeight = (wrapped.map(\.count).max() ?? 0) * BitmapFont.lineHeight + 2 * pad
         var canvas = Canvas(width: cols * (cw + pad) + pad, height: rows * (ch + pad) + pad + textHeight, background: .white)
         for i in 0..<n {
