@@ -6,7 +6,7 @@ import HasteTensor
 /// Turns a TrainConfig into model configs and checks, at start-up, that the alignment it asks for can
 /// work (spec README #1, #2): messages name the key and the fix.
 public struct ResolvedModels {
-    public let student: SiTConfig
+    public let student: StudentConfig
     public let teacher: DINOv2Config?
     public let pairs: [(student: Int, teacher: Int)]
     public let heads: Int
@@ -38,22 +38,59 @@ extension TrainConfig {
         return t
     }
 
-    /// Student and teacher configs with every alignment constraint checked.
-    public func resolveModels(sampleShape: [Int], numClasses: Int) throws -> ResolvedModels {
+    /// Whether `model` names a text-conditioned MMDiT (else a class-conditional SiT).
+    public var isMMDiT: Bool { model.hasPrefix("MMDiT") }
+
+    /// The MMDiT of `model` with the size keys applied, for samples of `sampleShape` and caption features of
+    /// `contextShape` ([tokens, width]: the context embedder's in-features are the data's width).
+    public func mmditConfig(sampleShape: [Int], contextShape: [Int]) throws -> MMDiTConfig {
+        var c = try MMDiTConfig.named(model)
+        if hiddenSize > 0 { c.hiddenSize = hiddenSize }
+        if depth > 0 { c.depth = depth }
+        if numHeads > 0 { c.numHeads = numHeads }
+        if qkNorm { throw HasteError.config(key: "qk-norm", detail: "the reference MMDiT has no qk-norm (spec/mmdit.md §1); set it false") }
+        (c.inChannels, c.inputSize) = (sampleShape[0], sampleShape[1])
+        (c.contextTokens, c.contextDim) = (contextShape[0], contextShape[1])
+        (c.encoderDepth, c.projectorHidden, c.projectorDims) = (encoderDepth, projectorDim, [])
+        return c
+    }
+
+    /// The student for data of `sampleShape` with `numClasses` labels, or caption features of `contextShape`.
+    /// A class-conditional model on caption data (or the reverse) is refused naming both keys.
+    func resolveStudent(sampleShape: [Int], numClasses: Int, contextShape: [Int]?) throws -> StudentConfig {
+        switch (isMMDiT, contextShape) {
+        case (true, let ctx?): return .mmdit(try mmditConfig(sampleShape: sampleShape, contextShape: ctx))
+        case (false, nil): return .sit(try studentConfig(sampleShape: sampleShape, numClasses: numClasses))
+        case (true, nil):
+            throw HasteError.config(key: "model", detail: "\(model) is text-conditioned but dataset '\(dataset)' has class labels, not captions: use a SiT model, or dataset coco / fashion-mnist-captions")
+        case (false, _?):
+            throw HasteError.config(key: "model", detail: "\(model) is class-conditional but dataset '\(dataset)' gives caption features: use an MMDiT model (MMDiT-XL/2, or MMDiT-D<depth>/<patch> such as MMDiT-D4/2)")
+        }
+    }
+
+    /// Student and teacher configs with every alignment constraint checked. `contextShape`: [tokens, width] of the
+    /// data's caption features (nil: class labels).
+    public func resolveModels(sampleShape: [Int], numClasses: Int, contextShape: [Int]? = nil) throws -> ResolvedModels {
         if mixedPrecision == "fp16" {
             throw HasteError.config(key: "mixed-precision", detail: "'fp16' needs dynamic loss scaling, which haste does not have yet; use `bf16` (same speed path, float32's range) or `no`")
         }
         if sampleShape[1] != sampleShape[2] { throw HasteError.config(key: "data-dir", detail: "samples must be square, got \(sampleShape)") }
-        var student = try studentConfig(sampleShape: sampleShape, numClasses: numClasses)
-        guard usesTeacher else {
-            try student.validate()
-            return ResolvedModels(student: student, teacher: nil, pairs: [], heads: 0)
+        var student = try resolveStudent(sampleShape: sampleShape, numClasses: numClasses, contextShape: contextShape)
+        let teacher = usesTeacher ? try teacherConfig() : nil
+        switch student {
+        case .sit(var c):
+            c.projectorDims = teacher.map { [$0.embedDim] } ?? []
+            try c.validate()
+            student = .sit(c)
+        case .mmdit(var c):
+            c.projectorDims = teacher.map { [$0.embedDim] } ?? []
+            try c.validate()
+            student = .mmdit(c)
         }
-        let teacher = try teacherConfig()
-        student.projectorDims = [teacher.embedDim]
-        try student.validate()
+        guard let teacher else { return ResolvedModels(student: student, teacher: nil, pairs: [], heads: 0) }
         if student.tokens != teacher.tokens {
-            throw HasteError.config(key: "model", detail: "student has \(student.tokens) tokens (\(student.inputSize)/\(student.patchSize))² but the teacher has \(teacher.tokens) patches (grid \(teacher.grid)); alignment needs them equal: use patch 2 at 256 px, or set teacher-patch-size")
+            let side = Int(Double(student.tokens).squareRoot())
+            throw HasteError.config(key: "model", detail: "student has \(student.tokens) tokens (\(side)²) but the teacher has \(teacher.tokens) patches (grid \(teacher.grid)); alignment needs them equal: use patch 2 at 256 px, or set teacher-patch-size")
         }
         var pairs: [(Int, Int)] = []
         if attnCoeff != 0 {
@@ -88,10 +125,20 @@ extension TrainConfig {
             if FileManager.default.fileExists(atPath: packed) { return try HDF5Dataset(path: packed, numClasses: numClasses) }
             return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
         case "images": return try ImageFolderDataset(root: dataDir, numClasses: numClasses)
+        case "coco":
+            return try CaptionDataset(source: try COCOFeatureFolder(dataDir: dataDir), choice: captionChoice)
+        case "fashion-mnist-captions":
+            let dir = dataDir.isEmpty || dataDir == TrainConfig().dataDir ? FashionMNIST.defaultDirectory : dataDir
+            let base = try FashionMNIST(directory: dir)
+            let text = try TextEncoderSetup.make(self)
+            return FashionMNISTCaptions(base: base, encoder: text.encoder, choice: captionChoice, save: text.save)
         default:
-            throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), images (PNG folder + dataset.json, pixel space), fashion-mnist")
+            throw HasteError.config(key: "dataset", detail: "'\(dataset)' is not one of imagenet (images/ + vae-sd/ latents), images (PNG folder + dataset.json, pixel space), fashion-mnist, coco (caption features), fashion-mnist-captions")
         }
     }
+
+    /// Caption choice and CFG drop of caption datasets: their own stream of `seed`, drop probability `cfg-prob`.
+    public var captionChoice: CaptionChoice { CaptionChoice(seed: UInt64(seed), dropProbability: cfgProb) }
 }
 
 /// Loads teacher weights: a DINOv2 hub checkpoint (`dinov2_vitb14_pretrain.pth`, read natively) or a

@@ -72,16 +72,24 @@ public struct Objective {
         }
     }
 
-    public func loss(student: SiT, batch: Batch, draws d: Draws, teacher: DINOv2Output?, alignmentActive: Bool) -> Terms {
+    /// The student's condition: the batch's caption features (CFG drop done by the dataset, spec/method.md §10), or its
+    /// labels with the drawn drop mask applied (dropped → the null class).
+    public func condition(_ batch: Batch, _ d: Draws) -> Conditioning {
+        if let context = batch.context { return .context(context) }
+        guard case .sit(let s) = models.student else { fatalError("Objective: an MMDiT student got a batch without caption features") }
+        let labels = batch.labels.scalars(as: Int64.self).enumerated().map { d.dropMask[$0.offset] ? Int64(s.numClasses) : $0.element }
+        return .labels(Tensor(labels, shape: [labels.count], device: batch.x0.device))
+    }
+
+    public func loss(student: any DenoisingStudent, batch: Batch, draws d: Draws, teacher: DINOv2Output?, alignmentActive: Bool) -> Terms {
         let x0 = cleanSample(batch, d)
         let c = config.pathType.coefficients(d.t.reshaped([d.t.count, 1, 1, 1]))
         let xt = c.alpha * x0 + c.sigma * d.noise
-        let labels = batch.labels.scalars(as: Int64.self).enumerated().map { d.dropMask[$0.offset] ? Int64(models.student.numClasses) : $0.element }
         let align = alignmentActive && teacher != nil
         let wantProj = align && config.projCoeff != 0
-        let out = student(xt, t: d.t, y: Tensor(labels, shape: [labels.count], device: x0.device),
-                          logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
-                          projections: wantProj)
+        let out = student.predict(xt, t: d.t, condition: condition(batch, d),
+                                  logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
+                                  projections: wantProj)
         let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: d.noise, t: d.t, path: config.pathType)
         var total = den, proj = 0.0, attn = 0.0
         if align, let teacher {

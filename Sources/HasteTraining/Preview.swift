@@ -6,30 +6,41 @@ import HasteNN
 import HasteTensor
 
 /// Sample grids from the EMA model during training (spec/method.md §15; **[robust]** EMA weights in eval
-/// mode, no label dropout). Fixed noise and labels, drawn once from their own stream, so grids are comparable
-/// across steps and across resumes. Euler ODE, `sample-num-steps` steps, guidance `sample-cfg` on [0, 1].
+/// mode, no label dropout). Fixed noise and labels (or prompts), drawn once from their own stream, so grids are
+/// comparable across steps and across resumes. Euler ODE, `sample-num-steps` steps, guidance `sample-cfg` on [0, 1].
 /// Latent samples are decoded by the SD-VAE (latent / latent-scale → decoder; spec/method.md §15) when one is
-/// given; without it latent previews are skipped with one note.
+/// given; without it latent previews are skipped with one note. Text-conditioned students sample the dataset's
+/// fixed prompts (`PreviewPrompts`), one per column, guided against the empty caption, with the caption under each
+/// column (`CaptionGrid`).
 final class Preview {
     let config: TrainConfig
-    let model: SiT
+    let model: any DenoisingStudent
     let noise: Tensor, labels: Tensor
+    let prompts: PreviewPrompts?
+    /// The prompts' features and the empty caption's (last row) on the model's device; the sampler's "labels" index it.
+    let table: Tensor?
+    let nullLabel: Int
     let pixelSpace: Bool
     let vae: AutoencoderKL?
     private var warned = false
 
     init(config: TrainConfig, models: ResolvedModels, sampleShape: [Int], pixelSpace: Bool, vae: AutoencoderKL? = nil,
-         device: Device = .cpu) throws {
+         device: Device = .cpu, prompts: PreviewPrompts? = nil) throws {
         self.config = config
-        let c = models.student                                 // same layout as the EMA (projectors unused here)
-        model = try SiT(c)
+        model = try models.student.make()                      // same layout as the EMA (projectors unused here)
         model.store.setRequiresGrad(false)                     // sampled under noGrad only
         model.store.move(to: device)                           // the EMA's device; noise and labels stay on the host
         vae?.store.move(to: device)
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 2)
         let n = config.sampleCount
         noise = g.normal([n] + sampleShape)
-        labels = Tensor((0..<n).map { Int64($0 % c.numClasses) }, shape: [n])
+        var null = prompts?.texts.count ?? 0
+        if case .sit(let c) = models.student { null = c.numClasses }
+        require(null > 0, "Preview: a text-conditioned student needs the dataset's preview prompts")
+        nullLabel = null
+        labels = Tensor((0..<n).map { Int64($0 % null) }, shape: [n])
+        self.prompts = prompts
+        table = prompts?.table.to(device)
         self.pixelSpace = pixelSpace
         self.vae = vae
     }
@@ -43,14 +54,33 @@ final class Preview {
             return
         }
         ema.copy(into: model.store)
-        let guidance = Guidance(scale: config.sampleCfg, low: 0, high: 1, nullClass: model.config.numClasses)
-        let m = model
-        let x = Samplers.euler(Samplers.onDevice(m.store.device) { x, t, y in m(x, t: t, y: y).velocity }, noise: noise, labels: labels,
+        let guidance = Guidance(scale: config.sampleCfg, low: 0, high: 1, nullClass: nullLabel)
+        let (m, table) = (model, table)
+        let velocity: VelocityModel = { x, t, y in
+            let condition: Conditioning = table.map { .context($0.indexSelect(axis: 0, indices: y)) } ?? .labels(y)
+            return m.predict(x, t: t, condition: condition, logitLayers: [], projections: false).velocity
+        }
+        let x = Samplers.euler(Samplers.onDevice(m.store.device, velocity), noise: noise, labels: labels,
                                steps: config.sampleNumSteps, guidance: guidance)
         let images = pixelSpace ? x : vae!.decodeLatents(x.to(vae!.store.device), scale: config.latentScale)
         let path = "\(run.root)/samples/\(String(format: "%07d", step)).png"
-        try ImageGrid.write(images, to: path)
+        if let prompts { try CaptionGrid.write(images.to(.cpu), captions: prompts.texts, to: path) } else { try ImageGrid.write(images, to: path) }
         say("samples at step \(step): \(path)")
+    }
+}
+
+/// The fixed preview prompts of caption data: the first `min(sample-count, maxColumns)` the dataset offers (one grid
+/// column each) and their features with the empty caption's as the last row, [P + 1, L, D]. nil for class labels.
+struct PreviewPrompts {
+    static let maxColumns = 10
+    let texts: [String]
+    let table: Tensor
+
+    init?(dataset: TrainingDataset, count: Int) throws {
+        guard let d = dataset as? CaptionedDataset else { return nil }
+        let p = try d.previewPrompts(min(count, PreviewPrompts.maxColumns))
+        texts = p.texts
+        table = Tensor.cat([p.context, d.emptyContext.unsqueezed(0)], axis: 0)
     }
 }
 

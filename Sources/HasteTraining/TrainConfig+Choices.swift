@@ -7,8 +7,9 @@ extension TrainConfig {
     static let choices: [String: (allowed: [String], why: String)] = [
         "mixed-precision": (["no", "fp16", "bf16"], "`no` = float32; `bf16` = GEMMs, convolutions and attention in bf16 with float32 accumulation"),
         "prediction": (["v"], "only v-prediction exists in the reference"),
-        "dataset": (["imagenet", "images", "fashion-mnist"],
-                    "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's"),
+        "dataset": (["imagenet", "images", "fashion-mnist", "coco", "fashion-mnist-captions"],
+                    "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's, "
+                    + "coco = MS-COCO caption features (MMDiT), fashion-mnist-captions = the text-to-image demo's"),
     ]
 
     /// Throws `HasteError.config` for the first key (sorted) whose value is not one of its `choices`.

@@ -43,13 +43,15 @@ extension TrainConfig {
     /// (so a config works from any working directory). `output-dir` is not among them: like the reference's
     /// `--output-dir exps`, runs go under the working directory. Flags and `--set` are relative to the working
     /// directory. Both are made absolute, so the run's config.yaml means the same thing wherever it is read.
-    public static let configRelativeKeys: Set<String> = ["data-dir", "enc-weights", "vae-weights", "fid-ref", "fid-weights"]
+    public static let configRelativeKeys: Set<String> = ["data-dir", "enc-weights", "vae-weights", "fid-ref", "fid-weights",
+                                                          "text-encoder", "tokenizer-vocab"]
 
     /// The built-in values of `configRelativeKeys`: they name defaults, not places (`fid-weights`' is searched for by
     /// `InceptionWeightsFile.resolve`, `data-dir`'s means Fashion-MNIST's folder for that dataset), so never resolved.
     static let builtInPaths: [String: String] = {
         let d = TrainConfig()
-        return ["data-dir": d.dataDir, "enc-weights": d.encWeights, "vae-weights": d.vaeWeights, "fid-ref": d.fidRef, "fid-weights": d.fidWeights]
+        return ["data-dir": d.dataDir, "enc-weights": d.encWeights, "vae-weights": d.vaeWeights, "fid-ref": d.fidRef, "fid-weights": d.fidWeights,
+                "text-encoder": d.textEncoder, "tokenizer-vocab": d.tokenizerVocab]
     }()
 
     /// `value` of `key` made absolute against `folder` when it is a relative path of a `configRelativeKeys` key.

@@ -10,6 +10,7 @@ extension TrainConfig {
         "num-classes": .atLeast(1),
         "encoder-depth": .atLeast(1, "the 1-based block whose output feeds the projectors"),
         "projector-dim": .atLeast(1),
+        "text-encoder-width": .atLeast(64, "a multiple of 64 (CLIP heads of 64)"), "text-encoder-layers": .atLeast(1),
         "teacher-patch-size": .atLeast(0), "teacher-grid": .atLeast(0), "teacher-embed-dim": .atLeast(0),
         "teacher-depth": .atLeast(0), "teacher-heads": .atLeast(0),
         // Objective
@@ -42,6 +43,9 @@ extension TrainConfig {
             try range!.check(key, values[key]!)
         }
         try validateChoices()
+        if textEncoderWidth % 64 != 0 {
+            throw HasteError.config(key: "text-encoder-width", detail: "\(textEncoderWidth) is not a multiple of 64 (the random encoder has heads of 64, as CLIPTextModel.load infers them)")
+        }
         if usesTeacher && teacherGrid == 0 && (16 * resolution) % 256 != 0 {
             throw HasteError.config(key: "resolution", detail: "\(resolution) gives a fractional teacher grid 16·\(resolution)/256; use a multiple of 16 or set teacher-grid")
         }

@@ -10,6 +10,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var outputDir = "exps"
     public var dataDir = "../data/imagenet256"
     public var dataset = "imagenet"             // imagenet (images/ + vae-sd/ latents) | images (PNGs + dataset.json) | fashion-mnist
+                                                // | coco (caption features, MMDiT) | fashion-mnist-captions (the t2i demo)
     public var resolution = 256
     // Student
     public var model = "SiT-XL/2"
@@ -20,6 +21,11 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var encoderDepth = 8
     public var projectorDim = 2048
     public var qkNorm = false
+    // Text (caption datasets encoded at start-up: fashion-mnist-captions)
+    public var textEncoder = ""                 // CLIP text weights; "" = a random frozen CLIP-architecture encoder (the demo)
+    public var textEncoderWidth = 64            // the random encoder's width (heads of 64)
+    public var textEncoderLayers = 2            // the random encoder's layers
+    public var tokenizerVocab = ""              // bpe_simple_vocab_16e6.txt.gz; "" = the CLIP cache (Scripts/fetch_clip_vocab.sh)
     // Teacher
     public var encType = "dinov2-vit-b"         // "none" trains vanilla SiT (no teacher)
     public var encWeights = ""                  // teacher state dict: a torch-hub .pth or a .safetensors
@@ -77,6 +83,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case expName = "exp-name", outputDir = "output-dir", dataDir = "data-dir", dataset, resolution
         case model, hiddenSize = "hidden-size", depth, numHeads = "num-heads", numClasses = "num-classes"
         case encoderDepth = "encoder-depth", projectorDim = "projector-dim", qkNorm = "qk-norm"
+        case textEncoder = "text-encoder", textEncoderWidth = "text-encoder-width", textEncoderLayers = "text-encoder-layers"
+        case tokenizerVocab = "tokenizer-vocab"
         case encType = "enc-type", encWeights = "enc-weights", teacherPatchSize = "teacher-patch-size", teacherGrid = "teacher-grid"
         case teacherEmbedDim = "teacher-embed-dim", teacherDepth = "teacher-depth", teacherHeads = "teacher-heads"
         case projCoeff = "proj-coeff", attnCoeff = "attn-coeff", attnStudentLayers = "attn-student-layers"
@@ -94,5 +102,5 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     }
 
     public var usesTeacher: Bool { encType != "none" && (projCoeff != 0 || attnCoeff != 0) && earlyStopPoint > 0 }
-    public var isPixelSpace: Bool { dataset != "imagenet" }
+    public var isPixelSpace: Bool { dataset != "imagenet" && dataset != "coco" }
 }

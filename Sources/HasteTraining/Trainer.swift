@@ -20,7 +20,7 @@ public final class Trainer {
     public let config: TrainConfig
     public let models: ResolvedModels
     public let dataset: TrainingDataset
-    public let student: SiT
+    public let student: any DenoisingStudent
     /// Set to nil at the early stop when skip-teacher-after-stop is on (Trainer+EarlyStop.swift).
     public internal(set) var teacher: DINOv2?
     public let optimizer: AdamW
@@ -54,7 +54,7 @@ public final class Trainer {
         self.device = device
         self.collectives = collectives
         self.dataset = dataset
-        models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses)
+        models = try config.resolveModels(sampleShape: dataset.sampleShape, numClasses: dataset.numClasses, contextShape: dataset.contextShape)
         if config.usesTeacher && !dataset.hasImages {
             throw HasteError.config(key: "enc-type", detail: "the dataset has no raw images for the teacher; use enc-type none")
         }
@@ -62,7 +62,7 @@ public final class Trainer {
             throw HasteError.config(key: "batch-size", detail: "\(config.batchSize) must be in 1...\(dataset.count) (the dataset size)")
         }
         try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
-        student = try SiT(models.student, seed: UInt64(config.seed))
+        student = try models.student.make(seed: UInt64(config.seed))
         student.store.move(to: device)                          // before the optimizer and EMA allocate there
         teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
         teacher?.store.move(to: device)
@@ -75,6 +75,10 @@ public final class Trainer {
         for path in run.removedTemporaries { say("removed \(path), left by a write that was interrupted") }
         try resumeIfAsked()
         if comm.isWriter { try run.writeConfig(config) }
+        if comm.isWriter, let model = (dataset as? CaptionedDataset)?.textEncoderToSave {
+            try TextEncoderSetup.save(model, runRoot: run.root)
+            say("random frozen text encoder (\(model.config.numLayers) layers, width \(model.config.hiddenSize)) saved to \(TextEncoderSetup.path(runRoot: run.root))")
+        }
     }
 
     func resumeIfAsked() throws {
@@ -102,10 +106,11 @@ public final class Trainer {
     public func train() throws -> TrainingState {
         let generator = RandomGenerator(seed: UInt64(config.seed) &+ 1, offset: state.rngOffset)
         let preview = comm.isWriter ? try Preview(config: config, models: models, sampleShape: dataset.sampleShape,
-                                                  pixelSpace: !dataset.hasLatents, vae: try previewVAE(), device: device) : nil
+                                                  pixelSpace: !dataset.hasLatents, vae: try previewVAE(), device: device,
+                                                  prompts: try PreviewPrompts(dataset: dataset, count: config.sampleCount)) : nil
         let fid = comm.isWriter ? try TrainingFID(config: config, models: models, sampleShape: dataset.sampleShape,
                                                   pixelSpace: !dataset.hasLatents, run: run, device: device) : nil
-        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (vanilla SiT)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
+        say("training \(config.model) (\(student.store.trainableCount) trainable parameters) on \(dataset.count) items; \(teacher == nil ? "no teacher (denoising only)" : "teacher \(config.encType), alignment until step \(config.earlyStopPoint)")")
         var meter = Throughput(batch: config.batchSize * config.gradientAccumulationSteps)
         while state.step < config.maxTrainSteps && state.epoch < config.epochs {
             try stopIfWritesFailed()

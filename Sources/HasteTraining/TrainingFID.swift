@@ -72,8 +72,9 @@ final class TrainingFID {
         guard config.fidSamples >= 2, !config.fidRef.isEmpty else {
             throw HasteError.config(key: "fid-ref", detail: "fid-every needs fid-ref (statistics, e.g. from `haste fid fashion-mnist:t10k --save-stats FILE`) and fid-samples ≥ 2")
         }
+        let sit = try models.student.sitConfig(for: "FID during training (fid-every)")
         self.config = config
-        model = try SiT(models.student)
+        model = try SiT(sit)
         model.store.setRequiresGrad(false)                     // sampled under noGrad only
         model.store.move(to: device)                           // the EMA's device; noise and labels stay on the host
         let weights = try InceptionWeightsFile.resolve(config.fidWeights)
@@ -90,7 +91,7 @@ final class TrainingFID {
         }
         let g = RandomGenerator(seed: UInt64(config.seed) &+ 3)
         noise = g.normal([config.fidSamples] + sampleShape)
-        labels = Tensor((0..<config.fidSamples).map { Int64($0 % models.student.numClasses) }, shape: [config.fidSamples])
+        labels = Tensor((0..<config.fidSamples).map { Int64($0 % sit.numClasses) }, shape: [config.fidSamples])
         curve = TrainingFID.previousCurve(run)
     }
 

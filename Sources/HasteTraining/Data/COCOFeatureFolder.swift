@@ -71,6 +71,30 @@ public final class COCOFeatureFolder: CaptionFeatureSource {
         if checkEveryFile { try checkShapes() }
     }
 
+    static let layoutHint = "data-dir must be the COCO feature root (empty_context.npy and train/) or a split folder (train/, "
+        + "with empty_context.npy one level up), as `haste preprocess --coco` or the reference's U-ViT scripts write them"
+
+    /// The training split named by `data-dir`: the feature root (holding `train/`) or a split folder with
+    /// `empty_context.npy` one level up. `checkFirstCaption` reads `0_0.npy` now, so a caption of the wrong shape
+    /// fails at start-up rather than mid-run.
+    public convenience init(dataDir: String, checkFirstCaption: Bool = true) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: dataDir, isDirectory: &isDir), isDir.boolValue else {
+            throw HasteError.fileMissing(path: dataDir, hint: Self.layoutHint + ".")
+        }
+        let url = URL(fileURLWithPath: dataDir).standardizedFileURL
+        let (root, split) = fm.fileExists(atPath: url.appendingPathComponent("train").path)
+            ? (url.path, "train") : (url.deletingLastPathComponent().path, url.lastPathComponent)
+        let empty = "\(root)/empty_context.npy"
+        guard fm.fileExists(atPath: empty) else {
+            throw HasteError.fileMissing(path: empty, hint: "the CLIP features of the empty caption (the CFG null input) are missing: "
+                + Self.layoutHint + "; `haste preprocess --coco` writes it.")
+        }
+        try self.init(root: root, split: split)
+        if checkFirstCaption { _ = try caption(0, 0) }
+    }
+
     /// Every file's header against the first item's shapes and empty_context's.
     func checkShapes() throws {
         var problems: [String] = []

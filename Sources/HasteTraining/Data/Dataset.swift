@@ -2,20 +2,23 @@ import HasteTensor
 
 /// One training batch. `images` feed the teacher (uint8 [B, 3, R, R]); `x0` is the clean sample the
 /// student denoises: pixels in [-1, 1] for pixel-space data, or posterior moments for latent data (the
-/// trainer draws a fresh latent from them each step: spec/data.md §1.6).
+/// trainer draws a fresh latent from them each step: spec/data.md §1.6). Moments are mean | std on the channels.
+/// `context`: caption features [B, L, D] of text-conditioned data (CFG drop already applied), else nil.
 public struct Batch {
     public let images: Tensor?
     public let x0: Tensor
     public let moments: Bool
     public let labels: Tensor
+    public let context: Tensor?
 
-    public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor) {
-        (self.images, self.x0, self.moments, self.labels) = (images, x0, moments, labels)
+    public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor, context: Tensor? = nil) {
+        (self.images, self.x0, self.moments, self.labels, self.context) = (images, x0, moments, labels, context)
     }
 
     /// The batch on `device` (itself on the CPU): data is read on the host and moved once per micro-batch.
     public func to(_ device: Device) -> Batch {
-        device == x0.device ? self : Batch(images: images?.to(device), x0: x0.to(device), moments: moments, labels: labels.to(device))
+        device == x0.device ? self : Batch(images: images?.to(device), x0: x0.to(device), moments: moments, labels: labels.to(device),
+                                           context: context?.to(device))
     }
 }
 
@@ -30,6 +33,15 @@ public protocol TrainingDataset {
     /// Whether samples are VAE latents (moments) rather than pixels.
     var hasLatents: Bool { get }
     func batch(_ indices: [Int]) throws -> Batch
+    /// The items at `indices` as epoch `epoch` sees them (caption data picks a caption per image per epoch).
+    func batch(_ indices: [Int], epoch: Int) throws -> Batch
+    /// [tokens, width] of the caption features of text-conditioned data; nil for class labels.
+    var contextShape: [Int]? { get }
+}
+
+extension TrainingDataset {
+    public func batch(_ indices: [Int], epoch: Int) throws -> Batch { try batch(indices) }
+    public var contextShape: [Int]? { nil }
 }
 
 /// Epoch-wise shuffling with drop_last, a pure function of (seed, epoch): resuming needs only the position.

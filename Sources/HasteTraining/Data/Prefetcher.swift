@@ -29,13 +29,13 @@ final class BatchPrefetcher: @unchecked Sendable {
             lock.lock(); if ready?.key == key { result = ready!.result }; ready = nil; lock.unlock()
         }
         pending = nil
-        let current = try result?.get() ?? dataset.batch(Array(order.indices(epoch: epoch, batch: batch)[share]))
+        let current = try result?.get() ?? dataset.batch(Array(order.indices(epoch: epoch, batch: batch)[share]), epoch: epoch)
         let next = batch + 1 >= order.batchesPerEpoch ? Position(epoch: epoch + 1, batch: 0) : Position(epoch: epoch, batch: batch + 1)
         let group = DispatchGroup()
         pending = (next, group)
         let (dataset, order, share) = (self.dataset, self.order, self.share)
         queue.async(group: group) { [weak self] in
-            let r = Result { try dataset.batch(Array(order.indices(epoch: next.epoch, batch: next.batch)[share])) }
+            let r = Result { try dataset.batch(Array(order.indices(epoch: next.epoch, batch: next.batch)[share]), epoch: next.epoch) }
             guard let self else { return }
             self.lock.lock(); self.ready = (next, r); self.lock.unlock()
         }

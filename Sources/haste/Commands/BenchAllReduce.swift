@@ -29,7 +29,7 @@ struct BenchAllReduceCommand: ParsableCommand {
         try Job.run(comm) { job in
             let collectives = layout ? nil : try distributed.collectives(comm, device, job)
             let (_, resolved) = try TrainBenchmarks.config(model: model, batch: 1, align: false, seed: runtime.seed)
-            let sit = try SiT(resolved.student, seed: runtime.seed)
+            let sit = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: runtime.seed)
             if layout {
                 let buckets = GradientReducer(store: sit.store, comm: SingleProcess()).buckets.map(\.count)
                 let count = buckets.reduce(0, +)

@@ -63,7 +63,7 @@ enum TrainBenchmarks {
 
     static func step(model: String, batch: Int, align: Bool, seed: UInt64, device: Device = .cpu) throws -> () -> Void {
         let (config, resolved) = try config(model: model, batch: batch, align: align, seed: seed)
-        let student = try SiT(resolved.student, seed: seed)
+        let student = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: seed)
         student.store.move(to: device)                          // before the optimizer allocates its moments there
         let teacher = teacher(resolved, seed: seed, device: device)
         let optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),

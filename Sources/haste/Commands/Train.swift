@@ -8,13 +8,15 @@ import HasteTraining
 /// Precedence: defaults < config file < --set < named flags.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train SiT with the HASTE objective (attention + projection alignment, early stop).",
+        abstract: "Train SiT (class labels) or MMDiT (captions) with the HASTE objective (attention + projection alignment, early stop).",
         discussion: """
         Keys are the reference train.py flag names; `haste train --print-config` lists them all with their values.
         Example (the paper's run; --enc-weights takes the torch-hub .pth as it is, or a safetensors copy):
           haste train --model SiT-XL/2 --enc-type dinov2-vit-b --enc-weights dinov2_vitb14_pretrain.pth \\
             --data-dir data/imagenet256 --proj-coeff 0.5 --attn-coeff 0.5 --early-stop-point 250000 \\
             --max-train-steps 2500000 --exp-name sit-xl-2-haste
+        Text-to-image: an MMDiT model on caption data (dataset coco: `haste preprocess --coco` features; or the
+        offline demo's fashion-mnist-captions), e.g. haste train configs/mmdit-xl-2-haste.yaml, haste train configs/demo-t2i.yaml.
         """)
 
     @OptionGroup var runtime: RuntimeOptions

@@ -135,7 +135,7 @@ func demoTrainingOnTheDeviceEqualsTheCPU() throws {
     var c = tinyRunConfig(dir)
     (c.encType, c.projCoeff, c.attnCoeff) = ("none", 0, 0)
     let models = try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3)
-    let sit = try SiT(models.student, seed: 1), objective = Objective(config: c, models: models)
+    let sit = try SiT(models.student.sitConfig(for: "this test"), seed: 1), objective = Objective(config: c, models: models)
     sit.store.move(to: HostAsCUDA.device)
     let batch = try SyntheticDataset().batch([0, 1, 2, 3]).to(HostAsCUDA.device)
     let draws = objective.draw(batch, generator: RandomGenerator(seed: 2))

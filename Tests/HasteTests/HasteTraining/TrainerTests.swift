@@ -142,7 +142,7 @@ func metrics(_ run: String) throws -> [[String: Any]] {
     let allKeys = Set(try TrainConfig().yaml().split(separator: "\n").map { String($0.split(separator: ":")[0]) })
     for f in files {
         let c = try TrainConfig.load(file: "\(root)/configs/\(f)")
-        if f.hasPrefix("sit-") {
+        if f.hasPrefix("sit-") || f.hasPrefix("mmdit-") {
             let text = try String(contentsOfFile: "\(root)/configs/\(f)", encoding: .utf8)
             let keys = Set(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { String($0.split(separator: ":")[0]) })
             #expect(keys == allKeys, "\(f) lists every key (missing: \(allKeys.subtracting(keys)))")
