@@ -18,7 +18,7 @@ struct NCCLSuite {
         var c = tinyRunConfig(temporaryDirectory())
         (c.encType, c.projCoeff, c.attnCoeff) = ("none", 0, 0)
         let models = try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3)
-        let sit = try SiT(models.student, seed: 1), objective = Objective(config: c, models: models)
+        let sit = try SiT(try models.student.sitConfig(for: "this test"), seed: 1), objective = Objective(config: c, models: models)
         sit.store.move(to: EmulatedCUDA.device)
         let batch = try SyntheticDataset().batch(Array(share)).to(EmulatedCUDA.device)
         let draws = objective.draw(batch, generator: RandomGenerator(seed: 2), globalBatch: 4, first: share.lowerBound)
