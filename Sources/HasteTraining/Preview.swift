@@ -50,6 +50,7 @@ final class Preview {
         let images = pixelSpace ? x : vae!.decodeLatents(x.to(vae!.store.device), scale: config.latentScale)
         let path = "\(run.root)/samples/\(String(format: "%07d", step)).png"
         try ImageGrid.write(images, to: path)
+        try run.sampleGrid(at: path, step: step)
         say("samples at step \(step): \(path)")
     }
 }

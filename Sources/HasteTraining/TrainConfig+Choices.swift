@@ -9,6 +9,8 @@ extension TrainConfig {
         "prediction": (["v"], "only v-prediction exists in the reference"),
         "dataset": (["imagenet", "images", "fashion-mnist"],
                     "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's"),
+        "report-to": (ReportTargets.names, "all = metrics.jsonl and TensorBoard event files; wandb is not supported: "
+                      + "haste starts no tracker, watch the event files with `tensorboard --logdir <output-dir>`"),
     ]
 
     /// Throws `HasteError.config` for the first key (sorted) whose value is not one of its `choices`.
