@@ -5,8 +5,10 @@ import HasteTensor
 /// `file_version`, `summary` and `simple_value` are written even then), in field-number order. Wrapped in
 /// `TFRecord.frame` they make an `events.out.tfevents.*` file that `tensorboard --logdir` reads.
 ///
-///     Event   { double wall_time = 1; int64 step = 2; oneof what { string file_version = 3; Summary summary = 5; }
+///     Event   { double wall_time = 1; int64 step = 2;
+///               oneof what { string file_version = 3; Summary summary = 5; SessionLog session_log = 7; }
 ///               SourceMetadata source_metadata = 10; }
+///     SessionLog { enum SessionStatus { STATUS_UNSPECIFIED = 0; START = 1; … } SessionStatus status = 1; }
 ///     Summary { repeated Value value = 1; }
 ///     Value   { string tag = 1; oneof value { float simple_value = 2; Image image = 4; } }
 ///     Image   { int32 height = 1; int32 width = 2; int32 colorspace = 3; bytes encoded_image_string = 4; }
@@ -23,6 +25,16 @@ public enum TensorBoardEvent {
             source.string(1, writer)
             e.bytes(10, source.bytes)
         }
+        return e.bytes
+    }
+
+    /// `SessionLog.START` at `step`: a job (re)started here. TensorBoard's EventAccumulator drops the events it has
+    /// read with steps ≥ `step` (those a resumed run writes again), as for a TensorFlow job restarted from a checkpoint.
+    public static func sessionStart(step: Int, wallTime: Double) -> [UInt8] {
+        var e = start(wallTime: wallTime, step: step)
+        var log = ProtoWriter()
+        log.int(1, 1)
+        e.bytes(7, log.bytes)
         return e.bytes
     }
 

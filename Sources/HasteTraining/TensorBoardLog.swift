@@ -26,8 +26,9 @@ public struct ReportTargets: Equatable, Sendable {
 /// `tensorboard --logdir <output-dir>` shows every run with no conversion. Named as TensorBoard's own writer
 /// names it, `events.out.tfevents.<unix seconds, 10 digits>.<host>.<pid>.<n>`, created at the first event; each
 /// event goes to the file at once (one `write` per step), so a live TensorBoard follows the run. A resumed run
-/// writes a new file: TensorBoard reads a folder's files in name order and drops the old file's steps from the
-/// resumed step on, as it does for any restarted job. Steps are the global optimizer step.
+/// writes a new file that starts with `SessionLog.START` at its first step: TensorBoard reads a folder's files in
+/// name order and drops the old file's steps from there on, as for a restarted TensorFlow job (torch's
+/// `SummaryWriter(purge_step:)` writes the same). Steps are the global optimizer step.
 ///
 /// Scalar tags (`tag(for:)`): metrics.jsonl's keys under `train/` (loss = the denoising loss, proj_loss,
 /// attn_loss, total_loss, grad_norm, lr), `eval/fid`, `perf/img_per_s`; sample grids under `samples/ema`.
@@ -57,7 +58,7 @@ final class TensorBoardLog {
     func scalars(step: Int, values: [String: Double]) {
         let finite = values.filter { $0.value.isFinite }.map { (tag: TensorBoardLog.tag(for: $0.key), value: Float($0.value)) }
         guard !finite.isEmpty else { return }
-        write(TensorBoardEvent.scalars(finite.sorted { $0.tag < $1.tag }, step: step, wallTime: Date().timeIntervalSince1970))
+        write(TensorBoardEvent.scalars(finite.sorted { $0.tag < $1.tag }, step: step, wallTime: Date().timeIntervalSince1970), step: step)
     }
 
     /// The PNG at `pngPath` (a sample grid just written) as an image event.
@@ -65,21 +66,24 @@ final class TensorBoardLog {
         guard let data = FileManager.default.contents(atPath: pngPath) else {
             throw HasteError.fileFormat(path: pngPath, detail: "cannot read the sample grid back for TensorBoard")
         }
-        write(try TensorBoardEvent.image(tag: tag, png: Array(data), step: step, wallTime: Date().timeIntervalSince1970, path: pngPath))
+        write(try TensorBoardEvent.image(tag: tag, png: Array(data), step: step, wallTime: Date().timeIntervalSince1970, path: pngPath),
+              step: step)
     }
 
-    private func write(_ event: [UInt8]) {
-        let file = path ?? open()
+    private func write(_ event: [UInt8], step: Int) {
+        let file = path ?? open(firstStep: step)
         append(TFRecord.frame(event), file)
     }
 
-    private func open() -> String {
+    /// Creates the file: its version, then this process's start at the first step it writes.
+    private func open(firstStep: Int) -> String {
         let now = Date().timeIntervalSince1970
         let name = TensorBoardLog.fileName(seconds: Int(now), host: TensorBoardLog.hostName(), pid: Int(getpid()),
                                            n: TensorBoardLog.counter.next(), existing: (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
         let file = "\(directory)/\(name)"
         path = file
-        append(TFRecord.frame(TensorBoardEvent.header(wallTime: now)), file)
+        let start = [TensorBoardEvent.header(wallTime: now), TensorBoardEvent.sessionStart(step: firstStep, wallTime: now)]
+        append(start.flatMap(TFRecord.frame), file)
         return file
     }
 

@@ -40,7 +40,9 @@ struct TensorBoardEventTests {
         var ours = [TensorBoardEvent.header(wallTime: header["wall_time"] as! Double, writer: header["writer"] as! String)]
         for e in events {
             let (wall, step) = (e["wall_time"] as! Double, e["step"] as! Int)
-            if let scalars = e["scalars"] as? [[Any]] {
+            if e["session_start"] as? Bool == true {
+                ours.append(TensorBoardEvent.sessionStart(step: step, wallTime: wall))
+            } else if let scalars = e["scalars"] as? [[Any]] {
                 ours.append(TensorBoardEvent.scalars(scalars.map { ($0[0] as! String, Float($0[1] as! Double)) }, step: step, wallTime: wall))
             } else {
                 let image = e["image"] as! [String: Any], png = "\(dir)/\(image["png"] as! String)"
@@ -50,15 +52,16 @@ struct TensorBoardEventTests {
         }
         let theirs = Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/events.tfevents")))
         let records = try TFEventReader.records(theirs)
-        #expect(records.count == ours.count && records.count == 9)
+        #expect(records.count == ours.count && records.count == 10)
         for (i, (a, b)) in zip(ours, records).enumerated() { #expect(a == b, "record \(i) differs") }
         #expect(ours.flatMap(TFRecord.frame) == theirs, "the whole file")
 
-        // And the reader sees what was meant: the header, a 2^40 step, an RGBA image's size.
+        // And the reader sees what was meant: the header, the session start, a 2^40 step, an RGBA image's size.
         let decoded = try records.map(TFEventReader.event)
         #expect(decoded[0].fileVersion == "brain.Event:2" && decoded[0].step == 0 && decoded[0].wallTime == 1712345678.5)
-        #expect(decoded[6].step == 1 << 40 && decoded[6].values == [.init(tag: "train/loss", simple: 65504)])
-        #expect(decoded[8].values.first?.image.map { [$0.height, $0.width, $0.colorspace] } == [5, 11, 4])
+        #expect(decoded[1].sessionStart && decoded[1].step == 5 && decoded[1].values.isEmpty && !decoded[0].sessionStart)
+        #expect(decoded[7].step == 1 << 40 && decoded[7].values == [.init(tag: "train/loss", simple: 65504)])
+        #expect(decoded[9].values.first?.image.map { [$0.height, $0.width, $0.colorspace] } == [5, 11, 4])
     }
 
     @Test func imageEventsRefuseWhatIsNotAPNG() throws {

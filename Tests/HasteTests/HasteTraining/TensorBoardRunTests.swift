@@ -52,6 +52,8 @@ struct TensorBoardRunTests {
                     && parts.last == "0" && name.contains(".\(host)."), "\(name)")
             let events = try TFEventReader.events(file: "\(run)/\(name)")
             #expect(events.first?.fileVersion == "brain.Event:2" && events.first?.writer == "haste", "\(name) starts with its version")
+            // then the step this process starts at (the resumed file: 3), which hides the old file's steps from there
+            #expect(events.count > 1 && events[1].sessionStart && events[1].step == (name == files[0] ? 1 : 3), "\(name)")
             #expect(events.allSatisfy { $0.wallTime > 1.7e9 })
         }
 
@@ -120,7 +122,7 @@ struct TensorBoardRunTests {
         run.metric(step: 1, values: ["loss": 0.5])
         let path = try #require(run.events.path)
         let written = try TFEventReader.events(file: path)
-        #expect(run.writeFailure == nil && written.count == 2)
+        #expect(run.writeFailure == nil && written.count == 3, "version, start, step 1")
         try FileManager.default.moveItem(atPath: path, toPath: "\(dir)/kept")
         try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "/dev/full")
         run.metric(step: 2, values: ["loss": 0.25])

@@ -18,6 +18,8 @@ enum TFEventReader {
     struct Event {
         var wallTime = 0.0, step = 0
         var fileVersion: String?, writer: String?
+        /// `SessionLog.START`: a (re)started job's first step.
+        var sessionStart = false
         var values: [Value] = []
     }
 
@@ -55,6 +57,8 @@ enum TFEventReader {
                     guard case .bytes(let v) = f.value else { throw bad("event", "Summary.value is not a message") }
                     return try value(v)
                 }
+            case (7, .bytes(let b)):
+                for s in try fields(b) where s.number == 1 { if case .varint(let status) = s.value { e.sessionStart = status == 1 } }
             case (10, .bytes(let b)):
                 for s in try fields(b) where s.number == 1 { if case .bytes(let w) = s.value { e.writer = String(decoding: w, as: UTF8.self) } }
             default: throw bad("event", "unexpected Event field \(f.number)")
@@ -120,16 +124,14 @@ enum TFEventReader {
         return out
     }
 
-    /// The scalars of a run directory's event files as TensorBoard shows them: files in name order, and a step
-    /// that goes back (a resumed run) drops that tag's points from it on. Tag → [(step, value)].
+    /// The scalars of a run directory's event files as TensorBoard's EventAccumulator shows them: files in name
+    /// order; a `SessionLog.START` at step s (a resumed run) drops every point at steps ≥ s. Tag → [(step, value)].
     static func scalars(inRun dir: String) throws -> [String: [(step: Int, value: Float)]] {
         var out: [String: [(step: Int, value: Float)]] = [:]
         for name in try eventFiles(inRun: dir) {
             for e in try events(file: "\(dir)/\(name)") {
-                for v in e.values { if let x = v.simple {
-                    out[v.tag, default: []].removeAll { $0.step >= e.step }
-                    out[v.tag, default: []].append((e.step, x))
-                } }
+                if e.sessionStart { for tag in out.keys { out[tag]!.removeAll { $0.step >= e.step } } }
+                for v in e.values { if let x = v.simple { out[v.tag, default: []].append((e.step, x)) } }
             }
         }
         return out
