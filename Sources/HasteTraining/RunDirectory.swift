@@ -16,8 +16,8 @@ public final class RunDirectory {
     private let lock: RunLock?
     /// Temporary files of interrupted atomic writes (a kill during a checkpoint) removed when the directory opened.
     public let removedTemporaries: [String]
-    /// The first failed write to log.txt, metrics.jsonl or an event file (a full disk). Logging does not throw, so the trainer
-    /// checks this once per step and stops with a checkpoint attempt.
+    /// The first failed write to log.txt, metrics.jsonl or an event file (a full disk). Logging does not throw, so
+    /// the trainer checks this once per step and stops with a checkpoint attempt.
     public private(set) var writeFailure: HasteError?
 
     /// `writer` false: another rank of the same job writes (and holds the lock); this one only reads.
@@ -102,8 +102,8 @@ public final class RunDirectory {
         try RunPlots.loss(losses.map { (Double($0.step), $0.loss) }, plotContext).write(to: "\(root)/loss.png")
     }
 
-    /// Appends whole lines (records); on failure the file is cut back to its old length (no half line to corrupt the next
-    /// one) and the first error is kept in `writeFailure`.
+    /// Appends whole lines (or event records); on failure the file is cut back to its old length (no half line to
+    /// corrupt the next one) and the first error is kept in `writeFailure`.
     private func append(_ text: String, to path: String) { append(Array(text.utf8), to: path) }
 
     private func append(_ bytes: [UInt8], to path: String) {

@@ -78,8 +78,9 @@ final class TensorBoardLog {
     /// Creates the file: its version, then this process's start at the first step it writes.
     private func open(firstStep: Int) -> String {
         let now = Date().timeIntervalSince1970
+        let existing = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let name = TensorBoardLog.fileName(seconds: Int(now), host: TensorBoardLog.hostName(), pid: Int(getpid()),
-                                           n: TensorBoardLog.counter.next(), existing: (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+                                           n: TensorBoardLog.counter.next(), existing: existing)
         let file = "\(directory)/\(name)"
         path = file
         let start = [TensorBoardEvent.header(wallTime: now), TensorBoardEvent.sessionStart(step: firstStep, wallTime: now)]
