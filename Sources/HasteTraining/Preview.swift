@@ -65,6 +65,7 @@ final class Preview {
         let images = pixelSpace ? x : vae!.decodeLatents(x.to(vae!.store.device), scale: config.latentScale)
         let path = "\(run.root)/samples/\(String(format: "%07d", step)).png"
         if let prompts { try CaptionGrid.write(images.to(.cpu), captions: prompts.texts, to: path) } else { try ImageGrid.write(images, to: path) }
+        try run.sampleGrid(at: path, step: step)
         say("samples at step \(step): \(path)")
     }
 }

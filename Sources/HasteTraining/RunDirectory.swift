@@ -7,7 +7,8 @@ import Foundation
 import HasteIO
 import HasteTensor
 
-/// `<output-dir>/<exp-name>/{config.yaml, log.txt, metrics.jsonl, loss.png, checkpoints/, samples/}` (STYLE §2.8),
+/// `<output-dir>/<exp-name>/{config.yaml, log.txt, metrics.jsonl, events.out.tfevents.*, loss.png, checkpoints/,
+/// samples/}` (STYLE §2.8; metrics.jsonl and the TensorBoard event files as `report-to` says),
 /// locked for the life of this object (`RunLock`, file `.lock`) by the one writer of a job (MPI rank 0).
 public final class RunDirectory {
     public let root: String
@@ -15,8 +16,8 @@ public final class RunDirectory {
     private let lock: RunLock?
     /// Temporary files of interrupted atomic writes (a kill during a checkpoint) removed when the directory opened.
     public let removedTemporaries: [String]
-    /// The first failed write to log.txt or metrics.jsonl (a full disk). Logging does not throw, so the trainer
-    /// checks this once per step and stops with a checkpoint attempt.
+    /// The first failed write to log.txt, metrics.jsonl or an event file (a full disk). Logging does not throw, so
+    /// the trainer checks this once per step and stops with a checkpoint attempt.
     public private(set) var writeFailure: HasteError?
 
     /// `writer` false: another rank of the same job writes (and holds the lock); this one only reads.
@@ -45,8 +46,14 @@ public final class RunDirectory {
     /// Run name and early-stop step for the plots' titles and markers; set by `writeConfig`.
     public private(set) var plotContext: RunPlots.Context
 
+    /// Where metrics go (`report-to`); set by `writeConfig`.
+    public private(set) var reporting = ReportTargets("all")
+    /// This process's TensorBoard event file (TensorBoardLog.swift).
+    lazy var events = TensorBoardLog(directory: root) { [unowned self] in self.append($0, to: $1) }
+
     public func writeConfig(_ c: TrainConfig) throws {
         plotContext = RunPlots.Context(c)
+        reporting = ReportTargets(c.reportTo)
         try AtomicFile.write(Array(try c.yaml().utf8), to: "\(root)/config.yaml")
     }
 
@@ -55,19 +62,30 @@ public final class RunDirectory {
         append("\(stamp) \(line)\n", to: "\(root)/log.txt")
     }
 
-    /// One JSON object per optimizer step in metrics.jsonl; a resumed run drops lines past its step first.
+    /// One JSON object per optimizer step in metrics.jsonl (a resumed run drops lines past its step first) and
+    /// one scalar event in the TensorBoard event file, as `reporting` says.
     public func metric(step: Int, values: [String: Double]) {
-        if let last = losses.last, last.step >= step { truncateMetrics(before: step) }
-        var obj: [String: Any] = ["step": step]
-        for (k, v) in values { obj[k] = v.isFinite ? v : nil }
-        if let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
-            append(String(decoding: data, as: UTF8.self) + "\n", to: "\(root)/metrics.jsonl")
+        if let last = losses.last, last.step >= step {
+            losses.removeAll { $0.step >= step }
+            if reporting.jsonl { truncateMetrics(before: step) }
         }
+        if reporting.jsonl {
+            var obj: [String: Any] = ["step": step]
+            for (k, v) in values { obj[k] = v.isFinite ? v : nil }
+            if let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
+                append(String(decoding: data, as: UTF8.self) + "\n", to: "\(root)/metrics.jsonl")
+            }
+        }
+        if reporting.tensorboard { events.scalars(step: step, values: values) }
         if let l = values["loss"], l.isFinite { losses.append((step, l)) }
     }
 
+    /// A sample grid just written to `path` as a TensorBoard image (tag `samples/ema`), when `reporting` says so.
+    public func sampleGrid(at path: String, step: Int) throws {
+        if reporting.tensorboard { try events.image(tag: "samples/ema", pngPath: path, step: step) }
+    }
+
     private func truncateMetrics(before step: Int) {
-        losses.removeAll { $0.step >= step }
         let path = "\(root)/metrics.jsonl"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
         let kept = text.split(separator: "\n").filter { line in
@@ -84,13 +102,14 @@ public final class RunDirectory {
         try RunPlots.loss(losses.map { (Double($0.step), $0.loss) }, plotContext).write(to: "\(root)/loss.png")
     }
 
-    /// Appends whole lines; on failure the file is cut back to its old length (no half line to corrupt the next
-    /// one) and the first error is kept in `writeFailure`.
-    private func append(_ text: String, to path: String) {
+    /// Appends whole lines (or event records); on failure the file is cut back to its old length (no half line to
+    /// corrupt the next one) and the first error is kept in `writeFailure`.
+    private func append(_ text: String, to path: String) { append(Array(text.utf8), to: path) }
+
+    private func append(_ bytes: [UInt8], to path: String) {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return fail(path, "cannot open for appending", errno) }
         let start = lseek(fd, 0, SEEK_END)
-        let bytes = Array(text.utf8)
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }

@@ -10,6 +10,8 @@ extension TrainConfig {
         "dataset": (["imagenet", "images", "fashion-mnist", "coco", "fashion-mnist-captions"],
                     "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's, "
                     + "coco = MS-COCO caption features (MMDiT), fashion-mnist-captions = the text-to-image demo's"),
+        "report-to": (ReportTargets.names, "all = metrics.jsonl and TensorBoard event files; wandb is not supported: "
+                      + "haste starts no tracker, watch the event files with `tensorboard --logdir <output-dir>`"),
     ]
 
     /// Throws `HasteError.config` for the first key (sorted) whose value is not one of its `choices`.

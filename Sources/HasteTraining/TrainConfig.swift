@@ -69,6 +69,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var sampleCfg = 4.0                  // preview guidance (ref: 4.0, Euler 50 steps)
     public var sampleNumSteps = 50
     public var logEvery = 10                    // steps between log.txt lines (metrics.jsonl gets every step)
+    public var reportTo = "all"                 // metrics.jsonl and/or TensorBoard event files: all | tensorboard | jsonl | none
     public var resumeStep = 0                   // 0 = fresh; -1 = latest checkpoint
     public var maxBadSteps = 5                  // consecutive NaN/Inf losses before stopping with a checkpoint
     // FID during training (TrainingFID.swift)
@@ -97,6 +98,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case mixedPrecision = "mixed-precision", seed, latentScale = "latent-scale", vaeWeights = "vae-weights"
         case checkpointingSteps = "checkpointing-steps", samplingSteps = "sampling-steps", sampleCount = "sample-count"
         case sampleCfg = "sample-cfg", sampleNumSteps = "sample-num-steps", logEvery = "log-every"
+        case reportTo = "report-to"
         case resumeStep = "resume-step", maxBadSteps = "max-bad-steps"
         case fidEvery = "fid-every", fidRef = "fid-ref", fidSamples = "fid-samples", fidWeights = "fid-weights"
     }

@@ -130,7 +130,7 @@ public final class Trainer {
             stopAlignmentIfDue()
             let rate = meter.tick()
             var values = ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
-                          "total_loss": terms.total, "grad_norm": gradNorm, "img_per_s": rate.imagesPerSecond]
+                          "total_loss": terms.total, "grad_norm": gradNorm, "lr": optimizer.lr, "img_per_s": rate.imagesPerSecond]
             if let v = try fid?.measure(step: state.step, ema: ema, run: run) {
                 values["fid"] = v
                 say(String(format: "step %d | FID %.3f (%d EMA samples vs %@)", state.step, v, config.fidSamples, config.fidRef))

@@ -1,8 +1,9 @@
 import ArgumentParser
 
 /// train.py flags that configure the reference's PyTorch/accelerate runtime rather than the run (issue #18).
-/// Each is accepted with the reference's spelling; `--qk-norm` is applied, the others print one line saying
-/// why they have no effect here (`notes`), so a researcher's command line runs unchanged and nothing is silent.
+/// Each is accepted with the reference's spelling; `--qk-norm` and `--report-to` are applied, the others print one
+/// line saying why they have no effect here (`notes`), so a researcher's command line runs unchanged and nothing
+/// is silent.
 struct ReferenceTrainFlags: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "QK LayerNorm in the student's attention (reference default off).")
     var qkNorm: Bool?
@@ -12,8 +13,8 @@ struct ReferenceTrainFlags: ParsableArguments {
     var allowTf32: Bool?
     @Option(parsing: .unconditional, help: "Accepted; no effect: haste reads one batch ahead on one thread (reference default 4).")
     var numWorkers: Int?
-    @Option(help: ArgumentHelp("Accepted; haste logs to <run>/metrics.jsonl and log.txt only (reference default wandb).",
-                               valueName: "wandb|tensorboard|all|jsonl"))
+    @Option(help: ArgumentHelp("Metrics to <run>/metrics.jsonl (jsonl), TensorBoard event files (tensorboard), both (all, the default) or neither (none); wandb is not supported and writes both (reference default wandb).",
+                               valueName: "all|tensorboard|jsonl|none|wandb"))
     var reportTo: String?
     @Option(help: "Accepted; no effect: log.txt and metrics.jsonl go into <output-dir>/<exp-name> (reference default logs).")
     var loggingDir: String?
@@ -26,7 +27,8 @@ struct ReferenceTrainFlags: ParsableArguments {
 
     /// Config keys these flags set.
     var configPairs: [(String, String?)] {
-        [("qk-norm", qkNorm.map { "\($0)" }), ("skip-teacher-after-stop", skipTeacherAfterStop.map { "\($0)" })]
+        [("qk-norm", qkNorm.map { "\($0)" }), ("skip-teacher-after-stop", skipTeacherAfterStop.map { "\($0)" }),
+         ("report-to", reportTo.map { $0 == "wandb" ? "all" : $0 })]
     }
 
     /// One line per accepted flag that has no effect here (`device`: the `--device` value).
@@ -41,8 +43,8 @@ struct ReferenceTrainFlags: ParsableArguments {
         if let n = numWorkers {
             out.append("--num-workers \(n) has no effect: haste reads the next batch on one background thread while a step computes")
         }
-        if let r = reportTo, r != "jsonl" {
-            out.append("--report-to \(r): no tracker is started; metrics go to <run>/metrics.jsonl and log.txt (TensorBoard: issue #17)")
+        if reportTo == "wandb" {
+            out.append("--report-to wandb is not supported (haste starts no tracker and sends nothing off the machine): writing <run>/metrics.jsonl and TensorBoard event files instead (--report-to all); watch them with `tensorboard --logdir <output-dir>`")
         }
         if let l = loggingDir {
             out.append("--logging-dir \(l) has no effect: log.txt and metrics.jsonl are written into <output-dir>/<exp-name>/")

@@ -40,6 +40,9 @@ struct DataParallelMPITests {
         let log = try String(contentsOfFile: "\(dir)/two/log.txt", encoding: .utf8)
         #expect(log.components(separatedBy: "saved ").count - 1 == 2, "\(log)")
         #expect(log.contains("done at step 10"))
+        let events = try TFEventReader.eventFiles(inRun: "\(dir)/two")
+        #expect(events.count == 1, "rank 0 alone writes a TensorBoard event file: \(events)")
+        #expect(try TFEventReader.scalars(inRun: "\(dir)/two")["train/loss"]?.map(\.step) == Array(1...10))
 
         // Killed after step 5 and resumed under mpirun: the uninterrupted 2-rank losses, bit for bit.
         _ = try Self.train(dir, "split", ranks: 2, steps: 5)
