@@ -126,7 +126,11 @@ extension TrainConfig {
             return try ReferenceLayoutDataset(root: dataDir, numClasses: numClasses)
         case "images": return try ImageFolderDataset(root: dataDir, numClasses: numClasses)
         case "coco":
-            return try CaptionDataset(source: try COCOFeatureFolder(dataDir: dataDir), choice: captionChoice)
+            // The packed file (`haste preprocess --coco --format hdf5|both`), given directly or inside the root, else the folder.
+            let packed = dataDir.hasSuffix(".h5") ? dataDir : "\(dataDir)/coco-train.h5"
+            let source: CaptionFeatureSource = dataDir.hasSuffix(".h5") || FileManager.default.fileExists(atPath: packed)
+                ? try COCOFeatureFile(path: packed) : try COCOFeatureFolder(dataDir: dataDir)
+            return try CaptionDataset(source: source, choice: captionChoice)
         case "fashion-mnist-captions":
             let dir = dataDir.isEmpty || dataDir == TrainConfig().dataDir ? FashionMNIST.defaultDirectory : dataDir
             let base = try FashionMNIST(directory: dir)

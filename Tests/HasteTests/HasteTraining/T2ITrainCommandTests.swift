@@ -175,3 +175,28 @@ func writeTinyT2IConfig(_ dir: String, exp: String = "t2i") throws -> String {
     #expect(try TrainConfig.load(file: "\(root)/configs/mmdit-xl-2-haste.yaml").attnCoeff == 0.5)
     #expect(try TrainConfig.load(file: "\(root)/configs/mmdit-xl-2-reference.yaml").attnCoeff == 0)
 }
+
+/// `data-dir` may name the packed file (or a root holding `coco-train.h5`): training reads the same items from it as
+/// from the folder it was packed from.
+@Test func cocoTrainingReadsThePackedFileLikeTheFolder() throws {
+    let dir = temporaryDirectory()
+    try writeTinyCOCO("\(dir)/coco")
+    let folder = try COCOFeatureFolder(root: "\(dir)/coco", split: "train")
+    _ = try COCOPreprocessor.pack(folder, imageIDs: (0..<Int64(folder.count)).map { $0 + 100 }, to: "\(dir)/packed/coco-train.h5", progress: false)
+    var c = TrainConfig()
+    (c.dataset, c.dataDir, c.seed) = ("coco", "\(dir)/coco", 3)
+    let fromFolder = try c.openDataset() as! CaptionDataset
+    var results: [Batch] = []
+    for path in ["\(dir)/packed/coco-train.h5", "\(dir)/packed"] {
+        c.dataDir = path
+        let packed = try c.openDataset() as! CaptionDataset
+        #expect(packed.source is COCOFeatureFile && packed.count == fromFolder.count)
+        results.append(try packed.batch([1, 4, 6], epoch: 2))
+    }
+    let expected = try fromFolder.batch([1, 4, 6], epoch: 2)
+    for got in results {
+        expectClose(got.x0, expected.x0, atol: 0, rtol: 0, "moments → x0")
+        expectClose(try #require(got.context), try #require(expected.context), atol: 0, rtol: 0, "captions")
+        #expect(got.images?.scalars(as: UInt8.self) == expected.images?.scalars(as: UInt8.self))
+    }
+}
