@@ -12,11 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-phases=()
-phase_start=$(date +%s)
-# Records how long the phase just finished took, for the summary at the end.
-phase_done() { local now; now=$(date +%s); phases+=("$(printf '%-34s %5d s' "$1" $((now - phase_start)))"); phase_start=$now; }
-start=$phase_start
+source Scripts/phases.sh
 
 Scripts/setup.sh
 phase_done "setup (apt packages)"
@@ -39,7 +35,5 @@ fi
 phase_done "FID weights and statistics (cached)"
 "$haste" train configs/demo.yaml "${fid_args[@]}" "$@"
 phase_done "HASTE training with FID"
-echo
-echo "== demo phases (wall time)"
-printf '%s\n' "${phases[@]}"
+phases_report "demo phases"
 echo "demo finished in $(( $(date +%s) - start )) s: sample grids in runs/demo/samples/, loss curve runs/demo/loss.png, FID curve runs/demo/fid.png"

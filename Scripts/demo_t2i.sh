@@ -10,10 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-phases=()
-phase_start=$(date +%s)
-phase_done() { local now; now=$(date +%s); phases+=("$(printf '%-34s %5d s' "$1" $((now - phase_start)))"); phase_start=$now; }
-start=$phase_start
+source Scripts/phases.sh
 
 Scripts/setup.sh
 Scripts/fetch_clip_vocab.sh   # the real CLIP BPE vocabulary (cached; offline: says what to do)
@@ -38,7 +35,5 @@ for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
 phase_done "generate (8 prompts x 4, ODE 50 steps, CFG 4)"
 grid=$(sed -n 's/^grid with the prompts: //p' "$run/generate.log" | tail -n 1)
 
-echo
-echo "== text-to-image demo phases (wall time)"
-printf '%s\n' "${phases[@]}"
+phases_report "text-to-image demo phases"
 echo "demo finished in $(( $(date +%s) - start )) s: prompt grid $grid, training previews in $run/samples/"
