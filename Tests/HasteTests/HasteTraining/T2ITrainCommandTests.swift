@@ -182,6 +182,7 @@ func writeTinyT2IConfig(_ dir: String, exp: String = "t2i") throws -> String {
     let dir = temporaryDirectory()
     try writeTinyCOCO("\(dir)/coco")
     let folder = try COCOFeatureFolder(root: "\(dir)/coco", split: "train")
+    try FileManager.default.createDirectory(atPath: "\(dir)/packed", withIntermediateDirectories: true)
     _ = try COCOPreprocessor.pack(folder, imageIDs: (0..<Int64(folder.count)).map { $0 + 100 }, to: "\(dir)/packed/coco-train.h5", progress: false)
     var c = TrainConfig()
     (c.dataset, c.dataDir, c.seed) = ("coco", "\(dir)/coco", 3)

@@ -70,7 +70,7 @@ final class T2IFiles: @unchecked Sendable {
 }
 
 /// A COCO captions file: images 42 (2 captions), 7 (3 captions), 19 (1 caption); annotations in file order.
-func writeTinyCOCO(_ path: String) throws {
+func writeTinyCOCOCaptions(_ path: String) throws {
     let anns: [[String: Any]] = [
         ["image_id": 42, "id": 1, "caption": "A dog on a beach."], ["image_id": 7, "id": 2, "caption": "a red bus"],
         ["image_id": 42, "id": 3, "caption": "A dog running by the sea"], ["image_id": 19, "id": 4, "caption": "two cats \"sleeping\""],

@@ -72,7 +72,7 @@ import HasteTensor
     #expect(throws: HasteError.self) { _ = try CaptionPlan(prompts: ["a cat", "  "]) }
 
     let dir = temporaryDirectory(), coco = dir + "/captions.json"
-    try writeTinyCOCO(coco)
+    try writeTinyCOCOCaptions(coco)
     let plan = try CaptionPlan(cocoAnnotations: coco, seed: 0)
     #expect((0..<6).map { plan.caption($0).imageID } == [7, 19, 42, 7, 19, 42])
     let captions: [Int: Set<String>] = [7: ["a red bus", "A bus in the city", "double-decker bus"], 19: ["two cats \"sleeping\""],
@@ -117,7 +117,9 @@ import HasteTensor
     let uncond = mmdit(z, t: t, context: Tensor.cat([encoder.encode([""]), encoder.encode([""])], axis: 0)).velocity
     let one = try samples(1)
     expectClose(one, z - cond, atol: 1e-6, rtol: 0, "cfg 1 = the conditional velocity")
-    #expect(try samples(3, high: 0.5).scalars(as: Float.self) == one.scalars(as: Float.self))   // t = 1 is outside [0, 0.5]
+    // t = 1 is outside [0, 0.5]: the conditional velocity alone (not bit-equal: the guided batch holds both halves,
+    // so its GEMMs have other shapes and may round differently).
+    expectClose(try samples(3, high: 0.5), one, atol: 1e-6, rtol: 0, "cfg 3 outside its interval = cfg 1")
     expectClose(try samples(3), z - (uncond + (cond - uncond) * 3), atol: 1e-5, rtol: 0, "cfg 3 against the empty prompt")
     #expect((try samples(3) - one).abs().max().item() > 1e-3)
 }

@@ -60,7 +60,7 @@ private func lines(_ path: String) throws -> [[String: Any]] {
 /// ascending id order (recorded with their image ids), samples wrapping round the images with a note.
 @Test func generateWithCOCOCaptionsEndToEnd() throws {
     let dir = temporaryDirectory(), coco = dir + "/captions_val2014.json"
-    try writeTinyCOCO(coco)
+    try writeTinyCOCOCaptions(coco)
     let r = try generate(["--coco-captions", coco, "--num-fid-samples", "4", "--mode", "sde", "--prefix", "tiny"], dir: dir + "/s")
     #expect(r.status == 0, "\(r.stderr)")
     let npz = try #require(r.stdout.split(separator: "\n").last.map(String.init))
