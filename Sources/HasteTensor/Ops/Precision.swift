@@ -96,6 +96,19 @@ struct RoundBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.roundedValues(low)] }
 }
 
+/// Autocast's GEMM ops (`linear`, `matmul`). On CUDA in bf16 with no gradient to record, the operands are cast
+/// to real bf16 tensors and the op runs as a bf16 GEMM (cuBLAS `GemmStridedBatchedEx`: bf16 output, float32
+/// accumulation) widened back to a float32 carrier: the composite's values up to float32 summation order, without
+/// its float32 operand copies. Everything else (the CPU, fp16, training) runs the composite.
+func autocastGemm(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {
+    let first = operands[0]!
+    if case .cuda = first.device, low == .bfloat16, !(GradMode.isEnabled && operands.contains { $0?.isTracked == true }) {
+        let narrow = operands.map { $0?.narrowed(low) }
+        return Autocast.core { op(narrow) }.to(.float32)
+    }
+    return autocastComposite(low, operands, op)
+}
+
 /// The composite every autocast op is: round the operands, run the float32 op with autocast off, round the
 /// output. `op` receives the rounded operands (nil stays nil).
 func autocastComposite(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {
