@@ -79,7 +79,10 @@ extension Tensor {
     /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
     /// Under `Autocast` (Ops/Precision.swift) operands, output and gradients are rounded to bf16/fp16.
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
-        if let low = Autocast.lowering(dtype) { return autocastGemm(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) } }
+        if let low = Autocast.lowering(dtype) {
+            if case .cuda = device, low == .bfloat16 { return bf16Linear(weight, bias) }
+            return autocastComposite(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) }
+        }
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")

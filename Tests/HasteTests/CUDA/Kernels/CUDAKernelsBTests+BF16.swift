@@ -82,6 +82,24 @@ extension CUDAKernelsBTests {
             #expect(far.isEmpty, "\(name): \(far.count) of \(got.count) more than one bf16 ulp from the CPU composite, e.g. \(far.prefix(3))")
             #expect(zip(got, want).filter { $0 == $1 }.count * 10 >= got.count * 9, "\(name): under 90 % bit-equal")
         }
+        // With gradients, linear's backward is bf16 GEMMs too: dx, dw, db as the composite's.
+        let upstream = t([2, 3, 11])
+        func grads(_ device: Device) -> [Tensor] {
+            let leaves = [x, w, bias].map { t -> Tensor in let l = t.to(device); l.requiresGrad = true; return l }
+            let y = Autocast.run(.bfloat16) { leaves[0].linear(leaves[1], leaves[2]) }
+            (y * upstream.to(device)).sum().backward()
+            return [y.detached().to(.cpu)] + leaves.map { $0.grad!.to(.cpu) }
+        }
+        let cpuGrads = grads(.cpu)
+        let before = EmulatedCUDA.driver.bf16Gemms, gpuGrads = grads(EmulatedCUDA.device)
+        #expect(EmulatedCUDA.driver.bf16Gemms == before + 3, "forward, dx and dw as bf16 GEMMs")
+        for (i, name) in ["y", "dx", "dw", "db"].enumerated() {
+            let want = cpuGrads[i].scalars(as: Float.self), got = gpuGrads[i].scalars(as: Float.self)
+            #expect(got == Self.widen(Self.bf16(got)), "linear \(name): not bf16-representable")
+            #expect(zip(got, want).allSatisfy { g, c in
+                Swift.abs(g - c) <= Float(bitPattern: (Swift.max(Swift.abs(c), .leastNormalMagnitude).bitPattern & 0x7f80_0000)) / 128
+            }, "linear \(name): more than one bf16 ulp from the CPU composite")
+        }
         // Real bf16 tensors: bf16 × bf16 → bf16 on both backends, one rounding of the float32 sum.
         let (xb, wb) = (x.to(.bfloat16), w.to(.bfloat16))
         let cpu = xb.linear(wb).to(.float32).scalars(as: Float.self)
