@@ -46,6 +46,9 @@ public struct GPUFunction: @unchecked Sendable {
 /// A strided-batched GEMM in cuBLAS's column-major convention (`cublasSgemmStridedBatched`): for i < batch,
 /// C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i], op(A) m×k, op(B) k×n, C m×n, leading dimensions and strides in
 /// elements, addresses already offset. `CUDABackend.gemm` turns haste's row-major call into this one.
+/// `inputs`/`output` are the operand and C dtypes: float32/float32 (`cublasSgemmStridedBatched`), or bfloat16
+/// A and B with float32 or bfloat16 C (`cublasGemmStridedBatchedEx`, float32 compute: bf16 widens exactly, the
+/// sums accumulate in float32, a bf16 C is rounded to nearest even once, after alpha and beta).
 public struct GemmDescriptor: Sendable, Equatable {
     public var transA: Bool, transB: Bool
     public var m: Int, n: Int, k: Int
@@ -54,12 +57,18 @@ public struct GemmDescriptor: Sendable, Equatable {
     public var b: DevicePointer, ldb: Int, strideB: Int
     public var c: DevicePointer, ldc: Int, strideC: Int
     public var batch: Int
+    public var inputs: DType, output: DType
     public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
                 a: DevicePointer, lda: Int, strideA: Int, b: DevicePointer, ldb: Int, strideB: Int,
-                c: DevicePointer, ldc: Int, strideC: Int, batch: Int) {
+                c: DevicePointer, ldc: Int, strideC: Int, batch: Int, inputs: DType = .float32, output: DType = .float32) {
         self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k; self.alpha = alpha; self.beta = beta
         self.a = a; self.lda = lda; self.strideA = strideA; self.b = b; self.ldb = ldb; self.strideB = strideB
-        self.c = c; self.ldc = ldc; self.strideC = strideC; self.batch = batch
+        self.c = c; self.ldc = ldc; self.strideC = strideC; self.batch = batch; self.inputs = inputs; self.output = output
+    }
+
+    /// The dtype combinations the driver seam takes.
+    public static func supports(inputs: DType, output: DType) -> Bool {
+        (inputs == .float32 && output == .float32) || (inputs == .bfloat16 && (output == .float32 || output == .bfloat16))
     }
 }
 
@@ -87,7 +96,8 @@ public protocol GPUDriver: AnyObject {
     func load(_ source: KernelSource) throws -> [String: GPUFunction]
     /// Queues a kernel.
     func launch(_ function: GPUFunction, grid: Dim3, block: Dim3, sharedBytes: Int, arguments: [KernelArgument])
-    /// Queues a float32 strided-batched GEMM (TF32 tensor cores only when the driver was opened with them allowed).
+    /// Queues a strided-batched GEMM: float32 (TF32 tensor cores only when the driver was opened with them
+    /// allowed), or bf16 operands with fp32 accumulation (`GemmDescriptor.inputs`/`output`).
     func gemm(_ g: GemmDescriptor)
     /// Waits for the stream; throws the first asynchronous error since the last call.
     func synchronize() throws

@@ -20,17 +20,24 @@ extension CUDABackend {
 
     public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double, a: Buffer, lda: Int, strideA: Int,
                      b: Buffer, ldb: Int, strideB: Int, beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
-        requireFloat32(a, "gemm"); requireFloat32(b, "gemm"); requireFloat32(c, "gemm")
+        require(a.dtype == b.dtype && GemmDescriptor.supports(inputs: a.dtype, output: c.dtype),
+                "gemm: \(a.dtype) × \(b.dtype) → \(c.dtype) (the CUDA backend multiplies float32 × float32 → float32 "
+                + "and bfloat16 × bfloat16 → float32 or bfloat16)")
+        if k == 0 && c.dtype == .bfloat16 {   // C = beta·C in bf16: only what linear/matmul ask for (beta 0 or 1)
+            require(beta == 0 || beta == 1, "gemm: k = 0 into a bfloat16 C with beta \(beta)")
+            if beta == 0 && m > 0 && n > 0 && batch > 0 { fill(c, count: batch == 1 ? m * ldc : batch * strideC, value: 0) }
+            return
+        }
         rowMajorGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: Float(alpha), a: address(a), lda: lda,
                      strideA: strideA, b: address(b), ldb: ldb, strideB: strideB, beta: Float(beta), c: address(c),
-                     ldc: ldc, strideC: strideC, batch: batch)
+                     ldc: ldc, strideC: strideC, batch: batch, inputs: a.dtype, output: c.dtype)
     }
 
-    /// The row-major strided-batched float32 GEMM on device addresses (also used by the attention kernels on
+    /// The row-major strided-batched GEMM (float32, or bf16 operands: `GemmDescriptor`) on device addresses (also used by the attention kernels on
     /// their workspaces). Nothing is queued for an empty C, nor for k = 0 with beta = 1.
     func rowMajorGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: DevicePointer, lda: Int,
                       strideA: Int, b: DevicePointer, ldb: Int, strideB: Int, beta: Float, c: DevicePointer, ldc: Int,
-                      strideC: Int, batch: Int) {
+                      strideC: Int, batch: Int, inputs: DType = .float32, output: DType = .float32) {
         if m == 0 || n == 0 || batch == 0 { return }
         if k == 0 {
             if beta == 1 { return }
@@ -43,6 +50,6 @@ extension CUDABackend {
         }
         driver.gemm(GemmDescriptor(transA: transB, transB: transA, m: n, n: m, k: k, alpha: alpha, beta: beta,
                                    a: b, lda: ldb, strideA: strideB, b: a, ldb: lda, strideB: strideA,
-                                   c: c, ldc: ldc, strideC: strideC, batch: batch))
+                                   c: c, ldc: ldc, strideC: strideC, batch: batch, inputs: inputs, output: output))
     }
 }

@@ -194,12 +194,26 @@ public final class CUDADriver: GPUDriver {
         }
         func ptr(_ a: DevicePointer) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(a)) }
         var alpha = g.alpha, beta = g.beta
-        let status = blas.sgemmStridedBatched(blasHandle, g.transA ? CuBLASAPI.opT : CuBLASAPI.opN, g.transB ? CuBLASAPI.opT : CuBLASAPI.opN,
-                                              Int32(g.m), Int32(g.n), Int32(g.k), &alpha,
+        let ta = g.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb = g.transB ? CuBLASAPI.opT : CuBLASAPI.opN
+        let status: Int32, name: String
+        if g.inputs == .float32 && g.output == .float32 {
+            name = "cublasSgemmStridedBatched"
+            status = blas.sgemmStridedBatched(blasHandle, ta, tb, Int32(g.m), Int32(g.n), Int32(g.k), &alpha,
                                               ptr(g.a), Int32(g.lda), Int64(g.strideA), ptr(g.b), Int32(g.ldb), Int64(g.strideB),
                                               &beta, ptr(g.c), Int32(g.ldc), Int64(g.strideC), Int32(g.batch))
+        } else {
+            guard GemmDescriptor.supports(inputs: g.inputs, output: g.output) else {
+                record("GEMM \(g.inputs) × \(g.inputs) → \(g.output): not a combination cuBLAS is called with here"); return
+            }
+            name = "cublasGemmStridedBatchedEx(\(g.inputs) → \(g.output))"
+            let ab = CuBLASAPI.dataType(g.inputs), c = CuBLASAPI.dataType(g.output)
+            status = blas.gemmStridedBatchedEx(blasHandle, ta, tb, Int32(g.m), Int32(g.n), Int32(g.k), &alpha,
+                                               ptr(g.a), ab, Int32(g.lda), Int64(g.strideA), ptr(g.b), ab, Int32(g.ldb), Int64(g.strideB),
+                                               &beta, ptr(g.c), c, Int32(g.ldc), Int64(g.strideC), Int32(g.batch),
+                                               CuBLASAPI.compute32F, CuBLASAPI.gemmDefault)
+        }
         if status != 0 {
-            record("cublasSgemmStridedBatched(m \(g.m), n \(g.n), k \(g.k), batch \(g.batch), lda \(g.lda), ldb \(g.ldb), ldc \(g.ldc)) "
+            record("\(name)(m \(g.m), n \(g.n), k \(g.k), batch \(g.batch), lda \(g.lda), ldb \(g.ldb), ldc \(g.ldc)) "
                    + "failed: \(blas.describe(status))")
         }
     }

@@ -15,6 +15,9 @@ struct CuBLASAPI {
     static let opN: Int32 = 0, opT: Int32 = 1                 // CUBLAS_OP_N, CUBLAS_OP_T
     static let defaultMath: Int32 = 0                         // CUBLAS_DEFAULT_MATH: float32 GEMMs compute in float32
     static let tf32TensorOpMath: Int32 = 3                    // CUBLAS_TF32_TENSOR_OP_MATH: float32 GEMMs may use TF32
+    static let r32F: Int32 = 0, r16BF: Int32 = 14              // cudaDataType CUDA_R_32F, CUDA_R_16BF
+    static let compute32F: Int32 = 68                         // CUBLAS_COMPUTE_32F
+    static let gemmDefault: Int32 = -1                        // CUBLAS_GEMM_DEFAULT
     static let propertyMajor: Int32 = 0, propertyMinor: Int32 = 1, propertyPatch: Int32 = 2   // libraryPropertyType
 
     let library: CUDALibrarySearch.Loaded
@@ -26,6 +29,11 @@ struct CuBLASAPI {
     let sgemmStridedBatched: @convention(c) (Handle?, Int32, Int32, Int32, Int32, Int32, UnsafePointer<Float>,
                                              UnsafeRawPointer?, Int32, Int64, UnsafeRawPointer?, Int32, Int64,
                                              UnsafePointer<Float>, UnsafeMutableRawPointer?, Int32, Int64, Int32) -> Int32
+    /// (handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB, beta, C, Ctype, ldc,
+    /// strideC, batchCount, computeType, algo); alpha and beta are float for CUBLAS_COMPUTE_32F.
+    let gemmStridedBatchedEx: @convention(c) (Handle?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer,
+                                              UnsafeRawPointer?, Int32, Int32, Int64, UnsafeRawPointer?, Int32, Int32, Int64,
+                                              UnsafeRawPointer, UnsafeMutableRawPointer?, Int32, Int32, Int64, Int32, Int32, Int32) -> Int32
     let getStatusString: @convention(c) (Int32) -> UnsafePointer<CChar>?
     let getProperty: @convention(c) (Int32, UnsafeMutablePointer<Int32>) -> Int32
 
@@ -63,6 +71,7 @@ struct CuBLASAPI {
         let k = CUDALibraryKind.cublas
         create = try lib.symbol("cublasCreate_v2", k); setStream = try lib.symbol("cublasSetStream_v2", k)
         setMathMode = try lib.symbol("cublasSetMathMode", k); sgemmStridedBatched = try lib.symbol("cublasSgemmStridedBatched", k)
+        gemmStridedBatchedEx = try lib.symbol("cublasGemmStridedBatchedEx", k)
         getStatusString = try lib.symbol("cublasGetStatusString", k); getProperty = try lib.symbol("cublasGetProperty", k)
     }
 
@@ -72,6 +81,9 @@ struct CuBLASAPI {
         _ = getProperty(CuBLASAPI.propertyMajor, &ma); _ = getProperty(CuBLASAPI.propertyMinor, &mi); _ = getProperty(CuBLASAPI.propertyPatch, &pa)
         return "\(ma).\(mi).\(pa)"
     }
+
+    /// The cudaDataType of a GEMM operand dtype (float32 or bfloat16: `GemmDescriptor.supports`).
+    static func dataType(_ d: DType) -> Int32 { d == .bfloat16 ? r16BF : r32F }
 
     func describe(_ status: Int32) -> String {
         (getStatusString(status).map { String(cString: $0) } ?? "cublasStatus_t") + " (\(status))"

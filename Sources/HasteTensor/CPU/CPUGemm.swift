@@ -19,6 +19,10 @@ extension CPUBackend {
             if beta == 0 { fill(c, count: batch == 1 ? m * ldc : batch * strideC, value: 0) }
             return
         }
+        if a.dtype == .bfloat16 || b.dtype == .bfloat16 || c.dtype == .bfloat16 {
+            return widenedGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
+                               b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
+        }
         let item = GemmItem(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
                             b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC)
         let threads = Parallel.threads
@@ -29,6 +33,39 @@ extension CPUBackend {
         } else {
             for i in 0..<batch { item.run(i) }
         }
+    }
+}
+
+extension CPUBackend {
+    /// bfloat16 × bfloat16 → float32 or bfloat16, as cuBLAS `GemmEx` with float32 compute: the operands widen to
+    /// float32 exactly, sgemm accumulates in float32, a bf16 C (read widened when beta ≠ 0) is rounded to nearest
+    /// even once. So CPU and CUDA agree up to float32 summation order.
+    private func widenedGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
+                             a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
+                             beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
+        require(a.dtype == .bfloat16 && b.dtype == .bfloat16 && (c.dtype == .float32 || c.dtype == .bfloat16),
+                "gemm: \(a.dtype) × \(b.dtype) → \(c.dtype) (mixed GEMMs take bfloat16 operands and a float32 or bfloat16 C)")
+        /// Elements from the buffer's offset to the last one the GEMM touches (row-major rows × cols, ld apart).
+        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
+            rows == 0 || cols == 0 ? 0 : (batch - 1) * stride + (rows - 1) * ld + cols
+        }
+        func widened(_ x: Buffer, _ count: Int, read: Bool = true) -> Buffer {
+            let w = Buffer(storage: Storage(byteCount: Swift.max(count, 1) * 4, device: .cpu), offset: 0, dtype: .float32)
+            if read && count > 0 { cast(from: x, to: w, count: count) }
+            return w
+        }
+        let wa = widened(a, extent(transA ? k : m, transA ? m : k, lda, strideA))
+        let wb = widened(b, extent(transB ? n : k, transB ? k : n, ldb, strideB))
+        let cCount = extent(m, n, ldc, strideC)
+        let wc = c.dtype == .float32 ? c : widened(c, cCount, read: beta != 0)
+        gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: wa, lda: lda, strideA: strideA,
+             b: wb, ldb: ldb, strideB: strideB, beta: beta, c: wc, ldc: ldc, strideC: strideC, batch: batch)
+        guard c.dtype == .bfloat16 else { return }
+        for i in 0..<batch { for row in 0..<m {   // only C's elements: gaps between rows keep their bits
+            let at = i * strideC + row * ldc
+            cast(from: Buffer(storage: wc.storage, offset: at, dtype: .float32),
+                 to: Buffer(storage: c.storage, offset: c.offset + at, dtype: .bfloat16), count: n)
+        } }
     }
 }
 

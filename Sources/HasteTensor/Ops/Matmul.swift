@@ -30,10 +30,10 @@ struct MatrixOperand {
 extension Tensor {
     /// torch: `torch.matmul(a, b)` for rank ≥ 2 operands with broadcast batch axes.
     public func matmul(_ other: Tensor) -> Tensor {
-        if let low = Autocast.lowering(dtype) { return autocastComposite(low, [self, other]) { $0[0]!.matmul($0[1]!) } }
+        if let low = Autocast.lowering(dtype) { return autocastGemm(low, [self, other]) { $0[0]!.matmul($0[1]!) } }
         require(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
                      "matmul: \(shape) × \(other.shape): inner dimensions differ (or rank < 2)")
-        require(dtype == other.dtype && dtype.isComputeFloat, "matmul: dtypes \(dtype) and \(other.dtype)")
+        require(dtype == other.dtype && Tensor.gemmDType(dtype, [self, other], "matmul"), "matmul: dtypes \(dtype) and \(other.dtype)")
         require(device == other.device, "matmul: operands on \(device) and \(other.device)")
         let m = shape[rank - 2], k = shape[rank - 1], n = other.shape[other.rank - 1]
         guard let batchShape = broadcastShape(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
@@ -58,6 +58,16 @@ extension Tensor {
         return target == shape ? self : expanded(target).contiguous()
     }
 
+    /// float32/float64, or bfloat16 (bf16 × bf16 → bf16, float32 accumulation: cuBLAS GemmEx on CUDA, widened sgemm
+    /// on the CPU) on operands with no gradient to record: differentiable bf16 GEMMs go through `Autocast`.
+    static func gemmDType(_ dtype: DType, _ operands: [Tensor?], _ op: String) -> Bool {
+        if dtype.isComputeFloat { return true }
+        guard dtype == .bfloat16 else { return false }
+        require(!GradMode.isEnabled || !operands.contains { $0?.isTracked == true },
+                "\(op): bfloat16 operands that require grad (differentiate in float32 under Autocast.run(.bfloat16) instead)")
+        return true
+    }
+
     static func gemm(_ a: MatrixOperand, _ b: MatrixOperand, m: Int, n: Int, k: Int, out: Tensor, batch: Int,
                      alpha: Double = 1, beta: Double = 0) {
         out.backend.gemm(transA: a.trans, transB: b.trans, m: m, n: n, k: k, alpha: alpha,
@@ -69,11 +79,15 @@ extension Tensor {
     /// torch: `F.linear(x, weight, bias)` = x·weightᵀ + bias; x [..., in], weight [out, in], bias [out].
     /// Under `Autocast` (Ops/Precision.swift) operands, output and gradients are rounded to bf16/fp16.
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
-        if let low = Autocast.lowering(dtype) { return autocastComposite(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) } }
+        if let low = Autocast.lowering(dtype) {
+            if case .cuda = device, low == .bfloat16 { return bf16Linear(weight, bias) }
+            return autocastComposite(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) }
+        }
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "linear: bias \(bias!.shape) for weight \(weight.shape)")
-        require(dtype == weight.dtype && dtype.isComputeFloat, "linear: dtypes \(dtype) and \(weight.dtype)")
+        require(dtype == weight.dtype && Tensor.gemmDType(dtype, [self, weight, bias], "linear") && (dtype != .bfloat16 || bias == nil || bias!.dtype == dtype),
+                "linear: dtypes \(dtype), \(weight.dtype)\(bias.map { ", \($0.dtype)" } ?? "")")
         require(device == weight.device && (bias == nil || bias!.device == device),
                 "linear: input on \(device), weight on \(weight.device)\(bias.map { ", bias on \($0.device)" } ?? "")")
         let x = contiguous(), w = weight.contiguous()

@@ -96,6 +96,50 @@ struct RoundBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.roundedValues(low)] }
 }
 
+extension Tensor {
+    /// Autocast bf16 `linear` on CUDA: real bf16 GEMMs (cuBLAS `GemmStridedBatchedEx`) forward and backward, the
+    /// composite's values up to float32 summation order: y = bf16(x̃·w̃ᵀ + b̃), dx = bf16(d̃y·w̃), dw = bf16(d̃yᵀ·x̃),
+    /// db = bf16(Σ d̃y) (~ = rounded to bf16), returned as float32 carriers.
+    func bf16Linear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
+        let xn = narrowed(.bfloat16), wn = weight.narrowed(.bfloat16), bn = bias?.narrowed(.bfloat16)
+        let y = GradMode.withoutGrad { xn.linear(wn, bn) }.to(.float32)
+        return y.recorded(BF16LinearBackward(x: self, weight: weight, bias: bias, xn: xn, wn: wn))
+    }
+}
+
+struct BF16LinearBackward: Backward {
+    let x: Tensor, weight: Tensor, bias: Tensor?, xn: Tensor, wn: Tensor
+    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let outF = weight.shape[0], inF = weight.shape[1], rows = dy.count / Swift.max(outF, 1)
+        return GradMode.withoutGrad {
+            let dyn = dy.narrowed(.bfloat16).reshaped([rows, outF])
+            let dx = x.isTracked ? dyn.matmul(wn).to(.float32).reshaped(x.shape) : nil
+            let dw = weight.isTracked ? dyn.transposed(0, 1).matmul(xn.reshaped([rows, inF])).to(.float32) : nil
+            var db: Tensor? = nil
+            if let bias, bias.isTracked {
+                let g = Tensor.empty(bias.shape, dtype: .float32, device: bias.device)
+                dy.backend.reduceSum(dy.roundedValues(.bfloat16).buffer, g.buffer, outer: 1, reduce: rows, inner: outF)
+                db = g.roundedValues(.bfloat16)
+            }
+            return bias == nil ? [dx, dw] : [dx, dw, db]
+        }
+    }
+}
+
+/// Autocast's GEMM ops (`linear`, `matmul`). On CUDA in bf16 with no gradient to record, the operands are cast
+/// to real bf16 tensors and the op runs as a bf16 GEMM (cuBLAS `GemmStridedBatchedEx`: bf16 output, float32
+/// accumulation) widened back to a float32 carrier: the composite's values up to float32 summation order, without
+/// its float32 operand copies. Everything else (the CPU, fp16, training) runs the composite.
+func autocastGemm(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {
+    let first = operands[0]!
+    if case .cuda = first.device, low == .bfloat16, !(GradMode.isEnabled && operands.contains { $0?.isTracked == true }) {
+        let narrow = operands.map { $0?.narrowed(low) }
+        return Autocast.core { op(narrow) }.to(.float32)
+    }
+    return autocastComposite(low, operands, op)
+}
+
 /// The composite every autocast op is: round the operands, run the float32 op with autocast off, round the
 /// output. `op` receives the rounded operands (nil stays nil).
 func autocastComposite(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {

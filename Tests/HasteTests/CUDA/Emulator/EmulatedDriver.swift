@@ -49,6 +49,8 @@ final class EmulatedDriver: GPUDriver {
     private var pendingError: EmulatorError?
     /// Kernels launched so far (for tests of the emulator itself).
     private(set) var launches = 0
+    /// GEMMs with bf16 operands (GemmStridedBatchedEx) run so far.
+    var bf16Gemms = 0
 
     /// Compiler flags beyond `EmulatorCompiler.flags` (`-DHASTE_EMU_UCONTEXT` tests the portable fiber switch).
     let extraFlags: [String]
@@ -74,7 +76,7 @@ final class EmulatedDriver: GPUDriver {
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    private func report(_ message: String) {
+    func report(_ message: String) {
         if recordsIssues {
             Issue.record(Comment(rawValue: "CUDA emulator: " + message))
         } else if pendingError == nil {
@@ -139,7 +141,7 @@ final class EmulatedDriver: GPUDriver {
     }
 
     /// Why `[address, address + byteCount)` is not device memory, or nil when it is.
-    private func rangeProblem(_ address: UInt64, _ byteCount: Int) -> String? {
+    func rangeProblem(_ address: UInt64, _ byteCount: Int) -> String? {
         if allocation(containing: address, byteCount: byteCount) != nil { return nil }
         let hex = "0x" + String(address, radix: 16)
         if let a = allocation(containing: address, byteCount: 0) {
@@ -325,39 +327,6 @@ final class EmulatedDriver: GPUDriver {
             return "passed as \(argument) (KernelArgument must match the C parameter type: "
                 + "pointer → .pointer, int/unsigned → .int32, long long/i64 → .int64, u64 → .uint64, float → .float, double → .double)"
         }
-    }
-
-    func gemm(_ g: GemmDescriptor) {
-        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
-        if let problem = gemmProblem(g) { return report("gemm \(g): \(problem)") }
-        if g.m == 0 || g.n == 0 || g.batch == 0 { return }
-        let runtime: EmulatorModule
-        do { runtime = try EmulatorCompiler.runtimeModule(extraFlags: extraFlags) } catch { return report("gemm: \(error)") }
-        func pointer(_ p: DevicePointer) -> UnsafeMutablePointer<Float>? { UnsafeMutablePointer(bitPattern: UInt(p)) }
-        runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, g.beta, pointer(g.a), g.lda, g.strideA,
-                     pointer(g.b), g.ldb, g.strideB, pointer(g.c), g.ldc, g.strideC, g.batch)
-    }
-
-    /// cuBLAS's argument rules (CUBLAS_STATUS_INVALID_VALUE) and every operand's extent inside its allocation.
-    private func gemmProblem(_ g: GemmDescriptor) -> String? {
-        if g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0 { return "negative size" }
-        if g.strideA < 0 || g.strideB < 0 || g.strideC < 0 { return "negative batch stride" }
-        let (rowsA, colsA) = g.transA ? (g.k, g.m) : (g.m, g.k)
-        let (rowsB, colsB) = g.transB ? (g.n, g.k) : (g.k, g.n)
-        if g.lda < Swift.max(1, rowsA) { return "lda \(g.lda) < \(Swift.max(1, rowsA)) (rows of A as stored)" }
-        if g.ldb < Swift.max(1, rowsB) { return "ldb \(g.ldb) < \(Swift.max(1, rowsB)) (rows of B as stored)" }
-        if g.ldc < Swift.max(1, g.m) { return "ldc \(g.ldc) < \(Swift.max(1, g.m)) (rows of C)" }
-        if g.m == 0 || g.n == 0 || g.batch == 0 { return nil }
-        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
-            rows == 0 || cols == 0 ? 0 : ((g.batch - 1) * stride + (cols - 1) * ld + rows) * 4
-        }
-        let operands = [("A", g.a, extent(rowsA, colsA, g.lda, g.strideA)), ("B", g.b, extent(rowsB, colsB, g.ldb, g.strideB)),
-                        ("C", g.c, extent(g.m, g.n, g.ldc, g.strideC))]
-        for (name, address, bytes) in operands where bytes > 0 || name == "C" {
-            if let p = rangeProblem(address, bytes) { return "operand \(name): \(p)" }
-            if address % 4 != 0 { return "operand \(name) is not 4-byte aligned" }
-        }
-        return nil
     }
 
     func synchronize() throws {

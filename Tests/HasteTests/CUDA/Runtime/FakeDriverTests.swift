@@ -62,6 +62,7 @@ CUresult cuGetErrorName(CUresult r, const char** s) { *s = r == 701 ? "CUDA_ERRO
 
 let fakeBLASSource = #"""
 #include <stddef.h>
+#include <string.h>
 int fake_math_mode = -1, fake_gemms = 0;
 void* fake_blas_stream = 0;
 int cublasCreate_v2(void** h) { *h = (void*)0xb1a5; return 0; }
@@ -84,6 +85,35 @@ int cublasSgemmStridedBatched(void* h, int ta, int tb, int m, int n, int k, cons
                 }
                 float* c = &C[b * sc + i + (long long)j * ldc];
                 *c = *alpha * acc + (*beta == 0 ? 0 : *beta * *c);
+            }
+    return 0;
+}
+/* GemmEx: records its types, leading dimensions and strides; computes with bf16 (14) or float (0) A/B/C, float sums. */
+int fake_ex_gemms = 0, fake_ex_types[5] = {0}, fake_ex_ld[3] = {0}; long long fake_ex_strides[3] = {0};
+static float fake_load(const void* p, int type, long long i) {
+    if (type == 0) return ((const float*)p)[i];
+    unsigned int bits = (unsigned int)((const unsigned short*)p)[i] << 16; float f; memcpy(&f, &bits, 4); return f;
+}
+int cublasGemmStridedBatchedEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* A, int at, int lda,
+                               long long sa, const void* B, int bt, int ldb, long long sb, const void* beta, void* C, int ct,
+                               int ldc, long long sc, int batch, int compute, int algo) {
+    if (h != (void*)0xb1a5 || m < 0 || n < 0 || k < 0) return 7;
+    fake_ex_gemms++;
+    int types[5] = {at, bt, ct, compute, algo}; memcpy(fake_ex_types, types, sizeof types);
+    fake_ex_ld[0] = lda; fake_ex_ld[1] = ldb; fake_ex_ld[2] = ldc; fake_ex_strides[0] = sa; fake_ex_strides[1] = sb; fake_ex_strides[2] = sc;
+    float al = *(const float*)alpha, be = *(const float*)beta;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float acc = 0;
+                for (int l = 0; l < k; l++)
+                    acc += fake_load(A, at, b * sa + (ta ? l + (long long)i * lda : i + (long long)l * lda))
+                         * fake_load(B, bt, b * sb + (tb ? j + (long long)l * ldb : l + (long long)j * ldb));
+                long long at_c = b * sc + i + (long long)j * ldc;
+                float r = al * acc + (be == 0 ? 0 : be * fake_load(C, ct, at_c));
+                if (ct == 0) { ((float*)C)[at_c] = r; continue; }
+                unsigned int bits; memcpy(&bits, &r, 4);
+                ((unsigned short*)C)[at_c] = (unsigned short)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
             }
     return 0;
 }
@@ -139,7 +169,7 @@ final class FakeCUDA {
 
     /// A recording global of the fake libraries.
     func global<T>(_ name: String, _: T.Type) -> UnsafeMutablePointer<T> {
-        let blas = ["fake_math_mode", "fake_gemms", "fake_blas_stream"].contains(name)
+        let blas = name.hasPrefix("fake_ex_") || ["fake_math_mode", "fake_gemms", "fake_blas_stream"].contains(name)
         return dlsym(blas ? libs.blas.library.handle : libs.api.library.handle, name)!.assumingMemoryBound(to: T.self)
     }
 
@@ -261,5 +291,40 @@ final class FakeCUDA {
         try fake.driver.synchronize()
         #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
         for p in [dA, dB, dC] { fake.driver.free(p) }
+    }
+
+    /// bf16 operands reach cublasGemmStridedBatchedEx with CUDA_R_16BF A/B, the C type asked for (CUDA_R_32F or
+    /// CUDA_R_16BF), CUBLAS_COMPUTE_32F and the default algorithm, leading dimensions and strides in elements.
+    @Test func bf16GemmsReachGemmStridedBatchedEx() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let A: [Float] = [1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5], B: [Float] = [1, 0, 2, -1, 1, 1, 3, 1, 0, 0, 2, -1.5]
+        func bf16(_ x: [Float]) throws -> DevicePointer {   // two bf16 values per uploaded float's bytes
+            let bits = x.map { $0.bfloat16Bits }
+            return try fake.upload(stride(from: 0, to: bits.count, by: 2).map { Float(bitPattern: UInt32(bits[$0]) | UInt32(bits[$0 + 1]) << 16) })
+        }
+        let dA = try bf16(A), dB = try bf16(B)
+        var expected = [Float](repeating: 0, count: 8)
+        for batch in 0..<2 { for j in 0..<2 { for i in 0..<2 {
+            expected[batch * 4 + i + j * 2] = 2 * (0..<3).reduce(Float(0)) { $0 + A[batch * 6 + $1 + i * 3] * B[batch * 6 + $1 + j * 3] }
+        } } }
+        let ex = fake.global("fake_ex_gemms", Int32.self), sgemms = fake.global("fake_gemms", Int32.self).pointee
+        for output in [DType.float32, .bfloat16] {
+            let dC = try fake.upload([Float](repeating: 9, count: 8))
+            fake.driver.gemm(GemmDescriptor(transA: true, transB: false, m: 2, n: 2, k: 3, alpha: 2, beta: 0, a: dA, lda: 3, strideA: 6,
+                                            b: dB, ldb: 3, strideB: 6, c: dC, ldc: 2, strideC: 4, batch: 2, inputs: .bfloat16, output: output))
+            try fake.driver.synchronize()
+            let types = UnsafeBufferPointer(start: fake.global("fake_ex_types", Int32.self), count: 5)
+            #expect(Array(types) == [14, 14, output == .bfloat16 ? 14 : 0, 68, -1])
+            #expect(Array(UnsafeBufferPointer(start: fake.global("fake_ex_ld", Int32.self), count: 3)) == [3, 3, 2])
+            #expect(Array(UnsafeBufferPointer(start: fake.global("fake_ex_strides", Int64.self), count: 3)) == [6, 6, 4])
+            let raw = fake.download(dC, count: 8)
+            let got = output == .float32 ? raw : raw.prefix(4).flatMap { f -> [Float] in
+                let u = f.bitPattern; return [Float(bitPattern: (u & 0xffff) << 16), Float(bitPattern: u & 0xffff0000)]
+            }
+            #expect(got == (output == .float32 ? expected : expected.map { Float(bitPattern: UInt32($0.bfloat16Bits) << 16) }))
+            fake.driver.free(dC)
+        }
+        #expect(ex.pointee == 2 && fake.global("fake_gemms", Int32.self).pointee == sgemms)
+        for p in [dA, dB] { fake.driver.free(p) }
     }
 }
