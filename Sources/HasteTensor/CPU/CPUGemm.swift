@@ -1,4 +1,7 @@
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// GEMM through OpenBLAS, one cblas call per batch item (Debian's 0.3.21 has no sgemm_batch).
 ///
@@ -10,6 +13,12 @@ import COpenBLAS
 extension CPUBackend {
     /// Items up to this many multiply-adds count as small.
     static let smallGemmMACs = 1 << 23
+
+    nonisolated(unsafe) static let gemmMutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
 
     public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
                      a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
@@ -25,6 +34,9 @@ extension CPUBackend {
         }
         let item = GemmItem(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
                             b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC)
+        // OpenBLAS's thread count is process-wide: callers on several threads (tests, library users) take turns, so
+        // no GEMM runs while another has switched BLAS to one thread.
+        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let threads = Parallel.threads
         if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
             openblas_set_num_threads(1)
