@@ -56,25 +56,16 @@ public struct CaptionPlan: Sendable {
     /// The captions of a COCO annotations file (`annotations/captions_val2014.json`: `annotations` =
     /// [{image_id, id, caption}, …]); `seed` chooses each sample's caption.
     public init(cocoAnnotations path: String, seed: UInt64) throws {
-        func bad(_ detail: String) -> HasteError {
-            .fileFormat(path: path, detail: detail + " (expected COCO caption annotations such as annotations/captions_val2014.json)")
-        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw HasteError.fileMissing(path: path, hint: "--coco-captions must name COCO's annotations/captions_val2014.json (from annotations_trainval2014.zip).")
         }
-        guard let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw bad("is not a JSON object") }
-        guard let anns = top["annotations"] as? [Any] else { throw bad("has no 'annotations' list") }
-        var byImage: [Int: [String]] = [:]
-        for (i, a) in anns.enumerated() {
-            guard let a = a as? [String: Any], let id = (a["image_id"] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }),
-                  let caption = a["caption"] as? String else {
-                throw bad("annotation \(i) lacks an integer 'image_id' or a string 'caption'")
-            }
-            byImage[id, default: []].append(caption)
+        // The same reading as `haste preprocess --coco`; images without a caption take no sample.
+        let withCaptions = try COCOAnnotations(data: data, path: path, fileNames: false).images.filter { !$0.captions.isEmpty }
+        guard !withCaptions.isEmpty else {
+            throw HasteError.fileFormat(path: path, detail: "has no caption annotations (expected COCO caption annotations such as annotations/captions_val2014.json)")
         }
-        guard !byImage.isEmpty else { throw bad("has no annotations") }
         (source, prompts, self.seed) = (.coco(annotations: path), [], seed)
-        images = byImage.keys.sorted().map { ($0, byImage[$0]!) }
+        images = withCaptions.map { ($0.id, $0.captions) }
     }
 
     /// Sample `index`'s caption and, for COCO, its image id.

@@ -21,7 +21,8 @@ public struct COCOAnnotations: Sendable {
         try self.init(data: data, path: path)
     }
 
-    public init(data: Data, path: String) throws {
+    /// `fileNames: false` (generation, which reads only captions) accepts images without a `file_name`.
+    public init(data: Data, path: String, fileNames: Bool = true) throws {
         self.path = path
         func bad(_ what: String) -> HasteError {
             .fileFormat(path: path, detail: "not a COCO captions file: \(what) (expected {\"images\": [{\"id\": 9, \"file_name\": \"COCO_train2014_000000000009.jpg\", ...}], \"annotations\": [{\"image_id\": 9, \"caption\": \"...\"}, ...]})")
@@ -37,9 +38,9 @@ public struct COCOAnnotations: Sendable {
         var list: [Image] = []
         list.reserveCapacity(imgs.count)
         for (n, entry) in imgs.enumerated() {
-            guard let e = entry as? [String: Any], let id = Self.integer(e["id"]), let name = e["file_name"] as? String, !name.isEmpty else {
-                throw bad("images[\(n)] has no integer \"id\" and non-empty \"file_name\"")
-            }
+            guard let e = entry as? [String: Any], let id = Self.integer(e["id"]) else { throw bad("images[\(n)] has no integer \"id\"") }
+            let name = e["file_name"] as? String ?? ""
+            if fileNames && name.isEmpty { throw bad("images[\(n)] has no non-empty \"file_name\"") }
             guard byID[id] == nil else { throw bad("images[\(n)]: image id \(id) appears twice") }
             byID[id] = list.count
             list.append(Image(id: id, fileName: name, captions: []))

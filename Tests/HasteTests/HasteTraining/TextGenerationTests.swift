@@ -91,9 +91,11 @@ import HasteTensor
     try "a cat\n\na dog\n".write(toFile: file, atomically: true, encoding: .utf8)
     #expect(thrownText { _ = try CaptionPlan.promptsFile(file) }.contains("line 2 is empty"))
     #expect(thrownText { _ = try CaptionPlan.promptsFile(dir + "/none.txt") }.contains("--prompts-file"))
-    for (text, phrase) in [("[1, 2]", "not a JSON object"), ("{\"images\": []}", "no 'annotations' list"),
-                           ("{\"annotations\": []}", "has no annotations"),
-                           ("{\"annotations\": [{\"image_id\": 1, \"caption\": \"x\"}, {\"image_id\": 2}]}", "annotation 1 lacks")] {
+    for (text, phrase) in [("[1, 2]", "the top level is not a JSON object"), ("{\"images\": []}", "no \"annotations\" list"),
+                           ("{\"images\": [{\"id\": 1}], \"annotations\": []}", "has no caption annotations"),
+                           ("{\"images\": [{\"id\": 1}, {\"id\": 2}], \"annotations\": [{\"image_id\": 1, \"caption\": \"x\"}, {\"image_id\": 2}]}",
+                            "annotations[1] has no integer \"image_id\""),
+                           ("{\"images\": [{\"id\": 1}], \"annotations\": [{\"image_id\": 5, \"caption\": \"x\"}]}", "image id 5, which is not in")] {
         try text.write(toFile: coco, atomically: true, encoding: .utf8)
         let message = thrownText { _ = try CaptionPlan(cocoAnnotations: coco, seed: 0) }
         #expect(message.contains(coco) && message.contains(phrase), "\(message)")

@@ -85,7 +85,7 @@ private func makeFeatureFolder(_ root: String, captions: [Int]) throws {
             ("[1, 2]", "the top level is not a JSON object"),
             ("{\"annotations\": []}", "no \"images\" list"),
             ("{\"images\": [], \"annotations\": {}}", "no \"annotations\" list"),
-            ("{\"images\": [{\"id\": 1}], \"annotations\": []}", "images[0] has no integer \"id\" and non-empty \"file_name\""),
+            ("{\"images\": [{\"id\": 1}], \"annotations\": []}", "images[0] has no non-empty \"file_name\""),
             ("{\"images\": [{\"id\": 1, \"file_name\": \"a\"}, {\"id\": 1, \"file_name\": \"b\"}], \"annotations\": []}", "images[1]: image id 1 appears twice"),
             ("{\"images\": [{\"id\": 1, \"file_name\": \"a\"}], \"annotations\": [{\"image_id\": 1, \"bbox\": [0, 0, 1, 1]}]}", "instances_*.json"),
             ("{\"images\": [{\"id\": 1, \"file_name\": \"a\"}], \"annotations\": [{\"image_id\": 2, \"caption\": \"x\"}]}", "annotations[0] refers to image id 2"),

@@ -88,8 +88,8 @@ private func lines(_ path: String) throws -> [[String: Any]] {
     try expectError([], "text-to-image", "--prompt TEXT")
     try expectError(["--prompt", "a cat", "--prompts-file", file], "not --prompt and --prompts-file")
     let coco = dir + "/bad.json"
-    try "{\"annotations\": [{\"image_id\": 3}]}".write(toFile: coco, atomically: true, encoding: .utf8)
-    try expectError(["--coco-captions", coco], coco, "annotation 0 lacks")
+    try "{\"images\": [{\"id\": 3}], \"annotations\": [{\"image_id\": 3}]}".write(toFile: coco, atomically: true, encoding: .utf8)
+    try expectError(["--coco-captions", coco], coco, "annotations[0] has no integer \"image_id\"")
     let sit = dir + "/sit.safetensors"
     try writeTinyCheckpoint(sit)
     try expectError(["--prompt", "a cat"], ckpt: sit, "class-conditional SiT-S/2", "drop --prompt")
