@@ -9,19 +9,22 @@
 # measures the FID noise floor (disjoint real Fashion-MNIST test images against the same reference statistics),
 # and writes DIR/results.md (haste plot --table), DIR/fid.png and DIR/loss.png (haste plot).
 #
-#   Scripts/replicate.sh [--steps N] [--seeds K] [--out DIR] [--fid-every M] [--fid-samples S] [--noise-draws R] [--ref-images I]
+#   Scripts/replicate.sh [--steps N] [--seeds K] [--out DIR] [--fid-every M] [--fid-samples S] [--noise-draws R] [--ref-images I] [--methods LIST] [--stop N]
 #
 # Defaults: 2000 steps, 2 seeds, FID of 400 samples every 500 steps (steps/4) against the statistics of test images
 # 0..<1000 (--ref-images), 3 noise draws, DIR runs/replicate: about 2.1 hours on 2 idle cores, estimated from
 # measured CPU time (README, "Replicating the ordering at small scale"). Training scales with steps x seeds.
 # Resumable: a finished run (its last checkpoint exists) is skipped, an interrupted one resumes from its latest
 # checkpoint (checkpoints every --fid-every steps), the noise figure is kept in DIR/noise.txt.
+# --methods picks configs/replicate/*.yaml by name, comma-separated (default vanilla,repa,haste,haste-nostop; the
+# follow-up adds attn-only), --stop moves haste's early stop (default half the steps); without vanilla in the list
+# the table's baseline is the first method.
 # HASTE=path picks the haste binary (default .build/release/haste, built when missing); the Inception weights come
 # from Scripts/fetch_inception.sh (FID is the point of this script: it stops without them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-steps=2000 seeds=2 out=runs/replicate fid_every="" fid_samples=400 noise_draws=3
+steps=2000 seeds=2 out=runs/replicate fid_every="" fid_samples=400 noise_draws=3 method_list=vanilla,repa,haste,haste-nostop stop=""
 ref_images=1000                        # reference statistics: Fashion-MNIST t10k images 0..<1000 (as the configs)
 usage() { sed -n '12p' "$0" | sed 's/^# *//' >&2; exit 64; }
 while [ $# -gt 0 ]; do
@@ -33,6 +36,8 @@ while [ $# -gt 0 ]; do
     --fid-samples) fid_samples=${2:?}; shift 2 ;;
     --noise-draws) noise_draws=${2:?}; shift 2 ;;
     --ref-images) ref_images=${2:?}; shift 2 ;;
+    --methods) method_list=${2:?}; shift 2 ;;
+    --stop) stop=${2:?}; shift 2 ;;
     -h|--help) usage ;;
     *) echo "replicate.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -44,7 +49,15 @@ done
 [ "$fid_samples" -ge 2 ] && [ "$ref_images" -ge 2 ] || { echo "replicate.sh: --fid-samples and --ref-images must be at least 2" >&2; exit 64; }
 [ $((ref_images + noise_draws * fid_samples)) -le 10000 ] || {
   echo "replicate.sh: --noise-draws x --fid-samples must fit in the $((10000 - ref_images)) test images after the reference's $ref_images" >&2; exit 64; }
-stop=$((steps / 2)); [ "$stop" -ge 1 ] || stop=1
+if [ -z "$stop" ]; then stop=$((steps / 2)); [ "$stop" -ge 1 ] || stop=1; fi
+[[ $stop =~ ^[0-9]+$ ]] && [ "$stop" -ge 1 ] || { echo "replicate.sh: --stop must be a whole number >= 1 (got '$stop')" >&2; exit 64; }
+IFS=, read -r -a methods <<< "$method_list"
+[ "${#methods[@]}" -ge 1 ] || { echo "replicate.sh: --methods needs at least one of vanilla, repa, haste, haste-nostop" >&2; exit 64; }
+for m in "${methods[@]}"; do
+  [ -f "configs/replicate/$m.yaml" ] || { echo "replicate.sh: --methods: unknown method '$m' (configs/replicate/ has: $(cd configs/replicate && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))" >&2; exit 64; }
+done
+baseline=()
+[[ ",$method_list," == *,vanilla,* ]] || baseline=(--baseline "${methods[0]}")
 
 start=$(date +%s)
 haste=${HASTE:-.build/release/haste}
@@ -78,7 +91,6 @@ if [ ! -f "$noise" ] || [ "$(grep -cv '^#' "$noise")" -ne "$noise_draws" ] || ! 
   mv "$tmp" "$noise"
 fi
 
-methods=(vanilla repa haste haste-nostop)
 runs=()
 for seed in $(seq 0 $((seeds - 1))); do            # seed-major: an early stop of the script leaves every method once
   for m in "${methods[@]}"; do
@@ -100,7 +112,7 @@ for seed in $(seq 0 $((seeds - 1))); do            # seed-major: an early stop o
 done
 
 echo "== results"
-"$haste" plot "${runs[@]}" --table --noise "$noise" > "$out/results.md"
+"$haste" plot "${runs[@]}" --table --noise "$noise" "${baseline[@]}" > "$out/results.md"
 cat "$out/results.md"
 "$haste" plot "${runs[@]}" --metric fid --out "$out/fid.png"
 "$haste" plot "${runs[@]}" --metric loss --out "$out/loss.png"

@@ -196,7 +196,7 @@ func syntheticComparison(_ root: String) throws -> [String] {
 @Test func replicateConfigsDifferOnlyInTheMethod() throws {
     let dir = "\(Launcher.root)/configs/replicate"
     var configs: [String: [String: Any]] = [:]
-    for name in ["vanilla", "repa", "haste", "haste-nostop"] {
+    for name in ["vanilla", "repa", "haste", "haste-nostop", "attn-only"] {
         let c = try TrainConfig.load(file: "\(dir)/\(name).yaml")
         #expect(c.expName == name && c.dataset == "fashion-mnist" && c.fidEvery > 0)
         configs[name] = try c.jsonDictionary()
@@ -205,6 +205,7 @@ func syntheticComparison(_ root: String) throws -> [String] {
         Set(configs[a]!.keys.filter { "\(configs[a]![$0]!)" != "\(configs[b]![$0]!)" })
     }
     #expect(differences("haste", "haste-nostop") == ["exp-name", "early-stop-point"])
+    #expect(differences("haste-nostop", "attn-only") == ["exp-name", "proj-coeff"])     // the follow-up run
     #expect(differences("haste", "repa") == ["exp-name", "early-stop-point", "attn-coeff"])
     #expect(differences("haste", "vanilla") == ["exp-name", "early-stop-point", "attn-coeff", "proj-coeff", "enc-type", "enc-weights"])
     let haste = try TrainConfig.load(file: "\(dir)/haste.yaml"), nostop = try TrainConfig.load(file: "\(dir)/haste-nostop.yaml")
@@ -214,6 +215,15 @@ func syntheticComparison(_ root: String) throws -> [String] {
     let demo = try TrainConfig.load(file: "\(Launcher.root)/configs/demo.yaml").jsonDictionary()
     let same = ["model", "hidden-size", "depth", "num-heads", "dataset", "batch-size", "learning-rate", "enc-weights", "teacher-depth", "encoder-depth"]
     for key in same { #expect("\(demo[key]!)" == "\(configs["haste"]![key]!)", "\(key)") }
+}
+
+/// Scripts/replicate.sh refuses a bad --methods or --stop before it builds or trains anything.
+@Test func replicateScriptChecksItsArguments() throws {
+    let script = "\(Launcher.root)/Scripts/replicate.sh"
+    let methods = try Launcher.run(["--methods", "haste,bogus"], timeout: 60, executable: script)
+    #expect(methods.status == 64 && methods.stderr.contains("unknown method 'bogus'") && methods.stderr.contains("attn-only"), "\(methods)")
+    let stop = try Launcher.run(["--stop", "half"], timeout: 60, executable: script)
+    #expect(stop.status == 64 && stop.stderr.contains("--stop must be a whole number"), "\(stop)")
 }
 
 @Test func fashionMNISTRangesAreCheckedAndSliceTheSplit() throws {

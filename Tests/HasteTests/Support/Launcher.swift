@@ -28,8 +28,8 @@ enum Launcher {
     struct Result { let status: Int32, stdout: String, stderr: String, timedOut: Bool }
 
     /// `haste args…`, or `mpirun -np ranks haste args…` (as root too: Open MPI's allow-run-as-root variables;
-    /// oversubscribed: CI machines have 2 cores). Killed after `timeout` seconds.
-    static func run(_ args: [String], ranks: Int = 0, timeout: Double = 600) throws -> Result {
+    /// oversubscribed: CI machines have 2 cores), or `executable args…` (a script). Killed after `timeout` seconds.
+    static func run(_ args: [String], ranks: Int = 0, timeout: Double = 600, executable: String? = nil) throws -> Result {
         let p = Process()
         var env = ProcessInfo.processInfo.environment
         for k in env.keys where k.hasPrefix("OMPI_COMM_WORLD") || k.hasPrefix("PMIX_") || k.hasPrefix("PMI_") { env[k] = nil }
@@ -44,7 +44,7 @@ enum Launcher {
             p.arguments = ["--oversubscribe", "--bind-to", "none", "-np", "\(ranks)", haste] + args
             (env["OMPI_ALLOW_RUN_AS_ROOT"], env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"]) = ("1", "1")
         } else {
-            p.executableURL = URL(fileURLWithPath: haste)
+            p.executableURL = URL(fileURLWithPath: executable ?? haste)
             p.arguments = args
         }
         p.environment = env
