@@ -12,8 +12,8 @@
 #   Scripts/replicate.sh [--steps N] [--seeds K] [--out DIR] [--fid-every M] [--fid-samples S] [--noise-draws R] [--ref-images I] [--methods LIST] [--stop N]
 #
 # Defaults: 2000 steps, 2 seeds, FID of 400 samples every 500 steps (steps/4) against the statistics of test images
-# 0..<1000 (--ref-images), 3 noise draws, DIR runs/replicate: about 2.1 hours on 2 idle cores, estimated from
-# measured CPU time (README, "Replicating the ordering at small scale"). Training scales with steps x seeds.
+# 0..<1000 (--ref-images), 3 noise draws, DIR runs/replicate: 6949 s (1 h 56 min) on 2 idle cores, measured
+# (README, "Replicating the ordering at small scale"). Training scales with steps x seeds.
 # Resumable: a finished run (its last checkpoint exists) is skipped, an interrupted one resumes from its latest
 # checkpoint (checkpoints every --fid-every steps), the noise figure is kept in DIR/noise.txt.
 # --methods picks configs/replicate/*.yaml by name, comma-separated (default vanilla,repa,haste,haste-nostop; the
