@@ -13,38 +13,18 @@ extension CUDAKernelsBTests {
     @Test(arguments: [false, true], [false, true])
     func bf16GemmMatchesCPU(transA: Bool, transB: Bool) {
         var rng = TestRNG(seed: 41 + (transA ? 2 : 0) + (transB ? 1 : 0))
-        let m = 5, n = 7, k = 19, batch = 3
-        let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
-        let lda = aCols + 2, ldb = bCols + 1, ldc = n + 3
-        let strideA = aRows * lda + 3, strideB = transA == transB ? 0 : bRows * ldb + 5, strideC = m * ldc + 1
-        let a = Self.bf16(rng.floats((batch - 1) * strideA + aRows * lda)), b = Self.bf16(rng.floats((batch - 1) * strideB + bRows * ldb))
-        let c0 = Self.bf16(rng.floats((batch - 1) * strideC + m * ldc))
+        let g = GemmLayout(transA: transA, transB: transB, k: 19)
+        let a = Self.bf16(rng.floats(g.countA)), b = Self.bf16(rng.floats(g.countB)), c0 = Self.bf16(rng.floats(g.countC))
         let alpha = 0.75, beta = 0.5
         let ta = Twin(a, .bfloat16), tb = Twin(b, .bfloat16)
         let c32 = Twin(Self.widen(c0)), c16 = Twin(c0, .bfloat16)
         let gpuBF16Gemms = EmulatedCUDA.driver.bf16Gemms
         for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
-            for c in [c32, c16] {
-                backend.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: ta[side], lda: lda,
-                             strideA: strideA, b: tb[side], ldb: ldb, strideB: strideB, beta: beta, c: c[side], ldc: ldc,
-                             strideC: strideC, batch: batch)
-            }
+            for c in [c32, c16] { g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: c[side]) }
         }
         #expect(EmulatedCUDA.driver.bf16Gemms == gpuBF16Gemms + 2, "the CUDA backend must send bf16 operands to GemmEx")
         let (want, got) = c32.floats()
-        let wa = Self.widen(a), wb = Self.widen(b), wc = Self.widen(c0)
-        var exact = wc, bound = [Double](repeating: 0, count: c0.count)   // outside the m×n windows: untouched
-        for bi in 0..<batch { for i in 0..<m { for j in 0..<n {
-            var s = 0.0, sum = 0.0
-            for p in 0..<k {
-                let av = transA ? wa[bi * strideA + p * lda + i] : wa[bi * strideA + i * lda + p]
-                let bv = transB ? wb[bi * strideB + j * ldb + p] : wb[bi * strideB + p * ldb + j]
-                s += Double(Swift.abs(av * bv)); sum += Double(av) * Double(bv)
-            }
-            let e = bi * strideC + i * ldc + j
-            exact[e] = Float(alpha * sum + beta * Double(wc[e]))
-            bound[e] = 2 * Double(k + 2) * Check.u * (alpha * s + beta * Double(Swift.abs(wc[e])))
-        } } }
+        let (exact, bound) = g.reference(a: Self.widen(a), b: Self.widen(b), c0: Self.widen(c0), alpha: alpha, beta: beta)
         let what = "bf16 gemm transA \(transA) transB \(transB)"
         Check.within(want, exact, bound, what + " (CPU vs float64)")
         Check.within(got, want, bound, what + " → float32")

@@ -17,40 +17,15 @@ import Testing
     @Test(arguments: [false, true], [false, true])
     func gemmMatchesCPU(transA: Bool, transB: Bool) {
         var rng = TestRNG(seed: 11 + (transA ? 2 : 0) + (transB ? 1 : 0))
-        let m = 5, n = 7, k = 9, batch = 3
-        let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
-        // Leading dimensions wider than the matrices, odd batch strides, B broadcast (stride 0) in two cases.
-        let lda = aCols + 2, ldb = bCols + 1, ldc = n + 3
-        let strideA = aRows * lda + 3, strideB = transA == transB ? 0 : bRows * ldb + 5, strideC = m * ldc + 1
-        let a = rng.floats((batch - 1) * strideA + aRows * lda)
-        let b = rng.floats((batch - 1) * strideB + bRows * ldb)
-        let c0 = rng.floats((batch - 1) * strideC + m * ldc)
+        let g = GemmLayout(transA: transA, transB: transB, k: 9)
+        let a = rng.floats(g.countA), b = rng.floats(g.countB), c0 = rng.floats(g.countC)
         let alpha = 0.75, beta = 0.5
         let ta = Twin(a), tb = Twin(b), tc = Twin(c0)
         for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
-            backend.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: ta[side], lda: lda,
-                         strideA: strideA, b: tb[side], ldb: ldb, strideB: strideB, beta: beta, c: tc[side], ldc: ldc,
-                         strideC: strideC, batch: batch)
+            g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: tc[side])
         }
         let (want, got) = tc.floats()
-        // Per element: 2(k + 2)·u·(|alpha|·Σ_p |A_ip||B_pj| + |beta|·|C_ij|); elements outside the m×n windows
-        // (padding of ldc and strideC) must be untouched, so bound 0 there.
-        var bound = [Double](repeating: 0, count: c0.count)
-        for bi in 0..<batch {
-            for i in 0..<m {
-                for j in 0..<n {
-                    var s = 0.0
-                    for p in 0..<k {
-                        let av = transA ? a[bi * strideA + p * lda + i] : a[bi * strideA + i * lda + p]
-                        let bv = transB ? b[bi * strideB + j * ldb + p] : b[bi * strideB + p * ldb + j]
-                        s += Double(Swift.abs(av * bv))
-                    }
-                    let e = bi * strideC + i * ldc + j
-                    bound[e] = 2 * Double(k + 2) * Check.u * (alpha * s + beta * Double(Swift.abs(c0[e])))
-                }
-            }
-        }
-        Check.within(got, want, bound, "gemm transA \(transA) transB \(transB)")
+        Check.within(got, want, g.reference(a: a, b: b, c0: c0, alpha: alpha, beta: beta).bound, "gemm transA \(transA) transB \(transB)")
     }
 
     /// k = 0: C = beta·C over the m×n windows, the BLAS definition. beta = 0 writes zeros (C held NaN, which must
@@ -251,5 +226,45 @@ import Testing
         }
         Check.bitwise(y.floats().1, y.floats().0, "upsampleNearest2x")
         Check.bitwise(dx.floats().1, dx.floats().0, "upsampleNearest2x backward")
+    }
+}
+
+/// The strided-batched GEMM both CUDA GEMM tests use: m = 5, n = 7, batch 3, leading dimensions wider than the
+/// matrices, odd batch strides, B broadcast (stride 0) when transA == transB.
+struct GemmLayout {
+    let transA: Bool, transB: Bool, k: Int
+    let m = 5, n = 7, batch = 3
+    var lda: Int { (transA ? m : k) + 2 }
+    var ldb: Int { (transB ? k : n) + 1 }
+    var ldc: Int { n + 3 }
+    var strideA: Int { (transA ? k : m) * lda + 3 }
+    var strideB: Int { transA == transB ? 0 : (transB ? n : k) * ldb + 5 }
+    var strideC: Int { m * ldc + 1 }
+    var countA: Int { (batch - 1) * strideA + (transA ? k : m) * lda }
+    var countB: Int { (batch - 1) * strideB + (transB ? n : k) * ldb }
+    var countC: Int { (batch - 1) * strideC + m * ldc }
+
+    func run(_ backend: any Backend, alpha: Double, a: Buffer, b: Buffer, beta: Double, c: Buffer) {
+        backend.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
+                     b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
+    }
+
+    /// C = alpha·A·B + beta·C in float64 (rounded to float32), and per element the bound on two float32 evaluations'
+    /// difference, 2(k + 2)·u·(|alpha|·Σ_p |A_ip||B_pj| + |beta|·|C_ij|); outside the m×n windows (padding of ldc and
+    /// strideC) C is c0 and the bound 0: it must be untouched.
+    func reference(a: [Float], b: [Float], c0: [Float], alpha: Double, beta: Double) -> (exact: [Float], bound: [Double]) {
+        var exact = c0, bound = [Double](repeating: 0, count: c0.count)
+        for bi in 0..<batch { for i in 0..<m { for j in 0..<n {
+            var s = 0.0, sum = 0.0
+            for p in 0..<k {
+                let av = transA ? a[bi * strideA + p * lda + i] : a[bi * strideA + i * lda + p]
+                let bv = transB ? b[bi * strideB + j * ldb + p] : b[bi * strideB + p * ldb + j]
+                s += Double(Swift.abs(av * bv)); sum += Double(av) * Double(bv)
+            }
+            let e = bi * strideC + i * ldc + j
+            exact[e] = Float(alpha * sum + beta * Double(c0[e]))
+            bound[e] = 2 * Double(k + 2) * CUDAKernelsBTests.Check.u * (Swift.abs(alpha) * s + Swift.abs(beta) * Double(Swift.abs(c0[e])))
+        } } }
+        return (exact, bound)
     }
 }
