@@ -48,6 +48,8 @@ public struct LinePlot {
     public var width = 800, height = 480
     /// Ticks on whole x values only (the x axis counts training steps).
     public var integerX = true
+    /// A logarithmic x axis (base 2, ticks at powers of two: batch sizes); every x must be > 0.
+    public var logX = false
 
     public init(title: String, xLabel: String, yLabel: String, series: [PlotSeries], markers: [PlotMarker] = []) {
         (self.title, self.xLabel, self.yLabel, self.series, self.markers) = (title, xLabel, yLabel, series, markers)
@@ -57,7 +59,15 @@ public struct LinePlot {
     public struct Layout {
         public let left: Int, top: Int, right: Int, bottom: Int
         public let x: PlotAxis, y: PlotAxis
-        public func px(_ v: Double) -> Int { left + Int((Double(right - left) * (v - x.lower) / (x.upper - x.lower)).rounded()) }
+        /// x values are placed by their log2 (the axis `x` then spans log2 values).
+        public var logX = false
+        /// Where an x value of the data lies on the axis `x`.
+        public func axisX(_ v: Double) -> Double { logX ? log2(v) : v }
+        public func px(_ v: Double) -> Int { left + Int((Double(right - left) * (axisX(v) - x.lower) / (x.upper - x.lower)).rounded()) }
+        /// The x ticks as values of the data, with their labels.
+        public var xTicks: [(value: Double, label: String)] {
+            x.ticks.map { t in logX ? (value: pow(2, t), label: String(format: "%g", pow(2, t))) : (value: t, label: x.label(t)) }
+        }
         public func py(_ v: Double) -> Int { bottom - Int((Double(bottom - top) * (v - y.lower) / (y.upper - y.lower)).rounded()) }
     }
 
@@ -66,14 +76,16 @@ public struct LinePlot {
         let ys = (series.flatMap { $0.points.map(\.y) } + series.flatMap { $0.band.flatMap { [$0.lower, $0.upper] } }).filter(\.isFinite)
         let y = PlotAxis(covering: ys, padding: 0.1, targetTicks: 6)
         let tickWidth = y.ticks.map { BitmapFont.width(y.label($0)) }.max() ?? 0
-        return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48,
-                      x: PlotAxis(covering: xs, padding: 0.04, targetTicks: 8, minimumStep: integerX ? 1 : 0), y: y)
+        let x = logX ? PlotAxis(covering: xs.filter { $0 > 0 }.map { log2($0) }, padding: 0.06, targetTicks: 8, minimumStep: 1)
+                     : PlotAxis(covering: xs, padding: 0.04, targetTicks: 8, minimumStep: integerX ? 1 : 0)
+        return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48, x: x, y: y, logX: logX)
     }
 
     /// Markers inside the x range (drawn) and the others (listed in the legend).
     var visibleMarkers: (inside: [PlotMarker], outside: [PlotMarker]) {
         let l = layout
-        return (markers.filter { $0.x >= l.x.lower && $0.x <= l.x.upper }, markers.filter { $0.x < l.x.lower || $0.x > l.x.upper })
+        let inside = { (m: PlotMarker) in l.axisX(m.x) >= l.x.lower && l.axisX(m.x) <= l.x.upper }
+        return (markers.filter(inside), markers.filter { !inside($0) })
     }
 
     public func render() -> Canvas {
@@ -98,8 +110,8 @@ public struct LinePlot {
             c.line(l.left - 4, y, l.left, y, .black)
             c.text(text, x: l.left - 7 - BitmapFont.width(text), y: y - 3)
         }
-        for t in l.x.ticks {
-            let x = l.px(t), text = l.x.label(t)
+        for (t, text) in l.xTicks {
+            let x = l.px(t)
             c.line(x, l.top, x, l.bottom, .gridGrey)
             c.line(x, l.bottom, x, l.bottom + 4, .black)
             c.text(text, x: x - BitmapFont.width(text) / 2, y: l.bottom + 8)
