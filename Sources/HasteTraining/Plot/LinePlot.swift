@@ -50,6 +50,10 @@ public struct LinePlot {
     public var integerX = true
     /// A logarithmic x axis (base 2, ticks at powers of two: batch sizes); every x must be > 0.
     public var logX = false
+    /// The corner of the plot area the legend sits in.
+    public var legendCorner = Corner.topRight
+
+    public enum Corner: CaseIterable { case topRight, topLeft, bottomRight, bottomLeft }
 
     public init(title: String, xLabel: String, yLabel: String, series: [PlotSeries], markers: [PlotMarker] = []) {
         (self.title, self.xLabel, self.yLabel, self.series, self.markers) = (title, xLabel, yLabel, series, markers)
@@ -169,12 +173,28 @@ public struct LinePlot {
         return series.map(\.name) + inside.map(\.label) + outside.map { "\($0.label) (beyond this plot)" } + notes
     }
 
+    /// The legend's rectangle (x, y, width, height) when it sits in `corner`.
+    public func legendBox(_ corner: Corner, _ l: Layout) -> (x: Int, y: Int, width: Int, height: Int) {
+        let lines = legendLines
+        let w = 34 + (lines.map { BitmapFont.width($0) }.max() ?? 0), h = lines.count * 13 + 8
+        let right = corner == .topRight || corner == .bottomRight, top = corner == .topRight || corner == .topLeft
+        return (right ? l.right - w - 8 : l.left + 8, top ? l.top + 8 : l.bottom - h - 8, w, h)
+    }
+
+    /// How many data points the legend would hide in `corner`.
+    public func pointsUnderLegend(_ corner: Corner) -> Int {
+        let l = layout, box = legendBox(corner, l)
+        return series.flatMap(\.points).filter { p in
+            let (x, y) = (l.px(p.x), l.py(p.y))
+            return x >= box.x - 4 && x <= box.x + box.width + 4 && y >= box.y - 4 && y <= box.y + box.height + 4
+        }.count
+    }
+
     private func drawLegend(_ c: inout Canvas, _ l: Layout) {
         let (inside, outside) = visibleMarkers
         let lines = legendLines, legendMarkers = inside + outside
         guard !lines.isEmpty else { return }
-        let w = 34 + (lines.map { BitmapFont.width($0) }.max() ?? 0), h = lines.count * 13 + 8
-        let x0 = l.right - w - 8, y0 = l.top + 8
+        let (x0, y0, w, h) = legendBox(legendCorner, l)
         c.fill(x: x0, y: y0, width: w, height: h, .white)
         c.rectangle(x: x0, y: y0, width: w, height: h, .grey)
         for (k, text) in lines.enumerated() {

@@ -3,7 +3,8 @@ import HasteTensor
 
 /// `haste plot --tsv FILE --x COL --y COL [--series COL] [--log-x]`: a `LinePlot` of a tab-separated table with a
 /// header line, one line per value of the series column (in order of first appearance), points sorted by x.
-/// Rows whose y cell is not a number (a skipped benchmark row: "-" or empty) are left out and counted in a note.
+/// Rows whose y cell is not a number (a skipped benchmark row: "-" or empty) are left out and counted in a note;
+/// the legend takes the corner of the plot area where it hides the fewest points.
 /// Scripts/bench_compare.sh sweep draws runs/bench/sweep.png from its sweep.tsv this way.
 public enum TablePlot {
     public static func plot(tsv path: String, x: String, y: String, series: String?, logX: Bool = false, title: String? = nil) throws -> LinePlot {
@@ -50,6 +51,8 @@ public enum TablePlot {
         var plot = LinePlot(title: title ?? "\(y) vs \(x)", xLabel: x + (logX ? " (log scale)" : ""), yLabel: y, series: drawn)
         (plot.logX, plot.integerX) = (logX, false)
         if left > 0 { plot.notes.append("\(left) row\(left == 1 ? "" : "s") without a number in '\(y)' not drawn") }
+        let drawnPlot = plot                                      // the legend goes where it hides the fewest points
+        plot.legendCorner = LinePlot.Corner.allCases.min { drawnPlot.pointsUnderLegend($0) < drawnPlot.pointsUnderLegend($1) }!
         return plot
     }
 }
