@@ -6,9 +6,11 @@ import HasteTraining
 /// `haste bench train`: one full training step per row (forward, HASTE loss, backward, clip, AdamW) and the
 /// teacher's forward, in img/s. `Scripts/bench_compare.sh train` runs each row in its own process (`--only`),
 /// next to the same row of Scripts/bench_torch_train.py, so that the peak RSS printed belongs to that row.
+/// `--sweep` (BenchTrainSweep.swift) runs SiT sizes × batch sizes instead, one process per row, with GFLOP/s and
+/// the share of the CPU's FMA peak; `--sweep --only ROW` is one of its rows in this process.
 struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward.")
+        commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward; --sweep: SiT sizes × batch sizes.")
 
     @OptionGroup var runtime: RuntimeOptions
     @Flag(help: "Print JSON {threads, device, peak_rss_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps}]}.")

@@ -150,7 +150,7 @@ struct TrainSweep {
 
     /// Cells padded to `widths`: the row name left-aligned, figures right-aligned.
     static func format(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in
+        cells.enumerated().map { i, c -> String in
             let pad = String(repeating: " ", count: max(0, widths[i] - c.count))
             return i == 0 ? c + pad : pad + c
         }.joined(separator: "  ")
