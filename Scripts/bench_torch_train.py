@@ -140,7 +140,7 @@ def rows(explicit):
 # --- the sweep: how cost grows (issue #15 item 4) ---
 
 def forward_macs(model, batch, in_channels=4, input_size=32, mlp_ratio=4.0):
-    """SiTConfig.forwardMACs (Sources/HasteModels/SiT/SiTFLOPs.swift), without projectors: every linear, conv and
+    """SiTConfig.forwardMACs (Sources/HasteModels/SiT/SiTConfig+FLOPs.swift), without projectors: every linear, conv and
     attention matmul of one forward pass. Per sample, with D hidden, T tokens, M = D·mlp_ratio, P = C·patch²: patch
     embedding T·P·D, timestep MLP 256·D + D², per block adaLN 6·D², qkv 3·T·D², q·kᵀ and softmax·v 2·T²·D, out
     projection T·D², MLP 2·T·D·M; final layer adaLN 2·D² and linear T·D·P."""
