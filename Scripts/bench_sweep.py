@@ -140,7 +140,8 @@ def print_table(args, table, doctor, available):
     print(f"sweep: {doctor['cpu']} ({flags}); haste threads {doctor['threads']}; {args.rounds} round(s), medians; "
           f"% peak = of the float32 FMA peak haste doctor measured, {doctor['fma_peak_gflops']:.0f} GFLOP/s "
           f"(on paper {doctor.get('fma_peak_theoretical_gflops', float('nan')):.0f}); "
-          f"MemAvailable {fmt(available, '.0f')} MiB; haste/torch > 1 means haste is faster (img/s) or smaller (RSS)")
+          f"MemAvailable {fmt(available, '.0f')} MiB; haste/torch img/s > 1: haste is faster; torch/haste RSS > 1: haste "
+          "needs less memory")
     cells = [["row", "GFLOP/step", "haste ms", "torch ms", "haste img/s", "torch img/s", "haste/torch img/s",
               "haste GFLOP/s", "torch GFLOP/s", "haste %peak", "torch %peak", "haste tensor MiB", "haste RSS MiB",
               "torch RSS MiB", "torch/haste RSS", "others (max)"]]
