@@ -152,7 +152,7 @@ def print_table(args, table, doctor, available):
         speed = h.get("img_per_s") / t["img_per_s"] if h.get("img_per_s") and t.get("img_per_s") else None
         memory = t["peak_rss_mib"] / h["peak_rss_mib"] if h.get("peak_rss_mib") and t.get("peak_rss_mib") else None
         others = [r["others_cpu_pct"] for r in (h, t) if "others_cpu_pct" in r]
-        cells.append([name, f"{h['gflop_per_step']:.3g}", fmt(h.get("step_ms"), ".0f"), fmt(t.get("step_ms"), ".0f"),
+        cells.append([name, f"{h['gflop_per_step']:.4g}", fmt(h.get("step_ms"), ".0f"), fmt(t.get("step_ms"), ".0f"),
                       fmt(h.get("img_per_s"), ".2f"), fmt(t.get("img_per_s"), ".2f"), fmt(speed, ".2f") + ("x" if speed else ""),
                       fmt(h.get("gflops"), ".1f"), fmt(t.get("gflops"), ".1f"), fmt(h.get("fma_peak_pct"), ".1f"),
                       fmt(t.get("fma_peak_pct"), ".1f"), fmt(h.get("peak_tensor_mib"), ".0f"), fmt(h.get("peak_rss_mib"), ".0f"),
