@@ -3,6 +3,10 @@
 #
 #   Scripts/bench_compare.sh [ops] [ARGS...]   `haste bench ops` vs Scripts/bench_torch.py
 #   Scripts/bench_compare.sh train [ARGS...]   `haste bench train` vs Scripts/bench_torch_train.py
+#   Scripts/bench_compare.sh sweep [ARGS...]   `haste bench train --sweep` vs `bench_torch_train.py --sweep`: how cost
+#                                              grows over SiT sizes x batch sizes (Scripts/bench_sweep.py; ARGS may
+#                                              include --sweep-models M,... and --sweep-batches B,...); writes
+#                                              runs/bench/sweep.tsv and runs/bench/sweep.png (drawn by `haste plot --tsv`)
 #
 # One process per row and side, interleaved (haste row, then the same torch row), so a disturbance hits both
 # sides of a row alike and each process's peak RSS (getrusage ru_maxrss) belongs to one row (train prints it).
@@ -21,7 +25,7 @@ PY="${TORCH_PYTHON:-/opt/torchvenv/bin/python}"
 [ -x "$PY" ] || { echo "bench_compare: $PY not found; set TORCH_PYTHON to a python with torch installed" >&2; exit 1; }
 mode=ops
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then mode="$1"; shift; fi
-case "$mode" in ops|train) ;; *) echo "bench_compare: unknown mode '$mode' (ops or train)" >&2; exit 64;; esac
+case "$mode" in ops|train|sweep) ;; *) echo "bench_compare: unknown mode '$mode' (ops, train or sweep)" >&2; exit 64;; esac
 ROUNDS="${ROUNDS:-1}"
 read -r -a torch_extra <<< "${TORCH_ARGS:-}"
 
@@ -32,8 +36,8 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/haste" "$tmp/torch"
 
 # measured OUT CMD...: waits for quiet, runs CMD with stdout to OUT, then adds "others_cpu_pct" to OUT's JSON.
-measured() {
-    "$PY" - "${QUIET_WAIT:-60}" "$@" <<'PYEOF'
+# (The script is kept in $tmp/measured.py: Scripts/bench_sweep.py runs it too.)
+cat > "$tmp/measured.py" <<'PYEOF'
 import json, os, resource, subprocess, sys, time
 
 def busy():
@@ -58,7 +62,13 @@ report = json.load(open(out))
 report["others_cpu_pct"] = 100 * others
 json.dump(report, open(out, "w"), indent=2)
 PYEOF
-}
+measured() { "$PY" "$tmp/measured.py" "${QUIET_WAIT:-60}" "$@"; }
+
+if [ "$mode" = sweep ]; then
+    "$PY" Scripts/bench_sweep.py --haste "$HASTE" --measured "$tmp/measured.py" --tmp "$tmp" --rounds "$ROUNDS" \
+        --quiet-wait "${QUIET_WAIT:-60}" --torch-args "${TORCH_ARGS:-}" -- "$@"
+    exit 0
+fi
 
 if [ "$mode" = ops ]; then torch_script=Scripts/bench_torch.py; else torch_script=Scripts/bench_torch_train.py; fi
 mapfile -t rows < <("$HASTE" bench "$mode" --list)

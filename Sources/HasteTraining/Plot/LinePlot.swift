@@ -48,6 +48,12 @@ public struct LinePlot {
     public var width = 800, height = 480
     /// Ticks on whole x values only (the x axis counts training steps).
     public var integerX = true
+    /// A logarithmic x axis (base 2, ticks at powers of two: batch sizes); every x must be > 0.
+    public var logX = false
+    /// The corner of the plot area the legend sits in.
+    public var legendCorner = Corner.topRight
+
+    public enum Corner: CaseIterable { case topRight, topLeft, bottomRight, bottomLeft }
 
     public init(title: String, xLabel: String, yLabel: String, series: [PlotSeries], markers: [PlotMarker] = []) {
         (self.title, self.xLabel, self.yLabel, self.series, self.markers) = (title, xLabel, yLabel, series, markers)
@@ -57,7 +63,15 @@ public struct LinePlot {
     public struct Layout {
         public let left: Int, top: Int, right: Int, bottom: Int
         public let x: PlotAxis, y: PlotAxis
-        public func px(_ v: Double) -> Int { left + Int((Double(right - left) * (v - x.lower) / (x.upper - x.lower)).rounded()) }
+        /// x values are placed by their log2 (the axis `x` then spans log2 values).
+        public var logX = false
+        /// Where an x value of the data lies on the axis `x`.
+        public func axisX(_ v: Double) -> Double { logX ? log2(v) : v }
+        public func px(_ v: Double) -> Int { left + Int((Double(right - left) * (axisX(v) - x.lower) / (x.upper - x.lower)).rounded()) }
+        /// The x ticks as values of the data, with their labels.
+        public var xTicks: [(value: Double, label: String)] {
+            x.ticks.map { t in logX ? (value: pow(2, t), label: String(format: "%g", pow(2, t))) : (value: t, label: x.label(t)) }
+        }
         public func py(_ v: Double) -> Int { bottom - Int((Double(bottom - top) * (v - y.lower) / (y.upper - y.lower)).rounded()) }
     }
 
@@ -66,14 +80,16 @@ public struct LinePlot {
         let ys = (series.flatMap { $0.points.map(\.y) } + series.flatMap { $0.band.flatMap { [$0.lower, $0.upper] } }).filter(\.isFinite)
         let y = PlotAxis(covering: ys, padding: 0.1, targetTicks: 6)
         let tickWidth = y.ticks.map { BitmapFont.width(y.label($0)) }.max() ?? 0
-        return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48,
-                      x: PlotAxis(covering: xs, padding: 0.04, targetTicks: 8, minimumStep: integerX ? 1 : 0), y: y)
+        let x = logX ? PlotAxis(covering: xs.filter { $0 > 0 }.map { log2($0) }, padding: 0.06, targetTicks: 8, minimumStep: 1)
+                     : PlotAxis(covering: xs, padding: 0.04, targetTicks: 8, minimumStep: integerX ? 1 : 0)
+        return Layout(left: 30 + tickWidth, top: 56, right: width - 24, bottom: height - 48, x: x, y: y, logX: logX)
     }
 
     /// Markers inside the x range (drawn) and the others (listed in the legend).
     var visibleMarkers: (inside: [PlotMarker], outside: [PlotMarker]) {
         let l = layout
-        return (markers.filter { $0.x >= l.x.lower && $0.x <= l.x.upper }, markers.filter { $0.x < l.x.lower || $0.x > l.x.upper })
+        let inside = { (m: PlotMarker) in l.axisX(m.x) >= l.x.lower && l.axisX(m.x) <= l.x.upper }
+        return (markers.filter(inside), markers.filter { !inside($0) })
     }
 
     public func render() -> Canvas {
@@ -98,8 +114,8 @@ public struct LinePlot {
             c.line(l.left - 4, y, l.left, y, .black)
             c.text(text, x: l.left - 7 - BitmapFont.width(text), y: y - 3)
         }
-        for t in l.x.ticks {
-            let x = l.px(t), text = l.x.label(t)
+        for (t, text) in l.xTicks {
+            let x = l.px(t)
             c.line(x, l.top, x, l.bottom, .gridGrey)
             c.line(x, l.bottom, x, l.bottom + 4, .black)
             c.text(text, x: x - BitmapFont.width(text) / 2, y: l.bottom + 8)
@@ -157,12 +173,28 @@ public struct LinePlot {
         return series.map(\.name) + inside.map(\.label) + outside.map { "\($0.label) (beyond this plot)" } + notes
     }
 
+    /// The legend's rectangle (x, y, width, height) when it sits in `corner`.
+    public func legendBox(_ corner: Corner, _ l: Layout) -> (x: Int, y: Int, width: Int, height: Int) {
+        let lines = legendLines
+        let w = 34 + (lines.map { BitmapFont.width($0) }.max() ?? 0), h = lines.count * 13 + 8
+        let right = corner == .topRight || corner == .bottomRight, top = corner == .topRight || corner == .topLeft
+        return (right ? l.right - w - 8 : l.left + 8, top ? l.top + 8 : l.bottom - h - 8, w, h)
+    }
+
+    /// How many data points the legend would hide in `corner`.
+    public func pointsUnderLegend(_ corner: Corner) -> Int {
+        let l = layout, box = legendBox(corner, l)
+        return series.flatMap(\.points).filter { p in
+            let (x, y) = (l.px(p.x), l.py(p.y))
+            return x >= box.x - 4 && x <= box.x + box.width + 4 && y >= box.y - 4 && y <= box.y + box.height + 4
+        }.count
+    }
+
     private func drawLegend(_ c: inout Canvas, _ l: Layout) {
         let (inside, outside) = visibleMarkers
         let lines = legendLines, legendMarkers = inside + outside
         guard !lines.isEmpty else { return }
-        let w = 34 + (lines.map { BitmapFont.width($0) }.max() ?? 0), h = lines.count * 13 + 8
-        let x0 = l.right - w - 8, y0 = l.top + 8
+        let (x0, y0, w, h) = legendBox(legendCorner, l)
         c.fill(x: x0, y: y0, width: w, height: h, .white)
         c.rectangle(x: x0, y: y0, width: w, height: h, .grey)
         for (k, text) in lines.enumerated() {

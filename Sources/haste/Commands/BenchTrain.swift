@@ -1,12 +1,16 @@
 import ArgumentParser
 import Foundation
+import HasteModels
+import HasteTraining
 
 /// `haste bench train`: one full training step per row (forward, HASTE loss, backward, clip, AdamW) and the
 /// teacher's forward, in img/s. `Scripts/bench_compare.sh train` runs each row in its own process (`--only`),
 /// next to the same row of Scripts/bench_torch_train.py, so that the peak RSS printed belongs to that row.
+/// `--sweep` (BenchTrainSweep.swift) runs SiT sizes × batch sizes instead, one process per row, with GFLOP/s and
+/// the share of the CPU's FMA peak; `--sweep --only ROW` is one of its rows in this process.
 struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward.")
+        commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward; --sweep: SiT sizes × batch sizes.")
 
     @OptionGroup var runtime: RuntimeOptions
     @Flag(help: "Print JSON {threads, device, peak_rss_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps}]}.")
@@ -22,16 +26,54 @@ struct BenchTrainCommand: ParsableCommand {
     var batches = TrainBenchmarks.batches.map(String.init).joined(separator: ",")
     @Flag(name: .customLong("allow-tf32"), help: "float32 GEMMs on CUDA may use TF32 tensor cores (the reference's --allow-tf32).")
     var allowTF32 = false
+    @Flag(help: ArgumentHelp("How cost grows: SiT sizes × batch sizes, denoising loss only, one process per row; step time, img/s, GFLOP per step and GFLOP/s, % of the CPU's measured FMA peak, peak tensor and RSS MiB. Rows predicted not to fit in 80% of MemAvailable are skipped (CPU only)."))
+    var sweep = false
+    @Option(name: .customLong("sweep-models"), help: ArgumentHelp("Models of --sweep, comma-separated (default \(CostSweep.models.joined(separator: ","))); \(CostSweep.tinyModel) is the demo's small SiT, for quick checks.", valueName: "names"))
+    var sweepModels: String?
+    @Option(name: .customLong("sweep-batches"), help: ArgumentHelp("Batch sizes of --sweep, comma-separated (default \(CostSweep.batches.map(String.init).joined(separator: ","))).", valueName: "sizes"))
+    var sweepBatches: String?
+    /// Tests: MemAvailable (MiB) the skip rule assumes instead of /proc/meminfo's.
+    @Option(name: .customLong("sweep-mem-available"), help: .hidden) var sweepMemAvailable: Double?
 
     var modelList: [String] { models.split(separator: ",").map(String.init) }
     var batchList: [Int] { batches.split(separator: ",").compactMap { Int($0) } }
     var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList) }
+    var sweepModelList: [String] { (sweepModels ?? CostSweep.models.joined(separator: ",")).split(separator: ",").map(String.init) }
+    var sweepBatchText: String { sweepBatches ?? CostSweep.batches.map(String.init).joined(separator: ",") }
+    var sweepBatchList: [Int] { Array(Set(sweepBatchText.split(separator: ",").compactMap { Int($0) })).sorted() }
+    var sweepNames: [String] { sweepModelList.flatMap { m in sweepBatchList.map { TrainBenchmarks.name(m, $0, align: false) } } }
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
         guard !modelList.isEmpty, batchList.count == batches.split(separator: ",").count, batchList.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--models and --batches expect comma-separated names and positive sizes, got '\(models)' and '\(batches)'")
         }
+        guard sweep else {
+            if sweepModels != nil || sweepBatches != nil || sweepMemAvailable != nil {
+                throw ValidationError("--sweep-models, --sweep-batches and --sweep-mem-available belong to --sweep")
+            }
+            return try validateOnly()
+        }
+        try validateSweep()
+    }
+
+    /// --sweep: CPU, known models, positive batches, and --only naming one of its rows.
+    func validateSweep() throws {
+        guard runtime.device == "cpu" else { throw ValidationError("--sweep measures the CPU (FMA peak, MemAvailable): drop --device \(runtime.device)") }
+        for m in sweepModelList where m != CostSweep.tinyModel && (try? SiTConfig.named(m)) == nil {
+            throw ValidationError("--sweep-models: unknown model '\(m)'; expected SiT-{S,B,L,XL}/{2,4,8} or \(CostSweep.tinyModel), comma-separated")
+        }
+        let given = sweepBatchText.split(separator: ",", omittingEmptySubsequences: false)
+        guard !sweepModelList.isEmpty, given.allSatisfy({ (Int($0) ?? 0) >= 1 }) else {
+            throw ValidationError("--sweep-models and --sweep-batches expect comma-separated names and positive sizes, got '\(sweepModels ?? "")' and '\(sweepBatches ?? "")'")
+        }
+        if let m = sweepMemAvailable, !(m > 0) { throw ValidationError("--sweep-mem-available must be a positive number of MiB, got \(m)") }
+        if let only, !sweepNames.contains(only) {
+            throw ValidationError("--only '\(only)' is not a --sweep row; rows are: \(sweepNames.joined(separator: ", "))")
+        }
+    }
+
+    func validateOnly() throws {
         if let only, !names.contains(only) && !MMDiTBenchmarks.names.contains(only) {
             throw ValidationError("--only '\(only)' is not a row; rows are: \((names + MMDiTBenchmarks.names).joined(separator: ", "))")
         }
@@ -39,13 +81,18 @@ struct BenchTrainCommand: ParsableCommand {
 
     func run() throws {
         if list {
-            print(names.joined(separator: "\n"))
+            print((sweep ? sweepNames : names).joined(separator: "\n"))
             return
+        }
+        if sweep && only == nil {   // the sweep itself: this executable once per row (`--sweep --only ROW --json`)
+            runtime.applyThreads()
+            return try TrainSweep(command: self).run()
         }
         let device = try runtime.openDevice(allowTF32: allowTF32)
         let mmdit = only.map(MMDiTBenchmarks.names.contains) == true   // run only when named (not in --list)
         let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device)
-                           : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList))
+                           : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: sweep ? sweepModelList : modelList,
+                                                   batches: sweep ? sweepBatchList : batchList))
             .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")

@@ -44,7 +44,7 @@ enum TrainBenchmarks {
     /// The resolved config of a row: `TrainConfig` defaults with the row's model, batch and teacher.
     static func config(model: String, batch: Int, align: Bool, seed: UInt64) throws -> (TrainConfig, ResolvedModels) {
         var config = TrainConfig()
-        config.model = model
+        CostSweep.apply(model: model, to: &config)                  // the named SiT, or the sweep's tiny model
         config.batchSize = batch
         config.encType = align ? "dinov2-vit-b" : "none"
         config.seed = Int(seed)

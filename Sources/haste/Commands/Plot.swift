@@ -3,10 +3,11 @@ import Foundation
 import HasteTraining
 
 /// `haste plot RUN_DIR…`: several runs' curves of one metric in one PNG, or (`--table`) the markdown comparison
-/// table of Scripts/replicate.sh. The work lives in HasteTraining/Plot (RunRecord, RunGroup, RunComparison).
+/// table of Scripts/replicate.sh, or (`--tsv`) columns of a tab-separated table. The work lives in
+/// HasteTraining/Plot (RunRecord, RunGroup, RunComparison, TablePlot).
 struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Overlay training runs' curves (FID or loss terms) in one PNG, or print their comparison table.",
+        abstract: "Overlay training runs' curves (FID or loss terms) in one PNG, print their comparison table, or plot a TSV table.",
         discussion: """
         Runs whose exp-name differs only by a trailing -seed<N> (e.g. haste-seed0, haste-seed1) are one group: drawn
         as the mean over the seeds with a min-max band, at the steps all of them logged. A dashed line in the
@@ -16,40 +17,71 @@ struct Plot: ParsableCommand {
         --table prints markdown instead: per group the FID at the end (mean ± std over seeds, min-max), the first
         FID evaluation at which the group's mean FID reaches the baseline's final FID (--baseline, default the
         enc-type none group), the speed-up, and the training wall time per run (log.txt).
+        --tsv FILE draws columns of a tab-separated table with a header line instead of runs: --y against --x, one
+        line per value of --series (rows without a number in --y are left out), --log-x for a base-2 log x axis.
         Examples:
           haste plot runs/replicate/* --metric fid
           haste plot runs/demo runs/demo-vanilla --metric loss --out loss-compare.png
           haste plot runs/replicate/* --table --noise runs/replicate/noise.txt
+          haste plot --tsv runs/bench/sweep.tsv --x batch --y img_per_s --series series --log-x
         """)
 
     @Argument(help: "Run directories written by haste train (each holds metrics.jsonl).") var runs: [String] = []
-    @Option(help: ArgumentHelp("The curve to draw.", valueName: "fid|loss|proj_loss|attn_loss")) var metric = "fid"
-    @Option(help: "The PNG to write (default: compare-<metric>.png beside the run directories).") var out: String?
+    @Option(help: ArgumentHelp("The curve to draw (default fid).", valueName: "fid|loss|proj_loss|attn_loss")) var metric: String?
+    @Option(help: "The PNG to write (default: compare-<metric>.png beside the run directories; for --tsv, FILE with .png).") var out: String?
     @Option(help: "Moving-average window in logged points (1 = none; default: 1 for fid, 1/50 of the points for loss terms).")
     var smooth: Int?
     @Flag(help: "Print the markdown comparison table (FID) instead of drawing.") var table = false
     @Option(help: "The group the table compares with (default: the one enc-type none group).") var baseline: String?
     @Option(help: "A file of real-vs-real FID values, one per line, summarised under the table as the noise floor.")
     var noise: String?
+    @Option(help: ArgumentHelp("Draw columns of this tab-separated table (header line of column names) instead of runs.", valueName: "FILE"))
+    var tsv: String?
+    @Option(name: .customLong("x"), help: ArgumentHelp("--tsv: the column on the x axis.", valueName: "COL")) var xColumn: String?
+    @Option(name: .customLong("y"), help: ArgumentHelp("--tsv: the column on the y axis.", valueName: "COL")) var yColumn: String?
+    @Option(help: ArgumentHelp("--tsv: one line per value of this column (default: one line).", valueName: "COL")) var series: String?
+    @Flag(name: .customLong("log-x"), help: "--tsv: a base-2 logarithmic x axis (x must be > 0).") var logX = false
+    @Option(help: "--tsv: the plot's title (default: '<y> vs <x>').") var title: String?
+
+    var metricName: String { metric ?? "fid" }
 
     func validate() throws {
-        guard !runs.isEmpty else { throw ValidationError("give at least one run directory, e.g. haste plot runs/demo") }
-        try FlagCheck.choice("metric", metric, PlotMetric.allCases.map(\.rawValue))
-        if let smooth { try FlagCheck.range("smooth", smooth, .atLeast(1, "1 = no smoothing")) }
         if let out, !out.lowercased().hasSuffix(".png") { throw ValidationError("--out writes a PNG; give a name ending in .png, got '\(out)'") }
+        guard tsv == nil else { return try validateTSV() }
+        if xColumn != nil || yColumn != nil || series != nil || logX || title != nil {
+            throw ValidationError("--x, --y, --series, --log-x and --title belong to --tsv FILE")
+        }
+        guard !runs.isEmpty else { throw ValidationError("give at least one run directory, e.g. haste plot runs/demo") }
+        try FlagCheck.choice("metric", metricName, PlotMetric.allCases.map(\.rawValue))
+        if let smooth { try FlagCheck.range("smooth", smooth, .atLeast(1, "1 = no smoothing")) }
         if !table && (baseline != nil || noise != nil) { throw ValidationError("--baseline and --noise belong to --table") }
-        if table && (metric != "fid" || out != nil || smooth != nil) { throw ValidationError("--table compares FID and prints markdown: drop --metric, --out and --smooth") }
+        if table && (metricName != "fid" || out != nil || smooth != nil) { throw ValidationError("--table compares FID and prints markdown: drop --metric, --out and --smooth") }
+    }
+
+    func validateTSV() throws {
+        guard runs.isEmpty else { throw ValidationError("--tsv draws a table, not run directories: drop \(runs.joined(separator: " "))") }
+        guard xColumn != nil, yColumn != nil else { throw ValidationError("--tsv needs --x COL and --y COL (column names of its header line)") }
+        if table || metric != nil || smooth != nil || baseline != nil || noise != nil {
+            throw ValidationError("--tsv draws table columns: drop --table, --metric, --smooth, --baseline and --noise")
+        }
     }
 
     func run() throws {
+        if let tsv {
+            let plot = try TablePlot.plot(tsv: tsv, x: xColumn!, y: yColumn!, series: series, logX: logX, title: title)
+            let path = out ?? URL(fileURLWithPath: tsv).deletingPathExtension().appendingPathExtension("png").path
+            try plot.write(to: path)
+            print(path)
+            return
+        }
         let groups = RunGroup.group(try runs.map { try RunRecord(loading: $0) })
         if table {
             print(try RunComparison.table(groups, baselineName: baseline, noise: try noise.map(RunComparison.readNumbers)), terminator: "")
             return
         }
-        let (plot, notes) = try RunComparison.plot(groups, metric: PlotMetric(rawValue: metric)!, smoothing: smooth)
+        let (plot, notes) = try RunComparison.plot(groups, metric: PlotMetric(rawValue: metricName)!, smoothing: smooth)
         notes.forEach { FileHandle.standardError.write(Data("haste: \($0)\n".utf8)) }
-        let path = out ?? Plot.defaultOut(runs, metric: metric)
+        let path = out ?? Plot.defaultOut(runs, metric: metricName)
         try plot.write(to: path)
         print(path)
     }

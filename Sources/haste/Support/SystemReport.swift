@@ -6,6 +6,7 @@ import Foundation
 import HasteCUDA
 import HasteDistributed
 import HasteIO
+import HasteTensor
 
 /// Everything `haste doctor` reports, gathered once. Probes never fail: what is missing is reported as such,
 /// with the package that provides it.
@@ -15,20 +16,25 @@ struct SystemReport {
     var version = HasteVersion.current
     var swift = SystemReport.compilerVersion
     var os = ""
-    var cpu = ""
+    var cpu = "", cpuModel = ""
     var cpuFlags: [(String, Bool)] = []
+    /// The float32 FMA peak on paper (nil: /proc/cpuinfo gives no processor or clock) and measured.
+    var peakTheoretical: CPUPeak.Theoretical?
+    var peakMeasured: CPUPeak.Measured?
     var blasCore = "", blasConfig = "", blasThreads = 0
     var libraries: [Library] = []
     var cuda: [String] = [], mpi = ""
 
-    static func collect() -> SystemReport {
+    /// `threads`: the OpenBLAS threads of the measured peak (haste's thread count).
+    static func collect(threads: Int) -> SystemReport {
         var r = SystemReport()
         r.os = osDescription()
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = field("model name", in: info) ?? "unknown CPU"
-        r.cpu = "\(model), \(ProcessInfo.processInfo.activeProcessorCount) logical cores available"
-        let flags = Set((field("flags", in: info) ?? "").split(separator: " ").map(String.init))
-        r.cpuFlags = ["avx2", "fma", "avx512f"].map { ($0, flags.contains($0)) }
+        let info = CPUInfo.current()
+        r.cpuModel = info.model ?? "unknown CPU"
+        r.cpu = "\(r.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) logical cores available"
+        r.cpuFlags = info.simdFlags.map { ($0.name, $0.present) }
+        r.peakTheoretical = CPUPeak.theoretical()
+        r.peakMeasured = CPUPeak.measure(threads: threads)
         r.blasCore = openblas_get_corename().map { String(cString: $0) } ?? "?"
         r.blasConfig = openblas_get_config().map { String(cString: $0) } ?? "?"
         r.blasThreads = Int(openblas_get_num_threads())
@@ -47,7 +53,7 @@ struct SystemReport {
 
     func render() -> String {
         var lines = ["haste \(version)", "swift: \(swift)", "os: \(os)", "cpu: \(cpu)",
-                     "cpu features: " + cpuFlags.map { "\($0.0) \($0.1 ? "yes" : "no")" }.joined(separator: ", "),
+                     "cpu features: " + cpuFlags.map { "\($0.0) \($0.1 ? "yes" : "no")" }.joined(separator: ", ")] + peakLines + [
                      "openblas: core \(blasCore), threads \(blasThreads)", "openblas config: \(blasConfig)",
                      "linked libraries (Debian packages):"]
         let width = libraries.map(\.name.count).max() ?? 0
@@ -74,15 +80,39 @@ struct SystemReport {
         #endif
     }
 
-    /// The first `key : value` line of /proc/cpuinfo.
-    static func field(_ key: String, in text: String) -> String? {
-        for line in text.split(separator: "\n") where line.hasPrefix(key) {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == key {
-                return parts[1].trimmingCharacters(in: .whitespaces)
+    /// The FMA peak on paper (each input with where it came from) and measured.
+    var peakLines: [String] {
+        var lines: [String] = []
+        if let t = peakTheoretical {
+            lines.append(String(format: "float32 FMA peak on paper: %.0f GFLOP/s = %g cores × %.2f GHz × %g lanes × %g FMA units × 2",
+                                t.gflops, t.cores.value, t.clockGHz.value, t.lanes.value, t.fmaUnits.value))
+            for (name, input) in [("cores", t.cores), ("clock", t.clockGHz), ("lanes", t.lanes), ("FMA units", t.fmaUnits)] {
+                lines.append("  \(name): \(input.source)")
             }
+        } else {
+            lines.append("float32 FMA peak on paper: unknown (/proc/cpuinfo lists no processor or clock)")
         }
-        return nil
+        if let m = peakMeasured {
+            lines.append(String(format: "float32 FMA peak measured: %.0f GFLOP/s (OpenBLAS sgemm %d×%d×%d, best of %d calls in %.2f s, %d threads)",
+                                m.gflops, m.size, m.size, m.size, m.calls, m.seconds, m.threads))
+        }
+        return lines
+    }
+
+    /// `haste doctor --json`: the CPU, its SIMD flags and both peaks (Scripts/bench_compare.sh sweep reads it).
+    func json() -> String {
+        var d: [String: Any] = ["cpu": cpuModel, "cpu_flags": Dictionary(uniqueKeysWithValues: cpuFlags.map { ($0.0, $0.1) }),
+                                "threads": blasThreads, "haste": version]
+        if let m = peakMeasured {
+            d["fma_peak_gflops"] = m.gflops
+            d["fma_peak_sgemm_size"] = m.size
+        }
+        if let t = peakTheoretical {
+            d["fma_peak_theoretical_gflops"] = t.gflops
+            d["fma_peak_theoretical_inputs"] = ["cores": t.cores.value, "clock_ghz": t.clockGHz.value, "lanes": t.lanes.value, "fma_units": t.fmaUnits.value]
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: d, options: [.prettyPrinted, .sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
     }
 
     static func osDescription() -> String {
