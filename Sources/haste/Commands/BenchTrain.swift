@@ -22,18 +22,21 @@ struct BenchTrainCommand: ParsableCommand {
     var batches = TrainBenchmarks.batches.map(String.init).joined(separator: ",")
     @Flag(name: .customLong("allow-tf32"), help: "float32 GEMMs on CUDA may use TF32 tensor cores (the reference's --allow-tf32).")
     var allowTF32 = false
+    @Flag(help: "Train with grad-checkpointing (each block's activations recomputed in backward); rows are named \"… +ckpt\".")
+    var gradCheckpointing = false
 
     var modelList: [String] { models.split(separator: ",").map(String.init) }
     var batchList: [Int] { batches.split(separator: ",").compactMap { Int($0) } }
-    var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList) }
+    var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList, checkpointing: gradCheckpointing) }
+    var mmditNames: [String] { MMDiTBenchmarks.names(checkpointing: gradCheckpointing) }
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
         guard !modelList.isEmpty, batchList.count == batches.split(separator: ",").count, batchList.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--models and --batches expect comma-separated names and positive sizes, got '\(models)' and '\(batches)'")
         }
-        if let only, !names.contains(only) && !MMDiTBenchmarks.names.contains(only) {
-            throw ValidationError("--only '\(only)' is not a row; rows are: \((names + MMDiTBenchmarks.names).joined(separator: ", "))")
+        if let only, !names.contains(only) && !mmditNames.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \((names + mmditNames).joined(separator: ", "))")
         }
     }
 
@@ -43,9 +46,10 @@ struct BenchTrainCommand: ParsableCommand {
             return
         }
         let device = try runtime.openDevice(allowTF32: allowTF32)
-        let mmdit = only.map(MMDiTBenchmarks.names.contains) == true   // run only when named (not in --list)
-        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device)
-                           : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList))
+        let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
+        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)
+                           : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: modelList, batches: batchList,
+                                                   checkpointing: gradCheckpointing))
             .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
