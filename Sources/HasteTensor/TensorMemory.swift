@@ -30,7 +30,7 @@ public enum TensorMemory {
     public final class Scope: @unchecked Sendable {
         fileprivate var counts = Counts()
     }
-    @TaskLocal static var scope: Scope?
+    @TaskLocal static var scope: Scope? = nil
 
     /// Runs `body` and returns the live and peak bytes of the storage it allocated (host and devices together),
     /// counted from zero: what `body` itself held at its peak and still holds at the end. Unlike the process-wide

@@ -48,7 +48,7 @@ extension Tensor {
 /// The tracked tensors a checkpoint's forward reads with recording off, in first-read order (`recorded` and
 /// the attention ops note them).
 final class CheckpointReads: @unchecked Sendable {
-    @TaskLocal static var current: CheckpointReads?
+    @TaskLocal static var current: CheckpointReads? = nil
     private(set) var tensors: [Tensor] = []
     private var seen = Set<ObjectIdentifier>()
 

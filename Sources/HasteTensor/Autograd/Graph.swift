@@ -69,10 +69,16 @@ extension Tensor {
                 continue
             }
             // A running-sum node (a checkpoint) takes its inputs' sums so far and returns them with its terms added.
+            let grads: [Tensor?]
             let continuing = node as? any RunningSumBackward
-            let grads = continuing.map { c in
-                c.gradients(g.contiguous(), running: node.inputs.map { $0.isTracked ? pending.removeValue(forKey: ObjectIdentifier($0)) : nil })
-            } ?? node.gradients(g.contiguous())
+            if let continuing {
+                var running: [Tensor?] = []
+                for input in node.inputs { running.append(input.isTracked ? pending.removeValue(forKey: ObjectIdentifier(input)) : nil) }
+                grads = continuing.gradients(g.contiguous(), running: running)
+            } else {
+                grads = node.gradients(g.contiguous())
+            }
+            let continues = continuing != nil
             if freeGraph { t.gradFn = nil }              // its saved tensors go when the last holder does
             require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, grad) in zip(node.inputs, grads) where input.isTracked {
@@ -80,7 +86,7 @@ extension Tensor {
                 if let grad {
                     require(grad.shape == input.shape,
                             "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
-                    if continuing == nil, let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
+                    if !continues, let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
                 }
                 guard let left = consumersLeft[key] else { continue }
                 if left > 1 { consumersLeft[key] = left - 1; continue }
