@@ -36,9 +36,9 @@ extension Tensor {
         bundle.gradFn = CheckpointBackward(state: state)
         var seen = Set<ObjectIdentifier>()
         return outputs.enumerated().map { k, o in
-            // An output that is tracked (an input or parameter returned as is) or returned twice gets its own alias.
-            let out = o.isTracked || !seen.insert(ObjectIdentifier(o)).inserted
-                ? Tensor(storage: o.storage, shape: o.shape, strides: o.strides, offset: o.offset, dtype: o.dtype) : o
+            // An output that is an input or a parameter returned as is, or is returned twice, gets its own alias.
+            let shared = o.isTracked || inputs.contains { $0 === o } || !seen.insert(ObjectIdentifier(o)).inserted
+            let out = shared ? Tensor(storage: o.storage, shape: o.shape, strides: o.strides, offset: o.offset, dtype: o.dtype) : o
             out.gradFn = CheckpointOutputBackward(bundle: bundle, index: k, state: state)
             return out
         }

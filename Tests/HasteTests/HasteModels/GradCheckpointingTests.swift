@@ -11,7 +11,7 @@ import HasteTensor
 /// one after the other: a repeat of one computation, where bit equality is the right test (STYLE §2.9).
 
 /// A tiny SiT with every weight random (adaLN-Zero would leave the blocks' gradients at zero at step 0).
-func tinyCheckpointSiT(depth: Int = 4, hidden: Int = 32, inputSize: Int = 8) throws -> SiT {
+private func tinyCheckpointSiT(depth: Int = 4, hidden: Int = 32, inputSize: Int = 8) throws -> SiT {
     var c = SiTConfig()
     (c.inputSize, c.patchSize, c.inChannels, c.hiddenSize, c.depth, c.numHeads) = (inputSize, 2, 4, hidden, depth, 2)
     (c.numClasses, c.encoderDepth, c.projectorDims, c.projectorHidden) = (3, 3, [12], 16)
@@ -20,7 +20,7 @@ func tinyCheckpointSiT(depth: Int = 4, hidden: Int = 32, inputSize: Int = 8) thr
     return model
 }
 
-func randomize(_ store: ParameterStore) {
+private func randomize(_ store: ParameterStore) {
     noGrad {
         for (k, p) in store.parameters.enumerated() {
             p.tensor.copyValues(from: Tensor.randn(p.tensor.shape, seed: 100 &+ UInt64(k)) * 0.2)
