@@ -71,7 +71,7 @@ private struct ToyStep {
 @Test func checkpointEdgesAreInputsAndCapturedParameters() {
     let toy = ToyStep()
     let (loss, outputs, _) = toy.forward(checkpoint: true)
-    #expect(outputs.allSatisfy(\.isTracked))
+    #expect(outputs.allSatisfy { $0.isTracked })
     let observer = LeafRecorder()
     loss.backward(observer: observer)
     let ids = Set([toy.w, toy.b, toy.x0].map(ObjectIdentifier.init))
