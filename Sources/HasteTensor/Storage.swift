@@ -7,6 +7,8 @@ public final class Storage: @unchecked Sendable {
     public let backend: any Backend
     /// Keeps foreign memory alive (e.g. a mapped file) when the storage does not own its bytes.
     private let owner: AnyObject?
+    /// The `TensorMemory.measure` scope it was allocated in, if any.
+    private let scope: TensorMemory.Scope?
 
     /// Allocates `byteCount` bytes (64-byte aligned on CPU) on `device`.
     public init(byteCount: Int, device: Device) {
@@ -16,7 +18,8 @@ public final class Storage: @unchecked Sendable {
         self.byteCount = byteCount
         self.address = backend.allocate(byteCount: Swift.max(byteCount, 1))
         self.owner = nil
-        TensorMemory.allocated(byteCount, on: device)
+        self.scope = TensorMemory.scope
+        TensorMemory.allocated(byteCount, on: device, scope: scope)
     }
 
     /// Wraps host memory owned by `owner` (CPU only); nothing is freed on deinit.
@@ -26,12 +29,13 @@ public final class Storage: @unchecked Sendable {
         self.byteCount = byteCount
         self.address = address
         self.owner = owner
+        self.scope = nil
     }
 
     deinit {
         guard owner == nil else { return }
         backend.deallocate(address, byteCount: Swift.max(byteCount, 1))
-        TensorMemory.freed(byteCount, on: device)
+        TensorMemory.freed(byteCount, on: device, scope: scope)
     }
 }
 

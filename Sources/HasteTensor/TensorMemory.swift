@@ -26,6 +26,22 @@ public enum TensorMemory {
     /// Storage of every non-CPU device together.
     public static var deviceCounts: Counts { locked { device } }
 
+    /// The storage allocated inside one `measure` body (in its task), wherever it is freed.
+    public final class Scope: @unchecked Sendable {
+        fileprivate var counts = Counts()
+    }
+    @TaskLocal static var scope: Scope? = nil
+
+    /// Runs `body` and returns the live and peak bytes of the storage it allocated (host and devices together),
+    /// counted from zero: what `body` itself held at its peak and still holds at the end. Unlike the process-wide
+    /// counts, other tasks (tests running in parallel) do not enter it, so it is the same on every run of the
+    /// same computation. Storage made inside a nested `measure` counts in the innermost only.
+    public static func measure<R>(_ body: () throws -> R) rethrows -> (result: R, counts: Counts) {
+        let s = Scope()
+        let result = try $scope.withValue(s) { try body() }
+        return (result, locked { s.counts })
+    }
+
     /// Starts a new peak at the current live bytes (e.g. before one benchmark row).
     public static func resetPeak() {
         locked {
@@ -34,15 +50,17 @@ public enum TensorMemory {
         }
     }
 
-    static func allocated(_ bytes: Int, on d: Device) {
+    static func allocated(_ bytes: Int, on d: Device, scope: Scope?) {
         locked {
             if d == .cpu { add(bytes, to: &host) } else { add(bytes, to: &device) }
+            if let scope { add(bytes, to: &scope.counts) }
         }
     }
 
-    static func freed(_ bytes: Int, on d: Device) {
+    static func freed(_ bytes: Int, on d: Device, scope: Scope?) {
         locked {
             if d == .cpu { host.liveBytes -= bytes } else { device.liveBytes -= bytes }
+            scope?.counts.liveBytes -= bytes
         }
     }
 

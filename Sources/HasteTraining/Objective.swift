@@ -89,7 +89,7 @@ public struct Objective {
         let wantProj = align && config.projCoeff != 0
         let out = student.predict(xt, t: d.t, condition: condition(batch, d),
                                   logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
-                                  projections: wantProj)
+                                  projections: wantProj, checkpointing: config.gradCheckpointing)
         let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: d.noise, t: d.t, path: config.pathType)
         var total = den, proj = 0.0, attn = 0.0
         if align, let teacher {

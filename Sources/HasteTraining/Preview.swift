@@ -58,7 +58,7 @@ final class Preview {
         let (m, table) = (model, table)
         let velocity: VelocityModel = { x, t, y in
             let condition: Conditioning = table.map { .context($0.indexSelect(axis: 0, indices: y)) } ?? .labels(y)
-            return m.predict(x, t: t, condition: condition, logitLayers: [], projections: false).velocity
+            return m.predict(x, t: t, condition: condition, logitLayers: [], projections: false, checkpointing: false).velocity
         }
         let x = Samplers.euler(Samplers.onDevice(m.store.device, velocity), noise: noise, labels: labels,
                                steps: config.sampleNumSteps, guidance: guidance)

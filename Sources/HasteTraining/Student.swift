@@ -13,21 +13,25 @@ public enum Conditioning {
 /// Both return the velocity, the attention logits of the requested blocks and the projector outputs.
 public protocol DenoisingStudent {
     var store: ParameterStore { get }
-    /// x: (N, C, S, S); t: (N) in [0, 1] (t = 1 noise).
-    func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool) -> SiTOutput
+    /// x: (N, C, S, S); t: (N) in [0, 1] (t = 1 noise). `checkpointing`: recompute each block's activations in
+    /// backward instead of keeping them (config key grad-checkpointing).
+    func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool,
+                 checkpointing: Bool) -> SiTOutput
 }
 
 extension SiT: DenoisingStudent {
-    public func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool) -> SiTOutput {
+    public func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool,
+                        checkpointing: Bool) -> SiTOutput {
         guard case .labels(let y) = condition else { fatalError("SiT is class-conditional: it was given caption features") }
-        return self(x, t: t, y: y, logitLayers: logitLayers, projections: projections)
+        return self(x, t: t, y: y, logitLayers: logitLayers, projections: projections, checkpointing: checkpointing)
     }
 }
 
 extension MMDiT: DenoisingStudent {
-    public func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool) -> SiTOutput {
+    public func predict(_ x: Tensor, t: Tensor, condition: Conditioning, logitLayers: Set<Int>, projections: Bool,
+                        checkpointing: Bool) -> SiTOutput {
         guard case .context(let c) = condition else { fatalError("MMDiT is text-conditioned: it was given class labels") }
-        return self(x, t: t, context: c, logitLayers: logitLayers, projections: projections)
+        return self(x, t: t, context: c, logitLayers: logitLayers, projections: projections, checkpointing: checkpointing)
     }
 }
 

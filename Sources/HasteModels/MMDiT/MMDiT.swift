@@ -71,8 +71,9 @@ public struct MMDiT {
     /// x: (N, C, S, S) latents; t: (N) in [0, 1] (t = 1 noise); context: (N, L, contextDim) text features.
     /// `logitLayers`: 0-based blocks (< encoderDepth) whose image-stream logits to return ([N, H, T, T], from the
     /// image q and k only, spec §3); `projections`: run the projectors on the image stream after block encoderDepth−1.
+    /// `checkpointing`: each joint block's activations are recomputed in backward instead of kept (`Tensor.checkpoint`).
     public func callAsFunction(_ x: Tensor, t: Tensor, context: Tensor, logitLayers: Set<Int> = [],
-                               projections wantProjections: Bool = false) -> SiTOutput {
+                               projections wantProjections: Bool = false, checkpointing: Bool = false) -> SiTOutput {
         let c = config, n = x.shape[0], d = c.hiddenSize
         require(x.rank == 4 && x.shape[1] == c.inChannels && x.shape[2] == c.inputSize && x.shape[3] == c.inputSize,
                 "MMDiT: input \(x.shape), expected [N, \(c.inChannels), \(c.inputSize), \(c.inputSize)]")
@@ -87,7 +88,8 @@ public struct MMDiT {
         var ctx: Tensor? = contextEmbedder(context)                                           // (N, L, D)
         var logits: [Int: Tensor] = [:], projected: [Tensor] = []
         for (i, block) in blocks.enumerated() {
-            let out = block(ctx!, h, cond, logits: logitLayers.contains(i))
+            let wantLogits = logitLayers.contains(i)
+            let out = checkpointing ? block.checkpointed(ctx!, h, cond, logits: wantLogits) : block(ctx!, h, cond, logits: wantLogits)
             (ctx, h) = (out.context, out.x)
             if let l = out.logits { logits[i] = l }
             if wantProjections && i == c.encoderDepth - 1 {

@@ -62,3 +62,17 @@ struct MMDiTJointBlock {
         return (newCtx, newX, logits)
     }
 }
+
+extension MMDiTJointBlock {
+    /// The block under `Tensor.checkpoint`: the same outputs, its activations recomputed in backward. Outputs in
+    /// the order the backward walk enters the block: the image stream (the residual path the final layer starts
+    /// from), then the context stream (absent after a pre-only block), then the logits.
+    func checkpointed(_ ctx: Tensor, _ x: Tensor, _ c: Tensor, logits wantLogits: Bool) -> (context: Tensor?, x: Tensor, logits: Tensor?) {
+        let preOnly = contextBlock.post == nil
+        let out = Tensor.checkpoint([x, ctx, c]) { a in
+            let o = self(a[1], a[0], a[2], logits: wantLogits)
+            return [o.x] + (o.context.map { [$0] } ?? []) + (o.logits.map { [$0] } ?? [])
+        }
+        return (preOnly ? nil : out[1], out[0], wantLogits ? out[preOnly ? 1 : 2] : nil)
+    }
+}

@@ -51,8 +51,9 @@ public struct SiT {
 
     /// x: (N, C, S, S); t: (N) in [0, 1] (t = 1 noise); y: (N) int64 labels, numClasses = null.
     /// `logitLayers`: 0-based blocks (< encoderDepth) whose logits to return; `projections`: run the projectors.
+    /// `checkpointing`: each block's activations are recomputed in backward instead of kept (`Tensor.checkpoint`).
     public func callAsFunction(_ x: Tensor, t: Tensor, y: Tensor, logitLayers: Set<Int> = [],
-                               projections wantProjections: Bool = false) -> SiTOutput {
+                               projections wantProjections: Bool = false, checkpointing: Bool = false) -> SiTOutput {
         require(x.rank == 4 && x.shape[1] == config.inChannels && x.shape[2] == config.inputSize && x.shape[3] == config.inputSize,
                      "SiT: input \(x.shape), expected [N, \(config.inChannels), \(config.inputSize), \(config.inputSize)]")
         require(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
@@ -63,7 +64,8 @@ public struct SiT {
         let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
         var logits: [Int: Tensor] = [:], projected: [Tensor] = []
         for (i, block) in blocks.enumerated() {
-            let (out, l) = block(h, c, logits: logitLayers.contains(i))
+            let wantLogits = logitLayers.contains(i)
+            let (out, l) = checkpointing ? block.checkpointed(h, c, logits: wantLogits) : block(h, c, logits: wantLogits)
             h = out
             if let l { logits[i] = l }
             if wantProjections && i == config.encoderDepth - 1 {

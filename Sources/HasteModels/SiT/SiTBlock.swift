@@ -63,6 +63,18 @@ public struct SiTBlock {
     }
 }
 
+extension SiTBlock {
+    /// The block under `Tensor.checkpoint`: the same outputs, its activations recomputed in backward. Outputs in
+    /// the order the backward walk enters the block: the tokens (the next block's input), then the logits.
+    func checkpointed(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        let out = Tensor.checkpoint([x, c]) { a in
+            let (h, l) = self(a[0], a[1], logits: logits)
+            return [h] + (l.map { [$0] } ?? [])
+        }
+        return (out[0], logits ? out[1] : nil)
+    }
+}
+
 /// The reference `FinalLayer`: adaLN (shift, scale) then Linear(D → p·p·C).
 public struct FinalLayer {
     let linear: Linear, adaLNModulation: Linear

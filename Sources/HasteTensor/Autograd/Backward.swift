@@ -6,11 +6,23 @@ public protocol Backward {
     func gradients(_ dy: Tensor) -> [Tensor?]
 }
 
+/// A node that continues its inputs' gradient sums instead of returning fresh terms (a checkpoint, whose
+/// recomputed block adds one term per use of an input, in the order the walk without the checkpoint would).
+/// The walk hands it each tracked input's sum so far (nil: none yet) and replaces that sum with what it returns.
+protocol RunningSumBackward: Backward {
+    func gradients(_ dy: Tensor, running: [Tensor?]) -> [Tensor?]
+}
+
 extension Tensor {
     /// Attaches `node` as this tensor's grad function when recording is on and some input is tracked;
-    /// otherwise returns self untouched. Ops call it on their freshly allocated output.
+    /// otherwise returns self untouched. Ops call it on their freshly allocated output. With recording off
+    /// inside a checkpoint's forward, the tracked inputs are noted instead (Checkpoint.swift).
     public func recorded(_ node: some Backward) -> Tensor {
-        guard GradMode.isEnabled, node.inputs.contains(where: { $0.isTracked }) else { return self }
+        guard GradMode.isEnabled else {
+            if let reads = CheckpointReads.current { reads.note(node.inputs) }
+            return self
+        }
+        guard node.inputs.contains(where: { $0.isTracked }) else { return self }
         gradFn = node
         return self
     }

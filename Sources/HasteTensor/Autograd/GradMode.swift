@@ -10,6 +10,12 @@ public enum GradMode {
     public static func withoutGrad<R>(_ body: () throws -> R) rethrows -> R {
         try $disabled.withValue(true) { try body() }
     }
+
+    /// Runs `body` with recording on (torch.enable_grad), e.g. a checkpoint's recompute inside the backward walk.
+    @discardableResult
+    public static func withGrad<R>(_ body: () throws -> R) rethrows -> R {
+        try $disabled.withValue(false) { try body() }
+    }
 }
 
 /// torch.no_grad(): runs `body` without recording backward nodes.

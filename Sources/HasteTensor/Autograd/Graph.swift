@@ -22,9 +22,23 @@ extension Tensor {
     /// each node once run and lets go of the walk's own reference to each tensor once visited.
     static func runBackward(from root: Tensor, seed: Tensor, capture: Set<ObjectIdentifier>? = nil,
                             observer: LeafGradientObserver? = nil, freeGraph: Bool = false) -> [ObjectIdentifier: Tensor] {
-        var order = topologicalOrder(root)
+        runBackward(from: [root], seeds: [seed], capture: capture, observer: observer, freeGraph: freeGraph)
+    }
+
+    /// The walk from several roots, each with its seed; roots are explored first to last (`topologicalOrder`).
+    /// `boundary`: captured tensors are not expanded (the walk stops there: a checkpoint's inputs), and `running`
+    /// holds gradient sums some of them already had in an enclosing walk; their terms are added after it, in the
+    /// order the enclosing walk would have added them (Checkpoint.swift).
+    static func runBackward(from roots: [Tensor], seeds: [Tensor], capture: Set<ObjectIdentifier>? = nil, boundary: Bool = false,
+                            running: [ObjectIdentifier: Tensor] = [:], observer: LeafGradientObserver? = nil,
+                            freeGraph: Bool = false) -> [ObjectIdentifier: Tensor] {
+        var order = topologicalOrder(roots, stopAt: boundary ? capture ?? [] : [])
         observer?.willAccumulate(into: order.filter { $0.gradFn == nil && $0.requiresGrad })
-        var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+        var pending = running
+        for (root, seed) in zip(roots, seeds) {
+            let id = ObjectIdentifier(root)
+            if let existing = pending[id] { pending[id] = existing + seed } else { pending[id] = seed }
+        }
         var captured: [ObjectIdentifier: Tensor] = [:]
         // A leaf's gradient is final once its last consumer has run: accumulate it then, not at the leaf's own
         // place in the order (a DFS puts a layer's weights after the whole chain below it). The same sum,
@@ -45,6 +59,7 @@ extension Tensor {
             if let capture {
                 if capture.contains(id) { captured[id] = g }
                 if capture.count == captured.count { break }
+                if boundary && capture.contains(id) { continue }
             }
             guard let node = t.gradFn else {
                 if capture == nil && t.requiresGrad {
@@ -53,7 +68,17 @@ extension Tensor {
                 }
                 continue
             }
-            let grads = node.gradients(g.contiguous())
+            // A running-sum node (a checkpoint) takes its inputs' sums so far and returns them with its terms added.
+            let grads: [Tensor?]
+            let continuing = node as? any RunningSumBackward
+            if let continuing {
+                var running: [Tensor?] = []
+                for input in node.inputs { running.append(input.isTracked ? pending.removeValue(forKey: ObjectIdentifier(input)) : nil) }
+                grads = continuing.gradients(g.contiguous(), running: running)
+            } else {
+                grads = node.gradients(g.contiguous())
+            }
+            let continues = continuing != nil
             if freeGraph { t.gradFn = nil }              // its saved tensors go when the last holder does
             require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, grad) in zip(node.inputs, grads) where input.isTracked {
@@ -61,7 +86,7 @@ extension Tensor {
                 if let grad {
                     require(grad.shape == input.shape,
                             "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
-                    if let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
+                    if !continues, let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
                 }
                 guard let left = consumersLeft[key] else { continue }
                 if left > 1 { consumersLeft[key] = left - 1; continue }
@@ -79,15 +104,17 @@ extension Tensor {
     /// to last (pushed in reverse), so the main path (an op's first input: `x` of `x + f(x)`, of `linear(x, w)`)
     /// is ordered before the side branches: reversed, each block's side inputs (its adaLN linear, its weights)
     /// come right after the block, as in the forward pass backwards, and their gradients finish early.
-    static func topologicalOrder(_ root: Tensor) -> [Tensor] {
+    /// Several roots are explored first to last, as the inputs of one node would be; `stopAt` tensors are
+    /// ordered but not expanded.
+    static func topologicalOrder(_ roots: [Tensor], stopAt: Set<ObjectIdentifier> = []) -> [Tensor] {
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Bool)] = [(root, false)]
+        var stack: [(Tensor, Bool)] = roots.reversed().map { ($0, false) }
         while let (t, expanded) = stack.popLast() {
             if expanded { order.append(t); continue }
             if !visited.insert(ObjectIdentifier(t)).inserted { continue }
             stack.append((t, true))
-            if let node = t.gradFn {
+            if let node = t.gradFn, !stopAt.contains(ObjectIdentifier(t)) {
                 for input in node.inputs.reversed() where input.isTracked && !visited.contains(ObjectIdentifier(input)) {
                     stack.append((input, false))
                 }

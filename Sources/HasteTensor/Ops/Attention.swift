@@ -69,7 +69,10 @@ extension Tensor {
                                        shape: shape, scale: s)
             saved = probs.map { .probabilities($0) }
         }
-        guard let saved else { return out }   // inference: neither N·H·Tq·Tk probabilities nor the LSE are kept
+        guard let saved else {                // inference: neither N·H·Tq·Tk probabilities nor the LSE are kept
+            if let reads = CheckpointReads.current { reads.note([qc, kc, vc]) }   // a checkpoint's forward (no `recorded`)
+            return out
+        }
         return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, saved: saved, shape: shape, scale: s))
     }
 

@@ -11,8 +11,8 @@ public protocol RandomKernels: AnyObject {
 /// A seeded stream. Each draw consumes a whole number of 4-element blocks.
 public final class RandomGenerator: @unchecked Sendable {
     public let seed: UInt64
-    /// Elements consumed so far (a multiple of 4).
-    public private(set) var offset: UInt64
+    /// Elements consumed so far (a multiple of 4). Set back only by a checkpoint replaying its draws.
+    public internal(set) var offset: UInt64
 
     public init(seed: UInt64, offset: UInt64 = 0) {
         self.seed = seed

@@ -26,6 +26,8 @@ struct BenchTrainCommand: ParsableCommand {
     var batches = TrainBenchmarks.batches.map(String.init).joined(separator: ",")
     @Flag(name: .customLong("allow-tf32"), help: "float32 GEMMs on CUDA may use TF32 tensor cores (the reference's --allow-tf32).")
     var allowTF32 = false
+    @Flag(help: "Train with grad-checkpointing (each block's activations recomputed in backward); rows are named \"… +ckpt\".")
+    var gradCheckpointing = false
     @Flag(help: ArgumentHelp("How cost grows: SiT sizes × batch sizes, denoising loss only, one process per row; step time, img/s, GFLOP per step and GFLOP/s, % of the CPU's measured FMA peak, peak tensor and RSS MiB. Rows predicted not to fit in 80% of MemAvailable are skipped (CPU only)."))
     var sweep = false
     @Option(name: .customLong("sweep-models"), help: ArgumentHelp("Models of --sweep, comma-separated (default \(CostSweep.models.joined(separator: ","))); \(CostSweep.tinyModel) is the demo's small SiT, for quick checks.", valueName: "names"))
@@ -37,11 +39,14 @@ struct BenchTrainCommand: ParsableCommand {
 
     var modelList: [String] { models.split(separator: ",").map(String.init) }
     var batchList: [Int] { batches.split(separator: ",").compactMap { Int($0) } }
-    var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList) }
+    var names: [String] { TrainBenchmarks.names(models: modelList, batches: batchList, checkpointing: gradCheckpointing) }
+    var mmditNames: [String] { MMDiTBenchmarks.names(checkpointing: gradCheckpointing) }
     var sweepModelList: [String] { (sweepModels ?? CostSweep.models.joined(separator: ",")).split(separator: ",").map(String.init) }
     var sweepBatchText: String { sweepBatches ?? CostSweep.batches.map(String.init).joined(separator: ",") }
     var sweepBatchList: [Int] { Array(Set(sweepBatchText.split(separator: ",").compactMap { Int($0) })).sorted() }
-    var sweepNames: [String] { sweepModelList.flatMap { m in sweepBatchList.map { TrainBenchmarks.name(m, $0, align: false) } } }
+    var sweepNames: [String] {
+        sweepModelList.flatMap { m in sweepBatchList.map { TrainBenchmarks.name(m, $0, align: false, checkpointing: gradCheckpointing) } }
+    }
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
@@ -74,8 +79,8 @@ struct BenchTrainCommand: ParsableCommand {
     }
 
     func validateOnly() throws {
-        if let only, !names.contains(only) && !MMDiTBenchmarks.names.contains(only) {
-            throw ValidationError("--only '\(only)' is not a row; rows are: \((names + MMDiTBenchmarks.names).joined(separator: ", "))")
+        if let only, !names.contains(only) && !mmditNames.contains(only) {
+            throw ValidationError("--only '\(only)' is not a row; rows are: \((names + mmditNames).joined(separator: ", "))")
         }
     }
 
@@ -89,10 +94,10 @@ struct BenchTrainCommand: ParsableCommand {
             return try TrainSweep(command: self).run()
         }
         let device = try runtime.openDevice(allowTF32: allowTF32)
-        let mmdit = only.map(MMDiTBenchmarks.names.contains) == true   // run only when named (not in --list)
-        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device)
+        let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
+        let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)
                            : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: sweep ? sweepModelList : modelList,
-                                                   batches: sweep ? sweepBatchList : batchList))
+                                                   batches: sweep ? sweepBatchList : batchList, checkpointing: gradCheckpointing))
             .filter { only == nil || $0.op == only }
         if !json {
             print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")

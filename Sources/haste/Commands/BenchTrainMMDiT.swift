@@ -8,21 +8,24 @@ import HasteTensor
 /// HASTE step without the optimizer: zero-grad, forward on x_t [B, 4, 32, 32] with a [B, 77, 768] context (logits
 /// of blocks 4…7, projector after block 8), denoising + 0.5·projection (random teacher features [B, 256, 768]) +
 /// 0.5·attention (random teacher logits [B, 12, 256, 256], first 12 heads) and backward. Scripts/bench_mmdit.sh
-/// runs it next to Scripts/bench_torch_mmdit.py.
+/// runs it next to Scripts/bench_torch_mmdit.py. With `--grad-checkpointing` the rows are "… +ckpt" and checkpoint each block.
 enum MMDiTBenchmarks {
     static let batches = [1, 2]
-    static func name(_ batch: Int) -> String { "MMDiT-XL/2 fwd+bwd bs\(batch)" }
-    static var names: [String] { batches.map(name) }
+    static func name(_ batch: Int, checkpointing: Bool = false) -> String {
+        "MMDiT-XL/2 fwd+bwd bs\(batch)" + (checkpointing ? " +ckpt" : "")
+    }
+    static func names(checkpointing: Bool = false) -> [String] { batches.map { name($0, checkpointing: checkpointing) } }
 
-    static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
+    static func cases(seed: UInt64, device: Device = .cpu, checkpointing: Bool = false) -> [BenchCase] {
         batches.map { batch in
-            BenchCase(op: name(batch), shape: "x [\(batch), 4, 32, 32], context [\(batch), 77, 768]", work: .images(Double(batch))) {
-                try step(batch: batch, seed: seed, device: device)
+            BenchCase(op: name(batch, checkpointing: checkpointing), shape: "x [\(batch), 4, 32, 32], context [\(batch), 77, 768]",
+                      work: .images(Double(batch))) {
+                try step(batch: batch, seed: seed, device: device, checkpointing: checkpointing)
             }
         }
     }
 
-    static func step(batch: Int, seed: UInt64, device: Device) throws -> () -> Void {
+    static func step(batch: Int, seed: UInt64, device: Device, checkpointing: Bool = false) throws -> () -> Void {
         let model = try MMDiT(try MMDiTConfig.named("MMDiT-XL/2"), seed: seed)
         model.store.move(to: device)
         let x0 = Tensor.randn([batch, 4, 32, 32], seed: seed &+ 1).to(device)
@@ -35,7 +38,7 @@ enum MMDiTBenchmarks {
         let xt = c.alpha * x0 + c.sigma * noise
         return {
             model.store.zeroGrad()
-            let out = model(xt, t: t, context: context, logitLayers: [4, 5, 6, 7], projections: true)
+            let out = model(xt, t: t, context: context, logitLayers: [4, 5, 6, 7], projections: true, checkpointing: checkpointing)
             let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: noise, t: t, path: .linear)
             let proj = Losses.projection(out.projections, [feats])
             let attn = Losses.attention(student: out.attentionLogits, teacher: teacher,

@@ -10,26 +10,33 @@ import HasteTraining
 /// `TrainConfig` default (linear path, uniform t, cfg-prob 0.1, AdamW lr 1e-4 without decay, clip 1.0).
 /// Each step is the Trainer's: zero-grad, teacher pass (preprocess included), draws, `Objective.loss`,
 /// backward, `clipGradNorm`, `AdamW.step` (no EMA). Scripts/bench_torch_train.py has the same rows.
+/// With `--grad-checkpointing` every training row runs with grad-checkpointing on and its name ends in " +ckpt".
 enum TrainBenchmarks {
     static let models = ["SiT-S/2", "SiT-B/2"], batches = [4, 16]
     static let latent = [4, 32, 32], imageSide = 256, numClasses = 1000, teacherBatch = 16
     static let teacherRow = "DINOv2-B fwd bs\(teacherBatch)"
 
-    static func name(_ model: String, _ batch: Int, align: Bool) -> String { "\(model) bs\(batch)" + (align ? " +align" : "") }
+    static func name(_ model: String, _ batch: Int, align: Bool, checkpointing: Bool = false) -> String {
+        "\(model) bs\(batch)" + (align ? " +align" : "") + (checkpointing ? " +ckpt" : "")
+    }
 
     static var names: [String] { names(models: models, batches: batches) }
-    static func names(models: [String], batches: [Int]) -> [String] { cases(seed: 0, models: models, batches: batches).map(\.op) }
+    static func names(models: [String], batches: [Int], checkpointing: Bool = false) -> [String] {
+        cases(seed: 0, models: models, batches: batches, checkpointing: checkpointing).map(\.op)
+    }
 
     /// Models, teacher and inputs on `device` (`Benchmark.run` waits for the device before reading the clock).
     /// `models` and `batches` default to the CPU rows above (Scripts/gpu_check.sh asks for SiT-B/2, SiT-XL/2 at 16, 64).
-    static func cases(seed: UInt64, device: Device = .cpu, models: [String] = models, batches: [Int] = batches) -> [BenchCase] {
+    static func cases(seed: UInt64, device: Device = .cpu, models: [String] = models, batches: [Int] = batches,
+                      checkpointing: Bool = false) -> [BenchCase] {
         var rows: [BenchCase] = []
         for model in models {
             for batch in batches {
                 for align in [false, true] {
                     let shape = "x [\(batch), 4, 32, 32]" + (align ? " + images [\(batch), 3, 256, 256]" : "")
-                    rows.append(BenchCase(op: name(model, batch, align: align), shape: shape, work: .images(Double(batch))) {
-                        try step(model: model, batch: batch, align: align, seed: seed, device: device)
+                    rows.append(BenchCase(op: name(model, batch, align: align, checkpointing: checkpointing), shape: shape,
+                                          work: .images(Double(batch))) {
+                        try step(model: model, batch: batch, align: align, seed: seed, device: device, checkpointing: checkpointing)
                     })
                 }
             }
@@ -42,8 +49,10 @@ enum TrainBenchmarks {
     }
 
     /// The resolved config of a row: `TrainConfig` defaults with the row's model, batch and teacher.
-    static func config(model: String, batch: Int, align: Bool, seed: UInt64) throws -> (TrainConfig, ResolvedModels) {
+    static func config(model: String, batch: Int, align: Bool, seed: UInt64,
+                       checkpointing: Bool = false) throws -> (TrainConfig, ResolvedModels) {
         var config = TrainConfig()
+        config.gradCheckpointing = checkpointing
         CostSweep.apply(model: model, to: &config)                  // the named SiT, or the sweep's tiny model
         config.batchSize = batch
         config.encType = align ? "dinov2-vit-b" : "none"
@@ -61,8 +70,9 @@ enum TrainBenchmarks {
         }
     }
 
-    static func step(model: String, batch: Int, align: Bool, seed: UInt64, device: Device = .cpu) throws -> () -> Void {
-        let (config, resolved) = try config(model: model, batch: batch, align: align, seed: seed)
+    static func step(model: String, batch: Int, align: Bool, seed: UInt64, device: Device = .cpu,
+                     checkpointing: Bool = false) throws -> () -> Void {
+        let (config, resolved) = try config(model: model, batch: batch, align: align, seed: seed, checkpointing: checkpointing)
         let student = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: seed)
         student.store.move(to: device)                          // before the optimizer allocates its moments there
         let teacher = teacher(resolved, seed: seed, device: device)

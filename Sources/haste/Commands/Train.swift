@@ -60,6 +60,8 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional) var numClasses: String?
     @Option(help: ArgumentHelp("no = float32; bf16 = GEMMs, convolutions and attention in bf16 with float32 accumulation (reference default fp16: refused, it needs loss scaling).", valueName: "no|fp16|bf16")) var mixedPrecision: String?
     @Option(help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
+    @Flag(inversion: .prefixedNo, help: "Recompute each transformer block's activations in backward instead of keeping them: less memory, each block runs forward twice (key grad-checkpointing, default off).")
+    var gradCheckpointing: Bool?
 
     var namedFlags: [(String, String?)] {
         [("model", model), ("enc-type", encType), ("enc-weights", encWeights), ("proj-coeff", projCoeff),
@@ -71,7 +73,8 @@ struct Train: ParsableCommand {
          ("weighting", weighting), ("cfg-prob", cfgProb), ("output-dir", outputDir), ("exp-name", expName),
          ("data-dir", dataDir), ("resume-step", (resumeStep ?? resume).map { $0 == "latest" ? "-1" : $0 }),
          ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
-         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights), ("seed", runtime.seedFlag.map { "\($0)" })]
+         ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights),
+         ("grad-checkpointing", gradCheckpointing.map { "\($0)" }), ("seed", runtime.seedFlag.map { "\($0)" })]
         + reference.configPairs
     }
 

@@ -13,17 +13,8 @@ import HasteTraining
 /// (AdamW updated them in float32).
 @Test func bf16TrainingTracksFloat32AndCheckpointsFloat32() throws {
     let dir = temporaryDirectory()
-    try FileManager.default.createDirectory(atPath: "\(dir)/data/00000", withIntermediateDirectories: true)
-    var labels: [String] = []
-    let u = Tensor.rand([24 * 192], seed: 42).scalars(as: Float.self).map { UInt8($0 * 255) }
-    for i in 0..<24 {
-        let name = String(format: "00000/img%08d.png", i)
-        try PNGImage.write(Array(u[(i * 192)..<((i + 1) * 192)]), height: 8, width: 8, channels: 3, to: "\(dir)/data/\(name)")
-        labels.append("[\"\(name)\", \(i % 3)]")
-    }
-    try "{\"labels\": [\(labels.joined(separator: ", "))]}".write(toFile: "\(dir)/data/dataset.json", atomically: true, encoding: .utf8)
     var c = tinyRunConfig(dir)
-    (c.dataset, c.dataDir, c.numClasses, c.checkpointingSteps) = ("images", "\(dir)/data", 3, 4)
+    (c.dataset, c.dataDir, c.numClasses, c.checkpointingSteps) = ("images", try writeTinyImages(dir, seed: 42), 3, 4)
     c.encWeights = try writeTinyTeacher(dir, c)
     try c.yaml().write(toFile: "\(dir)/run.yaml", atomically: true, encoding: .utf8)
 
