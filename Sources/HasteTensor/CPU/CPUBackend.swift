@@ -20,6 +20,7 @@ public final class CPUBackend: Backend {
     public static func setThreads(_ n: Int) {
         Parallel.threads = max(1, n)
         openblas_set_num_threads(Int32(max(1, n)))
+        OpenBLASSpin.configure()
     }
 
     public func allocate(byteCount: Int) -> UnsafeMutableRawPointer {

@@ -49,6 +49,9 @@ struct SquareF: UnaryFn { func f<T: KernelFloat>(_ x: T) -> T { x * x }; func df
 struct ReluF: UnaryFn {
     func f<T: KernelFloat>(_ x: T) -> T { x > 0 ? x : (x.isNaN ? x : 0) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { x > 0 ? 1 : 0 }
+    /// The lanes of `f`: x ≤ 0 (−0 included) becomes +0, NaN (every comparison false) passes through.
+    func vf(_ x: FVec) -> FVec { x.replacing(with: 0, where: x .<= 0) }
+    func vdf(_ x: FVec, _ y: FVec) -> FVec { FVec(repeating: 0).replacing(with: 1, where: x .> 0) }
 }
 @inline(__always) func sigmoid<T: KernelFloat>(_ x: T) -> T {
     if x >= 0 { return 1 / (1 + .exp(-x)) }

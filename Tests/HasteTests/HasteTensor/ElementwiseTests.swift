@@ -66,3 +66,22 @@ func binaryGradcheck(_ name: String) {
     #expect((8.0 / x).scalars(as: Double.self) == [8, -4, 2])
     #expect((-x).scalars(as: Double.self) == [-1, 2, -4])
 }
+
+/// ReLU's 16-lane path and its scalar tail follow one rule: x > 0 keeps x, NaN stays NaN, everything else (−0
+/// included) is +0; the gradient is 1 where x > 0, else 0. 37 elements: two full lane groups and a tail of 5.
+@Test func reluLanesAndTailAgree() {
+    let special: [Float] = [.nan, -0.0, 0, -1e-30, 1e-30, -.infinity, .infinity, 3, -3]
+    let values = (0..<37).map { special[$0 % special.count] * ($0 % 2 == 0 ? 1 : 2) }
+    let x = Tensor(values, shape: [37])
+    x.requiresGrad = true
+    let y = x.relu()
+    y.backward(Tensor.ones([37]))
+    let ys = y.scalars(as: Float.self), gs = x.grad!.scalars(as: Float.self)
+    for (i, v) in values.enumerated() {
+        if v.isNaN { #expect(ys[i].isNaN, "relu(NaN) at \(i)") } else {
+            let want: Float = v > 0 ? v : 0
+            #expect(ys[i].bitPattern == want.bitPattern, "relu(\(v)) at \(i): \(ys[i])")
+        }
+        #expect(gs[i] == (v > 0 ? 1 : 0), "relu'(\(v)) at \(i): \(gs[i])")
+    }
+}

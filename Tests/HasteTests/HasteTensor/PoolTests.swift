@@ -64,3 +64,31 @@ func pool2dMatchesDirectLoops(_ c: PoolCase) {
     #expect(x.maxPool2d(kernel: 3, stride: 2).shape == [2, 64, 73, 73])          // Inception stem
     #expect(x.avgPool2d(kernel: 3, stride: 1, padding: 1, countIncludePad: false).shape == [2, 64, 147, 147])
 }
+
+/// float32 rows wide enough for the 16-lane path (stride 1 and 2) equal a plain float32 loop over each window in
+/// the same order bit for bit, NaN included (a max window holding a NaN is NaN).
+@Test(arguments: poolCases)
+func pool2dLanesMatchScalarLoopsBitForBit(_ c: PoolCase) {
+    var v = Tensor.randn([2, 3, 23, 53], seed: 72).scalars(as: Float.self)
+    v[5 * 53 + 20] = .nan; v[23 * 53 + 40] = .nan
+    let x = Tensor(v, shape: [2, 3, 23, 53])
+    let (planes, h, w) = (6, 23, 53)
+    let oh = (h + 2 * c.padding - c.kernel) / c.stride + 1, ow = (w + 2 * c.padding - c.kernel) / c.stride + 1
+    var want: [Float] = []
+    for p in 0..<planes { for oy in 0..<oh { for ox in 0..<ow {
+        var m = -Float.infinity, sum: Float = 0, n = 0, padded = 0
+        for i in 0..<c.kernel { for j in 0..<c.kernel {
+            let iy = oy * c.stride - c.padding + i, ix = ox * c.stride - c.padding + j
+            if iy < h + c.padding && ix < w + c.padding { padded += 1 }
+            guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+            let e = v[(p * h + iy) * w + ix]
+            if e > m || e.isNaN && !m.isNaN { m = e }
+            sum += e; n += 1
+        } }
+        want.append(c.max ? m : sum / Float(c.includePad ? padded : n))
+    } } }
+    let got = c.apply(x).scalars(as: Float.self)
+    #expect(got.count == want.count)
+    let mismatches = zip(got, want).enumerated().filter { !($1.0.bitPattern == $1.1.bitPattern || $1.0.isNaN && $1.1.isNaN) }
+    #expect(mismatches.isEmpty, "\(c.name): \(mismatches.count) outputs differ, first at \(mismatches.first?.offset ?? -1)")
+}
