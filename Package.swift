@@ -28,8 +28,10 @@ let package = Package(
         .target(name: "CPNGShim", linkerSettings: [.linkedLibrary("png16")]),
         .target(name: "CHDF5", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("hdf5_serial")]),
+        // Hot float32 loops with run-time-chosen AVX-512 / AVX2+FMA variants (Swift has no per-function target).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off", "-fno-math-errno"])]),
         .target(name: "HasteTensor",
-                dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")],
+                dependencies: ["COpenBLAS", "CKernels", .product(name: "RealModule", package: "swift-numerics")],
                 swiftSettings: libraryFlags),
         .target(name: "HasteNN", dependencies: ["HasteTensor"], swiftSettings: libraryFlags),
         // The CUDA backend: driver, NVRTC and cuBLAS loaded at run time (STYLE §2.5), never a build dependency;

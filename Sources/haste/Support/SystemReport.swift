@@ -35,7 +35,8 @@ struct SystemReport {
         r.cpuFlags = info.simdFlags.map { ($0.name, $0.present) }
         r.peakTheoretical = CPUPeak.theoretical()
         r.peakMeasured = CPUPeak.measure(threads: threads)
-        r.blasCore = openblas_get_corename().map { String(cString: $0) } ?? "?"
+        let core = OpenBLASCore.configure()
+        r.blasCore = "\(core.core) (\(core.reason))"
         r.blasConfig = openblas_get_config().map { String(cString: $0) } ?? "?"
         r.blasThreads = Int(openblas_get_num_threads())
         // Linked (DT_NEEDED): haste does not start without them, so they are listed, not probed.
