@@ -14,12 +14,10 @@ public final class CPUBackend: Backend {
     private init() {
         _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
         _ = mallopt(M_TRIM_THRESHOLD, -1)
-        OpenBLASCore.configure()
     }
 
     /// Sets OpenBLAS's pool and our chunking together (STYLE §4.9).
     public static func setThreads(_ n: Int) {
-        OpenBLASCore.configure()
         Parallel.threads = max(1, n)
         openblas_set_num_threads(Int32(max(1, n)))
         OpenBLASSpin.configure()

@@ -69,7 +69,6 @@ public enum CPUPeak {
     /// (or n reaches `maxSize`), where OpenBLAS is at its plateau; then calls of that size for `seconds`
     /// (at least 2), and the best call's rate. OpenBLAS's thread count is restored after.
     public static func measure(threads: Int, seconds: Double = 0.2, maxSize: Int = 4096) -> Measured {
-        OpenBLASCore.configure()
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let previous = openblas_get_num_threads()
         openblas_set_num_threads(Int32(max(1, threads)))

@@ -35,8 +35,11 @@ struct SystemReport {
         r.cpuFlags = info.simdFlags.map { ($0.name, $0.present) }
         r.peakTheoretical = CPUPeak.theoretical()
         r.peakMeasured = CPUPeak.measure(threads: threads)
-        let core = OpenBLASCore.configure()
-        r.blasCore = "\(core.core) (\(core.reason))"
+        r.blasCore = openblas_get_corename().map { String(cString: $0) } ?? "?"
+        // Set by some machines' images (older OpenBLAS builds misdetect some CPUs); it decides the kernels.
+        if let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            r.blasCore += " (OPENBLAS_CORETYPE=\(forced) in the environment chose it)"
+        }
         r.blasConfig = openblas_get_config().map { String(cString: $0) } ?? "?"
         r.blasThreads = Int(openblas_get_num_threads())
         // Linked (DT_NEEDED): haste does not start without them, so they are listed, not probed.
