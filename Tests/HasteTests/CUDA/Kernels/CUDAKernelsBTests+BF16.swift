@@ -18,11 +18,12 @@ extension CUDAKernelsBTests {
         let alpha = 0.75, beta = 0.5
         let ta = Twin(a, .bfloat16), tb = Twin(b, .bfloat16)
         let c32 = Twin(Self.widen(c0)), c16 = Twin(c0, .bfloat16)
-        let gpuBF16Gemms = EmulatedCUDA.driver.bf16Gemms
-        for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
-            for c in [c32, c16] { g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: c[side]) }
-        }
-        #expect(EmulatedCUDA.driver.bf16Gemms == gpuBF16Gemms + 2, "the CUDA backend must send bf16 operands to GemmEx")
+        let gpuBF16Gemms = EmulatedDriver.countingBF16Gemms {
+            for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
+                for c in [c32, c16] { g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: c[side]) }
+            }
+        }.bf16Gemms
+        #expect(gpuBF16Gemms == 2, "the CUDA backend must send bf16 operands to GemmEx")
         let (want, got) = c32.floats()
         let (exact, bound) = g.reference(a: Self.widen(a), b: Self.widen(b), c0: Self.widen(c0), alpha: alpha, beta: beta)
         let what = "bf16 gemm transA \(transA) transB \(transB)"
@@ -47,11 +48,11 @@ extension CUDAKernelsBTests {
             ("matmul 3-D · 2-D", [x, w], { $0[0].matmul($0[1].transposed(0, 1)) }),
         ]
         for (name, inputs, op) in ops {
-            let before = EmulatedCUDA.driver.bf16Gemms
-            let (cpu, gpu) = GradMode.withoutGrad {
-                (Autocast.run(.bfloat16) { op(inputs) }, Autocast.run(.bfloat16) { op(inputs.map { $0.to(EmulatedCUDA.device) }) }.to(.cpu))
+            let cpu = GradMode.withoutGrad { Autocast.run(.bfloat16) { op(inputs) } }
+            let (gpu, gemms) = EmulatedDriver.countingBF16Gemms {
+                GradMode.withoutGrad { Autocast.run(.bfloat16) { op(inputs.map { $0.to(EmulatedCUDA.device) }) }.to(.cpu) }
             }
-            #expect(EmulatedCUDA.driver.bf16Gemms == before + 1, "\(name): the CUDA autocast path must run one bf16 GEMM")
+            #expect(gemms == 1, "\(name): the CUDA autocast path must run one bf16 GEMM, ran \(gemms)")
             Self.expectBF16Close(gpu, cpu, name)
         }
         // With gradients, linear's backward is bf16 GEMMs too: dx, dw, db as the composite's.
@@ -100,9 +101,8 @@ extension CUDAKernelsBTests {
             return [y.detached().to(.cpu)] + leaves.map { $0.grad!.to(.cpu) }
         }
         let cpu = run(.cpu)
-        let before = EmulatedCUDA.driver.bf16Gemms, gpu = run(EmulatedCUDA.device)
-        #expect(EmulatedCUDA.driver.bf16Gemms - before == bf16Gemms,
-                "\(name): \(EmulatedCUDA.driver.bf16Gemms - before) bf16 GEMMs forward and backward, expected \(bf16Gemms)",
+        let (gpu, gemms) = EmulatedDriver.countingBF16Gemms { run(EmulatedCUDA.device) }
+        #expect(gemms == bf16Gemms, "\(name): \(gemms) bf16 GEMMs forward and backward, expected \(bf16Gemms)",
                 sourceLocation: sourceLocation)
         for (i, (g, c)) in zip(gpu, cpu).enumerated() {
             expectBF16Close(g, c, "\(name) " + (i == 0 ? "y" : "d(input \(i - 1))"), sourceLocation: sourceLocation)
