@@ -1,21 +1,27 @@
 import HasteTensor
 
 extension CUDABackend {
-    /// im2col, one thread per column-matrix entry; col2im as a gather, one thread per input pixel summing the
-    /// entries that read it in the CPU's order (kernel row, then column), so it is deterministic with no atomics
+    /// im2col, one thread per column-matrix entry, for float32 and for bfloat16 (a 2-byte copy: the bf16 column
+    /// matrix of autocast's conv2d is half the float32 one); col2im as a gather, one thread per input pixel summing
+    /// the entries that read it in the CPU's order (kernel row, then column), so it is deterministic with no atomics
     /// and bitwise equal to the CPU.
-    static let convSource = KernelSource(family: "conv", kernels: ["im2col_f32", "col2im_f32"], code: #"""
-    /// cols[n, (c·kh + i)·kw + j, oy·ow + ox] = x[n, c, oy·s − ph + i, ox·s − pw + j], 0 in the padding.
-    extern "C" __global__ void im2col_f32(const float* x, float* cols, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) {
+    static let convSource = KernelSource(family: "conv", kernels: ["im2col_f32", "im2col_u16", "col2im_f32"], code: #"""
+    /// cols[n, (c·kh + i)·kw + j, oy·ow + ox] = x[n, c, oy·s − ph + i, ox·s − pw + j], 0 (all bits clear: +0 in
+    /// float32 and bfloat16) in the padding.
+    template <typename E>
+    __device__ __forceinline__ void im2col_body(const E* x, E* cols, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw,
+                                                i64 s, i64 ph, i64 pw, i64 oh, i64 ow) {
         i64 l = oh * ow, total = batch * channels * kh * kw * l;
         HASTE_GRID_STRIDE_LOOP(e, total) {
             i64 pix = e % l, row = e / l;              // row = (n·C + c)·kh·kw + i·kw + j
             i64 j = row % kw, i = (row / kw) % kh, plane = row / (kw * kh);
             i64 oy = pix / ow, ox = pix % ow;
             i64 iy = oy * s - ph + i, ix = ox * s - pw + j;
-            cols[e] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(plane * h + iy) * w + ix] : 0.0f;
+            cols[e] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(plane * h + iy) * w + ix] : (E)0;
         }
     }
+    extern "C" __global__ void im2col_f32(const float* x, float* cols, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) { im2col_body(x, cols, batch, channels, h, w, kh, kw, s, ph, pw, oh, ow); }
+    extern "C" __global__ void im2col_u16(const u16* x, u16* cols, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) { im2col_body(x, cols, batch, channels, h, w, kh, kw, s, ph, pw, oh, ow); }
 
     /// dx[n, c, y, x] = Σ over (i, j) in order of the cols entry that im2col filled from (y, x), if any.
     extern "C" __global__ void col2im_f32(const float* cols, float* dx, i64 batch, i64 channels, i64 h, i64 w, i64 kh, i64 kw, i64 s, i64 ph, i64 pw, i64 oh, i64 ow) {
@@ -45,10 +51,12 @@ extension CUDABackend {
     }
 
     public func im2col(x: Buffer, cols: Buffer, batch: Int, geometry g: ConvGeometry) {
-        requireFloat32(x, "im2col")
+        if x.dtype != cols.dtype || (x.dtype != .float32 && x.dtype != .bfloat16) {
+            CUDABackend.fail("im2col on \(device): \(x.dtype) → \(cols.dtype) (needs float32 or bfloat16, the same for x and cols)")
+        }
         let total = batch * g.patchSize * g.outPixels
         if total <= 0 { return }
-        launch(CUDABackend.convSource, "im2col_f32", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256),
+        launch(CUDABackend.convSource, x.dtype == .float32 ? "im2col_f32" : "im2col_u16", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256),
                convArguments(address(x), address(cols), batch, g))
     }
 

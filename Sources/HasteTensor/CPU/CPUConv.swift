@@ -1,12 +1,13 @@
 /// im2col / col2im for the conv2d GEMMs (Ops/Conv.swift). Padding is handled by computing, per kernel
 /// offset, the range of output pixels whose source lies inside the image: no bounds test per element.
 /// For the patch-embedding case (kernel = stride, no padding) every range is full and im2col is a pure
-/// strided gather.
+/// strided gather. im2col also copies bfloat16 (real bf16 conv2d); col2im sums, in float32 or float64.
 extension CPUBackend {
     public func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry) {
         switch x.dtype {
         case .float32: im2col(x.pointer(Float.self), cols.pointer(Float.self), batch, geometry)
         case .float64: im2col(x.pointer(Double.self), cols.pointer(Double.self), batch, geometry)
+        case .bfloat16: im2col(x.pointer(UInt16.self), cols.pointer(UInt16.self), batch, geometry)   // a copy of the bits
         default: fatalError("im2col: unsupported dtype \(x.dtype)")
         }
     }
@@ -19,8 +20,9 @@ extension CPUBackend {
         }
     }
 
-    /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel.
-    private func im2col<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ cols: UnsafeMutablePointer<T>, _ batch: Int,
+    /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel. A pure copy:
+    /// T is any element whose literal 0 is the padding's zero (float32, float64, bfloat16 bits).
+    private func im2col<T: ExpressibleByIntegerLiteral>(_ x: UnsafeMutablePointer<T>, _ cols: UnsafeMutablePointer<T>, _ batch: Int,
                                         _ g: ConvGeometry) {
         let kh = g.kernelHeight, kw = g.kernelWidth, s = g.stride, padH = g.paddingHeight, padW = g.paddingWidth
         let h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth, l = g.outPixels

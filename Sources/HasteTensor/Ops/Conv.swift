@@ -3,7 +3,8 @@
 public protocol ConvKernels: AnyObject {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
     /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
-    /// zero where that falls in the padding (padH, padW = geometry.paddingHeight, .paddingWidth).
+    /// zero where that falls in the padding (padH, padW = geometry.paddingHeight, .paddingWidth). x and cols
+    /// share one dtype: float32, float64 (CPU), or bfloat16 (a copy: real bf16 conv2d, autocast bf16 on CUDA).
     func im2col(x: Buffer, cols: Buffer, batch: Int, geometry: ConvGeometry)
     /// The transpose of `im2col`: dx[n, c, y, x] = Σ of the cols entries that im2col read from (n, c, y, x).
     /// Overwrites dx (pixels no window covers get 0).
@@ -25,6 +26,12 @@ public struct ConvGeometry: Sendable, Equatable {
         self.stride = stride; self.paddingHeight = paddingHeight; self.paddingWidth = paddingWidth
     }
 
+    /// x [N, channels, height, width] convolved with weight [Cout, channels, kh, kw] (shapes already checked).
+    init(input x: [Int], weight: [Int], stride: Int, padding: (Int, Int)) {
+        self.init(channels: x[1], height: x[2], width: x[3], kernelHeight: weight[2], kernelWidth: weight[3], stride: stride,
+                  paddingHeight: padding.0, paddingWidth: padding.1)
+    }
+
     /// The same padding on both axes (torch's int `padding`).
     public init(channels: Int, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int) {
         self.init(channels: channels, height: height, width: width, kernelHeight: kernelHeight, kernelWidth: kernelWidth,
@@ -44,7 +51,9 @@ public struct ConvGeometry: Sendable, Equatable {
 
 extension Tensor {
     /// torch: `F.conv2d(x, weight, bias, stride=stride, padding=padding)`; x [N, Cin, H, W] (NCHW),
-    /// weight [Cout, Cin, kh, kw], bias [Cout] → [N, Cout, Ho, Wo]. groups = 1, zero padding.
+    /// weight [Cout, Cin, kh, kw], bias [Cout] → [N, Cout, Ho, Wo]. groups = 1, zero padding. float32/float64, or
+    /// bfloat16 tensors with no gradient to record (bf16 column matrix, bf16 GEMM with float32 accumulation, the
+    /// output rounded once): under `Autocast` bf16 on CUDA that is what runs, forward and backward (BF16Conv2dBackward).
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
         conv2d(weight, bias, stride: stride, padding: (padding, padding), columnBudget: ConvColumns.budget)
     }
@@ -58,21 +67,24 @@ extension Tensor {
     /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
     func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int) -> Tensor {
         if let low = Autocast.lowering(dtype) {   // Ops/Precision.swift: bf16/fp16 operands, output and gradients
-            return autocastComposite(low, [self, weight, bias]) {
+            return autocastGemm(low, [self, weight, bias], {
                 $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget)
-            }
+            }, backward: { narrow in
+                let g = ConvGeometry(input: shape, weight: weight.shape, stride: stride, padding: padding)
+                return BF16Conv2dBackward(x: self, weight: weight, bias: bias, core: Conv2dBackward(
+                    x: narrow[0]!, weight: narrow[1]!, bias: nil, geometry: g, columnBudget: columnBudget))
+            })
         }
         require(rank == 4 && weight.rank == 4 && shape[1] == weight.shape[1],
                      "conv2d: input \(shape) with weight \(weight.shape) (expected [N, Cin, H, W] and [Cout, Cin, kh, kw])")
         require(bias == nil || bias!.shape == [weight.shape[0]], "conv2d: bias \(bias!.shape) for weight \(weight.shape)")
         require(stride >= 1 && padding.0 >= 0 && padding.1 >= 0,
                 "conv2d: stride \(stride) must be ≥ 1 and padding \(padding) ≥ 0")
-        require(dtype == weight.dtype && dtype.isComputeFloat && (bias == nil || bias!.dtype == dtype),
+        require(dtype == weight.dtype && Tensor.gemmDType(dtype, [self, weight, bias], "conv2d") && (bias == nil || bias!.dtype == dtype),
                      "conv2d: dtypes \(dtype), \(weight.dtype)\(bias.map { ", \($0.dtype)" } ?? "") (need one float dtype)")
         require(device == weight.device && (bias == nil || bias!.device == device),
                      "conv2d: input on \(device), weight on \(weight.device)")
-        let g = ConvGeometry(channels: shape[1], height: shape[2], width: shape[3], kernelHeight: weight.shape[2],
-                             kernelWidth: weight.shape[3], stride: stride, paddingHeight: padding.0, paddingWidth: padding.1)
+        let g = ConvGeometry(input: shape, weight: weight.shape, stride: stride, padding: padding)
         require(g.kernelHeight >= 1 && g.kernelWidth >= 1 && g.height + 2 * padding.0 >= g.kernelHeight
                         && g.width + 2 * padding.1 >= g.kernelWidth,
                      "conv2d: kernel \(weight.shape[2])×\(weight.shape[3]) does not fit input \(shape) with padding \(padding)")
@@ -102,19 +114,20 @@ struct Conv2dBackward: Backward {
     var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
 
     func gradients(_ dy: Tensor) -> [Tensor?] {
-        let dx = x.isTracked ? inputGradient(dy) : nil
-        let dw = weight.isTracked ? weightGradient(dy) : nil
+        let dx = x.isTracked ? inputGradient(dy, sums: x.dtype) : nil
+        let dw = weight.isTracked ? weightGradient(dy, sums: weight.dtype) : nil
         let db = bias?.isTracked == true ? dy.sum(axes: [2, 3]).sum(axis: 0) : nil   // adjacent axes: no copy of dy
         return bias == nil ? [dx, dw] : [dx, dw, db]
     }
 
-    /// dCols[n] (K × L) = Wᵀ · dY[n], then col2im; a pointwise conv's dCols is dx itself.
-    private func inputGradient(_ dy: Tensor) -> Tensor {
+    /// dCols[n] (K × L) = Wᵀ · dY[n], then col2im; a pointwise conv's dCols is dx itself. dCols and dx are `sums`
+    /// (the dtype of x, or float32 for bf16 dy and weight: the bf16 backward rounds dx once, after col2im).
+    func inputGradient(_ dy: Tensor, sums: DType) -> Tensor {
         let g = geometry, be = dy.backend
         let n = x.shape[0], cout = weight.shape[0], k = g.patchSize, l = g.outPixels
-        let dx = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
+        let dx = Tensor.empty(x.shape, dtype: sums, device: x.device)
         let group = g.isPointwise ? n : ConvColumns.groupSize(g, batch: n, budget: columnBudget)
-        let dcols = g.isPointwise ? dx : Tensor.empty([group, k, l], dtype: x.dtype, device: x.device)
+        let dcols = g.isPointwise ? dx : Tensor.empty([group, k, l], dtype: sums, device: x.device)
         for first in stride(from: 0, to: n, by: group) {
             let count = min(group, n - first)
             let target = g.isPointwise ? dx.buffer.advanced(by: first * k * l) : dcols.buffer
@@ -129,11 +142,12 @@ struct Conv2dBackward: Backward {
         return dx
     }
 
-    /// dW (Cout × K) = Σ_n dY[n] · cols[n]ᵀ, accumulated image by image in order (beta = 1 after the first).
-    private func weightGradient(_ dy: Tensor) -> Tensor {
+    /// dW (Cout × K) = Σ_n dY[n] · cols[n]ᵀ, accumulated image by image in order (beta = 1 after the first) in
+    /// `sums` (the weight's dtype, or float32 for bf16 dy and x: cols are built in x's dtype).
+    func weightGradient(_ dy: Tensor, sums: DType) -> Tensor {
         let g = geometry, be = dy.backend
         let cout = weight.shape[0], k = g.patchSize, l = g.outPixels
-        let dw = Tensor.zeros(weight.shape, dtype: weight.dtype, device: weight.device)   // stays 0 for an empty batch
+        let dw = Tensor.zeros(weight.shape, dtype: sums, device: weight.device)   // stays 0 for an empty batch
         ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
             for i in 0..<count {
                 be.gemm(transA: false, transB: true, m: cout, n: k, k: l, alpha: 1,
@@ -146,10 +160,27 @@ struct Conv2dBackward: Backward {
     }
 }
 
+/// Autocast bf16 conv2d on CUDA: `core` is the float32 backward's code over the bf16 copies of x and the weight,
+/// with float32 sums, so dx = bf16(col2im(w̃ᵀ·d̃y)), dw = bf16(Σ_n d̃y[n]·cols(x̃)[n]ᵀ), db = bf16(Σ d̃y): bf16 GEMMs
+/// (one per column group for dx, one per image for dw), each gradient rounded once as the composite does.
+struct BF16Conv2dBackward: Backward {
+    let x: Tensor, weight: Tensor, bias: Tensor?, core: Conv2dBackward
+    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let grads = bf16Gradients(dy) { dyn in
+            [x.isTracked ? core.inputGradient(dyn, sums: .float32) : nil,
+             weight.isTracked ? core.weightGradient(dyn, sums: .float32) : nil,
+             bias?.isTracked == true ? bf16ChannelSums(dyn, axis: 1) : nil]
+        }
+        return bias == nil ? Array(grads.prefix(2)) : grads
+    }
+}
+
 /// Builds column matrices a group of images at a time, so memory stays bounded for big images and the
 /// per-call overhead stays small for many small ones.
 enum ConvColumns {
-    /// Column-matrix elements per group (16 Mi: 64 MiB of float32).
+    /// Column-matrix elements per group (16 Mi: 64 MiB of float32, 32 MiB of bfloat16).
     static let budget = 1 << 24
 
     static func groupSize(_ g: ConvGeometry, batch: Int, budget: Int) -> Int {

@@ -30,17 +30,27 @@ struct MatrixOperand {
 extension Tensor {
     /// torch: `torch.matmul(a, b)` for rank ≥ 2 operands with broadcast batch axes.
     public func matmul(_ other: Tensor) -> Tensor {
-        if let low = Autocast.lowering(dtype) { return autocastGemm(low, [self, other]) { $0[0]!.matmul($0[1]!) } }
+        if let low = Autocast.lowering(dtype) {
+            return autocastGemm(low, [self, other], { $0[0]!.matmul($0[1]!) },
+                                backward: { BF16MatmulBackward(a: self, b: other, an: $0[0]!, bn: $0[1]!) })
+        }
+        return matmul(other, into: dtype)
+    }
+
+    /// `matmul` with its output in `outDType`: the operands' dtype, or float32 for bfloat16 operands (the unrounded
+    /// float32 sums that BF16MatmulBackward reduces over broadcast batch axes before rounding once).
+    func matmul(_ other: Tensor, into outDType: DType) -> Tensor {
         require(rank >= 2 && other.rank >= 2 && shape[rank - 1] == other.shape[other.rank - 2],
                      "matmul: \(shape) × \(other.shape): inner dimensions differ (or rank < 2)")
         require(dtype == other.dtype && Tensor.gemmDType(dtype, [self, other], "matmul"), "matmul: dtypes \(dtype) and \(other.dtype)")
         require(device == other.device, "matmul: operands on \(device) and \(other.device)")
+        require(outDType == dtype || (dtype == .bfloat16 && outDType == .float32), "matmul: \(dtype) operands into \(outDType)")
         let m = shape[rank - 2], k = shape[rank - 1], n = other.shape[other.rank - 1]
         guard let batchShape = broadcastShape(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) else {
             fatalError("matmul: batch axes of \(shape) and \(other.shape) do not broadcast")
         }
         let batch = batchShape.reduce(1, *)
-        let out = Tensor.empty(batchShape + [m, n], dtype: dtype, device: device)
+        let out = Tensor.empty(batchShape + [m, n], dtype: outDType, device: device)
         // A 2-D right operand folds a contiguous left batch into rows: one GEMM.
         if other.rank == 2 && isContiguous {
             let a = MatrixOperand(self.reshaped([batch * m, k]).detached()), b = MatrixOperand(other)
@@ -80,8 +90,8 @@ extension Tensor {
     /// Under `Autocast` (Ops/Precision.swift) operands, output and gradients are rounded to bf16/fp16.
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
         if let low = Autocast.lowering(dtype) {
-            if case .cuda = device, low == .bfloat16 { return bf16Linear(weight, bias) }
-            return autocastComposite(low, [self, weight, bias]) { $0[0]!.linear($0[1]!, $0[2]) }
+            return autocastGemm(low, [self, weight, bias], { $0[0]!.linear($0[1]!, $0[2]) },
+                                backward: { BF16LinearBackward(x: self, weight: weight, bias: bias, xn: $0[0]!, wn: $0[1]!) })
         }
         require(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
                      "linear: input \(shape) with weight \(weight.shape) (expected [..., \(weight.rank == 2 ? weight.shape[1] : -1)])")
@@ -112,6 +122,40 @@ struct MatmulBackward: Backward {
         let da = a.isTracked ? dy.matmul(b.detached().transposed(-1, -2)).unbroadcast(to: a.shape) : nil
         let db = b.isTracked ? a.detached().transposed(-1, -2).matmul(dy).unbroadcast(to: b.shape) : nil
         return [da, db]
+    }
+}
+
+/// Autocast bf16 matmul on CUDA (`autocastGemm`): dA = bf16(d̃Y·B̃ᵀ), dB = bf16(Ãᵀ·d̃Y) (~ = rounded to bf16) as bf16
+/// GEMMs, each with a bf16 output, or with float32 sums that are reduced over broadcast batch axes and then rounded.
+struct BF16MatmulBackward: Backward {
+    let a: Tensor, b: Tensor, an: Tensor, bn: Tensor
+    var inputs: [Tensor] { [a, b] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        bf16Gradients(dy) { dyn in
+            func product(_ l: Tensor, _ r: Tensor, for shape: [Int]) -> Tensor {
+                let full = Array(dyn.shape.dropLast(2)) + [l.shape[l.rank - 2], r.shape[r.rank - 1]]
+                return full == shape ? l.matmul(r) : l.matmul(r, into: .float32).unbroadcast(to: shape)
+            }
+            return [a.isTracked ? product(dyn, bn.transposed(-1, -2), for: a.shape) : nil,
+                    b.isTracked ? product(an.transposed(-1, -2), dyn, for: b.shape) : nil]
+        }
+    }
+}
+
+/// Autocast bf16 linear on CUDA (`autocastGemm`): dx = bf16(d̃y·w̃), dw = bf16(d̃yᵀ·x̃), db = bf16(Σ d̃y) (~ = rounded
+/// to bf16), dx and dw as bf16 GEMMs.
+struct BF16LinearBackward: Backward {
+    let x: Tensor, weight: Tensor, bias: Tensor?, xn: Tensor, wn: Tensor
+    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let outF = weight.shape[0], inF = weight.shape[1], rows = dy.count / Swift.max(outF, 1)
+        let grads = bf16Gradients(dy) { dyn in
+            let d = dyn.reshaped([rows, outF])
+            return [x.isTracked ? d.matmul(wn).reshaped(x.shape) : nil,
+                    weight.isTracked ? d.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil,
+                    bias?.isTracked == true ? bf16ChannelSums(d, axis: 1) : nil]
+        }
+        return bias == nil ? Array(grads.prefix(2)) : grads
     }
 }
 

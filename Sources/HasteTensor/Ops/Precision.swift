@@ -96,48 +96,36 @@ struct RoundBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.roundedValues(low)] }
 }
 
-extension Tensor {
-    /// Autocast bf16 `linear` on CUDA: real bf16 GEMMs (cuBLAS `GemmStridedBatchedEx`) forward and backward, the
-    /// composite's values up to float32 summation order: y = bf16(x̃·w̃ᵀ + b̃), dx = bf16(d̃y·w̃), dw = bf16(d̃yᵀ·x̃),
-    /// db = bf16(Σ d̃y) (~ = rounded to bf16), returned as float32 carriers.
-    func bf16Linear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
-        let xn = narrowed(.bfloat16), wn = weight.narrowed(.bfloat16), bn = bias?.narrowed(.bfloat16)
-        let y = GradMode.withoutGrad { xn.linear(wn, bn) }.to(.float32)
-        return y.recorded(BF16LinearBackward(x: self, weight: weight, bias: bias, xn: xn, wn: wn))
+/// Autocast's GEMM ops (`linear`, `matmul`, `conv2d`). On CUDA in bf16 the operands are cast to real bf16 tensors
+/// and the op runs on them as bf16 GEMMs (cuBLAS `GemmStridedBatchedEx`: float32 accumulation, the bf16 output
+/// rounded once) widened back to a float32 carrier; when autograd records, `backward(narrowed operands)` is the node
+/// (BF16LinearBackward, BF16MatmulBackward, BF16Conv2dBackward: bf16 GEMMs too, through `bf16Gradients`). The values
+/// are the composite's up to float32 summation order, without its float32 operand copies. Everything else (the CPU,
+/// fp16) runs the composite.
+func autocastGemm<B: Backward>(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor,
+                               backward: ([Tensor?]) -> B) -> Tensor {
+    guard case .cuda = operands[0]!.device, low == .bfloat16 else { return autocastComposite(low, operands, op) }
+    let narrow = operands.map { $0?.narrowed(low) }
+    let y = Autocast.core { op(narrow) }.to(.float32)
+    return GradMode.isEnabled && operands.contains { $0?.isTracked == true } ? y.recorded(backward(narrow)) : y
+}
+
+/// The backward of an autocast bf16 GEMM op on CUDA: the incoming gradient becomes a real bf16 tensor d̃y (torch's
+/// gradient of a bf16 output is bf16), `sums(d̃y)` computes the operand gradients from it with bf16 GEMMs, and each
+/// is rounded to bf16 once and returned as a float32 carrier: a bfloat16 result (a GEMM's rounded output) is widened,
+/// a float32 one (sums still to be reduced, as col2im or a broadcast batch axis does) is rounded here.
+func bf16Gradients(_ dy: Tensor, _ sums: (Tensor) -> [Tensor?]) -> [Tensor?] {
+    GradMode.withoutGrad {
+        sums(dy.narrowed(.bfloat16)).map { g in g.map { $0.dtype == .bfloat16 ? $0.to(.float32) : $0.roundedValues(.bfloat16) } }
     }
 }
 
-struct BF16LinearBackward: Backward {
-    let x: Tensor, weight: Tensor, bias: Tensor?, xn: Tensor, wn: Tensor
-    var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
-    func gradients(_ dy: Tensor) -> [Tensor?] {
-        let outF = weight.shape[0], inF = weight.shape[1], rows = dy.count / Swift.max(outF, 1)
-        return GradMode.withoutGrad {
-            let dyn = dy.narrowed(.bfloat16).reshaped([rows, outF])
-            let dx = x.isTracked ? dyn.matmul(wn).to(.float32).reshaped(x.shape) : nil
-            let dw = weight.isTracked ? dyn.transposed(0, 1).matmul(xn.reshaped([rows, inF])).to(.float32) : nil
-            var db: Tensor? = nil
-            if let bias, bias.isTracked {
-                let g = Tensor.empty(bias.shape, dtype: .float32, device: bias.device)
-                dy.backend.reduceSum(dy.roundedValues(.bfloat16).buffer, g.buffer, outer: 1, reduce: rows, inner: outF)
-                db = g.roundedValues(.bfloat16)
-            }
-            return bias == nil ? [dx, dw] : [dx, dw, db]
-        }
-    }
-}
-
-/// Autocast's GEMM ops (`linear`, `matmul`). On CUDA in bf16 with no gradient to record, the operands are cast
-/// to real bf16 tensors and the op runs as a bf16 GEMM (cuBLAS `GemmStridedBatchedEx`: bf16 output, float32
-/// accumulation) widened back to a float32 carrier: the composite's values up to float32 summation order, without
-/// its float32 operand copies. Everything else (the CPU, fp16, training) runs the composite.
-func autocastGemm(_ low: DType, _ operands: [Tensor?], _ op: ([Tensor?]) -> Tensor) -> Tensor {
-    let first = operands[0]!
-    if case .cuda = first.device, low == .bfloat16, !(GradMode.isEnabled && operands.contains { $0?.isTracked == true }) {
-        let narrow = operands.map { $0?.narrowed(low) }
-        return Autocast.core { op(narrow) }.to(.float32)
-    }
-    return autocastComposite(low, operands, op)
+/// Σ of a bf16 gradient over every axis but `axis`, in float32 (a bias gradient, before `bf16Gradients` rounds it):
+/// the trailing axes first, then the leading ones, as conv2d's float32 backward sums.
+func bf16ChannelSums(_ dyn: Tensor, axis: Int) -> Tensor {
+    var s = dyn.to(.float32)
+    if axis + 1 < s.rank { s = s.sum(axes: Array(axis + 1 ..< s.rank)) }
+    return axis > 0 ? s.sum(axes: Array(0 ..< axis)) : s
 }
 
 /// The composite every autocast op is: round the operands, run the float32 op with autocast off, round the

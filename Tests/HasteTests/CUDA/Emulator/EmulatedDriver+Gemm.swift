@@ -16,7 +16,7 @@ extension EmulatedDriver {
         }
         // GemmEx, float32 compute: bf16 operands (and a bf16 C) widen exactly, the float32 GEMM runs, a bf16 C is
         // rounded to nearest even from its float32 result.
-        bf16Gemms += 1
+        EmulatedDriver.bf16GemmTally?.count += 1
         let e = gemmExtents(g)
         func widened(_ p: DevicePointer, _ count: Int, _ dtype: DType) -> [Float] {
             guard dtype == .bfloat16 else { return Array(UnsafeBufferPointer(start: pointer(p), count: count)) }

@@ -49,8 +49,16 @@ final class EmulatedDriver: GPUDriver {
     private var pendingError: EmulatorError?
     /// Kernels launched so far (for tests of the emulator itself).
     private(set) var launches = 0
-    /// GEMMs with bf16 operands (GemmStridedBatchedEx) run so far.
-    var bf16Gemms = 0
+    /// Where the calling task counts its GEMMs with bf16 operands (GemmStridedBatchedEx): per task, because tests run
+    /// in parallel on this one emulator and a process-wide count would include other tests' GEMMs.
+    @TaskLocal static var bf16GemmTally: BF16GemmTally?
+
+    /// The bf16 GEMMs `body` runs on the emulator (its own task's only), with its result.
+    static func countingBF16Gemms<R>(_ body: () throws -> R) rethrows -> (result: R, bf16Gemms: Int) {
+        let tally = BF16GemmTally()
+        let result = try $bf16GemmTally.withValue(tally) { try body() }
+        return (result, tally.count)
+    }
 
     /// Compiler flags beyond `EmulatorCompiler.flags` (`-DHASTE_EMU_UCONTEXT` tests the portable fiber switch).
     let extraFlags: [String]
@@ -339,4 +347,9 @@ final class EmulatedDriver: GPUDriver {
 
     /// The host address of device memory (tests of the emulator read and write it directly).
     func hostPointer(_ address: DevicePointer) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address))! }
+}
+
+/// A task's count of bf16 GEMMs (`EmulatedDriver.countingBF16Gemms`); emulator calls run on the caller's thread.
+final class BF16GemmTally: @unchecked Sendable {
+    var count = 0
 }

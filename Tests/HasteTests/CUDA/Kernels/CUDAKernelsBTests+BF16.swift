@@ -18,11 +18,12 @@ extension CUDAKernelsBTests {
         let alpha = 0.75, beta = 0.5
         let ta = Twin(a, .bfloat16), tb = Twin(b, .bfloat16)
         let c32 = Twin(Self.widen(c0)), c16 = Twin(c0, .bfloat16)
-        let gpuBF16Gemms = EmulatedCUDA.driver.bf16Gemms
-        for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
-            for c in [c32, c16] { g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: c[side]) }
-        }
-        #expect(EmulatedCUDA.driver.bf16Gemms == gpuBF16Gemms + 2, "the CUDA backend must send bf16 operands to GemmEx")
+        let gpuBF16Gemms = EmulatedDriver.countingBF16Gemms {
+            for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
+                for c in [c32, c16] { g.run(backend, alpha: alpha, a: ta[side], b: tb[side], beta: beta, c: c[side]) }
+            }
+        }.bf16Gemms
+        #expect(gpuBF16Gemms == 2, "the CUDA backend must send bf16 operands to GemmEx")
         let (want, got) = c32.floats()
         let (exact, bound) = g.reference(a: Self.widen(a), b: Self.widen(b), c0: Self.widen(c0), alpha: alpha, beta: beta)
         let what = "bf16 gemm transA \(transA) transB \(transB)"
@@ -47,45 +48,64 @@ extension CUDAKernelsBTests {
             ("matmul 3-D · 2-D", [x, w], { $0[0].matmul($0[1].transposed(0, 1)) }),
         ]
         for (name, inputs, op) in ops {
-            let before = EmulatedCUDA.driver.bf16Gemms
-            let (cpu, gpu) = GradMode.withoutGrad {
-                (Autocast.run(.bfloat16) { op(inputs) }, Autocast.run(.bfloat16) { op(inputs.map { $0.to(EmulatedCUDA.device) }) }.to(.cpu))
+            let cpu = GradMode.withoutGrad { Autocast.run(.bfloat16) { op(inputs) } }
+            let (gpu, gemms) = EmulatedDriver.countingBF16Gemms {
+                GradMode.withoutGrad { Autocast.run(.bfloat16) { op(inputs.map { $0.to(EmulatedCUDA.device) }) }.to(.cpu) }
             }
-            #expect(EmulatedCUDA.driver.bf16Gemms == before + 1, "\(name): the CUDA autocast path must run one bf16 GEMM")
-            #expect(gpu.dtype == .float32 && gpu.shape == cpu.shape, "\(name): \(gpu.dtype) \(gpu.shape)")
-            let want = cpu.scalars(as: Float.self), got = gpu.scalars(as: Float.self)
-            #expect(got == Self.widen(Self.bf16(got)), "\(name): CUDA output not bf16-representable")
-            let far = zip(got, want).filter { g, c in
-                let ulp = Float(bitPattern: (Swift.max(Swift.abs(c), .leastNormalMagnitude).bitPattern & 0x7f80_0000)) / 128
-                return Swift.abs(g - c) > ulp
-            }
-            #expect(far.isEmpty, "\(name): \(far.count) of \(got.count) more than one bf16 ulp from the CPU composite, e.g. \(far.prefix(3))")
-            #expect(zip(got, want).filter { $0 == $1 }.count * 10 >= got.count * 9, "\(name): under 90 % bit-equal")
+            #expect(gemms == 1, "\(name): the CUDA autocast path must run one bf16 GEMM, ran \(gemms)")
+            Self.expectBF16Close(gpu, cpu, name)
         }
         // With gradients, linear's backward is bf16 GEMMs too: dx, dw, db as the composite's.
-        let upstream = t([2, 3, 11])
-        func grads(_ device: Device) -> [Tensor] {
-            let leaves = [x, w, bias].map { t -> Tensor in let l = t.to(device); l.requiresGrad = true; return l }
-            let y = Autocast.run(.bfloat16) { leaves[0].linear(leaves[1], leaves[2]) }
-            (y * upstream.to(device)).sum().backward()
-            return [y.detached().to(.cpu)] + leaves.map { $0.grad!.to(.cpu) }
-        }
-        let cpuGrads = grads(.cpu)
-        let before = EmulatedCUDA.driver.bf16Gemms, gpuGrads = grads(EmulatedCUDA.device)
-        #expect(EmulatedCUDA.driver.bf16Gemms == before + 3, "forward, dx and dw as bf16 GEMMs")
-        for (i, name) in ["y", "dx", "dw", "db"].enumerated() {
-            let want = cpuGrads[i].scalars(as: Float.self), got = gpuGrads[i].scalars(as: Float.self)
-            #expect(got == Self.widen(Self.bf16(got)), "linear \(name): not bf16-representable")
-            #expect(zip(got, want).allSatisfy { g, c in
-                Swift.abs(g - c) <= Float(bitPattern: (Swift.max(Swift.abs(c), .leastNormalMagnitude).bitPattern & 0x7f80_0000)) / 128
-            }, "linear \(name): more than one bf16 ulp from the CPU composite")
-        }
+        Self.expectAutocastGradients("linear", [x, w, bias], bf16Gemms: 3) { $0[0].linear($0[1], $0[2]) }
         // Real bf16 tensors: bf16 × bf16 → bf16 on both backends, one rounding of the float32 sum.
         let (xb, wb) = (x.to(.bfloat16), w.to(.bfloat16))
         let cpu = xb.linear(wb).to(.float32).scalars(as: Float.self)
         let gpu = xb.to(EmulatedCUDA.device).linear(wb.to(EmulatedCUDA.device))
         #expect(gpu.dtype == .bfloat16)
         let got = gpu.to(.cpu).to(.float32).scalars(as: Float.self)
-        #expect(zip(got, cpu).allSatisfy { g, c in Swift.abs(g - c) <= Float(bitPattern: (Swift.abs(c).bitPattern & 0x7f80_0000)) / 128 })
+        #expect(zip(got, cpu).allSatisfy { g, c in Swift.abs(g - c) <= Self.bf16Ulp(c) })
+    }
+
+    /// One bf16 ulp at |c| (at least the smallest normal's).
+    static func bf16Ulp(_ c: Float) -> Float {
+        Float(bitPattern: Swift.max(Swift.abs(c), .leastNormalMagnitude).bitPattern & 0x7f80_0000) / 128
+    }
+
+    /// A CUDA autocast result against the CPU composite's: float32 carriers of bf16 values, each within one bf16 ulp
+    /// (the two float32 sums straddle a rounding midpoint) and at least 90 % of them bit-equal.
+    static func expectBF16Close(_ gpu: Tensor, _ cpu: Tensor, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(gpu.dtype == .float32 && gpu.shape == cpu.shape, "\(name): \(gpu.dtype) \(gpu.shape) vs \(cpu.shape)",
+                sourceLocation: sourceLocation)
+        let want = cpu.scalars(as: Float.self), got = gpu.scalars(as: Float.self)
+        #expect(got == widen(bf16(got)), "\(name): CUDA output not bf16-representable", sourceLocation: sourceLocation)
+        let far = zip(got, want).filter { g, c in Swift.abs(g - c) > bf16Ulp(c) }
+        #expect(far.isEmpty, "\(name): \(far.count) of \(got.count) more than one bf16 ulp from the CPU composite, e.g. \(far.prefix(3))",
+                sourceLocation: sourceLocation)
+        let equal = zip(got, want).filter { $0 == $1 }.count
+        #expect(equal * 10 >= got.count * 9, "\(name): \(equal) of \(got.count) bit-equal (under 90 %)", sourceLocation: sourceLocation)
+    }
+
+    /// `op` under Autocast bf16 with every input a leaf that requires grad, back-propagating Σ y·upstream (upstream
+    /// float32, not bf16-representable: the backward must round it): on the CPU (the composite) and on the emulated
+    /// device, where it must run exactly `bf16Gemms` bf16 GEMMs (a fallback to float32 GEMMs runs none). Compares
+    /// y and every gradient with `expectBF16Close`.
+    static func expectAutocastGradients(_ name: String, _ inputs: [Tensor], bf16Gemms: Int, _ op: ([Tensor]) -> Tensor,
+                                        sourceLocation: SourceLocation = #_sourceLocation) {
+        var rng = TestRNG(seed: 78)
+        let shape = GradMode.withoutGrad { Autocast.run(.bfloat16) { op(inputs) } }.shape
+        let upstream = Tensor(rng.floats(shape.reduce(1, *)), shape: shape)
+        func run(_ device: Device) -> [Tensor] {
+            let leaves = inputs.map { t -> Tensor in let l = t.to(device).detached(); l.requiresGrad = true; return l }
+            let y = Autocast.run(.bfloat16) { op(leaves) }
+            (y * upstream.to(device)).sum().backward()
+            return [y.detached().to(.cpu)] + leaves.map { $0.grad!.to(.cpu) }
+        }
+        let cpu = run(.cpu)
+        let (gpu, gemms) = EmulatedDriver.countingBF16Gemms { run(EmulatedCUDA.device) }
+        #expect(gemms == bf16Gemms, "\(name): \(gemms) bf16 GEMMs forward and backward, expected \(bf16Gemms)",
+                sourceLocation: sourceLocation)
+        for (i, (g, c)) in zip(gpu, cpu).enumerated() {
+            expectBF16Close(g, c, "\(name) " + (i == 0 ? "y" : "d(input \(i - 1))"), sourceLocation: sourceLocation)
+        }
     }
 }

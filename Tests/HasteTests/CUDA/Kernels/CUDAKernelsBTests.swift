@@ -184,6 +184,13 @@ import Testing
             let (wantCols, gotCols) = outCols.floats(), (wantDX, gotDX) = dx.floats()
             Check.bitwise(gotCols, wantCols, "im2col \(g)")
             Check.bitwise(gotDX, wantDX, "col2im \(g)")   // same additions in the same order
+            // bfloat16 (real bf16 conv2d): a gather of bits, so the columns of bf16(x) are bf16(the float32 columns).
+            let tx16 = Twin(Self.bf16(x), .bfloat16), cols16 = Twin(bytes: cols.count * 2, .bfloat16)
+            for (backend, side) in [(CPUBackend.shared as any Backend, 0), (EmulatedCUDA.backend, 1)] {
+                backend.im2col(x: tx16[side], cols: cols16[side], batch: batch, geometry: g)
+            }
+            #expect(cols16.read(0, UInt16.self) == Self.bf16(wantCols), "im2col bf16 \(g) on the CPU")
+            #expect(cols16.read(1, UInt16.self) == Self.bf16(wantCols), "im2col bf16 \(g) on the emulator")
         }
     }
 
