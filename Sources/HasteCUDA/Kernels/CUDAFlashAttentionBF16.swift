@@ -25,8 +25,8 @@ import HasteTensor
 ///    - Entry points per register width as the float32 family: _d64 (max(Dh, Dv) ≤ 64), _d96, _d128.
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128.
-///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 31 232 / 53 248; dq 46 080 / 52 736 / 88 064;
-///      dk/dv 55 808 / 64 000 / 107 008 (half the float32 family's: bf16 pairs, no P/dS tiles).
+///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 34 048 / 53 248; dq 46 080 / 56 576 / 88 064;
+///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
 ///    - Not measured on a GPU (none was available when this was written): registers, occupancy and speed are
 ///      unknown; the structure leaves out cp.async/TMA double buffering, ldmatrix, and wgmma on sm_90.
 extension CUDABackend {
