@@ -169,6 +169,28 @@ import Testing
         }
     }
 
+    /// Empty axes as `attentionForwardLSE` documents them: Tk = 0 gives out = 0, lse = −∞, dq = 0; Tq = 0 gives
+    /// dk = dv = 0 (outputs start as NaN, so every element must be written).
+    @Test func emptyKeysOrQueries() {
+        for s in [AttentionShape(batch: 2, queries: 5, keys: 0, headDim: 8, valueDim: 3),
+                  AttentionShape(batch: 2, queries: 0, keys: 7, headDim: 4, valueDim: 6)] {
+            var rng = SplitMix64(seed: 5)
+            let q = rng.floats(s.batch * s.queries * s.headDim), k = rng.floats(s.batch * s.keys * s.headDim)
+            let v = rng.floats(s.batch * s.keys * s.valueDim), dOut = rng.floats(s.batch * s.queries * s.valueDim)
+            let nan = { (n: Int) in Twin([Float](repeating: .nan, count: n)) }
+            let out = nan(dOut.count), lse = nan(s.batch * s.queries), dq = nan(q.count), dk = nan(k.count), dv = nan(v.count)
+            let gpu = EmulatedCUDA.backend
+            gpu.attentionForwardLSE(q: Twin(q)[1], k: Twin(k)[1], v: Twin(v)[1], out: out[1], lse: lse[1], shape: s, scale: 0.5,
+                                    precision: .bfloat16)
+            gpu.attentionBackwardLSE(q: Twin(q)[1], k: Twin(k)[1], v: Twin(v)[1], out: out[1], lse: lse[1], dOut: Twin(dOut)[1],
+                                     dq: dq[1], dk: dk[1], dv: dv[1], shape: s, scale: 0.5, precision: .bfloat16)
+            for (twin, name) in [(out, "out"), (dq, "dq"), (dk, "dk"), (dv, "dv")] {
+                #expect(twin.read(1, Float.self).allSatisfy { $0 == 0 }, "\(name) \(s)")
+            }
+            #expect(lse.read(1, Float.self).allSatisfy { $0 == -.infinity }, "lse \(s)")
+        }
+    }
+
     /// `scaledDotProductAttention` under `Autocast.run(.bfloat16)` on the emulated device (the tensor-core kernels)
     /// against the same op on the CPU, forward and the q, k, v gradients, within 2E + u_b·(2|x| + 2E).
     /// (N·H heads, H): 2 × 2 heads of SiT-XL/2's 72 over 2 tiles each way; 1 × 3 heads with Tq ≠ Tk and Dh ≠ Dv.
