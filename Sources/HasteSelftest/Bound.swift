@@ -25,8 +25,8 @@ public enum Bound: Sendable, Equatable {
     case rounding(k: Int)
     /// Autocast bf16 (`Autocast.run(.bfloat16)`): results rounded to bf16 on both sides, where the device may also
     /// round intermediate operands the CPU keeps in float32 (the tensor-core flash kernels' P and dS). Bound:
-    /// 4·k·u_b, u_b = 2⁻⁹ bf16's unit roundoff, k the bf16 roundings on the longest chain weighted by how far
-    /// the magnitude sums behind a result exceed max |result| (see each case).
+    /// 4·k·u_b, u_b = 2⁻⁸ bf16's unit roundoff (8 significant bits), k the bf16 roundings on the longest chain
+    /// weighted by how far the magnitude sums behind a result exceed max |result| (see each case).
     case bfloat16(k: Int)
 
     /// The largest normwise relative error accepted.
@@ -34,7 +34,7 @@ public enum Bound: Sendable, Equatable {
         switch self {
         case .exact: return 0
         case let .rounding(k): return 4 * Double(Swift.max(k, 1)) * Bound.unitRoundoff
-        case let .bfloat16(k): return 4 * Double(Swift.max(k, 1)) * 0x1p-9
+        case let .bfloat16(k): return 4 * Double(Swift.max(k, 1)) * 0x1p-8
         }
     }
 
