@@ -27,8 +27,13 @@ import HasteTensor
 ///      forward 64·sq·2 + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128.
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 34 048 / 53 248; dq 46 080 / 56 576 / 88 064;
 ///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
-///    - Not measured on a GPU (none was available when this was written): registers, occupancy and speed are
-///      unknown; the structure leaves out cp.async/TMA double buffering, ldmatrix, and wgmma on sm_90.
+///    - Registers per thread (ptxas -v through NVRTC 12.9, d64 / d96 / d128): sm_80 forward 167 / 168 / 255,
+///      dq 236 / 254 / 255, dk/dv 255 / 255 / 255 with 0 / 248 / 488 bytes of spills; sm_90 forward 165 / 173 / 255,
+///      dq 166 / 254 / 254, dk/dv 255 / 255 / 255 with 24 / 0 / 504 bytes of spills (256 bytes of stack at d96).
+///      The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two D-wide
+///      accumulators per thread: a d80 variant for SiT-XL/2's 72, or dk and dv in two passes, would relieve it.
+///    - Not run on a GPU (none was available when this was written): speed and occupancy are unmeasured; the
+///      structure leaves out cp.async/TMA double buffering, ldmatrix, and wgmma on sm_90.
 extension CUDABackend {
     static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: [
         "attention_flash_bf16_forward_d64", "attention_flash_bf16_forward_d96", "attention_flash_bf16_forward_d128",
