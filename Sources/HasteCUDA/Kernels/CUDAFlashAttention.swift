@@ -346,10 +346,11 @@ extension CUDABackend {
         if s.batch == 0 || s.queries == 0 { return }
         let (dh, dv) = (s.headDim, s.valueDim)
         let tensorCores = flashUsesTensorCores(precision)
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         let words = tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
             : 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
         launch(tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource,
-               "attention_flash_\(tensorCores ? "bf16_" : "")forward_\(variant)", grid: flashGrid(tiles: s.queries, s),
+               "attention_flash_\(tensorCores ? "bf16_" : "")forward_\(width)", grid: flashGrid(tiles: s.queries, s),
                block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
@@ -386,16 +387,17 @@ extension CUDABackend {
         let source = tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource
         let prefix = tensorCores ? "attention_flash_bf16_backward" : "attention_flash_backward"
         let bf16Words = CUDABackend.flashBF16SharedWords(s)
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         if let dq, tq > 0 {
             let words = tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            launch(source, "\(prefix)_dq_\(variant)", grid: flashGrid(tiles: tq, s),
+            launch(source, "\(prefix)_dq_\(width)", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
         if (dk != nil || dv != nil) && tk > 0 {
             let words = tensorCores ? bf16Words.dkdv
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            launch(source, "\(prefix)_dkdv_\(variant)", grid: flashGrid(tiles: tk, s),
+            launch(source, "\(prefix)_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)] + sizes)
         }

@@ -22,24 +22,26 @@ import HasteTensor
 ///      dq, dk ·= scale. Compared with the CPU Autocast reference (float32 attention on the same carriers, its
 ///      output and gradients then rounded to bf16 by the composite, which this op also does), the differences
 ///      are the bf16 roundings of P and dS before their products (relative 2⁻⁹ each) and the summation order.
-///    - Entry points per register width as the float32 family: _d64 (max(Dh, Dv) ≤ 64), _d96, _d128.
+///    - Entry points per register width: _d64 (max(Dh, Dv) ≤ 64), _d80 (SiT-XL/2's 72), _d96, _d128.
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128.
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 34 048 / 53 248; dq 46 080 / 56 576 / 88 064;
 ///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
-///    - Registers per thread (ptxas -v through NVRTC 12.9, d64 / d96 / d128): sm_80 forward 167 / 168 / 255,
-///      dq 236 / 254 / 255, dk/dv 255 / 255 / 255 with 0 / 248 / 488 bytes of spills; sm_90 forward 165 / 173 / 255,
-///      dq 166 / 254 / 254, dk/dv 255 / 255 / 255 with 24 / 0 / 504 bytes of spills (256 bytes of stack at d96).
-///      The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two D-wide
-///      accumulators per thread: a d80 variant for SiT-XL/2's 72, or dk and dv in two passes, would relieve it.
+///    - Registers per thread (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): sm_80 forward 167 / 168 / 168 /
+///      255, dq 236 / 252 / 254 / 255, dk/dv 255 each with 20 / 120 / 248 / 488 bytes of spills; sm_90 forward
+///      165 / 168 / 173 / 255, dq 166 / 252 / 254 / 254, dk/dv 255 / 254 / 255 / 255 with 24 / 0 / 260 / 504 bytes
+///      of spills. The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
+///      D-wide accumulators per thread (hence d80 for SiT-XL/2: no spills on sm_90); dk and dv in two passes, or
+///      8 warps over 128 key rows, would relieve the wider ones.
 ///    - Not run on a GPU (none was available when this was written): speed and occupancy are unmeasured; the
 ///      structure leaves out cp.async/TMA double buffering, ldmatrix, and wgmma on sm_90.
 extension CUDABackend {
     static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: [
-        "attention_flash_bf16_forward_d64", "attention_flash_bf16_forward_d96", "attention_flash_bf16_forward_d128",
-        "attention_flash_bf16_backward_dq_d64", "attention_flash_bf16_backward_dq_d96", "attention_flash_bf16_backward_dq_d128",
-        "attention_flash_bf16_backward_dkdv_d64", "attention_flash_bf16_backward_dkdv_d96",
-        "attention_flash_bf16_backward_dkdv_d128",
+        "attention_flash_bf16_forward_d64", "attention_flash_bf16_forward_d80", "attention_flash_bf16_forward_d96",
+        "attention_flash_bf16_forward_d128", "attention_flash_bf16_backward_dq_d64", "attention_flash_bf16_backward_dq_d80",
+        "attention_flash_bf16_backward_dq_d96", "attention_flash_bf16_backward_dq_d128",
+        "attention_flash_bf16_backward_dkdv_d64", "attention_flash_bf16_backward_dkdv_d80",
+        "attention_flash_bf16_backward_dkdv_d96", "attention_flash_bf16_backward_dkdv_d128",
     ], code: #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
@@ -352,6 +354,18 @@ extension CUDABackend {
         HASTE_DYNAMIC_SHARED(u32, smem);
         tc_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
     }
+    extern "C" __global__ void attention_flash_bf16_forward_d80(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_forward<80>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dq_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dq<80>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dkdv<80>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
     extern "C" __global__ void attention_flash_bf16_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         HASTE_DYNAMIC_SHARED(u32, smem);
         tc_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
@@ -382,6 +396,12 @@ extension CUDABackend {
     /// m16n8k16 .bf16 is an sm_80 instruction); otherwise the float32 kernels take the carriers as they are.
     func flashUsesTensorCores(_ precision: ComputePrecision) -> Bool {
         precision == .bfloat16 && driver.computeCapability >= 80
+    }
+
+    /// "d64", "d80" (SiT-XL/2's 72), "d96" or "d128": the register tile width for max(Dh, Dv) ≤ 128.
+    static func flashBF16Variant(_ s: AttentionShape) -> String {
+        let d = Swift.max(s.headDim, s.valueDim)
+        return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
     }
 
     /// Shared memory words of the bf16 kernels (see the file notes).

@@ -110,10 +110,12 @@ import Testing
                 sourceLocation: sourceLocation)
     }
 
-    /// SiT-XL/2's Dh 72 (the d96 variant, 72 padded to 80) over 3 key and 2 query tiles; Dh ≠ Dv with Dv not a
-    /// multiple of 16 and exactly one full key tile; the d128 variant with both dims padded; a single query row.
+    /// SiT-XL/2's Dh 72 (the d80 variant, 72 padded to 80) over 3 key and 2 query tiles; Dh ≠ Dv with Dv not a
+    /// multiple of 16 and exactly one full key tile (d64); d96 with Dh > Dv; the d128 variant with both dims padded;
+    /// a single query row.
     static let shapes = [AttentionShape(batch: 2, queries: 70, keys: 131, headDim: 72, valueDim: 72),
                          AttentionShape(batch: 3, queries: 65, keys: 64, headDim: 64, valueDim: 40),
+                         AttentionShape(batch: 2, queries: 40, keys: 70, headDim: 88, valueDim: 48),
                          AttentionShape(batch: 2, queries: 17, keys: 129, headDim: 24, valueDim: 100),
                          AttentionShape(batch: 1, queries: 1, keys: 5, headDim: 8, valueDim: 3)]
 
@@ -126,6 +128,8 @@ import Testing
         let ref = Reference(s, scale: scale, q: q, k: k, v: v, dOut: dOut)
         let gpu = EmulatedCUDA.backend
         #expect(gpu.flashUsesTensorCores(.bfloat16) && !gpu.flashUsesTensorCores(.float32) && !gpu.flashUsesTensorCores(.float16))
+        let width = [64, 80, 96, 128].first { Swift.max(s.headDim, s.valueDim) <= $0 }!
+        #expect(CUDABackend.flashBF16Variant(s) == "d\(width)")
         let tq = Twin(q), tk = Twin(k), tv = Twin(v), tdo = Twin(dOut)
         func forward(_ p: ComputePrecision, lse: Bool = true) -> (out: Twin, lse: Twin) {
             let out = Twin(bytes: dOut.count * 4, .float32), l = Twin(bytes: s.batch * s.queries * 4, .float32)
