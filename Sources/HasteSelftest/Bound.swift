@@ -23,12 +23,18 @@ public enum Bound: Sendable, Equatable {
     /// operations each. GEMMs run in full float32 (the suite never enables TF32, whose 10-bit mantissa would
     /// need ~2⁻¹¹).
     case rounding(k: Int)
+    /// Autocast bf16 (`Autocast.run(.bfloat16)`): results rounded to bf16 on both sides, where the device may also
+    /// round intermediate operands the CPU keeps in float32 (the tensor-core flash kernels' P and dS). Bound:
+    /// 4·k·u_b, u_b = 2⁻⁸ bf16's unit roundoff (8 significant bits), k the bf16 roundings on the longest chain
+    /// weighted by how far the magnitude sums behind a result exceed max |result| (see each case).
+    case bfloat16(k: Int)
 
     /// The largest normwise relative error accepted.
     public var tolerance: Double {
         switch self {
         case .exact: return 0
         case let .rounding(k): return 4 * Double(Swift.max(k, 1)) * Bound.unitRoundoff
+        case let .bfloat16(k): return 4 * Double(Swift.max(k, 1)) * 0x1p-8
         }
     }
 
@@ -39,6 +45,7 @@ public enum Bound: Sendable, Equatable {
         switch self {
         case .exact: return "exact"
         case let .rounding(k): return "4·\(k)·u"
+        case let .bfloat16(k): return "4·\(k)·u_bf16"
         }
     }
 

@@ -44,6 +44,16 @@ extension ConformanceSuite {
                 let q = c.normal([1, 2, 67, 72]), k = c.normal([1, 2, 130, 72]), v = c.normal([1, 2, 130, 40])
                 c.forwardBackward(Tensor.scaledDotProductAttention(q, k, v), [("q", q), ("k", k), ("v", v)])
             },
+            // Autocast bf16: on CUDA (sm_80+) the tensor-core flash kernels, which round P and dS to bf16 before
+            // their products where the CPU keeps them float32; both sides round the output and the gradients to
+            // bf16. Per result: each side within u_b·Σ|terms| of the exact value (P or dS rounded), then the
+            // final roundings: normwise ≤ 2·u_b·(1 + R), R = max Σ|terms| / max|result| (Σ_j P·|v|, Σ_j |dS|·|k|),
+            // k = 4 covers R ≤ 7 (measured on the emulated device: 3.9e-3, about one bf16 ulp).
+            OpCase("attention (autocast bf16)", "q[1,2,67,72] k[1,2,130,72] v[1,2,130,40]", .bfloat16(k: 4)) { c in
+                let q = c.normal([1, 2, 67, 72]), k = c.normal([1, 2, 130, 72]), v = c.normal([1, 2, 130, 40])
+                let y = Autocast.run(.bfloat16) { Tensor.scaledDotProductAttention(q, k, v) }
+                c.forwardBackward(y, [("q", q), ("k", k), ("v", v)])
+            },
             OpCase("attention (inference)", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 40)) { c in
                 let q = c.normal([2, 3, 13, 8], grad: false), k = c.normal([2, 3, 11, 8], grad: false)
                 let v = c.normal([2, 3, 11, 5], grad: false)

@@ -28,7 +28,8 @@ import HasteTensor
 ///      2 / 2 / 1, dk/dv 2 / 2 / 1, i.e. 4–12 warps per SM. Low occupancy is the FA2 design point (much work per
 ///      block) but these FMA kernels are bound by shared-memory loads (one 4-byte load per FMA in the inner
 ///      products): expect a fraction of the fp32 peak, far below bf16 tensor cores.
-///    - Tensor cores replace exactly the FMA micro-kernels: `flash_row_dots` (S = Q·Kᵀ, dP = dO·Vᵀ and, in dk/dv,
+///    - Autocast bf16 on sm_80+ takes the tensor-core family instead (CUDAFlashAttentionBF16.swift: same tiles and
+///      entry points, mma.sync m16n8k16). Tensor cores replace exactly the FMA micro-kernels: `flash_row_dots` (S = Q·Kᵀ, dP = dO·Vᵀ and, in dk/dv,
 ///      Sᵀ, dPᵀ) and the accumulate loops marked "FMA micro-kernel" (O += P·V, dq += dS·K, dv += Pᵀ·dO,
 ///      dk += dSᵀ·Q). With mma.sync m16n8k16 (sm_80) each of the 4 warps owns 16 of the 64 rows, so the row
 ///      statistics stay inside a warp (quad shuffles instead of the lane pair) and P goes from the S accumulator
@@ -333,13 +334,24 @@ extension CUDABackend {
 
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
                                     scale: Double) {
+        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .float32)
+    }
+
+    /// bf16 carriers on sm_80+ take the tensor-core kernels (CUDAFlashAttentionBF16.swift), everything else the
+    /// float32 ones.
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double, precision: ComputePrecision) {
         for b in [q, k, v, out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
         let variant = flashVariant(s, "flash attention")
         if s.batch == 0 || s.queries == 0 { return }
         let (dh, dv) = (s.headDim, s.valueDim)
-        let floats = 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
-        launch(CUDABackend.flashAttentionSource, "attention_flash_forward_\(variant)", grid: flashGrid(tiles: s.queries, s),
-               block: Dim3(128), sharedBytes: floats * 4,
+        let tensorCores = flashUsesTensorCores(precision)
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
+        let words = tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
+            : 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
+        launch(tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource,
+               "attention_flash_\(tensorCores ? "bf16_" : "")forward_\(width)", grid: flashGrid(tiles: s.queries, s),
+               block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
                 .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))])
@@ -347,6 +359,13 @@ extension CUDABackend {
 
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        attentionBackwardLSE(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s,
+                             scale: scale, precision: .float32)
+    }
+
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
+                                     precision: ComputePrecision) {
         for b in [q, k, v, out, lse, dOut] { requireFloat32(b, "flash attention backward") }
         let variant = flashVariant(s, "flash attention backward")
         if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return }
@@ -364,15 +383,22 @@ extension CUDABackend {
                                        .int32(Int32(dvd)), .float(Float(scale))]
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
+        let tensorCores = flashUsesTensorCores(precision)
+        let source = tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource
+        let prefix = tensorCores ? "attention_flash_bf16_backward" : "attention_flash_backward"
+        let bf16Words = CUDABackend.flashBF16SharedWords(s)
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         if let dq, tq > 0 {
-            let floats = 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            launch(CUDABackend.flashAttentionSource, "attention_flash_backward_dq_\(variant)", grid: flashGrid(tiles: tq, s),
-                   block: Dim3(128), sharedBytes: floats * 4, inputs + [.pointer(address(dq))] + sizes)
+            let words = tensorCores ? bf16Words.dq
+                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
+            launch(source, "\(prefix)_dq_\(width)", grid: flashGrid(tiles: tq, s),
+                   block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
         if (dk != nil || dv != nil) && tk > 0 {
-            let floats = 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            launch(CUDABackend.flashAttentionSource, "attention_flash_backward_dkdv_\(variant)", grid: flashGrid(tiles: tk, s),
-                   block: Dim3(128), sharedBytes: floats * 4,
+            let words = tensorCores ? bf16Words.dkdv
+                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
+            launch(source, "\(prefix)_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
+                   block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)] + sizes)
         }
         allocator.release(delta, byteCount: deltaBytes)

@@ -2,8 +2,8 @@ extension KernelSource {
     /// Prepended to every family's code. Kernels use only what is here plus CUDA built-ins from this list, which
     /// the test emulator (Tests/HasteTests/CUDA/Emulator) also provides:
     /// - `__global__`, `__device__`, `__forceinline__`, `__restrict__`, `threadIdx`/`blockIdx`/`blockDim`/`gridDim`
-    ///   (`.x .y .z`), `__syncthreads()`, `__shfl_xor_sync` / `__shfl_down_sync` with `HASTE_FULL_MASK` (all 32 lanes
-    ///   take part), `atomicAdd` on float/double/int, `atomicCAS` on int, static `__shared__ T name[N]` arrays, and
+    ///   (`.x .y .z`), `__syncthreads()`, `__shfl_xor_sync` / `__shfl_down_sync` / `__shfl_sync` with `HASTE_FULL_MASK`
+    ///   (all 32 lanes take part), `atomicAdd` on float/double/int, `atomicCAS` on int, static `__shared__ T name[N]` arrays, and
     ///   dynamic shared memory only through `HASTE_DYNAMIC_SHARED(T, name)`;
     /// - math: expf logf log1pf expm1f sqrtf rsqrtf tanhf sinf cosf erff erfcf fabsf fmaxf fminf powf floorf ceilf
     ///   roundf truncf fmodf copysignf isnan isinf, the double versions, `__float_as_uint`, `__uint_as_float`,
@@ -40,6 +40,59 @@ extension KernelSource {
         if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)0x7fc0u;
         u += 0x7fffu + ((u >> 16) & 1u);
         return (u16)(u >> 16);
+    }
+    /// Two floats as one bf16x2 register: `lo` (the lower-indexed element) in bits 0–15, `hi` in 16–31, each rounded
+    /// to nearest even (exact for float32 carriers of bf16 values, Autocast's activations).
+    __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {
+        return (u32)haste_float_to_bf16(lo) | ((u32)haste_float_to_bf16(hi) << 16);
+    }
+    /// One warp-level D = A·B + C of shape m16n8k16: A 16×16 bf16 (row), B 16×8 bf16 (col), C and D 16×8 float32,
+    /// in the fragments of PTX ISA §9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point type"
+    /// (https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-fragment-mma-16816-float).
+    /// With g = lane >> 2 (groupID) and t = lane & 3 (threadID_in_group), register a[i/2] holds elements a_i, a_i+1
+    /// (a_i in the low half), b[i/2] holds b_i, b_i+1:
+    ///   a_i = A[g + 8·((i >> 1) & 1)][2t + (i & 1) + 8·(i >> 2)]   (rows g for a0 a1 a4 a5, g + 8 for a2 a3 a6 a7;
+    ///                                                               columns 2t, 2t+1, +8 for a4…a7)
+    ///   b_i = B[2t + (i & 1) + 8·(i >> 1)][g]                      (b0 b1 at rows 2t, 2t+1; b2 b3 at 2t+8, 2t+9)
+    ///   c_i, d_i = C, D[g + 8·(i >> 1)][2t + (i & 1)]
+    /// so a[0] = A[g][2t…2t+1], a[1] = A[g+8][2t…], a[2] = A[g][2t+8…], a[3] = A[g+8][2t+8…]; a row-major A or a
+    /// B stored column by column (B's column n = a row of the stored tile) is one 32-bit load per register.
+    /// All 32 lanes call it together (warp-uniform control flow); d may be c. sm_80 and later: the tensor-core
+    /// instruction `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32` (its order and intermediate rounding
+    /// inside one mma are the hardware's, unspecified by the ISA). The emulator (HASTE_EMULATOR) and older GPUs:
+    /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
+    /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
+    /// the only roundings).
+    __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                       "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+    #else
+        const int lane = threadIdx.x & 31, quad = lane & ~3, t = lane & 3;
+        u32 ra[2][8], cb[2][8];   /* rows g, g+8 of A and columns 2t, 2t+1 of B, as 8 k pairs (2j, 2j+1) */
+        for (int j = 0; j < 4; j++) {
+            ra[0][j] = __shfl_sync(HASTE_FULL_MASK, a[0], quad + j);
+            ra[1][j] = __shfl_sync(HASTE_FULL_MASK, a[1], quad + j);
+            ra[0][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[2], quad + j);
+            ra[1][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[3], quad + j);
+            for (int n = 0; n < 2; n++) {
+                cb[n][j] = __shfl_sync(HASTE_FULL_MASK, b[0], 4 * (2 * t + n) + j);
+                cb[n][j + 4] = __shfl_sync(HASTE_FULL_MASK, b[1], 4 * (2 * t + n) + j);
+            }
+        }
+        for (int i = 0; i < 4; i++) {
+            const u32* x = ra[i >> 1];
+            const u32* y = cb[i & 1];
+            float s = c[i];
+            for (int j = 0; j < 8; j++) {
+                s += haste_bf16_to_float((u16)(x[j] & 0xffffu)) * haste_bf16_to_float((u16)(y[j] & 0xffffu));
+                s += haste_bf16_to_float((u16)(x[j] >> 16)) * haste_bf16_to_float((u16)(y[j] >> 16));
+            }
+            d[i] = s;
+        }
+    #endif
     }
     /// IEEE half ↔ float, written out (no cuda_fp16.h), round to nearest even, subnormals and inf/NaN kept.
     __device__ __forceinline__ float haste_half_to_float(u16 h) {

@@ -33,10 +33,33 @@ public protocol AttentionKernels: AnyObject {
     /// dv = Pᵀ·dOut, dS = P ⊙ (dOut·vᵀ − D), dq = scale·dS·k, dk = scale·dSᵀ·q. Deterministic (no float atomics).
     func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                               dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
+    /// `attentionForwardLSE` on float32 carriers of `precision`'s values (Autocast, Ops/Precision.swift): a backend
+    /// with low-precision kernels may use them (CUDA, bf16 on sm_80+: tensor-core products of the bf16 operands,
+    /// the probabilities rounded to bf16 before they multiply v); the default, and the CPU, run the float32 kernels
+    /// on the carriers (Autocast's reference).
+    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+                             precision: ComputePrecision)
+    /// `attentionBackwardLSE` on carriers of `precision` (CUDA bf16: P and dS rounded to bf16 before their products).
+    func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                              dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
+                              precision: ComputePrecision)
     /// probs = softmax(logits, -1) (logits are left untouched), out = probs·v.
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
     func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?, shape: AttentionShape)
+}
+
+extension AttentionKernels {
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape,
+                                    scale: Double, precision: ComputePrecision) {
+        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale)
+    }
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
+                                     precision: ComputePrecision) {
+        attentionBackwardLSE(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: shape,
+                             scale: scale)
+    }
 }
 
 extension Tensor {
@@ -46,13 +69,23 @@ extension Tensor {
     /// that recompute them (`attentionRecomputesProbabilities`, flash attention), the output and its row
     /// log-sum-exp [N, H, Tq].
     /// Under `Autocast` (Ops/Precision.swift) q, k, v, the output and the gradients are rounded to bf16/fp16; the
-    /// probabilities stay float32 inside the fused kernel.
+    /// probabilities stay float32 inside the fused kernel, except in the flash kernels of a backend with
+    /// low-precision ones (CUDA bf16: P and dS rounded to bf16 before their tensor-core products).
     public static func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double? = nil) -> Tensor {
         let shape = attentionShape(q, k, v, "scaledDotProductAttention")
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
         if let low = Autocast.lowering(q.dtype) {
-            return autocastComposite(low, [q, k, v]) { scaledDotProductAttention($0[0]!, $0[1]!, $0[2]!, scale: s) }
+            let precision = Autocast.precision
+            return autocastComposite(low, [q, k, v]) {
+                fusedAttention($0[0]!, $0[1]!, $0[2]!, shape, scale: s, carriers: precision)
+            }
         }
+        return fusedAttention(q, k, v, shape, scale: s, carriers: .float32)
+    }
+
+    /// The fused kernels on q, k, v that hold values of `carriers` (float32, or Autocast's rounded operands).
+    private static func fusedAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ shape: AttentionShape, scale s: Double,
+                                       carriers: ComputePrecision) -> Tensor {
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]
         let records = GradMode.isEnabled && (qc.isTracked || kc.isTracked || vc.isTracked)
@@ -61,7 +94,7 @@ extension Tensor {
         if q.backend.attentionRecomputesProbabilities(shape) {
             let lse = records ? Tensor.empty([n, h, shape.queries], dtype: q.dtype, device: q.device) : nil
             q.backend.attentionForwardLSE(q: qc.buffer, k: kc.buffer, v: vc.buffer, out: out.buffer, lse: lse?.buffer,
-                                          shape: shape, scale: s)
+                                          shape: shape, scale: s, precision: carriers)
             saved = lse.map { .logSumExp(out: out.detached(), lse: $0) }
         } else {
             let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
@@ -73,7 +106,7 @@ extension Tensor {
             if let reads = CheckpointReads.current { reads.note([qc, kc, vc]) }   // a checkpoint's forward (no `recorded`)
             return out
         }
-        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, saved: saved, shape: shape, scale: s))
+        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, saved: saved, shape: shape, scale: s, carriers: carriers))
     }
 
     /// Attention that also returns its pre-softmax logits S = (q·scale)·kᵀ [N, H, Tq, Tk], differentiable:
@@ -152,7 +185,7 @@ extension Tensor {
 struct AttentionBackward: Backward {
     enum Saved { case probabilities(Tensor), logSumExp(out: Tensor, lse: Tensor) }
     let q: Tensor, k: Tensor, v: Tensor, saved: Saved
-    let shape: AttentionShape, scale: Double
+    let shape: AttentionShape, scale: Double, carriers: ComputePrecision
     var inputs: [Tensor] { [q, k, v] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
         let dq = q.isTracked ? Tensor.empty(like: q) : nil
@@ -165,7 +198,7 @@ struct AttentionBackward: Backward {
         case let .logSumExp(out, lse):
             q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
                                            dOut: dy.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
-                                           shape: shape, scale: scale)
+                                           shape: shape, scale: scale, precision: carriers)
         }
         return [dq, dk, dv]
     }

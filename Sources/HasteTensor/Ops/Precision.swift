@@ -12,7 +12,8 @@
 ///
 /// Everything else stays float32 on float32 values: LayerNorm/GroupNorm statistics, softmax statistics (inside
 /// attention the probabilities are rounded to bf16 only before they multiply v, where `attentionWithLogits`
-/// materialises them; the fused `scaledDotProductAttention` keeps them float32 inside the kernel), the losses
+/// materialises them; the fused `scaledDotProductAttention` keeps them float32 inside the kernel, except CUDA's
+/// bf16 tensor-core flash kernels, which round P and dS to bf16 right before their products), the losses
 /// (L2 normalise, log-softmax, cosine), elementwise ops and every reduction. Activations are float32 tensors
 /// that hold bf16-representable values ("float32 carriers"): every non-GEMM kernel stays float32, and the
 /// rounding points are exactly torch's. Master weights, gradients, AdamW state and checkpoints stay float32.

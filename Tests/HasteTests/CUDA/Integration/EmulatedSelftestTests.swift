@@ -10,6 +10,8 @@ import HasteTensor
     for row in rows where !row.passed {
         Issue.record("\(SelftestReport.line(row)) \(row.note ?? "")")
     }
+    // The Autocast bf16 row (tensor-core flash kernels): its measured error against the bound.
+    for row in rows where row.bound != .exact && row.name.contains("bf16") { print("selftest: \(SelftestReport.line(row))") }
     let training = try TrainingComparison.run(device: EmulatedCUDA.device, seed: 0)
     #expect(training.passed, "\(training.maxRelDiff)")
     print(SelftestReport(device: "emulated cuda", rows: rows, training: training).trainingLines().joined(separator: "\n"))

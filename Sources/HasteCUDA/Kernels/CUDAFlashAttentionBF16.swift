@@ -1,0 +1,413 @@
+import HasteTensor
+
+/// Flash attention on the tensor cores for Autocast bf16 (`--mixed-precision bf16`): the FlashAttention-2
+/// structure of CUDAFlashAttention.swift (same tiles of 64 query × 64 key rows, 128 threads, online softmax,
+/// out + lse saved, P recomputed in the backward, one owner per gradient row, no atomics) with every tile product
+/// a warp-level `haste_mma_bf16_16816` (Prelude.swift: mma.sync m16n8k16 on sm_80+).
+///    - Warps: each of the 4 warps owns 16 of the 64 rows (query rows in the forward and dq, key rows in dk/dv);
+///      a lane holds rows g = lane/4 and g + 8 of its warp's 16, so row max and sum meet over the 4 lanes of a quad
+///      (two `__shfl_xor_sync`). P (and dS) go from the S accumulator fragments straight into the A operand of the
+///      next product (the C layout of n-tiles 2j, 2j + 1 is the A layout of k-step j): no Ps/dSs shared buffers.
+///    - Operands: q, k, v, dOut are float32 carriers of bf16 values (Autocast rounds them before the op), packed
+///      to bf16 pairs while the tiles are loaded into shared memory (`haste_pack_bf16x2`: exact for carriers).
+///      Row-major tiles (Q, K, V, dO as A operands, or as column-major B operands of ·Kᵀ, ·Vᵀ, ·Qᵀ, ·dOᵀ) hold
+///      Dh (Dv) padded with zeros to a multiple of 16 (SiT-XL/2's 72 → 80), row stride D/2 + 4 words (the 8 rows a
+///      fragment load touches fall in distinct banks); transposed tiles (Vᵀ for P·V, Kᵀ for dS·K, Qᵀ and dOᵀ for
+///      dSᵀ·Q and Pᵀ·dO) are 64 keys (queries) wide, stride 36 words. Rows past Tq/Tk load as zeros.
+///    - Rounding points (everything else float32, accumulation float32 in the mma):
+///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32, l = Σ P over the float32 values,
+///      O += bf16(P)·ṽ, out = O / l, lse = m + log l (float32). Backward: S, dP = dÕ·ṽᵀ in float32 from bf16
+///      operands, P = exp(scale·S − lse), dS = P ⊙ (dP − D) with D = rowsum(dOut ⊙ out) (float32, the fp32
+///      family's `attention_flash_row_dot`); dv += bf16(P)ᵀ·dÕ, dq += bf16(dS)·k̃, dk += bf16(dS)ᵀ·q̃, then
+///      dq, dk ·= scale. Compared with the CPU Autocast reference (float32 attention on the same carriers, its
+///      output and gradients then rounded to bf16 by the composite, which this op also does), the differences
+///      are the bf16 roundings of P and dS before their products (relative 2⁻⁹ each) and the summation order.
+///    - Entry points per register width: _d64 (max(Dh, Dv) ≤ 64), _d80 (SiT-XL/2's 72), _d96, _d128.
+///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
+///      forward 64·sq·2 + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128.
+///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 34 048 / 53 248; dq 46 080 / 56 576 / 88 064;
+///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
+///    - Registers per thread (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): sm_80 forward 167 / 168 / 168 /
+///      255, dq 236 / 252 / 254 / 255, dk/dv 255 each with 20 / 120 / 248 / 488 bytes of spills; sm_90 forward
+///      165 / 168 / 173 / 255, dq 166 / 252 / 254 / 254, dk/dv 255 / 254 / 255 / 255 with 24 / 0 / 260 / 504 bytes
+///      of spills. The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
+///      D-wide accumulators per thread (hence d80 for SiT-XL/2: no spills on sm_90); dk and dv in two passes, or
+///      8 warps over 128 key rows, would relieve the wider ones.
+///    - Not run on a GPU (none was available when this was written): speed and occupancy are unmeasured; the
+///      structure leaves out cp.async/TMA double buffering, ldmatrix, and wgmma on sm_90.
+extension CUDABackend {
+    static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: [
+        "attention_flash_bf16_forward_d64", "attention_flash_bf16_forward_d80", "attention_flash_bf16_forward_d96",
+        "attention_flash_bf16_forward_d128", "attention_flash_bf16_backward_dq_d64", "attention_flash_bf16_backward_dq_d80",
+        "attention_flash_bf16_backward_dq_d96", "attention_flash_bf16_backward_dq_d128",
+        "attention_flash_bf16_backward_dkdv_d64", "attention_flash_bf16_backward_dkdv_d80",
+        "attention_flash_bf16_backward_dkdv_d96", "attention_flash_bf16_backward_dkdv_d128",
+    ], code: #"""
+    #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
+    #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
+
+    /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words; zeros for
+    /// rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words).
+    __device__ __forceinline__ void tc_load_rows(u32* dst, const float* src, i64 rows_left, int cols, int words, int stride) {
+        for (int i = threadIdx.x; i < 64 * words; i += TC_THREADS) {
+            const int r = i / words, w = i - r * words, c = 2 * w;
+            float lo = 0.0f, hi = 0.0f;
+            if (r < rows_left) {
+                if (c < cols) lo = src[(i64)r * cols + c];
+                if (c + 1 < cols) hi = src[(i64)r * cols + c + 1];
+            }
+            dst[r * stride + w] = haste_pack_bf16x2(lo, hi);
+        }
+    }
+
+    /// Transposed bf16 pairs: dst[c·TC_TS + w] = (src[2w][c], src[2w + 1][c]) for c < cols16, w < 32; zeros for
+    /// rows ≥ rows_left and columns ≥ cols.
+    __device__ __forceinline__ void tc_load_cols(u32* dst, const float* src, i64 rows_left, int cols, int cols16) {
+        for (int i = threadIdx.x; i < 32 * cols16; i += TC_THREADS) {
+            const int w = i / cols16, c = i - w * cols16, r = 2 * w;
+            const float lo = c < cols && r < rows_left ? src[(i64)r * cols + c] : 0.0f;
+            const float hi = c < cols && r + 1 < rows_left ? src[(i64)(r + 1) * cols + c] : 0.0f;
+            dst[c * TC_TS + w] = haste_pack_bf16x2(lo, hi);
+        }
+    }
+
+    /// A fragment of rows m0…m0+15, columns 16kk…16kk+15 of a row-major pair tile (layout: haste_mma_bf16_16816).
+    __device__ __forceinline__ void tc_frag_a(u32* a, const u32* tile, int stride, int m0, int kk) {
+        const int lane = threadIdx.x & 31;
+        const u32* p = tile + (m0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
+        a[0] = p[0]; a[1] = p[8 * stride]; a[2] = p[4]; a[3] = p[8 * stride + 4];
+    }
+
+    /// B fragment with B[k][n] = tile[n0 + n][16kk + k]: the tile's rows are B's columns.
+    __device__ __forceinline__ void tc_frag_b(u32* b, const u32* tile, int stride, int n0, int kk) {
+        const int lane = threadIdx.x & 31;
+        const u32* p = tile + (n0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
+        b[0] = p[0]; b[1] = p[4];
+    }
+
+    /// acc[nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0… of row-major `a`, B's columns the
+    /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes).
+    template <int KMAX>
+    __device__ __forceinline__ void tc_dots(float (*acc)[4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
+        #pragma unroll
+        for (int kk = 0; kk < KMAX / 16; kk++) {
+            if (kk < ksteps) {
+                u32 fa[4];
+                tc_frag_a(fa, a, sa, m0, kk);
+                #pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    u32 fb[2];
+                    tc_frag_b(fb, b, sb, 8 * nt, kk);
+                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                }
+            }
+        }
+    }
+
+    /// acc[nt] += bf16(W)·B over the tile's 64 k rows: W the 16×64 float32 accumulator fragments `w` (rounded to
+    /// bf16 here), B[k][n] = bt[n][k] (a transposed tile, TC_TS), n-tiles nt < ntiles.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* bt, int ntiles) {
+        #pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            u32 fa[4];
+            fa[0] = haste_pack_bf16x2(w[2 * kk][0], w[2 * kk][1]);
+            fa[1] = haste_pack_bf16x2(w[2 * kk][2], w[2 * kk][3]);
+            fa[2] = haste_pack_bf16x2(w[2 * kk + 1][0], w[2 * kk + 1][1]);
+            fa[3] = haste_pack_bf16x2(w[2 * kk + 1][2], w[2 * kk + 1][3]);
+            #pragma unroll
+            for (int nt = 0; nt < NMAX / 8; nt++) {
+                if (nt < ntiles) {
+                    u32 fb[2];
+                    tc_frag_b(fb, bt, TC_TS, 8 * nt, kk);
+                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                }
+            }
+        }
+    }
+
+    /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_store(float* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul) {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 r = row0 + g + 8 * h;
+            if (r >= rows) continue;
+            #pragma unroll
+            for (int nt = 0; nt < NMAX / 8; nt++) {
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int c = 8 * nt + 2 * t + e;
+                    if (c < cols) dst[r * cols + c] = acc[nt][2 * h + e] * mul[h];
+                }
+            }
+        }
+    }
+
+    /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
+    template <int DMAX>
+    __device__ void tc_forward(u32* smem, const float* q, const float* k, const float* v, float* out, float* lse,
+                               i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4;
+        u32* Qs = smem;
+        u32* Ks = Qs + 64 * sq;
+        u32* Vt = Ks + 64 * sq;
+        const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const i64 tiles = (tq + 63) / 64;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
+                const i64 r0 = ti * 64;
+                __syncthreads();                       // the previous tile's readers of Qs are done
+                tc_load_rows(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                float o[DMAX / 8][4];
+                #pragma unroll
+                for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
+                float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+                for (i64 c0 = 0; c0 < tk; c0 += 64) {
+                    __syncthreads();                   // the previous key tile's readers of Ks, Vt are done
+                    tc_load_rows(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
+                    tc_load_cols(Vt, v + (b * tk + c0) * dv, tk - c0, dv, kv);
+                    __syncthreads();
+                    float s[8][4];
+                    tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
+                    float mt[2] = {-INFINITY, -INFINITY};
+                    #pragma unroll
+                    for (int nt = 0; nt < 8; nt++) {
+                        #pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            s[nt][i] = c0 + 8 * nt + 2 * t + (i & 1) < tk ? scale * s[nt][i] : -INFINITY;
+                            mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
+                        }
+                    }
+                    float alpha[2], ls[2] = {0.0f, 0.0f};
+                    #pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 1));
+                        mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 2));
+                        mt[h] = fmaxf(m[h], mt[h]);    // finite: every tile holds at least one key
+                        alpha[h] = expf(m[h] - mt[h]); // 0 on the first tile (m = −∞)
+                        m[h] = mt[h];
+                    }
+                    #pragma unroll
+                    for (int nt = 0; nt < 8; nt++) {
+                        #pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            s[nt][i] = expf(s[nt][i] - m[i >> 1]);
+                            ls[i >> 1] += s[nt][i];
+                        }
+                    }
+                    #pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 1);
+                        ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 2);
+                        l[h] = l[h] * alpha[h] + ls[h];
+                    }
+                    #pragma unroll
+                    for (int nt = 0; nt < DMAX / 8; nt++) {
+                        o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
+                    }
+                    tc_accumulate<DMAX>(o, s, Vt, kv / 8);   // O += bf16(P)·V
+                }
+                const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
+                tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv);
+                if (lse != 0 && t == 0) {
+                    #pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const i64 r = r0 + m0 + (lane >> 2) + 8 * h;
+                        if (r < tq) lse[b * tq + r] = l[h] > 0.0f ? m[h] + logf(l[h]) : -INFINITY;
+                    }
+                }
+            }
+        }
+    }
+
+    /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
+    template <int DMAX>
+    __device__ void tc_backward_dq(u32* smem, const float* q, const float* k, const float* v, const float* dout,
+                                   const float* lse, const float* delta, float* dq,
+                                   i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
+        u32* Qs = smem;
+        u32* Ks = Qs + 64 * sq;
+        u32* dOs = Ks + 64 * sq;
+        u32* Vs = dOs + 64 * sv;
+        u32* Kt = Vs + 64 * sv;
+        const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const i64 tiles = (tq + 63) / 64;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
+                const i64 r0 = ti * 64;
+                __syncthreads();
+                tc_load_rows(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                tc_load_rows(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                float lr[2], dr[2];
+                #pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const i64 r = r0 + m0 + (lane >> 2) + 8 * h;
+                    lr[h] = r < tq ? lse[b * tq + r] : 0.0f;
+                    dr[h] = r < tq ? delta[b * tq + r] : 0.0f;
+                }
+                float acc[DMAX / 8][4];
+                #pragma unroll
+                for (int nt = 0; nt < DMAX / 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
+                for (i64 c0 = 0; c0 < tk; c0 += 64) {
+                    __syncthreads();
+                    tc_load_rows(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
+                    tc_load_rows(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    tc_load_cols(Kt, k + (b * tk + c0) * dh, tk - c0, dh, kh);
+                    __syncthreads();
+                    float s[8][4], dp[8][4];
+                    tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
+                    tc_dots<DMAX>(dp, dOs, sv, m0, Vs, sv, kv / 16);
+                    #pragma unroll
+                    for (int nt = 0; nt < 8; nt++) {
+                        #pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const float p = c0 + 8 * nt + 2 * t + (i & 1) < tk ? expf(scale * s[nt][i] - lr[i >> 1]) : 0.0f;
+                            s[nt][i] = p * (dp[nt][i] - dr[i >> 1]);   // dS
+                        }
+                    }
+                    tc_accumulate<DMAX>(acc, s, Kt, kh / 8);   // dq += bf16(dS)·K
+                }
+                const float mul[2] = {scale, scale};
+                tc_store<DMAX>(dq + b * tq * dh, acc, r0 + m0, tq, dh, mul);
+            }
+        }
+    }
+
+    /// dk = scale·bf16(dS)ᵀ·q, dv = bf16(P)ᵀ·dO: one block per (key tile, head), looping over query tiles; the
+    /// warp's 16 key rows compute Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ. dk or dv may be null (not computed).
+    template <int DMAX>
+    __device__ void tc_backward_dkdv(u32* smem, const float* q, const float* k, const float* v, const float* dout,
+                                     const float* lse, const float* delta, float* dk, float* dvout,
+                                     i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
+        u32* Ks = smem;
+        u32* Qs = Ks + 64 * sq;
+        u32* Vs = Qs + 64 * sq;
+        u32* dOs = Vs + 64 * sv;
+        u32* Qt = dOs + 64 * sv;
+        u32* dOt = Qt + kh * TC_TS;
+        float* Ls = (float*)(dOt + kv * TC_TS);
+        float* Ds = Ls + 64;
+        const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const i64 tiles = (tk + 63) / 64;
+        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
+                const i64 c0 = ti * 64;
+                __syncthreads();
+                tc_load_rows(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
+                tc_load_rows(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                float gk[DMAX / 8][4], gv[DMAX / 8][4];
+                #pragma unroll
+                for (int nt = 0; nt < DMAX / 8; nt++) {
+                    #pragma unroll
+                    for (int i = 0; i < 4; i++) { gk[nt][i] = 0.0f; gv[nt][i] = 0.0f; }
+                }
+                for (i64 r0 = 0; r0 < tq; r0 += 64) {
+                    __syncthreads();
+                    tc_load_rows(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                    tc_load_rows(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                    tc_load_cols(Qt, q + (b * tq + r0) * dh, tq - r0, dh, kh);
+                    tc_load_cols(dOt, dout + (b * tq + r0) * dv, tq - r0, dv, kv);
+                    for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
+                        const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
+                        Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
+                        Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                    }
+                    __syncthreads();
+                    float s[8][4], dp[8][4];
+                    tc_dots<DMAX>(s, Ks, sq, m0, Qs, sq, kh / 16);     // Sᵀ
+                    tc_dots<DMAX>(dp, Vs, sv, m0, dOs, sv, kv / 16);   // dPᵀ
+                    #pragma unroll
+                    for (int nt = 0; nt < 8; nt++) {
+                        #pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const int r = 8 * nt + 2 * t + (i & 1);
+                            const float p = expf(scale * s[nt][i] - Ls[r]);
+                            s[nt][i] = p;
+                            dp[nt][i] = p * (dp[nt][i] - Ds[r]);          // dSᵀ
+                        }
+                    }
+                    if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOt, kv / 8);   // dv += bf16(Pᵀ)·dO
+                    if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qt, kh / 8);      // dk += bf16(dSᵀ)·Q
+                }
+                const float one[2] = {1.0f, 1.0f}, mul[2] = {scale, scale};
+                if (dk != 0) tc_store<DMAX>(dk + b * tk * dh, gk, c0 + m0, tk, dh, mul);
+                if (dvout != 0) tc_store<DMAX>(dvout + b * tk * dv, gv, c0 + m0, tk, dv, one);
+            }
+        }
+    }
+
+    extern "C" __global__ void attention_flash_bf16_forward_d64(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_forward<64>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dq_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dq<64>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_forward_d80(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_forward<80>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dq_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dq<80>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dkdv<80>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dq_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dq<96>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dkdv<96>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
+    }
+    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+        HASTE_DYNAMIC_SHARED(u32, smem);
+        tc_backward_dkdv<128>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
+    }
+    """#)
+
+    /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync
+    /// m16n8k16 .bf16 is an sm_80 instruction); otherwise the float32 kernels take the carriers as they are.
+    func flashUsesTensorCores(_ precision: ComputePrecision) -> Bool {
+        precision == .bfloat16 && driver.computeCapability >= 80
+    }
+
+    /// "d64", "d80" (SiT-XL/2's 72), "d96" or "d128": the register tile width for max(Dh, Dv) ≤ 128.
+    static func flashBF16Variant(_ s: AttentionShape) -> String {
+        let d = Swift.max(s.headDim, s.valueDim)
+        return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
+    }
+
+    /// Shared memory words of the bf16 kernels (see the file notes).
+    static func flashBF16SharedWords(_ s: AttentionShape) -> (forward: Int, dq: Int, dkdv: Int) {
+        let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
+        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4) * 2
+        return (rows + kv * 36, rows + values + kh * 36, rows + values + (kh + kv) * 36 + 128)
+    }
+}
