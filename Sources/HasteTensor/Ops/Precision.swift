@@ -1,4 +1,4 @@
-/// Mixed precision (`--mixed-precision no|fp16|bf16`), torch's `torch.autocast(dtype=...)` for the ops that
+/// Mixed precision (`--mixed-precision no|fp16|bf16|auto`), torch's `torch.autocast(dtype=...)` for the ops that
 /// matter: inside `Autocast.run(.bfloat16) { … }` the matrix products — `linear`, `matmul`, `conv2d`,
 /// `scaledDotProductAttention` and `attentionWithLogits` (q·kᵀ and softmax·v) — of float32 tensors
 ///
@@ -17,7 +17,7 @@
 /// that hold bf16-representable values ("float32 carriers"): every non-GEMM kernel stays float32, and the
 /// rounding points are exactly torch's. Master weights, gradients, AdamW state and checkpoints stay float32.
 /// fp16 (`.float16`) is the same with IEEE half: values beyond ±65504 round to ±inf, which is why fp16
-/// training scales the loss (`LossScaler` in HasteNN).
+/// training scales the loss (`LossScaler`, HasteNN Optim/LossScaler.swift).
 public enum ComputePrecision: String, Sendable, CaseIterable {
     case float32, bfloat16, float16
 
@@ -30,7 +30,7 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
         }
     }
 
-    /// The reference flag's spelling: `no`, `bf16`, `fp16`.
+    /// The reference flag's spelling: `no`, `bf16`, `fp16` (`auto` needs a device: `init(flag:device:)`).
     public init?(flag: String) {
         switch flag {
         case "no": self = .float32
@@ -38,6 +38,20 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
         case "fp16": self = .float16
         default: return nil
         }
+    }
+
+    /// Every value `--mixed-precision` accepts, `auto` last.
+    public static let flags = ["no", "fp16", "bf16", "auto"]
+
+    /// `--mixed-precision` for work on `device`: `auto` is bf16 on CUDA and float32 (`no`) on the CPU, where
+    /// rounding to bf16 only adds passes (issue #12's default); the other values as `init(flag:)`.
+    public init?(flag: String, device: Device) {
+        if flag == "auto" {
+            if case .cuda = device { self = .bfloat16 } else { self = .float32 }
+            return
+        }
+        guard let precision = ComputePrecision(flag: flag) else { return nil }
+        self = precision
     }
 }
 
