@@ -96,7 +96,7 @@ public final class Trainer {
         state = try Checkpoint.load(from: found.path, model: student.store, ema: ema, optimizer: optimizer)
         // fp16: the saved loss scale, or a fresh scaler for a checkpoint without one; other precisions: none.
         state.scaler = fresh == nil ? nil : state.scaler ?? fresh
-        say("resumed from \(found.path) at step \(state.step)" + (state.scaler.map { ", fp16 loss scale \($0.scale)" } ?? ""))
+        say("resumed from \(found.path) at step \(state.step)" + (state.scaler.map { ", fp16 loss scale \(Double($0.scale))" } ?? ""))
     }
 
     func say(_ line: String) {
@@ -134,7 +134,7 @@ public final class Trainer {
             if gradNorm.isFinite {
                 optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
             } else {                    // fp16 overflow: torch GradScaler skips the update; the step still counts
-                say("step \(state.step + 1): fp16 gradients overflowed at loss scale \(lossScale!): AdamW update skipped, loss scale halved")
+                say("step \(state.step + 1): fp16 gradients overflowed at loss scale \(Double(lossScale!)): AdamW update skipped, loss scale halved")
             }
             state.scaler?.update(foundInf: !gradNorm.isFinite)
             ema.update(decay: config.emaDecay)          // train.py updates the EMA after every step, skipped or not

@@ -75,6 +75,20 @@ struct MixedPrecisionOpTests {
     }
 }
 
+/// `--mixed-precision auto` (the default): bf16 on a CUDA device, float32 on the CPU; the explicit values mean the
+/// same on every device; anything else is refused.
+@Test func autoPrecisionIsBF16OnCUDAAndFloat32OnTheCPU() {
+    #expect(ComputePrecision(flag: "auto", device: .cpu) == .float32)
+    #expect(ComputePrecision(flag: "auto", device: .cuda(0)) == .bfloat16 && ComputePrecision(flag: "auto", device: .cuda(3)) == .bfloat16)
+    for device in [Device.cpu, .cuda(0)] {
+        #expect(ComputePrecision(flag: "no", device: device) == .float32)
+        #expect(ComputePrecision(flag: "fp16", device: device) == .float16)
+        #expect(ComputePrecision(flag: "bf16", device: device) == .bfloat16)
+        #expect(ComputePrecision(flag: "fp32", device: device) == nil && ComputePrecision(flag: "AUTO", device: device) == nil)
+    }
+    #expect(ComputePrecision(flag: "auto") == nil && ComputePrecision.flags == ["no", "fp16", "bf16", "auto"])
+}
+
 /// How far `ours` is from `torch` in bf16 ulps of torch's values, and the share of bit-equal elements.
 struct BF16Comparison {
     let maxUlps: Double, equalShare: Double
