@@ -5,8 +5,8 @@ import HasteTensor
 
 /// A training checkpoint (STYLE §2.7): one safetensors file `checkpoints/<7-digit step>.safetensors` with key
 /// prefixes `model.`, `ema.`, `opt.m.`, `opt.v.` (strip one and you have a PyTorch state dict) and metadata
-/// holding the step, data position, RNG state, optimizer step count, fp16's loss scale and the resolved config. Written to a
-/// temporary file and renamed, so a crash never leaves a half checkpoint.
+/// holding the step, data position, RNG state, optimizer step count, fp16's loss scale and the resolved config.
+/// Written to a temporary file and renamed, so a crash never leaves a half checkpoint.
 public struct TrainingState: Equatable {
     public var step = 0                 // completed optimizer updates (global_step)
     public var epoch = 0

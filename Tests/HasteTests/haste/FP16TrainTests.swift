@@ -6,9 +6,9 @@ import HasteTensor
 @testable import HasteTraining
 
 /// `haste train --mixed-precision fp16` end to end through the CLI: the tiny HASTE run of the bf16 test, 12 steps
-/// with the loss scale starting at 2^24 (`--set fp16-init-scale`), where the tiny model's gradients overflow half
-/// (the final layer's weight gradient alone sums 64 rows of |dy| ≈ 2^24·2·1.4/768 ≈ 6e4), so the first steps are
-/// skipped and the scale backs off until the steps come clean. Then the same run stopped at step 6 and resumed
+/// with the loss scale starting at 2^28 (`--set fp16-init-scale`), where the tiny model's scaled gradients overflow
+/// half (the final layer's bias gradient alone sums 64 rows of |dy| ≈ 2^28·2·1.4/3072 ≈ 2.4e5), so the first steps
+/// are skipped and the scale backs off until the steps come clean. Then the same run stopped at step 6 and resumed
 /// from its checkpoint: every logged value (losses, loss scale, gradient norm) and the final checkpoint (model,
 /// EMA, AdamW state, loss scale) equal the uninterrupted run's bit for bit, which needs the scale and its clean-step
 /// count restored (a fresh 2^24 would overflow again).
@@ -17,7 +17,7 @@ import HasteTensor
     var c = try tinyImageRun(dir)
     (c.mixedPrecision, c.maxTrainSteps, c.checkpointingSteps) = ("fp16", 12, 6)
     try c.yaml().write(toFile: "\(dir)/run.yaml", atomically: true, encoding: .utf8)
-    let start = ["train", "\(dir)/run.yaml", "--set", "fp16-init-scale=16777216"]
+    let start = ["train", "\(dir)/run.yaml", "--set", "fp16-init-scale=268435456"]
     let straight = try runHaste(start + ["--exp-name", "straight"])
     #expect(straight.status == 0, "\(straight.stderr)")
     let first = try runHaste(start + ["--exp-name", "split", "--max-train-steps", "6"])
@@ -28,7 +28,7 @@ import HasteTensor
     let a = try metrics("\(dir)/straight"), b = try metrics("\(dir)/split")
     #expect(a.count == 12 && b.count == 12)
     let scales = a.map { $0["loss_scale"] as? Double ?? 0 }
-    #expect(scales.first == 0x1p24 && scales.contains { $0 < 0x1p24 }, "loss scales \(scales)")
+    #expect(scales.first == 0x1p28 && scales.contains { $0 < 0x1p28 }, "loss scales \(scales)")
     let skipped = a.filter { $0["grad_norm"] == nil }.count         // inf/NaN norms are left out of the JSON
     #expect(skipped >= 1 && skipped < 12, "\(skipped) of 12 steps overflowed")
     for (s, (x, y)) in zip(scales.indices, zip(scales, scales.dropFirst())) {
@@ -38,7 +38,7 @@ import HasteTensor
         #expect(a.map { $0[key] as? Double } == b.map { $0[key] as? Double }, "resumed \(key) differs")
     }
     let log = try String(contentsOfFile: "\(dir)/straight/log.txt", encoding: .utf8)
-    #expect(log.contains("fp16 gradients overflowed at loss scale 16777216.0: AdamW update skipped"), "\(log)")
+    #expect(log.contains("fp16 gradients overflowed at loss scale 268435456.0: AdamW update skipped"), "\(log)")
 
     let x = try SafetensorsFile(path: Checkpoint.path("\(dir)/straight", step: 12))
     let y = try SafetensorsFile(path: Checkpoint.path("\(dir)/split", step: 12))
