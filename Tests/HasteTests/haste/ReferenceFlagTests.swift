@@ -96,7 +96,7 @@ private let demoConfig = URL(fileURLWithPath: #filePath).deletingLastPathCompone
         (["generate", "--ckpt", "x", "--vae", "xl"], "unknown value 'xl' for --vae; allowed: ema, mse"),
         (["generate", "--ckpt", "x", "--ckpt-select", "best"], "unknown value 'best' for --ckpt-select; allowed: ema, model"),
         (["train", "--print-config", "--mixed-precision", "bf17"], "unknown value 'bf17'; allowed: no, fp16, bf16, auto"),
-        (["train", "--print-config", "--set", "fp16-init-scale=0"], "config key 'fp16-init-scale': must be in [1e-30, 1e+15] (got 0.0)"),
+        (["train", "--print-config", "--set", "fp16-init-scale=0"], "config key 'fp16-init-scale': must be in [1e-30, 1000000000000000.0] (got 0.0)"),
         (["generate", "--ckpt", "x", "--mixed-precision", "fp17"], "--mixed-precision 'fp17': expected no, fp16, bf16 or auto"),
         (["train", "--print-config", "--set", "dataset=imagenet1k"], "unknown value 'imagenet1k'; allowed: imagenet, images, fashion-mnist"),
         (["train", "--print-config", "--path-type", "cosin"], "'cosin' is not one of linear, cosine"),
