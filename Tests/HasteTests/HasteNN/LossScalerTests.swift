@@ -55,6 +55,11 @@ func inUnits(of e: Double, _ distance: Double) -> Double {
     e == 0 ? (distance == 0 ? 0 : .infinity) : distance / e
 }
 
+/// e = 0 demands equality: any distance is infinitely many units, none is 0 (never NaN).
+@Test func distancesInUnitsOfAZeroEffectDemandEquality() {
+    #expect(inUnits(of: 0, 0) == 0 && inUnits(of: 0, 1e-30) == .infinity && inUnits(of: 2, 1) == 0.5)
+}
+
 /// The values of `tensors`, flattened one after the other.
 private func flat(_ tensors: [Tensor]) -> [Double] { tensors.flatMap { $0.scalars(as: Double.self) } }
 
