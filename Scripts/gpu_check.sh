@@ -206,7 +206,8 @@ reap demo-teacher $teacher_pid
 
 # --- 3. the demo on both devices ----------------------------------------------------------------------------------
 if [ -f "$demo/teacher.safetensors" ]; then
-  common=(--max-train-steps "$DEMO_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10)
+  common=(--max-train-steps "$DEMO_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=10
+          --mixed-precision no)   # float32 on both: `auto` would train the GPU run in bf16
   bg demo-cpu 120 "$HASTE" train "$cfg" --device cpu --exp-name cpu --threads $(( cpus > 2 ? cpus - 2 : 1 )) "${common[@]}"
   cpu_pid=$bg_pid
   stage demo-gpu 120 "$HASTE" train "$cfg" --device "$DEVICE" --exp-name gpu --threads 2 "${common[@]}"

@@ -5,14 +5,17 @@ import HasteTensor
 
 /// A training checkpoint (STYLE §2.7): one safetensors file `checkpoints/<7-digit step>.safetensors` with key
 /// prefixes `model.`, `ema.`, `opt.m.`, `opt.v.` (strip one and you have a PyTorch state dict) and metadata
-/// holding the step, data position, RNG state, optimizer step count and the resolved config. Written to a
-/// temporary file and renamed, so a crash never leaves a half checkpoint.
+/// holding the step, data position, RNG state, optimizer step count, fp16's loss scale and the resolved config.
+/// Written to a temporary file and renamed, so a crash never leaves a half checkpoint.
 public struct TrainingState: Equatable {
     public var step = 0                 // completed optimizer updates (global_step)
     public var epoch = 0
     public var batchInEpoch = 0         // next batch to read within `epoch`
     public var rngOffset: UInt64 = 0    // the step generator's counter
     public var badSteps = 0
+    /// fp16 training's dynamic loss scale and clean-step count (metadata `loss_scale`, `loss_scale_growth_tracker`);
+    /// nil in the other precisions and in checkpoints that have none (the reference's, which never save it).
+    public var scaler: LossScaler?
     public init() {}
 }
 
@@ -28,11 +31,15 @@ public enum Checkpoint {
         var tensors: [(String, Tensor)] = model.stateDict().map { ("model." + $0.0, $0.1) }
         tensors += ema.stateDict().map { ("ema." + $0.0, $0.1) }
         tensors += optimizer.stateTensors().map { ("opt." + $0.0, $0.1) }
-        let meta: [String: String] = [
+        var meta: [String: String] = [
             "format": format, "step": "\(state.step)", "epoch": "\(state.epoch)", "batch_in_epoch": "\(state.batchInEpoch)",
             "rng_offset": "\(state.rngOffset)", "bad_steps": "\(state.badSteps)", "opt_step": "\(optimizer.stepCount)",
             "config": try config.yaml(),
         ]
+        if let scaler = state.scaler {           // Float's description reads back bit for bit
+            meta["loss_scale"] = "\(scaler.scale)"
+            meta["loss_scale_growth_tracker"] = "\(scaler.growthTracker)"
+        }
         try SafetensorsWriter.write(tensors, metadata: meta, to: path)
     }
 
@@ -65,6 +72,14 @@ public enum Checkpoint {
         var s = TrainingState()
         s.step = try int("step"); s.epoch = try int("epoch"); s.batchInEpoch = try int("batch_in_epoch")
         s.rngOffset = UInt64(try int("rng_offset")); s.badSteps = try int("bad_steps")
+        if let text = file.metadata["loss_scale"] {
+            guard let scale = Float(text), scale.isFinite, scale > 0 else {
+                throw HasteError.fileFormat(path: path, detail: "metadata 'loss_scale' is '\(text)', not a positive finite number")
+            }
+            let tracker = try int("loss_scale_growth_tracker")
+            guard tracker >= 0 else { throw HasteError.fileFormat(path: path, detail: "metadata 'loss_scale_growth_tracker' is negative (\(tracker))") }
+            s.scaler = LossScaler(scale: scale, growthTracker: tracker)
+        }
         return s
     }
 

@@ -71,9 +71,6 @@ extension TrainConfig {
     /// Student and teacher configs with every alignment constraint checked. `contextShape`: [tokens, width] of the
     /// data's caption features (nil: class labels).
     public func resolveModels(sampleShape: [Int], numClasses: Int, contextShape: [Int]? = nil) throws -> ResolvedModels {
-        if mixedPrecision == "fp16" {
-            throw HasteError.config(key: "mixed-precision", detail: "'fp16' needs dynamic loss scaling, which haste does not have yet; use `bf16` (same speed path, float32's range) or `no`")
-        }
         if sampleShape[1] != sampleShape[2] { throw HasteError.config(key: "data-dir", detail: "samples must be square, got \(sampleShape)") }
         var student = try resolveStudent(sampleShape: sampleShape, numClasses: numClasses, contextShape: contextShape)
         let teacher = usesTeacher ? try teacherConfig() : nil

@@ -5,7 +5,8 @@ extension TrainConfig {
     /// allowed ones at load, before any model or data is opened. Enum keys (path-type, weighting) are checked
     /// by their type when parsed.
     static let choices: [String: (allowed: [String], why: String)] = [
-        "mixed-precision": (["no", "fp16", "bf16"], "`no` = float32; `bf16` = GEMMs, convolutions and attention in bf16 with float32 accumulation"),
+        "mixed-precision": (ComputePrecision.flags, "`no` = float32; `bf16`/`fp16` = GEMMs, convolutions and attention in bf16/fp16 with float32 accumulation, "
+                            + "fp16 with dynamic loss scaling; `auto` = bf16 on CUDA, `no` on the CPU"),
         "prediction": (["v"], "only v-prediction exists in the reference"),
         "dataset": (["imagenet", "images", "fashion-mnist", "coco", "fashion-mnist-captions"],
                     "imagenet = images/ + vae-sd/ latents, images = PNG folder + dataset.json, fashion-mnist = the demo's, "

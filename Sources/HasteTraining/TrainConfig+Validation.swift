@@ -26,6 +26,7 @@ extension TrainConfig {
         "adam-weight-decay": .atLeast(0), "adam-epsilon": .above(0), "max-grad-norm": .above(0),
         "ema-decay": .closed(0, 1, "the weight of the old EMA per step (ref 0.9999)"),
         "seed": .atLeast(0), "latent-scale": .above(0),
+        "fp16-init-scale": .closed(1e-30, 1e15, "a power of two keeps the scaling exact (torch: 65536)"),
         // Bookkeeping: every interval divides the step count
         "checkpointing-steps": .atLeast(1), "sampling-steps": .atLeast(1), "sample-count": .atLeast(1),
         "sample-cfg": .atLeast(1, "1 = no guidance, as haste generate --cfg-scale"), "sample-num-steps": .atLeast(1), "log-every": .atLeast(1),

@@ -58,7 +58,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var adamEpsilon = 1e-8
     public var maxGradNorm = 1.0
     public var emaDecay = 0.9999
-    public var mixedPrecision = "no"            // no | bf16 (HasteTensor Ops/Precision.swift); fp16 is refused with a hint
+    public var mixedPrecision = "auto"          // no | fp16 | bf16 | auto = bf16 on CUDA, no on the CPU (HasteTensor Ops/Precision.swift)
+    public var fp16InitScale = 65536.0          // fp16's initial dynamic loss scale (torch GradScaler init_scale; HasteNN LossScaler)
     public var gradCheckpointing = false        // recompute each transformer block's activations in backward (HasteTensor Autograd/Checkpoint.swift)
     public var seed = 0
     public var latentScale = 0.18215
@@ -96,7 +97,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case gradientAccumulationSteps = "gradient-accumulation-steps", learningRate = "learning-rate"
         case adamBeta1 = "adam-beta1", adamBeta2 = "adam-beta2", adamWeightDecay = "adam-weight-decay"
         case adamEpsilon = "adam-epsilon", maxGradNorm = "max-grad-norm", emaDecay = "ema-decay"
-        case mixedPrecision = "mixed-precision", gradCheckpointing = "grad-checkpointing", seed, latentScale = "latent-scale", vaeWeights = "vae-weights"
+        case mixedPrecision = "mixed-precision", fp16InitScale = "fp16-init-scale", gradCheckpointing = "grad-checkpointing"
+        case seed, latentScale = "latent-scale", vaeWeights = "vae-weights"
         case checkpointingSteps = "checkpointing-steps", samplingSteps = "sampling-steps", sampleCount = "sample-count"
         case sampleCfg = "sample-cfg", sampleNumSteps = "sample-num-steps", logEvery = "log-every"
         case reportTo = "report-to"

@@ -73,6 +73,7 @@ public final class Trainer {
         objective = Objective(config: config, models: models)
         order = EpochOrder(count: dataset.count, batchSize: config.batchSize, seed: UInt64(config.seed))
         for path in run.removedTemporaries { say("removed \(path), left by a write that was interrupted") }
+        if precision == .float16 { state.scaler = LossScaler(scale: Float(config.fp16InitScale)) }
         try resumeIfAsked()
         if comm.isWriter { try run.writeConfig(config) }
         if comm.isWriter, let model = (dataset as? CaptionedDataset)?.textEncoderToSave {
@@ -91,8 +92,11 @@ public final class Trainer {
         guard let found else {
             throw HasteError.config(key: "resume-step", detail: "no checkpoint \(config.resumeStep < 0 ? "at all" : "for step \(config.resumeStep)") in \(run.root)/checkpoints")
         }
+        let fresh = state.scaler
         state = try Checkpoint.load(from: found.path, model: student.store, ema: ema, optimizer: optimizer)
-        say("resumed from \(found.path) at step \(state.step)")
+        // fp16: the saved loss scale, or a fresh scaler for a checkpoint without one; other precisions: none.
+        state.scaler = fresh == nil ? nil : state.scaler ?? fresh
+        say("resumed from \(found.path) at step \(state.step)" + (state.scaler.map { ", fp16 loss scale \(Double($0.scale))" } ?? ""))
     }
 
     func say(_ line: String) {
@@ -118,19 +122,28 @@ public final class Trainer {
             let align = state.step < config.earlyStopPoint
             let terms = try accumulateGradients(generator: generator, align: align)
             state.rngOffset = generator.offset
+            state.scaler?.unscale(student.store)                // fp16: clip and step on the true gradients
             let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)
-            guard terms.total.isFinite && gradNorm.isFinite else {
+            let lossScale = state.scaler?.scale
+            guard terms.total.isFinite && (gradNorm.isFinite || lossScale != nil) else {
+                state.scaler?.update(foundInf: true)
                 try handleBadStep(terms: terms, gradNorm: gradNorm)
                 continue
             }
             state.badSteps = 0
-            optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
-            ema.update(decay: config.emaDecay)
+            if gradNorm.isFinite {
+                optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
+            } else {                    // fp16 overflow: torch GradScaler skips the update; the step still counts
+                say("step \(state.step + 1): fp16 gradients overflowed at loss scale \(Double(lossScale!)): AdamW update skipped, loss scale halved")
+            }
+            state.scaler?.update(foundInf: !gradNorm.isFinite)
+            ema.update(decay: config.emaDecay)          // train.py updates the EMA after every step, skipped or not
             state.step += 1
             stopAlignmentIfDue()
             let rate = meter.tick()
             var values = ["loss": terms.denoise, "proj_loss": terms.projection, "attn_loss": terms.attention,
                           "total_loss": terms.total, "grad_norm": gradNorm, "lr": optimizer.lr, "img_per_s": rate.imagesPerSecond]
+            if let lossScale { values["loss_scale"] = Double(lossScale) }      // the scale this step's loss was multiplied by
             if let v = try fid?.measure(step: state.step, ema: ema, run: run) {
                 values["fid"] = v
                 say(String(format: "step %d | FID %.3f (%d EMA samples vs %@)", state.step, v, config.fidSamples, config.fidRef))
@@ -161,8 +174,9 @@ public final class Trainer {
         return try VAELoader.installedFile("mse").map { try VAELoader.load("mse", weights: $0) }
     }
 
-    /// `mixed-precision` as the ops' precision (validated values: no, bf16; fp16 is refused in resolveModels).
-    var precision: ComputePrecision { ComputePrecision(flag: config.mixedPrecision) ?? .float32 }
+    /// `mixed-precision` as the ops' precision on this trainer's device (validated values; `auto`: bf16 on CUDA, no on
+    /// the CPU). fp16 adds dynamic loss scaling (`state.scaler`).
+    var precision: ComputePrecision { ComputePrecision(flag: config.mixedPrecision, device: device) ?? .float32 }
 
     var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }
 
@@ -187,7 +201,9 @@ public final class Trainer {
                 objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
             }
             let last = micro == config.gradientAccumulationSteps - 1
-            (terms.total * weight / k).backward(observer: sumsGradients && last ? reducer : nil)
+            let loss = terms.total * weight / k
+            // fp16: torch GradScaler's `scale(loss).backward()`; the power-of-two scale is exact.
+            (state.scaler.map { loss * Double($0.scale) } ?? loss).backward(observer: sumsGradients && last ? reducer : nil)
             sums.0 += terms.total.item() * weight / k; sums.1 += terms.denoise * weight / k
             sums.2 += terms.projection * weight / k; sums.3 += terms.attention * weight / k
             if state.batchInEpoch >= order.batchesPerEpoch { state.epoch += 1; state.batchInEpoch = 0 }

@@ -123,13 +123,15 @@ extension Tensor {
 
     /// `attentionWithLogits` under autocast, as torch computes the reference's `q = q * scale; logits = q @ kᵀ;
     /// out = logits.softmax(-1) @ v` with q a bf16 tensor: q·scale rounded, logits rounded (a bf16 matmul output),
-    /// softmax in float32 on them with the probabilities rounded (softmax of a bf16 tensor), out = round(P·v).
+    /// softmax in float32 on them with the probabilities rounded (softmax of a bf16 tensor, whose backward reads
+    /// the rounded probabilities and rounds its result), out = round(P·v). The logits' two uses (softmax, the
+    /// caller's loss) each round their gradient before the two are added, as torch adds two bf16 gradients.
     private static func lowPrecisionAttentionWithLogits(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double,
                                                         _ low: DType) -> (output: Tensor, logits: Tensor) {
         let qs = Autocast.core { q * scale }.rounded(to: low)
         let logits = autocastComposite(low, [qs, k]) { attentionLogits($0[0]!, $0[1]!, scale: 1) }
-        let probs = Autocast.core { logits.softmax(axis: -1) }.rounded(to: low)
-        return (autocastComposite(low, [probs, v]) { $0[0]!.matmul($0[1]!) }, logits)
+        let probs = logits.lowPrecisionSoftmax(low)
+        return (autocastComposite(low, [probs, v]) { $0[0]!.matmul($0[1]!) }, logits.gradientRounded(to: low))
     }
 
     /// torch: `(q * scale) @ k.transpose(-2, -1)` for q [N, H, Tq, Dh], k [N, H, Tk, Dh] → [N, H, Tq, Tk],

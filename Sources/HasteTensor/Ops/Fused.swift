@@ -57,10 +57,13 @@ extension Tensor {
     }
 
     /// adaLN-Zero's gated residual `x + gate.unsqueeze(1) * y` in one op: x, y [N, T, D], gate [N, D]. Under
-    /// `Autocast` gate and y are bf16 tensors in torch (Linear outputs), so their product is rounded (unfused).
+    /// `Autocast` gate and y are bf16 tensors in torch (Linear outputs), so their product is rounded (unfused),
+    /// and so is each element of the gate's gradient before the sum over tokens (a product of bf16 tensors).
     public func gatedResidual(gate: Tensor, _ y: Tensor) -> Tensor {
         if let low = Autocast.lowering(dtype), rank == 3 {
-            return Autocast.core { self + (gate.reshaped([shape[0], 1, shape[2]]) * y).rounded(to: low) }
+            return Autocast.core {
+                self + (gate.reshaped([shape[0], 1, shape[2]]).expanded(shape).gradientRounded(to: low) * y).rounded(to: low)
+            }
         }
         require(dtype.isComputeFloat, "gatedResidual: needs float32 or float64, got \(dtype) \(shape)")
         require(rank == 3, "gatedResidual: input \(shape) must be [N, T, D]")

@@ -1,4 +1,4 @@
-/// Mixed precision (`--mixed-precision no|fp16|bf16`), torch's `torch.autocast(dtype=...)` for the ops that
+/// Mixed precision (`--mixed-precision no|fp16|bf16|auto`), torch's `torch.autocast(dtype=...)` for the ops that
 /// matter: inside `Autocast.run(.bfloat16) { … }` the matrix products — `linear`, `matmul`, `conv2d`,
 /// `scaledDotProductAttention` and `attentionWithLogits` (q·kᵀ and softmax·v) — of float32 tensors
 ///
@@ -16,9 +16,13 @@
 /// bf16 tensor-core flash kernels, which round P and dS to bf16 right before their products), the losses
 /// (L2 normalise, log-softmax, cosine), elementwise ops and every reduction. Activations are float32 tensors
 /// that hold bf16-representable values ("float32 carriers"): every non-GEMM kernel stays float32, and the
-/// rounding points are exactly torch's. Master weights, gradients, AdamW state and checkpoints stay float32.
+/// rounding points are exactly torch's, in the backward too: where torch applies an elementwise op to bf16
+/// tensors its gradient is a bf16 tensor, so the attention's softmax backward reads the rounded probabilities and
+/// rounds its result, the logits' uses round their gradients before adding them, and adaLN's `gate·branch` rounds
+/// each element of the gate's gradient before the sum over tokens (`gradientRounded(to:)`,
+/// `lowPrecisionSoftmax`). Master weights, gradients, AdamW state and checkpoints stay float32.
 /// fp16 (`.float16`) is the same with IEEE half: values beyond ±65504 round to ±inf, which is why fp16
-/// training scales the loss (`LossScaler` in HasteNN).
+/// training scales the loss (`LossScaler`, HasteNN Optim/LossScaler.swift).
 public enum ComputePrecision: String, Sendable, CaseIterable {
     case float32, bfloat16, float16
 
@@ -31,7 +35,7 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
         }
     }
 
-    /// The reference flag's spelling: `no`, `bf16`, `fp16`.
+    /// The reference flag's spelling: `no`, `bf16`, `fp16` (`auto` needs a device: `init(flag:device:)`).
     public init?(flag: String) {
         switch flag {
         case "no": self = .float32
@@ -39,6 +43,20 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
         case "fp16": self = .float16
         default: return nil
         }
+    }
+
+    /// Every value `--mixed-precision` accepts, `auto` last.
+    public static let flags = ["no", "fp16", "bf16", "auto"]
+
+    /// `--mixed-precision` for work on `device`: `auto` is bf16 on CUDA and float32 (`no`) on the CPU, where
+    /// rounding to bf16 only adds passes (issue #12's default); the other values as `init(flag:)`.
+    public init?(flag: String, device: Device) {
+        if flag == "auto" {
+            if case .cuda = device { self = .bfloat16 } else { self = .float32 }
+            return
+        }
+        guard let precision = ComputePrecision(flag: flag) else { return nil }
+        self = precision
     }
 }
 
@@ -87,6 +105,32 @@ extension Tensor {
         let y = Tensor.empty(shape, dtype: low, device: device)
         backend.cast(from: x.buffer, to: y.buffer, count: count)
         return y
+    }
+}
+
+extension Tensor {
+    /// This tensor's values unchanged (a view: they are already `low` values, an autocast op's output), with the
+    /// gradient of this use rounded to `low` on its own. torch: a bf16/fp16 tensor read by a float32 consumer (type
+    /// promotion, `.float()`) or by an elementwise op of two low tensors gets a low gradient from that use, and
+    /// the gradients of several uses are added as low tensors, each sum rounded.
+    func gradientRounded(to low: DType) -> Tensor { detached().recorded(RoundBackward(x: self, low: low)) }
+
+    /// torch's `x.softmax(-1)` of a bf16/fp16 tensor: float32 inside, the probabilities rounded to `low`; the
+    /// backward reads those rounded probabilities P̃ and rounds its result: dx = round(P̃·(d̃y − Σ d̃y·P̃)).
+    func lowPrecisionSoftmax(_ low: DType) -> Tensor {
+        let p = Autocast.core { GradMode.withoutGrad { softmax(axis: -1) } }.roundedValues(low)
+        return p.recorded(LowPrecisionSoftmaxBackward(x: self, p: p.detached(), low: low))
+    }
+}
+
+struct LowPrecisionSoftmaxBackward: Backward {
+    let x: Tensor, p: Tensor, low: DType
+    var inputs: [Tensor] { [x] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let g = dy.roundedValues(low), dx = Tensor.empty(like: p)
+        let cols = p.shape[p.rank - 1], rows = cols == 0 ? 0 : p.count / cols
+        if rows > 0 { p.backend.softmaxBackward(p.buffer, g.buffer, dx.buffer, rows: rows, cols: cols) }
+        return [dx.roundedValues(low)]
     }
 }
 

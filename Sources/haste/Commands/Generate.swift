@@ -67,14 +67,14 @@ struct Generate: ParsableCommand {
     @Flag(name: .customLong("pack-only"), help: "Only pack the existing PNGs into the .npz.") var packOnly = false
     @Option(parsing: .unconditional, help: "Also tile the first N samples into <folder>.grid.png (0 = no grid).") var grid = 0
     @Option(parsing: .upToNextOption, help: .hidden) var npzSelftest: [String] = []
-    @Option(help: ArgumentHelp("Matrix products of the model and the VAE in bf16/fp16 with float32 accumulation.",
-                               valueName: "no|fp16|bf16")) var mixedPrecision = "no"
+    @Option(help: ArgumentHelp("Matrix products of the model and the VAE in bf16/fp16 with float32 accumulation; auto = bf16 on CUDA, no on the CPU.",
+                               valueName: "no|fp16|bf16|auto")) var mixedPrecision = "no"
     @OptionGroup var text: TextPromptOptions
 
     func validate() throws {
         if npzSelftest.isEmpty && ckpt == nil { throw ValidationError("--ckpt is required") }
-        guard ComputePrecision(flag: mixedPrecision) != nil else {
-            throw ValidationError("--mixed-precision '\(mixedPrecision)': expected no, fp16 or bf16")
+        guard ComputePrecision.flags.contains(mixedPrecision) else {
+            throw ValidationError("--mixed-precision '\(mixedPrecision)': expected no, fp16, bf16 or auto")
         }
         try checkFlags()
         try text.validate()
@@ -108,7 +108,7 @@ struct Generate: ParsableCommand {
         (o.mode, o.heun, o.cfgScale, o.guidanceLow, o.guidanceHigh) = (GenerateOptions.Mode(rawValue: mode)!, heun, cfgScale, guidanceLow, guidanceHigh)
         (o.pathType, o.vae, o.shard) = (PathType(rawValue: pathType)!, vae, comm.size > 1 ? (comm.rank, comm.size) : parsedShard!)
         o.globalSeed = globalSeed.map { UInt64($0) } ?? runtime.seed
-        o.precision = ComputePrecision(flag: mixedPrecision)!
+        o.precision = ComputePrecision(flag: mixedPrecision, device: device)!
         var flags = GenerationModel.Flags()
         (flags.model, flags.encoderDepth, flags.resolution, flags.numClasses) = (model, encoderDepth, resolution, numClasses)
         flags.qkNorm = qkNorm

@@ -58,7 +58,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional) var gradientAccumulationSteps: String?
     @Option(parsing: .unconditional) var resolution: String?
     @Option(parsing: .unconditional) var numClasses: String?
-    @Option(help: ArgumentHelp("no = float32; bf16 = GEMMs, convolutions and attention in bf16 with float32 accumulation (reference default fp16: refused, it needs loss scaling).", valueName: "no|fp16|bf16")) var mixedPrecision: String?
+    @Option(help: ArgumentHelp("no = float32; bf16 / fp16 = GEMMs, convolutions and attention in bf16 / fp16 with float32 accumulation, fp16 with dynamic loss scaling (torch GradScaler; initial scale: --set fp16-init-scale=N); auto (default) = bf16 on CUDA, no on the CPU.", valueName: "no|fp16|bf16|auto")) var mixedPrecision: String?
     @Option(help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
     @Flag(inversion: .prefixedNo, help: "Recompute each transformer block's activations in backward instead of keeping them: less memory, each block runs forward twice (key grad-checkpointing, default off).")
     var gradCheckpointing: Bool?

@@ -64,7 +64,8 @@ private func checkpointValues(_ run: String, step: Int) throws -> [String: [Floa
 func demoTrainingOnTheDeviceEqualsTheCPU() throws {
     let dir = temporaryDirectory()
     let overrides = [("output-dir", dir), ("batch-size", "4"), ("max-train-steps", "2"), ("checkpointing-steps", "2"),
-                     ("sample-count", "4"), ("sample-num-steps", "2"), ("fid-every", "0")].map { (key: $0.0, value: $0.1) }
+                     ("sample-count", "4"), ("sample-num-steps", "2"), ("fid-every", "0"),
+                     ("mixed-precision", "no")].map { (key: $0.0, value: $0.1) }
     var c = try TrainConfig.load(file: Launcher.root + "/configs/demo.yaml", overrides: overrides)
     c.encWeights = try writeTinyTeacher(dir, c)
     #expect(c.projCoeff != 0 && c.attnCoeff != 0 && c.earlyStopPoint > c.maxTrainSteps)

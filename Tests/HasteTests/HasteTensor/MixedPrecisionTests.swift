@@ -10,11 +10,10 @@ import HasteTensor
 ///   ≤ k·2^-24·Σ|terms|, far below one bf16 ulp, so each rounded output or gradient is PyTorch's or one ulp from it
 ///   (a sum landing next to a rounding midpoint). Bound: 1 ulp, ≥ 90 % bit-equal (measured: all bit-equal).
 /// - attention: torch rounds the probabilities elsewhere (its CPU flash kernel rounds exp(s − max) before
-///   normalising, haste's fused kernel keeps them float32; the explicit path's softmax backward reads bf16 P and adds
-///   the logits' two gradient terms as two bf16 tensors, haste sums them in float32 and rounds once). Each such
-///   rounding is a relative change ≤ 2^-9 of one term of a sum whose terms are bounded by the tensor's largest
-///   element, and at most a few stack on one result: bound 2^-6·max|torch| per element, ≥ 40 % bit-equal
-///   (measured: ≤ 0.0056·max|torch|, 54–72 % bit-equal; the logits and q·scale forward are bit-equal).
+///   normalising, haste's fused kernel keeps them float32; the explicit path with logits rounds where torch does and
+///   is bit-equal: AutocastGradientTests). Each such rounding is a relative change ≤ 2^-9 of one term of a sum
+///   whose terms are bounded by the tensor's largest element, and at most a few stack on one result: bound
+///   2^-6·max|torch| per element, ≥ 40 % bit-equal (measured for sdpa: ≤ 0.003·max|torch|, 60–72 % bit-equal).
 /// - bf16 mode must show: every output and gradient is bf16-representable, and float32 mode is not (it would
 ///   miss both the representability check and the bit-equal share: the test fails if bf16 silently runs fp32).
 struct MixedPrecisionOpTests {
@@ -73,6 +72,20 @@ struct MixedPrecisionOpTests {
         #expect(x.grad!.scalars(as: Float.self)[0] == 1)
         #expect(x.rounded(to: .float16).scalars(as: Float.self)[2] == -.infinity)   // beyond fp16's range
     }
+}
+
+/// `--mixed-precision auto` (the default): bf16 on a CUDA device, float32 on the CPU; the explicit values mean the
+/// same on every device; anything else is refused.
+@Test func autoPrecisionIsBF16OnCUDAAndFloat32OnTheCPU() {
+    #expect(ComputePrecision(flag: "auto", device: .cpu) == .float32)
+    #expect(ComputePrecision(flag: "auto", device: .cuda(0)) == .bfloat16 && ComputePrecision(flag: "auto", device: .cuda(3)) == .bfloat16)
+    for device in [Device.cpu, .cuda(0)] {
+        #expect(ComputePrecision(flag: "no", device: device) == .float32)
+        #expect(ComputePrecision(flag: "fp16", device: device) == .float16)
+        #expect(ComputePrecision(flag: "bf16", device: device) == .bfloat16)
+        #expect(ComputePrecision(flag: "fp32", device: device) == nil && ComputePrecision(flag: "AUTO", device: device) == nil)
+    }
+    #expect(ComputePrecision(flag: "auto") == nil && ComputePrecision.flags == ["no", "fp16", "bf16", "auto"])
 }
 
 /// How far `ours` is from `torch` in bf16 ulps of torch's values, and the share of bit-equal elements.

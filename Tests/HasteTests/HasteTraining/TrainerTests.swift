@@ -33,6 +33,7 @@ func tinyRunConfig(_ dir: String) -> TrainConfig {
     (c.attnStudentLayers, c.attnTeacherLayers) = ([0, 1], [1, 2])
     (c.batchSize, c.maxTrainSteps, c.checkpointingSteps, c.samplingSteps, c.earlyStopPoint) = (4, 4, 2, 1000, 2)
     (c.learningRate, c.sampleCount, c.sampleNumSteps) = (1e-3, 4, 2)
+    c.mixedPrecision = "no"         // float32 on every device (the device tests compare it with the CPU; `auto` is bf16 on CUDA)
     return c
 }
 

@@ -17,12 +17,12 @@ private func haste(_ arguments: [String]) throws -> (status: Int32, out: String,
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
-/// train.py's flags with its defaults (HASTE train.py, `--mixed-precision` excepted: fp16 is refused on CPU).
+/// train.py's flags with its defaults (HASTE train.py).
 let referenceTrainFlags = [
     "--output-dir=exps", "--exp-name=x", "--logging-dir=logs", "--report-to=wandb", "--sampling-steps=20000",
     "--resume-step=0", "--model=SiT-XL/2", "--num-classes=1000", "--encoder-depth=8", "--fused-attn", "--no-fused-attn",
     "--no-qk-norm", "--qk-norm", "--data-dir=../data/imagenet256", "--resolution=256", "--batch-size=256", "--allow-tf32",
-    "--mixed-precision=no", "--epochs=1400", "--max-train-steps=400000", "--checkpointing-steps=50000",
+    "--mixed-precision=fp16", "--epochs=1400", "--max-train-steps=400000", "--checkpointing-steps=50000",
     "--gradient-accumulation-steps=1", "--learning-rate=1e-4", "--adam-beta1=0.9", "--adam-beta2=0.999",
     "--adam-weight-decay=0.", "--adam-epsilon=1e-08", "--max-grad-norm=1.0", "--seed=0", "--num-workers=4",
     "--path-type=linear", "--prediction=v", "--cfg-prob=0.1", "--enc-type=dinov2-vit-b", "--proj-coeff=0.5",
@@ -32,7 +32,7 @@ let referenceTrainFlags = [
 @Test func everyReferenceTrainFlagIsAcceptedAndAppliedOrNoted() throws {
     let r = try haste(["train", "--print-config"] + referenceTrainFlags)
     #expect(r.status == 0, "\(r.err)")
-    #expect(r.out.contains("qk-norm: true") && r.out.contains("exp-name: x"), "applied: \(r.out)")
+    #expect(r.out.contains("qk-norm: true") && r.out.contains("exp-name: x") && r.out.contains("mixed-precision: fp16"), "applied: \(r.out)")
     for note in ["--no-fused-attn has no effect", "--allow-tf32 has no effect", "--num-workers 4 has no effect",
                  "--report-to wandb is not supported", "--logging-dir logs has no effect"] {
         #expect(r.err.contains("haste: note: \(note)"), "missing note '\(note)' in \(r.err)")
@@ -95,7 +95,9 @@ private let demoConfig = URL(fileURLWithPath: #filePath).deletingLastPathCompone
         (["generate", "--ckpt", "x", "--mode", "dpm"], "unknown value 'dpm' for --mode; allowed: ode, sde"),
         (["generate", "--ckpt", "x", "--vae", "xl"], "unknown value 'xl' for --vae; allowed: ema, mse"),
         (["generate", "--ckpt", "x", "--ckpt-select", "best"], "unknown value 'best' for --ckpt-select; allowed: ema, model"),
-        (["train", "--print-config", "--mixed-precision", "bf17"], "unknown value 'bf17'; allowed: no, fp16, bf16"),
+        (["train", "--print-config", "--mixed-precision", "bf17"], "unknown value 'bf17'; allowed: no, fp16, bf16, auto"),
+        (["train", "--print-config", "--set", "fp16-init-scale=0"], "config key 'fp16-init-scale': must be in [1e-30, 1000000000000000.0] (got 0.0)"),
+        (["generate", "--ckpt", "x", "--mixed-precision", "fp17"], "--mixed-precision 'fp17': expected no, fp16, bf16 or auto"),
         (["train", "--print-config", "--set", "dataset=imagenet1k"], "unknown value 'imagenet1k'; allowed: imagenet, images, fashion-mnist"),
         (["train", "--print-config", "--path-type", "cosin"], "'cosin' is not one of linear, cosine"),
     ]
