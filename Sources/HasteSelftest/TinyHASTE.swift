@@ -37,7 +37,7 @@ public enum TinyHASTE {
     public static func train(on device: Device, seed: UInt64) throws -> Losses {
         let student = try SiT(studentConfig, seed: seed)
         student.store.move(to: device)
-        let teacher = DINOv2(teacherConfig, seed: seed &+ 1)
+        let teacher = DINOv2(teacherConfig, seed: seed &+ 1, frozen: true)
         teacher.store.setRequiresGrad(false)
         teacher.store.move(to: device)
         let optimizer = AdamW(store: student.store, lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weightDecay: 0)

@@ -151,7 +151,7 @@ public func loadTeacher(_ config: DINOv2Config, weights path: String) throws -> 
     guard FileManager.default.fileExists(atPath: path) else {
         throw HasteError.fileMissing(path: path, hint: "enc-weights must name the teacher's weights: a DINOv2 hub .pth (dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth) or a safetensors state dict with hub keys (for the demo, `haste train-teacher CONFIG` makes one), or set enc-type none for vanilla SiT.")
     }
-    let teacher = DINOv2(config)
+    let teacher = DINOv2(config, frozen: true)
     let state = TorchCheckpoint.isTorchFile(path) ? try TorchCheckpoint(path: path).stateDict() : try SafetensorsFile(path: path).tensors()
     do { try teacher.store.load(teacher.adapt(state), strict: true) } catch let e as HasteError {
         throw HasteError.fileFormat(path: path, detail: "does not fit the \(config.embedDim)-wide, \(config.depth)-block teacher:\n\(e)")

@@ -63,7 +63,7 @@ enum TrainBenchmarks {
     /// A frozen teacher with its random initialisation (speed does not depend on the values).
     static func teacher(_ resolved: ResolvedModels, seed: UInt64, device: Device = .cpu) -> DINOv2? {
         resolved.teacher.map {
-            let t = DINOv2($0, seed: seed &+ 1)
+            let t = DINOv2($0, seed: seed &+ 1, frozen: true)
             t.store.setRequiresGrad(false)
             t.store.move(to: device)
             return t

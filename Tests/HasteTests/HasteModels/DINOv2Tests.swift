@@ -37,3 +37,20 @@ import HasteTensor
     #expect((try? DINOv2Config.named("dinov2-vit-l"))?.depth == 24)
     #expect((try? DINOv2Config.named("dinov2-vit-g"))?.swiGLU == true)
 }
+
+/// A frozen teacher never allocates a gradient arena: while it is built it holds one value arena (plus the
+/// parameters' initial values, copied in), a trainable one a gradient arena of the same size on top; its
+/// parameters neither track gradients nor hold one, and it computes the same values.
+@Test func frozenDINOv2NeverAllocatesGradients() throws {
+    var c = DINOv2Config()
+    (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
+    let (frozen, f) = TensorMemory.measure { DINOv2(c, seed: 3, frozen: true) }
+    let (trainable, t) = TensorMemory.measure { DINOv2(c, seed: 3) }
+    let valueBytes = frozen.store.parameters.reduce(0) { $0 + $1.tensor.count * 4 }
+    #expect(frozen.store.parameters.allSatisfy { !$0.tensor.requiresGrad && $0.tensor.grad == nil })
+    #expect(t.liveBytes - f.liveBytes >= valueBytes, "trainable \(t.liveBytes) B vs frozen \(f.liveBytes) B live")
+    #expect(t.peakBytes - f.peakBytes >= valueBytes, "trainable \(t.peakBytes) B vs frozen \(f.peakBytes) B at the peak")
+    let x = Tensor.randn([2, 3, 8, 8], seed: 4)
+    let a = noGrad { frozen(x, logitLayers: [2]) }, b = noGrad { trainable(x, logitLayers: [2]) }
+    #expect(a.patchTokens.scalars(as: Float.self) == b.patchTokens.scalars(as: Float.self))
+}
