@@ -40,6 +40,16 @@ def sgemm():
     return lambda: torch.mm(a, b.t(), out=c)
 
 
+ADAM_COUNT = 130_500_000   # SiT-B/2's parameter count; haste's "adamw step" row
+
+
+def adamw_step():
+    p = torch.nn.Parameter(torch.randn(ADAM_COUNT // 1000, 1000) * 0.02)
+    p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW([p], lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)   # as bench_torch_train.py
+    return opt.step
+
+
 def linear_inputs(grad):
     x = torch.randn(*RES, requires_grad=grad)
     w = (torch.randn(MLP_HIDDEN, HIDDEN) * 0.02).requires_grad_(grad)
@@ -158,6 +168,7 @@ def sit_block(logits):
 # name, shape (as haste prints it), work (kind, amount), setup returning the timed closure
 ROWS = [
     ("sgemm (cblas)", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS), sgemm),
+    ("adamw step", f"{ADAM_COUNT} parameters", ("bytes", 28 * ADAM_COUNT), adamw_step),
     ("linear fwd", f"{RES} → {MLP_HIDDEN}", ("flops", GEMM_FLOPS), linear_fwd),
     ("linear fwd+bwd", f"{RES} → {MLP_HIDDEN}", ("flops", 3 * GEMM_FLOPS), linear_fwd_bwd),
     ("geluTanh fwd", f"{ACT}", ("bytes", 8 * ACT_COUNT), gelu_fwd),

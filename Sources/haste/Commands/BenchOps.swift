@@ -1,4 +1,5 @@
 import COpenBLAS
+import HasteNN
 import HasteTensor
 
 /// The rows of `haste bench ops`, at SiT-B/2 training shapes: batch N = 4, T = 256 tokens, hidden D = 768,
@@ -6,6 +7,8 @@ import HasteTensor
 /// BenchOpsAttention.swift) and the row of the same name to Scripts/bench_torch.py.
 enum OpBenchmarks {
     static let n = 4, tokens = 256, hidden = 768, mlpHidden = 3072, heads = 12
+    /// One AdamW step over SiT-B/2's parameter count (130.5 M): reads p, g, m, v and writes p, m, v (28 B each).
+    static let adamCount = 130_500_000
 
     /// Inputs are made on `device`; the raw cblas row exists on the CPU only.
     static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
@@ -21,6 +24,14 @@ enum OpBenchmarks {
         return (device != .cpu ? [] : [
             BenchCase(op: "sgemm (cblas)", shape: "\(rows)x\(hidden) · (\(mlpHidden)x\(hidden))ᵀ", work: .flops(gemmFlops)) {
                 rawSgemm(m: rows, n: mlpHidden, k: hidden, seed: seed)
+            },
+            BenchCase(op: "adamw step", shape: "\(adamCount) parameters", work: .bytes(28 * Double(adamCount))) {
+                let store = ParameterStore(seed: seed)
+                let p = store.root.parameter("w", [adamCount / 1000, 1000], .normal(std: 0.02))
+                store.finalize()
+                noGrad { p.grad!.copyValues(from: Tensor.randn(p.shape, seed: seed + 1)) }
+                let optimizer = AdamW(store: store, lr: 1e-4, weightDecay: 0)
+                return { optimizer.step() }
             }]) + [
             BenchCase(op: "linear fwd", shape: "\(res) → \(mlpHidden)", work: .flops(gemmFlops)) {
                 let (x, w, b) = linearInputs(seed: seed, grad: false, device: device)
