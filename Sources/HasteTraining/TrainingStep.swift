@@ -72,3 +72,15 @@ extension Trainer {
         align && config.projCoeff != 0 ? [] : Set(store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") })
     }
 }
+
+extension TrainConfig {
+    /// Analytic FLOPs of one `TrainingStep` over `batch` samples (`haste bench train`'s FLOP rate): the student's
+    /// training FLOPs (`SiTConfig.trainingFLOPs`, its projectors too while aligning) plus the teacher's forward
+    /// (`DINOv2Config.forwardFLOPs`) when the step runs it. Grad-checkpointing's recomputed forward is not counted:
+    /// the rate is of the model's work, as MFU.
+    public func stepFLOPs(models: ResolvedModels, batch: Int, align: Bool, runsTeacher: Bool) throws -> Double {
+        let student = try models.student.sitConfig(for: "the FLOP count")
+        let teacher = runsTeacher ? models.teacher?.forwardFLOPs(batch: batch) ?? 0 : 0
+        return student.trainingFLOPs(batch: batch, projections: align && projCoeff != 0) + teacher
+    }
+}

@@ -6,7 +6,8 @@ import HasteTraining
 /// The rows of `haste bench train`: SiT-S/2 and SiT-B/2 on 4×32×32 latents (256 tokens) at batch 4 and 16,
 /// (a) denoising loss only, (b) "+align": HASTE's projection (coeff 0.5) and attention (coeff 0.5) alignment
 /// against a randomly initialised DINOv2-B/14 teacher at 224 px, student blocks 4…7 ↔ teacher 8…11,
-/// min(student, teacher) heads, and (c) "+stopped": the same HASTE run after early-stop-point (no teacher pass:
+/// min(student, teacher) heads (the checks' tiny SiT: blocks 0…3 ↔ 8…11 of DINOv2-B at 112 px, 8² tokens as its
+/// own), and (c) "+stopped": the same HASTE run after early-stop-point (no teacher pass:
 /// skip-teacher-after-stop; alignment losses off; the projectors, still in the model, get no AdamW update); plus
 /// the teacher's forward alone at batch 16. Everything else is the `TrainConfig` default (linear path, uniform t,
 /// cfg-prob 0.1, AdamW lr 1e-4 without decay, clip 1.0) with `--mixed-precision`. Each step is the Trainer's
@@ -71,19 +72,19 @@ enum TrainBenchmarks {
         CostSweep.apply(model: model, to: &config)                  // the named SiT, or the sweep's tiny model
         config.batchSize = batch
         config.encType = align ? "dinov2-vit-b" : "none"
+        if align && model == CostSweep.tinyModel {      // its 8² tokens and 6 blocks: a 112-px teacher, blocks 0…3
+            (config.teacherGrid, config.attnStudentLayers) = (8, [0, 1, 2, 3])
+        }
         config.seed = Int(seed)
         config.mixedPrecision = mixedPrecision
         return (config, try config.resolveModels(sampleShape: latent, numClasses: numClasses))
     }
 
-    /// Analytic FLOPs of one step of a row: the SiT's training FLOPs (its projectors while aligning), plus the
-    /// teacher's forward when the row runs it (+align; +stopped only without skip-teacher-after-stop).
-    /// Grad-checkpointing's recomputed forward is not counted (the rate is of the model's work, as MFU).
+    /// Analytic FLOPs of one step of a row (`TrainConfig.stepFLOPs`): the SiT's training FLOPs (its projectors while
+    /// aligning), plus the teacher's forward when the row runs it (+align; +stopped only without skip-teacher-after-stop).
     static func flops(model: String, batch: Int, kind: Kind, seed: UInt64 = 0) throws -> Double {
         let (config, resolved) = try config(model: model, batch: batch, align: kind.usesTeacherConfig, seed: seed)
-        let sit = try resolved.student.sitConfig(for: "this benchmark")
-        let teacher = runsTeacher(kind, config) ? resolved.teacher?.forwardFLOPs(batch: batch) ?? 0 : 0
-        return sit.trainingFLOPs(batch: batch, projections: kind == .align) + teacher
+        return try config.stepFLOPs(models: resolved, batch: batch, align: kind == .align, runsTeacher: runsTeacher(kind, config))
     }
 
     /// Whether a row's step runs the teacher (`Trainer.teacherOutput`'s rule).

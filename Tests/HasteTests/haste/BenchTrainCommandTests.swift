@@ -9,16 +9,17 @@ import HasteModels
 /// checked to be consistent with each other, never against a speed.
 @Suite struct BenchTrainCommandTests {
     static let tiny = CostSweep.tinyModel
-    static func bench(_ extra: [String], model: String = tiny) -> [String] {
-        ["bench", "train", "--models", model, "--batches", "2", "--reps", "1", "--warmup", "0", "--threads", "1"] + extra
+    static func bench(_ extra: [String]) -> [String] {
+        ["bench", "train", "--models", tiny, "--batches", "2", "--reps", "1", "--warmup", "0", "--threads", "1"] + extra
     }
 
-    /// A SiT's training FLOPs at batch 2 (its projector's too while aligning).
-    static func sitFLOPs(_ model: String = tiny, projections: Bool) throws -> Double {
+    /// The tiny SiT's training FLOPs at batch 2 (its projector's too while aligning).
+    static func sitFLOPs(projections: Bool) throws -> Double {
         var config = TrainConfig()
-        CostSweep.apply(model: model, to: &config)
-        config.encType = projections ? "dinov2-vit-b" : "none"
-        return try config.studentConfig(sampleShape: [4, 32, 32], numClasses: 1000).trainingFLOPs(batch: 2, projections: projections)
+        CostSweep.apply(model: tiny, to: &config)
+        (config.encType, config.teacherGrid, config.attnStudentLayers) = ("dinov2-vit-b", 8, [0, 1, 2, 3])
+        return try config.resolveModels(sampleShape: [4, 32, 32], numClasses: 1000).student.sitConfig(for: "test")
+            .trainingFLOPs(batch: 2, projections: projections)
     }
 
     static func row(_ text: String) throws -> (report: [String: Any], row: [String: Any]) {
@@ -48,22 +49,27 @@ import HasteModels
         #expect(report["mixed_precision"] as? String == "bf16" && report["device"] as? String == "cpu")
         #expect(row["op"] as? String == "\(Self.tiny) bs2 +stopped")
         let flops = try #require(row["flop_per_step"] as? Double), ms = try #require(row["ms_median"] as? Double)
-        #expect(flops == (try Self.sitFLOPs(projections: false)))
+        let plain = try Self.sitFLOPs(projections: false)
+        #expect(flops == plain)
         let tflops = try #require(row["tflop_per_s"] as? Double)
         #expect(abs(tflops - flops / (ms * 1e-3) / 1e12) <= 1e-9 * tflops)
         let peak = try #require(row["peak_memory_mb"] as? Double)
         #expect(peak > 0 && peak <= (report["peak_tensor_mb"] as? Double ?? 0) + 1e-9, "row peak \(peak) within the process's")
     }
 
-    /// "+align" (SiT-S/2: the tiny SiT's 6 blocks lack the aligned blocks 4…7) adds the projector and the DINOv2-B
-    /// forward at 224² to the FLOPs; `auto` is no on the CPU; fp16 runs.
+    /// "+align" adds the projector and the teacher's forward to the FLOPs (the tiny SiT's teacher: DINOv2-B at 112 px,
+    /// 8² patches as its own tokens); `auto` is no on the CPU; fp16 runs.
     @Test func alignRowCountsTheTeacherAndFP16Runs() throws {
-        let r = try Launcher.run(Self.bench(["--only", "SiT-S/2 bs2 +align", "--json"], model: "SiT-S/2"), timeout: 300)
+        let r = try Launcher.run(Self.bench(["--only", "\(Self.tiny) bs2 +align", "--json"]), timeout: 300)
         #expect(r.status == 0, "\(r)")
         let (report, row) = try Self.row(r.stdout)
         #expect(report["mixed_precision"] as? String == "no", "auto is float32 on the CPU")
-        let teacher = try DINOv2Config.named("dinov2-vit-b").forwardFLOPs(batch: 2)
-        #expect(row["flop_per_step"] as? Double == (try Self.sitFLOPs("SiT-S/2", projections: true)) + teacher)
+        var teacherConfig = try DINOv2Config.named("dinov2-vit-b")
+        teacherConfig.grid = 8
+        let teacher = teacherConfig.forwardFLOPs(batch: 2)
+        let aligned = try Self.sitFLOPs(projections: true), plain = try Self.sitFLOPs(projections: false)
+        #expect(row["flop_per_step"] as? Double == aligned + teacher)
+        #expect(teacher > 0 && aligned > plain)
 
         let table = try Launcher.run(Self.bench(["--only", "\(Self.tiny) bs2", "--mixed-precision", "fp16"]), timeout: 300)
         #expect(table.status == 0, "\(table)")
