@@ -103,7 +103,7 @@ def make_step(model_name, batch, kind, precision, dev):
             total = ref_losses.denoising_loss(pred.float(), x0, noise, t, "linear")
             if align:
                 proj = ref_losses.projection_loss([p.float() for p in projections], [feats.float()])
-                attn = ref_losses.attention_loss({k: v.float() for k, v in logits.items()},
+                attn = ref_losses.attention_loss([l if l is None else l.float() for l in logits],
                                                  {k: v.float() for k, v in teacher_logits.items()},
                                                  STUDENT_LAYERS, TEACHER_LAYERS, attn_heads)
                 total = total + PROJ_COEFF * proj + ATTN_COEFF * attn

@@ -42,11 +42,15 @@ BENCH_MODELS=${BENCH_MODELS:-SiT-XL/2}                 # training-step rows, has
 BENCH_BATCHES=${BENCH_BATCHES:-64,256}
 BENCH_PRECISION=${BENCH_PRECISION:-bf16}               # haste's --mixed-precision; PyTorch: bf16 autocast (fp32/tf32 for no)
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
-# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). Estimate for SiT-XL/2 in bf16 on an H200
-# (139 GiB): haste keeps activations as float32 carriers, about 0.25 GiB per image per step plus the aligned blocks'
-# logits, so batch 256 needs about 75 GiB plain and about 90 GiB +align next to 11 GiB of weights, gradients and
-# AdamW state; PyTorch's bf16 activations about half. README "Benchmarks" has the measurement behind the figure.
-BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-'^$'}
+# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate: haste's bf16 activations
+# are float32 carriers; SiT-B/2 in bf16 holds 427 MiB per image at its peak (measured: `haste bench train --models
+# SiT-B/2 --batches 1` vs 2, --mixed-precision bf16, TensorMemory peak 2928 → 3355 MiB), so SiT-XL/2 (28 × 1152
+# vs 12 × 768: 3.5×) about 1.5 GiB per image: batch 64 ≈ 94 GiB + 11 GiB of weights, gradients and AdamW state
+# (fits the H200's 139 GiB, +align's teacher and logits included), batch 256 ≈ 375 GiB (does not). Checkpointed,
+# batch 256 keeps each block's input plus one block's recompute, ≈ 0.15 GiB per image + 4 GiB of aligned logits
+# ≈ 55 GiB. PyTorch's bf16 activations are 2-byte tensors (≈ 0.26 GiB per image: batch 256 ≈ 70 GiB) and run
+# without checkpointing; the summary puts haste's "+ckpt" rows beside them and marks them.
+BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256( |$)'}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
@@ -330,17 +334,21 @@ rows = {}
 def lines(name):
     p = os.path.join(out, name)
     return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
+ckpt = set()
 for report in lines("bench_haste.jsonl"):
     for r in report.get("rows", []):
-        rows.setdefault(r["op"].replace(" +ckpt", ""), {})["haste"] = r   # checkpointed rows beside torch's plain ones
+        op = r["op"].replace(" +ckpt", "")                                # checkpointed rows beside torch's plain ones
+        rows.setdefault(op, {})["haste"] = r
+        if op != r["op"]:
+            ckpt.add(op)
 for r in lines("bench_torch.jsonl"):
     if "error" not in r:
         rows.setdefault(r["op"], {})["torch"] = r
 cols = [("ms", "ms_median", "{:.1f}"), ("TFLOP/s", "tflop_per_s", "{:.1f}"), ("peak MiB", "peak_memory_mb", "{:.0f}")]
-print("training step (median)".ljust(28) + "".join(f"{side} {c}".rjust(15) for side in ("haste", "torch") for c, _, _ in cols))
+print("training step (median)".ljust(42) + "".join(f"{side} {c}".rjust(15) for side in ("haste", "torch") for c, _, _ in cols))
 for op in sorted(rows):
     cell = lambda side, key, fmt: fmt.format(rows[op][side][key]) if side in rows[op] and rows[op][side].get(key) is not None else "-"
-    print(op.ljust(28) + "".join(cell(side, key, fmt).rjust(15) for side in ("haste", "torch") for _, key, fmt in cols))
+    print((op + (" (haste +ckpt)" if op in ckpt else "")).ljust(42) + "".join(cell(side, key, fmt).rjust(15) for side in ("haste", "torch") for _, key, fmt in cols))
 EOF
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"
   grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"
