@@ -72,10 +72,16 @@ fi
 
 if [ "$mode" = ops ]; then torch_script=Scripts/bench_torch.py; else torch_script=Scripts/bench_torch_train.py; fi
 mapfile -t rows < <("$HASTE" bench "$mode" --list)
+# Rows haste has and the torch script lacks (train's "+stopped": Scripts/bench_gpu_torch.py has it) are skipped.
+mapfile -t torch_rows < <("$PY" "$torch_script" --list)
 for round in $(seq "$ROUNDS"); do
     for i in "${!rows[@]}"; do
         row="${rows[$i]}"
         [[ "$row" == *"${ROW_FILTER:-}"* ]] || continue
+        if ! printf '%s\n' "${torch_rows[@]}" | grep -Fxq -- "$row"; then
+            [ "$round" = 1 ] && echo "skipped: $row (not a row of $torch_script)" >&2
+            continue
+        fi
         echo "round $round: $row" >&2
         measured "$tmp/haste/$round-$i.json" "$HASTE" bench "$mode" --only "$row" --json "$@"
         measured "$tmp/torch/$round-$i.json" "$PY" "$torch_script" --only "$row" --json "$@" "${torch_extra[@]}"

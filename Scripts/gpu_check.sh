@@ -12,8 +12,10 @@
 #   2. haste selftest --device cuda --json → $OUT/selftest.json   (teacher for stage 3 trains on the CPU meanwhile)
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
-#   4. haste bench train --device cuda (SiT-B/2 and SiT-XL/2 rows, fp32 and --allow-tf32) beside
-#      Scripts/bench_gpu_torch.py (the reference SiT, PyTorch eager fp32 / TF32 / bf16 autocast) → $OUT/bench_*.json
+#   4. haste bench train --device cuda --mixed-precision bf16 (SiT-XL/2 at batch 64 and 256: plain, +align, +stopped;
+#      one process per row, batch-256 +align with --grad-checkpointing: see BENCH_CKPT_ROWS) beside
+#      Scripts/bench_gpu_torch.py (the same rows, PyTorch eager, bf16 autocast, SDPA) → $OUT/bench_*.jsonl, with
+#      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -36,10 +38,20 @@ DEMO_STEPS=${DEMO_STEPS:-200}
 TEACHER_STEPS=${TEACHER_STEPS:-100}                    # the demo's small DINOv2-architecture teacher, trained on the CPU
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
-BENCH_MODELS=${BENCH_MODELS:-SiT-B/2,SiT-XL/2}          # training-step rows, haste and PyTorch alike
-BENCH_BATCHES=${BENCH_BATCHES:-64}
+BENCH_MODELS=${BENCH_MODELS:-SiT-XL/2}                 # training-step rows, haste and PyTorch alike
+BENCH_BATCHES=${BENCH_BATCHES:-64,256}
+BENCH_PRECISION=${BENCH_PRECISION:-bf16}               # haste's --mixed-precision; PyTorch: bf16 autocast (fp32/tf32 for no)
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
-BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--models, --precisions)
+# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate: haste's bf16 activations
+# are float32 carriers; SiT-B/2 in bf16 holds 427 MiB per image at its peak (measured: `haste bench train --models
+# SiT-B/2 --batches 1` vs 2, --mixed-precision bf16, TensorMemory peak 2928 → 3355 MiB), so SiT-XL/2 (28 × 1152
+# vs 12 × 768: 3.5×) about 1.5 GiB per image: batch 64 ≈ 94 GiB + 11 GiB of weights, gradients and AdamW state
+# (fits the H200's 139 GiB, +align's teacher and logits included), batch 256 ≈ 375 GiB (does not). Checkpointed,
+# batch 256 keeps each block's input plus one block's recompute, ≈ 0.15 GiB per image + 4 GiB of aligned logits
+# ≈ 55 GiB. PyTorch's bf16 activations are 2-byte tensors (≈ 0.26 GiB per image: batch 256 ≈ 70 GiB) and run
+# without checkpointing; the summary puts haste's "+ckpt" rows beside them and marks them.
+BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256( |$)'}
+BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
@@ -153,7 +165,7 @@ stage nvidia-smi 30 nvidia-smi
 stage doctor 60 "$HASTE" doctor
 if ! stage cuda-open 90 "$HASTE" selftest --device "$DEVICE" --ops "fill / zeros" ; then
   note "haste cannot open --device $DEVICE here (see $OUT/cuda-open.log): every GPU stage is skipped"
-  for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste-fp32 bench-haste-tf32 bench-torch nccl-train nccl-allreduce; do
+  for s in selftest demo-teacher demo-gpu demo-cpu demo-compare bench-haste bench-torch nccl-train nccl-allreduce; do
     skip "$s" "no CUDA device"
   done
   note "total $(( $(date +%s) - t0 ))s; $failures stage(s) failed"
@@ -244,23 +256,21 @@ else
   for s in demo-cpu demo-gpu demo-compare; do skip "$s" "no teacher (see $OUT/demo-teacher.log)"; done
 fi
 
-# --- 4. training-step time: haste beside PyTorch --------------------------------------------------------------
+# --- 4. training-step time: haste beside PyTorch, both in $BENCH_PRECISION ---------------------------------------------
 bench_sizes=(--models "$BENCH_MODELS" --batches "$BENCH_BATCHES")
 rows=$("$HASTE" bench train --list "${bench_sizes[@]}" 2>/dev/null | grep -E "$BENCH_ROWS" || true)
-note "haste bench train rows: $(echo $rows | tr '\n' ';')"
-# One process per row (peak memory per row); each row's JSON on one line. Arguments: extra flags.
+note "haste bench train rows ($BENCH_PRECISION; --grad-checkpointing where /$BENCH_CKPT_ROWS/): $(echo $rows | tr '\n' ';')"
+# One process per row (peak memory per row); each row's JSON on one line; a row matching $CKPT runs checkpointed.
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
-  "$HASTE" bench train --device "$DEVICE" --only "$r" --reps 3 --warmup 1 --json $SIZES "$@" | tr -d "\n"; echo; done <<< "$ROWS"'
-export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES"
-stage bench-haste-fp32 75 bash -c "$bench_rows" bench
-grep '^{' "$OUT/bench-haste-fp32.log" > "$OUT/bench_haste_fp32.jsonl"
-if "$HASTE" bench train --help 2>&1 | grep -q -- --allow-tf32; then
-  stage bench-haste-tf32 75 bash -c "$bench_rows" bench --allow-tf32
-  grep '^{' "$OUT/bench-haste-tf32.log" > "$OUT/bench_haste_tf32.jsonl"
-else
-  skip bench-haste-tf32 "this haste's bench train has no --allow-tf32"
-fi
-stage bench-torch 100 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
+  if [[ "$r" =~ $CKPT ]]; then set -- --only "$r +ckpt" --grad-checkpointing; else set -- --only "$r"; fi
+  "$HASTE" bench train --device "$DEVICE" "$@" --reps 3 --warmup 1 --json --mixed-precision "$PRECISION" $SIZES | tr -d "\n"; echo
+done <<< "$ROWS"'
+export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES" PRECISION="$BENCH_PRECISION" CKPT="$BENCH_CKPT_ROWS"
+stage bench-haste 150 bash -c "$bench_rows" bench
+grep '^{' "$OUT/bench-haste.log" > "$OUT/bench_haste.jsonl"
+case "$BENCH_PRECISION" in bf16) torch_precision=bf16 ;; *) torch_precision=fp32 ;; esac
+stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" \
+  --precisions "$torch_precision" --kinds plain,align,stopped --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
 note "stages 1–4 took $(( $(date +%s) - t0 ))s"
@@ -321,17 +331,24 @@ fi
 import glob, json, os, sys
 out = sys.argv[1]
 rows = {}
-for path, tag in [("bench_haste_fp32.jsonl", "haste fp32"), ("bench_haste_tf32.jsonl", "haste tf32")]:
-    for line in open(os.path.join(out, path)) if os.path.exists(os.path.join(out, path)) else []:
-        for r in json.loads(line).get("rows", []):
-            rows.setdefault(r["op"], {})[tag] = r["ms_median"]
-for line in open(os.path.join(out, "bench_torch.jsonl")) if os.path.exists(os.path.join(out, "bench_torch.jsonl")) else []:
-    r = json.loads(line)
-    rows.setdefault(r["op"], {})["torch " + r["precision"]] = r["ms_median"]
-cols = ["haste fp32", "haste tf32", "torch fp32", "torch tf32", "torch bf16"]
-print("training step, ms (median)".ljust(34) + "".join(c.rjust(12) for c in cols))
+def lines(name):
+    p = os.path.join(out, name)
+    return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
+ckpt = set()
+for report in lines("bench_haste.jsonl"):
+    for r in report.get("rows", []):
+        op = r["op"].replace(" +ckpt", "")                                # checkpointed rows beside torch's plain ones
+        rows.setdefault(op, {})["haste"] = r
+        if op != r["op"]:
+            ckpt.add(op)
+for r in lines("bench_torch.jsonl"):
+    if "error" not in r:
+        rows.setdefault(r["op"], {})["torch"] = r
+cols = [("ms", "ms_median", "{:.1f}"), ("TFLOP/s", "tflop_per_s", "{:.1f}"), ("peak MiB", "peak_memory_mb", "{:.0f}")]
+print("training step (median)".ljust(42) + "".join(f"{side} {c}".rjust(15) for side in ("haste", "torch") for c, _, _ in cols))
 for op in sorted(rows):
-    print(op.ljust(34) + "".join((f"{rows[op][c]:.1f}" if c in rows[op] else "-").rjust(12) for c in cols))
+    cell = lambda side, key, fmt: fmt.format(rows[op][side][key]) if side in rows[op] and rows[op][side].get(key) is not None else "-"
+    print((op + (" (haste +ckpt)" if op in ckpt else "")).ljust(42) + "".join(cell(side, key, fmt).rjust(15) for side in ("haste", "torch") for _, key, fmt in cols))
 EOF
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"
   grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"

@@ -66,6 +66,12 @@ public final class CachingAllocator {
         free[size, default: []].append(address)
     }
 
+    /// Starts a new peak at the bytes in use now (torch `reset_peak_memory_stats`; `haste bench train` per row).
+    public func resetPeak() {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        peakInUse = inUse
+    }
+
     /// Returns every cached block to the driver.
     public func emptyCache() {
         pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }

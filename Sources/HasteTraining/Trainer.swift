@@ -132,7 +132,7 @@ public final class Trainer {
             }
             state.badSteps = 0
             if gradNorm.isFinite {
-                optimizer.step(skipping: align && config.projCoeff != 0 ? [] : projectorNames)
+                optimizer.step(skipping: Trainer.frozenParameters(student.store, align: align, config: config))
             } else {                    // fp16 overflow: torch GradScaler skips the update; the step still counts
                 say("step \(state.step + 1): fp16 gradients overflowed at loss scale \(Double(lossScale!)): AdamW update skipped, loss scale halved")
             }
@@ -178,8 +178,6 @@ public final class Trainer {
     /// the CPU). fp16 adds dynamic loss scaling (`state.scaler`).
     var precision: ComputePrecision { ComputePrecision(flag: config.mixedPrecision, device: device) ?? .float32 }
 
-    var projectorNames: Set<String> { Set(student.store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") }) }
-
     /// Micro-batches of one update; losses are divided by the accumulation count (accelerate's backward). Each
     /// rank weighs its mean by its share of the global batch, and the gradient sum over ranks is the gradient
     /// of the global batch's mean (Trainer+DataParallel.swift).
@@ -191,11 +189,8 @@ public final class Trainer {
         for micro in 0..<config.gradientAccumulationSteps {
             let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch).to(device)
             state.batchInEpoch += 1
-            var teacherOut: DINOv2Output?
-            if let teacher, align || !config.skipTeacherAfterStop, let images = batch.images {
-                let out = Autocast.run(precision) { objective.teacherPass(teacher, images: images) }
-                teacherOut = align ? out : nil                      // reference: computed and discarded after the stop
-            }
+            let teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
+                                                   objective: objective, precision: precision)
             let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
             let terms = Autocast.run(precision) {   // the losses inside are float32 ops: autocast rounds only GEMMs
                 objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)

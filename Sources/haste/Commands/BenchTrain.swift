@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HasteModels
+import HasteTensor
 import HasteTraining
 
 /// `haste bench train`: one full training step per row (forward, HASTE loss, backward, clip, AdamW) and the
@@ -13,7 +14,7 @@ struct BenchTrainCommand: ParsableCommand {
         commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward; --sweep: SiT sizes × batch sizes.")
 
     @OptionGroup var runtime: RuntimeOptions
-    @Flag(help: "Print JSON {threads, device, peak_rss_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps}]}.")
+    @Flag(help: "Print JSON {threads, device, mixed_precision, peak_rss_mb, peak_tensor_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps, flop_per_step, tflop_per_s, peak_memory_mb}]}.")
     var json = false
     @Option(help: "Timed steps per row (the median is reported).") var reps = 3
     @Option(help: "Untimed warm-up steps per row.") var warmup = 1
@@ -26,6 +27,8 @@ struct BenchTrainCommand: ParsableCommand {
     var batches = TrainBenchmarks.batches.map(String.init).joined(separator: ",")
     @Flag(name: .customLong("allow-tf32"), help: "float32 GEMMs on CUDA may use TF32 tensor cores (the reference's --allow-tf32).")
     var allowTF32 = false
+    @Option(help: ArgumentHelp("Precision of the training steps, as train's flag: no = float32; bf16 / fp16 = autocast GEMMs, convolutions and attention (fp16 with dynamic loss scaling); auto (default) = bf16 on CUDA, no on the CPU.", valueName: "no|fp16|bf16|auto"))
+    var mixedPrecision = "auto"
     @Flag(help: "Train with grad-checkpointing (each block's activations recomputed in backward); rows are named \"… +ckpt\".")
     var gradCheckpointing = false
     @Flag(help: ArgumentHelp("How cost grows: SiT sizes × batch sizes, denoising loss only, one process per row; step time, img/s, GFLOP per step and GFLOP/s, % of the CPU's measured FMA peak, peak tensor and RSS MiB. Rows predicted not to fit in 80% of MemAvailable are skipped (CPU only)."))
@@ -50,6 +53,9 @@ struct BenchTrainCommand: ParsableCommand {
 
     func validate() throws {
         guard reps >= 1, warmup >= 0 else { throw ValidationError("--reps must be ≥ 1 and --warmup ≥ 0") }
+        guard ComputePrecision.flags.contains(mixedPrecision) else {
+            throw ValidationError("--mixed-precision: unknown value '\(mixedPrecision)'; allowed: \(ComputePrecision.flags.joined(separator: ", ")) (auto = bf16 on CUDA, no on the CPU)")
+        }
         guard !modelList.isEmpty, batchList.count == batches.split(separator: ",").count, batchList.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--models and --batches expect comma-separated names and positive sizes, got '\(models)' and '\(batches)'")
         }
@@ -84,6 +90,15 @@ struct BenchTrainCommand: ParsableCommand {
         }
     }
 
+    /// `--mixed-precision` resolved for `device` (auto: bf16 on CUDA, no on the CPU), in the flag's spelling.
+    func precisionFlag(_ device: Device) -> String {
+        switch ComputePrecision(flag: mixedPrecision, device: device) ?? .float32 {
+        case .float32: return "no"
+        case .bfloat16: return "bf16"
+        case .float16: return "fp16"
+        }
+    }
+
     func run() throws {
         if list {
             print((sweep ? sweepNames : names).joined(separator: "\n"))
@@ -97,18 +112,20 @@ struct BenchTrainCommand: ParsableCommand {
         let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
         let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)
                            : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: sweep ? sweepModelList : modelList,
-                                                   batches: sweep ? sweepBatchList : batchList, checkpointing: gradCheckpointing))
+                                                   batches: sweep ? sweepBatchList : batchList, checkpointing: gradCheckpointing,
+                                                   mixedPrecision: precisionFlag(device)))
             .filter { only == nil || $0.op == only }
         if !json {
-            print("haste bench train: \(device), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
+            print("haste bench train: \(device), mixed precision \(precisionFlag(device)), \(runtime.threads) threads, median of \(reps) steps after \(warmup) warm-up")
         }
         let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
         let peak = Benchmark.peakRSSMB(), tensors = Benchmark.peakTensorMB(on: device)
         guard !json else {
-            print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak, peakTensorMB: tensors))
+            print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak, peakTensorMB: tensors,
+                                 mixedPrecision: precisionFlag(device)))
             return
         }
-        print(Benchmark.table(results))
+        print(Benchmark.table(results, flopUnit: device == .cpu ? "GFLOP/s" : "TFLOP/s"))
         let kind = device == .cpu ? "host" : "device"
         print(String(format: "peak RSS %.0f MiB, peak tensor storage %.0f MiB ", peak, tensors)
               + "(\(kind); whole process; use --only ROW for one row's peaks)")

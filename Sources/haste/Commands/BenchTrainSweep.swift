@@ -111,7 +111,7 @@ struct TrainSweep {
         p.executableURL = URL(fileURLWithPath: Self.executable)
         p.arguments = ["bench", "train", "--sweep", "--only", op, "--json", "--sweep-models", model, "--sweep-batches", "\(batch)",
                        "--threads", "\(command.runtime.threads)", "--reps", "\(command.reps)", "--warmup", "\(command.warmup)",
-                       "--seed", "\(command.runtime.seed)"] + (command.gradCheckpointing ? ["--grad-checkpointing"] : [])
+                       "--seed", "\(command.runtime.seed)", "--mixed-precision", command.mixedPrecision] + (command.gradCheckpointing ? ["--grad-checkpointing"] : [])
         let out = Pipe()
         p.standardOutput = out
         try p.run()

@@ -1,15 +1,18 @@
 import Foundation
+import HasteCUDA
 import HasteTensor
 
 /// One row of `haste bench`: what runs, at which shape, how much work it does (napkin math: FLOPs for
 /// GEMMs, bytes moved for memory-bound kernels, images for training steps), and `prepare`, which builds the
 /// inputs (untimed) and returns the closure that is timed. Rows must do the same work as the row of the same
-/// name in Scripts/bench_torch.py (ops) or Scripts/bench_torch_train.py (train).
+/// name in Scripts/bench_torch.py (ops) or Scripts/bench_torch_train.py (train). `stepFLOPs` (training rows):
+/// the analytic FLOPs of one call, reported as a FLOP rate beside the img/s, with the row's peak memory.
 struct BenchCase {
     enum Work { case flops(Double), bytes(Double), images(Double) }
     let op: String
     let shape: String
     let work: Work
+    var stepFLOPs: Double? = nil
     let prepare: () throws -> () -> Void
 }
 
@@ -22,9 +25,13 @@ struct BenchResult: Encodable {
     let rate: Double
     let unit: String
     let reps: Int
+    /// Rows with `stepFLOPs`: FLOPs per call, TFLOP/s at the median time, and the peak bytes (MiB) of tensor
+    /// memory while the row was built and run (`Benchmark.PeakMemory`).
+    var flopPerStep: Double? = nil, tflops: Double? = nil, peakMemoryMB: Double? = nil
 
     private enum CodingKeys: String, CodingKey {
-        case op, shape, msMedian = "ms_median", msMin = "ms_min", rate, unit, reps
+        case op, shape, msMedian = "ms_median", msMin = "ms_min", rate, unit, reps, flopPerStep = "flop_per_step",
+             tflops = "tflop_per_s", peakMemoryMB = "peak_memory_mb"
     }
 }
 
@@ -33,6 +40,10 @@ struct BenchResult: Encodable {
 /// device has done the work, not when the host has merely queued it.
 enum Benchmark {
     static func run(_ c: BenchCase, warmup: Int, reps: Int, device: Device = .cpu) throws -> BenchResult {
+        if c.stepFLOPs != nil {
+            finish(device)
+            PeakMemory.reset(device)
+        }
         let body = try c.prepare()
         for _ in 0..<warmup { body() }
         finish(device)
@@ -50,8 +61,36 @@ enum Benchmark {
         case let .bytes(b): (amount, unit) = (b / 1e9, "GB/s")
         case let .images(i): (amount, unit) = (i, "img/s")
         }
-        return BenchResult(op: c.op, shape: c.shape, msMedian: median, msMin: ms[0], rate: amount / (median * 1e-3),
-                           unit: unit, reps: ms.count)
+        var result = BenchResult(op: c.op, shape: c.shape, msMedian: median, msMin: ms[0], rate: amount / (median * 1e-3),
+                                 unit: unit, reps: ms.count)
+        if let f = c.stepFLOPs {
+            (result.flopPerStep, result.tflops, result.peakMemoryMB) = (f, f / (median * 1e-3) / 1e12, PeakMemory.mb(device))
+        }
+        return result
+    }
+
+    /// A row's peak memory: on CUDA the caching allocator's peak bytes in use (torch `max_memory_allocated`, both
+    /// counting the allocator's rounded block sizes), elsewhere the peak of live tensor storage (`TensorMemory`:
+    /// host memory on the CPU). `reset` starts the peak at what is live now.
+    enum PeakMemory {
+        static func allocator(_ device: Device) -> CachingAllocator? {
+            device == .cpu ? nil : (Backends.registered(device) as? CUDABackend)?.allocator
+        }
+
+        /// Tensor-storage peaks (host, device) before the last reset: `peakTensorMB` stays the whole process's.
+        nonisolated(unsafe) static var before = (host: 0, device: 0)
+
+        static func reset(_ device: Device) {
+            before = (max(before.host, TensorMemory.hostCounts.peakBytes), max(before.device, TensorMemory.deviceCounts.peakBytes))
+            TensorMemory.resetPeak()
+            allocator(device)?.resetPeak()
+        }
+
+        static func mb(_ device: Device) -> Double {
+            let bytes = allocator(device)?.peakInUse
+                ?? (device == .cpu ? TensorMemory.hostCounts : TensorMemory.deviceCounts).peakBytes
+            return Double(bytes) / (1024 * 1024)
+        }
     }
 
     /// Waits for `device`: a one-element host read, which on the device's single stream is ordered after every
@@ -61,15 +100,20 @@ enum Benchmark {
         _ = Tensor.zeros([1], device: device).item()
     }
 
-    /// op | shape | ms (median) | ms (min) | rate, aligned.
-    static func table(_ results: [BenchResult]) -> String {
-        let rows = [["op", "shape", "ms (median)", "ms (min)", "rate"]] + results.map {
+    /// op | shape | ms (median) | ms (min) | rate, aligned; with rows that count FLOPs also their FLOP rate
+    /// (`flopUnit`: TFLOP/s on a GPU, GFLOP/s on the CPU) and peak memory.
+    static func table(_ results: [BenchResult], flopUnit: String = "TFLOP/s") -> String {
+        let flops = results.contains { $0.tflops != nil }
+        let scale = flopUnit == "GFLOP/s" ? 1e3 : 1
+        let rows = [["op", "shape", "ms (median)", "ms (min)", "rate"] + (flops ? [flopUnit, "peak MiB"] : [])] + results.map {
             [$0.op, $0.shape, String(format: "%.3f", $0.msMedian), String(format: "%.3f", $0.msMin),
              String(format: "%.1f %@", $0.rate, $0.unit)]
+                + (flops ? [$0.tflops.map { String(format: "%.2f", $0 * scale) } ?? "-", $0.peakMemoryMB.map { String(format: "%.0f", $0) } ?? "-"] : [])
         }
-        let widths = (0..<5).map { col in rows.map { $0[col].count }.max() ?? 0 }
+        let columns = rows[0].count
+        let widths = (0..<columns).map { col in rows.map { $0[col].count }.max() ?? 0 }
         return rows.map { row in
-            (0..<5).map { col in
+            (0..<columns).map { col in
                 col < 2 ? row[col].padding(toLength: widths[col], withPad: " ", startingAt: 0)
                         : String(repeating: " ", count: widths[col] - row[col].count) + row[col]
             }.joined(separator: "  ")
@@ -79,24 +123,25 @@ enum Benchmark {
     /// `{threads, device, rows, peak_rss_mb?, peak_tensor_mb?}`; the peaks belong to the whole process (run one
     /// row per process to attribute them): RSS of the process, and live tensor storage (`TensorMemory`).
     static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil,
-                     peakTensorMB: Double? = nil) -> String {
+                     peakTensorMB: Double? = nil, mixedPrecision: String? = nil) -> String {
         struct Report: Encodable {
             let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?; let peakTensorMB: Double?
+            let mixedPrecision: String?
             private enum CodingKeys: String, CodingKey {
-                case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb"
+                case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb", mixedPrecision = "mixed_precision"
             }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB,
-                                                  peakTensorMB: peakTensorMB)))
+                                                  peakTensorMB: peakTensorMB, mixedPrecision: mixedPrecision)))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
     /// Peak bytes of live tensor storage in MiB since start: host memory on the CPU, device memory otherwise.
     static func peakTensorMB(on device: Device) -> Double {
         let counts = device == .cpu ? TensorMemory.hostCounts : TensorMemory.deviceCounts
-        return Double(counts.peakBytes) / (1024 * 1024)
+        return Double(max(counts.peakBytes, device == .cpu ? PeakMemory.before.host : PeakMemory.before.device)) / (1024 * 1024)
     }
 
     /// Peak resident set size of this process so far, in MiB (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux

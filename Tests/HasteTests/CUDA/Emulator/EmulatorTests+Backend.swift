@@ -113,6 +113,22 @@ private func referenceGemm(_ g: GemmDescriptor, a: [Float], b: [Float], c: [Floa
         #expect(allocator.held == 0 && d.allocatedBytes == 0)
     }
 
+    /// `haste bench train`'s per-row peak on CUDA: `resetPeak` starts it at the bytes in use (torch
+    /// `reset_peak_memory_stats`), so a row's peak is what it held at once, in rounded block sizes.
+    @Test func cachingAllocatorPeakResetsToTheBytesInUse() {
+        let allocator = CachingAllocator(driver: EmulatedDriver.forTests(), device: .cuda(7))
+        let kept = allocator.allocate(byteCount: 100)
+        let big = allocator.allocate(byteCount: 3 << 20)
+        allocator.release(big, byteCount: 3 << 20)
+        #expect(allocator.peakInUse == 512 + (4 << 20))
+        allocator.resetPeak()
+        #expect(allocator.peakInUse == 512)
+        let row = [5000, 5000].map { allocator.allocate(byteCount: $0) }
+        for p in row { allocator.release(p, byteCount: 5000) }
+        #expect(allocator.peakInUse == 512 + 2 * 5120 && allocator.inUse == 512)
+        allocator.release(kept, byteCount: 100)
+    }
+
     @Test func outOfMemoryRetriesAfterEmptyingTheCache() {
         let d = EmulatedDriver.forTests(totalMemory: 8192)
         let allocator = CachingAllocator(driver: d, device: .cuda(7))

@@ -1,0 +1,86 @@
+import HasteModels
+import HasteNN
+import HasteTensor
+
+/// One optimizer update of `Trainer.train` on one micro-batch, without the run's bookkeeping (data loading,
+/// EMA, metrics, checkpoints, data-parallel reduction, the bad-step counter): what `haste bench train` times.
+/// The Trainer makes the same decisions through the same functions (`teacherOutput`, `frozenParameters`), so
+/// with `align` false and no teacher this is its step after early-stop-point (skip-teacher-after-stop: the
+/// teacher is gone; alignment losses off; the projectors get no AdamW update), bit for bit
+/// (BenchTrainStoppedTests). Order: zero-grad, teacher pass under autocast, draws, loss under autocast,
+/// backward (fp16: of the loss × the loss scale), unscale, clip, AdamW unless the gradients overflowed
+/// (fp16), loss-scale update.
+public final class TrainingStep {
+    public let config: TrainConfig
+    public let objective: Objective
+    public let student: any DenoisingStudent
+    public let teacher: DINOv2?
+    public let optimizer: AdamW
+    public let precision: ComputePrecision
+    /// Whether alignment is on (the Trainer: global step < early-stop-point).
+    public let align: Bool
+    /// fp16's dynamic loss scaling, fresh (`fp16-init-scale`); nil in the other precisions.
+    public private(set) var scaler: LossScaler?
+
+    public init(config: TrainConfig, models: ResolvedModels, student: any DenoisingStudent, teacher: DINOv2?,
+                optimizer: AdamW, precision: ComputePrecision, align: Bool) {
+        (self.config, self.student, self.teacher, self.optimizer, self.precision, self.align) =
+            (config, student, teacher, optimizer, precision, align)
+        objective = Objective(config: config, models: models)
+        scaler = precision == .float16 ? LossScaler(scale: Float(config.fp16InitScale)) : nil
+    }
+
+    /// One update on `batch` with draws from `generator`; returns the total loss (as logged: `total_loss`) and
+    /// the gradient norm before clipping. A non-finite loss (or, outside fp16, gradient norm) skips the update
+    /// as the Trainer does.
+    @discardableResult
+    public func callAsFunction(_ batch: Batch, generator: RandomGenerator) -> (loss: Double, gradNorm: Double) {
+        student.store.zeroGrad()
+        let teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
+                                               objective: objective, precision: precision)
+        let draws = objective.draw(batch, generator: generator)
+        let terms = Autocast.run(precision) {
+            objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+        }
+        (scaler.map { terms.total * Double($0.scale) } ?? terms.total).backward()
+        scaler?.unscale(student.store)
+        let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)
+        let loss = terms.total.item()
+        guard loss.isFinite && (gradNorm.isFinite || scaler != nil) else {
+            scaler?.update(foundInf: true)
+            student.store.zeroGrad()
+            return (loss, gradNorm)
+        }
+        if gradNorm.isFinite { optimizer.step(skipping: Trainer.frozenParameters(student.store, align: align, config: config)) }
+        scaler?.update(foundInf: !gradNorm.isFinite)
+        return (loss, gradNorm)
+    }
+}
+
+extension Trainer {
+    /// The teacher's part of a micro-batch: its features and logits while aligning; after the stop nothing, though
+    /// a teacher still held (skip-teacher-after-stop false, as the reference) is run and its output discarded.
+    public static func teacherOutput(_ teacher: DINOv2?, images: Tensor?, align: Bool, config: TrainConfig,
+                                     objective: Objective, precision: ComputePrecision) -> DINOv2Output? {
+        guard let teacher, align || !config.skipTeacherAfterStop, let images else { return nil }
+        let out = Autocast.run(precision) { objective.teacherPass(teacher, images: images) }
+        return align ? out : nil                                // reference: computed and discarded after the stop
+    }
+
+    /// Parameters AdamW leaves alone this step: the projectors once alignment is off (or without projection loss).
+    public static func frozenParameters(_ store: ParameterStore, align: Bool, config: TrainConfig) -> Set<String> {
+        align && config.projCoeff != 0 ? [] : Set(store.parameters.map(\.0).filter { $0.hasPrefix("projectors.") })
+    }
+}
+
+extension TrainConfig {
+    /// Analytic FLOPs of one `TrainingStep` over `batch` samples (`haste bench train`'s FLOP rate): the student's
+    /// training FLOPs (`SiTConfig.trainingFLOPs`, its projectors too while aligning) plus the teacher's forward
+    /// (`DINOv2Config.forwardFLOPs`) when the step runs it. Grad-checkpointing's recomputed forward is not counted:
+    /// the rate is of the model's work, as MFU.
+    public func stepFLOPs(models: ResolvedModels, batch: Int, align: Bool, runsTeacher: Bool) throws -> Double {
+        let student = try models.student.sitConfig(for: "the FLOP count")
+        let teacher = runsTeacher ? models.teacher?.forwardFLOPs(batch: batch) ?? 0 : 0
+        return student.trainingFLOPs(batch: batch, projections: align && projCoeff != 0) + teacher
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import HasteModels
+@testable import HasteTraining
+
+/// `haste bench train` as a user runs it (issue 12 item 4): the row kinds (plain, "+align", "+stopped"),
+/// `--mixed-precision` (validated like train's flag, said in the header and the JSON), and per row the FLOP rate
+/// from the analytic count and the peak memory. The tiny SiT at batch 2, one step per row: figures are only
+/// checked to be consistent with each other, never against a speed.
+@Suite struct BenchTrainCommandTests {
+    static let tiny = CostSweep.tinyModel
+    static func bench(_ extra: [String]) -> [String] {
+        ["bench", "train", "--models", tiny, "--batches", "2", "--reps", "1", "--warmup", "0", "--threads", "1"] + extra
+    }
+
+    /// The tiny SiT's training FLOPs at batch 2 (its projector's too while aligning).
+    static func sitFLOPs(projections: Bool) throws -> Double {
+        var config = TrainConfig()
+        CostSweep.apply(model: tiny, to: &config)
+        (config.encType, config.teacherGrid, config.attnStudentLayers) = ("dinov2-vit-b", 8, [0, 1, 2, 3])
+        return try config.resolveModels(sampleShape: [4, 32, 32], numClasses: 1000).student.sitConfig(for: "test")
+            .trainingFLOPs(batch: 2, projections: projections)
+    }
+
+    static func row(_ text: String) throws -> (report: [String: Any], row: [String: Any]) {
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not JSON: \(text)")
+        let rows = try #require(report["rows"] as? [[String: Any]])
+        #expect(rows.count == 1)
+        return (report, try #require(rows.first))
+    }
+
+    @Test func rowKindsAndBadMixedPrecision() throws {
+        let listed = try Launcher.run(["bench", "train", "--list", "--models", Self.tiny, "--batches", "2,8", "--grad-checkpointing"])
+        #expect(listed.status == 0, "\(listed)")
+        #expect(listed.stdout.split(separator: "\n") == ["\(Self.tiny) bs2 +ckpt", "\(Self.tiny) bs2 +align +ckpt", "\(Self.tiny) bs2 +stopped +ckpt",
+                                                         "\(Self.tiny) bs8 +ckpt", "\(Self.tiny) bs8 +align +ckpt", "\(Self.tiny) bs8 +stopped +ckpt",
+                                                         "DINOv2-B fwd bs16"], "\(listed.stdout)")
+        let bad = try Launcher.run(["bench", "train", "--list", "--mixed-precision", "bf17"])
+        #expect(bad.status != 0 && bad.stderr.contains("--mixed-precision: unknown value 'bf17'; allowed: no, fp16, bf16, auto"), "\(bad)")
+        let help = try Launcher.run(["bench", "train", "--help"])
+        #expect(help.stdout.contains("--mixed-precision"), "\(help)")
+    }
+
+    /// "+stopped" in bf16 with fp16's sibling flag parsing: the SiT's FLOPs alone (no teacher pass, no projector).
+    @Test func stoppedRowReportsPrecisionFLOPsAndPeakMemory() throws {
+        let r = try Launcher.run(Self.bench(["--only", "\(Self.tiny) bs2 +stopped", "--json", "--mixed-precision", "bf16"]), timeout: 300)
+        #expect(r.status == 0, "\(r)")
+        let (report, row) = try Self.row(r.stdout)
+        #expect(report["mixed_precision"] as? String == "bf16" && report["device"] as? String == "cpu")
+        #expect(row["op"] as? String == "\(Self.tiny) bs2 +stopped")
+        let flops = try #require(row["flop_per_step"] as? Double), ms = try #require(row["ms_median"] as? Double)
+        let plain = try Self.sitFLOPs(projections: false)
+        #expect(flops == plain)
+        let tflops = try #require(row["tflop_per_s"] as? Double)
+        #expect(abs(tflops - flops / (ms * 1e-3) / 1e12) <= 1e-9 * tflops)
+        let peak = try #require(row["peak_memory_mb"] as? Double)
+        #expect(peak > 0 && peak <= (report["peak_tensor_mb"] as? Double ?? 0) + 1e-9, "row peak \(peak) within the process's")
+    }
+
+    /// "+align" adds the projector and the teacher's forward to the FLOPs (the tiny SiT's teacher: DINOv2-B at 112 px,
+    /// 8² patches as its own tokens); `auto` is no on the CPU; fp16 runs.
+    @Test func alignRowCountsTheTeacherAndFP16Runs() throws {
+        let r = try Launcher.run(Self.bench(["--only", "\(Self.tiny) bs2 +align", "--json"]), timeout: 300)
+        #expect(r.status == 0, "\(r)")
+        let (report, row) = try Self.row(r.stdout)
+        #expect(report["mixed_precision"] as? String == "no", "auto is float32 on the CPU")
+        var teacherConfig = try DINOv2Config.named("dinov2-vit-b")
+        teacherConfig.grid = 8
+        let teacher = teacherConfig.forwardFLOPs(batch: 2)
+        let aligned = try Self.sitFLOPs(projections: true), plain = try Self.sitFLOPs(projections: false)
+        #expect(row["flop_per_step"] as? Double == aligned + teacher)
+        #expect(teacher > 0 && aligned > plain)
+
+        let table = try Launcher.run(Self.bench(["--only", "\(Self.tiny) bs2", "--mixed-precision", "fp16"]), timeout: 300)
+        #expect(table.status == 0, "\(table)")
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("haste bench train: cpu, mixed precision fp16, ") == true, "\(table.stdout)")
+        #expect(lines.contains { $0.hasPrefix("op ") && $0.contains("GFLOP/s") && $0.contains("peak MiB") }, "\(table.stdout)")
+        let cells = try #require(lines.first { $0.hasPrefix("\(Self.tiny) bs2 ") }).split(separator: " ")
+        #expect(cells.suffix(2).allSatisfy { (Double($0) ?? -1) > 0 }, "GFLOP/s and peak MiB of \(cells)")
+    }
+}
