@@ -70,8 +70,9 @@ enum TrainBenchmarks {
         }
     }
 
+    /// `inspect` (`--saved-bytes`) sees each step's loss before its backward.
     static func step(model: String, batch: Int, align: Bool, seed: UInt64, device: Device = .cpu,
-                     checkpointing: Bool = false) throws -> () -> Void {
+                     checkpointing: Bool = false, inspect: ((Tensor) -> Void)? = nil) throws -> () -> Void {
         let (config, resolved) = try config(model: model, batch: batch, align: align, seed: seed, checkpointing: checkpointing)
         let student = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: seed)
         student.store.move(to: device)                          // before the optimizer allocates its moments there
@@ -88,6 +89,7 @@ enum TrainBenchmarks {
             let teacherOut = teacher.map { objective.teacherPass($0, images: data.images!) }
             let draws = objective.draw(data, generator: generator)
             let terms = objective.loss(student: student, batch: data, draws: draws, teacher: teacherOut, alignmentActive: align)
+            inspect?(terms.total)
             terms.total.backward()
             clipGradNorm(student.store, maxNorm: config.maxGradNorm)
             optimizer.step()
