@@ -209,7 +209,7 @@ struct AttentionBackward: Backward {
         let dq = q.isTracked ? Tensor.empty(like: q) : nil
         let dk = k.isTracked ? Tensor.empty(like: k) : nil
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
-        let q = q.contiguous(), k = k.contiguous(), v = v.contiguous()
+        let q = q.contiguous(), k = k.contiguous(), v = v.contiguous()      // untracked copies from here on
         switch saved {
         case .nothing:
             q.backend.attentionBackwardRecomputing(q: q.buffer, k: k.buffer, v: v.buffer, dOut: dy.buffer, dq: dq?.buffer,
@@ -229,20 +229,19 @@ struct AttentionLogitsBackward: Backward {
     let q: Tensor, k: Tensor, scale: Double
     var inputs: [Tensor] { [q, k] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
-        let q = q.contiguous(), k = k.contiguous()
         let b = q.shape[0] * q.shape[1], tq = q.shape[2], tk = k.shape[2], dh = q.shape[3]
         var dq: Tensor? = nil, dk: Tensor? = nil
         if q.isTracked {
-            let g = Tensor.empty(like: q)
+            let g = Tensor.empty(like: q), kc = k.contiguous()
             q.backend.gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
-                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: k.buffer, ldb: Swift.max(dh, 1), strideB: tk * dh,
+                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: kc.buffer, ldb: Swift.max(dh, 1), strideB: tk * dh,
                            beta: 0, c: g.buffer, ldc: Swift.max(dh, 1), strideC: tq * dh, batch: b)
             dq = g
         }
         if k.isTracked {
-            let g = Tensor.empty(like: k)
+            let g = Tensor.empty(like: k), qc = q.contiguous()
             q.backend.gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
-                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: q.buffer, ldb: Swift.max(dh, 1), strideB: tq * dh,
+                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: qc.buffer, ldb: Swift.max(dh, 1), strideB: tq * dh,
                            beta: 0, c: g.buffer, ldc: Swift.max(dh, 1), strideC: tk * dh, batch: b)
             dk = g
         }

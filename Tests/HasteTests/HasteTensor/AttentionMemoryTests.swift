@@ -52,3 +52,31 @@ func recomputingAttentionBackwardIsBitwiseTheSavedProbabilitiesOne(_ dtype: DTyp
     #expect(backward.peakBytes <= bound && bound < probsBytes + 3 * headBytes,
             "backward peak \(backward.peakBytes) B, bound \(bound) B")
 }
+
+/// The logits path on permuted views (SiT's aligned blocks) keeps its logits, probabilities and output but no
+/// copies of q, k, v, and its gradients reach the projection bitwise as from contiguous leaves.
+@Test func attentionWithLogitsOnViewsKeepsNoCopiesAndSameGradients() {
+    let (n, h, t, dh) = (2, 3, 6, 4)
+    let qkv = Tensor.randn([n, t, 3, h, dh], seed: 7)
+    qkv.requiresGrad = true
+    let parts = qkv.permuted([2, 0, 3, 1, 4])
+    let views = (0..<3).map { parts.select(axis: 0, index: $0) }
+    let leaves = views.map { v -> Tensor in
+        let c = noGrad { v.contiguous().clone() }
+        c.requiresGrad = true
+        return c
+    }
+    let ((out, logits), forward) = TensorMemory.measure { Tensor.attentionWithLogits(views[0], views[1], views[2]) }
+    let headBytes = n * h * t * dh * 4, scoreBytes = n * h * t * t * 4
+    #expect(forward.liveBytes == headBytes + 2 * scoreBytes, "live \(forward.liveBytes) B: output, logits, probabilities")
+    let w1 = Tensor.randn(out.shape, seed: 8), w2 = Tensor.randn(logits.shape, seed: 9)
+    ((out * w1).sum() + (logits * w2).sum()).backward()
+    let (o2, l2) = Tensor.attentionWithLogits(leaves[0], leaves[1], leaves[2])
+    ((o2 * w1).sum() + (l2 * w2).sum()).backward()
+    let viaViews = qkv.grad!.permuted([2, 0, 3, 1, 4])
+    for i in 0..<3 {
+        let g = viaViews.select(axis: 0, index: i).scalars(as: Float.self)
+        #expect(g == leaves[i].grad!.scalars(as: Float.self), "gradient \(i)")
+        #expect(g.contains { $0 != 0 })
+    }
+}
