@@ -29,7 +29,7 @@ public struct ParameterScope {
     @discardableResult
     public func parameter(_ name: String, _ shape: [Int], _ initializer: Initializer) -> Tensor {
         let k = key(name)
-        if store.shapesOnly { return store.declare(k, shape) }
+        if store.shapesOnly { return store.declare(k, shape, trainable: true) }
         let value = initializer.make(shape, dtype: store.dtype, generator: store.generator, key: k)
         return store.register(k, value, trainable: true)
     }
@@ -39,7 +39,7 @@ public struct ParameterScope {
     @discardableResult
     public func buffer(_ name: String, _ shape: [Int], _ make: @autoclosure () -> Tensor) -> Tensor {
         let k = key(name)
-        if store.shapesOnly { return store.declare(k, shape) }   // the value is never computed
+        if store.shapesOnly { return store.declare(k, shape, trainable: false) }   // the value is never computed
         let value = make()
         require(value.shape == shape, "buffer '\(k)': value \(value.shape) for declared shape \(shape)")
         let own = noGrad { value.to(.cpu).to(store.dtype).clone() }

@@ -53,10 +53,53 @@ public final class ParameterStore {
         generator = RandomGenerator(seed: seed)
     }
 
+    /// Whether each declaration of a `shapesOnly` store is trainable (a parameter) or not (a buffer).
+    private(set) var declaredTrainable: [Bool] = []
+    /// A store built `planned(from:)`: each registered key's arena offset, with the arena allocated up front.
+    private var plan: [String: (offset: Int, shape: [Int], kind: Kind)]?
+
     /// Records a declaration of a `shapesOnly` store and returns a zero-stride placeholder of that shape.
-    func declare(_ key: String, _ shape: [Int]) -> Tensor {
+    func declare(_ key: String, _ shape: [Int], trainable: Bool) -> Tensor {
         declaredShapes.append((key, shape))
+        declaredTrainable.append(trainable)
         return Tensor.zeros([1], dtype: dtype).expanded(shape)
+    }
+
+    /// A store for the same model as the `shapesOnly` store `shapes` (built by the same code): its arena is laid
+    /// out from the declarations and allocated now, and each value is copied into its slot as it is registered,
+    /// so building holds one arena plus one initial value, not every value twice (`finalize` then only attaches
+    /// gradients). Same layout, values and draws as an unplanned store.
+    public convenience init(seed: UInt64 = 0, dtype: DType = .float32, plannedFrom shapes: ParameterStore) {
+        require(shapes.shapesOnly, "ParameterStore(plannedFrom:): the plan must be a shapesOnly store")
+        self.init(seed: seed, dtype: dtype)
+        let kinds = zip(shapes.declaredShapes, shapes.declaredTrainable).map { d, trainable in
+            ParameterStore.kind(rank: d.1.count, trainable: trainable)
+        }
+        let layout = ParameterStore.layout(shapes.declaredShapes.map { $0.1.reduce(1, *) }, kinds)
+        var plan: [String: (offset: Int, shape: [Int], kind: Kind)] = [:]
+        for (i, d) in shapes.declaredShapes.enumerated() { plan[d.0] = (layout.offsets[i], d.1, kinds[i]) }
+        self.plan = plan
+        (nonDecayedRange, bufferRange) = (layout.nonDecayed, layout.buffers)
+        arena = ParameterStore.zeroedStorage(count: layout.end, dtype: dtype, device: .cpu)
+    }
+
+    static func kind(rank: Int, trainable: Bool) -> Kind { !trainable ? .buffer : (rank >= 2 ? .decayed : .nonDecayed) }
+
+    /// Arena offsets of entries with `counts` elements and `kinds`, in registration order: decayed, non-decayed,
+    /// then buffers, each slot aligned.
+    static func layout(_ counts: [Int], _ kinds: [Kind]) -> (offsets: [Int], nonDecayed: Range<Int>, buffers: Range<Int>, end: Int) {
+        var offsets = [Int](repeating: 0, count: counts.count), end = 0
+        func place(_ kind: Kind) -> Range<Int> {
+            let start = end
+            for i in counts.indices where kinds[i] == kind {
+                offsets[i] = end
+                end += aligned(counts[i])
+            }
+            return start..<end
+        }
+        _ = place(.decayed)
+        let nonDecayed = place(.nonDecayed), buffers = place(.buffer)
+        return (offsets, nonDecayed, buffers, end)
     }
 
     /// The scope with an empty prefix.
@@ -92,11 +135,21 @@ public final class ParameterStore {
         require(index[key] == nil, "ParameterStore: '\(key)' registered twice")
         require(value.dtype == dtype && value.isContiguous && value.offset == 0,
                      "ParameterStore: '\(key)' value must be a fresh contiguous \(dtype) tensor")
-        let kind: Kind = !trainable ? .buffer : (value.rank >= 2 ? .decayed : .nonDecayed)
-        value.requiresGrad = trainable && requiresGrad
+        let kind = ParameterStore.kind(rank: value.rank, trainable: trainable)
+        var tensor = value, offset = 0
+        if let plan, let arena {                                     // planned: the value goes to its slot now
+            let planned = plan[key]
+            require(planned?.shape == value.shape && planned?.kind == kind,
+                    "ParameterStore: '\(key)' \(value.shape) is not in the plan this store was made from (build both with the same code)")
+            let slot = planned!
+            tensor = Tensor(storage: arena, shape: value.shape, offset: slot.offset, dtype: dtype)
+            noGrad { tensor.copyValues(from: value) }
+            offset = slot.offset
+        }
+        tensor.requiresGrad = trainable && requiresGrad
         index[key] = entries.count
-        entries.append(Entry(key: key, tensor: value, kind: kind))
-        return value
+        entries.append(Entry(key: key, tensor: tensor, kind: kind, offset: offset))
+        return tensor
     }
 
     /// Lays out the arena on `device` (decayed, non-decayed, buffers), copies every value into its slot and
@@ -105,19 +158,18 @@ public final class ParameterStore {
     public func finalize(on device: Device = .cpu) {
         require(!isFinalized, "finalize: the store is already finalized")
         if shapesOnly { isFinalized = true; return }
-        var end = 0
-        func place(_ kind: Kind) -> Range<Int> {
-            let start = end
-            for i in entries.indices where entries[i].kind == kind {
-                entries[i].offset = end
-                end += ParameterStore.aligned(entries[i].tensor.count)
-            }
-            return start..<end
+        if plan != nil {                                              // values already in their slots
+            require(entries.count == plan!.count, "finalize: \(entries.count) entries registered, \(plan!.count) planned")
+            plan = nil
+            isFinalized = true
+            if requiresGrad { attachGradients() }
+            if device != .cpu { move(to: device) }
+            return
         }
-        _ = place(.decayed)
-        nonDecayedRange = place(.nonDecayed)
-        bufferRange = place(.buffer)
-        let storage = ParameterStore.zeroedStorage(count: end, dtype: dtype, device: device)
+        let layout = ParameterStore.layout(entries.map(\.tensor.count), entries.map(\.kind))
+        for i in entries.indices { entries[i].offset = layout.offsets[i] }
+        (nonDecayedRange, bufferRange) = (layout.nonDecayed, layout.buffers)
+        let storage = ParameterStore.zeroedStorage(count: layout.end, dtype: dtype, device: device)
         noGrad {
             for e in entries {
                 let slot = Tensor(storage: storage, shape: e.tensor.shape, offset: e.offset, dtype: dtype)

@@ -21,6 +21,8 @@ public final class TrainingStep {
     public let align: Bool
     /// fp16's dynamic loss scaling, fresh (`fp16-init-scale`); nil in the other precisions.
     public private(set) var scaler: LossScaler?
+    /// Sees each step's total loss before its backward (`haste bench train --saved-bytes`).
+    public var inspectLoss: ((Tensor) -> Void)?
 
     public init(config: TrainConfig, models: ResolvedModels, student: any DenoisingStudent, teacher: DINOv2?,
                 optimizer: AdamW, precision: ComputePrecision, align: Bool) {
@@ -42,6 +44,7 @@ public final class TrainingStep {
         let terms = Autocast.run(precision) {
             objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
         }
+        inspectLoss?(terms.total)
         (scaler.map { terms.total * Double($0.scale) } ?? terms.total).backward()
         scaler?.unscale(student.store)
         let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)

@@ -14,8 +14,12 @@ public struct DINOv2 {
     /// `frozen`: a teacher that is never trained (HASTE/REPA's encoder): its store never allocates a gradient
     /// arena (setting it frozen after construction frees the arena, but its pages were touched: 344 MB of RSS
     /// for DINOv2-B/14).
+    /// Built twice: shapes only, then into an arena laid out from them (`ParameterStore(plannedFrom:)`: one copy of
+    /// the weights while building, not two).
     public init(_ config: DINOv2Config, seed: UInt64 = 0, frozen: Bool = false) {
-        let store = ParameterStore(seed: seed)
+        let shapes = ParameterStore(shapesOnly: true)
+        _ = DINOv2(config, store: shapes)
+        let store = ParameterStore(seed: seed, plannedFrom: shapes)
         if frozen { store.setRequiresGrad(false) }
         self.init(config, store: store)
     }

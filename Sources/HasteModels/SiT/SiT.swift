@@ -14,8 +14,12 @@ public struct SiT {
     let projectors: [(Linear, Linear, Linear)]
     let finalLayer: FinalLayer
 
+    /// Built twice: shapes only, then into an arena laid out from them (`ParameterStore(plannedFrom:)`: one copy of
+    /// the weights while building, not two).
     public init(_ config: SiTConfig, seed: UInt64 = 0) throws {
-        try self.init(config, store: ParameterStore(seed: seed))
+        let shapes = ParameterStore(shapesOnly: true)
+        _ = try SiT(config, store: shapes)
+        try self.init(config, store: ParameterStore(seed: seed, plannedFrom: shapes))
     }
 
     /// (key, shape) of the state dict, without allocating (tests compare it with the reference's key list).

@@ -12,39 +12,65 @@ private let attentionHeadGroup = 4
 extension CPUBackend {
     public func attentionForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, shape s: AttentionShape,
                                  scale: Double) {
-        let (tq, tk, dh, dv) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let (tq, tk, dv) = (s.queries, s.keys, s.valueDim)
         let scratch = passScratch(s, dtype: out.dtype, if: probs == nil)
         forEachHeadGroup(s.batch) { h, g in
             let p = probs?.advanced(by: h * tq * tk) ?? scratch
-            gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
-                 a: q.advanced(by: h * tq * dh), lda: max(dh, 1), strideA: tq * dh,
-                 b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
-                 beta: 0, c: p, ldc: max(tk, 1), strideC: tq * tk, batch: g)
-            softmaxRows(p, p, rows: g * tq, cols: tk)
+            probabilities(q, k, into: p, s, scale: scale, h, g)
             probsTimesValues(p, v.advanced(by: h * tk * dv), out.advanced(by: h * tq * dv), s, g)
+        }
+    }
+
+    /// P = softmax(scale·q·kᵀ) of heads h..<h+g into p: the same calls in the forward and in the backward that
+    /// recomputes P, so both see the same bits.
+    private func probabilities(_ q: Buffer, _ k: Buffer, into p: Buffer, _ s: AttentionShape, scale: Double, _ h: Int, _ g: Int) {
+        let (tq, tk, dh) = (s.queries, s.keys, s.headDim)
+        gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
+             a: q.advanced(by: h * tq * dh), lda: max(dh, 1), strideA: tq * dh,
+             b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
+             beta: 0, c: p, ldc: max(tk, 1), strideC: tq * tk, batch: g)
+        softmaxRows(p, p, rows: g * tq, cols: tk)
+    }
+
+    /// `attentionBackward` with P recomputed one pass of heads at a time (`probabilities`, as the forward made it)
+    /// into a [heads per pass, Tq, Tk] workspace: the gradients are bitwise those from saved probabilities.
+    public func attentionBackwardRecomputing(q: Buffer, k: Buffer, v: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?,
+                                             dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        let p = passScratch(s, dtype: q.dtype, if: true)
+        let ds = passScratch(s, dtype: q.dtype, if: dq != nil || dk != nil)
+        forEachHeadGroup(s.batch) { h, g in
+            probabilities(q, k, into: p, s, scale: scale, h, g)
+            backwardPass(q: q, k: k, v: v, probs: p, dOut: dOut, dq: dq, dk: dk, dv: dv, ds: ds, s, scale: scale, h, g)
         }
     }
 
     public func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
                                   dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
-        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let (tq, tk) = (s.queries, s.keys)
         let needScores = dq != nil || dk != nil
         // dS for one pass of heads only: the dq and dk GEMMs consume it right away, while in cache.
         let ds = passScratch(s, dtype: probs.dtype, if: needScores)
         forEachHeadGroup(s.batch) { h, g in
-            scoresBackward(probs: probs.advanced(by: h * tq * tk), v: v.advanced(by: h * tk * dvd),
-                           dOut: dOut.advanced(by: h * tq * dvd), dLogits: needScores ? ds : nil,
-                           dv: dv?.advanced(by: h * tk * dvd), s, g)
-            if let dq {   // [Tq, Tk]·[Tk, Dh]
-                gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
-                     a: ds, lda: max(tk, 1), strideA: tq * tk, b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
-                     beta: 0, c: dq.advanced(by: h * tq * dh), ldc: max(dh, 1), strideC: tq * dh, batch: g)
-            }
-            if let dk {   // [Tq, Tk]ᵀ·[Tq, Dh]
-                gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
-                     a: ds, lda: max(tk, 1), strideA: tq * tk, b: q.advanced(by: h * tq * dh), ldb: max(dh, 1), strideB: tq * dh,
-                     beta: 0, c: dk.advanced(by: h * tk * dh), ldc: max(dh, 1), strideC: tk * dh, batch: g)
-            }
+            backwardPass(q: q, k: k, v: v, probs: probs.advanced(by: h * tq * tk), dOut: dOut, dq: dq, dk: dk, dv: dv,
+                         ds: ds, s, scale: scale, h, g)
+        }
+    }
+
+    /// The backward of heads h..<h+g from their probabilities `probs`, with dS in `ds` (empty when neither dq nor dk).
+    private func backwardPass(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?,
+                              dv: Buffer?, ds: Buffer, _ s: AttentionShape, scale: Double, _ h: Int, _ g: Int) {
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        scoresBackward(probs: probs, v: v.advanced(by: h * tk * dvd), dOut: dOut.advanced(by: h * tq * dvd),
+                       dLogits: dq != nil || dk != nil ? ds : nil, dv: dv?.advanced(by: h * tk * dvd), s, g)
+        if let dq {   // [Tq, Tk]·[Tk, Dh]
+            gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
+                 a: ds, lda: max(tk, 1), strideA: tq * tk, b: k.advanced(by: h * tk * dh), ldb: max(dh, 1), strideB: tk * dh,
+                 beta: 0, c: dq.advanced(by: h * tq * dh), ldc: max(dh, 1), strideC: tq * dh, batch: g)
+        }
+        if let dk {   // [Tq, Tk]ᵀ·[Tq, Dh]
+            gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
+                 a: ds, lda: max(tk, 1), strideA: tq * tk, b: q.advanced(by: h * tq * dh), ldb: max(dh, 1), strideB: tq * dh,
+                 beta: 0, c: dk.advanced(by: h * tk * dh), ldc: max(dh, 1), strideC: tk * dh, batch: g)
         }
     }
 

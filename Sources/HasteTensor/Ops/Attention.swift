@@ -20,6 +20,12 @@ public protocol AttentionKernels: AnyObject {
     /// workspace); dq = scale·dS·k, dk = scale·dSᵀ·q.
     func attentionBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer, dOut: Buffer,
                            dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double)
+    /// `attentionBackward` from the probabilities `attentionForward` saves, recomputed here bit for bit from q and
+    /// k, so that nothing of size Tq·Tk lives between the passes (what `scaledDotProductAttention` uses when it
+    /// does not take the log-sum-exp path). The default recomputes them for every head at once with
+    /// `attentionForward` (a transient [batch, Tq, Tk] and output); the CPU one pass of heads at a time.
+    func attentionBackwardRecomputing(q: Buffer, k: Buffer, v: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?, dv: Buffer?,
+                                      shape: AttentionShape, scale: Double)
     /// True when `scaledDotProductAttention` should save (out, LSE) and have the backward recompute the
     /// probabilities tile by tile (`attentionForwardLSE` / `attentionBackwardLSE`, flash attention) instead of
     /// saving the [Tq, Tk] probabilities (`attentionForward` / `attentionBackward`). CPU: false (saving is faster
@@ -50,6 +56,14 @@ public protocol AttentionKernels: AnyObject {
 }
 
 extension AttentionKernels {
+    public func attentionBackwardRecomputing(q: Buffer, k: Buffer, v: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?,
+                                             dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        let device = q.storage.device
+        let probs = Tensor.empty([s.batch, s.queries, s.keys], dtype: q.dtype, device: device)
+        let out = Tensor.empty([s.batch, s.queries, s.valueDim], dtype: q.dtype, device: device)
+        attentionForward(q: q, k: k, v: v, probs: probs.buffer, out: out.buffer, shape: s, scale: scale)
+        attentionBackward(q: q, k: k, v: v, probs: probs.buffer, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s, scale: scale)
+    }
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape,
                                     scale: Double, precision: ComputePrecision) {
         attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale)
@@ -65,9 +79,11 @@ extension AttentionKernels {
 extension Tensor {
     /// torch: `F.scaled_dot_product_attention(q, k, v, scale=scale)` (no mask, no dropout).
     /// q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] → [N, H, Tq, Dv]; scale defaults to 1/√Dh.
-    /// When autograd records, keeps for the backward pass either the probabilities [N, H, Tq, Tk] or, on backends
-    /// that recompute them (`attentionRecomputesProbabilities`, flash attention), the output and its row
-    /// log-sum-exp [N, H, Tq].
+    /// When autograd records, keeps for the backward pass q, k, v as given (views are made contiguous again in
+    /// backward, so no copy lives between the passes) and, on backends with flash attention
+    /// (`attentionRecomputesProbabilities`), the output and its row log-sum-exp [N, H, Tq]; elsewhere the backward
+    /// recomputes the probabilities bit for bit (`attentionBackwardRecomputing`): the [N, H, Tq, Tk] probabilities
+    /// are never kept (torch's CPU and CUDA kernels keep out and the log-sum-exp).
     /// Under `Autocast` (Ops/Precision.swift) q, k, v, the output and the gradients are rounded to bf16/fp16; the
     /// probabilities stay float32 inside the fused kernel, except in the flash kernels of a backend with
     /// low-precision ones (CUDA bf16: P and dS rounded to bf16 before their tensor-core products).
@@ -97,16 +113,15 @@ extension Tensor {
                                           shape: shape, scale: s, precision: carriers)
             saved = lse.map { .logSumExp(out: out.detached(), lse: $0) }
         } else {
-            let probs = records ? Tensor.empty([n, h, shape.queries, shape.keys], dtype: q.dtype, device: q.device) : nil
-            q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: probs?.buffer, out: out.buffer,
+            q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: nil, out: out.buffer,
                                        shape: shape, scale: s)
-            saved = probs.map { .probabilities($0) }
+            saved = records ? .nothing : nil
         }
-        guard let saved else {                // inference: neither N·H·Tq·Tk probabilities nor the LSE are kept
-            if let reads = CheckpointReads.current { reads.note([qc, kc, vc]) }   // a checkpoint's forward (no `recorded`)
+        guard let saved else {                // inference
+            if let reads = CheckpointReads.current { reads.note([q, k, v]) }      // a checkpoint's forward (no `recorded`)
             return out
         }
-        return out.recorded(AttentionBackward(q: qc, k: kc, v: vc, saved: saved, shape: shape, scale: s, carriers: carriers))
+        return out.recorded(AttentionBackward(q: q, k: k, v: v, saved: saved, shape: shape, scale: s, carriers: carriers))
     }
 
     /// Attention that also returns its pre-softmax logits S = (q·scale)·kᵀ [N, H, Tq, Tk], differentiable:
@@ -147,7 +162,7 @@ extension Tensor {
         q.backend.gemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: scale,
                        a: qc.buffer, lda: Swift.max(dh, 1), strideA: tq * dh, b: kc.buffer, ldb: Swift.max(dh, 1), strideB: tk * dh,
                        beta: 0, c: logits.buffer, ldc: Swift.max(tk, 1), strideC: tq * tk, batch: b)
-        return logits.recorded(AttentionLogitsBackward(q: qc, k: kc, scale: scale))
+        return logits.recorded(AttentionLogitsBackward(q: q, k: k, scale: scale))   // views: contiguous in backward
     }
 
     /// torch: `logits.softmax(-1) @ v` for logits [N, H, Tq, Tk], v [N, H, Tk, Dv] → [N, H, Tq, Dv], fused:
@@ -163,7 +178,7 @@ extension Tensor {
         let probs = Tensor.empty(logits.shape, dtype: v.dtype, device: v.device)
         let out = Tensor.empty([v.shape[0], v.shape[1], shape.queries, shape.valueDim], dtype: v.dtype, device: v.device)
         v.backend.softmaxMatmulForward(logits: lc.buffer, v: vc.buffer, probs: probs.buffer, out: out.buffer, shape: shape)
-        return out.recorded(SoftmaxMatmulBackward(logits: lc, v: vc, probs: probs, shape: shape))
+        return out.recorded(SoftmaxMatmulBackward(logits: logits, v: v, probs: probs, shape: shape))
     }
 
     /// Validates q [N, H, Tq, Dh], k [N, H, Tk, Dh], v [N, H, Tk, Dv] for `op`.
@@ -182,10 +197,11 @@ extension Tensor {
     }
 }
 
-/// Saves contiguous q, k, v and either the probabilities P or (flash attention) the output and its row
-/// log-sum-exp, from which the kernel recomputes P tile by tile; one kernel call gives dq, dk, dv.
+/// Saves q, k, v as the forward got them (made contiguous here, in backward) and, with flash attention, the
+/// output and its row log-sum-exp, from which the kernel recomputes P tile by tile; otherwise nothing more: the
+/// backend recomputes P as the forward made it. One kernel call gives dq, dk, dv (contiguous, shaped as q, k, v).
 struct AttentionBackward: Backward {
-    enum Saved { case probabilities(Tensor), logSumExp(out: Tensor, lse: Tensor) }
+    enum Saved { case nothing, logSumExp(out: Tensor, lse: Tensor) }
     let q: Tensor, k: Tensor, v: Tensor, saved: Saved
     let shape: AttentionShape, scale: Double, carriers: ComputePrecision
     var inputs: [Tensor] { [q, k, v] }
@@ -193,10 +209,11 @@ struct AttentionBackward: Backward {
         let dq = q.isTracked ? Tensor.empty(like: q) : nil
         let dk = k.isTracked ? Tensor.empty(like: k) : nil
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
+        let q = q.contiguous(), k = k.contiguous(), v = v.contiguous()      // untracked copies from here on
         switch saved {
-        case let .probabilities(probs):
-            q.backend.attentionBackward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, dOut: dy.buffer,
-                                        dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
+        case .nothing:
+            q.backend.attentionBackwardRecomputing(q: q.buffer, k: k.buffer, v: v.buffer, dOut: dy.buffer, dq: dq?.buffer,
+                                                   dk: dk?.buffer, dv: dv?.buffer, shape: shape, scale: scale)
         case let .logSumExp(out, lse):
             q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
                                            dOut: dy.buffer, dq: dq?.buffer, dk: dk?.buffer, dv: dv?.buffer,
@@ -206,7 +223,8 @@ struct AttentionBackward: Backward {
     }
 }
 
-/// S = scale·q·kᵀ: dq = scale·dS·k, dk = scale·dSᵀ·q (batched GEMMs over the N·H heads).
+/// S = scale·q·kᵀ: dq = scale·dS·k, dk = scale·dSᵀ·q (batched GEMMs over the N·H heads). Saves q and k as the
+/// forward got them (views are made contiguous here).
 struct AttentionLogitsBackward: Backward {
     let q: Tensor, k: Tensor, scale: Double
     var inputs: [Tensor] { [q, k] }
@@ -214,16 +232,16 @@ struct AttentionLogitsBackward: Backward {
         let b = q.shape[0] * q.shape[1], tq = q.shape[2], tk = k.shape[2], dh = q.shape[3]
         var dq: Tensor? = nil, dk: Tensor? = nil
         if q.isTracked {
-            let g = Tensor.empty(like: q)
+            let g = Tensor.empty(like: q), kc = k.contiguous()
             q.backend.gemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale,
-                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: k.buffer, ldb: Swift.max(dh, 1), strideB: tk * dh,
+                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: kc.buffer, ldb: Swift.max(dh, 1), strideB: tk * dh,
                            beta: 0, c: g.buffer, ldc: Swift.max(dh, 1), strideC: tq * dh, batch: b)
             dq = g
         }
         if k.isTracked {
-            let g = Tensor.empty(like: k)
+            let g = Tensor.empty(like: k), qc = q.contiguous()
             q.backend.gemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: scale,
-                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: q.buffer, ldb: Swift.max(dh, 1), strideB: tq * dh,
+                           a: dy.buffer, lda: Swift.max(tk, 1), strideA: tq * tk, b: qc.buffer, ldb: Swift.max(dh, 1), strideB: tq * dh,
                            beta: 0, c: g.buffer, ldc: Swift.max(dh, 1), strideC: tk * dh, batch: b)
             dk = g
         }
@@ -231,7 +249,8 @@ struct AttentionLogitsBackward: Backward {
     }
 }
 
-/// Saves contiguous logits (for the graph edge only), v and the probabilities P.
+/// Saves the logits (for the graph edge only), v as the forward got it (made contiguous here) and the
+/// probabilities P.
 struct SoftmaxMatmulBackward: Backward {
     let logits: Tensor, v: Tensor, probs: Tensor
     let shape: AttentionShape
@@ -239,6 +258,7 @@ struct SoftmaxMatmulBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] {
         let dLogits = logits.isTracked ? Tensor.empty(like: logits) : nil
         let dv = v.isTracked ? Tensor.empty(like: v) : nil
+        let v = v.contiguous()
         v.backend.softmaxMatmulBackward(probs: probs.buffer, v: v.buffer, dOut: dy.buffer, dLogits: dLogits?.buffer,
                                         dv: dv?.buffer, shape: shape)
         return [dLogits, dv]

@@ -21,6 +21,8 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "Run only the row with exactly this name (see --list); one row per process attributes the peak RSS.")
     var only: String?
     @Flag(help: "Print the row names, one per line, and exit.") var list = false
+    @Flag(name: .customLong("saved-bytes"), help: "With --only (a SiT row): one step, printing the bytes its graph holds for backward per op type, then exit.")
+    var savedBytes = false
     @Option(help: ArgumentHelp("Models of the training rows, comma-separated (GPU: SiT-B/2,SiT-XL/2).", valueName: "names"))
     var models = TrainBenchmarks.models.joined(separator: ",")
     @Option(help: ArgumentHelp("Batch sizes of the training rows, comma-separated (GPU: 16,64).", valueName: "sizes"))
@@ -70,6 +72,7 @@ struct BenchTrainCommand: ParsableCommand {
 
     /// --sweep: CPU, known models, positive batches, and --only naming one of its rows.
     func validateSweep() throws {
+        if savedBytes { throw ValidationError("--saved-bytes measures one training row: drop --sweep") }
         guard runtime.device == "cpu" else { throw ValidationError("--sweep measures the CPU (FMA peak, MemAvailable): drop --device \(runtime.device)") }
         for m in sweepModelList where m != CostSweep.tinyModel && (try? SiTConfig.named(m)) == nil {
             throw ValidationError("--sweep-models: unknown model '\(m)'; expected SiT-{S,B,L,XL}/{2,4,8} or \(CostSweep.tinyModel), comma-separated")
@@ -85,6 +88,9 @@ struct BenchTrainCommand: ParsableCommand {
     }
 
     func validateOnly() throws {
+        if savedBytes, only == nil || only == TrainBenchmarks.teacherRow || mmditNames.contains(only!) {
+            throw ValidationError("--saved-bytes needs --only naming a SiT row; rows are: \(names.filter { $0 != TrainBenchmarks.teacherRow }.joined(separator: ", "))")
+        }
         if let only, !names.contains(only) && !mmditNames.contains(only) {
             throw ValidationError("--only '\(only)' is not a row; rows are: \((names + mmditNames).joined(separator: ", "))")
         }
@@ -109,6 +115,7 @@ struct BenchTrainCommand: ParsableCommand {
             return try TrainSweep(command: self).run()
         }
         let device = try runtime.openDevice(allowTF32: allowTF32)
+        if savedBytes { return try printSavedBytes(device: device) }
         let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
         let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)
                            : TrainBenchmarks.cases(seed: runtime.seed, device: device, models: sweep ? sweepModelList : modelList,
@@ -129,5 +136,18 @@ struct BenchTrainCommand: ParsableCommand {
         let kind = device == .cpu ? "host" : "device"
         print(String(format: "peak RSS %.0f MiB, peak tensor storage %.0f MiB ", peak, tensors)
               + "(\(kind); whole process; use --only ROW for one row's peaks)")
+    }
+
+    /// `--saved-bytes`: one step of the --only row, the graph's saved bytes printed before its backward.
+    func printSavedBytes(device: Device) throws {
+        let row = only!, kind: TrainBenchmarks.Kind = row.contains("+align") ? .align : row.contains("+stopped") ? .stopped : .plain
+        let model = String(row.split(separator: " ")[0]), batch = Int(row.split(separator: " ")[1].dropFirst(2))!
+        let (step, data) = try TrainBenchmarks.trainingStep(model: model, batch: batch, kind: kind, seed: runtime.seed, device: device,
+                                                            checkpointing: gradCheckpointing, mixedPrecision: precisionFlag(device))
+        step.inspectLoss = { loss in
+            print("\(row): bytes held for backward (Tensor.savedBytes; parameters excluded)")
+            print(Tensor.savedBytes(from: [loss]).table)
+        }
+        step(data, generator: RandomGenerator(seed: runtime.seed &+ 4))
     }
 }

@@ -38,10 +38,9 @@ import HasteTensor
     #expect((try? DINOv2Config.named("dinov2-vit-g"))?.swiGLU == true)
 }
 
-/// A frozen teacher never allocates a gradient arena: once built it holds its value arena only, a trainable one a
-/// gradient arena of the same size on top (the construction peak is the same: the gradient arena is allocated after
-/// the parameters' initial values, copied into the value arena, are freed); its parameters neither track gradients
-/// nor hold one, and it computes the same values.
+/// A frozen teacher never allocates a gradient arena: while it is built it holds one value arena (plus one
+/// parameter's initial value at a time), a trainable one a gradient arena of the same size on top; its
+/// parameters neither track gradients nor hold one, and it computes the same values.
 @Test func frozenDINOv2NeverAllocatesGradients() throws {
     var c = DINOv2Config()
     (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
@@ -50,7 +49,10 @@ import HasteTensor
     let valueBytes = frozen.store.parameters.reduce(0) { $0 + $1.tensor.count * 4 }
     #expect(frozen.store.parameters.allSatisfy { !$0.tensor.requiresGrad && $0.tensor.grad == nil })
     #expect(t.liveBytes - f.liveBytes >= valueBytes, "trainable \(t.liveBytes) B vs frozen \(f.liveBytes) B live")
-    #expect(f.peakBytes <= t.peakBytes)
+    // Built into a planned arena (ParameterStore(plannedFrom:)): the frozen one peaks at its arena plus one initial
+    // value, below two copies of the weights; the trainable one holds value and gradient arenas.
+    #expect(f.peakBytes < valueBytes * 3 / 2 && t.peakBytes >= 2 * valueBytes,
+            "trainable \(t.peakBytes) B vs frozen \(f.peakBytes) B at the peak, weights \(valueBytes) B")
     let x = Tensor.randn([2, 3, 8, 8], seed: 4)
     let a = noGrad { frozen(x, logitLayers: [2]) }, b = noGrad { trainable(x, logitLayers: [2]) }
     #expect(a.patchTokens.scalars(as: Float.self) == b.patchTokens.scalars(as: Float.self))

@@ -166,3 +166,39 @@ import HasteTensor
     expectClose(mlp(x), expected, atol: 1e-6, rtol: 1e-5, "MLP")
     #expect(mlp.fc1.bias!.scalars(as: Float.self).allSatisfy { $0 == 0 })   // SiT's zero-bias init
 }
+
+/// A store planned from a shapes-only build of the same model has the unplanned store's layout, values and
+/// regions; while it is built it holds its arena plus one initial value (20 zero-initialised [16, 16] weights:
+/// arena + 1 KiB, where the unplanned store holds every value and then the arena: twice the weights).
+@Test func plannedStoreMatchesTheUnplannedOneWithOneCopyOfTheWeights() {
+    let shapes = ParameterStore(shapesOnly: true)
+    _ = TinyNet(shapes.root)
+    let planned = ParameterStore(seed: 3, plannedFrom: shapes)
+    _ = TinyNet(planned.root)
+    planned.finalize()
+    let plain = ParameterStore(seed: 3)
+    _ = TinyNet(plain.root)
+    plain.finalize()
+    #expect(planned.keys == plain.keys)
+    for ((key, a), (_, b)) in zip(planned.stateDict(), plain.stateDict()) {
+        #expect(a.offset == b.offset && a.shape == b.shape && a.requiresGrad == b.requiresGrad, "\(key) slot")
+        #expect(a.scalars(as: Float.self) == b.scalars(as: Float.self), "\(key) value")
+        #expect(a.grad?.offset == b.grad?.offset, "\(key) gradient slot")
+    }
+    #expect(planned.nonDecayedRange == plain.nonDecayedRange && planned.bufferRange == plain.bufferRange)
+
+    func weights(_ store: ParameterStore) { for i in 0..<20 { store.root["l\(i)"].parameter("weight", [16, 16], .zeros) } }
+    let plan = ParameterStore(shapesOnly: true)
+    weights(plan)
+    func peak(_ make: () -> ParameterStore) -> Int {
+        TensorMemory.measure { () -> Void in
+            let store = make()
+            store.setRequiresGrad(false)
+            weights(store)
+            store.finalize()
+        }.counts.peakBytes
+    }
+    let valueBytes = 16 * 16 * 4, arenaBytes = 20 * valueBytes
+    #expect(peak { ParameterStore(plannedFrom: plan) } == arenaBytes + valueBytes)
+    #expect(peak { ParameterStore() } == 2 * arenaBytes)
+}
