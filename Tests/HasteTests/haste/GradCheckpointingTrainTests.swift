@@ -66,10 +66,10 @@ func writeTinyImages(_ dir: String, seed: UInt64) throws -> String {
 /// name without the suffix; the timing itself is the lead's to measure.
 @Test func benchTrainListsCheckpointedRows() throws {
     let rows = try runHasteOutput(["bench", "train", "--list", "--grad-checkpointing", "--models", "SiT-S/2", "--batches", "4"])
-    #expect(rows.status == 0 && rows.stdout.split(separator: "\n").map(String.init) == ["SiT-S/2 bs4 +ckpt", "SiT-S/2 bs4 +align +ckpt", "DINOv2-B fwd bs16"],
+    #expect(rows.status == 0 && rows.stdout.split(separator: "\n").map(String.init) == ["SiT-S/2 bs4 +ckpt", "SiT-S/2 bs4 +align +ckpt", "SiT-S/2 bs4 +stopped +ckpt", "DINOv2-B fwd bs16"],
             "\(rows.stdout)")
     let plain = try runHasteOutput(["bench", "train", "--list", "--models", "SiT-S/2", "--batches", "4"])
-    #expect(plain.stdout.split(separator: "\n").map(String.init) == ["SiT-S/2 bs4", "SiT-S/2 bs4 +align", "DINOv2-B fwd bs16"])
+    #expect(plain.stdout.split(separator: "\n").map(String.init) == ["SiT-S/2 bs4", "SiT-S/2 bs4 +align", "SiT-S/2 bs4 +stopped", "DINOv2-B fwd bs16"])
     let wrong = try runHasteOutput(["bench", "train", "--grad-checkpointing", "--only", "SiT-S/2 bs4"])
     #expect(wrong.status != 0 && wrong.stderr.contains("SiT-S/2 bs4 +ckpt"), "\(wrong.stderr)")
 }
