@@ -1,5 +1,5 @@
 #include "CKernels.h"
-#include <immintrin.h>
+#include <string.h>
 #include <math.h>
 
 int haste_cpu_level(void) {
@@ -24,49 +24,34 @@ int haste_cpu_level(void) {
     } while (0)
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f")))
-static void adamw_avx512(float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
-                         float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step) {
-    const float wm1 = w - 1.0f;
-    const __m512 vd = _mm512_set1_ps(decay), vw = _mm512_set1_ps(small_weight ? w : wm1), vb2 = _mm512_set1_ps(b2);
-    const __m512 vc = _mm512_set1_ps(one_minus_b2), vbc = _mm512_set1_ps(bc2s), ve = _mm512_set1_ps(eps);
-    const __m512 vs = _mm512_set1_ps(neg_step);
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 gi = _mm512_loadu_ps(g + i), pi = _mm512_loadu_ps(p + i), mi0 = _mm512_loadu_ps(m + i);
-        if (apply_decay) pi = _mm512_mul_ps(pi, vd);
-        __m512 diff = _mm512_sub_ps(gi, mi0);
-        __m512 mi = _mm512_fmadd_ps(vw, diff, small_weight ? mi0 : gi);
-        __m512 vi = _mm512_fmadd_ps(_mm512_mul_ps(vc, gi), gi, _mm512_mul_ps(_mm512_loadu_ps(v + i), vb2));
-        __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), vbc), ve);
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        _mm512_storeu_ps(p + i, _mm512_add_ps(pi, _mm512_div_ps(_mm512_mul_ps(vs, mi), denom)));
-    }
-    for (; i < n; i++) ADAMW_ONE(i);
+typedef float haste_v16 __attribute__((ext_vector_type(16)));
+typedef float haste_v8 __attribute__((ext_vector_type(8)));
+
+// The loop above on LANES-wide vectors (V), compiled for TARGET: the same operations per lane (fma, sqrt and division
+// are IEEE-exact in every instruction set; -ffp-contract=off keeps the rest unfused), scalar tail.
+#define ADAMW_VECTOR(NAME, TARGET, V, LANES)                                                                      \
+__attribute__((target(TARGET)))                                                                                   \
+static void NAME(float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay, float w,   \
+                 int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step) {         \
+    const float wm1 = w - 1.0f;                                                                                   \
+    size_t i = 0;                                                                                                 \
+    for (; i + LANES <= n; i += LANES) {                                                                          \
+        V gi, pi, mi0, vi0;                                                                                       \
+        memcpy(&gi, g + i, sizeof gi); memcpy(&pi, p + i, sizeof pi);                                             \
+        memcpy(&mi0, m + i, sizeof mi0); memcpy(&vi0, v + i, sizeof vi0);                                         \
+        if (apply_decay) pi = pi * decay;                                                                         \
+        V diff = gi - mi0;                                                                                        \
+        V mi = small_weight ? __builtin_elementwise_fma((V)w, diff, mi0) : __builtin_elementwise_fma((V)wm1, diff, gi); \
+        V vi = __builtin_elementwise_fma(one_minus_b2 * gi, gi, vi0 * b2);                                         \
+        V denom = __builtin_elementwise_sqrt(vi) / bc2s + eps;                                                    \
+        V pn = pi + (neg_step * mi) / denom;                                                                      \
+        memcpy(m + i, &mi, sizeof mi); memcpy(v + i, &vi, sizeof vi); memcpy(p + i, &pn, sizeof pn);              \
+    }                                                                                                             \
+    for (; i < n; i++) ADAMW_ONE(i);                                                                              \
 }
 
-__attribute__((target("avx2,fma")))
-static void adamw_avx2(float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
-                       float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step) {
-    const float wm1 = w - 1.0f;
-    const __m256 vd = _mm256_set1_ps(decay), vw = _mm256_set1_ps(small_weight ? w : wm1), vb2 = _mm256_set1_ps(b2);
-    const __m256 vc = _mm256_set1_ps(one_minus_b2), vbc = _mm256_set1_ps(bc2s), ve = _mm256_set1_ps(eps);
-    const __m256 vs = _mm256_set1_ps(neg_step);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 gi = _mm256_loadu_ps(g + i), pi = _mm256_loadu_ps(p + i), mi0 = _mm256_loadu_ps(m + i);
-        if (apply_decay) pi = _mm256_mul_ps(pi, vd);
-        __m256 diff = _mm256_sub_ps(gi, mi0);
-        __m256 mi = _mm256_fmadd_ps(vw, diff, small_weight ? mi0 : gi);
-        __m256 vi = _mm256_fmadd_ps(_mm256_mul_ps(vc, gi), gi, _mm256_mul_ps(_mm256_loadu_ps(v + i), vb2));
-        __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc), ve);
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        _mm256_storeu_ps(p + i, _mm256_add_ps(pi, _mm256_div_ps(_mm256_mul_ps(vs, mi), denom)));
-    }
-    for (; i < n; i++) ADAMW_ONE(i);
-}
+ADAMW_VECTOR(adamw_avx512, "avx512f", haste_v16, 16)
+ADAMW_VECTOR(adamw_avx2, "avx2,fma", haste_v8, 8)
 #endif
 
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,

@@ -24,7 +24,7 @@ public enum KernelArgument: Sendable, Equatable {
 
 /// CUDA C++ source of one kernel family: the `prelude` (`KernelSource.prelude`) is prepended when compiled.
 /// Kernels are written in the subset both NVRTC and the test emulator accept (documented in `Prelude.swift`):
-/// every entry point is `extern "C" __global__ void name(...)` and listed in `kernels`.
+/// every entry point is `extern "C" __global__ void name(...)` (or made by the prelude's `HASTE_FLASH_ENTRIES`) and listed in `kernels`.
 public struct KernelSource: Sendable, Hashable {
     public let family: String
     public let code: String

@@ -285,42 +285,9 @@ extension CUDABackend {
     }
 
     /// Entry points per register tile width: DMAX ≥ max(Dh, Dv) (64, 96 for SiT-XL/2's 72, or 128).
-    extern "C" __global__ void attention_flash_forward_d64(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_forward<64>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dq_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dq<64>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dkdv_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dq_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dq<96>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dkdv_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dkdv<96>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_backward_dkdv_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(float, smem);
-        flash_backward_dkdv<128>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
+    HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 64)
+    HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 96)
+    HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 128)
     """#)
 
     /// The flash kernels' largest head dim (Dh and Dv): their per-thread register tiles hold 128 / 2 columns.

@@ -342,54 +342,10 @@ extension CUDABackend {
         }
     }
 
-    extern "C" __global__ void attention_flash_bf16_forward_d64(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_forward<64>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dq_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dq<64>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d64(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dkdv<64>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_forward_d80(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_forward<80>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dq_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dq<80>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d80(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dkdv<80>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_forward_d96(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_forward<96>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dq_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dq<96>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d96(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dkdv<96>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_forward_d128(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_forward<128>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dq_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dq<128>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale);
-    }
-    extern "C" __global__ void attention_flash_bf16_backward_dkdv_d128(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        HASTE_DYNAMIC_SHARED(u32, smem);
-        tc_backward_dkdv<128>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale);
-    }
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 64)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 80)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 96)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 128)
     """#)
 
     /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync

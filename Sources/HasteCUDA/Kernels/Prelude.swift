@@ -23,6 +23,15 @@ extension KernelSource {
     #define HASTE_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
     #endif
     #define HASTE_FULL_MASK 0xffffffffu
+    /// The three flash-attention entry points of one register width W (forward, dq, dk/dv) over the templates
+    /// FWD/DQ/DKDV with dynamic shared memory of type SMEM: the float32 and the bf16 tensor-core families.
+    #define HASTE_FLASH_ENTRIES(NAME, SMEM, FWD, DQ, DKDV, W) \
+    extern "C" __global__ void NAME##_forward_d##W(const float* q, const float* k, const float* v, float* out, float* lse, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) { \
+        HASTE_DYNAMIC_SHARED(SMEM, smem); FWD<W>(smem, q, k, v, out, lse, batch, tq, tk, dh, dv, scale); } \
+    extern "C" __global__ void NAME##_backward_dq_d##W(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dq, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) { \
+        HASTE_DYNAMIC_SHARED(SMEM, smem); DQ<W>(smem, q, k, v, dout, lse, delta, dq, batch, tq, tk, dh, dv, scale); } \
+    extern "C" __global__ void NAME##_backward_dkdv_d##W(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* delta, float* dk, float* dv_out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) { \
+        HASTE_DYNAMIC_SHARED(SMEM, smem); DKDV<W>(smem, q, k, v, dout, lse, delta, dk, dv_out, batch, tq, tk, dh, dv, scale); }
     #ifndef INFINITY
     #define INFINITY __int_as_float(0x7f800000)
     #endif

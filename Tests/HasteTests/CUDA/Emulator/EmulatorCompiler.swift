@@ -107,8 +107,17 @@ enum EmulatorCompiler {
     /// Every `__global__` line must be `extern "C" __global__ void name(` and the names must be `kernels`.
     static func checkEntryPoints(_ source: KernelSource) throws {
         var declared: [String] = []
-        for line in source.code.split(separator: "\n", omittingEmptySubsequences: true) where line.contains("__global__") {
+        for line in source.code.split(separator: "\n", omittingEmptySubsequences: true) {
             let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
+            // Prelude's HASTE_FLASH_ENTRIES(NAME, SMEM, FWD, DQ, DKDV, W): NAME_forward_dW, NAME_backward_dq_dW, NAME_backward_dkdv_dW.
+            if trimmed.hasPrefix("HASTE_FLASH_ENTRIES(") {
+                let args = trimmed.dropFirst("HASTE_FLASH_ENTRIES(".count).prefix(while: { $0 != ")" })
+                    .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard args.count == 6 else { throw EmulatorError(message: "\(source.family) kernels: HASTE_FLASH_ENTRIES takes 6 arguments: \(trimmed)") }
+                declared += ["_forward_d", "_backward_dq_d", "_backward_dkdv_d"].map { args[0] + $0 + args[5] }
+                continue
+            }
+            guard line.contains("__global__") else { continue }
             if trimmed.hasPrefix("//") || trimmed.hasPrefix("/*") || trimmed.hasPrefix("*") { continue }
             let words = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard words.count >= 4, words[0] == "extern", words[1] == "\"C\"", words[2] == "__global__", words[3] == "void",
