@@ -44,7 +44,7 @@ extension CPUBackend {
             if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
                 Parallel.forEach(batch) { items[$0].runSerial() }
             } else {
-                for sgemm in items { sgemm.run(parts: threads) }
+                for sgemm in items { sgemm.run(parts: AVX512Sgemm.parts(threads: threads)) }
             }
             return
         }

@@ -93,7 +93,7 @@ public enum CPUPeak {
             let start = DispatchTime.now().uptimeNanoseconds
             if CPUKernels.level == 2 {
                 AVX512Sgemm(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: a, lda: n, b: b, ldb: n, beta: 0, c: c, ldc: n)
-                    .run(parts: threads)
+                    .run(parts: AVX512Sgemm.parts(threads: threads))
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, c, Int32(n))
             }

@@ -12,6 +12,9 @@ struct AVX512Sgemm {
     static let mr = Int(HASTE_SGEMM_MR), nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
     /// Below this many multiply-adds a product runs on the calling thread (splitting costs more than it saves).
     static let parallelMACs = 1 << 20
+    /// Two pieces per thread: a thread that another process holds back leaves its second piece to the others (the
+    /// machine is often shared); splitting M more costs nothing (each piece packs only its own rows of A).
+    static func parts(threads: Int) -> Int { threads > 1 ? 2 * threads : 1 }
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static let available = haste_cpu_level() == 2
 
