@@ -7,7 +7,7 @@ bench_compare.sh's `measured` (waits for a quiet machine, records the CPU share 
 a row whose predicted peak RSS (a fixed part plus a part per image, fitted to that side's smaller batches) exceeds 80%
 of MemAvailable, the rule of `haste bench train --sweep`; a failed row skips that side's larger batches. GFLOP/s uses
 the analytic FLOP count (SiTConfig.trainingFLOPs, the same for both sides); "% peak" is of the float32 FMA peak
-`haste doctor` measures (OpenBLAS sgemm on haste's threads), for both sides. Prints one table and writes
+`haste doctor` measures (a large sgemm on the GEMM haste runs, on its threads), for both sides. Prints one table and writes
 runs/bench/sweep.tsv (one line per side and row) and runs/bench/sweep.png, drawn by `haste plot --tsv`.
 
 Run through bench_compare.sh (which builds haste and writes the `measured` helper), not directly.

@@ -50,6 +50,16 @@ def adamw_step():
     return opt.step
 
 
+def gemm(m, n, k, trans_a, trans_b):
+    """One float32 GEMM of a SiT-B/2 step, as BenchOps.gemmShapes: C[m, n] = op(A)·op(B)."""
+    def make():
+        a = torch.randn(k, m).t() if trans_a else torch.randn(m, k)
+        b = torch.randn(n, k).t() if trans_b else torch.randn(k, n)
+        c = torch.empty(m, n)
+        return lambda: torch.mm(a, b, out=c)
+    return make
+
+
 def linear_inputs(grad):
     x = torch.randn(*RES, requires_grad=grad)
     w = (torch.randn(MLP_HIDDEN, HIDDEN) * 0.02).requires_grad_(grad)
@@ -169,6 +179,18 @@ def sit_block(logits):
 ROWS = [
     ("sgemm (cblas)", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS), sgemm),
     ("adamw step", f"{ADAM_COUNT} parameters", ("bytes", 28 * ADAM_COUNT), adamw_step),
+    ("gemm qkv fwd", f"{ROWS_M}x{HIDDEN} · ({3 * HIDDEN}x{HIDDEN})ᵀ", ("flops", 2.0 * ROWS_M * 3 * HIDDEN * HIDDEN),
+     gemm(ROWS_M, 3 * HIDDEN, HIDDEN, False, True)),
+    ("gemm proj fwd", f"{ROWS_M}x{HIDDEN} · ({HIDDEN}x{HIDDEN})ᵀ", ("flops", 2.0 * ROWS_M * HIDDEN * HIDDEN),
+     gemm(ROWS_M, HIDDEN, HIDDEN, False, True)),
+    ("gemm fc1 fwd", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS),
+     gemm(ROWS_M, MLP_HIDDEN, HIDDEN, False, True)),
+    ("gemm fc2 fwd", f"{ROWS_M}x{MLP_HIDDEN} · ({HIDDEN}x{MLP_HIDDEN})ᵀ", ("flops", GEMM_FLOPS),
+     gemm(ROWS_M, HIDDEN, MLP_HIDDEN, False, True)),
+    ("gemm qkv dW", f"({ROWS_M}x{HIDDEN})ᵀ · {ROWS_M}x{3 * HIDDEN}", ("flops", 2.0 * ROWS_M * 3 * HIDDEN * HIDDEN),
+     gemm(HIDDEN, 3 * HIDDEN, ROWS_M, True, False)),
+    ("gemm qkv dX", f"{ROWS_M}x{3 * HIDDEN} · {3 * HIDDEN}x{HIDDEN}", ("flops", 2.0 * ROWS_M * 3 * HIDDEN * HIDDEN),
+     gemm(ROWS_M, HIDDEN, 3 * HIDDEN, False, False)),
     ("linear fwd", f"{RES} → {MLP_HIDDEN}", ("flops", GEMM_FLOPS), linear_fwd),
     ("linear fwd+bwd", f"{RES} → {MLP_HIDDEN}", ("flops", 3 * GEMM_FLOPS), linear_fwd_bwd),
     ("geluTanh fwd", f"{ACT}", ("bytes", 8 * ACT_COUNT), gelu_fwd),

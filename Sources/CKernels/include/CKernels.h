@@ -12,3 +12,26 @@ int haste_cpu_level(void);
 /// `level` is haste_cpu_level()'s answer (1 or 2).
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
                      float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step);
+
+// ---- float32 GEMM for AVX-512F (sgemm.c): C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm ----
+// Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every
+// HASTE_SGEMM_KC (a constant) and added to C, so splitting M and N between threads never changes a bit.
+// beta == 0 never reads C (NaN there is ignored, as BLAS does); alpha == 0 is the caller's to handle.
+#define HASTE_SGEMM_MR 14     /* rows of the register tile */
+#define HASTE_SGEMM_NR 32     /* columns of the register tile (two zmm) */
+#define HASTE_SGEMM_KC 256    /* k per packed block */
+#define HASTE_SGEMM_MC 448    /* rows of A packed at a time (a multiple of MR) */
+#define HASTE_SGEMM_NC 4096   /* columns of B packed at a time by haste_sgemm (a multiple of NR) */
+
+/// Floats of a packed op(B) block of kc rows and n columns (n rounded up to NR).
+size_t haste_sgemm_packed_b_floats(long kc, long n);
+/// Packs op(B) rows [k0, k0+kc), columns [j0, j1) into NR-wide panels from `dst` on (kc × NR each, zero-padded).
+/// op(B) is b (k × n, ldb) or, with trans_b, its transpose (b is n × k). dst: 64-byte aligned.
+void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst);
+/// C[i0..<i1, j0..<j1] = alpha · op(A)[i0..<i1, k0..<k0+kc] · B̃ + beta · C, where `packed_b` holds the panels of
+/// columns j0..<j1 (haste_sgemm_pack_b with this j0 and kc). Packs A in a per-thread buffer.
+void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
+                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc);
+/// The whole GEMM on the calling thread (k ≥ 1), with per-thread packing buffers.
+void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                 const float *b, long ldb, float beta, float *c, long ldc);

@@ -3,7 +3,8 @@ import COpenBLAS
 import Glibc
 #endif
 
-/// GEMM through OpenBLAS, one cblas call per batch item (Debian's 0.3.21 has no sgemm_batch).
+/// GEMM through OpenBLAS, one cblas call per batch item (Debian's 0.3.21 has no sgemm_batch); float32 on AVX-512F
+/// CPUs through haste's own kernel instead (CPUSgemm.swift; `HASTE_CPU_KERNELS=portable` keeps OpenBLAS).
 ///
 /// Batches of small items (attention heads: 256×256×64) run items in parallel on single-threaded BLAS:
 /// OpenBLAS splits one small GEMM across its threads poorly (measured: 48 GEMMs of 256×256×64 take 2.85 ms
@@ -38,6 +39,15 @@ extension CPUBackend {
         // no GEMM runs while another has switched BLAS to one thread.
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let threads = Parallel.threads
+        if c.dtype == .float32 && CPUKernels.level == 2 && alpha != 0 {   // alpha 0: BLAS only scales C
+            let items = (0..<batch).map { item.avx512($0) }
+            if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
+                Parallel.forEach(batch) { items[$0].runSerial() }
+            } else {
+                for sgemm in items { sgemm.run(parts: AVX512Sgemm.parts(threads: threads)) }
+            }
+            return
+        }
         if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
             openblas_set_num_threads(1)
             defer { openblas_set_num_threads(Int32(threads)) }
@@ -86,6 +96,13 @@ struct GemmItem: @unchecked Sendable {
     let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double
     let a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int
     let beta: Double, c: Buffer, ldc: Int, strideC: Int
+
+    /// Item i for haste's AVX-512 sgemm (float32 only).
+    func avx512(_ i: Int) -> AVX512Sgemm {
+        AVX512Sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: Float(alpha),
+                    a: a.pointer(Float.self) + i * strideA, lda: lda, b: b.pointer(Float.self) + i * strideB, ldb: ldb,
+                    beta: Float(beta), c: c.pointer(Float.self) + i * strideC, ldc: ldc)
+    }
 
     func run(_ i: Int) {
         let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans

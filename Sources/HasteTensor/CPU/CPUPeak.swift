@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// This CPU's float32 FMA peak in GFLOP/s (issue #15): on paper, from /proc/cpuinfo and sysfs, and measured, as
-/// the rate of a large OpenBLAS sgemm. `haste doctor` prints both; `haste bench train --sweep` quotes each row's
+/// the rate of a large sgemm on the kernel CPUBackend.gemm uses (haste's AVX-512 one, or OpenBLAS). `haste doctor` prints both; `haste bench train --sweep` quotes each row's
 /// GFLOP/s as a share of the measured one (what this machine's BLAS reaches is the ceiling that matters).
 public enum CPUPeak {
     /// One input of the paper peak: its value and where it came from.
@@ -22,8 +22,10 @@ public enum CPUPeak {
         public var gflops: Double { cores.value * clockGHz.value * lanes.value * fmaUnits.value * 2 }
     }
 
-    /// The best rate of repeated n×n×n sgemm calls on `threads` OpenBLAS threads.
+    /// The best rate of repeated n×n×n sgemm calls on `threads` threads.
     public struct Measured: Sendable, Equatable {
+        /// "haste AVX-512 sgemm" or "OpenBLAS sgemm": the float32 GEMM that CPUBackend.gemm runs here.
+        public let kernel: String
         public let gflops: Double
         public let size: Int, threads: Int, calls: Int
         public let seconds: Double
@@ -89,7 +91,12 @@ public enum CPUPeak {
         for i in 0..<count { (a[i], b[i], c[i]) = (Float(i % 7) * 0.125, Float(i % 5) * 0.25, 0) }
         func call() -> Double {
             let start = DispatchTime.now().uptimeNanoseconds
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, c, Int32(n))
+            if CPUKernels.level == 2 {
+                AVX512Sgemm(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: a, lda: n, b: b, ldb: n, beta: 0, c: c, ldc: n)
+                    .run(parts: AVX512Sgemm.parts(threads: threads))
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, c, Int32(n))
+            }
             return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
         }
         _ = call()
@@ -98,6 +105,7 @@ public enum CPUPeak {
         var times = [probe]
         while times.count < 2 || times.reduce(0, +) < seconds { times.append(call()) }
         let flops = 2 * Double(n) * Double(n) * Double(n)
-        return Measured(gflops: flops / times.min()! / 1e9, size: n, threads: threads, calls: times.count, seconds: times.reduce(0, +))
+        return Measured(kernel: CPUKernels.level == 2 ? "haste AVX-512 sgemm" : "OpenBLAS sgemm", gflops: flops / times.min()! / 1e9,
+                        size: n, threads: threads, calls: times.count, seconds: times.reduce(0, +))
     }
 }

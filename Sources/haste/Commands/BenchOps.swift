@@ -12,7 +12,8 @@ enum OpBenchmarks {
 
     /// Inputs are made on `device`; the raw cblas row exists on the CPU only.
     static func cases(seed: UInt64, device: Device = .cpu) -> [BenchCase] {
-        gemmAndElementwise(seed: seed, device: device) + normAndSoftmax(seed: seed, device: device)
+        gemmAndElementwise(seed: seed, device: device) + (device == .cpu ? gemmShapes(seed: seed) : [])
+            + normAndSoftmax(seed: seed, device: device)
             + attention(seed: seed, device: device) + block(seed: seed, device: device)
     }
 
@@ -105,6 +106,32 @@ enum OpBenchmarks {
         let b = Tensor.randn([mlpHidden], seed: seed + 2, device: device) * 0.02
         for t in [x, w, b] { t.requiresGrad = grad }
         return (x, w, b)
+    }
+
+    /// The float32 GEMMs of a SiT-B/2 batch-4 step (M = 1024 tokens), through CPUBackend.gemm as linear layers
+    /// call it (haste's AVX-512 kernel where the CPU has it; OpenBLAS with HASTE_CPU_KERNELS=portable):
+    /// forward y = x·Wᵀ of qkv, proj, fc1 and fc2; the backward of qkv: dW as Xᵀ·dY, and dX = dY·W.
+    static func gemmShapes(seed: UInt64) -> [BenchCase] {
+        let t = n * tokens, d = hidden, h = mlpHidden
+        // name, transA, transB, m, n, k, shape
+        let rows: [(String, Bool, Bool, Int, Int, Int, String)] = [
+            ("gemm qkv fwd", false, true, t, 3 * d, d, "\(t)x\(d) · (\(3 * d)x\(d))ᵀ"),
+            ("gemm proj fwd", false, true, t, d, d, "\(t)x\(d) · (\(d)x\(d))ᵀ"),
+            ("gemm fc1 fwd", false, true, t, h, d, "\(t)x\(d) · (\(h)x\(d))ᵀ"),
+            ("gemm fc2 fwd", false, true, t, d, h, "\(t)x\(h) · (\(d)x\(h))ᵀ"),
+            ("gemm qkv dW", true, false, d, 3 * d, t, "(\(t)x\(d))ᵀ · \(t)x\(3 * d)"),
+            ("gemm qkv dX", false, false, t, d, 3 * d, "\(t)x\(3 * d) · \(3 * d)x\(d)"),
+        ]
+        return rows.map { name, ta, tb, m, n, k, shape in
+            BenchCase(op: name, shape: shape, work: .flops(2.0 * Double(m * n * k))) {
+                let a = Tensor.randn([m * k], seed: seed), b = Tensor.randn([k * n], seed: seed + 1), c = Tensor.empty([m, n])
+                return {
+                    CPUBackend.shared.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a: a.buffer, lda: ta ? m : k,
+                                           strideA: 0, b: b.buffer, ldb: tb ? k : n, strideB: 0, beta: 0, c: c.buffer,
+                                           ldc: n, strideC: 0, batch: 1)
+                }
+            }
+        }
     }
 
     /// C[m, n] = A[m, k] · B[n, k]ᵀ straight through OpenBLAS: the ceiling `linear fwd` is measured against.

@@ -59,7 +59,7 @@ struct TrainSweep {
         if !command.json {
             let flags = info.simdFlags.map { "\($0.name) \($0.present ? "yes" : "no")" }.joined(separator: ", ")
             print("haste bench train --sweep: \(cpu) (\(flags)), \(threads) threads, median of \(command.reps) steps after \(command.warmup) warm-up, one process per row")
-            print(String(format: "float32 FMA peak: measured %.0f GFLOP/s (OpenBLAS sgemm %d³)", peak.gflops, peak.size)
+            print(String(format: "float32 FMA peak: measured %.0f GFLOP/s (\(peak.kernel) %d³)", peak.gflops, peak.size)
                   + (theoretical.map { String(format: ", on paper %.0f GFLOP/s (haste doctor shows how)", $0.gflops) } ?? ""))
             print(available.map { String(format: "MemAvailable %.0f MiB: rows predicted above %.0f%% of it are skipped", $0, 100 * CostSweep.memoryShare) }
                   ?? "MemAvailable unknown (no /proc/meminfo): no row is skipped")

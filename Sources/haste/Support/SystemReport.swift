@@ -97,7 +97,7 @@ struct SystemReport {
             lines.append("float32 FMA peak on paper: unknown (/proc/cpuinfo lists no processor or clock)")
         }
         if let m = peakMeasured {
-            lines.append(String(format: "float32 FMA peak measured: %.0f GFLOP/s (OpenBLAS sgemm %d×%d×%d, best of %d calls in %.2f s, %d threads)",
+            lines.append(String(format: "float32 FMA peak measured: %.0f GFLOP/s (\(m.kernel) %d×%d×%d, best of %d calls in %.2f s, %d threads)",
                                 m.gflops, m.size, m.size, m.size, m.calls, m.seconds, m.threads))
         }
         return lines

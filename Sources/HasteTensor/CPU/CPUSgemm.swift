@@ -1,0 +1,85 @@
+import CKernels
+
+/// haste's own float32 GEMM for AVX-512F CPUs (CKernels/sgemm.c), threaded on haste's pool.
+///
+/// Why: this image pins OpenBLAS to its Haswell (AVX2) kernels (OPENBLAS_CORETYPE, which we must not override),
+/// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
+/// op(A) in MR × KC panels and runs a 14 × 32 register tile; here each KC block of B is packed by all threads
+/// (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
+/// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
+/// thread count (STYLE R13).
+struct AVX512Sgemm {
+    static let mr = Int(HASTE_SGEMM_MR), nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
+    /// Below this many multiply-adds a product runs on the calling thread (splitting costs more than it saves).
+    static let parallelMACs = 1 << 20
+    /// Most floats of packed B held at once (8 MiB: in L3 beside A's blocks; K × NC shrinks NC to fit).
+    static let packedFloats = 1 << 21
+    /// One piece per thread. Measured on 2 threads (SiT-B/2 GEMM shapes, quiet machine): 1 piece per thread
+    /// 320–370 GFLOP/s every run; 2 or 4 pieces per thread often only ~205 (one thread doing the work).
+    static func parts(threads: Int) -> Int { Swift.max(1, threads) }
+    /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
+    static let available = haste_cpu_level() == 2
+
+    /// Packed B shared by the threads of one product; grown on demand. Only touched under CPUBackend.gemmMutex.
+    nonisolated(unsafe) private static var packedB: UnsafeMutablePointer<Float>?
+    nonisolated(unsafe) private static var packedBCount = 0
+
+    private static func packBuffer(_ floats: Int) -> UnsafeMutablePointer<Float> {
+        if packedBCount < floats {
+            packedB.map { UnsafeMutableRawPointer($0).deallocate() }
+            packedB = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
+            packedBCount = floats
+        }
+        return packedB!
+    }
+
+    let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
+    let a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int
+    let beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+
+    /// The product on the calling thread alone (items of a batch run in parallel this way).
+    func runSerial() {
+        haste_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
+    /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
+    /// All of K is packed at once (for up to `packedFloats` of B), so the threads meet twice per product, not twice
+    /// per KC block: on a shared machine every meeting waits for the slowest thread.
+    func run(parts: Int) {
+        if parts <= 1 || m * n * k < AVX512Sgemm.parallelMACs { return runSerial() }
+        let mr = AVX512Sgemm.mr, nr = AVX512Sgemm.nr, kcMax = AVX512Sgemm.kc
+        let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
+        let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
+        let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
+        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0
+        for j0 in stride(from: 0, to: n, by: ncMax) {
+            let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
+            // Rows of C in pieces of whole MR tiles; with too few rows, columns in pieces of whole NR panels.
+            let tiles = (m + mr - 1) / mr
+            let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
+            let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts
+            let packParts = Swift.min(parts, panels), packPer = (panels + packParts - 1) / packParts
+            // KC block p0 of B̃ starts at p0 · width; panel q of a block of kc rows at q · kc · NR within it.
+            Parallel.forEach(packParts) { part in
+                let first = part * packPer, last = Swift.min(panels, first + packPer)
+                guard first < last else { return }
+                for p0 in stride(from: 0, to: k, by: kcMax) {
+                    let kc = Swift.min(kcMax, k - p0)
+                    haste_sgemm_pack_b(tb, bp.base, ldb, p0, kc, j0 + first * nr, Swift.min(j1, j0 + last * nr),
+                                       packed.base + p0 * width + first * kc * nr)
+                }
+            }
+            Parallel.forEach(rowParts * colParts) { part in
+                let i0 = (part / colParts) * rowsPer, firstPanel = (part % colParts) * panelsPer
+                let i1 = Swift.min(m, i0 + rowsPer), lastPanel = Swift.min(panels, firstPanel + panelsPer)
+                guard i0 < i1, firstPanel < lastPanel else { return }
+                for p0 in stride(from: 0, to: k, by: kcMax) {
+                    let kc = Swift.min(kcMax, k - p0)
+                    haste_sgemm_block(ta, ap.base, lda, p0, kc, i0, i1, packed.base + p0 * width + firstPanel * kc * nr,
+                                      j0 + firstPanel * nr, Swift.min(j1, j0 + lastPanel * nr), alpha, p0 == 0 ? beta : 1,
+                                      cp.base, ldc)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Glibc
+import Testing
+@testable import HasteTensor
+
+/// float32 GEMMs through CPUBackend.gemm (haste's AVX-512 kernel on CPUs that have it, OpenBLAS elsewhere) against
+/// float64 OpenBLAS: every element within (k + 2)·2⁻²⁴·(|α|Σ|a||b| + |β||c|) of the exact product (the bound of
+/// any float32 summation order), elements between rows and batch items untouched, beta 0 ignoring NaN in C.
+private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int, alpha: Double, beta: Double,
+                        batch: Int = 1, seed: UInt64) {
+    let lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad
+    let sa = (ta ? k : m) * lda + pad, sb = (tb ? n : k) * ldb + pad, sc = m * ldc + pad
+    let a = Tensor.randn([batch * sa], seed: seed), b = Tensor.randn([batch * sb], seed: seed + 1)
+    let c0 = beta == 0 ? Tensor([Float](repeating: .nan, count: batch * sc)) : Tensor.randn([batch * sc], seed: seed + 2)
+    let c = Tensor(c0.scalars(as: Float.self))
+    CPUBackend.shared.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a.buffer, lda: lda, strideA: sa,
+                           b: b.buffer, ldb: ldb, strideB: sb, beta: beta, c: c.buffer, ldc: ldc, strideC: sc, batch: batch)
+    // float64 reference and magnitude: α·A·B + β·C and |α|·|A|·|B| + |β|·|C| (C's NaNs are never read when β = 0)
+    func wide(_ t: Tensor, abs: Bool = false) -> Tensor {
+        Tensor(t.scalars(as: Float.self).map { x in x.isNaN ? 0 : abs ? Double(Swift.abs(x)) : Double(x) })
+    }
+    let ref = wide(c0), mag = wide(c0, abs: true)
+    CPUBackend.shared.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: wide(a).buffer, lda: lda, strideA: sa,
+                           b: wide(b).buffer, ldb: ldb, strideB: sb, beta: beta, c: ref.buffer, ldc: ldc, strideC: sc, batch: batch)
+    CPUBackend.shared.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: Swift.abs(alpha), a: wide(a, abs: true).buffer,
+                           lda: lda, strideA: sa, b: wide(b, abs: true).buffer, ldb: ldb, strideB: sb, beta: Swift.abs(beta),
+                           c: mag.buffer, ldc: ldc, strideC: sc, batch: batch)
+    let got = c.scalars(as: Float.self), before = c0.scalars(as: Float.self)
+    let want = ref.scalars(as: Double.self), size = mag.scalars(as: Double.self)
+    var bad = 0, gaps = 0
+    for i in 0..<(batch * sc) {
+        let (item, r) = (i / sc, i % sc), (row, col) = (r / ldc, r % ldc)
+        guard item < batch, row < m, col < n else {
+            if got[i].bitPattern != before[i].bitPattern { gaps += 1 }
+            continue
+        }
+        let bound = Double(k + 2) * 0x1p-24 * size[i] + Double(Float.leastNonzeroMagnitude)
+        if !(Swift.abs(Double(got[i]) - want[i]) <= bound) { bad += 1 }
+    }
+    let what = "ta \(ta) tb \(tb) m \(m) n \(n) k \(k) pad \(pad) α \(alpha) β \(beta) batch \(batch)"
+    #expect(bad == 0, "\(what): \(bad) elements beyond the float32 bound")
+    #expect(gaps == 0, "\(what): \(gaps) elements outside C changed")
+}
+
+@Test func sgemmMatchesFloat64OnOddSizesTransposesAndStrides() {
+    let sizes = [1, 7, 13, 17, 33, 100, 257], ks = [1, 13, 33, 257, 300, 513]
+    let scales: [(Double, Double)] = [(1, 0), (0.5, 1), (-2, 0.25), (1, 1)]
+    var seed: UInt64 = 10
+    for (i, m) in sizes.enumerated() { for (j, n) in sizes.enumerated() {
+        for ta in [false, true] { for tb in [false, true] {
+            let (alpha, beta) = scales[(i + j + (ta ? 1 : 0)) % scales.count]
+            checkSgemm(ta, tb, m: m, n: n, k: ks[(i + 2 * j) % ks.count], pad: (i + j) % 3 == 0 ? 0 : 3,
+                       alpha: alpha, beta: beta, seed: seed)
+            seed += 3
+        } }
+    } }
+}
+
+/// Sizes past 1000 in each dimension (several KC blocks, many MR tiles and NR panels), parallel and batched.
+@Test func sgemmMatchesFloat64OnLargeAndBatchedProducts() {
+    var seed: UInt64 = 500
+    for (m, n, k) in [(1030, 33, 17), (13, 1100, 100), (7, 17, 1500), (257, 100, 1030), (130, 1090, 260)] {
+        for ta in [false, true] { for tb in [false, true] {
+            checkSgemm(ta, tb, m: m, n: n, k: k, pad: 2, alpha: 1, beta: 0, seed: seed)
+            seed += 3
+        } }
+    }
+    for (m, n, k) in [(37, 19, 23), (64, 64, 64), (300, 300, 40)] {      // item-parallel and one-by-one batches
+        checkSgemm(false, true, m: m, n: n, k: k, pad: 1, alpha: 0.125, beta: 0, batch: 5, seed: seed)
+        checkSgemm(true, false, m: m, n: n, k: k, pad: 0, alpha: 1, beta: -1, batch: 3, seed: seed + 1)
+        seed += 3
+    }
+}
+
+/// α = 0: C = β·C without reading A or B (NaN there must not spread), as BLAS.
+@Test func sgemmWithZeroAlphaOnlyScalesC() {
+    let a = Tensor([Float](repeating: .nan, count: 12)), b = Tensor([Float](repeating: .infinity, count: 12))
+    let c = Tensor((0..<9).map { Float($0) })
+    CPUBackend.shared.gemm(transA: false, transB: false, m: 3, n: 3, k: 4, alpha: 0, a: a.buffer, lda: 4, strideA: 0,
+                           b: b.buffer, ldb: 3, strideB: 0, beta: 2, c: c.buffer, ldc: 3, strideC: 0, batch: 1)
+    #expect(c.scalars(as: Float.self) == (0..<9).map { Float(2 * $0) })
+}
+
+/// haste's AVX-512 kernel gives the same bits for every split of M and N between threads, the serial entry and
+/// repeats (K is never split). Runs where the CPU has AVX-512F.
+@Test func avx512SgemmIsBitwiseIdenticalForEveryThreadSplit() {
+    guard AVX512Sgemm.available else { return }
+    for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
+                              (true, true, 45, 4200, 9)] {
+        let lda = ta ? m : k, ldb = tb ? k : n
+        let a = Tensor.randn([m * k], seed: 7).scalars(as: Float.self), b = Tensor.randn([k * n], seed: 8).scalars(as: Float.self)
+        var results: [[UInt32]] = []
+        for parts in [0, 1, 2, 3, 4, 8, 2] {            // 0: the serial entry
+            var c = [Float](repeating: .nan, count: m * n)
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                let g = AVX512Sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1.5, a: ap.baseAddress!, lda: lda,
+                                    b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: n)
+                pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
+                if parts == 0 { g.runSerial() } else { g.run(parts: parts) }
+            } } }
+            results.append(c.map(\.bitPattern))
+        }
+        #expect(results.allSatisfy { $0 == results[0] }, "\(m)×\(n)×\(k): results differ between thread splits")
+        #expect(!results[0].contains { Float(bitPattern: $0).isNaN }, "\(m)×\(n)×\(k): C not fully written")
+    }
+}
