@@ -122,21 +122,17 @@ public final class Trainer {
             let align = state.step < config.earlyStopPoint
             let terms = try accumulateGradients(generator: generator, align: align)
             state.rngOffset = generator.offset
-            state.scaler?.unscale(student.store)                // fp16: clip and step on the true gradients
-            let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)
-            let lossScale = state.scaler?.scale
-            guard terms.total.isFinite && (gradNorm.isFinite || lossScale != nil) else {
-                state.scaler?.update(foundInf: true)
+            let lossScale = state.scaler?.scale                 // the scale this step's loss was multiplied by
+            let (gradNorm, outcome) = Trainer.update(student.store, optimizer, scaler: &state.scaler,
+                                                     lossIsFinite: terms.total.isFinite, align: align, config: config)
+            if outcome == .bad {
                 try handleBadStep(terms: terms, gradNorm: gradNorm)
                 continue
             }
             state.badSteps = 0
-            if gradNorm.isFinite {
-                optimizer.step(skipping: Trainer.frozenParameters(student.store, align: align, config: config))
-            } else {                    // fp16 overflow: torch GradScaler skips the update; the step still counts
+            if outcome == .overflowSkipped {    // fp16 overflow: torch GradScaler skips the update; the step still counts
                 say("step \(state.step + 1): fp16 gradients overflowed at loss scale \(Double(lossScale!)): AdamW update skipped, loss scale halved")
             }
-            state.scaler?.update(foundInf: !gradNorm.isFinite)
             ema.update(decay: config.emaDecay)          // train.py updates the EMA after every step, skipped or not
             state.step += 1
             stopAlignmentIfDue()

@@ -46,16 +46,10 @@ public final class TrainingStep {
         }
         inspectLoss?(terms.total)
         (scaler.map { terms.total * Double($0.scale) } ?? terms.total).backward()
-        scaler?.unscale(student.store)
-        let gradNorm = clipGradNorm(student.store, maxNorm: config.maxGradNorm)
         let loss = terms.total.item()
-        guard loss.isFinite && (gradNorm.isFinite || scaler != nil) else {
-            scaler?.update(foundInf: true)
-            student.store.zeroGrad()
-            return (loss, gradNorm)
-        }
-        if gradNorm.isFinite { optimizer.step(skipping: Trainer.frozenParameters(student.store, align: align, config: config)) }
-        scaler?.update(foundInf: !gradNorm.isFinite)
+        let (gradNorm, outcome) = Trainer.update(student.store, optimizer, scaler: &scaler, lossIsFinite: loss.isFinite,
+                                                 align: align, config: config)
+        if outcome == .bad { student.store.zeroGrad() }
         return (loss, gradNorm)
     }
 }
@@ -68,6 +62,26 @@ extension Trainer {
         guard let teacher, align || !config.skipTeacherAfterStop, let images else { return nil }
         let out = Autocast.run(precision) { objective.teacherPass(teacher, images: images) }
         return align ? out : nil                                // reference: computed and discarded after the stop
+    }
+
+    /// What `update` did with a step's gradients.
+    public enum UpdateOutcome: Equatable { case applied, overflowSkipped, bad }
+
+    /// The update after backward, the Trainer's and `TrainingStep`'s: fp16's unscale, clip (the norm before clipping
+    /// is returned), then `.bad` (non-finite loss, or gradient norm outside fp16: no update, the scaler backs off),
+    /// `.overflowSkipped` (fp16 overflow: torch GradScaler skips AdamW, the step still counts) or `.applied`
+    /// (AdamW, leaving `frozenParameters` alone); the loss scale is updated as GradScaler does.
+    public static func update(_ store: ParameterStore, _ optimizer: AdamW, scaler: inout LossScaler?, lossIsFinite: Bool,
+                              align: Bool, config: TrainConfig) -> (gradNorm: Double, outcome: UpdateOutcome) {
+        scaler?.unscale(store)
+        let gradNorm = clipGradNorm(store, maxNorm: config.maxGradNorm)
+        guard lossIsFinite && (gradNorm.isFinite || scaler != nil) else {
+            scaler?.update(foundInf: true)
+            return (gradNorm, .bad)
+        }
+        if gradNorm.isFinite { optimizer.step(skipping: frozenParameters(store, align: align, config: config)) }
+        scaler?.update(foundInf: !gradNorm.isFinite)
+        return (gradNorm, gradNorm.isFinite ? .applied : .overflowSkipped)
     }
 
     /// Parameters AdamW leaves alone this step: the projectors once alignment is off (or without projection loss).

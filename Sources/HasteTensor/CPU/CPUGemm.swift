@@ -40,11 +40,10 @@ extension CPUBackend {
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let threads = Parallel.threads
         if c.dtype == .float32 && CPUKernels.level == 2 && alpha != 0 {   // alpha 0: BLAS only scales C
-            let items = (0..<batch).map { item.avx512($0) }
             if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
-                Parallel.forEach(batch) { items[$0].runSerial() }
+                Parallel.forEach(batch) { item.avx512($0).runSerial() }
             } else {
-                for sgemm in items { sgemm.run(parts: AVX512Sgemm.parts(threads: threads)) }
+                for i in 0..<batch { item.avx512(i).run(parts: AVX512Sgemm.parts(threads: threads)) }
             }
             return
         }

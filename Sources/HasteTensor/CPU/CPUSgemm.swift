@@ -4,8 +4,8 @@ import CKernels
 ///
 /// Why: this image pins OpenBLAS to its Haswell (AVX2) kernels (OPENBLAS_CORETYPE, which we must not override),
 /// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
-/// op(A) in MR × KC panels and runs a 14 × 32 register tile; here each KC block of B is packed by all threads
-/// (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
+/// op(A) in MR × KC panels and runs a 14 × 32 register tile; here B (all of K, up to `packedFloats`) is packed by all
+/// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
 /// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
 struct AVX512Sgemm {
@@ -18,7 +18,7 @@ struct AVX512Sgemm {
     /// 320–370 GFLOP/s every run; 2 or 4 pieces per thread often only ~205 (one thread doing the work).
     static func parts(threads: Int) -> Int { Swift.max(1, threads) }
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
-    static let available = haste_cpu_level() == 2
+    static var available: Bool { CPUKernels.hardware == 2 }
 
     /// Packed B shared by the threads of one product; grown on demand. Only touched under CPUBackend.gemmMutex.
     nonisolated(unsafe) private static var packedB: UnsafeMutablePointer<Float>?

@@ -13,8 +13,9 @@ import Glibc
 /// (`blas_thread_shutdown_`, what its fork handler does); the next GEMM starts the pool with the new timeout.
 /// Both are exported by every OpenBLAS since 0.3.x; looked up at run time, so another BLAS simply keeps its own.
 public enum OpenBLASSpin {
-    /// 2^exponent cycles: long enough to bridge the gap between consecutive GEMMs of a layer, short enough that
-    /// workers sleep during elementwise stretches (chosen by `haste bench train`; README, "Benchmarks").
+    /// 2^exponent cycles (~0.4 ms at 2.6 GHz): long enough to bridge the gap between consecutive GEMMs of a layer,
+    /// short enough that workers sleep during elementwise stretches. Not yet tuned by measurement (issue #15): the
+    /// float32 GEMMs of AVX-512 CPUs no longer go through OpenBLAS at all (CPUSgemm.swift).
     public static let defaultExponent = 20
 
     /// The exponent OpenBLAS uses now, or nil when the loaded BLAS has no such query.
