@@ -164,6 +164,7 @@ public final class ParameterStore {
             isFinalized = true
             if requiresGrad { attachGradients() }
             if device != .cpu { move(to: device) }
+            CPUBackend.releaseFreeMemory()                            // the initial values' temporaries
             return
         }
         let layout = ParameterStore.layout(entries.map(\.tensor.count), entries.map(\.kind))
@@ -184,6 +185,7 @@ public final class ParameterStore {
         self.device = device
         isFinalized = true
         if requiresGrad { attachGradients() }
+        CPUBackend.releaseFreeMemory()                                // the values copied into the arena
     }
 
     /// Moves a finalized store to `device`: one copy of the value arena, every registered tensor re-pointed
