@@ -49,9 +49,15 @@ public struct PlotAxis: Equatable {
     public static func logTicks(lower: Double, upper: Double, most: Int = 12) -> [(value: Double, label: String)] {
         guard lower.isFinite, upper.isFinite, lower < upper else { return [] }
         func ticks(_ mantissas: [Double]) -> [Double] {
-            (Int(lower.rounded(.down))...Int(upper.rounded(.up))).flatMap { e in
-                mantissas.map { e >= 0 ? $0 * pow(10, Double(e)) : $0 / pow(10, Double(-e)) }   // 2 / 10 is the double nearest 0.2
-            }.filter { log10($0) >= lower - 1e-12 && log10($0) <= upper + 1e-12 }
+            var out: [Double] = []
+            for e in Int(lower.rounded(.down))...Int(upper.rounded(.up)) {
+                let decade: Double = pow(10, Double(abs(e)))
+                for m in mantissas {
+                    let v = e >= 0 ? m * decade : m / decade                  // 2 / 10 is the double nearest 0.2
+                    if log10(v) >= lower - 1e-12 && log10(v) <= upper + 1e-12 { out.append(v) }
+                }
+            }
+            return out
         }
         let oneTwoFive = ticks([1, 2, 5]), oneToNine = ticks((1...9).map(Double.init))
         let chosen = oneTwoFive.count > most ? ticks([1]) : oneTwoFive.count >= 3 ? oneTwoFive : oneToNine
