@@ -192,7 +192,7 @@ def main():
         print("no row was measured: no plot", file=sys.stderr)
         return
     subprocess.run([args.haste, "plot", "--tsv", tsv, "--x", "batch", "--y", "img_per_s", "--series", "series", "--log-x",
-                    "--title", "Training step: img/s vs batch, fp32 on the CPU", "--out", png], check=True, stdout=subprocess.DEVNULL)
+                    "--log-y", "--title", "Training step: img/s vs batch, fp32 on the CPU", "--out", png], check=True, stdout=subprocess.DEVNULL)
     print(f"wrote {png}")
 
 

@@ -42,6 +42,30 @@ public struct PlotAxis: Equatable {
         return [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw * (1 - 1e-9) } ?? 10 * magnitude
     }
 
+    /// The ticks of a base-10 log axis spanning the log10 values `lower`…`upper`, as data values with labels
+    /// (`%g`: 0.1, 0.2, 0.5, 1, 2, 5, 10): 1-2-5 per decade; only each decade's 1 where that gives more than
+    /// `most`; 1 to 9 per decade where 1-2-5 gives fewer than 3; in a range too narrow for 2 of those, the ticks of
+    /// a linear axis over it.
+    public static func logTicks(lower: Double, upper: Double, most: Int = 12) -> [(value: Double, label: String)] {
+        guard lower.isFinite, upper.isFinite, lower < upper else { return [] }
+        func ticks(_ mantissas: [Double]) -> [Double] {
+            var out: [Double] = []
+            for e in Int(lower.rounded(.down))...Int(upper.rounded(.up)) {
+                let decade: Double = pow(10, Double(abs(e)))
+                for m in mantissas {
+                    let v = e >= 0 ? m * decade : m / decade                  // 2 / 10 is the double nearest 0.2
+                    if log10(v) >= lower - 1e-12 && log10(v) <= upper + 1e-12 { out.append(v) }
+                }
+            }
+            return out
+        }
+        let oneTwoFive = ticks([1, 2, 5]), oneToNine = ticks((1...9).map(Double.init))
+        let chosen = oneTwoFive.count > most ? ticks([1]) : oneTwoFive.count >= 3 ? oneTwoFive : oneToNine
+        if chosen.count >= 2 { return chosen.map { (value: $0, label: String(format: "%g", $0)) } }
+        let linear = PlotAxis(covering: [pow(10, lower), pow(10, upper)], padding: 0, targetTicks: 4)
+        return linear.ticks.map { (value: $0, label: linear.label($0)) }
+    }
+
     /// Tick labels with as many decimals as the step needs; large values (≥ 10 000, as step counts) in thousands: `250k`.
     public func label(_ value: Double) -> String {
         let inThousands = max(abs(lower), abs(upper)) >= 10_000 && step >= 1000

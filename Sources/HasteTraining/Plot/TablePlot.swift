@@ -1,23 +1,24 @@
 import Foundation
 import HasteTensor
 
-/// `haste plot --tsv FILE --x COL --y COL [--series COL] [--log-x]`: a `LinePlot` of a tab-separated table with a
-/// header line, one line per value of the series column (in order of first appearance), points sorted by x.
+/// `haste plot --tsv FILE --x COL --y COL [--series COL] [--log-x] [--log-y]`: a `LinePlot` of a tab-separated table
+/// with a header line, one line per value of the series column (in order of first appearance), points sorted by x.
 /// Rows whose y cell is not a number (a skipped benchmark row: "-" or empty) are left out and counted in a note;
-/// the legend takes the corner of the plot area where it hides the fewest points.
+/// on a log axis a number ≤ 0 is an error naming its line and column.
 /// Scripts/bench_compare.sh sweep draws runs/bench/sweep.png from its sweep.tsv this way.
 public enum TablePlot {
-    public static func plot(tsv path: String, x: String, y: String, series: String?, logX: Bool = false, title: String? = nil) throws -> LinePlot {
+    public static func plot(tsv path: String, x: String, y: String, series: String?, logX: Bool = false, logY: Bool = false,
+                            title: String? = nil) throws -> LinePlot {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw HasteError.fileMissing(path: path, hint: "--tsv expects a tab-separated table with a header line of column names (Scripts/bench_compare.sh sweep writes runs/bench/sweep.tsv).")
         }
-        return try plot(text: text, path: path, x: x, y: y, series: series, logX: logX, title: title)
+        return try plot(text: text, path: path, x: x, y: y, series: series, logX: logX, logY: logY, title: title)
     }
 
     /// The same from the table's text; `path` names it in errors.
     public static func plot(text: String, path: String, x: String, y: String, series: String?, logX: Bool = false,
-                            title: String? = nil) throws -> LinePlot {
+                            logY: Bool = false, title: String? = nil) throws -> LinePlot {
         func bad(_ detail: String) -> HasteError { .fileFormat(path: path, detail: detail) }
         func cells(_ line: Substring) -> [String] {
             line.split(separator: "\t", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
@@ -39,6 +40,7 @@ public enum TablePlot {
             guard let xv = Double(row[xi]), xv.isFinite else { throw bad("line \(n + 2): '\(row[xi])' in column '\(x)' (--x) is not a number") }
             if logX && xv <= 0 { throw bad("line \(n + 2): \(row[xi]) in column '\(x)' cannot go on a log axis (--log-x): x must be > 0") }
             guard let yv = Double(row[yi]), yv.isFinite else { left += 1; continue }
+            if logY && yv <= 0 { throw bad("line \(n + 2): \(row[yi]) in column '\(y)' cannot go on a log axis (--log-y): y must be > 0") }
             let name = si.map { row[$0] } ?? y
             if points[name] == nil { order.append(name) }
             points[name, default: []].append((x: xv, y: yv))
@@ -48,11 +50,10 @@ public enum TablePlot {
         let drawn = order.enumerated().map { k, name in
             PlotSeries(name: name, points: points[name]!.sorted { $0.x < $1.x }, color: palette[k % palette.count], lineWidth: 2, markers: true)
         }
-        var plot = LinePlot(title: title ?? "\(y) vs \(x)", xLabel: x + (logX ? " (log scale)" : ""), yLabel: y, series: drawn)
-        (plot.logX, plot.integerX) = (logX, false)
+        let scale = " (log scale)"
+        var plot = LinePlot(title: title ?? "\(y) vs \(x)", xLabel: x + (logX ? scale : ""), yLabel: y + (logY ? scale : ""), series: drawn)
+        (plot.logX, plot.logY, plot.integerX) = (logX, logY, false)
         if left > 0 { plot.notes.append("\(left) row\(left == 1 ? "" : "s") without a number in '\(y)' not drawn") }
-        let drawnPlot = plot                                      // the legend goes where it hides the fewest points
-        plot.legendCorner = LinePlot.Corner.allCases.min { drawnPlot.pointsUnderLegend($0) < drawnPlot.pointsUnderLegend($1) }!
         return plot
     }
 }

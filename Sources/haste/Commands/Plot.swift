@@ -18,12 +18,14 @@ struct Plot: ParsableCommand {
         FID evaluation at which the group's mean FID reaches the baseline's final FID (--baseline, default the
         enc-type none group), the speed-up, and the training wall time per run (log.txt).
         --tsv FILE draws columns of a tab-separated table with a header line instead of runs: --y against --x, one
-        line per value of --series (rows without a number in --y are left out), --log-x for a base-2 log x axis.
+        line per value of --series (rows without a number in --y are left out), --log-x for a base-2 log x axis,
+        --log-y for a base-10 log y axis. The legend goes in the corner of the plot where it hides the fewest points,
+        or right of the plot when every corner would hide one.
         Examples:
           haste plot runs/replicate/* --metric fid
           haste plot runs/demo runs/demo-vanilla --metric loss --out loss-compare.png
           haste plot runs/replicate/* --table --noise runs/replicate/noise.txt
-          haste plot --tsv runs/bench/sweep.tsv --x batch --y img_per_s --series series --log-x
+          haste plot --tsv runs/bench/sweep.tsv --x batch --y img_per_s --series series --log-x --log-y
         """)
 
     @Argument(help: "Run directories written by haste train (each holds metrics.jsonl).") var runs: [String] = []
@@ -41,6 +43,7 @@ struct Plot: ParsableCommand {
     @Option(name: .customLong("y"), help: ArgumentHelp("--tsv: the column on the y axis.", valueName: "COL")) var yColumn: String?
     @Option(help: ArgumentHelp("--tsv: one line per value of this column (default: one line).", valueName: "COL")) var series: String?
     @Flag(name: .customLong("log-x"), help: "--tsv: a base-2 logarithmic x axis (x must be > 0).") var logX = false
+    @Flag(name: .customLong("log-y"), help: "--tsv: a base-10 logarithmic y axis, ticks 1-2-5 per decade (y must be > 0).") var logY = false
     @Option(help: "--tsv: the plot's title (default: '<y> vs <x>').") var title: String?
 
     var metricName: String { metric ?? "fid" }
@@ -48,8 +51,8 @@ struct Plot: ParsableCommand {
     func validate() throws {
         if let out, !out.lowercased().hasSuffix(".png") { throw ValidationError("--out writes a PNG; give a name ending in .png, got '\(out)'") }
         guard tsv == nil else { return try validateTSV() }
-        if xColumn != nil || yColumn != nil || series != nil || logX || title != nil {
-            throw ValidationError("--x, --y, --series, --log-x and --title belong to --tsv FILE")
+        if xColumn != nil || yColumn != nil || series != nil || logX || logY || title != nil {
+            throw ValidationError("--x, --y, --series, --log-x, --log-y and --title belong to --tsv FILE")
         }
         guard !runs.isEmpty else { throw ValidationError("give at least one run directory, e.g. haste plot runs/demo") }
         try FlagCheck.choice("metric", metricName, PlotMetric.allCases.map(\.rawValue))
@@ -68,7 +71,8 @@ struct Plot: ParsableCommand {
 
     func run() throws {
         if let tsv {
-            let plot = try TablePlot.plot(tsv: tsv, x: xColumn!, y: yColumn!, series: series, logX: logX, title: title)
+            let plot = try TablePlot.plot(tsv: tsv, x: xColumn!, y: yColumn!, series: series, logX: logX, logY: logY,
+                                          title: title)
             let path = out ?? URL(fileURLWithPath: tsv).deletingPathExtension().appendingPathExtension("png").path
             try plot.write(to: path)
             print(path)

@@ -119,7 +119,7 @@ import HasteTensor
         #expect(plot.xLabel == "batch (log scale)" && plot.series[0].color != plot.series[1].color)
         let l = plot.layout
         #expect(l.xTicks.map { $0.label } == ["1", "2", "4"] && abs((l.px(4) - l.px(2)) - (l.px(2) - l.px(1))) <= 1)
-        #expect(plot.pointsUnderLegend(plot.legendCorner) == 0)
+        #expect(plot.legendCover(plot.legendPlacement).points == 0)
         let c = plot.render()
         for s in plot.series {
             for p in s.points {
@@ -130,13 +130,20 @@ import HasteTensor
         let mid = l.px(2)
         #expect(count(c, plot.series[0].color, x: (mid - 1)..<(mid + 2), y: (l.py(20) - 3)..<(l.py(20) + 4)) > 0)
         #expect(count(c, plot.series[1].color, x: (mid - 1)..<(mid + 2), y: (l.py(14) - 3)..<(l.py(14) + 4)) > 0)
+        // --log-y: a base-10 y axis (8 to 30 is too narrow for 1-2-5 ticks: 1 to 9 per decade), its label says so.
+        let logY = try TablePlot.plot(text: Self.sweepTSV, path: "t", x: "batch", y: "img_per_s", series: "series", logX: true, logY: true)
+        let ly = logY.layout
+        #expect(logY.logY && logY.yLabel == "img_per_s (log scale)" && ly.yTicks.map(\.label) == ["8", "9", "10", "20", "30"])
+        #expect(abs((ly.py(10) - ly.py(20)) - (ly.py(15) - ly.py(30))) <= 1 && logY.legendCover(logY.legendPlacement).points == 0)
         // Without --series: one line named after the y column.
         #expect(try TablePlot.plot(text: Self.sweepTSV, path: "t", x: "batch", y: "img_per_s", series: nil).series.map(\.name) == ["img_per_s"])
     }
 
     @Test func tsvPlotRefusesTablesItCannotDraw() throws {
-        func message(_ text: String, x: String = "batch", y: String = "img_per_s", logX: Bool = false) -> String {
-            do { _ = try TablePlot.plot(text: text, path: "t.tsv", x: x, y: y, series: nil, logX: logX); return "accepted" } catch { return "\(error)" }
+        func message(_ text: String, x: String = "batch", y: String = "img_per_s", logX: Bool = false, logY: Bool = false) -> String {
+            do { _ = try TablePlot.plot(text: text, path: "t.tsv", x: x, y: y, series: nil, logX: logX, logY: logY); return "accepted" } catch {
+                return "\(error)"
+            }
         }
         #expect(message(Self.sweepTSV, y: "ips").contains("t.tsv: has no column 'ips' (--y); its columns are: side, model, series, batch, img_per_s, skipped"))
         #expect(message("").contains("is empty"))
@@ -144,6 +151,10 @@ import HasteTensor
         #expect(message("batch\timg_per_s\nbig\t2\n").contains("line 2: 'big' in column 'batch' (--x) is not a number"))
         #expect(message("batch\timg_per_s\n0\t2\n", logX: true).contains("cannot go on a log axis"))
         #expect(message("batch\timg_per_s\n1\t-\n").contains("no row has a number in column 'img_per_s'"))
+        #expect(message("batch\timg_per_s\n1\t2\n4\t0\n", logY: true)
+            .contains("t.tsv: line 3: 0 in column 'img_per_s' cannot go on a log axis (--log-y): y must be > 0"))
+        #expect(message("batch\timg_per_s\n1\t-0.5\n", logY: true).contains("line 2: -0.5 in column 'img_per_s' cannot go on a log axis (--log-y)"))
+        #expect(message("batch\timg_per_s\n1\t0\n") == "accepted" && message("batch\timg_per_s\n1\t2\n4\t-\n", logY: true) == "accepted")
         #expect(throws: HasteError.self) { try TablePlot.plot(tsv: "/nonexistent/sweep.tsv", x: "batch", y: "img_per_s", series: nil) }
     }
 }

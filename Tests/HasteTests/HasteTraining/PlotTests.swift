@@ -117,3 +117,66 @@ func preview(_ plot: LinePlot, _ name: String) throws {
     c.encType = "none"
     #expect(RunPlots.Context(c).earlyStop == nil && RunPlots.loss([(1, 1), (2, 0.5)], RunPlots.Context(c)).markers.isEmpty)
 }
+
+/// A base-10 log y axis: ticks at 1-2-5 per decade labelled 0.1 … 5, each decade the same height, and the fallbacks
+/// (one tick per decade over many decades, 1 to 9 or a linear axis over a narrow range).
+@Test func logYAxisPlacesDecadesEvenlyWithOneTwoFiveTicks() throws {
+    let ticks = PlotAxis.logTicks(lower: log10(0.09), upper: log10(6.5))
+    #expect(ticks.map(\.label) == ["0.1", "0.2", "0.5", "1", "2", "5"] && ticks.map(\.value) == [0.1, 0.2, 0.5, 1, 2, 5])
+    #expect(PlotAxis.logTicks(lower: -3.2, upper: 3.1).map(\.label) == ["0.001", "0.01", "0.1", "1", "10", "100", "1000"])
+    #expect(PlotAxis.logTicks(lower: log10(2.5), upper: log10(4.5)).map(\.label) == ["3", "4"])
+    let narrow = PlotAxis.logTicks(lower: log10(3.1), upper: log10(3.3))
+    #expect(narrow.count >= 2 && narrow.allSatisfy { $0.value >= 3.1 && $0.value <= 3.3 }, "\(narrow)")
+    #expect(PlotAxis.logTicks(lower: 1, upper: 1).isEmpty)
+
+    var plot = LinePlot(title: "rate", xLabel: "batch", yLabel: "img/s", series: [
+        PlotSeries(name: "fast", points: [(1, 0.2), (2, 2), (3, 6)], color: RGB(200, 40, 60), markers: true)])
+    plot.logY = true
+    try preview(plot, "log-y")
+    let l = plot.layout, c = plot.render()
+    #expect(l.y.lower < log10(0.2) && l.y.upper > log10(6))
+    #expect(l.yTicks.map(\.label) == ["0.2", "0.5", "1", "2", "5"])
+    #expect(abs((l.py(0.2) - l.py(2)) - (l.py(2) - l.py(20))) <= 1 && l.py(0.2) > l.py(0.5))   // a decade is a decade
+    #expect(abs(Double(l.py(1) - l.py(2)) - Double(l.bottom - l.top) * log10(2) / (l.y.upper - l.y.lower)) <= 1)
+    #expect(count(c, .gridGrey, x: l.left..<l.right, y: l.py(1)..<(l.py(1) + 1)) > (l.right - l.left) / 2)   // the grid line at 1
+    #expect(darkPixels(c, x: (l.left - 16)..<(l.left - 6), y: (l.py(0.5) - 3)..<(l.py(0.5) + 5)) > 8)       // its "0.5"
+    for p in plot.series[0].points { #expect(c.pixel(l.px(p.x) + 3, l.py(p.y)) == RGB(200, 40, 60), "\(p)") }
+    // A value ≤ 0 has no place on a log axis: not drawn, no crash; the axis covers the others.
+    plot.series[0].points.append((4, 0))
+    #expect(plot.layout.y.lower < log10(0.2) && plot.render().width == 800)
+}
+
+/// The legend goes to the first inner corner that hides no point, preferring one no line crosses, and outside the
+/// plot area (a wider image) when every corner would hide a point; FID and loss plots use the same choice.
+@Test func legendTakesThePlaceThatHidesLeast() throws {
+    func plot(_ series: [[(x: Double, y: Double)]], notes: Int = 0) -> LinePlot {
+        var p = LinePlot(title: "t", xLabel: "x", yLabel: "y", series: series.enumerated().map { k, pts in
+            PlotSeries(name: "series \(k)", points: pts, color: RunComparison.palette[k], markers: true) })
+        p.notes = (0..<notes).map { "a note line of thirty chars \($0)" }
+        return p
+    }
+    let topRightTaken = plot([[(0, 0), (10, 0), (10, 10)]])
+    func clear(_ p: LinePlot, _ place: LegendPlace) -> Bool { p.legendCover(place).points == 0 && p.legendCover(place).linePixels == 0 }
+    #expect(topRightTaken.legendCover(.topRight).points == 1 && clear(topRightTaken, .topLeft))
+    #expect(topRightTaken.legendPlacement == .topLeft)
+    // Top left and bottom right hide no point; a line crosses the top left corner, so bottom right.
+    let crossed = plot([[(0, 0), (10, 10)], [(0, 5), (5, 10)]], notes: 10)
+    #expect(crossed.legendCover(.topLeft).points == 0 && crossed.legendCover(.topLeft).linePixels > 20)
+    #expect(clear(crossed, .bottomRight) && crossed.legendPlacement == .bottomRight)
+    var pinned = crossed
+    pinned.legendPlace = .topLeft
+    #expect(pinned.legendPlacement == .topLeft)
+    // A point in every corner: the legend goes right of the plot area, which keeps its size; every point shows.
+    let full = plot([[(0, 0), (10, 0)], [(0, 10), (10, 10)]])
+    #expect(LegendPlace.corners.allSatisfy { full.legendCover($0).points > 0 } && full.legendPlacement == .outsideRight)
+    try preview(full, "legend-outside")
+    let c = full.render(), l = full.layout, box = full.legendBox(.outsideRight, l)
+    #expect(c.width > 800 && c.width == box.x + box.width + 16 && c.height == 480 && l.right == 800 - 24 && box.x > l.right)
+    #expect(darkPixels(c, x: box.x..<(box.x + box.width), y: box.y..<(box.y + box.height)) > 40)   // its text
+    for (k, s) in full.series.enumerated() {
+        for p in s.points { #expect(c.pixel(l.px(p.x) + 3, l.py(p.y)) == RunComparison.palette[k], "\(p)") }
+    }
+    // The FID plot's first point (top left) and the loss curve's spike keep their corners clear.
+    let fid = RunPlots.fid([(1000, 180.3), (2000, 95.7)], samples: 250, RunPlots.Context(runName: "demo", earlyStop: 1500))
+    #expect(fid.legendCover(fid.legendPlacement).points == 0 && fid.legendPlacement != .topLeft)
+}

@@ -122,19 +122,23 @@ import HasteTensor
         defer { try? FileManager.default.removeItem(atPath: root) }
         let tsv = "\(root)/sweep.tsv"
         try CostSweepTests.sweepTSV.write(toFile: tsv, atomically: true, encoding: .utf8)
-        let r = try Launcher.run(["plot", "--tsv", tsv, "--x", "batch", "--y", "img_per_s", "--series", "series", "--log-x"], timeout: 120)
+        let r = try Launcher.run(["plot", "--tsv", tsv, "--x", "batch", "--y", "img_per_s", "--series", "series", "--log-x", "--log-y"], timeout: 120)
         #expect(r.status == 0 && r.stdout == "\(root)/sweep.png\n", "\(r)")
         let image = try PNGImage.read("\(root)/sweep.png")
-        let expected = try TablePlot.plot(text: CostSweepTests.sweepTSV, path: tsv, x: "batch", y: "img_per_s", series: "series", logX: true)
+        let expected = try TablePlot.plot(text: CostSweepTests.sweepTSV, path: tsv, x: "batch", y: "img_per_s", series: "series", logX: true, logY: true)
         #expect(image.width == 800 && image.height == 480 && image.pixels == expected.render().pixels)
         let column = try Launcher.run(["plot", "--tsv", tsv, "--x", "batch", "--y", "ips"], timeout: 60)
         #expect(column.status != 0 && column.stderr.contains("has no column 'ips' (--y)"), "\(column)")
         let missing = try Launcher.run(["plot", "--tsv", "\(root)/none.tsv", "--x", "batch", "--y", "img_per_s"], timeout: 60)
         #expect(missing.status != 0 && missing.stderr.contains("none.tsv: no such file"), "\(missing)")
+        try "batch\timg_per_s\n1\t2\n4\t0\n".write(toFile: "\(root)/zero.tsv", atomically: true, encoding: .utf8)
+        let zero = try Launcher.run(["plot", "--tsv", "\(root)/zero.tsv", "--x", "batch", "--y", "img_per_s", "--log-y"], timeout: 60)
+        #expect(zero.status != 0 && zero.stderr.contains("zero.tsv: line 3: 0 in column 'img_per_s' cannot go on a log axis (--log-y)"), "\(zero)")
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/zero.png"))
         for (args, message) in [(["--tsv", tsv, "--x", "batch"], "--tsv needs --x COL and --y COL"),
                                 (["--tsv", tsv, "--x", "batch", "--y", "img_per_s", root], "--tsv draws a table, not run directories"),
                                 (["--tsv", tsv, "--x", "batch", "--y", "img_per_s", "--metric", "loss"], "drop --table, --metric"),
-                                ([root, "--log-x"], "belong to --tsv FILE")] {
+                                ([root, "--log-x"], "belong to --tsv FILE"), ([root, "--log-y"], "--log-y and --title belong to --tsv FILE")] {
             let bad = try Launcher.run(["plot"] + args, timeout: 60)
             #expect(bad.status == 64 && bad.stderr.contains(message), "\(args): \(bad)")
         }
