@@ -135,7 +135,12 @@ extension Tensor {
         let g = g.dtype == dtype ? g : g.to(dtype)
         if let existing = gradValue {
             if gradIsOwnedSlot {
-                if g !== existing { gradIsStale ? existing.copyValues(from: g) : existing.addInPlace(g) }
+                if g === existing {                       // written there by the node
+                } else if gradIsStale {
+                    existing.copyValues(from: g)
+                } else {
+                    existing.addInPlace(g)
+                }
                 gradIsStale = false
             } else {
                 grad = existing + g

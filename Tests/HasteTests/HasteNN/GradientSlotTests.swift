@@ -14,14 +14,16 @@ import HasteTraining
     /// share (two terms, summed, then accumulated), an elementwise gain (a fresh gradient, copied in) and a Linear
     /// only some losses reach.
     struct Net {
-        let store = ParameterStore(seed: 4)
+        let store: ParameterStore
         let a: Linear, shared: Linear, unused: Linear, gain: Tensor
         init() {
+            let store = ParameterStore(seed: 4)
             a = Linear(store.root["a"], 4, 3)
             shared = Linear(store.root["shared"], 3, 3)
             gain = store.root.parameter("gain", [3], .constant(1.5))
             unused = Linear(store.root["unused"], 4, 3)
             store.finalize()
+            self.store = store
         }
         func loss(_ x: Tensor, reachUnused: Bool = false) -> Tensor {
             let h = shared(shared(a(x)).tanh()) * gain
