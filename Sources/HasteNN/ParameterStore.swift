@@ -224,9 +224,17 @@ public final class ParameterStore {
     /// (`grad`, `gradBuffer`, `clearStaleGradients`), so only the slots no backward reached cost a fill.
     public func zeroGrad() {
         require(isFinalized, "zeroGrad: call finalize() first")
-        guard gradArena != nil else { return }
+        guard let g = gradArena else { return }
+        if gradientPaddingDirty, trainableEnd > 0 {          // the padding, never written by a walk, must be zero again
+            g.backend.fill(ParameterStore.buffer(g, 0, dtype), count: trainableEnd, value: 0)
+            gradientPaddingDirty = false
+        }
         for e in entries where e.isTrainable && e.tensor.gradIsOwnedSlot { e.tensor.gradIsStale = true }
     }
+
+    /// Set when a pass over the whole arena may have left the zero padding between slots non-zero (clipping by a
+    /// non-finite coefficient: 0 · NaN); the next `zeroGrad` then fills the whole arena.
+    package var gradientPaddingDirty = false
 
     /// Fills the stale gradient slots (all, or those starting in the element range `within`) with zeros, one
     /// fill per run of adjacent stale slots (the zero padding between them rides along).

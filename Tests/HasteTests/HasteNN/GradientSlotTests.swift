@@ -86,6 +86,7 @@ import HasteTraining
         #expect(clipGradNorm(net.store, maxNorm: 1).isNaN)
         net.store.zeroGrad()
         net.loss(Self.x1).backward()
+        #expect(net.raw.dropLast(2) == good.dropLast(2), "the slots this walk reached")
         #expect(clipGradNorm(net.store, maxNorm: 1e9).isFinite)
         #expect(net.raw == good)
         let adam = AdamW(store: net.store, lr: 0.1)
