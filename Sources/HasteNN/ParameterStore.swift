@@ -221,12 +221,44 @@ public final class ParameterStore {
         if !flag { gradArena = nil } else if isFinalized && gradArena == nil { attachGradients() }
     }
 
-    /// Sets every gradient to zero: one fill over the gradient arena.
+    /// Sets every gradient to zero. No pass over the arena: each slot is marked stale (`Tensor.gradIsStale`), the
+    /// next backward overwrites the slots it reaches, and a slot still stale when it is read is filled then
+    /// (`grad`, `gradBuffer`, `clearStaleGradients`), so only the slots no backward reached cost a fill.
     public func zeroGrad() {
         require(isFinalized, "zeroGrad: call finalize() first")
-        guard let g = gradArena, trainableEnd > 0 else { return }
-        g.backend.fill(ParameterStore.buffer(g, 0, dtype), count: trainableEnd, value: 0)
+        guard let g = gradArena else { return }
+        if gradientPaddingDirty, trainableEnd > 0 {          // the padding, never written by a walk, must be zero again
+            g.backend.fill(ParameterStore.buffer(g, 0, dtype), count: trainableEnd, value: 0)
+            gradientPaddingDirty = false
+        }
+        for e in entries where e.isTrainable && e.tensor.gradIsOwnedSlot { e.tensor.gradIsStale = true }
     }
+
+    /// Set when a pass over the whole arena may have left the zero padding between slots non-zero (clipping by a
+    /// non-finite coefficient: 0 · NaN); the next `zeroGrad` then fills the whole arena.
+    package var gradientPaddingDirty = false
+
+    /// Fills the stale gradient slots (all, or those starting in the element range `within`) with zeros, one
+    /// fill per run of adjacent stale slots (the zero padding between them rides along).
+    package func clearStaleGradients(within: Range<Int>? = nil) {
+        guard let g = gradArena else { return }
+        var run: Range<Int>? = nil
+        func flush() {
+            if let r = run { g.backend.fill(ParameterStore.buffer(g, r.lowerBound, dtype), count: r.count, value: 0) }
+            run = nil
+        }
+        for e in trainableByOffset where within?.contains(e.offset) ?? true {
+            guard e.tensor.gradIsStale else { flush(); continue }
+            e.tensor.gradIsStale = false
+            let end = e.offset + e.tensor.count
+            run = run.map { $0.lowerBound..<end } ?? e.offset..<end
+        }
+        flush()
+    }
+
+    /// Trainable entries in arena order (decayed, then non-decayed); read only once a gradient arena exists
+    /// (after `finalize`, which fixes the offsets).
+    private lazy var trainableByOffset: [Entry] = entries.filter(\.isTrainable).sorted { $0.offset < $1.offset }
 
     /// Gradients of `loss` for every trainable parameter, in registration order, without touching `grad`
     /// (torch.autograd.grad); parameters the loss does not reach get zeros.
@@ -241,9 +273,10 @@ public final class ParameterStore {
         ParameterStore.buffer(arena!, start, dtype)
     }
 
-    /// The gradient arena from element `start` on.
+    /// The gradient arena from element `start` on, stale slots filled first (the caller reads the whole arena).
     func gradBuffer(_ start: Int) -> Buffer {
         require(gradArena != nil, "ParameterStore: no gradients (the store is frozen; setRequiresGrad(true))")
+        clearStaleGradients()
         return ParameterStore.buffer(gradArena!, start, dtype)
     }
 

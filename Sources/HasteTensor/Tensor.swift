@@ -16,9 +16,29 @@ public final class Tensor: @unchecked Sendable {
     /// The node that made this tensor (nil for leaves and for results computed without grad).
     package var gradFn: (any Backward)?
     /// Accumulated gradient of a leaf. A preset `grad` (a parameter's arena slot) is accumulated into in place.
-    public var grad: Tensor?
+    /// A slot a store's `zeroGrad` left stale is logically zero: reading `grad` fills it with zeros first.
+    public var grad: Tensor? {
+        get {
+            if gradIsStale { clearStaleGrad() }
+            return gradValue
+        }
+        set { gradValue = newValue; gradIsStale = false }
+    }
+    /// `grad` as stored, stale or not (the backward walk and the store's own passes).
+    package private(set) var gradValue: Tensor?
     /// Set when `grad` is an arena slot owned by a parameter store: accumulate into it in place.
     package var gradIsOwnedSlot = false
+    /// Set by `ParameterStore.zeroGrad` on an owned slot instead of filling it: the slot's memory still holds the
+    /// last step's values but means zero. The walk's first accumulation overwrites it (0 + g is g: no fill, no
+    /// add); whoever reads it before then fills it (`grad`, the store's arena accessors).
+    package var gradIsStale = false
+
+    /// Fills a stale gradient slot with zeros.
+    package func clearStaleGrad() {
+        gradIsStale = false
+        guard let g = gradValue else { return }
+        g.backend.fill(g.buffer, count: g.count, value: 0)
+    }
 
     public init(storage: Storage, shape: [Int], strides: [Int]? = nil, offset: Int = 0, dtype: DType) {
         self.storage = storage

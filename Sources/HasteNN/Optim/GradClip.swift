@@ -15,5 +15,6 @@ public func clipGradNorm(_ store: ParameterStore, maxNorm: Double) -> Double {
     let raw = maxNorm / (total + 1e-6)
     let coefficient = raw.isNaN ? raw : Swift.min(raw, 1)        // torch.clamp(max=1) keeps NaN
     if coefficient != 1 { grads.storage.backend.scale(grads, count: count, by: coefficient) }  // ×1 is exact
+    if !coefficient.isFinite { store.gradientPaddingDirty = true }                        // 0 · NaN in the padding
     return total
 }

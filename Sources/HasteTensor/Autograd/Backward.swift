@@ -6,6 +6,15 @@ public protocol Backward {
     func gradients(_ dy: Tensor) -> [Tensor?]
 }
 
+/// A node that can write an input's gradient straight into the parameter slot it would be accumulated into
+/// (a weight gradient's GEMM into the arena: no temporary, no add pass). The walk offers `into[i]` (contiguous,
+/// input i's shape and dtype) only when that write is the whole accumulation (Graph.swift `inPlaceDestination`);
+/// the node writes input i's gradient there and returns that same tensor, or ignores the offer and returns a
+/// fresh one. Either way the values are those `gradients(_:)` returns.
+protocol InPlaceGradientBackward: Backward {
+    func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?]
+}
+
 /// A node that continues its inputs' gradient sums instead of returning fresh terms (a checkpoint, whose
 /// recomputed block adds one term per use of an input, in the order the walk without the checkpoint would).
 /// The walk hands it each tracked input's sum so far (nil: none yet) and replaces that sum with what it returns.

@@ -75,6 +75,11 @@ extension Tensor {
                 var running: [Tensor?] = []
                 for input in node.inputs { running.append(input.isTracked ? pending.removeValue(forKey: ObjectIdentifier(input)) : nil) }
                 grads = continuing.gradients(g.contiguous(), running: running)
+            } else if capture == nil, let direct = node as? any InPlaceGradientBackward {
+                let into = node.inputs.map {
+                    $0.inPlaceDestination(termsLeft: consumersLeft[ObjectIdentifier($0)], hasPendingTerm: pending[ObjectIdentifier($0)] != nil)
+                }
+                grads = into.contains { $0 != nil } ? direct.gradients(g.contiguous(), into: into) : node.gradients(g.contiguous())
             } else {
                 grads = node.gradients(g.contiguous())
             }
@@ -123,18 +128,33 @@ extension Tensor {
         return order.reversed()
     }
 
-    /// Leaf accumulation: in place into an owned arena slot, otherwise `grad = grad + g`.
+    /// Leaf accumulation: in place into an owned arena slot (a stale slot, zero since `zeroGrad`, is overwritten:
+    /// 0 + g is g; `g` may be the slot itself, written there by the node: `inPlaceDestination`), otherwise
+    /// `grad = grad + g`.
     func accumulateGrad(_ g: Tensor) {
         let g = g.dtype == dtype ? g : g.to(dtype)
-        if let existing = grad {
+        if let existing = gradValue {
             if gradIsOwnedSlot {
-                existing.addInPlace(g)
+                if g === existing {                       // written there by the node
+                } else if gradIsStale {
+                    existing.copyValues(from: g)
+                } else {
+                    existing.addInPlace(g)
+                }
+                gradIsStale = false
             } else {
                 grad = existing + g
             }
         } else {
             grad = g.contiguous()
         }
+    }
+
+    /// The arena slot a node may write this leaf's whole gradient into (`InPlaceGradientBackward`): a stale owned
+    /// slot whose only gradient term still to come is the one being computed, so the write is the accumulation.
+    func inPlaceDestination(termsLeft: Int?, hasPendingTerm: Bool) -> Tensor? {
+        guard gradFn == nil, requiresGrad, gradIsOwnedSlot, gradIsStale, termsLeft == 1, !hasPendingTerm else { return nil }
+        return gradValue
     }
 
     /// In-place `self += other` outside autograd (arena gradients, optimizer state).

@@ -159,13 +159,17 @@ struct BF16LinearBackward: Backward {
     }
 }
 
-/// Saves x and weight (contiguous); dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.
-struct LinearBackward: Backward {
+/// Saves x and weight (contiguous); dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy. dW and db go straight into their
+/// parameter slots when the walk offers them (the same kernels, so the same values).
+struct LinearBackward: InPlaceGradientBackward {
     let x: Tensor, weight: Tensor, bias: Tensor?
     var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
-    func gradients(_ dy: Tensor) -> [Tensor?] {
+    func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, into: inputs.map { _ in nil }) }
+
+    func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?] {
         let inF = weight.shape[1], outF = weight.shape[0], rows = dy.count / Swift.max(outF, 1)
         let be = dy.backend
+        func output(_ k: Int, like t: Tensor) -> Tensor { into[k] ?? Tensor.empty(t.shape, dtype: t.dtype, device: t.device) }
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
         if x.isTracked {
             let g = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
@@ -174,13 +178,13 @@ struct LinearBackward: Backward {
             dx = g
         }
         if weight.isTracked {
-            let g = Tensor.empty(weight.shape, dtype: weight.dtype, device: weight.device)
+            let g = output(1, like: weight)
             be.gemm(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: Swift.max(outF, 1), strideA: 0,
                     b: x.buffer, ldb: Swift.max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1)
             dw = g
         }
         if let bias, bias.isTracked {
-            let g = Tensor.empty(bias.shape, dtype: bias.dtype, device: bias.device)
+            let g = output(2, like: bias)
             be.reduceSum(dy.buffer, g.buffer, outer: 1, reduce: rows, inner: outF)
             db = g
         }

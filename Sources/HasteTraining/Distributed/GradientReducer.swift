@@ -14,6 +14,8 @@ import HasteTensor
 /// ranks) each bucket's sum is queued on the device, on the gradients themselves, and `finish()` waits for them.
 package final class GradientReducer: LeafGradientObserver {
     let comm: Communicator
+    /// Whose gradient arena is summed: its slots no walk reached are still stale (`zeroGrad`) when their bucket starts.
+    let store: ParameterStore
     /// Sums on the device (NCCL), when given: then there is no host arena.
     let collectives: DeviceCollectives?
     /// The host floats MPI sums: the gradient arena itself on the CPU, else `staged.host`; nil with `collectives`.
@@ -35,6 +37,7 @@ package final class GradientReducer: LeafGradientObserver {
         require(store.gradientArena.buffer.dtype == .float32, "GradientReducer: float32 gradients only, got \(store.gradientArena.buffer.dtype)")
         require(collectives == nil || store.device != .cpu, "GradientReducer: device collectives sum device memory, the store is on the CPU")
         self.comm = comm
+        self.store = store
         self.collectives = collectives
         let (buffer, count) = store.gradientArena
         let gradients = Tensor(storage: buffer.storage, shape: [count], offset: buffer.offset, dtype: .float32)
@@ -103,6 +106,7 @@ package final class GradientReducer: LeafGradientObserver {
 
     private func launch(_ k: Int) {
         let r = buckets[k]
+        store.clearStaleGradients(within: r)                       // unreached slots are zero, not last step's values
         guard let arena else {                                      // on the device, queued on its stream
             collectives!.queueSum(staged!.gradients.narrowed(0, start: r.lowerBound, length: r.count).buffer, count: r.count)
             started.append(Queued())
