@@ -127,7 +127,7 @@ struct BenchTrainCommand: ParsableCommand {
         }
         let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
         let peak = Benchmark.peakRSSMB(), tensors = Benchmark.peakTensorMB(on: device)
-        let mapped = device == .cpu ? Benchmark.peakMappedMB() : nil
+        let mapped: Double? = device == .cpu ? Benchmark.peakMappedMB() : nil
         guard !json else {
             print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak, peakTensorMB: tensors,
                                  peakMappedMB: mapped, mixedPrecision: precisionFlag(device)))

@@ -138,22 +138,31 @@ import Testing
         }
     }
 
-    /// A repeated "step" (the same sizes allocated and freed in the same order) maps nothing after the first.
-    @Test func aRepeatedStepMapsNothingNew() {
-        let (cache, mapper) = Self.cache(slack: 4 * Self.page)
+    /// A repeated "step" (the same sizes allocated and freed in the same order, 26 pages live at most): with a
+    /// slack of 8 pages every block it needs stays cached and the steps after the first make no call at all; with
+    /// 4 pages the cache cannot hold them all, and the later steps resize cached blocks (faulting only what grows)
+    /// but map none; with none they map again: the bound wins over reuse.
+    @Test func aRepeatedStepMapsNothingNewWhenTheSlackHoldsItsSizes() {
         let sizes = [3, 7, 7, 2, 9, 1, 4].map { $0 * Self.page }
-        func step() {
-            var held: [(UnsafeMutableRawPointer, Int)] = []
-            for (i, s) in sizes.enumerated() {
-                held.append((cache.allocate(s), s))
-                if i % 3 == 2 { let (p, b) = held.removeFirst(); cache.deallocate(p, byteCount: b) }
+        func steps(slack: Int) -> (first: [String], later: [String], highest: Int) {
+            let (cache, mapper) = Self.cache(slack: slack * Self.page)
+            func step() {
+                var held: [(UnsafeMutableRawPointer, Int)] = []
+                for (i, s) in sizes.enumerated() {
+                    held.append((cache.allocate(s), s))
+                    if i % 3 == 2 { let (p, b) = held.removeFirst(); cache.deallocate(p, byteCount: b) }
+                }
+                for (p, b) in held.reversed() { cache.deallocate(p, byteCount: b) }
             }
-            for (p, b) in held.reversed() { cache.deallocate(p, byteCount: b) }
+            step()
+            let first = mapper.log
+            step(); step()
+            return (first, Array(mapper.log.dropFirst(first.count)), cache.statistics.highestLiveBytes / Self.page)
         }
-        step()
-        let maps = mapper.log.count
-        step(); step()
-        #expect(mapper.log.count == maps, "\(mapper.log.dropFirst(maps))")
+        let roomy = steps(slack: 8), tight = steps(slack: 4), none = steps(slack: 0)
+        #expect(roomy.highest == 26 && roomy.first.count == 7 && roomy.later.isEmpty, "\(roomy)")
+        #expect(!tight.later.isEmpty && tight.later.allSatisfy { $0.hasPrefix("remap ") }, "\(tight)")
+        #expect(none.later.contains { $0.hasPrefix("map ") }, "\(none)")
     }
 
     /// Real mappings, 8 threads allocating, writing, checking and freeing (frees from other threads than the
