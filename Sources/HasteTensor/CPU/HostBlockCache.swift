@@ -130,12 +130,12 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     /// resized to `size`; else maps. If the system refuses, it empties the cache and tries once more.
     private func mapFresh(_ size: Int) -> UnsafeMutableRawPointer {
         let budget = Swift.max(stats.highestLiveBytes, stats.liveBytes + size) + slack
-        while stats.mappedBytes + size > budget, let (victim, victimSize) = popOldest() {
-            if stats.mappedBytes + size <= budget, let p = mapper.remap(victim, from: victimSize, to: size) {
+        while stats.mappedBytes + size > budget, let victim = popOldest() {
+            if stats.mappedBytes + size <= budget, let p = mapper.remap(victim.address, from: victim.size, to: size) {
                 stats.remaps += 1
                 return p
             }
-            mapper.unmap(victim, victimSize)
+            mapper.unmap(victim.address, victim.size)
             stats.unmaps += 1
         }
         var (p, error) = mapper.map(size)
@@ -150,7 +150,7 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
 
     /// Removes the block freed longest ago from the cache (stamps are unique: the same choice in any
     /// dictionary order).
-    private func popOldest() -> (UnsafeMutableRawPointer, Int)? {
+    private func popOldest() -> (address: UnsafeMutableRawPointer, size: Int)? {
         guard let size = free.min(by: { $0.value[0].stamp < $1.value[0].stamp })?.key else { return nil }
         let block = free[size]!.removeFirst()
         if free[size]!.isEmpty { free[size] = nil }
@@ -159,8 +159,8 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     }
 
     private func emptyCacheLocked() {
-        while let (address, size) = popOldest() {
-            mapper.unmap(address, size)
+        while let block = popOldest() {
+            mapper.unmap(block.address, block.size)
             stats.unmaps += 1
         }
     }
