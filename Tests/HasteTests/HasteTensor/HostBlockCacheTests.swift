@@ -184,9 +184,10 @@ import Testing
                 p.initializeMemory(as: UInt8.self, repeating: tag, count: bytes)
                 handoff.lock.lock()
                 handoff.blocks.append((p, bytes, tag))
-                let take = handoff.blocks.count > 6 ? handoff.blocks.remove(at: rng.below(handoff.blocks.count)) : nil
+                let take: (UnsafeMutableRawPointer, Int, UInt8)? = handoff.blocks.count > 6 ? handoff.blocks.remove(at: rng.below(handoff.blocks.count)) : nil
                 handoff.lock.unlock()
-                if let (q, n, expected) = take {
+                if let take {
+                    let (q, n, expected) = take
                     if !UnsafeRawBufferPointer(start: q, count: n).allSatisfy({ $0 == expected }) {   // #expect off the test's thread is not reported
                         handoff.lock.lock(); handoff.overwritten += 1; handoff.lock.unlock()
                     }
