@@ -8,9 +8,10 @@ public final class CPUBackend: Backend {
     /// Tensor storage of 128 KiB and more: a mapping per block, cached by size within the most live bytes seen
     /// plus 64 MiB (HostBlockCache). It used to live on glibc's heap (mmap threshold raised to 1 GiB) because
     /// glibc's own mmap/munmap per block page-faulted the whole working set again every step (measured: 40% of a
-    /// demo step in the kernel); but on the heap, holes that the next sizes do not fit made the RSS of a SiT-B/2
-    /// step up to 1 GiB larger than its tensor peak. A cached mapping is reused without faults and fragments
-    /// nothing. 128 KiB is glibc's default mmap threshold: smaller blocks (at most 3% lost to page rounding
+    /// demo step in the kernel); but then the RSS was the heap's high-water mark, not the live bytes (SiT-B/2 bs1:
+    /// 3192 MiB RSS for a 2175 MiB tensor peak; DINOv2-B forward bs16: 1380–1476 MiB, run to run, for 737). As
+    /// cached mappings: 2282 and 870 MiB (`haste bench train --json`, 2 threads). A cached mapping is reused
+    /// without faults and fragments nothing. 128 KiB is glibc's default mmap threshold: smaller blocks (at most 3% lost to page rounding
     /// above it) stay on malloc.
     let blocks = HostBlockCache(mapper: SystemHostMapper(), threshold: 128 << 10, slack: 64 << 20)
 
