@@ -7,8 +7,10 @@ import Darwin
 /// Bytes of tensor storage that backends allocated and nobody has freed yet, now and at the peak since the
 /// last `resetPeak()`, per kind of memory (host for the CPU backend, device for the others; a caching
 /// allocator's idle blocks are not live). Borrowed storage (a mapped file) is not counted. `haste bench train`
-/// prints the host peak beside the process's peak RSS: the gap is what lives outside tensors (code, BLAS
-/// buffers, allocator slack). Storage calls `allocated`/`freed`; one uncontended mutex (~20 ns) per call.
+/// prints the host peak beside the peak of `hostBlocks.mappedBytes` (live + cached large blocks, page-rounded) and
+/// the process's peak RSS: mapped minus tensor peak is the cache's slack, RSS minus mapped is what lives outside
+/// large tensors (code, BLAS buffers, small tensors and scratch on the malloc heap). Storage calls
+/// `allocated`/`freed`; one uncontended mutex (~20 ns) per call.
 public enum TensorMemory {
     public struct Counts: Sendable, Equatable {
         public var liveBytes = 0, peakBytes = 0
@@ -25,6 +27,8 @@ public enum TensorMemory {
     public static var hostCounts: Counts { locked { host } }
     /// Storage of every non-CPU device together.
     public static var deviceCounts: Counts { locked { device } }
+    /// The CPU backend's cache of large host blocks (128 KiB and more): live, cached and peak mapped bytes.
+    public static var hostBlocks: HostBlockStats { CPUBackend.shared.blocks.statistics }
 
     /// The storage allocated inside one `measure` body (in its task), wherever it is freed.
     public final class Scope: @unchecked Sendable {

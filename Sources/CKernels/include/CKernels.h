@@ -35,3 +35,12 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
 /// The whole GEMM on the calling thread (k ≥ 1), with per-thread packing buffers.
 void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc);
+
+// ---- anonymous host memory for HostBlockCache (hostmap.c) ----
+/// byte_count (a page multiple) of fresh zeroed private memory, or NULL with errno in *error.
+void *haste_map(size_t byte_count, int *error);
+/// Returns the pages; 0 or errno.
+int haste_unmap(void *address, size_t byte_count);
+/// The mapping resized, its first min(old, new) bytes kept in place or moved with their pages (no copy, no fault);
+/// NULL where the system refuses or has no mremap (the mapping is then unchanged).
+void *haste_remap(void *address, size_t old_byte_count, size_t new_byte_count);

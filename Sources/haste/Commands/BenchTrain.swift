@@ -14,7 +14,7 @@ struct BenchTrainCommand: ParsableCommand {
         commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward; --sweep: SiT sizes × batch sizes.")
 
     @OptionGroup var runtime: RuntimeOptions
-    @Flag(help: "Print JSON {threads, device, mixed_precision, peak_rss_mb, peak_tensor_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps, flop_per_step, tflop_per_s, peak_memory_mb}]}.")
+    @Flag(help: "Print JSON {threads, device, mixed_precision, peak_rss_mb, peak_tensor_mb, peak_mapped_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps, flop_per_step, tflop_per_s, peak_memory_mb, minor_faults_per_step, host_maps_per_step}]} (the last two on the CPU).")
     var json = false
     @Option(help: "Timed steps per row (the median is reported).") var reps = 3
     @Option(help: "Untimed warm-up steps per row.") var warmup = 1
@@ -127,14 +127,16 @@ struct BenchTrainCommand: ParsableCommand {
         }
         let results = try cases.map { try Benchmark.run($0, warmup: warmup, reps: reps, device: device) }
         let peak = Benchmark.peakRSSMB(), tensors = Benchmark.peakTensorMB(on: device)
+        let mapped: Double? = device == .cpu ? Benchmark.peakMappedMB() : nil
         guard !json else {
             print(Benchmark.json(results, threads: runtime.threads, device: "\(device)", peakRSSMB: peak, peakTensorMB: tensors,
-                                 mixedPrecision: precisionFlag(device)))
+                                 peakMappedMB: mapped, mixedPrecision: precisionFlag(device)))
             return
         }
         print(Benchmark.table(results, flopUnit: device == .cpu ? "GFLOP/s" : "TFLOP/s"))
         let kind = device == .cpu ? "host" : "device"
         print(String(format: "peak RSS %.0f MiB, peak tensor storage %.0f MiB ", peak, tensors)
+              + (mapped.map { String(format: "(large blocks mapped, live + cached: %.0f MiB) ", $0) } ?? "")
               + "(\(kind); whole process; use --only ROW for one row's peaks)")
     }
 

@@ -18,13 +18,13 @@ struct TrainSweep {
         /// Analytic: `SiTConfig.trainingFLOPs` (3 × the forward's matmul MACs × 2).
         let gflopPerStep: Double
         var msMedian: Double?, msMin: Double?, imagesPerSecond: Double?, gflops: Double?, peakPercent: Double?
-        var peakTensorMB: Double?, peakRSSMB: Double?, reps: Int?
+        var peakTensorMB: Double?, peakMappedMB: Double?, peakRSSMB: Double?, reps: Int?
         var skipped: String?
 
         private enum CodingKeys: String, CodingKey {
             case op, model, batch, gflopPerStep = "gflop_per_step", msMedian = "ms_median", msMin = "ms_min",
                  imagesPerSecond = "img_per_s", gflops, peakPercent = "fma_peak_pct", peakTensorMB = "peak_tensor_mb",
-                 peakRSSMB = "peak_rss_mb", reps, skipped
+                 peakMappedMB = "peak_mapped_mb", peakRSSMB = "peak_rss_mb", reps, skipped
         }
     }
 
@@ -43,13 +43,13 @@ struct TrainSweep {
     struct RowReport: Decodable {
         struct Timing: Decodable { let op: String, msMedian: Double, msMin: Double, rate: Double, reps: Int }
         let rows: [Timing]
-        let peakRssMb: Double?, peakTensorMb: Double?
+        let peakRssMb: Double?, peakTensorMb: Double?, peakMappedMb: Double?
     }
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    static let columns = ["row", "step ms", "img/s", "GFLOP/step", "GFLOP/s", "% FMA peak", "tensor MiB", "RSS MiB"]
-    static let widths = [20, 10, 9, 11, 9, 11, 11, 9]
+    static let columns = ["row", "step ms", "img/s", "GFLOP/step", "GFLOP/s", "% FMA peak", "tensor MiB", "mapped MiB", "RSS MiB"]
+    static let widths = [20, 10, 9, 11, 9, 11, 11, 11, 9]
 
     func run() throws {
         let threads = command.runtime.threads, info = CPUInfo.current()
@@ -85,7 +85,7 @@ struct TrainSweep {
                         (row.msMedian, row.msMin, row.imagesPerSecond, row.reps) = (timing.msMedian, timing.msMin, timing.rate, timing.reps)
                         let gflops = row.gflopPerStep / (timing.msMedian * 1e-3)
                         (row.gflops, row.peakPercent) = (gflops, 100 * gflops / peak.gflops)
-                        (row.peakTensorMB, row.peakRSSMB) = (report.peakTensorMb, report.peakRssMb)
+                        (row.peakTensorMB, row.peakMappedMB, row.peakRSSMB) = (report.peakTensorMb, report.peakMappedMb, report.peakRssMb)
                         if let rss = report.peakRssMb, rss.isFinite { measured.append(CostSweep.Point(batch: batch, peakMiB: rss)) }
                     } catch {
                         row.skipped = "failed: \(error)"
@@ -140,7 +140,7 @@ struct TrainSweep {
         if let why = r.skipped { return format([r.op]) + "  skipped: " + why }
         func f(_ v: Double?, _ spec: String) -> String { v.map { String(format: spec, $0) } ?? "-" }
         return format([r.op, f(r.msMedian, "%.1f"), f(r.imagesPerSecond, "%.2f"), amount(r.gflopPerStep), r.gflops.map(amount) ?? "-",
-                       f(r.peakPercent, "%.1f"), f(r.peakTensorMB, "%.0f"), f(r.peakRSSMB, "%.0f")])
+                       f(r.peakPercent, "%.1f"), f(r.peakTensorMB, "%.0f"), f(r.peakMappedMB, "%.0f"), f(r.peakRSSMB, "%.0f")])
     }
 
     /// GFLOP figures from the tiny model's 0.5 to SiT-XL/2's 45 000: 3 significant digits, no exponent.

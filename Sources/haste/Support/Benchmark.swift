@@ -28,10 +28,14 @@ struct BenchResult: Encodable {
     /// Rows with `stepFLOPs`: FLOPs per call, TFLOP/s at the median time, and the peak bytes (MiB) of tensor
     /// memory while the row was built and run (`Benchmark.PeakMemory`).
     var flopPerStep: Double? = nil, tflops: Double? = nil, peakMemoryMB: Double? = nil
+    /// Such rows on the CPU, per timed call: minor page faults of the process (getrusage) and large host blocks
+    /// mapped or resized (`HostBlockStats.misses`); both 0 once a step's sizes repeat and the cache holds them.
+    var minorFaultsPerStep: Double? = nil, hostMapsPerStep: Double? = nil
 
     private enum CodingKeys: String, CodingKey {
         case op, shape, msMedian = "ms_median", msMin = "ms_min", rate, unit, reps, flopPerStep = "flop_per_step",
-             tflops = "tflop_per_s", peakMemoryMB = "peak_memory_mb"
+             tflops = "tflop_per_s", peakMemoryMB = "peak_memory_mb", minorFaultsPerStep = "minor_faults_per_step",
+             hostMapsPerStep = "host_maps_per_step"
     }
 }
 
@@ -49,10 +53,15 @@ enum Benchmark {
         finish(device)
         let clock = ContinuousClock()
         var ms: [Double] = []
+        let faults = usage()?.ru_minflt, maps = TensorMemory.hostBlocks.misses
         for _ in 0..<max(reps, 1) {
             let elapsed = clock.measure { body(); finish(device) }
             ms.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15)
         }
+        let steps = Double(ms.count)
+        let faultsAfter = usage()?.ru_minflt
+        let faultsPerStep = faults.flatMap { before in faultsAfter.map { Double($0 - before) / steps } }
+        let mapsPerStep = Double(TensorMemory.hostBlocks.misses - maps) / steps
         ms.sort()
         let median = ms.count % 2 == 1 ? ms[ms.count / 2] : (ms[ms.count / 2 - 1] + ms[ms.count / 2]) / 2
         let (amount, unit): (Double, String)
@@ -65,6 +74,7 @@ enum Benchmark {
                                  unit: unit, reps: ms.count)
         if let f = c.stepFLOPs {
             (result.flopPerStep, result.tflops, result.peakMemoryMB) = (f, f / (median * 1e-3) / 1e12, PeakMemory.mb(device))
+            if device == .cpu { (result.minorFaultsPerStep, result.hostMapsPerStep) = (faultsPerStep, mapsPerStep) }
         }
         return result
     }
@@ -120,21 +130,24 @@ enum Benchmark {
         }.joined(separator: "\n")
     }
 
-    /// `{threads, device, rows, peak_rss_mb?, peak_tensor_mb?}`; the peaks belong to the whole process (run one
-    /// row per process to attribute them): RSS of the process, and live tensor storage (`TensorMemory`).
+    /// `{threads, device, rows, peak_rss_mb?, peak_tensor_mb?, peak_mapped_mb?}`; the peaks belong to the whole
+    /// process (run one row per process to attribute them): RSS of the process, live tensor storage
+    /// (`TensorMemory`), and the host block cache's mapped bytes (`TensorMemory.hostBlocks`: large tensors live
+    /// and cached).
     static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil,
-                     peakTensorMB: Double? = nil, mixedPrecision: String? = nil) -> String {
+                     peakTensorMB: Double? = nil, peakMappedMB: Double? = nil, mixedPrecision: String? = nil) -> String {
         struct Report: Encodable {
             let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?; let peakTensorMB: Double?
-            let mixedPrecision: String?
+            let peakMappedMB: Double?; let mixedPrecision: String?
             private enum CodingKeys: String, CodingKey {
-                case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb", mixedPrecision = "mixed_precision"
+                case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb",
+                     peakMappedMB = "peak_mapped_mb", mixedPrecision = "mixed_precision"
             }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB,
-                                                  peakTensorMB: peakTensorMB, mixedPrecision: mixedPrecision)))
+                                           peakTensorMB: peakTensorMB, peakMappedMB: peakMappedMB, mixedPrecision: mixedPrecision)))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
@@ -144,16 +157,28 @@ enum Benchmark {
         return Double(max(counts.peakBytes, device == .cpu ? PeakMemory.before.host : PeakMemory.before.device)) / (1024 * 1024)
     }
 
+    /// Peak bytes (MiB) the CPU backend's block cache had mapped (large tensors live and cached) since start.
+    static func peakMappedMB() -> Double { Double(TensorMemory.hostBlocks.peakMappedBytes) / (1024 * 1024) }
+
     /// Peak resident set size of this process so far, in MiB (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux
     /// reports in KiB; macOS in bytes).
     static func peakRSSMB() -> Double {
-        var usage = rusage()
+        guard let usage = usage() else { return .nan }
         #if os(Linux)
-        guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return .nan }   // glibc's enum
         return Double(usage.ru_maxrss) / 1024
         #else
-        guard getrusage(RUSAGE_SELF, &usage) == 0 else { return .nan }
         return Double(usage.ru_maxrss) / (1024 * 1024)
         #endif
+    }
+
+    /// This process's `getrusage(RUSAGE_SELF)`, nil if it fails.
+    static func usage() -> rusage? {
+        var usage = rusage()
+        #if os(Linux)
+        guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return nil }   // glibc's enum
+        #else
+        guard getrusage(RUSAGE_SELF, &usage) == 0 else { return nil }
+        #endif
+        return usage
     }
 }

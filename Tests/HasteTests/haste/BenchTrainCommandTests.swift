@@ -79,4 +79,21 @@ import HasteModels
         let cells = try #require(lines.first { $0.hasPrefix("\(Self.tiny) bs2 ") }).split(separator: " ")
         #expect(cells.suffix(2).allSatisfy { (Double($0) ?? -1) > 0 }, "GFLOP/s and peak MiB of \(cells)")
     }
+
+    /// The host block cache in a real training step (issue 15 item 2): at batch 4 the tiny SiT's activations are
+    /// 128 KiB and more, so they are mapped blocks; the timed step after the warm-up one repeats its sizes and maps
+    /// nothing, and what was mapped stays within the tensor peak (page-rounded) plus the 64 MiB slack.
+    @Test func aRepeatedTrainingStepMapsNoNewBlocks() throws {
+        let r = try Launcher.run(["bench", "train", "--models", Self.tiny, "--batches", "4", "--only", "\(Self.tiny) bs4",
+                                  "--reps", "1", "--warmup", "1", "--threads", "1", "--json"], timeout: 300)
+        #expect(r.status == 0, "\(r)")
+        let (report, row) = try Self.row(r.stdout)
+        let mapped = try #require(report["peak_mapped_mb"] as? Double), tensors = try #require(report["peak_tensor_mb"] as? Double)
+        #expect(mapped > 1 && mapped <= tensors * 1.04 + 64, "mapped \(mapped) MiB for a tensor peak of \(tensors) MiB")
+        #expect(row["host_maps_per_step"] as? Double == 0, "\(row)")
+        #expect((row["minor_faults_per_step"] as? Double ?? -1) >= 0, "\(row)")
+        let text = try Launcher.run(["bench", "train", "--models", Self.tiny, "--batches", "4", "--only", "\(Self.tiny) bs4",
+                                     "--reps", "1", "--warmup", "0", "--threads", "1"], timeout: 300)
+        #expect(text.status == 0 && text.stdout.contains("(large blocks mapped, live + cached: "), "\(text)")
+    }
 }

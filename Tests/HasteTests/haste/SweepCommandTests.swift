@@ -32,14 +32,14 @@ import HasteTensor
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("haste bench train --sweep: ") == true && lines.contains { $0.hasPrefix("float32 FMA peak: measured ") })
         let header = try #require(lines.first { $0.hasPrefix("row ") }, "\(r)")
-        for column in ["step ms", "img/s", "GFLOP/step", "GFLOP/s", "% FMA peak", "tensor MiB", "RSS MiB"] {
+        for column in ["step ms", "img/s", "GFLOP/step", "GFLOP/s", "% FMA peak", "tensor MiB", "mapped MiB", "RSS MiB"] {
             #expect(header.contains(column), "\(column) missing from \(header)")
         }
         let row = try #require(lines.first { $0.hasPrefix("SiT-tiny/4 bs1 ") }, "\(r)")
         let cells = row.dropFirst("SiT-tiny/4 bs1".count).split(separator: " ").map(String.init)
-        #expect(cells.count == 7 && cells.allSatisfy { (Double($0) ?? -1) >= 0 }, "\(row)")           // % of peak may round to 0.0
+        #expect(cells.count == 8 && cells.allSatisfy { (Double($0) ?? -1) >= 0 }, "\(row)")           // % of peak may round to 0.0
         let gflop = try Self.tinyFLOPs() / 1e9
-        #expect(cells.count == 7 && cells[2] == String(format: "%.3f", gflop), "\(row)")   // 0.501 GFLOP
+        #expect(cells.count == 8 && cells[2] == String(format: "%.3f", gflop), "\(row)")   // 0.501 GFLOP
     }
 
     @Test func sweepJSONHasEveryColumnAndTheFiguresAgree() throws {
@@ -50,7 +50,7 @@ import HasteTensor
         let rows = try #require(report["rows"] as? [[String: Any]])
         try #require(rows.count == 1)
         let row = rows[0]
-        for key in ["ms_median", "ms_min", "img_per_s", "gflop_per_step", "gflops", "fma_peak_pct", "peak_tensor_mb", "peak_rss_mb"] {
+        for key in ["ms_median", "ms_min", "img_per_s", "gflop_per_step", "gflops", "fma_peak_pct", "peak_tensor_mb", "peak_mapped_mb", "peak_rss_mb"] {
             #expect((Self.number(row[key]) ?? 0) > 0, "\(key): \(String(describing: row[key]))")
         }
         #expect(row["op"] as? String == "SiT-tiny/4 bs1" && row["model"] as? String == CostSweep.tinyModel && Self.number(row["batch"]) == 1)

@@ -1,0 +1,172 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// What a `HostBlockCache` holds, in page-rounded bytes, and what it has done. `TensorMemory.hostBlocks` is the
+/// CPU backend's; `haste bench train` prints its peak mapped bytes beside the tensor peak and the RSS.
+public struct HostBlockStats: Sendable, Equatable {
+    /// Blocks handed out and not freed yet; blocks freed and kept for reuse. Mapped = live + cached.
+    public var liveBytes = 0, cachedBytes = 0
+    /// The most live bytes so far (the cache's budget is this plus its slack), and the most mapped bytes so far.
+    public var highestLiveBytes = 0, peakMappedBytes = 0
+    /// Requests served from the cache; fresh mappings; cached blocks resized to another size (mremap, no new
+    /// pages where it shrinks); cached blocks returned to the system.
+    public var hits = 0, maps = 0, remaps = 0, unmaps = 0
+    public var mappedBytes: Int { liveBytes + cachedBytes }
+    /// Requests that needed a mapping or a resize (each takes page faults for its new pages).
+    public var misses: Int { maps + remaps }
+}
+
+/// Where a `HostBlockCache` gets its memory: `SystemHostMapper` (anonymous mmap), or a fake in tests.
+protocol HostMapper: AnyObject {
+    /// `byteCount` (a page multiple) fresh bytes, or nil and the errno.
+    func map(_ byteCount: Int) -> (UnsafeMutableRawPointer?, Int32)
+    func unmap(_ address: UnsafeMutableRawPointer, _ byteCount: Int)
+    /// The block resized from `old` to `new` bytes, its first min(old, new) bytes kept; nil if refused (unchanged).
+    func remap(_ address: UnsafeMutableRawPointer, from old: Int, to new: Int) -> UnsafeMutableRawPointer?
+}
+
+/// Anonymous private mappings (CKernels/hostmap.c).
+final class SystemHostMapper: HostMapper {
+    func map(_ byteCount: Int) -> (UnsafeMutableRawPointer?, Int32) {
+        var error: Int32 = 0
+        let p = haste_map(byteCount, &error)
+        return (p, error)
+    }
+
+    func unmap(_ address: UnsafeMutableRawPointer, _ byteCount: Int) {
+        let error = haste_unmap(address, byteCount)
+        if error != 0 { fatalError("haste: munmap of a \(byteCount)-byte host block failed: \(String(cString: strerror(error)))") }
+    }
+
+    func remap(_ address: UnsafeMutableRawPointer, from old: Int, to new: Int) -> UnsafeMutableRawPointer? {
+        haste_remap(address, old, new)
+    }
+}
+
+/// A caching allocator for large host blocks (tensor storage of `threshold` bytes and more), behind
+/// `CPUBackend.allocate`. Each block is a mapping of its own, rounded to whole pages; a freed block is kept under
+/// its size and handed out again for the same size, so a training step that repeats the last step's sizes maps
+/// nothing and takes no page faults. Unlike blocks on the malloc heap, a block never fragments the memory of
+/// others: what is mapped is what is live plus what is cached, and the cache is bounded so that this stays within
+/// the most live bytes seen plus `slack`. On a miss that would pass the bound, the blocks freed longest ago are
+/// returned (munmap) until it fits; the last one is resized to the size asked (mremap) rather than unmapped, so
+/// its pages are reused, not faulted again. [torch's CUDACachingAllocator caches by size and frees cached blocks
+/// when the device is full; c10's CPU allocator caches nothing (posix_memalign, glibc's heap or mmap).]
+/// Deterministic for a given order of calls (eviction by a counter, not a clock); locked, since tensors are freed
+/// on any thread. The statistics count bytes as mapped (page-rounded), not as asked.
+final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
+    let threshold: Int, slack: Int, pageSize: Int
+    private let mapper: Mapper
+    private var stats = HostBlockStats()
+    /// Cached blocks by size, oldest first (a miss evicts the oldest first; a hit takes the newest, still warm).
+    private var free: [Int: [(address: UnsafeMutableRawPointer, stamp: UInt64)]] = [:]
+    private var freeCount: UInt64 = 0
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
+    /// `threshold`: smallest request served (smaller ones belong to malloc); `slack`: bytes the mapping may pass
+    /// the most live bytes seen by.
+    init(mapper: Mapper, threshold: Int, slack: Int, pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))) {
+        (self.mapper, self.threshold, self.slack, self.pageSize) = (mapper, threshold, slack, pageSize)
+    }
+
+    var statistics: HostBlockStats { locked { stats } }
+
+    /// Whether a request of `byteCount` bytes comes from (and must be freed to) this cache.
+    func serves(_ byteCount: Int) -> Bool { byteCount >= threshold }
+
+    func rounded(_ byteCount: Int) -> Int { (Swift.max(byteCount, 1) + pageSize - 1) / pageSize * pageSize }
+
+    func allocate(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        let size = rounded(byteCount)
+        return locked {
+            let address = takeCached(size) ?? mapFresh(size)
+            stats.liveBytes += size
+            stats.highestLiveBytes = Swift.max(stats.highestLiveBytes, stats.liveBytes)
+            stats.peakMappedBytes = Swift.max(stats.peakMappedBytes, stats.mappedBytes)
+            return address
+        }
+    }
+
+    /// `byteCount` as given to `allocate` for this block.
+    func deallocate(_ address: UnsafeMutableRawPointer, byteCount: Int) {
+        let size = rounded(byteCount)
+        locked {
+            freeCount += 1
+            free[size, default: []].append((address, freeCount))
+            stats.liveBytes -= size
+            stats.cachedBytes += size
+        }
+    }
+
+    /// Returns every cached block to the system.
+    func emptyCache() { locked { emptyCacheLocked() } }
+
+    /// The message allocation ends the process with when the system has no memory for a block.
+    static func failure(bytes: Int, errno error: Int32, stats: HostBlockStats) -> String {
+        func mib(_ b: Int) -> String { "\((Double(b) / 1_048_576 * 10).rounded() / 10) MiB" }
+        return "haste: out of host memory: could not map \(bytes) bytes (\(mib(bytes))) for tensor storage "
+            + "(mmap: \(String(cString: strerror(error)))); tensors held \(mib(stats.liveBytes)), "
+            + "at most \(mib(stats.highestLiveBytes)) so far.\n"
+            + "hint: use a smaller --batch-size (or --grad-checkpointing), or stop other processes that use memory"
+    }
+
+    private func takeCached(_ size: Int) -> UnsafeMutableRawPointer? {
+        guard let block = free[size]?.popLast() else { return nil }
+        if free[size]!.isEmpty { free[size] = nil }
+        stats.cachedBytes -= size
+        stats.hits += 1
+        return block.address
+    }
+
+    /// A miss: evicts the oldest cached blocks while mapping `size` more would pass the budget, the last of them
+    /// resized to `size`; else maps. If the system refuses, it empties the cache and tries once more.
+    private func mapFresh(_ size: Int) -> UnsafeMutableRawPointer {
+        let budget = Swift.max(stats.highestLiveBytes, stats.liveBytes + size) + slack
+        while stats.mappedBytes + size > budget, let victim = popOldest() {
+            if stats.mappedBytes + size <= budget, let p = mapper.remap(victim.address, from: victim.size, to: size) {
+                stats.remaps += 1
+                return p
+            }
+            mapper.unmap(victim.address, victim.size)
+            stats.unmaps += 1
+        }
+        var (p, error) = mapper.map(size)
+        if p == nil {
+            emptyCacheLocked()
+            (p, error) = mapper.map(size)
+        }
+        guard let p else { fatalError(Self.failure(bytes: size, errno: error, stats: stats)) }
+        stats.maps += 1
+        return p
+    }
+
+    /// Removes the block freed longest ago from the cache (stamps are unique: the same choice in any
+    /// dictionary order).
+    private func popOldest() -> (address: UnsafeMutableRawPointer, size: Int)? {
+        guard let size = free.min(by: { $0.value[0].stamp < $1.value[0].stamp })?.key else { return nil }
+        let block = free[size]!.removeFirst()
+        if free[size]!.isEmpty { free[size] = nil }
+        stats.cachedBytes -= size
+        return (block.address, size)
+    }
+
+    private func emptyCacheLocked() {
+        while let block = popOldest() {
+            mapper.unmap(block.address, block.size)
+            stats.unmaps += 1
+        }
+    }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+}

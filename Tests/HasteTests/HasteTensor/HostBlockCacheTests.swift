@@ -1,0 +1,213 @@
+import Dispatch
+import Foundation
+import Testing
+@testable import HasteTensor
+
+/// The host block cache's policy (issue 15, item 2) on a fake mapper that hands out fake addresses and logs what
+/// it is asked: reuse by size, the bound on mapped bytes, eviction order, recycling by resize, determinism, the
+/// failure path; then the real mapper under threads.
+@Suite struct HostBlockCacheTests {
+    static let page = 4096
+
+    /// Addresses are never dereferenced by the policy: distinct fake ones, with what is mapped now tracked.
+    final class FakeMapper: HostMapper {
+        var log: [String] = []
+        var mapped: [Int: Int] = [:]          // address → bytes
+        var next = 1 << 30
+        var refuseMaps = 0, refuseRemaps = false
+
+        func map(_ byteCount: Int) -> (UnsafeMutableRawPointer?, Int32) {
+            if refuseMaps > 0 {
+                refuseMaps -= 1
+                log.append("refused \(byteCount)")
+                return (nil, ENOMEM)
+            }
+            log.append("map \(byteCount)")
+            next += byteCount + HostBlockCacheTests.page
+            mapped[next] = byteCount
+            return (UnsafeMutableRawPointer(bitPattern: next)!, 0)
+        }
+
+        func unmap(_ address: UnsafeMutableRawPointer, _ byteCount: Int) {
+            log.append("unmap \(byteCount)")
+            #expect(mapped.removeValue(forKey: Int(bitPattern: address)) == byteCount, "unmapped what was not mapped")
+        }
+
+        func remap(_ address: UnsafeMutableRawPointer, from old: Int, to new: Int) -> UnsafeMutableRawPointer? {
+            if refuseRemaps { log.append("remap refused"); return nil }
+            log.append("remap \(old)->\(new)")
+            #expect(mapped[Int(bitPattern: address)] == old)
+            mapped[Int(bitPattern: address)] = new
+            return address
+        }
+
+        var mappedBytes: Int { mapped.values.reduce(0, +) }
+    }
+
+    static func cache(slack: Int = 0) -> (HostBlockCache<FakeMapper>, FakeMapper) {
+        let mapper = FakeMapper()
+        return (HostBlockCache(mapper: mapper, threshold: page, slack: slack, pageSize: page), mapper)
+    }
+
+    @Test func sameSizeBlocksAreReusedWithoutMapping() {
+        let (cache, mapper) = Self.cache()
+        #expect(!cache.serves(4095) && cache.serves(4096))
+        let a = cache.allocate(5000)                                    // 2 pages
+        cache.deallocate(a, byteCount: 5000)
+        let b = cache.allocate(8000)                                    // also 2 pages: the same block
+        #expect(b == a && mapper.log == ["map 8192"])
+        let s = cache.statistics
+        #expect(s.hits == 1 && s.maps == 1 && s.liveBytes == 8192 && s.cachedBytes == 0 && s.peakMappedBytes == 8192)
+        cache.deallocate(b, byteCount: 8000)
+        #expect(cache.statistics.cachedBytes == 8192 && cache.statistics.liveBytes == 0)
+    }
+
+    /// Freed B, then A, then C; a 4-page miss with no slack may map only what the highest live bytes (6 pages)
+    /// allow: B and A (oldest first) go, C is resized to 4 pages instead of unmapped and mapped again.
+    @Test func evictionTakesTheOldestFreedFirstAndRecyclesTheLast() {
+        let (cache, mapper) = Self.cache()
+        let a = cache.allocate(1 * Self.page), b = cache.allocate(2 * Self.page), c = cache.allocate(3 * Self.page)
+        cache.deallocate(b, byteCount: 2 * Self.page)
+        cache.deallocate(a, byteCount: 1 * Self.page)
+        cache.deallocate(c, byteCount: 3 * Self.page)
+        let d = cache.allocate(4 * Self.page)
+        #expect(d == c)
+        #expect(mapper.log == ["map 4096", "map 8192", "map 12288", "unmap 8192", "unmap 4096", "remap 12288->16384"])
+        let s = cache.statistics
+        #expect(s.unmaps == 2 && s.remaps == 1 && s.misses == 4 && s.mappedBytes == 4 * Self.page && s.highestLiveBytes == 6 * Self.page)
+        #expect(mapper.mappedBytes == s.mappedBytes)
+    }
+
+    @Test func aRefusedResizeUnmapsAndMaps() {
+        let (cache, mapper) = Self.cache()
+        let a = cache.allocate(2 * Self.page)
+        cache.deallocate(a, byteCount: 2 * Self.page)
+        mapper.refuseRemaps = true
+        _ = cache.allocate(3 * Self.page)                               // budget 3 pages: the cached 2 must go
+        #expect(mapper.log == ["map 8192", "remap refused", "unmap 8192", "map 12288"])
+        #expect(cache.statistics.mappedBytes == 3 * Self.page && mapper.mappedBytes == 3 * Self.page)
+    }
+
+    /// When the system refuses a mapping, the cache is returned and the mapping tried once more.
+    @Test func aRefusedMapEmptiesTheCacheAndRetries() {
+        let (cache, mapper) = Self.cache(slack: 100 * Self.page)
+        let a = cache.allocate(Self.page), b = cache.allocate(2 * Self.page)
+        cache.deallocate(a, byteCount: Self.page)
+        cache.deallocate(b, byteCount: 2 * Self.page)
+        mapper.refuseMaps = 1
+        _ = cache.allocate(5 * Self.page)
+        #expect(mapper.log == ["map 4096", "map 8192", "refused 20480", "unmap 4096", "unmap 8192", "map 20480"])
+        #expect(cache.statistics.cachedBytes == 0 && mapper.mappedBytes == 5 * Self.page)
+    }
+
+    @Test func theOutOfMemoryMessageNamesTheBytesAndWhatToDo() {
+        var stats = HostBlockStats()
+        (stats.liveBytes, stats.highestLiveBytes) = (3 << 30, 5 << 30)
+        let text = HostBlockCache<FakeMapper>.failure(bytes: 1_234_567_168, errno: ENOMEM, stats: stats)
+        #expect(text.contains("could not map 1234567168 bytes (1177.4 MiB)"), "\(text)")
+        #expect(text.contains("tensors held 3072.0 MiB, at most 5120.0 MiB") && text.contains("hint: use a smaller --batch-size"), "\(text)")
+        #expect(text.contains(String(cString: strerror(ENOMEM))), "\(text)")
+    }
+
+    /// A seeded script of allocations and frees of mixed sizes: after every call the mapped bytes (as the mapper
+    /// sees them too) stay within the highest live bytes plus the slack; the same script gives the same calls.
+    @Test func mappedBytesStayWithinTheLivePeakPlusSlackAndRunsRepeat() {
+        func run(slack: Int) -> ([String], HostBlockStats) {
+            let (cache, mapper) = Self.cache(slack: slack)
+            var rng = SplitMix64(seed: 11)
+            var held: [(UnsafeMutableRawPointer, Int)] = []
+            for _ in 0..<2000 {
+                if held.count < 3 || (held.count < 40 && rng.next() % 2 == 0) {
+                    let bytes = Self.page * (1 + rng.below(24)) - rng.below(100)
+                    held.append((cache.allocate(bytes), bytes))
+                } else {
+                    let (p, bytes) = held.remove(at: rng.below(held.count))
+                    cache.deallocate(p, byteCount: bytes)
+                }
+                let s = cache.statistics
+                #expect(s.mappedBytes <= s.highestLiveBytes + slack && s.mappedBytes == mapper.mappedBytes)
+                #expect(s.liveBytes == held.reduce(0) { $0 + cache.rounded($1.1) })
+            }
+            return (mapper.log, cache.statistics)
+        }
+        for slack in [0, 8 * Self.page, 1 << 20] {
+            let first = run(slack: slack), second = run(slack: slack)
+            #expect(first.0 == second.0 && first.1 == second.1, "slack \(slack): the same script made different calls")
+            #expect(first.1.hits > 0 && first.1.misses > 0)
+            if slack == 0 { #expect(first.1.unmaps > 0 && first.1.remaps > 0) }
+        }
+    }
+
+    /// A repeated "step" (the same sizes allocated and freed in the same order, 26 pages live at most): with a
+    /// slack of 8 pages every block it needs stays cached and the steps after the first make no call at all; with
+    /// 4 pages the cache cannot hold them all, and the later steps resize cached blocks (faulting only what grows)
+    /// but map none; with none they map again: the bound wins over reuse.
+    @Test func aRepeatedStepMapsNothingNewWhenTheSlackHoldsItsSizes() {
+        let sizes = [3, 7, 7, 2, 9, 1, 4].map { $0 * Self.page }
+        func steps(slack: Int) -> (first: [String], later: [String], highest: Int) {
+            let (cache, mapper) = Self.cache(slack: slack * Self.page)
+            func step() {
+                var held: [(UnsafeMutableRawPointer, Int)] = []
+                for (i, s) in sizes.enumerated() {
+                    held.append((cache.allocate(s), s))
+                    if i % 3 == 2 { let (p, b) = held.removeFirst(); cache.deallocate(p, byteCount: b) }
+                }
+                for (p, b) in held.reversed() { cache.deallocate(p, byteCount: b) }
+            }
+            step()
+            let first = mapper.log
+            step(); step()
+            return (first, Array(mapper.log.dropFirst(first.count)), cache.statistics.highestLiveBytes / Self.page)
+        }
+        let roomy = steps(slack: 8), tight = steps(slack: 4), none = steps(slack: 0)
+        #expect(roomy.highest == 26 && roomy.first.count == 7 && roomy.later.isEmpty, "\(roomy)")
+        #expect(!tight.later.isEmpty && tight.later.allSatisfy { $0.hasPrefix("remap ") }, "\(tight)")
+        #expect(none.later.contains { $0.hasPrefix("map ") }, "\(none)")
+    }
+
+    /// Real mappings, 8 threads allocating, writing, checking and freeing (frees from other threads than the
+    /// allocating one too): no block is handed out twice, the counts add up, and the cache empties.
+    @Test func concurrentAllocationsAndFreesOfRealMappings() {
+        let cache = HostBlockCache(mapper: SystemHostMapper(), threshold: Self.page, slack: 1 << 20, pageSize: Self.page)
+        let threads = 8, rounds = 200
+        final class Handoff: @unchecked Sendable {
+            let lock = NSLock()
+            var blocks: [(UnsafeMutableRawPointer, Int, UInt8)] = []
+            var overwritten = 0
+        }
+        let handoff = Handoff()
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            var rng = SplitMix64(seed: UInt64(t + 1))
+            for r in 0..<rounds {
+                let bytes = Self.page * (1 + rng.below(16)), tag = UInt8(truncatingIfNeeded: t * rounds + r)
+                let p = cache.allocate(bytes)
+                p.initializeMemory(as: UInt8.self, repeating: tag, count: bytes)
+                handoff.lock.lock()
+                handoff.blocks.append((p, bytes, tag))
+                let take: (UnsafeMutableRawPointer, Int, UInt8)? = handoff.blocks.count > 6 ? handoff.blocks.remove(at: rng.below(handoff.blocks.count)) : nil
+                handoff.lock.unlock()
+                if let take {
+                    let (q, n, expected) = take
+                    if !UnsafeRawBufferPointer(start: q, count: n).allSatisfy({ $0 == expected }) {   // #expect off the test's thread is not reported
+                        handoff.lock.lock(); handoff.overwritten += 1; handoff.lock.unlock()
+                    }
+                    cache.deallocate(q, byteCount: n)
+                }
+            }
+        }
+        #expect(handoff.overwritten == 0, "blocks were overwritten while held")
+        for (p, n, _) in handoff.blocks { cache.deallocate(p, byteCount: n) }
+        let s = cache.statistics
+        #expect(s.liveBytes == 0 && s.hits + s.misses == threads * rounds && s.mappedBytes <= s.highestLiveBytes + (1 << 20))
+        cache.emptyCache()
+        #expect(cache.statistics.mappedBytes == 0 && cache.statistics.cachedBytes == 0)
+    }
+
+    /// The CPU backend's blocks: a 1 MiB tensor comes from the cache (page-aligned, counted live while held).
+    @Test func largeTensorsComeFromTheCache() {
+        let held = Tensor.zeros([1 << 18])
+        #expect(Int(bitPattern: held.storage.address) % Self.page == 0)
+        #expect(TensorMemory.hostBlocks.liveBytes >= 1 << 20)
+        _ = held.sum().item()
+    }
+}
