@@ -212,9 +212,10 @@ import HasteTensor
 /// "under half". 16 MiB stays inside a heap arena (whichever thread runs the test), not a mapping of its own.
 @Test func finalizeReleasesFreedHeapPages() {
     let bytes = 16 << 20, page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    let backend = CPUBackend.shared
-    let block = backend.allocate(byteCount: bytes)
-    let pin = backend.allocate(byteCount: 1 << 20)            // keeps the block off its arena's top (not trimmed off-main)
+    _ = CPUBackend.shared                                     // its mallopt settings (no trimming) in force
+    // Heap blocks, as kernels' scratch and other non-tensor buffers are (tensor storage this large is HostBlockCache's).
+    let block = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    let pin = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 64)   // keeps the block off its arena's top (not trimmed off-main)
     memset(block, 1, bytes)
     let start = (Int(bitPattern: block) + page - 1) / page * page, pages = (bytes - page) / page
     func resident() -> Int {
@@ -226,11 +227,11 @@ import HasteTensor
         return vec.filter { $0 & 1 != 0 }.count
     }
     #expect(resident() == pages)
-    backend.deallocate(block, byteCount: bytes)
+    block.deallocate()
     let store = ParameterStore()
     store.root.parameter("w", [4, 4], .ones)
     store.finalize()
     let after = resident()
     #expect(after < pages / 2, "\(after) of \(pages) pages of the freed block still resident after finalize")
-    backend.deallocate(pin, byteCount: 1 << 20)
+    pin.deallocate()
 }
