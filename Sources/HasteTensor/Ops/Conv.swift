@@ -1,5 +1,7 @@
-/// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
-/// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
+/// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1); the CPU's float32 forward on AVX-512F packs the
+/// GEMM's panels straight from the image instead (implicit GEMM, the same bits: CPUConv.swift, CKernels/convpack.c).
+/// The backward uses the same column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then
+/// col2im, db = Σ dY.
 public protocol ConvKernels: AnyObject {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
     /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
