@@ -175,6 +175,29 @@ def sit_block(logits):
     return make
 
 
+# conv2d forward rows (BenchOpsConv.swift convRows): name, x, Cout, kernel, stride, padding; with bias
+CONV_ROWS = [
+    ("conv3x3 128→128 256² fwd", [1, 128, 256, 256], 128, (3, 3), 1, (1, 1)),
+    ("conv3x3 512→512 32² fwd", [1, 512, 32, 32], 512, (3, 3), 1, (1, 1)),
+    ("conv3x3s2 128→128 256² fwd", [1, 128, 257, 257], 128, (3, 3), 2, (0, 0)),
+    ("conv1x1 256→128 128² fwd", [1, 256, 128, 128], 128, (1, 1), 1, (0, 0)),
+    ("conv3x3s2 288→384 35² fwd", [8, 288, 35, 35], 384, (3, 3), 2, (0, 0)),
+    ("conv1x7 128→128 17² fwd", [8, 128, 17, 17], 128, (1, 7), 1, (0, 3)),
+]
+
+
+def conv_row(name, x, cout, k, stride, padding):
+    oh, ow = (x[2] + 2 * padding[0] - k[0]) // stride + 1, (x[3] + 2 * padding[1] - k[1]) // stride + 1
+    flops = 2.0 * x[0] * cout * oh * ow * x[1] * k[0] * k[1]
+    shape = f"x {x} w {[cout, x[1], k[0], k[1]]} s{stride} p({padding[0]}, {padding[1]})"
+
+    def make():
+        inp = torch.randn(*x)
+        w, b = torch.randn(cout, x[1], *k) * 0.02, torch.randn(cout) * 0.02
+        return lambda: F.conv2d(inp, w, b, stride=stride, padding=padding)
+    return (name, shape, ("flops", flops), make)
+
+
 # name, shape (as haste prints it), work (kind, amount), setup returning the timed closure
 ROWS = [
     ("sgemm (cblas)", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS), sgemm),
@@ -207,7 +230,7 @@ ROWS = [
     ("attentionWithLogits fwd+bwd", f"q,k,v {QKV}", ("flops", 6 * ATTN_GEMM), logits_fwd_bwd),
     ("SiT-B/2 block fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(False)),
     ("SiT-B/2 block+logits fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(True)),
-]
+] + [conv_row(*row) for row in CONV_ROWS]
 
 
 def measure(name, shape, work, setup, warmup, reps):

@@ -164,8 +164,9 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
     }
 }
 
-void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                 const float *b, long ldb, float beta, float *c, long ldc) {
+/// haste_sgemm, and with `conv` haste_sgemm_conv (op(B) packed from the image b).
+static void sgemm(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long n, long k, float alpha,
+                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     long nc = n < NC ? n : NC;
     float *bp = scratch(&scratch_b, &scratch_b_cap, haste_sgemm_packed_b_floats(KC, nc));
     if (!bp) abort();
@@ -173,10 +174,21 @@ void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, 
         long j1 = n - j < NC ? n : j + NC;
         for (long p = 0; p < k; p += KC) {
             long kc = k - p < KC ? k - p : KC;
-            haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, j1, bp);
+            if (conv) haste_conv_pack_b(conv, b, p, kc, j, j1, bp);
+            else haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, j1, bp);
             haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, j1, alpha, p == 0 ? beta : 1.0f, c, ldc);
         }
     }
+}
+
+void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                 const float *b, long ldb, float beta, float *c, long ldc) {
+    sgemm(trans_a, trans_b, NULL, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) {
+    long n = g->out_h * g->out_w;
+    sgemm(0, 0, g, m, n, k, 1.0f, w, k, x, n, beta, c, n);
 }
 
 #else
@@ -187,5 +199,6 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }
 void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc) { abort(); }
+void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) { abort(); }
 
 #endif

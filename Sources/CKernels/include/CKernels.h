@@ -44,3 +44,15 @@ int haste_unmap(void *address, size_t byte_count);
 /// The mapping resized, its first min(old, new) bytes kept in place or moved with their pages (no copy, no fault);
 /// NULL where the system refuses or has no mremap (the mapping is then unchanged).
 void *haste_remap(void *address, size_t old_byte_count, size_t new_byte_count);
+
+// ---- implicit-GEMM conv2d forward for AVX-512F (convpack.c): the sgemm with op(B) packed from the image ----
+/// One image's convolution (Ops/Conv.swift's ConvGeometry, plus its output size). height·width < 2^30.
+typedef struct {
+    long channels, height, width, kernel_h, kernel_w, stride, pad_h, pad_w, out_h, out_w;
+} haste_conv_geometry;
+/// What haste_sgemm_pack_b(0, cols, out_h·out_w, k0, kc, j0, j1, dst) writes for cols = im2col(x) (x: one image,
+/// [channels, height, width]), read straight from x: the same floats in the same places.
+void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, long kc, long j0, long j1, float *dst);
+/// c (m × out_h·out_w) = w (m × k, k = channels·kh·kw) · im2col(x) + beta·c on the calling thread, bit for bit
+/// haste_sgemm(0, 0, m, out_h·out_w, k, 1, w, k, im2col(x), out_h·out_w, beta, c, out_h·out_w).
+void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c);

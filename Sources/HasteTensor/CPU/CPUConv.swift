@@ -1,3 +1,8 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// im2col / col2im for the conv2d GEMMs (Ops/Conv.swift). Padding is handled by computing, per kernel
 /// offset, the range of output pixels whose source lies inside the image: no bounds test per element.
 /// For the patch-embedding case (kernel = stride, no padding) every range is full and im2col is a pure
@@ -18,6 +23,26 @@ extension CPUBackend {
         case .float64: col2im(cols.pointer(Double.self), dx.pointer(Double.self), batch, geometry)
         default: fatalError("col2im: unsupported dtype \(dx.dtype)")
         }
+    }
+
+    /// Implicit GEMM (ConvKernels.implicitConv2d): float32 on AVX-512F (not with HASTE_CPU_KERNELS=portable), each
+    /// image's product run by the sgemm with its B panels packed straight from the image (CKernels/convpack.c), so no
+    /// column matrix is built. A pointwise conv keeps `gemm` (x already is its column matrix).
+    public func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry g: ConvGeometry,
+                               beta: Double) -> Bool {
+        guard x.dtype == .float32 && weight.dtype == .float32 && y.dtype == .float32 && CPUKernels.level == 2,
+              !g.isPointwise, g.patchSize > 0, outChannels > 0, g.outPixels > 0, g.height * g.width < 1 << 30 else { return false }
+        let conv = haste_conv_geometry(channels: g.channels, height: g.height, width: g.width, kernel_h: g.kernelHeight,
+                                       kernel_w: g.kernelWidth, stride: g.stride, pad_h: g.paddingHeight, pad_w: g.paddingWidth,
+                                       out_h: g.outHeight, out_w: g.outWidth)
+        let k = g.patchSize, l = g.outPixels, image = g.channels * g.height * g.width
+        let xp = x.pointer(Float.self), wp = weight.pointer(Float.self), yp = y.pointer(Float.self)
+        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
+        AVX512Sgemm.runBatch(batch, macs: outChannels * l * k) { i in
+            AVX512Sgemm(transA: false, transB: false, m: outChannels, n: l, k: k, alpha: 1, a: wp, lda: k, b: xp + i * image,
+                        ldb: l, beta: Float(beta), c: yp + i * outChannels * l, ldc: l, conv: conv)
+        }
+        return true
     }
 
     /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel. A pure copy:

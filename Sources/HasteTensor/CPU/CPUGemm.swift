@@ -40,12 +40,7 @@ extension CPUBackend {
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let threads = Parallel.threads
         if c.dtype == .float32 && CPUKernels.level == 2 && alpha != 0 {   // alpha 0: BLAS only scales C
-            if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
-                Parallel.forEach(batch) { item.avx512($0).runSerial() }
-            } else {
-                for i in 0..<batch { item.avx512(i).run(parts: AVX512Sgemm.parts(threads: threads)) }
-            }
-            return
+            return AVX512Sgemm.runBatch(batch, macs: m * n * k) { item.avx512($0) }
         }
         if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
             openblas_set_num_threads(1)

@@ -36,9 +36,24 @@ struct AVX512Sgemm {
     let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
     let a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int
     let beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    /// Implicit-GEMM conv2d (CPUConv.swift): op(B) is im2col of the image `b` with this geometry, packed straight
+    /// from b (convpack.c); then transA and transB are false, alpha 1, lda = k, ldb = ldc = n.
+    var conv: haste_conv_geometry? = nil
+
+    /// Products item(0..<batch) of `macs` multiply-adds each: small ones (CPUBackend.smallGemmMACs) one per thread in
+    /// parallel, others one after another, each split between the threads. The caller holds CPUBackend.gemmMutex.
+    static func runBatch(_ batch: Int, macs: Int, _ item: (Int) -> AVX512Sgemm) {
+        let threads = Parallel.threads
+        if batch > 1 && threads > 1 && macs <= CPUBackend.smallGemmMACs {
+            Parallel.forEach(batch) { item($0).runSerial() }
+        } else {
+            for i in 0..<batch { item(i).run(parts: parts(threads: threads)) }
+        }
+    }
 
     /// The product on the calling thread alone (items of a batch run in parallel this way).
     func runSerial() {
+        if var g = conv { return haste_sgemm_conv(&g, m, k, a, b, beta, c) }
         haste_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
@@ -51,7 +66,7 @@ struct AVX512Sgemm {
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
-        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0
+        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
             // Rows of C in pieces of whole MR tiles; with too few rows, columns in pieces of whole NR panels.
@@ -65,8 +80,9 @@ struct AVX512Sgemm {
                 guard first < last else { return }
                 for p0 in stride(from: 0, to: k, by: kcMax) {
                     let kc = Swift.min(kcMax, k - p0)
-                    haste_sgemm_pack_b(tb, bp.base, ldb, p0, kc, j0 + first * nr, Swift.min(j1, j0 + last * nr),
-                                       packed.base + p0 * width + first * kc * nr)
+                    let dst = packed.base + p0 * width + first * kc * nr, end = Swift.min(j1, j0 + last * nr)
+                    if var g = conv { haste_conv_pack_b(&g, bp.base, p0, kc, j0 + first * nr, end, dst) }
+                    else { haste_sgemm_pack_b(tb, bp.base, ldb, p0, kc, j0 + first * nr, end, dst) }
                 }
             }
             Parallel.forEach(rowParts * colParts) { part in

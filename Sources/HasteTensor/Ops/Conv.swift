@@ -1,5 +1,7 @@
-/// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1). The backward uses the same
-/// column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then col2im, db = Σ dY.
+/// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1); the CPU's float32 forward on AVX-512F packs the
+/// GEMM's panels straight from the image instead (implicit GEMM, the same bits: CPUConv.swift, CKernels/convpack.c).
+/// The backward uses the same column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then
+/// col2im, db = Σ dY.
 public protocol ConvKernels: AnyObject {
     /// x [batch, channels, height, width] → cols [batch, channels·kh·kw, outHeight·outWidth] with
     /// cols[n, (c·kh + i)·kw + j, oy·outWidth + ox] = x[n, c, oy·stride − padH + i, ox·stride − padW + j],
@@ -9,6 +11,16 @@ public protocol ConvKernels: AnyObject {
     /// The transpose of `im2col`: dx[n, c, y, x] = Σ of the cols entries that im2col read from (n, c, y, x).
     /// Overwrites dx (pixels no window covers get 0).
     func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry: ConvGeometry)
+    /// The forward without a column matrix, where the backend has one (CPU float32 on AVX-512F: implicit GEMM):
+    /// y[n] (outChannels × L) = weight (outChannels × K) · im2col(x[n]) + beta·y[n] for images n < batch, bit for bit
+    /// what im2col + `gemm` give. Returns false, touching nothing, where it has none (the caller runs those).
+    func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
+                        beta: Double) -> Bool
+}
+
+extension ConvKernels {
+    public func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
+                               beta: Double) -> Bool { false }
 }
 
 /// Sizes of one image's convolution: input [channels, height, width], kernel [kernelHeight, kernelWidth],
@@ -55,20 +67,22 @@ extension Tensor {
     /// bfloat16 tensors with no gradient to record (bf16 column matrix, bf16 GEMM with float32 accumulation, the
     /// output rounded once): under `Autocast` bf16 on CUDA that is what runs, forward and backward (BF16Conv2dBackward).
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-        conv2d(weight, bias, stride: stride, padding: (padding, padding), columnBudget: ConvColumns.budget)
+        conv2d(weight, bias, stride: stride, padding: (padding, padding), columnBudget: ConvColumns.budget, implicit: true)
     }
 
     /// torch: `F.conv2d(x, weight, bias, stride=stride, padding=(padH, padW))`: separate zero padding per axis,
     /// for non-square kernels (Inception's (1, 7) kernel with padding (0, 3), (7, 1) with (3, 0)).
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: (Int, Int)) -> Tensor {
-        conv2d(weight, bias, stride: stride, padding: padding, columnBudget: ConvColumns.budget)
+        conv2d(weight, bias, stride: stride, padding: padding, columnBudget: ConvColumns.budget, implicit: true)
     }
 
-    /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch).
-    func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int) -> Tensor {
+    /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch);
+    /// `implicit: false` keeps the forward on im2col + GEMM where the backend has an implicit GEMM (tests compare).
+    func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int,
+                implicit: Bool = true) -> Tensor {
         if let low = Autocast.lowering(dtype) {   // Ops/Precision.swift: bf16/fp16 operands, output and gradients
             return autocastGemm(low, [self, weight, bias], {
-                $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget)
+                $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget, implicit: implicit)
             }, backward: { narrow in
                 let g = ConvGeometry(input: shape, weight: weight.shape, stride: stride, padding: padding)
                 return BF16Conv2dBackward(x: self, weight: weight, bias: bias, core: Conv2dBackward(
@@ -94,6 +108,10 @@ extension Tensor {
         if let bias {   // y starts as the bias broadcast over pixels; the GEMM accumulates into it (beta = 1)
             backend.stridedCopy(from: bias.contiguous().buffer, srcStrides: [0, 1, 0], to: y.buffer,
                                 dstStrides: [cout * l, l, 1], shape: [n, cout, l])
+        }
+        if implicit && backend.implicitConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: n, outChannels: cout,
+                                              geometry: g, beta: bias == nil ? 0 : 1) {
+            return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
         }
         ConvColumns.forEachGroup(x, g, budget: columnBudget) { first, count, cols in
             // Y[n] (Cout × L) = W (Cout × K) · cols[n] (K × L), one GEMM per image of the group.
