@@ -30,7 +30,9 @@ public final class CPUBackend: Backend {
     /// drawn through float64 temporaries) left ~2.5× the parameter bytes of freed heap behind, and this call alone
     /// took SiT-B/2 bs1 from 3171 to 2284 MiB RSS (tensor peak 2175). Now those temporaries are cached mappings
     /// bounded by HostBlockCache; what the call still returns is the heap's share: tensors under 128 KiB, Swift
-    /// arrays and kernel scratch of the build. `ParameterStore.finalize` calls it once a model is built.
+    /// arrays and kernel scratch of the build. Measured with the allocator in (release, 2 threads, one run each,
+    /// with / without the call): SiT-B/2 bs1 2273 / 2273 MiB, DINOv2-B forward bs16 850 / 870 MiB. Small, and
+    /// one trim per built model costs nothing measurable. `ParameterStore.finalize` calls it once a model is built.
     public static func releaseFreeMemory() { _ = malloc_trim(0) }
 
     /// Sets OpenBLAS's pool and our chunking together (STYLE §4.9).
