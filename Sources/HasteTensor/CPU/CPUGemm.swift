@@ -29,6 +29,11 @@ extension CPUBackend {
             if beta == 0 { fill(c, count: batch == 1 ? m * ldc : batch * strideC, value: 0) }
             return
         }
+        if alpha == 0 && c.dtype != .bfloat16 {   // BLAS: C = β·C without reading A or B
+            // Done here, not by cblas_sgemm: OpenBLAS's small-matrix kernels (AVX-512 Intel, no OPENBLAS_CORETYPE)
+            // compute 0·NaN = NaN from A and B.
+            return scaleC(c, m: m, n: n, ldc: ldc, strideC: strideC, batch: batch, beta: beta)
+        }
         if a.dtype == .bfloat16 || b.dtype == .bfloat16 || c.dtype == .bfloat16 {
             return widenedGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
                                b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
@@ -39,7 +44,7 @@ extension CPUBackend {
         // no GEMM runs while another has switched BLAS to one thread.
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         let threads = Parallel.threads
-        if c.dtype == .float32 && CPUKernels.level == 2 && alpha != 0 {   // alpha 0: BLAS only scales C
+        if c.dtype == .float32 && CPUKernels.level == 2 {
             return AVX512Sgemm.runBatch(batch, macs: m * n * k) { item.avx512($0) }
         }
         if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
@@ -53,6 +58,23 @@ extension CPUBackend {
 }
 
 extension CPUBackend {
+    /// C = β·C over m rows of n (ldc apart) per batch item; β = 0 writes zeros without reading C (NaN there is
+    /// dropped, as BLAS does).
+    private func scaleC(_ c: Buffer, m: Int, n: Int, ldc: Int, strideC: Int, batch: Int, beta: Double) {
+        func scale<T: BinaryFloatingPoint>(_ p: UnsafeMutablePointer<T>) {
+            let b = T(beta)
+            for i in 0..<batch { for row in 0..<m {
+                let r = p + i * strideC + row * ldc
+                for j in 0..<n { r[j] = beta == 0 ? 0 : b * r[j] }
+            } }
+        }
+        switch c.dtype {
+        case .float32: scale(c.pointer(Float.self))
+        case .float64: scale(c.pointer(Double.self))
+        default: fatalError("gemm: unsupported dtype \(c.dtype)")
+        }
+    }
+
     /// bfloat16 × bfloat16 → float32 or bfloat16, as cuBLAS `GemmEx` with float32 compute: the operands widen to
     /// float32 exactly, sgemm accumulates in float32, a bf16 C (read widened when beta ≠ 0) is rounded to nearest
     /// even once. So CPU and CUDA agree up to float32 summation order.
