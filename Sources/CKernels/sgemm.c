@@ -2,7 +2,8 @@
 //
 // Blocking: op(B) rows [k0, k0+kc) are packed into NR-wide column panels (kc × NR, zero-padded), op(A) rows into
 // MR-high panels (MR × kc per MC block, zero-padded); the micro-kernel keeps an MR × NR tile of C in 28 zmm
-// registers, loads two vectors of B and broadcasts A per k. Every element of C is one chain of fused multiply-adds
+// registers (16 for the 8-row tile used where 14 would pad the rows, haste_sgemm_tile_rows), loads two vectors of B
+// and broadcasts A per k. Every element of C is one chain of fused multiply-adds
 // over k in increasing order, restarted at each KC block (a fixed constant) and added to C as fma(alpha, acc,
 // beta·C): the same operations whatever the tile, the edge masks or the split of M and N between threads, so the
 // result never depends on the thread count.
@@ -38,6 +39,33 @@ size_t haste_sgemm_packed_b_floats(long kc, long n) { return (size_t)kc * (size_
 __attribute__((target("avx512f")))
 static inline __mmask16 lanes(long count) { return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1); }
 
+/// 16 × 16 transpose in registers: r[q] lane t → r[t] lane q.
+__attribute__((target("avx512f")))
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int q = 0; q < 16; q += 2) {
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) {
+        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+    }
+    // r[4g + s] holds, in 128-bit lane L, column 4L + s of rows 4g..4g+3
+    for (int q = 0; q < 8; q++) {
+        int g = q / 4 * 8 + q % 4;    // pairs (0,4) (1,5) (2,6) (3,7) (8,12) ...
+        t[g] = _mm512_shuffle_f32x4(r[g], r[g + 4], 0x88);
+        t[g + 4] = _mm512_shuffle_f32x4(r[g], r[g + 4], 0xDD);
+    }
+    for (int q = 0; q < 8; q++) {
+        int g = q;                     // pairs (0,8) ... (7,15)
+        r[g] = _mm512_shuffle_f32x4(t[g], t[g + 8], 0x88);
+        r[g + 8] = _mm512_shuffle_f32x4(t[g], t[g + 8], 0xDD);
+    }
+}
+
 __attribute__((target("avx512f")))
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) {
     for (long j = j0; j < j1; j += NR) {
@@ -56,29 +84,7 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
                 for (int h = 0; h < 2; h++) {
                     __m512 r[16];
                     for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(b + (j + h * 16 + q) * ldb + k0 + p);
-                    // 16 × 16 transpose: r[q][t] → out[t][q]
-                    __m512 t[16];
-                    for (int q = 0; q < 16; q += 2) {
-                        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-                        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-                    }
-                    for (int q = 0; q < 16; q += 4) {
-                        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
-                        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
-                        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
-                        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
-                    }
-                    // r[4g + s] holds, in 128-bit lane L, column 4L + s of rows 4g..4g+3
-                    for (int q = 0; q < 8; q++) {
-                        int g = q / 4 * 8 + q % 4;    // pairs (0,4) (1,5) (2,6) (3,7) (8,12) ...
-                        t[g] = _mm512_shuffle_f32x4(r[g], r[g + 4], 0x88);
-                        t[g + 4] = _mm512_shuffle_f32x4(r[g], r[g + 4], 0xDD);
-                    }
-                    for (int q = 0; q < 8; q++) {
-                        int g = q;                     // pairs (0,8) ... (7,15)
-                        r[g] = _mm512_shuffle_f32x4(t[g], t[g + 8], 0x88);
-                        r[g + 8] = _mm512_shuffle_f32x4(t[g], t[g + 8], 0xDD);
-                    }
+                    transpose16(r);
                     for (int q = 0; q < 16; q++) _mm512_store_ps(d + (p + q) * NR + h * 16, r[q]);    // r[q]: column q
                 }
             }
@@ -89,32 +95,36 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
     }
 }
 
-/// op(A) rows [i0, i0+mc), columns [k0, k0+kc) into MR-high panels [p][r], rows past mc zero.
+/// op(A) rows [i0, i0+mc), columns [k0, k0+kc) into mr-high panels [p][r] (mr ≤ 16), rows past mc zero.
 __attribute__((target("avx512f")))
-static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long i0, long mc, float *dst) {
-    for (long i = 0; i < mc; i += MR, dst += MR * kc) {
-        long h = mc - i < MR ? mc - i : MR;
-        if (trans_a) {     // op(A)[i][p] = a[p·lda + i]: each k gives MR contiguous values
+static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long i0, long mc, long mr, float *dst) {
+    const __mmask16 tile = lanes(mr);
+    for (long i = 0; i < mc; i += mr, dst += mr * kc) {
+        long h = mc - i < mr ? mc - i : mr;
+        if (trans_a) {     // op(A)[i][p] = a[p·lda + i]: each k gives mr contiguous values
             __mmask16 m = lanes(h);
             const float *s = a + k0 * lda + i0 + i;
             for (long p = 0; p < kc; p++, s += lda) {
-                _mm512_mask_storeu_ps(dst + p * MR, 0x3FFF, _mm512_maskz_loadu_ps(m, s));
+                _mm512_mask_storeu_ps(dst + p * mr, tile, _mm512_maskz_loadu_ps(m, s));
             }
-        } else {           // op(A)[i][p] = a[i·lda + p]
-            for (long r = 0; r < MR; r++) {
-                if (r < h) {
-                    const float *s = a + (i0 + i + r) * lda + k0;
-                    for (long p = 0; p < kc; p++) dst[p * MR + r] = s[p];
-                } else {
-                    for (long p = 0; p < kc; p++) dst[p * MR + r] = 0.0f;
-                }
+        } else {           // op(A)[i][p] = a[i·lda + p]: 16 k at a time transposed through registers
+            const float *s = a + (i0 + i) * lda + k0;
+            long p = 0;
+            for (; p + 16 <= kc; p += 16) {
+                __m512 r[16];
+                for (int q = 0; q < 16; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
+                transpose16(r);   // r[t]: k = p + t of the panel's rows
+                for (int t = 0; t < 16; t++) _mm512_mask_storeu_ps(dst + (p + t) * mr, tile, r[t]);
+            }
+            for (; p < kc; p++) {
+                for (long r = 0; r < mr; r++) dst[p * mr + r] = r < h ? s[r * lda + p] : 0.0f;
             }
         }
     }
 }
 
 #define ACC_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-#define ACC_FMA(r) { __m512 av = _mm512_set1_ps(ap[r]);                  \
+#define ACC_FMA(r) { __m512 av = _mm512_set1_ps(ap[r]);                 \
         c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1); }
 #define ACC_STORE(r) if (r < mr) {                                                                   \
         float *cr = c + r * ldc;                                                                    \
@@ -130,19 +140,31 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
 #define PREFETCH_C(r) if (r < mr) {                                                                 \
         _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0); }
 #define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define EIGHT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-/// C tile (mr ≤ MR rows, columns masked by m0/m1) = alpha · Ã·B̃ + beta · C.
-__attribute__((target("avx512f")))
-static void kernel(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0, __mmask16 m1,
-                   float alpha, float beta) {
-    ALL_ROWS(ACC_DECL)
-    ALL_ROWS(PREFETCH_C)    // the tile of C reaches L1 while the k loop runs (measured: ~10% on SiT shapes)
-    for (long p = 0; p < kc; p++, ap += MR, bp += NR) {
-        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
-        ALL_ROWS(ACC_FMA)
-    }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    ALL_ROWS(ACC_STORE)
+/// C tile (mr ≤ ROWS rows, columns masked by m0/m1) = alpha · Ã·B̃ + beta · C, Ã in ROWS-high panels.
+#define KERNEL(NAME, ROWS, EACH)                                                                      \
+__attribute__((target("avx512f")))                                                                  \
+static void NAME(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0, \
+                 __mmask16 m1, float alpha, float beta) {                                           \
+    EACH(ACC_DECL)                                                                                  \
+    EACH(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs (measured: ~10% on SiT shapes) */ \
+    for (long p = 0; p < kc; p++, ap += ROWS, bp += NR) {                                           \
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);                               \
+        EACH(ACC_FMA)                                                                               \
+    }                                                                                               \
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                             \
+    EACH(ACC_STORE)                                                                                 \
+}
+KERNEL(kernel14, 14, ALL_ROWS)
+KERNEL(kernel8, 8, EIGHT_ROWS)
+
+/// The tile height for an m-row block: 14 (the most FMAs per load), or 8 where 14-high tiles would pad the rows
+/// by over 4% more than 8-high ones (m = 128: 140 rows of work for 128; the 8-row tile is as fast per FMA within
+/// the measurement's noise, `haste bench ops`). Every element of C is the same chain whatever the height.
+long haste_sgemm_tile_rows(long m) {
+    long pad14 = (m + 13) / 14 * 14, pad8 = (m + 7) / 8 * 8;
+    return pad14 * 100 > pad8 * 104 ? 8 : 14;
 }
 
 __attribute__((target("avx512f")))
@@ -150,55 +172,65 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) {
     float *ap = scratch(&scratch_a, &scratch_a_cap, (size_t)MC * KC);
     if (!ap) abort();
+    const long rows = haste_sgemm_tile_rows(i1 - i0);
     for (long i = i0; i < i1; i += MC) {
         long mc = i1 - i < MC ? i1 - i : MC;
-        pack_a(trans_a, a, lda, k0, kc, i, mc, ap);
+        pack_a(trans_a, a, lda, k0, kc, i, mc, rows, ap);
         for (long j = j0; j < j1; j += NR) {
             long w = j1 - j;
             __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
             const float *bp = packed_b + (j - j0) / NR * kc * NR;
-            for (long r = 0; r < mc; r += MR) {
-                kernel(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mc - r < MR ? mc - r : MR, m0, m1, alpha, beta);
+            for (long r = 0; r < mc; r += rows) {
+                long mr = mc - r < rows ? mc - r : rows;
+                if (rows == 8) kernel8(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, m0, m1, alpha, beta);
+                else kernel14(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, m0, m1, alpha, beta);
             }
         }
     }
 }
 
-/// haste_sgemm, and with `conv` haste_sgemm_conv (op(B) packed from the image b).
-static void sgemm(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long n, long k, float alpha,
-                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
-    long nc = n < NC ? n : NC;
-    float *bp = scratch(&scratch_b, &scratch_b_cap, haste_sgemm_packed_b_floats(KC, nc));
+/// Columns [j0, j1) of C on the calling thread, B packed nc columns at a time (with `conv`: op(B) packed from
+/// the image b). haste_sgemm is all columns with NC; a thread of a split product takes its own columns with an nc
+/// whose packed block stays in its L2.
+void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
+                         const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                         long j0, long j1, long nc) {
+    long width = j1 - j0 < nc ? j1 - j0 : nc;
+    float *bp = scratch(&scratch_b, &scratch_b_cap, haste_sgemm_packed_b_floats(KC, width));
     if (!bp) abort();
-    for (long j = 0; j < n; j += NC) {
-        long j1 = n - j < NC ? n : j + NC;
+    for (long j = j0; j < j1; j += nc) {
+        long je = j1 - j < nc ? j1 : j + nc;
         for (long p = 0; p < k; p += KC) {
             long kc = k - p < KC ? k - p : KC;
-            if (conv) haste_conv_pack_b(conv, b, p, kc, j, j1, bp);
-            else haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, j1, bp);
-            haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, j1, alpha, p == 0 ? beta : 1.0f, c, ldc);
+            if (conv) haste_conv_pack_b(conv, b, p, kc, j, je, bp);
+            else haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, je, bp);
+            haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, je, alpha, p == 0 ? beta : 1.0f, c, ldc);
         }
     }
 }
 
 void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc) {
-    sgemm(trans_a, trans_b, NULL, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    haste_sgemm_columns(trans_a, trans_b, NULL, m, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, n, NC);
 }
 
 void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) {
     long n = g->out_h * g->out_w;
-    sgemm(0, 0, g, m, n, k, 1.0f, w, k, x, n, beta, c, n);
+    haste_sgemm_columns(0, 0, g, m, k, 1.0f, w, k, x, n, beta, c, n, 0, n, NC);
 }
 
 #else
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { (void)kc; (void)n; return 0; }
+long haste_sgemm_tile_rows(long m) { (void)m; return HASTE_SGEMM_MR; }
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) { abort(); }
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }
 void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc) { abort(); }
 void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) { abort(); }
+void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
+                         const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                         long j0, long j1, long nc) { abort(); }
 
 #endif

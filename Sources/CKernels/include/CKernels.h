@@ -17,12 +17,15 @@ void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, si
 // Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every
 // HASTE_SGEMM_KC (a constant) and added to C, so splitting M and N between threads never changes a bit.
 // beta == 0 never reads C (NaN there is ignored, as BLAS does); alpha == 0 is the caller's to handle.
-#define HASTE_SGEMM_MR 14     /* rows of the register tile */
+#define HASTE_SGEMM_MR 14     /* rows of the register tile (8 for row counts that 14 pads badly) */
 #define HASTE_SGEMM_NR 32     /* columns of the register tile (two zmm) */
 #define HASTE_SGEMM_KC 256    /* k per packed block */
-#define HASTE_SGEMM_MC 448    /* rows of A packed at a time (a multiple of MR) */
+#define HASTE_SGEMM_MC 448    /* rows of A packed at a time (a multiple of 14 and 8) */
 #define HASTE_SGEMM_NC 4096   /* columns of B packed at a time by haste_sgemm (a multiple of NR) */
 
+/// Rows of the register tile haste_sgemm_block uses for a block of m rows (14 or 8); split rows between threads
+/// in multiples of it.
+long haste_sgemm_tile_rows(long m);
 /// Floats of a packed op(B) block of kc rows and n columns (n rounded up to NR).
 size_t haste_sgemm_packed_b_floats(long kc, long n);
 /// Packs op(B) rows [k0, k0+kc), columns [j0, j1) into NR-wide panels from `dst` on (kc × NR each, zero-padded).
@@ -56,3 +59,9 @@ void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, lo
 /// c (m × out_h·out_w) = w (m × k, k = channels·kh·kw) · im2col(x) + beta·c on the calling thread, bit for bit
 /// haste_sgemm(0, 0, m, out_h·out_w, k, 1, w, k, im2col(x), out_h·out_w, beta, c, out_h·out_w).
 void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c);
+/// Columns [j0, j1) of C = alpha·op(A)·op(B) + beta·C on the calling thread, op(B) packed nc columns (a multiple of
+/// HASTE_SGEMM_NR) at a time; with `conv` (then trans_a = trans_b = 0, lda = k, ldb = ldc = n), op(B) is the column
+/// matrix of the image b, as haste_sgemm_conv. The same bits as haste_sgemm over the same columns.
+void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
+                         const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                         long j0, long j1, long nc);

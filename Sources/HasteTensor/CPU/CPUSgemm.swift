@@ -9,7 +9,7 @@ import CKernels
 /// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
 struct AVX512Sgemm {
-    static let mr = Int(HASTE_SGEMM_MR), nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
+    static let nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
     /// Below this many multiply-adds a product runs on the calling thread (splitting costs more than it saves).
     static let parallelMACs = 1 << 20
     /// Most floats of packed B held at once (8 MiB: in L3 beside A's blocks; K × NC shrinks NC to fit).
@@ -17,6 +17,12 @@ struct AVX512Sgemm {
     /// One piece per thread. Measured on 2 threads (SiT-B/2 GEMM shapes, quiet machine): 1 piece per thread
     /// 320–370 GFLOP/s every run; 2 or 4 pieces per thread often only ~205 (one thread doing the work).
     static func parts(threads: Int) -> Int { Swift.max(1, threads) }
+    /// Products of at most this many rows with enough columns split their columns between threads, each thread
+    /// packing its own B `columnBlock` columns at a time (L2-resident), with no meeting between packing and use.
+    /// Measured with the 8-row tile and the vectorized A packing (2 threads, Xeon Ice Lake, `haste bench ops` conv
+    /// rows, median of 4 interleaved runs against the row split with B shared through L3): conv3x3 128→128 at 256²
+    /// 107 → 143 GFLOP/s, 512→512 at 32² 124 → 150, stride-2 128→128 99 → 117, 1×1 256→128 91 → 98.
+    static let columnSplitRows = 512, columnBlock = 512
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
 
@@ -42,9 +48,13 @@ struct AVX512Sgemm {
 
     /// Products item(0..<batch) of `macs` multiply-adds each: small ones (CPUBackend.smallGemmMACs) one per thread in
     /// parallel, others one after another, each split between the threads. The caller holds CPUBackend.gemmMutex.
+    /// Conv products (a batch of images) run whole images per thread when the images split evenly (or there are
+    /// many): no meeting per image, each thread's packed B in its L2 (Inception's 17² and 8² layers: too few
+    /// columns for the column split).
     static func runBatch(_ batch: Int, macs: Int, _ item: (Int) -> AVX512Sgemm) {
         let threads = Parallel.threads
-        if batch > 1 && threads > 1 && macs <= CPUBackend.smallGemmMACs {
+        let evenImages = item(0).conv != nil && batch >= threads && (batch % threads == 0 || batch >= 4 * threads)
+        if batch > 1 && threads > 1 && (macs <= CPUBackend.smallGemmMACs || evenImages) {
             Parallel.forEach(batch) { item($0).runSerial() }
         } else {
             for i in 0..<batch { item(i).run(parts: parts(threads: threads)) }
@@ -52,9 +62,28 @@ struct AVX512Sgemm {
     }
 
     /// The product on the calling thread alone (items of a batch run in parallel this way).
+    /// Products of up to `columnSplitRows` rows pack B `columnBlock` columns at a time (L2-resident), others NC.
     func runSerial() {
-        if var g = conv { return haste_sgemm_conv(&g, m, k, a, b, beta, c) }
-        haste_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        let block = m <= AVX512Sgemm.columnSplitRows ? AVX512Sgemm.columnBlock : AVX512Sgemm.nc
+        if var g = conv { return haste_sgemm_columns(0, 0, &g, m, k, 1, a, k, b, n, beta, c, n, 0, n, block) }
+        haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, n, block)
+    }
+
+    /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B.
+    private func runColumns(parts: Int) {
+        let nr = AVX512Sgemm.nr, per = ((n + nr - 1) / nr + parts - 1) / parts * nr
+        let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
+        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
+        let (m, k, n, alpha, beta, lda, ldb, ldc) = (m, k, n, alpha, beta, lda, ldb, ldc), block = AVX512Sgemm.columnBlock
+        Parallel.forEach(parts) { part in
+            let j0 = part * per, j1 = Swift.min(n, j0 + per)
+            guard j0 < j1 else { return }
+            if var g = conv {
+                haste_sgemm_columns(0, 0, &g, m, k, 1, ap.base, k, bp.base, n, beta, cp.base, n, j0, j1, block)
+            } else {
+                haste_sgemm_columns(ta, tb, nil, m, k, alpha, ap.base, lda, bp.base, ldb, beta, cp.base, ldc, j0, j1, block)
+            }
+        }
     }
 
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
@@ -62,14 +91,16 @@ struct AVX512Sgemm {
     /// per KC block: on a shared machine every meeting waits for the slowest thread.
     func run(parts: Int) {
         if parts <= 1 || m * n * k < AVX512Sgemm.parallelMACs { return runSerial() }
-        let mr = AVX512Sgemm.mr, nr = AVX512Sgemm.nr, kcMax = AVX512Sgemm.kc
+        let nr = AVX512Sgemm.nr, allPanels = (n + nr - 1) / nr, blockPanels = AVX512Sgemm.columnBlock / nr
+        if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels { return runColumns(parts: parts) }
+        let mr = Int(haste_sgemm_tile_rows(m)), kcMax = AVX512Sgemm.kc
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
-            // Rows of C in pieces of whole MR tiles; with too few rows, columns in pieces of whole NR panels.
+            // Rows of C in pieces of whole tiles (14 or 8 rows, as haste_sgemm_block picks for m); with too few rows, columns in pieces of whole NR panels.
             let tiles = (m + mr - 1) / mr
             let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
             let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts

@@ -58,7 +58,9 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
 /// Sizes past 1000 in each dimension (several KC blocks, many MR tiles and NR panels), parallel and batched.
 @Test func sgemmMatchesFloat64OnLargeAndBatchedProducts() {
     var seed: UInt64 = 500
-    for (m, n, k) in [(1030, 33, 17), (13, 1100, 100), (7, 17, 1500), (257, 100, 1030), (130, 1090, 260)] {
+    // (128, 2100, 300) and (200, 4200, 70): 8-row tiles (haste_sgemm_tile_rows), columns split between threads
+    for (m, n, k) in [(1030, 33, 17), (13, 1100, 100), (7, 17, 1500), (257, 100, 1030), (130, 1090, 260),
+                      (128, 2100, 300), (200, 4200, 70)] {
         for ta in [false, true] { for tb in [false, true] {
             checkSgemm(ta, tb, m: m, n: n, k: k, pad: 2, alpha: 1, beta: 0, seed: seed)
             seed += 3
@@ -84,8 +86,10 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
 /// repeats (K is never split). Runs where the CPU has AVX-512F.
 @Test func avx512SgemmIsBitwiseIdenticalForEveryThreadSplit() {
     guard AVX512Sgemm.available else { return }
+    // Row splits with shared packed B; column splits (m ≤ 512, n ≥ 4 column blocks per piece) for 2–4 pieces of the
+    // last three; 8-row tiles for m = 128 and 200.
     for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
-                              (true, true, 45, 4200, 9)] {
+                              (true, true, 45, 4200, 9), (false, false, 128, 2100, 520), (false, true, 200, 4200, 70)] {
         let lda = ta ? m : k, ldb = tb ? k : n
         let a = Tensor.randn([m * k], seed: 7).scalars(as: Float.self), b = Tensor.randn([k * n], seed: 8).scalars(as: Float.self)
         var results: [[UInt32]] = []
