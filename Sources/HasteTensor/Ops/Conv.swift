@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// 2-D convolution as im2col + GEMM (torch: `F.conv2d`, groups = 1); the CPU's float32 forward on AVX-512F packs the
 /// GEMM's panels straight from the image instead (implicit GEMM, the same bits: CPUConv.swift, CKernels/convpack.c).
 /// The backward uses the same column matrix instead of transposed convolutions: dW = dY·colsᵀ, dCols = Wᵀ·dY then
@@ -16,10 +20,17 @@ public protocol ConvKernels: AnyObject {
     /// what im2col + `gemm` give. Returns false, touching nothing, where it has none (the caller runs those).
     func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
                         beta: Double) -> Bool
+    /// Winograd F(2×2, 3×3) for stride-1 3×3 convs where the backend has it (CPU float32 on AVX-512F): y[n] =
+    /// conv(x[n]) + beta·y[n] with 2.25× fewer multiply-adds; within float32 rounding of the direct product, not
+    /// bit for bit. Returns false, touching nothing, where it does not apply.
+    func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
+                        beta: Double) -> Bool
 }
 
 extension ConvKernels {
     public func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
+                               beta: Double) -> Bool { false }
+    public func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
                                beta: Double) -> Bool { false }
 }
 
@@ -77,12 +88,14 @@ extension Tensor {
     }
 
     /// `columnBudget` caps the column-matrix elements built at once (tests shrink it to split the batch);
-    /// `implicit: false` keeps the forward on im2col + GEMM where the backend has an implicit GEMM (tests compare).
+    /// `implicit: false` keeps the forward on im2col + GEMM where the backend has an implicit GEMM (tests compare);
+    /// `winograd: false` keeps stride-1 3×3 convs off Winograd F(2×2, 3×3) (default: `ConvAlgorithms.winograd`).
     func conv2d(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: (Int, Int), columnBudget: Int,
-                implicit: Bool = true) -> Tensor {
+                implicit: Bool = true, winograd: Bool = ConvAlgorithms.winograd) -> Tensor {
         if let low = Autocast.lowering(dtype) {   // Ops/Precision.swift: bf16/fp16 operands, output and gradients
             return autocastGemm(low, [self, weight, bias], {
-                $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget, implicit: implicit)
+                $0[0]!.conv2d($0[1]!, $0[2], stride: stride, padding: padding, columnBudget: columnBudget, implicit: implicit,
+                              winograd: winograd)
             }, backward: { narrow in
                 let g = ConvGeometry(input: shape, weight: weight.shape, stride: stride, padding: padding)
                 return BF16Conv2dBackward(x: self, weight: weight, bias: bias, core: Conv2dBackward(
@@ -108,6 +121,10 @@ extension Tensor {
         if let bias {   // y starts as the bias broadcast over pixels; the GEMM accumulates into it (beta = 1)
             backend.stridedCopy(from: bias.contiguous().buffer, srcStrides: [0, 1, 0], to: y.buffer,
                                 dstStrides: [cout * l, l, 1], shape: [n, cout, l])
+        }
+        if winograd && backend.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: n, outChannels: cout,
+                                              geometry: g, beta: bias == nil ? 0 : 1) {
+            return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
         }
         if implicit && backend.implicitConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: n, outChannels: cout,
                                               geometry: g, beta: bias == nil ? 0 : 1) {
@@ -220,4 +237,14 @@ enum ConvColumns {
             body(first, count, cols.buffer)
         }
     }
+}
+
+/// Which conv2d forward algorithms may run. `winograd`: stride-1 3×3 float32 convs on the CPU (AVX-512F) as Winograd
+/// F(2×2, 3×3), the SD-VAE's and most of Inception's 3×3 layers (measured: `haste bench ops` conv rows).
+/// HASTE_CONV_WINOGRAD=0 in the environment turns it off for the process (then those convs give the im2col bits).
+public enum ConvAlgorithms {
+    nonisolated(unsafe) public static var winograd: Bool = {
+        guard let v = getenv("HASTE_CONV_WINOGRAD") else { return true }
+        return String(cString: v) != "0"
+    }()
 }

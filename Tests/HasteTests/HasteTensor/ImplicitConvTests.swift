@@ -40,8 +40,10 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
         let y = Tensor.empty([c.x[0], c.w[0], g.outHeight, g.outWidth])
         #expect(CPUBackend.shared.implicitConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: c.x[0], outChannels: c.w[0],
                                                  geometry: g, beta: 0), "\(what): implicit GEMM not taken")
-        let implicit = x.conv2d(w, b, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: true)
-        let explicit = x.conv2d(w, b, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: false)
+        let implicit = x.conv2d(w, b, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: true,
+                                winograd: false)
+        let explicit = x.conv2d(w, b, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: false,
+                                winograd: false)
         #expect(bits(implicit) == bits(explicit), "\(what): implicit GEMM differs from im2col + GEMM")
         #expect(bits(y) == bits(explicit) || b != nil, "\(what): direct entry differs")
         var ref = directConv2d(x.to(.float64), w.to(.float64), stride: c.stride, padding: c.padding)
@@ -59,7 +61,8 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
         let x = Tensor.randn(c.x, seed: seed), w = Tensor.randn(c.w, seed: seed + 1)
         seed += 2
         let g = ConvGeometry(input: c.x, weight: c.w, stride: c.stride, padding: c.padding)
-        let want = bits(x.conv2d(w, nil, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: false))
+        let want = bits(x.conv2d(w, nil, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: false,
+                                winograd: false))
         let conv = haste_conv_geometry(channels: g.channels, height: g.height, width: g.width, kernel_h: g.kernelHeight,
                                        kernel_w: g.kernelWidth, stride: g.stride, pad_h: g.paddingHeight, pad_w: g.paddingWidth,
                                        out_h: g.outHeight, out_w: g.outWidth)
