@@ -27,17 +27,22 @@ private let implicitCases: [(x: [Int], w: [Int], bias: Bool, stride: Int, paddin
 
 private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bitPattern) }
 
+/// One conv case's random operands (seeds `seed`, +1, +2), its geometry, an empty output and a label.
+func convOperands(x: [Int], w: [Int], bias: Bool, stride: Int, padding: (Int, Int), seed: UInt64)
+    -> (x: Tensor, w: Tensor, b: Tensor?, g: ConvGeometry, y: Tensor, what: String) {
+    let g = ConvGeometry(input: x, weight: w, stride: stride, padding: padding)
+    return (Tensor.randn(x, seed: seed), Tensor.randn(w, seed: seed + 1), bias ? Tensor.randn([w[0]], seed: seed + 2) : nil, g,
+            Tensor.empty([x[0], w[0], g.outHeight, g.outWidth]), "x \(x) w \(w) stride \(stride) padding \(padding)")
+}
+
 /// The implicit GEMM gives the bits of im2col + sgemm (the packed panels are the same floats), through conv2d at the
 /// pool's thread count. Runs where the CPU has AVX-512F and HASTE_CPU_KERNELS is not `portable`.
 @Test func implicitConv2dIsBitwiseIm2colGemm() {
     guard CPUKernels.level == 2 else { return }
     var seed: UInt64 = 900
     for c in implicitCases {
-        let x = Tensor.randn(c.x, seed: seed), w = Tensor.randn(c.w, seed: seed + 1), b = c.bias ? Tensor.randn([c.w[0]], seed: seed + 2) : nil
+        let (x, w, b, g, y, what) = convOperands(x: c.x, w: c.w, bias: c.bias, stride: c.stride, padding: c.padding, seed: seed)
         seed += 3
-        let g = ConvGeometry(input: c.x, weight: c.w, stride: c.stride, padding: c.padding)
-        let what = "x \(c.x) w \(c.w) stride \(c.stride) padding \(c.padding)"
-        let y = Tensor.empty([c.x[0], c.w[0], g.outHeight, g.outWidth])
         #expect(CPUBackend.shared.implicitConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: c.x[0], outChannels: c.w[0],
                                                  geometry: g, beta: 0), "\(what): implicit GEMM not taken")
         let implicit = x.conv2d(w, b, stride: c.stride, padding: c.padding, columnBudget: ConvColumns.budget, implicit: true,

@@ -23,11 +23,8 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
     guard CPUKernels.level == 2 else { return }
     var seed: UInt64 = 1200
     for c in winogradCases {
-        let x = Tensor.randn(c.x, seed: seed), w = Tensor.randn(c.w, seed: seed + 1), b = c.bias ? Tensor.randn([c.w[0]], seed: seed + 2) : nil
+        let (x, w, b, g, y, what) = convOperands(x: c.x, w: c.w, bias: c.bias, stride: 1, padding: c.padding, seed: seed)
         seed += 3
-        let g = ConvGeometry(input: c.x, weight: c.w, stride: 1, padding: c.padding)
-        let what = "x \(c.x) w \(c.w) padding \(c.padding)"
-        let y = Tensor.empty([c.x[0], c.w[0], g.outHeight, g.outWidth])
         #expect(CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: c.x[0], outChannels: c.w[0],
                                                  geometry: g, beta: 0), "\(what): Winograd not taken")
         let got = x.conv2d(w, b, stride: 1, padding: c.padding)
