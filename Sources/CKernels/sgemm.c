@@ -12,11 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MR HASTE_SGEMM_MR
 #define NR HASTE_SGEMM_NR
 #define KC HASTE_SGEMM_KC
 #define MC HASTE_SGEMM_MC
-#define NC HASTE_SGEMM_NC
 
 #if defined(__x86_64__)
 
@@ -190,8 +188,7 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
 }
 
 /// Columns [j0, j1) of C on the calling thread, B packed nc columns at a time (with `conv`: op(B) packed from
-/// the image b). haste_sgemm is all columns with NC; a thread of a split product takes its own columns with an nc
-/// whose packed block stays in its L2.
+/// the image b): a whole product on one thread, or one thread's columns of a split product.
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                          long j0, long j1, long nc) {
@@ -209,16 +206,6 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
     }
 }
 
-void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                 const float *b, long ldb, float beta, float *c, long ldc) {
-    haste_sgemm_columns(trans_a, trans_b, NULL, m, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, n, NC);
-}
-
-void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) {
-    long n = g->out_h * g->out_w;
-    haste_sgemm_columns(0, 0, g, m, k, 1.0f, w, k, x, n, beta, c, n, 0, n, NC);
-}
-
 #else
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { (void)kc; (void)n; return 0; }
@@ -226,9 +213,6 @@ long haste_sgemm_tile_rows(long m) { (void)m; return HASTE_SGEMM_MR; }
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) { abort(); }
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }
-void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                 const float *b, long ldb, float beta, float *c, long ldc) { abort(); }
-void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c) { abort(); }
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                          long j0, long j1, long nc) { abort(); }

@@ -21,7 +21,7 @@ void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, si
 #define HASTE_SGEMM_NR 32     /* columns of the register tile (two zmm) */
 #define HASTE_SGEMM_KC 256    /* k per packed block */
 #define HASTE_SGEMM_MC 448    /* rows of A packed at a time (a multiple of 14 and 8) */
-#define HASTE_SGEMM_NC 4096   /* columns of B packed at a time by haste_sgemm (a multiple of NR) */
+#define HASTE_SGEMM_NC 4096   /* columns of B packed at a time by a serial product of many rows (a multiple of NR) */
 
 /// Rows of the register tile haste_sgemm_block uses for a block of m rows (14 or 8); split rows between threads
 /// in multiples of it.
@@ -35,9 +35,6 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
 /// columns j0..<j1 (haste_sgemm_pack_b with this j0 and kc). Packs A in a per-thread buffer.
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc);
-/// The whole GEMM on the calling thread (k ≥ 1), with per-thread packing buffers.
-void haste_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                 const float *b, long ldb, float beta, float *c, long ldc);
 
 // ---- Winograd F(2×2, 3×3) transforms for stride-1 3×3 conv2d (winograd.c) ----
 /// U[ξ][k][c] (ξ ∈ [0, 16), planes k_count·c_count apart) = G g Gᵀ of the filters w[k][c][3][3], k ∈ [k0, k1).
@@ -69,12 +66,10 @@ typedef struct {
 /// What haste_sgemm_pack_b(0, cols, out_h·out_w, k0, kc, j0, j1, dst) writes for cols = im2col(x) (x: one image,
 /// [channels, height, width]), read straight from x: the same floats in the same places.
 void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, long kc, long j0, long j1, float *dst);
-/// c (m × out_h·out_w) = w (m × k, k = channels·kh·kw) · im2col(x) + beta·c on the calling thread, bit for bit
-/// haste_sgemm(0, 0, m, out_h·out_w, k, 1, w, k, im2col(x), out_h·out_w, beta, c, out_h·out_w).
-void haste_sgemm_conv(const haste_conv_geometry *g, long m, long k, const float *w, const float *x, float beta, float *c);
-/// Columns [j0, j1) of C = alpha·op(A)·op(B) + beta·C on the calling thread, op(B) packed nc columns (a multiple of
-/// HASTE_SGEMM_NR) at a time; with `conv` (then trans_a = trans_b = 0, lda = k, ldb = ldc = n), op(B) is the column
-/// matrix of the image b, as haste_sgemm_conv. The same bits as haste_sgemm over the same columns.
+/// Columns [j0, j1) of C = alpha·op(A)·op(B) + beta·C on the calling thread (k ≥ 1), op(B) packed nc columns (a
+/// multiple of HASTE_SGEMM_NR) at a time, with per-thread packing buffers; with `conv` (then trans_a = trans_b = 0,
+/// lda = k, ldb = ldc = n = out_h·out_w), op(B) is im2col of the image b, packed straight from b: bit for bit what
+/// im2col + the same call give. The bits never depend on j0, j1 or nc.
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                          long j0, long j1, long nc);

@@ -51,13 +51,20 @@ extension CPUBackend {
     /// products transformed back per output channel.
     public func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry g: ConvGeometry,
                                beta: Double) -> Bool {
+        winogradConv2d(x: x, weight: weight, y: y, batch: batch, outChannels: outChannels, geometry: g, beta: beta,
+                       chunkFloats: Winograd.chunkFloats)
+    }
+
+    /// With a cap on the chunks' transformed floats (tests shrink it: chunking never changes a bit).
+    func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry g: ConvGeometry,
+                        beta: Double, chunkFloats: Int) -> Bool {
         guard x.dtype == .float32 && weight.dtype == .float32 && y.dtype == .float32 && CPUKernels.level == 2,
               g.kernelHeight == 3, g.kernelWidth == 3, g.stride == 1, g.paddingHeight <= 1, g.paddingWidth <= 1,
               g.channels >= 16, outChannels >= 16, g.outHeight >= 2, g.outWidth >= 2, beta == 0 || beta == 1,
               g.height * g.width < 1 << 30 else { return false }
         let c = g.channels, kOut = outChannels, h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth
         let th = (oh + 1) / 2, tw = (ow + 1) / 2
-        let rows = Swift.max(1, Swift.min(th, (Winograd.tiles + tw - 1) / tw, Winograd.chunkFloats / (16 * (c + kOut) * tw)))
+        let rows = Swift.max(1, Swift.min(th, (Winograd.tiles + tw - 1) / tw, chunkFloats / (16 * (c + kOut) * tw)))
         let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * kOut * c)
         let v = UnsafeMutablePointer<Float>.allocate(capacity: 16 * c * rows * tw)
         let m = UnsafeMutablePointer<Float>.allocate(capacity: 16 * kOut * rows * tw)
@@ -71,12 +78,15 @@ extension CPUBackend {
         }
         let perChannel = Swift.max(1, (c + Parallel.threads - 1) / Parallel.threads)
         let perFilter = Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)
+        let rowFloats = 4 * (2 * tw + 2 + 48)   // HASTE_WINOGRAD_ROW_FLOATS(tw): each channel chunk's padded rows
+        let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: (c + perChannel - 1) / perChannel * rowFloats)
+        defer { rowScratch.deallocate() }
+        let rp = SendablePointer(rowScratch)
         for image in 0..<batch {
             for ty0 in stride(from: 0, to: th, by: rows) {
                 let ty1 = Swift.min(th, ty0 + rows), n = (ty1 - ty0) * tw
                 Parallel.chunks(c, chunk: perChannel) { chs in
-                    let row = UnsafeMutablePointer<Float>.allocate(capacity: 4 * (2 * tw + 2 + 48))   // HASTE_WINOGRAD_ROW_FLOATS
-                    defer { row.deallocate() }
+                    let row = rp.base + chs.lowerBound / perChannel * rowFloats
                     for ch in chs {
                         haste_winograd_input(xp.base + (image * c + ch) * h * w, h, w, g.paddingHeight, g.paddingWidth,
                                              ty0, ty1, tw, vp.base + ch * n, c * n, row)
@@ -172,6 +182,5 @@ private func validOutputs(count: Int, size: Int, offset: Int, stride: Int) -> Ra
 /// `haste bench ops`: 256 tiles beat 1024 by ~25% at 128 channels, 256², the transformed tiles staying in cache),
 /// and at most `chunkFloats` floats of transformed input and products (64 MiB).
 enum Winograd {
-    static let tiles = 256
-    nonisolated(unsafe) static var chunkFloats = 1 << 24   // tests shrink it (chunking never changes a bit)
+    static let tiles = 256, chunkFloats = 1 << 24
 }

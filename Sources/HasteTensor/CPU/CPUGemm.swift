@@ -25,11 +25,7 @@ extension CPUBackend {
                      a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
                      beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
         if m == 0 || n == 0 || batch == 0 { return }
-        if k == 0 {   // BLAS leaves C untouched only for beta = 1; scale explicitly like torch
-            if beta == 0 { fill(c, count: batch == 1 ? m * ldc : batch * strideC, value: 0) }
-            return
-        }
-        if alpha == 0 && c.dtype != .bfloat16 {   // BLAS: C = β·C without reading A or B
+        if k == 0 || alpha == 0 {   // BLAS: C = β·C, A and B never read (as torch for k = 0)
             // Done here, not by cblas_sgemm: OpenBLAS's small-matrix kernels (AVX-512 Intel, no OPENBLAS_CORETYPE)
             // compute 0·NaN = NaN from A and B.
             return scaleC(c, m: m, n: n, ldc: ldc, strideC: strideC, batch: batch, beta: beta)
@@ -58,19 +54,30 @@ extension CPUBackend {
 }
 
 extension CPUBackend {
-    /// C = β·C over m rows of n (ldc apart) per batch item; β = 0 writes zeros without reading C (NaN there is
-    /// dropped, as BLAS does).
+    /// C = β·C over the m × n windows (ldc apart, strideC per batch item): β = 0 writes zeros without reading C (NaN
+    /// there is dropped, as BLAS does), β = 1 leaves C alone; a bfloat16 C is scaled in float32 and rounded once.
     private func scaleC(_ c: Buffer, m: Int, n: Int, ldc: Int, strideC: Int, batch: Int, beta: Double) {
+        if beta == 1 { return }
         func scale<T: BinaryFloatingPoint>(_ p: UnsafeMutablePointer<T>) {
             let b = T(beta)
             for i in 0..<batch { for row in 0..<m {
                 let r = p + i * strideC + row * ldc
-                for j in 0..<n { r[j] = beta == 0 ? 0 : b * r[j] }
+                if beta == 0 { r.update(repeating: 0, count: n) } else { for j in 0..<n { r[j] *= b } }
             } }
         }
         switch c.dtype {
         case .float32: scale(c.pointer(Float.self))
         case .float64: scale(c.pointer(Double.self))
+        case .bfloat16:
+            let wide = Buffer(storage: Storage(byteCount: n * 4, device: .cpu), offset: 0, dtype: .float32)
+            for i in 0..<batch { for row in 0..<m {
+                let window = Buffer(storage: c.storage, offset: c.offset + i * strideC + row * ldc, dtype: .bfloat16)
+                if beta == 0 { fill(window, count: n, value: 0); continue }
+                cast(from: window, to: wide, count: n)
+                let w = wide.pointer(Float.self), b = Float(beta)
+                for j in 0..<n { w[j] *= b }
+                cast(from: wide, to: window, count: n)
+            } }
         default: fatalError("gemm: unsupported dtype \(c.dtype)")
         }
     }

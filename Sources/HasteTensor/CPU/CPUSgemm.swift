@@ -64,25 +64,21 @@ struct AVX512Sgemm {
     /// The product on the calling thread alone (items of a batch run in parallel this way).
     /// Products of up to `columnSplitRows` rows pack B `columnBlock` columns at a time (L2-resident), others NC.
     func runSerial() {
-        let block = m <= AVX512Sgemm.columnSplitRows ? AVX512Sgemm.columnBlock : AVX512Sgemm.nc
-        if var g = conv { return haste_sgemm_columns(0, 0, &g, m, k, 1, a, k, b, n, beta, c, n, 0, n, block) }
-        haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, n, block)
+        columns(0, n, block: m <= AVX512Sgemm.columnSplitRows ? AVX512Sgemm.columnBlock : AVX512Sgemm.nc)
+    }
+
+    /// Columns [j0, j1) of C on the calling thread, B packed `block` columns at a time (haste_sgemm_columns).
+    private func columns(_ j0: Int, _ j1: Int, block: Int) {
+        if var g = conv { return haste_sgemm_columns(0, 0, &g, m, k, 1, a, k, b, n, beta, c, n, j0, j1, block) }
+        haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1, block)
     }
 
     /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B.
     private func runColumns(parts: Int) {
         let nr = AVX512Sgemm.nr, per = ((n + nr - 1) / nr + parts - 1) / parts * nr
-        let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
-        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
-        let (m, k, n, alpha, beta, lda, ldb, ldc) = (m, k, n, alpha, beta, lda, ldb, ldc), block = AVX512Sgemm.columnBlock
         Parallel.forEach(parts) { part in
             let j0 = part * per, j1 = Swift.min(n, j0 + per)
-            guard j0 < j1 else { return }
-            if var g = conv {
-                haste_sgemm_columns(0, 0, &g, m, k, 1, ap.base, k, bp.base, n, beta, cp.base, n, j0, j1, block)
-            } else {
-                haste_sgemm_columns(ta, tb, nil, m, k, alpha, ap.base, lda, bp.base, ldb, beta, cp.base, ldc, j0, j1, block)
-            }
+            if j0 < j1 { columns(j0, j1, block: AVX512Sgemm.columnBlock) }
         }
     }
 

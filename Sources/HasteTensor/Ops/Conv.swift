@@ -243,7 +243,7 @@ enum ConvColumns {
 /// F(2×2, 3×3), the SD-VAE's and most of Inception's 3×3 layers (measured: `haste bench ops` conv rows).
 /// HASTE_CONV_WINOGRAD=0 in the environment turns it off for the process (then those convs give the im2col bits).
 public enum ConvAlgorithms {
-    nonisolated(unsafe) public static var winograd: Bool = {
+    public static let winograd: Bool = {
         guard let v = getenv("HASTE_CONV_WINOGRAD") else { return true }
         return String(cString: v) != "0"
     }()

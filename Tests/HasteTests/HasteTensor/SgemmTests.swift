@@ -82,6 +82,17 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
     #expect(c.scalars(as: Float.self) == (0..<9).map { Float(2 * $0) })
 }
 
+/// k = 0 or α = 0 on a bfloat16 C: C = β·C (scaled in float32, rounded once), NaN in A and B never read.
+@Test func emptyOrZeroAlphaProductsScaleABFloat16C() {
+    for (k, alpha) in [(0, 1.0), (2, 0.0)] {
+        let a = Tensor([Float](repeating: .nan, count: 4)).to(.bfloat16), b = Tensor([Float](repeating: .nan, count: 6)).to(.bfloat16)
+        let c = Tensor((0..<6).map { Float($0) + 0.25 }).to(.bfloat16)
+        CPUBackend.shared.gemm(transA: false, transB: false, m: 2, n: 3, k: k, alpha: alpha, a: a.buffer, lda: Swift.max(k, 1),
+                               strideA: 0, b: b.buffer, ldb: 3, strideB: 0, beta: 0.5, c: c.buffer, ldc: 3, strideC: 0, batch: 1)
+        #expect(c.to(.float32).scalars(as: Float.self) == (0..<6).map { (Float($0) + 0.25) * 0.5 }, "k \(k) alpha \(alpha)")
+    }
+}
+
 /// haste's AVX-512 kernel gives the same bits for every split of M and N between threads, the serial entry and
 /// repeats (K is never split). Runs where the CPU has AVX-512F.
 @Test func avx512SgemmIsBitwiseIdenticalForEveryThreadSplit() {
