@@ -13,6 +13,17 @@ int haste_cpu_level(void);
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
                      float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step);
 
+// ---- GELU activations in float32 vectors (activations.c) ----
+#define HASTE_ACT_GELU 0       /* x·Φ(x) through erf (GeluF) */
+#define HASTE_ACT_GELU_TANH 1  /* the tanh approximation (GeluTanhF) */
+/// y[i] = f(x[i] + b[i]) (f(x[i]) where b is NULL) for i below n rounded down to 16, the count it returns; the rest
+/// is the caller's (its scalar formula). Bit for bit the Swift SIMD16 vf of GeluF / GeluTanhF. level: haste_cpu_level().
+long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n);
+/// d = dy[i]·f′(x[i] + b[i]) (x[i] where b is NULL) into dx[i], and part[i] += d where part is given, for i below n
+/// rounded down to 16 (returned); bit for bit the Swift SIMD16 dy·vdf. dx may be dy.
+long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
+                            long n);
+
 // ---- float32 GEMM for AVX-512F (sgemm.c): C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm ----
 // Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every
 // HASTE_SGEMM_KC (a constant) and added to C, so splitting M and N between threads never changes a bit.

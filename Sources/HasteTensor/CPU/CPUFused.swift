@@ -1,3 +1,4 @@
+import CKernels
 /// Fused adaLN-block kernels (see `FusedKernels`). Each direction is one pass over the activation:
 /// - modulatedLayerNorm: per row, the moments pass and one SIMD16 pass writing y (the row stays in L1); (1 + scale)
 ///   is formed once per item into a small [batch, cols] table, so the row loops are LayerNorm's own
@@ -280,6 +281,7 @@ func biasGeluRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ b: UnsafeMutabl
         let fx = UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self)
         let fb = UnsafeMutableRawPointer(b).assumingMemoryBound(to: Float.self)
         let fy = UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self)
+        if CPUKernels.level > 0 { i = haste_act_forward_f32(Int32(CPUKernels.level), HASTE_ACT_GELU_TANH, fx, fb, fy, n) }
         while i + 16 <= n { storeSIMD16(fn.vf(loadSIMD16(fx, i) + loadSIMD16(fb, i)), fy, i); i += 16 }
     }
     while i < n { y[i] = fn.f(x[i] + b[i]); i += 1 }
@@ -297,6 +299,7 @@ func biasGeluBackwardRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ b: Unsa
         let fg = UnsafeMutableRawPointer(dy).assumingMemoryBound(to: Float.self)
         let fd = UnsafeMutableRawPointer(dx).assumingMemoryBound(to: Float.self)
         let fp = part.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) }
+        if CPUKernels.level > 0 { i = haste_act_backward_f32(Int32(CPUKernels.level), HASTE_ACT_GELU_TANH, fx, fb, fg, fd, fp, n) }
         while i + 16 <= n {
             let u = loadSIMD16(fx, i) + loadSIMD16(fb, i)
             let d = loadSIMD16(fg, i) * fn.vdf(u, u)          // vdf ignores its y argument

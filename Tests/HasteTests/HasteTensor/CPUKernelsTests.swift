@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import HasteTensor
@@ -36,6 +37,54 @@ import Testing
                     let (a, b) = (state[0], state[1])
                     #expect(a == b, "level \(level), beta1 \(beta1), wd \(wd): \(zip(a, b).filter { $0 != $1 }.count) of \(a.count) differ")
                 }
+            }
+        }
+    }
+}
+
+/// CKernels' GELU activations (every variant this CPU can run) give exactly the Swift SIMD16 forms' bits: GeluF and
+/// GeluTanhF `vf` forward and `dy·vdf` backward, alone and with a bias (the fused bias + GELU rows) and a dbias
+/// partial; inputs span tiny to saturating values of both signs, ±0, ±∞, NaN and the erf branch switch. Counts that
+/// leave a tail: the kernels do whole 16-lane groups only and say how many.
+@Test func vectorGeluMatchesTheSwiftLanesBitForBit() {
+    let n = 16 * 41 + 7
+    let levels = [1, 2].filter { $0 <= CPUKernels.level }
+    #if arch(x86_64)
+    #expect(!levels.isEmpty, "every x86-64 machine of this kind has AVX2 and FMA")
+    #endif
+    var x = (0..<n).map { i in Float(sin(Double(i) * 0.731) * pow(10, Double(i % 7) - 3)) * 4 }
+    let special: [Float] = [0, -0.0, .infinity, -.infinity, .nan, 0.927_734_375, -0.927_734_375, (0.927_734_375 as Float).nextUp,
+                            1e-30, -1e-30, Float.leastNormalMagnitude / 64, 9, -9, 20, -20, 88, -88, 200, -200, 3.92, -3.92, 1.3e-3]
+    for (i, v) in special.enumerated() { x[3 * i] = v }
+    let bias = (0..<n).map { i in Float(cos(Double(i) * 0.29)) * 0.5 }
+    let dy = (0..<n).map { i in Float(sin(Double(i) * 1.7 + 0.3)) }
+    let same = { (a: [Float], b: [Float]) -> Int in zip(a, b).filter { !($0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN)) }.count }
+    func lanes(_ v: [Float], _ i: Int) -> FVec { var r = FVec(); for l in 0..<16 { r[l] = v[i + l] }; return r }
+    for (act, fn) in [(HASTE_ACT_GELU, { (u: FVec) in GeluF().vf(u) }), (HASTE_ACT_GELU_TANH, { (u: FVec) in GeluTanhF().vf(u) })] {
+        let dfn = { (u: FVec) -> FVec in act == HASTE_ACT_GELU ? GeluF().vdf(u, u) : GeluTanhF().vdf(u, u) }
+        for withBias in [false, true] {
+            let whole = n / 16 * 16
+            var yRef = [Float](repeating: 0, count: whole), dRef = yRef, partRef = bias
+            for i in stride(from: 0, to: whole, by: 16) {
+                let u = withBias ? lanes(x, i) + lanes(bias, i) : lanes(x, i)
+                let y = fn(u), d = lanes(dy, i) * dfn(u)
+                for l in 0..<16 { yRef[i + l] = y[l]; dRef[i + l] = d[l]; partRef[i + l] += d[l] }
+            }
+            for level in levels {
+                var y = [Float](repeating: 7, count: n), d = y, part = bias
+                let done = bias.withUnsafeBufferPointer { b in
+                    haste_act_forward_f32(Int32(level), act, x, withBias ? b.baseAddress : nil, &y, n)
+                }
+                let doneBack = bias.withUnsafeBufferPointer { b in part.withUnsafeMutableBufferPointer { p in
+                    haste_act_backward_f32(Int32(level), act, x, withBias ? b.baseAddress : nil, dy, &d,
+                                           withBias ? p.baseAddress : nil, n)
+                } }
+                #expect(done == whole && doneBack == whole)
+                #expect(y[whole...].allSatisfy { $0 == 7 } && d[whole...].allSatisfy { $0 == 7 }, "the tail is the caller's")
+                let what = "act \(act) level \(level) bias \(withBias)"
+                #expect(same(Array(y[..<whole]), yRef) == 0, "\(what): forward differs")
+                #expect(same(Array(d[..<whole]), dRef) == 0, "\(what): backward differs")
+                if withBias { #expect(same(part, partRef) == 0, "\(what): dbias partial differs") }
             }
         }
     }

@@ -1,0 +1,136 @@
+// GELU (exact, through erf) and GELU-tanh, forward and backward, in float32 vectors: the same IEEE operations in
+// the same order per lane as the Swift SIMD16 forms (CPUMath.swift's vexp, vtanh, verf; CPUUnary.swift's GeluF and
+// GeluTanhF vf/vdf), so every variant gives the Swift loop's bits. Swift compiles SIMD16<Float> for baseline x86-64
+// (four SSE registers per vector, measured: 536 instructions per 16 exact GELUs); these run 16 (AVX-512F) or 2 × 8
+// (AVX2) lanes per instruction. -ffp-contract=off keeps every multiply-add unfused, as in Swift.
+#include "CKernels.h"
+#include <string.h>
+
+#if defined(__x86_64__)
+
+#define ACT_MATH(SUFFIX, TARGET, V, U)                                                                             \
+typedef float V __attribute__((ext_vector_type(sizeof(U) / 4)));                                                  \
+__attribute__((target(TARGET), always_inline)) static inline V sel##SUFFIX(U mask, V a, V b) {                   \
+    U ia, ib; memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);                                             \
+    U r = (mask & ia) | (~mask & ib); V out; memcpy(&out, &r, sizeof out); return out;                            \
+}                                                                                                                 \
+/* Float.exp16 */                                                                                                 \
+__attribute__((target(TARGET), always_inline)) static inline V exp##SUFFIX(V x) {                                \
+    const float lo = -87.33654f, hi = 88.37f;                                                                     \
+    U below = (U)(x < lo), above = (U)(x > hi), nan = (U)(x != x);                                                \
+    V xc = sel##SUFFIX(below, (V)lo, x);                                                                          \
+    xc = sel##SUFFIX(above, (V)hi, xc);                                                                           \
+    const V magic = (V)12582912.0f;                                                                               \
+    V t = xc * 1.44269504f + magic;                                                                               \
+    V n = t - magic;                                                                                              \
+    V r = xc - n * 0.693359375f - n * -2.1219444e-4f;                                                             \
+    V p = r * 1.98756915e-4f + 1.39819995e-3f;                                                                    \
+    p = p * r + 8.3334519e-3f;                                                                                    \
+    p = p * r + 4.16657959e-2f;                                                                                   \
+    p = p * r + 1.66666655e-1f;                                                                                   \
+    p = p * r + 5.00000012e-1f;                                                                                   \
+    p = p * (r * r) + r + 1.0f;                                                                                   \
+    U bits; memcpy(&bits, &t, sizeof bits);                                                                       \
+    bits = (bits - 0x4B400000 + 127) << 23;                                                                       \
+    V scale; memcpy(&scale, &bits, sizeof scale);                                                                 \
+    V y = p * scale;                                                                                              \
+    y = sel##SUFFIX(below, (V)0.0f, y);                                                                           \
+    y = sel##SUFFIX(above, (V)__builtin_inff(), y);                                                               \
+    return sel##SUFFIX(nan, x, y);                                                                                \
+}                                                                                                                 \
+/* vtanh */                                                                                                       \
+__attribute__((target(TARGET), always_inline)) static inline V tanh##SUFFIX(V x) {                               \
+    return 1.0f - 2.0f / (exp##SUFFIX(2.0f * x) + 1.0f);                                                          \
+}                                                                                                                 \
+/* verf */                                                                                                        \
+__attribute__((target(TARGET), always_inline)) static inline V erf##SUFFIX(V x) {                                \
+    U bits; memcpy(&bits, &x, sizeof bits);                                                                       \
+    U tb = bits & 0x7FFFFFFF; V t; memcpy(&t, &tb, sizeof t);                                                     \
+    V s = x * x;                                                                                                  \
+    V r = t * -1.72853470e-5f + 3.83197126e-4f;                                                                   \
+    V u = t * -3.88396438e-3f + 2.42546219e-2f;                                                                   \
+    r = r * s + u;                                                                                                \
+    r = r * t + -1.06777877e-1f;                                                                                  \
+    r = r * t + -6.34846687e-1f;                                                                                  \
+    r = r * t + -1.28717512e-1f;                                                                                  \
+    r = r * t - t;                                                                                                \
+    V tail = 1.0f - exp##SUFFIX(r);                                                                               \
+    U big; memcpy(&big, &tail, sizeof big);                                                                       \
+    big |= bits & 0x80000000;                                                                                     \
+    V bigv; memcpy(&bigv, &big, sizeof bigv);                                                                     \
+    V q = s * -5.96761703e-4f + 4.99119423e-3f;                                                                   \
+    q = q * s + -2.67681349e-2f;                                                                                  \
+    q = q * s + 1.12819925e-1f;                                                                                   \
+    q = q * s + -3.76125336e-1f;                                                                                  \
+    q = q * s + 1.28379166e-1f;                                                                                   \
+    q = q * x + x;                                                                                                \
+    return sel##SUFFIX((U)(t > 0.927734375f), bigv, q);                                                           \
+}                                                                                                                 \
+__attribute__((target(TARGET), always_inline)) static inline V act##SUFFIX(int act, V x) {                       \
+    if (act == HASTE_ACT_GELU) return x * 0.5f * (1.0f + erf##SUFFIX(x * 0.7071067811865475f));                  \
+    V cube = x * x * x;                                                                                           \
+    V inner = (x + 0.044715f * cube) * 0.7978845608028654f;                                                       \
+    V half = x * 0.5f;                                                                                            \
+    return half * (1.0f + tanh##SUFFIX(inner));                                                                   \
+}                                                                                                                 \
+__attribute__((target(TARGET), always_inline)) static inline V slope##SUFFIX(int act, V x) {                     \
+    if (act == HASTE_ACT_GELU) {                                                                                  \
+        V cdf = (1.0f + erf##SUFFIX(x * 0.7071067811865475f)) * 0.5f;                                             \
+        V pdf = exp##SUFFIX(-x * x * 0.5f) * 0.3989422804014327f;                                                 \
+        return cdf + x * pdf;                                                                                     \
+    }                                                                                                             \
+    V x2 = x * x;                                                                                                 \
+    V t = tanh##SUFFIX(0.7978845608028654f * (x + 0.044715f * x2 * x));                                           \
+    V left = (1.0f + t) * 0.5f;                                                                                   \
+    V slope = (1.0f + 0.134145f * x2) * 0.7978845608028654f;                                                      \
+    V right = x * 0.5f * (1.0f - t * t) * slope;                                                                  \
+    return left + right;                                                                                          \
+}                                                                                                                 \
+__attribute__((target(TARGET)))                                                                                   \
+static long forward##SUFFIX(int act, const float *x, const float *b, float *y, long n) {                         \
+    const long lanes = sizeof(V) / 4, whole = n / 16 * 16;                                                        \
+    for (long i = 0; i < whole; i += lanes) {                                                                     \
+        V v, w; memcpy(&v, x + i, sizeof v);                                                                      \
+        if (b) { memcpy(&w, b + i, sizeof w); v = v + w; }                                                        \
+        V r = act##SUFFIX(act, v); memcpy(y + i, &r, sizeof r);                                                   \
+    }                                                                                                             \
+    return whole;                                                                                                 \
+}                                                                                                                 \
+__attribute__((target(TARGET)))                                                                                   \
+static long backward##SUFFIX(int act, const float *x, const float *b, const float *dy, float *dx, float *part,   \
+                             long n) {                                                                            \
+    const long lanes = sizeof(V) / 4, whole = n / 16 * 16;                                                        \
+    for (long i = 0; i < whole; i += lanes) {                                                                     \
+        V v, w, g; memcpy(&v, x + i, sizeof v); memcpy(&g, dy + i, sizeof g);                                     \
+        if (b) { memcpy(&w, b + i, sizeof w); v = v + w; }                                                        \
+        V d = g * slope##SUFFIX(act, v); memcpy(dx + i, &d, sizeof d);                                            \
+        if (part) { V q; memcpy(&q, part + i, sizeof q); q = q + d; memcpy(part + i, &q, sizeof q); }             \
+    }                                                                                                             \
+    return whole;                                                                                                 \
+}
+
+typedef int haste_i16 __attribute__((ext_vector_type(16)));
+typedef int haste_i8 __attribute__((ext_vector_type(8)));
+ACT_MATH(16, "avx512f", haste_a16, haste_i16)
+ACT_MATH(8, "avx2,fma", haste_a8, haste_i8)
+
+long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) {
+    if (level == 2) return forward16(act, x, b, y, n);
+    if (level == 1) return forward8(act, x, b, y, n);
+    return 0;
+}
+
+long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
+                            long n) {
+    if (level == 2) return backward16(act, x, b, dy, dx, part, n);
+    if (level == 1) return backward8(act, x, b, dy, dx, part, n);
+    return 0;
+}
+
+#else
+
+long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) { return 0; }
+long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
+                            long n) { return 0; }
+
+#endif
