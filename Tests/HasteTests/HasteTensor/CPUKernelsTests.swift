@@ -89,3 +89,38 @@ import Testing
         }
     }
 }
+
+/// CKernels' softmax exponentials (every variant this CPU can run) give exactly the Swift loop's lanes: e = exp16(x − m)
+/// stored and the 16 lane sums, the last block padded with −∞, for row lengths around the block size, with −∞, NaN,
+/// huge and tiny entries and a −∞ maximum (an all-masked row).
+@Test func vectorSoftmaxExponentialsMatchTheSwiftLanesBitForBit() {
+    let levels = [1, 2].filter { $0 <= CPUKernels.level }
+    for n in [1, 7, 15, 16, 17, 31, 100, 257] {
+        var x = (0..<n).map { i in Float(sin(Double(i) * 0.77) * 12) }
+        if n > 5 { x[2] = -.infinity; x[4] = 90; x[5] = -1e30 }
+        if n > 20 { x[17] = .nan }
+        for m: Float in [x.max() ?? 0, 3, -Float.infinity] {
+            var outRef = [Float](repeating: 0, count: n), accRef = SIMD16<Float>()
+            var i = 0
+            while i + 16 <= n {
+                var v = SIMD16<Float>(); for l in 0..<16 { v[l] = x[i + l] }
+                let e = Float.exp16(v - SIMD16(repeating: m))
+                for l in 0..<16 { outRef[i + l] = e[l] }
+                accRef += e; i += 16
+            }
+            if i < n {
+                var v = SIMD16<Float>(repeating: -.infinity); for l in 0..<(n - i) { v[l] = x[i + l] }
+                let e = Float.exp16(v - SIMD16(repeating: m))
+                for l in 0..<(n - i) { outRef[i + l] = e[l] }
+                accRef += e
+            }
+            for level in levels {
+                var out = [Float](repeating: 7, count: n), acc = [Float](repeating: 0, count: 16)
+                haste_sum_exp_shifted_f32(Int32(level), x, n, m, &out, &acc)
+                let bits = { (a: Float, b: Float) in a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
+                #expect(zip(out, outRef).allSatisfy(bits), "n \(n) m \(m) level \(level): e differs")
+                #expect((0..<16).allSatisfy { bits(acc[$0], accRef[$0]) }, "n \(n) m \(m) level \(level): lane sums differ")
+            }
+        }
+    }
+}
