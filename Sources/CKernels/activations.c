@@ -4,6 +4,7 @@
 // (four SSE registers per vector, measured: 536 instructions per 16 exact GELUs); these run 16 (AVX-512F) or 2 × 8
 // (AVX2) lanes per instruction. -ffp-contract=off keeps every multiply-add unfused, as in Swift.
 #include "CKernels.h"
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -109,10 +110,47 @@ static long backward##SUFFIX(int act, const float *x, const float *b, const floa
     return whole;                                                                                                 \
 }
 
+/* Σ-lanes of exp(x − m) over 16-lane blocks (the last padded with −∞), e stored to out where given: CPUSoftmax.swift's
+   sumExpShifted up to its final acc.sum(). */
+#define SUM_EXP(SUFFIX, TARGET, V)                                                                                 \
+__attribute__((target(TARGET)))                                                                                   \
+static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *acc16) {                        \
+    const long lanes = sizeof(V) / 4;                                                                             \
+    V acc[16 / (sizeof(V) / 4)];                                                                                  \
+    for (long h = 0; h < 16 / lanes; h++) acc[h] = (V)0.0f;                                                       \
+    long i = 0;                                                                                                   \
+    for (; i + 16 <= n; i += 16)                                                                                  \
+        for (long h = 0; h < 16 / lanes; h++) {                                                                   \
+            V v; memcpy(&v, x + i + h * lanes, sizeof v);                                                         \
+            V e = exp##SUFFIX(v - m);                                                                             \
+            if (out) memcpy(out + i + h * lanes, &e, sizeof e);                                                   \
+            acc[h] = acc[h] + e;                                                                                  \
+        }                                                                                                         \
+    if (i < n) {                                                                                                  \
+        float pad[16];                                                                                            \
+        for (long l = 0; l < 16; l++) pad[l] = i + l < n ? x[i + l] : -__builtin_inff();                         \
+        for (long h = 0; h < 16 / lanes; h++) {                                                                   \
+            V v; memcpy(&v, pad + h * lanes, sizeof v);                                                           \
+            V e = exp##SUFFIX(v - m);                                                                             \
+            float ef[sizeof(V) / 4]; memcpy(ef, &e, sizeof e);                                                    \
+            if (out) for (long l = 0; l < lanes && i + h * lanes + l < n; l++) out[i + h * lanes + l] = ef[l];    \
+            acc[h] = acc[h] + e;                                                                                  \
+        }                                                                                                         \
+    }                                                                                                             \
+    memcpy(acc16, acc, 16 * sizeof(float));                                                                       \
+}
+
 typedef int haste_i16 __attribute__((ext_vector_type(16)));
 typedef int haste_i8 __attribute__((ext_vector_type(8)));
 ACT_MATH(16, "avx512f", haste_a16, haste_i16)
 ACT_MATH(8, "avx2,fma", haste_a8, haste_i8)
+SUM_EXP(16, "avx512f", haste_a16)
+SUM_EXP(8, "avx2,fma", haste_a8)
+
+void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) {
+    if (level == 2) sum_exp16(x, n, m, out, acc16);
+    else sum_exp8(x, n, m, out, acc16);
+}
 
 long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) {
     if (level == 2) return forward16(act, x, b, y, n);
@@ -129,6 +167,7 @@ long haste_act_backward_f32(int level, int act, const float *x, const float *b, 
 
 #else
 
+void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) { abort(); }
 long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) { return 0; }
 long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
                             long n) { return 0; }

@@ -24,6 +24,11 @@ long haste_act_forward_f32(int level, int act, const float *x, const float *b, f
 long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
                             long n);
 
+/// The 16 lane sums of e = exp(x[i] − m) over x[0..<n] in 16-lane blocks, the last padded with −∞ (e stored to out[i]
+/// where out is given): CPUSoftmax.swift's sumExpShifted for float32 bit for bit, before its final acc16 sum, which
+/// the caller does. level: 1 or 2 (haste_cpu_level()).
+void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16);
+
 // ---- float32 GEMM for AVX-512F (sgemm.c): C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm ----
 // Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every
 // HASTE_SGEMM_KC (a constant) and added to C, so splitting M and N between threads never changes a bit.

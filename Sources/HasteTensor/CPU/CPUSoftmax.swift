@@ -1,3 +1,4 @@
+import CKernels
 /// Softmax kernels: one row at a time, parallel over fixed chunks of rows (STYLE R13). Per row: a SIMD16
 /// max, one pass writing e = exp16(x − m) into y while summing e in 16 lanes, one scaling pass — the row
 /// stays in L1 between passes, so x is read from memory once and y written once. The row's tail (n mod 16)
@@ -72,6 +73,15 @@ extension CPUBackend {
 /// Σ exp(x − m) over one row in 16 lanes, optionally storing each exp into `out`; the tail is padded with −∞.
 @inline(__always)
 func sumExpShifted<T: SoftmaxExp>(_ x: UnsafeMutablePointer<T>, _ n: Int, _ m: T, store out: UnsafeMutablePointer<T>?) -> T {
+    if T.self == Float.self && CPUKernels.level > 0 {    // the same lanes in AVX-512 / AVX2 (activations.c), same sum
+        var acc = SIMD16<Float>()
+        withUnsafeMutableBytes(of: &acc) { a in
+            haste_sum_exp_shifted_f32(Int32(CPUKernels.level), UnsafeRawPointer(x).assumingMemoryBound(to: Float.self), n,
+                                      unsafeBitCast(m, to: Float.self), out.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
+                                      a.baseAddress!.assumingMemoryBound(to: Float.self))
+        }
+        return unsafeBitCast(acc.sum(), to: T.self)
+    }
     let mv = SIMD16<T>(repeating: m)
     var acc = SIMD16<T>(repeating: 0)
     var i = 0

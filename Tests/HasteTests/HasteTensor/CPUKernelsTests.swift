@@ -3,15 +3,21 @@ import Foundation
 import Testing
 @testable import HasteTensor
 
+/// The CKernels variants this CPU can run (1: AVX2+FMA, 2: AVX-512F); every x86-64 machine of this kind has one.
+func vectorLevels() -> [Int] {
+    let levels = [1, 2].filter { $0 <= CPUKernels.level }
+    #if arch(x86_64)
+    #expect(!levels.isEmpty, "every x86-64 machine of this kind has AVX2 and FMA")
+    #endif
+    return levels
+}
+
 /// CKernels' AdamW (every variant this CPU can run) gives exactly the portable Swift loop's bits, with and
 /// without weight decay, both lerp branches, over several steps, on a count that leaves vector tails; values
 /// span tiny to large gradients, zeros and a negative zero.
 @Test func vectorAdamWMatchesThePortableLoopBitForBit() {
     let n = 16 * 37 + 11
-    let levels = [1, 2].filter { $0 <= CPUKernels.level }
-    #if arch(x86_64)
-    #expect(!levels.isEmpty, "every x86-64 machine of this kind has AVX2 and FMA")
-    #endif
+    let levels = vectorLevels()
     for level in levels {
         for (beta1, wd) in [(0.9, 0.0), (0.9, 0.05), (0.3, 0.01)] {    // beta1 0.3: lerp weight 0.7 (the other branch)
             var state: [[UInt32]] = []
@@ -48,10 +54,7 @@ import Testing
 /// leave a tail: the kernels do whole 16-lane groups only and say how many.
 @Test func vectorGeluMatchesTheSwiftLanesBitForBit() {
     let n = 16 * 41 + 7
-    let levels = [1, 2].filter { $0 <= CPUKernels.level }
-    #if arch(x86_64)
-    #expect(!levels.isEmpty, "every x86-64 machine of this kind has AVX2 and FMA")
-    #endif
+    let levels = vectorLevels()
     var x = (0..<n).map { i in Float(sin(Double(i) * 0.731) * pow(10, Double(i % 7) - 3)) * 4 }
     let special: [Float] = [0, -0.0, .infinity, -.infinity, .nan, 0.927_734_375, -0.927_734_375, (0.927_734_375 as Float).nextUp,
                             1e-30, -1e-30, Float.leastNormalMagnitude / 64, 9, -9, 20, -20, 88, -88, 200, -200, 3.92, -3.92, 1.3e-3]
@@ -85,6 +88,41 @@ import Testing
                 #expect(same(Array(y[..<whole]), yRef) == 0, "\(what): forward differs")
                 #expect(same(Array(d[..<whole]), dRef) == 0, "\(what): backward differs")
                 if withBias { #expect(same(part, partRef) == 0, "\(what): dbias partial differs") }
+            }
+        }
+    }
+}
+
+/// CKernels' softmax exponentials (every variant this CPU can run) give exactly the Swift loop's lanes: e = exp16(x − m)
+/// stored and the 16 lane sums, the last block padded with −∞, for row lengths around the block size, with −∞, NaN,
+/// huge and tiny entries and a −∞ maximum (an all-masked row).
+@Test func vectorSoftmaxExponentialsMatchTheSwiftLanesBitForBit() {
+    let levels = vectorLevels()
+    for n in [1, 7, 15, 16, 17, 31, 100, 257] {
+        var x = (0..<n).map { i in Float(sin(Double(i) * 0.77) * 12) }
+        if n > 5 { x[2] = -.infinity; x[4] = 90; x[5] = -1e30 }
+        if n > 20 { x[17] = .nan }
+        for m: Float in [x.max() ?? 0, 3, -Float.infinity] {
+            var outRef = [Float](repeating: 0, count: n), accRef = SIMD16<Float>()
+            var i = 0
+            while i + 16 <= n {
+                var v = SIMD16<Float>(); for l in 0..<16 { v[l] = x[i + l] }
+                let e = Float.exp16(v - SIMD16(repeating: m))
+                for l in 0..<16 { outRef[i + l] = e[l] }
+                accRef += e; i += 16
+            }
+            if i < n {
+                var v = SIMD16<Float>(repeating: -.infinity); for l in 0..<(n - i) { v[l] = x[i + l] }
+                let e = Float.exp16(v - SIMD16(repeating: m))
+                for l in 0..<(n - i) { outRef[i + l] = e[l] }
+                accRef += e
+            }
+            for level in levels {
+                var out = [Float](repeating: 7, count: n), acc = [Float](repeating: 0, count: 16)
+                haste_sum_exp_shifted_f32(Int32(level), x, n, m, &out, &acc)
+                let bits = { (a: Float, b: Float) in a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
+                #expect(zip(out, outRef).allSatisfy(bits), "n \(n) m \(m) level \(level): e differs")
+                #expect((0..<16).allSatisfy { bits(acc[$0], accRef[$0]) }, "n \(n) m \(m) level \(level): lane sums differ")
             }
         }
     }
