@@ -118,24 +118,22 @@ static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *
     const long lanes = sizeof(V) / 4;                                                                             \
     V acc[16 / (sizeof(V) / 4)];                                                                                  \
     for (long h = 0; h < 16 / lanes; h++) acc[h] = (V)0.0f;                                                       \
-    long i = 0;                                                                                                   \
-    for (; i + 16 <= n; i += 16)                                                                                  \
+    for (long i = 0; i < n; i += 16) {                                                                            \
+        const long valid = n - i < 16 ? n - i : 16;                                                               \
+        float pad[16], e16[16];                                                                                   \
+        const float *src = x + i;                                                                                 \
+        if (valid < 16) {                                                                                         \
+            for (long l = 0; l < 16; l++) pad[l] = l < valid ? x[i + l] : -__builtin_inff();                     \
+            src = pad;                                                                                            \
+        }                                                                                                         \
+        float *dst = out && valid == 16 ? out + i : e16;                                                          \
         for (long h = 0; h < 16 / lanes; h++) {                                                                   \
-            V v; memcpy(&v, x + i + h * lanes, sizeof v);                                                         \
+            V v; memcpy(&v, src + h * lanes, sizeof v);                                                           \
             V e = exp##SUFFIX(v - m);                                                                             \
-            if (out) memcpy(out + i + h * lanes, &e, sizeof e);                                                   \
+            memcpy(dst + h * lanes, &e, sizeof e);                                                                \
             acc[h] = acc[h] + e;                                                                                  \
         }                                                                                                         \
-    if (i < n) {                                                                                                  \
-        float pad[16];                                                                                            \
-        for (long l = 0; l < 16; l++) pad[l] = i + l < n ? x[i + l] : -__builtin_inff();                         \
-        for (long h = 0; h < 16 / lanes; h++) {                                                                   \
-            V v; memcpy(&v, pad + h * lanes, sizeof v);                                                           \
-            V e = exp##SUFFIX(v - m);                                                                             \
-            float ef[sizeof(V) / 4]; memcpy(ef, &e, sizeof e);                                                    \
-            if (out) for (long l = 0; l < lanes && i + h * lanes + l < n; l++) out[i + h * lanes + l] = ef[l];    \
-            acc[h] = acc[h] + e;                                                                                  \
-        }                                                                                                         \
+        if (out && valid < 16) memcpy(out + i, e16, (size_t)valid * sizeof(float));                               \
     }                                                                                                             \
     memcpy(acc16, acc, 16 * sizeof(float));                                                                       \
 }
@@ -149,7 +147,8 @@ SUM_EXP(8, "avx2,fma", haste_a8)
 
 void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) {
     if (level == 2) sum_exp16(x, n, m, out, acc16);
-    else sum_exp8(x, n, m, out, acc16);
+    else if (level == 1) sum_exp8(x, n, m, out, acc16);
+    else abort();
 }
 
 long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) {

@@ -42,14 +42,14 @@ void haste_winograd_weights(const float *w, long k_count, long c_count, long k0,
 
 /// Tile rows [ty0, ty1) of one channel plane x (h × w) into V[ξ][t] (t = (ty − ty0)·tw + tx; ξ planes `stride`
 /// floats apart). Tile (ty, tx) reads rows 2ty − pad_h + [0, 4) and columns 2tx − pad_w + [0, 4), zero outside
-/// the plane. `row` is scratch of HASTE_WINOGRAD_ROW_FLOATS(tw) floats. 16 tiles at a time in zmm registers (this
+/// the plane. `row` is scratch of haste_winograd_row_floats(tw) floats. 16 tiles at a time in zmm registers (this
 /// file is only called where AVX-512F is).
 #if defined(__x86_64__)
 #include <immintrin.h>
 WIDE
 void haste_winograd_input(const float *x, long h, long w, long pad_h, long pad_w, long ty0, long ty1, long tw, float *v,
                           long stride, float *row) {
-    const long span = HASTE_WINOGRAD_ROW_FLOATS(tw) / 4;
+    const long span = haste_winograd_row_floats(tw) / 4;
     float *r[4] = {row, row + span, row + 2 * span, row + 3 * span};
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);

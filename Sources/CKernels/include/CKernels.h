@@ -56,9 +56,9 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
 /// U[ξ][k][c] (ξ ∈ [0, 16), planes k_count·c_count apart) = G g Gᵀ of the filters w[k][c][3][3], k ∈ [k0, k1).
 void haste_winograd_weights(const float *w, long k_count, long c_count, long k0, long k1, float *u);
 /// V[ξ][t] = Bᵀ d B of the 4 × 4 input tiles of tile rows [ty0, ty1) of one channel plane (h × w, padding pad_h,
-/// pad_w), t = (ty − ty0)·tw + tx, ξ planes `stride` floats apart; `row`: scratch of HASTE_WINOGRAD_ROW_FLOATS(tw).
+/// pad_w), t = (ty − ty0)·tw + tx, ξ planes `stride` floats apart; `row`: scratch of haste_winograd_row_floats(tw).
 /// The input and output transforms need AVX-512F (x86-64; call where haste_cpu_level() == 2).
-#define HASTE_WINOGRAD_ROW_FLOATS(tw) (4 * (2 * (tw) + 2 + 48))
+static inline long haste_winograd_row_floats(long tw) { return 4 * (2 * tw + 2 + 48); }
 void haste_winograd_input(const float *x, long h, long w, long pad_h, long pad_w, long ty0, long ty1, long tw, float *v,
                           long stride, float *row);
 /// y (oh × ow) tiles of tile rows [ty0, ty1) = Aᵀ m A of M[ξ][t] (layout as V), added to y where `accumulate`.

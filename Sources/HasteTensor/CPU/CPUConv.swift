@@ -78,7 +78,7 @@ extension CPUBackend {
         }
         let perChannel = Swift.max(1, (c + Parallel.threads - 1) / Parallel.threads)
         let perFilter = Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)
-        let rowFloats = 4 * (2 * tw + 2 + 48)   // HASTE_WINOGRAD_ROW_FLOATS(tw): each channel chunk's padded rows
+        let rowFloats = haste_winograd_row_floats(tw)   // each channel chunk's padded rows
         let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: (c + perChannel - 1) / perChannel * rowFloats)
         defer { rowScratch.deallocate() }
         let rp = SendablePointer(rowScratch)

@@ -281,7 +281,7 @@ func biasGeluRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ b: UnsafeMutabl
         let fx = UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self)
         let fb = UnsafeMutableRawPointer(b).assumingMemoryBound(to: Float.self)
         let fy = UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self)
-        if CPUKernels.level > 0 { i = haste_act_forward_f32(Int32(CPUKernels.level), HASTE_ACT_GELU_TANH, fx, fb, fy, n) }
+        if let (level, act) = fn.vectorKernel { i = haste_act_forward_f32(level, act, fx, fb, fy, n) }
         while i + 16 <= n { storeSIMD16(fn.vf(loadSIMD16(fx, i) + loadSIMD16(fb, i)), fy, i); i += 16 }
     }
     while i < n { y[i] = fn.f(x[i] + b[i]); i += 1 }
@@ -299,7 +299,7 @@ func biasGeluBackwardRow<T: KernelFloat>(_ x: UnsafeMutablePointer<T>, _ b: Unsa
         let fg = UnsafeMutableRawPointer(dy).assumingMemoryBound(to: Float.self)
         let fd = UnsafeMutableRawPointer(dx).assumingMemoryBound(to: Float.self)
         let fp = part.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) }
-        if CPUKernels.level > 0 { i = haste_act_backward_f32(Int32(CPUKernels.level), HASTE_ACT_GELU_TANH, fx, fb, fg, fd, fp, n) }
+        if let (level, act) = fn.vectorKernel { i = haste_act_backward_f32(level, act, fx, fb, fg, fd, fp, n) }
         while i + 16 <= n {
             let u = loadSIMD16(fx, i) + loadSIMD16(fb, i)
             let d = loadSIMD16(fg, i) * fn.vdf(u, u)          // vdf ignores its y argument

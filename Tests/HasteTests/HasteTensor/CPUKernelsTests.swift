@@ -61,7 +61,7 @@ func vectorLevels() -> [Int] {
     for (i, v) in special.enumerated() { x[3 * i] = v }
     let bias = (0..<n).map { i in Float(cos(Double(i) * 0.29)) * 0.5 }
     let dy = (0..<n).map { i in Float(sin(Double(i) * 1.7 + 0.3)) }
-    let same = { (a: [Float], b: [Float]) -> Int in zip(a, b).filter { !($0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN)) }.count }
+    let differing = { (a: [Float], b: [Float]) -> Int in zip(a, b).filter { !($0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN)) }.count }
     func lanes(_ v: [Float], _ i: Int) -> FVec { var r = FVec(); for l in 0..<16 { r[l] = v[i + l] }; return r }
     for (act, fn) in [(HASTE_ACT_GELU, { (u: FVec) in GeluF().vf(u) }), (HASTE_ACT_GELU_TANH, { (u: FVec) in GeluTanhF().vf(u) })] {
         let dfn = { (u: FVec) -> FVec in act == HASTE_ACT_GELU ? GeluF().vdf(u, u) : GeluTanhF().vdf(u, u) }
@@ -85,9 +85,9 @@ func vectorLevels() -> [Int] {
                 #expect(done == whole && doneBack == whole)
                 #expect(y[whole...].allSatisfy { $0 == 7 } && d[whole...].allSatisfy { $0 == 7 }, "the tail is the caller's")
                 let what = "act \(act) level \(level) bias \(withBias)"
-                #expect(same(Array(y[..<whole]), yRef) == 0, "\(what): forward differs")
-                #expect(same(Array(d[..<whole]), dRef) == 0, "\(what): backward differs")
-                if withBias { #expect(same(part, partRef) == 0, "\(what): dbias partial differs") }
+                #expect(differing(Array(y[..<whole]), yRef) == 0, "\(what): forward differs")
+                #expect(differing(Array(d[..<whole]), dRef) == 0, "\(what): backward differs")
+                if withBias { #expect(differing(part, partRef) == 0, "\(what): dbias partial differs") }
             }
         }
     }
