@@ -4,7 +4,7 @@ import CKernels
 ///
 /// Why: this image pins OpenBLAS to its Haswell (AVX2) kernels (OPENBLAS_CORETYPE, which we must not override),
 /// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
-/// op(A) in MR × KC panels and runs a 14 × 32 register tile; here B (all of K, up to `packedFloats`) is packed by all
+/// op(A) in MR × KC panels and runs an 8 × 48 register tile; here B (all of K, up to `packedFloats`) is packed by all
 /// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
 /// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
@@ -18,11 +18,12 @@ struct AVX512Sgemm {
     /// 320–370 GFLOP/s every run; 2 or 4 pieces per thread often only ~205 (one thread doing the work).
     static func parts(threads: Int) -> Int { Swift.max(1, threads) }
     /// Products of at most this many rows with enough columns split their columns between threads, each thread
-    /// packing its own B `columnBlock` columns at a time (L2-resident), with no meeting between packing and use.
+    /// packing its own B `columnBlock` columns (10 panels of 48) at a time (L2-resident), with no meeting between
+    /// packing and use.
     /// Measured with the 8-row tile and the vectorized A packing (2 threads, Xeon Ice Lake, `haste bench ops` conv
     /// rows, median of 4 interleaved runs against the row split with B shared through L3): conv3x3 128→128 at 256²
     /// 107 → 143 GFLOP/s, 512→512 at 32² 124 → 150, stride-2 128→128 99 → 117, 1×1 256→128 91 → 98.
-    static let columnSplitRows = 512, columnBlock = 512
+    static let columnSplitRows = 512, columnBlock = 480
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
 
@@ -96,7 +97,7 @@ struct AVX512Sgemm {
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
-            // Rows of C in pieces of whole tiles (14 or 8 rows, as haste_sgemm_block picks for m); with too few rows, columns in pieces of whole NR panels.
+            // Rows of C in pieces of whole tiles (haste_sgemm_tile_rows); with too few rows, columns in pieces of whole NR panels.
             let tiles = (m + mr - 1) / mr
             let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
             let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts
