@@ -123,30 +123,50 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
     }
 }
 
+// One register tile row r of NV vectors (NV = 3: the 8 × 48 tile; 2 and 1 for a last panel of ≤ 32 or ≤ 16
+// columns, which would otherwise multiply zero padding).
 #define ACC_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps(), c##r##2 = _mm512_setzero_ps();
 #define ACC_FMA(r) { __m512 av = _mm512_set1_ps(ap[r]);                                                \
-        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);     \
-        c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2); }
-#define ACC_STORE1(r, q, m) \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                  \
+        if (NV > 1) c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                      \
+        if (NV > 2) c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2); }
+#define ACC_STORE1(r, q, m) if (q < NV) {                                                             \
         if (beta == 0.0f) _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_mul_ps(va, c##r##q));          \
-        else _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_fmadd_ps(va, c##r##q, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * q))));
+        else _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_fmadd_ps(va, c##r##q, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * q)))); }
 #define ACC_STORE(r) if (r < mr) { float *cr = c + r * ldc; ACC_STORE1(r, 0, m0) ACC_STORE1(r, 1, m1) ACC_STORE1(r, 2, m2) }
 #define PREFETCH_C(r) if (r < mr) { const char *cr = (const char *)(c + r * ldc);                  \
-        _mm_prefetch(cr, _MM_HINT_T0); _mm_prefetch(cr + 64, _MM_HINT_T0); _mm_prefetch(cr + 128, _MM_HINT_T0); }
+        _mm_prefetch(cr, _MM_HINT_T0); if (NV > 1) _mm_prefetch(cr + 64, _MM_HINT_T0);              \
+        if (NV > 2) _mm_prefetch(cr + 128, _MM_HINT_T0); }
 #define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-/// C tile (mr ≤ 8 rows, columns masked by m0/m1/m2) = alpha · Ã·B̃ + beta · C, Ã in 8-high panels.
+/// C tile (mr ≤ 8 rows, NV·16 columns masked by m0/m1/m2) = alpha · Ã·B̃ + beta · C, Ã in 8-high panels, B̃ in
+/// NR-wide panels (the first NV vectors of each row read).
+#define KERNEL(NAME, NVEC)                                                                            \
+__attribute__((target("avx512f")))                                                                  \
+static void NAME(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0, \
+                 __mmask16 m1, __mmask16 m2, float alpha, float beta) {                             \
+    enum { NV = NVEC };                                                                             \
+    ALL_ROWS(ACC_DECL)                                                                              \
+    ALL_ROWS(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs */                    \
+    for (long p = 0; p < kc; p++, ap += HASTE_SGEMM_MR, bp += NR) {                                 \
+        __m512 b0 = _mm512_load_ps(bp);                                                             \
+        __m512 b1 = NV > 1 ? _mm512_load_ps(bp + 16) : b0, b2 = NV > 2 ? _mm512_load_ps(bp + 32) : b0; \
+        ALL_ROWS(ACC_FMA)                                                                           \
+    }                                                                                               \
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                             \
+    ALL_ROWS(ACC_STORE)                                                                             \
+}
+KERNEL(kernel8x48, 3)
+KERNEL(kernel8x32, 2)
+KERNEL(kernel8x16, 1)
+
+/// The tile for a panel whose first w columns are C's: the narrowest of 16, 32 and 48 columns that covers them.
 __attribute__((target("avx512f")))
-static void kernel8x48(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0,
-                       __mmask16 m1, __mmask16 m2, float alpha, float beta) {
-    ALL_ROWS(ACC_DECL)
-    ALL_ROWS(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs */
-    for (long p = 0; p < kc; p++, ap += HASTE_SGEMM_MR, bp += NR) {
-        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), b2 = _mm512_load_ps(bp + 32);
-        ALL_ROWS(ACC_FMA)
-    }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    ALL_ROWS(ACC_STORE)
+static inline void tile(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, long w, float alpha,
+                        float beta) {
+    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32), alpha, beta);
+    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), 0, alpha, beta);
+    else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta);
 }
 
 /// The tile height for an m-row block: always HASTE_SGEMM_MR (kept as a function: the Swift side splits rows
@@ -162,18 +182,30 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
     for (long i = i0; i < i1; i += MC) {
         long mc = i1 - i < MC ? i1 - i : MC;
         pack_a(trans_a, a, lda, k0, kc, i, mc, rows, ap);
-        // Measured (1 thread, Xeon Ice Lake, SiT-B/2 shapes): a tile row across CW columns, then the next, 130–140
-        // GFLOP/s; every tile row of the MC block across one panel, then the next panel (B̃'s 48 KiB panel does not
-        // stay in L1 beside Ã), 119–131.
+        // kc ≤ 128 (B̃'s panel ≤ 24 KiB, L1-resident beside Ã's tile panel): every tile row of the MC block across
+        // one panel, then the next (Winograd's 16 products of k = C channels: conv3x3 128→128 at 256², 2 threads,
+        // 230 GFLOP/s against 165–195 the other way). Larger kc: a tile row of Ã (in L1) across CW columns of B̃ (in
+        // L2), then the next (1 thread, SiT-B/2 shapes: 130–140 GFLOP/s against 119–131 panel by panel).
+        const int panel_outer = kc <= 128;
         for (long jc = j0; jc < j1; jc += HASTE_SGEMM_CW) {
-            long je = j1 - jc < HASTE_SGEMM_CW ? j1 : jc + HASTE_SGEMM_CW;
+            long je = panel_outer ? j1 : (j1 - jc < HASTE_SGEMM_CW ? j1 : jc + HASTE_SGEMM_CW);
+            if (panel_outer) {
+                for (long j = jc; j < je; j += NR) {
+                    long w = j1 - j;
+                    const float *bp = packed_b + (j - j0) / NR * kc * NR;
+                    for (long r = 0; r < mc; r += rows) {
+                        long mr = mc - r < rows ? mc - r : rows;
+                        tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
+                    }
+                }
+                break;
+            }
             for (long r = 0; r < mc; r += rows) {
                 long mr = mc - r < rows ? mc - r : rows;
                 for (long j = jc; j < je; j += NR) {
                     long w = j1 - j;
                     const float *bp = packed_b + (j - j0) / NR * kc * NR;
-                    kernel8x48(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32),
-                               alpha, beta);
+                    tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
                 }
             }
         }

@@ -24,6 +24,10 @@ struct AVX512Sgemm {
     /// rows, median of 4 interleaved runs against the row split with B shared through L3): conv3x3 128→128 at 256²
     /// 107 → 143 GFLOP/s, 512→512 at 32² 124 → 150, stride-2 128→128 99 → 117, 1×1 256→128 91 → 98.
     static let columnSplitRows = 512, columnBlock = 480
+    /// Products of more rows split their columns too when each thread gets at least this many panels: each thread
+    /// packs its own B one KC block at a time (NC columns) just before using it, so B̃ comes from L2, not from L3
+    /// as it does when all of K is packed up front and shared. Measured: see the README's CPU kernels paragraph.
+    static let columnSplitPanels = 4
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
 
@@ -74,12 +78,13 @@ struct AVX512Sgemm {
         haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1, block)
     }
 
-    /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B.
-    private func runColumns(parts: Int) {
+    /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B `block`
+    /// columns at a time.
+    private func runColumns(parts: Int, block: Int) {
         let nr = AVX512Sgemm.nr, per = ((n + nr - 1) / nr + parts - 1) / parts * nr
         Parallel.forEach(parts) { part in
             let j0 = part * per, j1 = Swift.min(n, j0 + per)
-            if j0 < j1 { columns(j0, j1, block: AVX512Sgemm.columnBlock) }
+            if j0 < j1 { columns(j0, j1, block: block) }
         }
     }
 
@@ -89,7 +94,12 @@ struct AVX512Sgemm {
     func run(parts: Int) {
         if parts <= 1 || m * n * k < AVX512Sgemm.parallelMACs { return runSerial() }
         let nr = AVX512Sgemm.nr, allPanels = (n + nr - 1) / nr, blockPanels = AVX512Sgemm.columnBlock / nr
-        if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels { return runColumns(parts: parts) }
+        if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels {
+            return runColumns(parts: parts, block: AVX512Sgemm.columnBlock)
+        }
+        if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
+            return runColumns(parts: parts, block: AVX512Sgemm.nc)
+        }
         let mr = Int(haste_sgemm_tile_rows(m)), kcMax = AVX512Sgemm.kc
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
