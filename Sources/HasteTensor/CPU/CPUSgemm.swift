@@ -31,17 +31,27 @@ struct AVX512Sgemm {
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
 
-    /// Packed B shared by the threads of one product; grown on demand. Only touched under CPUBackend.gemmMutex.
-    nonisolated(unsafe) private static var packedB: UnsafeMutablePointer<Float>?
-    nonisolated(unsafe) private static var packedBCount = 0
+    /// Packed B shared by the threads of one product, one per slot (CPUBackend.gemmPair runs two products at once);
+    /// grown on demand. Only touched under CPUBackend.gemmMutex, each slot by one product at a time.
+    /// (Raw slots, not a Swift array: the two products of a pair write their own slot at the same time.)
+    private static let packedB: UnsafeMutablePointer<UnsafeMutablePointer<Float>?> = {
+        let p = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 2)
+        p.initialize(repeating: nil, count: 2)
+        return p
+    }()
+    private static let packedBCount: UnsafeMutablePointer<Int> = {
+        let p = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+        p.initialize(repeating: 0, count: 2)
+        return p
+    }()
 
-    private static func packBuffer(_ floats: Int) -> UnsafeMutablePointer<Float> {
-        if packedBCount < floats {
-            packedB.map { UnsafeMutableRawPointer($0).deallocate() }
-            packedB = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
-            packedBCount = floats
+    private static func packBuffer(_ floats: Int, slot: Int) -> UnsafeMutablePointer<Float> {
+        if packedBCount[slot] < floats {
+            packedB[slot].map { UnsafeMutableRawPointer($0).deallocate() }
+            packedB[slot] = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
+            packedBCount[slot] = floats
         }
-        return packedB!
+        return packedB[slot]!
     }
 
     let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
@@ -91,7 +101,7 @@ struct AVX512Sgemm {
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
     /// All of K is packed at once (for up to `packedFloats` of B), so the threads meet twice per product, not twice
     /// per KC block: on a shared machine every meeting waits for the slowest thread.
-    func run(parts: Int) {
+    func run(parts: Int, slot: Int = 0) {
         if parts <= 1 || m * n * k < AVX512Sgemm.parallelMACs { return runSerial() }
         let nr = AVX512Sgemm.nr, allPanels = (n + nr - 1) / nr, blockPanels = AVX512Sgemm.columnBlock / nr
         if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels {
@@ -102,7 +112,7 @@ struct AVX512Sgemm {
         }
         let mr = Int(haste_sgemm_tile_rows(m)), kcMax = AVX512Sgemm.kc
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
-        let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
+        let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
