@@ -184,7 +184,7 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
         pack_a(trans_a, a, lda, k0, kc, i, mc, rows, ap);
         // kc ≤ 128 (B̃'s panel ≤ 24 KiB, L1-resident beside Ã's tile panel): every tile row of the MC block across
         // one panel, then the next (Winograd's 16 products of k = C channels: conv3x3 128→128 at 256², 2 threads,
-        // 230 GFLOP/s against 165–195 the other way). Larger kc: a tile row of Ã (in L1) across CW columns of B̃ (in
+        // `haste bench ops`: 217–228 GFLOP/s against 164–197 the other way). Larger kc: a tile row of Ã (in L1) across CW columns of B̃ (in
         // L2), then the next (1 thread, SiT-B/2 shapes: 130–140 GFLOP/s against 119–131 panel by panel).
         const int panel_outer = kc <= 128;
         for (long jc = j0; jc < j1; jc += HASTE_SGEMM_CW) {
