@@ -15,7 +15,7 @@
 __attribute__((target("avx512f")))
 static inline __mmask16 lane_mask(long count) { return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1); }
 
-/// One 16-lane half of a panel: output pixels q0 .. q0+count−1.
+/// One 16-lane part of a panel: output pixels q0 .. q0+count−1 (none when count ≤ 0).
 typedef struct {
     __m512i iy, ix, idx;   // per lane: top-left source row and column of the window, and iy·W + ix
     __mmask16 valid;       // lanes < count
@@ -81,13 +81,13 @@ static inline void pack_half(const haste_conv_geometry *g, const half_panel *h, 
 __attribute__((target("avx512f")))
 void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, long kc, long j0, long j1, float *dst) {
     const long taps = g->kernel_h * g->kernel_w, plane = g->height * g->width;
-    half_panel hs[2 * PB];
+    enum { PARTS = NR / 16 };    // 16-lane parts of a panel
+    half_panel hs[PARTS * PB];
     for (long q0 = j0; q0 < j1; q0 += PB * NR) {
         long panels = (j1 - q0 + NR - 1) / NR < PB ? (j1 - q0 + NR - 1) / NR : PB;
         for (long b = 0; b < panels; b++) {
             long q = q0 + b * NR, w = j1 - q < NR ? j1 - q : NR;
-            hs[2 * b] = half(g, q, w);
-            hs[2 * b + 1] = half(g, q + 16, w - 16);
+            for (int h = 0; h < PARTS; h++) hs[PARTS * b + h] = half(g, q + 16 * h, w - 16 * h);
         }
         float *base = dst + (q0 - j0) / NR * kc * NR;
         long c = k0 / taps, i = k0 % taps / g->kernel_w, j = k0 % g->kernel_w;
@@ -95,9 +95,10 @@ void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, lo
             const float *src = x + c * plane;
             for (long b = 0; b < panels; b++) {
                 float *d = base + b * kc * NR + p * NR;
-                pack_half(g, &hs[2 * b], src, i, j, d);
-                if (hs[2 * b + 1].valid) pack_half(g, &hs[2 * b + 1], src, i, j, d + 16);
-                else _mm512_store_ps(d + 16, _mm512_setzero_ps());
+                for (int h = 0; h < PARTS; h++) {
+                    if (hs[PARTS * b + h].valid) pack_half(g, &hs[PARTS * b + h], src, i, j, d + 16 * h);
+                    else _mm512_store_ps(d + 16 * h, _mm512_setzero_ps());
+                }
             }
             if (++j == g->kernel_w) {
                 j = 0;

@@ -1,9 +1,10 @@
 // haste's float32 GEMM for AVX-512F CPUs (BLIS / GotoBLAS layout). C = alpha·op(A)·op(B) + beta·C, row-major.
 //
 // Blocking: op(B) rows [k0, k0+kc) are packed into NR-wide column panels (kc × NR, zero-padded), op(A) rows into
-// MR-high panels (MR × kc per MC block, zero-padded); the micro-kernel keeps an MR × NR tile of C in 28 zmm
-// registers (16 for the 8-row tile used where 14 would pad the rows, haste_sgemm_tile_rows), loads two vectors of B
-// and broadcasts A per k. Every element of C is one chain of fused multiply-adds
+// MR-high panels (MR × kc per MC block, zero-padded); the micro-kernel keeps an 8 × 48 tile of C in 24 zmm
+// registers, loads three vectors of B and broadcasts eight values of A per k (11 loads per 24 FMAs: the FMA ports,
+// not the loads, set the pace). A tile row of Ã (8 × kc, in L1) runs across CW columns of B̃ (kc × CW, in L2)
+// before the next tile row. Every element of C is one chain of fused multiply-adds
 // over k in increasing order, restarted at each KC block (a fixed constant) and added to C as fma(alpha, acc,
 // beta·C): the same operations whatever the tile, the edge masks or the split of M and N between threads, so the
 // result never depends on the thread count.
@@ -70,16 +71,17 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
         long w = j1 - j < NR ? j1 - j : NR;
         float *d = dst + (j - j0) / NR * kc * NR;
         if (!trans_b) {    // op(B)[p][j] = b[p·ldb + j]: rows of the panel are contiguous
-            __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+            __mmask16 m0 = lanes(w), m1 = lanes(w - 16), m2 = lanes(w - 32);
             const float *s = b + k0 * ldb + j;
             for (long p = 0; p < kc; p++, s += ldb, d += NR) {
                 _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, s));
                 _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+                _mm512_store_ps(d + 32, _mm512_maskz_loadu_ps(m2, s + 32));
             }
         } else {           // op(B)[p][j] = b[j·ldb + p]: a transpose, 16 × 16 blocks through registers
             long p = 0;
             for (; p + 16 <= kc && w == NR; p += 16) {
-                for (int h = 0; h < 2; h++) {
+                for (int h = 0; h < NR / 16; h++) {
                     __m512 r[16];
                     for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(b + (j + h * 16 + q) * ldb + k0 + p);
                     transpose16(r);
@@ -121,67 +123,90 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
     }
 }
 
-#define ACC_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-#define ACC_FMA(r) { __m512 av = _mm512_set1_ps(ap[r]);                 \
-        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1); }
-#define ACC_STORE(r) if (r < mr) {                                                                   \
-        float *cr = c + r * ldc;                                                                    \
-        if (beta == 0.0f) {                                                                         \
-            _mm512_mask_storeu_ps(cr, m0, _mm512_mul_ps(va, c##r##0));                              \
-            _mm512_mask_storeu_ps(cr + 16, m1, _mm512_mul_ps(va, c##r##1));                         \
-        } else {                                                                                    \
-            __m512 o0 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, cr));                           \
-            __m512 o1 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16));                      \
-            _mm512_mask_storeu_ps(cr, m0, _mm512_fmadd_ps(va, c##r##0, o0));                        \
-            _mm512_mask_storeu_ps(cr + 16, m1, _mm512_fmadd_ps(va, c##r##1, o1));                   \
-        } }
-#define PREFETCH_C(r) if (r < mr) {                                                                 \
-        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0); }
-#define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
-#define EIGHT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// One register tile row r of NV vectors (NV = 3: the 8 × 48 tile; 2 and 1 for a last panel of ≤ 32 or ≤ 16
+// columns, which would otherwise multiply zero padding).
+#define ACC_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps(), c##r##2 = _mm512_setzero_ps();
+#define ACC_FMA(r) { __m512 av = _mm512_set1_ps(ap[r]);                                                \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                  \
+        if (NV > 1) c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                      \
+        if (NV > 2) c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2); }
+#define ACC_STORE1(r, q, m) if (q < NV) {                                                             \
+        if (beta == 0.0f) _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_mul_ps(va, c##r##q));          \
+        else _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_fmadd_ps(va, c##r##q, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * q)))); }
+#define ACC_STORE(r) if (r < mr) { float *cr = c + r * ldc; ACC_STORE1(r, 0, m0) ACC_STORE1(r, 1, m1) ACC_STORE1(r, 2, m2) }
+#define PREFETCH_C(r) if (r < mr) { const char *cr = (const char *)(c + r * ldc);                  \
+        _mm_prefetch(cr, _MM_HINT_T0); if (NV > 1) _mm_prefetch(cr + 64, _MM_HINT_T0);              \
+        if (NV > 2) _mm_prefetch(cr + 128, _MM_HINT_T0); }
+#define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-/// C tile (mr ≤ ROWS rows, columns masked by m0/m1) = alpha · Ã·B̃ + beta · C, Ã in ROWS-high panels.
-#define KERNEL(NAME, ROWS, EACH)                                                                      \
+/// C tile (mr ≤ 8 rows, NV·16 columns masked by m0/m1/m2) = alpha · Ã·B̃ + beta · C, Ã in 8-high panels, B̃ in
+/// NR-wide panels (the first NV vectors of each row read).
+#define KERNEL(NAME, NVEC)                                                                            \
 __attribute__((target("avx512f")))                                                                  \
 static void NAME(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0, \
-                 __mmask16 m1, float alpha, float beta) {                                           \
-    EACH(ACC_DECL)                                                                                  \
-    EACH(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs (measured: ~10% on SiT shapes) */ \
-    for (long p = 0; p < kc; p++, ap += ROWS, bp += NR) {                                           \
-        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);                               \
-        EACH(ACC_FMA)                                                                               \
+                 __mmask16 m1, __mmask16 m2, float alpha, float beta) {                             \
+    enum { NV = NVEC };                                                                             \
+    ALL_ROWS(ACC_DECL)                                                                              \
+    ALL_ROWS(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs */                    \
+    for (long p = 0; p < kc; p++, ap += HASTE_SGEMM_MR, bp += NR) {                                 \
+        __m512 b0 = _mm512_load_ps(bp);                                                             \
+        __m512 b1 = NV > 1 ? _mm512_load_ps(bp + 16) : b0, b2 = NV > 2 ? _mm512_load_ps(bp + 32) : b0; \
+        ALL_ROWS(ACC_FMA)                                                                           \
     }                                                                                               \
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                             \
-    EACH(ACC_STORE)                                                                                 \
+    ALL_ROWS(ACC_STORE)                                                                             \
 }
-KERNEL(kernel14, 14, ALL_ROWS)
-KERNEL(kernel8, 8, EIGHT_ROWS)
+KERNEL(kernel8x48, 3)
+KERNEL(kernel8x32, 2)
+KERNEL(kernel8x16, 1)
 
-/// The tile height for an m-row block: 14 (the most FMAs per load), or 8 where 14-high tiles would pad the rows
-/// by over 4% more than 8-high ones (m = 128: 140 rows of work for 128; the 8-row tile is as fast per FMA within
-/// the measurement's noise, `haste bench ops`). Every element of C is the same chain whatever the height.
-long haste_sgemm_tile_rows(long m) {
-    long pad14 = (m + 13) / 14 * 14, pad8 = (m + 7) / 8 * 8;
-    return pad14 * 100 > pad8 * 104 ? 8 : 14;
+/// The tile for a panel whose first w columns are C's: the narrowest of 16, 32 and 48 columns that covers them.
+__attribute__((target("avx512f")))
+static inline void tile(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, long w, float alpha,
+                        float beta) {
+    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32), alpha, beta);
+    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), 0, alpha, beta);
+    else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta);
 }
+
+/// The tile height for an m-row block: always HASTE_SGEMM_MR (kept as a function: the Swift side splits rows
+/// between threads in multiples of it). Every element of C is the same chain whatever the height.
+long haste_sgemm_tile_rows(long m) { (void)m; return HASTE_SGEMM_MR; }
 
 __attribute__((target("avx512f")))
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) {
     float *ap = scratch(&scratch_a, &scratch_a_cap, (size_t)MC * KC);
     if (!ap) abort();
-    const long rows = haste_sgemm_tile_rows(i1 - i0);
+    const long rows = HASTE_SGEMM_MR;
     for (long i = i0; i < i1; i += MC) {
         long mc = i1 - i < MC ? i1 - i : MC;
         pack_a(trans_a, a, lda, k0, kc, i, mc, rows, ap);
-        for (long j = j0; j < j1; j += NR) {
-            long w = j1 - j;
-            __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
-            const float *bp = packed_b + (j - j0) / NR * kc * NR;
+        // kc ≤ 128 (B̃'s panel ≤ 24 KiB, L1-resident beside Ã's tile panel): every tile row of the MC block across
+        // one panel, then the next (Winograd's 16 products of k = C channels: conv3x3 128→128 at 256², 2 threads,
+        // `haste bench ops`: 217–228 GFLOP/s against 164–197 the other way). Larger kc: a tile row of Ã (in L1) across CW columns of B̃ (in
+        // L2), then the next (1 thread, SiT-B/2 shapes: 130–140 GFLOP/s against 119–131 panel by panel).
+        const int panel_outer = kc <= 128;
+        for (long jc = j0; jc < j1; jc += HASTE_SGEMM_CW) {
+            long je = panel_outer ? j1 : (j1 - jc < HASTE_SGEMM_CW ? j1 : jc + HASTE_SGEMM_CW);
+            if (panel_outer) {
+                for (long j = jc; j < je; j += NR) {
+                    long w = j1 - j;
+                    const float *bp = packed_b + (j - j0) / NR * kc * NR;
+                    for (long r = 0; r < mc; r += rows) {
+                        long mr = mc - r < rows ? mc - r : rows;
+                        tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
+                    }
+                }
+                break;
+            }
             for (long r = 0; r < mc; r += rows) {
                 long mr = mc - r < rows ? mc - r : rows;
-                if (rows == 8) kernel8(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, m0, m1, alpha, beta);
-                else kernel14(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, m0, m1, alpha, beta);
+                for (long j = jc; j < je; j += NR) {
+                    long w = j1 - j;
+                    const float *bp = packed_b + (j - j0) / NR * kc * NR;
+                    tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
+                }
             }
         }
     }

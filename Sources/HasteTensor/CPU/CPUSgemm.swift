@@ -4,7 +4,7 @@ import CKernels
 ///
 /// Why: this image pins OpenBLAS to its Haswell (AVX2) kernels (OPENBLAS_CORETYPE, which we must not override),
 /// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
-/// op(A) in MR × KC panels and runs a 14 × 32 register tile; here B (all of K, up to `packedFloats`) is packed by all
+/// op(A) in MR × KC panels and runs an 8 × 48 register tile; here B (all of K, up to `packedFloats`) is packed by all
 /// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
 /// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
@@ -18,25 +18,41 @@ struct AVX512Sgemm {
     /// 320–370 GFLOP/s every run; 2 or 4 pieces per thread often only ~205 (one thread doing the work).
     static func parts(threads: Int) -> Int { Swift.max(1, threads) }
     /// Products of at most this many rows with enough columns split their columns between threads, each thread
-    /// packing its own B `columnBlock` columns at a time (L2-resident), with no meeting between packing and use.
+    /// packing its own B `columnBlock` columns (10 panels of 48) at a time (L2-resident), with no meeting between
+    /// packing and use.
     /// Measured with the 8-row tile and the vectorized A packing (2 threads, Xeon Ice Lake, `haste bench ops` conv
     /// rows, median of 4 interleaved runs against the row split with B shared through L3): conv3x3 128→128 at 256²
     /// 107 → 143 GFLOP/s, 512→512 at 32² 124 → 150, stride-2 128→128 99 → 117, 1×1 256→128 91 → 98.
-    static let columnSplitRows = 512, columnBlock = 512
+    static let columnSplitRows = 512, columnBlock = 480
+    /// Products of more rows split their columns too when each thread gets at least this many panels: each thread
+    /// packs its own B one KC block at a time (NC columns) just before using it, so B̃ comes from L2, not from L3
+    /// as it does when all of K is packed up front and shared. Measured (2 threads, Xeon Ice Lake, 1024×2304×768 and
+    /// 1024×768×2304, median of 20 interleaved runs): 165–167 GFLOP/s split by rows, 180–186 split by columns.
+    static let columnSplitPanels = 4
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
 
-    /// Packed B shared by the threads of one product; grown on demand. Only touched under CPUBackend.gemmMutex.
-    nonisolated(unsafe) private static var packedB: UnsafeMutablePointer<Float>?
-    nonisolated(unsafe) private static var packedBCount = 0
+    /// Packed B shared by the threads of one product, one per slot (CPUBackend.gemmPair runs two products at once);
+    /// grown on demand. Only touched under CPUBackend.gemmMutex, each slot by one product at a time.
+    /// (Raw slots, not a Swift array: the two products of a pair write their own slot at the same time.)
+    private static let packedB: UnsafeMutablePointer<UnsafeMutablePointer<Float>?> = {
+        let p = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: 2)
+        p.initialize(repeating: nil, count: 2)
+        return p
+    }()
+    private static let packedBCount: UnsafeMutablePointer<Int> = {
+        let p = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+        p.initialize(repeating: 0, count: 2)
+        return p
+    }()
 
-    private static func packBuffer(_ floats: Int) -> UnsafeMutablePointer<Float> {
-        if packedBCount < floats {
-            packedB.map { UnsafeMutableRawPointer($0).deallocate() }
-            packedB = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
-            packedBCount = floats
+    private static func packBuffer(_ floats: Int, slot: Int) -> UnsafeMutablePointer<Float> {
+        if packedBCount[slot] < floats {
+            packedB[slot].map { UnsafeMutableRawPointer($0).deallocate() }
+            packedB[slot] = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
+            packedBCount[slot] = floats
         }
-        return packedB!
+        return packedB[slot]!
     }
 
     let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
@@ -73,30 +89,36 @@ struct AVX512Sgemm {
         haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1, block)
     }
 
-    /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B.
-    private func runColumns(parts: Int) {
+    /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B `block`
+    /// columns at a time.
+    private func runColumns(parts: Int, block: Int) {
         let nr = AVX512Sgemm.nr, per = ((n + nr - 1) / nr + parts - 1) / parts * nr
         Parallel.forEach(parts) { part in
             let j0 = part * per, j1 = Swift.min(n, j0 + per)
-            if j0 < j1 { columns(j0, j1, block: AVX512Sgemm.columnBlock) }
+            if j0 < j1 { columns(j0, j1, block: block) }
         }
     }
 
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
     /// All of K is packed at once (for up to `packedFloats` of B), so the threads meet twice per product, not twice
     /// per KC block: on a shared machine every meeting waits for the slowest thread.
-    func run(parts: Int) {
+    func run(parts: Int, slot: Int = 0) {
         if parts <= 1 || m * n * k < AVX512Sgemm.parallelMACs { return runSerial() }
         let nr = AVX512Sgemm.nr, allPanels = (n + nr - 1) / nr, blockPanels = AVX512Sgemm.columnBlock / nr
-        if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels { return runColumns(parts: parts) }
+        if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels {
+            return runColumns(parts: parts, block: AVX512Sgemm.columnBlock)
+        }
+        if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
+            return runColumns(parts: parts, block: AVX512Sgemm.nc)
+        }
         let mr = Int(haste_sgemm_tile_rows(m)), kcMax = AVX512Sgemm.kc
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
-        let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax)))))
+        let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
-            // Rows of C in pieces of whole tiles (14 or 8 rows, as haste_sgemm_block picks for m); with too few rows, columns in pieces of whole NR panels.
+            // Rows of C in pieces of whole tiles (haste_sgemm_tile_rows); with too few rows, columns in pieces of whole NR panels.
             let tiles = (m + mr - 1) / mr
             let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
             let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts

@@ -7,6 +7,38 @@ public protocol MatmulKernels: AnyObject {
     func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
               a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
               beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int)
+    /// Two independent products (disjoint outputs, neither reading the other's), in either order or at once, each
+    /// exactly as `gemm` computes it: the CPU runs a pair of large float32 products on halves of its threads (a
+    /// linear layer's dX and dW), which keeps each product's packed operands in one core's caches.
+    func gemmPair(_ first: GemmCall, _ second: GemmCall)
+}
+
+/// The arguments of one `gemm` call.
+public struct GemmCall {
+    public var transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double
+    public var a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int
+    public var beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int
+
+    public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double, a: Buffer, lda: Int, strideA: Int,
+                b: Buffer, ldb: Int, strideB: Int, beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
+        self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k; self.alpha = alpha
+        self.a = a; self.lda = lda; self.strideA = strideA; self.b = b; self.ldb = ldb; self.strideB = strideB
+        self.beta = beta; self.c = c; self.ldc = ldc; self.strideC = strideC; self.batch = batch
+    }
+}
+
+extension MatmulKernels {
+    public func gemm(_ g: GemmCall) {
+        gemm(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, alpha: g.alpha, a: g.a, lda: g.lda,
+             strideA: g.strideA, b: g.b, ldb: g.ldb, strideB: g.strideB, beta: g.beta, c: g.c, ldc: g.ldc,
+             strideC: g.strideC, batch: g.batch)
+    }
+
+    /// One after the other (backends without a concurrent pair).
+    public func gemmPair(_ first: GemmCall, _ second: GemmCall) {
+        gemm(first)
+        gemm(second)
+    }
 }
 
 /// A matrix operand as BLAS sees it: no copy when the tensor or its last-two-axes transpose is contiguous.
@@ -171,18 +203,22 @@ struct LinearBackward: InPlaceGradientBackward {
         let be = dy.backend
         func output(_ k: Int, like t: Tensor) -> Tensor { into[k] ?? Tensor.empty(t.shape, dtype: t.dtype, device: t.device) }
         var dx: Tensor? = nil, dw: Tensor? = nil, db: Tensor? = nil
+        var calls: [GemmCall] = []
         if x.isTracked {
             let g = Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
-            be.gemm(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer, lda: Swift.max(outF, 1), strideA: 0,
-                    b: weight.buffer, ldb: Swift.max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1)
+            calls.append(GemmCall(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer,
+                                  lda: Swift.max(outF, 1), strideA: 0, b: weight.buffer, ldb: Swift.max(inF, 1), strideB: 0,
+                                  beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1))
             dx = g
         }
         if weight.isTracked {
             let g = output(1, like: weight)
-            be.gemm(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: Swift.max(outF, 1), strideA: 0,
-                    b: x.buffer, ldb: Swift.max(inF, 1), strideB: 0, beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1)
+            calls.append(GemmCall(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer,
+                                  lda: Swift.max(outF, 1), strideA: 0, b: x.buffer, ldb: Swift.max(inF, 1), strideB: 0,
+                                  beta: 0, c: g.buffer, ldc: Swift.max(inF, 1), strideC: 0, batch: 1))
             dw = g
         }
+        if calls.count == 2 { be.gemmPair(calls[0], calls[1]) } else { calls.forEach { be.gemm($0) } }
         if let bias, bias.isTracked {
             let g = output(2, like: bias)
             be.reduceSum(dy.buffer, g.buffer, outer: 1, reduce: rows, inner: outF)

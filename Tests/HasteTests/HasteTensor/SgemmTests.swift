@@ -99,8 +99,11 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
     guard AVX512Sgemm.available else { return }
     // Row splits with shared packed B; column splits (m ≤ 512, n ≥ 4 column blocks per piece) for 2–4 pieces of the
     // last three; 8-row tiles for m = 128 and 200.
+    // (600, 500, 300): more than 512 rows, columns split (each piece packing its own B a KC block at a time), a last
+    // panel of 20 columns (the 8 × 32 tile) and a last KC block of 44 (panel by panel, kc ≤ 128).
     for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
-                              (true, true, 45, 4200, 9), (false, false, 128, 2100, 520), (false, true, 200, 4200, 70)] {
+                              (true, true, 45, 4200, 9), (false, false, 128, 2100, 520), (false, true, 200, 4200, 70),
+                              (true, false, 600, 500, 300)] {
         let lda = ta ? m : k, ldb = tb ? k : n
         let a = Tensor.randn([m * k], seed: 7).scalars(as: Float.self), b = Tensor.randn([k * n], seed: 8).scalars(as: Float.self)
         var results: [[UInt32]] = []
@@ -110,11 +113,49 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
                 let g = AVX512Sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1.5, a: ap.baseAddress!, lda: lda,
                                     b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: n)
                 pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-                if parts == 0 { g.runSerial() } else { g.run(parts: parts) }
+                if parts == 0 { g.runSerial() } else { g.run(parts: parts, slot: parts % 2) }
             } } }
             results.append(c.map(\.bitPattern))
         }
         #expect(results.allSatisfy { $0 == results[0] }, "\(m)×\(n)×\(k): results differ between thread splits")
         #expect(!results[0].contains { Float(bitPattern: $0).isNaN }, "\(m)×\(n)×\(k): C not fully written")
+    }
+}
+
+/// CPUBackend.gemmPair (a linear layer's dX and dW at once, each on half of the threads) gives each product bit for
+/// bit what `gemm` gives alone, and writes nothing else; pairs it cannot run at once (a small product, float64) run
+/// one after the other, as two `gemm` calls.
+@Test func gemmPairGivesEachProductBitForBitWhatGemmGives() {
+    for (rows, inF, outF, wide) in [(600, 520, 300, false), (1030, 100, 64, false), (1024, 384, 1536, false), (7, 9, 5, false),
+                                    (300, 200, 100, true)] {
+        func tensor(_ count: Int, _ seed: UInt64) -> Tensor {
+            let t = Tensor.randn([count], seed: seed)
+            return wide ? Tensor(t.scalars(as: Float.self).map(Double.init)) : t
+        }
+        let dy = tensor(rows * outF, 1), w = tensor(outF * inF, 2), x = tensor(rows * inF, 3)
+        func calls(_ dx: Tensor, _ dw: Tensor) -> (GemmCall, GemmCall) {
+            (GemmCall(transA: false, transB: false, m: rows, n: inF, k: outF, alpha: 1, a: dy.buffer, lda: outF, strideA: 0,
+                      b: w.buffer, ldb: inF, strideB: 0, beta: 0, c: dx.buffer, ldc: inF, strideC: 0, batch: 1),
+             GemmCall(transA: true, transB: false, m: outF, n: inF, k: rows, alpha: 1, a: dy.buffer, lda: outF, strideA: 0,
+                      b: x.buffer, ldb: inF, strideB: 0, beta: 0, c: dw.buffer, ldc: inF, strideC: 0, batch: 1))
+        }
+        func nans(_ count: Int) -> Tensor {     // one spare element past the product: never written
+            wide ? Tensor([Double](repeating: .nan, count: count + 1)) : Tensor([Float](repeating: .nan, count: count + 1))
+        }
+        func bits(_ t: Tensor) -> [UInt64] {
+            wide ? t.scalars(as: Double.self).map(\.bitPattern) : t.scalars(as: Float.self).map { UInt64($0.bitPattern) }
+        }
+        let (pdx, pdw) = (nans(rows * inF), nans(outF * inF)), (sdx, sdw) = (nans(rows * inF), nans(outF * inF))
+        let (p1, p2) = calls(pdx, pdw), (s1, s2) = calls(sdx, sdw)
+        CPUBackend.shared.gemmPair(p1, p2)
+        CPUBackend.shared.gemm(s1)
+        CPUBackend.shared.gemm(s2)
+        #expect(bits(pdx) == bits(sdx) && bits(pdw) == bits(sdw), "\(rows)×\(inF)×\(outF): the pair differs from two gemms")
+        func values(_ t: Tensor) -> [Double] { wide ? t.scalars(as: Double.self) : t.scalars(as: Float.self).map(Double.init) }
+        for (name, t) in [("dX", pdx), ("dW", pdw)] {
+            let v = values(t)
+            #expect(v.last!.isNaN, "\(rows)×\(inF)×\(outF): \(name) written past the product")
+            #expect(!v.dropLast().contains { $0.isNaN }, "\(rows)×\(inF)×\(outF): \(name) not fully written")
+        }
     }
 }
