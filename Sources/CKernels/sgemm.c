@@ -169,43 +169,26 @@ static inline void tile(long kc, const float *ap, const float *bp, float *c, lon
     else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta);
 }
 
-/// The tile height for an m-row block: always HASTE_SGEMM_MR (kept as a function: the Swift side splits rows
-/// between threads in multiples of it). Every element of C is the same chain whatever the height.
-long haste_sgemm_tile_rows(long m) { (void)m; return HASTE_SGEMM_MR; }
-
 __attribute__((target("avx512f")))
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) {
     float *ap = scratch(&scratch_a, &scratch_a_cap, (size_t)MC * KC);
     if (!ap) abort();
-    const long rows = HASTE_SGEMM_MR;
     for (long i = i0; i < i1; i += MC) {
         long mc = i1 - i < MC ? i1 - i : MC;
-        pack_a(trans_a, a, lda, k0, kc, i, mc, rows, ap);
-        // kc ≤ 128 (B̃'s panel ≤ 24 KiB, L1-resident beside Ã's tile panel): every tile row of the MC block across
-        // one panel, then the next (Winograd's 16 products of k = C channels: conv3x3 128→128 at 256², 2 threads,
-        // `haste bench ops`: 217–228 GFLOP/s against 164–197 the other way). Larger kc: a tile row of Ã (in L1) across CW columns of B̃ (in
-        // L2), then the next (1 thread, SiT-B/2 shapes: 130–140 GFLOP/s against 119–131 panel by panel).
-        const int panel_outer = kc <= 128;
-        for (long jc = j0; jc < j1; jc += HASTE_SGEMM_CW) {
-            long je = panel_outer ? j1 : (j1 - jc < HASTE_SGEMM_CW ? j1 : jc + HASTE_SGEMM_CW);
-            if (panel_outer) {
+        pack_a(trans_a, a, lda, k0, kc, i, mc, HASTE_SGEMM_MR, ap);
+        // Columns of B̃ a tile row of Ã (8 × kc, in L1) runs across before the next tile row. kc ≤ 128: one panel
+        // (≤ 24 KiB, it stays in L1 across the tile rows; Winograd's products of k = C channels: conv3x3 128→128 at
+        // 256², 2 threads, `haste bench ops`: 217–228 GFLOP/s against 164–197 with CW). Larger kc: CW columns (kc × CW
+        // in L2; 1 thread, SiT-B/2 shapes: 130–140 GFLOP/s against 119–131 panel by panel).
+        const long span = kc <= 128 ? NR : HASTE_SGEMM_CW;
+        for (long jc = j0; jc < j1; jc += span) {
+            long je = j1 - jc < span ? j1 : jc + span;
+            for (long r = 0; r < mc; r += HASTE_SGEMM_MR) {
+                long mr = mc - r < HASTE_SGEMM_MR ? mc - r : HASTE_SGEMM_MR;
                 for (long j = jc; j < je; j += NR) {
-                    long w = j1 - j;
-                    const float *bp = packed_b + (j - j0) / NR * kc * NR;
-                    for (long r = 0; r < mc; r += rows) {
-                        long mr = mc - r < rows ? mc - r : rows;
-                        tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
-                    }
-                }
-                break;
-            }
-            for (long r = 0; r < mc; r += rows) {
-                long mr = mc - r < rows ? mc - r : rows;
-                for (long j = jc; j < je; j += NR) {
-                    long w = j1 - j;
-                    const float *bp = packed_b + (j - j0) / NR * kc * NR;
-                    tile(kc, ap + r * kc, bp, c + (i + r) * ldc + j, ldc, mr, w, alpha, beta);
+                    tile(kc, ap + r * kc, packed_b + (j - j0) / NR * kc * NR, c + (i + r) * ldc + j, ldc, mr, j1 - j,
+                         alpha, beta);
                 }
             }
         }
@@ -234,7 +217,6 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
 #else
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { (void)kc; (void)n; return 0; }
-long haste_sgemm_tile_rows(long m) { (void)m; return HASTE_SGEMM_MR; }
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) { abort(); }
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }

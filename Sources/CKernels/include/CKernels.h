@@ -33,16 +33,13 @@ void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float
 // Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every
 // HASTE_SGEMM_KC (a constant) and added to C, so splitting M and N between threads never changes a bit.
 // beta == 0 never reads C (NaN there is ignored, as BLAS does); alpha == 0 is the caller's to handle.
-#define HASTE_SGEMM_MR 8      /* rows of the register tile */
+#define HASTE_SGEMM_MR 8      /* rows of the register tile (split rows between threads in multiples of it) */
 #define HASTE_SGEMM_NR 48     /* columns of the register tile (three zmm) */
 #define HASTE_SGEMM_KC 256    /* k per packed block */
 #define HASTE_SGEMM_MC 448    /* rows of A packed at a time (a multiple of MR) */
 #define HASTE_SGEMM_CW 768    /* columns of packed B a tile row runs across before the next (kc × CW in L2; a multiple of NR) */
 #define HASTE_SGEMM_NC 4032   /* columns of B packed at a time by a serial product of many rows (a multiple of NR) */
 
-/// Rows of the register tile haste_sgemm_block uses for a block of m rows (HASTE_SGEMM_MR); split rows between
-/// threads in multiples of it.
-long haste_sgemm_tile_rows(long m);
 /// Floats of a packed op(B) block of kc rows and n columns (n rounded up to NR).
 size_t haste_sgemm_packed_b_floats(long kc, long n);
 /// Packs op(B) rows [k0, k0+kc), columns [j0, j1) into NR-wide panels from `dst` on (kc × NR each, zero-padded).

@@ -34,8 +34,8 @@ extension CPUBackend {
             return widenedGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
                                b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
         }
-        let item = GemmItem(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
-                            b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC)
+        let item = GemmCall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, strideA: strideA,
+                            b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
         // OpenBLAS's thread count is process-wide: callers on several threads (tests, library users) take turns, so
         // no GEMM runs while another has switched BLAS to one thread.
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
@@ -70,12 +70,7 @@ extension CPUBackend {
             gemm(second)
             return
         }
-        func product(_ g: GemmCall) -> AVX512Sgemm {
-            GemmItem(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, alpha: g.alpha, a: g.a, lda: g.lda,
-                     strideA: g.strideA, b: g.b, ldb: g.ldb, strideB: g.strideB, beta: g.beta, c: g.c, ldc: g.ldc,
-                     strideC: g.strideC).avx512(0)
-        }
-        let products = [product(first), product(second)]
+        let products = [first.avx512(0), second.avx512(0)]
         pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
         Parallel.forEach(2) { i in products[i].run(parts: i == 0 ? threads / 2 : threads - threads / 2, slot: i) }
     }
@@ -140,12 +135,8 @@ extension CPUBackend {
     }
 }
 
-/// One GEMM call's operands; `run(i)` multiplies batch item i.
-struct GemmItem: @unchecked Sendable {
-    let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double
-    let a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int
-    let beta: Double, c: Buffer, ldc: Int, strideC: Int
-
+/// One GEMM call's batch items: `run(i)` multiplies item i through OpenBLAS, `avx512(i)` is it for haste's kernel.
+extension GemmCall {
     /// Item i for haste's AVX-512 sgemm (float32 only).
     func avx512(_ i: Int) -> AVX512Sgemm {
         AVX512Sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: Float(alpha),

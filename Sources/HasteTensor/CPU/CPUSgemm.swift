@@ -27,7 +27,8 @@ struct AVX512Sgemm {
     /// Products of more rows split their columns too when each thread gets at least this many panels: each thread
     /// packs its own B one KC block at a time (NC columns) just before using it, so B̃ comes from L2, not from L3
     /// as it does when all of K is packed up front and shared. Measured (2 threads, Xeon Ice Lake, 1024×2304×768 and
-    /// 1024×768×2304, median of 20 interleaved runs): 165–167 GFLOP/s split by rows, 180–186 split by columns.
+    /// 1024×768×2304, C harness, median of 20 interleaved runs): 165–167 GFLOP/s split by rows (14 × 32 kernel),
+    /// 176–184 split by columns (8 × 48).
     static let columnSplitPanels = 4
     /// Whether this CPU can run the kernel (AVX-512F), whatever HASTE_CPU_KERNELS says.
     static var available: Bool { CPUKernels.hardware == 2 }
@@ -111,14 +112,14 @@ struct AVX512Sgemm {
         if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.nc)
         }
-        let mr = Int(haste_sgemm_tile_rows(m)), kcMax = AVX512Sgemm.kc
+        let mr = Int(HASTE_SGEMM_MR), kcMax = AVX512Sgemm.kc
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
-            // Rows of C in pieces of whole tiles (haste_sgemm_tile_rows); with too few rows, columns in pieces of whole NR panels.
+            // Rows of C in pieces of whole tiles (HASTE_SGEMM_MR rows); with too few rows, columns in pieces of whole NR panels.
             let tiles = (m + mr - 1) / mr
             let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
             let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts

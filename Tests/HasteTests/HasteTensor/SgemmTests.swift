@@ -58,7 +58,7 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
 /// Sizes past 1000 in each dimension (several KC blocks, many MR tiles and NR panels), parallel and batched.
 @Test func sgemmMatchesFloat64OnLargeAndBatchedProducts() {
     var seed: UInt64 = 500
-    // (128, 2100, 300) and (200, 4200, 70): 8-row tiles (haste_sgemm_tile_rows), columns split between threads
+    // (128, 2100, 300) and (200, 4200, 70): columns split between threads
     for (m, n, k) in [(1030, 33, 17), (13, 1100, 100), (7, 17, 1500), (257, 100, 1030), (130, 1090, 260),
                       (128, 2100, 300), (200, 4200, 70)] {
         for ta in [false, true] { for tb in [false, true] {
@@ -98,7 +98,7 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
 @Test func avx512SgemmIsBitwiseIdenticalForEveryThreadSplit() {
     guard AVX512Sgemm.available else { return }
     // Row splits with shared packed B; column splits (m ≤ 512, n ≥ 4 column blocks per piece) for 2–4 pieces of the
-    // last three; 8-row tiles for m = 128 and 200.
+    // 128- and 200-row products.
     // (600, 500, 300): more than 512 rows, columns split (each piece packing its own B a KC block at a time), a last
     // panel of 20 columns (the 8 × 32 tile) and a last KC block of 44 (panel by panel, kc ≤ 128).
     for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
