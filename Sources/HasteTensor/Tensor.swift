@@ -32,6 +32,9 @@ public final class Tensor: @unchecked Sendable {
     /// last step's values but means zero. The walk's first accumulation overwrites it (0 + g is g: no fill, no
     /// add); whoever reads it before then fills it (`grad`, the store's arena accessors).
     package var gradIsStale = false
+    /// A gradient sum only the backward walk holds (NarrowBackward made it): a later term may be added into it in
+    /// place. The walk clears it when it hands the tensor to a node, a leaf's `grad` or a caller.
+    package var isPrivateGradientSum = false
 
     /// Fills a stale gradient slot with zeros.
     package func clearStaleGrad() {

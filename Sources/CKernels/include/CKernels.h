@@ -87,3 +87,10 @@ void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, lo
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                          long j0, long j1, long nc);
+
+// ---- haste's thread pool (pool.c; Parallel.swift) ----
+typedef void (*haste_pool_task)(void *ctx, long index);
+/// Calls fn(ctx, i) for every i in [0, n), on the calling thread and up to threads - 1 pool workers (started on
+/// first use), and returns when all have run. Tasks may call it again (nested jobs share the workers). Idle
+/// workers spin HASTE_POOL_SPIN_US µs (default 200) before they sleep.
+void haste_pool_run(long n, int threads, haste_pool_task fn, void *ctx);

@@ -56,6 +56,7 @@ extension Tensor {
         while let t = remaining.popLast() {
             let id = ObjectIdentifier(t)
             guard let g = pending.removeValue(forKey: id) else { continue }
+            g.isPrivateGradientSum = false              // from here on others may hold it
             if let capture {
                 if capture.contains(id) { captured[id] = g }
                 if capture.count == captured.count { break }
@@ -132,6 +133,7 @@ extension Tensor {
     /// 0 + g is g; `g` may be the slot itself, written there by the node: `inPlaceDestination`), otherwise
     /// `grad = grad + g`.
     func accumulateGrad(_ g: Tensor) {
+        g.isPrivateGradientSum = false
         let g = g.dtype == dtype ? g : g.to(dtype)
         if let existing = gradValue {
             if gradIsOwnedSlot {

@@ -63,16 +63,21 @@ public final class CPUBackend: Backend {
         host.copyMemory(from: src.rawPointer, byteCount: byteCount)
     }
 
+    /// Fixed chunks on the pool (a gradient's zero fill is megabytes).
     public func fill(_ dst: Buffer, count: Int, value: Double) {
+        func run<T>(_ p: UnsafeMutablePointer<T>, _ v: T) {
+            let base = SendablePointer(p)
+            Parallel.chunks(count) { r in (base.base + r.lowerBound).update(repeating: v, count: r.count) }
+        }
         switch dst.dtype {
-        case .float32: dst.pointer(Float.self).update(repeating: Float(value), count: count)
-        case .float64: dst.pointer(Double.self).update(repeating: value, count: count)
-        case .float16: dst.pointer(UInt16.self).update(repeating: Float(value).halfBits, count: count)
-        case .bfloat16: dst.pointer(UInt16.self).update(repeating: Float(value).bfloat16Bits, count: count)
-        case .int32: dst.pointer(Int32.self).update(repeating: Int32(value), count: count)
-        case .int64: dst.pointer(Int64.self).update(repeating: Int64(value), count: count)
-        case .uint8: dst.pointer(UInt8.self).update(repeating: UInt8(value), count: count)
-        case .bool: dst.pointer(Bool.self).update(repeating: value != 0, count: count)
+        case .float32: run(dst.pointer(Float.self), Float(value))
+        case .float64: run(dst.pointer(Double.self), value)
+        case .float16: run(dst.pointer(UInt16.self), Float(value).halfBits)
+        case .bfloat16: run(dst.pointer(UInt16.self), Float(value).bfloat16Bits)
+        case .int32: run(dst.pointer(Int32.self), Int32(value))
+        case .int64: run(dst.pointer(Int64.self), Int64(value))
+        case .uint8: run(dst.pointer(UInt8.self), UInt8(value))
+        case .bool: run(dst.pointer(Bool.self), value != 0)
         }
     }
 

@@ -18,8 +18,11 @@ extension CPUBackend {
             }
             return
         }
-        // Column sums: add rows of length `inner` in index order; parallel over (outer, inner-chunk).
-        let colChunk = 4096
+        // Column sums: add rows of length `inner` in index order; parallel over (outer, inner-chunk). Each column
+        // sums its rows in the same order however the columns are chunked. With few outer slices (a bias gradient:
+        // one slice of M rows), columns go in chunks of 256 so the threads share it.
+        let fewSlices = outer < 2 * Parallel.threads && reduce * inner >= 1 << 16
+        let colChunk = fewSlices ? 256 : 4096
         if inner < colChunk {
             Parallel.chunks(outer, chunk: max(1, Parallel.defaultChunk / max(reduce * inner, 1))) { rows in
                 for o in rows {

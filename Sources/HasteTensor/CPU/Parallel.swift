@@ -1,4 +1,4 @@
-import Dispatch
+import CKernels
 
 /// Lets a pointer enter concurrentPerform's @Sendable closure; sound because chunks are disjoint.
 public struct SendablePointer<T>: @unchecked Sendable {
@@ -14,7 +14,6 @@ public enum Parallel {
     public static let defaultChunk = 1 << 15
 
     /// Calls `body` over fixed chunks of 0..<count, concurrently when there is more than one chunk.
-    @inlinable
     public static func chunks(_ count: Int, chunk: Int = defaultChunk, _ body: (Range<Int>) -> Void) {
         let n = (count + chunk - 1) / chunk
         if n <= 1 { body(0..<count); return }
@@ -22,19 +21,23 @@ public enum Parallel {
             for i in 0..<n { body(i * chunk ..< min(count, (i + 1) * chunk)) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: n) { i in box.value(i * chunk ..< min(count, (i + 1) * chunk)) }
-        }
+        forEach(n) { i in body(i * chunk ..< min(count, (i + 1) * chunk)) }
     }
 
-    /// Calls `body(i)` for i in 0..<count in parallel (independent rows/items of coarse work).
-    @inlinable
-    public static func forEach(_ count: Int, _ body: (Int) -> Void) {
+    /// Calls `body(i)` for i in 0..<count in parallel (independent rows/items of coarse work), on the calling thread
+    /// and at most `threads - 1` workers of haste's pool (CKernels/pool.c); calls may nest.
+    public static func forEach(_ count: Int, _ body: (Int) -> Void) { forEach(count, threads: threads, body) }
+
+    /// `forEach` on at most `threads` threads (the caller's included), whatever `Parallel.threads` says.
+    public static func forEach(_ count: Int, threads: Int, _ body: (Int) -> Void) {
         if count <= 1 || threads <= 1 { for i in 0..<count { body(i) }; return }
         withoutActuallyEscaping(body) { body in
-            let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: count) { i in box.value(i) }
+            var task = body
+            withUnsafeMutablePointer(to: &task) { p in
+                haste_pool_run(count, Int32(Swift.min(threads, 256)), { ctx, i in
+                    ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i)
+                }, p)
+            }
         }
     }
 }

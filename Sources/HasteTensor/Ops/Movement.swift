@@ -164,16 +164,44 @@ struct ExpandBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.unbroadcast(to: x.shape)] }
 }
 
-/// Scatters the slice's gradient into zeros of the input's shape.
-struct NarrowBackward: Backward {
+/// Scatters the slice's gradient into zeros of the input's shape. The pieces of one tensor (`chunk`, `split`,
+/// `select`: attention's q, k, v out of one qkv projection) each give a full-size term; as a running-sum node the
+/// second and later pieces add their slice into the sum the first one made, in place, instead of each zero-filling
+/// a full-size tensor that the walk then adds whole. The values are the walk's `sum + term` (the term is zero
+/// outside the slice; a -0 there stays -0). Only a sum this node made and the walk has not handed to anyone is
+/// written (`isPrivateGradientSum`).
+struct NarrowBackward: RunningSumBackward {
     let x: Tensor, axis: Int, start: Int
     var inputs: [Tensor] { [x] }
-    func gradients(_ dy: Tensor) -> [Tensor?] {
+    /// Slices whose rows before `axis` number at most this many are added in place one contiguous run per row.
+    static let inPlaceRows = 64
+
+    func gradients(_ dy: Tensor) -> [Tensor?] { [term(dy)] }
+
+    func gradients(_ dy: Tensor, running: [Tensor?]) -> [Tensor?] {
+        guard let sum = running[0] else { return [term(dy)] }
+        let rows = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *)
+        guard sum.isPrivateGradientSum, sum.isContiguous, sum.shape == x.shape, sum.dtype == dy.dtype,
+              sum.device == dy.device, rows <= NarrowBackward.inPlaceRows else {
+            return [sum + term(dy)]
+        }
+        let g = dy.contiguous(), run = dy.shape[axis] * inner, row = x.shape[axis] * inner
+        for r in 0..<rows where run > 0 {
+            sum.backend.axpy(alpha: 1, x: Buffer(storage: g.storage, offset: g.offset + r * run, dtype: g.dtype),
+                             y: Buffer(storage: sum.storage, offset: sum.offset + r * row + start * inner, dtype: sum.dtype),
+                             count: run)
+        }
+        return [sum]
+    }
+
+    /// dy scattered into zeros of x's shape (contiguous), owned by the walk until it hands it on.
+    private func term(_ dy: Tensor) -> Tensor {
         let dx = Tensor.zeros(x.shape, dtype: dy.dtype, device: dy.device)
         let g = dy.contiguous()
         dx.backend.stridedCopy(from: g.buffer, srcStrides: g.strides,
                                to: Buffer(storage: dx.storage, offset: start * dx.strides[axis], dtype: dx.dtype),
                                dstStrides: dx.strides, shape: g.shape)
-        return [dx]
+        dx.isPrivateGradientSum = true
+        return dx
     }
 }
