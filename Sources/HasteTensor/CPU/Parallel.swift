@@ -1,6 +1,6 @@
 import CKernels
 
-/// Lets a pointer enter concurrentPerform's @Sendable closure; sound because chunks are disjoint.
+/// Lets a pointer into a parallel loop's closure (Parallel.forEach / chunks); sound because chunks are disjoint.
 public struct SendablePointer<T>: @unchecked Sendable {
     public let base: UnsafeMutablePointer<T>
     @inlinable public init(_ base: UnsafeMutablePointer<T>) { self.base = base }
@@ -42,7 +42,7 @@ public enum Parallel {
     }
 }
 
-/// Carries a non-Sendable closure into concurrentPerform; the callers guarantee disjoint writes.
+/// Carries a non-Sendable closure into a concurrent loop; the callers guarantee disjoint writes.
 public struct UncheckedBox<T>: @unchecked Sendable {
     public let value: T
     @inlinable public init(_ value: T) { self.value = value }
