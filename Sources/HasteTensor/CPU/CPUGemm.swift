@@ -21,6 +21,16 @@ extension CPUBackend {
         return m
     }()
 
+    /// Runs `body`, which calls OpenBLAS or LAPACK directly (FID statistics, precision/recall), under the GEMM mutex.
+    /// Every OpenBLAS call must hold it: `OpenBLASSpin.configure` stops OpenBLAS's pool under it, and a threaded
+    /// OpenBLAS call finishing on a worker at that moment overwrites the worker's exit signal (the worker goes back
+    /// to sleep and the shutdown's join never returns: a test run hung so, FID statistics beside the spin test).
+    /// Not reentrant: `body` must not run tensor GEMMs.
+    public static func withBLAS<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(gemmMutex); defer { pthread_mutex_unlock(gemmMutex) }
+        return try body()
+    }
+
     public func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
                      a: Buffer, lda: Int, strideA: Int, b: Buffer, ldb: Int, strideB: Int,
                      beta: Double, c: Buffer, ldc: Int, strideC: Int, batch: Int) {
