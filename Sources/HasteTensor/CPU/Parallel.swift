@@ -41,9 +41,3 @@ public enum Parallel {
         }
     }
 }
-
-/// Carries a non-Sendable closure into a concurrent loop; the callers guarantee disjoint writes.
-public struct UncheckedBox<T>: @unchecked Sendable {
-    public let value: T
-    @inlinable public init(_ value: T) { self.value = value }
-}
