@@ -58,7 +58,7 @@ public struct StatisticsAccumulator {
         for i in 0..<n { for j in 0..<d { x[i * d + j] -= shift[j] } }
         for i in 0..<n { for j in 0..<d { sum[j] += x[i * d + j] } }
         // G += Xᵀ·X (upper triangle)
-        CPUBackend.withBLAS {
+        CPUBackend.withGemmMutex {
             cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1, x, Int32(d), 1, &gram, Int32(d))
         }
         count += n

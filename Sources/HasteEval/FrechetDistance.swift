@@ -24,7 +24,7 @@ public enum FrechetDistance {
         let w = try eigen(&v, d, vectors: true)                                     // v: eigenvectors in columns
         let root = w.map { max($0, 0).squareRoot() }
         var t = [Double](repeating: 0, count: d * d), m = [Double](repeating: 0, count: d * d)
-        CPUBackend.withBLAS {
+        CPUBackend.withGemmMutex {
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(d), Int32(d), Int32(d), 1, v, Int32(d),
                         b.covariance, Int32(d), 0, &t, Int32(d))                   // Vᵀ·S2
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(d), Int32(d), Int32(d), 1, t, Int32(d),
@@ -46,7 +46,7 @@ public enum FrechetDistance {
     static func eigen(_ a: inout [Double], _ d: Int, vectors: Bool) throws -> [Double] {
         var w = [Double](repeating: 0, count: d)
         guard d > 0 else { return w }
-        let info = CPUBackend.withBLAS {
+        let info = CPUBackend.withGemmMutex {
             LAPACKE_dsyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "U")),
                            Int32(d), &a, Int32(d), &w)
         }

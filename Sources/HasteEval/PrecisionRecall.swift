@@ -67,7 +67,7 @@ public enum PrecisionRecall {
                 let cols = c0..<min(c0 + block, b.count)
                 a.values.withUnsafeBufferPointer { av in
                     b.values.withUnsafeBufferPointer { bv in      // d = A·Bᵀ
-                        CPUBackend.withBLAS {
+                        CPUBackend.withGemmMutex {
                             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows.count), Int32(cols.count), Int32(dim), 1,
                                         av.baseAddress! + r0 * dim, Int32(dim), bv.baseAddress! + c0 * dim, Int32(dim), 0, &d, Int32(cols.count))
                         }

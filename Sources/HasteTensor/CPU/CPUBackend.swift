@@ -38,7 +38,7 @@ public final class CPUBackend: Backend {
     /// Sets OpenBLAS's pool and our chunking together (STYLE §4.9).
     public static func setThreads(_ n: Int) {
         Parallel.threads = max(1, n)
-        withBLAS { openblas_set_num_threads(Int32(max(1, n))) }
+        withGemmMutex { openblas_set_num_threads(Int32(max(1, n))) }
         OpenBLASSpin.configure()
     }
 

@@ -37,12 +37,13 @@ extension CPUBackend {
                                        out_h: g.outHeight, out_w: g.outWidth)
         let k = g.patchSize, l = g.outPixels, image = g.channels * g.height * g.width
         let xp = x.pointer(Float.self), wp = weight.pointer(Float.self), yp = y.pointer(Float.self)
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        AVX512Sgemm.runBatch(batch, macs: outChannels * l * k) { i in
-            AVX512Sgemm(transA: false, transB: false, m: outChannels, n: l, k: k, alpha: 1, a: wp, lda: k, b: xp + i * image,
-                        ldb: l, beta: Float(beta), c: yp + i * outChannels * l, ldc: l, conv: conv)
+        return CPUBackend.withGemmMutex {
+            AVX512Sgemm.runBatch(batch, macs: outChannels * l * k) { i in
+                AVX512Sgemm(transA: false, transB: false, m: outChannels, n: l, k: k, alpha: 1, a: wp, lda: k, b: xp + i * image,
+                            ldb: l, beta: Float(beta), c: yp + i * outChannels * l, ldc: l, conv: conv)
+            }
+            return true
         }
-        return true
     }
 
     /// Winograd F(2×2, 3×3) (ConvKernels.winogradConv2d, CKernels/winograd.c): float32 on AVX-512F (not with
@@ -72,39 +73,40 @@ extension CPUBackend {
         let up = SendablePointer(u), vp = SendablePointer(v), mp = SendablePointer(m)
         let xp = SendablePointer(x.pointer(Float.self)), wp = SendablePointer(weight.pointer(Float.self))
         let yp = SendablePointer(y.pointer(Float.self))
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        Parallel.chunks(kOut, chunk: Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)) { ks in
-            haste_winograd_weights(wp.base, kOut, c, ks.lowerBound, ks.upperBound, up.base)
-        }
-        let perChannel = Swift.max(1, (c + Parallel.threads - 1) / Parallel.threads)
-        let perFilter = Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)
-        let rowFloats = haste_winograd_row_floats(tw)   // each channel chunk's padded rows
-        let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: (c + perChannel - 1) / perChannel * rowFloats)
-        defer { rowScratch.deallocate() }
-        let rp = SendablePointer(rowScratch)
-        for image in 0..<batch {
-            for ty0 in stride(from: 0, to: th, by: rows) {
-                let ty1 = Swift.min(th, ty0 + rows), n = (ty1 - ty0) * tw
-                Parallel.chunks(c, chunk: perChannel) { chs in
-                    let row = rp.base + chs.lowerBound / perChannel * rowFloats
-                    for ch in chs {
-                        haste_winograd_input(xp.base + (image * c + ch) * h * w, h, w, g.paddingHeight, g.paddingWidth,
-                                             ty0, ty1, tw, vp.base + ch * n, c * n, row)
+        return CPUBackend.withGemmMutex {
+            Parallel.chunks(kOut, chunk: Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)) { ks in
+                haste_winograd_weights(wp.base, kOut, c, ks.lowerBound, ks.upperBound, up.base)
+            }
+            let perChannel = Swift.max(1, (c + Parallel.threads - 1) / Parallel.threads)
+            let perFilter = Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)
+            let rowFloats = haste_winograd_row_floats(tw)   // each channel chunk's padded rows
+            let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: (c + perChannel - 1) / perChannel * rowFloats)
+            defer { rowScratch.deallocate() }
+            let rp = SendablePointer(rowScratch)
+            for image in 0..<batch {
+                for ty0 in stride(from: 0, to: th, by: rows) {
+                    let ty1 = Swift.min(th, ty0 + rows), n = (ty1 - ty0) * tw
+                    Parallel.chunks(c, chunk: perChannel) { chs in
+                        let row = rp.base + chs.lowerBound / perChannel * rowFloats
+                        for ch in chs {
+                            haste_winograd_input(xp.base + (image * c + ch) * h * w, h, w, g.paddingHeight, g.paddingWidth,
+                                                 ty0, ty1, tw, vp.base + ch * n, c * n, row)
+                        }
                     }
-                }
-                AVX512Sgemm.runBatch(16, macs: kOut * n * c) { xi in
-                    AVX512Sgemm(transA: false, transB: false, m: kOut, n: n, k: c, alpha: 1, a: up.base + xi * kOut * c,
-                                lda: c, b: vp.base + xi * c * n, ldb: n, beta: 0, c: mp.base + xi * kOut * n, ldc: n)
-                }
-                Parallel.chunks(kOut, chunk: perFilter) { ks in
-                    for k in ks {
-                        haste_winograd_output(mp.base + k * n, kOut * n, ty0, ty1, tw, oh, ow, beta == 0 ? 0 : 1,
-                                              yp.base + (image * kOut + k) * oh * ow)
+                    AVX512Sgemm.runBatch(16, macs: kOut * n * c) { xi in
+                        AVX512Sgemm(transA: false, transB: false, m: kOut, n: n, k: c, alpha: 1, a: up.base + xi * kOut * c,
+                                    lda: c, b: vp.base + xi * c * n, ldb: n, beta: 0, c: mp.base + xi * kOut * n, ldc: n)
+                    }
+                    Parallel.chunks(kOut, chunk: perFilter) { ks in
+                        for k in ks {
+                            haste_winograd_output(mp.base + k * n, kOut * n, ty0, ty1, tw, oh, ow, beta == 0 ? 0 : 1,
+                                                  yp.base + (image * kOut + k) * oh * ow)
+                        }
                     }
                 }
             }
+            return true
         }
-        return true
     }
 
     /// One cols row per (image, c, i, j); rows are independent, so chunks of rows run in parallel. A pure copy:

@@ -26,7 +26,7 @@ extension CPUBackend {
     /// OpenBLAS call finishing on a worker at that moment overwrites the worker's exit signal (the worker goes back
     /// to sleep and the shutdown's join never returns: a test run hung so, FID statistics beside the spin test).
     /// Not reentrant: `body` must not run tensor GEMMs.
-    public static func withBLAS<T>(_ body: () throws -> T) rethrows -> T {
+    public static func withGemmMutex<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(gemmMutex); defer { pthread_mutex_unlock(gemmMutex) }
         return try body()
     }
@@ -48,17 +48,18 @@ extension CPUBackend {
                             b: b, ldb: ldb, strideB: strideB, beta: beta, c: c, ldc: ldc, strideC: strideC, batch: batch)
         // OpenBLAS's thread count is process-wide: callers on several threads (tests, library users) take turns, so
         // no GEMM runs while another has switched BLAS to one thread.
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        let threads = Parallel.threads
-        if c.dtype == .float32 && CPUKernels.level == 2 {
-            return AVX512Sgemm.runBatch(batch, macs: m * n * k) { item.avx512($0) }
-        }
-        if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
-            openblas_set_num_threads(1)
-            defer { openblas_set_num_threads(Int32(threads)) }
-            Parallel.forEach(batch) { item.run($0) }
-        } else {
-            for i in 0..<batch { item.run(i) }
+        CPUBackend.withGemmMutex {
+            let threads = Parallel.threads
+            if c.dtype == .float32 && CPUKernels.level == 2 {
+                return AVX512Sgemm.runBatch(batch, macs: m * n * k) { item.avx512($0) }
+            }
+            if batch > 1 && threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
+                openblas_set_num_threads(1)
+                defer { openblas_set_num_threads(Int32(threads)) }
+                Parallel.forEach(batch) { item.run($0) }
+            } else {
+                for i in 0..<batch { item.run(i) }
+            }
         }
     }
 }
@@ -81,8 +82,9 @@ extension CPUBackend {
             return
         }
         let products = [first.avx512(0), second.avx512(0)]
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        Parallel.forEach(2) { i in products[i].run(parts: i == 0 ? threads / 2 : threads - threads / 2, slot: i) }
+        CPUBackend.withGemmMutex {
+            Parallel.forEach(2) { i in products[i].run(parts: i == 0 ? threads / 2 : threads - threads / 2, slot: i) }
+        }
     }
 
     /// C = β·C over the m × n windows (ldc apart, strideC per batch item): β = 0 writes zeros without reading C (NaN

@@ -71,14 +71,15 @@ public enum CPUPeak {
     /// (or n reaches `maxSize`), where OpenBLAS is at its plateau; then calls of that size for `seconds`
     /// (at least 2), and the best call's rate. OpenBLAS's thread count is restored after.
     public static func measure(threads: Int, seconds: Double = 0.2, maxSize: Int = 4096) -> Measured {
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        let previous = openblas_get_num_threads()
-        openblas_set_num_threads(Int32(max(1, threads)))
-        defer { openblas_set_num_threads(previous) }
-        var n = min(512, maxSize)
-        while true {
-            if let result = timed(n: n, seconds: seconds, threads: threads, last: n * 2 > maxSize) { return result }
-            n *= 2
+        return CPUBackend.withGemmMutex {
+            let previous = openblas_get_num_threads()
+            openblas_set_num_threads(Int32(max(1, threads)))
+            defer { openblas_set_num_threads(previous) }
+            var n = min(512, maxSize)
+            while true {
+                if let result = timed(n: n, seconds: seconds, threads: threads, last: n * 2 > maxSize) { return result }
+                n *= 2
+            }
         }
     }
 

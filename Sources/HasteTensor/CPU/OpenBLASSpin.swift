@@ -28,23 +28,23 @@ public enum OpenBLASSpin {
     /// Call with no GEMM in flight (start-up): the pool is stopped and restarts on the next call.
     @discardableResult
     public static func configure(exponent: Int = defaultExponent) -> Int? {
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }  // BLAS is idle
-        let want = min(30, max(4, exponent))
-        if getenv("OPENBLAS_THREAD_TIMEOUT") != nil && !configured { return current }   // the user's value
-        if configured && current == want { return want }
-        guard let read = symbol("openblas_read_env", as: (@convention(c) () -> Void).self),
-              let shutdown = symbol("blas_thread_shutdown_", as: (@convention(c) () -> Int32).self) else { return current }
-        setenv("OPENBLAS_THREAD_TIMEOUT", "\(want)", 1)
-        configured = true
-        read()
-        _ = shutdown()
-        return current
+        return CPUBackend.withGemmMutex { // BLAS is idle
+            let want = min(30, max(4, exponent))
+            if getenv("OPENBLAS_THREAD_TIMEOUT") != nil && !configured { return current }   // the user's value
+            if configured && current == want { return want }
+            guard let read = symbol("openblas_read_env", as: (@convention(c) () -> Void).self),
+                  let shutdown = symbol("blas_thread_shutdown_", as: (@convention(c) () -> Int32).self) else { return current }
+            setenv("OPENBLAS_THREAD_TIMEOUT", "\(want)", 1)
+            configured = true
+            read()
+            _ = shutdown()
+            return current
+        }
     }
 
     /// Whether the user set OPENBLAS_THREAD_TIMEOUT (haste then leaves the spin alone).
     public static var userSet: Bool {
-        pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-        return getenv("OPENBLAS_THREAD_TIMEOUT") != nil && !configured
+        CPUBackend.withGemmMutex { getenv("OPENBLAS_THREAD_TIMEOUT") != nil && !configured }
     }
 
     /// Whether OPENBLAS_THREAD_TIMEOUT is haste's (guarded by the GEMM mutex).

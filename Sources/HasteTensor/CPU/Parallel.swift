@@ -34,7 +34,7 @@ public enum Parallel {
         withoutActuallyEscaping(body) { body in
             var task = body
             withUnsafeMutablePointer(to: &task) { p in
-                haste_pool_run(count, Int32(Swift.min(threads, 256)), { ctx, i in
+                haste_pool_run(count, Int32(clamping: threads), { ctx, i in
                     ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i)
                 }, p)
             }

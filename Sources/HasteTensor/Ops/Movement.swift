@@ -179,11 +179,17 @@ struct NarrowBackward: RunningSumBackward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [term(dy)] }
 
     func gradients(_ dy: Tensor, running: [Tensor?]) -> [Tensor?] {
-        guard let sum = running[0] else { return [term(dy)] }
+        guard let sum = running[0] else {
+            let first = term(dy)
+            first.isPrivateGradientSum = true       // only the walk holds it until it hands it on
+            return [first]
+        }
         let rows = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *)
         guard sum.isPrivateGradientSum, sum.isContiguous, sum.shape == x.shape, sum.dtype == dy.dtype,
               sum.device == dy.device, rows <= NarrowBackward.inPlaceRows else {
-            return [sum + term(dy)]
+            let next = sum + term(dy)                   // a fresh tensor: the walk's alone again
+            next.isPrivateGradientSum = true
+            return [next]
         }
         let g = dy.contiguous(), run = dy.shape[axis] * inner, row = x.shape[axis] * inner
         for r in 0..<rows where run > 0 {
@@ -194,14 +200,13 @@ struct NarrowBackward: RunningSumBackward {
         return [sum]
     }
 
-    /// dy scattered into zeros of x's shape (contiguous), owned by the walk until it hands it on.
+    /// dy scattered into zeros of x's shape (contiguous).
     private func term(_ dy: Tensor) -> Tensor {
         let dx = Tensor.zeros(x.shape, dtype: dy.dtype, device: dy.device)
         let g = dy.contiguous()
         dx.backend.stridedCopy(from: g.buffer, srcStrides: g.strides,
                                to: Buffer(storage: dx.storage, offset: start * dx.strides[axis], dtype: dx.dtype),
                                dstStrides: dx.strides, shape: g.shape)
-        dx.isPrivateGradientSum = true
         return dx
     }
 }

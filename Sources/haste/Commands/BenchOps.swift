@@ -142,7 +142,7 @@ enum OpBenchmarks {
         let pa = a.buffer.pointer(Float.self), pb = b.buffer.pointer(Float.self), pc = c.buffer.pointer(Float.self)
         return {
             withExtendedLifetime((a, b, c)) {
-                CPUBackend.withBLAS {
+                CPUBackend.withGemmMutex {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
                                 1, pa, Int32(k), pb, Int32(k), 0, pc, Int32(n))
                 }

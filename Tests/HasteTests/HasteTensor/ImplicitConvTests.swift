@@ -77,8 +77,7 @@ func convOperands(x: [Int], w: [Int], bias: Bool, stride: Int, padding: (Int, In
                 let s = AVX512Sgemm(transA: false, transB: false, m: c.w[0], n: g.outPixels, k: g.patchSize, alpha: 1,
                                     a: w.buffer.pointer(Float.self), lda: g.patchSize, b: x.buffer.pointer(Float.self),
                                     ldb: g.outPixels, beta: 0, c: yp.baseAddress!, ldc: g.outPixels, conv: conv)
-                pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-                if parts == 0 { s.runSerial() } else { s.run(parts: parts) }
+                CPUBackend.withGemmMutex { if parts == 0 { s.runSerial() } else { s.run(parts: parts) } }
             }
             #expect(y.map(\.bitPattern) == want, "x \(c.x) w \(c.w): \(parts) pieces differ from im2col + GEMM")
         }

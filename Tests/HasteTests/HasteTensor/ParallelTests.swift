@@ -51,6 +51,7 @@ import Testing
 
     /// A job's own tasks never run on more threads than it was given (other callers' jobs may use other workers).
     @Test func neverMoreThreadsThanAsked() {
+        Parallel.forEach(16, threads: 8) { _ in usleep(100) }       // seven workers exist, more than this job may use
         let occupancy = Occupancy()
         let hits = Hits(48)
         Parallel.forEach(48, threads: 3) { i in

@@ -112,8 +112,7 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
             a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                 let g = AVX512Sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1.5, a: ap.baseAddress!, lda: lda,
                                     b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: n)
-                pthread_mutex_lock(CPUBackend.gemmMutex); defer { pthread_mutex_unlock(CPUBackend.gemmMutex) }
-                if parts == 0 { g.runSerial() } else { g.run(parts: parts, slot: parts % 2) }
+                CPUBackend.withGemmMutex { if parts == 0 { g.runSerial() } else { g.run(parts: parts, slot: parts % 2) } }
             } } }
             results.append(c.map(\.bitPattern))
         }
