@@ -41,9 +41,11 @@ void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float
 #define HASTE_SGEMM_NC 4032   /* columns of B packed at a time by a serial product of many rows (a multiple of NR) */
 
 /// k rows per packed block for a product of depth k: K split into ceil(k / KC) blocks of equal size, rounded up to a
-/// multiple of 16 (at most KC; the last block takes the rest). K = 384 runs as 192 + 192, not 256 + 128: the
-/// short block cost as much C traffic as a full one and its 256-row neighbour overfilled L2 (1 thread, Xeon Ice Lake,
-/// 1024×1536×384, best of 4 rounds: 134 → 145 GFLOP/s). Every path (serial, column split, shared packed B) uses it.
+/// multiple of 16 (at most KC; the last block takes the rest). Every path (serial, column split, shared packed B)
+/// uses it. Before, the blocks were KC rows and the last took the rest: K = 384 ran as 256 + 128, whose 256-row block
+/// with MC = 448 and CW = 768 overfilled a 1.25 MiB L2, and attention's K = 257 (DINOv2's tokens) as 256 + 1, a
+/// whole pass over C for one row of k. Measured: 1024×1536×384 on 1 thread, Xeon Ice Lake, best of 4 rounds: 134 →
+/// 145 GFLOP/s (MKL 150–163 on such shapes).
 long haste_sgemm_kc_step(long k);
 /// Floats of a packed op(B) block of kc rows and n columns (n rounded up to NR).
 size_t haste_sgemm_packed_b_floats(long kc, long n);

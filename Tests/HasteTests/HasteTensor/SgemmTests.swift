@@ -123,7 +123,7 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
     }
 }
 
-/// K splits into equal blocks of at most HASTE_SGEMM_KC, rounded up to 16 rows (384 → 192 + 192, not 256 + 128).
+/// K splits into equal blocks of at most HASTE_SGEMM_KC (256), rounded up to 16 rows (384 → 192 + 192, 257 → 144 + 113).
 @Test func sgemmKBlocksAreEvenAndCoverK() {
     let kc = Int(HASTE_SGEMM_KC)
     #expect([1, 9, 256, 257, 384, 700, 768, 1152, 1536].map { haste_sgemm_kc_step($0) } == [1, 9, 256, 144, 192, 240, 256, 240, 256])
