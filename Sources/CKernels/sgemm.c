@@ -5,7 +5,7 @@
 // registers, loads three vectors of B and broadcasts eight values of A per k (11 loads per 24 FMAs: the FMA ports,
 // not the loads, set the pace). A tile row of Ã (8 × kc, in L1) runs across CW columns of B̃ (kc × CW, in L2)
 // before the next tile row. Every element of C is one chain of fused multiply-adds
-// over k in increasing order, restarted at each KC block (a fixed constant) and added to C as fma(alpha, acc,
+// over k in increasing order, restarted at each block of haste_sgemm_kc_step(K) rows (a function of K alone) and added to C as fma(alpha, acc,
 // beta·C): the same operations whatever the tile, the edge masks or the split of M and N between threads, so the
 // result never depends on the thread count.
 #include "CKernels.h"
@@ -34,6 +34,12 @@ static float *scratch(float **p, size_t *cap, size_t floats) {
 }
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { return (size_t)kc * (size_t)((n + NR - 1) / NR * NR); }
+
+long haste_sgemm_kc_step(long k) {
+    if (k <= KC) return k < 1 ? 1 : k;
+    long blocks = (k + KC - 1) / KC, step = ((k + blocks - 1) / blocks + 15) / 16 * 16;
+    return step < KC ? step : KC;
+}
 
 __attribute__((target("avx512f")))
 static inline __mmask16 lanes(long count) { return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1); }
@@ -205,8 +211,9 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
     if (!bp) abort();
     for (long j = j0; j < j1; j += nc) {
         long je = j1 - j < nc ? j1 : j + nc;
-        for (long p = 0; p < k; p += KC) {
-            long kc = k - p < KC ? k - p : KC;
+        const long step = haste_sgemm_kc_step(k);
+        for (long p = 0; p < k; p += step) {
+            long kc = k - p < step ? k - p : step;
             if (conv) haste_conv_pack_b(conv, b, p, kc, j, je, bp);
             else haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, je, bp);
             haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, je, alpha, p == 0 ? beta : 1.0f, c, ldc);
@@ -217,6 +224,7 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
 #else
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { (void)kc; (void)n; return 0; }
+long haste_sgemm_kc_step(long k) { return k; }
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) { abort(); }
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
                        const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }

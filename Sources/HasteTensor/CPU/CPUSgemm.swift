@@ -6,7 +6,7 @@ import CKernels
 /// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
 /// op(A) in MR × KC panels and runs an 8 × 48 register tile; here B (all of K, up to `packedFloats`) is packed by all
 /// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
-/// never split and KC is a constant, so every element of C sums in one order: bitwise the same result for any
+/// never split and its blocks depend on K alone (haste_sgemm_kc_step), so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
 struct AVX512Sgemm {
     static let nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
@@ -112,7 +112,7 @@ struct AVX512Sgemm {
         if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.nc)
         }
-        let mr = Int(HASTE_SGEMM_MR), kcMax = AVX512Sgemm.kc
+        let mr = Int(HASTE_SGEMM_MR), kcMax = haste_sgemm_kc_step(k)
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))

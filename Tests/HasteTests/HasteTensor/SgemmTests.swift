@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import CKernels
 @testable import HasteTensor
 
 /// float32 GEMMs through CPUBackend.gemm (haste's AVX-512 kernel on CPUs that have it, OpenBLAS elsewhere) against
@@ -99,11 +100,12 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
     guard AVX512Sgemm.available else { return }
     // Row splits with shared packed B; column splits (m ≤ 512, n ≥ 4 column blocks per piece) for 2–4 pieces of the
     // 128- and 200-row products.
-    // (600, 500, 300): more than 512 rows, columns split (each piece packing its own B a KC block at a time), a last
-    // panel of 20 columns (the 8 × 32 tile) and a last KC block of 44 (panel by panel, kc ≤ 128).
+    // (600, 500, 260): more than 512 rows, columns split (each piece packing its own B a k block at a time), a last
+    // panel of 20 columns (the 8 × 32 tile) and k blocks of 144 and 116 (the second panel by panel, kc ≤ 128).
+    // k = 700 runs as 240 + 240 + 220 on every path: a path blocking K otherwise would break the equality.
     for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
                               (true, true, 45, 4200, 9), (false, false, 128, 2100, 520), (false, true, 200, 4200, 70),
-                              (true, false, 600, 500, 300)] {
+                              (true, false, 600, 500, 260)] {
         let lda = ta ? m : k, ldb = tb ? k : n
         let a = Tensor.randn([m * k], seed: 7).scalars(as: Float.self), b = Tensor.randn([k * n], seed: 8).scalars(as: Float.self)
         var results: [[UInt32]] = []
@@ -118,6 +120,17 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
         }
         #expect(results.allSatisfy { $0 == results[0] }, "\(m)×\(n)×\(k): results differ between thread splits")
         #expect(!results[0].contains { Float(bitPattern: $0).isNaN }, "\(m)×\(n)×\(k): C not fully written")
+    }
+}
+
+/// K splits into equal blocks of at most HASTE_SGEMM_KC (256), rounded up to 16 rows (384 → 192 + 192, 257 → 144 + 113).
+@Test func sgemmKBlocksAreEvenAndCoverK() {
+    let kc = Int(HASTE_SGEMM_KC)
+    #expect([1, 9, 256, 257, 384, 700, 768, 1152, 1536].map { haste_sgemm_kc_step($0) } == [1, 9, 256, 144, 192, 240, 256, 240, 256])
+    for k in 1...3000 {
+        let step = haste_sgemm_kc_step(k), blocks = (k + step - 1) / step
+        #expect(step >= 1 && step <= kc && (k <= kc ? step == k : step % 16 == 0), "k \(k): step \(step)")
+        #expect(blocks == (k + kc - 1) / kc, "k \(k): \(blocks) blocks of \(step), not the fewest")
     }
 }
 
