@@ -209,9 +209,9 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
     long width = j1 - j0 < nc ? j1 - j0 : nc;
     float *bp = scratch(&scratch_b, &scratch_b_cap, haste_sgemm_packed_b_floats(KC, width));
     if (!bp) abort();
+    const long step = haste_sgemm_kc_step(k);
     for (long j = j0; j < j1; j += nc) {
         long je = j1 - j < nc ? j1 : j + nc;
-        const long step = haste_sgemm_kc_step(k);
         for (long p = 0; p < k; p += step) {
             long kc = k - p < step ? k - p : step;
             if (conv) haste_conv_pack_b(conv, b, p, kc, j, je, bp);

@@ -9,7 +9,7 @@ import CKernels
 /// never split and its blocks depend on K alone (haste_sgemm_kc_step), so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
 struct AVX512Sgemm {
-    static let nr = Int(HASTE_SGEMM_NR), kc = Int(HASTE_SGEMM_KC), nc = Int(HASTE_SGEMM_NC)
+    static let nr = Int(HASTE_SGEMM_NR), nc = Int(HASTE_SGEMM_NC)
     /// Below this many multiply-adds a product runs on the calling thread (splitting costs more than it saves).
     static let parallelMACs = 1 << 20
     /// Most floats of packed B held at once (8 MiB: in L3 beside A's blocks; K × NC shrinks NC to fit).
@@ -112,7 +112,7 @@ struct AVX512Sgemm {
         if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.nc)
         }
-        let mr = Int(HASTE_SGEMM_MR), kcMax = haste_sgemm_kc_step(k)
+        let mr = Int(HASTE_SGEMM_MR), kcStep = haste_sgemm_kc_step(k)
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
@@ -128,8 +128,8 @@ struct AVX512Sgemm {
             Parallel.forEach(packParts) { part in
                 let first = part * packPer, last = Swift.min(panels, first + packPer)
                 guard first < last else { return }
-                for p0 in stride(from: 0, to: k, by: kcMax) {
-                    let kc = Swift.min(kcMax, k - p0)
+                for p0 in stride(from: 0, to: k, by: kcStep) {
+                    let kc = Swift.min(kcStep, k - p0)
                     let dst = packed.base + p0 * width + first * kc * nr, end = Swift.min(j1, j0 + last * nr)
                     if var g = conv { haste_conv_pack_b(&g, bp.base, p0, kc, j0 + first * nr, end, dst) }
                     else { haste_sgemm_pack_b(tb, bp.base, ldb, p0, kc, j0 + first * nr, end, dst) }
@@ -139,8 +139,8 @@ struct AVX512Sgemm {
                 let i0 = (part / colParts) * rowsPer, firstPanel = (part % colParts) * panelsPer
                 let i1 = Swift.min(m, i0 + rowsPer), lastPanel = Swift.min(panels, firstPanel + panelsPer)
                 guard i0 < i1, firstPanel < lastPanel else { return }
-                for p0 in stride(from: 0, to: k, by: kcMax) {
-                    let kc = Swift.min(kcMax, k - p0)
+                for p0 in stride(from: 0, to: k, by: kcStep) {
+                    let kc = Swift.min(kcStep, k - p0)
                     haste_sgemm_block(ta, ap.base, lda, p0, kc, i0, i1, packed.base + p0 * width + firstPanel * kc * nr,
                                       j0 + firstPanel * nr, Swift.min(j1, j0 + lastPanel * nr), alpha, p0 == 0 ? beta : 1,
                                       cp.base, ldc)
