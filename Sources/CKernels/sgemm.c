@@ -17,6 +17,22 @@
 #define KC HASTE_SGEMM_KC
 #define MC HASTE_SGEMM_MC
 
+// Per-thread float scratch for callers that run whole products inside pool tasks (CPUAttention's per-head path):
+// slot 0..3, grown on demand, 64-byte aligned, kept for the thread's life (NULL if allocation fails).
+static _Thread_local float *thread_scratch[4];
+static _Thread_local size_t thread_scratch_cap[4];
+
+float *haste_thread_scratch_f32(int slot, size_t floats) {
+    if (slot < 0 || slot >= 4) return NULL;
+    if (thread_scratch_cap[slot] < floats) {
+        free(thread_scratch[slot]);
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        thread_scratch[slot] = aligned_alloc(64, bytes ? bytes : 64);
+        thread_scratch_cap[slot] = thread_scratch[slot] ? floats : 0;
+    }
+    return thread_scratch[slot];
+}
+
 #if defined(__x86_64__)
 
 // Per-thread scratch (packed A, and packed B for the single-threaded entry), grown on demand, 64-byte aligned.

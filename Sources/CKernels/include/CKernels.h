@@ -47,6 +47,9 @@ void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float
 /// whole pass over C for one row of k. Measured: 1024×1536×384 on 1 thread, Xeon Ice Lake, best of 4 rounds: 134 →
 /// 145 GFLOP/s (MKL 150–163 on such shapes).
 long haste_sgemm_kc_step(long k);
+/// Per-thread float scratch (slot 0..3, grown on demand, 64-byte aligned, kept for the thread's life); NULL when
+/// allocation fails or the slot is out of range.
+float *haste_thread_scratch_f32(int slot, size_t floats);
 /// Floats of a packed op(B) block of kc rows and n columns (n rounded up to NR).
 size_t haste_sgemm_packed_b_floats(long kc, long n);
 /// Packs op(B) rows [k0, k0+kc), columns [j0, j1) into NR-wide panels from `dst` on (kc × NR each, zero-padded).

@@ -61,9 +61,7 @@ extension CPUBackend {
                     while i + 16 <= cols { storeSIMD16(loadSIMD16(g, i) - T.exp16(loadSIMD16(yr, i)) * sv, d, i); i += 16 }
                     while i < cols { d[i] = g[i] - T.exp(yr[i]) * s; i += 1 }
                 } else {
-                    let s = rowDot(g, yr, cols), sv = SIMD16<T>(repeating: s)
-                    while i + 16 <= cols { storeSIMD16(loadSIMD16(yr, i) * (loadSIMD16(g, i) - sv), d, i); i += 16 }
-                    while i < cols { d[i] = yr[i] * (g[i] - s); i += 1 }
+                    softmaxBackwardRow(yr, g, d, cols)
                 }
             }
         }
@@ -99,6 +97,17 @@ func sumExpShifted<T: SoftmaxExp>(_ x: UnsafeMutablePointer<T>, _ n: Int, _ m: T
         acc += e
     }
     return acc.sum()
+}
+
+/// dx = y·(dy − Σ dy·y) for one row of the softmax y; dx may be dy (each 16-lane block of dy is read before the same
+/// block of dx is written).
+@inline(__always)
+func softmaxBackwardRow<T: SoftmaxExp>(_ y: UnsafeMutablePointer<T>, _ dy: UnsafeMutablePointer<T>,
+                                       _ dx: UnsafeMutablePointer<T>, _ n: Int) {
+    let s = rowDot(dy, y, n), sv = SIMD16<T>(repeating: s)
+    var i = 0
+    while i + 16 <= n { storeSIMD16(loadSIMD16(y, i) * (loadSIMD16(dy, i) - sv), dx, i); i += 16 }
+    while i < n { dx[i] = y[i] * (dy[i] - s); i += 1 }
 }
 
 /// y = exp(x − m) / Σ exp(x − m) for one row (m = the row max).
