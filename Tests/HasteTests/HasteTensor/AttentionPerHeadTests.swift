@@ -13,13 +13,20 @@ private let perHeadShapes = [
 
 private func bits(_ t: Tensor) -> [Double] { t.scalars(as: Double.self) }
 
+/// Random q, k, v of shape `s` (seeds from `seed`), which the per-head path must take; nil without AVX-512F (no
+/// per-head path to compare).
+private func operands(_ s: AttentionShape, seed: UInt64) -> [Tensor]? {
+    guard CPUKernels.level == 2 else { return nil }
+    let q = Tensor.randn([s.batch, s.queries, s.headDim], seed: seed), k = Tensor.randn([s.batch, s.keys, s.headDim], seed: seed + 1)
+    let v = Tensor.randn([s.batch, s.keys, s.valueDim], seed: seed + 2)
+    #expect(CPUBackend.shared.perHead(s, scale: 0.3, needsHeadDim: true, [q.buffer, k.buffer, v.buffer]))
+    return [q, k, v]
+}
+
 @Test(arguments: perHeadShapes)
 func perHeadAttentionForwardIsBitwiseTheGroupedOne(_ s: AttentionShape) {
-    guard CPUKernels.level == 2 else { return }
-    let cpu = CPUBackend.shared
-    let q = Tensor.randn([s.batch, s.queries, s.headDim], seed: 11), k = Tensor.randn([s.batch, s.keys, s.headDim], seed: 12)
-    let v = Tensor.randn([s.batch, s.keys, s.valueDim], seed: 13)
-    #expect(cpu.perHead(s, scale: 0.3, needsHeadDim: true, [q.buffer, k.buffer, v.buffer]))
+    guard let qkv = operands(s, seed: 11) else { return }
+    let (cpu, q, k, v) = (CPUBackend.shared, qkv[0], qkv[1], qkv[2])
     for saveProbs in [true, false] {
         let outs = (0..<2).map { _ in Tensor.empty([s.batch, s.queries, s.valueDim]) }
         let probs = (0..<2).map { _ in Tensor.empty([s.batch, s.queries, s.keys]) }
@@ -35,10 +42,8 @@ func perHeadAttentionForwardIsBitwiseTheGroupedOne(_ s: AttentionShape) {
 
 @Test(arguments: perHeadShapes)
 func perHeadAttentionBackwardIsBitwiseTheGroupedOne(_ s: AttentionShape) {
-    guard CPUKernels.level == 2 else { return }
-    let cpu = CPUBackend.shared
-    let q = Tensor.randn([s.batch, s.queries, s.headDim], seed: 21), k = Tensor.randn([s.batch, s.keys, s.headDim], seed: 22)
-    let v = Tensor.randn([s.batch, s.keys, s.valueDim], seed: 23)
+    guard let qkv = operands(s, seed: 21) else { return }
+    let (cpu, q, k, v) = (CPUBackend.shared, qkv[0], qkv[1], qkv[2])
     let dOut = Tensor.randn([s.batch, s.queries, s.valueDim], seed: 24)
     let probs = Tensor.empty([s.batch, s.queries, s.keys]), out = Tensor.empty([s.batch, s.queries, s.valueDim])
     cpu.groupedAttentionForward(q: q.buffer, k: k.buffer, v: v.buffer, probs: probs.buffer, out: out.buffer, shape: s, scale: 0.3)
