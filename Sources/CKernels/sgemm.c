@@ -17,37 +17,30 @@
 #define KC HASTE_SGEMM_KC
 #define MC HASTE_SGEMM_MC
 
-// Per-thread float scratch for callers that run whole products inside pool tasks (CPUAttention's per-head path):
-// slot 0..3, grown on demand, 64-byte aligned, kept for the thread's life (NULL if allocation fails).
-static _Thread_local float *thread_scratch[4];
-static _Thread_local size_t thread_scratch_cap[4];
-
-float *haste_thread_scratch_f32(int slot, size_t floats) {
-    if (slot < 0 || slot >= 4) return NULL;
-    if (thread_scratch_cap[slot] < floats) {
-        free(thread_scratch[slot]);
-        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        thread_scratch[slot] = aligned_alloc(64, bytes ? bytes : 64);
-        thread_scratch_cap[slot] = thread_scratch[slot] ? floats : 0;
-    }
-    return thread_scratch[slot];
-}
-
-#if defined(__x86_64__)
-
-// Per-thread scratch (packed A, and packed B for the single-threaded entry), grown on demand, 64-byte aligned.
-static _Thread_local float *scratch_a, *scratch_b;
-static _Thread_local size_t scratch_a_cap, scratch_b_cap;
-
+// Per-thread scratch, grown on demand, 64-byte aligned, kept for the thread's life.
 static float *scratch(float **p, size_t *cap, size_t floats) {
-    if (*cap < floats) {
+    if (*cap < floats || !*p) {
         free(*p);
         size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        *p = aligned_alloc(64, bytes);
+        *p = aligned_alloc(64, bytes ? bytes : 64);
         *cap = *p ? floats : 0;
     }
     return *p;
 }
+
+// Slots for callers that run whole products inside pool tasks (CPUAttentionPerHead.swift's workspaces).
+static _Thread_local float *thread_scratch[4];
+static _Thread_local size_t thread_scratch_cap[4];
+
+float *haste_thread_scratch_f32(int slot, size_t floats) {
+    return slot < 0 || slot >= 4 ? NULL : scratch(&thread_scratch[slot], &thread_scratch_cap[slot], floats);
+}
+
+#if defined(__x86_64__)
+
+// Packed A, and packed B for the single-threaded entry.
+static _Thread_local float *scratch_a, *scratch_b;
+static _Thread_local size_t scratch_a_cap, scratch_b_cap;
 
 size_t haste_sgemm_packed_b_floats(long kc, long n) { return (size_t)kc * (size_t)((n + NR - 1) / NR * NR); }
 

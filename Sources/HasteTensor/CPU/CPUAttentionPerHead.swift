@@ -1,0 +1,128 @@
+import CKernels
+
+/// Whole heads per pool task: float32 on AVX-512F CPUs (haste's own GEMM), every product and softmax pass of a head
+/// on one thread, the heads spread over the pool. One fork-join per call instead of three per pass of heads, and a
+/// head's [Tq, Tk] scores stay in its thread's L2 from the product that makes them to the ones that use them.
+/// The same products (AVX512Sgemm.runSerial: the batched path runs items of this size so, and a split product gives
+/// the same bits anyway, K never being split) and the same row kernels (softmaxRow, softmaxBackwardRow) as the
+/// grouped path (CPUAttention.swift, `grouped…`), so the results are bitwise the same (tests compare the two).
+extension CPUBackend {
+    /// Heads whose [Tq, Tk] scores have at most this many elements run whole on one thread (two such per-thread
+    /// workspaces: 8 MiB at most); longer sequences keep the grouped path, whose products split across threads.
+    static let perHeadScores = 1 << 20
+
+    /// Whether a call of shape `s` takes the per-head path: float32 buffers on haste's AVX-512 GEMM, no empty
+    /// dimension (those are the grouped path's BLAS edge cases), a non-zero scale, scores within `perHeadScores`, and
+    /// at least as many heads as threads (fewer heads use more threads split product by product).
+    func perHead(_ s: AttentionShape, scale: Double, needsHeadDim: Bool, _ buffers: [Buffer?]) -> Bool {
+        CPUKernels.level == 2 && buffers.allSatisfy { $0 == nil || $0!.dtype == .float32 }
+            && s.batch >= max(1, Parallel.threads) && s.queries > 0 && s.keys > 0 && s.valueDim > 0
+            && (!needsHeadDim || s.headDim > 0) && scale != 0 && s.queries * s.keys <= CPUBackend.perHeadScores
+    }
+
+    /// This thread's workspace `slot` of n floats (haste_thread_scratch_f32).
+    private func headScratch(_ slot: Int32, _ n: Int) -> UnsafeMutablePointer<Float> {
+        guard let p = haste_thread_scratch_f32(slot, n) else {
+            fatalError("attention: could not allocate a \(n * 4)-byte per-thread workspace (out of memory)")
+        }
+        return p
+    }
+
+    /// P = softmax(scale·q·kᵀ) of one head into p ([Tq, Tk]): `probabilities` for one head.
+    private func headProbabilities(_ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>,
+                                   into p: UnsafeMutablePointer<Float>, _ s: AttentionShape, scale: Double) {
+        let (tq, tk, dh) = (s.queries, s.keys, s.headDim)
+        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: Float(scale), a: q, lda: dh, b: k, ldb: dh,
+                    beta: 0, c: p, ldc: tk).runSerial()
+        for r in 0..<tq { softmaxRow(p + r * tk, p + r * tk, tk) }
+    }
+
+    /// out = P·v for one head: `probsTimesValues` for one head.
+    private func headProbsTimesValues(_ p: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                                      _ out: UnsafeMutablePointer<Float>, _ s: AttentionShape) {
+        AVX512Sgemm(transA: false, transB: false, m: s.queries, n: s.valueDim, k: s.keys, alpha: 1, a: p, lda: s.keys,
+                    b: v, ldb: s.valueDim, beta: 0, c: out, ldc: s.valueDim).runSerial()
+    }
+
+    /// dv = Pᵀ·dOut and dLogits = P ⊙ (dP − rowsum(dP ⊙ P)), dP = dOut·vᵀ, for one head: `scoresBackward` for one head.
+    private func headScoresBackward(_ p: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                                    _ dOut: UnsafeMutablePointer<Float>, _ dLogits: UnsafeMutablePointer<Float>?,
+                                    _ dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape) {
+        let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
+        if let dv {
+            AVX512Sgemm(transA: true, transB: false, m: tk, n: dvd, k: tq, alpha: 1, a: p, lda: tk, b: dOut, ldb: dvd,
+                        beta: 0, c: dv, ldc: dvd).runSerial()
+        }
+        guard let dLogits else { return }
+        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dvd, alpha: 1, a: dOut, lda: dvd, b: v, ldb: dvd,
+                    beta: 0, c: dLogits, ldc: tk).runSerial()
+        for r in 0..<tq { softmaxBackwardRow(p + r * tk, dLogits + r * tk, dLogits + r * tk, tk) }
+    }
+
+    func perHeadForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, _ s: AttentionShape,
+                                scale: Double) {
+        let (tq, tk, dh, dv) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let pq = SendablePointer(q.pointer(Float.self)), pk = SendablePointer(k.pointer(Float.self))
+        let pv = SendablePointer(v.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
+        let pp = probs.map { SendablePointer($0.pointer(Float.self)) }
+        Parallel.forEach(s.batch) { h in
+            let p = pp.map { $0.base + h * tq * tk } ?? headScratch(0, tq * tk)
+            headProbabilities(pq.base + h * tq * dh, pk.base + h * tk * dh, into: p, s, scale: scale)
+            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s)
+        }
+    }
+
+    /// The backward of every head from its saved probabilities, or (probs nil) with P recomputed as the forward made it.
+    func perHeadBackward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, dOut: Buffer, dq: Buffer?, dk: Buffer?,
+                                 dv: Buffer?, _ s: AttentionShape, scale: Double) {
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let pq = SendablePointer(q.pointer(Float.self)), pk = SendablePointer(k.pointer(Float.self))
+        let pv = SendablePointer(v.pointer(Float.self)), pg = SendablePointer(dOut.pointer(Float.self))
+        let pp = probs.map { SendablePointer($0.pointer(Float.self)) }
+        let pdq = dq.map { SendablePointer($0.pointer(Float.self)) }, pdk = dk.map { SendablePointer($0.pointer(Float.self)) }
+        let pdv = dv.map { SendablePointer($0.pointer(Float.self)) }
+        let needScores = dq != nil || dk != nil
+        Parallel.forEach(s.batch) { h in
+            let qh = pq.base + h * tq * dh, kh = pk.base + h * tk * dh
+            let p: UnsafeMutablePointer<Float>
+            if let pp { p = pp.base + h * tq * tk } else {
+                p = headScratch(0, tq * tk)
+                headProbabilities(qh, kh, into: p, s, scale: scale)
+            }
+            let ds = needScores ? headScratch(1, tq * tk) : nil
+            headScoresBackward(p, pv.base + h * tk * dvd, pg.base + h * tq * dvd, ds, pdv.map { $0.base + h * tk * dvd }, s)
+            guard let ds else { return }
+            if let pdq {   // [Tq, Tk]·[Tk, Dh]
+                AVX512Sgemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: Float(scale), a: ds, lda: tk, b: kh,
+                            ldb: dh, beta: 0, c: pdq.base + h * tq * dh, ldc: dh).runSerial()
+            }
+            if let pdk {   // [Tq, Tk]ᵀ·[Tq, Dh]
+                AVX512Sgemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: Float(scale), a: ds, lda: tk, b: qh,
+                            ldb: dh, beta: 0, c: pdk.base + h * tk * dh, ldc: dh).runSerial()
+            }
+        }
+    }
+
+    func perHeadSoftmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, _ s: AttentionShape) {
+        let (tq, tk, dv) = (s.queries, s.keys, s.valueDim)
+        let pl = SendablePointer(logits.pointer(Float.self)), pp = SendablePointer(probs.pointer(Float.self))
+        let pv = SendablePointer(v.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
+        Parallel.forEach(s.batch) { h in
+            let l = pl.base + h * tq * tk, p = pp.base + h * tq * tk
+            for r in 0..<tq { softmaxRow(l + r * tk, p + r * tk, tk) }
+            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s)
+        }
+    }
+
+    func perHeadSoftmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?,
+                                              _ s: AttentionShape) {
+        let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
+        let pp = SendablePointer(probs.pointer(Float.self)), pv = SendablePointer(v.pointer(Float.self))
+        let pg = SendablePointer(dOut.pointer(Float.self))
+        let pdl = dLogits.map { SendablePointer($0.pointer(Float.self)) }, pdv = dv.map { SendablePointer($0.pointer(Float.self)) }
+        Parallel.forEach(s.batch) { h in
+            headScoresBackward(pp.base + h * tq * tk, pv.base + h * tk * dvd, pg.base + h * tq * dvd,
+                               pdl.map { $0.base + h * tq * tk }, pdv.map { $0.base + h * tk * dvd }, s)
+        }
+    }
+}
