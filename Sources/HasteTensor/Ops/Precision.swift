@@ -152,7 +152,9 @@ func autocastGemm<B: Backward>(_ low: DType, _ operands: [Tensor?], _ op: ([Tens
     guard case .cuda = operands[0]!.device, low == .bfloat16 else { return autocastComposite(low, operands, op) }
     let narrow = operands.map { $0?.narrowed(low) }
     let y = Autocast.core { op(narrow) }.to(.float32)
-    return GradMode.isEnabled && operands.contains { $0?.isTracked == true } ? y.recorded(backward(narrow)) : y
+    // `recorded` also when nothing is recorded: a checkpoint's forward (grad off) must note the operands it reads,
+    // the parameters among them, or its recompute finds tracked tensors the forward did not report.
+    return y.recorded(backward(narrow))
 }
 
 /// The backward of an autocast bf16 GEMM op on CUDA: the incoming gradient becomes a real bf16 tensor d̃y (torch's
