@@ -192,6 +192,15 @@ struct NarrowBackward: RunningSumBackward {
             return [next]
         }
         let g = dy.contiguous(), run = dy.shape[axis] * inner, row = x.shape[axis] * inner
+        if sum.device != .cpu && rows > 1 && run > 0 {
+            // A GPU: 2 launches (the slice plus the term into a temporary, copied back) instead of one axpy per row
+            // (adaLN's 6-way chunk of [N, 6·D] made 5·N launches of D elements each). The same sums: axpy's y + 1·x.
+            let slice = Buffer(storage: sum.storage, offset: sum.offset + start * inner, dtype: sum.dtype)
+            let added = Tensor.empty([rows, run], dtype: sum.dtype, device: sum.device)
+            sum.backend.binary(.add, slice, [row, 1], g.buffer, [run, 1], added.buffer, shape: [rows, run])
+            sum.backend.stridedCopy(from: added.buffer, srcStrides: [run, 1], to: slice, dstStrides: [row, 1], shape: [rows, run])
+            return [sum]
+        }
         for r in 0..<rows where run > 0 {
             sum.backend.axpy(alpha: 1, x: Buffer(storage: g.storage, offset: g.offset + r * run, dtype: g.dtype),
                              y: Buffer(storage: sum.storage, offset: sum.offset + r * row + start * inner, dtype: sum.dtype),

@@ -162,4 +162,26 @@ extension CUDAKernelsATests {
             expectWithin(ref[k], got[k], { 0x1p-16 * (1 + Double(Swift.abs(ref[k][$0]))) }, name)
         }
     }
+
+    /// The pieces of a `chunk` add their gradients into one running sum (NarrowBackward): on the GPU with one
+    /// binary add and one strided copy per piece instead of an axpy per row (adaLN's chunk(6) of [N, 6·D]). The
+    /// sums are the CPU's, bit for bit (y + 1·x either way), for 1 row (the axpy path), several rows, and pieces
+    /// used in a different order than they were cut.
+    @Test func chunkGradientsAddIntoOneSumBitwiseAsOnTheCPU() {
+        var rng = KernelRNG(seed: 61)
+        for rows in [1, 5] {
+            let xv = values(rows * 12, &rng, specials: false), gv = (0..<3).map { _ in values(rows * 4, &rng, specials: false) }
+            func run(_ dev: Device) -> Tensor {
+                let x = Tensor(xv, shape: [rows, 12], device: dev)
+                x.requiresGrad = true
+                let pieces = x.chunk(3, axis: 1)
+                let terms = [2, 0, 1].map { (pieces[$0] * Tensor(gv[$0], shape: [rows, 4], device: dev)).sum() }
+                let loss = terms[0] + terms[1] + terms[2]
+                loss.backward()
+                return x.grad!
+            }
+            expectSameBytes(run(.cpu), run(device), "chunk(3) gradient of [\(rows), 12]")
+        }
+    }
 }
+
