@@ -16,6 +16,8 @@
 #      one process per row, batch-256 +align with --grad-checkpointing: see BENCH_CKPT_ROWS) beside
 #      Scripts/bench_gpu_torch.py (the same rows, PyTorch eager, bf16 autocast, SDPA) → $OUT/bench_*.jsonl, with
 #      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
+#   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events) and
+#      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) for $PROFILE_ROW → $OUT/profile.log
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -24,7 +26,8 @@
 #         efficiency = per-rank img/s vs 1 rank → $OUT/weak_scaling.json (skipped without mpirun)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
-# and its log, then the key results. The exit status is 0 only when every stage passed.
+# and its log, then the key results. The exit status is 0 only when every stage passed. Everything but
+# summary.txt is packed into $OUT/results.tar.gz at the end (the device tool brings back only a few files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -54,6 +57,7 @@ BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256( |$)'}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
+PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH_MODELS × BENCH_BATCHES)
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -62,6 +66,12 @@ export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept 
 mkdir -p "$work" "$HASTE_CACHE"
 : > "$summary"
 failures=0
+# The logs and JSON files into one archive when the script ends, however it ends (summary.txt stays beside it).
+bundle() {
+  (cd "$OUT" && ls -A | grep -v -x -e summary.txt -e results.tar.gz > "$work/bundle.list"
+   [ -s "$work/bundle.list" ] && tar -czf results.tar.gz -T "$work/bundle.list" && xargs rm -rf < "$work/bundle.list") || true
+}
+trap bundle EXIT
 t0=$(date +%s)
 
 note() { echo "$*" | tee -a "$summary"; }
@@ -272,6 +282,16 @@ case "$BENCH_PRECISION" in bf16) torch_precision=bf16 ;; *) torch_precision=fp32
 stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DEVICE" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" \
   --precisions "$torch_precision" --kinds plain,align,stopped --reps 3 --warmup 1 $BENCH_TORCH_ARGS --jsonl "$OUT/bench_torch.jsonl"
 
+# --- 4b. where the time goes: GPU time per kernel (CUDA events), and the host's share alone ----------------------------
+profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
+if [ "$DEVICE" = cuda ]; then
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row" && \
+    grep -A 32 "per step:" "$OUT/profile-gpu.log" > "$OUT/profile.txt"
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_HOST_ONLY=1 stage profile-host 40 bash -c "$profile_row"
+else
+  skip profile-gpu "needs --device cuda"; skip profile-host "needs --device cuda"
+fi
+
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
 note "stages 1–4 took $(( $(date +%s) - t0 ))s"
 t0=$(date +%s); BUDGET=$SCALING_BUDGET                 # boxed() now counts stage 5's seconds
@@ -350,6 +370,8 @@ for op in sorted(rows):
     cell = lambda side, key, fmt: fmt.format(rows[op][side][key]) if side in rows[op] and rows[op][side].get(key) is not None else "-"
     print((op + (" (haste +ckpt)" if op in ckpt else "")).ljust(42) + "".join(cell(side, key, fmt).rjust(15) for side in ("haste", "torch") for _, key, fmt in cols))
 EOF
+  grep -h -A 12 "per step:" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' || echo "profile: no result"
+  grep -h -E "^SiT|per step:" "$OUT/profile-host.log" 2>/dev/null | sed 's/^/host only: /' || echo "host only: no result"
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"
   grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"
   python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/nccl/metrics.jsonl" <<'EOF' 2>/dev/null || echo "NCCL train: no result"

@@ -19,6 +19,9 @@ public final class CachingAllocator {
     public private(set) var inUse = 0, held = 0, peakInUse = 0
     /// Driver allocations so far (a warm step adds none).
     public private(set) var driverAllocations = 0
+    /// Bytes handed out so far, cached blocks included (rounded sizes): every tensor a step makes is written at
+    /// least once and read at least once, so twice this per step bounds its memory traffic from below.
+    public private(set) var bytesHandedOut = 0
 
     private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
         let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -38,6 +41,7 @@ public final class CachingAllocator {
     public func allocate(byteCount: Int) -> DevicePointer {
         pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
         let size = CachingAllocator.rounded(byteCount)
+        bytesHandedOut += size
         if var list = free[size], let p = list.popLast() {
             free[size] = list
             inUse += size; peakInUse = Swift.max(peakInUse, inUse)

@@ -28,11 +28,20 @@ public enum CUDA {
             try d.setTF32(allowTF32)
             return .cuda(index)
         }
+        if environment["HASTE_CUDA_HOST_ONLY"] == "1" {        // a diagnostic: HostOnlyDriver.swift
+            if !(Backends.registered(.cuda(index)) is CUDABackend) {
+                fputs("haste: HASTE_CUDA_HOST_ONLY=1: cuda:\(index) queues nothing and reads zeros; only host-side times and counts mean anything\n", stderr)
+                Backends.register(CUDABackend(driver: HostOnlyDriver(), device: .cuda(index)), for: .cuda(index))
+            }
+            return .cuda(index)
+        }
         let libs = try libraries ?? load(environment)
         libraries = libs
         try checkIndex(index, libs, environment)
         let compiler = KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: KernelCompiler.defaultCacheDirectory(environment: environment))
-        let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: compiler, index: index, allowTF32: allowTF32)
+        let profile = environment["HASTE_CUDA_PROFILE"] == "1"
+        let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: compiler, index: index, allowTF32: allowTF32, profile: profile)
+        if profile { fputs("haste: HASTE_CUDA_PROFILE=1: cuda:\(index) times every kernel, GEMM and copy with CUDA events\n", stderr) }
         drivers[index] = driver
         Backends.register(CUDABackend(driver: driver, device: .cuda(index)), for: .cuda(index))
         return .cuda(index)

@@ -34,9 +34,12 @@ public final class CUDADriver: GPUDriver {
     private var pendingError: String?
     /// Dynamic shared memory each function is opted into beyond the default 48 KiB.
     private var sharedOptIn: [UnsafeMutableRawPointer: Int] = [:]
+    /// `HASTE_CUDA_PROFILE=1`: GPU time per kernel, GEMM and copy (Runtime/KernelProfiler.swift).
+    let profiler: KernelProfiler?
 
-    init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool) throws {
+    init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false) throws {
         self.api = api; self.blas = blas; self.compiler = compiler; self.index = index; self.allowTF32 = allowTF32
+        profiler = profile ? try KernelProfiler(library: api.library) : nil
         var dev: Int32 = 0
         try api.check(api.cuDeviceGet(&dev, Int32(index)), "cuDeviceGet(\(index))")
         device = dev
@@ -132,6 +135,7 @@ public final class CUDADriver: GPUDriver {
         bind()
         var r = api.cuMemcpyDtoHAsync(host, src, byteCount, stream)
         if r == DriverAPI.success { r = api.cuStreamSynchronize(stream) }
+        profiler?.collect()
         if r != DriverAPI.success {
             let earlier = takePending().map { " (after an earlier error: \($0))" } ?? ""
             CUDABackend.fail("cuda:\(index): device → host copy of \(byteCount) bytes failed: \(api.describe(r))\(earlier)")
@@ -141,7 +145,9 @@ public final class CUDADriver: GPUDriver {
     public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {
         guard byteCount > 0 else { return }
         bind()
+        let start = profiler?.begin(stream)
         let r = api.cuMemcpyDtoDAsync(dst, src, byteCount, stream)
+        profiler?.end("copy device → device", start, stream, .copy)
         if r != DriverAPI.success { record("cuMemcpyDtoDAsync_v2(\(byteCount) bytes) failed: \(api.describe(r))") }
     }
 
@@ -178,10 +184,12 @@ public final class CUDADriver: GPUDriver {
             if r != DriverAPI.success { record("cuFuncSetAttribute(\(function.name), max dynamic shared \(sharedBytes) B) failed: \(api.describe(r))"); return }
             sharedOptIn[function.handle] = sharedBytes
         }
+        let start = profiler?.begin(stream)
         let r = KernelArgumentPack.withParameters(arguments) { params in
             api.cuLaunchKernel(OpaquePointer(function.handle), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
                                UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedBytes), stream, params, nil)
         }
+        profiler?.end(function.name, start, stream, .kernel)
         if r != DriverAPI.success { record("launch of \(what) failed: \(api.describe(r))") }
     }
 
@@ -196,6 +204,8 @@ public final class CUDADriver: GPUDriver {
         var alpha = g.alpha, beta = g.beta
         let ta = g.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb = g.transB ? CuBLASAPI.opT : CuBLASAPI.opN
         let status: Int32, name: String
+        let start = profiler?.begin(stream)
+        defer { profiler?.end("GEMM \(g.inputs)→\(g.output) \(g.m)×\(g.n)×\(g.k)" + (g.batch > 1 ? " ×\(g.batch)" : ""), start, stream, .gemm) }
         if g.inputs == .float32 && g.output == .float32 {
             name = "cublasSgemmStridedBatched"
             status = blas.sgemmStridedBatched(blasHandle, ta, tb, Int32(g.m), Int32(g.n), Int32(g.k), &alpha,
@@ -221,10 +231,19 @@ public final class CUDADriver: GPUDriver {
     public func synchronize() throws {
         bind()
         let r = api.cuStreamSynchronize(stream)
+        profiler?.collect()
         if let first = takePending() { throw CUDAError(first) }
         if r != DriverAPI.success {
             throw CUDAError("cuStreamSynchronize failed: \(api.describe(r)) (a kernel faulted: run with --device cpu to compare, "
                             + "or with CUDA_LAUNCH_BLOCKING=1 to find which)")
         }
     }
+}
+
+extension CUDADriver: LaunchStatistics {
+    public var isCounting: Bool { profiler != nil }
+    public func resetCounts() { profiler?.reset() }
+    public var launchTotal: Int { profiler?.launches ?? 0 }
+    public var gemmTotal: Int { profiler?.gemms ?? 0 }
+    public func report(steps: Int) -> String { profiler?.report(steps: steps) ?? "not profiled (HASTE_CUDA_PROFILE=1 times each kernel)" }
 }

@@ -31,11 +31,21 @@ struct BenchResult: Encodable {
     /// Such rows on the CPU, per timed call: minor page faults of the process (getrusage) and large host blocks
     /// mapped or resized (`HostBlockStats.misses`); both 0 once a step's sizes repeat and the cache holds them.
     var minorFaultsPerStep: Double? = nil, hostMapsPerStep: Double? = nil
+    /// `HASTE_CUDA_HOST_ONLY=1` (HostOnlyDriver) or `HASTE_CUDA_PROFILE=1` (KernelProfiler): kernel launches and GEMMs
+    /// per timed call, and the report (the most frequent kernels, or the GPU time per kernel). Both include the
+    /// timing's own one-element read after each call (`finish`: 2 launches).
+    var launchesPerStep: Double? = nil, gemmsPerStep: Double? = nil, launchReport: String? = nil
+    /// CUDA rows: GB of tensors the caching allocator handed out per timed call (`CachingAllocator.bytesHandedOut`).
+    var tensorGBPerStep: Double? = nil
+    /// CUDA rows: the allocator's driver allocations per timed call (0 once warm, unless a full device makes it
+    /// return its cache and allocate again: `CachingAllocator.allocate`) and the bytes it holds (MiB) at the end.
+    var driverAllocationsPerStep: Double? = nil, heldMB: Double? = nil
 
     private enum CodingKeys: String, CodingKey {
         case op, shape, msMedian = "ms_median", msMin = "ms_min", rate, unit, reps, flopPerStep = "flop_per_step",
              tflops = "tflop_per_s", peakMemoryMB = "peak_memory_mb", minorFaultsPerStep = "minor_faults_per_step",
-             hostMapsPerStep = "host_maps_per_step"
+             hostMapsPerStep = "host_maps_per_step", launchesPerStep = "launches_per_step", gemmsPerStep = "gemms_per_step",
+             tensorGBPerStep = "tensor_gb_per_step", driverAllocationsPerStep = "driver_allocations_per_step", heldMB = "held_mb"
     }
 }
 
@@ -51,6 +61,9 @@ enum Benchmark {
         let body = try c.prepare()
         for _ in 0..<warmup { body() }
         finish(device)
+        let stats = ((Backends.registered(device) as? CUDABackend)?.driver as? LaunchStatistics).flatMap { $0.isCounting ? $0 : nil }
+        stats?.resetCounts()
+        let handedOut = PeakMemory.allocator(device)?.bytesHandedOut, allocations = PeakMemory.allocator(device)?.driverAllocations
         let clock = ContinuousClock()
         var ms: [Double] = []
         let faults = usage()?.ru_minflt, maps = TensorMemory.hostBlocks.misses
@@ -75,6 +88,18 @@ enum Benchmark {
         if let f = c.stepFLOPs {
             (result.flopPerStep, result.tflops, result.peakMemoryMB) = (f, f / (median * 1e-3) / 1e12, PeakMemory.mb(device))
             if device == .cpu { (result.minorFaultsPerStep, result.hostMapsPerStep) = (faultsPerStep, mapsPerStep) }
+        }
+        if let before = handedOut, let a = PeakMemory.allocator(device), let allocations {
+            result.tensorGBPerStep = Double(a.bytesHandedOut - before) / steps / 1e9
+            result.driverAllocationsPerStep = Double(a.driverAllocations - allocations) / steps
+            result.heldMB = Double(a.held) / (1024 * 1024)
+        }
+        if let stats {
+            result.launchesPerStep = Double(stats.launchTotal) / steps
+            result.gemmsPerStep = Double(stats.gemmTotal) / steps
+            result.launchReport = stats.report(steps: ms.count)
+                + (result.tensorGBPerStep.map { String(format: "\ntensors made per step: %.1f GB (each written and read at least once)", $0) } ?? "")
+                + (result.heldMB.map { String(format: "; the allocator holds %.0f MiB from the driver, %.1f driver allocations per step", $0, result.driverAllocationsPerStep ?? 0) } ?? "")
         }
         return result
     }

@@ -29,9 +29,10 @@ enum Launcher {
 
     /// `haste args…`, or `mpirun -np ranks haste args…` (as root too: Open MPI's allow-run-as-root variables;
     /// oversubscribed: CI machines have 2 cores), or `executable args…` (a script). Killed after `timeout` seconds.
-    static func run(_ args: [String], ranks: Int = 0, timeout: Double = 600, executable: String? = nil) throws -> Result {
+    static func run(_ args: [String], ranks: Int = 0, timeout: Double = 600, executable: String? = nil,
+                    environment: [String: String] = [:]) throws -> Result {
         let p = Process()
-        var env = ProcessInfo.processInfo.environment
+        var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         for k in env.keys where k.hasPrefix("OMPI_COMM_WORLD") || k.hasPrefix("PMIX_") || k.hasPrefix("PMI_") { env[k] = nil }
         // A cache of its own per run: a reference-statistics entry left by an earlier run (or by the 1-process
         // half of a comparison) would otherwise spare the process the very work a test means to check.

@@ -56,6 +56,11 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     return extra == 0 ? 0 : 1;
 }
 CUresult cuFuncSetAttribute(void* f, int attr, int value) { fake_attr_calls++; fake_attr = attr; fake_attr_value = value; return 0; }
+int fake_events = 0, fake_records = 0;
+CUresult cuEventCreate(void** e, unsigned flags) { *e = (void*)(uintptr_t)(0xe0000 + ++fake_events); return flags == 0 ? 0 : 1; }
+CUresult cuEventRecord(void* e, void* s) { if (on(s)) return 400; fake_records++; return e ? 0 : 400; }
+/* Every kernel, GEMM or copy "takes" 0.25 ms. */
+CUresult cuEventElapsedTime(float* ms, void* a, void* b) { *ms = 0.25f; return a && b && a != b ? 0 : 400; }
 CUresult cuGetErrorString(CUresult r, const char** s) { *s = r == 701 ? "too many resources requested for launch" : "fake failure"; return 0; }
 CUresult cuGetErrorName(CUresult r, const char** s) { *s = r == 701 ? "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" : "CUDA_ERROR_FAKE"; return 0; }
 """#
@@ -271,11 +276,39 @@ final class FakeCUDA {
         try driver.synchronize()
     }
 
+    /// `HASTE_CUDA_PROFILE=1`: a pair of events on the stream around each launch, GEMM and device copy, their
+    /// times gathered when the host waits, summed per name; the report divides by the steps.
+    @Test func theProfilerTimesEachLaunchGemmAndCopyByName() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = try CUDADriver(api: fake.libs.api, blas: fake.libs.blas, compiler: KernelCompiler(nvrtc: fake.libs.nvrtc, cacheDirectory: nil),
+                                    index: 0, allowTF32: false, profile: true)
+        #expect(driver.isCounting && !fake.driver.isCounting)
+        let f = try #require(try driver.load(probeSource)["haste_cache_probe"])
+        let a = try #require(driver.allocate(byteCount: 64)), b = try #require(driver.allocate(byteCount: 64))
+        driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(a), .int64(1), .float(1)])
+        driver.resetCounts()                                                    // forgets that launch
+        let records = fake.global("fake_records", Int32.self).pointee
+        for _ in 0..<4 { driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(a), .int64(1), .float(1)]) }
+        driver.gemm(GemmDescriptor(transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, beta: 0, a: a, lda: 2, strideA: 0,
+                                   b: a, ldb: 2, strideB: 0, c: b, ldc: 2, strideC: 0, batch: 1))
+        driver.copy(from: a, to: b, byteCount: 64)
+        try driver.synchronize()
+        #expect(fake.global("fake_records", Int32.self).pointee == records + 12, "two events for each of 6 calls")
+        #expect(driver.launchTotal == 4 && driver.gemmTotal == 1)
+        let report = driver.report(steps: 2)
+        #expect(report.hasPrefix("per step: 0.750 ms of GPU time in 2.0 kernel launches and 0.5 GEMMs (3 names); by time:"), "\(report)")
+        #expect(report.contains("    0.500 ms  66.7 %      2.0 calls  haste_cache_probe"), "\(report)")
+        #expect(report.contains("    0.125 ms  16.7 %      0.5 calls  GEMM float32→float32 2×2×2"), "\(report)")
+        #expect(report.contains("    0.125 ms  16.7 %      0.5 calls  copy device → device"), "\(report)")
+        for p in [a, b] { driver.free(p) }
+    }
+
     /// Batch 2 of C(2×2) = 2·Aᵀ·B with A stored k×m = 3×2 and B k×n = 3×2, column-major, strides 6, 6, 4.
     @Test func gemmsReachCuBLASWithTheirOperandsInOrder() throws {
         guard let fake = FakeCUDA.shared else { return }
         let A: [Float] = [1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5], B: [Float] = [1, 0, 2, -1, 1, 1, 3, 1, 0, 0, 2, -1]
         let dA = try fake.upload(A), dB = try fake.upload(B), dC = try fake.upload([Float](repeating: 9, count: 8))
+        let gemms = fake.global("fake_gemms", Int32.self).pointee      // the profiler's test queues one too
         fake.driver.gemm(GemmDescriptor(transA: true, transB: false, m: 2, n: 2, k: 3, alpha: 2, beta: 0, a: dA, lda: 3, strideA: 6,
                                         b: dB, ldb: 3, strideB: 6, c: dC, ldc: 2, strideC: 4, batch: 2))
         try fake.driver.synchronize()
@@ -284,12 +317,12 @@ final class FakeCUDA {
             expected[batch * 4 + i + j * 2] = 2 * (0..<3).reduce(Float(0)) { $0 + A[batch * 6 + $1 + i * 3] * B[batch * 6 + $1 + j * 3] }
         } } }
         #expect(fake.download(dC, count: 8) == expected)
-        #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
+        #expect(fake.global("fake_gemms", Int32.self).pointee == gemms + 1)
         // Nothing to compute (an empty batch or an empty output) never reaches cuBLAS.
         fake.driver.gemm(GemmDescriptor(transA: false, transB: false, m: 0, n: 2, k: 3, alpha: 1, beta: 0, a: dA, lda: 0, strideA: 0,
                                         b: dB, ldb: 3, strideB: 0, c: dC, ldc: 0, strideC: 0, batch: 1))
         try fake.driver.synchronize()
-        #expect(fake.global("fake_gemms", Int32.self).pointee == 1)
+        #expect(fake.global("fake_gemms", Int32.self).pointee == gemms + 1)
         for p in [dA, dB, dC] { fake.driver.free(p) }
     }
 

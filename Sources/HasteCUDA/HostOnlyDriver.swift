@@ -1,0 +1,91 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+import Foundation
+import HasteTensor
+
+/// `HASTE_CUDA_HOST_ONLY=1`: `--device cuda` over a driver that queues nothing, to time haste's own host-side
+/// work on the CUDA path (the autograd graph, kernel arguments, launches, GEMM calls, the caching allocator)
+/// without a GPU, and to count what a step launches. Device memory is address space only (1 TiB, never backed);
+/// reads from the "device" return zeros, so every result is meaningless: a diagnostic for `haste bench train
+/// --device cuda`, never for training. On a GPU, a step whose host-only time approaches its real time is
+/// launch-bound (the GPU waits for the host), and fewer launches (fusion, CUDA graphs) is what helps.
+public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
+    public let deviceDescription = "host only (HASTE_CUDA_HOST_ONLY=1: nothing runs on a GPU, results are meaningless)"
+    public let computeCapability = 90
+    public let totalMemory = 1 << 40
+    private var next: DevicePointer = 1 << 44
+    /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.
+    public private(set) var launches: [String: Int] = [:]
+    public private(set) var gemms: [String: Int] = [:]
+    /// Handles of the "loaded" kernels, one per name (never freed: a process loads a few hundred).
+    private var handles: [String: UnsafeMutableRawPointer] = [:]
+    private let lock = NSLock()
+
+    public init() {}
+
+    public func allocate(byteCount: Int) -> DevicePointer? {
+        lock.lock(); defer { lock.unlock() }
+        let size = DevicePointer((byteCount + 511) & ~511)
+        guard next + size <= (1 << 44) + DevicePointer(totalMemory) else { return nil }
+        defer { next += size }
+        return next
+    }
+
+    public func free(_ address: DevicePointer) {}
+    public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {}
+    public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
+        host.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+    }
+    public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {}
+
+    public func load(_ source: KernelSource) throws -> [String: GPUFunction] {
+        lock.lock(); defer { lock.unlock() }
+        var out: [String: GPUFunction] = [:]
+        for name in source.kernels {
+            let h = handles[name] ?? UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+            handles[name] = h
+            out[name] = GPUFunction(name: name, handle: h)
+        }
+        return out
+    }
+
+    public func launch(_ function: GPUFunction, grid: Dim3, block: Dim3, sharedBytes: Int, arguments: [KernelArgument]) {
+        lock.lock(); defer { lock.unlock() }
+        launches[function.name, default: 0] += 1
+    }
+
+    public func gemm(_ g: GemmDescriptor) {
+        lock.lock(); defer { lock.unlock() }
+        gemms["\(g.inputs)→\(g.output) \(g.m)×\(g.n)×\(g.k)" + (g.batch > 1 ? " ×\(g.batch)" : ""), default: 0] += 1
+    }
+
+    public func synchronize() throws {}
+
+    public var isCounting: Bool { true }
+    public var launchTotal: Int { lock.lock(); defer { lock.unlock() }; return launches.values.reduce(0, +) }
+    public var gemmTotal: Int { lock.lock(); defer { lock.unlock() }; return gemms.values.reduce(0, +) }
+
+    public func resetCounts() {
+        lock.lock(); defer { lock.unlock() }
+        launches = [:]; gemms = [:]
+    }
+
+    /// The counts since `resetCounts()` divided by `steps`: totals, then the `top` most frequent kernels and GEMMs.
+    public func report(steps: Int) -> String { report(steps: steps, top: 25) }
+
+    public func report(steps: Int, top: Int) -> String {
+        lock.lock(); defer { lock.unlock() }
+        let s = Double(Swift.max(steps, 1))
+        func lines(_ d: [String: Int]) -> [String] {
+            d.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(top)
+                .map { "  \(String(format: "%8.1f", Double($0.value) / s))  \($0.key)" }
+        }
+        let k = launches.values.reduce(0, +), g = gemms.values.reduce(0, +)
+        return (["per step: \(String(format: "%.1f", Double(k) / s)) kernel launches (\(launches.count) kernels), "
+                 + "\(String(format: "%.1f", Double(g) / s)) GEMMs (\(gemms.count) shapes); the most frequent kernels:"]
+                + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)).joined(separator: "\n")
+    }
+}
