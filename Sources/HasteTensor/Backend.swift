@@ -25,4 +25,7 @@ public protocol MemoryKernels: AnyObject {
     func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int])
     /// Converts `count` elements from src.dtype to dst.dtype (float→int truncates toward zero, like torch).
     func cast(from src: Buffer, to dst: Buffer, count: Int)
+    /// y = x cast to `low` (bfloat16 or float16) and back to float32, in one pass: the values of a cast to a
+    /// `low` buffer and a cast back, bit for bit. x, y float32, `count` elements (y may be x).
+    func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int)
 }

@@ -7,7 +7,7 @@ extension CUDABackend {
     static let memorySource = KernelSource(family: "memory", kernels: [
         "fill_8", "fill_4", "fill_2", "fill_1",
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
-        "cast_any",
+        "cast_any", "round_through_f32",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
     extern "C" __global__ void fill_4(u32* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u32)v; }
@@ -101,6 +101,14 @@ extension CUDABackend {
     }
     extern "C" __global__ void cast_any(const u8* src, int srcType, u8* dst, int dstType, i64 n) {
         HASTE_GRID_STRIDE_LOOP(i, n) haste_cast_write(dst, dstType, i, haste_cast_read(src, srcType, i));
+    }
+    /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, through a register (low = 2 or 3).
+    extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, i64 n) {
+        HASTE_GRID_STRIDE_LOOP(i, n) {
+            u16 b = 0;
+            haste_cast_write((u8*)&b, lowType, 0, (double)x[i]);
+            y[i] = (float)haste_cast_read((const u8*)&b, lowType, 0);
+        }
     }
     """#)
 
@@ -198,6 +206,14 @@ extension CUDABackend {
             args += strides[1].map { .int64(Int64($0)) }
             launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), args)
         }
+    }
+
+    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {
+        requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
+        guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
+        if count <= 0 { return }
+        launch(CUDABackend.memorySource, "round_through_f32", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
+               [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(count))])
     }
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {

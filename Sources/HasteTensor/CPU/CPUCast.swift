@@ -73,6 +73,22 @@ extension CPUBackend {
         }
     }
 
+    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {
+        switch low {
+        case .bfloat16: roundThrough(CastBF16.self, x, y, count)
+        case .float16: roundThrough(CastF16.self, x, y, count)
+        default: fatalError("roundThrough: \(low) is not bfloat16 or float16")
+        }
+    }
+
+    /// The two casts' conversions composed per element (`cast` to L, then from L to float32).
+    private func roundThrough<L: CastElement>(_: L.Type, _ x: Buffer, _ y: Buffer, _ count: Int) {
+        let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
+        Parallel.chunks(count) { r in
+            for i in r { py.base[i] = CastF32.write(L.read(L.write(CastF32.read(px.base[i])))) }
+        }
+    }
+
     private func cast<S: CastElement>(_ s: S.Type, _ src: Buffer, _ dst: Buffer, _ count: Int) {
         switch dst.dtype {
         case .float32: loop(s, CastF32.self, src, dst, count)

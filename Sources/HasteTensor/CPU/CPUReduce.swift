@@ -5,6 +5,13 @@ extension CPUBackend {
         switch x.dtype {
         case .float32: reduceSum(x.pointer(Float.self), y.pointer(Float.self), outer, reduce, inner)
         case .float64: reduceSum(x.pointer(Double.self), y.pointer(Double.self), outer, reduce, inner)
+        case .bfloat16 where y.dtype == .float32:      // widened into a scratch copy, then the float32 sums
+            let n = outer * reduce * inner
+            let wide = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(n, 1))
+            defer { wide.deallocate() }
+            let bits = x.pointer(UInt16.self)
+            for i in 0..<n { wide[i] = Float(bitPattern: UInt32(bits[i]) << 16) }
+            reduceSum(wide, y.pointer(Float.self), outer, reduce, inner)
         default: fatalError("reduceSum: unsupported dtype \(x.dtype)")
         }
     }

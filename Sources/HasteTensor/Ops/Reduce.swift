@@ -2,7 +2,8 @@
 /// `x.var(dims, correction, keepdim)`.
 public protocol ReduceKernels: AnyObject {
     /// x viewed as [outer, reduce, inner] (contiguous) → y [outer, inner]: y[o, i] = Σ_r x[o, r, i],
-    /// summed in index order per fixed chunk (bitwise reproducible).
+    /// summed in index order per fixed chunk (bitwise reproducible). x and y float32 or float64, or x bfloat16
+    /// and y float32: each element widened (exactly), then the float32 sums in the float32 order.
     func reduceSum(_ x: Buffer, _ y: Buffer, outer: Int, reduce: Int, inner: Int)
     /// Same layout: y[o, i] = max_r x[o, r, i]; a NaN anywhere in the slice makes the result NaN (torch.amax).
     /// `reduce` ≥ 1.
@@ -55,6 +56,17 @@ extension Tensor {
     }
 
     public func sum(axis: Int, keepDims: Bool = false) -> Tensor { sum(axes: [axis], keepDims: keepDims) }
+
+    /// Σ over `axes` of a bfloat16 tensor, in float32: `to(.float32).sum(axes:)` bit for bit without the widened
+    /// copy (a bf16 bias gradient over every token). No autograd.
+    func sumWidened(axes: [Int]) -> Tensor {
+        require(dtype == .bfloat16 && !(GradMode.isEnabled && isTracked), "sumWidened: a bfloat16 tensor outside autograd, got \(dtype) \(shape)")
+        let ax = reductionAxes(axes, "sum")
+        let g = groupedForReduction(ax)
+        let y = Tensor.empty(reducedShape(ax, keepDims: false), dtype: .float32, device: device)
+        if y.count > 0 { backend.reduceSum(g.x.buffer, y.buffer, outer: g.outer, reduce: g.reduce, inner: g.inner) }
+        return y
+    }
 
     /// torch: `x.mean(dim=axes, keepdim=keepDims)`.
     public func mean(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {

@@ -16,6 +16,7 @@ class ForwardingBackend: Backend {
         base.stridedCopy(from: src, srcStrides: srcStrides, to: dst, dstStrides: dstStrides, shape: shape)
     }
     func cast(from src: Buffer, to dst: Buffer, count: Int) { base.cast(from: src, to: dst, count: count) }
+    func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) { base.roundThrough(x, y, low: low, count: count) }
 
     func fillUniform(_ dst: Buffer, count: Int, seed: UInt64, offset: UInt64) { base.fillUniform(dst, count: count, seed: seed, offset: offset) }
     func fillNormal(_ dst: Buffer, count: Int, seed: UInt64, offset: UInt64) { base.fillNormal(dst, count: count, seed: seed, offset: offset) }

@@ -109,3 +109,37 @@ extension CUDAKernelsBTests {
         }
     }
 }
+
+/// The one-pass kernels that stand in for a widened copy (issue 12: fewer and smaller tensors per bf16 step):
+/// `roundThrough` is a cast to bf16/fp16 and back, and `sumWidened` the float32 sum of a widened bf16 tensor, bit
+/// for bit, on the CPU and on the emulated device.
+extension CUDAKernelsBTests {
+    @Test func roundThroughIsTheTwoCastsBitwise() {
+        var rng = TestRNG(seed: 71)
+        let specials: [Float] = [0, -0.0, 1, -1, .infinity, -.infinity, .nan, Float(bitPattern: 0x7f80_0001), Float(bitPattern: 0xffc0_1234),
+                                 65504, 65520, -65536, 1e-8, -3e-5, Float(bitPattern: 0x3f80_8000), Float(bitPattern: 0x3f81_8000),
+                                 .greatestFiniteMagnitude, .leastNonzeroMagnitude, Float(bitPattern: 0x0040_0000)]
+        let values = specials + rng.floats(1000).map { $0 * 300 } + rng.floats(200).map { $0 * 1e-6 }
+        for low in [DType.bfloat16, .float16] {
+            for device in [Device.cpu, EmulatedCUDA.device] {
+                let x = Tensor(values, shape: [values.count], device: device)
+                let twoCasts = x.to(low).to(.float32).scalars(as: Float.self).map(\.bitPattern)
+                let onePass = x.roundedValues(low).scalars(as: Float.self).map(\.bitPattern)
+                #expect(onePass == twoCasts, "roundThrough to \(low) on \(device)")
+            }
+        }
+    }
+
+    @Test(arguments: [[3, 70, 5], [1, 5000, 3], [40, 3000], [2, 7, 33], [64, 256, 40]])
+    func sumWidenedIsTheFloat32SumOfTheWidenedValues(shape: [Int]) {
+        var rng = TestRNG(seed: 73)
+        let bits = Self.bf16(rng.floats(shape.reduce(1, *)))
+        let axes = shape.count == 2 ? [0] : [1]
+        for device in [Device.cpu, EmulatedCUDA.device] {
+            let x = Tensor(Self.widen(bits), shape: shape, device: device).to(.bfloat16)   // exact: bf16 values
+            let want = x.to(.float32).sum(axes: axes).scalars(as: Float.self).map(\.bitPattern)
+            let got = x.sumWidened(axes: axes)
+            #expect(got.dtype == .float32 && got.scalars(as: Float.self).map(\.bitPattern) == want, "\(shape) over \(axes) on \(device)")
+        }
+    }
+}
