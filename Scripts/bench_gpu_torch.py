@@ -7,7 +7,7 @@ Scripts/bench_torch_train.py, same row names), in PyTorch eager: fp32, TF32 (`al
 (torch.cuda.max_memory_allocated after reset_peak_memory_stats) and the FLOP rate from haste's analytic count.
 
     python3 Scripts/bench_gpu_torch.py [--models SiT-B/2,SiT-XL/2] [--batches 16,64] [--precisions fp32,tf32,bf16]
-        [--kinds plain,align,stopped] [--reps 5] [--warmup 2] [--jsonl FILE] [--list] [--device cpu]
+        [--kinds plain,align,stopped] [--reps 5] [--warmup 2] [--jsonl FILE] [--list] [--device cpu] [--profile N]
 
 Rows, as `haste bench train` names them: "<model> bs<batch>" (vanilla SiT, no teacher), "<model> bs<batch> +align"
 (the reference DINOv2-B teacher at 224² with its attention logits, projection + attention alignment of student
@@ -113,7 +113,26 @@ def make_step(model_name, batch, kind, precision, dev):
     return step
 
 
-def measure(name, model, batch, kind, precision, warmup, reps, dev):
+def profile(step, dev, rows):
+    """One more step under torch.profiler: its kernels by total device time (what haste's HASTE_CUDA_PROFILE=1
+    prints for its own step), the `rows` most expensive."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    cuda = dev.type == "cuda"
+    with torch_profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize(dev)
+    keys = ["self_device_time_total", "self_cuda_time_total"] if cuda else ["self_cpu_time_total"]
+    for key in keys:                                # torch ≥ 2.4 says "device", older ones "cuda"
+        try:
+            print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70), flush=True)
+            return
+        except Exception as e:                      # an unknown sort key: the next spelling
+            error = e
+    print(f"torch.profiler table failed: {error}", flush=True)
+
+
+def measure(name, model, batch, kind, precision, warmup, reps, dev, profile_rows=0):
     cuda = dev.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -138,6 +157,9 @@ def measure(name, model, batch, kind, precision, warmup, reps, dev):
             t = time.perf_counter()
             step()
             ms.append((time.perf_counter() - t) * 1e3)
+    if profile_rows:
+        print(f"{name} {precision}: one step under torch.profiler", flush=True)
+        profile(step, dev, profile_rows)
     ms.sort()
     median = ms[len(ms) // 2] if len(ms) % 2 else (ms[len(ms) // 2 - 1] + ms[len(ms) // 2]) / 2
     flops = step_flops(model, batch, kind)
@@ -160,6 +182,8 @@ def main():
     p.add_argument("--list", action="store_true", help="print the row names and exit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run of the same code)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after each row's timed steps, one more under torch.profiler: its N most expensive kernels")
     args = p.parse_args()
     kinds, models = args.kinds.split(","), args.models.split(",")
     for flag, values, allowed in [("--kinds", kinds, KINDS), ("--models", models, MODELS),
@@ -187,7 +211,7 @@ def main():
     for name, model, batch, kind, precision in plan:
         t0 = time.time()
         try:
-            r = measure(name, model, batch, kind, precision, args.warmup, args.reps, dev)
+            r = measure(name, model, batch, kind, precision, args.warmup, args.reps, dev, args.profile)
         except torch.cuda.OutOfMemoryError:
             r = {"op": name, "precision": precision, "error": "out of memory"}
             torch.cuda.empty_cache()

@@ -16,8 +16,9 @@
 #      one process per row, batch-256 +align with --grad-checkpointing: see BENCH_CKPT_ROWS) beside
 #      Scripts/bench_gpu_torch.py (the same rows, PyTorch eager, bf16 autocast, SDPA) → $OUT/bench_*.jsonl, with
 #      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
-#   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events) and
-#      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) for $PROFILE_ROW → $OUT/profile.log
+#   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
+#      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
+#      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -288,6 +289,9 @@ if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row" && \
     grep -A 32 "per step:" "$OUT/profile-gpu.log" > "$OUT/profile.txt"
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_HOST_ONLY=1 stage profile-host 40 bash -c "$profile_row"
+  read -r pmodel pbatch <<< "$PROFILE_ROW"
+  stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
+    --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
   skip profile-gpu "needs --device cuda"; skip profile-host "needs --device cuda"
 fi
