@@ -7,9 +7,12 @@ extension CUDABackend {
     /// elementwise. Column sums over an item's tokens (dshift, dscale, dgate, and dbias over all rows) are partial
     /// sums over fixed chunks of `fusedChunkRows` rows that never cross an item, then added in chunk order: no
     /// atomics, the same bits every run; the CPU's chunks differ, so its sums round differently (summation order).
+    /// gatedResidual's `_bf16` kernels are Autocast bf16's: the product and the gradient terms rounded to bf16 where
+    /// torch's bf16 tensors round them (`FusedKernels.gatedResidualForward`/`Backward` with `low`).
     static let fusedSource = KernelSource(family: "fused", kernels: [
         "fused_mln_forward", "fused_mln_backward_dx", "fused_mln_backward_partials", "fused_column_reduce",
         "fused_gated_forward", "fused_gated_backward_dy", "fused_product_partials",
+        "fused_gated_forward_bf16", "fused_gated_backward_dy_bf16", "fused_gated_partials_bf16",
         "fused_bias_gelu_forward", "fused_bias_gelu_backward",
     ], code: #"""
     /// geluTanh(u) and its derivative, as the elementwise family's op 13.
@@ -91,8 +94,11 @@ extension CUDABackend {
         }
     }
 
-    /// part[task, j] = Σ a·b (b null: Σ a) over the task's rows in order (tasks as above).
-    extern "C" __global__ void fused_product_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+    /// part[task, j] = Σ term over the task's rows in order (tasks as above): a·b (b null: a), or with ROUND
+    /// (Autocast bf16's gated residual) bf16(bf16(a)·b).
+    __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
+    template <bool ROUND>
+    __device__ __forceinline__ void haste_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         i64 perItem = (tokens + chunkRows - 1) / chunkRows;
         HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
             i64 task = p / cols, j = p % cols;
@@ -101,10 +107,17 @@ extension CUDABackend {
             float s = 0.0f;
             for (i64 t = c * chunkRows; t < t1; t++) {
                 i64 o = (item * tokens + t) * cols + j;
-                s += b ? a[o] * b[o] : a[o];
+                if (ROUND) s += haste_round_bf16(haste_round_bf16(a[o]) * b[o]);
+                else s += b ? a[o] * b[o] : a[o];
             }
             part[task * cols + j] = s;
         }
+    }
+    extern "C" __global__ void fused_product_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        haste_partials<false>(a, b, part, batch, tokens, cols, chunkRows);
+    }
+    extern "C" __global__ void fused_gated_partials_bf16(const float* dout, const float* y, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        haste_partials<true>(dout, y, part, batch, tokens, cols, chunkRows);
     }
 
     /// out_l[item, j] = Σ_chunk part[(item·perItem + chunk)·lanes + l, j] in chunk order, for l = 0 (out0) and
@@ -136,6 +149,22 @@ extension CUDABackend {
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 g = (i / (tokens * cols)) * cols + i % cols;
             dy[i] = gate[g] * dout[i];
+        }
+    }
+
+    /// Autocast bf16 (float32 carriers of bf16 gate and y): out = x + bf16(gate·y).
+    extern "C" __global__ void fused_gated_forward_bf16(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 g = (i / (tokens * cols)) * cols + i % cols;
+            out[i] = x[i] + haste_round_bf16(gate[g] * y[i]);
+        }
+    }
+
+    /// dy = gate[item]·bf16(dout).
+    extern "C" __global__ void fused_gated_backward_dy_bf16(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 g = (i / (tokens * cols)) * cols + i % cols;
+            dy[i] = haste_round_bf16(dout[i]) * gate[g];
         }
     }
 
@@ -186,29 +215,44 @@ extension CUDABackend {
         }
     }
 
-    public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+    public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,
+                                     low: DType?) {
         for b in [x, gate, y] { requireFloat32(b, "gatedResidual") }
+        requireBF16OrNone(low, "gatedResidual")
         let count = batch * tokens * cols
         if count == 0 { return }
-        launch(CUDABackend.fusedSource, "fused_gated_forward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(gate)), .pointer(address(y)), .pointer(address(out)),
             .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
         ])
     }
 
     public func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
-                                      batch: Int, tokens: Int, cols: Int) {
+                                      batch: Int, tokens: Int, cols: Int, low: DType?) {
         for b in [gate, y, dout] { requireFloat32(b, "gatedResidual backward") }
+        requireBF16OrNone(low, "gatedResidual backward")
         let count = batch * tokens * cols
         if cols == 0 { return }
         if let dy, count > 0 {
-            launch(CUDABackend.fusedSource, "fused_gated_backward_dy", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
                 .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
                 .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
             ])
         }
         guard let dgate else { return }
-        productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols)
+        if low == nil { return productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols) }
+        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 1, outs: (dgate, nil)) { part, chunkRows in
+            self.launch(CUDABackend.fusedSource, "fused_gated_partials_bf16",
+                        grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
+                .pointer(self.address(dout)), .pointer(self.address(y)), .pointer(part),
+                .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
+            ])
+        }
+    }
+
+    /// The fused kernels' rounded variants are bf16 only (Autocast's CUDA GEMMs are too: fp16 runs the composites).
+    private func requireBF16OrNone(_ low: DType?, _ op: String) {
+        if let low, low != .bfloat16 { CUDABackend.fail("\(op) on \(device) rounds to bfloat16 only, not \(low)") }
     }
 
     public func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int) {

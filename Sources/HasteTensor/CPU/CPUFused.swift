@@ -38,7 +38,12 @@ extension CPUBackend {
         }
     }
 
-    public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+    public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,
+                                     low: DType?) {
+        if let low {
+            return gatedResidualForwardLow(x.pointer(Float.self), gate.pointer(Float.self), y.pointer(Float.self),
+                                           out.pointer(Float.self), batch * tokens, tokens, cols, low)
+        }
         switch x.dtype {
         case .float32:
             gatedResidualForward(x.pointer(Float.self), gate.pointer(Float.self), y.pointer(Float.self), out.pointer(Float.self),
@@ -51,7 +56,11 @@ extension CPUBackend {
     }
 
     public func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
-                                      batch: Int, tokens: Int, cols: Int) {
+                                      batch: Int, tokens: Int, cols: Int, low: DType?) {
+        if let low {
+            return gatedResidualBackwardLow(gate.pointer(Float.self), y.pointer(Float.self), dout.pointer(Float.self),
+                                            dy?.pointer(Float.self), dgate?.pointer(Float.self), batch, tokens, cols, low)
+        }
         switch y.dtype {
         case .float32:
             gatedResidualBackward(gate.pointer(Float.self), y.pointer(Float.self), dout.pointer(Float.self),
@@ -165,14 +174,9 @@ extension CPUBackend {
     private func gatedResidualBackward<T: KernelFloat>(_ gate: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>,
                                                        _ dout: UnsafeMutablePointer<T>, _ dy: UnsafeMutablePointer<T>?,
                                                        _ dgate: UnsafeMutablePointer<T>?, _ batch: Int, _ tokens: Int, _ cols: Int) {
-        let plan = ItemChunks(batch: batch, tokens: tokens, chunk: fusedChunk(cols))
-        let partials: UnsafeMutablePointer<T>? = dgate == nil ? nil : .allocate(capacity: plan.tasks * cols)
-        partials?.initialize(repeating: 0, count: plan.tasks * cols)
-        defer { partials?.deallocate() }
-        let pg = SendablePointer(gate), py = SendablePointer(y), pd = SendablePointer(dout)
-        let pdy = dy.map(SendablePointer.init), pp = partials.map(SendablePointer.init)
-        plan.run { task, rows, item in
-            let g = pg.base + item * cols, part = pp.map { $0.base + task * cols }, dyBase = pdy?.base
+        let pg = SendablePointer(gate), py = SendablePointer(y), pd = SendablePointer(dout), pdy = dy.map(SendablePointer.init)
+        gatedBackwardTasks(dgate, batch, tokens, cols) { rows, item, part in
+            let g = pg.base + item * cols, dyBase = pdy?.base
             for r in rows {
                 let o = r * cols
                 let yr = py.base + o, dr = pd.base + o
@@ -190,8 +194,55 @@ extension CPUBackend {
                 }
             }
         }
+    }
+
+    /// gatedResidual's backward frame: the items' token chunks as tasks, `body(rows, item, partials)` per task (its
+    /// row of column partials, nil when dgate is not wanted), then the partials summed in chunk order into dgate.
+    private func gatedBackwardTasks<T: KernelFloat>(_ dgate: UnsafeMutablePointer<T>?, _ batch: Int, _ tokens: Int, _ cols: Int,
+                                                    _ body: (Range<Int>, Int, UnsafeMutablePointer<T>?) -> Void) {
+        let plan = ItemChunks(batch: batch, tokens: tokens, chunk: fusedChunk(cols))
+        let partials: UnsafeMutablePointer<T>? = dgate == nil ? nil : .allocate(capacity: plan.tasks * cols)
+        partials?.initialize(repeating: 0, count: plan.tasks * cols)
+        defer { partials?.deallocate() }
+        let pp = partials.map(SendablePointer.init)
+        plan.run { task, rows, item in body(rows, item, pp.map { $0.base + task * cols }) }
         guard let partials else { return }
         plan.reduce(partials, lanes: 1, cols: cols, into: [dgate])
+    }
+
+    /// float32 → `low` (bfloat16/float16) → float32, as `cast` converts.
+    @inline(__always) private func roundLow(_ v: Float, _ low: DType) -> Float {
+        low == .bfloat16 ? Float(CastBF16.read(CastBF16.write(Double(v)))) : Float(CastF16.read(CastF16.write(Double(v))))
+    }
+
+    /// out = x + low(gate·y) (Autocast's carriers), scalar: the GPU's fused path; the CPU trains with the composite.
+    private func gatedResidualForwardLow(_ x: UnsafeMutablePointer<Float>, _ gate: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                         _ out: UnsafeMutablePointer<Float>, _ rows: Int, _ tokens: Int, _ cols: Int, _ low: DType) {
+        let px = SendablePointer(x), pg = SendablePointer(gate), py = SendablePointer(y), po = SendablePointer(out)
+        Parallel.chunks(rows, chunk: fusedChunk(cols)) { range in
+            for r in range {
+                let o = r * cols, g = pg.base + (r / tokens) * cols
+                for i in 0..<cols { po.base[o + i] = px.base[o + i] + self.roundLow(g[i] * py.base[o + i], low) }
+            }
+        }
+    }
+
+    /// d̃ = low(dout), dy = gate·d̃, dgate = Σ_t low(d̃·y) in the fused chunk order.
+    private func gatedResidualBackwardLow(_ gate: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                          _ dout: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>?,
+                                          _ dgate: UnsafeMutablePointer<Float>?, _ batch: Int, _ tokens: Int, _ cols: Int, _ low: DType) {
+        let pg = SendablePointer(gate), py = SendablePointer(y), pd = SendablePointer(dout), pdy = dy.map(SendablePointer.init)
+        gatedBackwardTasks(dgate, batch, tokens, cols) { rows, item, part in
+            let g = pg.base + item * cols
+            for r in rows {
+                let o = r * cols
+                for i in 0..<cols {
+                    let d = self.roundLow(pd.base[o + i], low)
+                    pdy?.base[o + i] = d * g[i]
+                    part?[i] += self.roundLow(d * py.base[o + i], low)
+                }
+            }
+        }
     }
 
     // MARK: biasGeluTanh

@@ -16,11 +16,16 @@ public protocol FusedKernels: AnyObject {
     /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order.
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                     dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int)
-    /// out = x + gate[b]·y over [batch·tokens, cols]; gate: [batch, cols].
-    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int)
+    /// out = x + gate[b]·y over [batch·tokens, cols]; gate: [batch, cols]. With `low` (bfloat16 under Autocast,
+    /// float32 buffers holding bf16 values of gate and y): out = x + low(gate·y), the product rounded as torch's
+    /// bf16 tensor product is.
+    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,
+                              low: DType?)
     /// dy = gate[b]·dout, dgate[b, j] = Σ_t dout·y (each written; nil = not wanted). (dx = dout needs no kernel.)
+    /// With `low`: d̃ = low(dout) (the rounded product's gradient), dy = gate·d̃, dgate = Σ_t low(d̃·y) (each term
+    /// rounded, as the gradient of torch's bf16 gate expanded over the tokens).
     func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
-                               batch: Int, tokens: Int, cols: Int)
+                               batch: Int, tokens: Int, cols: Int, low: DType?)
     /// y = geluTanh(x + bias[j]) over [rows, cols]; bias: [cols]. geluTanh(u) = u/2·(1 + tanh(√(2/π)(u + 0.044715u³))).
     func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int)
     /// dx = dy·geluTanh′(x + bias), dbias[j] = Σ_rows dx (written; nil = not wanted; fixed chunks, chunk order).
@@ -61,10 +66,18 @@ extension Tensor {
     /// and so is each element of the gate's gradient before the sum over tokens (a product of bf16 tensors).
     public func gatedResidual(gate: Tensor, _ y: Tensor) -> Tensor {
         if let low = Autocast.lowering(dtype), rank == 3 {
+            // A GPU in bf16: the composite's values in one pass each way (dgate's sum over tokens in the fused
+            // kernels' order), instead of its 3 forward and 4 backward tensors of [N, T, D]. The CPU keeps the composite.
+            if low == .bfloat16 && device != .cpu { return Autocast.core { fusedGatedResidual(gate: gate, y, low: low) } }
             return Autocast.core {
                 self + (gate.reshaped([shape[0], 1, shape[2]]).expanded(shape).gradientRounded(to: low) * y).rounded(to: low)
             }
         }
+        return fusedGatedResidual(gate: gate, y, low: nil)
+    }
+
+    /// The fused kernels, float32/float64 or (`low`) on Autocast's carriers.
+    func fusedGatedResidual(gate: Tensor, _ y: Tensor, low: DType?) -> Tensor {
         require(dtype.isComputeFloat, "gatedResidual: needs float32 or float64, got \(dtype) \(shape)")
         require(rank == 3, "gatedResidual: input \(shape) must be [N, T, D]")
         let (n, t, d) = (shape[0], shape[1], shape[2])
@@ -77,9 +90,9 @@ extension Tensor {
         let x = contiguous(), g = gate.contiguous(), yc = y.contiguous()
         let out = Tensor.empty(like: x)
         if count > 0 {
-            backend.gatedResidualForward(x.buffer, gate: g.buffer, yc.buffer, out.buffer, batch: n, tokens: t, cols: d)
+            backend.gatedResidualForward(x.buffer, gate: g.buffer, yc.buffer, out.buffer, batch: n, tokens: t, cols: d, low: low)
         }
-        return out.recorded(GatedResidualBackward(x: x, gate: g, y: yc))
+        return out.recorded(GatedResidualBackward(x: x, gate: g, y: yc, low: low))
     }
 
     /// `(x + bias).geluTanh()` in one op, x [..., D], bias [D]: the epilogue of a bias-free `linear`.
@@ -121,7 +134,7 @@ struct ModulatedLayerNormBackward: Backward {
 
 /// Saves gate and the branch y; dx = dout passes through.
 struct GatedResidualBackward: Backward {
-    let x: Tensor, gate: Tensor, y: Tensor
+    let x: Tensor, gate: Tensor, y: Tensor, low: DType?
     var inputs: [Tensor] { [x, gate, y] }
 
     func gradients(_ dout: Tensor) -> [Tensor?] {
@@ -131,7 +144,7 @@ struct GatedResidualBackward: Backward {
         if dy != nil || dgate != nil {
             if n * t > 0 && d > 0 {
                 x.backend.gatedResidualBackward(gate: gate.buffer, y.buffer, dout.contiguous().buffer, dy: dy?.buffer,
-                                                dgate: dgate?.buffer, batch: n, tokens: t, cols: d)
+                                                dgate: dgate?.buffer, batch: n, tokens: t, cols: d, low: low)
             } else if let dgate, dgate.count > 0 {
                 dgate.backend.fill(dgate.buffer, count: dgate.count, value: 0)
             }

@@ -141,11 +141,11 @@ class ForwardingBackend: Backend {
         base.modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, dshift: dshift, dscale: dscale,
                                         batch: batch, tokens: tokens, cols: cols)
     }
-    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
-        base.gatedResidualForward(x, gate: gate, y, out, batch: batch, tokens: tokens, cols: cols)
+    func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int, low: DType?) {
+        base.gatedResidualForward(x, gate: gate, y, out, batch: batch, tokens: tokens, cols: cols, low: low)
     }
-    func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?, batch: Int, tokens: Int, cols: Int) {
-        base.gatedResidualBackward(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols)
+    func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?, batch: Int, tokens: Int, cols: Int, low: DType?) {
+        base.gatedResidualBackward(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols, low: low)
     }
     func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int) {
         base.biasGeluTanhForward(x, bias: bias, y, rows: rows, cols: cols)

@@ -1,5 +1,5 @@
 import Testing
-import HasteTensor
+@testable import HasteTensor
 @testable import HasteCUDA
 
 /// The fused kernels (modulatedLayerNorm, gatedResidual, biasGeluTanh: forward and backward) on the emulated CUDA
@@ -81,6 +81,30 @@ import HasteTensor
                 "gatedResidual (gate only)", f)
         compare([x, gate, y], dout, names: ["out", "dx", "dgate", "dy"], ks: ks, tracked: [false, false, true],
                 "gatedResidual (branch only)", f)
+    }
+
+    /// Under bf16 Autocast a GPU runs the gated residual fused (`fused_gated_*_bf16`), the CPU the composite
+    /// `x + bf16(gate·y)` with bf16 gradients. out, dx and dy are the composite's bit for bit; dgate sums the same
+    /// rounded terms bf16(bf16(dout)·y) in the fused chunk order (bound as `gatedResidual`'s). The CPU backend's
+    /// `low` kernels (the same arithmetic, the CPU's chunks) are held to the composite the same way.
+    @Test(arguments: CUDAFusedTests.shapes.indices)
+    func gatedResidualUnderBF16Autocast(_ which: Int) {
+        let (n, t, d) = CUDAFusedTests.shapes[which]
+        let bf16 = { (x: Tensor) in x.to(.bfloat16).to(.float32) }       // carriers: Linear outputs in torch's bf16
+        let x = Tensor.randn([n, t, d], seed: 115), gate = bf16(Tensor.randn([n, d], seed: 116)), y = bf16(Tensor.randn([n, t, d], seed: 117))
+        let dout = Tensor.randn([n, t, d], seed: 118) * 1e-3
+        let composite = run([x, gate, y], dout, on: .cpu) { v in Autocast.run(.bfloat16) { v[0].gatedResidual(gate: v[1], v[2]) } }
+        let fusedCPU = run([x, gate, y], dout, on: .cpu) { v in
+            Autocast.run(.bfloat16) { Autocast.core { v[0].fusedGatedResidual(gate: v[1], v[2], low: .bfloat16) } }
+        }
+        let fusedGPU = run([x, gate, y], dout, on: device) { v in Autocast.run(.bfloat16) { v[0].gatedResidual(gate: v[1], v[2]) } }
+        for (side, got) in [("CPU low kernels", fusedCPU), ("device", fusedGPU)] {
+            for (i, name) in [(0, "out"), (1, "dx"), (3, "dy")] {
+                let a = got[i]!.to(.cpu).scalars(as: Float.self).map(\.bitPattern), b = composite[i]!.scalars(as: Float.self).map(\.bitPattern)
+                #expect(a == b, "bf16 gatedResidual [\(n), \(t), \(d)] \(name) on the \(side): not the composite's bits")
+            }
+            expectWithin(got[2]!, composite[2]!, k: t + 2, "bf16 gatedResidual [\(n), \(t), \(d)] dgate on the \(side)")
+        }
     }
 
     @Test(arguments: CUDAFusedTests.shapes.indices)
