@@ -354,6 +354,11 @@ extension CUDABackend {
         precision == .bfloat16 && driver.computeCapability >= 80
     }
 
+    /// The tensor-core kernels pack every operand with `haste_pack_bf16x2` (round to nearest even) as they load it.
+    public func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool {
+        attentionRecomputesProbabilities(shape) && flashUsesTensorCores(precision)
+    }
+
     /// "d64", "d80" (SiT-XL/2's 72), "d96" or "d128": the register tile width for max(Dh, Dv) ≤ 128.
     static func flashBF16Variant(_ s: AttentionShape) -> String {
         let d = Swift.max(s.headDim, s.valueDim)

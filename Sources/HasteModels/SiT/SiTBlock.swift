@@ -23,9 +23,8 @@ public struct SiTAttention {
     /// x: (N, T, D). Returns (N, T, D) and, when `logits`, the (N, H, T, T) logits.
     public func callAsFunction(_ x: Tensor, logits wantLogits: Bool) -> (Tensor, Tensor?) {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
-        let parts = qkv(x).reshaped([n, t, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])   // (3, N, H, T, Dh)
-        var q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1)
-        let v = parts.select(axis: 0, index: 2)
+        // torch: qkv(x).reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0): (N, H, T, Dh) each
+        var (q, k, v) = qkv(x).splitHeads(heads)
         if let qn = qNorm, let kn = kNorm {
             q = q.layerNorm(weight: qn.0, bias: qn.1, eps: 1e-5)
             k = k.layerNorm(weight: kn.0, bias: kn.1, eps: 1e-5)

@@ -198,6 +198,7 @@ extension CPUBackend {
 /// over query rows in row order), so results do not depend on the thread count.
 extension CPUBackend {
     public func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool { false }
+    public func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool { false }
 
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
                                     scale: Double) {

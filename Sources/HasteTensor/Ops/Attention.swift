@@ -31,6 +31,10 @@ public protocol AttentionKernels: AnyObject {
     /// saving the [Tq, Tk] probabilities (`attentionForward` / `attentionBackward`). CPU: false (saving is faster
     /// there); CUDA: true where its flash kernels take the head dims.
     func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool
+    /// True when the `precision` kernels of `attentionForwardLSE`/`attentionBackwardLSE` round q, k, v (and dOut)
+    /// to `precision` themselves as they load them, to nearest even as `rounded(to:)` does (CUDA's bf16 tensor-core
+    /// kernels): then float32 operands give what their rounded copies give, and Autocast passes them unrounded.
+    func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool
     /// out = softmax(scale·q·kᵀ)·v without a [Tq, Tk] matrix in memory, and (unless nil) the row log-sum-exp
     /// lse[h, i] = log Σ_j exp(scale·q_i·k_j) ([batch, Tq], natural log, float32; float64 with float64 inputs).
     /// Tk = 0 gives out = 0 and lse = −∞.
@@ -92,6 +96,12 @@ extension Tensor {
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
         if let low = Autocast.lowering(q.dtype) {
             let precision = Autocast.precision
+            if q.backend.attentionRecomputesProbabilities(shape) && q.backend.attentionRoundsOperands(shape, precision: precision) {
+                // The composite's values without its three rounded copies: the kernels round q, k, v as they load
+                // them; their gradients are still rounded (`gradientRounded`), and so are the output and its gradient.
+                let r = [q, k, v].map { $0.gradientRounded(to: low) }
+                return Autocast.core { fusedAttention(r[0], r[1], r[2], shape, scale: s, carriers: precision) }.rounded(to: low)
+            }
             return autocastComposite(low, [q, k, v]) {
                 fusedAttention($0[0]!, $0[1]!, $0[2]!, shape, scale: s, carriers: precision)
             }
@@ -100,7 +110,7 @@ extension Tensor {
     }
 
     /// The fused kernels on q, k, v that hold values of `carriers` (float32, or Autocast's rounded operands).
-    private static func fusedAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ shape: AttentionShape, scale s: Double,
+    static func fusedAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ shape: AttentionShape, scale s: Double,
                                        carriers: ComputePrecision) -> Tensor {
         let qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous()
         let n = q.shape[0], h = q.shape[1]

@@ -14,7 +14,7 @@ struct BenchTrainCommand: ParsableCommand {
         commandName: "train", abstract: "Time full training steps of SiT-S/2 and SiT-B/2 (± HASTE alignment) and the DINOv2-B forward; --sweep: SiT sizes × batch sizes.")
 
     @OptionGroup var runtime: RuntimeOptions
-    @Flag(help: "Print JSON {threads, device, mixed_precision, peak_rss_mb, peak_tensor_mb, peak_mapped_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps, flop_per_step, tflop_per_s, peak_memory_mb, minor_faults_per_step, host_maps_per_step}]} (the last two on the CPU).")
+    @Flag(help: "Print JSON {threads, device, mixed_precision, peak_rss_mb, peak_tensor_mb, peak_mapped_mb, rows: [{op, shape, ms_median, ms_min, rate, unit, reps, flop_per_step, tflop_per_s, peak_memory_mb, minor_faults_per_step, host_maps_per_step, tensor_gb_per_step, driver_allocations_per_step, held_mb, launches_per_step, gemms_per_step}]} (faults and maps on the CPU; tensor GB, driver allocations and held MiB on CUDA; launches and GEMMs with HASTE_CUDA_PROFILE=1 or HASTE_CUDA_HOST_ONLY=1).")
     var json = false
     @Option(help: "Timed steps per row (the median is reported).") var reps = 3
     @Option(help: "Untimed warm-up steps per row.") var warmup = 1

@@ -94,6 +94,9 @@ class ForwardingBackend: Backend {
         base.attentionBackward(q: q, k: k, v: v, probs: probs, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: shape, scale: scale)
     }
     func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool { base.attentionRecomputesProbabilities(shape) }
+    func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool {
+        base.attentionRoundsOperands(shape, precision: precision)
+    }
     func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double) {
         base.attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale)
     }
