@@ -286,14 +286,13 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 # --- 4b. where the time goes: GPU time per kernel (CUDA events), and the host's share alone ----------------------------
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row" && \
-    grep -A 32 "per step:" "$OUT/profile-gpu.log" > "$OUT/profile.txt"
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_HOST_ONLY=1 stage profile-host 40 bash -c "$profile_row"
   read -r pmodel pbatch <<< "$PROFILE_ROW"
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  skip profile-gpu "needs --device cuda"; skip profile-host "needs --device cuda"
+  for s in profile-gpu profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -374,10 +373,14 @@ for op in sorted(rows):
     cell = lambda side, key, fmt: fmt.format(rows[op][side][key]) if side in rows[op] and rows[op][side].get(key) is not None else "-"
     print((op + (" (haste +ckpt)" if op in ckpt else "")).ljust(42) + "".join(cell(side, key, fmt).rjust(15) for side in ("haste", "torch") for _, key, fmt in cols))
 EOF
-  grep -h -A 12 "per step:" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' || echo "profile: no result"
-  grep -h -E "^SiT|per step:" "$OUT/profile-host.log" 2>/dev/null | sed 's/^/host only: /' || echo "host only: no result"
+  # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
+  grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
+    || echo "profile: no result"
+  grep -q "per step:" "$OUT/profile-host.log" 2>/dev/null && grep -h -E "^SiT|per step:" "$OUT/profile-host.log" | sed 's/^/host only: /' \
+    || echo "host only: no result"
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"
-  grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"
+  grep -q "gradients: .* median" "$OUT/nccl-allreduce.log" 2>/dev/null \
+    && grep -h "gradients: .* median" "$OUT/nccl-allreduce.log" | sed 's/^/NCCL, 1 rank: /' || echo "NCCL all-reduce: no result"
   python3 - "$demo/runs/gpu/metrics.jsonl" "$demo/runs/nccl/metrics.jsonl" <<'EOF' 2>/dev/null || echo "NCCL train: no result"
 import json, sys
 a, b = ({r["step"]: r for r in map(json.loads, filter(str.strip, open(p)))} for p in sys.argv[1:3])

@@ -19,8 +19,8 @@ public final class CachingAllocator {
     public private(set) var inUse = 0, held = 0, peakInUse = 0
     /// Driver allocations so far (a warm step adds none).
     public private(set) var driverAllocations = 0
-    /// Bytes handed out so far, cached blocks included (rounded sizes): every tensor a step makes is written at
-    /// least once and read at least once, so twice this per step bounds its memory traffic from below.
+    /// Bytes handed out so far, cached blocks included (rounded sizes): tensors and kernels' scratch (partial sums),
+    /// each written at least once and read at least once, so twice this per step bounds its memory traffic from below.
     public private(set) var bytesHandedOut = 0
 
     private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {

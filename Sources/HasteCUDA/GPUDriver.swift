@@ -66,6 +66,9 @@ public struct GemmDescriptor: Sendable, Equatable {
         self.c = c; self.ldc = ldc; self.strideC = strideC; self.batch = batch; self.inputs = inputs; self.output = output
     }
 
+    /// "bfloat16→bfloat16 1152×16384×4608" (× batch when > 1): how the profile and the host-only counts name it.
+    public var label: String { "\(inputs)→\(output) \(m)×\(n)×\(k)" + (batch > 1 ? " ×\(batch)" : "") }
+
     /// The dtype combinations the driver seam takes.
     public static func supports(inputs: DType, output: DType) -> Bool {
         (inputs == .float32 && output == .float32) || (inputs == .bfloat16 && (output == .float32 || output == .bfloat16))

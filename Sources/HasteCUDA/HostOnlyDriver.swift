@@ -59,7 +59,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
 
     public func gemm(_ g: GemmDescriptor) {
         lock.lock(); defer { lock.unlock() }
-        gemms["\(g.inputs)→\(g.output) \(g.m)×\(g.n)×\(g.k)" + (g.batch > 1 ? " ×\(g.batch)" : ""), default: 0] += 1
+        gemms[g.label, default: 0] += 1
     }
 
     public func synchronize() throws {}
@@ -73,10 +73,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         launches = [:]; gemms = [:]
     }
 
-    /// The counts since `resetCounts()` divided by `steps`: totals, then the `top` most frequent kernels and GEMMs.
-    public func report(steps: Int) -> String { report(steps: steps, top: 25) }
-
-    public func report(steps: Int, top: Int) -> String {
+    /// The counts since `resetCounts()` divided by `steps`: totals, then the 25 most frequent kernels and GEMMs.
+    public func report(steps: Int) -> String {
+        let top = 25
         lock.lock(); defer { lock.unlock() }
         let s = Double(Swift.max(steps, 1))
         func lines(_ d: [String: Int]) -> [String] {

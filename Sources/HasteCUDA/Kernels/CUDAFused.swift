@@ -96,7 +96,6 @@ extension CUDABackend {
 
     /// part[task, j] = Σ term over the task's rows in order (tasks as above): a·b (b null: a), or with ROUND
     /// (Autocast bf16's gated residual) bf16(bf16(a)·b).
-    __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
     template <bool ROUND>
     __device__ __forceinline__ void haste_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         i64 perItem = (tokens + chunkRows - 1) / chunkRows;
@@ -136,36 +135,35 @@ extension CUDABackend {
         }
     }
 
-    /// out = x + gate[item]·y over count = batch·tokens·cols elements.
+    /// out = x + gate[item]·y over count = batch·tokens·cols elements; with ROUND (Autocast bf16, float32 carriers
+    /// of bf16 gate and y) out = x + bf16(gate·y).
+    template <bool ROUND>
+    __device__ __forceinline__ void haste_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
+        HASTE_GRID_STRIDE_LOOP(i, count) {
+            i64 g = (i / (tokens * cols)) * cols + i % cols;
+            out[i] = ROUND ? x[i] + haste_round_bf16(gate[g] * y[i]) : x[i] + gate[g] * y[i];
+        }
+    }
     extern "C" __global__ void fused_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 g = (i / (tokens * cols)) * cols + i % cols;
-            out[i] = x[i] + gate[g] * y[i];
-        }
+        haste_gated_forward<false>(x, gate, y, out, tokens, cols, count);
     }
-
-    /// dy = gate[item]·dout.
-    extern "C" __global__ void fused_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 g = (i / (tokens * cols)) * cols + i % cols;
-            dy[i] = gate[g] * dout[i];
-        }
-    }
-
-    /// Autocast bf16 (float32 carriers of bf16 gate and y): out = x + bf16(gate·y).
     extern "C" __global__ void fused_gated_forward_bf16(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 g = (i / (tokens * cols)) * cols + i % cols;
-            out[i] = x[i] + haste_round_bf16(gate[g] * y[i]);
-        }
+        haste_gated_forward<true>(x, gate, y, out, tokens, cols, count);
     }
 
-    /// dy = gate[item]·bf16(dout).
-    extern "C" __global__ void fused_gated_backward_dy_bf16(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+    /// dy = gate[item]·dout; with ROUND gate[item]·bf16(dout).
+    template <bool ROUND>
+    __device__ __forceinline__ void haste_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 g = (i / (tokens * cols)) * cols + i % cols;
-            dy[i] = haste_round_bf16(dout[i]) * gate[g];
+            dy[i] = gate[g] * (ROUND ? haste_round_bf16(dout[i]) : dout[i]);
         }
+    }
+    extern "C" __global__ void fused_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+        haste_gated_backward_dy<false>(gate, dout, dy, tokens, cols, count);
+    }
+    extern "C" __global__ void fused_gated_backward_dy_bf16(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+        haste_gated_backward_dy<true>(gate, dout, dy, tokens, cols, count);
     }
 
     /// y = geluTanh(x + bias[j]) over count = rows·cols elements.
@@ -240,14 +238,8 @@ extension CUDABackend {
             ])
         }
         guard let dgate else { return }
-        if low == nil { return productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols) }
-        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 1, outs: (dgate, nil)) { part, chunkRows in
-            self.launch(CUDABackend.fusedSource, "fused_gated_partials_bf16",
-                        grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
-                .pointer(self.address(dout)), .pointer(self.address(y)), .pointer(part),
-                .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
-            ])
-        }
+        productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols,
+                          kernel: low == nil ? "fused_product_partials" : "fused_gated_partials_bf16")
     }
 
     /// The fused kernels' rounded variants are bf16 only (Autocast's CUDA GEMMs are too: fp16 runs the composites).
@@ -278,10 +270,12 @@ extension CUDABackend {
         productColumnSums(dx, nil, dbias, batch: 1, tokens: rows, cols: cols)   // dbias = Σ_rows dx
     }
 
-    /// out[item, j] = Σ_t a·b (b nil: Σ a) over the item's tokens, through fixed-chunk partials.
-    private func productColumnSums(_ a: Buffer, _ b: Buffer?, _ out: Buffer, batch: Int, tokens: Int, cols: Int) {
+    /// out[item, j] = Σ_t a·b (b nil: Σ a) over the item's tokens, through fixed-chunk partials; `kernel`
+    /// "fused_gated_partials_bf16" sums bf16(bf16(a)·b) instead.
+    private func productColumnSums(_ a: Buffer, _ b: Buffer?, _ out: Buffer, batch: Int, tokens: Int, cols: Int,
+                                   kernel: String = "fused_product_partials") {
         columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 1, outs: (out, nil)) { part, chunkRows in
-            self.launch(CUDABackend.fusedSource, "fused_product_partials",
+            self.launch(CUDABackend.fusedSource, kernel,
                         grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
                 .pointer(self.address(a)), .pointer(b.map(self.address) ?? 0), .pointer(part),
                 .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),

@@ -50,6 +50,8 @@ extension KernelSource {
         u += 0x7fffu + ((u >> 16) & 1u);
         return (u16)(u >> 16);
     }
+    /// float → bf16 → float: Autocast's rounding of a float32 carrier, in a register.
+    __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
     /// Two floats as one bf16x2 register: `lo` (the lower-indexed element) in bits 0–15, `hi` in 16–31, each rounded
     /// to nearest even (exact for float32 carriers of bf16 values, Autocast's activations).
     __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {

@@ -205,7 +205,7 @@ public final class CUDADriver: GPUDriver {
         let ta = g.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb = g.transB ? CuBLASAPI.opT : CuBLASAPI.opN
         let status: Int32, name: String
         let start = profiler?.begin(stream)
-        defer { profiler?.end("GEMM \(g.inputs)→\(g.output) \(g.m)×\(g.n)×\(g.k)" + (g.batch > 1 ? " ×\(g.batch)" : ""), start, stream, .gemm) }
+        defer { profiler?.end("GEMM " + g.label, start, stream, .gemm) }
         if g.inputs == .float32 && g.output == .float32 {
             name = "cublasSgemmStridedBatched"
             status = blas.sgemmStridedBatched(blasHandle, ta, tb, Int32(g.m), Int32(g.n), Int32(g.k), &alpha,

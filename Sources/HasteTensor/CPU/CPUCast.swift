@@ -81,12 +81,16 @@ extension CPUBackend {
         }
     }
 
-    /// The two casts' conversions composed per element (`cast` to L, then from L to float32).
     private func roundThrough<L: CastElement>(_: L.Type, _ x: Buffer, _ y: Buffer, _ count: Int) {
         let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
         Parallel.chunks(count) { r in
-            for i in r { py.base[i] = CastF32.write(L.read(L.write(CastF32.read(px.base[i])))) }
+            for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i]) }
         }
+    }
+
+    /// The two casts' conversions composed for one value (`cast` to L, then from L to float32).
+    @inline(__always) static func roundedThrough<L: CastElement>(_: L.Type, _ v: Float) -> Float {
+        CastF32.write(L.read(L.write(CastF32.read(v))))
     }
 
     private func cast<S: CastElement>(_ s: S.Type, _ src: Buffer, _ dst: Buffer, _ count: Int) {

@@ -210,9 +210,9 @@ extension CPUBackend {
         plan.reduce(partials, lanes: 1, cols: cols, into: [dgate])
     }
 
-    /// float32 → `low` (bfloat16/float16) → float32, as `cast` converts.
+    /// float32 → `low` (bfloat16/float16) → float32, as `roundThrough` converts.
     @inline(__always) private func roundLow(_ v: Float, _ low: DType) -> Float {
-        low == .bfloat16 ? Float(CastBF16.read(CastBF16.write(Double(v)))) : Float(CastF16.read(CastF16.write(Double(v))))
+        low == .bfloat16 ? CPUBackend.roundedThrough(CastBF16.self, v) : CPUBackend.roundedThrough(CastF16.self, v)
     }
 
     /// out = x + low(gate·y) (Autocast's carriers), scalar: the GPU's fused path; the CPU trains with the composite.

@@ -31,9 +31,10 @@ public protocol AttentionKernels: AnyObject {
     /// saving the [Tq, Tk] probabilities (`attentionForward` / `attentionBackward`). CPU: false (saving is faster
     /// there); CUDA: true where its flash kernels take the head dims.
     func attentionRecomputesProbabilities(_ shape: AttentionShape) -> Bool
-    /// True when the `precision` kernels of `attentionForwardLSE`/`attentionBackwardLSE` round q, k, v (and dOut)
-    /// to `precision` themselves as they load them, to nearest even as `rounded(to:)` does (CUDA's bf16 tensor-core
-    /// kernels): then float32 operands give what their rounded copies give, and Autocast passes them unrounded.
+    /// True when `scaledDotProductAttention` takes the log-sum-exp path for `shape` and its `precision` kernels
+    /// round q, k, v (and dOut) to `precision` themselves as they load them, to nearest even as `rounded(to:)` does
+    /// (CUDA's bf16 tensor-core kernels): then float32 operands give what their rounded copies give, and Autocast
+    /// passes them unrounded. Implies `attentionRecomputesProbabilities(shape)`.
     func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool
     /// out = softmax(scale·q·kᵀ)·v without a [Tq, Tk] matrix in memory, and (unless nil) the row log-sum-exp
     /// lse[h, i] = log Σ_j exp(scale·q_i·k_j) ([batch, Tq], natural log, float32; float64 with float64 inputs).
@@ -96,7 +97,7 @@ extension Tensor {
         let s = scale ?? 1 / Double(shape.headDim).squareRoot()
         if let low = Autocast.lowering(q.dtype) {
             let precision = Autocast.precision
-            if q.backend.attentionRecomputesProbabilities(shape) && q.backend.attentionRoundsOperands(shape, precision: precision) {
+            if q.backend.attentionRoundsOperands(shape, precision: precision) {
                 // The composite's values without its three rounded copies: the kernels round q, k, v as they load
                 // them; their gradients are still rounded (`gradientRounded`), and so are the output and its gradient.
                 let r = [q, k, v].map { $0.gradientRounded(to: low) }

@@ -114,7 +114,7 @@ struct BenchTrainCommand: ParsableCommand {
             runtime.applyThreads()
             return try TrainSweep(command: self).run()
         }
-        let device = try runtime.openDevice(allowTF32: allowTF32)
+        let device = try runtime.openDevice(allowTF32: allowTF32, hostOnlyAllowed: true)
         if savedBytes { return try printSavedBytes(device: device) }
         let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
         let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)

@@ -57,11 +57,18 @@ struct RuntimeOptions: ParsableArguments {
     /// CUDA: which library or device is missing, where haste looked, how to fix it). `allowTF32` matters on CUDA only.
     /// A plain `--device cuda` is this rank's GPU, `cuda:<local rank>` (as torchrun/accelerate place ranks);
     /// `cuda:N` pins every rank to GPU N.
-    func openDevice(allowTF32: Bool = false, localRank: Int = 0) throws -> Device {
+    /// `hostOnlyAllowed`: whether `HASTE_CUDA_HOST_ONLY=1` (a CUDA device that computes nothing, HostOnlyDriver)
+    /// may stand in; only `haste bench train` measures with it, anything else would write meaningless results.
+    func openDevice(allowTF32: Bool = false, localRank: Int = 0, hostOnlyAllowed: Bool = false) throws -> Device {
         applyThreads()
         switch DeviceName(device)! {
         case .cpu: return .cpu
-        case .cuda(let index): return try CUDA.open(index: index ?? localRank, allowTF32: allowTF32)
+        case .cuda(let index):
+            if !hostOnlyAllowed && ProcessInfo.processInfo.environment["HASTE_CUDA_HOST_ONLY"] == "1" {
+                throw ValidationError("--device \(device) with HASTE_CUDA_HOST_ONLY=1: that device computes nothing (a diagnostic for "
+                                      + "`haste bench train --device cuda` only); unset HASTE_CUDA_HOST_ONLY to use the GPU")
+            }
+            return try CUDA.open(index: index ?? localRank, allowTF32: allowTF32)
         }
     }
 }

@@ -103,7 +103,7 @@ import HasteModels
     /// GEMMs: 15 per block (5 linears: qkv, proj, fc1, fc2 and the adaLN modulation, forward and 2 backward
     /// products each) × depth 6, and 14 outside the blocks; launches: 245 casts and 110 one-pass roundings (bf16
     /// operands and results over float32 carriers, what issue 12's bf16 storage would remove), and 2 the timing's
-    /// own one-element read. No GPU is touched.
+    /// own one-element read. No GPU is touched. Other commands refuse the host-only device.
     @Test func hostOnlyCUDACountsWhatAStepLaunches() throws {
         let r = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
                                  environment: ["HASTE_CUDA_HOST_ONLY": "1"])
@@ -115,6 +115,10 @@ import HasteModels
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
                 && text.stdout.contains("attention_flash_bf16_forward"), "\(text.stdout)")
+        // Anything but bench train refuses that device: it would compute nothing and report or write it.
+        let refused = try Launcher.run(["selftest", "--device", "cuda", "--ops", "fill"], environment: ["HASTE_CUDA_HOST_ONLY": "1"])
+        #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
+                "\(refused)")
     }
     static let pinnedGemms = 104.0, pinnedLaunches = 841.0
 }
