@@ -33,22 +33,6 @@ extension CUDABackend {
         *ob = b + i * sb[0];
     }
 
-    /// `haste_two_offsets` for a compile-time rank R: the same offsets, the loop unrolled.
-    template <typename T, int R>
-    __device__ __forceinline__ void haste_strided_copy_rank(const T* src, T* dst, i64 count, const i64* shape, const i64* ss, const i64* ds) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 j = i, a = 0, b = 0;
-            #pragma unroll
-            for (int d = R - 1; d > 0; --d) {
-                i64 q = haste_div(j, shape[d]), c = j - q * shape[d];
-                j = q;
-                a += c * ss[d];
-                b += c * ds[d];
-            }
-            dst[b + j * ds[0]] = src[a + j * ss[0]];
-        }
-    }
-
     template <typename T>
     __device__ __forceinline__ void haste_strided_copy(const T* src, T* dst, int rank, i64 count,
         i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7,
@@ -57,15 +41,9 @@ extension CUDABackend {
         i64 shape[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
         i64 ss[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
         i64 ds[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
-        // Ranks 1–4 (every copy a SiT step makes) index the arrays with constants only, so they stay in registers;
-        // a loop over a run-time rank puts them in local memory, read per element (measured on an H200: copies
-        // ran at ~270 GB/s, a quarter of a SiT-XL/2 bf16 step).
-        switch (rank) {
-        case 1: HASTE_GRID_STRIDE_LOOP(i, count) dst[i * d0] = src[i * s0]; return;
-        case 2: haste_strided_copy_rank<T, 2>(src, dst, count, shape, ss, ds); return;
-        case 3: haste_strided_copy_rank<T, 3>(src, dst, count, shape, ss, ds); return;
-        case 4: haste_strided_copy_rank<T, 4>(src, dst, count, shape, ss, ds); return;
-        default: break;
+        if (rank == 1) {
+            HASTE_GRID_STRIDE_LOOP(i, count) dst[i * d0] = src[i * s0];
+            return;
         }
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 so, dof;
