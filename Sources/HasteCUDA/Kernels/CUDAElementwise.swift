@@ -9,7 +9,7 @@ extension CUDABackend {
     /// where the CPU uses glibc or, on 16-lane chunks, CPUMath's vectorised exp/tanh (≤ 1 ulp): they agree within
     /// a few float32 ulps of each intermediate. NVRTC contracts a·b + c into one FMA (affine, axpy, the gelu
     /// polynomials), which differs from the CPU's two roundings by at most one rounding.
-    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "unary_f32", "unary_backward_f32", "axpy_f32"], code: #"""
+    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32"], code: #"""
     /// BinaryOp codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN in either operand propagates: a
     /// NaN a is kept, otherwise the comparison picks b, as CPUElementwise's MaxFn/MinFn).
     __device__ __forceinline__ float haste_binary(int op, float a, float b) {
@@ -44,6 +44,60 @@ extension CUDABackend {
             ob += rem * sb[0];
             out[i] = haste_binary(op, a[oa], b[ob]);
         }
+    }
+
+    /// binary_f32 for views whose count and offsets fit in 31 bits (CUDAMemory.swift's strided_copy32: 32-bit
+    /// indices, divisions by extents as `haste_fdiv`, the rank unrolled), in units of U = 4 or 2 floats (16- or
+    /// 8-byte loads and stores; every view contiguous in the last axis, aligned: `CUDABackend.copyUnit`) or 1.
+    /// Extents, counts and the strides of a and b in units; out is contiguous.
+    template <int U>
+    __device__ __forceinline__ void haste_binary32(const float* a, const float* b, float* out, int op, int rank, int count,
+        int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
+        int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
+        const int n[8] = {0, n1, n2, n3, n4, n5, n6, n7};
+        const u64 f[8] = {0, f1, f2, f3, f4, f5, f6, f7};
+        const int sa[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        const int sb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        const u32 step = (u32)blockDim.x * gridDim.x;
+        for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)count; i += step) {
+            u32 rem = i;
+            int oa = 0, ob = 0;
+            #pragma unroll
+            for (int d = 7; d > 0; --d) {
+                if (d < rank) {
+                    const u32 q = haste_fdiv(rem, f[d]);
+                    const int c = (int)(rem - q * (u32)n[d]);
+                    rem = q;
+                    oa += c * sa[d];
+                    ob += c * sb[d];
+                }
+            }
+            oa += (int)rem * sa[0];
+            ob += (int)rem * sb[0];
+            if (U == 2) {
+                const haste_f2 x = ((const haste_f2*)a)[oa], y = ((const haste_f2*)b)[ob];
+                haste_f2 z;
+                z.x = haste_binary(op, x.x, y.x); z.y = haste_binary(op, x.y, y.y);
+                ((haste_f2*)out)[i] = z;
+            } else if (U == 4) {
+                const haste_f4 x = ((const haste_f4*)a)[oa], y = ((const haste_f4*)b)[ob];
+                haste_f4 z;
+                z.x = haste_binary(op, x.x, y.x); z.y = haste_binary(op, x.y, y.y);
+                z.z = haste_binary(op, x.z, y.z); z.w = haste_binary(op, x.w, y.w);
+                ((haste_f4*)out)[i] = z;
+            } else {
+                out[i] = haste_binary(op, a[oa], b[ob]);
+            }
+        }
+    }
+    extern "C" __global__ void binary32_f32_u1(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
+        haste_binary32<1>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
+    }
+    extern "C" __global__ void binary32_f32_u2(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
+        haste_binary32<2>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
+    }
+    extern "C" __global__ void binary32_f32_u4(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
+        haste_binary32<4>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
     }
 
     /// σ(x) as CPUUnary.sigmoid: 1/(1 + e^−x) for x ≥ 0, e^x/(1 + e^x) below.
@@ -224,9 +278,14 @@ extension CUDABackend {
         requireFloat32(a, "\(op)"); requireFloat32(b, "\(op)"); requireFloat32(out, "\(op)")
         let outStrides = CUDABackend.contiguousStrides(shape)
         CUDABackend.forEachSlice8(shape, [aStrides, bStrides, outStrides]) { offsets, rank, shp, strides in
+            let pa = address(a, plus: offsets[0]), pb = address(b, plus: offsets[1]), po = address(out, plus: offsets[2])
+            if let args = CUDABackend.arguments32(rank: rank, shape: shp, strides: strides, addresses: [pa, pb, po],
+                                                  byteSize: 4, maxUnit: 4, passed: 2, lead: [.pointer(pa), .pointer(pb), .pointer(po), .int32(CUDABackend.binaryCode(op))]) {
+                return launch(CUDABackend.elementwiseSource, "binary32_f32_u\(args.unit)", grid: Dim3(CUDABackend.blocks(args.count)),
+                              block: Dim3(256), args.arguments)
+            }
             let count = shp.reduce(1, *)
-            var args: [KernelArgument] = [.pointer(address(a, plus: offsets[0])), .pointer(address(b, plus: offsets[1])),
-                                          .pointer(address(out, plus: offsets[2])), .int32(CUDABackend.binaryCode(op)),
+            var args: [KernelArgument] = [.pointer(pa), .pointer(pb), .pointer(po), .int32(CUDABackend.binaryCode(op)),
                                           .int32(Int32(rank)), .int64(Int64(count))]
             args += shp.map { .int64(Int64($0)) }
             args += strides[0].map { .int64(Int64($0)) }

@@ -7,6 +7,7 @@ extension CUDABackend {
     static let memorySource = KernelSource(family: "memory", kernels: [
         "fill_8", "fill_4", "fill_2", "fill_1",
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
+        "strided_copy32_16", "strided_copy32_8", "strided_copy32_4", "strided_copy32_2", "strided_copy32_1",
         "cast_any", "cast_f32_bf16", "cast_bf16_f32", "round_through_f32",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
@@ -63,6 +64,57 @@ extension CUDABackend {
     }
     extern "C" __global__ void strided_copy_1(const u8* src, u8* dst, int rank, i64 count, i64 n0, i64 n1, i64 n2, i64 n3, i64 n4, i64 n5, i64 n6, i64 n7, i64 s0, i64 s1, i64 s2, i64 s3, i64 s4, i64 s5, i64 s6, i64 s7, i64 d0, i64 d1, i64 d2, i64 d3, i64 d4, i64 d5, i64 d6, i64 d7) {
         haste_strided_copy<u8>(src, dst, rank, count, n0, n1, n2, n3, n4, n5, n6, n7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+
+    /// The copy of views whose element count and offsets fit in 31 bits (every tensor of a training step):
+    /// 32-bit index arithmetic with each division by an extent made a multiply-high and a shift (`haste_fdiv`,
+    /// divisors from `CUDABackend.fastDivisor`), the rank unrolled, and elements moved as the widest unit
+    /// (16, 8, 4, 2 or 1 bytes) the host found aligned in both views (`CUDABackend.copyUnit`). The i64 kernels
+    /// above spent ~20 GPU cycles per 4-byte element on their index arithmetic (a third of a SiT-XL/2 bf16
+    /// step on the H200, 180 GB/s); these do one decomposition per up to 16 bytes.
+    template <typename T>
+    __device__ __forceinline__ void haste_strided_copy32(const T* src, T* dst, int rank, int count,
+        int n1, int n2, int n3, int n4, int n5, int n6, int n7,
+        u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
+        int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7,
+        int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        const int n[8] = {0, n1, n2, n3, n4, n5, n6, n7};
+        const u64 f[8] = {0, f1, f2, f3, f4, f5, f6, f7};
+        const int ss[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+        const int ds[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+        const u32 step = (u32)blockDim.x * gridDim.x;
+        for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)count; i += step) {
+            u32 rem = i;
+            int a = 0, b = 0;
+            #pragma unroll
+            for (int d = 7; d > 0; --d) {
+                if (d < rank) {
+                    const u32 q = haste_fdiv(rem, f[d]);
+                    const int c = (int)(rem - q * (u32)n[d]);
+                    rem = q;
+                    a += c * ss[d];
+                    b += c * ds[d];
+                }
+            }
+            a += (int)rem * ss[0];
+            b += (int)rem * ds[0];
+            dst[b] = src[a];
+        }
+    }
+    extern "C" __global__ void strided_copy32_16(const u64* src, u64* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        haste_strided_copy32<haste_v16>((const haste_v16*)src, (haste_v16*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy32_8(const u64* src, u64* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        haste_strided_copy32<u64>((const u64*)src, (u64*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy32_4(const u32* src, u32* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        haste_strided_copy32<u32>((const u32*)src, (u32*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy32_2(const u16* src, u16* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        haste_strided_copy32<u16>((const u16*)src, (u16*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
+    }
+    extern "C" __global__ void strided_copy32_1(const u8* src, u8* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+        haste_strided_copy32<u8>((const u8*)src, (u8*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
     }
 
     /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
@@ -197,13 +249,76 @@ extension CUDABackend {
         address(b) &+ DevicePointer(bitPattern: Int64(elements * b.dtype.byteSize))
     }
 
+    /// The magic pair of `haste_fdiv` for a divisor 1 ≤ d ≤ 2³¹ (the round-up method of Granlund and Montgomery,
+    /// "Division by invariant integers using multiplication", 1994, for dividends below 2³¹): l = ⌈log₂ d⌉,
+    /// m = ⌊2³² (2ˡ − d) / d⌋ + 1 in bits 0–31, l in bits 32–37; n / d = (mulhi(m, n) + n) >> l.
+    static func fastDivisor(_ d: Int) -> UInt64 {
+        precondition(d >= 1 && d <= 1 << 31, "fastDivisor(\(d))")
+        var l = 0
+        while (1 << l) < d { l += 1 }
+        let m = ((UInt64(1) << 32) * UInt64((1 << l) - d)) / UInt64(d) + 1
+        return (m & 0xffff_ffff) | (UInt64(l) << 32)
+    }
+
+    /// `haste_fdiv` on the host (tests).
+    static func fastDivide(_ n: UInt32, _ magic: UInt64) -> UInt32 {
+        let hi = UInt32((UInt64(UInt32(truncatingIfNeeded: magic)) * UInt64(n)) >> 32)
+        return (hi &+ n) >> UInt32(magic >> 32)
+    }
+
+    /// Elements per unit of `strided_copy32_*`: the most (a power of two, ≤ 16 bytes) such that the innermost
+    /// axis is contiguous in both views and a multiple of it, every other stride a multiple of it and both
+    /// starting addresses aligned to its bytes; 1 otherwise.
+    static func copyUnit(byteSize: Int, shape: [Int], strides: [[Int]], addresses: [DevicePointer]) -> Int {
+        let last = shape.count - 1
+        guard strides.allSatisfy({ $0[last] == 1 }) else { return 1 }
+        var unit = 16 / byteSize
+        while unit > 1 {
+            let bytes = UInt64(unit * byteSize)
+            if shape[last] % unit == 0, addresses.allSatisfy({ $0 % bytes == 0 }),
+               strides.allSatisfy({ s in (0..<last).allSatisfy { s[$0] % unit == 0 } }) { return unit }
+            unit /= 2
+        }
+        return 1
+    }
+
+    /// The arguments of a 32-bit kernel (`strided_copy32_*`, `binary32_f32_u*`) for a ≤ 8-axis slice: `lead`,
+    /// rank, count, extents 1…7 and their `fastDivisor`s, then the strides (padded to 8) of the first `passed`
+    /// views (all by default; a contiguous output follows from the index), everything in units of the widest
+    /// `copyUnit` ≤ `maxUnit` elements all views allow. Nil (use the i64 kernel) when a stride is negative or
+    /// the count or a view's last offset reaches 2³¹ units.
+    static func arguments32(rank: Int, shape: [Int], strides: [[Int]], addresses: [DevicePointer], byteSize: Int,
+                            maxUnit: Int, passed: Int? = nil, lead: [KernelArgument]) -> (unit: Int, count: Int, arguments: [KernelArgument])? {
+        let limit = 1 << 31
+        let views = strides.map { Array($0[..<rank]) }
+        guard views.allSatisfy({ $0.allSatisfy { $0 >= 0 } }) else { return nil }
+        let unit = Swift.min(maxUnit, copyUnit(byteSize: byteSize, shape: Array(shape[..<rank]), strides: views, addresses: addresses))
+        var shp = Array(shape[..<rank])
+        shp[rank - 1] /= unit
+        let st = views.map { s in (0..<rank).map { $0 == rank - 1 ? s[$0] : s[$0] / unit } }
+        let count = shp.reduce(1, *)
+        guard count < limit, st.allSatisfy({ s in zip(shp, s).reduce(0) { $0 + ($1.0 - 1) * $1.1 } < limit }) else { return nil }
+        let pad = { (a: [Int], v: Int) in a + [Int](repeating: v, count: 8 - a.count) }
+        let n = pad(shp, 1)
+        var args = lead + [.int32(Int32(rank)), .int32(Int32(count))]
+        args += n[1...].map { .int32(Int32($0)) }
+        args += n[1...].map { .uint64(fastDivisor($0)) }
+        for s in st.prefix(passed ?? st.count) { args += pad(s, 0).map { .int32(Int32($0)) } }
+        return (unit, count, args)
+    }
+
     public func stridedCopy(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) {
         let size = src.dtype.byteSize
         let kernel = "strided_copy_\(size)"
         CUDABackend.forEachSlice8(shape, [srcStrides, dstStrides]) { offsets, rank, shp, strides in
+            let from = address(src, plus: offsets[0]), to = address(dst, plus: offsets[1])
+            if let args = CUDABackend.arguments32(rank: rank, shape: shp, strides: strides, addresses: [from, to], byteSize: size,
+                                                  maxUnit: 16 / size, lead: [.pointer(from), .pointer(to)]) {
+                return launch(CUDABackend.memorySource, "strided_copy32_\(args.unit * size)", grid: Dim3(CUDABackend.blocks(args.count)),
+                              block: Dim3(256), args.arguments)
+            }
             let count = shp.reduce(1, *)
-            var args: [KernelArgument] = [.pointer(address(src, plus: offsets[0])), .pointer(address(dst, plus: offsets[1])),
-                                          .int32(Int32(rank)), .int64(Int64(count))]
+            var args: [KernelArgument] = [.pointer(from), .pointer(to), .int32(Int32(rank)), .int64(Int64(count))]
             args += shp.map { .int64(Int64($0)) }
             args += strides[0].map { .int64(Int64($0)) }
             args += strides[1].map { .int64(Int64($0)) }

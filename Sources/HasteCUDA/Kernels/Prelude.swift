@@ -41,6 +41,20 @@ extension KernelSource {
     #define HASTE_GRID_STRIDE_LOOP(i, n) \
         for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
+    /// n / d for n < 2³¹ without a division: `magic` = CUDABackend.fastDivisor(d) (m in bits 0–31, shift above).
+    __device__ __forceinline__ u32 haste_fdiv(u32 n, u64 magic) {
+    #ifdef HASTE_EMULATOR
+        const u32 hi = (u32)(((u64)(u32)magic * n) >> 32);
+    #else
+        const u32 hi = __umulhi((u32)magic, n);
+    #endif
+        return (hi + n) >> (u32)(magic >> 32);
+    }
+    /// 16- and 8-byte units for vectorised loads and stores (ld/st.global.v4, .v2) at addresses aligned to them.
+    struct alignas(16) haste_f4 { float x, y, z, w; };
+    struct alignas(8) haste_f2 { float x, y; };
+    struct alignas(16) haste_v16 { u64 lo, hi; };
+
     /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and
     /// `Float.bfloat16Bits`'s canonical quiet NaN).
     __device__ __forceinline__ float haste_bf16_to_float(u16 b) { return __uint_as_float(((u32)b) << 16); }

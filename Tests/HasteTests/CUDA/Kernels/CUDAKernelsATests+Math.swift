@@ -13,6 +13,8 @@ extension CUDAKernelsATests {
         let cases: [([Int], [Int])] = [
             ([1000], [1000]), ([31, 257], [257]), ([3, 1, 5], [1, 4, 1]), ([], [7]), ([1], [1]),
             ([2, 1, 2, 3, 1, 2, 2, 3, 2], [1, 2, 2, 1, 2, 2, 1, 3, 1]),
+            // 16- and 8-byte units (binary32_f32_u4, _u2): a bias over rows, adaLN's modulation over tokens, 4·k and 6 wide.
+            ([8, 64], [64]), ([6, 4, 12], [6, 1, 12]), ([1, 5, 8], [3, 5, 8]), ([4, 6], [6]),
         ]
         for (sa, sb) in cases {
             let shape = broadcastShape(sa, sb)!

@@ -138,6 +138,13 @@ import HasteTensor
              Tensor.contiguousStrides([2, 3, 2, 2, 3, 2, 2, 2, 3])),
             ([2, 2, 1, 3, 2, 2, 2, 3, 2, 2], [1, 2, 0, 4, 12, 24, 48, 96, 288, 576], 0,
              Tensor.contiguousStrides([2, 2, 1, 3, 2, 2, 2, 3, 2, 2])),
+            // Wide units (strided_copy32_16 … _2): attention's head split of a [N, T, 3, H, Dh] qkv (k: offset
+            // H·Dh) and its inverse, a bias broadcast into rows, an inner axis of 6 (units of 2), an unaligned start.
+            ([2, 3, 5, 8], [360, 8, 72, 1], 24, [120, 40, 8, 1]),
+            ([2, 5, 3, 8], [120, 8, 40, 1], 0, [360, 72, 8, 1]),
+            ([7, 48], [0, 1], 0, [48, 1]),
+            ([4, 6], [12, 1], 0, [6, 1]),
+            ([4, 16], [16, 1], 1, [16, 1]),
         ]
         for dtype in [DType.float64, .int32, .bfloat16, .uint8] {
             for (shape, ss, so, ds) in cases {
@@ -160,6 +167,45 @@ import HasteTensor
                 expectSameBytes(dc, dg, "stridedCopy \(dtype) \(shape) \(ss) → \(ds)")
             }
         }
+    }
+
+    /// `strided_copy32_*`'s divisions by an extent as a multiply-high and a shift: exact for every divisor it is
+    /// given (1 … 2³¹) and dividends below 2³¹ (edges: multiples of d and their neighbours, 2³¹ − 1).
+    @Test func fastDivisionIsExactBelowTwoToThe31() {
+        var rng = KernelRNG(seed: 3)
+        let top = 1 << 31
+        var divisors: [Int] = Array(1...4_100)
+        for e in 1...31 { divisors += [(1 << e) - 1, 1 << e, (1 << e) + 1].filter { $0 <= top } }
+        for _ in 0..<2_000 { divisors.append(Int(rng.next() % UInt64(top)) + 1) }
+        for d in divisors {
+            let magic = CUDABackend.fastDivisor(d)
+            var dividends: [Int] = [0, 1, d - 1, d, d + 1, top - 1, top - 1 - (top - 1) % d]
+            for _ in 0..<24 { dividends.append(Int(rng.next() % UInt64(top))) }
+            for _ in 0..<8 {
+                let k = Int(rng.next() % 4_096), r = Int(rng.next() % 3)
+                dividends.append(Swift.min(top - 1, k * d - 1 + r))
+            }
+            for n in dividends where n >= 0 && n < top {
+                let q = CUDABackend.fastDivide(UInt32(n), magic)
+                if Int(q) != n / d { Issue.record("fastDivide(\(n), \(d)) = \(q), not \(n / d)"); return }
+            }
+        }
+    }
+
+    /// The widest unit `strided_copy32_*` moves: both views contiguous in the last axis, every other stride, the
+    /// last extent and both addresses divisible by it.
+    @Test func copyUnitIsTheWidestAlignedOne() {
+        typealias C = CUDABackend
+        #expect(C.copyUnit(byteSize: 4, shape: [64, 16, 256, 72], strides: [[884_736, 72, 3_456, 1], [294_912, 18_432, 72, 1]],
+                           addresses: [4_096, 8_192]) == 4)
+        #expect(C.copyUnit(byteSize: 2, shape: [16_384, 4_608], strides: [[0, 1], [4_608, 1]], addresses: [512, 1_024]) == 8)
+        #expect(C.copyUnit(byteSize: 4, shape: [8, 72], strides: [[72, 1], [72, 1]], addresses: [4_104, 0]) == 2)
+        #expect(C.copyUnit(byteSize: 4, shape: [8, 6], strides: [[6, 1], [6, 1]], addresses: [0, 0]) == 2)
+        #expect(C.copyUnit(byteSize: 4, shape: [8, 8], strides: [[9, 1], [8, 1]], addresses: [0, 0]) == 1)
+        #expect(C.copyUnit(byteSize: 4, shape: [8, 8], strides: [[1, 8], [8, 1]], addresses: [0, 0]) == 1)
+        #expect(C.copyUnit(byteSize: 8, shape: [4], strides: [[1], [1]], addresses: [16, 32]) == 2)
+        #expect(C.copyUnit(byteSize: 8, shape: [3], strides: [[1], [1]], addresses: [16, 32]) == 1)
+        #expect(C.copyUnit(byteSize: 1, shape: [3, 32], strides: [[32, 1], [64, 1]], addresses: [3, 0]) == 1)
     }
 
     /// Values that exercise every conversion's edges: rounding ties for half and bfloat16, their overflow and
