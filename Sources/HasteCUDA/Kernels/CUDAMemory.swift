@@ -157,12 +157,13 @@ extension CUDABackend {
     /// cast_any's float32 ↔ bf16 conversions without its per-element type switch (Autocast's operands and results).
     extern "C" __global__ void cast_f32_bf16(const float* src, u16* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_float_to_bf16(src[i]); }
     extern "C" __global__ void cast_bf16_f32(const u16* src, float* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_bf16_to_float(src[i]); }
-    /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, through a register (low = 2 or 3).
+    /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
+    /// conversions through double of cast_any are exact for float32 values, so these are its bits).
     extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, i64 n) {
-        HASTE_GRID_STRIDE_LOOP(i, n) {
-            u16 b = 0;
-            haste_cast_write((u8*)&b, lowType, 0, (double)x[i]);
-            y[i] = (float)haste_cast_read((const u8*)&b, lowType, 0);
+        if (lowType == 3) {
+            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_bf16(x[i]);
+        } else {
+            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_half_to_float(haste_float_to_half(x[i]));
         }
     }
     """#)
