@@ -25,6 +25,12 @@
 #         it (same losses; img/s overhead), and haste bench allreduce of SiT-B/2's gradients through 1-rank NCCL
 #      b. CPU weak scaling of SiT-S/2 training: mpirun -np 1/2/4/8 × 2 threads, 2 images per rank per step;
 #         efficiency = per-rank img/s vs 1 rank → $OUT/weak_scaling.json (skipped without mpirun)
+#   6. issue 12's other figures, in ≤ ISSUE12_BUDGET = 150 s of its own after stage 5:
+#      a. SiT-B/2 (denoising only) on the demo data for $PRECISION_STEPS steps: float32 with seeds 0 and 1, bf16 with
+#         seed 0; verdict: the bf16 curve (20-step means) within 1.5× the seed-to-seed gap → precision_verdict.json
+#      b. haste generate (SDE, CFG 1.65 for t ≤ 0.72; float32 and bf16) beside the reference sampler in PyTorch
+#         (Scripts/bench_gpu_generate.py: float32 + TF32 as generate.py, and bf16 autocast) on $GEN_MODEL with the same
+#         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed. Everything but
@@ -62,6 +68,12 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
+ISSUE12_BUDGET=${ISSUE12_BUDGET:-150}                  # stage 6's own seconds, after stage 5
+PRECISION_STEPS=${PRECISION_STEPS:-200}                # 6a: steps per run (3 runs)
+PRECISION_MODEL=${PRECISION_MODEL:-SiT-B/2 768 12 12}  # 6a: model, hidden size, depth, heads (the rehearsal: smaller)
+GEN_MODEL=${GEN_MODEL:-SiT-XL/2}                       # 6b: haste generate vs the reference sampler
+GEN_STEPS=${GEN_STEPS:-25}
+GEN_BATCH=${GEN_BATCH:-64}
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
 mkdir -p "$work" "$HASTE_CACHE"
@@ -344,6 +356,68 @@ else
   skip weak-scaling "no mpirun on this node (Open MPI: apt-get install openmpi-bin)"
 fi
 
+# --- 6. issue 12's other figures: bf16 vs float32 loss curves, sampling speed (a budget of its own) -----------------
+note "stage 5 took $(( $(date +%s) - t0 ))s"
+t0=$(date +%s); BUDGET=$ISSUE12_BUDGET                 # boxed() now counts stage 6's seconds
+# 6a. SiT-B/2 (denoising only: the demo teacher's 64 tokens do not match B/2's 196) on the demo data, batch 32,
+# 28×28 pixels (196 tokens),
+# $PRECISION_STEPS steps: float32 twice (seeds 0 and 1: the run-to-run noise) and bf16 once (seed 0).
+prec="$work/precision"; rm -rf "$prec" && mkdir -p "$prec"
+for run in fp32-s0:no:0 fp32-s1:no:1 bf16-s0:bf16:0; do
+  IFS=: read -r name mp seed <<< "$run"
+  read -r pm ph pd pn <<< "$PRECISION_MODEL"
+  stage "precision-$name" 60 "$HASTE" train "$cfg" --device "$DEVICE" --threads 2 --enc-type none --model "$pm" \
+    --set hidden-size="$ph" --set depth="$pd" --set num-heads="$pn" --mixed-precision "$mp" --seed "$seed" \
+    --max-train-steps "$PRECISION_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 \
+    --set sample-count=1 --set sample-num-steps=1 --output-dir "$prec" --exp-name "$name"
+done
+cat > "$work/precision.py" <<'EOF'
+import json, sys
+prec, out = sys.argv[1], sys.argv[2]
+def load(name):
+    return {r["step"]: r["loss"] for r in map(json.loads, filter(str.strip, open(f"{prec}/{name}/metrics.jsonl"))) if "loss" in r}
+a, b, h = load("fp32-s0"), load("fp32-s1"), load("bf16-s0")
+steps = sorted(set(a) & set(b) & set(h))
+assert len(steps) >= 3, f"only {len(steps)} common steps"
+def smooth(d, w=20):   # trailing means over w steps: the curve a researcher looks at
+    return [sum(d[s] for s in steps[max(0, i - w + 1):i + 1]) / (i + 1 - max(0, i - w + 1)) for i in range(len(steps))]
+sa, sb, sh = smooth(a), smooth(b), smooth(h)
+skip = len(steps) // 10                       # the first steps (loss falling fast) dominate any absolute gap
+noise = max(abs(x - y) / y for x, y in zip(sb[skip:], sa[skip:]))
+gap = max(abs(x - y) / y for x, y in zip(sh[skip:], sa[skip:]))
+tail = lambda c: sum(c[-len(c) // 4:]) / len(c[-len(c) // 4:])
+v = {"steps": len(steps), "seed_to_seed_max_rel": noise, "bf16_vs_fp32_max_rel": gap,
+     "tail_fp32_s0": tail(sa), "tail_fp32_s1": tail(sb), "tail_bf16_s0": tail(sh),
+     "first_steps_rel_bf16_vs_fp32": [abs(h[s] - a[s]) / a[s] for s in steps[:5]],
+     "finite": all(x == x and abs(x) != float("inf") for x in h.values())}
+# Within run-to-run noise: the bf16 curve stays as close to float32 (same seed) as two float32 seeds stay to each other.
+v["passed"] = v["finite"] and gap <= max(1.5 * noise, 0.01)
+json.dump({"verdict": v, "step": steps, "fp32_s0": [a[s] for s in steps], "fp32_s1": [b[s] for s in steps],
+           "bf16_s0": [h[s] for s in steps]}, open(out, "w"), indent=1)
+print(f"bf16 vs float32 loss curve ({sys.argv[3]}, {len(steps)} steps, 20-step means after step {steps[skip]}): max rel gap "
+      f"{gap:.4f} vs seed-to-seed {noise:.4f}; last-quarter means fp32 {v['tail_fp32_s0']:.4f} / {v['tail_fp32_s1']:.4f}, "
+      f"bf16 {v['tail_bf16_s0']:.4f}: {'WITHIN NOISE' if v['passed'] else 'OUTSIDE NOISE'}")
+sys.exit(0 if v["passed"] else 1)
+EOF
+stage precision-compare 20 python3 "$work/precision.py" "$prec" "$OUT/precision_verdict.json" "${PRECISION_MODEL%% *}"
+# 6b. sampling: haste generate (SDE, CFG 1.65 for t ≤ 0.72, as the acceptance asks) beside the reference sampler in
+# PyTorch (bench_gpu_generate.py, which also writes the shared random weights), $GEN_STEPS steps, batch $GEN_BATCH.
+gen="$work/generate"; rm -rf "$gen" && mkdir -p "$gen"
+stage generate-torch 90 "$PYTHON" "$repo/Scripts/bench_gpu_generate.py" --device "$DEVICE" --model "$GEN_MODEL" \
+  --steps "$GEN_STEPS" --batch "$GEN_BATCH" --bf16 --write-weights "$gen"
+grep '^{' "$OUT/generate-torch.log" > "$OUT/generate_torch.jsonl" 2>/dev/null
+gen_args=(--device "$DEVICE" --ckpt "$gen/$(echo "$GEN_MODEL" | tr 'A-Z/' 'a-z-').safetensors" --model "$GEN_MODEL"
+          --resolution 256 --num-classes 1000 --mode sde --cfg-scale 1.65 --guidance-high 0.72 --vae ft-ema
+          --vae-weights "$gen/sd-vae.safetensors" --threads 2)
+# A 2-step warm-up (kernels compiled, cuBLAS up), then the timed run, for float32 and bf16.
+warm='"$0" generate "${@:3}" --num-fid-samples 2 --per-proc-batch-size 2 --num-steps 2 --sample-dir "$1-warm" \
+  --mixed-precision "$2" > /dev/null 2>&1; "$0" generate "${@:3}" --num-fid-samples "$GEN_BATCH" \
+  --per-proc-batch-size "$GEN_BATCH" --num-steps "$GEN_STEPS" --sample-dir "$1" --mixed-precision "$2"'
+export GEN_BATCH GEN_STEPS
+for mp in no bf16; do
+  stage "generate-haste-$mp" 90 bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
+done
+
 # --- summary ------------------------------------------------------------------------------------------------------
 {
   echo
@@ -390,6 +464,25 @@ s = steps[-1]
 print(f"NCCL train (1 rank, {len(steps)} steps): max loss rel diff vs no NCCL {rel:.2e}; img/s {b[s]['img_per_s']:.1f} with NCCL, "
       f"{a[s]['img_per_s']:.1f} without (overhead {100 * (a[s]['img_per_s'] / b[s]['img_per_s'] - 1):.1f} %)")
 EOF
-  echo "stage 5 took $(( $(date +%s) - t0 ))s; $failures stage(s) failed in all"
+  grep -h "bf16 vs float32 loss curve" "$OUT/precision-compare.log" 2>/dev/null || echo "bf16 vs float32 loss curve: no result"
+  python3 - "$OUT" "$GEN_STEPS" <<'EOF' 2>/dev/null || echo "generate: no result"
+import json, os, re, sys
+out, steps = sys.argv[1], int(sys.argv[2])
+for r in map(json.loads, filter(str.strip, open(os.path.join(out, "generate_torch.jsonl")))):
+    if "seconds_per_step" in r:
+        print(f"generate: {r['what']}: {r['seconds_per_step'] * 1000:.1f} ms/step, {r['images_per_s_at_250_steps']:.3f} img/s at 250 steps")
+    elif "images_per_s" in r:
+        print(f"generate: {r['what']}: {r['images_per_s']:.2f} img/s")
+for mp in ("no", "bf16"):
+    p = os.path.join(out, f"generate-haste-{mp}.log")
+    m = re.search(r"timing: (\d+) images; sampler ([\d.]+) s .*decode ([\d.]+) s", open(p).read()) if os.path.exists(p) else None
+    if m:
+        n, sampler, decode = int(m.group(1)), float(m.group(2)), float(m.group(3))
+        print(f"generate: haste --mixed-precision {mp}, batch {n}, {steps} steps: {sampler / steps * 1000:.1f} ms/step, "
+              f"{n / (250 * sampler / steps):.3f} img/s at 250 steps; decode {n / decode:.2f} img/s")
+    else:
+        print(f"generate: haste --mixed-precision {mp}: no result")
+EOF
+  echo "stage 6 took $(( $(date +%s) - t0 ))s; $failures stage(s) failed in all"
 } | tee -a "$summary"
 [ "$failures" = 0 ]

@@ -86,6 +86,8 @@ public protocol GPUDriver: AnyObject {
     var computeCapability: Int { get }
     /// Bytes of device memory in total.
     var totalMemory: Int { get }
+    /// The most dynamic shared memory one block may use (the device's opt-in limit).
+    var maxSharedBytes: Int { get }
     /// Raw allocation (the backend's caching allocator fronts it); nil when the device is out of memory.
     func allocate(byteCount: Int) -> DevicePointer?
     func free(_ address: DevicePointer)

@@ -15,6 +15,7 @@ import HasteTensor
 public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public let deviceDescription = "host only (HASTE_CUDA_HOST_ONLY=1: nothing runs on a GPU, results are meaningless)"
     public let computeCapability = 90
+    public let maxSharedBytes = 227 * 1024
     public let totalMemory = 1 << 40
     private var next: DevicePointer = 1 << 44
     /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.

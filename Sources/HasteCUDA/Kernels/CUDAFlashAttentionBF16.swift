@@ -1,3 +1,4 @@
+import Foundation
 import HasteTensor
 
 /// Flash attention on the tensor cores for Autocast bf16 (`--mixed-precision bf16`): the FlashAttention-2
@@ -46,7 +47,8 @@ extension CUDABackend {
         "attention_flash_bf16_backward_dq_d96", "attention_flash_bf16_backward_dq_d128",
         "attention_flash_bf16_backward_dkdv_d64", "attention_flash_bf16_backward_dkdv_d80",
         "attention_flash_bf16_backward_dkdv_d96", "attention_flash_bf16_backward_dkdv_d128",
-    ], code: #"""
+    ] + ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_async_\(k)_\($0)" } },
+    code: #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
 
@@ -88,6 +90,15 @@ extension CUDABackend {
             const u32 lo = rows[2 * w * stride + (c >> 1)], hi = rows[(2 * w + 1) * stride + (c >> 1)];
             dst[c * TC_TS + w] = ((lo >> shift) & 0xffffu) | (((hi >> shift) & 0xffffu) << 16);
         }
+    }
+
+    /// Starts the asynchronous copy (cp.async, `haste_cp_async16`) of rows [0, min(64, rows_left)) of `src`, `cols`
+    /// floats each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces (cols % 4 == 0 and a
+    /// 16-byte-aligned `src`: the host checks). The data may be read only after `haste_cp_async_wait_all` and a barrier.
+    __device__ __forceinline__ void tc_stage_rows(float* stage, const float* src, i64 rows_left, int cols) {
+        const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / 4;
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async16(stage + 4 * i, src + 4 * i);
     }
 
     /// A fragment of rows m0…m0+15, columns 16kk…16kk+15 of a row-major pair tile (layout: haste_mma_bf16_16816).
@@ -167,7 +178,7 @@ extension CUDABackend {
     }
 
     /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
-    template <int DMAX>
+    template <int DMAX, bool ASYNC>
     __device__ void tc_forward(u32* smem, const float* q, const float* k, const float* v, float* out, float* lse,
                                i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
@@ -175,22 +186,33 @@ extension CUDABackend {
         u32* Ks = Qs + 64 * sq;
         u32* Vt = Ks + 64 * sq;
         u32* Vs = Vt + kv * TC_TS;
+        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
+        float* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
-                __syncthreads();                       // the previous tile's readers of Qs are done
+                __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
+                if (ASYNC) {
+                    tc_stage_rows(SK, k + b * tk * dh, tk, dh);
+                    tc_stage_rows(SV, v + b * tk * dv, tk, dv);
+                }
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 float o[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
                 float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    __syncthreads();                   // the previous key tile's readers of Ks, Vt are done
-                    tc_load_rows<DMAX>(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
+                    __syncthreads();                   // everyone's have; the previous key tile's readers are done
+                    tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
+                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
                     __syncthreads();
+                    if (ASYNC && c0 + 64 < tk) {       // the next key tile streams in during this one's products
+                        tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
+                        tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
+                    }
                     tc_transpose_rows<DMAX>(Vt, Vs, sv, kv);
                     __syncthreads();
                     float s[8][4];
@@ -247,7 +269,7 @@ extension CUDABackend {
     }
 
     /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
-    template <int DMAX>
+    template <int DMAX, bool ASYNC>
     __device__ void tc_backward_dq(u32* smem, const float* q, const float* k, const float* v, const float* dout,
                                    const float* lse, const float* delta, float* dq,
                                    i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
@@ -257,12 +279,18 @@ extension CUDABackend {
         u32* dOs = Ks + 64 * sq;
         u32* Vs = dOs + 64 * sv;
         u32* Kt = Vs + 64 * sv;
+        float* SK = (float*)(Kt + kh * TC_TS);   /* ASYNC: the next key tile's K and V as float32, in flight */
+        float* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();
+                if (ASYNC) {
+                    tc_stage_rows(SK, k + b * tk * dh, tk, dh);
+                    tc_stage_rows(SV, v + b * tk * dv, tk, dv);
+                }
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 tc_load_rows<DMAX>(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
                 float lr[2], dr[2];
@@ -276,10 +304,15 @@ extension CUDABackend {
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
+                    if (ASYNC) haste_cp_async_wait_all();
                     __syncthreads();
-                    tc_load_rows<DMAX>(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
+                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
                     __syncthreads();
+                    if (ASYNC && c0 + 64 < tk) {
+                        tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
+                        tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
+                    }
                     tc_transpose_rows<DMAX>(Kt, Ks, sq, kh);
                     __syncthreads();
                     float s[8][4], dp[8][4];
@@ -303,7 +336,7 @@ extension CUDABackend {
 
     /// dk = scale·bf16(dS)ᵀ·q, dv = bf16(P)ᵀ·dO: one block per (key tile, head), looping over query tiles; the
     /// warp's 16 key rows compute Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ. dk or dv may be null (not computed).
-    template <int DMAX>
+    template <int DMAX, bool ASYNC>
     __device__ void tc_backward_dkdv(u32* smem, const float* q, const float* k, const float* v, const float* dout,
                                      const float* lse, const float* delta, float* dk, float* dvout,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
@@ -316,12 +349,18 @@ extension CUDABackend {
         u32* dOt = Qt + kh * TC_TS;
         float* Ls = (float*)(dOt + kv * TC_TS);
         float* Ds = Ls + 64;
+        float* SQ = Ds + 64;                      /* ASYNC: the next query tile's q and dOut as float32, in flight */
+        float* SO = SQ + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tk + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 c0 = ti * 64;
                 __syncthreads();
+                if (ASYNC) {
+                    tc_stage_rows(SQ, q + b * tq * dh, tq, dh);
+                    tc_stage_rows(SO, dout + b * tq * dv, tq, dv);
+                }
                 tc_load_rows<DMAX>(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
                 tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
                 float gk[DMAX / 8][4], gv[DMAX / 8][4];
@@ -331,15 +370,20 @@ extension CUDABackend {
                     for (int i = 0; i < 4; i++) { gk[nt][i] = 0.0f; gv[nt][i] = 0.0f; }
                 }
                 for (i64 r0 = 0; r0 < tq; r0 += 64) {
+                    if (ASYNC) haste_cp_async_wait_all();
                     __syncthreads();
-                    tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                    tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                    tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
                     for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
                         const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
                         Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
                         Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
                     }
                     __syncthreads();
+                    if (ASYNC && r0 + 64 < tq) {
+                        tc_stage_rows(SQ, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh);
+                        tc_stage_rows(SO, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv);
+                    }
                     tc_transpose_rows<DMAX>(Qt, Qs, sq, kh);
                     tc_transpose_rows<DMAX>(dOt, dOs, sv, kv);
                     __syncthreads();
@@ -366,10 +410,22 @@ extension CUDABackend {
         }
     }
 
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 64)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 80)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 96)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward, tc_backward_dq, tc_backward_dkdv, 128)
+    /// The entry templates of both variants (HASTE_FLASH_ENTRIES takes templates of the width alone).
+    template <int D> __device__ void tc_forward_sync(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, false>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_forward_async(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, true>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dq_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, false>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dq_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, true>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dkdv_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, false>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dkdv_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, true>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
+
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 64)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 80)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 96)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 128)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 64)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 80)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 96)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 128)
     """#)
 
     /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync
@@ -389,10 +445,20 @@ extension CUDABackend {
         return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
     }
 
-    /// Shared memory words of the bf16 kernels (see the file notes).
-    static func flashBF16SharedWords(_ s: AttentionShape) -> (forward: Int, dq: Int, dkdv: Int) {
+    /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the float32 tiles in flight of
+    /// the `_async` entry points (64 rows of Dh and of Dv).
+    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
         let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
-        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4)
-        return (rows + values + kv * 36, rows + 2 * values + kh * 36, rows + 2 * values + (kh + kv) * 36 + 128)
+        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4), stage = staged ? 64 * (s.headDim + s.valueDim) : 0
+        return (rows + values + kv * 36 + stage, rows + 2 * values + kh * 36 + stage,
+                rows + 2 * values + (kh + kv) * 36 + 128 + stage)
+    }
+
+    /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) apply: Dh and Dv multiples of 4
+    /// and every streamed tensor 16-byte aligned (whole 16-byte pieces), sm_80+, and the staged shared memory
+    /// within the device's limit for `words` (the kernel's entry of `flashBF16SharedWords(s, staged: true)`).
+    func flashBF16Async(_ s: AttentionShape, words: Int, _ buffers: [Buffer]) -> Bool {
+        s.headDim % 4 == 0 && s.valueDim % 4 == 0 && driver.computeCapability >= 80 && words * 4 <= driver.maxSharedBytes
+            && buffers.allSatisfy { address($0) % 16 == 0 } && ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
     }
 }

@@ -53,6 +53,28 @@ extension KernelSource {
     /// 16- and 8-byte units for vectorised loads and stores (ld/st.global.v4, .v2) at addresses aligned to them.
     struct alignas(16) haste_f4 { float x, y, z, w; };
     struct alignas(8) haste_f2 { float x, y; };
+    /// Asynchronous copies global → shared (cp.async on sm_80+, 16 bytes, both addresses 16-byte aligned): the data
+    /// may be read only after `haste_cp_async_wait_all()` by the issuing thread and then a barrier. Older GPUs copy at
+    /// once. The emulator poisons the destination at the issue and copies at the wait, so a read too early (or a
+    /// copy issued while others still read the destination) shows.
+    __device__ __forceinline__ void haste_cp_async16(void* smem, const void* gmem) {
+    #if defined(HASTE_EMULATOR)
+        haste_emu::cp_async(smem, gmem, 16);
+    #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        u32 s;
+        asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(s) : "l"(smem));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(s), "l"(gmem) : "memory");
+    #else
+        *(haste_v16*)smem = *(const haste_v16*)gmem;
+    #endif
+    }
+    __device__ __forceinline__ void haste_cp_async_wait_all() {
+    #if defined(HASTE_EMULATOR)
+        haste_emu::cp_async_wait();
+    #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+    #endif
+    }
     struct alignas(16) haste_v16 { u64 lo, hi; };
 
     /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and

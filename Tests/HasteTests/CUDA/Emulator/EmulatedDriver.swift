@@ -34,6 +34,7 @@ struct EmulatorError: Error, CustomStringConvertible {
 final class EmulatedDriver: GPUDriver {
     let deviceDescription = "emulated CUDA device (host)"
     let computeCapability = 90
+    var maxSharedBytes: Int { Self.maxSharedBytes }
     let totalMemory: Int
     let recordsIssues: Bool
 

@@ -30,6 +30,30 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu) {
 }
 
 namespace haste_emu {
+// cp.async (haste_cp_async16): the destination is poisoned (0xFF: NaN floats) at the issue and the copy lands at the
+// issuing thread's wait, so reading before the wait, or issuing while other threads still read the destination
+// (no barrier between), gives wrong values instead of passing by luck.
+struct AsyncCopy { void* dst; const void* src; int bytes; };
+static AsyncCopy* g_async[1024];
+static int g_async_count[1024], g_async_capacity[1024];
+static inline void cp_async(void* dst, const void* src, int bytes) {
+    int t = g_current_thread;
+    if (((uintptr_t)dst | (uintptr_t)src) % (uintptr_t)bytes != 0) abort_thread("cp.async of %d bytes at misaligned %p ← %p", bytes, dst, src);
+    if (g_async_count[t] == g_async_capacity[t]) {
+        g_async_capacity[t] = g_async_capacity[t] ? 2 * g_async_capacity[t] : 64;
+        g_async[t] = (AsyncCopy*)realloc(g_async[t], sizeof(AsyncCopy) * g_async_capacity[t]);
+    }
+    memset(dst, 0xFF, bytes);
+    g_async[t][g_async_count[t]++] = {dst, src, bytes};
+}
+static inline void cp_async_wait() {
+    int t = g_current_thread;
+    for (int i = 0; i < g_async_count[t]; i++) memcpy(g_async[t][i].dst, g_async[t][i].src, g_async[t][i].bytes);
+    g_async_count[t] = 0;
+}
+} // namespace haste_emu
+
+namespace haste_emu {
 template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg, int width) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     if (mask != 0xffffffffu) abort_thread("warp shuffle with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);

@@ -180,6 +180,7 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     if (g_atomic_count) { memset(g_atomic_set, 0, sizeof(uintptr_t) * g_atomic_capacity); g_atomic_count = 0; }
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
+    memset(g_async_count, 0, sizeof g_async_count);   // copies a failed launch left unwaited
     fault[0] = fault[1] = fault[2] = fault[3] = 0;
     g_gridDim = {grid[0], grid[1], grid[2]};
     g_blockDim = {block[0], block[1], block[2]};
