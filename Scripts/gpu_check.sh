@@ -18,7 +18,8 @@
 #      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
 #      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
-#      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log
+#      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
+#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming)
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -32,7 +33,8 @@
 #         (Scripts/bench_gpu_generate.py: float32 + TF32 as generate.py, and bf16 autocast) on $GEN_MODEL with the same
 #         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
-# torch, DEMO_STEPS/BENCH_BATCHES shrink the work). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
+# torch, DEMO_STEPS/BENCH_BATCHES shrink the work; PRECISION_MODEL="SiT-S/2 64 4 2", GEN_MODEL=SiT-B/2 GEN_STEPS=2
+# GEN_BATCH=2 make stage 6 fit a CPU). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed. Everything but
 # summary.txt is packed into $OUT/results.tar.gz at the end (the device tool brings back only a few files).
 set -uo pipefail
@@ -299,12 +301,15 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
+  # The same with the synchronous flash-attention kernels (no cp.async streaming): what the streaming gains.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_ASYNC=0 \
+    stage profile-gpu-sync-flash 60 bash -c "$profile_row"
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_HOST_ONLY=1 stage profile-host 40 bash -c "$profile_row"
   read -r pmodel pbatch <<< "$PROFILE_ROW"
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-sync-flash profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -450,6 +455,9 @@ EOF
   # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
+  grep -q "per step:" "$OUT/profile-gpu-sync-flash.log" 2>/dev/null \
+    && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-sync-flash.log" | sed 's/^/profile, HASTE_FLASH_ASYNC=0: /' \
+    || echo "profile, HASTE_FLASH_ASYNC=0: no result"
   grep -q "per step:" "$OUT/profile-host.log" 2>/dev/null && grep -h -E "^SiT|per step:" "$OUT/profile-host.log" | sed 's/^/host only: /' \
     || echo "host only: no result"
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"

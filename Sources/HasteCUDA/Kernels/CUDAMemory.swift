@@ -8,7 +8,8 @@ extension CUDABackend {
         "fill_8", "fill_4", "fill_2", "fill_1",
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
         "strided_copy32_16", "strided_copy32_8", "strided_copy32_4", "strided_copy32_2", "strided_copy32_1",
-        "cast_any", "cast_f32_bf16", "cast_bf16_f32", "round_through_f32",
+        "cast_any", "cast_f32_bf16", "cast_bf16_f32", "round_through_f32", "cast_f32_bf16_v4", "cast_bf16_f32_v4",
+        "round_through_f32_v4",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
     extern "C" __global__ void fill_4(u32* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u32)v; }
@@ -157,6 +158,36 @@ extension CUDABackend {
     /// cast_any's float32 ↔ bf16 conversions without its per-element type switch (Autocast's operands and results).
     extern "C" __global__ void cast_f32_bf16(const float* src, u16* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_float_to_bf16(src[i]); }
     extern "C" __global__ void cast_bf16_f32(const u16* src, float* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_bf16_to_float(src[i]); }
+    /// The same four elements at a time (n4 = n / 4 units; 16-byte float32 and 8-byte bf16 accesses, aligned: the host
+    /// checks), for the large Autocast casts and roundings.
+    extern "C" __global__ void cast_f32_bf16_v4(const haste_f4* src, u64* dst, i64 n4) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            const haste_f4 x = src[i];
+            dst[i] = (u64)haste_float_to_bf16(x.x) | ((u64)haste_float_to_bf16(x.y) << 16)
+                   | ((u64)haste_float_to_bf16(x.z) << 32) | ((u64)haste_float_to_bf16(x.w) << 48);
+        }
+    }
+    extern "C" __global__ void cast_bf16_f32_v4(const u64* src, haste_f4* dst, i64 n4) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            const u64 b = src[i];
+            haste_f4 y;
+            y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
+            y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
+            dst[i] = y;
+        }
+    }
+    extern "C" __global__ void round_through_f32_v4(const haste_f4* x, haste_f4* y, int lowType, i64 n4) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            haste_f4 v = x[i];
+            if (lowType == 3) {
+                v.x = haste_round_bf16(v.x); v.y = haste_round_bf16(v.y); v.z = haste_round_bf16(v.z); v.w = haste_round_bf16(v.w);
+            } else {
+                v.x = haste_half_to_float(haste_float_to_half(v.x)); v.y = haste_half_to_float(haste_float_to_half(v.y));
+                v.z = haste_half_to_float(haste_float_to_half(v.z)); v.w = haste_half_to_float(haste_float_to_half(v.w));
+            }
+            y[i] = v;
+        }
+    }
     /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
     /// conversions through double of cast_any are exact for float32 values, so these are its bits).
     extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, i64 n) {
@@ -331,8 +362,10 @@ extension CUDABackend {
         requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
         guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
         if count <= 0 { return }
-        launch(CUDABackend.memorySource, "round_through_f32", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
-               [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(count))])
+        let v4 = count % 4 == 0 && address(x) % 16 == 0 && address(y) % 16 == 0
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
+               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(units))])
     }
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {
@@ -342,9 +375,12 @@ extension CUDABackend {
         case (.bfloat16, .float32): "cast_bf16_f32"
         default: nil
         }
-        if let direct {
-            return launch(CUDABackend.memorySource, direct, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
-                          [.pointer(address(src)), .pointer(address(dst)), .int64(Int64(count))])
+        if let direct {   // four elements per thread where both sides are aligned for it
+            let v4 = count % 4 == 0 && address(src) % UInt64(4 * src.dtype.byteSize) == 0
+                && address(dst) % UInt64(4 * dst.dtype.byteSize) == 0
+            let units = v4 ? count / 4 : count
+            return launch(CUDABackend.memorySource, v4 ? direct + "_v4" : direct, grid: Dim3(CUDABackend.blocks(units)),
+                          block: Dim3(256), [.pointer(address(src)), .pointer(address(dst)), .int64(Int64(units))])
         }
         launch(CUDABackend.memorySource, "cast_any", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
                [.pointer(address(src)), .int32(CUDABackend.dtypeCode(src.dtype)), .pointer(address(dst)),

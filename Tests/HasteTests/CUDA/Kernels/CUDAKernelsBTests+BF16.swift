@@ -119,13 +119,18 @@ extension CUDAKernelsBTests {
         let specials: [Float] = [0, -0.0, 1, -1, .infinity, -.infinity, .nan, Float(bitPattern: 0x7f80_0001), Float(bitPattern: 0xffc0_1234),
                                  65504, 65520, -65536, 1e-8, -3e-5, Float(bitPattern: 0x3f80_8000), Float(bitPattern: 0x3f81_8000),
                                  .greatestFiniteMagnitude, .leastNonzeroMagnitude, Float(bitPattern: 0x0040_0000)]
-        let values = specials + rng.floats(1000).map { $0 * 300 } + rng.floats(200).map { $0 * 1e-6 }
-        for low in [DType.bfloat16, .float16] {
-            for device in [Device.cpu, EmulatedCUDA.device] {
-                let x = Tensor(values, shape: [values.count], device: device)
-                let twoCasts = x.to(low).to(.float32).scalars(as: Float.self).map(\.bitPattern)
-                let onePass = x.roundedValues(low).scalars(as: Float.self).map(\.bitPattern)
-                #expect(onePass == twoCasts, "roundThrough to \(low) on \(device)")
+        let all = specials + rng.floats(1000).map { $0 * 300 } + rng.floats(200).map { $0 * 1e-6 }
+        // 1219 values (one-element kernels) and 1216 (four at a time on the GPU: round_through_f32_v4, cast_*_v4).
+        for values in [all, Array(all.prefix(1216))] {
+            for low in [DType.bfloat16, .float16] {
+                var cpuBits: [UInt32] = []
+                for device in [Device.cpu, EmulatedCUDA.device] {
+                    let x = Tensor(values, shape: [values.count], device: device)
+                    let twoCasts = x.to(low).to(.float32).scalars(as: Float.self).map(\.bitPattern)
+                    let onePass = x.roundedValues(low).scalars(as: Float.self).map(\.bitPattern)
+                    #expect(onePass == twoCasts, "roundThrough to \(low) on \(device), \(values.count) values")
+                    if device == .cpu { cpuBits = onePass } else { #expect(onePass == cpuBits, "\(low): device vs CPU") }
+                }
             }
         }
     }
