@@ -459,6 +459,10 @@ extension CUDABackend {
     /// within the device's limit for `words` (the kernel's entry of `flashBF16SharedWords(s, staged: true)`).
     func flashBF16Async(_ s: AttentionShape, words: Int, _ buffers: [Buffer]) -> Bool {
         s.headDim % 4 == 0 && s.valueDim % 4 == 0 && driver.computeCapability >= 80 && words * 4 <= driver.maxSharedBytes
-            && buffers.allSatisfy { address($0) % 16 == 0 } && ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
+            && buffers.allSatisfy { address($0) % 16 == 0 } && CUDABackend.flashAsyncAllowed
     }
+
+    /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits, so a
+    /// test may switch it while others run).
+    nonisolated(unsafe) static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
 }
