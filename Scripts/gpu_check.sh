@@ -19,14 +19,15 @@
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
 #      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
 #      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
-#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming)
+#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming), and the
+#      GPU profile of the same row +align
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
 #         it (same losses; img/s overhead), and haste bench allreduce of SiT-B/2's gradients through 1-rank NCCL
 #      b. CPU weak scaling of SiT-S/2 training: mpirun -np 1/2/4/8 × 2 threads, 2 images per rank per step;
 #         efficiency = per-rank img/s vs 1 rank → $OUT/weak_scaling.json (skipped without mpirun)
-#   6. issue 12's other figures, in ≤ ISSUE12_BUDGET = 150 s of its own after stage 5:
+#   6. issue 12's other figures, in ≤ ISSUE12_BUDGET = 300 s of its own after stage 5:
 #      a. SiT-B/2 (denoising only) on the demo data for $PRECISION_STEPS steps: float32 with seeds 0 and 1, bf16 with
 #         seed 0; verdict: the bf16 curve (20-step means) within 1.5× the seed-to-seed gap → precision_verdict.json
 #      b. haste generate (SDE, CFG 1.65 for t ≤ 0.72; float32 and bf16) beside the reference sampler in PyTorch
@@ -70,7 +71,7 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
-ISSUE12_BUDGET=${ISSUE12_BUDGET:-150}                  # stage 6's own seconds, after stage 5
+ISSUE12_BUDGET=${ISSUE12_BUDGET:-300}                  # stage 6's own seconds, after stage 5 (a cap: ~150 expected)
 PRECISION_STEPS=${PRECISION_STEPS:-200}                # 6a: steps per run (3 runs)
 PRECISION_MODEL=${PRECISION_MODEL:-SiT-B/2 768 12 12}  # 6a: model, hidden size, depth, heads (the rehearsal: smaller)
 GEN_MODEL=${GEN_MODEL:-SiT-XL/2}                       # 6b: haste generate vs the reference sampler
@@ -304,12 +305,15 @@ if [ "$DEVICE" = cuda ]; then
   # The same with the synchronous flash-attention kernels (no cp.async streaming): what the streaming gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_ASYNC=0 \
     stage profile-gpu-sync-flash 60 bash -c "$profile_row"
+  # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
+  ROW="$PROFILE_ROW +align" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 \
+    stage profile-gpu-align 60 bash -c "$profile_row"
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_HOST_ONLY=1 stage profile-host 40 bash -c "$profile_row"
   read -r pmodel pbatch <<< "$PROFILE_ROW"
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-sync-flash profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-sync-flash profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -368,10 +372,10 @@ t0=$(date +%s); BUDGET=$ISSUE12_BUDGET                 # boxed() now counts stag
 # 28×28 pixels (196 tokens),
 # $PRECISION_STEPS steps: float32 twice (seeds 0 and 1: the run-to-run noise) and bf16 once (seed 0).
 prec="$work/precision"; rm -rf "$prec" && mkdir -p "$prec"
-for run in fp32-s0:no:0 fp32-s1:no:1 bf16-s0:bf16:0; do
+for run in fp32-s0:no:0 bf16-s0:bf16:0 fp32-s1:no:1; do
   IFS=: read -r name mp seed <<< "$run"
   read -r pm ph pd pn <<< "$PRECISION_MODEL"
-  stage "precision-$name" 60 "$HASTE" train "$cfg" --device "$DEVICE" --threads 2 --enc-type none --model "$pm" \
+  stage "precision-$name" 100 "$HASTE" train "$cfg" --device "$DEVICE" --threads 2 --enc-type none --model "$pm" \
     --set hidden-size="$ph" --set depth="$pd" --set num-heads="$pn" --mixed-precision "$mp" --seed "$seed" \
     --max-train-steps "$PRECISION_STEPS" --checkpointing-steps 100000 --sampling-steps 100000 --set log-every=1 \
     --set sample-count=1 --set sample-num-steps=1 --output-dir "$prec" --exp-name "$name"
@@ -458,6 +462,8 @@ EOF
   grep -q "per step:" "$OUT/profile-gpu-sync-flash.log" 2>/dev/null \
     && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-sync-flash.log" | sed 's/^/profile, HASTE_FLASH_ASYNC=0: /' \
     || echo "profile, HASTE_FLASH_ASYNC=0: no result"
+  grep -q "per step:" "$OUT/profile-gpu-align.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu-align.log" \
+    | sed 's/^/profile +align: /' || echo "profile +align: no result"
   grep -q "per step:" "$OUT/profile-host.log" 2>/dev/null && grep -h -E "^SiT|per step:" "$OUT/profile-host.log" | sed 's/^/host only: /' \
     || echo "host only: no result"
   grep -h "weak scaling" "$OUT/weak-scaling.log" 2>/dev/null || echo "weak scaling: no result"

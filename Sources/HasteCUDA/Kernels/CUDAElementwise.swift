@@ -54,26 +54,10 @@ extension CUDABackend {
     __device__ __forceinline__ void haste_binary32(const float* a, const float* b, float* out, int op, int rank, int count,
         int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
         int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
-        const int n[8] = {0, n1, n2, n3, n4, n5, n6, n7};
-        const u64 f[8] = {0, f1, f2, f3, f4, f5, f6, f7};
-        const int sa[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        const int sb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
-        const u32 step = (u32)blockDim.x * gridDim.x;
-        for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)count; i += step) {
-            u32 rem = i;
-            int oa = 0, ob = 0;
-            #pragma unroll
-            for (int d = 7; d > 0; --d) {
-                if (d < rank) {
-                    const u32 q = haste_fdiv(rem, f[d]);
-                    const int c = (int)(rem - q * (u32)n[d]);
-                    rem = q;
-                    oa += c * sa[d];
-                    ob += c * sb[d];
-                }
-            }
-            oa += (int)rem * sa[0];
-            ob += (int)rem * sb[0];
+        HASTE_VIEWS32(a, b);
+        HASTE_GRID_STRIDE_LOOP32(i, count) {
+            int oa, ob;
+            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &oa, &ob);
             if (U == 2) {
                 const haste_f2 x = ((const haste_f2*)a)[oa], y = ((const haste_f2*)b)[ob];
                 haste_f2 z;

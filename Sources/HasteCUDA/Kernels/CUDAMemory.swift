@@ -79,26 +79,10 @@ extension CUDABackend {
         u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
         int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7,
         int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        const int n[8] = {0, n1, n2, n3, n4, n5, n6, n7};
-        const u64 f[8] = {0, f1, f2, f3, f4, f5, f6, f7};
-        const int ss[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
-        const int ds[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
-        const u32 step = (u32)blockDim.x * gridDim.x;
-        for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)count; i += step) {
-            u32 rem = i;
-            int a = 0, b = 0;
-            #pragma unroll
-            for (int d = 7; d > 0; --d) {
-                if (d < rank) {
-                    const u32 q = haste_fdiv(rem, f[d]);
-                    const int c = (int)(rem - q * (u32)n[d]);
-                    rem = q;
-                    a += c * ss[d];
-                    b += c * ds[d];
-                }
-            }
-            a += (int)rem * ss[0];
-            b += (int)rem * ds[0];
+        HASTE_VIEWS32(s, d);
+        HASTE_GRID_STRIDE_LOOP32(i, count) {
+            int a, b;
+            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
             dst[b] = src[a];
         }
     }

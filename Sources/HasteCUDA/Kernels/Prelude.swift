@@ -53,6 +53,36 @@ extension KernelSource {
     /// 16- and 8-byte units for vectorised loads and stores (ld/st.global.v4, .v2) at addresses aligned to them.
     struct alignas(16) haste_f4 { float x, y, z, w; };
     struct alignas(8) haste_f2 { float x, y; };
+    /// The offsets in two strided views (strides sa, sb) of the row-major index i over `rank` ≤ 8 axes, in 32-bit
+    /// arithmetic: n[1…7] the extents, f[1…7] their `fastDivisor`s (the kernels' 32-bit paths: every offset < 2³¹).
+    /// Called with constant-indexed local arrays under an unrolled loop, everything stays in registers.
+    __device__ __forceinline__ void haste_offsets32(u32 i, int rank, const int* n, const u64* f, const int* sa,
+                                                    const int* sb, int* oa, int* ob) {
+        int a = 0, b = 0;
+        #pragma unroll
+        for (int d = 7; d > 0; --d) {
+            if (d < rank) {
+                const u32 q = haste_fdiv(i, f[d]);
+                const int c = (int)(i - q * (u32)n[d]);
+                i = q;
+                a += c * sa[d];
+                b += c * sb[d];
+            }
+        }
+        *oa = a + (int)i * sa[0];
+        *ob = b + (int)i * sb[0];
+    }
+
+    /// The local arrays `haste_offsets32` reads, made from a 32-bit kernel's parameters n1…n7, f1…f7 and the two
+    /// views' strides A0…A7, B0…B7; and its grid-stride loop over count < 2³¹ units.
+    #define HASTE_VIEWS32(A, B) \
+        const int v32_n[8] = {0, n1, n2, n3, n4, n5, n6, n7}; \
+        const u64 v32_f[8] = {0, f1, f2, f3, f4, f5, f6, f7}; \
+        const int v32_a[8] = {A##0, A##1, A##2, A##3, A##4, A##5, A##6, A##7}; \
+        const int v32_b[8] = {B##0, B##1, B##2, B##3, B##4, B##5, B##6, B##7}
+    #define HASTE_GRID_STRIDE_LOOP32(i, n) \
+        for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)(n); i += (u32)blockDim.x * gridDim.x)
+
     /// Asynchronous copies global → shared (cp.async on sm_80+, 16 bytes, both addresses 16-byte aligned): the data
     /// may be read only after `haste_cp_async_wait_all()` by the issuing thread and then a barrier. Older GPUs copy at
     /// once. The emulator poisons the destination at the issue and copies at the wait, so a read too early (or a
