@@ -41,14 +41,36 @@ import HasteTensor
 ///      per thread in flight) and no overlap of loads with the tensor cores. Left out: cp.async/TMA double
 ///      buffering, ldmatrix, and wgmma on sm_90.
 extension CUDABackend {
-    static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: [
-        "attention_flash_bf16_forward_d64", "attention_flash_bf16_forward_d80", "attention_flash_bf16_forward_d96",
-        "attention_flash_bf16_forward_d128", "attention_flash_bf16_backward_dq_d64", "attention_flash_bf16_backward_dq_d80",
-        "attention_flash_bf16_backward_dq_d96", "attention_flash_bf16_backward_dq_d128",
-        "attention_flash_bf16_backward_dkdv_d64", "attention_flash_bf16_backward_dkdv_d80",
-        "attention_flash_bf16_backward_dkdv_d96", "attention_flash_bf16_backward_dkdv_d128",
-    ] + ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_async_\(k)_\($0)" } },
-    code: #"""
+    /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
+    /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.
+    static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: flashBF16Kernels(""),
+                                                       code: flashBF16Code + "\n" + flashBF16Entries(async: false))
+    static let flashAttentionBF16AsyncSource = KernelSource(family: "flashAttentionBF16Async", kernels: flashBF16Kernels("async_"),
+                                                            code: flashBF16Code + "\n" + flashBF16Entries(async: true))
+    static func flashBF16Kernels(_ infix: String) -> [String] {
+        ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
+    }
+    /// The entry templates (HASTE_FLASH_ENTRIES takes templates of the width alone) and entry points of one variant.
+    static func flashBF16Entries(async: Bool) -> String {
+        async ? #"""
+    template <int D> __device__ void tc_forward_async(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, true>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dq_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, true>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dkdv_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, true>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 64)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 80)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 96)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 128)
+    """# : #"""
+    template <int D> __device__ void tc_forward_sync(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, false>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dq_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, false>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
+    template <int D> __device__ void tc_dkdv_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, false>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 64)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 80)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 96)
+    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 128)
+    """#
+    }
+    static let flashBF16Code = #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
 
@@ -410,23 +432,7 @@ extension CUDABackend {
         }
     }
 
-    /// The entry templates of both variants (HASTE_FLASH_ENTRIES takes templates of the width alone).
-    template <int D> __device__ void tc_forward_sync(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, false>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_forward_async(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, true>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dq_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, false>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dq_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, true>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dkdv_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, false>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dkdv_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, true>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
-
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 64)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 80)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 96)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 128)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 64)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 80)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 96)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 128)
-    """#)
+    """#
 
     /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync
     /// m16n8k16 .bf16 is an sm_80 instruction); otherwise the float32 kernels take the carriers as they are.
