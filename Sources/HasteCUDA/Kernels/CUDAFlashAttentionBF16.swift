@@ -36,10 +36,15 @@ import HasteTensor
 ///      The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
 ///      D-wide accumulators per thread (hence d80 for SiT-XL/2: no spills on sm_90); dk and dv in two passes, or
 ///      8 warps over 128 key rows, would relieve the wider ones.
-///    - On the H200 (SiT-XL/2 bs64 bf16, before the float2 loads and the shared-memory transposes): forward 24.8,
-///      dq 51.0, dk/dv 58.4 ms per step against cuDNN's 8.5 ms in all: latency-bound tile loads (one global load
-///      per thread in flight) and no overlap of loads with the tensor cores. Left out: cp.async/TMA double
-///      buffering, ldmatrix, and wgmma on sm_90.
+///    - Streaming (the `attention_flash_bf16_async_*` family, `flashBF16Async` chooses it): the tiles a block walks
+///      (K and V in the forward and dq, q and dOut in dk/dv) are copied with cp.async into a float32 stage (64 rows
+///      of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads overlap this tile's
+///      products; the stage is then packed to bf16 pairs as before (the same bits). On sm_90 the d80 kernels take
+///      168 / 254 / 255 registers (forward / dq / dk/dv), dk/dv with 76 bytes of spills.
+///    - On the H200 (SiT-XL/2 bs64 bf16, before the float2 loads, the shared-memory transposes and the streaming):
+///      forward 24.8, dq 51.0, dk/dv 58.4 ms per step against cuDNN's 8.5 ms in all: latency-bound tile loads
+///      (one global load per thread in flight) and no overlap of loads with the tensor cores. Not measured since.
+///      Left out: TMA, ldmatrix, and wgmma on sm_90.
 extension CUDABackend {
     /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
     /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.

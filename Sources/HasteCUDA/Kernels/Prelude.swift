@@ -53,6 +53,7 @@ extension KernelSource {
     /// 16- and 8-byte units for vectorised loads and stores (ld/st.global.v4, .v2) at addresses aligned to them.
     struct alignas(16) haste_f4 { float x, y, z, w; };
     struct alignas(8) haste_f2 { float x, y; };
+    struct alignas(16) haste_v16 { u64 lo, hi; };
     /// The offsets in two strided views (strides sa, sb) of the row-major index i over `rank` ≤ 8 axes, in 32-bit
     /// arithmetic: n[1…7] the extents, f[1…7] their `fastDivisor`s (the kernels' 32-bit paths: every offset < 2³¹).
     /// Called with constant-indexed local arrays under an unrolled loop, everything stays in registers.
@@ -105,7 +106,6 @@ extension KernelSource {
         asm volatile("cp.async.wait_all;\n" ::: "memory");
     #endif
     }
-    struct alignas(16) haste_v16 { u64 lo, hi; };
 
     /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and
     /// `Float.bfloat16Bits`'s canonical quiet NaN).

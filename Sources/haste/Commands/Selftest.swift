@@ -11,7 +11,7 @@ struct Selftest: ParsableCommand {
         discussion: """
             Prints one row per op case (max abs and normwise relative error, the bound, pass/fail) and a final PASS \
             or FAIL line; exits 1 on any failure. `--device cpu` compares the CPU with itself (a sanity run). \
-            `--compile-only` compiles every CUDA kernel source with NVRTC for sm_80 and sm_90 without a GPU.
+            `--compile-only` compiles every CUDA kernel source with NVRTC for sm_75, sm_80 and sm_90 without a GPU (the pre-sm_80 branches of the prelude included).
             """)
 
     @OptionGroup var runtime: RuntimeOptions

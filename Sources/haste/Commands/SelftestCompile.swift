@@ -2,10 +2,10 @@ import Foundation
 import HasteCUDA
 
 /// `haste selftest --compile-only`: every CUDA kernel source (`CUDABackend.allSources`) compiled by NVRTC to CUBIN
-/// for sm_80 (A100) and sm_90 (H100/H200), with no GPU and no driver: NVRTC alone is loaded (the same search as
+/// for sm_75 (T4: the prelude's pre-sm_80 branches), sm_80 (A100) and sm_90 (H100/H200), with no GPU and no driver: NVRTC alone is loaded (the same search as
 /// `--device cuda`). Throws NVRTC's log for every family that fails; prints what compiled.
 enum SelftestCompile {
-    static let architectures = [80, 90]
+    static let architectures = [75, 80, 90]
 
     static func run(json: Bool) throws {
         let compiler = try KernelCompiler.open()

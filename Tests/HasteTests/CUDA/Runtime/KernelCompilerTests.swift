@@ -8,12 +8,12 @@ import Testing
     guard let nvrtc = RuntimeTestSupport.nvrtc else { return }
     let compiler = KernelCompiler(nvrtc: nvrtc, cacheDirectory: nil)
     let sources = CUDABackend.allSources
-    let compiled = try compiler.compileAll(sources, architectures: [80, 90])
+    let compiled = try compiler.compileAll(sources, architectures: [75, 80, 90])
     #expect(compiled.count == sources.count * 2)
     #expect(Set(compiled.map(\.family)) == Set(sources.map(\.family)))
     #expect(compiled.allSatisfy { $0.bytes > 0 })
     let kernels = compiled.reduce(0) { $0 + $1.kernels }
-    print("NVRTC \(nvrtc.version) (\(nvrtc.path)): \(sources.count) families, \(kernels) kernels, each compiled for sm_80 and sm_90: "
+    print("NVRTC \(nvrtc.version) (\(nvrtc.path)): \(sources.count) families, \(kernels) kernels, each compiled for sm_75, sm_80 and sm_90: "
           + "\(compiled.reduce(0) { $0 + $1.bytes }) bytes")
 }
 
