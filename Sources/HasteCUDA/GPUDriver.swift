@@ -29,8 +29,12 @@ public struct KernelSource: Sendable, Hashable {
     public let family: String
     public let code: String
     public let kernels: [String]
-    public init(family: String, kernels: [String], code: String) {
-        self.family = family; self.kernels = kernels; self.code = code
+    /// The oldest GPU architecture (major·10 + minor) the backend launches this family on: the bf16 tensor-core
+    /// families need sm_80, so `compileAll` does not build them for older ones (whose fallback branches would
+    /// take NVRTC minutes for code that never runs there).
+    public let minimumArchitecture: Int
+    public init(family: String, kernels: [String], code: String, minimumArchitecture: Int = 0) {
+        self.family = family; self.kernels = kernels; self.code = code; self.minimumArchitecture = minimumArchitecture
     }
     /// What the compiler sees: the prelude, then the family's code.
     public var fullText: String { KernelSource.prelude + "\n" + code }

@@ -49,9 +49,9 @@ extension CUDABackend {
     /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
     /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.
     static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: flashBF16Kernels(""),
-                                                       code: flashBF16Code + "\n" + flashBF16Entries(async: false))
+                                                       code: flashBF16Code + "\n" + flashBF16Entries(async: false), minimumArchitecture: 80)
     static let flashAttentionBF16AsyncSource = KernelSource(family: "flashAttentionBF16Async", kernels: flashBF16Kernels("async_"),
-                                                            code: flashBF16Code + "\n" + flashBF16Entries(async: true))
+                                                            code: flashBF16Code + "\n" + flashBF16Entries(async: true), minimumArchitecture: 80)
     static func flashBF16Kernels(_ infix: String) -> [String] {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
     }

@@ -96,7 +96,7 @@ public final class KernelCompiler: @unchecked Sendable {
     public func compileAll(_ sources: [KernelSource], architectures: [Int]) throws -> [CompiledFamily] {
         var out: [CompiledFamily] = [], failures: [String] = []
         for source in sources {
-            for arch in architectures {
+            for arch in architectures where arch >= source.minimumArchitecture {
                 do {
                     let image = try compile(source, arch: arch)
                     out.append(CompiledFamily(family: source.family, arch: arch, kernels: source.kernels.count, bytes: image.count))
