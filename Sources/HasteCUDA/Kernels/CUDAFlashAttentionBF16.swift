@@ -57,23 +57,17 @@ extension CUDABackend {
     }
     /// The entry templates (HASTE_FLASH_ENTRIES takes templates of the width alone) and entry points of one variant.
     static func flashBF16Entries(async: Bool) -> String {
-        async ? #"""
-    template <int D> __device__ void tc_forward_async(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, true>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dq_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, true>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dkdv_async(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, true>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 64)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 80)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 96)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16_async, u32, tc_forward_async, tc_dq_async, tc_dkdv_async, 128)
-    """# : #"""
-    template <int D> __device__ void tc_forward_sync(u32* m, const float* q, const float* k, const float* v, float* o, float* l, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_forward<D, false>(m, q, k, v, o, l, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dq_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* g, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dq<D, false>(m, q, k, v, d, l, e, g, b, tq, tk, dh, dv, s); }
-    template <int D> __device__ void tc_dkdv_sync(u32* m, const float* q, const float* k, const float* v, const float* d, const float* l, const float* e, float* gk, float* gv, i64 b, i64 tq, i64 tk, int dh, int dv, float s) { tc_backward_dkdv<D, false>(m, q, k, v, d, l, e, gk, gv, b, tq, tk, dh, dv, s); }
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 64)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 80)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 96)
-    HASTE_FLASH_ENTRIES(attention_flash_bf16, u32, tc_forward_sync, tc_dq_sync, tc_dkdv_sync, 128)
-    """#
+        let v = async ? "async" : "sync", flag = async ? "true" : "false"
+        let common = "const float* q, const float* k, const float* v, "
+        let sizes = "i64 b, i64 tq, i64 tk, int dh, int dv, float s", passed = "b, tq, tk, dh, dv, s"
+        return """
+            template <int D> __device__ void tc_forward_\(v)(u32* m, \(common)float* o, float* l, \(sizes)) { tc_forward<D, \(flag)>(m, q, k, v, o, l, \(passed)); }
+            template <int D> __device__ void tc_dq_\(v)(u32* m, \(common)const float* d, const float* l, const float* e, float* g, \(sizes)) { tc_backward_dq<D, \(flag)>(m, q, k, v, d, l, e, g, \(passed)); }
+            template <int D> __device__ void tc_dkdv_\(v)(u32* m, \(common)const float* d, const float* l, const float* e, float* gk, float* gv, \(sizes)) { tc_backward_dkdv<D, \(flag)>(m, q, k, v, d, l, e, gk, gv, \(passed)); }
+
+            """ + [64, 80, 96, 128].map {
+                "HASTE_FLASH_ENTRIES(attention_flash_bf16\(async ? "_async" : ""), u32, tc_forward_\(v), tc_dq_\(v), tc_dkdv_\(v), \($0))"
+            }.joined(separator: "\n") + "\n"
     }
     static let flashBF16Code = #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
