@@ -93,6 +93,8 @@ def main():
         for precision in precisions:
             for name, fwd in forwards.items():
                 ctx = torch.autocast(dev, dtype=torch.bfloat16) if precision == "bf16 autocast" else torch.autocast(dev, enabled=False)
+                if dev == "cuda":
+                    torch.cuda.reset_peak_memory_stats()               # each row's own peak
                 with ctx:
                     wrapped = lambda x, t, yy, f=fwd: f(x, t, yy).float()
                     euler_maruyama(wrapped, z, y, 2, a.cfg, 0.0, a.guidance_high, 1000, "linear", noise)   # warm-up

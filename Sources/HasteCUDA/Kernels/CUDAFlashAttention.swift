@@ -318,8 +318,8 @@ extension CUDABackend {
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
         let words = async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
             : 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
-        launch(async ? CUDABackend.flashAttentionBF16AsyncSource : tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource,
-               "attention_flash_\(tensorCores ? async ? "bf16_async_" : "bf16_" : "")forward_\(width)", grid: flashGrid(tiles: s.queries, s),
+        let family = flashFamily(tensorCores: tensorCores, async: async)
+        launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
                block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
@@ -357,21 +357,19 @@ extension CUDABackend {
         // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
         let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
         let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv, [q, dOut])
-        let prefix = { (async: Bool) in tensorCores ? async ? "attention_flash_bf16_async_backward" : "attention_flash_bf16_backward" : "attention_flash_backward" }
-        let source = { (async: Bool) in
-            async ? CUDABackend.flashAttentionBF16AsyncSource : tensorCores ? CUDABackend.flashAttentionBF16Source : CUDABackend.flashAttentionSource
-        }
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         if let dq, tq > 0 {
             let words = asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            launch(source(asyncDQ), "\(prefix(asyncDQ))_dq_\(width)", grid: flashGrid(tiles: tq, s),
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ)
+            launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
         if (dk != nil || dv != nil) && tk > 0 {
             let words = asyncDKDV ? stagedWords.dkdv : tensorCores ? bf16Words.dkdv
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            launch(source(asyncDKDV), "\(prefix(asyncDKDV))_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV)
+            launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)] + sizes)
         }

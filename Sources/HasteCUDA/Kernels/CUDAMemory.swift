@@ -282,13 +282,13 @@ extension CUDABackend {
         return (hi &+ n) >> UInt32(magic >> 32)
     }
 
-    /// Elements per unit of `strided_copy32_*`: the most (a power of two, ≤ 16 bytes) such that the innermost
+    /// Elements per unit of `strided_copy32_*`: the most (a power of two, ≤ 16 bytes, ≤ `maxUnit`) such that the innermost
     /// axis is contiguous in both views and a multiple of it, every other stride a multiple of it and both
     /// starting addresses aligned to its bytes; 1 otherwise.
-    static func copyUnit(byteSize: Int, shape: [Int], strides: [[Int]], addresses: [DevicePointer]) -> Int {
+    static func copyUnit(byteSize: Int, shape: [Int], strides: [[Int]], addresses: [DevicePointer], maxUnit: Int = 16) -> Int {
         let last = shape.count - 1
         guard strides.allSatisfy({ $0[last] == 1 }) else { return 1 }
-        var unit = 16 / byteSize
+        var unit = Swift.min(16 / byteSize, maxUnit)
         while unit > 1 {
             let bytes = UInt64(unit * byteSize)
             if shape[last] % unit == 0, addresses.allSatisfy({ $0 % bytes == 0 }),
@@ -304,22 +304,21 @@ extension CUDABackend {
     /// `copyUnit` ≤ `maxUnit` elements all views allow. Nil (use the i64 kernel) when a stride is negative or
     /// the count or a view's last offset reaches 2³¹ units.
     static func arguments32(rank: Int, shape: [Int], strides: [[Int]], addresses: [DevicePointer], byteSize: Int,
-                            maxUnit: Int, passed: Int? = nil, lead: [KernelArgument]) -> (unit: Int, count: Int, arguments: [KernelArgument])? {
+                            maxUnit: Int = 16, passed: Int? = nil, lead: [KernelArgument]) -> (unit: Int, count: Int, arguments: [KernelArgument])? {
+        // `shape` and `strides` come padded to 8 axes with (1, 0) (forEachSlice8): the padding divides and sums to nothing.
         let limit = 1 << 31
-        let views = strides.map { Array($0[..<rank]) }
-        guard views.allSatisfy({ $0.allSatisfy { $0 >= 0 } }) else { return nil }
-        let unit = Swift.min(maxUnit, copyUnit(byteSize: byteSize, shape: Array(shape[..<rank]), strides: views, addresses: addresses))
-        var shp = Array(shape[..<rank])
-        shp[rank - 1] /= unit
-        let st = views.map { s in (0..<rank).map { $0 == rank - 1 ? s[$0] : s[$0] / unit } }
-        let count = shp.reduce(1, *)
-        guard count < limit, st.allSatisfy({ s in zip(shp, s).reduce(0) { $0 + ($1.0 - 1) * $1.1 } < limit }) else { return nil }
-        let pad = { (a: [Int], v: Int) in a + [Int](repeating: v, count: 8 - a.count) }
-        let n = pad(shp, 1)
+        guard strides.allSatisfy({ $0.allSatisfy { $0 >= 0 } }) else { return nil }
+        let unit = copyUnit(byteSize: byteSize, shape: Array(shape[..<rank]), strides: strides.map { Array($0[..<rank]) },
+                            addresses: addresses, maxUnit: maxUnit)
+        var n = shape
+        n[rank - 1] /= unit
+        let st = strides.map { s in s.indices.map { $0 == rank - 1 ? s[$0] : s[$0] / unit } }
+        let count = n.reduce(1, *)
+        guard count < limit, st.allSatisfy({ s in zip(n, s).reduce(0) { $0 + ($1.0 - 1) * $1.1 } < limit }) else { return nil }
         var args = lead + [.int32(Int32(rank)), .int32(Int32(count))]
         args += n[1...].map { .int32(Int32($0)) }
         args += n[1...].map { .uint64(fastDivisor($0)) }
-        for s in st.prefix(passed ?? st.count) { args += pad(s, 0).map { .int32(Int32($0)) } }
+        for s in st.prefix(passed ?? st.count) { args += s.map { .int32(Int32($0)) } }
         return (unit, count, args)
     }
 
@@ -329,7 +328,7 @@ extension CUDABackend {
         CUDABackend.forEachSlice8(shape, [srcStrides, dstStrides]) { offsets, rank, shp, strides in
             let from = address(src, plus: offsets[0]), to = address(dst, plus: offsets[1])
             if let args = CUDABackend.arguments32(rank: rank, shape: shp, strides: strides, addresses: [from, to], byteSize: size,
-                                                  maxUnit: 16 / size, lead: [.pointer(from), .pointer(to)]) {
+                                                  lead: [.pointer(from), .pointer(to)]) {
                 return launch(CUDABackend.memorySource, "strided_copy32_\(args.unit * size)", grid: Dim3(CUDABackend.blocks(args.count)),
                               block: Dim3(256), args.arguments)
             }

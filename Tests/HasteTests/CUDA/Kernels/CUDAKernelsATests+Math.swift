@@ -40,6 +40,12 @@ extension CUDAKernelsATests {
         cpu.binary(.mul, tc.buffer, [1, 17], rc.buffer, [0, 1], oc.buffer, shape: [17, 31])
         gpu.binary(.mul, tg.buffer, [1, 17], rg.buffer, [0, 1], og.buffer, shape: [17, 31])
         expectSameValues(floats(oc), floats(og), "mul on a transposed operand")
+        // Rows read backwards (a negative stride: the 64-bit kernel, binary_f32, not the 32-bit ones).
+        let (fc, fg) = empties([31, 17])
+        let last = { (t: Tensor) in Tensor(storage: t.storage, shape: [1], offset: 30 * 17, dtype: .float32).buffer }
+        cpu.binary(.sub, last(tc), [-17, 1], rc.buffer, [0, 0], fc.buffer, shape: [31, 17])
+        gpu.binary(.sub, last(tg), [-17, 1], rg.buffer, [0, 0], fg.buffer, shape: [31, 17])
+        expectSameValues(floats(fc), floats(fg), "sub on a flipped operand")
     }
 
     @Test func unaryForwardAndBackwardMatchTheCPU() {

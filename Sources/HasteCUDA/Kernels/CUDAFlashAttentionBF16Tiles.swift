@@ -1,0 +1,183 @@
+import Foundation
+import HasteTensor
+
+/// The tile helpers of the bf16 tensor-core flash-attention kernels (CUDAFlashAttentionBF16.swift: the file notes
+/// there) and the host's choice of family, width and shared memory.
+extension CUDABackend {
+    static let flashBF16TileCode = #"""
+    #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
+    #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
+
+    /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
+    /// zeros for rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words). The index splits by
+    /// the constant DMAX/2 (no division instruction), and an even `cols` from an 8-byte-aligned `src` loads each
+    /// pair as one float2.
+    template <int DMAX>
+    __device__ __forceinline__ void tc_load_rows(u32* dst, const float* src, i64 rows_left, int cols, int words, int stride) {
+        const bool pairs = (cols & 1) == 0 && ((u64)src & 7) == 0;
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < 64 * (DMAX / 2); i += TC_THREADS) {
+            const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
+            if (w >= words) continue;
+            float lo = 0.0f, hi = 0.0f;
+            if (r < rows_left && c < cols) {
+                const float* p = src + (i64)r * cols + c;
+                if (pairs) {
+                    const haste_f2 x = *(const haste_f2*)p;
+                    lo = x.x; hi = x.y;
+                } else {
+                    lo = p[0];
+                    if (c + 1 < cols) hi = p[1];
+                }
+            }
+            dst[r * stride + w] = haste_pack_bf16x2(lo, hi);
+        }
+    }
+
+    /// The transposed pairs of a row-major pair tile already in shared memory (tc_load_rows' `rows`, stride
+    /// `stride`): dst[c·TC_TS + w] = (rows[2w][c], rows[2w + 1][c]) for c < cols16 ≤ DMAX, w < 32. The same bits
+    /// as loading the transposed tile from global memory, without a second pass over it there.
+    template <int DMAX>
+    __device__ __forceinline__ void tc_transpose_rows(u32* dst, const u32* rows, int stride, int cols16) {
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < 32 * DMAX; i += TC_THREADS) {
+            const int w = i / DMAX, c = i - w * DMAX, shift = 16 * (c & 1);
+            if (c >= cols16) continue;
+            const u32 lo = rows[2 * w * stride + (c >> 1)], hi = rows[(2 * w + 1) * stride + (c >> 1)];
+            dst[c * TC_TS + w] = ((lo >> shift) & 0xffffu) | (((hi >> shift) & 0xffffu) << 16);
+        }
+    }
+
+    /// Starts the asynchronous copy (cp.async, `haste_cp_async16`) of rows [0, min(64, rows_left)) of `src`, `cols`
+    /// floats each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces (cols % 4 == 0 and a
+    /// 16-byte-aligned `src`: the host checks). The data may be read only after `haste_cp_async_wait_all` and a barrier.
+    __device__ __forceinline__ void tc_stage_rows(float* stage, const float* src, i64 rows_left, int cols) {
+        const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / 4;
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async16(stage + 4 * i, src + 4 * i);
+    }
+
+    /// A fragment of rows m0…m0+15, columns 16kk…16kk+15 of a row-major pair tile (layout: haste_mma_bf16_16816).
+    __device__ __forceinline__ void tc_frag_a(u32* a, const u32* tile, int stride, int m0, int kk) {
+        const int lane = threadIdx.x & 31;
+        const u32* p = tile + (m0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
+        a[0] = p[0]; a[1] = p[8 * stride]; a[2] = p[4]; a[3] = p[8 * stride + 4];
+    }
+
+    /// B fragment with B[k][n] = tile[n0 + n][16kk + k]: the tile's rows are B's columns.
+    __device__ __forceinline__ void tc_frag_b(u32* b, const u32* tile, int stride, int n0, int kk) {
+        const int lane = threadIdx.x & 31;
+        const u32* p = tile + (n0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
+        b[0] = p[0]; b[1] = p[4];
+    }
+
+    /// acc[nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0… of row-major `a`, B's columns the
+    /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes).
+    template <int KMAX>
+    __device__ __forceinline__ void tc_dots(float (*acc)[4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
+        #pragma unroll
+        for (int kk = 0; kk < KMAX / 16; kk++) {
+            if (kk < ksteps) {
+                u32 fa[4];
+                tc_frag_a(fa, a, sa, m0, kk);
+                #pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    u32 fb[2];
+                    tc_frag_b(fb, b, sb, 8 * nt, kk);
+                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                }
+            }
+        }
+    }
+
+    /// acc[nt] += bf16(W)·B over the tile's 64 k rows: W the 16×64 float32 accumulator fragments `w` (rounded to
+    /// bf16 here), B[k][n] = bt[n][k] (a transposed tile, TC_TS), n-tiles nt < ntiles.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* bt, int ntiles) {
+        #pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            u32 fa[4];
+            fa[0] = haste_pack_bf16x2(w[2 * kk][0], w[2 * kk][1]);
+            fa[1] = haste_pack_bf16x2(w[2 * kk][2], w[2 * kk][3]);
+            fa[2] = haste_pack_bf16x2(w[2 * kk + 1][0], w[2 * kk + 1][1]);
+            fa[3] = haste_pack_bf16x2(w[2 * kk + 1][2], w[2 * kk + 1][3]);
+            #pragma unroll
+            for (int nt = 0; nt < NMAX / 8; nt++) {
+                if (nt < ntiles) {
+                    u32 fb[2];
+                    tc_frag_b(fb, bt, TC_TS, 8 * nt, kk);
+                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                }
+            }
+        }
+    }
+
+    /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_store(float* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul) {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 r = row0 + g + 8 * h;
+            if (r >= rows) continue;
+            #pragma unroll
+            for (int nt = 0; nt < NMAX / 8; nt++) {
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int c = 8 * nt + 2 * t + e;
+                    if (c < cols) dst[r * cols + c] = acc[nt][2 * h + e] * mul[h];
+                }
+            }
+        }
+    }
+    """#
+
+    /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync
+    /// m16n8k16 .bf16 is an sm_80 instruction); otherwise the float32 kernels take the carriers as they are.
+    func flashUsesTensorCores(_ precision: ComputePrecision) -> Bool {
+        precision == .bfloat16 && driver.computeCapability >= 80
+    }
+
+    /// The tensor-core kernels pack every operand with `haste_pack_bf16x2` (round to nearest even) as they load it.
+    public func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool {
+        attentionRecomputesProbabilities(shape) && flashUsesTensorCores(precision)
+    }
+
+    /// "d64", "d80" (SiT-XL/2's 72), "d96" or "d128": the register tile width for max(Dh, Dv) ≤ 128.
+    static func flashBF16Variant(_ s: AttentionShape) -> String {
+        let d = Swift.max(s.headDim, s.valueDim)
+        return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
+    }
+
+    /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the float32 tiles in flight of
+    /// the `_async` entry points (64 rows of Dh and of Dv).
+    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
+        let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
+        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4), stage = staged ? 64 * (s.headDim + s.valueDim) : 0
+        return (rows + values + kv * 36 + stage, rows + 2 * values + kh * 36 + stage,
+                rows + 2 * values + (kh + kv) * 36 + 128 + stage)
+    }
+
+    /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) may replace the tensor-core
+    /// ones: Dh and Dv multiples of 4 and every streamed tensor 16-byte aligned (whole 16-byte pieces), and the
+    /// staged shared memory within the device's limit for `words` (the kernel's entry of
+    /// `flashBF16SharedWords(s, staged: true)`).
+    func flashBF16Async(_ s: AttentionShape, words: Int, _ buffers: [Buffer]) -> Bool {
+        s.headDim % 4 == 0 && s.valueDim % 4 == 0 && words * 4 <= driver.maxSharedBytes
+            && buffers.allSatisfy { address($0) % 16 == 0 } && CUDABackend.flashAsyncAllowed
+    }
+
+    /// The family and kernel-name prefix of the flash kernels: float32, bf16 tensor cores, or (`async`) their
+    /// cp.async streaming variant.
+    func flashFamily(tensorCores: Bool, async: Bool) -> (source: KernelSource, prefix: String) {
+        async ? (CUDABackend.flashAttentionBF16AsyncSource, "attention_flash_bf16_async_")
+            : tensorCores ? (CUDABackend.flashAttentionBF16Source, "attention_flash_bf16_")
+            : (CUDABackend.flashAttentionSource, "attention_flash_")
+    }
+
+    /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits, so a
+    /// test may switch it while others run).
+    nonisolated(unsafe) static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
+}
