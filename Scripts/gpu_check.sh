@@ -32,12 +32,14 @@
 #         seed 0; verdict: the bf16 curve (20-step means) within 1.5× the seed-to-seed gap → precision_verdict.json
 #      b. haste generate (SDE, CFG 1.65 for t ≤ 0.72; float32 and bf16) beside the reference sampler in PyTorch
 #         (Scripts/bench_gpu_generate.py: float32 + TF32 as generate.py, and bf16 autocast) on $GEN_MODEL with the same
-#         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps
+#         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps; then the GPU
+#         time per kernel of a short haste generate in bf16 and float32 (HASTE_CUDA_PROFILE=1)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work; PRECISION_MODEL="SiT-S/2 64 4 2", GEN_MODEL=SiT-B/2 GEN_STEPS=2
 # GEN_BATCH=2 make stage 6 fit a CPU). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed. Everything but
 # summary.txt is packed into $OUT/results.tar.gz at the end (the device tool brings back only a few files).
+# GPU_CHECK_ONLY (a regex of stage names) reruns some stages only: see `selected` below.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -109,9 +111,14 @@ boxed() {
   local left=$(( t0 + BUDGET - $(date +%s) ))
   if [ "$left" -lt 10 ]; then echo 0; elif [ "$1" -gt "$left" ]; then echo "$left"; else echo "$1"; fi
 }
+# GPU_CHECK_ONLY (a regex of stage names; the node checks nvidia-smi, doctor and cuda-open always run): a rerun of
+# some stages only, e.g. GPU_CHECK_ONLY='^(selftest|bench-|profile-gpu$|generate-)'. The others are "skipped".
+ONLY=${GPU_CHECK_ONLY:-}
+selected() { [ -z "$ONLY" ] || [[ "$1" =~ ^(nvidia-smi|doctor|cuda-open)$ ]] || [[ "$1" =~ $ONLY ]]; }
 # stage NAME SECONDS CMD...: runs CMD under `timeout`, output to $OUT/NAME.log.
 stage() {
   local name=$1 box start rc; box=$(boxed "$2"); shift 2
+  if ! selected "$name"; then record "$name" skip 0 "not in GPU_CHECK_ONLY"; return 0; fi
   if [ "$box" = 0 ]; then record "$name" budget 0 "time budget of ${BUDGET}s spent"; return 1; fi
   start=$(date +%s)
   echo "== $name (≤ ${box}s): $*" > "$OUT/$name.log"
@@ -124,9 +131,10 @@ skip() { record "$1" skip 0 "$2"; }
 # bg NAME SECONDS CMD...: a stage in the background (its pid in $bg_pid); reap NAME PID records it.
 bg() {
   local name=$1 box; box=$(boxed "$2"); shift 2
+  date +%s > "$work/$name.start"
+  if ! selected "$name"; then echo skip > "$work/$name.rc"; true & bg_pid=$!; return 0; fi
   [ "$box" = 0 ] && box=1
   echo "== $name (≤ ${box}s, in the background): $*" > "$OUT/$name.log"
-  date +%s > "$work/$name.start"
   ( timeout -k 10 "$box" "$@" >> "$OUT/$name.log" 2>&1 < /dev/null; echo $? > "$work/$name.rc" ) &
   bg_pid=$!
 }
@@ -426,6 +434,11 @@ export GEN_BATCH GEN_STEPS
 for mp in no bf16; do
   stage "generate-haste-$mp" 90 bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
 done
+# Where generate's time goes: GPU time per kernel and GEMM of a short run (GEN_PROFILE_STEPS steps and the decode).
+for mp in bf16 no; do
+  HASTE_CUDA_PROFILE=1 stage "generate-profile-$mp" 60 "$HASTE" generate "${gen_args[@]}" --num-fid-samples "$GEN_BATCH" \
+    --per-proc-batch-size "$GEN_BATCH" --num-steps "${GEN_PROFILE_STEPS:-5}" --sample-dir "$gen/profile-$mp" --mixed-precision "$mp"
+done
 
 # --- summary ------------------------------------------------------------------------------------------------------
 {
@@ -497,6 +510,11 @@ for mp in ("no", "bf16"):
     else:
         print(f"generate: haste --mixed-precision {mp}: no result")
 EOF
+  for mp in bf16 no; do
+    grep -q "the whole run:" "$OUT/generate-profile-$mp.log" 2>/dev/null \
+      && grep -h -A 14 "the whole run:" "$OUT/generate-profile-$mp.log" | sed "s/^/generate profile, $mp: /" \
+      || echo "generate profile, $mp: no result"
+  done
   echo "stage 6 took $(( $(date +%s) - t0 ))s; $failures stage(s) failed in all"
 } | tee -a "$summary"
 [ "$failures" = 0 ]

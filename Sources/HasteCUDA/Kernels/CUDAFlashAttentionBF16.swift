@@ -26,7 +26,8 @@ import HasteTensor
 ///      are the bf16 roundings of P and dS before their products (relative 2⁻⁹ each) and the summation order.
 ///    - Entry points per register width: _d64 (max(Dh, Dv) ≤ 64), _d80 (SiT-XL/2's 72), _d96, _d128.
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
-///      forward 64·sq·2 + 64·sv + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128.
+///      forward 64·sq·2 + 64·sv + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128
+///      (streaming: see below).
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 36 864 / 45 312 / 70 656; dq 46 080 / 56 576 / 88 064;
 ///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
 ///    - Registers per thread on sm_90 (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): forward 167 / 168 /
@@ -36,14 +37,17 @@ import HasteTensor
 ///      D-wide accumulators per thread (hence d80 for SiT-XL/2: no spills on sm_90); dk and dv in two passes, or
 ///      8 warps over 128 key rows, would relieve the wider ones.
 ///    - Streaming (the `attention_flash_bf16_async_*` family, `flashBF16Async` chooses it): the tiles a block walks
-///      (K and V in the forward and dq, q and dOut in dk/dv) are copied with cp.async into a float32 stage (64 rows
-///      of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads overlap this tile's
-///      products; the stage is then packed to bf16 pairs as before (the same bits). On sm_90 the d80 kernels take
-///      168 / 254 / 255 registers (forward / dq / dk/dv), dk/dv with 76 bytes of spills.
-///    - On the H200 (SiT-XL/2 bs64 bf16, before the float2 loads, the shared-memory transposes and the streaming):
-///      forward 24.8, dq 51.0, dk/dv 58.4 ms per step against cuDNN's 8.5 ms in all: latency-bound tile loads
-///      (one global load per thread in flight) and no overlap of loads with the tensor cores. Not measured since.
-///      Left out: TMA, ldmatrix, and wgmma on sm_90.
+///      (K and V in the forward and dq, q and dOut in dk/dv, and there lse and D too) are copied with cp.async into a
+///      float32 stage (64 rows of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads
+///      overlap this tile's products. The stage is packed to bf16 pairs, its transposed tiles straight from it
+///      (`tc_load_cols`: one pass, one barrier less per tile; the forward keeps no row-major V tile, so d80 fits 3
+///      blocks per SM), the same bits as the synchronous kernels. Every tile load issues TC_BATCH reads per thread
+///      before it packs the first. On sm_90 the d80 kernels take 168 / 254 / 255 registers (forward / dq / dk/dv),
+///      dk/dv with 60 bytes of spills; forward 70.9 KB of shared memory, dq 93.4 KB, dk/dv 106.0 KB.
+///    - On the H200, SiT-XL/2 bs64 bf16, ms per step (28 calls each; cuDNN: 8.5 in all) forward / dq / dk/dv:
+///      session 15's kernels 24.8 / 51.0 / 58.4 (latency-bound: one global load per thread in flight); float2 loads
+///      and shared-memory transposes 29.8 / 48.7 / 52.7; streaming 20.4 / 27.3 / 33.1; batched loads, transposes
+///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6. Left out: TMA, ldmatrix, wgmma on sm_90.
 extension CUDABackend {
     /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
     /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.
@@ -78,8 +82,8 @@ extension CUDABackend {
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
         u32* Vt = Ks + 64 * sq;
-        u32* Vs = Vt + kv * TC_TS;
-        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
+        u32* Vs = Vt + kv * TC_TS;            /* synchronous only: ASYNC makes Vt from the stage */
+        float* SK = (float*)Vs;               /* ASYNC: the next key tile's K and V as float32, in flight */
         float* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
@@ -100,14 +104,17 @@ extension CUDABackend {
                     if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
                     __syncthreads();                   // everyone's have; the previous key tile's readers are done
                     tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    if (ASYNC) tc_load_cols<DMAX>(Vt, SV, tk - c0, dv, kv);
+                    else tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
                     __syncthreads();
                     if (ASYNC && c0 + 64 < tk) {       // the next key tile streams in during this one's products
                         tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
                         tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
                     }
-                    tc_transpose_rows<DMAX>(Vt, Vs, sv, kv);
-                    __syncthreads();
+                    if (!ASYNC) {
+                        tc_transpose_rows<DMAX>(Vt, Vs, sv, kv);
+                        __syncthreads();
+                    }
                     float s[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     float mt[2] = {-INFINITY, -INFINITY};
@@ -201,13 +208,16 @@ extension CUDABackend {
                     __syncthreads();
                     tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
                     tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    if (ASYNC) tc_load_cols<DMAX>(Kt, SK, tk - c0, dh, kh);
                     __syncthreads();
                     if (ASYNC && c0 + 64 < tk) {
                         tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
                         tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
                     }
-                    tc_transpose_rows<DMAX>(Kt, Ks, sq, kh);
-                    __syncthreads();
+                    if (!ASYNC) {
+                        tc_transpose_rows<DMAX>(Kt, Ks, sq, kh);
+                        __syncthreads();
+                    }
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     tc_dots<DMAX>(dp, dOs, sv, m0, Vs, sv, kv / 16);
@@ -240,9 +250,9 @@ extension CUDABackend {
         u32* dOs = Vs + 64 * sv;
         u32* Qt = dOs + 64 * sv;
         u32* dOt = Qt + kh * TC_TS;
-        float* Ls = (float*)(dOt + kv * TC_TS);
-        float* Ds = Ls + 64;
-        float* SQ = Ds + 64;                      /* ASYNC: the next query tile's q and dOut as float32, in flight */
+        float* Ls = (float*)(dOt + kv * TC_TS);   /* ASYNC: two tiles' lse and D (this one, the next in flight) */
+        float* Ds = Ls + (ASYNC ? 128 : 64);
+        float* SQ = Ds + (ASYNC ? 128 : 64);      /* ASYNC: the next query tile's q and dOut as float32, in flight */
         float* SO = SQ + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tk + 63) / 64;
@@ -253,6 +263,7 @@ extension CUDABackend {
                 if (ASYNC) {
                     tc_stage_rows(SQ, q + b * tq * dh, tq, dh);
                     tc_stage_rows(SO, dout + b * tq * dv, tq, dv);
+                    tc_stage_stats(Ls, Ds, lse, delta, b * tq, tq);
                 }
                 tc_load_rows<DMAX>(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
                 tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
@@ -263,23 +274,32 @@ extension CUDABackend {
                     for (int i = 0; i < 4; i++) { gk[nt][i] = 0.0f; gv[nt][i] = 0.0f; }
                 }
                 for (i64 r0 = 0; r0 < tq; r0 += 64) {
+                    const int cur = ASYNC ? (int)((r0 >> 6) & 1) * 64 : 0;   // this tile's lse and D in Ls, Ds
                     if (ASYNC) haste_cp_async_wait_all();
                     __syncthreads();
                     tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                     tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
-                    for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
-                        const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
-                        Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
-                        Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                    if (ASYNC) {
+                        tc_load_cols<DMAX>(Qt, SQ, tq - r0, dh, kh);
+                        tc_load_cols<DMAX>(dOt, SO, tq - r0, dv, kv);
+                    } else {
+                        for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
+                            const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
+                            Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
+                            Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                        }
                     }
                     __syncthreads();
                     if (ASYNC && r0 + 64 < tq) {
                         tc_stage_rows(SQ, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh);
                         tc_stage_rows(SO, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv);
+                        tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
                     }
-                    tc_transpose_rows<DMAX>(Qt, Qs, sq, kh);
-                    tc_transpose_rows<DMAX>(dOt, dOs, sv, kv);
-                    __syncthreads();
+                    if (!ASYNC) {
+                        tc_transpose_rows<DMAX>(Qt, Qs, sq, kh);
+                        tc_transpose_rows<DMAX>(dOt, dOs, sv, kv);
+                        __syncthreads();
+                    }
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Ks, sq, m0, Qs, sq, kh / 16);     // Sᵀ
                     tc_dots<DMAX>(dp, Vs, sv, m0, dOs, sv, kv / 16);   // dPᵀ
@@ -288,9 +308,9 @@ extension CUDABackend {
                         #pragma unroll
                         for (int i = 0; i < 4; i++) {
                             const int r = 8 * nt + 2 * t + (i & 1);
-                            const float p = expf(scale * s[nt][i] - Ls[r]);
+                            const float p = expf(scale * s[nt][i] - Ls[cur + r]);
                             s[nt][i] = p;
-                            dp[nt][i] = p * (dp[nt][i] - Ds[r]);          // dSᵀ
+                            dp[nt][i] = p * (dp[nt][i] - Ds[cur + r]);    // dSᵀ
                         }
                     }
                     if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOt, kv / 8);   // dv += bf16(Pᵀ)·dO

@@ -7,30 +7,42 @@ extension CUDABackend {
     static let flashBF16TileCode = #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
+    #define TC_BATCH 4       /* tile loads a thread issues before it uses the first (DMAX/4 per thread: a multiple) */
 
     /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
     /// zeros for rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words). The index splits by
     /// the constant DMAX/2 (no division instruction), and an even `cols` from an 8-byte-aligned `src` loads each
-    /// pair as one float2.
+    /// pair as one float2. Each thread owns DMAX/4 pairs (i = threadIdx.x + j·TC_THREADS) and issues TC_BATCH loads
+    /// before the first pack, so that many reads are in flight at once (a global tile is a few round trips, not
+    /// DMAX/4 of them).
     template <int DMAX>
     __device__ __forceinline__ void tc_load_rows(u32* dst, const float* src, i64 rows_left, int cols, int words, int stride) {
         const bool pairs = (cols & 1) == 0 && ((u64)src & 7) == 0;
         #pragma unroll 1
-        for (int i = threadIdx.x; i < 64 * (DMAX / 2); i += TC_THREADS) {
-            const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
-            if (w >= words) continue;
-            float lo = 0.0f, hi = 0.0f;
-            if (r < rows_left && c < cols) {
-                const float* p = src + (i64)r * cols + c;
-                if (pairs) {
-                    const haste_f2 x = *(const haste_f2*)p;
-                    lo = x.x; hi = x.y;
-                } else {
-                    lo = p[0];
-                    if (c + 1 < cols) hi = p[1];
+        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
+            float lo[TC_BATCH], hi[TC_BATCH];
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS;
+                const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
+                lo[u] = 0.0f; hi[u] = 0.0f;
+                if (w < words && r < rows_left && c < cols) {
+                    const float* p = src + (i64)r * cols + c;
+                    if (pairs) {
+                        const haste_f2 x = *(const haste_f2*)p;
+                        lo[u] = x.x; hi[u] = x.y;
+                    } else {
+                        lo[u] = p[0];
+                        if (c + 1 < cols) hi[u] = p[1];
+                    }
                 }
             }
-            dst[r * stride + w] = haste_pack_bf16x2(lo, hi);
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS;
+                const int r = i / (DMAX / 2), w = i - r * (DMAX / 2);
+                if (w < words) dst[r * stride + w] = haste_pack_bf16x2(lo[u], hi[u]);
+            }
         }
     }
 
@@ -40,11 +52,41 @@ extension CUDABackend {
     template <int DMAX>
     __device__ __forceinline__ void tc_transpose_rows(u32* dst, const u32* rows, int stride, int cols16) {
         #pragma unroll 1
-        for (int i = threadIdx.x; i < 32 * DMAX; i += TC_THREADS) {
-            const int w = i / DMAX, c = i - w * DMAX, shift = 16 * (c & 1);
-            if (c >= cols16) continue;
-            const u32 lo = rows[2 * w * stride + (c >> 1)], hi = rows[(2 * w + 1) * stride + (c >> 1)];
-            dst[c * TC_TS + w] = ((lo >> shift) & 0xffffu) | (((hi >> shift) & 0xffffu) << 16);
+        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
+            u32 lo[TC_BATCH], hi[TC_BATCH];
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
+                lo[u] = c < cols16 ? rows[2 * w * stride + (c >> 1)] : 0u;   // columns past cols16: outside the tile
+                hi[u] = c < cols16 ? rows[(2 * w + 1) * stride + (c >> 1)] : 0u;
+            }
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX, shift = 16 * (c & 1);
+                if (c < cols16) dst[c * TC_TS + w] = ((lo[u] >> shift) & 0xffffu) | (((hi[u] >> shift) & 0xffffu) << 16);
+            }
+        }
+    }
+
+    /// The transposed pairs straight from a dense float32 tile (a cp.async stage, `cols` floats per row, rows
+    /// [0, rows_left) valid): dst[c·TC_TS + w] = (src[2w][c], src[2w + 1][c]) for c < cols16 ≤ DMAX, w < 32, zeros
+    /// past rows_left and cols. The same bits as tc_load_rows then tc_transpose_rows, in one pass.
+    template <int DMAX>
+    __device__ __forceinline__ void tc_load_cols(u32* dst, const float* src, i64 rows_left, int cols, int cols16) {
+        #pragma unroll 1
+        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
+            float lo[TC_BATCH], hi[TC_BATCH];
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
+                lo[u] = 2 * w < rows_left && c < cols ? src[2 * w * cols + c] : 0.0f;
+                hi[u] = 2 * w + 1 < rows_left && c < cols ? src[(2 * w + 1) * cols + c] : 0.0f;
+            }
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
+                if (c < cols16) dst[c * TC_TS + w] = haste_pack_bf16x2(lo[u], hi[u]);
+            }
         }
     }
 
@@ -55,6 +97,19 @@ extension CUDABackend {
         const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / 4;
         #pragma unroll 1
         for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async16(stage + 4 * i, src + 4 * i);
+    }
+
+    /// Starts the asynchronous copy of 64 rows' lse and D (rows r0…r0+63 of head b; rows past tq get lse = +∞,
+    /// D = 0, stored at once) into L and D: dk/dv's per-query-tile statistics, one tile ahead.
+    __device__ __forceinline__ void tc_stage_stats(float* L, float* D, const float* lse, const float* delta, i64 row0, i64 rows_left) {
+        const int i = threadIdx.x;
+        if (i >= 64) return;
+        if (i < rows_left) {
+            haste_cp_async4(L + i, lse + row0 + i);
+            haste_cp_async4(D + i, delta + row0 + i);
+        } else {
+            L[i] = INFINITY; D[i] = 0.0f;
+        }
     }
 
     /// A fragment of rows m0…m0+15, columns 16kk…16kk+15 of a row-major pair tile (layout: haste_mma_bf16_16816).
@@ -156,8 +211,9 @@ extension CUDABackend {
     static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
         let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
         let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4), stage = staged ? 64 * (s.headDim + s.valueDim) : 0
-        return (rows + values + kv * 36 + stage, rows + 2 * values + kh * 36 + stage,
-                rows + 2 * values + (kh + kv) * 36 + 128 + stage)
+        // staged: the forward has no row-major V tile (Vᵀ comes from the stage), dk/dv double-buffers lse and D.
+        return (rows + (staged ? 0 : values) + kv * 36 + stage, rows + 2 * values + kh * 36 + stage,
+                rows + 2 * values + (kh + kv) * 36 + (staged ? 256 : 128) + stage)
     }
 
     /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) may replace the tensor-core

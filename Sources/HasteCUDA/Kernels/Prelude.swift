@@ -99,6 +99,18 @@ extension KernelSource {
         *(haste_v16*)smem = *(const haste_v16*)gmem;
     #endif
     }
+    /// The same for one 4-byte word (cp.async.ca: both addresses 4-byte aligned).
+    __device__ __forceinline__ void haste_cp_async4(void* smem, const void* gmem) {
+    #if defined(HASTE_EMULATOR)
+        haste_emu::cp_async(smem, gmem, 4);
+    #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        u32 s;
+        asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(s) : "l"(smem));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" :: "r"(s), "l"(gmem) : "memory");
+    #else
+        *(u32*)smem = *(const u32*)gmem;
+    #endif
+    }
     __device__ __forceinline__ void haste_cp_async_wait_all() {
     #if defined(HASTE_EMULATOR)
         haste_emu::cp_async_wait();

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HasteDiffusion
+import HasteCUDA
 import HasteDistributed
 import HasteIO
 import HasteModels
@@ -123,6 +124,10 @@ struct Generate: ParsableCommand {
         let decoder = loaded.pixelSpace || packOnly ? nil : try VAELoader.load(vae, weights: vaeWeights, device: device)
         let generator = try SampleGenerator(options: o, model: loaded, vae: decoder, checkpoint: ckpt!, text: conditioning)
         try finish(generator, comm)
+        // HASTE_CUDA_PROFILE=1: the GPU time per kernel and GEMM of the whole run (sampling and decoding).
+        if let stats = (Backends.registered(device) as? CUDABackend)?.driver as? LaunchStatistics, stats.isCounting {
+            FileHandle.standardError.write(Data("HASTE_CUDA_PROFILE, the whole run: \(stats.report(steps: 1))\n".utf8))
+        }
     }
 
     /// Alone: generate (and pack when the set is complete). Ranks: each generates its shard silently but rank 0,
