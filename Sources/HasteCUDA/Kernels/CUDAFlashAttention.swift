@@ -16,18 +16,18 @@ import HasteTensor
 ///      (≤ 128); Dh ≠ Dv is fine. Wider heads are refused (the op keeps path 1 for them).
 ///    - Dynamic shared memory per block (row stride D + 1 floats: the 16 rows a warp reads at one column fall in
 ///      distinct banks), in bytes for Dh = Dv = 64 / 72 (SiT-XL/2: 1152 / 16) / 128:
-///      forward 64·(Dh+1)·2 + 64·(Dv+1) + 64·65 floats = 66 560 / 72 704 / 115 712;
+///      forward: CUDAFlashAttentionForward.swift (register-tiled, 74 496 for SiT-XL/2);
 ///      dq 64·(Dh+1)·2 + 64·(Dv+1)·2 + 64·65 floats = 83 200 / 91 392 / 148 736;
 ///      dk/dv 64·(Dh+1)·2 + 64·(Dv+1)·2 + 2·64·65 + 128 floats = 100 352 / 108 544 / 165 888
 ///      (above 48 KiB, so the driver sets the opt-in attribute; every size fits sm_80's 163 KiB and sm_90's
 ///      227 KiB; the 128-wide dk/dv does not fit the 99 KiB of sm_86/sm_89).
-///    - Registers per thread (ptxas -v, NVRTC 12, sm_90; no spills): forward 128 / 168 / 251 (d64 / d96 / d128),
+///    - Registers per thread (ptxas -v, NVRTC 12, sm_90; no spills): forward 168 / 168 / 206 (d64 / d96 / d128),
 ///      dq 167 / 255 / 255, dk/dv 168 / 255 / 255 (sm_80: dk/dv d64 255). Expected occupancy on sm_90 (228 KiB of
 ///      shared memory, 64 Ki registers per SM, 4 warps per block), min(shared memory, registers) in blocks per SM
-///      for Dh = Dv = 64 / 72 / 128: forward 3 / 2 / 1–2 (2 × 115 712 B sits exactly at the SM's limit), dq
-///      2 / 2 / 1, dk/dv 2 / 2 / 1, i.e. 4–12 warps per SM. Low occupancy is the FA2 design point (much work per
-///      block) but these FMA kernels are bound by shared-memory loads (one 4-byte load per FMA in the inner
-///      products): expect a fraction of the fp32 peak, far below bf16 tensor cores.
+///      for Dh = Dv = 64 / 72 / 128: forward 3 / 3 / 1, dq 2 / 2 / 1, dk/dv 2 / 2 / 1, i.e. 4–12 warps per SM. Low
+///      occupancy is the FA2 design point (much work per block) but the backward FMA kernels are bound by
+///      shared-memory loads (one 4-byte load per FMA in the inner products; the forward is register-tiled since):
+///      expect a fraction of the fp32 peak, far below bf16 tensor cores.
 ///    - Autocast bf16 on sm_80+ takes the tensor-core family instead (CUDAFlashAttentionBF16.swift: same tiles and
 ///      entry points, mma.sync m16n8k16). Tensor cores replace exactly the FMA micro-kernels: `flash_row_dots` (S = Q·Kᵀ, dP = dO·Vᵀ and, in dk/dv,
 ///      Sᵀ, dPᵀ) and the accumulate loops marked "FMA micro-kernel" (O += P·V, dq += dS·K, dv += Pᵀ·dO,
@@ -71,74 +71,6 @@ extension CUDABackend {
             float x = a[d];
             #pragma unroll
             for (int j = 0; j < N; j++) s[j] += x * b[(half + 2 * j) * stride + d];
-        }
-    }
-
-    /// Forward: one block per (query tile, head) (grid-stride over both), online softmax over key tiles.
-    template <int DMAX>
-    __device__ void flash_forward(float* smem, const float* q, const float* k, const float* v, float* out, float* lse,
-                                  i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
-        const int sq = dh + 1, sv = dv + 1, sp = FLASH_BC + 1;
-        float* Qs = smem;
-        float* Ks = Qs + FLASH_BR * sq;
-        float* Vs = Ks + FLASH_BC * sq;
-        float* Ps = Vs + FLASH_BC * sv;
-        const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
-        const i64 tiles = (tq + FLASH_BR - 1) / FLASH_BR;
-        for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const i64 r0 = t * FLASH_BR;
-                __syncthreads();                       // the previous tile's readers of Qs are done
-                flash_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, sq);
-                float o[DMAX / 2];
-                #pragma unroll
-                for (int j = 0; j < DMAX / 2; j++) o[j] = 0.0f;
-                float m = -INFINITY, l = 0.0f;
-                for (i64 c0 = 0; c0 < tk; c0 += FLASH_BC) {
-                    __syncthreads();                   // the previous key tile's readers of Ks, Vs, Ps are done
-                    flash_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, sq);
-                    flash_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, sv);
-                    __syncthreads();
-                    float s[FLASH_BC / 2];
-                    flash_row_dots<FLASH_BC / 2>(s, Qs + row * sq, Ks, sq, dh, half);
-                    float mt = -INFINITY;
-                    #pragma unroll
-                    for (int j = 0; j < FLASH_BC / 2; j++) {
-                        s[j] = c0 + half + 2 * j < tk ? scale * s[j] : -INFINITY;
-                        mt = fmaxf(mt, s[j]);
-                    }
-                    mt = fmaxf(mt, __shfl_xor_sync(HASTE_FULL_MASK, mt, 1));
-                    const float mn = fmaxf(m, mt);     // finite: every tile holds at least one key
-                    const float alpha = expf(m - mn);  // 0 on the first tile (m = −∞)
-                    float ls = 0.0f;
-                    #pragma unroll
-                    for (int j = 0; j < FLASH_BC / 2; j++) {
-                        float p = expf(s[j] - mn);
-                        Ps[row * sp + half + 2 * j] = p;
-                        ls += p;
-                    }
-                    ls += __shfl_xor_sync(HASTE_FULL_MASK, ls, 1);
-                    l = l * alpha + ls;
-                    m = mn;
-                    __syncthreads();                   // the row's P (both halves) is in Ps
-                    const int cn = tk - c0 < FLASH_BC ? (int)(tk - c0) : FLASH_BC;
-                    #pragma unroll
-                    for (int j = 0; j < DMAX / 2; j++) o[j] *= alpha;
-                    for (int c = 0; c < cn; c++) {     // O += P·V (FMA micro-kernel)
-                        const float p = Ps[row * sp + c];
-                        const float* vr = Vs + c * sv + half;
-                        #pragma unroll
-                        for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dv) o[j] += p * vr[2 * j];
-                    }
-                }
-                if (r0 + row < tq) {
-                    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-                    float* orow = out + (b * tq + r0 + row) * dv + half;
-                    #pragma unroll
-                    for (int j = 0; j < DMAX / 2; j++) if (half + 2 * j < dv) orow[2 * j] = o[j] * inv;
-                    if (lse != 0 && half == 0) lse[b * tq + r0 + row] = l > 0.0f ? m + logf(l) : -INFINITY;
-                }
-            }
         }
     }
 
@@ -284,6 +216,7 @@ extension CUDABackend {
         }
     }
 
+    """# + "\n" + flashF32ForwardCode + "\n" + #"""
     /// Entry points per register tile width: DMAX ≥ max(Dh, Dv) (64, 96 for SiT-XL/2's 72, or 128).
     HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 64)
     HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 96)
@@ -317,7 +250,7 @@ extension CUDABackend {
         let staged = CUDABackend.flashBF16SharedWords(s, staged: true).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
         let words = async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
-            : 64 * (dh + 1) * 2 + 64 * (dv + 1) + 64 * 65   // Qs, Ks | Vs | Ps
+            : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
         let family = flashFamily(tensorCores: tensorCores, async: async)
         launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
                block: Dim3(128), sharedBytes: words * 4,
