@@ -10,12 +10,12 @@ import HasteTensor
 ///      next product (the C layout of n-tiles 2j, 2j + 1 is the A layout of k-step j): no Ps/dSs shared buffers.
 ///    - Operands: q, k, v, dOut are float32 carriers of bf16 values (Autocast rounds them before the op), packed
 ///      to bf16 pairs while the tiles are loaded into shared memory (`haste_pack_bf16x2`: exact for carriers).
-///      Row-major tiles (Q, K, V, dO as A operands, or as column-major B operands of ·Kᵀ, ·Vᵀ, ·Qᵀ, ·dOᵀ) hold
-///      Dh (Dv) padded with zeros to a multiple of 16 (SiT-XL/2's 72 → 80), row stride D/2 + 4 words (the 8 rows a
-///      fragment load touches fall in distinct banks), loaded with float2 reads and no division per element
-///      (`tc_load_rows`); transposed tiles (Vᵀ for P·V, Kᵀ for dS·K, Qᵀ and dOᵀ for dSᵀ·Q and Pᵀ·dO) are 64 keys
-///      (queries) wide, stride 36 words, made in shared memory from the row-major tile (`tc_transpose_rows`), not
-///      read from global memory a second time. Rows past Tq/Tk load as zeros.
+///      Every tile is row-major (Q, K, V, dO), Dh (Dv) padded with zeros to a multiple of 16 (SiT-XL/2's 72 → 80),
+///      row stride D/2 + 4 words (the 8 rows of 16 bytes an ldmatrix reads fall in distinct banks), loaded with
+///      float2 reads, TC_BATCH per thread in flight, no division per element (`tc_load_rows`). The mma fragments
+///      come by `haste_ldmatrix_x4`: A operands and the column-major B operands of ·Kᵀ, ·Vᵀ, ·Qᵀ, ·dOᵀ straight,
+///      the B operands of P·V, dS·K, dSᵀ·Q and Pᵀ·dO transposed on the way (`haste_ldmatrix_x4_trans`), so no
+///      transposed copy of any tile exists. Rows past Tq/Tk load as zeros.
 ///    - Rounding points (everything else float32, accumulation float32 in the mma):
 ///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32, l = Σ P over the float32 values,
 ///      O += bf16(P)·ṽ, out = O / l, lse = m + log l (float32). Backward: S, dP = dÕ·ṽᵀ in float32 from bf16
@@ -26,28 +26,25 @@ import HasteTensor
 ///      are the bf16 roundings of P and dS before their products (relative 2⁻⁹ each) and the summation order.
 ///    - Entry points per register width: _d64 (max(Dh, Dv) ≤ 64), _d80 (SiT-XL/2's 72), _d96, _d128.
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
-///      forward 64·sq·2 + 64·sv + kv·36; dq 64·sq·2 + 64·sv·2 + kh·36; dk/dv 64·sq·2 + 64·sv·2 + (kh + kv)·36 + 128
-///      (streaming: see below).
-///      In bytes for Dh = Dv = 64 / 72 / 128: forward 36 864 / 45 312 / 70 656; dq 46 080 / 56 576 / 88 064;
-///      dk/dv 55 808 / 68 608 / 107 008 (about half the float32 family's: bf16 pairs, no P/dS tiles).
-///    - Registers per thread on sm_90 (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): forward 167 / 168 /
-///      174 / 254, dq 166 / 250 / 254 / 254, dk/dv 255 / 252 / 255 / 255 with 0 / 0 / 268 / 508 bytes of spills.
-///      The tile loops run one element (pair) per iteration (`#pragma unroll 1`): unrolled, dk/dv d80 spilled.
-///      The PTX holds mma.sync and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
-///      D-wide accumulators per thread (hence d80 for SiT-XL/2: no spills on sm_90); dk and dv in two passes, or
-///      8 warps over 128 key rows, would relieve the wider ones.
+///      forward 64·sq·2 + 64·sv; dq 64·sq·2 + 64·sv·2; dk/dv 64·sq·2 + 64·sv·2 + 128 (streaming: see below).
+///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 33 792 / 52 224; dq 36 864 / 45 056 / 69 632;
+///      dk/dv 37 376 / 45 568 / 70 144.
+///    - Registers per thread on sm_90 (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): forward 134 / 128 /
+///      168 / 237, dq 128 / 167 / 242 / 255, dk/dv 237 / 247 / 255 / 255 with 0 / 0 / 52 / 256 bytes of spills.
+///      The PTX holds mma.sync, ldmatrix and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
+///      D-wide accumulators per thread; dk and dv in two passes, or 8 warps over 128 key rows, would relieve the
+///      wider ones.
 ///    - Streaming (the `attention_flash_bf16_async_*` family, `flashBF16Async` chooses it): the tiles a block walks
 ///      (K and V in the forward and dq, q and dOut in dk/dv, and there lse and D too) are copied with cp.async into a
 ///      float32 stage (64 rows of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads
-///      overlap this tile's products. The stage is packed to bf16 pairs, its transposed tiles straight from it
-///      (`tc_load_cols`: one pass, one barrier less per tile; the forward keeps no row-major V tile, so d80 fits 3
-///      blocks per SM), the same bits as the synchronous kernels. Every tile load issues TC_BATCH reads per thread
-///      before it packs the first. On sm_90 the d80 kernels take 168 / 254 / 255 registers (forward / dq / dk/dv),
-///      dk/dv with 60 bytes of spills; forward 70.9 KB of shared memory, dq 93.4 KB, dk/dv 106.0 KB.
+///      overlap this tile's products. The stage is packed to bf16 pairs: the same bits as the synchronous kernels.
+///      On sm_90 the d80 kernels take 168 / 167 / 255 registers (forward / dq / dk/dv), dk/dv with 12 bytes of
+///      spills; shared memory 70 656 / 81 920 / 82 944 bytes (3 forward blocks per SM, 2 of the backward ones).
 ///    - On the H200, SiT-XL/2 bs64 bf16, ms per step (28 calls each; cuDNN: 8.5 in all) forward / dq / dk/dv:
 ///      session 15's kernels 24.8 / 51.0 / 58.4 (latency-bound: one global load per thread in flight); float2 loads
 ///      and shared-memory transposes 29.8 / 48.7 / 52.7; streaming 20.4 / 27.3 / 33.1; batched loads, transposes
-///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6. Left out: TMA, ldmatrix, wgmma on sm_90.
+///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6 (2979dd6). ldmatrix since: not measured yet.
+///      Left out: TMA and wgmma on sm_90.
 extension CUDABackend {
     /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
     /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.
@@ -81,9 +78,8 @@ extension CUDABackend {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
-        u32* Vt = Ks + 64 * sq;
-        u32* Vs = Vt + kv * TC_TS;            /* synchronous only: ASYNC makes Vt from the stage */
-        float* SK = (float*)Vs;               /* ASYNC: the next key tile's K and V as float32, in flight */
+        u32* Vs = Ks + 64 * sq;
+        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
         float* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
@@ -104,16 +100,11 @@ extension CUDABackend {
                     if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
                     __syncthreads();                   // everyone's have; the previous key tile's readers are done
                     tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    if (ASYNC) tc_load_cols<DMAX>(Vt, SV, tk - c0, dv, kv);
-                    else tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
                     __syncthreads();
                     if (ASYNC && c0 + 64 < tk) {       // the next key tile streams in during this one's products
                         tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
                         tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
-                    }
-                    if (!ASYNC) {
-                        tc_transpose_rows<DMAX>(Vt, Vs, sv, kv);
-                        __syncthreads();
                     }
                     float s[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
@@ -153,7 +144,7 @@ extension CUDABackend {
                     for (int nt = 0; nt < DMAX / 8; nt++) {
                         o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
                     }
-                    tc_accumulate<DMAX>(o, s, Vt, kv / 8);   // O += bf16(P)·V
+                    tc_accumulate<DMAX>(o, s, Vs, sv, kv / 8);   // O += bf16(P)·V
                 }
                 const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
                 tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv);
@@ -178,8 +169,7 @@ extension CUDABackend {
         u32* Ks = Qs + 64 * sq;
         u32* dOs = Ks + 64 * sq;
         u32* Vs = dOs + 64 * sv;
-        u32* Kt = Vs + 64 * sv;
-        float* SK = (float*)(Kt + kh * TC_TS);   /* ASYNC: the next key tile's K and V as float32, in flight */
+        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
         float* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
@@ -208,15 +198,10 @@ extension CUDABackend {
                     __syncthreads();
                     tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
                     tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
-                    if (ASYNC) tc_load_cols<DMAX>(Kt, SK, tk - c0, dh, kh);
                     __syncthreads();
                     if (ASYNC && c0 + 64 < tk) {
                         tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
                         tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
-                    }
-                    if (!ASYNC) {
-                        tc_transpose_rows<DMAX>(Kt, Ks, sq, kh);
-                        __syncthreads();
                     }
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
@@ -229,7 +214,7 @@ extension CUDABackend {
                             s[nt][i] = p * (dp[nt][i] - dr[i >> 1]);   // dS
                         }
                     }
-                    tc_accumulate<DMAX>(acc, s, Kt, kh / 8);   // dq += bf16(dS)·K
+                    tc_accumulate<DMAX>(acc, s, Ks, sq, kh / 8);   // dq += bf16(dS)·K
                 }
                 const float mul[2] = {scale, scale};
                 tc_store<DMAX>(dq + b * tq * dh, acc, r0 + m0, tq, dh, mul);
@@ -248,9 +233,7 @@ extension CUDABackend {
         u32* Qs = Ks + 64 * sq;
         u32* Vs = Qs + 64 * sq;
         u32* dOs = Vs + 64 * sv;
-        u32* Qt = dOs + 64 * sv;
-        u32* dOt = Qt + kh * TC_TS;
-        float* Ls = (float*)(dOt + kv * TC_TS);   /* ASYNC: two tiles' lse and D (this one, the next in flight) */
+        float* Ls = (float*)(dOs + 64 * sv);  /* ASYNC: two tiles' lse and D (this one, the next in flight) */
         float* Ds = Ls + (ASYNC ? 128 : 64);
         float* SQ = Ds + (ASYNC ? 128 : 64);      /* ASYNC: the next query tile's q and dOut as float32, in flight */
         float* SO = SQ + 64 * dh;
@@ -279,10 +262,7 @@ extension CUDABackend {
                     __syncthreads();
                     tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                     tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
-                    if (ASYNC) {
-                        tc_load_cols<DMAX>(Qt, SQ, tq - r0, dh, kh);
-                        tc_load_cols<DMAX>(dOt, SO, tq - r0, dv, kv);
-                    } else {
+                    if (!ASYNC) {
                         for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
                             const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
                             Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
@@ -294,11 +274,6 @@ extension CUDABackend {
                         tc_stage_rows(SQ, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh);
                         tc_stage_rows(SO, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv);
                         tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
-                    }
-                    if (!ASYNC) {
-                        tc_transpose_rows<DMAX>(Qt, Qs, sq, kh);
-                        tc_transpose_rows<DMAX>(dOt, dOs, sv, kv);
-                        __syncthreads();
                     }
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Ks, sq, m0, Qs, sq, kh / 16);     // Sᵀ
@@ -313,8 +288,8 @@ extension CUDABackend {
                             dp[nt][i] = p * (dp[nt][i] - Ds[cur + r]);    // dSᵀ
                         }
                     }
-                    if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOt, kv / 8);   // dv += bf16(Pᵀ)·dO
-                    if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qt, kh / 8);      // dk += bf16(dSᵀ)·Q
+                    if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOs, sv, kv / 8);   // dv += bf16(Pᵀ)·dO
+                    if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qs, sq, kh / 8);      // dk += bf16(dSᵀ)·Q
                 }
                 const float one[2] = {1.0f, 1.0f}, mul[2] = {scale, scale};
                 if (dk != 0) tc_store<DMAX>(dk + b * tk * dh, gk, c0 + m0, tk, dh, mul);

@@ -6,7 +6,6 @@ import HasteTensor
 extension CUDABackend {
     static let flashBF16TileCode = #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
-    #define TC_TS 36         /* row stride (words) of a transposed tile: 64 bf16 + 4 words of padding */
     #define TC_BATCH 4       /* tile loads a thread issues before it uses the first (DMAX/4 per thread: a multiple) */
 
     /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
@@ -46,50 +45,6 @@ extension CUDABackend {
         }
     }
 
-    /// The transposed pairs of a row-major pair tile already in shared memory (tc_load_rows' `rows`, stride
-    /// `stride`): dst[c·TC_TS + w] = (rows[2w][c], rows[2w + 1][c]) for c < cols16 ≤ DMAX, w < 32. The same bits
-    /// as loading the transposed tile from global memory, without a second pass over it there.
-    template <int DMAX>
-    __device__ __forceinline__ void tc_transpose_rows(u32* dst, const u32* rows, int stride, int cols16) {
-        #pragma unroll 1
-        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
-            u32 lo[TC_BATCH], hi[TC_BATCH];
-            #pragma unroll
-            for (int u = 0; u < TC_BATCH; u++) {
-                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
-                lo[u] = c < cols16 ? rows[2 * w * stride + (c >> 1)] : 0u;   // columns past cols16: outside the tile
-                hi[u] = c < cols16 ? rows[(2 * w + 1) * stride + (c >> 1)] : 0u;
-            }
-            #pragma unroll
-            for (int u = 0; u < TC_BATCH; u++) {
-                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX, shift = 16 * (c & 1);
-                if (c < cols16) dst[c * TC_TS + w] = ((lo[u] >> shift) & 0xffffu) | (((hi[u] >> shift) & 0xffffu) << 16);
-            }
-        }
-    }
-
-    /// The transposed pairs straight from a dense float32 tile (a cp.async stage, `cols` floats per row, rows
-    /// [0, rows_left) valid): dst[c·TC_TS + w] = (src[2w][c], src[2w + 1][c]) for c < cols16 ≤ DMAX, w < 32, zeros
-    /// past rows_left and cols. The same bits as tc_load_rows then tc_transpose_rows, in one pass.
-    template <int DMAX>
-    __device__ __forceinline__ void tc_load_cols(u32* dst, const float* src, i64 rows_left, int cols, int cols16) {
-        #pragma unroll 1
-        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
-            float lo[TC_BATCH], hi[TC_BATCH];
-            #pragma unroll
-            for (int u = 0; u < TC_BATCH; u++) {
-                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
-                lo[u] = 2 * w < rows_left && c < cols ? src[2 * w * cols + c] : 0.0f;
-                hi[u] = 2 * w + 1 < rows_left && c < cols ? src[(2 * w + 1) * cols + c] : 0.0f;
-            }
-            #pragma unroll
-            for (int u = 0; u < TC_BATCH; u++) {
-                const int i = threadIdx.x + (j0 + u) * TC_THREADS, w = i / DMAX, c = i - w * DMAX;
-                if (c < cols16) dst[c * TC_TS + w] = haste_pack_bf16x2(lo[u], hi[u]);
-            }
-        }
-    }
-
     /// Starts the asynchronous copy (cp.async, `haste_cp_async16`) of rows [0, min(64, rows_left)) of `src`, `cols`
     /// floats each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces (cols % 4 == 0 and a
     /// 16-byte-aligned `src`: the host checks). The data may be read only after `haste_cp_async_wait_all` and a barrier.
@@ -112,45 +67,37 @@ extension CUDABackend {
         }
     }
 
-    /// A fragment of rows m0…m0+15, columns 16kk…16kk+15 of a row-major pair tile (layout: haste_mma_bf16_16816).
-    __device__ __forceinline__ void tc_frag_a(u32* a, const u32* tile, int stride, int m0, int kk) {
-        const int lane = threadIdx.x & 31;
-        const u32* p = tile + (m0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
-        a[0] = p[0]; a[1] = p[8 * stride]; a[2] = p[4]; a[3] = p[8 * stride + 4];
-    }
-
-    /// B fragment with B[k][n] = tile[n0 + n][16kk + k]: the tile's rows are B's columns.
-    __device__ __forceinline__ void tc_frag_b(u32* b, const u32* tile, int stride, int n0, int kk) {
-        const int lane = threadIdx.x & 31;
-        const u32* p = tile + (n0 + (lane >> 2)) * stride + 8 * kk + (lane & 3);
-        b[0] = p[0]; b[1] = p[4];
-    }
-
     /// acc[nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0… of row-major `a`, B's columns the
-    /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes).
+    /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes). Fragments by ldmatrix.x4: A's four
+    /// 8 × 8 pieces (rows m0 + 8·(i&1), pair columns 8·kk + 4·(i>>1)) in one, B's two k halves of two n-tiles in
+    /// another (the layout of haste_mma_bf16_16816).
     template <int KMAX>
     __device__ __forceinline__ void tc_dots(float (*acc)[4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
+        const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
         #pragma unroll
         for (int nt = 0; nt < 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
         #pragma unroll
         for (int kk = 0; kk < KMAX / 16; kk++) {
             if (kk < ksteps) {
                 u32 fa[4];
-                tc_frag_a(fa, a, sa, m0, kk);
+                haste_ldmatrix_x4(fa, a + (m0 + r + 8 * (i & 1)) * sa + 8 * kk + 4 * (i >> 1));
                 #pragma unroll
-                for (int nt = 0; nt < 8; nt++) {
-                    u32 fb[2];
-                    tc_frag_b(fb, b, sb, 8 * nt, kk);
+                for (int nt = 0; nt < 8; nt += 2) {
+                    u32 fb[4];
+                    haste_ldmatrix_x4(fb, b + (8 * nt + r + 8 * (i >> 1)) * sb + 8 * kk + 4 * (i & 1));
                     haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                    haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
                 }
             }
         }
     }
 
     /// acc[nt] += bf16(W)·B over the tile's 64 k rows: W the 16×64 float32 accumulator fragments `w` (rounded to
-    /// bf16 here), B[k][n] = bt[n][k] (a transposed tile, TC_TS), n-tiles nt < ntiles.
+    /// bf16 here), B[k][n] = the row-major pair tile `b` (64 rows k, stride sb; n-tiles nt < ntiles, an even count),
+    /// its fragments by ldmatrix.x4.trans (the k halves of two n-tiles at once): no transposed copy of the tile.
     template <int NMAX>
-    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* bt, int ntiles) {
+    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* b, int sb, int ntiles) {
+        const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
         #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
             u32 fa[4];
@@ -159,11 +106,12 @@ extension CUDABackend {
             fa[2] = haste_pack_bf16x2(w[2 * kk + 1][0], w[2 * kk + 1][1]);
             fa[3] = haste_pack_bf16x2(w[2 * kk + 1][2], w[2 * kk + 1][3]);
             #pragma unroll
-            for (int nt = 0; nt < NMAX / 8; nt++) {
+            for (int nt = 0; nt < NMAX / 8; nt += 2) {
                 if (nt < ntiles) {
-                    u32 fb[2];
-                    tc_frag_b(fb, bt, TC_TS, 8 * nt, kk);
+                    u32 fb[4];
+                    haste_ldmatrix_x4_trans(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
                     haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                    haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
                 }
             }
         }
@@ -211,9 +159,8 @@ extension CUDABackend {
     static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
         let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
         let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4), stage = staged ? 64 * (s.headDim + s.valueDim) : 0
-        // staged: the forward has no row-major V tile (Vᵀ comes from the stage), dk/dv double-buffers lse and D.
-        return (rows + (staged ? 0 : values) + kv * 36 + stage, rows + 2 * values + kh * 36 + stage,
-                rows + 2 * values + (kh + kv) * 36 + (staged ? 256 : 128) + stage)
+        // staged: dk/dv double-buffers lse and D.
+        return (rows + values + stage, rows + 2 * values + stage, rows + 2 * values + (staged ? 256 : 128) + stage)
     }
 
     /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) may replace the tensor-core

@@ -152,6 +152,38 @@ extension KernelSource {
     /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
     /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
     /// the only roundings).
+    /// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane 8i + r gives the address of row r of the 8 × 8 b16
+    /// matrix i (16 bytes, 16-byte aligned, in shared memory); d[i] = this lane's word of matrix i: row lane/4,
+    /// columns 2·(lane%4), +1 (`_trans`: column lane/4, rows 2·(lane%4), +1, the low half from the first) — the A
+    /// and B fragments of haste_mma_bf16_16816 from row-major tiles. Every lane of the warp must take part. Without
+    /// the instruction (the emulator, sm < 75) the rows' addresses travel by shuffle and each lane reads its words.
+    __device__ __forceinline__ void haste_ldmatrix_x4(u32* d, const u32* row) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+        const u32 s = (u32)__cvta_generic_to_shared(row);
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
+    #else
+        const int lane = threadIdx.x & 31;
+        for (int i = 0; i < 4; i++) {
+            const u32* p = (const u32*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + (lane >> 2));
+            d[i] = p[lane & 3];
+        }
+    #endif
+    }
+    __device__ __forceinline__ void haste_ldmatrix_x4_trans(u32* d, const u32* row) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+        const u32 s = (u32)__cvta_generic_to_shared(row);
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
+    #else
+        const int lane = threadIdx.x & 31;
+        for (int i = 0; i < 4; i++) {
+            const u16* lo = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3));
+            const u16* hi = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3) + 1);
+            d[i] = (u32)lo[lane >> 2] | ((u32)hi[lane >> 2] << 16);
+        }
+    #endif
+    }
     __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
     #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"

@@ -80,4 +80,48 @@ import Testing
                      Self.reference({ A($0, ($1 + 8) % 16) }, B, c)]
         for (i, w) in wrong.enumerated() { #expect(!Self.within(got, w.d, w.bound), "wrong layout \(i) passes the bound") }
     }
+
+    /// `haste_ldmatrix_x4` and `_trans` (the emulator's shuffle form) against the PTX ISA's ldmatrix fragments
+    /// (§9.7.14.5.15): lane 8i + r gives row r of matrix i; lane l receives word l % 4 of row l / 4 of each matrix,
+    /// or with .trans the b16 elements (2·(l % 4), l / 4) and (2·(l % 4) + 1, l / 4), the first in the low half.
+    /// Four 8 × 8 b16 matrices in shared memory, rows 12 words apart (the flash tiles' padding), in scrambled order.
+    static let ldmatrixSource = KernelSource(family: "ldmatrix-probe", kernels: ["ldmatrix_probe"], code: #"""
+    extern "C" __global__ void ldmatrix_probe(const u32* src, u32* plain, u32* trans) {
+        HASTE_DYNAMIC_SHARED(u32, sm);
+        const int lane = threadIdx.x & 31;
+        for (int w = lane; w < 32 * 12; w += 32) sm[w] = src[w];
+        __syncwarp();
+        const int order[4] = {2, 0, 3, 1};   /* matrix i lives in rows 8·order[i]… */
+        const u32* row = sm + (8 * order[lane >> 3] + (lane & 7)) * 12 + 4;
+        u32 d[4], e[4];
+        haste_ldmatrix_x4(d, row);
+        haste_ldmatrix_x4_trans(e, row);
+        for (int i = 0; i < 4; i++) { plain[4 * lane + i] = d[i]; trans[4 * lane + i] = e[i]; }
+    }
+    """#)
+
+    @Test func emulatedLdmatrixMatchesTheDocumentedLayout() throws {
+        var rng = SplitMix64(seed: 77)
+        let src = (0..<(32 * 12)).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        let d = EmulatedDriver.forTests()
+        let f = try d.load(Self.ldmatrixSource)
+        let ps = d.upload(src), pp = d.allocate(byteCount: 128 * 4)!, pt = d.allocate(byteCount: 128 * 4)!
+        d.launch(f["ldmatrix_probe"]!, grid: Dim3(1), block: Dim3(32), sharedBytes: 32 * 12 * 4,
+                 arguments: [.pointer(ps), .pointer(pp), .pointer(pt)])
+        try d.synchronize()
+        let plain = d.download(pp, 128, as: UInt32.self), trans = d.download(pt, 128, as: UInt32.self)
+        let order = [2, 0, 3, 1]
+        func element(_ i: Int, _ r: Int, _ c: Int) -> UInt32 {   // b16 element (r, c) of matrix i
+            let word = src[(8 * order[i] + r) * 12 + 4 + c / 2]
+            return c % 2 == 0 ? word & 0xffff : word >> 16
+        }
+        for l in 0..<32 {
+            for i in 0..<4 {
+                let p = element(i, l / 4, 2 * (l % 4)) | element(i, l / 4, 2 * (l % 4) + 1) << 16
+                let t = element(i, 2 * (l % 4), l / 4) | element(i, 2 * (l % 4) + 1, l / 4) << 16
+                #expect(plain[4 * l + i] == p, "ldmatrix lane \(l) matrix \(i)")
+                #expect(trans[4 * l + i] == t, "ldmatrix.trans lane \(l) matrix \(i)")
+            }
+        }
+    }
 }
