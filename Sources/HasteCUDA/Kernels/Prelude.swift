@@ -135,23 +135,6 @@ extension KernelSource {
     __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {
         return (u32)haste_float_to_bf16(lo) | ((u32)haste_float_to_bf16(hi) << 16);
     }
-    /// One warp-level D = A·B + C of shape m16n8k16: A 16×16 bf16 (row), B 16×8 bf16 (col), C and D 16×8 float32,
-    /// in the fragments of PTX ISA §9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point type"
-    /// (https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-fragment-mma-16816-float).
-    /// With g = lane >> 2 (groupID) and t = lane & 3 (threadID_in_group), register a[i/2] holds elements a_i, a_i+1
-    /// (a_i in the low half), b[i/2] holds b_i, b_i+1:
-    ///   a_i = A[g + 8·((i >> 1) & 1)][2t + (i & 1) + 8·(i >> 2)]   (rows g for a0 a1 a4 a5, g + 8 for a2 a3 a6 a7;
-    ///                                                               columns 2t, 2t+1, +8 for a4…a7)
-    ///   b_i = B[2t + (i & 1) + 8·(i >> 1)][g]                      (b0 b1 at rows 2t, 2t+1; b2 b3 at 2t+8, 2t+9)
-    ///   c_i, d_i = C, D[g + 8·(i >> 1)][2t + (i & 1)]
-    /// so a[0] = A[g][2t…2t+1], a[1] = A[g+8][2t…], a[2] = A[g][2t+8…], a[3] = A[g+8][2t+8…]; a row-major A or a
-    /// B stored column by column (B's column n = a row of the stored tile) is one 32-bit load per register.
-    /// All 32 lanes call it together (warp-uniform control flow); d may be c. sm_80 and later: the tensor-core
-    /// instruction `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32` (its order and intermediate rounding
-    /// inside one mma are the hardware's, unspecified by the ISA). The emulator (HASTE_EMULATOR) and older GPUs:
-    /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
-    /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
-    /// the only roundings).
     /// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane 8i + r gives the address of row r of the 8 × 8 b16
     /// matrix i (16 bytes, 16-byte aligned, in shared memory); d[i] = this lane's word of matrix i: row lane/4,
     /// columns 2·(lane%4), +1 (`_trans`: column lane/4, rows 2·(lane%4), +1, the low half from the first) — the A
@@ -184,6 +167,23 @@ extension KernelSource {
         }
     #endif
     }
+    /// One warp-level D = A·B + C of shape m16n8k16: A 16×16 bf16 (row), B 16×8 bf16 (col), C and D 16×8 float32,
+    /// in the fragments of PTX ISA §9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point type"
+    /// (https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-fragment-mma-16816-float).
+    /// With g = lane >> 2 (groupID) and t = lane & 3 (threadID_in_group), register a[i/2] holds elements a_i, a_i+1
+    /// (a_i in the low half), b[i/2] holds b_i, b_i+1:
+    ///   a_i = A[g + 8·((i >> 1) & 1)][2t + (i & 1) + 8·(i >> 2)]   (rows g for a0 a1 a4 a5, g + 8 for a2 a3 a6 a7;
+    ///                                                               columns 2t, 2t+1, +8 for a4…a7)
+    ///   b_i = B[2t + (i & 1) + 8·(i >> 1)][g]                      (b0 b1 at rows 2t, 2t+1; b2 b3 at 2t+8, 2t+9)
+    ///   c_i, d_i = C, D[g + 8·(i >> 1)][2t + (i & 1)]
+    /// so a[0] = A[g][2t…2t+1], a[1] = A[g+8][2t…], a[2] = A[g][2t+8…], a[3] = A[g+8][2t+8…]; a row-major A or a
+    /// B stored column by column (B's column n = a row of the stored tile) is one 32-bit load per register.
+    /// All 32 lanes call it together (warp-uniform control flow); d may be c. sm_80 and later: the tensor-core
+    /// instruction `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32` (its order and intermediate rounding
+    /// inside one mma are the hardware's, unspecified by the ISA). The emulator (HASTE_EMULATOR) and older GPUs:
+    /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
+    /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
+    /// the only roundings).
     __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
     #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
