@@ -43,7 +43,7 @@ import HasteTensor
 ///      64+: 64·16 heads × 4 tiles).
 extension CUDABackend {
     static let flashAttentionSource = KernelSource(family: "flashAttention", kernels: [
-        "attention_flash_row_dot",
+        "attention_flash_row_dot", "attention_flash_dq_sum",
         "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
         "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
         "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
@@ -82,6 +82,15 @@ extension CUDABackend {
             for (i64 d = lane; d < dv; d += 32) s += dout[r * dv + d] * out[r * dv + d];
             s = haste_warp_sum(s);
             if (lane == 0) delta[r] = s;
+        }
+    }
+
+    /// dq[i] = Σ_t part[t·n + i], t = 0…tiles − 1 in order: the bf16 dk/dv kernel's per-key-tile shares of dq.
+    extern "C" __global__ void attention_flash_dq_sum(const float* part, float* dq, i64 n, int tiles) {
+        HASTE_GRID_STRIDE_LOOP(i, n) {
+            float s = part[i];
+            for (int t = 1; t < tiles; t++) s += part[(i64)t * n + i];
+            dq[i] = s;
         }
     }
 
@@ -223,6 +232,9 @@ extension CUDABackend {
     HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 128)
     """#)
 
+    /// The most key tiles (64 keys each) for which the bf16 dk/dv kernel also computes dq (SiT at 256 tokens: 4).
+    static let flashFusedDQTiles = 4
+
     /// The flash kernels' largest head dim (Dh and Dv): their per-thread register tiles hold 128 / 2 columns.
     static let flashMaxHeadDim = 128
 
@@ -286,25 +298,40 @@ extension CUDABackend {
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
         let tensorCores = flashUsesTensorCores(precision)
+        // bf16, up to flashFusedDQTiles key tiles: dk/dv's kernel also gives dq, one partial per key tile (summed
+        // below), where the dq kernel would compute S and dP again. Longer keys: the dq kernel (the partials grow
+        // with Tk·Tq).
+        let keyTiles = (tk + 63) / 64
+        let fusedDQ = tensorCores && dq != nil && tq > 0 && tk > 0 && keyTiles <= CUDABackend.flashFusedDQTiles
+        let dsWords = fusedDQ ? 64 * 36 : 0
         let bf16Words = CUDABackend.flashBF16SharedWords(s), stagedWords = CUDABackend.flashBF16SharedWords(s, staged: true)
         // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
         let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
-        let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv, [q, dOut])
+        let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv + dsWords, [q, dOut])
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        if let dq, tq > 0 {
+        if let dq, tq > 0, !fusedDQ {
             let words = asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
             let family = flashFamily(tensorCores: tensorCores, async: asyncDQ)
             launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
-        if (dk != nil || dv != nil) && tk > 0 {
-            let words = asyncDKDV ? stagedWords.dkdv : tensorCores ? bf16Words.dkdv
+        if (dk != nil || dv != nil || fusedDQ) && tk > 0 {
+            let words = asyncDKDV ? stagedWords.dkdv + dsWords : tensorCores ? bf16Words.dkdv + dsWords
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
             let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV)
+            // dq's partials: straight into dq for one key tile, else [key tile][batch·Tq·Dh] summed after.
+            let n = s.batch * tq * dh, partBytes = fusedDQ && keyTiles > 1 ? keyTiles * n * 4 : 0
+            let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
             launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
-                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)] + sizes)
+                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
+                       + (tensorCores ? [.pointer(parts)] : []) + sizes)
+            if partBytes > 0 {
+                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
+                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
+                allocator.release(parts, byteCount: partBytes)
+            }
         }
         allocator.release(delta, byteCount: deltaBytes)
     }

@@ -34,12 +34,20 @@ import HasteTensor
 ///      The PTX holds mma.sync, ldmatrix and no shuffle-built products. dk/dv keeps Sᵀ, dPᵀ (64 floats) and two
 ///      D-wide accumulators per thread; dk and dv in two passes, or 8 warps over 128 key rows, would relieve the
 ///      wider ones.
+///    - dq from dk/dv (up to `flashFusedDQTiles` = 4 key tiles: SiT's 256 tokens): the dk/dv kernel stores bf16(dSᵀ)
+///      in shared memory (64 × 36 words more) and multiplies it back, transposed by ldmatrix, with its K tile into
+///      this key tile's share of dq; `attention_flash_dq_sum` adds the shares in key-tile order. The dq kernel (which
+///      computes S and dP a second time) runs only for longer keys. dq differs from the dq kernel's in the order of
+///      its float32 sums (on 8 shapes: 3 of 72 145 elements differ, by one bf16 ulp); out, dk, dv are the same
+///      bits. The emulator runs the warps in step between shuffles, so it would not catch a missing barrier before
+///      the dSᵀ tile is read: keep the one there.
 ///    - Streaming (the `attention_flash_bf16_async_*` family, `flashBF16Async` chooses it): the tiles a block walks
 ///      (K and V in the forward and dq, q and dOut in dk/dv, and there lse and D too) are copied with cp.async into a
 ///      float32 stage (64 rows of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads
 ///      overlap this tile's products. The stage is packed to bf16 pairs: the same bits as the synchronous kernels.
-///      On sm_90 the d80 kernels take 168 / 167 / 255 registers (forward / dq / dk/dv), dk/dv with 12 bytes of
-///      spills; shared memory 70 656 / 81 920 / 82 944 bytes (3 forward blocks per SM, 2 of the backward ones).
+///      On sm_90 the d80 kernels take 168 / 167 / 255 registers (forward / dq / dk/dv), dk/dv with 20 bytes of
+///      spills; shared memory 70 656 / 81 920 / 82 944 bytes (+ 9 216 with dq: 3 forward blocks per SM, 2 of the
+///      backward ones).
 ///    - On the H200, SiT-XL/2 bs64 bf16, ms per step (28 calls each; cuDNN: 8.5 in all) forward / dq / dk/dv:
 ///      session 15's kernels 24.8 / 51.0 / 58.4 (latency-bound: one global load per thread in flight); float2 loads
 ///      and shared-memory transposes 29.8 / 48.7 / 52.7; streaming 20.4 / 27.3 / 33.1; batched loads, transposes
@@ -55,19 +63,19 @@ extension CUDABackend {
     static func flashBF16Kernels(_ infix: String) -> [String] {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
     }
-    /// The entry templates (HASTE_FLASH_ENTRIES takes templates of the width alone) and entry points of one variant.
+    /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
     static func flashBF16Entries(async: Bool) -> String {
-        let v = async ? "async" : "sync", flag = async ? "true" : "false"
-        let common = "const float* q, const float* k, const float* v, "
-        let sizes = "i64 b, i64 tq, i64 tk, int dh, int dv, float s", passed = "b, tq, tk, dh, dv, s"
-        return """
-            template <int D> __device__ void tc_forward_\(v)(u32* m, \(common)float* o, float* l, \(sizes)) { tc_forward<D, \(flag)>(m, q, k, v, o, l, \(passed)); }
-            template <int D> __device__ void tc_dq_\(v)(u32* m, \(common)const float* d, const float* l, const float* e, float* g, \(sizes)) { tc_backward_dq<D, \(flag)>(m, q, k, v, d, l, e, g, \(passed)); }
-            template <int D> __device__ void tc_dkdv_\(v)(u32* m, \(common)const float* d, const float* l, const float* e, float* gk, float* gv, \(sizes)) { tc_backward_dkdv<D, \(flag)>(m, q, k, v, d, l, e, gk, gv, \(passed)); }
-
-            """ + [64, 80, 96, 128].map {
-                "HASTE_FLASH_ENTRIES(attention_flash_bf16\(async ? "_async" : ""), u32, tc_forward_\(v), tc_dq_\(v), tc_dkdv_\(v), \($0))"
-            }.joined(separator: "\n") + "\n"
+        let flag = async ? "true" : "false", name = "attention_flash_bf16\(async ? "_async" : "")"
+        let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale", passed = "batch, tq, tk, dh, dv, scale"
+        let inputs = "const float* q, const float* k, const float* v", stats = "const float* dout, const float* lse, const float* delta"
+        return [64, 80, 96, 128].map { w in """
+            extern "C" __global__ void \(name)_forward_d\(w)(\(inputs), float* out, float* lse, \(sizes)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag)>(smem, q, k, v, out, lse, \(passed)); }
+            extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), float* dq, \(sizes)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
+            extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), float* dk, float* dv_out, float* dqp, \(sizes)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
+            """ }.joined(separator: "\n") + "\n"
     }
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
     static let flashBF16Code = flashBF16TileCode + "\n" + #"""
@@ -223,10 +231,14 @@ extension CUDABackend {
     }
 
     /// dk = scale·bf16(dS)ᵀ·q, dv = bf16(P)ᵀ·dO: one block per (key tile, head), looping over query tiles; the
-    /// warp's 16 key rows compute Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ. dk or dv may be null (not computed).
+    /// warp's 16 key rows compute Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ. dk or dv may be null (not computed). With `dqp`, also
+    /// this key tile's share of dq, scale·bf16(dS)·k over its 64 keys, into dqp[key tile][head][query][Dh] (the
+    /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
+    /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
+    /// compute S and dP a second time.
     template <int DMAX, bool ASYNC>
     __device__ void tc_backward_dkdv(u32* smem, const float* q, const float* k, const float* v, const float* dout,
-                                     const float* lse, const float* delta, float* dk, float* dvout,
+                                     const float* lse, const float* delta, float* dk, float* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Ks = smem;
@@ -237,6 +249,7 @@ extension CUDABackend {
         float* Ds = Ls + (ASYNC ? 128 : 64);
         float* SQ = Ds + (ASYNC ? 128 : 64);      /* ASYNC: the next query tile's q and dOut as float32, in flight */
         float* SO = SQ + 64 * dh;
+        u32* DSt = (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tk + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
@@ -288,8 +301,24 @@ extension CUDABackend {
                             dp[nt][i] = p * (dp[nt][i] - Ds[cur + r]);    // dSᵀ
                         }
                     }
+                    if (dqp != 0) {                     // bf16(dSᵀ) rows m0 + g, m0 + g + 8 (keys), query pairs 4nt + t
+                        #pragma unroll
+                        for (int nt = 0; nt < 8; nt++) {
+                            DSt[(m0 + (lane >> 2)) * 36 + 4 * nt + t] = haste_pack_bf16x2(dp[nt][0], dp[nt][1]);
+                            DSt[(m0 + (lane >> 2) + 8) * 36 + 4 * nt + t] = haste_pack_bf16x2(dp[nt][2], dp[nt][3]);
+                        }
+                    }
                     if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOs, sv, kv / 8);   // dv += bf16(Pᵀ)·dO
                     if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qs, sq, kh / 8);      // dk += bf16(dSᵀ)·Q
+                    if (dqp != 0) {                     // this key tile's dq for the warp's 16 queries m0…
+                        __syncthreads();                // every warp's dSᵀ rows are in DSt
+                        float gq[DMAX / 8][4];
+                        #pragma unroll
+                        for (int nt = 0; nt < DMAX / 8; nt++) { gq[nt][0] = 0.0f; gq[nt][1] = 0.0f; gq[nt][2] = 0.0f; gq[nt][3] = 0.0f; }
+                        tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
+                        const float mul[2] = {scale, scale};
+                        tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul);
+                    }
                 }
                 const float one[2] = {1.0f, 1.0f}, mul[2] = {scale, scale};
                 if (dk != 0) tc_store<DMAX>(dk + b * tk * dh, gk, c0 + m0, tk, dh, mul);

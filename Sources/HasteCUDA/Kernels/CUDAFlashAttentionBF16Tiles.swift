@@ -92,12 +92,27 @@ extension CUDABackend {
         }
     }
 
+    /// acc[nt] += A·B for one k step of 16 (kk): A's fragment `fa`, B[k][n] = the row-major pair tile `b` (stride
+    /// sb; n-tiles nt < ntiles, an even count), its fragments by ldmatrix.x4.trans (the k halves of two n-tiles at
+    /// once): no transposed copy of the tile.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_mma_rows(float (*acc)[4], const u32* fa, const u32* b, int sb, int kk, int ntiles) {
+        const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
+        #pragma unroll
+        for (int nt = 0; nt < NMAX / 8; nt += 2) {
+            if (nt < ntiles) {
+                u32 fb[4];
+                haste_ldmatrix_x4_trans(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
+                haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
+                haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
+            }
+        }
+    }
+
     /// acc[nt] += bf16(W)·B over the tile's 64 k rows: W the 16×64 float32 accumulator fragments `w` (rounded to
-    /// bf16 here), B[k][n] = the row-major pair tile `b` (64 rows k, stride sb; n-tiles nt < ntiles, an even count),
-    /// its fragments by ldmatrix.x4.trans (the k halves of two n-tiles at once): no transposed copy of the tile.
+    /// bf16 here), B as in tc_mma_rows.
     template <int NMAX>
     __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* b, int sb, int ntiles) {
-        const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
         #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
             u32 fa[4];
@@ -105,15 +120,20 @@ extension CUDABackend {
             fa[1] = haste_pack_bf16x2(w[2 * kk][2], w[2 * kk][3]);
             fa[2] = haste_pack_bf16x2(w[2 * kk + 1][0], w[2 * kk + 1][1]);
             fa[3] = haste_pack_bf16x2(w[2 * kk + 1][2], w[2 * kk + 1][3]);
-            #pragma unroll
-            for (int nt = 0; nt < NMAX / 8; nt += 2) {
-                if (nt < ntiles) {
-                    u32 fb[4];
-                    haste_ldmatrix_x4_trans(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
-                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
-                    haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
-                }
-            }
+            tc_mma_rows<NMAX>(acc, fa, b, sb, kk, ntiles);
+        }
+    }
+
+    /// acc[nt] += A·B over 64 k rows with A[m][k] = at[k][m0 + m]: `at` a 64 × 64 bf16 tile stored k-major (stride
+    /// 36 words), A's fragments transposed by ldmatrix.x4.trans (dq's dS from dk/dv's dSᵀ); B as in tc_mma_rows.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_accumulate_t(float (*acc)[4], const u32* at, int m0, const u32* b, int sb, int ntiles) {
+        const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
+        #pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            u32 fa[4];
+            haste_ldmatrix_x4_trans(fa, at + (16 * kk + r + 8 * (i >> 1)) * 36 + (m0 + 8 * (i & 1)) / 2);
+            tc_mma_rows<NMAX>(acc, fa, b, sb, kk, ntiles);
         }
     }
 

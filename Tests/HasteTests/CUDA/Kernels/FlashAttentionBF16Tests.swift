@@ -112,8 +112,9 @@ import Testing
 
     /// SiT-XL/2's Dh 72 (the d80 variant, 72 padded to 80) over 3 key and 2 query tiles; Dh ≠ Dv with Dv not a
     /// multiple of 16 and exactly one full key tile (d64); d96 with Dh > Dv; the d128 variant with both dims padded;
-    /// a single query row.
+    /// a single query row; 300 keys (5 tiles: dq from its own kernel, not from dk/dv's — flashFusedDQTiles).
     static let shapes = [AttentionShape(batch: 2, queries: 70, keys: 131, headDim: 72, valueDim: 72),
+                         AttentionShape(batch: 1, queries: 33, keys: 300, headDim: 72, valueDim: 72),
                          AttentionShape(batch: 3, queries: 65, keys: 64, headDim: 64, valueDim: 40),
                          AttentionShape(batch: 2, queries: 40, keys: 70, headDim: 88, valueDim: 48),
                          AttentionShape(batch: 2, queries: 17, keys: 129, headDim: 24, valueDim: 100),
