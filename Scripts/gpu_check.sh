@@ -19,8 +19,8 @@
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
 #      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
 #      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
-#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming), and the
-#      GPU profile of the same row +align
+#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming) and with
+#      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel), and the GPU profile of the same row +align
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -313,6 +313,9 @@ if [ "$DEVICE" = cuda ]; then
   # The same with the synchronous flash-attention kernels (no cp.async streaming): what the streaming gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_ASYNC=0 \
     stage profile-gpu-sync-flash 60 bash -c "$profile_row"
+  # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
+    stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
   ROW="$PROFILE_ROW +align" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 \
     stage profile-gpu-align 60 bash -c "$profile_row"
@@ -321,7 +324,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-sync-flash profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -475,6 +478,9 @@ EOF
   grep -q "per step:" "$OUT/profile-gpu-sync-flash.log" 2>/dev/null \
     && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-sync-flash.log" | sed 's/^/profile, HASTE_FLASH_ASYNC=0: /' \
     || echo "profile, HASTE_FLASH_ASYNC=0: no result"
+  grep -q "per step:" "$OUT/profile-gpu-dq-kernel.log" 2>/dev/null \
+    && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-dq-kernel.log" | sed 's/^/profile, HASTE_FLASH_FUSED_DQ=0: /' \
+    || echo "profile, HASTE_FLASH_FUSED_DQ=0: no result"
   grep -q "per step:" "$OUT/profile-gpu-align.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu-align.log" \
     | sed 's/^/profile +align: /' || echo "profile +align: no result"
   grep -q "per step:" "$OUT/profile-host.log" 2>/dev/null && grep -h -E "^SiT|per step:" "$OUT/profile-host.log" | sed 's/^/host only: /' \

@@ -1,3 +1,4 @@
+import Foundation
 import HasteTensor
 
 /// Flash attention on CUDA (`attentionForwardLSE` / `attentionBackwardLSE`; `attentionRecomputesProbabilities` is
@@ -232,8 +233,9 @@ extension CUDABackend {
     HASTE_FLASH_ENTRIES(attention_flash, float, flash_forward, flash_backward_dq, flash_backward_dkdv, 128)
     """#)
 
-    /// The most key tiles (64 keys each) for which the bf16 dk/dv kernel also computes dq (SiT at 256 tokens: 4).
-    static let flashFusedDQTiles = 4
+    /// The most key tiles (64 keys each) for which the bf16 dk/dv kernel also computes dq (SiT at 256 tokens: 4);
+    /// `HASTE_FLASH_FUSED_DQ=0`: never (the dq kernel always), for comparisons on a GPU.
+    static let flashFusedDQTiles = ProcessInfo.processInfo.environment["HASTE_FLASH_FUSED_DQ"] == "0" ? 0 : 4
 
     /// The flash kernels' largest head dim (Dh and Dv): their per-thread register tiles hold 128 / 2 columns.
     static let flashMaxHeadDim = 128

@@ -115,6 +115,10 @@ import HasteModels
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
                 && text.stdout.contains("attention_flash_bf16_async_forward"), "\(text.stdout)")
+        // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, one more launch per block (the tiny SiT: 6).
+        let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
+                                        environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_FUSED_DQ": "0"])
+        #expect(try Self.row(separate.stdout).row["launches_per_step"] as? Double == Self.pinnedLaunches + 6, "\(separate)")
         // Anything but bench train refuses that device: it would compute nothing and report or write it.
         let refused = try Launcher.run(["selftest", "--device", "cuda", "--ops", "fill"], environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
