@@ -27,28 +27,18 @@ from reference.vae import AutoencoderKL  # noqa: E402
 from fixtures.models import randomize  # noqa: E402
 from fixtures.samplers import euler_maruyama  # noqa: E402
 from bench_torch_generate import lean_forward  # noqa: E402
+from fuzz import safetensors_bytes  # noqa: E402
 
 SIZES = {"SiT-XL/2": dict(hidden=1152, depth=28, heads=16), "SiT-B/2": dict(hidden=768, depth=12, heads=12),
          "SiT-tiny": dict(hidden=64, depth=2, heads=2)}
 
 
 def save_file(tensors, path):
-    """safetensors without the package (the GPU node's Python may lack it): an 8-byte header length, the JSON header,
-    the raw little-endian data in order."""
+    """safetensors without the package (the GPU node's Python may lack it): fuzz.py's writer, standard library only."""
     names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32"}
-    header, blobs, offset = {}, [], 0
-    for k, v in tensors.items():
-        data = v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b""
-        header[k] = {"dtype": names[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
+    Path(path).write_bytes(safetensors_bytes(
+        [(k, names[v.dtype], list(v.shape), v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+         for k, v in tensors.items()]))
 
 
 def sync(device):

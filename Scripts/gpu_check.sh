@@ -475,12 +475,11 @@ EOF
   # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
-  grep -q "per step:" "$OUT/profile-gpu-sync-flash.log" 2>/dev/null \
-    && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-sync-flash.log" | sed 's/^/profile, HASTE_FLASH_ASYNC=0: /' \
-    || echo "profile, HASTE_FLASH_ASYNC=0: no result"
-  grep -q "per step:" "$OUT/profile-gpu-dq-kernel.log" 2>/dev/null \
-    && grep -h -E "^SiT|attention_flash" "$OUT/profile-gpu-dq-kernel.log" | sed 's/^/profile, HASTE_FLASH_FUSED_DQ=0: /' \
-    || echo "profile, HASTE_FLASH_FUSED_DQ=0: no result"
+  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0; do   # the flash variants' own rows
+    log="$OUT/profile-gpu-${p%%:*}.log"
+    grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash" "$log" | sed "s/^/profile, ${p#*:}: /" \
+      || echo "profile, ${p#*:}: no result"
+  done
   grep -q "per step:" "$OUT/profile-gpu-align.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu-align.log" \
     | sed 's/^/profile +align: /' || echo "profile +align: no result"
   grep -q "per step:" "$OUT/profile-host.log" 2>/dev/null && grep -h -E "^SiT|per step:" "$OUT/profile-host.log" | sed 's/^/host only: /' \

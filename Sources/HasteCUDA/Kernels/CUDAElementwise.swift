@@ -51,9 +51,7 @@ extension CUDABackend {
     /// 8-byte loads and stores; every view contiguous in the last axis, aligned: `CUDABackend.copyUnit`) or 1.
     /// Extents, counts and the strides of a and b in units; out is contiguous.
     template <int U>
-    __device__ __forceinline__ void haste_binary32(const float* a, const float* b, float* out, int op, int rank, int count,
-        int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
-        int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
+    __device__ __forceinline__ void haste_binary32(const float* a, const float* b, float* out, int op, HASTE_VIEWS32_PARAMS(a, b)) {
         HASTE_VIEWS32(a, b);
         HASTE_GRID_STRIDE_LOOP32(i, count) {
             int oa, ob;
@@ -74,15 +72,9 @@ extension CUDABackend {
             }
         }
     }
-    extern "C" __global__ void binary32_f32_u1(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
-        haste_binary32<1>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
-    }
-    extern "C" __global__ void binary32_f32_u2(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
-        haste_binary32<2>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
-    }
-    extern "C" __global__ void binary32_f32_u4(const float* a, const float* b, float* out, int op, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int a0, int a1, int a2, int a3, int a4, int a5, int a6, int a7, int b0, int b1, int b2, int b3, int b4, int b5, int b6, int b7) {
-        haste_binary32<4>(a, b, out, op, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
-    }
+    extern "C" __global__ void binary32_f32_u1(const float* a, const float* b, float* out, int op, HASTE_VIEWS32_PARAMS(a, b)) { haste_binary32<1>(a, b, out, op, HASTE_VIEWS32_ARGS(a, b)); }
+    extern "C" __global__ void binary32_f32_u2(const float* a, const float* b, float* out, int op, HASTE_VIEWS32_PARAMS(a, b)) { haste_binary32<2>(a, b, out, op, HASTE_VIEWS32_ARGS(a, b)); }
+    extern "C" __global__ void binary32_f32_u4(const float* a, const float* b, float* out, int op, HASTE_VIEWS32_PARAMS(a, b)) { haste_binary32<4>(a, b, out, op, HASTE_VIEWS32_ARGS(a, b)); }
 
     /// σ(x) as CPUUnary.sigmoid: 1/(1 + e^−x) for x ≥ 0, e^x/(1 + e^x) below.
     __device__ __forceinline__ float haste_sigmoid(float x) {

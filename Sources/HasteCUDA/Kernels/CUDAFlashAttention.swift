@@ -53,11 +53,13 @@ extension CUDABackend {
     #define FLASH_BC 64          /* key rows per tile */
     #define FLASH_THREADS 128    /* 2 threads per tile row: lane pairs (2i, 2i+1) of one warp share a row */
 
-    /// dst[r][d] = src[r·cols + d] for r < 64, d < cols, 0 for rows r ≥ rows_left; shared row stride `stride`.
-    __device__ __forceinline__ void flash_load_tile(float* dst, const float* src, i64 rows_left, int cols, int stride) {
-        for (int i = threadIdx.x; i < 64 * cols; i += FLASH_THREADS) {
-            int r = i / cols, d = i - r * cols;
-            dst[r * stride + d] = r < rows_left ? src[(i64)r * cols + d] : 0.0f;
+    /// dst[r][d] = src[r·cols + d] for r < 64, d < cols, 0 for rows r ≥ rows_left and for cols ≤ d < pad (the
+    /// register-tiled forward's rows, padded to 4); shared row stride `stride`.
+    __device__ __forceinline__ void flash_load_tile(float* dst, const float* src, i64 rows_left, int cols, int stride, int pad = 0) {
+        const int w = pad > cols ? pad : cols;
+        for (int i = threadIdx.x; i < 64 * w; i += FLASH_THREADS) {
+            int r = i / w, d = i - r * w;
+            dst[r * stride + d] = r < rows_left && d < cols ? src[(i64)r * cols + d] : 0.0f;
         }
     }
 

@@ -14,7 +14,7 @@ import HasteTensor
 ///      row stride D/2 + 4 words (the 8 rows of 16 bytes an ldmatrix reads fall in distinct banks), loaded with
 ///      float2 reads, TC_BATCH per thread in flight, no division per element (`tc_load_rows`). The mma fragments
 ///      come by `haste_ldmatrix_x4`: A operands and the column-major B operands of ·Kᵀ, ·Vᵀ, ·Qᵀ, ·dOᵀ straight,
-///      the B operands of P·V, dS·K, dSᵀ·Q and Pᵀ·dO transposed on the way (`haste_ldmatrix_x4_trans`), so no
+///      the B operands of P·V, dS·K, dSᵀ·Q and Pᵀ·dO transposed on the way (`haste_ldmatrix_x4<true>`), so no
 ///      transposed copy of any tile exists. Rows past Tq/Tk load as zeros.
 ///    - Rounding points (everything else float32, accumulation float32 in the mma):
 ///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32, l = Σ P over the float32 values,
@@ -45,9 +45,8 @@ import HasteTensor
 ///      (K and V in the forward and dq, q and dOut in dk/dv, and there lse and D too) are copied with cp.async into a
 ///      float32 stage (64 rows of Dh and of Dv more shared memory) one tile ahead, so the next tile's global reads
 ///      overlap this tile's products. The stage is packed to bf16 pairs: the same bits as the synchronous kernels.
-///      On sm_90 the d80 kernels take 168 / 167 / 255 registers (forward / dq / dk/dv), dk/dv with 20 bytes of
-///      spills; shared memory 70 656 / 81 920 / 82 944 bytes (+ 9 216 with dq: 3 forward blocks per SM, 2 of the
-///      backward ones).
+///      On sm_90 the d80 kernels take 153 / 167 / 255 registers (forward / dq / dk/dv), no spills; shared memory
+///      70 656 / 81 920 / 82 944 bytes (+ 9 216 with dq: 3 forward blocks per SM, 2 of the backward ones).
 ///    - On the H200, SiT-XL/2 bs64 bf16, ms per step (28 calls each; cuDNN: 8.5 in all) forward / dq / dk/dv:
 ///      session 15's kernels 24.8 / 51.0 / 58.4 (latency-bound: one global load per thread in flight); float2 loads
 ///      and shared-memory transposes 29.8 / 48.7 / 52.7; streaming 20.4 / 27.3 / 33.1; batched loads, transposes
@@ -95,25 +94,14 @@ extension CUDABackend {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
-                if (ASYNC) {
-                    tc_stage_rows(SK, k + b * tk * dh, tk, dh);
-                    tc_stage_rows(SV, v + b * tk * dv, tk, dv);
-                }
+                if (ASYNC) tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 float o[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
                 float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
-                    __syncthreads();                   // everyone's have; the previous key tile's readers are done
-                    tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
-                    __syncthreads();
-                    if (ASYNC && c0 + 64 < tk) {       // the next key tile streams in during this one's products
-                        tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
-                        tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
-                    }
+                    tc_key_tile<DMAX, ASYNC>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     float mt[2] = {-INFINITY, -INFINITY};
@@ -185,10 +173,7 @@ extension CUDABackend {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();
-                if (ASYNC) {
-                    tc_stage_rows(SK, k + b * tk * dh, tk, dh);
-                    tc_stage_rows(SV, v + b * tk * dv, tk, dv);
-                }
+                if (ASYNC) tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 tc_load_rows<DMAX>(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
                 float lr[2], dr[2];
@@ -202,15 +187,7 @@ extension CUDABackend {
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    if (ASYNC) haste_cp_async_wait_all();
-                    __syncthreads();
-                    tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
-                    __syncthreads();
-                    if (ASYNC && c0 + 64 < tk) {
-                        tc_stage_rows(SK, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh);
-                        tc_stage_rows(SV, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv);
-                    }
+                    tc_key_tile<DMAX, ASYNC>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     tc_dots<DMAX>(dp, dOs, sv, m0, Vs, sv, kv / 16);

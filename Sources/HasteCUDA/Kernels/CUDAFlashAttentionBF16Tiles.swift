@@ -45,13 +45,33 @@ extension CUDABackend {
         }
     }
 
-    /// Starts the asynchronous copy (cp.async, `haste_cp_async16`) of rows [0, min(64, rows_left)) of `src`, `cols`
+    /// Starts the asynchronous copy (cp.async, `haste_cp_async<16>`) of rows [0, min(64, rows_left)) of `src`, `cols`
     /// floats each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces (cols % 4 == 0 and a
     /// 16-byte-aligned `src`: the host checks). The data may be read only after `haste_cp_async_wait_all` and a barrier.
     __device__ __forceinline__ void tc_stage_rows(float* stage, const float* src, i64 rows_left, int cols) {
         const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / 4;
         #pragma unroll 1
-        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async16(stage + 4 * i, src + 4 * i);
+        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async<16>(stage + 4 * i, src + 4 * i);
+    }
+
+    /// Starts the copy of head b's key tile at c0 (K and V) into the stage (tc_stage_rows).
+    __device__ __forceinline__ void tc_stage_kv(float* SK, float* SV, const float* k, const float* v, i64 b, i64 tk, i64 c0, int dh, int dv) {
+        tc_stage_rows(SK, k + (b * tk + c0) * dh, tk - c0, dh);
+        tc_stage_rows(SV, v + (b * tk + c0) * dv, tk - c0, dv);
+    }
+
+    /// The forward's and dq's walk over key tiles: head b's tile at c0 into the pair tiles Ks, Vs (from global
+    /// memory, or ASYNC from the stage, which then starts on the next tile while this one's products run), between
+    /// a barrier after the previous tile's readers and one before this tile's.
+    template <int DMAX, bool ASYNC>
+    __device__ __forceinline__ void tc_key_tile(u32* Ks, u32* Vs, float* SK, float* SV, const float* k, const float* v,
+                                                i64 b, i64 tk, i64 c0, int dh, int dv, int sq, int sv) {
+        if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
+        __syncthreads();                        // everyone's have; the previous key tile's readers are done
+        tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, sq - 4, sq);
+        tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, sv - 4, sv);
+        __syncthreads();
+        if (ASYNC && c0 + 64 < tk) tc_stage_kv(SK, SV, k, v, b, tk, c0 + 64, dh, dv);
     }
 
     /// Starts the asynchronous copy of 64 rows' lse and D (rows r0…r0+63 of head b; rows past tq get lse = +∞,
@@ -60,8 +80,8 @@ extension CUDABackend {
         const int i = threadIdx.x;
         if (i >= 64) return;
         if (i < rows_left) {
-            haste_cp_async4(L + i, lse + row0 + i);
-            haste_cp_async4(D + i, delta + row0 + i);
+            haste_cp_async<4>(L + i, lse + row0 + i);
+            haste_cp_async<4>(D + i, delta + row0 + i);
         } else {
             L[i] = INFINITY; D[i] = 0.0f;
         }
@@ -102,7 +122,7 @@ extension CUDABackend {
         for (int nt = 0; nt < NMAX / 8; nt += 2) {
             if (nt < ntiles) {
                 u32 fb[4];
-                haste_ldmatrix_x4_trans(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
+                haste_ldmatrix_x4<true>(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
                 haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
                 haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
             }
@@ -132,7 +152,7 @@ extension CUDABackend {
         #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
             u32 fa[4];
-            haste_ldmatrix_x4_trans(fa, at + (16 * kk + r + 8 * (i >> 1)) * 36 + (m0 + 8 * (i & 1)) / 2);
+            haste_ldmatrix_x4<true>(fa, at + (16 * kk + r + 8 * (i >> 1)) * 36 + (m0 + 8 * (i & 1)) / 2);
             tc_mma_rows<NMAX>(acc, fa, b, sb, kk, ntiles);
         }
     }

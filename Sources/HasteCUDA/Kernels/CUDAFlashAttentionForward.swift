@@ -26,14 +26,6 @@ extension CUDABackend {
     static let flashF32ForwardCode = #"""
     #define FF_PS 68   /* row stride (floats) of the P tile: 64 keys + 4 (16-byte rows, rows in distinct banks) */
 
-    /// dst[r·stride + d] = src[r·cols + d] for r < 64, d < cols; zeros for rows r ≥ rows_left and for cols ≤ d < pad.
-    __device__ __forceinline__ void ff_load_tile(float* dst, const float* src, i64 rows_left, int cols, int pad, int stride) {
-        for (int i = threadIdx.x; i < 64 * pad; i += FLASH_THREADS) {
-            const int r = i / pad, d = i - r * pad;
-            dst[r * stride + d] = r < rows_left && d < cols ? src[(i64)r * cols + d] : 0.0f;
-        }
-    }
-
     /// Forward: one block per (query tile, head) (grid-stride over both), online softmax over key tiles.
     template <int DMAX>
     __device__ void flash_forward(float* smem, const float* q, const float* k, const float* v, float* out, float* lse,
@@ -54,7 +46,7 @@ extension CUDABackend {
             for (i64 t = blockIdx.x; t < tiles; t += gridDim.x) {
                 const i64 r0 = t * 64;
                 __syncthreads();                       // the previous tile's readers of Qs, Al are done
-                ff_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, dh4, dh4);
+                flash_load_tile(Qs, q + (b * tq + r0) * dh, tq - r0, dh, dh4, dh4);
                 if (threadIdx.x < 64) Ms[threadIdx.x] = -INFINITY;
                 float o[4][DMAX / 8];
                 #pragma unroll
@@ -65,8 +57,8 @@ extension CUDABackend {
                 float m = -INFINITY, l = 0.0f;
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     __syncthreads();                   // the previous key tile's readers of Ks, Vs, Ps, Al are done
-                    ff_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, dh4, sk);
-                    ff_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, dv4, dv4);
+                    flash_load_tile(Ks, k + (b * tk + c0) * dh, tk - c0, dh, sk, dh4);
+                    flash_load_tile(Vs, v + (b * tk + c0) * dv, tk - c0, dv, dv4, dv4);
                     __syncthreads();
                     float s[4][8];
                     #pragma unroll

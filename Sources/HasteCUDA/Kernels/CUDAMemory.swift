@@ -74,11 +74,7 @@ extension CUDABackend {
     /// above (483 PTX instructions with 25 divisions, the shape and strides in local memory) moved ~180 GB/s on the
     /// H200, 248 of a SiT-XL/2 bf16 step's 618 ms; these do one division-free decomposition per up to 16 bytes.
     template <typename T>
-    __device__ __forceinline__ void haste_strided_copy32(const T* src, T* dst, int rank, int count,
-        int n1, int n2, int n3, int n4, int n5, int n6, int n7,
-        u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7,
-        int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7,
-        int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
+    __device__ __forceinline__ void haste_strided_copy32(const T* src, T* dst, HASTE_VIEWS32_PARAMS(s, d)) {
         HASTE_VIEWS32(s, d);
         HASTE_GRID_STRIDE_LOOP32(i, count) {
             int a, b;
@@ -86,21 +82,11 @@ extension CUDABackend {
             dst[b] = src[a];
         }
     }
-    extern "C" __global__ void strided_copy32_16(const u64* src, u64* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        haste_strided_copy32<haste_v16>((const haste_v16*)src, (haste_v16*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
-    }
-    extern "C" __global__ void strided_copy32_8(const u64* src, u64* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        haste_strided_copy32<u64>((const u64*)src, (u64*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
-    }
-    extern "C" __global__ void strided_copy32_4(const u32* src, u32* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        haste_strided_copy32<u32>((const u32*)src, (u32*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
-    }
-    extern "C" __global__ void strided_copy32_2(const u16* src, u16* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        haste_strided_copy32<u16>((const u16*)src, (u16*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
-    }
-    extern "C" __global__ void strided_copy32_1(const u8* src, u8* dst, int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int s0, int s1, int s2, int s3, int s4, int s5, int s6, int s7, int d0, int d1, int d2, int d3, int d4, int d5, int d6, int d7) {
-        haste_strided_copy32<u8>((const u8*)src, (u8*)dst, rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, s0, s1, s2, s3, s4, s5, s6, s7, d0, d1, d2, d3, d4, d5, d6, d7);
-    }
+    extern "C" __global__ void strided_copy32_16(const haste_v16* src, haste_v16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void strided_copy32_8(const u64* src, u64* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void strided_copy32_4(const u32* src, u32* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void strided_copy32_2(const u16* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void strided_copy32_1(const u8* src, u8* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
 
     /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
     /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).

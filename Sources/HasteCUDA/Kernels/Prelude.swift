@@ -74,8 +74,14 @@ extension KernelSource {
         *ob = b + (int)i * sb[0];
     }
 
-    /// The local arrays `haste_offsets32` reads, made from a 32-bit kernel's parameters n1…n7, f1…f7 and the two
-    /// views' strides A0…A7, B0…B7; and its grid-stride loop over count < 2³¹ units.
+    /// A 32-bit kernel's view parameters (rank, count < 2³¹ units, extents n1…n7, their `fastDivisor`s f1…f7, the
+    /// two views' strides A0…A7, B0…B7: `CUDABackend.arguments32`'s order), the same names passed on, the local
+    /// arrays `haste_offsets32` reads made from them, and the grid-stride loop over the count.
+    #define HASTE_VIEWS32_PARAMS(A, B) int rank, int count, int n1, int n2, int n3, int n4, int n5, int n6, int n7, \
+        u64 f1, u64 f2, u64 f3, u64 f4, u64 f5, u64 f6, u64 f7, int A##0, int A##1, int A##2, int A##3, int A##4, \
+        int A##5, int A##6, int A##7, int B##0, int B##1, int B##2, int B##3, int B##4, int B##5, int B##6, int B##7
+    #define HASTE_VIEWS32_ARGS(A, B) rank, count, n1, n2, n3, n4, n5, n6, n7, f1, f2, f3, f4, f5, f6, f7, \
+        A##0, A##1, A##2, A##3, A##4, A##5, A##6, A##7, B##0, B##1, B##2, B##3, B##4, B##5, B##6, B##7
     #define HASTE_VIEWS32(A, B) \
         const int v32_n[8] = {0, n1, n2, n3, n4, n5, n6, n7}; \
         const u64 v32_f[8] = {0, f1, f2, f3, f4, f5, f6, f7}; \
@@ -84,31 +90,23 @@ extension KernelSource {
     #define HASTE_GRID_STRIDE_LOOP32(i, n) \
         for (u32 i = (u32)blockIdx.x * blockDim.x + threadIdx.x; i < (u32)(n); i += (u32)blockDim.x * gridDim.x)
 
-    /// Asynchronous copies global → shared (cp.async on sm_80+, 16 bytes, both addresses 16-byte aligned): the data
-    /// may be read only after `haste_cp_async_wait_all()` by the issuing thread and then a barrier. Older GPUs copy at
-    /// once. The emulator poisons the destination at the issue and copies at the wait, so a read too early (or a
-    /// copy issued while others still read the destination) shows.
-    __device__ __forceinline__ void haste_cp_async16(void* smem, const void* gmem) {
+    /// Asynchronous copies global → shared of BYTES = 4, 8 or 16 (cp.async on sm_80+, .cg for 16 bytes, .ca below;
+    /// both addresses BYTES-aligned): the data may be read only after `haste_cp_async_wait_all()` by the issuing
+    /// thread and then a barrier. Older GPUs copy at once. The emulator poisons the destination at the issue and
+    /// copies at the wait, so a read too early (or a copy issued while others still read the destination) shows.
+    template <int BYTES>
+    __device__ __forceinline__ void haste_cp_async(void* smem, const void* gmem) {
+        static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async moves 4, 8 or 16 bytes");
     #if defined(HASTE_EMULATOR)
-        haste_emu::cp_async(smem, gmem, 16);
+        haste_emu::cp_async(smem, gmem, BYTES);
     #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        u32 s;
-        asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(s) : "l"(smem));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(s), "l"(gmem) : "memory");
+        const u32 s = (u32)__cvta_generic_to_shared(smem);
+        if (BYTES == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(s), "l"(gmem) : "memory");
+        else asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" :: "r"(s), "l"(gmem), "n"(BYTES) : "memory");
     #else
-        *(haste_v16*)smem = *(const haste_v16*)gmem;
-    #endif
-    }
-    /// The same for one 4-byte word (cp.async.ca: both addresses 4-byte aligned).
-    __device__ __forceinline__ void haste_cp_async4(void* smem, const void* gmem) {
-    #if defined(HASTE_EMULATOR)
-        haste_emu::cp_async(smem, gmem, 4);
-    #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        u32 s;
-        asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(s) : "l"(smem));
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" :: "r"(s), "l"(gmem) : "memory");
-    #else
-        *(u32*)smem = *(const u32*)gmem;
+        if (BYTES == 16) *(haste_v16*)smem = *(const haste_v16*)gmem;
+        else if (BYTES == 8) *(u64*)smem = *(const u64*)gmem;
+        else *(u32*)smem = *(const u32*)gmem;
     #endif
     }
     __device__ __forceinline__ void haste_cp_async_wait_all() {
@@ -135,35 +133,29 @@ extension KernelSource {
     __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {
         return (u32)haste_float_to_bf16(lo) | ((u32)haste_float_to_bf16(hi) << 16);
     }
-    /// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane 8i + r gives the address of row r of the 8 × 8 b16
+    /// ldmatrix.sync.aligned.m8n8.x4(.trans: TRANS).shared.b16: lane 8i + r gives the address of row r of the 8 × 8 b16
     /// matrix i (16 bytes, 16-byte aligned, in shared memory); d[i] = this lane's word of matrix i: row lane/4,
-    /// columns 2·(lane%4), +1 (`_trans`: column lane/4, rows 2·(lane%4), +1, the low half from the first) — the A
+    /// columns 2·(lane%4), +1 (TRANS: column lane/4, rows 2·(lane%4), +1, the low half from the first) — the A
     /// and B fragments of haste_mma_bf16_16816 from row-major tiles. Every lane of the warp must take part. Without
     /// the instruction (the emulator, sm < 75) the rows' addresses travel by shuffle and each lane reads its words.
+    template <bool TRANS = false>
     __device__ __forceinline__ void haste_ldmatrix_x4(u32* d, const u32* row) {
     #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
         const u32 s = (u32)__cvta_generic_to_shared(row);
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
+        if (TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                                : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
+        else asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                          : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
     #else
         const int lane = threadIdx.x & 31;
         for (int i = 0; i < 4; i++) {
-            const u32* p = (const u32*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + (lane >> 2));
-            d[i] = p[lane & 3];
-        }
-    #endif
-    }
-    __device__ __forceinline__ void haste_ldmatrix_x4_trans(u32* d, const u32* row) {
-    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
-        const u32 s = (u32)__cvta_generic_to_shared(row);
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(s));
-    #else
-        const int lane = threadIdx.x & 31;
-        for (int i = 0; i < 4; i++) {
-            const u16* lo = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3));
-            const u16* hi = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3) + 1);
-            d[i] = (u32)lo[lane >> 2] | ((u32)hi[lane >> 2] << 16);
+            if (TRANS) {   /* rows 2·(lane%4) and + 1 of matrix i, column lane/4 */
+                const u16* lo = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3));
+                const u16* hi = (const u16*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + 2 * (lane & 3) + 1);
+                d[i] = (u32)lo[lane >> 2] | ((u32)hi[lane >> 2] << 16);
+            } else {       /* row lane/4 of matrix i, word lane%4 */
+                d[i] = ((const u32*)__shfl_sync(HASTE_FULL_MASK, (u64)row, 8 * i + (lane >> 2)))[lane & 3];
+            }
         }
     #endif
     }

@@ -30,7 +30,7 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu) {
 }
 
 namespace haste_emu {
-// cp.async (haste_cp_async16): the destination is poisoned (0xFF: NaN floats) at the issue and the copy lands at the
+// cp.async (haste_cp_async<BYTES>): the destination is poisoned (0xFF: NaN floats) at the issue and the copy lands at the
 // issuing thread's wait, so reading before the wait, or issuing while other threads still read the destination
 // (no barrier between), gives wrong values instead of passing by luck.
 struct AsyncCopy { void* dst; const void* src; int bytes; };

@@ -81,7 +81,7 @@ import Testing
         for (i, w) in wrong.enumerated() { #expect(!Self.within(got, w.d, w.bound), "wrong layout \(i) passes the bound") }
     }
 
-    /// `haste_ldmatrix_x4` and `_trans` (the emulator's shuffle form) against the PTX ISA's ldmatrix fragments
+    /// `haste_ldmatrix_x4` (plain and TRANS) (the emulator's shuffle form) against the PTX ISA's ldmatrix fragments
     /// (§9.7.14.5.15): lane 8i + r gives row r of matrix i; lane l receives word l % 4 of row l / 4 of each matrix,
     /// or with .trans the b16 elements (2·(l % 4), l / 4) and (2·(l % 4) + 1, l / 4), the first in the low half.
     /// Four 8 × 8 b16 matrices in shared memory, rows 12 words apart (the flash tiles' padding), in scrambled order.
@@ -95,7 +95,7 @@ import Testing
         const u32* row = sm + (8 * order[lane >> 3] + (lane & 7)) * 12 + 4;
         u32 d[4], e[4];
         haste_ldmatrix_x4(d, row);
-        haste_ldmatrix_x4_trans(e, row);
+        haste_ldmatrix_x4<true>(e, row);
         for (int i = 0; i < 4; i++) { plain[4 * lane + i] = d[i]; trans[4 * lane + i] = e[i]; }
     }
     """#)

@@ -9,8 +9,8 @@ import Testing
     guard let nvrtc = RuntimeTestSupport.nvrtc else { return }
     let compiler = KernelCompiler(nvrtc: nvrtc, cacheDirectory: nil)
     let sources = CUDABackend.allSources
-    let compiled = try compiler.compileAll(sources, architectures: [75, 80, 90])
     let archs = [75, 80, 90]
+    let compiled = try compiler.compileAll(sources, architectures: archs)
     #expect(compiled.count == sources.reduce(0) { n, s in n + archs.filter { $0 >= s.minimumArchitecture }.count })
     #expect(compiled.count > sources.count * 2)
     #expect(Set(compiled.map(\.family)) == Set(sources.map(\.family)))
