@@ -26,9 +26,9 @@ DRIVER = r"""
 #include <time.h>
 #include <unistd.h>
 typedef void (*colfn)(int, int, const void *, long, long, float, const float *, long, const float *, long, float,
-                      float *, long, long, long, long);
+                      float *, long, long, long, long, const float *);
 #define DECL(i) void cols_##i(int, int, const void *, long, long, float, const float *, long, const float *, long, \
-                               float, float *, long, long, long, long);
+                               float, float *, long, long, long, long, const float *);
 VARIANT_DECLS
 static colfn fns[] = { VARIANT_FNS };
 static struct { colfn f; int ta, tb; long m, n, k, lda, ldb, nc; const float *a, *b; float *c; int parts; } job;
@@ -37,7 +37,7 @@ static int started;
 static long nowns(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000000000L + t.tv_nsec; }
 static void part(int i) {
     long per = ((job.n + 47) / 48 + job.parts - 1) / job.parts * 48, j0 = i * per, j1 = j0 + per < job.n ? j0 + per : job.n;
-    if (j0 < j1) job.f(job.ta, job.tb, 0, job.m, job.k, 1.0f, job.a, job.lda, job.b, job.ldb, 0.0f, job.c, job.n, j0, j1, job.nc);
+    if (j0 < j1) job.f(job.ta, job.tb, 0, job.m, job.k, 1.0f, job.a, job.lda, job.b, job.ldb, 0.0f, job.c, job.n, j0, j1, job.nc, 0);
 }
 static void *worker(void *arg) {
     int id = (int)(long)arg, g = 0;

@@ -146,7 +146,8 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
         if (NV > 1) c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                      \
         if (NV > 2) c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2); }
 #define ACC_STORE1(r, q, m) if (q < NV) {                                                             \
-        if (beta == 0.0f) _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_mul_ps(va, c##r##q));          \
+        if (bias) _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_fmadd_ps(va, c##r##q, _mm512_maskz_loadu_ps(m, bias + 16 * q))); \
+        else if (beta == 0.0f) _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_mul_ps(va, c##r##q));     \
         else _mm512_mask_storeu_ps(cr + 16 * q, m, _mm512_fmadd_ps(va, c##r##q, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * q)))); }
 #define ACC_STORE(r) if (r < mr) { float *cr = c + r * ldc; ACC_STORE1(r, 0, m0) ACC_STORE1(r, 1, m1) ACC_STORE1(r, 2, m2) }
 #define PREFETCH_C(r) if (r < mr) { const char *cr = (const char *)(c + r * ldc);                  \
@@ -155,11 +156,12 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
 #define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 /// C tile (mr ≤ 8 rows, NV·16 columns masked by m0/m1/m2) = alpha · Ã·B̃ + beta · C, Ã in 8-high panels, B̃ in
-/// NR-wide panels (the first NV vectors of each row read).
+/// NR-wide panels (the first NV vectors of each row read); with `bias` (the tile's first column's entry; beta is 0)
+/// fma(alpha, Ã·B̃, bias) instead: the bits of fma(alpha, Ã·B̃, 1 · C) on a C holding the bias.
 #define KERNEL(NAME, NVEC)                                                                            \
 __attribute__((target("avx512f")))                                                                  \
 static void NAME(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, __mmask16 m0, \
-                 __mmask16 m1, __mmask16 m2, float alpha, float beta) {                             \
+                 __mmask16 m1, __mmask16 m2, float alpha, float beta, const float *bias) {          \
     enum { NV = NVEC };                                                                             \
     ALL_ROWS(ACC_DECL)                                                                              \
     ALL_ROWS(PREFETCH_C)    /* the tile of C reaches L1 while the k loop runs */                    \
@@ -178,15 +180,16 @@ KERNEL(kernel8x16, 1)
 /// The tile for a panel whose first w columns are C's: the narrowest of 16, 32 and 48 columns that covers them.
 __attribute__((target("avx512f")))
 static inline void tile(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, long w, float alpha,
-                        float beta) {
-    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32), alpha, beta);
-    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), 0, alpha, beta);
-    else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta);
+                        float beta, const float *bias) {
+    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32), alpha, beta, bias);
+    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), 0, alpha, beta, bias);
+    else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta, bias);
 }
 
 __attribute__((target("avx512f")))
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
-                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) {
+                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc,
+                       const float *bias) {
     float *ap = scratch(&scratch_a, &scratch_a_cap, (size_t)MC * KC);
     if (!ap) abort();
     for (long i = i0; i < i1; i += MC) {
@@ -203,7 +206,7 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
                 long mr = mc - r < HASTE_SGEMM_MR ? mc - r : HASTE_SGEMM_MR;
                 for (long j = jc; j < je; j += NR) {
                     tile(kc, ap + r * kc, packed_b + (j - j0) / NR * kc * NR, c + (i + r) * ldc + j, ldc, mr, j1 - j,
-                         alpha, beta);
+                         alpha, beta, bias ? bias + j : NULL);
                 }
             }
         }
@@ -214,7 +217,7 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
 /// the image b): a whole product on one thread, or one thread's columns of a split product.
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
-                         long j0, long j1, long nc) {
+                         long j0, long j1, long nc, const float *bias) {
     long width = j1 - j0 < nc ? j1 - j0 : nc;
     float *bp = scratch(&scratch_b, &scratch_b_cap, haste_sgemm_packed_b_floats(KC, width));
     if (!bp) abort();
@@ -225,7 +228,8 @@ void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *co
             long kc = k - p < step ? k - p : step;
             if (conv) haste_conv_pack_b(conv, b, p, kc, j, je, bp);
             else haste_sgemm_pack_b(trans_b, b, ldb, p, kc, j, je, bp);
-            haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, je, alpha, p == 0 ? beta : 1.0f, c, ldc);
+            haste_sgemm_block(trans_a, a, lda, p, kc, 0, m, bp, j, je, alpha, p == 0 ? beta : 1.0f, c, ldc,
+                              p == 0 ? bias : NULL);
         }
     }
 }
@@ -236,9 +240,10 @@ size_t haste_sgemm_packed_b_floats(long kc, long n) { (void)kc; (void)n; return 
 long haste_sgemm_kc_step(long k) { return k; }
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) { abort(); }
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
-                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc) { abort(); }
+                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc,
+                       const float *bias) { abort(); }
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
-                         long j0, long j1, long nc) { abort(); }
+                         long j0, long j1, long nc, const float *bias) { abort(); }
 
 #endif

@@ -56,9 +56,12 @@ size_t haste_sgemm_packed_b_floats(long kc, long n);
 /// op(B) is b (k × n, ldb) or, with trans_b, its transpose (b is n × k). dst: 64-byte aligned.
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst);
 /// C[i0..<i1, j0..<j1] = alpha · op(A)[i0..<i1, k0..<k0+kc] · B̃ + beta · C, where `packed_b` holds the panels of
-/// columns j0..<j1 (haste_sgemm_pack_b with this j0 and kc). Packs A in a per-thread buffer.
+/// columns j0..<j1 (haste_sgemm_pack_b with this j0 and kc). Packs A in a per-thread buffer. With `bias` (beta must
+/// be 0): C = fma(alpha, op(A)·B̃, bias[j]) for column j (a linear layer's first K block; bias indexed by C's column,
+/// j0 included), bit for bit what beta = 1 on a C that holds the bias in every row gives.
 void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, long i0, long i1,
-                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc);
+                       const float *packed_b, long j0, long j1, float alpha, float beta, float *c, long ldc,
+                       const float *bias);
 
 // ---- Winograd F(2×2, 3×3) transforms for stride-1 3×3 conv2d (winograd.c) ----
 /// U[ξ][k][c] (ξ ∈ [0, 16), planes k_count·c_count apart) = G g Gᵀ of the filters w[k][c][3][3], k ∈ [k0, k1).
@@ -93,10 +96,11 @@ void haste_conv_pack_b(const haste_conv_geometry *g, const float *x, long k0, lo
 /// Columns [j0, j1) of C = alpha·op(A)·op(B) + beta·C on the calling thread (k ≥ 1), op(B) packed nc columns (a
 /// multiple of HASTE_SGEMM_NR) at a time, with per-thread packing buffers; with `conv` (then trans_a = trans_b = 0,
 /// lda = k, ldb = ldc = n = out_h·out_w), op(B) is im2col of the image b, packed straight from b: bit for bit what
-/// im2col + the same call give. The bits never depend on j0, j1 or nc.
+/// im2col + the same call give. The bits never depend on j0, j1 or nc. `bias` (NULL, or beta = 0): the row vector
+/// added to every row of C in the first K block (haste_sgemm_block).
 void haste_sgemm_columns(int trans_a, int trans_b, const haste_conv_geometry *conv, long m, long k, float alpha,
                          const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
-                         long j0, long j1, long nc);
+                         long j0, long j1, long nc, const float *bias);
 
 // ---- haste's thread pool (pool.c; Parallel.swift) ----
 typedef void (*haste_pool_task)(void *ctx, long index);

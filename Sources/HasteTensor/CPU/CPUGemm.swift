@@ -65,6 +65,18 @@ extension CPUBackend {
 }
 
 extension CPUBackend {
+    /// float32 on AVX-512F: the bias added by the GEMM's first K block (the composite's bits, one pass less).
+    public func linearWithBias(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer) {
+        guard CPUKernels.level == 2, rows > 0, inF > 0, outF > 0,
+              [x.dtype, weight.dtype, bias.dtype, y.dtype].allSatisfy({ $0 == .float32 }) else {
+            return linearWithBiasComposite(rows: rows, inF: inF, outF: outF, x: x, weight: weight, bias: bias, y: y)
+        }
+        var product = AVX512Sgemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1, a: x.pointer(Float.self),
+                                  lda: inF, b: weight.pointer(Float.self), ldb: inF, beta: 0, c: y.pointer(Float.self), ldc: outF)
+        product.bias = UnsafePointer(bias.pointer(Float.self))
+        CPUBackend.withGemmMutex { product.run(parts: AVX512Sgemm.parts(threads: Parallel.threads)) }
+    }
+
     /// Two large float32 products at once on AVX-512F CPUs, each on half of the threads (one thread each on two),
     /// with its own packing buffers; anything else one after the other through `gemm`. Each product's result is
     /// what `gemm` gives (K is never split), so bitwise the same either way. Measured (2 threads, Xeon Ice Lake,

@@ -62,6 +62,9 @@ struct AVX512Sgemm {
     /// Implicit-GEMM conv2d (CPUConv.swift): op(B) is im2col of the image `b` with this geometry, packed straight
     /// from b (convpack.c); then transA and transB are false, alpha 1, lda = k, ldb = ldc = n.
     var conv: haste_conv_geometry? = nil
+    /// A row vector of n floats added to every row of C by the first K block (a linear layer's bias; beta is 0):
+    /// the bits of beta = 1 on a C prefilled with it, without the prefill pass.
+    var bias: UnsafePointer<Float>? = nil
 
     /// Products item(0..<batch) of `macs` multiply-adds each: small ones (CPUBackend.smallGemmMACs) one per thread in
     /// parallel, others one after another, each split between the threads. The caller holds CPUBackend.gemmMutex.
@@ -86,8 +89,8 @@ struct AVX512Sgemm {
 
     /// Columns [j0, j1) of C on the calling thread, B packed `block` columns at a time (haste_sgemm_columns).
     private func columns(_ j0: Int, _ j1: Int, block: Int) {
-        if var g = conv { return haste_sgemm_columns(0, 0, &g, m, k, 1, a, k, b, n, beta, c, n, j0, j1, block) }
-        haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1, block)
+        if var g = conv { return haste_sgemm_columns(0, 0, &g, m, k, 1, a, k, b, n, beta, c, n, j0, j1, block, nil) }
+        haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, m, k, alpha, a, lda, b, ldb, beta, c, ldc, j0, j1, block, bias)
     }
 
     /// The product split by columns into `parts` pieces (whole NR panels), each thread packing its own B `block`
@@ -117,6 +120,7 @@ struct AVX512Sgemm {
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
         let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
         let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
+        let biasPointer = bias.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
             // Rows of C in pieces of whole tiles (HASTE_SGEMM_MR rows); with too few rows, columns in pieces of whole NR panels.
@@ -143,7 +147,7 @@ struct AVX512Sgemm {
                     let kc = Swift.min(kcStep, k - p0)
                     haste_sgemm_block(ta, ap.base, lda, p0, kc, i0, i1, packed.base + p0 * width + firstPanel * kc * nr,
                                       j0 + firstPanel * nr, Swift.min(j1, j0 + lastPanel * nr), alpha, p0 == 0 ? beta : 1,
-                                      cp.base, ldc)
+                                      cp.base, ldc, p0 == 0 ? biasPointer.map { UnsafePointer($0.base) } : nil)
                 }
             }
         }

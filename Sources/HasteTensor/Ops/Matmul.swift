@@ -11,6 +11,24 @@ public protocol MatmulKernels: AnyObject {
     /// exactly as `gemm` computes it: the CPU runs a pair of large float32 products on halves of its threads (a
     /// linear layer's dX and dW), which keeps each product's packed operands in one core's caches.
     func gemmPair(_ first: GemmCall, _ second: GemmCall)
+    /// A linear layer's forward with its bias, y[r, :] = bias + x[r, :]·Wᵀ (x rows × inF, weight outF × inF, bias
+    /// outF, y rows × outF; contiguous, one dtype): bit for bit the bias copied into every row of y and then `gemm`
+    /// with beta 1 (`linearWithBiasComposite`, the default). The CPU's AVX-512 GEMM adds the bias as it stores its
+    /// first K block instead: no prefill pass over y, no read of it.
+    func linearWithBias(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer)
+}
+
+extension MatmulKernels where Self: MemoryKernels {
+    public func linearWithBias(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer) {
+        linearWithBiasComposite(rows: rows, inF: inF, outF: outF, x: x, weight: weight, bias: bias, y: y)
+    }
+
+    /// The bias copied into every row of y (rows of y start as the bias), then the GEMM accumulates (beta = 1).
+    public func linearWithBiasComposite(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer) {
+        stridedCopy(from: bias, srcStrides: [0, 1], to: y, dstStrides: [outF, 1], shape: [rows, outF])
+        gemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1, a: x, lda: Swift.max(inF, 1), strideA: 0,
+             b: weight, ldb: Swift.max(inF, 1), strideB: 0, beta: 1, c: y, ldc: Swift.max(outF, 1), strideC: 0, batch: 1)
+    }
 }
 
 /// The arguments of one `gemm` call.
@@ -135,13 +153,14 @@ extension Tensor {
         let x = contiguous(), w = weight.contiguous()
         let rows = count / Swift.max(shape[rank - 1], 1), inF = weight.shape[1], outF = weight.shape[0]
         let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)
-        if let bias {   // rows of y start as the bias, then GEMM accumulates (beta = 1)
-            let b = bias.contiguous()
-            backend.stridedCopy(from: b.buffer, srcStrides: [0, 1], to: y.buffer, dstStrides: [outF, 1], shape: [rows, outF])
+        if let bias {
+            backend.linearWithBias(rows: rows, inF: inF, outF: outF, x: x.buffer, weight: w.buffer, bias: bias.contiguous().buffer,
+                                   y: y.buffer)
+        } else {
+            backend.gemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1,
+                         a: x.buffer, lda: Swift.max(inF, 1), strideA: 0, b: w.buffer, ldb: Swift.max(inF, 1), strideB: 0,
+                         beta: 0, c: y.buffer, ldc: Swift.max(outF, 1), strideC: 0, batch: 1)
         }
-        backend.gemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1,
-                     a: x.buffer, lda: Swift.max(inF, 1), strideA: 0, b: w.buffer, ldb: Swift.max(inF, 1), strideB: 0,
-                     beta: bias == nil ? 0 : 1, c: y.buffer, ldc: Swift.max(outF, 1), strideC: 0, batch: 1)
         return y.recorded(LinearBackward(x: x, weight: w, bias: bias))
     }
 }

@@ -171,3 +171,35 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
         }
     }
 }
+
+/// A linear layer's forward with its bias (`linearWithBias`: the CPU's AVX-512 GEMM adds the bias as it stores its first
+/// K block) gives bit for bit the composite: the bias copied into every row, then the GEMM with beta 1. Shapes for
+/// every path of AVX512Sgemm: serial (small), columns split with ≤ 512 rows and with more, rows split (few panels);
+/// last panels of 4, 20 and 33 columns (each tile width), one and several K blocks; float64 takes the composite.
+@Test func linearWithBiasIsTheCompositeBitForBit() {
+    for (rows, inF, outF, wide) in [(5, 9, 20, false), (300, 520, 2100, false), (1030, 700, 4100, false),
+                                    (1030, 600, 100, false), (600, 1, 33, false), (4112, 768, 2304, false),
+                                    (70, 40, 52, true)] {
+        func tensor(_ count: Int, _ seed: UInt64) -> Tensor {
+            let t = Tensor.randn([count], seed: seed)
+            return wide ? Tensor(t.scalars(as: Float.self).map(Double.init)) : t
+        }
+        func nans(_ count: Int) -> Tensor {     // one spare element past the product: never written
+            wide ? Tensor([Double](repeating: .nan, count: count + 1)) : Tensor([Float](repeating: .nan, count: count + 1))
+        }
+        func bits(_ t: Tensor) -> [UInt64] {
+            wide ? t.scalars(as: Double.self).map(\.bitPattern) : t.scalars(as: Float.self).map { UInt64($0.bitPattern) }
+        }
+        let x = tensor(rows * inF, 11), w = tensor(outF * inF, 12), bias = tensor(outF, 13)
+        let fused = nans(rows * outF), composite = nans(rows * outF)
+        CPUBackend.shared.linearWithBias(rows: rows, inF: inF, outF: outF, x: x.buffer, weight: w.buffer, bias: bias.buffer,
+                                         y: fused.buffer)
+        CPUBackend.shared.linearWithBiasComposite(rows: rows, inF: inF, outF: outF, x: x.buffer, weight: w.buffer,
+                                                  bias: bias.buffer, y: composite.buffer)
+        let c = bits(composite), differing = zip(bits(fused), c).filter { $0 != $1 }.count
+        #expect(differing == 0, "\(rows)×\(inF)×\(outF): \(differing) elements differ from the composite")
+        let spare = wide ? fused.scalars(as: Double.self).last! : Double(fused.scalars(as: Float.self).last!)
+        #expect(spare.isNaN, "\(rows)×\(inF)×\(outF): written past y")
+        #expect(!c.dropLast().contains { wide ? Double(bitPattern: $0).isNaN : Float(bitPattern: UInt32($0)).isNaN })
+    }
+}
