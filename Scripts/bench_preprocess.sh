@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-60}
 R=${READ_ITEMS:-1024}   # items of the read-throughput dataset
+M=${BENCH_ENCODE:-16}   # images of the encode's steady state (after a first batch of 8)
+[[ "$N" =~ ^[0-9]+$ && "$M" =~ ^[0-9]+$ && "$N" -ge $((8 + M)) ]] || {
+    echo "bench_preprocess: N=$N images, but the encode benchmark reads 8 + BENCH_ENCODE ($M) of them: give N ≥ $((8 + M))" >&2; exit 64; }
+[[ "$R" =~ ^[0-9]+$ && "$R" -ge 128 ]] || {
+    echo "bench_preprocess: READ_ITEMS=$R: the read benchmark needs at least 2 batches of 64 (READ_ITEMS ≥ 128)" >&2; exit 64; }
 PY=${TORCH_PYTHON:-/opt/torchvenv/bin/python}
 Scripts/fetch_test_images.sh
 swift build -c release --product haste >/dev/null
@@ -48,7 +53,6 @@ from vae import AutoencoderKL   # the PyTorch reference of spec/vae.md
 m = AutoencoderKL()
 save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[1])
 PY
-M=${BENCH_ENCODE:-16}
 # Same protocol on both sides: batches of 8 read from images/ after the weights are loaded; the first batch
 # (cold: page faults, BLAS/oneDNN set-up) and the steady state (the next M images) are reported apart. haste's
 # steady state = (time for 8 + M images − time for 8) / M, from two runs.
