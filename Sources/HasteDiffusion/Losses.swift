@@ -17,7 +17,7 @@ public enum Losses {
         var total: Tensor?
         for (z, y) in zip(projections, teacher) {
             require(z.shape == y.shape, "projection loss: projector output \(z.shape) vs teacher features \(y.shape)")
-            let cos = (z.l2Normalized(axis: -1) * y.l2Normalized(axis: -1)).sum(axis: -1)    // (B, T)
+            let cos = z.l2Normalized(axis: -1).sumOfProducts(y.l2Normalized(axis: -1), axis: -1)    // (B, T)
             let term = -cos.mean()
             total = total.map { $0 + term } ?? term
         }
@@ -39,7 +39,7 @@ public enum Losses {
                          "attention loss: student logits \(s.shape) vs teacher \(t.shape): token counts must agree")
             let sq = s.narrowed(1, start: 0, length: heads), tp = t.detached().narrowed(1, start: 0, length: heads)
             let p = tp.softmax(axis: -1)
-            let ce = -(p * sq.logSoftmax(axis: -1)).sum(axis: -1).mean()                     // mean over B·H·T rows
+            let ce = -p.sumOfProducts(sq.logSoftmax(axis: -1), axis: -1).mean()              // mean over B·H·T rows
             total = total.map { $0 + ce } ?? ce
         }
         return total! / Double(pairs.count)

@@ -49,7 +49,7 @@ extension Tensor {
         let a = Buffer(storage: storage, offset: offset, dtype: dtype)
         let b = Buffer(storage: other.storage, offset: other.offset, dtype: dtype)
         backend.binary(op, a, broadcastStrides(to: shape), b, other.broadcastStrides(to: shape), out.buffer, shape: shape)
-        return out.recorded(BinaryBackward(op: op, a: self, b: other, out: out.detached()))
+        return out.recorded(BinaryBackward(op: op, a: self, b: other, out: op == .div ? out.detached() : nil))
     }
 
     public static func + (a: Tensor, b: Tensor) -> Tensor { a.binary(.add, b, "add") }
@@ -73,7 +73,8 @@ extension Tensor {
 /// Saves both operands (views, no copy) and, for div, the output.
 struct BinaryBackward: Backward {
     let op: BinaryOp
-    let a: Tensor, b: Tensor, out: Tensor
+    /// `out` only for `.div` (its db reads a/b): the other ops' nodes do not keep their output alive.
+    let a: Tensor, b: Tensor, out: Tensor?
     var inputs: [Tensor] { [a, b] }
 
     func gradients(_ dy: Tensor) -> [Tensor?] {
@@ -86,7 +87,7 @@ struct BinaryBackward: Backward {
             db = b.isTracked ? dy * a.detached() : nil
         case .div:
             da = a.isTracked ? dy / b.detached() : nil
-            db = b.isTracked ? -(dy * out / b.detached()) : nil           // d(a/b)/db = -(a/b)/b
+            db = b.isTracked ? -(dy * out! / b.detached()) : nil          // d(a/b)/db = -(a/b)/b
         case .maximum, .minimum:
             // torch: the gradient goes to the selected operand; ties split it half/half.
             let pickA = selectionMask(op == .maximum ? (a.detached(), b.detached()) : (b.detached(), a.detached()))

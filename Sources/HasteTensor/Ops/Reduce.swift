@@ -57,6 +57,17 @@ extension Tensor {
 
     public func sum(axis: Int, keepDims: Bool = false) -> Tensor { sum(axes: [axis], keepDims: keepDims) }
 
+    /// torch: `(self * other).sum(dim=axis)` for two tensors of one shape, bit for bit (values and gradients), without
+    /// keeping the product for the backward: the composite's sum node holds it as its input (the attention loss's
+    /// P·log Q, [B, H, T, T] per aligned layer). Each gradient is the expanded dy times the other operand, as the
+    /// composite's nodes compute it.
+    public func sumOfProducts(_ other: Tensor, axis: Int) -> Tensor {
+        require(shape == other.shape, "sumOfProducts: shapes \(shape) and \(other.shape) differ")
+        let ax = reductionAxes([axis], "sumOfProducts")
+        let y = GradMode.withoutGrad { (detached() * other.detached()).sum(axes: ax) }
+        return y.recorded(SumOfProductsBackward(a: self, b: other, keptShape: reducedShape(ax, keepDims: true)))
+    }
+
     /// Σ over `axes` of a bfloat16 tensor, in float32: `to(.float32).sum(axes:)` bit for bit without the widened
     /// copy (a bf16 bias gradient over every token). No autograd.
     func sumWidened(axes: [Int]) -> Tensor {
@@ -110,6 +121,16 @@ struct SumBackward: Backward {
     let x: Tensor, keptShape: [Int]
     var inputs: [Tensor] { [x] }
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.reshaped(keptShape).expanded(x.shape).contiguous()] }
+}
+
+/// Keeps the two operands (no product); d(a) = expand(dy)·b, d(b) = expand(dy)·a.
+struct SumOfProductsBackward: Backward {
+    let a: Tensor, b: Tensor, keptShape: [Int]
+    var inputs: [Tensor] { [a, b] }
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let g = dy.reshaped(keptShape).expanded(a.shape).contiguous()
+        return [a.isTracked ? g * b.detached() : nil, b.isTracked ? g * a.detached() : nil]
+    }
 }
 
 /// Saves the grouped input (the kernel's layout) and the output; ties are recounted in the backward kernel.

@@ -97,3 +97,28 @@ func reduceMatchesPyTorch(_ name: String) throws {
     #expect(trapMessage(dtype).contains("max: needs float32 or float64, got int64 [2]"))
     await #expect(processExitsWith: .failure) { _ = Tensor.zeros([3, 0]).max(axis: 1) }
 }
+
+/// `sumOfProducts` is `(a * b).sum(axis)` bit for bit, values and both gradients (both operands tracked, one tracked,
+/// a middle axis), and its graph keeps no product: the saved bytes are the operands' alone (the attention loss's
+/// P·log Q, [B, H, T, T] per layer, was held by the sum node).
+@Test func sumOfProductsIsTheCompositeBitForBitWithoutKeepingTheProduct() {
+    func bits(_ t: Tensor?) -> [UInt32] { t?.scalars(as: Float.self).map(\.bitPattern) ?? [] }
+    for (shape, axis, trackB) in [([3, 5, 7], -1, true), ([4, 6, 5], 1, true), ([2, 3, 33], -1, false)] {
+        let seedA = Tensor.randn(shape, seed: 31), seedB = Tensor.randn(shape, seed: 32), dy = Tensor.randn(shape, seed: 33)
+        func run(_ fused: Bool) -> (Tensor, Tensor?, Tensor?, Int) {
+            let a = Tensor(seedA.scalars(as: Float.self), shape: shape), b = Tensor(seedB.scalars(as: Float.self), shape: shape)
+            a.requiresGrad = true
+            b.requiresGrad = trackB
+            let ta = a.tanh(), tb = b * 1.5                      // intermediates: their storages count as saved bytes
+            let y = fused ? ta.sumOfProducts(tb, axis: axis) : (ta * tb).sum(axis: axis)
+            let saved = Tensor.savedBytes(from: [y]).totalSaved + Tensor.savedBytes(from: [y]).totalEdges
+            (y * dy.sum(axis: axis)).sum().backward()
+            return (y, a.grad, b.grad, saved)
+        }
+        let (yc, gac, gbc, savedComposite) = run(false), (yf, gaf, gbf, savedFused) = run(true)
+        #expect(bits(yf) == bits(yc) && bits(gaf) == bits(gac) && bits(gbf) == bits(gbc), "\(shape) axis \(axis): differs")
+        #expect(trackB == (gbf != nil))
+        let product = shape.reduce(1, *) * 4
+        #expect(savedFused <= savedComposite - product, "\(shape): \(savedFused) bytes held, composite \(savedComposite)")
+    }
+}
