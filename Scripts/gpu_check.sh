@@ -39,7 +39,6 @@
 # GEN_BATCH=2 make stage 6 fit a CPU). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
 # and its log, then the key results. The exit status is 0 only when every stage passed. Everything but
 # summary.txt is packed into $OUT/results.tar.gz at the end (the device tool brings back only a few files).
-# GPU_CHECK_ONLY (a regex of stage names) reruns some stages only: see `selected` below.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)

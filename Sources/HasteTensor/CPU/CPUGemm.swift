@@ -74,7 +74,7 @@ extension CPUBackend {
         var product = AVX512Sgemm(transA: false, transB: true, m: rows, n: outF, k: inF, alpha: 1, a: x.pointer(Float.self),
                                   lda: inF, b: weight.pointer(Float.self), ldb: inF, beta: 0, c: y.pointer(Float.self), ldc: outF)
         product.bias = UnsafePointer(bias.pointer(Float.self))
-        CPUBackend.withGemmMutex { product.run(parts: AVX512Sgemm.parts(threads: Parallel.threads)) }
+        CPUBackend.withGemmMutex { AVX512Sgemm.runBatch(1, macs: rows * outF * inF) { _ in product } }   // as `gemm` runs it
     }
 
     /// Two large float32 products at once on AVX-512F CPUs, each on half of the threads (one thread each on two),

@@ -111,7 +111,7 @@ func reduceMatchesPyTorch(_ name: String) throws {
             b.requiresGrad = trackB
             let ta = a.tanh(), tb = b * 1.5                      // intermediates: their storages count as saved bytes
             let y = fused ? ta.sumOfProducts(tb, axis: axis) : (ta * tb).sum(axis: axis)
-            let saved = Tensor.savedBytes(from: [y]).totalSaved + Tensor.savedBytes(from: [y]).totalEdges
+            let report = Tensor.savedBytes(from: [y]), saved = report.totalSaved + report.totalEdges
             (y * dy.sum(axis: axis)).sum().backward()
             return (y, a.grad, b.grad, saved)
         }
