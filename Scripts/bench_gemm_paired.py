@@ -4,12 +4,14 @@ process, so that every side sees the same disturbances of a shared machine: the 
 ratios stay comparable where separate runs swing by 20% or more (2-vCPU cloud guests).
 
     TORCH_PYTHON=/path/to/python Scripts/bench_gemm_paired.py [--threads 2] [--seconds 6]
-        [--shape "1024 3072 768 0 1" ...] [--variant NAME=path/to/modified/sgemm.c ...]
+        [--shape "1024 3072 768 0 1" ...] [--variant NAME=path/to/modified/sgemm.c ...] [--split auto|rows|columns]
 
 A shape is "m n k transA transB" (row-major C = op(A)·op(B), as `haste bench ops`' gemm rows). Each side runs
 after a 4 ms pause (so neither side's spinning pool threads take the other's cores). haste's products run as
-AVX512Sgemm.runColumns does for products of more than 512 rows: columns split between the threads in whole
-48-column panels, each thread packing its own B (haste_sgemm_columns with NC columns at a time). Variants are
+AVX512Sgemm.run does for products of more than 512 rows (--split auto): n <= 2m as runRows (rows split in whole
+8-row tiles, each thread packing all of B for itself), else as runColumns (columns split in whole 48-column panels,
+each thread packing its own B); haste_sgemm_columns with NC columns at a time either way. --split rows|columns
+forces one. Variants are
 copies of sgemm.c with changes (a tile, a blocking constant, a prefetch): each is compiled into the same library
 under renamed symbols. Output per shape: median/best GFLOP/s of each side and, in brackets, the median over calls
 of (time of `haste`) / (time of this side): above 1 means this side is faster.
@@ -31,11 +33,17 @@ typedef void (*colfn)(int, int, const void *, long, long, float, const float *, 
                                float, float *, long, long, long, long, const float *);
 VARIANT_DECLS
 static colfn fns[] = { VARIANT_FNS };
-static struct { colfn f; int ta, tb; long m, n, k, lda, ldb, nc; const float *a, *b; float *c; int parts; } job;
+static struct { colfn f; int ta, tb, rows; long m, n, k, lda, ldb, nc; const float *a, *b; float *c; int parts; } job;
 static _Atomic int gen, done;
 static int started;
 static long nowns(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000000000L + t.tv_nsec; }
 static void part(int i) {
+    if (job.rows) {    /* AVX512Sgemm.runRows: whole 8-row tiles per thread, all columns, each thread packing all of B */
+        long per = ((job.m + 7) / 8 + job.parts - 1) / job.parts * 8, i0 = i * per, i1 = i0 + per < job.m ? i0 + per : job.m;
+        if (i0 < i1) job.f(job.ta, job.tb, 0, i1 - i0, job.k, 1.0f, job.ta ? job.a + i0 : job.a + i0 * job.lda, job.lda,
+                           job.b, job.ldb, 0.0f, job.c + i0 * job.n, job.n, 0, job.n, job.nc, 0);
+        return;
+    }
     long per = ((job.n + 47) / 48 + job.parts - 1) / job.parts * 48, j0 = i * per, j1 = j0 + per < job.n ? j0 + per : job.n;
     if (j0 < j1) job.f(job.ta, job.tb, 0, job.m, job.k, 1.0f, job.a, job.lda, job.b, job.ldb, 0.0f, job.c, job.n, j0, j1, job.nc, 0);
 }
@@ -53,8 +61,9 @@ static void *worker(void *arg) {
     }
     return 0;
 }
-void run(int v, int threads, long m, long n, long k, int ta, int tb, const float *a, const float *b, float *c, long nc) {
-    job.f = fns[v]; job.ta = ta; job.tb = tb; job.m = m; job.n = n; job.k = k; job.lda = ta ? m : k; job.ldb = tb ? k : n;
+void run(int v, int threads, long m, long n, long k, int ta, int tb, const float *a, const float *b, float *c, long nc,
+         int rows) {
+    job.rows = rows; job.f = fns[v]; job.ta = ta; job.tb = tb; job.m = m; job.n = n; job.k = k; job.lda = ta ? m : k; job.ldb = tb ? k : n;
     job.nc = nc; job.a = a; job.b = b; job.c = c; job.parts = threads;
     for (; started < threads - 1; started++) { pthread_t t; pthread_create(&t, 0, worker, (void *)(long)(started + 1)); }
     int d = atomic_load(&done);
@@ -95,6 +104,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=6.0, help="per shape")
     ap.add_argument("--shape", action="append", help='"m n k transA transB" (repeatable)')
     ap.add_argument("--variant", action="append", default=[], help="NAME=path/to/sgemm.c (repeatable)")
+    ap.add_argument("--split", choices=["auto", "rows", "columns"], default="auto",
+                    help="how haste's sides split a product between the threads (auto: as AVX512Sgemm.run does "
+                         "for more than 512 rows: rows where n <= 2m, else columns)")
     args = ap.parse_args()
     shapes = [list(map(int, s.split())) for s in (args.shape or ["1024 3072 768 0 1", "1024 768 3072 0 1",
                                                                  "1024 2304 768 0 0", "768 2304 1024 1 0",
@@ -113,11 +125,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         lib = ctypes.CDLL(build(variants, tmp))
         P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        lib.run.argtypes = [I, I, L, L, L, I, I, P, P, P, L]
+        lib.run.argtypes = [I, I, L, L, L, I, I, P, P, P, L, I]
         nc = 4032
         print(f"threads {args.threads}, torch {torch.__version__}, {os.uname().machine}; "
               "median/best GFLOP/s (median over calls of haste's time / this side's time)")
         for m, n, k, ta, tb in shapes:
+            rows = int(args.split == "rows" or (args.split == "auto" and m > 512 and n <= 2 * m))
             a = torch.randn(k, m) if ta else torch.randn(m, k)
             b = torch.randn(n, k) if tb else torch.randn(k, n)
             A, B = (a.t() if ta else a), (b.t() if tb else b)
@@ -131,7 +144,7 @@ def main():
                     torch.mm(A, B, out=c)
                 else:
                     lib.run([v[0] for v in variants].index(x), args.threads, m, n, k, ta, tb,
-                            a.data_ptr(), b.data_ptr(), c.data_ptr(), nc)
+                            a.data_ptr(), b.data_ptr(), c.data_ptr(), nc, rows)
 
             for x in names:
                 call(x)
@@ -150,7 +163,7 @@ def main():
             base = times["haste"]
             cols = [f"{x} {f / statistics.median(times[x]):.0f}/{f / min(times[x]):.0f} "
                     f"({statistics.median([u / v for u, v in zip(base, times[x])]):.3f})" for x in names]
-            print(f"{m}x{n}x{k} {ta}{tb} calls={len(base)}: " + "  ".join(cols))
+            print(f"{m}x{n}x{k} {ta}{tb} {'rows' if rows else 'cols'} calls={len(base)}: " + "  ".join(cols))
 
 
 if __name__ == "__main__":

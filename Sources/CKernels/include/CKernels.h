@@ -77,8 +77,11 @@ void haste_winograd_output(const float *m, long stride, long ty0, long ty1, long
                            float *y);
 
 // ---- anonymous host memory for HostBlockCache (hostmap.c) ----
-/// byte_count (a page multiple) of fresh zeroed private memory, or NULL with errno in *error.
+/// byte_count (a page multiple) of fresh zeroed private memory, or NULL with errno in *error. From one huge page
+/// up, the block starts on a huge-page boundary and is advised MADV_HUGEPAGE.
 void *haste_map(size_t byte_count, int *error);
+/// The kernel's transparent huge page size (hpage_pmd_size, 2 MiB on x86-64), or 0 where it has none.
+size_t haste_huge_page_size(void);
 /// Returns the pages; 0 or errno.
 int haste_unmap(void *address, size_t byte_count);
 /// The mapping resized, its first min(old, new) bytes kept in place or moved with their pages (no copy, no fault);

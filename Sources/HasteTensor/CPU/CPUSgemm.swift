@@ -103,6 +103,25 @@ struct AVX512Sgemm {
         }
     }
 
+    /// The product split by rows into `parts` pieces (whole HASTE_SGEMM_MR tiles), each thread packing all of B for
+    /// itself, `nc` columns at a time, and only its own rows of A. A column split packs all of A on every thread and
+    /// half of B: per thread K·(M + N/t) floats packed against K·(M/t + N) here, less wherever N < M. Measured
+    /// (`Scripts/bench_gemm_paired.py`, 2 threads, AMD EPYC Zen 4, median GFLOP/s column split → row split):
+    /// 4096×384×384 144 → 193, 4096×384×1536 170 → 188, 4096×1536×384 188 → 216, 4096×384×1152 167 → 198,
+    /// 4112×768×3072 190 → 209, 4112×2304×768 206 → 215, 1024×2304×768 201 → 200; the column split stays for
+    /// N > 2M (768×3072×4096: 207 → 207) and for convolutions (B is the im2col of the image: packing it all on
+    /// every thread would repeat the im2col).
+    private func runRows(parts: Int) {
+        let mr = Int(HASTE_SGEMM_MR), tiles = (m + mr - 1) / mr, rowsPer = (tiles + parts - 1) / parts * mr
+        let pieces = (m + rowsPer - 1) / rowsPer
+        Parallel.forEach(pieces) { part in
+            let i0 = part * rowsPer, i1 = Swift.min(m, i0 + rowsPer)
+            let rowsOfA = transA ? a + i0 : a + i0 * lda
+            haste_sgemm_columns(transA ? 1 : 0, transB ? 1 : 0, nil, i1 - i0, k, alpha, rowsOfA, lda, b, ldb, beta,
+                                c + i0 * ldc, ldc, 0, n, AVX512Sgemm.nc, bias)
+        }
+    }
+
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
     /// All of K is packed at once (for up to `packedFloats` of B), so the threads meet twice per product, not twice
     /// per KC block: on a shared machine every meeting waits for the slowest thread.
@@ -111,6 +130,9 @@ struct AVX512Sgemm {
         let nr = AVX512Sgemm.nr, allPanels = (n + nr - 1) / nr, blockPanels = AVX512Sgemm.columnBlock / nr
         if m <= AVX512Sgemm.columnSplitRows && allPanels >= parts * 2 * blockPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.columnBlock)
+        }
+        if m > AVX512Sgemm.columnSplitRows && conv == nil && n <= 2 * m {
+            return runRows(parts: parts)
         }
         if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.nc)

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
+import CKernels
 @testable import HasteTensor
 
 /// The host block cache's policy (issue 15, item 2) on a fake mapper that hands out fake addresses and logs what
@@ -209,5 +210,45 @@ import Testing
         #expect(Int(bitPattern: held.storage.address) % Self.page == 0)
         #expect(TensorMemory.hostBlocks.liveBytes >= 1 << 20)
         _ = held.sum().item()
+    }
+
+    /// The real mapper: a block of a huge page and more starts on a huge-page boundary and is advised MADV_HUGEPAGE
+    /// (smaps' VmFlags "hg"), a smaller one is a plain mapping, and a small block grown past a huge page by remap gets
+    /// the advice. Skipped on a kernel without transparent huge pages.
+    @Test func largeBlocksAreHugePageAlignedAndAdvised() throws {
+        let huge = Int(haste_huge_page_size())
+        guard huge > 0 else { return }
+        let mapper = SystemHostMapper()
+        /// The VmFlags of the mapping holding `address`, from /proc/self/smaps.
+        func flags(_ address: UnsafeMutableRawPointer) throws -> [Substring] {
+            let file = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))   // st_size 0: read to the end
+            let text = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
+            file.closeFile()
+            let a = UInt(bitPattern: Int(bitPattern: address))
+            var inside = false
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                    let ends = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                    inside = ends.count == 2 && ends[0] <= a && a < ends[1]
+                } else if inside && line.hasPrefix("VmFlags:") {
+                    return Array(fields.dropFirst())
+                }
+            }
+            Issue.record("no mapping holds \(address)")
+            return []
+        }
+        let bigBytes = 2 * huge + 5 * Self.page, smallBytes = 4 * Self.page
+        let (big, e1) = mapper.map(bigBytes), (small, e2) = mapper.map(smallBytes)
+        let b = try #require(big, "mmap: \(e1)"), s = try #require(small, "mmap: \(e2)")
+        b.initializeMemory(as: UInt8.self, repeating: 1, count: bigBytes)
+        #expect(Int(bitPattern: b) % huge == 0, "a block of \(bigBytes) bytes at \(b): not on a \(huge)-byte boundary")
+        #expect(try flags(b).contains("hg"), "a block of \(bigBytes) bytes is not advised MADV_HUGEPAGE")
+        #expect(try !flags(s).contains("hg"), "a block of \(smallBytes) bytes is advised MADV_HUGEPAGE")
+        let grown = try #require(mapper.remap(s, from: smallBytes, to: 2 * huge))
+        #expect(try flags(grown).contains("hg"), "a block grown to \(2 * huge) bytes is not advised MADV_HUGEPAGE")
+        #expect(UnsafeRawBufferPointer(start: b, count: bigBytes).allSatisfy { $0 == 1 })
+        mapper.unmap(b, bigBytes)
+        mapper.unmap(grown, 2 * huge)
     }
 }

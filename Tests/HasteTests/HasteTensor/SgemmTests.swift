@@ -100,12 +100,15 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
     guard AVX512Sgemm.available else { return }
     // Row splits with shared packed B; column splits (m ≤ 512, n ≥ 4 column blocks per piece) for 2–4 pieces of the
     // 128- and 200-row products.
-    // (600, 500, 260): more than 512 rows, columns split (each piece packing its own B a k block at a time), a last
-    // panel of 20 columns (the 8 × 32 tile) and k blocks of 144 and 116 (the second panel by panel, kc ≤ 128).
-    // k = 700 runs as 240 + 240 + 220 on every path: a path blocking K otherwise would break the equality.
+    // More than 512 rows and n ≤ 2m: rows split, each piece packing all of B for itself and only its rows of A
+    // ((600, 500, 260) with A transposed: a piece's rows are columns of the stored A; a last panel of 20 columns, the
+    // 8 × 32 tile, and k blocks of 144 and 116, the second panel by panel, kc ≤ 128; (1030, 700, 384) untransposed,
+    // a last tile of 6 rows). More than 512 rows and n > 2m: columns split, each piece packing its own B a k block
+    // at a time (520, 1500, 260). k = 700 runs as 240 + 240 + 220 on every path: a path blocking K otherwise would
+    // break the equality.
     for (ta, tb, m, n, k) in [(false, true, 300, 520, 700), (true, false, 5, 1000, 300), (false, false, 1000, 40, 600),
                               (true, true, 45, 4200, 9), (false, false, 128, 2100, 520), (false, true, 200, 4200, 70),
-                              (true, false, 600, 500, 260)] {
+                              (true, false, 600, 500, 260), (false, true, 1030, 700, 384), (true, true, 520, 1500, 260)] {
         let lda = ta ? m : k, ldb = tb ? k : n
         let a = Tensor.randn([m * k], seed: 7).scalars(as: Float.self), b = Tensor.randn([k * n], seed: 8).scalars(as: Float.self)
         var results: [[UInt32]] = []
@@ -174,11 +177,12 @@ private func checkSgemm(_ ta: Bool, _ tb: Bool, m: Int, n: Int, k: Int, pad: Int
 
 /// A linear layer's forward with its bias (`linearWithBias`: the CPU's AVX-512 GEMM adds the bias as it stores its first
 /// K block) gives bit for bit the composite: the bias copied into every row, then the GEMM with beta 1. Shapes for
-/// every path of AVX512Sgemm: serial (small), columns split with ≤ 512 rows and with more, rows split (few panels);
+/// every path of AVX512Sgemm: serial (small), columns split with ≤ 512 rows and with more (n > 2m), rows split with
+/// B packed by each piece (more than 512 rows, n ≤ 2m) and with B shared (few panels);
 /// last panels of 4, 20 and 33 columns (each tile width), one and several K blocks; float64 takes the composite.
 @Test func linearWithBiasIsTheCompositeBitForBit() {
     for (rows, inF, outF, wide) in [(5, 9, 20, false), (300, 520, 2100, false), (1030, 700, 4100, false),
-                                    (1030, 600, 100, false), (600, 1, 33, false), (4112, 768, 2304, false),
+                                    (1030, 600, 100, false), (600, 1, 33, false), (4112, 768, 2304, false), (200, 64, 300, false),
                                     (70, 40, 52, true)] {
         func tensor(_ count: Int, _ seed: UInt64) -> Tensor {
             let t = Tensor.randn([count], seed: seed)
