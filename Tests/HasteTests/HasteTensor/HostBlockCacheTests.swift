@@ -63,6 +63,24 @@ import CKernels
         #expect(cache.statistics.cachedBytes == 8192 && cache.statistics.liveBytes == 0)
     }
 
+    /// A request with no cached block of its size takes the smallest cached block at most 1/8 larger (no mapping),
+    /// counted live at the block's size and cached again at it when freed; a block more than 1/8 larger is not taken.
+    @Test func aCloseLargerCachedBlockServesASmallerRequest() {
+        let (cache, mapper) = Self.cache(slack: 64 * Self.page)
+        let big = cache.allocate(18 * Self.page), mid = cache.allocate(16 * Self.page)
+        cache.deallocate(big, byteCount: 18 * Self.page)
+        cache.deallocate(mid, byteCount: 16 * Self.page)
+        let p = cache.allocate(15 * Self.page)                        // 16 ≤ 15 + 15/8 pages; 18 is not the smallest fit
+        #expect(p == mid && mapper.log == ["map 73728", "map 65536"])
+        #expect(cache.statistics.liveBytes == 16 * Self.page && cache.statistics.cachedBytes == 18 * Self.page)
+        cache.deallocate(p, byteCount: 15 * Self.page)
+        #expect(cache.statistics.liveBytes == 0 && cache.statistics.cachedBytes == 34 * Self.page)
+        #expect(cache.allocate(16 * Self.page) == mid)                 // cached again under its own size
+        let q = cache.allocate(12 * Self.page)                        // 18 > 12 + 12/8 pages: mapped
+        #expect(q != big && mapper.log.last == "map 49152")
+        #expect(cache.statistics.hits == 2 && cache.statistics.maps == 3)
+    }
+
     /// Freed B, then A, then C; a 4-page miss with no slack may map only what the highest live bytes (6 pages)
     /// allow: B and A (oldest first) go, C is resized to 4 pages instead of unmapped and mapped again.
     @Test func evictionTakesTheOldestFreedFirstAndRecyclesTheLast() {
@@ -111,7 +129,8 @@ import CKernels
     }
 
     /// A seeded script of allocations and frees of mixed sizes: after every call the mapped bytes (as the mapper
-    /// sees them too) stay within the highest live bytes plus the slack; the same script gives the same calls.
+    /// sees them too) stay within the highest live bytes plus the slack, and the live bytes within what the held
+    /// requests round to plus the close-fit allowance; the same script gives the same calls.
     @Test func mappedBytesStayWithinTheLivePeakPlusSlackAndRunsRepeat() {
         func run(slack: Int) -> ([String], HostBlockStats) {
             let (cache, mapper) = Self.cache(slack: slack)
@@ -127,7 +146,9 @@ import CKernels
                 }
                 let s = cache.statistics
                 #expect(s.mappedBytes <= s.highestLiveBytes + slack && s.mappedBytes == mapper.mappedBytes)
-                #expect(s.liveBytes == held.reduce(0) { $0 + cache.rounded($1.1) })
+                // Each held block is its request rounded to pages, or a cached block at most 1/8 larger.
+                let asked = held.map { cache.rounded($0.1) }
+                #expect(s.liveBytes >= asked.reduce(0, +) && s.liveBytes <= asked.reduce(0) { $0 + $1 + $1 / 8 })
             }
             return (mapper.log, cache.statistics)
         }
