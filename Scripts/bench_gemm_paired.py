@@ -15,6 +15,11 @@ forces one. Variants are
 copies of sgemm.c with changes (a tile, a blocking constant, a prefetch): each is compiled into the same library
 under renamed symbols. Output per shape: median/best GFLOP/s of each side and, in brackets, the median over calls
 of (time of `haste`) / (time of this side): above 1 means this side is faster.
+Caveat (measured on a 2-vCPU Zen 4 guest): for calls under ~10 ms haste's times are bimodal. A haste call right
+after a torch call often shares a vCPU with torch's OpenMP worker, still spinning, and takes ~3 ms longer
+(1024x2048x384: 7.5-8.3 ms in 16 of 73 calls, 10.6-11.5 ms in the rest), so haste's median understates it there
+while its best does not; with a 30 ms pause both sides turn bimodal (idle vCPUs are slow to resume). Compare
+variants of haste with each other (they see the same), and read "best" for the kernel against torch.
 Needs clang (the Swift toolchain's) and an x86-64 CPU with AVX-512F; PyTorch never runs in CI.
 """
 import argparse, ctypes, os, random, statistics, subprocess, sys, tempfile, time

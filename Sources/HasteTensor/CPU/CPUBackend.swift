@@ -6,14 +6,17 @@ public final class CPUBackend: Backend {
     public let name = "cpu"
 
     /// Tensor storage of 128 KiB and more: a mapping per block, cached by size within the most live bytes seen
-    /// plus 64 MiB (HostBlockCache). It used to live on glibc's heap (mmap threshold raised to 1 GiB) because
+    /// plus 40 MiB (HostBlockCache). 40, not 64: SiT-B/2 bs4's peak RSS 2927 → 2891 MiB, level with or above
+    /// PyTorch's 2925–2977 before, with no more blocks mapped per step there or in the DINOv2-B forward; SiT-S/2 bs4
+    /// +align maps 14 per step instead of 10 (32 MiB: 18, and 2 in the DINOv2 forward). `haste bench train --json`,
+    /// 2 threads, Zen 4. It used to live on glibc's heap (mmap threshold raised to 1 GiB) because
     /// glibc's own mmap/munmap per block page-faulted the whole working set again every step (measured: 40% of a
     /// demo step in the kernel); but then the RSS was the heap's high-water mark, not the live bytes (SiT-B/2 bs1:
     /// 3192 MiB RSS for a 2175 MiB tensor peak; DINOv2-B forward bs16: 1380–1476 MiB, run to run, for 737). As
     /// cached mappings: 2282 and 870 MiB (`haste bench train --json`, 2 threads). A cached mapping is reused
     /// without faults and fragments nothing. 128 KiB is glibc's default mmap threshold: smaller blocks (at most 3% lost to page rounding
     /// above it) stay on malloc.
-    let blocks = HostBlockCache(mapper: SystemHostMapper(), threshold: 128 << 10, slack: 64 << 20)
+    let blocks = HostBlockCache(mapper: SystemHostMapper(), threshold: 128 << 10, slack: 40 << 20)
 
     /// What stays on the heap (small tensors, kernels' scratch, Swift arrays, the data pipeline's batches) still
     /// benefits from glibc never returning it: with a 1 GiB trim threshold a VAE encode returned and re-faulted

@@ -5,7 +5,8 @@ import CKernels
 /// Why: this image pins OpenBLAS to its Haswell (AVX2) kernels (OPENBLAS_CORETYPE, which we must not override),
 /// half the FMA width of a CPU that runs 512-bit FMAs at full rate. The C side packs op(B) in KC × NR panels and
 /// op(A) in MR × KC panels and runs an 8 × 48 register tile; here B (all of K, up to `packedFloats`) is packed by all
-/// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads. K is
+/// threads (disjoint panels), then the rows (or, for short products, the columns) of C are split between threads;
+/// products of more than 512 rows split rows or columns with each thread packing its own B (`runRows`, `runColumns`). K is
 /// never split and its blocks depend on K alone (haste_sgemm_kc_step), so every element of C sums in one order: bitwise the same result for any
 /// thread count (STYLE R13).
 struct AVX512Sgemm {
@@ -24,9 +25,10 @@ struct AVX512Sgemm {
     /// rows, median of 4 interleaved runs against the row split with B shared through L3): conv3x3 128→128 at 256²
     /// 107 → 143 GFLOP/s, 512→512 at 32² 124 → 150, stride-2 128→128 99 → 117, 1×1 256→128 91 → 98.
     static let columnSplitRows = 512, columnBlock = 480
-    /// Products of more rows split their columns too when each thread gets at least this many panels: each thread
-    /// packs its own B one KC block at a time (NC columns) just before using it, so B̃ comes from L2, not from L3
-    /// as it does when all of K is packed up front and shared. Measured (2 threads, Xeon Ice Lake, 1024×2304×768 and
+    /// Products of more rows and more than twice as many columns as rows (else `runRows`) split their columns too
+    /// when each thread gets at least this many panels: each thread packs its own B one KC block at a time (NC
+    /// columns) just before using it, so B̃ comes from L2, not from L3 as it does when all of K is packed up front
+    /// and shared. Measured (2 threads, Xeon Ice Lake, 1024×2304×768 and
     /// 1024×768×2304, C harness, median of 20 interleaved runs): 165–167 GFLOP/s split by rows (14 × 32 kernel),
     /// 176–184 split by columns (8 × 48).
     static let columnSplitPanels = 4
