@@ -31,8 +31,9 @@ size_t haste_huge_page_size(void) { return huge_page_size(); }
 /* Blocks of a huge page and more start on a huge-page boundary (mapped one huge page longer, the ends cut off)
  * and are marked MADV_HUGEPAGE, as torch's THP_MEM_ALLOC_ENABLE does for its CPU allocations: their first touch
  * then faults and zeroes 2 MiB at a time instead of 4 KiB, and their GEMM panels and element-wise passes take a
- * TLB entry per 2 MiB. Where THP is "never" the advice is ignored; where it is "always" it changes nothing. A
- * refused madvise (a kernel without THP) leaves an ordinary mapping. */
+ * TLB entry per 2 MiB. Where THP is "never" the advice is ignored; where it is "always" only the alignment adds
+ * (whole huge pages from the block's first byte). A refused madvise (a kernel without THP) leaves an ordinary
+ * mapping. */
 void *haste_map(size_t byte_count, int *error) {
     size_t huge = huge_page_size();
     if (huge == 0 || byte_count < huge) {
@@ -65,8 +66,10 @@ void *haste_remap(void *address, size_t old_byte_count, size_t new_byte_count) {
     if (p == MAP_FAILED) return NULL;
     /* A block grown past a huge page gets the advice haste_map gives such blocks (a moved one may lose the
      * alignment: its whole huge pages still get them). */
+#if defined(MADV_HUGEPAGE)
     size_t huge = huge_page_size();
     if (huge && new_byte_count >= huge && old_byte_count < huge) (void)madvise(p, new_byte_count, MADV_HUGEPAGE);
+#endif
     return p;
 #else
     (void)address; (void)old_byte_count; (void)new_byte_count;

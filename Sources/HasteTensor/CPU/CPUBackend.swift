@@ -6,10 +6,10 @@ public final class CPUBackend: Backend {
     public let name = "cpu"
 
     /// Tensor storage of 128 KiB and more: a mapping per block, cached by size within the most live bytes seen
-    /// plus 40 MiB (HostBlockCache). 40, not 64: SiT-B/2 bs4's peak RSS 2927 → 2891 MiB, level with or above
-    /// PyTorch's 2925–2977 before, with no more blocks mapped per step there or in the DINOv2-B forward; SiT-S/2 bs4
-    /// +align maps 14 per step instead of 10 (32 MiB: 18, and 2 in the DINOv2 forward). `haste bench train --json`,
-    /// 2 threads, Zen 4. It used to live on glibc's heap (mmap threshold raised to 1 GiB) because
+    /// plus 40 MiB (HostBlockCache). 40, not 64: SiT-B/2 bs4's peak RSS 2927 → 2891 MiB (PyTorch's: 2925–2977
+    /// across runs), with no more blocks mapped per step there or in the DINOv2-B forward; SiT-S/2 bs4 +align maps
+    /// 14 per step instead of 10 (32 MiB: 18, and 2 in the DINOv2 forward). `haste bench train --json`, 2 threads,
+    /// Zen 4. It used to live on glibc's heap (mmap threshold raised to 1 GiB) because
     /// glibc's own mmap/munmap per block page-faulted the whole working set again every step (measured: 40% of a
     /// demo step in the kernel); but then the RSS was the heap's high-water mark, not the live bytes (SiT-B/2 bs1:
     /// 3192 MiB RSS for a 2175 MiB tensor peak; DINOv2-B forward bs16: 1380–1476 MiB, run to run, for 737). As

@@ -50,8 +50,8 @@ final class SystemHostMapper: HostMapper {
 /// A caching allocator for large host blocks (tensor storage of `threshold` bytes and more), behind
 /// `CPUBackend.allocate`. Each block is a mapping of its own, rounded to whole pages; a freed block is kept under
 /// its size and handed out again for the same size (or for a request at most 1/8 smaller, counted live at its own
-/// size), so a training step that repeats the last step's sizes maps nothing and takes no page faults. Unlike blocks on the malloc heap, a block never fragments the memory of
-/// others: what is mapped is what is live plus what is cached, and the cache is bounded so that this stays within
+/// size), so a training step that repeats the last step's sizes maps nothing and takes no page faults. Unlike
+/// blocks on the malloc heap, a block never fragments the memory of others: what is mapped is what is live plus what is cached, and the cache is bounded so that this stays within
 /// the most live bytes seen plus `slack`. On a miss that would pass the bound, the blocks freed longest ago are
 /// returned (munmap) until it fits; the last one is resized to the size asked (mremap) rather than unmapped, so
 /// its pages are reused, not faulted again. [torch's CUDACachingAllocator caches by size and frees cached blocks
