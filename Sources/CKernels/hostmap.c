@@ -28,27 +28,31 @@ static size_t huge_page_size(void) {
 
 size_t haste_huge_page_size(void) { return huge_page_size(); }
 
+static void *plain_map(size_t byte_count, int *error) {
+    void *p = mmap(NULL, byte_count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { *error = errno; return NULL; }
+    *error = 0;
+    return p;
+}
+
 /* Blocks of a huge page and more start on a huge-page boundary (mapped one huge page longer, the ends cut off)
  * and are marked MADV_HUGEPAGE, as torch's THP_MEM_ALLOC_ENABLE does for its CPU allocations: their first touch
  * then faults and zeroes 2 MiB at a time instead of 4 KiB, and their GEMM panels and element-wise passes take a
  * TLB entry per 2 MiB. Where THP is "never" the advice is ignored; where it is "always" only the alignment adds
  * (whole huge pages from the block's first byte). A refused madvise (a kernel without THP) leaves an ordinary
- * mapping. */
+ * mapping; a refused longer mapping (strict overcommit) an unaligned one. */
 void *haste_map(size_t byte_count, int *error) {
     size_t huge = huge_page_size();
-    if (huge == 0 || byte_count < huge) {
-        void *p = mmap(NULL, byte_count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) { *error = errno; return NULL; }
-        *error = 0;
-        return p;
+    if (huge == 0 || byte_count < huge) return plain_map(byte_count, error);
+    char *start, *raw = mmap(NULL, byte_count + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        if (!(start = plain_map(byte_count, error))) return NULL;
+    } else {
+        start = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+        size_t head = (size_t)(start - raw), tail = huge - head;
+        if (head) munmap(raw, head);
+        if (tail) munmap(start + byte_count, tail);
     }
-    size_t span = byte_count + huge;
-    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) { *error = errno; return NULL; }
-    char *start = (char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
-    size_t head = (size_t)(start - raw), tail = span - head - byte_count;
-    if (head) munmap(raw, head);
-    if (tail) munmap(start + byte_count, tail);
 #if defined(MADV_HUGEPAGE)
     (void)madvise(start, byte_count, MADV_HUGEPAGE);
 #endif

@@ -64,7 +64,7 @@ extension Tensor {
     public func sumOfProducts(_ other: Tensor, axis: Int) -> Tensor {
         require(shape == other.shape, "sumOfProducts: shapes \(shape) and \(other.shape) differ")
         let ax = reductionAxes([axis], "sumOfProducts")
-        let y = GradMode.withoutGrad { (detached() * other.detached()).sum(axes: ax) }
+        let y = GradMode.withoutGrad { (self * other).sum(axes: ax) }
         return y.recorded(SumOfProductsBackward(a: self, b: other, keptShape: reducedShape(ax, keepDims: true)))
     }
 
@@ -123,12 +123,13 @@ struct SumBackward: Backward {
     func gradients(_ dy: Tensor) -> [Tensor?] { [dy.reshaped(keptShape).expanded(x.shape).contiguous()] }
 }
 
-/// Keeps the two operands (no product); d(a) = expand(dy)·b, d(b) = expand(dy)·a.
+/// Keeps the two operands (no product); d(a) = dy·b, d(b) = dy·a, dy broadcast over the summed axis by the multiply
+/// itself (the composite's SumBackward first copies it out to the full shape: the same values, one pass more).
 struct SumOfProductsBackward: Backward {
     let a: Tensor, b: Tensor, keptShape: [Int]
     var inputs: [Tensor] { [a, b] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
-        let g = dy.reshaped(keptShape).expanded(a.shape).contiguous()
+        let g = dy.reshaped(keptShape)
         return [a.isTracked ? g * b.detached() : nil, b.isTracked ? g * a.detached() : nil]
     }
 }
