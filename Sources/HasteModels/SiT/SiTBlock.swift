@@ -23,8 +23,12 @@ public struct SiTAttention {
     /// x: (N, T, D). Returns (N, T, D) and, when `logits`, the (N, H, T, T) logits.
     public func callAsFunction(_ x: Tensor, logits wantLogits: Bool) -> (Tensor, Tensor?) {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        let fusedQKV = qkv(x)
+        if qNorm == nil, let fused = Tensor.packedQKVAttention(fusedQKV, heads: heads, logits: wantLogits) {
+            return (proj(fused.output), fused.logits)                  // no gradient (sampling): no head copies
+        }
         // torch: qkv(x).reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0): (N, H, T, Dh) each
-        var (q, k, v) = qkv(x).splitHeads(heads)
+        var (q, k, v) = fusedQKV.splitHeads(heads)
         if let qn = qNorm, let kn = kNorm {
             q = q.layerNorm(weight: qn.0, bias: qn.1, eps: 1e-5)
             k = k.layerNorm(weight: kn.0, bias: kn.1, eps: 1e-5)

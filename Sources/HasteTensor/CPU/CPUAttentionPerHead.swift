@@ -103,6 +103,38 @@ extension CPUBackend {
         }
     }
 
+    /// `Tensor.packedQKVAttention` on the per-head path: head (b, h) reads q, k, v at columns h·Dh, D + h·Dh and
+    /// 2D + h·Dh of qkv's rows (stride 3D) and writes its output at columns h·Dh of out's rows (stride D); with
+    /// logits, scale·q·kᵀ into them and the probabilities into this thread's workspace (as `attentionLogits` and
+    /// `perHeadSoftmaxMatmulForward`), else the probabilities in the workspace (as `perHeadForward`). The products
+    /// are the same AVX512Sgemm calls with other leading dimensions, which change no bit; the same row kernels.
+    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens t: Int, heads: Int,
+                                   headDim dh: Int, scale: Double) -> Bool {
+        let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+        guard perHead(s, scale: scale, needsHeadDim: true, [qkv, out, logits]) else { return false }
+        let d = heads * dh
+        let px = SendablePointer(qkv.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
+        let pl = logits.map { SendablePointer($0.pointer(Float.self)) }
+        Parallel.forEach(s.batch) { i in
+            let (b, h) = (i / heads, i % heads)
+            let q = px.base + b * t * 3 * d + h * dh, k = q + d, v = q + 2 * d
+            let p = headScratch(0, t * t)
+            if let pl {
+                let l = pl.base + i * t * t
+                AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
+                            ldb: 3 * d, beta: 0, c: l, ldc: t).runSerial()
+                for r in 0..<t { softmaxRow(l + r * t, p + r * t, t) }
+            } else {
+                AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
+                            ldb: 3 * d, beta: 0, c: p, ldc: t).runSerial()
+                for r in 0..<t { softmaxRow(p + r * t, p + r * t, t) }
+            }
+            AVX512Sgemm(transA: false, transB: false, m: t, n: dh, k: t, alpha: 1, a: p, lda: t, b: v, ldb: 3 * d,
+                        beta: 0, c: po.base + b * t * d + h * dh, ldc: d).runSerial()
+        }
+        return true
+    }
+
     func perHeadSoftmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, _ s: AttentionShape) {
         let (tq, tk, dv) = (s.queries, s.keys, s.valueDim)
         let pl = SendablePointer(logits.pointer(Float.self)), pp = SendablePointer(probs.pointer(Float.self))
