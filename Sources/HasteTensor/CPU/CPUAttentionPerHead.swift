@@ -135,6 +135,38 @@ extension CPUBackend {
         return true
     }
 
+    /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` (probabilities recomputed) per
+    /// head with q, k, v read and dq, dk, dv written at their columns of the [N, T, 3D] rows and dOut read at its
+    /// columns of the [N, T, D] rows: the same AVX512Sgemm calls and row kernels, other leading dimensions.
+    public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens t: Int, heads: Int,
+                                           headDim dh: Int, scale: Double) -> Bool {
+        let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+        guard perHead(s, scale: scale, needsHeadDim: true, [qkv, dOut, dqkv]) else { return false }
+        let d = heads * dh
+        let px = SendablePointer(qkv.pointer(Float.self)), pg = SendablePointer(dOut.pointer(Float.self))
+        let pd = SendablePointer(dqkv.pointer(Float.self))
+        Parallel.forEach(s.batch) { i in
+            let (b, h) = (i / heads, i % heads)
+            let q = px.base + b * t * 3 * d + h * dh, k = q + d, v = q + 2 * d
+            let dq = pd.base + b * t * 3 * d + h * dh, dk = dq + d, dv = dq + 2 * d
+            let g = pg.base + b * t * d + h * dh
+            let p = headScratch(0, t * t), ds = headScratch(1, t * t)
+            AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
+                        ldb: 3 * d, beta: 0, c: p, ldc: t).runSerial()
+            for r in 0..<t { softmaxRow(p + r * t, p + r * t, t) }
+            AVX512Sgemm(transA: true, transB: false, m: t, n: dh, k: t, alpha: 1, a: p, lda: t, b: g, ldb: d,
+                        beta: 0, c: dv, ldc: 3 * d).runSerial()
+            AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: 1, a: g, lda: d, b: v, ldb: 3 * d,
+                        beta: 0, c: ds, ldc: t).runSerial()
+            for r in 0..<t { softmaxBackwardRow(p + r * t, ds + r * t, ds + r * t, t) }
+            AVX512Sgemm(transA: false, transB: false, m: t, n: dh, k: t, alpha: Float(scale), a: ds, lda: t, b: k,
+                        ldb: 3 * d, beta: 0, c: dq, ldc: 3 * d).runSerial()
+            AVX512Sgemm(transA: true, transB: false, m: t, n: dh, k: t, alpha: Float(scale), a: ds, lda: t, b: q,
+                        ldb: 3 * d, beta: 0, c: dk, ldc: 3 * d).runSerial()
+        }
+        return true
+    }
+
     func perHeadSoftmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, _ s: AttentionShape) {
         let (tq, tk, dv) = (s.queries, s.keys, s.valueDim)
         let pl = SendablePointer(logits.pointer(Float.self)), pp = SendablePointer(probs.pointer(Float.self))

@@ -64,11 +64,18 @@ public protocol AttentionKernels: AnyObject {
     /// `softmaxMatmulForward`). False (nothing written) where this backend has no such path: the default.
     func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int, headDim: Int,
                             scale: Double) -> Bool
+    /// The backward of `packedQKVAttention` without logits: dqkv [N, T, 3·H·Dh] = (dq | dk | dv) from dOut [N, T, H·Dh],
+    /// the probabilities recomputed; the bits of `attentionBackwardRecomputing` on the split heads. A backend that
+    /// runs the forward of a shape runs its backward (true); the default runs neither.
+    func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
+                                    headDim: Int, scale: Double) -> Bool
 }
 
 extension AttentionKernels {
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int,
                                    headDim: Int, scale: Double) -> Bool { false }
+    public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
+                                           headDim: Int, scale: Double) -> Bool { false }
 
     public func attentionBackwardRecomputing(q: Buffer, k: Buffer, v: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?,
                                              dv: Buffer?, shape s: AttentionShape, scale: Double) {

@@ -1,27 +1,46 @@
-/// Inference attention straight from a fused qkv projection, as DINOv2's and SiT's attention modules compute it
-/// (torch: `qkv.reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4)`, softmax(q·kᵀ·scale)·v, then
-/// `.transpose(1, 2).reshape(N, T, D)`), without the three head copies and the merge copy: where no gradient is
-/// recorded (a frozen teacher, sampling) the CPU's per-head products read q, k and v in place (row stride 3·D) and
-/// write each head's output into its columns of [N, T, D].
+/// Attention straight from a fused qkv projection, as DINOv2's and SiT's attention modules compute it (torch:
+/// `qkv.reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4)`, softmax(q·kᵀ·scale)·v, then `.transpose(1, 2).reshape(N, T,
+/// D)`), without the three head copies and the merge copy: the CPU's per-head products read q, k and v in place (row
+/// stride 3·D) and write each head's output into its columns of [N, T, D]; the backward writes dq, dk and dv into
+/// their columns of one [N, T, 3·D] gradient the same way, recomputing the probabilities as the split path does.
 extension Tensor {
     /// qkv [N, T, 3·H·Dh] → (out [N, T, H·Dh], logits [N, H, T, T] when `logits`), or nil where the one-pass path
-    /// does not apply (a gradient would be recorded, or inside a checkpoint's forward; Autocast; not float32; a
-    /// backend or shape without it): then split the heads and use `scaledDotProductAttention` /
-    /// `attentionWithLogits`, whose bits this gives. scale defaults to 1/√Dh.
+    /// does not apply (logits with a gradient recorded; Autocast; not float32; a backend or shape without it): then
+    /// split the heads and use `scaledDotProductAttention` / `attentionWithLogits`, whose bits this gives, forward
+    /// and backward. scale defaults to 1/√Dh.
     public static func packedQKVAttention(_ qkv: Tensor, heads: Int, logits wantLogits: Bool,
                                           scale: Double? = nil) -> (output: Tensor, logits: Tensor?)? {
         require(qkv.rank == 3 && heads > 0 && qkv.shape[2] % (3 * heads) == 0,
                 "packedQKVAttention: input \(qkv.shape) must be [N, T, 3·H·Dh] with H = \(heads) heads")
-        let records = GradMode.isEnabled ? qkv.isTracked : CheckpointReads.current != nil
-        guard !records, Autocast.lowering(qkv.dtype) == nil, qkv.dtype == .float32 else { return nil }
+        let records = GradMode.isEnabled && qkv.isTracked
+        guard !(records && wantLogits), Autocast.lowering(qkv.dtype) == nil, qkv.dtype == .float32 else { return nil }
         let (n, t, d) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3), dh = d / heads
         guard n > 0, t > 0, dh > 0 else { return nil }
+        let s = scale ?? 1 / Double(dh).squareRoot()
         let x = qkv.contiguous()
         let out = Tensor.empty([n, t, d], dtype: qkv.dtype, device: qkv.device)
         let logits = wantLogits ? Tensor.empty([n, heads, t, t], dtype: qkv.dtype, device: qkv.device) : nil
         guard x.backend.packedQKVAttention(qkv: x.buffer, out: out.buffer, logits: logits?.buffer, batch: n, tokens: t,
-                                           heads: heads, headDim: dh, scale: scale ?? 1 / Double(dh).squareRoot())
+                                           heads: heads, headDim: dh, scale: s)
         else { return nil }
-        return (out, logits)
+        // Recorded when qkv is tracked (never with logits, above); in a checkpoint's forward qkv is noted instead.
+        return (out.recorded(PackedQKVAttentionBackward(qkv: qkv, heads: heads, scale: s)), logits)
+    }
+}
+
+/// Keeps qkv (as given: a view is made contiguous again in backward); recomputes the probabilities.
+struct PackedQKVAttentionBackward: Backward {
+    let qkv: Tensor, heads: Int, scale: Double
+    var inputs: [Tensor] { [qkv] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let x = qkv.contiguous()
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2] / 3)
+        let dx = Tensor.empty(x.shape, dtype: dy.dtype, device: dy.device)
+        guard x.backend.packedQKVAttentionBackward(qkv: x.buffer, dOut: dy.buffer, dqkv: dx.buffer, batch: n, tokens: t,
+                                                   heads: heads, headDim: d / heads, scale: scale) else {
+            fatalError("packedQKVAttention: the backend ran the forward of \(x.shape) but not its backward")
+        }
+        return [dx]
     }
 }
