@@ -15,8 +15,8 @@ private func differing(_ a: Tensor, _ b: Tensor) -> Int { differing(bits(a), bit
 /// Inference attention straight from a fused qkv projection (`Tensor.packedQKVAttention`: the CPU's per-head
 /// products read q, k, v in place and write the merged heads) gives bit for bit what splitting the heads, attending
 /// and merging them gives, with and without the logits, on 1 and 2 threads; shapes with DINOv2's 257 tokens (two k
-/// blocks in P·v), odd token counts and head widths past one 48-column panel. Where a gradient would be recorded,
-/// or there are fewer heads than threads (no per-head path), it declines (nil) and the callers split the heads.
+/// blocks in P·v), odd token counts and head widths past one 48-column panel. Where logits would be recorded, or
+/// there are fewer heads than threads (no per-head path), it declines (nil) and the callers split the heads.
 @Test func packedQKVAttentionIsTheSplitHeadsBitForBit() {
     guard CPUKernels.level == 2 else { return }
     let saved = Parallel.threads
