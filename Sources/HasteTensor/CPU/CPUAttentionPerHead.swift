@@ -28,35 +28,67 @@ extension CPUBackend {
         return p
     }
 
-    /// P = softmax(scale·q·kᵀ) of one head into p ([Tq, Tk]): `probabilities` for one head.
+    /// Row strides (elements) of one head's matrices: q and dq, k and dk, v and dv, out and dOut. `contiguous`: heads
+    /// stored one after another ([Tq, Dh], [Tk, Dh], [Tk, Dv], [Tq, Dv]); `packed`: rows of a fused qkv projection
+    /// [N, T, 3·D] and of a merged [N, T, D] output. A leading dimension changes no bit of a product.
+    struct HeadRows {
+        let q: Int, k: Int, v: Int, out: Int
+        static func contiguous(_ s: AttentionShape) -> HeadRows { HeadRows(q: s.headDim, k: s.headDim, v: s.valueDim, out: s.valueDim) }
+        static func packed(width d: Int) -> HeadRows { HeadRows(q: 3 * d, k: 3 * d, v: 3 * d, out: d) }
+    }
+
+    /// P = softmax(scale·q·kᵀ) of one head into p ([Tq, Tk]): `probabilities` for one head. With `logits`, scale·q·kᵀ
+    /// goes there and P is computed from it (the same bits as in place).
     private func headProbabilities(_ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>,
-                                   into p: UnsafeMutablePointer<Float>, _ s: AttentionShape, scale: Double) {
-        let (tq, tk, dh) = (s.queries, s.keys, s.headDim)
-        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: Float(scale), a: q, lda: dh, b: k, ldb: dh,
-                    beta: 0, c: p, ldc: tk).runSerial()
-        for r in 0..<tq { softmaxRow(p + r * tk, p + r * tk, tk) }
+                                   into p: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>? = nil,
+                                   _ s: AttentionShape, scale: Double, _ rows: HeadRows) {
+        let (tq, tk, dh) = (s.queries, s.keys, s.headDim), l = logits ?? p
+        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dh, alpha: Float(scale), a: q, lda: rows.q, b: k,
+                    ldb: rows.k, beta: 0, c: l, ldc: tk).runSerial()
+        for r in 0..<tq { softmaxRow(l + r * tk, p + r * tk, tk) }
     }
 
     /// out = P·v for one head: `probsTimesValues` for one head.
     private func headProbsTimesValues(_ p: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
-                                      _ out: UnsafeMutablePointer<Float>, _ s: AttentionShape) {
+                                      _ out: UnsafeMutablePointer<Float>, _ s: AttentionShape, _ rows: HeadRows) {
         AVX512Sgemm(transA: false, transB: false, m: s.queries, n: s.valueDim, k: s.keys, alpha: 1, a: p, lda: s.keys,
-                    b: v, ldb: s.valueDim, beta: 0, c: out, ldc: s.valueDim).runSerial()
+                    b: v, ldb: rows.v, beta: 0, c: out, ldc: rows.out).runSerial()
     }
 
     /// dv = Pᵀ·dOut and dLogits = P ⊙ (dP − rowsum(dP ⊙ P)), dP = dOut·vᵀ, for one head: `scoresBackward` for one head.
     private func headScoresBackward(_ p: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
                                     _ dOut: UnsafeMutablePointer<Float>, _ dLogits: UnsafeMutablePointer<Float>?,
-                                    _ dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape) {
+                                    _ dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, _ rows: HeadRows) {
         let (tq, tk, dvd) = (s.queries, s.keys, s.valueDim)
         if let dv {
-            AVX512Sgemm(transA: true, transB: false, m: tk, n: dvd, k: tq, alpha: 1, a: p, lda: tk, b: dOut, ldb: dvd,
-                        beta: 0, c: dv, ldc: dvd).runSerial()
+            AVX512Sgemm(transA: true, transB: false, m: tk, n: dvd, k: tq, alpha: 1, a: p, lda: tk, b: dOut, ldb: rows.out,
+                        beta: 0, c: dv, ldc: rows.v).runSerial()
         }
         guard let dLogits else { return }
-        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dvd, alpha: 1, a: dOut, lda: dvd, b: v, ldb: dvd,
+        AVX512Sgemm(transA: false, transB: true, m: tq, n: tk, k: dvd, alpha: 1, a: dOut, lda: rows.out, b: v, ldb: rows.v,
                     beta: 0, c: dLogits, ldc: tk).runSerial()
         for r in 0..<tq { softmaxBackwardRow(p + r * tk, dLogits + r * tk, dLogits + r * tk, tk) }
+    }
+
+    /// The backward of one head from its probabilities p (computed here when `recompute`): dv, then dS into this
+    /// thread's workspace, dq = scale·dS·k and dk = scale·dSᵀ·q. `perHeadBackward` for one head.
+    private func headBackward(_ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                              _ p: UnsafeMutablePointer<Float>, recompute: Bool, _ dOut: UnsafeMutablePointer<Float>,
+                              _ dq: UnsafeMutablePointer<Float>?, _ dk: UnsafeMutablePointer<Float>?,
+                              _ dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Double, _ rows: HeadRows) {
+        let (tq, tk, dh) = (s.queries, s.keys, s.headDim)
+        if recompute { headProbabilities(q, k, into: p, s, scale: scale, rows) }
+        let ds = dq != nil || dk != nil ? headScratch(1, tq * tk) : nil
+        headScoresBackward(p, v, dOut, ds, dv, s, rows)
+        guard let ds else { return }
+        if let dq {   // [Tq, Tk]·[Tk, Dh]
+            AVX512Sgemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: Float(scale), a: ds, lda: tk, b: k,
+                        ldb: rows.k, beta: 0, c: dq, ldc: rows.q).runSerial()
+        }
+        if let dk {   // [Tq, Tk]ᵀ·[Tq, Dh]
+            AVX512Sgemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: Float(scale), a: ds, lda: tk, b: q,
+                        ldb: rows.q, beta: 0, c: dk, ldc: rows.k).runSerial()
+        }
     }
 
     func perHeadForward(q: Buffer, k: Buffer, v: Buffer, probs: Buffer?, out: Buffer, _ s: AttentionShape,
@@ -65,10 +97,11 @@ extension CPUBackend {
         let pq = SendablePointer(q.pointer(Float.self)), pk = SendablePointer(k.pointer(Float.self))
         let pv = SendablePointer(v.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
         let pp = probs.map { SendablePointer($0.pointer(Float.self)) }
+        let rows = HeadRows.contiguous(s)
         Parallel.forEach(s.batch) { h in
             let p = pp.map { $0.base + h * tq * tk } ?? headScratch(0, tq * tk)
-            headProbabilities(pq.base + h * tq * dh, pk.base + h * tk * dh, into: p, s, scale: scale)
-            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s)
+            headProbabilities(pq.base + h * tq * dh, pk.base + h * tk * dh, into: p, s, scale: scale, rows)
+            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s, rows)
         }
     }
 
@@ -81,25 +114,12 @@ extension CPUBackend {
         let pp = probs.map { SendablePointer($0.pointer(Float.self)) }
         let pdq = dq.map { SendablePointer($0.pointer(Float.self)) }, pdk = dk.map { SendablePointer($0.pointer(Float.self)) }
         let pdv = dv.map { SendablePointer($0.pointer(Float.self)) }
-        let needScores = dq != nil || dk != nil
+        let rows = HeadRows.contiguous(s)
         Parallel.forEach(s.batch) { h in
-            let qh = pq.base + h * tq * dh, kh = pk.base + h * tk * dh
-            let p: UnsafeMutablePointer<Float>
-            if let pp { p = pp.base + h * tq * tk } else {
-                p = headScratch(0, tq * tk)
-                headProbabilities(qh, kh, into: p, s, scale: scale)
-            }
-            let ds = needScores ? headScratch(1, tq * tk) : nil
-            headScoresBackward(p, pv.base + h * tk * dvd, pg.base + h * tq * dvd, ds, pdv.map { $0.base + h * tk * dvd }, s)
-            guard let ds else { return }
-            if let pdq {   // [Tq, Tk]·[Tk, Dh]
-                AVX512Sgemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: Float(scale), a: ds, lda: tk, b: kh,
-                            ldb: dh, beta: 0, c: pdq.base + h * tq * dh, ldc: dh).runSerial()
-            }
-            if let pdk {   // [Tq, Tk]ᵀ·[Tq, Dh]
-                AVX512Sgemm(transA: true, transB: false, m: tk, n: dh, k: tq, alpha: Float(scale), a: ds, lda: tk, b: qh,
-                            ldb: dh, beta: 0, c: pdk.base + h * tk * dh, ldc: dh).runSerial()
-            }
+            headBackward(pq.base + h * tq * dh, pk.base + h * tk * dh, pv.base + h * tk * dvd,
+                         pp.map { $0.base + h * tq * tk } ?? headScratch(0, tq * tk), recompute: pp == nil,
+                         pg.base + h * tq * dvd, pdq.map { $0.base + h * tq * dh }, pdk.map { $0.base + h * tk * dh },
+                         pdv.map { $0.base + h * tk * dvd }, s, scale: scale, rows)
         }
     }
 
@@ -112,25 +132,14 @@ extension CPUBackend {
                                    headDim dh: Int, scale: Double) -> Bool {
         let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         guard perHead(s, scale: scale, needsHeadDim: true, [qkv, out, logits]) else { return false }
-        let d = heads * dh
+        let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
         let pl = logits.map { SendablePointer($0.pointer(Float.self)) }
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
-            let q = px.base + b * t * 3 * d + h * dh, k = q + d, v = q + 2 * d
-            let p = headScratch(0, t * t)
-            if let pl {
-                let l = pl.base + i * t * t
-                AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
-                            ldb: 3 * d, beta: 0, c: l, ldc: t).runSerial()
-                for r in 0..<t { softmaxRow(l + r * t, p + r * t, t) }
-            } else {
-                AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
-                            ldb: 3 * d, beta: 0, c: p, ldc: t).runSerial()
-                for r in 0..<t { softmaxRow(p + r * t, p + r * t, t) }
-            }
-            AVX512Sgemm(transA: false, transB: false, m: t, n: dh, k: t, alpha: 1, a: p, lda: t, b: v, ldb: 3 * d,
-                        beta: 0, c: po.base + b * t * d + h * dh, ldc: d).runSerial()
+            let q = px.base + b * t * 3 * d + h * dh, p = headScratch(0, t * t)
+            headProbabilities(q, q + d, into: p, logits: pl.map { $0.base + i * t * t }, s, scale: scale, rows)
+            headProbsTimesValues(p, q + 2 * d, po.base + b * t * d + h * dh, s, rows)
         }
         return true
     }
@@ -142,27 +151,14 @@ extension CPUBackend {
                                            headDim dh: Int, scale: Double) -> Bool {
         let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         guard perHead(s, scale: scale, needsHeadDim: true, [qkv, dOut, dqkv]) else { return false }
-        let d = heads * dh
+        let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), pg = SendablePointer(dOut.pointer(Float.self))
         let pd = SendablePointer(dqkv.pointer(Float.self))
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
-            let q = px.base + b * t * 3 * d + h * dh, k = q + d, v = q + 2 * d
-            let dq = pd.base + b * t * 3 * d + h * dh, dk = dq + d, dv = dq + 2 * d
-            let g = pg.base + b * t * d + h * dh
-            let p = headScratch(0, t * t), ds = headScratch(1, t * t)
-            AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: Float(scale), a: q, lda: 3 * d, b: k,
-                        ldb: 3 * d, beta: 0, c: p, ldc: t).runSerial()
-            for r in 0..<t { softmaxRow(p + r * t, p + r * t, t) }
-            AVX512Sgemm(transA: true, transB: false, m: t, n: dh, k: t, alpha: 1, a: p, lda: t, b: g, ldb: d,
-                        beta: 0, c: dv, ldc: 3 * d).runSerial()
-            AVX512Sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: 1, a: g, lda: d, b: v, ldb: 3 * d,
-                        beta: 0, c: ds, ldc: t).runSerial()
-            for r in 0..<t { softmaxBackwardRow(p + r * t, ds + r * t, ds + r * t, t) }
-            AVX512Sgemm(transA: false, transB: false, m: t, n: dh, k: t, alpha: Float(scale), a: ds, lda: t, b: k,
-                        ldb: 3 * d, beta: 0, c: dq, ldc: 3 * d).runSerial()
-            AVX512Sgemm(transA: true, transB: false, m: t, n: dh, k: t, alpha: Float(scale), a: ds, lda: t, b: q,
-                        ldb: 3 * d, beta: 0, c: dk, ldc: 3 * d).runSerial()
+            let q = px.base + b * t * 3 * d + h * dh, dq = pd.base + b * t * 3 * d + h * dh
+            headBackward(q, q + d, q + 2 * d, headScratch(0, t * t), recompute: true, pg.base + b * t * d + h * dh,
+                         dq, dq + d, dq + 2 * d, s, scale: scale, rows)
         }
         return true
     }
@@ -174,7 +170,7 @@ extension CPUBackend {
         Parallel.forEach(s.batch) { h in
             let l = pl.base + h * tq * tk, p = pp.base + h * tq * tk
             for r in 0..<tq { softmaxRow(l + r * tk, p + r * tk, tk) }
-            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s)
+            headProbsTimesValues(p, pv.base + h * tk * dv, po.base + h * tq * dv, s, .contiguous(s))
         }
     }
 
@@ -186,7 +182,7 @@ extension CPUBackend {
         let pdl = dLogits.map { SendablePointer($0.pointer(Float.self)) }, pdv = dv.map { SendablePointer($0.pointer(Float.self)) }
         Parallel.forEach(s.batch) { h in
             headScoresBackward(pp.base + h * tq * tk, pv.base + h * tk * dvd, pg.base + h * tq * dvd,
-                               pdl.map { $0.base + h * tq * tk }, pdv.map { $0.base + h * tk * dvd }, s)
+                               pdl.map { $0.base + h * tq * tk }, pdv.map { $0.base + h * tk * dvd }, s, .contiguous(s))
         }
     }
 }

@@ -58,7 +58,7 @@ public protocol AttentionKernels: AnyObject {
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
     func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?, shape: AttentionShape)
-    /// Inference attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`): qkv [N, T, 3·H·Dh]
+    /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`): qkv [N, T, 3·H·Dh]
     /// ([q | k | v], head-major within each), out [N, T, H·Dh] (the heads merged), logits [N, H, T, T] = scale·q·kᵀ
     /// unless nil; the bits of the split heads through `attentionForward` (or `attentionLogits` and
     /// `softmaxMatmulForward`). False (nothing written) where this backend has no such path: the default.

@@ -11,6 +11,8 @@ private func differing(_ a: [UInt32], _ b: [UInt32]?) -> Int {
     return zip(a, b).filter { $0 != $1 }.count
 }
 private func differing(_ a: Tensor, _ b: Tensor) -> Int { differing(bits(a), bits(b)) }
+/// (N, T, H, Dh): DINOv2's 257 tokens (two k blocks in P·v), odd token counts, a head width past one 48-column panel.
+private let packedShapes = [(2, 257, 3, 64), (3, 37, 4, 16), (1, 9, 2, 56)]
 
 /// Inference attention straight from a fused qkv projection (`Tensor.packedQKVAttention`: the CPU's per-head
 /// products read q, k, v in place and write the merged heads) gives bit for bit what splitting the heads, attending
@@ -21,7 +23,7 @@ private func differing(_ a: Tensor, _ b: Tensor) -> Int { differing(bits(a), bit
     guard CPUKernels.level == 2 else { return }
     let saved = Parallel.threads
     defer { Parallel.threads = saved }
-    for (n, t, heads, dh) in [(2, 257, 3, 64), (3, 37, 4, 16), (1, 9, 2, 56)] {
+    for (n, t, heads, dh) in packedShapes {
         let d = heads * dh
         let qkv = Tensor.randn([n, t, 3 * d], seed: UInt64(40 + t))
         let parts = qkv.reshaped([n, t, 3, heads, dh]).permuted([2, 0, 3, 1, 4])
@@ -59,7 +61,7 @@ private func differing(_ a: Tensor, _ b: Tensor) -> Int { differing(bits(a), bit
     guard CPUKernels.level == 2 else { return }
     let saved = Parallel.threads
     defer { Parallel.threads = saved }
-    for (n, t, heads, dh) in [(2, 257, 3, 64), (3, 37, 4, 16), (1, 9, 2, 56)] {
+    for (n, t, heads, dh) in packedShapes {
         let d = heads * dh
         let w = Tensor.randn([n, t, d], seed: UInt64(70 + t))
         for threads in [1, 2] {
