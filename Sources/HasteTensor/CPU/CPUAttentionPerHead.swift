@@ -15,8 +15,13 @@ extension CPUBackend {
     /// dimension (those are the grouped path's BLAS edge cases), a non-zero scale, scores within `perHeadScores`, and
     /// at least as many heads as threads (fewer heads use more threads split product by product).
     func perHead(_ s: AttentionShape, scale: Double, needsHeadDim: Bool, _ buffers: [Buffer?]) -> Bool {
+        s.batch >= max(1, Parallel.threads) && perHeadRuns(s, scale: scale, needsHeadDim: needsHeadDim, buffers)
+    }
+
+    /// `perHead` but for the thread count (a choice of speed, not of what the per-head kernels can run).
+    private func perHeadRuns(_ s: AttentionShape, scale: Double, needsHeadDim: Bool, _ buffers: [Buffer?]) -> Bool {
         CPUKernels.level == 2 && buffers.allSatisfy { $0 == nil || $0!.dtype == .float32 }
-            && s.batch >= max(1, Parallel.threads) && s.queries > 0 && s.keys > 0 && s.valueDim > 0
+            && s.queries > 0 && s.keys > 0 && s.valueDim > 0
             && (!needsHeadDim || s.headDim > 0) && scale != 0 && s.queries * s.keys <= CPUBackend.perHeadScores
     }
 
@@ -128,10 +133,18 @@ extension CPUBackend {
     /// logits, scale·q·kᵀ into them and the probabilities into this thread's workspace (as `attentionLogits` and
     /// `perHeadSoftmaxMatmulForward`), else the probabilities in the workspace (as `perHeadForward`). The products
     /// are the same AVX512Sgemm calls with other leading dimensions, which change no bit; the same row kernels.
+    public func packedQKVAttentionRuns(batch: Int, tokens t: Int, heads: Int, headDim dh: Int, scale: Double) -> Bool {
+        perHead(packedShape(batch, t, heads, dh), scale: scale, needsHeadDim: true, [])
+    }
+
+    private func packedShape(_ batch: Int, _ t: Int, _ heads: Int, _ dh: Int) -> AttentionShape {
+        AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+    }
+
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens t: Int, heads: Int,
-                                   headDim dh: Int, scale: Double) -> Bool {
-        let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
-        guard perHead(s, scale: scale, needsHeadDim: true, [qkv, out, logits]) else { return false }
+                                   headDim dh: Int, scale: Double) {
+        let s = packedShape(batch, t, heads, dh)
+        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, out, logits]), "packedQKVAttention: not a per-head shape")
         let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
         let pl = logits.map { SendablePointer($0.pointer(Float.self)) }
@@ -141,16 +154,16 @@ extension CPUBackend {
             headProbabilities(q, q + d, into: p, logits: pl.map { $0.base + i * t * t }, s, scale: scale, rows)
             headProbsTimesValues(p, q + 2 * d, po.base + b * t * d + h * dh, s, rows)
         }
-        return true
     }
 
     /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` (probabilities recomputed) per
     /// head with q, k, v read and dq, dk, dv written at their columns of the [N, T, 3D] rows and dOut read at its
     /// columns of the [N, T, D] rows: the same AVX512Sgemm calls and row kernels, other leading dimensions.
     public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens t: Int, heads: Int,
-                                           headDim dh: Int, scale: Double) -> Bool {
-        let s = AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
-        guard perHead(s, scale: scale, needsHeadDim: true, [qkv, dOut, dqkv]) else { return false }
+                                           headDim dh: Int, scale: Double) {
+        let s = packedShape(batch, t, heads, dh)
+        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, dOut, dqkv]),
+                     "packedQKVAttentionBackward: not a per-head shape")
         let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), pg = SendablePointer(dOut.pointer(Float.self))
         let pd = SendablePointer(dqkv.pointer(Float.self))
@@ -160,7 +173,6 @@ extension CPUBackend {
             headBackward(q, q + d, q + 2 * d, headScratch(0, t * t), recompute: true, pg.base + b * t * d + h * dh,
                          dq, dq + d, dq + 2 * d, s, scale: scale, rows)
         }
-        return true
     }
 
     func perHeadSoftmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, _ s: AttentionShape) {

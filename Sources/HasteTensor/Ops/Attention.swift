@@ -58,24 +58,31 @@ public protocol AttentionKernels: AnyObject {
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
     func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?, shape: AttentionShape)
-    /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`): qkv [N, T, 3·H·Dh]
-    /// ([q | k | v], head-major within each), out [N, T, H·Dh] (the heads merged), logits [N, H, T, T] = scale·q·kᵀ
-    /// unless nil; the bits of the split heads through `attentionForward` (or `attentionLogits` and
-    /// `softmaxMatmulForward`). False (nothing written) where this backend has no such path: the default.
+    /// Whether this backend runs `packedQKVAttention` (and its backward) for float32 qkv of this shape: asked before
+    /// anything is allocated for it. The default: never.
+    func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool
+    /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`), where
+    /// `packedQKVAttentionRuns`: qkv [N, T, 3·H·Dh] ([q | k | v], head-major within each), out [N, T, H·Dh] (the
+    /// heads merged), logits [N, H, T, T] = scale·q·kᵀ unless nil; the bits of the split heads through
+    /// `attentionForward` (or `attentionLogits` and `softmaxMatmulForward`).
     func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int, headDim: Int,
-                            scale: Double) -> Bool
-    /// The backward of `packedQKVAttention` without logits: dqkv [N, T, 3·H·Dh] = (dq | dk | dv) from dOut [N, T, H·Dh],
-    /// the probabilities recomputed; the bits of `attentionBackwardRecomputing` on the split heads. A backend that
-    /// runs the forward of a shape runs its backward (true); the default runs neither.
+                            scale: Double)
+    /// Its backward without logits: dqkv [N, T, 3·H·Dh] = (dq | dk | dv) from dOut [N, T, H·Dh], the probabilities
+    /// recomputed; the bits of `attentionBackwardRecomputing` on the split heads.
     func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
-                                    headDim: Int, scale: Double) -> Bool
+                                    headDim: Int, scale: Double)
 }
 
 extension AttentionKernels {
+    public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool { false }
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int,
-                                   headDim: Int, scale: Double) -> Bool { false }
+                                   headDim: Int, scale: Double) {
+        fatalError("packedQKVAttention: this backend has no such path (packedQKVAttentionRuns is false)")
+    }
     public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
-                                           headDim: Int, scale: Double) -> Bool { false }
+                                           headDim: Int, scale: Double) {
+        fatalError("packedQKVAttentionBackward: this backend has no such path (packedQKVAttentionRuns is false)")
+    }
 
     public func attentionBackwardRecomputing(q: Buffer, k: Buffer, v: Buffer, dOut: Buffer, dq: Buffer?, dk: Buffer?,
                                              dv: Buffer?, shape s: AttentionShape, scale: Double) {

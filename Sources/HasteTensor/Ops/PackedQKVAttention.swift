@@ -5,9 +5,9 @@
 /// their columns of one [N, T, 3·D] gradient the same way, recomputing the probabilities as the split path does.
 extension Tensor {
     /// qkv [N, T, 3·H·Dh] → (out [N, T, H·Dh], logits [N, H, T, T] when `logits`), or nil where the one-pass path
-    /// does not apply (logits with a gradient recorded; Autocast; not float32; a backend or shape without it): then
-    /// split the heads and use `scaledDotProductAttention` / `attentionWithLogits`, whose bits this gives, forward
-    /// and backward. scale defaults to 1/√Dh.
+    /// does not apply (logits with a gradient recorded; Autocast; not float32; a backend or shape without it, asked
+    /// before anything is allocated): then split the heads and use `scaledDotProductAttention` /
+    /// `attentionWithLogits`, whose bits this gives, forward and backward. scale defaults to 1/√Dh.
     public static func packedQKVAttention(_ qkv: Tensor, heads: Int, logits wantLogits: Bool,
                                           scale: Double? = nil) -> (output: Tensor, logits: Tensor?)? {
         require(qkv.rank == 3 && heads > 0 && qkv.shape[2] % (3 * heads) == 0,
@@ -17,12 +17,12 @@ extension Tensor {
         let (n, t, d) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3), dh = d / heads
         guard n > 0, t > 0, dh > 0 else { return nil }
         let s = scale ?? 1 / Double(dh).squareRoot()
+        guard qkv.backend.packedQKVAttentionRuns(batch: n, tokens: t, heads: heads, headDim: dh, scale: s) else { return nil }
         let x = qkv.contiguous()
         let out = Tensor.empty([n, t, d], dtype: qkv.dtype, device: qkv.device)
         let logits = wantLogits ? Tensor.empty([n, heads, t, t], dtype: qkv.dtype, device: qkv.device) : nil
-        guard x.backend.packedQKVAttention(qkv: x.buffer, out: out.buffer, logits: logits?.buffer, batch: n, tokens: t,
-                                           heads: heads, headDim: dh, scale: s)
-        else { return nil }
+        x.backend.packedQKVAttention(qkv: x.buffer, out: out.buffer, logits: logits?.buffer, batch: n, tokens: t,
+                                     heads: heads, headDim: dh, scale: s)
         // Recorded when qkv is tracked (never with logits, above); in a checkpoint's forward qkv is noted instead.
         return (out.recorded(PackedQKVAttentionBackward(qkv: qkv, heads: heads, scale: s)), logits)
     }
@@ -37,10 +37,8 @@ struct PackedQKVAttentionBackward: Backward {
         let x = qkv.contiguous()
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2] / 3)
         let dx = Tensor.empty(x.shape, dtype: dy.dtype, device: dy.device)
-        guard x.backend.packedQKVAttentionBackward(qkv: x.buffer, dOut: dy.buffer, dqkv: dx.buffer, batch: n, tokens: t,
-                                                   heads: heads, headDim: d / heads, scale: scale) else {
-            fatalError("packedQKVAttention: the backend ran the forward of \(x.shape) but not its backward")
-        }
+        x.backend.packedQKVAttentionBackward(qkv: x.buffer, dOut: dy.buffer, dqkv: dx.buffer, batch: n, tokens: t,
+                                             heads: heads, headDim: d / heads, scale: scale)   // whatever the thread count now
         return [dx]
     }
 }

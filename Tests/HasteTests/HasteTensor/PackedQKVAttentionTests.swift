@@ -90,6 +90,18 @@ private let packedShapes = [(2, 257, 3, 64), (3, 37, 4, 16), (1, 9, 2, 56)]
             #expect(differing(packed.1, permuted.1) == 0, "\(what): gradient vs permute")
         }
     }
+    // Two heads recorded on 2 threads, their backward run on 8 (fewer heads than threads: the forward would decline).
+    Parallel.threads = 2
+    let x = Tensor.randn([1, 9, 3 * 16], seed: 5), w = Tensor.randn([1, 9, 16], seed: 6)
+    x.requiresGrad = true
+    let out = Tensor.packedQKVAttention(x, heads: 2, logits: false)!.output
+    Parallel.threads = 8
+    (out * w).sum().backward()
+    let y = Tensor.randn([1, 9, 3 * 16], seed: 5)
+    y.requiresGrad = true
+    let (q, k, v) = y.splitHeads(2)
+    (Tensor.scaledDotProductAttention(q, k, v).transposed(1, 2).reshaped([1, 9, 16]) * w).sum().backward()
+    #expect(differing(x.grad!, y.grad!) == 0, "a backward on more threads than heads")
 }
 
 /// DINOv2 and SiT give the same bits whether their forward records gradients or not (a frozen teacher, sampling),
