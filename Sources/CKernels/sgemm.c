@@ -110,10 +110,57 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
     }
 }
 
+/// 8 × 16 transpose in registers for 8-high panels: r[q] (row q, k = p..p+15) → r[u] = k = p+2u then p+2u+1, each
+/// as rows 0..7 (the panel layout [k][row], two k per vector). 32 shuffles against transpose16's 64 on 8 zero rows.
+__attribute__((target("avx512f")))
+static inline void transpose8x16(__m512 r[8]) {
+    __m512 t[8], u[8], w[8];
+    for (int q = 0; q < 8; q += 2) {    // t[q] lane L: r_q[4L], r_q+1[4L], r_q[4L+1], r_q+1[4L+1]; t[q+1]: 4L+2, 4L+3
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int g = 0; g < 2; g++) {       // u[4g + c] lane L: column 4L + c of rows 4g..4g+3
+        __m512d a0 = _mm512_castps_pd(t[4 * g]), a1 = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d b0 = _mm512_castps_pd(t[4 * g + 2]), b1 = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+    }
+    for (int c = 0; c < 4; c++) {       // w[c]: lanes 0, 1 of u[c] then of u[4+c]; w[4+c]: lanes 2, 3
+        w[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+        w[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    }
+    for (int h = 0; h < 2; h++) {       // r[u]: column 2u (rows 0-3, 4-7) then 2u + 1: L = u / 2, c = 2 · (u % 2)
+        r[4 * h] = _mm512_shuffle_f32x4(w[4 * h], w[4 * h + 1], 0x88);
+        r[4 * h + 2] = _mm512_shuffle_f32x4(w[4 * h], w[4 * h + 1], 0xDD);
+        r[4 * h + 1] = _mm512_shuffle_f32x4(w[4 * h + 2], w[4 * h + 3], 0x88);
+        r[4 * h + 3] = _mm512_shuffle_f32x4(w[4 * h + 2], w[4 * h + 3], 0xDD);
+    }
+}
+
 /// op(A) rows [i0, i0+mc), columns [k0, k0+kc) into mr-high panels [p][r] (mr ≤ 16), rows past mc zero.
 __attribute__((target("avx512f")))
 static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long i0, long mc, long mr, float *dst) {
     const __mmask16 tile = lanes(mr);
+    if (trans_a && mr == 8) {    // op(A)[i][p] = a[p·lda + i]: two panels at a time, 16 values of row k0 + p a load
+        const long panel = 8 * kc;
+        for (long i = 0; i < mc; i += 16, dst += 2 * panel) {
+            const __mmask16 m = lanes(mc - i);
+            const float *s = a + k0 * lda + i0 + i;
+            float *d = dst;
+            if (i + 8 < mc) {
+                for (long p = 0; p < kc; p++, s += lda, d += 8) {
+                    __m512 v = _mm512_maskz_loadu_ps(m, s);
+                    _mm256_storeu_ps(d, _mm512_castps512_ps256(v));
+                    _mm256_storeu_pd((double *)(d + panel), _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+                }
+            } else {
+                for (long p = 0; p < kc; p++, s += lda, d += 8) _mm256_storeu_ps(d, _mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, s)));
+            }
+        }
+        return;
+    }
     for (long i = 0; i < mc; i += mr, dst += mr * kc) {
         long h = mc - i < mr ? mc - i : mr;
         if (trans_a) {     // op(A)[i][p] = a[p·lda + i]: each k gives mr contiguous values
@@ -125,6 +172,14 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
         } else {           // op(A)[i][p] = a[i·lda + p]: 16 k at a time transposed through registers
             const float *s = a + (i0 + i) * lda + k0;
             long p = 0;
+            if (mr == 8) {
+                for (; p + 16 <= kc; p += 16) {
+                    __m512 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
+                    transpose8x16(r);   // r[u]: k = p + 2u, p + 2u + 1 of the panel's rows
+                    for (int u = 0; u < 8; u++) _mm512_storeu_ps(dst + (p + 2 * u) * 8, r[u]);
+                }
+            }
             for (; p + 16 <= kc; p += 16) {
                 __m512 r[16];
                 for (int q = 0; q < 16; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
