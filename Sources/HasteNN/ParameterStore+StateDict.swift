@@ -3,7 +3,10 @@ import HasteTensor
 extension ParameterStore {
     /// Every entry (parameters and buffers) in registration order = PyTorch's state-dict order. The tensors
     /// are the registered ones (arena views after `finalize`), not copies.
-    public func stateDict() -> [(String, Tensor)] { entries.map { ($0.key, $0.tensor) } }
+    public func stateDict() -> [(String, Tensor)] {
+        unpackWeights()
+        return entries.map { ($0.key, $0.tensor) }
+    }
 
     /// Copies a state dict into the store (torch `load_state_dict`). Everything is checked before anything
     /// is copied, and one `HasteError.stateDict` lists every missing, unexpected and mis-shaped key (STYLE R6).
@@ -12,6 +15,7 @@ extension ParameterStore {
     public func load(_ tensors: [String: Tensor], strict: Bool = true) throws {
         try StateDictCheck.validate(expected: entries.map { ($0.key, $0.tensor.shape) }, given: tensors,
                                     strict: strict, what: "state dict")
+        unpackWeights()
         noGrad {
             for e in entries {
                 if let t = tensors[e.key] { e.tensor.copyValues(from: t) }

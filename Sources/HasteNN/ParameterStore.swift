@@ -33,6 +33,20 @@ public final class ParameterStore {
     public private(set) var requiresGrad = true
     public private(set) var device: Device = .cpu
 
+    /// Weights packed in place for the CPU GEMM by a frozen model's `prepackedForInference` (their values are not
+    /// W meanwhile): `stateDict`, `load`, `move(to:)` and `setRequiresGrad(true)` unpack them first (W bit for bit;
+    /// the packed layers then refuse to run, so nothing reads a packed weight as W).
+    public private(set) var packedWeights: [PackedLinearWeight] = []
+
+    /// Records weights of this store that were packed in place (`PackedLinearWeight`).
+    public func notePacked(_ weights: [PackedLinearWeight]) { packedWeights += weights }
+
+    /// Every packed weight back to W (see `packedWeights`).
+    public func unpackWeights() {
+        for w in packedWeights { w.unpack() }
+        packedWeights = []
+    }
+
     /// The value arena and its regions (element ranges), set by `finalize(on:)`.
     private(set) var arena: Storage?
     private(set) var nonDecayedRange = 0..<0
@@ -194,6 +208,7 @@ public final class ParameterStore {
     /// optimizer or EMA is made over the store (they allocate on the store's device); gradients are not kept.
     public func move(to device: Device) {
         require(isFinalized, "move(to:): finalize the store before moving it")
+        unpackWeights()
         guard device != self.device, !shapesOnly, let old = arena else { return }
         let count = old.byteCount / dtype.byteSize
         let moved = noGrad { Tensor(storage: old, shape: [count], offset: 0, dtype: dtype).to(device) }
@@ -213,6 +228,7 @@ public final class ParameterStore {
     /// and hold no gradient arena (a frozen teacher or sampling copy would otherwise carry a second copy of its
     /// weights' size); unfreezing attaches a zeroed one again.
     public func setRequiresGrad(_ flag: Bool) {
+        if flag { unpackWeights() }
         requiresGrad = flag
         for e in entries where e.isTrainable {
             e.tensor.requiresGrad = flag

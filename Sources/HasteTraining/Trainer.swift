@@ -64,8 +64,11 @@ public final class Trainer {
         try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
         student = try models.student.make(seed: UInt64(config.seed))
         student.store.move(to: device)                          // before the optimizer and EMA allocate there
-        teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
-        teacher?.store.move(to: device)
+        let loaded = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
+        loaded?.store.move(to: device)
+        // float32 on the CPU: the teacher's weights packed once for the GEMM instead of on every step (same bits)
+        teacher = ComputePrecision(flag: config.mixedPrecision, device: device) ?? .float32 == .float32
+            ? loaded?.prepackedForInference() : loaded
         optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                           eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
         ema = EMA(from: student.store)

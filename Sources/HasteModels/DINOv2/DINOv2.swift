@@ -8,7 +8,7 @@ public struct DINOv2 {
     public let store: ParameterStore
     let clsToken: Tensor, posEmbed: Tensor
     let patchWeight: Tensor, patchBias: Tensor
-    let blocks: [DINOv2Block]
+    private(set) var blocks: [DINOv2Block]
     let norm: (Tensor, Tensor)
 
     /// `frozen`: a teacher that is never trained (HASTE/REPA's encoder): its store never allocates a gradient
@@ -46,6 +46,20 @@ public struct DINOv2 {
         store.finalize()
     }
 
+    /// This frozen encoder with its linear weights packed in place for the CPU GEMM (`PackedLinearWeight`: those
+    /// whose output width is a multiple of 48, on a float32 CPU store with AVX-512F): a forward pass then reads them
+    /// straight into the kernel instead of packing every weight again (the HASTE teacher runs one forward per
+    /// training step). The same bits as before. Forward passes without gradients only, on the CPU in float32
+    /// (not under autocast); the store unpacks them before anything reads its values (`ParameterStore.packedWeights`),
+    /// after which this value refuses to run. Use the returned value in place of this one.
+    public func prepackedForInference() -> DINOv2 {
+        guard !store.requiresGrad, store.device == .cpu, store.packedWeights.isEmpty else { return self }
+        var copy = self
+        copy.blocks = blocks.map { $0.prepackedForInference() }
+        store.notePacked(copy.blocks.flatMap(\.packedWeights))
+        return copy
+    }
+
     /// images: (B, 3, g·14, g·14), already preprocessed (`DINOv2.preprocess`). `logitLayers`: 0-based blocks.
     public func callAsFunction(_ images: Tensor, logitLayers: Set<Int> = []) -> DINOv2Output {
         let side = config.imageSize
@@ -69,9 +83,9 @@ public struct DINOv2 {
 /// One ViT block: x + ls1·Attn(norm1(x)); x + ls2·MLP(norm2(x)).
 struct DINOv2Block {
     let norm1: (Tensor, Tensor), norm2: (Tensor, Tensor)
-    let qkv: Linear, proj: Linear
+    private(set) var qkv: Linear, proj: Linear
     let ls1: Tensor, ls2: Tensor
-    let mlp: MLP?, w12: Linear?, w3: Linear?
+    private(set) var mlp: MLP?, w12: Linear?, w3: Linear?
     let heads: Int
 
     init(_ p: ParameterScope, _ c: DINOv2Config) {
@@ -92,6 +106,20 @@ struct DINOv2Block {
         }
         ls2 = p["ls2"].parameter("gamma", [d], .ones)
         heads = c.numHeads
+    }
+
+    func prepackedForInference() -> DINOv2Block {
+        var copy = self
+        copy.qkv = qkv.prepackedForInference()
+        copy.proj = proj.prepackedForInference()
+        copy.mlp = mlp?.prepackedForInference()
+        copy.w12 = w12?.prepackedForInference()
+        copy.w3 = w3?.prepackedForInference()
+        return copy
+    }
+
+    var packedWeights: [PackedLinearWeight] {
+        [qkv.packed, proj.packed, mlp?.fc1.packed, mlp?.fc2.packed, w12?.packed, w3?.packed].compactMap { $0 }
     }
 
     func callAsFunction(_ x: Tensor, logits: Bool) -> (Tensor, Tensor?) {

@@ -14,12 +14,21 @@ public struct MLP {
         self.activation = activation
     }
 
+    private init(fc1: Linear, fc2: Linear, activation: Activation) {
+        (self.fc1, self.fc2, self.activation) = (fc1, fc2, activation)
+    }
+
+    /// Both weights packed in place for forward passes without gradients (`Linear.prepackedForInference`).
+    public func prepackedForInference() -> MLP {
+        MLP(fc1: fc1.prepackedForInference(), fc2: fc2.prepackedForInference(), activation: activation)
+    }
+
     /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
     /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
     /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
-            return fc2(x.linear(fc1.weight).biasGeluTanh(bias))
+            return fc2((fc1.packed.map { x.linear(packed: $0) } ?? x.linear(fc1.weight)).biasGeluTanh(bias))
         }
         return fc2(activation(fc1(x)))
     }

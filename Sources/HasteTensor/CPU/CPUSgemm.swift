@@ -124,6 +124,30 @@ struct AVX512Sgemm {
         }
     }
 
+    /// C (m × n) = A (m × k, rows contiguous) · op(B) + bias with op(B) already packed whole (PackedLinearWeight:
+    /// K block p0 of haste_sgemm_kc_step(k) rows at p0 · n, n a multiple of NR): the rows of C in whole tiles per
+    /// thread, every thread reading the one packed B. The K blocks, their order and the first block's bias or
+    /// beta 0 are those of every other path here, so the bits are `run`'s.
+    static func runPrepacked(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, packed: UnsafePointer<Float>,
+                             bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) {
+        let mr = Int(HASTE_SGEMM_MR), step = haste_sgemm_kc_step(k), tiles = (m + mr - 1) / mr
+        let parts = m * n * k < parallelMACs ? 1 : Swift.min(parts(threads: Parallel.threads), tiles)
+        let rowsPer = (tiles + parts - 1) / parts * mr
+        let ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: packed))
+        let cp = SendablePointer(c), biasPointer = bias.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
+        func rows(_ part: Int) {
+            let i0 = part * rowsPer, i1 = Swift.min(m, i0 + rowsPer)
+            guard i0 < i1 else { return }
+            for p0 in stride(from: 0, to: k, by: step) {
+                haste_sgemm_block(0, ap.base, k, p0, Swift.min(step, k - p0), i0, i1, bp.base + p0 * n, 0, n, 1,
+                                  p0 == 0 ? 0 : 1, cp.base, n, p0 == 0 ? biasPointer.map { UnsafePointer($0.base) } : nil)
+            }
+        }
+        CPUBackend.withGemmMutex {
+            if parts == 1 { rows(0) } else { Parallel.forEach(parts) { rows($0) } }
+        }
+    }
+
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
     /// All of K is packed at once (for up to `packedFloats` of B), so the threads meet twice per product, not twice
     /// per KC block: on a shared machine every meeting waits for the slowest thread.

@@ -257,3 +257,30 @@ final class PoisonedDataset: TrainingDataset {
     #expect(losses[0].count == 3 && losses[0].allSatisfy(\.isFinite))
     #expect(losses[0] == losses[1] && losses[1] == losses[2])
 }
+
+/// A float32 Trainer on an AVX-512 CPU packs its frozen teacher's weights once (`DINOv2.prepackedForInference`;
+/// a 48-wide teacher, so every linear packs), and the packed teacher's features and logits are bit for bit the
+/// unpacked teacher's on the Trainer's own first batch; under bf16 autocast it keeps W (autocast rounds W).
+@Test func trainerPacksItsFrozenTeacherWithoutChangingItsOutput() throws {
+    guard CPUKernels.level == 2 else { return }
+    let dir = temporaryDirectory()
+    var c = tinyRunConfig(dir)
+    (c.teacherEmbedDim, c.teacherHeads) = (48, 3)
+    c.encWeights = try writeTinyTeacher(dir, c)
+    let dataset = SyntheticDataset()
+    let trainer = try Trainer(config: c, dataset: dataset)
+    let packed = try #require(trainer.teacher)
+    #expect(packed.store.packedWeights.count == 4 * c.teacherDepth, "the teacher's linears are packed")
+    let plain = try loadTeacher(try c.teacherConfig(), weights: c.encWeights)
+    #expect(plain.store.packedWeights.isEmpty)
+    let images = try #require(try dataset.batch(Array(0..<c.batchSize)).images)
+    let objective = Objective(config: c, models: trainer.models)
+    let a = objective.teacherPass(packed, images: images), b = objective.teacherPass(plain, images: images)
+    #expect(a.patchTokens.scalars(as: Float.self) == b.patchTokens.scalars(as: Float.self), "teacher features")
+    #expect(a.attentionLogits.keys.sorted() == b.attentionLogits.keys.sorted() && !a.attentionLogits.isEmpty)
+    for (i, l) in a.attentionLogits { #expect(l.scalars(as: Float.self) == b.attentionLogits[i]!.scalars(as: Float.self), "logits \(i)") }
+
+    var autocast = c
+    (autocast.expName, autocast.mixedPrecision) = ("bf16", "bf16")
+    #expect(try Trainer(config: autocast, dataset: dataset).teacher?.store.packedWeights.isEmpty == true, "bf16: W as loaded")
+}
