@@ -1,6 +1,7 @@
 #include "CKernels.h"
 #include <string.h>
 #include <math.h>
+#include <stdlib.h>
 
 int haste_cpu_level(void) {
 #if defined(__x86_64__)
@@ -53,6 +54,44 @@ static void NAME(float *p, const float *g, float *m, float *v, size_t n, float d
 ADAMW_VECTOR(adamw_avx512, "avx512f", haste_v16, 16)
 ADAMW_VECTOR(adamw_avx2, "avx2,fma", haste_v8, 8)
 #endif
+
+#if defined(__x86_64__)
+// blockedSquares (CPUOptimizer.swift) with its SIMD16 lanes as one zmm (AVX-512F) or two ymm (AVX2): lane by lane
+// the same multiplies and adds (-ffp-contract=off), lane sum in order from −0 as Swift's SIMD.sum().
+#define SUM_SQUARES(NAME, TARGET, V, LANES)                                                                        \
+__attribute__((target(TARGET)))                                                                                   \
+static double NAME(const float *p, size_t n) {                                                                    \
+    double total = 0.0;                                                                                           \
+    for (size_t start = 0; start < n; start += 1024) {                                                            \
+        size_t end = n - start < 1024 ? n : start + 1024, i = start;                                              \
+        V acc[16 / LANES];                                                                                        \
+        for (int h = 0; h < 16 / LANES; h++) acc[h] = (V)0.0f;                                                    \
+        for (; i + 16 <= end; i += 16) {                                                                          \
+            for (int h = 0; h < 16 / LANES; h++) {                                                                \
+                V s; memcpy(&s, p + i + h * LANES, sizeof s);                                                     \
+                acc[h] = acc[h] + s * s;                                                                          \
+            }                                                                                                     \
+        }                                                                                                         \
+        float lanes[16]; memcpy(lanes, acc, sizeof lanes);                                                        \
+        float sum = -0.0f;                                                                                        \
+        for (int l = 0; l < 16; l++) sum += lanes[l];                                                             \
+        for (; i < end; i++) sum += p[i] * p[i];                                                                  \
+        total += (double)sum;                                                                                     \
+    }                                                                                                             \
+    return total;                                                                                                 \
+}
+SUM_SQUARES(sum_squares_avx512, "avx512f", haste_v16, 16)
+SUM_SQUARES(sum_squares_avx2, "avx2,fma", haste_v8, 8)
+#endif
+
+double haste_sum_squares_f32(int level, const float *p, size_t n) {
+#if defined(__x86_64__)
+    if (level >= 2) return sum_squares_avx512(p, n);
+    if (level == 1) return sum_squares_avx2(p, n);
+#endif
+    (void)level; (void)p; (void)n;
+    abort();
+}
 
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
                      float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step) {

@@ -8,6 +8,11 @@
 /// 2: AVX-512F; 1: AVX2 and FMA; 0: neither (the caller's portable loop). From CPUID via the compiler's runtime.
 int haste_cpu_level(void);
 
+/// Σ p[i]² over n float32 elements as CPUOptimizer.swift's blockedSquares computes it (level 1 or 2; the Swift loop
+/// otherwise): per 1024-element block, 16 float lanes of s·s added (unfused), the lanes summed in order from −0,
+/// the block's tail added, the block's sum added to a double. The same bits.
+double haste_sum_squares_f32(int level, const float *p, size_t n);
+
 /// torch AdamW over float32 elements [0, n) (see CPUBackend.adamw for the per-element formula, which this repeats).
 /// `level` is haste_cpu_level()'s answer (1 or 2).
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,

@@ -98,8 +98,12 @@ extension CPUBackend {
         let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks)
         defer { partial.deallocate() }
         let px = SendablePointer(x), pr = SendablePointer(partial)
+        let level = Int32(CPUKernels.level), float32 = T.self == Float.self
         Parallel.chunks(count, chunk: chunk) { r in
-            pr.base[r.lowerBound / chunk] = blockedSquares(px.base + r.lowerBound, r.count)
+            pr.base[r.lowerBound / chunk] = float32 && level > 0
+                ? UnsafeRawPointer(px.base + r.lowerBound).withMemoryRebound(to: Float.self, capacity: r.count) {
+                    haste_sum_squares_f32(level, $0, r.count)                  // the same bits at AVX width
+                } : blockedSquares(px.base + r.lowerBound, r.count)
         }
         var total = 0.0
         for i in 0..<chunks { total += partial[i] }

@@ -127,3 +127,19 @@ func vectorLevels() -> [Int] {
         }
     }
 }
+
+/// CKernels' sum of squares (the gradient norm of clipping; every variant this CPU can run) gives exactly the Swift
+/// loop's double (`blockedSquares`): lengths inside one 1024-element block, across several with vector and scalar
+/// tails, values from 1e-20 to 1e6 with zeros and a negative zero.
+@Test func vectorSumOfSquaresMatchesThePortableLoopBitForBit() {
+    var x = (0..<5000).map { i in Float(sin(Double(i) * 0.713)) * Float(pow(10, Double(i % 27) - 20)) }
+    x[5] = 0; x[6] = -0.0; x[7] = 1e6
+    for level in vectorLevels() {
+        for n in [0, 1, 15, 16, 17, 1023, 1024, 1040, 3000, 5000] {
+            x.withUnsafeMutableBufferPointer { p in
+                let swift = blockedSquares(p.baseAddress!, n), vector = haste_sum_squares_f32(Int32(level), p.baseAddress!, n)
+                #expect(swift.bitPattern == vector.bitPattern, "level \(level), \(n) elements: \(swift) vs \(vector)")
+            }
+        }
+    }
+}
