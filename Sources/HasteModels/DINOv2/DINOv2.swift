@@ -10,6 +10,8 @@ public struct DINOv2 {
     let patchWeight: Tensor, patchBias: Tensor
     private(set) var blocks: [DINOv2Block]
     let norm: (Tensor, Tensor)
+    /// Whether this value runs the packed weights (`prepackedForInference` returned it).
+    private(set) var runsPacked = false
 
     /// `frozen`: a teacher that is never trained (HASTE/REPA's encoder): its store never allocates a gradient
     /// arena (setting it frozen after construction frees the arena, but its pages were touched: 344 MB of RSS
@@ -56,6 +58,7 @@ public struct DINOv2 {
         guard !store.requiresGrad, store.device == .cpu, store.packedWeights.isEmpty else { return self }
         var copy = self
         copy.blocks = blocks.map { $0.prepackedForInference() }
+        copy.runsPacked = true
         store.notePacked(copy.blocks.flatMap(\.packedWeights))
         return copy
     }
@@ -63,6 +66,8 @@ public struct DINOv2 {
     /// images: (B, 3, g·14, g·14), already preprocessed (`DINOv2.preprocess`). `logitLayers`: 0-based blocks.
     public func callAsFunction(_ images: Tensor, logitLayers: Set<Int> = []) -> DINOv2Output {
         let side = config.imageSize
+        require(runsPacked || store.packedWeights.isEmpty,
+                "DINOv2: its weights are packed in place (prepackedForInference); run the value that call returned, or unpack the store")
         require(images.rank == 4 && images.shape[1] == config.inChannels && images.shape[2] == side && images.shape[3] == side,
                      "DINOv2: input \(images.shape), expected [B, \(config.inChannels), \(side), \(side)] (grid \(config.grid) × patch \(config.patchSize))")
         let b = images.shape[0], d = config.embedDim, np = config.tokens
