@@ -139,12 +139,13 @@ static inline void transpose8x16(__m512 r[8]) {
     }
 }
 
-/// op(A) rows [i0, i0+mc), columns [k0, k0+kc) into mr-high panels [p][r] (mr ≤ 16), rows past mc zero.
+_Static_assert(HASTE_SGEMM_MR == 8, "pack_a and the micro-kernels are written for 8-high panels of A");
+
+/// op(A) rows [i0, i0+mc), columns [k0, k0+kc) into 8-high panels [p][r] (HASTE_SGEMM_MR), rows past mc zero.
 __attribute__((target("avx512f")))
-static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long i0, long mc, long mr, float *dst) {
-    const __mmask16 tile = lanes(mr);
-    if (trans_a && mr == 8) {    // op(A)[i][p] = a[p·lda + i]: two panels at a time, 16 values of row k0 + p a load
-        const long panel = 8 * kc;
+static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long i0, long mc, float *dst) {
+    const long panel = 8 * kc;
+    if (trans_a) {         // op(A)[i][p] = a[p·lda + i]: two panels at a time, 16 values of row k0 + p a load
         for (long i = 0; i < mc; i += 16, dst += 2 * panel) {
             const __mmask16 m = lanes(mc - i);
             const float *s = a + k0 * lda + i0 + i;
@@ -161,34 +162,18 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
         }
         return;
     }
-    for (long i = 0; i < mc; i += mr, dst += mr * kc) {
-        long h = mc - i < mr ? mc - i : mr;
-        if (trans_a) {     // op(A)[i][p] = a[p·lda + i]: each k gives mr contiguous values
-            __mmask16 m = lanes(h);
-            const float *s = a + k0 * lda + i0 + i;
-            for (long p = 0; p < kc; p++, s += lda) {
-                _mm512_mask_storeu_ps(dst + p * mr, tile, _mm512_maskz_loadu_ps(m, s));
-            }
-        } else {           // op(A)[i][p] = a[i·lda + p]: 16 k at a time transposed through registers
-            const float *s = a + (i0 + i) * lda + k0;
-            long p = 0;
-            if (mr == 8) {
-                for (; p + 16 <= kc; p += 16) {
-                    __m512 r[8];
-                    for (int q = 0; q < 8; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
-                    transpose8x16(r);   // r[u]: k = p + 2u, p + 2u + 1 of the panel's rows
-                    for (int u = 0; u < 8; u++) _mm512_storeu_ps(dst + (p + 2 * u) * 8, r[u]);
-                }
-            }
-            for (; p + 16 <= kc; p += 16) {
-                __m512 r[16];
-                for (int q = 0; q < 16; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
-                transpose16(r);   // r[t]: k = p + t of the panel's rows
-                for (int t = 0; t < 16; t++) _mm512_mask_storeu_ps(dst + (p + t) * mr, tile, r[t]);
-            }
-            for (; p < kc; p++) {
-                for (long r = 0; r < mr; r++) dst[p * mr + r] = r < h ? s[r * lda + p] : 0.0f;
-            }
+    for (long i = 0; i < mc; i += 8, dst += panel) {   // op(A)[i][p] = a[i·lda + p]: 16 k at a time through registers
+        const long h = mc - i < 8 ? mc - i : 8;
+        const float *s = a + (i0 + i) * lda + k0;
+        long p = 0;
+        for (; p + 16 <= kc; p += 16) {
+            __m512 r[8];
+            for (int q = 0; q < 8; q++) r[q] = q < h ? _mm512_loadu_ps(s + q * lda + p) : _mm512_setzero_ps();
+            transpose8x16(r);   // r[u]: k = p + 2u, p + 2u + 1 of the panel's rows
+            for (int u = 0; u < 8; u++) _mm512_storeu_ps(dst + (p + 2 * u) * 8, r[u]);
+        }
+        for (; p < kc; p++) {
+            for (long r = 0; r < 8; r++) dst[p * 8 + r] = r < h ? s[r * lda + p] : 0.0f;
         }
     }
 }
@@ -249,7 +234,7 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
     if (!ap) abort();
     for (long i = i0; i < i1; i += MC) {
         long mc = i1 - i < MC ? i1 - i : MC;
-        pack_a(trans_a, a, lda, k0, kc, i, mc, HASTE_SGEMM_MR, ap);
+        pack_a(trans_a, a, lda, k0, kc, i, mc, ap);
         // Columns of B̃ a tile row of Ã (8 × kc, in L1) runs across before the next tile row. kc ≤ 128: one panel
         // (≤ 24 KiB, it stays in L1 across the tile rows; Winograd's products of k = C channels: conv3x3 128→128 at
         // 256², 2 threads, `haste bench ops`: 217–228 GFLOP/s against 164–197 with CW). Larger kc: CW columns (kc × CW

@@ -64,11 +64,8 @@ public final class Trainer {
         try Trainer.checkShares(batchSize: config.batchSize, ranks: comm.size)
         student = try models.student.make(seed: UInt64(config.seed))
         student.store.move(to: device)                          // before the optimizer and EMA allocate there
-        let loaded = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
-        loaded?.store.move(to: device)
-        // float32 on the CPU: the teacher's weights packed once for the GEMM instead of on every step (same bits)
-        teacher = ComputePrecision(flag: config.mixedPrecision, device: device) ?? .float32 == .float32
-            ? loaded?.prepackedForInference() : loaded
+        teacher = try models.teacher.map { try loadTeacher($0, weights: config.encWeights) }
+        teacher?.store.move(to: device)
         optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                           eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
         ema = EMA(from: student.store)
@@ -76,6 +73,8 @@ public final class Trainer {
         objective = Objective(config: config, models: models)
         order = EpochOrder(count: dataset.count, batchSize: config.batchSize, seed: UInt64(config.seed))
         for path in run.removedTemporaries { say("removed \(path), left by a write that was interrupted") }
+        // float32 on the CPU: the teacher's weights packed once for the GEMM instead of on every step (same bits)
+        if precision == .float32 { teacher = teacher?.prepackedForInference() }
         if precision == .float16 { state.scaler = LossScaler(scale: Float(config.fp16InitScale)) }
         try resumeIfAsked()
         if comm.isWriter { try run.writeConfig(config) }

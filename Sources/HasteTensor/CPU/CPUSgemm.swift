@@ -124,28 +124,16 @@ struct AVX512Sgemm {
         }
     }
 
-    /// C (m × n) = A (m × k, rows contiguous) · op(B) + bias with op(B) already packed whole (PackedLinearWeight:
-    /// K block p0 of haste_sgemm_kc_step(k) rows at p0 · n, n a multiple of NR): the rows of C in whole tiles per
-    /// thread, every thread reading the one packed B. The K blocks, their order and the first block's bias or
-    /// beta 0 are those of every other path here, so the bits are `run`'s.
+    /// C (m × n) = A (m × k, rows contiguous) · Wᵀ + bias with Wᵀ already packed whole (PackedLinearWeight: K block
+    /// p0 of haste_sgemm_kc_step(k) rows at p0 · n, n a multiple of NR: `run`'s shared layout): `run`'s split of C
+    /// between the threads over that B̃, without packing it. The same K blocks and order, so `run`'s bits.
     static func runPrepacked(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, packed: UnsafePointer<Float>,
                              bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) {
-        let mr = Int(HASTE_SGEMM_MR), step = haste_sgemm_kc_step(k), tiles = (m + mr - 1) / mr
-        let parts = m * n * k < parallelMACs ? 1 : Swift.min(parts(threads: Parallel.threads), tiles)
-        let rowsPer = (tiles + parts - 1) / parts * mr
-        let ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: packed))
-        let cp = SendablePointer(c), biasPointer = bias.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
-        func rows(_ part: Int) {
-            let i0 = part * rowsPer, i1 = Swift.min(m, i0 + rowsPer)
-            guard i0 < i1 else { return }
-            for p0 in stride(from: 0, to: k, by: step) {
-                haste_sgemm_block(0, ap.base, k, p0, Swift.min(step, k - p0), i0, i1, bp.base + p0 * n, 0, n, 1,
-                                  p0 == 0 ? 0 : 1, cp.base, n, p0 == 0 ? biasPointer.map { UnsafePointer($0.base) } : nil)
-            }
-        }
-        CPUBackend.withGemmMutex {
-            if parts == 1 { rows(0) } else { Parallel.forEach(parts) { rows($0) } }
-        }
+        var product = AVX512Sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: packed, ldb: k,
+                                  beta: 0, c: c, ldc: n)
+        product.bias = bias
+        let parts = m * n * k < parallelMACs ? 1 : parts(threads: Parallel.threads)
+        CPUBackend.withGemmMutex { product.runPacked(SendablePointer(UnsafeMutablePointer(mutating: packed)), j0: 0, j1: n, parts: parts) }
     }
 
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
@@ -163,18 +151,13 @@ struct AVX512Sgemm {
         if m > AVX512Sgemm.columnSplitRows && allPanels >= parts * AVX512Sgemm.columnSplitPanels {
             return runColumns(parts: parts, block: AVX512Sgemm.nc)
         }
-        let mr = Int(HASTE_SGEMM_MR), kcStep = haste_sgemm_kc_step(k)
+        let kcStep = haste_sgemm_kc_step(k)
         let ncMax = Swift.max(nr, Swift.min(AVX512Sgemm.nc, AVX512Sgemm.packedFloats / k / nr * nr))
         let packed = SendablePointer(AVX512Sgemm.packBuffer(k * Int(haste_sgemm_packed_b_floats(1, Swift.min(n, ncMax))), slot: slot))
-        let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a)), bp = SendablePointer(UnsafeMutablePointer(mutating: b))
-        let ta: Int32 = transA ? 1 : 0, tb: Int32 = transB ? 1 : 0, conv = conv
-        let biasPointer = bias.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
+        let bp = SendablePointer(UnsafeMutablePointer(mutating: b))
+        let tb: Int32 = transB ? 1 : 0, conv = conv
         for j0 in stride(from: 0, to: n, by: ncMax) {
             let j1 = Swift.min(n, j0 + ncMax), panels = (j1 - j0 + nr - 1) / nr, width = panels * nr
-            // Rows of C in pieces of whole tiles (HASTE_SGEMM_MR rows); with too few rows, columns in pieces of whole NR panels.
-            let tiles = (m + mr - 1) / mr
-            let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
-            let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts
             let packParts = Swift.min(parts, panels), packPer = (panels + packParts - 1) / packParts
             // KC block p0 of B̃ starts at p0 · width; panel q of a block of kc rows at q · kc · NR within it.
             Parallel.forEach(packParts) { part in
@@ -187,16 +170,30 @@ struct AVX512Sgemm {
                     else { haste_sgemm_pack_b(tb, bp.base, ldb, p0, kc, j0 + first * nr, end, dst) }
                 }
             }
-            Parallel.forEach(rowParts * colParts) { part in
-                let i0 = (part / colParts) * rowsPer, firstPanel = (part % colParts) * panelsPer
-                let i1 = Swift.min(m, i0 + rowsPer), lastPanel = Swift.min(panels, firstPanel + panelsPer)
-                guard i0 < i1, firstPanel < lastPanel else { return }
-                for p0 in stride(from: 0, to: k, by: kcStep) {
-                    let kc = Swift.min(kcStep, k - p0)
-                    haste_sgemm_block(ta, ap.base, lda, p0, kc, i0, i1, packed.base + p0 * width + firstPanel * kc * nr,
-                                      j0 + firstPanel * nr, Swift.min(j1, j0 + lastPanel * nr), alpha, p0 == 0 ? beta : 1,
-                                      cp.base, ldc, p0 == 0 ? biasPointer.map { UnsafePointer($0.base) } : nil)
-                }
+            runPacked(packed, j0: j0, j1: j1, parts: parts)
+        }
+    }
+
+    /// Columns [j0, j1) of C from B̃ packed whole for them (KC block p0 at p0 · width, width = their panels · NR):
+    /// the rows of C in pieces of whole tiles (HASTE_SGEMM_MR rows) between `parts` threads; with too few rows, the
+    /// columns too, in pieces of whole NR panels. The caller holds CPUBackend.gemmMutex.
+    private func runPacked(_ packed: SendablePointer<Float>, j0: Int, j1: Int, parts: Int) {
+        let nr = AVX512Sgemm.nr, mr = Int(HASTE_SGEMM_MR), kcStep = haste_sgemm_kc_step(k)
+        let panels = (j1 - j0 + nr - 1) / nr, width = panels * nr, tiles = (m + mr - 1) / mr
+        let rowParts = Swift.min(parts, tiles), colParts = rowParts >= parts ? 1 : Swift.min(parts / rowParts, panels)
+        let rowsPer = (tiles + rowParts - 1) / rowParts * mr, panelsPer = (panels + colParts - 1) / colParts
+        let cp = SendablePointer(c), ap = SendablePointer(UnsafeMutablePointer(mutating: a))
+        let ta: Int32 = transA ? 1 : 0, alpha = alpha, beta = beta, lda = lda, ldc = ldc, k = k, m = m
+        let biasPointer = bias.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
+        Parallel.forEach(rowParts * colParts) { part in
+            let i0 = (part / colParts) * rowsPer, firstPanel = (part % colParts) * panelsPer
+            let i1 = Swift.min(m, i0 + rowsPer), lastPanel = Swift.min(panels, firstPanel + panelsPer)
+            guard i0 < i1, firstPanel < lastPanel else { return }
+            for p0 in stride(from: 0, to: k, by: kcStep) {
+                let kc = Swift.min(kcStep, k - p0)
+                haste_sgemm_block(ta, ap.base, lda, p0, kc, i0, i1, packed.base + p0 * width + firstPanel * kc * nr,
+                                  j0 + firstPanel * nr, Swift.min(j1, j0 + lastPanel * nr), alpha, p0 == 0 ? beta : 1,
+                                  cp.base, ldc, p0 == 0 ? biasPointer.map { UnsafePointer($0.base) } : nil)
             }
         }
     }

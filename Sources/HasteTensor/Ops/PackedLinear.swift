@@ -55,13 +55,13 @@ public final class PackedLinearWeight: @unchecked Sendable {
 }
 
 extension Tensor {
-    /// `linear(W, bias)` with W packed (`PackedLinearWeight`): the same bits, without packing W. Forward only: x
-    /// must not be tracked (a frozen encoder's input), and not under `Autocast` (its rounded copy of W needs W).
+    /// `linear(W, bias)` with W packed (`PackedLinearWeight`): the same bits, without packing W. Forward only: nothing
+    /// to record (a frozen encoder's input, or under `noGrad`), and not under `Autocast` (its rounded copy of W needs W).
     public func linear(packed: PackedLinearWeight, bias: Tensor? = nil) -> Tensor {
         require(packed.isPacked, "linear(packed:): the weight \(packed.weight.shape) was unpacked")
         require(rank >= 1 && shape[rank - 1] == packed.inFeatures,
                 "linear(packed:): input \(shape) with weight [\(packed.outFeatures), \(packed.inFeatures)]")
-        require(!isTracked && bias?.isTracked != true && !packed.weight.requiresGrad,
+        require(!packed.weight.requiresGrad && !(GradMode.isEnabled && (isTracked || bias?.isTracked == true)),
                 "linear(packed:): a packed weight serves forward passes without gradients (a frozen teacher); input \(shape) is tracked")
         require(Autocast.precision == .float32, "linear(packed:): not under autocast (\(Autocast.precision))")
         require(dtype == .float32 && device == .cpu && (bias == nil || (bias!.dtype == .float32 && bias!.device == .cpu)),

@@ -94,12 +94,12 @@ enum TrainBenchmarks {
 
     /// A frozen teacher with its random initialisation (speed does not depend on the values), its weights packed
     /// for the CPU GEMM in float32 as the Trainer's are.
-    static func teacher(_ resolved: ResolvedModels, seed: UInt64, device: Device = .cpu, mixedPrecision: String = "no") -> DINOv2? {
+    static func teacher(_ resolved: ResolvedModels, seed: UInt64, device: Device = .cpu, precision: ComputePrecision = .float32) -> DINOv2? {
         resolved.teacher.map {
             let t = DINOv2($0, seed: seed &+ 1, frozen: true)
             t.store.setRequiresGrad(false)
             t.store.move(to: device)
-            return ComputePrecision(flag: mixedPrecision, device: device) ?? .float32 == .float32 ? t.prepackedForInference() : t
+            return precision == .float32 ? t.prepackedForInference() : t
         }
     }
 
@@ -110,10 +110,10 @@ enum TrainBenchmarks {
                                             checkpointing: checkpointing, mixedPrecision: mixedPrecision)
         let student = try SiT(try resolved.student.sitConfig(for: "this benchmark"), seed: seed)
         student.store.move(to: device)                          // before the optimizer allocates its moments there
-        let teacher = runsTeacher(kind, config) ? teacher(resolved, seed: seed, device: device, mixedPrecision: mixedPrecision) : nil
+        let precision = ComputePrecision(flag: mixedPrecision, device: device) ?? .float32
+        let teacher = runsTeacher(kind, config) ? teacher(resolved, seed: seed, device: device, precision: precision) : nil
         let optimizer = AdamW(store: student.store, lr: config.learningRate, betas: (config.adamBeta1, config.adamBeta2),
                               eps: config.adamEpsilon, weightDecay: config.adamWeightDecay)
-        let precision = ComputePrecision(flag: mixedPrecision, device: device) ?? .float32
         let data = Batch(images: kind.usesTeacherConfig ? randomImages(batch, seed: seed &+ 2) : nil,
                          x0: Tensor.randn([batch] + latent, seed: seed &+ 3), moments: false,
                          labels: Tensor((0..<batch).map { Int64($0 * 37 % numClasses) }, shape: [batch])).to(device)
@@ -133,9 +133,9 @@ enum TrainBenchmarks {
     /// returning the final-norm patch tokens and the logits of the four aligned blocks.
     static func teacherForward(seed: UInt64, device: Device = .cpu, mixedPrecision: String = "no") throws -> () -> Void {
         let (config, resolved) = try config(model: "SiT-B/2", batch: teacherBatch, align: true, seed: seed)
-        let teacher = teacher(resolved, seed: seed, device: device, mixedPrecision: mixedPrecision)!
-        let objective = Objective(config: config, models: resolved)
         let precision = ComputePrecision(flag: mixedPrecision, device: device) ?? .float32
+        let teacher = teacher(resolved, seed: seed, device: device, precision: precision)!
+        let objective = Objective(config: config, models: resolved)
         let images = randomImages(teacherBatch, seed: seed &+ 2).to(device)
         return { _ = Autocast.run(precision) { objective.teacherPass(teacher, images: images) } }
     }

@@ -80,3 +80,14 @@ private func differing(_ a: Tensor, _ b: Tensor) -> Int { a.shape == b.shape ? d
     let trainable = DINOv2(c, seed: 5)                                  // a trained encoder is never packed
     #expect(trainable.prepackedForInference().store.packedWeights.isEmpty)
 }
+
+/// Under `noGrad` a packed linear runs on a tracked input (nothing is recorded), with the unpacked linear's bits.
+@Test func packedLinearRunsOnATrackedInputUnderNoGrad() {
+    guard CPUKernels.level == 2 else { return }
+    let w = Tensor.randn([48, 20], seed: 3), b = Tensor.randn([48], seed: 4), x = Tensor.randn([10, 20], seed: 5)
+    x.requiresGrad = true
+    let expected = noGrad { x.linear(w, b) }
+    guard let packed = PackedLinearWeight(w) else { Issue.record("declined"); return }
+    let y = noGrad { x.linear(packed: packed, bias: b) }
+    #expect(!y.isTracked && differing(y, expected) == 0)
+}
