@@ -15,6 +15,8 @@ public struct HostBlockStats: Sendable, Equatable {
     /// Requests served from the cache; fresh mappings; cached blocks resized to another size (mremap, no new
     /// pages where it shrinks); cached blocks returned to the system.
     public var hits = 0, maps = 0, remaps = 0, unmaps = 0
+    /// The bytes mapped may pass the most live bytes by now (the base slack, or more where it has grown).
+    public var slackBytes = 0
     public var mappedBytes: Int { liveBytes + cachedBytes }
     /// Requests that needed a mapping or a resize (each takes page faults for its new pages).
     public var misses: Int { maps + remaps }
@@ -52,16 +54,25 @@ final class SystemHostMapper: HostMapper {
 /// its size and handed out again for the same size (or for a request at most 1/8 smaller, counted live at its own
 /// size), so a training step that repeats the last step's sizes maps nothing and takes no page faults. Unlike
 /// blocks on the malloc heap, a block never fragments the memory of others: what is mapped is what is live plus what is cached, and the cache is bounded so that this stays within
-/// the most live bytes seen plus `slack`. On a miss that would pass the bound, the blocks freed longest ago are
+/// the most live bytes seen plus the slack. On a miss that would pass the bound, the blocks freed longest ago are
 /// returned (munmap) until it fits; the last one is resized to the size asked (mremap) rather than unmapped, so
-/// its pages are reused, not faulted again. [torch's CUDACachingAllocator caches by size and frees cached blocks
+/// its pages are reused, not faulted again. With `slackGrowth` g the slack starts at `slack` and grows by a
+/// request's size whenever a miss asks again for a size the bound made it return (a repeating step whose phases
+/// use different sizes, e.g. the teacher's [4112, 3072] blocks and the student's [4096, 1536] ones, would
+/// otherwise unmap and fault the same bytes every step: SiT-S/2 bs16 +align, 325 MiB a step), up to
+/// max(`slack`, highest live / g): so mapped ≤ highest live · (1 + 1/g) at worst, and a step that never asks
+/// back what it evicted keeps the base slack. [torch's CUDACachingAllocator caches by size and frees cached blocks
 /// when the device is full; c10's CPU allocator caches nothing (posix_memalign, glibc's heap or mmap).]
 /// Deterministic for a given order of calls (eviction by a counter, not a clock); locked, since tensors are freed
 /// on any thread. The statistics count bytes as mapped (page-rounded), not as asked.
 final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
-    let threshold: Int, slack: Int, pageSize: Int
+    let threshold: Int, slack: Int, slackGrowth: Int?, pageSize: Int
     private let mapper: Mapper
     private var stats = HostBlockStats()
+    /// Sizes of the blocks the bound made a miss return (unmapped, or resized away from), while `slackGrowth`
+    /// is set; cleared past `evictedSizeLimit` distinct sizes.
+    private var evictedSizes: Set<Int> = []
+    static var evictedSizeLimit: Int { 4096 }
     /// Cached blocks by size, oldest first (a miss evicts the oldest first; a hit takes the newest, still warm).
     private var free: [Int: [(address: UnsafeMutableRawPointer, stamp: UInt64)]] = [:]
     private var freeCount: UInt64 = 0
@@ -74,9 +85,12 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     }()
 
     /// `threshold`: smallest request served (smaller ones belong to malloc); `slack`: bytes the mapping may pass
-    /// the most live bytes seen by.
-    init(mapper: Mapper, threshold: Int, slack: Int, pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))) {
-        (self.mapper, self.threshold, self.slack, self.pageSize) = (mapper, threshold, slack, pageSize)
+    /// the most live bytes seen by (at first, with `slackGrowth`: see the type's comment).
+    init(mapper: Mapper, threshold: Int, slack: Int, slackGrowth: Int? = nil,
+         pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))) {
+        precondition(slackGrowth.map { $0 > 0 } ?? true, "slackGrowth must be positive")
+        (self.mapper, self.threshold, self.slack, self.slackGrowth, self.pageSize) = (mapper, threshold, slack, slackGrowth, pageSize)
+        stats.slackBytes = slack
     }
 
     var statistics: HostBlockStats { locked { stats } }
@@ -146,8 +160,13 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     /// A miss: evicts the oldest cached blocks while mapping `size` more would pass the budget, the last of them
     /// resized to `size`; else maps. If the system refuses, it empties the cache and tries once more.
     private func mapFresh(_ size: Int) -> UnsafeMutableRawPointer {
-        let budget = Swift.max(stats.highestLiveBytes, stats.liveBytes + size) + slack
+        if let growth = slackGrowth, evictedSizes.contains(where: { $0 >= size && $0 <= size + size / Self.closeFit }) {
+            let ceiling = Swift.max(slack, Swift.max(stats.highestLiveBytes, stats.liveBytes + size) / growth)
+            stats.slackBytes = Swift.max(stats.slackBytes, Swift.min(ceiling, stats.slackBytes + size))
+        }
+        let budget = Swift.max(stats.highestLiveBytes, stats.liveBytes + size) + stats.slackBytes
         while stats.mappedBytes + size > budget, let victim = popOldest() {
+            noteEvicted(victim.size)
             if stats.mappedBytes + size <= budget, let p = mapper.remap(victim.address, from: victim.size, to: size) {
                 stats.remaps += 1
                 return p
@@ -163,6 +182,12 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
         guard let p else { fatalError(Self.failure(bytes: size, errno: error, stats: stats)) }
         stats.maps += 1
         return p
+    }
+
+    private func noteEvicted(_ size: Int) {
+        guard slackGrowth != nil else { return }
+        if evictedSizes.count >= Self.evictedSizeLimit { evictedSizes.removeAll() }
+        evictedSizes.insert(size)
     }
 
     /// Removes the block freed longest ago from the cache (stamps are unique: the same choice in any

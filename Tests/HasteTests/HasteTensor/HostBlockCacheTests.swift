@@ -45,9 +45,9 @@ import CKernels
         var mappedBytes: Int { mapped.values.reduce(0, +) }
     }
 
-    static func cache(slack: Int = 0) -> (HostBlockCache<FakeMapper>, FakeMapper) {
+    static func cache(slack: Int = 0, growth: Int? = nil) -> (HostBlockCache<FakeMapper>, FakeMapper) {
         let mapper = FakeMapper()
-        return (HostBlockCache(mapper: mapper, threshold: page, slack: slack, pageSize: page), mapper)
+        return (HostBlockCache(mapper: mapper, threshold: page, slack: slack, slackGrowth: growth, pageSize: page), mapper)
     }
 
     @Test func sameSizeBlocksAreReusedWithoutMapping() {
@@ -185,6 +185,50 @@ import CKernels
         #expect(roomy.highest == 26 && roomy.first.count == 7 && roomy.later.isEmpty, "\(roomy)")
         #expect(!tight.later.isEmpty && tight.later.allSatisfy { $0.hasPrefix("remap ") }, "\(tight)")
         #expect(none.later.contains { $0.hasPrefix("map ") }, "\(none)")
+    }
+
+    /// A step in two phases of different sizes (three 10-page blocks live, then four 6-page ones: 30 pages live at
+    /// most, no size close enough to serve the other): with a fixed slack of 2 pages every step returns blocks of
+    /// one phase to map the other's again; with the slack free to grow (by what is asked back after an eviction, up
+    /// to highest live / 1) the later steps make no call at all, within the highest live bytes plus the grown slack;
+    /// capped at highest live / 4 (7 pages) it grows to the cap and no further.
+    @Test func aStepThatAsksBackWhatItEvictedGrowsTheSlackUntilItMapsNothing() {
+        let page = Self.page
+        func steps(growth: Int?) -> (later: [String], stats: HostBlockStats, cache: HostBlockCache<FakeMapper>) {
+            let (cache, mapper) = Self.cache(slack: 2 * page, growth: growth)
+            func phase(_ pages: Int, _ count: Int) {
+                let held = (0..<count).map { _ in cache.allocate(pages * page) }
+                for p in held { cache.deallocate(p, byteCount: pages * page) }
+                let s = cache.statistics
+                #expect(s.mappedBytes == mapper.mappedBytes && s.mappedBytes <= s.highestLiveBytes + s.slackBytes)
+            }
+            for _ in 0..<4 { phase(10, 3); phase(6, 4) }
+            let settled = mapper.log.count
+            for _ in 0..<3 { phase(10, 3); phase(6, 4) }
+            return (Array(mapper.log.dropFirst(settled)), cache.statistics, cache)
+        }
+        let fixed = steps(growth: nil), grown = steps(growth: 1), capped = steps(growth: 4)
+        #expect(fixed.stats.slackBytes == 2 * page && fixed.later.contains { $0.hasPrefix("map ") || $0.hasPrefix("remap ") }, "\(fixed.later)")
+        #expect(grown.later.isEmpty, "\(grown.later)")
+        #expect(grown.stats.slackBytes > 2 * page && grown.stats.slackBytes <= grown.stats.highestLiveBytes, "\(grown.stats)")
+        #expect(grown.stats.highestLiveBytes == 30 * page && grown.stats.mappedBytes <= 30 * page + grown.stats.slackBytes)
+        #expect(capped.stats.slackBytes == 30 * page / 4, "\(capped.stats)")
+        #expect(!capped.later.isEmpty)
+    }
+
+    /// A step whose sizes the base slack already holds never grows it (`aRepeatedStepMapsNothingNewWhenTheSlackHoldsItsSizes`'s
+    /// roomy case, with growth allowed).
+    @Test func aStepThatEvictsNothingKeepsTheBaseSlack() {
+        let (cache, mapper) = Self.cache(slack: 8 * Self.page, growth: 1)
+        for _ in 0..<3 {
+            var held: [(UnsafeMutableRawPointer, Int)] = []
+            for (i, s) in [3, 7, 7, 2, 9, 1, 4].map({ $0 * Self.page }).enumerated() {
+                held.append((cache.allocate(s), s))
+                if i % 3 == 2 { let (p, b) = held.removeFirst(); cache.deallocate(p, byteCount: b) }
+            }
+            for (p, b) in held.reversed() { cache.deallocate(p, byteCount: b) }
+        }
+        #expect(mapper.log.count == 7 && cache.statistics.slackBytes == 8 * Self.page, "\(mapper.log)")
     }
 
     /// Real mappings, 8 threads allocating, writing, checking and freeing (frees from other threads than the
