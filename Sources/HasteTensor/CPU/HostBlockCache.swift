@@ -60,8 +60,8 @@ final class SystemHostMapper: HostMapper {
 /// request's size whenever a miss asks again for a size the bound made it return (a repeating step whose phases
 /// use different sizes, e.g. the teacher's [4112, 3072] blocks and the student's [4096, 1536] ones, would
 /// otherwise unmap and fault the same bytes every step: SiT-S/2 bs16 +align, 325 MiB a step), up to
-/// max(`slack`, highest live / g): so mapped ≤ highest live · (1 + 1/g) at worst, and a step that never asks
-/// back what it evicted keeps the base slack. [torch's CUDACachingAllocator caches by size and frees cached blocks
+/// max(`slack`, highest live / g): so mapped ≤ highest live + max(`slack`, highest live / g), and a step that
+/// never asks back what it evicted keeps the base slack. [torch's CUDACachingAllocator caches by size and frees cached blocks
 /// when the device is full; c10's CPU allocator caches nothing (posix_memalign, glibc's heap or mmap).]
 /// Deterministic for a given order of calls (eviction by a counter, not a clock); locked, since tensors are freed
 /// on any thread. The statistics count bytes as mapped (page-rounded), not as asked.

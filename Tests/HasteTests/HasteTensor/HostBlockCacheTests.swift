@@ -132,8 +132,8 @@ import CKernels
     /// sees them too) stay within the highest live bytes plus the slack, and the live bytes within what the held
     /// requests round to plus the close-fit allowance; the same script gives the same calls.
     @Test func mappedBytesStayWithinTheLivePeakPlusSlackAndRunsRepeat() {
-        func run(slack: Int) -> ([String], HostBlockStats) {
-            let (cache, mapper) = Self.cache(slack: slack)
+        func run(slack: Int, growth: Int? = nil) -> ([String], HostBlockStats) {
+            let (cache, mapper) = Self.cache(slack: slack, growth: growth)
             var rng = SplitMix64(seed: 11)
             var held: [(UnsafeMutableRawPointer, Int)] = []
             for _ in 0..<2000 {
@@ -145,7 +145,8 @@ import CKernels
                     cache.deallocate(p, byteCount: bytes)
                 }
                 let s = cache.statistics
-                #expect(s.mappedBytes <= s.highestLiveBytes + slack && s.mappedBytes == mapper.mappedBytes)
+                #expect(s.mappedBytes <= s.highestLiveBytes + s.slackBytes && s.mappedBytes == mapper.mappedBytes)
+                #expect(s.slackBytes == slack || (growth.map { s.slackBytes > slack && s.slackBytes <= Swift.max(slack, s.highestLiveBytes / $0) } ?? false))
                 // Each held block is its request rounded to pages, or a cached block at most 1/8 larger.
                 let asked = held.map { cache.rounded($0.1) }
                 #expect(s.liveBytes >= asked.reduce(0, +) && s.liveBytes <= asked.reduce(0) { $0 + $1 + $1 / 8 })
@@ -158,6 +159,11 @@ import CKernels
             #expect(first.1.hits > 0 && first.1.misses > 0)
             if slack == 0 { #expect(first.1.unmaps > 0 && first.1.remaps > 0) }
         }
+        // The slack free to grow (to half the live peak): the same bound with the grown slack, the same calls on a
+        // second run, and fewer misses than at the fixed slack it starts from.
+        let fixed = run(slack: 8 * Self.page), grown = run(slack: 8 * Self.page, growth: 2), again = run(slack: 8 * Self.page, growth: 2)
+        #expect(grown.0 == again.0 && grown.1 == again.1)
+        #expect(grown.1.slackBytes > 8 * Self.page && grown.1.misses < fixed.1.misses, "\(grown.1) vs \(fixed.1)")
     }
 
     /// A repeated "step" (the same sizes allocated and freed in the same order, 26 pages live at most): with a
