@@ -200,7 +200,7 @@ import CKernels
     /// capped at highest live / 4 (7 pages) it grows to the cap and no further.
     @Test func aStepThatAsksBackWhatItEvictedGrowsTheSlackUntilItMapsNothing() {
         let page = Self.page
-        func steps(growth: Int?) -> (later: [String], stats: HostBlockStats, cache: HostBlockCache<FakeMapper>) {
+        func steps(growth: Int?) -> (later: [String], stats: HostBlockStats) {
             let (cache, mapper) = Self.cache(slack: 2 * page, growth: growth)
             func phase(_ pages: Int, _ count: Int) {
                 let held = (0..<count).map { _ in cache.allocate(pages * page) }
@@ -211,7 +211,7 @@ import CKernels
             for _ in 0..<4 { phase(10, 3); phase(6, 4) }
             let settled = mapper.log.count
             for _ in 0..<3 { phase(10, 3); phase(6, 4) }
-            return (Array(mapper.log.dropFirst(settled)), cache.statistics, cache)
+            return (Array(mapper.log.dropFirst(settled)), cache.statistics)
         }
         let fixed = steps(growth: nil), grown = steps(growth: 1), capped = steps(growth: 4)
         #expect(fixed.stats.slackBytes == 2 * page && fixed.later.contains { $0.hasPrefix("map ") || $0.hasPrefix("remap ") }, "\(fixed.later)")
