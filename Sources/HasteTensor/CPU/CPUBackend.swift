@@ -18,7 +18,7 @@ public final class CPUBackend: Backend {
     /// above it) stay on malloc. The slack grows (slackGrowth 8: up to 1/8 of the live peak) where a step keeps
     /// evicting sizes it asks for again: SiT-S/2 bs16 +align faulted 325 MiB a step in 20 maps and 24 resizes at a
     /// fixed 40 MiB; the slack settles at 392 MiB and the steps after the second map nothing (RSS 3230 → 3481 MiB,
-    /// PyTorch's 4156; step −1.2%, 8 interleaved pairs); SiT-B/2 bs4 +align, which evicts nothing a step, 3533 → 3576
+    /// PyTorch's 4156; step −1.1%, 8 interleaved pairs of `--reps 3` and `--reps 6`); SiT-B/2 bs4 +align, which evicts nothing a step, 3533 → 3576
     /// MiB (its first step's evictions).
     let blocks = HostBlockCache(mapper: SystemHostMapper(), threshold: 128 << 10, slack: 40 << 20, slackGrowth: 8)
 

@@ -142,8 +142,7 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     private func takeCached(_ size: Int) -> (UnsafeMutableRawPointer, Int)? {
         var fit = free[size] == nil ? nil : size
         if fit == nil {
-            let limit = size + size / Self.closeFit
-            for candidate in free.keys where candidate > size && candidate <= limit && candidate < (fit ?? .max) {
+            for candidate in free.keys where candidate > size && Self.serves(block: candidate, request: size) && candidate < (fit ?? .max) {
                 fit = candidate
             }
         }
@@ -157,10 +156,13 @@ final class HostBlockCache<Mapper: HostMapper>: @unchecked Sendable {
     /// A cached block serves a request down to 1/closeFit smaller than itself (at most 12.5% of it idle).
     static var closeFit: Int { 8 }
 
+    /// Whether a block of `block` bytes may serve a request of `request` (page-rounded) bytes.
+    static func serves(block: Int, request: Int) -> Bool { block >= request && block <= request + request / closeFit }
+
     /// A miss: evicts the oldest cached blocks while mapping `size` more would pass the budget, the last of them
     /// resized to `size`; else maps. If the system refuses, it empties the cache and tries once more.
     private func mapFresh(_ size: Int) -> UnsafeMutableRawPointer {
-        if let growth = slackGrowth, evictedSizes.contains(where: { $0 >= size && $0 <= size + size / Self.closeFit }) {
+        if let growth = slackGrowth, evictedSizes.contains(where: { Self.serves(block: $0, request: size) }) {
             let ceiling = Swift.max(slack, Swift.max(stats.highestLiveBytes, stats.liveBytes + size) / growth)
             stats.slackBytes = Swift.max(stats.slackBytes, Swift.min(ceiling, stats.slackBytes + size))
         }
