@@ -36,7 +36,32 @@ extension OpBenchmarks {
                 let (q, k, v, dy) = inputs(grad: true)
                 return { _ = gradients(of: Tensor.attentionWithLogits(q, k, v).output, wrt: [q, k, v], seed: dy) }
             },
-        ]
+        ] + packedQKV(seed: seed, device: device)
+    }
+
+    /// `Tensor.packedQKVAttention` (heads read in place from a fused qkv projection) at the shapes of the HASTE
+    /// training step: the DINOv2-B/14 teacher (batch 16, 257 tokens at 224 px, 12 heads; blocks 8…11 also return
+    /// their logits) and the SiT-S/2 student (batch 16, 256 tokens, 6 heads; forward and backward, which recomputes
+    /// the probabilities). Rows that the device cannot run this way are left out.
+    static func packedQKV(seed: UInt64, device: Device) -> [BenchCase] {
+        func rows(_ name: String, batch: Int, tokens t: Int, heads h: Int, logits: Bool, backward: Bool) -> BenchCase? {
+            let qkv = [batch, t, 3 * h * headDim], gemm = 2.0 * Double(batch * h * t * t * headDim)
+            let probe = Tensor.empty([1], device: device)
+            guard probe.backend.packedQKVAttentionRuns(batch: batch, tokens: t, heads: h, headDim: headDim,
+                                                       scale: 1 / Double(headDim).squareRoot()) else { return nil }
+            return BenchCase(op: name, shape: "qkv \(qkv), \(h) heads", work: .flops((backward ? 5 : 2) * gemm)) {
+                let x = Tensor.randn(qkv, seed: seed, device: device)
+                if !backward { return { _ = Tensor.packedQKVAttention(x, heads: h, logits: logits) } }
+                x.requiresGrad = true
+                let dy = Tensor.randn([batch, t, h * headDim], seed: seed + 1, device: device)
+                return { _ = gradients(of: Tensor.packedQKVAttention(x, heads: h, logits: false)!.output, wrt: [x], seed: dy) }
+            }
+        }
+        return [rows("packedQKV fwd DINOv2-B", batch: 16, tokens: 257, heads: 12, logits: false, backward: false),
+                rows("packedQKV+logits fwd DINOv2-B", batch: 16, tokens: 257, heads: 12, logits: true, backward: false),
+                rows("packedQKV fwd SiT-S/2", batch: 16, tokens: 256, heads: 6, logits: false, backward: false),
+                rows("packedQKV fwd+bwd SiT-S/2", batch: 16, tokens: 256, heads: 6, logits: false, backward: true)]
+            .compactMap { $0 }
     }
 
     /// One SiT-B/2 block (`SiTBlock`, adaLN-Zero) on x [N, T, D], c [N, D], with the gradients of every
