@@ -38,8 +38,7 @@ public enum Losses {
             require(s.shape[2] == t.shape[2] && s.shape[3] == t.shape[3] && s.shape[0] == t.shape[0],
                          "attention loss: student logits \(s.shape) vs teacher \(t.shape): token counts must agree")
             let sq = s.narrowed(1, start: 0, length: heads), tp = t.detached().narrowed(1, start: 0, length: heads)
-            let p = tp.softmax(axis: -1)
-            let ce = -p.sumOfProducts(sq.logSoftmax(axis: -1), axis: -1).mean()              // mean over B·H·T rows
+            let ce = sq.softCrossEntropy(target: tp)       // −Σ softmax(tp)·logSoftmax(sq), mean over B·H·T rows
             total = total.map { $0 + ce } ?? ce
         }
         return total! / Double(pairs.count)

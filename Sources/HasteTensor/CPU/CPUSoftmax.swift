@@ -36,6 +36,57 @@ extension CPUBackend {
         }
     }
 
+    public func softCrossEntropyRuns(dtype: DType) -> Bool { dtype == .float32 || dtype == .float64 }
+
+    public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
+                                        loss: Buffer, difference: Buffer) {
+        switch x.dtype {
+        case .float32:
+            softCrossEntropyRows(x.pointer(Float.self), xRows, t.pointer(Float.self), tRows, rows, cols,
+                                 loss.pointer(Float.self), difference.pointer(Float.self))
+        case .float64:
+            softCrossEntropyRows(x.pointer(Double.self), xRows, t.pointer(Double.self), tRows, rows, cols,
+                                 loss.pointer(Double.self), difference.pointer(Double.self))
+        default: fatalError("softCrossEntropyForward: unsupported dtype \(x.dtype)")
+        }
+    }
+
+    /// Per row: p = softmax(t) (softmaxRow, into the difference row), e = exp(x − m) with Z = Σ e (sumExpShifted,
+    /// into a row of scratch), loss = −Σ p·((x − m) − log Z) (logSoftmaxRow's terms, summed in 16 lanes as rowDot),
+    /// difference = e·(1/Z) − p (softmaxRow's scaling): each input row read once, one exponential per element of each.
+    private func softCrossEntropyRows<T: SoftmaxExp>(_ x: UnsafeMutablePointer<T>, _ xRows: RowLayout,
+                                                     _ t: UnsafeMutablePointer<T>, _ tRows: RowLayout, _ rows: Int,
+                                                     _ cols: Int, _ loss: UnsafeMutablePointer<T>,
+                                                     _ difference: UnsafeMutablePointer<T>) {
+        let px = SendablePointer(x), pt = SendablePointer(t), pl = SendablePointer(loss), pd = SendablePointer(difference)
+        Parallel.chunks(rows, chunk: max(1, Parallel.defaultChunk / cols)) { range in
+            let e = UnsafeMutablePointer<T>.allocate(capacity: cols)
+            defer { e.deallocate() }
+            for r in range {
+                let xr = px.base + xRows.start(r), p = pd.base + r * cols
+                softmaxRow(pt.base + tRows.start(r), p, cols)
+                let m = rowMax(xr, cols)
+                let z = sumExpShifted(xr, cols, m, store: e), logZ = T.log(z), inv = 1 / z
+                let mv = SIMD16<T>(repeating: m), lv = SIMD16<T>(repeating: logZ), iv = SIMD16<T>(repeating: inv)
+                var acc = SIMD16<T>(repeating: 0)
+                var i = 0
+                while i + 16 <= cols {
+                    let pv = loadSIMD16(p, i)
+                    acc += pv * ((loadSIMD16(xr, i) - mv) - lv)
+                    storeSIMD16(loadSIMD16(e, i) * iv - pv, p, i)
+                    i += 16
+                }
+                var ce = acc.sum()
+                while i < cols {
+                    ce += p[i] * ((xr[i] - m) - logZ)
+                    p[i] = e[i] * inv - p[i]
+                    i += 1
+                }
+                pl.base[r] = -ce
+            }
+        }
+    }
+
     private func softmaxRows<T: SoftmaxExp>(_ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>,
                                             _ rows: Int, _ cols: Int, log: Bool) {
         let px = SendablePointer(x), py = SendablePointer(y)
@@ -58,6 +109,10 @@ extension CPUBackend {
                 var i = 0
                 if log {
                     let s = rowSum(g, cols), sv = SIMD16<T>(repeating: s)
+                    if T.self == Float.self && CPUKernels.level > 0 {    // the same lanes in AVX-512 / AVX2 (activations.c)
+                        i = haste_log_softmax_backward_f32(Int32(CPUKernels.level), floats(yr), floats(g), floats(d), cols,
+                                                           unsafeBitCast(s, to: Float.self))
+                    }
                     while i + 16 <= cols { storeSIMD16(loadSIMD16(g, i) - T.exp16(loadSIMD16(yr, i)) * sv, d, i); i += 16 }
                     while i < cols { d[i] = g[i] - T.exp(yr[i]) * s; i += 1 }
                 } else {
@@ -66,6 +121,12 @@ extension CPUBackend {
             }
         }
     }
+}
+
+/// p as a Float pointer (callers check T is Float).
+@inline(__always)
+private func floats<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
 }
 
 /// Σ exp(x − m) over one row in 16 lanes, optionally storing each exp into `out`; the tail is padded with −∞.

@@ -9,6 +9,21 @@ public protocol SoftmaxKernels: AnyObject {
     func logSoftmaxForward(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int)
     /// dx = dy − exp(y) · Σ_c dy per row; y is the forward output (log-probabilities).
     func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
+    /// Whether `softCrossEntropyForward` runs here for this dtype (else `Tensor.softCrossEntropy` runs the composite).
+    func softCrossEntropyRuns(dtype: DType) -> Bool
+    /// For each row r of `cols` entries (x's at x.offset + xRows.start(r), t's at t.offset + tRows.start(r), each
+    /// contiguous): loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) −
+    /// softmax(t_r) (loss [rows] and difference [rows, cols] contiguous).
+    func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
+                                 loss: Buffer, difference: Buffer)
+}
+
+extension SoftmaxKernels {
+    public func softCrossEntropyRuns(dtype: DType) -> Bool { false }
+    public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
+                                        loss: Buffer, difference: Buffer) {
+        fatalError("softCrossEntropyForward: this backend has no such kernel (softCrossEntropyRuns is false)")
+    }
 }
 
 extension Tensor {

@@ -104,3 +104,37 @@ func softmaxMatchesPyTorch(_ name: String) throws {
     #expect(y[3] == 0 && y[20] == 0 && Swift.abs(y[0] - 1 / 19) < 1e-7)
     #expect(y[21...].allSatisfy { $0.isNaN })
 }
+
+/// The one-pass soft cross-entropy (the attention-alignment loss per layer pair) against the composite it replaces,
+/// −(softmax(target)·logSoftmax(x)).sum(−1).mean(), value and gradient, in float64 (tight) and float32: a target
+/// that is a strided view (the teacher's logits with heads, class row and column narrowed away, read in place), row
+/// lengths with a SIMD tail, large and −∞ target logits (p = 0 there), and a loss scaled before its backward.
+@Test func softCrossEntropyMatchesTheComposite() {
+    for (dtype, atol, rtol) in [(DType.float64, 1e-13, 1e-11), (DType.float32, 1e-6, 2e-5)] {
+        for cols in [1, 16, 37] {
+            let full = (Tensor.randn([2, 5, cols + 1, cols + 1], dtype: .float64, seed: 41) * 4.0).to(dtype)
+            if cols > 1 { full.backend.fill(Buffer(storage: full.storage, offset: 2 * (cols + 1) + 3, dtype: dtype), count: 1, value: -.infinity) }
+            let target = full.narrowed(1, start: 0, length: 3).narrowed(2, start: 1, length: cols).narrowed(3, start: 1, length: cols)
+            #expect(!target.isContiguous)
+            let x = (Tensor.randn([2, 3, cols, cols], dtype: .float64, seed: 42) * 6.0).to(dtype)
+            x.requiresGrad = true
+            let fused = x.softCrossEntropy(target: target) * 0.75
+            let gFused = gradients(of: fused, wrt: [x])[0]!
+            let composite = -target.softmax(axis: -1).sumOfProducts(x.logSoftmax(axis: -1), axis: -1).mean() * 0.75
+            let gComposite = gradients(of: composite, wrt: [x])[0]!
+            expectClose(fused.reshaped([1]), composite.reshaped([1]), atol: atol, rtol: rtol, "\(dtype) cols \(cols): loss")
+            expectClose(gFused, gComposite, atol: atol, rtol: rtol, "\(dtype) cols \(cols): gradient")
+        }
+    }
+}
+
+/// Float64 gradient check of the one-pass kernel, and the composite fallback (a last axis that is not of stride 1)
+/// giving the same loss as the kernel.
+@Test func softCrossEntropyGradcheckAndFallback() {
+    let target = Tensor.randn([3, 2, 19], dtype: .float64, seed: 43)
+    gradcheck({ $0.softCrossEntropy(target: target) }, at: Tensor.randn([3, 2, 19], dtype: .float64, seed: 44))
+    let x = Tensor.randn([4, 19], dtype: .float64, seed: 45), t = Tensor.randn([19, 4], dtype: .float64, seed: 46)
+    let strided = t.transposed(0, 1)
+    expectClose(x.softCrossEntropy(target: strided).reshaped([1]), x.softCrossEntropy(target: strided.contiguous()).reshaped([1]),
+                atol: 1e-14, rtol: 1e-13, "fallback")
+}
