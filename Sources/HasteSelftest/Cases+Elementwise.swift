@@ -62,6 +62,14 @@ extension ConformanceSuite {
             let x = c.normal([7, 33], scale: 3)
             c.forwardBackward(x.logSoftmax(axis: -1), [("x", x)])
         })
+        // The attention-alignment loss: the CPU's one-pass kernel against whatever the device runs (the composite
+        // softmax · log-softmax where it has no kernel), the target a strided view as the teacher's logits are.
+        cases.append(OpCase("softCrossEntropy", "[2,3,33,33] of [2,4,34,34]", .rounding(k: 100)) { c in
+            let x = c.normal([2, 3, 33, 33], scale: 3)
+            let t = c.normal([2, 4, 34, 34], scale: 3).narrowed(1, start: 0, length: 3).narrowed(2, start: 1, length: 33)
+                .narrowed(3, start: 1, length: 33)
+            c.forwardBackward(x.softCrossEntropy(target: t), [("x", x)])
+        })
         cases.append(OpCase("softmax axis 0", "[9,5]", .rounding(k: 25)) { c in
             let x = c.normal([9, 5], scale: 3)
             c.forwardBackward(x.softmax(axis: 0), [("x", x)])
