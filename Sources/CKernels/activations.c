@@ -138,35 +138,12 @@ static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *
     memcpy(acc16, acc, 16 * sizeof(float));                                                                       \
 }
 
-/* d = g − exp(y)·s over whole 16-lane blocks: CPUSoftmax.swift's log-softmax backward loop (the Swift SIMD16 form:
-   exp16, then a multiply, then a subtraction). */
-#define LOG_SOFTMAX_BACKWARD(SUFFIX, TARGET, V)                                                                    \
-__attribute__((target(TARGET)))                                                                                   \
-static long log_softmax_backward##SUFFIX(const float *y, const float *g, float *d, long n, float s) {           \
-    const long lanes = sizeof(V) / 4, whole = n / 16 * 16;                                                        \
-    const V sv = (V)s;                                                                                            \
-    for (long i = 0; i < whole; i += lanes) {                                                                     \
-        V yv, gv; memcpy(&yv, y + i, sizeof yv); memcpy(&gv, g + i, sizeof gv);                                   \
-        V r = gv - exp##SUFFIX(yv) * sv;                                                                          \
-        memcpy(d + i, &r, sizeof r);                                                                              \
-    }                                                                                                             \
-    return whole;                                                                                                 \
-}
-
 typedef int haste_i16 __attribute__((ext_vector_type(16)));
 typedef int haste_i8 __attribute__((ext_vector_type(8)));
 ACT_MATH(16, "avx512f", haste_a16, haste_i16)
 ACT_MATH(8, "avx2,fma", haste_a8, haste_i8)
 SUM_EXP(16, "avx512f", haste_a16)
 SUM_EXP(8, "avx2,fma", haste_a8)
-LOG_SOFTMAX_BACKWARD(16, "avx512f", haste_a16)
-LOG_SOFTMAX_BACKWARD(8, "avx2,fma", haste_a8)
-
-long haste_log_softmax_backward_f32(int level, const float *y, const float *g, float *d, long n, float s) {
-    if (level == 2) return log_softmax_backward16(y, g, d, n, s);
-    if (level == 1) return log_softmax_backward8(y, g, d, n, s);
-    return 0;
-}
 
 void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) {
     if (level == 2) sum_exp16(x, n, m, out, acc16);
@@ -190,7 +167,6 @@ long haste_act_backward_f32(int level, int act, const float *x, const float *b, 
 #else
 
 void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) { abort(); }
-long haste_log_softmax_backward_f32(int level, const float *y, const float *g, float *d, long n, float s) { return 0; }
 long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n) { return 0; }
 long haste_act_backward_f32(int level, int act, const float *x, const float *b, const float *dy, float *dx, float *part,
                             long n) { return 0; }

@@ -33,9 +33,6 @@ long haste_act_backward_f32(int level, int act, const float *x, const float *b, 
 /// where out is given): CPUSoftmax.swift's sumExpShifted for float32 bit for bit, before its final acc16 sum, which
 /// the caller does. level: 1 or 2 (haste_cpu_level()).
 void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16);
-/// d[i] = g[i] − exp(y[i])·s for i below n rounded down to 16 (returned; the rest is the caller's): the log-softmax
-/// backward's SIMD16 loop in CPUSoftmax.swift bit for bit. d may be g. level: haste_cpu_level(); 0 runs nothing.
-long haste_log_softmax_backward_f32(int level, const float *y, const float *g, float *d, long n, float s);
 
 // ---- float32 GEMM for AVX-512F (sgemm.c): C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm ----
 // Call only when haste_cpu_level() == 2. Each output element is one fma chain over k in order, restarted every

@@ -109,10 +109,6 @@ extension CPUBackend {
                 var i = 0
                 if log {
                     let s = rowSum(g, cols), sv = SIMD16<T>(repeating: s)
-                    if T.self == Float.self && CPUKernels.level > 0 {    // the same lanes in AVX-512 / AVX2 (activations.c)
-                        i = haste_log_softmax_backward_f32(Int32(CPUKernels.level), floats(yr), floats(g), floats(d), cols,
-                                                           unsafeBitCast(s, to: Float.self))
-                    }
                     while i + 16 <= cols { storeSIMD16(loadSIMD16(g, i) - T.exp16(loadSIMD16(yr, i)) * sv, d, i); i += 16 }
                     while i < cols { d[i] = g[i] - T.exp(yr[i]) * s; i += 1 }
                 } else {
@@ -121,12 +117,6 @@ extension CPUBackend {
             }
         }
     }
-}
-
-/// p as a Float pointer (callers check T is Float).
-@inline(__always)
-private func floats<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
-    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
 }
 
 /// Σ exp(x − m) over one row in 16 lanes, optionally storing each exp into `out`; the tail is padded with −∞.

@@ -11,8 +11,8 @@ public protocol SoftmaxKernels: AnyObject {
     func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
     /// Whether `softCrossEntropyForward` runs here for this dtype (else `Tensor.softCrossEntropy` runs the composite).
     func softCrossEntropyRuns(dtype: DType) -> Bool
-    /// For each row r of `cols` entries (x's at x.offset + xRows.start(r), t's at t.offset + tRows.start(r), each
-    /// contiguous): loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) −
+    /// For each row r of `cols` entries (x's at xRows.start(r) elements past x's first, t's at tRows.start(r) past
+    /// t's, each contiguous): loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) −
     /// softmax(t_r) (loss [rows] and difference [rows, cols] contiguous).
     func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                  loss: Buffer, difference: Buffer)

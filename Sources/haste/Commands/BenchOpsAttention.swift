@@ -42,14 +42,14 @@ extension OpBenchmarks {
     /// `Tensor.packedQKVAttention` (heads read in place from a fused qkv projection) at the shapes of the HASTE
     /// training step: the DINOv2-B/14 teacher (batch 16, 257 tokens at 224 px, 12 heads; blocks 8…11 also return
     /// their logits) and the SiT-S/2 student (batch 16, 256 tokens, 6 heads; forward and backward, which recomputes
-    /// the probabilities). Rows that the device cannot run this way are left out.
+    /// the probabilities; counted as the `attention` rows count theirs: two GEMMs forward, four backward, the
+    /// recomputed product not). Rows that the device cannot run this way are left out.
     static func packedQKV(seed: UInt64, device: Device) -> [BenchCase] {
         func rows(_ name: String, batch: Int, tokens t: Int, heads h: Int, logits: Bool, backward: Bool) -> BenchCase? {
             let qkv = [batch, t, 3 * h * headDim], gemm = 2.0 * Double(batch * h * t * t * headDim)
-            let probe = Tensor.empty([1], device: device)
-            guard probe.backend.packedQKVAttentionRuns(batch: batch, tokens: t, heads: h, headDim: headDim,
+            guard device.backend.packedQKVAttentionRuns(batch: batch, tokens: t, heads: h, headDim: headDim,
                                                        scale: 1 / Double(headDim).squareRoot()) else { return nil }
-            return BenchCase(op: name, shape: "qkv \(qkv), \(h) heads", work: .flops((backward ? 5 : 2) * gemm)) {
+            return BenchCase(op: name, shape: "qkv \(qkv), \(h) heads", work: .flops((backward ? 6 : 2) * gemm)) {
                 let x = Tensor.randn(qkv, seed: seed, device: device)
                 if !backward { return { _ = Tensor.packedQKVAttention(x, heads: h, logits: logits) } }
                 x.requiresGrad = true

@@ -128,38 +128,6 @@ func vectorLevels() -> [Int] {
     }
 }
 
-/// CKernels' log-softmax backward (every variant this CPU can run) gives exactly the Swift SIMD16 loop's bits,
-/// d = g − exp16(y)·s, on whole 16-lane blocks (the count it returns; the tail stays the caller's), in place too, with
-/// −∞ log-probabilities (exp → 0), large ones (exp overflows to ∞), NaN and a negative zero.
-@Test func vectorLogSoftmaxBackwardMatchesTheSwiftLanesBitForBit() {
-    for n in [0, 1, 15, 16, 17, 31, 100, 257] {
-        var y = (0..<n).map { i in Float(-abs(sin(Double(i) * 0.61)) * 9) }
-        let g = (0..<n).map { i in Float(cos(Double(i) * 0.37) * 3) }
-        if n > 20 { y[2] = -.infinity; y[3] = 90; y[5] = -0.0; y[17] = .nan }
-        let s: Float = 0.8125
-        let whole = n / 16 * 16
-        var ref = [Float](repeating: 0, count: whole)
-        for b in stride(from: 0, to: whole, by: 16) {
-            var yv = SIMD16<Float>(), gv = SIMD16<Float>()
-            for l in 0..<16 { yv[l] = y[b + l]; gv[l] = g[b + l] }
-            let r = gv - Float.exp16(yv) * SIMD16(repeating: s)
-            for l in 0..<16 { ref[b + l] = r[l] }
-        }
-        let bits = { (a: Float, b: Float) in a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
-        for level in vectorLevels() {
-            var d = [Float](repeating: 7, count: n)
-            #expect(haste_log_softmax_backward_f32(Int32(level), y, g, &d, n, s) == whole, "n \(n) level \(level): count")
-            #expect(zip(d[..<whole], ref).allSatisfy(bits), "n \(n) level \(level): differs")
-            #expect(d[whole...].allSatisfy { $0 == 7 }, "n \(n) level \(level): wrote past the whole blocks")
-            var inPlace = g
-            _ = inPlace.withUnsafeMutableBufferPointer { p in
-                haste_log_softmax_backward_f32(Int32(level), y, p.baseAddress, p.baseAddress, n, s)
-            }
-            #expect(zip(inPlace[..<whole], ref).allSatisfy(bits), "n \(n) level \(level): in place differs")
-        }
-    }
-}
-
 /// CKernels' sum of squares (the gradient norm of clipping; every variant this CPU can run) gives exactly the Swift
 /// loop's double (`blockedSquares`): lengths inside one 1024-element block, across several with vector and scalar
 /// tails, values from 1e-20 to 1e6 with zeros and a negative zero.

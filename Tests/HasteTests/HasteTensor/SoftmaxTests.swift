@@ -128,6 +128,25 @@ func softmaxMatchesPyTorch(_ name: String) throws {
     }
 }
 
+/// Under Autocast (bf16 training) the loss takes the same one-pass kernel, value and gradient bit for bit, and the
+/// composite it replaces (whose softmax, log-softmax and sums ignore Autocast) agrees within float32 rounding.
+@Test func softCrossEntropyUnderAutocastIsTheFloat32Kernel() {
+    let x = Tensor.randn([2, 3, 40], seed: 47) * 4.0, target = Tensor.randn([2, 3, 40], seed: 48) * 4.0
+    x.requiresGrad = true
+    func lossAndGradient(_ body: () -> Tensor) -> (Tensor, Tensor) {
+        let y = body()
+        return (y, gradients(of: y, wrt: [x])[0]!)
+    }
+    let plain = lossAndGradient { x.softCrossEntropy(target: target) }
+    let autocast = Autocast.run(.bfloat16) { lossAndGradient { x.softCrossEntropy(target: target) } }
+    let composite = Autocast.run(.bfloat16) {
+        lossAndGradient { -target.softmax(axis: -1).sumOfProducts(x.logSoftmax(axis: -1), axis: -1).mean() }
+    }
+    #expect(autocast.0.item() == plain.0.item() && autocast.1.scalars(as: Float.self) == plain.1.scalars(as: Float.self))
+    expectClose(autocast.0.reshaped([1]), composite.0.reshaped([1]), atol: 1e-6, rtol: 2e-5, "loss")
+    expectClose(autocast.1, composite.1, atol: 1e-6, rtol: 2e-5, "gradient")
+}
+
 /// Float64 gradient check of the one-pass kernel, and the composite fallback (a last axis that is not of stride 1)
 /// giving the same loss as the kernel.
 @Test func softCrossEntropyGradcheckAndFallback() {
