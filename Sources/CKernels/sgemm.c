@@ -82,30 +82,50 @@ static inline void transpose16(__m512 r[16]) {
 
 __attribute__((target("avx512f")))
 void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc, long j0, long j1, float *dst) {
+    if (j1 <= j0) return;
+    if (!trans_b) {        // op(B)[p][j] = b[p·ldb + j]: row p's columns [j0, j1) are contiguous
+        // Row by row across every panel (one sequential stream, the row 4 ahead prefetched) rather than panel by
+        // panel down the rows (a stride of ldb): a cold 2304 × 768 B̃ in blocks of 256 rows packs in 0.46–0.49 ms
+        // against 0.64–0.75 ms (1 thread, AMD EPYC Zen 4). The same stores, so the same B̃.
+        const long panels = (j1 - j0 + NR - 1) / NR, lastW = j1 - j0 - (panels - 1) * NR;
+        const __mmask16 l0 = lanes(lastW), l1 = lanes(lastW - 16), l2 = lanes(lastW - 32);
+        for (long p = 0; p < kc; p++) {
+            const float *s = b + (k0 + p) * ldb + j0;
+            const char *ahead = (const char *)(s + 4 * ldb);
+            for (int l = 0; l < 4; l++) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+            float *d = dst + p * NR;
+            long q = 0;
+            for (; q + 1 < panels; q++, s += NR, d += kc * NR) {
+                _mm512_store_ps(d, _mm512_loadu_ps(s));
+                _mm512_store_ps(d + 16, _mm512_loadu_ps(s + 16));
+                _mm512_store_ps(d + 32, _mm512_loadu_ps(s + 32));
+            }
+            _mm512_store_ps(d, _mm512_maskz_loadu_ps(l0, s));
+            _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(l1, s + 16));
+            _mm512_store_ps(d + 32, _mm512_maskz_loadu_ps(l2, s + 32));
+        }
+        return;
+    }
+    // op(B)[p][j] = b[j·ldb + p]: a transpose, 16 × 16 blocks through registers. Each 16 rows of b run through all
+    // of the block's k before the next 16 (16 sequential streams, not NR, each prefetched 64 floats ahead): a cold
+    // 768 × 2304 B̃ (a SiT-B/2 qkv weight, three blocks of 256) packs in 0.77 ms against 1.35 ms with k outermost
+    // (1 thread, AMD EPYC Zen 4).
     for (long j = j0; j < j1; j += NR) {
         long w = j1 - j < NR ? j1 - j : NR;
         float *d = dst + (j - j0) / NR * kc * NR;
-        if (!trans_b) {    // op(B)[p][j] = b[p·ldb + j]: rows of the panel are contiguous
-            __mmask16 m0 = lanes(w), m1 = lanes(w - 16), m2 = lanes(w - 32);
-            const float *s = b + k0 * ldb + j;
-            for (long p = 0; p < kc; p++, s += ldb, d += NR) {
-                _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, s));
-                _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(m1, s + 16));
-                _mm512_store_ps(d + 32, _mm512_maskz_loadu_ps(m2, s + 32));
+        const long full = w == NR ? kc / 16 * 16 : 0;
+        for (int h = 0; full && h < NR / 16; h++) {
+            const float *rows = b + (j + h * 16) * ldb + k0;
+            for (long p = 0; p < full; p += 16) {
+                __m512 r[16];
+                for (int q = 0; q < 16; q++) _mm_prefetch((const char *)(rows + q * ldb + p + 64), _MM_HINT_T0);
+                for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(rows + q * ldb + p);
+                transpose16(r);
+                for (int q = 0; q < 16; q++) _mm512_store_ps(d + (p + q) * NR + h * 16, r[q]);    // r[q]: column q
             }
-        } else {           // op(B)[p][j] = b[j·ldb + p]: a transpose, 16 × 16 blocks through registers
-            long p = 0;
-            for (; p + 16 <= kc && w == NR; p += 16) {
-                for (int h = 0; h < NR / 16; h++) {
-                    __m512 r[16];
-                    for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(b + (j + h * 16 + q) * ldb + k0 + p);
-                    transpose16(r);
-                    for (int q = 0; q < 16; q++) _mm512_store_ps(d + (p + q) * NR + h * 16, r[q]);    // r[q]: column q
-                }
-            }
-            for (; p < kc; p++) {
-                for (long c = 0; c < NR; c++) d[p * NR + c] = c < w ? b[(j + c) * ldb + k0 + p] : 0.0f;
-            }
+        }
+        for (long p = full; p < kc; p++) {
+            for (long c = 0; c < NR; c++) d[p * NR + c] = c < w ? b[(j + c) * ldb + k0 + p] : 0.0f;
         }
     }
 }
