@@ -111,7 +111,7 @@ static long backward##SUFFIX(int act, const float *x, const float *b, const floa
 }
 
 /* Σ-lanes of exp(x − m) over 16-lane blocks (the last padded with −∞), e stored to out where given: CPUSoftmax.swift's
-   sumExpShifted up to its final acc.sum(). */
+   sumExpShifted up to its final acc.sum(). With carry, the lane sums go on from acc16's (after sum_exp64's blocks). */
 #define SUM_EXP(SUFFIX, TARGET, V)                                                                                 \
 __attribute__((target(TARGET)))                                                                                   \
 static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *acc16, int carry) {             \

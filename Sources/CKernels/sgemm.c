@@ -85,8 +85,9 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
     if (j1 <= j0) return;
     if (!trans_b) {        // op(B)[p][j] = b[p·ldb + j]: row p's columns [j0, j1) are contiguous
         // Row by row across every panel (one sequential stream, the row 4 ahead prefetched) rather than panel by
-        // panel down the rows (a stride of ldb): a cold 2304 × 768 B̃ in blocks of 256 rows packs in 0.46–0.49 ms
-        // against 0.64–0.75 ms (1 thread, AMD EPYC Zen 4). The same stores, so the same B̃.
+        // panel down the rows (a stride of ldb): a cold 2304 × 768 B̃ in blocks of 256 rows packs in 0.46–0.52 ms
+        // against 0.64–0.75 ms (1 thread, AMD EPYC Zen 4). The same stores, so the same B̃. (Prefetches may point
+        // past the end of b, here and below: a prefetch never faults.)
         const long panels = (j1 - j0 + NR - 1) / NR, lastW = j1 - j0 - (panels - 1) * NR;
         const __mmask16 l0 = lanes(lastW), l1 = lanes(lastW - 16), l2 = lanes(lastW - 32);
         for (long p = 0; p < kc; p++) {
