@@ -111,33 +111,29 @@ static long backward##SUFFIX(int act, const float *x, const float *b, const floa
     return whole;                                                                                                 \
 }
 
-/* Σ-lanes of exp(x − m) over 16-lane blocks (the last padded with −∞), e stored to out where given: CPUSoftmax.swift's
-   sumExpShifted up to its final acc.sum(). With carry, the lane sums go on from acc16's (after sum_exp64's blocks). */
+/* Σ-lanes of exp(x − m) over 16-lane blocks (the last padded with −∞), e stored to out where given, the lane sums
+   going on from acc16's and written back there: CPUSoftmax.swift's sumExpShifted up to its final acc.sum(). V has
+   16 lanes (one AVX-512 register, or two AVX2 ones side by side). */
 #define SUM_EXP(SUFFIX, TARGET, V)                                                                                 \
 __attribute__((target(TARGET)))                                                                                   \
-static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *acc16, int carry) {             \
-    const long lanes = sizeof(V) / 4;                                                                             \
-    V acc[16 / (sizeof(V) / 4)];                                                                                  \
-    if (carry) memcpy(acc, acc16, 16 * sizeof(float));                                                            \
-    else for (long h = 0; h < 16 / lanes; h++) acc[h] = (V)0.0f;                                                  \
+static void sum_exp##SUFFIX(const float *x, long n, float m, float *out, float *acc16) {                        \
+    _Static_assert(sizeof(V) == 16 * sizeof(float), "16-lane blocks");                                            \
+    V acc; memcpy(&acc, acc16, sizeof acc);                                                                       \
     for (long i = 0; i < n; i += 16) {                                                                            \
         const long valid = n - i < 16 ? n - i : 16;                                                               \
-        float pad[16], e16[16];                                                                                   \
+        float pad[16];                                                                                            \
         const float *src = x + i;                                                                                 \
         if (valid < 16) {                                                                                         \
             for (long l = 0; l < 16; l++) pad[l] = l < valid ? x[i + l] : -__builtin_inff();                     \
             src = pad;                                                                                            \
         }                                                                                                         \
-        float *dst = out && valid == 16 ? out + i : e16;                                                          \
-        for (long h = 0; h < 16 / lanes; h++) {                                                                   \
-            V v; memcpy(&v, src + h * lanes, sizeof v);                                                           \
-            V e = exp##SUFFIX(v - m);                                                                             \
-            memcpy(dst + h * lanes, &e, sizeof e);                                                                \
-            acc[h] = acc[h] + e;                                                                                  \
-        }                                                                                                         \
-        if (out && valid < 16) memcpy(out + i, e16, (size_t)valid * sizeof(float));                               \
+        V v; memcpy(&v, src, sizeof v);                                                                           \
+        V e = exp##SUFFIX(v - m);                                                                                 \
+        if (out && valid == 16) memcpy(out + i, &e, sizeof e);                                                    \
+        else if (out) memcpy(out + i, &e, (size_t)valid * sizeof(float));                                         \
+        acc = acc + e;                                                                                            \
     }                                                                                                             \
-    memcpy(acc16, acc, 16 * sizeof(float));                                                                       \
+    memcpy(acc16, &acc, sizeof acc);                                                                              \
 }
 
 typedef int haste_i16 __attribute__((ext_vector_type(16)));
@@ -164,7 +160,7 @@ SUM_EXP(16, "avx512f", haste_a16)
 /* sum_exp16 over the whole 64-element blocks, four 16-lane blocks at a time: e, then acc += each block in order. */
 __attribute__((target("avx512f")))
 static long sum_exp64(const float *x, long n, float m, float *out, float *acc16) {
-    haste_a16 acc = (haste_a16)0.0f;
+    haste_a16 acc; memcpy(&acc, acc16, sizeof acc);
     long i = 0;
     for (; i + 64 <= n; i += 64) {
         haste_a64 v; memcpy(&v, x + i, sizeof v);
@@ -180,11 +176,12 @@ static long sum_exp64(const float *x, long n, float m, float *out, float *acc16)
 }
 
 void haste_sum_exp_shifted_f32(int level, const float *x, long n, float m, float *out, float *acc16) {
+    memset(acc16, 0, 16 * sizeof(float));
     if (level == 2) {
         long wide = sum_exp64(x, n, m, out, acc16);
-        if (wide < n) sum_exp16(x + wide, n - wide, m, out ? out + wide : NULL, acc16, 1);
+        sum_exp16(x + wide, n - wide, m, out ? out + wide : NULL, acc16);
     }
-    else if (level == 1) sum_exp16x(x, n, m, out, acc16, 0);
+    else if (level == 1) sum_exp16x(x, n, m, out, acc16);
     else abort();
 }
 

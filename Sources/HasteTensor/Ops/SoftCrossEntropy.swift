@@ -47,15 +47,15 @@ extension Tensor {
         backend.softCrossEntropyForward(x: x, xRows: xRows, t: t, tRows: tRows, rows: rows, cols: cols,
                                         loss: rowLoss.buffer, difference: difference.buffer)
         let mean = GradMode.withoutGrad { rowLoss.mean() }
-        return mean.recorded(SoftCrossEntropyBackward(x: self, difference: difference, rows: rows))
+        return mean.recorded(SoftCrossEntropyBackward(x: self, difference: difference))
     }
 }
 
-/// d(mean CE)/dx = (softmax(x) − softmax(target)) · dy / rows, from the difference the forward kept.
+/// d(mean CE)/dx = (softmax(x) − softmax(target)) · dy / rows, from the difference [rows, cols] the forward kept.
 struct SoftCrossEntropyBackward: Backward {
-    let x: Tensor, difference: Tensor, rows: Int
+    let x: Tensor, difference: Tensor
     var inputs: [Tensor] { [x] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
-        [(difference * (dy / Double(rows))).reshaped(x.shape)]
+        [(difference * (dy / Double(difference.shape[0]))).reshaped(x.shape)]
     }
 }
