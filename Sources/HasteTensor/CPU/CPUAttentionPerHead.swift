@@ -141,36 +141,37 @@ extension CPUBackend {
         AttentionShape(batch: batch * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
     }
 
-    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens t: Int, heads: Int,
-                                   headDim dh: Int, scale: Double) {
+    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens t: Int,
+                                   heads: Int, headDim dh: Int, scale: Double) {
         let s = packedShape(batch, t, heads, dh)
-        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, out, logits]), "packedQKVAttention: not a per-head shape")
+        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, out, logits, probs]), "packedQKVAttention: not a per-head shape")
         let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
-        let pl = logits.map { SendablePointer($0.pointer(Float.self)) }
+        let pl = logits.map { SendablePointer($0.pointer(Float.self)) }, pp = probs.map { SendablePointer($0.pointer(Float.self)) }
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
-            let q = px.base + b * t * 3 * d + h * dh, p = headScratch(0, t * t)
+            let q = px.base + b * t * 3 * d + h * dh, p = pp.map { $0.base + i * t * t } ?? headScratch(0, t * t)
             headProbabilities(q, q + d, into: p, logits: pl.map { $0.base + i * t * t }, s, scale: scale, rows)
             headProbsTimesValues(p, q + 2 * d, po.base + b * t * d + h * dh, s, rows)
         }
     }
 
-    /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` (probabilities recomputed) per
-    /// head with q, k, v read and dq, dk, dv written at their columns of the [N, T, 3D] rows and dOut read at its
+    /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` (from the kept probabilities,
+    /// or recomputed when probs is nil) per head with q, k, v read and dq, dk, dv written at their columns of the [N, T, 3D] rows and dOut read at its
     /// columns of the [N, T, D] rows: the same AVX512Sgemm calls and row kernels, other leading dimensions.
-    public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens t: Int, heads: Int,
-                                           headDim dh: Int, scale: Double) {
+    public func packedQKVAttentionBackward(qkv: Buffer, probs: Buffer?, dOut: Buffer, dqkv: Buffer, batch: Int,
+                                           tokens t: Int, heads: Int, headDim dh: Int, scale: Double) {
         let s = packedShape(batch, t, heads, dh)
-        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, dOut, dqkv]),
+        precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, probs, dOut, dqkv]),
                      "packedQKVAttentionBackward: not a per-head shape")
         let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), pg = SendablePointer(dOut.pointer(Float.self))
-        let pd = SendablePointer(dqkv.pointer(Float.self))
+        let pd = SendablePointer(dqkv.pointer(Float.self)), pp = probs.map { SendablePointer($0.pointer(Float.self)) }
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
             let q = px.base + b * t * 3 * d + h * dh, dq = pd.base + b * t * 3 * d + h * dh
-            headBackward(q, q + d, q + 2 * d, headScratch(0, t * t), recompute: true, pg.base + b * t * d + h * dh,
+            headBackward(q, q + d, q + 2 * d, pp.map { $0.base + i * t * t } ?? headScratch(0, t * t), recompute: pp == nil,
+                         pg.base + b * t * d + h * dh,
                          dq, dq + d, dq + 2 * d, s, scale: scale, rows)
         }
     }

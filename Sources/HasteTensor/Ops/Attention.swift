@@ -63,24 +63,25 @@ public protocol AttentionKernels: AnyObject {
     func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool
     /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`), where
     /// `packedQKVAttentionRuns`: qkv [N, T, 3·H·Dh] ([q | k | v], head-major within each), out [N, T, H·Dh] (the
-    /// heads merged), logits [N, H, T, T] = scale·q·kᵀ unless nil; the bits of the split heads through
-    /// `attentionForward` (or `attentionLogits` and `softmaxMatmulForward`).
-    func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int, headDim: Int,
-                            scale: Double)
-    /// Its backward without logits: dqkv [N, T, 3·H·Dh] = (dq | dk | dv) from dOut [N, T, H·Dh], the probabilities
-    /// recomputed; the bits of `attentionBackwardRecomputing` on the split heads.
-    func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
-                                    headDim: Int, scale: Double)
+    /// heads merged), logits [N, H, T, T] = scale·q·kᵀ unless nil, the probabilities [N, H, T, T] into probs unless
+    /// nil (kept for the backward); the bits of the split heads through `attentionForward` (or `attentionLogits` and
+    /// `softmaxMatmulForward`).
+    func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,
+                            heads: Int, headDim: Int, scale: Double)
+    /// Its backward without logits: dqkv [N, T, 3·H·Dh] = (dq | dk | dv) from dOut [N, T, H·Dh] and the probabilities
+    /// the forward kept (probs), or recomputed (probs nil); the bits of `attentionBackwardRecomputing` on the split heads.
+    func packedQKVAttentionBackward(qkv: Buffer, probs: Buffer?, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int,
+                                    heads: Int, headDim: Int, scale: Double)
 }
 
 extension AttentionKernels {
     public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool { false }
-    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, batch: Int, tokens: Int, heads: Int,
-                                   headDim: Int, scale: Double) {
+    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,
+                                   heads: Int, headDim: Int, scale: Double) {
         fatalError("packedQKVAttention: this backend has no such path (packedQKVAttentionRuns is false)")
     }
-    public func packedQKVAttentionBackward(qkv: Buffer, dOut: Buffer, dqkv: Buffer, batch: Int, tokens: Int, heads: Int,
-                                           headDim: Int, scale: Double) {
+    public func packedQKVAttentionBackward(qkv: Buffer, probs: Buffer?, dOut: Buffer, dqkv: Buffer, batch: Int,
+                                           tokens: Int, heads: Int, headDim: Int, scale: Double) {
         fatalError("packedQKVAttentionBackward: this backend has no such path (packedQKVAttentionRuns is false)")
     }
 

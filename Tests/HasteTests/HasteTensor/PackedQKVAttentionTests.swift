@@ -56,9 +56,14 @@ private let packedShapes = [(2, 257, 3, 64), (3, 37, 4, 16), (1, 9, 2, 56)]
 }
 
 /// Recorded (no logits), the one-pass attention's gradient of qkv is bit for bit the split path's (splitHeads, as
-/// SiT, and reshape/permute/select, as DINOv2): dq, dk, dv written straight into their columns.
+/// SiT, and reshape/permute/select, as DINOv2): dq, dk, dv written straight into their columns, from the
+/// probabilities the forward kept (257 and 37 tokens: at least half the width) and from recomputed ones (9 tokens
+/// of width 112).
 @Test func packedQKVAttentionGradientIsTheSplitHeadsBitForBit() {
     guard CPUKernels.level == 2 else { return }
+    #expect(packedShapes.map { Tensor.keepsProbabilities(tokens: $0.1, width: $0.2 * $0.3) } == [true, true, false])
+    #expect(Tensor.keepsProbabilities(tokens: 256, width: 384) && !Tensor.keepsProbabilities(tokens: 256, width: 768),
+            "SiT-S/2 keeps its probabilities, SiT-B/2 recomputes them")
     let saved = Parallel.threads
     defer { Parallel.threads = saved }
     for (n, t, heads, dh) in packedShapes {
