@@ -94,11 +94,12 @@ func vectorLevels() -> [Int] {
 }
 
 /// CKernels' softmax exponentials (every variant this CPU can run) give exactly the Swift loop's lanes: e = exp16(x − m)
-/// stored and the 16 lane sums, the last block padded with −∞, for row lengths around the block size, with −∞, NaN,
+/// stored and the 16 lane sums, the last block padded with −∞, for row lengths around the 16- and 64-element blocks
+/// (none to four 16-lane blocks after the 64-element ones), with −∞, NaN,
 /// huge and tiny entries and a −∞ maximum (an all-masked row).
 @Test func vectorSoftmaxExponentialsMatchTheSwiftLanesBitForBit() {
     let levels = vectorLevels()
-    for n in [1, 7, 15, 16, 17, 31, 100, 257] {
+    for n in [1, 7, 15, 16, 17, 31, 64, 100, 127, 257] {
         var x = (0..<n).map { i in Float(sin(Double(i) * 0.77) * 12) }
         if n > 5 { x[2] = -.infinity; x[4] = 90; x[5] = -1e30 }
         if n > 20 { x[17] = .nan }
