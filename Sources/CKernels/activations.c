@@ -185,22 +185,19 @@ __attribute__((target("avx512f")))
 static void sum_exp_avx512(const float *x, long n, float m, float *out, float *acc16) {
     const long wide = n / 64 * 64, blocks = (n - wide + 15) / 16;
     haste_a16 tail[4];
+    __mmask16 lanes[4];
     for (long b = 0; b < blocks; b++) {
-        const long i = wide + 16 * b, valid = n - i < 16 ? n - i : 16;
-        const __mmask16 lanes = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
-        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), lanes, x + i);
+        const long valid = n - (wide + 16 * b);
+        lanes[b] = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
+        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), lanes[b], x + wide + 16 * b);
         haste_a16 hv; memcpy(&hv, &v, sizeof hv);
         tail[b] = exp16(hv - m);
     }
     sum_exp64(x, wide, m, out, acc16);
     haste_a16 acc; memcpy(&acc, acc16, sizeof acc);
     for (long b = 0; b < blocks; b++) {
-        const long i = wide + 16 * b, valid = n - i < 16 ? n - i : 16;
         acc = acc + tail[b];
-        if (out) {
-            __m512 e; memcpy(&e, &tail[b], sizeof e);
-            _mm512_mask_storeu_ps(out + i, valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1), e);
-        }
+        if (out) { __m512 e; memcpy(&e, &tail[b], sizeof e); _mm512_mask_storeu_ps(out + wide + 16 * b, lanes[b], e); }
     }
     memcpy(acc16, &acc, sizeof acc);
 }

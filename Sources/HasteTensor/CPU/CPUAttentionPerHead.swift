@@ -147,7 +147,8 @@ extension CPUBackend {
         precondition(perHeadRuns(s, scale: scale, needsHeadDim: true, [qkv, out, logits, probs]), "packedQKVAttention: not a per-head shape")
         let d = heads * dh, rows = HeadRows.packed(width: d)
         let px = SendablePointer(qkv.pointer(Float.self)), po = SendablePointer(out.pointer(Float.self))
-        let pl = logits.map { SendablePointer($0.pointer(Float.self)) }, pp = probs.map { SendablePointer($0.pointer(Float.self)) }
+        let pl = logits.map { SendablePointer($0.pointer(Float.self)) }
+        let pp = probs.map { SendablePointer($0.pointer(Float.self)) }
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
             let q = px.base + b * t * 3 * d + h * dh, p = pp.map { $0.base + i * t * t } ?? headScratch(0, t * t)
@@ -156,9 +157,10 @@ extension CPUBackend {
         }
     }
 
-    /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` (from the kept probabilities,
-    /// or recomputed when probs is nil) per head with q, k, v read and dq, dk, dv written at their columns of the [N, T, 3D] rows and dOut read at its
-    /// columns of the [N, T, D] rows: the same AVX512Sgemm calls and row kernels, other leading dimensions.
+    /// `Tensor.packedQKVAttention`'s backward on the per-head path: `perHeadBackward` per head (from the probabilities
+    /// the forward kept, or recomputed where probs is nil) with q, k, v read and dq, dk, dv written at their columns
+    /// of the [N, T, 3D] rows and dOut read at its columns of the [N, T, D] rows: the same AVX512Sgemm calls and row
+    /// kernels, other leading dimensions.
     public func packedQKVAttentionBackward(qkv: Buffer, probs: Buffer?, dOut: Buffer, dqkv: Buffer, batch: Int,
                                            tokens t: Int, heads: Int, headDim dh: Int, scale: Double) {
         let s = packedShape(batch, t, heads, dh)
@@ -170,8 +172,8 @@ extension CPUBackend {
         Parallel.forEach(s.batch) { i in
             let (b, h) = (i / heads, i % heads)
             let q = px.base + b * t * 3 * d + h * dh, dq = pd.base + b * t * 3 * d + h * dh
-            headBackward(q, q + d, q + 2 * d, pp.map { $0.base + i * t * t } ?? headScratch(0, t * t), recompute: pp == nil,
-                         pg.base + b * t * d + h * dh,
+            let p = pp.map { $0.base + i * t * t } ?? headScratch(0, t * t)
+            headBackward(q, q + d, q + 2 * d, p, recompute: pp == nil, pg.base + b * t * d + h * dh,
                          dq, dq + d, dq + 2 * d, s, scale: scale, rows)
         }
     }
