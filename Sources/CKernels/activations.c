@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "lanes.h"
 
 #define ACT_MATH(SUFFIX, TARGET, V, U)                                                                             \
 typedef float V __attribute__((ext_vector_type(sizeof(U) / 4)));                                                  \
@@ -157,9 +158,9 @@ SUM_EXP(16x, "avx2,fma", haste_a16x)
    forward 1.05 → 0.93, backward 1.59 → 1.27; GELU-tanh forward 0.71 → 0.55, backward 0.86 → 0.68. */
 ACT_MATH(64, "avx512f", haste_a64, haste_i64)
 
-/* SUM_EXP's lanes over the whole 64-element blocks, four 16-lane blocks at a time: e, then acc += each block in order. */
+/* SUM_EXP's lanes over n (a multiple of 64), four 16-lane blocks at a time: e, then acc += each block in order. */
 __attribute__((target("avx512f")))
-static long sum_exp64(const float *x, long n, float m, float *out, float *acc16) {
+static void sum_exp64(const float *x, long n, float m, float *out, float *acc16) {
     haste_a16 acc; memcpy(&acc, acc16, sizeof acc);
     long i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -172,7 +173,6 @@ static long sum_exp64(const float *x, long n, float m, float *out, float *acc16)
         acc = acc + e.hi.hi;
     }
     memcpy(acc16, &acc, sizeof acc);
-    return i;
 }
 
 /* AVX-512: the 64-element blocks by sum_exp64, then the up to four 16-lane blocks after them (the last padded
@@ -188,7 +188,7 @@ static void sum_exp_avx512(const float *x, long n, float m, float *out, float *a
     __mmask16 lanes[4];
     for (long b = 0; b < blocks; b++) {
         const long valid = n - (wide + 16 * b);
-        lanes[b] = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
+        lanes[b] = haste_lanes16(valid);
         __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), lanes[b], x + wide + 16 * b);
         haste_a16 hv; memcpy(&hv, &v, sizeof hv);
         tail[b] = exp16(hv - m);

@@ -5,6 +5,7 @@
 // GEMM that follows computes bit for bit what im2col + sgemm computes.
 #include "CKernels.h"
 #include <immintrin.h>
+#include "lanes.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -12,8 +13,6 @@
 
 #if defined(__x86_64__)
 
-__attribute__((target("avx512f")))
-static inline __mmask16 lane_mask(long count) { return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1); }
 
 /// One 16-lane part of a panel: output pixels q0 .. q0+count−1 (none when count ≤ 0).
 typedef struct {
@@ -35,7 +34,7 @@ static half_panel half(const haste_conv_geometry *g, long q0, long count) {
     h.iy = _mm512_loadu_si512(iy);
     h.ix = _mm512_loadu_si512(ix);
     h.idx = _mm512_add_epi32(_mm512_mullo_epi32(h.iy, _mm512_set1_epi32((int32_t)g->width)), h.ix);
-    h.valid = lane_mask(count);
+    h.valid = haste_lanes16(count);
     h.one_row = count > 0 && g->stride <= 2 && (q0 % g->out_w) + count <= g->out_w;
     h.row_iy = iy[0];
     h.row_ix = ix[0];
@@ -54,11 +53,11 @@ static inline void pack_half(const haste_conv_geometry *g, const half_panel *h, 
         }
         const float *src = (const float *)((uintptr_t)plane + (uintptr_t)((y * W + x0) * (long)sizeof(float)));
         if (g->stride == 1) {
-            __mmask16 m = h->valid & lane_mask(W - x0) & (__mmask16)~lane_mask(-x0);
+            __mmask16 m = h->valid & haste_lanes16(W - x0) & (__mmask16)~haste_lanes16(-x0);
             _mm512_store_ps(d, _mm512_maskz_loadu_ps(m, src));
         } else {        // stride 2: the 32 floats from src, the even ones kept (lane t ← src[2t])
-            __mmask16 m0 = lane_mask(W - x0) & (__mmask16)~lane_mask(-x0);
-            __mmask16 m1 = lane_mask(W - x0 - 16) & (__mmask16)~lane_mask(-x0 - 16);
+            __mmask16 m0 = haste_lanes16(W - x0) & (__mmask16)~haste_lanes16(-x0);
+            __mmask16 m1 = haste_lanes16(W - x0 - 16) & (__mmask16)~haste_lanes16(-x0 - 16);
             __m512 a = _mm512_maskz_loadu_ps(m0, src), b = _mm512_maskz_loadu_ps(m1, src + 16);
             const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
             _mm512_store_ps(d, _mm512_maskz_permutex2var_ps(h->valid, a, even, b));

@@ -10,6 +10,7 @@
 // result never depends on the thread count.
 #include "CKernels.h"
 #include <immintrin.h>
+#include "lanes.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,8 +51,6 @@ long haste_sgemm_kc_step(long k) {
     return step < KC ? step : KC;
 }
 
-__attribute__((target("avx512f")))
-static inline __mmask16 lanes(long count) { return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? 0 : (__mmask16)((1u << count) - 1); }
 
 /// 16 × 16 transpose in registers: r[q] lane t → r[t] lane q.
 __attribute__((target("avx512f")))
@@ -89,7 +88,7 @@ void haste_sgemm_pack_b(int trans_b, const float *b, long ldb, long k0, long kc,
         // against 0.64–0.75 ms (1 thread, AMD EPYC Zen 4). The same stores, so the same B̃. (Prefetches may point
         // past the end of b, here and below: a prefetch never faults.)
         const long panels = (j1 - j0 + NR - 1) / NR, lastW = j1 - j0 - (panels - 1) * NR;
-        const __mmask16 l0 = lanes(lastW), l1 = lanes(lastW - 16), l2 = lanes(lastW - 32);
+        const __mmask16 l0 = haste_lanes16(lastW), l1 = haste_lanes16(lastW - 16), l2 = haste_lanes16(lastW - 32);
         for (long p = 0; p < kc; p++) {
             const float *s = b + (k0 + p) * ldb + j0;
             const char *ahead = (const char *)(s + 4 * ldb);
@@ -168,7 +167,7 @@ static void pack_a(int trans_a, const float *a, long lda, long k0, long kc, long
     const long panel = 8 * kc;
     if (trans_a) {         // op(A)[i][p] = a[p·lda + i]: two panels at a time, 16 values of row k0 + p a load
         for (long i = 0; i < mc; i += 16, dst += 2 * panel) {
-            const __mmask16 m = lanes(mc - i);
+            const __mmask16 m = haste_lanes16(mc - i);
             const float *s = a + k0 * lda + i0 + i;
             float *d = dst;
             if (i + 8 < mc) {
@@ -242,9 +241,10 @@ KERNEL(kernel8x16, 1)
 __attribute__((target("avx512f")))
 static inline void tile(long kc, const float *ap, const float *bp, float *c, long ldc, long mr, long w, float alpha,
                         float beta, const float *bias) {
-    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), lanes(w - 32), alpha, beta, bias);
-    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, lanes(w), lanes(w - 16), 0, alpha, beta, bias);
-    else kernel8x16(kc, ap, bp, c, ldc, mr, lanes(w), 0, 0, alpha, beta, bias);
+    const __mmask16 m0 = haste_lanes16(w), m1 = haste_lanes16(w - 16), m2 = haste_lanes16(w - 32);
+    if (w >= 33) kernel8x48(kc, ap, bp, c, ldc, mr, m0, m1, m2, alpha, beta, bias);
+    else if (w >= 17) kernel8x32(kc, ap, bp, c, ldc, mr, m0, m1, 0, alpha, beta, bias);
+    else kernel8x16(kc, ap, bp, c, ldc, mr, m0, 0, 0, alpha, beta, bias);
 }
 
 __attribute__((target("avx512f")))

@@ -46,6 +46,7 @@ void haste_winograd_weights(const float *w, long k_count, long c_count, long k0,
 /// file is only called where AVX-512F is).
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "lanes.h"
 WIDE
 void haste_winograd_input(const float *x, long h, long w, long pad_h, long pad_w, long ty0, long ty1, long tw, float *v,
                           long stride, float *row) {
@@ -63,7 +64,7 @@ void haste_winograd_input(const float *x, long h, long w, long pad_h, long pad_w
         }
         float *out = v + (ty - ty0) * tw;
         for (long tx = 0; tx < tw; tx += 16) {
-            __mmask16 m = tw - tx >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (tw - tx)) - 1);
+            __mmask16 m = haste_lanes16(tw - tx);
             __m512 d[4][4];
             for (int i = 0; i < 4; i++) {   // d B along the row: columns 2tx + [0, 4) of 16 tiles
                 const float *p = r[i] + 2 * tx;
@@ -97,7 +98,7 @@ void haste_winograd_output(const float *m, long stride, long ty0, long ty1, long
         for (long tx = 0; tx < tw; tx += 16) {
             const float *s = m + (ty - ty0) * tw + tx;
             long tiles = tw - tx < 16 ? tw - tx : 16;
-            __mmask16 mt = tiles >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tiles) - 1);
+            __mmask16 mt = haste_lanes16(tiles);
             __m512 q[2][4];
             for (int j = 0; j < 4; j++) {   // Aᵀ m down the columns
                 __m512 m0 = _mm512_maskz_loadu_ps(mt, s + (0 * 4 + j) * stride), m1 = _mm512_maskz_loadu_ps(mt, s + (1 * 4 + j) * stride);
@@ -106,8 +107,8 @@ void haste_winograd_output(const float *m, long stride, long ty0, long ty1, long
                 q[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
             }
             long cols = ow - 2 * tx < 32 ? ow - 2 * tx : 32;   // output columns 2tx + [0, cols)
-            __mmask16 c0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
-            __mmask16 c1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+            __mmask16 c0 = haste_lanes16(cols);
+            __mmask16 c1 = haste_lanes16(cols - 16);
             for (int a = 0; a < 2; a++) {   // (…) A along the rows, the two columns of each tile interleaved
                 long oy = 2 * ty + a;
                 if (oy >= oh) break;
