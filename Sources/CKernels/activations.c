@@ -1,7 +1,7 @@
-// GELU (exact, through erf) and GELU-tanh, forward and backward, in float32 vectors: the same IEEE operations in
-// the same order per lane as the Swift SIMD16 forms (CPUMath.swift's vexp, vtanh, verf; CPUUnary.swift's GeluF and
-// GeluTanhF vf/vdf), so every variant gives the Swift loop's bits. Swift compiles SIMD16<Float> for baseline x86-64
-// (four SSE registers per vector, measured: 536 instructions per 16 exact GELUs); these run 16 (AVX-512F) or 8
+// GELU (exact, through erf), GELU-tanh and SiLU, forward and backward, in float32 vectors: the same IEEE operations
+// in the same order per lane as the Swift SIMD16 forms (CPUMath.swift's vexp, vtanh, verf, vsigmoid; CPUUnary.swift's
+// GeluF, GeluTanhF and SiluF vf/vdf), so every variant gives the Swift loop's bits. Swift compiles SIMD16<Float> for
+// baseline x86-64 (four SSE registers per vector, measured: 536 instructions per 16 exact GELUs); these run 16 (AVX-512F) or 8
 // (AVX2) lanes per instruction, several independent instructions side by side (64- and 16-lane blocks, below).
 // -ffp-contract=off keeps every multiply-add unfused, as in Swift.
 #include "CKernels.h"
@@ -72,12 +72,17 @@ __attribute__((target(TARGET), always_inline)) static inline V erf##SUFFIX(V x) 
 }                                                                                                                 \
 __attribute__((target(TARGET), always_inline)) static inline V act##SUFFIX(int act, V x) {                       \
     if (act == HASTE_ACT_GELU) return x * 0.5f * (1.0f + erf##SUFFIX(x * 0.7071067811865475f));                  \
+    if (act == HASTE_ACT_SILU) return x * (1.0f / (1.0f + exp##SUFFIX(-x)));     /* SiluF.vf: x · vsigmoid(x) */   \
     V cube = x * x * x;                                                                                           \
     V inner = (x + 0.044715f * cube) * 0.7978845608028654f;                                                       \
     V half = x * 0.5f;                                                                                            \
     return half * (1.0f + tanh##SUFFIX(inner));                                                                   \
 }                                                                                                                 \
 __attribute__((target(TARGET), always_inline)) static inline V slope##SUFFIX(int act, V x) {                     \
+    if (act == HASTE_ACT_SILU) {                                               /* SiluF.vdf */                    \
+        V s = 1.0f / (1.0f + exp##SUFFIX(-x));                                                                    \
+        return s * (1.0f + x * (1.0f - s));                                                                       \
+    }                                                                                                             \
     if (act == HASTE_ACT_GELU) {                                                                                  \
         V cdf = (1.0f + erf##SUFFIX(x * 0.7071067811865475f)) * 0.5f;                                             \
         V pdf = exp##SUFFIX(-x * x * 0.5f) * 0.3989422804014327f;                                                 \

@@ -18,11 +18,12 @@ double haste_sum_squares_f32(int level, const float *p, size_t n);
 void haste_adamw_f32(int level, float *p, const float *g, float *m, float *v, size_t n, float decay, int apply_decay,
                      float w, int small_weight, float b2, float one_minus_b2, float bc2s, float eps, float neg_step);
 
-// ---- GELU activations in float32 vectors (activations.c) ----
+// ---- GELU and SiLU activations in float32 vectors (activations.c) ----
 #define HASTE_ACT_GELU 0       /* x·Φ(x) through erf (GeluF) */
 #define HASTE_ACT_GELU_TANH 1  /* the tanh approximation (GeluTanhF) */
+#define HASTE_ACT_SILU 2       /* x·σ(x), σ(x) = 1 / (1 + e^{−x}) (SiluF) */
 /// y[i] = f(x[i] + b[i]) (f(x[i]) where b is NULL) for i below n rounded down to 16, the count it returns; the rest
-/// is the caller's (its scalar formula). Bit for bit the Swift SIMD16 vf of GeluF / GeluTanhF. level: haste_cpu_level().
+/// is the caller's (its scalar formula). Bit for bit the Swift SIMD16 vf of GeluF / GeluTanhF / SiluF. level: haste_cpu_level().
 long haste_act_forward_f32(int level, int act, const float *x, const float *b, float *y, long n);
 /// d = dy[i]·f′(x[i] + b[i]) (x[i] where b is NULL) into dx[i], and part[i] += d where part is given, for i below n
 /// rounded down to 16 (returned); bit for bit the Swift SIMD16 dy·vdf. dx may be dy.
@@ -72,13 +73,16 @@ void haste_sgemm_block(int trans_a, const float *a, long lda, long k0, long kc, 
 /// U[ξ][k][c] (ξ ∈ [0, 16), planes k_count·c_count apart) = G g Gᵀ of the filters w[k][c][3][3], k ∈ [k0, k1).
 void haste_winograd_weights(const float *w, long k_count, long c_count, long k0, long k1, float *u);
 /// V[ξ][t] = Bᵀ d B of the 4 × 4 input tiles of tile rows [ty0, ty1) of one channel plane (h × w, padding pad_h,
-/// pad_w), t = (ty − ty0)·tw + tx, ξ planes `stride` floats apart; `row`: scratch of haste_winograd_row_floats(tw).
+/// pad_w), t = (ty − ty0)·tw + tx, ξ planes `stride` floats apart, written as this channel's row of the sgemm's
+/// packed B (haste_sgemm_pack_b's NR-wide panels, `panel` = kc·NR floats apart: element t at (t / NR)·panel + t % NR),
+/// the last panel's columns past the n = (ty1 − ty0)·tw tiles zeroed; `row`: scratch of haste_winograd_row_floats(tw).
 /// The input and output transforms need AVX-512F (x86-64; call where haste_cpu_level() == 2).
 static inline long haste_winograd_row_floats(long tw) { return 4 * (2 * tw + 2 + 48); }
 void haste_winograd_input(const float *x, long h, long w, long pad_h, long pad_w, long ty0, long ty1, long tw, float *v,
-                          long stride, float *row);
-/// y (oh × ow) tiles of tile rows [ty0, ty1) = Aᵀ m A of M[ξ][t] (layout as V), added to y where `accumulate`.
-void haste_winograd_output(const float *m, long stride, long ty0, long ty1, long tw, long oh, long ow, int accumulate,
+                          long stride, long panel, float *row);
+/// y (oh × ow) tiles of tile rows [ty0, ty1) = Aᵀ m A of M[ξ][t] (t = (ty − ty0)·tw + tx, contiguous), plus *bias
+/// (bias + product) where bias is not NULL.
+void haste_winograd_output(const float *m, long stride, long ty0, long ty1, long tw, long oh, long ow, const float *bias,
                            float *y);
 
 // ---- anonymous host memory for HostBlockCache (hostmap.c) ----

@@ -94,7 +94,7 @@ struct VAEEncoder {
     func callAsFunction(_ x: Tensor) -> Tensor {
         var h = convIn(x)
         for b in downBlocks { h = b(h) }
-        return convOut(convNormOut(midBlock(h)).silu())
+        return convOut(convNormOut(midBlock(h), silu: true))
     }
 }
 
@@ -121,6 +121,6 @@ struct VAEDecoder {
     func callAsFunction(_ z: Tensor) -> Tensor {
         var h = midBlock(convIn(z))
         for b in upBlocks { h = b(h) }
-        return convOut(convNormOut(h).silu())
+        return convOut(convNormOut(h, silu: true))
     }
 }

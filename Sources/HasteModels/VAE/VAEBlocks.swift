@@ -31,7 +31,10 @@ struct GroupNormLayer {
         (self.groups, self.eps) = (groups, eps)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { x.groupNorm(groups: groups, weight: weight, bias: bias, eps: eps) }
+    /// The norm, then SiLU where `silu` (one fused pass on the CPU under noGrad).
+    func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {
+        x.groupNorm(groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
+    }
 }
 
 /// diffusers `ResnetBlock2D` without time embedding: y = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))),
@@ -49,7 +52,7 @@ struct ResnetBlock2D {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = conv2(norm2(conv1(norm1(x).silu())).silu())
+        let h = conv2(norm2(conv1(norm1(x, silu: true)), silu: true))
         return (convShortcut.map { $0(x) } ?? x) + h
     }
 }

@@ -48,31 +48,34 @@ extension CPUBackend {
 
     /// Winograd F(2×2, 3×3) (ConvKernels.winogradConv2d, CKernels/winograd.c): float32 on AVX-512F (not with
     /// HASTE_CPU_KERNELS=portable), stride 1, 3×3, padding ≤ 1, at least 16 channels in and out. Per image, in chunks
-    /// of tile rows (`Winograd`): input tiles transformed per channel, 16 GEMMs M[ξ] = U[ξ]·V[ξ] on the sgemm,
-    /// products transformed back per output channel.
-    public func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry g: ConvGeometry,
-                               beta: Double) -> Bool {
-        winogradConv2d(x: x, weight: weight, y: y, batch: batch, outChannels: outChannels, geometry: g, beta: beta,
+    /// of tile rows (`Winograd`): input tiles transformed per channel straight into the sgemm's packed-B layout,
+    /// 16 GEMMs M[ξ] = U[ξ]·V[ξ] on the sgemm over them, products transformed back per output channel.
+    public func winogradConv2d(x: Buffer, weight: Buffer, bias: Buffer?, y: Buffer, batch: Int, outChannels: Int,
+                               geometry g: ConvGeometry) -> Bool {
+        winogradConv2d(x: x, weight: weight, bias: bias, y: y, batch: batch, outChannels: outChannels, geometry: g,
                        chunkFloats: Winograd.chunkFloats)
     }
 
     /// With a cap on the chunks' transformed floats (tests shrink it: chunking never changes a bit).
-    func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry g: ConvGeometry,
-                        beta: Double, chunkFloats: Int) -> Bool {
+    func winogradConv2d(x: Buffer, weight: Buffer, bias: Buffer?, y: Buffer, batch: Int, outChannels: Int,
+                        geometry g: ConvGeometry, chunkFloats: Int) -> Bool {
         guard x.dtype == .float32 && weight.dtype == .float32 && y.dtype == .float32 && CPUKernels.level == 2,
+              bias == nil || bias!.dtype == .float32,
               g.kernelHeight == 3, g.kernelWidth == 3, g.stride == 1, g.paddingHeight <= 1, g.paddingWidth <= 1,
-              g.channels >= 16, outChannels >= 16, g.outHeight >= 2, g.outWidth >= 2, beta == 0 || beta == 1,
+              g.channels >= 16, outChannels >= 16, g.outHeight >= 2, g.outWidth >= 2,
               g.height * g.width < 1 << 30 else { return false }
         let c = g.channels, kOut = outChannels, h = g.height, w = g.width, oh = g.outHeight, ow = g.outWidth
         let th = (oh + 1) / 2, tw = (ow + 1) / 2
         let rows = Swift.max(1, Swift.min(th, (Winograd.tiles + tw - 1) / tw, chunkFloats / (16 * (c + kOut) * tw)))
+        let nr = AVX512Sgemm.nr, kcStep = haste_sgemm_kc_step(c)
         let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * kOut * c)
-        let v = UnsafeMutablePointer<Float>.allocate(capacity: 16 * c * rows * tw)
+        let vFloats = 16 * c * ((rows * tw + nr - 1) / nr * nr)   // 64-byte aligned: the kernel loads B̃ panels aligned
+        let v = UnsafeMutableRawPointer.allocate(byteCount: vFloats * 4, alignment: 64).bindMemory(to: Float.self, capacity: vFloats)
         let m = UnsafeMutablePointer<Float>.allocate(capacity: 16 * kOut * rows * tw)
-        defer { u.deallocate(); v.deallocate(); m.deallocate() }
+        defer { u.deallocate(); UnsafeMutableRawPointer(v).deallocate(); m.deallocate() }
         let up = SendablePointer(u), vp = SendablePointer(v), mp = SendablePointer(m)
         let xp = SendablePointer(x.pointer(Float.self)), wp = SendablePointer(weight.pointer(Float.self))
-        let yp = SendablePointer(y.pointer(Float.self))
+        let yp = SendablePointer(y.pointer(Float.self)), bp = bias.map { SendablePointer($0.pointer(Float.self)) }
         return CPUBackend.withGemmMutex {
             Parallel.chunks(kOut, chunk: Swift.max(1, (kOut + Parallel.threads - 1) / Parallel.threads)) { ks in
                 haste_winograd_weights(wp.base, kOut, c, ks.lowerBound, ks.upperBound, up.base)
@@ -85,21 +88,25 @@ extension CPUBackend {
             let rp = SendablePointer(rowScratch)
             for image in 0..<batch {
                 for ty0 in stride(from: 0, to: th, by: rows) {
-                    let ty1 = Swift.min(th, ty0 + rows), n = (ty1 - ty0) * tw
+                    let ty1 = Swift.min(th, ty0 + rows), n = (ty1 - ty0) * tw, width = (n + nr - 1) / nr * nr
+                    // V[ξ] (c × n) is written as the sgemm's packed B̃ (`runPacked`'s layout: KC block p0 at p0 · width,
+                    // its NR-wide panels kc · NR apart), so the 16 GEMMs pack nothing: channel ch is row ch − p0 of
+                    // its block.
                     Parallel.chunks(c, chunk: perChannel) { chs in
                         let row = rp.base + chs.lowerBound / perChannel * rowFloats
                         for ch in chs {
+                            let p0 = ch / kcStep * kcStep, kc = Swift.min(kcStep, c - p0)
                             haste_winograd_input(xp.base + (image * c + ch) * h * w, h, w, g.paddingHeight, g.paddingWidth,
-                                                 ty0, ty1, tw, vp.base + ch * n, c * n, row)
+                                                 ty0, ty1, tw, vp.base + p0 * width + (ch - p0) * nr, c * width, kc * nr, row)
                         }
                     }
-                    AVX512Sgemm.runBatch(16, macs: kOut * n * c) { xi in
-                        AVX512Sgemm(transA: false, transB: false, m: kOut, n: n, k: c, alpha: 1, a: up.base + xi * kOut * c,
-                                    lda: c, b: vp.base + xi * c * n, ldb: n, beta: 0, c: mp.base + xi * kOut * n, ldc: n)
+                    AVX512Sgemm.runBatchPacked(16, m: kOut, n: n, k: c) { xi in
+                        (a: UnsafePointer(up.base + xi * kOut * c), packed: UnsafePointer(vp.base + xi * c * width),
+                         c: mp.base + xi * kOut * n)
                     }
                     Parallel.chunks(kOut, chunk: perFilter) { ks in
                         for k in ks {
-                            haste_winograd_output(mp.base + k * n, kOut * n, ty0, ty1, tw, oh, ow, beta == 0 ? 0 : 1,
+                            haste_winograd_output(mp.base + k * n, kOut * n, ty0, ty1, tw, oh, ow, bp.map { UnsafePointer($0.base + k) },
                                                   yp.base + (image * kOut + k) * oh * ow)
                         }
                     }

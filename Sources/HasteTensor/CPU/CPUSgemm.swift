@@ -83,6 +83,27 @@ struct AVX512Sgemm {
         }
     }
 
+    /// Products item(0..<batch) of m × k row-major A (lda = k) times a B̃ (k × n) already in `run`'s shared packed
+    /// layout (KC block p0 of haste_sgemm_kc_step(k) rows at p0 · width, width = n rounded up to NR; Winograd's V),
+    /// into C (m × n, ldc = n): small ones one per thread in parallel, others one after another split between the
+    /// threads, as `runBatch`; no packing of B. The same K blocks and kernel as every other path, so the bits of
+    /// `run` on the unpacked B. The caller holds CPUBackend.gemmMutex.
+    static func runBatchPacked(_ batch: Int, m: Int, n: Int, k: Int,
+                               _ item: (Int) -> (a: UnsafePointer<Float>, packed: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>)) {
+        let threads = Parallel.threads, macs = m * n * k
+        func product(_ i: Int) -> (AVX512Sgemm, SendablePointer<Float>) {
+            let (a, packed, c) = item(i)
+            return (AVX512Sgemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: packed, ldb: n,
+                                beta: 0, c: c, ldc: n), SendablePointer(UnsafeMutablePointer(mutating: packed)))
+        }
+        if batch > 1 && threads > 1 && macs <= CPUBackend.smallGemmMACs {
+            Parallel.forEach(batch) { i in let (p, b) = product(i); p.runPacked(b, j0: 0, j1: n, parts: 1) }
+        } else {
+            let parts = macs < parallelMACs ? 1 : parts(threads: threads)
+            for i in 0..<batch { let (p, b) = product(i); p.runPacked(b, j0: 0, j1: n, parts: parts) }
+        }
+    }
+
     /// The product on the calling thread alone (items of a batch run in parallel this way).
     /// Products of up to `columnSplitRows` rows pack B `columnBlock` columns at a time (L2-resident), others NC.
     func runSerial() {

@@ -75,6 +75,7 @@ struct SigmoidF: UnaryFn {
     func vdf(_ x: FVec, _ y: FVec) -> FVec { y * (1 - y) }
 }
 struct SiluF: UnaryFn {
+    var cActivation: Int32? { HASTE_ACT_SILU }
     func f<T: KernelFloat>(_ x: T) -> T { x * sigmoid(x) }
     func df<T: KernelFloat>(_ x: T, _ y: T) -> T { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
     func vf(_ x: FVec) -> FVec { x * vsigmoid(x) }
@@ -186,6 +187,22 @@ func dispatchUnary<V: UnaryVisitor>(_ op: UnaryOp, _ v: V) {
     }
 }
 
+/// y[i] = f(x[i]) for i < n in float32: the CKernels variant (`kernel`, fn.vectorKernel) or the Swift SIMD16 `vf`
+/// for whole groups of 16 from x, the scalar `f` for the rest. y may be x. Every caller splits its elements at
+/// multiples of 16 from the tensor's start, so a value's bits never depend on which caller computed it.
+@inline(__always)
+func floatLanes<F: UnaryFn>(_ fn: F, _ kernel: (level: Int32, act: Int32)?, _ x: UnsafeMutablePointer<Float>,
+                            _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    if let (level, act) = kernel { i = haste_act_forward_f32(level, act, x, nil, y, n) }
+    let a = UnsafeMutableRawPointer(x), b = UnsafeMutableRawPointer(y)
+    while i + 16 <= n {
+        b.storeBytes(of: fn.vf(a.loadUnaligned(fromByteOffset: i * 4, as: FVec.self)), toByteOffset: i * 4, as: FVec.self)
+        i += 16
+    }
+    while i < n { y[i] = fn.f(x[i]); i += 1 }
+}
+
 /// y = f(x) over `count` elements of type T.
 struct UnaryForward<T: KernelFloat>: UnaryVisitor {
     let x: SendablePointer<T>, y: SendablePointer<T>, count: Int
@@ -195,17 +212,8 @@ struct UnaryForward<T: KernelFloat>: UnaryVisitor {
             let a = UnsafeMutableRawPointer(x.base), b = UnsafeMutableRawPointer(y.base)
             let kernel = fn.vectorKernel
             Parallel.chunks(count) { r in
-                var i = r.lowerBound
-                if let (level, act) = kernel {
-                    i += haste_act_forward_f32(level, act, (a + i * 4).assumingMemoryBound(to: Float.self), nil,
-                                               (b + i * 4).assumingMemoryBound(to: Float.self), r.count)
-                }
-                while i + 16 <= r.upperBound {
-                    b.storeBytes(of: fn.vf(a.loadUnaligned(fromByteOffset: i * 4, as: FVec.self)), toByteOffset: i * 4, as: FVec.self)
-                    i += 16
-                }
-                let pa = a.assumingMemoryBound(to: Float.self), pb = b.assumingMemoryBound(to: Float.self)
-                while i < r.upperBound { pb[i] = fn.f(pa[i]); i += 1 }
+                floatLanes(fn, kernel, (a + r.lowerBound * 4).assumingMemoryBound(to: Float.self),
+                           (b + r.lowerBound * 4).assumingMemoryBound(to: Float.self), r.count)
             }
             return
         }

@@ -21,17 +21,18 @@ public protocol ConvKernels: AnyObject {
     func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
                         beta: Double) -> Bool
     /// Winograd F(2×2, 3×3) for stride-1 3×3 convs where the backend has it (CPU float32 on AVX-512F): y[n] =
-    /// conv(x[n]) + beta·y[n] with 2.25× fewer multiply-adds; within float32 rounding of the direct product, not
-    /// bit for bit. Returns false, touching nothing, where it does not apply.
-    func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
-                        beta: Double) -> Bool
+    /// conv(x[n]) (+ bias[k] on channel k, as bias + product, where bias is given) with 2.25× fewer multiply-adds;
+    /// within float32 rounding of the direct product, not bit for bit. Returns false, touching nothing, where it
+    /// does not apply.
+    func winogradConv2d(x: Buffer, weight: Buffer, bias: Buffer?, y: Buffer, batch: Int, outChannels: Int,
+                        geometry: ConvGeometry) -> Bool
 }
 
 extension ConvKernels {
     public func implicitConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
                                beta: Double) -> Bool { false }
-    public func winogradConv2d(x: Buffer, weight: Buffer, y: Buffer, batch: Int, outChannels: Int, geometry: ConvGeometry,
-                               beta: Double) -> Bool { false }
+    public func winogradConv2d(x: Buffer, weight: Buffer, bias: Buffer?, y: Buffer, batch: Int, outChannels: Int,
+                               geometry: ConvGeometry) -> Bool { false }
 }
 
 /// Sizes of one image's convolution: input [channels, height, width], kernel [kernelHeight, kernelWidth],
@@ -118,13 +119,13 @@ extension Tensor {
         let x = contiguous(), w = weight.contiguous()
         let n = shape[0], cout = weight.shape[0], k = g.patchSize, l = g.outPixels
         let y = Tensor.empty([n, cout, g.outHeight, g.outWidth], dtype: dtype, device: device)
-        if let bias {   // y starts as the bias broadcast over pixels; the GEMM accumulates into it (beta = 1)
-            backend.stridedCopy(from: bias.contiguous().buffer, srcStrides: [0, 1, 0], to: y.buffer,
-                                dstStrides: [cout * l, l, 1], shape: [n, cout, l])
-        }
-        if winograd && backend.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: n, outChannels: cout,
-                                              geometry: g, beta: bias == nil ? 0 : 1) {
+        let b = bias?.contiguous()
+        if winograd && backend.winogradConv2d(x: x.buffer, weight: w.buffer, bias: b?.buffer, y: y.buffer, batch: n,
+                                              outChannels: cout, geometry: g) {
             return y.recorded(Conv2dBackward(x: x, weight: w, bias: bias, geometry: g, columnBudget: columnBudget))
+        }
+        if let b {   // y starts as the bias broadcast over pixels; the GEMM accumulates into it (beta = 1)
+            backend.stridedCopy(from: b.buffer, srcStrides: [0, 1, 0], to: y.buffer, dstStrides: [cout * l, l, 1], shape: [n, cout, l])
         }
         if implicit && backend.implicitConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: n, outChannels: cout,
                                               geometry: g, beta: bias == nil ? 0 : 1) {

@@ -35,10 +35,13 @@ extension Tensor {
         return y.recorded(LayerNormBackward(x: x, weight: w, bias: b, mean: mean, rstd: rstd))
     }
 
-    /// torch: `F.group_norm(x, groups, weight, bias, eps)` for x [N, C, *]; weight, bias [C]. Composite: the
-    /// layerNorm kernel over rows [N·groups, (C/groups)·∏*] (each group is contiguous), then the per-channel
-    /// affine by broadcasting, so autograd derives every gradient from kernels already checked.
-    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double) -> Tensor {
+    /// torch: `F.group_norm(x, groups, weight, bias, eps)` for x [N, C, *]; weight, bias [C]; with `silu`,
+    /// `F.silu` of that (diffusers' norm → nonlinearity). Composite: the layerNorm kernel over rows
+    /// [N·groups, (C/groups)·∏*] (each group is contiguous), then the per-channel affine by broadcasting and the
+    /// activation, so autograd derives every gradient from kernels already checked. When nothing records (the VAE,
+    /// under noGrad) on the CPU in float32 with ∏* a multiple of 16, one fused kernel gives the same bits
+    /// (`groupNormInference`) without the three intermediate tensors.
+    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double, silu: Bool = false) -> Tensor {
         require(rank >= 2, "groupNorm: input \(shape) must be [N, C, *]")
         let c = shape[1]
         require(groups > 0 && c % groups == 0, "groupNorm: \(c) channels of \(shape) do not split into \(groups) groups")
@@ -49,12 +52,21 @@ extension Tensor {
                          "groupNorm: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
         }
         require(count > 0, "groupNorm: empty input \(shape)")
+        let spatial = count / (shape[0] * c)
+        let records = GradMode.isEnabled && [self, weight, bias].contains { $0?.isTracked == true }
+        if !records, dtype == .float32, spatial % 16 == 0, let cpu = backend as? CPUBackend {
+            if !GradMode.isEnabled, let reads = CheckpointReads.current { reads.note([self, weight, bias].compactMap { $0 }) }
+            let x = contiguous(), y = Tensor.empty(like: x)
+            cpu.groupNormInference(x.buffer, weight: weight?.contiguous().buffer, bias: bias?.contiguous().buffer, y.buffer,
+                                   batch: shape[0], channels: c, groups: groups, spatial: spatial, eps: eps, silu: silu)
+            return y
+        }
         let normalized = reshaped([shape[0] * groups, -1]).layerNorm(eps: eps).reshaped(shape)   // [N, C, *]
         let perChannel = [c] + [Int](repeating: 1, count: rank - 2)                              // [C, 1, …]
         var y = normalized
         if let weight { y = y * weight.reshaped(perChannel) }
         if let bias { y = y + bias.reshaped(perChannel) }
-        return y
+        return silu ? y.silu() : y
     }
 }
 

@@ -48,11 +48,11 @@ func vectorLevels() -> [Int] {
     }
 }
 
-/// CKernels' GELU activations (every variant this CPU can run) give exactly the Swift SIMD16 forms' bits: GeluF and
-/// GeluTanhF `vf` forward and `dy·vdf` backward, alone and with a bias (the fused bias + GELU rows) and a dbias
+/// CKernels' GELU and SiLU activations (every variant this CPU can run) give exactly the Swift SIMD16 forms' bits:
+/// GeluF, GeluTanhF and SiluF `vf` forward and `dy·vdf` backward, alone and with a bias (the fused bias + GELU rows) and a dbias
 /// partial; inputs span tiny to saturating values of both signs, ±0, ±∞, NaN and the erf branch switch. Counts that
 /// leave a tail: the kernels do whole 16-lane groups only and say how many.
-@Test func vectorGeluMatchesTheSwiftLanesBitForBit() {
+@Test func vectorActivationsMatchTheSwiftLanesBitForBit() {
     let n = 16 * 41 + 7
     let levels = vectorLevels()
     var x = (0..<n).map { i in Float(sin(Double(i) * 0.731) * pow(10, Double(i % 7) - 3)) * 4 }
@@ -63,8 +63,12 @@ func vectorLevels() -> [Int] {
     let dy = (0..<n).map { i in Float(sin(Double(i) * 1.7 + 0.3)) }
     let differing = { (a: [Float], b: [Float]) -> Int in zip(a, b).filter { !($0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN)) }.count }
     func lanes(_ v: [Float], _ i: Int) -> FVec { var r = FVec(); for l in 0..<16 { r[l] = v[i + l] }; return r }
-    for (act, fn) in [(HASTE_ACT_GELU, { (u: FVec) in GeluF().vf(u) }), (HASTE_ACT_GELU_TANH, { (u: FVec) in GeluTanhF().vf(u) })] {
-        let dfn = { (u: FVec) -> FVec in act == HASTE_ACT_GELU ? GeluF().vdf(u, u) : GeluTanhF().vdf(u, u) }
+    let forms: [(Int32, (FVec) -> FVec, (FVec) -> FVec)] = [
+        (HASTE_ACT_GELU, { GeluF().vf($0) }, { GeluF().vdf($0, $0) }),
+        (HASTE_ACT_GELU_TANH, { GeluTanhF().vf($0) }, { GeluTanhF().vdf($0, $0) }),
+        (HASTE_ACT_SILU, { SiluF().vf($0) }, { SiluF().vdf($0, $0) }),
+    ]
+    for (act, fn, dfn) in forms {
         for withBias in [false, true] {
             let whole = n / 16 * 16
             var yRef = [Float](repeating: 0, count: whole), dRef = yRef, partRef = bias

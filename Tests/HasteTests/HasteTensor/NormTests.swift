@@ -61,6 +61,39 @@ func normMatchesPyTorch(_ name: String) throws {
     }
 }
 
+/// Under noGrad, float32 GroupNorm (+ SiLU) with a spatial size that is a multiple of 16 runs the fused CPU kernel
+/// (`groupNormInference`); it must give the composite's bits exactly — layerNorm over [N·groups, −1] rows, × weight,
+/// + bias, `.silu()` — with and without each affine parameter. The recording path and a spatial size off the
+/// 16-lane grid (5×5: the composite itself) must agree too, and the recording path must still record.
+@Test func groupNormInferenceMatchesTheCompositeBitForBit() {
+    func composite(_ x: Tensor, _ groups: Int, _ w: Tensor?, _ b: Tensor?, _ silu: Bool) -> Tensor {
+        var y = x.reshaped([x.shape[0] * groups, -1]).layerNorm(eps: 1e-6).reshaped(x.shape)
+        let per = [x.shape[1]] + [Int](repeating: 1, count: x.rank - 2)
+        if let w { y = y * w.reshaped(per) }
+        if let b { y = y + b.reshaped(per) }
+        return silu ? y.silu() : y
+    }
+    func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bitPattern) }
+    for shape in [[3, 8, 4, 12], [2, 6, 32], [2, 6, 5, 5]] {
+        let c = shape[1], groups = c / 2
+        let x = Tensor.randn(shape, seed: 61) * 3.0 + 0.5
+        let w = Tensor.randn([c], seed: 62), b = Tensor.randn([c], seed: 63)
+        for (wt, bt) in [(w, b), (w, nil), (nil, b), (nil, nil)] as [(Tensor?, Tensor?)] {
+            for silu in [false, true] {
+                let want = bits(noGrad { composite(x, groups, wt, bt, silu) })
+                let fused = noGrad { x.groupNorm(groups: groups, weight: wt, bias: bt, eps: 1e-6, silu: silu) }
+                #expect(bits(fused) == want, "\(shape) weight \(wt != nil) bias \(bt != nil) silu \(silu): fused")
+                #expect(bits(x.groupNorm(groups: groups, weight: wt, bias: bt, eps: 1e-6, silu: silu)) == want,
+                        "\(shape): untracked with recording on")
+                let xl = x.clone()
+                xl.requiresGrad = true
+                let recorded = xl.groupNorm(groups: groups, weight: wt, bias: bt, eps: 1e-6, silu: silu)
+                #expect(recorded.isTracked && bits(recorded) == want, "\(shape): recording path")
+            }
+        }
+    }
+}
+
 @Test func normTrapsOnBadInput() async {
     let weight = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
         _ = Tensor.zeros([3, 4]).layerNorm(weight: Tensor.ones([5]), eps: 1e-5)

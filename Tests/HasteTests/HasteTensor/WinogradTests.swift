@@ -25,10 +25,14 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
     for c in winogradCases {
         let (x, w, b, g, y, what) = convOperands(x: c.x, w: c.w, bias: c.bias, stride: 1, padding: c.padding, seed: seed)
         seed += 3
-        #expect(CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: c.x[0], outChannels: c.w[0],
-                                                 geometry: g, beta: 0), "\(what): Winograd not taken")
+        #expect(CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, bias: b?.buffer, y: y.buffer, batch: c.x[0],
+                                                 outChannels: c.w[0], geometry: g), "\(what): Winograd not taken")
         let got = x.conv2d(w, b, stride: 1, padding: c.padding)
-        #expect(bits(y) == bits(got) || b != nil, "\(what): direct entry differs from conv2d")
+        #expect(bits(y) == bits(got), "\(what): direct entry differs from conv2d")
+        if let b {   // the bias added in the output transform: the bits of the product plus the bias, added after
+            let plain = x.conv2d(w, nil, stride: 1, padding: c.padding)
+            #expect(bits(got) == bits(plain + b.reshaped([1, c.w[0], 1, 1])), "\(what): bias folded differently")
+        }
         var ref = directConv2d(x.to(.float64), w.to(.float64), stride: 1, padding: c.padding)
         if let b { ref = ref + b.to(.float64).reshaped([1, c.w[0], 1, 1]) }
         let mag = directConv2d(Tensor(x.scalars(as: Float.self).map { Double(abs($0)) }, shape: c.x),
@@ -50,8 +54,8 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
     let whole = bits(x.conv2d(w, nil, stride: 1, padding: 1))
     let g = ConvGeometry(input: x.shape, weight: w.shape, stride: 1, padding: (1, 1))
     let y = Tensor.empty([2, 24, g.outHeight, g.outWidth])
-    #expect(CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: 2, outChannels: 24, geometry: g,
-                                             beta: 0, chunkFloats: 1), "Winograd not taken")
+    #expect(CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, bias: nil, y: y.buffer, batch: 2, outChannels: 24,
+                                             geometry: g, chunkFloats: 1), "Winograd not taken")
     #expect(bits(y) == whole, "tile rows one at a time differ from the whole image")
     #expect(bits(x.conv2d(w, nil, stride: 1, padding: 1)) == whole, "a repeat differs")
 }
@@ -71,8 +75,16 @@ private func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bit
         let g = ConvGeometry(input: d.x, weight: d.w, stride: d.stride, padding: d.padding)
         let y = Tensor.full([d.x[0], d.w[0], g.outHeight, g.outWidth], .nan, dtype: d.dtype)
         let before = y.to(.float64).scalars(as: Double.self).count
-        #expect(!CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, y: y.buffer, batch: d.x[0], outChannels: d.w[0],
-                                                  geometry: g, beta: 0), "\(d) taken")
+        #expect(!CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, bias: nil, y: y.buffer, batch: d.x[0],
+                                                  outChannels: d.w[0], geometry: g), "\(d) taken")
         #expect(y.to(.float64).scalars(as: Double.self).filter(\.isNaN).count == before, "\(d): y written")
     }
+    // a geometry it takes, with a bias of another dtype
+    let x = Tensor.randn([1, 16, 9, 9], seed: 5), w = Tensor.randn([16, 16, 3, 3], seed: 6)
+    let g = ConvGeometry(input: x.shape, weight: w.shape, stride: 1, padding: (1, 1))
+    let y = Tensor.full([1, 16, 9, 9], .nan)
+    #expect(!CPUBackend.shared.winogradConv2d(x: x.buffer, weight: w.buffer, bias: Tensor.zeros([16], dtype: .float64).buffer,
+                                              y: y.buffer, batch: 1, outChannels: 16, geometry: g), "float64 bias taken")
+    let untouched = y.scalars(as: Float.self).allSatisfy { $0.isNaN }
+    #expect(untouched, "float64 bias: y written")
 }
