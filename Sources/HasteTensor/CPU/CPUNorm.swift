@@ -83,15 +83,15 @@ extension CPUBackend {
         }
     }
 
-    /// Inference GroupNorm over float32 x [batch, channels, spatial] (contiguous), y the same shape (may not be x):
-    /// per (sample, group) row the layerNorm moments, then per channel one pass writing ((x − mean)·rstd)·weight[c]
-    /// + bias[c], then SiLU over that channel's span while it is in cache when `silu`. The bits of the composite
-    /// `groupNorm` (layerNorm rows, × weight, + bias, `.silu()`) where spatial is a multiple of 16 (the activation's
-    /// 16-lane groups then fall where the whole-tensor pass puts them); the op only comes here in that case.
-    /// Writes y once instead of four times, and touches no fresh pages for the intermediates.
+    /// NormKernels.groupNormInference: per (sample, group) row the layerNorm moments, then per channel one pass
+    /// writing ((x − mean)·rstd)·weight[c] + bias[c], then SiLU over that channel's span while it is in cache. A
+    /// missing weight is ·1 and a missing bias + (−0): IEEE identities, so the composite's bits without four loops.
+    /// float32 with spatial a multiple of 16 only (the activation's 16-lane groups then fall where the whole-tensor
+    /// pass puts them). Writes y once instead of four times, and touches no fresh pages for intermediates.
     public func groupNormInference(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, batch: Int, channels: Int,
-                                   groups: Int, spatial: Int, eps: Double, silu: Bool) {
-        precondition(x.dtype == .float32 && spatial % 16 == 0, "groupNormInference: float32 and spatial % 16 == 0 only")
+                                   groups: Int, spatial: Int, eps: Double, silu: Bool) -> Bool {
+        guard x.dtype == .float32, y.dtype == .float32, weight.map({ $0.dtype == .float32 }) ?? true,
+              bias.map({ $0.dtype == .float32 }) ?? true, spatial % 16 == 0 else { return false }
         let cpg = channels / groups, cols = cpg * spatial, rows = batch * groups
         let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
         let pw = weight.map { SendablePointer($0.pointer(Float.self)) }, pb = bias.map { SendablePointer($0.pointer(Float.self)) }
@@ -104,25 +104,14 @@ extension CPUBackend {
                 let mv = FVec(repeating: m), rv = FVec(repeating: rs)
                 for j in 0..<cpg {
                     let c = (r % groups) * cpg + j
-                    let w = pw.map { $0.base[c] }, b = pb.map { $0.base[c] }
+                    let wv = FVec(repeating: pw?.base[c] ?? 1), bv = FVec(repeating: pb?.base[c] ?? -0.0)
                     let xs = xr + j * spatial, ys = yr + j * spatial
-                    switch (w, b) {
-                    case let (w?, b?):
-                        let wv = FVec(repeating: w), bv = FVec(repeating: b)
-                        for i in stride(from: 0, to: spatial, by: 16) { storeSIMD16((loadSIMD16(xs, i) - mv) * rv * wv + bv, ys, i) }
-                    case let (w?, nil):
-                        let wv = FVec(repeating: w)
-                        for i in stride(from: 0, to: spatial, by: 16) { storeSIMD16((loadSIMD16(xs, i) - mv) * rv * wv, ys, i) }
-                    case let (nil, b?):
-                        let bv = FVec(repeating: b)
-                        for i in stride(from: 0, to: spatial, by: 16) { storeSIMD16((loadSIMD16(xs, i) - mv) * rv + bv, ys, i) }
-                    case (nil, nil):
-                        for i in stride(from: 0, to: spatial, by: 16) { storeSIMD16((loadSIMD16(xs, i) - mv) * rv, ys, i) }
-                    }
+                    for i in stride(from: 0, to: spatial, by: 16) { storeSIMD16((loadSIMD16(xs, i) - mv) * rv * wv + bv, ys, i) }
                     if silu { floatLanes(SiluF(), kernel, ys, ys, spatial) }
                 }
             }
         }
+        return true
     }
 
     /// Rows per chunk: about `Parallel.defaultChunk` elements, fixed by the shape only.

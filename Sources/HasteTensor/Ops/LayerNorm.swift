@@ -9,6 +9,16 @@ public protocol NormKernels: AnyObject {
     /// dweight [cols] = Σ_rows dy·x̂, dbias [cols] = Σ_rows dy (written, not accumulated; nil = not wanted).
     func layerNormBackward(_ x: Buffer, weight: Buffer?, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                            dweight: Buffer?, dbias: Buffer?, rows: Int, cols: Int)
+    /// Forward-only GroupNorm (+ SiLU) where the backend has a fused kernel for it (CPU float32, spatial a multiple
+    /// of 16): x, y [batch, channels, spatial] contiguous, weight/bias [channels] or nil; y = silu?(((x − mean)·rstd)
+    /// ·weight[c] + bias[c]) with the bits of `groupNorm`'s composite. Returns false, touching nothing, elsewhere.
+    func groupNormInference(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, batch: Int, channels: Int,
+                            groups: Int, spatial: Int, eps: Double, silu: Bool) -> Bool
+}
+
+extension NormKernels {
+    public func groupNormInference(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, batch: Int, channels: Int,
+                                   groups: Int, spatial: Int, eps: Double, silu: Bool) -> Bool { false }
 }
 
 extension Tensor {
@@ -39,8 +49,8 @@ extension Tensor {
     /// `F.silu` of that (diffusers' norm → nonlinearity). Composite: the layerNorm kernel over rows
     /// [N·groups, (C/groups)·∏*] (each group is contiguous), then the per-channel affine by broadcasting and the
     /// activation, so autograd derives every gradient from kernels already checked. When nothing records (the VAE,
-    /// under noGrad) on the CPU in float32 with ∏* a multiple of 16, one fused kernel gives the same bits
-    /// (`groupNormInference`) without the three intermediate tensors.
+    /// under noGrad), a backend's fused `groupNormInference` gives the same bits without the three intermediate
+    /// tensors where it has one (the CPU's: float32, ∏* a multiple of 16).
     public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Double, silu: Bool = false) -> Tensor {
         require(rank >= 2, "groupNorm: input \(shape) must be [N, C, *]")
         let c = shape[1]
@@ -52,14 +62,14 @@ extension Tensor {
                          "groupNorm: \(name) is \(p.dtype) on \(p.device), input \(shape) is \(dtype) on \(device)")
         }
         require(count > 0, "groupNorm: empty input \(shape)")
-        let spatial = count / (shape[0] * c)
-        let records = GradMode.isEnabled && [self, weight, bias].contains { $0?.isTracked == true }
-        if !records, dtype == .float32, spatial % 16 == 0, let cpu = backend as? CPUBackend {
-            if !GradMode.isEnabled, let reads = CheckpointReads.current { reads.note([self, weight, bias].compactMap { $0 }) }
+        if !(GradMode.isEnabled && [self, weight, bias].contains(where: { $0?.isTracked == true })) {   // nothing records
             let x = contiguous(), y = Tensor.empty(like: x)
-            cpu.groupNormInference(x.buffer, weight: weight?.contiguous().buffer, bias: bias?.contiguous().buffer, y.buffer,
-                                   batch: shape[0], channels: c, groups: groups, spatial: spatial, eps: eps, silu: silu)
-            return y
+            if backend.groupNormInference(x.buffer, weight: weight?.contiguous().buffer, bias: bias?.contiguous().buffer,
+                                          y.buffer, batch: shape[0], channels: c, groups: groups,
+                                          spatial: count / (shape[0] * c), eps: eps, silu: silu) {
+                if !GradMode.isEnabled, let reads = CheckpointReads.current { reads.note([self, weight, bias].compactMap { $0 }) }
+                return y
+            }
         }
         let normalized = reshaped([shape[0] * groups, -1]).layerNorm(eps: eps).reshaped(shape)   // [N, C, *]
         let perChannel = [c] + [Int](repeating: 1, count: rank - 2)                              // [C, 1, …]

@@ -89,9 +89,24 @@ func normMatchesPyTorch(_ name: String) throws {
                 xl.requiresGrad = true
                 let recorded = xl.groupNorm(groups: groups, weight: wt, bias: bt, eps: 1e-6, silu: silu)
                 #expect(recorded.isTracked && bits(recorded) == want, "\(shape): recording path")
+                // the kernel itself: taken exactly where spatial is a multiple of 16, with the composite's bits
+                let y = Tensor.full(shape, .nan), spatial = x.count / (shape[0] * c)
+                let taken = CPUBackend.shared.groupNormInference(x.buffer, weight: wt?.buffer, bias: bt?.buffer, y.buffer,
+                                                                 batch: shape[0], channels: c, groups: groups,
+                                                                 spatial: spatial, eps: 1e-6, silu: silu)
+                #expect(taken == (spatial % 16 == 0), "\(shape): kernel taken \(taken)")
+                if taken { #expect(bits(y) == want, "\(shape) weight \(wt != nil) bias \(bt != nil) silu \(silu): kernel") }
             }
         }
     }
+    // a constant group: x − mean = 0, times a negative weight = −0, which a missing bias must leave −0 (+ (−0), not + 0)
+    let flat = Tensor.full([1, 2, 16], 3.0), negative = Tensor([-2.0, 0.5] as [Float], shape: [2])
+    let zeros = noGrad { flat.groupNorm(groups: 1, weight: negative, eps: 1e-6) }
+    #expect(bits(zeros) == bits(noGrad { composite(flat, 1, negative, nil, false) }), "signed zeros")
+    #expect(zeros.scalars(as: Float.self).prefix(16).allSatisfy { $0 == 0 && $0.sign == .minus }, "expected −0 in channel 0")
+    let x64 = Tensor.randn([1, 4, 16], dtype: .float64, seed: 64), y64 = Tensor.empty(like: x64)
+    #expect(!CPUBackend.shared.groupNormInference(x64.buffer, weight: nil, bias: nil, y64.buffer, batch: 1, channels: 4,
+                                                  groups: 2, spatial: 16, eps: 1e-6, silu: false), "float64 taken")
 }
 
 @Test func normTrapsOnBadInput() async {
