@@ -90,18 +90,24 @@ struct AVX512Sgemm {
     /// `run` on the unpacked B. The caller holds CPUBackend.gemmMutex.
     static func runBatchPacked(_ batch: Int, m: Int, n: Int, k: Int,
                                _ item: (Int) -> (a: UnsafePointer<Float>, packed: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>)) {
-        let threads = Parallel.threads, macs = m * n * k
-        func product(_ i: Int) -> (AVX512Sgemm, SendablePointer<Float>) {
+        func product(_ i: Int) -> AVX512Sgemm {
             let (a, packed, c) = item(i)
-            return (AVX512Sgemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: packed, ldb: n,
-                                beta: 0, c: c, ldc: n), SendablePointer(UnsafeMutablePointer(mutating: packed)))
+            return AVX512Sgemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: packed, ldb: n,
+                               beta: 0, c: c, ldc: n)
         }
-        if batch > 1 && threads > 1 && macs <= CPUBackend.smallGemmMACs {
-            Parallel.forEach(batch) { i in let (p, b) = product(i); p.runPacked(b, j0: 0, j1: n, parts: 1) }
+        if batch > 1 && Parallel.threads > 1 && m * n * k <= CPUBackend.smallGemmMACs {
+            Parallel.forEach(batch) { product($0).runOnPackedB(parts: 1) }
         } else {
-            let parts = macs < parallelMACs ? 1 : parts(threads: threads)
-            for i in 0..<batch { let (p, b) = product(i); p.runPacked(b, j0: 0, j1: n, parts: parts) }
+            for i in 0..<batch { product(i).runOnPackedB() }
         }
+    }
+
+    /// The product with `b` already a whole B̃ in `runPacked`'s shared layout (ldb unused), nothing packed: split
+    /// between the threads (`parts`, by default all of them where the product is large enough to pay for it).
+    /// The caller holds CPUBackend.gemmMutex.
+    private func runOnPackedB(parts: Int? = nil) {
+        let parts = parts ?? (m * n * k < AVX512Sgemm.parallelMACs ? 1 : AVX512Sgemm.parts(threads: Parallel.threads))
+        runPacked(SendablePointer(UnsafeMutablePointer(mutating: b)), j0: 0, j1: n, parts: parts)
     }
 
     /// The product on the calling thread alone (items of a batch run in parallel this way).
@@ -153,8 +159,7 @@ struct AVX512Sgemm {
         var product = AVX512Sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: packed, ldb: k,
                                   beta: 0, c: c, ldc: n)
         product.bias = bias
-        let parts = m * n * k < parallelMACs ? 1 : parts(threads: Parallel.threads)
-        CPUBackend.withGemmMutex { product.runPacked(SendablePointer(UnsafeMutablePointer(mutating: packed)), j0: 0, j1: n, parts: parts) }
+        CPUBackend.withGemmMutex { product.runOnPackedB() }
     }
 
     /// The product split into `parts` pieces run on the pool. The caller holds CPUBackend.gemmMutex (packed B is shared).
