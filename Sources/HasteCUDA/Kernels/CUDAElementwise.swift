@@ -2,14 +2,15 @@ import HasteTensor
 
 extension CUDABackend {
     /// The elementwise family: broadcast binary ops over ≤ 8 coalesced axes per launch, every `UnaryOp` forward
-    /// and backward with CPUUnary.swift's scalar formulas, axpy. float32.
+    /// and backward with CPUUnary.swift's scalar formulas, axpy. float32; and the unary ops on bfloat16 tensors
+    /// (Autocast's bf16 MLP activations: widened, the float32 formula, rounded once).
     ///
     /// Agreement with the CPU: add/sub/mul/div/max/min, abs, sign, relu, square, reciprocal, clamp and their
     /// derivatives are exact. The transcendental ops use CUDA's libdevice (expf/tanhf/erff ≤ 2 ulp, powf ≤ 4 ulp)
     /// where the CPU uses glibc or, on 16-lane chunks, CPUMath's vectorised exp/tanh (≤ 1 ulp): they agree within
     /// a few float32 ulps of each intermediate. NVRTC contracts a·b + c into one FMA (affine, axpy, the gelu
     /// polynomials), which differs from the CPU's two roundings by at most one rounding.
-    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32"], code: #"""
+    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32", "unary_bf16", "unary_bf16_v4", "unary_backward_bf16", "unary_backward_bf16_v4"], code: #"""
     /// BinaryOp codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN in either operand propagates: a
     /// NaN a is kept, otherwise the comparison picks b, as CPUElementwise's MaxFn/MinFn).
     __device__ __forceinline__ float haste_binary(int op, float a, float b) {
@@ -183,6 +184,40 @@ extension CUDABackend {
         HASTE_GRID_STRIDE_LOOP(i, n) dx[i] = dy[i] * haste_unary_derivative(op, x[i], y[i], p0, p1, p2);
     }
 
+    /// The same on bfloat16 tensors: y = bf16(f(x)), dx = bf16(dy · f'(x)) with x, dy widened (exact) and unary_f32's
+    /// formulas, so each is unary_f32's / unary_backward_f32's float32 result on the widened values rounded once
+    /// to nearest even. Only for ops whose derivative reads x alone (the host checks): y is passed as 0.
+    extern "C" __global__ void unary_bf16(const u16* x, u16* y, i64 n, int op, float p0, float p1) {
+        HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_float_to_bf16(haste_unary(op, haste_bf16_to_float(x[i]), p0, p1));
+    }
+    extern "C" __global__ void unary_backward_bf16(const u16* x, const u16* dy, u16* dx, i64 n, int op, float p0, float p1, float p2) {
+        HASTE_GRID_STRIDE_LOOP(i, n) {
+            const float d = haste_unary_derivative(op, haste_bf16_to_float(x[i]), 0.0f, p0, p1, p2);
+            dx[i] = haste_float_to_bf16(haste_bf16_to_float(dy[i]) * d);
+        }
+    }
+    /// Four elements per thread (n4 = n / 4 units of 8 bytes, aligned: the host checks).
+    extern "C" __global__ void unary_bf16_v4(const u64* x, u64* y, i64 n4, int op, float p0, float p1) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            const u64 w = x[i];
+            u64 r = 0;
+            for (int j = 0; j < 4; j++)
+                r |= (u64)haste_float_to_bf16(haste_unary(op, haste_bf16_to_float((u16)(w >> (16 * j))), p0, p1)) << (16 * j);
+            y[i] = r;
+        }
+    }
+    extern "C" __global__ void unary_backward_bf16_v4(const u64* x, const u64* dy, u64* dx, i64 n4, int op, float p0, float p1, float p2) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            const u64 w = x[i], g = dy[i];
+            u64 r = 0;
+            for (int j = 0; j < 4; j++) {
+                const float d = haste_unary_derivative(op, haste_bf16_to_float((u16)(w >> (16 * j))), 0.0f, p0, p1, p2);
+                r |= (u64)haste_float_to_bf16(haste_bf16_to_float((u16)(g >> (16 * j))) * d) << (16 * j);
+            }
+            dx[i] = r;
+        }
+    }
+
     /// y += alpha·x (alpha = 1: a plain add, as on the CPU).
     extern "C" __global__ void axpy_f32(const float* x, float* y, i64 n, float alpha) {
         if (alpha == 1.0f) { HASTE_GRID_STRIDE_LOOP(i, n) y[i] += x[i]; }
@@ -293,6 +328,30 @@ extension CUDABackend {
         launch(CUDABackend.elementwiseSource, "unary_backward_f32", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
                [.pointer(address(x)), .pointer(address(y)), .pointer(address(dy)), .pointer(address(dx)),
                 .int64(Int64(count)), .int32(code), .float(p0), .float(p1), .float(p2)])
+    }
+
+    public func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool {
+        guard x.dtype == .bfloat16, y.dtype == .bfloat16, op.derivativeReadsOnlyInput else { return false }
+        if count <= 0 { return true }
+        let (code, p0, p1) = CUDABackend.unaryCode(op)
+        let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(y) % 8 == 0
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.elementwiseSource, v4 ? "unary_bf16_v4" : "unary_bf16", grid: Dim3(CUDABackend.blocks(units)),
+               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int64(Int64(units)), .int32(code), .float(p0), .float(p1)])
+        return true
+    }
+
+    public func unaryBackwardLow(_ op: UnaryOp, x: Buffer, dy: Buffer, dx: Buffer, count: Int) -> Bool {
+        guard x.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .bfloat16, op.derivativeReadsOnlyInput else { return false }
+        if count <= 0 { return true }
+        let (code, p0, p1, p2) = CUDABackend.unaryBackwardCode(op)
+        let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(dy) % 8 == 0 && address(dx) % 8 == 0
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.elementwiseSource, v4 ? "unary_backward_bf16_v4" : "unary_backward_bf16",
+               grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
+               [.pointer(address(x)), .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(units)), .int32(code),
+                .float(p0), .float(p1), .float(p2)])
+        return true
     }
 
     public func axpy(alpha: Double, x: Buffer, y: Buffer, count: Int) {

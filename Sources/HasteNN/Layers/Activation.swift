@@ -9,6 +9,15 @@ public enum Activation: Sendable, Equatable {
     /// torch `F.silu` (timestep embedder, projectors).
     case silu
 
+    /// The elementwise op this activation is.
+    public var unaryOp: UnaryOp {
+        switch self {
+        case .geluTanh: return .geluTanh
+        case .gelu: return .gelu
+        case .silu: return .silu
+        }
+    }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         switch self {
         case .geluTanh: return x.geluTanh()

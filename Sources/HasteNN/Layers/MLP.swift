@@ -25,10 +25,15 @@ public struct MLP {
 
     /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
     /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
-    /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch.
+    /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch. Under Autocast bf16 on
+    /// CUDA the hidden activations stay bf16 tensors (`autocastMLP`: the same values without the float32 carriers).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
             return fc2((fc1.packed.map { x.linear(packed: $0) } ?? x.linear(fc1.weight)).biasGeluTanh(bias))
+        }
+        if fc1.packed == nil, fc2.packed == nil,
+           let y = x.autocastMLP(fc1.weight, fc1.bias, activation.unaryOp, fc2.weight, fc2.bias) {
+            return y
         }
         return fc2(activation(fc1(x)))
     }

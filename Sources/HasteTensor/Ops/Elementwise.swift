@@ -14,6 +14,18 @@ public protocol ElementwiseKernels: AnyObject {
     func unaryBackward(_ op: UnaryOp, x: Buffer, y: Buffer, dy: Buffer, dx: Buffer, count: Int)
     /// y += alpha · x.
     func axpy(alpha: Double, x: Buffer, y: Buffer, count: Int)
+    /// y = low(f(x)) on tensors of a low dtype (bfloat16): each element widened, `unary`'s float32 formula, rounded
+    /// once to nearest even. Only for ops whose derivative reads x alone (`UnaryOp.derivativeReadsOnlyInput`).
+    /// Returns false where the backend has no such kernel (the default); the caller then widens and rounds itself.
+    func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool
+    /// dx = low(dy · f'(x)) on low tensors, `unaryBackward`'s formula on the widened values rounded once; false as
+    /// `unaryLow`.
+    func unaryBackwardLow(_ op: UnaryOp, x: Buffer, dy: Buffer, dx: Buffer, count: Int) -> Bool
+}
+
+extension ElementwiseKernels {
+    public func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool { false }
+    public func unaryBackwardLow(_ op: UnaryOp, x: Buffer, dy: Buffer, dx: Buffer, count: Int) -> Bool { false }
 }
 
 /// The broadcast shape of two shapes (numpy rules), or nil when they do not broadcast.

@@ -11,6 +11,17 @@ public enum UnaryOp: Sendable, Equatable {
     case affine(scale: Double, shift: Double) // x·scale + shift (scalar arithmetic)
 }
 
+extension UnaryOp {
+    /// True where f' is computed from x alone (not from y = f(x)): the activations whose backward can run on a
+    /// rounded copy of the input without the forward's float32 output (`unaryLow`, Autocast's bf16 MLP).
+    public var derivativeReadsOnlyInput: Bool {
+        switch self {
+        case .geluTanh, .gelu, .silu, .relu: return true
+        default: return false
+        }
+    }
+}
+
 extension Tensor {
     /// Applies `op` elementwise; differentiable.
     public func unary(_ op: UnaryOp) -> Tensor {
