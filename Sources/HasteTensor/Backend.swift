@@ -28,4 +28,13 @@ public protocol MemoryKernels: AnyObject {
     /// y = x cast to `low` (bfloat16 or float16) and back to float32, in one pass: the values of a cast to a
     /// `low` buffer and a cast back, bit for bit. x, y float32, `count` elements (y may be x).
     func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int)
+    /// `stridedCopy` with a cast between float32 and bfloat16 (src and dst of those two dtypes, one of each; to
+    /// bfloat16 rounds to nearest even as `cast` does): Autocast's head splits and merges straight from and into
+    /// bf16 GEMM operands. Returns false where the backend has no such kernel for these views (the default); the
+    /// caller then copies and casts in separate passes (`Tensor.stridedCast`, the same values).
+    func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool
+}
+
+extension MemoryKernels {
+    public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool { false }
 }

@@ -9,7 +9,8 @@ extension CUDABackend {
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
         "strided_copy32_16", "strided_copy32_8", "strided_copy32_4", "strided_copy32_2", "strided_copy32_1",
         "cast_any", "cast_f32_bf16", "cast_bf16_f32", "round_through_f32", "cast_f32_bf16_v4", "cast_bf16_f32_v4",
-        "round_through_f32_v4",
+        "round_through_f32_v4", "widen_bf16_copy32_u4", "widen_bf16_copy32_u2", "widen_bf16_copy32_u1",
+        "narrow_bf16_copy32_u4", "narrow_bf16_copy32_u2", "narrow_bf16_copy32_u1",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
     extern "C" __global__ void fill_4(u32* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u32)v; }
@@ -87,6 +88,52 @@ extension CUDABackend {
     extern "C" __global__ void strided_copy32_4(const u32* src, u32* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
     extern "C" __global__ void strided_copy32_2(const u16* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
     extern "C" __global__ void strided_copy32_1(const u8* src, u8* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+
+    /// strided_copy32 with a cast, bf16 → float32 (widen) or float32 → bf16 (narrow, to nearest even as
+    /// cast_f32_bf16): U elements per index (a and b count units of U elements), 4 as one 8-byte bf16 and one 16-byte
+    /// float32 access. Autocast's head splits and merges around the flash-attention kernels.
+    template <int U>
+    __device__ __forceinline__ void haste_widen_bf16_copy32(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) {
+        HASTE_VIEWS32(s, d);
+        HASTE_GRID_STRIDE_LOOP32(i, count) {
+            int a, b;
+            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
+            const u16* p = src + (i64)a * U;
+            float* q = dst + (i64)b * U;
+            if (U == 4) {
+                const u64 w = *(const u64*)p;
+                haste_f4 y;
+                y.x = haste_bf16_to_float((u16)w); y.y = haste_bf16_to_float((u16)(w >> 16));
+                y.z = haste_bf16_to_float((u16)(w >> 32)); y.w = haste_bf16_to_float((u16)(w >> 48));
+                *(haste_f4*)q = y;
+            } else {
+                for (int j = 0; j < U; j++) q[j] = haste_bf16_to_float(p[j]);
+            }
+        }
+    }
+    template <int U>
+    __device__ __forceinline__ void haste_narrow_bf16_copy32(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) {
+        HASTE_VIEWS32(s, d);
+        HASTE_GRID_STRIDE_LOOP32(i, count) {
+            int a, b;
+            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
+            const float* p = src + (i64)a * U;
+            u16* q = dst + (i64)b * U;
+            if (U == 4) {
+                const haste_f4 x = *(const haste_f4*)p;
+                *(u64*)q = (u64)haste_float_to_bf16(x.x) | ((u64)haste_float_to_bf16(x.y) << 16)
+                         | ((u64)haste_float_to_bf16(x.z) << 32) | ((u64)haste_float_to_bf16(x.w) << 48);
+            } else {
+                for (int j = 0; j < U; j++) q[j] = haste_float_to_bf16(p[j]);
+            }
+        }
+    }
+    extern "C" __global__ void widen_bf16_copy32_u4(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void widen_bf16_copy32_u2(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void widen_bf16_copy32_u1(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u4(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u2(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u1(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
 
     /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
     /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).
@@ -325,6 +372,28 @@ extension CUDABackend {
             args += strides[1].map { .int64(Int64($0)) }
             launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), args)
         }
+    }
+
+    /// The 32-bit kernels only (one slice of ≤ 8 axes whose offsets fit): false otherwise, and the caller copies and
+    /// casts in two passes. Units of up to 4 elements where both views allow 16-byte float32 accesses.
+    public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool {
+        let kernel: String
+        switch (src.dtype, dst.dtype) {
+        case (.bfloat16, .float32): kernel = "widen_bf16_copy32_u"
+        case (.float32, .bfloat16): kernel = "narrow_bf16_copy32_u"
+        default: return false
+        }
+        if shape.contains(0) { return true }
+        guard CUDABackend.coalesce(shape, [srcStrides, dstStrides]).0.count <= 8 else { return false }   // one slice
+        var refused = false
+        CUDABackend.forEachSlice8(shape, [srcStrides, dstStrides]) { offsets, rank, shp, strides in
+            let from = address(src, plus: offsets[0]), to = address(dst, plus: offsets[1])
+            guard let args = CUDABackend.arguments32(rank: rank, shape: shp, strides: strides, addresses: [from, to], byteSize: 4,
+                                                     maxUnit: 4, lead: [.pointer(from), .pointer(to)]) else { refused = true; return }
+            launch(CUDABackend.memorySource, kernel + "\(args.unit)", grid: Dim3(CUDABackend.blocks(args.count)), block: Dim3(256),
+                   args.arguments)
+        }
+        return !refused
     }
 
     public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {

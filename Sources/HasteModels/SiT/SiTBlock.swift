@@ -23,6 +23,10 @@ public struct SiTAttention {
     /// x: (N, T, D). Returns (N, T, D) and, when `logits`, the (N, H, T, T) logits.
     public func callAsFunction(_ x: Tensor, logits wantLogits: Bool) -> (Tensor, Tensor?) {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        if qNorm == nil, !wantLogits, qkv.packed == nil, proj.packed == nil,      // Autocast bf16 on CUDA: no float32 carriers
+           let y = Tensor.autocastSelfAttention(x, qkv: qkv.weight, qkv.bias, proj: proj.weight, proj.bias, heads: heads) {
+            return (y, nil)
+        }
         let fusedQKV = qkv(x)
         if qNorm == nil, let fused = Tensor.packedQKVAttention(fusedQKV, heads: heads, logits: wantLogits) {
             return (proj(fused.output), fused.logits)                  // no gradient (sampling): no head copies

@@ -1,0 +1,117 @@
+/// Autocast bf16 on CUDA: SiT's self-attention `proj(attention(split(qkv(x))))` with the head split and merge done
+/// as casting copies between the bf16 GEMM operands and the flash kernels' float32 carriers.
+///
+/// The general path (`linear`, `splitHeads`, `scaledDotProductAttention`, `transposed`/`reshaped`, `linear`) makes
+/// per block and direction a float32 carrier of qkv's bf16 output, copies it into heads, rounds the attention's
+/// output in place, copies it back into tokens and narrows it for proj; backward the mirror image, plus a rounding
+/// of each of dq, dk, dv and a float32 [N, T, 3·D] gradient that qkv's backward narrows. Here qkv's bf16 output is
+/// widened straight into the [N, H, T, Dh] carriers the flash kernels read, their float32 output rounded straight
+/// into proj's bf16 [N, T, D] operand, and backward proj's bf16 dx widened into the heads' dOut and dq, dk, dv
+/// rounded straight into qkv's bf16 gradient (`stridedCast`). The same bits: every rounding is the one the general
+/// path makes (a second rounding of a bf16 value is the identity), the kernels and GEMMs are the same calls.
+extension Tensor {
+    /// `proj(softmax(q·kᵀ/√Dh)·v)` with q, k, v the heads of `qkv(x)` (x [N, T, D], qkv [3·D, D] head-major within
+    /// each of q | k | v, proj [D, D]), as `SiTAttention` computes it under `Autocast.run(.bfloat16)` without
+    /// qk-norm or logits, or nil where this path does not apply: not on CUDA, not Autocast bf16, shapes that are not
+    /// this (the general path reports them), or heads the backend's flash kernels do not take with bf16 operands
+    /// (`attentionRoundsOperands`). The output is a float32 carrier, as proj's.
+    public static func autocastSelfAttention(_ x: Tensor, qkv w: Tensor, _ b: Tensor?, proj pw: Tensor, _ pb: Tensor?,
+                                             heads: Int) -> Tensor? {
+        guard case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank == 3, heads > 0 else { return nil }
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        guard d % heads == 0, w.shape == [3 * d, d], b == nil || b!.shape == [3 * d], pw.shape == [d, d],
+              pb == nil || pb!.shape == [d], n * t > 0 else { return nil }
+        let dh = d / heads
+        let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+        guard x.backend.attentionRoundsOperands(shape, precision: .bfloat16) else { return nil }
+        let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot()
+        let records = GradMode.isEnabled && [x, w, b, pw, pb].contains { $0?.isTracked == true }
+        let xn = x.narrowed(low), wn = w.narrowed(low), pwn = pw.narrowed(low)
+        let f = Autocast.core {
+            GradMode.withoutGrad { () -> (q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor?, o: Tensor, y: Tensor) in
+                let h = xn.linear(wn, b?.narrowed(low))                                      // (N, T, 3D) bf16
+                let (q, k, v) = (h.headsWidened(0, of: 3, heads), h.headsWidened(1, of: 3, heads), h.headsWidened(2, of: 3, heads))
+                let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: x.device)
+                let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: x.device) : nil
+                x.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
+                                              shape: shape, scale: scale, precision: .bfloat16)
+                let o = Tensor.empty([n, t, d], dtype: low, device: x.device)               // (N, T, D) bf16
+                out.narrowHeads(into: o, 0)
+                return (q, k, v, out, lse, o, o.linear(pwn, pb?.narrowed(low)))
+            }
+        }
+        guard let lse = f.lse else {          // nothing to record; a checkpoint's forward notes what it read
+            if let reads = CheckpointReads.current { reads.note([x, w, pw] + [b, pb].compactMap { $0 }) }
+            return f.y.to(.float32)
+        }
+        return f.y.to(.float32).recorded(BF16SelfAttentionBackward(
+            x: x, w: w, b: b, pw: pw, pb: pb, xn: xn, wn: wn, pwn: pwn, q: f.q, k: f.k, v: f.v, out: f.out, lse: lse,
+            o: f.o, shape: shape, scale: scale))
+    }
+
+    /// Slot `which` of `slots` equal ones along the last axis of this contiguous bf16 [N, T, C] tensor (q, k, v of
+    /// qkv's output: 3 slots; proj's dx: 1), split into `heads` heads, as a contiguous float32 [N, H, T, Dh] carrier.
+    func headsWidened(_ which: Int, of slots: Int, _ heads: Int) -> Tensor {
+        let (n, t, c) = (shape[0], shape[1], shape[2])
+        let d = c / slots, dh = d / heads
+        let piece = Tensor.empty([n, heads, t, dh], dtype: .float32, device: device)
+        Tensor.stridedCast(Buffer(storage: storage, offset: offset + which * d, dtype: dtype), [t * c, dh, c, 1],
+                           piece.buffer, piece.strides, shape: piece.shape, backend: backend)
+        return piece
+    }
+
+    /// This contiguous float32 [N, H, T, Dh] tensor rounded into slot `which` (of width H·Dh) of the bf16 [N, T, C]
+    /// tensor `dst` (C = H·Dh for proj's operand, 3·H·Dh for qkv's gradient).
+    func narrowHeads(into dst: Tensor, _ which: Int) {
+        let (n, heads, t, dh) = (shape[0], shape[1], shape[2], shape[3]), c = dst.shape[2]
+        Tensor.stridedCast(buffer, strides, Buffer(storage: dst.storage, offset: dst.offset + which * heads * dh, dtype: dst.dtype),
+                           [t * c, dh, c, 1], shape: [n, heads, t, dh], backend: backend)
+    }
+
+    /// dst (its strides) = src (its strides) cast between float32 and bfloat16 over `shape`: the backend's
+    /// `stridedCast`, or a gather, a cast and a scatter (the same values) where it has none.
+    static func stridedCast(_ src: Buffer, _ srcStrides: [Int], _ dst: Buffer, _ dstStrides: [Int], shape: [Int], backend: any Backend) {
+        if backend.stridedCast(from: src, srcStrides: srcStrides, to: dst, dstStrides: dstStrides, shape: shape) { return }
+        let device = src.storage.device
+        let a = Tensor.empty(shape, dtype: src.dtype, device: device), c = Tensor.empty(shape, dtype: dst.dtype, device: device)
+        backend.stridedCopy(from: src, srcStrides: srcStrides, to: a.buffer, dstStrides: a.strides, shape: shape)
+        backend.cast(from: a.buffer, to: c.buffer, count: a.count)
+        backend.stridedCopy(from: c.buffer, srcStrides: c.strides, to: dst, dstStrides: dstStrides, shape: shape)
+    }
+}
+
+/// The backward of `autocastSelfAttention`: d̃y = bf16(dy); dõ = d̃y·p̃w (bf16), dpw = d̃yᵀ·õ, dpb = Σ d̃y; the flash
+/// backward from dOut = widened dõ in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃, dw = d̃hᵀ·x̃, db = Σ d̃h;
+/// each gradient rounded to bf16 once and returned as a float32 carrier (`bf16Gradients`).
+struct BF16SelfAttentionBackward: Backward {
+    let x: Tensor, w: Tensor, b: Tensor?, pw: Tensor, pb: Tensor?
+    let xn: Tensor, wn: Tensor, pwn: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, o: Tensor
+    let shape: AttentionShape, scale: Double
+    var inputs: [Tensor] { [x, w, pw] + [b, pb].compactMap { $0 } }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), heads = q.shape[1], rows = n * t
+        let first = x.isTracked || w.isTracked || b?.isTracked == true
+        let grads = bf16Gradients(dy) { dyn in
+            let dd = dyn.reshaped([rows, d])
+            var dx: Tensor?, dw: Tensor?, db: Tensor?
+            if first {
+                let dOut = dd.matmul(pwn).reshaped([n, t, d]).headsWidened(0, of: 1, heads)
+                let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)
+                q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
+                                               dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
+                                               shape: shape, scale: scale, precision: .bfloat16)
+                let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: x.device)
+                for (i, g) in [dq, dk, dv].enumerated() { g.narrowHeads(into: dh, i) }
+                let dh2 = dh.reshaped([rows, 3 * d])
+                dx = x.isTracked ? dh2.matmul(wn).reshaped(x.shape) : nil
+                dw = w.isTracked ? dh2.transposed(0, 1).matmul(xn.reshaped([rows, d])) : nil
+                db = b?.isTracked == true ? bf16ChannelSums(dh2, axis: 1) : nil
+            }
+            return [dx, dw, pw.isTracked ? dd.transposed(0, 1).matmul(o.reshaped([rows, d])) : nil,
+                    db, pb?.isTracked == true ? bf16ChannelSums(dd, axis: 1) : nil]
+        }
+        // `inputs` order: x, w, pw, then the biases that exist.
+        return [grads[0], grads[1], grads[2]] + (b == nil ? [] : [grads[3]]) + (pb == nil ? [] : [grads[4]])
+    }
+}
