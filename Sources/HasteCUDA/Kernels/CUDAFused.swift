@@ -14,7 +14,16 @@ extension CUDABackend {
         "fused_gated_forward", "fused_gated_backward_dy", "fused_product_partials",
         "fused_gated_forward_bf16", "fused_gated_backward_dy_bf16", "fused_gated_partials_bf16",
         "fused_bias_gelu_forward", "fused_bias_gelu_backward",
+        "fused_mln_forward_y16", "fused_mln_backward_dx_dy16", "fused_mln_backward_partials_dy16",
+        "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16",
     ], code: #"""
+    /// Element access of float32 buffers or bf16 ones (widened exactly; stored rounded to nearest even): the `_y16`,
+    /// `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block in bf16.
+    __device__ __forceinline__ float haste_ld(const float* p, i64 i) { return p[i]; }
+    __device__ __forceinline__ float haste_ld(const u16* p, i64 i) { return haste_bf16_to_float(p[i]); }
+    __device__ __forceinline__ void haste_st(float* p, i64 i, float v) { p[i] = v; }
+    __device__ __forceinline__ void haste_st(u16* p, i64 i, float v) { p[i] = haste_float_to_bf16(v); }
+
     /// geluTanh(u) and its derivative, as the elementwise family's op 13.
     __device__ __forceinline__ float haste_fused_gelu(float x) {
         const float k0 = 0.7978845608028654f, k1 = 0.044715f;
@@ -32,51 +41,66 @@ extension CUDABackend {
     }
 
     /// Rows by block (grid-stride), blockDim.x a multiple of 32. Row r belongs to item r / tokens.
-    extern "C" __global__ void fused_mln_forward(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+    template <typename TY>
+    __device__ __forceinline__ void haste_mln_forward(const float* x, const float* shift, const float* scale, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         __shared__ float scratch[32];
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = x + r * cols;
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
-            float* yr = y + r * cols;
+            TY* yr = y + r * cols;
             float m, rs;
             haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
                 float w = sc[i] + 1.0f;
-                yr[i] = (xr[i] - m) * rs * w + sh[i];
+                haste_st(yr, i, (xr[i] - m) * rs * w + sh[i]);
             }
         }
     }
+    extern "C" __global__ void fused_mln_forward(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        haste_mln_forward(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps);
+    }
+    extern "C" __global__ void fused_mln_forward_y16(const float* x, const float* shift, const float* scale, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        haste_mln_forward(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps);
+    }
 
     /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·(1 + scale[item]), one block per row.
-    extern "C" __global__ void fused_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
+    template <typename TD>
+    __device__ __forceinline__ void haste_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
         __shared__ float scratch[32];
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = x + r * cols;
-            const float* gr = dy + r * cols;
+            const TD* gr = dy + r * cols;
             const float* sc = scale + (r / tokens) * cols;
             float* dr = dx + r * cols;
             float m = mean[r], rs = rstd[r];
             float sg = 0.0f, sgx = 0.0f;
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
-                float g = gr[i] * (sc[i] + 1.0f);
+                float g = haste_ld(gr, i) * (sc[i] + 1.0f);
                 sg += g;
                 sgx += g * ((xr[i] - m) * rs);
             }
             float a = haste_block_sum(sg, scratch) / (float)cols;
             float c = haste_block_sum(sgx, scratch) / (float)cols;
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
-                float g = gr[i] * (sc[i] + 1.0f);
+                float g = haste_ld(gr, i) * (sc[i] + 1.0f);
                 float xh = (xr[i] - m) * rs;
                 dr[i] = rs * (g - a - xh * c);
             }
         }
     }
+    extern "C" __global__ void fused_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
+        haste_mln_backward_dx(x, scale, mean, rstd, dy, dx, rows, tokens, cols);
+    }
+    extern "C" __global__ void fused_mln_backward_dx_dy16(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
+        haste_mln_backward_dx(x, scale, mean, rstd, dy, dx, rows, tokens, cols);
+    }
 
     /// part[task, 0, j] = Σ dy·x̂, part[task, 1, j] = Σ dy over the task's rows in order; task = item·perItem + chunk,
     /// a chunk = `chunkRows` of the item's tokens. One thread per (task, column).
-    extern "C" __global__ void fused_mln_backward_partials(const float* x, const float* mean, const float* rstd, const float* dy, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+    template <typename TD>
+    __device__ __forceinline__ void haste_mln_backward_partials(const float* x, const float* mean, const float* rstd, const TD* dy, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         i64 perItem = (tokens + chunkRows - 1) / chunkRows;
         HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
             i64 task = p / cols, j = p % cols;
@@ -85,7 +109,7 @@ extension CUDABackend {
             float sw = 0.0f, sb = 0.0f;
             for (i64 t = c * chunkRows; t < t1; t++) {
                 i64 r = item * tokens + t;
-                float d = dy[r * cols + j];
+                float d = haste_ld(dy, r * cols + j);
                 sw += d * ((x[r * cols + j] - mean[r]) * rstd[r]);
                 sb += d;
             }
@@ -93,11 +117,17 @@ extension CUDABackend {
             part[(task * 2 + 1) * cols + j] = sb;
         }
     }
+    extern "C" __global__ void fused_mln_backward_partials(const float* x, const float* mean, const float* rstd, const float* dy, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        haste_mln_backward_partials(x, mean, rstd, dy, part, batch, tokens, cols, chunkRows);
+    }
+    extern "C" __global__ void fused_mln_backward_partials_dy16(const float* x, const float* mean, const float* rstd, const u16* dy, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        haste_mln_backward_partials(x, mean, rstd, dy, part, batch, tokens, cols, chunkRows);
+    }
 
     /// part[task, j] = Σ term over the task's rows in order (tasks as above): a·b (b null: a), or with ROUND
     /// (Autocast bf16's gated residual) bf16(bf16(a)·b).
-    template <bool ROUND>
-    __device__ __forceinline__ void haste_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+    template <bool ROUND, typename TB = float>
+    __device__ __forceinline__ void haste_partials(const float* a, const TB* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         i64 perItem = (tokens + chunkRows - 1) / chunkRows;
         HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
             i64 task = p / cols, j = p % cols;
@@ -106,8 +136,8 @@ extension CUDABackend {
             float s = 0.0f;
             for (i64 t = c * chunkRows; t < t1; t++) {
                 i64 o = (item * tokens + t) * cols + j;
-                if (ROUND) s += haste_round_bf16(haste_round_bf16(a[o]) * b[o]);
-                else s += b ? a[o] * b[o] : a[o];
+                if (ROUND) s += haste_round_bf16(haste_round_bf16(a[o]) * haste_ld(b, o));
+                else s += b ? a[o] * haste_ld(b, o) : a[o];
             }
             part[task * cols + j] = s;
         }
@@ -116,6 +146,9 @@ extension CUDABackend {
         haste_partials<false>(a, b, part, batch, tokens, cols, chunkRows);
     }
     extern "C" __global__ void fused_gated_partials_bf16(const float* dout, const float* y, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        haste_partials<true>(dout, y, part, batch, tokens, cols, chunkRows);
+    }
+    extern "C" __global__ void fused_gated_partials_bf16_y16(const float* dout, const u16* y, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         haste_partials<true>(dout, y, part, batch, tokens, cols, chunkRows);
     }
 
@@ -137,11 +170,12 @@ extension CUDABackend {
 
     /// out = x + gate[item]·y over count = batch·tokens·cols elements; with ROUND (Autocast bf16, float32 carriers
     /// of bf16 gate and y) out = x + bf16(gate·y).
-    template <bool ROUND>
-    __device__ __forceinline__ void haste_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
+    template <bool ROUND, typename TY = float>
+    __device__ __forceinline__ void haste_gated_forward(const float* x, const float* gate, const TY* y, float* out, i64 tokens, i64 cols, i64 count) {
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 g = (i / (tokens * cols)) * cols + i % cols;
-            out[i] = ROUND ? x[i] + haste_round_bf16(gate[g] * y[i]) : x[i] + gate[g] * y[i];
+            const float yi = haste_ld(y, i);
+            out[i] = ROUND ? x[i] + haste_round_bf16(gate[g] * yi) : x[i] + gate[g] * yi;
         }
     }
     extern "C" __global__ void fused_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
@@ -150,19 +184,25 @@ extension CUDABackend {
     extern "C" __global__ void fused_gated_forward_bf16(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
         haste_gated_forward<true>(x, gate, y, out, tokens, cols, count);
     }
+    extern "C" __global__ void fused_gated_forward_bf16_y16(const float* x, const float* gate, const u16* y, float* out, i64 tokens, i64 cols, i64 count) {
+        haste_gated_forward<true>(x, gate, y, out, tokens, cols, count);
+    }
 
     /// dy = gate[item]·dout; with ROUND gate[item]·bf16(dout).
-    template <bool ROUND>
-    __device__ __forceinline__ void haste_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+    template <bool ROUND, typename TD = float>
+    __device__ __forceinline__ void haste_gated_backward_dy(const float* gate, const float* dout, TD* dy, i64 tokens, i64 cols, i64 count) {
         HASTE_GRID_STRIDE_LOOP(i, count) {
             i64 g = (i / (tokens * cols)) * cols + i % cols;
-            dy[i] = gate[g] * (ROUND ? haste_round_bf16(dout[i]) : dout[i]);
+            haste_st(dy, i, gate[g] * (ROUND ? haste_round_bf16(dout[i]) : dout[i]));
         }
     }
     extern "C" __global__ void fused_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
         haste_gated_backward_dy<false>(gate, dout, dy, tokens, cols, count);
     }
     extern "C" __global__ void fused_gated_backward_dy_bf16(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
+        haste_gated_backward_dy<true>(gate, dout, dy, tokens, cols, count);
+    }
+    extern "C" __global__ void fused_gated_backward_dy_bf16_d16(const float* gate, const float* dout, u16* dy, i64 tokens, i64 cols, i64 count) {
         haste_gated_backward_dy<true>(gate, dout, dy, tokens, cols, count);
     }
 
@@ -185,7 +225,7 @@ extension CUDABackend {
         for b in [x, shift, scale] { requireFloat32(b, "modulatedLayerNorm") }
         let rows = batch * tokens
         if rows == 0 || cols == 0 { return }
-        launch(CUDABackend.fusedSource, "fused_mln_forward", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, "fused_mln_forward" + branchSuffix(y, "_y16", "modulatedLayerNorm"), grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
             .pointer(address(mean)), .pointer(address(rstd)),
             .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
@@ -194,18 +234,19 @@ extension CUDABackend {
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                            dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
-        for b in [x, scale, dy] { requireFloat32(b, "modulatedLayerNorm backward") }
+        for b in [x, scale] { requireFloat32(b, "modulatedLayerNorm backward") }
+        let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
         if rows > 0 {
-            launch(CUDABackend.fusedSource, "fused_mln_backward_dx", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+            launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16, grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
                 .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
                 .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
             ])
         }
         if dshift == nil && dscale == nil { return }
         columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift)) { part, chunkRows in
-            self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials",
+            self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials" + dy16,
                         grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
                 .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),
                 .pointer(part), .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
@@ -215,11 +256,12 @@ extension CUDABackend {
 
     public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,
                                      low: DType?) {
-        for b in [x, gate, y] { requireFloat32(b, "gatedResidual") }
+        for b in [x, gate] { requireFloat32(b, "gatedResidual") }
         requireBF16OrNone(low, "gatedResidual")
+        let y16 = branchSuffix(y, "_y16", "gatedResidual", low: low)
         let count = batch * tokens * cols
         if count == 0 { return }
-        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16" + y16, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(gate)), .pointer(address(y)), .pointer(address(out)),
             .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
         ])
@@ -227,19 +269,33 @@ extension CUDABackend {
 
     public func gatedResidualBackward(gate: Buffer, _ y: Buffer, _ dout: Buffer, dy: Buffer?, dgate: Buffer?,
                                       batch: Int, tokens: Int, cols: Int, low: DType?) {
-        for b in [gate, y, dout] { requireFloat32(b, "gatedResidual backward") }
+        for b in [gate, dout] { requireFloat32(b, "gatedResidual backward") }
         requireBF16OrNone(low, "gatedResidual backward")
+        let y16 = branchSuffix(y, "_y16", "gatedResidual backward", low: low)
         let count = batch * tokens * cols
         if cols == 0 { return }
         if let dy, count > 0 {
-            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
+            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
                 .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
                 .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
             ])
         }
         guard let dgate else { return }
         productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols,
-                          kernel: low == nil ? "fused_product_partials" : "fused_gated_partials_bf16")
+                          kernel: low == nil ? "fused_product_partials" : "fused_gated_partials_bf16" + y16)
+    }
+
+    public var fusedBranchesInBF16: Bool { true }
+
+    /// "" for a float32 buffer, `suffix` for a bfloat16 one (the branch side of an Autocast bf16 half-block: only
+    /// with `low` bf16 where the kernel has a `low` variant); anything else stops.
+    private func branchSuffix(_ b: Buffer, _ suffix: String, _ op: String, low: DType? = .bfloat16) -> String {
+        switch b.dtype {
+        case .float32: return ""
+        case .bfloat16 where low == .bfloat16: return suffix
+        default: CUDABackend.fail("\(op) on \(device): a \(b.dtype) operand (float32, or bfloat16 under Autocast bf16)")
+        }
     }
 
     /// The fused kernels' rounded variants are bf16 only (Autocast's CUDA GEMMs are too: fp16 runs the composites).

@@ -20,13 +20,17 @@ public struct SiTAttention {
         self.heads = heads
     }
 
+    /// This attention as a branch on bf16 operands (Autocast bf16 on CUDA: `Tensor.autocastBranch`,
+    /// `Tensor.autocastAdaLNBranch`); nil with qk-norm or packed weights. It returns no logits.
+    public var bf16Branch: BF16Branch? {
+        guard qNorm == nil, qkv.packed == nil, proj.packed == nil else { return nil }
+        return .attention(qkv: qkv.weight, qkvBias: qkv.bias, proj: proj.weight, projBias: proj.bias, heads: heads)
+    }
+
     /// x: (N, T, D). Returns (N, T, D) and, when `logits`, the (N, H, T, T) logits.
     public func callAsFunction(_ x: Tensor, logits wantLogits: Bool) -> (Tensor, Tensor?) {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
-        if qNorm == nil, !wantLogits, qkv.packed == nil, proj.packed == nil,      // Autocast bf16 on CUDA: no float32 carriers
-           let y = Tensor.autocastSelfAttention(x, qkv: qkv.weight, qkv.bias, proj: proj.weight, proj.bias, heads: heads) {
-            return (y, nil)
-        }
+        if !wantLogits, let branch = bf16Branch, let y = Tensor.autocastBranch(x, branch) { return (y, nil) }
         let fusedQKV = qkv(x)
         if qNorm == nil, let fused = Tensor.packedQKVAttention(fusedQKV, heads: heads, logits: wantLogits) {
             return (proj(fused.output), fused.logits)                  // no gradient (sampling): no head copies
@@ -63,9 +67,20 @@ public struct SiTBlock {
     public func callAsFunction(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
         let m = adaLNModulation(c.silu()).chunk(6, axis: -1)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
         // Fused (Ops/Fused.swift): modulatedLayerNorm = modulate(layerNorm(x), shift, scale), gatedResidual =
-        // x + gate.unsqueeze(1)·branch; the composites stay in the tests as the reference.
-        let (a, l) = attn(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6), logits: logits)
-        let h = x.gatedResidual(gate: m[2], a)                                                // (N, T, D)
+        // x + gate.unsqueeze(1)·branch; the composites stay in the tests as the reference. Under Autocast bf16 on
+        // CUDA each half is one op over bf16 branch operands (Ops/AutocastAdaLN.swift), the same values.
+        let h: Tensor, l: Tensor?
+        if !logits, let branch = attn.bf16Branch,
+           let fused = Tensor.autocastAdaLNBranch(x, shift: m[0], scale: m[1], gate: m[2], eps: 1e-6, branch) {
+            (h, l) = (fused, nil)
+        } else {
+            let (a, al) = attn(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6), logits: logits)
+            (h, l) = (x.gatedResidual(gate: m[2], a), al)                                   // (N, T, D)
+        }
+        if let branch = mlp.bf16Branch,
+           let fused = Tensor.autocastAdaLNBranch(h, shift: m[3], scale: m[4], gate: m[5], eps: 1e-6, branch) {
+            return (fused, l)
+        }
         return (h.gatedResidual(gate: m[5], mlp(h.modulatedLayerNorm(shift: m[3], scale: m[4], eps: 1e-6))), l)   // (N, T, D)
     }
 }

@@ -23,6 +23,13 @@ public struct MLP {
         MLP(fc1: fc1.prepackedForInference(), fc2: fc2.prepackedForInference(), activation: activation)
     }
 
+    /// This MLP as a branch on bf16 operands (Autocast bf16 on CUDA: `Tensor.autocastBranch`,
+    /// `Tensor.autocastAdaLNBranch`); nil for packed weights (CPU inference).
+    public var bf16Branch: BF16Branch? {
+        guard fc1.packed == nil, fc2.packed == nil else { return nil }
+        return .mlp(w1: fc1.weight, b1: fc1.bias, activation: activation.unaryOp, w2: fc2.weight, b2: fc2.bias)
+    }
+
     /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
     /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
     /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch. Under Autocast bf16 on
@@ -31,10 +38,7 @@ public struct MLP {
         if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
             return fc2((fc1.packed.map { x.linear(packed: $0) } ?? x.linear(fc1.weight)).biasGeluTanh(bias))
         }
-        if fc1.packed == nil, fc2.packed == nil,
-           let y = x.autocastMLP(fc1.weight, fc1.bias, activation.unaryOp, fc2.weight, fc2.bias) {
-            return y
-        }
+        if let branch = bf16Branch, let y = Tensor.autocastBranch(x, branch) { return y }
         return fc2(activation(fc1(x)))
     }
 }

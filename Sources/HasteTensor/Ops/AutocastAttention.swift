@@ -17,36 +17,7 @@ extension Tensor {
     /// (`attentionRoundsOperands`). The output is a float32 carrier, as proj's.
     public static func autocastSelfAttention(_ x: Tensor, qkv w: Tensor, _ b: Tensor?, proj pw: Tensor, _ pb: Tensor?,
                                              heads: Int) -> Tensor? {
-        guard case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank == 3, heads > 0 else { return nil }
-        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
-        guard d % heads == 0, w.shape == [3 * d, d], b == nil || b!.shape == [3 * d], pw.shape == [d, d],
-              pb == nil || pb!.shape == [d], n * t > 0 else { return nil }
-        let dh = d / heads
-        let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
-        guard x.backend.attentionRoundsOperands(shape, precision: .bfloat16) else { return nil }
-        let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot()
-        let records = GradMode.isEnabled && [x, w, b, pw, pb].contains { $0?.isTracked == true }
-        let xn = x.narrowed(low), wn = w.narrowed(low), pwn = pw.narrowed(low)
-        let f = Autocast.core {
-            GradMode.withoutGrad { () -> (q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor?, o: Tensor, y: Tensor) in
-                let h = xn.linear(wn, b?.narrowed(low))                                      // (N, T, 3D) bf16
-                let (q, k, v) = (h.headsWidened(0, of: 3, heads), h.headsWidened(1, of: 3, heads), h.headsWidened(2, of: 3, heads))
-                let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: x.device)
-                let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: x.device) : nil
-                x.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
-                                              shape: shape, scale: scale, precision: .bfloat16)
-                let o = Tensor.empty([n, t, d], dtype: low, device: x.device)               // (N, T, D) bf16
-                out.narrowHeads(into: o, 0)
-                return (q, k, v, out, lse, o, o.linear(pwn, pb?.narrowed(low)))
-            }
-        }
-        guard let lse = f.lse else {          // nothing to record; a checkpoint's forward notes what it read
-            if let reads = CheckpointReads.current { reads.note([x, w, pw] + [b, pb].compactMap { $0 }) }
-            return f.y.to(.float32)
-        }
-        return f.y.to(.float32).recorded(BF16SelfAttentionBackward(
-            x: x, w: w, b: b, pw: pw, pb: pb, xn: xn, wn: wn, pwn: pwn, q: f.q, k: f.k, v: f.v, out: f.out, lse: lse,
-            o: f.o, shape: shape, scale: scale))
+        autocastBranch(x, .attention(qkv: w, qkvBias: b, proj: pw, projBias: pb, heads: heads))
     }
 
     /// Slot `which` of `slots` equal ones along the last axis of this contiguous bf16 [N, T, C] tensor (q, k, v of
@@ -80,38 +51,54 @@ extension Tensor {
     }
 }
 
-/// The backward of `autocastSelfAttention`: d̃y = bf16(dy); dõ = d̃y·p̃w (bf16), dpw = d̃yᵀ·õ, dpb = Σ d̃y; the flash
-/// backward from dOut = widened dõ in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃, dw = d̃hᵀ·x̃, db = Σ d̃h;
-/// each gradient rounded to bf16 once and returned as a float32 carrier (`bf16Gradients`).
-struct BF16SelfAttentionBackward: Backward {
-    let x: Tensor, w: Tensor, b: Tensor?, pw: Tensor, pb: Tensor?
+/// The self-attention branch on bf16 operands: h̃ = x̃·w̃ᵀ + b̃ (N, T, 3D), q, k, v its heads widened, the flash
+/// forward, õ = bf16(out) in tokens, ỹ = õ·p̃wᵀ + p̃b; backward from d̃y: dõ = d̃y·p̃w, dpw = d̃yᵀ·õ, dpb = Σ d̃y; the
+/// flash backward from dOut = dõ widened in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃, dw = d̃hᵀ·x̃,
+/// db = Σ d̃h.
+struct BF16SelfAttentionTape: BF16BranchTape {
     let xn: Tensor, wn: Tensor, pwn: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, o: Tensor
-    let shape: AttentionShape, scale: Double
-    var inputs: [Tensor] { [x, w, pw] + [b, pb].compactMap { $0 } }
+    let shape: AttentionShape, scale: Double, hasB: Bool, hasPB: Bool
 
-    func gradients(_ dy: Tensor) -> [Tensor?] {
-        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), heads = q.shape[1], rows = n * t
-        let first = x.isTracked || w.isTracked || b?.isTracked == true
-        let grads = bf16Gradients(dy) { dyn in
-            let dd = dyn.reshaped([rows, d])
-            var dx: Tensor?, dw: Tensor?, db: Tensor?
-            if first {
-                let dOut = dd.matmul(pwn).reshaped([n, t, d]).headsWidened(0, of: 1, heads)
-                let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)
-                q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
-                                               dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
-                                               shape: shape, scale: scale, precision: .bfloat16)
-                let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: x.device)
-                for (i, g) in [dq, dk, dv].enumerated() { g.narrowHeads(into: dh, i) }
-                let dh2 = dh.reshaped([rows, 3 * d])
-                dx = x.isTracked ? dh2.matmul(wn).reshaped(x.shape) : nil
-                dw = w.isTracked ? dh2.transposed(0, 1).matmul(xn.reshaped([rows, d])) : nil
-                db = b?.isTracked == true ? bf16ChannelSums(dh2, axis: 1) : nil
-            }
-            return [dx, dw, pw.isTracked ? dd.transposed(0, 1).matmul(o.reshaped([rows, d])) : nil,
-                    db, pb?.isTracked == true ? bf16ChannelSums(dd, axis: 1) : nil]
+    static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?, heads: Int,
+                        records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
+        let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), dh = d / heads
+        let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+        let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot(), wn = w.narrowed(low), pwn = pw.narrowed(low)
+        let h = xn.linear(wn, b?.narrowed(low))                                              // (N, T, 3D) bf16
+        let (q, k, v) = (h.headsWidened(0, of: 3, heads), h.headsWidened(1, of: 3, heads), h.headsWidened(2, of: 3, heads))
+        let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
+        let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
+        xn.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
+                                       shape: shape, scale: scale, precision: .bfloat16)
+        let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
+        out.narrowHeads(into: o, 0)
+        let y = o.linear(pwn, pb?.narrowed(low))
+        guard let lse else { return (y, nil) }
+        return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
+                                         scale: scale, hasB: b != nil, hasPB: pb != nil))
+    }
+
+    func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?]) {
+        let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), heads = q.shape[1], rows = n * t
+        // wanted: w, pw, then b, pb where they exist.
+        let wantW = wanted[0], wantPW = wanted[1], wantB = hasB && wanted[2], wantPB = hasPB && wanted[hasB ? 3 : 2]
+        let dd = dyn.reshaped([rows, d])
+        var dx: Tensor?, dw: Tensor?, db: Tensor?
+        if input || wantW || wantB {
+            let dOut = dd.matmul(pwn).reshaped([n, t, d]).headsWidened(0, of: 1, heads)
+            let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)
+            q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
+                                           dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
+                                           shape: shape, scale: scale, precision: .bfloat16)
+            let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
+            for (i, g) in [dq, dk, dv].enumerated() { g.narrowHeads(into: dh, i) }
+            let dh2 = dh.reshaped([rows, 3 * d])
+            dx = input ? dh2.matmul(wn).reshaped(xn.shape) : nil
+            dw = wantW ? dh2.transposed(0, 1).matmul(xn.reshaped([rows, d])) : nil
+            db = wantB ? bf16ChannelSums(dh2, axis: 1) : nil
         }
-        // `inputs` order: x, w, pw, then the biases that exist.
-        return [grads[0], grads[1], grads[2]] + (b == nil ? [] : [grads[3]]) + (pb == nil ? [] : [grads[4]])
+        let dpw = wantPW ? dd.transposed(0, 1).matmul(o.reshaped([rows, d])) : nil
+        let dpb = wantPB ? bf16ChannelSums(dd, axis: 1) : nil
+        return (dx, [dw, dpw] + (hasB ? [db] : []) + (hasPB ? [dpb] : []))
     }
 }

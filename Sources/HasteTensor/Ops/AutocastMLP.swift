@@ -15,19 +15,7 @@ extension Tensor {
     /// Autocast bf16, or an activation whose derivative reads its output (`derivativeReadsOnlyInput`). The output
     /// is a float32 carrier, as fc2's.
     public func autocastMLP(_ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?) -> Tensor? {
-        guard case .cuda = device, Autocast.lowering(dtype) == .bfloat16, activation.derivativeReadsOnlyInput else { return nil }
-        let low = DType.bfloat16
-        let xn = narrowed(low), w1n = w1.narrowed(low), w2n = w2.narrowed(low)
-        let (h, g, y) = Autocast.core {
-            GradMode.withoutGrad {
-                let h = xn.linear(w1n, b1?.narrowed(low))
-                let g = h.unaryLowValues(activation)
-                return (h, g, g.linear(w2n, b2?.narrowed(low)))
-            }
-        }
-        // Recorded also when nothing is (autocastGemm's reason: a checkpoint's forward notes what it reads).
-        return y.to(.float32).recorded(BF16MLPBackward(x: self, w1: w1, b1: b1, w2: w2, b2: b2, activation: activation,
-                                                       xn: xn, w1n: w1n, w2n: w2n, h: h, g: g))
+        Tensor.autocastBranch(self, .mlp(w1: w1, b1: b1, activation: activation, w2: w2, b2: b2))
     }
 
     /// y = low(f(x)) for a tensor of a low dtype, no autograd: the backend's `unaryLow`, or widened, `unary`,
@@ -49,30 +37,38 @@ extension Tensor {
     }
 }
 
-/// The backward of `autocastMLP`: d̃y = bf16(dy); dg = d̃y·w̃2, dw2 = d̃yᵀ·g, db2 = Σ d̃y; dh = bf16(dg·f'(h));
-/// dx = dh·w̃1, dw1 = dhᵀ·x̃, db1 = Σ dh, each rounded to bf16 once and returned as a float32 carrier
-/// (`bf16Gradients`), as the two `BF16LinearBackward`s and the activation's backward between them compute them.
-struct BF16MLPBackward: Backward {
-    let x: Tensor, w1: Tensor, b1: Tensor?, w2: Tensor, b2: Tensor?, activation: UnaryOp
-    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor
-    var inputs: [Tensor] { [x, w1, w2] + [b1, b2].compactMap { $0 } }
+/// The MLP branch on bf16 operands: h̃ = x̃·w̃1ᵀ + b̃1, g̃ = bf16(act(h̃)), ỹ = g̃·w̃2ᵀ + b̃2; backward from d̃y: dg = d̃y·w̃2,
+/// dw2 = d̃yᵀ·g̃, db2 = Σ d̃y; dh = bf16(dg·f'(h̃)); dx = dh·w̃1, dw1 = dhᵀ·x̃, db1 = Σ dh — the two `BF16LinearBackward`s
+/// and the activation's backward between them.
+struct BF16MLPTape: BF16BranchTape {
+    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor, activation: UnaryOp, hasB1: Bool, hasB2: Bool
 
-    func gradients(_ dy: Tensor) -> [Tensor?] {
-        let hidden = w1.shape[0], inF = w1.shape[1], outF = w2.shape[0], rows = x.count / Swift.max(inF, 1)
-        let first = x.isTracked || w1.isTracked || b1?.isTracked == true
-        let grads = bf16Gradients(dy) { dyn in
-            let d = dyn.reshaped([rows, outF])
-            var dx: Tensor?, dw1: Tensor?, db1: Tensor?
-            if first {
-                let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, d.matmul(w2n))
-                dx = x.isTracked ? dh.matmul(w1n).reshaped(x.shape) : nil
-                dw1 = w1.isTracked ? dh.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil
-                db1 = b1?.isTracked == true ? bf16ChannelSums(dh, axis: 1) : nil
-            }
-            return [dx, dw1, w2.isTracked ? d.transposed(0, 1).matmul(g.reshaped([rows, hidden])) : nil,
-                    db1, b2?.isTracked == true ? bf16ChannelSums(d, axis: 1) : nil]
+    static func forward(_ xn: Tensor, _ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?,
+                        records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
+        let low = DType.bfloat16, w1n = w1.narrowed(low), w2n = w2.narrowed(low)
+        let h = xn.linear(w1n, b1?.narrowed(low))
+        let g = h.unaryLowValues(activation)
+        let y = g.linear(w2n, b2?.narrowed(low))
+        let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: g, activation: activation,
+                                         hasB1: b1 != nil, hasB2: b2 != nil) : nil
+        return (y, tape)
+    }
+
+    func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?]) {
+        let hidden = w1n.shape[0], inF = w1n.shape[1], outF = w2n.shape[0], rows = xn.count / Swift.max(inF, 1)
+        // wanted: w1, w2, then b1, b2 where they exist.
+        let wantW1 = wanted[0], wantW2 = wanted[1]
+        let wantB1 = hasB1 && wanted[2], wantB2 = hasB2 && wanted[hasB1 ? 3 : 2]
+        let d = dyn.reshaped([rows, outF])
+        var dx: Tensor?, dw1: Tensor?, db1: Tensor?
+        if input || wantW1 || wantB1 {
+            let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, d.matmul(w2n))
+            dx = input ? dh.matmul(w1n).reshaped(xn.shape) : nil
+            dw1 = wantW1 ? dh.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil
+            db1 = wantB1 ? bf16ChannelSums(dh, axis: 1) : nil
         }
-        // `inputs` order: x, w1, w2, then the biases that exist.
-        return [grads[0], grads[1], grads[2]] + (b1 == nil ? [] : [grads[3]]) + (b2 == nil ? [] : [grads[4]])
+        let dw2 = wantW2 ? d.transposed(0, 1).matmul(g.reshaped([rows, hidden])) : nil
+        let db2 = wantB2 ? bf16ChannelSums(d, axis: 1) : nil
+        return (dx, [dw1, dw2] + (hasB1 ? [db1] : []) + (hasB2 ? [db2] : []))
     }
 }

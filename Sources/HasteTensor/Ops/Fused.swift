@@ -30,6 +30,15 @@ public protocol FusedKernels: AnyObject {
     func biasGeluTanhForward(_ x: Buffer, bias: Buffer, _ y: Buffer, rows: Int, cols: Int)
     /// dx = dy·geluTanh′(x + bias), dbias[j] = Σ_rows dx (written; nil = not wanted; fixed chunks, chunk order).
     func biasGeluTanhBackward(_ x: Buffer, bias: Buffer, _ dy: Buffer, dx: Buffer, dbias: Buffer?, rows: Int, cols: Int)
+    /// True where the kernels above also take the branch side of an Autocast bf16 half-block as bfloat16 buffers
+    /// (`autocastAdaLNBranch`): modulatedLayerNorm's y and its backward's dy, gatedResidual's y (with `low`
+    /// bf16) and its backward's dy output (rounded to nearest even as it is stored). The same values as on float32
+    /// carriers of those bf16 values. Default false (the CPU).
+    var fusedBranchesInBF16: Bool { get }
+}
+
+extension FusedKernels {
+    public var fusedBranchesInBF16: Bool { false }
 }
 
 extension Tensor {

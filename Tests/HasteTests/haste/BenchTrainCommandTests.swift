@@ -101,7 +101,7 @@ import HasteModels
     /// timed step, the most frequent listed. The counts of the tiny SiT's bf16 step are pinned: a change means
     /// a step now launches more (or fewer) kernels on a GPU, which should be deliberate (fusion lowers them).
     /// GEMMs: 15 per block (5 linears: qkv, proj, fc1, fc2 and the adaLN modulation, forward and 2 backward
-    /// products each) × depth 6, and 14 outside the blocks; launches: 193 casts and 62 one-pass roundings (bf16
+    /// products each) × depth 6, and 14 outside the blocks; launches: 145 casts and 62 one-pass roundings (bf16
     /// operands and results over float32 carriers, what issue 12's bf16 storage would remove), and 2 the timing's
     /// own one-element read. No GPU is touched. Other commands refuse the host-only device.
     @Test func hostOnlyCUDACountsWhatAStepLaunches() throws {
@@ -124,5 +124,5 @@ import HasteModels
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
                 "\(refused)")
     }
-    static let pinnedGemms = 104.0, pinnedLaunches = 747.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (autocastMLP: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (autocastSelfAttention: 10 fewer per block)
+    static let pinnedGemms = 104.0, pinnedLaunches = 675.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (autocastMLP: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (autocastSelfAttention: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block)
 }

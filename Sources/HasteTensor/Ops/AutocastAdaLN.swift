@@ -1,0 +1,78 @@
+/// Autocast bf16 on CUDA: an adaLN-Zero half-block `x + gate·branch(modulate(layerNorm(x), shift, scale))` (SiT's
+/// attention and MLP halves) as one op over the branch's bf16 operands (AutocastBranch.swift).
+///
+/// The general path, `x.gatedResidual(gate:, branch(x.modulatedLayerNorm(shift:, scale:, eps:)))`, writes the
+/// LayerNorm's float32 output that the branch's first GEMM narrows, widens the branch's bf16 output to a float32
+/// carrier that the gated residual reads (and keeps for its backward), and backward writes the branch's float32
+/// gradient that its last GEMM's backward narrows and widens the branch's bf16 input gradient for the LayerNorm's
+/// backward. Here the fused kernels read and write those bf16 tensors themselves (`fusedBranchesInBF16`):
+/// modulatedLayerNorm's y and dy, gatedResidual's y and dy. The same values: each kernel computes in float32 on the
+/// same values, and stores rounded where the general path's next step rounded.
+extension Tensor {
+    /// `x + gate·branch(modulatedLayerNorm(x, shift, scale, eps))` under `Autocast.run(.bfloat16)` on a backend with
+    /// `fusedBranchesInBF16`, or nil where that does not apply (the branch's own conditions, `BF16Branch.applies`;
+    /// x [N, T, D] with shift, scale, gate [N, D], the branch D → D). Gradients for x, shift, scale, gate and the
+    /// branch's parameters, as the general path's.
+    public static func autocastAdaLNBranch(_ x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, eps: Double,
+                                           _ branch: BF16Branch) -> Tensor? {
+        guard x.backend.fusedBranchesInBF16, x.rank == 3, x.count > 0, branch.applies(to: x), branch.outFeatures == x.shape[2] else { return nil }
+        let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
+        guard [shift, scale, gate].allSatisfy({ $0.shape == [n, d] && $0.dtype == .float32 && $0.device == x.device }) else { return nil }
+        let low = DType.bfloat16
+        let params = branch.parameters
+        let records = GradMode.isEnabled && ([x, shift, scale, gate] + params).contains { $0.isTracked }
+        // As modulatedLayerNorm under Autocast: 1 + scale is a bf16 op in torch (scale is a bf16 Linear output).
+        let xc = x.contiguous(), sh = shift.contiguous(), sc = scale.contiguous(), g = gate.contiguous()
+        let scaleRounded = Autocast.core { GradMode.withoutGrad { (sc + 1).roundedValues(low) - 1 } }
+        let mean = Tensor.empty([n * t], dtype: .float32, device: x.device), rstd = Tensor.empty(like: mean)
+        let xn = Tensor.empty([n, t, d], dtype: low, device: x.device)                  // the branch's bf16 operand
+        x.backend.modulatedLayerNormForward(xc.buffer, shift: sh.buffer, scale: scaleRounded.buffer, xn.buffer, mean: mean.buffer,
+                                            rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: eps)
+        let (y, tape) = branch.forward(xn, records: records)
+        let out = Tensor.empty([n, t, d], dtype: .float32, device: x.device)
+        x.backend.gatedResidualForward(xc.buffer, gate: g.buffer, y.buffer, out.buffer, batch: n, tokens: t, cols: d, low: low)
+        guard let tape else {                 // nothing to record; a checkpoint's forward notes what it read
+            if let reads = CheckpointReads.current { reads.note([x, shift, scale, gate] + params) }
+            return out
+        }
+        return out.recorded(BF16AdaLNBranchBackward(x: xc, shift: sh, scale: sc, gate: g, parameters: params,
+                                                    scaleRounded: scaleRounded, mean: mean, rstd: rstd, y: y, tape: tape))
+    }
+}
+
+/// dx = dout + modulatedLayerNorm's dx; dgate = Σ_t bf16(bf16(dout)·ỹ), d̃y = bf16(gate·bf16(dout)) (gatedResidual's
+/// bf16 kernels); the branch's backward to d̃x; modulatedLayerNorm's backward from d̃x (dshift, and dscale rounded
+/// once as the general path's rounded 1 + scale rounds it); the parameters' gradients as float32 carriers.
+struct BF16AdaLNBranchBackward: Backward {
+    let x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, parameters: [Tensor]
+    let scaleRounded: Tensor, mean: Tensor, rstd: Tensor, y: Tensor, tape: BF16BranchTape
+    var inputs: [Tensor] { [x, shift, scale, gate] + parameters }
+
+    func gradients(_ dout: Tensor) -> [Tensor?] {
+        GradMode.withoutGrad {
+            let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), be = x.backend, dc = dout.contiguous()
+            let wanted = parameters.map(\.isTracked)
+            let branchInput = x.isTracked || shift.isTracked || scale.isTracked
+            let dgate = gate.isTracked ? Tensor.empty(like: gate) : nil
+            let dy = branchInput || wanted.contains(true) ? Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device) : nil
+            if dy != nil || dgate != nil {
+                be.gatedResidualBackward(gate: gate.buffer, y.buffer, dc.buffer, dy: dy?.buffer, dgate: dgate?.buffer,
+                                         batch: n, tokens: t, cols: d, low: .bfloat16)
+            }
+            var (dxn, grads): (Tensor?, [Tensor?]) = (nil, parameters.map { _ in nil })
+            if let dy { (dxn, grads) = tape.backward(dy, input: branchInput, wanted: wanted) }
+            var dx: Tensor?, dshift: Tensor?, dscale: Tensor?
+            if let dxn {
+                let dxl = Tensor.empty(like: x)
+                dshift = shift.isTracked ? Tensor.empty(like: shift) : nil
+                dscale = scale.isTracked ? Tensor.empty(like: scale) : nil
+                be.modulatedLayerNormBackward(x.buffer, scale: scaleRounded.buffer, mean: mean.buffer, rstd: rstd.buffer,
+                                              dxn.buffer, dx: dxl.buffer, dshift: dshift?.buffer, dscale: dscale?.buffer,
+                                              batch: n, tokens: t, cols: d)
+                dx = x.isTracked ? dc + dxl : nil
+                dscale = dscale?.roundedValues(.bfloat16)
+            }
+            return [dx, dshift, dscale, dgate] + bf16Carriers(grads)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+/// Autocast bf16 on CUDA: the two branches of a DiT block (the MLP and the self-attention) on bf16 operands, and the
+/// ops made of them: a branch alone (`autocastMLP`, `autocastSelfAttention`: float32 carrier in and out) and an
+/// adaLN half-block `x + gate·branch(modulate(layerNorm(x), shift, scale))` (`autocastAdaLNBranch`), whose
+/// LayerNorm writes the branch's bf16 operand itself and whose gated residual reads the branch's bf16 output and
+/// writes its bf16 gradient: no float32 carrier between them in either direction.
+///
+/// Every value is the one the general path (Linear, activation, splitHeads, scaledDotProductAttention,
+/// modulatedLayerNorm, gatedResidual under `Autocast.run(.bfloat16)`) computes: the same kernels and GEMMs on the
+/// same bf16 operands, and each rounding one the general path makes (a second rounding of a bf16 value is the
+/// identity). AutocastMLP.swift and AutocastAttention.swift hold the branches' own steps.
+public enum BF16Branch {
+    /// `fc2(act(fc1(x)))`: w1 [hidden, in], w2 [out, hidden] (MLP; `act` with `derivativeReadsOnlyInput`).
+    case mlp(w1: Tensor, b1: Tensor?, activation: UnaryOp, w2: Tensor, b2: Tensor?)
+    /// `proj(attention(heads of qkv(x)))`: qkv [3·D, D] head-major within q | k | v, proj [D, D] (SiT's attention
+    /// without qk-norm or logits).
+    case attention(qkv: Tensor, qkvBias: Tensor?, proj: Tensor, projBias: Tensor?, heads: Int)
+
+    /// The parameters in the order of the gradients `BF16BranchTape.backward` returns (weights, then the biases
+    /// there are).
+    var parameters: [Tensor] {
+        switch self {
+        case let .mlp(w1, b1, _, w2, b2): return [w1, w2] + [b1, b2].compactMap { $0 }
+        case let .attention(w, b, pw, pb, _): return [w, pw] + [b, pb].compactMap { $0 }
+        }
+    }
+
+    /// True where this branch runs on bf16 operands for input x [..., D] on x's device: CUDA, Autocast bf16, shapes
+    /// this branch takes (the general path reports others), and for attention heads the backend's bf16 flash
+    /// kernels take.
+    func applies(to x: Tensor) -> Bool {
+        guard case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank >= 1 else { return false }
+        let d = x.shape[x.rank - 1]
+        switch self {
+        case let .mlp(w1, b1, activation, w2, b2):
+            return activation.derivativeReadsOnlyInput && w1.rank == 2 && w2.rank == 2 && w1.shape[1] == d
+                && w2.shape[1] == w1.shape[0] && (b1 == nil || b1!.shape == [w1.shape[0]]) && (b2 == nil || b2!.shape == [w2.shape[0]])
+        case let .attention(w, b, pw, pb, heads):
+            guard x.rank == 3, heads > 0, d % heads == 0, w.shape == [3 * d, d], b == nil || b!.shape == [3 * d],
+                  pw.shape == [d, d], pb == nil || pb!.shape == [d], x.count > 0 else { return false }
+            let dh = d / heads
+            let shape = AttentionShape(batch: x.shape[0] * heads, queries: x.shape[1], keys: x.shape[1], headDim: dh, valueDim: dh)
+            return x.backend.attentionRoundsOperands(shape, precision: .bfloat16)
+        }
+    }
+
+    /// The output's last axis.
+    var outFeatures: Int {
+        switch self {
+        case let .mlp(_, _, _, w2, _): return w2.shape[0]
+        case let .attention(_, _, pw, _, _): return pw.shape[0]
+        }
+    }
+
+    /// ỹ (bf16, x̃'s leading axes) from x̃ (bf16), no autograd, and what the backward needs when `records`.
+    func forward(_ xn: Tensor, records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
+        Autocast.core {
+            GradMode.withoutGrad {
+                switch self {
+                case let .mlp(w1, b1, activation, w2, b2):
+                    return BF16MLPTape.forward(xn, w1, b1, activation, w2, b2, records: records)
+                case let .attention(w, b, pw, pb, heads):
+                    return BF16SelfAttentionTape.forward(xn, w, b, pw, pb, heads: heads, records: records)
+                }
+            }
+        }
+    }
+}
+
+/// What a branch's forward kept for its backward.
+protocol BF16BranchTape {
+    /// From d̃y (bf16, shaped as ỹ): d̃x (bf16, shaped as x̃; nil unless `input`) and the raw parameter gradients in
+    /// `BF16Branch.parameters` order (nil where `wanted` is false): bf16 GEMM outputs, or float32 sums still to be
+    /// rounded (biases), as `bf16Gradients` takes them.
+    func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?])
+}
+
+/// The raw gradients of `bf16Gradients` as float32 carriers: a bf16 tensor widened, a float32 one rounded once.
+func bf16Carriers(_ raw: [Tensor?]) -> [Tensor?] {
+    raw.map { g in g.map { $0.dtype == .bfloat16 ? $0.to(.float32) : $0.roundedValues(.bfloat16) } }
+}
+
+extension Tensor {
+    /// `branch(x)` under Autocast bf16 on CUDA with its operands in bf16 (x rounded once on the way in, the output
+    /// widened), or nil where the branch does not apply (`BF16Branch.applies`).
+    public static func autocastBranch(_ x: Tensor, _ branch: BF16Branch) -> Tensor? {
+        guard branch.applies(to: x) else { return nil }
+        let params = branch.parameters
+        let records = GradMode.isEnabled && ([x] + params).contains { $0.isTracked }
+        let xn = x.narrowed(.bfloat16)
+        let (y, tape) = branch.forward(xn, records: records)
+        guard let tape else {                 // nothing to record; a checkpoint's forward notes what it read
+            if let reads = CheckpointReads.current { reads.note([x] + params) }
+            return y.to(.float32)
+        }
+        return y.to(.float32).recorded(BF16BranchBackward(x: x, parameters: params, tape: tape))
+    }
+}
+
+/// d̃y = bf16(dy), then the branch's backward; each gradient rounded to bf16 once, as a float32 carrier.
+struct BF16BranchBackward: Backward {
+    let x: Tensor, parameters: [Tensor], tape: BF16BranchTape
+    var inputs: [Tensor] { [x] + parameters }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] {
+        GradMode.withoutGrad {
+            let (dx, grads) = tape.backward(dy.narrowed(.bfloat16), input: x.isTracked, wanted: parameters.map(\.isTracked))
+            return bf16Carriers([dx] + grads)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import Testing
+@testable import HasteTensor
+@testable import HasteNN
+@testable import HasteModels
+@testable import HasteCUDA
+
+/// Autocast bf16 adaLN half-blocks on CUDA (`autocastAdaLNBranch`): modulatedLayerNorm writing the branch's bf16
+/// operand, gatedResidual reading its bf16 output and writing its bf16 gradient. The same bits as the general path
+/// (modulatedLayerNorm, the branch, gatedResidual) for the output and every gradient — x, the conditioning through
+/// the adaLN linear and its chunks, the branch's parameters — on the emulated device.
+@Suite(.serialized) struct AutocastAdaLNTests {
+    static let device = EmulatedCUDA.device
+
+    enum Kind: String, CaseIterable { case mlp, attention }
+
+    static func run(_ kind: Kind, fused: Bool, n: Int, t: Int, d: Int, bias: Bool, viaAdaLN: Bool, seed: UInt64) -> ([UInt32], [[UInt32]], Bool) {
+        var rng = SplitMix64(seed: seed)
+        func r(_ shape: [Int], _ scale: Float) -> Tensor {
+            Tensor(rng.floats(shape.reduce(1, *)).map { $0 * scale }, shape: shape).to(device)
+        }
+        let heads = 2, hidden = 3 * d
+        let x = r([n, t, d], 1), c = r([n, d], 1), wa = r([6 * d, d], 0.4), ba = r([6 * d], 0.3)
+        // Without the adaLN linear: shift, scale, gate as leaves (bf16 values, as a Linear's output), whose gradients are
+        // seen as they leave the op (through the linear, its backward's rounding would hide a missing one).
+        let modulation = (0..<3).map { _ in r([n, d], 0.5).to(.bfloat16).to(.float32) }
+        let params: [Tensor] = kind == .mlp
+            ? [r([hidden, d], 0.5), r([d, hidden], 0.5), r([hidden], 0.3), r([d], 0.3)]
+            : [r([3 * d, d], 0.5), r([d, d], 0.5), r([3 * d], 0.3), r([d], 0.3)]
+        let upstream = r([n, t, d], 1)
+        let leaves = (viaAdaLN ? [x, c, wa, ba] : [x] + modulation) + (bias ? params : Array(params.prefix(2)))
+        for l in leaves { l.requiresGrad = true }
+        let (b1, b2) = bias ? (params[2], params[3]) : (nil, nil)
+        let branch: BF16Branch = kind == .mlp
+            ? .mlp(w1: params[0], b1: b1, activation: .geluTanh, w2: params[1], b2: b2)
+            : .attention(qkv: params[0], qkvBias: b1, proj: params[1], projBias: b2, heads: heads)
+        let y = Autocast.run(.bfloat16) { () -> Tensor in
+            let m = viaAdaLN ? c.silu().linear(wa, ba).chunk(6, axis: -1) : modulation
+            if fused { return Tensor.autocastAdaLNBranch(x, shift: m[0], scale: m[1], gate: m[2], eps: 1e-6, branch)! }
+            let xl = x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6)
+            let b: Tensor
+            switch kind {
+            case .mlp: b = xl.linear(params[0], b1).geluTanh().linear(params[1], b2)
+            case .attention:
+                let (q, k, v) = xl.linear(params[0], b1).splitHeads(heads)
+                b = Tensor.scaledDotProductAttention(q, k, v).transposed(1, 2).reshaped([n, t, d]).linear(params[1], b2)
+            }
+            return x.gatedResidual(gate: m[2], b)
+        }
+        let tookFusedNode = y.gradFn is BF16AdaLNBranchBackward
+        (y * upstream).sum().backward()
+        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+        return (bits(y.detached()), leaves.map { bits($0.grad!) }, tookFusedNode)
+    }
+
+    @Test(arguments: Kind.allCases, [(2, 7, 8, true, true), (1, 70, 8, true, true), (2, 5, 12, false, true), (2, 7, 8, true, false)])
+    func fusedHalfBlockIsTheGeneralPathBitForBit(kind: Kind, c: (Int, Int, Int, Bool, Bool)) {
+        let (n, t, d, bias, viaAdaLN) = c
+        let seed = UInt64(n * 1000 + t * 10 + d)
+        let general = Self.run(kind, fused: false, n: n, t: t, d: d, bias: bias, viaAdaLN: viaAdaLN, seed: seed)
+        let fused = Self.run(kind, fused: true, n: n, t: t, d: d, bias: bias, viaAdaLN: viaAdaLN, seed: seed)
+        let what = "\(kind) n \(n) t \(t) d \(d) bias \(bias) via adaLN \(viaAdaLN)"
+        #expect(fused.2 && !general.2, "\(what): the fused path must record BF16AdaLNBranchBackward")
+        #expect(fused.0 == general.0, "\(what): output")
+        #expect(fused.1.count == general.1.count)
+        let names = (viaAdaLN ? ["x", "c", "adaLN weight", "adaLN bias"] : ["x", "shift", "scale", "gate"])
+            + ["weight 1", "weight 2", "bias 1", "bias 2"]
+        for (i, (f, g)) in zip(fused.1, general.1).enumerated() { #expect(f == g, "\(what): gradient of \(names[i])") }
+    }
+
+    /// A SiT block under Autocast bf16 on the device: both halves fused without logits; with logits the attention
+    /// half keeps the general path (it returns them) and the MLP half is fused; the same bits either way as a
+    /// float32 block is not (the rounding is there).
+    @Test func sitBlockFusesItsHalvesWhereItCan() {
+        let store = ParameterStore(seed: 3)
+        let block = SiTBlock(store.root["b"], hidden: 16, heads: 2, mlpRatio: 4, qkNorm: false)
+        store.finalize(on: Self.device)
+        let x = Tensor.randn([2, 6, 16], seed: 4).to(Self.device), c = Tensor.randn([2, 16], seed: 5).to(Self.device)
+        x.requiresGrad = true
+        let (plain, none) = Autocast.run(.bfloat16) { block(x, c, logits: false) }
+        #expect(none == nil && plain.gradFn is BF16AdaLNBranchBackward)
+        let (withLogits, l) = Autocast.run(.bfloat16) { block(x, c, logits: true) }
+        #expect(l != nil && withLogits.gradFn is BF16AdaLNBranchBackward)
+        #expect(withLogits.to(.cpu).scalars(as: Float.self) == plain.to(.cpu).scalars(as: Float.self))
+        #expect(!(block(x, c, logits: false).0.gradFn is BF16AdaLNBranchBackward))
+    }
+}
