@@ -20,7 +20,8 @@
 #      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
 #      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
 #      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming) and with
-#      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel), and the GPU profile of the same row +align
+#      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel) and with HASTE_BF16_BRANCHES=0 (float32 carriers between the
+#      adaLN half-blocks' kernels, as before the bf16 branches), and the GPU profile of the same row +align
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -56,15 +57,14 @@ BENCH_MODELS=${BENCH_MODELS:-SiT-XL/2}                 # training-step rows, has
 BENCH_BATCHES=${BENCH_BATCHES:-64,256}
 BENCH_PRECISION=${BENCH_PRECISION:-bf16}               # haste's --mixed-precision; PyTorch: bf16 autocast (fp32/tf32 for no)
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
-# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate: haste's bf16 activations
-# are float32 carriers; SiT-B/2 in bf16 holds 427 MiB per image at its peak (measured: `haste bench train --models
-# SiT-B/2 --batches 1` vs 2, --mixed-precision bf16, TensorMemory peak 2928 → 3355 MiB), so SiT-XL/2 (28 × 1152
-# vs 12 × 768: 3.5×) about 1.5 GiB per image: batch 64 ≈ 94 GiB + 11 GiB of weights, gradients and AdamW state
-# (fits the H200's 139 GiB, +align's teacher and logits included), batch 256 ≈ 375 GiB (does not). Checkpointed,
-# batch 256 keeps each block's input plus one block's recompute, ≈ 0.15 GiB per image + 4 GiB of aligned logits
-# ≈ 55 GiB. PyTorch's bf16 activations are 2-byte tensors (≈ 0.26 GiB per image: batch 256 ≈ 70 GiB) and run
-# without checkpointing; the summary puts haste's "+ckpt" rows beside them and marks them.
-BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256( |$)'}
+# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate, from the host-only
+# device (HASTE_CUDA_HOST_ONLY=1 haste bench train --device cuda --models SiT-XL/2 --batches 256 --only ROW: the
+# real allocations, no GPU) with the bf16 branches (Ops/AutocastBranch.swift, 2026-12-06): SiT-XL/2 bf16 batch 256
+# peaks at 113 GiB of tensors (116 GiB held from the driver) plain and after the early stop, within the H200's
+# 139 GiB, beside PyTorch's 108; +align 157 GiB (the aligned blocks keep float32 carriers and their logits, the
+# teacher's activations), which does not fit: only that row runs checkpointed (≈ 55 GiB). Before the bf16 branches
+# every batch-256 row was checkpointed (' bs256( |$)').
+BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256 \+align'}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
@@ -315,6 +315,10 @@ if [ "$DEVICE" = cuda ]; then
   # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
     stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
+  # The bf16 branches off (HASTE_BF16_BRANCHES=0: float32 carriers between the fused kernels, the MLP's hidden layer,
+  # the heads' split and merge): what keeping the branches' operands in bf16 gains.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_BF16_BRANCHES=0 \
+    stage profile-gpu-carriers 60 bash -c "$profile_row"
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
   ROW="$PROFILE_ROW +align" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 \
     stage profile-gpu-align 60 bash -c "$profile_row"
@@ -323,7 +327,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -474,9 +478,9 @@ EOF
   # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
-  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0; do   # the flash variants' own rows
+  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
-    grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash" "$log" | sed "s/^/profile, ${p#*:}: /" \
+    grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"
   done
   grep -q "per step:" "$OUT/profile-gpu-align.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu-align.log" \

@@ -66,8 +66,10 @@ extension CUDABackend {
     }
 
     /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·(1 + scale[item]), one block per row.
+    /// With `resid` (not null): dx = resid + that, the sum rounded on its own (__fadd_rn: never contracted into the
+    /// product before it), as a separate add kernel would.
     template <typename TD>
-    __device__ __forceinline__ void haste_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
+    __device__ __forceinline__ void haste_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
         __shared__ float scratch[32];
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = x + r * cols;
@@ -86,15 +88,16 @@ extension CUDABackend {
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
                 float g = haste_ld(gr, i) * (sc[i] + 1.0f);
                 float xh = (xr[i] - m) * rs;
-                dr[i] = rs * (g - a - xh * c);
+                const float v = rs * (g - a - xh * c);
+                dr[i] = resid ? __fadd_rn(resid[r * cols + i], v) : v;
             }
         }
     }
-    extern "C" __global__ void fused_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
-        haste_mln_backward_dx(x, scale, mean, rstd, dy, dx, rows, tokens, cols);
+    extern "C" __global__ void fused_mln_backward_dx(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+        haste_mln_backward_dx(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols);
     }
-    extern "C" __global__ void fused_mln_backward_dx_dy16(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, float* dx, i64 rows, i64 tokens, i64 cols) {
-        haste_mln_backward_dx(x, scale, mean, rstd, dy, dx, rows, tokens, cols);
+    extern "C" __global__ void fused_mln_backward_dx_dy16(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+        haste_mln_backward_dx(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols);
     }
 
     /// part[task, 0, j] = Σ dy·x̂, part[task, 1, j] = Σ dy over the task's rows in order; task = item·perItem + chunk,
@@ -233,15 +236,16 @@ extension CUDABackend {
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                           dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
-        for b in [x, scale] { requireFloat32(b, "modulatedLayerNorm backward") }
+                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        for b in [x, scale] + (residual.map { [$0] } ?? []) { requireFloat32(b, "modulatedLayerNorm backward") }
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
         if rows > 0 {
             launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16, grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
                 .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
-                .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
+                .pointer(address(dy)), .pointer(residual.map(address) ?? 0), .pointer(address(dx)),
+                .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
             ])
         }
         if dshift == nil && dscale == nil { return }

@@ -24,7 +24,7 @@ extension CPUBackend {
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                           dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
         switch x.dtype {
         case .float32:
             modulatedLayerNormBackward(x.pointer(Float.self), scale.pointer(Float.self), mean.pointer(Float.self),
@@ -36,6 +36,7 @@ extension CPUBackend {
                                        dshift?.pointer(Double.self), dscale?.pointer(Double.self), batch, tokens, cols)
         default: fatalError("modulatedLayerNormBackward: unsupported dtype \(x.dtype)")
         }
+        if let residual { binary(.add, residual, [1], dx, [1], dx, shape: [batch * tokens * cols]) }
     }
 
     public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,

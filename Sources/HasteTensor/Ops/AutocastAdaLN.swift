@@ -63,13 +63,14 @@ struct BF16AdaLNBranchBackward: Backward {
             if let dy { (dxn, grads) = tape.backward(dy, input: branchInput, wanted: wanted) }
             var dx: Tensor?, dshift: Tensor?, dscale: Tensor?
             if let dxn {
+                // x's two terms, dout (the residual) + the LayerNorm's, added in the LayerNorm's backward pass.
                 let dxl = Tensor.empty(like: x)
                 dshift = shift.isTracked ? Tensor.empty(like: shift) : nil
                 dscale = scale.isTracked ? Tensor.empty(like: scale) : nil
                 be.modulatedLayerNormBackward(x.buffer, scale: scaleRounded.buffer, mean: mean.buffer, rstd: rstd.buffer,
-                                              dxn.buffer, dx: dxl.buffer, dshift: dshift?.buffer, dscale: dscale?.buffer,
-                                              batch: n, tokens: t, cols: d)
-                dx = x.isTracked ? dc + dxl : nil
+                                              dxn.buffer, dx: dxl.buffer, residual: x.isTracked ? dc.buffer : nil,
+                                              dshift: dshift?.buffer, dscale: dscale?.buffer, batch: n, tokens: t, cols: d)
+                dx = x.isTracked ? dxl : nil
                 dscale = dscale?.roundedValues(.bfloat16)
             }
             return [dx, dshift, dscale, dgate] + bf16Carriers(grads)

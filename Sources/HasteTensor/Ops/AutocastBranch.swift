@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
 /// Autocast bf16 on CUDA: the two branches of a DiT block (the MLP and the self-attention) on bf16 operands, and the
 /// ops made of them: a branch alone (`autocastMLP`, `autocastSelfAttention`: float32 carrier in and out) and an
 /// adaLN half-block `x + gate·branch(modulate(layerNorm(x), shift, scale))` (`autocastAdaLNBranch`), whose
@@ -8,7 +14,16 @@
 /// modulatedLayerNorm, gatedResidual under `Autocast.run(.bfloat16)`) computes: the same kernels and GEMMs on the
 /// same bf16 operands, and each rounding one the general path makes (a second rounding of a bf16 value is the
 /// identity). AutocastMLP.swift and AutocastAttention.swift hold the branches' own steps.
+///
+/// `HASTE_BF16_BRANCHES=0` (read once) turns them off: the general path everywhere, for comparisons on a GPU
+/// (Scripts/gpu_check.sh profiles the step both ways).
 public enum BF16Branch {
+    /// False under `HASTE_BF16_BRANCHES=0`.
+    static let enabled: Bool = {
+        guard let v = getenv("HASTE_BF16_BRANCHES") else { return true }
+        return String(cString: v) != "0"
+    }()
+
     /// `fc2(act(fc1(x)))`: w1 [hidden, in], w2 [out, hidden] (MLP; `act` with `derivativeReadsOnlyInput`).
     case mlp(w1: Tensor, b1: Tensor?, activation: UnaryOp, w2: Tensor, b2: Tensor?)
     /// `proj(attention(heads of qkv(x)))`: qkv [3·D, D] head-major within q | k | v, proj [D, D] (SiT's attention
@@ -28,7 +43,7 @@ public enum BF16Branch {
     /// this branch takes (the general path reports others), and for attention heads the backend's bf16 flash
     /// kernels take.
     func applies(to x: Tensor) -> Bool {
-        guard case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank >= 1 else { return false }
+        guard BF16Branch.enabled, case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank >= 1 else { return false }
         let d = x.shape[x.rank - 1]
         switch self {
         case let .mlp(w1, b1, activation, w2, b2):

@@ -13,9 +13,11 @@ public protocol FusedKernels: AnyObject {
                                    batch: Int, tokens: Int, cols: Int, eps: Double)
     /// From the saved mean and rstd: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·(1 + scale[b]);
     /// dshift[b, j] = Σ_t dy, dscale[b, j] = Σ_t dy·x̂ over the item's tokens (written, not accumulated; nil = not
-    /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order.
+    /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order. With `residual` (same
+    /// shape as x): dx = residual + that dx, one float32 addition per element (an adaLN half-block's two terms of
+    /// x's gradient, added where they are made).
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                    dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int)
+                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int)
     /// out = x + gate[b]·y over [batch·tokens, cols]; gate: [batch, cols]. With `low` (bfloat16 under Autocast,
     /// float32 buffers holding bf16 values of gate and y): out = x + low(gate·y), the product rounded as torch's
     /// bf16 tensor product is.
@@ -132,7 +134,7 @@ struct ModulatedLayerNormBackward: Backward {
         let dscale = scale.isTracked ? Tensor.empty(like: scale) : nil
         if n * t > 0 {
             x.backend.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer,
-                                                 dy.contiguous().buffer, dx: dx.buffer, dshift: dshift?.buffer,
+                                                 dy.contiguous().buffer, dx: dx.buffer, residual: nil, dshift: dshift?.buffer,
                                                  dscale: dscale?.buffer, batch: n, tokens: t, cols: d)
         } else {
             for g in [dshift, dscale] { if let g, g.count > 0 { g.backend.fill(g.buffer, count: g.count, value: 0) } }

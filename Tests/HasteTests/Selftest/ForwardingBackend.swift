@@ -140,8 +140,8 @@ class ForwardingBackend: Backend {
                                        cols: cols, eps: eps)
     }
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                    dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
-        base.modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, dshift: dshift, dscale: dscale,
+                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        base.modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual, dshift: dshift, dscale: dscale,
                                         batch: batch, tokens: tokens, cols: cols)
     }
     func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int, low: DType?) {

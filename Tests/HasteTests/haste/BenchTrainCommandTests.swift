@@ -119,10 +119,15 @@ import HasteModels
         let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_FUSED_DQ": "0"])
         #expect(try Self.row(separate.stdout).row["launches_per_step"] as? Double == Self.pinnedLaunches + 6, "\(separate)")
+        // HASTE_BF16_BRANCHES=0: float32 carriers between the half-blocks' kernels again (the general path), the count
+        // before the bf16 branches.
+        let carriers = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
+                                        environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_BF16_BRANCHES": "0"])
+        #expect(try Self.row(carriers.stdout).row["launches_per_step"] as? Double == 835, "\(carriers)")
         // Anything but bench train refuses that device: it would compute nothing and report or write it.
         let refused = try Launcher.run(["selftest", "--device", "cuda", "--ops", "fill"], environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
                 "\(refused)")
     }
-    static let pinnedGemms = 104.0, pinnedLaunches = 675.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (autocastMLP: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (autocastSelfAttention: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block)
+    static let pinnedGemms = 104.0, pinnedLaunches = 663.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (autocastMLP: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (autocastSelfAttention: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block)
 }

@@ -67,6 +67,31 @@ import Testing
         for (i, (f, g)) in zip(fused.1, general.1).enumerated() { #expect(f == g, "\(what): gradient of \(names[i])") }
     }
 
+    /// modulatedLayerNormBackward's `residual`: dx = residual + the plain dx, bit for bit, on the CPU and the device
+    /// (float32 dy, and the device's bf16 dy).
+    @Test func layerNormBackwardAddsTheResidualInItsPass() {
+        var rng = SplitMix64(seed: 12)
+        let (n, t, d) = (2, 5, 24)
+        for device in [Device.cpu, Self.device] {
+            func r(_ shape: [Int]) -> Tensor { Tensor(rng.floats(shape.reduce(1, *)), shape: shape).to(device) }
+            let x = r([n, t, d]), scale = r([n, d]), dy32 = r([n, t, d]).to(.bfloat16).to(.float32), residual = r([n, t, d])
+            let mean = Tensor.empty([n * t], dtype: .float32, device: device), rstd = Tensor.empty(like: mean)
+            let y = Tensor.empty(like: x)
+            device.backend.modulatedLayerNormForward(x.buffer, shift: scale.buffer, scale: scale.buffer, y.buffer, mean: mean.buffer,
+                                                     rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: 1e-6)
+            for dy in device == .cpu ? [dy32] : [dy32, dy32.to(.bfloat16)] {
+                let plain = Tensor.empty(like: x), summed = Tensor.empty(like: x)
+                for (out, res) in [(plain, nil), (summed, residual)] as [(Tensor, Tensor?)] {
+                    device.backend.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer,
+                                                              dy.buffer, dx: out.buffer, residual: res?.buffer, dshift: nil,
+                                                              dscale: nil, batch: n, tokens: t, cols: d)
+                }
+                let want = (residual + plain).to(.cpu).scalars(as: Float.self).map(\.bitPattern)
+                #expect(summed.to(.cpu).scalars(as: Float.self).map(\.bitPattern) == want, "\(device), dy \(dy.dtype)")
+            }
+        }
+    }
+
     /// A SiT block under Autocast bf16 on the device: both halves fused without logits; with logits the attention
     /// half keeps the general path (it returns them) and the MLP half is fused; the same bits either way as a
     /// float32 block is not (the rounding is there).
