@@ -66,6 +66,16 @@ extension ConformanceSuite {
                 let both = Tensor.cat([out.flattened(), logits.flattened()], axis: 0)
                 c.forwardBackward(both, [("q", q), ("k", k), ("v", v)])
             },
+            // Autocast bf16 with logits (HASTE's aligned blocks): CUDA's bf16 GEMMs against the CPU's float32 GEMMs on
+            // rounded operands, both rounding logits, probabilities, output and gradients to bf16 where torch does:
+            // they differ in summation order, so a rounding may land one bf16 ulp apart and carry through softmax
+            // and the second product (bound as the flash case's).
+            OpCase("attention with logits (autocast bf16)", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .bfloat16(k: 4)) { c in
+                let q = c.normal([2, 3, 13, 8]), k = c.normal([2, 3, 11, 8]), v = c.normal([2, 3, 11, 5])
+                let (out, logits) = Autocast.run(.bfloat16) { Tensor.attentionWithLogits(q, k, v) }
+                let both = Tensor.cat([out.flattened(), logits.flattened()], axis: 0)
+                c.forwardBackward(both, [("q", q), ("k", k), ("v", v)])
+            },
             OpCase("softmaxMatmul", "logits[2,3,13,11] v[2,3,11,5]", .rounding(k: 56)) { c in
                 let s = c.normal([2, 3, 13, 11], scale: 2), v = c.normal([2, 3, 11, 5])
                 c.forwardBackward(Tensor.softmaxMatmul(s, v), [("logits", s), ("v", v)])

@@ -179,6 +179,12 @@ extension Tensor {
     private static func lowPrecisionAttentionWithLogits(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Double,
                                                         _ low: DType) -> (output: Tensor, logits: Tensor) {
         let qs = Autocast.core { q * scale }.rounded(to: low)
+        if case .cuda = q.device, low == .bfloat16 {
+            // A GPU: both products as bf16 tensor-core GEMMs (`matmul` under Autocast: autocastGemm), the composite's
+            // values up to float32 summation order, instead of float32 GEMMs on rounded copies.
+            let logits = qs.matmul(k.transposed(-1, -2))
+            return (logits.lowPrecisionSoftmax(low).matmul(v), logits.gradientRounded(to: low))
+        }
         let logits = autocastComposite(low, [qs, k]) { attentionLogits($0[0]!, $0[1]!, scale: 1) }
         let probs = logits.lowPrecisionSoftmax(low)
         return (autocastComposite(low, [probs, v]) { $0[0]!.matmul($0[1]!) }, logits.gradientRounded(to: low))

@@ -83,6 +83,19 @@ import Testing
         }
     }
 
+    /// Attention with logits (HASTE's aligned blocks) under Autocast bf16 on CUDA: both products and their backward
+    /// as bf16 GEMMs (2 forward, 4 backward), the CPU composite's values within one bf16 ulp. Dh 16: the scale 1/4
+    /// is a power of two, so q's gradient (the rounded gradient of q·scale, times scale) is bf16-representable too.
+    @Test func attentionWithLogitsRunsBF16GemmsOnCUDA() {
+        var rng = SplitMix64(seed: 31)
+        func t(_ shape: [Int]) -> Tensor { Tensor(rng.floats(shape.reduce(1, *)), shape: shape) }
+        let q = t([2, 3, 13, 16]), k = t([2, 3, 11, 16]), v = t([2, 3, 11, 5])
+        CUDAKernelsBTests.expectAutocastGradients("attention with logits", [q, k, v], bf16Gemms: 6) { x in
+            let (out, logits) = Tensor.attentionWithLogits(x[0], x[1], x[2])
+            return Tensor.cat([out.flattened(), logits.flattened()], axis: 0)
+        }
+    }
+
     /// SiT's attention takes the path under Autocast bf16 on CUDA without logits, not with them, not in float32.
     @Test func sitAttentionTakesTheFusedPathOnlyWhereItApplies() {
         let store = ParameterStore(seed: 5)
