@@ -59,11 +59,11 @@ BENCH_PRECISION=${BENCH_PRECISION:-bf16}               # haste's --mixed-precisi
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
 # Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate, from the host-only
 # device (HASTE_CUDA_HOST_ONLY=1 haste bench train --device cuda --models SiT-XL/2 --batches 256 --only ROW: the
-# real allocations, no GPU) with the bf16 branches (Ops/AutocastBranch.swift, 2026-12-06): SiT-XL/2 bf16 batch 256
-# peaks at 113 GiB of tensors (116 GiB held from the driver) plain and after the early stop, within the H200's
-# 139 GiB, beside PyTorch's 108; +align 157 GiB (the aligned blocks keep float32 carriers and their logits, the
-# teacher's activations), which does not fit: only that row runs checkpointed (≈ 55 GiB). Before the bf16 branches
-# every batch-256 row was checkpointed (' bs256( |$)').
+# real allocations, no GPU) with the bf16 branches and bf16 flash operands (2026-12-06): SiT-XL/2 bf16 batch 256
+# peaks at 101 GiB of tensors (104 GiB held from the driver) plain and after the early stop, within the H200's
+# 139 GiB and below PyTorch's 108; +align 138 GiB of tensors but 158 GiB held (the aligned blocks keep float32
+# carriers and their logits, the teacher's activations): does not fit, so only that row runs checkpointed (≈ 55 GiB).
+# Before the bf16 branches every batch-256 row was checkpointed (' bs256( |$)').
 BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256 \+align'}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4

@@ -44,7 +44,7 @@ import HasteTensor
 ///      64+: 64·16 heads × 4 tiles).
 extension CUDABackend {
     static let flashAttentionSource = KernelSource(family: "flashAttention", kernels: [
-        "attention_flash_row_dot", "attention_flash_dq_sum",
+        "attention_flash_row_dot", "attention_flash_row_dot_in16", "attention_flash_dq_sum",
         "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
         "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
         "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
@@ -78,14 +78,24 @@ extension CUDABackend {
     }
 
     /// D[r] = Σ_d dOut[r][d]·out[r][d], one warp per row (grid-stride, 8 warps per block).
-    extern "C" __global__ void attention_flash_row_dot(const float* dout, const float* out, float* delta, i64 rows, i64 dv) {
+    __device__ __forceinline__ float haste_flash_ld(const float* p, i64 i) { return p[i]; }
+    __device__ __forceinline__ float haste_flash_ld(const u16* p, i64 i) { return haste_bf16_to_float(p[i]); }
+    template <typename T>
+    __device__ __forceinline__ void haste_flash_row_dot(const T* dout, const float* out, float* delta, i64 rows, i64 dv) {
         const int lane = threadIdx.x & 31;
         for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
             float s = 0.0f;
-            for (i64 d = lane; d < dv; d += 32) s += dout[r * dv + d] * out[r * dv + d];
+            for (i64 d = lane; d < dv; d += 32) s += haste_flash_ld(dout, r * dv + d) * out[r * dv + d];
             s = haste_warp_sum(s);
             if (lane == 0) delta[r] = s;
         }
+    }
+    extern "C" __global__ void attention_flash_row_dot(const float* dout, const float* out, float* delta, i64 rows, i64 dv) {
+        haste_flash_row_dot(dout, out, delta, rows, dv);
+    }
+    /// The same with a bf16 dOut (`attentionTakesBF16Operands`): its widened values, the same sums.
+    extern "C" __global__ void attention_flash_row_dot_in16(const u16* dout, const float* out, float* delta, i64 rows, i64 dv) {
+        haste_flash_row_dot(dout, out, delta, rows, dv);
     }
 
     /// dq[i] = Σ_t part[t·n + i], t = 0…tiles − 1 in order: the bf16 dk/dv kernel's per-key-tile shares of dq.
@@ -257,17 +267,18 @@ extension CUDABackend {
     /// float32 ones.
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
                                     scale: Double, precision: ComputePrecision) {
-        for b in [q, k, v, out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
+        for b in [out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
         let variant = flashVariant(s, "flash attention")
+        let tensorCores = flashUsesTensorCores(precision)
+        let input16 = flashInputs16([q, k, v], tensorCores: tensorCores, "flash attention")
         if s.batch == 0 || s.queries == 0 { return }
         let (dh, dv) = (s.headDim, s.valueDim)
-        let tensorCores = flashUsesTensorCores(precision)
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        let staged = CUDABackend.flashBF16SharedWords(s, staged: true).forward
+        let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
         let words = async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
             : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
-        let family = flashFamily(tensorCores: tensorCores, async: async)
+        let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16)
         launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
                block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
@@ -284,8 +295,10 @@ extension CUDABackend {
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
                                      precision: ComputePrecision) {
-        for b in [q, k, v, out, lse, dOut] { requireFloat32(b, "flash attention backward") }
+        for b in [out, lse] + [dq, dk, dv].compactMap({ $0 }) { requireFloat32(b, "flash attention backward") }
         let variant = flashVariant(s, "flash attention backward")
+        let tensorCores = flashUsesTensorCores(precision)
+        let input16 = flashInputs16([q, k, v, dOut], tensorCores: tensorCores, "flash attention backward")
         if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return }
         let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
         let rows = s.batch * tq
@@ -293,7 +306,7 @@ extension CUDABackend {
         let deltaBytes = Swift.max(rows, 1) * 4
         let delta = allocator.allocate(byteCount: deltaBytes)
         if rows > 0 {
-            launch(CUDABackend.flashAttentionSource, "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+            launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
                    block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
                                       .int64(Int64(rows)), .int64(Int64(dvd))])
         }
@@ -301,14 +314,13 @@ extension CUDABackend {
                                        .int32(Int32(dvd)), .float(Float(scale))]
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
-        let tensorCores = flashUsesTensorCores(precision)
         // bf16, up to flashFusedDQTiles key tiles: dk/dv's kernel also gives dq, one partial per key tile (summed
         // below), where the dq kernel would compute S and dP again. Longer keys: the dq kernel (the partials grow
         // with Tk·Tq).
         let keyTiles = (tk + 63) / 64
         let fusedDQ = tensorCores && dq != nil && tq > 0 && tk > 0 && keyTiles <= CUDABackend.flashFusedDQTiles
         let dsWords = fusedDQ ? 64 * 36 : 0
-        let bf16Words = CUDABackend.flashBF16SharedWords(s), stagedWords = CUDABackend.flashBF16SharedWords(s, staged: true)
+        let bf16Words = CUDABackend.flashBF16SharedWords(s), stagedWords = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16)
         // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
         let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
         let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv + dsWords, [q, dOut])
@@ -316,14 +328,14 @@ extension CUDABackend {
         if let dq, tq > 0, !fusedDQ {
             let words = asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ)
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16)
             launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
         if (dk != nil || dv != nil || fusedDQ) && tk > 0 {
             let words = asyncDKDV ? stagedWords.dkdv + dsWords : tensorCores ? bf16Words.dkdv + dsWords
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV)
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16)
             // dq's partials: straight into dq for one key tile, else [key tile][batch·Tq·Dh] summed after.
             let n = s.batch * tq * dh, partBytes = fusedDQ && keyTiles > 1 ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0

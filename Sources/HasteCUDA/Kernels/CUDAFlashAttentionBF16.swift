@@ -9,7 +9,9 @@ import HasteTensor
 ///      (two `__shfl_xor_sync`). P (and dS) go from the S accumulator fragments straight into the A operand of the
 ///      next product (the C layout of n-tiles 2j, 2j + 1 is the A layout of k-step j): no Ps/dSs shared buffers.
 ///    - Operands: q, k, v, dOut are float32 carriers of bf16 values (Autocast rounds them before the op), packed
-///      to bf16 pairs while the tiles are loaded into shared memory (`haste_pack_bf16x2`: exact for carriers).
+///      to bf16 pairs while the tiles are loaded into shared memory (`haste_pack_bf16x2`: exact for carriers); or
+///      (the `_in16_` families, `attentionTakesBF16Operands`: Autocast's bf16 branches) bf16 buffers, whose pairs
+///      are the packed words as they are (half the bytes read and staged; the same bits, FlashBF16OperandTests).
 ///      Every tile is row-major (Q, K, V, dO), Dh (Dv) padded with zeros to a multiple of 16 (SiT-XL/2's 72 → 80),
 ///      row stride D/2 + 4 words (the 8 rows of 16 bytes an ldmatrix reads fall in distinct banks), loaded with
 ///      float2 reads, TC_BATCH per thread in flight, no division per element (`tc_load_rows`). The mma fragments
@@ -59,35 +61,44 @@ extension CUDABackend {
                                                        code: flashBF16Code + "\n" + flashBF16Entries(async: false), minimumArchitecture: 80)
     static let flashAttentionBF16AsyncSource = KernelSource(family: "flashAttentionBF16Async", kernels: flashBF16Kernels("async_"),
                                                             code: flashBF16Code + "\n" + flashBF16Entries(async: true), minimumArchitecture: 80)
+    /// The same two over bf16 operands (q, k, v, dOut as bf16 buffers: `attentionTakesBF16Operands`).
+    static let flashAttentionBF16In16Source = KernelSource(family: "flashAttentionBF16In16", kernels: flashBF16Kernels("in16_"),
+                                                           code: flashBF16Code + "\n" + flashBF16Entries(async: false, input16: true),
+                                                           minimumArchitecture: 80)
+    static let flashAttentionBF16AsyncIn16Source = KernelSource(family: "flashAttentionBF16AsyncIn16", kernels: flashBF16Kernels("async_in16_"),
+                                                                code: flashBF16Code + "\n" + flashBF16Entries(async: true, input16: true),
+                                                                minimumArchitecture: 80)
     static func flashBF16Kernels(_ infix: String) -> [String] {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
     }
     /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
-    static func flashBF16Entries(async: Bool) -> String {
-        let flag = async ? "true" : "false", name = "attention_flash_bf16\(async ? "_async" : "")"
+    /// `input16`: q, k, v and dOut as bf16 buffers (`attention_flash_bf16[_async]_in16_*`), else float32 carriers.
+    static func flashBF16Entries(async: Bool, input16: Bool = false) -> String {
+        let flag = async ? "true" : "false", name = "attention_flash_bf16\(async ? "_async" : "")\(input16 ? "_in16" : "")"
+        let t = input16 ? "u16" : "float"
         let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale", passed = "batch, tq, tk, dh, dv, scale"
-        let inputs = "const float* q, const float* k, const float* v", stats = "const float* dout, const float* lse, const float* delta"
+        let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
         return [64, 80, 96, 128].map { w in """
             extern "C" __global__ void \(name)_forward_d\(w)(\(inputs), float* out, float* lse, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag)>(smem, q, k, v, out, lse, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t)>(smem, q, k, v, out, lse, \(passed)); }
             extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), float* dq, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
             extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), float* dk, float* dv_out, float* dqp, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
             """ }.joined(separator: "\n") + "\n"
     }
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
     static let flashBF16Code = flashBF16TileCode + "\n" + #"""
     /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
-    template <int DMAX, bool ASYNC>
-    __device__ void tc_forward(u32* smem, const float* q, const float* k, const float* v, float* out, float* lse,
+    template <int DMAX, bool ASYNC, typename T>
+    __device__ void tc_forward(u32* smem, const T* q, const T* k, const T* v, float* out, float* lse,
                                i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
         u32* Vs = Ks + 64 * sq;
-        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
-        float* SV = SK + 64 * dh;
+        T* SK = (T*)(Vs + 64 * sv);           /* ASYNC: the next key tile's K and V as given (T), in flight */
+        T* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
@@ -101,7 +112,7 @@ extension CUDABackend {
                 for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
                 float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    tc_key_tile<DMAX, ASYNC>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
+                    tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     float mt[2] = {-INFINITY, -INFINITY};
@@ -156,8 +167,8 @@ extension CUDABackend {
     }
 
     /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
-    template <int DMAX, bool ASYNC>
-    __device__ void tc_backward_dq(u32* smem, const float* q, const float* k, const float* v, const float* dout,
+    template <int DMAX, bool ASYNC, typename T>
+    __device__ void tc_backward_dq(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                    const float* lse, const float* delta, float* dq,
                                    i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
@@ -165,8 +176,8 @@ extension CUDABackend {
         u32* Ks = Qs + 64 * sq;
         u32* dOs = Ks + 64 * sq;
         u32* Vs = dOs + 64 * sv;
-        float* SK = (float*)(Vs + 64 * sv);   /* ASYNC: the next key tile's K and V as float32, in flight */
-        float* SV = SK + 64 * dh;
+        T* SK = (T*)(Vs + 64 * sv);           /* ASYNC: the next key tile's K and V as given (T), in flight */
+        T* SV = SK + 64 * dh;
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
@@ -187,7 +198,7 @@ extension CUDABackend {
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    tc_key_tile<DMAX, ASYNC>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
+                    tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
                     tc_dots<DMAX>(dp, dOs, sv, m0, Vs, sv, kv / 16);
@@ -213,8 +224,8 @@ extension CUDABackend {
     /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time.
-    template <int DMAX, bool ASYNC>
-    __device__ void tc_backward_dkdv(u32* smem, const float* q, const float* k, const float* v, const float* dout,
+    template <int DMAX, bool ASYNC, typename T>
+    __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, float* dk, float* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
@@ -224,8 +235,8 @@ extension CUDABackend {
         u32* dOs = Vs + 64 * sv;
         float* Ls = (float*)(dOs + 64 * sv);  /* ASYNC: two tiles' lse and D (this one, the next in flight) */
         float* Ds = Ls + (ASYNC ? 128 : 64);
-        float* SQ = Ds + (ASYNC ? 128 : 64);      /* ASYNC: the next query tile's q and dOut as float32, in flight */
-        float* SO = SQ + 64 * dh;
+        T* SQ = (T*)(Ds + (ASYNC ? 128 : 64));    /* ASYNC: the next query tile's q and dOut as given (T), in flight */
+        T* SO = SQ + 64 * dh;
         u32* DSt = (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const i64 tiles = (tk + 63) / 64;

@@ -45,17 +45,49 @@ extension CUDABackend {
         }
     }
 
-    /// Starts the asynchronous copy (cp.async, `haste_cp_async<16>`) of rows [0, min(64, rows_left)) of `src`, `cols`
-    /// floats each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces (cols % 4 == 0 and a
-    /// 16-byte-aligned `src`: the host checks). The data may be read only after `haste_cp_async_wait_all` and a barrier.
-    __device__ __forceinline__ void tc_stage_rows(float* stage, const float* src, i64 rows_left, int cols) {
-        const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / 4;
+    /// The same from bf16 operands (Autocast's head splits of a bf16 qkv): each pair of bf16 elements is already a
+    /// packed word (one 4-byte read where `cols` is even and `src` 4-byte aligned).
+    template <int DMAX>
+    __device__ __forceinline__ void tc_load_rows(u32* dst, const u16* src, i64 rows_left, int cols, int words, int stride) {
+        const bool pairs = (cols & 1) == 0 && ((u64)src & 3) == 0;
         #pragma unroll 1
-        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async<16>(stage + 4 * i, src + 4 * i);
+        for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
+            u32 pw[TC_BATCH];
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS;
+                const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
+                pw[u] = 0u;
+                if (w < words && r < rows_left && c < cols) {
+                    const u16* p = src + (i64)r * cols + c;
+                    if (pairs) pw[u] = *(const u32*)p;
+                    else pw[u] = (u32)p[0] | (c + 1 < cols ? (u32)p[1] << 16 : 0u);
+                }
+            }
+            #pragma unroll
+            for (int u = 0; u < TC_BATCH; u++) {
+                const int i = threadIdx.x + (j0 + u) * TC_THREADS;
+                const int r = i / (DMAX / 2), w = i - r * (DMAX / 2);
+                if (w < words) dst[r * stride + w] = pw[u];
+            }
+        }
+    }
+
+    /// Starts the asynchronous copy (cp.async, `haste_cp_async<16>`) of rows [0, min(64, rows_left)) of `src`, `cols`
+    /// elements (float32 or bf16) each, into `stage` with the same dense layout: one contiguous run of 16-byte pieces
+    /// (cols·sizeof(T) % 16 == 0 and a 16-byte-aligned `src`: the host checks). The data may be read only after
+    /// `haste_cp_async_wait_all` and a barrier.
+    template <typename T>
+    __device__ __forceinline__ void tc_stage_rows(T* stage, const T* src, i64 rows_left, int cols) {
+        const int per = 16 / (int)sizeof(T);
+        const int rows = rows_left < 64 ? (int)rows_left : 64, pieces = rows * cols / per;
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < pieces; i += TC_THREADS) haste_cp_async<16>(stage + per * i, src + per * i);
     }
 
     /// Starts the copy of head b's key tile at c0 (K and V) into the stage (tc_stage_rows).
-    __device__ __forceinline__ void tc_stage_kv(float* SK, float* SV, const float* k, const float* v, i64 b, i64 tk, i64 c0, int dh, int dv) {
+    template <typename T>
+    __device__ __forceinline__ void tc_stage_kv(T* SK, T* SV, const T* k, const T* v, i64 b, i64 tk, i64 c0, int dh, int dv) {
         tc_stage_rows(SK, k + (b * tk + c0) * dh, tk - c0, dh);
         tc_stage_rows(SV, v + (b * tk + c0) * dv, tk - c0, dv);
     }
@@ -63,8 +95,8 @@ extension CUDABackend {
     /// The forward's and dq's walk over key tiles: head b's tile at c0 into the pair tiles Ks, Vs (from global
     /// memory, or ASYNC from the stage, which then starts on the next tile while this one's products run), between
     /// a barrier after the previous tile's readers and one before this tile's.
-    template <int DMAX, bool ASYNC>
-    __device__ __forceinline__ void tc_key_tile(u32* Ks, u32* Vs, float* SK, float* SV, const float* k, const float* v,
+    template <int DMAX, bool ASYNC, typename T>
+    __device__ __forceinline__ void tc_key_tile(u32* Ks, u32* Vs, T* SK, T* SV, const T* k, const T* v,
                                                 i64 b, i64 tk, i64 c0, int dh, int dv, int sq, int sv) {
         if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
         __syncthreads();                        // everyone's have; the previous key tile's readers are done
@@ -194,11 +226,12 @@ extension CUDABackend {
         return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
     }
 
-    /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the float32 tiles in flight of
-    /// the `_async` entry points (64 rows of Dh and of Dv).
-    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
+    /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the tiles in flight of the
+    /// `_async` entry points (64 rows of Dh and of Dv, float32, or bf16 with `input16`).
+    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false, input16: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
         let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
-        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4), stage = staged ? 64 * (s.headDim + s.valueDim) : 0
+        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4)
+        let stage = staged ? 64 * (s.headDim + s.valueDim) / (input16 ? 2 : 1) : 0
         // staged: dk/dv double-buffers lse and D.
         return (rows + values + stage, rows + 2 * values + stage, rows + 2 * values + (staged ? 256 : 128) + stage)
     }
@@ -208,14 +241,32 @@ extension CUDABackend {
     /// staged shared memory within the device's limit for `words` (the kernel's entry of
     /// `flashBF16SharedWords(s, staged: true)`).
     func flashBF16Async(_ s: AttentionShape, words: Int, _ buffers: [Buffer]) -> Bool {
-        s.headDim % 4 == 0 && s.valueDim % 4 == 0 && words * 4 <= driver.maxSharedBytes
+        let per = 16 / buffers[0].dtype.byteSize     // elements per 16-byte piece: 4 float32, 8 bf16
+        return s.headDim % per == 0 && s.valueDim % per == 0 && words * 4 <= driver.maxSharedBytes
             && buffers.allSatisfy { address($0) % 16 == 0 } && CUDABackend.flashAsyncAllowed
+    }
+
+    /// True where the flash operands are bf16 buffers (`attentionTakesBF16Operands`: the tensor-core kernels only),
+    /// false for float32 carriers; mixed or other dtypes stop.
+    func flashInputs16(_ buffers: [Buffer], tensorCores: Bool, _ op: String) -> Bool {
+        if buffers.allSatisfy({ $0.dtype == .float32 }) { return false }
+        if tensorCores && buffers.allSatisfy({ $0.dtype == .bfloat16 }) { return true }
+        CUDABackend.fail("\(op) on \(device): operands \(buffers.map(\.dtype)) (all float32, or all bfloat16 with bf16 tensor-core kernels)")
+    }
+
+    /// The tensor-core flash kernels take q, k, v and dOut as bf16 buffers too.
+    public func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool {
+        attentionRoundsOperands(shape, precision: .bfloat16)
     }
 
     /// The family and kernel-name prefix of the flash kernels: float32, bf16 tensor cores, or (`async`) their
     /// cp.async streaming variant.
-    func flashFamily(tensorCores: Bool, async: Bool) -> (source: KernelSource, prefix: String) {
-        async ? (CUDABackend.flashAttentionBF16AsyncSource, "attention_flash_bf16_async_")
+    func flashFamily(tensorCores: Bool, async: Bool, input16: Bool = false) -> (source: KernelSource, prefix: String) {
+        if input16 {
+            return async ? (CUDABackend.flashAttentionBF16AsyncIn16Source, "attention_flash_bf16_async_in16_")
+                : (CUDABackend.flashAttentionBF16In16Source, "attention_flash_bf16_in16_")
+        }
+        return async ? (CUDABackend.flashAttentionBF16AsyncSource, "attention_flash_bf16_async_")
             : tensorCores ? (CUDABackend.flashAttentionBF16Source, "attention_flash_bf16_")
             : (CUDABackend.flashAttentionSource, "attention_flash_")
     }

@@ -21,13 +21,18 @@ extension Tensor {
     }
 
     /// Slot `which` of `slots` equal ones along the last axis of this contiguous bf16 [N, T, C] tensor (q, k, v of
-    /// qkv's output: 3 slots; proj's dx: 1), split into `heads` heads, as a contiguous float32 [N, H, T, Dh] carrier.
-    func headsWidened(_ which: Int, of slots: Int, _ heads: Int) -> Tensor {
+    /// qkv's output: 3 slots; proj's dx: 1), split into `heads` heads, as a contiguous [N, H, T, Dh] bf16 copy
+    /// (`bf16`) or float32 carrier.
+    func heads(_ which: Int, of slots: Int, _ heads: Int, bf16: Bool) -> Tensor {
         let (n, t, c) = (shape[0], shape[1], shape[2])
         let d = c / slots, dh = d / heads
-        let piece = Tensor.empty([n, heads, t, dh], dtype: .float32, device: device)
-        Tensor.stridedCast(Buffer(storage: storage, offset: offset + which * d, dtype: dtype), [t * c, dh, c, 1],
-                           piece.buffer, piece.strides, shape: piece.shape, backend: backend)
+        let piece = Tensor.empty([n, heads, t, dh], dtype: bf16 ? dtype : .float32, device: device)
+        let src = Buffer(storage: storage, offset: offset + which * d, dtype: dtype)
+        if bf16 {
+            backend.stridedCopy(from: src, srcStrides: [t * c, dh, c, 1], to: piece.buffer, dstStrides: piece.strides, shape: piece.shape)
+        } else {
+            Tensor.stridedCast(src, [t * c, dh, c, 1], piece.buffer, piece.strides, shape: piece.shape, backend: backend)
+        }
         return piece
     }
 
@@ -65,7 +70,10 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot(), wn = w.narrowed(low), pwn = pw.narrowed(low)
         let h = xn.linear(wn, b?.narrowed(low))                                              // (N, T, 3D) bf16
-        let (q, k, v) = (h.headsWidened(0, of: 3, heads), h.headsWidened(1, of: 3, heads), h.headsWidened(2, of: 3, heads))
+        // The heads as bf16 copies where the flash kernels take them (`attentionTakesBF16Operands`), else widened.
+        let bf16Heads = xn.backend.attentionTakesBF16Operands(shape)
+        let (q, k, v) = (h.heads(0, of: 3, heads, bf16: bf16Heads), h.heads(1, of: 3, heads, bf16: bf16Heads),
+                         h.heads(2, of: 3, heads, bf16: bf16Heads))
         let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
         let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
         xn.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
@@ -85,8 +93,8 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let dd = dyn.reshaped([rows, d])
         var dx: Tensor?, dw: Tensor?, db: Tensor?
         if input || wantW || wantB {
-            let dOut = dd.matmul(pwn).reshaped([n, t, d]).headsWidened(0, of: 1, heads)
-            let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)
+            let dOut = dd.matmul(pwn).reshaped([n, t, d]).heads(0, of: 1, heads, bf16: q.dtype == .bfloat16)
+            let dq = Tensor.empty(q.shape, dtype: .float32, device: q.device), dk = Tensor.empty(like: dq), dv = Tensor.empty(like: dq)
             q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
                                            dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)

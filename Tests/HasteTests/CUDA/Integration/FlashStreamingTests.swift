@@ -33,3 +33,45 @@ import HasteTensor
         }
     }
 }
+
+/// The tensor-core flash kernels on bf16 operands (`attention_flash_bf16[_async]_in16_*`, `attentionTakesBF16Operands`)
+/// give the bits of the float32-carrier kernels on the same bf16 values: out, lse, dq, dk, dv; streamed and
+/// synchronous, every register width, partial and several tiles, Dh ≠ Dv, head dims not a multiple of 8 (no
+/// streaming), odd (one element at a time), and keys past the fused-dq limit (the dq kernel).
+@Suite(.serialized) struct FlashBF16OperandTests {
+    static func run(_ shape: (n: Int, h: Int, tq: Int, tk: Int, dh: Int, dv: Int), bf16: Bool) -> [[UInt32]] {
+        let (n, h, tq, tk, dh, dv) = shape
+        let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
+        func operand(_ s: [Int], _ seed: UInt64, _ scale: Double) -> Tensor {
+            let x = (Tensor.randn(s, seed: seed) * scale).to(.bfloat16).to(dev)
+            return bf16 ? x : x.to(.float32)
+        }
+        let q = operand([n, h, tq, dh], 1, 1.7), k = operand([n, h, tk, dh], 2, 1.7), v = operand([n, h, tk, dv], 3, 1.7)
+        let dout = operand([n, h, tq, dv], 4, 1)
+        let s = AttentionShape(batch: n * h, queries: tq, keys: tk, headDim: dh, valueDim: dv), scale = 1 / Double(dh).squareRoot()
+        #expect(be.attentionTakesBF16Operands(s))
+        let out = Tensor.empty([n, h, tq, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, tq], dtype: .float32, device: dev)
+        be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: scale,
+                               precision: .bfloat16)
+        let dq = Tensor.empty([n, h, tq, dh], dtype: .float32, device: dev), dk = Tensor.empty([n, h, tk, dh], dtype: .float32, device: dev)
+        let dvv = Tensor.empty([n, h, tk, dv], dtype: .float32, device: dev)
+        be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dout.buffer,
+                                dq: dq.buffer, dk: dk.buffer, dv: dvv.buffer, shape: s, scale: scale, precision: .bfloat16)
+        return [out, lse, dq, dk, dvv].map { $0.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+    }
+
+    @Test func bf16OperandsGiveTheCarrierKernelsBits() {
+        let shapes = [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 300, 96, 88), (1, 1, 40, 70, 128, 104),
+                      (2, 1, 33, 20, 12, 6), (1, 2, 17, 19, 5, 7)]
+        for shape in shapes {
+            for async in [true, false] {
+                CUDABackend.flashAsyncAllowed = async
+                let carriers = Self.run(shape, bf16: false), operands = Self.run(shape, bf16: true)
+                for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() {
+                    #expect(operands[i] == carriers[i], "\(name) \(shape) streaming allowed \(async)")
+                }
+            }
+        }
+        CUDABackend.flashAsyncAllowed = true
+    }
+}
