@@ -1,12 +1,12 @@
-/// Autocast bf16 on CUDA: SiT's self-attention `proj(attention(split(qkv(x))))` with the head split and merge done
-/// as casting copies between the bf16 GEMM operands and the flash kernels' float32 carriers.
+/// Autocast bf16 on CUDA: SiT's self-attention `proj(attention(split(qkv(x))))` with its operands in bf16.
 ///
 /// The general path (`linear`, `splitHeads`, `scaledDotProductAttention`, `transposed`/`reshaped`, `linear`) makes
 /// per block and direction a float32 carrier of qkv's bf16 output, copies it into heads, rounds the attention's
 /// output in place, copies it back into tokens and narrows it for proj; backward the mirror image, plus a rounding
-/// of each of dq, dk, dv and a float32 [N, T, 3·D] gradient that qkv's backward narrows. Here qkv's bf16 output is
-/// widened straight into the [N, H, T, Dh] carriers the flash kernels read, their float32 output rounded straight
-/// into proj's bf16 [N, T, D] operand, and backward proj's bf16 dx widened into the heads' dOut and dq, dk, dv
+/// of each of dq, dk, dv and a float32 [N, T, 3·D] gradient that qkv's backward narrows. Here the heads of qkv's
+/// bf16 output are copied as they are for the flash kernels that read bf16 operands (`attentionTakesBF16Operands`;
+/// widened into float32 carriers for those that do not), their float32 output is rounded straight into proj's bf16
+/// [N, T, D] operand, and backward proj's bf16 dx is copied into the heads' dOut the same way and dq, dk, dv are
 /// rounded straight into qkv's bf16 gradient (`stridedCast`). The same bits: every rounding is the one the general
 /// path makes (a second rounding of a bf16 value is the identity), the kernels and GEMMs are the same calls.
 extension Tensor {
@@ -56,10 +56,10 @@ extension Tensor {
     }
 }
 
-/// The self-attention branch on bf16 operands: h̃ = x̃·w̃ᵀ + b̃ (N, T, 3D), q, k, v its heads widened, the flash
-/// forward, õ = bf16(out) in tokens, ỹ = õ·p̃wᵀ + p̃b; backward from d̃y: dõ = d̃y·p̃w, dpw = d̃yᵀ·õ, dpb = Σ d̃y; the
-/// flash backward from dOut = dõ widened in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃, dw = d̃hᵀ·x̃,
-/// db = Σ d̃h.
+/// The self-attention branch on bf16 operands: h̃ = x̃·w̃ᵀ + b̃ (N, T, 3D), q, k, v its heads (bf16 or widened),
+/// the flash forward, õ = bf16(out) in tokens, ỹ = õ·p̃wᵀ + p̃b; backward from d̃y: dõ = d̃y·p̃w, dpw = d̃yᵀ·õ,
+/// dpb = Σ d̃y; the flash backward from dOut = dõ in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃,
+/// dw = d̃hᵀ·x̃, db = Σ d̃h.
 struct BF16SelfAttentionTape: BF16BranchTape {
     let xn: Tensor, wn: Tensor, pwn: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, o: Tensor
     let shape: AttentionShape, scale: Double, hasB: Bool, hasPB: Bool

@@ -114,7 +114,7 @@ import HasteModels
         let text = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
-                && text.stdout.contains("attention_flash_bf16_async_forward"), "\(text.stdout)")
+                && text.stdout.contains("attention_flash_bf16_async_in16_forward"), "\(text.stdout)")
         // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, one more launch per block (the tiny SiT: 6).
         let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_FUSED_DQ": "0"])
