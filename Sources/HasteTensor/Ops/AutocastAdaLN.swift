@@ -43,12 +43,15 @@ extension Tensor {
 /// dx = dout + modulatedLayerNorm's dx; dgate = Σ_t bf16(bf16(dout)·ỹ), d̃y = bf16(gate·bf16(dout)) (gatedResidual's
 /// bf16 kernels); the branch's backward to d̃x; modulatedLayerNorm's backward from d̃x (dshift, and dscale rounded
 /// once as the general path's rounded 1 + scale rounds it); the parameters' gradients as float32 carriers.
-struct BF16AdaLNBranchBackward: Backward {
+struct BF16AdaLNBranchBackward: InPlaceGradientBackward {
     let x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, parameters: [Tensor]
     let scaleRounded: Tensor, mean: Tensor, rstd: Tensor, y: Tensor, tape: BF16BranchTape
     var inputs: [Tensor] { [x, shift, scale, gate] + parameters }
 
-    func gradients(_ dout: Tensor) -> [Tensor?] {
+    func gradients(_ dout: Tensor) -> [Tensor?] { gradients(dout, into: inputs.map { _ in nil }) }
+
+    /// The parameters' gradients go into their arena slots where the walk offers them (`bf16Carriers`).
+    func gradients(_ dout: Tensor, into: [Tensor?]) -> [Tensor?] {
         GradMode.withoutGrad {
             let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), be = x.backend, dc = dout.contiguous()
             let wanted = parameters.map(\.isTracked)
@@ -73,7 +76,7 @@ struct BF16AdaLNBranchBackward: Backward {
                 dx = x.isTracked ? dxl : nil
                 dscale = dscale?.roundedValues(.bfloat16)
             }
-            return [dx, dshift, dscale, dgate] + bf16Carriers(grads)
+            return [dx, dshift, dscale, dgate] + bf16Carriers(grads, into: Array(into.dropFirst(4)))
         }
     }
 }

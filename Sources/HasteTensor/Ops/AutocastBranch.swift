@@ -89,11 +89,6 @@ protocol BF16BranchTape {
     func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?])
 }
 
-/// The raw gradients of `bf16Gradients` as float32 carriers: a bf16 tensor widened, a float32 one rounded once.
-func bf16Carriers(_ raw: [Tensor?]) -> [Tensor?] {
-    raw.map { g in g.map { $0.dtype == .bfloat16 ? $0.to(.float32) : $0.roundedValues(.bfloat16) } }
-}
-
 extension Tensor {
     /// `branch(x)` under Autocast bf16 on CUDA with its operands in bf16 (x rounded once on the way in, the output
     /// widened), or nil where the branch does not apply (`BF16Branch.applies`).
@@ -111,15 +106,18 @@ extension Tensor {
     }
 }
 
-/// d̃y = bf16(dy), then the branch's backward; each gradient rounded to bf16 once, as a float32 carrier.
-struct BF16BranchBackward: Backward {
+/// d̃y = bf16(dy), then the branch's backward; each gradient rounded to bf16 once, as a float32 carrier (written
+/// into a parameter's arena slot where the walk offers it).
+struct BF16BranchBackward: InPlaceGradientBackward {
     let x: Tensor, parameters: [Tensor], tape: BF16BranchTape
     var inputs: [Tensor] { [x] + parameters }
 
-    func gradients(_ dy: Tensor) -> [Tensor?] {
+    func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, into: inputs.map { _ in nil }) }
+
+    func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?] {
         GradMode.withoutGrad {
             let (dx, grads) = tape.backward(dy.narrowed(.bfloat16), input: x.isTracked, wanted: parameters.map(\.isTracked))
-            return bf16Carriers([dx] + grads)
+            return bf16Carriers([dx] + grads, into: into)
         }
     }
 }

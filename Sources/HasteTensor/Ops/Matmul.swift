@@ -194,13 +194,15 @@ struct BF16MatmulBackward: Backward {
 }
 
 /// Autocast bf16 linear on CUDA (`autocastGemm`): dx = bf16(d̃y·w̃), dw = bf16(d̃yᵀ·x̃), db = bf16(Σ d̃y) (~ = rounded
-/// to bf16), dx and dw as bf16 GEMMs.
-struct BF16LinearBackward: Backward {
+/// to bf16), dx and dw as bf16 GEMMs; dw and db written into their arena slots where the walk offers them.
+struct BF16LinearBackward: InPlaceGradientBackward {
     let x: Tensor, weight: Tensor, bias: Tensor?, xn: Tensor, wn: Tensor
     var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
-    func gradients(_ dy: Tensor) -> [Tensor?] {
+    func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, into: inputs.map { _ in nil }) }
+
+    func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?] {
         let outF = weight.shape[0], inF = weight.shape[1], rows = dy.count / Swift.max(outF, 1)
-        let grads = bf16Gradients(dy) { dyn in
+        let grads = bf16Gradients(dy, into: into) { dyn in
             let d = dyn.reshaped([rows, outF])
             return [x.isTracked ? d.matmul(wn).reshaped(x.shape) : nil,
                     weight.isTracked ? d.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil,

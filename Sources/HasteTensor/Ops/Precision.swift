@@ -160,9 +160,23 @@ func autocastGemm<B: Backward>(_ low: DType, _ operands: [Tensor?], _ op: ([Tens
 /// gradient of a bf16 output is bf16), `sums(d̃y)` computes the operand gradients from it with bf16 GEMMs, and each
 /// is rounded to bf16 once and returned as a float32 carrier: a bfloat16 result (a GEMM's rounded output) is widened,
 /// a float32 one (sums still to be reduced, as col2im or a broadcast batch axis does) is rounded here.
-func bf16Gradients(_ dy: Tensor, _ sums: (Tensor) -> [Tensor?]) -> [Tensor?] {
-    GradMode.withoutGrad {
-        sums(dy.narrowed(.bfloat16)).map { g in g.map { $0.dtype == .bfloat16 ? $0.to(.float32) : $0.roundedValues(.bfloat16) } }
+func bf16Gradients(_ dy: Tensor, into: [Tensor?]? = nil, _ sums: (Tensor) -> [Tensor?]) -> [Tensor?] {
+    GradMode.withoutGrad { bf16Carriers(sums(dy.narrowed(.bfloat16)), into: into) }
+}
+
+/// The raw gradients of `bf16Gradients` as float32 carriers: a bf16 tensor widened, a float32 one (sums) rounded
+/// once. Where `into` offers a gradient's arena slot (`InPlaceGradientBackward`: contiguous float32, its shape), the
+/// carrier is written there (the same values) and the slot returned: no float32 temporary and no copy into the slot.
+func bf16Carriers(_ raw: [Tensor?], into: [Tensor?]? = nil) -> [Tensor?] {
+    raw.enumerated().map { i, g in
+        guard let g else { return nil }
+        if let into, i < into.count, let slot = into[i], slot.dtype == .float32, slot.count == g.count {
+            let src = g.contiguous()
+            if g.dtype == .bfloat16 { g.backend.cast(from: src.buffer, to: slot.buffer, count: g.count) }
+            else { g.backend.roundThrough(src.buffer, slot.buffer, low: .bfloat16, count: g.count) }
+            return slot
+        }
+        return g.dtype == .bfloat16 ? g.to(.float32) : g.roundedValues(.bfloat16)
     }
 }
 

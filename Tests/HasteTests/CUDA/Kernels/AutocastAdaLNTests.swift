@@ -92,6 +92,26 @@ import Testing
         }
     }
 
+    /// The bf16 nodes (half-blocks, the adaLN linear) write their parameters' gradients straight into the arena
+    /// slots the walk offers: after a poisoned `zeroGrad`, every slot of a SiT block holds exactly the gradient
+    /// `gradients(of:)` computes without touching any slot.
+    @Test func bf16NodesWriteParameterGradientsIntoTheirSlots() {
+        let store = ParameterStore(seed: 6)
+        let block = SiTBlock(store.root["b"], hidden: 16, heads: 2, mlpRatio: 4, qkNorm: false)
+        store.finalize(on: Self.device)
+        for (_, p) in store.parameters { p.copyValues(from: (Tensor.randn(p.shape, seed: 9) * 0.3).to(Self.device)) }
+        let x = Tensor.randn([2, 6, 16], seed: 4).to(Self.device), c = Tensor.randn([2, 16], seed: 5).to(Self.device)
+        let up = Tensor.randn([2, 6, 16], seed: 7).to(Self.device)
+        func loss() -> Tensor { Autocast.run(.bfloat16) { (block(x, c, logits: false).0 * up).sum() } }
+        let expected = store.gradients(of: loss()).map { $0.1.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+        for (_, p) in store.parameters { p.grad!.copyValues(from: Tensor.full(p.shape, .nan).to(Self.device)) }
+        store.zeroGrad()
+        loss().backward()
+        for ((key, p), want) in zip(store.parameters, expected) {
+            #expect(p.gradValue!.to(.cpu).scalars(as: Float.self).map(\.bitPattern) == want, "\(key)")
+        }
+    }
+
     /// A SiT block under Autocast bf16 on the device: both halves fused without logits; with logits the attention
     /// half keeps the general path (it returns them) and the MLP half is fused; the same bits either way as a
     /// float32 block is not (the rounding is there).
