@@ -23,6 +23,9 @@ public enum BF16Branch {
         guard let v = getenv("HASTE_BF16_BRANCHES") else { return true }
         return String(cString: v) != "0"
     }()
+    /// True inside `$generalPathOnly.withValue(true) { … }`: the general path in this task only (tests comparing
+    /// the two paths while others run).
+    @TaskLocal static var generalPathOnly = false
 
     /// `fc2(act(fc1(x)))`: w1 [hidden, in], w2 [out, hidden] (MLP; `act` with `derivativeReadsOnlyInput`).
     case mlp(w1: Tensor, b1: Tensor?, activation: UnaryOp, w2: Tensor, b2: Tensor?)
@@ -43,7 +46,7 @@ public enum BF16Branch {
     /// this branch takes (the general path reports others), and for attention heads the backend's bf16 flash
     /// kernels take.
     func applies(to x: Tensor) -> Bool {
-        guard BF16Branch.enabled, case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank >= 1 else { return false }
+        guard BF16Branch.enabled, !BF16Branch.generalPathOnly, case .cuda = x.device, Autocast.lowering(x.dtype) == .bfloat16, x.rank >= 1 else { return false }
         let d = x.shape[x.rank - 1]
         switch self {
         case let .mlp(w1, b1, activation, w2, b2):

@@ -112,6 +112,31 @@ import Testing
         }
     }
 
+    /// A whole SiT (patch embedding, timestep MLP, blocks, final layer) under Autocast bf16 on the device: sampling
+    /// (no gradient: the branches keep nothing) and a training step's parameter gradients, the same bits with the
+    /// bf16 branches as on the general path (`generalPathOnly`), one block returning logits.
+    @Test func sitIsTheGeneralPathBitForBit() throws {
+        let sit = try tinyGenerationSiT()
+        sit.store.move(to: Self.device)
+        let x = Tensor.randn([2, 1, 8, 8], seed: 21).to(Self.device), up = Tensor.randn([2, 1, 8, 8], seed: 22).to(Self.device)
+        let t = Tensor([Float(0.3), 0.8], shape: [2]).to(Self.device), y = Tensor([Int64(1), 2]).to(Self.device)
+        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+        func sample() -> [UInt32] { bits(noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } }) }
+        func grads() -> [[UInt32]] {
+            sit.store.setRequiresGrad(true)
+            defer { sit.store.setRequiresGrad(false) }
+            let out = Autocast.run(.bfloat16) { sit(x, t: t, y: y, logitLayers: [0]) }
+            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
+            let fusedNodes = Tensor.savedBytes(from: [loss]).rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.nodes)
+            #expect(fusedNodes == (BF16Branch.generalPathOnly ? [] : [3]), "half-blocks fused: \(fusedNodes)")  // 2 blocks, one with logits
+            return sit.store.gradients(of: loss).map { bits($0.1) }
+        }
+        let (generalSample, generalGrads) = BF16Branch.$generalPathOnly.withValue(true) { (sample(), grads()) }
+        #expect(sample() == generalSample, "sampling")
+        let fused = grads()
+        for (i, (f, g)) in zip(fused, generalGrads).enumerated() { #expect(f == g, "gradient \(sit.store.keys[i])") }
+    }
+
     /// A SiT block under Autocast bf16 on the device: both halves fused without logits; with logits the attention
     /// half keeps the general path (it returns them) and the MLP half is fused; the same bits either way as a
     /// float32 block is not (the rounding is there).
