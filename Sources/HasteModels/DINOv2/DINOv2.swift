@@ -130,18 +130,26 @@ struct DINOv2Block {
     func callAsFunction(_ x: Tensor, logits: Bool) -> (Tensor, Tensor?) {
         let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
         let h = x.layerNorm(weight: norm1.0, bias: norm1.1, eps: 1e-6)
-        let fusedQKV = qkv(h)
-        let merged: Tensor, l: Tensor?                                                          // (B, N, D), (B, H, N, N)
-        if let fused = Tensor.packedQKVAttention(fusedQKV, heads: heads, logits: logits) {      // no gradient: no head copies
-            (merged, l) = fused
+        let attended: Tensor, l: Tensor?                                                        // (B, N, D), (B, H, N, N)
+        if !logits, qkv.packed == nil, proj.packed == nil,                     // Autocast bf16 on CUDA: bf16 operands
+           let a = Tensor.autocastBranch(h, .attention(qkv: qkv.weight, qkvBias: qkv.bias, proj: proj.weight,
+                                                       projBias: proj.bias, heads: heads)) {
+            (attended, l) = (a, nil)
         } else {
-            let parts = fusedQKV.reshaped([b, n, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])  // (3, B, H, N, Dh)
-            let q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1), v = parts.select(axis: 0, index: 2)
-            let a: Tensor
-            (a, l) = logits ? Tensor.attentionWithLogits(q, k, v) : (Tensor.scaledDotProductAttention(q, k, v), nil)
-            merged = a.transposed(1, 2).reshaped([b, n, d])
+            let fusedQKV = qkv(h)
+            let merged: Tensor
+            if let fused = Tensor.packedQKVAttention(fusedQKV, heads: heads, logits: logits) {  // no gradient: no head copies
+                (merged, l) = fused
+            } else {
+                let parts = fusedQKV.reshaped([b, n, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])  // (3, B, H, N, Dh)
+                let q = parts.select(axis: 0, index: 0), k = parts.select(axis: 0, index: 1), v = parts.select(axis: 0, index: 2)
+                let a: Tensor
+                (a, l) = logits ? Tensor.attentionWithLogits(q, k, v) : (Tensor.scaledDotProductAttention(q, k, v), nil)
+                merged = a.transposed(1, 2).reshaped([b, n, d])
+            }
+            attended = proj(merged)
         }
-        let y = layerScaled(x, proj(merged), ls1)                                               // (B, N, D)
+        let y = layerScaled(x, attended, ls1)                                                   // (B, N, D)
         let h2 = y.layerNorm(weight: norm2.0, bias: norm2.1, eps: 1e-6)
         let f: Tensor
         if let mlp { f = mlp(h2) } else {
