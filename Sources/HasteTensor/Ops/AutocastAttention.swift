@@ -90,23 +90,20 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), heads = q.shape[1], rows = n * t
         // wanted: w, pw, then b, pb where they exist.
         let wantW = wanted[0], wantPW = wanted[1], wantB = hasB && wanted[2], wantPB = hasPB && wanted[hasB ? 3 : 2]
-        let dd = dyn.reshaped([rows, d])
-        var dx: Tensor?, dw: Tensor?, db: Tensor?
-        if input || wantW || wantB {
-            let dOut = dd.matmul(pwn).reshaped([n, t, d]).heads(0, of: 1, heads, bf16: q.dtype == .bfloat16)
+        let projection = bf16LinearGradients(dyn.reshaped([rows, d]), x: o.reshaped([rows, d]), w: pwn,
+                                             input: input || wantW || wantB, weight: wantPW, bias: wantPB)
+        var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
+        if let dO = projection.dx {
+            let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: q.dtype == .bfloat16)
             let dq = Tensor.empty(q.shape, dtype: .float32, device: q.device), dk = Tensor.empty(like: dq), dv = Tensor.empty(like: dq)
             q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
                                            dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)
             let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
             for (i, g) in [dq, dk, dv].enumerated() { g.narrowHeads(into: dh, i) }
-            let dh2 = dh.reshaped([rows, 3 * d])
-            dx = input ? dh2.matmul(wn).reshaped(xn.shape) : nil
-            dw = wantW ? dh2.transposed(0, 1).matmul(xn.reshaped([rows, d])) : nil
-            db = wantB ? bf16ChannelSums(dh2, axis: 1) : nil
+            qkv = bf16LinearGradients(dh.reshaped([rows, 3 * d]), x: xn.reshaped([rows, d]), w: wn,
+                                      input: input, weight: wantW, bias: wantB)
         }
-        let dpw = wantPW ? dd.transposed(0, 1).matmul(o.reshaped([rows, d])) : nil
-        let dpb = wantPB ? bf16ChannelSums(dd, axis: 1) : nil
-        return (dx, [dw, dpw] + (hasB ? [db] : []) + (hasPB ? [dpb] : []))
+        return (qkv.dx?.reshaped(xn.shape), [qkv.dw, projection.dw] + (hasB ? [qkv.db] : []) + (hasPB ? [projection.db] : []))
     }
 }

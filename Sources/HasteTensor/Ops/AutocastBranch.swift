@@ -84,6 +84,14 @@ public enum BF16Branch {
     }
 }
 
+/// A bf16 linear layer's backward on bf16 operands, d̃ [rows, out] the gradient of its output, x̃ [rows, in] its input,
+/// w̃ [out, in] its weight: dx = d̃·w̃ (bf16, unless `input` is false), dw = d̃ᵀ·x̃ (bf16), db = Σ_rows d̃ (float32 sums,
+/// rounded by `bf16Carriers`), each only where wanted. The GEMMs of `BF16LinearBackward`.
+func bf16LinearGradients(_ d: Tensor, x xn: Tensor, w wn: Tensor, input: Bool, weight: Bool, bias: Bool)
+    -> (dx: Tensor?, dw: Tensor?, db: Tensor?) {
+    (input ? d.matmul(wn) : nil, weight ? d.transposed(0, 1).matmul(xn) : nil, bias ? bf16ChannelSums(d, axis: 1) : nil)
+}
+
 /// What a branch's forward kept for its backward.
 protocol BF16BranchTape {
     /// From d̃y (bf16, shaped as ỹ): d̃x (bf16, shaped as x̃; nil unless `input`) and the raw parameter gradients in

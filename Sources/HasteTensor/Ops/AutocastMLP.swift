@@ -59,16 +59,14 @@ struct BF16MLPTape: BF16BranchTape {
         // wanted: w1, w2, then b1, b2 where they exist.
         let wantW1 = wanted[0], wantW2 = wanted[1]
         let wantB1 = hasB1 && wanted[2], wantB2 = hasB2 && wanted[hasB1 ? 3 : 2]
-        let d = dyn.reshaped([rows, outF])
-        var dx: Tensor?, dw1: Tensor?, db1: Tensor?
-        if input || wantW1 || wantB1 {
-            let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, d.matmul(w2n))
-            dx = input ? dh.matmul(w1n).reshaped(xn.shape) : nil
-            dw1 = wantW1 ? dh.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil
-            db1 = wantB1 ? bf16ChannelSums(dh, axis: 1) : nil
+        let first = input || wantW1 || wantB1
+        let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: g.reshaped([rows, hidden]), w: w2n,
+                                      input: first, weight: wantW2, bias: wantB2)
+        var fc1: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
+        if let dg = fc2.dx {
+            let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, dg)
+            fc1 = bf16LinearGradients(dh, x: xn.reshaped([rows, inF]), w: w1n, input: input, weight: wantW1, bias: wantB1)
         }
-        let dw2 = wantW2 ? d.transposed(0, 1).matmul(g.reshaped([rows, hidden])) : nil
-        let db2 = wantB2 ? bf16ChannelSums(d, axis: 1) : nil
-        return (dx, [dw1, dw2] + (hasB1 ? [db1] : []) + (hasB2 ? [db2] : []))
+        return (fc1.dx?.reshaped(xn.shape), [fc1.dw, fc2.dw] + (hasB1 ? [fc1.db] : []) + (hasB2 ? [fc2.db] : []))
     }
 }

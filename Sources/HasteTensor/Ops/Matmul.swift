@@ -203,10 +203,9 @@ struct BF16LinearBackward: InPlaceGradientBackward {
     func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?] {
         let outF = weight.shape[0], inF = weight.shape[1], rows = dy.count / Swift.max(outF, 1)
         let grads = bf16Gradients(dy, into: into) { dyn in
-            let d = dyn.reshaped([rows, outF])
-            return [x.isTracked ? d.matmul(wn).reshaped(x.shape) : nil,
-                    weight.isTracked ? d.transposed(0, 1).matmul(xn.reshaped([rows, inF])) : nil,
-                    bias?.isTracked == true ? bf16ChannelSums(d, axis: 1) : nil]
+            let g = bf16LinearGradients(dyn.reshaped([rows, outF]), x: xn.reshaped([rows, inF]), w: wn, input: x.isTracked,
+                                        weight: weight.isTracked, bias: bias?.isTracked == true)
+            return [g.dx?.reshaped(x.shape), g.dw, g.db]
         }
         return bias == nil ? Array(grads.prefix(2)) : grads
     }
