@@ -92,48 +92,51 @@ extension CUDABackend {
     /// strided_copy32 with a cast, bf16 → float32 (widen) or float32 → bf16 (narrow, to nearest even as
     /// cast_f32_bf16): U elements per index (a and b count units of U elements), 4 as one 8-byte bf16 and one 16-byte
     /// float32 access. Autocast's head splits and merges around the flash-attention kernels.
-    template <int U>
-    __device__ __forceinline__ void haste_widen_bf16_copy32(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) {
+    __device__ __forceinline__ void haste_ld4(const u16* p, float* v) {
+        const u64 w = *(const u64*)p;
+        for (int j = 0; j < 4; j++) v[j] = haste_bf16_to_float((u16)(w >> (16 * j)));
+    }
+    __device__ __forceinline__ void haste_ld4(const float* p, float* v) {
+        const haste_f4 x = *(const haste_f4*)p;
+        v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+    }
+    __device__ __forceinline__ void haste_st4(float* q, const float* v) {
+        haste_f4 y;
+        y.x = v[0]; y.y = v[1]; y.z = v[2]; y.w = v[3];
+        *(haste_f4*)q = y;
+    }
+    __device__ __forceinline__ void haste_st4(u16* q, const float* v) {
+        u64 w = 0;
+        for (int j = 0; j < 4; j++) w |= (u64)haste_float_to_bf16(v[j]) << (16 * j);
+        *(u64*)q = w;
+    }
+    __device__ __forceinline__ float haste_ld1(const u16* p) { return haste_bf16_to_float(*p); }
+    __device__ __forceinline__ float haste_ld1(const float* p) { return *p; }
+    __device__ __forceinline__ void haste_st1(float* q, float v) { *q = v; }
+    __device__ __forceinline__ void haste_st1(u16* q, float v) { *q = haste_float_to_bf16(v); }
+    template <int U, typename TS, typename TD>
+    __device__ __forceinline__ void haste_cast_copy32(const TS* src, TD* dst, HASTE_VIEWS32_PARAMS(s, d)) {
         HASTE_VIEWS32(s, d);
         HASTE_GRID_STRIDE_LOOP32(i, count) {
             int a, b;
             haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
-            const u16* p = src + (i64)a * U;
-            float* q = dst + (i64)b * U;
+            const TS* p = src + (i64)a * U;
+            TD* q = dst + (i64)b * U;
             if (U == 4) {
-                const u64 w = *(const u64*)p;
-                haste_f4 y;
-                y.x = haste_bf16_to_float((u16)w); y.y = haste_bf16_to_float((u16)(w >> 16));
-                y.z = haste_bf16_to_float((u16)(w >> 32)); y.w = haste_bf16_to_float((u16)(w >> 48));
-                *(haste_f4*)q = y;
+                float v[4];
+                haste_ld4(p, v);
+                haste_st4(q, v);
             } else {
-                for (int j = 0; j < U; j++) q[j] = haste_bf16_to_float(p[j]);
+                for (int j = 0; j < U; j++) haste_st1(q + j, haste_ld1(p + j));
             }
         }
     }
-    template <int U>
-    __device__ __forceinline__ void haste_narrow_bf16_copy32(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) {
-        HASTE_VIEWS32(s, d);
-        HASTE_GRID_STRIDE_LOOP32(i, count) {
-            int a, b;
-            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
-            const float* p = src + (i64)a * U;
-            u16* q = dst + (i64)b * U;
-            if (U == 4) {
-                const haste_f4 x = *(const haste_f4*)p;
-                *(u64*)q = (u64)haste_float_to_bf16(x.x) | ((u64)haste_float_to_bf16(x.y) << 16)
-                         | ((u64)haste_float_to_bf16(x.z) << 32) | ((u64)haste_float_to_bf16(x.w) << 48);
-            } else {
-                for (int j = 0; j < U; j++) q[j] = haste_float_to_bf16(p[j]);
-            }
-        }
-    }
-    extern "C" __global__ void widen_bf16_copy32_u4(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void widen_bf16_copy32_u2(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void widen_bf16_copy32_u1(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_widen_bf16_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u4(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u2(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u1(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_narrow_bf16_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void widen_bf16_copy32_u4(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void widen_bf16_copy32_u2(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void widen_bf16_copy32_u1(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u4(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u2(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
+    extern "C" __global__ void narrow_bf16_copy32_u1(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
 
     /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
     /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).

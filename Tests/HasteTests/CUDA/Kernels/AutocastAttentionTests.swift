@@ -4,10 +4,10 @@ import Testing
 @testable import HasteModels
 @testable import HasteCUDA
 
-/// Autocast bf16 self-attention on CUDA splits and merges heads by casting copies between the bf16 GEMM operands
-/// and the flash kernels' float32 carriers (`autocastSelfAttention`): the same bits as the general path (qkv linear,
-/// splitHeads, scaledDotProductAttention, the heads merged, proj linear), forward and every gradient, on the
-/// emulated device; `stridedCast` is a strided copy and a cast, bit for bit.
+/// Autocast bf16 self-attention on CUDA (`autocastSelfAttention`) on bf16 operands: the heads of qkv's bf16 output
+/// copied for the flash kernels, their output rounded straight into proj's operand (casting copies): the same bits
+/// as the general path (qkv linear, splitHeads, scaledDotProductAttention, the heads merged, proj linear), forward
+/// and every gradient, on the emulated device; `stridedCast` is a strided copy and a cast, bit for bit.
 @Suite(.serialized) struct AutocastAttentionTests {
     static let device = EmulatedCUDA.device
 
