@@ -44,7 +44,7 @@ import HasteTensor
 ///      64+: 64·16 heads × 4 tiles).
 extension CUDABackend {
     static let flashAttentionSource = KernelSource(family: "flashAttention", kernels: [
-        "attention_flash_row_dot", "attention_flash_row_dot_in16", "attention_flash_dq_sum",
+        "attention_flash_row_dot", "attention_flash_row_dot_in16", "attention_flash_dq_sum", "attention_flash_dq_sum_out16",
         "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
         "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
         "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
@@ -104,6 +104,14 @@ extension CUDABackend {
             float s = part[i];
             for (int t = 1; t < tiles; t++) s += part[(i64)t * n + i];
             dq[i] = s;
+        }
+    }
+    /// The same sum rounded to bf16 (the `_in16_` families' dq).
+    extern "C" __global__ void attention_flash_dq_sum_out16(const float* part, u16* dq, i64 n, int tiles) {
+        HASTE_GRID_STRIDE_LOOP(i, n) {
+            float s = part[i];
+            for (int t = 1; t < tiles; t++) s += part[(i64)t * n + i];
+            dq[i] = haste_float_to_bf16(s);
         }
     }
 
@@ -295,10 +303,13 @@ extension CUDABackend {
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
                                      precision: ComputePrecision) {
-        for b in [out, lse] + [dq, dk, dv].compactMap({ $0 }) { requireFloat32(b, "flash attention backward") }
+        for b in [out, lse] { requireFloat32(b, "flash attention backward") }
         let variant = flashVariant(s, "flash attention backward")
         let tensorCores = flashUsesTensorCores(precision)
         let input16 = flashInputs16([q, k, v, dOut], tensorCores: tensorCores, "flash attention backward")
+        for g in [dq, dk, dv].compactMap({ $0 }) where g.dtype != (input16 ? .bfloat16 : .float32) {
+            CUDABackend.fail("flash attention backward on \(device): a \(g.dtype) gradient for \(input16 ? "bf16" : "float32") operands (gradients take the operands' dtype)")
+        }
         if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return }
         let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
         let rows = s.batch * tq
@@ -336,15 +347,16 @@ extension CUDABackend {
             let words = asyncDKDV ? stagedWords.dkdv + dsWords : tensorCores ? bf16Words.dkdv + dsWords
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
             let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16)
-            // dq's partials: straight into dq for one key tile, else [key tile][batch·Tq·Dh] summed after.
-            let n = s.batch * tq * dh, partBytes = fusedDQ && keyTiles > 1 ? keyTiles * n * 4 : 0
+            // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
+            // after (and rounded, for a bf16 dq).
+            let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
             launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
                        + (tensorCores ? [.pointer(parts)] : []) + sizes)
             if partBytes > 0 {
-                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
+                launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_dq_sum_out16" : "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
                        block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
                 allocator.release(parts, byteCount: partBytes)
             }

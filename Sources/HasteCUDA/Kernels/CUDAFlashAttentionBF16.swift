@@ -72,7 +72,8 @@ extension CUDABackend {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
     }
     /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
-    /// `input16`: q, k, v and dOut as bf16 buffers (`attention_flash_bf16[_async]_in16_*`), else float32 carriers.
+    /// `input16`: q, k, v and dOut as bf16 buffers and dq, dk, dv rounded to bf16 (`attention_flash_bf16[_async]_in16_*`),
+    /// else float32 carriers and float32 gradients.
     static func flashBF16Entries(async: Bool, input16: Bool = false) -> String {
         let flag = async ? "true" : "false", name = "attention_flash_bf16\(async ? "_async" : "")\(input16 ? "_in16" : "")"
         let t = input16 ? "u16" : "float"
@@ -81,10 +82,10 @@ extension CUDABackend {
         return [64, 80, 96, 128].map { w in """
             extern "C" __global__ void \(name)_forward_d\(w)(\(inputs), float* out, float* lse, \(sizes)) {
                 HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t)>(smem, q, k, v, out, lse, \(passed)); }
-            extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), float* dq, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
-            extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), float* dk, float* dv_out, float* dqp, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
+            extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), \(t)* dq, \(sizes)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
+            extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
             """ }.joined(separator: "\n") + "\n"
     }
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
@@ -167,9 +168,9 @@ extension CUDABackend {
     }
 
     /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
-    template <int DMAX, bool ASYNC, typename T>
+    template <int DMAX, bool ASYNC, typename T, typename TO>
     __device__ void tc_backward_dq(u32* smem, const T* q, const T* k, const T* v, const T* dout,
-                                   const float* lse, const float* delta, float* dq,
+                                   const float* lse, const float* delta, TO* dq,
                                    i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
@@ -224,9 +225,9 @@ extension CUDABackend {
     /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time.
-    template <int DMAX, bool ASYNC, typename T>
+    template <int DMAX, bool ASYNC, typename T, typename TO>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
-                                     const float* lse, const float* delta, float* dk, float* dvout, float* dqp,
+                                     const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Ks = smem;

@@ -189,9 +189,12 @@ extension CUDABackend {
         }
     }
 
-    /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows.
-    template <int NMAX>
-    __device__ __forceinline__ void tc_store(float* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul) {
+    __device__ __forceinline__ void tc_put(float* dst, i64 i, float v) { dst[i] = v; }
+    __device__ __forceinline__ void tc_put(u16* dst, i64 i, float v) { dst[i] = haste_float_to_bf16(v); }
+    /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows, as
+    /// float32 or (bf16 gradients of the `_in16_` families) rounded to bf16.
+    template <int NMAX, typename TO>
+    __device__ __forceinline__ void tc_store(TO* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul) {
         const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
         #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -202,7 +205,7 @@ extension CUDABackend {
                 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int c = 8 * nt + 2 * t + e;
-                    if (c < cols) dst[r * cols + c] = acc[nt][2 * h + e] * mul[h];
+                    if (c < cols) tc_put(dst, r * cols + c, acc[nt][2 * h + e] * mul[h]);
                 }
             }
         }

@@ -37,8 +37,9 @@ public protocol AttentionKernels: AnyObject {
     /// passes them unrounded. Implies `attentionRecomputesProbabilities(shape)`.
     func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool
     /// True where the `precision: .bfloat16` LSE kernels also take q, k, v (forward) and q, k, v, dOut (backward) as
-    /// bfloat16 buffers, all four of one dtype: the values of float32 carriers of the same bf16 values, bit for
-    /// bit (Autocast's bf16 branches pass the heads of a bf16 qkv without widening them). Default false.
+    /// bfloat16 buffers, all four of one dtype, and then write dq, dk, dv as bfloat16 (each rounded once): the
+    /// values of float32 carriers of the same bf16 values, bit for bit, and of their float32 gradients rounded
+    /// (Autocast's bf16 branches pass the heads of a bf16 qkv without widening them). Default false.
     func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool
     /// out = softmax(scale·q·kᵀ)·v without a [Tq, Tk] matrix in memory, and (unless nil) the row log-sum-exp
     /// lse[h, i] = log Σ_j exp(scale·q_i·k_j) ([batch, Tq], natural log, float32; float64 with float64 inputs).

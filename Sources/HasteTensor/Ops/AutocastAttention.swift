@@ -36,12 +36,16 @@ extension Tensor {
         return piece
     }
 
-    /// This contiguous float32 [N, H, T, Dh] tensor rounded into slot `which` (of width H·Dh) of the bf16 [N, T, C]
-    /// tensor `dst` (C = H·Dh for proj's operand, 3·H·Dh for qkv's gradient).
-    func narrowHeads(into dst: Tensor, _ which: Int) {
+    /// This contiguous [N, H, T, Dh] tensor (float32, rounded on the way; or bf16) into slot `which` (of width H·Dh) of
+    /// the bf16 [N, T, C] tensor `dst` (C = H·Dh for proj's operand, 3·H·Dh for qkv's gradient).
+    func mergeHeads(into dst: Tensor, _ which: Int) {
         let (n, heads, t, dh) = (shape[0], shape[1], shape[2], shape[3]), c = dst.shape[2]
-        Tensor.stridedCast(buffer, strides, Buffer(storage: dst.storage, offset: dst.offset + which * heads * dh, dtype: dst.dtype),
-                           [t * c, dh, c, 1], shape: [n, heads, t, dh], backend: backend)
+        let slot = Buffer(storage: dst.storage, offset: dst.offset + which * heads * dh, dtype: dst.dtype)
+        if dtype == dst.dtype {
+            backend.stridedCopy(from: buffer, srcStrides: strides, to: slot, dstStrides: [t * c, dh, c, 1], shape: [n, heads, t, dh])
+        } else {
+            Tensor.stridedCast(buffer, strides, slot, [t * c, dh, c, 1], shape: [n, heads, t, dh], backend: backend)
+        }
     }
 
     /// dst (its strides) = src (its strides) cast between float32 and bfloat16 over `shape`: the backend's
@@ -79,7 +83,7 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         xn.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
                                        shape: shape, scale: scale, precision: .bfloat16)
         let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
-        out.narrowHeads(into: o, 0)
+        out.mergeHeads(into: o, 0)
         let y = o.linear(pwn, pb?.narrowed(low))
         guard let lse else { return (y, nil) }
         return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
@@ -95,12 +99,12 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
         if let dO = projection.dx {
             let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: q.dtype == .bfloat16)
-            let dq = Tensor.empty(q.shape, dtype: .float32, device: q.device), dk = Tensor.empty(like: dq), dv = Tensor.empty(like: dq)
+            let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)   // q's dtype
             q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
                                            dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)
             let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
-            for (i, g) in [dq, dk, dv].enumerated() { g.narrowHeads(into: dh, i) }
+            for (i, g) in [dq, dk, dv].enumerated() { g.mergeHeads(into: dh, i) }
             qkv = bf16LinearGradients(dh.reshaped([rows, 3 * d]), x: xn.reshaped([rows, d]), w: wn,
                                       input: input, weight: wantW, bias: wantB)
         }

@@ -35,7 +35,8 @@ import HasteTensor
 }
 
 /// The tensor-core flash kernels on bf16 operands (`attention_flash_bf16[_async]_in16_*`, `attentionTakesBF16Operands`)
-/// give the bits of the float32-carrier kernels on the same bf16 values: out, lse, dq, dk, dv; streamed and
+/// give the bits of the float32-carrier kernels on the same bf16 values: out and lse as they are, dq, dk, dv as
+/// theirs rounded to bf16 (the bf16 kernels write them rounded); streamed and
 /// synchronous, every register width, partial and several tiles, Dh ≠ Dv, head dims not a multiple of 8 (no
 /// streaming), odd (one element at a time), and keys past the fused-dq limit (the dq kernel).
 @Suite(.serialized) struct FlashBF16OperandTests {
@@ -53,11 +54,14 @@ import HasteTensor
         let out = Tensor.empty([n, h, tq, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, tq], dtype: .float32, device: dev)
         be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: scale,
                                precision: .bfloat16)
-        let dq = Tensor.empty([n, h, tq, dh], dtype: .float32, device: dev), dk = Tensor.empty([n, h, tk, dh], dtype: .float32, device: dev)
-        let dvv = Tensor.empty([n, h, tk, dv], dtype: .float32, device: dev)
+        let g = bf16 ? DType.bfloat16 : .float32
+        let dq = Tensor.empty([n, h, tq, dh], dtype: g, device: dev), dk = Tensor.empty([n, h, tk, dh], dtype: g, device: dev)
+        let dvv = Tensor.empty([n, h, tk, dv], dtype: g, device: dev)
         be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dout.buffer,
                                 dq: dq.buffer, dk: dk.buffer, dv: dvv.buffer, shape: s, scale: scale, precision: .bfloat16)
-        return [out, lse, dq, dk, dvv].map { $0.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+        // The gradients as bf16 values either way (the carrier kernels' float32 ones rounded once).
+        let grads = [dq, dk, dvv].map { $0.to(.bfloat16).to(.float32) }
+        return ([out, lse] + grads).map { $0.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
     }
 
     @Test func bf16OperandsGiveTheCarrierKernelsBits() {

@@ -66,7 +66,7 @@ import Testing
             // float32 heads [n, H, t, Dh] → slot 2 of a bf16 [n, t, 3·H·Dh]: rounded there, the other slots untouched.
             let heads32 = src.reshaped([n, t, 3, heads, dh]).select(axis: 2, index: 0).permuted([0, 2, 1, 3]).contiguous()
             let dst = h.contiguous().to(.float32).to(.bfloat16)          // a copy of h
-            heads32.narrowHeads(into: dst, 2)
+            heads32.mergeHeads(into: dst, 2)
             let slots = dst.to(.float32).reshaped([n, t, 3, heads, dh])
             #expect(bits(slots.select(axis: 2, index: 2).permuted([0, 2, 1, 3]).contiguous()) == bits(heads32.to(.bfloat16).to(.float32)),
                     "dh \(dh) on \(device): rounded merge")
