@@ -4,6 +4,7 @@ extension CUDABackend {
     /// The memory family: fills by element width (the host computes the element's bit pattern exactly as
     /// `CPUBackend.fill` converts the value), strided copies by element width over up to 8 coalesced axes,
     /// and one dtype-generic cast that reads every type to double and writes from double, as CPUCast.swift does.
+    /// The casts' kernels and host side are in CUDACast.swift.
     static let memorySource = KernelSource(family: "memory", kernels: [
         "fill_8", "fill_4", "fill_2", "fill_1",
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
@@ -88,150 +89,7 @@ extension CUDABackend {
     extern "C" __global__ void strided_copy32_4(const u32* src, u32* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
     extern "C" __global__ void strided_copy32_2(const u16* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
     extern "C" __global__ void strided_copy32_1(const u8* src, u8* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_strided_copy32(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-
-    /// strided_copy32 with a cast, bf16 → float32 (widen) or float32 → bf16 (narrow, to nearest even as
-    /// cast_f32_bf16): U elements per index (a and b count units of U elements), 4 as one 8-byte bf16 and one 16-byte
-    /// float32 access. Autocast's head splits and merges around the flash-attention kernels.
-    __device__ __forceinline__ void haste_ld4(const u16* p, float* v) {
-        const u64 w = *(const u64*)p;
-        for (int j = 0; j < 4; j++) v[j] = haste_bf16_to_float((u16)(w >> (16 * j)));
-    }
-    __device__ __forceinline__ void haste_ld4(const float* p, float* v) {
-        const haste_f4 x = *(const haste_f4*)p;
-        v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
-    }
-    __device__ __forceinline__ void haste_st4(float* q, const float* v) {
-        haste_f4 y;
-        y.x = v[0]; y.y = v[1]; y.z = v[2]; y.w = v[3];
-        *(haste_f4*)q = y;
-    }
-    __device__ __forceinline__ void haste_st4(u16* q, const float* v) {
-        u64 w = 0;
-        for (int j = 0; j < 4; j++) w |= (u64)haste_float_to_bf16(v[j]) << (16 * j);
-        *(u64*)q = w;
-    }
-    __device__ __forceinline__ float haste_ld1(const u16* p) { return haste_bf16_to_float(*p); }
-    __device__ __forceinline__ float haste_ld1(const float* p) { return *p; }
-    __device__ __forceinline__ void haste_st1(float* q, float v) { *q = v; }
-    __device__ __forceinline__ void haste_st1(u16* q, float v) { *q = haste_float_to_bf16(v); }
-    template <int U, typename TS, typename TD>
-    __device__ __forceinline__ void haste_cast_copy32(const TS* src, TD* dst, HASTE_VIEWS32_PARAMS(s, d)) {
-        HASTE_VIEWS32(s, d);
-        HASTE_GRID_STRIDE_LOOP32(i, count) {
-            int a, b;
-            haste_offsets32(i, rank, v32_n, v32_f, v32_a, v32_b, &a, &b);
-            const TS* p = src + (i64)a * U;
-            TD* q = dst + (i64)b * U;
-            if (U == 4) {
-                float v[4];
-                haste_ld4(p, v);
-                haste_st4(q, v);
-            } else {
-                for (int j = 0; j < U; j++) haste_st1(q + j, haste_ld1(p + j));
-            }
-        }
-    }
-    extern "C" __global__ void widen_bf16_copy32_u4(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void widen_bf16_copy32_u2(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void widen_bf16_copy32_u1(const u16* src, float* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u4(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<4>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u2(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-    extern "C" __global__ void narrow_bf16_copy32_u1(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
-
-    /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
-    /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).
-    __device__ __forceinline__ double haste_cast_read(const u8* p, int type, i64 i) {
-        switch (type) {
-        case 0: return (double)((const float*)p)[i];
-        case 1: return ((const double*)p)[i];
-        case 2: return (double)haste_half_to_float(((const u16*)p)[i]);
-        case 3: return (double)haste_bf16_to_float(((const u16*)p)[i]);
-        case 4: return (double)((const int*)p)[i];
-        case 5: return (double)((const i64*)p)[i];
-        case 6: return (double)p[i];
-        default: return p[i] != 0 ? 1.0 : 0.0;
-        }
-    }
-    /// Float → integer truncates toward zero like torch; NaN and ±inf become 0, beyond ±9.2e18 saturates (CPUCast.truncatingInt).
-    __device__ __forceinline__ i64 haste_truncating_int(double v) {
-        if (isnan(v) || isinf(v)) return 0;
-        if (v >= 9.2e18) return (i64)0x7fffffffffffffffLL;
-        if (v <= -9.2e18) return (i64)(-0x7fffffffffffffffLL - 1);
-        return (i64)v;
-    }
-    /// Narrower integers keep the low bits (Swift's truncatingIfNeeded); bool is v ≠ 0 (NaN → true).
-    __device__ __forceinline__ void haste_cast_write(u8* p, int type, i64 i, double v) {
-        switch (type) {
-        case 0: ((float*)p)[i] = (float)v; break;
-        case 1: ((double*)p)[i] = v; break;
-        case 2: ((u16*)p)[i] = haste_float_to_half((float)v); break;
-        case 3: ((u16*)p)[i] = haste_float_to_bf16((float)v); break;
-        case 4: ((u32*)p)[i] = (u32)(u64)haste_truncating_int(v); break;
-        case 5: ((i64*)p)[i] = haste_truncating_int(v); break;
-        case 6: p[i] = (u8)(u64)haste_truncating_int(v); break;
-        default: p[i] = v != 0.0 ? 1 : 0; break;
-        }
-    }
-    extern "C" __global__ void cast_any(const u8* src, int srcType, u8* dst, int dstType, i64 n) {
-        HASTE_GRID_STRIDE_LOOP(i, n) haste_cast_write(dst, dstType, i, haste_cast_read(src, srcType, i));
-    }
-    /// cast_any's float32 ↔ bf16 conversions without its per-element type switch (Autocast's operands and results).
-    extern "C" __global__ void cast_f32_bf16(const float* src, u16* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_float_to_bf16(src[i]); }
-    extern "C" __global__ void cast_bf16_f32(const u16* src, float* dst, i64 n) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = haste_bf16_to_float(src[i]); }
-    /// The same four elements at a time (n4 = n / 4 units; 16-byte float32 and 8-byte bf16 accesses, aligned: the host
-    /// checks), for the large Autocast casts and roundings.
-    extern "C" __global__ void cast_f32_bf16_v4(const haste_f4* src, u64* dst, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            const haste_f4 x = src[i];
-            dst[i] = (u64)haste_float_to_bf16(x.x) | ((u64)haste_float_to_bf16(x.y) << 16)
-                   | ((u64)haste_float_to_bf16(x.z) << 32) | ((u64)haste_float_to_bf16(x.w) << 48);
-        }
-    }
-    extern "C" __global__ void cast_bf16_f32_v4(const u64* src, haste_f4* dst, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            const u64 b = src[i];
-            haste_f4 y;
-            y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
-            y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
-            dst[i] = y;
-        }
-    }
-    extern "C" __global__ void round_through_f32_v4(const haste_f4* x, haste_f4* y, int lowType, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            haste_f4 v = x[i];
-            if (lowType == 3) {
-                v.x = haste_round_bf16(v.x); v.y = haste_round_bf16(v.y); v.z = haste_round_bf16(v.z); v.w = haste_round_bf16(v.w);
-            } else {
-                v.x = haste_half_to_float(haste_float_to_half(v.x)); v.y = haste_half_to_float(haste_float_to_half(v.y));
-                v.z = haste_half_to_float(haste_float_to_half(v.z)); v.w = haste_half_to_float(haste_float_to_half(v.w));
-            }
-            y[i] = v;
-        }
-    }
-    /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
-    /// conversions through double of cast_any are exact for float32 values, so these are its bits).
-    extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, i64 n) {
-        if (lowType == 3) {
-            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_bf16(x[i]);
-        } else {
-            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_half_to_float(haste_float_to_half(x[i]));
-        }
-    }
-    """#)
-
-    /// The code `cast_any` uses for a dtype.
-    static func dtypeCode(_ t: DType) -> Int32 {
-        switch t {
-        case .float32: return 0
-        case .float64: return 1
-        case .float16: return 2
-        case .bfloat16: return 3
-        case .int32: return 4
-        case .int64: return 5
-        case .uint8: return 6
-        case .bool: return 7
-        }
-    }
+    """# + "\n" + memoryCastCode)
 
     /// `value` in `t`'s bits, converted exactly as `CPUBackend.fill` converts it (the same Swift conversions).
     static func fillPattern(_ value: Double, _ t: DType) -> UInt64 {
@@ -375,56 +233,5 @@ extension CUDABackend {
             args += strides[1].map { .int64(Int64($0)) }
             launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), args)
         }
-    }
-
-    /// The 32-bit kernels only (one slice of ≤ 8 axes whose offsets fit): false otherwise, and the caller copies and
-    /// casts in two passes. Units of up to 4 elements where both views allow 16-byte float32 accesses.
-    public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool {
-        let kernel: String
-        switch (src.dtype, dst.dtype) {
-        case (.bfloat16, .float32): kernel = "widen_bf16_copy32_u"
-        case (.float32, .bfloat16): kernel = "narrow_bf16_copy32_u"
-        default: return false
-        }
-        if shape.contains(0) { return true }
-        guard CUDABackend.coalesce(shape, [srcStrides, dstStrides]).0.count <= 8 else { return false }   // one slice
-        var refused = false
-        CUDABackend.forEachSlice8(shape, [srcStrides, dstStrides]) { offsets, rank, shp, strides in
-            let from = address(src, plus: offsets[0]), to = address(dst, plus: offsets[1])
-            guard let args = CUDABackend.arguments32(rank: rank, shape: shp, strides: strides, addresses: [from, to], byteSize: 4,
-                                                     maxUnit: 4, lead: [.pointer(from), .pointer(to)]) else { refused = true; return }
-            launch(CUDABackend.memorySource, kernel + "\(args.unit)", grid: Dim3(CUDABackend.blocks(args.count)), block: Dim3(256),
-                   args.arguments)
-        }
-        return !refused
-    }
-
-    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {
-        requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
-        guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
-        if count <= 0 { return }
-        let v4 = count % 4 == 0 && address(x) % 16 == 0 && address(y) % 16 == 0
-        let units = v4 ? count / 4 : count
-        launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
-               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(units))])
-    }
-
-    public func cast(from src: Buffer, to dst: Buffer, count: Int) {
-        if count <= 0 { return }
-        let direct: String? = switch (src.dtype, dst.dtype) {
-        case (.float32, .bfloat16): "cast_f32_bf16"
-        case (.bfloat16, .float32): "cast_bf16_f32"
-        default: nil
-        }
-        if let direct {   // four elements per thread where both sides are aligned for it
-            let v4 = count % 4 == 0 && address(src) % UInt64(4 * src.dtype.byteSize) == 0
-                && address(dst) % UInt64(4 * dst.dtype.byteSize) == 0
-            let units = v4 ? count / 4 : count
-            return launch(CUDABackend.memorySource, v4 ? direct + "_v4" : direct, grid: Dim3(CUDABackend.blocks(units)),
-                          block: Dim3(256), [.pointer(address(src)), .pointer(address(dst)), .int64(Int64(units))])
-        }
-        launch(CUDABackend.memorySource, "cast_any", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
-               [.pointer(address(src)), .int32(CUDABackend.dtypeCode(src.dtype)), .pointer(address(dst)),
-                .int32(CUDABackend.dtypeCode(dst.dtype)), .int64(Int64(count))])
     }
 }
