@@ -33,7 +33,7 @@ public struct MLP {
     /// x: (..., in) → (..., hidden) → (..., out). With GELU(tanh) and a bias, fc1's bias and the activation run as
     /// one fused op after a bias-free GEMM (`biasGeluTanh`: the GEMM takes no epilogue); same values and gradients.
     /// Not under `Autocast`: there the bias belongs inside fc1's rounded output, as in torch. Under Autocast bf16 on
-    /// CUDA the hidden activations stay bf16 tensors (`autocastMLP`: the same values without the float32 carriers).
+    /// CUDA the hidden activations stay bf16 tensors (`Tensor.autocastBranch`: the same values without the float32 carriers).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
             return fc2((fc1.packed.map { x.linear(packed: $0) } ?? x.linear(fc1.weight)).biasGeluTanh(bias))

@@ -35,7 +35,7 @@ extension Tensor {
             if let reads = CheckpointReads.current { reads.note([x, shift, scale, gate] + params) }
             return out
         }
-        return out.recorded(BF16AdaLNBranchBackward(x: xc, shift: sh, scale: sc, gate: g, parameters: params,
+        return out.recorded(BF16AdaLNBranchBackward(x: xc, shift: sh, scale: sc, gate: g, branch: branch,
                                                     scaleRounded: scaleRounded, mean: mean, rstd: rstd, y: y, tape: tape))
     }
 }
@@ -44,9 +44,9 @@ extension Tensor {
 /// bf16 kernels); the branch's backward to d̃x; modulatedLayerNorm's backward from d̃x (dshift, and dscale rounded
 /// once as the general path's rounded 1 + scale rounds it); the parameters' gradients as float32 carriers.
 struct BF16AdaLNBranchBackward: InPlaceGradientBackward {
-    let x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, parameters: [Tensor]
+    let x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, branch: BF16Branch
     let scaleRounded: Tensor, mean: Tensor, rstd: Tensor, y: Tensor, tape: BF16BranchTape
-    var inputs: [Tensor] { [x, shift, scale, gate] + parameters }
+    var inputs: [Tensor] { [x, shift, scale, gate] + branch.parameters }
 
     func gradients(_ dout: Tensor) -> [Tensor?] { gradients(dout, into: inputs.map { _ in nil }) }
 
@@ -54,16 +54,15 @@ struct BF16AdaLNBranchBackward: InPlaceGradientBackward {
     func gradients(_ dout: Tensor, into: [Tensor?]) -> [Tensor?] {
         GradMode.withoutGrad {
             let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), be = x.backend, dc = dout.contiguous()
-            let wanted = parameters.map(\.isTracked)
             let branchInput = x.isTracked || shift.isTracked || scale.isTracked
             let dgate = gate.isTracked ? Tensor.empty(like: gate) : nil
-            let dy = branchInput || wanted.contains(true) ? Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device) : nil
+            let dy = branchInput || branch.parameters.contains(where: \.isTracked) ? Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device) : nil
             if dy != nil || dgate != nil {
                 be.gatedResidualBackward(gate: gate.buffer, y.buffer, dc.buffer, dy: dy?.buffer, dgate: dgate?.buffer,
                                          batch: n, tokens: t, cols: d, low: .bfloat16)
             }
-            var (dxn, grads): (Tensor?, [Tensor?]) = (nil, parameters.map { _ in nil })
-            if let dy { (dxn, grads) = tape.backward(dy, input: branchInput, wanted: wanted) }
+            var (dxn, grads): (Tensor?, [Tensor?]) = (nil, branch.parameters.map { _ in nil })
+            if let dy { (dxn, grads) = branch.backward(tape, dy, input: branchInput) }
             var dx: Tensor?, dshift: Tensor?, dscale: Tensor?
             if let dxn {
                 // x's two terms, dout (the residual) + the LayerNorm's, added in the LayerNorm's backward pass.

@@ -10,15 +10,9 @@
 /// rounded straight into qkv's bf16 gradient (`stridedCast`). The same bits: every rounding is the one the general
 /// path makes (a second rounding of a bf16 value is the identity), the kernels and GEMMs are the same calls.
 extension Tensor {
-    /// `proj(softmax(q·kᵀ/√Dh)·v)` with q, k, v the heads of `qkv(x)` (x [N, T, D], qkv [3·D, D] head-major within
-    /// each of q | k | v, proj [D, D]), as `SiTAttention` computes it under `Autocast.run(.bfloat16)` without
-    /// qk-norm or logits, or nil where this path does not apply: not on CUDA, not Autocast bf16, shapes that are not
-    /// this (the general path reports them), or heads the backend's flash kernels do not take with bf16 operands
-    /// (`attentionRoundsOperands`). The output is a float32 carrier, as proj's.
-    public static func autocastSelfAttention(_ x: Tensor, qkv w: Tensor, _ b: Tensor?, proj pw: Tensor, _ pb: Tensor?,
-                                             heads: Int) -> Tensor? {
-        autocastBranch(x, .attention(qkv: w, qkvBias: b, proj: pw, projBias: pb, heads: heads))
-    }
+    /// Element strides of an [N, H, T, Dh] view of heads inside a token-major [N, T, C] tensor (from the offset of
+    /// its slot of H·Dh channels): splitHeads' pieces, the bf16 branch's head splits and merges.
+    static func headStrides(tokens t: Int, channels c: Int, headDim dh: Int) -> [Int] { [t * c, dh, c, 1] }
 
     /// Slot `which` of `slots` equal ones along the last axis of this contiguous bf16 [N, T, C] tensor (q, k, v of
     /// qkv's output: 3 slots; proj's dx: 1), split into `heads` heads, as a contiguous [N, H, T, Dh] bf16 copy
@@ -28,10 +22,11 @@ extension Tensor {
         let d = c / slots, dh = d / heads
         let piece = Tensor.empty([n, heads, t, dh], dtype: bf16 ? dtype : .float32, device: device)
         let src = Buffer(storage: storage, offset: offset + which * d, dtype: dtype)
+        let strides = Tensor.headStrides(tokens: t, channels: c, headDim: dh)
         if bf16 {
-            backend.stridedCopy(from: src, srcStrides: [t * c, dh, c, 1], to: piece.buffer, dstStrides: piece.strides, shape: piece.shape)
+            backend.stridedCopy(from: src, srcStrides: strides, to: piece.buffer, dstStrides: piece.strides, shape: piece.shape)
         } else {
-            Tensor.stridedCast(src, [t * c, dh, c, 1], piece.buffer, piece.strides, shape: piece.shape, backend: backend)
+            Tensor.stridedCast(src, strides, piece.buffer, piece.strides, shape: piece.shape, backend: backend)
         }
         return piece
     }
@@ -41,10 +36,11 @@ extension Tensor {
     func mergeHeads(into dst: Tensor, _ which: Int) {
         let (n, heads, t, dh) = (shape[0], shape[1], shape[2], shape[3]), c = dst.shape[2]
         let slot = Buffer(storage: dst.storage, offset: dst.offset + which * heads * dh, dtype: dst.dtype)
+        let slotStrides = Tensor.headStrides(tokens: t, channels: c, headDim: dh)
         if dtype == dst.dtype {
-            backend.stridedCopy(from: buffer, srcStrides: strides, to: slot, dstStrides: [t * c, dh, c, 1], shape: [n, heads, t, dh])
+            backend.stridedCopy(from: buffer, srcStrides: strides, to: slot, dstStrides: slotStrides, shape: shape)
         } else {
-            Tensor.stridedCast(buffer, strides, slot, [t * c, dh, c, 1], shape: [n, heads, t, dh], backend: backend)
+            Tensor.stridedCast(buffer, strides, slot, slotStrides, shape: shape, backend: backend)
         }
     }
 
@@ -66,7 +62,7 @@ extension Tensor {
 /// dw = d̃hᵀ·x̃, db = Σ d̃h.
 struct BF16SelfAttentionTape: BF16BranchTape {
     let xn: Tensor, wn: Tensor, pwn: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, o: Tensor
-    let shape: AttentionShape, scale: Double, hasB: Bool, hasPB: Bool
+    let shape: AttentionShape, scale: Double
 
     static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?, heads: Int,
                         records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
@@ -87,13 +83,12 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let y = o.linear(pwn, pb?.narrowed(low))
         guard let lse else { return (y, nil) }
         return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
-                                         scale: scale, hasB: b != nil, hasPB: pb != nil))
+                                         scale: scale))
     }
 
     func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?]) {
         let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), heads = q.shape[1], rows = n * t
-        // wanted: w, pw, then b, pb where they exist.
-        let wantW = wanted[0], wantPW = wanted[1], wantB = hasB && wanted[2], wantPB = hasPB && wanted[hasB ? 3 : 2]
+        let (wantW, wantPW, wantB, wantPB) = (wanted[0], wanted[1], wanted[2], wanted[3])   // qkv, proj, their biases
         let projection = bf16LinearGradients(dyn.reshaped([rows, d]), x: o.reshaped([rows, d]), w: pwn,
                                              input: input || wantW || wantB, weight: wantPW, bias: wantPB)
         var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
@@ -108,6 +103,6 @@ struct BF16SelfAttentionTape: BF16BranchTape {
             qkv = bf16LinearGradients(dh.reshaped([rows, 3 * d]), x: xn.reshaped([rows, d]), w: wn,
                                       input: input, weight: wantW, bias: wantB)
         }
-        return (qkv.dx?.reshaped(xn.shape), [qkv.dw, projection.dw] + (hasB ? [qkv.db] : []) + (hasPB ? [projection.db] : []))
+        return (qkv.dx?.reshaped(xn.shape), [qkv.dw, projection.dw, qkv.db, projection.db])
     }
 }

@@ -5,7 +5,7 @@ import Darwin
 #endif
 
 /// Autocast bf16 on CUDA: the two branches of a DiT block (the MLP and the self-attention) on bf16 operands, and the
-/// ops made of them: a branch alone (`autocastMLP`, `autocastSelfAttention`: float32 carrier in and out) and an
+/// ops made of them: a branch alone (`autocastBranch`: float32 carrier in and out) and an
 /// adaLN half-block `x + gate·branch(modulate(layerNorm(x), shift, scale))` (`autocastAdaLNBranch`), whose
 /// LayerNorm writes the branch's bf16 operand itself and whose gated residual reads the branch's bf16 output and
 /// writes its bf16 gradient: no float32 carrier between them in either direction.
@@ -33,13 +33,23 @@ public enum BF16Branch {
     /// without qk-norm or logits).
     case attention(qkv: Tensor, qkvBias: Tensor?, proj: Tensor, projBias: Tensor?, heads: Int)
 
-    /// The parameters in the order of the gradients `BF16BranchTape.backward` returns (weights, then the biases
-    /// there are).
-    var parameters: [Tensor] {
+    /// The parameter slots, in the order of the gradients `BF16BranchTape.backward` returns: the two weights, then
+    /// their biases (nil where a layer has none).
+    var slots: [Tensor?] {
         switch self {
-        case let .mlp(w1, b1, _, w2, b2): return [w1, w2] + [b1, b2].compactMap { $0 }
-        case let .attention(w, b, pw, pb, _): return [w, pw] + [b, pb].compactMap { $0 }
+        case let .mlp(w1, b1, _, w2, b2): return [w1, w2, b1, b2]
+        case let .attention(w, b, pw, pb, _): return [w, pw, b, pb]
         }
+    }
+
+    /// The parameters there are, in slot order: the ops' inputs after their own.
+    var parameters: [Tensor] { slots.compactMap { $0 } }
+
+    /// The tape's backward from d̃y with the parameters' gradients in `parameters` order (raw: bf16 GEMM outputs or
+    /// float32 bias sums, for `bf16Carriers`).
+    func backward(_ tape: BF16BranchTape, _ dyn: Tensor, input: Bool) -> (dx: Tensor?, parameters: [Tensor?]) {
+        let (dx, grads) = tape.backward(dyn, input: input, wanted: slots.map { $0?.isTracked == true })
+        return (dx, zip(slots, grads).filter { $0.0 != nil }.map(\.1))
     }
 
     /// True where this branch runs on bf16 operands for input x [..., D] on x's device: CUDA, Autocast bf16, shapes
@@ -94,9 +104,9 @@ func bf16LinearGradients(_ d: Tensor, x xn: Tensor, w wn: Tensor, input: Bool, w
 
 /// What a branch's forward kept for its backward.
 protocol BF16BranchTape {
-    /// From d̃y (bf16, shaped as ỹ): d̃x (bf16, shaped as x̃; nil unless `input`) and the raw parameter gradients in
-    /// `BF16Branch.parameters` order (nil where `wanted` is false): bf16 GEMM outputs, or float32 sums still to be
-    /// rounded (biases), as `bf16Gradients` takes them.
+    /// From d̃y (bf16, shaped as ỹ): d̃x (bf16, shaped as x̃; nil unless `input`) and the raw gradients of the four
+    /// `BF16Branch.slots` (nil where `wanted` is false, a missing bias never wanted): bf16 GEMM outputs, or float32
+    /// sums still to be rounded (biases), as `bf16Gradients` takes them.
     func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?])
 }
 
@@ -113,21 +123,21 @@ extension Tensor {
             if let reads = CheckpointReads.current { reads.note([x] + params) }
             return y.to(.float32)
         }
-        return y.to(.float32).recorded(BF16BranchBackward(x: x, parameters: params, tape: tape))
+        return y.to(.float32).recorded(BF16BranchBackward(x: x, branch: branch, tape: tape))
     }
 }
 
 /// d̃y = bf16(dy), then the branch's backward; each gradient rounded to bf16 once, as a float32 carrier (written
 /// into a parameter's arena slot where the walk offers it).
 struct BF16BranchBackward: InPlaceGradientBackward {
-    let x: Tensor, parameters: [Tensor], tape: BF16BranchTape
-    var inputs: [Tensor] { [x] + parameters }
+    let x: Tensor, branch: BF16Branch, tape: BF16BranchTape
+    var inputs: [Tensor] { [x] + branch.parameters }
 
     func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, into: inputs.map { _ in nil }) }
 
     func gradients(_ dy: Tensor, into: [Tensor?]) -> [Tensor?] {
         GradMode.withoutGrad {
-            let (dx, grads) = tape.backward(dy.narrowed(.bfloat16), input: x.isTracked, wanted: parameters.map(\.isTracked))
+            let (dx, grads) = branch.backward(tape, dy.narrowed(.bfloat16), input: x.isTracked)
             return bf16Carriers([dx] + grads, into: into)
         }
     }

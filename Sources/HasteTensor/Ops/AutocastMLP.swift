@@ -10,14 +10,6 @@
 /// activation's backward kept. The same bits as the general path: the GEMMs are the same calls on the same bf16
 /// operands, and `unaryLow` is `unary`'s float32 formula rounded once, as fc2's narrowing rounded it.
 extension Tensor {
-    /// `w2·act(w1·x + b1) + b2` as `Linear`, `activation`, `Linear` compute it under `Autocast.run(.bfloat16)`, with
-    /// the hidden activations as bf16 tensors (see above), or nil where that path does not apply: not on CUDA, not
-    /// Autocast bf16, or an activation whose derivative reads its output (`derivativeReadsOnlyInput`). The output
-    /// is a float32 carrier, as fc2's.
-    public func autocastMLP(_ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?) -> Tensor? {
-        Tensor.autocastBranch(self, .mlp(w1: w1, b1: b1, activation: activation, w2: w2, b2: b2))
-    }
-
     /// y = low(f(x)) for a tensor of a low dtype, no autograd: the backend's `unaryLow`, or widened, `unary`,
     /// rounded (the same values) where it has none.
     func unaryLowValues(_ op: UnaryOp) -> Tensor {
@@ -41,7 +33,7 @@ extension Tensor {
 /// dw2 = d̃yᵀ·g̃, db2 = Σ d̃y; dh = bf16(dg·f'(h̃)); dx = dh·w̃1, dw1 = dhᵀ·x̃, db1 = Σ dh — the two `BF16LinearBackward`s
 /// and the activation's backward between them.
 struct BF16MLPTape: BF16BranchTape {
-    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor, activation: UnaryOp, hasB1: Bool, hasB2: Bool
+    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor, activation: UnaryOp
 
     static func forward(_ xn: Tensor, _ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?,
                         records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
@@ -49,16 +41,13 @@ struct BF16MLPTape: BF16BranchTape {
         let h = xn.linear(w1n, b1?.narrowed(low))
         let g = h.unaryLowValues(activation)
         let y = g.linear(w2n, b2?.narrowed(low))
-        let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: g, activation: activation,
-                                         hasB1: b1 != nil, hasB2: b2 != nil) : nil
+        let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: g, activation: activation) : nil
         return (y, tape)
     }
 
     func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?]) {
         let hidden = w1n.shape[0], inF = w1n.shape[1], outF = w2n.shape[0], rows = xn.count / Swift.max(inF, 1)
-        // wanted: w1, w2, then b1, b2 where they exist.
-        let wantW1 = wanted[0], wantW2 = wanted[1]
-        let wantB1 = hasB1 && wanted[2], wantB2 = hasB2 && wanted[hasB1 ? 3 : 2]
+        let (wantW1, wantW2, wantB1, wantB2) = (wanted[0], wanted[1], wanted[2], wanted[3])
         let first = input || wantW1 || wantB1
         let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: g.reshaped([rows, hidden]), w: w2n,
                                       input: first, weight: wantW2, bias: wantB2)
@@ -67,6 +56,6 @@ struct BF16MLPTape: BF16BranchTape {
             let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, dg)
             fc1 = bf16LinearGradients(dh, x: xn.reshaped([rows, inF]), w: w1n, input: input, weight: wantW1, bias: wantB1)
         }
-        return (fc1.dx?.reshaped(xn.shape), [fc1.dw, fc2.dw] + (hasB1 ? [fc1.db] : []) + (hasB2 ? [fc2.db] : []))
+        return (fc1.dx?.reshaped(xn.shape), [fc1.dw, fc2.dw, fc1.db, fc2.db])
     }
 }

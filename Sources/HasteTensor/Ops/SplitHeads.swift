@@ -33,7 +33,7 @@ final class SplitHeadsState {
     var written: Set<Int> = []
 
     /// Element strides of piece `which`'s [N, H, T, Dh] view inside the [N, T, 3·H·Dh] input (from its offset which·D).
-    static func inputStrides(t: Int, d: Int, heads: Int) -> [Int] { [t * 3 * d, d / heads, 3 * d, 1] }
+    static func inputStrides(t: Int, d: Int, heads: Int) -> [Int] { Tensor.headStrides(tokens: t, channels: 3 * d, headDim: d / heads) }
 }
 
 /// Piece `which`'s gradient into its slice of the running sum of x (a running-sum node: the walk passes x's sum).

@@ -133,5 +133,5 @@ import HasteModels
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
                 "\(refused)")
     }
-    static let pinnedGemms = 104.0, pinnedLaunches = 669.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (autocastMLP: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (autocastSelfAttention: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
+    static let pinnedGemms = 104.0, pinnedLaunches = 669.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (the MLP branch: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (the attention branch: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
 }

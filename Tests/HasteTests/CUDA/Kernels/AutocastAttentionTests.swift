@@ -4,7 +4,7 @@ import Testing
 @testable import HasteModels
 @testable import HasteCUDA
 
-/// Autocast bf16 self-attention on CUDA (`autocastSelfAttention`) on bf16 operands: the heads of qkv's bf16 output
+/// Autocast bf16 self-attention on CUDA (`autocastBranch(.attention)`) on bf16 operands: the heads of qkv's bf16 output
 /// copied for the flash kernels, their output rounded straight into proj's operand (casting copies): the same bits
 /// as the general path (qkv linear, splitHeads, scaledDotProductAttention, the heads merged, proj linear), forward
 /// and every gradient, on the emulated device; `stridedCast` is a strided copy and a cast, bit for bit.
@@ -23,7 +23,7 @@ import Testing
         for l in leaves { l.requiresGrad = true }
         let (b1, b2) = bias ? (b, pb) : (nil, nil)
         let y = Autocast.run(.bfloat16) { () -> Tensor in
-            if fused { return Tensor.autocastSelfAttention(x, qkv: w, b1, proj: pw, b2, heads: heads)! }
+            if fused { return Tensor.autocastBranch(x, .attention(qkv: w, qkvBias: b1, proj: pw, projBias: b2, heads: heads))! }
             let (q, k, v) = x.linear(w, b1).splitHeads(heads)
             let out = Tensor.scaledDotProductAttention(q, k, v)
             return out.transposed(1, 2).reshaped([n, t, d]).linear(pw, b2)

@@ -3,7 +3,7 @@ import Testing
 @testable import HasteNN
 @testable import HasteCUDA
 
-/// Autocast bf16 MLPs on CUDA keep the hidden activations as bf16 tensors (`autocastMLP`): the same bits as the
+/// Autocast bf16 MLPs on CUDA keep the hidden activations as bf16 tensors (`autocastBranch(.mlp)`): the same bits as the
 /// general path (linear, the activation on the float32 carrier, linear), forward and every gradient, on the emulated
 /// device; the bf16 unary kernels are the float32 kernels on widened values rounded once.
 @Suite(.serialized) struct AutocastMLPTests {
@@ -22,7 +22,7 @@ import Testing
         for l in leaves { l.requiresGrad = true }
         let (bias1, bias2) = bias ? (b1, b2) : (nil, nil)
         let y = Autocast.run(.bfloat16) {
-            fused ? x.autocastMLP(w1, bias1, op, w2, bias2)!
+            fused ? Tensor.autocastBranch(x, .mlp(w1: w1, b1: bias1, activation: op, w2: w2, b2: bias2))!
                   : x.linear(w1, bias1).unary(op).linear(w2, bias2)
         }
         let tookFusedNode = y.gradFn.takes(BF16MLPTape.self)
@@ -84,10 +84,10 @@ import Testing
         x.requiresGrad = true
         #expect(Autocast.run(.bfloat16) { mlp(x) }.gradFn.takes(BF16MLPTape.self))
         #expect(!(mlp(x).gradFn.takes(BF16MLPTape.self)))
-        #expect(Autocast.run(.bfloat16) { x.autocastMLP(mlp.fc1.weight, nil, .sigmoid, mlp.fc2.weight, nil) } == nil)
-        #expect(Autocast.run(.float16) { x.autocastMLP(mlp.fc1.weight, nil, .geluTanh, mlp.fc2.weight, nil) } == nil)
+        #expect(Autocast.run(.bfloat16) { Tensor.autocastBranch(x, .mlp(w1: mlp.fc1.weight, b1: nil, activation: .sigmoid, w2: mlp.fc2.weight, b2: nil)) } == nil)
+        #expect(Autocast.run(.float16) { Tensor.autocastBranch(x, mlp.bf16Branch!) } == nil)
         let cx = x.to(.cpu)
-        #expect(Autocast.run(.bfloat16) { cx.autocastMLP(mlp.fc1.weight.to(.cpu), nil, .geluTanh, mlp.fc2.weight.to(.cpu), nil) } == nil)
+        #expect(Autocast.run(.bfloat16) { Tensor.autocastBranch(cx, .mlp(w1: mlp.fc1.weight.to(.cpu), b1: nil, activation: .geluTanh, w2: mlp.fc2.weight.to(.cpu), b2: nil)) } == nil)
     }
 }
 
