@@ -26,10 +26,6 @@ extension CUDABackend {
         for (int j = 0; j < 4; j++) w |= (u64)haste_float_to_bf16(v[j]) << (16 * j);
         *(u64*)q = w;
     }
-    __device__ __forceinline__ float haste_ld1(const u16* p) { return haste_bf16_to_float(*p); }
-    __device__ __forceinline__ float haste_ld1(const float* p) { return *p; }
-    __device__ __forceinline__ void haste_st1(float* q, float v) { *q = v; }
-    __device__ __forceinline__ void haste_st1(u16* q, float v) { *q = haste_float_to_bf16(v); }
     template <int U, typename TS, typename TD>
     __device__ __forceinline__ void haste_cast_copy32(const TS* src, TD* dst, HASTE_VIEWS32_PARAMS(s, d)) {
         HASTE_VIEWS32(s, d);
@@ -43,7 +39,7 @@ extension CUDABackend {
                 haste_ld4(p, v);
                 haste_st4(q, v);
             } else {
-                for (int j = 0; j < U; j++) haste_st1(q + j, haste_ld1(p + j));
+                for (int j = 0; j < U; j++) haste_st(q, j, haste_ld(p, j));
             }
         }
     }

@@ -78,14 +78,12 @@ extension CUDABackend {
     }
 
     /// D[r] = Σ_d dOut[r][d]·out[r][d], one warp per row (grid-stride, 8 warps per block).
-    __device__ __forceinline__ float haste_flash_ld(const float* p, i64 i) { return p[i]; }
-    __device__ __forceinline__ float haste_flash_ld(const u16* p, i64 i) { return haste_bf16_to_float(p[i]); }
     template <typename T>
     __device__ __forceinline__ void haste_flash_row_dot(const T* dout, const float* out, float* delta, i64 rows, i64 dv) {
         const int lane = threadIdx.x & 31;
         for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
             float s = 0.0f;
-            for (i64 d = lane; d < dv; d += 32) s += haste_flash_ld(dout, r * dv + d) * out[r * dv + d];
+            for (i64 d = lane; d < dv; d += 32) s += haste_ld(dout, r * dv + d) * out[r * dv + d];
             s = haste_warp_sum(s);
             if (lane == 0) delta[r] = s;
         }

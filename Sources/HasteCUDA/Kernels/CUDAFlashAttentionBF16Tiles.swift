@@ -189,8 +189,6 @@ extension CUDABackend {
         }
     }
 
-    __device__ __forceinline__ void tc_put(float* dst, i64 i, float v) { dst[i] = v; }
-    __device__ __forceinline__ void tc_put(u16* dst, i64 i, float v) { dst[i] = haste_float_to_bf16(v); }
     /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows, as
     /// float32 or (bf16 gradients of the `_in16_` families) rounded to bf16.
     template <int NMAX, typename TO>
@@ -205,7 +203,7 @@ extension CUDABackend {
                 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int c = 8 * nt + 2 * t + e;
-                    if (c < cols) tc_put(dst, r * cols + c, acc[nt][2 * h + e] * mul[h]);
+                    if (c < cols) haste_st(dst, r * cols + c, acc[nt][2 * h + e] * mul[h]);
                 }
             }
         }

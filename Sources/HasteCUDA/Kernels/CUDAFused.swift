@@ -17,12 +17,8 @@ extension CUDABackend {
         "fused_mln_forward_y16", "fused_mln_backward_dx_dy16", "fused_mln_backward_partials_dy16",
         "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16",
     ], code: #"""
-    /// Element access of float32 buffers or bf16 ones (widened exactly; stored rounded to nearest even): the `_y16`,
-    /// `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block in bf16.
-    __device__ __forceinline__ float haste_ld(const float* p, i64 i) { return p[i]; }
-    __device__ __forceinline__ float haste_ld(const u16* p, i64 i) { return haste_bf16_to_float(p[i]); }
-    __device__ __forceinline__ void haste_st(float* p, i64 i, float v) { p[i] = v; }
-    __device__ __forceinline__ void haste_st(u16* p, i64 i, float v) { p[i] = haste_float_to_bf16(v); }
+    /// The `_y16`, `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block
+    /// in bf16 (element access by the prelude's `haste_ld`, `haste_st`).
 
     /// geluTanh(u) and its derivative, as the elementwise family's op 13.
     __device__ __forceinline__ float haste_fused_gelu(float x) {

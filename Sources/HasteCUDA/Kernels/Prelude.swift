@@ -128,6 +128,12 @@ extension KernelSource {
     }
     /// float → bf16 → float: Autocast's rounding of a float32 carrier, in a register.
     __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
+    /// Element i of a float32 or a bf16 buffer as float (bf16 widened, exact), and stored into one (to bf16 rounded to
+    /// nearest even): the kernels templated on whether an Autocast bf16 operand is a float32 carrier or bf16 itself.
+    __device__ __forceinline__ float haste_ld(const float* p, i64 i) { return p[i]; }
+    __device__ __forceinline__ float haste_ld(const u16* p, i64 i) { return haste_bf16_to_float(p[i]); }
+    __device__ __forceinline__ void haste_st(float* p, i64 i, float v) { p[i] = v; }
+    __device__ __forceinline__ void haste_st(u16* p, i64 i, float v) { p[i] = haste_float_to_bf16(v); }
     /// Two floats as one bf16x2 register: `lo` (the lower-indexed element) in bits 0–15, `hi` in 16–31, each rounded
     /// to nearest even (exact for float32 carriers of bf16 values, Autocast's activations).
     __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {
