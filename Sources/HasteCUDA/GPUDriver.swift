@@ -108,6 +108,12 @@ public protocol GPUDriver: AnyObject {
     /// Queues a strided-batched GEMM: float32 (TF32 tensor cores only when the driver was opened with them
     /// allowed), or bf16 operands with fp32 accumulation (`GemmDescriptor.inputs`/`output`).
     func gemm(_ g: GemmDescriptor)
+    /// Queues a GEMM whose epilogue adds a bias (`batch` 1, `beta` 0, C written, not read): D[i, j] = alpha·(op(A)·op(B))[i, j]
+    /// + bias[i] over the m rows of cuBLAS's column-major D (a linear layer's output features), bias of D's dtype,
+    /// added in float32 before D's one rounding (cuBLASLt's `CUBLASLT_EPILOGUE_BIAS`, as PyTorch's `addmm`).
+    /// Returns false, with nothing queued, where the driver has no such GEMM for this problem: the caller then
+    /// copies the bias into C and runs `gemm` with beta 1, which gives the same values.
+    func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool
     /// Waits for the stream; throws the first asynchronous error since the last call.
     func synchronize() throws
     /// The stream, for a library that queues work on it itself (NCCL): a `CUstream`; nil in the emulator, whose
@@ -118,6 +124,7 @@ public protocol GPUDriver: AnyObject {
 }
 
 extension GPUDriver {
+    public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool { false }
     public var streamHandle: OpaquePointer? { nil }
     public func makeCurrent() {}
 }

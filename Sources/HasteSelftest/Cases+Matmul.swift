@@ -28,6 +28,13 @@ extension ConformanceSuite {
                 let x = c.normal([3, 5, 17]), w = c.normal([11, 17]), b = c.normal([11])
                 c.forwardBackward(x.linear(w, b), [("x", x), ("weight", w), ("bias", b)])
             },
+            // Autocast bf16 with sizes cuBLASLt's tensor-core kernels take (the bias added by the GEMM's epilogue on a
+            // GPU, `GPUDriver.gemm(_:addingBias:)`): both sides round the same operands and each result once, after
+            // float32 sums in different orders, so a result may land one bf16 ulp apart (2⁻⁸ normwise at most).
+            OpCase("linear + bias (autocast bf16)", "[4,8,64]·[48,64]ᵀ + [48]", .bfloat16(k: 1)) { c in
+                let x = c.normal([4, 8, 64]), w = c.normal([48, 64]), b = c.normal([48], scale: 4)
+                c.forwardBackward(Autocast.run(.bfloat16) { x.linear(w, b) }, [("x", x), ("weight", w), ("bias", b)])
+            },
             OpCase("linear", "[7,17]·[11,17]ᵀ", .rounding(k: 32)) { c in
                 let x = c.normal([7, 17]), w = c.normal([11, 17])
                 c.forwardBackward(x.linear(w), [("x", x), ("weight", w)])

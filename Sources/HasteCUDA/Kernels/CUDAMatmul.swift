@@ -1,3 +1,4 @@
+import Foundation
 import HasteTensor
 
 /// GEMMs through the driver's strided-batched GEMM (cuBLAS on a GPU). haste's call is row-major; cuBLAS's is
@@ -32,6 +33,26 @@ extension CUDABackend {
                      strideA: strideA, b: address(b), ldb: ldb, strideB: strideB, beta: Float(beta), c: address(c),
                      ldc: ldc, strideC: strideC, batch: batch, inputs: a.dtype, output: c.dtype)
     }
+
+    /// A linear layer's forward with its bias: one GEMM whose epilogue adds the bias (`GPUDriver.gemm(_:addingBias:)`,
+    /// cuBLASLt, as PyTorch's `addmm`), where the composite would write the bias into every row of y and have the
+    /// GEMM read it back (two passes over y: for SiT-XL/2 at batch 64 in bf16, 340 MB a block). The same values
+    /// (the bias added in float32 before y's one rounding); the composite where the driver turns the GEMM down.
+    public func linearWithBias(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer) {
+        if CUDABackend.biasEpilogueAllowed && rows > 0 && inF > 0 && outF > 0 && bias.dtype == y.dtype && x.dtype == weight.dtype
+            && GemmDescriptor.supports(inputs: x.dtype, output: y.dtype)
+            && driver.gemm(GemmDescriptor(transA: true, transB: false, m: outF, n: rows, k: inF, alpha: 1, beta: 0,
+                                          a: address(weight), lda: inF, strideA: 0, b: address(x), ldb: inF, strideB: 0,
+                                          c: address(y), ldc: outF, strideC: 0, batch: 1, inputs: x.dtype, output: y.dtype),
+                           addingBias: address(bias)) {
+            return
+        }
+        linearWithBiasComposite(rows: rows, inF: inF, outF: outF, x: x, weight: weight, bias: bias, y: y)
+    }
+
+    /// `HASTE_GEMM_BIAS_EPILOGUE=0`: every linear adds its bias by copy and beta 1 (the composite), for comparisons
+    /// (both give the same values, so a test may switch it while others run).
+    nonisolated(unsafe) static var biasEpilogueAllowed = ProcessInfo.processInfo.environment["HASTE_GEMM_BIAS_EPILOGUE"] != "0"
 
     /// The row-major strided-batched GEMM (float32, or bf16 operands: `GemmDescriptor`) on device addresses (also used by the attention kernels on
     /// their workspaces). Nothing is queued for an empty C, nor for k = 0 with beta = 1.

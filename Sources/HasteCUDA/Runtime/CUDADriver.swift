@@ -36,6 +36,10 @@ public final class CUDADriver: GPUDriver {
     private var sharedOptIn: [UnsafeMutableRawPointer: Int] = [:]
     /// `HASTE_CUDA_PROFILE=1`: GPU time per kernel, GEMM and copy (Runtime/KernelProfiler.swift).
     let profiler: KernelProfiler?
+    /// The bias-epilogue GEMMs (cuBLASLt), made on first use; `biasEpilogueUnavailable` says why not where they
+    /// cannot be (then every linear adds its bias by copy and beta 1).
+    private var biasGemms: BiasEpilogueGemms?
+    private var biasEpilogueUnavailable: String?
 
     init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false) throws {
         self.api = api; self.blas = blas; self.compiler = compiler; self.index = index; self.allowTF32 = allowTF32
@@ -228,6 +232,36 @@ public final class CUDADriver: GPUDriver {
         }
     }
 
+    public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
+        guard g.batch == 1 && g.beta == 0 && g.m > 0 && g.n > 0 && g.k > 0 && GemmDescriptor.supports(inputs: g.inputs, output: g.output),
+              [g.m, g.n, g.k, g.lda, g.ldb, g.ldc].allSatisfy({ $0 <= Int(Int32.max) }) else { return false }
+        lock.lock(); defer { lock.unlock() }
+        if biasEpilogueUnavailable != nil { return false }
+        bind()
+        if biasGemms == nil {
+            do {
+                var p: UInt64 = 0
+                let r = api.cuMemAlloc(&p, BiasEpilogueGemms.workspaceBytes)
+                guard r == DriverAPI.success else { throw CUDAError("cuMemAlloc_v2 of the cuBLASLt workspace: \(api.describe(r))") }
+                biasGemms = try BiasEpilogueGemms(api: CuBLASLtAPI(blas.lt), workspace: p)
+            } catch {
+                biasEpilogueUnavailable = "\(error)"
+                return false
+            }
+        }
+        let start = profiler?.begin(stream)
+        let ran = biasGemms!.run(g, bias: bias, tf32: allowTF32, stream: stream)
+        profiler?.end("GEMM " + g.label + (ran ? " +bias" : " +bias (refused)"), start, stream, ran ? .gemm : .copy)
+        return ran
+    }
+
+    /// Why bias-epilogue GEMMs were not used, where one was turned down ("…: no algorithm"), for `haste doctor` and
+    /// the profile's readers; nil where every one ran.
+    public var biasEpilogueNote: String? {
+        lock.lock(); defer { lock.unlock() }
+        return biasEpilogueUnavailable ?? biasGemms?.firstRefusal
+    }
+
     public func synchronize() throws {
         bind()
         let r = api.cuStreamSynchronize(stream)
@@ -245,5 +279,8 @@ extension CUDADriver: LaunchStatistics {
     public func resetCounts() { profiler?.reset() }
     public var launchTotal: Int { profiler?.launches ?? 0 }
     public var gemmTotal: Int { profiler?.gemms ?? 0 }
-    public func report(steps: Int) -> String { profiler?.report(steps: steps) ?? "not profiled (HASTE_CUDA_PROFILE=1 times each kernel)" }
+    public func report(steps: Int) -> String {
+        (profiler?.report(steps: steps) ?? "not profiled (HASTE_CUDA_PROFILE=1 times each kernel)")
+            + (biasEpilogueNote.map { "\nsome linears added their bias by copy (cuBLASLt's bias epilogue was turned down): \($0)" } ?? "")
+    }
 }

@@ -114,7 +114,8 @@ import HasteModels
         let text = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
-                && text.stdout.contains("attention_flash_bf16_async_in16_forward") && text.stdout.contains("attention_flash_dq_sum_out16"),
+                && text.stdout.contains("attention_flash_bf16_async_in16_forward") && text.stdout.contains("attention_flash_dq_sum_out16")
+                && text.stdout.contains("bfloat16→bfloat16 384×128×128 +bias"),
                 "\(text.stdout)")
         // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, instead of the bf16 dq's sum of the dk/dv kernel's shares
         // (one launch per block either way).
@@ -124,14 +125,19 @@ import HasteModels
                 && separate.stdout.contains("attention_flash_bf16_async_in16_backward_dq_") && !separate.stdout.contains("dq_sum"),
                 "\(separate)")
         // HASTE_BF16_BRANCHES=0: float32 carriers between the half-blocks' kernels again (the general path), the count
-        // before the bf16 branches.
+        // before the bf16 branches (835 then, with the bias copies).
         let carriers = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_BF16_BRANCHES": "0"])
-        #expect(try Self.row(carriers.stdout).row["launches_per_step"] as? Double == 835, "\(carriers)")
+        #expect(try Self.row(carriers.stdout).row["launches_per_step"] as? Double == 801, "\(carriers)")
+        // HASTE_GEMM_BIAS_EPILOGUE=0: every linear's bias copied into its output before the GEMM again (one launch
+        // per linear with a bias: 5 per block, 2 in the timestep MLP, 2 in the final layer).
+        let broadcast = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
+                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_GEMM_BIAS_EPILOGUE": "0"])
+        #expect(try Self.row(broadcast.stdout).row["launches_per_step"] as? Double == Self.pinnedLaunches + 34, "\(broadcast)")
         // Anything but bench train refuses that device: it would compute nothing and report or write it.
         let refused = try Launcher.run(["selftest", "--device", "cuda", "--ops", "fill"], environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
                 "\(refused)")
     }
-    static let pinnedGemms = 104.0, pinnedLaunches = 669.0   // 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (the MLP branch: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (the attention branch: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
+    static let pinnedGemms = 104.0, pinnedLaunches = 635.0   // 669 before the biases went into the GEMMs' epilogues (34 linears), 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (the MLP branch: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (the attention branch: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
 }

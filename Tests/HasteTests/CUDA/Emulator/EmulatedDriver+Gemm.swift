@@ -37,6 +37,28 @@ extension EmulatedDriver {
         } } }
     }
 
+    /// The bias-epilogue GEMM (cuBLASLt's semantics as `GPUDriver` states them): the bias written into every column
+    /// of C, then the GEMM with beta 1, which adds it in float32 before C's one rounding. Counted in the task's
+    /// `BiasGemmTally`, which may also turn it down (`refuses`: the caller's fallback is then what runs).
+    func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
+        EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
+        if let tally = EmulatedDriver.biasGemmTally {
+            if tally.refuses { return false }
+            tally.count += 1
+        }
+        guard g.batch == 1 && g.beta == 0 else { report("gemm adding a bias with batch \(g.batch), beta \(g.beta) (must be 1 and 0)"); return true }
+        let size = g.output.byteSize
+        if let p = rangeProblem(bias, g.m * size) { report("gemm adding a bias: the bias (\(g.m) elements): \(p)"); return true }
+        if bias % UInt64(size) != 0 { report("gemm adding a bias: the bias is not \(size)-byte aligned"); return true }
+        if let problem = gemmProblem(g) { report("gemm \(g): \(problem)"); return true }
+        let src = UnsafeRawPointer(bitPattern: UInt(bias))!, dst = UnsafeMutableRawPointer(bitPattern: UInt(g.c))!
+        for j in 0..<g.n { (dst + j * g.ldc * size).copyMemory(from: src, byteCount: g.m * size) }
+        var accumulate = g
+        accumulate.beta = 1
+        gemm(accumulate)
+        return true
+    }
+
     /// Elements of A, B and C (column-major, as stored) from their addresses to the last one the GEMM touches.
     func gemmExtents(_ g: GemmDescriptor) -> (a: Int, b: Int, c: Int) {
         let (rowsA, colsA) = g.transA ? (g.k, g.m) : (g.m, g.k)

@@ -53,6 +53,8 @@ final class EmulatedDriver: GPUDriver {
     /// Where the calling task counts its GEMMs with bf16 operands (GemmStridedBatchedEx): per task, because tests run
     /// in parallel on this one emulator and a process-wide count would include other tests' GEMMs.
     @TaskLocal static var bf16GemmTally: BF16GemmTally?
+    /// The calling task's bias-epilogue GEMMs (`gemm(_:addingBias:)`), per task as `bf16GemmTally`.
+    @TaskLocal static var biasGemmTally: BiasGemmTally?
 
     /// The bf16 GEMMs `body` runs on the emulator (its own task's only), with its result.
     static func countingBF16Gemms<R>(_ body: () throws -> R) rethrows -> (result: R, bf16Gemms: Int) {
@@ -348,6 +350,13 @@ final class EmulatedDriver: GPUDriver {
 
     /// The host address of device memory (tests of the emulator read and write it directly).
     func hostPointer(_ address: DevicePointer) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address))! }
+}
+
+/// A task's count of bias-epilogue GEMMs (`EmulatedDriver.biasGemmTally`), or (`refuses`) a driver without them.
+final class BiasGemmTally: @unchecked Sendable {
+    var count = 0
+    let refuses: Bool
+    init(refuses: Bool = false) { self.refuses = refuses }
 }
 
 /// A task's count of bf16 GEMMs (`EmulatedDriver.countingBF16Gemms`); emulator calls run on the caller's thread.

@@ -1,0 +1,154 @@
+import Foundation
+import HasteTensor
+
+/// The cuBLASLt functions of a GEMM with its bias added in the epilogue (`CUBLASLT_EPILOGUE_BIAS`: D = alpha·op(A)·op(B)
+/// + bias, the bias broadcast along D's columns, added in float32 before D's one rounding), which is how PyTorch runs
+/// `F.linear` with a bias on CUDA (`addmm` → `gemm_and_bias`). Resolved from the libcublasLt that `CuBLASAPI` loaded;
+/// cublasLt.h's values (12.x and 13.x alike): handles and descriptors are opaque pointers, enums Int32, the
+/// heuristic result 96 bytes (`cublasLtMatmulAlgo_t` 64, workspace size 8, status 4, waves 4, reserved 16).
+struct CuBLASLtAPI {
+    typealias Handle = OpaquePointer
+    static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7        // cublasLtMatmulDescAttributes_t
+    static let descBiasPointer: Int32 = 8, descBiasDataType: Int32 = 26
+    static let epilogueBias: UInt32 = 4                                                      // CUBLASLT_EPILOGUE_BIAS
+    static let prefMaxWorkspace: Int32 = 1                                                   // cublasLtMatmulPreferenceAttributes_t
+    static let prefAlignmentA: Int32 = 5, prefAlignmentB: Int32 = 6, prefAlignmentC: Int32 = 7, prefAlignmentD: Int32 = 8
+    static let compute32FFastTF32: Int32 = 77                                                // CUBLAS_COMPUTE_32F_FAST_TF32
+    static let heuristicResultBytes = 96
+
+    let create: @convention(c) (UnsafeMutablePointer<Handle?>) -> Int32
+    /// (desc*, computeType, scaleType)
+    let descCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32, Int32) -> Int32
+    let descSet: @convention(c) (OpaquePointer?, Int32, UnsafeRawPointer, Int) -> Int32
+    /// (layout*, type, rows, cols, ld)
+    let layoutCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32, UInt64, UInt64, Int64) -> Int32
+    let preferenceCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Int32
+    let preferenceSet: @convention(c) (OpaquePointer?, Int32, UnsafeRawPointer, Int) -> Int32
+    let preferenceDestroy: @convention(c) (OpaquePointer?) -> Int32
+    /// (handle, desc, A, B, C, D layouts, preference, requested, results[], returned*)
+    let heuristic: @convention(c) (Handle?, OpaquePointer?, OpaquePointer?, OpaquePointer?, OpaquePointer?, OpaquePointer?,
+                                   OpaquePointer?, Int32, UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
+    /// (handle, desc, alpha, A, Adesc, B, Bdesc, beta, C, Cdesc, D, Ddesc, algo, workspace, workspace bytes, stream)
+    let matmul: @convention(c) (Handle?, OpaquePointer?, UnsafeRawPointer, UnsafeRawPointer?, OpaquePointer?, UnsafeRawPointer?,
+                                OpaquePointer?, UnsafeRawPointer, UnsafeRawPointer?, OpaquePointer?, UnsafeMutableRawPointer?,
+                                OpaquePointer?, UnsafeRawPointer?, UnsafeMutableRawPointer?, Int, OpaquePointer?) -> Int32
+
+    init(_ lt: CUDALibrarySearch.Loaded) throws {
+        let k = CUDALibraryKind.cublasLt
+        create = try lt.symbol("cublasLtCreate", k)
+        descCreate = try lt.symbol("cublasLtMatmulDescCreate", k); descSet = try lt.symbol("cublasLtMatmulDescSetAttribute", k)
+        layoutCreate = try lt.symbol("cublasLtMatrixLayoutCreate", k)
+        preferenceCreate = try lt.symbol("cublasLtMatmulPreferenceCreate", k)
+        preferenceSet = try lt.symbol("cublasLtMatmulPreferenceSetAttribute", k)
+        preferenceDestroy = try lt.symbol("cublasLtMatmulPreferenceDestroy", k)
+        heuristic = try lt.symbol("cublasLtMatmulAlgoGetHeuristic", k); matmul = try lt.symbol("cublasLtMatmul", k)
+    }
+}
+
+/// The bias-epilogue GEMMs of one `CUDADriver`: a cuBLASLt handle, a 32 MiB workspace (cuBLAS's own default on
+/// sm_90), and per problem (shape, dtypes, the operands' alignments) the descriptors and the algorithm the
+/// heuristic chose, made once. A problem cuBLASLt turns down (no algorithm, or a failing call) is remembered and
+/// `run` returns false for it, so the caller adds the bias its other way. Not thread-safe: the driver locks.
+final class BiasEpilogueGemms {
+    struct Key: Hashable {
+        var transA: Bool, transB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
+        var inputs: DType, output: DType, tf32: Bool, alignments: [UInt32]
+    }
+    struct Plan { let desc: OpaquePointer, a: OpaquePointer, b: OpaquePointer, d: OpaquePointer, algo: [UInt8] }
+
+    let api: CuBLASLtAPI
+    let handle: OpaquePointer
+    let workspace: DevicePointer
+    static let workspaceBytes = 32 << 20
+    private var plans: [Key: Plan] = [:]
+    private var refused: Set<Key> = []
+    /// The first refusal, for `haste doctor`-style messages ("cublasLtMatmulAlgoGetHeuristic: no algorithm …").
+    private(set) var firstRefusal: String?
+
+    init(api: CuBLASLtAPI, workspace: DevicePointer) throws {
+        var h: OpaquePointer?
+        let s = api.create(&h)
+        guard s == 0, let h else { throw CUDAError("cublasLtCreate failed (status \(s))") }
+        self.api = api; handle = h; self.workspace = workspace
+    }
+
+    /// The largest power of two (≤ 256) dividing a device address: the alignment cuBLASLt may assume.
+    static func alignment(_ p: DevicePointer) -> UInt32 {
+        p == 0 ? 256 : UInt32(Swift.min(256, 1 << p.trailingZeroBitCount))
+    }
+
+    /// Queues D = alpha·op(A)·op(B) + bias (C = D, beta 0; batch 1) on `stream`; false, with nothing queued, where
+    /// cuBLASLt has no algorithm for it or refuses the call.
+    func run(_ g: GemmDescriptor, bias: DevicePointer, tf32: Bool, stream: OpaquePointer?) -> Bool {
+        let key = Key(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc,
+                      inputs: g.inputs, output: g.output, tf32: tf32,
+                      alignments: [g.a, g.b, g.c, bias].map(BiasEpilogueGemms.alignment))
+        if refused.contains(key) { return false }
+        guard let plan = plans[key] ?? makePlan(key, bias: bias) else { refused.insert(key); return false }
+        plans[key] = plan
+        var pointer = bias
+        var alpha = g.alpha, beta: Float = 0
+        func ptr(_ a: DevicePointer) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(a)) }
+        let set = api.descSet(plan.desc, CuBLASLtAPI.descBiasPointer, &pointer, 8)
+        let status = set != 0 ? set : plan.algo.withUnsafeBytes { algo in
+            api.matmul(handle, plan.desc, &alpha, ptr(g.a), plan.a, ptr(g.b), plan.b, &beta, ptr(g.c), plan.d, ptr(g.c), plan.d,
+                       algo.baseAddress, ptr(workspace), BiasEpilogueGemms.workspaceBytes, stream)
+        }
+        if status != 0 {
+            refuse(key, "cublasLtMatmul (bias epilogue, \(g.label)) returned status \(status)")
+            return false
+        }
+        return true
+    }
+
+    private func refuse(_ key: Key, _ why: String) {
+        refused.insert(key); plans[key] = nil
+        if firstRefusal == nil { firstRefusal = why }
+    }
+
+    /// The descriptors and the heuristic's first algorithm; nil (remembered by the caller) where any step fails.
+    private func makePlan(_ key: Key, bias: DevicePointer) -> Plan? {
+        func fail(_ what: String, _ s: Int32) -> Plan? {
+            if firstRefusal == nil { firstRefusal = "\(what) returned status \(s) for \(key.inputs)→\(key.output) \(key.m)×\(key.n)×\(key.k)" }
+            return nil
+        }
+        let ab = CuBLASAPI.dataType(key.inputs), cd = CuBLASAPI.dataType(key.output)
+        let compute = key.inputs == .float32 && key.tf32 ? CuBLASLtAPI.compute32FFastTF32 : CuBLASAPI.compute32F
+        var desc: OpaquePointer?, la: OpaquePointer?, lb: OpaquePointer?, ld: OpaquePointer?, pref: OpaquePointer?
+        var s = api.descCreate(&desc, compute, CuBLASAPI.r32F)
+        if s != 0 { return fail("cublasLtMatmulDescCreate", s) }
+        var ta: Int32 = key.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb: Int32 = key.transB ? CuBLASAPI.opT : CuBLASAPI.opN
+        var epilogue = CuBLASLtAPI.epilogueBias, biasType = cd, pointer = bias
+        for (attribute, value, size) in [(CuBLASLtAPI.descTransA, UnsafeRawPointer(&ta), 4), (CuBLASLtAPI.descTransB, UnsafeRawPointer(&tb), 4),
+                                         (CuBLASLtAPI.descEpilogue, UnsafeRawPointer(&epilogue), 4),
+                                         (CuBLASLtAPI.descBiasDataType, UnsafeRawPointer(&biasType), 4),
+                                         (CuBLASLtAPI.descBiasPointer, UnsafeRawPointer(&pointer), 8)] {
+            s = api.descSet(desc, attribute, value, size)
+            if s != 0 { return fail("cublasLtMatmulDescSetAttribute(\(attribute))", s) }
+        }
+        let (rowsA, colsA) = key.transA ? (key.k, key.m) : (key.m, key.k)
+        let (rowsB, colsB) = key.transB ? (key.n, key.k) : (key.k, key.n)
+        s = api.layoutCreate(&la, ab, UInt64(rowsA), UInt64(colsA), Int64(key.lda))
+        if s == 0 { s = api.layoutCreate(&lb, ab, UInt64(rowsB), UInt64(colsB), Int64(key.ldb)) }
+        if s == 0 { s = api.layoutCreate(&ld, cd, UInt64(key.m), UInt64(key.n), Int64(key.ldc)) }
+        if s != 0 { return fail("cublasLtMatrixLayoutCreate", s) }
+        s = api.preferenceCreate(&pref)
+        if s != 0 { return fail("cublasLtMatmulPreferenceCreate", s) }
+        defer { _ = api.preferenceDestroy(pref) }
+        var bytes = UInt64(BiasEpilogueGemms.workspaceBytes)
+        s = api.preferenceSet(pref, CuBLASLtAPI.prefMaxWorkspace, &bytes, 8)
+        let prefs = [CuBLASLtAPI.prefAlignmentA, CuBLASLtAPI.prefAlignmentB, CuBLASLtAPI.prefAlignmentC, CuBLASLtAPI.prefAlignmentD]
+        for (attribute, alignment) in zip(prefs, [key.alignments[0], key.alignments[1], key.alignments[2], key.alignments[2]]) where s == 0 {
+            var a = alignment
+            s = api.preferenceSet(pref, attribute, &a, 4)
+        }
+        if s != 0 { return fail("cublasLtMatmulPreferenceSetAttribute", s) }
+        var result = [UInt8](repeating: 0, count: CuBLASLtAPI.heuristicResultBytes)
+        var count: Int32 = 0
+        s = result.withUnsafeMutableBytes { api.heuristic(handle, desc, la, lb, ld, ld, pref, 1, $0.baseAddress!, &count) }
+        if s != 0 || count < 1 { return fail("cublasLtMatmulAlgoGetHeuristic (\(count) algorithms)", s) }
+        let state = result.withUnsafeBytes { $0.load(fromByteOffset: 72, as: Int32.self) }
+        if state != 0 { return fail("cublasLtMatmulAlgoGetHeuristic's first result", state) }
+        return Plan(desc: desc!, a: la!, b: lb!, d: ld!, algo: Array(result[0..<64]))
+    }
+}
