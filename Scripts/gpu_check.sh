@@ -21,7 +21,8 @@
 #      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
 #      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming) and with
 #      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel) and with HASTE_BF16_BRANCHES=0 (float32 carriers between the
-#      adaLN half-blocks' kernels, as before the bf16 branches), and the GPU profile of the same row +align
+#      adaLN half-blocks' kernels, as before the bf16 branches) and with HASTE_GEMM_BIAS_EPILOGUE=0 (the linears' biases
+#      copied into their outputs, not added by cuBLASLt's epilogue), and the GPU profile of the same row +align
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -319,6 +320,10 @@ if [ "$DEVICE" = cuda ]; then
   # the heads' split and merge): what keeping the branches' operands in bf16 gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_BF16_BRANCHES=0 \
     stage profile-gpu-carriers 60 bash -c "$profile_row"
+  # The linears' biases copied into their outputs before the GEMMs (HASTE_GEMM_BIAS_EPILOGUE=0), not added by cuBLASLt's
+  # epilogue: what the epilogue gains.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_GEMM_BIAS_EPILOGUE=0 \
+    stage profile-gpu-bias-copy 60 bash -c "$profile_row"
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
   ROW="$PROFILE_ROW +align" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 \
     stage profile-gpu-align 60 bash -c "$profile_row"
@@ -327,7 +332,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -478,7 +483,10 @@ EOF
   # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
-  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0; do   # the variants' own rows
+  # The bias-epilogue GEMMs cuBLASLt ran (and why any were turned down).
+  grep -q -E "\+bias|turned down" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -E "\+bias|turned down" "$OUT/profile-gpu.log" | head -6 \
+    | sed 's/^/profile, bias epilogues: /' || echo "profile, bias epilogues: none in the profile"
+  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"
