@@ -19,7 +19,8 @@
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
 #      HASTE_CUDA_HOST_ONLY=1 (haste's host-side time alone, no GPU work) and PyTorch's kernels for the same step
 #      (torch.profiler, bench_gpu_torch.py --profile) for $PROFILE_ROW (a plain row) → profile-*.log; and the GPU
-#      profile again with HASTE_FLASH_ASYNC=0 (the flash-attention kernels without cp.async streaming) and with
+#      profile again with HASTE_FLASH_DIRECT=0 (the flash-attention kernels streaming through a stage, not straight
+#      into double-buffered tiles) and with
 #      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel) and with HASTE_BF16_BRANCHES=0 (float32 carriers between the
 #      adaLN half-blocks' kernels, as before the bf16 branches) and with HASTE_GEMM_BIAS_EPILOGUE=0 (the linears' biases
 #      copied into their outputs, not added by cuBLASLt's epilogue), and the GPU profile of the same row +align
@@ -310,9 +311,11 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
-  # The same with the synchronous flash-attention kernels (no cp.async streaming): what the streaming gains.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_ASYNC=0 \
-    stage profile-gpu-sync-flash 60 bash -c "$profile_row"
+  # The same with the staged flash-attention kernels (cp.async into a stage, then packed into the tiles, two barriers
+  # a tile): what copying straight into double-buffered tiles gains. (HASTE_FLASH_ASYNC=0, no streaming at all, was
+  # measured on 2026-12-04.)
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DIRECT=0 \
+    stage profile-gpu-staged-flash 60 bash -c "$profile_row"
   # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
     stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
@@ -332,7 +335,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-sync-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-staged-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -486,7 +489,7 @@ EOF
   # The bias-epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|turned down" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -E "\+bias|turned down" "$OUT/profile-gpu.log" | head -6 \
     | sed 's/^/profile, bias epilogues: /' || echo "profile, bias epilogues: none in the profile"
-  for p in sync-flash:HASTE_FLASH_ASYNC=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
+  for p in staged-flash:HASTE_FLASH_DIRECT=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"

@@ -282,9 +282,11 @@ extension CUDABackend {
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
-        let words = async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
+        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true).forward
+        let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
+        let words = direct ? directWords : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
             : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
-        let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16)
+        let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16, direct: direct)
         launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
                block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
@@ -333,18 +335,22 @@ extension CUDABackend {
         // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
         let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
         let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv + dsWords, [q, dOut])
+        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true)
+        let directDQ = flashBF16Direct(s, words: directWords.dq, async: asyncDQ, input16: input16)
+        let directDKDV = flashBF16Direct(s, words: directWords.dkdv + dsWords, async: asyncDKDV, input16: input16)
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         if let dq, tq > 0, !fusedDQ {
-            let words = asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
+            let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16)
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16, direct: directDQ)
             launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
         }
         if (dk != nil || dv != nil || fusedDQ) && tk > 0 {
-            let words = asyncDKDV ? stagedWords.dkdv + dsWords : tensorCores ? bf16Words.dkdv + dsWords
+            let words = directDKDV ? directWords.dkdv + dsWords : asyncDKDV ? stagedWords.dkdv + dsWords
+                : tensorCores ? bf16Words.dkdv + dsWords
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16)
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16, direct: directDKDV)
             // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
             // after (and rounded, for a bf16 dq).
             let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0

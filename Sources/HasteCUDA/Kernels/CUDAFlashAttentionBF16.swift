@@ -19,14 +19,23 @@ import HasteTensor
 ///      the B operands of P·V, dS·K, dSᵀ·Q and Pᵀ·dO transposed on the way (`haste_ldmatrix_x4<true>`), so no
 ///      transposed copy of any tile exists. Rows past Tq/Tk load as zeros.
 ///    - Rounding points (everything else float32, accumulation float32 in the mma):
-///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32, l = Σ P over the float32 values,
-///      O += bf16(P)·ṽ, out = O / l, lse = m + log l (float32). Backward: S, dP = dÕ·ṽᵀ in float32 from bf16
-///      operands, P = exp(scale·S − lse), dS = P ⊙ (dP − D) with D = rowsum(dOut ⊙ out) (float32, the fp32
+///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32 (as 2^(scale·log₂e·S − m'), m' the
+///      row max in log₂ units, by `haste_exp2`: one ex2.approx), l = Σ P over the float32 values,
+///      O += bf16(P)·ṽ, out = O / l, lse = m'·ln 2 + log l (float32). Backward: S, dP = dÕ·ṽᵀ in float32 from bf16
+///      operands, P = exp(scale·S − lse) (likewise in log₂ units), dS = P ⊙ (dP − D) with D = rowsum(dOut ⊙ out) (float32, the fp32
 ///      family's `attention_flash_row_dot`); dv += bf16(P)ᵀ·dÕ, dq += bf16(dS)·k̃, dk += bf16(dS)ᵀ·q̃, then
 ///      dq, dk ·= scale. Compared with the CPU Autocast reference (float32 attention on the same carriers, its
 ///      output and gradients then rounded to bf16 by the composite, which this op also does), the differences
 ///      are the bf16 roundings of P and dS before their products (relative 2⁻⁹ each) and the summation order.
 ///    - Entry points per register width: _d64 (max(Dh, Dv) ≤ 64), _d80 (SiT-XL/2's 72), _d96, _d128.
+///    - Direct (the `attention_flash_bf16_direct_in16_*` family, `flashBF16Direct`: bf16 operands, Dh and Dv multiples
+///      of 8): the streamed tiles go by cp.async straight from global memory into two pair-tile buffers each
+///      (`tc_issue_rows`: a bf16 pair is a packed word as it lies, so there is nothing to pack), one tile ahead, with
+///      one barrier per tile; the padding columns are zeroed once per block. No stage and no stage → tile pass
+///      (per SiT-XL/2 key tile 2 × 64 × 36 words each thread-block copied through registers), the same bits.
+///      Whole key tiles skip the column mask (forward, dq). ptxas (NVRTC 12.9, sm_90), d80: forward 168 registers
+///      (the key-tile loop 1 100 SASS instructions, 1 537 for the `_async_in16_` kernel before these changes),
+///      dk/dv 255 and 32 bytes of stack (80 before).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + 64·sv; dq 64·sq·2 + 64·sv·2; dk/dv 64·sq·2 + 64·sv·2 + 128 (streaming: see below).
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 33 792 / 52 224; dq 36 864 / 45 056 / 69 632;
@@ -68,30 +77,36 @@ extension CUDABackend {
     static let flashAttentionBF16AsyncIn16Source = KernelSource(family: "flashAttentionBF16AsyncIn16", kernels: flashBF16Kernels("async_in16_"),
                                                                 code: flashBF16Code + "\n" + flashBF16Entries(async: true, input16: true),
                                                                 minimumArchitecture: 80)
+    /// The cp.async family over bf16 operands copying straight into double-buffered pair tiles (`DIRECT`: no stage,
+    /// no packing pass, one barrier per streamed tile): where Dh and Dv are multiples of 8 (`flashBF16Direct`).
+    static let flashAttentionBF16DirectIn16Source = KernelSource(family: "flashAttentionBF16DirectIn16", kernels: flashBF16Kernels("direct_in16_"),
+                                                                 code: flashBF16Code + "\n" + flashBF16Entries(async: true, input16: true, direct: true),
+                                                                 minimumArchitecture: 80)
     static func flashBF16Kernels(_ infix: String) -> [String] {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
     }
     /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
     /// `input16`: q, k, v and dOut as bf16 buffers and dq, dk, dv rounded to bf16 (`attention_flash_bf16[_async]_in16_*`),
     /// else float32 carriers and float32 gradients.
-    static func flashBF16Entries(async: Bool, input16: Bool = false) -> String {
-        let flag = async ? "true" : "false", name = "attention_flash_bf16\(async ? "_async" : "")\(input16 ? "_in16" : "")"
+    static func flashBF16Entries(async: Bool, input16: Bool = false, direct: Bool = false) -> String {
+        let flag = async ? "true" : "false", d = direct ? "true" : "false"
+        let name = "attention_flash_bf16\(direct ? "_direct" : async ? "_async" : "")\(input16 ? "_in16" : "")"
         let t = input16 ? "u16" : "float"
         let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale", passed = "batch, tq, tk, dh, dv, scale"
         let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
         return [64, 80, 96, 128].map { w in """
             extern "C" __global__ void \(name)_forward_d\(w)(\(inputs), float* out, float* lse, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t)>(smem, q, k, v, out, lse, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t), \(d)>(smem, q, k, v, out, lse, \(passed)); }
             extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), \(t)* dq, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t), \(d)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
             extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
             """ }.joined(separator: "\n") + "\n"
     }
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
     static let flashBF16Code = flashBF16TileCode + "\n" + #"""
     /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
-    template <int DMAX, bool ASYNC, typename T>
+    template <int DMAX, bool ASYNC, typename T, bool DIRECT = false>
     __device__ void tc_forward(u32* smem, const T* q, const T* k, const T* v, float* out, float* lse,
                                i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
@@ -100,29 +115,55 @@ extension CUDABackend {
         u32* Vs = Ks + 64 * sq;
         T* SK = (T*)(Vs + 64 * sv);           /* ASYNC: the next key tile's K and V as given (T), in flight */
         T* SV = SK + 64 * dh;
+        u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
+        u32* V1 = K1 + 64 * sq;
+        if constexpr (DIRECT) {
+            tc_zero_padding(Ks, dh, kh, sq); tc_zero_padding(K1, dh, kh, sq);
+            tc_zero_padding(Vs, dv, kv, sv); tc_zero_padding(V1, dv, kv, sv);
+        }
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
-                if (ASYNC) tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
+                if constexpr (DIRECT) {
+                    tc_issue_rows(Ks, k + b * tk * dh, tk, dh, sq);
+                    tc_issue_rows(Vs, v + b * tk * dv, tk, dv, sv);
+                } else if (ASYNC) {
+                    tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
+                }
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 float o[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
                 float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
+                    u32* Kc = Ks;
+                    u32* Vc = Vs;
+                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, k, v, b, tk, c0, dh, dv, sq, sv);
+                    else tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4];
-                    tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
+                    tc_dots<DMAX>(s, Qs, sq, m0, Kc, sq, kh / 16);
                     float mt[2] = {-INFINITY, -INFINITY};
-                    #pragma unroll
-                    for (int nt = 0; nt < 8; nt++) {
+                    if (c0 + 64 <= tk) {               // a whole key tile: no column past Tk to mask
                         #pragma unroll
-                        for (int i = 0; i < 4; i++) {
-                            s[nt][i] = c0 + 8 * nt + 2 * t + (i & 1) < tk ? scale * s[nt][i] : -INFINITY;
-                            mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
+                        for (int nt = 0; nt < 8; nt++) {
+                            #pragma unroll
+                            for (int i = 0; i < 4; i++) {
+                                s[nt][i] = sl * s[nt][i];
+                                mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
+                            }
+                        }
+                    } else {
+                        #pragma unroll
+                        for (int nt = 0; nt < 8; nt++) {
+                            #pragma unroll
+                            for (int i = 0; i < 4; i++) {
+                                s[nt][i] = c0 + 8 * nt + 2 * t + (i & 1) < tk ? sl * s[nt][i] : -INFINITY;
+                                mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
+                            }
                         }
                     }
                     float alpha[2], ls[2] = {0.0f, 0.0f};
@@ -131,14 +172,14 @@ extension CUDABackend {
                         mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 1));
                         mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 2));
                         mt[h] = fmaxf(m[h], mt[h]);    // finite: every tile holds at least one key
-                        alpha[h] = expf(m[h] - mt[h]); // 0 on the first tile (m = −∞)
+                        alpha[h] = haste_exp2(m[h] - mt[h]);   // 0 on the first tile (m = −∞)
                         m[h] = mt[h];
                     }
                     #pragma unroll
                     for (int nt = 0; nt < 8; nt++) {
                         #pragma unroll
                         for (int i = 0; i < 4; i++) {
-                            s[nt][i] = expf(s[nt][i] - m[i >> 1]);
+                            s[nt][i] = haste_exp2(s[nt][i] - m[i >> 1]);
                             ls[i >> 1] += s[nt][i];
                         }
                     }
@@ -152,7 +193,7 @@ extension CUDABackend {
                     for (int nt = 0; nt < DMAX / 8; nt++) {
                         o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
                     }
-                    tc_accumulate<DMAX>(o, s, Vs, sv, kv / 8);   // O += bf16(P)·V
+                    tc_accumulate<DMAX>(o, s, Vc, sv, kv / 8);   // O += bf16(P)·V
                 }
                 const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
                 tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv);
@@ -160,7 +201,7 @@ extension CUDABackend {
                     #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const i64 r = r0 + m0 + (lane >> 2) + 8 * h;
-                        if (r < tq) lse[b * tq + r] = l[h] > 0.0f ? m[h] + logf(l[h]) : -INFINITY;
+                        if (r < tq) lse[b * tq + r] = l[h] > 0.0f ? m[h] * HASTE_LN2 + logf(l[h]) : -INFINITY;
                     }
                 }
             }
@@ -168,7 +209,7 @@ extension CUDABackend {
     }
 
     /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
-    template <int DMAX, bool ASYNC, typename T, typename TO>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
     __device__ void tc_backward_dq(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                    const float* lse, const float* delta, TO* dq,
                                    i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
@@ -179,39 +220,55 @@ extension CUDABackend {
         u32* Vs = dOs + 64 * sv;
         T* SK = (T*)(Vs + 64 * sv);           /* ASYNC: the next key tile's K and V as given (T), in flight */
         T* SV = SK + 64 * dh;
+        u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
+        u32* V1 = K1 + 64 * sq;
+        if constexpr (DIRECT) {
+            tc_zero_padding(Ks, dh, kh, sq); tc_zero_padding(K1, dh, kh, sq);
+            tc_zero_padding(Vs, dv, kv, sv); tc_zero_padding(V1, dv, kv, sv);
+        }
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();
-                if (ASYNC) tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
+                if constexpr (DIRECT) {
+                    tc_issue_rows(Ks, k + b * tk * dh, tk, dh, sq);
+                    tc_issue_rows(Vs, v + b * tk * dv, tk, dv, sv);
+                } else if (ASYNC) {
+                    tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
+                }
                 tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
                 tc_load_rows<DMAX>(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
                 float lr[2], dr[2];
                 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const i64 r = r0 + m0 + (lane >> 2) + 8 * h;
-                    lr[h] = r < tq ? lse[b * tq + r] : 0.0f;
+                    lr[h] = r < tq ? lse[b * tq + r] * HASTE_LOG2E : 0.0f;   // in log₂ units
                     dr[h] = r < tq ? delta[b * tq + r] : 0.0f;
                 }
                 float acc[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
-                    tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
+                    u32* Kc = Ks;
+                    u32* Vc = Vs;
+                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, k, v, b, tk, c0, dh, dv, sq, sv);
+                    else tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4], dp[8][4];
-                    tc_dots<DMAX>(s, Qs, sq, m0, Ks, sq, kh / 16);
-                    tc_dots<DMAX>(dp, dOs, sv, m0, Vs, sv, kv / 16);
+                    tc_dots<DMAX>(s, Qs, sq, m0, Kc, sq, kh / 16);
+                    tc_dots<DMAX>(dp, dOs, sv, m0, Vc, sv, kv / 16);
+                    const bool whole = c0 + 64 <= tk;  // no column past Tk to mask
                     #pragma unroll
                     for (int nt = 0; nt < 8; nt++) {
                         #pragma unroll
                         for (int i = 0; i < 4; i++) {
-                            const float p = c0 + 8 * nt + 2 * t + (i & 1) < tk ? expf(scale * s[nt][i] - lr[i >> 1]) : 0.0f;
+                            const float p = whole || c0 + 8 * nt + 2 * t + (i & 1) < tk ? haste_exp2(fmaf(sl, s[nt][i], -lr[i >> 1])) : 0.0f;
                             s[nt][i] = p * (dp[nt][i] - dr[i >> 1]);   // dS
                         }
                     }
-                    tc_accumulate<DMAX>(acc, s, Ks, sq, kh / 8);   // dq += bf16(dS)·K
+                    tc_accumulate<DMAX>(acc, s, Kc, sq, kh / 8);   // dq += bf16(dS)·K
                 }
                 const float mul[2] = {scale, scale};
                 tc_store<DMAX>(dq + b * tq * dh, acc, r0 + m0, tq, dh, mul);
@@ -225,7 +282,7 @@ extension CUDABackend {
     /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time.
-    template <int DMAX, bool ASYNC, typename T, typename TO>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
@@ -238,14 +295,25 @@ extension CUDABackend {
         float* Ds = Ls + (ASYNC ? 128 : 64);
         T* SQ = (T*)(Ds + (ASYNC ? 128 : 64));    /* ASYNC: the next query tile's q and dOut as given (T), in flight */
         T* SO = SQ + 64 * dh;
-        u32* DSt = (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
+        u32* Q1 = (u32*)SQ;                   /* DIRECT: the second buffers of q's and dOut's tiles, where the stage is */
+        u32* O1 = Q1 + 64 * sq;
+        u32* DSt = DIRECT ? O1 + 64 * sv : (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
+        if constexpr (DIRECT) {
+            tc_zero_padding(Qs, dh, kh, sq); tc_zero_padding(Q1, dh, kh, sq);
+            tc_zero_padding(dOs, dv, kv, sv); tc_zero_padding(O1, dv, kv, sv);
+        }
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tk + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 c0 = ti * 64;
                 __syncthreads();
-                if (ASYNC) {
+                if constexpr (DIRECT) {
+                    tc_issue_rows(Qs, q + b * tq * dh, tq, dh, sq);
+                    tc_issue_rows(dOs, dout + b * tq * dv, tq, dv, sv);
+                    tc_stage_stats(Ls, Ds, lse, delta, b * tq, tq);
+                } else if (ASYNC) {
                     tc_stage_rows(SQ, q + b * tq * dh, tq, dh);
                     tc_stage_rows(SO, dout + b * tq * dv, tq, dv);
                     tc_stage_stats(Ls, Ds, lse, delta, b * tq, tq);
@@ -260,32 +328,45 @@ extension CUDABackend {
                 }
                 for (i64 r0 = 0; r0 < tq; r0 += 64) {
                     const int cur = ASYNC ? (int)((r0 >> 6) & 1) * 64 : 0;   // this tile's lse and D in Ls, Ds
-                    if (ASYNC) haste_cp_async_wait_all();
-                    __syncthreads();
-                    tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
-                    tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
-                    if (!ASYNC) {
-                        for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
-                            const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
-                            Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
-                            Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                    u32* Qc = Qs;                       // this query tile's q and dOut (DIRECT: buffer cur / 64)
+                    u32* Oc = dOs;
+                    if constexpr (DIRECT) {             // one barrier: the tile has landed, the other buffers' readers are done
+                        haste_cp_async_wait_all();
+                        __syncthreads();
+                        if (cur != 0) { Qc = Q1; Oc = O1; }
+                        if (r0 + 64 < tq) {
+                            tc_issue_rows(cur != 0 ? Qs : Q1, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh, sq);
+                            tc_issue_rows(cur != 0 ? dOs : O1, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv, sv);
+                            tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
+                        }
+                    } else {
+                        if (ASYNC) haste_cp_async_wait_all();
+                        __syncthreads();
+                        tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                        tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                        if (!ASYNC) {
+                            for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
+                                const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
+                                Ls[i] = live ? lse[b * tq + r0 + i] : INFINITY;
+                                Ds[i] = live ? delta[b * tq + r0 + i] : 0.0f;
+                            }
+                        }
+                        __syncthreads();
+                        if (ASYNC && r0 + 64 < tq) {
+                            tc_stage_rows(SQ, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh);
+                            tc_stage_rows(SO, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv);
+                            tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
                         }
                     }
-                    __syncthreads();
-                    if (ASYNC && r0 + 64 < tq) {
-                        tc_stage_rows(SQ, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh);
-                        tc_stage_rows(SO, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv);
-                        tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
-                    }
                     float s[8][4], dp[8][4];
-                    tc_dots<DMAX>(s, Ks, sq, m0, Qs, sq, kh / 16);     // Sᵀ
-                    tc_dots<DMAX>(dp, Vs, sv, m0, dOs, sv, kv / 16);   // dPᵀ
+                    tc_dots<DMAX>(s, Ks, sq, m0, Qc, sq, kh / 16);     // Sᵀ
+                    tc_dots<DMAX>(dp, Vs, sv, m0, Oc, sv, kv / 16);    // dPᵀ
                     #pragma unroll
                     for (int nt = 0; nt < 8; nt++) {
                         #pragma unroll
                         for (int i = 0; i < 4; i++) {
                             const int r = 8 * nt + 2 * t + (i & 1);
-                            const float p = expf(scale * s[nt][i] - Ls[cur + r]);
+                            const float p = haste_exp2(fmaf(sl, s[nt][i], -Ls[cur + r] * HASTE_LOG2E));
                             s[nt][i] = p;
                             dp[nt][i] = p * (dp[nt][i] - Ds[cur + r]);    // dSᵀ
                         }
@@ -297,8 +378,8 @@ extension CUDABackend {
                             DSt[(m0 + (lane >> 2) + 8) * 36 + 4 * nt + t] = haste_pack_bf16x2(dp[nt][2], dp[nt][3]);
                         }
                     }
-                    if (dvout != 0) tc_accumulate<DMAX>(gv, s, dOs, sv, kv / 8);   // dv += bf16(Pᵀ)·dO
-                    if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qs, sq, kh / 8);      // dk += bf16(dSᵀ)·Q
+                    if (dvout != 0) tc_accumulate<DMAX>(gv, s, Oc, sv, kv / 8);    // dv += bf16(Pᵀ)·dO
+                    if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qc, sq, kh / 8);      // dk += bf16(dSᵀ)·Q
                     if (dqp != 0) {                     // this key tile's dq for the warp's 16 queries m0…
                         __syncthreads();                // every warp's dSᵀ rows are in DSt
                         float gq[DMAX / 8][4];

@@ -119,6 +119,51 @@ extension CUDABackend {
         }
     }
 
+    /// DIRECT (bf16 operands, cols a multiple of 8, 16-byte-aligned rows): starts the cp.async copy of rows
+    /// [0, min(64, rows_left)) of `src` straight into the pair tile `dst` (row stride `stride` words: a bf16 pair is
+    /// a word as it lies in memory, so the copy is the packing) in 16-byte pieces; rows past rows_left are zeroed
+    /// here. The padding words [cols/2, stride − 4) were zeroed once by tc_zero_padding and are never written again.
+    /// The data may be read only after `haste_cp_async_wait_all` and a barrier.
+    __device__ __forceinline__ void tc_issue_rows(u32* dst, const u16* src, i64 rows_left, int cols, int stride) {
+        const int per = cols >> 3, rows = rows_left < 64 ? (int)rows_left : 64;   // 16-byte pieces per row
+        int r = threadIdx.x / per, p = threadIdx.x - r * per;
+        const int dr = TC_THREADS / per, dp = TC_THREADS - dr * per;               // a thread's step, in rows and pieces
+        #pragma unroll 1
+        for (int i = threadIdx.x; i < 64 * per; i += TC_THREADS) {
+            u32* d = dst + r * stride + 4 * p;
+            if (r < rows) haste_cp_async<16>(d, src + (i64)r * cols + 8 * p);
+            else { d[0] = 0u; d[1] = 0u; d[2] = 0u; d[3] = 0u; }
+            r += dr; p += dp;
+            if (p >= per) { p -= per; r++; }
+        }
+    }
+
+    /// DIRECT: zeros words [cols/2, kcols/2) of the 64 rows of a pair tile (the padding of cols up to kcols, a
+    /// multiple of 16, which the mma fragments read): once per block, for each tile buffer cp.async fills.
+    __device__ __forceinline__ void tc_zero_padding(u32* tile, int cols, int kcols, int stride) {
+        const int w0 = cols >> 1, n = (kcols >> 1) - w0;
+        for (int i = threadIdx.x; i < 64 * n; i += TC_THREADS) {
+            const int r = i / n;
+            tile[r * stride + w0 + i - r * n] = 0u;
+        }
+    }
+
+    /// DIRECT: the forward's and dq's walk over key tiles, double-buffered: waits for head b's key tile at c0 (in
+    /// buffer (c0/64) & 1: K0, V0 or K1, V1), and after the barrier (which also ends every thread's reads of the
+    /// other buffer, the previous tile) starts the next tile's copy into that one. Kc, Vc: this tile's buffers.
+    __device__ __forceinline__ void tc_key_tile_direct(u32*& Kc, u32*& Vc, u32* K0, u32* V0, u32* K1, u32* V1,
+                                                       const u16* k, const u16* v, i64 b, i64 tk, i64 c0,
+                                                       int dh, int dv, int sq, int sv) {
+        haste_cp_async_wait_all();
+        __syncthreads();
+        const bool odd = ((c0 >> 6) & 1) != 0;
+        Kc = odd ? K1 : K0; Vc = odd ? V1 : V0;
+        if (c0 + 64 < tk) {
+            tc_issue_rows(odd ? K0 : K1, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh, sq);
+            tc_issue_rows(odd ? V0 : V1, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv, sv);
+        }
+    }
+
     /// acc[nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0… of row-major `a`, B's columns the
     /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes). Fragments by ldmatrix.x4: A's four
     /// 8 × 8 pieces (rows m0 + 8·(i&1), pair columns 8·kk + 4·(i>>1)) in one, B's two k halves of two n-tiles in
@@ -229,12 +274,23 @@ extension CUDABackend {
 
     /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the tiles in flight of the
     /// `_async` entry points (64 rows of Dh and of Dv, float32, or bf16 with `input16`).
-    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false, input16: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
+    /// `direct`: the second buffers of the streamed pair tiles (64 rows of sq and of sv words) in the stage's place.
+    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false, input16: Bool = false,
+                                     direct: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
         let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
         let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4)
-        let stage = staged ? 64 * (s.headDim + s.valueDim) / (input16 ? 2 : 1) : 0
+        let stage = direct ? 64 * (kh / 2 + 4 + kv / 2 + 4) : staged ? 64 * (s.headDim + s.valueDim) / (input16 ? 2 : 1) : 0
         // staged: dk/dv double-buffers lse and D.
-        return (rows + values + stage, rows + 2 * values + stage, rows + 2 * values + (staged ? 256 : 128) + stage)
+        return (rows + values + stage, rows + 2 * values + stage, rows + 2 * values + (staged || direct ? 256 : 128) + stage)
+    }
+
+    /// Whether the `_direct_in16_` kernels (cp.async straight into double-buffered pair tiles) replace the `_async_`
+    /// ones: bf16 operands whose rows are whole 16-byte pieces (Dh, Dv multiples of 8: `flashBF16Async` checked the
+    /// alignment), within the device's shared memory (`words`: the kernel's entry of `flashBF16SharedWords(s,
+    /// direct: true)`), unless `HASTE_FLASH_DIRECT=0`. The same bits as the `_async_in16_` kernels.
+    func flashBF16Direct(_ s: AttentionShape, words: Int, async: Bool, input16: Bool) -> Bool {
+        async && input16 && CUDABackend.flashDirectAllowed && s.headDim % 8 == 0 && s.valueDim % 8 == 0
+            && words * 4 <= driver.maxSharedBytes
     }
 
     /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) may replace the tensor-core
@@ -262,7 +318,8 @@ extension CUDABackend {
 
     /// The family and kernel-name prefix of the flash kernels: float32, bf16 tensor cores, or (`async`) their
     /// cp.async streaming variant.
-    func flashFamily(tensorCores: Bool, async: Bool, input16: Bool = false) -> (source: KernelSource, prefix: String) {
+    func flashFamily(tensorCores: Bool, async: Bool, input16: Bool = false, direct: Bool = false) -> (source: KernelSource, prefix: String) {
+        if direct { return (CUDABackend.flashAttentionBF16DirectIn16Source, "attention_flash_bf16_direct_in16_") }
         if input16 {
             return async ? (CUDABackend.flashAttentionBF16AsyncIn16Source, "attention_flash_bf16_async_in16_")
                 : (CUDABackend.flashAttentionBF16In16Source, "attention_flash_bf16_in16_")
@@ -275,4 +332,7 @@ extension CUDABackend {
     /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits, so a
     /// test may switch it while others run).
     nonisolated(unsafe) static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
+    /// `HASTE_FLASH_DIRECT=0`: the `_async_in16_` kernels (through the stage) where the `_direct_in16_` ones would run,
+    /// for comparisons (the same bits, so a test may switch it while others run).
+    nonisolated(unsafe) static var flashDirectAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DIRECT"] != "0"
 }

@@ -135,10 +135,33 @@ extension KernelSource {
     __device__ __forceinline__ void haste_st(float* p, i64 i, float v) { p[i] = v; }
     __device__ __forceinline__ void haste_st(u16* p, i64 i, float v) { p[i] = haste_float_to_bf16(v); }
     /// Two floats as one bf16x2 register: `lo` (the lower-indexed element) in bits 0–15, `hi` in 16–31, each rounded
-    /// to nearest even (exact for float32 carriers of bf16 values, Autocast's activations).
+    /// to nearest even (exact for float32 carriers of bf16 values, Autocast's activations). On sm_80+ one
+    /// `cvt.rn.bf16x2.f32` (the software rounding is ~12 integer instructions a pair: the flash kernels pack every
+    /// P and dS fragment): the same bits but for a NaN's payload, which only the tensor-core operands see (a NaN
+    /// operand makes NaN sums, and results are stored through haste_float_to_bf16's canonical NaN).
     __device__ __forceinline__ u32 haste_pack_bf16x2(float lo, float hi) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        u32 d;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+        return d;
+    #else
         return (u32)haste_float_to_bf16(lo) | ((u32)haste_float_to_bf16(hi) << 16);
+    #endif
     }
+    /// 2^x for the softmax probabilities of the tensor-core flash kernels (exp(y) = 2^(y·log₂e), the scale folded
+    /// in): one `ex2.approx.ftz.f32` on a GPU (relative error ~2⁻²², results below 2⁻¹²⁶ flushed to 0: probabilities
+    /// that small add nothing to a bf16 product), `exp2f` in the emulator.
+    __device__ __forceinline__ float haste_exp2(float x) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__)
+        float y;
+        asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+        return y;
+    #else
+        return exp2f(x);
+    #endif
+    }
+    #define HASTE_LOG2E 1.4426950408889634f
+    #define HASTE_LN2 0.6931471805599453f
     /// ldmatrix.sync.aligned.m8n8.x4(.trans: TRANS).shared.b16: lane 8i + r gives the address of row r of the 8 × 8 b16
     /// matrix i (16 bytes, 16-byte aligned, in shared memory); d[i] = this lane's word of matrix i: row lane/4,
     /// columns 2·(lane%4), +1 (TRANS: column lane/4, rows 2·(lane%4), +1, the low half from the first) — the A

@@ -93,12 +93,17 @@ public final class KernelCompiler: @unchecked Sendable {
 
     /// Compiles every source for every architecture with NVRTC (the cache is neither read nor written: this is
     /// the check that the sources compile). Throws one error listing every failure with its NVRTC log.
-    public func compileAll(_ sources: [KernelSource], architectures: [Int]) throws -> [CompiledFamily] {
+    /// `dumpDirectory` (`haste selftest --compile-only` passes `HASTE_CUDA_DUMP_DIR`): each image is also written
+    /// there as `<family>-sm_<arch>.cubin`, for the CUDA toolkit's binary tools.
+    public func compileAll(_ sources: [KernelSource], architectures: [Int], dumpDirectory: String? = nil) throws -> [CompiledFamily] {
         var out: [CompiledFamily] = [], failures: [String] = []
         for source in sources {
             for arch in architectures where arch >= source.minimumArchitecture {
                 do {
                     let image = try compile(source, arch: arch)
+                    if let dir = dumpDirectory {   // for cuobjdump -res-usage / nvdisasm: registers, local memory, SASS
+                        try Data(image).write(to: URL(fileURLWithPath: "\(dir)/\(source.family)-sm_\(arch).cubin"))
+                    }
                     out.append(CompiledFamily(family: source.family, arch: arch, kernels: source.kernels.count, bytes: image.count))
                 } catch {
                     failures.append("\(source.family) for sm_\(arch): \(error)")

@@ -114,7 +114,7 @@ import HasteModels
         let text = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
-                && text.stdout.contains("attention_flash_bf16_async_in16_forward") && text.stdout.contains("attention_flash_dq_sum_out16")
+                && text.stdout.contains("attention_flash_bf16_direct_in16_forward") && text.stdout.contains("attention_flash_dq_sum_out16")
                 && text.stdout.contains("bfloat16→bfloat16 384×128×128 +bias"),
                 "\(text.stdout)")
         // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, instead of the bf16 dq's sum of the dk/dv kernel's shares
@@ -122,8 +122,14 @@ import HasteModels
         let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_FUSED_DQ": "0"])
         #expect(separate.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
-                && separate.stdout.contains("attention_flash_bf16_async_in16_backward_dq_") && !separate.stdout.contains("dq_sum"),
+                && separate.stdout.contains("attention_flash_bf16_direct_in16_backward_dq_") && !separate.stdout.contains("dq_sum"),
                 "\(separate)")
+        // HASTE_FLASH_DIRECT=0: the staged cp.async kernels where the direct ones ran (the same launches).
+        let staged = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
+                                      environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DIRECT": "0"])
+        #expect(staged.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
+                && staged.stdout.contains("attention_flash_bf16_async_in16_forward") && !staged.stdout.contains("direct_in16"),
+                "\(staged)")
         // HASTE_BF16_BRANCHES=0: float32 carriers between the half-blocks' kernels again (the general path), the count
         // before the bf16 branches (835 then, with the bias copies).
         let carriers = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),

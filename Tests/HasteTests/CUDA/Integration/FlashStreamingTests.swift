@@ -64,6 +64,31 @@ import HasteTensor
         return ([out, lse] + grads).map { $0.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
     }
 
+    /// The direct kernels (`attention_flash_bf16_direct_in16_*`: cp.async straight into double-buffered pair tiles,
+    /// one barrier per streamed tile) give the staged `_async_in16_` kernels' bits, where Dh and Dv are multiples of
+    /// 8: several and partial query and key tiles (both buffers in use, rows past Tq and Tk zeroed), Dh ≠ Dv, Dh not
+    /// a multiple of 16 (the padding zeroed once per block), every register width, the dq kernel (300 keys), and
+    /// SiT-XL/2's head (256 keys, Dh 72).
+    @Test func directTilesGiveTheStagedKernelsBits() {
+        let shapes = [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 300, 96, 88), (1, 1, 40, 70, 128, 104),
+                      (2, 1, 70, 256, 72, 72)]
+        for shape in shapes {
+            let s = AttentionShape(batch: shape.0 * shape.1, queries: shape.2, keys: shape.3, headDim: shape.4, valueDim: shape.5)
+            let words = CUDABackend.flashBF16SharedWords(s, direct: true)
+            #expect(EmulatedCUDA.backend.flashBF16Direct(s, words: words.dkdv + 64 * 36, async: true, input16: true), "\(shape)")
+            CUDABackend.flashDirectAllowed = false
+            let staged = Self.run(shape, bf16: true)
+            CUDABackend.flashDirectAllowed = true
+            let direct = Self.run(shape, bf16: true)
+            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(direct[i] == staged[i], "\(name) \(shape)") }
+        }
+        // Not for head dims that are not a multiple of 8, nor for float32 carriers.
+        let odd = AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 12, valueDim: 8)
+        #expect(!EmulatedCUDA.backend.flashBF16Direct(odd, words: 0, async: true, input16: true))
+        #expect(!EmulatedCUDA.backend.flashBF16Direct(AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 64, valueDim: 64),
+                                                       words: 0, async: true, input16: false))
+    }
+
     @Test func bf16OperandsGiveTheCarrierKernelsBits() {
         let shapes = [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 300, 96, 88), (1, 1, 40, 70, 128, 104),
                       (2, 1, 33, 20, 12, 6), (1, 2, 17, 19, 5, 7)]
