@@ -8,6 +8,7 @@ public enum ConformanceSuite {
     /// Every case, in table order.
     public static var cases: [OpCase] {
         elementwiseCases + fusedCases + matmulCases + movementCases + castCases + imageCases + randomCases + optimizerCases
+            + autocastCases
     }
 
     /// The cases whose name contains any of the comma-separated `filter` words (case-insensitive); all when nil.

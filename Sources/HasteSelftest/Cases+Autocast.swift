@@ -1,0 +1,33 @@
+import HasteModels
+import HasteNN
+import HasteTensor
+
+/// Autocast bf16 through a whole SiT block (adaLN modulation, the attention and MLP halves), forward and every
+/// gradient: on CUDA the bf16 branches (`Tensor.autocastAdaLNBranch`: the fused LayerNorm writing the branch's bf16
+/// operand, the attention branch's bf16 heads through the direct tensor-core flash kernels, the bf16 MLP, the gated
+/// residual on bf16, every linear's bias added by its GEMM's epilogue), on the CPU the general path (float32
+/// carriers, the CPU's float32 attention). Hidden 144 with 2 heads is SiT-XL/2's head dim 72; 80 tokens are one
+/// whole key tile and one partial one.
+///
+/// Bound: both sides round the same operands where torch does and differ in summation orders and in the flash
+/// kernels' bf16 P and dS (the attention cases' 2⁻⁹ each), so a bf16 rounding may land one ulp apart and carry
+/// through what follows, damped by the sums after it (a one-ulp difference in one term of a sum of many moves the
+/// sum far less). Measured on the emulated device: 0.74 % normwise at worst (its cuBLAS stand-in sums in another
+/// order than the CPU, its flash kernels round P and dS), so k = 3 (4.7 %) leaves a margin of 6 for a GPU's own
+/// orders and its ex2.approx, while a kernel that drops or misplaces a term is off by O(1).
+extension ConformanceSuite {
+    static var autocastCases: [OpCase] {
+        [
+            OpCase("SiT block (autocast bf16)", "x[2,80,144] c[2,144] heads 2", .bfloat16(k: 3)) { c in
+                let store = ParameterStore(seed: 0)
+                let block = SiTBlock(store.root["block"], hidden: 144, heads: 2, mlpRatio: 4, qkNorm: false)
+                store.finalize(on: c.device)
+                let params = store.parameters
+                for (_, p) in params { p.copyValues(from: c.normal(p.shape, scale: 0.1, grad: false)) }
+                let x = c.normal([2, 80, 144]), cond = c.normal([2, 144])
+                let y = Autocast.run(.bfloat16) { block(x, cond, logits: false).0 }
+                c.forwardBackward(y, [("x", x), ("c", cond)] + params.map { ($0.name, $0.tensor) })
+            },
+        ]
+    }
+}
