@@ -312,8 +312,8 @@ profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MO
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
   # The same with the staged flash-attention kernels (cp.async into a stage, then packed into the tiles, two barriers
-  # a tile): what copying straight into double-buffered tiles gains. (HASTE_FLASH_ASYNC=0, no streaming at all, was
-  # measured on 2026-12-04.)
+  # a tile; and the attention's heads copied out of qkv and back, 7 copies a block, which only the direct kernels'
+  # layouts avoid): what the direct kernels gain. (HASTE_FLASH_ASYNC=0, no streaming at all, was measured on 12-04.)
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DIRECT=0 \
     stage profile-gpu-staged-flash 60 bash -c "$profile_row"
   # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.

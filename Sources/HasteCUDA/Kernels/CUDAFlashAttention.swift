@@ -91,9 +91,20 @@ extension CUDABackend {
     extern "C" __global__ void attention_flash_row_dot(const float* dout, const float* out, float* delta, i64 rows, i64 dv) {
         haste_flash_row_dot(dout, out, delta, rows, dv);
     }
-    /// The same with a bf16 dOut (`attentionTakesBF16Operands`): its widened values, the same sums.
-    extern "C" __global__ void attention_flash_row_dot_in16(const u16* dout, const float* out, float* delta, i64 rows, i64 dv) {
-        haste_flash_row_dot(dout, out, delta, rows, dv);
+    /// The same with a bf16 dOut (`attentionTakesBF16Operands`): its widened values, the same sums. dOut's row r
+    /// (head b = r / tq, token r % tq) lies at (b / heads)·on + (b % heads)·oh + token·ot (`AttentionLayouts`: a
+    /// contiguous dOut has heads 1, on tq·dv, ot dv).
+    extern "C" __global__ void attention_flash_row_dot_in16(const u16* dout, const float* out, float* delta, i64 rows, i64 dv,
+                                                            i64 tq, i64 heads, i64 on, i64 oh, i64 ot) {
+        const int lane = threadIdx.x & 31;
+        for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
+            const i64 b = r / tq, t = r - b * tq;
+            const u16* row = dout + (b / heads) * on + (b % heads) * oh + t * ot;
+            float s = 0.0f;
+            for (i64 d = lane; d < dv; d += 32) s += haste_ld(row, d) * out[r * dv + d];
+            s = haste_warp_sum(s);
+            if (lane == 0) delta[r] = s;
+        }
     }
 
     /// dq[i] = Σ_t part[t·n + i], t = 0…tiles − 1 in order: the bf16 dk/dv kernel's per-key-tile shares of dq.
@@ -104,12 +115,22 @@ extension CUDABackend {
             dq[i] = s;
         }
     }
-    /// The same sum rounded to bf16 (the `_in16_` families' dq).
-    extern "C" __global__ void attention_flash_dq_sum_out16(const float* part, u16* dq, i64 n, int tiles) {
-        HASTE_GRID_STRIDE_LOOP(i, n) {
-            float s = part[i];
-            for (int t = 1; t < tiles; t++) s += part[(i64)t * n + i];
-            dq[i] = haste_float_to_bf16(s);
+    /// The same sum rounded to bf16 (the `_in16_` families' dq), one warp per row of dq (rows = n / dh): row r (head
+    /// b = r / tq, token r % tq) stored at (b / heads)·gn + (b % heads)·gh + token·gt (a contiguous dq: heads 1,
+    /// gn tq·dh, gt dh).
+    extern "C" __global__ void attention_flash_dq_sum_out16(const float* part, u16* dq, i64 n, int tiles, i64 dh,
+                                                            i64 tq, i64 heads, i64 gn, i64 gh, i64 gt) {
+        const int lane = threadIdx.x & 31;
+        const i64 rows = n / dh;
+        for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
+            const i64 b = r / tq, t = r - b * tq;
+            u16* row = dq + (b / heads) * gn + (b % heads) * gh + t * gt;
+            for (i64 d = lane; d < dh; d += 32) {
+                const i64 i = r * dh + d;
+                float s = part[i];
+                for (int k = 1; k < tiles; k++) s += part[(i64)k * n + i];
+                row[d] = haste_float_to_bf16(s);
+            }
         }
     }
 
@@ -262,123 +283,5 @@ extension CUDABackend {
     /// saved-probabilities path.
     public func attentionRecomputesProbabilities(_ s: AttentionShape) -> Bool {
         Swift.max(s.headDim, s.valueDim) <= CUDABackend.flashMaxHeadDim
-    }
-
-    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
-                                    scale: Double) {
-        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .float32)
-    }
-
-    /// bf16 carriers on sm_80+ take the tensor-core kernels (CUDAFlashAttentionBF16.swift), everything else the
-    /// float32 ones.
-    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
-                                    scale: Double, precision: ComputePrecision) {
-        for b in [out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
-        let variant = flashVariant(s, "flash attention")
-        let tensorCores = flashUsesTensorCores(precision)
-        let input16 = flashInputs16([q, k, v], tensorCores: tensorCores, "flash attention")
-        if s.batch == 0 || s.queries == 0 { return }
-        let (dh, dv) = (s.headDim, s.valueDim)
-        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
-        let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
-        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true).forward
-        let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
-        let words = direct ? directWords : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
-            : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
-        let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16, direct: direct)
-        launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
-               block: Dim3(128), sharedBytes: words * 4,
-               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
-                .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
-                .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))])
-    }
-
-    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
-                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
-        attentionBackwardLSE(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s,
-                             scale: scale, precision: .float32)
-    }
-
-    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
-                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
-                                     precision: ComputePrecision) {
-        for b in [out, lse] { requireFloat32(b, "flash attention backward") }
-        let variant = flashVariant(s, "flash attention backward")
-        let tensorCores = flashUsesTensorCores(precision)
-        let input16 = flashInputs16([q, k, v, dOut], tensorCores: tensorCores, "flash attention backward")
-        for g in [dq, dk, dv].compactMap({ $0 }) where g.dtype != (input16 ? .bfloat16 : .float32) {
-            CUDABackend.fail("flash attention backward on \(device): a \(g.dtype) gradient for \(input16 ? "bf16" : "float32") operands (gradients take the operands' dtype)")
-        }
-        if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return }
-        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
-        let rows = s.batch * tq
-        // D = rowsum(dOut ⊙ out) [batch·Tq] (FlashAttention-2's preprocessing), from the caching allocator.
-        let deltaBytes = Swift.max(rows, 1) * 4
-        let delta = allocator.allocate(byteCount: deltaBytes)
-        if rows > 0 {
-            launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
-                   block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
-                                      .int64(Int64(rows)), .int64(Int64(dvd))])
-        }
-        let sizes: [KernelArgument] = [.int64(Int64(s.batch)), .int64(Int64(tq)), .int64(Int64(tk)), .int32(Int32(dh)),
-                                       .int32(Int32(dvd)), .float(Float(scale))]
-        let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
-                                        .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
-        // bf16, up to flashFusedDQTiles key tiles: dk/dv's kernel also gives dq, one partial per key tile (summed
-        // below), where the dq kernel would compute S and dP again. Longer keys: the dq kernel (the partials grow
-        // with Tk·Tq).
-        let keyTiles = (tk + 63) / 64
-        let fusedDQ = tensorCores && dq != nil && tq > 0 && tk > 0 && keyTiles <= CUDABackend.flashFusedDQTiles
-        let dsWords = fusedDQ ? 64 * 36 : 0
-        let bf16Words = CUDABackend.flashBF16SharedWords(s), stagedWords = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16)
-        // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
-        let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
-        let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv + dsWords, [q, dOut])
-        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true)
-        let directDQ = flashBF16Direct(s, words: directWords.dq, async: asyncDQ, input16: input16)
-        let directDKDV = flashBF16Direct(s, words: directWords.dkdv + dsWords, async: asyncDKDV, input16: input16)
-        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        if let dq, tq > 0, !fusedDQ {
-            let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
-                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16, direct: directDQ)
-            launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
-                   block: Dim3(128), sharedBytes: words * 4, inputs + [.pointer(address(dq))] + sizes)
-        }
-        if (dk != nil || dv != nil || fusedDQ) && tk > 0 {
-            let words = directDKDV ? directWords.dkdv + dsWords : asyncDKDV ? stagedWords.dkdv + dsWords
-                : tensorCores ? bf16Words.dkdv + dsWords
-                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
-            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16, direct: directDKDV)
-            // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
-            // after (and rounded, for a bf16 dq).
-            let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
-            let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
-            launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
-                   block: Dim3(128), sharedBytes: words * 4,
-                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
-                       + (tensorCores ? [.pointer(parts)] : []) + sizes)
-            if partBytes > 0 {
-                launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_dq_sum_out16" : "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
-                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
-                allocator.release(parts, byteCount: partBytes)
-            }
-        }
-        allocator.release(delta, byteCount: deltaBytes)
-    }
-
-    /// "d64", "d96" or "d128": the register tile width for max(Dh, Dv); larger head dims are refused.
-    private func flashVariant(_ s: AttentionShape, _ op: String) -> String {
-        let d = Swift.max(s.headDim, s.valueDim)
-        if d > CUDABackend.flashMaxHeadDim {
-            CUDABackend.fail("\(op): head dims Dh \(s.headDim), Dv \(s.valueDim) exceed the flash kernels' \(CUDABackend.flashMaxHeadDim) (attentionRecomputesProbabilities is false for this shape: use attentionForward)")
-        }
-        return d <= 64 ? "d64" : d <= 96 ? "d96" : "d128"
-    }
-
-    /// (row tiles of 64, heads), each axis capped at 65 535 (the kernels stride over both).
-    private func flashGrid(tiles rows: Int, _ s: AttentionShape) -> Dim3 {
-        Dim3(Swift.max(1, Swift.min((rows + 63) / 64, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
     }
 }

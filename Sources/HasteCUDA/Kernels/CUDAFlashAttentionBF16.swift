@@ -33,9 +33,12 @@ import HasteTensor
 ///      (`tc_issue_rows`: a bf16 pair is a packed word as it lies, so there is nothing to pack), one tile ahead, with
 ///      one barrier per tile; the padding columns are zeroed once per block. No stage and no stage → tile pass
 ///      (per SiT-XL/2 key tile 2 × 64 × 36 words each thread-block copied through registers), the same bits.
-///      Whole key tiles skip the column mask (forward, dq). ptxas (NVRTC 12.9, sm_90), d80: forward 168 registers
-///      (the key-tile loop 1 100 SASS instructions, 1 537 for the `_async_in16_` kernel before these changes),
-///      dk/dv 255 and 32 bytes of stack (80 before).
+///      Whole key tiles skip the column mask (forward, dq). The direct kernels also take each operand's layout
+///      (`tc_layouts`, `AttentionLayouts`: head b's rows at (b / heads)·n + (b % heads)·h + t·t_), so the bf16
+///      attention branch hands them q, k, v inside qkv's [N, T, 3·D] output, dOut inside proj's dx, and has dq, dk,
+///      dv written into qkv's gradient: no head copies (7 a block and step, 38 MB each for SiT-XL/2 at batch 64).
+///      ptxas (NVRTC 12.9, sm_90), d80: forward 167 registers (the key-tile loop 854 SASS instructions, 1 537 for the
+///      `_async_in16_` kernel before these changes), dk/dv 255 and 80 bytes of stack (its loop 1 362, 2 390 before).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + 64·sv; dq 64·sq·2 + 64·sv·2; dk/dv 64·sq·2 + 64·sv·2 + 128 (streaming: see below).
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 33 792 / 52 224; dq 36 864 / 45 056 / 69 632;
@@ -64,51 +67,12 @@ import HasteTensor
 ///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6 (2979dd6). ldmatrix since: not measured yet.
 ///      Left out: TMA and wgmma on sm_90.
 extension CUDABackend {
-    /// Two families over the same code, each with only its own entry points (NVRTC compiles what a program
-    /// instantiates: one family is half the compile time): the synchronous tile loads, and the cp.async streaming.
-    static let flashAttentionBF16Source = KernelSource(family: "flashAttentionBF16", kernels: flashBF16Kernels(""),
-                                                       code: flashBF16Code + "\n" + flashBF16Entries(async: false), minimumArchitecture: 80)
-    static let flashAttentionBF16AsyncSource = KernelSource(family: "flashAttentionBF16Async", kernels: flashBF16Kernels("async_"),
-                                                            code: flashBF16Code + "\n" + flashBF16Entries(async: true), minimumArchitecture: 80)
-    /// The same two over bf16 operands (q, k, v, dOut as bf16 buffers: `attentionTakesBF16Operands`).
-    static let flashAttentionBF16In16Source = KernelSource(family: "flashAttentionBF16In16", kernels: flashBF16Kernels("in16_"),
-                                                           code: flashBF16Code + "\n" + flashBF16Entries(async: false, input16: true),
-                                                           minimumArchitecture: 80)
-    static let flashAttentionBF16AsyncIn16Source = KernelSource(family: "flashAttentionBF16AsyncIn16", kernels: flashBF16Kernels("async_in16_"),
-                                                                code: flashBF16Code + "\n" + flashBF16Entries(async: true, input16: true),
-                                                                minimumArchitecture: 80)
-    /// The cp.async family over bf16 operands copying straight into double-buffered pair tiles (`DIRECT`: no stage,
-    /// no packing pass, one barrier per streamed tile): where Dh and Dv are multiples of 8 (`flashBF16Direct`).
-    static let flashAttentionBF16DirectIn16Source = KernelSource(family: "flashAttentionBF16DirectIn16", kernels: flashBF16Kernels("direct_in16_"),
-                                                                 code: flashBF16Code + "\n" + flashBF16Entries(async: true, input16: true, direct: true),
-                                                                 minimumArchitecture: 80)
-    static func flashBF16Kernels(_ infix: String) -> [String] {
-        ["forward", "backward_dq", "backward_dkdv"].flatMap { k in ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)" } }
-    }
-    /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
-    /// `input16`: q, k, v and dOut as bf16 buffers and dq, dk, dv rounded to bf16 (`attention_flash_bf16[_async]_in16_*`),
-    /// else float32 carriers and float32 gradients.
-    static func flashBF16Entries(async: Bool, input16: Bool = false, direct: Bool = false) -> String {
-        let flag = async ? "true" : "false", d = direct ? "true" : "false"
-        let name = "attention_flash_bf16\(direct ? "_direct" : async ? "_async" : "")\(input16 ? "_in16" : "")"
-        let t = input16 ? "u16" : "float"
-        let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale", passed = "batch, tq, tk, dh, dv, scale"
-        let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
-        return [64, 80, 96, 128].map { w in """
-            extern "C" __global__ void \(name)_forward_d\(w)(\(inputs), float* out, float* lse, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t), \(d)>(smem, q, k, v, out, lse, \(passed)); }
-            extern "C" __global__ void \(name)_backward_dq_d\(w)(\(inputs), \(stats), \(t)* dq, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t), \(d)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
-            extern "C" __global__ void \(name)_backward_dkdv_d\(w)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
-            """ }.joined(separator: "\n") + "\n"
-    }
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
     static let flashBF16Code = flashBF16TileCode + "\n" + #"""
     /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
     template <int DMAX, bool ASYNC, typename T, bool DIRECT = false>
     __device__ void tc_forward(u32* smem, const T* q, const T* k, const T* v, float* out, float* lse,
-                               i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+                               i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
@@ -125,16 +89,20 @@ extension CUDABackend {
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
+            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
+            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
+            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
                 if constexpr (DIRECT) {
-                    tc_issue_rows(Ks, k + b * tk * dh, tk, dh, sq);
-                    tc_issue_rows(Vs, v + b * tk * dv, tk, dv, sv);
+                    tc_issue_rows(Ks, kb, tk, dh, sq, ks);
+                    tc_issue_rows(Vs, vb, tk, dv, sv, vs);
                 } else if (ASYNC) {
                     tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
                 }
-                tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
+                tc_load_rows<DMAX>(Qs, qb + r0 * qs, tq - r0, dh, kh / 2, sq, qs);
                 float o[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
@@ -142,7 +110,7 @@ extension CUDABackend {
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     u32* Kc = Ks;
                     u32* Vc = Vs;
-                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, k, v, b, tk, c0, dh, dv, sq, sv);
+                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, kb, vb, ks, vs, tk, c0, dh, dv, sq, sv);
                     else tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Kc, sq, kh / 16);
@@ -196,7 +164,7 @@ extension CUDABackend {
                     tc_accumulate<DMAX>(o, s, Vc, sv, kv / 8);   // O += bf16(P)·V
                 }
                 const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
-                tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv);
+                tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv, (i64)dv);
                 if (lse != 0 && t == 0) {
                     #pragma unroll
                     for (int h = 0; h < 2; h++) {
@@ -212,7 +180,7 @@ extension CUDABackend {
     template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
     __device__ void tc_backward_dq(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                    const float* lse, const float* delta, TO* dq,
-                                   i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+                                   i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
@@ -230,17 +198,23 @@ extension CUDABackend {
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
+            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
+            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
+            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
+            const T* ob = tc_head<DIRECT>(dout, L, L.o, b, tq, dv);
+            const i64 os = tc_stride<DIRECT>(L.o, dv);
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();
                 if constexpr (DIRECT) {
-                    tc_issue_rows(Ks, k + b * tk * dh, tk, dh, sq);
-                    tc_issue_rows(Vs, v + b * tk * dv, tk, dv, sv);
+                    tc_issue_rows(Ks, kb, tk, dh, sq, ks);
+                    tc_issue_rows(Vs, vb, tk, dv, sv, vs);
                 } else if (ASYNC) {
                     tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
                 }
-                tc_load_rows<DMAX>(Qs, q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
-                tc_load_rows<DMAX>(dOs, dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                tc_load_rows<DMAX>(Qs, qb + r0 * qs, tq - r0, dh, kh / 2, sq, qs);
+                tc_load_rows<DMAX>(dOs, ob + r0 * os, tq - r0, dv, kv / 2, sv, os);
                 float lr[2], dr[2];
                 #pragma unroll
                 for (int h = 0; h < 2; h++) {
@@ -254,7 +228,7 @@ extension CUDABackend {
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     u32* Kc = Ks;
                     u32* Vc = Vs;
-                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, k, v, b, tk, c0, dh, dv, sq, sv);
+                    if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, kb, vb, ks, vs, tk, c0, dh, dv, sq, sv);
                     else tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
                     float s[8][4], dp[8][4];
                     tc_dots<DMAX>(s, Qs, sq, m0, Kc, sq, kh / 16);
@@ -271,7 +245,7 @@ extension CUDABackend {
                     tc_accumulate<DMAX>(acc, s, Kc, sq, kh / 8);   // dq += bf16(dS)·K
                 }
                 const float mul[2] = {scale, scale};
-                tc_store<DMAX>(dq + b * tq * dh, acc, r0 + m0, tq, dh, mul);
+                tc_store<DMAX>(tc_head<DIRECT>(dq, L, L.dq, b, tq, dh), acc, r0 + m0, tq, dh, mul, tc_stride<DIRECT>(L.dq, dh));
             }
         }
     }
@@ -285,7 +259,7 @@ extension CUDABackend {
     template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
-                                     i64 batch, i64 tq, i64 tk, int dh, int dv, float scale) {
+                                     i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
         const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Ks = smem;
         u32* Qs = Ks + 64 * sq;
@@ -306,20 +280,26 @@ extension CUDABackend {
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tk + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
+            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
+            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
+            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
+            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
+            const T* ob = tc_head<DIRECT>(dout, L, L.o, b, tq, dv);
+            const i64 os = tc_stride<DIRECT>(L.o, dv);
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 c0 = ti * 64;
                 __syncthreads();
                 if constexpr (DIRECT) {
-                    tc_issue_rows(Qs, q + b * tq * dh, tq, dh, sq);
-                    tc_issue_rows(dOs, dout + b * tq * dv, tq, dv, sv);
+                    tc_issue_rows(Qs, qb, tq, dh, sq, qs);
+                    tc_issue_rows(dOs, ob, tq, dv, sv, os);
                     tc_stage_stats(Ls, Ds, lse, delta, b * tq, tq);
                 } else if (ASYNC) {
                     tc_stage_rows(SQ, q + b * tq * dh, tq, dh);
                     tc_stage_rows(SO, dout + b * tq * dv, tq, dv);
                     tc_stage_stats(Ls, Ds, lse, delta, b * tq, tq);
                 }
-                tc_load_rows<DMAX>(Ks, k + (b * tk + c0) * dh, tk - c0, dh, kh / 2, sq);
-                tc_load_rows<DMAX>(Vs, v + (b * tk + c0) * dv, tk - c0, dv, kv / 2, sv);
+                tc_load_rows<DMAX>(Ks, kb + c0 * ks, tk - c0, dh, kh / 2, sq, ks);
+                tc_load_rows<DMAX>(Vs, vb + c0 * vs, tk - c0, dv, kv / 2, sv, vs);
                 float gk[DMAX / 8][4], gv[DMAX / 8][4];
                 #pragma unroll
                 for (int nt = 0; nt < DMAX / 8; nt++) {
@@ -335,15 +315,15 @@ extension CUDABackend {
                         __syncthreads();
                         if (cur != 0) { Qc = Q1; Oc = O1; }
                         if (r0 + 64 < tq) {
-                            tc_issue_rows(cur != 0 ? Qs : Q1, q + (b * tq + r0 + 64) * dh, tq - r0 - 64, dh, sq);
-                            tc_issue_rows(cur != 0 ? dOs : O1, dout + (b * tq + r0 + 64) * dv, tq - r0 - 64, dv, sv);
+                            tc_issue_rows(cur != 0 ? Qs : Q1, qb + (r0 + 64) * qs, tq - r0 - 64, dh, sq, qs);
+                            tc_issue_rows(cur != 0 ? dOs : O1, ob + (r0 + 64) * os, tq - r0 - 64, dv, sv, os);
                             tc_stage_stats(Ls + 64 - cur, Ds + 64 - cur, lse, delta, b * tq + r0 + 64, tq - r0 - 64);
                         }
                     } else {
                         if (ASYNC) haste_cp_async_wait_all();
                         __syncthreads();
-                        tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq);
-                        tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv);
+                        tc_load_rows<DMAX>(Qs, ASYNC ? SQ : q + (b * tq + r0) * dh, tq - r0, dh, kh / 2, sq, dh);
+                        tc_load_rows<DMAX>(dOs, ASYNC ? SO : dout + (b * tq + r0) * dv, tq - r0, dv, kv / 2, sv, dv);
                         if (!ASYNC) {
                             for (int i = threadIdx.x; i < 64; i += TC_THREADS) {
                                 const bool live = r0 + i < tq;  // rows past Tq: P = exp(· − ∞) = 0, dS = 0
@@ -387,12 +367,12 @@ extension CUDABackend {
                         for (int nt = 0; nt < DMAX / 8; nt++) { gq[nt][0] = 0.0f; gq[nt][1] = 0.0f; gq[nt][2] = 0.0f; gq[nt][3] = 0.0f; }
                         tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
                         const float mul[2] = {scale, scale};
-                        tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul);
+                        tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
                     }
                 }
                 const float one[2] = {1.0f, 1.0f}, mul[2] = {scale, scale};
-                if (dk != 0) tc_store<DMAX>(dk + b * tk * dh, gk, c0 + m0, tk, dh, mul);
-                if (dvout != 0) tc_store<DMAX>(dvout + b * tk * dv, gv, c0 + m0, tk, dv, one);
+                if (dk != 0) tc_store<DMAX>(tc_head<DIRECT>(dk, L, L.dk, b, tk, dh), gk, c0 + m0, tk, dh, mul, tc_stride<DIRECT>(L.dk, dh));
+                if (dvout != 0) tc_store<DMAX>(tc_head<DIRECT>(dvout, L, L.dv, b, tk, dv), gv, c0 + m0, tk, dv, one, tc_stride<DIRECT>(L.dv, dv));
             }
         }
     }

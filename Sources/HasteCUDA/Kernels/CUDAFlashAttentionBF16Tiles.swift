@@ -8,6 +8,19 @@ extension CUDABackend {
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_BATCH 4       /* tile loads a thread issues before it uses the first (DMAX/4 per thread: a multiple) */
 
+    /// Where an operand's heads lie (`AttentionLayouts`, the direct family only): element (b = n·heads + h, t, d) at
+    /// n·n_ + h·h_ + t·t_ + d. The other families take contiguous [batch, T, D] operands.
+    struct tc_lay { i64 n_, h_, t_; };
+    struct tc_layouts { i64 heads; tc_lay q, k, v, o, dq, dk, dv; };
+    /// Head b's first row of an operand: by its layout (DIRECT), or of a contiguous [batch, t, cols] tensor.
+    template <bool DIRECT, typename P>
+    __device__ __forceinline__ P* tc_head(P* p, const tc_layouts& L, const tc_lay& l, i64 b, i64 t, int cols) {
+        return DIRECT ? p + (b / L.heads) * l.n_ + (b % L.heads) * l.h_ : p + b * t * cols;
+    }
+    /// Its row stride in elements.
+    template <bool DIRECT>
+    __device__ __forceinline__ i64 tc_stride(const tc_lay& l, int cols) { return DIRECT ? l.t_ : (i64)cols; }
+
     /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
     /// zeros for rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words). The index splits by
     /// the constant DMAX/2 (no division instruction), and an even `cols` from an 8-byte-aligned `src` loads each
@@ -15,8 +28,8 @@ extension CUDABackend {
     /// before the first pack, so that many reads are in flight at once (a global tile is a few round trips, not
     /// DMAX/4 of them).
     template <int DMAX>
-    __device__ __forceinline__ void tc_load_rows(u32* dst, const float* src, i64 rows_left, int cols, int words, int stride) {
-        const bool pairs = (cols & 1) == 0 && ((u64)src & 7) == 0;
+    __device__ __forceinline__ void tc_load_rows(u32* dst, const float* src, i64 rows_left, int cols, int words, int stride, i64 rs) {
+        const bool pairs = ((cols | rs) & 1) == 0 && ((u64)src & 7) == 0;
         #pragma unroll 1
         for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
             float lo[TC_BATCH], hi[TC_BATCH];
@@ -26,7 +39,7 @@ extension CUDABackend {
                 const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
                 lo[u] = 0.0f; hi[u] = 0.0f;
                 if (w < words && r < rows_left && c < cols) {
-                    const float* p = src + (i64)r * cols + c;
+                    const float* p = src + (i64)r * rs + c;
                     if (pairs) {
                         const haste_f2 x = *(const haste_f2*)p;
                         lo[u] = x.x; hi[u] = x.y;
@@ -48,8 +61,8 @@ extension CUDABackend {
     /// The same from bf16 operands (Autocast's head splits of a bf16 qkv): each pair of bf16 elements is already a
     /// packed word (one 4-byte read where `cols` is even and `src` 4-byte aligned).
     template <int DMAX>
-    __device__ __forceinline__ void tc_load_rows(u32* dst, const u16* src, i64 rows_left, int cols, int words, int stride) {
-        const bool pairs = (cols & 1) == 0 && ((u64)src & 3) == 0;
+    __device__ __forceinline__ void tc_load_rows(u32* dst, const u16* src, i64 rows_left, int cols, int words, int stride, i64 rs) {
+        const bool pairs = ((cols | rs) & 1) == 0 && ((u64)src & 3) == 0;
         #pragma unroll 1
         for (int j0 = 0; j0 < DMAX / 4; j0 += TC_BATCH) {
             u32 pw[TC_BATCH];
@@ -59,7 +72,7 @@ extension CUDABackend {
                 const int r = i / (DMAX / 2), w = i - r * (DMAX / 2), c = 2 * w;
                 pw[u] = 0u;
                 if (w < words && r < rows_left && c < cols) {
-                    const u16* p = src + (i64)r * cols + c;
+                    const u16* p = src + (i64)r * rs + c;
                     if (pairs) pw[u] = *(const u32*)p;
                     else pw[u] = (u32)p[0] | (c + 1 < cols ? (u32)p[1] << 16 : 0u);
                 }
@@ -100,8 +113,8 @@ extension CUDABackend {
                                                 i64 b, i64 tk, i64 c0, int dh, int dv, int sq, int sv) {
         if (ASYNC) haste_cp_async_wait_all();   // this thread's pieces of the key tile have landed
         __syncthreads();                        // everyone's have; the previous key tile's readers are done
-        tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, sq - 4, sq);
-        tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, sv - 4, sv);
+        tc_load_rows<DMAX>(Ks, ASYNC ? SK : k + (b * tk + c0) * dh, tk - c0, dh, sq - 4, sq, dh);
+        tc_load_rows<DMAX>(Vs, ASYNC ? SV : v + (b * tk + c0) * dv, tk - c0, dv, sv - 4, sv, dv);
         __syncthreads();
         if (ASYNC && c0 + 64 < tk) tc_stage_kv(SK, SV, k, v, b, tk, c0 + 64, dh, dv);
     }
@@ -124,14 +137,14 @@ extension CUDABackend {
     /// a word as it lies in memory, so the copy is the packing) in 16-byte pieces; rows past rows_left are zeroed
     /// here. The padding words [cols/2, stride − 4) were zeroed once by tc_zero_padding and are never written again.
     /// The data may be read only after `haste_cp_async_wait_all` and a barrier.
-    __device__ __forceinline__ void tc_issue_rows(u32* dst, const u16* src, i64 rows_left, int cols, int stride) {
+    __device__ __forceinline__ void tc_issue_rows(u32* dst, const u16* src, i64 rows_left, int cols, int stride, i64 rs) {
         const int per = cols >> 3, rows = rows_left < 64 ? (int)rows_left : 64;   // 16-byte pieces per row
         int r = threadIdx.x / per, p = threadIdx.x - r * per;
         const int dr = TC_THREADS / per, dp = TC_THREADS - dr * per;               // a thread's step, in rows and pieces
         #pragma unroll 1
         for (int i = threadIdx.x; i < 64 * per; i += TC_THREADS) {
             u32* d = dst + r * stride + 4 * p;
-            if (r < rows) haste_cp_async<16>(d, src + (i64)r * cols + 8 * p);
+            if (r < rows) haste_cp_async<16>(d, src + (i64)r * rs + 8 * p);
             else { d[0] = 0u; d[1] = 0u; d[2] = 0u; d[3] = 0u; }
             r += dr; p += dp;
             if (p >= per) { p -= per; r++; }
@@ -152,15 +165,15 @@ extension CUDABackend {
     /// buffer (c0/64) & 1: K0, V0 or K1, V1), and after the barrier (which also ends every thread's reads of the
     /// other buffer, the previous tile) starts the next tile's copy into that one. Kc, Vc: this tile's buffers.
     __device__ __forceinline__ void tc_key_tile_direct(u32*& Kc, u32*& Vc, u32* K0, u32* V0, u32* K1, u32* V1,
-                                                       const u16* k, const u16* v, i64 b, i64 tk, i64 c0,
+                                                       const u16* kb, const u16* vb, i64 ks, i64 vs, i64 tk, i64 c0,
                                                        int dh, int dv, int sq, int sv) {
         haste_cp_async_wait_all();
         __syncthreads();
         const bool odd = ((c0 >> 6) & 1) != 0;
         Kc = odd ? K1 : K0; Vc = odd ? V1 : V0;
         if (c0 + 64 < tk) {
-            tc_issue_rows(odd ? K0 : K1, k + (b * tk + c0 + 64) * dh, tk - c0 - 64, dh, sq);
-            tc_issue_rows(odd ? V0 : V1, v + (b * tk + c0 + 64) * dv, tk - c0 - 64, dv, sv);
+            tc_issue_rows(odd ? K0 : K1, kb + (c0 + 64) * ks, tk - c0 - 64, dh, sq, ks);
+            tc_issue_rows(odd ? V0 : V1, vb + (c0 + 64) * vs, tk - c0 - 64, dv, sv, vs);
         }
     }
 
@@ -237,7 +250,7 @@ extension CUDABackend {
     /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows, as
     /// float32 or (bf16 gradients of the `_in16_` families) rounded to bf16.
     template <int NMAX, typename TO>
-    __device__ __forceinline__ void tc_store(TO* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul) {
+    __device__ __forceinline__ void tc_store(TO* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul, i64 rs) {
         const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
         #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -248,7 +261,7 @@ extension CUDABackend {
                 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int c = 8 * nt + 2 * t + e;
-                    if (c < cols) haste_st(dst, r * cols + c, acc[nt][2 * h + e] * mul[h]);
+                    if (c < cols) haste_st(dst, r * rs + c, acc[nt][2 * h + e] * mul[h]);
                 }
             }
         }

@@ -59,6 +59,16 @@ public protocol AttentionKernels: AnyObject {
     func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                               dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
                               precision: ComputePrecision)
+    /// The bf16 `precision: .bfloat16` LSE forward on bf16 operands read where they lie (`layouts`: each head's rows
+    /// inside a token-major tensor, SiT's qkv output), out and lse contiguous as above. Returns false, with nothing
+    /// done, where the backend cannot (then copy the heads out and call the contiguous form). Default false.
+    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+                             layouts: AttentionLayouts) -> Bool
+    /// Its backward: dOut read by `layouts.dOut`, dq, dk, dv (bf16) written by `layouts.dq`, `.dk`, `.dv` (into qkv's
+    /// gradient). False, with nothing done, where the backend cannot. Default false.
+    func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                              dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
+                              layouts: AttentionLayouts) -> Bool
     /// probs = softmax(logits, -1) (logits are left untouched), out = probs·v.
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
@@ -79,7 +89,49 @@ public protocol AttentionKernels: AnyObject {
                                     heads: Int, headDim: Int, scale: Double)
 }
 
+/// Where an attention operand's rows lie in its buffer: element (b = n·heads + h, t, d) of the [batch, T, D] operand
+/// at n·batch + h·head + t·token + d elements from the buffer's offset.
+public struct HeadLayout: Sendable, Equatable {
+    public var batch: Int, head: Int, token: Int
+    public init(batch: Int, head: Int, token: Int) { self.batch = batch; self.head = head; self.token = token }
+    /// Heads of width `headDim` side by side in a token-major [N, T, C] tensor (the buffer's offset at the first).
+    public static func tokenMajor(tokens: Int, channels: Int, headDim: Int) -> HeadLayout {
+        HeadLayout(batch: tokens * channels, head: headDim, token: channels)
+    }
+    /// A contiguous [N·heads, T, D] operand.
+    public static func contiguous(heads: Int, tokens: Int, dim: Int) -> HeadLayout {
+        HeadLayout(batch: heads * tokens * dim, head: tokens * dim, token: dim)
+    }
+}
+
+/// The layouts of a flash call's operands and gradients (`batch` of the AttentionShape = N·heads).
+public struct AttentionLayouts: Sendable, Equatable {
+    public var heads: Int
+    public var q: HeadLayout, k: HeadLayout, v: HeadLayout, dOut: HeadLayout, dq: HeadLayout, dk: HeadLayout, dv: HeadLayout
+    public init(heads: Int, q: HeadLayout, k: HeadLayout, v: HeadLayout, dOut: HeadLayout, dq: HeadLayout, dk: HeadLayout, dv: HeadLayout) {
+        self.heads = heads; self.q = q; self.k = k; self.v = v; self.dOut = dOut; self.dq = dq; self.dk = dk; self.dv = dv
+    }
+    /// Self-attention on a packed [N, T, 3·H·Dh] qkv (q, k, v its three slots) whose gradient has the same layout,
+    /// dOut [N, T, H·Dh] token-major.
+    public static func packed(tokens t: Int, heads: Int, headDim dh: Int) -> AttentionLayouts {
+        let qkv = HeadLayout.tokenMajor(tokens: t, channels: 3 * heads * dh, headDim: dh)
+        return AttentionLayouts(heads: heads, q: qkv, k: qkv, v: qkv, dOut: .tokenMajor(tokens: t, channels: heads * dh, headDim: dh),
+                                dq: qkv, dk: qkv, dv: qkv)
+    }
+    /// Every operand contiguous (what the layout-free calls mean).
+    public static func contiguous(_ s: AttentionShape) -> AttentionLayouts {
+        let q = HeadLayout.contiguous(heads: 1, tokens: s.queries, dim: s.headDim), k = HeadLayout.contiguous(heads: 1, tokens: s.keys, dim: s.headDim)
+        let v = HeadLayout.contiguous(heads: 1, tokens: s.keys, dim: s.valueDim), o = HeadLayout.contiguous(heads: 1, tokens: s.queries, dim: s.valueDim)
+        return AttentionLayouts(heads: 1, q: q, k: k, v: v, dOut: o, dq: q, dk: k, dv: v)
+    }
+}
+
 extension AttentionKernels {
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+                                    layouts: AttentionLayouts) -> Bool { false }
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
+                                     layouts: AttentionLayouts) -> Bool { false }
     public func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool { false }
     public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool { false }
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,

@@ -61,8 +61,15 @@ extension Tensor {
 /// dpb = Σ d̃y; the flash backward from dOut = dõ in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃,
 /// dw = d̃hᵀ·x̃, db = Σ d̃h.
 struct BF16SelfAttentionTape: BF16BranchTape {
-    let xn: Tensor, wn: Tensor, pwn: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, o: Tensor
+    /// h: qkv's bf16 output [N, T, 3·D]; q, k, v the heads as contiguous copies, or nil where the flash kernels read
+    /// them inside h (`inPlace`).
+    let xn: Tensor, wn: Tensor, pwn: Tensor, h: Tensor, q: Tensor?, k: Tensor?, v: Tensor?, out: Tensor, lse: Tensor, o: Tensor
     let shape: AttentionShape, scale: Double
+
+    /// Slot `which` of 3 of a contiguous [N, T, 3·D] tensor as a buffer at its first element (heads read in place).
+    static func slot(_ h: Tensor, _ which: Int) -> Buffer {
+        Buffer(storage: h.storage, offset: h.offset + which * (h.shape[2] / 3), dtype: h.dtype)
+    }
 
     static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?, heads: Int,
                         records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
@@ -70,36 +77,55 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot(), wn = w.narrowed(low), pwn = pw.narrowed(low)
         let h = xn.linear(wn, b?.narrowed(low))                                              // (N, T, 3D) bf16
-        // The heads as bf16 copies where the flash kernels take them (`attentionTakesBF16Operands`), else widened.
-        let bf16Heads = xn.backend.attentionTakesBF16Operands(shape)
-        let (q, k, v) = (h.heads(0, of: 3, heads, bf16: bf16Heads), h.heads(1, of: 3, heads, bf16: bf16Heads),
-                         h.heads(2, of: 3, heads, bf16: bf16Heads))
         let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
         let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
-        xn.backend.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse?.buffer,
-                                       shape: shape, scale: scale, precision: .bfloat16)
+        // The flash kernels read q, k, v inside h where they can (`layouts`), else from copies of the heads: bf16 where
+        // the kernels take bf16 operands (`attentionTakesBF16Operands`), else widened.
+        let bf16Heads = xn.backend.attentionTakesBF16Operands(shape)
+        var (q, k, v): (Tensor?, Tensor?, Tensor?) = (nil, nil, nil)
+        let inPlace = bf16Heads && xn.backend.attentionForwardLSE(q: slot(h, 0), k: slot(h, 1), v: slot(h, 2), out: out.buffer,
+                                                                  lse: lse?.buffer, shape: shape, scale: scale,
+                                                                  layouts: .packed(tokens: t, heads: heads, headDim: dh))
+        if !inPlace {
+            let (hq, hk, hv) = (h.heads(0, of: 3, heads, bf16: bf16Heads), h.heads(1, of: 3, heads, bf16: bf16Heads),
+                                h.heads(2, of: 3, heads, bf16: bf16Heads))
+            xn.backend.attentionForwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse?.buffer,
+                                           shape: shape, scale: scale, precision: .bfloat16)
+            (q, k, v) = (hq, hk, hv)
+        }
         let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
         out.mergeHeads(into: o, 0)
         let y = o.linear(pwn, pb?.narrowed(low))
         guard let lse else { return (y, nil) }
-        return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
+        return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: h, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
                                          scale: scale))
     }
 
     func backward(_ dyn: Tensor, input: Bool, wanted: [Bool]) -> (dx: Tensor?, parameters: [Tensor?]) {
-        let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), heads = q.shape[1], rows = n * t
+        let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), heads = shape.batch / n, rows = n * t
         let (wantW, wantPW, wantB, wantPB) = (wanted[0], wanted[1], wanted[2], wanted[3])   // qkv, proj, their biases
         let projection = bf16LinearGradients(dyn.reshaped([rows, d]), x: o.reshaped([rows, d]), w: pwn,
                                              input: input || wantW || wantB, weight: wantPW, bias: wantPB)
         var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
         if let dO = projection.dx {
-            let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: q.dtype == .bfloat16)
-            let dq = Tensor.empty(like: q), dk = Tensor.empty(like: k), dv = Tensor.empty(like: v)   // q's dtype
-            q.backend.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer,
-                                           dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
-                                           shape: shape, scale: scale, precision: .bfloat16)
             let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
-            for (i, g) in [dq, dk, dv].enumerated() { g.mergeHeads(into: dh, i) }
+            let slots = (BF16SelfAttentionTape.slot(h, 0), BF16SelfAttentionTape.slot(h, 1), BF16SelfAttentionTape.slot(h, 2))
+            // In place: dOut read inside proj's dx, dq, dk, dv written into their slots of qkv's gradient.
+            let done = q == nil && xn.backend.attentionBackwardLSE(
+                q: slots.0, k: slots.1, v: slots.2, out: out.buffer, lse: lse.buffer, dOut: dO.buffer,
+                dq: BF16SelfAttentionTape.slot(dh, 0), dk: BF16SelfAttentionTape.slot(dh, 1), dv: BF16SelfAttentionTape.slot(dh, 2),
+                shape: shape, scale: scale, layouts: .packed(tokens: t, heads: heads, headDim: d / heads))
+            if !done {                        // (copies of the heads, or of h's where the forward read them in place)
+                let bf16 = (q?.dtype ?? .bfloat16) == .bfloat16
+                let hq = q ?? h.heads(0, of: 3, heads, bf16: bf16), hk = k ?? h.heads(1, of: 3, heads, bf16: bf16)
+                let hv = v ?? h.heads(2, of: 3, heads, bf16: bf16)
+                let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: bf16)
+                let dq = Tensor.empty(like: hq), dk = Tensor.empty(like: hk), dv = Tensor.empty(like: hv)   // q's dtype
+                xn.backend.attentionBackwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse.buffer,
+                                                dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
+                                                shape: shape, scale: scale, precision: .bfloat16)
+                for (i, g) in [dq, dk, dv].enumerated() { g.mergeHeads(into: dh, i) }
+            }
             qkv = bf16LinearGradients(dh.reshaped([rows, 3 * d]), x: xn.reshaped([rows, d]), w: wn,
                                       input: input, weight: wantW, bias: wantB)
         }

@@ -1,5 +1,5 @@
 import Testing
-import HasteTensor
+@testable import HasteTensor
 @testable import HasteCUDA
 
 /// The bf16 flash-attention kernels that stream their tiles with cp.async (`attention_flash_bf16_async_*`) give the
@@ -87,6 +87,55 @@ import HasteTensor
         #expect(!EmulatedCUDA.backend.flashBF16Direct(odd, words: 0, async: true, input16: true))
         #expect(!EmulatedCUDA.backend.flashBF16Direct(AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 64, valueDim: 64),
                                                        words: 0, async: true, input16: false))
+    }
+
+    /// The direct kernels reading the heads where they lie (`attentionForwardLSE`/`attentionBackwardLSE(…, layouts:)`,
+    /// the bf16 attention branch: q, k, v inside qkv's [N, T, 3·D] output, dOut inside proj's [N, T, D] dx, dq, dk, dv
+    /// written into qkv's gradient): the bits of the same kernels on contiguous copies of the heads. SiT-XL/2's head
+    /// (72) with fused dq (80 tokens) and with the dq kernel (300), and 3 heads of 64.
+    @Test func layoutsReadAndWriteTheHeadsInPlace() {
+        let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
+        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
+        for (n, t, heads, dh) in [(2, 80, 2, 72), (1, 300, 2, 72), (2, 70, 3, 64)] {
+            let d = heads * dh, scale = 1 / Double(dh).squareRoot()
+            let s = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
+            let qkv = (Tensor.randn([n, t, 3 * d], seed: 5) * 1.7).to(.bfloat16).to(dev)
+            let dO = Tensor.randn([n, t, d], seed: 6).to(.bfloat16).to(dev)
+            // Copies: the heads out, the contiguous calls, the gradients merged back.
+            let (q, k, v) = (qkv.heads(0, of: 3, heads, bf16: true), qkv.heads(1, of: 3, heads, bf16: true), qkv.heads(2, of: 3, heads, bf16: true))
+            let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: dev), lse = Tensor.empty([n, heads, t], dtype: .float32, device: dev)
+            be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: scale, precision: .bfloat16)
+            let dOut = dO.heads(0, of: 1, heads, bf16: true)
+            let (dq, dk, dv) = (Tensor.empty(like: q), Tensor.empty(like: k), Tensor.empty(like: v))
+            be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dOut.buffer,
+                                    dq: dq.buffer, dk: dk.buffer, dv: dv.buffer, shape: s, scale: scale, precision: .bfloat16)
+            let merged = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: dev)
+            for (i, g) in [dq, dk, dv].enumerated() { g.mergeHeads(into: merged, i) }
+            // In place.
+            let layouts = AttentionLayouts.packed(tokens: t, heads: heads, headDim: dh)
+            let slot = { (x: Tensor, i: Int) in BF16SelfAttentionTape.slot(x, i) }
+            let out2 = Tensor.empty(like: out), lse2 = Tensor.empty(like: lse), grads = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: dev)
+            let ranForward = be.attentionForwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: out2.buffer, lse: lse2.buffer,
+                                                    shape: s, scale: scale, layouts: layouts)
+            let ranBackward = be.attentionBackwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: out2.buffer, lse: lse2.buffer,
+                                                      dOut: dO.buffer, dq: slot(grads, 0), dk: slot(grads, 1), dv: slot(grads, 2),
+                                                      shape: s, scale: scale, layouts: layouts)
+            let what = "n \(n) t \(t) heads \(heads) dh \(dh)"
+            #expect(ranForward && ranBackward, "\(what): the direct kernels take the packed layouts")
+            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged)]
+            #expect(same == [true, true, true], "\(what): out, lse, (dq | dk | dv)")
+        }
+        // Declined (nothing launched): strides that are not whole 16-byte pieces, float32 operands, the switch off.
+        let s = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 12, valueDim: 12)
+        let odd = AttentionLayouts.packed(tokens: 8, heads: 2, headDim: 12)
+        let x = Tensor.zeros([1, 8, 72], dtype: .bfloat16).to(dev), o = Tensor.empty([2, 8, 12], dtype: .float32, device: dev)
+        #expect(!be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 1, layouts: odd))
+        let f = Tensor.zeros([1, 8, 48]).to(dev), s16 = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 8, valueDim: 8)
+        #expect(!be.attentionForwardLSE(q: f.buffer, k: f.buffer, v: f.buffer, out: o.buffer, lse: nil, shape: s16, scale: 1,
+                                        layouts: .packed(tokens: 8, heads: 2, headDim: 8)))
+        CUDABackend.flashStridedAllowed = false
+        #expect(!be.flashLayoutsFit(.packed(tokens: 8, heads: 2, headDim: 8), s16))
+        CUDABackend.flashStridedAllowed = true
     }
 
     @Test func bf16OperandsGiveTheCarrierKernelsBits() {

@@ -1,0 +1,190 @@
+import Foundation
+import HasteTensor
+
+/// The flash-attention families' host side (CUDAFlashAttention.swift: the float32 kernels; CUDAFlashAttentionBF16.swift:
+/// the tensor-core ones): which family, width and shared memory a call takes, its arguments, and the operands'
+/// layouts for the direct kernels (`AttentionLayouts`: heads read and written where they lie).
+extension CUDABackend {
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double) {
+        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .float32)
+    }
+
+    /// bf16 carriers on sm_80+ take the tensor-core kernels (CUDAFlashAttentionBF16.swift), everything else the
+    /// float32 ones.
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double, precision: ComputePrecision) {
+        _ = flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: precision, layouts: nil)
+    }
+
+    /// In place (`layouts`): the direct kernels only (bf16 operands whose rows are whole 16-byte pieces).
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                                    scale: Double, layouts: AttentionLayouts) -> Bool {
+        flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .bfloat16, layouts: layouts)
+    }
+
+    /// The forward launch; with `layouts`, only where the direct kernels take them (else false, nothing launched).
+    private func flashForward(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+                              scale: Double, precision: ComputePrecision, layouts: AttentionLayouts?) -> Bool {
+        for b in [out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
+        let variant = flashVariant(s, "flash attention")
+        let tensorCores = flashUsesTensorCores(precision)
+        if layouts != nil && !(tensorCores && [q, k, v].allSatisfy { $0.dtype == .bfloat16 }) { return false }
+        let input16 = flashInputs16([q, k, v], tensorCores: tensorCores, "flash attention")
+        let (dh, dv) = (s.headDim, s.valueDim)
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
+        let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
+        let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
+        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true).forward
+        let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
+        if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
+        if s.batch == 0 || s.queries == 0 { return true }
+        let words = direct ? directWords : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
+            : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
+        let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16, direct: direct)
+        launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
+               block: Dim3(128), sharedBytes: words * 4,
+               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
+                .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
+                .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))]
+                + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) : []))
+        return true
+    }
+
+    /// The direct kernels' layout arguments: heads, then (batch, head, token) strides of q, k, v, dOut, dq, dk, dv.
+    static func layoutArguments(_ l: AttentionLayouts) -> [KernelArgument] {
+        [.int64(Int64(l.heads))] + [l.q, l.k, l.v, l.dOut, l.dq, l.dk, l.dv].flatMap {
+            [KernelArgument.int64(Int64($0.batch)), .int64(Int64($0.head)), .int64(Int64($0.token))]
+        }
+    }
+
+    /// Whether the direct kernels take these layouts: whole 16-byte pieces per row (every stride a multiple of 8
+    /// bf16 elements; the buffers' 16-byte alignment is `flashBF16Async`'s), heads dividing the batch,
+    /// `HASTE_FLASH_STRIDED` not 0.
+    func flashLayoutsFit(_ l: AttentionLayouts, _ s: AttentionShape) -> Bool {
+        CUDABackend.flashStridedAllowed && l.heads >= 1 && s.batch % l.heads == 0
+            && [l.q, l.k, l.v, l.dOut, l.dq, l.dk, l.dv].allSatisfy { [$0.batch, $0.head, $0.token].allSatisfy { $0 >= 0 && $0 % 8 == 0 } }
+    }
+
+    /// `HASTE_FLASH_STRIDED=0`: the bf16 attention branch copies its heads out and back (`attentionForwardLSE(…,
+    /// layouts:)` declines), for comparisons; the same bits.
+    nonisolated(unsafe) static var flashStridedAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_STRIDED"] != "0"
+
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {
+        attentionBackwardLSE(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s,
+                             scale: scale, precision: .float32)
+    }
+
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
+                                     precision: ComputePrecision) {
+        _ = flashBackward(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s, scale: scale,
+                          precision: precision, layouts: nil)
+    }
+
+    /// In place (`layouts`): the direct kernels only.
+    public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                                     dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
+                                     layouts: AttentionLayouts) -> Bool {
+        flashBackward(q: q, k: k, v: v, out: out, lse: lse, dOut: dOut, dq: dq, dk: dk, dv: dv, shape: s, scale: scale,
+                      precision: .bfloat16, layouts: layouts)
+    }
+
+    /// The backward launches; with `layouts`, only where the direct kernels take them (else false, nothing launched).
+    private func flashBackward(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
+                               dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
+                               precision: ComputePrecision, layouts: AttentionLayouts?) -> Bool {
+        for b in [out, lse] { requireFloat32(b, "flash attention backward") }
+        let variant = flashVariant(s, "flash attention backward")
+        let tensorCores = flashUsesTensorCores(precision)
+        if layouts != nil && !(tensorCores && ([q, k, v, dOut] + [dq, dk, dv].compactMap { $0 }).allSatisfy { $0.dtype == .bfloat16 }) { return false }
+        let input16 = flashInputs16([q, k, v, dOut], tensorCores: tensorCores, "flash attention backward")
+        for g in [dq, dk, dv].compactMap({ $0 }) where g.dtype != (input16 ? .bfloat16 : .float32) {
+            CUDABackend.fail("flash attention backward on \(device): a \(g.dtype) gradient for \(input16 ? "bf16" : "float32") operands (gradients take the operands' dtype)")
+        }
+        let (tq, tk, dh, dvd) = (s.queries, s.keys, s.headDim, s.valueDim)
+        let rows = s.batch * tq
+        // bf16, up to flashFusedDQTiles key tiles: dk/dv's kernel also gives dq, one partial per key tile (summed
+        // below), where the dq kernel would compute S and dP again. Longer keys: the dq kernel (the partials grow
+        // with Tk·Tq).
+        let keyTiles = (tk + 63) / 64
+        let fusedDQ = tensorCores && dq != nil && tq > 0 && tk > 0 && keyTiles <= CUDABackend.flashFusedDQTiles
+        let dsWords = fusedDQ ? 64 * 36 : 0
+        let bf16Words = CUDABackend.flashBF16SharedWords(s), stagedWords = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16)
+        // The _async kernels stream K and V (dq) or q and dOut (dk/dv) through cp.async.
+        let asyncDQ = tensorCores && flashBF16Async(s, words: stagedWords.dq, [k, v])
+        let asyncDKDV = tensorCores && flashBF16Async(s, words: stagedWords.dkdv + dsWords, [q, dOut])
+        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true)
+        let directDQ = flashBF16Direct(s, words: directWords.dq, async: asyncDQ, input16: input16)
+        let directDKDV = flashBF16Direct(s, words: directWords.dkdv + dsWords, async: asyncDKDV, input16: input16)
+        let dqKernel = dq != nil && tq > 0 && !fusedDQ, dkdvKernel = (dk != nil || dv != nil || fusedDQ) && tk > 0
+        if let layouts, !(flashLayoutsFit(layouts, s) && (!dqKernel || directDQ) && (!dkdvKernel || directDKDV)) { return false }
+        if s.batch == 0 || (dq == nil && dk == nil && dv == nil) { return true }
+        let lay = layouts ?? .contiguous(s)
+        // D = rowsum(dOut ⊙ out) [batch·Tq] (FlashAttention-2's preprocessing), from the caching allocator.
+        let deltaBytes = Swift.max(rows, 1) * 4
+        let delta = allocator.allocate(byteCount: deltaBytes)
+        if rows > 0 {
+            let dOutRows: [KernelArgument] = input16 ? [.int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dOut.batch)),
+                                                        .int64(Int64(lay.dOut.head)), .int64(Int64(lay.dOut.token))] : []
+            launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+                   block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
+                                      .int64(Int64(rows)), .int64(Int64(dvd))] + dOutRows)
+        }
+        let sizes: [KernelArgument] = [.int64(Int64(s.batch)), .int64(Int64(tq)), .int64(Int64(tk)), .int32(Int32(dh)),
+                                       .int32(Int32(dvd)), .float(Float(scale))]
+        let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
+                                        .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
+        let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
+        if let dq, dqKernel {
+            let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
+                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16, direct: directDQ)
+            launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
+                   block: Dim3(128), sharedBytes: words * 4,
+                   inputs + [.pointer(address(dq))] + sizes + (directDQ ? CUDABackend.layoutArguments(lay) : []))
+        }
+        if dkdvKernel {
+            let words = directDKDV ? directWords.dkdv + dsWords : asyncDKDV ? stagedWords.dkdv + dsWords
+                : tensorCores ? bf16Words.dkdv + dsWords
+                : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
+            let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16, direct: directDKDV)
+            // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
+            // after (and rounded, for a bf16 dq: into dq's layout).
+            let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
+            let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
+            launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
+                   block: Dim3(128), sharedBytes: words * 4,
+                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
+                       + (tensorCores ? [.pointer(parts)] : []) + sizes + (directDKDV ? CUDABackend.layoutArguments(lay) : []))
+            if partBytes > 0 && input16 {
+                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum_out16", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles)),
+                                          .int64(Int64(dh)), .int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dq.batch)),
+                                          .int64(Int64(lay.dq.head)), .int64(Int64(lay.dq.token))])
+                allocator.release(parts, byteCount: partBytes)
+            } else if partBytes > 0 {
+                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
+                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
+                allocator.release(parts, byteCount: partBytes)
+            }
+        }
+        allocator.release(delta, byteCount: deltaBytes)
+        return true
+    }
+
+    /// "d64", "d96" or "d128": the register tile width for max(Dh, Dv); larger head dims are refused.
+    func flashVariant(_ s: AttentionShape, _ op: String) -> String {
+        let d = Swift.max(s.headDim, s.valueDim)
+        if d > CUDABackend.flashMaxHeadDim {
+            CUDABackend.fail("\(op): head dims Dh \(s.headDim), Dv \(s.valueDim) exceed the flash kernels' \(CUDABackend.flashMaxHeadDim) (attentionRecomputesProbabilities is false for this shape: use attentionForward)")
+        }
+        return d <= 64 ? "d64" : d <= 96 ? "d96" : "d128"
+    }
+
+    /// (row tiles of 64, heads), each axis capped at 65 535 (the kernels stride over both).
+    func flashGrid(tiles rows: Int, _ s: AttentionShape) -> Dim3 {
+        Dim3(Swift.max(1, Swift.min((rows + 63) / 64, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
+    }
+}
