@@ -81,27 +81,18 @@ extension CUDABackend {
         T* SV = SK + 64 * dh;
         u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
         u32* V1 = K1 + 64 * sq;
-        if constexpr (DIRECT) {
-            tc_zero_padding(Ks, dh, kh, sq); tc_zero_padding(K1, dh, kh, sq);
-            tc_zero_padding(Vs, dv, kv, sv); tc_zero_padding(V1, dv, kv, sv);
-        }
+        if constexpr (DIRECT) tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, sq, sv);
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
-            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
-            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
-            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
+            const tc_rows<T> R = tc_head_rows<DIRECT>(q, k, v, q, L, b, tq, tk, dh, dv);      // head b's rows
+            const T *qb = R.q, *kb = R.k, *vb = R.v;
+            const i64 qs = R.qs, ks = R.ks, vs = R.vs;
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
-                if constexpr (DIRECT) {
-                    tc_issue_rows(Ks, kb, tk, dh, sq, ks);
-                    tc_issue_rows(Vs, vb, tk, dv, sv, vs);
-                } else if (ASYNC) {
-                    tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
-                }
+                tc_first_key_tile<ASYNC, DIRECT>(Ks, Vs, SK, SV, kb, vb, ks, vs, k, v, b, tk, dh, dv, sq, sv);
                 tc_load_rows<DMAX>(Qs, qb + r0 * qs, tq - r0, dh, kh / 2, sq, qs);
                 float o[DMAX / 8][4];
                 #pragma unroll
@@ -190,29 +181,18 @@ extension CUDABackend {
         T* SV = SK + 64 * dh;
         u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
         u32* V1 = K1 + 64 * sq;
-        if constexpr (DIRECT) {
-            tc_zero_padding(Ks, dh, kh, sq); tc_zero_padding(K1, dh, kh, sq);
-            tc_zero_padding(Vs, dv, kv, sv); tc_zero_padding(V1, dv, kv, sv);
-        }
+        if constexpr (DIRECT) tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, sq, sv);
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
-            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
-            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
-            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
-            const T* ob = tc_head<DIRECT>(dout, L, L.o, b, tq, dv);
-            const i64 os = tc_stride<DIRECT>(L.o, dv);
+            const tc_rows<T> R = tc_head_rows<DIRECT>(q, k, v, dout, L, b, tq, tk, dh, dv);   // head b's rows
+            const T *qb = R.q, *kb = R.k, *vb = R.v, *ob = R.o;
+            const i64 qs = R.qs, ks = R.ks, vs = R.vs, os = R.os;
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();
-                if constexpr (DIRECT) {
-                    tc_issue_rows(Ks, kb, tk, dh, sq, ks);
-                    tc_issue_rows(Vs, vb, tk, dv, sv, vs);
-                } else if (ASYNC) {
-                    tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
-                }
+                tc_first_key_tile<ASYNC, DIRECT>(Ks, Vs, SK, SV, kb, vb, ks, vs, k, v, b, tk, dh, dv, sq, sv);
                 tc_load_rows<DMAX>(Qs, qb + r0 * qs, tq - r0, dh, kh / 2, sq, qs);
                 tc_load_rows<DMAX>(dOs, ob + r0 * os, tq - r0, dv, kv / 2, sv, os);
                 float lr[2], dr[2];
@@ -272,20 +252,14 @@ extension CUDABackend {
         u32* Q1 = (u32*)SQ;                   /* DIRECT: the second buffers of q's and dOut's tiles, where the stage is */
         u32* O1 = Q1 + 64 * sq;
         u32* DSt = DIRECT ? O1 + 64 * sv : (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
-        if constexpr (DIRECT) {
-            tc_zero_padding(Qs, dh, kh, sq); tc_zero_padding(Q1, dh, kh, sq);
-            tc_zero_padding(dOs, dv, kv, sv); tc_zero_padding(O1, dv, kv, sv);
-        }
+        if constexpr (DIRECT) tc_zero_paddings(Qs, Q1, dOs, O1, dh, dv, sq, sv);
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tk + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            const T* qb = tc_head<DIRECT>(q, L, L.q, b, tq, dh);   // head b's rows (DIRECT: in place, by L)
-            const T* kb = tc_head<DIRECT>(k, L, L.k, b, tk, dh);
-            const T* vb = tc_head<DIRECT>(v, L, L.v, b, tk, dv);
-            const i64 qs = tc_stride<DIRECT>(L.q, dh), ks = tc_stride<DIRECT>(L.k, dh), vs = tc_stride<DIRECT>(L.v, dv);
-            const T* ob = tc_head<DIRECT>(dout, L, L.o, b, tq, dv);
-            const i64 os = tc_stride<DIRECT>(L.o, dv);
+            const tc_rows<T> R = tc_head_rows<DIRECT>(q, k, v, dout, L, b, tq, tk, dh, dv);   // head b's rows
+            const T *qb = R.q, *kb = R.k, *vb = R.v, *ob = R.o;
+            const i64 qs = R.qs, ks = R.ks, vs = R.vs, os = R.os;
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 c0 = ti * 64;
                 __syncthreads();

@@ -20,6 +20,15 @@ extension CUDABackend {
     /// Its row stride in elements.
     template <bool DIRECT>
     __device__ __forceinline__ i64 tc_stride(const tc_lay& l, int cols) { return DIRECT ? l.t_ : (i64)cols; }
+    /// Head b's rows of q, k, v and dOut and their strides (tc_head, tc_stride); the forward passes q for dOut.
+    template <typename T> struct tc_rows { const T *q, *k, *v, *o; i64 qs, ks, vs, os; };
+    template <bool DIRECT, typename T>
+    __device__ __forceinline__ tc_rows<T> tc_head_rows(const T* q, const T* k, const T* v, const T* dout, const tc_layouts& L,
+                                                       i64 b, i64 tq, i64 tk, int dh, int dv) {
+        return tc_rows<T>{tc_head<DIRECT>(q, L, L.q, b, tq, dh), tc_head<DIRECT>(k, L, L.k, b, tk, dh),
+                          tc_head<DIRECT>(v, L, L.v, b, tk, dv), tc_head<DIRECT>(dout, L, L.o, b, tq, dv),
+                          tc_stride<DIRECT>(L.q, dh), tc_stride<DIRECT>(L.k, dh), tc_stride<DIRECT>(L.v, dv), tc_stride<DIRECT>(L.o, dv)};
+    }
 
     /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
     /// zeros for rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words). The index splits by
@@ -158,6 +167,26 @@ extension CUDABackend {
         for (int i = threadIdx.x; i < 64 * n; i += TC_THREADS) {
             const int r = i / n;
             tile[r * stride + w0 + i - r * n] = 0u;
+        }
+    }
+
+    /// DIRECT: tc_zero_padding of both buffers of two streamed pair tiles, A (cols dh, stride sa) and B (dv, sb).
+    __device__ __forceinline__ void tc_zero_paddings(u32* A0, u32* A1, u32* B0, u32* B1, int dh, int dv, int sa, int sb) {
+        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15;
+        tc_zero_padding(A0, dh, kh, sa); tc_zero_padding(A1, dh, kh, sa);
+        tc_zero_padding(B0, dv, kv, sb); tc_zero_padding(B1, dv, kv, sb);
+    }
+
+    /// The forward's and dq's first key tile of head b (rows kb, vb; strides ks, vs): started by cp.async into K0, V0
+    /// (DIRECT) or into the stage (ASYNC); the synchronous kernels load it in tc_key_tile.
+    template <bool ASYNC, bool DIRECT, typename T>
+    __device__ __forceinline__ void tc_first_key_tile(u32* K0, u32* V0, T* SK, T* SV, const T* kb, const T* vb, i64 ks, i64 vs,
+                                                      const T* k, const T* v, i64 b, i64 tk, int dh, int dv, int sq, int sv) {
+        if constexpr (DIRECT) {
+            tc_issue_rows(K0, kb, tk, dh, sq, ks);
+            tc_issue_rows(V0, vb, tk, dv, sv, vs);
+        } else if (ASYNC) {
+            tc_stage_kv(SK, SV, k, v, b, tk, 0, dh, dv);
         }
     }
 
