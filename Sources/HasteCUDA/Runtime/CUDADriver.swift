@@ -239,12 +239,14 @@ public final class CUDADriver: GPUDriver {
         if biasEpilogueUnavailable != nil { return false }
         bind()
         if biasGemms == nil {
+            var p: UInt64 = 0
             do {
-                var p: UInt64 = 0
+                let lt = try CuBLASLtAPI(blas.lt)
                 let r = api.cuMemAlloc(&p, BiasEpilogueGemms.workspaceBytes)
-                guard r == DriverAPI.success else { throw CUDAError("cuMemAlloc_v2 of the cuBLASLt workspace: \(api.describe(r))") }
-                biasGemms = try BiasEpilogueGemms(api: CuBLASLtAPI(blas.lt), workspace: p)
+                guard r == DriverAPI.success else { p = 0; throw CUDAError("cuMemAlloc_v2 of the cuBLASLt workspace: \(api.describe(r))") }
+                biasGemms = try BiasEpilogueGemms(api: lt, workspace: p)
             } catch {
+                if p != 0 { _ = api.cuMemFree(p) }
                 biasEpilogueUnavailable = "\(error)"
                 return false
             }
@@ -255,8 +257,8 @@ public final class CUDADriver: GPUDriver {
         return ran
     }
 
-    /// Why bias-epilogue GEMMs were not used, where one was turned down ("…: no algorithm"), for `haste doctor` and
-    /// the profile's readers; nil where every one ran.
+    /// Why bias-epilogue GEMMs were not used, where one was turned down ("…: no algorithm"), for the profile's
+    /// readers (`report(steps:)`); nil where every one ran.
     public var biasEpilogueNote: String? {
         lock.lock(); defer { lock.unlock() }
         return biasEpilogueUnavailable ?? biasGemms?.firstRefusal

@@ -61,9 +61,9 @@ extension Tensor {
 /// dpb = Σ d̃y; the flash backward from dOut = dõ in heads; d̃h = bf16(dq | dk | dv) in tokens; dx = d̃h·w̃,
 /// dw = d̃hᵀ·x̃, db = Σ d̃h.
 struct BF16SelfAttentionTape: BF16BranchTape {
-    /// h: qkv's bf16 output [N, T, 3·D]; q, k, v the heads as contiguous copies, or nil where the flash kernels read
-    /// them inside h (`inPlace`).
-    let xn: Tensor, wn: Tensor, pwn: Tensor, h: Tensor, q: Tensor?, k: Tensor?, v: Tensor?, out: Tensor, lse: Tensor, o: Tensor
+    /// h: qkv's bf16 output [N, T, 3·D] where the flash kernels read the heads inside it, else nil and q, k, v the
+    /// heads as contiguous copies (one of the two kept, as much memory either way).
+    let xn: Tensor, wn: Tensor, pwn: Tensor, h: Tensor?, q: Tensor?, k: Tensor?, v: Tensor?, out: Tensor, lse: Tensor, o: Tensor
     let shape: AttentionShape, scale: Double
 
     /// Slot `which` of 3 of a contiguous [N, T, 3·D] tensor as a buffer at its first element (heads read in place).
@@ -97,7 +97,7 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         out.mergeHeads(into: o, 0)
         let y = o.linear(pwn, pb?.narrowed(low))
         guard let lse else { return (y, nil) }
-        return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: h, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
+        return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: inPlace ? h : nil, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
                                          scale: scale))
     }
 
@@ -109,16 +109,19 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
         if let dO = projection.dx {
             let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
-            let slots = (BF16SelfAttentionTape.slot(h, 0), BF16SelfAttentionTape.slot(h, 1), BF16SelfAttentionTape.slot(h, 2))
             // In place: dOut read inside proj's dx, dq, dk, dv written into their slots of qkv's gradient.
-            let done = q == nil && xn.backend.attentionBackwardLSE(
-                q: slots.0, k: slots.1, v: slots.2, out: out.buffer, lse: lse.buffer, dOut: dO.buffer,
-                dq: BF16SelfAttentionTape.slot(dh, 0), dk: BF16SelfAttentionTape.slot(dh, 1), dv: BF16SelfAttentionTape.slot(dh, 2),
-                shape: shape, scale: scale, layouts: .packed(tokens: t, heads: heads, headDim: d / heads))
+            var done = false
+            if let h {
+                done = xn.backend.attentionBackwardLSE(
+                    q: BF16SelfAttentionTape.slot(h, 0), k: BF16SelfAttentionTape.slot(h, 1), v: BF16SelfAttentionTape.slot(h, 2),
+                    out: out.buffer, lse: lse.buffer, dOut: dO.buffer,
+                    dq: BF16SelfAttentionTape.slot(dh, 0), dk: BF16SelfAttentionTape.slot(dh, 1), dv: BF16SelfAttentionTape.slot(dh, 2),
+                    shape: shape, scale: scale, layouts: .packed(tokens: t, heads: heads, headDim: d / heads))
+            }
             if !done {                        // (copies of the heads, or of h's where the forward read them in place)
                 let bf16 = (q?.dtype ?? .bfloat16) == .bfloat16
-                let hq = q ?? h.heads(0, of: 3, heads, bf16: bf16), hk = k ?? h.heads(1, of: 3, heads, bf16: bf16)
-                let hv = v ?? h.heads(2, of: 3, heads, bf16: bf16)
+                let hq = q ?? h!.heads(0, of: 3, heads, bf16: bf16), hk = k ?? h!.heads(1, of: 3, heads, bf16: bf16)
+                let hv = v ?? h!.heads(2, of: 3, heads, bf16: bf16)
                 let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: bf16)
                 let dq = Tensor.empty(like: hq), dk = Tensor.empty(like: hk), dv = Tensor.empty(like: hv)   // q's dtype
                 xn.backend.attentionBackwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse.buffer,

@@ -11,7 +11,8 @@ import Testing
 @Suite(.serialized) struct AutocastAttentionTests {
     static let device = EmulatedCUDA.device
 
-    static func run(fused: Bool, n: Int, t: Int, heads: Int, dh: Int, bias: Bool, xTracked: Bool) -> ([UInt32], [[UInt32]], Bool) {
+    static func run(fused: Bool, n: Int, t: Int, heads: Int, dh: Int, bias: Bool, xTracked: Bool,
+                    stridedBackward: Bool = true) -> ([UInt32], [[UInt32]], Bool) {
         var rng = SplitMix64(seed: UInt64(7 * t + dh + (bias ? 100 : 0)))
         func r(_ shape: [Int], _ scale: Float) -> Tensor {
             Tensor(rng.floats(shape.reduce(1, *)).map { $0 * scale }, shape: shape).to(device)
@@ -29,6 +30,8 @@ import Testing
             return out.transposed(1, 2).reshaped([n, t, d]).linear(pw, b2)
         }
         let tookFusedNode = y.gradFn.takes(BF16SelfAttentionTape.self)
+        CUDABackend.flashStridedAllowed = stridedBackward
+        defer { CUDABackend.flashStridedAllowed = true }
         (y * upstream).sum().backward()
         func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
         return (bits(y.detached()), leaves.map { bits($0.grad!) }, tookFusedNode)
@@ -46,6 +49,17 @@ import Testing
         #expect(fused.0.allSatisfy { $0 & 0xffff == 0 }, "\(what): output not bf16-representable")
         #expect(fused.1.count == general.1.count)
         for (i, (f, g)) in zip(fused.1, general.1).enumerated() { #expect(f == g, "\(what): gradient \(i)") }
+    }
+
+    /// A forward that read the heads in place (SiT-XL/2's head dim 72, 2 key tiles) and a backward that cannot take
+    /// the layouts (`HASTE_FLASH_STRIDED` off in between): the backward copies the heads out of qkv's output and gives
+    /// the general path's bits.
+    @Test func inPlaceForwardThenCopyingBackward() {
+        let general = Self.run(fused: false, n: 2, t: 70, heads: 2, dh: 72, bias: true, xTracked: true)
+        let fused = Self.run(fused: true, n: 2, t: 70, heads: 2, dh: 72, bias: true, xTracked: true, stridedBackward: false)
+        #expect(fused.2 && fused.0 == general.0, "output")
+        let same = fused.1 == general.1
+        #expect(same, "gradients")
     }
 
     /// The casting copies (every unit width) against their definition (the views' values cast one by one) on the
