@@ -168,13 +168,18 @@ extension CUDABackend {
     }
 
     /// out = x + gate[item]·y over count = batch·tokens·cols elements; with ROUND (Autocast bf16, float32 carriers
-    /// of bf16 gate and y) out = x + bf16(gate·y).
+    /// of bf16 gate and y) out = x + bf16(gate·y). Rows by block (grid-stride), the block's threads along a row: the
+    /// item's gate row is found once per row, not by two 64-bit divisions per element.
     template <bool ROUND, typename TY = float>
     __device__ __forceinline__ void haste_gated_forward(const float* x, const float* gate, const TY* y, float* out, i64 tokens, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 g = (i / (tokens * cols)) * cols + i % cols;
-            const float yi = haste_ld(y, i);
-            out[i] = ROUND ? x[i] + haste_round_bf16(gate[g] * yi) : x[i] + gate[g] * yi;
+        const i64 rows = count / cols;
+        for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+            const float* g = gate + (r / tokens) * cols;
+            const i64 o = r * cols;
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
+                const float yi = haste_ld(y, o + j);
+                out[o + j] = ROUND ? x[o + j] + haste_round_bf16(g[j] * yi) : x[o + j] + g[j] * yi;
+            }
         }
     }
     extern "C" __global__ void fused_gated_forward(const float* x, const float* gate, const float* y, float* out, i64 tokens, i64 cols, i64 count) {
@@ -187,12 +192,16 @@ extension CUDABackend {
         haste_gated_forward<true>(x, gate, y, out, tokens, cols, count);
     }
 
-    /// dy = gate[item]·dout; with ROUND gate[item]·bf16(dout).
+    /// dy = gate[item]·dout; with ROUND gate[item]·bf16(dout). Rows by block, as haste_gated_forward.
     template <bool ROUND, typename TD = float>
     __device__ __forceinline__ void haste_gated_backward_dy(const float* gate, const float* dout, TD* dy, i64 tokens, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) {
-            i64 g = (i / (tokens * cols)) * cols + i % cols;
-            haste_st(dy, i, gate[g] * (ROUND ? haste_round_bf16(dout[i]) : dout[i]));
+        const i64 rows = count / cols;
+        for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+            const float* g = gate + (r / tokens) * cols;
+            const i64 o = r * cols;
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
+                haste_st(dy, o + j, g[j] * (ROUND ? haste_round_bf16(dout[o + j]) : dout[o + j]));
+            }
         }
     }
     extern "C" __global__ void fused_gated_backward_dy(const float* gate, const float* dout, float* dy, i64 tokens, i64 cols, i64 count) {
@@ -261,7 +270,7 @@ extension CUDABackend {
         let y16 = branchSuffix(y, "_y16", "gatedResidual", low: low)
         let count = batch * tokens * cols
         if count == 0 { return }
-        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16" + y16, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16" + y16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(gate)), .pointer(address(y)), .pointer(address(out)),
             .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
         ])
@@ -276,7 +285,7 @@ extension CUDABackend {
         if cols == 0 { return }
         if let dy, count > 0 {
             let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
-            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
                 .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
                 .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
             ])
