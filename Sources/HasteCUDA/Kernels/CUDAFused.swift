@@ -214,14 +214,18 @@ extension CUDABackend {
         haste_gated_backward_dy<true>(gate, dout, dy, tokens, cols, count);
     }
 
-    /// y = geluTanh(x + bias[j]) over count = rows·cols elements.
+    /// y = geluTanh(x + bias[j]) over count = rows·cols elements; rows by block, threads along a row (no division per
+    /// element, as the gated residuals).
     extern "C" __global__ void fused_bias_gelu_forward(const float* x, const float* bias, float* y, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) { y[i] = haste_fused_gelu(x[i] + bias[i % cols]); }
+        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x)
+            for (i64 j = threadIdx.x, o = r * cols; j < cols; j += blockDim.x) y[o + j] = haste_fused_gelu(x[o + j] + bias[j]);
     }
 
-    /// dx = dy·geluTanh′(x + bias[j]).
+    /// dx = dy·geluTanh′(x + bias[j]), rows as the forward.
     extern "C" __global__ void fused_bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 cols, i64 count) {
-        HASTE_GRID_STRIDE_LOOP(i, count) { dx[i] = dy[i] * haste_fused_gelu_derivative(x[i] + bias[i % cols]); }
+        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x)
+            for (i64 j = threadIdx.x, o = r * cols; j < cols; j += blockDim.x)
+                dx[o + j] = dy[o + j] * haste_fused_gelu_derivative(x[o + j] + bias[j]);
     }
     """#)
 
@@ -316,7 +320,7 @@ extension CUDABackend {
         for b in [x, bias] { requireFloat32(b, "biasGeluTanh") }
         let count = rows * cols
         if count == 0 { return }
-        launch(CUDABackend.fusedSource, "fused_bias_gelu_forward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, "fused_bias_gelu_forward", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(bias)), .pointer(address(y)), .int64(Int64(cols)), .int64(Int64(count)),
         ])
     }
@@ -326,7 +330,7 @@ extension CUDABackend {
         let count = rows * cols
         if cols == 0 { return }
         if count > 0 {
-            launch(CUDABackend.fusedSource, "fused_bias_gelu_backward", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256), [
+            launch(CUDABackend.fusedSource, "fused_bias_gelu_backward", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
                 .pointer(address(x)), .pointer(address(bias)), .pointer(address(dy)), .pointer(address(dx)),
                 .int64(Int64(cols)), .int64(Int64(count)),
             ])
