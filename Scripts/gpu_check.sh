@@ -13,7 +13,8 @@
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
 #   4. haste bench train --device cuda --mixed-precision bf16 (SiT-XL/2 at batch 64 and 256: plain, +align, +stopped;
-#      one process per row, batch-256 +align with --grad-checkpointing: see BENCH_CKPT_ROWS) beside
+#      one process per row, batch-256 +align with --recompute-mlp-activation, or --grad-checkpointing where that
+#      fails: see BENCH_CKPT_ROWS) beside
 #      Scripts/bench_gpu_torch.py (the same rows, PyTorch eager, bf16 autocast, SDPA) → $OUT/bench_*.jsonl, with
 #      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
@@ -294,11 +295,15 @@ fi
 # --- 4. training-step time: haste beside PyTorch, both in $BENCH_PRECISION ---------------------------------------------
 bench_sizes=(--models "$BENCH_MODELS" --batches "$BENCH_BATCHES")
 rows=$("$HASTE" bench train --list "${bench_sizes[@]}" 2>/dev/null | grep -E "$BENCH_ROWS" || true)
-note "haste bench train rows ($BENCH_PRECISION; --grad-checkpointing where /$BENCH_CKPT_ROWS/): $(echo $rows | tr '\n' ';')"
+note "haste bench train rows ($BENCH_PRECISION; where /$BENCH_CKPT_ROWS/ --recompute-mlp-activation, or --grad-checkpointing if that fails): $(echo $rows | tr '\n' ';')"
 # One process per row (peak memory per row); each row's JSON on one line; a row matching $CKPT runs checkpointed.
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
-  if [[ "$r" =~ $CKPT ]]; then set -- --only "$r +ckpt" --grad-checkpointing; else set -- --only "$r"; fi
-  "$HASTE" bench train --device "$DEVICE" "$@" --reps 3 --warmup 1 --json --mixed-precision "$PRECISION" $SIZES | tr -d "\n"; echo
+  run() { "$HASTE" bench train --device "$DEVICE" "$@" --reps 3 --warmup 1 --json --mixed-precision "$PRECISION" $SIZES | tr -d "\n"; }
+  if [[ "$r" =~ $CKPT ]]; then      # the memory-bound rows: recomputed MLP activations, else grad-checkpointing
+    out=$(run --only "$r" --recompute-mlp-activation)
+    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: with --recompute-mlp-activation" >&2
+    else echo "row $r: --recompute-mlp-activation gave no result, so +ckpt" >&2; run --only "$r +ckpt" --grad-checkpointing; echo; fi
+  else run --only "$r"; echo; fi
 done <<< "$ROWS"'
 export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES" PRECISION="$BENCH_PRECISION" CKPT="$BENCH_CKPT_ROWS"
 stage bench-haste 150 bash -c "$bench_rows" bench

@@ -87,9 +87,11 @@ public struct Objective {
         let xt = c.alpha * x0 + c.sigma * d.noise
         let align = alignmentActive && teacher != nil
         let wantProj = align && config.projCoeff != 0
-        let out = student.predict(xt, t: d.t, condition: condition(batch, d),
-                                  logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
-                                  projections: wantProj, checkpointing: config.gradCheckpointing)
+        let out = BF16Branch.$recomputesMLPActivation.withValue(config.recomputeMlpActivation) {
+            student.predict(xt, t: d.t, condition: condition(batch, d),
+                            logitLayers: align && config.attnCoeff != 0 ? Set(models.pairs.map(\.student)) : [],
+                            projections: wantProj, checkpointing: config.gradCheckpointing)
+        }
         let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: d.noise, t: d.t, path: config.pathType)
         var total = den, proj = 0.0, attn = 0.0
         if align, let teacher {

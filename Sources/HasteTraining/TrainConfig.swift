@@ -61,6 +61,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var mixedPrecision = "auto"          // no | fp16 | bf16 | auto = bf16 on CUDA, no on the CPU (HasteTensor Ops/Precision.swift)
     public var fp16InitScale = 65536.0          // fp16's initial dynamic loss scale (torch GradScaler init_scale; HasteNN LossScaler)
     public var gradCheckpointing = false        // recompute each transformer block's activations in backward (HasteTensor Autograd/Checkpoint.swift)
+    public var recomputeMlpActivation = false   // bf16 on CUDA: recompute each MLP's activation output in backward (BF16Branch.recomputesMLPActivation)
     public var seed = 0
     public var latentScale = 0.18215
     public var vaeWeights = ""                  // SD-VAE (ft-MSE) decoding preview grids of latent models; "" = models/ or $HASTE_VAE_DIR
@@ -98,6 +99,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case adamBeta1 = "adam-beta1", adamBeta2 = "adam-beta2", adamWeightDecay = "adam-weight-decay"
         case adamEpsilon = "adam-epsilon", maxGradNorm = "max-grad-norm", emaDecay = "ema-decay"
         case mixedPrecision = "mixed-precision", fp16InitScale = "fp16-init-scale", gradCheckpointing = "grad-checkpointing"
+        case recomputeMlpActivation = "recompute-mlp-activation"
         case seed, latentScale = "latent-scale", vaeWeights = "vae-weights"
         case checkpointingSteps = "checkpointing-steps", samplingSteps = "sampling-steps", sampleCount = "sample-count"
         case sampleCfg = "sample-cfg", sampleNumSteps = "sample-num-steps", logEvery = "log-every"

@@ -26,6 +26,12 @@ public enum BF16Branch {
     /// True inside `$generalPathOnly.withValue(true) { … }`: the general path in this task only (tests comparing
     /// the two paths while others run).
     @TaskLocal static var generalPathOnly = false
+    /// True inside `$recomputesMLPActivation.withValue(true) { … }` (the training config's `recompute-mlp-activation`):
+    /// the MLP branches of the forwards run there keep their hidden layer's input h only and recompute the
+    /// activation's output in backward (the same kernel on the same h: the same bits), so each holds one [rows,
+    /// hidden] bf16 tensor less until its backward — 15.7 GiB for SiT-XL/2 at batch 256 — for one more elementwise
+    /// pass per MLP.
+    @TaskLocal public static var recomputesMLPActivation = false
 
     /// `fc2(act(fc1(x)))`: w1 [hidden, in], w2 [out, hidden] (MLP; `act` with `derivativeReadsOnlyInput`).
     case mlp(w1: Tensor, b1: Tensor?, activation: UnaryOp, w2: Tensor, b2: Tensor?)

@@ -33,7 +33,8 @@ extension Tensor {
 /// dw2 = d̃yᵀ·g̃, db2 = Σ d̃y; dh = bf16(dg·f'(h̃)); dx = dh·w̃1, dw1 = dhᵀ·x̃, db1 = Σ dh — the two `BF16LinearBackward`s
 /// and the activation's backward between them.
 struct BF16MLPTape: BF16BranchTape {
-    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor, activation: UnaryOp
+    /// g: the activation's output, nil where it is recomputed from h in backward (`BF16Branch.recomputesMLPActivation`).
+    let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor?, activation: UnaryOp
 
     static func forward(_ xn: Tensor, _ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?,
                         records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
@@ -41,7 +42,8 @@ struct BF16MLPTape: BF16BranchTape {
         let h = xn.linear(w1n, b1?.narrowed(low))
         let g = h.unaryLowValues(activation)
         let y = g.linear(w2n, b2?.narrowed(low))
-        let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: g, activation: activation) : nil
+        let keep = !BF16Branch.recomputesMLPActivation
+        let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: keep ? g : nil, activation: activation) : nil
         return (y, tape)
     }
 
@@ -49,7 +51,8 @@ struct BF16MLPTape: BF16BranchTape {
         let hidden = w1n.shape[0], inF = w1n.shape[1], outF = w2n.shape[0], rows = xn.count / Swift.max(inF, 1)
         let (wantW1, wantW2, wantB1, wantB2) = (wanted[0], wanted[1], wanted[2], wanted[3])
         let first = input || wantW1 || wantB1
-        let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: g.reshaped([rows, hidden]), w: w2n,
+        let gv = g ?? h.unaryLowValues(activation)                      // recomputed: the forward's kernel on its h
+        let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: gv.reshaped([rows, hidden]), w: w2n,
                                       input: first, weight: wantW2, bias: wantB2)
         var fc1: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
         if let dg = fc2.dx {

@@ -33,6 +33,8 @@ struct BenchTrainCommand: ParsableCommand {
     var mixedPrecision = "auto"
     @Flag(help: "Train with grad-checkpointing (each block's activations recomputed in backward); rows are named \"… +ckpt\".")
     var gradCheckpointing = false
+    @Flag(name: .customLong("recompute-mlp-activation"), help: "bf16 on CUDA: recompute each MLP's activation output in backward (train's key recompute-mlp-activation); the rows keep their names.")
+    var recomputeMlpActivation = false
     @Flag(help: ArgumentHelp("How cost grows: SiT sizes × batch sizes, denoising loss only, one process per row; step time, img/s, GFLOP per step and GFLOP/s, % of the CPU's measured FMA peak, peak tensor and RSS MiB. Rows predicted not to fit in 80% of MemAvailable are skipped (CPU only)."))
     var sweep = false
     @Option(name: .customLong("sweep-models"), help: ArgumentHelp("Models of --sweep, comma-separated (default \(CostSweep.models.joined(separator: ","))); \(CostSweep.tinyModel) is the demo's small SiT, for quick checks.", valueName: "names"))
@@ -115,6 +117,7 @@ struct BenchTrainCommand: ParsableCommand {
             return try TrainSweep(command: self).run()
         }
         let device = try runtime.openDevice(allowTF32: allowTF32, hostOnlyAllowed: true)
+        TrainBenchmarks.recomputeMLPActivation = recomputeMlpActivation
         if savedBytes { return try printSavedBytes(device: device) }
         let mmdit = only.map(mmditNames.contains) == true   // run only when named (not in --list)
         let cases = (mmdit ? MMDiTBenchmarks.cases(seed: runtime.seed, device: device, checkpointing: gradCheckpointing)

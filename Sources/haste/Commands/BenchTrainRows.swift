@@ -65,10 +65,14 @@ enum TrainBenchmarks {
     }
 
     /// The resolved config of a row: `TrainConfig` defaults with the row's model, batch, teacher and precision.
+    /// `haste bench train --recompute-mlp-activation`: every row's config key recompute-mlp-activation.
+    nonisolated(unsafe) static var recomputeMLPActivation = false
+
     static func config(model: String, batch: Int, align: Bool, seed: UInt64, checkpointing: Bool = false,
                        mixedPrecision: String = "no") throws -> (TrainConfig, ResolvedModels) {
         var config = TrainConfig()
         config.gradCheckpointing = checkpointing
+        config.recomputeMlpActivation = recomputeMLPActivation
         CostSweep.apply(model: model, to: &config)                  // the named SiT, or the sweep's tiny model
         config.batchSize = batch
         config.encType = align ? "dinov2-vit-b" : "none"

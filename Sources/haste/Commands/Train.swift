@@ -62,6 +62,8 @@ struct Train: ParsableCommand {
     @Option(help: "SD-VAE ft-MSE decoding preview grids of latent models.") var vaeWeights: String?
     @Flag(inversion: .prefixedNo, help: "Recompute each transformer block's activations in backward instead of keeping them: less memory, each block runs forward twice (key grad-checkpointing, default off).")
     var gradCheckpointing: Bool?
+    @Flag(inversion: .prefixedNo, help: "bf16 on CUDA: recompute each MLP's activation output in backward instead of keeping it (one [tokens, 4·hidden] bf16 tensor less per block until its backward, one more elementwise pass; key recompute-mlp-activation, default off).")
+    var recomputeMlpActivation: Bool?
 
     var namedFlags: [(String, String?)] {
         [("model", model), ("enc-type", encType), ("enc-weights", encWeights), ("proj-coeff", projCoeff),
@@ -74,7 +76,8 @@ struct Train: ParsableCommand {
          ("data-dir", dataDir), ("resume-step", (resumeStep ?? resume).map { $0 == "latest" ? "-1" : $0 }),
          ("gradient-accumulation-steps", gradientAccumulationSteps), ("resolution", resolution),
          ("num-classes", numClasses), ("mixed-precision", mixedPrecision), ("vae-weights", vaeWeights),
-         ("grad-checkpointing", gradCheckpointing.map { "\($0)" }), ("seed", runtime.seedFlag.map { "\($0)" })]
+         ("grad-checkpointing", gradCheckpointing.map { "\($0)" }),
+         ("recompute-mlp-activation", recomputeMlpActivation.map { "\($0)" }), ("seed", runtime.seedFlag.map { "\($0)" })]
         + reference.configPairs
     }
 

@@ -104,6 +104,22 @@ import HasteModels
     /// products each) × depth 6, and 14 outside the blocks; launches: 145 casts and 62 one-pass roundings (bf16
     /// operands and results over float32 carriers, what issue 12's bf16 storage would remove), and 2 the timing's
     /// own one-element read. No GPU is touched. Other commands refuse the host-only device.
+    /// `--recompute-mlp-activation` (train's key recompute-mlp-activation) reaches the training step: on the host-only
+    /// CUDA device under bf16 the half-blocks hold less for backward (the MLPs' activation outputs). The key parses
+    /// and defaults to off.
+    @Test func recomputedMLPActivationHoldsLess() throws {
+        func halfBlocksMiB(_ extra: [String]) throws -> Double {
+            let r = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2", "--saved-bytes"] + extra),
+                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
+            let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("BF16AdaLNBranchBackward") }
+            return try #require(line.flatMap { Double($0.split(separator: " ", omittingEmptySubsequences: true)[2]) }, "\(r)")
+        }
+        let kept = try halfBlocksMiB([]), recomputed = try halfBlocksMiB(["--recompute-mlp-activation"])
+        #expect(recomputed < kept, "\(recomputed) MiB against \(kept)")
+        #expect(try TrainConfig.load(file: nil, overrides: [("recompute-mlp-activation", "true")]).recomputeMlpActivation)
+        #expect(!TrainConfig().recomputeMlpActivation)
+    }
+
     @Test func hostOnlyCUDACountsWhatAStepLaunches() throws {
         let r = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--json", "--only", "\(Self.tiny) bs2"]),
                                  environment: ["HASTE_CUDA_HOST_ONLY": "1"])

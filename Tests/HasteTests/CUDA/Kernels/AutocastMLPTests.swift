@@ -74,6 +74,30 @@ import Testing
         }
     }
 
+    /// `recompute-mlp-activation`: the tape keeps no activation output (its backward recomputes it from h), the
+    /// same bits forward and backward, and a whole SiT step holds one [rows, hidden] bf16 tensor less per block.
+    @Test func recomputedActivationGivesTheSameBitsAndHoldsLess() throws {
+        for op in [UnaryOp.geluTanh, .silu] {
+            let kept = Self.run(op, fused: true, bias: true, xTracked: true, rows: 6, seed: 3)
+            let recomputed = BF16Branch.$recomputesMLPActivation.withValue(true) {
+                Self.run(op, fused: true, bias: true, xTracked: true, rows: 6, seed: 3)
+            }
+            let same = kept.0 == recomputed.0 && kept.1 == recomputed.1
+            #expect(recomputed.2 && same, "\(op): output and gradients")
+        }
+        let sit = try tinyGenerationSiT()
+        sit.store.move(to: Self.device)
+        sit.store.setRequiresGrad(true)
+        let x = Tensor.randn([2, 1, 8, 8], seed: 4).to(Self.device), t = Tensor([Float(0.4), 0.9], shape: [2]).to(Self.device)
+        let y = Tensor([Int64(0), 1]).to(Self.device)
+        func held(_ recompute: Bool) -> Int {
+            let out = BF16Branch.$recomputesMLPActivation.withValue(recompute) { Autocast.run(.bfloat16) { sit(x, t: t, y: y) } }
+            return Tensor.savedBytes(from: [out.velocity]).rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.savedBytes).reduce(0, +)
+        }
+        // 2 blocks, 16 tokens of hidden 16 (MLP hidden 64) per image, 2 images: 2·2·16·64 bf16 elements.
+        #expect(held(false) - held(true) == 2 * 2 * 16 * 64 * 2)
+    }
+
     /// SiT's MLP takes the fused path under Autocast bf16 on CUDA, not on the CPU, not in float32, and not for an
     /// activation whose derivative reads its output.
     @Test func mlpTakesTheFusedPathOnlyWhereItApplies() {
