@@ -371,10 +371,10 @@ extension CUDABackend {
             : (CUDABackend.flashAttentionSource, "attention_flash_")
     }
 
-    /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits, so a
-    /// test may switch it while others run).
-    nonisolated(unsafe) static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
+    /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits; a test
+    /// switches it for its own task: `$flashAsyncAllowed.withValue`).
+    @TaskLocal static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
     /// `HASTE_FLASH_DIRECT=0`: the `_async_in16_` kernels (through the stage) where the `_direct_in16_` ones would run,
-    /// for comparisons (the same bits, so a test may switch it while others run).
-    nonisolated(unsafe) static var flashDirectAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DIRECT"] != "0"
+    /// for comparisons (the same bits; a test switches it for its own task: `$flashDirectAllowed.withValue`).
+    @TaskLocal static var flashDirectAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DIRECT"] != "0"
 }

@@ -67,8 +67,8 @@ extension CUDABackend {
     }
 
     /// `HASTE_FLASH_STRIDED=0`: the bf16 attention branch copies its heads out and back (`attentionForwardLSE(…,
-    /// layouts:)` declines), for comparisons; the same bits.
-    nonisolated(unsafe) static var flashStridedAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_STRIDED"] != "0"
+    /// layouts:)` declines), for comparisons; the same bits (a test switches it for its own task: `$flashStridedAllowed.withValue`).
+    @TaskLocal static var flashStridedAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_STRIDED"] != "0"
 
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double) {

@@ -51,8 +51,8 @@ extension CUDABackend {
     }
 
     /// `HASTE_GEMM_BIAS_EPILOGUE=0`: every linear adds its bias by copy and beta 1 (the composite), for comparisons
-    /// (both give the same values, so a test may switch it while others run).
-    nonisolated(unsafe) static var biasEpilogueAllowed = ProcessInfo.processInfo.environment["HASTE_GEMM_BIAS_EPILOGUE"] != "0"
+    /// (both give the same values; a test switches it for its own task: `$biasEpilogueAllowed.withValue`).
+    @TaskLocal static var biasEpilogueAllowed = ProcessInfo.processInfo.environment["HASTE_GEMM_BIAS_EPILOGUE"] != "0"
 
     /// The row-major strided-batched GEMM (float32, or bf16 operands: `GemmDescriptor`) on device addresses (also used by the attention kernels on
     /// their workspaces). Nothing is queued for an empty C, nor for k = 0 with beta = 1.

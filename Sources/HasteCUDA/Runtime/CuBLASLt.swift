@@ -52,7 +52,8 @@ struct CuBLASLtAPI {
 final class BiasEpilogueGemms {
     struct Key: Hashable {
         var transA: Bool, transB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
-        var inputs: DType, output: DType, tf32: Bool, alignments: [UInt32]
+        var inputs: DType, output: DType, tf32: Bool
+        var alignA: UInt32, alignB: UInt32, alignC: UInt32, alignBias: UInt32   // `alignment` of each address
     }
     struct Plan { let desc: OpaquePointer, a: OpaquePointer, b: OpaquePointer, d: OpaquePointer, algo: [UInt8] }
 
@@ -81,8 +82,8 @@ final class BiasEpilogueGemms {
     /// cuBLASLt has no algorithm for it or refuses the call.
     func run(_ g: GemmDescriptor, bias: DevicePointer, tf32: Bool, stream: OpaquePointer?) -> Bool {
         let key = Key(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc,
-                      inputs: g.inputs, output: g.output, tf32: tf32,
-                      alignments: [g.a, g.b, g.c, bias].map(BiasEpilogueGemms.alignment))
+                      inputs: g.inputs, output: g.output, tf32: tf32, alignA: Self.alignment(g.a), alignB: Self.alignment(g.b),
+                      alignC: Self.alignment(g.c), alignBias: Self.alignment(bias))
         if refused.contains(key) { return false }
         guard let plan = plans[key] ?? makePlan(key, bias: bias) else { refused.insert(key); return false }
         plans[key] = plan
@@ -138,7 +139,7 @@ final class BiasEpilogueGemms {
         var bytes = UInt64(BiasEpilogueGemms.workspaceBytes)
         s = api.preferenceSet(pref, CuBLASLtAPI.prefMaxWorkspace, &bytes, 8)
         let prefs = [CuBLASLtAPI.prefAlignmentA, CuBLASLtAPI.prefAlignmentB, CuBLASLtAPI.prefAlignmentC, CuBLASLtAPI.prefAlignmentD]
-        for (attribute, alignment) in zip(prefs, [key.alignments[0], key.alignments[1], key.alignments[2], key.alignments[2]]) where s == 0 {
+        for (attribute, alignment) in zip(prefs, [key.alignA, key.alignB, key.alignC, key.alignC]) where s == 0 {   // D = C
             var a = alignment
             s = api.preferenceSet(pref, attribute, &a, 4)
         }

@@ -98,10 +98,8 @@ public struct HeadLayout: Sendable, Equatable {
     public static func tokenMajor(tokens: Int, channels: Int, headDim: Int) -> HeadLayout {
         HeadLayout(batch: tokens * channels, head: headDim, token: channels)
     }
-    /// A contiguous [N·heads, T, D] operand.
-    public static func contiguous(heads: Int, tokens: Int, dim: Int) -> HeadLayout {
-        HeadLayout(batch: heads * tokens * dim, head: tokens * dim, token: dim)
-    }
+    /// A contiguous [batch, T, D] operand (its heads counted in the batch: `AttentionLayouts.heads` 1).
+    public static func contiguous(tokens: Int, dim: Int) -> HeadLayout { HeadLayout(batch: tokens * dim, head: 0, token: dim) }
 }
 
 /// The layouts of a flash call's operands and gradients (`batch` of the AttentionShape = N·heads).
@@ -120,8 +118,8 @@ public struct AttentionLayouts: Sendable, Equatable {
     }
     /// Every operand contiguous (what the layout-free calls mean).
     public static func contiguous(_ s: AttentionShape) -> AttentionLayouts {
-        let q = HeadLayout.contiguous(heads: 1, tokens: s.queries, dim: s.headDim), k = HeadLayout.contiguous(heads: 1, tokens: s.keys, dim: s.headDim)
-        let v = HeadLayout.contiguous(heads: 1, tokens: s.keys, dim: s.valueDim), o = HeadLayout.contiguous(heads: 1, tokens: s.queries, dim: s.valueDim)
+        let q = HeadLayout.contiguous(tokens: s.queries, dim: s.headDim), k = HeadLayout.contiguous(tokens: s.keys, dim: s.headDim)
+        let v = HeadLayout.contiguous(tokens: s.keys, dim: s.valueDim), o = HeadLayout.contiguous(tokens: s.queries, dim: s.valueDim)
         return AttentionLayouts(heads: 1, q: q, k: k, v: v, dOut: o, dq: q, dk: k, dv: v)
     }
 }

@@ -3,12 +3,13 @@
 /// The general path (`linear`, `splitHeads`, `scaledDotProductAttention`, `transposed`/`reshaped`, `linear`) makes
 /// per block and direction a float32 carrier of qkv's bf16 output, copies it into heads, rounds the attention's
 /// output in place, copies it back into tokens and narrows it for proj; backward the mirror image, plus a rounding
-/// of each of dq, dk, dv and a float32 [N, T, 3·D] gradient that qkv's backward narrows. Here the heads of qkv's
-/// bf16 output are copied as they are for the flash kernels that read bf16 operands (`attentionTakesBF16Operands`;
-/// widened into float32 carriers for those that do not), their float32 output is rounded straight into proj's bf16
-/// [N, T, D] operand, and backward proj's bf16 dx is copied into the heads' dOut the same way and dq, dk, dv are
-/// rounded straight into qkv's bf16 gradient (`stridedCast`). The same bits: every rounding is the one the general
-/// path makes (a second rounding of a bf16 value is the identity), the kernels and GEMMs are the same calls.
+/// of each of dq, dk, dv and a float32 [N, T, 3·D] gradient that qkv's backward narrows. Here the flash kernels read
+/// the heads inside qkv's bf16 output where they take such layouts (`attentionForwardLSE(…, layouts:)`: CUDA's
+/// direct kernels), and backward read dOut inside proj's bf16 dx and write dq, dk, dv into qkv's bf16 gradient;
+/// elsewhere the heads are copied as they are (bf16 operands, `attentionTakesBF16Operands`) or widened into float32
+/// carriers, and the gradients merged back (`stridedCast`). The float32 output is rounded straight into proj's bf16
+/// [N, T, D] operand. The same bits: every rounding is the one the general path makes (a second rounding of a bf16
+/// value is the identity), the kernels and GEMMs are the same calls.
 extension Tensor {
     /// Element strides of an [N, H, T, Dh] view of heads inside a token-major [N, T, C] tensor (from the offset of
     /// its slot of H·Dh channels): splitHeads' pieces, the bf16 branch's head splits and merges.

@@ -51,7 +51,8 @@ struct BF16MLPTape: BF16BranchTape {
         let hidden = w1n.shape[0], inF = w1n.shape[1], outF = w2n.shape[0], rows = xn.count / Swift.max(inF, 1)
         let (wantW1, wantW2, wantB1, wantB2) = (wanted[0], wanted[1], wanted[2], wanted[3])
         let first = input || wantW1 || wantB1
-        let gv = g ?? h.unaryLowValues(activation)                      // recomputed: the forward's kernel on its h
+        // fc2's input g, recomputed (the forward's kernel on its h) only where dw2 reads it: h stands in otherwise.
+        let gv = wantW2 ? g ?? h.unaryLowValues(activation) : h
         let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: gv.reshaped([rows, hidden]), w: w2n,
                                       input: first, weight: wantW2, bias: wantB2)
         var fc1: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)

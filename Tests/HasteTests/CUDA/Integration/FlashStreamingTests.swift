@@ -25,10 +25,8 @@ import Testing
         let inputs = [0, 1, 2].map { _ in Tensor.zeros([4096]).to(EmulatedCUDA.device).buffer }
         #expect(EmulatedCUDA.backend.flashBF16Async(s, words: words.dkdv, inputs), "the streaming kernels apply here")
         for shape in [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 66, 96, 88), (1, 1, 40, 70, 128, 100)] {
-            CUDABackend.flashAsyncAllowed = false
-            let plain = Self.run(shape)
-            CUDABackend.flashAsyncAllowed = true
-            let streamed = Self.run(shape)
+            let plain = CUDABackend.$flashAsyncAllowed.withValue(false) { Self.run(shape) }
+            let streamed = CUDABackend.$flashAsyncAllowed.withValue(true) { Self.run(shape) }
             for (i, name) in ["out", "dq", "dk", "dv"].enumerated() { #expect(streamed[i] == plain[i], "\(name) \(shape)") }
         }
     }
@@ -76,10 +74,8 @@ import Testing
             let s = AttentionShape(batch: shape.0 * shape.1, queries: shape.2, keys: shape.3, headDim: shape.4, valueDim: shape.5)
             let words = CUDABackend.flashBF16SharedWords(s, direct: true)
             #expect(EmulatedCUDA.backend.flashBF16Direct(s, words: words.dkdv + 64 * 36, async: true, input16: true), "\(shape)")
-            CUDABackend.flashDirectAllowed = false
-            let staged = Self.run(shape, bf16: true)
-            CUDABackend.flashDirectAllowed = true
-            let direct = Self.run(shape, bf16: true)
+            let staged = CUDABackend.$flashDirectAllowed.withValue(false) { Self.run(shape, bf16: true) }
+            let direct = CUDABackend.$flashDirectAllowed.withValue(true) { Self.run(shape, bf16: true) }
             for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(direct[i] == staged[i], "\(name) \(shape)") }
         }
         // Not for head dims that are not a multiple of 8, nor for float32 carriers.
@@ -133,9 +129,7 @@ import Testing
         let f = Tensor.zeros([1, 8, 48]).to(dev), s16 = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 8, valueDim: 8)
         #expect(!be.attentionForwardLSE(q: f.buffer, k: f.buffer, v: f.buffer, out: o.buffer, lse: nil, shape: s16, scale: 1,
                                         layouts: .packed(tokens: 8, heads: 2, headDim: 8)))
-        CUDABackend.flashStridedAllowed = false
-        #expect(!be.flashLayoutsFit(.packed(tokens: 8, heads: 2, headDim: 8), s16))
-        CUDABackend.flashStridedAllowed = true
+        #expect(CUDABackend.$flashStridedAllowed.withValue(false) { !be.flashLayoutsFit(.packed(tokens: 8, heads: 2, headDim: 8), s16) })
     }
 
     @Test func bf16OperandsGiveTheCarrierKernelsBits() {
@@ -143,13 +137,13 @@ import Testing
                       (2, 1, 33, 20, 12, 6), (1, 2, 17, 19, 5, 7)]
         for shape in shapes {
             for async in [true, false] {
-                CUDABackend.flashAsyncAllowed = async
-                let carriers = Self.run(shape, bf16: false), operands = Self.run(shape, bf16: true)
+                let (carriers, operands) = CUDABackend.$flashAsyncAllowed.withValue(async) {
+                    (Self.run(shape, bf16: false), Self.run(shape, bf16: true))
+                }
                 for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() {
                     #expect(operands[i] == carriers[i], "\(name) \(shape) streaming allowed \(async)")
                 }
             }
         }
-        CUDABackend.flashAsyncAllowed = true
     }
 }

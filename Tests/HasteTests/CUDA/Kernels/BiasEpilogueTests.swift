@@ -40,9 +40,9 @@ import HasteModels
             let same = epilogue == composite
             #expect(same, "\(what): the bias epilogue's bits are the composite's")
             // HASTE_GEMM_BIAS_EPILOGUE=0 (the backend's switch) asks no driver.
-            CUDABackend.biasEpilogueAllowed = false
-            let (switched, switchedRan) = Self.counting(refused: false) { Self.linear(precision, rows: rows, inF: inF, outF: outF, seed: 3) }
-            CUDABackend.biasEpilogueAllowed = true
+            let (switched, switchedRan) = CUDABackend.$biasEpilogueAllowed.withValue(false) {
+                Self.counting(refused: false) { Self.linear(precision, rows: rows, inF: inF, outF: outF, seed: 3) }
+            }
             let switchedSame = switched == composite
             #expect(switchedRan == 0 && switchedSame, "\(what): with the switch off")
         }
