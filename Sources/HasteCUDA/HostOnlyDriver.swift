@@ -21,6 +21,8 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.
     public private(set) var launches: [String: Int] = [:]
     public private(set) var gemms: [String: Int] = [:]
+    /// Each kernel's last launch configuration (grid, dynamic shared bytes), for tests of the host's choices.
+    public private(set) var lastLaunch: [String: (grid: Dim3, sharedBytes: Int)] = [:]
     /// Handles of the "loaded" kernels, one per name (never freed: a process loads a few hundred).
     private var handles: [String: UnsafeMutableRawPointer] = [:]
     private let lock = NSLock()
@@ -56,6 +58,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func launch(_ function: GPUFunction, grid: Dim3, block: Dim3, sharedBytes: Int, arguments: [KernelArgument]) {
         lock.lock(); defer { lock.unlock() }
         launches[function.name, default: 0] += 1
+        lastLaunch[function.name] = (grid, sharedBytes)
     }
 
     public func gemm(_ g: GemmDescriptor) {

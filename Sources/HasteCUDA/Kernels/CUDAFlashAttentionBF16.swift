@@ -4,7 +4,8 @@ import HasteTensor
 /// structure of CUDAFlashAttention.swift (same tiles of 64 query × 64 key rows, 128 threads, online softmax,
 /// out + lse saved, P recomputed in the backward, one owner per gradient row, no atomics) with every tile product
 /// a warp-level `haste_mma_bf16_16816` (Prelude.swift: mma.sync m16n8k16 on sm_80+).
-///    - Warps: each of the 4 warps owns 16 of the 64 rows (query rows in the forward and dq, key rows in dk/dv);
+///    - Warps: each of the 4 warps owns 16 of the 64 rows (query rows in the forward and dq, key rows in dk/dv;
+///      the WHOLE forward: 32 of 128 query rows, see below);
 ///      a lane holds rows g = lane/4 and g + 8 of its warp's 16, so row max and sum meet over the 4 lanes of a quad
 ///      (two `__shfl_xor_sync`). P (and dS) go from the S accumulator fragments straight into the A operand of the
 ///      next product (the C layout of n-tiles 2j, 2j + 1 is the A layout of k-step j): no Ps/dSs shared buffers.
@@ -19,8 +20,9 @@ import HasteTensor
 ///      the B operands of P·V, dS·K, dSᵀ·Q and Pᵀ·dO transposed on the way (`haste_ldmatrix_x4<true>`), so no
 ///      transposed copy of any tile exists. Rows past Tq/Tk load as zeros.
 ///    - Rounding points (everything else float32, accumulation float32 in the mma):
-///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32 (as 2^(scale·log₂e·S − m'), m' the
-///      row max in log₂ units, by `haste_exp2`: one ex2.approx), l = Σ P over the float32 values,
+///      forward: S = q̃·k̃ᵀ (exact products), P = exp(scale·S − m) in float32 (as 2^(fma(sl, S, −m')), sl =
+///      scale·log₂e, m' the row max of sl·S in log₂ units taken as sl·max S, by `haste_exp2`: one ex2.approx; the
+///      backward recomputes P with the same fma), l = Σ P over the float32 values,
 ///      O += bf16(P)·ṽ, out = O / l, lse = m'·ln 2 + log l (float32). Backward: S, dP = dÕ·ṽᵀ in float32 from bf16
 ///      operands, P = exp(scale·S − lse) (likewise in log₂ units), dS = P ⊙ (dP − D) with D = rowsum(dOut ⊙ out) (float32, the fp32
 ///      family's `attention_flash_row_dot`); dv += bf16(P)ᵀ·dÕ, dq += bf16(dS)·k̃, dk += bf16(dS)ᵀ·q̃, then
@@ -39,6 +41,17 @@ import HasteTensor
 ///      dv written into qkv's gradient: no head copies (7 a block and step, 38 MB each for SiT-XL/2 at batch 64).
 ///      ptxas (NVRTC 12.9, sm_90), d80: forward 167 registers (the key-tile loop 854 SASS instructions, 1 537 for the
 ///      `_async_in16_` kernel before these changes), dk/dv 255 and 80 bytes of stack (its loop 1 362, 2 390 before).
+///    - Whole (the direct family's `…_d64w`/`_d80w`/`_d96w`/`_d128w` entry points, `flashBF16Whole`: Dh and Dv both
+///      pad to the width, as SiT's 72 → 80 and 64 → 64): the tile widths, strides and fragment offsets are
+///      compile-time constants (`tc_width`), so no n-tile or k-step guard branches between the mma pairs and
+///      ptxas schedules the ldmatrix reads ahead of the products (the general loop loaded each fragment right before
+///      its mma, behind a branch). The WHOLE forward also takes query tiles of 128 rows, two m-tiles of 16 per warp
+///      (`tc_dots_m`, `tc_accumulate_m`: each K and V fragment read once for both), with Q by cp.async too: per key
+///      tile and warp 160 mma for 50 ldmatrix.x4 (80 for 45 before). The reason: 4 warps each reading the whole K and
+///      V tiles made the forward shared-memory bound (an ldmatrix.x4 moves 512 bytes, 4 of the SM's 128-byte cycles;
+///      180 per block and tile against 320 mma). sm_90 d80: forward 255 registers, 16 bytes of stack (3 local
+///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8; dq 240. Each row's arithmetic is the general
+///      kernels' (the same bits: FlashBF16OperandTests).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + 64·sv; dq 64·sq·2 + 64·sv·2; dk/dv 64·sq·2 + 64·sv·2 + 128 (streaming: see below).
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 33 792 / 52 224; dq 36 864 / 45 056 / 69 632;
@@ -64,103 +77,77 @@ import HasteTensor
 ///    - On the H200, SiT-XL/2 bs64 bf16, ms per step (28 calls each; cuDNN: 8.5 in all) forward / dq / dk/dv:
 ///      session 15's kernels 24.8 / 51.0 / 58.4 (latency-bound: one global load per thread in flight); float2 loads
 ///      and shared-memory transposes 29.8 / 48.7 / 52.7; streaming 20.4 / 27.3 / 33.1; batched loads, transposes
-///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6 (2979dd6). ldmatrix since: not measured yet.
+///      from the stage, 3 forward blocks per SM 11.8 / 21.4 / 24.6 (2979dd6). ldmatrix, the direct, in-place and
+///      WHOLE kernels since: not measured yet.
 ///      Left out: TMA and wgmma on sm_90.
 extension CUDABackend {
     /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
     static let flashBF16Code = flashBF16TileCode + "\n" + #"""
-    /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes.
-    template <int DMAX, bool ASYNC, typename T, bool DIRECT = false>
+    /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes. MT m-tiles
+    /// per warp: query tiles of 64·MT rows, warp w's rows 16·MT·w…, every K and V fragment read once for its MT
+    /// m-tiles (MT = 2: the direct WHOLE entry points; each row's arithmetic as with MT = 1, the same bits).
+    template <int DMAX, bool ASYNC, typename T, bool DIRECT = false, bool WHOLE = false, int MT = 1>
     __device__ void tc_forward(u32* smem, const T* q, const T* k, const T* v, float* out, float* lse,
                                i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
-        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
-        u32* Qs = smem;
-        u32* Ks = Qs + 64 * sq;
+        const int kh = tc_width<DMAX, WHOLE>(dh), kv = tc_width<DMAX, WHOLE>(dv), sq = kh / 2 + 4, sv = kv / 2 + 4;
+        constexpr int ROWS = 64 * MT;
+        u32* Qs = smem;                       /* ROWS query rows */
+        u32* Ks = Qs + ROWS * sq;
         u32* Vs = Ks + 64 * sq;
         T* SK = (T*)(Vs + 64 * sv);           /* ASYNC: the next key tile's K and V as given (T), in flight */
         T* SV = SK + 64 * dh;
         u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
         u32* V1 = K1 + 64 * sq;
-        if constexpr (DIRECT) tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, sq, sv);
-        const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
+        if constexpr (DIRECT) {
+            tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, kh, kv, sq, sv);
+            #pragma unroll
+            for (int h = 0; h < MT; h++) tc_zero_padding(Qs + 64 * h * sq, dh, kh, sq);
+        }
+        const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * MT * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
-        const i64 tiles = (tq + 63) / 64;
+        const i64 tiles = (tq + ROWS - 1) / ROWS;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
             const tc_rows<T> R = tc_head_rows<DIRECT>(q, k, v, q, L, b, tq, tk, dh, dv);      // head b's rows
             const T *qb = R.q, *kb = R.k, *vb = R.v;
             const i64 qs = R.qs, ks = R.ks, vs = R.vs;
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
-                const i64 r0 = ti * 64;
+                const i64 r0 = ti * ROWS;
                 __syncthreads();                       // the previous tile's readers of Qs (and the stage) are done
                 tc_first_key_tile<ASYNC, DIRECT>(Ks, Vs, SK, SV, kb, vb, ks, vs, k, v, b, tk, dh, dv, sq, sv);
-                tc_load_rows<DMAX>(Qs, qb + r0 * qs, tq - r0, dh, kh / 2, sq, qs);
-                float o[DMAX / 8][4];
                 #pragma unroll
-                for (int nt = 0; nt < DMAX / 8; nt++) { o[nt][0] = 0.0f; o[nt][1] = 0.0f; o[nt][2] = 0.0f; o[nt][3] = 0.0f; }
-                float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+                for (int h = 0; h < MT; h++) {         // DIRECT: by cp.async with the first key tile (its wait covers both)
+                    if constexpr (DIRECT) tc_issue_rows(Qs + 64 * h * sq, qb + (r0 + 64 * h) * qs, tq - r0 - 64 * h, dh, sq, qs);
+                    else tc_load_rows<DMAX>(Qs + 64 * h * sq, qb + (r0 + 64 * h) * qs, tq - r0 - 64 * h, dh, kh / 2, sq, qs);
+                }
+                float o[MT][DMAX / 8][4];
+                float m[MT][2], l[MT][2];
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    #pragma unroll
+                    for (int nt = 0; nt < DMAX / 8; nt++) { o[mt][nt][0] = 0.0f; o[mt][nt][1] = 0.0f; o[mt][nt][2] = 0.0f; o[mt][nt][3] = 0.0f; }
+                    m[mt][0] = -INFINITY; m[mt][1] = -INFINITY; l[mt][0] = 0.0f; l[mt][1] = 0.0f;
+                }
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     u32* Kc = Ks;
                     u32* Vc = Vs;
                     if constexpr (DIRECT) tc_key_tile_direct(Kc, Vc, Ks, Vs, K1, V1, kb, vb, ks, vs, tk, c0, dh, dv, sq, sv);
                     else tc_key_tile<DMAX, ASYNC, T>(Ks, Vs, SK, SV, k, v, b, tk, c0, dh, dv, sq, sv);
-                    float s[8][4];
-                    tc_dots<DMAX>(s, Qs, sq, m0, Kc, sq, kh / 16);
-                    float mt[2] = {-INFINITY, -INFINITY};
-                    if (c0 + 64 <= tk) {               // a whole key tile: no column past Tk to mask
-                        #pragma unroll
-                        for (int nt = 0; nt < 8; nt++) {
-                            #pragma unroll
-                            for (int i = 0; i < 4; i++) {
-                                s[nt][i] = sl * s[nt][i];
-                                mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
-                            }
-                        }
-                    } else {
-                        #pragma unroll
-                        for (int nt = 0; nt < 8; nt++) {
-                            #pragma unroll
-                            for (int i = 0; i < 4; i++) {
-                                s[nt][i] = c0 + 8 * nt + 2 * t + (i & 1) < tk ? sl * s[nt][i] : -INFINITY;
-                                mt[i >> 1] = fmaxf(mt[i >> 1], s[nt][i]);
-                            }
-                        }
-                    }
-                    float alpha[2], ls[2] = {0.0f, 0.0f};
+                    float s[MT][8][4];
+                    tc_dots_m<DMAX, MT>(s, Qs, sq, m0, Kc, sq, kh / 16);
                     #pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 1));
-                        mt[h] = fmaxf(mt[h], __shfl_xor_sync(HASTE_FULL_MASK, mt[h], 2));
-                        mt[h] = fmaxf(m[h], mt[h]);    // finite: every tile holds at least one key
-                        alpha[h] = haste_exp2(m[h] - mt[h]);   // 0 on the first tile (m = −∞)
-                        m[h] = mt[h];
-                    }
-                    #pragma unroll
-                    for (int nt = 0; nt < 8; nt++) {
-                        #pragma unroll
-                        for (int i = 0; i < 4; i++) {
-                            s[nt][i] = haste_exp2(s[nt][i] - m[i >> 1]);
-                            ls[i >> 1] += s[nt][i];
-                        }
-                    }
-                    #pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 1);
-                        ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 2);
-                        l[h] = l[h] * alpha[h] + ls[h];
-                    }
-                    #pragma unroll
-                    for (int nt = 0; nt < DMAX / 8; nt++) {
-                        o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
-                    }
-                    tc_accumulate<DMAX>(o, s, Vc, sv, kv / 8);   // O += bf16(P)·V
+                    for (int mt = 0; mt < MT; mt++) tc_softmax_tile<DMAX>(s[mt], o[mt], m[mt], l[mt], sl, c0, tk, t);
+                    tc_accumulate_m<DMAX, MT>(o, s, Vc, sv, kv / 8);   // O += bf16(P)·V
                 }
-                const float inv[2] = {l[0] > 0.0f ? 1.0f / l[0] : 0.0f, l[1] > 0.0f ? 1.0f / l[1] : 0.0f};
-                tc_store<DMAX>(out + b * tq * dv, o, r0 + m0, tq, dv, inv, (i64)dv);
-                if (lse != 0 && t == 0) {
-                    #pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        const i64 r = r0 + m0 + (lane >> 2) + 8 * h;
-                        if (r < tq) lse[b * tq + r] = l[h] > 0.0f ? m[h] * HASTE_LN2 + logf(l[h]) : -INFINITY;
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    const float inv[2] = {l[mt][0] > 0.0f ? 1.0f / l[mt][0] : 0.0f, l[mt][1] > 0.0f ? 1.0f / l[mt][1] : 0.0f};
+                    tc_store<DMAX>(out + b * tq * dv, o[mt], r0 + m0 + 16 * mt, tq, dv, inv, (i64)dv);
+                    if (lse != 0 && t == 0) {
+                        #pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            const i64 r = r0 + m0 + 16 * mt + (lane >> 2) + 8 * h;
+                            if (r < tq) lse[b * tq + r] = l[mt][h] > 0.0f ? m[mt][h] * HASTE_LN2 + logf(l[mt][h]) : -INFINITY;
+                        }
                     }
                 }
             }
@@ -168,11 +155,11 @@ extension CUDABackend {
     }
 
     /// dq = scale·bf16(dS)·k, dS = P ⊙ (dO·vᵀ − D), P = exp(scale·q·kᵀ − lse): one block per (query tile, head).
-    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false>
     __device__ void tc_backward_dq(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                    const float* lse, const float* delta, TO* dq,
                                    i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
-        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
+        const int kh = tc_width<DMAX, WHOLE>(dh), kv = tc_width<DMAX, WHOLE>(dv), sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Qs = smem;
         u32* Ks = Qs + 64 * sq;
         u32* dOs = Ks + 64 * sq;
@@ -181,7 +168,7 @@ extension CUDABackend {
         T* SV = SK + 64 * dh;
         u32* K1 = Vs + 64 * sv;               /* DIRECT: the second buffers of the key tiles, where the stage is */
         u32* V1 = K1 + 64 * sq;
-        if constexpr (DIRECT) tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, sq, sv);
+        if constexpr (DIRECT) tc_zero_paddings(Ks, K1, Vs, V1, dh, dv, kh, kv, sq, sv);
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tq + 63) / 64;
@@ -236,11 +223,11 @@ extension CUDABackend {
     /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time.
-    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
-        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15, sq = kh / 2 + 4, sv = kv / 2 + 4;
+        const int kh = tc_width<DMAX, WHOLE>(dh), kv = tc_width<DMAX, WHOLE>(dv), sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Ks = smem;
         u32* Qs = Ks + 64 * sq;
         u32* Vs = Qs + 64 * sq;
@@ -252,7 +239,7 @@ extension CUDABackend {
         u32* Q1 = (u32*)SQ;                   /* DIRECT: the second buffers of q's and dOut's tiles, where the stage is */
         u32* O1 = Q1 + 64 * sq;
         u32* DSt = DIRECT ? O1 + 64 * sv : (u32*)(ASYNC ? SO + 64 * dv : SQ);   /* with dqp: bf16(dSᵀ), 64 keys × 32 query pairs + 4 */
-        if constexpr (DIRECT) tc_zero_paddings(Qs, Q1, dOs, O1, dh, dv, sq, sv);
+        if constexpr (DIRECT) tc_zero_paddings(Qs, Q1, dOs, O1, dh, dv, kh, kv, sq, sv);
         const int lane = threadIdx.x & 31, t = lane & 3, m0 = 16 * (threadIdx.x >> 5);
         const float sl = scale * HASTE_LOG2E;  // scores in log₂ units: exp(scale·s − x) = 2^(sl·s − x·log₂e)
         const i64 tiles = (tk + 63) / 64;

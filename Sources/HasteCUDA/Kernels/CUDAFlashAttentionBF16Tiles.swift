@@ -2,7 +2,7 @@ import Foundation
 import HasteTensor
 
 /// The tile helpers of the bf16 tensor-core flash-attention kernels (CUDAFlashAttentionBF16.swift: the file notes
-/// there) and the host's choice of family, width and shared memory.
+/// there); the host's choice of family, width and shared memory is in CUDAFlashAttentionBF16Entries.swift.
 extension CUDABackend {
     static let flashBF16TileCode = #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
@@ -29,6 +29,13 @@ extension CUDABackend {
                           tc_head<DIRECT>(v, L, L.v, b, tk, dv), tc_head<DIRECT>(dout, L, L.o, b, tq, dv),
                           tc_stride<DIRECT>(L.q, dh), tc_stride<DIRECT>(L.k, dh), tc_stride<DIRECT>(L.v, dv), tc_stride<DIRECT>(L.o, dv)};
     }
+
+    /// The padded width (a multiple of 16) of `d` columns in the tiles of a DMAX kernel: a compile-time DMAX where
+    /// the entry point found both Dh and Dv padding to it (WHOLE: SiT's 72 → 80, 64 → 64), so every k step and
+    /// n-tile guard, tile stride and fragment address offset is a constant (no branch per mma pair, the ldmatrix
+    /// reads scheduled ahead of the products); else (Dh + 15) & ~15 at run time.
+    template <int DMAX, bool WHOLE>
+    __device__ __forceinline__ int tc_width(int d) { return WHOLE ? DMAX : (d + 15) & ~15; }
 
     /// Row-major bf16 pairs: dst[r·stride + w] = (src[r][2w], src[r][2w + 1]) for r < 64, w < words ≤ DMAX/2;
     /// zeros for rows r ≥ rows_left and columns ≥ cols (the padding of cols up to 2·words). The index splits by
@@ -170,9 +177,9 @@ extension CUDABackend {
         }
     }
 
-    /// DIRECT: tc_zero_padding of both buffers of two streamed pair tiles, A (cols dh, stride sa) and B (dv, sb).
-    __device__ __forceinline__ void tc_zero_paddings(u32* A0, u32* A1, u32* B0, u32* B1, int dh, int dv, int sa, int sb) {
-        const int kh = (dh + 15) & ~15, kv = (dv + 15) & ~15;
+    /// DIRECT: tc_zero_padding of both buffers of two streamed pair tiles, A (cols dh padded to kh, stride sa) and B
+    /// (dv to kv, sb).
+    __device__ __forceinline__ void tc_zero_paddings(u32* A0, u32* A1, u32* B0, u32* B1, int dh, int dv, int kh, int kv, int sa, int sb) {
         tc_zero_padding(A0, dh, kh, sa); tc_zero_padding(A1, dh, kh, sa);
         tc_zero_padding(B0, dv, kv, sb); tc_zero_padding(B1, dv, kv, sb);
     }
@@ -206,61 +213,87 @@ extension CUDABackend {
         }
     }
 
-    /// acc[nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0… of row-major `a`, B's columns the
-    /// 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes). Fragments by ldmatrix.x4: A's four
-    /// 8 × 8 pieces (rows m0 + 8·(i&1), pair columns 8·kk + 4·(i>>1)) in one, B's two k halves of two n-tiles in
-    /// another (the layout of haste_mma_bf16_16816).
-    template <int KMAX>
-    __device__ __forceinline__ void tc_dots(float (*acc)[4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
+    /// acc[mt][nt] (8 n-tiles = 64 columns) = A·Bᵀ over k < 16·ksteps: A rows m0 + 16·mt… of row-major `a` (MT
+    /// m-tiles of 16 rows), B's columns the 64 rows of row-major `b` (S = Q·Kᵀ, dP = dO·Vᵀ and their transposes).
+    /// Fragments by ldmatrix.x4: A's four 8 × 8 pieces (rows m0 + 16·mt + 8·(i&1), pair columns 8·kk + 4·(i>>1)) in
+    /// one, B's two k halves of two n-tiles in another (the layout of haste_mma_bf16_16816), read once for all MT
+    /// m-tiles: with MT = 2 a warp reads B once per 32 rows, half the shared-memory traffic per mma.
+    template <int KMAX, int MT>
+    __device__ __forceinline__ void tc_dots_m(float (*acc)[8][4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
         const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
         #pragma unroll
-        for (int nt = 0; nt < 8; nt++) { acc[nt][0] = 0.0f; acc[nt][1] = 0.0f; acc[nt][2] = 0.0f; acc[nt][3] = 0.0f; }
+        for (int mt = 0; mt < MT; mt++) {
+            #pragma unroll
+            for (int nt = 0; nt < 8; nt++) { acc[mt][nt][0] = 0.0f; acc[mt][nt][1] = 0.0f; acc[mt][nt][2] = 0.0f; acc[mt][nt][3] = 0.0f; }
+        }
         #pragma unroll
         for (int kk = 0; kk < KMAX / 16; kk++) {
             if (kk < ksteps) {
-                u32 fa[4];
-                haste_ldmatrix_x4(fa, a + (m0 + r + 8 * (i & 1)) * sa + 8 * kk + 4 * (i >> 1));
+                u32 fa[MT][4];
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) haste_ldmatrix_x4(fa[mt], a + (m0 + 16 * mt + r + 8 * (i & 1)) * sa + 8 * kk + 4 * (i >> 1));
                 #pragma unroll
                 for (int nt = 0; nt < 8; nt += 2) {
                     u32 fb[4];
                     haste_ldmatrix_x4(fb, b + (8 * nt + r + 8 * (i >> 1)) * sb + 8 * kk + 4 * (i & 1));
-                    haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
-                    haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
+                    #pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        haste_mma_bf16_16816(acc[mt][nt], fa[mt], fb, acc[mt][nt]);
+                        haste_mma_bf16_16816(acc[mt][nt + 1], fa[mt], fb + 2, acc[mt][nt + 1]);
+                    }
                 }
             }
         }
     }
 
-    /// acc[nt] += A·B for one k step of 16 (kk): A's fragment `fa`, B[k][n] = the row-major pair tile `b` (stride
-    /// sb; n-tiles nt < ntiles, an even count), its fragments by ldmatrix.x4.trans (the k halves of two n-tiles at
-    /// once): no transposed copy of the tile.
-    template <int NMAX>
-    __device__ __forceinline__ void tc_mma_rows(float (*acc)[4], const u32* fa, const u32* b, int sb, int kk, int ntiles) {
+    /// tc_dots_m of one m-tile: acc[nt] for A rows m0…m0 + 15.
+    template <int KMAX>
+    __device__ __forceinline__ void tc_dots(float (*acc)[4], const u32* a, int sa, int m0, const u32* b, int sb, int ksteps) {
+        tc_dots_m<KMAX, 1>(reinterpret_cast<float (*)[8][4]>(acc), a, sa, m0, b, sb, ksteps);
+    }
+
+    /// acc[mt][nt] += A_mt·B for one k step of 16 (kk): A's fragments `fa[mt]`, B[k][n] = the row-major pair tile
+    /// `b` (stride sb; n-tiles nt < ntiles, an even count), its fragments by ldmatrix.x4.trans (the k halves of two
+    /// n-tiles at once, read once for the MT m-tiles): no transposed copy of the tile.
+    template <int NMAX, int MT>
+    __device__ __forceinline__ void tc_mma_rows(float (*acc)[NMAX / 8][4], const u32 (*fa)[4], const u32* b, int sb, int kk, int ntiles) {
         const int lane = threadIdx.x & 31, i = lane >> 3, r = lane & 7;
         #pragma unroll
         for (int nt = 0; nt < NMAX / 8; nt += 2) {
             if (nt < ntiles) {
                 u32 fb[4];
                 haste_ldmatrix_x4<true>(fb, b + (16 * kk + r + 8 * (i & 1)) * sb + 4 * (nt + (i >> 1)));
-                haste_mma_bf16_16816(acc[nt], fa, fb, acc[nt]);
-                haste_mma_bf16_16816(acc[nt + 1], fa, fb + 2, acc[nt + 1]);
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    haste_mma_bf16_16816(acc[mt][nt], fa[mt], fb, acc[mt][nt]);
+                    haste_mma_bf16_16816(acc[mt][nt + 1], fa[mt], fb + 2, acc[mt][nt + 1]);
+                }
             }
         }
     }
 
-    /// acc[nt] += bf16(W)·B over the tile's 64 k rows: W the 16×64 float32 accumulator fragments `w` (rounded to
-    /// bf16 here), B as in tc_mma_rows.
-    template <int NMAX>
-    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* b, int sb, int ntiles) {
+    /// acc[mt][nt] += bf16(W_mt)·B over the tile's 64 k rows: W_mt the 16×64 float32 accumulator fragments `w[mt]`
+    /// (rounded to bf16 here), B as in tc_mma_rows.
+    template <int NMAX, int MT>
+    __device__ __forceinline__ void tc_accumulate_m(float (*acc)[NMAX / 8][4], float (*w)[8][4], const u32* b, int sb, int ntiles) {
         #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            u32 fa[4];
-            fa[0] = haste_pack_bf16x2(w[2 * kk][0], w[2 * kk][1]);
-            fa[1] = haste_pack_bf16x2(w[2 * kk][2], w[2 * kk][3]);
-            fa[2] = haste_pack_bf16x2(w[2 * kk + 1][0], w[2 * kk + 1][1]);
-            fa[3] = haste_pack_bf16x2(w[2 * kk + 1][2], w[2 * kk + 1][3]);
-            tc_mma_rows<NMAX>(acc, fa, b, sb, kk, ntiles);
+            u32 fa[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                fa[mt][0] = haste_pack_bf16x2(w[mt][2 * kk][0], w[mt][2 * kk][1]);
+                fa[mt][1] = haste_pack_bf16x2(w[mt][2 * kk][2], w[mt][2 * kk][3]);
+                fa[mt][2] = haste_pack_bf16x2(w[mt][2 * kk + 1][0], w[mt][2 * kk + 1][1]);
+                fa[mt][3] = haste_pack_bf16x2(w[mt][2 * kk + 1][2], w[mt][2 * kk + 1][3]);
+            }
+            tc_mma_rows<NMAX, MT>(acc, fa, b, sb, kk, ntiles);
         }
+    }
+
+    /// tc_accumulate_m of one m-tile.
+    template <int NMAX>
+    __device__ __forceinline__ void tc_accumulate(float (*acc)[4], float (*w)[4], const u32* b, int sb, int ntiles) {
+        tc_accumulate_m<NMAX, 1>(reinterpret_cast<float (*)[NMAX / 8][4]>(acc), reinterpret_cast<float (*)[8][4]>(w), b, sb, ntiles);
     }
 
     /// acc[nt] += A·B over 64 k rows with A[m][k] = at[k][m0 + m]: `at` a 64 × 64 bf16 tile stored k-major (stride
@@ -272,7 +305,7 @@ extension CUDABackend {
         for (int kk = 0; kk < 4; kk++) {
             u32 fa[4];
             haste_ldmatrix_x4<true>(fa, at + (16 * kk + r + 8 * (i >> 1)) * 36 + (m0 + 8 * (i & 1)) / 2);
-            tc_mma_rows<NMAX>(acc, fa, b, sb, kk, ntiles);
+            tc_mma_rows<NMAX, 1>(reinterpret_cast<float (*)[NMAX / 8][4]>(acc), &fa, b, sb, kk, ntiles);
         }
     }
 
@@ -295,86 +328,65 @@ extension CUDABackend {
             }
         }
     }
-    """#
 
-    /// True where `precision`'s flash kernels run on the tensor cores: bf16 carriers on sm_80 and later (mma.sync
-    /// m16n8k16 .bf16 is an sm_80 instruction); otherwise the float32 kernels take the carriers as they are.
-    func flashUsesTensorCores(_ precision: ComputePrecision) -> Bool {
-        precision == .bfloat16 && driver.computeCapability >= 80
-    }
-
-    /// The tensor-core kernels pack every operand with `haste_pack_bf16x2` (round to nearest even) as they load it.
-    public func attentionRoundsOperands(_ shape: AttentionShape, precision: ComputePrecision) -> Bool {
-        attentionRecomputesProbabilities(shape) && flashUsesTensorCores(precision)
-    }
-
-    /// "d64", "d80" (SiT-XL/2's 72), "d96" or "d128": the register tile width for max(Dh, Dv) ≤ 128.
-    static func flashBF16Variant(_ s: AttentionShape) -> String {
-        let d = Swift.max(s.headDim, s.valueDim)
-        return d <= 64 ? "d64" : d <= 80 ? "d80" : d <= 96 ? "d96" : "d128"
-    }
-
-    /// Shared memory words of the bf16 kernels (see the file notes); `staged` adds the tiles in flight of the
-    /// `_async` entry points (64 rows of Dh and of Dv, float32, or bf16 with `input16`).
-    /// `direct`: the second buffers of the streamed pair tiles (64 rows of sq and of sv words) in the stage's place.
-    static func flashBF16SharedWords(_ s: AttentionShape, staged: Bool = false, input16: Bool = false,
-                                     direct: Bool = false) -> (forward: Int, dq: Int, dkdv: Int) {
-        let kh = (s.headDim + 15) / 16 * 16, kv = (s.valueDim + 15) / 16 * 16
-        let rows = 64 * (kh / 2 + 4) * 2, values = 64 * (kv / 2 + 4)
-        let stage = direct ? 64 * (kh / 2 + 4 + kv / 2 + 4) : staged ? 64 * (s.headDim + s.valueDim) / (input16 ? 2 : 1) : 0
-        // staged: dk/dv double-buffers lse and D.
-        return (rows + values + stage, rows + 2 * values + stage, rows + 2 * values + (staged || direct ? 256 : 128) + stage)
-    }
-
-    /// Whether the `_direct_in16_` kernels (cp.async straight into double-buffered pair tiles) replace the `_async_`
-    /// ones: bf16 operands whose rows are whole 16-byte pieces (Dh, Dv multiples of 8: `flashBF16Async` checked the
-    /// alignment), within the device's shared memory (`words`: the kernel's entry of `flashBF16SharedWords(s,
-    /// direct: true)`), unless `HASTE_FLASH_DIRECT=0`. The same bits as the `_async_in16_` kernels.
-    func flashBF16Direct(_ s: AttentionShape, words: Int, async: Bool, input16: Bool) -> Bool {
-        async && input16 && CUDABackend.flashDirectAllowed && s.headDim % 8 == 0 && s.valueDim % 8 == 0
-            && words * 4 <= driver.maxSharedBytes
-    }
-
-    /// Whether the `_async` kernels (cp.async double buffering of the streamed tiles) may replace the tensor-core
-    /// ones: Dh and Dv multiples of 4 and every streamed tensor 16-byte aligned (whole 16-byte pieces), and the
-    /// staged shared memory within the device's limit for `words` (the kernel's entry of
-    /// `flashBF16SharedWords(s, staged: true)`).
-    func flashBF16Async(_ s: AttentionShape, words: Int, _ buffers: [Buffer]) -> Bool {
-        let per = 16 / buffers[0].dtype.byteSize     // elements per 16-byte piece: 4 float32, 8 bf16
-        return s.headDim % per == 0 && s.valueDim % per == 0 && words * 4 <= driver.maxSharedBytes
-            && buffers.allSatisfy { address($0) % 16 == 0 } && CUDABackend.flashAsyncAllowed
-    }
-
-    /// True where the flash operands are bf16 buffers (`attentionTakesBF16Operands`: the tensor-core kernels only),
-    /// false for float32 carriers; mixed or other dtypes stop.
-    func flashInputs16(_ buffers: [Buffer], tensorCores: Bool, _ op: String) -> Bool {
-        if buffers.allSatisfy({ $0.dtype == .float32 }) { return false }
-        if tensorCores && buffers.allSatisfy({ $0.dtype == .bfloat16 }) { return true }
-        CUDABackend.fail("\(op) on \(device): operands \(buffers.map(\.dtype)) (all float32, or all bfloat16 with bf16 tensor-core kernels)")
-    }
-
-    /// The tensor-core flash kernels take q, k, v and dOut as bf16 buffers too.
-    public func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool {
-        attentionRoundsOperands(shape, precision: .bfloat16)
-    }
-
-    /// The family and kernel-name prefix of the flash kernels: float32, bf16 tensor cores, or (`async`) their
-    /// cp.async streaming variant.
-    func flashFamily(tensorCores: Bool, async: Bool, input16: Bool = false, direct: Bool = false) -> (source: KernelSource, prefix: String) {
-        if direct { return (CUDABackend.flashAttentionBF16DirectIn16Source, "attention_flash_bf16_direct_in16_") }
-        if input16 {
-            return async ? (CUDABackend.flashAttentionBF16AsyncIn16Source, "attention_flash_bf16_async_in16_")
-                : (CUDABackend.flashAttentionBF16In16Source, "attention_flash_bf16_in16_")
+    /// The forward's online softmax over one key tile for one m-tile (16 rows; a lane's rows g and g + 8): the S
+    /// fragments `s` become P = 2^(sl·S − m') (one fma and one ex2 per element; MASK: columns past Tk give 0), the
+    /// running max m' (log₂ units), sum l and the output accumulators `o` are rescaled by 2^(m'_old − m'_new).
+    /// The tile's max of sl·S is taken over S and scaled once: max(sl·S) = sl·max(S) exactly for sl ≥ 0 (rounding
+    /// is monotone); a negative sl (never from 1/√Dh) scales S first and goes on with sl = 1.
+    template <int DMAX, bool MASK>
+    __device__ __forceinline__ void tc_softmax_pass(float (*s)[4], float (*o)[4], float* m, float* l, float sl, i64 c0, i64 tk, int t) {
+        float mx[2] = {-INFINITY, -INFINITY};
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (!MASK || c0 + 8 * nt + 2 * t + (i & 1) < tk) mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
+            }
         }
-        return async ? (CUDABackend.flashAttentionBF16AsyncSource, "attention_flash_bf16_async_")
-            : tensorCores ? (CUDABackend.flashAttentionBF16Source, "attention_flash_bf16_")
-            : (CUDABackend.flashAttentionSource, "attention_flash_")
+        float alpha[2], ls[2] = {0.0f, 0.0f};
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(HASTE_FULL_MASK, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(HASTE_FULL_MASK, mx[h], 2));
+            mx[h] = fmaxf(m[h], sl * mx[h]);   // finite: every tile holds at least one key
+            alpha[h] = haste_exp2(m[h] - mx[h]);   // 0 on the first tile (m = −∞)
+            m[h] = mx[h];
+        }
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float p = haste_exp2(fmaf(sl, s[nt][i], -m[i >> 1]));
+                s[nt][i] = !MASK || c0 + 8 * nt + 2 * t + (i & 1) < tk ? p : 0.0f;
+                ls[i >> 1] += s[nt][i];
+            }
+        }
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 1);
+            ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 2);
+            l[h] = l[h] * alpha[h] + ls[h];
+        }
+        #pragma unroll
+        for (int nt = 0; nt < DMAX / 8; nt++) {
+            o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
+        }
     }
 
-    /// `HASTE_FLASH_ASYNC=0`: the synchronous kernels everywhere, for comparisons (both give the same bits; a test
-    /// switches it for its own task: `$flashAsyncAllowed.withValue`).
-    @TaskLocal static var flashAsyncAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_ASYNC"] != "0"
-    /// `HASTE_FLASH_DIRECT=0`: the `_async_in16_` kernels (through the stage) where the `_direct_in16_` ones would run,
-    /// for comparisons (the same bits; a test switches it for its own task: `$flashDirectAllowed.withValue`).
-    @TaskLocal static var flashDirectAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DIRECT"] != "0"
+    /// tc_softmax_pass for key tile c0: unmasked for a whole tile (every column < Tk).
+    template <int DMAX>
+    __device__ __forceinline__ void tc_softmax_tile(float (*s)[4], float (*o)[4], float* m, float* l, float sl, i64 c0, i64 tk, int t) {
+        if (sl < 0.0f) {                       // max(sl·S) is not sl·max(S): S scaled first, then sl = 1 (exact)
+            #pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                #pragma unroll
+                for (int i = 0; i < 4; i++) s[nt][i] *= sl;
+            }
+            sl = 1.0f;
+        }
+        if (c0 + 64 <= tk) tc_softmax_pass<DMAX, false>(s, o, m, l, sl, c0, tk, t);
+        else tc_softmax_pass<DMAX, true>(s, o, m, l, sl, c0, tk, t);
+    }
+    """#
 }

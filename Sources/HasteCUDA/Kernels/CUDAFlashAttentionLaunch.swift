@@ -35,14 +35,17 @@ extension CUDABackend {
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
-        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true).forward
+        // The direct WHOLE forward (`flashBF16Whole`) takes query tiles of 128 rows (two m-tiles per warp).
+        let whole = CUDABackend.flashBF16Whole(s)
+        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true, forwardRows: whole ? 128 : 64).forward
         let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
         if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
         if s.batch == 0 || s.queries == 0 { return true }
         let words = direct ? directWords : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
             : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
         let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16, direct: direct)
-        launch(family.source, "\(family.prefix)forward_\(width)", grid: flashGrid(tiles: s.queries, s),
+        let rows = direct && whole ? 128 : 64
+        launch(family.source, "\(family.prefix)forward_\(width)\(rows == 128 ? "w" : "")", grid: flashGrid(tiles: s.queries, s, rows: rows),
                block: Dim3(128), sharedBytes: words * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
@@ -137,11 +140,12 @@ extension CUDABackend {
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
+        let whole = CUDABackend.flashBF16Whole(s) ? "w" : ""   // the direct kernels' compile-time tile widths
         if let dq, dqKernel {
             let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs
             let family = flashFamily(tensorCores: tensorCores, async: asyncDQ, input16: input16, direct: directDQ)
-            launch(family.source, "\(family.prefix)backward_dq_\(width)", grid: flashGrid(tiles: tq, s),
+            launch(family.source, "\(family.prefix)backward_dq_\(width)\(directDQ ? whole : "")", grid: flashGrid(tiles: tq, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(address(dq))] + sizes + (directDQ ? CUDABackend.layoutArguments(lay) : []))
         }
@@ -154,7 +158,7 @@ extension CUDABackend {
             // after (and rounded, for a bf16 dq: into dq's layout).
             let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
-            launch(family.source, "\(family.prefix)backward_dkdv_\(width)", grid: flashGrid(tiles: tk, s),
+            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
                        + (tensorCores ? [.pointer(parts)] : []) + sizes + (directDKDV ? CUDABackend.layoutArguments(lay) : []))
@@ -183,8 +187,8 @@ extension CUDABackend {
         return d <= 64 ? "d64" : d <= 96 ? "d96" : "d128"
     }
 
-    /// (row tiles of 64, heads), each axis capped at 65 535 (the kernels stride over both).
-    func flashGrid(tiles rows: Int, _ s: AttentionShape) -> Dim3 {
-        Dim3(Swift.max(1, Swift.min((rows + 63) / 64, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
+    /// (row tiles of `rows`, heads), each axis capped at 65 535 (the kernels stride over both).
+    func flashGrid(tiles count: Int, _ s: AttentionShape, rows: Int = 64) -> Dim3 {
+        Dim3(Swift.max(1, Swift.min((count + rows - 1) / rows, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
     }
 }

@@ -38,7 +38,7 @@ import Testing
 /// synchronous, every register width, partial and several tiles, Dh ≠ Dv, head dims not a multiple of 8 (no
 /// streaming), odd (one element at a time), and keys past the fused-dq limit (the dq kernel).
 @Suite(.serialized) struct FlashBF16OperandTests {
-    static func run(_ shape: (n: Int, h: Int, tq: Int, tk: Int, dh: Int, dv: Int), bf16: Bool) -> [[UInt32]] {
+    static func run(_ shape: (n: Int, h: Int, tq: Int, tk: Int, dh: Int, dv: Int), bf16: Bool, scale: Double? = nil) -> [[UInt32]] {
         let (n, h, tq, tk, dh, dv) = shape
         let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
         func operand(_ s: [Int], _ seed: UInt64, _ scale: Double) -> Tensor {
@@ -47,7 +47,7 @@ import Testing
         }
         let q = operand([n, h, tq, dh], 1, 1.7), k = operand([n, h, tk, dh], 2, 1.7), v = operand([n, h, tk, dv], 3, 1.7)
         let dout = operand([n, h, tq, dv], 4, 1)
-        let s = AttentionShape(batch: n * h, queries: tq, keys: tk, headDim: dh, valueDim: dv), scale = 1 / Double(dh).squareRoot()
+        let s = AttentionShape(batch: n * h, queries: tq, keys: tk, headDim: dh, valueDim: dv), scale = scale ?? 1 / Double(dh).squareRoot()
         #expect(be.attentionTakesBF16Operands(s))
         let out = Tensor.empty([n, h, tq, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, tq], dtype: .float32, device: dev)
         be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: scale,
@@ -66,7 +66,9 @@ import Testing
     /// one barrier per streamed tile) give the staged `_async_in16_` kernels' bits, where Dh and Dv are multiples of
     /// 8: several and partial query and key tiles (both buffers in use, rows past Tq and Tk zeroed), Dh ≠ Dv, Dh not
     /// a multiple of 16 (the padding zeroed once per block), every register width, the dq kernel (300 keys), and
-    /// SiT-XL/2's head (256 keys, Dh 72).
+    /// SiT-XL/2's head (256 keys, Dh 72). Where Dh and Dv pad to the width, the direct kernels are the WHOLE entry
+    /// points (compile-time widths; the forward's 128-row query tiles, two m-tiles a warp) against the general
+    /// staged ones, also with a negative scale.
     @Test func directTilesGiveTheStagedKernelsBits() {
         let shapes = [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 300, 96, 88), (1, 1, 40, 70, 128, 104),
                       (2, 1, 70, 256, 72, 72)]
@@ -74,15 +76,54 @@ import Testing
             let s = AttentionShape(batch: shape.0 * shape.1, queries: shape.2, keys: shape.3, headDim: shape.4, valueDim: shape.5)
             let words = CUDABackend.flashBF16SharedWords(s, direct: true)
             #expect(EmulatedCUDA.backend.flashBF16Direct(s, words: words.dkdv + 64 * 36, async: true, input16: true), "\(shape)")
-            let staged = CUDABackend.$flashDirectAllowed.withValue(false) { Self.run(shape, bf16: true) }
-            let direct = CUDABackend.$flashDirectAllowed.withValue(true) { Self.run(shape, bf16: true) }
-            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(direct[i] == staged[i], "\(name) \(shape)") }
+            // A negative scale too where Dh and Dv pad to the width (the WHOLE kernels): S scaled before the max.
+            let scales: [Double?] = CUDABackend.flashBF16Whole(s) ? [nil, -0.2] : [nil]
+            for scale in scales {
+                let label = scale.map { "\($0)" } ?? "1/√Dh"
+                let staged = CUDABackend.$flashDirectAllowed.withValue(false) { Self.run(shape, bf16: true, scale: scale) }
+                let direct = CUDABackend.$flashDirectAllowed.withValue(true) { Self.run(shape, bf16: true, scale: scale) }
+                for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() {
+                    #expect(direct[i] == staged[i], "\(name) \(shape) scale \(label)")
+                }
+            }
         }
         // Not for head dims that are not a multiple of 8, nor for float32 carriers.
         let odd = AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 12, valueDim: 8)
         #expect(!EmulatedCUDA.backend.flashBF16Direct(odd, words: 0, async: true, input16: true))
         #expect(!EmulatedCUDA.backend.flashBF16Direct(AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 64, valueDim: 64),
                                                        words: 0, async: true, input16: false))
+    }
+
+    /// A host-only CUDA backend of its own (launches recorded, nothing computed) for the host's choice of entry point.
+    static let hostOnly: (device: Device, driver: HostOnlyDriver, backend: CUDABackend) = {
+        let driver = HostOnlyDriver(), backend = CUDABackend(driver: driver, device: .cuda(11))
+        Backends.register(backend, for: .cuda(11))
+        return (.cuda(11), driver, backend)
+    }()
+
+    /// Where Dh and Dv both pad to the register width (SiT-XL/2's 72 → d80, 64 → d64) the direct kernels run their
+    /// WHOLE entry points (compile-time tile widths), the forward over query tiles of 128 rows (its grid and its
+    /// shared memory: Q 128 rows, K and V two buffers of 64, 44 words a row); else the general ones over 64.
+    @Test func wholeShapesTakeTheWholeEntryPoints() {
+        let (dev, driver, be) = Self.hostOnly
+        for (dh, dv, suffix, rows) in [(72, 72, "d80w", 128), (64, 64, "d64w", 128), (72, 40, "d80", 64), (40, 40, "d64", 64)] {
+            let (n, h, t) = (2, 16, 256)
+            let s = AttentionShape(batch: n * h, queries: t, keys: t, headDim: dh, valueDim: dv)
+            let q = Tensor.empty([n, h, t, dh], dtype: .bfloat16, device: dev), k = Tensor.empty([n, h, t, dh], dtype: .bfloat16, device: dev)
+            let v = Tensor.empty([n, h, t, dv], dtype: .bfloat16, device: dev), dout = Tensor.empty([n, h, t, dv], dtype: .bfloat16, device: dev)
+            let out = Tensor.empty([n, h, t, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, t], dtype: .float32, device: dev)
+            be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: 0.1,
+                                   precision: .bfloat16)
+            be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dout.buffer,
+                                    dq: q.buffer, dk: k.buffer, dv: v.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+            #expect(CUDABackend.flashBF16Whole(s) == suffix.hasSuffix("w"), "\(s)")
+            let forward = driver.lastLaunch["attention_flash_bf16_direct_in16_forward_\(suffix)"]
+            #expect(forward?.grid == Dim3(t / rows, n * h), "\(suffix): \(String(describing: forward))")
+            let sq = (dh + 15) / 16 * 16 / 2 + 4, sv = (dv + 15) / 16 * 16 / 2 + 4
+            #expect(forward?.sharedBytes == 4 * (rows * sq + 2 * 64 * sq + 2 * 64 * sv), "\(suffix): \(String(describing: forward))")
+            #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_backward_dkdv_\(suffix)"]?.grid == Dim3(t / 64, n * h), "\(suffix)")
+        }
+        #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80w"]?.sharedBytes == 67_584)   // SiT-XL/2's head
     }
 
     /// The direct kernels reading the heads where they lie (`attentionForwardLSE`/`attentionBackwardLSE(…, layouts:)`,

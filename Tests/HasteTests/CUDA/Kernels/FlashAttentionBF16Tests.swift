@@ -52,7 +52,7 @@ import Testing
                             dot += x; mag += Swift.abs(x)
                         }
                         logit[j] = scale * dot
-                        eL = Swift.max(eL, 2 * Double(dh + 2) * u * scale * mag)
+                        eL = Swift.max(eL, 2 * Double(dh + 2) * u * Swift.abs(scale) * mag)
                         maxL = Swift.max(maxL, Swift.abs(logit[j]))
                     }
                     let eps = 2 * eL + slack * (1 + maxL)
@@ -85,9 +85,9 @@ import Testing
                         for d in 0..<dh {
                             let kj = Double(k[(b * tk + j) * dh + d]), qi = Double(q[row * dh + d])
                             dq[row * dh + d] += scale * ds * kj
-                            eDQ[row * dh + d] += scale * g * Swift.abs(kj)
+                            eDQ[row * dh + d] += Swift.abs(scale) * g * Swift.abs(kj)
                             dk[(b * tk + j) * dh + d] += scale * ds * qi
-                            eDK[(b * tk + j) * dh + d] += scale * g * Swift.abs(qi)
+                            eDK[(b * tk + j) * dh + d] += Swift.abs(scale) * g * Swift.abs(qi)
                         }
                         for e in 0..<dvd {
                             let o = Double(dOut[row * dvd + e])
@@ -121,9 +121,20 @@ import Testing
                          AttentionShape(batch: 1, queries: 1, keys: 5, headDim: 8, valueDim: 3)]
 
     @Test(arguments: shapes) func tensorCoreKernelsMatchTheFloat64Reference(s: AttentionShape) {
+        Self.check(s, scale: 1 / Double(s.headDim).squareRoot())
+    }
+
+    /// A negative scale (the kernels take any): the forward's max of scale·S is not scale·max(S) there
+    /// (`tc_softmax_tile` scales S first). Partial key tiles and several; q 40× larger, so each row's scaled logits
+    /// span far more than 128 (in log₂ units): shifted by anything but their max, 2^x overflows.
+    @Test func negativeScales() {
+        Self.check(AttentionShape(batch: 2, queries: 70, keys: 131, headDim: 72, valueDim: 72), scale: -0.3, amplitude: 40)
+        Self.check(AttentionShape(batch: 1, queries: 17, keys: 129, headDim: 24, valueDim: 100), scale: -0.5, amplitude: 40)
+    }
+
+    static func check(_ s: AttentionShape, scale: Double, amplitude: Float = 1) {
         var rng = SplitMix64(seed: 700 + UInt64(s.keys + s.headDim + s.valueDim))
-        let scale = 1 / Double(s.headDim).squareRoot()
-        let q = Self.carriers(rng.floats(s.batch * s.queries * s.headDim)), k = Self.carriers(rng.floats(s.batch * s.keys * s.headDim))
+        let q = Self.carriers(rng.floats(s.batch * s.queries * s.headDim).map { $0 * amplitude }), k = Self.carriers(rng.floats(s.batch * s.keys * s.headDim))
         let v = Self.carriers(rng.floats(s.batch * s.keys * s.valueDim))
         let dOut = Self.carriers(rng.floats(s.batch * s.queries * s.valueDim))
         let ref = Reference(s, scale: scale, q: q, k: k, v: v, dOut: dOut)
