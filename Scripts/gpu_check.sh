@@ -321,6 +321,10 @@ if [ "$DEVICE" = cuda ]; then
   # layouts avoid): what the direct kernels gain. (HASTE_FLASH_ASYNC=0, no streaming at all, was measured on 12-04.)
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DIRECT=0 \
     stage profile-gpu-staged-flash 60 bash -c "$profile_row"
+  # The direct kernels' general entry points (HASTE_FLASH_WHOLE=0: run-time tile widths, 64-row forward tiles): what
+  # the WHOLE ones (compile-time widths, the forward's two m-tiles per warp) gain.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_WHOLE=0 \
+    stage profile-gpu-general-flash 60 bash -c "$profile_row"
   # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
     stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
@@ -340,7 +344,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-staged-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-staged-flash profile-gpu-general-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -494,7 +498,7 @@ EOF
   # The bias-epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|turned down" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -E "\+bias|turned down" "$OUT/profile-gpu.log" | head -6 \
     | sed 's/^/profile, bias epilogues: /' || echo "profile, bias epilogues: none in the profile"
-  for p in staged-flash:HASTE_FLASH_DIRECT=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
+  for p in staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"

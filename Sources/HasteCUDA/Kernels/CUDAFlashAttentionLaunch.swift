@@ -36,7 +36,7 @@ extension CUDABackend {
         let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
         // The direct WHOLE forward (`flashBF16Whole`) takes query tiles of 128 rows (two m-tiles per warp).
-        let whole = CUDABackend.flashBF16Whole(s)
+        let whole = CUDABackend.flashWholeAllowed && CUDABackend.flashBF16Whole(s)
         let directWords = CUDABackend.flashBF16SharedWords(s, direct: true, forwardRows: whole ? 128 : 64).forward
         let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
         if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
@@ -68,6 +68,10 @@ extension CUDABackend {
         CUDABackend.flashStridedAllowed && l.heads >= 1 && s.batch % l.heads == 0
             && [l.q, l.k, l.v, l.dOut, l.dq, l.dk, l.dv].allSatisfy { [$0.batch, $0.head, $0.token].allSatisfy { $0 >= 0 && $0 % 8 == 0 } }
     }
+
+    /// `HASTE_FLASH_WHOLE=0`: the direct kernels' general entry points where the WHOLE ones would run (run-time tile
+    /// widths, 64-row forward tiles), for comparisons (the same bits; a test switches it: `$flashWholeAllowed.withValue`).
+    @TaskLocal static var flashWholeAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_WHOLE"] != "0"
 
     /// `HASTE_FLASH_STRIDED=0`: the bf16 attention branch copies its heads out and back (`attentionForwardLSE(…,
     /// layouts:)` declines), for comparisons; the same bits (a test switches it for its own task: `$flashStridedAllowed.withValue`).
@@ -140,7 +144,7 @@ extension CUDABackend {
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        let whole = CUDABackend.flashBF16Whole(s) ? "w" : ""   // the direct kernels' compile-time tile widths
+        let whole = CUDABackend.flashWholeAllowed && CUDABackend.flashBF16Whole(s) ? "w" : ""   // the direct kernels' compile-time tile widths
         if let dq, dqKernel {
             let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs

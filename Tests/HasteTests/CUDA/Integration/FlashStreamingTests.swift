@@ -124,6 +124,15 @@ import Testing
             #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_backward_dkdv_\(suffix)"]?.grid == Dim3(t / 64, n * h), "\(suffix)")
         }
         #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80w"]?.sharedBytes == 67_584)   // SiT-XL/2's head
+        // HASTE_FLASH_WHOLE=0: the general entry points (64-row forward tiles) for the same shape.
+        let s = AttentionShape(batch: 5, queries: 192, keys: 192, headDim: 72, valueDim: 72)
+        let x = Tensor.empty([5, 192, 72], dtype: .bfloat16, device: dev), o = Tensor.empty([5, 192, 72], dtype: .float32, device: dev)
+        CUDABackend.$flashWholeAllowed.withValue(false) {
+            be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 0.1, precision: .bfloat16)
+        }
+        #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80"]?.grid == Dim3(3, 5))
+        be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 0.1, precision: .bfloat16)
+        #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80w"]?.grid == Dim3(2, 5))
     }
 
     /// The direct kernels reading the heads where they lie (`attentionForwardLSE`/`attentionBackwardLSE(…, layouts:)`,
