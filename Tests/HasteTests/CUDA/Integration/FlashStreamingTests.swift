@@ -71,7 +71,7 @@ import Testing
     /// staged ones, also with a negative scale.
     @Test func directTilesGiveTheStagedKernelsBits() {
         let shapes = [(1, 2, 130, 150, 72, 40), (1, 1, 70, 129, 64, 64), (1, 1, 65, 300, 96, 88), (1, 1, 40, 70, 128, 104),
-                      (2, 1, 70, 256, 72, 72)]
+                      (2, 1, 70, 256, 72, 72), (1, 2, 200, 130, 64, 64)]   // the last: two 128-row tiles of the WHOLE forward
         for shape in shapes {
             let s = AttentionShape(batch: shape.0 * shape.1, queries: shape.2, keys: shape.3, headDim: shape.4, valueDim: shape.5)
             let words = CUDABackend.flashBF16SharedWords(s, direct: true)
