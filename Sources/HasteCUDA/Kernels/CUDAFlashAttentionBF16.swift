@@ -53,7 +53,8 @@ import HasteTensor
 ///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8; dq 240. Each row's arithmetic is the general
 ///      kernels' (the same bits: FlashBF16OperandTests).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
-///      forward 64·sq·2 + 64·sv; dq 64·sq·2 + 64·sv·2; dk/dv 64·sq·2 + 64·sv·2 + 128 (streaming: see below).
+///      forward 64·sq·2 + 64·sv (the WHOLE forward's 128 query rows: 64·sq more); dq 64·sq·2 + 64·sv·2; dk/dv
+///      64·sq·2 + 64·sv·2 + 128 (streaming: see below).
 ///      In bytes for Dh = Dv = 64 / 72 / 128: forward 27 648 / 33 792 / 52 224; dq 36 864 / 45 056 / 69 632;
 ///      dk/dv 37 376 / 45 568 / 70 144.
 ///    - Registers per thread on sm_90 (ptxas -v through NVRTC 12.9, d64 / d80 / d96 / d128): forward 134 / 128 /
