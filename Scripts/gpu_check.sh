@@ -249,7 +249,13 @@ half=$(( cpus / 2 > 1 ? cpus / 2 : 1 ))
 bg demo-teacher 120 "$HASTE" train-teacher "$cfg" --device cpu --steps "$TEACHER_STEPS" --threads "$half"
 teacher_pid=$bg_pid
 # The table goes to the log row by row (a crash still shows how far it got); the JSON to $OUT/selftest.json.
-stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"
+if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"; then
+  # Which of the recent kernel paths a failure follows: the bf16 cases again with each switch off (each keeps the
+  # path under it, the same values on the emulated device); the summary lists PASS/FAIL per switch.
+  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do
+    stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
+  done
+fi
 reap demo-teacher $teacher_pid
 
 # --- 3. the demo on both devices ----------------------------------------------------------------------------------
@@ -468,6 +474,10 @@ done
   echo
   echo "== results"
   grep -h -E '^(PASS|FAIL)' "$OUT/selftest.log" 2>/dev/null || python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(('PASS' if d['passed'] else 'FAIL') + ': selftest, failures: ' + ', '.join(d['failures']))" "$OUT/selftest.json" 2>/dev/null || echo "selftest: no result"
+  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do   # only after a failure
+    [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
+      || echo "selftest with $sw=0: no result"; }
+  done
   grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
   python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"
 import glob, json, os, sys

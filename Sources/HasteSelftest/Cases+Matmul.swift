@@ -61,6 +61,14 @@ extension ConformanceSuite {
                 let y = Autocast.run(.bfloat16) { Tensor.scaledDotProductAttention(q, k, v) }
                 c.forwardBackward(y, [("q", q), ("k", k), ("v", v)])
             },
+            // The same where Dh and Dv pad to the kernels' width (64): on CUDA the WHOLE entry points, the forward
+            // over two 128-row query tiles, 5 key tiles (dq from its own kernel); SiT's block below covers the
+            // fused dq. Bound as above.
+            OpCase("attention (autocast bf16, whole tiles)", "q[1,2,200,64] k[1,2,300,64] v[1,2,300,64]", .bfloat16(k: 4)) { c in
+                let q = c.normal([1, 2, 200, 64]), k = c.normal([1, 2, 300, 64]), v = c.normal([1, 2, 300, 64])
+                let y = Autocast.run(.bfloat16) { Tensor.scaledDotProductAttention(q, k, v) }
+                c.forwardBackward(y, [("q", q), ("k", k), ("v", v)])
+            },
             OpCase("attention (inference)", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 40)) { c in
                 let q = c.normal([2, 3, 13, 8], grad: false), k = c.normal([2, 3, 11, 8], grad: false)
                 let v = c.normal([2, 3, 11, 5], grad: false)
