@@ -252,7 +252,7 @@ teacher_pid=$bg_pid
 if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"; then
   # Which of the recent kernel paths a failure follows: the bf16 cases again with each switch off (each keeps the
   # path under it, the same values on the emulated device); the summary lists PASS/FAIL per switch.
-  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do
+  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do
     stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
   done
 fi
@@ -331,6 +331,10 @@ if [ "$DEVICE" = cuda ]; then
   # the WHOLE ones (compile-time widths, the forward's two m-tiles per warp) gain.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_WHOLE=0 \
     stage profile-gpu-general-flash 60 bash -c "$profile_row"
+  # dk/dv's dq partials summed by their own kernel (HASTE_FLASH_DQ_LAST_BLOCK=0), not by each query tile's last
+  # dk/dv block: what summing them while they are in L2 gains.
+  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DQ_LAST_BLOCK=0 \
+    stage profile-gpu-dq-sum 60 bash -c "$profile_row"
   # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
     stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
@@ -350,7 +354,7 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-staged-flash profile-gpu-general-flash profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu profile-gpu-staged-flash profile-gpu-general-flash profile-gpu-dq-sum profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -474,7 +478,7 @@ done
   echo
   echo "== results"
   grep -h -E '^(PASS|FAIL)' "$OUT/selftest.log" 2>/dev/null || python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(('PASS' if d['passed'] else 'FAIL') + ': selftest, failures: ' + ', '.join(d['failures']))" "$OUT/selftest.json" 2>/dev/null || echo "selftest: no result"
-  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do   # only after a failure
+  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do   # only after a failure
     [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
       || echo "selftest with $sw=0: no result"; }
   done
@@ -508,7 +512,7 @@ EOF
   # The bias-epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|turned down" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -E "\+bias|turned down" "$OUT/profile-gpu.log" | head -6 \
     | sed 's/^/profile, bias epilogues: /' || echo "profile, bias epilogues: none in the profile"
-  for p in staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
+  for p in staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"

@@ -64,7 +64,9 @@ import HasteTensor
 ///      wider ones.
 ///    - dq from dk/dv (up to `flashFusedDQTiles` = 4 key tiles: SiT's 256 tokens): the dk/dv kernel stores bf16(dSᵀ)
 ///      in shared memory (64 × 36 words more) and multiplies it back, transposed by ldmatrix, with its K tile into
-///      this key tile's share of dq; `attention_flash_dq_sum` adds the shares in key-tile order. The dq kernel (which
+///      this key tile's share of dq; `attention_flash_dq_sum` adds the shares in key-tile order (the direct family:
+///      each query tile's last block adds them while they are in L2, `tc_dq_last_block`, the same sum and bits; an
+///      atomic count per query tile and head, no waiting; `HASTE_FLASH_DQ_LAST_BLOCK=0` keeps the kernel). The dq kernel (which
 ///      computes S and dP a second time) runs only for longer keys. dq differs from the dq kernel's in the order of
 ///      its float32 sums (on 8 shapes: 3 of 72 145 elements differ, by one bf16 ulp); out, dk, dv are the same
 ///      bits. The emulator runs the warps in step between shuffles, so it would not catch a missing barrier before
@@ -82,8 +84,8 @@ import HasteTensor
 ///      WHOLE kernels since: not measured yet.
 ///      Left out: TMA and wgmma on sm_90.
 extension CUDABackend {
-    /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift), then the three kernels of both variants.
-    static let flashBF16Code = flashBF16TileCode + "\n" + #"""
+    /// The tile helpers (CUDAFlashAttentionBF16Tiles.swift) and steps (…Steps.swift), then the three kernels.
+    static let flashBF16Code = flashBF16TileCode + "\n" + flashBF16StepCode + "\n" + #"""
     /// Forward: one block per (query tile, head), online softmax over key tiles; see the file notes. MT m-tiles
     /// per warp: query tiles of 64·MT rows, warp w's rows 16·MT·w…, every K and V fragment read once for its MT
     /// m-tiles (MT = 2: the direct WHOLE entry points; each row's arithmetic as with MT = 1, the same bits).
@@ -227,7 +229,8 @@ extension CUDABackend {
     template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
-                                     i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
+                                     i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L,
+                                     TO* dq = 0, unsigned* dqcount = 0) {
         const int kh = tc_width<DMAX, WHOLE>(dh), kv = tc_width<DMAX, WHOLE>(dv), sq = kh / 2 + 4, sv = kv / 2 + 4;
         u32* Ks = smem;
         u32* Qs = Ks + 64 * sq;
@@ -330,6 +333,9 @@ extension CUDABackend {
                         tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
                         const float mul[2] = {scale, scale};
                         tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
+                        if constexpr (DIRECT) {         // bf16 dq by the query tile's last block (tc_dq_last_block)
+                            if (dqcount != 0) tc_dq_last_block(dqp, dq, L, dqcount, b, batch, tq, dh, r0, tiles);
+                        }
                     }
                 }
                 const float one[2] = {1.0f, 1.0f}, mul[2] = {scale, scale};

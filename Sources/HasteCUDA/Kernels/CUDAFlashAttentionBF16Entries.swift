@@ -42,6 +42,9 @@ extension CUDABackend {
         let passed = "batch, tq, tk, dh, dv, scale, " + (direct ? "tc_layouts{heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
             .map { x in ", {l\(x)n, l\(x)h, l\(x)t}" }.joined() + "}" : "tc_layouts{}")
         let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
+        // The direct family's dk/dv also takes bf16 dq and a count per (head, query tile): dq summed by each query
+        // tile's last block (tc_dq_last_block) where the host passes them, else the partials' own kernel.
+        let lastBlock = direct ? ", \(t)* dq, unsigned* dqcount" : "", lastArgs = direct ? ", dq, dqcount" : ""
         // The direct family also has WHOLE entry points ("…_d80w"): compile-time tile widths (`tc_width`), and the
         // forward with two m-tiles per warp (query tiles of 128 rows).
         return [64, 80, 96, 128].flatMap { w in (direct ? ["", "w"] : [""]).map { suffix in
@@ -51,8 +54,8 @@ extension CUDABackend {
                 HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t), \(d), \(whole), \(mt)>(smem, q, k, v, out, lse, \(passed)); }
             extern "C" __global__ void \(name)_backward_dq_d\(w)\(suffix)(\(inputs), \(stats), \(t)* dq, \(sizes)) {
                 HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t), \(d), \(whole)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
-            extern "C" __global__ void \(name)_backward_dkdv_d\(w)\(suffix)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d), \(whole)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)); }
+            extern "C" __global__ void \(name)_backward_dkdv_d\(w)\(suffix)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)\(lastBlock)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d), \(whole)>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)\(lastArgs)); }
             """ } }.joined(separator: "\n") + "\n"
     }
 

@@ -69,6 +69,11 @@ extension CUDABackend {
             && [l.q, l.k, l.v, l.dOut, l.dq, l.dk, l.dv].allSatisfy { [$0.batch, $0.head, $0.token].allSatisfy { $0 >= 0 && $0 % 8 == 0 } }
     }
 
+    /// `HASTE_FLASH_DQ_LAST_BLOCK=0`: the direct dk/dv kernels' dq partials summed by `attention_flash_dq_sum_out16`
+    /// again instead of by each query tile's last block, for comparisons (the same bits; a test switches it:
+    /// `$flashDQLastBlockAllowed.withValue`).
+    @TaskLocal static var flashDQLastBlockAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DQ_LAST_BLOCK"] != "0"
+
     /// `HASTE_FLASH_WHOLE=0`: the direct kernels' general entry points where the WHOLE ones would run (run-time tile
     /// widths, 64-row forward tiles), for comparisons (the same bits; a test switches it: `$flashWholeAllowed.withValue`).
     @TaskLocal static var flashWholeAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_WHOLE"] != "0"
@@ -162,11 +167,24 @@ extension CUDABackend {
             // after (and rounded, for a bf16 dq: into dq's layout).
             let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
+            // The direct kernels sum dq themselves, each query tile's last block (no summing kernel, the partials
+            // read while in L2): a count per (head, query tile), zeroed here.
+            let lastBlock = directDKDV && partBytes > 0 && CUDABackend.flashDQLastBlockAllowed
+            let countBytes = lastBlock ? s.batch * ((tq + 63) / 64) * 4 : 0
+            let counts = lastBlock ? allocator.allocate(byteCount: countBytes) : 0
+            if lastBlock {
+                launch(CUDABackend.memorySource, "fill_4", grid: Dim3(CUDABackend.blocks(countBytes / 4)), block: Dim3(256),
+                       [.pointer(counts), .int64(Int64(countBytes / 4)), .uint64(0)])
+            }
             launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")", grid: flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
-                       + (tensorCores ? [.pointer(parts)] : []) + sizes + (directDKDV ? CUDABackend.layoutArguments(lay) : []))
-            if partBytes > 0 && input16 {
+                       + (tensorCores ? [.pointer(parts)] : []) + sizes
+                       + (directDKDV ? CUDABackend.layoutArguments(lay) + [.pointer(lastBlock ? address(dq!) : 0), .pointer(counts)] : []))
+            if lastBlock {
+                allocator.release(counts, byteCount: countBytes)
+                allocator.release(parts, byteCount: partBytes)
+            } else if partBytes > 0 && input16 {
                 launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum_out16", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
                        block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles)),
                                           .int64(Int64(dh)), .int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dq.batch)),

@@ -117,6 +117,23 @@ extension KernelSource {
     #endif
     }
 
+    /// Cross-block hand-over (a block's results read by another block of the same launch, after an atomic says
+    /// they are complete): `haste_threadfence` orders this thread's earlier writes before its later ones as every
+    /// block sees them; `haste_ldcg` reads through L2, never a stale L1 line. The emulator runs blocks one after
+    /// another: a no-op and a plain load.
+    __device__ __forceinline__ void haste_threadfence() {
+    #if !defined(HASTE_EMULATOR)
+        __threadfence();
+    #endif
+    }
+    __device__ __forceinline__ float haste_ldcg(const float* p) {
+    #if defined(HASTE_EMULATOR)
+        return *p;
+    #else
+        return __ldcg(p);
+    #endif
+    }
+
     /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and
     /// `Float.bfloat16Bits`'s canonical quiet NaN).
     __device__ __forceinline__ float haste_bf16_to_float(u16 b) { return __uint_as_float(((u32)b) << 16); }

@@ -130,9 +130,15 @@ import HasteModels
         let text = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                     environment: ["HASTE_CUDA_HOST_ONLY": "1"])
         #expect(text.status == 0 && text.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
-                && text.stdout.contains("attention_flash_bf16_direct_in16_forward") && text.stdout.contains("attention_flash_dq_sum_out16")
+                && text.stdout.contains("attention_flash_bf16_direct_in16_forward") && !text.stdout.contains("attention_flash_dq_sum_out16")
                 && text.stdout.contains("bfloat16→bfloat16 384×128×128 +bias"),
                 "\(text.stdout)")
+        // HASTE_FLASH_DQ_LAST_BLOCK=0: the dq partials summed by their own kernel, where each query tile's last dk/dv
+        // block sums them (its counts' fill is the one launch either way).
+        let summed = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
+                                      environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DQ_LAST_BLOCK": "0"])
+        #expect(summed.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
+                && summed.stdout.contains("attention_flash_dq_sum_out16"), "\(summed)")
         // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, instead of the bf16 dq's sum of the dk/dv kernel's shares
         // (one launch per block either way).
         let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),

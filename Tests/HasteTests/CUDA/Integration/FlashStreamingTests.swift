@@ -38,15 +38,16 @@ import Testing
 /// synchronous, every register width, partial and several tiles, Dh ≠ Dv, head dims not a multiple of 8 (no
 /// streaming), odd (one element at a time), and keys past the fused-dq limit (the dq kernel).
 @Suite(.serialized) struct FlashBF16OperandTests {
-    static func run(_ shape: (n: Int, h: Int, tq: Int, tk: Int, dh: Int, dv: Int), bf16: Bool, scale: Double? = nil) -> [[UInt32]] {
+    static func run(_ shape: (n: Int, h: Int, tq: Int, tk: Int, dh: Int, dv: Int), bf16: Bool, scale: Double? = nil,
+                    seed: UInt64 = 0) -> [[UInt32]] {
         let (n, h, tq, tk, dh, dv) = shape
         let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
         func operand(_ s: [Int], _ seed: UInt64, _ scale: Double) -> Tensor {
             let x = (Tensor.randn(s, seed: seed) * scale).to(.bfloat16).to(dev)
             return bf16 ? x : x.to(.float32)
         }
-        let q = operand([n, h, tq, dh], 1, 1.7), k = operand([n, h, tk, dh], 2, 1.7), v = operand([n, h, tk, dv], 3, 1.7)
-        let dout = operand([n, h, tq, dv], 4, 1)
+        let q = operand([n, h, tq, dh], seed + 1, 1.7), k = operand([n, h, tk, dh], seed + 2, 1.7), v = operand([n, h, tk, dv], seed + 3, 1.7)
+        let dout = operand([n, h, tq, dv], seed + 4, 1)
         let s = AttentionShape(batch: n * h, queries: tq, keys: tk, headDim: dh, valueDim: dv), scale = scale ?? 1 / Double(dh).squareRoot()
         #expect(be.attentionTakesBF16Operands(s))
         let out = Tensor.empty([n, h, tq, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, tq], dtype: .float32, device: dev)
@@ -92,6 +93,32 @@ import Testing
         #expect(!EmulatedCUDA.backend.flashBF16Direct(odd, words: 0, async: true, input16: true))
         #expect(!EmulatedCUDA.backend.flashBF16Direct(AttentionShape(batch: 1, queries: 64, keys: 64, headDim: 64, valueDim: 64),
                                                        words: 0, async: true, input16: false))
+    }
+
+    /// The direct dk/dv kernels summing dq themselves (each query tile's last block: `tc_dq_last_block`) give the
+    /// bits of the partials' summing kernel (`HASTE_FLASH_DQ_LAST_BLOCK=0`): 2 to 4 key tiles, several and partial
+    /// query tiles, WHOLE and general entry points. A run on other values comes between (its partials are what a
+    /// block summing too early would find in the recycled partial buffer: the emulator runs blocks in order).
+    @Test func dqByTheLastBlockGivesTheSummingKernelsBits() {
+        for shape in [(1, 2, 130, 150, 72, 40), (2, 1, 200, 256, 72, 72), (1, 1, 70, 129, 64, 64), (1, 3, 65, 66, 96, 88)] {
+            let summed = CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true) }
+            _ = CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true, seed: 10) }
+            let last = CUDABackend.$flashDQLastBlockAllowed.withValue(true) { Self.run(shape, bf16: true) }
+            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(last[i] == summed[i], "\(name) \(shape)") }
+        }
+        let (dev, driver, be) = Self.hostOnly
+        let s = AttentionShape(batch: 4, queries: 256, keys: 256, headDim: 72, valueDim: 72)
+        let x = Tensor.empty([4, 256, 72], dtype: .bfloat16, device: dev), o = Tensor.empty([4, 256, 72], dtype: .float32, device: dev)
+        let l = Tensor.empty([4, 256], dtype: .float32, device: dev)
+        let before = driver.launches["attention_flash_dq_sum_out16", default: 0]
+        be.attentionBackwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: l.buffer, dOut: x.buffer, dq: x.buffer,
+                                dk: x.buffer, dv: x.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+        #expect(driver.launches["attention_flash_dq_sum_out16", default: 0] == before)
+        CUDABackend.$flashDQLastBlockAllowed.withValue(false) {
+            be.attentionBackwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: l.buffer, dOut: x.buffer, dq: x.buffer,
+                                    dk: x.buffer, dv: x.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+        }
+        #expect(driver.launches["attention_flash_dq_sum_out16", default: 0] == before + 1)
     }
 
     /// A host-only CUDA backend of its own (launches recorded, nothing computed) for the host's choice of entry point.

@@ -1,0 +1,100 @@
+import HasteTensor
+
+/// The per-tile steps of the bf16 tensor-core flash kernels (CUDAFlashAttentionBF16.swift: the file notes) that are
+/// not tile loads or products (CUDAFlashAttentionBF16Tiles.swift): the forward's online softmax, and dk/dv's dq
+/// summed by each query tile's last block.
+extension CUDABackend {
+    static let flashBF16StepCode = #"""
+    /// The forward's online softmax over one key tile for one m-tile (16 rows; a lane's rows g and g + 8): the S
+    /// fragments `s` become P = 2^(sl·S − m') (one fma and one ex2 per element; MASK: columns past Tk give 0), the
+    /// running max m' (log₂ units), sum l and the output accumulators `o` are rescaled by 2^(m'_old − m'_new).
+    /// The tile's max of sl·S is taken over S and scaled once: max(sl·S) = sl·max(S) exactly for sl ≥ 0 (rounding
+    /// is monotone); a negative sl (never from 1/√Dh) scales S first and goes on with sl = 1.
+    template <int DMAX, bool MASK>
+    __device__ __forceinline__ void tc_softmax_pass(float (*s)[4], float (*o)[4], float* m, float* l, float sl, i64 c0, i64 tk, int t) {
+        float mx[2] = {-INFINITY, -INFINITY};
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (!MASK || c0 + 8 * nt + 2 * t + (i & 1) < tk) mx[i >> 1] = fmaxf(mx[i >> 1], s[nt][i]);
+            }
+        }
+        float alpha[2], ls[2] = {0.0f, 0.0f};
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(HASTE_FULL_MASK, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(HASTE_FULL_MASK, mx[h], 2));
+            mx[h] = fmaxf(m[h], sl * mx[h]);   // finite: every tile holds at least one key
+            alpha[h] = haste_exp2(m[h] - mx[h]);   // 0 on the first tile (m = −∞)
+            m[h] = mx[h];
+        }
+        #pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float p = haste_exp2(fmaf(sl, s[nt][i], -m[i >> 1]));
+                s[nt][i] = !MASK || c0 + 8 * nt + 2 * t + (i & 1) < tk ? p : 0.0f;
+                ls[i >> 1] += s[nt][i];
+            }
+        }
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 1);
+            ls[h] += __shfl_xor_sync(HASTE_FULL_MASK, ls[h], 2);
+            l[h] = l[h] * alpha[h] + ls[h];
+        }
+        #pragma unroll
+        for (int nt = 0; nt < DMAX / 8; nt++) {
+            o[nt][0] *= alpha[0]; o[nt][1] *= alpha[0]; o[nt][2] *= alpha[1]; o[nt][3] *= alpha[1];
+        }
+    }
+
+    /// tc_softmax_pass for key tile c0: unmasked for a whole tile (every column < Tk).
+    template <int DMAX>
+    __device__ __forceinline__ void tc_softmax_tile(float (*s)[4], float (*o)[4], float* m, float* l, float sl, i64 c0, i64 tk, int t) {
+        if (sl < 0.0f) {                       // max(sl·S) is not sl·max(S): S scaled first, then sl = 1 (exact)
+            #pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                #pragma unroll
+                for (int i = 0; i < 4; i++) s[nt][i] *= sl;
+            }
+            sl = 1.0f;
+        }
+        if (c0 + 64 <= tk) tc_softmax_pass<DMAX, false>(s, o, m, l, sl, c0, tk, t);
+        else tc_softmax_pass<DMAX, true>(s, o, m, l, sl, c0, tk, t);
+    }
+
+    /// DIRECT, dq from dk/dv without a summing kernel: after this block stored its share of dq for query rows
+    /// r0…r0 + 63 of head b (key tile ti of `tiles`, float32 in dqp[ti][b][t][d]), the block whose count is the
+    /// last for that query tile (an atomic per (head, query tile) in `count`, zeroed by the host) adds the tiles' shares in key-tile order, reading them through L2, and stores bf16 dq into its layout:
+    /// `attention_flash_dq_sum_out16`'s sum and rounding, without its pass over the partials (they are read while
+    /// still in L2) and its launch. The fence before the count orders every thread's share before it.
+    __device__ __forceinline__ void tc_dq_last_block(const float* dqp, u16* dq, const tc_layouts& L, unsigned* count,
+                                                     i64 b, i64 batch, i64 tq, int dh, i64 r0, i64 tiles) {
+        __shared__ int tc_last[1];
+        haste_threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned* c = count + b * ((tq + 63) / 64) + (r0 >> 6);
+            tc_last[0] = atomicAdd(c, 1u) == (unsigned)(tiles - 1);
+        }
+        __syncthreads();
+        if (tc_last[0] == 0) return;
+        haste_threadfence();
+        const i64 n = batch * tq * dh, rows = tq - r0 < 64 ? tq - r0 : 64;
+        const float* p = dqp + b * tq * dh;
+        u16* head = tc_head<true>(dq, L, L.dq, b, tq, dh);
+        for (int r = threadIdx.x >> 5; r < rows; r += TC_THREADS / 32) {
+            const i64 t = r0 + r;
+            for (int d = threadIdx.x & 31; d < dh; d += 32) {
+                const i64 i = t * dh + d;
+                float s = haste_ldcg(p + i);
+                for (i64 k = 1; k < tiles; k++) s += haste_ldcg(p + k * n + i);
+                head[t * L.dq.t_ + d] = haste_float_to_bf16(s);
+            }
+        }
+        __syncthreads();                       // tc_last is read before the next query tile's count sets it
+    }
+    """#
+}
