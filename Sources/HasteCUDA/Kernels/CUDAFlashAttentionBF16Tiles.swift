@@ -309,21 +309,34 @@ extension CUDABackend {
         }
     }
 
+    /// A lane's two adjacent results (columns c, c + 1) in one store: a float2, or two bf16 as one word (each
+    /// rounded as `haste_st` rounds it).
+    __device__ __forceinline__ void tc_st2(float* p, float a, float b) { *(haste_f2*)p = haste_f2{a, b}; }
+    __device__ __forceinline__ void tc_st2(u16* p, float a, float b) {
+        *(u32*)p = (u32)haste_float_to_bf16(a) | ((u32)haste_float_to_bf16(b) << 16);
+    }
+
     /// Stores rows (row0 + g, row0 + g + 8) of the accumulator tiles times `mul`, columns < cols, rows < rows, as
-    /// float32 or (bf16 gradients of the `_in16_` families) rounded to bf16.
+    /// float32 or (bf16 gradients of the `_in16_` families) rounded to bf16; a lane's column pair as one store
+    /// where cols and the row stride are even and `dst` is aligned for it (the flash outputs and dq's partials).
     template <int NMAX, typename TO>
     __device__ __forceinline__ void tc_store(TO* dst, float (*acc)[4], i64 row0, i64 rows, int cols, const float* mul, i64 rs) {
         const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        const bool pairs = ((cols | rs) & 1) == 0 && ((u64)dst & (2 * sizeof(TO) - 1)) == 0;
         #pragma unroll
         for (int h = 0; h < 2; h++) {
             const i64 r = row0 + g + 8 * h;
             if (r >= rows) continue;
             #pragma unroll
             for (int nt = 0; nt < NMAX / 8; nt++) {
-                #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int c = 8 * nt + 2 * t + e;
-                    if (c < cols) haste_st(dst, r * rs + c, acc[nt][2 * h + e] * mul[h]);
+                const int c = 8 * nt + 2 * t;
+                if (pairs) {
+                    if (c < cols) tc_st2(dst + r * rs + c, acc[nt][2 * h] * mul[h], acc[nt][2 * h + 1] * mul[h]);
+                } else {
+                    #pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        if (c + e < cols) haste_st(dst, r * rs + c + e, acc[nt][2 * h + e] * mul[h]);
+                    }
                 }
             }
         }
