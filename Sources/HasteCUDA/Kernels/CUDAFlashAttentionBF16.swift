@@ -91,7 +91,7 @@ extension CUDABackend {
     /// m-tiles (MT = 2: the direct WHOLE entry points; each row's arithmetic as with MT = 1, the same bits).
     template <int DMAX, bool ASYNC, typename T, bool DIRECT = false, bool WHOLE = false, int MT = 1>
     __device__ void tc_forward(u32* smem, const T* q, const T* k, const T* v, float* out, float* lse,
-                               i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L) {
+                               i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L, T* o16 = 0) {
         const int kh = tc_width<DMAX, WHOLE>(dh), kv = tc_width<DMAX, WHOLE>(dv), sq = kh / 2 + 4, sv = kv / 2 + 4;
         constexpr int ROWS = 64 * MT;
         u32* Qs = smem;                       /* ROWS query rows */
@@ -145,6 +145,9 @@ extension CUDABackend {
                 for (int mt = 0; mt < MT; mt++) {
                     const float inv[2] = {l[mt][0] > 0.0f ? 1.0f / l[mt][0] : 0.0f, l[mt][1] > 0.0f ? 1.0f / l[mt][1] : 0.0f};
                     tc_store<DMAX>(out + b * tq * dv, o[mt], r0 + m0 + 16 * mt, tq, dv, inv, (i64)dv);
+                    if constexpr (DIRECT) {             // DIRECT with o16: bf16(out) merged into tokens (the dOut layout)
+                        if (o16 != 0) tc_store<DMAX>(tc_head<true>(o16, L, L.o, b, tq, dv), o[mt], r0 + m0 + 16 * mt, tq, dv, inv, L.o.t_);
+                    }
                     if (lse != 0 && t == 0) {
                         #pragma unroll
                         for (int h = 0; h < 2; h++) {

@@ -42,7 +42,8 @@ extension CUDABackend {
         let passed = "batch, tq, tk, dh, dv, scale, " + (direct ? "tc_layouts{heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
             .map { x in ", {l\(x)n, l\(x)h, l\(x)t}" }.joined() + "}" : "tc_layouts{}")
         let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
-        // The direct family's dk/dv also takes bf16 dq and a count per (head, query tile): dq summed by each query
+        // The direct family's forward also takes the merged bf16 output (by the dOut layout, or null), its dk/dv bf16 dq
+        // and a count per (head, query tile): dq summed by each query
         // tile's last block (tc_dq_last_block) where the host passes them, else the partials' own kernel.
         let lastBlock = direct ? ", \(t)* dq, unsigned* dqcount" : "", lastArgs = direct ? ", dq, dqcount" : ""
         // The direct family also has WHOLE entry points ("…_d80w"): compile-time tile widths (`tc_width`), and the
@@ -50,8 +51,8 @@ extension CUDABackend {
         return [64, 80, 96, 128].flatMap { w in (direct ? ["", "w"] : [""]).map { suffix in
             let whole = suffix.isEmpty ? "false" : "true", mt = suffix.isEmpty ? 1 : 2
             return """
-            extern "C" __global__ void \(name)_forward_d\(w)\(suffix)(\(inputs), float* out, float* lse, \(sizes)) {
-                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t), \(d), \(whole), \(mt)>(smem, q, k, v, out, lse, \(passed)); }
+            extern "C" __global__ void \(name)_forward_d\(w)\(suffix)(\(inputs), float* out, float* lse, \(sizes)\(direct ? ", \(t)* o16" : "")) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_forward<\(w), \(flag), \(t), \(d), \(whole), \(mt)>(smem, q, k, v, out, lse, \(passed)\(direct ? ", o16" : "")); }
             extern "C" __global__ void \(name)_backward_dq_d\(w)\(suffix)(\(inputs), \(stats), \(t)* dq, \(sizes)) {
                 HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dq<\(w), \(flag), \(t), \(t), \(d), \(whole)>(smem, q, k, v, dout, lse, delta, dq, \(passed)); }
             extern "C" __global__ void \(name)_backward_dkdv_d\(w)\(suffix)(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)\(lastBlock)) {

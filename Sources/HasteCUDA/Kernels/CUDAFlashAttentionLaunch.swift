@@ -14,18 +14,20 @@ extension CUDABackend {
     /// float32 ones.
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
                                     scale: Double, precision: ComputePrecision) {
-        _ = flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: precision, layouts: nil)
+        _ = flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: precision, layouts: nil, out16: nil)
     }
 
-    /// In place (`layouts`): the direct kernels only (bf16 operands whose rows are whole 16-byte pieces).
+    /// In place (`layouts`): the direct kernels only (bf16 operands whose rows are whole 16-byte pieces); `out16`
+    /// (bf16, by `layouts.dOut`) written by the same kernel.
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
-                                    scale: Double, layouts: AttentionLayouts) -> Bool {
-        flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .bfloat16, layouts: layouts)
+                                    scale: Double, layouts: AttentionLayouts, out16: Buffer?) -> Bool {
+        flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .bfloat16, layouts: layouts, out16: out16)
     }
 
     /// The forward launch; with `layouts`, only where the direct kernels take them (else false, nothing launched).
     private func flashForward(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
-                              scale: Double, precision: ComputePrecision, layouts: AttentionLayouts?) -> Bool {
+                              scale: Double, precision: ComputePrecision, layouts: AttentionLayouts?, out16: Buffer?) -> Bool {
+        if let out16, out16.dtype != .bfloat16 { CUDABackend.fail("flash attention on \(device): a \(out16.dtype) merged output (bfloat16 only)") }
         for b in [out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
         let variant = flashVariant(s, "flash attention")
         let tensorCores = flashUsesTensorCores(precision)
@@ -50,7 +52,7 @@ extension CUDABackend {
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
                 .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))]
-                + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) : []))
+                + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) + [.pointer(out16.map(address) ?? 0)] : []))
         return true
     }
 

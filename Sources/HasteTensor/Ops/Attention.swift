@@ -60,10 +60,12 @@ public protocol AttentionKernels: AnyObject {
                               dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
                               precision: ComputePrecision)
     /// The bf16 `precision: .bfloat16` LSE forward on bf16 operands read where they lie (`layouts`: each head's rows
-    /// inside a token-major tensor, SiT's qkv output), out and lse contiguous as above. Returns false, with nothing
-    /// done, where the backend cannot (then copy the heads out and call the contiguous form). Default false.
+    /// inside a token-major tensor, SiT's qkv output), out and lse contiguous as above; with `out16`, bf16(out) also
+    /// stored by `layouts.dOut` (the heads merged into tokens, proj's operand: each value rounded as a narrowing
+    /// cast of out rounds it). Returns false, with nothing done, where the backend cannot (then copy the heads out
+    /// and call the contiguous form). Default false.
     func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
-                             layouts: AttentionLayouts) -> Bool
+                             layouts: AttentionLayouts, out16: Buffer?) -> Bool
     /// Its backward: dOut read by `layouts.dOut`, dq, dk, dv (bf16) written by `layouts.dq`, `.dk`, `.dv` (into qkv's
     /// gradient). False, with nothing done, where the backend cannot. Default false.
     func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
@@ -126,7 +128,12 @@ public struct AttentionLayouts: Sendable, Equatable {
 
 extension AttentionKernels {
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
-                                    layouts: AttentionLayouts) -> Bool { false }
+                                    layouts: AttentionLayouts, out16: Buffer?) -> Bool { false }
+    /// The in-place forward without the merged bf16 output.
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+                                    layouts: AttentionLayouts) -> Bool {
+        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale, layouts: layouts, out16: nil)
+    }
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
                                      layouts: AttentionLayouts) -> Bool { false }

@@ -8,7 +8,7 @@
 /// direct kernels), and backward read dOut inside proj's bf16 dx and write dq, dk, dv into qkv's bf16 gradient;
 /// elsewhere the heads are copied as they are (bf16 operands, `attentionTakesBF16Operands`) or widened into float32
 /// carriers, and the gradients merged back (`stridedCast`). The float32 output is rounded straight into proj's bf16
-/// [N, T, D] operand. The same bits: every rounding is the one the general path makes (a second rounding of a bf16
+/// [N, T, D] operand: by the in-place forward kernel itself (`out16`), else by a merging cast. The same bits: every rounding is the one the general path makes (a second rounding of a bf16
 /// value is the identity), the kernels and GEMMs are the same calls.
 extension Tensor {
     /// Element strides of an [N, H, T, Dh] view of heads inside a token-major [N, T, C] tensor (from the offset of
@@ -82,20 +82,21 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
         // The flash kernels read q, k, v inside h where they can (`layouts`), else from copies of the heads: bf16 where
         // the kernels take bf16 operands (`attentionTakesBF16Operands`), else widened.
+        // In place, the kernel also writes bf16(out) merged into tokens (proj's operand o): no merging pass.
         let bf16Heads = xn.backend.attentionTakesBF16Operands(shape)
+        let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
         var (q, k, v): (Tensor?, Tensor?, Tensor?) = (nil, nil, nil)
         let inPlace = bf16Heads && xn.backend.attentionForwardLSE(q: slot(h, 0), k: slot(h, 1), v: slot(h, 2), out: out.buffer,
                                                                   lse: lse?.buffer, shape: shape, scale: scale,
-                                                                  layouts: .packed(tokens: t, heads: heads, headDim: dh))
+                                                                  layouts: .packed(tokens: t, heads: heads, headDim: dh), out16: o.buffer)
         if !inPlace {
             let (hq, hk, hv) = (h.heads(0, of: 3, heads, bf16: bf16Heads), h.heads(1, of: 3, heads, bf16: bf16Heads),
                                 h.heads(2, of: 3, heads, bf16: bf16Heads))
             xn.backend.attentionForwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse?.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)
             (q, k, v) = (hq, hk, hv)
+            out.mergeHeads(into: o, 0)
         }
-        let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
-        out.mergeHeads(into: o, 0)
         let y = o.linear(pwn, pb?.narrowed(low))
         guard let lse else { return (y, nil) }
         return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: inPlace ? h : nil, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,

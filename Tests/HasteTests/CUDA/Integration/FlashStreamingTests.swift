@@ -165,7 +165,8 @@ import Testing
     /// The direct kernels reading the heads where they lie (`attentionForwardLSE`/`attentionBackwardLSE(…, layouts:)`,
     /// the bf16 attention branch: q, k, v inside qkv's [N, T, 3·D] output, dOut inside proj's [N, T, D] dx, dq, dk, dv
     /// written into qkv's gradient): the bits of the same kernels on contiguous copies of the heads. SiT-XL/2's head
-    /// (72) with fused dq (80 tokens) and with the dq kernel (300), and 3 heads of 64.
+    /// (72) with fused dq (80 tokens) and with the dq kernel (300), and 3 heads of 64; the forward's bf16 output merged
+    /// into tokens (`out16`) is the merging cast of its float32 out.
     @Test func layoutsReadAndWriteTheHeadsInPlace() {
         let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
         func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
@@ -188,15 +189,17 @@ import Testing
             let layouts = AttentionLayouts.packed(tokens: t, heads: heads, headDim: dh)
             let slot = { (x: Tensor, i: Int) in BF16SelfAttentionTape.slot(x, i) }
             let out2 = Tensor.empty(like: out), lse2 = Tensor.empty(like: lse), grads = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: dev)
+            let o16 = Tensor.empty([n, t, d], dtype: .bfloat16, device: dev), o16Merged = Tensor.empty([n, t, d], dtype: .bfloat16, device: dev)
+            out.mergeHeads(into: o16Merged, 0)                 // the merge the bf16 attention branch did itself
             let ranForward = be.attentionForwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: out2.buffer, lse: lse2.buffer,
-                                                    shape: s, scale: scale, layouts: layouts)
+                                                    shape: s, scale: scale, layouts: layouts, out16: o16.buffer)
             let ranBackward = be.attentionBackwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: out2.buffer, lse: lse2.buffer,
                                                       dOut: dO.buffer, dq: slot(grads, 0), dk: slot(grads, 1), dv: slot(grads, 2),
                                                       shape: s, scale: scale, layouts: layouts)
             let what = "n \(n) t \(t) heads \(heads) dh \(dh)"
             #expect(ranForward && ranBackward, "\(what): the direct kernels take the packed layouts")
-            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged)]
-            #expect(same == [true, true, true], "\(what): out, lse, (dq | dk | dv)")
+            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged), bits(o16) == bits(o16Merged)]
+            #expect(same == [true, true, true, true], "\(what): out, lse, (dq | dk | dv), bf16 out merged into tokens")
         }
         // Declined (nothing launched): strides that are not whole 16-byte pieces, float32 operands, the switch off.
         let s = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 12, valueDim: 12)
