@@ -42,9 +42,9 @@ extension CUDABackend {
         let passed = "batch, tq, tk, dh, dv, scale, " + (direct ? "tc_layouts{heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
             .map { x in ", {l\(x)n, l\(x)h, l\(x)t}" }.joined() + "}" : "tc_layouts{}")
         let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
-        // The direct family's forward also takes the merged bf16 output (by the dOut layout, or null), its dk/dv bf16 dq
-        // and a count per (head, query tile): dq summed by each query
-        // tile's last block (tc_dq_last_block) where the host passes them, else the partials' own kernel.
+        // The direct family's forward also takes the merged bf16 output (by the dOut layout, or null); its dk/dv takes
+        // bf16 dq and a count per (head, query tile): dq summed by each query tile's last block (tc_dq_last_block)
+        // where the host passes them, else by the partials' own kernel.
         let lastBlock = direct ? ", \(t)* dq, unsigned* dqcount" : "", lastArgs = direct ? ", dq, dqcount" : ""
         // The direct family also has WHOLE entry points ("…_d80w"): compile-time tile widths (`tc_width`), and the
         // forward with two m-tiles per warp (query tiles of 128 rows).
