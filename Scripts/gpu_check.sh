@@ -72,6 +72,11 @@ BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.p
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
 PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH_MODELS × BENCH_BATCHES)
+# The recent kernel paths' switches (each keeps the path under it; the same values on the emulated device): the
+# selftest reruns its bf16 cases with each off after a failure, and the profile measures the bs64 row with each.
+ISOLATE_SWITCHES="HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
+PROFILE_VARIANTS="staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0
+  dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -252,7 +257,7 @@ teacher_pid=$bg_pid
 if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT/selftest.json" --threads "$half"; then
   # Which of the recent kernel paths a failure follows: the bf16 cases again with each switch off (each keeps the
   # path under it, the same values on the emulated device); the summary lists PASS/FAIL per switch.
-  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do
+  for sw in $ISOLATE_SWITCHES; do
     stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
   done
 fi
@@ -322,30 +327,17 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
-  # The same with the staged flash-attention kernels (cp.async into a stage, then packed into the tiles, two barriers
-  # a tile; and the attention's heads copied out of qkv and back, 7 copies a block, which only the direct kernels'
-  # layouts avoid): what the direct kernels gain. (HASTE_FLASH_ASYNC=0, no streaming at all, was measured on 12-04.)
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DIRECT=0 \
-    stage profile-gpu-staged-flash 60 bash -c "$profile_row"
-  # The direct kernels' general entry points (HASTE_FLASH_WHOLE=0: run-time tile widths, 64-row forward tiles): what
-  # the WHOLE ones (compile-time widths, the forward's two m-tiles per warp) gain.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_WHOLE=0 \
-    stage profile-gpu-general-flash 60 bash -c "$profile_row"
-  # dk/dv's dq partials summed by their own kernel (HASTE_FLASH_DQ_LAST_BLOCK=0), not by each query tile's last
-  # dk/dv block: what summing them while they are in L2 gains.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_DQ_LAST_BLOCK=0 \
-    stage profile-gpu-dq-sum 60 bash -c "$profile_row"
-  # dq from its own kernel again (HASTE_FLASH_FUSED_DQ=0): what taking it from the dk/dv kernel gains.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_FLASH_FUSED_DQ=0 \
-    stage profile-gpu-dq-kernel 60 bash -c "$profile_row"
-  # The bf16 branches off (HASTE_BF16_BRANCHES=0: float32 carriers between the fused kernels, the MLP's hidden layer,
-  # the heads' split and merge): what keeping the branches' operands in bf16 gains.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_BF16_BRANCHES=0 \
-    stage profile-gpu-carriers 60 bash -c "$profile_row"
-  # The linears' biases copied into their outputs before the GEMMs (HASTE_GEMM_BIAS_EPILOGUE=0), not added by cuBLASLt's
-  # epilogue: what the epilogue gains.
-  ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 HASTE_GEMM_BIAS_EPILOGUE=0 \
-    stage profile-gpu-bias-copy 60 bash -c "$profile_row"
+  # The same row with one kernel path switched back each (PROFILE_VARIANTS, name:switch; the summary lists each one's
+  # flash rows): staged-flash, the flash kernels streaming through a stage and the heads copied out of qkv and back
+  # (what the direct kernels gain; HASTE_FLASH_ASYNC=0 was measured on 12-04); general-flash, the direct kernels' run-
+  # time tile widths and 64-row forward tiles (what the WHOLE entry points gain); dq-sum, dq's partials summed by
+  # their own kernel (what the last-block sum gains); dq-kernel, dq from its own kernel (what taking it from dk/dv
+  # gains); carriers, the bf16 branches off (float32 carriers between the fused kernels); bias-copy, the linears'
+  # biases copied into their outputs (what cuBLASLt's bias epilogue gains).
+  for p in $PROFILE_VARIANTS; do
+    stage "profile-gpu-${p%%:*}" 60 env "${p#*:}" ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" \
+      HASTE_CUDA_PROFILE=1 bash -c "$profile_row"
+  done
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
   ROW="$PROFILE_ROW +align" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 \
     stage profile-gpu-align 60 bash -c "$profile_row"
@@ -354,7 +346,9 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu profile-gpu-staged-flash profile-gpu-general-flash profile-gpu-dq-sum profile-gpu-dq-kernel profile-gpu-carriers profile-gpu-bias-copy profile-gpu-align profile-host profile-torch; do skip "$s" "needs --device cuda"; done
+  for s in profile-gpu $(for p in $PROFILE_VARIANTS; do echo "profile-gpu-${p%%:*}"; done) profile-gpu-align profile-host profile-torch; do
+    skip "$s" "needs --device cuda"
+  done
 fi
 
 # --- 5. data parallelism: NCCL on one GPU, CPU weak scaling (a budget of its own) ----------------------------------
@@ -478,7 +472,7 @@ done
   echo
   echo "== results"
   grep -h -E '^(PASS|FAIL)' "$OUT/selftest.log" 2>/dev/null || python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(('PASS' if d['passed'] else 'FAIL') + ': selftest, failures: ' + ', '.join(d['failures']))" "$OUT/selftest.json" 2>/dev/null || echo "selftest: no result"
-  for sw in HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES; do   # only after a failure
+  for sw in $ISOLATE_SWITCHES; do   # only after a failure
     [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
       || echo "selftest with $sw=0: no result"; }
   done
@@ -512,7 +506,7 @@ EOF
   # The bias-epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|turned down" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -E "\+bias|turned down" "$OUT/profile-gpu.log" | head -6 \
     | sed 's/^/profile, bias epilogues: /' || echo "profile, bias epilogues: none in the profile"
-  for p in staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0; do   # the variants' own rows
+  for p in $PROFILE_VARIANTS; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"
