@@ -109,11 +109,7 @@ extension CUDABackend {
 
     /// dq[i] = Σ_t part[t·n + i], t = 0…tiles − 1 in order: the bf16 dk/dv kernel's per-key-tile shares of dq.
     extern "C" __global__ void attention_flash_dq_sum(const float* part, float* dq, i64 n, int tiles) {
-        HASTE_GRID_STRIDE_LOOP(i, n) {
-            float s = part[i];
-            for (int t = 1; t < tiles; t++) s += part[(i64)t * n + i];
-            dq[i] = s;
-        }
+        HASTE_GRID_STRIDE_LOOP(i, n) { dq[i] = haste_tile_sum(part, n, tiles, i); }
     }
     /// The same sum rounded to bf16 (the `_in16_` families' dq), one warp per row of dq (rows = n / dh): row r (head
     /// b = r / tq, token r % tq) stored at (b / heads)·gn + (b % heads)·gh + token·gt (a contiguous dq: heads 1,
@@ -125,12 +121,7 @@ extension CUDABackend {
         for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
             const i64 b = r / tq, t = r - b * tq;
             u16* row = dq + (b / heads) * gn + (b % heads) * gh + t * gt;
-            for (i64 d = lane; d < dh; d += 32) {
-                const i64 i = r * dh + d;
-                float s = part[i];
-                for (int k = 1; k < tiles; k++) s += part[(i64)k * n + i];
-                row[d] = haste_float_to_bf16(s);
-            }
+            for (i64 d = lane; d < dh; d += 32) row[d] = haste_float_to_bf16(haste_tile_sum(part, n, tiles, r * dh + d));
         }
     }
 

@@ -67,9 +67,11 @@ extension CUDABackend {
 
     /// DIRECT, dq from dk/dv without a summing kernel: after this block stored its share of dq for query rows
     /// r0…r0 + 63 of head b (key tile ti of `tiles`, float32 in dqp[ti][b][t][d]), the block whose count is the
-    /// last for that query tile (an atomic per (head, query tile) in `count`, zeroed by the host) adds the tiles' shares in key-tile order, reading them through L2, and stores bf16 dq into its layout:
-    /// `attention_flash_dq_sum_out16`'s sum and rounding, without its pass over the partials (they are read while
-    /// still in L2) and its launch. The fence before the count orders every thread's share before it.
+    /// last for that query tile (an atomic per (head, query tile) in `count`, zeroed by the host) adds the tiles'
+    /// shares in key-tile order (`haste_tile_sum`, reading through L2) and stores bf16 dq into its layout:
+    /// `attention_flash_dq_sum_out16`'s sum and rounding without its launch and its pass over the partials (here
+    /// read moments after they were written, so mostly from L2: expected, not measured). The fence before the count
+    /// orders every thread's share before it; the one after it, the count before the reads.
     __device__ __forceinline__ void tc_dq_last_block(const float* dqp, u16* dq, const tc_layouts& L, unsigned* count,
                                                      i64 b, i64 batch, i64 tq, int dh, i64 r0, i64 tiles) {
         __shared__ int tc_last[1];
@@ -87,12 +89,7 @@ extension CUDABackend {
         u16* head = tc_head<true>(dq, L, L.dq, b, tq, dh);
         for (int r = threadIdx.x >> 5; r < rows; r += TC_THREADS / 32) {
             const i64 t = r0 + r;
-            for (int d = threadIdx.x & 31; d < dh; d += 32) {
-                const i64 i = t * dh + d;
-                float s = haste_ldcg(p + i);
-                for (i64 k = 1; k < tiles; k++) s += haste_ldcg(p + k * n + i);
-                head[t * L.dq.t_ + d] = haste_float_to_bf16(s);
-            }
+            for (int d = threadIdx.x & 31; d < dh; d += 32) head[t * L.dq.t_ + d] = haste_float_to_bf16(haste_tile_sum<true>(p, n, tiles, t * dh + d));
         }
         __syncthreads();                       // tc_last is read before the next query tile's count sets it
     }

@@ -133,6 +133,15 @@ extension KernelSource {
         return __ldcg(p);
     #endif
     }
+    /// Σ_t p[t·n + i] for t = 0…tiles − 1, in that order, in float32: dq from the flash dk/dv kernels' per-key-tile
+    /// shares (the summing kernels and the last block's sum: one arithmetic, the same bits). CG: each read through
+    /// L2 (shares other blocks of the running launch wrote).
+    template <bool CG = false>
+    __device__ __forceinline__ float haste_tile_sum(const float* p, i64 n, i64 tiles, i64 i) {
+        float s = CG ? haste_ldcg(p + i) : p[i];
+        for (i64 t = 1; t < tiles; t++) s += CG ? haste_ldcg(p + t * n + i) : p[t * n + i];
+        return s;
+    }
 
     /// bfloat16 ↔ float: the top 16 bits, rounded to nearest even; every NaN becomes 0x7fc0 (torch's and
     /// `Float.bfloat16Bits`'s canonical quiet NaN).
