@@ -15,7 +15,7 @@ import HasteTensor
 public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public let deviceDescription = "host only (HASTE_CUDA_HOST_ONLY=1: nothing runs on a GPU, results are meaningless)"
     public let computeCapability = 90
-    public let maxSharedBytes = 227 * 1024
+    public let maxSharedBytes: Int
     public let totalMemory = 1 << 40
     private var next: DevicePointer = 1 << 44
     /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.
@@ -27,7 +27,8 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     private var handles: [String: UnsafeMutableRawPointer] = [:]
     private let lock = NSLock()
 
-    public init() {}
+    /// `maxSharedBytes`: a block's shared-memory limit the host's choices see (sm_90's 227 KiB; a test may ask less).
+    public init(maxSharedBytes: Int = 227 * 1024) { self.maxSharedBytes = maxSharedBytes }
 
     public func allocate(byteCount: Int) -> DevicePointer? {
         lock.lock(); defer { lock.unlock() }

@@ -91,11 +91,12 @@ extension CUDABackend {
                 rows + 2 * values + (staged || direct ? 256 : 128) + stage)
     }
 
-    /// Whether Dh and Dv both pad to the register width (`flashBF16Variant`: SiT's 72 → d80, 64 → d64): the direct
-    /// family's WHOLE entry points ("…_d80w") then take the tile widths as compile-time constants.
+    /// Whether Dh and Dv both pad to the register width (`flashBF16Variant`: SiT's 72 → d80, 64 → d64), unless
+    /// `HASTE_FLASH_WHOLE=0`: the direct family's WHOLE entry points ("…_d80w") then take the tile widths as
+    /// compile-time constants.
     static func flashBF16Whole(_ s: AttentionShape) -> Bool {
         let w = Int(flashBF16Variant(s).dropFirst())!
-        return (s.headDim + 15) / 16 * 16 == w && (s.valueDim + 15) / 16 * 16 == w
+        return flashWholeAllowed && (s.headDim + 15) / 16 * 16 == w && (s.valueDim + 15) / 16 * 16 == w
     }
 
     /// Whether the `_direct_in16_` kernels (cp.async straight into double-buffered pair tiles) replace the `_async_`

@@ -37,9 +37,11 @@ extension CUDABackend {
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
         let staged = CUDABackend.flashBF16SharedWords(s, staged: true, input16: input16).forward
         let async = tensorCores && flashBF16Async(s, words: staged, [q, k, v])
-        // The direct WHOLE forward (`flashBF16Whole`) takes query tiles of 128 rows (two m-tiles per warp).
-        let whole = CUDABackend.flashWholeAllowed && CUDABackend.flashBF16Whole(s)
-        let directWords = CUDABackend.flashBF16SharedWords(s, direct: true, forwardRows: whole ? 128 : 64).forward
+        // The direct WHOLE forward (`flashBF16Whole`) takes query tiles of 128 rows (two m-tiles per warp), where
+        // their shared memory fits the device (else the general direct forward, 64 rows).
+        let wholeWords = CUDABackend.flashBF16SharedWords(s, direct: true, forwardRows: 128).forward
+        let whole = CUDABackend.flashBF16Whole(s) && wholeWords * 4 <= driver.maxSharedBytes
+        let directWords = whole ? wholeWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward
         let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
         if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
         if s.batch == 0 || s.queries == 0 { return true }
@@ -151,7 +153,7 @@ extension CUDABackend {
         let inputs: [KernelArgument] = [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)),
                                         .pointer(address(dOut)), .pointer(address(lse)), .pointer(delta)]
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant
-        let whole = CUDABackend.flashWholeAllowed && CUDABackend.flashBF16Whole(s) ? "w" : ""   // the direct kernels' compile-time tile widths
+        let whole = CUDABackend.flashBF16Whole(s) ? "w" : ""   // the direct kernels' compile-time tile widths
         if let dq, dqKernel {
             let words = directDQ ? directWords.dq : asyncDQ ? stagedWords.dq : tensorCores ? bf16Words.dq
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 64 * 65   // Qs, Ks | dOs, Vs | dSs

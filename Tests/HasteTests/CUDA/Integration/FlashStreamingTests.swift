@@ -160,6 +160,21 @@ import Testing
         #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80"]?.grid == Dim3(3, 5))
         be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 0.1, precision: .bfloat16)
         #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d80w"]?.grid == Dim3(2, 5))
+        // Where the 128-row forward's shared memory (Dh 128: 104 448 bytes) exceeds the device's (sm_86: 99 KiB), the
+        // general direct forward (87 040 bytes) runs instead.
+        let small = HostOnlyDriver(maxSharedBytes: 99 * 1024), smallBackend = CUDABackend(driver: small, device: .cuda(12))
+        Backends.register(smallBackend, for: .cuda(12))
+        let s128 = AttentionShape(batch: 2, queries: 256, keys: 256, headDim: 128, valueDim: 128)
+        let x128 = Tensor.empty([2, 256, 128], dtype: .bfloat16, device: .cuda(12))
+        let o128 = Tensor.empty([2, 256, 128], dtype: .float32, device: .cuda(12))
+        smallBackend.attentionForwardLSE(q: x128.buffer, k: x128.buffer, v: x128.buffer, out: o128.buffer, lse: nil, shape: s128,
+                                         scale: 0.1, precision: .bfloat16)
+        #expect(small.lastLaunch["attention_flash_bf16_direct_in16_forward_d128w"] == nil
+                && small.lastLaunch["attention_flash_bf16_direct_in16_forward_d128"]?.sharedBytes == 87_040, "\(small.lastLaunch.keys)")
+        let y128 = Tensor.empty([2, 256, 128], dtype: .bfloat16, device: dev), p128 = Tensor.empty([2, 256, 128], dtype: .float32, device: dev)
+        be.attentionForwardLSE(q: y128.buffer, k: y128.buffer, v: y128.buffer, out: p128.buffer, lse: nil, shape: s128, scale: 0.1,
+                               precision: .bfloat16)
+        #expect(driver.lastLaunch["attention_flash_bf16_direct_in16_forward_d128w"]?.sharedBytes == 104_448)
     }
 
     /// The direct kernels reading the heads where they lie (`attentionForwardLSE`/`attentionBackwardLSE(…, layouts:)`,
