@@ -92,6 +92,9 @@ public protocol GPUDriver: AnyObject {
     var totalMemory: Int { get }
     /// The most dynamic shared memory one block may use (the device's opt-in limit).
     var maxSharedBytes: Int { get }
+    /// Whether float32 products may use TF32 tensor cores (`--tf32`, train's `--allow-tf32`): the GEMMs and the
+    /// float32 flash forward without a gradient (CUDAFlashAttentionTF32.swift).
+    var allowTF32: Bool { get }
     /// Raw allocation (the backend's caching allocator fronts it); nil when the device is out of memory.
     func allocate(byteCount: Int) -> DevicePointer?
     func free(_ address: DevicePointer)
@@ -124,6 +127,7 @@ public protocol GPUDriver: AnyObject {
 }
 
 extension GPUDriver {
+    public var allowTF32: Bool { false }
     public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool { false }
     public var streamHandle: OpaquePointer? { nil }
     public func makeCurrent() {}

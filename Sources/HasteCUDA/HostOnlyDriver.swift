@@ -17,6 +17,8 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public let computeCapability = 90
     public let maxSharedBytes: Int
     public let totalMemory = 1 << 40
+    /// As the device was opened (`CUDA.open(index:allowTF32:)`): which float32 attention kernel runs.
+    public var allowTF32 = false
     private var next: DevicePointer = 1 << 44
     /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.
     public private(set) var launches: [String: Int] = [:]

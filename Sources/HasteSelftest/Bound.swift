@@ -28,6 +28,9 @@ public enum Bound: Sendable, Equatable {
     /// 4·k·u_b, u_b = 2⁻⁸ bf16's unit roundoff (8 significant bits), k the bf16 roundings on the longest chain
     /// weighted by how far the magnitude sums behind a result exceed max |result| (see each case).
     case bfloat16(k: Int)
+    /// TF32 tensor cores on the device (`OpCase.tf32`) against float32 on the CPU: operands rounded to TF32's 11
+    /// significant bits. Bound: 4·k·u_t, u_t = 2⁻¹¹, k the roundings on the longest chain weighted as `bfloat16`.
+    case tf32(k: Int)
 
     /// The largest normwise relative error accepted.
     public var tolerance: Double {
@@ -35,6 +38,7 @@ public enum Bound: Sendable, Equatable {
         case .exact: return 0
         case let .rounding(k): return 4 * Double(Swift.max(k, 1)) * Bound.unitRoundoff
         case let .bfloat16(k): return 4 * Double(Swift.max(k, 1)) * 0x1p-8
+        case let .tf32(k): return 4 * Double(Swift.max(k, 1)) * 0x1p-11
         }
     }
 
@@ -46,6 +50,7 @@ public enum Bound: Sendable, Equatable {
         case .exact: return "exact"
         case let .rounding(k): return "4·\(k)·u"
         case let .bfloat16(k): return "4·\(k)·u_bf16"
+        case let .tf32(k): return "4·\(k)·u_tf32"
         }
     }
 

@@ -74,6 +74,15 @@ extension ConformanceSuite {
                 let v = c.normal([2, 3, 11, 5], grad: false)
                 c.output("y", noGrad { Tensor.scaledDotProductAttention(q, k, v, scale: 0.3) })
             },
+            // float32 without a gradient where TF32 is allowed (sampling in float32, a frozen teacher): on CUDA sm_80+
+            // the TF32 flash forward, q, k, v and P rounded to TF32 (2⁻¹¹) where the CPU keeps float32. S's error
+            // ≤ 2·u_t·scale·Σ_d|q·k| moves each weight by about as much relative; with v's and P's roundings and
+            // normal inputs, k = 4 (measured on the emulated device: see EmulatedSelftestTests).
+            OpCase("attention (inference, TF32)", "q[1,2,67,72] k[1,2,130,72] v[1,2,130,72]", .tf32(k: 4), tf32: true) { c in
+                let q = c.normal([1, 2, 67, 72], grad: false), k = c.normal([1, 2, 130, 72], grad: false)
+                let v = c.normal([1, 2, 130, 72], grad: false)
+                c.output("y", noGrad { Tensor.scaledDotProductAttention(q, k, v) })
+            },
             OpCase("attention with logits", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 72)) { c in
                 let q = c.normal([2, 3, 13, 8]), k = c.normal([2, 3, 11, 8]), v = c.normal([2, 3, 11, 5])
                 let (out, logits) = Tensor.attentionWithLogits(q, k, v)

@@ -19,10 +19,11 @@ public enum ConformanceSuite {
     }
 
     /// Runs `cases` on `device` against the CPU; `progress` hears each row as it completes.
-    public static func run(_ cases: [OpCase], on device: Device, seed: UInt64 = 0,
+    /// `tf32Switch`: how the cases with `tf32` turn the device's TF32 mode on (nil: they run in float32).
+    public static func run(_ cases: [OpCase], on device: Device, seed: UInt64 = 0, tf32Switch: TF32Switch? = nil,
                            progress: (ConformanceRow) -> Void = { _ in }) -> [ConformanceRow] {
         cases.enumerated().map { i, c in
-            let row = c.run(on: device, seed: seed &+ UInt64(i) &* 0x9E37_79B9)
+            let row = c.run(on: device, seed: seed &+ UInt64(i) &* 0x9E37_79B9, tf32Switch: tf32Switch)
             progress(row)
             return row
         }
@@ -31,7 +32,8 @@ public enum ConformanceSuite {
     public static let boundNote = """
         Errors are normwise: max|device − cpu| / max|cpu| per output, the worst output per row. Bounds: \
         exact = bit for bit (copies, gathers, casts, Philox uniforms); 4·k·u = float32 rounding of a chain of k \
-        operations or a k-term sum in any order (u = 2⁻²⁴; CUDA float math ≤ 2 ulp; no TF32).
+        operations or a k-term sum in any order (u = 2⁻²⁴; CUDA float math ≤ 2 ulp; no TF32 but in the TF32 rows: \
+        4·k·u_tf32, u_tf32 = 2⁻¹¹).
         """
 
     public static let trainingBoundNote = """

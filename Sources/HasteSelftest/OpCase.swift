@@ -7,15 +7,23 @@ public struct OpCase {
     public let name: String
     public let shapes: String
     public let bound: Bound
+    /// The device half runs with TF32 allowed for float32 products (`TF32Switch`; the CPU half is float32).
+    public let tf32: Bool
     let body: (CaseContext) -> Void
 
-    public init(_ name: String, _ shapes: String, _ bound: Bound, _ body: @escaping (CaseContext) -> Void) {
+    public init(_ name: String, _ shapes: String, _ bound: Bound, tf32: Bool = false, _ body: @escaping (CaseContext) -> Void) {
         self.name = name
         self.shapes = shapes
         self.bound = bound
+        self.tf32 = tf32
         self.body = body
     }
 }
+
+/// Runs `body` with the device's TF32 mode on (CUDA: the driver's, as `--tf32` opens it) and restores it: how a
+/// case with `tf32` runs its device half. Without one (the CPU, a device without such a mode) the half runs in
+/// float32, which the case's TF32 bound covers too.
+public typealias TF32Switch = (_ body: () -> Void) -> Void
 
 /// What a case body uses: seeded inputs on the device under test, and a record of the outputs to compare.
 public final class CaseContext {
@@ -77,9 +85,9 @@ public struct ConformanceRow: Sendable {
 
 extension OpCase {
     /// Runs the body on `device` and on the CPU (same seed) and compares every recorded output.
-    public func run(on device: Device, seed: UInt64) -> ConformanceRow {
+    public func run(on device: Device, seed: UInt64, tf32Switch: TF32Switch? = nil) -> ConformanceRow {
         let onDevice = CaseContext(device: device, seed: seed)
-        body(onDevice)
+        if tf32, let tf32Switch { tf32Switch { body(onDevice) } } else { body(onDevice) }
         let onCPU = CaseContext(device: .cpu, seed: seed)
         body(onCPU)
         precondition(onDevice.outputs.count == onCPU.outputs.count, "selftest case \(name) recorded different outputs per device")

@@ -32,6 +32,10 @@ extension CUDABackend {
         let variant = flashVariant(s, "flash attention")
         let tensorCores = flashUsesTensorCores(precision)
         if layouts != nil && !(tensorCores && [q, k, v].allSatisfy { $0.dtype == .bfloat16 }) { return false }
+        if !tensorCores && flashUsesTF32(s, lse: lse, [q, k, v]) {       // float32, no gradient, TF32 allowed
+            flashForwardTF32(q: q, k: k, v: v, out: out, shape: s, scale: scale)
+            return true
+        }
         let input16 = flashInputs16([q, k, v], tensorCores: tensorCores, "flash attention")
         let (dh, dv) = (s.headDim, s.valueDim)
         let width = tensorCores ? CUDABackend.flashBF16Variant(s) : variant

@@ -29,9 +29,13 @@ public enum CUDA {
             return .cuda(index)
         }
         if environment["HASTE_CUDA_HOST_ONLY"] == "1" {        // a diagnostic: HostOnlyDriver.swift
-            if !(Backends.registered(.cuda(index)) is CUDABackend) {
+            if let hostOnly = (Backends.registered(.cuda(index)) as? CUDABackend)?.driver as? HostOnlyDriver {
+                hostOnly.allowTF32 = allowTF32
+            } else if !(Backends.registered(.cuda(index)) is CUDABackend) {
                 fputs("haste: HASTE_CUDA_HOST_ONLY=1: cuda:\(index) queues nothing and reads zeros; only host-side times and counts mean anything\n", stderr)
-                Backends.register(CUDABackend(driver: HostOnlyDriver(), device: .cuda(index)), for: .cuda(index))
+                let hostOnly = HostOnlyDriver()
+                hostOnly.allowTF32 = allowTF32
+                Backends.register(CUDABackend(driver: hostOnly, device: .cuda(index)), for: .cuda(index))
             }
             return .cuda(index)
         }

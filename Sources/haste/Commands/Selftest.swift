@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HasteCUDA
 import HasteSelftest
 import HasteTensor
 
@@ -46,7 +47,16 @@ struct Selftest: ParsableCommand {
             print("haste selftest: \(device) against cpu, \(cases.count) op cases\(withTraining ? " + tiny HASTE training" : "")")
             print(SelftestReport.header)
         }
-        let rows = ConformanceSuite.run(cases, on: device, seed: runtime.seed) { row in
+        // The TF32 rows: the device opened with TF32 allowed for their device half (as `--tf32` opens it), then not.
+        let tf32Switch: TF32Switch? = {
+            guard case let .cuda(index) = device else { return nil }
+            return { body in
+                _ = try? CUDA.open(index: index, allowTF32: true)
+                body()
+                _ = try? CUDA.open(index: index, allowTF32: false)
+            }
+        }()
+        let rows = ConformanceSuite.run(cases, on: device, seed: runtime.seed, tf32Switch: tf32Switch) { row in
             if !json { print(SelftestReport.line(row)); fflush(stdout) }
         }
         let training = withTraining ? try TrainingComparison.run(device: device, seed: runtime.seed) : nil

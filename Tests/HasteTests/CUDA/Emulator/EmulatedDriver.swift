@@ -35,6 +35,10 @@ final class EmulatedDriver: GPUDriver {
     let deviceDescription = "emulated CUDA device (host)"
     let computeCapability = 90
     var maxSharedBytes: Int { Self.maxSharedBytes }
+    /// TF32 for float32 products (the TF32 flash forward; the emulated GEMMs stay float32): per task, as the
+    /// device is shared by tests running in parallel (`EmulatedDriver.$allowsTF32.withValue(true) { … }`).
+    @TaskLocal static var allowsTF32 = false
+    var allowTF32: Bool { Self.allowsTF32 }
     let totalMemory: Int
     let recordsIssues: Bool
 
