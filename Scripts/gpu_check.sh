@@ -34,7 +34,7 @@
 #   6. issue 12's other figures, in ≤ ISSUE12_BUDGET = 300 s of its own after stage 5:
 #      a. SiT-B/2 (denoising only) on the demo data for $PRECISION_STEPS steps: float32 with seeds 0 and 1, bf16 with
 #         seed 0; verdict: the bf16 curve (20-step means) within 1.5× the seed-to-seed gap → precision_verdict.json
-#      b. haste generate (SDE, CFG 1.65 for t ≤ 0.72; float32 and bf16) beside the reference sampler in PyTorch
+#      b. haste generate (SDE, CFG 1.65 for t ≤ 0.72; float32 (TF32 attention, and HASTE_FLASH_TF32=0) and bf16) beside the reference sampler in PyTorch
 #         (Scripts/bench_gpu_generate.py: float32 + TF32 as generate.py, and bf16 autocast) on $GEN_MODEL with the same
 #         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps; then the GPU
 #         time per kernel of a short haste generate in bf16 and float32 (HASTE_CUDA_PROFILE=1)
@@ -74,7 +74,7 @@ NCCL_STEPS=${NCCL_STEPS:-50}
 PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH_MODELS × BENCH_BATCHES)
 # The recent kernel paths' switches (each keeps the path under it; the same values on the emulated device): the
 # selftest reruns its bf16 cases with each off after a failure, and the profile measures the bs64 row with each.
-ISOLATE_SWITCHES="HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
+ISOLATE_SWITCHES="HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
 PROFILE_VARIANTS="staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0
   dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
@@ -461,6 +461,8 @@ export GEN_BATCH GEN_STEPS
 for mp in no bf16; do
   stage "generate-haste-$mp" 90 bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
 done
+# float32 with the float32 FMA attention instead of the TF32 one (what float32 sampling ran before 6375ac8).
+HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" 90 bash -c "$warm" "$HASTE" "$gen/samples-no-fp32attn" no "${gen_args[@]}"
 # Where generate's time goes: GPU time per kernel and GEMM of a short run (GEN_PROFILE_STEPS steps and the decode).
 for mp in bf16 no; do
   HASTE_CUDA_PROFILE=1 stage "generate-profile-$mp" 60 "$HASTE" generate "${gen_args[@]}" --num-fid-samples "$GEN_BATCH" \
@@ -536,12 +538,13 @@ for r in map(json.loads, filter(str.strip, open(os.path.join(out, "generate_torc
         print(f"generate: {r['what']}: {r['seconds_per_step'] * 1000:.1f} ms/step, {r['images_per_s_at_250_steps']:.3f} img/s at 250 steps")
     elif "images_per_s" in r:
         print(f"generate: {r['what']}: {r['images_per_s']:.2f} img/s")
-for mp in ("no", "bf16"):
+for mp in ("no", "no-fp32attn", "bf16"):
     p = os.path.join(out, f"generate-haste-{mp}.log")
     m = re.search(r"timing: (\d+) images; sampler ([\d.]+) s .*decode ([\d.]+) s", open(p).read()) if os.path.exists(p) else None
     if m:
         n, sampler, decode = int(m.group(1)), float(m.group(2)), float(m.group(3))
-        print(f"generate: haste --mixed-precision {mp}, batch {n}, {steps} steps: {sampler / steps * 1000:.1f} ms/step, "
+        label = "no, HASTE_FLASH_TF32=0" if mp == "no-fp32attn" else mp
+        print(f"generate: haste --mixed-precision {label}, batch {n}, {steps} steps: {sampler / steps * 1000:.1f} ms/step, "
               f"{n / (250 * sampler / steps):.3f} img/s at 250 steps; decode {n / decode:.2f} img/s")
     else:
         print(f"generate: haste --mixed-precision {mp}: no result")

@@ -52,5 +52,5 @@ public struct Buffer {
     @inlinable public var rawPointer: UnsafeMutableRawPointer { storage.address + offset * dtype.byteSize }
 
     /// The same storage, `count` elements further on (one image or head of a batch).
-    func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
+    public func advanced(by count: Int) -> Buffer { Buffer(storage: storage, offset: offset + count, dtype: dtype) }
 }

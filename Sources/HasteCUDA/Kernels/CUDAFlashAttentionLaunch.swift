@@ -87,7 +87,8 @@ extension CUDABackend {
     @TaskLocal static var flashWholeAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_WHOLE"] != "0"
 
     /// `HASTE_FLASH_STRIDED=0`: the bf16 attention branch copies its heads out and back (`attentionForwardLSE(…,
-    /// layouts:)` declines), for comparisons; the same bits (a test switches it for its own task: `$flashStridedAllowed.withValue`).
+    /// layouts:)` declines), and so does float32 TF32 attention from qkv (`packedQKVAttentionRuns` false), for
+    /// comparisons; the same bits (a test switches it for its own task: `$flashStridedAllowed.withValue`).
     @TaskLocal static var flashStridedAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_STRIDED"] != "0"
 
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,

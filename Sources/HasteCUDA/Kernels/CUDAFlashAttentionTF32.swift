@@ -35,10 +35,16 @@ extension CUDABackend {
         family: "flashAttentionTF32",
         kernels: (flashTF32Widths.map { "d\($0)" } + ["d128g"]).map { "attention_flash_tf32_forward_\($0)" },
         code: flashTF32Code + "\n" + flashTF32Widths.map { w in
-            "extern \"C\" __global__ void attention_flash_tf32_forward_d\(w)(const float* q, const float* k, const float* v, float* out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, int vec) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<\(w), true>(smem, q, k, v, out, batch, tq, tk, dh, dv, scale, vec); }"
+            "extern \"C\" __global__ void attention_flash_tf32_forward_d\(w)(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<\(w), true>(smem, \(flashTF32Arguments)); }"
         }.joined(separator: "\n") + "\n"
-            + "extern \"C\" __global__ void attention_flash_tf32_forward_d128g(const float* q, const float* k, const float* v, float* out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, int vec) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<128, false>(smem, q, k, v, out, batch, tq, tk, dh, dv, scale, vec); }\n",
+            + "extern \"C\" __global__ void attention_flash_tf32_forward_d128g(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<128, false>(smem, \(flashTF32Arguments)); }\n",
         minimumArchitecture: 80)
+
+    /// The entry points' parameters (one line each, as the emulator reads them): the sizes, then heads and each
+    /// operand's (batch, head, token) strides in elements (`HeadLayout`: head b = n·heads + h's row t at
+    /// n·batch + h·head + t·token), `vec` where every row starts on 16 bytes.
+    static let flashTF32Parameters = "const float* q, const float* k, const float* v, float* out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, i64 heads, i64 qn, i64 qh, i64 qt, i64 kn, i64 kh, i64 kt, i64 vn, i64 vh, i64 vt, i64 on, i64 oh, i64 ot, int vec"
+    static let flashTF32Arguments = "q, k, v, out, batch, tq, tk, dh, dv, scale, tf_layouts{heads, {qn, qh, qt}, {kn, kh, kt}, {vn, vh, vt}, {on, oh, ot}}, vec"
 
     /// The entry point for this shape: "d72" where Dh and Dv both pad to 72, …, else "d128g".
     static func flashTF32Variant(_ s: AttentionShape) -> String {
@@ -58,20 +64,54 @@ extension CUDABackend {
     /// Whether a float32 forward takes the TF32 kernel: no log-sum-exp kept (no gradient), the driver allows TF32,
     /// sm_80+, Dh and Dv ≤ 128, the switch on.
     func flashUsesTF32(_ s: AttentionShape, lse: Buffer?, _ operands: [Buffer]) -> Bool {
-        lse == nil && driver.allowTF32 && driver.computeCapability >= 80 && CUDABackend.flashTF32Allowed
-            && Swift.max(s.headDim, s.valueDim) <= 128 && operands.allSatisfy { $0.dtype == .float32 }
+        lse == nil && flashTF32Applies(headDim: s.headDim, valueDim: s.valueDim) && operands.allSatisfy { $0.dtype == .float32 }
+    }
+    func flashTF32Applies(headDim: Int, valueDim: Int) -> Bool {
+        driver.allowTF32 && driver.computeCapability >= 80 && CUDABackend.flashTF32Allowed && Swift.max(headDim, valueDim) <= 128
     }
 
-    /// Launches the TF32 forward (`flashUsesTF32` said yes: no log-sum-exp).
-    func flashForwardTF32(q: Buffer, k: Buffer, v: Buffer, out: Buffer, shape s: AttentionShape, scale: Double) {
+    /// `Tensor.packedQKVAttention` on CUDA: calls without logits and without a gradient that take the TF32 forward
+    /// (sampling in float32, a frozen teacher's layers), which then reads q, k, v inside qkv [N, T, 3·H·Dh] and
+    /// writes the heads merged into out [N, T, H·Dh]: no head copies and no merge copy (for SiT-XL/2 sampling at
+    /// batch 64 with CFG, 4 of 151 MB each, written and read again, per block and step). The bits of the split path.
+    public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double, logits: Bool,
+                                       gradient: Bool) -> Bool {
+        !logits && !gradient && flashTF32Applies(headDim: headDim, valueDim: headDim) && CUDABackend.flashStridedAllowed
+    }
+
+    public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,
+                                   heads: Int, headDim: Int, scale: Double) {
+        guard logits == nil, probs == nil, qkv.dtype == .float32, out.dtype == .float32,
+              packedQKVAttentionRuns(batch: batch, tokens: tokens, heads: heads, headDim: headDim, scale: scale,
+                                     logits: false, gradient: false) else {
+            CUDABackend.fail("packedQKVAttention on \(device): float32, no logits, no probabilities, TF32 allowed only (packedQKVAttentionRuns)")
+        }
+        let d = heads * headDim
+        let s = AttentionShape(batch: batch * heads, queries: tokens, keys: tokens, headDim: headDim, valueDim: headDim)
+        let x = HeadLayout.tokenMajor(tokens: tokens, channels: 3 * d, headDim: headDim)
+        let o = HeadLayout.tokenMajor(tokens: tokens, channels: d, headDim: headDim)
+        let part = { (which: Int) in qkv.advanced(by: which * d) }
+        flashForwardTF32(q: part(0), k: part(1), v: part(2), out: out, shape: s, scale: scale,
+                         layouts: AttentionLayouts(heads: heads, q: x, k: x, v: x, dOut: o, dq: x, dk: x, dv: x))
+    }
+
+    /// Launches the TF32 forward (`flashUsesTF32` said yes: no log-sum-exp); q, k, v and out by `layouts` (q, k, v,
+    /// and dOut's for out), contiguous by default.
+    func flashForwardTF32(q: Buffer, k: Buffer, v: Buffer, out: Buffer, shape s: AttentionShape, scale: Double,
+                          layouts: AttentionLayouts? = nil) {
         if s.batch == 0 || s.queries == 0 { return }
-        // 16-byte loads where every row starts on 16 bytes: Dh, Dv multiples of 4 and the buffers aligned.
-        let vec = s.headDim % 4 == 0 && s.valueDim % 4 == 0 && [q, k, v].allSatisfy { address($0) % 16 == 0 }
+        let l = layouts ?? .contiguous(s)
+        // 16-byte loads where every row starts on 16 bytes: Dh, Dv and every stride multiples of 4, buffers aligned.
+        let strides = [l.q, l.k, l.v].flatMap { [$0.batch, $0.head, $0.token] }
+        let vec = s.headDim % 4 == 0 && s.valueDim % 4 == 0 && strides.allSatisfy { $0 % 4 == 0 }
+            && [q, k, v].allSatisfy { address($0) % 16 == 0 }
         launch(CUDABackend.flashAttentionTF32Source, "attention_flash_tf32_forward_\(CUDABackend.flashTF32Variant(s))",
                grid: flashGrid(tiles: s.queries, s), block: Dim3(128), sharedBytes: CUDABackend.flashTF32Words(s) * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .int64(Int64(s.batch)), .int64(Int64(s.queries)), .int64(Int64(s.keys)),
-                .int32(Int32(s.headDim)), .int32(Int32(s.valueDim)), .float(Float(scale)), .int32(vec ? 1 : 0)])
+                .int32(Int32(s.headDim)), .int32(Int32(s.valueDim)), .float(Float(scale)), .int64(Int64(l.heads))]
+                + [l.q, l.k, l.v, l.dOut].flatMap { [KernelArgument.int64(Int64($0.batch)), .int64(Int64($0.head)), .int64(Int64($0.token))] }
+                + [.int32(vec ? 1 : 0)])
     }
 
     static let flashTF32Code = #"""
@@ -118,17 +158,21 @@ extension CUDABackend {
         }
     #endif
     }
-    /// dst[r][c] = tf32(src[r·cols + c]) for r < 64 (0 past rows_left), c < width (0 from cols on); shared row
-    /// stride `stride`; 16-byte loads where `vec` (cols a multiple of 4, rows 16-byte aligned).
+    /// An operand's layout: head b = n·heads + h's row t at n·n_ + h·h_ + t·t_ elements.
+    struct tf_lay { i64 n_, h_, t_; };
+    struct tf_layouts { i64 heads; tf_lay q, k, v, o; };
+    __device__ __forceinline__ i64 tf_head(const tf_layouts& L, const tf_lay& l, i64 b) { return (b / L.heads) * l.n_ + (b % L.heads) * l.h_; }
+    /// dst[r][c] = tf32(src[r·rs + c]) for r < 64 (0 past rows_left), c < width (0 from cols on); shared row
+    /// stride `stride`; 16-byte loads where `vec` (cols and rs multiples of 4, rows 16-byte aligned).
     template <int W>
-    __device__ __forceinline__ void tf_load_tile(float* dst, const float* src, i64 rows_left, int cols, int width,
+    __device__ __forceinline__ void tf_load_tile(float* dst, const float* src, i64 rs, i64 rows_left, int cols, int width,
                                                  int stride, int vec) {
         const int w4 = (W > 0 ? W : width) / 4;
         for (int i = threadIdx.x; i < 64 * w4; i += 128) {
             const int r = i / w4, c = 4 * (i - r * w4);
             haste_f4 x = {0.0f, 0.0f, 0.0f, 0.0f};
             if (r < rows_left) {
-                const float* p = src + (i64)r * cols + c;
+                const float* p = src + (i64)r * rs + c;
                 if (vec && c < cols) x = *(const haste_f4*)p;
                 else if (!vec) {
                     if (c < cols) x.x = p[0];
@@ -145,7 +189,7 @@ extension CUDABackend {
     /// largest (run-time widths, guarded steps).
     template <int W, bool WHOLE>
     __device__ void tf_forward(float* smem, const float* q, const float* k, const float* v, float* out, i64 batch,
-                               i64 tq, i64 tk, int dh, int dv, float scale, int vec) {
+                               i64 tq, i64 tk, int dh, int dv, float scale, const tf_layouts& L, int vec) {
         const int kh = WHOLE ? W : ((dh + 7) & ~7), kv = WHOLE ? W : ((dv + 7) & ~7);
         const int sk = kh + 4, sv = kv + 4;
         float* Ks = smem;               /* 64 rows × sk: the query tile first, then each key tile */
@@ -154,13 +198,14 @@ extension CUDABackend {
         const float sl = scale * HASTE_LOG2E;
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            const float* qb = q + b * tq * dh;
-            const float* kb = k + b * tk * dh;
-            const float* vb = v + b * tk * dv;
+            const float* qb = q + tf_head(L, L.q, b);
+            const float* kb = k + tf_head(L, L.k, b);
+            const float* vb = v + tf_head(L, L.v, b);
+            float* ob = out + tf_head(L, L.o, b);
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                          /* the previous tile's readers of Ks, Vs are done */
-                tf_load_tile<WHOLE ? W : 0>(Ks, qb + r0 * dh, tq - r0, dh, kh, sk, vec);
+                tf_load_tile<WHOLE ? W : 0>(Ks, qb + r0 * L.q.t_, L.q.t_, tq - r0, dh, kh, sk, vec);
                 __syncthreads();
                 u32 qa[W / 8][4];                         /* this warp's 16 query rows, k-step by k-step */
                 #pragma unroll
@@ -174,8 +219,8 @@ extension CUDABackend {
                 float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f;   /* rows g, g + 8 */
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     __syncthreads();                      /* Q's fragments, the previous key tile's readers are done */
-                    tf_load_tile<WHOLE ? W : 0>(Ks, kb + c0 * dh, tk - c0, dh, kh, sk, vec);
-                    tf_load_tile<WHOLE ? W : 0>(Vs, vb + c0 * dv, tk - c0, dv, kv, sv, vec);
+                    tf_load_tile<WHOLE ? W : 0>(Ks, kb + c0 * L.k.t_, L.k.t_, tk - c0, dh, kh, sk, vec);
+                    tf_load_tile<WHOLE ? W : 0>(Vs, vb + c0 * L.v.t_, L.v.t_, tk - c0, dv, kv, sv, vec);
                     __syncthreads();
                     float s[8][4];
                     #pragma unroll
@@ -243,12 +288,12 @@ extension CUDABackend {
                     if ((WHOLE || 8 * n < kv) && col < dv) {
                         const bool pair = col + 1 < dv;
                         if (rowA < tq) {
-                            float* p = out + (b * tq + rowA) * dv + col;
+                            float* p = ob + rowA * L.o.t_ + col;
                             p[0] = o[n][0] * iA;
                             if (pair) p[1] = o[n][1] * iA;
                         }
                         if (rowB < tq) {
-                            float* p = out + (b * tq + rowB) * dv + col;
+                            float* p = ob + rowB * L.o.t_ + col;
                             p[0] = o[n][2] * iB;
                             if (pair) p[1] = o[n][3] * iB;
                         }

@@ -78,6 +78,10 @@ public protocol AttentionKernels: AnyObject {
     /// Whether this backend runs `packedQKVAttention` (and its backward) for float32 qkv of this shape: asked before
     /// anything is allocated for it. The default: never.
     func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool
+    /// The same for one call: whether it wants `logits` and records a `gradient` (its backward will run). The
+    /// default: `packedQKVAttentionRuns(batch:tokens:heads:headDim:scale:)`, every call alike.
+    func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double, logits: Bool,
+                                gradient: Bool) -> Bool
     /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`), where
     /// `packedQKVAttentionRuns`: qkv [N, T, 3·H·Dh] ([q | k | v], head-major within each), out [N, T, H·Dh] (the
     /// heads merged), logits [N, H, T, T] = scale·q·kᵀ unless nil, the probabilities [N, H, T, T] into probs unless
@@ -139,6 +143,10 @@ extension AttentionKernels {
                                      layouts: AttentionLayouts) -> Bool { false }
     public func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool { false }
     public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool { false }
+    public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double, logits: Bool,
+                                       gradient: Bool) -> Bool {
+        packedQKVAttentionRuns(batch: batch, tokens: tokens, heads: heads, headDim: headDim, scale: scale)
+    }
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,
                                    heads: Int, headDim: Int, scale: Double) {
         fatalError("packedQKVAttention: this backend has no such path (packedQKVAttentionRuns is false)")

@@ -3,7 +3,8 @@
 /// D)`), without the three head copies and the merge copy: the CPU's per-head products read q, k and v in place (row
 /// stride 3·D) and write each head's output into its columns of [N, T, D]; the backward writes dq, dk and dv into
 /// their columns of one [N, T, 3·D] gradient the same way, from the probabilities the forward kept or recomputed as
-/// the split path does (`keepsProbabilities`).
+/// the split path does (`keepsProbabilities`). CUDA takes the calls without logits and gradient where its TF32
+/// flash forward runs (CUDAFlashAttentionTF32.swift), reading the heads in place.
 extension Tensor {
     /// qkv [N, T, 3·H·Dh] → (out [N, T, H·Dh], logits [N, H, T, T] when `logits`), or nil where the one-pass path
     /// does not apply (logits with a gradient recorded; Autocast; not float32; a backend or shape without it, asked
@@ -18,7 +19,8 @@ extension Tensor {
         let (n, t, d) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3), dh = d / heads
         guard n > 0, t > 0, dh > 0 else { return nil }
         let s = scale ?? 1 / Double(dh).squareRoot()
-        guard qkv.backend.packedQKVAttentionRuns(batch: n, tokens: t, heads: heads, headDim: dh, scale: s) else { return nil }
+        guard qkv.backend.packedQKVAttentionRuns(batch: n, tokens: t, heads: heads, headDim: dh, scale: s, logits: wantLogits,
+                                                 gradient: records) else { return nil }
         let x = qkv.contiguous()
         let out = Tensor.empty([n, t, d], dtype: qkv.dtype, device: qkv.device)
         let logits = wantLogits ? Tensor.empty([n, heads, t, t], dtype: qkv.dtype, device: qkv.device) : nil

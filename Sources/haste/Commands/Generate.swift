@@ -58,7 +58,7 @@ struct Generate: ParsableCommand {
     var numHeads: Int?
     @Flag(inversion: .prefixedNo, help: "Accepted for generate.py compatibility; no effect: attention is always fused.")
     var fusedAttn: Bool?
-    @Flag(inversion: .prefixedNo, help: "TF32 tensor cores for float32 GEMMs on CUDA (generate.py's default: on); no effect on the CPU.")
+    @Flag(inversion: .prefixedNo, help: "TF32 tensor cores for float32 GEMMs and attention products on CUDA (generate.py's default: on; its attention is two TF32 matmuls); no effect on the CPU.")
     var tf32: Bool?
     @Option(parsing: .unconditional, help: "Seed of every sample's noise (default 0; same as --seed).") var globalSeed: Int64?
     @Option(help: ArgumentHelp("SD-VAE decoder for latent models: stabilityai/sd-vae-ft-ema or -mse.", valueName: "ema|mse")) var vae = "ema"

@@ -9,7 +9,7 @@ struct ReferenceTrainFlags: ParsableArguments {
     var qkNorm: Bool?
     @Flag(inversion: .prefixedNo, help: "Accepted; no effect: haste's attention is always one fused kernel (reference default on).")
     var fusedAttn: Bool?
-    @Flag(inversion: .prefixedNo, help: "Let float32 matmuls on --device cuda use TF32 tensor cores (reference default off); no effect on the CPU.")
+    @Flag(inversion: .prefixedNo, help: "Let float32 matmuls on --device cuda use TF32 tensor cores (reference default off; also the attention of passes without a gradient, as the teacher's); no effect on the CPU.")
     var allowTf32: Bool?
     @Option(parsing: .unconditional, help: "Accepted; no effect: haste reads one batch ahead on one thread (reference default 4).")
     var numWorkers: Int?

@@ -43,7 +43,8 @@ struct RuntimeOptions: ParsableArguments {
     }
 
     /// This process's place in a job (mpirun/srun ranks, or alone), then the device with this rank's threads.
-    /// `allowTF32`: float32 GEMMs on CUDA may use TF32 tensor cores (train's `--allow-tf32`).
+    /// `allowTF32`: float32 GEMMs on CUDA, and float32 attention without a gradient, may use TF32 tensor cores
+    /// (train's `--allow-tf32`, generate's `--tf32`).
     func openJob(allowTF32: Bool = false) throws -> (Communicator, Device) {
         let comm = try Launch.communicator()
         RuntimeOptions.localRanks = comm.localSize

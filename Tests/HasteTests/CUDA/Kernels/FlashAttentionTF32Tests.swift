@@ -88,6 +88,32 @@ import Testing
         #expect(zip(f32, want).allSatisfy { Swift.abs($0 - $1) > 1e-3 }, "float32 (weights e^½ : 1) differs: \(f32)")
     }
 
+    /// SiT's and DINOv2's attention straight from qkv (`Tensor.packedQKVAttention`) on CUDA with TF32: q, k, v read
+    /// inside qkv [N, T, 3·D], the heads written merged into [N, T, D], the bits of the split path (heads copied out,
+    /// the same kernel, the output merged by a copy); Dh 72 (`_d72`, 16-byte loads) and Dh 6 (`_d128g`, scalar
+    /// loads: rows of 3·12 floats). Not taken with a gradient, with logits, or with TF32 off.
+    @Test(arguments: [(2, 70, 2, 72), (3, 9, 2, 6)])
+    func packedQKVAttentionReadsTheHeadsInPlace(n: Int, t: Int, h: Int, dh: Int) {
+        var rng = CUDAKernelsBTests.TestRNG(seed: 77)
+        let d = h * dh
+        let qkv = Tensor(rng.floats(n * t * 3 * d)).reshaped([n, t, 3 * d]).to(EmulatedCUDA.device)
+        EmulatedDriver.$allowsTF32.withValue(true) {
+            let packed = noGrad { Tensor.packedQKVAttention(qkv, heads: h, logits: false) }
+            #expect(packed != nil && packed?.logits == nil)
+            let (q, k, v) = qkv.splitHeads(h)
+            let split = noGrad { Tensor.scaledDotProductAttention(q, k, v).transposed(1, 2).reshaped([n, t, d]) }
+            if let packed {
+                CUDAKernelsBTests.Check.bitwise(packed.output.to(.cpu).scalars(as: Float.self), split.to(.cpu).scalars(as: Float.self),
+                                                "packed vs split, Dh \(dh)")
+            }
+            #expect(noGrad { Tensor.packedQKVAttention(qkv, heads: h, logits: true) } == nil, "logits: the split path")
+            let tracked = qkv.detached()
+            tracked.requiresGrad = true
+            #expect(Tensor.packedQKVAttention(tracked, heads: h, logits: false) == nil, "a gradient: the split path")
+        }
+        #expect(noGrad { Tensor.packedQKVAttention(qkv, heads: h, logits: false) } == nil, "TF32 off: the split path")
+    }
+
     /// Which kernel a call takes, from the host's choices (host-only device with TF32 allowed): SiT-XL/2's head
     /// (Dh 72) the `_d72` entry point with 64-row tiles and 2 × 64 × 76 floats of shared memory; a call with a
     /// log-sum-exp, TF32 off and Dh > 128 never.
