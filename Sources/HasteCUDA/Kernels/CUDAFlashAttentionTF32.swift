@@ -27,7 +27,10 @@ import HasteTensor
 ///    - Entry points: `_d64`, `_d72`, `_d80`, `_d96`, `_d128` where Dh and Dv both pad (to a multiple of 8) to that
 ///      width (compile-time widths: no guard between the mma), `_d128g` for any other Dh, Dv ≤ 128.
 ///    - Dynamic shared memory: 64·(kh + 4) + 64·(kv + 4) floats (Q's tile goes through K's buffer first);
-///      SiT-XL/2 (72): 38 912 bytes.
+///      SiT-XL/2 (72): 38 912 bytes. Registers (NVRTC 12.9, sm_90): d64 and d72 capped at 168 by
+///      `__launch_bounds__(128, 3)` for 3 blocks per SM (d72 uncapped: 175, 2 blocks; capped: one 4-byte local
+///      load per key tile), d80 218, d96 246, d128 255; per key tile and warp (d72) 144 mma, 45 ldmatrix, 144
+///      shared loads of V.
 extension CUDABackend {
     static let flashTF32Widths = [64, 72, 80, 96, 128]
 
@@ -35,7 +38,7 @@ extension CUDABackend {
         family: "flashAttentionTF32",
         kernels: (flashTF32Widths.map { "d\($0)" } + ["d128g"]).map { "attention_flash_tf32_forward_\($0)" },
         code: flashTF32Code + "\n" + flashTF32Widths.map { w in
-            "extern \"C\" __global__ void attention_flash_tf32_forward_d\(w)(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<\(w), true>(smem, \(flashTF32Arguments)); }"
+            "extern \"C\" __global__ void \(w <= 72 ? "__launch_bounds__(128, 3) " : "")attention_flash_tf32_forward_d\(w)(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<\(w), true>(smem, \(flashTF32Arguments)); }"
         }.joined(separator: "\n") + "\n"
             + "extern \"C\" __global__ void attention_flash_tf32_forward_d128g(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<128, false>(smem, \(flashTF32Arguments)); }\n",
         minimumArchitecture: 80)
