@@ -162,12 +162,19 @@ import Testing
 
     // MARK: conv
 
-    @Test func im2colAndCol2imMatchCPUBitwise() {
+    /// Both im2col paths: 32-bit indices with fast divisions (the default at these sizes) and 64-bit (HASTE_IM2COL32=0).
+    @Test(arguments: [true, false]) func im2colAndCol2imMatchCPUBitwise(indices32: Bool) {
+        CUDABackend.$im2col32Allowed.withValue(indices32) { im2colAndCol2imMatchCPUBitwise() }
+    }
+
+    func im2colAndCol2imMatchCPUBitwise() {
         var rng = TestRNG(seed: 41)
         for g in [ConvGeometry(channels: 3, height: 7, width: 6, kernelHeight: 3, kernelWidth: 2, stride: 2,
                                paddingHeight: 1, paddingWidth: 2),
                   ConvGeometry(channels: 2, height: 5, width: 9, kernelHeight: 3, kernelWidth: 3, stride: 1, padding: 1),
-                  ConvGeometry(channels: 2, height: 8, width: 6, kernelHeight: 2, kernelWidth: 2, stride: 2, padding: 0)] {
+                  ConvGeometry(channels: 2, height: 8, width: 6, kernelHeight: 2, kernelWidth: 2, stride: 2, padding: 0),
+                  ConvGeometry(channels: 3, height: 11, width: 5, kernelHeight: 2, kernelWidth: 3, stride: 3,
+                               paddingHeight: 2, paddingWidth: 1)] {
             let batch = 2
             let x = rng.floats(batch * g.channels * g.height * g.width), cols = rng.floats(batch * g.patchSize * g.outPixels)
             let tx = Twin(x), tcols = Twin(cols)
