@@ -142,18 +142,8 @@ extension CUDABackend {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
                        "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
     #else
-        const int lane = threadIdx.x & 31, quad = lane & ~3, t = lane & 3;
         u32 ra[2][8], cb[2][8];   /* rows g, g + 8 of A and columns 2t, 2t + 1 of B, k = 0…7 */
-        for (int j = 0; j < 4; j++) {
-            ra[0][j] = __shfl_sync(HASTE_FULL_MASK, a[0], quad + j);
-            ra[1][j] = __shfl_sync(HASTE_FULL_MASK, a[1], quad + j);
-            ra[0][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[2], quad + j);
-            ra[1][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[3], quad + j);
-            for (int n = 0; n < 2; n++) {
-                cb[n][j] = __shfl_sync(HASTE_FULL_MASK, b[0], 4 * (2 * t + n) + j);
-                cb[n][j + 4] = __shfl_sync(HASTE_FULL_MASK, b[1], 4 * (2 * t + n) + j);
-            }
-        }
+        haste_mma_gather(a, b, ra, cb);
         for (int i = 0; i < 4; i++) {
             float s = c[i];
             for (int j = 0; j < 8; j++) s += __uint_as_float(ra[i >> 1][j]) * __uint_as_float(cb[i & 1][j]);

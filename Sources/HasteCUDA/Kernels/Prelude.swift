@@ -231,15 +231,11 @@ extension KernelSource {
     /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
     /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
     /// the only roundings).
-    __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
-    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
-                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
-                       "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
-    #else
+    /// The emulated mma's operands (m16n8k16 bf16 and m16n8k8 tf32 alike: A's registers a0…a3 hold rows g, g + 8
+    /// at the k positions of lanes quad + j, B's b0, b1 the columns of lanes 4n + j): this lane's rows g, g + 8 of A
+    /// (ra, 8 registers each in k order) and columns 2t, 2t + 1 of B (cb), by 32 shuffles.
+    __device__ __forceinline__ void haste_mma_gather(const u32* a, const u32* b, u32 (*ra)[8], u32 (*cb)[8]) {
         const int lane = threadIdx.x & 31, quad = lane & ~3, t = lane & 3;
-        u32 ra[2][8], cb[2][8];   /* rows g, g+8 of A and columns 2t, 2t+1 of B, as 8 k pairs (2j, 2j+1) */
         for (int j = 0; j < 4; j++) {
             ra[0][j] = __shfl_sync(HASTE_FULL_MASK, a[0], quad + j);
             ra[1][j] = __shfl_sync(HASTE_FULL_MASK, a[1], quad + j);
@@ -250,6 +246,16 @@ extension KernelSource {
                 cb[n][j + 4] = __shfl_sync(HASTE_FULL_MASK, b[1], 4 * (2 * t + n) + j);
             }
         }
+    }
+    __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
+    #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                       "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+    #else
+        u32 ra[2][8], cb[2][8];   /* rows g, g+8 of A and columns 2t, 2t+1 of B, as 8 k pairs (2j, 2j+1) */
+        haste_mma_gather(a, b, ra, cb);
         for (int i = 0; i < 4; i++) {
             const u32* x = ra[i >> 1];
             const u32* y = cb[i & 1];
