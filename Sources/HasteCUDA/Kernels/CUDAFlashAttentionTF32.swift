@@ -64,10 +64,10 @@ extension CUDABackend {
     /// (a test switches it for its own task: `$flashTF32Allowed.withValue`).
     @TaskLocal static var flashTF32Allowed = ProcessInfo.processInfo.environment["HASTE_FLASH_TF32"] != "0"
 
-    /// Whether a float32 forward takes the TF32 kernel: no log-sum-exp kept (no gradient), the driver allows TF32,
-    /// sm_80+, Dh and Dv ≤ 128, the switch on.
+    /// Whether a float32 forward takes the TF32 kernel: no log-sum-exp kept (no gradient), keys (Tk = 0 stays with
+    /// the float32 kernel, whose output is then 0), the driver allows TF32, sm_80+, Dh and Dv ≤ 128, the switch on.
     func flashUsesTF32(_ s: AttentionShape, lse: Buffer?, _ operands: [Buffer]) -> Bool {
-        lse == nil && flashTF32Applies(headDim: s.headDim, valueDim: s.valueDim) && operands.allSatisfy { $0.dtype == .float32 }
+        lse == nil && s.keys > 0 && flashTF32Applies(headDim: s.headDim, valueDim: s.valueDim) && operands.allSatisfy { $0.dtype == .float32 }
     }
     func flashTF32Applies(headDim: Int, valueDim: Int) -> Bool {
         driver.allowTF32 && driver.computeCapability >= 80 && CUDABackend.flashTF32Allowed && Swift.max(headDim, valueDim) <= 128

@@ -138,6 +138,10 @@ import Testing
             be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 0.1)
         }
         #expect(driver.launches["attention_flash_tf32_forward_d72"] == counts, "HASTE_FLASH_TF32=0")
+        // No keys: the float32 kernel (out = 0), not a 0/0 from the TF32 one.
+        let empty = AttentionShape(batch: 2, queries: 5, keys: 0, headDim: 8, valueDim: 3)
+        let zeros = Self.forward(empty, scale: 0.5, Twin([Float](repeating: 1, count: 80)), Twin([Float]()), Twin([Float]()), tf32: true)
+        #expect(zeros == [Float](repeating: 0, count: 30), "Tk = 0: \(zeros)")
         #expect(CUDABackend.flashTF32Variant(AttentionShape(batch: 1, queries: 1, keys: 1, headDim: 60, valueDim: 64)) == "d64")
         #expect(CUDABackend.flashTF32Variant(AttentionShape(batch: 1, queries: 1, keys: 1, headDim: 72, valueDim: 64)) == "d128g")
         #expect(CUDABackend.flashTF32Variant(AttentionShape(batch: 1, queries: 1, keys: 1, headDim: 112, valueDim: 112)) == "d128g")
