@@ -75,7 +75,7 @@ extension CUDABackend {
         let total = batch * g.patchSize * g.outPixels
         if total <= 0 { return }
         let suffix = x.dtype == .float32 ? "f32" : "u16"
-        if total < 1 << 31 && batch * g.channels * g.height * g.width < 1 << 31 && CUDABackend.im2col32Allowed {
+        if total < 1 << 31 && batch * g.channels * g.height * g.width < 1 << 31 && CUDABackend.index32Allowed {
             let (l, ow, kw, kh) = (g.outPixels, g.outWidth, g.kernelWidth, g.kernelHeight)
             launch(CUDABackend.convSource, "im2col32_\(suffix)", grid: Dim3(CUDABackend.blocks(total)), block: Dim3(256),
                    [.pointer(address(x)), .pointer(address(cols)), .int32(Int32(total)), .int32(Int32(g.height)),
@@ -87,9 +87,9 @@ extension CUDABackend {
                convArguments(address(x), address(cols), batch, g))
     }
 
-    /// `HASTE_IM2COL32=0`: the 64-bit im2col everywhere, for comparisons (the same bits; a test switches it:
-    /// `$im2col32Allowed.withValue`).
-    @TaskLocal static var im2col32Allowed = ProcessInfo.processInfo.environment["HASTE_IM2COL32"] != "0"
+    /// `HASTE_INDEX32=0`: the 64-bit im2col and nearest upsampling everywhere, for comparisons (the same bits; a
+    /// test switches it: `$index32Allowed.withValue`).
+    @TaskLocal static var index32Allowed = ProcessInfo.processInfo.environment["HASTE_INDEX32"] != "0"
 
     public func col2im(cols: Buffer, dx: Buffer, batch: Int, geometry g: ConvGeometry) {
         requireFloat32(dx, "col2im")

@@ -10,7 +10,7 @@ extension CUDABackend {
     /// taps read it (a contiguous range of outputs, found by binary search, since tap bounds grow with the
     /// output index), in output-then-tap order: the CPU's order, no atomics.
     static let resizeSource = KernelSource(family: "resize", kernels: [
-        "upsample_nearest2x_f32", "upsample_nearest2x_backward_f32", "resample_table", "resample_f32",
+        "upsample_nearest2x_f32", "upsample_nearest2x32_f32", "upsample_nearest2x_backward_f32", "resample_table", "resample_f32",
         "resample_backward_f32",
     ], code: #"""
     /// y [rows, 2, 2w] from x [rows, w] (rows = planes·height): each pixel over a 2×2 block.
@@ -18,6 +18,17 @@ extension CUDABackend {
         HASTE_GRID_STRIDE_LOOP(e, rows * 4 * w) {
             i64 c = e % (2 * w), r = e / (4 * w);
             y[e] = x[r * w + c / 2];
+        }
+    }
+
+    /// The same, one thread per input pixel writing its 2×2 block, where x has fewer than 2³¹ elements: one
+    /// multiply-high division per input pixel (`haste_fdiv`) instead of two 64-bit divisions per output pixel.
+    extern "C" __global__ void upsample_nearest2x32_f32(const float* x, float* y, int n, int w, u64 fw) {
+        for (u32 e = blockIdx.x * blockDim.x + threadIdx.x; e < (u32)n; e += blockDim.x * gridDim.x) {
+            const u32 r = haste_fdiv(e, fw), c = e - r * (u32)w;
+            const float v = x[e];
+            float* top = y + (i64)r * 4 * w + 2 * c;
+            top[0] = v; top[1] = v; top[2 * w] = v; top[2 * w + 1] = v;
         }
     }
 
@@ -133,6 +144,12 @@ extension CUDABackend {
         requireFloat32(x, "upsampleNearest2x")
         let rows = planes * height
         if rows * width == 0 { return }
+        if rows * width < 1 << 31 && CUDABackend.index32Allowed {
+            launch(CUDABackend.resizeSource, "upsample_nearest2x32_f32", grid: Dim3(CUDABackend.blocks(rows * width)), block: Dim3(256),
+                   [.pointer(address(x)), .pointer(address(y)), .int32(Int32(rows * width)), .int32(Int32(width)),
+                    .uint64(CUDABackend.fastDivisor(width))])
+            return
+        }
         launch(CUDABackend.resizeSource, "upsample_nearest2x_f32", grid: Dim3(CUDABackend.blocks(rows * 4 * width)),
                block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int64(Int64(rows)), .int64(Int64(width))])
     }

@@ -162,9 +162,9 @@ import Testing
 
     // MARK: conv
 
-    /// Both im2col paths: 32-bit indices with fast divisions (the default at these sizes) and 64-bit (HASTE_IM2COL32=0).
+    /// Both im2col paths: 32-bit indices with fast divisions (the default at these sizes) and 64-bit (HASTE_INDEX32=0).
     @Test(arguments: [true, false]) func im2colAndCol2imMatchCPUBitwise(indices32: Bool) {
-        CUDABackend.$im2col32Allowed.withValue(indices32) { im2colAndCol2imMatchCPUBitwise() }
+        CUDABackend.$index32Allowed.withValue(indices32) { im2colAndCol2imMatchCPUBitwise() }
     }
 
     func im2colAndCol2imMatchCPUBitwise() {
@@ -224,7 +224,12 @@ import Testing
 
     // MARK: resize
 
-    @Test func upsampleNearest2xMatchesCPUBitwise() {
+    /// Both paths: one thread per input pixel with a fast division (the default here) and the 64-bit one (HASTE_INDEX32=0).
+    @Test(arguments: [true, false]) func upsampleNearest2xMatchesCPUBitwise(indices32: Bool) {
+        CUDABackend.$index32Allowed.withValue(indices32) { upsampleNearest2xMatchesCPUBitwise() }
+    }
+
+    func upsampleNearest2xMatchesCPUBitwise() {
         var rng = TestRNG(seed: 61)
         let planes = 2, h = 3, w = 5
         let x = rng.floats(planes * h * w), dy = rng.floats(planes * 4 * h * w)
