@@ -61,6 +61,27 @@ import HasteTensor
     }
 }
 
+/// The same SDE sampling with TF32 allowed (generate's default `--tf32`): the model's attention goes from qkv
+/// through `packedQKVAttention` to the TF32 flash forward, so the samples differ from the float32 run's, and stay
+/// within TF32's rounding (2⁻¹¹ on q, k, v and P) of the CPU's, carried through the 4 sampler steps (measured: 2.0e-4
+/// from the CPU's and 2.0e-4 from the float32 run's; bound 2e-3).
+@Test func tf32GenerationOnTheEmulatedCUDADeviceTakesTheTF32Attention() throws {
+    let cpu = GenerationModel(sit: try tinyGenerationSiT(), pixelSpace: true, name: "SiT-S/2")
+    let onDevice = try tinyGenerationSiT()
+    onDevice.store.move(to: EmulatedCUDA.device)
+    let device = GenerationModel(sit: onDevice, pixelSpace: true, name: "SiT-S/2")
+    var o = tinyGenerateOptions(temporaryDirectory())
+    o.mode = .sde
+    let want = try SampleGenerator(options: o, model: cpu, vae: nil, checkpoint: "x.safetensors").samples([0, 3, 4])
+    let f32 = try SampleGenerator(options: o, model: device, vae: nil, checkpoint: "x.safetensors").samples([0, 3, 4])
+    let tf32 = try EmulatedDriver.$allowsTF32.withValue(true) {
+        try SampleGenerator(options: o, model: device, vae: nil, checkpoint: "x.safetensors").samples([0, 3, 4])
+    }
+    expectClose(want, tf32, atol: 2e-3, rtol: 2e-3, "TF32 samples")
+    let diff = zip(f32.scalars(as: Float.self), tf32.scalars(as: Float.self)).map { abs($0 - $1) }.max() ?? 0
+    #expect(diff > 1e-6, "TF32 attention ran: samples differ from the float32 run's by \(diff)")
+}
+
 /// The tiny HASTE run under `--mixed-precision bf16` on the emulated CUDA device, where linear, matmul and conv2d
 /// (the patch embedding) run real bf16 GEMMs forward and backward, against the CPU's autocast composite (operands
 /// rounded, float32 GEMMs): the same values up to float32 summation order, so the two differ only where a sum
