@@ -31,6 +31,9 @@ public final class CUDABackend: Backend {
         self.driver = driver
         self.device = device
         self.allocator = CachingAllocator(driver: driver, device: device)
+        if let hostOnly = driver as? HostOnlyDriver {
+            hostOnly.handedOut = { [allocator] in allocator.bytesHandedOut }
+        }
         self.errorWord = allocator.allocate(byteCount: 4)
         var zero: Int32 = 0
         driver.copy(fromHost: &zero, to: errorWord, byteCount: 4)

@@ -23,6 +23,13 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     /// Launches per kernel name and GEMMs per (dtypes, m×n×k, batch), since the last `resetCounts()`.
     public private(set) var launches: [String: Int] = [:]
     public private(set) var gemms: [String: Int] = [:]
+    /// Bytes of tensors made per kernel name or GEMM label: the caching allocator's bytes handed out since the
+    /// previous launch or GEMM, charged to the next one (the outputs it writes, as a rule: a tensor is made right
+    /// before the kernel that fills it), since the last `resetCounts()`.
+    public private(set) var madeBytes: [String: Int] = [:]
+    /// The allocator's running count of bytes handed out (`CachingAllocator.bytesHandedOut`), set by the backend.
+    var handedOut: (() -> Int)?
+    private var lastHandedOut = 0
     /// Each kernel's last launch configuration (grid, dynamic shared bytes), for tests of the host's choices.
     public private(set) var lastLaunch: [String: (grid: Dim3, sharedBytes: Int)] = [:]
     /// Handles of the "loaded" kernels, one per name (never freed: a process loads a few hundred).
@@ -62,18 +69,28 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         lock.lock(); defer { lock.unlock() }
         launches[function.name, default: 0] += 1
         lastLaunch[function.name] = (grid, sharedBytes)
+        chargeMadeBytes(function.name)
     }
 
     public func gemm(_ g: GemmDescriptor) {
         lock.lock(); defer { lock.unlock() }
         gemms[g.label, default: 0] += 1
+        chargeMadeBytes("GEMM " + g.label)
     }
 
     /// Counted as the GEMM it is ("… +bias"), as cuBLASLt would run it.
     public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
         lock.lock(); defer { lock.unlock() }
         gemms[g.label + " +bias", default: 0] += 1
+        chargeMadeBytes("GEMM " + g.label + " +bias")
         return true
+    }
+
+    private func chargeMadeBytes(_ name: String) {
+        guard let handedOut else { return }
+        let now = handedOut()
+        madeBytes[name, default: 0] += now - lastHandedOut
+        lastHandedOut = now
     }
 
     public func synchronize() throws {}
@@ -84,7 +101,8 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
 
     public func resetCounts() {
         lock.lock(); defer { lock.unlock() }
-        launches = [:]; gemms = [:]
+        launches = [:]; gemms = [:]; madeBytes = [:]
+        lastHandedOut = handedOut?() ?? 0
     }
 
     /// The counts since `resetCounts()` divided by `steps`: totals, then the 25 most frequent kernels and GEMMs.
@@ -97,8 +115,12 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
                 .map { "  \(String(format: "%8.1f", Double($0.value) / s))  \($0.key)" }
         }
         let k = launches.values.reduce(0, +), g = gemms.values.reduce(0, +)
+        let made = madeBytes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(top)
+            .map { "  \(String(format: "%8.2f", Double($0.value) / s / 1e9))  \($0.key)" }
         return (["per step: \(String(format: "%.1f", Double(k) / s)) kernel launches (\(launches.count) kernels), "
                  + "\(String(format: "%.1f", Double(g) / s)) GEMMs (\(gemms.count) shapes); the most frequent kernels:"]
-                + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)).joined(separator: "\n")
+                + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)
+                + (made.isEmpty ? [] : ["GB of tensors made per step, charged to the kernel or GEMM launched next:"] + made))
+            .joined(separator: "\n")
     }
 }

@@ -1,0 +1,25 @@
+import Testing
+@testable import HasteTensor
+@testable import HasteCUDA
+
+/// The host-only device's byte attribution (`HostOnlyDriver.madeBytes`, printed by `haste bench train` under
+/// `HASTE_CUDA_HOST_ONLY=1`): the bytes the caching allocator handed out since the previous launch or GEMM are
+/// charged to the next one, and the charges add up to what the allocator handed out.
+@Test func hostOnlyChargesTheTensorsMadeToTheNextLaunch() {
+    let driver = HostOnlyDriver(), be = CUDABackend(driver: driver, device: .cuda(13))
+    Backends.register(be, for: .cuda(13))
+    driver.resetCounts()
+    let start = be.allocator.bytesHandedOut
+    let a = Tensor.empty([1000], dtype: .float32, device: .cuda(13))              // 4 000 bytes → 4 096
+    be.fill(a.buffer, count: a.count, value: 0)
+    let b = Tensor.empty([3, 1 << 20], dtype: .float32, device: .cuda(13))        // 12 MiB
+    let c = Tensor.empty([2, 1 << 20], dtype: .float32, device: .cuda(13))        // 8 MiB
+    be.fill(b.buffer, count: b.count, value: 0)
+    be.fill(c.buffer, count: c.count, value: 0)
+    let fill = driver.launches.keys.first { $0.hasPrefix("fill") } ?? "?"
+    #expect(driver.madeBytes[fill] == 4096 + (12 << 20) + (8 << 20), "\(driver.madeBytes)")
+    #expect(driver.madeBytes.values.reduce(0, +) == be.allocator.bytesHandedOut - start)
+    #expect(driver.report(steps: 1).contains("GB of tensors made per step, charged to the kernel or GEMM launched next:"))
+    driver.resetCounts()
+    #expect(driver.madeBytes.isEmpty)
+}
