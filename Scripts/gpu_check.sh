@@ -72,8 +72,9 @@ BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.p
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
 PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH_MODELS × BENCH_BATCHES)
-# The recent kernel paths' switches (each keeps the path under it; the same values on the emulated device): the
-# selftest reruns its bf16 cases with each off after a failure, and the profile measures the bs64 row with each.
+# The recent kernel paths' switches (each keeps the path under it; the same values on the emulated device): after a
+# failure the selftest reruns its bf16 and attention cases with each ISOLATE switch off, and the profile measures the
+# bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
 ISOLATE_SWITCHES="HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
 PROFILE_VARIANTS="staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0
   dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"

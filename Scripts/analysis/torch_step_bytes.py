@@ -25,13 +25,13 @@ from torch.utils._pytree import tree_flatten, tree_map
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_gpu_torch as bench  # noqa: E402
 
-PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "convolution", "scaled_dot_product", "_efficient_attention",
-            "_flash_attention")
+GEMMS = {"mm", "bmm", "addmm", "baddbmm"}                      # by name; the others by a part of it
+PRODUCT_PARTS = ("convolution", "scaled_dot_product", "_efficient_attention", "_flash_attention")
 
 
 def is_product(func):
     name = func.__name__.split(".")[0]
-    return name in ("mm", "bmm", "addmm", "baddbmm") or any(p in name for p in PRODUCTS[4:])
+    return name in GEMMS or any(p in name for p in PRODUCT_PARTS)
 
 
 class Count(TorchDispatchMode):

@@ -29,6 +29,26 @@ extension CUDABackend {
             ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)\(whole ? "w" : "")" }
         }
     }
+    /// Where an operand's heads lie (`AttentionLayouts`): the direct bf16 family and the TF32 forward take them, the
+    /// other families contiguous [batch, T, D] operands.
+    static let flashLayoutCode = #"""
+    /// Element (b = n·heads + h, t, d) of an operand at n·n_ + h·h_ + t·t_ + d.
+    struct tc_lay { i64 n_, h_, t_; };
+    struct tc_layouts { i64 heads; tc_lay q, k, v, o, dq, dk, dv; };
+    /// Head b's first row of an operand: by its layout (DIRECT), or of a contiguous [batch, t, cols] tensor.
+    template <bool DIRECT, typename P>
+    __device__ __forceinline__ P* tc_head(P* p, const tc_layouts& L, const tc_lay& l, i64 b, i64 t, int cols) {
+        return DIRECT ? p + (b / L.heads) * l.n_ + (b % L.heads) * l.h_ : p + b * t * cols;
+    }
+    """#
+
+    /// The layouts as entry-point parameters (heads, then (batch, head, token) strides of q, k, v, dOut, dq, dk, dv:
+    /// what `layoutArguments` passes) and as the `tc_layouts` argument built from them.
+    static let flashLayoutParameters = "i64 heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
+        .map { x in ["n", "h", "t"].map { ", i64 l\(x)\($0)" }.joined() }.joined()
+    static let flashLayoutArgument = "tc_layouts{heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
+        .map { x in ", {l\(x)n, l\(x)h, l\(x)t}" }.joined() + "}"
+
     /// The entry points of one variant per register width (the float32 family's signatures, and dk/dv's `dqp`).
     /// `input16`: q, k, v and dOut as bf16 buffers and dq, dk, dv rounded to bf16 (`attention_flash_bf16[_async]_in16_*`),
     /// else float32 carriers and float32 gradients.
@@ -37,10 +57,8 @@ extension CUDABackend {
         let name = "attention_flash_bf16\(direct ? "_direct" : async ? "_async" : "")\(input16 ? "_in16" : "")"
         let t = input16 ? "u16" : "float"
         // The direct family takes every operand's head layout (`AttentionLayouts`); the others contiguous operands.
-        let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale" + (direct ? ", i64 heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
-            .map { x in ["n", "h", "t"].map { ", i64 l\(x)\($0)" }.joined() }.joined() : "")
-        let passed = "batch, tq, tk, dh, dv, scale, " + (direct ? "tc_layouts{heads" + ["q", "k", "v", "o", "gq", "gk", "gv"]
-            .map { x in ", {l\(x)n, l\(x)h, l\(x)t}" }.joined() + "}" : "tc_layouts{}")
+        let sizes = "i64 batch, i64 tq, i64 tk, int dh, int dv, float scale" + (direct ? ", " + flashLayoutParameters : "")
+        let passed = "batch, tq, tk, dh, dv, scale, " + (direct ? flashLayoutArgument : "tc_layouts{}")
         let inputs = "const \(t)* q, const \(t)* k, const \(t)* v", stats = "const \(t)* dout, const float* lse, const float* delta"
         // The direct family's forward also takes the merged bf16 output (by the dOut layout, or null); its dk/dv takes
         // bf16 dq and a count per (head, query tile): dq summed by each query tile's last block (tc_dq_last_block)

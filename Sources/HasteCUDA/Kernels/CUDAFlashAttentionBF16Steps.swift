@@ -4,7 +4,9 @@ import HasteTensor
 /// not tile loads or products (CUDAFlashAttentionBF16Tiles.swift): the forward's online softmax, and dk/dv's dq
 /// summed by each query tile's last block.
 extension CUDABackend {
-    static let flashBF16StepCode = #"""
+    /// The forward's online softmax over a key tile, on mma accumulator fragments (16 rows × 64 keys: the C layout
+    /// of m16n8k16 bf16 and of m16n8k8 tf32 alike): the bf16 forward and the TF32 forward (CUDAFlashAttentionTF32.swift).
+    static let flashSoftmaxStepCode = #"""
     /// The forward's online softmax over one key tile for one m-tile (16 rows; a lane's rows g and g + 8): the S
     /// fragments `s` become P = 2^(sl·S − m') (one fma and one ex2 per element; MASK: columns past Tk give 0), the
     /// running max m' (log₂ units), sum l and the output accumulators `o` are rescaled by 2^(m'_old − m'_new).
@@ -65,6 +67,9 @@ extension CUDABackend {
         else tc_softmax_pass<DMAX, true>(s, o, m, l, sl, c0, tk, t);
     }
 
+    """#
+
+    static let flashBF16StepCode = flashSoftmaxStepCode + "\n" + #"""
     /// DIRECT, dq from dk/dv without a summing kernel: after this block stored its share of dq for query rows
     /// r0…r0 + 63 of head b (key tile ti of `tiles`, float32 in dqp[ti][b][t][d]), the block whose count is the
     /// last for that query tile (an atomic per (head, query tile) in `count`, zeroed by the host) adds the tiles'

@@ -4,20 +4,11 @@ import HasteTensor
 /// The tile helpers of the bf16 tensor-core flash-attention kernels (CUDAFlashAttentionBF16.swift: the file notes
 /// there); the host's choice of family, width and shared memory is in CUDAFlashAttentionBF16Entries.swift.
 extension CUDABackend {
-    static let flashBF16TileCode = #"""
+    static let flashBF16TileCode = flashLayoutCode + "\n" + #"""
     #define TC_THREADS 128   /* 4 warps, 16 tile rows each */
     #define TC_BATCH 4       /* tile loads a thread issues before it uses the first (DMAX/4 per thread: a multiple) */
 
-    /// Where an operand's heads lie (`AttentionLayouts`, the direct family only): element (b = n·heads + h, t, d) at
-    /// n·n_ + h·h_ + t·t_ + d. The other families take contiguous [batch, T, D] operands.
-    struct tc_lay { i64 n_, h_, t_; };
-    struct tc_layouts { i64 heads; tc_lay q, k, v, o, dq, dk, dv; };
-    /// Head b's first row of an operand: by its layout (DIRECT), or of a contiguous [batch, t, cols] tensor.
-    template <bool DIRECT, typename P>
-    __device__ __forceinline__ P* tc_head(P* p, const tc_layouts& L, const tc_lay& l, i64 b, i64 t, int cols) {
-        return DIRECT ? p + (b / L.heads) * l.n_ + (b % L.heads) * l.h_ : p + b * t * cols;
-    }
-    /// Its row stride in elements.
+    /// Its row stride in elements (tc_head: flashLayoutCode).
     template <bool DIRECT>
     __device__ __forceinline__ i64 tc_stride(const tc_lay& l, int cols) { return DIRECT ? l.t_ : (i64)cols; }
     /// Head b's rows of q, k, v and dOut and their strides (tc_head, tc_stride); the forward passes q for dOut.

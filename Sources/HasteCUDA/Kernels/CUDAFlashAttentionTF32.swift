@@ -22,22 +22,24 @@ import HasteTensor
 ///      read in the same order (b0 = V[8j + 2t][n], b1 = V[8j + 2t + 1][n], two shared loads per mma), the sum
 ///      over keys is the same. P is rounded to TF32 before the product (as a TF32 GEMM rounds its operand); the
 ///      row sum l adds the unrounded float32 P.
-///    - Softmax in log₂ units as the bf16 kernels: x = sl·S (sl = scale·log₂e; masked keys −∞), m′ the row max,
-///      P = 2^(x − m′) by ex2.approx, out = O / l (no log-sum-exp: only calls without a gradient come here).
+///    - Softmax: the bf16 forward's own step on the accumulator fragments (`tc_softmax_tile`,
+///      CUDAFlashAttentionBF16Steps.swift: m′ = sl·max S in log₂ units, sl = scale·log₂e, P = 2^fma(sl, S, −m′) by
+///      ex2.approx, masked keys 0, l summed per tile over the quad), out = O / l (no log-sum-exp: only calls without
+///      a gradient come here). Head rows by `tc_head` and the direct family's layout parameters.
 ///    - Entry points: `_d64`, `_d72`, `_d80`, `_d96`, `_d128` where Dh and Dv both pad (to a multiple of 8) to that
 ///      width (compile-time widths: no guard between the mma), `_d128g` for any other Dh, Dv ≤ 128.
 ///    - Dynamic shared memory: 64·(kh + 4) + 64·(kv + 4) floats (Q's tile goes through K's buffer first);
 ///      SiT-XL/2 (72): 38 912 bytes. Registers (NVRTC 12.9, sm_90): d64 and d72 capped at 168 by
-///      `__launch_bounds__(128, 3)` for 3 blocks per SM (d72 uncapped: 175, 2 blocks; capped: one 4-byte local
-///      load per key tile), d80 218, d96 246, d128 255; per key tile and warp (d72) 144 mma, 45 ldmatrix, 144
-///      shared loads of V.
+///      `__launch_bounds__(128, 3)` for 3 blocks per SM (d72: 24 bytes of stack, five 4-byte local loads per key
+///      tile, L1 hits), d80 230, d96 249, d128 255 (48 bytes of stack); per key tile and warp (d72) 144 mma, 45
+///      ldmatrix (9 of them Q's, once per query tile), 144 shared loads of V.
 extension CUDABackend {
     static let flashTF32Widths = [64, 72, 80, 96, 128]
 
     static let flashAttentionTF32Source = KernelSource(
         family: "flashAttentionTF32",
         kernels: (flashTF32Widths.map { "d\($0)" } + ["d128g"]).map { "attention_flash_tf32_forward_\($0)" },
-        code: flashTF32Code + "\n" + flashTF32Widths.map { w in
+        code: flashLayoutCode + "\n" + flashSoftmaxStepCode + "\n" + flashTF32Code + "\n" + flashTF32Widths.map { w in
             "extern \"C\" __global__ void \(w <= 72 ? "__launch_bounds__(128, 3) " : "")attention_flash_tf32_forward_d\(w)(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<\(w), true>(smem, \(flashTF32Arguments)); }"
         }.joined(separator: "\n") + "\n"
             + "extern \"C\" __global__ void attention_flash_tf32_forward_d128g(\(flashTF32Parameters)) { HASTE_DYNAMIC_SHARED(float, smem); tf_forward<128, false>(smem, \(flashTF32Arguments)); }\n",
@@ -46,8 +48,8 @@ extension CUDABackend {
     /// The entry points' parameters (one line each, as the emulator reads them): the sizes, then heads and each
     /// operand's (batch, head, token) strides in elements (`HeadLayout`: head b = n·heads + h's row t at
     /// n·batch + h·head + t·token), `vec` where every row starts on 16 bytes.
-    static let flashTF32Parameters = "const float* q, const float* k, const float* v, float* out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, i64 heads, i64 qn, i64 qh, i64 qt, i64 kn, i64 kh, i64 kt, i64 vn, i64 vh, i64 vt, i64 on, i64 oh, i64 ot, int vec"
-    static let flashTF32Arguments = "q, k, v, out, batch, tq, tk, dh, dv, scale, tf_layouts{heads, {qn, qh, qt}, {kn, kh, kt}, {vn, vh, vt}, {on, oh, ot}}, vec"
+    static let flashTF32Parameters = "const float* q, const float* k, const float* v, float* out, i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, \(flashLayoutParameters), int vec"
+    static let flashTF32Arguments = "q, k, v, out, batch, tq, tk, dh, dv, scale, \(flashLayoutArgument), vec"
 
     /// The entry point for this shape: "d72" where Dh and Dv both pad to 72, …, else "d128g".
     static func flashTF32Variant(_ s: AttentionShape) -> String {
@@ -112,9 +114,8 @@ extension CUDABackend {
                grid: flashGrid(tiles: s.queries, s), block: Dim3(128), sharedBytes: CUDABackend.flashTF32Words(s) * 4,
                [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
                 .int64(Int64(s.batch)), .int64(Int64(s.queries)), .int64(Int64(s.keys)),
-                .int32(Int32(s.headDim)), .int32(Int32(s.valueDim)), .float(Float(scale)), .int64(Int64(l.heads))]
-                + [l.q, l.k, l.v, l.dOut].flatMap { [KernelArgument.int64(Int64($0.batch)), .int64(Int64($0.head)), .int64(Int64($0.token))] }
-                + [.int32(vec ? 1 : 0)])
+                .int32(Int32(s.headDim)), .int32(Int32(s.valueDim)), .float(Float(scale))]
+                + CUDABackend.layoutArguments(l) + [.int32(vec ? 1 : 0)])
     }
 
     static let flashTF32Code = #"""
@@ -151,10 +152,6 @@ extension CUDABackend {
         }
     #endif
     }
-    /// An operand's layout: head b = n·heads + h's row t at n·n_ + h·h_ + t·t_ elements.
-    struct tf_lay { i64 n_, h_, t_; };
-    struct tf_layouts { i64 heads; tf_lay q, k, v, o; };
-    __device__ __forceinline__ i64 tf_head(const tf_layouts& L, const tf_lay& l, i64 b) { return (b / L.heads) * l.n_ + (b % L.heads) * l.h_; }
     /// dst[r][c] = tf32(src[r·rs + c]) for r < 64 (0 past rows_left), c < width (0 from cols on); shared row
     /// stride `stride`; 16-byte loads where `vec` (cols and rs multiples of 4, rows 16-byte aligned).
     template <int W>
@@ -182,7 +179,7 @@ extension CUDABackend {
     /// largest (run-time widths, guarded steps).
     template <int W, bool WHOLE>
     __device__ void tf_forward(float* smem, const float* q, const float* k, const float* v, float* out, i64 batch,
-                               i64 tq, i64 tk, int dh, int dv, float scale, const tf_layouts& L, int vec) {
+                               i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L, int vec) {
         const int kh = WHOLE ? W : ((dh + 7) & ~7), kv = WHOLE ? W : ((dv + 7) & ~7);
         const int sk = kh + 4, sv = kv + 4;
         float* Ks = smem;               /* 64 rows × sk: the query tile first, then each key tile */
@@ -191,10 +188,10 @@ extension CUDABackend {
         const float sl = scale * HASTE_LOG2E;
         const i64 tiles = (tq + 63) / 64;
         for (i64 b = blockIdx.y; b < batch; b += gridDim.y) {
-            const float* qb = q + tf_head(L, L.q, b);
-            const float* kb = k + tf_head(L, L.k, b);
-            const float* vb = v + tf_head(L, L.v, b);
-            float* ob = out + tf_head(L, L.o, b);
+            const float* qb = tc_head<true>(q, L, L.q, b, tq, dh);
+            const float* kb = tc_head<true>(k, L, L.k, b, tk, dh);
+            const float* vb = tc_head<true>(v, L, L.v, b, tk, dv);
+            float* ob = tc_head<true>(out, L, L.o, b, tq, dv);
             for (i64 ti = blockIdx.x; ti < tiles; ti += gridDim.x) {
                 const i64 r0 = ti * 64;
                 __syncthreads();                          /* the previous tile's readers of Ks, Vs are done */
@@ -209,7 +206,7 @@ extension CUDABackend {
                 float o[W / 8][4];
                 #pragma unroll
                 for (int n = 0; n < W / 8; n++) { o[n][0] = 0.0f; o[n][1] = 0.0f; o[n][2] = 0.0f; o[n][3] = 0.0f; }
-                float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f;   /* rows g, g + 8 */
+                float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};   /* rows g, g + 8 */
                 for (i64 c0 = 0; c0 < tk; c0 += 64) {
                     __syncthreads();                      /* Q's fragments, the previous key tile's readers are done */
                     tf_load_tile<WHOLE ? W : 0>(Ks, kb + c0 * L.k.t_, L.k.t_, tk - c0, dh, kh, sk, vec);
@@ -230,35 +227,11 @@ extension CUDABackend {
                             }
                         }
                     }
-                    const i64 left = tk - c0;             /* valid keys in this tile */
-                    float xA = -INFINITY, xB = -INFINITY;
-                    #pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        #pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int key = 8 * j + 2 * t + (e & 1);
-                            s[j][e] = key < left ? sl * s[j][e] : -INFINITY;
-                        }
-                        xA = fmaxf(xA, fmaxf(s[j][0], s[j][1]));
-                        xB = fmaxf(xB, fmaxf(s[j][2], s[j][3]));
-                    }
-                    xA = fmaxf(xA, __shfl_xor_sync(HASTE_FULL_MASK, xA, 1));
-                    xA = fmaxf(xA, __shfl_xor_sync(HASTE_FULL_MASK, xA, 2));
-                    xB = fmaxf(xB, __shfl_xor_sync(HASTE_FULL_MASK, xB, 1));
-                    xB = fmaxf(xB, __shfl_xor_sync(HASTE_FULL_MASK, xB, 2));
-                    const float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
-                    const float aA = haste_exp2(mA - nA), aB = haste_exp2(mB - nB);   /* 0 for the first tile */
-                    mA = nA; mB = nB;
-                    lA *= aA; lB *= aB;
-                    #pragma unroll
-                    for (int n = 0; n < W / 8; n++) { o[n][0] *= aA; o[n][1] *= aA; o[n][2] *= aB; o[n][3] *= aB; }
+                    tc_softmax_tile<W>(s, o, m, l, sl, c0, tk, t);   /* s becomes P, o and l rescaled */
                     #pragma unroll
                     for (int j = 0; j < 8; j++) {         /* O += P·V, k-step j = keys 8j…8j + 7 */
-                        const float p0 = haste_exp2(s[j][0] - nA), p1 = haste_exp2(s[j][1] - nA);
-                        const float p2 = haste_exp2(s[j][2] - nB), p3 = haste_exp2(s[j][3] - nB);
-                        lA += p0 + p1; lB += p2 + p3;
-                        const u32 pa[4] = {__float_as_uint(tf_round(p0)), __float_as_uint(tf_round(p2)),
-                                           __float_as_uint(tf_round(p1)), __float_as_uint(tf_round(p3))};
+                        const u32 pa[4] = {__float_as_uint(tf_round(s[j][0])), __float_as_uint(tf_round(s[j][2])),
+                                           __float_as_uint(tf_round(s[j][1])), __float_as_uint(tf_round(s[j][3]))};
                         const float* v0 = Vs + (8 * j + 2 * t) * sv + g;
                         #pragma unroll
                         for (int n = 0; n < W / 8; n++) {
@@ -269,11 +242,7 @@ extension CUDABackend {
                         }
                     }
                 }
-                lA += __shfl_xor_sync(HASTE_FULL_MASK, lA, 1);
-                lA += __shfl_xor_sync(HASTE_FULL_MASK, lA, 2);
-                lB += __shfl_xor_sync(HASTE_FULL_MASK, lB, 1);
-                lB += __shfl_xor_sync(HASTE_FULL_MASK, lB, 2);
-                const float iA = 1.0f / lA, iB = 1.0f / lB;
+                const float iA = 1.0f / l[0], iB = 1.0f / l[1];   /* l > 0: Tk > 0 (flashUsesTF32) */
                 const i64 rowA = r0 + m0 + g, rowB = rowA + 8;
                 #pragma unroll
                 for (int n = 0; n < W / 8; n++) {

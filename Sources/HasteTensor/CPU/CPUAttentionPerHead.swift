@@ -133,7 +133,9 @@ extension CPUBackend {
     /// logits, scale·q·kᵀ into them and the probabilities into this thread's workspace (as `attentionLogits` and
     /// `perHeadSoftmaxMatmulForward`), else the probabilities in the workspace (as `perHeadForward`). The products
     /// are the same AVX512Sgemm calls with other leading dimensions, which change no bit; the same row kernels.
-    public func packedQKVAttentionRuns(batch: Int, tokens t: Int, heads: Int, headDim dh: Int, scale: Double) -> Bool {
+    /// Every call alike (with or without logits and gradient).
+    public func packedQKVAttentionRuns(batch: Int, tokens t: Int, heads: Int, headDim dh: Int, scale: Double, logits: Bool,
+                                       gradient: Bool) -> Bool {
         perHead(packedShape(batch, t, heads, dh), scale: scale, needsHeadDim: true, [])
     }
 

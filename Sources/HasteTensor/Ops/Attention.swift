@@ -75,11 +75,8 @@ public protocol AttentionKernels: AnyObject {
     func softmaxMatmulForward(logits: Buffer, v: Buffer, probs: Buffer, out: Buffer, shape: AttentionShape)
     /// dv = Pᵀ·dOut; dLogits = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = dOut·vᵀ.
     func softmaxMatmulBackward(probs: Buffer, v: Buffer, dOut: Buffer, dLogits: Buffer?, dv: Buffer?, shape: AttentionShape)
-    /// Whether this backend runs `packedQKVAttention` (and its backward) for float32 qkv of this shape: asked before
-    /// anything is allocated for it. The default: never.
-    func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool
-    /// The same for one call: whether it wants `logits` and records a `gradient` (its backward will run). The
-    /// default: `packedQKVAttentionRuns(batch:tokens:heads:headDim:scale:)`, every call alike.
+    /// Whether this backend runs `packedQKVAttention` (and, with `gradient`, its backward) for float32 qkv of this
+    /// shape, with or without `logits`: asked before anything is allocated for it. The default: never.
     func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double, logits: Bool,
                                 gradient: Bool) -> Bool
     /// Attention read straight from a fused qkv projection (`Tensor.packedQKVAttention`), where
@@ -133,20 +130,12 @@ public struct AttentionLayouts: Sendable, Equatable {
 extension AttentionKernels {
     public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
                                     layouts: AttentionLayouts, out16: Buffer?) -> Bool { false }
-    /// The in-place forward without the merged bf16 output.
-    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
-                                    layouts: AttentionLayouts) -> Bool {
-        attentionForwardLSE(q: q, k: k, v: v, out: out, lse: lse, shape: shape, scale: scale, layouts: layouts, out16: nil)
-    }
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
                                      layouts: AttentionLayouts) -> Bool { false }
     public func attentionTakesBF16Operands(_ shape: AttentionShape) -> Bool { false }
-    public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double) -> Bool { false }
     public func packedQKVAttentionRuns(batch: Int, tokens: Int, heads: Int, headDim: Int, scale: Double, logits: Bool,
-                                       gradient: Bool) -> Bool {
-        packedQKVAttentionRuns(batch: batch, tokens: tokens, heads: heads, headDim: headDim, scale: scale)
-    }
+                                       gradient: Bool) -> Bool { false }
     public func packedQKVAttention(qkv: Buffer, out: Buffer, logits: Buffer?, probs: Buffer?, batch: Int, tokens: Int,
                                    heads: Int, headDim: Int, scale: Double) {
         fatalError("packedQKVAttention: this backend has no such path (packedQKVAttentionRuns is false)")

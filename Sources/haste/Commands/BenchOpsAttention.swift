@@ -48,7 +48,8 @@ extension OpBenchmarks {
         func rows(_ name: String, batch: Int, tokens t: Int, heads h: Int, logits: Bool, backward: Bool) -> BenchCase? {
             let qkv = [batch, t, 3 * h * headDim], gemm = 2.0 * Double(batch * h * t * t * headDim)
             guard device.backend.packedQKVAttentionRuns(batch: batch, tokens: t, heads: h, headDim: headDim,
-                                                       scale: 1 / Double(headDim).squareRoot()) else { return nil }
+                                                       scale: 1 / Double(headDim).squareRoot(), logits: logits,
+                                                       gradient: backward) else { return nil }
             return BenchCase(op: name, shape: "qkv \(qkv), \(h) heads", work: .flops((backward ? 6 : 2) * gemm)) {
                 let x = Tensor.randn(qkv, seed: seed, device: device)
                 if !backward { return { _ = Tensor.packedQKVAttention(x, heads: h, logits: logits) } }

@@ -220,10 +220,10 @@ import Testing
         let s = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 12, valueDim: 12)
         let odd = AttentionLayouts.packed(tokens: 8, heads: 2, headDim: 12)
         let x = Tensor.zeros([1, 8, 72], dtype: .bfloat16).to(dev), o = Tensor.empty([2, 8, 12], dtype: .float32, device: dev)
-        #expect(!be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 1, layouts: odd))
+        #expect(!be.attentionForwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: nil, shape: s, scale: 1, layouts: odd, out16: nil))
         let f = Tensor.zeros([1, 8, 48]).to(dev), s16 = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 8, valueDim: 8)
         #expect(!be.attentionForwardLSE(q: f.buffer, k: f.buffer, v: f.buffer, out: o.buffer, lse: nil, shape: s16, scale: 1,
-                                        layouts: .packed(tokens: 8, heads: 2, headDim: 8)))
+                                        layouts: .packed(tokens: 8, heads: 2, headDim: 8), out16: nil))
         #expect(CUDABackend.$flashStridedAllowed.withValue(false) { !be.flashLayoutsFit(.packed(tokens: 8, heads: 2, headDim: 8), s16) })
     }
 

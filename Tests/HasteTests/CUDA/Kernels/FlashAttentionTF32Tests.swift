@@ -26,16 +26,12 @@ import Testing
         return out.read(1, Float.self)
     }
 
-    /// Several key tiles and Dh 72 (SiT-XL/2: the `_d72` entry point), Dh 68 padded to 72 (zero columns),
-    /// Tq = 1 with odd widths (`_d128g`, scalar loads), Dh ≠ Dv over several query tiles (`_d128g`), Dh 64
-    /// with a 65th query row (`_d64`). Bound: the float32 kernel's on the same rounded inputs (FlashAttentionTests'
+    /// FlashAttentionTests' shapes — several key tiles and Dh 72 (SiT-XL/2: the `_d72` entry point), Tq = 1 with
+    /// odd widths (`_d128g`, scalar loads), Dh ≠ Dv over several query tiles (`_d128g`), Dh 64 with a 65th query
+    /// row (`_d64`) — and Dh 68 padded to 72 (zero columns). Bound: the float32 kernel's on the same rounded inputs (FlashAttentionTests'
     /// oracle) plus P's rounding to TF32, 2⁻¹¹ of Σ P·|v| / Σ P ≤ max |v| ≤ 1. A wrong fragment index or a
     /// dropped tile is off by ≫ 1e-3; the float32 kernel's result on the unrounded inputs differs from this one.
-    @Test(arguments: [AttentionShape(batch: 2, queries: 17, keys: 257, headDim: 72, valueDim: 72),
-                      AttentionShape(batch: 1, queries: 70, keys: 100, headDim: 68, valueDim: 68),
-                      AttentionShape(batch: 3, queries: 1, keys: 17, headDim: 8, valueDim: 5),
-                      AttentionShape(batch: 1, queries: 130, keys: 67, headDim: 128, valueDim: 96),
-                      AttentionShape(batch: 2, queries: 65, keys: 64, headDim: 64, valueDim: 64)])
+    @Test(arguments: FlashAttentionTests.oracleShapes + [AttentionShape(batch: 1, queries: 70, keys: 100, headDim: 68, valueDim: 68)])
     func tf32ForwardMatchesTheOracleOnRoundedInputs(s: AttentionShape) {
         var rng = CUDAKernelsBTests.TestRNG(seed: 700 + UInt64(s.keys + s.headDim))
         let scale = 1 / Double(s.headDim).squareRoot()
@@ -59,8 +55,8 @@ import Testing
     /// or ties-to-even give 1), so with keys (1, 1) and (0, 0) in turn S = ±2⁻¹⁰ or 0 (float32: ±2⁻¹¹), and with
     /// scale 1024 the weights are e : 1 (e^½ : 1); the smaller P = e⁻¹ lands on even keys in even rows and on odd
     /// keys in odd rows (each of a thread's four P fragments), and v's ties are rounded too. The expected bits
-    /// follow the kernel's operations in order: S over d, x = sl·S, P = exp2(x − max) (the emulator's exp2f; on a
-    /// GPU ex2.approx may differ in the last bits), l = (l₀ + l₁) + (l₂ + l₃) with l_t = P(2t) + P(2t + 1), O over
+    /// follow the kernel's operations in order: S over d, m′ = sl·max S, P = exp2(fma(sl, S, −m′)) (the emulator's
+    /// exp2f; on a GPU ex2.approx may differ in the last bits), l = (l₀ + l₁) + (l₂ + l₃) with l_t = P(2t) + P(2t + 1), O over
     /// the keys in the fragment order 0, 2, 4, 6, 1, 3, 5, 7, then O·(1/l).
     @Test func everyOperandIsRoundedToNearestTiesAway() {
         let (tq, tk) = (16, 8)
@@ -74,8 +70,8 @@ import Testing
         let sl = Float(scale) * Float(1.4426950408889634)
         var want = [Float]()
         for i in 0..<tq {
-            let x = (0..<tk).map { j in sl * ((Float(0) + r(q[2 * i]) * r(k[2 * j])) + r(q[2 * i + 1]) * r(k[2 * j + 1])) }
-            let m = x.max()!, p = x.map { exp2f($0 - m) }
+            let x = (0..<tk).map { j in (Float(0) + r(q[2 * i]) * r(k[2 * j])) + r(q[2 * i + 1]) * r(k[2 * j + 1]) }
+            let m = sl * x.max()!, p = x.map { exp2f((-m).addingProduct(sl, $0)) }
             let l = (0..<4).map { p[2 * $0] + p[2 * $0 + 1] }, inv = 1 / ((l[0] + l[1]) + (l[2] + l[3]))
             for e in 0..<2 {
                 let o = [0, 2, 4, 6, 1, 3, 5, 7].reduce(Float(0)) { $0 + r(p[$1]) * r(v[2 * $1 + e]) }
