@@ -63,14 +63,15 @@ def main():
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     size = SIZES[a.model]
-    sit = SiT(input_size=32, patch=2, in_channels=4, z_dims=(768,), **size).eval()
-    randomize(sit, 0.02)                                          # random non-zero weights (adaLN-Zero would make v = 0)
+    sit = SiT(input_size=32, patch=2, in_channels=4, z_dims=(768,), **size).eval().to(dev)
+    randomize(sit, 0.02)                                          # random non-zero weights (adaLN-Zero would make v = 0),
+                                                                  # drawn on the device (SiT-XL/2 on a VM's CPU: > 90 s)
     vae = None if a.skip_vae else AutoencoderKL().eval()
     if a.write_weights:
         out = Path(a.write_weights)
         out.mkdir(parents=True, exist_ok=True)
         name = a.model.lower().replace("/", "-")
-        save_file({f"ema.{k}": v.contiguous() for k, v in sit.state_dict().items()}, str(out / f"{name}.safetensors"))
+        save_file({f"ema.{k}": v.contiguous().cpu() for k, v in sit.state_dict().items()}, str(out / f"{name}.safetensors"))
         if vae is not None:
             save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "sd-vae.safetensors"))
     sit = sit.to(dev)

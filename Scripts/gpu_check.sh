@@ -87,6 +87,7 @@ PRECISION_MODEL=${PRECISION_MODEL:-SiT-B/2 768 12 12}  # 6a: model, hidden size,
 GEN_MODEL=${GEN_MODEL:-SiT-XL/2}                       # 6b: haste generate vs the reference sampler
 GEN_STEPS=${GEN_STEPS:-25}
 GEN_BATCH=${GEN_BATCH:-64}
+GEN_BOX=${GEN_BOX:-90}                                 # 6b: each generate stage's seconds (a cold node compiles kernels first)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
 mkdir -p "$work" "$HASTE_CACHE"
@@ -448,7 +449,7 @@ stage precision-compare 20 python3 "$work/precision.py" "$prec" "$OUT/precision_
 # 6b. sampling: haste generate (SDE, CFG 1.65 for t ≤ 0.72, as the acceptance asks) beside the reference sampler in
 # PyTorch (bench_gpu_generate.py, which also writes the shared random weights), $GEN_STEPS steps, batch $GEN_BATCH.
 gen="$work/generate"; rm -rf "$gen" && mkdir -p "$gen"
-stage generate-torch 90 "$PYTHON" "$repo/Scripts/bench_gpu_generate.py" --device "$DEVICE" --model "$GEN_MODEL" \
+stage generate-torch "$GEN_BOX" "$PYTHON" "$repo/Scripts/bench_gpu_generate.py" --device "$DEVICE" --model "$GEN_MODEL" \
   --steps "$GEN_STEPS" --batch "$GEN_BATCH" --bf16 --write-weights "$gen"
 grep '^{' "$OUT/generate-torch.log" > "$OUT/generate_torch.jsonl" 2>/dev/null
 gen_args=(--device "$DEVICE" --ckpt "$gen/$(echo "$GEN_MODEL" | tr 'A-Z/' 'a-z-').safetensors" --model "$GEN_MODEL"
@@ -460,7 +461,7 @@ warm='"$0" generate "${@:3}" --num-fid-samples 2 --per-proc-batch-size 2 --num-s
   --per-proc-batch-size "$GEN_BATCH" --num-steps "$GEN_STEPS" --sample-dir "$1" --mixed-precision "$2"'
 export GEN_BATCH GEN_STEPS
 for mp in no bf16; do
-  stage "generate-haste-$mp" 90 bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
+  stage "generate-haste-$mp" "$GEN_BOX" bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
 done
 # Where generate's time goes: GPU time per kernel and GEMM of a short run (GEN_PROFILE_STEPS steps and the decode).
 for mp in bf16 no; do
@@ -469,7 +470,7 @@ for mp in bf16 no; do
 done
 # float32 with the float32 FMA attention instead of the TF32 one (what float32 sampling ran before 6375ac8); last,
 # so a short stage-6 budget cuts it first (the float32 profile above already times the TF32 kernel).
-HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" 90 bash -c "$warm" "$HASTE" "$gen/samples-no-fp32attn" no "${gen_args[@]}"
+HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm" "$HASTE" "$gen/samples-no-fp32attn" no "${gen_args[@]}"
 
 # --- summary ------------------------------------------------------------------------------------------------------
 {
