@@ -186,7 +186,7 @@ extension CUDABackend {
 
     /// The same on bfloat16 tensors: y = bf16(f(x)), dx = bf16(dy · f'(x)) with x, dy widened (exact) and unary_f32's
     /// formulas, so each is unary_f32's / unary_backward_f32's float32 result on the widened values rounded once
-    /// to nearest even. Only for ops whose derivative reads x alone (the host checks): y is passed as 0.
+    /// to nearest even. Only for ops whose derivative reads x alone or nothing (the host checks `runsOnLowValues`): y is passed as 0.
     extern "C" __global__ void unary_bf16(const u16* x, u16* y, i64 n, int op, float p0, float p1) {
         HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_float_to_bf16(haste_unary(op, haste_bf16_to_float(x[i]), p0, p1));
     }
@@ -331,7 +331,7 @@ extension CUDABackend {
     }
 
     public func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool {
-        guard x.dtype == .bfloat16, y.dtype == .bfloat16, op.derivativeReadsOnlyInput else { return false }
+        guard x.dtype == .bfloat16, y.dtype == .bfloat16, op.runsOnLowValues else { return false }
         if count <= 0 { return true }
         let (code, p0, p1) = CUDABackend.unaryCode(op)
         let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(y) % 8 == 0
@@ -342,7 +342,7 @@ extension CUDABackend {
     }
 
     public func unaryBackwardLow(_ op: UnaryOp, x: Buffer, dy: Buffer, dx: Buffer, count: Int) -> Bool {
-        guard x.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .bfloat16, op.derivativeReadsOnlyInput else { return false }
+        guard x.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .bfloat16, op.runsOnLowValues else { return false }
         if count <= 0 { return true }
         let (code, p0, p1, p2) = CUDABackend.unaryBackwardCode(op)
         let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(dy) % 8 == 0 && address(dx) % 8 == 0

@@ -135,6 +135,10 @@ struct DINOv2Block {
            let a = Tensor.autocastBranch(h, .attention(qkv: qkv.weight, qkvBias: qkv.bias, proj: proj.weight,
                                                        projBias: proj.bias, heads: heads)) {
             (attended, l) = (a, nil)
+        } else if logits, qkv.packed == nil, proj.packed == nil,         // a logit layer without a gradient (the teacher)
+                  let r = Tensor.autocastAttentionBranchWithLogits(h, .attention(qkv: qkv.weight, qkvBias: qkv.bias, proj: proj.weight,
+                                                                                 projBias: proj.bias, heads: heads)) {
+            (attended, l) = r
         } else {
             let fusedQKV = qkv(h)
             let merged: Tensor

@@ -18,25 +18,17 @@ extension Tensor {
         guard x.backend.fusedBranchesInBF16, x.rank == 3, x.count > 0, branch.applies(to: x), branch.outFeatures == x.shape[2] else { return nil }
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         guard [shift, scale, gate].allSatisfy({ $0.shape == [n, d] && $0.dtype == .float32 && $0.device == x.device }) else { return nil }
-        let low = DType.bfloat16
         let params = branch.parameters
         let records = GradMode.isEnabled && ([x, shift, scale, gate] + params).contains { $0.isTracked }
-        // As modulatedLayerNorm under Autocast: 1 + scale is a bf16 op in torch (scale is a bf16 Linear output).
-        let xc = x.contiguous(), sh = shift.contiguous(), sc = scale.contiguous(), g = gate.contiguous()
-        let scaleRounded = Autocast.core { GradMode.withoutGrad { (sc + 1).roundedValues(low) - 1 } }
-        let mean = Tensor.empty([n * t], dtype: .float32, device: x.device), rstd = Tensor.empty(like: mean)
-        let xn = Tensor.empty([n, t, d], dtype: low, device: x.device)                  // the branch's bf16 operand
-        x.backend.modulatedLayerNormForward(xc.buffer, shift: sh.buffer, scale: scaleRounded.buffer, xn.buffer, mean: mean.buffer,
-                                            rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: eps)
-        let (y, tape) = branch.forward(xn, records: records)
+        let front = BF16AdaLNFront(x, shift: shift, scale: scale, eps: eps), g = gate.contiguous()
+        let (y, tape) = branch.forward(front.xn, records: records)
         let out = Tensor.empty([n, t, d], dtype: .float32, device: x.device)
-        x.backend.gatedResidualForward(xc.buffer, gate: g.buffer, y.buffer, out.buffer, batch: n, tokens: t, cols: d, low: low)
+        x.backend.gatedResidualForward(front.x.buffer, gate: g.buffer, y.buffer, out.buffer, batch: n, tokens: t, cols: d, low: .bfloat16)
         guard let tape else {                 // nothing to record; a checkpoint's forward notes what it read
             if let reads = CheckpointReads.current { reads.note([x, shift, scale, gate] + params) }
             return out
         }
-        return out.recorded(BF16AdaLNBranchBackward(x: xc, shift: sh, scale: sc, gate: g, branch: branch,
-                                                    scaleRounded: scaleRounded, mean: mean, rstd: rstd, y: y, tape: tape))
+        return out.recorded(BF16AdaLNBranchBackward(front: front, shift: shift, scale: scale, gate: g, branch: branch, y: y, tape: tape))
     }
 }
 
@@ -44,38 +36,29 @@ extension Tensor {
 /// bf16 kernels); the branch's backward to d̃x; modulatedLayerNorm's backward from d̃x (dshift, and dscale rounded
 /// once as the general path's rounded 1 + scale rounds it); the parameters' gradients as float32 carriers.
 struct BF16AdaLNBranchBackward: InPlaceGradientBackward {
-    let x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, branch: BF16Branch
-    let scaleRounded: Tensor, mean: Tensor, rstd: Tensor, y: Tensor, tape: BF16BranchTape
-    var inputs: [Tensor] { [x, shift, scale, gate] + branch.parameters }
+    let front: BF16AdaLNFront, shift: Tensor, scale: Tensor, gate: Tensor, branch: BF16Branch
+    let y: Tensor, tape: BF16BranchTape
+    var inputs: [Tensor] { [front.x, shift, scale, gate] + branch.parameters }
 
     func gradients(_ dout: Tensor) -> [Tensor?] { gradients(dout, into: inputs.map { _ in nil }) }
 
     /// The parameters' gradients go into their arena slots where the walk offers them (`bf16Carriers`).
     func gradients(_ dout: Tensor, into: [Tensor?]) -> [Tensor?] {
         GradMode.withoutGrad {
-            let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), be = x.backend, dc = dout.contiguous()
+            let x = front.x, (n, t, d) = (x.shape[0], x.shape[1], x.shape[2]), dc = dout.contiguous()
             let branchInput = x.isTracked || shift.isTracked || scale.isTracked
             let dgate = gate.isTracked ? Tensor.empty(like: gate) : nil
             let dy = branchInput || branch.parameters.contains(where: \.isTracked) ? Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device) : nil
             if dy != nil || dgate != nil {
-                be.gatedResidualBackward(gate: gate.buffer, y.buffer, dc.buffer, dy: dy?.buffer, dgate: dgate?.buffer,
-                                         batch: n, tokens: t, cols: d, low: .bfloat16)
+                x.backend.gatedResidualBackward(gate: gate.buffer, y.buffer, dc.buffer, dy: dy?.buffer, dgate: dgate?.buffer,
+                                                batch: n, tokens: t, cols: d, low: .bfloat16)
             }
             var (dxn, grads): (Tensor?, [Tensor?]) = (nil, branch.parameters.map { _ in nil })
             if let dy { (dxn, grads) = branch.backward(tape, dy, input: branchInput) }
-            var dx: Tensor?, dshift: Tensor?, dscale: Tensor?
-            if let dxn {
-                // x's two terms, dout (the residual) + the LayerNorm's, added in the LayerNorm's backward pass.
-                let dxl = Tensor.empty(like: x)
-                dshift = shift.isTracked ? Tensor.empty(like: shift) : nil
-                dscale = scale.isTracked ? Tensor.empty(like: scale) : nil
-                be.modulatedLayerNormBackward(x.buffer, scale: scaleRounded.buffer, mean: mean.buffer, rstd: rstd.buffer,
-                                              dxn.buffer, dx: dxl.buffer, residual: x.isTracked ? dc.buffer : nil,
-                                              dshift: dshift?.buffer, dscale: dscale?.buffer, batch: n, tokens: t, cols: d)
-                dx = x.isTracked ? dxl : nil
-                dscale = dscale?.roundedValues(.bfloat16)
-            }
-            return [dx, dshift, dscale, dgate] + bf16Carriers(grads, into: Array(into.dropFirst(4)))
+            // x's two terms, dout (the residual) + the LayerNorm's, added in the LayerNorm's backward pass.
+            let r = dxn.map { front.backward($0, x: x.isTracked, shift: shift.isTracked, scale: scale.isTracked,
+                                             residual: x.isTracked ? dc : nil) }
+            return [r?.dx, r?.dshift, r?.dscale, dgate] + bf16Carriers(grads, into: Array(into.dropFirst(4)))
         }
     }
 }

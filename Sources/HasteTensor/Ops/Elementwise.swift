@@ -15,7 +15,7 @@ public protocol ElementwiseKernels: AnyObject {
     /// y += alpha · x.
     func axpy(alpha: Double, x: Buffer, y: Buffer, count: Int)
     /// y = low(f(x)) on tensors of a low dtype (bfloat16): each element widened, `unary`'s float32 formula, rounded
-    /// once to nearest even. Only for ops whose derivative reads x alone (`UnaryOp.derivativeReadsOnlyInput`).
+    /// once to nearest even. Only for ops whose derivative reads x alone or nothing (`UnaryOp.runsOnLowValues`).
     /// Returns false where the backend has no such kernel (the default); the caller then widens and rounds itself.
     func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool
     /// dx = low(dy · f'(x)) on low tensors, `unaryBackward`'s formula on the widened values rounded once; false as

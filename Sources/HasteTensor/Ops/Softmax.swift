@@ -16,9 +16,17 @@ public protocol SoftmaxKernels: AnyObject {
     /// softmax(t_r) (loss [rows] and difference [rows, cols] contiguous).
     func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                  loss: Buffer, difference: Buffer)
+    /// bfloat16 x, y [rows, cols]: y = bf16(softmax(x)), softmaxForward's float32 result on the widened values rounded
+    /// once; false (nothing done) where the backend has no such kernel.
+    func softmaxForwardLow(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) -> Bool
+    /// bfloat16 y, dy, float32 dx [rows, cols]: dx = softmaxBackward's float32 result on the widened values, rounded
+    /// to bfloat16 (stored widened); false (nothing done) where the backend has no such kernel.
+    func softmaxBackwardLow(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) -> Bool
 }
 
 extension SoftmaxKernels {
+    public func softmaxForwardLow(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) -> Bool { false }
+    public func softmaxBackwardLow(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) -> Bool { false }
     public func softCrossEntropyRuns(dtype: DType) -> Bool { false }
     public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                         loss: Buffer, difference: Buffer) {

@@ -20,6 +20,13 @@ extension UnaryOp {
         default: return false
         }
     }
+
+    /// True where `unaryLow` / `unaryBackwardLow` may run the op on low-precision values: f' reads x alone
+    /// (`derivativeReadsOnlyInput`) or nothing (affine: f' = scale; the aligned attention's q·scale under autocast).
+    public var runsOnLowValues: Bool {
+        if case .affine = self { return true }
+        return derivativeReadsOnlyInput
+    }
 }
 
 extension Tensor {
