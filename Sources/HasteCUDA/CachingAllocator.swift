@@ -15,6 +15,14 @@ public final class CachingAllocator {
     let device: Device
     /// Cached (free) blocks by rounded byte size.
     private var free: [Int: [DevicePointer]] = [:]
+    /// Blocks handed out for a smaller request (`fit`), by address: their own size, to cache them under on release.
+    private var handedLarger: [DevicePointer: Int] = [:]
+    /// A request of at least 1 MiB that finds no cached block of its rounded size takes the smallest cached block of
+    /// at most `fit` times its size before asking the driver (1: exact sizes only): fewer bytes held for blocks of sizes
+    /// no later request asks for exactly. SiT-XL/2 bf16 +align at batch 256 on the host-only
+    /// device (2026-12-06): 140 499 MiB held with exact sizes, 137 667 with 1.25, 134 335 with 1.5 (the default),
+    /// 134 191 with 2, for a peak of 124 097 MiB in use either way; 0 driver allocations per warm step each.
+    public let fit: Double
     /// Bytes handed out and not yet released; bytes held from the driver (in use + cached); the peak in use.
     public private(set) var inUse = 0, held = 0, peakInUse = 0
     /// Driver allocations so far (a warm step adds none).
@@ -29,7 +37,15 @@ public final class CachingAllocator {
         return m
     }()
 
-    init(driver: any GPUDriver, device: Device) { self.driver = driver; self.device = device }
+    /// `fit`: see the property; `HASTE_ALLOC_FIT` (a number ≥ 1) sets the default.
+    init(driver: any GPUDriver, device: Device, fit: Double = CachingAllocator.defaultFit) {
+        (self.driver, self.device, self.fit) = (driver, device, fit)
+    }
+
+    static let defaultFit: Double = {
+        guard let v = getenv("HASTE_ALLOC_FIT"), let f = Double(String(cString: v)), f >= 1 else { return 1.5 }
+        return f
+    }()
 
     /// Sizes round up to 512 bytes below 1 MiB and to 2 MiB above, so similar requests share blocks.
     public static func rounded(_ byteCount: Int) -> Int {
@@ -46,6 +62,16 @@ public final class CachingAllocator {
             free[size] = list
             inUse += size; peakInUse = Swift.max(peakInUse, inUse)
             return p
+        }
+        // No block of this size: the smallest cached one up to `fit` times larger, whole (its size stays its own).
+        if size >= 1 << 20, fit > 1 {
+            var best: Int?
+            for (k, list) in free where k > size && !list.isEmpty && Double(k) <= Double(size) * fit && k < (best ?? .max) { best = k }
+            if let k = best, let p = free[k]!.popLast() {
+                handedLarger[p] = k
+                inUse += k; peakInUse = Swift.max(peakInUse, inUse)
+                return p
+            }
         }
         var p = driver.allocate(byteCount: size)
         if p == nil {
@@ -65,7 +91,7 @@ public final class CachingAllocator {
 
     public func release(_ address: DevicePointer, byteCount: Int) {
         pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
-        let size = CachingAllocator.rounded(byteCount)
+        let size = handedLarger.removeValue(forKey: address) ?? CachingAllocator.rounded(byteCount)
         inUse -= size
         free[size, default: []].append(address)
     }

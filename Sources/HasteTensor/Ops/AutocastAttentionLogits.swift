@@ -138,14 +138,12 @@ extension Tensor {
     }
 }
 
-/// What both nodes read, and dṽ from the output's node to the logits' (nil: the output had no gradient).
-final class BF16LogitsAttentionTape {
+/// What both nodes read (a struct: `Tensor.savedBytes` counts its tensors), and dṽ handed from the output's node to
+/// the logits' (`handoff.dv`; nil: the output had no gradient).
+struct BF16LogitsAttentionTape {
+    final class Handoff { var dv: Tensor? }
     let front: BF16AdaLNFront, core: BF16LogitsAttention, gate: Tensor, shift: Tensor, scale: Tensor, branch: BF16Branch
-    var dv: Tensor?
-
-    init(front: BF16AdaLNFront, core: BF16LogitsAttention, gate: Tensor, shift: Tensor, scale: Tensor, branch: BF16Branch) {
-        (self.front, self.core, self.gate, self.shift, self.scale, self.branch) = (front, core, gate, shift, scale, branch)
-    }
+    let handoff = Handoff()
 
     /// qkv's and proj's parameters as the branch's slots (w, pw, b, pb).
     var slots: [Tensor?] { branch.slots }
@@ -174,7 +172,7 @@ struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
                 var dl: Tensor?                       // (nothing upstream of the attention tracked: no dṽ, no d̃L)
                 if logits.isTracked {
                     let dO = g.dx!.reshaped([n, t, d]).heads(0, of: 1, core.heads, bf16: true)    // (N, H, T, Dh) bf16
-                    tape.dv = core.p.transposed(-1, -2).matmul(dO)
+                    tape.handoff.dv = core.p.transposed(-1, -2).matmul(dO)
                     dl = core.p.softmaxBackwardLowCarrier(dO.matmul(core.v.transposed(-1, -2)))
                 }
                 let params = bf16Carriers([g.dw] + (proj.b != nil ? [g.db] : []), into: Array(into.dropFirst(2).dropLast()))
@@ -203,7 +201,7 @@ struct BF16LogitsAttentionLogitsBackward: InPlaceGradientBackward {
                 let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: front.x.device)
                 dq.mergeHeads(into: dh, 0)
                 dk.mergeHeads(into: dh, 1)
-                (tape.dv ?? Tensor.zeros(dk.shape, dtype: .bfloat16, device: dk.device)).mergeHeads(into: dh, 2)
+                (tape.handoff.dv ?? Tensor.zeros(dk.shape, dtype: .bfloat16, device: dk.device)).mergeHeads(into: dh, 2)
                 let wantInput = front.x.isTracked || tape.shift.isTracked || tape.scale.isTracked
                 let g = bf16LinearGradients(dh.reshaped([n * t, 3 * d]), x: core.xn.reshaped([n * t, d]), w: core.wn,
                                             input: wantInput, weight: qkv.w.isTracked, bias: qkv.b?.isTracked == true)

@@ -113,6 +113,34 @@ private func referenceGemm(_ g: GemmDescriptor, a: [Float], b: [Float], c: [Floa
         #expect(allocator.held == 0 && d.allocatedBytes == 0)
     }
 
+    /// A request of ≥ 1 MiB with no cached block of its size takes a cached block up to `fit` times larger, whole, and
+    /// gives it back under its own size; a larger block, a small request, or `fit` 1 asks the driver.
+    @Test func cachingAllocatorFitsALargerCachedBlock() {
+        for fit in [1.5, 1] {
+            let d = EmulatedDriver.forTests(), mib = 1 << 20
+            let allocator = CachingAllocator(driver: d, device: .cuda(7), fit: fit)
+            let four = allocator.allocate(byteCount: 4 * mib), six = allocator.allocate(byteCount: 6 * mib)
+            allocator.release(four, byteCount: 4 * mib)
+            allocator.release(six, byteCount: 6 * mib)
+            let kept = allocator.allocate(byteCount: 4 * mib - 5)        // rounds to 4 MiB: the cached block, exactly
+            #expect(kept == four && allocator.driverAllocations == 2)
+            let fitted = allocator.allocate(byteCount: 4 * mib)         // none of 4 MiB left: the 6 MiB one (1.5×), whole
+            #expect((fitted == six) == (fit > 1) && allocator.driverAllocations == (fit > 1 ? 2 : 3), "fit \(fit)")
+            #expect(allocator.inUse == (fit > 1 ? 10 : 8) * mib, "fit \(fit)")
+            allocator.release(fitted, byteCount: 4 * mib)
+            let small = allocator.allocate(byteCount: 2 * mib)          // the cached blocks are ≥ 2× larger: the driver
+            #expect(small != six && allocator.driverAllocations == (fit > 1 ? 3 : 4), "fit \(fit)")
+            allocator.release(small, byteCount: 2 * mib)
+            allocator.release(kept, byteCount: 4 * mib - 5)
+            #expect(allocator.inUse == 0, "fit \(fit)")
+            let sixAgain = allocator.allocate(byteCount: 6 * mib)       // the fitted block went back under its own size
+            #expect(sixAgain == six && allocator.driverAllocations == (fit > 1 ? 3 : 4), "fit \(fit)")
+            allocator.release(sixAgain, byteCount: 6 * mib)
+            allocator.emptyCache()
+            #expect(allocator.held == 0 && d.allocatedBytes == 0)
+        }
+    }
+
     /// `haste bench train`'s per-row peak on CUDA: `resetPeak` starts it at the bytes in use (torch
     /// `reset_peak_memory_stats`), so a row's peak is what it held at once, in rounded block sizes.
     @Test func cachingAllocatorPeakResetsToTheBytesInUse() {
