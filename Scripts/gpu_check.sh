@@ -308,14 +308,16 @@ fi
 # --- 4. training-step time: haste beside PyTorch, both in $BENCH_PRECISION ---------------------------------------------
 bench_sizes=(--models "$BENCH_MODELS" --batches "$BENCH_BATCHES")
 rows=$("$HASTE" bench train --list "${bench_sizes[@]}" 2>/dev/null | grep -E "$BENCH_ROWS" || true)
-note "haste bench train rows ($BENCH_PRECISION; where /$BENCH_CKPT_ROWS/ --recompute-mlp-activation, or --grad-checkpointing if that fails): $(echo $rows | tr '\n' ';')"
+note "haste bench train rows ($BENCH_PRECISION; where /$BENCH_CKPT_ROWS/ as they are, else --recompute-mlp-activation, else --grad-checkpointing): $(echo $rows | tr '\n' ';')"
 # One process per row (peak memory per row); each row's JSON on one line; a row matching $CKPT runs checkpointed.
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
   run() { "$HASTE" bench train --device "$DEVICE" "$@" --reps 3 --warmup 1 --json --mixed-precision "$PRECISION" $SIZES | tr -d "\n"; }
-  if [[ "$r" =~ $CKPT ]]; then      # the memory-bound rows: recomputed MLP activations, else grad-checkpointing
+  if [[ "$r" =~ $CKPT ]]; then      # the memory-bound rows: as they are, else recomputed MLP activations, else grad-checkpointing
+    out=$(run --only "$r")
+    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: as it is (fits)" >&2; continue; fi
     out=$(run --only "$r" --recompute-mlp-activation)
-    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: with --recompute-mlp-activation" >&2
-    else echo "row $r: --recompute-mlp-activation gave no result, so +ckpt" >&2; run --only "$r +ckpt" --grad-checkpointing; echo; fi
+    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: as it is gave no result, so --recompute-mlp-activation" >&2
+    else echo "row $r: --recompute-mlp-activation gave no result either, so +ckpt" >&2; run --only "$r +ckpt" --grad-checkpointing; echo; fi
   else run --only "$r"; echo; fi
 done <<< "$ROWS"'
 export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES" PRECISION="$BENCH_PRECISION" CKPT="$BENCH_CKPT_ROWS"

@@ -118,13 +118,13 @@ final class BiasEpilogueGemms {
         var desc: OpaquePointer?, la: OpaquePointer?, lb: OpaquePointer?, ld: OpaquePointer?, pref: OpaquePointer?
         var s = api.descCreate(&desc, compute, CuBLASAPI.r32F)
         if s != 0 { return fail("cublasLtMatmulDescCreate", s) }
-        var ta: Int32 = key.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb: Int32 = key.transB ? CuBLASAPI.opT : CuBLASAPI.opN
-        var epilogue = CuBLASLtAPI.epilogueBias, biasType = cd, pointer = bias
-        for (attribute, value, size) in [(CuBLASLtAPI.descTransA, UnsafeRawPointer(&ta), 4), (CuBLASLtAPI.descTransB, UnsafeRawPointer(&tb), 4),
-                                         (CuBLASLtAPI.descEpilogue, UnsafeRawPointer(&epilogue), 4),
-                                         (CuBLASLtAPI.descBiasDataType, UnsafeRawPointer(&biasType), 4),
-                                         (CuBLASLtAPI.descBiasPointer, UnsafeRawPointer(&pointer), 8)] {
-            s = api.descSet(desc, attribute, value, size)
+        let ta: Int32 = key.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb: Int32 = key.transB ? CuBLASAPI.opT : CuBLASAPI.opN
+        // Each value as 8 bytes alive for the call only (withUnsafeBytes); a 4-byte attribute reads the first four,
+        // the low half on the little-endian hosts CUDA runs on.
+        for (attribute, value, size) in [(CuBLASLtAPI.descTransA, UInt64(ta), 4), (CuBLASLtAPI.descTransB, UInt64(tb), 4),
+                                         (CuBLASLtAPI.descEpilogue, UInt64(CuBLASLtAPI.epilogueBias), 4),
+                                         (CuBLASLtAPI.descBiasDataType, UInt64(cd), 4), (CuBLASLtAPI.descBiasPointer, bias, 8)] {
+            s = withUnsafeBytes(of: value) { api.descSet(desc, attribute, $0.baseAddress!, size) }
             if s != 0 { return fail("cublasLtMatmulDescSetAttribute(\(attribute))", s) }
         }
         let (rowsA, colsA) = key.transA ? (key.k, key.m) : (key.m, key.k)
