@@ -62,8 +62,9 @@ extension ConformanceSuite {
             let x = c.normal([7, 33], scale: 3)
             c.forwardBackward(x.logSoftmax(axis: -1), [("x", x)])
         })
-        // The attention-alignment loss: the CPU's one-pass kernel against whatever the device runs (the composite
-        // softmax · log-softmax where it has no kernel), the target a strided view as the teacher's logits are.
+        // The attention-alignment loss: the CPU's one-pass kernel against whatever the device runs (CUDA's
+        // soft_cross_entropy_f32; the composite softmax · log-softmax where a backend has no kernel), the target a
+        // strided view as the teacher's logits are.
         cases.append(OpCase("softCrossEntropy", "[2,3,33,33] of [2,4,34,34]", .rounding(k: 100)) { c in
             let x = c.normal([2, 3, 33, 33], scale: 3)
             let t = c.normal([2, 4, 34, 34], scale: 3).narrowed(1, start: 0, length: 3).narrowed(2, start: 1, length: 33)

@@ -5,8 +5,12 @@ extension CUDABackend {
     /// max and sum. Same formulas as CPUSoftmax.swift (max subtracted; softmax multiplies by 1/Σ; log-softmax
     /// is (x − m) − log Σ). The CPU sums in 16 SIMD lanes with a Cephes exp (≤ 0.9 ulp); here each thread sums a
     /// strided subset and the block combines them in a fixed tree with libdevice's expf (≤ 2 ulp): results agree
-    /// within float32 rounding of the sum (a few ulps of each output), bitwise reproducible run to run.
-    static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32"], code: #"""
+    /// within float32 rounding of the sum (a few ulps of each output), bitwise reproducible run to run. The soft
+    /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) is in this family too.
+    static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "soft_cross_entropy_f32"],
+                                            code: softmaxCode + softCrossEntropyCode)
+
+    private static let softmaxCode = #"""
     /// log ≠ 0: log-softmax. The max skips NaN like CPUReduce.rowMax (a NaN input still makes its row NaN).
     extern "C" __global__ void softmax_forward_f32(const float* x, float* y, i64 rows, i64 cols, int log) {
         __shared__ float scratch[32];
@@ -46,7 +50,8 @@ extension CUDABackend {
             for (i64 j = threadIdx.x; j < cols; j += blockDim.x) d[j] = log ? g[j] - expf(yr[j]) * s : yr[j] * (g[j] - s);
         }
     }
-    """#)
+
+    """#
 
     /// Threads for a block that walks a row of `cols`: a multiple of 32 (the block reductions need whole warps),
     /// no more than the row needs, at most 256.

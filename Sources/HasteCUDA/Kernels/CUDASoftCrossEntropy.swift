@@ -1,0 +1,193 @@
+import HasteTensor
+
+extension CUDABackend {
+    /// The soft cross-entropy of the softmax family (`Tensor.softCrossEntropy`, the attention-alignment loss of HASTE
+    /// per layer pair; torch `-(F.softmax(t, -1) * F.log_softmax(x, -1)).sum(-1)` per row): one block per row pair,
+    /// grid-stride over rows, CPUSoftmax.swift's `softCrossEntropyRows` formulas: p = softmax(t) (max subtracted,
+    /// times 1/Σ), m = max x, Z = Σ exp(x − m), loss[r] = −Σ p·((x − m) − log Z), difference[r, :] = exp(x − m)·(1/Z)
+    /// − p. Each thread holds its first `HASTE_SCE_HELD` columns of both rows in registers (whole rows up to 4·256 =
+    /// 1 024 columns), so x and t are read from memory once and one exponential is taken per element of each (two
+    /// per column, the composite's three); columns past that are read again in each of the three passes and their
+    /// exponentials retaken (the same bits). The maxima and the two sums go through one pair of barriers each; the sums run in a fixed tree as in
+    /// the softmax kernels: within float32 rounding of the CPU's 16-lane sums, bitwise reproducible run to run.
+    ///
+    /// Rows are addressed as `RowLayout.start` does, for each view on its own: its outer axes coalesced
+    /// (`CUDABackend.coalesce`) and padded in front to 4 (extent 1, stride 0), passed as extents n1…n3 (the
+    /// outermost extent is implied by the row count), their `fastDivisor`s and strides s0…s3. `haste_row_walk` keeps
+    /// the row's digits in that mixed radix and adds the grid's stride with carries, so no row divides and any
+    /// size is exact in 64 bits. A view whose outer axes do not coalesce to 4 (rank 6 or more with no two axes
+    /// mergeable) is first copied into a contiguous [rows, cols] block (`rowArguments`): the same values, one
+    /// copy more, and the op stays fused.
+    static let softCrossEntropyCode = #"""
+    /// haste_block_max and haste_block_sum (Prelude.swift) of two values at once, sharing one pair of barriers (same
+    /// trees, same results); `scratch` is a 64-float shared array; the block calls them uniformly.
+    __device__ __forceinline__ void haste_block_max2(float* a, float* b, float* scratch) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+        const float u = haste_warp_max(*a), v = haste_warp_max(*b);
+        __syncthreads();
+        if (lane == 0) { scratch[warp] = u; scratch[32 + warp] = v; }
+        __syncthreads();
+        *a = haste_warp_max(lane < warps ? scratch[lane] : -INFINITY);
+        *b = haste_warp_max(lane < warps ? scratch[32 + lane] : -INFINITY);
+    }
+    __device__ __forceinline__ void haste_block_sum2(float* a, float* b, float* scratch) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+        const float u = haste_warp_sum(*a), v = haste_warp_sum(*b);
+        __syncthreads();
+        if (lane == 0) { scratch[warp] = u; scratch[32 + warp] = v; }
+        __syncthreads();
+        *a = haste_warp_sum(lane < warps ? scratch[lane] : 0.0f);
+        *b = haste_warp_sum(lane < warps ? scratch[32 + lane] : 0.0f);
+    }
+
+    /// The rows of one view (a RowLayout, coalesced and padded in front to 4 outer axes): extents n[1…3] under an
+    /// outermost axis of any extent, strides s[0…3] in elements. c[0…3] are the current row's digits in that mixed
+    /// radix (the row starts at Σ c·s), g[0…3] the digits of the grid's stride. `start` takes the first row and the
+    /// stride (both < 2³¹, a block index and a grid size) apart with `haste_fdiv` (f[a] = fastDivisor(min(n[a], 2³¹)):
+    /// the quotient of a dividend < 2³¹ by a larger extent is 0 either way); `next` adds g with carries (c[a] and
+    /// g[a] < n[a], so one subtraction each), no division.
+    struct haste_row_walk {
+        i64 n[4], s[4], c[4], g[4];
+        __device__ __forceinline__ void start(u32 first, u32 step, i64 n1, i64 n2, i64 n3, u64 f1, u64 f2, u64 f3,
+                                              i64 s0, i64 s1, i64 s2, i64 s3) {
+            n[0] = 0; n[1] = n1; n[2] = n2; n[3] = n3;
+            s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3;
+            const u64 f[4] = {0, f1, f2, f3};
+            #pragma unroll
+            for (int a = 3; a > 0; --a) {
+                const u32 q = haste_fdiv(first, f[a]), h = haste_fdiv(step, f[a]);
+                c[a] = (i64)(first - q * (u32)n[a]);
+                g[a] = (i64)(step - h * (u32)n[a]);
+                first = q;
+                step = h;
+            }
+            c[0] = (i64)first;
+            g[0] = (i64)step;
+        }
+        __device__ __forceinline__ i64 at() const { return c[0] * s[0] + c[1] * s[1] + c[2] * s[2] + c[3] * s[3]; }
+        __device__ __forceinline__ void next() {
+            i64 carry = 0;
+            #pragma unroll
+            for (int a = 3; a > 0; --a) {
+                c[a] += g[a] + carry;
+                carry = c[a] >= n[a] ? 1 : 0;
+                if (carry) c[a] -= n[a];
+            }
+            c[0] += g[0] + carry;
+        }
+    };
+
+    #define HASTE_SCE_HELD 4
+    /// x, t: each row's `cols` entries contiguous, rows placed by the views' walks (x…: the logits', t…: the
+    /// target's); loss [rows] and difference [rows, cols] contiguous. The max skips NaN like the softmax's.
+    extern "C" __global__ void soft_cross_entropy_f32(const float* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        __shared__ float scratch[64];
+        haste_row_walk xw, tw;
+        xw.start((u32)blockIdx.x, (u32)gridDim.x, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
+        tw.start((u32)blockIdx.x, (u32)gridDim.x, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+        const i64 held = (i64)HASTE_SCE_HELD * blockDim.x;
+        for (i64 r = blockIdx.x; r < rows; r += gridDim.x, xw.next(), tw.next()) {
+            const float* xr = x + xw.at();
+            const float* tr = t + tw.at();
+            float* d = difference + r * cols;
+            // Pass 1: the maxima (the held columns loaded, −∞ past the row's end).
+            float xv[HASTE_SCE_HELD], tv[HASTE_SCE_HELD], ev[HASTE_SCE_HELD];
+            float mx = -INFINITY, mt = -INFINITY;
+            #pragma unroll
+            for (int k = 0; k < HASTE_SCE_HELD; ++k) {
+                const i64 j = threadIdx.x + (i64)k * blockDim.x;
+                xv[k] = j < cols ? xr[j] : -INFINITY;
+                tv[k] = j < cols ? tr[j] : -INFINITY;
+                ev[k] = 0.0f;
+                if (xv[k] > mx) mx = xv[k];
+                if (tv[k] > mt) mt = tv[k];
+            }
+            for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
+                if (xr[j] > mx) mx = xr[j];
+                if (tr[j] > mt) mt = tr[j];
+            }
+            haste_block_max2(&mx, &mt, scratch);
+            // Pass 2: xv becomes x − m, ev exp(x − m), tv exp(t − max t); Z and the target's Σ.
+            float z = 0.0f, st = 0.0f;
+            #pragma unroll
+            for (int k = 0; k < HASTE_SCE_HELD; ++k) {
+                if (threadIdx.x + (i64)k * blockDim.x < cols) {
+                    xv[k] -= mx;
+                    ev[k] = expf(xv[k]);
+                    tv[k] = expf(tv[k] - mt);
+                    z += ev[k];
+                    st += tv[k];
+                }
+            }
+            for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
+                z += expf(xr[j] - mx);
+                st += expf(tr[j] - mt);
+            }
+            haste_block_sum2(&z, &st, scratch);
+            // Pass 3: p = exp(t − max t)·(1/Σ), the loss terms p·((x − m) − log Z), the difference e·(1/Z) − p.
+            const float logZ = logf(z), invZ = 1.0f / z, invS = 1.0f / st;
+            float ce = 0.0f;
+            #pragma unroll
+            for (int k = 0; k < HASTE_SCE_HELD; ++k) {
+                const i64 j = threadIdx.x + (i64)k * blockDim.x;
+                if (j < cols) {
+                    const float p = tv[k] * invS;
+                    ce += p * (xv[k] - logZ);
+                    d[j] = ev[k] * invZ - p;
+                }
+            }
+            for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
+                const float xs = xr[j] - mx, p = expf(tr[j] - mt) * invS;
+                ce += p * (xs - logZ);
+                d[j] = expf(xs) * invZ - p;
+            }
+            ce = haste_block_sum(ce, scratch);
+            if (threadIdx.x == 0) loss[r] = -ce;
+        }
+    }
+    """#
+
+    /// float32 only: float64 is computed on the CPU alone (STYLE §2.3), so on CUDA it never reaches here.
+    public func softCrossEntropyRuns(dtype: DType) -> Bool { dtype == .float32 }
+
+    public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
+                                        loss: Buffer, difference: Buffer) {
+        requireFloat32(x, "soft_cross_entropy"); requireFloat32(t, "soft_cross_entropy")
+        requireFloat32(loss, "soft_cross_entropy"); requireFloat32(difference, "soft_cross_entropy")
+        if rows * cols == 0 { return }
+        var copies: [Tensor] = []
+        let (xAt, xArgs) = rowArguments(x, xRows, rows: rows, cols: cols, copies: &copies)
+        let (tAt, tArgs) = rowArguments(t, tRows, rows: rows, cols: cols, copies: &copies)
+        launch(CUDABackend.softmaxSource, "soft_cross_entropy_f32", grid: Dim3(Swift.min(rows, 65_535)),
+               block: Dim3(CUDABackend.rowThreads(cols)),
+               [.pointer(xAt), .pointer(tAt), .pointer(address(loss)), .pointer(address(difference)),
+                .int64(Int64(rows)), .int64(Int64(cols))] + xArgs + tArgs)
+        // Stream order: a copy's block is handed out again only to work queued after this kernel.
+        withExtendedLifetime(copies) {}
+    }
+
+    /// The most outer axes a view of `soft_cross_entropy_f32` may have after coalescing.
+    static let softCrossEntropyAxes = 4
+
+    /// The address of a view's first row and its ten walk arguments (n1…n3, their `fastDivisor`s, s0…s3; see
+    /// `softCrossEntropyCode`). A view whose outer axes coalesce to more than `softCrossEntropyAxes` is copied
+    /// first into a contiguous [rows, cols] block (kept in `copies` until the launch is queued) and passed as that.
+    func rowArguments(_ b: Buffer, _ layout: RowLayout, rows: Int, cols: Int,
+                      copies: inout [Tensor]) -> (DevicePointer, [KernelArgument]) {
+        let limit = CUDABackend.softCrossEntropyAxes
+        var (shape, strides) = CUDABackend.coalesce(layout.outerShape, [layout.outerStrides])
+        var from = address(b)
+        if shape.count > limit {
+            let block = Tensor.empty([rows, cols], dtype: .float32, device: device)
+            let full = layout.outerShape + [cols]
+            stridedCopy(from: b, srcStrides: layout.outerStrides + [1], to: block.buffer, dstStrides: Tensor.contiguousStrides(full),
+                        shape: full)
+            copies.append(block)
+            (shape, strides, from) = ([rows], [[cols]], address(block.buffer))
+        }
+        let pad = limit - shape.count
+        let n = [Int](repeating: 1, count: pad) + shape, s = [Int](repeating: 0, count: pad) + strides[0]
+        return (from, n[1...].map { .int64(Int64($0)) } + n[1...].map { .uint64(CUDABackend.fastDivisor(Swift.min($0, 1 << 31))) }
+                      + s.map { .int64(Int64($0)) })
+    }
+}
