@@ -13,8 +13,8 @@
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
 #   4. haste bench train --device cuda --mixed-precision bf16 (SiT-XL/2 at batch 64 and 256: plain, +align, +stopped;
-#      one process per row, batch-256 +align with --recompute-mlp-activation, or --grad-checkpointing where that
-#      fails: see BENCH_CKPT_ROWS) beside
+#      one process per row; batch-256 +align as it is, else with --recompute-mlp-activation, else
+#      --grad-checkpointing: see BENCH_CKPT_ROWS) beside
 #      Scripts/bench_gpu_torch.py (the same rows, PyTorch eager, bf16 autocast, SDPA) → $OUT/bench_*.jsonl, with
 #      step ms, img/s, TFLOP/s (one analytic FLOP count for both) and peak GPU memory per row
 #   4b. where a step's time goes: HASTE_CUDA_PROFILE=1 (GPU time per kernel and GEMM shape, CUDA events),
@@ -60,13 +60,13 @@ BENCH_MODELS=${BENCH_MODELS:-SiT-XL/2}                 # training-step rows, has
 BENCH_BATCHES=${BENCH_BATCHES:-64,256}
 BENCH_PRECISION=${BENCH_PRECISION:-bf16}               # haste's --mixed-precision; PyTorch: bf16 autocast (fp32/tf32 for no)
 BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows haste times (a regex)
-# Rows haste runs with --grad-checkpointing (named "… +ckpt"; a regex). The memory estimate, from the host-only
-# device (HASTE_CUDA_HOST_ONLY=1 haste bench train --device cuda --models SiT-XL/2 --batches 256 --only ROW: the
-# real allocations, no GPU) with the bf16 branches and bf16 flash operands (2026-12-06): SiT-XL/2 bf16 batch 256
-# peaks at 101 GiB of tensors (104 GiB held from the driver) plain and after the early stop, within the H200's
-# 139 GiB and below PyTorch's 108; +align 138 GiB of tensors but 158 GiB held (the aligned blocks keep float32
-# carriers and their logits, the teacher's activations): does not fit, so only that row runs checkpointed (≈ 55 GiB).
-# Before the bf16 branches every batch-256 row was checkpointed (' bs256( |$)').
+# Memory-bound rows (a regex): each runs as it is first, and where that gives no result (out of memory) with
+# --recompute-mlp-activation, then with --grad-checkpointing (named "… +ckpt"). The memory estimate, from the
+# host-only device (HASTE_CUDA_HOST_ONLY=1 haste bench train --device cuda --models SiT-XL/2 --batches 256 --only ROW:
+# the real allocations, no GPU), 2026-12-06 with the aligned blocks on bf16 operands, the fused alignment loss and
+# the allocator's fit: SiT-XL/2 bf16 batch 256 peaks at 101 GiB of tensors (103 GiB held from the driver) plain and
+# after the early stop, +align at 116 GiB (125 GiB held; PyTorch eager: 134 GiB), all within the H200's 139 GiB.
+# Before those three, +align held 137–158 GiB and ran checkpointed; before the bf16 branches every batch-256 row did.
 BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256 \+align'}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
