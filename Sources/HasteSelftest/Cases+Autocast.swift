@@ -18,31 +18,26 @@ import HasteTensor
 extension ConformanceSuite {
     static var autocastCases: [OpCase] {
         [
-            OpCase("SiT block (autocast bf16)", "x[2,80,144] c[2,144] heads 2", .bfloat16(k: 3)) { c in
-                let store = ParameterStore(seed: 0)
-                let block = SiTBlock(store.root["block"], hidden: 144, heads: 2, mlpRatio: 4, qkNorm: false)
-                store.finalize(on: c.device)
-                let params = store.parameters
-                for (_, p) in params { p.copyValues(from: c.normal(p.shape, scale: 0.1, grad: false)) }
-                let x = c.normal([2, 80, 144]), cond = c.normal([2, 144])
-                let y = Autocast.run(.bfloat16) { block(x, cond, logits: false).0 }
-                c.forwardBackward(y, [("x", x), ("c", cond)] + params.map { ($0.name, $0.tensor) })
-            },
+            sitBlockCase("SiT block (autocast bf16)", seed: 0, logits: false),
             // An aligned block (HASTE's): on CUDA the attention half with logits on bf16 operands
             // (`Tensor.autocastAdaLNAttentionWithLogits`: bf16 GEMMs for q·kᵀ and P·v, the bf16 softmax kernels), the
             // output and the first head's logits under one upstream gradient, as the alignment loss reads a subset of
             // the heads.
-            OpCase("SiT block with logits (autocast bf16)", "x[2,80,144] c[2,144] heads 2", .bfloat16(k: 3)) { c in
-                let store = ParameterStore(seed: 1)
-                let block = SiTBlock(store.root["block"], hidden: 144, heads: 2, mlpRatio: 4, qkNorm: false)
-                store.finalize(on: c.device)
-                let params = store.parameters
-                for (_, p) in params { p.copyValues(from: c.normal(p.shape, scale: 0.1, grad: false)) }
-                let x = c.normal([2, 80, 144]), cond = c.normal([2, 144])
-                let (y, logits) = Autocast.run(.bfloat16) { block(x, cond, logits: true) }
-                let both = Tensor.cat([y.flattened(), logits!.narrowed(1, start: 0, length: 1).flattened()], axis: 0)
-                c.forwardBackward(both, [("x", x), ("c", cond)] + params.map { ($0.name, $0.tensor) })
-            },
+            sitBlockCase("SiT block with logits (autocast bf16)", seed: 1, logits: true),
         ]
+    }
+
+    private static func sitBlockCase(_ name: String, seed: UInt64, logits: Bool) -> OpCase {
+        OpCase(name, "x[2,80,144] c[2,144] heads 2", .bfloat16(k: 3)) { c in
+            let store = ParameterStore(seed: seed)
+            let block = SiTBlock(store.root["block"], hidden: 144, heads: 2, mlpRatio: 4, qkNorm: false)
+            store.finalize(on: c.device)
+            let params = store.parameters
+            for (_, p) in params { p.copyValues(from: c.normal(p.shape, scale: 0.1, grad: false)) }
+            let x = c.normal([2, 80, 144]), cond = c.normal([2, 144])
+            let (y, l) = Autocast.run(.bfloat16) { block(x, cond, logits: logits) }
+            let out = l.map { Tensor.cat([y.flattened(), $0.narrowed(1, start: 0, length: 1).flattened()], axis: 0) } ?? y
+            c.forwardBackward(out, [("x", x), ("c", cond)] + params.map { ($0.name, $0.tensor) })
+        }
     }
 }
