@@ -19,25 +19,17 @@ extension CUDABackend {
     /// mergeable) is first copied into a contiguous [rows, cols] block (`rowArguments`): the same values, one
     /// copy more, and the op stays fused.
     static let softCrossEntropyCode = #"""
-    /// haste_block_max and haste_block_sum (Prelude.swift) of two values at once, sharing one pair of barriers (same
-    /// trees, same results); `scratch` is a 64-float shared array; the block calls them uniformly.
-    __device__ __forceinline__ void haste_block_max2(float* a, float* b, float* scratch) {
+    /// haste_block_max (MAX) or haste_block_sum (Prelude.swift) of two values at once, sharing one pair of barriers
+    /// (same trees, same results); `scratch` is a 64-float shared array; the block calls it uniformly.
+    template <bool MAX> __device__ __forceinline__ float haste_warp_reduce(float v) { return MAX ? haste_warp_max(v) : haste_warp_sum(v); }
+    template <bool MAX> __device__ __forceinline__ void haste_block_pair(float* a, float* b, float* scratch) {
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-        const float u = haste_warp_max(*a), v = haste_warp_max(*b);
+        const float u = haste_warp_reduce<MAX>(*a), v = haste_warp_reduce<MAX>(*b), none = MAX ? -INFINITY : 0.0f;
         __syncthreads();
         if (lane == 0) { scratch[warp] = u; scratch[32 + warp] = v; }
         __syncthreads();
-        *a = haste_warp_max(lane < warps ? scratch[lane] : -INFINITY);
-        *b = haste_warp_max(lane < warps ? scratch[32 + lane] : -INFINITY);
-    }
-    __device__ __forceinline__ void haste_block_sum2(float* a, float* b, float* scratch) {
-        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-        const float u = haste_warp_sum(*a), v = haste_warp_sum(*b);
-        __syncthreads();
-        if (lane == 0) { scratch[warp] = u; scratch[32 + warp] = v; }
-        __syncthreads();
-        *a = haste_warp_sum(lane < warps ? scratch[lane] : 0.0f);
-        *b = haste_warp_sum(lane < warps ? scratch[32 + lane] : 0.0f);
+        *a = haste_warp_reduce<MAX>(lane < warps ? scratch[lane] : none);
+        *b = haste_warp_reduce<MAX>(lane < warps ? scratch[32 + lane] : none);
     }
 
     /// The rows of one view (a RowLayout, coalesced and padded in front to 4 outer axes): extents n[1…3] under an
@@ -106,7 +98,7 @@ extension CUDABackend {
                 if (xr[j] > mx) mx = xr[j];
                 if (tr[j] > mt) mt = tr[j];
             }
-            haste_block_max2(&mx, &mt, scratch);
+            haste_block_pair<true>(&mx, &mt, scratch);
             // Pass 2: xv becomes x − m, ev exp(x − m), tv exp(t − max t); Z and the target's Σ.
             float z = 0.0f, st = 0.0f;
             #pragma unroll
@@ -123,7 +115,7 @@ extension CUDABackend {
                 z += expf(xr[j] - mx);
                 st += expf(tr[j] - mt);
             }
-            haste_block_sum2(&z, &st, scratch);
+            haste_block_pair<false>(&z, &st, scratch);
             // Pass 3: p = exp(t − max t)·(1/Σ), the loss terms p·((x − m) − log Z), the difference e·(1/Z) − p.
             const float logZ = logf(z), invZ = 1.0f / z, invS = 1.0f / st;
             float ce = 0.0f;
