@@ -68,6 +68,9 @@ BENCH_ROWS=${BENCH_ROWS:-'^SiT-'}                       # which of those rows ha
 # after the early stop, +align at 116 GiB (125 GiB held; PyTorch eager: 134 GiB), all within the H200's 139 GiB.
 # Before those three, +align held 137–158 GiB and ran checkpointed; before the bf16 branches every batch-256 row did.
 BENCH_CKPT_ROWS=${BENCH_CKPT_ROWS:-' bs256 \+align'}
+# Those rows skip the attempt as they are on a GPU with less memory than this (MiB; the estimate's 128 175 MiB held
+# plus 4 GiB for the CUDA context, cuBLAS and NCCL): on an 80 GB H100 it could only run out of memory.
+BENCH_CKPT_FIT_MIB=${BENCH_CKPT_FIT_MIB:-132300}
 BENCH_TORCH_ARGS=${BENCH_TORCH_ARGS:-}                  # more bench_gpu_torch.py flags (--kinds, --reps)
 SCALING_BUDGET=${SCALING_BUDGET:-90}                    # stage 5's own seconds, after the $BUDGET of stages 1–4
 NCCL_STEPS=${NCCL_STEPS:-50}
@@ -313,14 +316,19 @@ note "haste bench train rows ($BENCH_PRECISION; where /$BENCH_CKPT_ROWS/ as they
 bench_rows='while IFS= read -r r; do [ -n "$r" ] || continue
   run() { "$HASTE" bench train --device "$DEVICE" "$@" --reps 3 --warmup 1 --json --mixed-precision "$PRECISION" $SIZES | tr -d "\n"; }
   if [[ "$r" =~ $CKPT ]]; then      # the memory-bound rows: as they are, else recomputed MLP activations, else grad-checkpointing
-    out=$(run --only "$r")
-    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: as it is (fits)" >&2; continue; fi
+    if [ "${GPU_MIB:-0}" -ge "$FIT_MIB" ]; then
+      out=$(run --only "$r")
+      if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: as it is (fits)" >&2; continue; fi
+    else echo "row $r: not tried as it is (${GPU_MIB:-unknown} MiB on the GPU, under $FIT_MIB)" >&2; fi
     out=$(run --only "$r" --recompute-mlp-activation)
-    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: as it is gave no result, so --recompute-mlp-activation" >&2
+    if [[ "$out" == "{"* ]]; then echo "$out"; echo "row $r: with --recompute-mlp-activation" >&2
     else echo "row $r: --recompute-mlp-activation gave no result either, so +ckpt" >&2; run --only "$r +ckpt" --grad-checkpointing; echo; fi
   else run --only "$r"; echo; fi
 done <<< "$ROWS"'
-export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES" PRECISION="$BENCH_PRECISION" CKPT="$BENCH_CKPT_ROWS"
+# The GPU's memory (nvidia-smi; unknown: the attempt as it is runs, as on a CPU rehearsal).
+GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 | tr -dc '0-9')
+export HASTE DEVICE ROWS="$rows" SIZES="--models $BENCH_MODELS --batches $BENCH_BATCHES" PRECISION="$BENCH_PRECISION" CKPT="$BENCH_CKPT_ROWS" \
+  GPU_MIB="${GPU_MIB:-999999}" FIT_MIB="$BENCH_CKPT_FIT_MIB"
 stage bench-haste 150 bash -c "$bench_rows" bench
 grep '^{' "$OUT/bench-haste.log" > "$OUT/bench_haste.jsonl"
 case "$BENCH_PRECISION" in bf16) torch_precision=bf16 ;; *) torch_precision=fp32 ;; esac
