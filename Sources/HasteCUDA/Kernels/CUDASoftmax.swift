@@ -6,51 +6,75 @@ extension CUDABackend {
     /// is (x − m) − log Σ). The CPU sums in 16 SIMD lanes with a Cephes exp (≤ 0.9 ulp); here each thread sums a
     /// strided subset and the block combines them in a fixed tree with libdevice's expf (≤ 2 ulp): results agree
     /// within float32 rounding of the sum (a few ulps of each output), bitwise reproducible run to run. The soft
-    /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) is in this family too.
-    static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "soft_cross_entropy_f32"],
+    /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) and the bf16 rows' softmax (CUDASoftmaxLow.swift)
+    /// are in this family too.
+    static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "softmax_forward_bf16",
+                                                                              "softmax_backward_bf16_carrier", "soft_cross_entropy_f32"],
                                             code: softmaxCode + softCrossEntropyCode)
 
     private static let softmaxCode = #"""
-    /// log ≠ 0: log-softmax. The max skips NaN like CPUReduce.rowMax (a NaN input still makes its row NaN).
-    extern "C" __global__ void softmax_forward_f32(const float* x, float* y, i64 rows, i64 cols, int log) {
-        __shared__ float scratch[32];
+    /// Rows of softmax (log = 0) or log-softmax (log ≠ 0) from x into y, each a float32 buffer or a bf16 one (u16:
+    /// widened on load, exact; rounded to nearest even on store), so the bf16 kernels compute the float32 ones' values
+    /// on the widened inputs, rounded once. The max skips NaN like CPUReduce.rowMax (a NaN input still makes its row
+    /// NaN). softmax's exponentials are taken again for the output (the same bits as keeping them).
+    template <typename TX, typename TY>
+    __device__ __forceinline__ void haste_softmax_rows(const TX* x, TY* y, i64 rows, i64 cols, int log, float* scratch) {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
-            const float* xr = x + r * cols;
-            float* yr = y + r * cols;
+            const TX* xr = x + r * cols;
+            TY* yr = y + r * cols;
             float m = -INFINITY;
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) if (xr[j] > m) m = xr[j];
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) { const float v = haste_ld(xr, j); if (v > m) m = v; }
             m = haste_block_max(m, scratch);
             float s = 0.0f;
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
-                float e = expf(xr[j] - m);
-                if (!log) yr[j] = e;
-                s += e;
-            }
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) s += expf(haste_ld(xr, j) - m);
             s = haste_block_sum(s, scratch);
             if (log) {
-                float ls = logf(s);
-                for (i64 j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = (xr[j] - m) - ls;
+                const float ls = logf(s);
+                for (i64 j = threadIdx.x; j < cols; j += blockDim.x) haste_st(yr, j, (haste_ld(xr, j) - m) - ls);
             } else {
-                float inv = 1.0f / s;
-                for (i64 j = threadIdx.x; j < cols; j += blockDim.x) yr[j] *= inv;
+                const float inv = 1.0f / s;
+                for (i64 j = threadIdx.x; j < cols; j += blockDim.x) haste_st(yr, j, expf(haste_ld(xr, j) - m) * inv);
             }
         }
     }
 
-    /// softmax: dx = y·(dy − Σ dy·y); log-softmax: dx = dy − exp(y)·Σ dy.
-    extern "C" __global__ void softmax_backward_f32(const float* y, const float* dy, float* dx, i64 rows, i64 cols, int log) {
-        __shared__ float scratch[32];
+    /// softmax: dx = y·(dy − Σ dy·y); log-softmax: dx = dy − exp(y)·Σ dy; y and dy float32 or bf16 (widened), dx
+    /// float32, rounded through bf16 where `round` ≠ 0 (a float32 carrier of a bf16 gradient).
+    template <typename T>
+    __device__ __forceinline__ void haste_softmax_backward_rows(const T* y, const T* dy, float* dx, i64 rows, i64 cols, int log,
+                                                                int round, float* scratch) {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
-            const float* yr = y + r * cols;
-            const float* g = dy + r * cols;
+            const T* yr = y + r * cols;
+            const T* g = dy + r * cols;
             float* d = dx + r * cols;
             float s = 0.0f;
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) s += log ? g[j] : g[j] * yr[j];
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) s += log ? haste_ld(g, j) : haste_ld(g, j) * haste_ld(yr, j);
             s = haste_block_sum(s, scratch);
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) d[j] = log ? g[j] - expf(yr[j]) * s : yr[j] * (g[j] - s);
+            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
+                const float v = log ? haste_ld(g, j) - expf(haste_ld(yr, j)) * s : haste_ld(yr, j) * (haste_ld(g, j) - s);
+                d[j] = round ? haste_round_bf16(v) : v;
+            }
         }
     }
 
+    extern "C" __global__ void softmax_forward_f32(const float* x, float* y, i64 rows, i64 cols, int log) {
+        __shared__ float scratch[32];
+        haste_softmax_rows(x, y, rows, cols, log, scratch);
+    }
+    extern "C" __global__ void softmax_backward_f32(const float* y, const float* dy, float* dx, i64 rows, i64 cols, int log) {
+        __shared__ float scratch[32];
+        haste_softmax_backward_rows(y, dy, dx, rows, cols, log, 0, scratch);
+    }
+    /// bf16 rows (the aligned attention's probabilities, CUDASoftmaxLow.swift): y = bf16(softmax(x)); dx = bf16(y·(dy
+    /// − Σ dy·y)) stored widened.
+    extern "C" __global__ void softmax_forward_bf16(const u16* x, u16* y, i64 rows, i64 cols) {
+        __shared__ float scratch[32];
+        haste_softmax_rows(x, y, rows, cols, 0, scratch);
+    }
+    extern "C" __global__ void softmax_backward_bf16_carrier(const u16* y, const u16* dy, float* dx, i64 rows, i64 cols) {
+        __shared__ float scratch[32];
+        haste_softmax_backward_rows(y, dy, dx, rows, cols, 0, 1, scratch);
+    }
     """#
 
     /// Threads for a block that walks a row of `cols`: a multiple of 32 (the block reductions need whole warps),
