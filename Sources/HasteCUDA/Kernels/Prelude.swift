@@ -214,6 +214,22 @@ extension KernelSource {
         }
     #endif
     }
+    /// The emulated mma's operands (m16n8k16 bf16 and m16n8k8 tf32 alike: A's registers a0…a3 hold rows g, g + 8
+    /// at the k positions of lanes quad + j, B's b0, b1 the columns of lanes 4n + j): this lane's rows g, g + 8 of A
+    /// (ra, 8 registers each in k order) and columns 2t, 2t + 1 of B (cb), by 32 shuffles.
+    __device__ __forceinline__ void haste_mma_gather(const u32* a, const u32* b, u32 (*ra)[8], u32 (*cb)[8]) {
+        const int lane = threadIdx.x & 31, quad = lane & ~3, t = lane & 3;
+        for (int j = 0; j < 4; j++) {
+            ra[0][j] = __shfl_sync(HASTE_FULL_MASK, a[0], quad + j);
+            ra[1][j] = __shfl_sync(HASTE_FULL_MASK, a[1], quad + j);
+            ra[0][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[2], quad + j);
+            ra[1][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[3], quad + j);
+            for (int n = 0; n < 2; n++) {
+                cb[n][j] = __shfl_sync(HASTE_FULL_MASK, b[0], 4 * (2 * t + n) + j);
+                cb[n][j + 4] = __shfl_sync(HASTE_FULL_MASK, b[1], 4 * (2 * t + n) + j);
+            }
+        }
+    }
     /// One warp-level D = A·B + C of shape m16n8k16: A 16×16 bf16 (row), B 16×8 bf16 (col), C and D 16×8 float32,
     /// in the fragments of PTX ISA §9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point type"
     /// (https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-fragment-mma-16816-float).
@@ -231,22 +247,6 @@ extension KernelSource {
     /// the same product from 32 warp shuffles, d_i = (…((c_i + A[r][0]·B[0][n]) + A[r][1]·B[1][n]) + …) +
     /// A[r][15]·B[15][n], k in order, float32 additions (a product of two bf16 is exact in float32: the 16 sums are
     /// the only roundings).
-    /// The emulated mma's operands (m16n8k16 bf16 and m16n8k8 tf32 alike: A's registers a0…a3 hold rows g, g + 8
-    /// at the k positions of lanes quad + j, B's b0, b1 the columns of lanes 4n + j): this lane's rows g, g + 8 of A
-    /// (ra, 8 registers each in k order) and columns 2t, 2t + 1 of B (cb), by 32 shuffles.
-    __device__ __forceinline__ void haste_mma_gather(const u32* a, const u32* b, u32 (*ra)[8], u32 (*cb)[8]) {
-        const int lane = threadIdx.x & 31, quad = lane & ~3, t = lane & 3;
-        for (int j = 0; j < 4; j++) {
-            ra[0][j] = __shfl_sync(HASTE_FULL_MASK, a[0], quad + j);
-            ra[1][j] = __shfl_sync(HASTE_FULL_MASK, a[1], quad + j);
-            ra[0][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[2], quad + j);
-            ra[1][j + 4] = __shfl_sync(HASTE_FULL_MASK, a[3], quad + j);
-            for (int n = 0; n < 2; n++) {
-                cb[n][j] = __shfl_sync(HASTE_FULL_MASK, b[0], 4 * (2 * t + n) + j);
-                cb[n][j + 4] = __shfl_sync(HASTE_FULL_MASK, b[1], 4 * (2 * t + n) + j);
-            }
-        }
-    }
     __device__ __forceinline__ void haste_mma_bf16_16816(float* d, const u32* a, const u32* b, const float* c) {
     #if !defined(HASTE_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"

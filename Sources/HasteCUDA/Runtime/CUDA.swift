@@ -29,14 +29,11 @@ public enum CUDA {
             return .cuda(index)
         }
         if environment["HASTE_CUDA_HOST_ONLY"] == "1" {        // a diagnostic: HostOnlyDriver.swift
-            if let hostOnly = (Backends.registered(.cuda(index)) as? CUDABackend)?.driver as? HostOnlyDriver {
-                hostOnly.allowTF32 = allowTF32
-            } else if !(Backends.registered(.cuda(index)) is CUDABackend) {
+            if !(Backends.registered(.cuda(index)) is CUDABackend) {
                 fputs("haste: HASTE_CUDA_HOST_ONLY=1: cuda:\(index) queues nothing and reads zeros; only host-side times and counts mean anything\n", stderr)
-                let hostOnly = HostOnlyDriver()
-                hostOnly.allowTF32 = allowTF32
-                Backends.register(CUDABackend(driver: hostOnly, device: .cuda(index)), for: .cuda(index))
+                Backends.register(CUDABackend(driver: HostOnlyDriver(), device: .cuda(index)), for: .cuda(index))
             }
+            ((Backends.registered(.cuda(index)) as? CUDABackend)?.driver as? HostOnlyDriver)?.allowTF32 = allowTF32
             return .cuda(index)
         }
         let libs = try libraries ?? load(environment)

@@ -118,23 +118,24 @@ struct BF16LogitsAttention {
 }
 
 extension Tensor {
-    /// bf16(softmax(self)) over the last axis of this bf16 tensor, no autograd: `softmaxForwardLow`, or widened, the
-    /// float32 softmax, rounded (the same values) where the backend has none.
+    /// bf16(softmax(self)) over the last axis of this bf16 tensor, no autograd (`softmaxForwardLow`: the aligned
+    /// attention runs on CUDA only, whose backend has it).
     func softmaxLowValues() -> Tensor {
         let x = contiguous(), y = Tensor.empty(shape, dtype: dtype, device: device)
         let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
-        if backend.softmaxForwardLow(x.buffer, y.buffer, rows: rows, cols: cols) { return y }
-        return GradMode.withoutGrad { Autocast.core { x.to(.float32).softmax(axis: -1).to(dtype) } }
+        let ran = backend.softmaxForwardLow(x.buffer, y.buffer, rows: rows, cols: cols)
+        require(ran, "internal: \(device) has no bf16 softmax")
+        return y
     }
 
-    /// bf16-rounded softmax backward as a float32 carrier, from this bf16 softmax output and a bf16 dy, no autograd.
+    /// bf16-rounded softmax backward as a float32 carrier, from this bf16 softmax output and a bf16 dy, no autograd
+    /// (`softmaxBackwardLow`, as `softmaxLowValues`).
     func softmaxBackwardLowCarrier(_ dy: Tensor) -> Tensor {
         let y = contiguous(), g = dy.contiguous(), dx = Tensor.empty(shape, dtype: .float32, device: device)
         let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
-        if backend.softmaxBackwardLow(y.buffer, g.buffer, dx.buffer, rows: rows, cols: cols) { return dx }
-        let yw = y.to(.float32), gw = g.to(.float32)
-        if rows > 0 { backend.softmaxBackward(yw.buffer, gw.buffer, dx.buffer, rows: rows, cols: cols) }
-        return dx.roundedValues(.bfloat16)
+        let ran = backend.softmaxBackwardLow(y.buffer, g.buffer, dx.buffer, rows: rows, cols: cols)
+        require(ran, "internal: \(device) has no bf16 softmax backward")
+        return dx
     }
 }
 

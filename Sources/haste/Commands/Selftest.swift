@@ -47,13 +47,14 @@ struct Selftest: ParsableCommand {
             print("haste selftest: \(device) against cpu, \(cases.count) op cases\(withTraining ? " + tiny HASTE training" : "")")
             print(SelftestReport.header)
         }
-        // The TF32 rows: the device opened with TF32 allowed for their device half (as `--tf32` opens it), then not.
+        // The TF32 rows: the device opened with TF32 allowed for their device half (as `--tf32` opens it), then as it was.
         let tf32Switch: TF32Switch? = {
-            guard case let .cuda(index) = device else { return nil }
+            guard case let .cuda(index) = device, let driver = (Backends.registered(device) as? CUDABackend)?.driver else { return nil }
             return { body in
+                let was = driver.allowTF32
                 _ = try? CUDA.open(index: index, allowTF32: true)
                 body()
-                _ = try? CUDA.open(index: index, allowTF32: false)
+                _ = try? CUDA.open(index: index, allowTF32: was)
             }
         }()
         let rows = ConformanceSuite.run(cases, on: device, seed: runtime.seed, tf32Switch: tf32Switch) { row in
