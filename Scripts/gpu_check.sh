@@ -78,9 +78,11 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 # The recent kernel paths' switches (each keeps the path under it; the same values on the emulated device): after a
 # failure the selftest reruns its bf16 and attention cases with each ISOLATE switch off, and the profile measures the
 # bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
-ISOLATE_SWITCHES="HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
-PROFILE_VARIANTS="staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0 dq-sum:HASTE_FLASH_DQ_LAST_BLOCK=0
-  dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0 bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
+# A variant may set several switches, comma-separated.
+ISOLATE_SWITCHES="HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
+PROFILE_VARIANTS="dq-last-block:HASTE_FLASH_DQ_SERIAL=0 staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
+  dq-sum:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0
+  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -266,6 +268,9 @@ if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT
     stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
   done
 fi
+# The selftest's attention has too few heads for the serial dq sum (one dk/dv block per head) that SiT-XL/2's rows
+# take: its bf16 and attention cases again with it forced on.
+stage selftest-dq-serial 60 env HASTE_FLASH_DQ_SERIAL=1 "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
 reap demo-teacher $teacher_pid
 
 # --- 3. the demo on both devices ----------------------------------------------------------------------------------
@@ -339,15 +344,17 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
-  # The same row with one kernel path switched back each (PROFILE_VARIANTS, name:switch; the summary lists each one's
-  # flash rows): staged-flash, the flash kernels streaming through a stage and the heads copied out of qkv and back
-  # (what the direct kernels gain; HASTE_FLASH_ASYNC=0 was measured on 12-04); general-flash, the direct kernels' run-
-  # time tile widths and 64-row forward tiles (what the WHOLE entry points gain); dq-sum, dq's partials summed by
-  # their own kernel (what the last-block sum gains); dq-kernel, dq from its own kernel (what taking it from dk/dv
-  # gains); carriers, the bf16 branches off (float32 carriers between the fused kernels); bias-copy, the linears'
-  # biases copied into their outputs (what cuBLASLt's bias epilogue gains).
+  # The same row with one kernel path switched back each (PROFILE_VARIANTS, name:switches; the summary lists each
+  # one's flash rows): dq-last-block, dq summed by each query tile's last dk/dv block instead of serially by one block
+  # per head (what the serial sum gains); staged-flash, the flash kernels streaming through a stage and the heads
+  # copied out of qkv and back (what the direct kernels gain; HASTE_FLASH_ASYNC=0 was measured on 12-04);
+  # general-flash, the direct kernels' run-time tile widths and 64-row forward tiles (what the WHOLE entry points
+  # gain); dq-sum, dq's partials summed by their own kernel (what the last-block sum gains); dq-kernel, dq from its
+  # own kernel (what taking it from dk/dv gains); carriers, the bf16 branches off (float32 carriers between the fused
+  # kernels); bias-copy, the linears' biases copied into their outputs (what cuBLASLt's bias epilogue gains).
   for p in $PROFILE_VARIANTS; do
-    stage "profile-gpu-${p%%:*}" 60 env "${p#*:}" ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" \
+    IFS=, read -r -a switches <<< "${p#*:}"
+    stage "profile-gpu-${p%%:*}" 60 env "${switches[@]}" ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" \
       HASTE_CUDA_PROFILE=1 bash -c "$profile_row"
   done
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
@@ -491,6 +498,9 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
     [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
       || echo "selftest with $sw=0: no result"; }
   done
+  grep -q -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" 2>/dev/null \
+    && grep -h -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" | sed 's/^/selftest with HASTE_FLASH_DQ_SERIAL=1: /' \
+    || echo "selftest with HASTE_FLASH_DQ_SERIAL=1: no result"
   grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
   python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"
 import glob, json, os, sys

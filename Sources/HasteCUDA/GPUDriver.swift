@@ -92,6 +92,8 @@ public protocol GPUDriver: AnyObject {
     var totalMemory: Int { get }
     /// The most dynamic shared memory one block may use (the device's opt-in limit).
     var maxSharedBytes: Int { get }
+    /// Streaming multiprocessors (132 on an H100 SXM or an H200): how many blocks run at once, for grid choices.
+    var multiprocessors: Int { get }
     /// Whether float32 products may use TF32 tensor cores (`--tf32`, train's `--allow-tf32`): the GEMMs and the
     /// float32 flash forward without a gradient (CUDAFlashAttentionTF32.swift).
     var allowTF32: Bool { get }
@@ -128,6 +130,7 @@ public protocol GPUDriver: AnyObject {
 
 extension GPUDriver {
     public var allowTF32: Bool { false }
+    public var multiprocessors: Int { 132 }
     public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool { false }
     public var streamHandle: OpaquePointer? { nil }
     public func makeCurrent() {}

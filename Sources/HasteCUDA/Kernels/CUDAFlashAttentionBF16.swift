@@ -66,7 +66,11 @@ import HasteTensor
 ///      in shared memory (64 × 36 words more) and multiplies it back, transposed by ldmatrix, with its K tile into
 ///      this key tile's share of dq; `attention_flash_dq_sum` adds the shares in key-tile order (the direct family:
 ///      each query tile's last block adds them while they are in L2, `tc_dq_last_block`, the same sum and bits; an
-///      atomic count per query tile and head, no waiting; `HASTE_FLASH_DQ_LAST_BLOCK=0` keeps the kernel). The dq kernel (which
+///      atomic count per query tile and head, no waiting; `HASTE_FLASH_DQ_LAST_BLOCK=0` keeps the kernel). Serially
+///      (`flashDQSerialFits`: enough heads to fill the GPU, as SiT-XL/2's rows; `HASTE_FLASH_DQ_SERIAL`), one block per
+///      head walks its key tiles in order and each thread keeps its dq elements' running sum in one float32 buffer
+///      (`tc_dq_serial`): no partials per key tile, no fence, atomic count and barriers per query tile (the last-block
+///      sum's MEMBAR.SC.GPU and ATOMG), no zeroing launch; the same sum and bits. The dq kernel (which
 ///      computes S and dP a second time) runs only for longer keys. dq differs from the dq kernel's in the order of
 ///      its float32 sums (on 8 shapes: 3 of 72 145 elements differ, by one bf16 ulp); out, dk, dv are the same
 ///      bits. The emulator runs the warps in step between shuffles, so it would not catch a missing barrier before
@@ -228,7 +232,8 @@ extension CUDABackend {
     /// this key tile's share of dq, scale·bf16(dS)·k over its 64 keys, into dqp[key tile][head][query][Dh] (the
     /// host sums the tiles in order, `attention_flash_dq_sum`): bf16(dSᵀ) goes through shared memory (DSt, 64 keys ×
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
-    /// compute S and dP a second time.
+    /// compute S and dP a second time. DIRECT with dq and no `dqcount`: launched with gridDim.x 1, the block walks
+    /// every key tile of its head and dqp is the running sum (`tc_dq_serial`).
     template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
@@ -335,9 +340,16 @@ extension CUDABackend {
                         for (int nt = 0; nt < DMAX / 8; nt++) { gq[nt][0] = 0.0f; gq[nt][1] = 0.0f; gq[nt][2] = 0.0f; gq[nt][3] = 0.0f; }
                         tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
                         const float mul[2] = {scale, scale};
-                        tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
-                        if constexpr (DIRECT) {         // bf16 dq by the query tile's last block (tc_dq_last_block)
-                            if (dqcount != 0) tc_dq_last_block(dqp, dq, L, dqcount, b, batch, tq, dh, r0, tiles);
+                        if constexpr (DIRECT) {
+                            if (dq != 0 && dqcount == 0) {   // one block per head (gridDim.x 1): the running sum
+                                tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq,
+                                                   r0 + m0, tq, dh, scale, ti == 0, ti == tiles - 1);
+                            } else {                         // bf16 dq by the query tile's last block (tc_dq_last_block)
+                                tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
+                                if (dqcount != 0) tc_dq_last_block(dqp, dq, L, dqcount, b, batch, tq, dh, r0, tiles);
+                            }
+                        } else {
+                            tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
                         }
                     }
                 }

@@ -82,6 +82,26 @@ extension CUDABackend {
     /// `$flashDQLastBlockAllowed.withValue`).
     @TaskLocal static var flashDQLastBlockAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DQ_LAST_BLOCK"] != "0"
 
+    /// `HASTE_FLASH_DQ_SERIAL`: 1 makes the direct dk/dv kernels sum dq serially wherever they give it (one block
+    /// per head walking its key tiles in order, `tc_dq_serial`), 0 never (each query tile's last block, or the
+    /// summing kernel); unset, `flashDQSerialFits` chooses. The same bits every way (a test switches it:
+    /// `$flashDQSerial.withValue`).
+    @TaskLocal static var flashDQSerial: Bool? = {
+        switch ProcessInfo.processInfo.environment["HASTE_FLASH_DQ_SERIAL"] { case "0": false; case "1": true; default: nil }
+    }()
+
+    /// Whether one dk/dv block per head (walking its `keyTiles` in order, dq a running sum that one thread owns per
+    /// element: no partials per key tile, fences, counts or summing pass) fills the GPU about as well as a block
+    /// per (key tile, head): in waves of 2 blocks per multiprocessor (dk/dv's 255 registers × 128 threads), the
+    /// serial grid may take at most a quarter more waves of its longer blocks. SiT-XL/2 (16 heads, 4 key tiles) on
+    /// 132 multiprocessors: batch 64, 16 waves either way; batch 256, 64 against 63.
+    func flashDQSerialFits(heads: Int, keyTiles: Int) -> Bool {
+        if let forced = CUDABackend.flashDQSerial { return forced }
+        let slots = 2 * driver.multiprocessors
+        let serial = (heads + slots - 1) / slots * keyTiles, parallel = (heads * keyTiles + slots - 1) / slots
+        return 4 * serial <= 5 * parallel
+    }
+
     /// `HASTE_FLASH_WHOLE=0`: the direct kernels' general entry points where the WHOLE ones would run (run-time tile
     /// widths, 64-row forward tiles), for comparisons (the same bits; a test switches it: `$flashWholeAllowed.withValue`).
     @TaskLocal static var flashWholeAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_WHOLE"] != "0"
@@ -173,24 +193,30 @@ extension CUDABackend {
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
             let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16, direct: directDKDV)
             // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
-            // after (and rounded, for a bf16 dq: into dq's layout).
-            let n = s.batch * tq * dh, partBytes = fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
+            // after (and rounded, for a bf16 dq: into dq's layout). Serially (the direct kernels, one block per
+            // head): one running sum [batch·Tq·Dh], none for one key tile (dq's own address stands in, never read).
+            let serial = directDKDV && fusedDQ && input16 && flashDQSerialFits(heads: s.batch, keyTiles: keyTiles)
+            let n = s.batch * tq * dh
+            let partBytes = serial ? (keyTiles > 1 ? n * 4 : 0) : fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
-            // The direct kernels sum dq themselves, each query tile's last block (no summing kernel, the partials
-            // read while in L2): a count per (head, query tile), zeroed here.
-            let lastBlock = directDKDV && partBytes > 0 && CUDABackend.flashDQLastBlockAllowed
+            // Otherwise the direct kernels sum dq themselves, each query tile's last block (no summing kernel, the
+            // partials read while in L2): a count per (head, query tile), zeroed here.
+            let lastBlock = !serial && directDKDV && partBytes > 0 && CUDABackend.flashDQLastBlockAllowed
             let countBytes = lastBlock ? s.batch * ((tq + 63) / 64) * 4 : 0
             let counts = lastBlock ? allocator.allocate(byteCount: countBytes) : 0
             if lastBlock {
                 launch(CUDABackend.memorySource, "fill_4", grid: Dim3(CUDABackend.blocks(countBytes / 4)), block: Dim3(256),
                        [.pointer(counts), .int64(Int64(countBytes / 4)), .uint64(0)])
             }
-            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")", grid: flashGrid(tiles: tk, s),
+            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")",
+                   grid: serial ? Dim3(1, Swift.min(s.batch, 65_535)) : flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
                        + (tensorCores ? [.pointer(parts)] : []) + sizes
-                       + (directDKDV ? CUDABackend.layoutArguments(lay) + [.pointer(lastBlock ? address(dq!) : 0), .pointer(counts)] : []))
-            if lastBlock {
+                       + (directDKDV ? CUDABackend.layoutArguments(lay) + [.pointer(lastBlock || serial ? address(dq!) : 0), .pointer(counts)] : []))
+            if serial {
+                if partBytes > 0 { allocator.release(parts, byteCount: partBytes) }
+            } else if lastBlock {
                 allocator.release(counts, byteCount: countBytes)
                 allocator.release(parts, byteCount: partBytes)
             } else if partBytes > 0 && input16 {

@@ -27,6 +27,8 @@ public final class CUDADriver: GPUDriver {
     public let totalMemory: Int
     /// The most dynamic shared memory one block may opt into (CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).
     public let maxSharedBytes: Int
+    /// CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT.
+    public let multiprocessors: Int
     /// Whether float32 GEMMs may use TF32 tensor cores (`--allow-tf32`).
     public private(set) var allowTF32: Bool
 
@@ -55,6 +57,7 @@ public final class CUDADriver: GPUDriver {
         computeCapability = try attribute(DriverAPI.attributeCCMajor, "compute capability major") * 10
             + attribute(DriverAPI.attributeCCMinor, "compute capability minor")
         maxSharedBytes = try attribute(DriverAPI.attributeSharedOptIn, "max shared memory per block opt-in")
+        multiprocessors = Swift.max(1, try attribute(DriverAPI.attributeMultiprocessors, "multiprocessor count"))
         var bytes = 0
         try api.check(api.cuDeviceTotalMem(&bytes, dev), "cuDeviceTotalMem_v2")
         totalMemory = bytes

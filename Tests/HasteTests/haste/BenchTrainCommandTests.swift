@@ -133,25 +133,30 @@ import HasteModels
                 && text.stdout.contains("attention_flash_bf16_direct_in16_forward") && !text.stdout.contains("attention_flash_dq_sum_out16")
                 && text.stdout.contains("bfloat16→bfloat16 384×128×128 +bias"),
                 "\(text.stdout)")
-        // HASTE_FLASH_DQ_LAST_BLOCK=0: the dq partials summed by their own kernel, where each query tile's last dk/dv
-        // block sums them (its counts' fill is the one launch either way).
+        // The dk/dv kernel sums dq serially (one block per head: its 12 heads × 2 fill one wave either way), with
+        // nothing to zero; HASTE_FLASH_DQ_SERIAL=0, each query tile's last block sums the partials (one launch more a
+        // block: the counts' fill), and with HASTE_FLASH_DQ_LAST_BLOCK=0 as well, their own kernel (in the fill's place).
+        let lastBlock = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
+                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DQ_SERIAL": "0"])
+        #expect(lastBlock.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches + 6)) kernel launches")
+                && lastBlock.stdout.contains("fill_4") && !lastBlock.stdout.contains("attention_flash_dq_sum_out16"), "\(lastBlock)")
         let summed = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
-                                      environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DQ_LAST_BLOCK": "0"])
-        #expect(summed.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
+                                      environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DQ_SERIAL": "0", "HASTE_FLASH_DQ_LAST_BLOCK": "0"])
+        #expect(summed.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches + 6)) kernel launches")
                 && summed.stdout.contains("attention_flash_dq_sum_out16"), "\(summed)")
-        // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, instead of the bf16 dq's sum of the dk/dv kernel's shares
-        // (one launch per block either way).
+        // HASTE_FLASH_FUSED_DQ=0: dq from its own kernel again, instead of the dk/dv kernel's serial sum (one launch
+        // more per block).
         let separate = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                         environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_FUSED_DQ": "0"])
-        #expect(separate.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches)) kernel launches")
+        #expect(separate.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches + 6)) kernel launches")
                 && separate.stdout.contains("attention_flash_bf16_direct_in16_backward_dq_") && !separate.stdout.contains("dq_sum"),
                 "\(separate)")
         // HASTE_FLASH_DIRECT=0: the staged cp.async kernels where the direct ones ran, and so the heads copied out and
-        // back again (they read no layouts): 8 launches more per block (q, k, v, dOut out; dq, dk, dv back; the output
-        // merged into tokens, which the direct forward writes itself).
+        // back again (they read no layouts): 9 launches more per block (q, k, v, dOut out; dq, dk, dv back; the output
+        // merged into tokens, which the direct forward writes itself; dq's partials summed by their kernel).
         let staged = try Launcher.run(Self.bench(["--device", "cuda", "--mixed-precision", "bf16", "--only", "\(Self.tiny) bs2"]),
                                       environment: ["HASTE_CUDA_HOST_ONLY": "1", "HASTE_FLASH_DIRECT": "0"])
-        #expect(staged.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches + 48)) kernel launches")
+        #expect(staged.stdout.contains("\(Self.tiny) bs2: per step: \(String(format: "%.1f", Self.pinnedLaunches + 54)) kernel launches")
                 && staged.stdout.contains("attention_flash_bf16_async_in16_forward") && !staged.stdout.contains("direct_in16"),
                 "\(staged)")
         // HASTE_FLASH_STRIDED=0: the direct kernels on copies of the heads (and the output merged by its own pass).
@@ -174,5 +179,5 @@ import HasteModels
         #expect(refused.status != 0 && refused.stderr.contains("--device cuda with HASTE_CUDA_HOST_ONLY=1: that device computes nothing"),
                 "\(refused)")
     }
-    static let pinnedGemms = 104.0, pinnedLaunches = 587.0   // 593 before the direct flash forward wrote the merged bf16 output itself (one merge a block), 635 before the direct flash kernels read and wrote the heads in place (7 copies a block), 669 before the biases went into the GEMMs' epilogues (34 linears), 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (the MLP branch: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (the attention branch: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
+    static let pinnedGemms = 104.0, pinnedLaunches = 581.0   // 587 before the serial dq sum (no counts to zero: one fill a block), 593 before the direct flash forward wrote the merged bf16 output itself (one merge a block), 635 before the direct flash kernels read and wrote the heads in place (7 copies a block), 669 before the biases went into the GEMMs' epilogues (34 linears), 841 before dq came out of the dk/dv kernel (6 blocks, one key tile), 835 before the bf16 MLPs (the MLP branch: 4 fewer per block and in the timestep MLP), 807 before the bf16 head split/merge (the attention branch: 10 fewer per block), 747 before the bf16 half-blocks (autocastAdaLNBranch: 12 fewer per block), 675 before their residual add went into the LayerNorm backward (2 fewer per block), 663 before the bf16 dq (its shares' sum rounds it: one more per block)
 }

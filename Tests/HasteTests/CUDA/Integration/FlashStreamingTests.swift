@@ -121,6 +121,45 @@ import Testing
         #expect(driver.launches["attention_flash_dq_sum_out16", default: 0] == before + 1)
     }
 
+    /// The serial dq sum (one dk/dv block per head walking its key tiles in order, dq a float32 running sum each
+    /// thread owns: `tc_dq_serial`, `HASTE_FLASH_DQ_SERIAL`) gives the summing kernel's bits: 1 to 4 key tiles,
+    /// several and partial query tiles, WHOLE and general entry points, several heads. A run on other values comes
+    /// between: the running sum's buffer is recycled, so a first key tile that added to it instead of storing shows.
+    @Test func dqSeriallyGivesTheSummingKernelsBits() {
+        for shape in [(1, 2, 130, 150, 72, 40), (2, 1, 200, 256, 72, 72), (1, 1, 70, 129, 64, 64), (1, 3, 65, 66, 96, 88),
+                      (2, 2, 100, 60, 64, 64)] {
+            let summed = CUDABackend.$flashDQSerial.withValue(false) {
+                CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true) }
+            }
+            _ = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true, seed: 10) }
+            let serial = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true) }
+            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(serial[i] == summed[i], "\(name) \(shape)") }
+        }
+    }
+
+    /// Unforced, the serial dq sum runs where a block per head fills the GPU about as well as a block per (key tile,
+    /// head): SiT-XL/2's 16 heads × batch 64 or 256 on 132 multiprocessors (grid 1 × heads, no count to zero), not
+    /// 4 heads (grid 4 × 4, the last-block counts zeroed).
+    @Test func serialDQRunsWhereTheHeadsFillTheGPU() {
+        let (dev, driver, be) = Self.hostOnly
+        #expect(driver.multiprocessors == 132)
+        #expect(be.flashDQSerialFits(heads: 1024, keyTiles: 4) && be.flashDQSerialFits(heads: 4096, keyTiles: 4))
+        #expect(be.flashDQSerialFits(heads: 8, keyTiles: 1))
+        #expect(!be.flashDQSerialFits(heads: 300, keyTiles: 4) && !be.flashDQSerialFits(heads: 4, keyTiles: 4))
+        let kernel = "attention_flash_bf16_direct_in16_backward_dkdv_d80w"
+        for (heads, grid, fills) in [(1024, Dim3(1, 1024), 0), (4, Dim3(4, 4), 1)] {
+            let s = AttentionShape(batch: heads, queries: 256, keys: 256, headDim: 72, valueDim: 72)
+            let x = Tensor.empty([heads, 256, 72], dtype: .bfloat16, device: dev), o = Tensor.empty([heads, 256, 72], dtype: .float32, device: dev)
+            let l = Tensor.empty([heads, 256], dtype: .float32, device: dev)
+            let before = driver.launches["fill_4", default: 0]
+            be.attentionBackwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: l.buffer, dOut: x.buffer, dq: x.buffer,
+                                    dk: x.buffer, dv: x.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+            let g = driver.lastLaunch[kernel]?.grid
+            #expect(g?.x == grid.x && g?.y == grid.y, "\(heads) heads: grid \(String(describing: g))")
+            #expect(driver.launches["fill_4", default: 0] == before + fills, "\(heads) heads")
+        }
+    }
+
     /// A host-only CUDA backend of its own (launches recorded, nothing computed) for the host's choice of entry point.
     static let hostOnly: (device: Device, driver: HostOnlyDriver, backend: CUDABackend) = {
         let driver = HostOnlyDriver(), backend = CUDABackend(driver: driver, device: .cuda(11))
