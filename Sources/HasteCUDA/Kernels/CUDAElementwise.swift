@@ -10,7 +10,10 @@ extension CUDABackend {
     /// where the CPU uses glibc or, on 16-lane chunks, CPUMath's vectorised exp/tanh (≤ 1 ulp): they agree within
     /// a few float32 ulps of each intermediate. NVRTC contracts a·b + c into one FMA (affine, axpy, the gelu
     /// polynomials), which differs from the CPU's two roundings by at most one rounding.
-    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32", "unary_bf16", "unary_bf16_v4", "unary_backward_bf16", "unary_backward_bf16_v4"], code: #"""
+    static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32", "unary_bf16", "unary_bf16_v4", "unary_backward_bf16", "unary_backward_bf16_v4"]
+        + unarySpecialized.flatMap { ["unary_bf16_v8_\($0)", "unary_backward_bf16_v8_\($0)"] }, code: elementwiseCode + "\n" + specializedUnaryCode)
+
+    static let elementwiseCode = #"""
     /// BinaryOp codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN in either operand propagates: a
     /// NaN a is kept, otherwise the comparison picks b, as CPUElementwise's MaxFn/MinFn).
     __device__ __forceinline__ float haste_binary(int op, float a, float b) {
@@ -223,7 +226,7 @@ extension CUDABackend {
         if (alpha == 1.0f) { HASTE_GRID_STRIDE_LOOP(i, n) y[i] += x[i]; }
         else { HASTE_GRID_STRIDE_LOOP(i, n) y[i] += alpha * x[i]; }
     }
-    """#)
+    """#
 
     static func binaryCode(_ op: BinaryOp) -> Int32 {
         switch op {
@@ -328,30 +331,6 @@ extension CUDABackend {
         launch(CUDABackend.elementwiseSource, "unary_backward_f32", grid: Dim3(CUDABackend.blocks(count)), block: Dim3(256),
                [.pointer(address(x)), .pointer(address(y)), .pointer(address(dy)), .pointer(address(dx)),
                 .int64(Int64(count)), .int32(code), .float(p0), .float(p1), .float(p2)])
-    }
-
-    public func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool {
-        guard x.dtype == .bfloat16, y.dtype == .bfloat16, op.runsOnLowValues else { return false }
-        if count <= 0 { return true }
-        let (code, p0, p1) = CUDABackend.unaryCode(op)
-        let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(y) % 8 == 0
-        let units = v4 ? count / 4 : count
-        launch(CUDABackend.elementwiseSource, v4 ? "unary_bf16_v4" : "unary_bf16", grid: Dim3(CUDABackend.blocks(units)),
-               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int64(Int64(units)), .int32(code), .float(p0), .float(p1)])
-        return true
-    }
-
-    public func unaryBackwardLow(_ op: UnaryOp, x: Buffer, dy: Buffer, dx: Buffer, count: Int) -> Bool {
-        guard x.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .bfloat16, op.runsOnLowValues else { return false }
-        if count <= 0 { return true }
-        let (code, p0, p1, p2) = CUDABackend.unaryBackwardCode(op)
-        let v4 = count % 4 == 0 && address(x) % 8 == 0 && address(dy) % 8 == 0 && address(dx) % 8 == 0
-        let units = v4 ? count / 4 : count
-        launch(CUDABackend.elementwiseSource, v4 ? "unary_backward_bf16_v4" : "unary_backward_bf16",
-               grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
-               [.pointer(address(x)), .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(units)), .int32(code),
-                .float(p0), .float(p1), .float(p2)])
-        return true
     }
 
     public func axpy(alpha: Double, x: Buffer, y: Buffer, count: Int) {

@@ -47,15 +47,17 @@ import Testing
         }
     }
 
-    /// The bf16 unary kernels (one element and four at a time) are `unary`/`unaryBackward` on the widened values,
-    /// rounded once: the emulated device's composite (widen, float32 kernel, cast), bit for bit, specials included.
+    /// The bf16 unary kernels (one element, four and, for the activations with entry points of their own, eight at
+    /// a time) are `unary`/`unaryBackward` on the widened values, rounded once: the emulated device's composite
+    /// (widen, float32 kernel, cast), bit for bit, specials included.
     @Test(arguments: [UnaryOp.geluTanh, .gelu, .silu, .relu])
     func lowUnaryKernelsAreTheFloat32KernelsRounded(op: UnaryOp) {
         var rng = SplitMix64(seed: 9)
         let specials: [Float] = [0, -0.0, 1, -1, .infinity, -.infinity, .nan, 3e38, -3e38, 1e-40, 10, -10]
-        let values = specials + rng.floats(1004).map { $0 * 6 }   // 1016: four at a time; 1015 below: one at a time
+        // 1016: eight at a time (geluTanh, gelu) or four; 1012: four; 1015: one at a time.
+        let values = specials + rng.floats(1004).map { $0 * 6 }
         let grads = rng.floats(values.count).map { $0 * 3 }
-        for n in [values.count, values.count - 1] {
+        for n in [values.count, values.count - 4, values.count - 1] {
             let x = Tensor(Array(values.prefix(n)), shape: [n]).to(.bfloat16).to(Self.device)
             let dy = Tensor(Array(grads.prefix(n)), shape: [n]).to(.bfloat16).to(Self.device)
             let y = x.unaryLowValues(op), dx = x.unaryBackwardLowValues(op, dy)
@@ -71,6 +73,31 @@ import Testing
                 let cx = x.to(.cpu)
                 #expect(bits(cx.unaryLowValues(op)) == bits(y) && bits(cx.unaryBackwardLowValues(op, dy.to(.cpu))) == bits(dx))
             }
+        }
+    }
+
+    /// geluTanh (SiT's MLP) and gelu (DINOv2's) take their own eight-wide entry points where the count is a multiple
+    /// of 8 and the buffers 16-byte aligned (every fresh tensor), the generic ones otherwise, with
+    /// `HASTE_UNARY_SPECIALIZED=0`, and for the other ops.
+    @Test func activationsTakeTheirOwnEntryPoints() {
+        let driver = HostOnlyDriver(), be = CUDABackend(driver: driver, device: .cuda(12))
+        Backends.register(be, for: .cuda(12))
+        func kernels(_ op: UnaryOp, _ n: Int) -> (forward: [String], backward: [String]) {
+            let x = Tensor.empty([n], dtype: .bfloat16, device: .cuda(12))
+            driver.resetCounts()
+            _ = x.unaryLowValues(op)
+            let forward = driver.launches.keys.sorted()
+            driver.resetCounts()
+            _ = x.unaryBackwardLowValues(op, x)
+            return (forward, driver.launches.keys.sorted())
+        }
+        for (op, code) in [(UnaryOp.geluTanh, 13), (.gelu, 14), (.silu, 0)] {
+            for (n, suffix) in [(4096, code > 0 ? "_v8_\(code)" : "_v4"), (4092, "_v4"), (4095, "")] {
+                let k = kernels(op, n)
+                #expect(k.forward == ["unary_bf16\(suffix)"] && k.backward == ["unary_backward_bf16\(suffix)"], "\(op) \(n): \(k)")
+            }
+            let generic = CUDABackend.$unarySpecializedAllowed.withValue(false) { kernels(op, 4096) }
+            #expect(generic.forward == ["unary_bf16_v4"] && generic.backward == ["unary_backward_bf16_v4"], "\(op): \(generic)")
         }
     }
 
