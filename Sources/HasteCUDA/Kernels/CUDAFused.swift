@@ -16,7 +16,7 @@ extension CUDABackend {
         "fused_bias_gelu_forward", "fused_bias_gelu_backward",
         "fused_mln_forward_y16", "fused_mln_backward_dx_dy16", "fused_mln_backward_partials_dy16",
         "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16",
-    ], code: #"""
+    ] + fusedWarpKernels, code: fusedWarpCode + "\n" + #"""
     /// The `_y16`, `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block
     /// in bf16 (element access by the prelude's `haste_ld`, `haste_st`).
 
@@ -237,7 +237,8 @@ extension CUDABackend {
         for b in [x, shift, scale] { requireFloat32(b, "modulatedLayerNorm") }
         let rows = batch * tokens
         if rows == 0 || cols == 0 { return }
-        launch(CUDABackend.fusedSource, "fused_mln_forward" + branchSuffix(y, "_y16", "modulatedLayerNorm"), grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+        let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
+        launch(CUDABackend.fusedSource, "fused_mln_forward" + branchSuffix(y, "_y16", "modulatedLayerNorm") + warp, grid: shape.grid, block: shape.block, [
             .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
             .pointer(address(mean)), .pointer(address(rstd)),
             .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
@@ -251,7 +252,8 @@ extension CUDABackend {
         let rows = batch * tokens
         if cols == 0 { return }
         if rows > 0 {
-            launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16, grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+            let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
+            launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16 + warp, grid: shape.grid, block: shape.block, [
                 .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
                 .pointer(address(dy)), .pointer(residual.map(address) ?? 0), .pointer(address(dx)),
                 .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),

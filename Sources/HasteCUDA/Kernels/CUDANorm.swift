@@ -8,7 +8,7 @@ extension CUDABackend {
     /// order: no atomics, the same bits every run (the CPU's chunks differ, so its sums round differently).
     static let normSource = KernelSource(family: "norm", kernels: [
         "layer_norm_forward", "layer_norm_backward_dx", "layer_norm_backward_partials", "layer_norm_backward_reduce",
-    ], code: #"""
+    ] + normWarpKernels, code: normWarpCode + "\n" + #"""
     /// Rows by block (grid-stride), blockDim.x a multiple of 32. w and b may be null.
     extern "C" __global__ void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
         __shared__ float scratch[32];
@@ -95,7 +95,8 @@ extension CUDABackend {
         if let weight { requireFloat32(weight, "layerNorm") }
         if let bias { requireFloat32(bias, "layerNorm") }
         if rows == 0 || cols == 0 { return }
-        launch(CUDABackend.normSource, "layer_norm_forward", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+        let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
+        launch(CUDABackend.normSource, "layer_norm_forward" + warp, grid: shape.grid, block: shape.block, [
             .pointer(address(x)), .pointer(weight.map(address) ?? 0), .pointer(bias.map(address) ?? 0),
             .pointer(address(y)), .pointer(address(mean)), .pointer(address(rstd)),
             .int64(Int64(rows)), .int64(Int64(cols)), .float(Float(eps)),
@@ -108,7 +109,8 @@ extension CUDABackend {
         if let weight { requireFloat32(weight, "layerNorm backward") }
         if cols == 0 { return }
         if rows > 0 {
-            launch(CUDABackend.normSource, "layer_norm_backward_dx", grid: Dim3(CUDABackend.rowBlocks(rows)), block: Dim3(256), [
+            let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
+            launch(CUDABackend.normSource, "layer_norm_backward_dx" + warp, grid: shape.grid, block: shape.block, [
                 .pointer(address(x)), .pointer(weight.map(address) ?? 0), .pointer(address(mean)), .pointer(address(rstd)),
                 .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(cols)),
             ])

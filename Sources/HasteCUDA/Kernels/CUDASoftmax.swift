@@ -9,8 +9,10 @@ extension CUDABackend {
     /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) and the bf16 rows' softmax (CUDASoftmaxLow.swift)
     /// are in this family too.
     static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "softmax_forward_bf16",
-                                                                              "softmax_backward_bf16_carrier", "soft_cross_entropy_f32"],
-                                            code: softmaxCode + softCrossEntropyCode)
+                                                                              "softmax_backward_bf16_carrier", "soft_cross_entropy_f32",
+                                                                              "softmax_forward_f32_w", "softmax_backward_f32_w", "softmax_forward_bf16_w",
+                                                                              "softmax_backward_bf16_carrier_w"],
+                                            code: softmaxCode + softCrossEntropyCode + "\n" + softmaxWarpCode)
 
     private static let softmaxCode = #"""
     /// Rows of softmax (log = 0) or log-softmax (log ≠ 0) from x into y, each a float32 buffer or a bf16 one (u16:
@@ -85,7 +87,8 @@ extension CUDABackend {
 
     private func softmaxLaunch(_ kernel: String, _ args: [KernelArgument], rows: Int, cols: Int, log: Bool) {
         if rows * cols == 0 { return }
-        launch(CUDABackend.softmaxSource, kernel, grid: Dim3(Swift.min(rows, 65_535)), block: Dim3(CUDABackend.rowThreads(cols)),
+        let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols)
+        launch(CUDABackend.softmaxSource, kernel + shape.suffix, grid: shape.grid, block: shape.block,
                args + [.int64(Int64(rows)), .int64(Int64(cols)), .int32(log ? 1 : 0)])
     }
 

@@ -314,6 +314,35 @@ extension KernelSource {
         v = lane < warps ? scratch[lane] : 0.0f;
         return haste_warp_sum(v);
     }
+    /// haste_block_sum's (haste_block_max's) result at blockDim 32·W computed by one warp (CUDANormWarp.swift,
+    /// the softmax family): s[w] is virtual warp w's per-lane partial; each virtual warp's xor tree, then the W
+    /// totals through lanes 0…W − 1 of a last tree (the other lanes 0, or −∞). The same float operations in the same
+    /// order as the block: the same bits.
+    template <int W>
+    __device__ __forceinline__ float haste_warp_block_sum_w(const float (&s)[W]) {
+        float t[W];
+        #pragma unroll
+        for (int w = 0; w < W; w++) t[w] = haste_warp_sum(s[w]);
+        const int lane = threadIdx.x & 31;
+        float v = 0.0f;
+        #pragma unroll
+        for (int w = 0; w < W; w++) if (lane == w) v = t[w];
+        return haste_warp_sum(v);
+    }
+    template <int W>
+    __device__ __forceinline__ float haste_warp_block_max_w(const float (&s)[W]) {
+        float t[W];
+        #pragma unroll
+        for (int w = 0; w < W; w++) t[w] = haste_warp_max(s[w]);
+        const int lane = threadIdx.x & 31;
+        float v = -INFINITY;
+        #pragma unroll
+        for (int w = 0; w < W; w++) if (lane == w) v = t[w];
+        return haste_warp_max(v);
+    }
+    /// Rows by warp: warp k of the grid takes rows k, k + (warps in the grid), …
+    #define HASTE_WARP_ROWS(r, rows) \
+        for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < (rows); r += (i64)gridDim.x * (blockDim.x >> 5))
     /// LayerNorm statistics of one row, two passes (mean, then mean of squared deviations), for the whole block
     /// (called uniformly); every thread gets the mean and 1/√(biased var + eps).
     __device__ __forceinline__ void haste_row_mean_rstd(const float* xr, i64 cols, float eps, float* scratch,

@@ -1,0 +1,190 @@
+import Foundation
+import HasteTensor
+
+/// LayerNorm rows of up to 1 280 columns by warp (`rowWarpWidth`): eight rows a 256-thread block, each row loaded
+/// once into its warp's registers (PER elements a lane: lane L holds elements L + 32·j), where the block-per-row
+/// kernels (CUDANorm.swift, CUDAFused.swift) give each 256-thread block one row of SiT-XL/2's 1 152 columns,
+/// 4.5 elements a thread, read from memory two or three times around two barriers per reduction. The statistics
+/// and the dx sums are those block kernels' bit for bit: `haste_warp_block_sum_w<8>` reproduces `haste_block_sum`'s
+/// tree at blockDim 256 (lane L's s[w] is virtual thread w·32 + L's running sum over elements w·32 + L + 256·k, in
+/// order), and every per-element expression is the block kernels' own, so the values (and ptxas's contractions of
+/// them) are the same. `HASTE_ROW_WARP=0` keeps the block kernels.
+extension CUDABackend {
+    /// Register widths (elements a lane) of the warp entry points: cols ≤ 32·PER.
+    static let rowWarpWidths = [16, 24, 40]
+
+    /// `HASTE_ROW_WARP=0`: the block-per-row LayerNorm and softmax kernels everywhere, for comparisons (the same
+    /// bits; a test switches it: `$rowWarpAllowed.withValue`).
+    @TaskLocal static var rowWarpAllowed = ProcessInfo.processInfo.environment["HASTE_ROW_WARP"] != "0"
+
+    /// The warp entry points' suffix ("_w16", "_w24", "_w40") for rows of `cols`, or "" (the block kernels).
+    static func rowWarpSuffix(cols: Int) -> String {
+        guard rowWarpAllowed, let per = rowWarpWidths.first(where: { cols <= 32 * $0 }) else { return "" }
+        return "_w\(per)"
+    }
+
+    /// Grid and block of a launch over `rows` rows: eight rows a block by warp, else one a block.
+    static func rowLaunch(_ rows: Int, warp: Bool) -> (grid: Dim3, block: Dim3) {
+        (Dim3(warp ? Swift.max(1, Swift.min((rows + 7) / 8, 65_535)) : rowBlocks(rows)), Dim3(256))
+    }
+
+    /// The warp kernels' shared helpers (in both families' code): the row's registers and its statistics.
+    static let rowWarpHelpers = #"""
+    /// Row r's elements L + 32·j (j < PER) of lane L, zero past cols.
+    template <int PER, typename T>
+    __device__ __forceinline__ void haste_warp_row_load(const T* xr, i64 cols, float (&v)[PER]) {
+        const int lane = threadIdx.x & 31;
+        #pragma unroll
+        for (int j = 0; j < PER; j++) v[j] = lane + 32 * j < cols ? haste_ld(xr, lane + 32 * j) : 0.0f;
+    }
+    /// haste_row_mean_rstd's statistics at blockDim 256 from the registers.
+    template <int PER>
+    __device__ __forceinline__ void haste_warp_row_mean_rstd(const float (&v)[PER], i64 cols, float eps, float* mean, float* rstd) {
+        const int lane = threadIdx.x & 31;
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        #pragma unroll
+        for (int j = 0; j < PER; j++) if (lane + 32 * j < cols) s[j & 7] += v[j];
+        const float m = haste_warp_block_sum_w<8>(s) / (float)cols;
+        float q[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        #pragma unroll
+        for (int j = 0; j < PER; j++) if (lane + 32 * j < cols) { float d = v[j] - m; q[j & 7] += d * d; }
+        const float var = haste_warp_block_sum_w<8>(q) / (float)cols;
+        *mean = m;
+        *rstd = 1.0f / sqrtf(var + eps);
+    }
+    """#
+
+    /// layer_norm_forward and layer_norm_backward_dx by warp (the norm family).
+    static let normWarpCode = rowWarpHelpers + "\n" + #"""
+    template <int PER>
+    __device__ __forceinline__ void haste_ln_forward_warp(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            float xv[PER];
+            haste_warp_row_load<PER>(x + r * cols, cols, xv);
+            float m, rs;
+            haste_warp_row_mean_rstd<PER>(xv, cols, eps, &m, &rs);
+            if (lane == 0) { mean[r] = m; rstd[r] = rs; }
+            float* yr = y + r * cols;
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float v = (xv[j] - m) * rs;
+                if (w) v = v * w[i];
+                if (b) v = v + b[i];
+                yr[i] = v;
+            }
+        }
+    }
+    template <int PER>
+    __device__ __forceinline__ void haste_ln_backward_dx_warp(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            const float* xr = x + r * cols;
+            const float* gr = dy + r * cols;
+            const float m = mean[r], rs = rstd[r];
+            float xv[PER], gv[PER];
+            haste_warp_row_load<PER>(xr, cols, xv);
+            haste_warp_row_load<PER>(gr, cols, gv);
+            float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float g = w ? gv[j] * w[i] : gv[j];
+                sg[j & 7] += g;
+                sgx[j & 7] += g * ((xv[j] - m) * rs);
+            }
+            const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
+            const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
+            float* dr = dx + r * cols;
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float g = w ? gv[j] * w[i] : gv[j];
+                float xh = (xv[j] - m) * rs;
+                dr[i] = rs * (g - a - xh * c);
+            }
+        }
+    }
+    """# + "\n" + rowWarpWidths.map { p in """
+        extern "C" __global__ void layer_norm_forward_w\(p)(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+            haste_ln_forward_warp<\(p)>(x, w, b, y, mean, rstd, rows, cols, eps); }
+        extern "C" __global__ void layer_norm_backward_dx_w\(p)(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
+            haste_ln_backward_dx_warp<\(p)>(x, w, mean, rstd, dy, dx, rows, cols); }
+        """ }.joined(separator: "\n") + "\n"
+
+    static let normWarpKernels = rowWarpWidths.flatMap { ["layer_norm_forward_w\($0)", "layer_norm_backward_dx_w\($0)"] }
+
+    /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
+    static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
+    template <int PER, typename TY>
+    __device__ __forceinline__ void haste_mln_forward_warp(const float* x, const float* shift, const float* scale, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            float xv[PER];
+            haste_warp_row_load<PER>(x + r * cols, cols, xv);
+            const float* sh = shift + (r / tokens) * cols;
+            const float* sc = scale + (r / tokens) * cols;
+            float m, rs;
+            haste_warp_row_mean_rstd<PER>(xv, cols, eps, &m, &rs);
+            if (lane == 0) { mean[r] = m; rstd[r] = rs; }
+            TY* yr = y + r * cols;
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float w = sc[i] + 1.0f;
+                haste_st(yr, i, (xv[j] - m) * rs * w + sh[i]);
+            }
+        }
+    }
+    template <int PER, typename TD>
+    __device__ __forceinline__ void haste_mln_backward_dx_warp(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            const float* sc = scale + (r / tokens) * cols;
+            const float m = mean[r], rs = rstd[r];
+            float xv[PER], gv[PER];
+            haste_warp_row_load<PER>(x + r * cols, cols, xv);
+            haste_warp_row_load<PER>(dy + r * cols, cols, gv);
+            float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float g = gv[j] * (sc[i] + 1.0f);
+                sg[j & 7] += g;
+                sgx[j & 7] += g * ((xv[j] - m) * rs);
+            }
+            const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
+            const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
+            float* dr = dx + r * cols;
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                float g = gv[j] * (sc[i] + 1.0f);
+                float xh = (xv[j] - m) * rs;
+                const float v = rs * (g - a - xh * c);
+                dr[i] = resid ? __fadd_rn(resid[r * cols + i], v) : v;
+            }
+        }
+    }
+    """# + "\n" + rowWarpWidths.map { p in """
+        extern "C" __global__ void fused_mln_forward_w\(p)(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+            haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
+        extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* x, const float* shift, const float* scale, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+            haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
+        extern "C" __global__ void fused_mln_backward_dx_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+            haste_mln_backward_dx_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols); }
+        extern "C" __global__ void fused_mln_backward_dx_dy16_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+            haste_mln_backward_dx_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols); }
+        """ }.joined(separator: "\n") + "\n"
+
+    static let fusedWarpKernels = rowWarpWidths.flatMap { p in
+        ["fused_mln_forward_w\(p)", "fused_mln_forward_y16_w\(p)", "fused_mln_backward_dx_w\(p)", "fused_mln_backward_dx_dy16_w\(p)"]
+    }
+}

@@ -1,0 +1,96 @@
+import HasteTensor
+
+/// Softmax rows of up to 256 columns by warp (the `_w` entry points of the softmax family): eight rows a 256-thread
+/// block, where the block kernels give each row a block of `rowThreads(cols)` threads (one element each, two
+/// reductions of two barriers each). The aligned attention's probabilities are such rows: SiT-XL/2's 256 tokens,
+/// 262 144 rows a layer at batch 64. Lane L holds elements L + 32·j (j < W = rowThreads(cols) / 32), which are the
+/// block kernel's virtual threads j·32 + L, one element each; `haste_warp_block_max_w`/`_sum_w` reproduce its
+/// reduction trees and every per-element expression is the block kernels' own, so the same bits
+/// (`HASTE_ROW_WARP=0` keeps the block kernels).
+extension CUDABackend {
+    /// The launch of a softmax family row kernel: by warp ("_w", eight rows a block) for up to 256 columns, else
+    /// one block of `rowThreads(cols)` per row.
+    static func softmaxRowLaunch(rows: Int, cols: Int) -> (suffix: String, grid: Dim3, block: Dim3) {
+        if rowWarpAllowed && cols <= 256 { return ("_w", Dim3(Swift.max(1, Swift.min((rows + 7) / 8, 65_535))), Dim3(256)) }
+        return ("", Dim3(Swift.min(rows, 65_535)), Dim3(rowThreads(cols)))
+    }
+
+    static let softmaxWarpCode = #"""
+    template <int W, typename TX, typename TY>
+    __device__ __forceinline__ void haste_softmax_rows_warp(const TX* x, TY* y, i64 rows, i64 cols, int log) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            const TX* xr = x + r * cols;
+            TY* yr = y + r * cols;
+            float v[W], mx[W], s[W];
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                v[j] = lane + 32 * j < cols ? haste_ld(xr, lane + 32 * j) : 0.0f;
+                mx[j] = -INFINITY;
+                if (lane + 32 * j < cols && v[j] > mx[j]) mx[j] = v[j];
+            }
+            const float m = haste_warp_block_max_w<W>(mx);
+            #pragma unroll
+            for (int j = 0; j < W; j++) { s[j] = 0.0f; if (lane + 32 * j < cols) s[j] += expf(v[j] - m); }
+            const float sum = haste_warp_block_sum_w<W>(s);
+            if (log) {
+                const float ls = logf(sum);
+                #pragma unroll
+                for (int j = 0; j < W; j++) if (lane + 32 * j < cols) haste_st(yr, lane + 32 * j, (v[j] - m) - ls);
+            } else {
+                const float inv = 1.0f / sum;
+                #pragma unroll
+                for (int j = 0; j < W; j++) if (lane + 32 * j < cols) haste_st(yr, lane + 32 * j, expf(v[j] - m) * inv);
+            }
+        }
+    }
+    template <int W, typename T>
+    __device__ __forceinline__ void haste_softmax_backward_rows_warp(const T* y, const T* dy, float* dx, i64 rows, i64 cols, int log, int round) {
+        const int lane = threadIdx.x & 31;
+        HASTE_WARP_ROWS(r, rows) {
+            const T* yr = y + r * cols;
+            const T* g = dy + r * cols;
+            float* d = dx + r * cols;
+            float yv[W], gv[W], s[W];
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                const bool in = lane + 32 * j < cols;
+                yv[j] = in ? haste_ld(yr, lane + 32 * j) : 0.0f;
+                gv[j] = in ? haste_ld(g, lane + 32 * j) : 0.0f;
+                s[j] = 0.0f;
+                if (in) s[j] += log ? gv[j] : gv[j] * yv[j];
+            }
+            const float sum = haste_warp_block_sum_w<W>(s);
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                if (lane + 32 * j >= cols) continue;
+                const float v = log ? gv[j] - expf(yv[j]) * sum : yv[j] * (gv[j] - sum);
+                d[lane + 32 * j] = round ? haste_round_bf16(v) : v;
+            }
+        }
+    }
+    /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.
+    #define HASTE_SOFTMAX_WARPS(CALL) \
+        if (cols <= 32) CALL(1); else if (cols <= 64) CALL(2); else if (cols <= 128) CALL(4); else CALL(8);
+    extern "C" __global__ void softmax_forward_f32_w(const float* x, float* y, i64 rows, i64 cols, int log) {
+        #define HASTE_CALL(W) haste_softmax_rows_warp<W>(x, y, rows, cols, log)
+        HASTE_SOFTMAX_WARPS(HASTE_CALL)
+        #undef HASTE_CALL
+    }
+    extern "C" __global__ void softmax_backward_f32_w(const float* y, const float* dy, float* dx, i64 rows, i64 cols, int log) {
+        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, log, 0)
+        HASTE_SOFTMAX_WARPS(HASTE_CALL)
+        #undef HASTE_CALL
+    }
+    extern "C" __global__ void softmax_forward_bf16_w(const u16* x, u16* y, i64 rows, i64 cols) {
+        #define HASTE_CALL(W) haste_softmax_rows_warp<W>(x, y, rows, cols, 0)
+        HASTE_SOFTMAX_WARPS(HASTE_CALL)
+        #undef HASTE_CALL
+    }
+    extern "C" __global__ void softmax_backward_bf16_carrier_w(const u16* y, const u16* dy, float* dx, i64 rows, i64 cols) {
+        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, 0, 1)
+        HASTE_SOFTMAX_WARPS(HASTE_CALL)
+        #undef HASTE_CALL
+    }
+    """#
+}
