@@ -11,7 +11,7 @@ extension CUDABackend {
     static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "softmax_forward_bf16",
                                                                               "softmax_backward_bf16_carrier", "soft_cross_entropy_f32",
                                                                               "softmax_forward_f32_w", "softmax_backward_f32_w", "softmax_forward_bf16_w",
-                                                                              "softmax_backward_bf16_carrier_w"],
+                                                                              "softmax_backward_bf16_carrier_w", "soft_cross_entropy_f32_w"],
                                             code: softmaxCode + softCrossEntropyCode + "\n" + softmaxWarpCode)
 
     private static let softmaxCode = #"""

@@ -11,11 +11,18 @@ extension CUDABackend {
     /// The launch of a softmax family row kernel: by warp ("_w", eight rows a block) for up to 256 columns, else
     /// one block of `rowThreads(cols)` per row.
     static func softmaxRowLaunch(rows: Int, cols: Int) -> (suffix: String, grid: Dim3, block: Dim3) {
-        if rowWarpAllowed && cols <= 256 { return ("_w", Dim3(Swift.max(1, Swift.min((rows + 7) / 8, 65_535))), Dim3(256)) }
+        if rowWarpAllowed && cols <= 256 { return ("_w", Dim3(Swift.max(1, Swift.min((rows + 7) / 8, rowWarpMaxBlocks))), Dim3(256)) }
         return ("", Dim3(Swift.min(rows, 65_535)), Dim3(rowThreads(cols)))
     }
 
+    /// The most blocks of a by-warp softmax launch (further rows by grid stride): 65 535; a test lowers it so that
+    /// warps go on to further rows (the soft cross-entropy's row walks with carries) without 500 000 rows.
+    @TaskLocal static var rowWarpMaxBlocks = 65_535
+
     static let softmaxWarpCode = #"""
+    /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.
+    #define HASTE_SOFTMAX_WARPS(CALL) \
+        if (cols <= 32) CALL(1); else if (cols <= 64) CALL(2); else if (cols <= 128) CALL(4); else CALL(8);
     template <int W, typename TX, typename TY>
     __device__ __forceinline__ void haste_softmax_rows_warp(const TX* x, TY* y, i64 rows, i64 cols, int log) {
         const int lane = threadIdx.x & 31;
@@ -69,9 +76,66 @@ extension CUDABackend {
             }
         }
     }
-    /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.
-    #define HASTE_SOFTMAX_WARPS(CALL) \
-        if (cols <= 32) CALL(1); else if (cols <= 64) CALL(2); else if (cols <= 128) CALL(4); else CALL(8);
+    /// soft_cross_entropy_f32 for rows of up to 256 columns by warp: the block kernel's virtual thread j·32 + L holds
+    /// one column (its first held one, L + 32·j) of each row; its pair reductions are each value's own tree
+    /// (haste_block_pair), its expressions as there. The views' walks start at the grid's warp index and step by
+    /// the warps in the grid.
+    template <int W>
+    __device__ __forceinline__ void haste_sce_rows_warp(const float* x, const float* t, float* loss, float* difference, i64 rows, i64 cols,
+                                                        haste_row_walk& xw, haste_row_walk& tw, i64 first, i64 step) {
+        const int lane = threadIdx.x & 31;
+        for (i64 r = first; r < rows; r += step, xw.next(), tw.next()) {
+            const float* xr = x + xw.at();
+            const float* tr = t + tw.at();
+            float* d = difference + r * cols;
+            float xv[W], tv[W], ev[W], mx[W], mt[W], z[W], st[W], ce[W];
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                const i64 c = lane + 32 * j;
+                xv[j] = c < cols ? xr[c] : -INFINITY;
+                tv[j] = c < cols ? tr[c] : -INFINITY;
+                ev[j] = 0.0f;
+                mx[j] = -INFINITY; mt[j] = -INFINITY;
+                if (xv[j] > mx[j]) mx[j] = xv[j];
+                if (tv[j] > mt[j]) mt[j] = tv[j];
+            }
+            const float m = haste_warp_block_max_w<W>(mx), n = haste_warp_block_max_w<W>(mt);
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                z[j] = 0.0f; st[j] = 0.0f;
+                if (lane + 32 * j < cols) {
+                    xv[j] -= m;
+                    ev[j] = expf(xv[j]);
+                    tv[j] = expf(tv[j] - n);
+                    z[j] += ev[j];
+                    st[j] += tv[j];
+                }
+            }
+            const float zs = haste_warp_block_sum_w<W>(z), ss = haste_warp_block_sum_w<W>(st);
+            const float logZ = logf(zs), invZ = 1.0f / zs, invS = 1.0f / ss;
+            #pragma unroll
+            for (int j = 0; j < W; j++) {
+                ce[j] = 0.0f;
+                const i64 c = lane + 32 * j;
+                if (c < cols) {
+                    const float p = tv[j] * invS;
+                    ce[j] += p * (xv[j] - logZ);
+                    d[c] = ev[j] * invZ - p;
+                }
+            }
+            const float total = haste_warp_block_sum_w<W>(ce);
+            if (lane == 0) loss[r] = -total;
+        }
+    }
+    extern "C" __global__ void soft_cross_entropy_f32_w(const float* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        const u32 first = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), step = gridDim.x * (blockDim.x >> 5);
+        haste_row_walk xw, tw;
+        xw.start(first, step, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
+        tw.start(first, step, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+        #define HASTE_CALL(W) haste_sce_rows_warp<W>(x, t, loss, difference, rows, cols, xw, tw, first, step)
+        HASTE_SOFTMAX_WARPS(HASTE_CALL)
+        #undef HASTE_CALL
+    }
     extern "C" __global__ void softmax_forward_f32_w(const float* x, float* y, i64 rows, i64 cols, int log) {
         #define HASTE_CALL(W) haste_softmax_rows_warp<W>(x, y, rows, cols, log)
         HASTE_SOFTMAX_WARPS(HASTE_CALL)

@@ -5,7 +5,8 @@ import Testing
 /// The softmax family's rows by warp (CUDASoftmaxWarp.swift: eight rows a block, up to 256 columns) give the block
 /// kernels' bits (`HASTE_ROW_WARP=0`): softmax and log-softmax forward and backward on float32, the bf16 forward and
 /// the backward into a float32 carrier of bf16 values, for every block size the block kernels take (32, 64, 128,
-/// 256 threads) and columns not a multiple of 32; rows with a NaN, with −∞ and of equal values.
+/// 256 threads) and columns not a multiple of 32; rows with a NaN, with −∞ and of equal values. And the soft
+/// cross-entropy's (loss and gradient) over HASTE's views, permuted rows and warps walking on past the grid.
 @Suite struct SoftmaxWarpTests {
     static let dev = EmulatedCUDA.device
 
@@ -49,5 +50,43 @@ import Testing
         let small = CUDABackend.softmaxRowLaunch(rows: 262_144, cols: 256), large = CUDABackend.softmaxRowLaunch(rows: 10, cols: 257)
         #expect(small.suffix == "_w" && small.grid.x == 32_768 && small.block.x == 256)
         #expect(large.suffix == "" && large.grid.x == 10 && large.block.x == 256)
+    }
+
+    /// The soft cross-entropy kernel on one view pair: each row's loss and the difference rows, as bits.
+    static func crossEntropy(_ xShape: [Int], _ tShape: [Int], seed: UInt64, _ views: (Tensor, Tensor) -> (Tensor, Tensor)) -> [[UInt32]] {
+        var rng = SplitMix64(seed: seed)
+        let xb = Tensor(rng.floats(xShape.reduce(1, *)).map { $0 * 6 }, shape: xShape).to(dev)
+        let tb = Tensor(rng.floats(tShape.reduce(1, *)).map { $0 * 6 }, shape: tShape).to(dev)
+        let (x, t) = views(xb, tb)
+        let (xBuffer, xRows) = x.lastAxisRows()!, (tBuffer, tRows) = t.lastAxisRows()!
+        let cols = x.shape.last!, rows = x.count / cols
+        let loss = Tensor.empty([rows], dtype: .float32, device: dev), difference = Tensor.empty([rows, cols], dtype: .float32, device: dev)
+        EmulatedCUDA.backend.softCrossEntropyForward(x: xBuffer, xRows: xRows, t: tBuffer, tRows: tRows, rows: rows, cols: cols,
+                                                     loss: loss.buffer, difference: difference.buffer)
+        return [bits(loss), bits(difference)]
+    }
+
+    @Test func softCrossEntropyByWarpGivesTheBlockKernelsBits() {
+        let cases: [(String, [Int], [Int], (Tensor, Tensor) -> (Tensor, Tensor))] = [
+            ("contiguous 7", [9, 7], [9, 7], { ($0, $1) }),
+            ("contiguous 100", [5, 100], [5, 100], { ($0, $1) }),
+            ("contiguous 256", [4, 256], [4, 256], { ($0, $1) }),
+            ("contiguous 300 (block either way)", [3, 300], [3, 300], { ($0, $1) }),
+            ("HASTE's views", [2, 4, 33, 33], [2, 3, 34, 34], { xb, tb in
+                (xb.narrowed(1, start: 0, length: 3), tb.narrowed(2, start: 1, length: 33).narrowed(3, start: 1, length: 33)) }),
+            ("permuted, broadcast target", [4, 3, 37], [1, 37], { xb, tb in (xb.permuted([1, 0, 2]), tb.expanded([3, 4, 37])) }),
+        ]
+        for (what, xs, ts, views) in cases {
+            let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.crossEntropy(xs, ts, seed: 3, views) }
+            let warp = CUDABackend.$rowWarpAllowed.withValue(true) { Self.crossEntropy(xs, ts, seed: 3, views) }
+            #expect(warp == block, "\(what)")
+        }
+        // 2 blocks (16 warps) for 2 700 rows: each warp's walks carry through all four outer axes.
+        let walked: (Tensor, Tensor) -> (Tensor, Tensor) = { xb, tb in
+            (xb.narrowed(0, start: 1, length: 10).narrowed(1, start: 1, length: 9).narrowed(2, start: 0, length: 30), tb.permuted([2, 1, 0, 3]))
+        }
+        let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
+        let warp = CUDABackend.$rowWarpMaxBlocks.withValue(2) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
+        #expect(warp == block, "rows walked past the grid")
     }
 }
