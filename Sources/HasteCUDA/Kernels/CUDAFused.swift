@@ -167,6 +167,16 @@ extension CUDABackend {
         }
     }
 
+    /// The row kernels below walk a row's columns j = threadIdx.x + k·blockDim.x four at a time: the four
+    /// elements' operands are loaded before any is stored (each element's loads still precede its own store, so an
+    /// output that is also an input is fine), four loads in flight per operand where a loop of one element each
+    /// had one (its store may alias the next element's operands, so nothing moved ahead of it). The same elements
+    /// per thread and the same expressions: the same bits.
+    #define HASTE_ROW_UNROLL 4
+    #define HASTE_ROW_COLUMNS(j0, cols) for (i64 j0 = threadIdx.x; j0 < (cols); j0 += HASTE_ROW_UNROLL * (i64)blockDim.x)
+    #define HASTE_ROW_LANES(u, j, j0) _Pragma("unroll") for (int u = 0; u < HASTE_ROW_UNROLL; u++) \
+        if (const i64 j = (j0) + (i64)u * blockDim.x; j < cols)
+
     /// out = x + gate[item]·y over count = batch·tokens·cols elements; with ROUND (Autocast bf16, float32 carriers
     /// of bf16 gate and y) out = x + bf16(gate·y). Rows by block (grid-stride), the block's threads along a row: the
     /// item's gate row is found once per row, not by two 64-bit divisions per element.
@@ -176,9 +186,10 @@ extension CUDABackend {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* g = gate + (r / tokens) * cols;
             const i64 o = r * cols;
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
-                const float yi = haste_ld(y, o + j);
-                out[o + j] = ROUND ? x[o + j] + haste_round_bf16(g[j] * yi) : x[o + j] + g[j] * yi;
+            HASTE_ROW_COLUMNS(j0, cols) {
+                float xv[HASTE_ROW_UNROLL], gv[HASTE_ROW_UNROLL], yv[HASTE_ROW_UNROLL];
+                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; gv[u] = g[j]; yv[u] = haste_ld(y, o + j); }
+                HASTE_ROW_LANES(u, j, j0) out[o + j] = ROUND ? xv[u] + haste_round_bf16(gv[u] * yv[u]) : xv[u] + gv[u] * yv[u];
             }
         }
     }
@@ -199,8 +210,10 @@ extension CUDABackend {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* g = gate + (r / tokens) * cols;
             const i64 o = r * cols;
-            for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
-                haste_st(dy, o + j, g[j] * (ROUND ? haste_round_bf16(dout[o + j]) : dout[o + j]));
+            HASTE_ROW_COLUMNS(j0, cols) {
+                float gv[HASTE_ROW_UNROLL], dv[HASTE_ROW_UNROLL];
+                HASTE_ROW_LANES(u, j, j0) { gv[u] = g[j]; dv[u] = dout[o + j]; }
+                HASTE_ROW_LANES(u, j, j0) haste_st(dy, o + j, gv[u] * (ROUND ? haste_round_bf16(dv[u]) : dv[u]));
             }
         }
     }
@@ -217,15 +230,26 @@ extension CUDABackend {
     /// y = geluTanh(x + bias[j]) over count = rows·cols elements; rows by block, threads along a row (no division per
     /// element, as the gated residuals).
     extern "C" __global__ void fused_bias_gelu_forward(const float* x, const float* bias, float* y, i64 cols, i64 count) {
-        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x)
-            for (i64 j = threadIdx.x, o = r * cols; j < cols; j += blockDim.x) y[o + j] = haste_fused_gelu(x[o + j] + bias[j]);
+        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x) {
+            const i64 o = r * cols;
+            HASTE_ROW_COLUMNS(j0, cols) {
+                float xv[HASTE_ROW_UNROLL], bv[HASTE_ROW_UNROLL];
+                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; bv[u] = bias[j]; }
+                HASTE_ROW_LANES(u, j, j0) y[o + j] = haste_fused_gelu(xv[u] + bv[u]);
+            }
+        }
     }
 
     /// dx = dy·geluTanh′(x + bias[j]), rows as the forward.
     extern "C" __global__ void fused_bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 cols, i64 count) {
-        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x)
-            for (i64 j = threadIdx.x, o = r * cols; j < cols; j += blockDim.x)
-                dx[o + j] = dy[o + j] * haste_fused_gelu_derivative(x[o + j] + bias[j]);
+        for (i64 r = blockIdx.x; r < count / cols; r += gridDim.x) {
+            const i64 o = r * cols;
+            HASTE_ROW_COLUMNS(j0, cols) {
+                float xv[HASTE_ROW_UNROLL], bv[HASTE_ROW_UNROLL], gv[HASTE_ROW_UNROLL];
+                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; bv[u] = bias[j]; gv[u] = dy[o + j]; }
+                HASTE_ROW_LANES(u, j, j0) dx[o + j] = gv[u] * haste_fused_gelu_derivative(xv[u] + bv[u]);
+            }
+        }
     }
     """#)
 

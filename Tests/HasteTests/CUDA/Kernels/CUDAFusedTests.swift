@@ -5,7 +5,8 @@ import Testing
 /// The fused kernels (modulatedLayerNorm, gatedResidual, biasGeluTanh: forward and backward) on the emulated CUDA
 /// device against the CPU backend, through the public ops, on odd shapes: D = 45 and 37 (not multiples of the
 /// block or of SIMD16), and T = 130 tokens, which splits each item into 3 device chunks of 64 rows (the last
-/// partial) and 2 CPU chunks at D = 300.
+/// partial) and 2 CPU chunks at D = 300; D = 1 100 walks a row in two strides of the row kernels' 4 × 256 columns
+/// and takes the LayerNorm's widest warp entry point.
 ///
 /// Bound: normwise relative error ≤ 4·k·u (u = 2⁻²⁴; as `Bound.rounding(k:)`), k the longest chain of float32
 /// roundings feeding one element. The device sums in another order than the CPU (two-pass moments where the CPU
@@ -15,7 +16,7 @@ import Testing
 @Suite struct CUDAFusedTests {
     let device: Device = EmulatedCUDA.device
     static let u = 0x1p-24
-    static let shapes: [(Int, Int, Int)] = [(3, 33, 45), (2, 130, 300), (1, 5, 37)]
+    static let shapes: [(Int, Int, Int)] = [(3, 33, 45), (2, 130, 300), (1, 5, 37), (2, 9, 1_100)]
 
     func expectWithin(_ a: Tensor, _ r: Tensor, k: Int, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(a.shape == r.shape, "\(what): shape \(a.shape) vs \(r.shape)", sourceLocation: sourceLocation)
