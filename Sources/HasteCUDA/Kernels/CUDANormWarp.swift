@@ -52,34 +52,63 @@ extension CUDABackend {
         *mean = m;
         *rstd = 1.0f / sqrtf(var + eps);
     }
+    /// A row's forward from its registers: loads it, writes its statistics (haste_row_mean_rstd's) to mean[r] and
+    /// rstd[r], then out(j, i, x, m, rs) for each of the lane's elements j (column i).
+    template <int PER, typename F>
+    __device__ __forceinline__ void haste_warp_row_forward(const float* xr, i64 r, i64 cols, float eps, float* mean, float* rstd, F out) {
+        const int lane = threadIdx.x & 31;
+        float xv[PER];
+        haste_warp_row_load<PER>(xr, cols, xv);
+        float m, rs;
+        haste_warp_row_mean_rstd<PER>(xv, cols, eps, &m, &rs);
+        if (lane == 0) { mean[r] = m; rstd[r] = rs; }
+        #pragma unroll
+        for (int j = 0; j < PER; j++) if (lane + 32 * j < cols) out(j, lane + 32 * j, xv[j], m, rs);
+    }
+    /// dx of a row from its registers, the block kernels' sums and expression: rstd·(g − mean(g) − x̂·mean(g·x̂)) with
+    /// g = gOf(j, i) for lane element j (column i), plus resid[i] (rounded on its own) where resid is given.
+    template <int PER, typename G>
+    __device__ __forceinline__ void haste_warp_row_dx(const float (&xv)[PER], G gOf, float m, float rs, i64 cols, float* dr, const float* resid) {
+        const int lane = threadIdx.x & 31;
+        float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        #pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const i64 i = lane + 32 * j;
+            if (i >= cols) continue;
+            float g = gOf(j, i);
+            sg[j & 7] += g;
+            sgx[j & 7] += g * ((xv[j] - m) * rs);
+        }
+        const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
+        const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
+        #pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const i64 i = lane + 32 * j;
+            if (i >= cols) continue;
+            float g = gOf(j, i);
+            float xh = (xv[j] - m) * rs;
+            const float v = rs * (g - a - xh * c);
+            dr[i] = resid ? __fadd_rn(resid[i], v) : v;
+        }
+    }
     """#
 
     /// layer_norm_forward and layer_norm_backward_dx by warp (the norm family).
     static let normWarpCode = rowWarpHelpers + "\n" + #"""
     template <int PER>
     __device__ __forceinline__ void haste_ln_forward_warp(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
-        const int lane = threadIdx.x & 31;
         HASTE_WARP_ROWS(r, rows) {
-            float xv[PER];
-            haste_warp_row_load<PER>(x + r * cols, cols, xv);
-            float m, rs;
-            haste_warp_row_mean_rstd<PER>(xv, cols, eps, &m, &rs);
-            if (lane == 0) { mean[r] = m; rstd[r] = rs; }
             float* yr = y + r * cols;
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
-                float v = (xv[j] - m) * rs;
+            haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
+                float v = (xj - m) * rs;
                 if (w) v = v * w[i];
                 if (b) v = v + b[i];
                 yr[i] = v;
-            }
+            });
         }
     }
     template <int PER>
     __device__ __forceinline__ void haste_ln_backward_dx_warp(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
-        const int lane = threadIdx.x & 31;
         HASTE_WARP_ROWS(r, rows) {
             const float* xr = x + r * cols;
             const float* gr = dy + r * cols;
@@ -87,26 +116,7 @@ extension CUDABackend {
             float xv[PER], gv[PER];
             haste_warp_row_load<PER>(xr, cols, xv);
             haste_warp_row_load<PER>(gr, cols, gv);
-            float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
-                float g = w ? gv[j] * w[i] : gv[j];
-                sg[j & 7] += g;
-                sgx[j & 7] += g * ((xv[j] - m) * rs);
-            }
-            const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
-            const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
-            float* dr = dx + r * cols;
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
-                float g = w ? gv[j] * w[i] : gv[j];
-                float xh = (xv[j] - m) * rs;
-                dr[i] = rs * (g - a - xh * c);
-            }
+            haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return w ? gv[j] * w[i] : gv[j]; }, m, rs, cols, dx + r * cols, (const float*)0);
         }
     }
     """# + "\n" + rowWarpWidths.map { p in """
@@ -122,55 +132,26 @@ extension CUDABackend {
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
     template <int PER, typename TY>
     __device__ __forceinline__ void haste_mln_forward_warp(const float* x, const float* shift, const float* scale, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
-        const int lane = threadIdx.x & 31;
         HASTE_WARP_ROWS(r, rows) {
-            float xv[PER];
-            haste_warp_row_load<PER>(x + r * cols, cols, xv);
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
-            float m, rs;
-            haste_warp_row_mean_rstd<PER>(xv, cols, eps, &m, &rs);
-            if (lane == 0) { mean[r] = m; rstd[r] = rs; }
             TY* yr = y + r * cols;
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
+            haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
                 float w = sc[i] + 1.0f;
-                haste_st(yr, i, (xv[j] - m) * rs * w + sh[i]);
-            }
+                haste_st(yr, i, (xj - m) * rs * w + sh[i]);
+            });
         }
     }
     template <int PER, typename TD>
     __device__ __forceinline__ void haste_mln_backward_dx_warp(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
-        const int lane = threadIdx.x & 31;
         HASTE_WARP_ROWS(r, rows) {
             const float* sc = scale + (r / tokens) * cols;
             const float m = mean[r], rs = rstd[r];
             float xv[PER], gv[PER];
             haste_warp_row_load<PER>(x + r * cols, cols, xv);
             haste_warp_row_load<PER>(dy + r * cols, cols, gv);
-            float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
-                float g = gv[j] * (sc[i] + 1.0f);
-                sg[j & 7] += g;
-                sgx[j & 7] += g * ((xv[j] - m) * rs);
-            }
-            const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
-            const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
-            float* dr = dx + r * cols;
-            #pragma unroll
-            for (int j = 0; j < PER; j++) {
-                const i64 i = lane + 32 * j;
-                if (i >= cols) continue;
-                float g = gv[j] * (sc[i] + 1.0f);
-                float xh = (xv[j] - m) * rs;
-                const float v = rs * (g - a - xh * c);
-                dr[i] = resid ? __fadd_rn(resid[r * cols + i], v) : v;
-            }
+            haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
+                                   resid ? resid + r * cols : (const float*)0);
         }
     }
     """# + "\n" + rowWarpWidths.map { p in """

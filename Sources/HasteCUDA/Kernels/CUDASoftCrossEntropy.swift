@@ -21,7 +21,6 @@ extension CUDABackend {
     static let softCrossEntropyCode = #"""
     /// haste_block_max (MAX) or haste_block_sum (Prelude.swift) of two values at once, sharing one pair of barriers
     /// (same trees, same results); `scratch` is a 64-float shared array; the block calls it uniformly.
-    template <bool MAX> __device__ __forceinline__ float haste_warp_reduce(float v) { return MAX ? haste_warp_max(v) : haste_warp_sum(v); }
     template <bool MAX> __device__ __forceinline__ void haste_block_pair(float* a, float* b, float* scratch) {
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
         const float u = haste_warp_reduce<MAX>(*a), v = haste_warp_reduce<MAX>(*b), none = MAX ? -INFINITY : 0.0f;

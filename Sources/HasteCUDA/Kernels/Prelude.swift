@@ -318,28 +318,20 @@ extension KernelSource {
     /// the softmax family): s[w] is virtual warp w's per-lane partial; each virtual warp's xor tree, then the W
     /// totals through lanes 0…W − 1 of a last tree (the other lanes 0, or −∞). The same float operations in the same
     /// order as the block: the same bits.
-    template <int W>
-    __device__ __forceinline__ float haste_warp_block_sum_w(const float (&s)[W]) {
+    template <bool MAX> __device__ __forceinline__ float haste_warp_reduce(float v) { return MAX ? haste_warp_max(v) : haste_warp_sum(v); }
+    template <int W, bool MAX>
+    __device__ __forceinline__ float haste_warp_block_reduce_w(const float (&s)[W]) {
         float t[W];
         #pragma unroll
-        for (int w = 0; w < W; w++) t[w] = haste_warp_sum(s[w]);
+        for (int w = 0; w < W; w++) t[w] = haste_warp_reduce<MAX>(s[w]);
         const int lane = threadIdx.x & 31;
-        float v = 0.0f;
+        float v = MAX ? -INFINITY : 0.0f;
         #pragma unroll
         for (int w = 0; w < W; w++) if (lane == w) v = t[w];
-        return haste_warp_sum(v);
+        return haste_warp_reduce<MAX>(v);
     }
-    template <int W>
-    __device__ __forceinline__ float haste_warp_block_max_w(const float (&s)[W]) {
-        float t[W];
-        #pragma unroll
-        for (int w = 0; w < W; w++) t[w] = haste_warp_max(s[w]);
-        const int lane = threadIdx.x & 31;
-        float v = -INFINITY;
-        #pragma unroll
-        for (int w = 0; w < W; w++) if (lane == w) v = t[w];
-        return haste_warp_max(v);
-    }
+    template <int W> __device__ __forceinline__ float haste_warp_block_sum_w(const float (&s)[W]) { return haste_warp_block_reduce_w<W, false>(s); }
+    template <int W> __device__ __forceinline__ float haste_warp_block_max_w(const float (&s)[W]) { return haste_warp_block_reduce_w<W, true>(s); }
     /// Rows by warp: warp k of the grid takes rows k, k + (warps in the grid), …
     #define HASTE_WARP_ROWS(r, rows) \
         for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < (rows); r += (i64)gridDim.x * (blockDim.x >> 5))

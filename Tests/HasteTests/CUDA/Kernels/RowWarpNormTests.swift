@@ -10,16 +10,18 @@ import Testing
 @Suite struct RowWarpNormTests {
     static let dev = EmulatedCUDA.device
 
-    /// rows × cols values: random, then row 1 constant, row 2 offset by 1e4, row 3 zeros of both signs.
-    static func values(_ rows: Int, _ cols: Int, seed: UInt64) -> Tensor {
+    /// rows × cols random values times `scale`, each passed through `special(row, column, value)` (the row kernels'
+    /// tests' rows of special values).
+    static func values(_ rows: Int, _ cols: Int, seed: UInt64, scale: Float = 2,
+                       _ special: (Int, Int, Float) -> Float = RowWarpNormTests.normRows) -> Tensor {
         var rng = SplitMix64(seed: seed)
-        var v = rng.floats(rows * cols).map { $0 * 2 }
-        for j in 0..<cols {
-            if rows > 1 { v[cols + j] = 0.75 }
-            if rows > 2 { v[2 * cols + j] += 10_000 }
-            if rows > 3 { v[3 * cols + j] = j % 2 == 0 ? 0 : -0.0 }
-        }
+        let v = rng.floats(rows * cols).enumerated().map { special($0.offset / cols, $0.offset % cols, $0.element * scale) }
         return Tensor(v, shape: [rows, cols]).to(dev)
+    }
+
+    /// Row 1 constant, row 2 offset by 1e4, row 3 zeros of both signs.
+    static func normRows(_ r: Int, _ j: Int, _ v: Float) -> Float {
+        r == 1 ? 0.75 : r == 2 ? v + 10_000 : r == 3 ? (j % 2 == 0 ? 0 : -0.0) : v
     }
 
     static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }

@@ -10,18 +10,14 @@ import Testing
 @Suite struct SoftmaxWarpTests {
     static let dev = EmulatedCUDA.device
 
+    /// Random rows (RowWarpNormTests.values), row 1 constant, row 2 with −∞ in every third column, row 3 a NaN.
     static func values(_ rows: Int, _ cols: Int, seed: UInt64) -> Tensor {
-        var rng = SplitMix64(seed: seed)
-        var v = rng.floats(rows * cols).map { $0 * 4 }
-        for j in 0..<cols {
-            if rows > 1 { v[cols + j] = 1.5 }
-            if rows > 2 && j % 3 == 0 { v[2 * cols + j] = -.infinity }
-            if rows > 3 && j == cols / 2 { v[3 * cols + j] = .nan }
+        RowWarpNormTests.values(rows, cols, seed: seed, scale: 4) { r, j, v in
+            r == 1 ? 1.5 : r == 2 && j % 3 == 0 ? -.infinity : r == 3 && j == cols / 2 ? .nan : v
         }
-        return Tensor(v, shape: [rows, cols]).to(dev)
     }
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
+    static func bits(_ t: Tensor) -> [UInt32] { RowWarpNormTests.bits(t) }
 
     static func run(rows: Int, cols: Int) -> [[UInt32]] {
         let be = EmulatedCUDA.backend
