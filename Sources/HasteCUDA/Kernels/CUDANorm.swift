@@ -1,7 +1,8 @@
 import HasteTensor
 
 extension CUDABackend {
-    /// LayerNorm: one block per row for the forward and dx. Statistics are two-pass in float (the mean, then the
+    /// LayerNorm: one block per row for the forward and dx (rows of up to 1 280 columns by warp with the same bits:
+    /// CUDANormWarp.swift). Statistics are two-pass in float (the mean, then the
     /// mean of squared deviations from it: stable whatever the offset), where the CPU makes one shifted pass;
     /// both are within float32 rounding of the exact moments, summed in a different order. dweight/dbias are
     /// per-chunk partial column sums (fixed chunks of `normChunkRows` rows) then a column reduction in chunk

@@ -2,7 +2,8 @@ import HasteTensor
 
 extension CUDABackend {
     /// The soft cross-entropy of the softmax family (`Tensor.softCrossEntropy`, the attention-alignment loss of HASTE
-    /// per layer pair; torch `-(F.softmax(t, -1) * F.log_softmax(x, -1)).sum(-1)` per row): one block per row pair,
+    /// per layer pair; torch `-(F.softmax(t, -1) * F.log_softmax(x, -1)).sum(-1)` per row): one block per row pair
+    /// (up to 256 columns by warp with the same bits: `soft_cross_entropy_f32_w`, CUDASoftmaxWarp.swift),
     /// grid-stride over rows, CPUSoftmax.swift's `softCrossEntropyRows` formulas: p = softmax(t) (max subtracted,
     /// times 1/Σ), m = max x, Z = Σ exp(x − m), loss[r] = −Σ p·((x − m) − log Z), difference[r, :] = exp(x − m)·(1/Z)
     /// − p. Each thread holds its first `HASTE_SCE_HELD` columns of both rows in registers (whole rows up to 4·256 =
