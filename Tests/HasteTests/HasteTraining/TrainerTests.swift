@@ -45,8 +45,20 @@ func writeTinyTeacher(_ dir: String, _ c: TrainConfig) throws -> String {
     return path
 }
 
+/// The test process's scratch root: every `temporaryDirectory()` lies under it, and it is removed when the process
+/// exits (the runs, checkpoints and samples the tests write; left behind, a day of test runs filled /tmp with
+/// thousands of directories). Subprocesses the tests start (haste, mpirun) end before their test returns.
+enum TestScratch {
+    static let root: String = {
+        let root = NSTemporaryDirectory() + "haste-tests-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        atexit { try? FileManager.default.removeItem(atPath: TestScratch.root) }
+        return root
+    }()
+}
+
 func temporaryDirectory() -> String {
-    let dir = NSTemporaryDirectory() + "haste-test-\(UUID().uuidString)"
+    let dir = TestScratch.root + "/haste-test-\(UUID().uuidString)"
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     return dir
 }

@@ -29,9 +29,9 @@ enum RuntimeTestSupport {
         return false
     }()
 
-    /// A fresh empty folder under the system's temporary folder.
+    /// A fresh empty folder under the test process's scratch root (`TestScratch`, removed when the process exits).
     static func temporaryFolder(_ tag: String) -> String {
-        let path = NSTemporaryDirectory() + "haste-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let path = TestScratch.root + "/haste-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
