@@ -87,6 +87,10 @@ extension ConformanceSuite {
             let x = c.normal([2, 6, 5, 5]), w = c.normal([6]), b = c.normal([6])
             c.forwardBackward(x.groupNorm(groups: 3, weight: w, bias: b, eps: 1e-6), [("x", x), ("weight", w), ("bias", b)])
         })
+        cases.append(OpCase("groupNorm+silu (inference)", "[2,64,12,12] groups 32", .rounding(k: 320)) { c in
+            let x = c.normal([2, 64, 12, 12], scale: 2, shift: 0.5, grad: false), w = c.normal([64], grad: false), b = c.normal([64], grad: false)
+            c.output("y", noGrad { x.groupNorm(groups: 32, weight: w, bias: b, eps: 1e-6, silu: true) })   // CUDA: stats + one pass
+        })
         cases.append(OpCase("crossEntropy", "[7,11] int64 targets", .rounding(k: 40)) { c in
             let x = c.normal([7, 11], scale: 2), t = c.randint(0, 11, [7])
             c.forwardBackward(x.crossEntropy(targets: t), [("x", x)])

@@ -11,7 +11,8 @@ extension CUDABackend {
     /// a few float32 ulps of each intermediate. NVRTC contracts a·b + c into one FMA (affine, axpy, the gelu
     /// polynomials), which differs from the CPU's two roundings by at most one rounding.
     static let elementwiseSource = KernelSource(family: "elementwise", kernels: ["binary_f32", "binary32_f32_u1", "binary32_f32_u2", "binary32_f32_u4", "unary_f32", "unary_backward_f32", "axpy_f32", "unary_bf16", "unary_bf16_v4", "unary_backward_bf16", "unary_backward_bf16_v4"]
-        + unarySpecialized.flatMap { ["unary_bf16_v8_\($0)", "unary_backward_bf16_v8_\($0)"] }, code: elementwiseCode + "\n" + specializedUnaryCode)
+        + unarySpecialized.flatMap { ["unary_bf16_v8_\($0)", "unary_backward_bf16_v8_\($0)"] } + ["group_norm_apply"],
+        code: elementwiseCode + "\n" + specializedUnaryCode + "\n" + groupNormApplyCode)
 
     static let elementwiseCode = #"""
     /// BinaryOp codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN in either operand propagates: a

@@ -9,7 +9,7 @@ extension CUDABackend {
     /// order: no atomics, the same bits every run (the CPU's chunks differ, so its sums round differently).
     static let normSource = KernelSource(family: "norm", kernels: [
         "layer_norm_forward", "layer_norm_backward_dx", "layer_norm_backward_partials", "layer_norm_backward_reduce",
-    ] + normWarpKernels, code: normWarpCode + "\n" + #"""
+    ] + normWarpKernels + ["layer_norm_stats"], code: normWarpCode + "\n" + groupNormStatsCode + "\n" + #"""
     /// Rows by block (grid-stride), blockDim.x a multiple of 32. w and b may be null.
     extern "C" __global__ void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
         __shared__ float scratch[32];

@@ -10,7 +10,7 @@ public protocol NormKernels: AnyObject {
     func layerNormBackward(_ x: Buffer, weight: Buffer?, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                            dweight: Buffer?, dbias: Buffer?, rows: Int, cols: Int)
     /// Forward-only GroupNorm (+ SiLU) where the backend has a fused kernel for it (CPU float32, spatial a multiple
-    /// of 16): x, y [batch, channels, spatial] contiguous, weight/bias [channels] or nil; y = silu?(((x − mean)·rstd)
+    /// of 16; CUDA float32): x, y [batch, channels, spatial] contiguous, weight/bias [channels] or nil; y = silu?(((x − mean)·rstd)
     /// ·weight[c] + bias[c]) with the bits of `groupNorm`'s composite. Returns false, touching nothing, elsewhere.
     func groupNormInference(_ x: Buffer, weight: Buffer?, bias: Buffer?, _ y: Buffer, batch: Int, channels: Int,
                             groups: Int, spatial: Int, eps: Double, silu: Bool) -> Bool
