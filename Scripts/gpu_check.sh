@@ -345,10 +345,11 @@ profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MO
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
   # The same row with one kernel path switched back each (PROFILE_VARIANTS, name:switches; the summary lists each
-  # one's flash rows): dq-last-block, dq summed by each query tile's last dk/dv block instead of serially by one block
-  # per head (what the serial sum gains); block-rows, LayerNorm and softmax rows by block instead of by warp;
-  # generic-unary, the activations through the generic bf16 unary kernels (what their own entry points gain); staged-flash, the flash kernels streaming through a stage and the heads
-  # copied out of qkv and back (what the direct kernels gain; HASTE_FLASH_ASYNC=0 was measured on 12-04);
+  # one's flash, row and unary kernels): dq-last-block, dq summed by each query tile's last dk/dv block instead of
+  # serially by one block per head (what the serial sum gains); block-rows, LayerNorm and softmax rows by block
+  # instead of by warp; generic-unary, the activations through the generic bf16 unary kernels (what their own entry
+  # points gain); staged-flash, the flash kernels streaming through a stage and the heads copied out of qkv and back
+  # (what the direct kernels gain; HASTE_FLASH_ASYNC=0 was measured on 12-04);
   # general-flash, the direct kernels' run-time tile widths and 64-row forward tiles (what the WHOLE entry points
   # gain); dq-sum, dq's partials summed by their own kernel (what the last-block sum gains); dq-kernel, dq from its
   # own kernel (what taking it from dk/dv gains); carriers, the bf16 branches off (float32 carriers between the fused
