@@ -100,6 +100,10 @@ import Testing
     /// query tiles, WHOLE and general entry points. A run on other values comes between (its partials are what a
     /// block summing too early would find in the recycled partial buffer: the emulator runs blocks in order).
     @Test func dqByTheLastBlockGivesTheSummingKernelsBits() {
+        CUDABackend.$flashDQSerial.withValue(false) { Self.lastBlockAgainstSummingKernel() }   // whatever HASTE_FLASH_DQ_SERIAL says
+    }
+
+    static func lastBlockAgainstSummingKernel() {
         for shape in [(1, 2, 130, 150, 72, 40), (2, 1, 200, 256, 72, 72), (1, 1, 70, 129, 64, 64), (1, 3, 65, 66, 96, 88)] {
             let summed = CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true) }
             _ = CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true, seed: 10) }
@@ -141,6 +145,10 @@ import Testing
     /// head): SiT-XL/2's 16 heads × batch 64 or 256 on 132 multiprocessors (grid 1 × heads, no count to zero), not
     /// 4 heads (grid 4 × 4, the last-block counts zeroed).
     @Test func serialDQRunsWhereTheHeadsFillTheGPU() {
+        CUDABackend.$flashDQSerial.withValue(nil) { Self.serialDQChoice() }   // the rule, whatever HASTE_FLASH_DQ_SERIAL says
+    }
+
+    static func serialDQChoice() {
         let (dev, driver, be) = Self.hostOnly
         #expect(driver.multiprocessors == 132)
         #expect(be.flashDQSerialFits(heads: 1024, keyTiles: 4) && be.flashDQSerialFits(heads: 4096, keyTiles: 4))
@@ -180,8 +188,10 @@ import Testing
             let out = Tensor.empty([n, h, t, dv], dtype: .float32, device: dev), lse = Tensor.empty([n, h, t], dtype: .float32, device: dev)
             be.attentionForwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, shape: s, scale: 0.1,
                                    precision: .bfloat16)
-            be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dout.buffer,
-                                    dq: q.buffer, dk: k.buffer, dv: v.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+            CUDABackend.$flashDQSerial.withValue(false) {   // a block per (key tile, head), whatever HASTE_FLASH_DQ_SERIAL says
+                be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: out.buffer, lse: lse.buffer, dOut: dout.buffer,
+                                        dq: q.buffer, dk: k.buffer, dv: v.buffer, shape: s, scale: 0.1, precision: .bfloat16)
+            }
             #expect(CUDABackend.flashBF16Whole(s) == suffix.hasSuffix("w"), "\(s)")
             let forward = driver.lastLaunch["attention_flash_bf16_direct_in16_forward_\(suffix)"]
             #expect(forward?.grid == Dim3(t / rows, n * h), "\(suffix): \(String(describing: forward))")

@@ -76,6 +76,10 @@ import Testing
 
     /// The entry point and grid by width: eight rows a block by warp up to 1 280 columns.
     @Test func warpEntryPointsByWidth() {
+        CUDABackend.$rowWarpAllowed.withValue(true) { Self.entryPointsByWidth() }   // whatever HASTE_ROW_WARP says
+    }
+
+    static func entryPointsByWidth() {
         #expect(CUDABackend.rowWarpSuffix(cols: 384) == "_w16" && CUDABackend.rowWarpSuffix(cols: 768) == "_w24")
         #expect(CUDABackend.rowWarpSuffix(cols: 1152) == "_w40" && CUDABackend.rowWarpSuffix(cols: 1281) == "")
         #expect(CUDABackend.$rowWarpAllowed.withValue(false) { CUDABackend.rowWarpSuffix(cols: 1152) } == "")

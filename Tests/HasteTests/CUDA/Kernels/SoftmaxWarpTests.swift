@@ -46,7 +46,9 @@ import Testing
                 #expect(a.count == b.count && differing == 0, "output \(i), \(rows) × \(cols): \(differing) of \(a.count) differ")
             }
         }
-        let small = CUDABackend.softmaxRowLaunch(rows: 262_144, cols: 256), large = CUDABackend.softmaxRowLaunch(rows: 10, cols: 257)
+        let (small, large) = CUDABackend.$rowWarpAllowed.withValue(true) {
+            (CUDABackend.softmaxRowLaunch(rows: 262_144, cols: 256), CUDABackend.softmaxRowLaunch(rows: 10, cols: 257))
+        }
         #expect(small.suffix == "_w" && small.grid.x == 32_768 && small.block.x == 256)
         #expect(large.suffix == "" && large.grid.x == 10 && large.block.x == 256)
     }
