@@ -195,7 +195,7 @@ extension CUDABackend {
             // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
             // after (and rounded, for a bf16 dq: into dq's layout). Serially (the direct kernels, one block per
             // head): one running sum [batch·Tq·Dh], none for one key tile (dq's own address stands in, never read).
-            let serial = directDKDV && fusedDQ && input16 && flashDQSerialFits(heads: s.batch, keyTiles: keyTiles)
+            let serial = directDKDV && fusedDQ && flashDQSerialFits(heads: s.batch, keyTiles: keyTiles)   // direct: bf16 operands
             let n = s.batch * tq * dh
             let partBytes = serial ? (keyTiles > 1 ? n * 4 : 0) : fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
             let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0

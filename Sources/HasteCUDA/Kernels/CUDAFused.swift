@@ -174,8 +174,8 @@ extension CUDABackend {
     /// per thread and the same expressions: the same bits.
     #define HASTE_ROW_UNROLL 4
     #define HASTE_ROW_COLUMNS(j0, cols) for (i64 j0 = threadIdx.x; j0 < (cols); j0 += HASTE_ROW_UNROLL * (i64)blockDim.x)
-    #define HASTE_ROW_LANES(u, j, j0) _Pragma("unroll") for (int u = 0; u < HASTE_ROW_UNROLL; u++) \
-        if (const i64 j = (j0) + (i64)u * blockDim.x; j < cols)
+    #define HASTE_ROW_LANES(u, j, j0, cols) _Pragma("unroll") for (int u = 0; u < HASTE_ROW_UNROLL; u++) \
+        if (const i64 j = (j0) + (i64)u * blockDim.x; j < (cols))
 
     /// out = x + gate[item]·y over count = batch·tokens·cols elements; with ROUND (Autocast bf16, float32 carriers
     /// of bf16 gate and y) out = x + bf16(gate·y). Rows by block (grid-stride), the block's threads along a row: the
@@ -188,8 +188,8 @@ extension CUDABackend {
             const i64 o = r * cols;
             HASTE_ROW_COLUMNS(j0, cols) {
                 float xv[HASTE_ROW_UNROLL], gv[HASTE_ROW_UNROLL], yv[HASTE_ROW_UNROLL];
-                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; gv[u] = g[j]; yv[u] = haste_ld(y, o + j); }
-                HASTE_ROW_LANES(u, j, j0) out[o + j] = ROUND ? xv[u] + haste_round_bf16(gv[u] * yv[u]) : xv[u] + gv[u] * yv[u];
+                HASTE_ROW_LANES(u, j, j0, cols) { xv[u] = x[o + j]; gv[u] = g[j]; yv[u] = haste_ld(y, o + j); }
+                HASTE_ROW_LANES(u, j, j0, cols) out[o + j] = ROUND ? xv[u] + haste_round_bf16(gv[u] * yv[u]) : xv[u] + gv[u] * yv[u];
             }
         }
     }
@@ -212,8 +212,8 @@ extension CUDABackend {
             const i64 o = r * cols;
             HASTE_ROW_COLUMNS(j0, cols) {
                 float gv[HASTE_ROW_UNROLL], dv[HASTE_ROW_UNROLL];
-                HASTE_ROW_LANES(u, j, j0) { gv[u] = g[j]; dv[u] = dout[o + j]; }
-                HASTE_ROW_LANES(u, j, j0) haste_st(dy, o + j, gv[u] * (ROUND ? haste_round_bf16(dv[u]) : dv[u]));
+                HASTE_ROW_LANES(u, j, j0, cols) { gv[u] = g[j]; dv[u] = dout[o + j]; }
+                HASTE_ROW_LANES(u, j, j0, cols) haste_st(dy, o + j, gv[u] * (ROUND ? haste_round_bf16(dv[u]) : dv[u]));
             }
         }
     }
@@ -234,8 +234,8 @@ extension CUDABackend {
             const i64 o = r * cols;
             HASTE_ROW_COLUMNS(j0, cols) {
                 float xv[HASTE_ROW_UNROLL], bv[HASTE_ROW_UNROLL];
-                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; bv[u] = bias[j]; }
-                HASTE_ROW_LANES(u, j, j0) y[o + j] = haste_fused_gelu(xv[u] + bv[u]);
+                HASTE_ROW_LANES(u, j, j0, cols) { xv[u] = x[o + j]; bv[u] = bias[j]; }
+                HASTE_ROW_LANES(u, j, j0, cols) y[o + j] = haste_fused_gelu(xv[u] + bv[u]);
             }
         }
     }
@@ -246,8 +246,8 @@ extension CUDABackend {
             const i64 o = r * cols;
             HASTE_ROW_COLUMNS(j0, cols) {
                 float xv[HASTE_ROW_UNROLL], bv[HASTE_ROW_UNROLL], gv[HASTE_ROW_UNROLL];
-                HASTE_ROW_LANES(u, j, j0) { xv[u] = x[o + j]; bv[u] = bias[j]; gv[u] = dy[o + j]; }
-                HASTE_ROW_LANES(u, j, j0) dx[o + j] = gv[u] * haste_fused_gelu_derivative(xv[u] + bv[u]);
+                HASTE_ROW_LANES(u, j, j0, cols) { xv[u] = x[o + j]; bv[u] = bias[j]; gv[u] = dy[o + j]; }
+                HASTE_ROW_LANES(u, j, j0, cols) dx[o + j] = gv[u] * haste_fused_gelu_derivative(xv[u] + bv[u]);
             }
         }
     }

@@ -1,7 +1,7 @@
 import Foundation
 import HasteTensor
 
-/// LayerNorm rows of up to 1 280 columns by warp (`rowWarpWidth`): eight rows a 256-thread block, each row loaded
+/// LayerNorm rows of up to 1 280 columns by warp (`rowWarpWidths`): eight rows a 256-thread block, each row loaded
 /// once into its warp's registers (PER elements a lane: lane L holds elements L + 32·j), where the block-per-row
 /// kernels (CUDANorm.swift, CUDAFused.swift) give each 256-thread block one row of SiT-XL/2's 1 152 columns,
 /// 4.5 elements a thread, read from memory two or three times around two barriers per reduction. The statistics
@@ -25,8 +25,16 @@ extension CUDABackend {
 
     /// Grid and block of a launch over `rows` rows: eight rows a block by warp, else one a block.
     static func rowLaunch(_ rows: Int, warp: Bool) -> (grid: Dim3, block: Dim3) {
-        (Dim3(warp ? Swift.max(1, Swift.min((rows + 7) / 8, 65_535)) : rowBlocks(rows)), Dim3(256))
+        (warp ? warpRowsGrid(rows) : Dim3(rowBlocks(rows)), Dim3(256))
     }
+
+    /// The grid of a by-warp row kernel (every `_w` entry point: 256 threads, eight rows a block, further rows by grid
+    /// stride): at most `rowWarpMaxBlocks` blocks.
+    static func warpRowsGrid(_ rows: Int) -> Dim3 { Dim3(Swift.max(1, Swift.min((rows + 7) / 8, rowWarpMaxBlocks))) }
+
+    /// The most blocks of a by-warp row launch: 65 535; a test lowers it so that warps go on to further rows (the
+    /// soft cross-entropy's row walks with carries) without 500 000 rows.
+    @TaskLocal static var rowWarpMaxBlocks = 65_535
 
     /// The warp kernels' shared helpers (in both families' code): the row's registers and its statistics.
     static let rowWarpHelpers = #"""

@@ -2,8 +2,9 @@ import HasteTensor
 
 extension CUDABackend {
     /// The softmax family: one block per row (grid-stride over rows), the prelude's block reductions for the row
-    /// max and sum; rows of up to 256 columns by warp with the same bits (the `_w` entry points, CUDASoftmaxWarp.swift). Same formulas as CPUSoftmax.swift (max subtracted; softmax multiplies by 1/Σ; log-softmax
-    /// is (x − m) − log Σ). The CPU sums in 16 SIMD lanes with a Cephes exp (≤ 0.9 ulp); here each thread sums a
+    /// max and sum; rows of up to 256 columns by warp with the same bits (the `_w` entry points,
+    /// CUDASoftmaxWarp.swift). Same formulas as CPUSoftmax.swift (max subtracted; softmax multiplies by 1/Σ;
+    /// log-softmax is (x − m) − log Σ). The CPU sums in 16 SIMD lanes with a Cephes exp (≤ 0.9 ulp); here each thread sums a
     /// strided subset and the block combines them in a fixed tree with libdevice's expf (≤ 2 ulp): results agree
     /// within float32 rounding of the sum (a few ulps of each output), bitwise reproducible run to run. The soft
     /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) and the bf16 rows' softmax (CUDASoftmaxLow.swift)

@@ -11,13 +11,9 @@ extension CUDABackend {
     /// The launch of a softmax family row kernel: by warp ("_w", eight rows a block) for up to 256 columns, else
     /// one block of `rowThreads(cols)` per row.
     static func softmaxRowLaunch(rows: Int, cols: Int) -> (suffix: String, grid: Dim3, block: Dim3) {
-        if rowWarpAllowed && cols <= 256 { return ("_w", Dim3(Swift.max(1, Swift.min((rows + 7) / 8, rowWarpMaxBlocks))), Dim3(256)) }
+        if rowWarpAllowed && cols <= 256 { return ("_w", warpRowsGrid(rows), Dim3(256)) }
         return ("", Dim3(Swift.min(rows, 65_535)), Dim3(rowThreads(cols)))
     }
-
-    /// The most blocks of a by-warp softmax launch (further rows by grid stride): 65 535; a test lowers it so that
-    /// warps go on to further rows (the soft cross-entropy's row walks with carries) without 500 000 rows.
-    @TaskLocal static var rowWarpMaxBlocks = 65_535
 
     static let softmaxWarpCode = #"""
     /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.

@@ -58,24 +58,25 @@ extension CUDABackend {
     /// bits; a test switches it: `$unarySpecializedAllowed.withValue`).
     @TaskLocal static var unarySpecializedAllowed = ProcessInfo.processInfo.environment["HASTE_UNARY_SPECIALIZED"] != "0"
 
-    /// The entry point and units of a bf16 unary launch: the op's own eight-wide kernel where it has one and the
-    /// count and addresses allow, else the generic four-wide or one-at-a-time kernel.
-    func unaryLowKernel(_ base: String, code: Int32, count: Int, _ buffers: [Buffer]) -> (name: String, units: Int) {
+    /// The entry point, units and op argument of a bf16 unary launch: the op's own eight-wide kernel (the op compiled
+    /// in: no argument) where it has one and the count and addresses allow, else the generic four-wide or
+    /// one-at-a-time kernel with the op's code.
+    func unaryLowKernel(_ base: String, code: Int32, count: Int, _ buffers: [Buffer]) -> (name: String, units: Int, op: [KernelArgument]) {
         if CUDABackend.unarySpecializedAllowed && CUDABackend.unarySpecialized.contains(code) && count % 8 == 0
             && buffers.allSatisfy({ address($0) % 16 == 0 }) {
-            return ("\(base)_v8_\(code)", count / 8)
+            return ("\(base)_v8_\(code)", count / 8, [])
         }
-        return count % 4 == 0 && buffers.allSatisfy({ address($0) % 8 == 0 }) ? ("\(base)_v4", count / 4) : (base, count)
+        let v4 = count % 4 == 0 && buffers.allSatisfy({ address($0) % 8 == 0 })
+        return (v4 ? "\(base)_v4" : base, v4 ? count / 4 : count, [.int32(code)])
     }
 
     public func unaryLow(_ op: UnaryOp, x: Buffer, y: Buffer, count: Int) -> Bool {
         guard x.dtype == .bfloat16, y.dtype == .bfloat16, op.runsOnLowValues else { return false }
         if count <= 0 { return true }
         let (code, p0, p1) = CUDABackend.unaryCode(op)
-        let (name, units) = unaryLowKernel("unary_bf16", code: code, count: count, [x, y])
-        let opArgument: [KernelArgument] = name.contains("_v8_") ? [] : [.int32(code)]
-        launch(CUDABackend.elementwiseSource, name, grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
-               [.pointer(address(x)), .pointer(address(y)), .int64(Int64(units))] + opArgument + [.float(p0), .float(p1)])
+        let k = unaryLowKernel("unary_bf16", code: code, count: count, [x, y])
+        launch(CUDABackend.elementwiseSource, k.name, grid: Dim3(CUDABackend.blocks(k.units)), block: Dim3(256),
+               [.pointer(address(x)), .pointer(address(y)), .int64(Int64(k.units))] + k.op + [.float(p0), .float(p1)])
         return true
     }
 
@@ -83,10 +84,9 @@ extension CUDABackend {
         guard x.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .bfloat16, op.runsOnLowValues else { return false }
         if count <= 0 { return true }
         let (code, p0, p1, p2) = CUDABackend.unaryBackwardCode(op)
-        let (name, units) = unaryLowKernel("unary_backward_bf16", code: code, count: count, [x, dy, dx])
-        let opArgument: [KernelArgument] = name.contains("_v8_") ? [] : [.int32(code)]
-        launch(CUDABackend.elementwiseSource, name, grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
-               [.pointer(address(x)), .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(units))] + opArgument
+        let k = unaryLowKernel("unary_backward_bf16", code: code, count: count, [x, dy, dx])
+        launch(CUDABackend.elementwiseSource, k.name, grid: Dim3(CUDABackend.blocks(k.units)), block: Dim3(256),
+               [.pointer(address(x)), .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(k.units))] + k.op
                    + [.float(p0), .float(p1), .float(p2)])
         return true
     }

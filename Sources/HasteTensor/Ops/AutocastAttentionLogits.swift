@@ -29,17 +29,17 @@ extension Tensor {
         let inputs = [x, shift, scale, gate] + branch.parameters
         let records = GradMode.isEnabled && inputs.contains { $0.isTracked }
         let front = BF16AdaLNFront(x, shift: shift, scale: scale, eps: eps)
-        let core = BF16LogitsAttention.forward(front.xn, w, b, pw, pb, heads: heads)
+        let (core, carrier) = BF16LogitsAttention.forward(front.xn, w, b, pw, pb, heads: heads)
         let g = gate.contiguous()
         let out = Tensor.empty(x.shape, dtype: .float32, device: x.device)
         x.backend.gatedResidualForward(front.x.buffer, gate: g.buffer, core.y.buffer, out.buffer, batch: n, tokens: x.shape[1],
                                        cols: d, low: .bfloat16)
         guard records else {
             if let reads = CheckpointReads.current { reads.note(inputs) }
-            return (out, core.logits)
+            return (out, carrier)
         }
         let tape = BF16LogitsAttentionTape(front: front, core: core, gate: g, shift: shift, scale: scale, branch: branch)
-        let logits = core.logits.recorded(BF16LogitsAttentionLogitsBackward(tape: tape))
+        let logits = carrier.recorded(BF16LogitsAttentionLogitsBackward(tape: tape))
         let output = out.recorded(BF16LogitsAttentionOutputBackward(tape: tape, logits: logits))
         // As the general path returns them: the loss's gradient of the logits rounded to bf16 on its own.
         return (output, logits.gradientRounded(to: .bfloat16))
@@ -51,9 +51,9 @@ extension Tensor {
         guard case let .attention(w, b, pw, pb, heads) = branch, x.rank == 3, branch.applies(to: x) else { return nil }
         let inputs = [x] + branch.parameters
         guard !(GradMode.isEnabled && inputs.contains { $0.isTracked }) else { return nil }
-        let core = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads)
+        let (core, logits) = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads)
         if let reads = CheckpointReads.current { reads.note(inputs) }
-        return (core.y.to(.float32), core.logits)
+        return (core.y.to(.float32), logits)
     }
 }
 
@@ -89,14 +89,15 @@ struct BF16AdaLNFront {
     }
 }
 
-/// The attention core on bf16 operands from x̃n [N, T, D]: ỹ (bf16 [N, T, D]), the logits' float32 carrier, and the bf16
-/// tensors the backward reads.
+/// The attention core on bf16 operands from x̃n [N, T, D]: ỹ (bf16 [N, T, D]) and the bf16 tensors the backward reads;
+/// `forward` also returns the logits' float32 carrier, which the backward does not read (the tape does not keep it).
 struct BF16LogitsAttention {
-    let y: Tensor, logits: Tensor
+    let y: Tensor
     let xn: Tensor, wn: Tensor, pwn: Tensor, qs: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor
     let heads: Int, scale: Double
 
-    static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?, heads: Int) -> BF16LogitsAttention {
+    static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?,
+                        heads: Int) -> (core: BF16LogitsAttention, logits: Tensor) {
         Autocast.core {
             GradMode.withoutGrad {
                 let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), dh = d / heads, low = DType.bfloat16
@@ -110,8 +111,8 @@ struct BF16LogitsAttention {
                 let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)
                 p.matmul(v).mergeHeads(into: o, 0)                                               // (N, T, D) bf16
                 let y = o.linear(pwn, pb?.narrowed(low))
-                return BF16LogitsAttention(y: y, logits: l.to(.float32), xn: xn, wn: wn, pwn: pwn, qs: qs, k: k, v: v, p: p,
-                                           o: o, heads: heads, scale: scale)
+                return (BF16LogitsAttention(y: y, xn: xn, wn: wn, pwn: pwn, qs: qs, k: k, v: v, p: p, o: o, heads: heads, scale: scale),
+                        l.to(.float32))
             }
         }
     }
@@ -203,6 +204,7 @@ struct BF16LogitsAttentionLogitsBackward: InPlaceGradientBackward {
                 dq.mergeHeads(into: dh, 0)
                 dk.mergeHeads(into: dh, 1)
                 (tape.handoff.dv ?? Tensor.zeros(dk.shape, dtype: .bfloat16, device: dk.device)).mergeHeads(into: dh, 2)
+                tape.handoff.dv = nil                 // read once: not held for the rest of the backward walk
                 let wantInput = front.x.isTracked || tape.shift.isTracked || tape.scale.isTracked
                 let g = bf16LinearGradients(dh.reshaped([n * t, 3 * d]), x: core.xn.reshaped([n * t, d]), w: core.wn,
                                             input: wantInput, weight: qkv.w.isTracked, bias: qkv.b?.isTracked == true)

@@ -62,10 +62,15 @@ import Testing
     }
 
     @Test func warpRowsGiveTheBlockKernelsBits() {
-        // 1…512: _w16, 513…768: _w24, 769…1280: _w40 (SiT-XL/2's 1152), 1281: the block kernels either way.
-        for (rows, cols, tokens) in [(19, 1, 19), (18, 33, 9), (12, 257, 4), (10, 500, 5), (9, 768, 3), (8, 1152, 4), (6, 1280, 2), (4, 1281, 2)] {
+        // 1…512: _w16, 513…768: _w24, 769…1280: _w40 (SiT-XL/2's 1152), 1281: the block kernels either way; the
+        // last case on a one-block grid (its 8 warps go on to rows 8…18 by grid stride).
+        for (rows, cols, tokens, blocks) in [(19, 1, 19, 65_535), (18, 33, 9, 65_535), (12, 257, 4, 65_535), (10, 500, 5, 65_535),
+                                             (9, 768, 3, 65_535), (8, 1152, 4, 65_535), (6, 1280, 2, 65_535), (4, 1281, 2, 65_535),
+                                             (19, 100, 19, 1)] {
             let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.run(rows: rows, cols: cols, tokens: tokens) }
-            let warp = CUDABackend.$rowWarpAllowed.withValue(true) { Self.run(rows: rows, cols: cols, tokens: tokens) }
+            let warp = CUDABackend.$rowWarpAllowed.withValue(true) {
+                CUDABackend.$rowWarpMaxBlocks.withValue(blocks) { Self.run(rows: rows, cols: cols, tokens: tokens) }
+            }
             #expect(warp.count == block.count)
             for (i, (a, b)) in zip(warp, block).enumerated() {
                 let differing = zip(a, b).filter { $0 != $1 }.count

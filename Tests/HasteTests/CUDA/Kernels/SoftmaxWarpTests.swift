@@ -87,7 +87,9 @@ import Testing
             (xb.narrowed(0, start: 1, length: 10).narrowed(1, start: 1, length: 9).narrowed(2, start: 0, length: 30), tb.permuted([2, 1, 0, 3]))
         }
         let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
-        let warp = CUDABackend.$rowWarpMaxBlocks.withValue(2) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
+        let warp = CUDABackend.$rowWarpAllowed.withValue(true) {
+            CUDABackend.$rowWarpMaxBlocks.withValue(2) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
+        }
         #expect(warp == block, "rows walked past the grid")
     }
 }
