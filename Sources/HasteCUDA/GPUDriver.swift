@@ -79,6 +79,35 @@ public struct GemmDescriptor: Sendable, Equatable {
     }
 }
 
+/// What a GEMM's epilogue does with its float32 result acc = alpha·op(A)·op(B) (m×n, column-major, batch 1,
+/// beta 0) before D's one rounding to `output` (cuBLASLt's `cublasLtEpilogue_t`; a "row" is one of D's m rows,
+/// a linear layer's output feature in haste's calls). geluTanh(u) = u/2·(1 + tanh(√(2/π)(u + 0.044715u³))), the
+/// GELU of cuBLASLt's epilogues (PyTorch's `_addmm_activation` falls back to `gelu(approximate="tanh")`).
+public enum GemmEpilogue: Sendable, Equatable {
+    /// D = acc + bias[i] (`CUBLASLT_EPILOGUE_BIAS`, as PyTorch's `addmm`); bias of D's dtype.
+    case bias(DevicePointer)
+    /// u = acc + bias[i]; D = geluTanh(u) of the float32 u; where `preActivation` is given, u rounded to D's dtype
+    /// is written there too, ld = ldc (`GELU_AUX_BIAS`; `GELU_BIAS` without it).
+    case geluBias(bias: DevicePointer, preActivation: DevicePointer?)
+    /// D = acc·geluTanh′(h), h the rounded pre-activation at `preActivation` (ld = ldc) read as float32; where
+    /// `biasGradient` is given, its m elements (D's dtype) are the rounded float32 sums of each row's unrounded
+    /// D values (`DGELU_BGRAD`; `DGELU` without it).
+    case dgelu(preActivation: DevicePointer, biasGradient: DevicePointer?)
+    /// D = acc, and the n elements at `biasGradient` (D's dtype) the rounded float32 sums of op(B)'s columns over
+    /// k (`BGRADB`: a weight gradient dW = dYᵀ·X whose B is dY gives the bias gradient Σ_rows dY with it).
+    case biasGradientB(DevicePointer)
+
+    /// How the profile and the host-only counts name it: "+bias", "+gelu+bias(+aux)", "+dgelu(+bgrad)", "+bgradb".
+    public var label: String {
+        switch self {
+        case .bias: return "+bias"
+        case let .geluBias(_, aux): return "+gelu+bias" + (aux == nil ? "" : "+aux")
+        case let .dgelu(_, bg): return "+dgelu" + (bg == nil ? "" : "+bgrad")
+        case .biasGradientB: return "+bgradb"
+        }
+    }
+}
+
 /// The seam under `CUDABackend`: one device, one stream. `CUDADriver` implements it over the CUDA driver API,
 /// NVRTC and cuBLAS loaded at run time; the tests' emulator implements it on the host (kernels compiled by
 /// clang, run block by block), so every kernel and the backend's bookkeeping are tested without a GPU.
@@ -113,12 +142,10 @@ public protocol GPUDriver: AnyObject {
     /// Queues a strided-batched GEMM: float32 (TF32 tensor cores only when the driver was opened with them
     /// allowed), or bf16 operands with fp32 accumulation (`GemmDescriptor.inputs`/`output`).
     func gemm(_ g: GemmDescriptor)
-    /// Queues a GEMM whose epilogue adds a bias (`batch` 1, `beta` 0, C written, not read): D[i, j] = alpha·(op(A)·op(B))[i, j]
-    /// + bias[i] over the m rows of cuBLAS's column-major D (a linear layer's output features), bias of D's dtype,
-    /// added in float32 before D's one rounding (cuBLASLt's `CUBLASLT_EPILOGUE_BIAS`, as PyTorch's `addmm`).
+    /// Queues a GEMM with a cuBLASLt epilogue (`batch` 1, `beta` 0, C written, not read; see `GemmEpilogue`).
     /// Returns false, with nothing queued, where the driver has no such GEMM for this problem: the caller then
-    /// copies the bias into C and runs `gemm` with beta 1, which gives the same values.
-    func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool
+    /// computes the same thing its other way (the plain GEMM and kernels).
+    func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool
     /// Waits for the stream; throws the first asynchronous error since the last call.
     func synchronize() throws
     /// The stream, for a library that queues work on it itself (NCCL): a `CUstream`; nil in the emulator, whose
@@ -131,7 +158,7 @@ public protocol GPUDriver: AnyObject {
 extension GPUDriver {
     public var allowTF32: Bool { false }
     public var multiprocessors: Int { 132 }
-    public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool { false }
+    public func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool { false }
     public var streamHandle: OpaquePointer? { nil }
     public func makeCurrent() {}
 }

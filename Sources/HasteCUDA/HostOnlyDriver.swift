@@ -78,11 +78,11 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         chargeMadeBytes("GEMM " + g.label)
     }
 
-    /// Counted as the GEMM it is ("… +bias"), as cuBLASLt would run it.
-    public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
+    /// Counted as the GEMM it is ("… +bias", "… +dgelu+bgrad"), as cuBLASLt would run it.
+    public func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        gemms[g.label + " +bias", default: 0] += 1
-        chargeMadeBytes("GEMM " + g.label + " +bias")
+        gemms[g.label + " " + epilogue.label, default: 0] += 1
+        chargeMadeBytes("GEMM " + g.label + " " + epilogue.label)
         return true
     }
 

@@ -34,7 +34,7 @@ extension CUDABackend {
                      ldc: ldc, strideC: strideC, batch: batch, inputs: a.dtype, output: c.dtype)
     }
 
-    /// A linear layer's forward with its bias: one GEMM whose epilogue adds the bias (`GPUDriver.gemm(_:addingBias:)`,
+    /// A linear layer's forward with its bias: one GEMM whose epilogue adds the bias (`GPUDriver.gemm(_:epilogue:)`,
     /// cuBLASLt, as PyTorch's `addmm`), where the composite would write the bias into every row of y and have the
     /// GEMM read it back (two passes over y: for SiT-XL/2 at batch 64 in bf16, 340 MB a block). The same values
     /// (the bias added in float32 before y's one rounding); the composite where the driver turns the GEMM down.
@@ -44,7 +44,7 @@ extension CUDABackend {
             && driver.gemm(GemmDescriptor(transA: true, transB: false, m: outF, n: rows, k: inF, alpha: 1, beta: 0,
                                           a: address(weight), lda: inF, strideA: 0, b: address(x), ldb: inF, strideB: 0,
                                           c: address(y), ldc: outF, strideC: 0, batch: 1, inputs: x.dtype, output: y.dtype),
-                           addingBias: address(bias)) {
+                           epilogue: .bias(address(bias))) {
             return
         }
         linearWithBiasComposite(rows: rows, inF: inF, outF: outF, x: x, weight: weight, bias: bias, y: y)

@@ -38,10 +38,10 @@ public final class CUDADriver: GPUDriver {
     private var sharedOptIn: [UnsafeMutableRawPointer: Int] = [:]
     /// `HASTE_CUDA_PROFILE=1`: GPU time per kernel, GEMM and copy (Runtime/KernelProfiler.swift).
     let profiler: KernelProfiler?
-    /// The bias-epilogue GEMMs (cuBLASLt), made on first use; `biasEpilogueUnavailable` says why not where they
-    /// cannot be (then every linear adds its bias by copy and beta 1).
-    private var biasGemms: BiasEpilogueGemms?
-    private var biasEpilogueUnavailable: String?
+    /// The epilogue GEMMs (cuBLASLt), made on first use; `epilogueUnavailable` says why not where they cannot be
+    /// (then every linear adds its bias by copy and beta 1, GELU and bias gradients run as kernels).
+    private var epilogueGemms: EpilogueGemms?
+    private var epilogueUnavailable: String?
 
     init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false) throws {
         self.api = api; self.blas = blas; self.compiler = compiler; self.index = index; self.allowTF32 = allowTF32
@@ -235,36 +235,36 @@ public final class CUDADriver: GPUDriver {
         }
     }
 
-    public func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
+    public func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool {
         guard g.batch == 1 && g.beta == 0 && g.m > 0 && g.n > 0 && g.k > 0 && GemmDescriptor.supports(inputs: g.inputs, output: g.output),
               [g.m, g.n, g.k, g.lda, g.ldb, g.ldc].allSatisfy({ $0 <= Int(Int32.max) }) else { return false }
         lock.lock(); defer { lock.unlock() }
-        if biasEpilogueUnavailable != nil { return false }
+        if epilogueUnavailable != nil { return false }
         bind()
-        if biasGemms == nil {
+        if epilogueGemms == nil {
             var p: UInt64 = 0
             do {
                 let lt = try CuBLASLtAPI(blas.lt)
-                let r = api.cuMemAlloc(&p, BiasEpilogueGemms.workspaceBytes)
+                let r = api.cuMemAlloc(&p, EpilogueGemms.workspaceBytes)
                 guard r == DriverAPI.success else { p = 0; throw CUDAError("cuMemAlloc_v2 of the cuBLASLt workspace: \(api.describe(r))") }
-                biasGemms = try BiasEpilogueGemms(api: lt, workspace: p)
+                epilogueGemms = try EpilogueGemms(api: lt, workspace: p)
             } catch {
                 if p != 0 { _ = api.cuMemFree(p) }
-                biasEpilogueUnavailable = "\(error)"
+                epilogueUnavailable = "\(error)"
                 return false
             }
         }
         let start = profiler?.begin(stream)
-        let ran = biasGemms!.run(g, bias: bias, tf32: allowTF32, stream: stream)
-        profiler?.end("GEMM " + g.label + (ran ? " +bias" : " +bias (refused)"), start, stream, ran ? .gemm : .copy)
+        let ran = epilogueGemms!.run(g, epilogue: epilogue, tf32: allowTF32, stream: stream)
+        profiler?.end("GEMM " + g.label + " " + epilogue.label + (ran ? "" : " (refused)"), start, stream, ran ? .gemm : .copy)
         return ran
     }
 
-    /// Why bias-epilogue GEMMs were not used, where one was turned down ("…: no algorithm"), for the profile's
+    /// Why epilogue GEMMs were not used, where one was turned down ("…: no algorithm"), for the profile's
     /// readers (`report(steps:)`); nil where every one ran.
-    public var biasEpilogueNote: String? {
+    public var epilogueNote: String? {
         lock.lock(); defer { lock.unlock() }
-        return biasEpilogueUnavailable ?? biasGemms?.firstRefusal
+        return epilogueUnavailable ?? epilogueGemms?.firstRefusal
     }
 
     public func synchronize() throws {
@@ -286,6 +286,6 @@ extension CUDADriver: LaunchStatistics {
     public var gemmTotal: Int { profiler?.gemms ?? 0 }
     public func report(steps: Int) -> String {
         (profiler?.report(steps: steps) ?? "not profiled (HASTE_CUDA_PROFILE=1 times each kernel)")
-            + (biasEpilogueNote.map { "\nsome linears added their bias by copy (cuBLASLt's bias epilogue was turned down): \($0)" } ?? "")
+            + (epilogueNote.map { "\nsome GEMM epilogues ran as separate kernels instead (cuBLASLt turned one down): \($0)" } ?? "")
     }
 }

@@ -1,16 +1,24 @@
 import Foundation
 import HasteTensor
 
-/// The cuBLASLt functions of a GEMM with its bias added in the epilogue (`CUBLASLT_EPILOGUE_BIAS`: D = alpha·op(A)·op(B)
-/// + bias, the bias broadcast along D's columns, added in float32 before D's one rounding), which is how PyTorch runs
-/// `F.linear` with a bias on CUDA (`addmm` → `gemm_and_bias`). Resolved from the libcublasLt that `CuBLASAPI` loaded;
+/// The cuBLASLt functions of a GEMM with an epilogue (`GemmEpilogue`: the bias added as PyTorch's `addmm` →
+/// `gemm_and_bias` does for `F.linear`, GELU and its gradient, bias gradients). Resolved from the libcublasLt that `CuBLASAPI` loaded;
 /// cublasLt.h's values (12.x and 13.x alike): handles and descriptors are opaque pointers, enums Int32, the
 /// heuristic result 96 bytes (`cublasLtMatmulAlgo_t` 64, workspace size 8, status 4, waves 4, reserved 16).
 struct CuBLASLtAPI {
     typealias Handle = OpaquePointer
     static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7        // cublasLtMatmulDescAttributes_t
     static let descBiasPointer: Int32 = 8, descBiasDataType: Int32 = 26
-    static let epilogueBias: UInt32 = 4                                                      // CUBLASLT_EPILOGUE_BIAS
+    static let descAuxPointer: Int32 = 11, descAuxLD: Int32 = 12                              // EPILOGUE_AUX_POINTER, _LD
+    /// cublasLtEpilogue_t: BIAS 4, GELU_BIAS 36, GELU_AUX_BIAS 164, DGELU 192, DGELU_BGRAD 208, BGRADB 512.
+    static func epilogueValue(_ e: GemmEpilogue) -> UInt32 {
+        switch e {
+        case .bias: return 4
+        case let .geluBias(_, aux): return aux == nil ? 36 : 164
+        case let .dgelu(_, bg): return bg == nil ? 192 : 208
+        case .biasGradientB: return 512
+        }
+    }
     static let prefMaxWorkspace: Int32 = 1                                                   // cublasLtMatmulPreferenceAttributes_t
     static let prefAlignmentA: Int32 = 5, prefAlignmentB: Int32 = 6, prefAlignmentC: Int32 = 7, prefAlignmentD: Int32 = 8
     static let compute32FFastTF32: Int32 = 77                                                // CUBLAS_COMPUTE_32F_FAST_TF32
@@ -45,15 +53,24 @@ struct CuBLASLtAPI {
     }
 }
 
-/// The bias-epilogue GEMMs of one `CUDADriver`: a cuBLASLt handle, a 32 MiB workspace (cuBLAS's own default on
-/// sm_90), and per problem (shape, dtypes, the operands' alignments) the descriptors and the algorithm the
+/// The epilogue GEMMs of one `CUDADriver`: a cuBLASLt handle, a 32 MiB workspace (cuBLAS's own default on
+/// sm_90), and per problem (shape, dtypes, epilogue, the operands' alignments) the descriptors and the algorithm the
 /// heuristic chose, made once. A problem cuBLASLt turns down (no algorithm, or a failing call) is remembered and
-/// `run` returns false for it, so the caller adds the bias its other way. Not thread-safe: the driver locks.
-final class BiasEpilogueGemms {
+/// `run` returns false for it, so the caller computes it its other way. Not thread-safe: the driver locks.
+final class EpilogueGemms {
     struct Key: Hashable {
         var transA: Bool, transB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
-        var inputs: DType, output: DType, tf32: Bool
-        var alignA: UInt32, alignB: UInt32, alignC: UInt32, alignBias: UInt32   // `alignment` of each address
+        var inputs: DType, output: DType, tf32: Bool, epilogue: UInt32
+        var alignA: UInt32, alignB: UInt32, alignC: UInt32, alignBias: UInt32, alignAux: UInt32   // `alignment` of each address
+    }
+    /// The epilogue's vector (bias or bias gradient; 0 where none) and auxiliary matrix (0 where none).
+    static func pointers(_ e: GemmEpilogue) -> (vector: DevicePointer, aux: DevicePointer) {
+        switch e {
+        case let .bias(b): return (b, 0)
+        case let .geluBias(b, aux): return (b, aux ?? 0)
+        case let .dgelu(aux, bg): return (bg ?? 0, aux)
+        case let .biasGradientB(bg): return (bg, 0)
+        }
     }
     struct Plan { let desc: OpaquePointer, a: OpaquePointer, b: OpaquePointer, d: OpaquePointer, algo: [UInt8] }
 
@@ -78,25 +95,31 @@ final class BiasEpilogueGemms {
         p == 0 ? 256 : UInt32(Swift.min(256, 1 << p.trailingZeroBitCount))
     }
 
-    /// Queues D = alpha·op(A)·op(B) + bias (C = D, beta 0; batch 1) on `stream`; false, with nothing queued, where
-    /// cuBLASLt has no algorithm for it or refuses the call.
-    func run(_ g: GemmDescriptor, bias: DevicePointer, tf32: Bool, stream: OpaquePointer?) -> Bool {
+    /// Queues D = epilogue(alpha·op(A)·op(B)) (C = D, beta 0; batch 1) on `stream`; false, with nothing queued,
+    /// where cuBLASLt has no algorithm for it or refuses the call.
+    func run(_ g: GemmDescriptor, epilogue: GemmEpilogue, tf32: Bool, stream: OpaquePointer?) -> Bool {
+        let (vector, aux) = Self.pointers(epilogue)
         let key = Key(transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc,
-                      inputs: g.inputs, output: g.output, tf32: tf32, alignA: Self.alignment(g.a), alignB: Self.alignment(g.b),
-                      alignC: Self.alignment(g.c), alignBias: Self.alignment(bias))
+                      inputs: g.inputs, output: g.output, tf32: tf32, epilogue: CuBLASLtAPI.epilogueValue(epilogue),
+                      alignA: Self.alignment(g.a), alignB: Self.alignment(g.b), alignC: Self.alignment(g.c),
+                      alignBias: Self.alignment(vector), alignAux: Self.alignment(aux))
         if refused.contains(key) { return false }
-        guard let plan = plans[key] ?? makePlan(key, bias: bias) else { refused.insert(key); return false }
+        guard let plan = plans[key] ?? makePlan(key, vector: vector, aux: aux) else { refused.insert(key); return false }
         plans[key] = plan
-        var pointer = bias
         var alpha = g.alpha, beta: Float = 0
         func ptr(_ a: DevicePointer) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(a)) }
-        let set = api.descSet(plan.desc, CuBLASLtAPI.descBiasPointer, &pointer, 8)
+        // This call's addresses (the plan was made for the first call's, with the same alignments).
+        var set: Int32 = 0
+        for (attribute, address) in [(CuBLASLtAPI.descBiasPointer, vector), (CuBLASLtAPI.descAuxPointer, aux)] where address != 0 && set == 0 {
+            var pointer = address
+            set = api.descSet(plan.desc, attribute, &pointer, 8)
+        }
         let status = set != 0 ? set : plan.algo.withUnsafeBytes { algo in
             api.matmul(handle, plan.desc, &alpha, ptr(g.a), plan.a, ptr(g.b), plan.b, &beta, ptr(g.c), plan.d, ptr(g.c), plan.d,
-                       algo.baseAddress, ptr(workspace), BiasEpilogueGemms.workspaceBytes, stream)
+                       algo.baseAddress, ptr(workspace), EpilogueGemms.workspaceBytes, stream)
         }
         if status != 0 {
-            refuse(key, "cublasLtMatmul (bias epilogue, \(g.label)) returned status \(status)")
+            refuse(key, "cublasLtMatmul (epilogue \(epilogue.label), \(g.label)) returned status \(status)")
             return false
         }
         return true
@@ -108,9 +131,11 @@ final class BiasEpilogueGemms {
     }
 
     /// The descriptors and the heuristic's first algorithm; nil (remembered by the caller) where any step fails.
-    private func makePlan(_ key: Key, bias: DevicePointer) -> Plan? {
+    private func makePlan(_ key: Key, vector: DevicePointer, aux: DevicePointer) -> Plan? {
         func fail(_ what: String, _ s: Int32) -> Plan? {
-            if firstRefusal == nil { firstRefusal = "\(what) returned status \(s) for \(key.inputs)→\(key.output) \(key.m)×\(key.n)×\(key.k)" }
+            if firstRefusal == nil {
+                firstRefusal = "\(what) returned status \(s) for \(key.inputs)→\(key.output) \(key.m)×\(key.n)×\(key.k), epilogue \(key.epilogue)"
+            }
             return nil
         }
         let ab = CuBLASAPI.dataType(key.inputs), cd = CuBLASAPI.dataType(key.output)
@@ -121,9 +146,12 @@ final class BiasEpilogueGemms {
         let ta: Int32 = key.transA ? CuBLASAPI.opT : CuBLASAPI.opN, tb: Int32 = key.transB ? CuBLASAPI.opT : CuBLASAPI.opN
         // Each value as 8 bytes alive for the call only (withUnsafeBytes); a 4-byte attribute reads the first four,
         // the low half on the little-endian hosts CUDA runs on.
-        for (attribute, value, size) in [(CuBLASLtAPI.descTransA, UInt64(ta), 4), (CuBLASLtAPI.descTransB, UInt64(tb), 4),
-                                         (CuBLASLtAPI.descEpilogue, UInt64(CuBLASLtAPI.epilogueBias), 4),
-                                         (CuBLASLtAPI.descBiasDataType, UInt64(cd), 4), (CuBLASLtAPI.descBiasPointer, bias, 8)] {
+        var attributes = [(CuBLASLtAPI.descTransA, UInt64(ta), 4), (CuBLASLtAPI.descTransB, UInt64(tb), 4),
+                          (CuBLASLtAPI.descEpilogue, UInt64(key.epilogue), 4)]
+        if vector != 0 { attributes += [(CuBLASLtAPI.descBiasDataType, UInt64(cd), 4), (CuBLASLtAPI.descBiasPointer, vector, 8)] }
+        // The GELU input matrix: D's dtype (the default aux type) and D's leading dimension (a multiple of 8).
+        if aux != 0 { attributes += [(CuBLASLtAPI.descAuxPointer, aux, 8), (CuBLASLtAPI.descAuxLD, UInt64(key.ldc), 8)] }
+        for (attribute, value, size) in attributes {
             s = withUnsafeBytes(of: value) { api.descSet(desc, attribute, $0.baseAddress!, size) }
             if s != 0 { return fail("cublasLtMatmulDescSetAttribute(\(attribute))", s) }
         }
@@ -136,7 +164,7 @@ final class BiasEpilogueGemms {
         s = api.preferenceCreate(&pref)
         if s != 0 { return fail("cublasLtMatmulPreferenceCreate", s) }
         defer { _ = api.preferenceDestroy(pref) }
-        var bytes = UInt64(BiasEpilogueGemms.workspaceBytes)
+        var bytes = UInt64(EpilogueGemms.workspaceBytes)
         s = api.preferenceSet(pref, CuBLASLtAPI.prefMaxWorkspace, &bytes, 8)
         let prefs = [CuBLASLtAPI.prefAlignmentA, CuBLASLtAPI.prefAlignmentB, CuBLASLtAPI.prefAlignmentC, CuBLASLtAPI.prefAlignmentD]
         for (attribute, alignment) in zip(prefs, [key.alignA, key.alignB, key.alignC, key.alignC]) where s == 0 {   // D = C

@@ -13,7 +13,9 @@ import Darwin
 /// Every value is the one the general path (Linear, activation, splitHeads, scaledDotProductAttention,
 /// modulatedLayerNorm, gatedResidual under `Autocast.run(.bfloat16)`) computes: the same kernels and GEMMs on the
 /// same bf16 operands, and each rounding one the general path makes (a second rounding of a bf16 value is the
-/// identity). AutocastMLP.swift and AutocastAttention.swift hold the branches' own steps.
+/// identity) — except where a GEMM epilogue takes an elementwise step (the MLP's GELU, AutocastMLP.swift; bias
+/// gradients, `bf16LinearGradients`), which skips a rounding. AutocastMLP.swift and AutocastAttention.swift hold
+/// the branches' own steps.
 ///
 /// `HASTE_BF16_BRANCHES=0` (read once) turns them off: the general path everywhere, for comparisons on a GPU
 /// (Scripts/gpu_check.sh profiles the step both ways).
@@ -103,9 +105,19 @@ public enum BF16Branch {
 /// A bf16 linear layer's backward on bf16 operands, d̃ [rows, out] the gradient of its output, x̃ [rows, in] its input,
 /// w̃ [out, in] its weight: dx = d̃·w̃ (bf16, unless `input` is false), dw = d̃ᵀ·x̃ (bf16), db = Σ_rows d̃ (float32 sums,
 /// rounded by `bf16Carriers`), each only where wanted. The GEMMs of `BF16LinearBackward`.
+/// Where the backend has it, dw and db come from one GEMM (`linearWeightAndBiasGradients`: db then bf16, the rounded
+/// float32 sums, where the kernel's are float32 sums rounded later: the same values up to the sums' order).
 func bf16LinearGradients(_ d: Tensor, x xn: Tensor, w wn: Tensor, input: Bool, weight: Bool, bias: Bool)
     -> (dx: Tensor?, dw: Tensor?, db: Tensor?) {
-    (input ? d.matmul(wn) : nil, weight ? d.transposed(0, 1).matmul(xn) : nil, bias ? bf16ChannelSums(d, axis: 1) : nil)
+    let dx = input ? d.matmul(wn) : nil
+    if weight && bias, d.dtype == .bfloat16, xn.dtype == .bfloat16, d.rank == 2, xn.rank == 2, d.isContiguous, xn.isContiguous {
+        let (rows, outF, inF) = (d.shape[0], d.shape[1], xn.shape[1])
+        let dw = Tensor.empty([outF, inF], dtype: .bfloat16, device: d.device), db = Tensor.empty([outF], dtype: .bfloat16, device: d.device)
+        if d.backend.linearWeightAndBiasGradients(rows: rows, inF: inF, outF: outF, dy: d.buffer, x: xn.buffer, dw: dw.buffer, db: db.buffer) {
+            return (dx, dw, db)
+        }
+    }
+    return (dx, weight ? d.transposed(0, 1).matmul(xn) : nil, bias ? bf16ChannelSums(d, axis: 1) : nil)
 }
 
 /// What a branch's forward kept for its backward.

@@ -31,7 +31,12 @@ extension Tensor {
 
 /// The MLP branch on bf16 operands: h̃ = x̃·w̃1ᵀ + b̃1, g̃ = bf16(act(h̃)), ỹ = g̃·w̃2ᵀ + b̃2; backward from d̃y: dg = d̃y·w̃2,
 /// dw2 = d̃yᵀ·g̃, db2 = Σ d̃y; dh = bf16(dg·f'(h̃)); dx = dh·w̃1, dw1 = dhᵀ·x̃, db1 = Σ dh — the two `BF16LinearBackward`s
-/// and the activation's backward between them.
+/// and the activation's backward between them. For GELU(tanh) where the backend has it (cuBLASLt's epilogues on
+/// CUDA, `linearBiasGeluTanh`/`geluTanhInputGradient`), the activation and its gradient ride in fc1's and fc2's
+/// GEMMs instead, as Transformer Engine's MLP: g̃ = bf16(gelu(u)) of the float32 u whose rounding is h̃, and
+/// dh = bf16(dg·gelu′(h̃)) of the float32 dg — each one bf16 rounding fewer than the general path, so the values
+/// differ from it by at most about one bf16 step where a rounding moved; `HASTE_GEMM_GELU_EPILOGUE=0` keeps the
+/// general path's bits.
 struct BF16MLPTape: BF16BranchTape {
     /// g: the activation's output, nil where it is recomputed from h in backward (`BF16Branch.recomputesMLPActivation`).
     let xn: Tensor, w1n: Tensor, w2n: Tensor, h: Tensor, g: Tensor?, activation: UnaryOp
@@ -39,10 +44,13 @@ struct BF16MLPTape: BF16BranchTape {
     static func forward(_ xn: Tensor, _ w1: Tensor, _ b1: Tensor?, _ activation: UnaryOp, _ w2: Tensor, _ b2: Tensor?,
                         records: Bool) -> (y: Tensor, tape: BF16BranchTape?) {
         let low = DType.bfloat16, w1n = w1.narrowed(low), w2n = w2.narrowed(low)
-        let h = xn.linear(w1n, b1?.narrowed(low))
-        let g = h.unaryLowValues(activation)
-        let y = g.linear(w2n, b2?.narrowed(low))
         let keep = !BF16Branch.recomputesMLPActivation
+        // GELU(tanh) in fc1's epilogue where the backend has it; not where backward recomputes g from h (the
+        // kernel's g of the rounded h would not be the epilogue's g of the float32 one).
+        let fused = activation == .geluTanh && keep ? b1.flatMap { geluLinear(xn, w1n, $0.narrowed(low), keepsInput: records) } : nil
+        let h = fused?.h ?? xn.linear(w1n, b1?.narrowed(low))
+        let g = fused?.g ?? h.unaryLowValues(activation)
+        let y = g.linear(w2n, b2?.narrowed(low))
         let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: keep ? g : nil, activation: activation) : nil
         return (y, tape)
     }
@@ -53,13 +61,40 @@ struct BF16MLPTape: BF16BranchTape {
         let first = input || wantW1 || wantB1
         // fc2's input g, recomputed (the forward's kernel on its h) only where dw2 reads it: h stands in otherwise.
         let gv = wantW2 ? g ?? h.unaryLowValues(activation) : h
-        let fc2 = bf16LinearGradients(dyn.reshaped([rows, outF]), x: gv.reshaped([rows, hidden]), w: w2n,
-                                      input: first, weight: wantW2, bias: wantB2)
+        let dy2 = dyn.reshaped([rows, outF]).contiguous(), h2 = h.reshaped([rows, hidden])
+        // dh (and fc1's bias gradient) from fc2's input-gradient GEMM where the backend has GELU's gradient in
+        // its epilogue: no dg tensor, no GELU backward kernel, no column sums of dh.
+        var fused: (dh: Tensor, db: Tensor?)? = nil
+        if first && activation == .geluTanh && dy2.dtype == .bfloat16 && h2.dtype == .bfloat16 {
+            let dh = Tensor.empty([rows, hidden], dtype: .bfloat16, device: h.device)
+            let db = wantB1 ? Tensor.empty([hidden], dtype: .bfloat16, device: h.device) : nil
+            if h.backend.geluTanhInputGradient(rows: rows, outF: outF, hidden: hidden, dy: dy2.buffer, weight: w2n.contiguous().buffer,
+                                               preActivation: h2.contiguous().buffer, dh: dh.buffer, biasGradient: db?.buffer) {
+                fused = (dh, db)
+            }
+        }
+        let fc2 = bf16LinearGradients(dy2, x: gv.reshaped([rows, hidden]), w: w2n,
+                                      input: first && fused == nil, weight: wantW2, bias: wantB2)
         var fc1: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
-        if let dg = fc2.dx {
-            let dh = h.reshaped([rows, hidden]).unaryBackwardLowValues(activation, dg)
-            fc1 = bf16LinearGradients(dh, x: xn.reshaped([rows, inF]), w: w1n, input: input, weight: wantW1, bias: wantB1)
+        if let dh = fused?.dh ?? fc2.dx.map({ h2.unaryBackwardLowValues(activation, $0) }) {
+            fc1 = bf16LinearGradients(dh, x: xn.reshaped([rows, inF]), w: w1n, input: input, weight: wantW1,
+                                      bias: wantB1 && fused?.db == nil)
+            if let db = fused?.db { fc1.db = db }
         }
         return (fc1.dx?.reshaped(xn.shape), [fc1.dw, fc2.dw, fc1.db, fc2.db])
+    }
+
+    /// fc1 with GELU(tanh) in its GEMM's epilogue (`linearBiasGeluTanh`): (h, g), h written only where the backward
+    /// will read it; nil where the backend has no such GEMM. h when not kept is g (never read).
+    static func geluLinear(_ xn: Tensor, _ w1n: Tensor, _ b1n: Tensor, keepsInput: Bool) -> (h: Tensor, g: Tensor)? {
+        let hidden = w1n.shape[0], inF = w1n.shape[1], rows = xn.count / Swift.max(inF, 1)
+        guard xn.dtype == .bfloat16, xn.shape.last == inF, b1n.shape == [hidden] else { return nil }
+        let x = xn.contiguous(), w = w1n.contiguous(), b = b1n.contiguous()
+        let shape = Array(xn.shape.dropLast()) + [hidden]
+        let g = Tensor.empty(shape, dtype: .bfloat16, device: xn.device)
+        let h = keepsInput ? Tensor.empty(shape, dtype: .bfloat16, device: xn.device) : nil
+        guard xn.backend.linearBiasGeluTanh(rows: rows, inF: inF, outF: hidden, x: x.buffer, weight: w.buffer, bias: b.buffer,
+                                            preActivation: h?.buffer, y: g.buffer) else { return nil }
+        return (h ?? g, g)
     }
 }

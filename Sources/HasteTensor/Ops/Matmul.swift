@@ -16,6 +16,29 @@ public protocol MatmulKernels: AnyObject {
     /// with beta 1 (`linearWithBiasComposite`, the default). The CPU's AVX-512 GEMM adds the bias as it stores its
     /// first K block instead: no prefill pass over y, no read of it.
     func linearWithBias(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer, y: Buffer)
+    /// A linear layer with GELU(tanh) after its bias, in one GEMM (cuBLASLt's GELU epilogue on CUDA): y =
+    /// geluTanh(u), u = x·Wᵀ + bias in float32 (not u rounded first, as the linear-then-activation composite reads
+    /// it), and where `preActivation` is given, u rounded into it (what the backward's `geluTanhInputGradient`
+    /// reads). Shapes as `linearWithBias`. False, with nothing written, where the backend has no such GEMM.
+    func linearBiasGeluTanh(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer,
+                            preActivation: Buffer?, y: Buffer) -> Bool
+    /// The gradient at a GELU(tanh)'s input h [rows, hidden] from the next linear layer's output gradient dy
+    /// [rows, outF] and weight [outF, hidden], in one GEMM: dh = (dy·W)·geluTanh′(h), dy·W in float32 (not rounded
+    /// first), and where `biasGradient` is given, Σ_rows dh over the unrounded dh, rounded (the bias gradient of
+    /// the linear layer before the GELU). False, with nothing written, where the backend has no such GEMM.
+    func geluTanhInputGradient(rows: Int, outF: Int, hidden: Int, dy: Buffer, weight: Buffer, preActivation: Buffer,
+                               dh: Buffer, biasGradient: Buffer?) -> Bool
+    /// A linear layer's weight and bias gradients from one GEMM: dW = dyᵀ·x [outF, inF] and db = Σ_rows dy [outF]
+    /// (float32 sums, rounded to db's dtype). False, with nothing written, where the backend has no such GEMM.
+    func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer, db: Buffer) -> Bool
+}
+
+extension MatmulKernels {
+    public func linearBiasGeluTanh(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer,
+                                   preActivation: Buffer?, y: Buffer) -> Bool { false }
+    public func geluTanhInputGradient(rows: Int, outF: Int, hidden: Int, dy: Buffer, weight: Buffer, preActivation: Buffer,
+                                      dh: Buffer, biasGradient: Buffer?) -> Bool { false }
+    public func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer, db: Buffer) -> Bool { false }
 }
 
 extension MatmulKernels where Self: MemoryKernels {

@@ -1,4 +1,4 @@
-import HasteTensor
+@testable import HasteTensor
 @testable import HasteCUDA
 
 /// The driver seam's GEMM on the host (`haste_emu_gemm`), with cuBLAS's argument checks.
@@ -37,25 +37,86 @@ extension EmulatedDriver {
         } } }
     }
 
-    /// The bias-epilogue GEMM (cuBLASLt's semantics as `GPUDriver` states them): the bias written into every column
-    /// of C, then the GEMM with beta 1, which adds it in float32 before C's one rounding. Counted in the task's
-    /// `BiasGemmTally`, which may also turn it down (`refuses`: the caller's fallback is then what runs).
-    func gemm(_ g: GemmDescriptor, addingBias bias: DevicePointer) -> Bool {
+    /// The epilogue GEMMs (cuBLASLt's semantics as `GemmEpilogue` states them), on the host: the float32 result
+    /// (with a bias, the bias written into every column of a float32 C and the GEMM run with beta 1, which adds it
+    /// before C's one rounding, as the composite), then the epilogue per element with `GeluTanhF`'s float32 formulas
+    /// and sums in row order. Counted in the task's `BiasGemmTally`, which may also turn them down (`refuses`: the
+    /// caller's fallback is then what runs).
+    func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool {
         EmulatedDriver.lock.lock(); defer { EmulatedDriver.lock.unlock() }
         if let tally = EmulatedDriver.biasGemmTally {
-            if tally.refuses { return false }
+            if tally.refuses || tally.refusedLabels.contains(epilogue.label) { return false }
             tally.count += 1
+            tally.labels[epilogue.label, default: 0] += 1
         }
-        guard g.batch == 1 && g.beta == 0 else { report("gemm adding a bias with batch \(g.batch), beta \(g.beta) (must be 1 and 0)"); return true }
-        let size = g.output.byteSize
-        if let p = rangeProblem(bias, g.m * size) { report("gemm adding a bias: the bias (\(g.m) elements): \(p)"); return true }
-        if bias % UInt64(size) != 0 { report("gemm adding a bias: the bias is not \(size)-byte aligned"); return true }
+        guard g.batch == 1 && g.beta == 0 else { report("gemm with an epilogue, batch \(g.batch), beta \(g.beta) (must be 1 and 0)"); return true }
         if let problem = gemmProblem(g) { report("gemm \(g): \(problem)"); return true }
-        let src = UnsafeRawPointer(bitPattern: UInt(bias))!, dst = UnsafeMutableRawPointer(bitPattern: UInt(g.c))!
-        for j in 0..<g.n { (dst + j * g.ldc * size).copyMemory(from: src, byteCount: g.m * size) }
-        var accumulate = g
-        accumulate.beta = 1
-        gemm(accumulate)
+        let size = g.output.byteSize
+        let (vector, aux) = EpilogueGemms.pointers(epilogue)
+        let vectorCount: Int
+        if case .biasGradientB = epilogue { vectorCount = g.n } else { vectorCount = g.m }
+        for (name, p, bytes) in [("vector", vector, vectorCount * size), ("aux", aux, ((g.n - 1) * g.ldc + g.m) * size)] where p != 0 {
+            if let problem = rangeProblem(p, bytes) { report("gemm with epilogue \(epilogue.label): the \(name): \(problem)"); return true }
+            if p % UInt64(size) != 0 { report("gemm with epilogue \(epilogue.label): the \(name) is not \(size)-byte aligned"); return true }
+        }
+        let runtime: EmulatorModule
+        do { runtime = try EmulatorCompiler.runtimeModule(extraFlags: extraFlags) } catch { report("gemm: \(error)"); return true }
+        func load(_ p: DevicePointer, _ i: Int) -> Float {
+            size == 2 ? Float(bitPattern: UInt32(UnsafePointer<UInt16>(bitPattern: UInt(p))![i]) << 16)
+                      : UnsafePointer<Float>(bitPattern: UInt(p))![i]
+        }
+        func store(_ p: DevicePointer, _ i: Int, _ v: Float) {
+            if size == 2 { UnsafeMutablePointer<UInt16>(bitPattern: UInt(p))![i] = v.bfloat16Bits }
+            else { UnsafeMutablePointer<Float>(bitPattern: UInt(p))![i] = v }
+        }
+        // acc (+ bias) in float32, column-major with ld = ldc.
+        let e = gemmExtents(g)
+        func widened(_ p: DevicePointer, _ count: Int) -> [Float] {
+            g.inputs == .bfloat16 ? (0..<count).map { Float(bitPattern: UInt32(UnsafePointer<UInt16>(bitPattern: UInt(p))![$0]) << 16) }
+                                  : Array(UnsafeBufferPointer(start: UnsafePointer<Float>(bitPattern: UInt(p)), count: count))
+        }
+        let a = widened(g.a, e.a), b = widened(g.b, e.b)
+        var acc = [Float](repeating: 0, count: e.c)
+        var beta: Float = 0
+        switch epilogue {
+        case let .bias(bias), let .geluBias(bias, _):
+            for j in 0..<g.n { for i in 0..<g.m { acc[j * g.ldc + i] = load(bias, i) } }
+            beta = 1
+        default: break
+        }
+        a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in acc.withUnsafeMutableBufferPointer { pc in
+            runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, beta, pa.baseAddress, g.lda, 0,
+                         pb.baseAddress, g.ldb, 0, pc.baseAddress, g.ldc, 0, 1)
+        } } }
+        let gelu = GeluTanhF()
+        var sums = [Float](repeating: 0, count: g.m)
+        for j in 0..<g.n {
+            for i in 0..<g.m {
+                let at = j * g.ldc + i, u = acc[at]
+                switch epilogue {
+                case .bias, .biasGradientB: store(g.c, at, u)
+                case let .geluBias(_, preActivation):
+                    if let preActivation { store(preActivation, at, u) }
+                    store(g.c, at, gelu.f(u))
+                case let .dgelu(preActivation, _):
+                    let h = load(preActivation, at), d = u * gelu.df(h, h)
+                    sums[i] += d
+                    store(g.c, at, d)
+                }
+            }
+        }
+        switch epilogue {
+        case let .dgelu(_, biasGradient?):
+            for i in 0..<g.m { store(biasGradient, i, sums[i]) }
+        case let .biasGradientB(biasGradient):
+            // Σ_k op(B)[k, j]: B stored k×n (ldb) without a transpose, n×k with one.
+            for j in 0..<g.n {
+                var s: Float = 0
+                for k in 0..<g.k { s += b[g.transB ? k * g.ldb + j : j * g.ldb + k] }
+                store(biasGradient, j, s)
+            }
+        default: break
+        }
         return true
     }
 

@@ -57,7 +57,7 @@ final class EmulatedDriver: GPUDriver {
     /// Where the calling task counts its GEMMs with bf16 operands (GemmStridedBatchedEx): per task, because tests run
     /// in parallel on this one emulator and a process-wide count would include other tests' GEMMs.
     @TaskLocal static var bf16GemmTally: BF16GemmTally?
-    /// The calling task's bias-epilogue GEMMs (`gemm(_:addingBias:)`), per task as `bf16GemmTally`.
+    /// The calling task's epilogue GEMMs (`gemm(_:epilogue:)`), per task as `bf16GemmTally`.
     @TaskLocal static var biasGemmTally: BiasGemmTally?
 
     /// The bf16 GEMMs `body` runs on the emulator (its own task's only), with its result.
@@ -356,11 +356,14 @@ final class EmulatedDriver: GPUDriver {
     func hostPointer(_ address: DevicePointer) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address))! }
 }
 
-/// A task's count of bias-epilogue GEMMs (`EmulatedDriver.biasGemmTally`), or (`refuses`) a driver without them.
+/// A task's count of epilogue GEMMs (`EmulatedDriver.biasGemmTally`: all, and per `GemmEpilogue.label`), or
+/// (`refuses`) a driver without them, or without those of some labels (`refusedLabels`).
 final class BiasGemmTally: @unchecked Sendable {
     var count = 0
+    var labels: [String: Int] = [:]
     let refuses: Bool
-    init(refuses: Bool = false) { self.refuses = refuses }
+    let refusedLabels: Set<String>
+    init(refuses: Bool = false, refusedLabels: Set<String> = []) { self.refuses = refuses; self.refusedLabels = refusedLabels }
 }
 
 /// A task's count of bf16 GEMMs (`EmulatedDriver.countingBF16Gemms`); emulator calls run on the caller's thread.
