@@ -47,8 +47,9 @@ struct BF16MLPTape: BF16BranchTape {
         let keep = !BF16Branch.recomputesMLPActivation
         // GELU(tanh) in fc1's epilogue where the backend has it; not where backward recomputes g from h (the
         // kernel's g of the rounded h would not be the epilogue's g of the float32 one).
-        let fused = activation == .geluTanh && keep ? b1.flatMap { geluLinear(xn, w1n, $0.narrowed(low), keepsInput: records) } : nil
-        let h = fused?.h ?? xn.linear(w1n, b1?.narrowed(low))
+        let b1n = b1?.narrowed(low)
+        let fused = activation == .geluTanh && keep ? b1n.flatMap { geluLinear(xn, w1n, $0, keepsInput: records) } : nil
+        let h = fused?.h ?? xn.linear(w1n, b1n)
         let g = fused?.g ?? h.unaryLowValues(activation)
         let y = g.linear(w2n, b2?.narrowed(low))
         let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: keep ? g : nil, activation: activation) : nil
