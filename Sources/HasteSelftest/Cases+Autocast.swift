@@ -24,6 +24,19 @@ extension ConformanceSuite {
             // output and the first head's logits under one upstream gradient, as the alignment loss reads a subset of
             // the heads.
             sitBlockCase("SiT block with logits (autocast bf16)", seed: 1, logits: true),
+            // The bf16 MLP alone (hidden a multiple of 8): on CUDA fc1's GELU(tanh) in its GEMM's epilogue, dh and
+            // fc1's bias gradient in fc2's input-gradient GEMM, fc2's bias gradient in its weight-gradient GEMM
+            // (cuBLASLt's GELU_AUX_BIAS, DGELU_BGRAD, BGRADB: AutocastMLP.swift), which skip a bf16 rounding the CPU
+            // makes; the bound as the block's (a one-ulp move damped by the sums after it; measured on the emulated
+            // device: see EmulatedSelftestTests). A GELU other than the tanh one in cuBLASLt would sit within it
+            // too (erf and tanh GELU differ by < 5e-4); a transposed or misplaced operand would not.
+            OpCase("MLP GELU(tanh) (autocast bf16)", "x[2,40,64]·[256,64]ᵀ → GELU → ·[64,256]ᵀ", .bfloat16(k: 3)) { c in
+                let x = c.normal([2, 40, 64]), w1 = c.normal([256, 64], scale: 0.125), b1 = c.normal([256], scale: 0.5)
+                let w2 = c.normal([64, 256], scale: 0.0625), b2 = c.normal([64], scale: 0.5)
+                let mlp = BF16Branch.mlp(w1: w1, b1: b1, activation: .geluTanh, w2: w2, b2: b2)
+                let y = Autocast.run(.bfloat16) { Tensor.autocastBranch(x, mlp) ?? x.linear(w1, b1).geluTanh().linear(w2, b2) }
+                c.forwardBackward(y, [("x", x), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)])
+            },
         ]
     }
 
