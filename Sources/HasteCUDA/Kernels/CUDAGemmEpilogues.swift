@@ -15,6 +15,13 @@ extension CUDABackend {
     @TaskLocal static var geluEpilogueAllowed = ProcessInfo.processInfo.environment["HASTE_GEMM_GELU_EPILOGUE"] != "0"
     @TaskLocal static var biasGradientEpilogueAllowed = ProcessInfo.processInfo.environment["HASTE_GEMM_BGRAD_EPILOGUE"] != "0"
 
+    public var gemmEpilogues: GemmEpilogueSupport {
+        var offered: GemmEpilogueSupport = []
+        if CUDABackend.geluEpilogueAllowed { offered.insert(.geluTanh) }
+        if CUDABackend.biasGradientEpilogueAllowed { offered.insert(.biasGradient) }
+        return offered
+    }
+
     /// Every buffer bf16, every size positive and within cuBLASLt's 32-bit ints.
     private static func bf16Problem(_ buffers: [Buffer?], _ sizes: [Int]) -> Bool {
         buffers.allSatisfy { $0 == nil || $0!.dtype == .bfloat16 } && sizes.allSatisfy { $0 > 0 && $0 <= Int(Int32.max) }

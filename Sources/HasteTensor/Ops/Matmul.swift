@@ -31,6 +31,19 @@ public protocol MatmulKernels: AnyObject {
     /// A linear layer's weight and bias gradients from one GEMM: dW = dyᵀ·x [outF, inF] and db = Σ_rows dy [outF]
     /// (float32 sums, rounded to db's dtype). False, with nothing written, where the backend has no such GEMM.
     func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer, db: Buffer) -> Bool
+    /// Which of those three this backend may run (it may still turn a problem down): callers allocate their outputs
+    /// only then.
+    var gemmEpilogues: GemmEpilogueSupport { get }
+}
+
+/// The elementwise steps a backend's GEMMs may take in their epilogues (`MatmulKernels.gemmEpilogues`).
+public struct GemmEpilogueSupport: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// `linearBiasGeluTanh`, `geluTanhInputGradient`.
+    public static let geluTanh = GemmEpilogueSupport(rawValue: 1)
+    /// `linearWeightAndBiasGradients`.
+    public static let biasGradient = GemmEpilogueSupport(rawValue: 2)
 }
 
 extension MatmulKernels {
@@ -39,6 +52,7 @@ extension MatmulKernels {
     public func geluTanhInputGradient(rows: Int, outF: Int, hidden: Int, dy: Buffer, weight: Buffer, preActivation: Buffer,
                                       dh: Buffer, biasGradient: Buffer?) -> Bool { false }
     public func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer, db: Buffer) -> Bool { false }
+    public var gemmEpilogues: GemmEpilogueSupport { [] }
 }
 
 extension MatmulKernels where Self: MemoryKernels {
