@@ -83,6 +83,15 @@ extension ConformanceSuite {
                 let v = c.normal([1, 2, 130, 72], grad: false)
                 c.output("y", noGrad { Tensor.scaledDotProductAttention(q, k, v) })
             },
+            // float32 sampling's MLP where TF32 is allowed: on CUDA fc1's GELU(tanh) in its TF32 GEMM's epilogue
+            // (cuBLASLt GELU_BIAS, `linearBiasGeluTanhUntracked`), the CPU's float32 linear then bias+GELU. The sum
+            // errs by ≤ 2·u_t·Σ|x·w| (x and w rounded to TF32), ≈ 2.3·u_t of max|y| for these normal operands, GELU′ ≤
+            // 1.13 carries it, and a tanh approximate to 2⁻¹¹ (tanh.approx) would add ≤ 0.5·u_t: k = 2.
+            OpCase("linear + GELU(tanh) (inference, TF32)", "[4,30,64]·[256,64]ᵀ + [256]", .tf32(k: 2), tf32: true) { c in
+                let x = c.normal([4, 30, 64], grad: false), w = c.normal([256, 64], scale: 0.125, grad: false)
+                let b = c.normal([256], scale: 0.5, grad: false)
+                c.output("y", noGrad { x.linearBiasGeluTanhUntracked(w, b) ?? x.linear(w).biasGeluTanh(b) })
+            },
             OpCase("attention with logits", "q[2,3,13,8] k[2,3,11,8] v[2,3,11,5]", .rounding(k: 72)) { c in
                 let q = c.normal([2, 3, 13, 8]), k = c.normal([2, 3, 11, 8]), v = c.normal([2, 3, 11, 5])
                 let (out, logits) = Tensor.attentionWithLogits(q, k, v)

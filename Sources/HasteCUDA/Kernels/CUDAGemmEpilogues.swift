@@ -27,14 +27,20 @@ extension CUDABackend {
         buffers.allSatisfy { $0 == nil || $0!.dtype == .bfloat16 } && sizes.allSatisfy { $0 > 0 && $0 <= Int(Int32.max) }
     }
 
+    /// bf16, or float32 without a pre-activation where TF32 is allowed (sampling in float32: the GEMM is TF32 as
+    /// the plain one would be, and the epilogue's GELU, whose float32 accuracy cuBLASLt does not state, stays within
+    /// that class; strict float32 keeps the kernels).
     public func linearBiasGeluTanh(rows: Int, inF: Int, outF: Int, x: Buffer, weight: Buffer, bias: Buffer,
                                    preActivation: Buffer?, y: Buffer) -> Bool {
+        let tf32 = preActivation == nil && driver.allowTF32 && [x, weight, bias, y].allSatisfy { $0.dtype == .float32 }
+            && [rows, inF, outF].allSatisfy { $0 > 0 && $0 <= Int(Int32.max) }
         // The GELU input matrix's leading dimension (outF) must be a multiple of 8 for cuBLASLt.
-        guard CUDABackend.geluEpilogueAllowed, Self.bf16Problem([x, weight, bias, preActivation, y], [rows, inF, outF]),
+        guard CUDABackend.geluEpilogueAllowed, tf32 || Self.bf16Problem([x, weight, bias, preActivation, y], [rows, inF, outF]),
               preActivation == nil || outF % 8 == 0 else { return false }
+        let dtype: DType = tf32 ? .float32 : .bfloat16
         return driver.gemm(GemmDescriptor(transA: true, transB: false, m: outF, n: rows, k: inF, alpha: 1, beta: 0,
                                           a: address(weight), lda: inF, strideA: 0, b: address(x), ldb: inF, strideB: 0,
-                                          c: address(y), ldc: outF, strideC: 0, batch: 1, inputs: .bfloat16, output: .bfloat16),
+                                          c: address(y), ldc: outF, strideC: 0, batch: 1, inputs: dtype, output: dtype),
                            epilogue: .geluBias(bias: address(bias), preActivation: preActivation.map(address)))
     }
 

@@ -36,6 +36,8 @@ public struct MLP {
     /// CUDA the hidden activations stay bf16 tensors (`Tensor.autocastBranch`: the same values without the float32 carriers).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if activation == .geluTanh, let bias = fc1.bias, Autocast.precision == .float32 {
+            // Sampling on CUDA with TF32 allowed: the GELU in fc1's GEMM epilogue (one pass over the hidden layer less).
+            if fc1.packed == nil, let g = x.linearBiasGeluTanhUntracked(fc1.weight, bias) { return fc2(g) }
             return fc2((fc1.packed.map { x.linear(packed: $0) } ?? x.linear(fc1.weight)).biasGeluTanh(bias))
         }
         if let branch = bf16Branch, let y = Tensor.autocastBranch(x, branch) { return y }

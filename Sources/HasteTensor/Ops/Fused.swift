@@ -106,6 +106,23 @@ extension Tensor {
         return out.recorded(GatedResidualBackward(x: x, gate: g, y: yc, low: low))
     }
 
+    /// `linear(weight).biasGeluTanh(bias)` as one GEMM with GELU(tanh) in its epilogue
+    /// (`MatmulKernels.linearBiasGeluTanh`), for operands none of which is tracked (sampling, a frozen model); nil
+    /// where that does not apply or the backend has no such GEMM (the caller runs the two ops). On CUDA: bf16, or
+    /// float32 where TF32 is allowed (the GEMM in TF32, as the plain one; GELU in the epilogue's own float32
+    /// arithmetic, within the TF32 rows' error class: selftest "linear + GELU(tanh) (inference, TF32)").
+    public func linearBiasGeluTanhUntracked(_ weight: Tensor, _ bias: Tensor) -> Tensor? {
+        guard backend.gemmEpilogues.contains(.geluTanh), ![self, weight, bias].contains(where: \.isTracked),
+              rank >= 1, weight.rank == 2, shape[rank - 1] == weight.shape[1], bias.shape == [weight.shape[0]],
+              dtype == weight.dtype, dtype == bias.dtype, device == weight.device, device == bias.device, count > 0 else { return nil }
+        let x = contiguous(), w = weight.contiguous(), b = bias.contiguous()
+        let inF = weight.shape[1], outF = weight.shape[0]
+        let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)
+        guard backend.linearBiasGeluTanh(rows: count / inF, inF: inF, outF: outF, x: x.buffer, weight: w.buffer, bias: b.buffer,
+                                         preActivation: nil, y: y.buffer) else { return nil }
+        return y
+    }
+
     /// `(x + bias).geluTanh()` in one op, x [..., D], bias [D]: the epilogue of a bias-free `linear`.
     /// torch: `F.gelu(x + bias, approximate="tanh")`.
     public func biasGeluTanh(_ bias: Tensor) -> Tensor {

@@ -135,6 +135,34 @@ import Foundation
         #expect(bad == 0, "\(bad) of \(outF * inF + outF) values off")
     }
 
+    /// float32 sampling with TF32 allowed: `linearBiasGeluTanhUntracked` (SiT's MLP without a gradient) as one
+    /// GELU_BIAS GEMM, the CPU's linear + biasGeluTanh within float32 sums' error (the emulator's GEMM does not round
+    /// to TF32); not without TF32 (strict float32 keeps the kernels), not for a tracked operand, and the layer takes it.
+    @Test func float32SamplingTakesTheGeluEpilogueWithTF32() {
+        var rng = SplitMix64(seed: 31)
+        let x = Tensor(rng.floats(3 * 5 * 24), shape: [3, 5, 24]), w = Tensor(rng.floats(40 * 24).map { $0 * 0.3 }, shape: [40, 24])
+        let b = Tensor(rng.floats(40), shape: [40])
+        let want = x.linear(w).biasGeluTanh(b).scalars(as: Float.self)
+        let (xd, wd, bd) = (x.to(Self.device), w.to(Self.device), b.to(Self.device))
+        let (got, labels) = Self.labels { EmulatedDriver.$allowsTF32.withValue(true) { xd.linearBiasGeluTanhUntracked(wd, bd) } }
+        #expect(labels == ["+gelu+bias": 1], "\(labels)")
+        let g = got.map { $0.to(.cpu).scalars(as: Float.self) } ?? []
+        #expect(got?.shape == [3, 5, 40] && g.count == want.count
+                && zip(g, want).allSatisfy { abs($0 - $1) <= 1e-5 * (1 + abs($1)) }, "float32 GELU_BIAS against the CPU")
+        let strict = Self.labels { xd.linearBiasGeluTanhUntracked(wd, bd) }
+        #expect(strict.0 == nil && strict.1.isEmpty, "without TF32")
+        wd.requiresGrad = true
+        let tracked = Self.labels { EmulatedDriver.$allowsTF32.withValue(true) { xd.linearBiasGeluTanhUntracked(wd, bd) } }
+        #expect(tracked.0 == nil && tracked.1.isEmpty, "a tracked weight")
+        // SiT's MLP layer, sampling in float32 with TF32: fc1 with its GELU in one GEMM, fc2 with its bias epilogue.
+        let store = ParameterStore(seed: 4)
+        let mlp = MLP(store.root["mlp"], inFeatures: 24, hidden: 40, outFeatures: 24, activation: .geluTanh)
+        store.finalize(on: Self.device)
+        store.setRequiresGrad(false)                                                        // as generate's model
+        let (_, layer) = Self.labels { EmulatedDriver.$allowsTF32.withValue(true) { noGrad { mlp(xd) } } }
+        #expect(layer == ["+gelu+bias": 1, "+bias": 1], "\(layer)")
+    }
+
     /// The bf16 MLP branch with GELU(tanh) and biases (hidden a multiple of 8): fc1's GELU in its epilogue (with the
     /// pre-activation kept while recording, not without), dh and fc1's bias gradient from fc2's input-gradient
     /// GEMM, fc2's bias gradient from its weight gradient. Output and gradients within a bf16 step of the general
