@@ -1,10 +1,10 @@
 import Foundation
 import HasteTensor
 
-/// bf16 linear layers whose elementwise neighbours ride in the GEMM's epilogue (cuBLASLt, `GPUDriver.gemm(_:epilogue:)`),
-/// as Transformer Engine runs its MLPs: fc1's GELU(tanh) after the bias (`GELU_AUX_BIAS`, or `GELU_BIAS` without a
-/// gradient), its gradient with fc1's bias gradient on fc2's input-gradient GEMM (`DGELU_BGRAD`), and a bias
-/// gradient on the weight-gradient GEMM (`BGRADB`). Each saves a pass over a [rows, features] bf16 tensor or two:
+/// Linear layers whose elementwise neighbours ride in the GEMM's epilogue (cuBLASLt, `GPUDriver.gemm(_:epilogue:)`),
+/// as Transformer Engine runs its MLPs: on bf16, fc1's GELU(tanh) after the bias (`GELU_AUX_BIAS`, or `GELU_BIAS`
+/// without a gradient), its gradient with fc1's bias gradient on fc2's input-gradient GEMM (`DGELU_BGRAD`), and a
+/// bias gradient on the weight-gradient GEMM (`BGRADB`); on float32 where TF32 is allowed, `GELU_BIAS` for sampling. Each saves a pass over a [rows, features] bf16 tensor or two:
 /// for SiT-XL/2 at batch 64 the GELU forward and backward kernels (12.5 ms of the H100 step of 12-06) and the bias
 /// gradients' column sums (4.5 ms). The values differ from the kernels' by where bf16 rounding happens: GELU reads
 /// the float32 pre-activation, not its rounded copy, and dh = (dy·W)·GELU′(h) does not round dy·W first.
