@@ -265,7 +265,7 @@ if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT
   # Which of the recent kernel paths a failure follows: the bf16 cases again with each switch off (each keeps the
   # path under it, the same values on the emulated device); the summary lists PASS/FAIL per switch.
   for sw in $ISOLATE_SWITCHES; do
-    stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
+    stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention,TF32" --threads "$half"
   done
 fi
 # The selftest's attention has too few heads for the serial dq sum (one dk/dv block per head) that SiT-XL/2's rows

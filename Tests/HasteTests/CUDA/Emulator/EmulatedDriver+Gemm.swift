@@ -50,6 +50,7 @@ extension EmulatedDriver {
             tally.labels[epilogue.label, default: 0] += 1
         }
         guard g.batch == 1 && g.beta == 0 else { report("gemm with an epilogue, batch \(g.batch), beta \(g.beta) (must be 1 and 0)"); return true }
+        if g.inputs == .bfloat16 { EmulatedDriver.bf16GemmTally?.count += 1 }   // a bf16 GEMM all the same
         if let problem = gemmProblem(g) { report("gemm \(g): \(problem)"); return true }
         let size = g.output.byteSize
         let (vector, aux) = EpilogueGemms.pointers(epilogue)
