@@ -190,7 +190,7 @@ public final class Trainer {
             let teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
                                                    objective: objective, precision: precision)
             let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
-            let terms = Autocast.run(precision) {   // the losses inside are float32 ops: autocast rounds only GEMMs
+            let terms = Trainer.autocast(precision, narrowing: student.store) {   // the losses inside are float32 ops: autocast rounds only GEMMs
                 objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
             }
             let last = micro == config.gradientAccumulationSteps - 1

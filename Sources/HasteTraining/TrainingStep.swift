@@ -41,7 +41,7 @@ public final class TrainingStep {
         let teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
                                                objective: objective, precision: precision)
         let draws = objective.draw(batch, generator: generator)
-        let terms = Autocast.run(precision) {
+        let terms = Trainer.autocast(precision, narrowing: student.store) {
             objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
         }
         inspectLoss?(terms.total)
@@ -60,8 +60,16 @@ extension Trainer {
     public static func teacherOutput(_ teacher: DINOv2?, images: Tensor?, align: Bool, config: TrainConfig,
                                      objective: Objective, precision: ComputePrecision) -> DINOv2Output? {
         guard let teacher, align || !config.skipTeacherAfterStop, let images else { return nil }
-        let out = Autocast.run(precision) { objective.teacherPass(teacher, images: images) }
+        let out = autocast(precision, narrowing: teacher.store) { objective.teacherPass(teacher, images: images) }
         return align ? out : nil                                // reference: computed and discarded after the stop
+    }
+
+    /// `body` under `Autocast.run(precision)` with `store`'s values narrowed in one pass where they will be
+    /// (`ParameterStore.lowPrecisionCopies`: bf16 on CUDA): the forward reads them and never writes them, and the
+    /// copies, the same values the ops' own casts would make, go with the tapes that keep them.
+    public static func autocast<R>(_ precision: ComputePrecision, narrowing store: ParameterStore, _ body: () -> R) -> R {
+        let copies = precision.lowDType.flatMap { store.lowPrecisionCopies($0) }
+        return LowPrecisionCopies.$current.withValue(copies) { Autocast.run(precision, body) }
     }
 
     /// What `update` did with a step's gradients.

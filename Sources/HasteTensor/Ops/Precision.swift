@@ -98,8 +98,10 @@ extension Tensor {
         return y
     }
 
-    /// A real `low` copy (2 bytes an element) of this float32 tensor, contiguous, no autograd.
+    /// A real `low` copy (2 bytes an element) of this float32 tensor, contiguous, no autograd: the copy made for
+    /// the step where `LowPrecisionCopies.current` has one (a parameter cast with its whole arena), else a cast.
     func narrowed(_ low: DType) -> Tensor {
+        if let made = LowPrecisionCopies.current?.copy(of: self, low) { return made }
         let x = contiguous()
         let y = Tensor.empty(shape, dtype: low, device: device)
         backend.cast(from: x.buffer, to: y.buffer, count: count)

@@ -1,0 +1,48 @@
+import Foundation
+
+/// Low-precision copies of many tensors made in one pass (a model's parameter arena cast to bf16 at once:
+/// `ParameterStore.lowPrecisionCopies`), for the ops of a scope to read instead of casting each tensor when they
+/// narrow it (`Tensor.narrowed(_:)`, the bf16 operands of Autocast's GEMMs on CUDA). The same values as the casts
+/// (each element rounded by the same kernel), in one launch where SiT-XL/2's training step made ~290 (one per
+/// weight and bias). Valid while the tensors' values do not change: a training step installs it around its
+/// forward (`LowPrecisionCopies.$current.withValue`), where the parameters are read and never written; a copy is
+/// only handed out while its tensor still views the storage and offset it was made from.
+public final class LowPrecisionCopies: @unchecked Sendable {
+    /// The copies the running task's narrowing reads first (nil: every narrowing casts).
+    @TaskLocal public static var current: LowPrecisionCopies?
+    /// `HASTE_ARENA_CAST=0`: no store makes them (each narrowing casts its tensor, as before; the same values), for
+    /// comparisons on a GPU; tests switch it per task.
+    @TaskLocal public static var arenaCastAllowed = ProcessInfo.processInfo.environment["HASTE_ARENA_CAST"] != "0"
+
+    public let dtype: DType
+    private var copies: [ObjectIdentifier: (source: Tensor, storage: Storage, offset: Int, copy: Tensor)] = [:]
+
+    /// `pairs`: each source tensor (contiguous) and its copy (`dtype`, the source's shape), made from the source's
+    /// current values.
+    public init(dtype: DType, pairs: [(source: Tensor, copy: Tensor)]) {
+        self.dtype = dtype
+        for (source, copy) in pairs {
+            require(copy.dtype == dtype && copy.shape == source.shape && source.isContiguous && copy.isContiguous,
+                    "LowPrecisionCopies: \(source.shape) \(source.dtype) with a copy \(copy.shape) \(copy.dtype)")
+            copies[ObjectIdentifier(source)] = (source, source.storage, source.offset, copy)
+        }
+    }
+
+    /// These copies and `other`'s (both of `dtype`; nil ones are skipped).
+    public func merged(with other: LowPrecisionCopies?) -> LowPrecisionCopies {
+        guard let other else { return self }
+        require(other.dtype == dtype, "LowPrecisionCopies: merging \(other.dtype) copies into \(dtype) ones")
+        let m = LowPrecisionCopies(dtype: dtype, pairs: [])
+        m.copies = copies.merging(other.copies) { a, _ in a }
+        return m
+    }
+
+    public var count: Int { copies.count }
+
+    /// `t`'s copy, where there is one of dtype `low` and `t` still views what it was made from.
+    func copy(of t: Tensor, _ low: DType) -> Tensor? {
+        guard low == dtype, let c = copies[ObjectIdentifier(t)], c.source === t, t.storage === c.storage, t.offset == c.offset,
+              t.isContiguous else { return nil }
+        return c.copy
+    }
+}

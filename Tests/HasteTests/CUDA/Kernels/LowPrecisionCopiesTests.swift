@@ -1,0 +1,79 @@
+import Testing
+import Foundation
+@testable import HasteTensor
+@testable import HasteNN
+@testable import HasteCUDA
+import HasteModels
+import HasteTraining
+
+/// A training step's bf16 weights from one cast of the parameter arena (`ParameterStore.lowPrecisionCopies`, read by
+/// `Tensor.narrowed` under `LowPrecisionCopies.current`) instead of one cast per weight: the same bits for the
+/// student's step and the teacher's forward, fewer launches, and no copy handed out once a tensor views other storage.
+@Suite(.serialized) struct LowPrecisionCopiesTests {
+    static let device = EmulatedCUDA.device
+
+    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
+
+    /// A SiT training step (with logits, so the aligned attention path narrows too) under `Trainer.autocast`: the
+    /// velocity and every gradient bit for bit with and without the arena cast.
+    @Test func sitStepIsTheSameWithOneArenaCast() throws {
+        let sit = try tinyGenerationSiT()
+        sit.store.move(to: Self.device)
+        let x = Tensor.randn([2, 1, 8, 8], seed: 41).to(Self.device), up = Tensor.randn([2, 1, 8, 8], seed: 42).to(Self.device)
+        let t = Tensor([Float(0.25), 0.6], shape: [2]).to(Self.device), y = Tensor([Int64(2), 0]).to(Self.device)
+        func step() -> [[UInt32]] {
+            sit.store.setRequiresGrad(true)
+            defer { sit.store.setRequiresGrad(false) }
+            let out = Trainer.autocast(.bfloat16, narrowing: sit.store) { sit(x, t: t, y: y, logitLayers: [0]) }
+            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
+            return [Self.bits(out.velocity.detached())] + sit.store.gradients(of: loss).map { Self.bits($0.1) }
+        }
+        let arena = step(), each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { step() }
+        #expect(arena == each, "velocity and gradients with the arena cast")
+        // (The launches it saves are pinned by BenchTrainCommandTests' host-only counts: a separate process, where
+        // this emulator's launch count also has the other tests' running beside.)
+        // Nothing to do in float32, on the CPU, or without an arena.
+        #expect(sit.store.lowPrecisionCopies(.float16) == nil)
+        let cpu = try tinyGenerationSiT()
+        #expect(cpu.store.lowPrecisionCopies(.bfloat16) == nil)
+    }
+
+    /// The frozen DINOv2 teacher's bf16 forward (with logits), as `Trainer.teacherOutput` runs it: the same bits.
+    @Test func teacherForwardIsTheSameWithOneArenaCast() {
+        var c = DINOv2Config()
+        (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
+        let model = DINOv2(c, seed: 5, frozen: true)
+        for (i, key) in model.store.keys.enumerated() {
+            let p = model.store[key]!
+            p.copyValues(from: Tensor.randn(p.shape, seed: 200 + UInt64(i)) * 0.3)
+        }
+        model.store.move(to: Self.device)
+        let x = Tensor.randn([2, 3, 8, 8], seed: 7).to(Self.device)
+        func run() -> [[UInt32]] {
+            let out = noGrad { Trainer.autocast(.bfloat16, narrowing: model.store) { model(x, logitLayers: [1, 2]) } }
+            return [out.patchTokens, out.classToken, out.attentionLogits[1]!, out.attentionLogits[2]!].map(Self.bits)
+        }
+        let each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { run() }
+        #expect(run() == each)
+    }
+
+    /// A copy is handed out only for the tensor it was made of, while that tensor views the same storage and
+    /// offset, and only for its dtype.
+    @Test func copiesAreHandedOutOnlyWhileTheirTensorIsUnmoved() {
+        let store = ParameterStore(seed: 3)
+        let layer = Linear(store.root["fc"], 8, 4)
+        store.finalize(on: Self.device)
+        let copies = store.lowPrecisionCopies(.bfloat16)!
+        #expect(copies.count == 2)
+        let want = noGrad { layer.weight.to(.bfloat16) }
+        #expect(Self.bits(copies.copy(of: layer.weight, .bfloat16)!) == Self.bits(want))
+        #expect(copies.copy(of: layer.weight, .float16) == nil)
+        #expect(copies.copy(of: Tensor.zeros([4, 8]).to(Self.device), .bfloat16) == nil, "another tensor")
+        // Narrowing inside the scope reads the copy (no cast), outside casts.
+        let inside = LowPrecisionCopies.$current.withValue(copies) { layer.weight.narrowed(.bfloat16) }
+        #expect(inside === copies.copy(of: layer.weight, .bfloat16))
+        #expect(layer.weight.narrowed(.bfloat16) !== inside)
+        store.move(to: .cpu)                                        // re-pointed: the copy is stale
+        #expect(copies.copy(of: layer.weight, .bfloat16) == nil)
+    }
+}
