@@ -155,11 +155,14 @@ public final class SampleGenerator {
     public func images(_ indices: [Int]) -> Tensor {
         require(model.pixelSpace || vae != nil, "SampleGenerator.images: a latent model needs the VAE")
         let t0 = Date()
-        let x = Autocast.run(options.precision) { samples(indices) }
+        // The weights narrowed once for the batch's every model evaluation (bf16 on CUDA; the same values).
+        let x = Trainer.autocast(options.precision, narrowing: model.store) { samples(indices) }
         let t1 = Date()
-        let pixels = Autocast.run(options.precision) {
-            vae.map { $0.decodeLatents(x.to($0.store.device), scale: model.latentScale, batch: options.vaeBatch) } ?? x
-        }
+        let pixels = vae.map { vae in
+            Trainer.autocast(options.precision, narrowing: vae.store) {
+                vae.decodeLatents(x.to(vae.store.device), scale: model.latentScale, batch: options.vaeBatch)
+            }
+        } ?? x
         let u8 = noGrad {
             var u8 = ((pixels + 1.0) / 2.0 * 255.0).clamp(min: 0, max: 255).to(.uint8)     // (N, C, H, W)
             if u8.shape[1] == 1 { u8 = Tensor.cat([u8, u8, u8], axis: 1) }

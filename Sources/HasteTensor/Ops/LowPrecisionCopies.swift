@@ -39,10 +39,15 @@ public final class LowPrecisionCopies: @unchecked Sendable {
 
     public var count: Int { copies.count }
 
+    /// Counts the copies handed out in the running task (tests: that a path reads them).
+    final class Tally: @unchecked Sendable { var served = 0 }
+    @TaskLocal static var tally: Tally?
+
     /// `t`'s copy, where there is one of dtype `low` and `t` still views what it was made from.
     func copy(of t: Tensor, _ low: DType) -> Tensor? {
         guard low == dtype, let c = copies[ObjectIdentifier(t)], c.source === t, t.storage === c.storage, t.offset == c.offset,
               t.isContiguous else { return nil }
+        LowPrecisionCopies.tally?.served += 1
         return c.copy
     }
 }

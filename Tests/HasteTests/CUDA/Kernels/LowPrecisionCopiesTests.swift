@@ -28,8 +28,11 @@ import HasteTraining
             let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
             return [Self.bits(out.velocity.detached())] + sit.store.gradients(of: loss).map { Self.bits($0.1) }
         }
-        let arena = step(), each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { step() }
+        let tally = LowPrecisionCopies.Tally()
+        let arena = LowPrecisionCopies.$tally.withValue(tally) { step() }
+        let each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { step() }
         #expect(arena == each, "velocity and gradients with the arena cast")
+        #expect(tally.served >= 20, "\(tally.served) copies read")
         // (The launches it saves are pinned by BenchTrainCommandTests' host-only counts: a separate process, where
         // this emulator's launch count also has the other tests' running beside.)
         // Nothing to do in float32, on the CPU, or without an arena.
@@ -55,6 +58,26 @@ import HasteTraining
         }
         let each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { run() }
         #expect(run() == each)
+    }
+
+    /// bf16 sampling (`SampleGenerator.images`: every model evaluation of the batch reads one arena cast): the same
+    /// images, and the model's weights are the arena's copies inside the sampler.
+    @Test func bf16SamplingIsTheSameWithOneArenaCast() throws {
+        let sit = try tinyGenerationSiT()
+        sit.store.setRequiresGrad(false)
+        sit.store.move(to: Self.device)
+        let model = GenerationModel(sit: sit, pixelSpace: true, name: "SiT-S/2")
+        var o = tinyGenerateOptions(temporaryDirectory())
+        o.precision = .bfloat16
+        func images() throws -> [UInt8] {
+            try SampleGenerator(options: o, model: model, vae: nil, checkpoint: "x.safetensors").images([0, 3]).scalars(as: UInt8.self)
+        }
+        let tally = LowPrecisionCopies.Tally()
+        let arena = try LowPrecisionCopies.$tally.withValue(tally) { try images() }
+        let each = try LowPrecisionCopies.$arenaCastAllowed.withValue(false) { try images() }
+        #expect(arena == each && arena.count == 2 * 8 * 8 * 3)
+        // Each of the 4 SDE steps' model evaluations narrows the 2 blocks' 10 weights and biases at least.
+        #expect(tally.served >= 4 * 20, "\(tally.served) copies read")
     }
 
     /// A copy is handed out only for the tensor it was made of, while that tensor views the same storage and
