@@ -65,7 +65,7 @@ public struct SiTBlock {
 
     /// x: (N, T, D) tokens; c: (N, D) conditioning. Returns (N, T, D) and the logits when asked.
     public func callAsFunction(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
-        let m = adaLNModulation(c.silu()).chunk(6, axis: -1)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
+        let m = modulationChunks(adaLNModulation(c.silu()), 6)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
         // Fused (Ops/Fused.swift): modulatedLayerNorm = modulate(layerNorm(x), shift, scale), gatedResidual =
         // x + gate.unsqueeze(1)·branch; the composites stay in the tests as the reference. Under Autocast bf16 on
         // CUDA each half is one op over bf16 branch operands (Ops/AutocastAdaLN.swift), the same values.
@@ -108,7 +108,17 @@ public struct FinalLayer {
         adaLNModulation = Linear(p["adaLN_modulation"][1], hidden, 2 * hidden, weightInit: .zeros)
     }
     public func callAsFunction(_ x: Tensor, _ c: Tensor) -> Tensor {
-        let m = adaLNModulation(c.silu()).chunk(2, axis: -1)                                // shift, scale: 2 × (N, D)
+        let m = modulationChunks(adaLNModulation(c.silu()), 2)                              // shift, scale: 2 × (N, D)
         return linear(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6))             // (N, T, p·p·C)
     }
+}
+
+/// `mod.chunk(k, axis: -1)` for an adaLN modulation (N, k·D), each piece contiguous: (N, k·D) viewed (N, k, D) is
+/// copied once into (k, N, D), whose slices are the pieces. The same values and gradients; the column slices of
+/// (N, k·D) were each copied where a fused kernel read them (k launches a block forward), and their gradients
+/// gathered by an add and a copy each (the running sum of `NarrowBackward` over N rows), where the (k, N, D)
+/// slices' gradients add in place, one run each.
+func modulationChunks(_ mod: Tensor, _ k: Int) -> [Tensor] {
+    let n = mod.shape[0], d = mod.shape[1] / k
+    return mod.reshaped([n, k, d]).transposed(0, 1).contiguous().chunk(k, axis: 0).map { $0.reshaped([n, d]) }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import HasteModels
+@testable import HasteModels
 import HasteNN
 import HasteTensor
 
@@ -68,4 +68,24 @@ func fixtureText(_ name: String) throws -> [String] {
         throw HasteError.fileMissing(path: name, hint: "Regenerate with Scripts/make_fixtures.py")
     }
     return try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map(String.init)
+}
+
+/// The adaLN modulation's pieces (`modulationChunks`: one copy into (k, N, D)) are `chunk(k, axis: -1)`'s values,
+/// contiguous, and give the same gradient bit for bit, on the CPU and the emulated device (where the pieces'
+/// gradients gather in place instead of by an add and a copy each).
+@Test(arguments: [Device.cpu, EmulatedCUDA.device])
+func modulationChunksAreChunkBitForBit(device: Device) {
+    func run(_ split: (Tensor) -> [Tensor]) -> ([[UInt32]], [UInt32]) {
+        let mod = (Tensor.randn([3, 6 * 5], seed: 8) * 2).to(device)
+        mod.requiresGrad = true
+        let pieces = split(mod)
+        let terms = pieces.enumerated().map { i, p in (p * Tensor.randn([3, 5], seed: 20 + UInt64(i)).to(device)).sum() }
+        terms.dropFirst().reduce(terms[0], +).backward()
+        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+        #expect(pieces.count == 6 && pieces.allSatisfy { $0.isContiguous && $0.shape == [3, 5] })
+        return (pieces.map(bits), bits(mod.grad!))
+    }
+    let chunked = run { $0.chunk(6, axis: -1).map { $0.contiguous() } }, copied = run { modulationChunks($0, 6) }
+    #expect(chunked.0 == copied.0, "pieces")
+    #expect(chunked.1 == copied.1, "gradient")
 }
