@@ -148,15 +148,7 @@ import Testing
     /// The DINOv2 teacher under Autocast bf16 on the device (forward only, as HASTE runs it): its attention layers
     /// without logits take the bf16 attention branch and its MLPs the bf16 MLP, the same bits as the general path.
     @Test func dinov2TeacherIsTheGeneralPathBitForBit() {
-        var c = DINOv2Config()
-        (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
-        let model = DINOv2(c, seed: 5, frozen: true)
-        // Random values everywhere (LayerScale's 1e-5 init would hide the branches in the residual sums).
-        for (i, key) in model.store.keys.enumerated() {
-            let p = model.store[key]!
-            p.copyValues(from: Tensor.randn(p.shape, seed: 100 + UInt64(i)) * 0.3)
-        }
-        model.store.move(to: Self.device)
+        let model = tinyRandomDINOv2(valueSeed: 100, on: Self.device)
         let x = Tensor.randn([2, 3, 8, 8], seed: 6).to(Self.device)
         func run() -> [[UInt32]] {
             let out = noGrad { Autocast.run(.bfloat16) { model(x, logitLayers: [2]) } }

@@ -43,14 +43,7 @@ import HasteTraining
 
     /// The frozen DINOv2 teacher's bf16 forward (with logits), as `Trainer.teacherOutput` runs it: the same bits.
     @Test func teacherForwardIsTheSameWithOneArenaCast() {
-        var c = DINOv2Config()
-        (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
-        let model = DINOv2(c, seed: 5, frozen: true)
-        for (i, key) in model.store.keys.enumerated() {
-            let p = model.store[key]!
-            p.copyValues(from: Tensor.randn(p.shape, seed: 200 + UInt64(i)) * 0.3)
-        }
-        model.store.move(to: Self.device)
+        let model = tinyRandomDINOv2(valueSeed: 200, on: Self.device)
         let x = Tensor.randn([2, 3, 8, 8], seed: 7).to(Self.device)
         func run() -> [[UInt32]] {
             let out = noGrad { Trainer.autocast(.bfloat16, narrowing: model.store) { model(x, logitLayers: [1, 2]) } }
