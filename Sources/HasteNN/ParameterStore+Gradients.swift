@@ -17,8 +17,8 @@ extension ParameterStore {
     /// instead of one per tensor). Only where narrowing runs on real low tensors: bf16 on a CUDA device (elsewhere
     /// Autocast rounds in float32 and nothing would read the copies); nil otherwise, and for a store without an arena.
     public func lowPrecisionCopies(_ low: DType) -> LowPrecisionCopies? {
-        guard LowPrecisionCopies.arenaCastAllowed, low == .bfloat16, case .cuda = device, isFinalized, !shapesOnly, let arena, dtype == .float32,
-              packedWeights.isEmpty else { return nil }
+        guard LowPrecisionCopies.arenaCastAllowed, low == .bfloat16, case .cuda = device, isFinalized, !shapesOnly,
+              let arena, dtype == .float32, packedWeights.isEmpty else { return nil }
         let count = arena.byteCount / dtype.byteSize
         let all = noGrad { Tensor(storage: arena, shape: [count], offset: 0, dtype: dtype).to(low) }
         return LowPrecisionCopies(dtype: low, pairs: entries.map { e in

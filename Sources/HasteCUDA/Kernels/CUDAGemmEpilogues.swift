@@ -1,10 +1,11 @@
 import Foundation
 import HasteTensor
 
-/// Linear layers whose elementwise neighbours ride in the GEMM's epilogue (cuBLASLt, `GPUDriver.gemm(_:epilogue:)`),
-/// as Transformer Engine runs its MLPs: on bf16, fc1's GELU(tanh) after the bias (`GELU_AUX_BIAS`, or `GELU_BIAS`
-/// without a gradient), its gradient with fc1's bias gradient on fc2's input-gradient GEMM (`DGELU_BGRAD`), and a
-/// bias gradient on the weight-gradient GEMM (`BGRADB`); on float32 where TF32 is allowed, `GELU_BIAS` for sampling. Each saves a pass over a [rows, features] bf16 tensor or two:
+/// Linear layers whose elementwise neighbours ride in the GEMM's epilogue (cuBLASLt,
+/// `GPUDriver.gemm(_:epilogue:)`), as Transformer Engine runs its MLPs: on bf16, fc1's GELU(tanh) after the bias
+/// (`GELU_AUX_BIAS`, or `GELU_BIAS` without a gradient), its gradient with fc1's bias gradient on fc2's
+/// input-gradient GEMM (`DGELU_BGRAD`), and a bias gradient on the weight-gradient GEMM (`BGRADB`); on float32
+/// where TF32 is allowed, `GELU_BIAS` for sampling. Each saves a pass over a [rows, features] bf16 tensor or two:
 /// for SiT-XL/2 at batch 64 the GELU forward and backward kernels (12.5 ms of the H100 step of 12-06) and the bias
 /// gradients' column sums (4.5 ms). The values differ from the kernels' by where bf16 rounding happens: GELU reads
 /// the float32 pre-activation, not its rounded copy, and dh = (dy·W)·GELU′(h) does not round dy·W first.
@@ -46,8 +47,8 @@ extension CUDABackend {
 
     public func geluTanhInputGradient(rows: Int, outF: Int, hidden: Int, dy: Buffer, weight: Buffer, preActivation: Buffer,
                                       dh: Buffer, biasGradient: Buffer?) -> Bool {
-        guard CUDABackend.geluEpilogueAllowed, Self.bf16Problem([dy, weight, preActivation, dh, biasGradient], [rows, outF, hidden]),
-              hidden % 8 == 0 else { return false }
+        guard CUDABackend.geluEpilogueAllowed, hidden % 8 == 0,
+              Self.bf16Problem([dy, weight, preActivation, dh, biasGradient], [rows, outF, hidden]) else { return false }
         // Row-major dh = dy·W is column-major dhᵀ [hidden × rows] = Wᵀ·dyᵀ, W read as stored.
         return driver.gemm(GemmDescriptor(transA: false, transB: false, m: hidden, n: rows, k: outF, alpha: 1, beta: 0,
                                           a: address(weight), lda: hidden, strideA: 0, b: address(dy), ldb: outF, strideB: 0,
@@ -55,7 +56,8 @@ extension CUDABackend {
                            epilogue: .dgelu(preActivation: address(preActivation), biasGradient: biasGradient.map(address)))
     }
 
-    public func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer, db: Buffer) -> Bool {
+    public func linearWeightAndBiasGradients(rows: Int, inF: Int, outF: Int, dy: Buffer, x: Buffer, dw: Buffer,
+                                             db: Buffer) -> Bool {
         guard CUDABackend.biasGradientEpilogueAllowed, Self.bf16Problem([dy, x, dw, db], [rows, inF, outF]) else { return false }
         // Row-major dW = dyᵀ·x is column-major dWᵀ [inF × outF] = xᵀ·dy: B = dy, transposed, whose sums over k
         // (the rows) are the bias gradient.

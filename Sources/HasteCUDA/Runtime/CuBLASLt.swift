@@ -2,9 +2,11 @@ import Foundation
 import HasteTensor
 
 /// The cuBLASLt functions of a GEMM with an epilogue (`GemmEpilogue`: the bias added as PyTorch's `addmm` →
-/// `gemm_and_bias` does for `F.linear`, GELU and its gradient, bias gradients). Resolved from the libcublasLt that `CuBLASAPI` loaded;
-/// cublasLt.h's values (12.x and 13.x alike): handles and descriptors are opaque pointers, enums Int32, the
-/// heuristic result 96 bytes (`cublasLtMatmulAlgo_t` 64, workspace size 8, status 4, waves 4, reserved 16).
+/// `gemm_and_bias` does for `F.linear`, GELU and its gradient, bias gradients). Resolved from the libcublasLt that
+/// `CuBLASAPI` loaded; cublasLt.h's values (12.x and 13.x alike): handles and descriptors are opaque pointers, enums
+/// Int32, the heuristic result 96 bytes (`cublasLtMatmulAlgo_t` 64, workspace size 8, status 4, waves 4, reserved
+/// 16). The attribute and epilogue numbers are checked against the 12.9 header (`CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_*`
+/// 11 and 12; `CUBLASLT_EPILOGUE_*` as below).
 struct CuBLASLtAPI {
     typealias Handle = OpaquePointer
     static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7        // cublasLtMatmulDescAttributes_t
@@ -110,7 +112,8 @@ final class EpilogueGemms {
         func ptr(_ a: DevicePointer) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(a)) }
         // This call's addresses (the plan was made for the first call's, with the same alignments).
         var set: Int32 = 0
-        for (attribute, address) in [(CuBLASLtAPI.descBiasPointer, vector), (CuBLASLtAPI.descAuxPointer, aux)] where address != 0 && set == 0 {
+        for (attribute, address) in [(CuBLASLtAPI.descBiasPointer, vector), (CuBLASLtAPI.descAuxPointer, aux)]
+            where address != 0 && set == 0 {
             var pointer = address
             set = api.descSet(plan.desc, attribute, &pointer, 8)
         }

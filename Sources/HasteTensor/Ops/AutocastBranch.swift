@@ -110,7 +110,8 @@ public enum BF16Branch {
 func bf16LinearGradients(_ d: Tensor, x xn: Tensor, w wn: Tensor, input: Bool, weight: Bool, bias: Bool)
     -> (dx: Tensor?, dw: Tensor?, db: Tensor?) {
     let dx = input ? d.matmul(wn) : nil
-    if weight && bias, d.backend.gemmEpilogues.contains(.biasGradient), d.dtype == .bfloat16, xn.dtype == .bfloat16, d.rank == 2, xn.rank == 2, d.isContiguous, xn.isContiguous {
+    if weight && bias, d.backend.gemmEpilogues.contains(.biasGradient), d.dtype == .bfloat16, xn.dtype == .bfloat16,
+       d.rank == 2, xn.rank == 2, d.isContiguous, xn.isContiguous {
         let (rows, outF, inF) = (d.shape[0], d.shape[1], xn.shape[1])
         let dw = Tensor.empty([outF, inF], dtype: .bfloat16, device: d.device), db = Tensor.empty([outF], dtype: .bfloat16, device: d.device)
         if d.backend.linearWeightAndBiasGradients(rows: rows, inF: inF, outF: outF, dy: d.buffer, x: xn.buffer, dw: dw.buffer, db: db.buffer) {

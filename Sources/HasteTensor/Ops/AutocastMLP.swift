@@ -48,7 +48,8 @@ struct BF16MLPTape: BF16BranchTape {
         // GELU(tanh) in fc1's epilogue where the backend has it; not where backward recomputes g from h (the
         // kernel's g of the rounded h would not be the epilogue's g of the float32 one).
         let b1n = b1?.narrowed(low)
-        let fused = activation == .geluTanh && keep && xn.backend.gemmEpilogues.contains(.geluTanh) ? b1n.flatMap { geluLinear(xn, w1n, $0, keepsInput: records) } : nil
+        let epilogue = activation == .geluTanh && keep && xn.backend.gemmEpilogues.contains(.geluTanh)
+        let fused = epilogue ? b1n.flatMap { geluLinear(xn, w1n, $0, keepsInput: records) } : nil
         let h = fused?.h ?? xn.linear(w1n, b1n)
         let g = fused?.g ?? h.unaryLowValues(activation)
         let y = g.linear(w2n, b2?.narrowed(low))
@@ -66,7 +67,8 @@ struct BF16MLPTape: BF16BranchTape {
         // dh (and fc1's bias gradient) from fc2's input-gradient GEMM where the backend has GELU's gradient in
         // its epilogue: no dg tensor, no GELU backward kernel, no column sums of dh.
         var fused: (dh: Tensor, db: Tensor?)? = nil
-        if first && activation == .geluTanh && h.backend.gemmEpilogues.contains(.geluTanh) && dy2.dtype == .bfloat16 && h2.dtype == .bfloat16 {
+        if first && activation == .geluTanh && h.backend.gemmEpilogues.contains(.geluTanh) && dy2.dtype == .bfloat16
+            && h2.dtype == .bfloat16 {
             let dh = Tensor.empty([rows, hidden], dtype: .bfloat16, device: h.device)
             let db = wantB1 ? Tensor.empty([hidden], dtype: .bfloat16, device: h.device) : nil
             if h.backend.geluTanhInputGradient(rows: rows, outF: outF, hidden: hidden, dy: dy2.buffer, weight: w2n.contiguous().buffer,
