@@ -96,7 +96,7 @@ public struct MMDiT {
                 projected = projectors.map { $0.2($0.1($0.0(h).silu()).silu()) }              // (N, T, z)
             }
         }
-        let m = finalAdaLN(cond.silu()).chunk(2, axis: -1)                                    // shift, scale
+        let m = modulationChunks(finalAdaLN(cond.silu()), 2)                                  // shift, scale
         let out = finalLinear(modulate(h.layerNorm(eps: 1e-6), m[0], m[1]))                  // (N, T, p·p·C)
         return SiTOutput(velocity: out.unpatchify(patch: c.patchSize, channels: c.inChannels),
                          attentionLogits: logits, projections: projected)

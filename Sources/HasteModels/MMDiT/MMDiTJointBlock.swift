@@ -21,7 +21,7 @@ struct MMDiTStream {
     /// s: (N, L, D), c: (N, D) → q, k, v (N, H, L, Dh) and the six (two when pre-only) modulation chunks.
     func pre(_ s: Tensor, _ c: Tensor) -> (q: Tensor, k: Tensor, v: Tensor, mod: [Tensor]) {
         let (n, l, d) = (s.shape[0], s.shape[1], s.shape[2])
-        let mod = adaLN(c.silu()).chunk(post == nil ? 2 : 6, axis: -1)   // shift, scale, gate (msa), shift, scale, gate (mlp)
+        let mod = modulationChunks(adaLN(c.silu()), post == nil ? 2 : 6)   // shift, scale, gate (msa), shift, scale, gate (mlp)
         let parts = qkv(modulate(s.layerNorm(eps: 1e-6), mod[0], mod[1]))
             .reshaped([n, l, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])                  // (3, N, H, L, Dh)
         return (parts.select(axis: 0, index: 0), parts.select(axis: 0, index: 1), parts.select(axis: 0, index: 2), mod)
