@@ -129,6 +129,24 @@ extension CUDABackend {
             HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_half_to_float(haste_float_to_half(x[i]));
         }
     }
+    /// y = float32(low(x + s)) − s: the float32 add and subtract of the scalar ops around round_through_f32's
+    /// conversion (`__fadd_rn`, nothing fused; r − s as r + (−s), which IEEE 754 defines it to be), four elements a
+    /// thread where 16-byte aligned.
+    __device__ __forceinline__ float haste_round_shifted(float v, float s, int lowType) {
+        const float t = __fadd_rn(v, s);
+        return __fadd_rn(lowType == 3 ? haste_round_bf16(t) : haste_half_to_float(haste_float_to_half(t)), -s);
+    }
+    extern "C" __global__ void round_through_shift_f32_v4(const haste_f4* x, haste_f4* y, int lowType, float s, i64 n4) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            haste_f4 v = x[i];
+            v.x = haste_round_shifted(v.x, s, lowType); v.y = haste_round_shifted(v.y, s, lowType);
+            v.z = haste_round_shifted(v.z, s, lowType); v.w = haste_round_shifted(v.w, s, lowType);
+            y[i] = v;
+        }
+    }
+    extern "C" __global__ void round_through_shift_f32(const float* x, float* y, int lowType, float s, i64 n) {
+        HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_shifted(x[i], s, lowType);
+    }
     """#
 
     /// The code `cast_any` uses for a dtype.
@@ -175,6 +193,17 @@ extension CUDABackend {
         let units = v4 ? count / 4 : count
         launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
                block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(units))])
+    }
+
+    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
+        requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
+        guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
+        if count <= 0 { return }
+        let v4 = count % 4 == 0 && address(x) % 16 == 0 && address(y) % 16 == 0
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.memorySource, v4 ? "round_through_shift_f32_v4" : "round_through_shift_f32",
+               grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
+               [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .float(shift), .int64(Int64(units))])
     }
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {

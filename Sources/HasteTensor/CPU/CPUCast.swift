@@ -88,6 +88,21 @@ extension CPUBackend {
         }
     }
 
+    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
+        switch low {
+        case .bfloat16: roundThrough(CastBF16.self, x, y, count, shift: shift)
+        case .float16: roundThrough(CastF16.self, x, y, count, shift: shift)
+        default: fatalError("roundThrough: \(low) is not bfloat16 or float16")
+        }
+    }
+
+    private func roundThrough<L: CastElement>(_: L.Type, _ x: Buffer, _ y: Buffer, _ count: Int, shift: Float) {
+        let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
+        Parallel.chunks(count) { r in
+            for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i] + shift) - shift }
+        }
+    }
+
     /// The two casts' conversions composed for one value (`cast` to L, then from L to float32).
     @inline(__always) static func roundedThrough<L: CastElement>(_: L.Type, _ v: Float) -> Float {
         CastF32.write(L.read(L.write(CastF32.read(v))))

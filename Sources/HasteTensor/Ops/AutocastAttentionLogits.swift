@@ -65,7 +65,7 @@ struct BF16AdaLNFront {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let xc = x.contiguous(), sh = shift.contiguous(), sc = scale.contiguous()
         // As modulatedLayerNorm under Autocast: 1 + scale is a bf16 op in torch (scale is a bf16 Linear output).
-        scaleRounded = Autocast.core { GradMode.withoutGrad { (sc + 1).roundedValues(.bfloat16) - 1 } }
+        scaleRounded = sc.roundedValues(.bfloat16, shiftedBy: 1)                           // (sc + 1) rounded, − 1
         mean = Tensor.empty([n * t], dtype: .float32, device: x.device)
         rstd = Tensor.empty(like: mean)
         xn = Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device)

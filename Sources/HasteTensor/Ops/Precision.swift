@@ -98,6 +98,14 @@ extension Tensor {
         return y
     }
 
+    /// `(self + shift).roundedValues(low) − shift` in one pass, no autograd (the same bits: `roundThrough(…, shift:)`).
+    func roundedValues(_ low: DType, shiftedBy shift: Float) -> Tensor {
+        let x = contiguous()
+        let y = Tensor.empty(shape, dtype: .float32, device: device)
+        backend.roundThrough(x.buffer, y.buffer, low: low, count: count, shift: shift)
+        return y
+    }
+
     /// A real `low` copy (2 bytes an element) of this float32 tensor, contiguous, no autograd: the copy made for
     /// the step where `LowPrecisionCopies.current` has one (a parameter cast with its whole arena), else a cast.
     func narrowed(_ low: DType) -> Tensor {

@@ -17,6 +17,9 @@ class ForwardingBackend: Backend {
     }
     func cast(from src: Buffer, to dst: Buffer, count: Int) { base.cast(from: src, to: dst, count: count) }
     func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) { base.roundThrough(x, y, low: low, count: count) }
+    func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
+        base.roundThrough(x, y, low: low, count: count, shift: shift)
+    }
 
     func fillUniform(_ dst: Buffer, count: Int, seed: UInt64, offset: UInt64) { base.fillUniform(dst, count: count, seed: seed, offset: offset) }
     func fillNormal(_ dst: Buffer, count: Int, seed: UInt64, offset: UInt64) { base.fillNormal(dst, count: count, seed: seed, offset: offset) }

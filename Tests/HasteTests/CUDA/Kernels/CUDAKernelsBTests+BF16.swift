@@ -135,6 +135,33 @@ extension CUDAKernelsBTests {
         }
     }
 
+    /// `roundedValues(low, shiftedBy:)` (Autocast's 1 + scale for adaLN) is the three ops it replaces — a float32 add,
+    /// the round trip, a float32 subtract — bit for bit on the CPU and the emulated device: ties at 1 + 2⁻⁸ (bf16)
+    /// and 1 + 2⁻¹¹ (fp16) around the shift, −1 (0 after the add), signed zeros, specials, huge and tiny values.
+    @Test func shiftedRoundThroughIsTheComposite() {
+        var rng = TestRNG(seed: 72)
+        let specials: [Float] = [0, -0.0, 1, -1, -2, .infinity, -.infinity, .nan, 0x1p-8, -0x1p-8, 0x1.8p-8, 0x1p-11, 0x1.8p-11,
+                                 3e38, -3e38, 1e-30, -1e-30, 65504, Float(bitPattern: 0x3f80_8000), .leastNonzeroMagnitude]
+        let all = specials + rng.floats(1000).map { $0 * 0.05 } + rng.floats(200).map { $0 * 300 }
+        for values in [all, Array(all.prefix(1216))] {                  // one-element and four-element kernels
+            for low in [DType.bfloat16, .float16] {
+                for shift: Float in [1, 0.5, -3] {
+                    var cpuBits: [UInt32] = []
+                    for device in [Device.cpu, EmulatedCUDA.device] {
+                        let x = Tensor(values, shape: [values.count], device: device)
+                        let composite = noGrad { ((x + Double(shift)).roundedValues(low) - Double(shift)) }.scalars(as: Float.self)
+                        let onePass = x.roundedValues(low, shiftedBy: shift).scalars(as: Float.self)
+                        func same(_ a: Float, _ b: Float) -> Bool { a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
+                        let differing = zip(onePass, composite).filter { !same($0, $1) }.count
+                        #expect(differing == 0, "\(low) shift \(shift) on \(device), \(values.count) values: \(differing) differ")
+                        let bits = onePass.map { $0.isNaN ? UInt32(0x7fc0_0000) : $0.bitPattern }
+                        if device == .cpu { cpuBits = bits } else { #expect(bits == cpuBits, "\(low) shift \(shift): device vs CPU") }
+                    }
+                }
+            }
+        }
+    }
+
     @Test(arguments: [[3, 70, 5], [1, 5000, 3], [40, 3000], [2, 7, 33], [64, 256, 40]])
     func sumWidenedIsTheFloat32SumOfTheWidenedValues(shape: [Int]) {
         var rng = TestRNG(seed: 73)
