@@ -66,17 +66,19 @@ public struct SiT {
             .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)
         let temb = tMLP(Embeddings.timestep(t, dim: 256))                  // (N, D)
         let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
+        let activated = c.silu()                // every adaLN modulation's input, computed once (`SiTBlock.modulated`)
         var logits: [Int: Tensor] = [:], projected: [Tensor] = []
         for (i, block) in blocks.enumerated() {
             let wantLogits = logitLayers.contains(i)
-            let (out, l) = checkpointing ? block.checkpointed(h, c, logits: wantLogits) : block(h, c, logits: wantLogits)
+            let (out, l) = checkpointing ? block.checkpointed(h, activated, logits: wantLogits)
+                                         : block.modulated(h, activated, logits: wantLogits)
             h = out
             if let l { logits[i] = l }
             if wantProjections && i == config.encoderDepth - 1 {
                 projected = projectors.map { $0.2($0.1($0.0(h).silu()).silu()) }              // (N, T, z)
             }
         }
-        let out = finalLayer(h, c)                                                           // (N, T, p·p·C)
+        let out = finalLayer.modulated(h, activated)                                         // (N, T, p·p·C)
         return SiTOutput(velocity: out.unpatchify(patch: config.patchSize, channels: config.inChannels),
                          attentionLogits: logits, projections: projected)
     }

@@ -65,7 +65,14 @@ public struct SiTBlock {
 
     /// x: (N, T, D) tokens; c: (N, D) conditioning. Returns (N, T, D) and the logits when asked.
     public func callAsFunction(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
-        let m = modulationChunks(adaLNModulation(c.silu()), 6)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
+        modulated(x, c.silu(), logits: logits)
+    }
+
+    /// The block given silu(c), the input of its adaLN modulation (`Sequential(SiLU(), Linear)` in torch): `SiT`
+    /// computes it once for all its blocks and the final layer (the same values; c's gradient sums the blocks' terms
+    /// before SiLU's backward instead of after, the same sum in another order).
+    func modulated(_ x: Tensor, _ activated: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        let m = modulationChunks(adaLNModulation(activated), 6)   // shift, scale, gate (msa), then (mlp): 6 × (N, D)
         // Fused (Ops/Fused.swift): modulatedLayerNorm = modulate(layerNorm(x), shift, scale), gatedResidual =
         // x + gate.unsqueeze(1)·branch; the composites stay in the tests as the reference. Under Autocast bf16 on
         // CUDA each half is one op over bf16 branch operands (Ops/AutocastAdaLN.swift), the same values.
@@ -91,9 +98,9 @@ public struct SiTBlock {
 extension SiTBlock {
     /// The block under `Tensor.checkpoint`: the same outputs, its activations recomputed in backward. Outputs in
     /// the order the backward walk enters the block: the tokens (the next block's input), then the logits.
-    func checkpointed(_ x: Tensor, _ c: Tensor, logits: Bool) -> (Tensor, Tensor?) {
-        let out = Tensor.checkpoint([x, c]) { a in
-            let (h, l) = self(a[0], a[1], logits: logits)
+    func checkpointed(_ x: Tensor, _ activated: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        let out = Tensor.checkpoint([x, activated]) { a in
+            let (h, l) = self.modulated(a[0], a[1], logits: logits)
             return [h] + (l.map { [$0] } ?? [])
         }
         return (out[0], logits ? out[1] : nil)
@@ -107,8 +114,11 @@ public struct FinalLayer {
         linear = Linear(p["linear"], hidden, patch * patch * outChannels, weightInit: .zeros)
         adaLNModulation = Linear(p["adaLN_modulation"][1], hidden, 2 * hidden, weightInit: .zeros)
     }
-    public func callAsFunction(_ x: Tensor, _ c: Tensor) -> Tensor {
-        let m = modulationChunks(adaLNModulation(c.silu()), 2)                              // shift, scale: 2 × (N, D)
+    public func callAsFunction(_ x: Tensor, _ c: Tensor) -> Tensor { modulated(x, c.silu()) }
+
+    /// Given silu(c), as `SiTBlock.modulated`.
+    func modulated(_ x: Tensor, _ activated: Tensor) -> Tensor {
+        let m = modulationChunks(adaLNModulation(activated), 2)                             // shift, scale: 2 × (N, D)
         return linear(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6))             // (N, T, p·p·C)
     }
 }

@@ -89,3 +89,28 @@ func modulationChunksAreChunkBitForBit(device: Device) {
     #expect(chunked.0 == copied.0, "pieces")
     #expect(chunked.1 == copied.1, "gradient")
 }
+
+/// SiT computes silu(c) once for its blocks and final layer (`SiTBlock.modulated`): the velocity is the blocks'
+/// own `callAsFunction` chain's bit for bit (each computing silu(c)), and c's gradient the same sum in another order.
+@Test func sitSharesTheModulationsSiLU() throws {
+    let model = try SiT(tinySiTConfig(), seed: 4)
+    for (i, p) in model.store.parameters.enumerated() { p.tensor.copyValues(from: Tensor.randn(p.tensor.shape, seed: 60 + UInt64(i)) * 0.2) }
+    let x = Tensor.randn([2, 3, 8, 8], seed: 5), t = Tensor([Float(0.3), 0.9], shape: [2]), y = Tensor([Int64(1), 4])
+    let shared = model(x, t: t, y: y).velocity
+    // The same forward with each block taking c itself.
+    let n = 2, d = model.config.hiddenSize
+    var h = x.conv2d(model.patchWeight, model.patchBias, stride: model.config.patchSize)
+        .reshaped([n, d, model.config.tokens]).transposed(1, 2) + model.posEmbed
+    let c = model.tMLP(Embeddings.timestep(t, dim: 256)) + Tensor.embedding(model.labelTable, y)
+    for block in model.blocks { h = block(h, c, logits: false).0 }
+    let each = model.finalLayer(h, c).unpatchify(patch: model.config.patchSize, channels: model.config.inChannels)
+    func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bitPattern) }
+    #expect(bits(shared.detached()) == bits(each.detached()))
+    // Gradients: the same within float32 summation order.
+    let up = Tensor.randn(shared.shape, seed: 6)
+    // (copied out before the second call: the gradients may be the store's own slots)
+    let g1 = model.store.gradients(of: (shared * up).sum()).map { ($0.0, Tensor($0.1.scalars(as: Float.self), shape: $0.1.shape)) }
+    let g2 = model.store.gradients(of: (each * up).sum())
+    #expect(g1.count == g2.count && g1.count > 10)
+    for ((name, a), (_, b)) in zip(g1, g2) { expectClose(a, b, atol: 1e-6, rtol: 1e-5, name) }
+}
