@@ -62,11 +62,25 @@ public struct SiT {
                      "SiT: input \(x.shape), expected [N, \(config.inChannels), \(config.inputSize), \(config.inputSize)]")
         require(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
         let n = x.shape[0], d = config.hiddenSize
-        var h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
+        let h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
             .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)
         let temb = tMLP(Embeddings.timestep(t, dim: 256))                  // (N, D)
         let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
         let activated = c.silu()                // every adaLN modulation's input, computed once (`SiTBlock.modulated`)
+        // … and narrowed to bf16 once for their GEMMs under Autocast bf16 on CUDA (`LowPrecisionCopies.with`).
+        let (out, logits, projected) = LowPrecisionCopies.with(activated) {
+            let (tokens, logits, projected) = blockStack(h, activated, logitLayers: logitLayers, projections: wantProjections,
+                                                         checkpointing: checkpointing)
+            return (finalLayer.modulated(tokens, activated), logits, projected)                // (N, T, p·p·C)
+        }
+        return SiTOutput(velocity: out.unpatchify(patch: config.patchSize, channels: config.inChannels),
+                         attentionLogits: logits, projections: projected)
+    }
+
+    /// The blocks from the embedded tokens h, with silu(c): the tokens, the asked logits, the projections.
+    private func blockStack(_ h0: Tensor, _ activated: Tensor, logitLayers: Set<Int>, projections wantProjections: Bool,
+                            checkpointing: Bool) -> (Tensor, [Int: Tensor], [Tensor]) {
+        var h = h0
         var logits: [Int: Tensor] = [:], projected: [Tensor] = []
         for (i, block) in blocks.enumerated() {
             let wantLogits = logitLayers.contains(i)
@@ -78,8 +92,6 @@ public struct SiT {
                 projected = projectors.map { $0.2($0.1($0.0(h).silu()).silu()) }              // (N, T, z)
             }
         }
-        let out = finalLayer.modulated(h, activated)                                         // (N, T, p·p·C)
-        return SiTOutput(velocity: out.unpatchify(patch: config.patchSize, channels: config.inChannels),
-                         attentionLogits: logits, projections: projected)
+        return (h, logits, projected)
     }
 }

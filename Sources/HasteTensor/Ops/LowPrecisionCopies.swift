@@ -28,6 +28,17 @@ public final class LowPrecisionCopies: @unchecked Sendable {
         }
     }
 
+    /// `body` with `t` added to the running task's copies (cast now, once), where narrowing would read it: Autocast
+    /// bf16 on CUDA (`arenaCastAllowed`), `t` float32. For an activation many ops narrow and none writes in `body`:
+    /// SiT's silu(c), the input of every block's adaLN modulation GEMM.
+    public static func with<R>(_ t: Tensor, _ body: () -> R) -> R {
+        guard arenaCastAllowed, Autocast.current == .bfloat16, case .cuda = t.device, t.dtype == .float32, t.isContiguous else {
+            return body()
+        }
+        let mine = LowPrecisionCopies(dtype: .bfloat16, pairs: [(t, GradMode.withoutGrad { t.narrowed(.bfloat16) })])
+        return $current.withValue(current?.merged(with: mine) ?? mine, operation: body)
+    }
+
     /// These copies and `other`'s (both of `dtype`; nil ones are skipped).
     public func merged(with other: LowPrecisionCopies?) -> LowPrecisionCopies {
         guard let other else { return self }

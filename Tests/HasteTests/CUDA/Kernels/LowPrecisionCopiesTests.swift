@@ -33,6 +33,13 @@ import HasteTraining
         let each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { step() }
         #expect(arena == each, "velocity and gradients with the arena cast")
         #expect(tally.served >= 20, "\(tally.served) copies read")
+        // silu(c) is narrowed once for the 2 blocks' and the final layer's modulation GEMMs: its copy is read 3 times.
+        let siluTally = LowPrecisionCopies.Tally()
+        let velocity = LowPrecisionCopies.$tally.withValue(siluTally) {
+            noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } }      // no arena copies: silu(c)'s alone
+        }
+        let velocityEach = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } } }
+        #expect(siluTally.served == 3 && Self.bits(velocity) == Self.bits(velocityEach), "silu(c)'s copy read \(siluTally.served) times")
         // (The launches it saves are pinned by BenchTrainCommandTests' host-only counts: a separate process, where
         // this emulator's launch count also has the other tests' running beside.)
         // Nothing to do in float32, on the CPU, or without an arena.
