@@ -62,8 +62,13 @@ public struct SiT {
                      "SiT: input \(x.shape), expected [N, \(config.inChannels), \(config.inputSize), \(config.inputSize)]")
         require(t.shape == [x.shape[0]] && y.shape == [x.shape[0]], "SiT: t \(t.shape) and y \(y.shape) for batch \(x.shape[0])")
         let n = x.shape[0], d = config.hiddenSize
-        let h = x.conv2d(patchWeight, patchBias, stride: config.patchSize)                   // (N, D, G, G)
-            .reshaped([n, d, config.tokens]).transposed(1, 2) + posEmbed                     // (N, T, D)
+        // The patch embedding (torch: Conv2d(C, D, p, stride p), `x_embedder.proj`) as patchify + linear: each token's
+        // C·p·p inputs in the conv weight's (c, i, j) order, one GEMM, whose weight and bias gradients are one GEMM
+        // too (BGRADB on CUDA) where the conv's weight gradient took one GEMM per image.
+        let p = config.patchSize, g = config.inputSize / p, k = config.inChannels * p * p
+        let patches = x.reshaped([n, config.inChannels, g, p, g, p]).permuted([0, 2, 4, 1, 3, 5]).contiguous()
+            .reshaped([n, g * g, k])                                                         // (N, T, C·p·p)
+        let h = patches.linear(patchWeight.reshaped([d, k]), patchBias) + posEmbed           // (N, T, D)
         let temb = tMLP(Embeddings.timestep(t, dim: 256))                  // (N, D)
         let c = temb + Tensor.embedding(labelTable, y)                                       // (N, D)
         let activated = c.silu()                // every adaLN modulation's input, computed once (`SiTBlock.modulated`)

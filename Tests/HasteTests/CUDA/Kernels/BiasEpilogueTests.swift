@@ -81,9 +81,10 @@ import HasteModels
         }
         let (epilogue, ran) = Self.counting(refused: false) { grads() }
         let (composite, refusedRan) = Self.counting(refused: true) { grads() }
-        // Per block adaLN, qkv, proj, fc1, fc2; the timestep MLP's two; the final layer's adaLN and linear.
+        // Per block adaLN, qkv, proj, fc1, fc2; the patch embedding; the timestep MLP's two; the final layer's adaLN
+        // and linear.
         let blocks = sit.config.depth
-        #expect(ran == 5 * blocks + 4 && refusedRan == 0, "bias GEMMs \(ran) for \(blocks) blocks")
+        #expect(ran == 5 * blocks + 5 && refusedRan == 0, "bias GEMMs \(ran) for \(blocks) blocks")
         let differing = zip(epilogue, composite).enumerated().filter { $0.1.0 != $0.1.1 }.map { sit.store.keys[$0.0] }
         #expect(epilogue.count == composite.count && differing.isEmpty, "gradients differing: \(differing)")
     }
