@@ -26,11 +26,10 @@ public protocol MemoryKernels: AnyObject {
     /// Converts `count` elements from src.dtype to dst.dtype (float→int truncates toward zero, like torch).
     func cast(from src: Buffer, to dst: Buffer, count: Int)
     /// y = x cast to `low` (bfloat16 or float16) and back to float32, in one pass: the values of a cast to a
-    /// `low` buffer and a cast back, bit for bit. x, y float32, `count` elements (y may be x).
-    func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int)
-    /// y = float32(low(x + shift)) − shift, each step rounded as the composite `(x + shift).roundedValues(low) −
-    /// shift` rounds it (a float32 add, `roundThrough`, a float32 subtract), in one pass: Autocast's bf16 1 + scale
-    /// of adaLN's modulation (shift 1). x, y float32, `count` elements (y may be x).
+    /// `low` buffer and a cast back, bit for bit. With `shift` ≠ 0, y = float32(low(x + shift)) − shift, each step
+    /// rounded as the composite `(x + shift).roundedValues(low) − shift` rounds it (a float32 add, the round trip,
+    /// a float32 subtract): Autocast's bf16 1 + scale of adaLN's modulation (shift 1). x, y float32, `count`
+    /// elements (y may be x).
     func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float)
     /// `stridedCopy` with a cast between float32 and bfloat16 (src and dst of those two dtypes, one of each; to
     /// bfloat16 rounds to nearest even as `cast` does): Autocast's head splits and merges straight from and into

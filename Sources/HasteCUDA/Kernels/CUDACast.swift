@@ -108,44 +108,25 @@ extension CUDABackend {
             dst[i] = y;
         }
     }
-    extern "C" __global__ void round_through_f32_v4(const haste_f4* x, haste_f4* y, int lowType, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            haste_f4 v = x[i];
-            if (lowType == 3) {
-                v.x = haste_round_bf16(v.x); v.y = haste_round_bf16(v.y); v.z = haste_round_bf16(v.z); v.w = haste_round_bf16(v.w);
-            } else {
-                v.x = haste_half_to_float(haste_float_to_half(v.x)); v.y = haste_half_to_float(haste_float_to_half(v.y));
-                v.z = haste_half_to_float(haste_float_to_half(v.z)); v.w = haste_half_to_float(haste_float_to_half(v.w));
-            }
-            y[i] = v;
-        }
-    }
     /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
-    /// conversions through double of cast_any are exact for float32 values, so these are its bits).
-    extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, i64 n) {
-        if (lowType == 3) {
-            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_bf16(x[i]);
-        } else {
-            HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_half_to_float(haste_float_to_half(x[i]));
-        }
+    /// conversions through double of cast_any are exact for float32 values, so these are its bits); with s ≠ 0,
+    /// float32(low(x + s)) − s, the float32 add and subtract of the scalar ops around it (`__fadd_rn`, nothing fused;
+    /// r − s as r + (−s), which IEEE 754 defines it to be). s = 0 adds nothing (−0 stays −0).
+    __device__ __forceinline__ float haste_round_through(float v, float s, int lowType) {
+        const float t = s != 0.0f ? __fadd_rn(v, s) : v;
+        const float r = lowType == 3 ? haste_round_bf16(t) : haste_half_to_float(haste_float_to_half(t));
+        return s != 0.0f ? __fadd_rn(r, -s) : r;
     }
-    /// y = float32(low(x + s)) − s: the float32 add and subtract of the scalar ops around round_through_f32's
-    /// conversion (`__fadd_rn`, nothing fused; r − s as r + (−s), which IEEE 754 defines it to be), four elements a
-    /// thread where 16-byte aligned.
-    __device__ __forceinline__ float haste_round_shifted(float v, float s, int lowType) {
-        const float t = __fadd_rn(v, s);
-        return __fadd_rn(lowType == 3 ? haste_round_bf16(t) : haste_half_to_float(haste_float_to_half(t)), -s);
-    }
-    extern "C" __global__ void round_through_shift_f32_v4(const haste_f4* x, haste_f4* y, int lowType, float s, i64 n4) {
+    extern "C" __global__ void round_through_f32_v4(const haste_f4* x, haste_f4* y, int lowType, float s, i64 n4) {
         HASTE_GRID_STRIDE_LOOP(i, n4) {
             haste_f4 v = x[i];
-            v.x = haste_round_shifted(v.x, s, lowType); v.y = haste_round_shifted(v.y, s, lowType);
-            v.z = haste_round_shifted(v.z, s, lowType); v.w = haste_round_shifted(v.w, s, lowType);
+            v.x = haste_round_through(v.x, s, lowType); v.y = haste_round_through(v.y, s, lowType);
+            v.z = haste_round_through(v.z, s, lowType); v.w = haste_round_through(v.w, s, lowType);
             y[i] = v;
         }
     }
-    extern "C" __global__ void round_through_shift_f32(const float* x, float* y, int lowType, float s, i64 n) {
-        HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_shifted(x[i], s, lowType);
+    extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, float s, i64 n) {
+        HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_through(x[i], s, lowType);
     }
     """#
 
@@ -185,25 +166,15 @@ extension CUDABackend {
         return !refused
     }
 
-    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {
-        requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
-        guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
-        if count <= 0 { return }
-        let v4 = count % 4 == 0 && address(x) % 16 == 0 && address(y) % 16 == 0
-        let units = v4 ? count / 4 : count
-        launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
-               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .int64(Int64(units))])
-    }
-
     public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
         requireFloat32(x, "roundThrough"); requireFloat32(y, "roundThrough")
         guard low == .bfloat16 || low == .float16 else { CUDABackend.fail("internal: roundThrough to \(low)") }
         if count <= 0 { return }
         let v4 = count % 4 == 0 && address(x) % 16 == 0 && address(y) % 16 == 0
         let units = v4 ? count / 4 : count
-        launch(CUDABackend.memorySource, v4 ? "round_through_shift_f32_v4" : "round_through_shift_f32",
-               grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
-               [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .float(shift), .int64(Int64(units))])
+        launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
+               block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .float(shift),
+                                  .int64(Int64(units))])
     }
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {

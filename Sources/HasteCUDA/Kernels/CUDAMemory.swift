@@ -10,7 +10,7 @@ extension CUDABackend {
         "strided_copy_8", "strided_copy_4", "strided_copy_2", "strided_copy_1",
         "strided_copy32_16", "strided_copy32_8", "strided_copy32_4", "strided_copy32_2", "strided_copy32_1",
         "cast_any", "cast_f32_bf16", "cast_bf16_f32", "round_through_f32", "cast_f32_bf16_v4", "cast_bf16_f32_v4",
-        "round_through_f32_v4", "round_through_shift_f32_v4", "round_through_shift_f32", "widen_bf16_copy32_u4", "widen_bf16_copy32_u2", "widen_bf16_copy32_u1",
+        "round_through_f32_v4", "widen_bf16_copy32_u4", "widen_bf16_copy32_u2", "widen_bf16_copy32_u1",
         "narrow_bf16_copy32_u4", "narrow_bf16_copy32_u2", "narrow_bf16_copy32_u1",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }

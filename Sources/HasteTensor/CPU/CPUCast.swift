@@ -73,21 +73,6 @@ extension CPUBackend {
         }
     }
 
-    public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) {
-        switch low {
-        case .bfloat16: roundThrough(CastBF16.self, x, y, count)
-        case .float16: roundThrough(CastF16.self, x, y, count)
-        default: fatalError("roundThrough: \(low) is not bfloat16 or float16")
-        }
-    }
-
-    private func roundThrough<L: CastElement>(_: L.Type, _ x: Buffer, _ y: Buffer, _ count: Int) {
-        let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
-        Parallel.chunks(count) { r in
-            for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i]) }
-        }
-    }
-
     public func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
         switch low {
         case .bfloat16: roundThrough(CastBF16.self, x, y, count, shift: shift)
@@ -99,7 +84,11 @@ extension CPUBackend {
     private func roundThrough<L: CastElement>(_: L.Type, _ x: Buffer, _ y: Buffer, _ count: Int, shift: Float) {
         let px = SendablePointer(x.pointer(Float.self)), py = SendablePointer(y.pointer(Float.self))
         Parallel.chunks(count) { r in
-            for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i] + shift) - shift }
+            if shift == 0 {
+                for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i]) }
+            } else {
+                for i in r { py.base[i] = CPUBackend.roundedThrough(L.self, px.base[i] + shift) - shift }
+            }
         }
     }
 

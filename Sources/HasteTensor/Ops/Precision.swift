@@ -90,16 +90,9 @@ extension Tensor {
     }
 
     /// The values rounded to `low` and widened back (`roundThrough`: the two casts' values in one pass, without
-    /// the `low` tensor between them), no autograd.
-    func roundedValues(_ low: DType) -> Tensor {
-        let x = contiguous()
-        let y = Tensor.empty(shape, dtype: .float32, device: device)
-        backend.roundThrough(x.buffer, y.buffer, low: low, count: count)
-        return y
-    }
-
-    /// `(self + shift).roundedValues(low) − shift` in one pass, no autograd (the same bits: `roundThrough(…, shift:)`).
-    func roundedValues(_ low: DType, shiftedBy shift: Float) -> Tensor {
+    /// the `low` tensor between them), no autograd; with `shift` ≠ 0, `(self + shift).roundedValues(low) − shift`
+    /// in that one pass (the same bits).
+    func roundedValues(_ low: DType, shiftedBy shift: Float = 0) -> Tensor {
         let x = contiguous()
         let y = Tensor.empty(shape, dtype: .float32, device: device)
         backend.roundThrough(x.buffer, y.buffer, low: low, count: count, shift: shift)
@@ -183,7 +176,7 @@ func bf16Carriers(_ raw: [Tensor?], into: [Tensor?]? = nil) -> [Tensor?] {
         if let into, i < into.count, let slot = into[i], slot.dtype == .float32, slot.count == g.count {
             let src = g.contiguous()
             if g.dtype == .bfloat16 { g.backend.cast(from: src.buffer, to: slot.buffer, count: g.count) }
-            else { g.backend.roundThrough(src.buffer, slot.buffer, low: .bfloat16, count: g.count) }
+            else { g.backend.roundThrough(src.buffer, slot.buffer, low: .bfloat16, count: g.count, shift: 0) }
             return slot
         }
         return g.dtype == .bfloat16 ? g.to(.float32) : g.roundedValues(.bfloat16)

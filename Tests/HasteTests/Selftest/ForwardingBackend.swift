@@ -16,7 +16,6 @@ class ForwardingBackend: Backend {
         base.stridedCopy(from: src, srcStrides: srcStrides, to: dst, dstStrides: dstStrides, shape: shape)
     }
     func cast(from src: Buffer, to dst: Buffer, count: Int) { base.cast(from: src, to: dst, count: count) }
-    func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int) { base.roundThrough(x, y, low: low, count: count) }
     func roundThrough(_ x: Buffer, _ y: Buffer, low: DType, count: Int, shift: Float) {
         base.roundThrough(x, y, low: low, count: count, shift: shift)
     }
