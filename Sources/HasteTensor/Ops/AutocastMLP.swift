@@ -48,10 +48,10 @@ struct BF16MLPTape: BF16BranchTape {
         // GELU(tanh) in fc1's epilogue where the backend has it; not where backward recomputes g from h (the
         // kernel's g of the rounded h would not be the epilogue's g of the float32 one).
         let b1n = b1?.narrowed(low)
-        let epilogue = activation == .geluTanh && keep && xn.backend.gemmEpilogues.contains(.geluTanh)
-        let fused = epilogue ? b1n.flatMap { geluLinear(xn, w1n, $0, keepsInput: records) } : nil
-        let h = fused?.h ?? xn.linear(w1n, b1n)
-        let g = fused?.g ?? h.unaryLowValues(activation)
+        let fused = activation == .geluTanh && keep
+            ? b1n.flatMap { xn.linearBiasGeluTanhEpilogue(w1n, $0, keepsPreActivation: records) } : nil
+        let h = fused.map { $0.preActivation ?? $0.y } ?? xn.linear(w1n, b1n)   // (fused without records: no tape reads h)
+        let g = fused?.y ?? h.unaryLowValues(activation)
         let y = g.linear(w2n, b2?.narrowed(low))
         let tape = records ? BF16MLPTape(xn: xn, w1n: w1n, w2n: w2n, h: h, g: keep ? g : nil, activation: activation) : nil
         return (y, tape)
@@ -85,19 +85,5 @@ struct BF16MLPTape: BF16BranchTape {
             if let db = fused?.db { fc1.db = db }
         }
         return (fc1.dx?.reshaped(xn.shape), [fc1.dw, fc2.dw, fc1.db, fc2.db])
-    }
-
-    /// fc1 with GELU(tanh) in its GEMM's epilogue (`linearBiasGeluTanh`): (h, g), h written only where the backward
-    /// will read it; nil where the backend has no such GEMM. h when not kept is g (never read).
-    static func geluLinear(_ xn: Tensor, _ w1n: Tensor, _ b1n: Tensor, keepsInput: Bool) -> (h: Tensor, g: Tensor)? {
-        let hidden = w1n.shape[0], inF = w1n.shape[1], rows = xn.count / Swift.max(inF, 1)
-        guard xn.dtype == .bfloat16, xn.shape.last == inF, b1n.shape == [hidden] else { return nil }
-        let x = xn.contiguous(), w = w1n.contiguous(), b = b1n.contiguous()
-        let shape = Array(xn.shape.dropLast()) + [hidden]
-        let g = Tensor.empty(shape, dtype: .bfloat16, device: xn.device)
-        let h = keepsInput ? Tensor.empty(shape, dtype: .bfloat16, device: xn.device) : nil
-        guard xn.backend.linearBiasGeluTanh(rows: rows, inF: inF, outF: hidden, x: x.buffer, weight: w.buffer, bias: b.buffer,
-                                            preActivation: h?.buffer, y: g.buffer) else { return nil }
-        return (h ?? g, g)
     }
 }

@@ -112,15 +112,24 @@ extension Tensor {
     /// float32 where TF32 is allowed (the GEMM in TF32, as the plain one; GELU in the epilogue's own float32
     /// arithmetic, within the TF32 rows' error class: selftest "linear + GELU(tanh) (inference, TF32)").
     public func linearBiasGeluTanhUntracked(_ weight: Tensor, _ bias: Tensor) -> Tensor? {
-        guard backend.gemmEpilogues.contains(.geluTanh), ![self, weight, bias].contains(where: \.isTracked),
-              rank >= 1, weight.rank == 2, shape[rank - 1] == weight.shape[1], bias.shape == [weight.shape[0]],
-              dtype == weight.dtype, dtype == bias.dtype, device == weight.device, device == bias.device, count > 0 else { return nil }
+        guard ![self, weight, bias].contains(where: \.isTracked) else { return nil }
+        return linearBiasGeluTanhEpilogue(weight, bias, keepsPreActivation: false)?.y
+    }
+
+    /// y = geluTanh(self·weightᵀ + bias) by the backend's GEMM with GELU in its epilogue, no autograd, and with
+    /// `keepsPreActivation` the pre-activation rounded to y's dtype (what its backward reads); nil where the backend
+    /// has no such GEMM for these operands (nothing written).
+    func linearBiasGeluTanhEpilogue(_ weight: Tensor, _ bias: Tensor, keepsPreActivation: Bool) -> (preActivation: Tensor?, y: Tensor)? {
+        guard backend.gemmEpilogues.contains(.geluTanh), rank >= 1, weight.rank == 2, shape[rank - 1] == weight.shape[1],
+              bias.shape == [weight.shape[0]], dtype == weight.dtype, dtype == bias.dtype, device == weight.device,
+              device == bias.device, count > 0 else { return nil }
         let x = contiguous(), w = weight.contiguous(), b = bias.contiguous()
-        let inF = weight.shape[1], outF = weight.shape[0]
-        let y = Tensor.empty(Array(shape.dropLast()) + [outF], dtype: dtype, device: device)
+        let inF = weight.shape[1], outF = weight.shape[0], shape = Array(shape.dropLast()) + [outF]
+        let y = Tensor.empty(shape, dtype: dtype, device: device)
+        let h = keepsPreActivation ? Tensor.empty(shape, dtype: dtype, device: device) : nil
         guard backend.linearBiasGeluTanh(rows: count / inF, inF: inF, outF: outF, x: x.buffer, weight: w.buffer, bias: b.buffer,
-                                         preActivation: nil, y: y.buffer) else { return nil }
-        return y
+                                         preActivation: h?.buffer, y: y.buffer) else { return nil }
+        return (h, y)
     }
 
     /// `(x + bias).geluTanh()` in one op, x [..., D], bias [D]: the epilogue of a bias-free `linear`.
