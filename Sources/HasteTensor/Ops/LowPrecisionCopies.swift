@@ -5,8 +5,10 @@ import Foundation
 /// narrow it (`Tensor.narrowed(_:)`, the bf16 operands of Autocast's GEMMs on CUDA). The same values as the casts
 /// (each element rounded by the same kernel), in one launch where SiT-XL/2's training step made ~290 (one per
 /// weight and bias). Valid while the tensors' values do not change: a training step installs it around its
-/// forward (`LowPrecisionCopies.$current.withValue`), where the parameters are read and never written; a copy is
-/// only handed out while its tensor still views the storage and offset it was made from.
+/// forward (`LowPrecisionCopies.$current.withValue`), where the parameters are read and never written. A copy is
+/// found by what a tensor views — its storage, offset and element count, contiguous — so a contiguous view of a
+/// source (a conv weight read as [D, C·k·k]) gets the copy in its own shape, and a tensor re-pointed elsewhere
+/// (`ParameterStore.move`) none.
 public final class LowPrecisionCopies: @unchecked Sendable {
     /// The copies the running task's narrowing reads first (nil: every narrowing casts).
     @TaskLocal public static var current: LowPrecisionCopies?
@@ -15,7 +17,9 @@ public final class LowPrecisionCopies: @unchecked Sendable {
     @TaskLocal public static var arenaCastAllowed = ProcessInfo.processInfo.environment["HASTE_ARENA_CAST"] != "0"
 
     public let dtype: DType
-    private var copies: [ObjectIdentifier: (source: Tensor, storage: Storage, offset: Int, copy: Tensor)] = [:]
+    /// Where a source's elements start: its storage (held, so the identifier stays its own) and element offset.
+    private struct Key: Hashable { let storage: ObjectIdentifier, offset: Int }
+    private var copies: [Key: (storage: Storage, copy: Tensor)] = [:]
 
     /// `pairs`: each source tensor (contiguous) and its copy (`dtype`, the source's shape), made from the source's
     /// current values.
@@ -24,7 +28,7 @@ public final class LowPrecisionCopies: @unchecked Sendable {
         for (source, copy) in pairs {
             require(copy.dtype == dtype && copy.shape == source.shape && source.isContiguous && copy.isContiguous,
                     "LowPrecisionCopies: \(source.shape) \(source.dtype) with a copy \(copy.shape) \(copy.dtype)")
-            copies[ObjectIdentifier(source)] = (source, source.storage, source.offset, copy)
+            copies[Key(storage: ObjectIdentifier(source.storage), offset: source.offset)] = (source.storage, copy)
         }
     }
 
@@ -54,11 +58,11 @@ public final class LowPrecisionCopies: @unchecked Sendable {
     final class Tally: @unchecked Sendable { var served = 0 }
     @TaskLocal static var tally: Tally?
 
-    /// `t`'s copy, where there is one of dtype `low` and `t` still views what it was made from.
+    /// `t`'s copy (in t's shape), where one of dtype `low` was made of the elements t views.
     func copy(of t: Tensor, _ low: DType) -> Tensor? {
-        guard low == dtype, let c = copies[ObjectIdentifier(t)], c.source === t, t.storage === c.storage, t.offset == c.offset,
-              t.isContiguous else { return nil }
+        guard low == dtype, t.isContiguous, let c = copies[Key(storage: ObjectIdentifier(t.storage), offset: t.offset)],
+              c.copy.count == t.count else { return nil }
         LowPrecisionCopies.tally?.served += 1
-        return c.copy
+        return c.copy.shape == t.shape ? c.copy : c.copy.reshaped(t.shape)
     }
 }

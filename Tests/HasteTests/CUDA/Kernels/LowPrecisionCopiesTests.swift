@@ -80,8 +80,8 @@ import HasteTraining
         #expect(tally.served >= 4 * 20, "\(tally.served) copies read")
     }
 
-    /// A copy is handed out only for the tensor it was made of, while that tensor views the same storage and
-    /// offset, and only for its dtype.
+    /// A copy is handed out for the elements it was made of (storage, offset, count; in the asking tensor's shape),
+    /// only for its dtype, and not once the tensor views other storage.
     @Test func copiesAreHandedOutOnlyWhileTheirTensorIsUnmoved() {
         let store = ParameterStore(seed: 3)
         let layer = Linear(store.root["fc"], 8, 4)
@@ -92,6 +92,12 @@ import HasteTraining
         #expect(Self.bits(copies.copy(of: layer.weight, .bfloat16)!) == Self.bits(want))
         #expect(copies.copy(of: layer.weight, .float16) == nil)
         #expect(copies.copy(of: Tensor.zeros([4, 8]).to(Self.device), .bfloat16) == nil, "another tensor")
+        // A contiguous view of the same elements (as SiT reads its patch embedding's conv weight) gets the copy in its
+        // shape; a view of fewer of them, or starting elsewhere, none.
+        let view = copies.copy(of: layer.weight.reshaped([32]), .bfloat16)
+        #expect(view?.shape == [32] && view.map(Self.bits) == Self.bits(want))
+        #expect(copies.copy(of: layer.weight.narrowed(0, start: 0, length: 2), .bfloat16) == nil)
+        #expect(copies.copy(of: layer.weight.narrowed(0, start: 1, length: 3), .bfloat16) == nil)
         // Narrowing inside the scope reads the copy (no cast), outside casts.
         let inside = LowPrecisionCopies.$current.withValue(copies) { layer.weight.narrowed(.bfloat16) }
         #expect(inside === copies.copy(of: layer.weight, .bfloat16))
