@@ -18,13 +18,8 @@ extension EmulatedDriver {
         // rounded to nearest even from its float32 result.
         EmulatedDriver.bf16GemmTally?.count += 1
         let e = gemmExtents(g)
-        func widened(_ p: DevicePointer, _ count: Int, _ dtype: DType) -> [Float] {
-            guard dtype == .bfloat16 else { return Array(UnsafeBufferPointer(start: pointer(p), count: count)) }
-            let bits = UnsafeBufferPointer(start: UnsafePointer<UInt16>(bitPattern: UInt(p)), count: count)
-            return bits.map { Float(bitPattern: UInt32($0) << 16) }
-        }
-        let a = widened(g.a, e.a, g.inputs), b = widened(g.b, e.b, g.inputs)
-        var c = widened(g.c, e.c, g.output)
+        let a = Self.widened(g.a, e.a, g.inputs), b = Self.widened(g.b, e.b, g.inputs)
+        var c = Self.widened(g.c, e.c, g.output)
         a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
             runtime.gemm(g.transA ? 1 : 0, g.transB ? 1 : 0, g.m, g.n, g.k, g.alpha, g.beta, pa.baseAddress, g.lda, g.strideA,
                          pb.baseAddress, g.ldb, g.strideB, pc.baseAddress, g.ldc, g.strideC, g.batch)
@@ -72,11 +67,7 @@ extension EmulatedDriver {
         }
         // acc (+ bias) in float32, column-major with ld = ldc.
         let e = gemmExtents(g)
-        func widened(_ p: DevicePointer, _ count: Int) -> [Float] {
-            g.inputs == .bfloat16 ? (0..<count).map { Float(bitPattern: UInt32(UnsafePointer<UInt16>(bitPattern: UInt(p))![$0]) << 16) }
-                                  : Array(UnsafeBufferPointer(start: UnsafePointer<Float>(bitPattern: UInt(p)), count: count))
-        }
-        let a = widened(g.a, e.a), b = widened(g.b, e.b)
+        let a = Self.widened(g.a, e.a, g.inputs), b = Self.widened(g.b, e.b, g.inputs)
         var acc = [Float](repeating: 0, count: e.c)
         var beta: Float = 0
         switch epilogue {
@@ -119,6 +110,13 @@ extension EmulatedDriver {
         default: break
         }
         return true
+    }
+
+    /// `count` elements at device address p as float32: bf16 widened exactly, float32 as they are.
+    static func widened(_ p: DevicePointer, _ count: Int, _ dtype: DType) -> [Float] {
+        guard dtype == .bfloat16 else { return Array(UnsafeBufferPointer(start: UnsafePointer<Float>(bitPattern: UInt(p)), count: count)) }
+        let bits = UnsafeBufferPointer(start: UnsafePointer<UInt16>(bitPattern: UInt(p)), count: count)
+        return bits.map { Float(bitPattern: UInt32($0) << 16) }
     }
 
     /// Elements of A, B and C (column-major, as stored) from their addresses to the last one the GEMM touches.
