@@ -38,6 +38,21 @@ public final class CUDADriver: GPUDriver {
     private var sharedOptIn: [UnsafeMutableRawPointer: Int] = [:]
     /// `HASTE_CUDA_PROFILE=1`: GPU time per kernel, GEMM and copy (Runtime/KernelProfiler.swift).
     let profiler: KernelProfiler?
+    /// `HASTE_CUDA_SHARED_CARVEOUT=<0…100>`: the shared-memory share of the L1/shared array (percent; 100 the most
+    /// shared memory) asked for each kernel opted into more than 48 KiB of dynamic shared memory (the flash
+    /// kernels), a hint the driver may override. Unset: no preference (the driver's choice), as before. For
+    /// comparisons: the profile's occupancy column says how many blocks a multiprocessor then runs (a test sets
+    /// it for its own task: `$sharedCarveout.withValue`).
+    @TaskLocal static var sharedCarveout: Int? = carveout(ProcessInfo.processInfo.environment["HASTE_CUDA_SHARED_CARVEOUT"])
+
+    /// `HASTE_CUDA_SHARED_CARVEOUT`'s value: nil unset or empty; a percent 0…100; anything else is refused with a
+    /// message (once, on stderr) and ignored.
+    static func carveout(_ text: String?) -> Int? {
+        guard let text, !text.isEmpty else { return nil }
+        if let v = Int(text), (0...100).contains(v) { return v }
+        fputs("haste: HASTE_CUDA_SHARED_CARVEOUT=\(text) ignored: give a percent from 0 to 100 (100: the most shared memory), or unset it\n", stderr)
+        return nil
+    }
     /// The epilogue GEMMs (cuBLASLt), made on first use; `epilogueUnavailable` says why not where they cannot be
     /// (then every linear adds its bias by copy and beta 1, GELU and bias gradients run as kernels).
     private var epilogueGemms: EpilogueGemms?
@@ -190,7 +205,12 @@ public final class CUDADriver: GPUDriver {
             let r = api.cuFuncSetAttribute(OpaquePointer(function.handle), DriverAPI.functionMaxDynamicShared, Int32(sharedBytes))
             if r != DriverAPI.success { record("cuFuncSetAttribute(\(function.name), max dynamic shared \(sharedBytes) B) failed: \(api.describe(r))"); return }
             sharedOptIn[function.handle] = sharedBytes
+            if let carveout = CUDADriver.sharedCarveout {
+                let c = api.cuFuncSetAttribute(OpaquePointer(function.handle), DriverAPI.functionPreferredCarveout, Int32(carveout))
+                if c != DriverAPI.success { record("cuFuncSetAttribute(\(function.name), shared carveout \(carveout) %) failed: \(api.describe(c))"); return }
+            }
         }
+        profiler?.noteOccupancy(function.name, OpaquePointer(function.handle), threads: block.x * block.y * block.z, sharedBytes: sharedBytes)
         let start = profiler?.begin(stream)
         let r = KernelArgumentPack.withParameters(arguments) { params in
             api.cuLaunchKernel(OpaquePointer(function.handle), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),

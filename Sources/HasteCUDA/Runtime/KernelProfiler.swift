@@ -25,6 +25,15 @@ final class KernelProfiler {
     let createEvent: @convention(c) (UnsafeMutablePointer<Event?>, UInt32) -> Int32
     let recordEvent: @convention(c) (Event?, OpaquePointer?) -> Int32
     let elapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Event?, Event?) -> Int32
+    /// cuFuncGetAttribute and cuOccupancyMaxActiveBlocksPerMultiprocessor, for `occupancy` (nil where the driver
+    /// lacks them: the report then has no occupancy column).
+    let functionAttribute: (@convention(c) (UnsafeMutablePointer<Int32>, Int32, OpaquePointer?) -> Int32)?
+    let activeBlocks: (@convention(c) (UnsafeMutablePointer<Int32>, OpaquePointer?, Int32, Int) -> Int32)?
+    /// Per kernel name, from its first launch: registers a thread, local (spill) bytes a thread, dynamic shared
+    /// bytes a block and the blocks per multiprocessor the driver's occupancy calculator gives for that launch
+    /// ("255 regs, 8 B local, 77.8 KiB shared: 2 blocks/SM"): whether a kernel runs as many blocks at once as its
+    /// design assumes (the flash kernels: 2), which no host-side count shows.
+    private(set) var occupancy: [String: String] = [:]
     private var spare: [Event] = []
     private var pending: [(name: String, start: Event, end: Event)] = []
     private(set) var totals: [String: (calls: Int, ms: Double)] = [:]
@@ -36,6 +45,25 @@ final class KernelProfiler {
         createEvent = try library.symbol("cuEventCreate", k)
         recordEvent = try library.symbol("cuEventRecord", k)
         elapsedTime = try library.symbol("cuEventElapsedTime", k)
+        functionAttribute = try? library.symbol("cuFuncGetAttribute", k)
+        activeBlocks = try? library.symbol("cuOccupancyMaxActiveBlocksPerMultiprocessor", k)
+    }
+
+    /// Notes `name`'s occupancy at its first launch (`occupancy`); `function` is its CUfunction.
+    func noteOccupancy(_ name: String, _ function: OpaquePointer?, threads: Int, sharedBytes: Int) {
+        guard occupancy[name] == nil, let functionAttribute, let activeBlocks else { return }
+        var regs: Int32 = -1, local: Int32 = -1, blocks: Int32 = -1
+        _ = functionAttribute(&regs, 4, function)     // CU_FUNC_ATTRIBUTE_NUM_REGS
+        _ = functionAttribute(&local, 3, function)    // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+        let r = activeBlocks(&blocks, function, Int32(threads), sharedBytes)
+        occupancy[name] = KernelProfiler.occupancyText(registers: Int(regs), localBytes: Int(local), sharedBytes: sharedBytes,
+                                                       threads: threads, blocksPerSM: r == 0 ? Int(blocks) : nil)
+    }
+
+    /// "255 regs, 8 B local, 77.8 KiB shared, 128 threads: 2 blocks/SM" (`blocksPerSM` nil: "blocks/SM unknown").
+    static func occupancyText(registers: Int, localBytes: Int, sharedBytes: Int, threads: Int, blocksPerSM: Int?) -> String {
+        String(format: "%d regs, %d B local, %.1f KiB shared, %d threads: ", registers, localBytes, Double(sharedBytes) / 1024, threads)
+            + (blocksPerSM.map { "\($0) blocks/SM" } ?? "blocks/SM unknown")
     }
 
     /// Records a start event on `stream` (nil when events fail: the profile then says so).
@@ -87,7 +115,7 @@ final class KernelProfiler {
         let s = Double(Swift.max(steps, 1)), sum = totals.values.reduce(0) { $0 + $1.ms }
         let rows = totals.sorted { $0.value.ms != $1.value.ms ? $0.value.ms > $1.value.ms : $0.key < $1.key }.prefix(top).map {
             String(format: "  %9.3f ms %5.1f %%  %7.1f calls  ", $0.value.ms / s, 100 * $0.value.ms / Swift.max(sum, 1e-12),
-                   Double($0.value.calls) / s) + $0.key
+                   Double($0.value.calls) / s) + $0.key + (occupancy[$0.key].map { "  [\($0)]" } ?? "")
         }
         return ([String(format: "per step: %.3f ms of GPU time in %.1f kernel launches and %.1f GEMMs (%d names)%@; by time:",
                         sum / s, Double(launches) / s, Double(gemms) / s, totals.count, failure.map { " (\($0): incomplete)" } ?? "")]

@@ -56,6 +56,11 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     return extra == 0 ? 0 : 1;
 }
 CUresult cuFuncSetAttribute(void* f, int attr, int value) { fake_attr_calls++; fake_attr = attr; fake_attr_value = value; return 0; }
+CUresult cuFuncGetAttribute(int* v, int attr, void* f) { *v = attr == 4 ? 96 : attr == 3 ? 8 : -1; return f ? 0 : 400; }
+/* Blocks a multiprocessor runs: 1 over 114 KiB of dynamic shared memory, else 2 with any, else 2 048 threads' worth. */
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* n, void* f, int threads, size_t shared) {
+    *n = shared > 116736 ? 1 : shared > 0 ? 2 : 2048 / threads > 32 ? 32 : 2048 / threads; return f && threads > 0 ? 0 : 1;
+}
 int fake_events = 0, fake_records = 0;
 CUresult cuEventCreate(void** e, unsigned flags) { *e = (void*)(uintptr_t)(0xe0000 + ++fake_events); return flags == 0 ? 0 : 1; }
 CUresult cuEventRecord(void* e, void* s) { if (on(s)) return 400; fake_records++; return e ? 0 : 400; }
@@ -297,10 +302,34 @@ final class FakeCUDA {
         #expect(driver.launchTotal == 4 && driver.gemmTotal == 1)
         let report = driver.report(steps: 2)
         #expect(report.hasPrefix("per step: 0.750 ms of GPU time in 2.0 kernel launches and 0.5 GEMMs (3 names); by time:"), "\(report)")
-        #expect(report.contains("    0.500 ms  66.7 %      2.0 calls  haste_cache_probe"), "\(report)")
+        #expect(report.contains("    0.500 ms  66.7 %      2.0 calls  haste_cache_probe  [96 regs, 8 B local, 0.0 KiB shared, 32 threads: 32 blocks/SM]"), "\(report)")
         #expect(report.contains("    0.125 ms  16.7 %      0.5 calls  GEMM float32→float32 2×2×2"), "\(report)")
         #expect(report.contains("    0.125 ms  16.7 %      0.5 calls  copy device → device"), "\(report)")
         for p in [a, b] { driver.free(p) }
+    }
+
+    /// The profile's occupancy column is taken at a kernel's first launch (its shared memory then), and
+    /// `HASTE_CUDA_SHARED_CARVEOUT` asks each kernel opted into more than 48 KiB for that shared-memory share.
+    @Test func theProfileSaysHowManyBlocksAMultiprocessorRunsAndTheCarveoutIsAskedFor() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = try CUDADriver(api: fake.libs.api, blas: fake.libs.blas, compiler: KernelCompiler(nvrtc: fake.libs.nvrtc, cacheDirectory: nil),
+                                    index: 0, allowTF32: false, profile: true)
+        let f = try #require(try driver.load(probeSource)["haste_cache_probe"])
+        let a = try #require(driver.allocate(byteCount: 64))
+        let calls = fake.global("fake_attr_calls", Int32.self).pointee
+        CUDADriver.$sharedCarveout.withValue(100) {
+            driver.launch(f, grid: Dim3(1), block: Dim3(128), sharedBytes: 120_000, arguments: [.pointer(a), .int64(1), .float(1)])
+            driver.launch(f, grid: Dim3(1), block: Dim3(128), sharedBytes: 60_000, arguments: [.pointer(a), .int64(1), .float(1)])
+        }
+        try driver.synchronize()
+        // max dynamic shared, then the carveout (CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9), once
+        #expect(fake.global("fake_attr_calls", Int32.self).pointee == calls + 2 && fake.global("fake_attr", Int32.self).pointee == 9
+                && fake.global("fake_attr_value", Int32.self).pointee == 100)
+        let report = driver.report(steps: 1)
+        #expect(report.contains("haste_cache_probe  [96 regs, 8 B local, 117.2 KiB shared, 128 threads: 1 blocks/SM]"), "\(report)")
+        #expect(CUDADriver.carveout("100") == 100 && CUDADriver.carveout("0") == 0 && CUDADriver.carveout(nil) == nil)
+        #expect(CUDADriver.carveout("max") == nil && CUDADriver.carveout("101") == nil && CUDADriver.carveout("") == nil)
+        driver.free(a)
     }
 
     /// Batch 2 of C(2×2) = 2·Aᵀ·B with A stored k×m = 3×2 and B k×n = 3×2, column-major, strides 6, 6, 4.
