@@ -107,7 +107,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
 
     /// The counts since `resetCounts()` divided by `steps`: totals, then the 25 most frequent kernels and GEMMs.
     public func report(steps: Int) -> String {
-        let top = 25
+        let top = Int(ProcessInfo.processInfo.environment["HASTE_HOST_ONLY_TOP"] ?? "") ?? 25
         lock.lock(); defer { lock.unlock() }
         let s = Double(Swift.max(steps, 1))
         func lines(_ d: [String: Int]) -> [String] {

@@ -16,7 +16,7 @@ extension CUDABackend {
         "fused_bias_gelu_forward", "fused_bias_gelu_backward",
         "fused_mln_forward_y16", "fused_mln_backward_dx_dy16", "fused_mln_backward_partials_dy16",
         "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16",
-    ] + fusedWarpKernels, code: fusedWarpCode + "\n" + #"""
+    ] + fusedWarpKernels + fusedGatedBackwardKernels, code: fusedWarpCode + "\n" + #"""
     /// The `_y16`, `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block
     /// in bf16 (element access by the prelude's `haste_ld`, `haste_st`).
 
@@ -251,7 +251,7 @@ extension CUDABackend {
             }
         }
     }
-    """#)
+    """# + "\n" + fusedGatedBackwardCode)
 
     /// Rows per partial-sum chunk of the per-item column sums (fixed: the result depends on it).
     static let fusedChunkRows = 64
@@ -313,6 +313,12 @@ extension CUDABackend {
         let y16 = branchSuffix(y, "_y16", "gatedResidual backward", low: low)
         let count = batch * tokens * cols
         if cols == 0 { return }
+        if let dy, let dgate, count > 0, CUDABackend.fusedGatedBackwardAllowed {   // one pass (CUDAFusedGatedBackward.swift)
+            let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
+            gatedResidualBackwardBoth(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols,
+                                      suffix: low == nil ? "" : "_bf16" + y16 + d16)
+            return
+        }
         if let dy, count > 0 {
             let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
             launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
@@ -380,7 +386,7 @@ extension CUDABackend {
 
     /// Allocates the [batch·perItem, lanes, cols] partials, lets `partials` fill them (skipped when there are no
     /// tokens), then reduces them in chunk order into outs (lane 0, lane 1); no tokens → zeros (empty sums).
-    private func columnSums(batch: Int, tokens: Int, cols: Int, lanes: Int, outs: (Buffer?, Buffer?),
+    func columnSums(batch: Int, tokens: Int, cols: Int, lanes: Int, outs: (Buffer?, Buffer?),
                             _ partials: (DevicePointer, Int) -> Void) {
         if batch == 0 { return }
         let chunkRows = CUDABackend.fusedChunkRows, perItem = (tokens + chunkRows - 1) / chunkRows
