@@ -234,7 +234,7 @@ extension CUDABackend {
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time. DIRECT with dq and no `dqcount`: launched with gridDim.x 1, the block walks
     /// every key tile of its head and dqp is the running sum (`tc_dq_serial`).
-    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false, bool SERIAL = false>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L,
@@ -340,7 +340,10 @@ extension CUDABackend {
                         for (int nt = 0; nt < DMAX / 8; nt++) { gq[nt][0] = 0.0f; gq[nt][1] = 0.0f; gq[nt][2] = 0.0f; gq[nt][3] = 0.0f; }
                         tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
                         const float mul[2] = {scale, scale};
-                        if constexpr (DIRECT) {
+                        if constexpr (SERIAL) {             // the serial entry points: only the running sum below
+                            tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq,
+                                               r0 + m0, tq, dh, scale, ti == 0, ti == tiles - 1);
+                        } else if constexpr (DIRECT) {
                             if (dq != 0 && dqcount == 0) {   // one block per head (gridDim.x 1): the running sum
                                 tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq,
                                                    r0 + m0, tq, dh, scale, ti == 0, ti == tiles - 1);

@@ -154,15 +154,16 @@ import Testing
         #expect(be.flashDQSerialFits(heads: 1024, keyTiles: 4) && be.flashDQSerialFits(heads: 4096, keyTiles: 4))
         #expect(be.flashDQSerialFits(heads: 8, keyTiles: 1))
         #expect(!be.flashDQSerialFits(heads: 300, keyTiles: 4) && !be.flashDQSerialFits(heads: 4, keyTiles: 4))
+        // Serially, the entry point compiled for the running sum alone ("…s").
         let kernel = "attention_flash_bf16_direct_in16_backward_dkdv_d80w"
-        for (heads, grid, fills) in [(1024, Dim3(1, 1024), 0), (4, Dim3(4, 4), 1)] {
+        for (heads, grid, fills, entry) in [(1024, Dim3(1, 1024), 0, kernel + "s"), (4, Dim3(4, 4), 1, kernel)] {
             let s = AttentionShape(batch: heads, queries: 256, keys: 256, headDim: 72, valueDim: 72)
             let x = Tensor.empty([heads, 256, 72], dtype: .bfloat16, device: dev), o = Tensor.empty([heads, 256, 72], dtype: .float32, device: dev)
             let l = Tensor.empty([heads, 256], dtype: .float32, device: dev)
             let before = driver.launches["fill_4", default: 0]
             be.attentionBackwardLSE(q: x.buffer, k: x.buffer, v: x.buffer, out: o.buffer, lse: l.buffer, dOut: x.buffer, dq: x.buffer,
                                     dk: x.buffer, dv: x.buffer, shape: s, scale: 0.1, precision: .bfloat16)
-            let g = driver.lastLaunch[kernel]?.grid
+            let g = driver.lastLaunch[entry]?.grid
             #expect(g?.x == grid.x && g?.y == grid.y, "\(heads) heads: grid \(String(describing: g))")
             #expect(driver.launches["fill_4", default: 0] == before + fills, "\(heads) heads")
         }
