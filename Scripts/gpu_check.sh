@@ -80,7 +80,7 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 # bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
 # A variant may set several switches, comma-separated.
 ISOLATE_SWITCHES="HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
-PROFILE_VARIANTS="gelu-kernels:HASTE_GEMM_GELU_EPILOGUE=0 bias-sums:HASTE_GEMM_BGRAD_EPILOGUE=0 weight-casts:HASTE_ARENA_CAST=0 carveout:HASTE_CUDA_SHARED_CARVEOUT=100 gated-two-pass:HASTE_FUSED_GATED_BACKWARD=0 dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0 staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
+PROFILE_VARIANTS="gelu-kernels:HASTE_GEMM_GELU_EPILOGUE=0 bias-sums:HASTE_GEMM_BGRAD_EPILOGUE=0 weight-casts:HASTE_ARENA_CAST=0 carveout:HASTE_CUDA_SHARED_CARVEOUT=100 gated-two-pass:HASTE_FUSED_GATED_BACKWARD=0 mln-sums-kernel:HASTE_FUSED_MLN_PARTIALS=0 dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0 staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
   dq-sum:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0 carriers:HASTE_BF16_BRANCHES=0
   bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
@@ -351,7 +351,9 @@ if [ "$DEVICE" = cuda ]; then
   # is read instead of the parameter arena's one cast a step; carveout, the flash kernels (over 48 KiB of shared
   # memory) asking for the most shared memory per multiprocessor (the profile's [.. blocks/SM] column says whether
   # the driver's own choice ran fewer blocks at once than the kernels' design assumes: dk/dv's 2); gated-two-pass,
-  # the gated residuals' dy and dgate partials by two kernels again (what reading dout once gains); dq-last-block, dq summed by each query tile's last dk/dv block instead of
+  # the gated residuals' dy and dgate partials by two kernels again (what reading dout once gains); mln-sums-kernel,
+  # the modulated LayerNorms' dshift/dscale chunk sums by their own kernel again (what summing in the dx pass gains);
+  # dq-last-block, dq summed by each query tile's last dk/dv block instead of
   # serially by one block per head (what the serial sum gains); block-rows, LayerNorm and softmax rows by block
   # instead of by warp; generic-unary, the activations through the generic bf16 unary kernels (what their own entry
   # points gain); staged-flash, the flash kernels streaming through a stage and the heads copied out of qkv and back

@@ -275,6 +275,13 @@ extension CUDABackend {
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
+        if rows > 0, dshift != nil || dscale != nil, CUDABackend.fusedMLNPartialsAllowed,
+           let per = CUDABackend.rowWarpWidths.first(where: { cols <= 32 * $0 }), CUDABackend.rowWarpAllowed,
+           CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes {   // sm_75's 64 KiB: not for 1 280 columns
+            modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
+                                               dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
+            return
+        }
         if rows > 0 {
             let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
             launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16 + warp, grid: shape.grid, block: shape.block, [
@@ -284,7 +291,7 @@ extension CUDABackend {
             ])
         }
         if dshift == nil && dscale == nil { return }
-        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift)) { part, chunkRows in
+        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows) { part, chunkRows in
             self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials" + dy16,
                         grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
                 .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),
@@ -335,7 +342,7 @@ extension CUDABackend {
 
     /// "" for a float32 buffer, `suffix` for a bfloat16 one (the branch side of an Autocast bf16 half-block: only
     /// with `low` bf16 where the kernel has a `low` variant); anything else stops.
-    private func branchSuffix(_ b: Buffer, _ suffix: String, _ op: String, low: DType? = .bfloat16) -> String {
+    func branchSuffix(_ b: Buffer, _ suffix: String, _ op: String, low: DType? = .bfloat16) -> String {
         switch b.dtype {
         case .float32: return ""
         case .bfloat16 where low == .bfloat16: return suffix
@@ -387,9 +394,9 @@ extension CUDABackend {
     /// Allocates the [batch·perItem, lanes, cols] partials, lets `partials` fill them (skipped when there are no
     /// tokens), then reduces them in chunk order into outs (lane 0, lane 1); no tokens → zeros (empty sums).
     func columnSums(batch: Int, tokens: Int, cols: Int, lanes: Int, outs: (Buffer?, Buffer?),
-                            _ partials: (DevicePointer, Int) -> Void) {
+                    chunkRows: Int = CUDABackend.fusedChunkRows, _ partials: (DevicePointer, Int) -> Void) {
         if batch == 0 { return }
-        let chunkRows = CUDABackend.fusedChunkRows, perItem = (tokens + chunkRows - 1) / chunkRows
+        let perItem = (tokens + chunkRows - 1) / chunkRows
         let partBytes = Swift.max(batch * perItem, 1) * lanes * cols * 4
         let part = allocator.allocate(byteCount: partBytes)
         if perItem > 0 { partials(part, chunkRows) }

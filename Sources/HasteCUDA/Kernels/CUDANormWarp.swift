@@ -162,7 +162,56 @@ extension CUDABackend {
                                    resid ? resid + r * cols : (const float*)0);
         }
     }
+    /// dx as haste_mln_backward_dx_warp and, with it, modulatedLayerNorm's chunk sums (haste_mln_backward_partials's
+    /// part[task, 0, j] = Σ dy·x̂, part[task, 1, j] = Σ dy over the task's rows in order, the same expressions): a warp
+    /// takes one task (`chunkRows` ≤ the rows a warp walks, of one item) and keeps its sums in its own slice of dynamic
+    /// shared memory (2·32·PER floats a warp: lane L's columns L + 32·j, conflict-free), so x and dy are read once
+    /// for both. Tasks by grid stride over warps.
+    template <int PER, typename TD>
+    __device__ __forceinline__ void haste_mln_backward_dx_partials_warp(const float* x, const float* scale, const float* mean, const float* rstd,
+                                                                       const TD* dy, const float* resid, float* dx, float* part,
+                                                                       i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        HASTE_DYNAMIC_SHARED(float, haste_sums);
+        const int lane = threadIdx.x & 31;
+        float* s0 = haste_sums + (threadIdx.x >> 5) * 2 * 32 * PER;
+        float* s1 = s0 + 32 * PER;
+        const i64 perItem = (tokens + chunkRows - 1) / chunkRows;
+        HASTE_WARP_ROWS(task, batch * perItem) {
+            const i64 item = task / perItem, c = task % perItem;
+            const i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
+            const float* sc = scale + item * cols;
+            #pragma unroll
+            for (int j = 0; j < PER; j++) { s0[lane + 32 * j] = 0.0f; s1[lane + 32 * j] = 0.0f; }
+            for (i64 t = c * chunkRows; t < t1; t++) {
+                const i64 r = item * tokens + t;
+                const float m = mean[r], rs = rstd[r];
+                float xv[PER], gv[PER];
+                haste_warp_row_load<PER>(x + r * cols, cols, xv);
+                haste_warp_row_load<PER>(dy + r * cols, cols, gv);
+                haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
+                                       resid ? resid + r * cols : (const float*)0);
+                #pragma unroll
+                for (int j = 0; j < PER; j++) {
+                    if (lane + 32 * j >= cols) continue;
+                    const float d = gv[j];
+                    s0[lane + 32 * j] += d * ((xv[j] - m) * rs);
+                    s1[lane + 32 * j] += d;
+                }
+            }
+            #pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const i64 i = lane + 32 * j;
+                if (i >= cols) continue;
+                part[(task * 2) * cols + i] = s0[i];
+                part[(task * 2 + 1) * cols + i] = s1[i];
+            }
+        }
+    }
     """# + "\n" + rowWarpWidths.map { p in """
+        extern "C" __global__ void fused_mln_backward_dx_partials_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, const float* resid, float* dx, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+            haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
+        extern "C" __global__ void fused_mln_backward_dx_partials_dy16_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, const float* resid, float* dx, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+            haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
         extern "C" __global__ void fused_mln_forward_w\(p)(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
             haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
         extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* x, const float* shift, const float* scale, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
@@ -174,6 +223,7 @@ extension CUDABackend {
         """ }.joined(separator: "\n") + "\n"
 
     static let fusedWarpKernels = rowWarpWidths.flatMap { p in
-        ["fused_mln_forward_w\(p)", "fused_mln_forward_y16_w\(p)", "fused_mln_backward_dx_w\(p)", "fused_mln_backward_dx_dy16_w\(p)"]
+        ["fused_mln_forward_w\(p)", "fused_mln_forward_y16_w\(p)", "fused_mln_backward_dx_w\(p)", "fused_mln_backward_dx_dy16_w\(p)",
+         "fused_mln_backward_dx_partials_w\(p)", "fused_mln_backward_dx_partials_dy16_w\(p)"]
     }
 }

@@ -1,0 +1,81 @@
+import Testing
+@testable import HasteTensor
+@testable import HasteCUDA
+
+/// modulatedLayerNorm's backward with dshift and dscale summed in the by-warp dx pass (CUDAFusedMLNSums.swift) gives
+/// the bits of the dx kernel plus the partials kernel (`HASTE_FUSED_MLN_PARTIALS=0`) and of the block-per-row
+/// kernels (`HASTE_ROW_WARP=0`): every register width, float32 and bf16 dy, with and without the residual, tokens
+/// not a multiple of the 8-row chunk, several items, columns not a multiple of 32, and a one-block grid (its warps
+/// take further chunks by grid stride: each chunk's sums start from zero again).
+@Suite struct FusedMLNSumsTests {
+    static let dev = EmulatedCUDA.device
+
+    /// dx, dshift and dscale as bit patterns, for each dy dtype and residual.
+    static func run(batch: Int, tokens: Int, cols: Int) -> [[UInt32]] {
+        let be = EmulatedCUDA.backend, rows = batch * tokens
+        let x = RowWarpNormTests.values(rows, cols, seed: UInt64(cols) + 1)
+        let dy = x * 0.5 + 0.25 + RowWarpNormTests.values(rows, cols, seed: UInt64(cols) + 9) * 0.01
+        let shift = RowWarpNormTests.values(batch, cols, seed: 15) * 0.1, scale = RowWarpNormTests.values(batch, cols, seed: 16) * 0.1
+        let y = Tensor.empty([rows, cols], dtype: .float32, device: dev)
+        let mean = Tensor.empty([rows], dtype: .float32, device: dev), rstd = Tensor.empty(like: mean)
+        be.modulatedLayerNormForward(x.buffer, shift: shift.buffer, scale: scale.buffer, y.buffer, mean: mean.buffer,
+                                     rstd: rstd.buffer, batch: batch, tokens: tokens, cols: cols, eps: 1e-6)
+        var out: [[UInt32]] = []
+        for g in [dy, dy.to(.bfloat16)] {
+            for residual in [nil, RowWarpNormTests.values(rows, cols, seed: 18)] {
+                let dx = Tensor.empty([rows, cols], dtype: .float32, device: dev)
+                let dshift = Tensor.empty([batch, cols], dtype: .float32, device: dev), dscale = Tensor.empty(like: dshift)
+                be.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer, g.buffer, dx: dx.buffer,
+                                              residual: residual?.buffer, dshift: dshift.buffer, dscale: dscale.buffer,
+                                              batch: batch, tokens: tokens, cols: cols)
+                out += [RowWarpNormTests.bits(dx), RowWarpNormTests.bits(dshift), RowWarpNormTests.bits(dscale)]
+            }
+        }
+        return out
+    }
+
+    @Test func sumsInTheDxPassGiveThePartialsKernelsBits() {
+        for (batch, tokens, cols, blocks) in [(2, 13, 33, 65_535), (3, 8, 500, 65_535), (2, 19, 768, 65_535), (2, 17, 1152, 65_535),
+                                              (3, 21, 100, 1), (1, 5, 1, 65_535)] {
+            let fused = CUDABackend.$fusedMLNPartialsAllowed.withValue(true) {
+                CUDABackend.$rowWarpMaxBlocks.withValue(blocks) { Self.run(batch: batch, tokens: tokens, cols: cols) }
+            }
+            let separate = CUDABackend.$fusedMLNPartialsAllowed.withValue(false) { Self.run(batch: batch, tokens: tokens, cols: cols) }
+            let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.run(batch: batch, tokens: tokens, cols: cols) }
+            for (other, name) in [(separate, "the partials kernel"), (block, "the block kernels")] {
+                #expect(fused.count == other.count)
+                for (i, (a, b)) in zip(fused, other).enumerated() {
+                    let differing = zip(a, b).filter { $0 != $1 }.count
+                    #expect(a.count == b.count && differing == 0,
+                            "\(["dx", "dshift", "dscale"][i % 3]) (case \(i / 3)) [\(batch), \(tokens), \(cols)] against \(name): \(differing) of \(a.count) differ")
+                }
+            }
+        }
+    }
+
+    /// One launch for dx and the chunk sums (and the column reduce): SiT-XL/2's rows at batch 2, its dynamic shared
+    /// memory (8 warps × 2 × 32·40 floats); the partials kernel where the sums are not wanted is not launched either.
+    @Test func oneLaunchForDxAndTheSums() {
+        CUDABackend.$fusedMLNPartialsAllowed.withValue(true) {
+            CUDABackend.$rowWarpAllowed.withValue(true) {
+                let (dev, driver) = FusedGatedBackwardTests.hostOnly
+                let (batch, tokens, cols) = (2, 256, 1152)
+                let x = Tensor.empty([batch * tokens, cols], dtype: .float32, device: dev), dx = Tensor.empty(like: x)
+                let dy = Tensor.empty([batch * tokens, cols], dtype: .bfloat16, device: dev)
+                let scale = Tensor.empty([batch, cols], dtype: .float32, device: dev), dshift = Tensor.empty(like: scale), dscale = Tensor.empty(like: scale)
+                let mean = Tensor.empty([batch * tokens], dtype: .float32, device: dev), rstd = Tensor.empty(like: mean)
+                let be = x.backend
+                driver.resetCounts()
+                be.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer, dy.buffer, dx: dx.buffer,
+                                              residual: x.buffer, dshift: dshift.buffer, dscale: dscale.buffer, batch: batch, tokens: tokens, cols: cols)
+                #expect(driver.launches == ["fused_mln_backward_dx_partials_dy16_w40": 1, "fused_column_reduce": 1], "\(driver.launches)")
+                let launch = driver.lastLaunch["fused_mln_backward_dx_partials_dy16_w40"]
+                #expect(launch?.grid.x == 8 && launch?.sharedBytes == 81_920, "\(String(describing: launch))")   // 64 chunks of 8 rows, 8 a block
+                driver.resetCounts()
+                be.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer, dy.buffer, dx: dx.buffer,
+                                              residual: nil, dshift: nil, dscale: nil, batch: batch, tokens: tokens, cols: cols)
+                #expect(driver.launches == ["fused_mln_backward_dx_dy16_w40": 1], "\(driver.launches)")
+            }
+        }
+    }
+}
