@@ -43,7 +43,7 @@ INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x800
 # ----- seeds -------------------------------------------------------------------------------------------------
 
 def safetensors_bytes(tensors, metadata=None):
-    header, data = {}, b""
+    header, data = {}, bytearray()                # appended in place: linear, not one copy of all so far per tensor
     if metadata:
         header["__metadata__"] = metadata
     for name, dtype, shape, raw in tensors:
@@ -51,7 +51,7 @@ def safetensors_bytes(tensors, metadata=None):
         data += raw
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * ((8 - (8 + len(text)) % 8) % 8)
-    return struct.pack("<Q", len(text)) + text + data
+    return struct.pack("<Q", len(text)) + text + bytes(data)
 
 
 def fixture_tensors(name):
@@ -162,7 +162,7 @@ def mutate_safetensors_header(rng, b):
     else:
         header["__metadata__"] = rng.choice([{"a": 1}, {"a": ["x"]}, "x", {"k" * 300: "v" * 10000}])
     text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
+    return struct.pack("<Q", len(text)) + text + bytes(data)
 
 
 def mutate_npy_header(rng, b):
