@@ -163,10 +163,9 @@ struct DINOv2Block {
         return (layerScaled(y, f, ls2), l)                                                      // (B, N, D)
     }
 
-    /// x + branch·gamma (LayerScale, gamma [D]) as one fused `gatedResidual` over all B·N tokens as one item.
+    /// x + branch·gamma (LayerScale, gamma [D]) as one fused op over all B·N tokens; under Autocast the product stays
+    /// float32, as torch's bf16 branch × float32 gamma (`layerScaledResidual`).
     private func layerScaled(_ x: Tensor, _ branch: Tensor, _ gamma: Tensor) -> Tensor {
-        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
-        return x.reshaped([1, b * n, d]).gatedResidual(gate: gamma.reshaped([1, d]), branch.reshaped([1, b * n, d]))
-            .reshaped([b, n, d])
+        x.layerScaledResidual(gamma: gamma, branch)
     }
 }

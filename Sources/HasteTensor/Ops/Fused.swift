@@ -87,6 +87,18 @@ extension Tensor {
         return fusedGatedResidual(gate: gate, y, low: nil)
     }
 
+    /// LayerScale's residual `self + y·gamma` (DINOv2: x, y [..., D], gamma [D]) as one fused gated residual over
+    /// every row. Unlike `gatedResidual`, the product is never rounded under Autocast: torch multiplies the bf16
+    /// branch output by the float32 gamma parameter in float32 (type promotion), and adds it to the float32 stream;
+    /// the gradients likewise (y's is rounded by the bf16 op that made y, as torch casts it to y's dtype).
+    public func layerScaledResidual(gamma: Tensor, _ y: Tensor) -> Tensor {
+        require(rank >= 1 && gamma.shape == [shape[rank - 1]] && y.shape == shape,
+                "layerScaledResidual: input \(shape), gamma \(gamma.shape), branch \(y.shape) (need gamma [D] and the branch shaped as the input)")
+        let d = shape[rank - 1], rows = d == 0 ? 0 : count / d
+        return reshaped([1, rows, d]).fusedGatedResidual(gate: gamma.reshaped([1, d]), y.reshaped([1, rows, d]), low: nil)
+            .reshaped(shape)
+    }
+
     /// The fused kernels, float32/float64 or (`low`) on Autocast's carriers.
     func fusedGatedResidual(gate: Tensor, _ y: Tensor, low: DType?) -> Tensor {
         require(dtype.isComputeFloat, "gatedResidual: needs float32 or float64, got \(dtype) \(shape)")
