@@ -150,16 +150,20 @@ extension CUDABackend {
             });
         }
     }
+    /// Row r of the modulated LayerNorm's dx (its item's scale row `sc`), leaving the row's x and dy in xv and gv.
+    template <int PER, typename TD>
+    __device__ __forceinline__ void haste_mln_row_dx(const float* x, const float* sc, float m, float rs, const TD* dy, const float* resid,
+                                                     float* dx, i64 r, i64 cols, float (&xv)[PER], float (&gv)[PER]) {
+        haste_warp_row_load<PER>(x + r * cols, cols, xv);
+        haste_warp_row_load<PER>(dy + r * cols, cols, gv);
+        haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
+                               resid ? resid + r * cols : (const float*)0);
+    }
     template <int PER, typename TD>
     __device__ __forceinline__ void haste_mln_backward_dx_warp(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
         HASTE_WARP_ROWS(r, rows) {
-            const float* sc = scale + (r / tokens) * cols;
-            const float m = mean[r], rs = rstd[r];
             float xv[PER], gv[PER];
-            haste_warp_row_load<PER>(x + r * cols, cols, xv);
-            haste_warp_row_load<PER>(dy + r * cols, cols, gv);
-            haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
-                                   resid ? resid + r * cols : (const float*)0);
+            haste_mln_row_dx<PER>(x, scale + (r / tokens) * cols, mean[r], rstd[r], dy, resid, dx, r, cols, xv, gv);
         }
     }
     /// dx as haste_mln_backward_dx_warp and, with it, modulatedLayerNorm's chunk sums (haste_mln_backward_partials's
@@ -186,10 +190,7 @@ extension CUDABackend {
                 const i64 r = item * tokens + t;
                 const float m = mean[r], rs = rstd[r];
                 float xv[PER], gv[PER];
-                haste_warp_row_load<PER>(x + r * cols, cols, xv);
-                haste_warp_row_load<PER>(dy + r * cols, cols, gv);
-                haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
-                                       resid ? resid + r * cols : (const float*)0);
+                haste_mln_row_dx<PER>(x, sc, m, rs, dy, resid, dx, r, cols, xv, gv);
                 #pragma unroll
                 for (int j = 0; j < PER; j++) {
                     if (lane + 32 * j >= cols) continue;
