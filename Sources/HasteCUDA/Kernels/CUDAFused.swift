@@ -15,7 +15,7 @@ extension CUDABackend {
         "fused_gated_forward_bf16", "fused_gated_backward_dy_bf16", "fused_gated_partials_bf16",
         "fused_bias_gelu_forward", "fused_bias_gelu_backward",
         "fused_mln_forward_y16", "fused_mln_backward_dx_dy16", "fused_mln_backward_partials_dy16",
-        "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16",
+        "fused_gated_forward_bf16_y16", "fused_gated_backward_dy_bf16_d16", "fused_gated_partials_bf16_y16", "fused_gated_forward_y16",
     ] + fusedWarpKernels + fusedGatedBackwardKernels, code: fusedWarpCode + "\n" + #"""
     /// The `_y16`, `_dy16`, `_d16` kernels are the float32 ones with the branch side of an Autocast bf16 half-block
     /// in bf16 (element access by the prelude's `haste_ld`, `haste_st`).
@@ -202,6 +202,9 @@ extension CUDABackend {
     extern "C" __global__ void fused_gated_forward_bf16_y16(const float* x, const float* gate, const u16* y, float* out, i64 tokens, i64 cols, i64 count) {
         haste_gated_forward<true>(x, gate, y, out, tokens, cols, count);
     }
+    extern "C" __global__ void fused_gated_forward_y16(const float* x, const float* gate, const u16* y, float* out, i64 tokens, i64 cols, i64 count) {
+        haste_gated_forward<false>(x, gate, y, out, tokens, cols, count);
+    }
 
     /// dy = gate[item]·dout; with ROUND gate[item]·bf16(dout). Rows by block, as haste_gated_forward.
     template <bool ROUND, typename TD = float>
@@ -304,10 +307,11 @@ extension CUDABackend {
                                      low: DType?) {
         for b in [x, gate] { requireFloat32(b, "gatedResidual") }
         requireBF16OrNone(low, "gatedResidual")
-        let y16 = branchSuffix(y, "_y16", "gatedResidual", low: low)
+        // y in bf16 also without `low` (LayerScale's float32 product of a bf16 branch output: fused_gated_forward_y16).
+        let y16 = low == nil && y.dtype == .bfloat16 ? "_y16" : branchSuffix(y, "_y16", "gatedResidual", low: low)
         let count = batch * tokens * cols
         if count == 0 { return }
-        launch(CUDABackend.fusedSource, low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16" + y16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
+        launch(CUDABackend.fusedSource, (low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16") + y16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
             .pointer(address(x)), .pointer(address(gate)), .pointer(address(y)), .pointer(address(out)),
             .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
         ])

@@ -97,12 +97,18 @@ extension CUDABackend {
         if let bias { requireFloat32(bias, "layerNorm") }
         if rows == 0 || cols == 0 { return }
         let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
-        launch(CUDABackend.normSource, "layer_norm_forward" + warp, grid: shape.grid, block: shape.block, [
+        // y in bf16 (`layerNormWritesBF16`: the by-warp kernels only), stored rounded to nearest even.
+        let y16 = y.dtype == .bfloat16 ? "_y16" : ""
+        if !y16.isEmpty && warp.isEmpty { CUDABackend.fail("layerNorm on \(device): a bfloat16 output for \(cols) columns (by-warp rows only: layerNormWritesBF16)") }
+        if y16.isEmpty { requireFloat32(y, "layerNorm") }
+        launch(CUDABackend.normSource, "layer_norm_forward" + y16 + warp, grid: shape.grid, block: shape.block, [
             .pointer(address(x)), .pointer(weight.map(address) ?? 0), .pointer(bias.map(address) ?? 0),
             .pointer(address(y)), .pointer(address(mean)), .pointer(address(rstd)),
             .int64(Int64(rows)), .int64(Int64(cols)), .float(Float(eps)),
         ])
     }
+
+    public func layerNormWritesBF16(cols: Int) -> Bool { !CUDABackend.rowWarpSuffix(cols: cols).isEmpty }
 
     public func layerNormBackward(_ x: Buffer, weight: Buffer?, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                   dweight: Buffer?, dbias: Buffer?, rows: Int, cols: Int) {

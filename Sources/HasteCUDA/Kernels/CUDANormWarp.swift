@@ -103,15 +103,15 @@ extension CUDABackend {
 
     /// layer_norm_forward and layer_norm_backward_dx by warp (the norm family).
     static let normWarpCode = rowWarpHelpers + "\n" + #"""
-    template <int PER>
-    __device__ __forceinline__ void haste_ln_forward_warp(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+    template <int PER, typename TY>
+    __device__ __forceinline__ void haste_ln_forward_warp(const float* x, const float* w, const float* b, TY* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
         HASTE_WARP_ROWS(r, rows) {
-            float* yr = y + r * cols;
+            TY* yr = y + r * cols;
             haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
                 float v = (xj - m) * rs;
                 if (w) v = v * w[i];
                 if (b) v = v + b[i];
-                yr[i] = v;
+                haste_st(yr, i, v);
             });
         }
     }
@@ -130,11 +130,13 @@ extension CUDABackend {
     """# + "\n" + rowWarpWidths.map { p in """
         extern "C" __global__ void layer_norm_forward_w\(p)(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
             haste_ln_forward_warp<\(p)>(x, w, b, y, mean, rstd, rows, cols, eps); }
+        extern "C" __global__ void layer_norm_forward_y16_w\(p)(const float* x, const float* w, const float* b, u16* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+            haste_ln_forward_warp<\(p)>(x, w, b, y, mean, rstd, rows, cols, eps); }
         extern "C" __global__ void layer_norm_backward_dx_w\(p)(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
             haste_ln_backward_dx_warp<\(p)>(x, w, mean, rstd, dy, dx, rows, cols); }
         """ }.joined(separator: "\n") + "\n"
 
-    static let normWarpKernels = rowWarpWidths.flatMap { ["layer_norm_forward_w\($0)", "layer_norm_backward_dx_w\($0)"] }
+    static let normWarpKernels = rowWarpWidths.flatMap { ["layer_norm_forward_w\($0)", "layer_norm_forward_y16_w\($0)", "layer_norm_backward_dx_w\($0)"] }
 
     /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""

@@ -128,6 +128,14 @@ struct DINOv2Block {
     }
 
     func callAsFunction(_ x: Tensor, logits: Bool) -> (Tensor, Tensor?) {
+        // The teacher's pass (no gradient, Autocast bf16 on CUDA): each half-block's LayerNorm writes the branch's
+        // bf16 input and LayerScale reads its bf16 output (`autocastLayerScaledBranch`; the same values).
+        if !logits, qkv.packed == nil, proj.packed == nil,
+           let y = Tensor.autocastLayerScaledBranch(x, norm: norm1.0, norm1.1, eps: 1e-6, gamma: ls1,
+                                                    .attention(qkv: qkv.weight, qkvBias: qkv.bias, proj: proj.weight,
+                                                               projBias: proj.bias, heads: heads)) {
+            return (mlpHalf(y), nil)
+        }
         let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
         let h = x.layerNorm(weight: norm1.0, bias: norm1.1, eps: 1e-6)
         let attended: Tensor, l: Tensor?                                                        // (B, N, D), (B, H, N, N)
@@ -153,14 +161,20 @@ struct DINOv2Block {
             }
             attended = proj(merged)
         }
-        let y = layerScaled(x, attended, ls1)                                                   // (B, N, D)
+        return (mlpHalf(layerScaled(x, attended, ls1)), l)                                     // (B, N, D)
+    }
+
+    /// y + ls2·MLP(norm2(y)).
+    private func mlpHalf(_ y: Tensor) -> Tensor {
+        if let branch = mlp?.bf16Branch,
+           let out = Tensor.autocastLayerScaledBranch(y, norm: norm2.0, norm2.1, eps: 1e-6, gamma: ls2, branch) { return out }
         let h2 = y.layerNorm(weight: norm2.0, bias: norm2.1, eps: 1e-6)
         let f: Tensor
         if let mlp { f = mlp(h2) } else {
             let u = w12!(h2).chunk(2, axis: -1)
             f = w3!(u[0].silu() * u[1])
         }
-        return (layerScaled(y, f, ls2), l)                                                      // (B, N, D)
+        return layerScaled(y, f, ls2)
     }
 
     /// x + branch·gamma (LayerScale, gamma [D]) as one fused op over all B·N tokens; under Autocast the product stays

@@ -37,10 +37,15 @@ public protocol FusedKernels: AnyObject {
     /// bf16) and its backward's dy output (rounded to nearest even as it is stored). The same values as on float32
     /// carriers of those bf16 values. Default false (the CPU).
     var fusedBranchesInBF16: Bool { get }
+    /// True where `layerNormForward` (LayerNormKernels) also writes a bfloat16 y of `cols` columns (rounded to nearest
+    /// even as it is stored: the float32 output's values narrowed) and `gatedResidualForward` without `low` reads a
+    /// bfloat16 y (`autocastLayerScaledBranch`). Default false (the CPU).
+    func layerNormWritesBF16(cols: Int) -> Bool
 }
 
 extension FusedKernels {
     public var fusedBranchesInBF16: Bool { false }
+    public func layerNormWritesBF16(cols: Int) -> Bool { false }
 }
 
 extension Tensor {
