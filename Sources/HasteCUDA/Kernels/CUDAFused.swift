@@ -5,8 +5,9 @@ extension CUDABackend {
     /// (two-pass statistics in float where the CPU makes one shifted pass: both within float32 rounding of the exact
     /// moments), (1 + scale[b]) and shift[b] applied in the same pass. gatedResidual and biasGeluTanh: grid-stride
     /// elementwise. Column sums over an item's tokens (dshift, dscale, dgate, and dbias over all rows) are partial
-    /// sums over fixed chunks of `fusedChunkRows` rows that never cross an item, then added in chunk order: no
-    /// atomics, the same bits every run; the CPU's chunks differ, so its sums round differently (summation order).
+    /// sums over fixed chunks of `fusedChunkRows` rows (modulatedLayerNorm's: `mlnChunkRows`) that never cross an
+    /// item, then added in chunk order: no atomics, the same bits every run; the CPU's chunks differ, so its sums
+    /// round differently (summation order).
     /// gatedResidual's `_bf16` kernels are Autocast bf16's: the product and the gradient terms rounded to bf16 where
     /// torch's bf16 tensors round them (`FusedKernels.gatedResidualForward`/`Backward` with `low`).
     static let fusedSource = KernelSource(family: "fused", kernels: [
