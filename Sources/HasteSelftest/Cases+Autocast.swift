@@ -37,6 +37,26 @@ extension ConformanceSuite {
                 let y = Autocast.run(.bfloat16) { Tensor.autocastBranch(x, mlp) ?? x.linear(w1, b1).geluTanh().linear(w2, b2) }
                 c.forwardBackward(y, [("x", x), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)])
             },
+            // The frozen teacher's forward (no gradient): on CUDA each half-block's LayerNorm writes the branch's bf16
+            // input and LayerScale's residual reads its bf16 output (`autocastLayerScaledBranch`), the logit layer's
+            // attention half through the general path; on the CPU the general path. Width 144 with 2 heads is
+            // SiT-XL/2's head dim 72 (DINOv2-B's is 64); 17 tokens (a 4×4 grid and the class token). The bound as the
+            // SiT block's (the same rounding points, other summation orders).
+            OpCase("DINOv2 teacher (autocast bf16)", "images[2,3,8,8] width 144 heads 2 depth 2, logits of block 1", .bfloat16(k: 3)) { c in
+                var config = DINOv2Config()
+                (config.patchSize, config.embedDim, config.depth, config.numHeads, config.grid) = (2, 144, 2, 2, 4)
+                let model = DINOv2(config, seed: 3, frozen: true)
+                model.store.move(to: c.device)
+                for key in model.store.keys {
+                    let p = model.store[key]!
+                    p.copyValues(from: c.normal(p.shape, scale: 0.3, grad: false))
+                }
+                let images = c.normal([2, 3, 8, 8], grad: false)
+                let out = Autocast.run(.bfloat16) { noGrad { model(images, logitLayers: [1]) } }
+                c.output("patch tokens", out.patchTokens)
+                c.output("class token", out.classToken)
+                c.output("logits 1", out.attentionLogits[1]!)
+            },
         ]
     }
 
