@@ -97,7 +97,7 @@ public struct MMDiT {
             }
         }
         let m = modulationChunks(finalAdaLN(cond.silu()), 2)                                  // shift, scale
-        let out = finalLinear(modulate(h.layerNorm(eps: 1e-6), m[0], m[1]))                  // (N, T, p·p·C)
+        let out = finalLinear(h.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6))                  // (N, T, p·p·C)
         return SiTOutput(velocity: out.unpatchify(patch: c.patchSize, channels: c.inChannels),
                          attentionLogits: logits, projections: projected)
     }

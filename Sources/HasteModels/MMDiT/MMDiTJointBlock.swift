@@ -22,17 +22,24 @@ struct MMDiTStream {
     func pre(_ s: Tensor, _ c: Tensor) -> (q: Tensor, k: Tensor, v: Tensor, mod: [Tensor]) {
         let (n, l, d) = (s.shape[0], s.shape[1], s.shape[2])
         let mod = modulationChunks(adaLN(c.silu()), post == nil ? 2 : 6)   // shift, scale, gate (msa), shift, scale, gate (mlp)
-        let parts = qkv(modulate(s.layerNorm(eps: 1e-6), mod[0], mod[1]))
+        let parts = qkv(s.modulatedLayerNorm(shift: mod[0], scale: mod[1], eps: 1e-6))
             .reshaped([n, l, 3, heads, d / heads]).permuted([2, 0, 3, 1, 4])                  // (3, N, H, L, Dh)
         return (parts.select(axis: 0, index: 0), parts.select(axis: 0, index: 1), parts.select(axis: 0, index: 2), mod)
     }
 
-    /// s + gate·proj(attn); then s + gate·MLP(modulate(norm(s))). `attn`: (N, L, D).
-    func postAttention(_ s: Tensor, _ attn: Tensor, _ mod: [Tensor]) -> Tensor {
+    /// s + gate·proj(attn); then s + gate·MLP(modulate(norm(s))). `attn`: (N, L, D). `lowStream`: s is a bf16 tensor
+    /// in torch under autocast (the context stream: the context embedder's Linear output, and every residual sum of
+    /// two bf16 tensors after it), so each residual sum is rounded as torch's bf16 add rounds it; the image stream
+    /// is float32 there (the patch embedding plus the float32 position table).
+    func postAttention(_ s: Tensor, _ attn: Tensor, _ mod: [Tensor], lowStream: Bool) -> Tensor {
         let post = post!
-        let h = s + mod[2].unsqueezed(1) * post.proj(attn)
-        let m = post.fc2(post.fc1(modulate(h.layerNorm(eps: 1e-6), mod[3], mod[4])).geluTanh())
-        return h + mod[5].unsqueezed(1) * m
+        func residual(_ sum: Tensor) -> Tensor {
+            guard lowStream, sum.dtype == .float32, let low = Autocast.precision.lowDType else { return sum }
+            return sum.rounded(to: low)
+        }
+        let h = residual(s.gatedResidual(gate: mod[2], post.proj(attn)))
+        let m = post.fc2(post.fc1(h.modulatedLayerNorm(shift: mod[3], scale: mod[4], eps: 1e-6)).geluTanh())
+        return residual(h.gatedResidual(gate: mod[5], m))
     }
 }
 
@@ -56,14 +63,22 @@ struct MMDiTJointBlock {
         let a = contextBlock.pre(ctx, c), b = xBlock.pre(x, c)
         let q = Tensor.cat([a.q, b.q], axis: 2), k = Tensor.cat([a.k, b.k], axis: 2), v = Tensor.cat([a.v, b.v], axis: 2)
         let joint = Tensor.scaledDotProductAttention(q, k, v).transposed(1, 2).reshaped([n, l + tx, d])   // (N, L+T, D)
-        let logits = wantLogits ? Tensor.attentionLogits(b.q, b.k, scale: 1 / Double(d / xBlock.heads).squareRoot()) : nil
-        let newX = xBlock.postAttention(x, joint.narrowed(1, start: l, length: tx), b.mod)
-        let newCtx = contextBlock.post == nil ? nil : contextBlock.postAttention(ctx, joint.narrowed(1, start: 0, length: l), a.mod)
+        let logits = wantLogits ? MMDiTJointBlock.scaledLogits(b.q, b.k, scale: 1 / Double(d / xBlock.heads).squareRoot()) : nil
+        let newX = xBlock.postAttention(x, joint.narrowed(1, start: l, length: tx), b.mod, lowStream: false)
+        let newCtx = contextBlock.post == nil ? nil
+            : contextBlock.postAttention(ctx, joint.narrowed(1, start: 0, length: l), a.mod, lowStream: true)
         return (newCtx, newX, logits)
     }
 }
 
 extension MMDiTJointBlock {
+    /// The reference's `(q @ kᵀ) * scale`: under Autocast two roundings, the bf16 product's and the bf16 scaling's
+    /// (torch: a bf16 matmul, then a bf16 tensor times a Python float); in float32 one GEMM with the scale as alpha.
+    static func scaledLogits(_ q: Tensor, _ k: Tensor, scale: Double) -> Tensor {
+        guard let low = Autocast.precision.lowDType, q.dtype == .float32 else { return Tensor.attentionLogits(q, k, scale: scale) }
+        return (Tensor.attentionLogits(q, k, scale: 1).rounded(to: low) * scale).rounded(to: low)
+    }
+
     /// The block under `Tensor.checkpoint`: the same outputs, its activations recomputed in backward. Outputs in
     /// the order the backward walk enters the block: the image stream (the residual path the final layer starts
     /// from), then the context stream (absent after a pre-only block), then the logits.
