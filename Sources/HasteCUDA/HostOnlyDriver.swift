@@ -105,7 +105,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         lastHandedOut = handedOut?() ?? 0
     }
 
-    /// The counts since `resetCounts()` divided by `steps`: totals, then the 25 most frequent kernels and GEMMs.
+    /// The counts since `resetCounts()` divided by `steps`: totals, then the most frequent kernels, GEMM shapes and
+    /// tensor makers, 25 of each or `HASTE_HOST_ONLY_TOP` (a diagnostic: the whole list when counting where a step's
+    /// launches go).
     public func report(steps: Int) -> String {
         let top = Int(ProcessInfo.processInfo.environment["HASTE_HOST_ONLY_TOP"] ?? "") ?? 25
         lock.lock(); defer { lock.unlock() }

@@ -125,19 +125,35 @@ extension CUDABackend {
     }
 
     /// part[task, j] = Σ term over the task's rows in order (tasks as above): a·b (b null: a), or with ROUND
-    /// (Autocast bf16's gated residual) bf16(bf16(a)·b).
-    template <bool ROUND, typename TB = float>
-    __device__ __forceinline__ void haste_partials(const float* a, const TB* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
-        i64 perItem = (tokens + chunkRows - 1) / chunkRows;
+    /// (Autocast bf16's gated residual) bf16(bf16(a)·b). With `dy` (gatedResidual's backward wanting dy and dgate:
+    /// one pass, CUDAFusedGatedBackward.swift; a is dout) also dy = gate[item]·a, with ROUND gate[item]·bf16(a):
+    /// haste_gated_backward_dy's expression, stored as TD. Four rows' operands are loaded before their terms are
+    /// used (dy is never an operand).
+    template <bool ROUND, typename TB = float, typename TD = float>
+    __device__ __forceinline__ void haste_partials(const float* a, const TB* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows,
+                                                   const float* gate = 0, TD* dy = 0) {
+        const i64 perItem = (tokens + chunkRows - 1) / chunkRows;
         HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
-            i64 task = p / cols, j = p % cols;
-            i64 item = task / perItem, c = task % perItem;
-            i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
+            const i64 task = p / cols, j = p % cols;
+            const i64 item = task / perItem, c = task % perItem;
+            const i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
+            const float g = dy ? gate[item * cols + j] : 0.0f;
             float s = 0.0f;
-            for (i64 t = c * chunkRows; t < t1; t++) {
-                i64 o = (item * tokens + t) * cols + j;
-                if (ROUND) s += haste_round_bf16(haste_round_bf16(a[o]) * haste_ld(b, o));
-                else s += b ? a[o] * haste_ld(b, o) : a[o];
+            for (i64 t0 = c * chunkRows; t0 < t1; t0 += 4) {
+                float av[4], bv[4];
+                #pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const i64 o = (item * tokens + t0 + u) * cols + j;
+                    av[u] = t0 + u < t1 ? a[o] : 0.0f;
+                    bv[u] = t0 + u < t1 && b ? haste_ld(b, o) : 0.0f;
+                }
+                #pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    if (t0 + u >= t1) break;
+                    if (dy) haste_st(dy, (item * tokens + t0 + u) * cols + j, g * (ROUND ? haste_round_bf16(av[u]) : av[u]));
+                    if (ROUND) s += haste_round_bf16(haste_round_bf16(av[u]) * bv[u]);
+                    else s += b ? av[u] * bv[u] : av[u];
+                }
             }
             part[task * cols + j] = s;
         }
@@ -279,8 +295,7 @@ extension CUDABackend {
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
-        if rows > 0, dshift != nil || dscale != nil, CUDABackend.fusedMLNPartialsAllowed,
-           let per = CUDABackend.rowWarpWidths.first(where: { cols <= 32 * $0 }), CUDABackend.rowWarpAllowed,
+        if rows > 0, dshift != nil || dscale != nil, CUDABackend.fusedMLNPartialsAllowed, let per = CUDABackend.rowWarpWidth(cols: cols),
            CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes {   // sm_75's 64 KiB: not for 1 280 columns
             modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
                                                dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
@@ -308,8 +323,8 @@ extension CUDABackend {
                                      low: DType?) {
         for b in [x, gate] { requireFloat32(b, "gatedResidual") }
         requireBF16OrNone(low, "gatedResidual")
-        // y in bf16 also without `low` (LayerScale's float32 product of a bf16 branch output: fused_gated_forward_y16).
-        let y16 = low == nil && y.dtype == .bfloat16 ? "_y16" : branchSuffix(y, "_y16", "gatedResidual", low: low)
+        // y in bf16 with `low` (the bf16 half-blocks) or without (LayerScale's float32 product of a bf16 branch output).
+        let y16 = branchSuffix(y, "_y16", "gatedResidual")
         let count = batch * tokens * cols
         if count == 0 { return }
         launch(CUDABackend.fusedSource, (low == nil ? "fused_gated_forward" : "fused_gated_forward_bf16") + y16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [

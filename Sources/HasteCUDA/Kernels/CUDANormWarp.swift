@@ -17,11 +17,13 @@ extension CUDABackend {
     /// bits; a test switches it: `$rowWarpAllowed.withValue`).
     @TaskLocal static var rowWarpAllowed = ProcessInfo.processInfo.environment["HASTE_ROW_WARP"] != "0"
 
-    /// The warp entry points' suffix ("_w16", "_w24", "_w40") for rows of `cols`, or "" (the block kernels).
-    static func rowWarpSuffix(cols: Int) -> String {
-        guard rowWarpAllowed, let per = rowWarpWidths.first(where: { cols <= 32 * $0 }) else { return "" }
-        return "_w\(per)"
+    /// The register width (elements a lane) of the warp entry points for rows of `cols`, or nil (the block kernels).
+    static func rowWarpWidth(cols: Int) -> Int? {
+        rowWarpAllowed ? rowWarpWidths.first(where: { cols <= 32 * $0 }) : nil
     }
+
+    /// The warp entry points' suffix ("_w16", "_w24", "_w40") for rows of `cols`, or "" (the block kernels).
+    static func rowWarpSuffix(cols: Int) -> String { rowWarpWidth(cols: cols).map { "_w\($0)" } ?? "" }
 
     /// Grid and block of a launch over `rows` rows: eight rows a block by warp, else one a block.
     static func rowLaunch(_ rows: Int, warp: Bool) -> (grid: Dim3, block: Dim3) {

@@ -30,6 +30,8 @@ struct DriverAPI {
     static let attributeCCMajor: Int32 = 75                // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
     static let attributeCCMinor: Int32 = 76                // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
     static let attributeSharedOptIn: Int32 = 97            // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    static let functionLocalBytes: Int32 = 3               // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+    static let functionRegisters: Int32 = 4                // CU_FUNC_ATTRIBUTE_NUM_REGS
     static let functionMaxDynamicShared: Int32 = 8         // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
     static let functionPreferredCarveout: Int32 = 9        // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
     static let streamNonBlocking: UInt32 = 1               // CU_STREAM_NON_BLOCKING

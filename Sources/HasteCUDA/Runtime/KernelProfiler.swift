@@ -53,8 +53,8 @@ final class KernelProfiler {
     func noteOccupancy(_ name: String, _ function: OpaquePointer?, threads: Int, sharedBytes: Int) {
         guard occupancy[name] == nil, let functionAttribute, let activeBlocks else { return }
         var regs: Int32 = -1, local: Int32 = -1, blocks: Int32 = -1
-        _ = functionAttribute(&regs, 4, function)     // CU_FUNC_ATTRIBUTE_NUM_REGS
-        _ = functionAttribute(&local, 3, function)    // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+        _ = functionAttribute(&regs, DriverAPI.functionRegisters, function)
+        _ = functionAttribute(&local, DriverAPI.functionLocalBytes, function)
         let r = activeBlocks(&blocks, function, Int32(threads), sharedBytes)
         occupancy[name] = KernelProfiler.occupancyText(registers: Int(regs), localBytes: Int(local), sharedBytes: sharedBytes,
                                                        threads: threads, blocksPerSM: r == 0 ? Int(blocks) : nil)

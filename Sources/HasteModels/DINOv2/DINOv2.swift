@@ -161,7 +161,7 @@ struct DINOv2Block {
             }
             attended = proj(merged)
         }
-        return (mlpHalf(layerScaled(x, attended, ls1)), l)                                     // (B, N, D)
+        return (mlpHalf(x.layerScaledResidual(gamma: ls1, attended)), l)                       // (B, N, D)
     }
 
     /// y + ls2·MLP(norm2(y)).
@@ -174,12 +174,6 @@ struct DINOv2Block {
             let u = w12!(h2).chunk(2, axis: -1)
             f = w3!(u[0].silu() * u[1])
         }
-        return layerScaled(y, f, ls2)
-    }
-
-    /// x + branch·gamma (LayerScale, gamma [D]) as one fused op over all B·N tokens; under Autocast the product stays
-    /// float32, as torch's bf16 branch × float32 gamma (`layerScaledResidual`).
-    private func layerScaled(_ x: Tensor, _ branch: Tensor, _ gamma: Tensor) -> Tensor {
-        x.layerScaledResidual(gamma: gamma, branch)
+        return y.layerScaledResidual(gamma: ls2, f)
     }
 }

@@ -33,10 +33,7 @@ struct MMDiTStream {
     /// is float32 there (the patch embedding plus the float32 position table).
     func postAttention(_ s: Tensor, _ attn: Tensor, _ mod: [Tensor], lowStream: Bool) -> Tensor {
         let post = post!
-        func residual(_ sum: Tensor) -> Tensor {
-            guard lowStream, sum.dtype == .float32, let low = Autocast.precision.lowDType else { return sum }
-            return sum.rounded(to: low)
-        }
+        func residual(_ sum: Tensor) -> Tensor { lowStream ? sum.roundedUnderAutocast() : sum }
         let h = residual(s.gatedResidual(gate: mod[2], post.proj(attn)))
         let m = post.fc2(post.fc1(h.modulatedLayerNorm(shift: mod[3], scale: mod[4], eps: 1e-6)).geluTanh())
         return residual(h.gatedResidual(gate: mod[5], m))
@@ -75,8 +72,8 @@ extension MMDiTJointBlock {
     /// The reference's `(q @ kᵀ) * scale`: under Autocast two roundings, the bf16 product's and the bf16 scaling's
     /// (torch: a bf16 matmul, then a bf16 tensor times a Python float); in float32 one GEMM with the scale as alpha.
     static func scaledLogits(_ q: Tensor, _ k: Tensor, scale: Double) -> Tensor {
-        guard let low = Autocast.precision.lowDType, q.dtype == .float32 else { return Tensor.attentionLogits(q, k, scale: scale) }
-        return (Tensor.attentionLogits(q, k, scale: 1).rounded(to: low) * scale).rounded(to: low)
+        guard Autocast.precision.lowDType != nil, q.dtype == .float32 else { return Tensor.attentionLogits(q, k, scale: scale) }
+        return (Tensor.attentionLogits(q, k, scale: 1).roundedUnderAutocast() * scale).roundedUnderAutocast()
     }
 
     /// The block under `Tensor.checkpoint`: the same outputs, its activations recomputed in backward. Outputs in

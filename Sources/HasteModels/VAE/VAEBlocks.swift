@@ -53,18 +53,9 @@ struct ResnetBlock2D {
 
     func callAsFunction(_ x: Tensor) -> Tensor {
         let h = conv2(norm2(conv1(norm1(x, silu: true)), silu: true))
-        return lowPrecisionSum(convShortcut.map { $0(x) } ?? x, h)
+        // Both terms are conv outputs (or a block input that is one): bf16 tensors under autocast, a bf16 sum.
+        return ((convShortcut.map { $0(x) } ?? x) + h).roundedUnderAutocast()
     }
-}
-
-/// a + b, rounded as torch's autocast rounds the sum of two low-precision tensors: every residual add of the VAE
-/// adds two conv or linear outputs (bf16 tensors under autocast, their sum bf16: diffusers' `input + hidden` and
-/// the attention's `hidden + residual`), where haste's float32 carriers would keep it unrounded. In float32 mode
-/// a plain add.
-func lowPrecisionSum(_ a: Tensor, _ b: Tensor) -> Tensor {
-    let sum = a + b
-    guard sum.dtype == .float32, let low = Autocast.precision.lowDType else { return sum }
-    return sum.rounded(to: low)
 }
 
 /// The mid-block attention: one head over all H·W pixels, head dim = channels, scale 1/√C, residual added
@@ -87,7 +78,7 @@ struct VAEAttention {
         let t = groupNorm(x).reshaped([n, c, h * w]).transposed(1, 2)                  // (N, HW, C)
         let q = toQ(t).unsqueezed(1), k = toK(t).unsqueezed(1), v = toV(t).unsqueezed(1)  // (N, 1, HW, C)
         let o = toOut(Tensor.scaledDotProductAttention(q, k, v).squeezed(1))               // (N, HW, C)
-        return lowPrecisionSum(o.transposed(1, 2).reshaped([n, c, h, w]), x)
+        return (o.transposed(1, 2).reshaped([n, c, h, w]) + x).roundedUnderAutocast()       // bf16 + bf16, as the resnets
     }
 }
 

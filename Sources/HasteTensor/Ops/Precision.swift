@@ -89,6 +89,14 @@ extension Tensor {
         return roundedValues(low).recorded(RoundBackward(x: self, low: low))
     }
 
+    /// This op result as torch's autocast leaves an op of low-precision tensors (a bf16 + bf16 sum, a bf16 tensor
+    /// times a Python float: a bf16 tensor): rounded to Autocast's low dtype with its gradient (`rounded(to:)`);
+    /// unchanged in float32 mode and for a float64 tensor (`Autocast.lowering`).
+    public func roundedUnderAutocast() -> Tensor {
+        guard let low = Autocast.lowering(dtype) else { return self }
+        return rounded(to: low)
+    }
+
     /// The values rounded to `low` and widened back (`roundThrough`: the two casts' values in one pass, without
     /// the `low` tensor between them), no autograd; with `shift` ≠ 0, `(self + shift).roundedValues(low) − shift`
     /// in that one pass (the same bits).

@@ -26,11 +26,16 @@ import Testing
 
     /// On the host-only device: the one-pass half-blocks launch the bf16 LayerNorm and the y16 residual, and none of
     /// the float32 LayerNorm, the branch-output widening or the input narrowing of the general route.
-    @Test func teacherHalfBlocksLaunchTheBF16LayerNorm() {
+    static let hostOnly: (device: Device, driver: HostOnlyDriver) = {
         let driver = HostOnlyDriver()
         Backends.register(CUDABackend(driver: driver, device: .cuda(15)), for: .cuda(15))
-        let model = tinyRandomDINOv2(valueSeed: 300, on: .cuda(15))
-        let x = Tensor.randn([2, 3, 8, 8], seed: 8).to(.cuda(15))
+        return (.cuda(15), driver)
+    }()
+
+    @Test func teacherHalfBlocksLaunchTheBF16LayerNorm() {
+        let (dev, driver) = Self.hostOnly
+        let model = tinyRandomDINOv2(valueSeed: 300, on: dev)
+        let x = Tensor.randn([2, 3, 8, 8], seed: 8).to(dev)
         driver.resetCounts()
         _ = noGrad { Trainer.autocast(.bfloat16, narrowing: model.store) { model(x, logitLayers: []) } }
         // 3 blocks × 2 half-blocks, and the final norm (float32)
@@ -38,7 +43,7 @@ import Testing
                 && driver.launches["layer_norm_forward_w16", default: 0] == 1 && driver.launches["fused_gated_forward", default: 0] == 0,
                 "\(driver.launches)")
         // With a gradient recorded through the input, the general route.
-        let xt = Tensor.randn([2, 3, 8, 8], seed: 9).to(.cuda(15))
+        let xt = Tensor.randn([2, 3, 8, 8], seed: 9).to(dev)
         xt.requiresGrad = true
         driver.resetCounts()
         _ = Trainer.autocast(.bfloat16, narrowing: model.store) { model(xt, logitLayers: []) }

@@ -2,10 +2,12 @@ import Testing
 @testable import HasteTensor
 @testable import HasteCUDA
 
-/// gatedResidual's backward in one pass (`fused_gated_backward_both*`, CUDAFusedGatedBackward.swift) gives the bits
-/// of the dy kernel and the partials kernel it replaces (`HASTE_FUSED_GATED_BACKWARD=0`): float32, Autocast bf16 on
-/// float32 carriers, and with y, dy or both in bf16; tokens below, at and past a chunk (64) and not a multiple of
-/// the four rows loaded at once, odd columns, several items; and the one pass runs exactly when both are wanted.
+/// gatedResidual's backward in one pass (`fused_gated_backward_both*`: the partials kernel's `haste_partials` writing
+/// dy too, CUDAFusedGatedBackward.swift) gives the bits of the dy kernel and the partials kernel it replaces
+/// (`HASTE_FUSED_GATED_BACKWARD=0`): float32, Autocast bf16 on float32 carriers, and with y, dy or both in bf16; tokens
+/// below, at and past a chunk (64) and not a multiple of the four rows loaded at once, odd columns, several items;
+/// and the one pass runs exactly when both are wanted. dgate is the same code either way (its values against the
+/// CPU: CUDAFusedTests); dy is checked against the dy kernel's own expression.
 @Suite struct FusedGatedBackwardTests {
     static let dev = EmulatedCUDA.device
 

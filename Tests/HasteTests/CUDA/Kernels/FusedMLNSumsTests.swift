@@ -53,12 +53,19 @@ import Testing
         }
     }
 
+    /// A host-only device of its own (its launch counts are exact while other suites run in parallel).
+    static let hostOnly: (device: Device, driver: HostOnlyDriver) = {
+        let driver = HostOnlyDriver()
+        Backends.register(CUDABackend(driver: driver, device: .cuda(16)), for: .cuda(16))
+        return (.cuda(16), driver)
+    }()
+
     /// One launch for dx and the chunk sums (and the column reduce): SiT-XL/2's rows at batch 2, its dynamic shared
     /// memory (8 warps × 2 × 32·40 floats); the partials kernel where the sums are not wanted is not launched either.
     @Test func oneLaunchForDxAndTheSums() {
         CUDABackend.$fusedMLNPartialsAllowed.withValue(true) {
             CUDABackend.$rowWarpAllowed.withValue(true) {
-                let (dev, driver) = FusedGatedBackwardTests.hostOnly
+                let (dev, driver) = Self.hostOnly
                 let (batch, tokens, cols) = (2, 256, 1152)
                 let x = Tensor.empty([batch * tokens, cols], dtype: .float32, device: dev), dx = Tensor.empty(like: x)
                 let dy = Tensor.empty([batch * tokens, cols], dtype: .bfloat16, device: dev)
