@@ -124,66 +124,6 @@ extension CUDABackend {
         haste_mln_backward_partials(x, mean, rstd, dy, part, batch, tokens, cols, chunkRows);
     }
 
-    /// part[task, j] = Σ term over the task's rows in order (tasks as above): a·b (b null: a), or with ROUND
-    /// (Autocast bf16's gated residual) bf16(bf16(a)·b). With `dy` (gatedResidual's backward wanting dy and dgate:
-    /// one pass, CUDAFusedGatedBackward.swift; a is dout) also dy = gate[item]·a, with ROUND gate[item]·bf16(a):
-    /// haste_gated_backward_dy's expression, stored as TD. Four rows' operands are loaded before their terms are
-    /// used (dy is never an operand).
-    template <bool ROUND, typename TB = float, typename TD = float>
-    __device__ __forceinline__ void haste_partials(const float* a, const TB* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows,
-                                                   const float* gate = 0, TD* dy = 0) {
-        const i64 perItem = (tokens + chunkRows - 1) / chunkRows;
-        HASTE_GRID_STRIDE_LOOP(p, batch * perItem * cols) {
-            const i64 task = p / cols, j = p % cols;
-            const i64 item = task / perItem, c = task % perItem;
-            const i64 t1 = (c + 1) * chunkRows < tokens ? (c + 1) * chunkRows : tokens;
-            const float g = dy ? gate[item * cols + j] : 0.0f;
-            float s = 0.0f;
-            for (i64 t0 = c * chunkRows; t0 < t1; t0 += 4) {
-                float av[4], bv[4];
-                #pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const i64 o = (item * tokens + t0 + u) * cols + j;
-                    av[u] = t0 + u < t1 ? a[o] : 0.0f;
-                    bv[u] = t0 + u < t1 && b ? haste_ld(b, o) : 0.0f;
-                }
-                #pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    if (t0 + u >= t1) break;
-                    if (dy) haste_st(dy, (item * tokens + t0 + u) * cols + j, g * (ROUND ? haste_round_bf16(av[u]) : av[u]));
-                    if (ROUND) s += haste_round_bf16(haste_round_bf16(av[u]) * bv[u]);
-                    else s += b ? av[u] * bv[u] : av[u];
-                }
-            }
-            part[task * cols + j] = s;
-        }
-    }
-    extern "C" __global__ void fused_product_partials(const float* a, const float* b, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
-        haste_partials<false>(a, b, part, batch, tokens, cols, chunkRows);
-    }
-    extern "C" __global__ void fused_gated_partials_bf16(const float* dout, const float* y, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
-        haste_partials<true>(dout, y, part, batch, tokens, cols, chunkRows);
-    }
-    extern "C" __global__ void fused_gated_partials_bf16_y16(const float* dout, const u16* y, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
-        haste_partials<true>(dout, y, part, batch, tokens, cols, chunkRows);
-    }
-
-    /// out_l[item, j] = Σ_chunk part[(item·perItem + chunk)·lanes + l, j] in chunk order, for l = 0 (out0) and
-    /// l = 1 (out1, only when lanes = 2); either output may be null.
-    extern "C" __global__ void fused_column_reduce(const float* part, float* out0, float* out1, i64 batch, i64 perItem, i64 lanes, i64 cols) {
-        HASTE_GRID_STRIDE_LOOP(p, batch * cols) {
-            i64 item = p / cols, j = p % cols;
-            float s0 = 0.0f, s1 = 0.0f;
-            for (i64 c = 0; c < perItem; c++) {
-                i64 task = item * perItem + c;
-                s0 += part[(task * lanes) * cols + j];
-                if (lanes > 1) s1 += part[(task * lanes + 1) * cols + j];
-            }
-            if (out0) out0[p] = s0;
-            if (out1) out1[p] = s1;
-        }
-    }
-
     /// The row kernels below walk a row's columns j = threadIdx.x + k·blockDim.x four at a time: the four
     /// elements' operands are loaded before any is stored (each element's loads still precede its own store, so an
     /// output that is also an input is fine), four loads in flight per operand where a loop of one element each
@@ -271,7 +211,7 @@ extension CUDABackend {
             }
         }
     }
-    """# + "\n" + fusedGatedBackwardCode)
+    """# + "\n" + columnSumsCode + "\n" + fusedGatedBackwardCode)
 
     /// Rows per partial-sum chunk of the per-item column sums (fixed: the result depends on it).
     static let fusedChunkRows = 64
