@@ -26,11 +26,7 @@ import Testing
 
     /// On the host-only device: the one-pass half-blocks launch the bf16 LayerNorm and the y16 residual, and none of
     /// the float32 LayerNorm, the branch-output widening or the input narrowing of the general route.
-    static let hostOnly: (device: Device, driver: HostOnlyDriver) = {
-        let driver = HostOnlyDriver()
-        Backends.register(CUDABackend(driver: driver, device: .cuda(15)), for: .cuda(15))
-        return (.cuda(15), driver)
-    }()
+    static let hostOnly = hostOnlyDevice(15)
 
     @Test func teacherHalfBlocksLaunchTheBF16LayerNorm() {
         let (dev, driver) = Self.hostOnly

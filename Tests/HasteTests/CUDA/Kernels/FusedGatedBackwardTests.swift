@@ -50,11 +50,7 @@ import Testing
     /// Both wanted: one `fused_gated_backward_both*` launch (and the column reduce), no dy or partials kernel; dy or
     /// dgate alone: their own kernels, as before.
     /// A host-only device of its own (nothing computed: launches counted).
-    static let hostOnly: (device: Device, driver: HostOnlyDriver) = {
-        let driver = HostOnlyDriver()
-        Backends.register(CUDABackend(driver: driver, device: .cuda(14)), for: .cuda(14))
-        return (.cuda(14), driver)
-    }()
+    static let hostOnly = hostOnlyDevice(14)
 
     @Test func onePassRunsExactlyWhenBothAreWanted() {
         CUDABackend.$fusedGatedBackwardAllowed.withValue(true) {

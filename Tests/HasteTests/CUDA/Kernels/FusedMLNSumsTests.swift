@@ -54,11 +54,7 @@ import Testing
     }
 
     /// A host-only device of its own (its launch counts are exact while other suites run in parallel).
-    static let hostOnly: (device: Device, driver: HostOnlyDriver) = {
-        let driver = HostOnlyDriver()
-        Backends.register(CUDABackend(driver: driver, device: .cuda(16)), for: .cuda(16))
-        return (.cuda(16), driver)
-    }()
+    static let hostOnly = hostOnlyDevice(16)
 
     /// One launch for dx and the chunk sums (and the column reduce): SiT-XL/2's rows at batch 2, its dynamic shared
     /// memory (8 warps × 2 × 32·40 floats); the partials kernel where the sums are not wanted is not launched either.
