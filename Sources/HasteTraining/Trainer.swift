@@ -187,12 +187,13 @@ public final class Trainer {
         for micro in 0..<config.gradientAccumulationSteps {
             let batch = try prefetcher.batch(epoch: state.epoch, batch: state.batchInEpoch).to(device)
             state.batchInEpoch += 1
-            let teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
+            var teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
                                                    objective: objective, precision: precision)
             let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
             let terms = Trainer.autocast(precision, narrowing: student.store) {   // the losses inside are float32 ops: autocast rounds only GEMMs
                 objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
             }
+            teacherOut = nil                    // its logits and features go before the backward (TrainingStep: the same)
             let last = micro == config.gradientAccumulationSteps - 1
             let loss = terms.total * weight / k
             // fp16: torch GradScaler's `scale(loss).backward()`; the power-of-two scale is exact.
