@@ -148,8 +148,8 @@ extension CUDABackend {
                 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     const float inv[2] = {l[mt][0] > 0.0f ? 1.0f / l[mt][0] : 0.0f, l[mt][1] > 0.0f ? 1.0f / l[mt][1] : 0.0f};
-                    tc_store<DMAX>(out + b * tq * dv, o[mt], r0 + m0 + 16 * mt, tq, dv, inv, (i64)dv);
-                    if constexpr (DIRECT) {             // DIRECT with o16: bf16(out) merged into tokens (the dOut layout)
+                    if (out != 0) tc_store<DMAX>(out + b * tq * dv, o[mt], r0 + m0 + 16 * mt, tq, dv, inv, (i64)dv);
+                    if constexpr (DIRECT) {             // DIRECT with o16: bf16(out) merged into tokens (the dOut layout; out may be null)
                         if (o16 != 0) tc_store<DMAX>(tc_head<true>(o16, L, L.o, b, tq, dv), o[mt], r0 + m0 + 16 * mt, tq, dv, inv, L.o.t_);
                     }
                     if (lse != 0 && t == 0) {

@@ -18,21 +18,22 @@ extension CUDABackend {
     }
 
     /// In place (`layouts`): the direct kernels only (bf16 operands whose rows are whole 16-byte pieces); `out16`
-    /// (bf16, by `layouts.dOut`) written by the same kernel.
-    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+    /// (bf16, by `layouts.dOut`) written by the same kernel, and with it `out` may be nil (no float32 out stored).
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer?, lse: Buffer?, shape s: AttentionShape,
                                     scale: Double, layouts: AttentionLayouts, out16: Buffer?) -> Bool {
         flashForward(q: q, k: k, v: v, out: out, lse: lse, shape: s, scale: scale, precision: .bfloat16, layouts: layouts, out16: out16)
     }
 
     /// The forward launch; with `layouts`, only where the direct kernels take them (else false, nothing launched).
-    private func flashForward(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape s: AttentionShape,
+    private func flashForward(q: Buffer, k: Buffer, v: Buffer, out: Buffer?, lse: Buffer?, shape s: AttentionShape,
                               scale: Double, precision: ComputePrecision, layouts: AttentionLayouts?, out16: Buffer?) -> Bool {
         if let out16, out16.dtype != .bfloat16 { CUDABackend.fail("flash attention on \(device): a \(out16.dtype) merged output (bfloat16 only)") }
-        for b in [out] + (lse.map { [$0] } ?? []) { requireFloat32(b, "flash attention") }
+        if out == nil && (out16 == nil || layouts == nil) { CUDABackend.fail("flash attention on \(device): no output (a nil out needs out16 in place)") }
+        for b in [out, lse].compactMap({ $0 }) { requireFloat32(b, "flash attention") }
         let variant = flashVariant(s, "flash attention")
         let tensorCores = flashUsesTensorCores(precision)
         if layouts != nil && !(tensorCores && [q, k, v].allSatisfy { $0.dtype == .bfloat16 }) { return false }
-        if !tensorCores && flashUsesTF32(s, lse: lse, [q, k, v]) {       // float32, no gradient, TF32 allowed
+        if !tensorCores && flashUsesTF32(s, lse: lse, [q, k, v]), let out {  // float32, no gradient, TF32 allowed (never in place)
             flashForwardTF32(q: q, k: k, v: v, out: out, shape: s, scale: scale)
             return true
         }
@@ -55,7 +56,7 @@ extension CUDABackend {
         let rows = direct && whole ? 128 : 64
         launch(family.source, "\(family.prefix)forward_\(width)\(rows == 128 ? "w" : "")", grid: flashGrid(tiles: s.queries, s, rows: rows),
                block: Dim3(128), sharedBytes: words * 4,
-               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(address(out)),
+               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(out.map(address) ?? 0),
                 .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
                 .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))]
                 + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) + [.pointer(out16.map(address) ?? 0)] : []))

@@ -62,9 +62,10 @@ public protocol AttentionKernels: AnyObject {
     /// The bf16 `precision: .bfloat16` LSE forward on bf16 operands read where they lie (`layouts`: each head's rows
     /// inside a token-major tensor, SiT's qkv output), out and lse contiguous as above; with `out16`, bf16(out) also
     /// stored by `layouts.dOut` (the heads merged into tokens, proj's operand: each value rounded as a narrowing
-    /// cast of out rounds it). Returns false, with nothing done, where the backend cannot (then copy the heads out
+    /// cast of out rounds it), and then `out` may be nil: the float32 out not stored at all (sampling, where no
+    /// backward reads it). Returns false, with nothing done, where the backend cannot (then copy the heads out
     /// and call the contiguous form). Default false.
-    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+    func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer?, lse: Buffer?, shape: AttentionShape, scale: Double,
                              layouts: AttentionLayouts, out16: Buffer?) -> Bool
     /// Its backward: dOut read by `layouts.dOut`, dq, dk, dv (bf16) written by `layouts.dq`, `.dk`, `.dv` (into qkv's
     /// gradient). False, with nothing done, where the backend cannot. Default false.
@@ -128,7 +129,7 @@ public struct AttentionLayouts: Sendable, Equatable {
 }
 
 extension AttentionKernels {
-    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer?, shape: AttentionShape, scale: Double,
+    public func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer?, lse: Buffer?, shape: AttentionShape, scale: Double,
                                     layouts: AttentionLayouts, out16: Buffer?) -> Bool { false }
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,

@@ -35,7 +35,7 @@ extension Tensor {
     /// This contiguous [N, H, T, Dh] tensor (float32, rounded on the way; or bf16) into slot `which` (of width H·Dh) of
     /// the bf16 [N, T, C] tensor `dst` (C = H·Dh for proj's operand, 3·H·Dh for qkv's gradient).
     func mergeHeads(into dst: Tensor, _ which: Int) {
-        let (n, heads, t, dh) = (shape[0], shape[1], shape[2], shape[3]), c = dst.shape[2]
+        let (heads, t, dh) = (shape[1], shape[2], shape[3]), c = dst.shape[2]
         let slot = Buffer(storage: dst.storage, offset: dst.offset + which * heads * dh, dtype: dst.dtype)
         let slotStrides = Tensor.headStrides(tokens: t, channels: c, headDim: dh)
         if dtype == dst.dtype {
@@ -78,7 +78,9 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot(), wn = w.narrowed(low), pwn = pw.narrowed(low)
         let h = xn.linear(wn, b?.narrowed(low))                                              // (N, T, 3D) bf16
-        let out = Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
+        // The float32 out only for the backward (its D = rowsum(dOut ⊙ out)) or the copies' merge below: sampling's
+        // in-place forward stores bf16(out) into o alone.
+        var out = records ? Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device) : nil
         let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
         // The flash kernels read q, k, v inside h where they can (`layouts`), else from copies of the heads: bf16 where
         // the kernels take bf16 operands (`attentionTakesBF16Operands`), else widened.
@@ -86,19 +88,20 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let bf16Heads = xn.backend.attentionTakesBF16Operands(shape)
         let o = Tensor.empty([n, t, d], dtype: low, device: xn.device)                      // (N, T, D) bf16
         var (q, k, v): (Tensor?, Tensor?, Tensor?) = (nil, nil, nil)
-        let inPlace = bf16Heads && xn.backend.attentionForwardLSE(q: slot(h, 0), k: slot(h, 1), v: slot(h, 2), out: out.buffer,
+        let inPlace = bf16Heads && xn.backend.attentionForwardLSE(q: slot(h, 0), k: slot(h, 1), v: slot(h, 2), out: out?.buffer,
                                                                   lse: lse?.buffer, shape: shape, scale: scale,
                                                                   layouts: .packed(tokens: t, heads: heads, headDim: dh), out16: o.buffer)
         if !inPlace {
             let (hq, hk, hv) = (h.heads(0, of: 3, heads, bf16: bf16Heads), h.heads(1, of: 3, heads, bf16: bf16Heads),
                                 h.heads(2, of: 3, heads, bf16: bf16Heads))
-            xn.backend.attentionForwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse?.buffer,
+            let full = out ?? Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
+            xn.backend.attentionForwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: full.buffer, lse: lse?.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)
-            (q, k, v) = (hq, hk, hv)
-            out.mergeHeads(into: o, 0)
+            (q, k, v, out) = (hq, hk, hv, full)
+            full.mergeHeads(into: o, 0)
         }
         let y = o.linear(pwn, pb?.narrowed(low))
-        guard let lse else { return (y, nil) }
+        guard let lse, let out else { return (y, nil) }
         return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: inPlace ? h : nil, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
                                          scale: scale))
     }

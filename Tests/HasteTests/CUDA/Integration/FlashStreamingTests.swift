@@ -261,10 +261,15 @@ import Testing
             let ranBackward = be.attentionBackwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: out2.buffer, lse: lse2.buffer,
                                                       dOut: dO.buffer, dq: slot(grads, 0), dk: slot(grads, 1), dv: slot(grads, 2),
                                                       shape: s, scale: scale, layouts: layouts)
+            // Sampling's call: no float32 out (nil: the kernel stores none), no lse; the same merged bf16 out.
+            let o16Alone = Tensor.empty([n, t, d], dtype: .bfloat16, device: dev)
+            let ranAlone = be.attentionForwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: nil, lse: nil,
+                                                  shape: s, scale: scale, layouts: layouts, out16: o16Alone.buffer)
             let what = "n \(n) t \(t) heads \(heads) dh \(dh)"
-            #expect(ranForward && ranBackward, "\(what): the direct kernels take the packed layouts")
-            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged), bits(o16) == bits(o16Merged)]
-            #expect(same == [true, true, true, true], "\(what): out, lse, (dq | dk | dv), bf16 out merged into tokens")
+            #expect(ranForward && ranBackward && ranAlone, "\(what): the direct kernels take the packed layouts")
+            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged), bits(o16) == bits(o16Merged),
+                        bits(o16Alone) == bits(o16Merged)]
+            #expect(same == [true, true, true, true, true], "\(what): out, lse, (dq | dk | dv), bf16 out merged into tokens (with, without out)")
         }
         // Declined (nothing launched): strides that are not whole 16-byte pieces, float32 operands, the switch off.
         let s = AttentionShape(batch: 2, queries: 8, keys: 8, headDim: 12, valueDim: 12)
