@@ -24,7 +24,9 @@
 #      into double-buffered tiles) and with
 #      HASTE_FLASH_FUSED_DQ=0 (dq from its own kernel) and with HASTE_BF16_BRANCHES=0 (float32 carriers between the
 #      adaLN half-blocks' kernels, as before the bf16 branches) and with HASTE_GEMM_BIAS_EPILOGUE=0 (the linears' biases
-#      copied into their outputs, not added by cuBLASLt's epilogue), and the GPU profile of the same row +align
+#      copied into their outputs, not added by cuBLASLt's epilogue), and the GPU profile of the same row +align; where
+#      the node has Nsight Compute (ncu), its occupancy, scheduler and warp-stall sections for one flash forward and
+#      one dk/dv launch (profile-gpu-ncu-*)
 #   5. data parallelism (issue #13), in ≤ SCALING_BUDGET = 90 s of its own after stages 1–4:
 #      a. NCCL on the GPU, one rank: the demo's first $NCCL_STEPS steps with --dist-backend nccl (unique id,
 #         ncclCommInitRank, bucketed ncclAllReduce on haste's stream, ncclCommDestroy) against stage 3's run without
@@ -348,6 +350,23 @@ stage bench-torch 110 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device "$DE
 profile_row='"$HASTE" bench train --device "$DEVICE" --only "$ROW" --models "$MODELS" --batches "$BATCHES" --reps 2 --warmup 1 --mixed-precision "$PRECISION"'
 if [ "$DEVICE" = cuda ]; then
   ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" HASTE_CUDA_PROFILE=1 stage profile-gpu 60 bash -c "$profile_row"
+  # Why the flash kernels run far off their instruction counts (dk/dv ~10x on the H100): Nsight Compute's occupancy,
+  # scheduler and warp-stall sections for one forward and one dk/dv launch of the second step, where the node has ncu
+  # (next to nvcc, in /usr/local/cuda*/bin or /opt/nvidia/nsight-compute); each kernel its own run of the row.
+  ncu=$(command -v ncu || ls -d "$(dirname "$(command -v nvcc 2>/dev/null || echo /none/nvcc)")"/ncu /usr/local/cuda*/bin/ncu \
+        /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  for k in forward:_forward_d backward-dkdv:_backward_dkdv_d; do
+    if [ -n "$ncu" ] && [ -x "$ncu" ]; then
+      stage "profile-gpu-ncu-${k%%:*}" 75 "$ncu" \
+        --target-processes all --kernel-name "regex:attention_flash_bf16.*${k#*:}" --launch-skip 28 --launch-count 1 \
+        --section LaunchStats --section Occupancy --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --print-summary none \
+        "$HASTE" bench train --device "$DEVICE" --only "$PROFILE_ROW" --models "$BENCH_MODELS" --batches "$BENCH_BATCHES" \
+        --reps 1 --warmup 1 --mixed-precision "$BENCH_PRECISION"
+    else
+      skip "profile-gpu-ncu-${k%%:*}" "no Nsight Compute (ncu) on this node"
+    fi
+  done
   # The same row with one kernel path switched back each (PROFILE_VARIANTS, name:switches; the summary lists each
   # one's flash, row and unary kernels): gelu-kernels, the MLPs' GELU and its gradient as kernels instead of in
   # cuBLASLt's GEMM epilogues (GELU_AUX_BIAS, DGELU_BGRAD: what those gain); bias-sums, the bias gradients as column
@@ -379,7 +398,8 @@ if [ "$DEVICE" = cuda ]; then
   stage profile-torch 60 "$PYTHON" "$repo/Scripts/bench_gpu_torch.py" --device cuda --models "$pmodel" --batches "${pbatch#bs}" \
     --precisions "$torch_precision" --kinds plain --reps 1 --warmup 1 --profile 30
 else
-  for s in profile-gpu $(for p in $PROFILE_VARIANTS; do echo "profile-gpu-${p%%:*}"; done) profile-gpu-align profile-host profile-torch; do
+  for s in profile-gpu profile-gpu-ncu-forward profile-gpu-ncu-backward-dkdv $(for p in $PROFILE_VARIANTS; do echo "profile-gpu-${p%%:*}"; done) \
+           profile-gpu-align profile-host profile-torch; do
     skip "$s" "needs --device cuda"
   done
 fi
@@ -546,6 +566,11 @@ EOF
   grep -q -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" 2>/dev/null \
     && grep -h -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" | head -12 \
     | sed 's/^/profile, epilogues: /' || echo "profile, epilogues: none in the profile"
+  for k in forward backward-dkdv; do   # Nsight Compute: occupancy, issue rate and the main warp stalls
+    log="$OUT/profile-gpu-ncu-$k.log"
+    grep -q -E "Occupancy|ERR_|==ERROR==" "$log" 2>/dev/null && grep -h -E "^  [a-z_0-9]+ \(|Duration|Registers Per|Shared Memory Config|Block Limit|Theoretical Occupancy|Achieved Occupancy|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Hit|stalled|ERR_|==ERROR==" "$log" \
+      | cut -c1-400 | head -40 | sed "s/^/ncu, $k: /" || echo "ncu, $k: no result"
+  done
   for p in $PROFILE_VARIANTS; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
     grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|fused_mln|fused_gated|layer_norm|softmax|unary|reduce_sum|cast_f32_bf16|\+gelu|\+dgelu|\+bgradb|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
