@@ -1,0 +1,94 @@
+import HasteModels
+import HasteTensor
+
+/// `haste selftest --torch-fixture FILE`: haste's bf16 autocast on this device against torch's own autocast run of
+/// the same tiny SiT, written by `Scripts/fixtures/make_bf16_fixture.py --device cuda --only bf16_sit` on the GPU node
+/// (torch's CUDA kernels and rounding points: cuBLAS, its SDPA backend, CUDA autocast's op lists), where the tests'
+/// `sitBF16ForwardAndGradientsTrackTorchAutocast` can only compare with torch's CPU autocast. Distances are in units of
+/// e = ‖torch bf16 − torch fp32‖ / ‖torch bf16‖ (the size of the bf16 effect itself): 0 is torch's bf16 bit for bit,
+/// ~1 is as far as float32 mode. The same forward, weighted-sum loss and parameter gradients as that test.
+public enum TorchFixtureCheck {
+    public struct Report: Sendable {
+        public var lines: [String]
+        public var passed: Bool
+    }
+
+    /// make_bf16_fixture.py's sit() model (the tests' tinySiTConfig): 8×8×3 inputs, patch 2, hidden 24, depth 3,
+    /// 3 heads, 5 classes, encoder depth 2, one projector 16 → 10.
+    static var tinySiT: SiTConfig {
+        var c = SiTConfig()
+        (c.inputSize, c.patchSize, c.inChannels, c.hiddenSize, c.depth, c.numHeads) = (8, 2, 3, 24, 3, 3)
+        (c.numClasses, c.encoderDepth, c.projectorDims, c.projectorHidden) = (5, 2, [10], 16)
+        return c
+    }
+
+    /// The outputs' bound (bf16 ≤ 0.5·e) and the gradients' (mean ≤ 0.5·e, each ≤ 1·e) are the CPU test's; float32
+    /// mode must sit ≥ 0.9·e away (else the bf16 run was not bf16, or torch's "float32" was TF32).
+    static let outputBound = 0.5, gradientMeanBound = 0.5, gradientBound = 1.0, float32Floor = 0.9
+
+    /// `f`: the fixture's tensors (float32), `model.*` weights, inputs x, t, y, weights w1…w3, torch's outputs and
+    /// gradients (bf16 run plain, float32 run under `fp32.`).
+    public static func sit(_ f: [String: Tensor], path: String, device: Device) throws -> Report {
+        func get(_ key: String) throws -> Tensor {
+            guard let t = f[key] else {
+                throw HasteError.fileFormat(path: path, detail: "no tensor '\(key)': not a bf16_sit fixture (Scripts/fixtures/make_bf16_fixture.py --only bf16_sit writes one)")
+            }
+            return t
+        }
+        let model = try SiT(tinySiT)
+        var weights: [String: Tensor] = [:]
+        for (k, v) in f where k.hasPrefix("model.") { weights[String(k.dropFirst(6))] = v }
+        try model.store.load(weights, strict: true)
+        model.store.move(to: device)
+        let (x, t, y) = (try get("x").to(device), try get("t").to(device), try get("y").to(.int64).to(device))
+        let w = try (1...3).map { try get("w\($0)").to(device) }
+        func pass(_ p: ComputePrecision) -> (outs: [String: Tensor], grads: [String: Tensor]) {
+            model.store.zeroGrad()
+            let out = Autocast.run(p) { model(x, t: t, y: y, logitLayers: [0, 1], projections: true) }
+            let loss = (out.velocity * w[0]).sum() + (out.attentionLogits[1]! * w[1]).sum() + (out.projections[0] * w[2]).sum()
+            loss.backward()
+            var grads: [String: Tensor] = [:]
+            for (key, p) in model.store.parameters where f["grad." + key] != nil { grads[key] = p.grad!.to(.cpu).clone() }   // (the slots are reused)
+            return (["velocity": out.velocity.to(.cpu), "logits1": out.attentionLogits[1]!.to(.cpu),
+                     "proj0": out.projections[0].to(.cpu), "loss": loss.reshaped([1]).to(.cpu)], grads)
+        }
+        let bf = pass(.bfloat16), fp = pass(.float32)
+        func ratio(_ ours: Tensor, _ key: String) throws -> Double {
+            let torchBF16 = try get(key), e = distance(try get("fp32." + key), torchBF16)
+            return distance(ours, torchBF16) / e
+        }
+        var lines = ["haste bf16 on \(device) against torch's bf16 autocast of the same tiny SiT (units of e = ‖torch bf16 − torch fp32‖/‖torch bf16‖)"]
+        var passed = true
+        for key in ["velocity", "logits1", "proj0", "loss"] {
+            let b = try ratio(bf.outs[key]!, key), p = try ratio(fp.outs[key]!, key)
+            let ok = b <= outputBound && p >= float32Floor
+            passed = passed && ok
+            lines.append(String(format: "  %-10@ bf16 %.3f·e   float32 mode %.3f·e   %@", key, b, p, ok ? "ok" : "OVER (bf16 ≤ \(outputBound), float32 ≥ \(float32Floor))"))
+        }
+        let names = bf.grads.keys.sorted()
+        guard names.count == model.store.parameters.count else {
+            throw HasteError.fileFormat(path: path, detail: "gradients of \(names.count) of the tiny SiT's \(model.store.parameters.count) parameters: not a bf16_sit fixture")
+        }
+        let bfRatios = try names.map { try ratio(bf.grads[$0]!, "grad." + $0) }, fpRatios = try names.map { try ratio(fp.grads[$0]!, "grad." + $0) }
+        let mean = bfRatios.reduce(0, +) / Double(names.count), fpMean = fpRatios.reduce(0, +) / Double(names.count)
+        let worst = bfRatios.indices.max { bfRatios[$0] < bfRatios[$1] }!
+        let gradientsOK = mean <= gradientMeanBound && bfRatios[worst] <= gradientBound && fpMean >= float32Floor
+        passed = passed && gradientsOK
+        lines.append(String(format: "  gradients of %d parameters: bf16 mean %.3f·e, worst %.3f·e (%@); float32 mode mean %.3f·e   %@",
+                            names.count, mean, bfRatios[worst], names[worst], fpMean,
+                            gradientsOK ? "ok" : "OVER (mean ≤ \(gradientMeanBound), each ≤ \(gradientBound), float32 ≥ \(float32Floor))"))
+        for (i, name) in names.enumerated() where bfRatios[i] > 0.5 {
+            lines.append(String(format: "    %@: %.3f·e", name, bfRatios[i]))
+        }
+        lines.append(passed ? "PASS: torch fixture" : "FAIL: torch fixture")
+        return Report(lines: lines, passed: passed)
+    }
+
+    /// ‖a − b‖ / ‖b‖ (float64 sums; ‖a − b‖ where b is all zeros).
+    static func distance(_ a: Tensor, _ b: Tensor) -> Double {
+        let x = a.to(.cpu).scalars(as: Double.self), y = b.to(.cpu).scalars(as: Double.self)
+        var num = 0.0, den = 0.0
+        for i in x.indices { num += (x[i] - y[i]) * (x[i] - y[i]); den += y[i] * y[i] }
+        return den == 0 ? num.squareRoot() : (num / den).squareRoot()
+    }
+}
