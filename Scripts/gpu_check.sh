@@ -90,7 +90,7 @@ PROFILE_VARIANTS="carveout:HASTE_CUDA_SHARED_CARVEOUT=100 dq-kernel:HASTE_FLASH_
   dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0
   staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
   dq-sum:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 carriers:HASTE_BF16_BRANCHES=0
-  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0"
+  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0 d-from-bf16-out:HASTE_FLASH_D_FROM_LOW_OUTPUT=1"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -284,6 +284,13 @@ stage selftest-dq-serial 60 env HASTE_FLASH_DQ_SERIAL=1 "$HASTE" selftest --devi
 tf="$work/torch-fixture"; rm -rf "$tf"
 stage selftest-torch-fixture 90 bash -c '"$1" "$2/Scripts/fixtures/make_bf16_fixture.py" --device "$3" --only bf16_sit --out "$4" \
   && "$5" selftest --device "$3" --torch-fixture "$4/bf16_sit.safetensors"' _ "$PYTHON" "$repo" "$DEVICE" "$tf" "$HASTE"
+# The same with the flash backward's D from the bf16 output (HASTE_FLASH_D_FROM_LOW_OUTPUT=1, torch's CUDA SDPA way;
+# off by default: on the CPU it moved the gradients away from torch's CPU autocast): which is nearer torch's CUDA run.
+if [ -f "$tf/bf16_sit.safetensors" ]; then
+  HASTE_FLASH_D_FROM_LOW_OUTPUT=1 stage selftest-torch-fixture-d16 30 "$HASTE" selftest --device "$DEVICE" --torch-fixture "$tf/bf16_sit.safetensors"
+else
+  skip selftest-torch-fixture-d16 "no torch fixture (see selftest-torch-fixture.log)"
+fi
 reap demo-teacher $teacher_pid
 
 # --- 3. the demo on both devices ----------------------------------------------------------------------------------
@@ -545,6 +552,9 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
   grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture.log" 2>/dev/null \
     && grep -h -E "·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture.log" | sed 's/^/torch fixture: /' \
     || echo "torch fixture: no result"
+  grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture-d16.log" 2>/dev/null \
+    && grep -h -E "·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture-d16.log" | sed 's/^/torch fixture, D from bf16 out: /' \
+    || echo "torch fixture, D from bf16 out: no result"
   grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
   python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"
 import glob, json, os, sys

@@ -44,7 +44,7 @@ import HasteTensor
 ///      64+: 64·16 heads × 4 tiles).
 extension CUDABackend {
     static let flashAttentionSource = KernelSource(family: "flashAttention", kernels: [
-        "attention_flash_row_dot", "attention_flash_row_dot_in16", "attention_flash_dq_sum", "attention_flash_dq_sum_out16",
+        "attention_flash_row_dot", "attention_flash_row_dot_in16", "attention_flash_row_dot_o16", "attention_flash_dq_sum", "attention_flash_dq_sum_out16",
         "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
         "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
         "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
@@ -94,17 +94,29 @@ extension CUDABackend {
     /// The same with a bf16 dOut (`attentionTakesBF16Operands`): its widened values, the same sums. dOut's row r
     /// (head b = r / tq, token r % tq) lies at (b / heads)·on + (b % heads)·oh + token·ot (`AttentionLayouts`: a
     /// contiguous dOut has heads 1, on tq·dv, ot dv).
-    extern "C" __global__ void attention_flash_row_dot_in16(const u16* dout, const float* out, float* delta, i64 rows, i64 dv,
-                                                            i64 tq, i64 heads, i64 on, i64 oh, i64 ot) {
+    /// OUT16: out a bf16 tensor in dOut's layout (the forward's output merged into tokens), widened: the float32
+    /// kernel's sums on a carrier of the same values.
+    template <bool OUT16, typename TO>
+    __device__ __forceinline__ void haste_flash_row_dot_in16(const u16* dout, const TO* out, float* delta, i64 rows, i64 dv,
+                                                             i64 tq, i64 heads, i64 on, i64 oh, i64 ot) {
         const int lane = threadIdx.x & 31;
         for (i64 r = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += (i64)gridDim.x * (blockDim.x >> 5)) {
-            const i64 b = r / tq, t = r - b * tq;
-            const u16* row = dout + (b / heads) * on + (b % heads) * oh + t * ot;
+            const i64 b = r / tq, t = r - b * tq, at = (b / heads) * on + (b % heads) * oh + t * ot;
+            const u16* row = dout + at;
+            const TO* orow = OUT16 ? out + at : out + r * dv;
             float s = 0.0f;
-            for (i64 d = lane; d < dv; d += 32) s += haste_ld(row, d) * out[r * dv + d];
+            for (i64 d = lane; d < dv; d += 32) s += haste_ld(row, d) * haste_ld(orow, d);
             s = haste_warp_sum(s);
             if (lane == 0) delta[r] = s;
         }
+    }
+    extern "C" __global__ void attention_flash_row_dot_in16(const u16* dout, const float* out, float* delta, i64 rows, i64 dv,
+                                                            i64 tq, i64 heads, i64 on, i64 oh, i64 ot) {
+        haste_flash_row_dot_in16<false>(dout, out, delta, rows, dv, tq, heads, on, oh, ot);
+    }
+    extern "C" __global__ void attention_flash_row_dot_o16(const u16* dout, const u16* out, float* delta, i64 rows, i64 dv,
+                                                           i64 tq, i64 heads, i64 on, i64 oh, i64 ot) {
+        haste_flash_row_dot_in16<true>(dout, out, delta, rows, dv, tq, heads, on, oh, ot);
     }
 
     /// dq[i] = Σ_t part[t·n + i], t = 0…tiles − 1 in order: the bf16 dk/dv kernel's per-key-tile shares of dq.

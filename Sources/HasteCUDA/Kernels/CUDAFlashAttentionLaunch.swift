@@ -125,7 +125,8 @@ extension CUDABackend {
                           precision: precision, layouts: nil)
     }
 
-    /// In place (`layouts`): the direct kernels only.
+    /// In place (`layouts`): the direct kernels only; `out` float32 contiguous, or the forward's bf16 output merged
+    /// into tokens (its `out16`, read by `layouts.dOut`: D from the rounded output).
     public func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                      dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
                                      layouts: AttentionLayouts) -> Bool {
@@ -137,7 +138,9 @@ extension CUDABackend {
     private func flashBackward(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                                dq: Buffer?, dk: Buffer?, dv: Buffer?, shape s: AttentionShape, scale: Double,
                                precision: ComputePrecision, layouts: AttentionLayouts?) -> Bool {
-        for b in [out, lse] { requireFloat32(b, "flash attention backward") }
+        requireFloat32(lse, "flash attention backward")
+        let out16 = out.dtype == .bfloat16 && layouts != nil          // õ merged into tokens, read as dOut is
+        if !out16 { requireFloat32(out, "flash attention backward") }
         let variant = flashVariant(s, "flash attention backward")
         let tensorCores = flashUsesTensorCores(precision)
         if layouts != nil && !(tensorCores && ([q, k, v, dOut] + [dq, dk, dv].compactMap { $0 }).allSatisfy { $0.dtype == .bfloat16 }) { return false }
@@ -170,7 +173,8 @@ extension CUDABackend {
         if rows > 0 {
             let dOutRows: [KernelArgument] = input16 ? [.int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dOut.batch)),
                                                         .int64(Int64(lay.dOut.head)), .int64(Int64(lay.dOut.token))] : []
-            launch(CUDABackend.flashAttentionSource, input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+            let kernel = out16 ? "attention_flash_row_dot_o16" : input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot"
+            launch(CUDABackend.flashAttentionSource, kernel, grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
                    block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
                                       .int64(Int64(rows)), .int64(Int64(dvd))] + dOutRows)
         }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
 /// Scaled-dot-product attention without mask or dropout. torch: `F.scaled_dot_product_attention(q, k, v,
 /// scale=scale)`; the logits variant also returns the pre-softmax `(q·scale)·kᵀ` that HASTE aligns with a
 /// teacher (STYLE §5 "Alignment needs logits").
@@ -68,7 +74,8 @@ public protocol AttentionKernels: AnyObject {
     func attentionForwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer?, lse: Buffer?, shape: AttentionShape, scale: Double,
                              layouts: AttentionLayouts, out16: Buffer?) -> Bool
     /// Its backward: dOut read by `layouts.dOut`, dq, dk, dv (bf16) written by `layouts.dq`, `.dk`, `.dv` (into qkv's
-    /// gradient). False, with nothing done, where the backend cannot. Default false.
+    /// gradient); `out` float32 contiguous, or bf16 read by `layouts.dOut` (the forward's `out16`: D from the rounded
+    /// output). False, with nothing done, where the backend cannot. Default false.
     func attentionBackwardLSE(q: Buffer, k: Buffer, v: Buffer, out: Buffer, lse: Buffer, dOut: Buffer,
                               dq: Buffer?, dk: Buffer?, dv: Buffer?, shape: AttentionShape, scale: Double,
                               layouts: AttentionLayouts) -> Bool
@@ -207,7 +214,9 @@ extension Tensor {
             let lse = records ? Tensor.empty([n, h, shape.queries], dtype: q.dtype, device: q.device) : nil
             q.backend.attentionForwardLSE(q: qc.buffer, k: kc.buffer, v: vc.buffer, out: out.buffer, lse: lse?.buffer,
                                           shape: shape, scale: s, precision: carriers)
-            saved = lse.map { .logSumExp(out: out.detached(), lse: $0) }
+            // `attentionDeltaFromLowOutput`: the backward's D reads the output rounded as the caller gets it.
+            let low = Tensor.attentionDeltaFromLowOutput ? carriers.lowDType : nil
+            saved = lse.map { .logSumExp(out: low.map { out.roundedValues($0) } ?? out.detached(), lse: $0) }
         } else {
             q.backend.attentionForward(q: qc.buffer, k: kc.buffer, v: vc.buffer, probs: nil, out: out.buffer,
                                        shape: shape, scale: s)
@@ -297,6 +306,19 @@ extension Tensor {
         return AttentionShape(batch: q.shape[0] * q.shape[1], queries: q.shape[2], keys: k.shape[2],
                               headDim: q.shape[3], valueDim: v.shape[3])
     }
+}
+
+extension Tensor {
+    /// `HASTE_FLASH_D_FROM_LOW_OUTPUT=1` (read once; tests set it per task): on bf16/fp16 carriers the flash
+    /// backward's D = rowsum(dOut ⊙ out) reads the output rounded as the caller gets it, as torch's CUDA SDPA kernels
+    /// (FlashAttention-2's preprocessing, cuDNN) take it from their stored bf16 output, so the bf16 attention branch
+    /// keeps no float32 out (SiT-XL/2 bs256: ~7 GiB of the peak). Off by default: on the tiny SiT it moved the
+    /// gradients away from torch's CPU autocast (README); `haste selftest --torch-fixture` compares both with torch's
+    /// CUDA autocast on a GPU node (gpu_check `selftest-torch-fixture-d16`).
+    @TaskLocal static var attentionDeltaFromLowOutput: Bool = {
+        guard let v = getenv("HASTE_FLASH_D_FROM_LOW_OUTPUT") else { return false }
+        return String(cString: v) == "1"
+    }()
 }
 
 /// Saves q, k, v as the forward got them (made contiguous here, in backward) and, with flash attention, the

@@ -64,7 +64,8 @@ extension Tensor {
 struct BF16SelfAttentionTape: BF16BranchTape {
     /// h: qkv's bf16 output [N, T, 3·D] where the flash kernels read the heads inside it, else nil and q, k, v the
     /// heads as contiguous copies (one of the two kept, as much memory either way).
-    let xn: Tensor, wn: Tensor, pwn: Tensor, h: Tensor?, q: Tensor?, k: Tensor?, v: Tensor?, out: Tensor, lse: Tensor, o: Tensor
+    /// out: the float32 output for the backward's D, nil where D reads õ (`Tensor.attentionDeltaFromLowOutput`).
+    let xn: Tensor, wn: Tensor, pwn: Tensor, h: Tensor?, q: Tensor?, k: Tensor?, v: Tensor?, out: Tensor?, lse: Tensor, o: Tensor
     let shape: AttentionShape, scale: Double
 
     /// Slot `which` of 3 of a contiguous [N, T, 3·D] tensor as a buffer at its first element (heads read in place).
@@ -78,9 +79,10 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         let shape = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
         let low = DType.bfloat16, scale = 1 / Double(dh).squareRoot(), wn = w.narrowed(low), pwn = pw.narrowed(low)
         let h = xn.linear(wn, b?.narrowed(low))                                              // (N, T, 3D) bf16
-        // The float32 out only for the backward (its D = rowsum(dOut ⊙ out)) or the copies' merge below: sampling's
-        // in-place forward stores bf16(out) into o alone.
-        var out = records ? Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device) : nil
+        // The float32 out only for the backward's D = rowsum(dOut ⊙ out) (unless D reads õ) or the copies' merge below:
+        // sampling's in-place forward stores bf16(out) into o alone.
+        let keepOut = records && !Tensor.attentionDeltaFromLowOutput
+        var out = keepOut ? Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device) : nil
         let lse = records ? Tensor.empty([n, heads, t], dtype: .float32, device: xn.device) : nil
         // The flash kernels read q, k, v inside h where they can (`layouts`), else from copies of the heads: bf16 where
         // the kernels take bf16 operands (`attentionTakesBF16Operands`), else widened.
@@ -97,11 +99,11 @@ struct BF16SelfAttentionTape: BF16BranchTape {
             let full = out ?? Tensor.empty([n, heads, t, dh], dtype: .float32, device: xn.device)
             xn.backend.attentionForwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: full.buffer, lse: lse?.buffer,
                                            shape: shape, scale: scale, precision: .bfloat16)
-            (q, k, v, out) = (hq, hk, hv, full)
+            (q, k, v, out) = (hq, hk, hv, keepOut ? full : nil)
             full.mergeHeads(into: o, 0)
         }
         let y = o.linear(pwn, pb?.narrowed(low))
-        guard let lse, let out else { return (y, nil) }
+        guard let lse else { return (y, nil) }
         return (y, BF16SelfAttentionTape(xn: xn, wn: wn, pwn: pwn, h: inPlace ? h : nil, q: q, k: k, v: v, out: out, lse: lse, o: o, shape: shape,
                                          scale: scale))
     }
@@ -114,12 +116,13 @@ struct BF16SelfAttentionTape: BF16BranchTape {
         var qkv: (dx: Tensor?, dw: Tensor?, db: Tensor?) = (nil, nil, nil)
         if let dO = projection.dx {
             let dh = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: xn.device)
-            // In place: dOut read inside proj's dx, dq, dk, dv written into their slots of qkv's gradient.
+            // In place: dOut read inside proj's dx (and õ inside o, the same token-major layout, where D reads it), dq,
+            // dk, dv written into their slots of qkv's gradient.
             var done = false
             if let h {
                 done = xn.backend.attentionBackwardLSE(
                     q: BF16SelfAttentionTape.slot(h, 0), k: BF16SelfAttentionTape.slot(h, 1), v: BF16SelfAttentionTape.slot(h, 2),
-                    out: out.buffer, lse: lse.buffer, dOut: dO.buffer,
+                    out: out?.buffer ?? o.buffer, lse: lse.buffer, dOut: dO.buffer,
                     dq: BF16SelfAttentionTape.slot(dh, 0), dk: BF16SelfAttentionTape.slot(dh, 1), dv: BF16SelfAttentionTape.slot(dh, 2),
                     shape: shape, scale: scale, layouts: .packed(tokens: t, heads: heads, headDim: d / heads))
             }
@@ -128,8 +131,9 @@ struct BF16SelfAttentionTape: BF16BranchTape {
                 let hq = q ?? h!.heads(0, of: 3, heads, bf16: bf16), hk = k ?? h!.heads(1, of: 3, heads, bf16: bf16)
                 let hv = v ?? h!.heads(2, of: 3, heads, bf16: bf16)
                 let dOut = dO.reshaped([n, t, d]).heads(0, of: 1, heads, bf16: bf16)
+                let outHeads = out ?? o.heads(0, of: 1, heads, bf16: false)      // (õ's heads widened where D reads õ)
                 let dq = Tensor.empty(like: hq), dk = Tensor.empty(like: hk), dv = Tensor.empty(like: hv)   // q's dtype
-                xn.backend.attentionBackwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: out.buffer, lse: lse.buffer,
+                xn.backend.attentionBackwardLSE(q: hq.buffer, k: hk.buffer, v: hv.buffer, out: outHeads.buffer, lse: lse.buffer,
                                                 dOut: dOut.buffer, dq: dq.buffer, dk: dk.buffer, dv: dv.buffer,
                                                 shape: shape, scale: scale, precision: .bfloat16)
                 for (i, g) in [dq, dk, dv].enumerated() { g.mergeHeads(into: dh, i) }

@@ -265,8 +265,21 @@ import Testing
             let o16Alone = Tensor.empty([n, t, d], dtype: .bfloat16, device: dev)
             let ranAlone = be.attentionForwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: nil, lse: nil,
                                                   shape: s, scale: scale, layouts: layouts, out16: o16Alone.buffer)
+            // D from the rounded output (HASTE_FLASH_D_FROM_LOW_OUTPUT=1): õ read where the forward merged it (o16, by
+            // dOut's layout) gives the contiguous call's bits on a float32 carrier of õ's values.
+            let rounded = out.to(.bfloat16).to(.float32)
+            let (rq, rk, rv) = (Tensor.empty(like: q), Tensor.empty(like: k), Tensor.empty(like: v))
+            be.attentionBackwardLSE(q: q.buffer, k: k.buffer, v: v.buffer, out: rounded.buffer, lse: lse.buffer, dOut: dOut.buffer,
+                                    dq: rq.buffer, dk: rk.buffer, dv: rv.buffer, shape: s, scale: scale, precision: .bfloat16)
+            let roundedMerged = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: dev)
+            for (i, g) in [rq, rk, rv].enumerated() { g.mergeHeads(into: roundedMerged, i) }
+            let grads16 = Tensor.empty([n, t, 3 * d], dtype: .bfloat16, device: dev)
+            let ranOut16 = be.attentionBackwardLSE(q: slot(qkv, 0), k: slot(qkv, 1), v: slot(qkv, 2), out: o16.buffer, lse: lse2.buffer,
+                                                   dOut: dO.buffer, dq: slot(grads16, 0), dk: slot(grads16, 1), dv: slot(grads16, 2),
+                                                   shape: s, scale: scale, layouts: layouts)
             let what = "n \(n) t \(t) heads \(heads) dh \(dh)"
-            #expect(ranForward && ranBackward && ranAlone, "\(what): the direct kernels take the packed layouts")
+            #expect(ranForward && ranBackward && ranAlone && ranOut16, "\(what): the direct kernels take the packed layouts")
+            #expect(bits(grads16) == bits(roundedMerged), "\(what): (dq | dk | dv) with D from the bf16 output")
             let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged), bits(o16) == bits(o16Merged),
                         bits(o16Alone) == bits(o16Merged)]
             #expect(same == [true, true, true, true, true], "\(what): out, lse, (dq | dk | dv), bf16 out merged into tokens (with, without out)")
