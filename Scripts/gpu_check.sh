@@ -10,8 +10,8 @@
 # script goes on):
 #   1. nvidia-smi; haste doctor; can haste open cuda? (if not, every GPU stage is skipped and said so)
 #   2. haste selftest --device cuda --json → $OUT/selftest.json   (teacher for stage 3 trains on the CPU meanwhile); then
-#      haste's bf16 tiny SiT against torch's CUDA autocast of it (make_bf16_fixture.py --device cuda, selftest
-#      --torch-fixture: outputs and gradients in units of the bf16 effect)
+#      haste's bf16 tiny SiT and DINOv2 against torch's CUDA autocast of them (make_bf16_fixture.py --device cuda,
+#      selftest --torch-fixture: outputs and gradients in units of the bf16 effect)
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on
 #      the GPU and on the CPU at once, then a Python verdict comparing the loss curves → $OUT/demo_verdict.json
 #   4. haste bench train --device cuda --mixed-precision bf16 (SiT-XL/2 at batch 64 and 256: plain, +align, +stopped;
@@ -280,10 +280,12 @@ fi
 # take: its bf16 and attention cases again with it forced on.
 stage selftest-dq-serial 60 env HASTE_FLASH_DQ_SERIAL=1 "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
 # haste's bf16 against torch's own autocast on this device (the tests can only compare with torch's CPU autocast): the
-# tiny SiT's outputs and gradients in units of the bf16 effect, torch's side by make_bf16_fixture.py on $DEVICE.
+# tiny SiT's outputs and gradients and the tiny DINOv2 teacher's outputs in units of the bf16 effect, torch's side by
+# make_bf16_fixture.py on $DEVICE.
 tf="$work/torch-fixture"; rm -rf "$tf"
-stage selftest-torch-fixture 90 bash -c '"$1" "$2/Scripts/fixtures/make_bf16_fixture.py" --device "$3" --only bf16_sit --out "$4" \
-  && "$5" selftest --device "$3" --torch-fixture "$4/bf16_sit.safetensors"' _ "$PYTHON" "$repo" "$DEVICE" "$tf" "$HASTE"
+stage selftest-torch-fixture 90 bash -c '"$1" "$2/Scripts/fixtures/make_bf16_fixture.py" --device "$3" --only bf16_sit,bf16_dinov2 --out "$4" \
+  && "$5" selftest --device "$3" --torch-fixture "$4/bf16_sit.safetensors" --torch-fixture "$4/bf16_dinov2.safetensors"' \
+  _ "$PYTHON" "$repo" "$DEVICE" "$tf" "$HASTE"
 # The same with the flash backward's D from the bf16 output (HASTE_FLASH_D_FROM_LOW_OUTPUT=1, torch's CUDA SDPA way;
 # off by default: on the CPU it moved the gradients away from torch's CPU autocast): which is nearer torch's CUDA run.
 if [ -f "$tf/bf16_sit.safetensors" ]; then
@@ -550,10 +552,10 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
     && grep -h -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" | sed 's/^/selftest with HASTE_FLASH_DQ_SERIAL=1: /' \
     || echo "selftest with HASTE_FLASH_DQ_SERIAL=1: no result"
   grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture.log" 2>/dev/null \
-    && grep -h -E "·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture.log" | sed 's/^/torch fixture: /' \
+    && grep -h -E "against torch|·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture.log" | sed 's/^/torch fixture: /' \
     || echo "torch fixture: no result"
   grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture-d16.log" 2>/dev/null \
-    && grep -h -E "·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture-d16.log" | sed 's/^/torch fixture, D from bf16 out: /' \
+    && grep -h -E "against torch|·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture-d16.log" | sed 's/^/torch fixture, D from bf16 out: /' \
     || echo "torch fixture, D from bf16 out: no result"
   grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
   python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"

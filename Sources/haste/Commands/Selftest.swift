@@ -28,9 +28,9 @@ struct Selftest: ParsableCommand {
     var compileOnly = false
     @Flag(help: "List the op case names and exit.")
     var list = false
-    @Option(help: ArgumentHelp("Instead of the op cases: haste's bf16 autocast of the tiny SiT on --device against torch's own run in this fixture (Scripts/fixtures/make_bf16_fixture.py --device cuda --only bf16_sit --out DIR, on the GPU node: torch's CUDA autocast), in units of the bf16 effect itself.",
+    @Option(help: ArgumentHelp("Instead of the op cases (repeatable): haste's bf16 autocast of the tiny SiT or DINOv2 teacher on --device against torch's own run in this fixture (Scripts/fixtures/make_bf16_fixture.py --device cuda --only bf16_sit,bf16_dinov2 --out DIR, on the GPU node: torch's CUDA autocast), in units of the bf16 effect itself.",
                                valueName: "bf16_sit.safetensors"))
-    var torchFixture: String?
+    var torchFixture: [String] = []
 
     func validate() throws {
         if let ops, !ops.lowercased().contains("training"), ConformanceSuite.cases(matching: ops).isEmpty {
@@ -45,11 +45,15 @@ struct Selftest: ParsableCommand {
         }
         if compileOnly { return try SelftestCompile.run(json: json) }
         let device = try runtime.openDevice()
-        if let torchFixture {
-            let tensors = try SafetensorsFile(path: torchFixture).tensors().mapValues { $0.dtype == .float32 ? $0 : $0.to(.float32) }
-            let report = try TorchFixtureCheck.sit(tensors, path: torchFixture, device: device)
-            print(report.lines.joined(separator: "\n"))
-            if !report.passed { throw ExitCode(1) }
+        if !torchFixture.isEmpty {
+            var passed = true
+            for path in torchFixture {
+                let tensors = try SafetensorsFile(path: path).tensors().mapValues { $0.dtype == .float32 ? $0 : $0.to(.float32) }
+                let report = try TorchFixtureCheck.run(tensors, path: path, device: device)
+                print(report.lines.joined(separator: "\n"))
+                passed = passed && report.passed
+            }
+            if !passed { throw ExitCode(1) }
             return
         }
         let cases = ConformanceSuite.cases(matching: ops)
