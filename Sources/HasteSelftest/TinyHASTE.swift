@@ -21,17 +21,10 @@ public enum TinyHASTE {
     }
 
     static var studentConfig: SiTConfig {
-        var c = SiTConfig()
-        (c.inputSize, c.patchSize, c.inChannels, c.hiddenSize, c.depth, c.numHeads) = (8, 2, 4, 64, 2, 4)
-        (c.numClasses, c.encoderDepth, c.projectorDims, c.projectorHidden) = (3, 2, [48], 64)
-        return c
+        .selftestTiny(input: 8, channels: 4, hidden: 64, depth: 2, heads: 4, classes: 3, projector: 48, projectorHidden: 64)
     }
 
-    static var teacherConfig: DINOv2Config {
-        var c = DINOv2Config()
-        (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid, c.checkpointGrid) = (3, 48, 2, 4, 4, 4)
-        return c
-    }
+    static var teacherConfig: DINOv2Config { .selftestTiny(patch: 3, width: 48, depth: 2, heads: 4, grid: 4, checkpointGrid: 4) }
 
     /// Trains on `device` and returns the per-step loss terms (the total is what the optimizer minimised).
     public static func train(on device: Device, seed: UInt64) throws -> Losses {

@@ -24,18 +24,11 @@ public enum TorchFixtureCheck {
     /// make_bf16_fixture.py's sit() model (the tests' tinySiTConfig): 8×8×3 inputs, patch 2, hidden 24, depth 3,
     /// 3 heads, 5 classes, encoder depth 2, one projector 16 → 10.
     static var tinySiT: SiTConfig {
-        var c = SiTConfig()
-        (c.inputSize, c.patchSize, c.inChannels, c.hiddenSize, c.depth, c.numHeads) = (8, 2, 3, 24, 3, 3)
-        (c.numClasses, c.encoderDepth, c.projectorDims, c.projectorHidden) = (5, 2, [10], 16)
-        return c
+        .selftestTiny(input: 8, channels: 3, hidden: 24, depth: 3, heads: 3, classes: 5, projector: 10, projectorHidden: 16)
     }
 
     /// make_bf16_fixture.py's dinov2() teacher: patch 2, width 24, depth 3, 3 heads, a 4×4 grid.
-    static var tinyDINOv2: DINOv2Config {
-        var c = DINOv2Config()
-        (c.patchSize, c.embedDim, c.depth, c.numHeads, c.grid) = (2, 24, 3, 3, 4)
-        return c
-    }
+    static var tinyDINOv2: DINOv2Config { .selftestTiny(patch: 2, width: 24, depth: 3, heads: 3, grid: 4) }
 
     /// The outputs' bound (bf16 ≤ 0.5·e) and the gradients' (mean ≤ 0.5·e, each ≤ 1·e) are the SiT CPU test's; float32
     /// mode must sit ≥ 0.9·e away (else the bf16 run was not bf16, or torch's "float32" was TF32).
