@@ -43,9 +43,7 @@ extension ConformanceSuite {
             // SiT-XL/2's head dim 72 (DINOv2-B's is 64); 17 tokens (a 4×4 grid and the class token). The bound as the
             // SiT block's (the same rounding points, other summation orders).
             OpCase("DINOv2 teacher (autocast bf16)", "images[2,3,8,8] width 144 heads 2 depth 2, logits of block 1", .bfloat16(k: 3)) { c in
-                var config = DINOv2Config()
-                (config.patchSize, config.embedDim, config.depth, config.numHeads, config.grid) = (2, 144, 2, 2, 4)
-                let model = DINOv2(config, seed: 3, frozen: true)
+                let model = DINOv2(.selftestTiny(patch: 2, width: 144, depth: 2, heads: 2, grid: 4), seed: 3, frozen: true)
                 model.store.move(to: c.device)
                 for key in model.store.keys {
                     let p = model.store[key]!

@@ -139,8 +139,8 @@ public enum TorchFixtureCheck {
         return ok
     }
 
-    /// ‖a − b‖ / ‖b‖ (float64 sums; ‖a − b‖ where b is all zeros).
-    static func distance(_ a: Tensor, _ b: Tensor) -> Double {
+    /// ‖a − b‖ / ‖b‖ (float64 sums; ‖a − b‖ where b is all zeros): the tests' measure against torch fixtures too.
+    public static func distance(_ a: Tensor, _ b: Tensor) -> Double {
         let x = a.to(.cpu).scalars(as: Double.self), y = b.to(.cpu).scalars(as: Double.self)
         var num = 0.0, den = 0.0
         for i in x.indices { num += (x[i] - y[i]) * (x[i] - y[i]); den += y[i] * y[i] }

@@ -37,8 +37,3 @@ public enum Embeddings {
         return Tensor.cat(parts, axis: -1)                                        // (N, dim)
     }
 }
-
-/// adaLN modulation: h·(1 + scale) + shift, with (N, D) shift/scale broadcast over tokens.
-public func modulate(_ h: Tensor, _ shift: Tensor, _ scale: Tensor) -> Tensor {
-    h * (scale.unsqueezed(1) + 1.0) + shift.unsqueezed(1)
-}

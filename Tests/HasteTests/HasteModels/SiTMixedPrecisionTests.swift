@@ -1,14 +1,10 @@
 import Testing
 import HasteModels
+import HasteSelftest
 import HasteTensor
 
-/// Relative L2 distance ‖a − b‖ / ‖b‖.
-func relativeDistance(_ a: Tensor, _ b: Tensor) -> Double {
-    let x = a.scalars(as: Double.self), y = b.scalars(as: Double.self)
-    var num = 0.0, den = 0.0
-    for i in x.indices { num += (x[i] - y[i]) * (x[i] - y[i]); den += y[i] * y[i] }
-    return den == 0 ? num.squareRoot() : (num / den).squareRoot()
-}
+/// Relative L2 distance ‖a − b‖ / ‖b‖ (the selftest's torch-fixture check's measure).
+func relativeDistance(_ a: Tensor, _ b: Tensor) -> Double { TorchFixtureCheck.distance(a, b) }
 
 /// The tiny SiT under bf16 autocast against torch's (Scripts/fixtures/make_bf16_fixture.py). Distances are measured
 /// in units of e = ‖torch bf16 − torch fp32‖/‖torch bf16‖, the size of the bf16 effect itself: haste rounds where

@@ -81,9 +81,8 @@ func modulationChunksAreChunkBitForBit(device: Device) {
         let pieces = split(mod)
         let terms = pieces.enumerated().map { i, p in (p * Tensor.randn([3, 5], seed: 20 + UInt64(i)).to(device)).sum() }
         terms.dropFirst().reduce(terms[0], +).backward()
-        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
         #expect(pieces.count == 6 && pieces.allSatisfy { $0.isContiguous && $0.shape == [3, 5] })
-        return (pieces.map(bits), bits(mod.grad!))
+        return (pieces.map(floatBits), floatBits(mod.grad!))
     }
     let chunked = run { $0.chunk(6, axis: -1).map { $0.contiguous() } }, copied = run { modulationChunks($0, 6) }
     #expect(chunked.0 == copied.0, "pieces")
@@ -104,8 +103,7 @@ func modulationChunksAreChunkBitForBit(device: Device) {
     let c = model.tMLP(Embeddings.timestep(t, dim: 256)) + Tensor.embedding(model.labelTable, y)
     for block in model.blocks { h = block(h, c, logits: false).0 }
     let each = model.finalLayer(h, c).unpatchify(patch: model.config.patchSize, channels: model.config.inChannels)
-    func bits(_ t: Tensor) -> [UInt32] { t.scalars(as: Float.self).map(\.bitPattern) }
-    #expect(bits(shared.detached()) == bits(each.detached()))
+    #expect(floatBits(shared.detached()) == floatBits(each.detached()))
     // Gradients: the same within float32 summation order.
     let up = Tensor.randn(shared.shape, seed: 6)
     // (copied out before the second call: the gradients may be the store's own slots)

@@ -234,7 +234,6 @@ import Testing
     /// into tokens (`out16`) is the merging cast of its float32 out.
     @Test func layoutsReadAndWriteTheHeadsInPlace() {
         let be = EmulatedCUDA.backend, dev = EmulatedCUDA.device
-        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
         for (n, t, heads, dh) in [(2, 80, 2, 72), (1, 300, 2, 72), (2, 70, 3, 64)] {
             let d = heads * dh, scale = 1 / Double(dh).squareRoot()
             let s = AttentionShape(batch: n * heads, queries: t, keys: t, headDim: dh, valueDim: dh)
@@ -279,9 +278,9 @@ import Testing
                                                    shape: s, scale: scale, layouts: layouts)
             let what = "n \(n) t \(t) heads \(heads) dh \(dh)"
             #expect(ranForward && ranBackward && ranAlone && ranOut16, "\(what): the direct kernels take the packed layouts")
-            #expect(bits(grads16) == bits(roundedMerged), "\(what): (dq | dk | dv) with D from the bf16 output")
-            let same = [bits(out2) == bits(out), bits(lse2) == bits(lse), bits(grads) == bits(merged), bits(o16) == bits(o16Merged),
-                        bits(o16Alone) == bits(o16Merged)]
+            #expect(floatBits(grads16) == floatBits(roundedMerged), "\(what): (dq | dk | dv) with D from the bf16 output")
+            let same = [floatBits(out2) == floatBits(out), floatBits(lse2) == floatBits(lse), floatBits(grads) == floatBits(merged), floatBits(o16) == floatBits(o16Merged),
+                        floatBits(o16Alone) == floatBits(o16Merged)]
             #expect(same == [true, true, true, true, true], "\(what): out, lse, (dq | dk | dv), bf16 out merged into tokens (with, without out)")
         }
         // Declined (nothing launched): strides that are not whole 16-byte pieces, float32 operands, the switch off.

@@ -48,8 +48,7 @@ import Testing
         }
         let tookFusedNode = y.gradFn is BF16AdaLNBranchBackward
         (y * upstream).sum().backward()
-        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
-        return (bits(y.detached()), leaves.map { bits($0.grad!) }, tookFusedNode)
+        return (floatBits(y.detached()), leaves.map { floatBits($0.grad!) }, tookFusedNode)
     }
 
     @Test(arguments: Kind.allCases, [(2, 7, 8, true, true), (1, 70, 8, true, true), (2, 5, 12, false, true), (2, 7, 8, true, false)])
@@ -128,8 +127,7 @@ import Testing
         sit.store.move(to: Self.device)
         let x = Tensor.randn([2, 1, 8, 8], seed: 21).to(Self.device), up = Tensor.randn([2, 1, 8, 8], seed: 22).to(Self.device)
         let t = Tensor([Float(0.3), 0.8], shape: [2]).to(Self.device), y = Tensor([Int64(1), 2]).to(Self.device)
-        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
-        func sample() -> [UInt32] { bits(noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } }) }
+        func sample() -> [UInt32] { floatBits(noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } }) }
         func grads() -> [[UInt32]] {
             sit.store.setRequiresGrad(true)
             defer { sit.store.setRequiresGrad(false) }
@@ -137,7 +135,7 @@ import Testing
             let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
             let fusedNodes = Tensor.savedBytes(from: [loss]).rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.nodes)
             #expect(fusedNodes == (BF16Branch.generalPathOnly ? [] : [3]), "half-blocks fused: \(fusedNodes)")  // 2 blocks, one with logits
-            return sit.store.gradients(of: loss).map { bits($0.1) }
+            return sit.store.gradients(of: loss).map { floatBits($0.1) }
         }
         let (generalSample, generalGrads) = BF16Branch.$generalPathOnly.withValue(true) { (sample(), grads()) }
         #expect(sample() == generalSample, "sampling")

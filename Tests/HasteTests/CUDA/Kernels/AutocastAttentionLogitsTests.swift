@@ -13,7 +13,6 @@ import Testing
 
     struct Result: Equatable { let output: [UInt32], logits: [UInt32], grads: [[UInt32]] }
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
 
     static func run(fused: Bool, uses: Uses, n: Int, t: Int, d: Int, heads: Int, bias: Bool, seed: UInt64) -> (Result, [String]) {
         var rng = SplitMix64(seed: seed)
@@ -45,7 +44,7 @@ import Testing
         }
         let nodes = Tensor.savedBytes(from: [loss]).rows.map(\.op)
         loss.backward()
-        return (Result(output: bits(y.detached()), logits: bits(l.detached()), grads: leaves.map { $0.grad.map(bits) ?? [] }), nodes)
+        return (Result(output: floatBits(y.detached()), logits: floatBits(l.detached()), grads: leaves.map { $0.grad.map(floatBits) ?? [] }), nodes)
     }
 
     @Test(arguments: Uses.allCases, [(2, 7, 8, 2, true), (1, 70, 12, 3, true), (2, 5, 12, 2, false)])
@@ -82,7 +81,7 @@ import Testing
         let (recorded, recordedLogits) = call()
         let (plain, plainLogits) = noGrad { call() }
         #expect(recorded.gradFn != nil && plain.gradFn == nil && plainLogits.gradFn == nil)
-        #expect(Self.bits(plain) == Self.bits(recorded.detached()) && Self.bits(plainLogits) == Self.bits(recordedLogits.detached()))
+        #expect(floatBits(plain) == floatBits(recorded.detached()) && floatBits(plainLogits) == floatBits(recordedLogits.detached()))
         // The branch alone (no adaLN), a teacher's: the general path's values.
         let h = r([n, t, d], 1)
         let fused = noGrad { Autocast.run(.bfloat16) { Tensor.autocastAttentionBranchWithLogits(h, branch)! } }
@@ -97,7 +96,7 @@ import Testing
                 }
             }
         }
-        #expect(Self.bits(fused.0) == Self.bits(general.0) && Self.bits(fused.1) == Self.bits(general.1))
+        #expect(floatBits(fused.0) == floatBits(general.0) && floatBits(fused.1) == floatBits(general.1))
         // With a gradient wanted the branch alone is not taken (the general path records it).
         h.requiresGrad = true
         #expect(Autocast.run(.bfloat16) { Tensor.autocastAttentionBranchWithLogits(h, branch) } == nil)
@@ -114,12 +113,12 @@ import Testing
         #expect(be.softmaxForwardLow(x.buffer, y.buffer, rows: rows, cols: cols))
         let y32 = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
         be.softmaxForward(x.to(.float32).buffer, y32.buffer, rows: rows, cols: cols)
-        #expect(Self.bits(y.to(.float32)) == Self.bits(y32.to(.bfloat16).to(.float32)), "forward, cols \(cols)")
+        #expect(floatBits(y.to(.float32)) == floatBits(y32.to(.bfloat16).to(.float32)), "forward, cols \(cols)")
         let dx = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
         #expect(be.softmaxBackwardLow(y.buffer, dy.buffer, dx.buffer, rows: rows, cols: cols))
         let dx32 = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
         be.softmaxBackward(y.to(.float32).buffer, dy.to(.float32).buffer, dx32.buffer, rows: rows, cols: cols)
-        #expect(Self.bits(dx) == Self.bits(dx32.to(.bfloat16).to(.float32)), "backward, cols \(cols)")
+        #expect(floatBits(dx) == floatBits(dx32.to(.bfloat16).to(.float32)), "backward, cols \(cols)")
         #expect(y.to(.float32).sum(axes: [1]).to(.cpu).scalars(as: Float.self).allSatisfy { abs($0 - 1) < 0.02 })
     }
 }

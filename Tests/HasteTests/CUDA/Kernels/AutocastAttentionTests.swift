@@ -33,8 +33,7 @@ import Testing
         let tookFusedNode = y.gradFn.takes(BF16SelfAttentionTape.self)
         let inPlace = ((y.gradFn as? BF16BranchBackward)?.tape as? BF16SelfAttentionTape)?.h != nil   // heads read inside qkv
         CUDABackend.$flashStridedAllowed.withValue(stridedBackward) { (y * upstream).sum().backward() }
-        func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
-        return (bits(y.detached()), leaves.map { bits($0.grad!) }, tookFusedNode, inPlace)
+        return (floatBits(y.detached()), leaves.map { floatBits($0.grad!) }, tookFusedNode, inPlace)
     }
 
     /// Head dims 8 (four-element units), 6 (two) and 5 (one); 70 tokens: two key tiles, the second partial.
@@ -70,19 +69,18 @@ import Testing
         let (n, t, heads) = (2, 3, 2), c = 3 * heads * dh
         let specials: [Float] = [.nan, .infinity, -.infinity, -0.0, 3.4e38, 1e-41, Float(bitPattern: 0x3f80_8000)]
         let values = specials + rng.floats(n * t * c - specials.count).map { $0 * 5 }
-        func bits(_ x: Tensor) -> [UInt32] { x.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
         for device in [Device.cpu, Self.device] {
             let src = Tensor(values, shape: [n, t, c]).to(device)
             // bf16 [n, t, 3·H·Dh] → float32 heads of slot 1 (k): the slot's view [n, H, t, Dh], widened.
             let h = src.to(.bfloat16)
             let viewK = h.reshaped([n, t, 3, heads, dh]).select(axis: 2, index: 1).permuted([0, 2, 1, 3])
-            #expect(bits(h.heads(1, of: 3, heads, bf16: false)) == bits(viewK.contiguous().to(.float32)), "dh \(dh) on \(device): widened split")
+            #expect(floatBits(h.heads(1, of: 3, heads, bf16: false)) == floatBits(viewK.contiguous().to(.float32)), "dh \(dh) on \(device): widened split")
             // float32 heads [n, H, t, Dh] → slot 2 of a bf16 [n, t, 3·H·Dh]: rounded there, the other slots untouched.
             let heads32 = src.reshaped([n, t, 3, heads, dh]).select(axis: 2, index: 0).permuted([0, 2, 1, 3]).contiguous()
             let dst = h.contiguous().to(.float32).to(.bfloat16)          // a copy of h
             heads32.mergeHeads(into: dst, 2)
             let slots = dst.to(.float32).reshaped([n, t, 3, heads, dh])
-            #expect(bits(slots.select(axis: 2, index: 2).permuted([0, 2, 1, 3]).contiguous()) == bits(heads32.to(.bfloat16).to(.float32)),
+            #expect(floatBits(slots.select(axis: 2, index: 2).permuted([0, 2, 1, 3]).contiguous()) == floatBits(heads32.to(.bfloat16).to(.float32)),
                     "dh \(dh) on \(device): rounded merge")
             if device != .cpu {   // the device has the kernel (the CPU answers false and the copies run)
                 let piece = Tensor.empty([n, heads, t, dh], dtype: .float32, device: device)
@@ -91,7 +89,7 @@ import Testing
             }
             let before = h.to(.float32).reshaped([n, t, 3, heads, dh])
             for slot in 0..<2 {
-                #expect(bits(slots.select(axis: 2, index: slot).contiguous()) == bits(before.select(axis: 2, index: slot).contiguous()),
+                #expect(floatBits(slots.select(axis: 2, index: slot).contiguous()) == floatBits(before.select(axis: 2, index: slot).contiguous()),
                         "dh \(dh) on \(device): slot \(slot) changed")
             }
         }

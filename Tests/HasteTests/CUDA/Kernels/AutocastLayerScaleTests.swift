@@ -9,7 +9,6 @@ import Testing
 /// tokens, the logit layers' logits) with and without logit layers, and not taken where a gradient is recorded.
 @Suite struct AutocastLayerScaleTests {
     static let device = EmulatedCUDA.device
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
 
     @Test func teacherHalfBlocksGiveTheGeneralPathsBits() {
         let model = tinyRandomDINOv2(valueSeed: 300, on: Self.device)
@@ -17,7 +16,7 @@ import Testing
         for layers in [Set<Int>(), [1], [0, 2]] {
             func run() -> [[UInt32]] {
                 let out = noGrad { Trainer.autocast(.bfloat16, narrowing: model.store) { model(x, logitLayers: layers) } }
-                return [out.patchTokens, out.classToken].map(Self.bits) + layers.sorted().map { Self.bits(out.attentionLogits[$0]!) }
+                return [out.patchTokens, out.classToken].map(floatBits) + layers.sorted().map { floatBits(out.attentionLogits[$0]!) }
             }
             let general = BF16Branch.$generalPathOnly.withValue(true) { run() }
             #expect(run() == general, "logit layers \(layers)")

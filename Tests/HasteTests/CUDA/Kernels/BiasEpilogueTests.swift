@@ -19,7 +19,6 @@ import HasteModels
         return (r, tally.count)
     }
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
 
     /// y = x·Wᵀ + b and the gradients of x, W, b, as bit patterns.
     static func linear(_ precision: ComputePrecision, rows: Int, inF: Int, outF: Int, seed: UInt64) -> [[UInt32]] {
@@ -28,7 +27,7 @@ import HasteModels
         for p in [x, w, b] { p.requiresGrad = true }
         let y = precision == .float32 ? x.linear(w, b) : Autocast.run(.bfloat16) { x.linear(w, b) }
         (y.to(.float32) * up).sum().backward()
-        return [bits(y.detached())] + [x, w, b].map { bits($0.grad!) }
+        return [floatBits(y.detached())] + [x, w, b].map { floatBits($0.grad!) }
     }
 
     @Test(arguments: [ComputePrecision.float32, .bfloat16])
@@ -77,7 +76,7 @@ import HasteModels
             sit.store.setRequiresGrad(true)
             defer { sit.store.setRequiresGrad(false) }
             let out = Autocast.run(.bfloat16) { sit(x, t: t, y: y) }
-            return sit.store.gradients(of: (out.velocity * up).sum()).map { Self.bits($0.1) }
+            return sit.store.gradients(of: (out.velocity * up).sum()).map { floatBits($0.1) }
         }
         let (epilogue, ran) = Self.counting(refused: false) { grads() }
         let (composite, refusedRan) = Self.counting(refused: true) { grads() }

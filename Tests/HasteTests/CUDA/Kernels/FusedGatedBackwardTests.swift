@@ -11,7 +11,6 @@ import Testing
 @Suite struct FusedGatedBackwardTests {
     static let dev = EmulatedCUDA.device
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
 
     /// dy and dgate for one shape and variant (y16: y bf16; d16: dy bf16; low: Autocast bf16 rounding).
     static func run(batch: Int, tokens: Int, cols: Int, low: Bool, y16: Bool, d16: Bool) -> [[UInt32]] {
@@ -25,7 +24,7 @@ import Testing
         let dgate = Tensor.empty([batch, cols], dtype: .float32, device: dev)
         be.gatedResidualBackward(gate: gate.buffer, y.buffer, dout.buffer, dy: dy.buffer, dgate: dgate.buffer,
                                  batch: batch, tokens: tokens, cols: cols, low: low ? .bfloat16 : nil)
-        return [bits(dy), bits(dgate)]
+        return [floatBits(dy), floatBits(dgate)]
     }
 
     @Test func onePassGivesTheTwoKernelsBits() {

@@ -10,7 +10,6 @@ import Testing
 @Suite struct GroupNormCUDATests {
     static let dev = EmulatedCUDA.device
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
 
     @Test func fusedInferenceGivesTheCompositesBits() {
         for (shape, groups) in [([3, 8, 4, 12], 4), ([2, 6, 32], 3), ([2, 6, 5, 5], 3), ([1, 64, 40, 40], 32)] {
@@ -20,8 +19,8 @@ import Testing
             for (wt, bt) in [(w, b), (w, nil), (nil, b), (nil, nil)] as [(Tensor?, Tensor?)] {
                 for silu in [false, true] {
                     let run = { noGrad { x.groupNorm(groups: groups, weight: wt, bias: bt, eps: 1e-6, silu: silu) } }
-                    let composite = CUDABackend.$groupNormFusedAllowed.withValue(false) { Self.bits(run()) }
-                    let fused = CUDABackend.$groupNormFusedAllowed.withValue(true) { Self.bits(run()) }
+                    let composite = CUDABackend.$groupNormFusedAllowed.withValue(false) { floatBits(run()) }
+                    let fused = CUDABackend.$groupNormFusedAllowed.withValue(true) { floatBits(run()) }
                     let differing = zip(fused, composite).filter { $0 != $1 }.count
                     #expect(fused.count == composite.count && differing == 0,
                             "\(shape) groups \(groups) weight \(wt != nil) bias \(bt != nil) silu \(silu): \(differing) of \(fused.count) differ")

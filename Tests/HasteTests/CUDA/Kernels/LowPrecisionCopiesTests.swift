@@ -12,7 +12,6 @@ import HasteTraining
 @Suite(.serialized) struct LowPrecisionCopiesTests {
     static let device = EmulatedCUDA.device
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
 
     /// A SiT training step (with logits, so the aligned attention path narrows too) under `Trainer.autocast`: the
     /// velocity and every gradient bit for bit with and without the arena cast.
@@ -26,7 +25,7 @@ import HasteTraining
             defer { sit.store.setRequiresGrad(false) }
             let out = Trainer.autocast(.bfloat16, narrowing: sit.store) { sit(x, t: t, y: y, logitLayers: [0]) }
             let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
-            return [Self.bits(out.velocity.detached())] + sit.store.gradients(of: loss).map { Self.bits($0.1) }
+            return [floatBits(out.velocity.detached())] + sit.store.gradients(of: loss).map { floatBits($0.1) }
         }
         let tally = LowPrecisionCopies.Tally()
         let arena = LowPrecisionCopies.$tally.withValue(tally) { step() }
@@ -39,7 +38,7 @@ import HasteTraining
             noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } }      // no arena copies: silu(c)'s alone
         }
         let velocityEach = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { noGrad { Autocast.run(.bfloat16) { sit(x, t: t, y: y).velocity } } }
-        #expect(siluTally.served == 3 && Self.bits(velocity) == Self.bits(velocityEach), "silu(c)'s copy read \(siluTally.served) times")
+        #expect(siluTally.served == 3 && floatBits(velocity) == floatBits(velocityEach), "silu(c)'s copy read \(siluTally.served) times")
         // (The launches it saves are pinned by BenchTrainCommandTests' host-only counts: a separate process, where
         // this emulator's launch count also has the other tests' running beside.)
         // Nothing to do in float32, on the CPU, or without an arena.
@@ -54,7 +53,7 @@ import HasteTraining
         let x = Tensor.randn([2, 3, 8, 8], seed: 7).to(Self.device)
         func run() -> [[UInt32]] {
             let out = noGrad { Trainer.autocast(.bfloat16, narrowing: model.store) { model(x, logitLayers: [1, 2]) } }
-            return [out.patchTokens, out.classToken, out.attentionLogits[1]!, out.attentionLogits[2]!].map(Self.bits)
+            return [out.patchTokens, out.classToken, out.attentionLogits[1]!, out.attentionLogits[2]!].map(floatBits)
         }
         let each = LowPrecisionCopies.$arenaCastAllowed.withValue(false) { run() }
         #expect(run() == each)
@@ -89,13 +88,13 @@ import HasteTraining
         let copies = store.lowPrecisionCopies(.bfloat16)!
         #expect(copies.count == 2)
         let want = noGrad { layer.weight.to(.bfloat16) }
-        #expect(Self.bits(copies.copy(of: layer.weight, .bfloat16)!) == Self.bits(want))
+        #expect(floatBits(copies.copy(of: layer.weight, .bfloat16)!) == floatBits(want))
         #expect(copies.copy(of: layer.weight, .float16) == nil)
         #expect(copies.copy(of: Tensor.zeros([4, 8]).to(Self.device), .bfloat16) == nil, "another tensor")
         // A contiguous view of the same elements (as SiT reads its patch embedding's conv weight) gets the copy in its
         // shape; a view of fewer of them, or starting elsewhere, none.
         let view = copies.copy(of: layer.weight.reshaped([32]), .bfloat16)
-        #expect(view?.shape == [32] && view.map(Self.bits) == Self.bits(want))
+        #expect(view?.shape == [32] && view.map(floatBits) == floatBits(want))
         #expect(copies.copy(of: layer.weight.narrowed(0, start: 0, length: 2), .bfloat16) == nil)
         #expect(copies.copy(of: layer.weight.narrowed(0, start: 1, length: 3), .bfloat16) == nil)
         // Narrowing inside the scope reads the copy (no cast), outside casts.

@@ -24,7 +24,6 @@ import Testing
         r == 1 ? 0.75 : r == 2 ? v + 10_000 : r == 3 ? (j % 2 == 0 ? 0 : -0.0) : v
     }
 
-    static func bits(_ t: Tensor) -> [UInt32] { t.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) }
 
     /// Every output of the kernels above for one shape, as bit patterns.
     static func run(rows: Int, cols: Int, tokens: Int) -> [[UInt32]] {
@@ -41,7 +40,7 @@ import Testing
             let dx = Tensor.empty(like: x)
             be.layerNormBackward(x.buffer, weight: weight?.buffer, mean: mean.buffer, rstd: rstd.buffer, dy.buffer, dx: dx.buffer,
                                  dweight: nil, dbias: nil, rows: rows, cols: cols)
-            out += [bits(y), bits(mean), bits(rstd), bits(dx)]
+            out += [floatBits(y), floatBits(mean), floatBits(rstd), floatBits(dx)]
         }
         let shift = values(batch, cols, seed: 5) * 0.1, scale = values(batch, cols, seed: 6) * 0.1
         for low in [false, true] {
@@ -49,13 +48,13 @@ import Testing
             let mean = Tensor.empty([rows], dtype: .float32, device: dev), rstd = Tensor.empty(like: mean)
             be.modulatedLayerNormForward(x.buffer, shift: shift.buffer, scale: scale.buffer, y.buffer, mean: mean.buffer,
                                          rstd: rstd.buffer, batch: batch, tokens: tokens, cols: cols, eps: 1e-6)
-            out += [bits(y), bits(mean), bits(rstd)]
+            out += [floatBits(y), floatBits(mean), floatBits(rstd)]
             let g = low ? dy.to(.bfloat16) : dy, resid = values(rows, cols, seed: 8)
             for residual in [nil, resid] {
                 let dx = Tensor.empty(like: x)
                 be.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer, g.buffer, dx: dx.buffer,
                                               residual: residual?.buffer, dshift: nil, dscale: nil, batch: batch, tokens: tokens, cols: cols)
-                out.append(bits(dx))
+                out.append(floatBits(dx))
             }
         }
         return out

@@ -17,7 +17,6 @@ import Testing
         }
     }
 
-    static func bits(_ t: Tensor) -> [UInt32] { RowWarpNormTests.bits(t) }
 
     static func run(rows: Int, cols: Int) -> [[UInt32]] {
         let be = EmulatedCUDA.backend
@@ -28,11 +27,11 @@ import Testing
         be.logSoftmaxForward(x.buffer, ly.buffer, rows: rows, cols: cols)
         be.softmaxBackward(y.buffer, dy.buffer, dx.buffer, rows: rows, cols: cols)
         be.logSoftmaxBackward(ly.buffer, dy.buffer, ldx.buffer, rows: rows, cols: cols)
-        out += [bits(y), bits(ly), bits(dx), bits(ldx)]
+        out += [floatBits(y), floatBits(ly), floatBits(dx), floatBits(ldx)]
         let x16 = x.to(.bfloat16), y16 = Tensor.empty(like: x16), dx16 = Tensor.empty(like: x)
         #expect(be.softmaxForwardLow(x16.buffer, y16.buffer, rows: rows, cols: cols))
         #expect(be.softmaxBackwardLow(y16.buffer, dy.to(.bfloat16).buffer, dx16.buffer, rows: rows, cols: cols))
-        out += [bits(y16), bits(dx16)]
+        out += [floatBits(y16), floatBits(dx16)]
         return out
     }
 
@@ -64,7 +63,7 @@ import Testing
         let loss = Tensor.empty([rows], dtype: .float32, device: dev), difference = Tensor.empty([rows, cols], dtype: .float32, device: dev)
         EmulatedCUDA.backend.softCrossEntropyForward(x: xBuffer, xRows: xRows, t: tBuffer, tRows: tRows, rows: rows, cols: cols,
                                                      loss: loss.buffer, difference: difference.buffer)
-        return [bits(loss), bits(difference)]
+        return [floatBits(loss), floatBits(difference)]
     }
 
     @Test func softCrossEntropyByWarpGivesTheBlockKernelsBits() {
