@@ -15,7 +15,6 @@ images/s at 250 steps = batch / (250 · seconds per step). Prints one JSON objec
 """
 import argparse
 import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -28,30 +27,10 @@ from reference.vae import AutoencoderKL  # noqa: E402
 from fixtures.models import randomize  # noqa: E402
 from fixtures.samplers import euler_maruyama  # noqa: E402
 from bench_torch_generate import lean_forward  # noqa: E402
+from torch_safetensors import save_file  # noqa: E402
 
 SIZES = {"SiT-XL/2": dict(hidden=1152, depth=28, heads=16), "SiT-B/2": dict(hidden=768, depth=12, heads=12),
          "SiT-tiny": dict(hidden=64, depth=2, heads=2)}
-
-
-def save_file(tensors, path):
-    """safetensors without the package (the GPU node's Python may lack it), streamed: the header from the tensors'
-    sizes, then each tensor's bytes written in turn (SiT-XL/2's 2.7 GB never held twice; building the file as one
-    bytes object by concatenation, as fuzz.py's small fixtures do, is quadratic and took the 12-06 H100 run past its
-    90 s before a single line was printed)."""
-    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32"}
-    items = [(k, v.detach().cpu().contiguous()) for k, v in tensors.items()]
-    header, offset = {}, 0
-    for k, v in items:
-        n = v.numel() * v.element_size()
-        header[k] = {"dtype": names[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - (8 + len(text)) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        for _, v in items:
-            if v.numel():
-                f.write(v.view(torch.uint8).numpy().tobytes())
 
 
 def sync(device):
