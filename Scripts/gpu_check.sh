@@ -287,7 +287,7 @@ stage selftest-torch-fixture 90 bash -c '"$1" "$2/Scripts/fixtures/make_bf16_fix
   && "$5" selftest --device "$3" --torch-fixture "$4/bf16_sit.safetensors" --torch-fixture "$4/bf16_dinov2.safetensors"' \
   _ "$PYTHON" "$repo" "$DEVICE" "$tf" "$HASTE"
 # The same with the flash backward's D from the bf16 output (HASTE_FLASH_D_FROM_LOW_OUTPUT=1, torch's CUDA SDPA way;
-# off by default: on the CPU it moved the gradients away from torch's CPU autocast): which is nearer torch's CUDA run.
+# off by default: on the emulated device it moved the tiny SiT's gradients away from torch's CPU autocast): which is nearer torch's CUDA run.
 if [ -f "$tf/bf16_sit.safetensors" ]; then
   HASTE_FLASH_D_FROM_LOW_OUTPUT=1 stage selftest-torch-fixture-d16 30 "$HASTE" selftest --device "$DEVICE" --torch-fixture "$tf/bf16_sit.safetensors"
 else
