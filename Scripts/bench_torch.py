@@ -198,6 +198,47 @@ def conv_row(name, x, cout, k, stride, padding):
     return (name, shape, ("flops", flops), make)
 
 
+SAMPLER_BATCH, SAMPLER_STEPS = 64, 10   # haste's "sde sampler host" row (BenchOpsSampler.swift)
+
+
+def sde_sampler_host():
+    """The reference's euler_maruyama_sampler (REPA/HASTE samplers.py), linear path, CFG 1.65 on every step, state
+    on the CPU like haste's, around a model that returns a fixed velocity: the sampler's own work per call."""
+    shape = (SAMPLER_BATCH, 4, 32, 32)
+    v = torch.randn(2 * SAMPLER_BATCH, *shape[1:])
+    z, y = torch.randn(shape), torch.randint(0, 1000, (SAMPLER_BATCH,))
+
+    def score(vt, xt, t):
+        t = t.view(-1, 1, 1, 1)
+        alpha, d_alpha, sigma, d_sigma = 1 - t, -torch.ones_like(t), t, torch.ones_like(t)
+        ratio = alpha / d_alpha
+        var = sigma ** 2 - ratio * d_sigma * sigma
+        return (ratio * vt - xt) / var
+
+    def drift(x, t_cur, y_cur):
+        model_input = torch.cat([x] * 2, dim=0)
+        time_input = torch.ones(model_input.size(0), dtype=torch.float64) * t_cur
+        model_input.to(torch.float32), time_input.to(torch.float32), y_cur       # what the model would be given
+        v_cur = v.to(torch.float64)
+        d = v_cur - 0.5 * (2 * time_input).view(-1, 1, 1, 1) * score(v_cur, model_input, time_input)
+        cond, uncond = d.chunk(2)
+        return uncond + 1.65 * (cond - uncond)
+
+    def body():
+        t_steps = torch.cat([torch.linspace(1.0, 0.04, SAMPLER_STEPS, dtype=torch.float64),
+                             torch.tensor([0.0], dtype=torch.float64)])
+        x = z.to(torch.float64)
+        y_cur = torch.cat([y, torch.full_like(y, 1000)], dim=0)
+        for t_cur, t_next in zip(t_steps[:-2], t_steps[1:-1]):
+            dt = t_next - t_cur
+            eps = torch.randn_like(x)
+            deps = eps * torch.sqrt(torch.abs(dt))
+            x = x + drift(x, t_cur, y_cur) * dt + torch.sqrt(2 * t_cur) * deps
+        t_cur, t_next = t_steps[-2], t_steps[-1]
+        x = x + drift(x, t_cur, y_cur) * (t_next - t_cur)
+    return body
+
+
 # name, shape (as haste prints it), work (kind, amount), setup returning the timed closure
 ROWS = [
     ("sgemm (cblas)", f"{ROWS_M}x{HIDDEN} · ({MLP_HIDDEN}x{HIDDEN})ᵀ", ("flops", GEMM_FLOPS), sgemm),
@@ -230,6 +271,7 @@ ROWS = [
     ("attentionWithLogits fwd+bwd", f"q,k,v {QKV}", ("flops", 6 * ATTN_GEMM), logits_fwd_bwd),
     ("SiT-B/2 block fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(False)),
     ("SiT-B/2 block+logits fwd+bwd", BLOCK_SHAPE, ("flops", 3 * BLOCK_FWD), sit_block(True)),
+ ("sde sampler host", f"{[SAMPLER_BATCH, 4, 32, 32]}, cfg, {SAMPLER_STEPS} steps", ("images", SAMPLER_BATCH), sde_sampler_host),
 ] + [conv_row(*row) for row in CONV_ROWS]
 
 

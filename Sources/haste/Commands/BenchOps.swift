@@ -15,7 +15,7 @@ enum OpBenchmarks {
         gemmAndElementwise(seed: seed, device: device) + (device == .cpu ? gemmShapes(seed: seed) : [])
             + normAndSoftmax(seed: seed, device: device)
             + attention(seed: seed, device: device) + block(seed: seed, device: device)
-            + convolutions(seed: seed, device: device)
+            + convolutions(seed: seed, device: device) + (device == .cpu ? sampler(seed: seed) : [])
     }
 
     static func gemmAndElementwise(seed: UInt64, device: Device) -> [BenchCase] {
