@@ -187,13 +187,16 @@ public final class SampleGenerator {
         let start = Date()
         var done = 0
         progress(GenerationProgress(done: 0, total: pending.count, elapsed: 0))
+        let writer = BatchImageWriter()          // a batch's PNGs are written while the next one samples
+        defer { try? writer.finish() }           // (an error already on its way: no write outlives the run)
         for first in stride(from: 0, to: pending.count, by: options.perProcBatchSize) {
             let batch = Array(pending[first..<min(pending.count, first + options.perProcBatchSize)])
             let imgs = images(batch)
-            try writePNGs(imgs, indices: batch)
+            try writer.submit(imgs.scalars(as: UInt8.self), height: imgs.shape[1], width: imgs.shape[2], paths: batch.map(pngPath))
             done += batch.count
             progress(GenerationProgress(done: done, total: pending.count, elapsed: Date().timeIntervalSince(start)))
         }
+        try writer.finish()
         guard pack, missing().isEmpty else { return nil }
         try SamplePacker.pack(folder: folder, count: options.numFidSamples, to: npzPath)
         return npzPath
@@ -202,14 +205,6 @@ public final class SampleGenerator {
     /// Indices in 0..<num-fid-samples without a PNG yet (other shards' included).
     public func missing() -> [Int] {
         (0..<options.numFidSamples).filter { !FileManager.default.fileExists(atPath: pngPath($0)) }
-    }
-
-    func writePNGs(_ images: Tensor, indices: [Int]) throws {
-        let (h, w) = (images.shape[1], images.shape[2])
-        let bytes = images.scalars(as: UInt8.self), n = h * w * 3
-        for (k, index) in indices.enumerated() {
-            try PNGImage.write(Array(bytes[(k * n)..<((k + 1) * n)]), height: h, width: w, channels: 3, to: pngPath(index))
-        }
     }
 }
 
