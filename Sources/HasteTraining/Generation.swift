@@ -208,21 +208,34 @@ public final class SampleGenerator {
     }
 }
 
-/// Packs `000000.png` … into the ADM sample batch: `arr_0`, uint8 [N, H, W, 3], streamed one PNG at a time
-/// into a ZIP64-capable `.npz` written atomically (spec/sampling.md §5 step 6, spec/evaluation.md §3).
+/// Packs `000000.png` … into the ADM sample batch: `arr_0`, uint8 [N, H, W, 3], streamed in index order into a
+/// ZIP64-capable `.npz` written atomically (spec/sampling.md §5 step 6, spec/evaluation.md §3). The PNGs are decoded
+/// in parallel, a window of a few per core at a time (~1.2 ms an image of 256² on one core: a minute for 50K
+/// one after another); the first bad file in index order is the error, as it would be one at a time.
 public enum SamplePacker {
     public static func pack(folder: String, count: Int, to path: String) throws {
         require(count >= 1, "SamplePacker.pack: count \(count) < 1")
-        let first = try PNGImage.read(folder + "/000000.png")
+        func name(_ i: Int) -> String { folder + "/" + String(format: "%06d.png", i) }
+        let first = try PNGImage.read(name(0))
         let writer = try NpzWriter(path: path)
         try writer.beginArray("arr_0", dtype: .uint8, shape: [count, first.height, first.width, 3])
-        for i in 0..<count {
-            let p = folder + "/" + String(format: "%06d.png", i)
-            let img = i == 0 ? first : try PNGImage.read(p)
-            guard img.height == first.height && img.width == first.width else {
-                throw HasteError.fileFormat(path: p, detail: "is \(img.height)×\(img.width), the batch is \(first.height)×\(first.width)")
+        let window = 4 * max(1, ProcessInfo.processInfo.activeProcessorCount)
+        for start in stride(from: 0, to: count, by: window) {
+            let n = min(window, count - start)
+            var decoded = [Result<DecodedImage, Error>?](repeating: nil, count: n)
+            decoded.withUnsafeMutableBufferPointer { d in
+                let d = d
+                DispatchQueue.concurrentPerform(iterations: n) { k in
+                    d[k] = start + k == 0 ? .success(first) : Result { try PNGImage.read(name(start + k)) }
+                }
             }
-            try writer.append(bytes: img.pixels)
+            for (k, r) in decoded.enumerated() {
+                let img = try r!.get()
+                guard img.height == first.height && img.width == first.width && img.channels == 3 else {
+                    throw HasteError.fileFormat(path: name(start + k), detail: "is \(img.height)×\(img.width)×\(img.channels), the batch is \(first.height)×\(first.width)×3 (RGB)")
+                }
+                try writer.append(bytes: img.pixels)
+            }
         }
         try writer.finish()
     }
