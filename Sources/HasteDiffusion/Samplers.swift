@@ -102,8 +102,7 @@ public enum Samplers {
                 let n = last ? nil : stepNoise(j)                                // drawn before the model call
                 if let n { require(n.shape == x.shape, "SDE sampler: step noise \(n.shape) for state \(x.shape)") }
                 let active = guidance.isActive(at: tCur)
-                let v = model(modelInput32(x, guided: active), Tensor.full([active ? 2 * x.shape[0] : x.shape[0]], tCur),
-                              conditions.y(active))
+                let v = evaluate(model, x, t: tCur, y: conditions, active: active)
                 x = sdeUpdate(x, velocity: v, t: tCur, dt: dt, path: path, scale: active ? guidance.scale : nil, noise: n,
                               noiseScale: (2 * tCur).squareRoot() * Swift.abs(dt).squareRoot())
             }
@@ -143,10 +142,14 @@ public enum Samplers {
         }
     }
 
+    /// The model at (x, t): on [x] with y, or guided on [x, x] with [y, null] (float32 input, t a float32 row per input row).
+    static func evaluate(_ model: VelocityModel, _ x: Tensor, t: Double, y: Conditions, active: Bool) -> Tensor {
+        model(modelInput32(x, guided: active), Tensor.full([active ? 2 * x.shape[0] : x.shape[0]], t), y.y(active))
+    }
+
     /// The model's velocity at (x, t) as float64, CFG-combined when active.
     static func velocity(_ model: VelocityModel, _ x: Tensor, t: Double, y: Conditions, guidance: Guidance, active: Bool) -> Tensor {
-        let v = model(modelInput32(x, guided: active), Tensor.full([active ? 2 * x.shape[0] : x.shape[0]], t), y.y(active))
-        return combinedVelocity(v, like: x, scale: active ? guidance.scale : nil)
+        combinedVelocity(evaluate(model, x, t: t, y: y, active: active), like: x, scale: active ? guidance.scale : nil)
     }
 }
 
