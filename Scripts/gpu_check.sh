@@ -83,8 +83,8 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 # failure the selftest reruns its bf16 and attention cases with each ISOLATE switch off, and the profile measures the
 # bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
 # A variant may set several switches, comma-separated.
-ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES"
-PROFILE_VARIANTS="carveout:HASTE_CUDA_SHARED_CARVEOUT=100 dq-kernel:HASTE_FLASH_FUSED_DQ=0
+ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES HASTE_FLASH_DQ_EARLY_LOAD"
+PROFILE_VARIANTS="carveout:HASTE_CUDA_SHARED_CARVEOUT=100 dq-late-load:HASTE_FLASH_DQ_EARLY_LOAD=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0
   gated-two-pass:HASTE_FUSED_GATED_BACKWARD=0 mln-sums-kernel:HASTE_FUSED_MLN_PARTIALS=0
   gelu-kernels:HASTE_GEMM_GELU_EPILOGUE=0 bias-sums:HASTE_GEMM_BGRAD_EPILOGUE=0 weight-casts:HASTE_ARENA_CAST=0
   dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0
@@ -392,6 +392,8 @@ if [ "$DEVICE" = cuda ]; then
   # the driver's own choice ran fewer blocks at once than the kernels' design assumes: dk/dv's 2); gated-two-pass,
   # the gated residuals' dy and dgate partials by two kernels again (what reading dout once gains); mln-sums-kernel,
   # the modulated LayerNorms' dshift/dscale chunk sums by their own kernel again (what summing in the dx pass gains);
+  # dq-late-load, the serial dq sum's running sum loaded after dS·K, right before its adds (a round trip, mostly L2,
+  # exposed per query tile; two before 12-07) instead of before the barrier and dS·K (what the early load gains);
   # dq-last-block, dq summed by each query tile's last dk/dv block instead of
   # serially by one block per head (what the serial sum gains); block-rows, LayerNorm and softmax rows by block
   # instead of by warp; generic-unary, the activations through the generic bf16 unary kernels (what their own entry

@@ -50,8 +50,9 @@ import HasteTensor
 ///      tile and warp 160 mma for 50 ldmatrix.x4 (80 for 45 before). The reason: 4 warps each reading the whole K and
 ///      V tiles made the forward shared-memory bound (an ldmatrix.x4 moves 512 bytes, 4 of the SM's 128-byte cycles;
 ///      180 per block and tile against 320 mma). sm_90 d80: forward 255 registers, 16 bytes of stack (3 local
-///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8; dq 240. Each row's arithmetic is the general
-///      kernels' (the same bits: FlashBF16OperandTests).
+///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8 (0 since the serial sum's early load; its serial entry point
+///      `_d80ws`, SiT-XL/2's, 255 and 8 where it was 254 and 0: one spilled pair outside the query-tile loop); dq 240.
+///      Each row's arithmetic is the general kernels' (the same bits: FlashBF16OperandTests).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + 64·sv (the WHOLE forward's 128 query rows: 64·sq more); dq 64·sq·2 + 64·sv·2; dk/dv
 ///      64·sq·2 + 64·sv·2 + 128 (streaming: see below).
@@ -234,7 +235,8 @@ extension CUDABackend {
     /// 64 queries) and comes back transposed by ldmatrix as the A operand of dS·K. The separate dq kernel would
     /// compute S and dP a second time. DIRECT with dq and no `dqcount`: launched with gridDim.x 1, the block walks
     /// every key tile of its head and dqp is the running sum (`tc_dq_serial`).
-    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false, bool SERIAL = false>
+    template <int DMAX, bool ASYNC, typename T, typename TO, bool DIRECT = false, bool WHOLE = false, bool SERIAL = false,
+              bool EARLY = true>
     __device__ void tc_backward_dkdv(u32* smem, const T* q, const T* k, const T* v, const T* dout,
                                      const float* lse, const float* delta, TO* dk, TO* dvout, float* dqp,
                                      i64 batch, i64 tq, i64 tk, int dh, int dv, float scale, const tc_layouts& L,
@@ -334,20 +336,23 @@ extension CUDABackend {
                     if (dvout != 0) tc_accumulate<DMAX>(gv, s, Oc, sv, kv / 8);    // dv += bf16(Pᵀ)·dO
                     if (dk != 0) tc_accumulate<DMAX>(gk, dp, Qc, sq, kh / 8);      // dk += bf16(dSᵀ)·Q
                     if (dqp != 0) {                     // this key tile's dq for the warp's 16 queries m0…
+                        // the serial running sum (one block per head): loaded now, added after dS·K (tc_dq_serial_load)
+                        // (the serial entry points alone: elsewhere the 40 registers it holds across dS·K would spill;
+                        // EARLY false, the "…sl" entry points: loaded right before the adds, for comparisons)
+                        haste_f2 prev[2][DMAX / 8];
+                        if constexpr (SERIAL && EARLY) tc_dq_serial_load<DMAX>(prev, dqp + b * tq * dh, r0 + m0, tq, dh, ti == 0);
                         __syncthreads();                // every warp's dSᵀ rows are in DSt
                         float gq[DMAX / 8][4];
                         #pragma unroll
                         for (int nt = 0; nt < DMAX / 8; nt++) { gq[nt][0] = 0.0f; gq[nt][1] = 0.0f; gq[nt][2] = 0.0f; gq[nt][3] = 0.0f; }
                         tc_accumulate_t<DMAX>(gq, DSt, m0, Ks, sq, kh / 8);
                         const float mul[2] = {scale, scale};
-                        if constexpr (SERIAL) {             // the serial entry points: only the running sum below
-                            tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq,
-                                               r0 + m0, tq, dh, scale, ti == 0, ti == tiles - 1);
-                        } else if constexpr (DIRECT) {
-                            if (dq != 0 && dqcount == 0) {   // one block per head (gridDim.x 1): the running sum
-                                tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq,
+                        if constexpr (DIRECT) {
+                            if (SERIAL || (dq != 0 && dqcount == 0)) {   // the serial entry points, or one block per head (gridDim.x 1)
+                                if constexpr (!(SERIAL && EARLY)) tc_dq_serial_load<DMAX>(prev, dqp + b * tq * dh, r0 + m0, tq, dh, ti == 0);
+                                tc_dq_serial<DMAX>(dqp + b * tq * dh, tc_head<true>(dq, L, L.dq, b, tq, dh), L.dq.t_, gq, prev,
                                                    r0 + m0, tq, dh, scale, ti == 0, ti == tiles - 1);
-                            } else {                         // bf16 dq by the query tile's last block (tc_dq_last_block)
+                            } else {                        // bf16 dq by the query tile's last block (tc_dq_last_block)
                                 tc_store<DMAX>(dqp + (ti * batch + b) * tq * dh, gq, r0 + m0, tq, dh, mul, (i64)dh);
                                 if (dqcount != 0) tc_dq_last_block(dqp, dq, L, dqcount, b, batch, tq, dh, r0, tiles);
                             }

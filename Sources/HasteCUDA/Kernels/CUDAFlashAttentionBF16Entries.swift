@@ -27,7 +27,9 @@ extension CUDABackend {
     static func flashBF16Kernels(_ infix: String, whole: Bool = false) -> [String] {
         ["forward", "backward_dq", "backward_dkdv"].flatMap { k in
             ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)\(k)_\($0)\(whole ? "w" : "")" }
-        } + (infix.hasPrefix("direct") ? ["d64", "d80", "d96", "d128"].map { "attention_flash_bf16_\(infix)backward_dkdv_\($0)\(whole ? "w" : "")s" } : [])
+        } + (infix.hasPrefix("direct") ? ["d64", "d80", "d96", "d128"].flatMap { d in
+            ["s", "sl"].map { "attention_flash_bf16_\(infix)backward_dkdv_\(d)\(whole ? "w" : "")\($0)" }
+        } : [])
     }
     /// Where an operand's heads lie (`AttentionLayouts`): the direct bf16 family and the TF32 forward take them, the
     /// other families contiguous [batch, T, D] operands.
@@ -79,6 +81,8 @@ extension CUDABackend {
 
             extern "C" __global__ void \(name)_backward_dkdv_d\(w)\(suffix)s(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)\(lastBlock)) {
                 HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d), \(whole), true>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)\(lastArgs)); }
+            extern "C" __global__ void \(name)_backward_dkdv_d\(w)\(suffix)sl(\(inputs), \(stats), \(t)* dk, \(t)* dv_out, float* dqp, \(sizes)\(lastBlock)) {
+                HASTE_DYNAMIC_SHARED(u32, smem); tc_backward_dkdv<\(w), \(flag), \(t), \(t), \(d), \(whole), true, false>(smem, q, k, v, dout, lse, delta, dk, dv_out, dqp, \(passed)\(lastArgs)); }
             """ : "") } }.joined(separator: "\n") + "\n"
     }
 

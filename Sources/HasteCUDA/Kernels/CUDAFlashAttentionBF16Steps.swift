@@ -105,28 +105,41 @@ extension CUDABackend {
     /// stores its share, the next ones add theirs to what they load, the last stores the sum rounded to bf16 into
     /// dq's layout (head, row stride ts). The partials kernel's and the last block's sum (haste_tile_sum: p0 + p1 +
     /// … in key-tile order) and rounding, bit for bit, without partials per key tile, fences, counts or a
-    /// summing pass. Each half's loads go out together (one round trip, mostly L2). Dh is a multiple of 8 here
-    /// (the direct family), so pairs of columns are whole and 8-byte aligned.
+    /// summing pass. Dh is a multiple of 8 here (the direct family), so pairs of columns are whole and 8-byte aligned.
+    /// Two steps: `tc_dq_serial_load` fetches the running sum (both halves' loads in flight together) before the
+    /// barrier and the dS·K product, so its round trip (mostly L2) overlaps them; `tc_dq_serial` adds and stores.
+    /// (Loaded right before the adds, it was two exposed round trips per query tile: sm_90 SASS showed the ten
+    /// LDG.E.64 of each half issued after the last HMMA and read by the next FADDs. The "…sl" entry points still load
+    /// there, both halves at once: `HASTE_FLASH_DQ_EARLY_LOAD=0`.)
     template <int DMAX>
-    __device__ __forceinline__ void tc_dq_serial(float* acc, u16* head, i64 ts, float (*gq)[4], i64 row0, i64 rows,
-                                                 int cols, float scale, bool first, bool last) {
+    __device__ __forceinline__ void tc_dq_serial_load(haste_f2 (*prev)[DMAX / 8], const float* acc, i64 row0, i64 rows,
+                                                      int cols, bool first) {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 r = row0 + g + 8 * h;
+            #pragma unroll
+            for (int nt = 0; nt < DMAX / 8; nt++) {
+                const int c = 8 * nt + 2 * t;
+                prev[h][nt] = !first && r < rows && c < cols ? *(const haste_f2*)(acc + r * cols + c) : haste_f2{0.0f, 0.0f};
+            }
+        }
+    }
+
+    template <int DMAX>
+    __device__ __forceinline__ void tc_dq_serial(float* acc, u16* head, i64 ts, float (*gq)[4], const haste_f2 (*prev)[DMAX / 8],
+                                                 i64 row0, i64 rows, int cols, float scale, bool first, bool last) {
         const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
         #pragma unroll
         for (int h = 0; h < 2; h++) {
             const i64 r = row0 + g + 8 * h;
             if (r >= rows) continue;
-            haste_f2 prev[DMAX / 8];
-            #pragma unroll
-            for (int nt = 0; nt < DMAX / 8; nt++) {
-                const int c = 8 * nt + 2 * t;
-                prev[nt] = !first && c < cols ? *(const haste_f2*)(acc + r * cols + c) : haste_f2{0.0f, 0.0f};
-            }
             #pragma unroll
             for (int nt = 0; nt < DMAX / 8; nt++) {
                 const int c = 8 * nt + 2 * t;
                 if (c >= cols) continue;
                 float a = __fmul_rn(gq[nt][2 * h], scale), b = __fmul_rn(gq[nt][2 * h + 1], scale);
-                if (!first) { a = __fadd_rn(prev[nt].x, a); b = __fadd_rn(prev[nt].y, b); }
+                if (!first) { a = __fadd_rn(prev[h][nt].x, a); b = __fadd_rn(prev[h][nt].y, b); }
                 if (last) tc_st2(head + r * ts + c, a, b);
                 else *(haste_f2*)(acc + r * cols + c) = haste_f2{a, b};
             }

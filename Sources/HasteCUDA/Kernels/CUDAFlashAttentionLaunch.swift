@@ -83,6 +83,12 @@ extension CUDABackend {
     /// `$flashDQLastBlockAllowed.withValue`).
     @TaskLocal static var flashDQLastBlockAllowed = ProcessInfo.processInfo.environment["HASTE_FLASH_DQ_LAST_BLOCK"] != "0"
 
+    /// `HASTE_FLASH_DQ_EARLY_LOAD=0`: the serial dq sum's entry points that load the running sum after the dS·K
+    /// product, right before adding to it ("…sl": one exposed round trip a query tile; before 2026-12-07 two, one per
+    /// half), instead of before the barrier and the product ("…s"), for comparisons (the same bits; a test switches
+    /// it: `$flashDQEarlyLoad.withValue`).
+    @TaskLocal static var flashDQEarlyLoad = ProcessInfo.processInfo.environment["HASTE_FLASH_DQ_EARLY_LOAD"] != "0"
+
     /// `HASTE_FLASH_DQ_SERIAL`: 1 makes the direct dk/dv kernels sum dq serially wherever they give it (one block
     /// per head walking its key tiles in order, `tc_dq_serial`), 0 never (each query tile's last block, or the
     /// summing kernel); unset, `flashDQSerialFits` chooses. The same bits every way (a test switches it:
@@ -215,7 +221,7 @@ extension CUDABackend {
             }
             // Serially: the entry points compiled for it alone ("…s": no partial stores or last-block sum in their
             // loop, 26 % fewer instructions in its body for d80w on sm_90, no stack; the same code for the running sum).
-            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")\(serial ? "s" : "")",
+            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")\(serial ? (CUDABackend.flashDQEarlyLoad ? "s" : "sl") : "")",
                    grid: serial ? Dim3(1, Swift.min(s.batch, 65_535)) : flashGrid(tiles: tk, s),
                    block: Dim3(128), sharedBytes: words * 4,
                    inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]

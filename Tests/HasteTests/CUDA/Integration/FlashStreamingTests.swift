@@ -129,15 +129,22 @@ import Testing
     /// thread owns: `tc_dq_serial`, `HASTE_FLASH_DQ_SERIAL`) gives the summing kernel's bits: 1 to 4 key tiles,
     /// several and partial query tiles, WHOLE and general entry points, several heads. A run on other values comes
     /// between: the running sum's buffer is recycled, so a first key tile that added to it instead of storing shows.
+    /// Both serial entry points: the running sum loaded before the barrier and dS·K ("…s") and right before the adds ("…sl").
     @Test func dqSeriallyGivesTheSummingKernelsBits() {
         for shape in [(1, 2, 130, 150, 72, 40), (2, 1, 200, 256, 72, 72), (1, 1, 70, 129, 64, 64), (1, 3, 65, 66, 96, 88),
                       (2, 2, 100, 60, 64, 64)] {
             let summed = CUDABackend.$flashDQSerial.withValue(false) {
                 CUDABackend.$flashDQLastBlockAllowed.withValue(false) { Self.run(shape, bf16: true) }
             }
-            _ = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true, seed: 10) }
-            let serial = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true) }
-            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(serial[i] == summed[i], "\(name) \(shape)") }
+            for early in [true, false] {                 // the running sum loaded before dS·K ("…s") or after ("…sl")
+                CUDABackend.$flashDQEarlyLoad.withValue(early) {
+                    _ = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true, seed: 10) }
+                    let serial = CUDABackend.$flashDQSerial.withValue(true) { Self.run(shape, bf16: true) }
+                    for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() {
+                        #expect(serial[i] == summed[i], "\(name) \(shape), early load \(early)")
+                    }
+                }
+            }
         }
     }
 
@@ -145,18 +152,21 @@ import Testing
     /// head): SiT-XL/2's 16 heads × batch 64 or 256 on 132 multiprocessors (grid 1 × heads, no count to zero), not
     /// 4 heads (grid 4 × 4, the last-block counts zeroed).
     @Test func serialDQRunsWhereTheHeadsFillTheGPU() {
-        CUDABackend.$flashDQSerial.withValue(nil) { Self.serialDQChoice() }   // the rule, whatever HASTE_FLASH_DQ_SERIAL says
+        CUDABackend.$flashDQSerial.withValue(nil) {       // the rule, whatever HASTE_FLASH_DQ_SERIAL says
+            CUDABackend.$flashDQEarlyLoad.withValue(true) { Self.serialDQChoice() }
+            CUDABackend.$flashDQEarlyLoad.withValue(false) { Self.serialDQChoice(early: false) }
+        }
     }
 
-    static func serialDQChoice() {
+    static func serialDQChoice(early: Bool = true) {
         let (dev, driver, be) = Self.hostOnly
         #expect(driver.multiprocessors == 132)
         #expect(be.flashDQSerialFits(heads: 1024, keyTiles: 4) && be.flashDQSerialFits(heads: 4096, keyTiles: 4))
         #expect(be.flashDQSerialFits(heads: 8, keyTiles: 1))
         #expect(!be.flashDQSerialFits(heads: 300, keyTiles: 4) && !be.flashDQSerialFits(heads: 4, keyTiles: 4))
-        // Serially, the entry point compiled for the running sum alone ("…s").
+        // Serially, the entry point compiled for the running sum alone ("…s"; "…sl" with HASTE_FLASH_DQ_EARLY_LOAD=0).
         let kernel = "attention_flash_bf16_direct_in16_backward_dkdv_d80w"
-        for (heads, grid, fills, entry) in [(1024, Dim3(1, 1024), 0, kernel + "s"), (4, Dim3(4, 4), 1, kernel)] {
+        for (heads, grid, fills, entry) in [(1024, Dim3(1, 1024), 0, kernel + (early ? "s" : "sl")), (4, Dim3(4, 4), 1, kernel)] {
             let s = AttentionShape(batch: heads, queries: 256, keys: 256, headDim: 72, valueDim: 72)
             let x = Tensor.empty([heads, 256, 72], dtype: .bfloat16, device: dev), o = Tensor.empty([heads, 256, 72], dtype: .float32, device: dev)
             let l = Tensor.empty([heads, 256], dtype: .float32, device: dev)
