@@ -523,7 +523,11 @@ stage generate-torch "$GEN_BOX" "$PYTHON" "$repo/Scripts/bench_gpu_generate.py" 
 grep '^{' "$OUT/generate-torch.log" > "$OUT/generate_torch.jsonl" 2>/dev/null
 gen_args=(--device "$DEVICE" --ckpt "$gen/$(echo "$GEN_MODEL" | tr 'A-Z/' 'a-z-').safetensors" --model "$GEN_MODEL"
           --resolution 256 --num-classes 1000 --mode sde --cfg-scale 1.65 --guidance-high 0.72 --vae ft-ema
-          --vae-weights "$gen/sd-vae.safetensors" --threads 2)
+          --vae-weights "$gen/sd-vae.safetensors")   # the default threads: the sampler's host work between model calls uses them
+# The sampler's host work between two model calls (float64 state, noise, CFG: SamplerArithmetic.swift) on this node's
+# CPU, beside the reference sampler's body on the CPU (10 CFG steps at [64, 4, 32, 32], a fixed velocity).
+stage generate-sampler-host 60 "$HASTE" bench ops --only "sde sampler host" --reps 10
+stage generate-sampler-host-torch 60 "$PYTHON" "$repo/Scripts/bench_torch.py" --only "sde sampler host" --reps 10
 # A 2-step warm-up (kernels compiled, cuBLAS up), then the timed run, for float32 and bf16.
 warm='"$0" generate "${@:3}" --num-fid-samples 2 --per-proc-batch-size 2 --num-steps 2 --sample-dir "$1-warm" \
   --mixed-precision "$2" > /dev/null 2>&1; "$0" generate "${@:3}" --num-fid-samples "$GEN_BATCH" \
@@ -636,6 +640,10 @@ for mp in ("no", "no-fp32attn", "bf16"):
     else:
         print(f"generate: haste --mixed-precision {mp}: no result")
 EOF
+  for side in "" -torch; do
+    grep -h "^sde sampler host" "$OUT/generate-sampler-host$side.log" 2>/dev/null | sed "s/^/generate: host work${side:+ (torch on the CPU)}: /" \
+      || echo "generate: host work${side:+ (torch)}: no result"
+  done
   for mp in bf16 no; do
     grep -q "the whole run:" "$OUT/generate-profile-$mp.log" 2>/dev/null \
       && grep -h -A 14 "the whole run:" "$OUT/generate-profile-$mp.log" | sed "s/^/generate profile, $mp: /" \
