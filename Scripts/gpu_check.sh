@@ -42,6 +42,8 @@
 #         (Scripts/bench_gpu_generate.py: float32 + TF32 as generate.py, and bf16 autocast) on $GEN_MODEL with the same
 #         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps; then the GPU
 #         time per kernel of a short haste generate in bf16 and float32 (HASTE_CUDA_PROFILE=1)
+#         and the sampler's host work between model calls on this node's CPU (`bench ops` row 'sde sampler host', and
+#         bench_torch.py's reference sampler body beside it)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work; PRECISION_MODEL="SiT-S/2 64 4 2", GEN_MODEL=SiT-B/2 GEN_STEPS=2
 # GEN_BATCH=2 make stage 6 fit a CPU). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
