@@ -1,5 +1,6 @@
 import Foundation
 import HasteIO
+import HasteTensor
 
 /// `haste generate`'s PNG writes on a background queue while the next batch samples: encoding (libpng, zlib level 6)
 /// took ~6 ms a 256² image on one core, ~0.4 s a batch of 64 during which the GPU waited. A batch's images are
@@ -31,16 +32,20 @@ final class BatchImageWriter: @unchecked Sendable {
         if let e { throw e }
     }
 
-    /// The images of one batch, in parallel (each its own file); the first failure, in path order, is thrown.
+    /// The images of one batch, in parallel (each its own file) on at most `--threads` workers (`Parallel.threads`:
+    /// the cores divided among the ranks on a node); the first failure, in path order, is thrown.
     static func write(_ pixels: [UInt8], height: Int, width: Int, paths: [String]) throws {
         let n = height * width * 3
         precondition(pixels.count == n * paths.count, "BatchImageWriter: \(pixels.count) bytes for \(paths.count) images of \(height)×\(width)")
         var errors = [Error?](repeating: nil, count: paths.count)
+        let workers = max(1, min(paths.count, Parallel.threads))
         errors.withUnsafeMutableBufferPointer { e in
             let e = e
-            DispatchQueue.concurrentPerform(iterations: paths.count) { k in
-                do { try PNGImage.write(Array(pixels[(k * n)..<((k + 1) * n)]), height: height, width: width, channels: 3, to: paths[k]) }
-                catch { e[k] = error }
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                for k in stride(from: w, to: paths.count, by: workers) {
+                    do { try PNGImage.write(Array(pixels[(k * n)..<((k + 1) * n)]), height: height, width: width, channels: 3, to: paths[k]) }
+                    catch { e[k] = error }
+                }
             }
         }
         if let first = errors.lazy.compactMap({ $0 }).first { throw first }

@@ -210,8 +210,8 @@ public final class SampleGenerator {
 
 /// Packs `000000.png` … into the ADM sample batch: `arr_0`, uint8 [N, H, W, 3], streamed in index order into a
 /// ZIP64-capable `.npz` written atomically (spec/sampling.md §5 step 6, spec/evaluation.md §3). The PNGs are decoded
-/// in parallel, a window of a few per core at a time (~1.2 ms an image of 256² on one core: a minute for 50K
-/// one after another); the first bad file in index order is the error, as it would be one at a time.
+/// in parallel, a window of 4 per thread (`--threads`) at a time (~1.2 ms an image of 256² on one core: a minute
+/// for 50K one after another); the first bad file in index order is the error, as it would be one at a time.
 public enum SamplePacker {
     public static func pack(folder: String, count: Int, to path: String) throws {
         require(count >= 1, "SamplePacker.pack: count \(count) < 1")
@@ -219,7 +219,7 @@ public enum SamplePacker {
         let first = try PNGImage.read(name(0))
         let writer = try NpzWriter(path: path)
         try writer.beginArray("arr_0", dtype: .uint8, shape: [count, first.height, first.width, 3])
-        let window = 4 * max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let window = 4 * max(1, Parallel.threads)                 // --threads (the cores, divided among local ranks)
         for start in stride(from: 0, to: count, by: window) {
             let n = min(window, count - start)
             var decoded = [Result<DecodedImage, Error>?](repeating: nil, count: n)

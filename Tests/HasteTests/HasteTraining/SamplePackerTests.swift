@@ -5,11 +5,11 @@ import HasteTensor
 @testable import HasteTraining
 
 /// The ADM batch from a folder of PNGs, decoded a window at a time in parallel: the images in index order, across
-/// several windows (4 per core), and the first bad file in index order is the one the error names.
+/// several windows (4 per thread), and the first bad file in index order is the one the error names.
 @Test func samplePackerKeepsIndexOrderAndNamesTheFirstBadFile() throws {
     let dir = temporaryDirectory()
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let count = 4 * ProcessInfo.processInfo.activeProcessorCount * 2 + 3, (h, w) = (3, 4), n = h * w * 3
+    let count = 4 * max(1, Parallel.threads) * 2 + 3, (h, w) = (3, 4), n = h * w * 3
     let pixels = (0..<(count * n)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 / n) }
     let paths = (0..<count).map { "\(dir)/\(String(format: "%06d", $0)).png" }
     try BatchImageWriter.write(pixels, height: h, width: w, paths: paths)
