@@ -50,8 +50,8 @@ import HasteTensor
 ///      tile and warp 160 mma for 50 ldmatrix.x4 (80 for 45 before). The reason: 4 warps each reading the whole K and
 ///      V tiles made the forward shared-memory bound (an ldmatrix.x4 moves 512 bytes, 4 of the SM's 128-byte cycles;
 ///      180 per block and tile against 320 mma). sm_90 d80: forward 255 registers, 16 bytes of stack (3 local
-///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8 (0 since the serial sum's early load; its serial entry point
-///      `_d80ws`, SiT-XL/2's, 255 and 8 where it was 254 and 0: one spilled pair outside the query-tile loop); dq 240.
+///      loads per key tile), 2 blocks per SM; dk/dv 255 and 8, its serial entry point `_d80ws` (SiT-XL/2's) 255 and 0
+///      with the early load and the serial sum's stores by one uniform branch on the last tile (2026-12-07); dq 240.
 ///      Each row's arithmetic is the general kernels' (the same bits: FlashBF16OperandTests).
 ///    - Dynamic shared memory (4-byte words; kh, kv = Dh, Dv rounded up to 16; sq = kh/2 + 4, sv = kv/2 + 4):
 ///      forward 64·sq·2 + 64·sv (the WHOLE forward's 128 query rows: 64·sq more); dq 64·sq·2 + 64·sv·2; dk/dv
