@@ -126,38 +126,35 @@ extension CUDABackend {
         }
     }
 
-    template <int DMAX>
-    __device__ __forceinline__ void tc_dq_serial(float* acc, u16* head, i64 ts, float (*gq)[4], const haste_f2 (*prev)[DMAX / 8],
-                                                 i64 row0, i64 rows, int cols, float scale, bool first, bool last) {
-        // `last` is the same for the whole block: one branch around two unrolled store loops, where a branch per
-        // element pair (and a divergent region per column guard) made ~1 200 of the query-tile loop's 2 240 SASS
-        // instructions; `first` selects (the first tile's share is stored as it is, not added to a zero: −0 stays −0).
+    /// One key tile's adds and stores: LAST, bf16 into dq's layout; else float32 into the running sum.
+    template <int DMAX, bool LAST>
+    __device__ __forceinline__ void tc_dq_serial_store(float* acc, u16* head, i64 ts, float (*gq)[4], const haste_f2 (*prev)[DMAX / 8],
+                                                       i64 row0, i64 rows, int cols, float scale, bool first) {
         const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-        if (last) {
+        #pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const i64 r = row0 + g + 8 * h;
             #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const i64 r = row0 + g + 8 * h;
-                #pragma unroll
-                for (int nt = 0; nt < DMAX / 8; nt++) {
-                    const int c = 8 * nt + 2 * t;
-                    const float a0 = __fmul_rn(gq[nt][2 * h], scale), b0 = __fmul_rn(gq[nt][2 * h + 1], scale);
-                    const float a = first ? a0 : __fadd_rn(prev[h][nt].x, a0), b = first ? b0 : __fadd_rn(prev[h][nt].y, b0);
-                    if (r < rows && c < cols) tc_st2(head + r * ts + c, a, b);
-                }
-            }
-        } else {
-            #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const i64 r = row0 + g + 8 * h;
-                #pragma unroll
-                for (int nt = 0; nt < DMAX / 8; nt++) {
-                    const int c = 8 * nt + 2 * t;
-                    const float a0 = __fmul_rn(gq[nt][2 * h], scale), b0 = __fmul_rn(gq[nt][2 * h + 1], scale);
-                    const float a = first ? a0 : __fadd_rn(prev[h][nt].x, a0), b = first ? b0 : __fadd_rn(prev[h][nt].y, b0);
-                    if (r < rows && c < cols) *(haste_f2*)(acc + r * cols + c) = haste_f2{a, b};
+            for (int nt = 0; nt < DMAX / 8; nt++) {
+                const int c = 8 * nt + 2 * t;
+                const float a0 = __fmul_rn(gq[nt][2 * h], scale), b0 = __fmul_rn(gq[nt][2 * h + 1], scale);
+                const float a = first ? a0 : __fadd_rn(prev[h][nt].x, a0), b = first ? b0 : __fadd_rn(prev[h][nt].y, b0);
+                if (r < rows && c < cols) {
+                    if constexpr (LAST) tc_st2(head + r * ts + c, a, b);
+                    else *(haste_f2*)(acc + r * cols + c) = haste_f2{a, b};
                 }
             }
         }
+    }
+
+    /// `last` is the same for the whole block: one branch around two unrolled store loops, where a branch per element
+    /// pair (and a divergent region per column guard) made ~1 200 of the query-tile loop's 2 240 SASS instructions;
+    /// `first` selects (the first tile's share is stored as it is, not added to a zero: −0 stays −0).
+    template <int DMAX>
+    __device__ __forceinline__ void tc_dq_serial(float* acc, u16* head, i64 ts, float (*gq)[4], const haste_f2 (*prev)[DMAX / 8],
+                                                 i64 row0, i64 rows, int cols, float scale, bool first, bool last) {
+        if (last) tc_dq_serial_store<DMAX, true>(acc, head, ts, gq, prev, row0, rows, cols, scale, first);
+        else tc_dq_serial_store<DMAX, false>(acc, head, ts, gq, prev, row0, rows, cols, scale, first);
     }
     """#
 }
