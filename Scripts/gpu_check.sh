@@ -559,12 +559,12 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
   grep -q -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" 2>/dev/null \
     && grep -h -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" | sed 's/^/selftest with HASTE_FLASH_DQ_SERIAL=1: /' \
     || echo "selftest with HASTE_FLASH_DQ_SERIAL=1: no result"
-  grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture.log" 2>/dev/null \
-    && grep -h -E "against torch|·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture.log" | sed 's/^/torch fixture: /' \
-    || echo "torch fixture: no result"
-  grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture-d16.log" 2>/dev/null \
-    && grep -h -E "against torch|·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture-d16.log" | sed 's/^/torch fixture, D from bf16 out: /' \
-    || echo "torch fixture, D from bf16 out: no result"
+  for v in "" -d16; do               # haste's bf16 against torch's CUDA autocast; -d16: D from the bf16 output
+    label="torch fixture${v:+, D from bf16 out}"
+    grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture$v.log" 2>/dev/null \
+      && grep -h -E "against torch|·e|^(PASS|FAIL): torch fixture" "$OUT/selftest-torch-fixture$v.log" | sed "s/^/$label: /" \
+      || echo "$label: no result"
+  done
   grep -h "demo loss curves" "$OUT/demo-compare.log" 2>/dev/null || echo "demo loss curves: no result"
   python3 - "$OUT" <<'EOF' 2>/dev/null || echo "bench: no result"
 import glob, json, os, sys
@@ -643,8 +643,8 @@ for mp in ("no", "no-fp32attn", "bf16"):
         print(f"generate: haste --mixed-precision {mp}: no result")
 EOF
   for side in "" -torch; do
-    grep -h "^sde sampler host" "$OUT/generate-sampler-host$side.log" 2>/dev/null | sed "s/^/generate: host work${side:+ (torch on the CPU)}: /" \
-      || echo "generate: host work${side:+ (torch)}: no result"
+    label="generate: host work${side:+ (torch on the CPU)}"
+    grep -h "^sde sampler host" "$OUT/generate-sampler-host$side.log" 2>/dev/null | sed "s/^/$label: /" || echo "$label: no result"
   done
   for mp in bf16 no; do
     grep -q "the whole run:" "$OUT/generate-profile-$mp.log" 2>/dev/null \

@@ -99,8 +99,7 @@ public enum Samplers {
             for j in 0..<steps {
                 let tCur = grid[j], tNext = grid[j + 1], dt = tNext - tCur
                 let last = j == steps - 1
-                let n = last ? nil : stepNoise(j)                                // drawn before the model call
-                if let n { require(n.shape == x.shape, "SDE sampler: step noise \(n.shape) for state \(x.shape)") }
+                let n = last ? nil : stepNoise(j)              // drawn before the model call (shape checked by sdeUpdate)
                 let active = guidance.isActive(at: tCur)
                 let v = evaluate(model, x, t: tCur, y: conditions, active: active)
                 x = sdeUpdate(x, velocity: v, t: tCur, dt: dt, path: path, scale: active ? guidance.scale : nil, noise: n,
@@ -175,8 +174,8 @@ public final class SampleNoise {
     }
 
     /// N(0, 1) of shape [count] + `shape`; row r from stream r (`RandomGenerator.normal` of [1] + shape each, the
-    /// same values), the rows drawn in parallel: the SDE draws one a sample and step (6 of the ~11 ms a step of
-    /// host work at batch 64, one row after another).
+    /// same values), the rows drawn in parallel: the SDE draws one a sample and step, most of the sampler's host work
+    /// (9 draws of [64, 4, 32, 32] float64: 26.7 ms on 2 threads of the 2-core EPYC).
     public func normal(_ shape: [Int], dtype: DType = .float32) -> Tensor {
         let per = shape.reduce(1, *)
         let out = Tensor.empty([count] + shape, dtype: dtype)

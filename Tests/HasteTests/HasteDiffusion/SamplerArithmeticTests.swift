@@ -107,6 +107,25 @@ private func differingBits(_ a: Tensor, _ b: Tensor) -> Int {
     }
 }
 
+/// The ODE's passes and the unguided, noiseless SDE step in float64 bits too (the samplers' float32 outputs would
+/// hide a last-bit change: a dropped + 0, a fused multiply-add, another order).
+@Test func odePassesAndThePlainSDEStepAreTheComposedOpsInFloat64() {
+    let x = Tensor.randn([3, 2, 17], dtype: .float64, seed: 6) * 1.7
+    let v = Tensor.randn([6, 2, 17], seed: 7) * 25.0, d2 = Tensor.randn([3, 2, 17], dtype: .float64, seed: 8)
+    let g = Guidance(scale: 2.5, nullClass: 1), s = -0.0417
+    let guided = Samplers.combinedVelocity(v, like: x, scale: g.scale)
+    #expect(differingBits(guided, Composed.combine(v.to(.float64), g, true)) == 0, "CFG combine")
+    let plain = Samplers.combinedVelocity(v.narrowed(0, start: 0, length: 3), like: x, scale: nil)
+    #expect(differingBits(plain, v.narrowed(0, start: 0, length: 3).to(.float64)) == 0, "unguided velocity")
+    #expect(differingBits(Samplers.axpy(x, guided, s), x + guided * s) == 0, "Euler update")
+    #expect(differingBits(Samplers.heunUpdate(x, guided, d2, s), x + (guided * 0.5 + d2 * 0.5) * s) == 0, "Heun update")
+    let t = 0.377, c = PathType.linear.coefficients(t), ratio = c.alpha / c.dAlpha
+    let variance = c.sigma * c.sigma - ratio * c.dSigma * c.sigma, vv = plain
+    let composed = x + (vv - (vv * ratio - x) / variance * t) * s
+    #expect(differingBits(Samplers.sdeUpdate(x, velocity: v.narrowed(0, start: 0, length: 3), t: t, dt: s, path: .linear,
+                                             scale: nil, noise: nil, noiseScale: 0), composed) == 0, "unguided SDE step")
+}
+
 /// The parallel draw is each stream's own `normal([1] + shape)`, rows in order, and leaves each stream where that
 /// would (a second draw matches too); 7·3 = 21 elements a row: not whole Philox blocks.
 @Test func sampleNoiseRowsAreEachStreamsDraw() {
