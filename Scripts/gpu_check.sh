@@ -43,7 +43,8 @@
 #         random weights, $GEN_STEPS steps of batch $GEN_BATCH → ms per step and images/s at 250 steps; then the GPU
 #         time per kernel of a short haste generate in bf16 and float32 (HASTE_CUDA_PROFILE=1)
 #         and the sampler's host work between model calls on this node's CPU (`bench ops` row 'sde sampler host', and
-#         bench_torch.py's reference sampler body beside it)
+#         bench_torch.py's reference sampler body beside it); `haste bench sample` (generate's sampling alone: a guided
+#         and an unguided bf16 step, and the whole run's images/s from them)
 # Rehearsal without a GPU: GPU_CHECK_DEVICE=cpu runs every stage with --device cpu (PYTHON names a python3 with
 # torch, DEMO_STEPS/BENCH_BATCHES shrink the work; PRECISION_MODEL="SiT-S/2 64 4 2", GEN_MODEL=SiT-B/2 GEN_STEPS=2
 # GEN_BATCH=2 make stage 6 fit a CPU). Everything is written under $OUT; $OUT/summary.txt lists each stage (ok, FAILED rc, TIMEOUT, skipped), its time
@@ -538,6 +539,10 @@ export GEN_BATCH GEN_STEPS
 for mp in no bf16; do
   stage "generate-haste-$mp" "$GEN_BOX" bash -c "$warm" "$HASTE" "$gen/samples-$mp" "$mp" "${gen_args[@]}"
 done
+# The sampler alone (generate's sampling of one batch, no VAE, no PNGs): a guided and an unguided step apart, and the
+# images/s of HASTE's whole run (250 SDE steps, 177 guided) from them.
+stage generate-bench-sample 90 "$HASTE" bench sample --device "$DEVICE" --models "$GEN_MODEL" --batches "$GEN_BATCH" \
+  --mixed-precision bf16 --steps-per-call 4 --reps 3
 # Where generate's time goes: GPU time per kernel and GEMM of a short run (GEN_PROFILE_STEPS steps and the decode).
 for mp in bf16 no; do
   HASTE_CUDA_PROFILE=1 stage "generate-profile-$mp" 60 "$HASTE" generate "${gen_args[@]}" --num-fid-samples "$GEN_BATCH" \
@@ -646,6 +651,9 @@ EOF
     label="generate: host work${side:+ (torch on the CPU)}"
     grep -h "^sde sampler host" "$OUT/generate-sampler-host$side.log" 2>/dev/null | sed "s/^/$label: /" || echo "$label: no result"
   done
+  grep -q "ms a guided step" "$OUT/generate-bench-sample.log" 2>/dev/null \
+    && grep -h -E "ms a guided step| bs[0-9]+ (un)?guided " "$OUT/generate-bench-sample.log" | sed "s/^/generate, bench sample bf16: /" \
+    || echo "generate, bench sample bf16: no result"
   for mp in bf16 no; do
     grep -q "the whole run:" "$OUT/generate-profile-$mp.log" 2>/dev/null \
       && grep -h -A 14 "the whole run:" "$OUT/generate-profile-$mp.log" | sed "s/^/generate profile, $mp: /" \

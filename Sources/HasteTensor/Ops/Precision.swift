@@ -45,6 +45,15 @@ public enum ComputePrecision: String, Sendable, CaseIterable {
         }
     }
 
+    /// The flag's spelling of this precision (`init(flag:)`'s inverse).
+    public var flag: String {
+        switch self {
+        case .float32: return "no"
+        case .bfloat16: return "bf16"
+        case .float16: return "fp16"
+        }
+    }
+
     /// Every value `--mixed-precision` accepts, `auto` last.
     public static let flags = ["no", "fp16", "bf16", "auto"]
 

@@ -6,7 +6,7 @@ import HasteTensor
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time kernels and models (build with -c release).",
-        subcommands: [BenchOpsCommand.self, BenchTrainCommand.self, BenchDataCommand.self, BenchAllReduceCommand.self])
+        subcommands: [BenchOpsCommand.self, BenchTrainCommand.self, BenchSampleCommand.self, BenchDataCommand.self, BenchAllReduceCommand.self])
 }
 
 /// `haste bench ops`: per-op timings at SiT-B/2 shapes, with GFLOP/s or GB/s.

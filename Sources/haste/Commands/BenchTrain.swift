@@ -100,11 +100,7 @@ struct BenchTrainCommand: ParsableCommand {
 
     /// `--mixed-precision` resolved for `device` (auto: bf16 on CUDA, no on the CPU), in the flag's spelling.
     func precisionFlag(_ device: Device) -> String {
-        switch ComputePrecision(flag: mixedPrecision, device: device) ?? .float32 {
-        case .float32: return "no"
-        case .bfloat16: return "bf16"
-        case .float16: return "fp16"
-        }
+        (ComputePrecision(flag: mixedPrecision, device: device) ?? .float32).flag
     }
 
     func run() throws {

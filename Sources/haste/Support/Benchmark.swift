@@ -49,6 +49,21 @@ struct BenchResult: Encodable {
     }
 }
 
+/// `haste bench sample`: a whole sampling run's images/s from its guided and unguided rows (`BenchSampleCommand.wholeRuns`).
+struct SamplingRun: Encodable {
+    let model: String, batch: Int, steps: Int, guidedSteps: Int, imagesPerSecond: Double
+    /// Milliseconds a step, guided and unguided (the rows' medians over their steps a call).
+    let msPerGuidedStep: Double, msPerUnguidedStep: Double
+    var text: String {
+        String(format: "%@ bs%d: %.2f ms a guided step, %.2f unguided; %d steps (%d guided) → %.3f img/s, %.1f s a batch",
+               model, batch, msPerGuidedStep, msPerUnguidedStep, steps, guidedSteps, imagesPerSecond, Double(batch) / imagesPerSecond)
+    }
+    private enum CodingKeys: String, CodingKey {
+        case model, batch, steps, guidedSteps = "guided_steps", imagesPerSecond = "images_per_s",
+             msPerGuidedStep = "ms_per_guided_step", msPerUnguidedStep = "ms_per_unguided_step"
+    }
+}
+
 /// Warm-up runs, then `reps` timed runs; the median is the figure quoted, the minimum shows the noise floor.
 /// On a device, each run ends with `finish(device)` inside the timed region, so the clock is read after the
 /// device has done the work, not when the host has merely queued it.
@@ -160,19 +175,20 @@ enum Benchmark {
     /// (`TensorMemory`), and the host block cache's mapped bytes (`TensorMemory.hostBlocks`: large tensors live
     /// and cached).
     static func json(_ results: [BenchResult], threads: Int, device: String, peakRSSMB: Double? = nil,
-                     peakTensorMB: Double? = nil, peakMappedMB: Double? = nil, mixedPrecision: String? = nil) -> String {
+                     peakTensorMB: Double? = nil, peakMappedMB: Double? = nil, mixedPrecision: String? = nil,
+                     runs: [SamplingRun]? = nil) -> String {
         struct Report: Encodable {
             let threads: Int; let device: String; let rows: [BenchResult]; let peakRSSMB: Double?; let peakTensorMB: Double?
-            let peakMappedMB: Double?; let mixedPrecision: String?
+            let peakMappedMB: Double?; let mixedPrecision: String?; let runs: [SamplingRun]?
             private enum CodingKeys: String, CodingKey {
                 case threads, device, rows, peakRSSMB = "peak_rss_mb", peakTensorMB = "peak_tensor_mb",
-                     peakMappedMB = "peak_mapped_mb", mixedPrecision = "mixed_precision"
+                     peakMappedMB = "peak_mapped_mb", mixedPrecision = "mixed_precision", runs
             }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(Report(threads: threads, device: device, rows: results, peakRSSMB: peakRSSMB,
-                                           peakTensorMB: peakTensorMB, peakMappedMB: peakMappedMB, mixedPrecision: mixedPrecision)))
+                                           peakTensorMB: peakTensorMB, peakMappedMB: peakMappedMB, mixedPrecision: mixedPrecision, runs: runs)))
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
