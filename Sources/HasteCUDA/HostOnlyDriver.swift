@@ -27,6 +27,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     /// previous launch or GEMM, charged to the next one (the outputs it writes, as a rule: a tensor is made right
     /// before the kernel that fills it), since the last `resetCounts()`.
     public private(set) var madeBytes: [String: Int] = [:]
+    /// Host → device and device → host copies (each one waits for the stream on a GPU: pageable memory) and their
+    /// bytes, since the last `resetCounts()`.
+    public private(set) var uploads = (count: 0, bytes: 0), downloads = (count: 0, bytes: 0)
     /// The allocator's running count of bytes handed out (`CachingAllocator.bytesHandedOut`), set by the backend.
     var handedOut: (() -> Int)?
     private var lastHandedOut = 0
@@ -48,9 +51,14 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     }
 
     public func free(_ address: DevicePointer) {}
-    public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {}
+    public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
+        lock.lock(); defer { lock.unlock() }
+        uploads.count += 1; uploads.bytes += byteCount
+    }
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
         host.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        lock.lock(); defer { lock.unlock() }
+        downloads.count += 1; downloads.bytes += byteCount
     }
     public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {}
 
@@ -102,11 +110,12 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func resetCounts() {
         lock.lock(); defer { lock.unlock() }
         launches = [:]; gemms = [:]; madeBytes = [:]
+        (uploads, downloads) = ((0, 0), (0, 0))
         lastHandedOut = handedOut?() ?? 0
     }
 
     /// The counts since `resetCounts()` divided by `steps`: totals, then the most frequent kernels, GEMM shapes and
-    /// tensor makers, 25 of each or `HASTE_HOST_ONLY_TOP` (a diagnostic: the whole list when counting where a step's
+    /// tensor makers (then the host ↔ device copies), 25 of each or `HASTE_HOST_ONLY_TOP` (a diagnostic: the whole list when counting where a step's
     /// launches go).
     public func report(steps: Int) -> String {
         let top = Int(ProcessInfo.processInfo.environment["HASTE_HOST_ONLY_TOP"] ?? "") ?? 25
@@ -122,7 +131,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         return (["per step: \(String(format: "%.1f", Double(k) / s)) kernel launches (\(launches.count) kernels), "
                  + "\(String(format: "%.1f", Double(g) / s)) GEMMs (\(gemms.count) shapes); the most frequent kernels:"]
                 + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)
-                + (made.isEmpty ? [] : ["GB of tensors made per step, charged to the kernel or GEMM launched next:"] + made))
+                + (made.isEmpty ? [] : ["GB of tensors made per step, charged to the kernel or GEMM launched next:"] + made)
+                + [String(format: "copies per step: %.1f host → device (%.3f MB), %.1f device → host (%.3f MB)", Double(uploads.count) / s,
+                          Double(uploads.bytes) / s / 1e6, Double(downloads.count) / s, Double(downloads.bytes) / s / 1e6)])
             .joined(separator: "\n")
     }
 }

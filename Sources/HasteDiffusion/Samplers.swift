@@ -31,7 +31,8 @@ public struct Guidance: Sendable {
 }
 
 /// The model as a sampler sees it: velocity for float32 x (N, …), float32 times t (N) and conditions y: int64
-/// labels (N) for SiT, float32 contexts (N, L, D) for MMDiT.
+/// labels (N) for SiT, float32 contexts (N, L, D) for MMDiT. The velocity may be on any device (`onDevice`: the
+/// model's); the samplers read it back to the host when they need it.
 public typealias VelocityModel = (_ x: Tensor, _ t: Tensor, _ y: Tensor) -> Tensor
 
 /// ODE/SDE samplers integrating from t = 1 (noise) to t = 0 (data), REPA/HASTE `samplers.py`
@@ -99,9 +100,12 @@ public enum Samplers {
             for j in 0..<steps {
                 let tCur = grid[j], tNext = grid[j + 1], dt = tNext - tCur
                 let last = j == steps - 1
-                let n = last ? nil : stepNoise(j)              // drawn before the model call (shape checked by sdeUpdate)
                 let active = guidance.isActive(at: tCur)
-                let v = evaluate(model, x, t: tCur, y: conditions, active: active)
+                // The model's work queued on its device, the step's noise drawn on the host meanwhile, then the
+                // velocity read (a sample's draws come from its own stream in step order: when is immaterial).
+                let queued = evaluate(model, x, t: tCur, y: conditions, active: active)
+                let n = last ? nil : stepNoise(j)              // (shape checked by sdeUpdate)
+                let v = queued.to(.cpu)
                 x = sdeUpdate(x, velocity: v, t: tCur, dt: dt, path: path, scale: active ? guidance.scale : nil, noise: n,
                               noiseScale: (2 * tCur).squareRoot() * Swift.abs(dt).squareRoot())
             }
@@ -120,10 +124,31 @@ public enum Samplers {
     }
 
     /// `model` on `device` for the samplers, whose float64 state stays on the CPU (float64 is a CPU dtype): each
-    /// call moves x, t and y to the device and the velocity back. On the CPU it is `model` itself.
+    /// call moves x and t to the device and returns the velocity there, its work queued; the samplers read it back
+    /// when they need it (the SDE draws its step noise first). y goes to the device once per tensor: the samplers
+    /// pass the same two condition tensors every step (`Conditions`: y and [y, null]; an MMDiT's contexts are
+    /// [2N, 77, D]), so the two used last are kept there, by identity — y must not change in place between calls.
+    /// On the CPU it is `model` itself.
     public static func onDevice(_ device: Device, _ model: @escaping VelocityModel) -> VelocityModel {
         guard device != .cpu else { return model }
-        return { x, t, y in model(x.to(device), t.to(device), y.to(device)).to(.cpu) }
+        let uploads = DeviceCopies(device: device)
+        return { x, t, y in model(x.to(device), t.to(device), uploads.copy(y)) }
+    }
+
+    /// The device copies of the two host tensors asked for most recently (`onDevice`'s conditions).
+    final class DeviceCopies {
+        let device: Device
+        private var kept: [(host: Tensor, copy: Tensor)] = []
+        init(device: Device) { self.device = device }
+        func copy(_ y: Tensor) -> Tensor {
+            if let i = kept.firstIndex(where: { $0.host === y }) {
+                kept.insert(kept.remove(at: i), at: 0)        // the most recently used first
+                return kept[0].copy
+            }
+            let copy = y.to(device)
+            kept = [(y, copy)] + kept.prefix(1)
+            return copy
+        }
     }
 
     /// A sampler's conditions: y, and for guided steps [y, null] made once (contexts are [N, L, D]: not a copy a step).
@@ -141,14 +166,15 @@ public enum Samplers {
         }
     }
 
-    /// The model at (x, t): on [x] with y, or guided on [x, x] with [y, null] (float32 input, t a float32 row per input row).
+    /// The model at (x, t): on [x] with y, or guided on [x, x] with [y, null] (float32 input, t a float32 row per input
+    /// row), on the model's device (`onDevice`: not read back yet).
     static func evaluate(_ model: VelocityModel, _ x: Tensor, t: Double, y: Conditions, active: Bool) -> Tensor {
         model(modelInput32(x, guided: active), Tensor.full([active ? 2 * x.shape[0] : x.shape[0]], t), y.y(active))
     }
 
-    /// The model's velocity at (x, t) as float64, CFG-combined when active.
+    /// The model's velocity at (x, t) as float64 on the host, CFG-combined when active.
     static func velocity(_ model: VelocityModel, _ x: Tensor, t: Double, y: Conditions, guidance: Guidance, active: Bool) -> Tensor {
-        combinedVelocity(evaluate(model, x, t: t, y: y, active: active), like: x, scale: active ? guidance.scale : nil)
+        combinedVelocity(evaluate(model, x, t: t, y: y, active: active).to(.cpu), like: x, scale: active ? guidance.scale : nil)
     }
 }
 
