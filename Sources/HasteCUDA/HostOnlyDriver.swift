@@ -54,11 +54,28 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         lock.lock(); defer { lock.unlock() }
         uploads.count += 1; uploads.bytes += byteCount
+        waitedAt = waitedAt ?? clock.now
     }
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
         host.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         lock.lock(); defer { lock.unlock() }
         downloads.count += 1; downloads.bytes += byteCount
+        waitedAt = waitedAt ?? clock.now
+    }
+
+    /// Host time from a copy (which waits for the stream on a GPU: the GPU then has nothing queued) to the next launch
+    /// or GEMM, since the last `resetCounts()`: the GPU's idle time those waits cause, as far as the host makes it.
+    public private(set) var idleAfterWaits = (count: 0, seconds: 0.0)
+    private var waitedAt: ContinuousClock.Instant?
+    private let clock = ContinuousClock()
+
+    /// Called with the lock held at each launch or GEMM: ends the idle stretch a copy began.
+    private func queued() {
+        guard let start = waitedAt else { return }
+        let d = (clock.now - start).components
+        idleAfterWaits.count += 1
+        idleAfterWaits.seconds += Double(d.seconds) + Double(d.attoseconds) * 1e-18
+        waitedAt = nil
     }
     public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {}
 
@@ -77,12 +94,14 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         lock.lock(); defer { lock.unlock() }
         launches[function.name, default: 0] += 1
         lastLaunch[function.name] = (grid, sharedBytes)
+        queued()
         chargeMadeBytes(function.name)
     }
 
     public func gemm(_ g: GemmDescriptor) {
         lock.lock(); defer { lock.unlock() }
         gemms[g.label, default: 0] += 1
+        queued()
         chargeMadeBytes("GEMM " + g.label)
     }
 
@@ -90,6 +109,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool {
         lock.lock(); defer { lock.unlock() }
         gemms[g.label + " " + epilogue.label, default: 0] += 1
+        queued()
         chargeMadeBytes("GEMM " + g.label + " " + epilogue.label)
         return true
     }
@@ -110,7 +130,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func resetCounts() {
         lock.lock(); defer { lock.unlock() }
         launches = [:]; gemms = [:]; madeBytes = [:]
-        (uploads, downloads) = ((0, 0), (0, 0))
+        (uploads, downloads, idleAfterWaits, waitedAt) = ((0, 0), (0, 0), (0, 0), nil)
         lastHandedOut = handedOut?() ?? 0
     }
 
@@ -132,8 +152,10 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
                  + "\(String(format: "%.1f", Double(g) / s)) GEMMs (\(gemms.count) shapes); the most frequent kernels:"]
                 + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)
                 + (made.isEmpty ? [] : ["GB of tensors made per step, charged to the kernel or GEMM launched next:"] + made)
-                + [String(format: "copies per step: %.1f host → device (%.3f MB), %.1f device → host (%.3f MB)", Double(uploads.count) / s,
-                          Double(uploads.bytes) / s / 1e6, Double(downloads.count) / s, Double(downloads.bytes) / s / 1e6)])
+                + [String(format: "copies per step: %.1f host → device (%.3f MB), %.1f device → host (%.3f MB); the host's time from "
+                          + "those waits to its next launch (the GPU idle): %.3f ms in %.1f stretches", Double(uploads.count) / s,
+                          Double(uploads.bytes) / s / 1e6, Double(downloads.count) / s, Double(downloads.bytes) / s / 1e6,
+                          idleAfterWaits.seconds / s * 1e3, Double(idleAfterWaits.count) / s)])
             .joined(separator: "\n")
     }
 }

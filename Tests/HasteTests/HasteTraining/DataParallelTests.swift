@@ -129,3 +129,33 @@ final class LeafCounter: LeafGradientObserver {
     #expect(message.contains("srun --mpi=pmix"))
     #expect(try Launch.communicator(environment: ["SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "1"]) is SingleProcess)
 }
+
+/// The draws' normal fills run in parallel over samples: each sample's numbers are its own generator's, drawn in the
+/// order posterior noise, t, noise, label drop (what one `RandomGenerator` per sample drawing in turn gives), for
+/// latent batches (moments: a posterior noise first) and pixel ones, bit for bit. 37 samples: more than the
+/// machine's threads, not a multiple of them.
+@Test func parallelDrawsAreEachSamplesOwnStream() throws {
+    var c = tinyRunConfig(temporaryDirectory())
+    (c.encType, c.cfgProb) = ("none", 0.5)
+    let objective = Objective(config: c, models: try c.resolveModels(sampleShape: [3, 8, 8], numClasses: 3))
+    for moments in [false, true] {
+        let b = 37, shape = [3, 8, 8]
+        let batch = Batch(images: nil, x0: Tensor.randn([b, moments ? 6 : 3, 8, 8], seed: 1), moments: moments,
+                          labels: Tensor((0..<b).map { Int64($0 % 3) }, shape: [b]))
+        let generator = RandomGenerator(seed: 9, offset: 40), stride = objective.drawStride(batch)
+        let d = objective.draw(batch, generator: generator)
+        #expect(generator.offset == 40 + UInt64(b * stride))
+        var latent: [Tensor] = [], ts: [Tensor] = [], noise: [Tensor] = [], drop: [Bool] = []
+        for i in 0..<b {                                   // one generator per sample, drawing in turn
+            let g = RandomGenerator(seed: 9, offset: 40 + UInt64(i * stride))
+            if moments { latent.append(g.normal([1] + shape)) }
+            ts.append(c.weighting.sample(1, path: c.pathType, generator: g))
+            noise.append(g.normal([1] + shape))
+            drop.append(Double(g.uniform([1]).scalars(as: Float.self)[0]) < c.cfgProb)
+        }
+        let sameNoise = d.noise.shape == [b] + shape && d.noise.scalars(as: Float.self) == Tensor.cat(noise, axis: 0).scalars(as: Float.self)
+        let sameT = d.t.scalars(as: Float.self) == Tensor.cat(ts, axis: 0).scalars(as: Float.self)
+        let sameLatent = d.latentNoise?.scalars(as: Float.self) == (moments ? Tensor.cat(latent, axis: 0).scalars(as: Float.self) : nil)
+        #expect(sameNoise && sameT && d.dropMask == drop && sameLatent, "moments \(moments): noise \(sameNoise), t \(sameT), posterior noise \(sameLatent)")
+    }
+}

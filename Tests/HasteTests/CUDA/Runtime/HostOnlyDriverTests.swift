@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import HasteTensor
 @testable import HasteCUDA
@@ -22,4 +23,27 @@ import Testing
     #expect(driver.report(steps: 1).contains("GB of tensors made per step, charged to the kernel or GEMM launched next:"))
     driver.resetCounts()
     #expect(driver.madeBytes.isEmpty)
+}
+
+/// Host ↔ device copies (each waits for the stream on a GPU) are counted with their bytes, and the host's time from
+/// such a wait to its next launch — the GPU's idle stretch — is summed: one stretch per run of copies, ended by the
+/// next launch or GEMM, none for a launch without a copy before it; `resetCounts` clears them.
+@Test func hostOnlyCountsCopiesAndTheIdleStretchesAfterThem() throws {
+    let driver = HostOnlyDriver(), be = CUDABackend(driver: driver, device: .cuda(14))
+    Backends.register(be, for: .cuda(14))
+    let a = Tensor.empty([256], dtype: .float32, device: .cuda(14))
+    be.fill(a.buffer, count: a.count, value: 0)
+    driver.resetCounts()
+    be.fill(a.buffer, count: a.count, value: 0)                                       // no copy before it: no stretch
+    let host = Tensor.zeros([256])
+    let up = host.to(.cuda(14)), _ = up.to(.cpu)                                     // a run of two copies: one stretch
+    let pause = ContinuousClock().measure { usleep(20_000) }
+    be.fill(a.buffer, count: a.count, value: 0)
+    #expect(driver.uploads == (1, 1024) && driver.downloads.count >= 1 && driver.downloads.bytes >= 1024, "\(driver.uploads), \(driver.downloads)")
+    #expect(driver.idleAfterWaits.count == 1, "\(driver.idleAfterWaits)")
+    let seconds = Double(pause.components.seconds) + Double(pause.components.attoseconds) * 1e-18
+    #expect(driver.idleAfterWaits.seconds >= seconds, "the stretch spans the pause: \(driver.idleAfterWaits.seconds) s")
+    #expect(driver.report(steps: 1).contains("copies per step: 1.0 host → device (0.001 MB)"), "\(driver.report(steps: 1))")
+    driver.resetCounts()
+    #expect(driver.uploads == (0, 0) && driver.downloads == (0, 0) && driver.idleAfterWaits == (0, 0.0))
 }
