@@ -189,9 +189,10 @@ public final class Trainer {
             state.batchInEpoch += 1
             var teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
                                                    objective: objective, precision: precision)
-            let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
             let terms = Trainer.autocast(precision, narrowing: student.store) {   // the losses inside are float32 ops: autocast rounds only GEMMs
-                objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+                // drawn once the weights' bf16 cast is queued (TrainingStep: the same): the device casts while the host draws
+                let draws = objective.draw(batch, generator: generator, globalBatch: config.batchSize, first: share.lowerBound)
+                return objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
             }
             teacherOut = nil                    // its logits and features go before the backward (TrainingStep: the same)
             let last = micro == config.gradientAccumulationSteps - 1

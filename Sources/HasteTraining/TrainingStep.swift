@@ -40,9 +40,10 @@ public final class TrainingStep {
         student.store.zeroGrad()
         var teacherOut = Trainer.teacherOutput(teacher, images: batch.images, align: align, config: config,
                                                objective: objective, precision: precision)
-        let draws = objective.draw(batch, generator: generator)
         let terms = Trainer.autocast(precision, narrowing: student.store) {
-            objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
+            // drawn once the weights' bf16 cast is queued: the device casts while the host draws
+            let draws = objective.draw(batch, generator: generator)
+            return objective.loss(student: student, batch: batch, draws: draws, teacher: teacherOut, alignmentActive: align)
         }
         // The loss has read the teacher's logits and features: they go now, not after the backward (Swift ends a
         // `let`'s lifetime where it likes; SiT-XL/2 bs256 +align peaks 2 GiB lower, host-only device).
