@@ -9,6 +9,12 @@ import HasteTensor
 /// `fused_column_reduce`. For SiT-XL/2 at batch 64 each call reads 113 MB (x float32, dy bf16) once instead of
 /// twice (56 calls a step), and writes 2 048 chunk rows of sums where 256 were written (19 MB, not 2.4).
 /// `HASTE_FUSED_MLN_PARTIALS=0` keeps the partials kernel (with the same 8-row chunks).
+/// sm_90 SASS of `…_partials_dy16_w40` (2026-12-07, NVRTC, no GPU): each element of a row's dx took its residual in
+/// a load right before its add and store, behind the element's guard and after the previous element's store (the
+/// pointers could alias), so a row's 36 residuals were 36 global round trips one after another (~600 cycles each,
+/// against one for x and dy). With `__restrict__` on the row kernels and the residual loaded a group of
+/// `rowDxGroup` elements ahead (`haste_warp_row_dx`), ptxas issues them ahead of the stores (`…_partials_dy16_w36`:
+/// 178 registers, no stack; the scale row's loads, L1 hits, stay beside their use). Same bits (FusedMLNSumsTests).
 extension CUDABackend {
     /// Rows per chunk of modulatedLayerNorm's dshift and dscale sums (fixed: the bits depend on it).
     static let mlnChunkRows = 8

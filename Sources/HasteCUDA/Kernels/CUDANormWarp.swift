@@ -10,8 +10,13 @@ import HasteTensor
 /// order), and every per-element expression is the block kernels' own, so the values (and ptxas's contractions of
 /// them) are the same. `HASTE_ROW_WARP=0` keeps the block kernels.
 extension CUDABackend {
-    /// Register widths (elements a lane) of the warp entry points: cols ≤ 32·PER.
-    static let rowWarpWidths = [16, 24, 40]
+    /// Elements of a row whose dx loads (the residual, the scale) a lane issues together before storing them
+    /// (`haste_warp_row_dx`): 6 round trips a SiT-XL/2 row instead of 36.
+    static let rowDxGroup = 6
+
+    /// Register widths (elements a lane) of the warp entry points: cols ≤ 32·PER. 36: SiT-XL/2's 1 152 exactly (its
+    /// rows took the 40-wide kernels: 4 registers a row array for nothing; the same bits either way).
+    static let rowWarpWidths = [16, 24, 36, 40]
 
     /// `HASTE_ROW_WARP=0`: the block-per-row LayerNorm and softmax kernels everywhere, for comparisons (the same
     /// bits; a test switches it: `$rowWarpAllowed.withValue`).
@@ -22,7 +27,7 @@ extension CUDABackend {
         rowWarpAllowed ? rowWarpWidths.first(where: { cols <= 32 * $0 }) : nil
     }
 
-    /// The warp entry points' suffix ("_w16", "_w24", "_w40") for rows of `cols`, or "" (the block kernels).
+    /// The warp entry points' suffix ("_w16", "_w24", "_w36", "_w40") for rows of `cols`, or "" (the block kernels).
     static func rowWarpSuffix(cols: Int) -> String { rowWarpWidth(cols: cols).map { "_w\($0)" } ?? "" }
 
     /// Grid and block of a launch over `rows` rows: eight rows a block by warp, else one a block.
@@ -39,7 +44,7 @@ extension CUDABackend {
     @TaskLocal static var rowWarpMaxBlocks = 65_535
 
     /// The warp kernels' shared helpers (in both families' code): the row's registers and its statistics.
-    static let rowWarpHelpers = #"""
+    static let rowWarpHelpers = "#define HASTE_ROW_DX_GROUP \(rowDxGroup)\n" + #"""
     /// Row r's elements L + 32·j (j < PER) of lane L, zero past cols.
     template <int PER, typename T>
     __device__ __forceinline__ void haste_warp_row_load(const T* xr, i64 cols, float (&v)[PER]) {
@@ -65,7 +70,7 @@ extension CUDABackend {
     /// A row's forward from its registers: loads it, writes its statistics (haste_row_mean_rstd's) to mean[r] and
     /// rstd[r], then out(j, i, x, m, rs) for each of the lane's elements j (column i).
     template <int PER, typename F>
-    __device__ __forceinline__ void haste_warp_row_forward(const float* xr, i64 r, i64 cols, float eps, float* mean, float* rstd, F out) {
+    __device__ __forceinline__ void haste_warp_row_forward(const float* __restrict__ xr, i64 r, i64 cols, float eps, float* __restrict__ mean, float* __restrict__ rstd, F out) {
         const int lane = threadIdx.x & 31;
         float xv[PER];
         haste_warp_row_load<PER>(xr, cols, xv);
@@ -78,7 +83,7 @@ extension CUDABackend {
     /// dx of a row from its registers, the block kernels' sums and expression: rstd·(g − mean(g) − x̂·mean(g·x̂)) with
     /// g = gOf(j, i) for lane element j (column i), plus resid[i] (rounded on its own) where resid is given.
     template <int PER, typename G>
-    __device__ __forceinline__ void haste_warp_row_dx(const float (&xv)[PER], G gOf, float m, float rs, i64 cols, float* dr, const float* resid) {
+    __device__ __forceinline__ void haste_warp_row_dx(const float (&xv)[PER], G gOf, float m, float rs, i64 cols, float* __restrict__ dr, const float* __restrict__ resid) {
         const int lane = threadIdx.x & 31;
         float sg[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, sgx[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         #pragma unroll
@@ -91,14 +96,31 @@ extension CUDABackend {
         }
         const float a = haste_warp_block_sum_w<8>(sg) / (float)cols;
         const float c = haste_warp_block_sum_w<8>(sgx) / (float)cols;
+        // The stores in groups of HASTE_ROW_DX_GROUP elements, each group's loads (resid, and gOf's) issued before its
+        // stores: per element, a guarded load, add and store in turn made each element's residual a round trip of
+        // its own (36 a SiT-XL/2 row: the compiler keeps a load after an earlier store it cannot prove apart, and
+        // inside the element's guard). The same expressions, so the same values.
         #pragma unroll
-        for (int j = 0; j < PER; j++) {
-            const i64 i = lane + 32 * j;
-            if (i >= cols) continue;
-            float g = gOf(j, i);
-            float xh = (xv[j] - m) * rs;
-            const float v = rs * (g - a - xh * c);
-            dr[i] = resid ? __fadd_rn(resid[i], v) : v;
+        for (int j0 = 0; j0 < PER; j0 += HASTE_ROW_DX_GROUP) {
+            float rv[HASTE_ROW_DX_GROUP], gj[HASTE_ROW_DX_GROUP];
+            #pragma unroll
+            for (int k = 0; k < HASTE_ROW_DX_GROUP; k++) {
+                const int j = j0 + k;
+                const i64 i = lane + 32 * j;
+                const bool live = j < PER && i < cols;
+                rv[k] = live && resid ? resid[i] : 0.0f;
+                gj[k] = live ? gOf(j < PER ? j : 0, i) : 0.0f;
+            }
+            #pragma unroll
+            for (int k = 0; k < HASTE_ROW_DX_GROUP; k++) {
+                const int j = j0 + k;
+                const i64 i = lane + 32 * j;
+                if (j >= PER || i >= cols) continue;
+                float g = gj[k];
+                float xh = (xv[j] - m) * rs;
+                const float v = rs * (g - a - xh * c);
+                dr[i] = resid ? __fadd_rn(rv[k], v) : v;
+            }
         }
     }
     """#
@@ -106,7 +128,7 @@ extension CUDABackend {
     /// layer_norm_forward and layer_norm_backward_dx by warp (the norm family).
     static let normWarpCode = rowWarpHelpers + "\n" + #"""
     template <int PER, typename TY>
-    __device__ __forceinline__ void haste_ln_forward_warp(const float* x, const float* w, const float* b, TY* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+    __device__ __forceinline__ void haste_ln_forward_warp(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, TY* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 cols, float eps) {
         HASTE_WARP_ROWS(r, rows) {
             TY* yr = y + r * cols;
             haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
@@ -118,7 +140,7 @@ extension CUDABackend {
         }
     }
     template <int PER>
-    __device__ __forceinline__ void haste_ln_backward_dx_warp(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
+    __device__ __forceinline__ void haste_ln_backward_dx_warp(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx, i64 rows, i64 cols) {
         HASTE_WARP_ROWS(r, rows) {
             const float* xr = x + r * cols;
             const float* gr = dy + r * cols;
@@ -130,11 +152,11 @@ extension CUDABackend {
         }
     }
     """# + "\n" + rowWarpWidths.map { p in """
-        extern "C" __global__ void layer_norm_forward_w\(p)(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+        extern "C" __global__ void layer_norm_forward_w\(p)(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 cols, float eps) {
             haste_ln_forward_warp<\(p)>(x, w, b, y, mean, rstd, rows, cols, eps); }
-        extern "C" __global__ void layer_norm_forward_y16_w\(p)(const float* x, const float* w, const float* b, u16* y, float* mean, float* rstd, i64 rows, i64 cols, float eps) {
+        extern "C" __global__ void layer_norm_forward_y16_w\(p)(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, u16* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 cols, float eps) {
             haste_ln_forward_warp<\(p)>(x, w, b, y, mean, rstd, rows, cols, eps); }
-        extern "C" __global__ void layer_norm_backward_dx_w\(p)(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, float* dx, i64 rows, i64 cols) {
+        extern "C" __global__ void layer_norm_backward_dx_w\(p)(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx, i64 rows, i64 cols) {
             haste_ln_backward_dx_warp<\(p)>(x, w, mean, rstd, dy, dx, rows, cols); }
         """ }.joined(separator: "\n") + "\n"
 
@@ -143,7 +165,7 @@ extension CUDABackend {
     /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
     template <int PER, typename TY>
-    __device__ __forceinline__ void haste_mln_forward_warp(const float* x, const float* shift, const float* scale, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+    __device__ __forceinline__ void haste_mln_forward_warp(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, TY* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         HASTE_WARP_ROWS(r, rows) {
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
@@ -156,15 +178,15 @@ extension CUDABackend {
     }
     /// Row r of the modulated LayerNorm's dx (its item's scale row `sc`), leaving the row's x and dy in xv and gv.
     template <int PER, typename TD>
-    __device__ __forceinline__ void haste_mln_row_dx(const float* x, const float* sc, float m, float rs, const TD* dy, const float* resid,
-                                                     float* dx, i64 r, i64 cols, float (&xv)[PER], float (&gv)[PER]) {
+    __device__ __forceinline__ void haste_mln_row_dx(const float* __restrict__ x, const float* __restrict__ sc, float m, float rs, const TD* __restrict__ dy, const float* __restrict__ resid,
+                                                     float* __restrict__ dx, i64 r, i64 cols, float (&xv)[PER], float (&gv)[PER]) {
         haste_warp_row_load<PER>(x + r * cols, cols, xv);
         haste_warp_row_load<PER>(dy + r * cols, cols, gv);
         haste_warp_row_dx<PER>(xv, [&](int j, i64 i) { return gv[j] * (sc[i] + 1.0f); }, m, rs, cols, dx + r * cols,
                                resid ? resid + r * cols : (const float*)0);
     }
     template <int PER, typename TD>
-    __device__ __forceinline__ void haste_mln_backward_dx_warp(const float* x, const float* scale, const float* mean, const float* rstd, const TD* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+    __device__ __forceinline__ void haste_mln_backward_dx_warp(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const TD* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, i64 rows, i64 tokens, i64 cols) {
         HASTE_WARP_ROWS(r, rows) {
             float xv[PER], gv[PER];
             haste_mln_row_dx<PER>(x, scale + (r / tokens) * cols, mean[r], rstd[r], dy, resid, dx, r, cols, xv, gv);
@@ -176,7 +198,7 @@ extension CUDABackend {
     /// shared memory (2·32·PER floats a warp: lane L's columns L + 32·j, conflict-free), so x and dy are read once
     /// for both. Tasks by grid stride over warps.
     template <int PER, typename TD>
-    __device__ __forceinline__ void haste_mln_backward_dx_partials_warp(const float* x, const float* scale, const float* mean, const float* rstd,
+    __device__ __forceinline__ void haste_mln_backward_dx_partials_warp(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd,
                                                                        const TD* dy, const float* resid, float* dx, float* part,
                                                                        i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
         HASTE_DYNAMIC_SHARED(float, haste_sums);
@@ -213,17 +235,17 @@ extension CUDABackend {
         }
     }
     """# + "\n" + rowWarpWidths.map { p in """
-        extern "C" __global__ void fused_mln_backward_dx_partials_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, const float* resid, float* dx, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        extern "C" __global__ void fused_mln_backward_dx_partials_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, float* __restrict__ part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
             haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
-        extern "C" __global__ void fused_mln_backward_dx_partials_dy16_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, const float* resid, float* dx, float* part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
+        extern "C" __global__ void fused_mln_backward_dx_partials_dy16_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const u16* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, float* __restrict__ part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
             haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
-        extern "C" __global__ void fused_mln_forward_w\(p)(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        extern "C" __global__ void fused_mln_forward_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
             haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
-        extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* x, const float* shift, const float* scale, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
             haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
-        extern "C" __global__ void fused_mln_backward_dx_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const float* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+        extern "C" __global__ void fused_mln_backward_dx_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, i64 rows, i64 tokens, i64 cols) {
             haste_mln_backward_dx_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols); }
-        extern "C" __global__ void fused_mln_backward_dx_dy16_w\(p)(const float* x, const float* scale, const float* mean, const float* rstd, const u16* dy, const float* resid, float* dx, i64 rows, i64 tokens, i64 cols) {
+        extern "C" __global__ void fused_mln_backward_dx_dy16_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const u16* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, i64 rows, i64 tokens, i64 cols) {
             haste_mln_backward_dx_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols); }
         """ }.joined(separator: "\n") + "\n"
 

@@ -61,11 +61,11 @@ import Testing
     }
 
     @Test func warpRowsGiveTheBlockKernelsBits() {
-        // 1…512: _w16, 513…768: _w24, 769…1280: _w40 (SiT-XL/2's 1152), 1281: the block kernels either way; the
-        // last case on a one-block grid (its 8 warps go on to rows 8…18 by grid stride).
+        // 1…512: _w16, 513…768: _w24, 769…1152: _w36 (SiT-XL/2's 1152), 1153…1280: _w40, 1281: the block kernels
+        // either way; the last case on a one-block grid (its 8 warps go on to rows 8…18 by grid stride).
         for (rows, cols, tokens, blocks) in [(19, 1, 19, 65_535), (18, 33, 9, 65_535), (12, 257, 4, 65_535), (10, 500, 5, 65_535),
-                                             (9, 768, 3, 65_535), (8, 1152, 4, 65_535), (6, 1280, 2, 65_535), (4, 1281, 2, 65_535),
-                                             (19, 100, 19, 1)] {
+                                             (9, 768, 3, 65_535), (7, 801, 7, 65_535), (8, 1152, 4, 65_535), (5, 1153, 5, 65_535),
+                                             (6, 1280, 2, 65_535), (4, 1281, 2, 65_535), (19, 100, 19, 1)] {
             let block = CUDABackend.$rowWarpAllowed.withValue(false) { Self.run(rows: rows, cols: cols, tokens: tokens) }
             let warp = CUDABackend.$rowWarpAllowed.withValue(true) {
                 CUDABackend.$rowWarpMaxBlocks.withValue(blocks) { Self.run(rows: rows, cols: cols, tokens: tokens) }
@@ -85,7 +85,8 @@ import Testing
 
     static func entryPointsByWidth() {
         #expect(CUDABackend.rowWarpSuffix(cols: 384) == "_w16" && CUDABackend.rowWarpSuffix(cols: 768) == "_w24")
-        #expect(CUDABackend.rowWarpSuffix(cols: 1152) == "_w40" && CUDABackend.rowWarpSuffix(cols: 1281) == "")
+        #expect(CUDABackend.rowWarpSuffix(cols: 1152) == "_w36" && CUDABackend.rowWarpSuffix(cols: 1153) == "_w40")
+        #expect(CUDABackend.rowWarpSuffix(cols: 1280) == "_w40" && CUDABackend.rowWarpSuffix(cols: 1281) == "")
         #expect(CUDABackend.$rowWarpAllowed.withValue(false) { CUDABackend.rowWarpSuffix(cols: 1152) } == "")
         let shape = CUDABackend.rowLaunch(16_384, warp: true)
         #expect(shape.grid.x == 2048 && shape.block.x == 256 && CUDABackend.rowLaunch(16_384, warp: false).grid.x == 16_384)
