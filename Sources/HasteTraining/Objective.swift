@@ -39,8 +39,8 @@ public struct Objective {
     /// start + g·stride ..< start + (g + 1)·stride, in the order posterior noise, t, noise, label drop. So a
     /// sample's draws depend on (seed, micro-batch, g) only, not on how many ranks share the batch (issue #13).
     /// Drawn on the host, then moved to the batch's device (the same numbers whatever the device). The per-sample
-    /// offsets are taken in sample order, then the normal fills (most of the work: 64 × 4 096 numbers a SiT-XL/2 step,
-    /// ~6 ms on one core, which a GPU waits for when the step starts with nothing queued) run in parallel.
+    /// offsets are taken in sample order, then the normal fills run in parallel (most of the work: 64 × 4 096 numbers
+    /// a SiT-XL/2 step, most of a ~6 ms host stretch with the GPU idle on one core of the 2-core EPYC, host-only device).
     public func draw(_ batch: Batch, generator: RandomGenerator, globalBatch: Int? = nil, first: Int = 0) -> Draws {
         let b = batch.labels.count, shape = sampleShape(batch), stride = drawStride(batch), per = shape.reduce(1, *)
         require(first >= 0 && first + b <= globalBatch ?? b, "Objective.draw: samples \(first)..<\(first + b) of a batch of \(globalBatch ?? b)")
