@@ -72,9 +72,8 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     /// Called with the lock held at each launch or GEMM: ends the idle stretch a copy began.
     private func queued() {
         guard let start = waitedAt else { return }
-        let d = (clock.now - start).components
         idleAfterWaits.count += 1
-        idleAfterWaits.seconds += Double(d.seconds) + Double(d.attoseconds) * 1e-18
+        idleAfterWaits.seconds += (clock.now - start).seconds
         waitedAt = nil
     }
     public func copy(from src: DevicePointer, to dst: DevicePointer, byteCount: Int) {}

@@ -250,8 +250,7 @@ extension TorchCheckpoint {
         let read = clock.now
         try SafetensorsWriter.write(tensors, metadata: metadata, to: output)
         let end = clock.now
-        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
         return ConversionReport(tensors: tensors.count, byteCount: tensors.reduce(0) { $0 + $1.1.count * $1.1.dtype.byteSize },
-                                metadata: metadata, readSeconds: seconds(read - start), writeSeconds: seconds(end - read))
+                                metadata: metadata, readSeconds: (read - start).seconds, writeSeconds: (end - read).seconds)
     }
 }

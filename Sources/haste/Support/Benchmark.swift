@@ -84,7 +84,7 @@ enum Benchmark {
         let faults = usage()?.ru_minflt, maps = TensorMemory.hostBlocks.misses
         for _ in 0..<max(reps, 1) {
             let elapsed = clock.measure { body(); finish(device) }
-            ms.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15)
+            ms.append(elapsed.seconds * 1e3)
         }
         let steps = Double(ms.count)
         let faultsAfter = usage()?.ru_minflt
