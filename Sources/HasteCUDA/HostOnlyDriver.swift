@@ -27,9 +27,12 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     /// previous launch or GEMM, charged to the next one (the outputs it writes, as a rule: a tensor is made right
     /// before the kernel that fills it), since the last `resetCounts()`.
     public private(set) var madeBytes: [String: Int] = [:]
-    /// Host → device and device → host copies (each one waits for the stream on a GPU: pageable memory) and their
-    /// bytes, since the last `resetCounts()`.
+    /// Host → device and device → host copies and their bytes, since the last `resetCounts()`. A device → host copy
+    /// waits for the stream on a GPU; a host → device copy only where `asynchronousUploads` is false.
     public private(set) var uploads = (count: 0, bytes: 0), downloads = (count: 0, bytes: 0)
+    /// As the GPU's `CUDADriver` would copy host → device: through pinned staging, without waiting for the stream
+    /// (`HASTE_CUDA_STAGING_MB` not 0, Runtime/PinnedUploads.swift), or waiting for it.
+    public let asynchronousUploads: Bool
     /// The allocator's running count of bytes handed out (`CachingAllocator.bytesHandedOut`), set by the backend.
     var handedOut: (() -> Int)?
     private var lastHandedOut = 0
@@ -40,7 +43,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     private let lock = NSLock()
 
     /// `maxSharedBytes`: a block's shared-memory limit the host's choices see (sm_90's 227 KiB; a test may ask less).
-    public init(maxSharedBytes: Int = 227 * 1024) { self.maxSharedBytes = maxSharedBytes }
+    public init(maxSharedBytes: Int = 227 * 1024, asynchronousUploads: Bool = true) {
+        (self.maxSharedBytes, self.asynchronousUploads) = (maxSharedBytes, asynchronousUploads)
+    }
 
     public func allocate(byteCount: Int) -> DevicePointer? {
         lock.lock(); defer { lock.unlock() }
@@ -54,7 +59,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         lock.lock(); defer { lock.unlock() }
         uploads.count += 1; uploads.bytes += byteCount
-        waitedAt = waitedAt ?? clock.now
+        if !asynchronousUploads { waitedAt = waitedAt ?? clock.now }
     }
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
         host.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
@@ -63,7 +68,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
         waitedAt = waitedAt ?? clock.now
     }
 
-    /// Host time from a copy (which waits for the stream on a GPU: the GPU then has nothing queued) to the next launch
+    /// Host time from a copy that waits for the stream on a GPU (the GPU then has nothing queued) to the next launch
     /// or GEMM, since the last `resetCounts()`: the GPU's idle time those waits cause, as far as the host makes it.
     public private(set) var idleAfterWaits = (count: 0, seconds: 0.0)
     private var waitedAt: ContinuousClock.Instant?
@@ -151,9 +156,10 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
                  + "\(String(format: "%.1f", Double(g) / s)) GEMMs (\(gemms.count) shapes); the most frequent kernels:"]
                 + lines(launches) + ["the most frequent GEMMs (cuBLAS column-major m×n×k):"] + lines(gemms)
                 + (made.isEmpty ? [] : ["GB of tensors made per step, charged to the kernel or GEMM launched next:"] + made)
-                + [String(format: "copies per step: %.1f host → device (%.3f MB), %.1f device → host (%.3f MB); the host's time from "
-                          + "those waits to its next launch (the GPU idle): %.3f ms in %.1f stretches", Double(uploads.count) / s,
-                          Double(uploads.bytes) / s / 1e6, Double(downloads.count) / s, Double(downloads.bytes) / s / 1e6,
+                + [String(format: "copies per step: %.1f host → device (%.3f MB, ", Double(uploads.count) / s, Double(uploads.bytes) / s / 1e6)
+                   + (asynchronousUploads ? "not waited for: pinned staging" : "each waited for")
+                   + String(format: "), %.1f device → host (%.3f MB); the host's time from the waits to its next launch (the GPU idle): "
+                            + "%.3f ms in %.1f stretches", Double(downloads.count) / s, Double(downloads.bytes) / s / 1e6,
                           idleAfterWaits.seconds / s * 1e3, Double(idleAfterWaits.count) / s)])
             .joined(separator: "\n")
     }

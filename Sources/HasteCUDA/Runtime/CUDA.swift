@@ -28,10 +28,12 @@ public enum CUDA {
             try d.setTF32(allowTF32)
             return .cuda(index)
         }
+        let stagingBytes = PinnedUploads.configuredBytes(environment[PinnedUploads.environmentKey])
         if environment["HASTE_CUDA_HOST_ONLY"] == "1" {        // a diagnostic: HostOnlyDriver.swift
             if !(Backends.registered(.cuda(index)) is CUDABackend) {
                 fputs("haste: HASTE_CUDA_HOST_ONLY=1: cuda:\(index) queues nothing and reads zeros; only host-side times and counts mean anything\n", stderr)
-                Backends.register(CUDABackend(driver: HostOnlyDriver(), device: .cuda(index)), for: .cuda(index))
+                Backends.register(CUDABackend(driver: HostOnlyDriver(asynchronousUploads: stagingBytes > 0), device: .cuda(index)),
+                                  for: .cuda(index))
             }
             ((Backends.registered(.cuda(index)) as? CUDABackend)?.driver as? HostOnlyDriver)?.allowTF32 = allowTF32
             return .cuda(index)
@@ -41,7 +43,8 @@ public enum CUDA {
         try checkIndex(index, libs, environment)
         let compiler = KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: KernelCompiler.defaultCacheDirectory(environment: environment))
         let profile = environment["HASTE_CUDA_PROFILE"] == "1"
-        let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: compiler, index: index, allowTF32: allowTF32, profile: profile)
+        let driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: compiler, index: index, allowTF32: allowTF32, profile: profile,
+                                    stagingBytes: stagingBytes)
         if profile { fputs("haste: HASTE_CUDA_PROFILE=1: cuda:\(index) times every kernel, GEMM and copy with CUDA events\n", stderr) }
         drivers[index] = driver
         Backends.register(CUDABackend(driver: driver, device: .cuda(index)), for: .cuda(index))

@@ -56,9 +56,15 @@ public final class CUDADriver: GPUDriver {
     /// The epilogue GEMMs (cuBLASLt), made on first use; `epilogueUnavailable` says why not where they cannot be
     /// (then every linear adds its bias by copy and beta 1, GELU and bias gradients run as kernels).
     private var epilogueGemms: EpilogueGemms?
+    /// Host → device copies' pinned staging (`HASTE_CUDA_STAGING_MB`, Runtime/PinnedUploads.swift); nil where it is
+    /// off or could not be made (`stagingNote` says why): each upload then waits for the stream.
+    let staging: PinnedUploads?
+    /// "asynchronous through 64 MiB of pinned staging", or why uploads wait for the stream (`haste doctor`).
+    public let stagingNote: String
     private var epilogueUnavailable: String?
 
-    init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false) throws {
+    init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false,
+         stagingBytes: Int = PinnedUploads.defaultMiB << 20) throws {
         self.api = api; self.blas = blas; self.compiler = compiler; self.index = index; self.allowTF32 = allowTF32
         profiler = profile ? try KernelProfiler(library: api.library) : nil
         var dev: Int32 = 0
@@ -91,6 +97,17 @@ public final class CUDADriver: GPUDriver {
         blasHandle = handle
         let set = blas.setStream(handle, stream)
         guard set == 0 else { throw CUDAError("cublasSetStream_v2 failed: \(blas.describe(set))") }
+        if stagingBytes == 0 {
+            (staging, stagingNote) = (nil, "each waits for the GPU (\(PinnedUploads.environmentKey)=0)")
+        } else {
+            do {
+                let ring = try PinnedUploads(library: api.library, bytes: stagingBytes)
+                let size = ring.capacity >= 1 << 20 ? "\(ring.capacity >> 20) MiB" : "\(ring.capacity >> 10) KiB"
+                (staging, stagingNote) = (ring, "asynchronous, through \(size) of pinned staging")
+            } catch {
+                (staging, stagingNote) = (nil, "each waits for the GPU: no pinned staging (\(error))")
+            }
+        }
         try setTF32(allowTF32)
     }
 
@@ -141,11 +158,19 @@ public final class CUDADriver: GPUDriver {
         if r != DriverAPI.success { record("cuMemFree_v2 failed: \(api.describe(r))") }
     }
 
-    /// Queued on the stream, then waited for: the host buffer is pageable memory, which the driver may still be
-    /// reading after an asynchronous call returns, and the caller may reuse it at once.
+    /// Through the pinned staging ring where there is one (`PinnedUploads`: queued, not waited for); otherwise
+    /// queued, then waited for: the host buffer is pageable memory, which the driver may still be reading after an
+    /// asynchronous call returns, and the caller may reuse it at once.
     public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         guard byteCount > 0 else { return }
         bind()
+        if let staging {
+            let failure = staging.upload(host, to: dst, byteCount: byteCount, stream: stream,
+                                         copy: { api.cuMemcpyHtoDAsync($0, $1, $2, stream) },
+                                         synchronize: { api.cuStreamSynchronize(stream) })
+            if let failure { record(failure) }
+            return
+        }
         let r = api.cuMemcpyHtoDAsync(dst, host, byteCount, stream)
         if r != DriverAPI.success { record("cuMemcpyHtoDAsync_v2(\(byteCount) bytes) failed: \(api.describe(r))"); return }
         let w = api.cuStreamSynchronize(stream)
@@ -157,6 +182,7 @@ public final class CUDADriver: GPUDriver {
         bind()
         var r = api.cuMemcpyDtoHAsync(host, src, byteCount, stream)
         if r == DriverAPI.success { r = api.cuStreamSynchronize(stream) }
+        if r == DriverAPI.success { staging?.streamDrained() }
         profiler?.collect()
         if r != DriverAPI.success {
             let earlier = takePending().map { " (after an earlier error: \($0))" } ?? ""
@@ -290,6 +316,7 @@ public final class CUDADriver: GPUDriver {
     public func synchronize() throws {
         bind()
         let r = api.cuStreamSynchronize(stream)
+        if r == DriverAPI.success { staging?.streamDrained() }
         profiler?.collect()
         if let first = takePending() { throw CUDAError(first) }
         if r != DriverAPI.success {
@@ -307,5 +334,6 @@ extension CUDADriver: LaunchStatistics {
     public func report(steps: Int) -> String {
         (profiler?.report(steps: steps) ?? "not profiled (HASTE_CUDA_PROFILE=1 times each kernel)")
             + (epilogueNote.map { "\nsome GEMM epilogues ran as separate kernels instead (cuBLASLt turned one down): \($0)" } ?? "")
+            + "\nhost → device copies: \(stagingNote)"
     }
 }

@@ -16,7 +16,11 @@ let fakeDriverSource = #"""
 typedef int CUresult;
 #define STREAM ((void*)0x5157)
 int fake_stream_flags = -1, fake_images = 0, fake_launches = 0, fake_attr_calls = 0, fake_attr = 0, fake_attr_value = 0;
-int fake_fail_next_launch = 0, fake_sync_result = 0, fake_wrong_stream = 0, fake_param_count = 0;
+int fake_fail_next_launch = 0, fake_sync_result = 0, fake_wrong_stream = 0, fake_param_count = 0, fake_stream_syncs = 0;
+/* Pinned memory's asynchronous copies (fakeStagingSource, after this). */
+static int fake_defer(uint64_t dst, const void* src, size_t n);
+static void fake_run_all(void);
+static void fake_note_event(void* e, int timing);
 unsigned fake_dims[7];
 uint64_t fake_params[16];
 char fake_kernel[64];
@@ -35,10 +39,14 @@ CUresult cuStreamCreate(void** s, unsigned flags) { *s = STREAM; fake_stream_fla
 CUresult cuMemAlloc_v2(uint64_t* p, size_t n) { if (n > (1 << 20)) return 2; *p = (uint64_t)(uintptr_t)malloc(n); return 0; }
 CUresult cuMemFree_v2(uint64_t p) { free((void*)(uintptr_t)p); return 0; }
 static CUresult on(void* s) { if (s != STREAM) { fake_wrong_stream++; return 400; } return 0; }
-CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t n, void* s) { if (on(s)) return 400; memcpy((void*)(uintptr_t)dst, src, n); return 0; }
-CUresult cuMemcpyDtoHAsync_v2(void* dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; memcpy(dst, (void*)(uintptr_t)src, n); return 0; }
-CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; memcpy((void*)(uintptr_t)dst, (void*)(uintptr_t)src, n); return 0; }
-CUresult cuStreamSynchronize(void* s) { if (on(s)) return 400; return fake_sync_result; }
+CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t n, void* s) {
+    if (on(s)) return 400;
+    if (fake_defer(dst, src, n)) return 0;
+    fake_run_all(); memcpy((void*)(uintptr_t)dst, src, n); return 0;
+}
+CUresult cuMemcpyDtoHAsync_v2(void* dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; fake_run_all(); memcpy(dst, (void*)(uintptr_t)src, n); return 0; }
+CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, void* s) { if (on(s)) return 400; fake_run_all(); memcpy((void*)(uintptr_t)dst, (void*)(uintptr_t)src, n); return 0; }
+CUresult cuStreamSynchronize(void* s) { if (on(s)) return 400; fake_stream_syncs++; fake_run_all(); return fake_sync_result; }
 CUresult cuModuleLoadData(void** m, const void* image) {
     if (memcmp(image, "\x7f" "ELF", 4) != 0) return 200;
     fake_images++; *m = (void*)0x3000; return 0;
@@ -47,6 +55,7 @@ CUresult cuModuleGetFunction(void** f, void* m, const char* name) { if (m != (vo
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shared, void* s, void** params, void** extra) {
     if (on(s)) return 400;
+    fake_run_all();
     if (fake_fail_next_launch) { fake_fail_next_launch = 0; return 701; }
     fake_launches++;
     snprintf(fake_kernel, sizeof fake_kernel, "%s", (const char*)f);
@@ -61,9 +70,22 @@ CUresult cuFuncGetAttribute(int* v, int attr, void* f) { *v = attr == 4 ? 96 : a
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* n, void* f, int threads, size_t shared) {
     *n = shared > 116736 ? 1 : shared > 0 ? 2 : 2048 / threads > 32 ? 32 : 2048 / threads; return f && threads > 0 ? 0 : 1;
 }
-int fake_events = 0, fake_records = 0;
-CUresult cuEventCreate(void** e, unsigned flags) { *e = (void*)(uintptr_t)(0xe0000 + ++fake_events); return flags == 0 ? 0 : 1; }
-CUresult cuEventRecord(void* e, void* s) { if (on(s)) return 400; fake_records++; return e ? 0 : 400; }
+/* fake_records: timing events' records (the profiler's); events without timing (CU_EVENT_DISABLE_TIMING, the staged
+   copies') are counted by fake_staging_records. */
+int fake_events = 0, fake_records = 0, fake_staging_records = 0;
+static unsigned char fake_event_timing[1 << 16];
+CUresult cuEventCreate(void** e, unsigned flags) {
+    *e = (void*)(uintptr_t)(0xe0000 + ++fake_events);
+    fake_event_timing[fake_events & 0xffff] = flags == 0;
+    return flags == 0 || flags == 2 ? 0 : 1;
+}
+CUresult cuEventRecord(void* e, void* s) {
+    if (on(s)) return 400;
+    int timing = fake_event_timing[((uintptr_t)e - 0xe0000) & 0xffff];
+    if (timing) fake_records++; else fake_staging_records++;
+    fake_note_event(e, timing);
+    return e ? 0 : 400;
+}
 /* Every kernel, GEMM or copy "takes" 0.25 ms. */
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) { *ms = 0.25f; return a && b && a != b ? 0 : 400; }
 CUresult cuGetErrorString(CUresult r, const char** s) { *s = r == 701 ? "too many resources requested for launch" : "fake failure"; return 0; }
@@ -130,72 +152,6 @@ int cublasGemmStridedBatchedEx(void* h, int ta, int tb, int m, int n, int k, con
 const char* cublasGetStatusString(int s) { return "CUBLAS_STATUS_FAKE"; }
 int cublasGetProperty(int type, int* v) { *v = type == 0 ? 12 : type == 1 ? 8 : 4; return 0; }
 """#
-
-/// Builds the fake libraries into a fresh folder with the system C compiler; nil (and a warning) without one.
-func buildFakeCUDA() throws -> String? {
-    let dir = RuntimeTestSupport.temporaryFolder("fakecuda")
-    let builds = [("libcuda.so.1", fakeDriverSource), ("libcublas.so.12", fakeBLASSource), ("libcublasLt.so.12", "int fake_lt;\n")]
-    for (name, source) in builds { guard try compileStandIn(name, source, in: dir) else { return nil } }
-    return dir
-}
-
-/// Compiles C `source` into the shared library `dir/name` with the system C compiler; false (and a warning) when
-/// there is none or it fails: the stand-in's tests then skip.
-func compileStandIn(_ name: String, _ source: String, in dir: String) throws -> Bool {
-    try source.write(toFile: "\(dir)/\(name).c", atomically: true, encoding: .utf8)
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["cc", "-shared", "-fPIC", "-O1", "-pthread", "-o", "\(dir)/\(name)", "\(dir)/\(name).c"]
-    p.standardOutput = FileHandle.nullDevice
-    do { try p.run() } catch { print("warning: no C compiler (cc): tests of the stand-in \(name) skipped"); return false }
-    p.waitUntilExit()
-    if p.terminationStatus != 0 { print("warning: cc could not build the stand-in \(name): its tests skipped"); return false }
-    return true
-}
-
-/// The fake libraries, NVRTC, and one `CUDADriver` (cuda:1 of the fake's two devices) over them, built once.
-final class FakeCUDA {
-    let folder: String, env: [String: String]
-    let libs: CUDA.Libraries
-    let driver: CUDADriver
-
-    /// nil (with a printed warning) without NVRTC or a C compiler.
-    static let shared: FakeCUDA? = {
-        guard let nvrtc = RuntimeTestSupport.nvrtc else { return nil }
-        do {
-            guard let folder = try buildFakeCUDA() else { return nil }
-            return try FakeCUDA(folder: folder, nvrtcFolder: (nvrtc.path as NSString).deletingLastPathComponent)
-        } catch { Issue.record("fake CUDA: \(error)"); return nil }
-    }()
-
-    init(folder: String, nvrtcFolder: String) throws {
-        self.folder = folder
-        env = ["HASTE_CUDA_LIB_DIR": "\(folder):\(nvrtcFolder)", "PATH": "/nonexistent"]
-        defer { try? FileManager.default.removeItem(atPath: folder) }   // loaded: the files are no longer needed
-        libs = try CUDA.load(env)
-        driver = try CUDADriver(api: libs.api, blas: libs.blas, compiler: KernelCompiler(nvrtc: libs.nvrtc, cacheDirectory: nil),
-                                index: 1, allowTF32: false)
-    }
-
-    /// A recording global of the fake libraries.
-    func global<T>(_ name: String, _: T.Type) -> UnsafeMutablePointer<T> {
-        let blas = name.hasPrefix("fake_ex_") || ["fake_math_mode", "fake_gemms", "fake_blas_stream"].contains(name)
-        return dlsym(blas ? libs.blas.library.handle : libs.api.library.handle, name)!.assumingMemoryBound(to: T.self)
-    }
-
-    /// Device memory holding `values`.
-    func upload(_ values: [Float]) throws -> DevicePointer {
-        let p = try #require(driver.allocate(byteCount: values.count * 4))
-        values.withUnsafeBytes { driver.copy(fromHost: $0.baseAddress!, to: p, byteCount: values.count * 4) }
-        return p
-    }
-
-    func download(_ p: DevicePointer, count: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: count)
-        out.withUnsafeMutableBytes { driver.copy(from: p, toHost: $0.baseAddress!, byteCount: count * 4) }
-        return out
-    }
-}
 
 /// One driver, shared: run in order.
 @Suite(.serialized) struct FakeCUDADriverTests {

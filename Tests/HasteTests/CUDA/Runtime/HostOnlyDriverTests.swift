@@ -42,7 +42,23 @@ import Testing
     #expect(driver.uploads == (1, 1024) && driver.downloads.count >= 1 && driver.downloads.bytes >= 1024, "\(driver.uploads), \(driver.downloads)")
     #expect(driver.idleAfterWaits.count == 1, "\(driver.idleAfterWaits)")
     #expect(driver.idleAfterWaits.seconds >= pause.seconds, "the stretch spans the pause: \(driver.idleAfterWaits.seconds) s")
-    #expect(driver.report(steps: 1).contains("copies per step: 1.0 host → device (0.001 MB)"), "\(driver.report(steps: 1))")
+    #expect(driver.report(steps: 1).contains("copies per step: 1.0 host → device (0.001 MB, not waited for: pinned staging)"),
+            "\(driver.report(steps: 1))")
     driver.resetCounts()
     #expect(driver.uploads == (0, 0) && driver.downloads == (0, 0) && driver.idleAfterWaits == (0, 0.0))
+}
+
+/// An upload waits for the stream only without pinned staging (`HASTE_CUDA_STAGING_MB=0`): only then does it begin
+/// an idle stretch, as a device → host copy always does.
+@Test func hostOnlyUploadsBeginAnIdleStretchOnlyWithoutStaging() throws {
+    for (id, staged) in [(15, true), (16, false)] {
+        let driver = HostOnlyDriver(asynchronousUploads: staged), be = CUDABackend(driver: driver, device: .cuda(id))
+        Backends.register(be, for: .cuda(id))
+        let a = Tensor.empty([256], dtype: .float32, device: .cuda(id))
+        driver.resetCounts()
+        _ = Tensor.zeros([256]).to(.cuda(id))
+        be.fill(a.buffer, count: a.count, value: 0)
+        #expect(driver.uploads.count == 1 && driver.idleAfterWaits.count == (staged ? 0 : 1), "staged \(staged): \(driver.idleAfterWaits)")
+        #expect(driver.report(steps: 1).contains(staged ? "not waited for: pinned staging" : "each waited for"))
+    }
 }
