@@ -86,14 +86,14 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 # failure the selftest reruns its bf16 and attention cases with each ISOLATE switch off, and the profile measures the
 # bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
 # A variant may set several switches, comma-separated.
-ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES HASTE_FLASH_DQ_EARLY_LOAD"
+ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES HASTE_FLASH_DQ_EARLY_LOAD HASTE_CUDA_STAGING_MB"
 PROFILE_VARIANTS="carveout:HASTE_CUDA_SHARED_CARVEOUT=100 dq-late-load:HASTE_FLASH_DQ_EARLY_LOAD=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0
   gated-two-pass:HASTE_FUSED_GATED_BACKWARD=0 mln-sums-kernel:HASTE_FUSED_MLN_PARTIALS=0
   gelu-kernels:HASTE_GEMM_GELU_EPILOGUE=0 bias-sums:HASTE_GEMM_BGRAD_EPILOGUE=0 weight-casts:HASTE_ARENA_CAST=0
   dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0
   staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
   dq-sum:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 carriers:HASTE_BF16_BRANCHES=0
-  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0 d-from-bf16-out:HASTE_FLASH_D_FROM_LOW_OUTPUT=1"
+  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0 d-from-bf16-out:HASTE_FLASH_D_FROM_LOW_OUTPUT=1 sync-uploads:HASTE_CUDA_STAGING_MB=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -397,6 +397,8 @@ if [ "$DEVICE" = cuda ]; then
   # the modulated LayerNorms' dshift/dscale chunk sums by their own kernel again (what summing in the dx pass gains);
   # dq-late-load, the serial dq sum's running sum loaded after dS·K, right before its adds (a round trip, mostly L2,
   # exposed per query tile; two before 12-07) instead of before the barrier and dS·K (what the early load gains);
+  # sync-uploads, every host → device copy waiting for the stream (pageable, as before 12-07) instead of going through
+  # pinned staging (what not draining the queue at each upload gains; the batch's upload mostly);
   # dq-last-block, dq summed by each query tile's last dk/dv block instead of
   # serially by one block per head (what the serial sum gains); block-rows, LayerNorm and softmax rows by block
   # instead of by warp; generic-unary, the activations through the generic bf16 unary kernels (what their own entry
@@ -597,6 +599,7 @@ EOF
   # (grep -q first: a pipeline's status is its last command's, so `grep | sed || echo` never echoes)
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
+  grep -h "host → device copies" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' | head -1
   # The epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" 2>/dev/null \
     && grep -h -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" | head -12 \
@@ -608,7 +611,7 @@ EOF
   done
   for p in $PROFILE_VARIANTS; do   # the variants' own rows
     log="$OUT/profile-gpu-${p%%:*}.log"
-    grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|fused_mln|fused_gated|layer_norm|softmax|unary|reduce_sum|cast_f32_bf16|\+gelu|\+dgelu|\+bgradb|tensors made" "$log" | sed "s/^/profile, ${p#*:}: /" \
+    grep -q "per step:" "$log" 2>/dev/null && grep -h -E "^SiT|attention_flash|fused_mln|fused_gated|layer_norm|softmax|unary|reduce_sum|cast_f32_bf16|\+gelu|\+dgelu|\+bgradb|tensors made|host → device copies" "$log" | sed "s/^/profile, ${p#*:}: /" \
       || echo "profile, ${p#*:}: no result"
   done
   grep -q "per step:" "$OUT/profile-gpu-align.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu-align.log" \
