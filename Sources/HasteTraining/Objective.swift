@@ -10,7 +10,13 @@ public struct Objective {
 
     public struct Terms {
         public let total: Tensor          // differentiable scalar
-        public let denoise: Double, projection: Double, attention: Double
+        /// The logged parts, scalars on the loss's device (nil: the term is off), read by `denoise`, `projection` and
+        /// `attention` only when asked for: the Trainer asks once the backward is queued, so the GPU goes on from
+        /// the forward into the backward instead of draining while the host reads (each read waits for the device).
+        let parts: (denoise: Tensor, projection: Tensor?, attention: Tensor?)
+        public var denoise: Double { parts.denoise.item() }
+        public var projection: Double { parts.projection?.item() ?? 0 }
+        public var attention: Double { parts.attention?.item() ?? 0 }
     }
 
     /// Random inputs of one micro-batch (or given by tests).
@@ -84,7 +90,7 @@ public struct Objective {
     public func condition(_ batch: Batch, _ d: Draws) -> Conditioning {
         if let context = batch.context { return .context(context) }
         guard case .sit(let s) = models.student else { fatalError("Objective: an MMDiT student got a batch without caption features") }
-        let labels = batch.labels.scalars(as: Int64.self).enumerated().map { d.dropMask[$0.offset] ? Int64(s.numClasses) : $0.element }
+        let labels = batch.hostLabels.scalars(as: Int64.self).enumerated().map { d.dropMask[$0.offset] ? Int64(s.numClasses) : $0.element }
         return .labels(Tensor(labels, shape: [labels.count], device: batch.x0.device))
     }
 
@@ -100,19 +106,19 @@ public struct Objective {
                             projections: wantProj, checkpointing: config.gradCheckpointing)
         }
         let den = Losses.denoising(prediction: out.velocity, x0: x0, noise: d.noise, t: d.t, path: config.pathType)
-        var total = den, proj = 0.0, attn = 0.0
+        var total = den, proj: Tensor?, attn: Tensor?
         if align, let teacher {
             if wantProj {
                 let p = Losses.projection(out.projections, [teacher.patchTokens])
                 total = total + p * config.projCoeff
-                proj = p.item()
+                proj = p
             }
             if config.attnCoeff != 0 {
                 let a = Losses.attention(student: out.attentionLogits, teacher: teacher.attentionLogits, pairs: models.pairs, heads: models.heads)
                 total = total + a * config.attnCoeff
-                attn = a.item()
+                attn = a
             }
         }
-        return Terms(total: total, denoise: den.item(), projection: proj, attention: attn)
+        return Terms(total: total, parts: (den, proj, attn))
     }
 }

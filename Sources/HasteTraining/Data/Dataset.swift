@@ -10,15 +10,19 @@ public struct Batch {
     public let moments: Bool
     public let labels: Tensor
     public let context: Tensor?
+    /// The labels as read from the data, on the host: `labels` itself on the CPU; kept by `to(_:)`, so the
+    /// objective reads the class labels without waiting for the device (a read from a GPU drains its queue).
+    public let hostLabels: Tensor
 
-    public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor, context: Tensor? = nil) {
+    public init(images: Tensor?, x0: Tensor, moments: Bool, labels: Tensor, context: Tensor? = nil, hostLabels: Tensor? = nil) {
         (self.images, self.x0, self.moments, self.labels, self.context) = (images, x0, moments, labels, context)
+        self.hostLabels = hostLabels ?? labels
     }
 
     /// The batch on `device` (itself on the CPU): data is read on the host and moved once per micro-batch.
     public func to(_ device: Device) -> Batch {
         device == x0.device ? self : Batch(images: images?.to(device), x0: x0.to(device), moments: moments, labels: labels.to(device),
-                                           context: context?.to(device))
+                                           context: context?.to(device), hostLabels: hostLabels)
     }
 }
 
