@@ -59,7 +59,7 @@ public final class CUDADriver: GPUDriver {
     /// Host → device copies' pinned staging (`HASTE_CUDA_STAGING_MB`, Runtime/PinnedUploads.swift); nil where it is
     /// off or could not be made (`stagingNote` says why): each upload then waits for the stream.
     let staging: PinnedUploads?
-    /// "asynchronous through 64 MiB of pinned staging", or why uploads wait for the stream (`haste doctor`).
+    /// "asynchronous, through 64 MiB of pinned staging", or why uploads wait for the stream (the report's last line).
     public let stagingNote: String
     private var epilogueUnavailable: String?
 
@@ -101,7 +101,7 @@ public final class CUDADriver: GPUDriver {
             (staging, stagingNote) = (nil, "each waits for the GPU (\(PinnedUploads.environmentKey)=0)")
         } else {
             do {
-                let ring = try PinnedUploads(library: api.library, bytes: stagingBytes)
+                let ring = try PinnedUploads(library: api.library, bytes: stagingBytes, describe: api.describe)
                 let size = ring.capacity >= 1 << 20 ? "\(ring.capacity >> 20) MiB" : "\(ring.capacity >> 10) KiB"
                 (staging, stagingNote) = (ring, "asynchronous, through \(size) of pinned staging")
             } catch {
@@ -180,9 +180,10 @@ public final class CUDADriver: GPUDriver {
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
         guard byteCount > 0 else { return }
         bind()
+        let mark = staging?.mark
         var r = api.cuMemcpyDtoHAsync(host, src, byteCount, stream)
         if r == DriverAPI.success { r = api.cuStreamSynchronize(stream) }
-        if r == DriverAPI.success { staging?.streamDrained() }
+        if r == DriverAPI.success, let mark { staging?.streamDrained(before: mark) }
         profiler?.collect()
         if r != DriverAPI.success {
             let earlier = takePending().map { " (after an earlier error: \($0))" } ?? ""
@@ -315,8 +316,9 @@ public final class CUDADriver: GPUDriver {
 
     public func synchronize() throws {
         bind()
+        let mark = staging?.mark
         let r = api.cuStreamSynchronize(stream)
-        if r == DriverAPI.success { staging?.streamDrained() }
+        if r == DriverAPI.success, let mark { staging?.streamDrained(before: mark) }
         profiler?.collect()
         if let first = takePending() { throw CUDAError(first) }
         if r != DriverAPI.success {

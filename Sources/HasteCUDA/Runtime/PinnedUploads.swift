@@ -37,6 +37,8 @@ final class PinnedUploads {
     private let eventRecord: @convention(c) (Event?, OpaquePointer?) -> Int32
     private let eventQuery: @convention(c) (Event?) -> Int32
     private let eventSynchronize: @convention(c) (Event?) -> Int32
+    /// A CUresult in the driver's words (`DriverAPI.describe`).
+    private let describe: (Int32) -> String
     let base: UnsafeMutableRawPointer
     /// The most bytes one staged copy carries (a quarter of the ring).
     let pieceBytes: Int
@@ -46,15 +48,16 @@ final class PinnedUploads {
 
     /// The staging ring of `bytes` (≥ 64 KiB) from the driver `library`; throws where a symbol is missing or the
     /// pinned allocation fails (the caller then waits for each copy, as without staging).
-    init(library: CUDALibrarySearch.Loaded, bytes: Int) throws {
+    init(library: CUDALibrarySearch.Loaded, bytes: Int, describe: @escaping (Int32) -> String = { "CUresult \($0)" }) throws {
         let k = CUDALibraryKind.driver
+        self.describe = describe
         hostAlloc = try library.symbol("cuMemHostAlloc", k); freeHost = try library.symbol("cuMemFreeHost", k)
         eventCreate = try library.symbol("cuEventCreate", k); eventRecord = try library.symbol("cuEventRecord", k)
         eventQuery = try library.symbol("cuEventQuery", k); eventSynchronize = try library.symbol("cuEventSynchronize", k)
         let size = Swift.max(bytes, 64 << 10)
         var p: UnsafeMutableRawPointer?
         let r = hostAlloc(&p, size, PinnedUploads.portable)
-        guard r == 0, let p else { throw CUDAError("cuMemHostAlloc(\(size >> 20) MiB) failed (CUresult \(r))") }
+        guard r == 0, let p else { throw CUDAError("cuMemHostAlloc(\(size >> 20) MiB) failed: \(describe(r))") }
         base = p
         pieceBytes = size / 4 / StagingRing<Event>.alignment * StagingRing<Event>.alignment
         ring = StagingRing(capacity: size)
@@ -80,11 +83,11 @@ final class PinnedUploads {
                 waitFailure = eventSynchronize(e)
             }
             spare += released
-            if waitFailure != 0 { return "cuEventSynchronize on a staged host → device copy failed (CUresult \(waitFailure))" }
+            if waitFailure != 0 { return "cuEventSynchronize on a staged host → device copy failed: \(describe(waitFailure))" }
             let staged = base + offset
             staged.copyMemory(from: host + done, byteCount: n)
             let r = copy(dst + UInt64(done), UnsafeRawPointer(staged), n)
-            if r != 0 { return "cuMemcpyHtoDAsync_v2(\(n) staged bytes) failed (CUresult \(r))" }
+            if r != 0 { return "cuMemcpyHtoDAsync_v2(\(n) staged bytes) failed: \(describe(r))" }
             let event = nextEvent()
             if let event, eventRecord(event, stream) == 0 {
                 ring.commit(offset: offset, count: n, token: event)
@@ -93,17 +96,21 @@ final class PinnedUploads {
                 if let event { spare.append(event) }
                 let w = synchronize()
                 spare += ring.drain()
-                if w != 0 { return "cuStreamSynchronize after a staged host → device copy failed (CUresult \(w))" }
+                if w != 0 { return "cuStreamSynchronize after a staged host → device copy failed: \(describe(w))" }
             }
             done += n
         }
         return nil
     }
 
-    /// The stream was waited for (a device → host copy, `synchronize()`): every staged copy has ended.
-    func streamDrained() {
+    /// Before a wait for the stream: the mark `streamDrained(before:)` takes after it.
+    var mark: Int { lock.lock(); defer { lock.unlock() }; return ring.commits }
+
+    /// The stream was waited for (a device → host copy, `synchronize()`), from when `mark` was read: every copy
+    /// staged before then has ended (one another thread staged meanwhile may not have).
+    func streamDrained(before mark: Int) {
         lock.lock(); defer { lock.unlock() }
-        spare += ring.drain()
+        spare += ring.drain(before: mark)
     }
 
     /// A spare event, or a new one without timing (nil where the driver makes none).

@@ -44,19 +44,27 @@ struct StagingRing<Token> {
         return (offset, released)
     }
 
+    /// Copies committed so far: a mark for `drain(before:)`.
+    private(set) var commits = 0
+
     /// The copy staged at `offset` (from `reserve`) is queued; `token` will say when it has ended.
     mutating func commit(offset: Int, count: Int, token: Token) {
         inFlight.append((offset..<(offset + count), token))
         head = offset + count
+        commits += 1
     }
 
-    /// The stream was waited for: every copy has ended. Their tokens, for reuse.
-    mutating func drain() -> [Token] {
+    /// The stream was waited for, a wait that began when `commits` was `mark`: the copies committed before it have
+    /// ended (later ones, queued by another thread meanwhile, may not have). Their tokens, for reuse.
+    mutating func drain(before mark: Int) -> [Token] {
         var released: [Token] = []
-        release(inFlight.count, into: &released)
-        head = 0
+        release(Swift.max(0, inFlight.count - (commits - mark)), into: &released)
+        if inFlight.isEmpty { head = 0 }
         return released
     }
+
+    /// Every copy has ended (the stream was waited for with no copy queued meanwhile).
+    mutating func drain() -> [Token] { drain(before: commits) }
 
     private mutating func release(_ n: Int, into released: inout [Token]) {
         guard n > 0 else { return }

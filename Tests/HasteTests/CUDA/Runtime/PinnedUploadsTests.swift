@@ -31,7 +31,10 @@ import Testing
     (offset, released) = reserve(500, done: [3])
     #expect(offset == 1536 && released == [3] && waits == [2])
     ring.commit(offset: offset, count: 500, token: 5)
-    #expect(ring.drain() == [4, 5] && ring.inFlight.isEmpty)
+    let mark = ring.commits                              // a wait for the stream begins here …
+    ring.commit(offset: 2048, count: 100, token: 14)    // … while another thread queues a copy
+    #expect(ring.drain(before: mark) == [4, 5] && ring.inFlight.map(\.token) == [14], "the copy queued during the wait stays")
+    #expect(ring.drain() == [14] && ring.inFlight.isEmpty)
     (offset, _) = reserve(100)
     #expect(offset == 0, "nothing in flight: from the start")
     ring.commit(offset: 0, count: 100, token: 6)
@@ -115,7 +118,7 @@ import Testing
         fake.global("fake_fail_host_alloc", Int32.self).pointee = 1
         defer { fake.global("fake_fail_host_alloc", Int32.self).pointee = 0 }
         let failed = try driver(fake, stagingBytes: 1 << 20)
-        #expect(failed.staging == nil && failed.stagingNote.hasPrefix("each waits for the GPU: no pinned staging (cuMemHostAlloc(1 MiB) failed"),
+        #expect(failed.staging == nil && failed.stagingNote.hasPrefix("each waits for the GPU: no pinned staging (cuMemHostAlloc(1 MiB) failed: CUDA_ERROR_FAKE (2)"),
                 "\(failed.stagingNote)")
         let mid = syncs.pointee
         #expect(try roundTrip(failed, sizes: [5]) { during = syncs.pointee })
