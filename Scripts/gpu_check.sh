@@ -600,6 +600,10 @@ EOF
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
   grep -h "host → device copies" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' | head -1
+  # The kernels changed since the last GPU run, wherever they rank (the row dot: 4 rows a warp; the modulated
+  # LayerNorm's by-warp backward: residual loads ahead of the stores; 2026-12-07).
+  grep -h -E "attention_flash_row_dot|fused_mln_backward_dx_partials|fused_mln_forward_y16|layer_norm_forward_y16" \
+    "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile, watched: /' | head -8
   # The epilogue GEMMs cuBLASLt ran (and why any were turned down).
   grep -q -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" 2>/dev/null \
     && grep -h -E "\+bias|\+gelu|\+dgelu|\+bgradb|turned down" "$OUT/profile-gpu.log" | head -12 \
