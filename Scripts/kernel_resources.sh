@@ -3,8 +3,11 @@
 # kernel's SASS with its innermost-loop instruction mix. Compiles every source with NVRTC (Scripts/fetch_nvrtc.sh)
 # through `haste selftest --compile-only` into CUBINs and reads them with cuobjdump from PyPI's
 # nvidia-cuda-cuobjdump wheel (fetched once into .cache/cuda-tools; never committed).
-#   Scripts/kernel_resources.sh [REGEX] [--sass KERNEL]     (ARCH=90 by default; HASTE=path/to/haste)
+#   Scripts/kernel_resources.sh [REGEX] [--sass KERNEL | --memory-order KERNEL]   (ARCH=90 by default; HASTE=path/to/haste)
 # e.g. Scripts/kernel_resources.sh 'dkdv_d80w' --sass attention_flash_bf16_direct_in16_backward_dkdv_d80ws
+# --memory-order prints the kernel's global and shared loads and stores, barriers, shuffles and arithmetic in program
+# order, runs of one kind collapsed ("LDG×32 FFMA×16 SHFL×20 STG×1"): whether a kernel issues its loads ahead of
+# their use (a run of loads) or one round trip after another (LDG FFMA LDG FFMA …).
 # The loop mix counts the instructions of the innermost loop with mma (else the innermost loop) (static counts:
 # a guide to what a change did to the loop body, not a timing). NVRTC compiles every family for sm_75/80/90 first
 # (a few minutes; the CUBINs are kept in .cache/cuda-tools/cubins until the binary is rebuilt).
@@ -12,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 regex=${1:-.}
 sass=""
+mode=mix
 if [ "${2:-}" = "--sass" ]; then sass=${3:?"--sass needs a kernel name"}; fi
+if [ "${2:-}" = "--memory-order" ]; then sass=${3:?"--memory-order needs a kernel name"}; mode=order; fi
 arch=${ARCH:-90}
 haste=${HASTE:-.build/release/haste}
 [ -x "$haste" ] || { echo "kernel_resources: $haste not built (swift build -c release --product haste)" >&2; exit 1; }
@@ -67,6 +72,23 @@ for cubin in "$dump"/*-sm_"$arch".cubin; do
         | python3 -c '
 import collections, re, sys
 ops = [l.rstrip("\n").split(" ", 1) for l in sys.stdin]
+if sys.argv[2] == "order":                           # program order, runs of one kind collapsed
+    kinds = ("LDGSTS", "LDGDEPBAR", "DEPBAR", "LDG", "STG", "LDSM", "LDS", "STS", "BAR", "MEMBAR", "ATOMG", "ATOMS", "RED",
+             "SHFL", "HMMA", "FFMA", "FADD", "FMUL", "EXIT")
+    runs = []
+    for a, ins in ops:
+        op = re.sub(r"^@!?U?P[0-9T] +", "", ins.strip()).split()[0].split(".")[0]
+        if op not in kinds: continue
+        if runs and runs[-1][1] == op: runs[-1][2] += 1
+        else: runs.append([a, op, 1])
+    print(f"{sys.argv[1]}: {len(ops)} instructions; memory, barriers, shuffles and arithmetic in order:")
+    line = ""
+    for a, op, n in runs:
+        word = op + (f"×{n}" if n > 1 else "")
+        if len(line) + len(word) > 110: print("  " + line); line = ""
+        line += (" " if line else f"0x{a} ") + word
+    print("  " + line)
+    sys.exit()
 loops = []                                         # backward branches: (target, branch)
 for a, ins in ops:
     m = re.search(r"BRA (0x[0-9a-f]+)", ins)
@@ -79,7 +101,7 @@ lo, hi = min(mma or loops, key=lambda l: l[1] - l[0])
 body = [re.sub(r"^@!?U?P[0-9T] +", "", ins.strip()).split()[0].split(".")[0] for a, ins in ops if lo <= int(a, 16) <= hi]
 print(f"; loop {hex(lo)}..{hex(hi)}: {len(body)}")
 for op, n in collections.Counter(body).most_common(16): print(f"  {n:5d} {op}")
-' "$sass"
+' "$sass" "$mode"
     exit 0
 done
 echo "kernel_resources: no kernel named $sass for sm_$arch" >&2
