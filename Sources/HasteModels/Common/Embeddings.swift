@@ -28,32 +28,12 @@ public enum Embeddings {
     /// float32 (spec/sit.md §4: t as given in [0, 1], no ×1000; cos block first).
     public static func timestep(_ t: Tensor, dim: Int) -> Tensor {
         let half = dim / 2
-        let f = frequencies.table(half: half, like: t)
+        let c = Float(-Foundation.log(10000.0))                                // torch: float32 arange × python scalar
+        let freqs = (0..<half).map { Foundation.exp(c * Float($0) / Float(half)) }
+        let f = Tensor(freqs, shape: [1, half]).to(t.dtype).to(t.device)
         let args = t.reshaped([t.count, 1]) * f                                   // (N, half)
         var parts = [args.cos(), args.sin()]
         if dim % 2 == 1 { parts.append(Tensor.zeros([t.count, 1], dtype: t.dtype, device: t.device)) }
         return Tensor.cat(parts, axis: -1)                                        // (N, dim)
-    }
-
-    /// The timestep frequencies [1, half] per (half, dtype, device and the backend serving it), made once a process:
-    /// an upload per forward would wait for the device's stream (host → device copies of pageable memory do), every
-    /// training step and sampling step.
-    static let frequencies = FrequencyTables()
-
-    final class FrequencyTables: @unchecked Sendable {
-        private var tables: [String: Tensor] = [:]
-        private let lock = NSLock()
-
-        /// The table for `half` frequencies in t's dtype on t's device.
-        func table(half: Int, like t: Tensor) -> Tensor {
-            let key = "\(half) \(t.dtype) \(t.device) \(ObjectIdentifier(t.backend))"
-            lock.lock(); defer { lock.unlock() }
-            if let f = tables[key] { return f }
-            let c = Float(-Foundation.log(10000.0))                            // torch: float32 arange × python scalar
-            let freqs = (0..<half).map { Foundation.exp(c * Float($0) / Float(half)) }
-            let f = Tensor(freqs, shape: [1, half]).to(t.dtype).to(t.device)
-            tables[key] = f
-            return f
-        }
     }
 }

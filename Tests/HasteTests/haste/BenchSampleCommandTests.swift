@@ -71,7 +71,8 @@ import HasteModels
     /// `HASTE_CUDA_HOST_ONLY=1`: a sampling step's launches and GEMMs counted without a GPU (what `generate` refuses
     /// to do), the guided row's model on 2N rows (qkv: 384×(2·2·64)×128), the unguided one's on N. Pinned per call of
     /// 2 steps (2026-12-07): 70 GEMMs (5 linears × 6 blocks and 5 outside, a step), 161 launches (80 a step and the
-    /// timing's one-element read) and 5 uploads (each waits for the GPU's stream); a change means sampling launches
+    /// timing's one-element read) and 7 uploads (x, t and the timestep frequencies each step, the conditions once; not
+    /// waited for: pinned staging); a change means sampling launches
     /// or copies more (or fewer) on a GPU, which should be deliberate.
     @Test func hostOnlyCUDACountsASamplingStep() throws {
         let r = try Launcher.run(["bench", "sample", "--device", "cuda", "--models", Self.tiny, "--batches", "2", "--steps-per-call", "2",
@@ -82,9 +83,9 @@ import HasteModels
         let guided = reports[0].components(separatedBy: "\(Self.tiny) bs2 guided: per call (2 sampling steps): ").last ?? "", unguided = reports[1]
         for report in [guided, unguided] {
             #expect(report.hasPrefix("161.0 kernel launches (16 kernels), 70.0 GEMMs (10 shapes)"), "\(report)")
-            // x and t each step, the conditions once (`Samplers.onDevice`); the velocity each step and the timing's
+            // x, t and the frequencies each step, the conditions once (`Samplers.onDevice`); the velocity each step and the timing's
             // one-element read, each with the device's error word
-            #expect(report.contains("copies per call (2 sampling steps): 5.0 host → device"), "\(report)")
+            #expect(report.contains("copies per call (2 sampling steps): 7.0 host → device"), "\(report)")
             #expect(report.contains(", 6.0 device → host"), "\(report)")
         }
         #expect(guided.contains("bfloat16→bfloat16 384×256×128 +bias") && !guided.contains("384×128×128"), "\(guided)")

@@ -25,9 +25,10 @@ import Testing
     #expect(driver.madeBytes.isEmpty)
 }
 
-/// Host ↔ device copies (each waits for the stream on a GPU) are counted with their bytes, and the host's time from
-/// such a wait to its next launch — the GPU's idle stretch — is summed: one stretch per run of copies, ended by the
-/// next launch or GEMM, none for a launch without a copy before it; `resetCounts` clears them.
+/// Host ↔ device copies are counted with their bytes, and the host's time from a copy that waits for the stream on a
+/// GPU (a device → host copy; uploads go through pinned staging) to its next launch — the GPU's idle stretch — is
+/// summed: one stretch per run of copies, ended by the next launch or GEMM, none for a launch without a copy before
+/// it; `resetCounts` clears them.
 @Test func hostOnlyCountsCopiesAndTheIdleStretchesAfterThem() throws {
     let driver = HostOnlyDriver(), be = CUDABackend(driver: driver, device: .cuda(14))
     Backends.register(be, for: .cuda(14))
@@ -36,7 +37,7 @@ import Testing
     driver.resetCounts()
     be.fill(a.buffer, count: a.count, value: 0)                                       // no copy before it: no stretch
     let host = Tensor.zeros([256])
-    let up = host.to(.cuda(14)), _ = up.to(.cpu)                                     // a run of two copies: one stretch
+    let up = host.to(.cuda(14)), _ = up.to(.cpu)                                     // the read begins one stretch
     let pause = ContinuousClock().measure { usleep(20_000) }
     be.fill(a.buffer, count: a.count, value: 0)
     #expect(driver.uploads == (1, 1024) && driver.downloads.count >= 1 && driver.downloads.bytes >= 1024, "\(driver.uploads), \(driver.downloads)")
