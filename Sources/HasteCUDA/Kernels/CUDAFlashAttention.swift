@@ -48,7 +48,7 @@ extension CUDABackend {
         "attention_flash_forward_d64", "attention_flash_forward_d96", "attention_flash_forward_d128",
         "attention_flash_backward_dq_d64", "attention_flash_backward_dq_d96", "attention_flash_backward_dq_d128",
         "attention_flash_backward_dkdv_d64", "attention_flash_backward_dkdv_d96", "attention_flash_backward_dkdv_d128",
-    ], code: #"""
+    ], code: "#define FLASH_DOT_ROWS \(flashDotRows)\n#define FLASH_DOT_CHUNKS \(flashMaxHeadDim / 32)\n" + #"""
     #define FLASH_BR 64          /* query rows per tile */
     #define FLASH_BC 64          /* key rows per tile */
     #define FLASH_THREADS 128    /* 2 threads per tile row: lane pairs (2i, 2i+1) of one warp share a row */
@@ -96,13 +96,12 @@ extension CUDABackend {
     /// contiguous dOut has heads 1, on tq·dv, ot dv).
     /// OUT16: out a bf16 tensor in dOut's layout (the forward's output merged into tokens), widened: the float32
     /// kernel's sums on a carrier of the same values.
-    /// A warp takes FLASH_DOT_ROWS rows at once where dv ≤ 32·FLASH_DOT_CHUNKS (SiT's 72, DINOv2's 64): every load
-    /// of the rows issued before the first product, so a warp has all its rows' bytes in flight at once (a row at a
-    /// time, with dv's loop unknown to ptxas, a 72-wide row took two dependent round trips, ~2.5× the bandwidth time
-    /// on the H100, 1.9 ms a SiT-XL/2 bs64 step). Each row's sum is the one-row loop's: d = lane, lane + 32, … in
-    /// order from 0, then the warp sum (the same bits). Launch with blocks of 8 warps over rows / FLASH_DOT_ROWS.
-    #define FLASH_DOT_ROWS 4
-    #define FLASH_DOT_CHUNKS 4
+    /// A warp takes FLASH_DOT_ROWS rows at once (dv ≤ 32·FLASH_DOT_CHUNKS = flashMaxHeadDim: every bf16 flash shape):
+    /// every load of its rows issued before the first product, so a warp has all its rows' bytes in flight at once (a
+    /// row at a time, with dv's loop bound unknown to ptxas, a 72-wide row took two dependent round trips: 1.9 ms a
+    /// SiT-XL/2 bs64 step on the H100 against ~0.95 ms to read its bytes, by arithmetic). Each row's sum is the
+    /// one-row loop's: d = lane, lane + 32, … in order from 0, then the warp sum (the same bits). Launched with
+    /// blocks of 8 warps over rows / FLASH_DOT_ROWS (`flashDotRows`).
     template <bool OUT16, typename TO>
     __device__ __forceinline__ void haste_flash_row_dot_in16(const u16* __restrict__ dout, const TO* __restrict__ out,
                                                              float* __restrict__ delta, i64 rows, i64 dv,
@@ -110,18 +109,6 @@ extension CUDABackend {
         const int lane = threadIdx.x & 31;
         const i64 warp = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), warps = (i64)gridDim.x * (blockDim.x >> 5);
         for (i64 r0 = warp * FLASH_DOT_ROWS; r0 < rows; r0 += warps * FLASH_DOT_ROWS) {
-            if (dv > 32 * FLASH_DOT_CHUNKS) {                                  // wider rows: one at a time
-                for (i64 r = r0; r < r0 + FLASH_DOT_ROWS && r < rows; r++) {
-                    const i64 b = r / tq, t = r - b * tq, at = (b / heads) * on + (b % heads) * oh + t * ot;
-                    const u16* row = dout + at;
-                    const TO* orow = OUT16 ? out + at : out + r * dv;
-                    float s = 0.0f;
-                    for (i64 d = lane; d < dv; d += 32) s += haste_ld(row, d) * haste_ld(orow, d);
-                    s = haste_warp_sum(s);
-                    if (lane == 0) delta[r] = s;
-                }
-                continue;
-            }
             float x[FLASH_DOT_ROWS][FLASH_DOT_CHUNKS], y[FLASH_DOT_ROWS][FLASH_DOT_CHUNKS];
             #pragma unroll
             for (int j = 0; j < FLASH_DOT_ROWS; j++) {
@@ -323,6 +310,8 @@ extension CUDABackend {
 
     /// The flash kernels' largest head dim (Dh and Dv): their per-thread register tiles hold 128 / 2 columns.
     static let flashMaxHeadDim = 128
+    /// Rows a warp of the bf16 row dot (`attention_flash_row_dot_in16`/`_o16`) sums at once, its loads all in flight.
+    static let flashDotRows = 4
 
     /// True where the flash kernels apply (Dh, Dv ≤ 128); larger heads (the VAE's single 512-wide head) keep the
     /// saved-probabilities path.

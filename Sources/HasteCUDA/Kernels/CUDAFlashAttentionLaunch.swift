@@ -180,7 +180,9 @@ extension CUDABackend {
             let dOutRows: [KernelArgument] = input16 ? [.int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dOut.batch)),
                                                         .int64(Int64(lay.dOut.head)), .int64(Int64(lay.dOut.token))] : []
             let kernel = out16 ? "attention_flash_row_dot_o16" : input16 ? "attention_flash_row_dot_in16" : "attention_flash_row_dot"
-            let rowsPerBlock = input16 ? 8 * 4 : 8          // 8 warps; the bf16 kernels' warps take FLASH_DOT_ROWS rows each
+            // 8 warps a block; the bf16 kernels' take flashDotRows rows each, of dv ≤ flashMaxHeadDim (their chunks)
+            require(!input16 || dvd <= CUDABackend.flashMaxHeadDim, "attention_flash_row_dot_in16: dv \(dvd) > \(CUDABackend.flashMaxHeadDim)")
+            let rowsPerBlock = input16 ? 8 * CUDABackend.flashDotRows : 8
             launch(CUDABackend.flashAttentionSource, kernel, grid: Dim3(CUDABackend.blocks(rows, threads: rowsPerBlock)),
                    block: Dim3(256), [.pointer(address(dOut)), .pointer(address(out)), .pointer(delta),
                                       .int64(Int64(rows)), .int64(Int64(dvd))] + dOutRows)

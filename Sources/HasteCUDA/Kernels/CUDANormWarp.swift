@@ -9,6 +9,9 @@ import HasteTensor
 /// tree at blockDim 256 (lane L's s[w] is virtual thread w·32 + L's running sum over elements w·32 + L + 256·k, in
 /// order), and every per-element expression is the block kernels' own, so the values (and ptxas's contractions of
 /// them) are the same. `HASTE_ROW_WARP=0` keeps the block kernels.
+/// Every pointer parameter is `__restrict__` (it lets ptxas load a row's residual ahead of the earlier stores): an
+/// output must not overlap an input. The callers (`layerNormForward`/`Backward`, `modulatedLayerNorm(Backward)`, the
+/// autocast fronts) always write into tensors made for the call; an in-place caller would need the block kernels.
 extension CUDABackend {
     /// Elements of a row whose dx loads (the residual, the scale) a lane issues together before storing them
     /// (`haste_warp_row_dx`): 6 round trips a SiT-XL/2 row instead of 36.
