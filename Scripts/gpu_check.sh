@@ -86,14 +86,15 @@ PROFILE_ROW=${PROFILE_ROW:-SiT-XL/2 bs64}             # stage 4b's row (of BENCH
 # failure the selftest reruns its bf16 and attention cases with each ISOLATE switch off, and the profile measures the
 # bs64 row with each PROFILE variant (HASTE_FLASH_TF32 touches no training row: the generate stages time it).
 # A variant may set several switches, comma-separated.
-ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES HASTE_FLASH_DQ_EARLY_LOAD HASTE_CUDA_STAGING_MB"
+ISOLATE_SWITCHES="HASTE_FUSED_GATED_BACKWARD HASTE_FUSED_MLN_PARTIALS HASTE_GEMM_GELU_EPILOGUE HASTE_GEMM_BGRAD_EPILOGUE HASTE_ROW_WARP HASTE_UNARY_SPECIALIZED HASTE_FLASH_TF32 HASTE_FLASH_WHOLE HASTE_FLASH_DQ_SERIAL HASTE_FLASH_DQ_LAST_BLOCK HASTE_FLASH_DIRECT HASTE_GEMM_BIAS_EPILOGUE HASTE_BF16_BRANCHES HASTE_FLASH_DQ_EARLY_LOAD HASTE_CUDA_STAGING_MB HASTE_CUDA_TUNE"
 PROFILE_VARIANTS="carveout:HASTE_CUDA_SHARED_CARVEOUT=100 dq-late-load:HASTE_FLASH_DQ_EARLY_LOAD=0 dq-kernel:HASTE_FLASH_FUSED_DQ=0
   gated-two-pass:HASTE_FUSED_GATED_BACKWARD=0 mln-sums-kernel:HASTE_FUSED_MLN_PARTIALS=0
   gelu-kernels:HASTE_GEMM_GELU_EPILOGUE=0 bias-sums:HASTE_GEMM_BGRAD_EPILOGUE=0 weight-casts:HASTE_ARENA_CAST=0
   dq-last-block:HASTE_FLASH_DQ_SERIAL=0 block-rows:HASTE_ROW_WARP=0 generic-unary:HASTE_UNARY_SPECIALIZED=0
   staged-flash:HASTE_FLASH_DIRECT=0 general-flash:HASTE_FLASH_WHOLE=0
   dq-sum:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 carriers:HASTE_BF16_BRANCHES=0
-  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0 d-from-bf16-out:HASTE_FLASH_D_FROM_LOW_OUTPUT=1 sync-uploads:HASTE_CUDA_STAGING_MB=0"
+  bias-copy:HASTE_GEMM_BIAS_EPILOGUE=0 d-from-bf16-out:HASTE_FLASH_D_FROM_LOW_OUTPUT=1 sync-uploads:HASTE_CUDA_STAGING_MB=0
+  untuned:HASTE_CUDA_TUNE=0"
 WEAK_RANKS=${WEAK_RANKS:-1 2 4 8}
 WEAK_STEPS=${WEAK_STEPS:-6}
 WEAK_THREADS=${WEAK_THREADS:-2}                        # per rank (the rehearsal on 2 cores: 1)
@@ -106,6 +107,9 @@ GEN_BATCH=${GEN_BATCH:-64}
 GEN_BOX=${GEN_BOX:-90}                                 # 6b: each generate stage's seconds (a cold node compiles kernels first)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
+# Every process prints the tuner's decisions (the flash dk/dv kernel's ways of summing dq and entry points, timed at a
+# shape's first call; LaunchTuner.swift) on stderr, so each stage's log says what ran and how long each way took.
+export HASTE_CUDA_TUNE=${HASTE_CUDA_TUNE:-verbose}
 mkdir -p "$work" "$HASTE_CACHE"
 : > "$summary"
 failures=0
@@ -279,9 +283,16 @@ if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT
     stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention,TF32" --threads "$half"
   done
 fi
-# The selftest's attention has too few heads for the serial dq sum (one dk/dv block per head) that SiT-XL/2's rows
-# take: its bf16 and attention cases again with it forced on.
-stage selftest-dq-serial 60 env HASTE_FLASH_DQ_SERIAL=1 "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention" --threads "$half"
+# Each way the dk/dv kernel may sum dq, and its general entry point, forced with tuning off (the tuner tries them all
+# at a shape's first call and keeps the fastest, so each must be right here; the selftest's few heads would not take
+# the serial sum SiT-XL/2's rows take): the bf16 and attention cases once per way.
+stage selftest-dq-ways 90 bash -c 'set -o pipefail; rc=0
+  for w in serial:HASTE_FLASH_DQ_SERIAL=1 serial-late:HASTE_FLASH_DQ_SERIAL=1,HASTE_FLASH_DQ_EARLY_LOAD=0 \
+           last-block:HASTE_FLASH_DQ_SERIAL=0 sum-kernel:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 general-entry:HASTE_FLASH_WHOLE=0; do
+    IFS=, read -r -a sw <<< "${w#*:}"
+    env "${sw[@]}" HASTE_CUDA_TUNE=0 "$1" selftest --device "$2" --ops "autocast bf16,attention" --threads "$3" 2>&1 \
+      | sed "s/^/${w%%:*}: /" || rc=1
+  done; exit $rc' _ "$HASTE" "$DEVICE" "$half"
 # haste's bf16 against torch's own autocast on this device (the tests can only compare with torch's CPU autocast): the
 # tiny SiT's outputs and gradients and the tiny DINOv2 teacher's outputs in units of the bf16 effect, torch's side by
 # make_bf16_fixture.py on $DEVICE.
@@ -407,10 +418,12 @@ if [ "$DEVICE" = cuda ]; then
   # general-flash, the direct kernels' run-time tile widths and 64-row forward tiles (what the WHOLE entry points
   # gain); dq-sum, dq's partials summed by their own kernel (what the last-block sum gains); dq-kernel, dq from its
   # own kernel (what taking it from dk/dv gains); carriers, the bf16 branches off (float32 carriers between the fused
-  # kernels); bias-copy, the linears' biases copied into their outputs (what cuBLASLt's bias epilogue gains).
+  # kernels); bias-copy, the linears' biases copied into their outputs (what cuBLASLt's bias epilogue gains);
+  # untuned, the heuristic's dq way and entry point (what tuning gains; profile-gpu's log has the tuner's times). Every
+  # variant runs untuned (HASTE_CUDA_TUNE=0), so each differs from `untuned` by its own switches only.
   for p in $PROFILE_VARIANTS; do
     IFS=, read -r -a switches <<< "${p#*:}"
-    stage "profile-gpu-${p%%:*}" 60 env "${switches[@]}" ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" \
+    stage "profile-gpu-${p%%:*}" 60 env HASTE_CUDA_TUNE=0 "${switches[@]}" ROW="$PROFILE_ROW" MODELS="$BENCH_MODELS" BATCHES="$BENCH_BATCHES" \
       HASTE_CUDA_PROFILE=1 bash -c "$profile_row"
   done
   # The aligned row (teacher forward with logits, the student's logit blocks, the alignment losses): what +align adds.
@@ -563,9 +576,9 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
     [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
       || echo "selftest with $sw=0: no result"; }
   done
-  grep -q -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" 2>/dev/null \
-    && grep -h -E '^(PASS|FAIL)' "$OUT/selftest-dq-serial.log" | sed 's/^/selftest with HASTE_FLASH_DQ_SERIAL=1: /' \
-    || echo "selftest with HASTE_FLASH_DQ_SERIAL=1: no result"
+  grep -q -E ': (PASS|FAIL)' "$OUT/selftest-dq-ways.log" 2>/dev/null \
+    && grep -h -E ': (PASS|FAIL)' "$OUT/selftest-dq-ways.log" | sed 's/^/selftest, dq way /' \
+    || echo "selftest, each dq way: no result"
   for v in "" -d16; do               # haste's bf16 against torch's CUDA autocast; -d16: D from the bf16 output
     label="torch fixture${v:+, D from bf16 out}"
     grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture$v.log" 2>/dev/null \
@@ -600,6 +613,10 @@ EOF
   grep -q "per step:" "$OUT/profile-gpu.log" 2>/dev/null && grep -h -A 12 "per step:" "$OUT/profile-gpu.log" | sed 's/^/profile: /' \
     || echo "profile: no result"
   grep -h "host → device copies" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' | head -1
+  # The tuner's decisions (each way's best time; the one kept), from the profile and the bench rows.
+  grep -q "tuned " "$OUT/profile-gpu.log" "$OUT"/bench-haste*.log 2>/dev/null \
+    && grep -h "tuned " "$OUT/profile-gpu.log" "$OUT"/bench-haste*.log 2>/dev/null | sort -u | cut -c1-600 | head -12 | sed 's/^/tuner: /' \
+    || echo "tuner: no decision logged"
   # The kernels changed since the last GPU run, wherever they rank (the row dot: 4 rows a warp; the modulated
   # LayerNorm's by-warp backward: residual loads ahead of the stores; 2026-12-07).
   grep -h -E "attention_flash_row_dot|fused_mln_backward_dx_partials|fused_mln_forward_y16|layer_norm_forward_y16" \

@@ -153,6 +153,10 @@ public protocol GPUDriver: AnyObject {
     var streamHandle: OpaquePointer? { get }
     /// Makes the device's context current on the calling thread, before such a library's calls.
     func makeCurrent()
+    /// Runs `body`, which queues work, and gives the GPU's milliseconds from the first of that work to the end of the
+    /// last, waiting for it; nil where the driver cannot time (the emulator, the host-only device), `body` run all the
+    /// same. For `LaunchTuner`.
+    func timed(_ body: () -> Void) -> Double?
 }
 
 extension GPUDriver {
@@ -161,4 +165,5 @@ extension GPUDriver {
     public func gemm(_ g: GemmDescriptor, epilogue: GemmEpilogue) -> Bool { false }
     public var streamHandle: OpaquePointer? { nil }
     public func makeCurrent() {}
+    public func timed(_ body: () -> Void) -> Double? { body(); return nil }
 }

@@ -50,16 +50,25 @@ extension CUDABackend {
         let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
         if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
         if s.batch == 0 || s.queries == 0 { return true }
-        let words = direct ? directWords : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
-            : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
         let family = flashFamily(tensorCores: tensorCores, async: async, input16: input16, direct: direct)
-        let rows = direct && whole ? 128 : 64
-        launch(family.source, "\(family.prefix)forward_\(width)\(rows == 128 ? "w" : "")", grid: flashGrid(tiles: s.queries, s, rows: rows),
-               block: Dim3(128), sharedBytes: words * 4,
-               [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(out.map(address) ?? 0),
-                .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
-                .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))]
-                + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) + [.pointer(out16.map(address) ?? 0)] : []))
+        // The WHOLE entry point (128-row query tiles) or the general one (64): the same bits; the tuner times both
+        // at the shape's first call (WHOLE first).
+        let rowChoices = direct && whole ? [128, 64] : [64]
+        let key = "flash forward \(family.prefix)\(width) batch·heads \(s.batch), Tq \(s.queries), Tk \(s.keys), Dh \(dh), Dv \(dv)"
+            + (layouts.map { " layouts \($0)" } ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16")
+        tuner.run(key, rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
+                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+            let rows = rowChoices[i]
+            let words = direct ? (rows == 128 ? directWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward)
+                : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
+                : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
+            launch(family.source, "\(family.prefix)forward_\(width)\(rows == 128 ? "w" : "")", grid: flashGrid(tiles: s.queries, s, rows: rows),
+                   block: Dim3(128), sharedBytes: words * 4,
+                   [.pointer(address(q)), .pointer(address(k)), .pointer(address(v)), .pointer(out.map(address) ?? 0),
+                    .pointer(lse.map(address) ?? 0), .int64(Int64(s.batch)), .int64(Int64(s.queries)),
+                    .int64(Int64(s.keys)), .int32(Int32(dh)), .int32(Int32(dv)), .float(Float(scale))]
+                    + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) + [.pointer(out16.map(address) ?? 0)] : []))
+        }
         return true
     }
 
@@ -107,6 +116,21 @@ extension CUDABackend {
         let slots = 2 * driver.multiprocessors
         let serial = (heads + slots - 1) / slots * keyTiles, parallel = (heads * keyTiles + slots - 1) / slots
         return 4 * serial <= 5 * parallel
+    }
+
+    /// The ways the dk/dv kernel may give dq for a call, the heuristic's first (`flashDQSerialFits`), as the switches
+    /// allow (`HASTE_FLASH_DQ_SERIAL`, `HASTE_FLASH_DQ_LAST_BLOCK`, `HASTE_FLASH_DQ_EARLY_LOAD`); the same bits
+    /// every way. Only the direct kernels have more than one.
+    func flashDQSums(direct: Bool, fusedDQ: Bool, input16: Bool, heads: Int, keyTiles: Int) -> [FlashDQSum] {
+        guard fusedDQ else { return [.none] }
+        guard direct else { return [keyTiles > 1 || input16 ? .kernel : .straight] }
+        let parallel: FlashDQSum = CUDABackend.flashDQLastBlockAllowed ? .lastBlock : .kernel
+        let serial: [FlashDQSum] = CUDABackend.flashDQEarlyLoad ? [.serial, .serialLate] : [.serialLate]
+        switch CUDABackend.flashDQSerial {
+        case true?: return serial
+        case false?: return [parallel]
+        case nil: return flashDQSerialFits(heads: heads, keyTiles: keyTiles) ? serial + [parallel] : [parallel] + serial
+        }
     }
 
     /// `HASTE_FLASH_WHOLE=0`: the direct kernels' general entry points where the WHOLE ones would run (run-time tile
@@ -206,45 +230,51 @@ extension CUDABackend {
                 : tensorCores ? bf16Words.dkdv + dsWords
                 : 64 * (dh + 1) * 2 + 64 * (dvd + 1) * 2 + 2 * 64 * 65 + 2 * 64   // Ks, Qs | Vs, dOs | Ps, dSs | lse, D
             let family = flashFamily(tensorCores: tensorCores, async: asyncDKDV, input16: input16, direct: directDKDV)
-            // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
-            // after (and rounded, for a bf16 dq: into dq's layout). Serially (the direct kernels, one block per
-            // head): one running sum [batch·Tq·Dh], none for one key tile (dq's own address stands in, never read).
-            let serial = directDKDV && fusedDQ && flashDQSerialFits(heads: s.batch, keyTiles: keyTiles)   // direct: bf16 operands
             let n = s.batch * tq * dh
-            let partBytes = serial ? (keyTiles > 1 ? n * 4 : 0) : fusedDQ && (keyTiles > 1 || input16) ? keyTiles * n * 4 : 0
-            let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
-            // Otherwise the direct kernels sum dq themselves, each query tile's last block (no summing kernel, the
-            // partials read while in L2): a count per (head, query tile), zeroed here.
-            let lastBlock = !serial && directDKDV && partBytes > 0 && CUDABackend.flashDQLastBlockAllowed
-            let countBytes = lastBlock ? s.batch * ((tq + 63) / 64) * 4 : 0
-            let counts = lastBlock ? allocator.allocate(byteCount: countBytes) : 0
-            if lastBlock {
-                launch(CUDABackend.memorySource, "fill_4", grid: Dim3(CUDABackend.blocks(countBytes / 4)), block: Dim3(256),
-                       [.pointer(counts), .int64(Int64(countBytes / 4)), .uint64(0)])
-            }
-            // Serially: the entry points compiled for it alone ("…s": no partial stores or last-block sum in their
-            // loop, 26 % fewer instructions in its body for d80w on sm_90, no stack; the same code for the running sum).
-            launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(directDKDV ? whole : "")\(serial ? (CUDABackend.flashDQEarlyLoad ? "s" : "sl") : "")",
-                   grid: serial ? Dim3(1, Swift.min(s.batch, 65_535)) : flashGrid(tiles: tk, s),
-                   block: Dim3(128), sharedBytes: words * 4,
-                   inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
-                       + (tensorCores ? [.pointer(parts)] : []) + sizes
-                       + (directDKDV ? CUDABackend.layoutArguments(lay) + [.pointer(lastBlock || serial ? address(dq!) : 0), .pointer(counts)] : []))
-            if serial {
+            // One launch sequence per way of summing dq and entry point (WHOLE or general), all the same bits: the
+            // tuner times them on the device at the shape's first call (the heuristic's first).
+            let ways = flashDQSums(direct: directDKDV, fusedDQ: fusedDQ, input16: input16, heads: s.batch, keyTiles: keyTiles)
+            let entries = directDKDV && !whole.isEmpty ? [whole, ""] : [directDKDV ? whole : ""]
+            let candidates = entries.flatMap { e in ways.map { ($0, e) } }
+            let key = "flash dk/dv \(family.prefix)\(width) batch·heads \(s.batch), Tq \(tq), Tk \(tk), Dh \(dh), Dv \(dvd)"
+                + (layouts.map { " layouts \($0)" } ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : "")
+            tuner.run(key, candidates.map { LaunchTuner.Candidate("\($0.0.rawValue)\($0.1.isEmpty && !whole.isEmpty ? ", general entry" : "")",
+                                                                 extraBytes: $0.0.temporaryBytes(n: n, keyTiles: keyTiles, tq: tq, heads: s.batch)) },
+                      freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+                let (way, entry) = candidates[i]
+                // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
+                // after (and rounded, for a bf16 dq: into dq's layout). Serially (the direct kernels, one block per
+                // head): one running sum [batch·Tq·Dh], none for one key tile (dq's own address stands in, never read).
+                let serial = way == .serial || way == .serialLate
+                let partBytes = way.partialBytes(n: n, keyTiles: keyTiles)
+                let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
+                // Each query tile's last block sums dq (no summing kernel, the partials read while in L2): a count per
+                // (head, query tile), zeroed here.
+                let countBytes = way == .lastBlock ? s.batch * ((tq + 63) / 64) * 4 : 0
+                let counts = countBytes > 0 ? allocator.allocate(byteCount: countBytes) : 0
+                if countBytes > 0 {
+                    launch(CUDABackend.memorySource, "fill_4", grid: Dim3(CUDABackend.blocks(countBytes / 4)), block: Dim3(256),
+                           [.pointer(counts), .int64(Int64(countBytes / 4)), .uint64(0)])
+                }
+                // Serially: the entry points compiled for it alone ("…s": no partial stores or last-block sum in their
+                // loop, 26 % fewer instructions in its body for d80w on sm_90, no stack; the same code for the running sum).
+                launch(family.source, "\(family.prefix)backward_dkdv_\(width)\(entry)\(way == .serial ? "s" : way == .serialLate ? "sl" : "")",
+                       grid: serial ? Dim3(1, Swift.min(s.batch, 65_535)) : flashGrid(tiles: tk, s),
+                       block: Dim3(128), sharedBytes: words * 4,
+                       inputs + [.pointer(dk.map(address) ?? 0), .pointer(dv.map(address) ?? 0)]
+                           + (tensorCores ? [.pointer(parts)] : []) + sizes
+                           + (directDKDV ? CUDABackend.layoutArguments(lay) + [.pointer(countBytes > 0 || serial ? address(dq!) : 0), .pointer(counts)] : []))
+                if countBytes > 0 { allocator.release(counts, byteCount: countBytes) }
+                if way == .kernel && input16 {
+                    launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum_out16", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
+                           block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles)),
+                                              .int64(Int64(dh)), .int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dq.batch)),
+                                              .int64(Int64(lay.dq.head)), .int64(Int64(lay.dq.token))])
+                } else if way == .kernel {
+                    launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
+                           block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
+                }
                 if partBytes > 0 { allocator.release(parts, byteCount: partBytes) }
-            } else if lastBlock {
-                allocator.release(counts, byteCount: countBytes)
-                allocator.release(parts, byteCount: partBytes)
-            } else if partBytes > 0 && input16 {
-                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum_out16", grid: Dim3(CUDABackend.blocks(rows, threads: 8)),
-                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles)),
-                                          .int64(Int64(dh)), .int64(Int64(tq)), .int64(Int64(lay.heads)), .int64(Int64(lay.dq.batch)),
-                                          .int64(Int64(lay.dq.head)), .int64(Int64(lay.dq.token))])
-                allocator.release(parts, byteCount: partBytes)
-            } else if partBytes > 0 {
-                launch(CUDABackend.flashAttentionSource, "attention_flash_dq_sum", grid: Dim3(CUDABackend.blocks(n, threads: 256)),
-                       block: Dim3(256), [.pointer(parts), .pointer(address(dq!)), .int64(Int64(n)), .int32(Int32(keyTiles))])
-                allocator.release(parts, byteCount: partBytes)
             }
         }
         allocator.release(delta, byteCount: deltaBytes)
@@ -263,5 +293,31 @@ extension CUDABackend {
     /// (row tiles of `rows`, heads), each axis capped at 65 535 (the kernels stride over both).
     func flashGrid(tiles count: Int, _ s: AttentionShape, rows: Int = 64) -> Dim3 {
         Dim3(Swift.max(1, Swift.min((count + rows - 1) / rows, 65_535)), Swift.max(1, Swift.min(s.batch, 65_535)))
+    }
+}
+
+/// How the flash dk/dv kernel gives dq (bf16 tensor cores, up to `flashFusedDQTiles` key tiles; see
+/// CUDAFlashAttentionBF16.swift's notes).
+enum FlashDQSum: String, Sendable {
+    /// One block per head walking its key tiles, a float32 running sum each thread owns (the "…s" entry points),
+    /// or the same with the sum loaded right before its adds ("…sl").
+    case serial = "dq serially", serialLate = "dq serially, loaded late"
+    /// A partial per key tile, summed by each query tile's last block (`tc_dq_last_block`) or by a kernel after.
+    case lastBlock = "dq by the last block", kernel = "dq by a summing kernel"
+    /// A float32 dq of one key tile written straight; or no dq from this kernel.
+    case straight = "dq straight", none = "no dq"
+
+    /// The float32 partials or running sum it allocates, for `n` = batch·Tq·Dh elements of dq.
+    func partialBytes(n: Int, keyTiles: Int) -> Int {
+        switch self {
+        case .serial, .serialLate: keyTiles > 1 ? n * 4 : 0
+        case .lastBlock, .kernel: keyTiles * n * 4
+        case .straight, .none: 0
+        }
+    }
+
+    /// Every temporary device byte it takes: the partials and the last block's counts.
+    func temporaryBytes(n: Int, keyTiles: Int, tq: Int, heads: Int) -> Int {
+        partialBytes(n: n, keyTiles: keyTiles) + (self == .lastBlock ? heads * ((tq + 63) / 64) * 4 : 0)
     }
 }

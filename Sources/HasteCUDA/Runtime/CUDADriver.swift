@@ -62,6 +62,9 @@ public final class CUDADriver: GPUDriver {
     /// "asynchronous, through 64 MiB of pinned staging", or why uploads wait for the stream (the report's last line).
     public let stagingNote: String
     private var epilogueUnavailable: String?
+    /// `timed`'s events, made at its first call (`timerFailure` says why not, where they could not be).
+    private var timer: StreamTimer?
+    private var timerFailure: String?
 
     init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false,
          stagingBytes: Int = PinnedUploads.defaultMiB << 20) throws {
@@ -312,6 +315,19 @@ public final class CUDADriver: GPUDriver {
     public var epilogueNote: String? {
         lock.lock(); defer { lock.unlock() }
         return epilogueUnavailable ?? epilogueGemms?.firstRefusal
+    }
+
+    /// The work `body` queues, timed by a pair of events (`StreamTimer`); nil where they cannot be made.
+    public func timed(_ body: () -> Void) -> Double? {
+        bind()
+        lock.lock()
+        if timer == nil && timerFailure == nil {
+            do { timer = try StreamTimer(library: api.library) } catch { timerFailure = "\(error)" }
+        }
+        let t = timer
+        lock.unlock()
+        guard let t else { body(); return nil }
+        return t.time(stream, body)
     }
 
     public func synchronize() throws {

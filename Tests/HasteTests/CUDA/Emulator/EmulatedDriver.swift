@@ -59,6 +59,25 @@ final class EmulatedDriver: GPUDriver {
     @TaskLocal static var bf16GemmTally: BF16GemmTally?
     /// The calling task's epilogue GEMMs (`gemm(_:epilogue:)`), per task as `bf16GemmTally`.
     @TaskLocal static var biasGemmTally: BiasGemmTally?
+    /// Where the calling task gives `timed` a time (per task as `bf16GemmTally`): the summed cost of the kernels
+    /// launched; unset, `timed` gives nil as the protocol's default (the emulator cannot time).
+    @TaskLocal static var launchClock: LaunchClock?
+
+    /// A made-up GPU time for `LaunchTuner`'s tests: each launch costs `cost(kernel name)` ms; the names launched are kept.
+    final class LaunchClock: @unchecked Sendable {
+        let cost: (String) -> Double
+        private(set) var ms = 0.0
+        private(set) var names: [String] = []
+        init(cost: @escaping (String) -> Double) { self.cost = cost }
+        func add(_ name: String) { ms += cost(name); names.append(name) }
+    }
+
+    func timed(_ body: () -> Void) -> Double? {
+        guard let clock = EmulatedDriver.launchClock else { body(); return nil }
+        let before = clock.ms
+        body()
+        return clock.ms - before
+    }
 
     /// The bf16 GEMMs `body` runs on the emulator (its own task's only), with its result.
     static func countingBF16Gemms<R>(_ body: () throws -> R) rethrows -> (result: R, bf16Gemms: Int) {
@@ -220,6 +239,7 @@ final class EmulatedDriver: GPUDriver {
         let kernel = Unmanaged<EmulatedKernel>.fromOpaque(function.handle).takeUnretainedValue()
         let name = kernel.name
         launches += 1
+        EmulatedDriver.launchClock?.add(name)
         if let problem = EmulatedDriver.launchProblem(grid: grid, block: block, sharedBytes: sharedBytes) {
             return report("launch of \(name) with grid \(grid), block \(block), \(sharedBytes) shared bytes: \(problem)")
         }

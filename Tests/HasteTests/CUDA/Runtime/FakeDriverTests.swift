@@ -264,6 +264,23 @@ int cublasGetProperty(int type, int* v) { *v = type == 0 ? 12 : type == 1 ? 8 : 
         for p in [a, b] { driver.free(p) }
     }
 
+    /// `timed` (LaunchTuner's clock): a timing event recorded before and after the work, the end one waited for, the
+    /// elapsed time between them (the stand-in's 0.25 ms); without profiling too.
+    @Test func timedRecordsTwoEventsAroundTheWorkAndWaitsForTheEnd() throws {
+        guard let fake = FakeCUDA.shared else { return }
+        let driver = try CUDADriver(api: fake.libs.api, blas: fake.libs.blas, compiler: KernelCompiler(nvrtc: fake.libs.nvrtc, cacheDirectory: nil),
+                                    index: 0, allowTF32: false)
+        let f = try #require(try driver.load(probeSource)["haste_cache_probe"])
+        let a = try #require(driver.allocate(byteCount: 64))
+        let records = fake.global("fake_records", Int32.self).pointee, waits = fake.global("fake_event_waits", Int32.self).pointee
+        let launches = fake.global("fake_launches", Int32.self).pointee
+        let ms = driver.timed { driver.launch(f, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(a), .int64(1), .float(1)]) }
+        #expect(ms == 0.25 && fake.global("fake_launches", Int32.self).pointee == launches + 1)
+        #expect(fake.global("fake_records", Int32.self).pointee == records + 2 && fake.global("fake_event_waits", Int32.self).pointee == waits + 1)
+        try driver.synchronize()
+        driver.free(a)
+    }
+
     /// The profile's occupancy column is taken at a kernel's first launch (its shared memory then), and
     /// `HASTE_CUDA_SHARED_CARVEOUT` asks each kernel opted into more than 48 KiB for that shared-memory share.
     @Test func theProfileSaysHowManyBlocksAMultiprocessorRunsAndTheCarveoutIsAskedFor() throws {

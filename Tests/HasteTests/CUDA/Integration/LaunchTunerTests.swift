@@ -1,0 +1,128 @@
+import Testing
+@testable import HasteTensor
+@testable import HasteCUDA
+
+/// `LaunchTuner`: same-bits alternatives timed at their first use per key, the fastest kept; and the flash dk/dv
+/// kernel's ways of summing dq and entry points tuned on the emulator with made-up kernel costs.
+@Suite struct LaunchTunerTests {
+    /// A timer giving each candidate's run a fixed time (by the index `body` last ran), counting the runs.
+    final class FakeTimer {
+        let times: [Double?]
+        var ran: [Int] = []
+        init(_ times: [Double?]) { self.times = times }
+        func body(_ i: Int) { ran.append(i) }
+        func timed(_ work: () -> Void) -> Double? {
+            work()
+            return times[ran.last!]
+        }
+    }
+
+    static func candidates(_ n: Int, extra: [Int] = []) -> [LaunchTuner.Candidate] {
+        (0..<n).map { LaunchTuner.Candidate("c\($0)", extraBytes: $0 < extra.count ? extra[$0] : 0) }
+    }
+
+    @Test func theFastestCandidateIsChosenOnceAndKept() {
+        LaunchTuner.$allowed.withValue(true) {
+            let tuner = LaunchTuner(), t = FakeTimer([3, 1, 2])
+            tuner.run("k", Self.candidates(3), freeBytes: 1 << 30, timed: t.timed, t.body)
+            // each candidate: one run not counted, two timed; then the chosen once more (the outputs are its)
+            #expect(t.ran == [0, 0, 0, 1, 1, 1, 2, 2, 2, 1])
+            #expect(tuner.decisions == [LaunchTuner.Decision(key: "k", names: ["c0", "c1", "c2"], ms: [3, 1, 2], chosen: 1)])
+            #expect(tuner.decisions.first?.description == "tuned k: c0 3.000 ms, c1 1.000 ms, c2 2.000 ms → c1")
+            t.ran = []
+            tuner.run("k", Self.candidates(3), freeBytes: 1 << 30, timed: t.timed, t.body)
+            #expect(t.ran == [1])
+            // Another key, or the same key with other candidates (a switch removed one), is tuned afresh.
+            t.ran = []
+            tuner.run("k", Self.candidates(2), freeBytes: 1 << 30, timed: t.timed, t.body)
+            #expect(t.ran == [0, 0, 0, 1, 1, 1, 1] && tuner.decisions.count == 2)
+        }
+    }
+
+    @Test func tiesKeepTheFirstAndUntimedRunsTheFirstUnremembered() {
+        LaunchTuner.$allowed.withValue(true) {
+            let tuner = LaunchTuner(), tie = FakeTimer([2, 2, 5])
+            tuner.run("tie", Self.candidates(3), freeBytes: 1 << 30, timed: tie.timed, tie.body)
+            #expect(tuner.decisions.first?.chosen == 0 && tie.ran.last == 0)
+            // No timing (the emulator, the host-only device): the first candidate, once, nothing remembered.
+            let none = FakeTimer([nil, 1])
+            for _ in 0..<2 { tuner.run("none", Self.candidates(2), freeBytes: 1 << 30, timed: none.timed, none.body) }
+            #expect(none.ran == [0, 0] && tuner.decisions.count == 1)
+            // One candidate, or tuning off: the first, untimed.
+            let one = FakeTimer([1, 0])
+            tuner.run("one", Self.candidates(1), freeBytes: 1 << 30, timed: one.timed, one.body)
+            LaunchTuner.$allowed.withValue(false) {
+                tuner.run("off", Self.candidates(2), freeBytes: 1 << 30, timed: one.timed, one.body)
+            }
+            #expect(one.ran == [0, 0] && tuner.decisions.count == 1)
+        }
+    }
+
+    /// A candidate whose temporary bytes exceed a quarter of the free memory is not tried, however fast.
+    @Test func candidatesTooLargeForTheFreeMemoryAreNotTried() {
+        LaunchTuner.$allowed.withValue(true) {
+            let tuner = LaunchTuner(), t = FakeTimer([3, 1, 2])
+            tuner.run("m", Self.candidates(3, extra: [0, 300, 200]), freeBytes: 1000, timed: t.timed, t.body)
+            #expect(t.ran == [0, 0, 0, 2, 2, 2, 2])
+            #expect(tuner.decisions.first?.ms == [3, nil, 2] && tuner.decisions.first?.chosen == 2)
+            #expect(tuner.decisions.first?.description.contains("c1 not tried (memory)") == true)
+        }
+    }
+
+    /// On the emulator with made-up costs per kernel: the flash backward tries every way of summing dq (serially,
+    /// serially loaded late, by the last block) at both entry points (WHOLE, general), and the forward both of its
+    /// entry points, at their first call for a shape, keeps the cheapest, launches only it afterwards, and gives the
+    /// untuned call's bits either way.
+    @Test func theFlashBackwardTunesItsWaysOfSummingDQ() { Self.unswitched { Self.flashBackwardTunes() } }
+
+    static func flashBackwardTunes() {
+        let shape = (1, 3, 100, 150, 72, 72)                            // 3 heads, 3 key tiles, Dh = Dv = 72 → d80
+        let plain = LaunchTuner.$allowed.withValue(false) { FlashBF16OperandTests.run(shape, bf16: true) }
+        let dkdv = "attention_flash_bf16_direct_in16_backward_dkdv_d80", forward = "attention_flash_bf16_direct_in16_forward_d80"
+        for (cheapest, chosen, forwardChosen) in [([dkdv + "sl", forward], "dq serially, loaded late, general entry", "general entry, 64-row tiles"),
+                                                  ([dkdv + "w", forward + "w"], "dq by the last block", "WHOLE entry, 128-row tiles")] {
+            let tuner = LaunchTuner()
+            let clock = EmulatedDriver.LaunchClock { cheapest.contains($0) ? 1 : $0.hasPrefix(dkdv) || $0.hasPrefix(forward) ? 5 : 0.01 }
+            let first = Self.tuning(tuner, clock) { FlashBF16OperandTests.run(shape, bf16: true) }
+            for (i, name) in ["out", "lse", "dq", "dk", "dv"].enumerated() { #expect(first[i] == plain[i], "\(name), \(chosen)") }
+            let tried = Set(clock.names.filter { $0.hasPrefix(dkdv) || $0.hasPrefix(forward) })
+            #expect(tried == Set(["w", "ws", "wsl", "", "s", "sl"].map { dkdv + $0 } + [forward, forward + "w"]), "\(tried.sorted())")
+            let decided = Dictionary(uniqueKeysWithValues: tuner.decisions.map { ($0.key.hasPrefix("flash forward"), $0.names[$0.chosen]) })
+            #expect(decided == [false: chosen, true: forwardChosen], "\(tuner.decisions)")
+            // Kept: the next call (other values) launches only the chosen entry points, with the untuned bits.
+            let before = clock.names.count
+            let again = Self.tuning(tuner, clock) { FlashBF16OperandTests.run(shape, bf16: true, seed: 7) }
+            let plainAgain = LaunchTuner.$allowed.withValue(false) { FlashBF16OperandTests.run(shape, bf16: true, seed: 7) }
+            #expect(again == plainAgain)
+            #expect(clock.names[before...].filter { $0.hasPrefix(dkdv) || $0.hasPrefix(forward) } == [cheapest[1], cheapest[0]])
+        }
+    }
+
+    /// A switch removes the ways it rules out: `HASTE_FLASH_DQ_SERIAL=0` leaves the last block at both entry points.
+    @Test func switchesLimitTheCandidates() { Self.unswitched { Self.switchesLimit() } }
+
+    static func switchesLimit() {
+        let shape = (1, 3, 100, 150, 72, 72)
+        let tuner = LaunchTuner()
+        let clock = EmulatedDriver.LaunchClock { _ in 1 }
+        _ = CUDABackend.$flashDQSerial.withValue(false) { Self.tuning(tuner, clock) { FlashBF16OperandTests.run(shape, bf16: true) } }
+        let dkdv = tuner.decisions.first { $0.key.hasPrefix("flash dk/dv") }
+        #expect(dkdv?.names == ["dq by the last block", "dq by the last block, general entry"], "\(tuner.decisions)")
+    }
+
+    /// `body` on the emulator with tuning on, `tuner` in the backend's place and `clock` timing the launches.
+    static func tuning<R>(_ tuner: LaunchTuner, _ clock: EmulatedDriver.LaunchClock, _ body: () -> R) -> R {
+        LaunchTuner.$allowed.withValue(true) {
+            CUDABackend.$tunerOverride.withValue(tuner) { EmulatedDriver.$launchClock.withValue(clock) { body() } }
+        }
+    }
+
+    /// `body` with every dq way and entry point allowed and the heuristic's choice, whatever the environment says.
+    static func unswitched<R>(_ body: () -> R) -> R {
+        CUDABackend.$flashDQSerial.withValue(nil) {
+            CUDABackend.$flashDQLastBlockAllowed.withValue(true) {
+                CUDABackend.$flashDQEarlyLoad.withValue(true) { CUDABackend.$flashWholeAllowed.withValue(true) { body() } }
+            }
+        }
+    }
+}
