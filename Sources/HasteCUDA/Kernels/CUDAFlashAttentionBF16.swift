@@ -71,7 +71,9 @@ import HasteTensor
 ///      (`flashDQSerialFits`: enough heads to fill the GPU, as SiT-XL/2's rows; `HASTE_FLASH_DQ_SERIAL`), one block per
 ///      head walks its key tiles in order and each thread keeps its dq elements' running sum in one float32 buffer
 ///      (`tc_dq_serial`): no partials per key tile, no fence, atomic count and barriers per query tile (the last-block
-///      sum's MEMBAR.SC.GPU and ATOMG), no zeroing launch; the same sum and bits. The dq kernel (which
+///      sum's MEMBAR.SC.GPU and ATOMG), no zeroing launch; the same sum and bits. Which of these ways (and the
+///      WHOLE or general entry points) runs is timed on the device at a shape's first call (`LaunchTuner`; the rule
+///      above is tried first and runs where nothing can be timed). The dq kernel (which
 ///      computes S and dP a second time) runs only for longer keys. dq differs from the dq kernel's in the order of
 ///      its float32 sums (on 8 shapes: 3 of 72 145 elements differ, by one bf16 ulp); out, dk, dv are the same
 ///      bits. The emulator runs the warps in step between shuffles, so it would not catch a missing barrier before

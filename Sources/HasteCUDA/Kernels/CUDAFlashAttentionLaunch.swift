@@ -110,7 +110,8 @@ extension CUDABackend {
     /// element: no partials per key tile, fences, counts or summing pass) fills the GPU about as well as a block
     /// per (key tile, head): in waves of 2 blocks per multiprocessor (dk/dv's 255 registers × 128 threads), the
     /// serial grid may take at most a quarter more waves of its longer blocks. SiT-XL/2 (16 heads, 4 key tiles) on
-    /// 132 multiprocessors: batch 64, 16 waves either way; batch 256, 64 against 63.
+    /// 132 multiprocessors: batch 64, 16 waves either way; batch 256, 64 against 63. A rule only: the tuner tries
+    /// the other ways too where the device can time them (`flashDQSums`, `LaunchTuner`).
     func flashDQSerialFits(heads: Int, keyTiles: Int) -> Bool {
         if let forced = CUDABackend.flashDQSerial { return forced }
         let slots = 2 * driver.multiprocessors
