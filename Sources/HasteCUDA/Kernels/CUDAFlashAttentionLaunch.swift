@@ -55,7 +55,7 @@ extension CUDABackend {
         // at the shape's first call (WHOLE first).
         let rowChoices = direct && whole ? [128, 64] : [64]
         let key = "flash forward \(family.prefix)\(width) batch·heads \(s.batch), Tq \(s.queries), Tk \(s.keys), Dh \(dh), Dv \(dv)"
-            + (layouts.map { " layouts \($0)" } ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16")
+            + (layouts.map(CUDABackend.layoutsKey) ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16")
         tuner.run(key, rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
                   freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
             let rows = rowChoices[i]
@@ -70,6 +70,11 @@ extension CUDABackend {
                     + (direct ? CUDABackend.layoutArguments(layouts ?? .contiguous(s)) + [.pointer(out16.map(address) ?? 0)] : []))
         }
         return true
+    }
+
+    /// A tuner key's part for in-place operands: " in place, strides" and each operand's (batch, head, token) strides.
+    static func layoutsKey(_ l: AttentionLayouts) -> String {
+        " in place, \(l.heads) heads, strides" + [l.q, l.k, l.v, l.dOut, l.dq, l.dk, l.dv].map { " \($0.batch)/\($0.head)/\($0.token)" }.joined()
     }
 
     /// The direct kernels' layout arguments: heads, then (batch, head, token) strides of q, k, v, dOut, dq, dk, dv.
@@ -238,7 +243,7 @@ extension CUDABackend {
             let entries = directDKDV && !whole.isEmpty ? [whole, ""] : [directDKDV ? whole : ""]
             let candidates = entries.flatMap { e in ways.map { ($0, e) } }
             let key = "flash dk/dv \(family.prefix)\(width) batch·heads \(s.batch), Tq \(tq), Tk \(tk), Dh \(dh), Dv \(dvd)"
-                + (layouts.map { " layouts \($0)" } ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : "")
+                + (layouts.map(CUDABackend.layoutsKey) ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : "")
             tuner.run(key, candidates.map { LaunchTuner.Candidate("\($0.0.rawValue)\($0.1.isEmpty && !whole.isEmpty ? ", general entry" : "")",
                                                                  extraBytes: $0.0.temporaryBytes(n: n, keyTiles: keyTiles, tq: tq, heads: s.batch)) },
                       freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in

@@ -103,6 +103,7 @@ struct BenchSampleCommand: ParsableCommand {
             if let report = r.launchReport { print("\(r.op): " + report.replacingOccurrences(of: "per step", with: "per call (\(stepsPerCall) sampling steps)")) }
         }
         for r in runs { print(r.text) }
+        for line in Benchmark.tunerDecisions(device) { print(line) }
     }
 
     /// One row: `stepsPerCall` steps of `generate`'s sampling of one batch, every step guided (CFG on [0, 1]) or none.

@@ -134,6 +134,7 @@ struct BenchTrainCommand: ParsableCommand {
         }
         print(Benchmark.table(results, flopUnit: device == .cpu ? "GFLOP/s" : "TFLOP/s"))
         for r in results { if let report = r.launchReport { print("\(r.op): \(report)") } }
+        for line in Benchmark.tunerDecisions(device) { print(line) }
         let kind = device == .cpu ? "host" : "device"
         print(String(format: "peak RSS %.0f MiB, peak tensor storage %.0f MiB ", peak, tensors)
               + (mapped.map { String(format: "(large blocks mapped, live + cached: %.0f MiB) ", $0) } ?? "")
