@@ -221,12 +221,32 @@ extension CUDABackend {
         for b in [x, shift, scale] { requireFloat32(b, "modulatedLayerNorm") }
         let rows = batch * tokens
         if rows == 0 || cols == 0 { return }
-        let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
-        launch(CUDABackend.fusedSource, "fused_mln_forward" + branchSuffix(y, "_y16", "modulatedLayerNorm") + warp, grid: shape.grid, block: shape.block, [
-            .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
-            .pointer(address(mean)), .pointer(address(rstd)),
-            .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
-        ])
+        let y16 = branchSuffix(y, "_y16", "modulatedLayerNorm")
+        // Rows by warp (eight a block) or by block: the same bits, tuned at the shape's first call (by warp first).
+        let suffixes = rowSuffixes(cols: cols)
+        tuneRows("modulatedLayerNorm forward\(y16) rows \(rows), cols \(cols)", suffixes) { warp in
+            let shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
+            launch(CUDABackend.fusedSource, "fused_mln_forward" + y16 + warp, grid: shape.grid, block: shape.block, [
+                .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
+                .pointer(address(mean)), .pointer(address(rstd)),
+                .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
+            ])
+        }
+    }
+
+    /// The row kernels' entry points for rows of `cols`: by warp then by block ("_w36", ""), or by block alone.
+    func rowSuffixes(cols: Int) -> [String] {
+        let warp = CUDABackend.rowWarpSuffix(cols: cols)
+        return warp.isEmpty ? [""] : [warp, ""]
+    }
+
+    /// `body(suffix)` for one of the row kernels' entry points `suffixes` (their names' ends; "sums": modulatedLayerNorm's
+    /// dx pass with the chunk sums), chosen by the tuner (`LaunchTuner`: timed at `key`'s first call, the first where
+    /// nothing can be timed).
+    func tuneRows(_ key: String, _ suffixes: [String], _ body: (String) -> Void) {
+        tuner.run(key, suffixes.map { LaunchTuner.Candidate($0.isEmpty ? "rows by block" : $0 == "sums" ? "rows by warp, sums in the dx pass"
+                                                                : "rows by warp (\($0.dropFirst()))") },
+                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { body(suffixes[$0]) }
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
@@ -235,27 +255,37 @@ extension CUDABackend {
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
+        // dshift and dscale's chunk sums in the by-warp dx pass ("sums"), or dx by warp or by block and the sums by
+        // their own kernel: the same bits, tuned at the shape's first call (in that order).
+        var ways = rows > 0 ? rowSuffixes(cols: cols) : [""]
         if rows > 0, dshift != nil || dscale != nil, CUDABackend.fusedMLNPartialsAllowed, let per = CUDABackend.rowWarpWidth(cols: cols),
            CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes {   // sm_75's 64 KiB: not for 1 280 columns
-            modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
-                                               dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
-            return
+            ways.insert("sums", at: 0)
         }
-        if rows > 0 {
-            let warp = CUDABackend.rowWarpSuffix(cols: cols), shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
-            launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16 + warp, grid: shape.grid, block: shape.block, [
-                .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
-                .pointer(address(dy)), .pointer(residual.map(address) ?? 0), .pointer(address(dx)),
-                .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
-            ])
-        }
-        if dshift == nil && dscale == nil { return }
-        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows) { part, chunkRows in
-            self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials" + dy16,
-                        grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
-                .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),
-                .pointer(part), .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
-            ])
+        let key = "modulatedLayerNorm backward\(dy16) rows \(rows), cols \(cols)" + (residual == nil ? "" : " +residual")
+            + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale")
+        tuneRows(key, ways) { way in
+            if way == "sums", let per = CUDABackend.rowWarpWidth(cols: cols) {
+                modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
+                                                   dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
+                return
+            }
+            if rows > 0 {
+                let shape = CUDABackend.rowLaunch(rows, warp: !way.isEmpty)
+                launch(CUDABackend.fusedSource, "fused_mln_backward_dx" + dy16 + way, grid: shape.grid, block: shape.block, [
+                    .pointer(address(x)), .pointer(address(scale)), .pointer(address(mean)), .pointer(address(rstd)),
+                    .pointer(address(dy)), .pointer(residual.map(address) ?? 0), .pointer(address(dx)),
+                    .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)),
+                ])
+            }
+            if dshift == nil && dscale == nil { return }
+            columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows) { part, chunkRows in
+                self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials" + dy16,
+                            grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
+                    .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),
+                    .pointer(part), .int64(Int64(batch)), .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(chunkRows)),
+                ])
+            }
         }
     }
 
@@ -280,22 +310,30 @@ extension CUDABackend {
         let y16 = branchSuffix(y, "_y16", "gatedResidual backward", low: low)
         let count = batch * tokens * cols
         if cols == 0 { return }
-        if let dy, let dgate, count > 0, CUDABackend.fusedGatedBackwardAllowed {   // one pass (CUDAFusedGatedBackward.swift)
-            let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
-            gatedResidualBackwardBoth(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols,
-                                      suffix: low == nil ? "" : "_bf16" + y16 + d16)
-            return
+        // dy and dgate's partials in one pass over dout (CUDAFusedGatedBackward.swift), or by two kernels: the same
+        // bits, tuned at the shape's first call (one pass first).
+        let both = dy != nil && dgate != nil && count > 0 && CUDABackend.fusedGatedBackwardAllowed
+        let key = "gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch * tokens), cols \(cols)"
+            + (dy == nil ? "" : dy!.dtype == .bfloat16 ? " dy16" : " dy") + (dgate == nil ? "" : " dgate")
+        tuner.run(key, (both ? ["one pass", "two kernels"] : ["two kernels"]).map { LaunchTuner.Candidate($0) },
+                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+            if both && i == 0, let dy, let dgate {
+                let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
+                gatedResidualBackwardBoth(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols,
+                                          suffix: low == nil ? "" : "_bf16" + y16 + d16)
+                return
+            }
+            if let dy, count > 0 {
+                let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
+                launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
+                    .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
+                    .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
+                ])
+            }
+            guard let dgate else { return }
+            productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols,
+                              kernel: low == nil ? "fused_product_partials" : "fused_gated_partials_bf16" + y16)
         }
-        if let dy, count > 0 {
-            let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
-            launch(CUDABackend.fusedSource, low == nil ? "fused_gated_backward_dy" : "fused_gated_backward_dy_bf16" + d16, grid: Dim3(CUDABackend.rowBlocks(batch * tokens)), block: Dim3(256), [
-                .pointer(address(gate)), .pointer(address(dout)), .pointer(address(dy)),
-                .int64(Int64(tokens)), .int64(Int64(cols)), .int64(Int64(count)),
-            ])
-        }
-        guard let dgate else { return }
-        productColumnSums(dout, y, dgate, batch: batch, tokens: tokens, cols: cols,
-                          kernel: low == nil ? "fused_product_partials" : "fused_gated_partials_bf16" + y16)
     }
 
     public var fusedBranchesInBF16: Bool { true }

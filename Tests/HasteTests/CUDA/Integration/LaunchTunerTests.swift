@@ -110,6 +110,48 @@ import Testing
         #expect(dkdv?.names == ["dq by the last block", "dq by the last block, general entry"], "\(tuner.decisions)")
     }
 
+    /// The row kernels' alternatives too: modulatedLayerNorm's forward by warp or by block, its backward with the
+    /// chunk sums in the dx pass or dx by warp or block and the sums' kernel, the gated residual's backward in one
+    /// pass or two kernels. With the block kernels and the two kernels made cheapest, those are kept, with the
+    /// untuned bits (FusedMLNSumsTests' and FusedGatedBackwardTests' cases).
+    @Test func theRowKernelsAreTunedToo() {
+        CUDABackend.$rowWarpAllowed.withValue(true) {
+            CUDABackend.$fusedMLNPartialsAllowed.withValue(true) {
+                CUDABackend.$fusedGatedBackwardAllowed.withValue(true) { Self.rowKernels() }
+            }
+        }
+    }
+
+    static func rowKernels() {
+        let (batch, tokens, cols) = (2, 17, 1152)
+        let plainMLN = LaunchTuner.$allowed.withValue(false) { FusedMLNSumsTests.run(batch: batch, tokens: tokens, cols: cols) }
+        let plainGated = LaunchTuner.$allowed.withValue(false) {
+            FusedGatedBackwardTests.run(batch: batch, tokens: tokens, cols: cols, low: true, y16: true, d16: true)
+        }
+        let tuner = LaunchTuner()
+        // the by-warp entry points ("…_w36") and the one-pass gated backward dear, everything else cheap
+        let clock = EmulatedDriver.LaunchClock { $0.hasSuffix("_w36") || $0.hasPrefix("fused_gated_backward_both") ? 5 : 1 }
+        let mln = Self.tuning(tuner, clock) { FusedMLNSumsTests.run(batch: batch, tokens: tokens, cols: cols) }
+        let gated = Self.tuning(tuner, clock) {
+            FusedGatedBackwardTests.run(batch: batch, tokens: tokens, cols: cols, low: true, y16: true, d16: true)
+        }
+        #expect(mln == plainMLN && gated == plainGated)
+        let chosen = tuner.decisions.map { ($0.key, $0.names[$0.chosen], $0.names) }
+        #expect(chosen.filter { $0.0.hasPrefix("modulatedLayerNorm forward") }.map(\.1) == ["rows by block"], "\(chosen)")
+        // backward: 4 calls (dy float32 or bf16, with or without the residual), each its own key
+        let backward = chosen.filter { $0.0.hasPrefix("modulatedLayerNorm backward") }
+        #expect(backward.count == 4 && backward.allSatisfy { $0.1 == "rows by block" && $0.2 == ["rows by warp, sums in the dx pass", "rows by warp (w36)", "rows by block"] },
+                "\(backward)")
+        #expect(chosen.filter { $0.0.hasPrefix("gatedResidual backward") }.map(\.1) == ["two kernels"], "\(chosen)")
+        // Kept: again, only block kernels and the two gated kernels are launched.
+        let before = clock.names.count
+        _ = Self.tuning(tuner, clock) { FusedMLNSumsTests.run(batch: batch, tokens: tokens, cols: cols) }
+        _ = Self.tuning(tuner, clock) { FusedGatedBackwardTests.run(batch: batch, tokens: tokens, cols: cols, low: true, y16: true, d16: true) }
+        let later = clock.names[before...]
+        #expect(!later.contains { $0.hasSuffix("_w36") || $0.hasPrefix("fused_gated_backward_both") } && later.contains("fused_mln_forward"),
+                "\(later)")
+    }
+
     /// `body` on the emulator with tuning on, `tuner` in the backend's place and `clock` timing the launches.
     static func tuning<R>(_ tuner: LaunchTuner, _ clock: EmulatedDriver.LaunchClock, _ body: () -> R) -> R {
         LaunchTuner.$allowed.withValue(true) {
