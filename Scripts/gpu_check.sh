@@ -283,12 +283,15 @@ if ! stage selftest 150 "$HASTE" selftest --device "$DEVICE" --json-output "$OUT
     stage "selftest-$sw" 60 env "$sw=0" "$HASTE" selftest --device "$DEVICE" --ops "autocast bf16,attention,TF32" --threads "$half"
   done
 fi
-# Each way the dk/dv kernel may sum dq, and its general entry point, forced with tuning off (the tuner tries them all
-# at a shape's first call and keeps the fastest, so each must be right here; the selftest's few heads would not take
-# the serial sum SiT-XL/2's rows take): the bf16 and attention cases once per way.
-stage selftest-dq-ways 90 bash -c 'set -o pipefail; rc=0
-  for w in serial:HASTE_FLASH_DQ_SERIAL=1 serial-late:HASTE_FLASH_DQ_SERIAL=1,HASTE_FLASH_DQ_EARLY_LOAD=0 \
-           last-block:HASTE_FLASH_DQ_SERIAL=0 sum-kernel:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 general-entry:HASTE_FLASH_WHOLE=0; do
+# Each same-bits alternative the tuner may keep (LaunchTuner.swift), forced with tuning off: the rules' choices, each
+# way the dk/dv kernel may sum dq and its general entry point, the row kernels by block, modulatedLayerNorm's sums by
+# their own kernel, the gated backward in two kernels. The tuner tries them all at a shape's first call and keeps the
+# fastest, which on SiT-XL/2's shapes may be one it does not keep on the selftest's (whose few heads would not take the
+# serial sum): the bf16 and attention cases once per way.
+stage selftest-ways 120 bash -c 'set -o pipefail; rc=0
+  for w in rules:HASTE_CUDA_TUNE=0 serial:HASTE_FLASH_DQ_SERIAL=1 serial-late:HASTE_FLASH_DQ_SERIAL=1,HASTE_FLASH_DQ_EARLY_LOAD=0 \
+           last-block:HASTE_FLASH_DQ_SERIAL=0 sum-kernel:HASTE_FLASH_DQ_SERIAL=0,HASTE_FLASH_DQ_LAST_BLOCK=0 general-entry:HASTE_FLASH_WHOLE=0 \
+           block-rows:HASTE_ROW_WARP=0 mln-sums-kernel:HASTE_FUSED_MLN_PARTIALS=0 gated-two-kernels:HASTE_FUSED_GATED_BACKWARD=0; do
     IFS=, read -r -a sw <<< "${w#*:}"
     env "${sw[@]}" HASTE_CUDA_TUNE=0 "$1" selftest --device "$2" --ops "autocast bf16,attention" --threads "$3" 2>&1 \
       | sed "s/^/${w%%:*}: /" || rc=1
@@ -576,9 +579,9 @@ HASTE_FLASH_TF32=0 stage "generate-haste-no-fp32attn" "$GEN_BOX" bash -c "$warm"
     [ -f "$OUT/selftest-$sw.log" ] && { grep -h -E '^(PASS|FAIL)' "$OUT/selftest-$sw.log" | sed "s/^/selftest with $sw=0: /" \
       || echo "selftest with $sw=0: no result"; }
   done
-  grep -q -E ': (PASS|FAIL)' "$OUT/selftest-dq-ways.log" 2>/dev/null \
-    && grep -h -E ': (PASS|FAIL)' "$OUT/selftest-dq-ways.log" | sed 's/^/selftest, dq way /' \
-    || echo "selftest, each dq way: no result"
+  grep -q -E ': (PASS|FAIL)' "$OUT/selftest-ways.log" 2>/dev/null \
+    && grep -h -E ': (PASS|FAIL)' "$OUT/selftest-ways.log" | sed 's/^/selftest, way /' \
+    || echo "selftest, each tuned way: no result"
   for v in "" -d16; do               # haste's bf16 against torch's CUDA autocast; -d16: D from the bf16 output
     label="torch fixture${v:+, D from bf16 out}"
     grep -q -E '^(PASS|FAIL): torch fixture' "$OUT/selftest-torch-fixture$v.log" 2>/dev/null \
