@@ -59,8 +59,9 @@ public final class LaunchTuner: @unchecked Sendable {
                     _ body: (Int) -> Void) {
         guard candidates.count > 1, LaunchTuner.allowed else { body(0); return }
         let full = key + " {" + candidates.map(\.name).joined(separator: " | ") + "}"
-        lock.lock(); defer { lock.unlock() }                  // one tuning at a time: the driver's timer is one pair of events
-        if let d = decided[full] { body(d.chosen); return }
+        lock.lock()
+        if let d = decided[full] { lock.unlock(); body(d.chosen); return }
+        defer { lock.unlock() }                                // one tuning at a time: the driver's timer is one pair of events
         // (`body` and `timed` are both the caller's; one calls the other, never back into this tuner)
         let best: [Double?]? = withoutActuallyEscaping(body) { body in
             guard timed({ body(0) }) != nil else { return nil }   // cannot time: the first candidate ran, untuned
