@@ -390,7 +390,8 @@ if [ "$DEVICE" = cuda ]; then
         /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   for k in forward:_forward_d backward-dkdv:_backward_dkdv_d; do
     if [ -n "$ncu" ] && [ -x "$ncu" ]; then
-      stage "profile-gpu-ncu-${k%%:*}" 75 "$ncu" \
+      # (untuned: the tuner's timing runs would count among the skipped launches, and replays make their times moot)
+      HASTE_CUDA_TUNE=0 stage "profile-gpu-ncu-${k%%:*}" 75 "$ncu" \
         --target-processes all --kernel-name "regex:attention_flash_bf16.*${k#*:}" --launch-skip 28 --launch-count 1 \
         --section LaunchStats --section Occupancy --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --print-summary none \
