@@ -31,6 +31,7 @@ public final class CUDABackend: Backend {
     /// A tuner of a test's own task in place of `launchTuner` (its decisions kept from other tests').
     @TaskLocal static var tunerOverride: LaunchTuner?
     var tuner: LaunchTuner { CUDABackend.tunerOverride ?? launchTuner }
+    public var tuningDecisions: [String] { tuner.decisions.map(\.description) }
 
     public init(driver: any GPUDriver, device: Device) {
         self.driver = driver

@@ -41,13 +41,14 @@ public final class LaunchTuner: @unchecked Sendable {
 
     private let lock = NSRecursiveLock()
     private var decided: [String: Decision] = [:]
+    private var ordered: [Decision] = []
 
     public init() {}
 
-    /// The decisions so far, by key.
+    /// The decisions so far, in the order they were made.
     public var decisions: [Decision] {
         lock.lock(); defer { lock.unlock() }
-        return decided.values.sorted { $0.key < $1.key }
+        return ordered
     }
 
     /// Runs one of `candidates` through `body(index)` for `key` (a description of the shape; the candidates' names
@@ -80,6 +81,7 @@ public final class LaunchTuner: @unchecked Sendable {
         body(chosen)                                           // the outputs are the chosen candidate's
         let d = Decision(key: key, names: candidates.map(\.name), ms: best, chosen: chosen)
         decided[full] = d
+        ordered.append(d)
         if LaunchTuner.verbose { fputs("haste: \(d)\n", stderr) }
     }
 }

@@ -8,6 +8,13 @@ public protocol Backend: AnyObject, MemoryKernels, RandomKernels, ElementwiseKer
 {
     /// Short name for messages and `haste doctor` ("cpu", "cuda").
     var name: String { get }
+    /// What the backend chose by timing on its device so far, in the order it chose ("tuned …: each way's time → the
+    /// one kept": CUDA's `LaunchTuner`), for logs; none on the CPU.
+    var tuningDecisions: [String] { get }
+}
+
+extension Backend {
+    public var tuningDecisions: [String] { [] }
 }
 
 /// Memory: allocation, copies, fills and dtype conversion.

@@ -38,6 +38,8 @@ public final class Trainer {
     public let collectives: DeviceCollectives?
     public private(set) var state = TrainingState()
     weak var observer: TrainingObserver?
+    /// The backend's tuning decisions already in log.txt (`sayNewTuningDecisions`).
+    var toldDecisions = 0
 
     public convenience init(config: TrainConfig, observer: TrainingObserver? = nil, comm: Communicator = SingleProcess(),
                             device: Device = .cpu, collectives: DeviceCollectives? = nil) throws {
@@ -101,6 +103,14 @@ public final class Trainer {
         say("resumed from \(found.path) at step \(state.step)" + (state.scaler.map { ", fp16 loss scale \(Double($0.scale))" } ?? ""))
     }
 
+    /// The backend's new choices by timing (CUDA's flash and row kernels at a shape's first call: the first step, and
+    /// the first after the early stop), once each, in log.txt.
+    func sayNewTuningDecisions() {
+        let decisions = Backends.registered(device)?.tuningDecisions ?? []
+        for line in decisions.dropFirst(toldDecisions) { say("\(device): \(line)") }
+        toldDecisions = Swift.max(toldDecisions, decisions.count)
+    }
+
     func say(_ line: String) {
         guard comm.isWriter else { return }
         run.log(line)
@@ -149,6 +159,7 @@ public final class Trainer {
             if comm.isWriter {
                 run.metric(step: state.step, values: values)
                 report(terms, gradNorm: gradNorm, rate: rate)
+                sayNewTuningDecisions()
             }
             if state.step % config.checkpointingSteps == 0 || state.step == config.maxTrainSteps { try saveCheckpoint() }
             if let preview, state.step == 1 || state.step % config.samplingSteps == 0 || state.step == config.maxTrainSteps {

@@ -1,6 +1,7 @@
 import Testing
 @testable import HasteTensor
 @testable import HasteCUDA
+import HasteTraining
 
 /// `LaunchTuner`: same-bits alternatives timed at their first use per key, the fastest kept; and the flash dk/dv
 /// kernel's ways of summing dq and entry points tuned on the emulator with made-up kernel costs.
@@ -152,18 +153,40 @@ import Testing
                 "\(later)")
     }
 
+    /// A tiny HASTE run in bf16 on the emulator, tuned (every launch made to cost the same): its losses are the
+    /// untuned run's bit for bit, and log.txt names each decision once (cuda: tuned …).
+    @Test func aTunedTrainingRunGivesTheUntunedLossesAndLogsItsChoices() throws {
+        let dir = temporaryDirectory()
+        var c = tinyRunConfig(dir)
+        c.encWeights = try writeTinyTeacher(dir, c)
+        (c.mixedPrecision, c.maxTrainSteps) = ("bf16", 2)
+        c.expName = "untuned"
+        try LaunchTuner.$allowed.withValue(false) { try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train() }
+        c.expName = "tuned"
+        let tuner = LaunchTuner(), clock = EmulatedDriver.LaunchClock { _ in 1 }
+        try Self.unswitched {
+            try Self.tuning(tuner, clock) { try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train() }
+        }
+        let untuned = try metricLosses("\(dir)/untuned"), tuned = try metricLosses("\(dir)/tuned")
+        #expect(untuned.count == 2 && tuned == untuned, "tuned \(tuned) vs \(untuned)")
+        let log = try String(contentsOfFile: "\(dir)/tuned/log.txt", encoding: .utf8).split(separator: "\n").filter { $0.contains(": tuned ") }
+        #expect(log.count == tuner.decisions.count && Set(log).count == log.count && log.count >= 3, "\(log)")
+        #expect(tuner.decisions.contains { $0.key.hasPrefix("flash dk/dv") } && tuner.decisions.contains { $0.key.hasPrefix("modulatedLayerNorm") },
+                "\(tuner.decisions)")
+    }
+
     /// `body` on the emulator with tuning on, `tuner` in the backend's place and `clock` timing the launches.
-    static func tuning<R>(_ tuner: LaunchTuner, _ clock: EmulatedDriver.LaunchClock, _ body: () -> R) -> R {
-        LaunchTuner.$allowed.withValue(true) {
-            CUDABackend.$tunerOverride.withValue(tuner) { EmulatedDriver.$launchClock.withValue(clock) { body() } }
+    static func tuning<R>(_ tuner: LaunchTuner, _ clock: EmulatedDriver.LaunchClock, _ body: () throws -> R) rethrows -> R {
+        try LaunchTuner.$allowed.withValue(true) {
+            try CUDABackend.$tunerOverride.withValue(tuner) { try EmulatedDriver.$launchClock.withValue(clock) { try body() } }
         }
     }
 
     /// `body` with every dq way and entry point allowed and the heuristic's choice, whatever the environment says.
-    static func unswitched<R>(_ body: () -> R) -> R {
-        CUDABackend.$flashDQSerial.withValue(nil) {
-            CUDABackend.$flashDQLastBlockAllowed.withValue(true) {
-                CUDABackend.$flashDQEarlyLoad.withValue(true) { CUDABackend.$flashWholeAllowed.withValue(true) { body() } }
+    static func unswitched<R>(_ body: () throws -> R) rethrows -> R {
+        try CUDABackend.$flashDQSerial.withValue(nil) {
+            try CUDABackend.$flashDQLastBlockAllowed.withValue(true) {
+                try CUDABackend.$flashDQEarlyLoad.withValue(true) { try CUDABackend.$flashWholeAllowed.withValue(true) { try body() } }
             }
         }
     }
