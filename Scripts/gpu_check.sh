@@ -619,7 +619,7 @@ EOF
   grep -h "host → device copies" "$OUT/profile-gpu.log" 2>/dev/null | sed 's/^/profile: /' | head -1
   # The tuner's decisions (each way's best time; the one kept), from the profile and the bench rows.
   grep -q "tuned " "$OUT/profile-gpu.log" "$OUT"/bench-haste*.log 2>/dev/null \
-    && grep -h "tuned " "$OUT/profile-gpu.log" "$OUT"/bench-haste*.log 2>/dev/null | sort -u | cut -c1-600 | head -12 | sed 's/^/tuner: /' \
+    && grep -h -o "tuned .*" "$OUT/profile-gpu.log" "$OUT"/bench-haste*.log 2>/dev/null | sort -u | cut -c1-600 | head -16 | sed 's/^/tuner: /' \
     || echo "tuner: no decision logged"
   # The kernels changed since the last GPU run, wherever they rank (the row dot: 4 rows a warp; the modulated
   # LayerNorm's by-warp backward: residual loads ahead of the stores; 2026-12-07).
