@@ -33,6 +33,13 @@ public final class CUDABackend: Backend {
     var tuner: LaunchTuner { CUDABackend.tunerOverride ?? launchTuner }
     public var tuningDecisions: [String] { tuner.decisions.map(\.description) }
 
+    /// Whether no output lies in an input's storage (nil entries are absent operands): a launch sequence that may be
+    /// run again with the same result, as the tuner runs its candidates (an in-place op is not).
+    static func separate(outputs: [Buffer?], inputs: [Buffer?]) -> Bool {
+        let ins = inputs.compactMap { $0?.storage }
+        return outputs.compactMap { $0?.storage }.allSatisfy { o in !ins.contains { $0 === o } }
+    }
+
     public init(driver: any GPUDriver, device: Device) {
         self.driver = driver
         self.device = device

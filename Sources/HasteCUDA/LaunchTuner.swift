@@ -56,9 +56,11 @@ public final class LaunchTuner: @unchecked Sendable {
     /// `GPUDriver.timed`) and the fastest remembered (ties: the earlier); or the first candidate where there is one
     /// only, tuning is off, or `timed` gives nil (nothing remembered). `freeBytes`: the device memory free now, for
     /// the candidates' extra bytes.
-    public func run(_ key: String, _ candidates: [Candidate], freeBytes: Int, timed: (() -> Void) -> Double?,
+    /// `repeatable`: whether running `body` again gives the same outputs (no output overlaps an input:
+    /// `CUDABackend.separate`); where not, the first candidate runs once, untuned.
+    public func run(_ key: String, _ candidates: [Candidate], repeatable: Bool, freeBytes: Int, timed: (() -> Void) -> Double?,
                     _ body: (Int) -> Void) {
-        guard candidates.count > 1, LaunchTuner.allowed else { body(0); return }
+        guard candidates.count > 1, repeatable, LaunchTuner.allowed else { body(0); return }
         let full = key + " {" + candidates.map(\.name).joined(separator: " | ") + "}"
         lock.lock()
         if let d = decided[full] { lock.unlock(); body(d.chosen); return }

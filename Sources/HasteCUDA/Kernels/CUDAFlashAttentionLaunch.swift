@@ -57,6 +57,7 @@ extension CUDABackend {
         let key = "flash forward \(family.prefix)\(width) batch·heads \(s.batch), Tq \(s.queries), Tk \(s.keys), Dh \(dh), Dv \(dv)"
             + (layouts.map(CUDABackend.layoutsKey) ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16")
         tuner.run(key, rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
+                  repeatable: CUDABackend.separate(outputs: [out, lse, out16], inputs: [q, k, v]),
                   freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
             let rows = rowChoices[i]
             let words = direct ? (rows == 128 ? directWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward)
@@ -246,6 +247,7 @@ extension CUDABackend {
                 + (layouts.map(CUDABackend.layoutsKey) ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : "")
             tuner.run(key, candidates.map { LaunchTuner.Candidate("\($0.0.rawValue)\($0.1.isEmpty && !whole.isEmpty ? ", general entry" : "")",
                                                                  extraBytes: $0.0.temporaryBytes(n: n, keyTiles: keyTiles, tq: tq, heads: s.batch)) },
+                      repeatable: CUDABackend.separate(outputs: [dq, dk, dv], inputs: [q, k, v, out, lse, dOut]),
                       freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
                 let (way, entry) = candidates[i]
                 // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed

@@ -224,7 +224,8 @@ extension CUDABackend {
         let y16 = branchSuffix(y, "_y16", "modulatedLayerNorm")
         // Rows by warp (eight a block) or by block: the same bits, tuned at the shape's first call (by warp first).
         let suffixes = rowSuffixes(cols: cols)
-        tuneRows("modulatedLayerNorm forward\(y16) rows \(rows), cols \(cols)", suffixes) { warp in
+        tuneRows("modulatedLayerNorm forward\(y16) rows \(rows), cols \(cols)", suffixes,
+                 repeatable: CUDABackend.separate(outputs: [y, mean, rstd], inputs: [x, shift, scale])) { warp in
             let shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
             launch(CUDABackend.fusedSource, "fused_mln_forward" + y16 + warp, grid: shape.grid, block: shape.block, [
                 .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
@@ -243,10 +244,10 @@ extension CUDABackend {
     /// `body(suffix)` for one of the row kernels' entry points `suffixes` (their names' ends; "sums": modulatedLayerNorm's
     /// dx pass with the chunk sums), chosen by the tuner (`LaunchTuner`: timed at `key`'s first call, the first where
     /// nothing can be timed).
-    func tuneRows(_ key: String, _ suffixes: [String], _ body: (String) -> Void) {
+    func tuneRows(_ key: String, _ suffixes: [String], repeatable: Bool, _ body: (String) -> Void) {
         tuner.run(key, suffixes.map { LaunchTuner.Candidate($0.isEmpty ? "rows by block" : $0 == "sums" ? "rows by warp, sums in the dx pass"
                                                                 : "rows by warp (\($0.dropFirst()))") },
-                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { body(suffixes[$0]) }
+                  repeatable: repeatable, freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { body(suffixes[$0]) }
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
@@ -264,7 +265,7 @@ extension CUDABackend {
         }
         let key = "modulatedLayerNorm backward\(dy16) rows \(rows), cols \(cols)" + (residual == nil ? "" : " +residual")
             + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale")
-        tuneRows(key, ways) { way in
+        tuneRows(key, ways, repeatable: CUDABackend.separate(outputs: [dx, dshift, dscale], inputs: [x, scale, mean, rstd, dy, residual])) { way in
             if way == "sums", let per = CUDABackend.rowWarpWidth(cols: cols) {
                 modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
                                                    dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
@@ -316,6 +317,7 @@ extension CUDABackend {
         let key = "gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch * tokens), cols \(cols)"
             + (dy == nil ? "" : dy!.dtype == .bfloat16 ? " dy16" : " dy") + (dgate == nil ? "" : " dgate")
         tuner.run(key, (both ? ["one pass", "two kernels"] : ["two kernels"]).map { LaunchTuner.Candidate($0) },
+                  repeatable: CUDABackend.separate(outputs: [dy, dgate], inputs: [gate, y, dout]),
                   freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
             if both && i == 0, let dy, let dgate {
                 let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
