@@ -26,7 +26,7 @@ public final class CUDABackend: Backend {
     }()
     /// A 4-byte device word kernels set to a `DeviceErrorCode` when they find bad input (checked when the host reads).
     public private(set) var errorWord: DevicePointer = 0
-    /// The same-bits alternatives chosen by their time on this device (`LaunchTuner`: the flash dk/dv kernel's).
+    /// The same-bits alternatives chosen by their time on this device (`LaunchTuner`: the flash and row kernels').
     public let launchTuner = LaunchTuner()
     /// A tuner of a test's own task in place of `launchTuner` (its decisions kept from other tests').
     @TaskLocal static var tunerOverride: LaunchTuner?

@@ -36,7 +36,7 @@ public final class LaunchTuner: @unchecked Sendable {
     @TaskLocal public static var allowed = ProcessInfo.processInfo.environment["HASTE_CUDA_TUNE"] != "0"
     static let verbose = ProcessInfo.processInfo.environment["HASTE_CUDA_TUNE"] == "verbose"
         || ProcessInfo.processInfo.environment["HASTE_CUDA_PROFILE"] == "1"
-    /// Timed runs per candidate (the best counts), after one untimed run.
+    /// Timed runs per candidate (the best counts), after one not counted.
     static let timedRuns = 2
 
     private let lock = NSRecursiveLock()

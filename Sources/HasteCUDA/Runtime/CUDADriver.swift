@@ -62,7 +62,8 @@ public final class CUDADriver: GPUDriver {
     /// "asynchronous, through 64 MiB of pinned staging", or why uploads wait for the stream (the report's last line).
     public let stagingNote: String
     private var epilogueUnavailable: String?
-    /// `timed`'s events, made at its first call (`timerFailure` says why not, where they could not be).
+    /// `timed`'s events, made at its first call; `timerFailure` says why not where they could not be (and keeps them
+    /// from being tried at every call).
     private var timer: StreamTimer?
     private var timerFailure: String?
 

@@ -121,10 +121,7 @@ enum Benchmark {
 
     /// The CUDA tuner's decisions so far ("tuned flash dk/dv …: each way's time → the one kept"; `LaunchTuner`), for
     /// the benchmarks' output; none on the CPU or where nothing was timed.
-    static func tunerDecisions(_ device: Device) -> [String] {
-        guard device != .cpu, let backend = Backends.registered(device) as? CUDABackend else { return [] }
-        return backend.launchTuner.decisions.map(\.description)
-    }
+    static func tunerDecisions(_ device: Device) -> [String] { Backends.registered(device)?.tuningDecisions ?? [] }
 
     /// A row's peak memory: on CUDA the caching allocator's peak bytes in use (torch `max_memory_allocated`, both
     /// counting the allocator's rounded block sizes), elsewhere the peak of live tensor storage (`TensorMemory`:
