@@ -10,6 +10,7 @@
 # script goes on):
 #   1. nvidia-smi; haste doctor; can haste open cuda? (if not, every GPU stage is skipped and said so)
 #   2. haste selftest --device cuda --json → $OUT/selftest.json   (teacher for stage 3 trains on the CPU meanwhile); then
+#      its bf16 and attention cases once per way the tuner may keep, tuning off (selftest-ways: 9 short runs); then
 #      haste's bf16 tiny SiT and DINOv2 against torch's CUDA autocast of them (make_bf16_fixture.py --device cuda,
 #      selftest --torch-fixture: outputs and gradients in units of the bf16 effect)
 #   3. the demo config (configs/demo.yaml, HASTE with a small DINOv2-architecture teacher) for $DEMO_STEPS steps on

@@ -161,8 +161,8 @@ import HasteTraining
                 "\(later)")
     }
 
-    /// A tiny HASTE run in bf16 on the emulator, tuned (every launch made to cost the same): its losses are the
-    /// untuned run's bit for bit, and log.txt names each decision once (cuda: tuned …).
+    /// A tiny HASTE run in bf16 on the emulator, tuned with costs that make every rule's choice lose: its losses are
+    /// the untuned run's bit for bit, and log.txt names each decision once (cuda: tuned …).
     @Test func aTunedTrainingRunGivesTheUntunedLossesAndLogsItsChoices() throws {
         let dir = temporaryDirectory()
         var c = tinyRunConfig(dir)
@@ -171,7 +171,12 @@ import HasteTraining
         c.expName = "untuned"
         try LaunchTuner.$allowed.withValue(false) { try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train() }
         c.expName = "tuned"
-        let tuner = LaunchTuner(), clock = EmulatedDriver.LaunchClock { _ in 1 }
+        // Costs that make every rule's choice the dearer one: by-warp rows, the one-pass gated backward and the early
+        // serial dq load cost more than the block rows, the two gated kernels and the late load.
+        let tuner = LaunchTuner(), clock = EmulatedDriver.LaunchClock { name in
+            name.hasSuffix("sl") ? 0.5 : name.range(of: "_w[0-9]+$", options: .regularExpression) != nil
+                || name.hasPrefix("fused_gated_backward_both") ? 3 : 1
+        }
         try Self.unswitched {
             try Self.tuning(tuner, clock) { try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train() }
         }
@@ -181,6 +186,8 @@ import HasteTraining
         #expect(log.count == tuner.decisions.count && Set(log).count == log.count && log.count >= 3, "\(log)")
         #expect(tuner.decisions.contains { $0.key.hasPrefix("flash dk/dv") } && tuner.decisions.contains { $0.key.hasPrefix("modulatedLayerNorm") },
                 "\(tuner.decisions)")
+        // None of the rules' choices: the tuned run took another way everywhere, with the same losses.
+        #expect(tuner.decisions.allSatisfy { $0.chosen != 0 }, "\(tuner.decisions)")
     }
 
     /// `body` on the emulator with tuning on, `tuner` in the backend's place and `clock` timing the launches.
