@@ -19,14 +19,15 @@ public final class LaunchTuner: @unchecked Sendable {
         public init(_ name: String, extraBytes: Int = 0) { self.name = name; self.extraBytes = extraBytes }
     }
 
-    /// A tuned key: the candidates, each one's best time in ms (nil: not tried), the index chosen.
+    /// A tuned key: the candidates, each one's best time in ms (nil: not tried for its memory, or its timing failed),
+    /// the index chosen.
     public struct Decision: Sendable, Equatable, CustomStringConvertible {
         public let key: String
         public let names: [String]
         public let ms: [Double?]
         public let chosen: Int
         public var description: String {
-            "tuned \(key): " + zip(names, ms).map { n, t in t.map { String(format: "%@ %.3f ms", n, $0) } ?? "\(n) not tried (memory)" }
+            "tuned \(key): " + zip(names, ms).map { n, t in t.map { String(format: "%@ %.3f ms", n, $0) } ?? "\(n) not timed" }
                 .joined(separator: ", ") + " → \(names[chosen])"
         }
     }
