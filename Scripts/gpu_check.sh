@@ -108,8 +108,8 @@ GEN_BATCH=${GEN_BATCH:-64}
 GEN_BOX=${GEN_BOX:-90}                                 # 6b: each generate stage's seconds (a cold node compiles kernels first)
 cpus=$(nproc 2>/dev/null || echo 4)
 export HASTE_CACHE=${HASTE_CACHE:-$work/cache}      # NVRTC's CUBIN cache: kept out of $OUT
-# Every process prints the tuner's decisions (the flash dk/dv kernel's ways of summing dq and entry points, timed at a
-# shape's first call; LaunchTuner.swift) on stderr, so each stage's log says what ran and how long each way took.
+# Every process prints the tuner's decisions (the flash and row kernels' same-bits ways, timed at a shape's first call;
+# LaunchTuner.swift) on stderr, so each stage's log says what ran and how long each way took.
 export HASTE_CUDA_TUNE=${HASTE_CUDA_TUNE:-verbose}
 mkdir -p "$work" "$HASTE_CACHE"
 : > "$summary"
@@ -424,7 +424,7 @@ if [ "$DEVICE" = cuda ]; then
   # gain); dq-sum, dq's partials summed by their own kernel (what the last-block sum gains); dq-kernel, dq from its
   # own kernel (what taking it from dk/dv gains); carriers, the bf16 branches off (float32 carriers between the fused
   # kernels); bias-copy, the linears' biases copied into their outputs (what cuBLASLt's bias epilogue gains);
-  # untuned, the heuristic's dq way and entry point (what tuning gains; profile-gpu's log has the tuner's times). Every
+  # untuned, the rules' choices (dq way, entry points, row kernels: what tuning gains; profile-gpu's log has the tuner's times). Every
   # variant runs untuned (HASTE_CUDA_TUNE=0), so each differs from `untuned` by its own switches only.
   for p in $PROFILE_VARIANTS; do
     IFS=, read -r -a switches <<< "${p#*:}"
