@@ -62,10 +62,8 @@ public final class CUDADriver: GPUDriver {
     /// "asynchronous, through 64 MiB of pinned staging", or why uploads wait for the stream (the report's last line).
     public let stagingNote: String
     private var epilogueUnavailable: String?
-    /// `timed`'s events, made at its first call; `timerFailure` says why not where they could not be (and keeps them
-    /// from being tried at every call).
-    private var timer: StreamTimer?
-    private var timerFailure: String?
+    /// `timed`'s events, made at its first call (nil for good where they cannot be).
+    private lazy var timer: StreamTimer? = try? StreamTimer(library: api.library)
 
     init(api: DriverAPI, blas: CuBLASAPI, compiler: KernelCompiler, index: Int, allowTF32: Bool, profile: Bool = false,
          stagingBytes: Int = PinnedUploads.defaultMiB << 20) throws {
@@ -322,9 +320,6 @@ public final class CUDADriver: GPUDriver {
     public func timed(_ body: () -> Void) -> Double? {
         bind()
         lock.lock()
-        if timer == nil && timerFailure == nil {
-            do { timer = try StreamTimer(library: api.library) } catch { timerFailure = "\(error)" }
-        }
         let t = timer
         lock.unlock()
         guard let t else { body(); return nil }

@@ -22,9 +22,7 @@ public protocol LaunchStatistics: AnyObject {
 /// wall time says how long the GPU sat idle (waiting for the host); the table says which kernels to make faster.
 final class KernelProfiler {
     typealias Event = OpaquePointer
-    let createEvent: @convention(c) (UnsafeMutablePointer<Event?>, UInt32) -> Int32
-    let recordEvent: @convention(c) (Event?, OpaquePointer?) -> Int32
-    let elapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Event?, Event?) -> Int32
+    let events: CUDAEvents
     /// cuFuncGetAttribute and cuOccupancyMaxActiveBlocksPerMultiprocessor, for `occupancy` (nil where the driver
     /// lacks them: the report then has no occupancy column).
     let functionAttribute: (@convention(c) (UnsafeMutablePointer<Int32>, Int32, OpaquePointer?) -> Int32)?
@@ -42,9 +40,7 @@ final class KernelProfiler {
 
     init(library: CUDALibrarySearch.Loaded) throws {
         let k = CUDALibraryKind.driver
-        createEvent = try library.symbol("cuEventCreate", k)
-        recordEvent = try library.symbol("cuEventRecord", k)
-        elapsedTime = try library.symbol("cuEventElapsedTime", k)
+        events = try CUDAEvents(library: library)
         functionAttribute = try? library.symbol("cuFuncGetAttribute", k)
         activeBlocks = try? library.symbol("cuOccupancyMaxActiveBlocksPerMultiprocessor", k)
     }
@@ -71,10 +67,10 @@ final class KernelProfiler {
         var e = spare.popLast()
         if e == nil {
             var made: Event?
-            if createEvent(&made, 0) != 0 { failure = "cuEventCreate failed"; return nil }
+            if events.create(&made, 0) != 0 { failure = "cuEventCreate failed"; return nil }
             e = made
         }
-        if recordEvent(e, stream) != 0 { failure = "cuEventRecord failed"; spare.append(e!); return nil }
+        if events.record(e, stream) != 0 { failure = "cuEventRecord failed"; spare.append(e!); return nil }
         return e
     }
 
@@ -96,7 +92,7 @@ final class KernelProfiler {
     func collect() {
         for p in pending {
             var ms: Float = 0
-            if elapsedTime(&ms, p.start, p.end) == 0 {
+            if events.elapsed(&ms, p.start, p.end) == 0 {
                 let t = totals[p.name] ?? (0, 0)
                 totals[p.name] = (t.calls + 1, t.ms + Double(ms))
             } else if failure == nil {

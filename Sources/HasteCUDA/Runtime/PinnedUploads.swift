@@ -17,8 +17,6 @@ final class PinnedUploads {
     typealias Event = OpaquePointer
     static let defaultMiB = 64
     static let environmentKey = "HASTE_CUDA_STAGING_MB"
-    private static let eventDisableTiming: UInt32 = 2      // CU_EVENT_DISABLE_TIMING
-    private static let notReady: Int32 = 600               // CUDA_ERROR_NOT_READY
     private static let portable: UInt32 = 1                // CU_MEMHOSTALLOC_PORTABLE: pinned for every context
 
     /// `HASTE_CUDA_STAGING_MB`'s staging bytes: unset or empty the default; an integer 0…4096 (MiB; 0 off);
@@ -33,10 +31,7 @@ final class PinnedUploads {
 
     private let hostAlloc: @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Int32
     private let freeHost: @convention(c) (UnsafeMutableRawPointer?) -> Int32
-    private let eventCreate: @convention(c) (UnsafeMutablePointer<Event?>, UInt32) -> Int32
-    private let eventRecord: @convention(c) (Event?, OpaquePointer?) -> Int32
-    private let eventQuery: @convention(c) (Event?) -> Int32
-    private let eventSynchronize: @convention(c) (Event?) -> Int32
+    private let events: CUDAEvents
     /// A CUresult in the driver's words (`DriverAPI.describe`).
     private let describe: (Int32) -> String
     let base: UnsafeMutableRawPointer
@@ -52,8 +47,7 @@ final class PinnedUploads {
         let k = CUDALibraryKind.driver
         self.describe = describe
         hostAlloc = try library.symbol("cuMemHostAlloc", k); freeHost = try library.symbol("cuMemFreeHost", k)
-        eventCreate = try library.symbol("cuEventCreate", k); eventRecord = try library.symbol("cuEventRecord", k)
-        eventQuery = try library.symbol("cuEventQuery", k); eventSynchronize = try library.symbol("cuEventSynchronize", k)
+        events = try CUDAEvents(library: library)
         let size = Swift.max(bytes, 64 << 10)
         var p: UnsafeMutableRawPointer?
         let r = hostAlloc(&p, size, PinnedUploads.portable)
@@ -64,7 +58,7 @@ final class PinnedUploads {
     }
 
     deinit {
-        if let last = ring.inFlight.last { _ = eventSynchronize(last.token) }
+        if let last = ring.inFlight.last { _ = events.synchronize(last.token) }
         _ = freeHost(base)
     }
 
@@ -79,8 +73,8 @@ final class PinnedUploads {
         while done < byteCount {
             let n = Swift.min(pieceBytes, byteCount - done)
             var waitFailure: Int32 = 0
-            let (offset, released) = ring.reserve(n, isDone: { eventQuery($0) != PinnedUploads.notReady }) { e in
-                waitFailure = eventSynchronize(e)
+            let (offset, released) = ring.reserve(n, isDone: { events.query($0) != CUDAEvents.notReady }) { e in
+                waitFailure = events.synchronize(e)
             }
             spare += released
             if waitFailure != 0 { return "cuEventSynchronize on a staged host → device copy failed: \(describe(waitFailure))" }
@@ -89,7 +83,7 @@ final class PinnedUploads {
             let r = copy(dst + UInt64(done), UnsafeRawPointer(staged), n)
             if r != 0 { return "cuMemcpyHtoDAsync_v2(\(n) staged bytes) failed: \(describe(r))" }
             let event = nextEvent()
-            if let event, eventRecord(event, stream) == 0 {
+            if let event, events.record(event, stream) == 0 {
                 ring.commit(offset: offset, count: n, token: event)
             } else {
                 // No event to say when the staging bytes are free again: wait for the copy instead.
@@ -117,7 +111,7 @@ final class PinnedUploads {
     private func nextEvent() -> Event? {
         if let e = spare.popLast() { return e }
         var e: Event?
-        return eventCreate(&e, PinnedUploads.eventDisableTiming) == 0 ? e : nil
+        return events.create(&e, CUDAEvents.disableTiming) == 0 ? e : nil
     }
 
     /// The ring's bytes.
