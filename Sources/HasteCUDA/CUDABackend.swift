@@ -33,6 +33,14 @@ public final class CUDABackend: Backend {
     var tuner: LaunchTuner { CUDABackend.tunerOverride ?? launchTuner }
     public var tuningDecisions: [String] { tuner.decisions.map(\.description) }
 
+    /// `body(i)` for one of `count` same-bits `candidates`, chosen by the tuner on this device's clock and memory
+    /// (`LaunchTuner.run`; the key and candidates are made only where tuning applies).
+    func tuned(_ key: @autoclosure () -> String, _ candidates: @autoclosure () -> [LaunchTuner.Candidate], count: Int,
+               repeatable: Bool, _ body: (Int) -> Void) {
+        tuner.run(key(), candidates(), count: count, repeatable: repeatable, freeBytes: driver.totalMemory - allocator.inUse,
+                  timed: driver.timed, body)
+    }
+
     /// Whether no output lies in an input's storage (nil entries are absent operands): a launch sequence that may be
     /// run again with the same result, as the tuner runs its candidates (an in-place op is not).
     static func separate(outputs: [Buffer?], inputs: [Buffer?]) -> Bool {

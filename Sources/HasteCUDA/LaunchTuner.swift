@@ -12,7 +12,7 @@ import Foundation
 /// first load), then the chosen one once more, so the call's outputs are the chosen candidate's; each timed run waits
 /// for the GPU. `HASTE_CUDA_PROFILE=1` (or `HASTE_CUDA_TUNE=verbose`) prints each decision on stderr.
 public final class LaunchTuner: @unchecked Sendable {
-    /// One alternative: its name in decisions, and the temporary device bytes it allocates beyond the first's.
+    /// One alternative: its name in decisions, and the temporary device bytes it allocates.
     public struct Candidate: Sendable, Equatable {
         public let name: String
         public let extraBytes: Int
@@ -43,6 +43,9 @@ public final class LaunchTuner: @unchecked Sendable {
     private let lock = NSRecursiveLock()
     private var decided: [String: Decision] = [:]
     private var ordered: [Decision] = []
+    /// The clock gave no time once (the emulator, the host-only device, events that failed): from then on the first
+    /// candidate runs at once, without building keys.
+    private var untimed = false
 
     public init() {}
 
@@ -52,23 +55,27 @@ public final class LaunchTuner: @unchecked Sendable {
         return ordered
     }
 
-    /// Runs one of `candidates` through `body(index)` for `key` (a description of the shape; the candidates' names
-    /// are added to it): the remembered choice; or, the first time, each candidate timed by `timed` (a driver's
-    /// `GPUDriver.timed`) and the fastest remembered (ties: the earlier); or the first candidate where there is one
-    /// only, tuning is off, or `timed` gives nil (nothing remembered). `freeBytes`: the device memory free now, for
-    /// the candidates' extra bytes.
+    /// Runs one of the `count` `candidates` through `body(index)` for `key` (a description of the shape; the
+    /// candidates' names are added to it; both made only where tuning applies): the remembered choice; or, the first
+    /// time, each candidate timed by `timed` (a driver's `GPUDriver.timed`) and the fastest remembered (ties: the
+    /// earlier); or the first candidate where there is one only, tuning is off, or `timed` gives nil (nothing
+    /// remembered, and no timing tried again). `freeBytes`: the device memory free now, for the candidates' bytes.
     /// `repeatable`: whether running `body` again gives the same outputs (no output overlaps an input:
     /// `CUDABackend.separate`); where not, the first candidate runs once, untuned.
-    public func run(_ key: String, _ candidates: [Candidate], repeatable: Bool, freeBytes: Int, timed: (() -> Void) -> Double?,
-                    _ body: (Int) -> Void) {
-        guard candidates.count > 1, repeatable, LaunchTuner.allowed else { body(0); return }
+    public func run(_ key: @autoclosure () -> String, _ candidates: @autoclosure () -> [Candidate], count: Int, repeatable: Bool,
+                    freeBytes: Int, timed: (() -> Void) -> Double?, _ body: (Int) -> Void) {
+        lock.lock()
+        let skip = count < 2 || !repeatable || !LaunchTuner.allowed || untimed
+        lock.unlock()
+        if skip { body(0); return }
+        let candidates = candidates(), key = key()
         let full = key + " {" + candidates.map(\.name).joined(separator: " | ") + "}"
         lock.lock()
         if let d = decided[full] { lock.unlock(); body(d.chosen); return }
         defer { lock.unlock() }                                // one tuning at a time: the driver's timer is one pair of events
         // (`body` and `timed` are both the caller's; one calls the other, never back into this tuner)
         let best: [Double?]? = withoutActuallyEscaping(body) { body in
-            guard timed({ body(0) }) != nil else { return nil }   // cannot time: the first candidate ran, untuned
+            guard timed({ body(0) }) != nil else { untimed = true; return nil }   // cannot time: the first ran, untuned
             var best = [Double?](repeating: nil, count: candidates.count)
             for (i, c) in candidates.enumerated() where i == 0 || c.extraBytes <= freeBytes / 4 {
                 if i > 0 { _ = timed { body(i) } }                // its kernels' first load (and compile) is not counted

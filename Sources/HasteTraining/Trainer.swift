@@ -108,7 +108,7 @@ public final class Trainer {
     func sayNewTuningDecisions() {
         let decisions = Backends.registered(device)?.tuningDecisions ?? []
         for line in decisions.dropFirst(toldDecisions) { say("\(device): \(line)") }
-        toldDecisions = Swift.max(toldDecisions, decisions.count)
+        toldDecisions = decisions.count
     }
 
     func say(_ line: String) {

@@ -54,11 +54,10 @@ extension CUDABackend {
         // The WHOLE entry point (128-row query tiles) or the general one (64): the same bits; the tuner times both
         // at the shape's first call (WHOLE first).
         let rowChoices = direct && whole ? [128, 64] : [64]
-        let key = "flash forward \(family.prefix)\(width) batch·heads \(s.batch), Tq \(s.queries), Tk \(s.keys), Dh \(dh), Dv \(dv)"
-            + (layouts.map(CUDABackend.layoutsKey) ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16")
-        tuner.run(key, rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
-                  repeatable: CUDABackend.separate(outputs: [out, lse, out16], inputs: [q, k, v]),
-                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+        tuned("flash forward \(family.prefix)\(width) batch·heads \(s.batch), Tq \(s.queries), Tk \(s.keys), Dh \(dh), Dv \(dv)"
+                + (layouts.map(CUDABackend.layoutsKey) ?? "") + (out == nil ? " no out" : "") + (lse == nil ? " no lse" : "") + (out16 == nil ? "" : " out16"),
+              rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
+              count: rowChoices.count, repeatable: CUDABackend.separate(outputs: [out, lse, out16], inputs: [q, k, v])) { i in
             let rows = rowChoices[i]
             let words = direct ? (rows == 128 ? directWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward)
                 : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
@@ -243,12 +242,11 @@ extension CUDABackend {
             let ways = flashDQSums(direct: directDKDV, fusedDQ: fusedDQ, input16: input16, heads: s.batch, keyTiles: keyTiles)
             let entries = directDKDV && !whole.isEmpty ? [whole, ""] : [directDKDV ? whole : ""]
             let candidates = entries.flatMap { e in ways.map { ($0, e) } }
-            let key = "flash dk/dv \(family.prefix)\(width) batch·heads \(s.batch), Tq \(tq), Tk \(tk), Dh \(dh), Dv \(dvd)"
-                + (layouts.map(CUDABackend.layoutsKey) ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : "")
-            tuner.run(key, candidates.map { LaunchTuner.Candidate("\($0.0.rawValue)\($0.1.isEmpty && !whole.isEmpty ? ", general entry" : "")",
-                                                                 extraBytes: $0.0.temporaryBytes(n: n, keyTiles: keyTiles, tq: tq, heads: s.batch)) },
-                      repeatable: CUDABackend.separate(outputs: [dq, dk, dv], inputs: [q, k, v, out, lse, dOut]),
-                      freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+            tuned("flash dk/dv \(family.prefix)\(width) batch·heads \(s.batch), Tq \(tq), Tk \(tk), Dh \(dh), Dv \(dvd)"
+                    + (layouts.map(CUDABackend.layoutsKey) ?? "") + (dq == nil ? " no dq" : "") + (dk == nil ? " no dk" : "") + (dv == nil ? " no dv" : ""),
+                  candidates.map { LaunchTuner.Candidate("\($0.0.rawValue)\($0.1.isEmpty && !whole.isEmpty ? ", general entry" : "")",
+                                                         extraBytes: $0.0.temporaryBytes(n: n, keyTiles: keyTiles, tq: tq, heads: s.batch)) },
+                  count: candidates.count, repeatable: CUDABackend.separate(outputs: [dq, dk, dv], inputs: [q, k, v, out, lse, dOut])) { i in
                 let (way, entry) = candidates[i]
                 // dq's partials: straight into dq for one key tile (float32 dq), else [key tile][batch·Tq·Dh] summed
                 // after (and rounded, for a bf16 dq: into dq's layout). Serially (the direct kernels, one block per
@@ -258,7 +256,7 @@ extension CUDABackend {
                 let parts = partBytes > 0 ? allocator.allocate(byteCount: partBytes) : fusedDQ ? address(dq!) : 0
                 // Each query tile's last block sums dq (no summing kernel, the partials read while in L2): a count per
                 // (head, query tile), zeroed here.
-                let countBytes = way == .lastBlock ? s.batch * ((tq + 63) / 64) * 4 : 0
+                let countBytes = way.countBytes(tq: tq, heads: s.batch)
                 let counts = countBytes > 0 ? allocator.allocate(byteCount: countBytes) : 0
                 if countBytes > 0 {
                     launch(CUDABackend.memorySource, "fill_4", grid: Dim3(CUDABackend.blocks(countBytes / 4)), block: Dim3(256),
@@ -324,8 +322,11 @@ enum FlashDQSum: String, Sendable {
         }
     }
 
-    /// Every temporary device byte it takes: the partials and the last block's counts.
+    /// The last block's counts: one per (head, query tile).
+    func countBytes(tq: Int, heads: Int) -> Int { self == .lastBlock ? heads * ((tq + 63) / 64) * 4 : 0 }
+
+    /// Every temporary device byte it takes: the partials and the counts.
     func temporaryBytes(n: Int, keyTiles: Int, tq: Int, heads: Int) -> Int {
-        partialBytes(n: n, keyTiles: keyTiles) + (self == .lastBlock ? heads * ((tq + 63) / 64) * 4 : 0)
+        partialBytes(n: n, keyTiles: keyTiles) + countBytes(tq: tq, heads: heads)
     }
 }

@@ -244,10 +244,10 @@ extension CUDABackend {
     /// `body(suffix)` for one of the row kernels' entry points `suffixes` (their names' ends; "sums": modulatedLayerNorm's
     /// dx pass with the chunk sums), chosen by the tuner (`LaunchTuner`: timed at `key`'s first call, the first where
     /// nothing can be timed).
-    func tuneRows(_ key: String, _ suffixes: [String], repeatable: Bool, _ body: (String) -> Void) {
-        tuner.run(key, suffixes.map { LaunchTuner.Candidate($0.isEmpty ? "rows by block" : $0 == "sums" ? "rows by warp, sums in the dx pass"
-                                                                : "rows by warp (\($0.dropFirst()))") },
-                  repeatable: repeatable, freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { body(suffixes[$0]) }
+    func tuneRows(_ key: @autoclosure () -> String, _ suffixes: [String], repeatable: Bool, _ body: (String) -> Void) {
+        tuned(key(), suffixes.map { LaunchTuner.Candidate($0.isEmpty ? "rows by block" : $0 == "sums" ? "rows by warp, sums in the dx pass"
+                                                          : "rows by warp (\($0.dropFirst()))") },
+              count: suffixes.count, repeatable: repeatable) { body(suffixes[$0]) }
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
@@ -263,9 +263,8 @@ extension CUDABackend {
            CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes {   // sm_75's 64 KiB: not for 1 280 columns
             ways.insert("sums", at: 0)
         }
-        let key = "modulatedLayerNorm backward\(dy16) rows \(rows), cols \(cols)" + (residual == nil ? "" : " +residual")
-            + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale")
-        tuneRows(key, ways, repeatable: CUDABackend.separate(outputs: [dx, dshift, dscale], inputs: [x, scale, mean, rstd, dy, residual])) { way in
+        tuneRows("modulatedLayerNorm backward\(dy16) rows \(rows), cols \(cols)" + (residual == nil ? "" : " +residual")
+                    + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale"), ways, repeatable: CUDABackend.separate(outputs: [dx, dshift, dscale], inputs: [x, scale, mean, rstd, dy, residual])) { way in
             if way == "sums", let per = CUDABackend.rowWarpWidth(cols: cols) {
                 modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
                                                    dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
@@ -314,11 +313,10 @@ extension CUDABackend {
         // dy and dgate's partials in one pass over dout (CUDAFusedGatedBackward.swift), or by two kernels: the same
         // bits, tuned at the shape's first call (one pass first).
         let both = dy != nil && dgate != nil && count > 0 && CUDABackend.fusedGatedBackwardAllowed
-        let key = "gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch * tokens), cols \(cols)"
-            + (dy == nil ? "" : dy!.dtype == .bfloat16 ? " dy16" : " dy") + (dgate == nil ? "" : " dgate")
-        tuner.run(key, (both ? ["one pass", "two kernels"] : ["two kernels"]).map { LaunchTuner.Candidate($0) },
-                  repeatable: CUDABackend.separate(outputs: [dy, dgate], inputs: [gate, y, dout]),
-                  freeBytes: driver.totalMemory - allocator.inUse, timed: driver.timed) { i in
+        tuned("gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch * tokens), cols \(cols)"
+                + (dy == nil ? "" : dy!.dtype == .bfloat16 ? " dy16" : " dy") + (dgate == nil ? "" : " dgate"),
+              (both ? ["one pass", "two kernels"] : ["two kernels"]).map { LaunchTuner.Candidate($0) },
+              count: both ? 2 : 1, repeatable: CUDABackend.separate(outputs: [dy, dgate], inputs: [gate, y, dout])) { i in
             if both && i == 0, let dy, let dgate {
                 let d16 = branchSuffix(dy, "_d16", "gatedResidual backward", low: low)
                 gatedResidualBackwardBoth(gate: gate, y, dout, dy: dy, dgate: dgate, batch: batch, tokens: tokens, cols: cols,

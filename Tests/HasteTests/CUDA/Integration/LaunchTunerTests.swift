@@ -25,17 +25,17 @@ import HasteTraining
     @Test func theFastestCandidateIsChosenOnceAndKept() {
         LaunchTuner.$allowed.withValue(true) {
             let tuner = LaunchTuner(), t = FakeTimer([3, 1, 2])
-            tuner.run("k", Self.candidates(3), repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
+            tuner.run("k", Self.candidates(3), count: 3, repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
             // each candidate: one run not counted, two timed; then the chosen once more (the outputs are its)
             #expect(t.ran == [0, 0, 0, 1, 1, 1, 2, 2, 2, 1])
             #expect(tuner.decisions == [LaunchTuner.Decision(key: "k", names: ["c0", "c1", "c2"], ms: [3, 1, 2], chosen: 1)])
             #expect(tuner.decisions.first?.description == "tuned k: c0 3.000 ms, c1 1.000 ms, c2 2.000 ms → c1")
             t.ran = []
-            tuner.run("k", Self.candidates(3), repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
+            tuner.run("k", Self.candidates(3), count: 3, repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
             #expect(t.ran == [1])
             // Another key, or the same key with other candidates (a switch removed one), is tuned afresh.
             t.ran = []
-            tuner.run("k", Self.candidates(2), repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
+            tuner.run("k", Self.candidates(2), count: 2, repeatable: true, freeBytes: 1 << 30, timed: t.timed, t.body)
             #expect(t.ran == [0, 0, 0, 1, 1, 1, 1] && tuner.decisions.count == 2)
         }
     }
@@ -43,23 +43,24 @@ import HasteTraining
     @Test func tiesKeepTheFirstAndUntimedRunsTheFirstUnremembered() {
         LaunchTuner.$allowed.withValue(true) {
             let tuner = LaunchTuner(), tie = FakeTimer([2, 2, 5])
-            tuner.run("tie", Self.candidates(3), repeatable: true, freeBytes: 1 << 30, timed: tie.timed, tie.body)
+            tuner.run("tie", Self.candidates(3), count: 3, repeatable: true, freeBytes: 1 << 30, timed: tie.timed, tie.body)
             #expect(tuner.decisions.first?.chosen == 0 && tie.ran.last == 0)
-            // No timing (the emulator, the host-only device): the first candidate, once, nothing remembered.
-            let none = FakeTimer([nil, 1])
-            for _ in 0..<2 { tuner.run("none", Self.candidates(2), repeatable: true, freeBytes: 1 << 30, timed: none.timed, none.body) }
-            #expect(none.ran == [0, 0] && tuner.decisions.count == 1)
-            // One candidate, or tuning off: the first, untimed.
-            let one = FakeTimer([1, 0])
-            tuner.run("one", Self.candidates(1), repeatable: true, freeBytes: 1 << 30, timed: one.timed, one.body)
+            // One candidate, tuning off, or an in-place call (an output in an input's storage: it cannot be run again):
+            // the first, once, untimed, though this clock times and prefers the second.
+            let one = FakeTimer([3, 1])
+            tuner.run("one", Self.candidates(1), count: 1, repeatable: true, freeBytes: 1 << 30, timed: one.timed, one.body)
             LaunchTuner.$allowed.withValue(false) {
-                tuner.run("off", Self.candidates(2), repeatable: true, freeBytes: 1 << 30, timed: one.timed, one.body)
+                tuner.run("off", Self.candidates(2), count: 2, repeatable: true, freeBytes: 1 << 30, timed: one.timed, one.body)
             }
-            #expect(one.ran == [0, 0] && tuner.decisions.count == 1)
-            // An in-place call (an output in an input's storage) cannot be run again: the first, once, untuned.
-            let inPlace = FakeTimer([3, 1])
-            tuner.run("in place", Self.candidates(2), repeatable: false, freeBytes: 1 << 30, timed: inPlace.timed, inPlace.body)
-            #expect(inPlace.ran == [0] && tuner.decisions.count == 1)
+            tuner.run("in place", Self.candidates(2), count: 2, repeatable: false, freeBytes: 1 << 30, timed: one.timed, one.body)
+            #expect(one.ran == [0, 0, 0] && tuner.decisions.count == 1)
+            // No timing (the emulator, the host-only device): the first candidate, once, nothing remembered, and no
+            // timing tried again on that tuner, even where the clock would now give one.
+            let none = FakeTimer([nil, 1])
+            tuner.run("none", Self.candidates(2), count: 2, repeatable: true, freeBytes: 1 << 30, timed: none.timed, none.body)
+            let later = FakeTimer([3, 1])
+            tuner.run("later", Self.candidates(2), count: 2, repeatable: true, freeBytes: 1 << 30, timed: later.timed, later.body)
+            #expect(none.ran == [0] && later.ran == [0] && tuner.decisions.count == 1)
         }
         let a = Tensor.zeros([4]), b = Tensor.zeros([4])
         let view = Buffer(storage: a.storage, offset: 2, dtype: .float32)
@@ -71,7 +72,7 @@ import HasteTraining
     @Test func candidatesTooLargeForTheFreeMemoryAreNotTried() {
         LaunchTuner.$allowed.withValue(true) {
             let tuner = LaunchTuner(), t = FakeTimer([3, 1, 2])
-            tuner.run("m", Self.candidates(3, extra: [0, 300, 200]), repeatable: true, freeBytes: 1000, timed: t.timed, t.body)
+            tuner.run("m", Self.candidates(3, extra: [0, 300, 200]), count: 3, repeatable: true, freeBytes: 1000, timed: t.timed, t.body)
             #expect(t.ran == [0, 0, 0, 2, 2, 2, 2])
             #expect(tuner.decisions.first?.ms == [3, nil, 2] && tuner.decisions.first?.chosen == 2)
             #expect(tuner.decisions.first?.description.contains("c1 not timed") == true)
