@@ -10,7 +10,7 @@ import HasteCUDA
 final class EmulatedKernel {
     typealias Trampoline = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void
     typealias Run = @convention(c) (Trampoline?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafePointer<CChar>?,
-                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?, Int32,
+                                    UnsafePointer<UInt32>?, UnsafePointer<UInt32>?, UnsafeMutablePointer<CChar>?, Int, Int32,
                                     UnsafePointer<UInt64>?, Int32, UnsafeMutablePointer<CChar>?, Int,
                                     UnsafeMutablePointer<UInt64>?) -> Int32
 

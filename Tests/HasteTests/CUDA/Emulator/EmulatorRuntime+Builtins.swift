@@ -26,6 +26,10 @@ static inline void __trap() { haste_emu::abort_thread("__trap() called"); }
 #define __syncthreads() haste_emu::block_barrier(__FILE__, __LINE__)
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
     if (mask != 0xffffffffu) haste_emu::abort_thread("__syncwarp with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
+#ifdef HASTE_EMU_SHARED_RACES
+    haste_emu::Warp& w = haste_emu::warp_of(haste_emu::g_current_thread);
+    if (w.arrived + 1 == w.size) haste_emu::g_syncwarp[haste_emu::g_current_thread >> 5]++;   // completed: before anyone goes on
+#endif
     haste_emu::warp_barrier();
 }
 
@@ -36,25 +40,33 @@ namespace haste_emu {
 struct AsyncCopy { void* dst; const void* src; int bytes; };
 static AsyncCopy* g_async[1024];
 static int g_async_count[1024], g_async_capacity[1024];
-static inline void cp_async(void* dst, const void* src, int bytes) {
+HASTE_EMU_UNCHECKED static inline void cp_async(void* dst, const void* src, int bytes) {
     int t = g_current_thread;
     if (((uintptr_t)dst | (uintptr_t)src) % (uintptr_t)bytes != 0) abort_thread("cp.async of %d bytes at misaligned %p ← %p", bytes, dst, src);
     if (g_async_count[t] == g_async_capacity[t]) {
         g_async_capacity[t] = g_async_capacity[t] ? 2 * g_async_capacity[t] : 64;
         g_async[t] = (AsyncCopy*)realloc(g_async[t], sizeof(AsyncCopy) * g_async_capacity[t]);
     }
+#ifdef HASTE_EMU_SHARED_RACES
+    shared_async_issue(dst, bytes, (uintptr_t)__builtin_return_address(0));   // not inlined: a place in the kernel
+#endif
     memset(dst, 0xFF, bytes);
     g_async[t][g_async_count[t]++] = {dst, src, bytes};
 }
-static inline void cp_async_wait() {
+HASTE_EMU_UNCHECKED static inline void cp_async_wait() {
     int t = g_current_thread;
-    for (int i = 0; i < g_async_count[t]; i++) memcpy(g_async[t][i].dst, g_async[t][i].src, g_async[t][i].bytes);
+    for (int i = 0; i < g_async_count[t]; i++) {
+        memcpy(g_async[t][i].dst, g_async[t][i].src, g_async[t][i].bytes);
+#ifdef HASTE_EMU_SHARED_RACES
+        shared_async_landed(g_async[t][i].dst, g_async[t][i].bytes);
+#endif
+    }
     g_async_count[t] = 0;
 }
 } // namespace haste_emu
 
 namespace haste_emu {
-template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg, int width) {
+template <class T> HASTE_EMU_UNCHECKED static inline T shuffle(unsigned mask, T v, int mode, int arg, int width) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     if (mask != 0xffffffffu) abort_thread("warp shuffle with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
     if (width != 32) abort_thread("warp shuffle with width %d: the emulator supports only 32", width);
@@ -81,7 +93,7 @@ template <class T> static inline T shuffle(unsigned mask, T v, int mode, int arg
 
 namespace haste_emu {
 // Warp votes: every lane of the warp deposits its predicate, then all read the warp's ballot.
-static inline unsigned ballot(unsigned mask, int predicate) {
+HASTE_EMU_UNCHECKED static inline unsigned ballot(unsigned mask, int predicate) {
     if (mask != 0xffffffffu) abort_thread("warp vote with mask %#x: the emulator supports only HASTE_FULL_MASK", mask);
     int t = g_current_thread, lane = t & 31;
     Warp& w = warp_of(t);
@@ -152,29 +164,30 @@ static inline void note_atomic(const void* p, size_t bytes) {
 }
 } // namespace haste_emu
 
-// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here.
+// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here. (Not seen by
+// the race check inside blocks: HASTE_EMU_UNCHECKED.)
 #define HASTE_EMU_ATOMIC(p) haste_emu::note_atomic(p, sizeof *(p))
-static inline float atomicAdd(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = o + v; return o; }
-static inline double atomicAdd(double* p, double v) { HASTE_EMU_ATOMIC(p); double o = *p; *p = o + v; return o; }
-static inline int atomicAdd(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
-static inline unsigned atomicAdd(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = o + v; return o; }
-static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+HASTE_EMU_UNCHECKED static inline float atomicAdd(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = o + v; return o; }
+HASTE_EMU_UNCHECKED static inline double atomicAdd(double* p, double v) { HASTE_EMU_ATOMIC(p); double o = *p; *p = o + v; return o; }
+HASTE_EMU_UNCHECKED static inline int atomicAdd(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }
+HASTE_EMU_UNCHECKED static inline unsigned atomicAdd(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = o + v; return o; }
+HASTE_EMU_UNCHECKED static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     HASTE_EMU_ATOMIC(p); unsigned long long o = *p; *p = o + v; return o;
 }
-static inline int atomicCAS(int* p, int compare, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (o == compare) *p = v; return o; }
-static inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
+HASTE_EMU_UNCHECKED static inline int atomicCAS(int* p, int compare, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (o == compare) *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) {
     HASTE_EMU_ATOMIC(p); unsigned o = *p; if (o == compare) *p = v; return o;
 }
-static inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
+HASTE_EMU_UNCHECKED static inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
     HASTE_EMU_ATOMIC(p); unsigned long long o = *p; if (o == compare) *p = v; return o;
 }
-static inline int atomicMax(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v > o) *p = v; return o; }
-static inline int atomicMin(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v < o) *p = v; return o; }
-static inline unsigned atomicMax(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v > o) *p = v; return o; }
-static inline unsigned atomicMin(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v < o) *p = v; return o; }
-static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = v; return o; }
-static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
-static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline int atomicMax(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v > o) *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline int atomicMin(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; if (v < o) *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline unsigned atomicMax(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v > o) *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline unsigned atomicMin(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; if (v < o) *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
+HASTE_EMU_UNCHECKED static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
 
 // Math and bit casts beyond <math.h>.
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

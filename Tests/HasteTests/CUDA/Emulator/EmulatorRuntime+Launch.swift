@@ -155,11 +155,12 @@ static bool run_blocks(const unsigned* grid) {
 }
 } // namespace haste_emu
 
-// Runs a launch: every block in order. Returns 0, or 1 with a message in `error`. After a fault, fault[0] is
+// Runs a launch: every block in order (`shared_bytes` of dynamic shared memory at `dynamic_shared`). Returns 0, or 1
+// with a message in `error`. After a fault, fault[0] is
 // 1 for an invalid memory access (fault[1] its address), 2 for any other fault; fault[2] the faulting instruction's
 // offset in the shared object whose path fault[3] points to (0 when unknown).
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, int alternate_order,
+                                const unsigned* block, char* dynamic_shared, size_t shared_bytes, int alternate_order,
                                 const uint64_t* regions, int region_count, char* error, size_t error_capacity,
                                 uint64_t* fault) {
     using namespace haste_emu;
@@ -180,6 +181,11 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     if (g_atomic_count) { memset(g_atomic_set, 0, sizeof(uintptr_t) * g_atomic_capacity); g_atomic_count = 0; }
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
     g_failed = false; g_error[0] = 0;
+#ifdef HASTE_EMU_SHARED_RACES
+    shared_races_launch(shared_bytes);
+#else
+    (void)shared_bytes;
+#endif
     memset(g_async_count, 0, sizeof g_async_count);   // copies a failed launch left unwaited
     fault[0] = fault[1] = fault[2] = fault[3] = 0;
     g_gridDim = {grid[0], grid[1], grid[2]};
@@ -207,6 +213,14 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
         g_fault_armed = 1;
         ok = run_blocks(grid);
         g_fault_armed = 0;
+#ifdef HASTE_EMU_SHARED_RACES
+        Dl_info info;                          // a race's place: where the second access is
+        if (!ok && g_race_pc && dladdr((void*)g_race_pc, &info) && info.dli_fname && info.dli_fbase) {
+            fault[0] = 2;
+            fault[2] = (uint64_t)(g_race_pc - 1 - (uintptr_t)info.dli_fbase);
+            fault[3] = (uint64_t)(uintptr_t)info.dli_fname;
+        }
+#endif
     } else {
         ok = false;
         uintptr_t a = g_fault_address;

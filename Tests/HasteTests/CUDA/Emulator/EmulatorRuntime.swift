@@ -3,7 +3,7 @@
 /// (EmulatorRuntime+Builtins.swift), and the launch entry point `haste_emu_run`, fault handling, the reference GEMM
 /// `haste_emu_gemm` (EmulatorRuntime+Launch.swift).
 enum EmulatorRuntime {
-    static let header = scheduler + builtins + launch
+    static let header = scheduler + sharedRaces + builtins + launch
 
     /// Includes, the launch's state, fibers and the block scheduler.
     static let scheduler = #"""
@@ -40,6 +40,11 @@ enum EmulatorRuntime {
 struct uint3 { unsigned x, y, z; };
 typedef uint3 dim3;
 
+// The race check (HASTE_EMU_SHARED_RACES) looks at the kernels' loads and stores, not the runtime's own: nothing
+// here is instrumented (nor inlined into instrumented code).
+#ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)
+#endif
 namespace haste_emu {
 
 // ---- state of the launch in progress (one launch at a time per process: the Swift driver holds a lock) ----
@@ -328,9 +333,15 @@ static void poison_shared() {
 #endif
 }
 
+#ifdef HASTE_EMU_SHARED_RACES
+static void shared_races_block();              // EmulatorRuntime+SharedRaces.swift
+#endif
 // Runs one block; false when the launch failed.
 static bool run_block() {
     poison_shared();
+#ifdef HASTE_EMU_SHARED_RACES
+    shared_races_block();
+#endif
     g_next_thread = 0; g_waiting = 0;
     g_reversed = g_alternate_order && ((g_blockIdx.x + g_blockIdx.y + g_blockIdx.z) & 1) == 0;
     g_block_gen = 0; g_block_arrived = 0;
@@ -351,6 +362,9 @@ static bool run_block() {
 }
 
 } // namespace haste_emu
+#ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute pop
+#endif
 
 """#
 }
