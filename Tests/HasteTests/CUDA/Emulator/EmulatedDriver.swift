@@ -98,15 +98,11 @@ final class EmulatedDriver: GPUDriver {
     /// launches where that would compare more than `raceCheckBudget` bytes in all.
     let checksBlockRaces: Bool
     static let raceCheckBudget = 1 << 30
-    /// Inside a block: two threads' accesses to one shared-memory byte, at least one a write, that no barrier
-    /// orders (for lanes of one warp: no `__syncwarp()` either), and any access to a cp.async's bytes before the
-    /// issuing thread waited and a barrier followed, are reported as races, whatever order the fibers ran in
-    /// (EmulatorRuntime+SharedRaces.swift: the kernels compiled with ThreadSanitizer's instrumentation into our
-    /// own hooks, `sharedRaceFlags`). On unless HASTE_EMULATOR_SHARED_RACES=0.
+    /// Inside a block: two threads' accesses to a shared-memory byte that no barrier orders, at least one a write,
+    /// and a touch of a cp.async's bytes before its wait and a barrier, are races whatever order the fibers ran in
+    /// (EmulatorRuntime+SharedRaces.swift, EmulatedDriver+SharedRaces.swift). Off with HASTE_EMULATOR_SHARED_RACES=0.
     let checksSharedRaces: Bool
     static let checksSharedRacesByDefault = ProcessInfo.processInfo.environment["HASTE_EMULATOR_SHARED_RACES"] != "0"
-    static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
-                                  "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
 
     init(totalMemory: Int = 16 << 30, recordsIssues: Bool = true, extraFlags: [String] = [],
          alternatesThreadOrder: Bool = true, checksBlockRaces: Bool = true,
@@ -237,8 +233,7 @@ final class EmulatedDriver: GPUDriver {
     // MARK: kernels
 
     func load(_ source: KernelSource) throws -> [String: GPUFunction] {
-        let checked = checksSharedRaces && EmulatedDriver.usesSharedMemory(source)
-        let module = try EmulatorCompiler.module(for: source, extraFlags: extraFlags + (checked ? EmulatedDriver.sharedRaceFlags : []))
+        let module = try EmulatorCompiler.module(for: source, extraFlags: compilerFlags(for: source))
         var functions: [String: GPUFunction] = [:]
         for (name, kernel) in module.kernels {
             functions[name] = GPUFunction(name: name, handle: Unmanaged.passUnretained(kernel).toOpaque())
@@ -295,25 +290,6 @@ final class EmulatedDriver: GPUDriver {
             if let place = EmulatorCompiler.symbolize(object: path, offset: fault[2]) { text += "\n  at " + place }
         }
         report(text)
-    }
-
-    /// Whether a family's kernels can touch shared memory (they must declare it: a static `__shared__` array,
-    /// `HASTE_DYNAMIC_SHARED`, or the prelude's flash entry points, which declare it): only those are compiled for
-    /// the race check, whose instrumentation slows every load and store (the reference GEMM's runtime never is).
-    static func usesSharedMemory(_ source: KernelSource) -> Bool {
-        ["__shared__", "HASTE_DYNAMIC_SHARED", "HASTE_FLASH_ENTRIES("].contains { source.code.contains($0) }
-    }
-
-    /// `text` with each "{pc 0x…}" (an offset into `object`, from the shared-memory race check) replaced by its place.
-    static func symbolizingMarks(_ text: String, object: String) -> String {
-        var out = "", rest = Substring(text)
-        while let open = rest.range(of: "{pc 0x"), let close = rest[open.upperBound...].firstIndex(of: "}") {
-            out += rest[..<open.lowerBound]
-            let hex = rest[open.upperBound..<close]
-            out += UInt64(hex, radix: 16).flatMap { EmulatorCompiler.symbolize(object: object, offset: $0) } ?? "0x" + hex
-            rest = rest[rest.index(after: close)...]
-        }
-        return out + rest
     }
 
     /// (address, bytes) of every allocation a pointer argument lies in, for the race check between blocks; none when

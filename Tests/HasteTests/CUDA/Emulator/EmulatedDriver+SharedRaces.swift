@@ -1,0 +1,34 @@
+import HasteCUDA
+
+/// The race check inside blocks (`EmulatedDriver.checksSharedRaces`, EmulatorRuntime+SharedRaces.swift): which
+/// families it compiles, how, and the places it names.
+extension EmulatedDriver {
+    /// ThreadSanitizer's instrumentation of every load and store, calling the runtime's own `__tsan_*` hooks
+    /// (atomics, function entries and memcpy/memset are not instrumented; no TSan runtime is linked).
+    static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
+                                  "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
+
+    /// Whether a family's kernels can touch shared memory (they must declare it: a static `__shared__` array,
+    /// `HASTE_DYNAMIC_SHARED`, or the prelude's flash entry points, which declare it): only those are compiled for
+    /// the race check, whose instrumentation slows every load and store (the reference GEMM's runtime never is).
+    static func usesSharedMemory(_ source: KernelSource) -> Bool {
+        ["__shared__", "HASTE_DYNAMIC_SHARED", "HASTE_FLASH_ENTRIES("].contains { source.code.contains($0) }
+    }
+
+    /// The flags `source` is compiled with: `extraFlags`, and the race check's where it applies.
+    func compilerFlags(for source: KernelSource) -> [String] {
+        extraFlags + (checksSharedRaces && EmulatedDriver.usesSharedMemory(source) ? EmulatedDriver.sharedRaceFlags : [])
+    }
+
+    /// `text` with each "{pc 0x…}" (an offset into `object`, from the shared-memory race check) replaced by its place.
+    static func symbolizingMarks(_ text: String, object: String) -> String {
+        var out = "", rest = Substring(text)
+        while let open = rest.range(of: "{pc 0x"), let close = rest[open.upperBound...].firstIndex(of: "}") {
+            out += rest[..<open.lowerBound]
+            let hex = rest[open.upperBound..<close]
+            out += UInt64(hex, radix: 16).flatMap { EmulatorCompiler.symbolize(object: object, offset: $0) } ?? "0x" + hex
+            rest = rest[rest.index(after: close)...]
+        }
+        return out + rest
+    }
+}
