@@ -120,7 +120,7 @@ extension KernelSource {
     /// Cross-block hand-over (a block's results read by another block of the same launch, after an atomic says
     /// they are complete): `haste_threadfence` orders this thread's earlier writes before its later ones as every
     /// block sees them; `haste_ldcg` reads through L2, never a stale L1 line. The emulator runs blocks one after
-    /// another: a no-op and a plain load.
+    /// another: a no-op and a plain load (which its check of reads across blocks leaves alone).
     __device__ __forceinline__ void haste_threadfence() {
     #if !defined(HASTE_EMULATOR)
         __threadfence();
@@ -128,7 +128,7 @@ extension KernelSource {
     }
     __device__ __forceinline__ float haste_ldcg(const float* p) {
     #if defined(HASTE_EMULATOR)
-        return *p;
+        return haste_emu_ldcg(p);           // the emulator's race check lets this read alone
     #else
         return __ldcg(p);
     #endif

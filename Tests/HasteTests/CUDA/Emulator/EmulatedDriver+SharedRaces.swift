@@ -1,23 +1,18 @@
 import HasteCUDA
 
-/// The race check inside blocks (`EmulatedDriver.checksSharedRaces`, EmulatorRuntime+SharedRaces.swift): which
-/// families it compiles, how, and the places it names.
+/// The race check (`EmulatedDriver.checksSharedRaces`, EmulatorRuntime+SharedRaces.swift): how kernels are
+/// compiled for it, and the places it names.
 extension EmulatedDriver {
     /// ThreadSanitizer's instrumentation of every load and store, calling the runtime's own `__tsan_*` hooks
     /// (atomics, function entries and memcpy/memset are not instrumented; no TSan runtime is linked).
     static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
                                   "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
 
-    /// Whether a family's kernels can touch shared memory (they must declare it: a static `__shared__` array,
-    /// `HASTE_DYNAMIC_SHARED`, or the prelude's flash entry points, which declare it): only those are compiled for
-    /// the race check, whose instrumentation slows every load and store (the reference GEMM's runtime never is).
-    static func usesSharedMemory(_ source: KernelSource) -> Bool {
-        ["__shared__", "HASTE_DYNAMIC_SHARED", "HASTE_FLASH_ENTRIES("].contains { source.code.contains($0) }
-    }
-
-    /// The flags `source` is compiled with: `extraFlags`, and the race check's where it applies.
+    /// The flags `source` is compiled with: `extraFlags`, and the race check's when it is on (every family: its
+    /// kernels' shared memory, and their reads of what other blocks wrote; the runtime is never instrumented, so
+    /// a family without either costs little more).
     func compilerFlags(for source: KernelSource) -> [String] {
-        extraFlags + (checksSharedRaces && EmulatedDriver.usesSharedMemory(source) ? EmulatedDriver.sharedRaceFlags : [])
+        extraFlags + (checksSharedRaces ? EmulatedDriver.sharedRaceFlags : [])
     }
 
     /// `text` with each "{pc 0x…}" (an offset into `object`, from the shared-memory race check) replaced by its place.

@@ -98,8 +98,8 @@ final class EmulatedDriver: GPUDriver {
     /// launches where that would compare more than `raceCheckBudget` bytes in all.
     let checksBlockRaces: Bool
     static let raceCheckBudget = 1 << 30
-    /// Inside a block: two threads' accesses to a shared-memory byte that no barrier orders, at least one a write,
-    /// and a touch of a cp.async's bytes before its wait and a barrier, are races whatever order the fibers ran in
+    /// Shared-memory accesses no barrier orders, cp.async bytes touched early and (with `checksBlockRaces`) reads of
+    /// what an earlier block changed (not through haste_ldcg) are races, whatever order threads and blocks ran in
     /// (EmulatorRuntime+SharedRaces.swift, EmulatedDriver+SharedRaces.swift). Off with HASTE_EMULATOR_SHARED_RACES=0.
     let checksSharedRaces: Bool
     static let checksSharedRacesByDefault = ProcessInfo.processInfo.environment["HASTE_EMULATOR_SHARED_RACES"] != "0"

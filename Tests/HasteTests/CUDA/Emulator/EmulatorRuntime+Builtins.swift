@@ -189,6 +189,9 @@ HASTE_EMU_UNCHECKED static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOM
 HASTE_EMU_UNCHECKED static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
 HASTE_EMU_UNCHECKED static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
 
+// haste_ldcg's read in the emulator: the one hand-over between blocks of a launch, not a race (unchecked).
+HASTE_EMU_UNCHECKED static inline float haste_emu_ldcg(const float* p) { return *p; }
+
 // Math and bit casts beyond <math.h>.
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }

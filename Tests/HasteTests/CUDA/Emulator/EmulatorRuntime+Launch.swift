@@ -1,6 +1,10 @@
 extension EmulatorRuntime {
     /// Kernel signatures and trampolines' call, fault handling, `haste_emu_run` and `haste_emu_gemm`.
     static let launch = #"""
+// Not instrumented for the race check (as the scheduler): the runtime's own loads and stores.
+#ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)
+#endif
 namespace haste_emu {
 // The parameter list of a kernel, one code per parameter: "p<alignment>" pointer, i int32, j uint32, l int64,
 // u uint64, f float, d double, ? anything else (the Swift side rejects it).
@@ -116,6 +120,31 @@ static bool in_fiber_guard(uintptr_t a) {
 struct Region { unsigned char* base; size_t size; unsigned char* shadow; int* writer; };
 static Region* g_regions;
 static int g_region_count;
+static int g_block_index;                      // the running block's linear index
+
+#ifdef HASTE_EMU_SHARED_RACES
+// A read of device memory (a launch argument's allocation) that an earlier block of this launch changed: blocks run
+// one after another here, concurrently and in any order on a GPU. The one hand-over kernels may make (a count by
+// atomic, a fence, the reads through haste_ldcg: the dq last-block sum) reads through haste_emu_ldcg, unchecked.
+static void global_read(uintptr_t a, size_t size, uintptr_t pc) {
+    if (!g_race_check) return;
+    for (int r = 0; r < g_region_count; r++) {
+        Region& g = g_regions[r];
+        size_t off = (size_t)(a - (uintptr_t)g.base);
+        if (off >= g.size) continue;
+        for (size_t i = 0; i < size && off + i < g.size; i++) {
+            int w = g.writer[off + i];
+            if (w < 0 || w == g_block_index) continue;
+            g_race_pc = pc;
+            abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which block "
+                         "(%u, %u, %u) changed earlier in this launch (blocks run concurrently and in any order on a GPU: "
+                         "hand results over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
+                         w % g_gridDim.x, w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y));
+        }
+        return;
+    }
+}
+#endif
 
 static bool check_block_writes(int block) {
     for (int r = 0; r < g_region_count; r++) {
@@ -148,6 +177,7 @@ static bool run_blocks(const unsigned* grid) {
         for (unsigned y = 0; y < grid[1]; y++)
             for (unsigned x = 0; x < grid[0]; x++, block++) {
                 g_blockIdx = {x, y, z};
+                g_block_index = block;
                 if (!run_block()) return false;
                 if (g_race_check && !check_block_writes(block)) return false;
             }
@@ -288,5 +318,8 @@ HASTE_EMU_API void haste_emu_gemm(int transA, int transB, long m, long n, long k
     }
     free(acc);
 }
+#ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute pop
+#endif
 """#
 }

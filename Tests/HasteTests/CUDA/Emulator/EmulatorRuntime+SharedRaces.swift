@@ -72,12 +72,17 @@ __attribute__((no_sanitize("thread"))) static void shared_race(const char* acces
                  "(%s)", access, offset, space, who, number, other, pc_mark(other_pc, place, sizeof place), why);
 }
 
+static void global_read(uintptr_t a, size_t size, uintptr_t pc);   // EmulatorRuntime+Launch.swift
+
 __attribute__((no_sanitize("thread"))) static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
     int t = g_current_thread;
     if (t < 0) return;                                     // the runtime between threads
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
-    if (!e) return;
+    if (!e) {
+        if (!write) global_read((uintptr_t)p, size, pc);
+        return;
+    }
     const unsigned gen = g_block_gen;
     const unsigned short sync = g_syncwarp[t >> 5];
     const char* access = write ? "writes" : "reads";

@@ -4,7 +4,7 @@ import Testing
 
 /// Kernels with and without the barrier their shared memory needs (`EmulatedDriver.checksSharedRaces`).
 enum SharedRaceKernels {
-    static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour"],
+    static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block"],
                                      code: #"""
 /// Each thread reads its right neighbour's slot, then writes its own: without the barrier between (sync = 0) the
 /// neighbour's write may come before or after this read.
@@ -39,6 +39,15 @@ extern "C" __global__ void async_neighbour(const float* x, float* y, int wait, i
     if (wait) haste_cp_async_wait_all();
     if (sync) __syncthreads();
     y[t] = tile[4 * ((t + 1) % n)];
+}
+/// Block b writes slot b, then reads slot b - 1, which the block before it writes: plainly (a race on a GPU, where
+/// the blocks run in any order) or (ldcg = 1) through haste_ldcg, the hand-over reads the emulator lets pass.
+extern "C" __global__ void previous_block(float* slots, float* out, int ldcg) {
+    if (threadIdx.x != 0) return;
+    const int b = blockIdx.x;
+    slots[b] = (float)(b + 1);
+    haste_threadfence();
+    out[b] = b == 0 ? 0.0f : ldcg ? haste_ldcg(slots + b - 1) : slots[b - 1];
 }
 """#)
 }
@@ -83,6 +92,25 @@ extern "C" __global__ void async_neighbour(const float* x, float* y, int wait, i
         let (race, _) = try run("lane_pairs", threads: 64, sharedBytes: 0, [0])
         #expect(race.contains("of the static shared memory, which thread"), "\(race)")
         #expect(race.contains("a lane of this warp: no __syncwarp() or __syncthreads() between"), "\(race)")
+    }
+
+    @Test func aBlockReadingWhatAnEarlierBlockWrote() throws {
+        for ldcg: Int32 in [1, 0] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let f = try d.load(SharedRaceKernels.source)
+            let slots = d.allocate(byteCount: 16)!, out = d.allocate(byteCount: 16)!
+            d.launch(f["previous_block"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
+                     arguments: [.pointer(slots), .pointer(out), .int32(ldcg)])
+            let error = d.takeError()
+            if ldcg == 1 {
+                #expect(error == "")
+                #expect(d.download(out, 4, as: Float.self) == [0, 1, 2, 3])
+            } else {
+                #expect(error.contains("a race between blocks: this thread reads byte 0 of the 16-byte allocation at"), "\(error)")
+                #expect(error.contains("which block (0, 0, 0) changed earlier in this launch"), "\(error)")
+                #expect(error.contains("emulator-race-tests kernels:"), "the read's place: \(error)")
+            }
+        }
     }
 
     @Test func cpAsyncBytesOnlyAfterTheWaitAndABarrier() throws {
