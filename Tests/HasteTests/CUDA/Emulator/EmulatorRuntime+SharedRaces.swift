@@ -1,11 +1,12 @@
 extension EmulatorRuntime {
-    /// The race check inside a block (`EmulatedDriver.checksSharedRaces`): which shared-memory accesses of two
-    /// threads no barrier orders, whatever order the fibers happen to run in.
+    /// The race check (`EmulatedDriver.checksSharedRaces`): which shared-memory accesses of two threads no barrier
+    /// orders, and which reads see another block's writes, whatever order threads and blocks happen to run in.
     static let sharedRaces = #"""
-// ---- shared-memory races (HASTE_EMU_SHARED_RACES) ----
+// ---- races (HASTE_EMU_SHARED_RACES) ----
 // The kernels are compiled with -fsanitize=thread, whose instrumentation calls __tsan_read4(p), __tsan_write8(p), …
 // before every load and store (atomics, function entries and memcpy/memset left out); those hooks are defined
-// here (no ThreadSanitizer runtime is linked) and look only at the block's shared memory: dynamic and static.
+// here (no ThreadSanitizer runtime is linked) and look at the block's shared memory, dynamic and static, and at
+// reads of the launch's device memory (global_read, EmulatorRuntime+Launch.swift: what an earlier block changed).
 // Per byte they keep the last write (thread, barrier generation, the warp's __syncwarp count, where) and the
 // last read(s) of the current generation. Two accesses by different threads, at least one a write, in the same
 // generation (no __syncthreads() completed between them; for two lanes of one warp, no __syncwarp() either) are
@@ -22,6 +23,7 @@ extension EmulatorRuntime {
 #endif
 namespace haste_emu {
 #ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)   // the check's own code
 
 struct SharedByte {
     unsigned block;                // g_block_serial at its last access: older entries count as untouched
@@ -37,7 +39,7 @@ static unsigned g_block_serial = 1;
 static unsigned short g_syncwarp[32];
 static uintptr_t g_race_pc;
 
-__attribute__((no_sanitize("thread"))) static SharedByte* shared_byte(uintptr_t a, const char** space, size_t* offset) {
+static SharedByte* shared_byte(uintptr_t a, const char** space, size_t* offset) {
     uintptr_t d = (uintptr_t)g_dynamic_shared;
     if (a - d < g_shared_bytes) { *space = "dynamic"; *offset = a - d; return g_dynamic_shadow + (a - d); }
 #if defined(__linux__)
@@ -60,7 +62,7 @@ static const char* pc_mark(uintptr_t pc, char* buffer, size_t capacity) {
     return buffer;
 }
 
-__attribute__((no_sanitize("thread"))) static void shared_race(const char* access, const char* space, size_t offset,
+static void shared_race(const char* access, const char* space, size_t offset,
                                                                  const char* other, int thread, uintptr_t other_pc,
                                                                  uintptr_t pc, const char* why) {
     char place[64];
@@ -74,7 +76,7 @@ __attribute__((no_sanitize("thread"))) static void shared_race(const char* acces
 
 static void global_read(uintptr_t a, size_t size, uintptr_t pc);   // EmulatorRuntime+Launch.swift
 
-__attribute__((no_sanitize("thread"))) static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
+static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
     int t = g_current_thread;
     if (t < 0) return;                                     // the runtime between threads
     const char* space; size_t offset;
@@ -123,13 +125,13 @@ static void shared_races_launch(size_t bytes) {
 static void shared_races_block() { g_block_serial++; memset(g_syncwarp, 0, sizeof g_syncwarp); }
 
 // cp.async of thread t: a write at the issue (it may land at once), pending until t's wait, a write at the wait.
-__attribute__((no_sanitize("thread"))) static void shared_async_issue(void* dst, int bytes, uintptr_t pc) {
+static void shared_async_issue(void* dst, int bytes, uintptr_t pc) {
     shared_access(dst, (size_t)bytes, true, pc);
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)dst, &space, &offset);
     for (int i = 0; e && i < bytes; i++) { e[i].pending = (short)g_current_thread; e[i].wpc = pc; }
 }
-__attribute__((no_sanitize("thread"))) static void shared_async_landed(void* dst, int bytes) {
+static void shared_async_landed(void* dst, int bytes) {
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)dst, &space, &offset);
     int t = g_current_thread;
@@ -153,6 +155,7 @@ HASTE_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { shared_access
 HASTE_EMU_HOOK void __tsan_init() {}
 HASTE_EMU_HOOK void __tsan_func_entry(void*) {}
 HASTE_EMU_HOOK void __tsan_func_exit() {}
+#pragma clang attribute pop
 #endif
 } // namespace haste_emu
 
