@@ -45,8 +45,9 @@ extension CUDABackend {
         // The direct WHOLE forward (`flashBF16Whole`) takes query tiles of 128 rows (two m-tiles per warp), where
         // their shared memory fits the device (else the general direct forward, 64 rows).
         let wholeWords = CUDABackend.flashBF16SharedWords(s, direct: true, forwardRows: 128).forward
+        let generalWords = CUDABackend.flashBF16SharedWords(s, direct: true).forward
         let whole = CUDABackend.flashBF16Whole(s) && wholeWords * 4 <= driver.maxSharedBytes
-        let directWords = whole ? wholeWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward
+        let directWords = whole ? wholeWords : generalWords
         let direct = flashBF16Direct(s, words: directWords, async: async, input16: input16)
         if let layouts, !(direct && flashLayoutsFit(layouts, s)) { return false }
         if s.batch == 0 || s.queries == 0 { return true }
@@ -59,7 +60,7 @@ extension CUDABackend {
               rowChoices.map { LaunchTuner.Candidate($0 == 128 ? "WHOLE entry, 128-row tiles" : "general entry, 64-row tiles") },
               count: rowChoices.count, repeatable: CUDABackend.separate(outputs: [out, lse, out16], inputs: [q, k, v])) { i in
             let rows = rowChoices[i]
-            let words = direct ? (rows == 128 ? directWords : CUDABackend.flashBF16SharedWords(s, direct: true).forward)
+            let words = direct ? (rows == 128 ? wholeWords : generalWords)
                 : async ? staged : tensorCores ? CUDABackend.flashBF16SharedWords(s).forward
                 : CUDABackend.flashF32ForwardWords(s)           // Qs, Ks | Vs | Ps | row statistics
             launch(family.source, "\(family.prefix)forward_\(width)\(rows == 128 ? "w" : "")", grid: flashGrid(tiles: s.queries, s, rows: rows),

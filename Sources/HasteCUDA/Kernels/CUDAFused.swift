@@ -258,14 +258,15 @@ extension CUDABackend {
         if cols == 0 { return }
         // dshift and dscale's chunk sums in the by-warp dx pass ("sums"), or dx by warp or by block and the sums by
         // their own kernel: the same bits, tuned at the shape's first call (in that order).
-        var ways = rows > 0 ? rowSuffixes(cols: cols) : [""]
-        if rows > 0, dshift != nil || dscale != nil, CUDABackend.fusedMLNPartialsAllowed, let per = CUDABackend.rowWarpWidth(cols: cols),
-           CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes {   // sm_75's 64 KiB: not for 1 280 columns
-            ways.insert("sums", at: 0)
+        // sm_75's 64 KiB: not for 1 280 columns
+        let sumsPer = CUDABackend.rowWarpWidth(cols: cols).flatMap { per in
+            rows > 0 && (dshift != nil || dscale != nil) && CUDABackend.fusedMLNPartialsAllowed
+                && CUDABackend.mlnSumsSharedBytes(per: per) <= driver.maxSharedBytes ? per : nil
         }
-        tuneRows("modulatedLayerNorm backward\(dy16) rows \(rows), cols \(cols)" + (residual == nil ? "" : " +residual")
+        let ways = (sumsPer == nil ? [] : ["sums"]) + (rows > 0 ? rowSuffixes(cols: cols) : [""])
+        tuneRows("modulatedLayerNorm backward\(dy16) rows \(batch)×\(tokens), cols \(cols)" + (residual == nil ? "" : " +residual")
                     + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale"), ways, repeatable: CUDABackend.separate(outputs: [dx, dshift, dscale], inputs: [x, scale, mean, rstd, dy, residual])) { way in
-            if way == "sums", let per = CUDABackend.rowWarpWidth(cols: cols) {
+            if way == "sums", let per = sumsPer {
                 modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
                                                    dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
                 return
@@ -313,7 +314,7 @@ extension CUDABackend {
         // dy and dgate's partials in one pass over dout (CUDAFusedGatedBackward.swift), or by two kernels: the same
         // bits, tuned at the shape's first call (one pass first).
         let both = dy != nil && dgate != nil && count > 0 && CUDABackend.fusedGatedBackwardAllowed
-        tuned("gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch * tokens), cols \(cols)"
+        tuned("gatedResidual backward\(y16)\(low == nil ? "" : " bf16") rows \(batch)×\(tokens), cols \(cols)"
                 + (dy == nil ? "" : dy!.dtype == .bfloat16 ? " dy16" : " dy") + (dgate == nil ? "" : " dgate"),
               (both ? ["one pass", "two kernels"] : ["two kernels"]).map { LaunchTuner.Candidate($0) },
               count: both ? 2 : 1, repeatable: CUDABackend.separate(outputs: [dy, dgate], inputs: [gate, y, dout])) { i in
