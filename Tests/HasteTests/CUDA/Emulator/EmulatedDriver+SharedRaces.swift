@@ -26,4 +26,19 @@ extension EmulatedDriver {
         }
         return out + rest
     }
+
+    /// (address, bytes) of every allocation a pointer argument lies in, for the race checks in device memory (none
+    /// when both are off), and whether to check between blocks (not for a single block, nor where comparing the
+    /// allocations after every block would cost more than `raceCheckBudget`).
+    func raceRegions(_ arguments: [KernelArgument], blocks: Int) -> ([UInt64], betweenBlocks: Bool) {
+        guard checksBlockRaces || checksSharedRaces else { return ([], false) }
+        var seen = Set<UInt64>(), regions: [UInt64] = [], bytes = 0
+        for case let .pointer(p) in arguments where p != 0 {
+            guard let a = allocation(containing: p, byteCount: 0), seen.insert(a.base).inserted else { continue }
+            regions += [a.base, UInt64(a.size)]
+            bytes += a.size
+        }
+        let (compared, overflow) = bytes.multipliedReportingOverflow(by: blocks)
+        return (regions, checksBlockRaces && blocks > 1 && !overflow && compared <= EmulatedDriver.raceCheckBudget)
+    }
 }

@@ -45,7 +45,7 @@ final class EmulatedDriver: GPUDriver {
     /// One emulator activity at a time in the process: the compiled runtimes keep the launch in globals.
     static let lock = NSRecursiveLock()
 
-    private struct Allocation { let base: UInt64; let size: Int; let mapping: UnsafeMutableRawPointer; let mappingSize: Int }
+    struct Allocation { let base: UInt64; let size: Int; let mapping: UnsafeMutableRawPointer; let mappingSize: Int }
     /// Live allocations by base address, and their bases in ascending order.
     private var allocations: [UInt64: Allocation] = [:]
     private var bases: [UInt64] = []
@@ -94,13 +94,14 @@ final class EmulatedDriver: GPUDriver {
     /// that writes it) fails; race-free kernels give the same results (float atomics aside: their order changes).
     let alternatesThreadOrder: Bool
     /// After every block, the allocations a launch's pointer arguments lie in are compared with their state before
-    /// it: a byte written (changed) by two blocks, not through an atomic, is reported as a race. Skipped for
-    /// launches where that would compare more than `raceCheckBudget` bytes in all.
+    /// it: a byte changed by two blocks, or after another block read it, not through an atomic, is a race. Skipped
+    /// for launches where that would compare more than `raceCheckBudget` bytes in all.
     let checksBlockRaces: Bool
     static let raceCheckBudget = 1 << 30
-    /// Shared-memory accesses no barrier orders, cp.async bytes touched early and (with `checksBlockRaces`) reads of
-    /// what an earlier block changed (not through haste_ldcg) are races, whatever order threads and blocks ran in
-    /// (EmulatorRuntime+SharedRaces.swift, EmulatedDriver+SharedRaces.swift). Off with HASTE_EMULATOR_SHARED_RACES=0.
+    /// Accesses of two threads to a byte of shared memory or of those allocations that no barrier orders, cp.async
+    /// bytes touched early and (with `checksBlockRaces`) reads of what an earlier block changed (not through
+    /// haste_ldcg) are races, whatever order threads and blocks ran in (EmulatorRuntime+SharedRaces.swift,
+    /// +GlobalRaces.swift, EmulatedDriver+SharedRaces.swift). Off with HASTE_EMULATOR_SHARED_RACES=0.
     let checksSharedRaces: Bool
     static let checksSharedRacesByDefault = ProcessInfo.processInfo.environment["HASTE_EMULATOR_SHARED_RACES"] != "0"
 
@@ -173,7 +174,7 @@ final class EmulatedDriver: GPUDriver {
     }
 
     /// The live allocation holding `[address, address + byteCount)`, or nil.
-    private func allocation(containing address: UInt64, byteCount: Int) -> Allocation? {
+    func allocation(containing address: UInt64, byteCount: Int) -> Allocation? {
         var i = insertionIndex(address)
         if i == bases.count || bases[i] != address { i -= 1 }
         guard i >= 0, let a = allocations[bases[i]] else { return nil }
@@ -276,10 +277,11 @@ final class EmulatedDriver: GPUDriver {
         var blockDims: [UInt32] = [UInt32(block.x), UInt32(block.y), UInt32(block.z)]
         var message = [CChar](repeating: 0, count: 4096)
         var fault: [UInt64] = [0, 0, 0, 0]
-        let regions = raceRegions(arguments, blocks: grid.x * grid.y * grid.z)
+        let (regions, betweenBlocks) = raceRegions(arguments, blocks: grid.x * grid.y * grid.z)
+        let options: Int32 = (alternatesThreadOrder ? 1 : 0) | (betweenBlocks ? 2 : 0)   // haste_emu_run's
         let status = name.withCString { cName in
             kernel.run(kernel.trampoline, argv, cName, &gridDims, &blockDims, shared.assumingMemoryBound(to: CChar.self),
-                       sharedBytes, alternatesThreadOrder ? 1 : 0, regions, Int32(regions.count / 2), &message, message.count, &fault)
+                       sharedBytes, options, regions, Int32(regions.count / 2), &message, message.count, &fault)
         }
         guard status != 0 else { return }
         var text = String(cString: message)
@@ -290,20 +292,6 @@ final class EmulatedDriver: GPUDriver {
             if let place = EmulatorCompiler.symbolize(object: path, offset: fault[2]) { text += "\n  at " + place }
         }
         report(text)
-    }
-
-    /// (address, bytes) of every allocation a pointer argument lies in, for the race check between blocks; none when
-    /// the check is off, there is a single block, or it would cost more than `raceCheckBudget`.
-    private func raceRegions(_ arguments: [KernelArgument], blocks: Int) -> [UInt64] {
-        guard checksBlockRaces, blocks > 1 else { return [] }
-        var seen = Set<UInt64>(), regions: [UInt64] = [], bytes = 0
-        for case let .pointer(p) in arguments where p != 0 {
-            guard let a = allocation(containing: p, byteCount: 0), seen.insert(a.base).inserted else { continue }
-            regions += [a.base, UInt64(a.size)]
-            bytes += a.size
-        }
-        let (compared, overflow) = bytes.multipliedReportingOverflow(by: blocks)
-        return !overflow && compared <= EmulatedDriver.raceCheckBudget ? regions : []
     }
 
     /// Where a faulting address lies: past the end of an allocation (its guard page), in freed or host memory.

@@ -49,6 +49,7 @@ HASTE_EMU_UNCHECKED static inline void cp_async(void* dst, const void* src, int 
     }
 #ifdef HASTE_EMU_SHARED_RACES
     shared_async_issue(dst, bytes, (uintptr_t)__builtin_return_address(0));   // not inlined: a place in the kernel
+    shared_access((void*)src, (size_t)bytes, false, (uintptr_t)__builtin_return_address(0));   // the source: a read
 #endif
     memset(dst, 0xFF, bytes);
     g_async[t][g_async_count[t]++] = {dst, src, bytes};
@@ -131,7 +132,7 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int srcLane, 
 
 namespace haste_emu {
 // Bytes atomics touched in this launch (a hash set of addresses, 0 = empty): exempt from the race check.
-static bool g_race_check;
+static bool g_between_blocks;   // the race checks between blocks are on (EmulatorRuntime+GlobalRaces.swift)
 static uintptr_t* g_atomic_set;
 static size_t g_atomic_capacity, g_atomic_count;
 
@@ -159,7 +160,7 @@ static void note_atomic_byte(uintptr_t a) {
 }
 
 static inline void note_atomic(const void* p, size_t bytes) {
-    if (!g_race_check) return;
+    if (!g_between_blocks) return;
     for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);
 }
 } // namespace haste_emu

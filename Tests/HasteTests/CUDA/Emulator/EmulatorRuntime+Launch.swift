@@ -113,39 +113,11 @@ static bool in_fiber_guard(uintptr_t a) {
     return false;
 }
 
-// Race check between blocks: the device memory a launch can reach (the allocations of its pointer arguments) is
-// compared after every block with its state before it; a byte changed by two different blocks, not through an
-// atomic, is a race on a GPU, where blocks run concurrently in any order (here one after another, so a plain
-// `+=` from many blocks would otherwise give the right sum).
-struct Region { unsigned char* base; size_t size; unsigned char* shadow; int* writer; };
-static Region* g_regions;
-static int g_region_count;
-static int g_block_index;                      // the running block's linear index
-
-#ifdef HASTE_EMU_SHARED_RACES
-// A read of device memory (a launch argument's allocation) that an earlier block of this launch changed: blocks run
-// one after another here, concurrently and in any order on a GPU. The one hand-over kernels may make (a count by
-// atomic, a fence, the reads through haste_ldcg: the dq last-block sum) reads through haste_emu_ldcg, unchecked.
-static void global_read(uintptr_t a, size_t size, uintptr_t pc) {
-    if (!g_race_check) return;
-    for (int r = 0; r < g_region_count; r++) {
-        Region& g = g_regions[r];
-        size_t off = (size_t)(a - (uintptr_t)g.base);
-        if (off >= g.size) continue;
-        for (size_t i = 0; i < size && off + i < g.size; i++) {
-            int w = g.writer[off + i];
-            if (w < 0 || w == g_block_index) continue;
-            g_race_pc = pc;
-            abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which block "
-                         "(%u, %u, %u) changed earlier in this launch (blocks run concurrently and in any order on a GPU: "
-                         "hand results over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
-                         w % g_gridDim.x, w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y));
-        }
-        return;
-    }
-}
-#endif
-
+// Race check between blocks (g_between_blocks): the device memory a launch can reach (the allocations of its pointer
+// arguments: Region, EmulatorRuntime+GlobalRaces.swift) is compared after every block with its state before it; a
+// byte changed by two different blocks, or by a block after another block read it, not through an atomic, is a
+// race on a GPU, where blocks run concurrently in any order (here one after another, so a plain `+=` from many
+// blocks would otherwise give the right sum). Reads are seen with the race check's instrumentation only.
 static bool check_block_writes(int block) {
     for (int r = 0; r < g_region_count; r++) {
         Region& g = g_regions[r];
@@ -154,7 +126,17 @@ static bool check_block_writes(int block) {
             if (memcmp(g.base + off, g.shadow + off, len) == 0) continue;
             for (size_t b = off; b < off + len; b++) {
                 if (g.base[b] == g.shadow[b] || atomic_touched((uintptr_t)(g.base + b))) continue;
-                int previous = g.writer[b];
+                int previous = g.blocks[b].writer, reader = g.blocks[b].reader;
+                if (reader == -2 || (reader >= 0 && reader != block)) {
+                    if (reader == -2) fail("this block changed byte %zu of the %zu-byte allocation at %p, which other blocks "
+                                           "read earlier in this launch: a race on a GPU (blocks run concurrently, in any "
+                                           "order: the reads may see either value)", b, g.size, (void*)g.base);
+                    else fail("this block changed byte %zu of the %zu-byte allocation at %p, which block (%u, %u, %u) read "
+                              "earlier in this launch: a race on a GPU (blocks run concurrently, in any order: the read may "
+                              "see either value)", b, g.size, (void*)g.base, reader % g_gridDim.x,
+                              reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
+                    return false;
+                }
                 if (previous >= 0 && previous != block) {
                     unsigned px = previous % g_gridDim.x, py = previous / g_gridDim.x % g_gridDim.y,
                              pz = previous / (g_gridDim.x * g_gridDim.y);
@@ -163,7 +145,7 @@ static bool check_block_writes(int block) {
                          (void*)g.base);
                     return false;
                 }
-                g.writer[b] = block;
+                g.blocks[b].writer = block;
             }
             memcpy(g.shadow + off, g.base + off, len);
         }
@@ -179,34 +161,38 @@ static bool run_blocks(const unsigned* grid) {
                 g_blockIdx = {x, y, z};
                 g_block_index = block;
                 if (!run_block()) return false;
-                if (g_race_check && !check_block_writes(block)) return false;
+                if (g_between_blocks && !check_block_writes(block)) return false;
             }
     return !g_failed;
 }
 } // namespace haste_emu
 
-// Runs a launch: every block in order (`shared_bytes` of dynamic shared memory at `dynamic_shared`). Returns 0, or 1
-// with a message in `error`. After a fault, fault[0] is
+// Runs a launch: every block in order (`shared_bytes` of dynamic shared memory at `dynamic_shared`). `options`:
+// HASTE_EMU_ALTERNATE_ORDER (threads of even blocks start in reverse order), HASTE_EMU_BETWEEN_BLOCKS (the race
+// checks between blocks on `regions`). `regions`: (address, bytes) pairs of the device memory the launch can reach,
+// for the race checks; none turns them off. Returns 0, or 1 with a message in `error`. After a fault, fault[0] is
 // 1 for an invalid memory access (fault[1] its address), 2 for any other fault; fault[2] the faulting instruction's
 // offset in the shared object whose path fault[3] points to (0 when unknown).
+#define HASTE_EMU_ALTERNATE_ORDER 1
+#define HASTE_EMU_BETWEEN_BLOCKS 2
 HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* kernel, const unsigned* grid,
-                                const unsigned* block, char* dynamic_shared, size_t shared_bytes, int alternate_order,
+                                const unsigned* block, char* dynamic_shared, size_t shared_bytes, int options,
                                 const uint64_t* regions, int region_count, char* error, size_t error_capacity,
                                 uint64_t* fault) {
     using namespace haste_emu;
-    g_alternate_order = alternate_order != 0;
-    // `regions`: (address, bytes) pairs of the memory to check for races between blocks; none turns the check off.
-    g_race_check = region_count > 0;
+    g_alternate_order = (options & HASTE_EMU_ALTERNATE_ORDER) != 0;
+    g_between_blocks = region_count > 0 && (options & HASTE_EMU_BETWEEN_BLOCKS) != 0;
     g_region_count = region_count;
     g_regions = region_count > 0 ? (Region*)calloc((size_t)region_count, sizeof(Region)) : nullptr;
     for (int r = 0; r < region_count; r++) {
         Region& g = g_regions[r];
         g.base = (unsigned char*)(uintptr_t)regions[2 * r];
         g.size = (size_t)regions[2 * r + 1];
+        if (!g_between_blocks) continue;
         g.shadow = (unsigned char*)malloc(g.size ? g.size : 1);
-        g.writer = (int*)malloc(sizeof(int) * (g.size ? g.size : 1));
+        g.blocks = (Blocks*)malloc(sizeof(Blocks) * (g.size ? g.size : 1));
         memcpy(g.shadow, g.base, g.size);
-        memset(g.writer, 0xFF, sizeof(int) * g.size);
+        memset(g.blocks, 0xFF, sizeof(Blocks) * g.size);   // -1: none
     }
     if (g_atomic_count) { memset(g_atomic_set, 0, sizeof(uintptr_t) * g_atomic_capacity); g_atomic_count = 0; }
     g_tramp = tramp; g_args = args; g_kernel = kernel; g_dynamic_shared = dynamic_shared;
@@ -278,9 +264,9 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     restore_handlers();
     if (!(old_alt.ss_flags & SS_DISABLE)) sigaltstack(&old_alt, nullptr);
     else { stack_t off; memset(&off, 0, sizeof off); off.ss_flags = SS_DISABLE; sigaltstack(&off, nullptr); }
-    for (int r = 0; r < region_count; r++) { free(g_regions[r].shadow); free(g_regions[r].writer); }
+    for (int r = 0; r < region_count; r++) { free(g_regions[r].shadow); free(g_regions[r].blocks); }
     free(g_regions);
-    g_regions = nullptr; g_region_count = 0; g_race_check = false;
+    g_regions = nullptr; g_region_count = 0; g_between_blocks = false;
     snprintf(error, error_capacity, "%s", ok ? "" : g_error);
     return ok ? 0 : 1;
 }

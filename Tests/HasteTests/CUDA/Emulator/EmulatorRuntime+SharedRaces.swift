@@ -62,46 +62,46 @@ static const char* pc_mark(uintptr_t pc, char* buffer, size_t capacity) {
     return buffer;
 }
 
-static void shared_race(const char* access, const char* space, size_t offset,
-                                                                 const char* other, int thread, uintptr_t other_pc,
-                                                                 uintptr_t pc, const char* why) {
-    char place[64];
+// A race's report. `allocation`: null for shared memory (`space` "dynamic" or "static"), else the device allocation
+// (`allocation_bytes` long) the byte lies in.
+static void report_race(const char* access, const char* space, size_t offset, const void* allocation,
+                        size_t allocation_bytes, const char* other, int thread, uintptr_t other_pc, uintptr_t pc,
+                        const char* why) {
+    char place[64], memory[96];
     g_race_pc = pc;
     const char* who = thread == -2 ? "other threads" : "thread";
     char number[16] = "";
     if (thread >= 0) snprintf(number, sizeof number, " %d", thread);
-    abort_thread("a race in shared memory: this thread %s byte %zu of the %s shared memory, which %s%s %s at %s "
-                 "(%s)", access, offset, space, who, number, other, pc_mark(other_pc, place, sizeof place), why);
+    if (allocation) snprintf(memory, sizeof memory, "the %zu-byte allocation at %p", allocation_bytes, allocation);
+    else snprintf(memory, sizeof memory, "the %s shared memory", space);
+    abort_thread("a race in %s memory: this thread %s byte %zu of %s, which %s%s %s at %s (%s)",
+                 allocation ? "device" : "shared", access, offset, memory, who, number, other,
+                 pc_mark(other_pc, place, sizeof place), why);
 }
 
-static void global_read(uintptr_t a, size_t size, uintptr_t pc);   // EmulatorRuntime+Launch.swift
-
-static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
-    int t = g_current_thread;
-    if (t < 0) return;                                     // the runtime between threads
-    const char* space; size_t offset;
-    SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
-    if (!e) {
-        if (!write) global_read((uintptr_t)p, size, pc);
-        return;
-    }
+// The accesses of the running thread to `n` bytes whose entries start at `e` (the first at `offset` in its space):
+// a race with an access of another thread no barrier orders, then this access recorded.
+static void check_bytes(SharedByte* e, size_t n, bool write, uintptr_t pc, const char* space, size_t offset,
+                        const void* allocation, size_t allocation_bytes) {
+    const int t = g_current_thread;
     const unsigned gen = g_block_gen;
     const unsigned short sync = g_syncwarp[t >> 5];
     const char* access = write ? "writes" : "reads";
-    for (size_t i = 0; i < size; i++, e++) {
+    for (size_t i = 0; i < n; i++, e++) {
         if (e->block != g_block_serial) *e = SharedByte{g_block_serial, 0, 0, 0, 0, -1, -1, -1, 0, 0};
         if (e->pending >= 0)
-            shared_race(access, space, offset + i, "may still be writing by a cp.async issued", e->pending, e->wpc, pc,
+            report_race(access, space, offset + i, allocation, allocation_bytes, "may still be writing by a cp.async issued",
+                        e->pending, e->wpc, pc,
                         "the copy lands at any time until that thread's cp.async wait; other threads may touch the "
                         "bytes only after a __syncthreads() that follows the wait");
         if (e->writer >= 0 && e->writer != t && e->wgen == gen && !((e->writer >> 5) == (t >> 5) && e->wsync != sync))
-            shared_race(access, space, offset + i, "wrote", e->writer, e->wpc, pc,
+            report_race(access, space, offset + i, allocation, allocation_bytes, "wrote", e->writer, e->wpc, pc,
                         (e->writer >> 5) == (t >> 5) ? "a lane of this warp: no __syncwarp() or __syncthreads() between"
                                                      : "no __syncthreads() between");
         if (write) {
             if (e->reader != -1 && e->reader != t && e->rgen == gen
                 && !(e->reader >= 0 && (e->reader >> 5) == (t >> 5) && e->rsync != sync))
-                shared_race(access, space, offset + i, "read", e->reader, e->rpc, pc,
+                report_race(access, space, offset + i, allocation, allocation_bytes, "read", e->reader, e->rpc, pc,
                             "no __syncthreads() between: the read may come after this write on a GPU");
             e->writer = (short)t; e->wgen = gen; e->wsync = sync; e->wpc = pc;
         } else if (e->reader == -1 || e->rgen != gen) {
@@ -112,8 +112,20 @@ static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
     }
 }
 
+static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
+
+static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
+    if (g_current_thread < 0) return;                      // the runtime between threads
+    const char* space; size_t offset;
+    SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
+    if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0);
+    else global_access((uintptr_t)p, size, write, pc);
+}
+
 // The launch's dynamic shared bytes (haste_emu_run) and a new block (run_block): every shadow entry untouched.
+static void global_pages_launch();                               // EmulatorRuntime+GlobalRaces.swift
 static void shared_races_launch(size_t bytes) {
+    global_pages_launch();
     if (bytes > g_dynamic_capacity) {
         free(g_dynamic_shadow);
         g_dynamic_shadow = (SharedByte*)calloc(bytes, sizeof(SharedByte));
@@ -122,7 +134,8 @@ static void shared_races_launch(size_t bytes) {
     g_shared_bytes = bytes < g_dynamic_capacity ? bytes : g_dynamic_capacity;
     g_race_pc = 0;
 }
-static void shared_races_block() { g_block_serial++; memset(g_syncwarp, 0, sizeof g_syncwarp); }
+static void global_pages_block();                                // EmulatorRuntime+GlobalRaces.swift
+static void shared_races_block() { g_block_serial++; memset(g_syncwarp, 0, sizeof g_syncwarp); global_pages_block(); }
 
 // cp.async of thread t: a write at the issue (it may land at once), pending until t's wait, a write at the wait.
 static void shared_async_issue(void* dst, int bytes, uintptr_t pc) {

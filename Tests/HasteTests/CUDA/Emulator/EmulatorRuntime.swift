@@ -3,7 +3,7 @@
 /// (EmulatorRuntime+Builtins.swift), and the launch entry point `haste_emu_run`, fault handling, the reference GEMM
 /// `haste_emu_gemm` (EmulatorRuntime+Launch.swift).
 enum EmulatorRuntime {
-    static let header = scheduler + sharedRaces + builtins + launch
+    static let header = scheduler + sharedRaces + builtins + globalRaces + launch
 
     /// Includes, the launch's state, fibers and the block scheduler.
     static let scheduler = #"""

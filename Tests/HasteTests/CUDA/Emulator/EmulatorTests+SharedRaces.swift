@@ -4,7 +4,9 @@ import Testing
 
 /// Kernels with and without the barrier their shared memory needs (`EmulatedDriver.checksSharedRaces`).
 enum SharedRaceKernels {
-    static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block"],
+    static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block",
+                                                                                        "block_sum", "global_neighbour", "far_neighbour",
+                                                                                        "two_pages", "shift_blocks"],
                                      code: #"""
 /// Each thread reads its right neighbour's slot, then writes its own: without the barrier between (sync = 0) the
 /// neighbour's write may come before or after this read.
@@ -40,16 +42,72 @@ extern "C" __global__ void async_neighbour(const float* x, float* y, int wait, i
     if (sync) __syncthreads();
     y[t] = tile[4 * ((t + 1) % n)];
 }
-/// Block b writes slot b, then reads slot b - 1, which the block before it writes: plainly (a race on a GPU, where
-/// the blocks run in any order) or (ldcg = 1) through haste_ldcg, the hand-over reads the emulator lets pass.
-extern "C" __global__ void previous_block(float* slots, float* out, int ldcg) {
+/// Block b writes slot b, then reads slot b - 1, which the block before it writes: plainly (mode 0: a race on a GPU,
+/// where the blocks run in any order), through haste_ldcg (1: the hand-over reads the emulator lets pass) or by a
+/// cp.async of four slots (2: a read too).
+extern "C" __global__ void previous_block(float* slots, float* out, int mode) {
+    HASTE_DYNAMIC_SHARED(float, staged);                  // 16 bytes
     if (threadIdx.x != 0) return;
     const int b = blockIdx.x;
     slots[b] = (float)(b + 1);
     haste_threadfence();
-    out[b] = b == 0 ? 0.0f : ldcg ? haste_ldcg(slots + b - 1) : slots[b - 1];
+    if (mode == 2) {
+        haste_cp_async<16>(staged, slots + 4 * (b / 4));
+        haste_cp_async_wait_all();
+    }
+    out[b] = b == 0 ? 0.0f : mode == 1 ? haste_ldcg(slots + b - 1) : mode == 2 ? staged[(b - 1) % 4] : slots[b - 1];
+}
+/// Every thread adds its x to out[0]: plainly (atomic = 0: the right sum here, where the threads run one at a time
+/// between barriers; lost updates on a GPU) or by atomicAdd.
+extern "C" __global__ void block_sum(const float* x, float* out, int atomic) {
+    int t = threadIdx.x;
+    if (atomic) atomicAdd(out, x[t]);
+    else out[0] += x[t];
+}
+/// Each thread writes y[t * stride], passes a barrier, adds 1 to it, then reads y[(t + 32) % n * stride], which a
+/// thread of the next warp changed: without the barrier between (sync = 0) that change may come before or after the
+/// read on a GPU. (With a stride of 256 floats, a page of the check's shadow per thread: its table grows.)
+extern "C" __global__ void global_neighbour(const float* x, float* y, float* z, int stride, int sync) {
+    int t = threadIdx.x, n = blockDim.x;
+    y[t * stride] = x[t];
+    __syncthreads();
+    y[t * stride] += 1.0f;
+    if (sync) __syncthreads();
+    z[t] = y[(t + 32) % n * stride];
+}
+/// Each thread writes y[t * stride], then thread 0 reads y[(n - 1) * stride] (sync = 0: without a barrier between).
+/// Block 0's threads start in reverse order (EmulatedDriver.alternatesThreadOrder), so with a stride of 256 floats
+/// every thread makes a page of the check's shadow between that write and the read: its table grows in between.
+extern "C" __global__ void far_neighbour(float* y, float* z, int stride, int sync) {
+    int t = threadIdx.x, n = blockDim.x;
+    y[t * stride] = (float)t;
+    if (sync) __syncthreads();
+    if (t == 0) z[0] = y[(n - 1) * stride];
+}
+/// y: two 1 KiB pages of the check's shadow, A = y[0 ..< 256] and B = y[256 ..< 512]. Block 0's thread 0 writes
+/// A[0]; block 1's thread 0 writes A[1], then its thread 1 B[1]: different bytes, no race (a page of block 0 taken
+/// for block 1's A and given to B as well would make one).
+extern "C" __global__ void two_pages(float* y) {
+    const int t = threadIdx.x, b = blockIdx.x;
+    if (b == 0 && t == 0) y[0] = 1.0f;
+    if (b == 1 && t == 0) y[1] = 2.0f;
+    if (b == 1 && t == 1) y[257] = 3.0f;
+}
+/// Block b reads slot b + 1 and writes the value to slot b (in_place = 1: block b + 1, which may run first on a GPU,
+/// changes the slot block b reads) or to out[b].
+extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) {
+    if (threadIdx.x != 0) return;
+    const int b = blockIdx.x;
+    float v = b + 1 < (int)gridDim.x ? slots[b + 1] : 0.0f;
+    (in_place ? slots : out)[b] = v;
 }
 """#)
+
+    /// "emulator-race-tests kernels:N", the place of the first line of `source` holding `fragment`.
+    static func place(_ fragment: String) -> String {
+        let lines = source.code.split(separator: "\n", omittingEmptySubsequences: false)
+        return "emulator-race-tests kernels:\((lines.firstIndex { $0.contains(fragment) } ?? -1) + 1):"
+    }
 }
 
 /// The race check inside a block: what it reports, and that the right barriers keep it quiet.
@@ -95,20 +153,21 @@ extern "C" __global__ void previous_block(float* slots, float* out, int ldcg) {
     }
 
     @Test func aBlockReadingWhatAnEarlierBlockWrote() throws {
-        for ldcg: Int32 in [1, 0] {
+        for mode: Int32 in [1, 0, 2] {
             let d = EmulatedDriver(recordsIssues: false)
             let f = try d.load(SharedRaceKernels.source)
             let slots = d.allocate(byteCount: 16)!, out = d.allocate(byteCount: 16)!
-            d.launch(f["previous_block"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
-                     arguments: [.pointer(slots), .pointer(out), .int32(ldcg)])
+            d.launch(f["previous_block"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 16,
+                     arguments: [.pointer(slots), .pointer(out), .int32(mode)])
             let error = d.takeError()
-            if ldcg == 1 {
+            if mode == 1 {
                 #expect(error == "")
                 #expect(d.download(out, 4, as: Float.self) == [0, 1, 2, 3])
             } else {
                 #expect(error.contains("a race between blocks: this thread reads byte 0 of the 16-byte allocation at"), "\(error)")
                 #expect(error.contains("which block (0, 0, 0) changed earlier in this launch"), "\(error)")
-                #expect(error.contains("emulator-race-tests kernels:"), "the read's place: \(error)")
+                let read = mode == 2 ? "haste_cp_async<16>(staged" : ": slots[b - 1];"
+                #expect(error.contains(SharedRaceKernels.place(read)), "the read's place: \(error)")
             }
         }
     }
@@ -122,5 +181,101 @@ extern "C" __global__ void previous_block(float* slots, float* out, int ldcg) {
         #expect(noBarrier.contains("a race in shared memory: this thread reads byte"), "\(noBarrier)")
         let (noWait, _) = try run("async_neighbour", threads: 32, sharedBytes: 512, [0, 1])
         #expect(noWait.contains("a cp.async"), "\(noWait)")
+    }
+
+    /// `block_sum` over 64 threads of one block: the finding and out[0].
+    func blockSum(atomic: Int32, checks: Bool) throws -> (String, Float) {
+        let d = EmulatedDriver(recordsIssues: false, checksSharedRaces: checks)
+        let f = try d.load(SharedRaceKernels.source)
+        let px = d.upload((0..<64).map { Float($0) }), out = d.upload([Float(0)])
+        d.launch(f["block_sum"]!, grid: Dim3(1), block: Dim3(64), sharedBytes: 0,
+                 arguments: [.pointer(px), .pointer(out), .int32(atomic)])
+        let error = d.takeError()
+        return (error, d.download(out, 1, as: Float.self)[0])
+    }
+
+    @Test func threadsOfABlockAddingToOneValueInDeviceMemory() throws {
+        #expect(try blockSum(atomic: 1, checks: true) == ("", 2016))
+        // Threads run one at a time between barriers here, so the plain += gives the sum: only the check sees it.
+        #expect(try blockSum(atomic: 0, checks: false) == ("", 2016))
+        let (race, _) = try blockSum(atomic: 0, checks: true)
+        #expect(race.contains("a race in device memory: this thread"), "\(race)")
+        #expect(race.contains("byte 0 of the 4-byte allocation at"), "\(race)")
+        #expect(race.contains("(a lane of this warp: no __syncwarp() or __syncthreads() between"), "\(race)")
+        #expect(race.contains(SharedRaceKernels.place("else out[0] += x[t];")), "the += line: \(race)")
+    }
+
+    @Test(arguments: [(64, 1), (1024, 256)])
+    func neighboursInDeviceMemoryNeedABarrier(threads: Int, stride: Int) throws {
+        for sync: Int32 in [1, 0] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let f = try d.load(SharedRaceKernels.source)
+            let x = d.upload((0..<threads).map { Float($0) })
+            let y = d.allocate(byteCount: 4 * threads * stride)!, z = d.allocate(byteCount: 4 * threads)!
+            d.launch(f["global_neighbour"]!, grid: Dim3(1), block: Dim3(threads), sharedBytes: 0,
+                     arguments: [.pointer(x), .pointer(y), .pointer(z), .int32(Int32(stride)), .int32(sync)])
+            let error = d.takeError()
+            if sync == 1 {
+                #expect(error == "")
+                #expect(d.download(z, threads, as: Float.self) == (0..<threads).map { Float(($0 + 32) % threads + 1) })
+            } else {
+                // Which access comes second depends on the order the threads run in: either is the race.
+                #expect(error.contains("a race in device memory: this thread"), "\(error)")
+                #expect(error.contains("of the \(4 * threads * stride)-byte allocation at"), "\(error)")
+                #expect(error.contains("(no __syncthreads() between"), "\(error)")
+                #expect(error.contains(SharedRaceKernels.place("y[t * stride] += 1.0f;")), "the change's line: \(error)")
+                #expect(error.contains(SharedRaceKernels.place("z[t] = y[(t + 32) % n * stride];")), "the read's line: \(error)")
+            }
+        }
+    }
+
+    @Test func aWriteFoundAfterTheShadowsTableGrew() throws {
+        for sync: Int32 in [1, 0] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let f = try d.load(SharedRaceKernels.source)
+            let y = d.allocate(byteCount: 4 * 1024 * 256)!, z = d.allocate(byteCount: 4)!
+            d.launch(f["far_neighbour"]!, grid: Dim3(1), block: Dim3(1024), sharedBytes: 0,
+                     arguments: [.pointer(y), .pointer(z), .int32(256), .int32(sync)])
+            let error = d.takeError()
+            if sync == 1 {
+                #expect(error == "")
+                #expect(d.download(z, 1, as: Float.self) == [1023])
+            } else {
+                #expect(error.contains("thread (0, 0, 0): a race in device memory: this thread reads byte \(4 * 1023 * 256) "
+                                       + "of the \(4 * 1024 * 256)-byte allocation at"), "\(error)")
+                #expect(error.contains("which thread 1023 wrote at " + SharedRaceKernels.place("y[t * stride] = (float)t;")),
+                        "\(error)")
+            }
+        }
+    }
+
+    @Test func eachBlockHasItsOwnPagesOfTheShadow() throws {
+        let d = EmulatedDriver(recordsIssues: false)
+        let f = try d.load(SharedRaceKernels.source)
+        let y = d.upload([Float](repeating: 0, count: 1024))
+        let a = (y + 1023) / 1024 * 1024                          // A and B: whole 1 KiB pages
+        d.launch(f["two_pages"]!, grid: Dim3(2), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(a)])
+        #expect(d.takeError() == "")
+        let values = d.download(y, 1024, as: Float.self), first = Int(a - y) / 4
+        #expect(values[first] == 1 && values[first + 1] == 2 && values[first + 257] == 3)
+    }
+
+    @Test func aBlockChangingWhatAnEarlierBlockRead() throws {
+        for inPlace: Int32 in [0, 1] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let f = try d.load(SharedRaceKernels.source)
+            let slots = d.upload([Float(1), 2, 3, 4]), out = d.allocate(byteCount: 16)!
+            d.launch(f["shift_blocks"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
+                     arguments: [.pointer(slots), .pointer(out), .int32(inPlace)])
+            let error = d.takeError()
+            if inPlace == 0 {
+                #expect(error == "")
+                #expect(d.download(out, 4, as: Float.self) == [2, 3, 4, 0])
+            } else {
+                #expect(error.contains("this block changed byte 6 of the 16-byte allocation at"), "\(error)")
+                // slot 1: 2.0 → 3.0, whose first changed byte is its third (little-endian 0x40000000 → 0x40400000)
+                #expect(error.contains("which block (0, 0, 0) read earlier in this launch"), "\(error)")
+            }
+        }
     }
 }

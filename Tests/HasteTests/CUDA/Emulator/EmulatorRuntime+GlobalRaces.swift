@@ -1,0 +1,133 @@
+extension EmulatorRuntime {
+    /// The race check in device memory (`EmulatedDriver.checksSharedRaces` for the accesses, `checksBlockRaces` for
+    /// the launch's allocations): accesses of two threads of a block no barrier orders, and between blocks reads
+    /// of what an earlier block changed and changes of what an earlier block read.
+    static let globalRaces = #"""
+// ---- races in device memory ----
+// The memory a launch can reach: the allocations its pointer arguments lie in (`regions` of haste_emu_run). Between
+// blocks (launches of more than one block within the driver's budget: g_between_blocks) each byte keeps a copy of
+// its value before the launch and the last block that changed it (check_block_writes, EmulatorRuntime+Launch.swift)
+// and, with the race check's instrumentation, the block(s) that read it. Inside a block (the instrumentation alone)
+// each byte a block touches keeps shared memory's entry (SharedByte: the last write, the reads of the current
+// barrier generation), in 1 KiB pages made on a block's first touch: two threads' accesses no __syncthreads()
+// (or, for lanes of a warp, __syncwarp()) orders, one a write, are a race on a GPU, where the fibers' one order
+// here may give the right values (a `+=` by many threads of a block gives the right sum here).
+namespace haste_emu {
+struct Blocks { int writer, reader; };          // a byte's last changing block, its reading block(s) (-2: several)
+struct Region { unsigned char* base; size_t size; unsigned char* shadow; Blocks* blocks; };
+static Region* g_regions;
+static int g_region_count;
+static int g_block_index;                      // the running block's linear index
+
+#ifdef HASTE_EMU_SHARED_RACES
+#pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)   // the check's own code
+static const size_t kGlobalPageBytes = 1024;
+struct GlobalPage { uintptr_t page; SharedByte* bytes; };   // page: address / kGlobalPageBytes, 0 = empty slot
+static GlobalPage* g_page_table;               // open addressing, emptied at each block's start
+static size_t g_page_capacity;                 // a power of two, at least twice the pages in use
+static size_t* g_page_slots;                   // the table's slots in use this block
+static SharedByte** g_page_pool;               // entries of pages, reused from block to block (the block serial)
+static size_t g_pool_count, g_pool_used;
+static int g_page_shift;                       // 64 - log2(g_page_capacity): the hash's top bits pick the slot
+static uintptr_t g_last_page;                  // the page global_page returned last, and its entries
+static SharedByte* g_last_bytes;
+static int g_last_region;                      // the region global_access found last
+
+static void global_pages_block() {
+    for (size_t i = 0; i < g_pool_used; i++) g_page_table[g_page_slots[i]].page = 0;
+    g_pool_used = 0;
+    g_last_page = 0;
+}
+
+// A launch starts with a small table (the pool's pages stay), so each launch's growth is its own.
+static void global_pages_launch() {
+    free(g_page_table); free(g_page_slots);
+    g_page_table = nullptr; g_page_slots = nullptr;
+    g_page_capacity = 0; g_pool_used = 0; g_last_page = 0;
+}
+
+static inline size_t page_slot(uintptr_t page) { return (size_t)((page * 0x9E3779B97F4A7C15ull) >> g_page_shift); }
+
+static void global_page_insert(uintptr_t page, SharedByte* bytes, size_t* slot_out) {
+    size_t i = page_slot(page);
+    while (g_page_table[i].page != 0) i = (i + 1) & (g_page_capacity - 1);
+    g_page_table[i] = GlobalPage{page, bytes};
+    *slot_out = i;
+}
+
+// The entries of the page holding address a (made for this block on its first touch).
+static SharedByte* global_page(uintptr_t a) {
+    const uintptr_t page = a / kGlobalPageBytes;
+    if (page == g_last_page) return g_last_bytes;
+    if (g_page_capacity) {
+        for (size_t i = page_slot(page);; i = (i + 1) & (g_page_capacity - 1)) {
+            if (g_page_table[i].page == page) { g_last_page = page; return g_last_bytes = g_page_table[i].bytes; }
+            if (g_page_table[i].page == 0) break;
+        }
+    }
+    if (2 * (g_pool_used + 1) > g_page_capacity) {            // grow the table (and its list of slots in use)
+        GlobalPage* old = g_page_table;
+        size_t old_capacity = g_page_capacity;
+        g_page_capacity = old_capacity ? 2 * old_capacity : 256;
+        g_page_shift = 64 - __builtin_ctzll(g_page_capacity);
+        g_page_table = (GlobalPage*)calloc(g_page_capacity, sizeof(GlobalPage));
+        g_page_slots = (size_t*)realloc(g_page_slots, sizeof(size_t) * g_page_capacity / 2);
+        size_t used = 0;
+        for (size_t i = 0; i < old_capacity; i++)
+            if (old[i].page) global_page_insert(old[i].page, old[i].bytes, &g_page_slots[used++]);
+        free(old);
+    }
+    if (g_pool_used == g_pool_count) {
+        g_page_pool = (SharedByte**)realloc(g_page_pool, sizeof(SharedByte*) * (g_pool_count + 1));
+        g_page_pool[g_pool_count++] = (SharedByte*)calloc(kGlobalPageBytes, sizeof(SharedByte));   // block 0: untouched
+    }
+    SharedByte* bytes = g_page_pool[g_pool_used];
+    global_page_insert(page, bytes, &g_page_slots[g_pool_used]);
+    g_pool_used++;
+    g_last_page = page;
+    return g_last_bytes = bytes;
+}
+
+// Between blocks, a read: of a byte an earlier block of this launch changed, a race (blocks run one after another
+// here, concurrently and in any order on a GPU); else the byte's readers noted for check_block_writes. The one
+// hand-over kernels may make (a count by atomic, a fence, the reads through haste_ldcg: the dq last-block sum)
+// reads through haste_emu_ldcg, unchecked.
+static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc) {
+    for (size_t i = 0; i < size && off + i < g.size; i++) {
+        Blocks& o = g.blocks[off + i];
+        const int w = o.writer;
+        if (w >= 0 && w != g_block_index) {
+            g_race_pc = pc;
+            abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which block "
+                         "(%u, %u, %u) changed earlier in this launch (blocks run concurrently and in any order on a GPU: "
+                         "hand results over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
+                         w % g_gridDim.x, w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y));
+        }
+        if (o.reader == -1) o.reader = g_block_index;
+        else if (o.reader != g_block_index) o.reader = -2;   // several blocks read it
+    }
+}
+
+static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+    if (a - (uintptr_t)g_current->stack < (uintptr_t)kStackBytes) return;   // the thread's own locals (-O1 keeps arrays)
+    for (int k = 0; k < g_region_count; k++) {
+        const int r = (g_last_region + k) % g_region_count;   // the last one first
+        Region& g = g_regions[r];
+        size_t off = (size_t)(a - (uintptr_t)g.base);
+        if (off >= g.size) continue;
+        g_last_region = r;
+        if (!write && g_between_blocks) between_blocks_read(g, off, size, pc);
+        while (size > 0) {                         // page by page
+            size_t in_page = kGlobalPageBytes - a % kGlobalPageBytes, n = size < in_page ? size : in_page;
+            check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size);
+            a += n; off += n; size -= n;
+        }
+        return;
+    }
+}
+#pragma clang attribute pop
+#endif
+} // namespace haste_emu
+
+"""#
+}
