@@ -13,11 +13,12 @@ import HasteTensor
 /// test goes on. Even blocks start their threads in reverse order and shared memory is poisoned (NaN) at every
 /// block start, so a missing `__syncthreads()` between a write and other threads' reads shows up as NaN; a byte
 /// written by two blocks without an atomic (a plain `+=` from many blocks) is reported as a race, and so are two
-/// threads' accesses to one shared-memory byte that no barrier orders and a block's read of what an earlier block
-/// of the launch changed (`EmulatedDriver.checksSharedRaces`).
-/// Not caught: races in global memory between threads of one block, an access past a tensor's end but inside its
-/// caching-allocator block (sizes round up to 512 bytes / 2 MiB), a block reading what a later block writes, races
-/// between blocks in launches too big for the check (EmulatedDriver.raceCheckBudget), reads of a
+/// threads' accesses to one byte of shared memory or of a pointer argument's allocation that no barrier orders (a
+/// plain `+=` from many threads of a block), a block's read of what an earlier block of the launch changed and its
+/// change of what an earlier block read (`EmulatedDriver.checksSharedRaces`).
+/// Not caught: an access past a tensor's end but inside its
+/// caching-allocator block (sizes round up to 512 bytes / 2 MiB), races through memory no pointer argument lies
+/// in, races between blocks in launches too big for the check (EmulatedDriver.raceCheckBudget), reads of a
 /// freed tensor whose block is cached, FMA contraction
 /// (NVRTC fuses a·b + c, the host compiler does not: bitwise agreement here may be a rounding apart on a GPU).
 /// HASTE_EMULATOR_FLAGS="-O0 -g" builds kernels for a debugger. A kernel that sets the error word makes the

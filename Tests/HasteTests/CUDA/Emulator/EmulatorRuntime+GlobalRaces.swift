@@ -109,7 +109,6 @@ static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc
 }
 
 static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
-    if (a - (uintptr_t)g_current->stack < (uintptr_t)kStackBytes) return;   // the thread's own locals (-O1 keeps arrays)
     for (int k = 0; k < g_region_count; k++) {
         const int r = (g_last_region + k) % g_region_count;   // the last one first
         Region& g = g_regions[r];

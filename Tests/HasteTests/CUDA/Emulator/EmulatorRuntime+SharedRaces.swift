@@ -114,12 +114,18 @@ static void check_bytes(SharedByte* e, size_t n, bool write, uintptr_t pc, const
 
 static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
 
-static void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
+__attribute__((noinline)) static void checked_access(void* p, size_t size, bool write, uintptr_t pc) {
     if (g_current_thread < 0) return;                      // the runtime between threads
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
     if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0);
     else global_access((uintptr_t)p, size, write, pc);
+}
+// Most instrumented accesses are to the thread's own locals (arrays -O1 keeps in memory, passed by pointer): they
+// return here, before the check's frame is set up.
+static inline void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
+    if ((uintptr_t)p - (uintptr_t)g_current->stack < (uintptr_t)kStackBytes) return;
+    checked_access(p, size, write, pc);
 }
 
 // The launch's dynamic shared bytes (haste_emu_run) and a new block (run_block): every shadow entry untouched.
