@@ -152,14 +152,20 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
         #expect(race.contains("a lane of this warp: no __syncwarp() or __syncthreads() between"), "\(race)")
     }
 
+    /// What launching the race kernel `kernel` on `d` reports ("" when nothing).
+    func launch(_ d: EmulatedDriver, _ kernel: String, grid: Int, block: Int, sharedBytes: Int = 0,
+                _ arguments: [KernelArgument]) throws -> String {
+        d.launch(try d.load(SharedRaceKernels.source)[kernel]!, grid: Dim3(grid), block: Dim3(block),
+                 sharedBytes: sharedBytes, arguments: arguments)
+        return d.takeError()
+    }
+
     @Test func aBlockReadingWhatAnEarlierBlockWrote() throws {
         for mode: Int32 in [1, 0, 2] {
             let d = EmulatedDriver(recordsIssues: false)
-            let f = try d.load(SharedRaceKernels.source)
             let slots = d.allocate(byteCount: 16)!, out = d.allocate(byteCount: 16)!
-            d.launch(f["previous_block"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 16,
-                     arguments: [.pointer(slots), .pointer(out), .int32(mode)])
-            let error = d.takeError()
+            let error = try launch(d, "previous_block", grid: 4, block: 32, sharedBytes: 16,
+                                   [.pointer(slots), .pointer(out), .int32(mode)])
             if mode == 1 {
                 #expect(error == "")
                 #expect(d.download(out, 4, as: Float.self) == [0, 1, 2, 3])
@@ -186,11 +192,8 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
     /// `block_sum` over 64 threads of one block: the finding and out[0].
     func blockSum(atomic: Int32, checks: Bool) throws -> (String, Float) {
         let d = EmulatedDriver(recordsIssues: false, checksSharedRaces: checks)
-        let f = try d.load(SharedRaceKernels.source)
         let px = d.upload((0..<64).map { Float($0) }), out = d.upload([Float(0)])
-        d.launch(f["block_sum"]!, grid: Dim3(1), block: Dim3(64), sharedBytes: 0,
-                 arguments: [.pointer(px), .pointer(out), .int32(atomic)])
-        let error = d.takeError()
+        let error = try launch(d, "block_sum", grid: 1, block: 64, [.pointer(px), .pointer(out), .int32(atomic)])
         return (error, d.download(out, 1, as: Float.self)[0])
     }
 
@@ -209,12 +212,10 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
     func neighboursInDeviceMemoryNeedABarrier(threads: Int, stride: Int) throws {
         for sync: Int32 in [1, 0] {
             let d = EmulatedDriver(recordsIssues: false)
-            let f = try d.load(SharedRaceKernels.source)
             let x = d.upload((0..<threads).map { Float($0) })
             let y = d.allocate(byteCount: 4 * threads * stride)!, z = d.allocate(byteCount: 4 * threads)!
-            d.launch(f["global_neighbour"]!, grid: Dim3(1), block: Dim3(threads), sharedBytes: 0,
-                     arguments: [.pointer(x), .pointer(y), .pointer(z), .int32(Int32(stride)), .int32(sync)])
-            let error = d.takeError()
+            let error = try launch(d, "global_neighbour", grid: 1, block: threads,
+                                   [.pointer(x), .pointer(y), .pointer(z), .int32(Int32(stride)), .int32(sync)])
             if sync == 1 {
                 #expect(error == "")
                 #expect(d.download(z, threads, as: Float.self) == (0..<threads).map { Float(($0 + 32) % threads + 1) })
@@ -232,11 +233,9 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
     @Test func aWriteFoundAfterTheShadowsTableGrew() throws {
         for sync: Int32 in [1, 0] {
             let d = EmulatedDriver(recordsIssues: false)
-            let f = try d.load(SharedRaceKernels.source)
             let y = d.allocate(byteCount: 4 * 1024 * 256)!, z = d.allocate(byteCount: 4)!
-            d.launch(f["far_neighbour"]!, grid: Dim3(1), block: Dim3(1024), sharedBytes: 0,
-                     arguments: [.pointer(y), .pointer(z), .int32(256), .int32(sync)])
-            let error = d.takeError()
+            let error = try launch(d, "far_neighbour", grid: 1, block: 1024,
+                                   [.pointer(y), .pointer(z), .int32(256), .int32(sync)])
             if sync == 1 {
                 #expect(error == "")
                 #expect(d.download(z, 1, as: Float.self) == [1023])
@@ -251,31 +250,23 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
 
     @Test func eachBlockHasItsOwnPagesOfTheShadow() throws {
         let d = EmulatedDriver(recordsIssues: false)
-        let f = try d.load(SharedRaceKernels.source)
         let y = d.upload([Float](repeating: 0, count: 1024))
         let a = (y + 1023) / 1024 * 1024                          // A and B: whole 1 KiB pages
-        d.launch(f["two_pages"]!, grid: Dim3(2), block: Dim3(32), sharedBytes: 0, arguments: [.pointer(a)])
-        #expect(d.takeError() == "")
+        #expect(try launch(d, "two_pages", grid: 2, block: 32, [.pointer(a)]) == "")
         let values = d.download(y, 1024, as: Float.self), first = Int(a - y) / 4
         #expect(values[first] == 1 && values[first + 1] == 2 && values[first + 257] == 3)
     }
 
     @Test func aBlockChangingWhatAnEarlierBlockRead() throws {
-        for inPlace: Int32 in [0, 1] {
-            let d = EmulatedDriver(recordsIssues: false)
-            let f = try d.load(SharedRaceKernels.source)
-            let slots = d.upload([Float(1), 2, 3, 4]), out = d.allocate(byteCount: 16)!
-            d.launch(f["shift_blocks"]!, grid: Dim3(4), block: Dim3(32), sharedBytes: 0,
-                     arguments: [.pointer(slots), .pointer(out), .int32(inPlace)])
-            let error = d.takeError()
-            if inPlace == 0 {
-                #expect(error == "")
-                #expect(d.download(out, 4, as: Float.self) == [2, 3, 4, 0])
-            } else {
-                #expect(error.contains("this block changed byte 6 of the 16-byte allocation at"), "\(error)")
-                // slot 1: 2.0 → 3.0, whose first changed byte is its third (little-endian 0x40000000 → 0x40400000)
-                #expect(error.contains("which block (0, 0, 0) read earlier in this launch"), "\(error)")
-            }
-        }
+        // Out of place: quiet, each slot's right neighbour.
+        let d = EmulatedDriver(recordsIssues: false)
+        let slots = d.upload([Float(1), 2, 3, 4]), out = d.allocate(byteCount: 16)!
+        #expect(try launch(d, "shift_blocks", grid: 4, block: 32, [.pointer(slots), .pointer(out), .int32(0)]) == "")
+        #expect(d.download(out, 4, as: Float.self) == [2, 3, 4, 0])
+        // In place: block 1 changes slot 1 (2.0 → 3.0: little-endian 0x40000000 → 0x40400000, its third byte
+        // first), which block 0 read.
+        let race = try launch(d, "shift_blocks", grid: 4, block: 32, [.pointer(slots), .pointer(out), .int32(1)])
+        #expect(race.contains("this block changed byte 6 of the 16-byte allocation at"), "\(race)")
+        #expect(race.contains("which block (0, 0, 0) read earlier in this launch"), "\(race)")
     }
 }
