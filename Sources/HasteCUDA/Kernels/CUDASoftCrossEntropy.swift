@@ -150,10 +150,9 @@ extension CUDABackend {
         var copies: [Tensor] = []
         let (xAt, xArgs) = rowArguments(x, xRows, rows: rows, cols: cols, copies: &copies)
         let (tAt, tArgs) = rowArguments(t, tRows, rows: rows, cols: cols, copies: &copies)
-        let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols)
-        launch(CUDABackend.softmaxSource, "soft_cross_entropy_f32" + shape.suffix, grid: shape.grid, block: shape.block,
-               [.pointer(xAt), .pointer(tAt), .pointer(address(loss)), .pointer(address(difference)),
-                .int64(Int64(rows)), .int64(Int64(cols))] + xArgs + tArgs)
+        softmaxRows("soft_cross_entropy_f32", [.pointer(xAt), .pointer(tAt), .pointer(address(loss)), .pointer(address(difference)),
+                                               .int64(Int64(rows)), .int64(Int64(cols))] + xArgs + tArgs,
+                    rows: rows, cols: cols, repeatable: CUDABackend.separate(outputs: [loss, difference], inputs: [x, t]))
         // Stream order: a copy's block is handed out again only to work queued after this kernel.
         withExtendedLifetime(copies) {}
     }

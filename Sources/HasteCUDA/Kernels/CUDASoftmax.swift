@@ -86,32 +86,30 @@ extension CUDABackend {
         cols <= 32 ? 32 : cols <= 64 ? 64 : cols <= 128 ? 128 : 256
     }
 
-    private func softmaxLaunch(_ kernel: String, _ args: [KernelArgument], rows: Int, cols: Int, log: Bool) {
+    /// `inputs` and `outputs` in the kernel's argument order (outputs after inputs), then rows, cols and `log`.
+    private func softmaxLaunch(_ kernel: String, inputs: [Buffer], outputs: [Buffer], rows: Int, cols: Int, log: Bool) {
         if rows * cols == 0 { return }
-        let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols)
-        launch(CUDABackend.softmaxSource, kernel + shape.suffix, grid: shape.grid, block: shape.block,
-               args + [.int64(Int64(rows)), .int64(Int64(cols)), .int32(log ? 1 : 0)])
+        softmaxRows(kernel, (inputs + outputs).map { .pointer(address($0)) } + [.int64(Int64(rows)), .int64(Int64(cols)), .int32(log ? 1 : 0)],
+                    rows: rows, cols: cols, variant: log ? " log" : "", repeatable: CUDABackend.separate(outputs: outputs, inputs: inputs))
     }
 
     public func softmaxForward(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) {
         requireFloat32(x, "softmax")
-        softmaxLaunch("softmax_forward_f32", [.pointer(address(x)), .pointer(address(y))], rows: rows, cols: cols, log: false)
+        softmaxLaunch("softmax_forward_f32", inputs: [x], outputs: [y], rows: rows, cols: cols, log: false)
     }
 
     public func softmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) {
         requireFloat32(y, "softmax backward"); requireFloat32(dy, "softmax backward")
-        softmaxLaunch("softmax_backward_f32", [.pointer(address(y)), .pointer(address(dy)), .pointer(address(dx))],
-                      rows: rows, cols: cols, log: false)
+        softmaxLaunch("softmax_backward_f32", inputs: [y, dy], outputs: [dx], rows: rows, cols: cols, log: false)
     }
 
     public func logSoftmaxForward(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) {
         requireFloat32(x, "log_softmax")
-        softmaxLaunch("softmax_forward_f32", [.pointer(address(x)), .pointer(address(y))], rows: rows, cols: cols, log: true)
+        softmaxLaunch("softmax_forward_f32", inputs: [x], outputs: [y], rows: rows, cols: cols, log: true)
     }
 
     public func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) {
         requireFloat32(y, "log_softmax backward"); requireFloat32(dy, "log_softmax backward")
-        softmaxLaunch("softmax_backward_f32", [.pointer(address(y)), .pointer(address(dy)), .pointer(address(dx))],
-                      rows: rows, cols: cols, log: true)
+        softmaxLaunch("softmax_backward_f32", inputs: [y, dy], outputs: [dx], rows: rows, cols: cols, log: true)
     }
 }

@@ -10,18 +10,17 @@ extension CUDABackend {
     public func softmaxForwardLow(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) -> Bool {
         guard x.dtype == .bfloat16, y.dtype == .bfloat16 else { return false }
         if rows * cols == 0 { return true }
-        let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols)
-        launch(CUDABackend.softmaxSource, "softmax_forward_bf16" + shape.suffix, grid: shape.grid, block: shape.block,
-               [.pointer(address(x)), .pointer(address(y)), .int64(Int64(rows)), .int64(Int64(cols))])
+        softmaxRows("softmax_forward_bf16", [.pointer(address(x)), .pointer(address(y)), .int64(Int64(rows)), .int64(Int64(cols))],
+                    rows: rows, cols: cols, repeatable: CUDABackend.separate(outputs: [y], inputs: [x]))
         return true
     }
 
     public func softmaxBackwardLow(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) -> Bool {
         guard y.dtype == .bfloat16, dy.dtype == .bfloat16, dx.dtype == .float32 else { return false }
         if rows * cols == 0 { return true }
-        let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols)
-        launch(CUDABackend.softmaxSource, "softmax_backward_bf16_carrier" + shape.suffix, grid: shape.grid, block: shape.block,
-               [.pointer(address(y)), .pointer(address(dy)), .pointer(address(dx)), .int64(Int64(rows)), .int64(Int64(cols))])
+        softmaxRows("softmax_backward_bf16_carrier", [.pointer(address(y)), .pointer(address(dy)), .pointer(address(dx)),
+                                                      .int64(Int64(rows)), .int64(Int64(cols))],
+                    rows: rows, cols: cols, repeatable: CUDABackend.separate(outputs: [dx], inputs: [y, dy]))
         return true
     }
 }

@@ -9,11 +9,26 @@ import HasteTensor
 /// (`HASTE_ROW_WARP=0` keeps the block kernels).
 extension CUDABackend {
     /// The launch of a softmax family row kernel: by warp ("_w", eight rows a block) for up to 256 columns, else
-    /// one block of `rowThreads(cols)` per row.
-    static func softmaxRowLaunch(rows: Int, cols: Int) -> (suffix: String, grid: Dim3, block: Dim3) {
-        if rowWarpAllowed && cols <= 256 { return ("_w", warpRowsGrid(rows), Dim3(256)) }
+    /// (or with `warp` false) one block of `rowThreads(cols)` per row.
+    static func softmaxRowLaunch(rows: Int, cols: Int, warp: Bool = true) -> (suffix: String, grid: Dim3, block: Dim3) {
+        if warp && rowWarpAllowed && cols <= 256 { return ("_w", warpRowsGrid(rows), Dim3(256)) }
         return ("", Dim3(Swift.min(rows, 65_535)), Dim3(rowThreads(cols)))
     }
+
+    /// `kernel` of the softmax family over `rows` of `cols` (`arguments` its own), by warp or by block: the same bits,
+    /// chosen by the tuner (`LaunchTuner`: timed at the shape's first call, by warp first; not tuned where `repeatable`
+    /// is false, an output in an input's storage). `variant` names a mode the arguments select (" log").
+    func softmaxRows(_ kernel: String, _ arguments: [KernelArgument], rows: Int, cols: Int, variant: String = "",
+                     repeatable: Bool) {
+        let ways = rowWarpAllowedHere(cols: cols) ? [true, false] : [false]
+        tuned("\(kernel)\(variant) rows \(rows), cols \(cols)", ways.map { LaunchTuner.Candidate($0 ? "rows by warp" : "rows by block") },
+              count: ways.count, repeatable: repeatable) { i in
+            let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols, warp: ways[i])
+            launch(CUDABackend.softmaxSource, kernel + shape.suffix, grid: shape.grid, block: shape.block, arguments)
+        }
+    }
+
+    private func rowWarpAllowedHere(cols: Int) -> Bool { CUDABackend.softmaxRowLaunch(rows: 1, cols: cols).suffix == "_w" }
 
     static let softmaxWarpCode = #"""
     /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.

@@ -162,6 +162,31 @@ import HasteTraining
                 "\(later)")
     }
 
+    /// The softmax family's rows by warp or by block (softmax and log-softmax forward and backward, the bf16 pair, the
+    /// soft cross-entropy): with the by-warp entry points made dearer, the block kernels are kept, with the untuned
+    /// bits (SoftmaxWarpTests' cases), and launched alone from then on.
+    @Test func theSoftmaxRowsAreTunedToo() {
+        CUDABackend.$rowWarpAllowed.withValue(true) {
+            let (rows, cols) = (19, 100)
+            func all() -> [[UInt32]] {
+                SoftmaxWarpTests.run(rows: rows, cols: cols) + SoftmaxWarpTests.crossEntropy([9, 7], [9, 7], seed: 3) { ($0, $1) }
+            }
+            let plain = LaunchTuner.$allowed.withValue(false) { all() }
+            let tuner = LaunchTuner(), clock = EmulatedDriver.LaunchClock { $0.hasSuffix("_w") ? 5 : 1 }
+            #expect(Self.tuning(tuner, clock) { all() } == plain)
+            let chosen = tuner.decisions.map { ($0.key, $0.names[$0.chosen], $0.names) }
+            let shape = " rows \(rows), cols \(cols)"
+            #expect(Set(chosen.map(\.0)) == Set(["softmax_forward_f32", "softmax_forward_f32 log", "softmax_backward_f32",
+                                                "softmax_backward_f32 log", "softmax_forward_bf16", "softmax_backward_bf16_carrier"]
+                                                .map { $0 + shape } + ["soft_cross_entropy_f32 rows 9, cols 7"]), "\(chosen)")
+            #expect(chosen.allSatisfy { $0.1 == "rows by block" && $0.2 == ["rows by warp", "rows by block"] }, "\(chosen)")
+            let before = clock.names.count
+            #expect(Self.tuning(tuner, clock) { all() } == plain)
+            let later = clock.names[before...]
+            #expect(!later.contains { $0.hasSuffix("_w") } && later.contains("softmax_forward_bf16"), "\(later)")
+        }
+    }
+
     /// A tiny HASTE run in bf16 on the emulator, tuned with costs that make every rule's choice lose: its losses are
     /// the untuned run's bit for bit, and log.txt names each decision once (cuda: tuned …).
     @Test func aTunedTrainingRunGivesTheUntunedLossesAndLogsItsChoices() throws {
@@ -172,10 +197,11 @@ import HasteTraining
         c.expName = "untuned"
         try LaunchTuner.$allowed.withValue(false) { try Trainer(config: c, dataset: SyntheticDataset(), device: EmulatedCUDA.device).train() }
         c.expName = "tuned"
-        // Costs that make every rule's choice the dearer one: by-warp rows, the one-pass gated backward and the early
-        // serial dq load cost more than the block rows, the two gated kernels and the late load.
+        // Costs that make every rule's choice the dearer one: by-warp rows (the softmax family's too), the one-pass
+        // gated backward and the early serial dq load cost more than the block rows, the two gated kernels and the late
+        // load.
         let tuner = LaunchTuner(), clock = EmulatedDriver.LaunchClock { name in
-            name.hasSuffix("sl") ? 0.5 : name.range(of: "_w[0-9]+$", options: .regularExpression) != nil
+            name.hasSuffix("sl") ? 0.5 : name.range(of: "_w[0-9]*$", options: .regularExpression) != nil
                 || name.hasPrefix("fused_gated_backward_both") ? 3 : 1
         }
         try Self.unswitched {
