@@ -20,15 +20,13 @@ extension CUDABackend {
     /// is false, an output in an input's storage). `variant` names a mode the arguments select (" log").
     func softmaxRows(_ kernel: String, _ arguments: [KernelArgument], rows: Int, cols: Int, variant: String = "",
                      repeatable: Bool) {
-        let ways = rowWarpAllowedHere(cols: cols) ? [true, false] : [false]
+        let ways = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols).suffix == "_w" ? [true, false] : [false]
         tuned("\(kernel)\(variant) rows \(rows), cols \(cols)", ways.map { LaunchTuner.Candidate($0 ? "rows by warp" : "rows by block") },
               count: ways.count, repeatable: repeatable) { i in
             let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols, warp: ways[i])
             launch(CUDABackend.softmaxSource, kernel + shape.suffix, grid: shape.grid, block: shape.block, arguments)
         }
     }
-
-    private func rowWarpAllowedHere(cols: Int) -> Bool { CUDABackend.softmaxRowLaunch(rows: 1, cols: cols).suffix == "_w" }
 
     static let softmaxWarpCode = #"""
     /// W = rowThreads(cols) / 32: the block kernels' block size for these columns.

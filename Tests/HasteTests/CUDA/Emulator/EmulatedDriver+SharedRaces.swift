@@ -8,12 +8,9 @@ extension EmulatedDriver {
     static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
                                   "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
 
-    /// The flags `source` is compiled with: `extraFlags`, and the race check's when it is on (every family: its
-    /// kernels' shared memory, and their reads of what other blocks wrote; the runtime is never instrumented, so
-    /// a family without either costs little more).
-    func compilerFlags(for source: KernelSource) -> [String] {
-        extraFlags + (checksSharedRaces ? EmulatedDriver.sharedRaceFlags : [])
-    }
+    /// The flags every family is compiled with: `extraFlags`, and the race check's when it is on (the runtime is
+    /// never instrumented, only the kernels' own loads and stores).
+    var compilerFlags: [String] { extraFlags + (checksSharedRaces ? EmulatedDriver.sharedRaceFlags : []) }
 
     /// `text` with each "{pc 0x…}" (an offset into `object`, from the shared-memory race check) replaced by its place.
     static func symbolizingMarks(_ text: String, object: String) -> String {
@@ -27,11 +24,11 @@ extension EmulatedDriver {
         return out + rest
     }
 
-    /// (address, bytes) of every allocation a pointer argument lies in, for the race checks in device memory (none
-    /// when both are off), and whether to check between blocks (not for a single block, nor where comparing the
-    /// allocations after every block would cost more than `raceCheckBudget`).
+    /// (address, bytes) of every allocation a pointer argument lies in, for the race checks in device memory, and
+    /// whether to check between blocks (not for a single block, nor where comparing the allocations after every
+    /// block would cost more than `raceCheckBudget`); no regions where neither check would read them.
     func raceRegions(_ arguments: [KernelArgument], blocks: Int) -> ([UInt64], betweenBlocks: Bool) {
-        guard checksBlockRaces || checksSharedRaces else { return ([], false) }
+        guard checksSharedRaces || (checksBlockRaces && blocks > 1) else { return ([], false) }
         var seen = Set<UInt64>(), regions: [UInt64] = [], bytes = 0
         for case let .pointer(p) in arguments where p != 0 {
             guard let a = allocation(containing: p, byteCount: 0), seen.insert(a.base).inserted else { continue }
@@ -39,6 +36,7 @@ extension EmulatedDriver {
             bytes += a.size
         }
         let (compared, overflow) = bytes.multipliedReportingOverflow(by: blocks)
-        return (regions, checksBlockRaces && blocks > 1 && !overflow && compared <= EmulatedDriver.raceCheckBudget)
+        let betweenBlocks = checksBlockRaces && blocks > 1 && !overflow && compared <= EmulatedDriver.raceCheckBudget
+        return (checksSharedRaces || betweenBlocks ? regions : [], betweenBlocks)
     }
 }

@@ -234,7 +234,7 @@ final class EmulatedDriver: GPUDriver {
     // MARK: kernels
 
     func load(_ source: KernelSource) throws -> [String: GPUFunction] {
-        let module = try EmulatorCompiler.module(for: source, extraFlags: compilerFlags(for: source))
+        let module = try EmulatorCompiler.module(for: source, extraFlags: compilerFlags)
         var functions: [String: GPUFunction] = [:]
         for (name, kernel) in module.kernels {
             functions[name] = GPUFunction(name: name, handle: Unmanaged.passUnretained(kernel).toOpaque())

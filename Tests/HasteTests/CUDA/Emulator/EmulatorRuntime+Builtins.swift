@@ -49,7 +49,7 @@ HASTE_EMU_UNCHECKED static inline void cp_async(void* dst, const void* src, int 
     }
 #ifdef HASTE_EMU_SHARED_RACES
     shared_async_issue(dst, bytes, (uintptr_t)__builtin_return_address(0));   // not inlined: a place in the kernel
-    shared_access((void*)src, (size_t)bytes, false, (uintptr_t)__builtin_return_address(0));   // the source: a read
+    race_access((void*)src, (size_t)bytes, false, (uintptr_t)__builtin_return_address(0));   // the source: a read
 #endif
     memset(dst, 0xFF, bytes);
     g_async[t][g_async_count[t]++] = {dst, src, bytes};

@@ -1,12 +1,13 @@
 extension EmulatorRuntime {
-    /// The race check (`EmulatedDriver.checksSharedRaces`): which shared-memory accesses of two threads no barrier
-    /// orders, and which reads see another block's writes, whatever order threads and blocks happen to run in.
+    /// The race check (`EmulatedDriver.checksSharedRaces`): which accesses of two threads no barrier orders (shared
+    /// memory here, device memory in +GlobalRaces.swift), whatever order threads and blocks happen to run in.
     static let sharedRaces = #"""
 // ---- races (HASTE_EMU_SHARED_RACES) ----
 // The kernels are compiled with -fsanitize=thread, whose instrumentation calls __tsan_read4(p), __tsan_write8(p), …
 // before every load and store (atomics, function entries and memcpy/memset left out); those hooks are defined
 // here (no ThreadSanitizer runtime is linked) and look at the block's shared memory, dynamic and static, and at
-// reads of the launch's device memory (global_read, EmulatorRuntime+Launch.swift: what an earlier block changed).
+// the launch's device memory (global_access, EmulatorRuntime+GlobalRaces.swift: the same rules per byte, and
+// between blocks).
 // Per byte they keep the last write (thread, barrier generation, the warp's __syncwarp count, where) and the
 // last read(s) of the current generation. Two accesses by different threads, at least one a write, in the same
 // generation (no __syncthreads() completed between them; for two lanes of one warp, no __syncwarp() either) are
@@ -121,9 +122,9 @@ __attribute__((noinline)) static void checked_access(void* p, size_t size, bool 
     if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0);
     else global_access((uintptr_t)p, size, write, pc);
 }
-// Most instrumented accesses are to the thread's own locals (arrays -O1 keeps in memory, passed by pointer): they
-// return here, before the check's frame is set up.
-static inline void shared_access(void* p, size_t size, bool write, uintptr_t pc) {
+// Every instrumented access (and cp.async's source). Most are to the thread's own locals (arrays -O1 keeps in
+// memory, passed by pointer): they return here, before the check's frame is set up.
+static inline void race_access(void* p, size_t size, bool write, uintptr_t pc) {
     if ((uintptr_t)p - (uintptr_t)g_current->stack < (uintptr_t)kStackBytes) return;
     checked_access(p, size, write, pc);
 }
@@ -145,10 +146,11 @@ static void shared_races_block() { g_block_serial++; memset(g_syncwarp, 0, sizeo
 
 // cp.async of thread t: a write at the issue (it may land at once), pending until t's wait, a write at the wait.
 static void shared_async_issue(void* dst, int bytes, uintptr_t pc) {
-    shared_access(dst, (size_t)bytes, true, pc);
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)dst, &space, &offset);
-    for (int i = 0; e && i < bytes; i++) { e[i].pending = (short)g_current_thread; e[i].wpc = pc; }
+    if (!e) return;                                        // not shared memory: faults when copied
+    check_bytes(e, (size_t)bytes, true, pc, space, offset, nullptr, 0);
+    for (int i = 0; i < bytes; i++) { e[i].pending = (short)g_current_thread; e[i].wpc = pc; }
 }
 static void shared_async_landed(void* dst, int bytes) {
     const char* space; size_t offset;
@@ -160,17 +162,17 @@ static void shared_async_landed(void* dst, int bytes) {
 }
 #define HASTE_EMU_HOOK extern "C" __attribute__((no_sanitize("thread"), visibility("hidden"), used))
 #define HASTE_EMU_ACCESS_HOOKS(N) \
-    HASTE_EMU_HOOK void __tsan_read##N(void* p) { shared_access(p, N, false, (uintptr_t)__builtin_return_address(0)); } \
-    HASTE_EMU_HOOK void __tsan_write##N(void* p) { shared_access(p, N, true, (uintptr_t)__builtin_return_address(0)); } \
-    HASTE_EMU_HOOK void __tsan_unaligned_read##N(void* p) { shared_access(p, N, false, (uintptr_t)__builtin_return_address(0)); } \
-    HASTE_EMU_HOOK void __tsan_unaligned_write##N(void* p) { shared_access(p, N, true, (uintptr_t)__builtin_return_address(0)); }
+    HASTE_EMU_HOOK void __tsan_read##N(void* p) { race_access(p, N, false, (uintptr_t)__builtin_return_address(0)); } \
+    HASTE_EMU_HOOK void __tsan_write##N(void* p) { race_access(p, N, true, (uintptr_t)__builtin_return_address(0)); } \
+    HASTE_EMU_HOOK void __tsan_unaligned_read##N(void* p) { race_access(p, N, false, (uintptr_t)__builtin_return_address(0)); } \
+    HASTE_EMU_HOOK void __tsan_unaligned_write##N(void* p) { race_access(p, N, true, (uintptr_t)__builtin_return_address(0)); }
 HASTE_EMU_ACCESS_HOOKS(1)
 HASTE_EMU_ACCESS_HOOKS(2)
 HASTE_EMU_ACCESS_HOOKS(4)
 HASTE_EMU_ACCESS_HOOKS(8)
 HASTE_EMU_ACCESS_HOOKS(16)
-HASTE_EMU_HOOK void __tsan_read_range(void* p, unsigned long n) { shared_access(p, n, false, (uintptr_t)__builtin_return_address(0)); }
-HASTE_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { shared_access(p, n, true, (uintptr_t)__builtin_return_address(0)); }
+HASTE_EMU_HOOK void __tsan_read_range(void* p, unsigned long n) { race_access(p, n, false, (uintptr_t)__builtin_return_address(0)); }
+HASTE_EMU_HOOK void __tsan_write_range(void* p, unsigned long n) { race_access(p, n, true, (uintptr_t)__builtin_return_address(0)); }
 HASTE_EMU_HOOK void __tsan_init() {}
 HASTE_EMU_HOOK void __tsan_func_entry(void*) {}
 HASTE_EMU_HOOK void __tsan_func_exit() {}
