@@ -4,7 +4,8 @@ import HasteCUDA
 /// compiled for it, and the places it names.
 extension EmulatedDriver {
     /// ThreadSanitizer's instrumentation of every load and store, calling the runtime's own `__tsan_*` hooks
-    /// (atomics, function entries and memcpy/memset are not instrumented; no TSan runtime is linked).
+    /// (atomics, function entries and memcpy/memset are not instrumented: the runtime's atomics check their bytes
+    /// themselves; no TSan runtime is linked).
     static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
                                   "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
 

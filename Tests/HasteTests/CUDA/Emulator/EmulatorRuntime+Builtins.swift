@@ -159,15 +159,20 @@ static void note_atomic_byte(uintptr_t a) {
     if (g_atomic_set[i] == 0) { g_atomic_set[i] = a; g_atomic_count++; }
 }
 
-static inline void note_atomic(const void* p, size_t bytes) {
+// An atomic's bytes: exempt between blocks; inside a block (the race check's instrumentation), checked against the
+// plain accesses of other threads (atomic_access). `pc`: the atomic's caller, in the kernel.
+static inline void note_atomic(void* p, size_t bytes, uintptr_t pc) {
+#ifdef HASTE_EMU_SHARED_RACES
+    atomic_access(p, bytes, pc);
+#endif
     if (!g_between_blocks) return;
     for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);
 }
 } // namespace haste_emu
 
-// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here. (Not seen by
-// the race check inside blocks: HASTE_EMU_UNCHECKED.)
-#define HASTE_EMU_ATOMIC(p) haste_emu::note_atomic(p, sizeof *(p))
+// Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic here. (Their own
+// loads and stores are not instrumented, HASTE_EMU_UNCHECKED; note_atomic checks them as atomics.)
+#define HASTE_EMU_ATOMIC(p) haste_emu::note_atomic(p, sizeof *(p), (uintptr_t)__builtin_return_address(0))
 HASTE_EMU_UNCHECKED static inline float atomicAdd(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = o + v; return o; }
 HASTE_EMU_UNCHECKED static inline double atomicAdd(double* p, double v) { HASTE_EMU_ATOMIC(p); double o = *p; *p = o + v; return o; }
 HASTE_EMU_UNCHECKED static inline int atomicAdd(int* p, int v) { HASTE_EMU_ATOMIC(p); int o = *p; *p = (int)((unsigned)o + (unsigned)v); return o; }

@@ -108,7 +108,7 @@ static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc
     }
 }
 
-static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc, bool atomic) {
     for (int k = 0; k < g_region_count; k++) {
         const int r = (g_last_region + k) % g_region_count;   // the last one first
         Region& g = g_regions[r];
@@ -118,7 +118,7 @@ static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
         if (!write && g_between_blocks) between_blocks_read(g, off, size, pc);
         while (size > 0) {                         // page by page
             size_t in_page = kGlobalPageBytes - a % kGlobalPageBytes, n = size < in_page ? size : in_page;
-            check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size);
+            check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size, atomic);
             a += n; off += n; size -= n;
         }
         return;

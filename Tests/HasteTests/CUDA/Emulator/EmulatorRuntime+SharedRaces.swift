@@ -7,7 +7,8 @@ extension EmulatorRuntime {
 // before every load and store (atomics, function entries and memcpy/memset left out); those hooks are defined
 // here (no ThreadSanitizer runtime is linked) and look at the block's shared memory, dynamic and static, and at
 // the launch's device memory (global_access, EmulatorRuntime+GlobalRaces.swift: the same rules per byte, and
-// between blocks).
+// between blocks). The atomics (EmulatorRuntime+Builtins.swift) call atomic_access themselves: an atomic is a
+// write that races with another thread's plain access, not with another atomic.
 // Per byte they keep the last write (thread, barrier generation, the warp's __syncwarp count, where) and the
 // last read(s) of the current generation. Two accesses by different threads, at least one a write, in the same
 // generation (no __syncthreads() completed between them; for two lanes of one warp, no __syncwarp() either) are
@@ -30,8 +31,10 @@ struct SharedByte {
     unsigned block;                // g_block_serial at its last access: older entries count as untouched
     unsigned wgen, rgen;           // the block barrier generation of the last write, of the read(s) since
     unsigned short wsync, rsync;   // the warp's __syncwarp count then
-    short writer, reader;          // threads; reader -2: several threads read in rgen; -1 none
+    short writer, reader;          // threads; -1 none; reader -2: several threads read in rgen; writer -2: atomics
+                                   // of several threads in wgen
     short pending;                 // a cp.async of this thread writes the byte and has not been waited for; -1 none
+    bool watomic;                  // the last write (or the writes of writer -2) by atomics
     uintptr_t wpc, rpc;            // where (return addresses into the kernel)
 };
 static SharedByte *g_dynamic_shadow, *g_static_shadow;
@@ -81,30 +84,38 @@ static void report_race(const char* access, const char* space, size_t offset, co
 }
 
 // The accesses of the running thread to `n` bytes whose entries start at `e` (the first at `offset` in its space):
-// a race with an access of another thread no barrier orders, then this access recorded.
+// a race with an access of another thread no barrier orders, then this access recorded. `atomic`: an atomic's
+// read-modify-write (a write), which races with plain accesses only.
 static void check_bytes(SharedByte* e, size_t n, bool write, uintptr_t pc, const char* space, size_t offset,
-                        const void* allocation, size_t allocation_bytes) {
+                        const void* allocation, size_t allocation_bytes, bool atomic = false) {
     const int t = g_current_thread;
     const unsigned gen = g_block_gen;
     const unsigned short sync = g_syncwarp[t >> 5];
-    const char* access = write ? "writes" : "reads";
+    const char* access = atomic ? "changes by an atomic" : write ? "writes" : "reads";
     for (size_t i = 0; i < n; i++, e++) {
-        if (e->block != g_block_serial) *e = SharedByte{g_block_serial, 0, 0, 0, 0, -1, -1, -1, 0, 0};
+        if (e->block != g_block_serial) *e = SharedByte{g_block_serial, 0, 0, 0, 0, -1, -1, -1, false, 0, 0};
         if (e->pending >= 0)
             report_race(access, space, offset + i, allocation, allocation_bytes, "may still be writing by a cp.async issued",
                         e->pending, e->wpc, pc,
                         "the copy lands at any time until that thread's cp.async wait; other threads may touch the "
                         "bytes only after a __syncthreads() that follows the wait");
-        if (e->writer >= 0 && e->writer != t && e->wgen == gen && !((e->writer >> 5) == (t >> 5) && e->wsync != sync))
-            report_race(access, space, offset + i, allocation, allocation_bytes, "wrote", e->writer, e->wpc, pc,
-                        (e->writer >> 5) == (t >> 5) ? "a lane of this warp: no __syncwarp() or __syncthreads() between"
-                                                     : "no __syncthreads() between");
+        const bool lane = e->writer >= 0 && (e->writer >> 5) == (t >> 5);   // the writer is a lane of this warp
+        if (e->writer != -1 && e->writer != t && e->wgen == gen && !(lane && e->wsync != sync) && !(atomic && e->watomic))
+            report_race(access, space, offset + i, allocation, allocation_bytes,
+                        e->watomic ? "changed by an atomic" : "wrote", e->writer, e->wpc, pc,
+                        lane ? "a lane of this warp: no __syncwarp() or __syncthreads() between"
+                             : e->watomic ? "no __syncthreads() between: an atomic is atomic only against other atomics"
+                                          : "no __syncthreads() between");
         if (write) {
             if (e->reader != -1 && e->reader != t && e->rgen == gen
                 && !(e->reader >= 0 && (e->reader >> 5) == (t >> 5) && e->rsync != sync))
                 report_race(access, space, offset + i, allocation, allocation_bytes, "read", e->reader, e->rpc, pc,
                             "no __syncthreads() between: the read may come after this write on a GPU");
-            e->writer = (short)t; e->wgen = gen; e->wsync = sync; e->wpc = pc;
+            // An atomic after this thread's own plain write of this generation leaves that write as the record:
+            // other threads' atomics race with it.
+            if (atomic && e->writer == t && e->wgen == gen && !e->watomic) continue;
+            const bool several = atomic && e->watomic && e->wgen == gen && e->writer != -1 && e->writer != t;
+            e->writer = several ? (short)-2 : (short)t; e->watomic = atomic; e->wgen = gen; e->wsync = sync; e->wpc = pc;
         } else if (e->reader == -1 || e->rgen != gen) {
             e->reader = (short)t; e->rgen = gen; e->rsync = sync; e->rpc = pc;
         } else if (e->reader != t) {
@@ -113,7 +124,7 @@ static void check_bytes(SharedByte* e, size_t n, bool write, uintptr_t pc, const
     }
 }
 
-static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
+static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc, bool atomic = false);   // +GlobalRaces.swift
 
 __attribute__((noinline)) static void checked_access(void* p, size_t size, bool write, uintptr_t pc) {
     if (g_current_thread < 0) return;                      // the runtime between threads
@@ -121,6 +132,14 @@ __attribute__((noinline)) static void checked_access(void* p, size_t size, bool 
     SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
     if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0);
     else global_access((uintptr_t)p, size, write, pc);
+}
+// An atomic's bytes (called by the atomics of EmulatorRuntime+Builtins.swift, which are not instrumented).
+__attribute__((noinline)) static void atomic_access(void* p, size_t size, uintptr_t pc) {
+    if (g_current_thread < 0) return;
+    const char* space; size_t offset;
+    SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
+    if (e) check_bytes(e, size, true, pc, space, offset, nullptr, 0, true);
+    else global_access((uintptr_t)p, size, true, pc, true);
 }
 // Every instrumented access (and cp.async's source). Most are to the thread's own locals (arrays -O1 keeps in
 // memory, passed by pointer): they return here, before the check's frame is set up.
@@ -157,7 +176,7 @@ static void shared_async_landed(void* dst, int bytes) {
     SharedByte* e = shared_byte((uintptr_t)dst, &space, &offset);
     int t = g_current_thread;
     for (int i = 0; e && i < bytes; i++) {
-        e[i].pending = -1; e[i].writer = (short)t; e[i].wgen = g_block_gen; e[i].wsync = g_syncwarp[t >> 5];
+        e[i].pending = -1; e[i].writer = (short)t; e[i].watomic = false; e[i].wgen = g_block_gen; e[i].wsync = g_syncwarp[t >> 5];
     }
 }
 #define HASTE_EMU_HOOK extern "C" __attribute__((no_sanitize("thread"), visibility("hidden"), used))

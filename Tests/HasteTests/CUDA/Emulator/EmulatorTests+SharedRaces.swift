@@ -6,7 +6,7 @@ import Testing
 enum SharedRaceKernels {
     static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block",
                                                                                         "block_sum", "global_neighbour", "far_neighbour",
-                                                                                        "two_pages", "shift_blocks"],
+                                                                                        "two_pages", "shift_blocks", "atomic_counter"],
                                      code: #"""
 /// Each thread reads its right neighbour's slot, then writes its own: without the barrier between (sync = 0) the
 /// neighbour's write may come before or after this read.
@@ -100,6 +100,21 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
     const int b = blockIdx.x;
     float v = b + 1 < (int)gridDim.x ? slots[b + 1] : 0.0f;
     (in_place ? slots : out)[b] = v;
+}
+/// Thread 0 zeroes a counter (in shared memory, or out[1] in device memory), every thread adds 1 to it by atomicAdd,
+/// then thread 0 copies it to out[0] after a barrier (mode 0). Mode 1: each thread reads the counter plainly right
+/// after its own atomic, no barrier between (another thread's atomic may come before or after the read). Mode 2: no
+/// barrier between the zeroing store and the others' atomics.
+extern "C" __global__ void atomic_counter(float* out, int mode, int in_shared) {
+    __shared__ float counter[1];
+    float* c = in_shared ? counter : out + 1;
+    const int t = threadIdx.x;
+    if (t == 0) c[0] = 0.0f;
+    if (mode != 2) __syncthreads();
+    atomicAdd(c, 1.0f);
+    if (mode == 1) out[2 + t] = c[0];
+    __syncthreads();
+    if (t == 0) out[0] = c[0];
 }
 """#)
 
@@ -265,5 +280,45 @@ extern "C" __global__ void shift_blocks(float* slots, float* out, int in_place) 
         let race = try launch(d, "shift_blocks", grid: 4, block: 32, [.pointer(slots), .pointer(out), .int32(1)])
         #expect(race.contains("this block changed byte 6 of the 16-byte allocation at"), "\(race)")
         #expect(race.contains("which block (0, 0, 0) read earlier in this launch"), "\(race)")
+    }
+
+    /// `atomic_counter` over 64 threads of one block in `mode`, its counter in shared or device memory, the threads
+    /// started in index order or (`reverse`) in reverse: the finding and out[0].
+    func atomicCounter(mode: Int32, inShared: Bool, reverse: Bool = false, checks: Bool = true) throws -> (String, Float) {
+        let d = EmulatedDriver(recordsIssues: false, alternatesThreadOrder: reverse, checksSharedRaces: checks)
+        let out = d.upload([Float](repeating: -1, count: 66))
+        let error = try launch(d, "atomic_counter", grid: 1, block: 64, [.pointer(out), .int32(mode), .int32(inShared ? 1 : 0)])
+        return (error, d.download(out, 1, as: Float.self)[0])
+    }
+
+    @Test(arguments: [true, false])
+    func atomicsRaceWithPlainAccessesOnly(inShared: Bool) throws {
+        // (The counter's offset among the static shared arrays is the linker's business.)
+        let (memory, counter) = inShared ? ("shared", "of the static shared memory, which thread")
+                                         : ("device", "byte 4 of the 264-byte allocation at")
+        // Atomics of every thread between two barriers: no race among them.
+        #expect(try atomicCounter(mode: 0, inShared: inShared) == ("", 64))
+        // A plain read right after each thread's atomic: the threads run one at a time here, so only the check sees it.
+        #expect(try atomicCounter(mode: 1, inShared: inShared, checks: false) == ("", 64))
+        let (read, _) = try atomicCounter(mode: 1, inShared: inShared)
+        // (Which thread's read comes first after the barrier is the scheduler's business.)
+        #expect(read.contains("a race in \(memory) memory: this thread changes by an atomic byte "), "\(read)")
+        #expect(read.contains(counter), "\(read)")
+        #expect(read.contains(" read at " + SharedRaceKernels.place("if (mode == 1) out[2 + t] = c[0];")), "\(read)")
+        #expect(read.contains(SharedRaceKernels.place("atomicAdd(c, 1.0f);")), "the atomic's line: \(read)")
+        // The zeroing store and the other threads' atomics with no barrier between.
+        let (store, _) = try atomicCounter(mode: 2, inShared: inShared)
+        #expect(store.contains("a race in \(memory) memory: this thread changes by an atomic byte "), "\(store)")
+        #expect(store.contains(counter), "\(store)")
+        #expect(store.contains("which thread 0 wrote at " + SharedRaceKernels.place("if (t == 0) c[0] = 0.0f;")), "\(store)")
+    }
+
+    @Test func aPlainAccessAfterOtherThreadsAtomics() throws {
+        // Threads 63 … 1 add before thread 0 stores (block 0's threads in reverse order).
+        let (error, _) = try atomicCounter(mode: 2, inShared: true, reverse: true)
+        #expect(error.contains("thread (0, 0, 0): a race in shared memory: this thread writes byte "), "\(error)")
+        #expect(error.contains("of the static shared memory, which other threads changed by an atomic at "
+                               + SharedRaceKernels.place("atomicAdd(c, 1.0f);")), "\(error)")
+        #expect(error.contains("an atomic is atomic only against other atomics"), "\(error)")
     }
 }
