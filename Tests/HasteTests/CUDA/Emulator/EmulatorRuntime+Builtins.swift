@@ -160,10 +160,10 @@ static void note_atomic_byte(uintptr_t a) {
 }
 
 // An atomic's bytes: exempt between blocks; inside a block (the race check's instrumentation), checked against the
-// plain accesses of other threads (atomic_access). `pc`: the atomic's caller, in the kernel.
+// plain accesses of other threads (checked_access). `pc`: the atomic's caller, in the kernel.
 static inline void note_atomic(void* p, size_t bytes, uintptr_t pc) {
 #ifdef HASTE_EMU_SHARED_RACES
-    atomic_access(p, bytes, pc);
+    checked_access(p, bytes, true, pc, true);
 #endif
     if (!g_between_blocks) return;
     for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);

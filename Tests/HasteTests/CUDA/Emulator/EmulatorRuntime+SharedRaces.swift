@@ -7,7 +7,7 @@ extension EmulatorRuntime {
 // before every load and store (atomics, function entries and memcpy/memset left out); those hooks are defined
 // here (no ThreadSanitizer runtime is linked) and look at the block's shared memory, dynamic and static, and at
 // the launch's device memory (global_access, EmulatorRuntime+GlobalRaces.swift: the same rules per byte, and
-// between blocks). The atomics (EmulatorRuntime+Builtins.swift) call atomic_access themselves: an atomic is a
+// between blocks). The atomics (EmulatorRuntime+Builtins.swift) call checked_access themselves: an atomic is a
 // write that races with another thread's plain access, not with another atomic.
 // Per byte they keep the last write (thread, barrier generation, the warp's __syncwarp count, where) and the
 // last read(s) of the current generation. Two accesses by different threads, at least one a write, in the same
@@ -32,7 +32,8 @@ struct SharedByte {
     unsigned wgen, rgen;           // the block barrier generation of the last write, of the read(s) since
     unsigned short wsync, rsync;   // the warp's __syncwarp count then
     short writer, reader;          // threads; -1 none; reader -2: several threads read in rgen; writer -2: atomics
-                                   // of several threads in wgen
+                                   // of several threads in wgen (no warp kept: a plain access after them in wgen is
+                                   // reported even where their lanes and it passed a __syncwarp())
     short pending;                 // a cp.async of this thread writes the byte and has not been waited for; -1 none
     bool watomic;                  // the last write (or the writes of writer -2) by atomics
     uintptr_t wpc, rpc;            // where (return addresses into the kernel)
@@ -126,20 +127,14 @@ static void check_bytes(SharedByte* e, size_t n, bool write, uintptr_t pc, const
 
 static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc, bool atomic = false);   // +GlobalRaces.swift
 
-__attribute__((noinline)) static void checked_access(void* p, size_t size, bool write, uintptr_t pc) {
+// An access, or (`atomic`: from the atomics of EmulatorRuntime+Builtins.swift, which are not instrumented) an
+// atomic's bytes.
+__attribute__((noinline)) static void checked_access(void* p, size_t size, bool write, uintptr_t pc, bool atomic = false) {
     if (g_current_thread < 0) return;                      // the runtime between threads
     const char* space; size_t offset;
     SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
-    if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0);
-    else global_access((uintptr_t)p, size, write, pc);
-}
-// An atomic's bytes (called by the atomics of EmulatorRuntime+Builtins.swift, which are not instrumented).
-__attribute__((noinline)) static void atomic_access(void* p, size_t size, uintptr_t pc) {
-    if (g_current_thread < 0) return;
-    const char* space; size_t offset;
-    SharedByte* e = shared_byte((uintptr_t)p, &space, &offset);
-    if (e) check_bytes(e, size, true, pc, space, offset, nullptr, 0, true);
-    else global_access((uintptr_t)p, size, true, pc, true);
+    if (e) check_bytes(e, size, write, pc, space, offset, nullptr, 0, atomic);
+    else global_access((uintptr_t)p, size, write, pc, atomic);
 }
 // Every instrumented access (and cp.async's source). Most are to the thread's own locals (arrays -O1 keeps in
 // memory, passed by pointer): they return here, before the check's frame is set up.
