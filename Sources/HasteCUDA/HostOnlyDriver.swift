@@ -42,9 +42,33 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     private var handles: [String: UnsafeMutableRawPointer] = [:]
     private let lock = NSLock()
 
+    /// `HASTE_HOST_ONLY_TRACE=FILE`: every launch and GEMM in order, one line each (its kernel name or GEMM label, a
+    /// tab, the tensor bytes charged to it as in `madeBytes`), host ↔ device copies as "upload N" / "download N" and
+    /// each `resetCounts()` as "# reset" (a benchmark's warm-up ends there): which op sequence makes a step's bytes.
+    private let trace: UnsafeMutablePointer<FILE>?
+
     /// `maxSharedBytes`: a block's shared-memory limit the host's choices see (sm_90's 227 KiB; a test may ask less).
-    public init(maxSharedBytes: Int = 227 * 1024, asynchronousUploads: Bool = true) {
+    /// `tracePath`: the launch trace's file (written anew; nil: none; one that cannot be opened is reported on stderr
+    /// and skipped).
+    public init(maxSharedBytes: Int = 227 * 1024, asynchronousUploads: Bool = true,
+                tracePath: String? = ProcessInfo.processInfo.environment["HASTE_HOST_ONLY_TRACE"]) {
         (self.maxSharedBytes, self.asynchronousUploads) = (maxSharedBytes, asynchronousUploads)
+        trace = tracePath.flatMap { path in
+            guard let f = fopen(path, "w") else {
+                fputs("haste: HASTE_HOST_ONLY_TRACE=\(path): cannot write it (\(String(cString: strerror(errno)))); no launch trace\n", stderr)
+                return nil
+            }
+            setvbuf(f, nil, _IOLBF, 1 << 16)               // whole lines reach the file as they are written
+            return f
+        }
+    }
+
+    deinit { if let trace { fclose(trace) } }
+
+    /// A line of the launch trace (with the lock held).
+    private func traced(_ line: @autoclosure () -> String) {
+        guard let trace else { return }
+        fputs(line() + "\n", trace)
     }
 
     public func allocate(byteCount: Int) -> DevicePointer? {
@@ -59,12 +83,14 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func copy(fromHost host: UnsafeRawPointer, to dst: DevicePointer, byteCount: Int) {
         lock.lock(); defer { lock.unlock() }
         uploads.count += 1; uploads.bytes += byteCount
+        traced("upload\t\(byteCount)")
         if !asynchronousUploads { waitedAt = waitedAt ?? clock.now }
     }
     public func copy(from src: DevicePointer, toHost host: UnsafeMutableRawPointer, byteCount: Int) {
         host.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         lock.lock(); defer { lock.unlock() }
         downloads.count += 1; downloads.bytes += byteCount
+        traced("download\t\(byteCount)")
         waitedAt = waitedAt ?? clock.now
     }
 
@@ -119,8 +145,9 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     }
 
     private func chargeMadeBytes(_ name: String) {
-        guard let handedOut else { return }
+        guard let handedOut else { traced("\(name)\t0"); return }
         let now = handedOut()
+        traced("\(name)\t\(now - lastHandedOut)")
         madeBytes[name, default: 0] += now - lastHandedOut
         lastHandedOut = now
     }
@@ -134,6 +161,7 @@ public final class HostOnlyDriver: GPUDriver, LaunchStatistics {
     public func resetCounts() {
         lock.lock(); defer { lock.unlock() }
         launches = [:]; gemms = [:]; madeBytes = [:]
+        traced("# reset")
         (uploads, downloads, idleAfterWaits, waitedAt) = ((0, 0), (0, 0), (0, 0), nil)
         lastHandedOut = handedOut?() ?? 0
     }

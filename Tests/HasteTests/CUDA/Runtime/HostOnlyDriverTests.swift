@@ -63,3 +63,31 @@ import Testing
         #expect(driver.report(steps: 1).contains(staged ? "not waited for: pinned staging" : "each waited for"))
     }
 }
+
+/// `HASTE_HOST_ONLY_TRACE=FILE` (`tracePath`): each launch and GEMM in order with the bytes charged to it, the copies
+/// and the counts' resets, as lines; a file that cannot be written leaves the driver without a trace.
+@Test func hostOnlyTracesEachLaunchInOrder() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("haste-trace-\(getpid()).tsv").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    do {
+        let driver = HostOnlyDriver(tracePath: path), be = CUDABackend(driver: driver, device: .cuda(19))
+        Backends.register(be, for: .cuda(19))
+        driver.resetCounts()
+        let a = Tensor.empty([3, 1 << 20], dtype: .float32, device: .cuda(19))         // 12 MiB
+        be.fill(a.buffer, count: a.count, value: 0)
+        let b = Tensor.zeros([256]).to(.cuda(19))                                       // an upload into 1 KiB made now
+        be.fill(a.buffer, count: a.count, value: 1)                                     // charged with b's 1 KiB
+        _ = b.to(.cpu)
+        let x = Tensor.empty([64, 64], dtype: .bfloat16, device: .cuda(19)), w = Tensor.empty([64, 64], dtype: .bfloat16, device: .cuda(19))
+        _ = x.matmul(w)
+        let fill = driver.launches.keys.first { $0.hasPrefix("fill") } ?? "?", gemm = driver.gemms.keys.first ?? "?"
+        withExtendedLifetime((a, b, x, w)) {}
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+        // (b.to(.cpu) reads the 4-byte error word first, as every synchronize does.)
+        let expected = ["# reset", "\(fill)\t\(12 << 20)", "upload\t1024", "\(fill)\t1024", "download\t4", "download\t1024",
+                        "GEMM \(gemm)\t\(3 * 8192)"]
+        #expect(Array(lines.drop { $0 != "# reset" }) == expected, "\(lines)")
+    }
+    let unwritable = HostOnlyDriver(tracePath: "/nonexistent-dir/trace.tsv")
+    _ = try unwritable.load(KernelSource(family: "t", kernels: ["k"], code: ""))                // no trace, no crash
+}
