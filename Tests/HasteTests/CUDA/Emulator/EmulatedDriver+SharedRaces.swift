@@ -5,9 +5,11 @@ import HasteCUDA
 extension EmulatedDriver {
     /// ThreadSanitizer's instrumentation of every load and store, calling the runtime's own `__tsan_*` hooks
     /// (atomics, function entries and memcpy/memset are not instrumented: the runtime's atomics check their bytes
-    /// themselves; no TSan runtime is linked).
+    /// themselves; no TSan runtime is linked). No sibling calls: a kernel ending in an atomic would jump to it, and
+    /// the atomic's return address (its place in a report) would lie outside the kernel.
     static let sharedRaceFlags = ["-DHASTE_EMU_SHARED_RACES", "-fsanitize=thread", "-mllvm", "-tsan-instrument-atomics=0",
-                                  "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0"]
+                                  "-mllvm", "-tsan-instrument-func-entry-exit=0", "-mllvm", "-tsan-instrument-memintrinsics=0",
+                                  "-fno-optimize-sibling-calls"]
 
     /// The flags every family is compiled with: `extraFlags`, and the race check's when it is on (the runtime is
     /// never instrumented, only the kernels' own loads and stores).

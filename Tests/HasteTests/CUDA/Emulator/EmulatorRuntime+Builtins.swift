@@ -131,42 +131,60 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int srcLane, 
 }
 
 namespace haste_emu {
-// Bytes atomics touched in this launch (a hash set of addresses, 0 = empty): exempt from the race check.
+// Bytes atomics touched in this launch (a hash set of addresses, 0 = empty) and the first block that touched each:
+// exempt from the comparison of blocks' writes (check_block_writes); with the race check's instrumentation, another
+// block's plain read of them is a race in either order (between_blocks_read, between_blocks_atomic in
+// EmulatorRuntime+GlobalRaces.swift; blocks run in order, so a block reading after its own atomic is the last to
+// have touched the byte, or the first one's read is found at the next block's atomic).
 static bool g_between_blocks;   // the race checks between blocks are on (EmulatorRuntime+GlobalRaces.swift)
+static int g_block_index;       // the running block's linear index
 static uintptr_t* g_atomic_set;
+static int* g_atomic_block;
 static size_t g_atomic_capacity, g_atomic_count;
 
-static bool atomic_touched(uintptr_t a) {
-    if (!g_atomic_count) return false;
+// The first block whose atomic touched byte a in this launch, or -1.
+static int atomic_block(uintptr_t a) {
+    if (!g_atomic_count) return -1;
     for (size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);; i = (i + 1) & (g_atomic_capacity - 1)) {
-        if (g_atomic_set[i] == a) return true;
-        if (g_atomic_set[i] == 0) return false;
+        if (g_atomic_set[i] == a) return g_atomic_block[i];
+        if (g_atomic_set[i] == 0) return -1;
     }
 }
+static bool atomic_touched(uintptr_t a) { return atomic_block(a) != -1; }
 
-static void note_atomic_byte(uintptr_t a) {
+static void note_atomic_byte(uintptr_t a, int block) {
     if (2 * (g_atomic_count + 1) > g_atomic_capacity) {
         uintptr_t* old = g_atomic_set;
+        int* old_block = g_atomic_block;
         size_t old_capacity = g_atomic_capacity;
         g_atomic_capacity = old_capacity ? old_capacity * 2 : 1024;
         g_atomic_set = (uintptr_t*)calloc(g_atomic_capacity, sizeof(uintptr_t));
+        g_atomic_block = (int*)calloc(g_atomic_capacity, sizeof(int));
         g_atomic_count = 0;
-        for (size_t i = 0; i < old_capacity; i++) if (old[i]) note_atomic_byte(old[i]);
-        free(old);
+        for (size_t i = 0; i < old_capacity; i++) if (old[i]) note_atomic_byte(old[i], old_block[i]);
+        free(old); free(old_block);
     }
     size_t i = (a * 0x9E3779B97F4A7C15ull) & (g_atomic_capacity - 1);
     while (g_atomic_set[i] != 0 && g_atomic_set[i] != a) i = (i + 1) & (g_atomic_capacity - 1);
-    if (g_atomic_set[i] == 0) { g_atomic_set[i] = a; g_atomic_count++; }
+    if (g_atomic_set[i] == 0) { g_atomic_set[i] = a; g_atomic_block[i] = block; g_atomic_count++; }
 }
 
-// An atomic's bytes: exempt between blocks; inside a block (the race check's instrumentation), checked against the
-// plain accesses of other threads (checked_access). `pc`: the atomic's caller, in the kernel.
+#ifdef HASTE_EMU_SHARED_RACES
+static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
+#endif
+
+// An atomic's bytes: inside a block (the race check's instrumentation), checked against the plain accesses of other
+// threads (checked_access); between blocks, exempt from the comparison of writes but checked against other blocks'
+// plain reads. `pc`: the atomic's caller, in the kernel.
 static inline void note_atomic(void* p, size_t bytes, uintptr_t pc) {
 #ifdef HASTE_EMU_SHARED_RACES
     checked_access(p, bytes, true, pc, true);
 #endif
     if (!g_between_blocks) return;
-    for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i);
+#ifdef HASTE_EMU_SHARED_RACES
+    between_blocks_atomic((uintptr_t)p, bytes, pc);
+#endif
+    for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i, g_block_index);
 }
 } // namespace haste_emu
 

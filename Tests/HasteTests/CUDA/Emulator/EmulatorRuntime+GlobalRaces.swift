@@ -17,7 +17,6 @@ struct Blocks { int writer, reader; };          // a byte's last changing block,
 struct Region { unsigned char* base; size_t size; unsigned char* shadow; Blocks* blocks; };
 static Region* g_regions;
 static int g_region_count;
-static int g_block_index;                      // the running block's linear index
 
 #ifdef HASTE_EMU_SHARED_RACES
 #pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)   // the check's own code
@@ -95,16 +94,41 @@ static SharedByte* global_page(uintptr_t a) {
 static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc) {
     for (size_t i = 0; i < size && off + i < g.size; i++) {
         Blocks& o = g.blocks[off + i];
-        const int w = o.writer;
-        if (w >= 0 && w != g_block_index) {
+        const int w = o.writer, a = atomic_block((uintptr_t)(g.base + off + i));
+        if ((w >= 0 && w != g_block_index) || (a >= 0 && a != g_block_index)) {
+            const int b = w >= 0 && w != g_block_index ? w : a;
             g_race_pc = pc;
             abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which block "
-                         "(%u, %u, %u) changed earlier in this launch (blocks run concurrently and in any order on a GPU: "
+                         "(%u, %u, %u) changed earlier in this launch%s (blocks run concurrently and in any order on a GPU: "
                          "hand results over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
-                         w % g_gridDim.x, w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y));
+                         b % g_gridDim.x, b / g_gridDim.x % g_gridDim.y, b / (g_gridDim.x * g_gridDim.y),
+                         b == w ? "" : " by an atomic");
         }
         if (o.reader == -1) o.reader = g_block_index;
         else if (o.reader != g_block_index) o.reader = -2;   // several blocks read it
+    }
+}
+
+// Between blocks, an atomic: a change of a byte another block read earlier in this launch is a race (that read may
+// come before or after it on a GPU), as for a plain change (check_block_writes).
+static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc) {
+    if (g_current_thread < 0) return;
+    for (int r = 0; r < g_region_count; r++) {
+        Region& g = g_regions[r];
+        const size_t off = (size_t)(a - (uintptr_t)g.base);
+        if (off >= g.size) continue;
+        for (size_t i = 0; i < bytes && off + i < g.size; i++) {
+            const int reader = g.blocks[off + i].reader;
+            if (reader == -1 || reader == g_block_index) continue;
+            g_race_pc = pc;
+            char who[48] = "other blocks";
+            if (reader >= 0) snprintf(who, sizeof who, "block (%u, %u, %u)", reader % g_gridDim.x,
+                                      reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
+            abort_thread("a race between blocks: this thread changes by an atomic byte %zu of the %zu-byte allocation at %p, "
+                         "which %s read earlier in this launch (blocks run concurrently and in any order on a GPU: the read "
+                         "may see either value)", off + i, g.size, (void*)g.base, who);
+        }
+        return;
     }
 }
 

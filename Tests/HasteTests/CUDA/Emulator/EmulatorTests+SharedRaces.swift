@@ -6,7 +6,8 @@ import Testing
 enum SharedRaceKernels {
     static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block",
                                                                                         "block_sum", "global_neighbour", "far_neighbour",
-                                                                                        "two_pages", "shift_blocks", "atomic_counter"],
+                                                                                        "two_pages", "shift_blocks", "atomic_counter",
+                                                                                        "atomic_blocks"],
                                      code: #"""
 /// Each thread reads its right neighbour's slot, then writes its own: without the barrier between (sync = 0) the
 /// neighbour's write may come before or after this read.
@@ -115,6 +116,15 @@ extern "C" __global__ void atomic_counter(float* out, int mode, int in_shared) {
     if (mode == 1) out[2 + t] = c[0];
     __syncthreads();
     if (t == 0) out[0] = c[0];
+}
+/// Thread 0 of every block adds 1 to count[0] by atomicAdd (mode 0; the count ends at the grid's size). Mode 1: block
+/// 0 adds, the others read the count plainly into out[b] (on a GPU the atomic may come before or after those reads).
+/// Mode 2: block 0 reads it into out[0], the others add.
+extern "C" __global__ void atomic_blocks(unsigned* count, unsigned* out, int mode) {
+    if (threadIdx.x != 0) return;
+    const int b = blockIdx.x;
+    if (mode != 0 && (b == 0) == (mode == 2)) out[b] = count[0];
+    else atomicAdd(count, 1u);
 }
 """#)
 
@@ -320,5 +330,29 @@ extern "C" __global__ void atomic_counter(float* out, int mode, int in_shared) {
         #expect(error.contains("of the static shared memory, which other threads changed by an atomic at "
                                + SharedRaceKernels.place("atomicAdd(c, 1.0f);")), "\(error)")
         #expect(error.contains("an atomic is atomic only against other atomics"), "\(error)")
+    }
+
+    @Test func atomicsOfOneBlockAndPlainReadsOfAnother() throws {
+        for mode: Int32 in [0, 1, 2] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let count = d.upload([UInt32(0)]), out = d.upload([UInt32](repeating: 0, count: 4))
+            let error = try launch(d, "atomic_blocks", grid: 4, block: 32, [.pointer(count), .pointer(out), .int32(mode)])
+            switch mode {
+            case 0:
+                #expect(error == "")
+                #expect(d.download(count, 1, as: UInt32.self) == [4])
+            case 1:                                   // block 1 reads what block 0's atomic changed
+                #expect(error.contains("block (1, 0, 0), thread (0, 0, 0): a race between blocks: this thread reads byte 0 of "
+                                       + "the 4-byte allocation at"), "\(error)")
+                #expect(error.contains("which block (0, 0, 0) changed earlier in this launch by an atomic"), "\(error)")
+                #expect(error.contains(SharedRaceKernels.place("if (mode != 0 && (b == 0) == (mode == 2)) out[b] = count[0];")),
+                        "the read's place: \(error)")
+            default:                                  // block 1's atomic changes what block 0 read
+                #expect(error.contains("block (1, 0, 0), thread (0, 0, 0): a race between blocks: this thread changes by an "
+                                       + "atomic byte 0 of the 4-byte allocation at"), "\(error)")
+                #expect(error.contains("which block (0, 0, 0) read earlier in this launch"), "\(error)")
+                #expect(error.contains(SharedRaceKernels.place("else atomicAdd(count, 1u);")), "the atomic's place: \(error)")
+            }
+        }
     }
 }
