@@ -120,9 +120,12 @@ extension KernelSource {
     /// Cross-block hand-over (a block's results read by another block of the same launch, after an atomic says
     /// they are complete): `haste_threadfence` orders this thread's earlier writes before its later ones as every
     /// block sees them; `haste_ldcg` reads through L2, never a stale L1 line. The emulator runs blocks one after
-    /// another: a no-op and a plain load (which its check of reads across blocks leaves alone).
+    /// another: a plain load (which its check of reads across blocks leaves alone), and a fence its race check
+    /// notes (a hand-over read of a block's writes that block's atomic released unfenced is reported).
     __device__ __forceinline__ void haste_threadfence() {
-    #if !defined(HASTE_EMULATOR)
+    #if defined(HASTE_EMULATOR)
+        haste_emu_threadfence();
+    #else
         __threadfence();
     #endif
     }

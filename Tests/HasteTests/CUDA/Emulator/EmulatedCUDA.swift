@@ -16,7 +16,8 @@ import HasteTensor
 /// threads' accesses to one byte of shared memory or of a pointer argument's allocation that no barrier orders (a
 /// plain `+=` from many threads of a block; an atomic against another thread's plain access, not against another
 /// atomic), a block's read of what an earlier block of the launch changed and its change of what an earlier block
-/// read, by an atomic or not (`EmulatedDriver.checksSharedRaces`).
+/// read, by an atomic or not, and a hand-over read (`haste_ldcg`) of writes their block released by an atomic before
+/// a `haste_threadfence()` (`EmulatedDriver.checksSharedRaces`).
 /// Not caught: an access past a tensor's end but inside its
 /// caching-allocator block (sizes round up to 512 bytes / 2 MiB), races through memory no pointer argument lies
 /// in, races between blocks in launches too big for the check (EmulatedDriver.raceCheckBudget), reads of a

@@ -171,6 +171,8 @@ static void note_atomic_byte(uintptr_t a, int block) {
 
 #ifdef HASTE_EMU_SHARED_RACES
 static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
+static void fence_thread();                                                    // (the hand-over's fences)
+static void handover_read(const void* p, size_t bytes, uintptr_t pc);
 #endif
 
 // An atomic's bytes: inside a block (the race check's instrumentation), checked against the plain accesses of other
@@ -182,7 +184,7 @@ static inline void note_atomic(void* p, size_t bytes, uintptr_t pc) {
 #endif
     if (!g_between_blocks) return;
 #ifdef HASTE_EMU_SHARED_RACES
-    between_blocks_atomic((uintptr_t)p, bytes, pc);
+    between_blocks_atomic((uintptr_t)p, bytes, pc);      // also notes a release with unfenced writes
 #endif
     for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i, g_block_index);
 }
@@ -213,8 +215,19 @@ HASTE_EMU_UNCHECKED static inline int atomicExch(int* p, int v) { HASTE_EMU_ATOM
 HASTE_EMU_UNCHECKED static inline unsigned atomicExch(unsigned* p, unsigned v) { HASTE_EMU_ATOMIC(p); unsigned o = *p; *p = v; return o; }
 HASTE_EMU_UNCHECKED static inline float atomicExch(float* p, float v) { HASTE_EMU_ATOMIC(p); float o = *p; *p = v; return o; }
 
-// haste_ldcg's read in the emulator: the one hand-over between blocks of a launch, not a race (unchecked).
-HASTE_EMU_UNCHECKED static inline float haste_emu_ldcg(const float* p) { return *p; }
+// haste_ldcg's read in the emulator: the one hand-over between blocks of a launch, not a race (unchecked), but the
+// block that wrote the bytes must have fenced them before its atomic (handover_read); haste_threadfence's fence.
+HASTE_EMU_UNCHECKED static inline float haste_emu_ldcg(const float* p) {
+#ifdef HASTE_EMU_SHARED_RACES
+    haste_emu::handover_read(p, sizeof *p, (uintptr_t)__builtin_return_address(0));
+#endif
+    return *p;
+}
+static inline void haste_emu_threadfence() {
+#ifdef HASTE_EMU_SHARED_RACES
+    haste_emu::fence_thread();
+#endif
+}
 
 // Math and bit casts beyond <math.h>.
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

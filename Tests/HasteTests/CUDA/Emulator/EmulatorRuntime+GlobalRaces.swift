@@ -109,10 +109,58 @@ static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc
     }
 }
 
+// The hand-over's fences: the threads of the running block with device-memory writes no haste_threadfence() of
+// theirs has followed yet (g_unfenced, g_unfenced_count), and per block of the launch the place of an atomic it made
+// while one of its threads had such writes (g_release_pc; 0: none). Another block reading those writes through
+// haste_ldcg after that atomic's count may see stale values on a GPU (handover_read).
+static bool g_unfenced[1024];
+static int g_unfenced_count;
+static uintptr_t* g_release_pc;
+static size_t g_release_capacity;
+
+static void fences_launch(size_t blocks) {
+    if (blocks > g_release_capacity) {
+        free(g_release_pc);
+        g_release_pc = (uintptr_t*)calloc(blocks, sizeof(uintptr_t));
+        g_release_capacity = g_release_pc ? blocks : 0;
+    } else if (g_release_pc) memset(g_release_pc, 0, blocks * sizeof(uintptr_t));
+}
+static void fences_block() { memset(g_unfenced, 0, sizeof g_unfenced); g_unfenced_count = 0; }
+static void fence_thread() {
+    const int t = g_current_thread;
+    if (t >= 0 && g_unfenced[t]) { g_unfenced[t] = false; g_unfenced_count--; }
+}
+
+static void handover_read(const void* p, size_t bytes, uintptr_t pc) {
+    if (g_current_thread < 0 || !g_between_blocks) return;
+    const uintptr_t a = (uintptr_t)p;
+    for (int r = 0; r < g_region_count; r++) {
+        Region& g = g_regions[r];
+        const size_t off = (size_t)(a - (uintptr_t)g.base);
+        if (off >= g.size) continue;
+        for (size_t i = 0; i < bytes && off + i < g.size; i++) {
+            const int w = g.blocks[off + i].writer;
+            if (w < 0 || w == g_block_index || (size_t)w >= g_release_capacity || !g_release_pc[w]) continue;
+            char place[64];
+            g_race_pc = pc;
+            abort_thread("a hand-over without a fence: this thread reads through haste_ldcg byte %zu of the %zu-byte "
+                         "allocation at %p, which block (%u, %u, %u) wrote and then released by the atomic at %s before "
+                         "a haste_threadfence() of the writing thread ordered the write (on a GPU the count may be seen "
+                         "before the write: a stale value)", off + i, g.size, (void*)g.base, w % g_gridDim.x,
+                         w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y),
+                         pc_mark(g_release_pc[w], place, sizeof place));
+        }
+        return;
+    }
+}
+
 // Between blocks, an atomic: a change of a byte another block read earlier in this launch is a race (that read may
-// come before or after it on a GPU), as for a plain change (check_block_writes).
+// come before or after it on a GPU), as for a plain change (check_block_writes); made while a thread of the block
+// has unfenced writes, it releases them unordered (g_release_pc).
 static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc) {
     if (g_current_thread < 0) return;
+    if (g_unfenced_count > 0 && (size_t)g_block_index < g_release_capacity && !g_release_pc[g_block_index])
+        g_release_pc[g_block_index] = pc;
     for (int r = 0; r < g_region_count; r++) {
         Region& g = g_regions[r];
         const size_t off = (size_t)(a - (uintptr_t)g.base);
@@ -140,6 +188,10 @@ static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc, bo
         if (off >= g.size) continue;
         g_last_region = r;
         if (!write && g_between_blocks) between_blocks_read(g, off, size, pc);
+        if (write && !atomic && g_between_blocks && !g_unfenced[g_current_thread]) {
+            g_unfenced[g_current_thread] = true;
+            g_unfenced_count++;
+        }
         while (size > 0) {                         // page by page
             size_t in_page = kGlobalPageBytes - a % kGlobalPageBytes, n = size < in_page ? size : in_page;
             check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size, atomic);

@@ -208,6 +208,9 @@ HASTE_EMU_API int haste_emu_run(void (*tramp)(void**), void** args, const char* 
     g_blockDim = {block[0], block[1], block[2]};
     g_threadIdx = {0, 0, 0};                   // one-dimensional blocks only ever set .x
     g_block_threads = (int)(block[0] * block[1] * block[2]);
+#ifdef HASTE_EMU_SHARED_RACES
+    if (g_between_blocks) fences_launch((size_t)grid[0] * grid[1] * grid[2]);
+#endif
 
     if (!g_alt_stack) g_alt_stack = (char*)malloc(kAltStackBytes);
     stack_t alt, old_alt;

@@ -156,7 +156,10 @@ static void shared_races_launch(size_t bytes) {
     g_race_pc = 0;
 }
 static void global_pages_block();                                // EmulatorRuntime+GlobalRaces.swift
-static void shared_races_block() { g_block_serial++; memset(g_syncwarp, 0, sizeof g_syncwarp); global_pages_block(); }
+static void fences_block();
+static void shared_races_block() {
+    g_block_serial++; memset(g_syncwarp, 0, sizeof g_syncwarp); global_pages_block(); fences_block();
+}
 
 // cp.async of thread t: a write at the issue (it may land at once), pending until t's wait, a write at the wait.
 static void shared_async_issue(void* dst, int bytes, uintptr_t pc) {

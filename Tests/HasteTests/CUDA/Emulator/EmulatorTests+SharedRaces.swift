@@ -7,7 +7,7 @@ enum SharedRaceKernels {
     static let source = KernelSource(family: "emulator-race-tests", kernels: ["shift_left", "lane_pairs", "async_neighbour", "previous_block",
                                                                                         "block_sum", "global_neighbour", "far_neighbour",
                                                                                         "two_pages", "shift_blocks", "atomic_counter",
-                                                                                        "atomic_blocks"],
+                                                                                        "atomic_blocks", "handover"],
                                      code: #"""
 /// Each thread reads its right neighbour's slot, then writes its own: without the barrier between (sync = 0) the
 /// neighbour's write may come before or after this read.
@@ -125,6 +125,23 @@ extern "C" __global__ void atomic_blocks(unsigned* count, unsigned* out, int mod
     const int b = blockIdx.x;
     if (mode != 0 && (b == 0) == (mode == 2)) out[b] = count[0];
     else atomicAdd(count, 1u);
+}
+/// Every thread of every block writes its part, then (fence = 1) fences it; after a barrier thread 0 counts the block
+/// by atomicAdd, and the block that counts last sums every block's parts through haste_ldcg (the dq last-block
+/// hand-over's shape). Without the fence another block's part may still be on its way when the count is seen.
+extern "C" __global__ void handover(float* parts, unsigned* count, float* out, int fence) {
+    __shared__ int last[1];
+    const int b = blockIdx.x, t = threadIdx.x, n = blockDim.x;
+    parts[b * n + t] = (float)(b + 1);
+    if (fence) haste_threadfence();
+    __syncthreads();
+    if (t == 0) last[0] = atomicAdd(count, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last[0]) return;
+    haste_threadfence();
+    float s = 0.0f;
+    for (int i = 0; i < (int)gridDim.x; i++) s += haste_ldcg(parts + i * n + t);
+    out[t] = s;
 }
 """#)
 
@@ -352,6 +369,26 @@ extern "C" __global__ void atomic_blocks(unsigned* count, unsigned* out, int mod
                                        + "atomic byte 0 of the 4-byte allocation at"), "\(error)")
                 #expect(error.contains("which block (0, 0, 0) read earlier in this launch"), "\(error)")
                 #expect(error.contains(SharedRaceKernels.place("else atomicAdd(count, 1u);")), "the atomic's place: \(error)")
+            }
+        }
+    }
+
+    @Test func aHandOverNeedsTheWritersFence() throws {
+        for fence: Int32 in [1, 0] {
+            let d = EmulatedDriver(recordsIssues: false)
+            let parts = d.allocate(byteCount: 4 * 4 * 32)!, count = d.upload([UInt32(0)]), out = d.allocate(byteCount: 4 * 32)!
+            let error = try launch(d, "handover", grid: 4, block: 32, [.pointer(parts), .pointer(count), .pointer(out), .int32(fence)])
+            if fence == 1 {
+                #expect(error == "")
+                #expect(d.download(out, 32, as: Float.self) == [Float](repeating: 10, count: 32))
+            } else {
+                // (Which thread of the last block reads first after its barrier is the scheduler's business.)
+                #expect(error.contains("kernel handover, block (3, 0, 0), thread ("), "\(error)")
+                #expect(error.contains("a hand-over without a fence: this thread reads through haste_ldcg byte "), "\(error)")
+                #expect(error.contains("of the 512-byte allocation at"), "\(error)")
+                #expect(error.contains("which block (0, 0, 0) wrote and then released by the atomic at "
+                                       + SharedRaceKernels.place("if (t == 0) last[0] = atomicAdd(count, 1u) == gridDim.x - 1;")),
+                        "\(error)")
             }
         }
     }
