@@ -131,26 +131,30 @@ static void fence_thread() {
     if (t >= 0 && g_unfenced[t]) { g_unfenced[t] = false; g_unfenced_count--; }
 }
 
+// The region address a lies in (and its offset there), or null.
+static Region* region_of(uintptr_t a, size_t* off) {
+    for (int r = 0; r < g_region_count; r++) {
+        *off = (size_t)(a - (uintptr_t)g_regions[r].base);
+        if (*off < g_regions[r].size) return &g_regions[r];
+    }
+    return nullptr;
+}
+
 static void handover_read(const void* p, size_t bytes, uintptr_t pc) {
     if (g_current_thread < 0 || !g_between_blocks) return;
-    const uintptr_t a = (uintptr_t)p;
-    for (int r = 0; r < g_region_count; r++) {
-        Region& g = g_regions[r];
-        const size_t off = (size_t)(a - (uintptr_t)g.base);
-        if (off >= g.size) continue;
-        for (size_t i = 0; i < bytes && off + i < g.size; i++) {
-            const int w = g.blocks[off + i].writer;
-            if (w < 0 || w == g_block_index || (size_t)w >= g_release_capacity || !g_release_pc[w]) continue;
-            char place[64];
-            g_race_pc = pc;
-            abort_thread("a hand-over without a fence: this thread reads through haste_ldcg byte %zu of the %zu-byte "
-                         "allocation at %p, which block (%u, %u, %u) wrote and then released by the atomic at %s before "
-                         "a haste_threadfence() of the writing thread ordered the write (on a GPU the count may be seen "
-                         "before the write: a stale value)", off + i, g.size, (void*)g.base, w % g_gridDim.x,
-                         w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y),
-                         pc_mark(g_release_pc[w], place, sizeof place));
-        }
-        return;
+    size_t off;
+    Region* g = region_of((uintptr_t)p, &off);
+    for (size_t i = 0; g && i < bytes && off + i < g->size; i++) {
+        const int w = g->blocks[off + i].writer;
+        if (w < 0 || w == g_block_index || (size_t)w >= g_release_capacity || !g_release_pc[w]) continue;
+        char place[64];
+        g_race_pc = pc;
+        abort_thread("a hand-over without a fence: this thread reads through haste_ldcg byte %zu of the %zu-byte "
+                     "allocation at %p, which block (%u, %u, %u) wrote and then released by the atomic at %s before "
+                     "a haste_threadfence() of the writing thread ordered the write (on a GPU the count may be seen "
+                     "before the write: a stale value)", off + i, g->size, (void*)g->base, w % g_gridDim.x,
+                     w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y),
+                     pc_mark(g_release_pc[w], place, sizeof place));
     }
 }
 
@@ -161,22 +165,18 @@ static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc) {
     if (g_current_thread < 0) return;
     if (g_unfenced_count > 0 && (size_t)g_block_index < g_release_capacity && !g_release_pc[g_block_index])
         g_release_pc[g_block_index] = pc;
-    for (int r = 0; r < g_region_count; r++) {
-        Region& g = g_regions[r];
-        const size_t off = (size_t)(a - (uintptr_t)g.base);
-        if (off >= g.size) continue;
-        for (size_t i = 0; i < bytes && off + i < g.size; i++) {
-            const int reader = g.blocks[off + i].reader;
-            if (reader == -1 || reader == g_block_index) continue;
-            g_race_pc = pc;
-            char who[48] = "other blocks";
-            if (reader >= 0) snprintf(who, sizeof who, "block (%u, %u, %u)", reader % g_gridDim.x,
-                                      reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
-            abort_thread("a race between blocks: this thread changes by an atomic byte %zu of the %zu-byte allocation at %p, "
-                         "which %s read earlier in this launch (blocks run concurrently and in any order on a GPU: the read "
-                         "may see either value)", off + i, g.size, (void*)g.base, who);
-        }
-        return;
+    size_t off;
+    Region* g = region_of(a, &off);
+    for (size_t i = 0; g && i < bytes && off + i < g->size; i++) {
+        const int reader = g->blocks[off + i].reader;
+        if (reader == -1 || reader == g_block_index) continue;
+        g_race_pc = pc;
+        char who[48] = "other blocks";
+        if (reader >= 0) snprintf(who, sizeof who, "block (%u, %u, %u)", reader % g_gridDim.x,
+                                  reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
+        abort_thread("a race between blocks: this thread changes by an atomic byte %zu of the %zu-byte allocation at %p, "
+                     "which %s read earlier in this launch (blocks run concurrently and in any order on a GPU: the read "
+                     "may see either value)", off + i, g->size, (void*)g->base, who);
     }
 }
 
