@@ -16,14 +16,13 @@ extension CUDABackend {
     }
 
     /// `kernel` of the softmax family over `rows` of `cols` (`arguments` its own), by warp or by block: the same bits,
-    /// chosen by the tuner (`LaunchTuner`: timed at the shape's first call, by warp first; not tuned where `repeatable`
-    /// is false, an output in an input's storage). `variant` names a mode the arguments select (" log").
+    /// chosen as the LayerNorm rows are (`tuneRows`: timed at the shape's first call, by warp first; not tuned where
+    /// `repeatable` is false, an output in an input's storage). `variant` names a mode the arguments select (" log").
     func softmaxRows(_ kernel: String, _ arguments: [KernelArgument], rows: Int, cols: Int, variant: String = "",
                      repeatable: Bool) {
-        let ways = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols).suffix == "_w" ? [true, false] : [false]
-        tuned("\(kernel)\(variant) rows \(rows), cols \(cols)", ways.map { LaunchTuner.Candidate($0 ? "rows by warp" : "rows by block") },
-              count: ways.count, repeatable: repeatable) { i in
-            let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols, warp: ways[i])
+        let warp = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols).suffix
+        tuneRows("\(kernel)\(variant) rows \(rows), cols \(cols)", warp.isEmpty ? [""] : [warp, ""], repeatable: repeatable) {
+            let shape = CUDABackend.softmaxRowLaunch(rows: rows, cols: cols, warp: !$0.isEmpty)
             launch(CUDABackend.softmaxSource, kernel + shape.suffix, grid: shape.grid, block: shape.block, arguments)
         }
     }

@@ -170,22 +170,19 @@ static void note_atomic_byte(uintptr_t a, int block) {
 }
 
 #ifdef HASTE_EMU_SHARED_RACES
-static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc);   // EmulatorRuntime+GlobalRaces.swift
-static void fence_thread();                                                    // (the hand-over's fences)
+static void fence_thread();                                  // the hand-over's fences (EmulatorRuntime+GlobalRaces.swift)
 static void handover_read(const void* p, size_t bytes, uintptr_t pc);
 #endif
 
-// An atomic's bytes: inside a block (the race check's instrumentation), checked against the plain accesses of other
-// threads (checked_access); between blocks, exempt from the comparison of writes but checked against other blocks'
-// plain reads. `pc`: the atomic's caller, in the kernel.
+// An atomic's bytes: with the race check's instrumentation, checked against other threads' plain accesses and, in
+// device memory between blocks, other blocks' plain reads (checked_access → between_blocks_atomic, which also notes
+// a release with unfenced writes); between blocks, exempt from the comparison of writes. `pc`: the atomic's caller,
+// in the kernel.
 static inline void note_atomic(void* p, size_t bytes, uintptr_t pc) {
 #ifdef HASTE_EMU_SHARED_RACES
     checked_access(p, bytes, true, pc, true);
 #endif
     if (!g_between_blocks) return;
-#ifdef HASTE_EMU_SHARED_RACES
-    between_blocks_atomic((uintptr_t)p, bytes, pc);      // also notes a release with unfenced writes
-#endif
     for (size_t i = 0; i < bytes; i++) note_atomic_byte((uintptr_t)p + i, g_block_index);
 }
 } // namespace haste_emu

@@ -18,6 +18,14 @@ struct Region { unsigned char* base; size_t size; unsigned char* shadow; Blocks*
 static Region* g_regions;
 static int g_region_count;
 
+// "block (x, y, z)" for a block's linear index, "other blocks" for -2 (several), into `buffer`.
+static const char* block_name(int b, char* buffer, size_t capacity) {
+    if (b < 0) snprintf(buffer, capacity, "other blocks");
+    else snprintf(buffer, capacity, "block (%u, %u, %u)", b % g_gridDim.x, b / g_gridDim.x % g_gridDim.y,
+                  b / (g_gridDim.x * g_gridDim.y));
+    return buffer;
+}
+
 #ifdef HASTE_EMU_SHARED_RACES
 #pragma clang attribute push (__attribute__((no_sanitize("thread"))), apply_to = function)   // the check's own code
 static const size_t kGlobalPageBytes = 1024;
@@ -30,7 +38,7 @@ static size_t g_pool_count, g_pool_used;
 static int g_page_shift;                       // 64 - log2(g_page_capacity): the hash's top bits pick the slot
 static uintptr_t g_last_page;                  // the page global_page returned last, and its entries
 static SharedByte* g_last_bytes;
-static int g_last_region;                      // the region global_access found last
+static int g_last_region;                      // the region region_of found last
 
 static void global_pages_block() {
     for (size_t i = 0; i < g_pool_used; i++) g_page_table[g_page_slots[i]].page = 0;
@@ -97,12 +105,12 @@ static void between_blocks_read(Region& g, size_t off, size_t size, uintptr_t pc
         const int w = o.writer, a = atomic_block((uintptr_t)(g.base + off + i));
         if ((w >= 0 && w != g_block_index) || (a >= 0 && a != g_block_index)) {
             const int b = w >= 0 && w != g_block_index ? w : a;
+            char who[48];
             g_race_pc = pc;
-            abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which block "
-                         "(%u, %u, %u) changed earlier in this launch%s (blocks run concurrently and in any order on a GPU: "
-                         "hand results over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
-                         b % g_gridDim.x, b / g_gridDim.x % g_gridDim.y, b / (g_gridDim.x * g_gridDim.y),
-                         b == w ? "" : " by an atomic");
+            abort_thread("a race between blocks: this thread reads byte %zu of the %zu-byte allocation at %p, which %s "
+                         "changed earlier in this launch%s (blocks run concurrently and in any order on a GPU: hand results "
+                         "over by an atomic count, a fence and haste_ldcg)", off + i, g.size, (void*)g.base,
+                         block_name(b, who, sizeof who), b == w ? "" : " by an atomic");
         }
         if (o.reader == -1) o.reader = g_block_index;
         else if (o.reader != g_block_index) o.reader = -2;   // several blocks read it
@@ -131,11 +139,12 @@ static void fence_thread() {
     if (t >= 0 && g_unfenced[t]) { g_unfenced[t] = false; g_unfenced_count--; }
 }
 
-// The region address a lies in (and its offset there), or null.
+// The region address a lies in (and its offset there), or null; the last one found is tried first.
 static Region* region_of(uintptr_t a, size_t* off) {
-    for (int r = 0; r < g_region_count; r++) {
+    for (int k = 0; k < g_region_count; k++) {
+        const int r = (g_last_region + k) % g_region_count;
         *off = (size_t)(a - (uintptr_t)g_regions[r].base);
-        if (*off < g_regions[r].size) return &g_regions[r];
+        if (*off < g_regions[r].size) { g_last_region = r; return &g_regions[r]; }
     }
     return nullptr;
 }
@@ -147,57 +156,47 @@ static void handover_read(const void* p, size_t bytes, uintptr_t pc) {
     for (size_t i = 0; g && i < bytes && off + i < g->size; i++) {
         const int w = g->blocks[off + i].writer;
         if (w < 0 || w == g_block_index || (size_t)w >= g_release_capacity || !g_release_pc[w]) continue;
-        char place[64];
+        char place[64], who[48];
         g_race_pc = pc;
         abort_thread("a hand-over without a fence: this thread reads through haste_ldcg byte %zu of the %zu-byte "
-                     "allocation at %p, which block (%u, %u, %u) wrote and then released by the atomic at %s before "
-                     "a haste_threadfence() of the writing thread ordered the write (on a GPU the count may be seen "
-                     "before the write: a stale value)", off + i, g->size, (void*)g->base, w % g_gridDim.x,
-                     w / g_gridDim.x % g_gridDim.y, w / (g_gridDim.x * g_gridDim.y),
+                     "allocation at %p, which %s wrote and then released by the atomic at %s before a "
+                     "haste_threadfence() of the writing thread ordered the write (on a GPU the count may be seen before "
+                     "the write: a stale value)", off + i, g->size, (void*)g->base, block_name(w, who, sizeof who),
                      pc_mark(g_release_pc[w], place, sizeof place));
     }
 }
 
-// Between blocks, an atomic: a change of a byte another block read earlier in this launch is a race (that read may
-// come before or after it on a GPU), as for a plain change (check_block_writes); made while a thread of the block
-// has unfenced writes, it releases them unordered (g_release_pc).
-static void between_blocks_atomic(uintptr_t a, size_t bytes, uintptr_t pc) {
-    if (g_current_thread < 0) return;
+// Between blocks, an atomic on region g's bytes off…: a change of a byte another block read earlier in this launch
+// is a race (that read may come before or after it on a GPU), as for a plain change (check_block_writes); made while
+// a thread of the block has unfenced writes, it releases them unordered (g_release_pc).
+static void between_blocks_atomic(Region& g, size_t off, size_t size, uintptr_t pc) {
     if (g_unfenced_count > 0 && (size_t)g_block_index < g_release_capacity && !g_release_pc[g_block_index])
         g_release_pc[g_block_index] = pc;
-    size_t off;
-    Region* g = region_of(a, &off);
-    for (size_t i = 0; g && i < bytes && off + i < g->size; i++) {
-        const int reader = g->blocks[off + i].reader;
+    for (size_t i = 0; i < size && off + i < g.size; i++) {
+        const int reader = g.blocks[off + i].reader;
         if (reader == -1 || reader == g_block_index) continue;
+        char who[48];
         g_race_pc = pc;
-        char who[48] = "other blocks";
-        if (reader >= 0) snprintf(who, sizeof who, "block (%u, %u, %u)", reader % g_gridDim.x,
-                                  reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
         abort_thread("a race between blocks: this thread changes by an atomic byte %zu of the %zu-byte allocation at %p, "
                      "which %s read earlier in this launch (blocks run concurrently and in any order on a GPU: the read "
-                     "may see either value)", off + i, g->size, (void*)g->base, who);
+                     "may see either value)", off + i, g.size, (void*)g.base, block_name(reader, who, sizeof who));
     }
 }
 
 static void global_access(uintptr_t a, size_t size, bool write, uintptr_t pc, bool atomic) {
-    for (int k = 0; k < g_region_count; k++) {
-        const int r = (g_last_region + k) % g_region_count;   // the last one first
-        Region& g = g_regions[r];
-        size_t off = (size_t)(a - (uintptr_t)g.base);
-        if (off >= g.size) continue;
-        g_last_region = r;
-        if (!write && g_between_blocks) between_blocks_read(g, off, size, pc);
-        if (write && !atomic && g_between_blocks && !g_unfenced[g_current_thread]) {
-            g_unfenced[g_current_thread] = true;
-            g_unfenced_count++;
-        }
-        while (size > 0) {                         // page by page
-            size_t in_page = kGlobalPageBytes - a % kGlobalPageBytes, n = size < in_page ? size : in_page;
-            check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size, atomic);
-            a += n; off += n; size -= n;
-        }
-        return;
+    size_t off;
+    Region* r = region_of(a, &off);
+    if (!r) return;
+    Region& g = *r;
+    if (g_between_blocks) {
+        if (atomic) between_blocks_atomic(g, off, size, pc);
+        else if (!write) between_blocks_read(g, off, size, pc);
+        else if (!g_unfenced[g_current_thread]) { g_unfenced[g_current_thread] = true; g_unfenced_count++; }
+    }
+    while (size > 0) {                             // page by page
+        size_t in_page = kGlobalPageBytes - a % kGlobalPageBytes, n = size < in_page ? size : in_page;
+        check_bytes(global_page(a) + a % kGlobalPageBytes, n, write, pc, nullptr, off, g.base, g.size, atomic);
+        a += n; off += n; size -= n;
     }
 }
 #pragma clang attribute pop

@@ -127,22 +127,17 @@ static bool check_block_writes(int block) {
             for (size_t b = off; b < off + len; b++) {
                 if (g.base[b] == g.shadow[b] || atomic_touched((uintptr_t)(g.base + b))) continue;
                 int previous = g.blocks[b].writer, reader = g.blocks[b].reader;
+                char who[48];
                 if (reader == -2 || (reader >= 0 && reader != block)) {
-                    if (reader == -2) fail("this block changed byte %zu of the %zu-byte allocation at %p, which other blocks "
-                                           "read earlier in this launch: a race on a GPU (blocks run concurrently, in any "
-                                           "order: the reads may see either value)", b, g.size, (void*)g.base);
-                    else fail("this block changed byte %zu of the %zu-byte allocation at %p, which block (%u, %u, %u) read "
-                              "earlier in this launch: a race on a GPU (blocks run concurrently, in any order: the read may "
-                              "see either value)", b, g.size, (void*)g.base, reader % g_gridDim.x,
-                              reader / g_gridDim.x % g_gridDim.y, reader / (g_gridDim.x * g_gridDim.y));
+                    fail("this block changed byte %zu of the %zu-byte allocation at %p, which %s read earlier in this "
+                         "launch: a race on a GPU (blocks run concurrently, in any order: the read may see either value)",
+                         b, g.size, (void*)g.base, block_name(reader, who, sizeof who));
                     return false;
                 }
                 if (previous >= 0 && previous != block) {
-                    unsigned px = previous % g_gridDim.x, py = previous / g_gridDim.x % g_gridDim.y,
-                             pz = previous / (g_gridDim.x * g_gridDim.y);
-                    fail("this block and block (%u, %u, %u) both wrote byte %zu of the %zu-byte allocation at %p without "
-                         "an atomic: a race on a GPU (blocks run concurrently, in any order)", px, py, pz, b, g.size,
-                         (void*)g.base);
+                    fail("this block and %s both wrote byte %zu of the %zu-byte allocation at %p without an atomic: a race "
+                         "on a GPU (blocks run concurrently, in any order)", block_name(previous, who, sizeof who), b,
+                         g.size, (void*)g.base);
                     return false;
                 }
                 g.blocks[b].writer = block;

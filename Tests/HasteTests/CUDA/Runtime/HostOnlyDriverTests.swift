@@ -88,6 +88,9 @@ import Testing
                         "GEMM \(gemm)\t\(3 * 8192)"]
         #expect(Array(lines.drop { $0 != "# reset" }) == expected, "\(lines)")
     }
+    // A trace file that cannot be made: the driver goes on without one, counting as before.
     let unwritable = HostOnlyDriver(tracePath: "/nonexistent-dir/trace.tsv")
-    _ = try unwritable.load(KernelSource(family: "t", kernels: ["k"], code: ""))                // no trace, no crash
+    let k = try unwritable.load(KernelSource(family: "t", kernels: ["k"], code: ""))["k"]!
+    unwritable.launch(k, grid: Dim3(1), block: Dim3(32), sharedBytes: 0, arguments: [])
+    #expect(unwritable.launches == ["k": 1] && !FileManager.default.fileExists(atPath: "/nonexistent-dir/trace.tsv"))
 }
