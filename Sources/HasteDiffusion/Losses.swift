@@ -37,8 +37,7 @@ public enum Losses {
             }
             require(s.shape[2] == t.shape[2] && s.shape[3] == t.shape[3] && s.shape[0] == t.shape[0],
                          "attention loss: student logits \(s.shape) vs teacher \(t.shape): token counts must agree")
-            let sq = s.narrowed(1, start: 0, length: heads), tp = t.detached().narrowed(1, start: 0, length: heads)
-            let ce = sq.softCrossEntropy(target: tp)       // −Σ softmax(tp)·logSoftmax(sq), mean over B·H·T rows
+            let ce = s.softCrossEntropy(target: t.detached(), leadingHeads: heads)   // −Σ softmax(t)·logSoftmax(s), first heads, mean over B·H·T rows
             total = total.map { $0 + ce } ?? ce
         }
         return total! / Double(pairs.count)

@@ -43,8 +43,13 @@ public protocol MemoryKernels: AnyObject {
     /// bf16 GEMM operands. Returns false where the backend has no such kernel for these views (the default); the
     /// caller then copies and casts in separate passes (`Tensor.stridedCast`, the same values).
     func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool
+    /// out = low(float32(a) + float32(b)), `count` contiguous elements of one low dtype (bfloat16): torch's sum of two
+    /// bf16 tensors, the float32 sum rounded once (the autograd walk's sum of two bf16 gradient terms, Graph.swift
+    /// `gradientSum`). Returns false where the backend has no such kernel (the default).
+    func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool
 }
 
 extension MemoryKernels {
     public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool { false }
+    public func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool { false }
 }

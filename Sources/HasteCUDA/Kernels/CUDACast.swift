@@ -128,6 +128,20 @@ extension CUDABackend {
     extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, float s, i64 n) {
         HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_through(x[i], s, lowType);
     }
+    /// out = bf16(float(a) + float(b)) (`addLow`): torch's sum of two bf16 tensors, the float32 sum rounded once;
+    /// four elements per thread (8-byte accesses) or one.
+    extern "C" __global__ void add_bf16_v4(const u16* a, const u16* b, u16* out, i64 n4) {
+        HASTE_GRID_STRIDE_LOOP(i, n4) {
+            float x[4], y[4];
+            haste_ld4(a + 4 * i, x);
+            haste_ld4(b + 4 * i, y);
+            for (int j = 0; j < 4; j++) x[j] = __fadd_rn(x[j], y[j]);
+            haste_st4(out + 4 * i, x);
+        }
+    }
+    extern "C" __global__ void add_bf16(const u16* a, const u16* b, u16* out, i64 n) {
+        HASTE_GRID_STRIDE_LOOP(i, n) out[i] = haste_float_to_bf16(__fadd_rn(haste_bf16_to_float(a[i]), haste_bf16_to_float(b[i])));
+    }
     """#
 
     /// The code `cast_any` uses for a dtype.
@@ -175,6 +189,16 @@ extension CUDABackend {
         launch(CUDABackend.memorySource, v4 ? "round_through_f32_v4" : "round_through_f32", grid: Dim3(CUDABackend.blocks(units)),
                block: Dim3(256), [.pointer(address(x)), .pointer(address(y)), .int32(CUDABackend.dtypeCode(low)), .float(shift),
                                   .int64(Int64(units))])
+    }
+
+    public func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool {
+        guard a.dtype == .bfloat16, b.dtype == .bfloat16, out.dtype == .bfloat16 else { return false }
+        if count <= 0 { return true }
+        let v4 = count % 4 == 0 && [a, b, out].allSatisfy { address($0) % 8 == 0 }
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.memorySource, v4 ? "add_bf16_v4" : "add_bf16", grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
+               [.pointer(address(a)), .pointer(address(b)), .pointer(address(out)), .int64(Int64(units))])
+        return true
     }
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {

@@ -137,6 +137,39 @@ extension CUDABackend {
             if (threadIdx.x == 0) loss[r] = -ce;
         }
     }
+    /// The loss's gradient for the leading heads of the logits, as the bf16 tensor the logits' gradient is rounded to
+    /// (`softCrossEntropyBackwardLow`): over outer rows o (grid y) and columns c (grid x, U at a time), dx[o, c] =
+    /// bf16(difference[o, c] · s) for c < used, 0 for used ≤ c < full; s = *scale, the float32 loss gradient over the
+    /// row count, read on the device. The float32 product of the composite (difference × s), rounded once.
+    template <int U>
+    __device__ __forceinline__ void haste_sce_backward_low(const float* difference, const float* scale, u16* dx, i64 outer,
+                                                           i64 used, i64 full) {
+        const float s = *scale;
+        const i64 usedU = used / U, fullU = full / U;
+        for (i64 o = blockIdx.y; o < outer; o += gridDim.y) {
+            for (i64 c = blockIdx.x * (i64)blockDim.x + threadIdx.x; c < fullU; c += (i64)gridDim.x * blockDim.x) {
+                if (U == 4) {
+                    u64 w = 0;
+                    if (c < usedU) {
+                        const haste_f4 d = ((const haste_f4*)difference)[o * usedU + c];
+                        w = (u64)haste_float_to_bf16(d.x * s) | ((u64)haste_float_to_bf16(d.y * s) << 16)
+                            | ((u64)haste_float_to_bf16(d.z * s) << 32) | ((u64)haste_float_to_bf16(d.w * s) << 48);
+                    }
+                    ((u64*)dx)[o * fullU + c] = w;
+                } else {
+                    dx[o * full + c] = c < used ? haste_float_to_bf16(difference[o * used + c] * s) : (u16)0;
+                }
+            }
+        }
+    }
+    extern "C" __global__ void soft_cross_entropy_backward_bf16(const float* difference, const float* scale, u16* dx, i64 outer,
+                                                                i64 used, i64 full) {
+        haste_sce_backward_low<1>(difference, scale, dx, outer, used, full);
+    }
+    extern "C" __global__ void soft_cross_entropy_backward_bf16_v4(const float* difference, const float* scale, u16* dx, i64 outer,
+                                                                   i64 used, i64 full) {
+        haste_sce_backward_low<4>(difference, scale, dx, outer, used, full);
+    }
     """#
 
     /// float32 only: float64 is computed on the CPU alone (STYLE §2.3), so on CUDA it never reaches here.
@@ -155,6 +188,17 @@ extension CUDABackend {
                     rows: rows, cols: cols, repeatable: CUDABackend.separate(outputs: [loss, difference], inputs: [x, t]))
         // Stream order: a copy's block is handed out again only to work queued after this kernel.
         withExtendedLifetime(copies) {}
+    }
+
+    public func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int, full: Int) -> Bool {
+        guard difference.dtype == .float32, scale.dtype == .float32, dx.dtype == .bfloat16, used <= full else { return false }
+        if outer * full == 0 { return true }
+        let v4 = used % 4 == 0 && full % 4 == 0 && address(difference) % 16 == 0 && address(dx) % 8 == 0
+        launch(CUDABackend.softmaxSource, v4 ? "soft_cross_entropy_backward_bf16_v4" : "soft_cross_entropy_backward_bf16",
+               grid: Dim3(CUDABackend.blocks(v4 ? full / 4 : full), Swift.min(outer, 65_535)), block: Dim3(256),
+               [.pointer(address(difference)), .pointer(address(scale)), .pointer(address(dx)), .int64(Int64(outer)),
+                .int64(Int64(used)), .int64(Int64(full))])
+        return true
     }
 
     /// The most outer axes a view of `soft_cross_entropy_f32` may have after coalescing.

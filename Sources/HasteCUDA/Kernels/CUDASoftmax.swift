@@ -10,9 +10,10 @@ extension CUDABackend {
     /// cross-entropy (`soft_cross_entropy_f32`, CUDASoftCrossEntropy.swift) and the bf16 rows' softmax (CUDASoftmaxLow.swift)
     /// are in this family too.
     static let softmaxSource = KernelSource(family: "softmax", kernels: ["softmax_forward_f32", "softmax_backward_f32", "softmax_forward_bf16",
-                                                                              "softmax_backward_bf16_carrier", "soft_cross_entropy_f32",
+                                                                              "softmax_backward_bf16", "soft_cross_entropy_f32",
                                                                               "softmax_forward_f32_w", "softmax_backward_f32_w", "softmax_forward_bf16_w",
-                                                                              "softmax_backward_bf16_carrier_w", "soft_cross_entropy_f32_w"],
+                                                                              "softmax_backward_bf16_w", "soft_cross_entropy_f32_w",
+                                                                              "soft_cross_entropy_backward_bf16", "soft_cross_entropy_backward_bf16_v4"],
                                             code: softmaxCode + softCrossEntropyCode + "\n" + softmaxWarpCode)
 
     private static let softmaxCode = #"""
@@ -42,20 +43,19 @@ extension CUDABackend {
     }
 
     /// softmax: dx = y·(dy − Σ dy·y); log-softmax: dx = dy − exp(y)·Σ dy; y and dy float32 or bf16 (widened), dx
-    /// float32, rounded through bf16 where `round` ≠ 0 (a float32 carrier of a bf16 gradient).
-    template <typename T>
-    __device__ __forceinline__ void haste_softmax_backward_rows(const T* y, const T* dy, float* dx, i64 rows, i64 cols, int log,
-                                                                int round, float* scratch) {
+    /// float32 or bf16 (rounded once to nearest even on store, as y).
+    template <typename T, typename TD>
+    __device__ __forceinline__ void haste_softmax_backward_rows(const T* y, const T* dy, TD* dx, i64 rows, i64 cols, int log,
+                                                                float* scratch) {
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const T* yr = y + r * cols;
             const T* g = dy + r * cols;
-            float* d = dx + r * cols;
+            TD* d = dx + r * cols;
             float s = 0.0f;
             for (i64 j = threadIdx.x; j < cols; j += blockDim.x) s += log ? haste_ld(g, j) : haste_ld(g, j) * haste_ld(yr, j);
             s = haste_block_sum(s, scratch);
             for (i64 j = threadIdx.x; j < cols; j += blockDim.x) {
-                const float v = log ? haste_ld(g, j) - expf(haste_ld(yr, j)) * s : haste_ld(yr, j) * (haste_ld(g, j) - s);
-                d[j] = round ? haste_round_bf16(v) : v;
+                haste_st(d, j, log ? haste_ld(g, j) - expf(haste_ld(yr, j)) * s : haste_ld(yr, j) * (haste_ld(g, j) - s));
             }
         }
     }
@@ -66,17 +66,17 @@ extension CUDABackend {
     }
     extern "C" __global__ void softmax_backward_f32(const float* y, const float* dy, float* dx, i64 rows, i64 cols, int log) {
         __shared__ float scratch[32];
-        haste_softmax_backward_rows(y, dy, dx, rows, cols, log, 0, scratch);
+        haste_softmax_backward_rows(y, dy, dx, rows, cols, log, scratch);
     }
     /// bf16 rows (the aligned attention's probabilities, CUDASoftmaxLow.swift): y = bf16(softmax(x)); dx = bf16(y·(dy
-    /// − Σ dy·y)) stored widened.
+    /// − Σ dy·y)).
     extern "C" __global__ void softmax_forward_bf16(const u16* x, u16* y, i64 rows, i64 cols) {
         __shared__ float scratch[32];
         haste_softmax_rows(x, y, rows, cols, 0, scratch);
     }
-    extern "C" __global__ void softmax_backward_bf16_carrier(const u16* y, const u16* dy, float* dx, i64 rows, i64 cols) {
+    extern "C" __global__ void softmax_backward_bf16(const u16* y, const u16* dy, u16* dx, i64 rows, i64 cols) {
         __shared__ float scratch[32];
-        haste_softmax_backward_rows(y, dy, dx, rows, cols, 0, 1, scratch);
+        haste_softmax_backward_rows(y, dy, dx, rows, cols, 0, scratch);
     }
     """#
 

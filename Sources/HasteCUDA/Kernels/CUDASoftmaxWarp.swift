@@ -59,13 +59,13 @@ extension CUDABackend {
             }
         }
     }
-    template <int W, typename T>
-    __device__ __forceinline__ void haste_softmax_backward_rows_warp(const T* y, const T* dy, float* dx, i64 rows, i64 cols, int log, int round) {
+    template <int W, typename T, typename TD>
+    __device__ __forceinline__ void haste_softmax_backward_rows_warp(const T* y, const T* dy, TD* dx, i64 rows, i64 cols, int log) {
         const int lane = threadIdx.x & 31;
         HASTE_WARP_ROWS(r, rows) {
             const T* yr = y + r * cols;
             const T* g = dy + r * cols;
-            float* d = dx + r * cols;
+            TD* d = dx + r * cols;
             float yv[W], gv[W], s[W];
             #pragma unroll
             for (int j = 0; j < W; j++) {
@@ -79,8 +79,7 @@ extension CUDABackend {
             #pragma unroll
             for (int j = 0; j < W; j++) {
                 if (lane + 32 * j >= cols) continue;
-                const float v = log ? gv[j] - expf(yv[j]) * sum : yv[j] * (gv[j] - sum);
-                d[lane + 32 * j] = round ? haste_round_bf16(v) : v;
+                haste_st(d, lane + 32 * j, log ? gv[j] - expf(yv[j]) * sum : yv[j] * (gv[j] - sum));
             }
         }
     }
@@ -150,7 +149,7 @@ extension CUDABackend {
         #undef HASTE_CALL
     }
     extern "C" __global__ void softmax_backward_f32_w(const float* y, const float* dy, float* dx, i64 rows, i64 cols, int log) {
-        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, log, 0)
+        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, log)
         HASTE_SOFTMAX_WARPS(HASTE_CALL)
         #undef HASTE_CALL
     }
@@ -159,8 +158,8 @@ extension CUDABackend {
         HASTE_SOFTMAX_WARPS(HASTE_CALL)
         #undef HASTE_CALL
     }
-    extern "C" __global__ void softmax_backward_bf16_carrier_w(const u16* y, const u16* dy, float* dx, i64 rows, i64 cols) {
-        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, 0, 1)
+    extern "C" __global__ void softmax_backward_bf16_w(const u16* y, const u16* dy, u16* dx, i64 rows, i64 cols) {
+        #define HASTE_CALL(W) haste_softmax_backward_rows_warp<W>(y, dy, dx, rows, cols, 0)
         HASTE_SOFTMAX_WARPS(HASTE_CALL)
         #undef HASTE_CALL
     }

@@ -22,6 +22,27 @@ protocol RunningSumBackward: Backward {
     func gradients(_ dy: Tensor, running: [Tensor?]) -> [Tensor?]
 }
 
+/// A node whose backward first rounds its incoming gradient to `incomingLow` (bfloat16: d̃y = bf16(dy), as torch's
+/// gradient of a bf16 tensor is bf16). Gradient terms for its tensor may reach the walk as `incomingLow` tensors, and
+/// where two such terms are the tensor's whole gradient the walk adds them in that dtype (Graph.swift `gradientSum`:
+/// the float32 sum rounded once, the rounding this node would do), so the node is handed the rounded gradient itself.
+///
+/// Any node may return a float32 input's gradient as a bfloat16 tensor when its values are bf16 values exactly (a
+/// rounded gradient): the walk reads it as that float32 gradient, widening it wherever a float32 one is needed (a sum
+/// with a float32 term, a node that does not round, a leaf, a captured gradient). Only a `LowGradientBackward` node
+/// offered it may round a gradient that is not.
+protocol RoundsIncomingGradient: Backward {
+    var incomingLow: DType { get }
+}
+
+/// A node that may round an input's gradient itself where the walk offers it (`low[i]` not nil): input i's node rounds
+/// its incoming gradient to that dtype (`RoundsIncomingGradient`) and this term is that input's only one, so rounding
+/// it here gives the values that node would read, without a float32 tensor and a rounding pass between. Returning the
+/// float32 gradient is always allowed; the values are otherwise `gradients(_:)`'s.
+protocol LowGradientBackward: Backward {
+    func gradients(_ dy: Tensor, low: [DType?]) -> [Tensor?]
+}
+
 extension Tensor {
     /// Attaches `node` as this tensor's grad function when recording is on and some input is tracked;
     /// otherwise returns self untouched. Ops call it on their freshly allocated output. With recording off

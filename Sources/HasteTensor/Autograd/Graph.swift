@@ -44,10 +44,15 @@ extension Tensor {
         // place in the order (a DFS puts a layer's weights after the whole chain below it). The same sum,
         // sooner: its memory is freed early and data parallelism can start reducing it.
         var consumersLeft: [ObjectIdentifier: Int] = [:]
-        if capture == nil {
-            for t in order {
-                for input in t.gradFn?.inputs ?? [] where input.gradFn == nil && input.requiresGrad {
+        // Gradient terms still to come for each tensor whose node rounds its incoming gradient (`gradientSum`, the
+        // low-gradient offers below).
+        var termsLeft: [ObjectIdentifier: Int] = [:]
+        for t in order {
+            for input in t.gradFn?.inputs ?? [] {
+                if capture == nil && input.gradFn == nil && input.requiresGrad {
                     consumersLeft[ObjectIdentifier(input), default: 0] += 1
+                } else if input.isTracked && input.gradFn is any RoundsIncomingGradient {
+                    termsLeft[ObjectIdentifier(input), default: 0] += 1
                 }
             }
         }
@@ -55,10 +60,12 @@ extension Tensor {
         order = []
         while let t = remaining.popLast() {
             let id = ObjectIdentifier(t)
-            guard let g = pending.removeValue(forKey: id) else { continue }
+            guard var g = pending.removeValue(forKey: id) else { continue }
             g.isPrivateGradientSum = false              // from here on others may hold it
+            // A bf16 gradient (`RoundsIncomingGradient`) goes as it is only to a node that rounds to bf16 first.
+            if g.dtype != t.dtype && (t.gradFn as? any RoundsIncomingGradient)?.incomingLow != g.dtype { g = g.to(t.dtype) }
             if let capture {
-                if capture.contains(id) { captured[id] = g }
+                if capture.contains(id) { captured[id] = g.dtype == t.dtype ? g : g.to(t.dtype) }
                 if capture.count == captured.count { break }
                 if boundary && capture.contains(id) { continue }
             }
@@ -74,8 +81,18 @@ extension Tensor {
             let continuing = node as? any RunningSumBackward
             if let continuing {
                 var running: [Tensor?] = []
-                for input in node.inputs { running.append(input.isTracked ? pending.removeValue(forKey: ObjectIdentifier(input)) : nil) }
+                for input in node.inputs {
+                    let sum = input.isTracked ? pending.removeValue(forKey: ObjectIdentifier(input)) : nil
+                    running.append(sum.map { $0.dtype == input.dtype ? $0 : $0.to(input.dtype) })
+                }
                 grads = continuing.gradients(g.contiguous(), running: running)
+            } else if let lowering = node as? any LowGradientBackward {
+                let low = node.inputs.map { input -> DType? in
+                    let key = ObjectIdentifier(input)
+                    guard input.isTracked, termsLeft[key] == 1, pending[key] == nil, capture?.contains(key) != true else { return nil }
+                    return (input.gradFn as? any RoundsIncomingGradient)?.incomingLow
+                }
+                grads = lowering.gradients(g.contiguous(), low: low)
             } else if capture == nil, let direct = node as? any InPlaceGradientBackward {
                 let into = node.inputs.map {
                     $0.inPlaceDestination(termsLeft: consumersLeft[ObjectIdentifier($0)], hasPendingTerm: pending[ObjectIdentifier($0)] != nil)
@@ -89,10 +106,16 @@ extension Tensor {
             require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, grad) in zip(node.inputs, grads) where input.isTracked {
                 let key = ObjectIdentifier(input)
+                var whole = false                       // this term completes the input's gradient
+                if let left = termsLeft[key] { termsLeft[key] = left - 1; whole = left == 1 }
                 if let grad {
                     require(grad.shape == input.shape,
                             "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
-                    if !continues, let existing = pending[key] { pending[key] = existing + grad } else { pending[key] = grad }
+                    if !continues, let existing = pending[key] {
+                        pending[key] = Tensor.gradientSum(existing, grad, for: input, whole: whole)
+                    } else {
+                        pending[key] = grad
+                    }
                 }
                 guard let left = consumersLeft[key] else { continue }
                 if left > 1 { consumersLeft[key] = left - 1; continue }
@@ -104,6 +127,21 @@ extension Tensor {
             }
         }
         return captured
+    }
+
+    /// The walk's sum of two gradient terms of `input`: float32 (as the input), or bf16 where a node returned its
+    /// term rounded (`RoundsIncomingGradient`). Two bf16 terms that are the input's whole gradient, for a node that
+    /// rounds to bf16 first, are added as torch adds two bf16 gradients (`addLow`: the float32 sum rounded once, what
+    /// the node's rounding of the float32 sum gives); otherwise the float32 sum of the widened terms, as before any
+    /// term was bf16.
+    static func gradientSum(_ a: Tensor, _ b: Tensor, for input: Tensor, whole: Bool) -> Tensor {
+        if a.dtype == b.dtype && a.dtype != input.dtype && whole && a.shape == b.shape,
+           (input.gradFn as? any RoundsIncomingGradient)?.incomingLow == a.dtype {
+            let ac = a.contiguous(), bc = b.contiguous(), out = Tensor.empty(a.shape, dtype: a.dtype, device: a.device)
+            if a.backend.addLow(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }
+        }
+        func widened(_ t: Tensor) -> Tensor { t.dtype == input.dtype ? t : t.to(input.dtype) }
+        return widened(a) + widened(b)
     }
 
     /// Post-order DFS without recursion (graphs of deep models exceed the stack). Inputs are explored first

@@ -129,10 +129,10 @@ extension Tensor {
         return y
     }
 
-    /// bf16-rounded softmax backward as a float32 carrier, from this bf16 softmax output and a bf16 dy, no autograd
+    /// bf16(softmax backward) as a bf16 tensor, from this bf16 softmax output and a bf16 dy, no autograd
     /// (`softmaxBackwardLow`, as `softmaxLowValues`).
-    func softmaxBackwardLowCarrier(_ dy: Tensor) -> Tensor {
-        let y = contiguous(), g = dy.contiguous(), dx = Tensor.empty(shape, dtype: .float32, device: device)
+    func softmaxBackwardLowValues(_ dy: Tensor) -> Tensor {
+        let y = contiguous(), g = dy.contiguous(), dx = Tensor.empty(shape, dtype: dtype, device: device)
         let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
         let ran = backend.softmaxBackwardLow(y.buffer, g.buffer, dx.buffer, rows: rows, cols: cols)
         require(ran, "internal: \(device) has no bf16 softmax backward")
@@ -153,7 +153,8 @@ struct BF16LogitsAttentionTape {
 
 /// out = x + gate·ỹ: dx = dout (the residual; the LayerNorm's term comes from the logits' node), dgate and d̃y (the
 /// gated residual's bf16 kernels), proj's backward to dõ, dP̃ = dÕ·ṽᵀ and dṽ = P̃ᵀ·dÕ (bf16 GEMMs), and the logits'
-/// gradient bf16(P̃·(dP̃ − Σ dP̃·P̃)) as a float32 carrier.
+/// gradient bf16(P̃·(dP̃ − Σ dP̃·P̃)) as a bf16 tensor (its values exactly: `RoundsIncomingGradient`; the walk adds the
+/// loss's bf16 term to it in bf16, or widens it to add a float32 one).
 struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
     let tape: BF16LogitsAttentionTape, logits: Tensor
     private var proj: (w: Tensor, b: Tensor?) { (tape.slots[1]!, tape.slots[3]) }
@@ -175,7 +176,7 @@ struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
                 if logits.isTracked {
                     let dO = g.dx!.reshaped([n, t, d]).heads(0, of: 1, core.heads, bf16: true)    // (N, H, T, Dh) bf16
                     tape.handoff.dv = core.p.transposed(-1, -2).matmul(dO)
-                    dl = core.p.softmaxBackwardLowCarrier(dO.matmul(core.v.transposed(-1, -2)))
+                    dl = core.p.softmaxBackwardLowValues(dO.matmul(core.v.transposed(-1, -2)))
                 }
                 let params = bf16Carriers([g.dw] + (proj.b != nil ? [g.db] : []), into: Array(into.dropFirst(2).dropLast()))
                 return [x.isTracked ? dc : nil, dgate] + params + [dl]
@@ -185,9 +186,11 @@ struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
 }
 
 /// From the logits' whole gradient dL: d̃L = bf16(dL), dq̃s = d̃L·k̃ and dk̃ = d̃Lᵀ·q̃s (bf16 GEMMs), dq̃ = bf16(dq̃s·scale),
-/// with dṽ (from the output's node) into qkv's bf16 gradient, qkv's backward, the LayerNorm's backward.
-struct BF16LogitsAttentionLogitsBackward: InPlaceGradientBackward {
+/// with dṽ (from the output's node) into qkv's bf16 gradient, qkv's backward, the LayerNorm's backward. dL may come
+/// as d̃L itself (`RoundsIncomingGradient`: both terms bf16, added by the walk in bf16).
+struct BF16LogitsAttentionLogitsBackward: InPlaceGradientBackward, RoundsIncomingGradient {
     let tape: BF16LogitsAttentionTape
+    var incomingLow: DType { .bfloat16 }
     private var qkv: (w: Tensor, b: Tensor?) { (tape.slots[0]!, tape.slots[2]) }
     var inputs: [Tensor] { [tape.front.x, tape.shift, tape.scale, qkv.w] + (qkv.b.map { [$0] } ?? []) }
 

@@ -117,8 +117,10 @@ extension Tensor {
     }
 
     /// A real `low` copy (2 bytes an element) of this float32 tensor, contiguous, no autograd: the copy made for
-    /// the step where `LowPrecisionCopies.current` has one (a parameter cast with its whole arena), else a cast.
+    /// the step where `LowPrecisionCopies.current` has one (a parameter cast with its whole arena), else a cast; a
+    /// `low` tensor itself (made contiguous).
     func narrowed(_ low: DType) -> Tensor {
+        if dtype == low { return contiguous() }               // a gradient the walk handed over rounded already
         if let made = LowPrecisionCopies.current?.copy(of: self, low) { return made }
         let x = contiguous()
         let y = Tensor.empty(shape, dtype: low, device: device)
@@ -153,11 +155,13 @@ struct LowPrecisionSoftmaxBackward: Backward {
     }
 }
 
-/// dx = dy rounded to the same low precision.
-struct RoundBackward: Backward {
+/// dx = dy rounded to the same low precision; a dy the walk hands over already rounded (a `low` tensor,
+/// `RoundsIncomingGradient`) is passed on as it is.
+struct RoundBackward: RoundsIncomingGradient {
     let x: Tensor, low: DType
     var inputs: [Tensor] { [x] }
-    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.roundedValues(low)] }
+    var incomingLow: DType { low }
+    func gradients(_ dy: Tensor) -> [Tensor?] { [dy.dtype == low ? dy : dy.roundedValues(low)] }
 }
 
 /// Autocast's GEMM ops (`linear`, `matmul`, `conv2d`). On CUDA in bf16 the operands are cast to real bf16 tensors

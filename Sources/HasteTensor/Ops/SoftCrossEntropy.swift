@@ -36,18 +36,44 @@ extension Tensor {
     public func softCrossEntropy(target: Tensor) -> Tensor {
         require(shape == target.shape && rank >= 1, "softCrossEntropy: logits \(shape) and target \(target.shape) must have one shape")
         require(dtype == target.dtype && dtype.isComputeFloat, "softCrossEntropy: needs float32 or float64 logits and target of one dtype, got \(dtype) and \(target.dtype)")
+        guard let (mean, difference) = softCrossEntropyKernel(target: target) else {
+            return -target.detached().softmax(axis: -1).sumOfProducts(logSoftmax(axis: -1), axis: -1).mean()
+        }
+        return mean.recorded(SoftCrossEntropyBackward(x: self, difference: difference))
+    }
+
+    /// `softCrossEntropy` of the first `heads` heads of attention logits [N, H, Tq, Tk] against those of `target`
+    /// [N, Ht, Tq, Tk] (no gradient flows into it): torch `-(F.softmax(t[:, :heads], -1) * F.log_softmax(x[:, :heads],
+    /// -1)).sum(-1).mean()`, HASTE's attention-alignment loss of one layer pair. The values of `narrowed(1, start: 0,
+    /// length: heads).softCrossEntropy(target: …)`, forward and backward; the backward writes self's whole gradient in
+    /// one pass (zeros in the other heads), and where the walk offers it rounded to bf16 (the logits of an aligned
+    /// block under autocast bf16, whose gradient is rounded: `LowGradientBackward`) as a bf16 tensor: no float32
+    /// gradient of the used heads, no zero-filled float32 tensor, no copy between them and no rounding pass.
+    public func softCrossEntropy(target: Tensor, leadingHeads heads: Int) -> Tensor {
+        require(rank == 4 && target.rank == 4 && shape[0] == target.shape[0] && shape[2...] == target.shape[2...],
+                "softCrossEntropy: logits \(shape) and target \(target.shape) must be [N, H, Tq, Tk] with one N, Tq, Tk")
+        require(heads >= 1 && heads <= shape[1] && heads <= target.shape[1],
+                "softCrossEntropy: \(heads) leading heads of logits \(shape) and target \(target.shape)")
+        let t = target.detached().narrowed(1, start: 0, length: heads)
+        guard dtype == target.dtype, dtype.isComputeFloat,
+              let (mean, difference) = detached().narrowed(1, start: 0, length: heads).softCrossEntropyKernel(target: t) else {
+            return narrowed(1, start: 0, length: heads).softCrossEntropy(target: t)
+        }
+        return mean.recorded(SoftCrossEntropyHeadsBackward(x: self, difference: difference, heads: heads))
+    }
+
+    /// The one-pass kernel's mean loss (no autograd) and softmax(self) − softmax(target) [rows, cols], or nil where
+    /// the backend has none for these tensors (the caller runs the composite).
+    private func softCrossEntropyKernel(target: Tensor) -> (Tensor, Tensor)? {
         let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
         // No Autocast case: softmax, log-softmax and the sums ignore it (float32 under it, as torch autocast keeps them).
         guard rows > 0, backend.softCrossEntropyRuns(dtype: dtype), let (x, xRows) = lastAxisRows(),
-              let (t, tRows) = target.lastAxisRows(), target.device == device else {
-            return -target.detached().softmax(axis: -1).sumOfProducts(logSoftmax(axis: -1), axis: -1).mean()
-        }
+              let (t, tRows) = target.lastAxisRows(), target.device == device else { return nil }
         let rowLoss = Tensor.empty([rows], dtype: dtype, device: device)
         let difference = Tensor.empty([rows, cols], dtype: dtype, device: device)
         backend.softCrossEntropyForward(x: x, xRows: xRows, t: t, tRows: tRows, rows: rows, cols: cols,
                                         loss: rowLoss.buffer, difference: difference.buffer)
-        let mean = GradMode.withoutGrad { rowLoss.mean() }
-        return mean.recorded(SoftCrossEntropyBackward(x: self, difference: difference))
+        return (GradMode.withoutGrad { rowLoss.mean() }, difference)
     }
 }
 
@@ -57,5 +83,27 @@ struct SoftCrossEntropyBackward: Backward {
     var inputs: [Tensor] { [x] }
     func gradients(_ dy: Tensor) -> [Tensor?] {
         [(difference * (dy / Double(difference.shape[0]))).reshaped(x.shape)]
+    }
+}
+
+/// `SoftCrossEntropyBackward` for the leading `heads` heads of x [N, H, Tq, Tk], scattered into x's shape (zeros in
+/// the other heads, as the narrow's backward scatters it); offered bf16, the scaled difference rounded once and the
+/// zeros in one kernel (`softCrossEntropyBackwardLow`), with the scale dy / rows computed as there, on the device.
+struct SoftCrossEntropyHeadsBackward: LowGradientBackward {
+    let x: Tensor, difference: Tensor, heads: Int
+    var inputs: [Tensor] { [x] }
+
+    func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, low: [nil]) }
+
+    func gradients(_ dy: Tensor, low: [DType?]) -> [Tensor?] {
+        let scale = dy / Double(difference.shape[0])
+        let used = heads * x.shape[2] * x.shape[3], full = x.shape[1] * x.shape[2] * x.shape[3]
+        if low[0] == .bfloat16 {
+            let dx = Tensor.empty(x.shape, dtype: .bfloat16, device: x.device)
+            if x.backend.softCrossEntropyBackwardLow(difference: difference.buffer, scale: scale.contiguous().buffer, dx: dx.buffer,
+                                                     outer: x.shape[0], used: used, full: full) { return [dx] }
+        }
+        let term = (difference * scale).reshaped([x.shape[0], heads, x.shape[2], x.shape[3]])
+        return NarrowBackward(x: x, axis: 1, start: 0).gradients(term)
     }
 }

@@ -19,14 +19,21 @@ public protocol SoftmaxKernels: AnyObject {
     /// bfloat16 x, y [rows, cols]: y = bf16(softmax(x)), softmaxForward's float32 result on the widened values rounded
     /// once; false (nothing done) where the backend has no such kernel.
     func softmaxForwardLow(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) -> Bool
-    /// bfloat16 y, dy, float32 dx [rows, cols]: dx = softmaxBackward's float32 result on the widened values, rounded
-    /// to bfloat16 (stored widened); false (nothing done) where the backend has no such kernel.
+    /// bfloat16 y, dy, dx [rows, cols]: dx = softmaxBackward's float32 result on the widened values, rounded to
+    /// bfloat16; false (nothing done) where the backend has no such kernel.
     func softmaxBackwardLow(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) -> Bool
+    /// The soft cross-entropy's gradient as a bfloat16 tensor, zero-padded: for each of `outer` rows, dx[o, c] =
+    /// bf16(difference[o, c] · scale[0]) for c < used (difference: float32 [outer, used] contiguous; scale: one
+    /// float32 on the device) and 0 for used ≤ c < full (dx: bfloat16 [outer, full]): the float32 product rounded
+    /// once. false (nothing done) where the backend has no such kernel.
+    func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int, full: Int) -> Bool
 }
 
 extension SoftmaxKernels {
     public func softmaxForwardLow(_ x: Buffer, _ y: Buffer, rows: Int, cols: Int) -> Bool { false }
     public func softmaxBackwardLow(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int) -> Bool { false }
+    public func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int,
+                                            full: Int) -> Bool { false }
     public func softCrossEntropyRuns(dtype: DType) -> Bool { false }
     public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                         loss: Buffer, difference: Buffer) {

@@ -157,3 +157,34 @@ func softmaxMatchesPyTorch(_ name: String) throws {
     expectClose(x.softCrossEntropy(target: strided).reshaped([1]), x.softCrossEntropy(target: strided.contiguous()).reshaped([1]),
                 atol: 1e-14, rtol: 1e-13, "fallback")
 }
+
+/// `softCrossEntropy(target:leadingHeads:)` (HASTE's alignment loss of one layer pair: the first heads of the student's
+/// and the teacher's logits) gives the loss and gradient of the narrowed views' `softCrossEntropy(target:)` bit for bit
+/// on the CPU (float32 and float64; zeros in the unused heads), passes a float64 gradient check, and falls back to the
+/// narrowed views' composite where the kernel does not apply (a last axis not of stride 1: the same values); bad shapes
+/// stop with the op named.
+@Test func softCrossEntropyOfLeadingHeadsIsTheNarrowedViews() async {
+    for dtype in [DType.float32, .float64] {
+        let x = (Tensor.randn([2, 4, 5, 6], dtype: .float64, seed: 51) * 3.0).to(dtype)
+        let target = (Tensor.randn([2, 3, 5, 6], dtype: .float64, seed: 52) * 3.0).to(dtype)
+        x.requiresGrad = true
+        let heads = x.softCrossEntropy(target: target, leadingHeads: 2) * 0.5
+        let narrowed = x.narrowed(1, start: 0, length: 2).softCrossEntropy(target: target.narrowed(1, start: 0, length: 2)) * 0.5
+        let (g, gNarrowed) = (gradients(of: heads, wrt: [x])[0]!, gradients(of: narrowed, wrt: [x])[0]!)
+        #expect(floatBits(heads) == floatBits(narrowed) && floatBits(g) == floatBits(gNarrowed), "\(dtype)")
+        #expect(g.narrowed(1, start: 2, length: 2).abs().sum().item() == 0 && g.abs().sum().item() > 0, "\(dtype)")
+    }
+    let target = Tensor.randn([1, 3, 4, 5], dtype: .float64, seed: 53)
+    gradcheck({ $0.softCrossEntropy(target: target, leadingHeads: 2) }, at: Tensor.randn([1, 3, 4, 5], dtype: .float64, seed: 54))
+    let x = Tensor.randn([1, 3, 5, 4], dtype: .float64, seed: 55).transposed(2, 3)         // last axis of stride 4
+    #expect(x.softCrossEntropy(target: target, leadingHeads: 2).item()
+            == x.narrowed(1, start: 0, length: 2).softCrossEntropy(target: target.narrowed(1, start: 0, length: 2)).item())
+    let shapes = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        _ = Tensor.zeros([1, 3, 4, 5]).softCrossEntropy(target: Tensor.zeros([1, 3, 4, 6]), leadingHeads: 2)
+    }
+    #expect(trapMessage(shapes).contains("softCrossEntropy: logits [1, 3, 4, 5] and target [1, 3, 4, 6]"))
+    let heads = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        _ = Tensor.zeros([1, 3, 4, 5]).softCrossEntropy(target: Tensor.zeros([1, 2, 4, 5]), leadingHeads: 3)
+    }
+    #expect(trapMessage(heads).contains("softCrossEntropy: 3 leading heads of logits [1, 3, 4, 5] and target [1, 2, 4, 5]"))
+}

@@ -177,7 +177,7 @@ import HasteTraining
             let chosen = tuner.decisions.map { ($0.key, $0.names[$0.chosen], $0.names) }
             let shape = " rows \(rows), cols \(cols)"
             #expect(Set(chosen.map(\.0)) == Set(["softmax_forward_f32", "softmax_forward_f32 log", "softmax_backward_f32",
-                                                "softmax_backward_f32 log", "softmax_forward_bf16", "softmax_backward_bf16_carrier"]
+                                                "softmax_backward_f32 log", "softmax_forward_bf16", "softmax_backward_bf16"]
                                                 .map { $0 + shape } + ["soft_cross_entropy_f32 rows 9, cols 7"]), "\(chosen)")
             #expect(chosen.allSatisfy { $0.1 == "rows by block" && $0.2 == ["rows by warp (w)", "rows by block"] }, "\(chosen)")
             let before = clock.names.count

@@ -9,7 +9,10 @@ import Testing
 @Suite(.serialized) struct AutocastAttentionLogitsTests {
     static let device = EmulatedCUDA.device
 
-    enum Uses: String, CaseIterable { case both, output, logits }
+    /// The loss on: the output and the logits (a product with fixed weights), the output alone, the logits alone,
+    /// the output and HASTE's alignment loss (`softCrossEntropy(target:leadingHeads:)`), the output and the same loss
+    /// as a narrowed view's `softCrossEntropy(target:)` (the op before the heads' own backward).
+    enum Uses: String, CaseIterable { case both, output, logits, alignment, alignmentNarrowed }
 
     struct Result: Equatable { let output: [UInt32], logits: [UInt32], grads: [[UInt32]] }
 
@@ -22,7 +25,7 @@ import Testing
         let x = r([n, t, d], 1)
         let modulation = (0..<3).map { _ in r([n, d], 0.5).to(.bfloat16).to(.float32) }   // bf16 values, as a Linear's
         let params = [r([3 * d, d], 0.5), r([d, d], 0.5), r([3 * d], 0.3), r([d], 0.3)]
-        let upstream = r([n, t, d], 1), upstreamLogits = r([n, heads - 1, t, t], 2)
+        let upstream = r([n, t, d], 1), upstreamLogits = r([n, heads - 1, t, t], 2), teacher = r([n, heads, t, t], 3)
         let leaves = [x] + modulation + (bias ? params : Array(params.prefix(2)))
         for l in leaves { l.requiresGrad = true }
         let (b1, b2) = bias ? (params[2], params[3]) : (nil, nil)
@@ -41,13 +44,20 @@ import Testing
         case .both: loss = (y * upstream).sum() + logitLoss
         case .output: loss = (y * upstream).sum()
         case .logits: loss = logitLoss
+        case .alignment: loss = (y * upstream).sum() + l.softCrossEntropy(target: teacher, leadingHeads: heads - 1) * 7
+        case .alignmentNarrowed:
+            let used = heads - 1
+            loss = (y * upstream).sum() + l.narrowed(1, start: 0, length: used)
+                .softCrossEntropy(target: teacher.narrowed(1, start: 0, length: used)) * 7
         }
         let nodes = Tensor.savedBytes(from: [loss]).rows.map(\.op)
         loss.backward()
         return (Result(output: floatBits(y.detached()), logits: floatBits(l.detached()), grads: leaves.map { $0.grad.map(floatBits) ?? [] }), nodes)
     }
 
-    @Test(arguments: Uses.allCases, [(2, 7, 8, 2, true), (1, 70, 12, 3, true), (2, 5, 12, 2, false)])
+    static let shapes = [(2, 7, 8, 2, true), (1, 70, 12, 3, true), (2, 5, 12, 2, false), (1, 5, 12, 3, true)]
+
+    @Test(arguments: Uses.allCases, shapes)
     func fusedAttentionWithLogitsIsTheGeneralPathBitForBit(uses: Uses, c: (Int, Int, Int, Int, Bool)) {
         let (n, t, d, heads, bias) = c
         let seed = UInt64(n * 1000 + t * 10 + d)
@@ -63,6 +73,21 @@ import Testing
         let names = ["x", "shift", "scale", "gate", "qkv weight", "proj weight", "qkv bias", "proj bias"]
         for (i, (f, g)) in zip(fused.grads, general.grads).enumerated() {
             #expect(f == g, "\(what): gradient of \(names[i]) (\(f.isEmpty ? "none" : "\(f.count)") vs \(g.isEmpty ? "none" : "\(g.count)"))")
+        }
+    }
+
+    /// HASTE's alignment loss through `softCrossEntropy(target:leadingHeads:)` (its backward writes the logits' bf16
+    /// gradient in one kernel where the walk offers it, and the walk adds it to the softmax's in bf16) gives the bits
+    /// of the same loss on a narrowed view (float32 gradient, scattered, rounded, added in float32), on both paths.
+    /// Shapes: T·T a multiple of 4 (four elements a thread) and not; a sum of 75 elements (the one-element add).
+    @Test(arguments: shapes)
+    func alignmentLossGradientsAreTheNarrowedViewsBitForBit(c: (Int, Int, Int, Int, Bool)) {
+        let (n, t, d, heads, bias) = c
+        for fused in [true, false] {
+            let (heads, narrowed) = (Self.run(fused: fused, uses: .alignment, n: n, t: t, d: d, heads: heads, bias: bias, seed: 5).0,
+                                     Self.run(fused: fused, uses: .alignmentNarrowed, n: n, t: t, d: d, heads: heads, bias: bias, seed: 5).0)
+            #expect(heads == narrowed, "fused \(fused) n \(n) t \(t) d \(d)")
+            #expect(heads.grads.allSatisfy { !$0.isEmpty && $0.contains { $0 != 0 } })
         }
     }
 
@@ -103,7 +128,7 @@ import Testing
     }
 
     /// The bf16 softmax kernels: the float32 kernels' results on the widened values, rounded once (forward: bf16;
-    /// backward: a float32 carrier of bf16 values), for rows shorter and longer than a block's threads.
+    /// backward: bf16 too), for rows shorter and longer than a block's threads.
     @Test(arguments: [1, 7, 33, 70, 300])
     func bf16SoftmaxIsTheFloat32KernelRounded(cols: Int) {
         let be = Self.device.backend, rows = 5
@@ -114,11 +139,11 @@ import Testing
         let y32 = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
         be.softmaxForward(x.to(.float32).buffer, y32.buffer, rows: rows, cols: cols)
         #expect(floatBits(y.to(.float32)) == floatBits(y32.to(.bfloat16).to(.float32)), "forward, cols \(cols)")
-        let dx = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
+        let dx = Tensor.empty([rows, cols], dtype: .bfloat16, device: Self.device)
         #expect(be.softmaxBackwardLow(y.buffer, dy.buffer, dx.buffer, rows: rows, cols: cols))
         let dx32 = Tensor.empty([rows, cols], dtype: .float32, device: Self.device)
         be.softmaxBackward(y.to(.float32).buffer, dy.to(.float32).buffer, dx32.buffer, rows: rows, cols: cols)
-        #expect(floatBits(dx) == floatBits(dx32.to(.bfloat16).to(.float32)), "backward, cols \(cols)")
+        #expect(floatBits(dx.to(.float32)) == floatBits(dx32.to(.bfloat16).to(.float32)), "backward, cols \(cols)")
         #expect(y.to(.float32).sum(axes: [1]).to(.cpu).scalars(as: Float.self).allSatisfy { abs($0 - 1) < 0.02 })
     }
 }

@@ -28,7 +28,7 @@ import Testing
         be.softmaxBackward(y.buffer, dy.buffer, dx.buffer, rows: rows, cols: cols)
         be.logSoftmaxBackward(ly.buffer, dy.buffer, ldx.buffer, rows: rows, cols: cols)
         out += [floatBits(y), floatBits(ly), floatBits(dx), floatBits(ldx)]
-        let x16 = x.to(.bfloat16), y16 = Tensor.empty(like: x16), dx16 = Tensor.empty(like: x)
+        let x16 = x.to(.bfloat16), y16 = Tensor.empty(like: x16), dx16 = Tensor.empty(like: x16)
         #expect(be.softmaxForwardLow(x16.buffer, y16.buffer, rows: rows, cols: cols))
         #expect(be.softmaxBackwardLow(y16.buffer, dy.to(.bfloat16).buffer, dx16.buffer, rows: rows, cols: cols))
         out += [floatBits(y16), floatBits(dx16)]
