@@ -94,9 +94,18 @@ public struct SiT {
             h = out
             if let l { logits[i] = l }
             if wantProjections && i == config.encoderDepth - 1 {
-                projected = projectors.map { $0.2($0.1($0.0(h).silu()).silu()) }              // (N, T, z)
+                projected = projectors.map { project(h, $0) }                                  // (N, T, z)
             }
         }
         return (h, logits, projected)
+    }
+
+    /// A REPA projector: l2(silu(l1(silu(l0(h))))). Under Autocast bf16 on CUDA its first two layers are one bf16 MLP
+    /// (`autocastBranch(.mlp)`: the hidden activation a bf16 tensor, forward and backward) where the general path
+    /// widens it to a float32 carrier for the SiLU and narrows it again for the next GEMM: the same bits.
+    private func project(_ h: Tensor, _ p: (Linear, Linear, Linear)) -> Tensor {
+        let mlp = BF16Branch.mlp(w1: p.0.weight, b1: p.0.bias, activation: .silu, w2: p.1.weight, b2: p.1.bias)
+        let mid = Tensor.autocastBranch(h, mlp) ?? p.1(p.0(h).silu())
+        return p.2(mid.silu())
     }
 }

@@ -114,16 +114,16 @@ import Testing
         }
     }
 
-    /// A whole SiT (patch embedding, timestep MLP, blocks, final layer) under Autocast bf16 on the device: sampling
-    /// (no gradient: the branches keep nothing) and a training step's parameter gradients, the same bits with the
-    /// bf16 branches as on the general path (`generalPathOnly`), one block returning logits.
+    /// A whole SiT (patch embedding, timestep MLP, blocks, final layer, a REPA projector) under Autocast bf16 on the
+    /// device: sampling (no gradient: the branches keep nothing) and a training step's parameter gradients, the same
+    /// bits with the bf16 branches as on the general path (`generalPathOnly`), one block returning logits.
     @Test func sitIsTheGeneralPathBitForBit() throws {
         // The GELU epilogues skip a rounding the general path makes (GemmEpilogueTests): off here.
         try CUDABackend.$geluEpilogueAllowed.withValue(false) { try Self.sitAgainstTheGeneralPath() }
     }
 
     static func sitAgainstTheGeneralPath() throws {
-        let sit = try tinyGenerationSiT()
+        let sit = try tinyGenerationSiT(projectors: [5])
         sit.store.move(to: Self.device)
         let x = Tensor.randn([2, 1, 8, 8], seed: 21).to(Self.device), up = Tensor.randn([2, 1, 8, 8], seed: 22).to(Self.device)
         let t = Tensor([Float(0.3), 0.8], shape: [2]).to(Self.device), y = Tensor([Int64(1), 2]).to(Self.device)
@@ -131,10 +131,14 @@ import Testing
         func grads() -> [[UInt32]] {
             sit.store.setRequiresGrad(true)
             defer { sit.store.setRequiresGrad(false) }
-            let out = Autocast.run(.bfloat16) { sit(x, t: t, y: y, logitLayers: [0]) }
-            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
-            let fusedNodes = Tensor.savedBytes(from: [loss]).rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.nodes)
+            let out = Autocast.run(.bfloat16) { sit(x, t: t, y: y, logitLayers: [0], projections: true) }
+            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum() + out.projections[0].square().sum()
+            let rows = Tensor.savedBytes(from: [loss]).rows
+            let fusedNodes = rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.nodes)
             #expect(fusedNodes == (BF16Branch.generalPathOnly ? [] : [3]), "half-blocks fused: \(fusedNodes)")  // 2 blocks, one with logits
+            // bf16 MLPs outside the blocks' adaLN half-blocks: the timestep embedder's and the projector's first two layers.
+            let mlps = rows.filter { $0.op == "BF16BranchBackward" }.map(\.nodes).reduce(0, +)
+            #expect(mlps == (BF16Branch.generalPathOnly ? 0 : 2), "bf16 MLPs: \(rows.map(\.op))")
             return sit.store.gradients(of: loss).map { floatBits($0.1) }
         }
         let (generalSample, generalGrads) = BF16Branch.$generalPathOnly.withValue(true) { (sample(), grads()) }
