@@ -93,7 +93,7 @@ public enum TorchFixtureCheck {
         func pass(_ p: ComputePrecision) -> [String: Tensor] {
             let out = Autocast.run(p) { noGrad { model(x, logitLayers: [0, 1, 2]) } }
             var r = ["patch_tokens": out.patchTokens.to(.cpu), "cls_token": out.classToken.to(.cpu)]
-            for i in 0..<3 { r["logits\(i)"] = out.attentionLogits[i]!.to(.cpu) }
+            for i in 0..<3 { r["logits\(i)"] = out.attentionLogits[i]!.to(.cpu).to(.float32) }      // bf16 on CUDA, as torch's
             return r
         }
         let bf = pass(.bfloat16), fp = pass(.float32)

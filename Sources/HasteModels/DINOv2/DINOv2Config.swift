@@ -44,6 +44,8 @@ public struct DINOv2Output {
     public let patchTokens: Tensor
     /// Final-LayerNorm class token [B, D].
     public let classToken: Tensor
-    /// Pre-softmax scaled logits [B, H, Np, Np] with class row and column removed, for the requested blocks.
+    /// Pre-softmax scaled logits [B, H, Np, Np] with class row and column removed, for the requested blocks: float32,
+    /// or under Autocast bf16 on CUDA without a gradient (the frozen teacher) the bf16 logits themselves, as torch's
+    /// autocast leaves them (`softCrossEntropy` reads a bf16 target; `.to(.float32)` widens them exactly).
     public let attentionLogits: [Int: Tensor]
 }

@@ -46,12 +46,14 @@ extension Tensor {
     }
 
     /// `(proj(attention(heads of qkv(x))), logits)` under Autocast bf16 on CUDA without a gradient (a frozen teacher's
-    /// logit layers), the output a float32 carrier; nil where it does not apply (recording, or `autocastBranch` would not).
+    /// logit layers), the output a float32 carrier and the logits the bf16 tensor L̃ itself, as torch's autocast leaves
+    /// them (the alignment loss reads a bf16 target as it is: `softCrossEntropyTakesLowTarget`; no float32 copy of
+    /// N·H·T·T made and held until the loss); nil where it does not apply (recording, or `autocastBranch` would not).
     public static func autocastAttentionBranchWithLogits(_ x: Tensor, _ branch: BF16Branch) -> (output: Tensor, logits: Tensor)? {
         guard case let .attention(w, b, pw, pb, heads) = branch, x.rank == 3, branch.applies(to: x) else { return nil }
         let inputs = [x] + branch.parameters
         guard !(GradMode.isEnabled && inputs.contains { $0.isTracked }) else { return nil }
-        let (core, logits) = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads)
+        let (core, logits) = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads, carrier: false)
         if let reads = CheckpointReads.current { reads.note(inputs) }
         return (core.y.to(.float32), logits)
     }
@@ -90,14 +92,15 @@ struct BF16AdaLNFront {
 }
 
 /// The attention core on bf16 operands from x̃n [N, T, D]: ỹ (bf16 [N, T, D]) and the bf16 tensors the backward reads;
-/// `forward` also returns the logits' float32 carrier, which the backward does not read (the tape does not keep it).
+/// `forward` also returns the logits, as a float32 carrier (`carrier`) or the bf16 L̃, which the backward does not read
+/// (the tape does not keep them).
 struct BF16LogitsAttention {
     let y: Tensor
     let xn: Tensor, wn: Tensor, pwn: Tensor, qs: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor
     let heads: Int, scale: Double
 
     static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?,
-                        heads: Int) -> (core: BF16LogitsAttention, logits: Tensor) {
+                        heads: Int, carrier: Bool = true) -> (core: BF16LogitsAttention, logits: Tensor) {
         Autocast.core {
             GradMode.withoutGrad {
                 let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), dh = d / heads, low = DType.bfloat16
@@ -112,7 +115,7 @@ struct BF16LogitsAttention {
                 p.matmul(v).mergeHeads(into: o, 0)                                               // (N, T, D) bf16
                 let y = o.linear(pwn, pb?.narrowed(low))
                 return (BF16LogitsAttention(y: y, xn: xn, wn: wn, pwn: pwn, qs: qs, k: k, v: v, p: p, o: o, heads: heads, scale: scale),
-                        l.to(.float32))
+                        carrier ? l.to(.float32) : l)
             }
         }
     }

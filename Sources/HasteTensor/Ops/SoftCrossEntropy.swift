@@ -35,9 +35,9 @@ extension Tensor {
     /// (the composite's within float32 rounding: the row sums are ordered differently).
     public func softCrossEntropy(target: Tensor) -> Tensor {
         require(shape == target.shape && rank >= 1, "softCrossEntropy: logits \(shape) and target \(target.shape) must have one shape")
-        require(dtype == target.dtype && dtype.isComputeFloat, "softCrossEntropy: needs float32 or float64 logits and target of one dtype, got \(dtype) and \(target.dtype)")
-        guard let (mean, difference) = softCrossEntropyKernel(target: target) else {
-            return -target.detached().softmax(axis: -1).sumOfProducts(logSoftmax(axis: -1), axis: -1).mean()
+        requireTargetDType(target)
+        guard let (mean, difference) = softCrossEntropyKernel(target: readableTarget(target)) else {
+            return -target.detached().to(dtype).softmax(axis: -1).sumOfProducts(logSoftmax(axis: -1), axis: -1).mean()
         }
         return mean.recorded(SoftCrossEntropyBackward(x: self, difference: difference))
     }
@@ -54,12 +54,25 @@ extension Tensor {
                 "softCrossEntropy: logits \(shape) and target \(target.shape) must be [N, H, Tq, Tk] with one N, Tq, Tk")
         require(heads >= 1 && heads <= shape[1] && heads <= target.shape[1],
                 "softCrossEntropy: \(heads) leading heads of logits \(shape) and target \(target.shape)")
-        let t = target.detached().narrowed(1, start: 0, length: heads)
-        guard dtype == target.dtype, dtype.isComputeFloat,
-              let (mean, difference) = detached().narrowed(1, start: 0, length: heads).softCrossEntropyKernel(target: t) else {
+        requireTargetDType(target)
+        let t = readableTarget(target.detached().narrowed(1, start: 0, length: heads))
+        guard let (mean, difference) = detached().narrowed(1, start: 0, length: heads).softCrossEntropyKernel(target: t) else {
             return narrowed(1, start: 0, length: heads).softCrossEntropy(target: t)
         }
         return mean.recorded(SoftCrossEntropyHeadsBackward(x: self, difference: difference, heads: heads))
+    }
+
+    /// float32 or float64 logits and a target of their dtype, or a bfloat16 target of float32 logits (a frozen
+    /// teacher's logits under autocast bf16 on CUDA: torch's autocast leaves them bf16).
+    private func requireTargetDType(_ target: Tensor) {
+        require(dtype.isComputeFloat && (target.dtype == dtype || (dtype == .float32 && target.dtype == .bfloat16)),
+                "softCrossEntropy: needs float32 or float64 logits and a target of their dtype (or bfloat16 with float32 logits), got \(dtype) and \(target.dtype)")
+    }
+
+    /// The target as the kernel reads it: a bfloat16 one as it is where the backend reads it so
+    /// (`softCrossEntropyTakesLowTarget`), else widened (exact: the same values, so the same bits either way).
+    private func readableTarget(_ target: Tensor) -> Tensor {
+        target.dtype == dtype || backend.softCrossEntropyTakesLowTarget(dtype: dtype) ? target : target.detached().to(dtype)
     }
 
     /// The one-pass kernel's mean loss (no autograd) and softmax(self) − softmax(target) [rows, cols], or nil where

@@ -11,6 +11,9 @@ public protocol SoftmaxKernels: AnyObject {
     func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
     /// Whether `softCrossEntropyForward` runs here for this dtype (else `Tensor.softCrossEntropy` runs the composite).
     func softCrossEntropyRuns(dtype: DType) -> Bool
+    /// Whether `softCrossEntropyForward` also reads a bfloat16 target with logits of `dtype` (widened on load, exact:
+    /// a frozen teacher's logits as autocast leaves them); elsewhere such a target is widened first.
+    func softCrossEntropyTakesLowTarget(dtype: DType) -> Bool
     /// For each row r of `cols` entries (x's at xRows.start(r) elements past x's first, t's at tRows.start(r) past
     /// t's, each contiguous): loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) −
     /// softmax(t_r) (loss [rows] and difference [rows, cols] contiguous).
@@ -35,6 +38,7 @@ extension SoftmaxKernels {
     public func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int,
                                             full: Int) -> Bool { false }
     public func softCrossEntropyRuns(dtype: DType) -> Bool { false }
+    public func softCrossEntropyTakesLowTarget(dtype: DType) -> Bool { false }
     public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                         loss: Buffer, difference: Buffer) {
         fatalError("softCrossEntropyForward: this backend has no such kernel (softCrossEntropyRuns is false)")

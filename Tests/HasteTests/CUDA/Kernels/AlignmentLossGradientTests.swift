@@ -41,4 +41,16 @@ import Testing
         // At least the zero-filled, the rounded and the summed float32 logits gradients are no longer made.
         #expect(narrowed.made - fused.made >= 3 * 4 * logits, "made \(fused.made) vs \(narrowed.made) bytes")
     }
+
+    /// A bf16 target (the teacher's logits under autocast) is read as it is: one kernel, no float32 copy of it.
+    @Test func aBF16TargetIsReadWithoutAWidenedCopy() {
+        let x = Tensor.zeros([2, 4, 16, 16], device: Self.device)
+        let teacher = Tensor.zeros([2, 3, 17, 17], dtype: .bfloat16, device: Self.device).narrowed(2, start: 1, length: 16)
+            .narrowed(3, start: 1, length: 16)
+        Self.driver.resetCounts()
+        _ = x.softCrossEntropy(target: teacher, leadingHeads: 3)
+        let launches = Self.driver.launches
+        #expect((launches["soft_cross_entropy_f32_t16_w"] ?? 0) + (launches["soft_cross_entropy_f32_t16"] ?? 0) == 1
+                && launches.keys.allSatisfy { !$0.hasPrefix("cast") && !$0.hasPrefix("strided") }, "\(launches)")
+    }
 }

@@ -154,7 +154,9 @@ import Testing
         let x = Tensor.randn([2, 3, 8, 8], seed: 6).to(Self.device)
         func run() -> [[UInt32]] {
             let out = noGrad { Autocast.run(.bfloat16) { model(x, logitLayers: [2]) } }
-            return [out.patchTokens, out.classToken, out.attentionLogits[2]!].map { $0.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
+            // The logit layer's logits stay bf16 on the fused path (as torch's autocast leaves them), float32 carriers on the general one.
+            #expect(out.attentionLogits[2]!.dtype == (BF16Branch.generalPathOnly ? .float32 : .bfloat16))
+            return [out.patchTokens, out.classToken, out.attentionLogits[2]!].map(floatBits)
         }
         let general = BF16Branch.$generalPathOnly.withValue(true) { run() }
         #expect(run() == general)

@@ -53,10 +53,13 @@ import Testing
     }
 
     /// The soft cross-entropy kernel on one view pair: each row's loss and the difference rows, as bits.
-    static func crossEntropy(_ xShape: [Int], _ tShape: [Int], seed: UInt64, _ views: (Tensor, Tensor) -> (Tensor, Tensor)) -> [[UInt32]] {
+    /// `lowTarget`: the target's values rounded to bf16, passed as a bf16 tensor (true) or as their float32 carrier (false).
+    static func crossEntropy(_ xShape: [Int], _ tShape: [Int], seed: UInt64, lowTarget: Bool? = nil,
+                             _ views: (Tensor, Tensor) -> (Tensor, Tensor)) -> [[UInt32]] {
         var rng = SplitMix64(seed: seed)
         let xb = Tensor(rng.floats(xShape.reduce(1, *)).map { $0 * 6 }, shape: xShape).to(dev)
-        let tb = Tensor(rng.floats(tShape.reduce(1, *)).map { $0 * 6 }, shape: tShape).to(dev)
+        var tb = Tensor(rng.floats(tShape.reduce(1, *)).map { $0 * 6 }, shape: tShape).to(dev)
+        if let lowTarget { tb = lowTarget ? tb.to(.bfloat16) : tb.to(.bfloat16).to(.float32) }
         let (x, t) = views(xb, tb)
         let (xBuffer, xRows) = x.lastAxisRows()!, (tBuffer, tRows) = t.lastAxisRows()!
         let cols = x.shape.last!, rows = x.count / cols
@@ -90,5 +93,25 @@ import Testing
             CUDABackend.$rowWarpMaxBlocks.withValue(2) { Self.crossEntropy([11, 10, 31, 5], [30, 9, 10, 5], seed: 4, walked) }
         }
         #expect(warp == block, "rows walked past the grid")
+    }
+
+    /// A bf16 target (the frozen teacher's logits under autocast, `soft_cross_entropy_f32_t16`) gives the bits of its
+    /// float32 carrier, by block and by warp, in place or copied first (a rank-6 view whose axes do not coalesce).
+    @Test func aBF16TargetGivesItsFloat32CarriersBits() {
+        let cases: [(String, [Int], [Int], (Tensor, Tensor) -> (Tensor, Tensor))] = [
+            ("contiguous 100", [5, 100], [5, 100], { ($0, $1) }),
+            ("contiguous 300", [3, 300], [3, 300], { ($0, $1) }),
+            ("HASTE's views", [2, 4, 33, 33], [2, 3, 34, 34], { xb, tb in
+                (xb.narrowed(1, start: 0, length: 3), tb.narrowed(2, start: 1, length: 33).narrowed(3, start: 1, length: 33)) }),
+            ("rank 6, copied", [2, 3, 2, 3, 2, 5], [2, 3, 2, 3, 2, 5], { xb, tb in (xb, tb.permuted([4, 3, 2, 1, 0, 5]).contiguous().permuted([4, 3, 2, 1, 0, 5])) }),
+        ]
+        for (what, xs, ts, views) in cases {
+            for warp in [false, true] {
+                let (low, carrier) = CUDABackend.$rowWarpAllowed.withValue(warp) {
+                    (Self.crossEntropy(xs, ts, seed: 5, lowTarget: true, views), Self.crossEntropy(xs, ts, seed: 5, lowTarget: false, views))
+                }
+                #expect(low == carrier && low[0].contains { $0 != 0 }, "\(what), warp \(warp)")
+            }
+        }
     }
 }
