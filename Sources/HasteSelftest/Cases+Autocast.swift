@@ -18,18 +18,18 @@ import HasteTensor
 extension ConformanceSuite {
     static var autocastCases: [OpCase] {
         [
-            sitBlockCase("SiT block (autocast bf16)", seed: 0, logits: false),
+            sitBlockCase("SiT block (autocast bf16)", seed: 0, loss: .output),
             // An aligned block (HASTE's): on CUDA the attention half with logits on bf16 operands
             // (`Tensor.autocastAdaLNAttentionWithLogits`: bf16 GEMMs for q·kᵀ and P·v, the bf16 softmax kernels), the
             // output and the first head's logits under one upstream gradient, as the alignment loss reads a subset of
             // the heads.
-            sitBlockCase("SiT block with logits (autocast bf16)", seed: 1, logits: true),
+            sitBlockCase("SiT block with logits (autocast bf16)", seed: 1, loss: .logits),
             // HASTE's alignment loss on that block's logits (`softCrossEntropy(target:leadingHeads:)`, the first head
             // of two) beside the output: on CUDA the loss writes the logits' bf16 gradient in one kernel and autograd
             // adds it to the softmax's in bf16 (`soft_cross_entropy_backward_bf16`, `add_bf16`); on the CPU float32,
             // rounded by the logits' node. The loss is scaled by 2 000 (its 160 rows, times 12) so that its gradient
             // outweighs the output's: the loss's gradient at half its value fails (emulated: 40 % against 0.76 %).
-            sitBlockCase("SiT block with the alignment loss (autocast bf16)", seed: 2, logits: true, alignment: true),
+            sitBlockCase("SiT block with the alignment loss (autocast bf16)", seed: 2, loss: .alignment),
             // The bf16 MLP alone (hidden a multiple of 8): on CUDA fc1's GELU(tanh) in its GEMM's epilogue, dh and
             // fc1's bias gradient in fc2's input-gradient GEMM, fc2's bias gradient in its weight-gradient GEMM
             // (cuBLASLt's GELU_AUX_BIAS, DGELU_BGRAD, BGRADB: AutocastMLP.swift), which skip a bf16 rounding the CPU
@@ -64,21 +64,27 @@ extension ConformanceSuite {
         ]
     }
 
-    private static func sitBlockCase(_ name: String, seed: UInt64, logits: Bool, alignment: Bool = false) -> OpCase {
-        OpCase(name, "x[2,80,144] c[2,144] heads 2" + (alignment ? ", loss on logits head 0 vs t[2,2,80,80]" : ""), .bfloat16(k: 3)) { c in
+    /// What the upstream gradient reaches: the block's output, the output and the first head's logits, or the output
+    /// and the alignment loss on that head.
+    private enum BlockLoss { case output, logits, alignment }
+
+    private static func sitBlockCase(_ name: String, seed: UInt64, loss: BlockLoss) -> OpCase {
+        OpCase(name, "x[2,80,144] c[2,144] heads 2" + (loss == .alignment ? ", loss on logits head 0 vs t[2,2,80,80]" : ""),
+               .bfloat16(k: 3)) { c in
             let store = ParameterStore(seed: seed)
             let block = SiTBlock(store.root["block"], hidden: 144, heads: 2, mlpRatio: 4, qkNorm: false)
             store.finalize(on: c.device)
             let params = store.parameters
             for (_, p) in params { p.copyValues(from: c.normal(p.shape, scale: 0.1, grad: false)) }
             let x = c.normal([2, 80, 144]), cond = c.normal([2, 144])
-            let target = alignment ? c.normal([2, 2, 80, 80], scale: 3, grad: false) : nil
-            let (y, l) = Autocast.run(.bfloat16) { block(x, cond, logits: logits) }
+            let target = loss == .alignment ? c.normal([2, 2, 80, 80], scale: 3, grad: false) : nil
+            let (y, l) = Autocast.run(.bfloat16) { block(x, cond, logits: loss != .output) }
             let out: Tensor
-            if let target, let l {
-                out = Tensor.cat([y.flattened(), (l.softCrossEntropy(target: target, leadingHeads: 1) * 2000).reshaped([1])], axis: 0)
-            } else {
-                out = l.map { Tensor.cat([y.flattened(), $0.narrowed(1, start: 0, length: 1).flattened()], axis: 0) } ?? y
+            switch loss {
+            case .output: out = y
+            case .logits: out = Tensor.cat([y.flattened(), l!.narrowed(1, start: 0, length: 1).flattened()], axis: 0)
+            case .alignment:
+                out = Tensor.cat([y.flattened(), (l!.softCrossEntropy(target: target!, leadingHeads: 1) * 2000).reshaped([1])], axis: 0)
             }
             c.forwardBackward(out, [("x", x), ("c", cond)] + params.map { ($0.name, $0.tensor) })
         }

@@ -135,7 +135,7 @@ extension Tensor {
     /// the node's rounding of the float32 sum gives); otherwise the float32 sum of the widened terms, as before any
     /// term was bf16.
     static func gradientSum(_ a: Tensor, _ b: Tensor, for input: Tensor, whole: Bool) -> Tensor {
-        if a.dtype == b.dtype && a.dtype != input.dtype && whole && a.shape == b.shape,
+        if a.dtype == b.dtype && a.dtype != input.dtype && whole,
            (input.gradFn as? any RoundsIncomingGradient)?.incomingLow == a.dtype {
             let ac = a.contiguous(), bc = b.contiguous(), out = Tensor.empty(a.shape, dtype: a.dtype, device: a.device)
             if a.backend.addLow(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }

@@ -51,6 +51,21 @@ extension CPUBackend {
         }
     }
 
+    /// bf16(difference · s) in the first `used` of each of `outer` rows of `full`, zeros after: the float32 product
+    /// rounded once as `cast` rounds (`bfloat16Bits`), so the values of the float32 gradient a rounding node rounds.
+    public func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int, full: Int) -> Bool {
+        guard difference.dtype == .float32, scale.dtype == .float32, dx.dtype == .bfloat16, used <= full else { return false }
+        let s = scale.pointer(Float.self)[0]
+        let d = SendablePointer(difference.pointer(Float.self)), y = SendablePointer(dx.pointer(UInt16.self))
+        Parallel.chunks(outer * full) { r in
+            for i in r {
+                let o = i / full, c = i - o * full
+                y.base[i] = c < used ? (d.base[o * used + c] * s).bfloat16Bits : 0
+            }
+        }
+        return true
+    }
+
     /// Per row: p = softmax(t) (softmaxRow, into the difference row), e = exp(x − m) with Z = Σ e (sumExpShifted,
     /// into a row of scratch), loss = −Σ p·((x − m) − log Z) (logSoftmaxRow's terms, summed in 16 lanes as rowDot),
     /// difference = e·(1/Z) − p (softmaxRow's scaling): each input row read once, one exponential per element of each.

@@ -188,3 +188,20 @@ func softmaxMatchesPyTorch(_ name: String) throws {
     }
     #expect(trapMessage(heads).contains("softCrossEntropy: 3 leading heads of logits [1, 3, 4, 5] and target [1, 2, 4, 5]"))
 }
+
+/// Under Autocast bf16 on the CPU the attention's logits come with their gradient rounded (`gradientRounded`), so the
+/// walk offers the alignment loss a bf16 gradient (`softCrossEntropyBackwardLow`, CPUSoftmax.swift): q's, k's and v's
+/// gradients are the narrowed views' (float32 gradient, scattered, rounded by the logits' node) bit for bit.
+@Test func softCrossEntropyOfLeadingHeadsUnderAutocastIsTheNarrowedViews() {
+    let q = Tensor.randn([2, 3, 7, 8], seed: 61), k = Tensor.randn([2, 3, 7, 8], seed: 62), v = Tensor.randn([2, 3, 7, 8], seed: 63)
+    let up = Tensor.randn([2, 3, 7, 8], seed: 64), target = Tensor.randn([2, 2, 7, 7], seed: 65) * 3.0
+    for t in [q, k, v] { t.requiresGrad = true }
+    func grads(_ heads: Bool) -> [[UInt32]] {
+        let (out, l) = Autocast.run(.bfloat16) { Tensor.attentionWithLogits(q, k, v) }
+        let align = heads ? l.softCrossEntropy(target: target, leadingHeads: 2)
+            : l.narrowed(1, start: 0, length: 2).softCrossEntropy(target: target)
+        return gradients(of: (out * up).sum() + align * 50.0, wrt: [q, k, v]).map { floatBits($0!) }
+    }
+    let (fused, narrowed) = (grads(true), grads(false))
+    #expect(fused == narrowed && fused.allSatisfy { $0.contains { $0 != 0 } })
+}
