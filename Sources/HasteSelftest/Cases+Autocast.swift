@@ -82,7 +82,8 @@ extension ConformanceSuite {
             let out: Tensor
             switch loss {
             case .output: out = y
-            case .logits: out = Tensor.cat([y.flattened(), l!.narrowed(1, start: 0, length: 1).flattened()], axis: 0)
+            case .logits:                                    // (bf16 logits on CUDA: widened, their gradient rounded back)
+                out = Tensor.cat([y.flattened(), l!.to(.float32).narrowed(1, start: 0, length: 1).flattened()], axis: 0)
             case .alignment:
                 out = Tensor.cat([y.flattened(), (l!.softCrossEntropy(target: target!, leadingHeads: 1) * 2000).reshaped([1])], axis: 0)
             }

@@ -47,11 +47,12 @@ public enum TorchFixtureCheck {
         func pass(_ p: ComputePrecision) -> (outs: [String: Tensor], grads: [String: Tensor]) {
             model.store.zeroGrad()
             let out = Autocast.run(p) { model(x, t: t, y: y, logitLayers: [0, 1], projections: true) }
-            let loss = (out.velocity * w[0]).sum() + (out.attentionLogits[1]! * w[1]).sum() + (out.projections[0] * w[2]).sum()
+            let logits1 = out.attentionLogits[1]!.to(.float32)         // bf16 on CUDA (as torch's); w1 promotes it, as in torch
+            let loss = (out.velocity * w[0]).sum() + (logits1 * w[1]).sum() + (out.projections[0] * w[2]).sum()
             loss.backward()
             var grads: [String: Tensor] = [:]
             for (key, p) in model.store.parameters where f["grad." + key] != nil { grads[key] = p.grad!.to(.cpu).clone() }   // (the slots are reused)
-            return (["velocity": out.velocity.to(.cpu), "logits1": out.attentionLogits[1]!.to(.cpu),
+            return (["velocity": out.velocity.to(.cpu), "logits1": logits1.to(.cpu),
                      "proj0": out.projections[0].to(.cpu), "loss": loss.reshaped([1]).to(.cpu)], grads)
         }
         let bf = pass(.bfloat16), fp = pass(.float32)

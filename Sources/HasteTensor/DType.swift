@@ -15,6 +15,9 @@ public enum DType: String, Sendable, CaseIterable, CustomStringConvertible {
     /// Types that ops compute in (the others are converted first).
     public var isComputeFloat: Bool { self == .float32 || self == .float64 }
     public var isFloatingPoint: Bool { self == .float32 || self == .float64 || self == .float16 || self == .bfloat16 }
+    /// float16, bfloat16: an autocast op's output (e.g. the aligned attention's logits on CUDA); a tracked one's
+    /// gradient has its dtype (every term rounded to it, the sums too, as torch's).
+    public var isLowFloat: Bool { self == .float16 || self == .bfloat16 }
     public var description: String { rawValue }
 }
 

@@ -72,13 +72,14 @@ extension Tensor {
     }
 
     /// Converts to another dtype (a copy; returns self when already that dtype). Differentiable between
-    /// float32 and float64.
+    /// float32 and float64, and from bfloat16/float16 to either (a tracked autocast output widened, as torch's
+    /// `.float()`: the gradient is rounded back to the low dtype).
     public func to(_ dtype: DType) -> Tensor {
         if dtype == self.dtype { return self }
         let x = contiguous()
         let y = Tensor.empty(shape, dtype: dtype, device: device)
         backend.cast(from: x.buffer, to: y.buffer, count: count)
-        if dtype.isComputeFloat && self.dtype.isComputeFloat { return y.recorded(CastBackward(x: x)) }
+        if dtype.isComputeFloat && (self.dtype.isComputeFloat || self.dtype.isLowFloat) { return y.recorded(CastBackward(x: x)) }
         return y
     }
 
@@ -117,7 +118,7 @@ extension Tensor {
     }
 }
 
-/// float32 ↔ float64 conversion passes the gradient back in the input's dtype.
+/// float32 ↔ float64 (or bf16/fp16 → float32/64) conversion passes the gradient back in the input's dtype.
 struct CastBackward: Backward {
     let x: Tensor
     var inputs: [Tensor] { [x] }

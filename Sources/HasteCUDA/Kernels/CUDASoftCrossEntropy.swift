@@ -72,17 +72,17 @@ extension CUDABackend {
     #define HASTE_SCE_HELD 4
     /// x, t: each row's `cols` entries contiguous, rows placed by the views' walks (x…: the logits', t…: the
     /// target's); loss [rows] and difference [rows, cols] contiguous. The max skips NaN like the softmax's.
-    /// The target float32 or bf16 (u16: the teacher's logits as autocast leaves them, widened on load, exact: the
-    /// float32 target's bits).
-    template <typename TT>
-    __device__ __forceinline__ void haste_sce_rows(const float* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+    /// The logits and the target float32 or bf16 (u16: the student's aligned logits and the teacher's as autocast
+    /// leaves them, widened on load, exact: the float32 carriers' bits).
+    template <typename TX, typename TT>
+    __device__ __forceinline__ void haste_sce_rows(const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
         __shared__ float scratch[64];
         haste_row_walk xw, tw;
         xw.start((u32)blockIdx.x, (u32)gridDim.x, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
         tw.start((u32)blockIdx.x, (u32)gridDim.x, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
         const i64 held = (i64)HASTE_SCE_HELD * blockDim.x;
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x, xw.next(), tw.next()) {
-            const float* xr = x + xw.at();
+            const TX* xr = x + xw.at();
             const TT* tr = t + tw.at();
             float* d = difference + r * cols;
             // Pass 1: the maxima (the held columns loaded, −∞ past the row's end).
@@ -91,14 +91,14 @@ extension CUDABackend {
             #pragma unroll
             for (int k = 0; k < HASTE_SCE_HELD; ++k) {
                 const i64 j = threadIdx.x + (i64)k * blockDim.x;
-                xv[k] = j < cols ? xr[j] : -INFINITY;
+                xv[k] = j < cols ? haste_ld(xr, j) : -INFINITY;
                 tv[k] = j < cols ? haste_ld(tr, j) : -INFINITY;
                 ev[k] = 0.0f;
                 if (xv[k] > mx) mx = xv[k];
                 if (tv[k] > mt) mt = tv[k];
             }
             for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
-                if (xr[j] > mx) mx = xr[j];
+                if (haste_ld(xr, j) > mx) mx = haste_ld(xr, j);
                 if (haste_ld(tr, j) > mt) mt = haste_ld(tr, j);
             }
             haste_block_pair<true>(&mx, &mt, scratch);
@@ -115,7 +115,7 @@ extension CUDABackend {
                 }
             }
             for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
-                z += expf(xr[j] - mx);
+                z += expf(haste_ld(xr, j) - mx);
                 st += expf(haste_ld(tr, j) - mt);
             }
             haste_block_pair<false>(&z, &st, scratch);
@@ -132,7 +132,7 @@ extension CUDABackend {
                 }
             }
             for (i64 j = held + threadIdx.x; j < cols; j += blockDim.x) {
-                const float xs = xr[j] - mx, p = expf(haste_ld(tr, j) - mt) * invS;
+                const float xs = haste_ld(xr, j) - mx, p = expf(haste_ld(tr, j) - mt) * invS;
                 ce += p * (xs - logZ);
                 d[j] = expf(xs) * invZ - p;
             }
@@ -144,6 +144,13 @@ extension CUDABackend {
         haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
     }
     extern "C" __global__ void soft_cross_entropy_f32_t16(const float* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+    }
+    /// bf16 logits (the student's aligned logits under autocast), with a float32 or bf16 target.
+    extern "C" __global__ void soft_cross_entropy_f32_x16(const u16* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+    }
+    extern "C" __global__ void soft_cross_entropy_f32_x16_t16(const u16* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
         haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
     }
     /// The loss's gradient for the leading heads of the logits, as the bf16 tensor the logits' gradient is rounded to
@@ -181,21 +188,23 @@ extension CUDABackend {
     }
     """#
 
-    /// float32 only: float64 is computed on the CPU alone (STYLE §2.3), so on CUDA it never reaches here. The target
-    /// may be bf16 (`soft_cross_entropy_f32_t16`: a frozen teacher's logits under autocast, widened on load).
+    /// float32 only: float64 is computed on the CPU alone (STYLE §2.3), so on CUDA it never reaches here. The logits
+    /// and the target may be bf16 (`soft_cross_entropy_f32_x16`, `_t16`, `_x16_t16`: the student's aligned logits and
+    /// a frozen teacher's under autocast, widened on load).
     public func softCrossEntropyRuns(dtype: DType) -> Bool { dtype == .float32 }
-    public func softCrossEntropyTakesLowTarget(dtype: DType) -> Bool { dtype == .float32 }
+    public func softCrossEntropyReadsLow(dtype: DType) -> Bool { dtype == .float32 }
 
     public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                         loss: Buffer, difference: Buffer) {
-        requireFloat32(x, "soft_cross_entropy")
+        if x.dtype != .bfloat16 { requireFloat32(x, "soft_cross_entropy") }
         if t.dtype != .bfloat16 { requireFloat32(t, "soft_cross_entropy") }
         requireFloat32(loss, "soft_cross_entropy"); requireFloat32(difference, "soft_cross_entropy")
         if rows * cols == 0 { return }
         var copies: [Tensor] = []
         let (xAt, xArgs) = rowArguments(x, xRows, rows: rows, cols: cols, copies: &copies)
         let (tAt, tArgs) = rowArguments(t, tRows, rows: rows, cols: cols, copies: &copies)
-        softmaxRows(t.dtype == .bfloat16 ? "soft_cross_entropy_f32_t16" : "soft_cross_entropy_f32", [.pointer(xAt), .pointer(tAt), .pointer(address(loss)), .pointer(address(difference)),
+        let kernel = "soft_cross_entropy_f32" + (x.dtype == .bfloat16 ? "_x16" : "") + (t.dtype == .bfloat16 ? "_t16" : "")
+        softmaxRows(kernel, [.pointer(xAt), .pointer(tAt), .pointer(address(loss)), .pointer(address(difference)),
                                                .int64(Int64(rows)), .int64(Int64(cols))] + xArgs + tArgs,
                     rows: rows, cols: cols, repeatable: CUDABackend.separate(outputs: [loss, difference], inputs: [x, t]))
         // Stream order: a copy's block is handed out again only to work queued after this kernel.

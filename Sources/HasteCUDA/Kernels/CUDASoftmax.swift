@@ -14,7 +14,9 @@ extension CUDABackend {
                                                                               "softmax_forward_f32_w", "softmax_backward_f32_w", "softmax_forward_bf16_w",
                                                                               "softmax_backward_bf16_w", "soft_cross_entropy_f32_w",
                                                                               "soft_cross_entropy_backward_bf16", "soft_cross_entropy_backward_bf16_v4",
-                                                                              "soft_cross_entropy_f32_t16", "soft_cross_entropy_f32_t16_w"],
+                                                                              "soft_cross_entropy_f32_t16", "soft_cross_entropy_f32_t16_w",
+                                                                              "soft_cross_entropy_f32_x16", "soft_cross_entropy_f32_x16_w",
+                                                                              "soft_cross_entropy_f32_x16_t16", "soft_cross_entropy_f32_x16_t16_w"],
                                             code: softmaxCode + softCrossEntropyCode + "\n" + softmaxWarpCode)
 
     private static let softmaxCode = #"""

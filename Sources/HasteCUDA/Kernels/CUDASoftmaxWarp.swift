@@ -87,19 +87,19 @@ extension CUDABackend {
     /// one column (its first held one, L + 32·j) of each row; its pair reductions are each value's own tree
     /// (haste_block_pair), its expressions as there. The views' walks start at the grid's warp index and step by
     /// the warps in the grid.
-    template <int W, typename TT>
-    __device__ __forceinline__ void haste_sce_rows_warp(const float* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols,
+    template <int W, typename TX, typename TT>
+    __device__ __forceinline__ void haste_sce_rows_warp(const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols,
                                                         haste_row_walk& xw, haste_row_walk& tw, i64 first, i64 step) {
         const int lane = threadIdx.x & 31;
         for (i64 r = first; r < rows; r += step, xw.next(), tw.next()) {
-            const float* xr = x + xw.at();
+            const TX* xr = x + xw.at();
             const TT* tr = t + tw.at();
             float* d = difference + r * cols;
             float xv[W], tv[W], ev[W], mx[W], mt[W], z[W], st[W], ce[W];
             #pragma unroll
             for (int j = 0; j < W; j++) {
                 const i64 c = lane + 32 * j;
-                xv[j] = c < cols ? xr[c] : -INFINITY;
+                xv[j] = c < cols ? haste_ld(xr, c) : -INFINITY;
                 tv[j] = c < cols ? haste_ld(tr, c) : -INFINITY;
                 ev[j] = 0.0f;
                 mx[j] = -INFINITY; mt[j] = -INFINITY;
@@ -135,8 +135,8 @@ extension CUDABackend {
         }
     }
     /// The entry points' body: each warp's first row and the grid's stride in warps, the walks, the row width's W.
-    template <typename TT>
-    __device__ __forceinline__ void haste_sce_warps(const float* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+    template <typename TX, typename TT>
+    __device__ __forceinline__ void haste_sce_warps(const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
         const u32 first = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), step = gridDim.x * (blockDim.x >> 5);
         haste_row_walk xw, tw;
         xw.start(first, step, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
@@ -150,6 +150,13 @@ extension CUDABackend {
     }
     /// The target bf16 (the frozen teacher's logits under autocast), widened on load.
     extern "C" __global__ void soft_cross_entropy_f32_t16_w(const float* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+    }
+    /// bf16 logits (the student's aligned logits under autocast), with a float32 or bf16 target.
+    extern "C" __global__ void soft_cross_entropy_f32_x16_w(const u16* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
+    }
+    extern "C" __global__ void soft_cross_entropy_f32_x16_t16_w(const u16* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
         haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
     }
     extern "C" __global__ void softmax_forward_f32_w(const float* x, float* y, i64 rows, i64 cols, int log) {

@@ -82,7 +82,7 @@ public struct SiTBlock {
             (h, l) = (fused, nil)
         } else if logits, let branch = attn.bf16Branch,
                   let fused = Tensor.autocastAdaLNAttentionWithLogits(x, shift: m[0], scale: m[1], gate: m[2], eps: 1e-6, branch) {
-            (h, l) = fused                                                 // an aligned block: bf16 operands, float32 logits
+            (h, l) = fused                                                 // an aligned block: bf16 operands and logits
         } else {
             let (a, al) = attn(x.modulatedLayerNorm(shift: m[0], scale: m[1], eps: 1e-6), logits: logits)
             (h, l) = (x.gatedResidual(gate: m[2], a), al)                                   // (N, T, D)

@@ -52,7 +52,8 @@ public struct SiTConfig: Codable, Equatable, Sendable {
 public struct SiTOutput {
     /// Predicted velocity, shaped like the input.
     public let velocity: Tensor
-    /// Pre-softmax scaled attention logits [N, H, T, T] of the requested blocks (0-based index → logits).
+    /// Pre-softmax scaled attention logits [N, H, T, T] of the requested blocks (0-based index → logits): float32, or
+    /// bf16 under autocast bf16 on CUDA as torch's autocast leaves them (`.to(.float32)` widens them, differentiably).
     public let attentionLogits: [Int: Tensor]
     /// Projector outputs [N, T, z_k], one per projector; empty unless requested.
     public let projections: [Tensor]

@@ -89,7 +89,9 @@ extension Tensor {
             } else if let lowering = node as? any LowGradientBackward {
                 let low = node.inputs.map { input -> DType? in
                     let key = ObjectIdentifier(input)
-                    guard input.isTracked, termsLeft[key] == 1, pending[key] == nil, capture?.contains(key) != true else { return nil }
+                    guard input.isTracked else { return nil }
+                    if input.dtype.isLowFloat { return input.dtype }      // each of its terms is rounded to its dtype anyway
+                    guard termsLeft[key] == 1, pending[key] == nil, capture?.contains(key) != true else { return nil }
                     return (input.gradFn as? any RoundsIncomingGradient)?.incomingLow
                 }
                 grads = lowering.gradients(g.contiguous(), low: low)
@@ -134,11 +136,17 @@ extension Tensor {
     /// rounds to bf16 first, are added as torch adds two bf16 gradients (`addLow`: the float32 sum rounded once, what
     /// the node's rounding of the float32 sum gives); otherwise the float32 sum of the widened terms, as before any
     /// term was bf16.
+    ///
+    /// A bf16 input (an autocast op's output that autograd tracks: the aligned attention's logits on CUDA) has a bf16
+    /// gradient: each term is rounded to it on its own (a float32 term from a node that computes in float32, as
+    /// torch's cast back at a type promotion) and two terms are added as bf16 tensors (the float32 sum rounded once).
     static func gradientSum(_ a: Tensor, _ b: Tensor, for input: Tensor, whole: Bool) -> Tensor {
-        if a.dtype == b.dtype && a.dtype != input.dtype && whole,
-           (input.gradFn as? any RoundsIncomingGradient)?.incomingLow == a.dtype {
-            let ac = a.contiguous(), bc = b.contiguous(), out = Tensor.empty(a.shape, dtype: a.dtype, device: a.device)
+        let low: DType? = input.dtype.isLowFloat ? input.dtype
+            : a.dtype == b.dtype && a.dtype != input.dtype && whole ? (input.gradFn as? any RoundsIncomingGradient)?.incomingLow : nil
+        if let low, a.dtype == low || input.dtype == low, b.dtype == low || input.dtype == low {
+            let ac = a.to(low).contiguous(), bc = b.to(low).contiguous(), out = Tensor.empty(a.shape, dtype: low, device: a.device)
             if a.backend.addLow(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }
+            if input.dtype == low { return (ac.to(.float32) + bc.to(.float32)).to(low) }     // the same: float32 sum rounded once
         }
         func widened(_ t: Tensor) -> Tensor { t.dtype == input.dtype ? t : t.to(input.dtype) }
         return widened(a) + widened(b)

@@ -6,11 +6,13 @@
 /// its heads, q·scale, the logits twice (the GEMM's widened output and its rounded softmax) and the probabilities,
 /// the attention's output, and backward the mirror image. Here those are bf16 tensors: h̃ = x̃·w̃ᵀ + b̃ (N, T, 3D), its
 /// heads q̃, k̃, ṽ (bf16 copies), q̃s = bf16(q̃·scale), L̃ = q̃s·k̃ᵀ (a bf16 GEMM: N·H × T × T), P̃ = bf16(softmax(L̃))
-/// (`softmaxForwardLow`), Õ = P̃·ṽ merged into proj's operand õ, ỹ = õ·p̃wᵀ + p̃b. The logits leave as a float32
-/// carrier of L̃ (the reference's model outputs are float32), whose gradient from the loss is rounded to bf16 and added
-/// to the softmax's, as torch adds two bf16 gradients. Every value is the general path's, bit for bit on the emulated
-/// device: the same GEMMs on the same bf16 operands, the float32 kernels' arithmetic on widened values, and each
-/// rounding the general path makes (a second rounding of a bf16 value is the identity).
+/// (`softmaxForwardLow`), Õ = P̃·ṽ merged into proj's operand õ, ỹ = õ·p̃wᵀ + p̃b. The logits leave as L̃ itself, a
+/// bf16 tensor that autograd tracks (torch's autocast leaves q·kᵀ bf16; the general path returns a float32 carrier
+/// of the same values): its gradient has its dtype, the loss's term rounded to bf16 and added to the softmax's as
+/// torch adds two bf16 gradients (Graph.swift `gradientSum`); the loss reads it as it is (`softCrossEntropyReadsLow`),
+/// so no float32 copy of N·H·T·T is written, read and held until the backward. Every value is the general path's, bit
+/// for bit on the emulated device: the same GEMMs on the same bf16 operands, the float32 kernels' arithmetic on widened
+/// values, and each rounding the general path makes (a second rounding of a bf16 value is the identity).
 ///
 /// Two autograd nodes share one tape: the output's (`BF16LogitsAttentionOutputBackward`: the gated residual, proj,
 /// P̃·ṽ and the softmax, inputs x, gate, proj's parameters and the logits) and the logits' (`…LogitsBackward`: q̃s·k̃ᵀ,
@@ -19,7 +21,8 @@
 extension Tensor {
     /// `(x + gate·proj(attention(heads of qkv(modulatedLayerNorm(x, shift, scale)))), logits)` under Autocast bf16 on
     /// CUDA, as SiT's aligned blocks compute it (`SiTAttention` with logits inside an adaLN half-block), or nil where
-    /// `autocastAdaLNBranch` would not apply. logits: [N, H, T, T] = (q·Dh^-½)·kᵀ, a float32 carrier of bf16 values.
+    /// `autocastAdaLNBranch` would not apply. logits: [N, H, T, T] = (q·Dh^-½)·kᵀ, bf16 (the general path: a float32
+    /// carrier of these values; `.to(.float32)` widens them, differentiably).
     public static func autocastAdaLNAttentionWithLogits(_ x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, eps: Double,
                                                        _ branch: BF16Branch) -> (output: Tensor, logits: Tensor)? {
         guard case let .attention(w, b, pw, pb, heads) = branch, x.backend.fusedBranchesInBF16, x.rank == 3, x.count > 0,
@@ -29,31 +32,29 @@ extension Tensor {
         let inputs = [x, shift, scale, gate] + branch.parameters
         let records = GradMode.isEnabled && inputs.contains { $0.isTracked }
         let front = BF16AdaLNFront(x, shift: shift, scale: scale, eps: eps)
-        let (core, carrier) = BF16LogitsAttention.forward(front.xn, w, b, pw, pb, heads: heads)
+        let (core, l) = BF16LogitsAttention.forward(front.xn, w, b, pw, pb, heads: heads)
         let g = gate.contiguous()
         let out = Tensor.empty(x.shape, dtype: .float32, device: x.device)
         x.backend.gatedResidualForward(front.x.buffer, gate: g.buffer, core.y.buffer, out.buffer, batch: n, tokens: x.shape[1],
                                        cols: d, low: .bfloat16)
         guard records else {
             if let reads = CheckpointReads.current { reads.note(inputs) }
-            return (out, carrier)
+            return (out, l)
         }
         let tape = BF16LogitsAttentionTape(front: front, core: core, gate: g, shift: shift, scale: scale, branch: branch)
-        let logits = carrier.recorded(BF16LogitsAttentionLogitsBackward(tape: tape))
-        let output = out.recorded(BF16LogitsAttentionOutputBackward(tape: tape, logits: logits))
-        // As the general path returns them: the loss's gradient of the logits rounded to bf16 on its own.
-        return (output, logits.gradientRounded(to: .bfloat16))
+        let logits = l.recorded(BF16LogitsAttentionLogitsBackward(tape: tape))
+        return (out.recorded(BF16LogitsAttentionOutputBackward(tape: tape, logits: logits)), logits)
     }
 
     /// `(proj(attention(heads of qkv(x))), logits)` under Autocast bf16 on CUDA without a gradient (a frozen teacher's
     /// logit layers), the output a float32 carrier and the logits the bf16 tensor L̃ itself, as torch's autocast leaves
-    /// them (the alignment loss reads a bf16 target as it is: `softCrossEntropyTakesLowTarget`; no float32 copy of
+    /// them (the alignment loss reads a bf16 target as it is: `softCrossEntropyReadsLow`; no float32 copy of
     /// N·H·T·T made and held until the loss); nil where it does not apply (recording, or `autocastBranch` would not).
     public static func autocastAttentionBranchWithLogits(_ x: Tensor, _ branch: BF16Branch) -> (output: Tensor, logits: Tensor)? {
         guard case let .attention(w, b, pw, pb, heads) = branch, x.rank == 3, branch.applies(to: x) else { return nil }
         let inputs = [x] + branch.parameters
         guard !(GradMode.isEnabled && inputs.contains { $0.isTracked }) else { return nil }
-        let (core, logits) = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads, carrier: false)
+        let (core, logits) = BF16LogitsAttention.forward(x.narrowed(.bfloat16), w, b, pw, pb, heads: heads)
         if let reads = CheckpointReads.current { reads.note(inputs) }
         return (core.y.to(.float32), logits)
     }
@@ -92,15 +93,14 @@ struct BF16AdaLNFront {
 }
 
 /// The attention core on bf16 operands from x̃n [N, T, D]: ỹ (bf16 [N, T, D]) and the bf16 tensors the backward reads;
-/// `forward` also returns the logits, as a float32 carrier (`carrier`) or the bf16 L̃, which the backward does not read
-/// (the tape does not keep them).
+/// `forward` also returns the bf16 logits L̃, which the backward does not read (the tape does not keep them).
 struct BF16LogitsAttention {
     let y: Tensor
     let xn: Tensor, wn: Tensor, pwn: Tensor, qs: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor
     let heads: Int, scale: Double
 
     static func forward(_ xn: Tensor, _ w: Tensor, _ b: Tensor?, _ pw: Tensor, _ pb: Tensor?,
-                        heads: Int, carrier: Bool = true) -> (core: BF16LogitsAttention, logits: Tensor) {
+                        heads: Int) -> (core: BF16LogitsAttention, logits: Tensor) {
         Autocast.core {
             GradMode.withoutGrad {
                 let (n, t, d) = (xn.shape[0], xn.shape[1], xn.shape[2]), dh = d / heads, low = DType.bfloat16
@@ -115,7 +115,7 @@ struct BF16LogitsAttention {
                 p.matmul(v).mergeHeads(into: o, 0)                                               // (N, T, D) bf16
                 let y = o.linear(pwn, pb?.narrowed(low))
                 return (BF16LogitsAttention(y: y, xn: xn, wn: wn, pwn: pwn, qs: qs, k: k, v: v, p: p, o: o, heads: heads, scale: scale),
-                        carrier ? l.to(.float32) : l)
+                        l)
             }
         }
     }
@@ -156,8 +156,7 @@ struct BF16LogitsAttentionTape {
 
 /// out = x + gate·ỹ: dx = dout (the residual; the LayerNorm's term comes from the logits' node), dgate and d̃y (the
 /// gated residual's bf16 kernels), proj's backward to dõ, dP̃ = dÕ·ṽᵀ and dṽ = P̃ᵀ·dÕ (bf16 GEMMs), and the logits'
-/// gradient bf16(P̃·(dP̃ − Σ dP̃·P̃)) as a bf16 tensor (its values exactly: `RoundsIncomingGradient`; the walk adds the
-/// loss's bf16 term to it in bf16, or widens it to add a float32 one).
+/// gradient bf16(P̃·(dP̃ − Σ dP̃·P̃)) as a bf16 tensor (the walk adds the loss's term, rounded, to it in bf16).
 struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
     let tape: BF16LogitsAttentionTape, logits: Tensor
     private var proj: (w: Tensor, b: Tensor?) { (tape.slots[1]!, tape.slots[3]) }
@@ -189,8 +188,8 @@ struct BF16LogitsAttentionOutputBackward: InPlaceGradientBackward {
 }
 
 /// From the logits' whole gradient dL: d̃L = bf16(dL), dq̃s = d̃L·k̃ and dk̃ = d̃Lᵀ·q̃s (bf16 GEMMs), dq̃ = bf16(dq̃s·scale),
-/// with dṽ (from the output's node) into qkv's bf16 gradient, qkv's backward, the LayerNorm's backward. dL may come
-/// as d̃L itself (`RoundsIncomingGradient`: both terms bf16, added by the walk in bf16).
+/// with dṽ (from the output's node) into qkv's bf16 gradient, qkv's backward, the LayerNorm's backward. dL comes as
+/// d̃L itself (the logits are bf16: the walk rounds each term and adds them in bf16).
 struct BF16LogitsAttentionLogitsBackward: InPlaceGradientBackward, RoundsIncomingGradient {
     let tape: BF16LogitsAttentionTape
     var incomingLow: DType { .bfloat16 }

@@ -33,9 +33,13 @@ extension Tensor {
     /// backward (one [rows, cols] tensor instead of the composite's probabilities and log-probabilities) and two
     /// exponentials are taken per element instead of three; elsewhere the composite runs. The same formulas per row
     /// (the composite's within float32 rounding: the row sums are ordered differently).
+    ///
+    /// bfloat16 logits (an autocast op's output) are read as their float32 values, as torch's autocast runs
+    /// log-softmax in float32: the loss is float32 and their gradient is rounded to bf16.
     public func softCrossEntropy(target: Tensor) -> Tensor {
         require(shape == target.shape && rank >= 1, "softCrossEntropy: logits \(shape) and target \(target.shape) must have one shape")
         requireTargetDType(target)
+        if dtype.isLowFloat { return to(.float32).softCrossEntropy(target: target) }
         guard let (mean, difference) = softCrossEntropyKernel(target: readableTarget(target)) else {
             return -target.detached().to(dtype).softmax(axis: -1).sumOfProducts(logSoftmax(axis: -1), axis: -1).mean()
         }
@@ -55,24 +59,33 @@ extension Tensor {
         require(heads >= 1 && heads <= shape[1] && heads <= target.shape[1],
                 "softCrossEntropy: \(heads) leading heads of logits \(shape) and target \(target.shape)")
         requireTargetDType(target)
+        if dtype.isLowFloat && !(dtype == .bfloat16 && backend.softCrossEntropyReadsLow(dtype: .float32)) {
+            return to(.float32).softCrossEntropy(target: target, leadingHeads: heads)       // widened first (the same values)
+        }
         let t = readableTarget(target.detached().narrowed(1, start: 0, length: heads))
         guard let (mean, difference) = detached().narrowed(1, start: 0, length: heads).softCrossEntropyKernel(target: t) else {
+            if dtype.isLowFloat { return to(.float32).softCrossEntropy(target: target, leadingHeads: heads) }
             return narrowed(1, start: 0, length: heads).softCrossEntropy(target: t)
         }
         return mean.recorded(SoftCrossEntropyHeadsBackward(x: self, difference: difference, heads: heads))
     }
 
-    /// float32 or float64 logits and a target of their dtype, or a bfloat16 target of float32 logits (a frozen
-    /// teacher's logits under autocast bf16 on CUDA: torch's autocast leaves them bf16).
+    /// The dtype the loss computes in: float32 for bfloat16 or float16 logits, else theirs.
+    private var lossDType: DType { dtype.isLowFloat ? .float32 : dtype }
+
+    /// float32 or float64 logits and a target of their dtype, or bfloat16 (float16) logits and/or a bfloat16 target
+    /// where the other is float32 (autocast bf16 on CUDA: the student's aligned logits and a frozen teacher's, as torch's
+    /// autocast leaves them).
     private func requireTargetDType(_ target: Tensor) {
-        require(dtype.isComputeFloat && (target.dtype == dtype || (dtype == .float32 && target.dtype == .bfloat16)),
-                "softCrossEntropy: needs float32 or float64 logits and a target of their dtype (or bfloat16 with float32 logits), got \(dtype) and \(target.dtype)")
+        let c = lossDType
+        require(c.isComputeFloat && (target.dtype == c || (c == .float32 && target.dtype == .bfloat16)),
+                "softCrossEntropy: needs float32 or float64 logits and a target of their dtype (or bfloat16 logits and/or target with float32), got \(dtype) and \(target.dtype)")
     }
 
     /// The target as the kernel reads it: a bfloat16 one as it is where the backend reads it so
-    /// (`softCrossEntropyTakesLowTarget`), else widened (exact: the same values, so the same bits either way).
+    /// (`softCrossEntropyReadsLow`), else widened (exact: the same values, so the same bits either way).
     private func readableTarget(_ target: Tensor) -> Tensor {
-        target.dtype == dtype || backend.softCrossEntropyTakesLowTarget(dtype: dtype) ? target : target.detached().to(dtype)
+        target.dtype == lossDType || backend.softCrossEntropyReadsLow(dtype: lossDType) ? target : target.detached().to(lossDType)
     }
 
     /// The one-pass kernel's mean loss (no autograd) and softmax(self) − softmax(target) [rows, cols], or nil where
@@ -80,10 +93,10 @@ extension Tensor {
     private func softCrossEntropyKernel(target: Tensor) -> (Tensor, Tensor)? {
         let cols = shape[rank - 1], rows = cols == 0 ? 0 : count / cols
         // No Autocast case: softmax, log-softmax and the sums ignore it (float32 under it, as torch autocast keeps them).
-        guard rows > 0, backend.softCrossEntropyRuns(dtype: dtype), let (x, xRows) = lastAxisRows(),
+        guard rows > 0, backend.softCrossEntropyRuns(dtype: lossDType), let (x, xRows) = lastAxisRows(),
               let (t, tRows) = target.lastAxisRows(), target.device == device else { return nil }
-        let rowLoss = Tensor.empty([rows], dtype: dtype, device: device)
-        let difference = Tensor.empty([rows, cols], dtype: dtype, device: device)
+        let rowLoss = Tensor.empty([rows], dtype: lossDType, device: device)
+        let difference = Tensor.empty([rows, cols], dtype: lossDType, device: device)
         backend.softCrossEntropyForward(x: x, xRows: xRows, t: t, tRows: tRows, rows: rows, cols: cols,
                                         loss: rowLoss.buffer, difference: difference.buffer)
         return (GradMode.withoutGrad { rowLoss.mean() }, difference)
@@ -102,6 +115,7 @@ struct SoftCrossEntropyBackward: Backward {
 /// `SoftCrossEntropyBackward` for the leading `heads` heads of x [N, H, Tq, Tk], scattered into x's shape (zeros in
 /// the other heads, as the narrow's backward scatters it); offered bf16, the scaled difference rounded once and the
 /// zeros in one kernel (`softCrossEntropyBackwardLow`), with the scale dy / rows computed as there, on the device.
+/// The walk always offers bf16 for bf16 logits (their gradient is rounded either way).
 struct SoftCrossEntropyHeadsBackward: LowGradientBackward {
     let x: Tensor, difference: Tensor, heads: Int
     var inputs: [Tensor] { [x] }

@@ -11,12 +11,14 @@ public protocol SoftmaxKernels: AnyObject {
     func logSoftmaxBackward(_ y: Buffer, _ dy: Buffer, _ dx: Buffer, rows: Int, cols: Int)
     /// Whether `softCrossEntropyForward` runs here for this dtype (else `Tensor.softCrossEntropy` runs the composite).
     func softCrossEntropyRuns(dtype: DType) -> Bool
-    /// Whether `softCrossEntropyForward` also reads a bfloat16 target with logits of `dtype` (widened on load, exact:
-    /// a frozen teacher's logits as autocast leaves them); elsewhere such a target is widened first.
-    func softCrossEntropyTakesLowTarget(dtype: DType) -> Bool
+    /// Whether `softCrossEntropyForward` computing in `dtype` also reads bfloat16 logits and/or a bfloat16 target
+    /// (widened on load, exact: the student's aligned logits and a frozen teacher's as autocast leaves them);
+    /// elsewhere such tensors are widened first.
+    func softCrossEntropyReadsLow(dtype: DType) -> Bool
     /// For each row r of `cols` entries (x's at xRows.start(r) elements past x's first, t's at tRows.start(r) past
-    /// t's, each contiguous): loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) −
-    /// softmax(t_r) (loss [rows] and difference [rows, cols] contiguous).
+    /// t's, each contiguous; x and t of the computing dtype, or bfloat16 where `softCrossEntropyReadsLow`):
+    /// loss[r] = −Σ_c softmax(t_r)[c] · logSoftmax(x_r)[c] and difference[r, :] = softmax(x_r) − softmax(t_r) (loss
+    /// [rows] and difference [rows, cols] contiguous, of the computing dtype).
     func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                  loss: Buffer, difference: Buffer)
     /// bfloat16 x, y [rows, cols]: y = bf16(softmax(x)), softmaxForward's float32 result on the widened values rounded
@@ -38,7 +40,7 @@ extension SoftmaxKernels {
     public func softCrossEntropyBackwardLow(difference: Buffer, scale: Buffer, dx: Buffer, outer: Int, used: Int,
                                             full: Int) -> Bool { false }
     public func softCrossEntropyRuns(dtype: DType) -> Bool { false }
-    public func softCrossEntropyTakesLowTarget(dtype: DType) -> Bool { false }
+    public func softCrossEntropyReadsLow(dtype: DType) -> Bool { false }
     public func softCrossEntropyForward(x: Buffer, xRows: RowLayout, t: Buffer, tRows: RowLayout, rows: Int, cols: Int,
                                         loss: Buffer, difference: Buffer) {
         fatalError("softCrossEntropyForward: this backend has no such kernel (softCrossEntropyRuns is false)")

@@ -132,7 +132,7 @@ import Testing
             sit.store.setRequiresGrad(true)
             defer { sit.store.setRequiresGrad(false) }
             let out = Autocast.run(.bfloat16) { sit(x, t: t, y: y, logitLayers: [0], projections: true) }
-            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum() + out.projections[0].square().sum()
+            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.to(.float32).square().sum() + out.projections[0].square().sum()
             let rows = Tensor.savedBytes(from: [loss]).rows
             let fusedNodes = rows.filter { $0.op == "BF16AdaLNBranchBackward" }.map(\.nodes)
             #expect(fusedNodes == (BF16Branch.generalPathOnly ? [] : [3]), "half-blocks fused: \(fusedNodes)")  // 2 blocks, one with logits

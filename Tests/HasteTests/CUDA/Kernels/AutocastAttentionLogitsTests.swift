@@ -10,8 +10,9 @@ import Testing
     static let device = EmulatedCUDA.device
 
     /// The loss on: the output and the logits (a product with fixed weights), the output alone, the logits alone,
-    /// the output and HASTE's alignment loss (`softCrossEntropy(target:leadingHeads:)`), the output and the same loss
-    /// as a narrowed view's `softCrossEntropy(target:)` (the op before the heads' own backward).
+    /// the output and HASTE's alignment loss (`softCrossEntropy(target:leadingHeads:)`, reading the fused path's bf16
+    /// logits as they are), the output and the same loss as a narrowed view's `softCrossEntropy(target:)` of the
+    /// widened logits (the composition before the heads' own backward and the bf16 logits).
     enum Uses: String, CaseIterable { case both, output, logits, alignment, alignmentNarrowed }
 
     struct Result: Equatable { let output: [UInt32], logits: [UInt32], grads: [[UInt32]] }
@@ -37,8 +38,11 @@ import Testing
             let (a, logits) = Tensor.attentionWithLogits(q, k, v)
             return (x.gatedResidual(gate: m[2], a.transposed(1, 2).reshaped([n, t, d]).linear(params[1], b2)), logits)
         }
+        // The fused path's logits are bf16 (as torch's autocast leaves them), the general path's a float32 carrier.
+        #expect(l.dtype == (fused ? .bfloat16 : .float32))
+        let lw = l.to(.float32)                          // widened (differentiably: the gradient rounded back)
         // As HASTE's loss reads them: the first heads of the logits, a view.
-        let logitLoss = (l.narrowed(1, start: 0, length: heads - 1) * upstreamLogits).sum()
+        let logitLoss = (lw.narrowed(1, start: 0, length: heads - 1) * upstreamLogits).sum()
         let loss: Tensor
         switch uses {
         case .both: loss = (y * upstream).sum() + logitLoss
@@ -47,12 +51,12 @@ import Testing
         case .alignment: loss = (y * upstream).sum() + l.softCrossEntropy(target: teacher, leadingHeads: heads - 1) * 7
         case .alignmentNarrowed:
             let used = heads - 1
-            loss = (y * upstream).sum() + l.narrowed(1, start: 0, length: used)
+            loss = (y * upstream).sum() + lw.narrowed(1, start: 0, length: used)
                 .softCrossEntropy(target: teacher.narrowed(1, start: 0, length: used)) * 7
         }
         let nodes = Tensor.savedBytes(from: [loss]).rows.map(\.op)
         loss.backward()
-        return (Result(output: floatBits(y.detached()), logits: floatBits(l.detached()), grads: leaves.map { $0.grad.map(floatBits) ?? [] }), nodes)
+        return (Result(output: floatBits(y.detached()), logits: floatBits(lw.detached()), grads: leaves.map { $0.grad.map(floatBits) ?? [] }), nodes)
     }
 
     static let shapes = [(2, 7, 8, 2, true), (1, 70, 12, 3, true), (2, 5, 12, 2, false), (1, 5, 12, 3, true)]

@@ -24,7 +24,7 @@ import HasteTraining
             sit.store.setRequiresGrad(true)
             defer { sit.store.setRequiresGrad(false) }
             let out = Trainer.autocast(.bfloat16, narrowing: sit.store) { sit(x, t: t, y: y, logitLayers: [0]) }
-            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.square().sum()
+            let loss = (out.velocity * up).sum() + out.attentionLogits[0]!.to(.float32).square().sum()
             return [floatBits(out.velocity.detached())] + sit.store.gradients(of: loss).map { floatBits($0.1) }
         }
         let tally = LowPrecisionCopies.Tally()

@@ -54,12 +54,13 @@ import Testing
 
     /// The soft cross-entropy kernel on one view pair: each row's loss and the difference rows, as bits.
     /// `lowTarget`: the target's values rounded to bf16, passed as a bf16 tensor (true) or as their float32 carrier (false).
-    static func crossEntropy(_ xShape: [Int], _ tShape: [Int], seed: UInt64, lowTarget: Bool? = nil,
+    static func crossEntropy(_ xShape: [Int], _ tShape: [Int], seed: UInt64, lowTarget: Bool? = nil, lowLogits: Bool? = nil,
                              _ views: (Tensor, Tensor) -> (Tensor, Tensor)) -> [[UInt32]] {
         var rng = SplitMix64(seed: seed)
-        let xb = Tensor(rng.floats(xShape.reduce(1, *)).map { $0 * 6 }, shape: xShape).to(dev)
+        var xb = Tensor(rng.floats(xShape.reduce(1, *)).map { $0 * 6 }, shape: xShape).to(dev)
         var tb = Tensor(rng.floats(tShape.reduce(1, *)).map { $0 * 6 }, shape: tShape).to(dev)
         if let lowTarget { tb = lowTarget ? tb.to(.bfloat16) : tb.to(.bfloat16).to(.float32) }
+        if let lowLogits { xb = lowLogits ? xb.to(.bfloat16) : xb.to(.bfloat16).to(.float32) }
         let (x, t) = views(xb, tb)
         let (xBuffer, xRows) = x.lastAxisRows()!, (tBuffer, tRows) = t.lastAxisRows()!
         let cols = x.shape.last!, rows = x.count / cols
@@ -111,6 +112,29 @@ import Testing
                     (Self.crossEntropy(xs, ts, seed: 5, lowTarget: true, views), Self.crossEntropy(xs, ts, seed: 5, lowTarget: false, views))
                 }
                 #expect(low == carrier && low[0].contains { $0 != 0 }, "\(what), warp \(warp)")
+            }
+        }
+    }
+
+    /// bf16 logits (the student's aligned logits under autocast, `soft_cross_entropy_f32_x16` and `_x16_t16`), with a
+    /// float32 or a bf16 target, give the bits of their float32 carriers, by block and by warp, in place or copied.
+    @Test func bf16LogitsGiveTheirFloat32CarriersBits() {
+        let cases: [(String, [Int], [Int], (Tensor, Tensor) -> (Tensor, Tensor))] = [
+            ("contiguous 7", [9, 7], [9, 7], { ($0, $1) }),
+            ("contiguous 300", [3, 300], [3, 300], { ($0, $1) }),
+            ("HASTE's views", [2, 4, 33, 33], [2, 3, 34, 34], { xb, tb in
+                (xb.narrowed(1, start: 0, length: 3), tb.narrowed(2, start: 1, length: 33).narrowed(3, start: 1, length: 33)) }),
+            ("rank 6, copied", [2, 3, 2, 3, 2, 5], [2, 3, 2, 3, 2, 5], { xb, tb in (xb.permuted([4, 3, 2, 1, 0, 5]).contiguous().permuted([4, 3, 2, 1, 0, 5]), tb) }),
+        ]
+        for (what, xs, ts, views) in cases {
+            for warp in [false, true] {
+                for lowTarget in [false, true] {
+                    let (low, carrier) = CUDABackend.$rowWarpAllowed.withValue(warp) {
+                        (Self.crossEntropy(xs, ts, seed: 6, lowTarget: lowTarget, lowLogits: true, views),
+                         Self.crossEntropy(xs, ts, seed: 6, lowTarget: false, lowLogits: false, views))
+                    }
+                    #expect(low == carrier && low[0].contains { $0 != 0 }, "\(what), warp \(warp), bf16 target \(lowTarget)")
+                }
             }
         }
     }
