@@ -98,8 +98,11 @@ func modulationChunksAreChunkBitForBit(device: Device) {
     let shared = model(x, t: t, y: y).velocity
     // The same forward with each block taking c itself.
     let n = 2, d = model.config.hiddenSize
-    var h = x.conv2d(model.patchWeight, model.patchBias, stride: model.config.patchSize)
-        .reshaped([n, d, model.config.tokens]).transposed(1, 2) + model.posEmbed
+    // The patch embedding as SiT computes it (patchify + one linear: the conv's values, but not its summation order,
+    // which the BLAS kernels pick per CPU; STYLE §2.9).
+    let (p, g, k) = (model.config.patchSize, model.config.inputSize / model.config.patchSize, model.config.inChannels * model.config.patchSize * model.config.patchSize)
+    let patches = x.reshaped([n, model.config.inChannels, g, p, g, p]).permuted([0, 2, 4, 1, 3, 5]).contiguous().reshaped([n, g * g, k])
+    var h = patches.linear(model.patchWeight.reshaped([d, k]), model.patchBias) + model.posEmbed
     let c = model.tMLP(Embeddings.timestep(t, dim: 256)) + Tensor.embedding(model.labelTable, y)
     for block in model.blocks { h = block(h, c, logits: false).0 }
     let each = model.finalLayer(h, c).unpatchify(patch: model.config.patchSize, channels: model.config.inChannels)
