@@ -27,16 +27,26 @@ static void message(char *err, size_t errlen, const char *what, const char *path
     if (err && errlen) snprintf(err, errlen, "%s: %s", what, path);
 }
 
+int64_t haste_h5_file_access(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_file_locking(fapl, 0, 1);
+    return fapl;
+}
+
 int64_t haste_h5g_create(const char *path, char *err, size_t errlen) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = haste_h5_file_access();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) message(err, errlen, "cannot create HDF5 file (does the folder exist and is it writable?)", path);
     return f;
 }
 
 int64_t haste_h5g_open(const char *path, char *err, size_t errlen) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fapl = haste_h5_file_access();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
     if (f < 0) message(err, errlen, "not an HDF5 file", path);
     return f;
 }

@@ -65,7 +65,9 @@ haste_h5 *haste_h5_create(const char *path, int64_t n, int resolution, int momen
     f->n = n; f->res = resolution; f->mc = moment_channels; f->ms = moment_side;
     f->moments = -1;
     f->str = vlen_string();
-    f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = haste_h5_file_access();
+    f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f->file < 0) { fail(err, errlen, "cannot create HDF5 file (does the folder exist and is it writable?)", path); H5Tclose(f->str); free(f); return NULL; }
     hsize_t idims[4] = {(hsize_t)n, 3, (hsize_t)resolution, (hsize_t)resolution}, ichunk[4] = {1, 3, idims[2], idims[3]};
     f->images = make_dataset(f->file, "images", H5T_STD_U8LE, 4, idims, ichunk);
@@ -147,7 +149,9 @@ haste_h5 *haste_h5_open(const char *path, char *err, size_t errlen) {
     haste_h5 *f = calloc(1, sizeof *f);
     f->images = f->moments = f->labels = f->filenames = -1;
     f->str = vlen_string();
-    f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fapl = haste_h5_file_access();
+    f->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
     if (f->file < 0) { fail(err, errlen, "not an HDF5 file", path); H5Tclose(f->str); free(f); return NULL; }
     int64_t res = 0;
     if (check_format(f->file) || read_int_attr(f->file, "resolution", &res)) {

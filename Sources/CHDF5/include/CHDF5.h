@@ -34,6 +34,11 @@ int haste_h5_close(haste_h5 *f);
 
 // Generic access (hdf5_generic.c) for files laid out by the Swift side, e.g. "haste-coco-1": handles are hid_t
 // values (int64), negative on failure. dtype codes: 0 uint8, 1 float32, 2 int64; -1 any other type.
+/// A file-access property list with HDF5's file locks off (close it with H5Pclose after the open/create). haste
+/// writes through a temporary renamed at the end and opens read-only; the flock HDF5 takes by default is inherited by
+/// any child process forked while the file is open and outlives our close, so a later open failed ("unable to lock
+/// file") while such a child ran.
+int64_t haste_h5_file_access(void);
 int64_t haste_h5g_create(const char *path, char *err, size_t errlen);
 int64_t haste_h5g_open(const char *path, char *err, size_t errlen);
 int haste_h5g_close(int64_t file);
