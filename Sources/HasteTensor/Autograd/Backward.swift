@@ -36,8 +36,9 @@ protocol RoundsIncomingGradient: Backward {
 }
 
 /// A node that may round an input's gradient itself where the walk offers it (`low[i]` not nil): input i's node rounds
-/// its incoming gradient to that dtype (`RoundsIncomingGradient`) and this term is that input's only one, so rounding
-/// it here gives the values that node would read, without a float32 tensor and a rounding pass between. Returning the
+/// its incoming gradient to that dtype (`RoundsIncomingGradient`) and this term is that input's only one, or input i is
+/// itself a bf16/fp16 tensor (whose every gradient term the walk rounds to its dtype), so rounding it here gives the
+/// values that node would read, without a float32 tensor and a rounding pass between. Returning the
 /// float32 gradient is always allowed; the values are otherwise `gradients(_:)`'s.
 protocol LowGradientBackward: Backward {
     func gradients(_ dy: Tensor, low: [DType?]) -> [Tensor?]
