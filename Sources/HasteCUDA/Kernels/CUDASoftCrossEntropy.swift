@@ -70,12 +70,22 @@ extension CUDABackend {
     };
 
     #define HASTE_SCE_HELD 4
+    /// The soft cross-entropy's parameters (TX, TT: the logits' and the target's element types, float or u16 = bf16)
+    /// and arguments, and its four entry points by what is bf16: nothing, the target (_t16), the logits (_x16), both;
+    /// SUFFIX names the variant ("" by block, _w by warp: CUDASoftmaxWarp.swift), BODY is the template that runs it.
+    #define HASTE_SCE_PARAMS(TX, TT) const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3
+    #define HASTE_SCE_ARGS x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3
+    #define HASTE_SCE_ENTRIES(SUFFIX, BODY) \
+    extern "C" __global__ void soft_cross_entropy_f32##SUFFIX(HASTE_SCE_PARAMS(float, float)) { BODY(HASTE_SCE_ARGS); } \
+    extern "C" __global__ void soft_cross_entropy_f32_t16##SUFFIX(HASTE_SCE_PARAMS(float, u16)) { BODY(HASTE_SCE_ARGS); } \
+    extern "C" __global__ void soft_cross_entropy_f32_x16##SUFFIX(HASTE_SCE_PARAMS(u16, float)) { BODY(HASTE_SCE_ARGS); } \
+    extern "C" __global__ void soft_cross_entropy_f32_x16_t16##SUFFIX(HASTE_SCE_PARAMS(u16, u16)) { BODY(HASTE_SCE_ARGS); }
     /// x, t: each row's `cols` entries contiguous, rows placed by the views' walks (x…: the logits', t…: the
     /// target's); loss [rows] and difference [rows, cols] contiguous. The max skips NaN like the softmax's.
     /// The logits and the target float32 or bf16 (u16: the student's aligned logits and the teacher's as autocast
     /// leaves them, widened on load, exact: the float32 carriers' bits).
     template <typename TX, typename TT>
-    __device__ __forceinline__ void haste_sce_rows(const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+    __device__ __forceinline__ void haste_sce_rows(HASTE_SCE_PARAMS(TX, TT)) {
         __shared__ float scratch[64];
         haste_row_walk xw, tw;
         xw.start((u32)blockIdx.x, (u32)gridDim.x, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
@@ -140,19 +150,7 @@ extension CUDABackend {
             if (threadIdx.x == 0) loss[r] = -ce;
         }
     }
-    extern "C" __global__ void soft_cross_entropy_f32(const float* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    extern "C" __global__ void soft_cross_entropy_f32_t16(const float* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    /// bf16 logits (the student's aligned logits under autocast), with a float32 or bf16 target.
-    extern "C" __global__ void soft_cross_entropy_f32_x16(const u16* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    extern "C" __global__ void soft_cross_entropy_f32_x16_t16(const u16* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_rows(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
+    HASTE_SCE_ENTRIES(, haste_sce_rows)
     /// The loss's gradient for the leading heads of the logits, as the bf16 tensor the logits' gradient is rounded to
     /// (`softCrossEntropyBackwardLow`): over outer rows o (grid y) and columns c (grid x, U at a time), dx[o, c] =
     /// bf16(difference[o, c] · s) for c < used, 0 for used ≤ c < full; s = *scale, the float32 loss gradient over the

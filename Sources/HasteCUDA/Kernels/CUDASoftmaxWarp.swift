@@ -136,7 +136,7 @@ extension CUDABackend {
     }
     /// The entry points' body: each warp's first row and the grid's stride in warps, the walks, the row width's W.
     template <typename TX, typename TT>
-    __device__ __forceinline__ void haste_sce_warps(const TX* x, const TT* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
+    __device__ __forceinline__ void haste_sce_warps(HASTE_SCE_PARAMS(TX, TT)) {
         const u32 first = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), step = gridDim.x * (blockDim.x >> 5);
         haste_row_walk xw, tw;
         xw.start(first, step, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3);
@@ -145,20 +145,7 @@ extension CUDABackend {
         HASTE_SOFTMAX_WARPS(HASTE_CALL)
         #undef HASTE_CALL
     }
-    extern "C" __global__ void soft_cross_entropy_f32_w(const float* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    /// The target bf16 (the frozen teacher's logits under autocast), widened on load.
-    extern "C" __global__ void soft_cross_entropy_f32_t16_w(const float* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    /// bf16 logits (the student's aligned logits under autocast), with a float32 or bf16 target.
-    extern "C" __global__ void soft_cross_entropy_f32_x16_w(const u16* x, const float* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
-    extern "C" __global__ void soft_cross_entropy_f32_x16_t16_w(const u16* x, const u16* t, float* loss, float* difference, i64 rows, i64 cols, i64 xn1, i64 xn2, i64 xn3, u64 xf1, u64 xf2, u64 xf3, i64 xs0, i64 xs1, i64 xs2, i64 xs3, i64 tn1, i64 tn2, i64 tn3, u64 tf1, u64 tf2, u64 tf3, i64 ts0, i64 ts1, i64 ts2, i64 ts3) {
-        haste_sce_warps(x, t, loss, difference, rows, cols, xn1, xn2, xn3, xf1, xf2, xf3, xs0, xs1, xs2, xs3, tn1, tn2, tn3, tf1, tf2, tf3, ts0, ts1, ts2, ts3);
-    }
+    HASTE_SCE_ENTRIES(_w, haste_sce_warps)          // (the macro: CUDASoftCrossEntropy.swift)
     extern "C" __global__ void softmax_forward_f32_w(const float* x, float* y, i64 rows, i64 cols, int log) {
         #define HASTE_CALL(W) haste_softmax_rows_warp<W>(x, y, rows, cols, log)
         HASTE_SOFTMAX_WARPS(HASTE_CALL)

@@ -141,9 +141,15 @@ extension Tensor {
     /// gradient: each term is rounded to it on its own (a float32 term from a node that computes in float32, as
     /// torch's cast back at a type promotion) and two terms are added as bf16 tensors (the float32 sum rounded once).
     static func gradientSum(_ a: Tensor, _ b: Tensor, for input: Tensor, whole: Bool) -> Tensor {
-        let low: DType? = input.dtype.isLowFloat ? input.dtype
-            : a.dtype == b.dtype && a.dtype != input.dtype && whole ? (input.gradFn as? any RoundsIncomingGradient)?.incomingLow : nil
-        if let low, a.dtype == low || input.dtype == low, b.dtype == low || input.dtype == low {
+        let low: DType?
+        if input.dtype.isLowFloat {
+            low = input.dtype
+        } else if a.dtype == b.dtype, a.dtype != input.dtype, whole, (input.gradFn as? any RoundsIncomingGradient)?.incomingLow == a.dtype {
+            low = a.dtype
+        } else {
+            low = nil
+        }
+        if let low {
             let ac = a.to(low).contiguous(), bc = b.to(low).contiguous(), out = Tensor.empty(a.shape, dtype: low, device: a.device)
             if a.backend.addLow(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }
             if input.dtype == low { return (ac.to(.float32) + bc.to(.float32)).to(low) }     // the same: float32 sum rounded once

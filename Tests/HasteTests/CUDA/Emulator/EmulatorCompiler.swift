@@ -106,7 +106,7 @@ enum EmulatorCompiler {
 
     /// Every `__global__` line must be `extern "C" __global__ void name(` and the names must be `kernels`.
     static func checkEntryPoints(_ source: KernelSource) throws {
-        var declared: [String] = []
+        var declared: [String] = [], continued = false
         for line in source.code.split(separator: "\n", omittingEmptySubsequences: true) {
             let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
             // Prelude's HASTE_FLASH_ENTRIES(NAME, SMEM, FWD, DQ, DKDV, W): NAME_forward_dW, NAME_backward_dq_dW, NAME_backward_dkdv_dW.
@@ -117,6 +117,18 @@ enum EmulatorCompiler {
                 declared += ["_forward_d", "_backward_dq_d", "_backward_dkdv_d"].map { args[0] + $0 + args[5] }
                 continue
             }
+            // CUDASoftCrossEntropy.swift's HASTE_SCE_ENTRIES(SUFFIX, BODY): soft_cross_entropy_f32{,_t16,_x16,_x16_t16}SUFFIX.
+            if trimmed.hasPrefix("HASTE_SCE_ENTRIES(") {
+                let args = trimmed.dropFirst("HASTE_SCE_ENTRIES(".count).prefix(while: { $0 != ")" })
+                    .split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard args.count == 2 else { throw EmulatorError(message: "\(source.family) kernels: HASTE_SCE_ENTRIES takes 2 arguments: \(trimmed)") }
+                declared += ["", "_t16", "_x16", "_x16_t16"].map { "soft_cross_entropy_f32" + $0 + args[0] }
+                continue
+            }
+            // A macro's definition (`#define` and the lines a backslash continues) declares nothing until it is used.
+            let inMacro = continued || trimmed.hasPrefix("#define")
+            continued = inMacro && trimmed.hasSuffix("\\")
+            if inMacro { continue }
             guard line.contains("__global__") else { continue }
             if trimmed.hasPrefix("//") || trimmed.hasPrefix("/*") || trimmed.hasPrefix("*") { continue }
             let words = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" })
