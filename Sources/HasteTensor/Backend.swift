@@ -47,9 +47,15 @@ public protocol MemoryKernels: AnyObject {
     /// bf16 tensors, the float32 sum rounded once (the autograd walk's sum of two bf16 gradient terms, Graph.swift
     /// `gradientSum`). Returns false where the backend has no such kernel (the default).
     func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool
+    /// `cast` of each (bfloat16 → float32) pair, as few launches as the backend can: the weight and bias gradients a
+    /// bf16 node writes into their arena slots at once (`bf16Carriers`; a SiT block's MLP writes four). The same
+    /// values (widening is exact). Returns false where the backend has no such kernel (the default); the caller then
+    /// casts each pair.
+    func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool
 }
 
 extension MemoryKernels {
     public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool { false }
     public func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool { false }
+    public func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool { false }
 }

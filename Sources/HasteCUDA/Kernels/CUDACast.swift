@@ -1,3 +1,4 @@
+import Foundation
 import HasteTensor
 
 extension CUDABackend {
@@ -108,6 +109,29 @@ extension CUDABackend {
             dst[i] = y;
         }
     }
+    /// cast_bf16_f32_v4 over up to HASTE_CAST_SEGMENTS (src, dst, n4) segments in one launch (`widenBF16`: the weight and
+    /// bias gradients a bf16 node writes into their arena slots): segment i takes the next b_i blocks of the grid and
+    /// strides over its n4_i units with them. Each element is cast_bf16_f32's (widening is exact).
+    #define HASTE_CAST_SEGMENTS 8
+    #define HASTE_SEG_PARAMS(i) const u64* s##i, haste_f4* d##i, i64 n##i, int b##i
+    #define HASTE_SEG_PICK(i) if (i < segments && bx >= blocks) { bx -= blocks; s = s##i; d = d##i; n = n##i; blocks = b##i; }
+    extern "C" __global__ void cast_bf16_f32_v4_segments(HASTE_SEG_PARAMS(0), HASTE_SEG_PARAMS(1), HASTE_SEG_PARAMS(2),
+                                                         HASTE_SEG_PARAMS(3), HASTE_SEG_PARAMS(4), HASTE_SEG_PARAMS(5),
+                                                         HASTE_SEG_PARAMS(6), HASTE_SEG_PARAMS(7), int segments) {
+        int bx = blockIdx.x, blocks = b0;
+        const u64* s = s0;
+        haste_f4* d = d0;
+        i64 n = n0;
+        HASTE_SEG_PICK(1) HASTE_SEG_PICK(2) HASTE_SEG_PICK(3) HASTE_SEG_PICK(4) HASTE_SEG_PICK(5) HASTE_SEG_PICK(6) HASTE_SEG_PICK(7)
+        if (bx >= blocks) return;                  // past the last segment's blocks (the host launches exactly Σ b_i)
+        for (i64 i = (i64)bx * blockDim.x + threadIdx.x; i < n; i += (i64)blockDim.x * blocks) {
+            const u64 b = s[i];
+            haste_f4 y;
+            y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
+            y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
+            d[i] = y;
+        }
+    }
     /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
     /// conversions through double of cast_any are exact for float32 values, so these are its bits); with s ≠ 0,
     /// float32(low(x + s)) − s, the float32 add and subtract of the scalar ops around it (`__fadd_rn`, nothing fused;
@@ -200,6 +224,42 @@ extension CUDABackend {
                [.pointer(address(a)), .pointer(address(b)), .pointer(address(out)), .int64(Int64(units))])
         return true
     }
+
+    /// `cast` of each bf16 → float32 pair, four elements a thread, up to 8 pairs a launch (`cast_bf16_f32_v4_segments`);
+    /// a pair the v4 kernel cannot take (a count not a multiple of 4, an unaligned side) is cast alone.
+    public func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool {
+        guard CUDABackend.castSegmentsAllowed, pairs.allSatisfy({ $0.from.dtype == .bfloat16 && $0.to.dtype == .float32 }) else {
+            return false
+        }
+        var batch: [(src: UInt64, dst: UInt64, n4: Int)] = []
+        func flush() {
+            guard !batch.isEmpty else { return }
+            var arguments: [KernelArgument] = []
+            var total = 0
+            for i in 0..<CUDABackend.castSegments {
+                let seg = i < batch.count ? batch[i] : (src: 0, dst: 0, n4: 0)
+                let blocks = i < batch.count ? CUDABackend.blocks(seg.n4) : 0
+                arguments += [.pointer(seg.src), .pointer(seg.dst), .int64(Int64(seg.n4)), .int32(Int32(blocks))]
+                total += blocks
+            }
+            launch(CUDABackend.memorySource, "cast_bf16_f32_v4_segments", grid: Dim3(total), block: Dim3(256),
+                   arguments + [.int32(Int32(batch.count))])
+            batch = []
+        }
+        for p in pairs where p.count > 0 {
+            let (src, dst) = (address(p.from), address(p.to))
+            guard p.count % 4 == 0, src % 8 == 0, dst % 16 == 0 else { cast(from: p.from, to: p.to, count: p.count); continue }
+            batch.append((src, dst, p.count / 4))
+            if batch.count == CUDABackend.castSegments { flush() }
+        }
+        flush()
+        return true
+    }
+
+    /// The segments of one `cast_bf16_f32_v4_segments` launch (HASTE_CAST_SEGMENTS in its code).
+    static let castSegments = 8
+    /// `HASTE_CAST_SEGMENTS=0`: every pair cast by its own launch again (the same values), for comparisons on a GPU.
+    @TaskLocal static var castSegmentsAllowed = ProcessInfo.processInfo.environment["HASTE_CAST_SEGMENTS"] != "0"
 
     public func cast(from src: Buffer, to dst: Buffer, count: Int) {
         if count <= 0 { return }

@@ -191,17 +191,24 @@ func bf16Gradients(_ dy: Tensor, into: [Tensor?]? = nil, _ sums: (Tensor) -> [Te
 /// The raw gradients of `bf16Gradients` as float32 carriers: a bf16 tensor widened, a float32 one (sums) rounded
 /// once. Where `into` offers a gradient's arena slot (`InPlaceGradientBackward`: contiguous float32, its shape), the
 /// carrier is written there (the same values) and the slot returned: no float32 temporary and no copy into the slot.
+/// The bf16 ones widened into slots go in one call (`widenBF16`: one launch on CUDA for a node's weights and biases).
 func bf16Carriers(_ raw: [Tensor?], into: [Tensor?]? = nil) -> [Tensor?] {
-    raw.enumerated().map { i, g in
+    var widen: [(from: Tensor, to: Tensor)] = []
+    let out: [Tensor?] = raw.enumerated().map { i, g in
         guard let g else { return nil }
         if let into, i < into.count, let slot = into[i], slot.dtype == .float32, slot.count == g.count {
             let src = g.contiguous()
-            if g.dtype == .bfloat16 { g.backend.cast(from: src.buffer, to: slot.buffer, count: g.count) }
+            if g.dtype == .bfloat16 { widen.append((src, slot)) }
             else { g.backend.roundThrough(src.buffer, slot.buffer, low: .bfloat16, count: g.count, shift: 0) }
             return slot
         }
         return g.dtype == .bfloat16 ? g.to(.float32) : g.roundedValues(.bfloat16)
     }
+    if let backend = widen.first?.from.backend,
+       widen.count < 2 || !backend.widenBF16(widen.map { ($0.from.buffer, $0.to.buffer, $0.from.count) }) {
+        for (src, slot) in widen { backend.cast(from: src.buffer, to: slot.buffer, count: src.count) }
+    }
+    return out
 }
 
 /// Σ of a bf16 gradient over every axis but `axis`, in float32 (a bias gradient, before `bf16Gradients` rounds it):
