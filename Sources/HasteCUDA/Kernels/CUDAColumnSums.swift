@@ -52,8 +52,10 @@ extension CUDABackend {
     }
 
     /// out_l[item, j] = Σ_chunk part[(item·perItem + chunk)·lanes + l, j] in chunk order, for l = 0 (out0) and
-    /// l = 1 (out1, only when lanes = 2); either output may be null.
-    extern "C" __global__ void fused_column_reduce(const float* part, float* out0, float* out1, i64 batch, i64 perItem, i64 lanes, i64 cols) {
+    /// l = 1 (out1, only when lanes = 2); either output may be null. round0 ≠ 0: out0 rounded to bf16 (float32 values,
+    /// round_through_f32's bits), the modulated LayerNorm's dscale under Autocast bf16.
+    extern "C" __global__ void fused_column_reduce(const float* part, float* out0, float* out1, i64 batch, i64 perItem, i64 lanes, i64 cols,
+                                                   int round0) {
         HASTE_GRID_STRIDE_LOOP(p, batch * cols) {
             i64 item = p / cols, j = p % cols;
             float s0 = 0.0f, s1 = 0.0f;
@@ -62,7 +64,7 @@ extension CUDABackend {
                 s0 += part[(task * lanes) * cols + j];
                 if (lanes > 1) s1 += part[(task * lanes + 1) * cols + j];
             }
-            if (out0) out0[p] = s0;
+            if (out0) out0[p] = round0 ? haste_round_bf16(s0) : s0;
             if (out1) out1[p] = s1;
         }
     }
@@ -70,8 +72,9 @@ extension CUDABackend {
 
     /// Allocates the [batch·perItem, lanes, cols] partials, lets `partials` fill them (skipped when there are no
     /// tokens), then reduces them in chunk order into outs (lane 0, lane 1); no tokens → zeros (empty sums).
+    /// `roundFirst`: lane 0's sums rounded to bf16 as they are written.
     func columnSums(batch: Int, tokens: Int, cols: Int, lanes: Int, outs: (Buffer?, Buffer?),
-                    chunkRows: Int = CUDABackend.fusedChunkRows, _ partials: (DevicePointer, Int) -> Void) {
+                    chunkRows: Int = CUDABackend.fusedChunkRows, roundFirst: Bool = false, _ partials: (DevicePointer, Int) -> Void) {
         if batch == 0 { return }
         let perItem = (tokens + chunkRows - 1) / chunkRows
         let partBytes = Swift.max(batch * perItem, 1) * lanes * cols * 4
@@ -79,7 +82,7 @@ extension CUDABackend {
         if perItem > 0 { partials(part, chunkRows) }
         launch(CUDABackend.fusedSource, "fused_column_reduce", grid: Dim3(CUDABackend.blocks(batch * cols)), block: Dim3(256), [
             .pointer(part), .pointer(outs.0.map(address) ?? 0), .pointer(outs.1.map(address) ?? 0),
-            .int64(Int64(batch)), .int64(Int64(perItem)), .int64(Int64(lanes)), .int64(Int64(cols)),
+            .int64(Int64(batch)), .int64(Int64(perItem)), .int64(Int64(lanes)), .int64(Int64(cols)), .int32(roundFirst ? 1 : 0),
         ])
         allocator.release(part, byteCount: partBytes)   // one stream, in order: the kernels above run first
     }

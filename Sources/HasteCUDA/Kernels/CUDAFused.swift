@@ -251,8 +251,10 @@ extension CUDABackend {
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
+                                           dscaleLow: DType?) {
         for b in [x, scale] + (residual.map { [$0] } ?? []) { requireFloat32(b, "modulatedLayerNorm backward") }
+        requireBF16OrNone(dscaleLow, "modulatedLayerNorm backward")
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
         let rows = batch * tokens
         if cols == 0 { return }
@@ -268,7 +270,8 @@ extension CUDABackend {
                     + (dshift == nil ? "" : " dshift") + (dscale == nil ? "" : " dscale"), ways, repeatable: CUDABackend.separate(outputs: [dx, dshift, dscale], inputs: [x, scale, mean, rstd, dy, residual])) { way in
             if way == "sums", let per = sumsPer {
                 modulatedLayerNormBackwardWithSums(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual,
-                                                   dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per)
+                                                   dshift: dshift, dscale: dscale, batch: batch, tokens: tokens, cols: cols, per: per,
+                                                   roundScale: dscaleLow != nil)
                 return
             }
             if rows > 0 {
@@ -280,7 +283,8 @@ extension CUDABackend {
                 ])
             }
             if dshift == nil && dscale == nil { return }
-            columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows) { part, chunkRows in
+            columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows,
+                       roundFirst: dscaleLow != nil) { part, chunkRows in
                 self.launch(CUDABackend.fusedSource, "fused_mln_backward_partials" + dy16,
                             grid: Dim3(CUDABackend.blocks(batch * ((tokens + chunkRows - 1) / chunkRows) * cols)), block: Dim3(256), [
                     .pointer(self.address(x)), .pointer(self.address(mean)), .pointer(self.address(rstd)), .pointer(self.address(dy)),

@@ -29,9 +29,10 @@ extension CUDABackend {
     /// dx (and the residual) with the chunk sums of dshift and dscale, by warp (`per`: the register width).
     func modulatedLayerNormBackwardWithSums(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                             residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
-                                            per: Int) {
+                                            per: Int, roundScale: Bool) {
         let dy16 = branchSuffix(dy, "_dy16", "modulatedLayerNorm backward")
-        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows) { part, chunkRows in
+        columnSums(batch: batch, tokens: tokens, cols: cols, lanes: 2, outs: (dscale, dshift), chunkRows: CUDABackend.mlnChunkRows,
+                   roundFirst: roundScale) { part, chunkRows in
             let tasks = batch * ((tokens + chunkRows - 1) / chunkRows)
             self.launch(CUDABackend.fusedSource, "fused_mln_backward_dx_partials" + dy16 + "_w\(per)", grid: CUDABackend.warpRowsGrid(tasks),
                         block: Dim3(256), sharedBytes: CUDABackend.mlnSumsSharedBytes(per: per), [

@@ -24,7 +24,8 @@ extension CPUBackend {
     }
 
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
+                                           dscaleLow: DType?) {
         switch x.dtype {
         case .float32:
             modulatedLayerNormBackward(x.pointer(Float.self), scale.pointer(Float.self), mean.pointer(Float.self),
@@ -37,6 +38,7 @@ extension CPUBackend {
         default: fatalError("modulatedLayerNormBackward: unsupported dtype \(x.dtype)")
         }
         if let residual { binary(.add, residual, [1], dx, [1], dx, shape: [batch * tokens * cols]) }
+        if let dscaleLow, let dscale { roundThrough(dscale, dscale, low: dscaleLow, count: batch * cols, shift: 0) }
     }
 
     public func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int,

@@ -87,8 +87,8 @@ struct BF16AdaLNFront {
         let dscale = wantScale ? Tensor.empty([n, d], dtype: .float32, device: x.device) : nil
         x.backend.modulatedLayerNormBackward(x.buffer, scale: scaleRounded.buffer, mean: mean.buffer, rstd: rstd.buffer,
                                              dxn.buffer, dx: dx.buffer, residual: residual?.buffer, dshift: dshift?.buffer,
-                                             dscale: dscale?.buffer, batch: n, tokens: t, cols: d)
-        return (wantX ? dx : nil, dshift, dscale?.roundedValues(.bfloat16))
+                                             dscale: dscale?.buffer, batch: n, tokens: t, cols: d, dscaleLow: .bfloat16)
+        return (wantX ? dx : nil, dshift, dscale)
     }
 }
 

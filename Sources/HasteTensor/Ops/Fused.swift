@@ -15,9 +15,11 @@ public protocol FusedKernels: AnyObject {
     /// dshift[b, j] = Σ_t dy, dscale[b, j] = Σ_t dy·x̂ over the item's tokens (written, not accumulated; nil = not
     /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order. With `residual` (same
     /// shape as x): dx = residual + that dx, one float32 addition per element (an adaLN half-block's two terms of
-    /// x's gradient, added where they are made).
+    /// x's gradient, added where they are made). With `dscaleLow` (bfloat16), dscale rounded to it as it is written
+    /// (float32 values; `roundThrough`'s bits): the gradient of Autocast's bf16 1 + scale (BF16AdaLNFront).
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int)
+                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
+                                    dscaleLow: DType?)
     /// out = x + gate[b]·y over [batch·tokens, cols]; gate: [batch, cols]. With `low` (bfloat16 under Autocast,
     /// float32 buffers holding bf16 values of gate and y): out = x + low(gate·y), the product rounded as torch's
     /// bf16 tensor product is.
@@ -44,6 +46,12 @@ public protocol FusedKernels: AnyObject {
 }
 
 extension FusedKernels {
+    /// dscale as computed (no rounding).
+    public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
+                                           residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+        modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual, dshift: dshift,
+                                   dscale: dscale, batch: batch, tokens: tokens, cols: cols, dscaleLow: nil)
+    }
     public var fusedBranchesInBF16: Bool { false }
     public func layerNormWritesBF16(cols: Int) -> Bool { false }
 }

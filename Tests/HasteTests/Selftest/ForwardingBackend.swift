@@ -142,9 +142,10 @@ class ForwardingBackend: Backend {
                                        cols: cols, eps: eps)
     }
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
-                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {
+                                    residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
+                                    dscaleLow: DType?) {
         base.modulatedLayerNormBackward(x, scale: scale, mean: mean, rstd: rstd, dy, dx: dx, residual: residual, dshift: dshift, dscale: dscale,
-                                        batch: batch, tokens: tokens, cols: cols)
+                                        batch: batch, tokens: tokens, cols: cols, dscaleLow: dscaleLow)
     }
     func gatedResidualForward(_ x: Buffer, gate: Buffer, _ y: Buffer, _ out: Buffer, batch: Int, tokens: Int, cols: Int, low: DType?) {
         base.gatedResidualForward(x, gate: gate, y, out, batch: batch, tokens: tokens, cols: cols, low: low)

@@ -53,6 +53,41 @@ import Testing
         }
     }
 
+    /// With `dscaleLow` (Autocast bf16's half-blocks) dscale comes rounded to bf16 from the column sums: the unrounded
+    /// call's dscale rounded (`roundedValues`), dx and dshift untouched; every way on the emulated device (the sums in
+    /// the dx pass, the partials kernel, the block rows) and the CPU.
+    @Test func aRoundedDscaleIsTheSumRounded() {
+        func run(_ device: Device, batch: Int, tokens: Int, cols: Int) -> Bool {
+            let be = device.backend, rows = batch * tokens
+            let x = RowWarpNormTests.values(rows, cols, seed: 3).to(device)
+            let dy = (RowWarpNormTests.values(rows, cols, seed: 4) * 0.3).to(device)
+            let scale = (RowWarpNormTests.values(batch, cols, seed: 5) * 0.1).to(device)
+            let mean = Tensor.empty([rows], dtype: .float32, device: device), rstd = Tensor.empty(like: mean)
+            be.modulatedLayerNormForward(x.buffer, shift: scale.buffer, scale: scale.buffer, Tensor.empty(like: x).buffer, mean: mean.buffer,
+                                         rstd: rstd.buffer, batch: batch, tokens: tokens, cols: cols, eps: 1e-6)
+            var got: [[UInt32]] = []
+            for low in [nil, DType.bfloat16] {
+                let dx = Tensor.empty(like: x), dshift = Tensor.empty(like: scale), dscale = Tensor.empty(like: scale)
+                be.modulatedLayerNormBackward(x.buffer, scale: scale.buffer, mean: mean.buffer, rstd: rstd.buffer, dy.buffer, dx: dx.buffer,
+                                              residual: nil, dshift: dshift.buffer, dscale: dscale.buffer, batch: batch, tokens: tokens,
+                                              cols: cols, dscaleLow: low)
+                got += [floatBits(dx), floatBits(dshift), floatBits(low == nil ? dscale.roundedValues(.bfloat16) : dscale)]
+                if low == nil { got.append(floatBits(dscale)) }
+            }
+            // got: dx, dshift, dscale rounded after, dscale as summed; dx, dshift, dscale rounded by the call
+            return got[0] == got[4] && got[1] == got[5] && got[2] == got[6] && got[3] != got[6]
+        }
+        for (batch, tokens, cols) in [(2, 13, 33), (2, 17, 1152)] {
+            #expect(run(.cpu, batch: batch, tokens: tokens, cols: cols), "CPU [\(batch), \(tokens), \(cols)]")
+            for (sums, warp) in [(true, true), (false, true), (false, false)] {
+                let ok = CUDABackend.$fusedMLNPartialsAllowed.withValue(sums) {
+                    CUDABackend.$rowWarpAllowed.withValue(warp) { run(Self.dev, batch: batch, tokens: tokens, cols: cols) }
+                }
+                #expect(ok, "sums in dx pass \(sums), rows by warp \(warp): [\(batch), \(tokens), \(cols)]")
+            }
+        }
+    }
+
     /// A host-only device of its own (its launch counts are exact while other suites run in parallel).
     static let hostOnly = hostOnlyDevice(16)
 
