@@ -38,28 +38,33 @@ extension CUDABackend {
     }
 
     /// Rows by block (grid-stride), blockDim.x a multiple of 32. Row r belongs to item r / tokens.
+    /// With `so` (not null): scale read as haste_bf16_scale(scale), Autocast bf16's 1 + scale, and each item's first
+    /// row writes it there (the backward's scale).
     template <typename TY>
-    __device__ __forceinline__ void haste_mln_forward(const float* x, const float* shift, const float* scale, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+    __device__ __forceinline__ void haste_mln_forward(const float* x, const float* shift, const float* scale, float* so, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         __shared__ float scratch[32];
         for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
             const float* xr = x + r * cols;
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
+            float* sor = so != 0 && r % tokens == 0 ? so + (r / tokens) * cols : 0;
             TY* yr = y + r * cols;
             float m, rs;
             haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
-                float w = sc[i] + 1.0f;
+                float s = sc[i];
+                if (so != 0) { s = haste_bf16_scale(s); if (sor != 0) sor[i] = s; }
+                float w = s + 1.0f;
                 haste_st(yr, i, (xr[i] - m) * rs * w + sh[i]);
             }
         }
     }
-    extern "C" __global__ void fused_mln_forward(const float* x, const float* shift, const float* scale, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
-        haste_mln_forward(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps);
+    extern "C" __global__ void fused_mln_forward(const float* x, const float* shift, const float* scale, float* so, float* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        haste_mln_forward(x, shift, scale, so, y, mean, rstd, rows, tokens, cols, eps);
     }
-    extern "C" __global__ void fused_mln_forward_y16(const float* x, const float* shift, const float* scale, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
-        haste_mln_forward(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps);
+    extern "C" __global__ void fused_mln_forward_y16(const float* x, const float* shift, const float* scale, float* so, u16* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+        haste_mln_forward(x, shift, scale, so, y, mean, rstd, rows, tokens, cols, eps);
     }
 
     /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·(1 + scale[item]), one block per row.
@@ -217,18 +222,20 @@ extension CUDABackend {
     static let fusedChunkRows = 64
 
     public func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
-                                          batch: Int, tokens: Int, cols: Int, eps: Double) {
-        for b in [x, shift, scale] { requireFloat32(b, "modulatedLayerNorm") }
+                                          batch: Int, tokens: Int, cols: Int, eps: Double, roundedScale: Buffer?) {
+        for b in [x, shift, scale] + (roundedScale.map { [$0] } ?? []) { requireFloat32(b, "modulatedLayerNorm") }
         let rows = batch * tokens
+        if rows == 0, let roundedScale { roundThrough(scale, roundedScale, low: .bfloat16, count: batch * cols, shift: 1) }
         if rows == 0 || cols == 0 { return }
         let y16 = branchSuffix(y, "_y16", "modulatedLayerNorm")
         // Rows by warp (eight a block) or by block: the same bits, tuned at the shape's first call (by warp first).
         let suffixes = rowSuffixes(cols: cols)
         tuneRows("modulatedLayerNorm forward\(y16) rows \(rows), cols \(cols)", suffixes,
-                 repeatable: CUDABackend.separate(outputs: [y, mean, rstd], inputs: [x, shift, scale])) { warp in
+                 repeatable: CUDABackend.separate(outputs: [y, mean, rstd, roundedScale], inputs: [x, shift, scale])) { warp in
             let shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
             launch(CUDABackend.fusedSource, "fused_mln_forward" + y16 + warp, grid: shape.grid, block: shape.block, [
-                .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(address(y)),
+                .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(roundedScale.map(address) ?? 0),
+                .pointer(address(y)),
                 .pointer(address(mean)), .pointer(address(rstd)),
                 .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
             ])

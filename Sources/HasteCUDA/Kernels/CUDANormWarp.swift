@@ -168,13 +168,16 @@ extension CUDABackend {
     /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
     template <int PER, typename TY>
-    __device__ __forceinline__ void haste_mln_forward_warp(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, TY* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+    __device__ __forceinline__ void haste_mln_forward_warp(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ so, TY* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         HASTE_WARP_ROWS(r, rows) {
             const float* sh = shift + (r / tokens) * cols;
             const float* sc = scale + (r / tokens) * cols;
+            float* sor = so != 0 && r % tokens == 0 ? so + (r / tokens) * cols : 0;   // as haste_mln_forward
             TY* yr = y + r * cols;
             haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
-                float w = sc[i] + 1.0f;
+                float s = sc[i];
+                if (so != 0) { s = haste_bf16_scale(s); if (sor != 0) sor[i] = s; }
+                float w = s + 1.0f;
                 haste_st(yr, i, (xj - m) * rs * w + sh[i]);
             });
         }
@@ -242,10 +245,10 @@ extension CUDABackend {
             haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
         extern "C" __global__ void fused_mln_backward_dx_partials_dy16_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const u16* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, float* __restrict__ part, i64 batch, i64 tokens, i64 cols, i64 chunkRows) {
             haste_mln_backward_dx_partials_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, part, batch, tokens, cols, chunkRows); }
-        extern "C" __global__ void fused_mln_forward_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
-            haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
-        extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
-            haste_mln_forward_warp<\(p)>(x, shift, scale, y, mean, rstd, rows, tokens, cols, eps); }
+        extern "C" __global__ void fused_mln_forward_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ so, float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+            haste_mln_forward_warp<\(p)>(x, shift, scale, so, y, mean, rstd, rows, tokens, cols, eps); }
+        extern "C" __global__ void fused_mln_forward_y16_w\(p)(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ so, u16* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
+            haste_mln_forward_warp<\(p)>(x, shift, scale, so, y, mean, rstd, rows, tokens, cols, eps); }
         extern "C" __global__ void fused_mln_backward_dx_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, i64 rows, i64 tokens, i64 cols) {
             haste_mln_backward_dx_warp<\(p)>(x, scale, mean, rstd, dy, resid, dx, rows, tokens, cols); }
         extern "C" __global__ void fused_mln_backward_dx_dy16_w\(p)(const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ mean, const float* __restrict__ rstd, const u16* __restrict__ dy, const float* __restrict__ resid, float* __restrict__ dx, i64 rows, i64 tokens, i64 cols) {

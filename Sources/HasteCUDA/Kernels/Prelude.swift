@@ -157,6 +157,9 @@ extension KernelSource {
     }
     /// float → bf16 → float: Autocast's rounding of a float32 carrier, in a register.
     __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
+    /// Autocast bf16's 1 + scale as the scale it stands for: bf16(scale + 1) − 1, round_through_f32's bits with shift 1
+    /// (__fadd_rn: nothing fused).
+    __device__ __forceinline__ float haste_bf16_scale(float s) { return __fadd_rn(haste_round_bf16(__fadd_rn(s, 1.0f)), -1.0f); }
     /// Element i of a float32 or a bf16 buffer as float (bf16 widened, exact), and stored into one (to bf16 rounded to
     /// nearest even): the kernels templated on whether an Autocast bf16 operand is a float32 carrier or bf16 itself.
     __device__ __forceinline__ float haste_ld(const float* p, i64 i) { return p[i]; }

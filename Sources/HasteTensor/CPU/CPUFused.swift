@@ -10,7 +10,13 @@ import CKernels
 /// bitwise identical whatever the thread count (STYLE R13).
 extension CPUBackend {
     public func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
-                                          batch: Int, tokens: Int, cols: Int, eps: Double) {
+                                          batch: Int, tokens: Int, cols: Int, eps: Double, roundedScale: Buffer?) {
+        require(y.dtype == x.dtype, "modulatedLayerNorm on the CPU: \(y.dtype) output for \(x.dtype) input (bf16 output is CUDA's)")
+        if let roundedScale {                                  // rounded first, then the forward on the rounded scale
+            roundThrough(scale, roundedScale, low: .bfloat16, count: batch * cols, shift: 1)
+            return modulatedLayerNormForward(x, shift: shift, scale: roundedScale, y, mean: mean, rstd: rstd, batch: batch,
+                                             tokens: tokens, cols: cols, eps: eps, roundedScale: nil)
+        }
         switch x.dtype {
         case .float32:
             modulatedLayerNormForward(x.pointer(Float.self), shift.pointer(Float.self), scale.pointer(Float.self), y.pointer(Float.self),

@@ -67,13 +67,14 @@ struct BF16AdaLNFront {
     init(_ x: Tensor, shift: Tensor, scale: Tensor, eps: Double) {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let xc = x.contiguous(), sh = shift.contiguous(), sc = scale.contiguous()
-        // As modulatedLayerNorm under Autocast: 1 + scale is a bf16 op in torch (scale is a bf16 Linear output).
-        scaleRounded = sc.roundedValues(.bfloat16, shiftedBy: 1)                           // (sc + 1) rounded, − 1
+        // As modulatedLayerNorm under Autocast: 1 + scale is a bf16 op in torch (scale is a bf16 Linear output): the
+        // forward uses (sc + 1) rounded, − 1, and writes it for the backward.
+        scaleRounded = Tensor.empty([n, d], dtype: .float32, device: x.device)
         mean = Tensor.empty([n * t], dtype: .float32, device: x.device)
         rstd = Tensor.empty(like: mean)
         xn = Tensor.empty([n, t, d], dtype: .bfloat16, device: x.device)
-        x.backend.modulatedLayerNormForward(xc.buffer, shift: sh.buffer, scale: scaleRounded.buffer, xn.buffer, mean: mean.buffer,
-                                            rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: eps)
+        x.backend.modulatedLayerNormForward(xc.buffer, shift: sh.buffer, scale: sc.buffer, xn.buffer, mean: mean.buffer,
+                                            rstd: rstd.buffer, batch: n, tokens: t, cols: d, eps: eps, roundedScale: scaleRounded.buffer)
         self.x = xc
     }
 

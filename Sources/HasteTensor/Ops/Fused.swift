@@ -9,8 +9,10 @@
 public protocol FusedKernels: AnyObject {
     /// x, y: [batch·tokens, cols]; shift, scale: [batch, cols]. Per row r of item b = r / tokens:
     /// y = (x − mean)·rstd·(1 + scale[b]) + shift[b], rstd = 1/√(biased var + eps). Saves mean, rstd: [rows].
+    /// With `roundedScale` ([batch, cols] float32): Autocast bf16's 1 + scale, bf16(1 + scale) − 1 (`roundThrough` with
+    /// shift 1: its bits), in scale's place, written there for the backward (BF16AdaLNFront).
     func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
-                                   batch: Int, tokens: Int, cols: Int, eps: Double)
+                                   batch: Int, tokens: Int, cols: Int, eps: Double, roundedScale: Buffer?)
     /// From the saved mean and rstd: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·(1 + scale[b]);
     /// dshift[b, j] = Σ_t dy, dscale[b, j] = Σ_t dy·x̂ over the item's tokens (written, not accumulated; nil = not
     /// wanted). Deterministic: fixed chunks of tokens, partial sums added in chunk order. With `residual` (same
@@ -46,6 +48,12 @@ public protocol FusedKernels: AnyObject {
 }
 
 extension FusedKernels {
+    /// scale as given (no rounding).
+    public func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
+                                          batch: Int, tokens: Int, cols: Int, eps: Double) {
+        modulatedLayerNormForward(x, shift: shift, scale: scale, y, mean: mean, rstd: rstd, batch: batch, tokens: tokens, cols: cols,
+                                  eps: eps, roundedScale: nil)
+    }
     /// dscale as computed (no rounding).
     public func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                            residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int) {

@@ -137,9 +137,9 @@ class ForwardingBackend: Backend {
     func scale(_ x: Buffer, count: Int, by: Double) { base.scale(x, count: count, by: by) }
 
     func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
-                                   batch: Int, tokens: Int, cols: Int, eps: Double) {
+                                   batch: Int, tokens: Int, cols: Int, eps: Double, roundedScale: Buffer?) {
         base.modulatedLayerNormForward(x, shift: shift, scale: scale, y, mean: mean, rstd: rstd, batch: batch, tokens: tokens,
-                                       cols: cols, eps: eps)
+                                       cols: cols, eps: eps, roundedScale: roundedScale)
     }
     func modulatedLayerNormBackward(_ x: Buffer, scale: Buffer, mean: Buffer, rstd: Buffer, _ dy: Buffer, dx: Buffer,
                                     residual: Buffer?, dshift: Buffer?, dscale: Buffer?, batch: Int, tokens: Int, cols: Int,
@@ -184,9 +184,9 @@ final class WrongLayerNormBackend: ForwardingBackend {
     }
     /// The same slip in the fused adaLN LayerNorm (SiT's blocks normalise through it): x̂ too large by the factor.
     override func modulatedLayerNormForward(_ x: Buffer, shift: Buffer, scale: Buffer, _ y: Buffer, mean: Buffer, rstd: Buffer,
-                                            batch: Int, tokens: Int, cols: Int, eps: Double) {
+                                            batch: Int, tokens: Int, cols: Int, eps: Double, roundedScale: Buffer?) {
         super.modulatedLayerNormForward(x, shift: shift, scale: scale, y, mean: mean, rstd: rstd, batch: batch, tokens: tokens,
-                                        cols: cols, eps: eps)
+                                        cols: cols, eps: eps, roundedScale: roundedScale)
         guard cols > 1 else { return }
         let p = y.pointer(Float.self), sh = shift.pointer(Float.self), factor = Float((Double(cols) / Double(cols - 1)).squareRoot())
         for r in 0..<(batch * tokens) {

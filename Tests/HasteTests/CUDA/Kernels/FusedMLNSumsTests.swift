@@ -88,6 +88,42 @@ import Testing
         }
     }
 
+    /// With `roundedScale` the forward reads bf16(1 + scale) − 1 in scale's place and writes it for the backward: the
+    /// output, mean, rstd and rounded scale are those of `roundThrough(…, shift: 1)` followed by the plain forward, bit
+    /// for bit, rows by warp and by block, float32 and bf16 output, on the emulated device (and float32 on the CPU); with no tokens
+    /// the rounded scale is still written.
+    @Test func aRoundedScaleIsTheRoundThroughsBits() {
+        func run(_ device: Device, batch: Int, tokens: Int, cols: Int, y16: Bool) -> Bool {
+            let be = device.backend, rows = batch * tokens
+            let x = RowWarpNormTests.values(rows, cols, seed: 6).to(device)
+            let shift = (RowWarpNormTests.values(batch, cols, seed: 7) * 0.1).to(device)
+            let scale = (RowWarpNormTests.values(batch, cols, seed: 8) * 0.7).to(device)
+            var got: [[UInt32]] = []
+            for fused in [false, true] {
+                let y = Tensor.empty([rows, cols], dtype: y16 ? .bfloat16 : .float32, device: device)
+                let mean = Tensor.empty([rows], dtype: .float32, device: device), rstd = Tensor.empty(like: mean)
+                let rounded = Tensor.empty([batch, cols], dtype: .float32, device: device)
+                if !fused { be.roundThrough(scale.buffer, rounded.buffer, low: .bfloat16, count: batch * cols, shift: 1) }
+                be.modulatedLayerNormForward(x.buffer, shift: shift.buffer, scale: fused ? scale.buffer : rounded.buffer, y.buffer,
+                                             mean: mean.buffer, rstd: rstd.buffer, batch: batch, tokens: tokens, cols: cols, eps: 1e-6,
+                                             roundedScale: fused ? rounded.buffer : nil)
+                got += [floatBits(y.to(.float32)), floatBits(mean), floatBits(rstd), floatBits(rounded)]
+            }
+            return got[0...3] == got[4...7] && floatBits(scale) != got[3]
+        }
+        for (batch, tokens, cols) in [(2, 13, 33), (3, 5, 1152), (2, 0, 40)] {
+            for y16 in [false, true] {
+                if !y16 {                                    // the CPU's forward writes float32 y only
+                    #expect(run(.cpu, batch: batch, tokens: tokens, cols: cols, y16: false), "CPU [\(batch), \(tokens), \(cols)]")
+                }
+                for warp in [true, false] {
+                    let ok = CUDABackend.$rowWarpAllowed.withValue(warp) { run(Self.dev, batch: batch, tokens: tokens, cols: cols, y16: y16) }
+                    #expect(ok, "rows by warp \(warp): [\(batch), \(tokens), \(cols)] y16 \(y16)")
+                }
+            }
+        }
+    }
+
     /// A host-only device of its own (its launch counts are exact while other suites run in parallel).
     static let hostOnly = hostOnlyDevice(16)
 
