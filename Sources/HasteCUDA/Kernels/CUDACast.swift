@@ -100,14 +100,15 @@ extension CUDABackend {
                    | ((u64)haste_float_to_bf16(x.z) << 32) | ((u64)haste_float_to_bf16(x.w) << 48);
         }
     }
+    /// Four packed bf16 values widened.
+    __device__ __forceinline__ haste_f4 haste_widen4(u64 b) {
+        haste_f4 y;
+        y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
+        y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
+        return y;
+    }
     extern "C" __global__ void cast_bf16_f32_v4(const u64* src, haste_f4* dst, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            const u64 b = src[i];
-            haste_f4 y;
-            y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
-            y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
-            dst[i] = y;
-        }
+        HASTE_GRID_STRIDE_LOOP(i, n4) dst[i] = haste_widen4(src[i]);
     }
     /// cast_bf16_f32_v4 over up to HASTE_CAST_SEGMENTS (src, dst, n4) segments in one launch (`widenBF16`: the weight and
     /// bias gradients a bf16 node writes into their arena slots): segment i takes the next b_i blocks of the grid and
@@ -124,23 +125,9 @@ extension CUDABackend {
         i64 n = n0;
         HASTE_SEG_PICK(1) HASTE_SEG_PICK(2) HASTE_SEG_PICK(3) HASTE_SEG_PICK(4) HASTE_SEG_PICK(5) HASTE_SEG_PICK(6) HASTE_SEG_PICK(7)
         if (bx >= blocks) return;                  // past the last segment's blocks (the host launches exactly Σ b_i)
-        for (i64 i = (i64)bx * blockDim.x + threadIdx.x; i < n; i += (i64)blockDim.x * blocks) {
-            const u64 b = s[i];
-            haste_f4 y;
-            y.x = haste_bf16_to_float((u16)b); y.y = haste_bf16_to_float((u16)(b >> 16));
-            y.z = haste_bf16_to_float((u16)(b >> 32)); y.w = haste_bf16_to_float((u16)(b >> 48));
-            d[i] = y;
-        }
+        for (i64 i = (i64)bx * blockDim.x + threadIdx.x; i < n; i += (i64)blockDim.x * blocks) d[i] = haste_widen4(s[i]);
     }
-    /// y = float32(low(x)): cast_any's conversions, float32 → low → float32, in registers (low = 2 or 3; the
-    /// conversions through double of cast_any are exact for float32 values, so these are its bits); with s ≠ 0,
-    /// float32(low(x + s)) − s, the float32 add and subtract of the scalar ops around it (`__fadd_rn`, nothing fused;
-    /// r − s as r + (−s), which IEEE 754 defines it to be). s = 0 adds nothing (−0 stays −0).
-    __device__ __forceinline__ float haste_round_through(float v, float s, int lowType) {
-        const float t = s != 0.0f ? __fadd_rn(v, s) : v;
-        const float r = lowType == 3 ? haste_round_bf16(t) : haste_half_to_float(haste_float_to_half(t));
-        return s != 0.0f ? __fadd_rn(r, -s) : r;
-    }
+    /// y = haste_round_through(x, s, lowType) (the prelude), four elements a thread or one.
     extern "C" __global__ void round_through_f32_v4(const haste_f4* x, haste_f4* y, int lowType, float s, i64 n4) {
         HASTE_GRID_STRIDE_LOOP(i, n4) {
             haste_f4 v = x[i];

@@ -38,8 +38,8 @@ extension CUDABackend {
     }
 
     /// Rows by block (grid-stride), blockDim.x a multiple of 32. Row r belongs to item r / tokens.
-    /// With `so` (not null): scale read as haste_bf16_scale(scale), Autocast bf16's 1 + scale, and each item's first
-    /// row writes it there (the backward's scale).
+    /// With `so` (not null): the scale Autocast bf16's 1 + scale stands for, which each item's first row writes there
+    /// (haste_mln_scale).
     template <typename TY>
     __device__ __forceinline__ void haste_mln_forward(const float* x, const float* shift, const float* scale, float* so, TY* y, float* mean, float* rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         __shared__ float scratch[32];
@@ -53,9 +53,7 @@ extension CUDABackend {
             haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
-                float s = sc[i];
-                if (so != 0) { s = haste_bf16_scale(s); if (sor != 0) sor[i] = s; }
-                float w = s + 1.0f;
+                float w = haste_mln_scale(sc, i, so != 0, sor) + 1.0f;
                 haste_st(yr, i, (xr[i] - m) * rs * w + sh[i]);
             }
         }
@@ -235,8 +233,7 @@ extension CUDABackend {
             let shape = CUDABackend.rowLaunch(rows, warp: !warp.isEmpty)
             launch(CUDABackend.fusedSource, "fused_mln_forward" + y16 + warp, grid: shape.grid, block: shape.block, [
                 .pointer(address(x)), .pointer(address(shift)), .pointer(address(scale)), .pointer(roundedScale.map(address) ?? 0),
-                .pointer(address(y)),
-                .pointer(address(mean)), .pointer(address(rstd)),
+                .pointer(address(y)), .pointer(address(mean)), .pointer(address(rstd)),
                 .int64(Int64(rows)), .int64(Int64(tokens)), .int64(Int64(cols)), .float(Float(eps)),
             ])
         }

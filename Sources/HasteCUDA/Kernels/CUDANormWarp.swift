@@ -167,6 +167,15 @@ extension CUDABackend {
 
     /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
+    /// The modulated LayerNorm forward's scale element i of its item's row `sc`: as given, or with `bf16` Autocast
+    /// bf16's 1 + scale as the scale it stands for, bf16(1 + scale) − 1 (round_through_f32's bits with shift 1), which
+    /// `out` (not null: the item's first row) keeps for the backward. By block and by warp rows.
+    __device__ __forceinline__ float haste_mln_scale(const float* sc, i64 i, bool bf16, float* out) {
+        if (!bf16) return sc[i];
+        const float s = haste_round_through(sc[i], 1.0f, 3);
+        if (out != 0) out[i] = s;
+        return s;
+    }
     template <int PER, typename TY>
     __device__ __forceinline__ void haste_mln_forward_warp(const float* __restrict__ x, const float* __restrict__ shift, const float* __restrict__ scale, float* __restrict__ so, TY* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, i64 rows, i64 tokens, i64 cols, float eps) {
         HASTE_WARP_ROWS(r, rows) {
@@ -175,9 +184,7 @@ extension CUDABackend {
             float* sor = so != 0 && r % tokens == 0 ? so + (r / tokens) * cols : 0;   // as haste_mln_forward
             TY* yr = y + r * cols;
             haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
-                float s = sc[i];
-                if (so != 0) { s = haste_bf16_scale(s); if (sor != 0) sor[i] = s; }
-                float w = s + 1.0f;
+                float w = haste_mln_scale(sc, i, so != 0, sor) + 1.0f;
                 haste_st(yr, i, (xj - m) * rs * w + sh[i]);
             });
         }

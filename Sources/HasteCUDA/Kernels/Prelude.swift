@@ -157,9 +157,6 @@ extension KernelSource {
     }
     /// float → bf16 → float: Autocast's rounding of a float32 carrier, in a register.
     __device__ __forceinline__ float haste_round_bf16(float v) { return haste_bf16_to_float(haste_float_to_bf16(v)); }
-    /// Autocast bf16's 1 + scale as the scale it stands for: bf16(scale + 1) − 1, round_through_f32's bits with shift 1
-    /// (__fadd_rn: nothing fused).
-    __device__ __forceinline__ float haste_bf16_scale(float s) { return __fadd_rn(haste_round_bf16(__fadd_rn(s, 1.0f)), -1.0f); }
     /// Element i of a float32 or a bf16 buffer as float (bf16 widened, exact), and stored into one (to bf16 rounded to
     /// nearest even): the kernels templated on whether an Autocast bf16 operand is a float32 carrier or bf16 itself.
     __device__ __forceinline__ float haste_ld(const float* p, i64 i) { return p[i]; }
@@ -299,6 +296,15 @@ extension KernelSource {
         u32 r = a - 0x38000000u;                                        /* rebias 127 → 15 */
         r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
         return (u16)(sign | r);
+    }
+    /// y = float32(low(x)): the memory family's cast_any conversions, float32 → low → float32, in registers (low = 2 or 3; the
+    /// conversions through double of cast_any are exact for float32 values, so these are its bits); with s ≠ 0,
+    /// float32(low(x + s)) − s, the float32 add and subtract of the scalar ops around it (`__fadd_rn`, nothing fused;
+    /// r − s as r + (−s), which IEEE 754 defines it to be). s = 0 adds nothing (−0 stays −0).
+    __device__ __forceinline__ float haste_round_through(float v, float s, int lowType) {
+        const float t = s != 0.0f ? __fadd_rn(v, s) : v;
+        const float r = lowType == 3 ? haste_round_bf16(t) : haste_half_to_float(haste_float_to_half(t));
+        return s != 0.0f ? __fadd_rn(r, -s) : r;
     }
     /// Sums `v` over the 32 lanes of a warp (every lane gets the total).
     __device__ __forceinline__ float haste_warp_sum(float v) {
