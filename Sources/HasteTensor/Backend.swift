@@ -52,10 +52,16 @@ public protocol MemoryKernels: AnyObject {
     /// values (widening is exact). Returns false where the backend has no such kernel (the default); the caller then
     /// casts each pair.
     func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool
+    /// out (rows, k·width) = the k = pieces.count pieces side by side, each a contiguous (rows, width) float32 buffer
+    /// (nil: zeros), in out's dtype (float32, or bfloat16 rounded to nearest even as `cast` rounds): the gradient of an
+    /// adaLN modulation from its pieces' (`Tensor.columnPieces`). Returns false where the backend has no such kernel
+    /// (the default); the caller then copies each piece (and casts).
+    func gatherColumns(_ pieces: [Buffer?], rows: Int, width: Int, into out: Buffer) -> Bool
 }
 
 extension MemoryKernels {
     public func stridedCast(from src: Buffer, srcStrides: [Int], to dst: Buffer, dstStrides: [Int], shape: [Int]) -> Bool { false }
     public func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool { false }
     public func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool { false }
+    public func gatherColumns(_ pieces: [Buffer?], rows: Int, width: Int, into out: Buffer) -> Bool { false }
 }

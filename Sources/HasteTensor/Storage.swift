@@ -45,9 +45,14 @@ public struct Buffer {
     public let offset: Int
     public let dtype: DType
 
-    /// Host pointer to the first element (CPU backend only).
+    /// Host pointer to the first element (CPU backend only). `T` must be as wide as the buffer's elements: a
+    /// kernel that took a bf16 buffer as `Float` would read and write twice its bytes (past the storage's end: a
+    /// heap overrun, found once in the CPU's modulated LayerNorm), so a mismatch stops with the dtypes named, once
+    /// per call of a kernel, never per element.
     @inlinable public func pointer<T>(_: T.Type) -> UnsafeMutablePointer<T> {
-        storage.address.assumingMemoryBound(to: T.self) + offset
+        require(MemoryLayout<T>.stride == dtype.byteSize,
+                "a \(dtype) buffer taken as \(T.self) (\(MemoryLayout<T>.stride)-byte elements, the buffer's are \(dtype.byteSize)): an op handed a kernel a buffer of another dtype than it computes in")
+        return storage.address.assumingMemoryBound(to: T.self) + offset
     }
     @inlinable public var rawPointer: UnsafeMutableRawPointer { storage.address + offset * dtype.byteSize }
 

@@ -51,6 +51,35 @@ extension CUDABackend {
     extern "C" __global__ void narrow_bf16_copy32_u2(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<2>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
     extern "C" __global__ void narrow_bf16_copy32_u1(const float* src, u16* dst, HASTE_VIEWS32_PARAMS(s, d)) { haste_cast_copy32<1>(src, dst, HASTE_VIEWS32_ARGS(s, d)); }
 
+    /// out[r][j·w + c] = piece j's [r][c] (0 where its pointer is null), j < k ≤ 8 (`gatherColumns`: an adaLN
+    /// modulation's gradient from its pieces'); U columns a thread (4: 16-byte loads where w and the pointers allow;
+    /// out's index is U·i, rows of k·w); a u16 out rounds as cast_f32_bf16 (haste_st4 and haste_st: haste_float_to_bf16).
+    template <int U, typename TO>
+    __device__ __forceinline__ void haste_gather_columns(const float* p0, const float* p1, const float* p2, const float* p3,
+                                                         const float* p4, const float* p5, const float* p6, const float* p7,
+                                                         TO* out, i64 rows, int w, int k) {
+        const int wu = w / U;
+        HASTE_GRID_STRIDE_LOOP(i, rows * k * wu) {
+            const i64 r = haste_div(i, (i64)k * wu);
+            const int c = (int)(i - r * k * wu), j = c / wu, u = c - j * wu;
+            const float* p = j == 0 ? p0 : j == 1 ? p1 : j == 2 ? p2 : j == 3 ? p3 : j == 4 ? p4 : j == 5 ? p5 : j == 6 ? p6 : p7;
+            if constexpr (U == 4) {
+                float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (p != 0) haste_ld4(p + r * w + 4 * u, v);
+                haste_st4(out + 4 * i, v);
+            } else {
+                haste_st(out, i, p != 0 ? p[r * w + u] : 0.0f);
+            }
+        }
+    }
+    #define HASTE_GATHER_PARAMS const float* p0, const float* p1, const float* p2, const float* p3, const float* p4, \
+                                const float* p5, const float* p6, const float* p7
+    #define HASTE_GATHER_ARGS p0, p1, p2, p3, p4, p5, p6, p7
+    extern "C" __global__ void gather_columns_f32_u4(HASTE_GATHER_PARAMS, float* out, i64 rows, int w, int k) { haste_gather_columns<4>(HASTE_GATHER_ARGS, out, rows, w, k); }
+    extern "C" __global__ void gather_columns_f32_u1(HASTE_GATHER_PARAMS, float* out, i64 rows, int w, int k) { haste_gather_columns<1>(HASTE_GATHER_ARGS, out, rows, w, k); }
+    extern "C" __global__ void gather_columns_bf16_u4(HASTE_GATHER_PARAMS, u16* out, i64 rows, int w, int k) { haste_gather_columns<4>(HASTE_GATHER_ARGS, out, rows, w, k); }
+    extern "C" __global__ void gather_columns_bf16_u1(HASTE_GATHER_PARAMS, u16* out, i64 rows, int w, int k) { haste_gather_columns<1>(HASTE_GATHER_ARGS, out, rows, w, k); }
+
     /// dtype codes (CUDABackend.dtypeCode): 0 float32, 1 float64, 2 float16, 3 bfloat16, 4 int32, 5 int64, 6 uint8, 7 bool.
     /// Every type reads to double (exact for all but int64 beyond 2^53, as on the CPU).
     __device__ __forceinline__ double haste_cast_read(const u8* p, int type, i64 i) {
@@ -242,6 +271,24 @@ extension CUDABackend {
         flush()
         return true
     }
+
+    /// The pieces side by side in one launch (`gather_columns_*`: up to 8 float32 pieces, float32 or bf16 out); false for
+    /// more pieces or another dtype (the caller copies each). Four columns a thread where the width and every pointer allow.
+    public func gatherColumns(_ pieces: [Buffer?], rows: Int, width: Int, into out: Buffer) -> Bool {
+        guard CUDABackend.gatherColumnsAllowed, (1...8).contains(pieces.count), out.dtype == .float32 || out.dtype == .bfloat16,
+              pieces.allSatisfy({ $0 == nil || $0!.dtype == .float32 }) else { return false }
+        if rows * width == 0 { return true }
+        let sources = pieces.map { $0.map(address) ?? 0 }
+        let u4 = width % 4 == 0 && sources.allSatisfy { $0 % 16 == 0 } && address(out) % UInt64(4 * out.dtype.byteSize) == 0
+        let units = rows * pieces.count * width / (u4 ? 4 : 1)
+        let kernel = "gather_columns_" + (out.dtype == .float32 ? "f32" : "bf16") + (u4 ? "_u4" : "_u1")
+        launch(CUDABackend.memorySource, kernel, grid: Dim3(CUDABackend.blocks(units)), block: Dim3(256),
+               (0..<8).map { .pointer($0 < sources.count ? sources[$0] : 0) }
+               + [.pointer(address(out)), .int64(Int64(rows)), .int32(Int32(width)), .int32(Int32(pieces.count))])
+        return true
+    }
+    /// `HASTE_GATHER_COLUMNS=0`: the pieces copied one launch each, then cast (the same values), for comparisons on a GPU.
+    @TaskLocal static var gatherColumnsAllowed = ProcessInfo.processInfo.environment["HASTE_GATHER_COLUMNS"] != "0"
 
     /// The segments of one `cast_bf16_f32_v4_segments` launch (HASTE_CAST_SEGMENTS in its code).
     static let castSegments = 8

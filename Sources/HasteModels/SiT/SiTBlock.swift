@@ -123,12 +123,10 @@ public struct FinalLayer {
     }
 }
 
-/// `mod.chunk(k, axis: -1)` for an adaLN modulation (N, k·D), each piece contiguous: (N, k·D) viewed (N, k, D) is
-/// copied once into (k, N, D), whose slices are the pieces. The same values and gradients; the column slices of
-/// (N, k·D) were each copied where a fused kernel read them (k launches a block forward), and their gradients
-/// gathered by an add and a copy each (the running sum of `NarrowBackward` over N rows), where the (k, N, D)
-/// slices' gradients add in place, one run each.
+/// `mod.chunk(k, axis: -1)` for an adaLN modulation (N, k·D), each piece contiguous (`Tensor.columnPieces`: one copy
+/// into (k, N, D) forward; backward, the pieces' gradients side by side in one pass, rounded there for a bf16 linear).
+/// The same values and gradients as the column slices of (N, k·D), which were each copied where a fused kernel read
+/// them and whose gradients a running sum gathered.
 func modulationChunks(_ mod: Tensor, _ k: Int) -> [Tensor] {
-    let n = mod.shape[0], d = mod.shape[1] / k
-    return mod.reshaped([n, k, d]).transposed(0, 1).contiguous().chunk(k, axis: 0).map { $0.reshaped([n, d]) }
+    mod.columnPieces(k)
 }

@@ -44,6 +44,20 @@ protocol LowGradientBackward: Backward {
     func gradients(_ dy: Tensor, low: [DType?]) -> [Tensor?]
 }
 
+/// One of the pieces a single op cut a tensor into (`Tensor.columnPieces`: adaLN's shift, scale and gate), whose
+/// gradients are best written side by side in one pass. The walk holds each piece's incoming gradient (a piece before
+/// the last in its order hands its input nothing) and at the group's last piece asks that node for the input's whole
+/// gradient from all of them; `low` is offered for the input as to a `LowGradientBackward` node.
+protocol GatheredPieceBackward: Backward {
+    /// The same for every piece of one cut.
+    var groupID: ObjectIdentifier { get }
+    /// This piece's place among the group's `pieces`.
+    var index: Int { get }
+    var pieces: Int { get }
+    /// inputs[0]'s gradient from the pieces' gradients by index (nil: none reached that piece; at least one is not).
+    func gathered(_ terms: [Tensor?], low: DType?) -> Tensor
+}
+
 extension Tensor {
     /// Attaches `node` as this tensor's grad function when recording is on and some input is tracked;
     /// otherwise returns self untouched. Ops call it on their freshly allocated output. With recording off

@@ -39,7 +39,6 @@ extension Tensor {
             let id = ObjectIdentifier(root)
             if let existing = pending[id] { pending[id] = existing + seed } else { pending[id] = seed }
         }
-        var captured: [ObjectIdentifier: Tensor] = [:]
         // A leaf's gradient is final once its last consumer has run: accumulate it then, not at the leaf's own
         // place in the order (a DFS puts a layer's weights after the whole chain below it). The same sum,
         // sooner: its memory is freed early and data parallelism can start reducing it.
@@ -56,11 +55,71 @@ extension Tensor {
                 }
             }
         }
+        // Pieces of one cut (`GatheredPieceBackward`) still to be visited, and the gradients of those visited.
+        var piecesLeft: [ObjectIdentifier: Int] = [:]
+        var pieceTerms: [ObjectIdentifier: [Tensor?]] = [:]
+        for t in order where !(boundary && capture?.contains(ObjectIdentifier(t)) == true) {
+            if let piece = t.gradFn as? any GatheredPieceBackward { piecesLeft[piece.groupID, default: 0] += 1 }
+        }
+        var captured: [ObjectIdentifier: Tensor] = [:]
+        /// What a node may round an input's gradient to (`LowGradientBackward`): its own dtype for a bf16 input, else
+        /// the rounding of the input's node where this term will be its only one.
+        func lowOffer(_ input: Tensor) -> DType? {
+            let key = ObjectIdentifier(input)
+            guard input.isTracked else { return nil }
+            if input.dtype.isLowFloat { return input.dtype }      // each of its terms is rounded to its dtype anyway
+            guard termsLeft[key] == 1, pending[key] == nil, capture?.contains(key) != true else { return nil }
+            return (input.gradFn as? any RoundsIncomingGradient)?.incomingLow
+        }
+        /// A piece's visit: its gradient (if any) is held; the group's last piece gathers them all for the input.
+        func pieceGradients(_ piece: any GatheredPieceBackward, _ g: Tensor?) -> [Tensor?] {
+            let group = piece.groupID
+            var terms = pieceTerms.removeValue(forKey: group) ?? Array(repeating: nil, count: piece.pieces)
+            if let g { terms[piece.index] = g }
+            let left = (piecesLeft[group] ?? 1) - 1
+            guard left == 0 else { piecesLeft[group] = left; pieceTerms[group] = terms; return [nil] }
+            piecesLeft[group] = nil
+            guard terms.contains(where: { $0 != nil }) else { return [nil] }
+            return [piece.gathered(terms, low: lowOffer(piece.inputs[0]))]
+        }
+        /// Hands a node's input gradients to the walk: summed into the inputs' pending gradients (a running-sum node's
+        /// replace them), a leaf's accumulated as soon as its last consumer ran.
+        func deliver(_ node: any Backward, _ grads: [Tensor?], continues: Bool) {
+            require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
+            for (input, grad) in zip(node.inputs, grads) where input.isTracked {
+                let key = ObjectIdentifier(input)
+                var whole = false                       // this term completes the input's gradient
+                if let left = termsLeft[key] { termsLeft[key] = left - 1; whole = left == 1 }
+                if let grad {
+                    require(grad.shape == input.shape,
+                            "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
+                    if !continues, let existing = pending[key] {
+                        pending[key] = Tensor.gradientSum(existing, grad, for: input, whole: whole)
+                    } else {
+                        pending[key] = grad
+                    }
+                }
+                guard let left = consumersLeft[key] else { continue }
+                if left > 1 { consumersLeft[key] = left - 1; continue }
+                consumersLeft[key] = nil
+                if let g = pending.removeValue(forKey: key) {
+                    input.accumulateGrad(g)
+                    observer?.didAccumulate(input)
+                }
+            }
+        }
         var remaining = Array(order.reversed())     // popped as visited: the walk's references go one by one
         order = []
         while let t = remaining.popLast() {
             let id = ObjectIdentifier(t)
-            guard var g = pending.removeValue(forKey: id) else { continue }
+            guard var g = pending.removeValue(forKey: id) else {
+                // A piece with no gradient still counts: the group's last piece gathers the others'.
+                if let piece = t.gradFn as? any GatheredPieceBackward, !(boundary && capture?.contains(id) == true) {
+                    deliver(piece, pieceGradients(piece, nil), continues: false)
+                    if freeGraph { t.gradFn = nil }
+                }
+                continue
+            }
             g.isPrivateGradientSum = false              // from here on others may hold it
             // A bf16 gradient (`RoundsIncomingGradient`) goes as it is only to a node that rounds to bf16 first.
             if g.dtype != t.dtype && (t.gradFn as? any RoundsIncomingGradient)?.incomingLow != g.dtype { g = g.to(t.dtype) }
@@ -86,15 +145,10 @@ extension Tensor {
                     running.append(sum.map { $0.dtype == input.dtype ? $0 : $0.to(input.dtype) })
                 }
                 grads = continuing.gradients(g.contiguous(), running: running)
+            } else if let piece = node as? any GatheredPieceBackward {
+                grads = pieceGradients(piece, g.contiguous())
             } else if let lowering = node as? any LowGradientBackward {
-                let low = node.inputs.map { input -> DType? in
-                    let key = ObjectIdentifier(input)
-                    guard input.isTracked else { return nil }
-                    if input.dtype.isLowFloat { return input.dtype }      // each of its terms is rounded to its dtype anyway
-                    guard termsLeft[key] == 1, pending[key] == nil, capture?.contains(key) != true else { return nil }
-                    return (input.gradFn as? any RoundsIncomingGradient)?.incomingLow
-                }
-                grads = lowering.gradients(g.contiguous(), low: low)
+                grads = lowering.gradients(g.contiguous(), low: node.inputs.map(lowOffer))
             } else if capture == nil, let direct = node as? any InPlaceGradientBackward {
                 let into = node.inputs.map {
                     $0.inPlaceDestination(termsLeft: consumersLeft[ObjectIdentifier($0)], hasPendingTerm: pending[ObjectIdentifier($0)] != nil)
@@ -103,30 +157,8 @@ extension Tensor {
             } else {
                 grads = node.gradients(g.contiguous())
             }
-            let continues = continuing != nil
             if freeGraph { t.gradFn = nil }              // its saved tensors go when the last holder does
-            require(grads.count == node.inputs.count, "backward: \(type(of: node)) returned \(grads.count) gradients for \(node.inputs.count) inputs")
-            for (input, grad) in zip(node.inputs, grads) where input.isTracked {
-                let key = ObjectIdentifier(input)
-                var whole = false                       // this term completes the input's gradient
-                if let left = termsLeft[key] { termsLeft[key] = left - 1; whole = left == 1 }
-                if let grad {
-                    require(grad.shape == input.shape,
-                            "backward: \(type(of: node)) gave gradient \(grad.shape) for input \(input.shape)")
-                    if !continues, let existing = pending[key] {
-                        pending[key] = Tensor.gradientSum(existing, grad, for: input, whole: whole)
-                    } else {
-                        pending[key] = grad
-                    }
-                }
-                guard let left = consumersLeft[key] else { continue }
-                if left > 1 { consumersLeft[key] = left - 1; continue }
-                consumersLeft[key] = nil
-                if let g = pending.removeValue(forKey: key) {
-                    input.accumulateGrad(g)
-                    observer?.didAccumulate(input)
-                }
-            }
+            deliver(node, grads, continues: continuing != nil)
         }
         return captured
     }

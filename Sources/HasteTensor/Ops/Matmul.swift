@@ -231,9 +231,12 @@ struct BF16MatmulBackward: Backward {
 }
 
 /// Autocast bf16 linear on CUDA (`autocastGemm`): dx = bf16(d̃y·w̃), dw = bf16(d̃yᵀ·x̃), db = bf16(Σ d̃y) (~ = rounded
-/// to bf16), dx and dw as bf16 GEMMs; dw and db written into their arena slots where the walk offers them.
-struct BF16LinearBackward: InPlaceGradientBackward {
+/// to bf16), dx and dw as bf16 GEMMs; dw and db written into their arena slots where the walk offers them. It rounds
+/// its incoming gradient first (`RoundsIncomingGradient`): a term already rounded (the adaLN modulation's pieces'
+/// gradients, gathered in bf16: `Tensor.columnPieces`) comes as it is, without a float32 carrier and a cast.
+struct BF16LinearBackward: InPlaceGradientBackward, RoundsIncomingGradient {
     let x: Tensor, weight: Tensor, bias: Tensor?, xn: Tensor, wn: Tensor
+    var incomingLow: DType { .bfloat16 }
     var inputs: [Tensor] { bias.map { [x, weight, $0] } ?? [x, weight] }
     func gradients(_ dy: Tensor) -> [Tensor?] { gradients(dy, into: inputs.map { _ in nil }) }
 

@@ -148,3 +148,13 @@ func vectorLevels() -> [Int] {
         }
     }
 }
+
+/// A CPU kernel handed a buffer of another element width than it computes in stops with the dtypes named
+/// (`Buffer.pointer`), instead of reading or writing twice the buffer's bytes: axpy over float32 with a bf16 x.
+@Test func aKernelRefusesABufferOfAnotherWidth() async {
+    let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+        let x = Tensor.zeros([8], dtype: .bfloat16), y = Tensor.zeros([8])
+        CPUBackend.shared.axpy(alpha: 1, x: x.buffer, y: y.buffer, count: 8)
+    }
+    #expect(trapMessage(result).contains("a bfloat16 buffer taken as Float (4-byte elements, the buffer's are 2)"), "\(trapMessage(result))")
+}
