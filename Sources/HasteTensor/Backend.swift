@@ -57,6 +57,11 @@ public protocol MemoryKernels: AnyObject {
     /// adaLN modulation from its pieces' (`Tensor.columnPieces`). Returns false where the backend has no such kernel
     /// (the default); the caller then copies each piece (and casts).
     func gatherColumns(_ pieces: [Buffer?], rows: Int, width: Int, into out: Buffer) -> Bool
+    /// out = float32(a) + float32(b), `count` contiguous elements, a and b each float32 or bfloat16 (at least one bf16),
+    /// out float32: the walk's sum of two gradient terms of a float32 tensor where a bf16 GEMM returned one as it is
+    /// (Graph.swift `gradientSum`), without widening it first. Returns false where the backend has no such kernel (the
+    /// default); the caller widens, then adds (the same values).
+    func addWidened(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool
 }
 
 extension MemoryKernels {
@@ -64,4 +69,5 @@ extension MemoryKernels {
     public func addLow(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool { false }
     public func widenBF16(_ pairs: [(from: Buffer, to: Buffer, count: Int)]) -> Bool { false }
     public func gatherColumns(_ pieces: [Buffer?], rows: Int, width: Int, into out: Buffer) -> Bool { false }
+    public func addWidened(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool { false }
 }

@@ -179,6 +179,29 @@ extension CUDABackend {
             haste_st4(out + 4 * i, x);
         }
     }
+    /// out = float(a) + float(b), a and b float32 or bf16 (`addWidened`: the autograd walk's sum of two gradient terms of
+    /// a float32 tensor, a bf16 GEMM's rounded output among them): the float32 add of the widened values in one pass;
+    /// four elements a thread (16-byte float32 and 8-byte bf16 accesses) or one.
+    template <typename TA, typename TB>
+    __device__ __forceinline__ void haste_add_widened(const TA* a, const TB* b, float* out, i64 n, bool four) {
+        if (four) {
+            HASTE_GRID_STRIDE_LOOP(i, n) {
+                float x[4], y[4];
+                haste_ld4(a + 4 * i, x);
+                haste_ld4(b + 4 * i, y);
+                for (int j = 0; j < 4; j++) x[j] = __fadd_rn(x[j], y[j]);
+                haste_st4(out + 4 * i, x);
+            }
+        } else {
+            HASTE_GRID_STRIDE_LOOP(i, n) out[i] = __fadd_rn(haste_ld(a, i), haste_ld(b, i));
+        }
+    }
+    extern "C" __global__ void add_widened_fb_v4(const float* a, const u16* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
+    extern "C" __global__ void add_widened_fb(const float* a, const u16* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
+    extern "C" __global__ void add_widened_bf_v4(const u16* a, const float* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
+    extern "C" __global__ void add_widened_bf(const u16* a, const float* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
+    extern "C" __global__ void add_widened_bb_v4(const u16* a, const u16* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
+    extern "C" __global__ void add_widened_bb(const u16* a, const u16* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
     extern "C" __global__ void add_bf16(const u16* a, const u16* b, u16* out, i64 n) {
         HASTE_GRID_STRIDE_LOOP(i, n) out[i] = haste_float_to_bf16(__fadd_rn(haste_bf16_to_float(a[i]), haste_bf16_to_float(b[i])));
     }
@@ -240,6 +263,27 @@ extension CUDABackend {
                [.pointer(address(a)), .pointer(address(b)), .pointer(address(out)), .int64(Int64(units))])
         return true
     }
+
+    /// float(a) + float(b) into float32 in one launch (`add_widened_{fb,bf,bb}[_v4]`); false unless one side is bf16 and
+    /// the other float32 or bf16, or with `HASTE_ADD_WIDENED=0` (the caller widens, then adds: the same values).
+    public func addWidened(_ a: Buffer, _ b: Buffer, _ out: Buffer, count: Int) -> Bool {
+        let pair: String
+        switch (a.dtype, b.dtype) {
+        case (.float32, .bfloat16): pair = "fb"
+        case (.bfloat16, .float32): pair = "bf"
+        case (.bfloat16, .bfloat16): pair = "bb"
+        default: return false
+        }
+        guard out.dtype == .float32, CUDABackend.addWidenedAllowed else { return false }
+        if count <= 0 { return true }
+        let v4 = count % 4 == 0 && [a, b, out].allSatisfy { address($0) % UInt64(4 * $0.dtype.byteSize) == 0 }
+        let units = v4 ? count / 4 : count
+        launch(CUDABackend.memorySource, "add_widened_" + pair + (v4 ? "_v4" : ""), grid: Dim3(CUDABackend.blocks(units)),
+               block: Dim3(256), [.pointer(address(a)), .pointer(address(b)), .pointer(address(out)), .int64(Int64(units))])
+        return true
+    }
+    /// `HASTE_ADD_WIDENED=0`: a bf16 gradient term widened by a launch of its own before the add, for comparisons on a GPU.
+    @TaskLocal static var addWidenedAllowed = ProcessInfo.processInfo.environment["HASTE_ADD_WIDENED"] != "0"
 
     /// `cast` of each bf16 → float32 pair, four elements a thread, up to 8 pairs a launch (`cast_bf16_f32_v4_segments`);
     /// a pair the v4 kernel cannot take (a count not a multiple of 4, an unaligned side) is cast alone.

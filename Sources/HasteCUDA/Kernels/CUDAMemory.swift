@@ -13,7 +13,8 @@ extension CUDABackend {
         "round_through_f32_v4", "widen_bf16_copy32_u4", "widen_bf16_copy32_u2", "widen_bf16_copy32_u1",
         "narrow_bf16_copy32_u4", "narrow_bf16_copy32_u2", "narrow_bf16_copy32_u1", "add_bf16_v4", "add_bf16",
         "cast_bf16_f32_v4_segments", "gather_columns_f32_u4", "gather_columns_f32_u1", "gather_columns_bf16_u4",
-        "gather_columns_bf16_u1",
+        "gather_columns_bf16_u1", "add_widened_fb_v4", "add_widened_fb", "add_widened_bf_v4", "add_widened_bf", "add_widened_bb_v4",
+        "add_widened_bb",
     ], code: #"""
     extern "C" __global__ void fill_8(u64* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = v; }
     extern "C" __global__ void fill_4(u32* dst, i64 n, u64 v) { HASTE_GRID_STRIDE_LOOP(i, n) dst[i] = (u32)v; }

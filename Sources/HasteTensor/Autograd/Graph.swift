@@ -186,6 +186,10 @@ extension Tensor {
             if a.backend.addLow(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }
             if input.dtype == low { return (ac.to(.float32) + bc.to(.float32)).to(low) }     // the same: float32 sum rounded once
         }
+        if input.dtype == .float32 && (a.dtype == .bfloat16 || b.dtype == .bfloat16) {
+            let ac = a.contiguous(), bc = b.contiguous(), out = Tensor.empty(a.shape, dtype: .float32, device: a.device)
+            if a.backend.addWidened(ac.buffer, bc.buffer, out.buffer, count: a.count) { return out }   // widened and added in one pass
+        }
         func widened(_ t: Tensor) -> Tensor { t.dtype == input.dtype ? t : t.to(input.dtype) }
         return widened(a) + widened(b)
     }

@@ -188,8 +188,10 @@ func bf16Gradients(_ dy: Tensor, into: [Tensor?]? = nil, _ sums: (Tensor) -> [Te
     GradMode.withoutGrad { bf16Carriers(sums(dy.narrowed(.bfloat16)), into: into) }
 }
 
-/// The raw gradients of `bf16Gradients` as float32 carriers: a bf16 tensor widened, a float32 one (sums) rounded
-/// once. Where `into` offers a gradient's arena slot (`InPlaceGradientBackward`: contiguous float32, its shape), the
+/// The raw gradients of `bf16Gradients` for the walk: a bf16 tensor (a GEMM's rounded output) as it is, which the walk
+/// reads as its float32 values (widened where a float32 tensor is needed: at the tensor's node, a leaf; added to another
+/// term in one pass, `addWidened`; handed as it is to a node that rounds first), a float32 one (sums) rounded once.
+/// Where `into` offers a gradient's arena slot (`InPlaceGradientBackward`: contiguous float32, its shape), the float32
 /// carrier is written there (the same values) and the slot returned: no float32 temporary and no copy into the slot.
 /// The bf16 ones widened into slots go in one call (`widenBF16`: one launch on CUDA for a node's weights and biases).
 func bf16Carriers(_ raw: [Tensor?], into: [Tensor?]? = nil) -> [Tensor?] {
@@ -202,7 +204,7 @@ func bf16Carriers(_ raw: [Tensor?], into: [Tensor?]? = nil) -> [Tensor?] {
             else { g.backend.roundThrough(src.buffer, slot.buffer, low: .bfloat16, count: g.count, shift: 0) }
             return slot
         }
-        return g.dtype == .bfloat16 ? g.to(.float32) : g.roundedValues(.bfloat16)
+        return g.dtype == .bfloat16 ? g : g.roundedValues(.bfloat16)     // bf16: as it is (the walk widens it where needed)
     }
     if let backend = widen.first?.from.backend,
        widen.count < 2 || !backend.widenBF16(widen.map { ($0.from.buffer, $0.to.buffer, $0.from.count) }) {
