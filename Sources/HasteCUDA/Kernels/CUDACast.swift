@@ -168,22 +168,12 @@ extension CUDABackend {
     extern "C" __global__ void round_through_f32(const float* x, float* y, int lowType, float s, i64 n) {
         HASTE_GRID_STRIDE_LOOP(i, n) y[i] = haste_round_through(x[i], s, lowType);
     }
-    /// out = bf16(float(a) + float(b)) (`addLow`): torch's sum of two bf16 tensors, the float32 sum rounded once;
-    /// four elements per thread (8-byte accesses) or one.
-    extern "C" __global__ void add_bf16_v4(const u16* a, const u16* b, u16* out, i64 n4) {
-        HASTE_GRID_STRIDE_LOOP(i, n4) {
-            float x[4], y[4];
-            haste_ld4(a + 4 * i, x);
-            haste_ld4(b + 4 * i, y);
-            for (int j = 0; j < 4; j++) x[j] = __fadd_rn(x[j], y[j]);
-            haste_st4(out + 4 * i, x);
-        }
-    }
-    /// out = float(a) + float(b), a and b float32 or bf16 (`addWidened`: the autograd walk's sum of two gradient terms of
-    /// a float32 tensor, a bf16 GEMM's rounded output among them): the float32 add of the widened values in one pass;
-    /// four elements a thread (16-byte float32 and 8-byte bf16 accesses) or one.
-    template <typename TA, typename TB>
-    __device__ __forceinline__ void haste_add_widened(const TA* a, const TB* b, float* out, i64 n, bool four) {
+    /// out = float(a) + float(b), a and b float32 or bf16 (the add of the widened values, `__fadd_rn`), in one pass, four
+    /// elements a thread (16-byte float32 and 8-byte bf16 accesses) or one. A float32 out: `addWidened`, the autograd
+    /// walk's sum of two gradient terms of a float32 tensor, a bf16 GEMM's rounded output among them; a bf16 out
+    /// (rounded by haste_st4 / haste_st as cast_f32_bf16): `addLow`, torch's sum of two bf16 tensors, rounded once.
+    template <typename TA, typename TB, typename TO>
+    __device__ __forceinline__ void haste_add_widened(const TA* a, const TB* b, TO* out, i64 n, bool four) {
         if (four) {
             HASTE_GRID_STRIDE_LOOP(i, n) {
                 float x[4], y[4];
@@ -193,18 +183,17 @@ extension CUDABackend {
                 haste_st4(out + 4 * i, x);
             }
         } else {
-            HASTE_GRID_STRIDE_LOOP(i, n) out[i] = __fadd_rn(haste_ld(a, i), haste_ld(b, i));
+            HASTE_GRID_STRIDE_LOOP(i, n) haste_st(out, i, __fadd_rn(haste_ld(a, i), haste_ld(b, i)));
         }
     }
+    extern "C" __global__ void add_bf16_v4(const u16* a, const u16* b, u16* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
+    extern "C" __global__ void add_bf16(const u16* a, const u16* b, u16* out, i64 n) { haste_add_widened(a, b, out, n, false); }
     extern "C" __global__ void add_widened_fb_v4(const float* a, const u16* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
     extern "C" __global__ void add_widened_fb(const float* a, const u16* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
     extern "C" __global__ void add_widened_bf_v4(const u16* a, const float* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
     extern "C" __global__ void add_widened_bf(const u16* a, const float* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
     extern "C" __global__ void add_widened_bb_v4(const u16* a, const u16* b, float* out, i64 n4) { haste_add_widened(a, b, out, n4, true); }
     extern "C" __global__ void add_widened_bb(const u16* a, const u16* b, float* out, i64 n) { haste_add_widened(a, b, out, n, false); }
-    extern "C" __global__ void add_bf16(const u16* a, const u16* b, u16* out, i64 n) {
-        HASTE_GRID_STRIDE_LOOP(i, n) out[i] = haste_float_to_bf16(__fadd_rn(haste_bf16_to_float(a[i]), haste_bf16_to_float(b[i])));
-    }
     """#
 
     /// The code `cast_any` uses for a dtype.

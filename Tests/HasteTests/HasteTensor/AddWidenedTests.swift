@@ -9,7 +9,8 @@ import Testing
     static let (hostOnly, driver) = hostOnlyDevice(28)
 
     /// The kernel on the emulated device, every pairing of float32 and bf16 terms, four elements a thread (16) and one
-    /// (15), against the CPU's widen-then-add, bit for bit (−0, NaN, infinities, a sum that overflows).
+    /// (15), against the CPU's widen-then-add, bit for bit (−0, NaN, infinities, a sum that overflows); and `addLow`
+    /// (the same helper with a bf16 out) against the CPU's float32 sum rounded to bf16.
     @Test(arguments: [15, 16]) func theKernelIsWidenThenAdd(count: Int) {
         var rng = SplitMix64(seed: UInt64(count))
         func values(_ salt: Int) -> [Float] {
@@ -31,6 +32,12 @@ import Testing
             #expect(device.backend.addWidened(ga.buffer, gb.buffer, out.buffer, count: count), "\(da) + \(db)")
             let want = (a.to(.float32) + b.to(.float32)).scalars(as: Float.self).map(\.bitPattern)
             #expect(out.to(.cpu).scalars(as: Float.self).map(\.bitPattern) == want, "\(da) + \(db)")
+            guard da == .bfloat16 && db == .bfloat16 else { continue }
+            // The same helper with a bf16 out is `addLow` (torch's bf16 add): the float32 sum rounded once.
+            let low = Tensor.empty([count], dtype: .bfloat16, device: device)
+            #expect(device.backend.addLow(ga.buffer, gb.buffer, low.buffer, count: count))
+            let rounded = (a.to(.float32) + b.to(.float32)).to(.bfloat16).to(.float32).scalars(as: Float.self).map(\.bitPattern)
+            #expect(low.to(.cpu).to(.float32).scalars(as: Float.self).map(\.bitPattern) == rounded, "addLow")
         }
     }
 
