@@ -53,7 +53,7 @@ extension CUDABackend {
             haste_row_mean_rstd(xr, cols, eps, scratch, &m, &rs);
             if (threadIdx.x == 0) { mean[r] = m; rstd[r] = rs; }
             for (i64 i = threadIdx.x; i < cols; i += blockDim.x) {
-                float w = haste_mln_scale(sc, i, so != 0, sor) + 1.0f;
+                float w = haste_mln_scale(sc, i, so, sor) + 1.0f;
                 haste_st(yr, i, (xr[i] - m) * rs * w + sh[i]);
             }
         }

@@ -167,11 +167,12 @@ extension CUDABackend {
 
     /// fused_mln_forward(_y16) and fused_mln_backward_dx(_dy16) by warp (the fused family).
     static let fusedWarpCode = rowWarpHelpers + "\n" + #"""
-    /// The modulated LayerNorm forward's scale element i of its item's row `sc`: as given, or with `bf16` Autocast
-    /// bf16's 1 + scale as the scale it stands for, bf16(1 + scale) − 1 (round_through_f32's bits with shift 1), which
-    /// `out` (not null: the item's first row) keeps for the backward. By block and by warp rows.
-    __device__ __forceinline__ float haste_mln_scale(const float* sc, i64 i, bool bf16, float* out) {
-        if (!bf16) return sc[i];
+    /// The modulated LayerNorm forward's scale element i of its item's row `sc`: as given where the kernel has no `so`
+    /// (null), else Autocast bf16's 1 + scale as the scale it stands for, bf16(1 + scale) − 1 (round_through_f32's bits
+    /// with shift 1), which `out` (not null: the item's first row, inside `so`) keeps for the backward. By block and by
+    /// warp rows.
+    __device__ __forceinline__ float haste_mln_scale(const float* sc, i64 i, const float* so, float* out) {
+        if (so == 0) return sc[i];
         const float s = haste_round_through(sc[i], 1.0f, 3);
         if (out != 0) out[i] = s;
         return s;
@@ -184,7 +185,7 @@ extension CUDABackend {
             float* sor = so != 0 && r % tokens == 0 ? so + (r / tokens) * cols : 0;   // as haste_mln_forward
             TY* yr = y + r * cols;
             haste_warp_row_forward<PER>(x + r * cols, r, cols, eps, mean, rstd, [&](int, i64 i, float xj, float m, float rs) {
-                float w = haste_mln_scale(sc, i, so != 0, sor) + 1.0f;
+                float w = haste_mln_scale(sc, i, so, sor) + 1.0f;
                 haste_st(yr, i, (xj - m) * rs * w + sh[i]);
             });
         }

@@ -58,7 +58,9 @@ extension Tensor {
         // Pieces of one cut (`GatheredPieceBackward`) still to be visited, and the gradients of those visited.
         var piecesLeft: [ObjectIdentifier: Int] = [:]
         var pieceTerms: [ObjectIdentifier: [Tensor?]] = [:]
-        for t in order where !(boundary && capture?.contains(ObjectIdentifier(t)) == true) {
+        /// A captured tensor where the walk stops (a checkpoint's input): its node does not run.
+        func stopsHere(_ id: ObjectIdentifier) -> Bool { boundary && capture?.contains(id) == true }
+        for t in order where !stopsHere(ObjectIdentifier(t)) {
             if let piece = t.gradFn as? any GatheredPieceBackward { piecesLeft[piece.groupID, default: 0] += 1 }
         }
         var captured: [ObjectIdentifier: Tensor] = [:]
@@ -114,7 +116,7 @@ extension Tensor {
             let id = ObjectIdentifier(t)
             guard var g = pending.removeValue(forKey: id) else {
                 // A piece with no gradient still counts: the group's last piece gathers the others'.
-                if let piece = t.gradFn as? any GatheredPieceBackward, !(boundary && capture?.contains(id) == true) {
+                if let piece = t.gradFn as? any GatheredPieceBackward, !stopsHere(id) {
                     deliver(piece, pieceGradients(piece, nil), continues: false)
                     if freeGraph { t.gradFn = nil }
                 }
@@ -126,7 +128,7 @@ extension Tensor {
             if let capture {
                 if capture.contains(id) { captured[id] = g.dtype == t.dtype ? g : g.to(t.dtype) }
                 if capture.count == captured.count { break }
-                if boundary && capture.contains(id) { continue }
+                if stopsHere(id) { continue }
             }
             guard let node = t.gradFn else {
                 if capture == nil && t.requiresGrad {

@@ -37,23 +37,21 @@ struct ColumnPieceBackward: GatheredPieceBackward {
     }
 
     /// x's gradient: the pieces' gradients side by side (nil: zeros), float32 as x, or rounded to `low` in the same pass.
+    /// The walk hands each piece's gradient in the piece's dtype (x's), contiguous.
     func gathered(_ terms: [Tensor?], low: DType?) -> Tensor {
         let n = x.shape[0], d = x.shape[1] / pieces
-        let parts = terms.map { $0.map { $0.dtype == x.dtype ? $0.contiguous() : $0.to(x.dtype).contiguous() } }
         let out = Tensor.empty(x.shape, dtype: low ?? x.dtype, device: x.device)
         let backend = out.backend
-        if x.dtype == .float32, backend.gatherColumns(parts.map { $0?.buffer }, rows: n, width: d, into: out.buffer) { return out }
+        if backend.gatherColumns(terms.map { $0?.buffer }, rows: n, width: d, into: out.buffer) { return out }
+        // Each piece copied into its columns (zeros first where one is missing), then rounded in one cast where asked.
         let wide = low == nil ? out : Tensor.empty(x.shape, dtype: x.dtype, device: x.device)
-        for (i, part) in parts.enumerated() {
-            let slice = Buffer(storage: wide.storage, offset: wide.offset + i * d, dtype: wide.dtype)
-            if let part {
-                backend.stridedCopy(from: part.buffer, srcStrides: [d, 1], to: slice, dstStrides: [pieces * d, 1], shape: [n, d])
-            } else {
-                let zeros = Tensor.zeros([n, d], dtype: wide.dtype, device: wide.device)
-                backend.stridedCopy(from: zeros.buffer, srcStrides: [d, 1], to: slice, dstStrides: [pieces * d, 1], shape: [n, d])
-            }
+        if terms.contains(where: { $0 == nil }) { backend.fill(wide.buffer, count: wide.count, value: 0) }
+        for (i, part) in terms.enumerated() {
+            guard let part else { continue }
+            backend.stridedCopy(from: part.buffer, srcStrides: [d, 1], to: Buffer(storage: wide.storage, offset: wide.offset + i * d, dtype: wide.dtype),
+                                dstStrides: [pieces * d, 1], shape: [n, d])
         }
-        if let low { backend.cast(from: wide.buffer, to: out.buffer, count: out.count) }
+        if wide !== out { backend.cast(from: wide.buffer, to: out.buffer, count: out.count) }
         return out
     }
 }

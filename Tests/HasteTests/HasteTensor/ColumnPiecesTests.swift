@@ -104,7 +104,8 @@ import Testing
     }
 
     /// Under Autocast bf16 on the emulated device: a bf16 linear's modulation cut into pieces gives the linear the same
-    /// weight, bias and input gradients, bit for bit, as chunk's column slices (their running sum, then the cast).
+    /// weight, bias and input gradients, bit for bit, as chunk's column slices (their running sum, then the cast), with
+    /// the gathering kernel and without it (`HASTE_GATHER_COLUMNS=0`: each piece copied, then one cast).
     @Test func aBF16LinearsGradientsAreChunksBits() {
         let device = EmulatedCUDA.device
         func grads(_ cut: (Tensor) -> [Tensor]) -> [[UInt32]] {
@@ -117,7 +118,9 @@ import Testing
             loss.backward()
             return [c, w, b].map { $0.grad!.to(.cpu).scalars(as: Float.self).map(\.bitPattern) }
         }
-        #expect(grads { $0.columnPieces(3) } == grads { $0.chunk(3, axis: 1).map { $0.contiguous() } })
+        let chunks = grads { $0.chunk(3, axis: 1).map { $0.contiguous() } }
+        #expect(grads { $0.columnPieces(3) } == chunks)
+        #expect(CUDABackend.$gatherColumnsAllowed.withValue(false) { grads { $0.columnPieces(3) } } == chunks, "the copies and the cast")
     }
 
     /// On the host-only device, the same bf16 linear's pieces' gradients take one launch, rounded there (no zero fill,
